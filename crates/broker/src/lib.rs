@@ -1,1 +1,24 @@
-//! placeholder
+//! The Once broker: topics, Kafka request handlers and the TCP server.
+//!
+//! # Layout
+//! - [`config`]: [`BrokerConfig`], everything `once serve` can be told.
+//! - [`broker`]: [`Broker`], the state every connection shares, and request dispatch.
+//! - [`topics`]: the topic registry, persisted beside the partition logs.
+//! - [`topic_config`]: topic-level configuration keys, defaults and validation.
+//! - [`handlers`]: one module per group of Kafka APIs, each turning a request into a response.
+//! - [`errors`]: the one place where errors become Kafka error codes.
+//! - [`server`]: the listener, one task per connection, in-order responses, graceful shutdown.
+
+#![forbid(unsafe_code)]
+
+pub mod broker;
+pub mod config;
+pub mod errors;
+pub mod handlers;
+pub mod server;
+pub mod topic_config;
+pub mod topics;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;
+pub use server::Server;

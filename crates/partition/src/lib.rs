@@ -1,1 +1,23 @@
-//! placeholder
+//! Partition state for Once: the single writer of a partition's log, group commit, the high watermark
+//! and the waiters of long-polling fetches.
+//!
+//! A partition's log has exactly one writer: a loop that takes every append request queued since its
+//! last round, writes them, and covers them all with one fdatasync before any of them is answered
+//! (group commit). The high watermark is the end of what is durable: consumers never see a record
+//! that a crash could take back. Later issues add producer state, the transaction index, the last
+//! stable offset and the dedup index here, beside the log.
+//!
+//! # Layout
+//! - [`partition`]: [`Partition`], the handle the broker holds; reads, offsets, retention, config.
+//! - [`writer`]: the writer loop and its group commit.
+//! - [`error`]: [`PartitionError`].
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod partition;
+mod writer;
+
+pub use error::PartitionError;
+pub use once_log::{AppendInfo, LogConfig};
+pub use partition::{Partition, PartitionId};

@@ -1,1 +1,25 @@
-//! placeholder
+//! Kafka wire framing, request decoding and the table of API versions Once speaks.
+//!
+//! This crate does no I/O: it turns bytes into typed requests and typed responses into bytes, on top of
+//! the generated codecs of the `kafka-protocol` crate (no codec is hand-written here).
+//!
+//! # Layout
+//! - [`alloc`]: an allocator for binaries that decode untrusted frames (the one module with `unsafe`).
+//! - [`frame`]: the 4-byte length prefix and its bound.
+//! - [`versions`]: which APIs and versions Once advertises in ApiVersions, and which it can decode.
+//! - [`request`]: decoding a frame into a request header and a typed body, with typed errors for the
+//!   cases Kafka answers specially (unknown key, unsupported version, malformed body).
+//! - [`response`]: encoding a response with the header version its request calls for.
+
+#![deny(unsafe_code)]
+
+pub mod alloc;
+pub mod frame;
+pub mod request;
+pub mod response;
+pub mod versions;
+
+pub use kafka_protocol;
+pub use kafka_protocol::error::ResponseError;
+pub use request::{decode_request, DecodedRequest, RequestError};
+pub use response::{encode_response, EncodeError};

@@ -1,0 +1,51 @@
+//! Broker configuration.
+
+use std::path::PathBuf;
+
+use crate::topic_config::TopicDefaults;
+
+/// Everything the broker is configured with. The CLI fills it from flags, `ONCE_*` variables and
+/// `once.toml`; defaults are safe (every acknowledged write fsynced).
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Address the listener binds, `HOST:PORT`.
+    pub listen: String,
+    /// Address put in Metadata for clients to connect to; the listen address when `None`.
+    pub advertised_listener: Option<String>,
+    /// Where topics, logs and broker metadata live.
+    pub data_dir: PathBuf,
+    /// This broker's id in Metadata.
+    pub node_id: i32,
+    /// Create a topic on first Metadata request for it (Kafka's auto.create.topics.enable).
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic or a CreateTopics asking for -1 (Kafka's num.partitions).
+    pub default_partitions: i32,
+    /// Defaults for topic-level configs.
+    pub topic_defaults: TopicDefaults,
+    /// Open connections at most; further connections are closed at once.
+    pub connections_max: usize,
+    /// Largest request frame accepted (Kafka's socket.request.max.bytes).
+    pub request_bytes_max: usize,
+    /// How often segments past retention are deleted.
+    pub retention_check_interval_ms: u64,
+    /// Largest response a Fetch returns when the request asks for more (Kafka's fetch.max.bytes).
+    pub fetch_bytes_max: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "127.0.0.1:9092".to_string(),
+            advertised_listener: None,
+            data_dir: PathBuf::from("once-data"),
+            node_id: 0,
+            auto_create_topics: true,
+            default_partitions: 1,
+            topic_defaults: TopicDefaults::default(),
+            connections_max: 1024,
+            request_bytes_max: once_wire::frame::FRAME_BYTES_MAX_DEFAULT,
+            retention_check_interval_ms: 300_000,
+            fetch_bytes_max: 55 * 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The one place where errors become Kafka error codes.
+//!
+//! Precise codes matter: clients decide on retries from them, and a vague UNKNOWN_SERVER_ERROR has
+//! made Java clients duplicate data elsewhere (Redpanda issue 5355). Anything unexpected is logged.
+
+use once_log::LogError;
+use once_partition::PartitionError;
+use once_wire::ResponseError;
+
+use crate::topics::TopicError;
+
+pub fn log_error_code(error: &LogError) -> ResponseError {
+    match error {
+        LogError::CorruptBatch(_) => ResponseError::CorruptMessage,
+        LogError::InvalidBatch(_) => ResponseError::InvalidRecord,
+        LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Failed | LogError::Io { .. } => ResponseError::KafkaStorageError,
+        #[allow(unreachable_patterns)]
+        other => unexpected(other),
+    }
+}
+
+pub fn partition_error_code(error: &PartitionError) -> ResponseError {
+    match error {
+        PartitionError::Log(error) => log_error_code(error),
+        PartitionError::Storage(_) => ResponseError::KafkaStorageError,
+        PartitionError::Closed(_) => ResponseError::NotLeaderOrFollower,
+        PartitionError::Busy(_) => ResponseError::RequestTimedOut,
+    }
+}
+
+pub fn topic_error_code(error: &TopicError) -> ResponseError {
+    match error {
+        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
+        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        TopicError::Io { .. } => unexpected(error),
+        TopicError::Partition(error) => partition_error_code(error),
+    }
+}
+
+fn unexpected(error: &dyn std::fmt::Display) -> ResponseError {
+    tracing::error!(%error, "unexpected error");
+    ResponseError::UnknownServerError
+}
+
+/// The error code of an optional error (0 for none).
+pub fn code(error: Option<ResponseError>) -> i16 {
+    error.map(|error| error.code()).unwrap_or(0)
+}

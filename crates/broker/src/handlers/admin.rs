@@ -1,0 +1,121 @@
+//! CreateTopics, DeleteTopics, CreatePartitions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, ResponseKind,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::errors::topic_error_code;
+use crate::topic_config::{TopicConfig, CONFIG_KEYS};
+use crate::topics::TopicError;
+
+/// Config source DYNAMIC_TOPIC_CONFIG and DEFAULT_CONFIG, as Kafka reports them.
+pub(crate) const SOURCE_TOPIC: i8 = 1;
+pub(crate) const SOURCE_DEFAULT: i8 = 5;
+
+pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, _version: i16) -> ResponseKind {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let partitions = if topic.num_partitions == -1 { broker.config.default_partitions } else { topic.num_partitions };
+        let configs: BTreeMap<String, String> = topic
+            .configs
+            .iter()
+            .filter_map(|config| config.value.as_ref().map(|value| (config.name.to_string(), value.to_string())))
+            .collect();
+        let outcome = if !topic.assignments.is_empty() {
+            Err(TopicError::InvalidPartitions("manual replica assignment is not supported on a single broker".into()))
+        } else if request.validate_only {
+            broker.topics.check_create(&name, partitions, topic.replication_factor, &configs)
+        } else {
+            match broker.topics.check_create(&name, partitions, topic.replication_factor, &configs) {
+                Ok(()) => broker.topics.create(&name, partitions, configs.clone()).await.map(|_| ()),
+                Err(error) => Err(error),
+            }
+        };
+        let result = CreatableTopicResult::default().with_name(topic.name);
+        results.push(match outcome {
+            Ok(()) => {
+                let id = broker.topics.get(&name).map(|topic| topic.id).unwrap_or_default();
+                let config = TopicConfig::new(configs, broker.topics.defaults().clone());
+                result
+                    .with_topic_id(id)
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1)
+                    .with_configs(Some(describe_for_create(&config)))
+            }
+            Err(error) => result
+                .with_error_code(topic_error_code(&error).code())
+                .with_error_message(Some(str_bytes(&error.to_string())))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1),
+        });
+    }
+    ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
+}
+
+fn describe_for_create(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
+    CONFIG_KEYS
+        .iter()
+        .filter_map(|key| {
+            let (value, overridden) = config.value_of(key.name)?;
+            Some(
+                CreatableTopicConfigs::default()
+                    .with_name(StrBytes::from_static_str(key.name))
+                    .with_value(Some(str_bytes(&value)))
+                    .with_config_source(if overridden { SOURCE_TOPIC } else { SOURCE_DEFAULT }),
+            )
+        })
+        .collect()
+}
+
+pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) -> ResponseKind {
+    // v0-5 name topics in `topic_names`; v6+ in `topics` (Once serves up to v5).
+    let names: Vec<_> = if version >= 6 {
+        request.topics.into_iter().filter_map(|topic| topic.name).collect()
+    } else {
+        request.topic_names
+    };
+    let mut responses = Vec::with_capacity(names.len());
+    for name in names {
+        let outcome = broker.topics.delete(&name.0).await;
+        let result = DeletableTopicResult::default().with_name(Some(name));
+        responses.push(match outcome {
+            Ok(id) => result.with_topic_id(id),
+            Err(error) => result
+                .with_error_code(topic_error_code(&error).code())
+                .with_error_message(Some(str_bytes(&error.to_string()))),
+        });
+    }
+    ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
+}
+
+pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> ResponseKind {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let outcome = if topic.assignments.is_some() {
+            Err(TopicError::InvalidPartitions("manual replica assignment is not supported on a single broker".into()))
+        } else if request.validate_only {
+            broker.topics.check_add_partitions(&topic.name.0, topic.count).map(|_| ())
+        } else {
+            broker.topics.add_partitions(&topic.name.0, topic.count).await
+        };
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name);
+        results.push(match outcome {
+            Ok(()) => result,
+            Err(error) => result
+                .with_error_code(topic_error_code(&error).code())
+                .with_error_message(Some(str_bytes(&error.to_string()))),
+        });
+    }
+    ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results))
+}

@@ -1,0 +1,146 @@
+//! Fetch with long polling.
+//!
+//! A fetch reads whole batches below the high watermark. If fewer than `min_bytes` are available it
+//! waits, up to `max_wait_ms`, for any requested partition's high watermark to move, then reads again.
+//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells clients to
+//! send full requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use once_partition::Partition;
+use once_wire::ResponseError;
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+use crate::errors::partition_error_code;
+
+/// One requested partition, resolved.
+struct Wanted {
+    index: i32,
+    partition: Option<Arc<Partition>>,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+}
+
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> ResponseKind {
+    let response_max_bytes = usize::try_from(request.max_bytes).unwrap_or(0).min(broker.config.fetch_bytes_max);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
+    let wanted: Vec<(TopicName, Vec<Wanted>)> = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let found = broker.topics.get(&topic.topic.0);
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|requested| Wanted {
+                    index: requested.partition,
+                    partition: found.as_ref().and_then(|found| found.partition(requested.partition)),
+                    fetch_offset: requested.fetch_offset,
+                    partition_max_bytes: usize::try_from(requested.partition_max_bytes).unwrap_or(0),
+                })
+                .collect();
+            (topic.topic, partitions)
+        })
+        .collect();
+    let wanted = Arc::new(wanted);
+    loop {
+        // Subscribe before reading, so a high watermark that moves during the read still wakes us.
+        let mut watchers: Vec<_> = wanted
+            .iter()
+            .flat_map(|(_, partitions)| partitions.iter().filter_map(|wanted| wanted.partition.as_ref()))
+            .map(|partition| partition.watch_high_watermark())
+            .collect();
+        let reading = wanted.clone();
+        let read = tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes)).await;
+        let (responses, bytes, any_error) = match read {
+            Ok(result) => result,
+            Err(error) => {
+                tracing::error!(%error, "fetch read task failed");
+                return ResponseKind::Fetch(FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code()));
+            }
+        };
+        let satisfied = bytes >= min_bytes.max(1) || any_error || watchers.is_empty();
+        if satisfied || Instant::now() >= deadline {
+            return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
+        }
+        let any_moved = futures_any_changed(&mut watchers);
+        if tokio::time::timeout_at(deadline, any_moved).await.is_err() {
+            // Deadline passed with nothing new: one last read answers with what is there (maybe nothing).
+            let reading = wanted.clone();
+            let (responses, _, _) = tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes))
+                .await
+                .unwrap_or_else(|_| (Vec::new(), 0, true));
+            return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
+        }
+    }
+}
+
+/// Resolves when any watched high watermark changes (or a partition goes away).
+async fn futures_any_changed(watchers: &mut [tokio::sync::watch::Receiver<u64>]) {
+    let (moved, mut any) = tokio::sync::mpsc::channel::<()>(1);
+    let mut tasks = Vec::with_capacity(watchers.len());
+    for watcher in watchers.iter() {
+        let mut watcher = watcher.clone();
+        let moved = moved.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = watcher.changed().await;
+            let _ = moved.send(()).await;
+        }));
+    }
+    drop(moved);
+    let _ = any.recv().await;
+    for task in tasks {
+        task.abort();
+    }
+}
+
+/// Reads every wanted partition; returns the responses, the record bytes, and whether any partition erred.
+fn read_all(wanted: &[(TopicName, Vec<Wanted>)], response_max_bytes: usize) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let mut budget = response_max_bytes;
+    let mut total = 0;
+    let mut any_error = false;
+    let mut responses = Vec::with_capacity(wanted.len());
+    for (name, partitions) in wanted {
+        let mut datas = Vec::with_capacity(partitions.len());
+        for wanted in partitions {
+            let data = read_one(wanted, &mut budget, total == 0);
+            any_error |= data.error_code != 0;
+            total += data.records.as_ref().map_or(0, |records| records.len());
+            datas.push(data);
+        }
+        responses.push(FetchableTopicResponse::default().with_topic(name.clone()).with_partitions(datas));
+    }
+    (responses, total, any_error)
+}
+
+fn read_one(wanted: &Wanted, budget: &mut usize, first: bool) -> PartitionData {
+    let data = PartitionData::default().with_partition_index(wanted.index);
+    let Some(partition) = wanted.partition.as_ref() else {
+        return data.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_high_watermark(-1).with_last_stable_offset(-1).with_log_start_offset(-1);
+    };
+    let high_watermark = partition.high_watermark() as i64;
+    let log_start_offset = partition.log_start_offset() as i64;
+    let data = data.with_high_watermark(high_watermark).with_last_stable_offset(high_watermark).with_log_start_offset(log_start_offset);
+    let Ok(offset) = u64::try_from(wanted.fetch_offset) else {
+        return data.with_error_code(ResponseError::OffsetOutOfRange.code());
+    };
+    // KIP-74: the first partition with data may exceed the budget by one batch, so progress is always made.
+    let max_bytes = wanted.partition_max_bytes.min(*budget);
+    if max_bytes == 0 && !first {
+        return data.with_records(Some(Default::default()));
+    }
+    match partition.read(offset, max_bytes.max(1)) {
+        // Only the first partition may go over its share; a later one returns nothing rather than too much.
+        Ok(records) if !first && records.len() > max_bytes => data.with_records(Some(Default::default())),
+        Ok(records) => {
+            *budget = budget.saturating_sub(records.len());
+            data.with_records(Some(records.into()))
+        }
+        Err(error) => data.with_error_code(partition_error_code(&error).code()),
+    }
+}

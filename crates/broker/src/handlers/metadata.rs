@@ -1,0 +1,90 @@
+//! Metadata, with topic auto-creation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, ResponseKind, TopicName};
+use once_wire::ResponseError;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::errors::topic_error_code;
+use crate::topics::{Topic, TopicError};
+
+pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> ResponseKind {
+    let topics = match request.topics {
+        // v0 sends an empty array for "all topics"; v1+ sends null.
+        None => all_topics(broker),
+        Some(ref requested) if requested.is_empty() && version == 0 => all_topics(broker),
+        Some(requested) => {
+            // Before v4 the request cannot say, and Kafka auto-creates.
+            let allow_create = broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+            let mut topics = Vec::with_capacity(requested.len());
+            for topic in requested {
+                let Some(name) = topic.name else {
+                    topics.push(MetadataResponseTopic::default().with_error_code(ResponseError::UnknownTopicId.code()).with_topic_id(topic.topic_id));
+                    continue;
+                };
+                topics.push(requested_topic(broker, &name.0, allow_create).await);
+            }
+            topics
+        }
+    };
+    let node = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(broker.config.node_id))
+        .with_host(str_bytes(&broker.endpoint.host))
+        .with_port(broker.endpoint.port);
+    ResponseKind::Metadata(
+        MetadataResponse::default()
+            .with_brokers(vec![node])
+            .with_cluster_id(Some(str_bytes(&broker.identity.cluster_id)))
+            .with_controller_id(BrokerId(broker.config.node_id))
+            .with_cluster_authorized_operations(i32::MIN)
+            .with_topics(topics),
+    )
+}
+
+fn all_topics(broker: &Broker) -> Vec<MetadataResponseTopic> {
+    broker.topics.list().iter().map(|topic| describe(broker, topic)).collect()
+}
+
+async fn requested_topic(broker: &Broker, name: &str, allow_create: bool) -> MetadataResponseTopic {
+    if let Some(topic) = broker.topics.get(name) {
+        return describe(broker, &topic);
+    }
+    let unknown = |error: ResponseError| {
+        MetadataResponseTopic::default().with_name(Some(TopicName(str_bytes(name)))).with_error_code(error.code())
+    };
+    if !allow_create {
+        return unknown(ResponseError::UnknownTopicOrPartition);
+    }
+    match broker.topics.create(name, broker.config.default_partitions, BTreeMap::new()).await {
+        Ok(topic) => describe(broker, &topic),
+        // Another request created it between our look-up and our create.
+        Err(TopicError::AlreadyExists(_)) => match broker.topics.get(name) {
+            Some(topic) => describe(broker, &topic),
+            None => unknown(ResponseError::UnknownTopicOrPartition),
+        },
+        Err(error) => unknown(topic_error_code(&error)),
+    }
+}
+
+fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(broker.config.node_id);
+    let partitions = (0..topic.partition_count())
+        .map(|index| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(&topic.name))))
+        .with_topic_id(topic.id)
+        .with_topic_authorized_operations(i32::MIN)
+        .with_partitions(partitions)
+}

@@ -1,0 +1,26 @@
+//! Kafka request handlers: each turns a typed request into a typed response.
+//!
+//! # Layout
+//! - [`api_versions`]: ApiVersions, including the KIP-511 fallback.
+//! - [`metadata`]: Metadata, with topic auto-creation.
+//! - [`produce`]: Produce: validation, durable append, per-partition results.
+//! - [`fetch`]: Fetch with long polling.
+//! - [`list_offsets`]: ListOffsets by earliest, latest, max timestamp and timestamp.
+//! - [`admin`]: CreateTopics, DeleteTopics, CreatePartitions.
+//! - [`configs`]: DescribeConfigs, IncrementalAlterConfigs.
+//! - [`cluster`]: DescribeCluster.
+
+pub mod admin;
+pub mod api_versions;
+pub mod cluster;
+pub mod configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use kafka_protocol::protocol::StrBytes;
+
+pub(crate) fn str_bytes(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}

@@ -1,0 +1,122 @@
+//! Produce: each partition's batch is validated, appended by the partition's writer, and answered only
+//! once it is durable.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use once_log::{AppendInfo, BatchHeader};
+use once_partition::PartitionError;
+use once_wire::ResponseError;
+
+use super::str_bytes;
+use crate::broker::{Broker, PendingResponse};
+use crate::errors::partition_error_code;
+
+type Outcome = Pin<Box<dyn Future<Output = PartitionProduceResponse> + Send>>;
+
+fn failed(index: i32, error: ResponseError, message: impl Into<String>) -> Outcome {
+    let response = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(Some(str_bytes(&message.into())));
+    Box::pin(async move { response })
+}
+
+/// Validates and enqueues every partition's batch now (keeping request order per partition) and returns
+/// the future that waits for their durability.
+pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> PendingResponse {
+    let acks = request.acks;
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    for topic_data in request.topic_data {
+        let name = topic_data.name;
+        let topic = broker.topics.get(&name.0);
+        let outcomes: Vec<Outcome> = topic_data
+            .partition_data
+            .into_iter()
+            .map(|data| {
+                let index = data.index;
+                if !matches!(acks, -1..=1) {
+                    return failed(index, ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, not {acks}"));
+                }
+                let Some(partition) = topic.as_ref().and_then(|topic| topic.partition(index)) else {
+                    return failed(index, ResponseError::UnknownTopicOrPartition, "unknown topic or partition");
+                };
+                let max_message_bytes = topic.as_ref().map(|topic| topic.config().max_message_bytes()).unwrap_or(0);
+                let records = data.records.unwrap_or_default();
+                if let Err((error, message)) = check_batch(&records, max_message_bytes) {
+                    return failed(index, error, message);
+                }
+                let append = partition.append(records.to_vec());
+                Box::pin(async move { answer(index, &partition, append.await) })
+            })
+            .collect();
+        topics.push((name, outcomes));
+    }
+    Box::pin(async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, outcomes) in topics {
+            let mut partition_responses = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                partition_responses.push(outcome.await);
+            }
+            responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses));
+        }
+        // acks=0: the client expects no response at all.
+        (acks != 0).then(|| ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+    })
+}
+
+fn answer(index: i32, partition: &once_partition::Partition, outcome: Result<AppendInfo, PartitionError>) -> PartitionProduceResponse {
+    match outcome {
+        Ok(info) => PartitionProduceResponse::default()
+            .with_index(index)
+            .with_base_offset(info.base_offset as i64)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(partition.log_start_offset() as i64),
+        Err(error) => {
+            let code = partition_error_code(&error);
+            if code == ResponseError::KafkaStorageError {
+                tracing::error!(partition = %partition.id(), %error, "produce failed");
+            }
+            PartitionProduceResponse::default()
+                .with_index(index)
+                .with_error_code(code.code())
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1)
+                .with_error_message(Some(str_bytes(&error.to_string())))
+        }
+    }
+}
+
+/// What Kafka checks of a produced batch before it reaches the log (the log checks CRC and offsets).
+fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<(), (ResponseError, String)> {
+    if records.is_empty() {
+        return Err((ResponseError::InvalidRecord, "produce request carries no record batch".into()));
+    }
+    if records.len() > max_message_bytes {
+        return Err((ResponseError::MessageTooLarge, format!("batch of {} bytes exceeds max.message.bytes {max_message_bytes}", records.len())));
+    }
+    let header = BatchHeader::parse(records).map_err(|error| (ResponseError::CorruptMessage, error.to_string()))?;
+    if header.magic != 2 {
+        return Err((ResponseError::UnsupportedForMessageFormat, format!("record batch magic {} (Once stores v2 only)", header.magic)));
+    }
+    if header.total_len() != records.len() {
+        return Err((ResponseError::InvalidRecord, "a produce request must carry exactly one record batch per partition".into()));
+    }
+    if header.is_control() {
+        return Err((ResponseError::InvalidRecord, "clients may not write control batches".into()));
+    }
+    if header.producer_id >= 0 || header.is_transactional() {
+        // Until the idempotent producer lands, storing such a batch would promise deduplication Once
+        // does not yet perform. InitProducerId is not advertised, so well-behaved clients never send one.
+        return Err((ResponseError::InvalidRecord, "idempotent and transactional batches are not supported yet".into()));
+    }
+    Ok(())
+}

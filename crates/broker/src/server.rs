@@ -1,0 +1,205 @@
+//! The TCP server: a bounded number of connections, one task pair per connection, responses in request
+//! order, graceful shutdown.
+//!
+//! Each connection has a reader that decodes requests and dispatches them, and a writer that awaits
+//! responses in the order the requests came and writes them. Produce requests are queued to their
+//! partitions as they are read, so one connection's pipelined produces share fsyncs; every other request
+//! is finished before the next one is read, as Kafka does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ResponseKind;
+use once_wire::frame::request_frame_length;
+use once_wire::{decode_request, encode_response, RequestError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::broker::{Broker, Dispatch, PendingResponse};
+use crate::handlers::api_versions;
+
+/// Responses a connection may have outstanding before its reader stops reading (backpressure).
+const PIPELINE_DEPTH_MAX: usize = 32;
+/// How long shutdown waits for connections to finish what they were doing.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A response in the making, with what is needed to frame it.
+struct Outgoing {
+    correlation_id: i32,
+    api_version: i16,
+    response: PendingResponse,
+}
+
+pub struct Server {
+    broker: Arc<Broker>,
+    listener: TcpListener,
+}
+
+impl Server {
+    pub async fn bind(broker: Arc<Broker>) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(&broker.config.listen).await?;
+        Ok(Server { broker, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains connections and closes every log cleanly.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let Server { broker, listener } = self;
+        let (stop, stopping) = watch::channel(false);
+        let connections = Arc::new(Semaphore::new(broker.config.connections_max));
+        let retention = tokio::spawn(retention_loop(broker.clone(), stopping.clone()));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, peer)) => {
+                        let Ok(permit) = connections.clone().try_acquire_owned() else {
+                            tracing::warn!(%peer, limit = broker.config.connections_max, "connection limit reached; closing new connection");
+                            drop(socket);
+                            continue;
+                        };
+                        let _ = socket.set_nodelay(true);
+                        let broker = broker.clone();
+                        let stopping = stopping.clone();
+                        tokio::spawn(async move {
+                            serve_connection(broker, socket, stopping).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(error) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        tracing::info!("shutting down: no new connections; draining");
+        drop(listener);
+        let _ = stop.send(true);
+        let all = u32::try_from(broker.config.connections_max).unwrap_or(u32::MAX);
+        if tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(all)).await.is_err() {
+            tracing::warn!("connections still busy after the grace period; closing logs anyway");
+        }
+        retention.abort();
+        broker.topics.close_all().await;
+        tracing::info!("shutdown complete; logs closed cleanly");
+    }
+}
+
+async fn retention_loop(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(broker.config.retention_check_interval_ms.max(10));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopping.changed() => return,
+        }
+        let broker = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0);
+            for topic in broker.topics.list() {
+                for partition in topic.partitions() {
+                    match partition.apply_retention(now_ms) {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::info!(partition = %partition.id(), deleted, log_start_offset = partition.log_start_offset(), "retention deleted segments"),
+                        Err(error) => tracing::error!(partition = %partition.id(), %error, "retention failed"),
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+async fn serve_connection(broker: Arc<Broker>, socket: TcpStream, mut stopping: watch::Receiver<bool>) {
+    let peer = socket.peer_addr().ok();
+    let (mut reader, writer) = socket.into_split();
+    let (outgoing, queue) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH_MAX);
+    let writing = tokio::spawn(write_responses(writer, queue));
+    loop {
+        let frame = tokio::select! {
+            frame = read_frame(&mut reader, broker.config.request_bytes_max) => frame,
+            _ = stopping.changed() => break,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(reason) => {
+                tracing::debug!(?peer, %reason, "closing connection");
+                break;
+            }
+        };
+        let (correlation_id, api_version, response) = match decode_request(frame) {
+            Ok(request) => {
+                let correlation_id = request.header.correlation_id;
+                let api_version = request.api_version;
+                match broker.dispatch(request) {
+                    Dispatch::Queued(pending) => (correlation_id, api_version, pending),
+                    Dispatch::InOrder(pending) => {
+                        let response = pending.await;
+                        let ready: PendingResponse = Box::pin(async move { response });
+                        (correlation_id, api_version, ready)
+                    }
+                }
+            }
+            Err(RequestError::ApiVersionsUnsupported { correlation_id, api_version }) => {
+                tracing::debug!(?peer, api_version, "ApiVersions version unsupported; answering in v0");
+                let fallback: PendingResponse = Box::pin(async { Some(api_versions::unsupported_version_response()) });
+                (correlation_id, 0, fallback)
+            }
+            Err(error) => {
+                tracing::warn!(?peer, %error, "closing connection after an unanswerable request");
+                break;
+            }
+        };
+        if outgoing.send(Outgoing { correlation_id, api_version, response }).await.is_err() {
+            break;
+        }
+    }
+    drop(outgoing);
+    let _ = writing.await;
+}
+
+/// Reads one frame. `Ok(None)` is a clean end of stream between frames.
+async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin), limit: usize) -> Result<Option<Bytes>, String> {
+    let mut prefix = [0u8; 4];
+    match reader.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error.to_string()),
+    }
+    let length = request_frame_length(prefix, limit).map_err(|error| error.to_string())?;
+    let mut frame = BytesMut::zeroed(length);
+    reader.read_exact(&mut frame).await.map_err(|error| format!("reading a {length}-byte frame: {error}"))?;
+    Ok(Some(frame.freeze()))
+}
+
+async fn write_responses(writer: tokio::net::tcp::OwnedWriteHalf, mut queue: mpsc::Receiver<Outgoing>) {
+    let mut writer = BufWriter::new(writer);
+    while let Some(outgoing) = queue.recv().await {
+        let Some(response) = outgoing.response.await else { continue };
+        if let Err(error) = write_one(&mut writer, outgoing.correlation_id, outgoing.api_version, &response).await {
+            tracing::debug!(%error, "writing response failed; closing connection");
+            return;
+        }
+        // Flush when nothing else is ready, so pipelined responses share a write.
+        if queue.is_empty() && writer.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn write_one(writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>, correlation_id: i32, api_version: i16, response: &ResponseKind) -> Result<(), String> {
+    let bytes = encode_response(api_version, correlation_id, response).map_err(|error| {
+        tracing::error!(%error, "response encoding failed");
+        error.to_string()
+    })?;
+    writer.write_all(&bytes).await.map_err(|error| error.to_string())
+}

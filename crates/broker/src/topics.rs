@@ -1,0 +1,322 @@
+//! The topic registry: which topics exist, their ids, partitions and configs, persisted under the data
+//! directory.
+//!
+//! On disk: `<data>/topics/<name>/topic.json` (name, id, partition count, config overrides), written
+//! atomically (temp file, fsync, rename, fsync dir), beside `<data>/topics/<name>/<partition>/` log
+//! directories. A topic exists exactly when its `topic.json` does: creation writes it last, deletion
+//! removes it first, and opening removes directories without one (left by a crash mid-way).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use once_partition::{Partition, PartitionError, PartitionId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::topic_config::{self, TopicConfig, TopicDefaults};
+
+const TOPIC_FILE: &str = "topic.json";
+/// Kafka's limit on topic name length.
+const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// A bound on partitions per topic, so one request cannot open unbounded files.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic '{0}' already exists")]
+    AlreadyExists(String),
+    #[error("topic '{0}' does not exist")]
+    Unknown(String),
+    #[error("invalid topic name: {0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("replication factor {0} is impossible on a single broker (use 1 or -1)")]
+    InvalidReplicationFactor(i16),
+    #[error("topic metadata I/O error at {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TopicError + '_ {
+    move |source| TopicError::Io { path: path.to_path_buf(), source }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicFile {
+    name: String,
+    id: Uuid,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+/// One topic.
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    config: RwLock<TopicConfig>,
+    partitions: RwLock<Vec<Arc<Partition>>>,
+}
+
+impl Topic {
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
+        let partitions = self.partitions.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        usize::try_from(index).ok().and_then(|index| partitions.get(index).cloned())
+    }
+
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len() as i32
+    }
+}
+
+/// Checks a topic name the way Kafka does.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let invalid = |reason: &str| Err(TopicError::InvalidName(format!("'{name}' {reason}")));
+    if name.is_empty() {
+        return invalid("is empty");
+    }
+    if name == "." || name == ".." {
+        return invalid("is not allowed");
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return invalid("is longer than 249 characters");
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-') {
+        return invalid("may contain only ASCII letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// All topics of the broker.
+pub struct TopicRegistry {
+    dir: PathBuf,
+    defaults: TopicDefaults,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serializes create, delete, add-partitions and config changes (each rewrites topic.json).
+    admin: tokio::sync::Mutex<()>,
+}
+
+impl TopicRegistry {
+    /// Opens every topic under `<data_dir>/topics`, recovering each partition log. Needs a tokio runtime.
+    pub fn open(data_dir: &Path, defaults: TopicDefaults) -> Result<TopicRegistry, TopicError> {
+        let dir = data_dir.join("topics");
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let mut topics = BTreeMap::new();
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let entry = entry.map_err(io_error(&dir))?;
+            let topic_dir = entry.path();
+            if !topic_dir.is_dir() {
+                continue;
+            }
+            match load_topic(&topic_dir, &defaults)? {
+                Some(topic) => {
+                    topics.insert(topic.name.clone(), Arc::new(topic));
+                }
+                None => {
+                    tracing::warn!(dir = %topic_dir.display(), "removing topic directory without topic.json (interrupted create or delete)");
+                    fs::remove_dir_all(&topic_dir).map_err(io_error(&topic_dir))?;
+                }
+            }
+        }
+        tracing::info!(topics = topics.len(), "topics loaded");
+        Ok(TopicRegistry { dir, defaults, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
+    }
+
+    pub fn defaults(&self) -> &TopicDefaults {
+        &self.defaults
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()
+    }
+
+    /// Validates a creation without doing it.
+    pub fn check_create(&self, name: &str, partitions: i32, replication_factor: i16, configs: &BTreeMap<String, String>) -> Result<(), TopicError> {
+        validate_topic_name(name)?;
+        if self.get(name).is_some() {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(TopicError::InvalidPartitions(format!("partition count {partitions} must be between 1 and {PARTITIONS_PER_TOPIC_MAX}")));
+        }
+        if replication_factor != 1 && replication_factor != -1 {
+            return Err(TopicError::InvalidReplicationFactor(replication_factor));
+        }
+        for (key, value) in configs {
+            topic_config::validate(key, value).map_err(TopicError::InvalidConfig)?;
+        }
+        Ok(())
+    }
+
+    pub async fn create(&self, name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, TopicError> {
+        let _admin = self.admin.lock().await;
+        self.check_create(name, partitions, -1, &configs)?;
+        let topic_dir = self.dir.join(name);
+        fs::create_dir_all(&topic_dir).map_err(io_error(&topic_dir))?;
+        sync_dir(&self.dir)?;
+        let file = TopicFile { name: name.to_string(), id: Uuid::new_v4(), partitions, configs };
+        let topic = open_topic(&topic_dir, &file, &self.defaults)?;
+        write_topic_file(&topic_dir, &file)?;
+        let topic = Arc::new(topic);
+        self.topics.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(topic)
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<Uuid, TopicError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.get(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let topic_dir = self.dir.join(name);
+        let file = topic_dir.join(TOPIC_FILE);
+        fs::remove_file(&file).map_err(io_error(&file))?;
+        sync_dir(&topic_dir)?;
+        self.topics.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(name);
+        for partition in topic.partitions() {
+            if let Err(error) = partition.delete().await {
+                tracing::warn!(topic = name, %error, "deleting partition files");
+            }
+        }
+        fs::remove_dir_all(&topic_dir).map_err(io_error(&topic_dir))?;
+        sync_dir(&self.dir)?;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(topic.id)
+    }
+
+    pub fn check_add_partitions(&self, name: &str, count: i32) -> Result<Arc<Topic>, TopicError> {
+        let topic = self.get(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let current = topic.partition_count();
+        if count <= current {
+            return Err(TopicError::InvalidPartitions(format!("topic '{name}' has {current} partitions; the new count {count} must be larger")));
+        }
+        if count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(TopicError::InvalidPartitions(format!("partition count {count} exceeds {PARTITIONS_PER_TOPIC_MAX}")));
+        }
+        Ok(topic)
+    }
+
+    pub async fn add_partitions(&self, name: &str, count: i32) -> Result<(), TopicError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.check_add_partitions(name, count)?;
+        let topic_dir = self.dir.join(name);
+        let config = topic.config();
+        let mut partitions = topic.partitions();
+        for index in partitions.len() as i32..count {
+            partitions.push(Arc::new(open_partition(&topic_dir, name, index, &config)?));
+        }
+        let file = TopicFile { name: name.to_string(), id: topic.id, partitions: count, configs: config.overrides.clone() };
+        write_topic_file(&topic_dir, &file)?;
+        *topic.partitions.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = partitions;
+        tracing::info!(topic = name, count, "partitions added");
+        Ok(())
+    }
+
+    /// Replaces a topic's overrides (already validated by the caller) and applies them to its logs.
+    pub async fn set_config(&self, name: &str, overrides: BTreeMap<String, String>) -> Result<(), TopicError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.get(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let topic_dir = self.dir.join(name);
+        let file = TopicFile { name: name.to_string(), id: topic.id, partitions: topic.partition_count(), configs: overrides.clone() };
+        write_topic_file(&topic_dir, &file)?;
+        let config = TopicConfig::new(overrides, self.defaults.clone());
+        for partition in topic.partitions() {
+            partition.set_config(config.log_config());
+        }
+        *topic.config.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        Ok(())
+    }
+
+    /// Closes every partition cleanly (shutdown).
+    pub async fn close_all(&self) {
+        for topic in self.list() {
+            for partition in topic.partitions() {
+                if let Err(error) = partition.close().await {
+                    tracing::error!(partition = %partition.id(), %error, "clean close failed; next start recovers");
+                }
+            }
+        }
+    }
+}
+
+fn open_partition(topic_dir: &Path, name: &str, index: i32, config: &TopicConfig) -> Result<Partition, TopicError> {
+    let id = PartitionId { topic: name.to_string(), partition: index };
+    Ok(Partition::open(id, &topic_dir.join(index.to_string()), config.log_config())?)
+}
+
+fn open_topic(topic_dir: &Path, file: &TopicFile, defaults: &TopicDefaults) -> Result<Topic, TopicError> {
+    let config = TopicConfig::new(file.configs.clone(), defaults.clone());
+    let partitions = (0..file.partitions)
+        .map(|index| open_partition(topic_dir, &file.name, index, &config).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Topic { name: file.name.clone(), id: file.id, config: RwLock::new(config), partitions: RwLock::new(partitions) })
+}
+
+fn load_topic(topic_dir: &Path, defaults: &TopicDefaults) -> Result<Option<Topic>, TopicError> {
+    let path = topic_dir.join(TOPIC_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(&path)(error)),
+    };
+    let file: TopicFile = serde_json::from_str(&text)
+        .map_err(|error| TopicError::Io { path: path.clone(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, error) })?;
+    // Partition directories beyond the recorded count come from an add-partitions that did not finish.
+    for entry in fs::read_dir(topic_dir).map_err(io_error(topic_dir))? {
+        let entry = entry.map_err(io_error(topic_dir))?;
+        let index: Option<i32> = entry.file_name().to_str().and_then(|name| name.parse().ok());
+        if index.is_some_and(|index| index >= file.partitions) {
+            fs::remove_dir_all(entry.path()).map_err(io_error(topic_dir))?;
+        }
+    }
+    open_topic(topic_dir, &file, defaults).map(Some)
+}
+
+fn write_topic_file(topic_dir: &Path, file: &TopicFile) -> Result<(), TopicError> {
+    let text = serde_json::to_vec_pretty(file).map_err(|error| TopicError::InvalidConfig(error.to_string()))?;
+    write_atomically(&topic_dir.join(TOPIC_FILE), &text)
+}
+
+/// Writes `path` so that after a crash it holds either the old or the new contents, never a mix.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), TopicError> {
+    let temp = path.with_extension("tmp");
+    let mut file = fs::File::create(&temp).map_err(io_error(&temp))?;
+    file.write_all(contents).map_err(io_error(&temp))?;
+    file.sync_all().map_err(io_error(&temp))?;
+    fs::rename(&temp, path).map_err(io_error(path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), TopicError> {
+    fs::File::open(dir).and_then(|handle| handle.sync_all()).map_err(io_error(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_eu-west").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+}

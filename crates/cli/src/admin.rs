@@ -1,0 +1,250 @@
+//! `once topic …`, over a small blocking Kafka client built on the `kafka-protocol` codecs.
+//!
+//! librdkafka's admin API has no IncrementalAlterConfigs binding in the Rust crate, and topic listing
+//! needs Metadata, DescribeConfigs and ListOffsets together, so these commands speak the protocol
+//! directly: one request at a time on one connection.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::{Buf, BytesMut};
+use clap::{Args, Subcommand};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use once_wire::ResponseError;
+
+#[derive(Args)]
+pub struct TopicArgs {
+    /// Broker to talk to, HOST:PORT.
+    #[arg(long, global = true, env = "ONCE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    #[command(subcommand)]
+    command: TopicCommand,
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        /// Number of partitions (-1: the broker's default).
+        #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+        partitions: i32,
+        /// Topic config, KEY=VALUE (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+    },
+    /// List topics with their partition counts.
+    List,
+    /// Show a topic's partitions, offsets and configs.
+    Describe { name: String },
+    /// Delete a topic and its data.
+    Delete { name: String },
+    /// Change topic configs.
+    AlterConfig {
+        name: String,
+        /// Set KEY=VALUE (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Remove an override, returning KEY to its default (repeatable).
+        #[arg(long = "delete", value_name = "KEY")]
+        delete: Vec<String>,
+    },
+}
+
+/// A blocking connection that sends one request and reads its response.
+pub struct AdminClient {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl AdminClient {
+    pub fn connect(bootstrap: &str) -> anyhow::Result<AdminClient> {
+        let stream = TcpStream::connect(bootstrap).with_context(|| format!("connecting to {bootstrap}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(AdminClient::from_stream(stream))
+    }
+
+    /// Wraps an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> AdminClient {
+        AdminClient { stream, correlation_id: 0 }
+    }
+
+    /// Sends `request` at `version` and decodes the response.
+    pub fn call<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<R::Response> {
+        self.correlation_id += 1;
+        let api_key = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key {}", R::KEY))?;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("once-cli")));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, api_key.request_header_version(version))?;
+        request.encode(&mut body, version)?;
+        self.stream.write_all(&(body.len() as i32).to_be_bytes())?;
+        self.stream.write_all(&body)?;
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix).context("reading the response (did the broker close the connection?)")?;
+        let length = usize::try_from(i32::from_be_bytes(prefix)).context("negative response length")?;
+        let mut frame = vec![0u8; length];
+        self.stream.read_exact(&mut frame)?;
+        let mut frame = bytes::Bytes::from(frame);
+        let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version))?;
+        anyhow::ensure!(header.correlation_id == self.correlation_id, "response correlation id mismatch");
+        let response = R::Response::decode(&mut frame, version)?;
+        anyhow::ensure!(!frame.has_remaining(), "{} bytes left after the response", frame.remaining());
+        Ok(response)
+    }
+}
+
+fn check(code: i16, message: Option<&StrBytes>, what: &str) -> anyhow::Result<()> {
+    if let Some(error) = ResponseError::try_from_code(code) {
+        let detail = message.map(|message| format!(": {}", message.as_str())).unwrap_or_default();
+        bail!("{what}: {error:?}{detail}");
+    }
+    Ok(())
+}
+
+fn key_value(pair: &str) -> anyhow::Result<(String, String)> {
+    let (key, value) = pair.split_once('=').with_context(|| format!("'{pair}' is not KEY=VALUE"))?;
+    Ok((key.trim().to_string(), value.to_string()))
+}
+
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}
+
+pub fn run(args: TopicArgs) -> anyhow::Result<()> {
+    let mut client = AdminClient::connect(&args.bootstrap)?;
+    match args.command {
+        TopicCommand::Create { name, partitions, configs } => create(&mut client, &name, partitions, &configs),
+        TopicCommand::List => list(&mut client),
+        TopicCommand::Describe { name } => describe(&mut client, &name),
+        TopicCommand::Delete { name } => delete(&mut client, &name),
+        TopicCommand::AlterConfig { name, set, delete } => alter(&mut client, &name, &set, &delete),
+    }
+}
+
+fn create(client: &mut AdminClient, name: &str, partitions: i32, configs: &[String]) -> anyhow::Result<()> {
+    let configs = configs
+        .iter()
+        .map(|pair| key_value(pair).map(|(key, value)| CreatableTopicConfig::default().with_name(text(&key)).with_value(Some(text(&value)))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(text(name)))
+        .with_num_partitions(partitions)
+        .with_replication_factor(-1)
+        .with_configs(configs);
+    let request = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(30_000);
+    let response = client.call(&request, 5)?;
+    for result in &response.topics {
+        check(result.error_code, result.error_message.as_ref(), &format!("creating topic '{name}'"))?;
+        println!("created topic {name} with {} partitions", result.num_partitions);
+    }
+    Ok(())
+}
+
+/// Topic names and partition counts, from Metadata.
+pub fn metadata(client: &mut AdminClient, topic: Option<&str>) -> anyhow::Result<Vec<(String, i32, i16)>> {
+    let topics = topic.map(|name| vec![MetadataRequestTopic::default().with_name(Some(TopicName(text(name))))]);
+    let request = MetadataRequest::default().with_topics(topics).with_allow_auto_topic_creation(false);
+    let response = client.call(&request, 9)?;
+    Ok(response
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.as_ref().map(|name| name.0.to_string()).unwrap_or_default();
+            (name, topic.partitions.len() as i32, topic.error_code)
+        })
+        .collect())
+}
+
+fn list(client: &mut AdminClient) -> anyhow::Result<()> {
+    for (name, partitions, _) in metadata(client, None)? {
+        println!("{name}\tpartitions={partitions}");
+    }
+    Ok(())
+}
+
+fn offsets(client: &mut AdminClient, name: &str, partitions: i32, timestamp: i64) -> anyhow::Result<Vec<i64>> {
+    let wanted = (0..partitions).map(|index| ListOffsetsPartition::default().with_partition_index(index).with_timestamp(timestamp)).collect();
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default().with_name(TopicName(text(name))).with_partitions(wanted)]);
+    let response = client.call(&request, 5)?;
+    let mut found = vec![-1; partitions as usize];
+    for topic in &response.topics {
+        for partition in &topic.partitions {
+            check(partition.error_code, None, &format!("offsets of {name}-{}", partition.partition_index))?;
+            if let Some(slot) = found.get_mut(partition.partition_index as usize) {
+                *slot = partition.offset;
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn describe(client: &mut AdminClient, name: &str) -> anyhow::Result<()> {
+    let (_, partitions, error_code) = metadata(client, Some(name))?.into_iter().next().context("empty metadata response")?;
+    check(error_code, None, &format!("describing topic '{name}'"))?;
+    let earliest = offsets(client, name, partitions, -2)?;
+    let latest = offsets(client, name, partitions, -1)?;
+    println!("topic {name}: {partitions} partitions");
+    for index in 0..partitions as usize {
+        println!("  partition {index}\tlog-start-offset={}\thigh-watermark={}", earliest[index], latest[index]);
+    }
+    let request = DescribeConfigsRequest::default()
+        .with_resources(vec![DescribeConfigsResource::default().with_resource_type(2).with_resource_name(text(name))]);
+    let response = client.call(&request, 4)?;
+    println!("configs:");
+    for result in &response.results {
+        check(result.error_code, result.error_message.as_ref(), "describing configs")?;
+        for config in &result.configs {
+            let source = if config.config_source == 1 { " (override)" } else { "" };
+            let value = config.value.as_ref().map(|value| value.as_str()).unwrap_or("");
+            println!("  {}={value}{source}", config.name.as_str());
+        }
+    }
+    Ok(())
+}
+
+fn delete(client: &mut AdminClient, name: &str) -> anyhow::Result<()> {
+    let request = DeleteTopicsRequest::default().with_topic_names(vec![TopicName(text(name))]).with_timeout_ms(30_000);
+    let response = client.call(&request, 4)?;
+    for result in &response.responses {
+        check(result.error_code, result.error_message.as_ref(), &format!("deleting topic '{name}'"))?;
+    }
+    println!("deleted topic {name}");
+    Ok(())
+}
+
+fn alter(client: &mut AdminClient, name: &str, set: &[String], delete: &[String]) -> anyhow::Result<()> {
+    anyhow::ensure!(!set.is_empty() || !delete.is_empty(), "nothing to change: give --set KEY=VALUE or --delete KEY");
+    let mut changes: BTreeMap<String, AlterableConfig> = BTreeMap::new();
+    for pair in set {
+        let (key, value) = key_value(pair)?;
+        changes.insert(key.clone(), AlterableConfig::default().with_name(text(&key)).with_config_operation(0).with_value(Some(text(&value))));
+    }
+    for key in delete {
+        changes.insert(key.clone(), AlterableConfig::default().with_name(text(key)).with_config_operation(1));
+    }
+    let resource = AlterConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(text(name))
+        .with_configs(changes.into_values().collect());
+    let response = client.call(&IncrementalAlterConfigsRequest::default().with_resources(vec![resource]), 1)?;
+    for result in &response.responses {
+        check(result.error_code, result.error_message.as_ref(), &format!("altering configs of '{name}'"))?;
+    }
+    println!("altered configs of {name}");
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The `once` command's pieces, as a library so integration tests can reuse the admin client.
+//!
+//! # Layout
+//! - [`serve`]: `once serve`, with configuration from flags, `ONCE_*` variables and `once.toml`.
+//! - [`admin`]: a small blocking Kafka client over `kafka-protocol`, and `once topic …`.
+//! - [`clients`]: `once produce` and `once consume`, on librdkafka.
+
+pub mod admin;
+pub mod clients;
+pub mod serve;

@@ -1,0 +1,172 @@
+//! `once serve`: configuration and the runtime.
+//!
+//! Every option comes, in this order of precedence, from its flag, its `ONCE_*` environment variable,
+//! the config file (`--config`, or `once.toml` in the working directory if present), or its default.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use once_broker::topic_config::TopicDefaults;
+use once_broker::{Broker, BrokerConfig, Server};
+use serde::Deserialize;
+
+/// Options of `once serve`. Names in `once.toml` are the long flag names with `_` for `-`.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeArgs {
+    /// Config file (TOML); defaults to ./once.toml when that exists.
+    #[arg(long, env = "ONCE_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT [default: 127.0.0.1:9092].
+    #[arg(long, env = "ONCE_LISTEN", value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address clients are told to connect to (Metadata), HOST:PORT [default: the listen address].
+    #[arg(long, env = "ONCE_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Directory for topics and logs [default: ./once-data].
+    #[arg(long, env = "ONCE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Broker id reported in Metadata [default: 0].
+    #[arg(long, env = "ONCE_NODE_ID")]
+    node_id: Option<i32>,
+    /// Create topics on first use in Metadata [default: true].
+    #[arg(long, env = "ONCE_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics [default: 1].
+    #[arg(long, env = "ONCE_DEFAULT_PARTITIONS")]
+    default_partitions: Option<i32>,
+    /// Default retention.ms of topics; -1 keeps forever [default: 604800000].
+    #[arg(long, env = "ONCE_RETENTION_MS", allow_hyphen_values = true)]
+    retention_ms: Option<i64>,
+    /// Default retention.bytes of topics; -1 is unlimited [default: -1].
+    #[arg(long, env = "ONCE_RETENTION_BYTES", allow_hyphen_values = true)]
+    retention_bytes: Option<i64>,
+    /// Default segment.bytes of topics [default: 1073741824].
+    #[arg(long, env = "ONCE_SEGMENT_BYTES")]
+    segment_bytes: Option<i64>,
+    /// Default segment.ms of topics [default: 604800000].
+    #[arg(long, env = "ONCE_SEGMENT_MS")]
+    segment_ms: Option<i64>,
+    /// Default max.message.bytes of topics [default: 1048588].
+    #[arg(long, env = "ONCE_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<i64>,
+    /// How often segments past retention are deleted, in ms [default: 300000].
+    #[arg(long, env = "ONCE_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<u64>,
+    /// Most open client connections [default: 1024].
+    #[arg(long, env = "ONCE_CONNECTIONS_MAX")]
+    connections_max: Option<usize>,
+    /// Largest request accepted, in bytes [default: 104857600].
+    #[arg(long, env = "ONCE_REQUEST_BYTES_MAX")]
+    request_bytes_max: Option<usize>,
+    /// UNSAFE, benchmarks only: acknowledge writes without fsync; a crash or power loss loses them.
+    #[arg(long, env = "ONCE_UNSAFE_SKIP_FSYNC")]
+    unsafe_skip_fsync: Option<bool>,
+    /// Log filter (tracing EnvFilter syntax) [default: info].
+    #[arg(long, env = "ONCE_LOG")]
+    log: Option<String>,
+}
+
+macro_rules! merge {
+    ($flags:ident, $file:ident, $($field:ident),*) => {
+        $( if $flags.$field.is_none() { $flags.$field = $file.$field.take(); } )*
+    };
+}
+
+impl ServeArgs {
+    /// Fills options not given by flag or environment from the config file.
+    fn merge_file(mut self) -> anyhow::Result<ServeArgs> {
+        let path = match &self.config {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from("once.toml")).filter(|path| path.exists()),
+        };
+        let Some(path) = path else { return Ok(self) };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut file: ServeArgs = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        merge!(self, file, listen, advertised_listener, data_dir, node_id, auto_create_topics, default_partitions,
+            retention_ms, retention_bytes, segment_bytes, segment_ms, max_message_bytes, retention_check_interval_ms,
+            connections_max, request_bytes_max, unsafe_skip_fsync, log);
+        Ok(self)
+    }
+
+    fn broker_config(&self) -> BrokerConfig {
+        let defaults = BrokerConfig::default();
+        let topic = TopicDefaults::default();
+        BrokerConfig {
+            listen: self.listen.clone().unwrap_or(defaults.listen),
+            advertised_listener: self.advertised_listener.clone(),
+            data_dir: self.data_dir.clone().unwrap_or(defaults.data_dir),
+            node_id: self.node_id.unwrap_or(defaults.node_id),
+            auto_create_topics: self.auto_create_topics.unwrap_or(defaults.auto_create_topics),
+            default_partitions: self.default_partitions.unwrap_or(defaults.default_partitions),
+            topic_defaults: TopicDefaults {
+                retention_ms: self.retention_ms.unwrap_or(topic.retention_ms),
+                retention_bytes: self.retention_bytes.unwrap_or(topic.retention_bytes),
+                segment_bytes: self.segment_bytes.unwrap_or(topic.segment_bytes),
+                segment_ms: self.segment_ms.unwrap_or(topic.segment_ms),
+                max_message_bytes: self.max_message_bytes.unwrap_or(topic.max_message_bytes),
+                unsafe_skip_fsync: self.unsafe_skip_fsync.unwrap_or(false),
+            },
+            connections_max: self.connections_max.unwrap_or(defaults.connections_max),
+            request_bytes_max: self.request_bytes_max.unwrap_or(defaults.request_bytes_max),
+            retention_check_interval_ms: self.retention_check_interval_ms.unwrap_or(defaults.retention_check_interval_ms),
+            fetch_bytes_max: defaults.fetch_bytes_max,
+        }
+    }
+}
+
+fn validate(config: &BrokerConfig) -> anyhow::Result<()> {
+    let defaults = &config.topic_defaults;
+    for (name, value) in [
+        ("retention.ms", defaults.retention_ms.to_string()),
+        ("retention.bytes", defaults.retention_bytes.to_string()),
+        ("segment.bytes", defaults.segment_bytes.to_string()),
+        ("segment.ms", defaults.segment_ms.to_string()),
+        ("max.message.bytes", defaults.max_message_bytes.to_string()),
+    ] {
+        once_broker::topic_config::validate(name, &value).map_err(anyhow::Error::msg)?;
+    }
+    anyhow::ensure!(config.default_partitions >= 1, "default partitions must be at least 1");
+    anyhow::ensure!(config.connections_max >= 1, "connections max must be at least 1");
+    Ok(())
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let args = args.merge_file()?;
+    let filter = args.log.clone().unwrap_or_else(|| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("invalid --log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = args.broker_config();
+    validate(&config)?;
+    if config.topic_defaults.unsafe_skip_fsync {
+        tracing::warn!("UNSAFE: --unsafe-skip-fsync is on; acknowledged writes can be lost on a crash");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let broker = Broker::open(config).context("opening the data directory")?;
+        let server = Server::bind(broker.clone()).await.with_context(|| format!("binding {}", broker.config.listen))?;
+        tracing::info!(listen = %server.local_addr()?, advertised = %format!("{}:{}", broker.endpoint.host, broker.endpoint.port), data_dir = %broker.config.data_dir.display(), "once is serving");
+        server.run(shutdown_signal()).await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,142 @@
+//! Malformed input gets an error response or a closed connection: no crash, other clients unaffected,
+//! nothing lost.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest};
+use kafka_protocol::protocol::Decodable;
+use once_cli::admin::{metadata, AdminClient};
+use support::{once, BrokerProcess};
+
+fn connect(broker: &BrokerProcess) -> TcpStream {
+    let stream = TcpStream::connect(broker.bootstrap()).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+}
+
+/// True when the broker closed the connection (EOF or reset) rather than answering.
+fn closed_by_broker(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => matches!(error.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe),
+    }
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut framed = (body.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(body);
+    framed
+}
+
+fn header(api_key: i16, version: i16, correlation_id: i32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&api_key.to_be_bytes());
+    bytes.extend_from_slice(&version.to_be_bytes());
+    bytes.extend_from_slice(&correlation_id.to_be_bytes());
+    bytes.extend_from_slice(&4i16.to_be_bytes());
+    bytes.extend_from_slice(b"test");
+    bytes
+}
+
+fn produce_lines(broker: &BrokerProcess, topic: &str, lines: &str) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["produce", topic, "--bootstrap", &broker.bootstrap()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn once produce");
+    child.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write lines");
+    assert!(child.wait().expect("wait").success(), "once produce failed");
+}
+
+#[test]
+fn malformed_requests_do_not_hurt_the_broker() {
+    let mut broker = BrokerProcess::start(&[]);
+    let bootstrap = broker.bootstrap();
+    once(&["topic", "create", "safe", "--partitions", "1", "--bootstrap", &bootstrap]);
+    produce_lines(&broker, "safe", "one\ntwo\nthree\n");
+
+    // A healthy client connected throughout.
+    let mut healthy = AdminClient::connect(&bootstrap).expect("healthy client");
+
+    // Random bytes, seeded so a failure replays.
+    let mut state: u64 = 0x5eed_0f_0;
+    for round in 0..50 {
+        let mut stream = connect(&broker);
+        let garbage: Vec<u8> = (0..(round * 37 % 500 + 1))
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 33) as u8
+            })
+            .collect();
+        let _ = stream.write_all(&garbage);
+        drop(stream);
+    }
+
+    // A 2 GiB frame length: refused before anything is allocated.
+    let mut stream = connect(&broker);
+    stream.write_all(&0x7fff_ffffi32.to_be_bytes()).expect("write length");
+    assert!(closed_by_broker(&mut stream), "2 GiB frame closes the connection");
+
+    // A negative frame length.
+    let mut stream = connect(&broker);
+    stream.write_all(&(-5i32).to_be_bytes()).expect("write length");
+    assert!(closed_by_broker(&mut stream), "negative frame length closes the connection");
+
+    // An unknown API key: Kafka closes the connection.
+    let mut stream = connect(&broker);
+    stream.write_all(&frame(&header(12345, 0, 1))).expect("write");
+    assert!(closed_by_broker(&mut stream), "unknown API key closes the connection");
+
+    // A truncated Metadata request body (topic array announced, not sent).
+    let mut body = header(ApiKey::Metadata as i16, 1, 2);
+    body.extend_from_slice(&3i32.to_be_bytes());
+    let mut stream = connect(&broker);
+    stream.write_all(&frame(&body)).expect("write");
+    assert!(closed_by_broker(&mut stream), "truncated body closes the connection");
+
+    // An array count of 2^31-1 in a tiny frame must not make the broker allocate for it.
+    let mut body = header(ApiKey::Metadata as i16, 0, 3);
+    body.extend_from_slice(&i32::MAX.to_be_bytes());
+    body.extend_from_slice(&[0, 1, b'x']);
+    let mut stream = connect(&broker);
+    stream.write_all(&frame(&body)).expect("write");
+    assert!(closed_by_broker(&mut stream), "impossible array count closes the connection");
+
+    // A frame that announces more than it sends, then the client goes away.
+    let mut stream = connect(&broker);
+    stream.write_all(&100i32.to_be_bytes()).expect("write length");
+    stream.write_all(&header(ApiKey::Metadata as i16, 1, 4)).expect("write part");
+    drop(stream);
+
+    // ApiVersions at an unknown version: a v0 answer with UNSUPPORTED_VERSION, and the connection stays open.
+    let mut stream = connect(&broker);
+    stream.write_all(&frame(&header(ApiKey::ApiVersions as i16, 99, 5))).expect("write");
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).expect("fallback response arrives");
+    let mut response = vec![0u8; i32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut response).expect("fallback body");
+    let mut body = bytes::Bytes::from(response);
+    let correlation_id = i32::from_be_bytes(body[..4].try_into().expect("4 bytes"));
+    assert_eq!(correlation_id, 5);
+    let _ = bytes::Buf::advance(&mut body, 4);
+    let fallback = ApiVersionsResponse::decode(&mut body, 0).expect("v0 response decodes");
+    assert_eq!(fallback.error_code, 35, "UNSUPPORTED_VERSION");
+    assert!(fallback.api_keys.iter().any(|api| api.api_key == ApiKey::ApiVersions as i16 && api.max_version >= 3));
+    let mut same_connection = AdminClient::from_stream(stream);
+    let versions = same_connection.call(&ApiVersionsRequest::default(), 3).expect("a supported ApiVersions on the same connection");
+    assert_eq!(versions.error_code, 0);
+
+    // The broker is alive, the healthy client still works, and the data is intact.
+    assert!(broker.is_running(), "broker survived; log:\n{}", broker.log());
+    let topics = metadata(&mut healthy, Some("safe")).expect("healthy client still served");
+    assert_eq!(topics[0].1, 1);
+    let _ = healthy.call(&MetadataRequest::default(), 1).expect("metadata");
+    let output = once(&["consume", "safe", "--from-beginning", "--bootstrap", &bootstrap]);
+    assert_eq!(output, "one\ntwo\nthree\n");
+}

@@ -1,0 +1,161 @@
+//! A real `once serve` process for integration tests: started on a free port with its own data
+//! directory, killed with SIGKILL or stopped with SIGTERM, restarted on the same data.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::{ClientContext, Message};
+
+pub struct BrokerProcess {
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+    log_path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl BrokerProcess {
+    /// Starts a broker on a fresh data directory.
+    pub fn start(extra_args: &[&str]) -> BrokerProcess {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().join("data");
+        let mut broker = BrokerProcess {
+            log_path: temp.path().join("broker.log"),
+            data_dir,
+            port: free_port(),
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            child: None,
+            _temp: Some(temp),
+        };
+        broker.spawn();
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open broker log");
+        let child = Command::new(env!("CARGO_BIN_EXE_once"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .env("ONCE_LOG", "info")
+            .env_remove("ONCE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn once serve");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if TcpStream::connect(self.bootstrap()).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
+                panic!("broker exited early with {status}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("broker did not accept connections within 60 s; log:\n{}", self.log());
+    }
+
+    /// SIGKILL: no chance to flush or mark a clean shutdown.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the broker");
+            child.wait().expect("reap the broker");
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        panic!("broker did not exit within 30 s of SIGTERM; log:\n{}", self.log());
+    }
+
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `once` with arguments and returns its stdout; panics with stderr if it fails.
+pub fn once(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_once")).args(args).output().expect("run once");
+    assert!(
+        output.status.success(),
+        "once {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// Remembers every delivery report: (record number, partition, offset or error).
+#[derive(Clone, Default)]
+pub struct Deliveries(Arc<Mutex<Vec<(usize, i32, Result<i64, String>)>>>);
+
+impl ClientContext for Deliveries {}
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<usize>;
+    fn delivery(&self, result: &DeliveryResult<'_>, number: Box<usize>) {
+        let entry = match result {
+            Ok(message) => (*number, message.partition(), Ok(message.offset())),
+            Err((error, message)) => (*number, message.partition(), Err(error.to_string())),
+        };
+        self.0.lock().expect("deliveries lock").push(entry);
+    }
+}
+

@@ -1,0 +1,153 @@
+//! The partition handle: one writer task, many readers.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use once_log::{AppendInfo, Log, LogConfig};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::PartitionError;
+use crate::writer::{self, Command};
+
+/// Bound on append requests waiting for the writer: past it, produce gets a retriable error.
+const QUEUED_APPENDS_MAX: usize = 4096;
+
+/// Topic name and partition index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// State shared by the writer and the readers.
+pub(crate) struct Shared {
+    pub(crate) id: PartitionId,
+    /// Readers lock it only to read; the writer holds it to append, never across an fsync.
+    pub(crate) log: Mutex<Log>,
+    /// End of the durable log: what consumers may read. Long polls wait on it.
+    pub(crate) high_watermark: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub(crate) fn lock_log(&self) -> MutexGuard<'_, Log> {
+        // A panic while holding the lock would be a bug; the log's own state is still consistent
+        // (every mutation is written before the in-memory state moves), so keep serving.
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A partition of a topic, as the broker sees it.
+pub struct Partition {
+    shared: Arc<Shared>,
+    appends: mpsc::Sender<Command>,
+}
+
+impl Partition {
+    /// Opens (and recovers) the log in `dir` and starts its writer. Must run inside a tokio runtime.
+    pub fn open(id: PartitionId, dir: &Path, config: LogConfig) -> Result<Partition, PartitionError> {
+        let log = Log::open(dir, config)?;
+        let high_watermark = log.durable_end_offset();
+        let (high_watermark, _) = watch::channel(high_watermark);
+        let shared = Arc::new(Shared { id, log: Mutex::new(log), high_watermark });
+        let (appends, queue) = mpsc::channel(QUEUED_APPENDS_MAX);
+        tokio::spawn(writer::run(shared.clone(), queue));
+        Ok(Partition { shared, appends })
+    }
+
+    pub fn id(&self) -> &PartitionId {
+        &self.shared.id
+    }
+
+    /// Queues one record batch for the writer *now* (so appends keep the order of calls) and returns a
+    /// future that resolves once the batch is durable (fdatasync) — or with the reason it is not.
+    pub fn append(&self, batch: Vec<u8>) -> impl std::future::Future<Output = Result<AppendInfo, PartitionError>> + Send + 'static {
+        let (reply, outcome) = oneshot::channel();
+        let name = self.shared.id.to_string();
+        let queued = self.appends.try_send(Command::Append { batch, reply }).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => PartitionError::Busy(name.clone()),
+            mpsc::error::TrySendError::Closed(_) => PartitionError::Closed(name.clone()),
+        });
+        async move {
+            queued?;
+            outcome.await.map_err(|_| PartitionError::Closed(name))?
+        }
+    }
+
+    pub fn high_watermark(&self) -> u64 {
+        *self.shared.high_watermark.borrow()
+    }
+
+    /// A receiver that changes whenever the high watermark moves (for long-polling fetches).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.shared.high_watermark.subscribe()
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.shared.lock_log().log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> u64 {
+        self.shared.lock_log().log_end_offset()
+    }
+
+    /// Whole batches from `offset`, at most `max_bytes` (but at least one batch), below the high watermark.
+    /// Blocking (file reads): call from a blocking context.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>, PartitionError> {
+        let upper_bound = self.high_watermark();
+        Ok(self.shared.lock_log().read(offset, max_bytes, upper_bound)?)
+    }
+
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, PartitionError> {
+        let log = self.shared.lock_log();
+        let found = log.offset_for_timestamp(timestamp_ms)?;
+        let high_watermark = self.high_watermark();
+        Ok(found.filter(|(offset, _)| *offset < high_watermark))
+    }
+
+    pub fn max_timestamp(&self) -> Option<(u64, i64)> {
+        let high_watermark = self.high_watermark();
+        self.shared.lock_log().max_timestamp().filter(|(offset, _)| *offset < high_watermark)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.lock_log().size_bytes()
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        self.shared.lock_log().set_config(config);
+    }
+
+    /// Deletes segments past retention. Blocking (file deletion).
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
+        Ok(self.shared.lock_log().apply_retention(now_ms)?)
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.shared.lock_log().is_failed()
+    }
+
+    /// Answers what is queued, then closes the log cleanly (flush, indexes, clean-shutdown marker).
+    /// Appends after this get [`PartitionError::Closed`].
+    pub async fn close(&self) -> Result<(), PartitionError> {
+        self.stop(false).await
+    }
+
+    /// Like [`Partition::close`], then deletes the partition's files.
+    pub async fn delete(&self) -> Result<(), PartitionError> {
+        self.stop(true).await
+    }
+
+    async fn stop(&self, delete: bool) -> Result<(), PartitionError> {
+        let (reply, outcome) = oneshot::channel();
+        let closed = || PartitionError::Closed(self.shared.id.to_string());
+        self.appends.send(Command::Stop { delete, reply }).await.map_err(|_| closed())?;
+        outcome.await.map_err(|_| closed())?
+    }
+}

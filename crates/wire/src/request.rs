@@ -1,0 +1,131 @@
+//! Decoding one request frame into a header and a typed body.
+
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
+use kafka_protocol::protocol::Decodable;
+
+use crate::versions;
+
+/// A request Once can answer.
+#[derive(Debug)]
+pub struct DecodedRequest {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub header: RequestHeader,
+    pub body: RequestKind,
+}
+
+/// Why a frame could not be turned into a request. Each case tells the server what Kafka does next.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Fewer than the 8 bytes every request header starts with; nothing can be answered.
+    #[error("request of {length} bytes is too short for a header")]
+    TooShort { length: usize },
+    /// Kafka closes the connection: there is no response format for an unknown key.
+    #[error("unknown API key {api_key} (correlation id {correlation_id})")]
+    UnknownApiKey { api_key: i16, correlation_id: i32 },
+    /// ApiVersions at a version Once does not speak: answered in the v0 format with UNSUPPORTED_VERSION
+    /// and the supported ranges (KIP-511), and the connection stays open.
+    #[error("ApiVersions v{api_version} is not supported")]
+    ApiVersionsUnsupported { api_version: i16, correlation_id: i32 },
+    /// Any other API at a version Once does not serve: Kafka closes the connection.
+    #[error("{api_key:?} v{api_version} is not supported (correlation id {correlation_id})")]
+    UnsupportedVersion { api_key: ApiKey, api_version: i16, correlation_id: i32 },
+    /// The header or body does not decode at its declared version: the connection is closed.
+    #[error("malformed {api_key:?} v{api_version} request (correlation id {correlation_id}): {reason}")]
+    Malformed { api_key: ApiKey, api_version: i16, correlation_id: i32, reason: String },
+}
+
+impl RequestError {
+    /// The correlation id, when the frame was long enough to carry one.
+    pub fn correlation_id(&self) -> Option<i32> {
+        match self {
+            RequestError::TooShort { .. } => None,
+            RequestError::UnknownApiKey { correlation_id, .. }
+            | RequestError::ApiVersionsUnsupported { correlation_id, .. }
+            | RequestError::UnsupportedVersion { correlation_id, .. }
+            | RequestError::Malformed { correlation_id, .. } => Some(*correlation_id),
+        }
+    }
+}
+
+/// Decodes a whole request frame (without its length prefix).
+pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, RequestError> {
+    if frame.len() < 8 {
+        return Err(RequestError::TooShort { length: frame.len() });
+    }
+    let mut prefix = &frame[..8];
+    let raw_api_key = prefix.get_i16();
+    let api_version = prefix.get_i16();
+    let correlation_id = prefix.get_i32();
+    let Ok(api_key) = ApiKey::try_from(raw_api_key) else {
+        return Err(RequestError::UnknownApiKey { api_key: raw_api_key, correlation_id });
+    };
+    if !versions::is_served(api_key, api_version) {
+        if api_key == ApiKey::ApiVersions {
+            return Err(RequestError::ApiVersionsUnsupported { api_version, correlation_id });
+        }
+        return Err(RequestError::UnsupportedVersion { api_key, api_version, correlation_id });
+    }
+    let malformed = |reason: String| RequestError::Malformed { api_key, api_version, correlation_id, reason };
+    let header_version = api_key.request_header_version(api_version);
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(|error| malformed(error.to_string()))?;
+    let body = RequestKind::decode(api_key, &mut frame, api_version).map_err(|error| malformed(error.to_string()))?;
+    Ok(DecodedRequest { api_key, api_version, header, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+    use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, StrBytes};
+
+    fn frame_of<T: Encodable>(api_key: ApiKey, version: i16, body: &T) -> Bytes {
+        let mut header = RequestHeader::default();
+        header.request_api_key = api_key as i16;
+        header.request_api_version = version;
+        header.correlation_id = 7;
+        header.client_id = Some(StrBytes::from_static_str("test"));
+        let mut buf = BytesMut::new();
+        encode_request_header_into_buffer(&mut buf, &header).expect("header encodes");
+        body.encode(&mut buf, version).expect("body encodes");
+        buf.freeze()
+    }
+
+    #[test]
+    fn decodes_a_metadata_request() {
+        let frame = frame_of(ApiKey::Metadata, 9, &MetadataRequest::default());
+        let request = decode_request(frame).expect("decodes");
+        assert_eq!(request.api_key, ApiKey::Metadata);
+        assert_eq!(request.header.correlation_id, 7);
+        assert!(matches!(request.body, RequestKind::Metadata(_)));
+    }
+
+    #[test]
+    fn api_versions_above_range_gets_fallback() {
+        let frame = frame_of(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        let mut raw = BytesMut::from(&frame[..]);
+        raw[2..4].copy_from_slice(&99i16.to_be_bytes());
+        let error = decode_request(raw.freeze()).expect_err("v99 is unsupported");
+        assert!(matches!(error, RequestError::ApiVersionsUnsupported { api_version: 99, correlation_id: 7 }));
+    }
+
+    #[test]
+    fn unknown_key_and_short_frames() {
+        let frame = Bytes::from_static(&[0x7f, 0x00, 0, 0, 0, 0, 0, 9, 0, 0]);
+        assert!(matches!(decode_request(frame), Err(RequestError::UnknownApiKey { correlation_id: 9, .. })));
+        assert!(matches!(decode_request(Bytes::from_static(&[0, 3])), Err(RequestError::TooShort { .. })));
+    }
+
+    #[test]
+    fn truncated_body_is_malformed() {
+        let mut request = MetadataRequest::default();
+        request.topics = None;
+        request.allow_auto_topic_creation = true;
+        let frame = frame_of(ApiKey::Metadata, 12, &request);
+        for cut in 8..frame.len() {
+            assert!(decode_request(frame.slice(..cut)).is_err(), "cut at {cut} must not decode");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The APIs and versions Once speaks.
+//!
+//! Two ranges per API: what is *advertised* in ApiVersions and what is *served*. They differ only for
+//! Produce: Kafka 4 serves Produce v3+ yet advertises v0–v2 too, because librdkafka disables
+//! compression when it does not see them (librdkafka issue 4956). A real v0–v2 Produce is answered
+//! with UNSUPPORTED_VERSION, as Kafka 4 does.
+
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
+/// One API of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiSupport {
+    pub api_key: ApiKey,
+    pub advertised: VersionRange,
+    pub served: VersionRange,
+}
+
+const fn range(min: i16, max: i16) -> VersionRange {
+    VersionRange { min, max }
+}
+
+const fn same(api_key: ApiKey, min: i16, max: i16) -> ApiSupport {
+    ApiSupport { api_key, advertised: range(min, max), served: range(min, max) }
+}
+
+/// Every API Once serves. Upper bounds stop below versions whose semantics Once does not implement yet
+/// (Produce v12 is KIP-890 transactions v2; Fetch v13 and Metadata-by-topic-id need topic ids in fetch
+/// sessions), so clients pick a version whose meaning Once honours completely.
+pub const SUPPORTED_APIS: &[ApiSupport] = &[
+    ApiSupport { api_key: ApiKey::Produce, advertised: range(0, 11), served: range(3, 11) },
+    same(ApiKey::Fetch, 4, 12),
+    same(ApiKey::ListOffsets, 1, 7),
+    same(ApiKey::Metadata, 0, 12),
+    same(ApiKey::ApiVersions, 0, 4),
+    same(ApiKey::CreateTopics, 2, 7),
+    same(ApiKey::DeleteTopics, 1, 5),
+    same(ApiKey::CreatePartitions, 0, 3),
+    same(ApiKey::DescribeConfigs, 1, 4),
+    same(ApiKey::IncrementalAlterConfigs, 0, 1),
+    same(ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The entry for `api_key`, if Once serves that API at all.
+pub fn support(api_key: ApiKey) -> Option<&'static ApiSupport> {
+    SUPPORTED_APIS.iter().find(|entry| entry.api_key == api_key)
+}
+
+/// Whether a request of this key and version can be decoded and answered.
+pub fn is_served(api_key: ApiKey, version: i16) -> bool {
+    support(api_key).is_some_and(|entry| entry.served.min <= version && version <= entry.served.max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_within_codec_ranges() {
+        for entry in SUPPORTED_APIS {
+            let codec = entry.api_key.valid_versions();
+            assert!(entry.served.min >= codec.min, "{:?} served below what the codec decodes", entry.api_key);
+            assert!(entry.served.max <= codec.max, "{:?} served above what the codec decodes", entry.api_key);
+            assert!(entry.advertised.min <= entry.served.min, "{:?} advertised range must cover served", entry.api_key);
+            assert!(entry.advertised.max == entry.served.max, "{:?} advertised max must equal served max", entry.api_key);
+        }
+    }
+
+    #[test]
+    fn produce_v0_to_v2_advertised_not_served() {
+        assert!(!is_served(ApiKey::Produce, 2));
+        assert!(is_served(ApiKey::Produce, 3));
+        assert_eq!(support(ApiKey::Produce).map(|entry| entry.advertised.min), Some(0));
+    }
+}

@@ -1,0 +1,16 @@
+//! Any bytes as a request frame: decoding returns a request or an error, never panics or aborts.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+// The broker's allocator, so forged array counts behave as they do in `once serve`.
+#[global_allocator]
+static ALLOCATOR: once_wire::alloc::LazyHugeAllocator = once_wire::alloc::LazyHugeAllocator;
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() >= 4 {
+        let prefix = [data[0], data[1], data[2], data[3]];
+        let _ = once_wire::frame::request_frame_length(prefix, once_wire::frame::FRAME_BYTES_MAX_DEFAULT);
+    }
+    let _ = once_wire::decode_request(bytes::Bytes::copy_from_slice(data));
+});
