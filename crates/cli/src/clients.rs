@@ -118,6 +118,7 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)
         .set("enable.auto.commit", "false")
+        .set("group.id", "once-consume")
         .set("enable.partition.eof", "false")
         .set("allow.auto.create.topics", "false")
         .create()

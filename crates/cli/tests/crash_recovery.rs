@@ -21,7 +21,7 @@ fn value_of(producer: usize, number: usize) -> String {
 }
 
 fn read_all(bootstrap: &str, topic: &str) -> HashMap<(i32, i64), Vec<u8>> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("enable.auto.commit", "false").create().expect("consumer");
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("enable.auto.commit", "false").set("group.id", "once-tests").create().expect("consumer");
     let mut assignment = TopicPartitionList::new();
     let mut ends = HashMap::new();
     for partition in 0..PARTITIONS {

@@ -61,6 +61,7 @@ fn roundtrip(compression: &str) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("enable.auto.commit", "false")
+        .set("group.id", "once-tests")
         .create()
         .expect("consumer");
     let mut assignment = TopicPartitionList::new();

@@ -1,1 +1,38 @@
-//! placeholder
+//! The durable segmented partition log of Once: Kafka v2 record batches stored back to back in
+//! segment files, with sparse offset and time indexes, explicit fsync (group commit friendly),
+//! crash recovery, and retention. Synchronous `std::fs` only; knows nothing of the network.
+//!
+//! The on-disk format and the crash-safety argument are in `docs/design/log-format.md`.
+//!
+//! # Layout
+//!
+//! - `batch`: the v2 batch header (`BatchHeader`), CRC32C check, validation rules shared by
+//!   append and recovery.
+//! - `config`: `LogConfig`, Kafka's segment/retention/index tunables.
+//! - `error`: `LogError`, the crate's one error enum.
+//! - `index`: per-segment sparse offset and time indexes, in memory and as checksummed files.
+//! - `log`: `Log` itself: append, roll, sync (`SyncPlan` for fsync outside a lock), close, latch.
+//! - `meta`: file names, small atomic metadata files (recovery point, log start offset,
+//!   clean-shutdown marker), directory fsync.
+//! - `read`: fetch by offset, ListOffsets by timestamp and max timestamp.
+//! - `recovery`: `Log::open`: clean load or scan-and-truncate recovery.
+//! - `retention`: deleting segments by time and size, advancing the log start offset.
+//! - `segment`: one segment file: positional reads and writes, the validating recovery scan.
+//! - `testing`: builders of valid batches for tests (here and in other crates).
+
+mod batch;
+mod config;
+mod error;
+mod index;
+mod log;
+mod meta;
+mod read;
+mod recovery;
+mod retention;
+mod segment;
+pub mod testing;
+
+pub use crate::batch::{verify_crc, BatchHeader, BATCH_HEADER_LEN, MAGIC_V2};
+pub use crate::config::LogConfig;
+pub use crate::error::LogError;
+pub use crate::log::{AppendInfo, Log, RecoveryStats, SyncPlan};

@@ -30,16 +30,25 @@ impl fmt::Display for PartitionId {
 pub(crate) struct Shared {
     pub(crate) id: PartitionId,
     /// Readers lock it only to read; the writer holds it to append, never across an fsync.
-    pub(crate) log: Mutex<Log>,
+    /// `None` once the partition is closed or deleted.
+    pub(crate) log: Mutex<Option<Log>>,
     /// End of the durable log: what consumers may read. Long polls wait on it.
     pub(crate) high_watermark: watch::Sender<u64>,
 }
 
 impl Shared {
-    pub(crate) fn lock_log(&self) -> MutexGuard<'_, Log> {
+    pub(crate) fn lock_log(&self) -> MutexGuard<'_, Option<Log>> {
         // A panic while holding the lock would be a bug; the log's own state is still consistent
         // (every mutation is written before the in-memory state moves), so keep serving.
         self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the open log, or fails with [`PartitionError::Closed`].
+    pub(crate) fn with_log<T>(&self, f: impl FnOnce(&mut Log) -> Result<T, PartitionError>) -> Result<T, PartitionError> {
+        match self.lock_log().as_mut() {
+            Some(log) => f(log),
+            None => Err(PartitionError::Closed(self.id.to_string())),
+        }
     }
 }
 
@@ -55,7 +64,7 @@ impl Partition {
         let log = Log::open(dir, config)?;
         let high_watermark = log.durable_end_offset();
         let (high_watermark, _) = watch::channel(high_watermark);
-        let shared = Arc::new(Shared { id, log: Mutex::new(log), high_watermark });
+        let shared = Arc::new(Shared { id, log: Mutex::new(Some(log)), high_watermark });
         let (appends, queue) = mpsc::channel(QUEUED_APPENDS_MAX);
         tokio::spawn(writer::run(shared.clone(), queue));
         Ok(Partition { shared, appends })
@@ -89,48 +98,51 @@ impl Partition {
         self.shared.high_watermark.subscribe()
     }
 
+    /// The log start offset (0 once closed: only a deleted topic's stragglers ask then).
     pub fn log_start_offset(&self) -> u64 {
-        self.shared.lock_log().log_start_offset()
+        self.shared.with_log(|log| Ok(log.log_start_offset())).unwrap_or(0)
     }
 
     pub fn log_end_offset(&self) -> u64 {
-        self.shared.lock_log().log_end_offset()
+        self.shared.with_log(|log| Ok(log.log_end_offset())).unwrap_or(0)
     }
 
     /// Whole batches from `offset`, at most `max_bytes` (but at least one batch), below the high watermark.
     /// Blocking (file reads): call from a blocking context.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>, PartitionError> {
         let upper_bound = self.high_watermark();
-        Ok(self.shared.lock_log().read(offset, max_bytes, upper_bound)?)
+        self.shared.with_log(|log| Ok(log.read(offset, max_bytes, upper_bound)?))
     }
 
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, PartitionError> {
-        let log = self.shared.lock_log();
-        let found = log.offset_for_timestamp(timestamp_ms)?;
+        let found = self.shared.with_log(|log| Ok(log.offset_for_timestamp(timestamp_ms)?))?;
         let high_watermark = self.high_watermark();
         Ok(found.filter(|(offset, _)| *offset < high_watermark))
     }
 
     pub fn max_timestamp(&self) -> Option<(u64, i64)> {
         let high_watermark = self.high_watermark();
-        self.shared.lock_log().max_timestamp().filter(|(offset, _)| *offset < high_watermark)
+        self.shared.with_log(|log| Ok(log.max_timestamp())).ok().flatten().filter(|(offset, _)| *offset < high_watermark)
     }
 
     pub fn size_bytes(&self) -> u64 {
-        self.shared.lock_log().size_bytes()
+        self.shared.with_log(|log| Ok(log.size_bytes())).unwrap_or(0)
     }
 
     pub fn set_config(&self, config: LogConfig) {
-        self.shared.lock_log().set_config(config);
+        let _ = self.shared.with_log(|log| {
+            log.set_config(config);
+            Ok(())
+        });
     }
 
     /// Deletes segments past retention. Blocking (file deletion).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
-        Ok(self.shared.lock_log().apply_retention(now_ms)?)
+        self.shared.with_log(|log| Ok(log.apply_retention(now_ms)?))
     }
 
     pub fn is_failed(&self) -> bool {
-        self.shared.lock_log().is_failed()
+        self.shared.with_log(|log| Ok(log.is_failed())).unwrap_or(false)
     }
 
     /// Answers what is queued, then closes the log cleanly (flush, indexes, clean-shutdown marker).

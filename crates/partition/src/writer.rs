@@ -54,7 +54,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>)
             }
             let shared_for_stop = shared.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                let mut log = shared_for_stop.lock_log();
+                let closed = || PartitionError::Closed(shared_for_stop.id.to_string());
+                let log = shared_for_stop.lock_log().take().ok_or_else(closed)?;
                 if delete { log.delete() } else { log.close() }.map_err(PartitionError::from)
             })
             .await
@@ -82,7 +83,13 @@ fn commit_round(shared: &Shared, appends: Vec<(Vec<u8>, AppendReply)>) {
     let now_ms = now_ms();
     let mut appended = Vec::with_capacity(appends.len());
     let plan = {
-        let mut log = shared.lock_log();
+        let mut guard = shared.lock_log();
+        let Some(log) = guard.as_mut() else {
+            for (_, reply) in appends {
+                let _ = reply.send(Err(PartitionError::Closed(shared.id.to_string())));
+            }
+            return;
+        };
         for (mut batch, reply) in appends {
             match log.append(&mut batch, now_ms) {
                 Ok(info) => appended.push((info, reply)),
@@ -94,11 +101,11 @@ fn commit_round(shared: &Shared, appends: Vec<(Vec<u8>, AppendReply)>) {
         if appended.is_empty() {
             return;
         }
-        log.prepare_sync()
+        log.prepare_sync().map_err(PartitionError::from)
     };
     let synced = plan.and_then(|plan| {
         let result = plan.execute();
-        shared.lock_log().complete_sync(plan.end_offset, result)
+        shared.with_log(|log| Ok(log.complete_sync(plan.end_offset, result)?))
     });
     match synced {
         Ok(durable_end_offset) => {

@@ -22,7 +22,7 @@ use crate::topics::TopicError;
 pub(crate) const SOURCE_TOPIC: i8 = 1;
 pub(crate) const SOURCE_DEFAULT: i8 = 5;
 
-pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, _version: i16) -> ResponseKind {
+pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> ResponseKind {
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -47,11 +47,13 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, _
             Ok(()) => {
                 let id = broker.topics.get(&name).map(|topic| topic.id).unwrap_or_default();
                 let config = TopicConfig::new(configs, broker.topics.defaults().clone());
-                result
-                    .with_topic_id(id)
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1)
-                    .with_configs(Some(describe_for_create(&config)))
+                let result = result.with_topic_id(id);
+                // Partition count, replication factor and configs are in the response from v5.
+                if version >= 5 {
+                    result.with_num_partitions(partitions).with_replication_factor(1).with_configs(Some(describe_for_create(&config)))
+                } else {
+                    result
+                }
             }
             Err(error) => result
                 .with_error_code(topic_error_code(&error).code())

@@ -68,7 +68,6 @@ fn describe_topic(config: &TopicConfig, wanted: &dyn Fn(&str) -> bool, version: 
                 .with_name(StrBytes::from_static_str(key.name))
                 .with_value(Some(str_bytes(&value)))
                 .with_config_source(if overridden { SOURCE_TOPIC } else { SOURCE_DEFAULT })
-                .with_is_default(!overridden)
                 .with_config_type(key.config_type as i8);
             if version >= 3 {
                 entry = entry.with_documentation(Some(StrBytes::from_static_str(key.documentation)));

@@ -14,7 +14,7 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, _version: i16) -> ResponseKind {
+pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ResponseKind {
     let mut lookups = Vec::new();
     for topic in request.topics {
         let found = broker.topics.get(&topic.name.0);
@@ -32,7 +32,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, _version:
         lookups
             .into_iter()
             .map(|(name, partitions)| {
-                let partitions = partitions.into_iter().map(|(index, timestamp, partition)| look_up(index, timestamp, partition.as_deref())).collect();
+                let partitions = partitions.into_iter().map(|(index, timestamp, partition)| look_up(index, timestamp, partition.as_deref(), version)).collect();
                 ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions)
             })
             .collect::<Vec<_>>()
@@ -42,8 +42,10 @@ pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, _version:
     ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
 }
 
-fn look_up(index: i32, timestamp: i64, partition: Option<&Partition>) -> ListOffsetsPartitionResponse {
-    let response = ListOffsetsPartitionResponse::default().with_partition_index(index).with_leader_epoch(0);
+fn look_up(index: i32, timestamp: i64, partition: Option<&Partition>, version: i16) -> ListOffsetsPartitionResponse {
+    let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
+    // The codec refuses fields a version does not carry; leader epoch exists from v4.
+    let response = if version >= 4 { response.with_leader_epoch(0) } else { response };
     let Some(partition) = partition else {
         return response.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_offset(-1).with_timestamp(-1);
     };

@@ -1,0 +1,46 @@
+//! Tunables of one partition log.
+
+/// Seven days in milliseconds: Kafka's default for `segment.ms` and `retention.ms`.
+const SEVEN_DAYS_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Configuration of one log. Defaults are Kafka's, and durable (fsync on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment when appending would make the active one larger than this
+    /// (Kafka `segment.bytes`). Also the largest batch accepted. Capped at `u32::MAX` because
+    /// index positions are 32-bit.
+    pub segment_bytes_max: u64,
+    /// Roll when the active segment's first batch was appended longer ago than this
+    /// (wall clock ms passed to `append`; Kafka `segment.ms`). `None` = never.
+    pub segment_ms_max: Option<u64>,
+    /// Delete old segments while the log would stay at least this large without them
+    /// (Kafka `retention.bytes`). `None` = unlimited.
+    pub retention_bytes: Option<u64>,
+    /// Delete segments whose largest timestamp is older than this (Kafka `retention.ms`).
+    /// `None` = unlimited.
+    pub retention_ms: Option<u64>,
+    /// Add a sparse offset-index entry every this many bytes (Kafka `index.interval.bytes`).
+    pub index_interval_bytes: u32,
+    /// Skip every fsync. Benchmarks only: a crash can lose acknowledged data.
+    pub unsafe_skip_fsync: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            segment_bytes_max: 1024 * 1024 * 1024,
+            segment_ms_max: Some(SEVEN_DAYS_MS),
+            retention_bytes: None,
+            retention_ms: Some(SEVEN_DAYS_MS),
+            index_interval_bytes: 4096,
+            unsafe_skip_fsync: false,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The segment size limit actually enforced: positions in the index are `u32`.
+    pub(crate) fn segment_bytes_effective(&self) -> u64 {
+        self.segment_bytes_max.min(u64::from(u32::MAX))
+    }
+}

@@ -1,0 +1,336 @@
+//! The `Log`: the append path, rolling, syncing (group commit without holding a lock), clean
+//! shutdown and the latch. Reads live in `read.rs`, deletion in `retention.rs`, open in
+//! `recovery.rs`.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::batch::{self, BatchHeader};
+use crate::config::LogConfig;
+use crate::error::{IoContext, LogError};
+use crate::meta::{self, MetaKind};
+use crate::segment::Segment;
+
+/// A durable, segmented partition log. One writer (`&mut self`); reads take `&self`.
+#[derive(Debug)]
+pub struct Log {
+    /// The partition directory; every file of the log lives directly in it.
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    /// Sorted by base offset, contiguous (each starts at the previous one's `next_offset`),
+    /// never empty; the last one is the active segment, the only one appended to.
+    pub(crate) segments: Vec<Segment>,
+    /// First readable offset; at or after the first segment's base offset.
+    pub(crate) log_start_offset: u64,
+    /// Everything below is fsynced. Monotonic; never above the log end offset.
+    pub(crate) durable_end_offset: u64,
+    /// Latched by any failed write or fsync; cleared only by reopening.
+    pub(crate) failed: bool,
+    pub(crate) recovery_stats: RecoveryStats,
+}
+
+/// What `append` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record.
+    pub base_offset: u64,
+    /// Offset of the last record.
+    pub last_offset: u64,
+    /// The batch's max timestamp field.
+    pub max_timestamp: i64,
+    /// Number of records in the batch.
+    pub records: u32,
+    /// The batch header as stored (base offset rewritten).
+    pub header: BatchHeader,
+}
+
+/// What the last `open` had to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Segment bytes read and checked batch by batch.
+    pub scanned_bytes: u64,
+    /// Bytes dropped: torn or corrupt tails and segments after them.
+    pub truncated_bytes: u64,
+    /// True if a valid clean-shutdown marker let open skip scanning.
+    pub clean: bool,
+    /// Segments scanned (the active one(s) after the recovery point, plus any whose index
+    /// files were unusable).
+    pub segments_scanned: usize,
+}
+
+/// Files to fdatasync outside the log's lock, and the offset they make durable.
+#[derive(Debug)]
+pub struct SyncPlan {
+    /// `try_clone`d handles of every segment holding data not yet known durable.
+    pub files: Vec<File>,
+    /// Log end offset when the plan was made; durable once `execute` succeeds.
+    pub end_offset: u64,
+    skip_fsync: bool,
+}
+
+impl SyncPlan {
+    /// fdatasyncs each file (skipped with `unsafe_skip_fsync`). Pass the result, success or
+    /// not, to `Log::complete_sync`: never retry a failed fsync.
+    pub fn execute(&self) -> io::Result<()> {
+        if self.skip_fsync {
+            return Ok(());
+        }
+        self.files.iter().try_for_each(File::sync_data)
+    }
+}
+
+impl Log {
+    /// Opens (creating the directory if needed) and recovers the log in `dir`.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
+        crate::recovery::open(dir, config)
+    }
+
+    /// Replaces the configuration; takes effect from the next append / retention pass.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Validates one v2 batch as received, assigns it offsets from the log end offset (rewriting
+    /// its base offset field in place), rolls if needed, and writes it. Does not fsync: call
+    /// `sync` (or `prepare_sync`/`complete_sync`) before acknowledging.
+    pub fn append(&mut self, batch: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.check_not_failed()?;
+        let max = self.config.segment_bytes_effective();
+        if batch.len() as u64 > max {
+            return Err(LogError::BatchTooLarge {
+                size: batch.len(),
+                max,
+            });
+        }
+        let mut header = batch::validate_for_append(batch)?;
+        let base_offset = self.log_end_offset();
+        let last_offset =
+            base_offset + u64::try_from(header.last_offset_delta).expect("validated: delta >= 0");
+        assert!(
+            last_offset < i64::MAX as u64,
+            "offsets stay within Kafka's i64 range"
+        );
+        batch::set_base_offset(batch, base_offset);
+        header.base_offset = base_offset as i64;
+        if self.should_roll(batch.len() as u64, last_offset, now_ms) {
+            let rolled = self.roll();
+            self.latch_on_error(rolled)?;
+        }
+        let interval = self.config.index_interval_bytes;
+        let written = self.active_mut().append(batch, &header, now_ms, interval);
+        self.latch_on_error(written)?;
+        debug_assert!(
+            batch::verify_crc(batch),
+            "rewriting the base offset keeps the CRC valid"
+        );
+        assert_eq!(
+            self.log_end_offset(),
+            last_offset + 1,
+            "the log end offset moved past the batch"
+        );
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp: header.max_timestamp,
+            records: u32::try_from(header.records_count).expect("validated: records count >= 1"),
+            header,
+        })
+    }
+
+    fn should_roll(&self, batch_bytes: u64, last_offset: u64, now_ms: i64) -> bool {
+        let active = self.active();
+        if active.size == 0 {
+            return false;
+        }
+        let too_big = active.size + batch_bytes > self.config.segment_bytes_effective();
+        let too_old = match (self.config.segment_ms_max, active.first_batch_time_ms) {
+            (Some(max), Some(first)) => {
+                now_ms.saturating_sub(first) > i64::try_from(max).unwrap_or(i64::MAX)
+            }
+            _ => false,
+        };
+        let offsets_overflow = last_offset - active.base_offset > u64::from(u32::MAX);
+        too_big || too_old || offsets_overflow
+    }
+
+    /// Seals the active segment (fdatasync, index files) and starts a new one at the log end
+    /// offset, then advances the recovery point to it.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let skip_fsync = self.config.unsafe_skip_fsync;
+        let new_base = self.log_end_offset();
+        let durable_end_offset = self.durable_end_offset;
+        let dir = self.dir.clone();
+        let old = self.active_mut();
+        assert!(old.size > 0, "only a non-empty segment is rolled");
+        assert!(
+            durable_end_offset >= old.base_offset,
+            "segments before the active one were synced when they were rolled"
+        );
+        if !skip_fsync {
+            let base = old.base_offset;
+            old.file
+                .sync_data()
+                .context(|| format!("fdatasync segment {base} at roll"))?;
+        }
+        old.persist_index(&dir, skip_fsync)?;
+        let segment = Segment::create(&dir, new_base)?;
+        meta::fsync_dir(&dir, skip_fsync)?;
+        self.segments.push(segment);
+        self.durable_end_offset = new_base;
+        meta::write_meta(&dir, MetaKind::RecoveryPoint, new_base, skip_fsync)?;
+        tracing::debug!(dir = %dir.display(), base_offset = new_base, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable. Returns the durable end offset.
+    pub fn sync(&mut self) -> Result<u64, LogError> {
+        let plan = self.prepare_sync()?;
+        let result = plan.execute();
+        self.complete_sync(plan.end_offset, result)
+    }
+
+    /// First half of a sync done outside the caller's lock: the files to fdatasync.
+    pub fn prepare_sync(&mut self) -> Result<SyncPlan, LogError> {
+        self.check_not_failed()?;
+        let durable = self.durable_end_offset;
+        let files = self
+            .segments
+            .iter()
+            .filter(|segment| segment.next_offset > durable)
+            .map(|segment| segment.file.try_clone())
+            .collect::<io::Result<Vec<File>>>()
+            .context(|| "clone segment file handle for sync".to_string())?;
+        Ok(SyncPlan {
+            files,
+            end_offset: self.log_end_offset(),
+            skip_fsync: self.config.unsafe_skip_fsync,
+        })
+    }
+
+    /// Second half: records the outcome of `SyncPlan::execute`. A failure latches the log.
+    pub fn complete_sync(
+        &mut self,
+        plan_end_offset: u64,
+        result: io::Result<()>,
+    ) -> Result<u64, LogError> {
+        if let Err(source) = result {
+            self.failed = true;
+            tracing::error!(dir = %self.dir.display(), error = %source, "fdatasync failed; log latched");
+            return Err(LogError::io(
+                format!("fdatasync segments of {}", self.dir.display()),
+                source,
+            ));
+        }
+        self.check_not_failed()?;
+        assert!(
+            plan_end_offset <= self.log_end_offset(),
+            "a sync plan never covers offsets not yet appended"
+        );
+        self.durable_end_offset = self.durable_end_offset.max(plan_end_offset);
+        Ok(self.durable_end_offset)
+    }
+
+    /// First offset still in the log.
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start_offset
+    }
+
+    /// Next offset to be assigned.
+    pub fn log_end_offset(&self) -> u64 {
+        self.active().next_offset
+    }
+
+    /// Everything below this offset is fsynced.
+    pub fn durable_end_offset(&self) -> u64 {
+        self.durable_end_offset
+    }
+
+    /// Total bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|segment| segment.size).sum()
+    }
+
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// What the last open did.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.recovery_stats
+    }
+
+    /// True once a write or fsync has failed; the log then refuses writes until reopened.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Clean shutdown: sync, persist indexes, write the clean-shutdown marker (next open skips
+    /// recovery). A failed log is not marked clean.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.sync()?;
+        let skip_fsync = self.config.unsafe_skip_fsync;
+        let dir = self.dir.clone();
+        for segment in &mut self.segments {
+            let persisted = segment.persist_index(&dir, skip_fsync);
+            self.failed |= persisted.is_err();
+            persisted?;
+        }
+        let marked = meta::fsync_dir(&dir, skip_fsync).and_then(|()| {
+            meta::write_meta(
+                &dir,
+                MetaKind::CleanShutdown,
+                self.log_end_offset(),
+                skip_fsync,
+            )
+        });
+        self.latch_on_error(marked)
+    }
+
+    /// Deletes the whole log directory (topic deletion).
+    pub fn delete(self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        let skip_fsync = self.config.unsafe_skip_fsync;
+        drop(self);
+        std::fs::remove_dir_all(&dir)
+            .context(|| format!("remove log directory {}", dir.display()))?;
+        match dir.parent() {
+            Some(parent) => meta::fsync_dir(parent, skip_fsync),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn check_not_failed(&self) -> Result<(), LogError> {
+        if self.failed {
+            return Err(LogError::Failed);
+        }
+        Ok(())
+    }
+
+    /// Latches on any error: after a failed write or fsync the file state is unknown.
+    pub(crate) fn latch_on_error<T>(&mut self, result: Result<T, LogError>) -> Result<T, LogError> {
+        if let Err(error) = &result {
+            self.failed = true;
+            tracing::error!(dir = %self.dir.display(), %error, "log write failed; log latched until reopened");
+        }
+        result
+    }
+
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
+    }
+}

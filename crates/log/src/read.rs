@@ -1,0 +1,209 @@
+//! The read side: fetch by offset (KIP-74: at least one whole batch), ListOffsets by timestamp.
+
+use crate::batch::{self, BatchHeader, BATCH_HEADER_LEN};
+use crate::error::LogError;
+use crate::log::Log;
+use crate::segment::Segment;
+
+impl Log {
+    /// Whole batches starting with the one containing `offset`, up to `max_bytes` in total but
+    /// at least one batch if one exists below `upper_bound`; never a batch whose base offset is
+    /// `>= upper_bound` (pass the high watermark or last stable offset). Bytes are returned as
+    /// stored. `offset` outside `[log_start_offset, log_end_offset]` is `OffsetOutOfRange`.
+    pub fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        upper_bound: u64,
+    ) -> Result<Vec<u8>, LogError> {
+        self.check_in_range(offset)?;
+        let mut out = Vec::new();
+        if offset == self.log_end_offset() {
+            return Ok(out);
+        }
+        let mut index = self.segment_index_for(offset);
+        let mut position = self.segments[index].position_of(offset)?;
+        loop {
+            let stop = read_from_segment(
+                &self.segments[index],
+                position,
+                max_bytes,
+                upper_bound,
+                &mut out,
+            )?;
+            if stop || index + 1 == self.segments.len() {
+                return Ok(out);
+            }
+            index += 1;
+            position = 0;
+        }
+    }
+
+    /// ListOffsets by timestamp: the first batch (at or after the log start offset) whose max
+    /// timestamp is `>= timestamp_ms`, as `(its base offset, its max timestamp)`; the offset is
+    /// raised to the log start offset if the batch straddles it. `None` if there is none.
+    /// Batch granularity: records are not decoded.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, LogError> {
+        let start = self.log_start_offset;
+        for segment in self
+            .segments
+            .iter()
+            .filter(|segment| segment.next_offset > start)
+        {
+            let Some((segment_max, _)) = segment.index.max_timestamp else {
+                continue;
+            };
+            if segment_max < timestamp_ms {
+                continue;
+            }
+            let relative = segment.index.time_lookup(timestamp_ms);
+            let mut position = segment.position_of(segment.base_offset + u64::from(relative))?;
+            while position < segment.size {
+                let header = segment.header_at(position)?;
+                if header.last_offset() as u64 >= start && header.max_timestamp >= timestamp_ms {
+                    return Ok(Some((
+                        (header.base_offset as u64).max(start),
+                        header.max_timestamp,
+                    )));
+                }
+                position += header.total_len() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the largest batch max timestamp in the log with the last offset
+    /// of the first batch carrying it. `None` if the log holds no batch.
+    pub fn max_timestamp(&self) -> Option<(u64, i64)> {
+        let start = self.log_start_offset;
+        let mut best: Option<(u64, i64)> = None;
+        for segment in self
+            .segments
+            .iter()
+            .filter(|segment| segment.next_offset > start)
+        {
+            if let Some((timestamp, offset)) = segment.index.max_timestamp {
+                if best.is_none_or(|(_, best_timestamp)| timestamp > best_timestamp) {
+                    best = Some((offset.max(start), timestamp));
+                }
+            }
+        }
+        best
+    }
+
+    pub(crate) fn check_in_range(&self, offset: u64) -> Result<(), LogError> {
+        if offset < self.log_start_offset || offset > self.log_end_offset() {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Index of the segment whose range holds `offset` (the last with base offset `<= offset`).
+    pub(crate) fn segment_index_for(&self, offset: u64) -> usize {
+        let after = self
+            .segments
+            .partition_point(|segment| segment.base_offset <= offset);
+        assert!(after > 0, "offset {offset} is not below the first segment");
+        after - 1
+    }
+}
+
+/// Appends to `out` the whole batches of `segment` from `position` that fit the rules. Returns
+/// true if the read is complete (budget used or upper bound reached), false if it should go on
+/// into the next segment.
+fn read_from_segment(
+    segment: &Segment,
+    position: u64,
+    max_bytes: usize,
+    upper_bound: u64,
+    out: &mut Vec<u8>,
+) -> Result<bool, LogError> {
+    if position >= segment.size {
+        return Ok(false);
+    }
+    let first = segment.header_at(position)?;
+    if first.base_offset as u64 >= upper_bound {
+        return Ok(true);
+    }
+    let budget = max_bytes.saturating_sub(out.len());
+    if !out.is_empty() && first.total_len() > budget {
+        return Ok(true);
+    }
+    let available = usize::try_from(segment.size - position).unwrap_or(usize::MAX);
+    let want = budget.max(first.total_len()).min(available);
+    let old_len = out.len();
+    out.resize(old_len + want, 0);
+    segment.read_exact_at(&mut out[old_len..], position)?;
+    let walked = walk_batches(
+        segment,
+        position,
+        &out[old_len..],
+        first.base_offset,
+        upper_bound,
+    );
+    let (used, hit_upper_bound) = match walked {
+        Ok(walked) => walked,
+        Err(error) => {
+            out.truncate(old_len);
+            return Err(error);
+        }
+    };
+    out.truncate(old_len + used);
+    assert!(
+        used >= first.total_len(),
+        "the first batch is always whole in the chunk"
+    );
+    Ok(hit_upper_bound || position + used as u64 != segment.size)
+}
+
+/// Walks the batches in `chunk` (file bytes from `position`), checking each header against
+/// the expected offsets. Returns the bytes of whole batches below `upper_bound`, and whether
+/// the upper bound stopped the walk.
+fn walk_batches(
+    segment: &Segment,
+    position: u64,
+    chunk: &[u8],
+    first_base: i64,
+    upper_bound: u64,
+) -> Result<(usize, bool), LogError> {
+    let mut used = 0usize;
+    let mut expected = first_base;
+    while used + BATCH_HEADER_LEN <= chunk.len() {
+        let header = BatchHeader::parse(&chunk[used..])?;
+        let corrupt = |problem: String| {
+            LogError::CorruptBatch(format!(
+                "segment {} position {}: {problem}",
+                segment.base_offset,
+                position + used as u64
+            ))
+        };
+        if header.base_offset != expected {
+            return Err(corrupt(format!(
+                "base offset {} where {expected} was expected",
+                header.base_offset
+            )));
+        }
+        let in_file = usize::try_from(segment.size - position).unwrap_or(usize::MAX) - used;
+        if let Some((_, problem)) = header.structure_problem(in_file) {
+            return Err(corrupt(problem));
+        }
+        if header.base_offset as u64 >= upper_bound {
+            return Ok((used, true));
+        }
+        let length = header.total_len();
+        if used + length > chunk.len() {
+            break;
+        }
+        debug_assert!(
+            batch::verify_crc(&chunk[used..used + length]),
+            "stored batches keep their CRC"
+        );
+        used += length;
+        expected = header.last_offset() + 1;
+    }
+    Ok((used, false))
+}

@@ -1,0 +1,336 @@
+//! One segment: a `.log` file of batches back to back plus its in-memory indexes. Positional
+//! reads and writes only (`FileExt`), so readers never move a shared cursor.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::batch::{self, BatchHeader, BATCH_HEADER_LEN};
+use crate::error::{IoContext, LogError};
+use crate::index::{self, LoadedIndex, SegmentIndex};
+use crate::meta::{self, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
+
+/// Recovery reads segments in chunks of this size (or one batch, if larger).
+const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// One segment file and what we know about its contents.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// Offset of the first batch; also the file name.
+    pub base_offset: u64,
+    /// Opened read + write; written only at `size`.
+    pub file: File,
+    /// Bytes of whole, valid batches in the file.
+    pub size: u64,
+    /// Offset after the last batch (== `base_offset` when empty).
+    pub next_offset: u64,
+    /// Sparse offset and time indexes.
+    pub index: SegmentIndex,
+    /// Wall clock of the first append (or first batch's max timestamp after reopen); drives
+    /// roll-by-age.
+    pub first_batch_time_ms: Option<i64>,
+    /// Segment size the index files on disk describe, if they are current.
+    pub persisted_size: Option<u64>,
+}
+
+/// What a validating scan of a segment file found.
+pub(crate) struct ScanResult {
+    pub index: SegmentIndex,
+    /// Bytes of valid batches from the start of the file.
+    pub valid_bytes: u64,
+    pub next_offset: u64,
+    pub first_max_timestamp: Option<i64>,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub problem: Option<String>,
+}
+
+/// Opens an existing segment file read + write.
+pub(crate) fn open_file(dir: &Path, base_offset: u64) -> Result<(File, u64), LogError> {
+    let path = meta::segment_file(dir, base_offset, LOG_EXTENSION);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .context(|| format!("open segment {}", path.display()))?;
+    let length = file
+        .metadata()
+        .context(|| format!("stat segment {}", path.display()))?
+        .len();
+    Ok((file, length))
+}
+
+impl Segment {
+    /// Creates a new, empty segment file. The caller fsyncs the directory.
+    pub fn create(dir: &Path, base_offset: u64) -> Result<Segment, LogError> {
+        let path = meta::segment_file(dir, base_offset, LOG_EXTENSION);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .context(|| format!("create segment {}", path.display()))?;
+        Ok(Segment::from_parts(
+            base_offset,
+            file,
+            0,
+            LoadedIndex {
+                index: SegmentIndex::default(),
+                next_offset: base_offset,
+            },
+            None,
+        ))
+    }
+
+    /// A segment whose index files were loaded and describe all `size` bytes.
+    pub fn from_parts(
+        base_offset: u64,
+        file: File,
+        size: u64,
+        loaded: LoadedIndex,
+        first_batch_time_ms: Option<i64>,
+    ) -> Segment {
+        assert!(
+            loaded.next_offset >= base_offset,
+            "a segment does not end before it starts"
+        );
+        Segment {
+            base_offset,
+            file,
+            size,
+            next_offset: loaded.next_offset,
+            index: loaded.index,
+            first_batch_time_ms,
+            persisted_size: None,
+        }
+    }
+
+    /// Appends one already validated batch with its base offset assigned. On error the file may
+    /// hold a partial batch past `size`; the caller latches.
+    pub fn append(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        now_ms: i64,
+        interval: u32,
+    ) -> Result<(), LogError> {
+        assert_eq!(
+            header.base_offset as u64, self.next_offset,
+            "batches in a segment are contiguous"
+        );
+        assert_eq!(
+            header.total_len(),
+            batch.len(),
+            "header length matches the bytes written"
+        );
+        self.file.write_all_at(batch, self.size).context(|| {
+            format!(
+                "write batch at offset {} to segment {}",
+                self.next_offset, self.base_offset
+            )
+        })?;
+        self.index
+            .on_batch(self.base_offset, header, self.size, interval);
+        if self.size == 0 {
+            self.first_batch_time_ms = Some(now_ms);
+        }
+        self.size += batch.len() as u64;
+        self.next_offset = header.last_offset() as u64 + 1;
+        self.persisted_size = None;
+        Ok(())
+    }
+
+    /// Reads exactly `buffer.len()` bytes at `position`.
+    pub fn read_exact_at(&self, buffer: &mut [u8], position: u64) -> Result<(), LogError> {
+        self.file.read_exact_at(buffer, position).context(|| {
+            format!(
+                "read {} bytes at {position} of segment {}",
+                buffer.len(),
+                self.base_offset
+            )
+        })
+    }
+
+    /// Reads and sanity-checks the batch header at `position` (a batch start below `size`).
+    pub fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
+        let mut bytes = [0u8; BATCH_HEADER_LEN];
+        if position + BATCH_HEADER_LEN as u64 > self.size {
+            return Err(self.corrupt(position, "header runs past the end of the segment"));
+        }
+        self.read_exact_at(&mut bytes, position)?;
+        let header = BatchHeader::parse(&bytes)?;
+        let available = usize::try_from(self.size - position).unwrap_or(usize::MAX);
+        if let Some((_, problem)) = header.structure_problem(available) {
+            return Err(self.corrupt(position, &problem));
+        }
+        if header.base_offset < self.base_offset as i64
+            || header.last_offset() >= self.next_offset as i64
+        {
+            return Err(self.corrupt(position, "batch offsets outside the segment"));
+        }
+        Ok(header)
+    }
+
+    /// Position of the batch containing `offset` (`base_offset <= offset < next_offset`).
+    pub fn position_of(&self, offset: u64) -> Result<u64, LogError> {
+        assert!(
+            offset >= self.base_offset,
+            "offset is in this segment (low)"
+        );
+        assert!(
+            offset < self.next_offset,
+            "offset is in this segment (high)"
+        );
+        let relative = u32::try_from(offset - self.base_offset).expect("relative offsets fit u32");
+        let (indexed_relative, indexed_position) = self.index.lookup(relative);
+        let mut position = u64::from(indexed_position);
+        let mut expected = self.base_offset + u64::from(indexed_relative);
+        loop {
+            let header = self.header_at(position)?;
+            if header.base_offset as u64 != expected {
+                return Err(self.corrupt(
+                    position,
+                    &format!(
+                        "base offset {} where {expected} was expected",
+                        header.base_offset
+                    ),
+                ));
+            }
+            if header.last_offset() as u64 >= offset {
+                return Ok(position);
+            }
+            position += header.total_len() as u64;
+            expected = header.last_offset() as u64 + 1;
+        }
+    }
+
+    fn corrupt(&self, position: u64, problem: &str) -> LogError {
+        LogError::CorruptBatch(format!(
+            "segment {} position {position}: {problem}",
+            self.base_offset
+        ))
+    }
+
+    /// Cuts the file to `length` bytes durably (recovery of a torn or corrupt tail).
+    pub fn truncate_file(file: &File, base_offset: u64, length: u64) -> Result<(), LogError> {
+        file.set_len(length)
+            .and_then(|()| file.sync_all())
+            .context(|| format!("truncate segment {base_offset} to {length} bytes"))
+    }
+
+    /// Writes the index files if they do not describe the current contents.
+    pub fn persist_index(&mut self, dir: &Path, skip_fsync: bool) -> Result<bool, LogError> {
+        if self.persisted_size == Some(self.size) {
+            return Ok(false);
+        }
+        index::persist(
+            dir,
+            self.base_offset,
+            self.size,
+            self.next_offset,
+            &self.index,
+            skip_fsync,
+        )?;
+        self.persisted_size = Some(self.size);
+        Ok(true)
+    }
+}
+
+/// Removes a segment's files, `.log` first so a crash leaves at worst orphan index files, which
+/// open removes. The caller fsyncs the directory.
+pub(crate) fn remove_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
+    meta::remove_if_present(&meta::segment_file(dir, base_offset, LOG_EXTENSION))?;
+    meta::remove_if_present(&meta::segment_file(dir, base_offset, INDEX_EXTENSION))?;
+    meta::remove_if_present(&meta::segment_file(dir, base_offset, TIME_INDEX_EXTENSION))?;
+    Ok(())
+}
+
+/// A window of file bytes, refilled as the scan moves forward.
+struct ScanBuffer<'a> {
+    file: &'a File,
+    file_len: u64,
+    bytes: Vec<u8>,
+    start: u64,
+}
+
+impl ScanBuffer<'_> {
+    fn get(&mut self, position: u64, length: usize) -> Result<&[u8], LogError> {
+        let end = position + length as u64;
+        assert!(end <= self.file_len, "scan reads stay inside the file");
+        if position < self.start || end > self.start + self.bytes.len() as u64 {
+            let remaining = usize::try_from(self.file_len - position).unwrap_or(usize::MAX);
+            let want = length.max(SCAN_CHUNK_BYTES).min(remaining);
+            self.bytes.resize(want, 0);
+            self.file
+                .read_exact_at(&mut self.bytes, position)
+                .context(|| format!("read segment at {position} during recovery"))?;
+            self.start = position;
+        }
+        let from = usize::try_from(position - self.start).expect("window offset fits usize");
+        Ok(&self.bytes[from..from + length])
+    }
+}
+
+/// Reads the segment from the start, validating every batch (header, length, magic, CRC32C,
+/// contiguous offsets from `base_offset`) and rebuilding the indexes. Stops at the first
+/// invalid or torn batch. I/O errors are returned, never mistaken for corruption.
+pub(crate) fn scan(
+    file: &File,
+    file_len: u64,
+    base_offset: u64,
+    interval: u32,
+) -> Result<ScanResult, LogError> {
+    let mut buffer = ScanBuffer {
+        file,
+        file_len,
+        bytes: Vec::new(),
+        start: 0,
+    };
+    let mut result = ScanResult {
+        index: SegmentIndex::default(),
+        valid_bytes: 0,
+        next_offset: base_offset,
+        first_max_timestamp: None,
+        problem: None,
+    };
+    while result.valid_bytes < file_len {
+        let position = result.valid_bytes;
+        let remaining = file_len - position;
+        if remaining < BATCH_HEADER_LEN as u64 {
+            result.problem = Some(format!("torn header: {remaining} trailing bytes"));
+            break;
+        }
+        let header = BatchHeader::parse(buffer.get(position, BATCH_HEADER_LEN)?)?;
+        let available = usize::try_from(remaining).unwrap_or(usize::MAX);
+        if let Some((_, problem)) = header.structure_problem(available) {
+            result.problem = Some(problem);
+            break;
+        }
+        if header.base_offset != result.next_offset as i64 {
+            result.problem = Some(format!(
+                "base offset {} where {} was expected",
+                header.base_offset, result.next_offset
+            ));
+            break;
+        }
+        if position > u64::from(u32::MAX)
+            || header.last_offset() as u64 - base_offset > u64::from(u32::MAX)
+        {
+            result.problem =
+                Some("segment exceeds the 32-bit position or relative offset range".to_string());
+            break;
+        }
+        if !batch::verify_crc(buffer.get(position, header.total_len())?) {
+            result.problem = Some("CRC32C mismatch".to_string());
+            break;
+        }
+        result
+            .index
+            .on_batch(base_offset, &header, position, interval);
+        result
+            .first_max_timestamp
+            .get_or_insert(header.max_timestamp);
+        result.valid_bytes += header.total_len() as u64;
+        result.next_offset = header.last_offset() as u64 + 1;
+    }
+    Ok(result)
+}

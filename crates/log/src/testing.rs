@@ -1,0 +1,98 @@
+//! Builders of valid v2 record batches for tests, here and in other crates.
+
+use crate::batch::{BATCH_HEADER_LEN, BATCH_LENGTH_OVERHEAD, CRC_START, MAGIC_V2};
+
+/// A structurally valid, uncompressed, non-idempotent v2 batch of `records` records, each with
+/// a null key and a `payload_len`-byte value, all timestamped `timestamp_ms`. Base offset 0.
+pub fn make_batch(records: u32, payload_len: usize, timestamp_ms: i64) -> Vec<u8> {
+    make_batch_with(-1, -1, -1, 0, records, payload_len, timestamp_ms)
+}
+
+/// Like `make_batch` with the producer fields and attributes given (e.g. `0x10` for a
+/// transactional batch). `records == 0` yields a batch the log rejects (for tests of that).
+pub fn make_batch_with(
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    attributes: i16,
+    records: u32,
+    payload_len: usize,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let mut batch = Vec::with_capacity(BATCH_HEADER_LEN + records as usize * (payload_len + 16));
+    batch.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    batch.extend_from_slice(&0i32.to_be_bytes()); // batch length, patched below
+    batch.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
+    batch.push(MAGIC_V2 as u8);
+    batch.extend_from_slice(&0u32.to_be_bytes()); // crc, patched below
+    batch.extend_from_slice(&attributes.to_be_bytes());
+    batch.extend_from_slice(&(records as i32 - 1).to_be_bytes()); // last offset delta
+    batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // base timestamp
+    batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // max timestamp
+    batch.extend_from_slice(&producer_id.to_be_bytes());
+    batch.extend_from_slice(&producer_epoch.to_be_bytes());
+    batch.extend_from_slice(&base_sequence.to_be_bytes());
+    batch.extend_from_slice(&(records as i32).to_be_bytes());
+    assert_eq!(batch.len(), BATCH_HEADER_LEN, "header is 61 bytes");
+    for offset_delta in 0..records {
+        let mut record = Vec::with_capacity(payload_len + 16);
+        record.push(0); // attributes
+        put_varint(&mut record, 0); // timestamp delta
+        put_varint(&mut record, i64::from(offset_delta));
+        put_varint(&mut record, -1); // null key
+        put_varint(&mut record, payload_len as i64);
+        record.extend((0..payload_len).map(|index| (index as u32 + offset_delta) as u8));
+        put_varint(&mut record, 0); // headers
+        put_varint(&mut batch, record.len() as i64);
+        batch.extend_from_slice(&record);
+    }
+    let batch_length = (batch.len() - BATCH_LENGTH_OVERHEAD) as i32;
+    batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// Appends a zigzag varint (Kafka's record field encoding).
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.push((zigzag as u8 & 0x7f) | 0x80);
+        zigzag >>= 7;
+    }
+    out.push(zigzag as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{verify_crc, BatchHeader};
+
+    #[test]
+    fn made_batch_parses_and_checks() {
+        let batch = make_batch_with(7, 2, 40, 0x10, 3, 5, 1_000);
+        let header = BatchHeader::parse(&batch).expect("parse");
+        assert!(verify_crc(&batch));
+        assert_eq!(header.total_len(), batch.len());
+        assert_eq!(header.records_count, 3);
+        assert_eq!(header.last_offset_delta, 2);
+        assert_eq!(header.producer_id, 7);
+        assert_eq!(header.producer_epoch, 2);
+        assert_eq!(header.base_sequence, 40);
+        assert!(header.is_transactional());
+        assert!(!header.is_control());
+        assert_eq!(header.compression(), 0);
+        assert_eq!(header.max_timestamp, 1_000);
+        // Each record: length(1) attrs(1) ts(1) offset(1) key(1) value len(1) value(5) headers(1).
+        assert_eq!(batch.len(), BATCH_HEADER_LEN + 3 * 12);
+    }
+
+    #[test]
+    fn varints_are_zigzag() {
+        let mut out = Vec::new();
+        put_varint(&mut out, -1);
+        put_varint(&mut out, 1);
+        put_varint(&mut out, 64);
+        assert_eq!(out, vec![0x01, 0x02, 0x80, 0x01]);
+    }
+}
