@@ -203,7 +203,7 @@ fn describe(client: &mut AdminClient, name: &str) -> anyhow::Result<()> {
         println!("  partition {index}\tlog-start-offset={}\thigh-watermark={}", earliest[index], latest[index]);
     }
     let request = DescribeConfigsRequest::default()
-        .with_resources(vec![DescribeConfigsResource::default().with_resource_type(2).with_resource_name(text(name))]);
+        .with_resources(vec![DescribeConfigsResource::default().with_resource_type(2).with_resource_name(text(name)).with_configuration_keys(None)]);
     let response = client.call(&request, 4)?;
     println!("configs:");
     for result in &response.results {

@@ -170,3 +170,40 @@ async fn shutdown_signal() {
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("once.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:7000\"\ndata_dir = \"/srv/once\"\nretention_ms = -1\ndefault_partitions = 6\n").expect("write");
+        let file_arg = file.to_str().expect("utf-8 path");
+        let parsed = Wrapper::try_parse_from(["once", "--config", file_arg, "--listen", "127.0.0.1:8000"]).expect("parses");
+        let config = parsed.serve.merge_file().expect("merges").broker_config();
+        assert_eq!(config.listen, "127.0.0.1:8000", "the flag wins");
+        assert_eq!(config.data_dir, PathBuf::from("/srv/once"), "the file fills what flags leave out");
+        assert_eq!(config.default_partitions, 6);
+        assert_eq!(config.topic_defaults.retention_ms, -1);
+        assert_eq!(config.advertised_listener, None, "defaults to the listen address");
+        assert!(!config.topic_defaults.unsafe_skip_fsync, "durable by default");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("once.toml");
+        std::fs::write(&file, "listne = \"typo\"\n").expect("write");
+        let parsed = Wrapper::try_parse_from(["once", "--config", file.to_str().expect("utf-8 path")]).expect("parses");
+        assert!(parsed.serve.merge_file().is_err(), "a misspelt key is an error, not ignored");
+    }
+}

@@ -36,7 +36,8 @@ pub fn describe(broker: &Broker, request: DescribeConfigsRequest, version: i16) 
         .into_iter()
         .map(|resource| {
             let wanted = |name: &str| {
-                resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|key| key.as_str() == name))
+                // Null or empty asks for every key, as in Kafka.
+                resource.configuration_keys.as_ref().is_none_or(|keys| keys.is_empty() || keys.iter().any(|key| key.as_str() == name))
             };
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)

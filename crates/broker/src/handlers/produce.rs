@@ -15,6 +15,11 @@ use super::str_bytes;
 use crate::broker::{Broker, PendingResponse};
 use crate::errors::partition_error_code;
 
+/// Bytes of the partition leader epoch in a v2 batch header.
+const PARTITION_LEADER_EPOCH: std::ops::Range<usize> = 12..16;
+/// The only leader epoch a single broker has (also what Metadata reports).
+const LEADER_EPOCH: i32 = 0;
+
 type Outcome = Pin<Box<dyn Future<Output = PartitionProduceResponse> + Send>>;
 
 fn failed(index: i32, error: ResponseError, message: impl Into<String>) -> Outcome {
@@ -52,7 +57,10 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> P
                 if let Err((error, message)) = check_batch(&records, max_message_bytes) {
                     return failed(index, error, message);
                 }
-                let append = partition.append(records.to_vec());
+                let mut batch = records.to_vec();
+                // The broker stamps its partition leader epoch (outside the CRC), as Kafka does.
+                batch[PARTITION_LEADER_EPOCH].copy_from_slice(&LEADER_EPOCH.to_be_bytes());
+                let append = partition.append(batch);
                 Box::pin(async move { answer(index, &partition, append.await) })
             })
             .collect();

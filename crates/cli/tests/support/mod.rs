@@ -145,7 +145,7 @@ pub fn once(args: &[&str]) -> String {
 
 /// Remembers every delivery report: (record number, partition, offset or error).
 #[derive(Clone, Default)]
-pub struct Deliveries(Arc<Mutex<Vec<(usize, i32, Result<i64, String>)>>>);
+pub struct Deliveries(pub Arc<Mutex<Vec<(usize, i32, Result<i64, String>)>>>);
 
 impl ClientContext for Deliveries {}
 impl ProducerContext for Deliveries {
