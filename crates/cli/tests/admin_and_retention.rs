@@ -146,6 +146,10 @@ fn sigterm_shuts_down_cleanly_and_keeps_data() {
     assert!(broker.terminate(), "SIGTERM exits with success; log:\n{}", broker.log());
     assert!(broker.log().contains("shutdown complete"), "log:\n{}", broker.log());
     broker.restart();
+    let log = broker.log();
+    let after_restart = &log[log.find("shutdown complete").expect("first run shut down")..];
+    assert_eq!(after_restart.matches("clean=true").count(), 2, "both partitions open without recovery after SIGTERM; log:\n{log}");
+    assert!(!after_restart.contains("clean=false"), "no partition needed recovery; log:\n{log}");
     let output = once(&["consume", "kept", "--from-beginning", "--bootstrap", &bootstrap]);
     let mut lines: Vec<&str> = output.lines().collect();
     lines.sort();

@@ -140,3 +140,26 @@ fn malformed_requests_do_not_hurt_the_broker() {
     let output = once(&["consume", "safe", "--from-beginning", "--bootstrap", &bootstrap]);
     assert_eq!(output, "one\ntwo\nthree\n");
 }
+
+#[test]
+fn connections_beyond_the_limit_are_closed_and_others_keep_working() {
+    let broker = BrokerProcess::start(&["--connections-max", "2"]);
+    let mut first = AdminClient::connect(&broker.bootstrap()).expect("first");
+    let mut second = AdminClient::connect(&broker.bootstrap()).expect("second");
+    let _ = first.call(&ApiVersionsRequest::default(), 3).expect("first served");
+    let _ = second.call(&ApiVersionsRequest::default(), 3).expect("second served");
+    let mut third = connect(&broker);
+    assert!(closed_by_broker(&mut third), "the third connection is closed at once");
+    let _ = first.call(&ApiVersionsRequest::default(), 3).expect("first still served");
+    drop(second);
+    // The freed slot is usable again (the broker notices the close asynchronously).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut fourth = AdminClient::connect(&broker.bootstrap()).expect("connect");
+        if fourth.call(&ApiVersionsRequest::default(), 3).is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a freed connection slot is reused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
