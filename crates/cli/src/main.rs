@@ -23,6 +23,8 @@ enum Command {
     Produce(clients::ProduceArgs),
     /// Print records of a topic, one per line.
     Consume(clients::ConsumeArgs),
+    /// Measure acks=all produce throughput and latency of a running broker beside raw append+fdatasync.
+    Bench(once_bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +34,7 @@ fn main() -> std::process::ExitCode {
         Command::Topic(args) => admin::run(args),
         Command::Produce(args) => clients::produce(args),
         Command::Consume(args) => clients::consume(args),
+        Command::Bench(args) => once_bench::run(args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
