@@ -3,8 +3,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -12,18 +11,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use once_cli::admin::AdminClient;
-use support::{once, BrokerProcess};
-
-fn produce(broker: &BrokerProcess, topic: &str, lines: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_once"))
-        .args(["produce", topic, "--bootstrap", &broker.bootstrap()])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn once produce");
-    child.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write");
-    assert!(child.wait().expect("wait").success(), "once produce failed");
-}
+use support::{once, produce_lines as produce, BrokerProcess};
 
 fn list_offset(client: &mut AdminClient, topic: &str, timestamp: i64) -> (i16, i64, i64) {
     let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest};
 use kafka_protocol::protocol::Decodable;
 use once_cli::admin::{metadata, AdminClient};
-use support::{once, BrokerProcess};
+use support::{once, produce_lines, BrokerProcess};
 
 fn connect(broker: &BrokerProcess) -> TcpStream {
     let stream = TcpStream::connect(broker.bootstrap()).expect("connect");
@@ -42,16 +42,6 @@ fn header(api_key: i16, version: i16, correlation_id: i32) -> Vec<u8> {
     bytes.extend_from_slice(&4i16.to_be_bytes());
     bytes.extend_from_slice(b"test");
     bytes
-}
-
-fn produce_lines(broker: &BrokerProcess, topic: &str, lines: &str) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_once"))
-        .args(["produce", topic, "--bootstrap", &broker.bootstrap()])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn once produce");
-    child.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write lines");
-    assert!(child.wait().expect("wait").success(), "once produce failed");
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! # Layout
 //! - [`partition`]: [`Partition`], the handle the broker holds; reads, offsets, retention, config.
 //! - [`writer`]: the writer loop and its group commit.
-//! - [`error`]: [`PartitionError`].
+//! - [`error`]: the partition errors, [`PartitionError`].
 
 #![forbid(unsafe_code)]
 

@@ -131,6 +131,19 @@ impl Drop for BrokerProcess {
     }
 }
 
+/// Sends `lines` to `topic` with `once produce` (one record per line); panics if it fails.
+pub fn produce_lines(broker: &BrokerProcess, topic: &str, lines: &str) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["produce", topic, "--bootstrap", &broker.bootstrap()])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn once produce");
+    child.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write lines");
+    assert!(child.wait().expect("wait").success(), "once produce failed");
+}
+
 /// Runs `once` with arguments and returns its stdout; panics with stderr if it fails.
 pub fn once(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_once")).args(args).output().expect("run once");
