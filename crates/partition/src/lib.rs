@@ -10,12 +10,14 @@
 //! # Layout
 //! - [`partition`]: [`Partition`], the handle the broker holds; reads, offsets, retention, config.
 //! - [`writer`]: the writer loop and its group commit.
+//! - [`producer_state`]: idempotent-producer state and the pure duplicate/sequence check.
 //! - [`error`]: the partition errors, [`PartitionError`].
 
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod partition;
+pub mod producer_state;
 mod writer;
 
 pub use error::PartitionError;
