@@ -6,11 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
+use once_group::{CoordinatorNode, GroupConfig, GroupCoordinator, RequestContext};
 use once_wire::DecodedRequest;
 use serde::{Deserialize, Serialize};
 
 use crate::config::BrokerConfig;
 use crate::handlers;
+use crate::producer_ids::ProducerIdAllocator;
 use crate::topics::{write_atomically, TopicError, TopicRegistry};
 
 /// A response still being produced. `None` means no response is sent (Produce with acks=0).
@@ -43,6 +45,10 @@ pub struct Broker {
     pub identity: BrokerIdentity,
     pub endpoint: Endpoint,
     pub topics: TopicRegistry,
+    /// Producer ids for InitProducerId, unique across restarts.
+    pub producer_ids: ProducerIdAllocator,
+    /// Coordinator of every consumer group; its offsets log lives under `<data>/groups`.
+    pub groups: Arc<GroupCoordinator>,
 }
 
 impl Broker {
@@ -55,7 +61,20 @@ impl Broker {
         let endpoint = parse_endpoint(&advertised)
             .ok_or_else(|| TopicError::InvalidConfig(format!("advertised listener '{advertised}' is not HOST:PORT")))?;
         let topics = TopicRegistry::open(&config.data_dir, config.topic_defaults.clone())?;
-        Ok(Arc::new(Broker { config, identity, endpoint, topics }))
+        let node = CoordinatorNode { node_id: config.node_id, host: endpoint.host.clone(), port: endpoint.port };
+        let mut group_config = GroupConfig::new(&config.data_dir, node);
+        group_config.unsafe_skip_fsync = config.topic_defaults.unsafe_skip_fsync;
+        let groups_dir = group_config.offsets_dir.clone();
+        let groups = GroupCoordinator::open(group_config)
+            .map_err(|error| TopicError::Io { path: groups_dir, source: std::io::Error::other(error.to_string()) })?;
+        let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
+        Ok(Arc::new(Broker { config, identity, endpoint, topics, groups, producer_ids }))
+    }
+
+    /// Closes the coordinators' internal logs cleanly. The server calls it at shutdown, after the
+    /// connections have drained and before (or after) `topics.close_all()`.
+    pub async fn close_coordinators(&self) {
+        self.groups.close().await;
     }
 
     /// Routes one request. Produce enqueues its appends before this returns, so appends of one
@@ -67,15 +86,51 @@ impl Broker {
         match request.body {
             RequestKind::Produce(body) => Dispatch::Queued(handlers::produce::handle(&broker, body, version)),
             RequestKind::ApiVersions(body) => in_order(async move { handlers::api_versions::handle(&body, version) }),
-            RequestKind::Metadata(body) => in_order(async move { handlers::metadata::handle(&broker, body, version).await }),
+            RequestKind::Metadata(body) => {
+                in_order(async move { handlers::metadata::handle(&broker, body, version).await })
+            }
             RequestKind::Fetch(body) => in_order(async move { handlers::fetch::handle(&broker, body, version).await }),
-            RequestKind::ListOffsets(body) => in_order(async move { handlers::list_offsets::handle(&broker, body, version).await }),
-            RequestKind::CreateTopics(body) => in_order(async move { handlers::admin::create_topics(&broker, body, version).await }),
-            RequestKind::DeleteTopics(body) => in_order(async move { handlers::admin::delete_topics(&broker, body, version).await }),
-            RequestKind::CreatePartitions(body) => in_order(async move { handlers::admin::create_partitions(&broker, body).await }),
-            RequestKind::DescribeConfigs(body) => in_order(async move { handlers::configs::describe(&broker, body, version) }),
-            RequestKind::IncrementalAlterConfigs(body) => in_order(async move { handlers::configs::alter(&broker, body).await }),
+            RequestKind::ListOffsets(body) => {
+                in_order(async move { handlers::list_offsets::handle(&broker, body, version).await })
+            }
+            RequestKind::CreateTopics(body) => {
+                in_order(async move { handlers::admin::create_topics(&broker, body, version).await })
+            }
+            RequestKind::DeleteTopics(body) => {
+                in_order(async move { handlers::admin::delete_topics(&broker, body, version).await })
+            }
+            RequestKind::CreatePartitions(body) => {
+                in_order(async move { handlers::admin::create_partitions(&broker, body).await })
+            }
+            RequestKind::DescribeConfigs(body) => {
+                in_order(async move { handlers::configs::describe(&broker, body, version) })
+            }
+            RequestKind::IncrementalAlterConfigs(body) => {
+                in_order(async move { handlers::configs::alter(&broker, body).await })
+            }
             RequestKind::DescribeCluster(body) => in_order(async move { handlers::cluster::describe(&broker, &body) }),
+            RequestKind::InitProducerId(body) => {
+                in_order(async move { handlers::producer::init_producer_id(&broker, &body) })
+            }
+            body @ (RequestKind::FindCoordinator(_)
+            | RequestKind::JoinGroup(_)
+            | RequestKind::SyncGroup(_)
+            | RequestKind::Heartbeat(_)
+            | RequestKind::LeaveGroup(_)
+            | RequestKind::OffsetCommit(_)
+            | RequestKind::OffsetFetch(_)
+            | RequestKind::OffsetDelete(_)
+            | RequestKind::ListGroups(_)
+            | RequestKind::DescribeGroups(_)
+            | RequestKind::DeleteGroups(_)) => Dispatch::InOrder(Box::pin(async move {
+                let client_id = header.client_id.as_deref().unwrap_or("").to_string();
+                let partition_exists = |topic: &str, partition: i32| {
+                    broker.topics.get(topic).is_some_and(|found| found.partition(partition).is_some())
+                };
+                let context =
+                    RequestContext { client_id: &client_id, client_host: "", partition_exists: &partition_exists };
+                broker.groups.handle(body, version, &context).await
+            })),
             other => {
                 // The version table and this match must agree; a request that passed the table but has
                 // no handler is a bug. Close rather than answer wrongly.
@@ -102,7 +157,8 @@ fn load_identity(data_dir: &Path) -> Result<BrokerIdentity, TopicError> {
         }),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let identity = BrokerIdentity { cluster_id: cluster_id_from(uuid::Uuid::new_v4()) };
-            let text = serde_json::to_vec_pretty(&identity).map_err(|error| TopicError::InvalidConfig(error.to_string()))?;
+            let text =
+                serde_json::to_vec_pretty(&identity).map_err(|error| TopicError::InvalidConfig(error.to_string()))?;
             write_atomically(&path, &text)?;
             Ok(identity)
         }

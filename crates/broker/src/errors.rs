@@ -27,6 +27,8 @@ pub fn partition_error_code(error: &PartitionError) -> ResponseError {
         PartitionError::Storage(_) => ResponseError::KafkaStorageError,
         PartitionError::Closed(_) => ResponseError::NotLeaderOrFollower,
         PartitionError::Busy(_) => ResponseError::RequestTimedOut,
+        PartitionError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        PartitionError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
     }
 }
 

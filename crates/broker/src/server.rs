@@ -89,6 +89,7 @@ impl Server {
         }
         retention.abort();
         broker.topics.close_all().await;
+        broker.close_coordinators().await;
         tracing::info!("shutdown complete; logs closed cleanly");
     }
 }
@@ -196,7 +197,12 @@ async fn write_responses(writer: tokio::net::tcp::OwnedWriteHalf, mut queue: mps
     let _ = writer.shutdown().await;
 }
 
-async fn write_one(writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>, correlation_id: i32, api_version: i16, response: &ResponseKind) -> Result<(), String> {
+async fn write_one(
+    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    correlation_id: i32,
+    api_version: i16,
+    response: &ResponseKind,
+) -> Result<(), String> {
     let bytes = encode_response(api_version, correlation_id, response).map_err(|error| {
         tracing::error!(%error, "response encoding failed");
         error.to_string()

@@ -57,14 +57,54 @@ fn one(value: &str) -> Result<(), String> {
 
 /// Every topic key Once accepts. Unknown keys are refused with INVALID_CONFIG, never silently ignored.
 pub const CONFIG_KEYS: &[ConfigKey] = &[
-    ConfigKey { name: "cleanup.policy", config_type: ConfigType::List, documentation: "Only 'delete' (segments deleted whole past retention).", validate: cleanup_policy },
-    ConfigKey { name: "retention.ms", config_type: ConfigType::Long, documentation: "Delete segments whose newest record is older than this; -1 keeps forever.", validate: duration_or_unlimited },
-    ConfigKey { name: "retention.bytes", config_type: ConfigType::Long, documentation: "Delete oldest segments while the partition is larger than this; -1 is unlimited.", validate: duration_or_unlimited },
-    ConfigKey { name: "segment.bytes", config_type: ConfigType::Int, documentation: "Roll to a new segment file at this size.", validate: |value| long_at_least(value, 1024) },
-    ConfigKey { name: "segment.ms", config_type: ConfigType::Long, documentation: "Roll to a new segment when the active one is this old.", validate: |value| long_at_least(value, 1) },
-    ConfigKey { name: "max.message.bytes", config_type: ConfigType::Int, documentation: "Largest record batch accepted.", validate: |value| long_at_least(value, 0) },
-    ConfigKey { name: "message.timestamp.type", config_type: ConfigType::String, documentation: "Only CreateTime.", validate: timestamp_type },
-    ConfigKey { name: "min.insync.replicas", config_type: ConfigType::Int, documentation: "Always 1: a single broker, every acknowledged write fsynced.", validate: one },
+    ConfigKey {
+        name: "cleanup.policy",
+        config_type: ConfigType::List,
+        documentation: "Only 'delete' (segments deleted whole past retention).",
+        validate: cleanup_policy,
+    },
+    ConfigKey {
+        name: "retention.ms",
+        config_type: ConfigType::Long,
+        documentation: "Delete segments whose newest record is older than this; -1 keeps forever.",
+        validate: duration_or_unlimited,
+    },
+    ConfigKey {
+        name: "retention.bytes",
+        config_type: ConfigType::Long,
+        documentation: "Delete oldest segments while the partition is larger than this; -1 is unlimited.",
+        validate: duration_or_unlimited,
+    },
+    ConfigKey {
+        name: "segment.bytes",
+        config_type: ConfigType::Int,
+        documentation: "Roll to a new segment file at this size.",
+        validate: |value| long_at_least(value, 1024),
+    },
+    ConfigKey {
+        name: "segment.ms",
+        config_type: ConfigType::Long,
+        documentation: "Roll to a new segment when the active one is this old.",
+        validate: |value| long_at_least(value, 1),
+    },
+    ConfigKey {
+        name: "max.message.bytes",
+        config_type: ConfigType::Int,
+        documentation: "Largest record batch accepted.",
+        validate: |value| long_at_least(value, 0),
+    },
+    ConfigKey {
+        name: "message.timestamp.type",
+        config_type: ConfigType::String,
+        documentation: "Only CreateTime.",
+        validate: timestamp_type,
+    },
+    ConfigKey {
+        name: "min.insync.replicas",
+        config_type: ConfigType::Int,
+        documentation: "Always 1: a single broker, every acknowledged write fsynced.",
+        validate: one,
+    },
 ];
 
 pub fn key(name: &str) -> Option<&'static ConfigKey> {

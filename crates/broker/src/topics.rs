@@ -149,13 +149,21 @@ impl TopicRegistry {
     }
 
     /// Validates a creation without doing it.
-    pub fn check_create(&self, name: &str, partitions: i32, replication_factor: i16, configs: &BTreeMap<String, String>) -> Result<(), TopicError> {
+    pub fn check_create(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
         validate_topic_name(name)?;
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
         if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
-            return Err(TopicError::InvalidPartitions(format!("partition count {partitions} must be between 1 and {PARTITIONS_PER_TOPIC_MAX}")));
+            return Err(TopicError::InvalidPartitions(format!(
+                "partition count {partitions} must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"
+            )));
         }
         if replication_factor != 1 && replication_factor != -1 {
             return Err(TopicError::InvalidReplicationFactor(replication_factor));
@@ -166,7 +174,12 @@ impl TopicRegistry {
         Ok(())
     }
 
-    pub async fn create(&self, name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, TopicError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, TopicError> {
         let _admin = self.admin.lock().await;
         self.check_create(name, partitions, -1, &configs)?;
         let topic_dir = self.dir.join(name);
@@ -204,10 +217,14 @@ impl TopicRegistry {
         let topic = self.get(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let current = topic.partition_count();
         if count <= current {
-            return Err(TopicError::InvalidPartitions(format!("topic '{name}' has {current} partitions; the new count {count} must be larger")));
+            return Err(TopicError::InvalidPartitions(format!(
+                "topic '{name}' has {current} partitions; the new count {count} must be larger"
+            )));
         }
         if count > PARTITIONS_PER_TOPIC_MAX {
-            return Err(TopicError::InvalidPartitions(format!("partition count {count} exceeds {PARTITIONS_PER_TOPIC_MAX}")));
+            return Err(TopicError::InvalidPartitions(format!(
+                "partition count {count} exceeds {PARTITIONS_PER_TOPIC_MAX}"
+            )));
         }
         Ok(topic)
     }
@@ -221,7 +238,8 @@ impl TopicRegistry {
         for index in partitions.len() as i32..count {
             partitions.push(Arc::new(open_partition(&topic_dir, name, index, &config)?));
         }
-        let file = TopicFile { name: name.to_string(), id: topic.id, partitions: count, configs: config.overrides.clone() };
+        let file =
+            TopicFile { name: name.to_string(), id: topic.id, partitions: count, configs: config.overrides.clone() };
         write_topic_file(&topic_dir, &file)?;
         *topic.partitions.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = partitions;
         tracing::info!(topic = name, count, "partitions added");
@@ -233,7 +251,12 @@ impl TopicRegistry {
         let _admin = self.admin.lock().await;
         let topic = self.get(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let topic_dir = self.dir.join(name);
-        let file = TopicFile { name: name.to_string(), id: topic.id, partitions: topic.partition_count(), configs: overrides.clone() };
+        let file = TopicFile {
+            name: name.to_string(),
+            id: topic.id,
+            partitions: topic.partition_count(),
+            configs: overrides.clone(),
+        };
         write_topic_file(&topic_dir, &file)?;
         let config = TopicConfig::new(overrides, self.defaults.clone());
         for partition in topic.partitions() {
@@ -275,8 +298,10 @@ fn load_topic(topic_dir: &Path, defaults: &TopicDefaults) -> Result<Option<Topic
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(io_error(&path)(error)),
     };
-    let file: TopicFile = serde_json::from_str(&text)
-        .map_err(|error| TopicError::Io { path: path.clone(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, error) })?;
+    let file: TopicFile = serde_json::from_str(&text).map_err(|error| TopicError::Io {
+        path: path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
+    })?;
     // Partition directories beyond the recorded count come from an add-partitions that did not finish.
     for entry in fs::read_dir(topic_dir).map_err(io_error(topic_dir))? {
         let entry = entry.map_err(io_error(topic_dir))?;

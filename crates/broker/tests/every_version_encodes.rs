@@ -7,8 +7,13 @@ use std::sync::Arc;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -21,36 +26,136 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
+fn group_id(name: &str) -> GroupId {
+    GroupId(StrBytes::from_string(name.to_string()))
+}
+
+/// A JoinGroup that completes at once (a member alone in a group of its own), so the response carries
+/// a leader, members and protocol fields at every version.
+fn group_join(version: i16) -> JoinGroupRequest {
+    let request = JoinGroupRequest::default()
+        .with_group_id(group_id(&format!("encodes-{version}")))
+        .with_session_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(vec![0, 1, 2].into())]);
+    let request = if version >= 1 { request.with_rebalance_timeout_ms(10_000) } else { request };
+    if version >= 5 {
+        request.with_group_instance_id(Some(StrBytes::from_string(format!("instance-{version}"))))
+    } else {
+        request
+    }
+}
+
 fn request_for(api_key: ApiKey, version: i16, round: usize) -> RequestKind {
     let topic = || topic_name("table");
     match api_key {
-        ApiKey::Produce => RequestKind::Produce(ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
-            TopicProduceData::default().with_name(topic()).with_partition_data(vec![PartitionProduceData::default()
+        ApiKey::Produce => {
+            RequestKind::Produce(ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
+                TopicProduceData::default().with_name(topic()).with_partition_data(
+                    vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(once_log::testing::make_batch(2, 10, 1_700_000_000_000).into()))]),
-        ])),
-        ApiKey::Fetch => RequestKind::Fetch(FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![FetchTopic::default()
+                .with_records(Some(once_log::testing::make_batch(2, 10, 1_700_000_000_000).into()))],
+                ),
+            ]))
+        }
+        ApiKey::Fetch => {
+            RequestKind::Fetch(FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![FetchTopic::default()
             .with_topic(topic())
-            .with_partitions(vec![FetchPartition::default().with_partition_max_bytes(1 << 20)])])),
-        ApiKey::ListOffsets => RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_partitions(vec![FetchPartition::default().with_partition_max_bytes(1 << 20)])]))
+        }
+        ApiKey::ListOffsets => {
+            RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
             .with_name(topic())
-            .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)])])),
+            .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)])]))
+        }
         ApiKey::Metadata => RequestKind::Metadata(
-            MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic()))])),
+            MetadataRequest::default()
+                .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic()))])),
         ),
         ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
-        ApiKey::CreateTopics => RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        ApiKey::CreateTopics => {
+            RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
             .with_name(topic_name(&format!("created-{version}-{round}")))
             .with_num_partitions(1)
-            .with_replication_factor(1)])),
-        ApiKey::DeleteTopics => RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_topic_names(vec![topic_name(&format!("created-{version}-{round}"))])),
+            .with_replication_factor(1)]))
+        }
+        ApiKey::DeleteTopics => RequestKind::DeleteTopics(
+            DeleteTopicsRequest::default().with_topic_names(vec![topic_name(&format!("created-{version}-{round}"))]),
+        ),
         ApiKey::CreatePartitions => RequestKind::CreatePartitions(CreatePartitionsRequest::default()),
-        ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_static_str("table")),
-            DescribeConfigsResource::default().with_resource_type(4).with_resource_name(StrBytes::from_static_str("0")),
-        ])),
-        ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default()),
+        ApiKey::DescribeConfigs => {
+            RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("table")),
+                DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(StrBytes::from_static_str("0")),
+            ]))
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default())
+        }
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::FindCoordinator => RequestKind::FindCoordinator(if version >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![StrBytes::from_static_str("group")])
+        } else {
+            FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("group"))
+        }),
+        ApiKey::JoinGroup => RequestKind::JoinGroup(group_join(version)),
+        ApiKey::SyncGroup => RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(group_id("absent"))
+                .with_member_id(StrBytes::from_static_str("nobody")),
+        ),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(HeartbeatRequest::default().with_group_id(group_id("absent"))),
+        ApiKey::LeaveGroup => RequestKind::LeaveGroup(if version >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(group_id("encodes"))
+                .with_members(vec![MemberIdentity::default().with_member_id(StrBytes::from_static_str("nobody"))])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(group_id("encodes"))
+                .with_member_id(StrBytes::from_static_str("nobody"))
+        }),
+        ApiKey::OffsetCommit => RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(group_id("offsets"))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![OffsetCommitRequestPartition::default().with_committed_offset(5)])]),
+        ),
+        ApiKey::OffsetFetch => RequestKind::OffsetFetch(if version >= 8 {
+            OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(group_id("offsets"))
+                .with_topics(None)])
+        } else {
+            OffsetFetchRequest::default().with_group_id(group_id("offsets")).with_topics(if version >= 2 {
+                None
+            } else {
+                Some(vec![OffsetFetchRequestTopic::default().with_name(topic()).with_partition_indexes(vec![0])])
+            })
+        }),
+        ApiKey::OffsetDelete => RequestKind::OffsetDelete(
+            OffsetDeleteRequest::default().with_group_id(group_id("offsets")).with_topics(vec![
+                OffsetDeleteRequestTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![OffsetDeleteRequestPartition::default()]),
+            ]),
+        ),
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => RequestKind::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(vec![group_id("encodes-5"), group_id("absent")]),
+        ),
+        ApiKey::DeleteGroups => {
+            RequestKind::DeleteGroups(DeleteGroupsRequest::default().with_groups_names(vec![group_id("absent")]))
+        }
+        ApiKey::InitProducerId => RequestKind::InitProducerId(
+            InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000),
+        ),
         other => panic!("add a request for {other:?} to this test"),
     }
 }
@@ -58,19 +163,35 @@ fn request_for(api_key: ApiKey, version: i16, round: usize) -> RequestKind {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_served_version_encodes() {
     let data = tempfile::tempdir().expect("temp dir");
-    let config = BrokerConfig { data_dir: data.path().to_path_buf(), listen: "127.0.0.1:0".into(), advertised_listener: Some("127.0.0.1:9092".into()), ..BrokerConfig::default() };
+    let config = BrokerConfig {
+        data_dir: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        advertised_listener: Some("127.0.0.1:9092".into()),
+        ..BrokerConfig::default()
+    };
     let broker: Arc<Broker> = Broker::open(config).expect("open broker");
     broker.topics.create("table", 1, Default::default()).await.expect("create topic");
     for (round, entry) in SUPPORTED_APIS.iter().enumerate() {
         for version in entry.served.min..=entry.served.max {
-            let header = RequestHeader::default().with_request_api_key(entry.api_key as i16).with_request_api_version(version).with_correlation_id(1);
-            let request = DecodedRequest { api_key: entry.api_key, api_version: version, header, body: request_for(entry.api_key, version, round) };
+            let header = RequestHeader::default()
+                .with_request_api_key(entry.api_key as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(1);
+            let request = DecodedRequest {
+                api_key: entry.api_key,
+                api_version: version,
+                header,
+                body: request_for(entry.api_key, version, round),
+            };
             let pending = match broker.dispatch(request) {
                 Dispatch::Queued(pending) | Dispatch::InOrder(pending) => pending,
             };
-            let response = pending.await.unwrap_or_else(|| panic!("{:?} v{version} produced no response", entry.api_key));
-            encode_response(version, 1, &response).unwrap_or_else(|error| panic!("{:?} v{version}: {error}", entry.api_key));
+            let response =
+                pending.await.unwrap_or_else(|| panic!("{:?} v{version} produced no response", entry.api_key));
+            encode_response(version, 1, &response)
+                .unwrap_or_else(|error| panic!("{:?} v{version}: {error}", entry.api_key));
         }
     }
+    broker.close_coordinators().await;
     broker.topics.close_all().await;
 }

@@ -137,7 +137,11 @@ pub fn run(args: TopicArgs) -> anyhow::Result<()> {
 fn create(client: &mut AdminClient, name: &str, partitions: i32, configs: &[String]) -> anyhow::Result<()> {
     let configs = configs
         .iter()
-        .map(|pair| key_value(pair).map(|(key, value)| CreatableTopicConfig::default().with_name(text(&key)).with_value(Some(text(&value)))))
+        .map(|pair| {
+            key_value(pair).map(|(key, value)| {
+                CreatableTopicConfig::default().with_name(text(&key)).with_value(Some(text(&value)))
+            })
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let topic = CreatableTopic::default()
         .with_name(TopicName(text(name)))
@@ -176,7 +180,9 @@ fn list(client: &mut AdminClient) -> anyhow::Result<()> {
 }
 
 fn offsets(client: &mut AdminClient, name: &str, partitions: i32, timestamp: i64) -> anyhow::Result<Vec<i64>> {
-    let wanted = (0..partitions).map(|index| ListOffsetsPartition::default().with_partition_index(index).with_timestamp(timestamp)).collect();
+    let wanted = (0..partitions)
+        .map(|index| ListOffsetsPartition::default().with_partition_index(index).with_timestamp(timestamp))
+        .collect();
     let request = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_topics(vec![ListOffsetsTopic::default().with_name(TopicName(text(name))).with_partitions(wanted)]);
@@ -194,7 +200,8 @@ fn offsets(client: &mut AdminClient, name: &str, partitions: i32, timestamp: i64
 }
 
 fn describe(client: &mut AdminClient, name: &str) -> anyhow::Result<()> {
-    let (_, partitions, error_code) = metadata(client, Some(name))?.into_iter().next().context("empty metadata response")?;
+    let (_, partitions, error_code) =
+        metadata(client, Some(name))?.into_iter().next().context("empty metadata response")?;
     check(error_code, None, &format!("describing topic '{name}'"))?;
     let earliest = offsets(client, name, partitions, -2)?;
     let latest = offsets(client, name, partitions, -1)?;
@@ -202,8 +209,10 @@ fn describe(client: &mut AdminClient, name: &str) -> anyhow::Result<()> {
     for index in 0..partitions as usize {
         println!("  partition {index}\tlog-start-offset={}\thigh-watermark={}", earliest[index], latest[index]);
     }
-    let request = DescribeConfigsRequest::default()
-        .with_resources(vec![DescribeConfigsResource::default().with_resource_type(2).with_resource_name(text(name)).with_configuration_keys(None)]);
+    let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(text(name))
+        .with_configuration_keys(None)]);
     let response = client.call(&request, 4)?;
     println!("configs:");
     for result in &response.results {
@@ -232,7 +241,10 @@ fn alter(client: &mut AdminClient, name: &str, set: &[String], delete: &[String]
     let mut changes: BTreeMap<String, AlterableConfig> = BTreeMap::new();
     for pair in set {
         let (key, value) = key_value(pair)?;
-        changes.insert(key.clone(), AlterableConfig::default().with_name(text(&key)).with_config_operation(0).with_value(Some(text(&value))));
+        changes.insert(
+            key.clone(),
+            AlterableConfig::default().with_name(text(&key)).with_config_operation(0).with_value(Some(text(&value))),
+        );
     }
     for key in delete {
         changes.insert(key.clone(), AlterableConfig::default().with_name(text(key)).with_config_operation(1));

@@ -98,7 +98,10 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         loop {
             match producer.send(pending) {
                 Ok(()) => break,
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), record)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    record,
+                )) => {
                     producer.poll(Duration::from_millis(50));
                     pending = record;
                 }
@@ -126,9 +129,14 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let metadata = consumer.fetch_metadata(Some(&args.topic), Duration::from_secs(30)).context("fetching metadata")?;
     let topic = metadata.topics().first().context("topic missing from metadata")?;
     if let Some(error) = topic.error() {
-        anyhow::bail!("topic '{}': {:?}", args.topic, rdkafka::types::RDKafkaRespErr::from(error));
+        anyhow::bail!("topic '{}': {:?}", args.topic, error);
     }
-    let partitions: Vec<i32> = topic.partitions().iter().map(|partition| partition.id()).filter(|id| args.partition.is_none_or(|wanted| wanted == *id)).collect();
+    let partitions: Vec<i32> = topic
+        .partitions()
+        .iter()
+        .map(|partition| partition.id())
+        .filter(|id| args.partition.is_none_or(|wanted| wanted == *id))
+        .collect();
     anyhow::ensure!(!partitions.is_empty(), "no such partition");
     let start = match (args.from_beginning, args.offset) {
         (true, _) => Offset::Beginning,

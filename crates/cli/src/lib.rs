@@ -1,10 +1,12 @@
 //! The `once` command's pieces, as a library so integration tests can reuse the admin client.
 //!
 //! # Layout
-//! - [`serve`]: `once serve`, with configuration from flags, `ONCE_*` variables and `once.toml`.
-//! - [`admin`]: a small blocking Kafka client over `kafka-protocol`, and `once topic …`.
-//! - [`clients`]: `once produce` and `once consume`, on librdkafka.
+//! - [`serve`] — `once serve`, with configuration from flags, `ONCE_*` variables and `once.toml`.
+//! - [`admin`] — a small blocking Kafka client over `kafka-protocol`, and `once topic …`.
+//! - [`clients`] — `once produce` and `once consume`, on librdkafka.
+//! - [`groups`] — `once group …`: list, describe with lag, reset offsets, delete.
 
 pub mod admin;
 pub mod clients;
+pub mod groups;
 pub mod serve;

@@ -1,7 +1,7 @@
 //! `once`: a single-binary Kafka-compatible broker built for exactly-once processing.
 
 use clap::{Parser, Subcommand};
-use once_cli::{admin, clients, serve};
+use once_cli::{admin, clients, groups, serve};
 
 #[global_allocator]
 static ALLOCATOR: once_wire::alloc::LazyHugeAllocator = once_wire::alloc::LazyHugeAllocator;
@@ -23,6 +23,8 @@ enum Command {
     Produce(clients::ProduceArgs),
     /// Print records of a topic, one per line.
     Consume(clients::ConsumeArgs),
+    /// List, describe (with lag), reset offsets of, and delete consumer groups.
+    Group(groups::GroupArgs),
     /// Measure acks=all produce throughput and latency of a running broker beside raw append+fdatasync.
     Bench(once_bench::BenchArgs),
 }
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Command::Topic(args) => admin::run(args),
         Command::Produce(args) => clients::produce(args),
         Command::Consume(args) => clients::consume(args),
+        Command::Group(args) => groups::run(args),
         Command::Bench(args) => once_bench::run(args),
     };
     match outcome {

@@ -85,9 +85,26 @@ impl ServeArgs {
         let Some(path) = path else { return Ok(self) };
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut file: ServeArgs = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        merge!(self, file, listen, advertised_listener, data_dir, node_id, auto_create_topics, default_partitions,
-            retention_ms, retention_bytes, segment_bytes, segment_ms, max_message_bytes, retention_check_interval_ms,
-            connections_max, request_bytes_max, unsafe_skip_fsync, log);
+        merge!(
+            self,
+            file,
+            listen,
+            advertised_listener,
+            data_dir,
+            node_id,
+            auto_create_topics,
+            default_partitions,
+            retention_ms,
+            retention_bytes,
+            segment_bytes,
+            segment_ms,
+            max_message_bytes,
+            retention_check_interval_ms,
+            connections_max,
+            request_bytes_max,
+            unsafe_skip_fsync,
+            log
+        );
         Ok(self)
     }
 
@@ -111,7 +128,9 @@ impl ServeArgs {
             },
             connections_max: self.connections_max.unwrap_or(defaults.connections_max),
             request_bytes_max: self.request_bytes_max.unwrap_or(defaults.request_bytes_max),
-            retention_check_interval_ms: self.retention_check_interval_ms.unwrap_or(defaults.retention_check_interval_ms),
+            retention_check_interval_ms: self
+                .retention_check_interval_ms
+                .unwrap_or(defaults.retention_check_interval_ms),
             fetch_bytes_max: defaults.fetch_bytes_max,
         }
     }
@@ -187,9 +206,14 @@ mod tests {
     fn flags_override_the_file_and_the_file_overrides_defaults() {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("once.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:7000\"\ndata_dir = \"/srv/once\"\nretention_ms = -1\ndefault_partitions = 6\n").expect("write");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7000\"\ndata_dir = \"/srv/once\"\nretention_ms = -1\ndefault_partitions = 6\n",
+        )
+        .expect("write");
         let file_arg = file.to_str().expect("utf-8 path");
-        let parsed = Wrapper::try_parse_from(["once", "--config", file_arg, "--listen", "127.0.0.1:8000"]).expect("parses");
+        let parsed =
+            Wrapper::try_parse_from(["once", "--config", file_arg, "--listen", "127.0.0.1:8000"]).expect("parses");
         let config = parsed.serve.merge_file().expect("merges").broker_config();
         assert_eq!(config.listen, "127.0.0.1:8000", "the flag wins");
         assert_eq!(config.data_dir, PathBuf::from("/srv/once"), "the file fills what flags leave out");

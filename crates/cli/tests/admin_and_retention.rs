@@ -14,22 +14,25 @@ use once_cli::admin::AdminClient;
 use support::{once, produce_lines as produce, BrokerProcess};
 
 fn list_offset(client: &mut AdminClient, topic: &str, timestamp: i64) -> (i16, i64, i64) {
-    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(timestamp)])]);
+    let request =
+        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(timestamp)])]);
     let response = client.call(&request, 5).expect("ListOffsets");
     let partition = &response.topics[0].partitions[0];
     (partition.error_code, partition.offset, partition.timestamp)
 }
 
 fn fetch_error(client: &mut AdminClient, topic: &str, offset: i64) -> i16 {
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(1 << 20)])]);
+    let request =
+        FetchRequest::default().with_replica_id(BrokerId(-1)).with_max_wait_ms(0).with_max_bytes(1 << 20).with_topics(
+            vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])],
+        );
     let response = client.call(&request, 11).expect("Fetch");
     response.responses[0].partitions[0].error_code
 }
@@ -38,22 +41,48 @@ fn fetch_error(client: &mut AdminClient, topic: &str, offset: i64) -> i16 {
 fn topic_commands_work_end_to_end() {
     let broker = BrokerProcess::start(&[]);
     let bootstrap = broker.bootstrap();
-    let created = once(&["topic", "create", "orders", "--partitions", "4", "--config", "retention.ms=3600000", "--bootstrap", &bootstrap]);
+    let created = once(&[
+        "topic",
+        "create",
+        "orders",
+        "--partitions",
+        "4",
+        "--config",
+        "retention.ms=3600000",
+        "--bootstrap",
+        &bootstrap,
+    ]);
     assert!(created.contains("4 partitions"), "{created}");
     let listed = once(&["topic", "list", "--bootstrap", &bootstrap]);
     assert!(listed.contains("orders\tpartitions=4"), "{listed}");
     let described = once(&["topic", "describe", "orders", "--bootstrap", &bootstrap]);
     assert!(described.contains("retention.ms=3600000 (override)"), "{described}");
     assert!(described.contains("partition 3"), "{described}");
-    once(&["topic", "alter-config", "orders", "--set", "retention.bytes=1000000", "--delete", "retention.ms", "--bootstrap", &bootstrap]);
+    once(&[
+        "topic",
+        "alter-config",
+        "orders",
+        "--set",
+        "retention.bytes=1000000",
+        "--delete",
+        "retention.ms",
+        "--bootstrap",
+        &bootstrap,
+    ]);
     let described = once(&["topic", "describe", "orders", "--bootstrap", &bootstrap]);
     assert!(described.contains("retention.bytes=1000000 (override)"), "{described}");
     assert!(described.contains("retention.ms=604800000\n"), "back to the default: {described}");
     // Refusals are clear errors, not silent.
-    let bad = Command::new(env!("CARGO_BIN_EXE_once")).args(["topic", "alter-config", "orders", "--set", "cleanup.policy=compact", "--bootstrap", &bootstrap]).output().expect("run");
+    let bad = Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["topic", "alter-config", "orders", "--set", "cleanup.policy=compact", "--bootstrap", &bootstrap])
+        .output()
+        .expect("run");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("InvalidConfig"), "{}", String::from_utf8_lossy(&bad.stderr));
-    let duplicate = Command::new(env!("CARGO_BIN_EXE_once")).args(["topic", "create", "orders", "--bootstrap", &bootstrap]).output().expect("run");
+    let duplicate = Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["topic", "create", "orders", "--bootstrap", &bootstrap])
+        .output()
+        .expect("run");
     assert!(String::from_utf8_lossy(&duplicate.stderr).contains("TopicAlreadyExists"));
     once(&["topic", "delete", "orders", "--bootstrap", &bootstrap]);
     let listed = once(&["topic", "list", "--bootstrap", &bootstrap]);
@@ -89,7 +118,19 @@ fn list_offsets_by_timestamp() {
 fn retention_deletes_old_segments_and_fetch_below_start_is_out_of_range() {
     let broker = BrokerProcess::start(&["--retention-check-interval-ms", "100"]);
     let bootstrap = broker.bootstrap();
-    once(&["topic", "create", "short", "--partitions", "1", "--config", "segment.bytes=1024", "--config", "retention.bytes=2048", "--bootstrap", &bootstrap]);
+    once(&[
+        "topic",
+        "create",
+        "short",
+        "--partitions",
+        "1",
+        "--config",
+        "segment.bytes=1024",
+        "--config",
+        "retention.bytes=2048",
+        "--bootstrap",
+        &bootstrap,
+    ]);
     for round in 0..12 {
         let lines: String = (0..5).map(|line| format!("round-{round}-line-{line}-{}\n", "p".repeat(100))).collect();
         produce(&broker, "short", &lines);
@@ -113,7 +154,17 @@ fn retention_deletes_old_segments_and_fetch_below_start_is_out_of_range() {
     assert_eq!(remaining.lines().count() as i64, end - start, "everything from the log start offset is readable");
 
     // Time-based retention: everything but the active segment goes.
-    once(&["topic", "alter-config", "short", "--set", "retention.ms=1", "--delete", "retention.bytes", "--bootstrap", &bootstrap]);
+    once(&[
+        "topic",
+        "alter-config",
+        "short",
+        "--set",
+        "retention.ms=1",
+        "--delete",
+        "retention.bytes",
+        "--bootstrap",
+        &bootstrap,
+    ]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, later_start, _) = list_offset(&mut client, "short", -2);
@@ -136,7 +187,13 @@ fn sigterm_shuts_down_cleanly_and_keeps_data() {
     broker.restart();
     let log = broker.log();
     let after_restart = &log[log.find("shutdown complete").expect("first run shut down")..];
-    assert_eq!(after_restart.matches("clean=true").count(), 2, "both partitions open without recovery after SIGTERM; log:\n{log}");
+    let reopened: Vec<&str> =
+        after_restart.lines().filter(|line| line.contains("opened log") && line.contains("topics/kept/")).collect();
+    assert_eq!(reopened.len(), 2, "both partitions reopened; log:\n{log}");
+    assert!(
+        reopened.iter().all(|line| line.contains("clean=true")),
+        "both partitions open without recovery after SIGTERM; log:\n{log}"
+    );
     assert!(!after_restart.contains("clean=false"), "no partition needed recovery; log:\n{log}");
     let output = once(&["consume", "kept", "--from-beginning", "--bootstrap", &bootstrap]);
     let mut lines: Vec<&str> = output.lines().collect();

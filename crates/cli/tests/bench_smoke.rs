@@ -9,7 +9,14 @@ use support::{once, BrokerProcess};
 fn bench_smoke_runs_against_a_real_broker() {
     let broker = BrokerProcess::start(&[]);
     let data = tempfile::tempdir().expect("temp dir");
-    let output = once(&["bench", "--smoke", "--bootstrap", &broker.bootstrap(), "--data-dir", data.path().to_str().expect("utf-8")]);
+    let output = once(&[
+        "bench",
+        "--smoke",
+        "--bootstrap",
+        &broker.bootstrap(),
+        "--data-dir",
+        data.path().to_str().expect("utf-8"),
+    ]);
     assert!(output.contains('|'), "a markdown table is printed:\n{output}");
     assert!(output.to_lowercase().contains("raw"), "the raw baseline is reported beside Once:\n{output}");
 }

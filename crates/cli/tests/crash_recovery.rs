@@ -21,7 +21,12 @@ fn value_of(producer: usize, number: usize) -> String {
 }
 
 fn read_all(bootstrap: &str, topic: &str) -> HashMap<(i32, i64), Vec<u8>> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("enable.auto.commit", "false").set("group.id", "once-tests").create().expect("consumer");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.auto.commit", "false")
+        .set("group.id", "once-tests")
+        .create()
+        .expect("consumer");
     let mut assignment = TopicPartitionList::new();
     let mut ends = HashMap::new();
     for partition in 0..PARTITIONS {
@@ -67,7 +72,9 @@ fn acknowledged_records_survive_kill_9() {
             let mut number = 0;
             while !stop.load(Ordering::Relaxed) {
                 let value = value_of(producer_number, number);
-                let record = BaseRecord::with_opaque_to(topic, Box::new(number)).partition((number % PARTITIONS as usize) as i32).payload(&value);
+                let record = BaseRecord::with_opaque_to(topic, Box::new(number))
+                    .partition((number % PARTITIONS as usize) as i32)
+                    .payload(&value);
                 match producer.send::<(), _>(record) {
                     Ok(()) => number += 1,
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -97,11 +104,17 @@ fn acknowledged_records_survive_kill_9() {
             }
         }
     }
-    assert!(acknowledged.len() > 100, "the test must see acknowledged writes before the kill (saw {})", acknowledged.len());
+    assert!(
+        acknowledged.len() > 100,
+        "the test must see acknowledged writes before the kill (saw {})",
+        acknowledged.len()
+    );
 
     let found = read_all(&bootstrap, topic);
     for (partition, offset, value) in &acknowledged {
-        let stored = found.get(&(*partition, *offset)).unwrap_or_else(|| panic!("acknowledged {value} at {partition}/{offset} is missing"));
+        let stored = found
+            .get(&(*partition, *offset))
+            .unwrap_or_else(|| panic!("acknowledged {value} at {partition}/{offset} is missing"));
         assert_eq!(stored.as_slice(), value.as_bytes(), "acknowledged record at {partition}/{offset}");
     }
 
@@ -113,10 +126,16 @@ fn acknowledged_records_survive_kill_9() {
         .create_with_context(Deliveries::default())
         .expect("producer");
     for number in 0..100 {
-        producer.send::<(), _>(BaseRecord::with_opaque_to(topic, Box::new(number)).partition(0).payload("after-restart")).map_err(|(error, _)| error).expect("send");
+        producer
+            .send::<(), _>(BaseRecord::with_opaque_to(topic, Box::new(number)).partition(0).payload("after-restart"))
+            .map_err(|(error, _)| error)
+            .expect("send");
     }
     producer.flush(Duration::from_secs(30)).expect("flush after restart");
     let reports = producer.context().0.lock().expect("lock").clone();
     assert_eq!(reports.len(), 100);
-    assert!(reports.iter().all(|(_, _, outcome)| outcome.is_ok()), "writes after restart are acknowledged: {reports:?}");
+    assert!(
+        reports.iter().all(|(_, _, outcome)| outcome.is_ok()),
+        "writes after restart are acknowledged: {reports:?}"
+    );
 }

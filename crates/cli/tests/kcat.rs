@@ -17,7 +17,9 @@ fn kcat_roundtrip(broker: &BrokerProcess, compression: &str, records: usize) {
     let bootstrap = broker.bootstrap();
     let topic = format!("kcat-{compression}");
     once(&["topic", "create", &topic, "--partitions", "3", "--bootstrap", &bootstrap]);
-    let input: String = (0..records).map(|number| format!("key-{}:value-{number}-{}\n", number % 97, "x".repeat(number % 50))).collect();
+    let input: String = (0..records)
+        .map(|number| format!("key-{}:value-{number}-{}\n", number % 97, "x".repeat(number % 50)))
+        .collect();
     let mut producer = Command::new("kcat")
         .args(["-P", "-b", &bootstrap, "-t", &topic, "-K:", "-H", "origin=kcat", "-z", compression, "-X", "acks=all"])
         .stdin(Stdio::piped())
@@ -52,7 +54,11 @@ fn kcat_roundtrip(broker: &BrokerProcess, compression: &str, records: usize) {
         let expected_offset = offsets.entry(partition.clone()).or_insert(0);
         assert_eq!(offset, *expected_offset, "dense offsets in partition {partition}");
         *expected_offset += 1;
-        assert_eq!(partition_of_key.entry(key.clone()).or_insert_with(|| partition.clone()), &partition, "key {key} stays in one partition");
+        assert_eq!(
+            partition_of_key.entry(key.clone()).or_insert_with(|| partition.clone()),
+            &partition,
+            "key {key} stays in one partition"
+        );
         let key_number: usize = key.trim_start_matches("key-").parse().expect("key number");
         let number = next_number_of_key.entry(key.clone()).or_insert(key_number);
         assert_eq!(value, format!("value-{}-{}", *number, "x".repeat(*number % 50)), "record order of key {key}");

@@ -55,7 +55,7 @@ fn malformed_requests_do_not_hurt_the_broker() {
     let mut healthy = AdminClient::connect(&bootstrap).expect("healthy client");
 
     // Random bytes, seeded so a failure replays.
-    let mut state: u64 = 0x5eed_0f_0;
+    let mut state: u64 = 0x05ee_d0f0;
     for round in 0..50 {
         let mut stream = connect(&broker);
         let garbage: Vec<u8> = (0..(round * 37 % 500 + 1))
@@ -114,12 +114,14 @@ fn malformed_requests_do_not_hurt_the_broker() {
     let mut body = bytes::Bytes::from(response);
     let correlation_id = i32::from_be_bytes(body[..4].try_into().expect("4 bytes"));
     assert_eq!(correlation_id, 5);
-    let _ = bytes::Buf::advance(&mut body, 4);
+    bytes::Buf::advance(&mut body, 4);
     let fallback = ApiVersionsResponse::decode(&mut body, 0).expect("v0 response decodes");
     assert_eq!(fallback.error_code, 35, "UNSUPPORTED_VERSION");
     assert!(fallback.api_keys.iter().any(|api| api.api_key == ApiKey::ApiVersions as i16 && api.max_version >= 3));
     let mut same_connection = AdminClient::from_stream(stream);
-    let versions = same_connection.call(&ApiVersionsRequest::default(), 3).expect("a supported ApiVersions on the same connection");
+    let versions = same_connection
+        .call(&ApiVersionsRequest::default(), 3)
+        .expect("a supported ApiVersions on the same connection");
     assert_eq!(versions.error_code, 0);
 
     // The broker is alive, the healthy client still works, and the data is intact.
@@ -134,22 +136,24 @@ fn malformed_requests_do_not_hurt_the_broker() {
 #[test]
 fn connections_beyond_the_limit_are_closed_and_others_keep_working() {
     let broker = BrokerProcess::start(&["--connections-max", "2"]);
-    let mut first = AdminClient::connect(&broker.bootstrap()).expect("first");
-    let mut second = AdminClient::connect(&broker.bootstrap()).expect("second");
-    let _ = first.call(&ApiVersionsRequest::default(), 3).expect("first served");
-    let _ = second.call(&ApiVersionsRequest::default(), 3).expect("second served");
+    // The harness's readiness probe held a slot for a moment; wait until two clients are served.
+    let served = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut client = AdminClient::connect(&broker.bootstrap()).expect("connect");
+            if client.call(&ApiVersionsRequest::default(), 3).is_ok() {
+                return client;
+            }
+            assert!(std::time::Instant::now() < deadline, "a slot frees up once the probe has gone");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut first = served();
+    let second = served();
     let mut third = connect(&broker);
     assert!(closed_by_broker(&mut third), "the third connection is closed at once");
     let _ = first.call(&ApiVersionsRequest::default(), 3).expect("first still served");
     drop(second);
     // The freed slot is usable again (the broker notices the close asynchronously).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut fourth = AdminClient::connect(&broker.bootstrap()).expect("connect");
-        if fourth.call(&ApiVersionsRequest::default(), 3).is_ok() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "a freed connection slot is reused");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _fourth = served();
 }

@@ -49,7 +49,11 @@ fn roundtrip(compression: &str) {
         let headers = OwnedHeaders::new()
             .insert(Header { key: "number", value: Some(number.to_string().as_bytes()) })
             .insert(Header { key: "empty", value: None::<&[u8]> });
-        let record = BaseRecord::with_opaque_to(&topic, Box::new(number)).partition(partition).key(&key).payload(&value).headers(headers);
+        let record = BaseRecord::with_opaque_to(&topic, Box::new(number))
+            .partition(partition)
+            .key(&key)
+            .payload(&value)
+            .headers(headers);
         producer.send(record).map_err(|(error, _)| error).expect("enqueue");
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
@@ -69,7 +73,8 @@ fn roundtrip(compression: &str) {
         assignment.add_partition_offset(&topic, partition, Offset::Beginning).expect("assign");
     }
     consumer.assign(&assignment).expect("assign");
-    let mut next_per_partition: HashMap<i32, usize> = (0..PARTITIONS).map(|partition| (partition, partition as usize)).collect();
+    let mut next_per_partition: HashMap<i32, usize> =
+        (0..PARTITIONS).map(|partition| (partition, partition as usize)).collect();
     let mut expected_offset: HashMap<i32, i64> = HashMap::new();
     let mut received = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -95,7 +100,11 @@ fn roundtrip(compression: &str) {
     // The acknowledged offsets are where the records were found.
     for (number, partition, outcome) in reports {
         let offset = outcome.expect("delivered");
-        assert_eq!(offset, (number / PARTITIONS as usize) as i64, "record {number} acknowledged at the offset it was read from in partition {partition}");
+        assert_eq!(
+            offset,
+            (number / PARTITIONS as usize) as i64,
+            "record {number} acknowledged at the offset it was read from in partition {partition}"
+        );
     }
 }
 

@@ -112,13 +112,7 @@ impl BatchHeader {
     /// (length) rather than an invalid but intact batch.
     pub(crate) fn structure_problem(&self, available: usize) -> Option<(bool, String)> {
         if self.batch_length < BATCH_LENGTH_MIN {
-            return Some((
-                true,
-                format!(
-                    "batch length {} is below the minimum {BATCH_LENGTH_MIN}",
-                    self.batch_length
-                ),
-            ));
+            return Some((true, format!("batch length {} is below the minimum {BATCH_LENGTH_MIN}", self.batch_length)));
         }
         if self.total_len() > available {
             return Some((
@@ -134,10 +128,7 @@ impl BatchHeader {
             return Some((false, format!("magic {} is not {MAGIC_V2}", self.magic)));
         }
         if self.records_count < 1 {
-            return Some((
-                false,
-                format!("records count {} is below 1", self.records_count),
-            ));
+            return Some((false, format!("records count {} is below 1", self.records_count)));
         }
         if i64::from(self.last_offset_delta) != i64::from(self.records_count) - 1 {
             return Some((
@@ -173,11 +164,7 @@ pub(crate) fn validate_for_append(batch: &[u8]) -> Result<BatchHeader, LogError>
         )));
     }
     if let Some((corrupt, problem)) = header.structure_problem(batch.len()) {
-        return Err(if corrupt {
-            LogError::CorruptBatch(problem)
-        } else {
-            LogError::InvalidBatch(problem)
-        });
+        return Err(if corrupt { LogError::CorruptBatch(problem) } else { LogError::InvalidBatch(problem) });
     }
     if !verify_crc(batch) {
         return Err(LogError::CorruptBatch(format!(
@@ -191,9 +178,6 @@ pub(crate) fn validate_for_append(batch: &[u8]) -> Result<BatchHeader, LogError>
 
 /// Overwrites the base offset field (not covered by the CRC).
 pub(crate) fn set_base_offset(batch: &mut [u8], base_offset: u64) {
-    assert!(
-        batch.len() >= 8,
-        "a validated batch holds a base offset field"
-    );
+    assert!(batch.len() >= 8, "a validated batch holds a base offset field");
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
 }

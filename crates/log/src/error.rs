@@ -50,10 +50,7 @@ pub enum LogError {
 impl LogError {
     /// Wraps an I/O error with what we were doing.
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> LogError {
-        LogError::Io {
-            context: context.into(),
-            source,
-        }
+        LogError::Io { context: context.into(), source }
     }
 }
 

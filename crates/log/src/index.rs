@@ -47,33 +47,21 @@ pub(crate) struct LoadedIndex {
 
 impl SegmentIndex {
     /// Records a batch appended (or found by recovery) at `position`.
-    pub fn on_batch(
-        &mut self,
-        segment_base: u64,
-        header: &BatchHeader,
-        position: u64,
-        interval: u32,
-    ) {
+    pub fn on_batch(&mut self, segment_base: u64, header: &BatchHeader, position: u64, interval: u32) {
         let relative = relative_offset(segment_base, header.base_offset);
         let position32 = u32::try_from(position);
-        let position32 =
-            position32.expect("segment positions fit u32: segment_bytes_max is capped");
+        let position32 = position32.expect("segment positions fit u32: segment_bytes_max is capped");
         let length = header.total_len() as u64;
         if position > 0 && self.bytes_since_offset_entry >= u64::from(interval) {
             if let Some(&(last_relative, last_position)) = self.offset_entries.last() {
                 assert!(last_relative < relative, "offset index entries increase");
-                assert!(
-                    last_position < position32,
-                    "offset index positions increase"
-                );
+                assert!(last_position < position32, "offset index positions increase");
             }
             self.offset_entries.push((relative, position32));
             self.bytes_since_offset_entry = 0;
         }
         self.bytes_since_offset_entry += length;
-        let raises = self
-            .max_timestamp
-            .is_none_or(|(max, _)| header.max_timestamp > max);
+        let raises = self.max_timestamp.is_none_or(|(max, _)| header.max_timestamp > max);
         if raises {
             let last_offset = u64::try_from(header.last_offset()).unwrap_or(0);
             self.max_timestamp = Some((header.max_timestamp, last_offset));
@@ -87,9 +75,7 @@ impl SegmentIndex {
 
     /// The indexed batch start at or before `relative`: `(relative offset, position)`.
     pub fn lookup(&self, relative: u32) -> (u32, u32) {
-        let after = self
-            .offset_entries
-            .partition_point(|&(entry, _)| entry <= relative);
+        let after = self.offset_entries.partition_point(|&(entry, _)| entry <= relative);
         if after == 0 {
             (0, 0)
         } else {
@@ -100,9 +86,7 @@ impl SegmentIndex {
     /// Relative offset of a batch from which a search for the first batch with max timestamp
     /// `>= timestamp` may start (0 = segment start).
     pub fn time_lookup(&self, timestamp: i64) -> u32 {
-        let below = self
-            .time_entries
-            .partition_point(|&(entry, _)| entry < timestamp);
+        let below = self.time_entries.partition_point(|&(entry, _)| entry < timestamp);
         if below == 0 {
             0
         } else {
@@ -115,10 +99,7 @@ impl SegmentIndex {
 pub(crate) fn relative_offset(segment_base: u64, offset: i64) -> u32 {
     let offset = u64::try_from(offset);
     let offset = offset.expect("stored batch offsets are non-negative");
-    assert!(
-        offset >= segment_base,
-        "a batch offset is not below its segment's base offset"
-    );
+    assert!(offset >= segment_base, "a batch offset is not below its segment's base offset");
     let relative = u32::try_from(offset - segment_base);
     relative.expect("relative offsets fit u32: the log rolls before they overflow")
 }
@@ -154,46 +135,23 @@ pub(crate) fn persist(
     index: &SegmentIndex,
     skip_fsync: bool,
 ) -> Result<(), LogError> {
-    let mut offsets = encode_header(
-        OFFSET_INDEX_MAGIC,
-        base,
-        segment_bytes,
-        next_offset,
-        index,
-        index.offset_entries.len(),
-    );
+    let mut offsets =
+        encode_header(OFFSET_INDEX_MAGIC, base, segment_bytes, next_offset, index, index.offset_entries.len());
     for &(relative, position) in &index.offset_entries {
         offsets.extend_from_slice(&relative.to_be_bytes());
         offsets.extend_from_slice(&position.to_be_bytes());
     }
     let crc = crc32c::crc32c(&offsets);
     offsets.extend_from_slice(&crc.to_be_bytes());
-    let mut times = encode_header(
-        TIME_INDEX_MAGIC,
-        base,
-        segment_bytes,
-        next_offset,
-        index,
-        index.time_entries.len(),
-    );
+    let mut times = encode_header(TIME_INDEX_MAGIC, base, segment_bytes, next_offset, index, index.time_entries.len());
     for &(timestamp, relative) in &index.time_entries {
         times.extend_from_slice(&timestamp.to_be_bytes());
         times.extend_from_slice(&relative.to_be_bytes());
     }
     let crc = crc32c::crc32c(&times);
     times.extend_from_slice(&crc.to_be_bytes());
-    meta::write_file_durably(
-        dir,
-        &format!("{base:020}.{INDEX_EXTENSION}"),
-        &offsets,
-        skip_fsync,
-    )?;
-    meta::write_file_durably(
-        dir,
-        &format!("{base:020}.{TIME_INDEX_EXTENSION}"),
-        &times,
-        skip_fsync,
-    )
+    meta::write_file_durably(dir, &format!("{base:020}.{INDEX_EXTENSION}"), &offsets, skip_fsync)?;
+    meta::write_file_durably(dir, &format!("{base:020}.{TIME_INDEX_EXTENSION}"), &times, skip_fsync)
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -229,10 +187,7 @@ fn check_file<'a>(
     let count = u32_at(bytes, 50) as usize;
     let expected_len = INDEX_HEADER_LEN + count.saturating_mul(entry_len) + 4;
     if bytes.len() != expected_len {
-        return Err(format!(
-            "{} bytes but {count} entries need {expected_len}",
-            bytes.len()
-        ));
+        return Err(format!("{} bytes but {count} entries need {expected_len}", bytes.len()));
     }
     let body = bytes.len() - 4;
     if crc32c::crc32c(&bytes[..body]) != u32_at(bytes, body) {
@@ -245,18 +200,11 @@ fn check_file<'a>(
         return Err(format!("base offset {} is not {base}", u64_at(bytes, 10)));
     }
     if u64_at(bytes, 18) != segment_bytes {
-        return Err(format!(
-            "stale: covers {} segment bytes, segment has {segment_bytes}",
-            u64_at(bytes, 18)
-        ));
+        return Err(format!("stale: covers {} segment bytes, segment has {segment_bytes}", u64_at(bytes, 18)));
     }
     let max_timestamp = u64_at(bytes, 34) as i64;
     let max_timestamp = (max_timestamp != NO_TIMESTAMP).then(|| (max_timestamp, u64_at(bytes, 42)));
-    Ok(FileSummary {
-        next_offset: u64_at(bytes, 26),
-        max_timestamp,
-        entries: &bytes[INDEX_HEADER_LEN..body],
-    })
+    Ok(FileSummary { next_offset: u64_at(bytes, 26), max_timestamp, entries: &bytes[INDEX_HEADER_LEN..body] })
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, LogError> {
@@ -269,16 +217,10 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, LogError> {
 
 /// Loads both index files of a segment if they are present, valid and describe exactly
 /// `segment_bytes` bytes of it. `Ok(None)` means "rebuild by scanning" (reason logged).
-pub(crate) fn load(
-    dir: &Path,
-    base: u64,
-    segment_bytes: u64,
-) -> Result<Option<LoadedIndex>, LogError> {
+pub(crate) fn load(dir: &Path, base: u64, segment_bytes: u64) -> Result<Option<LoadedIndex>, LogError> {
     let offset_path = meta::segment_file(dir, base, INDEX_EXTENSION);
     let time_path = meta::segment_file(dir, base, TIME_INDEX_EXTENSION);
-    let (Some(offset_bytes), Some(time_bytes)) =
-        (read_optional(&offset_path)?, read_optional(&time_path)?)
-    else {
+    let (Some(offset_bytes), Some(time_bytes)) = (read_optional(&offset_path)?, read_optional(&time_path)?) else {
         tracing::debug!(base_offset = base, "index files missing");
         return Ok(None);
     };
@@ -291,72 +233,33 @@ pub(crate) fn load(
     }
 }
 
-fn decode(
-    offset_bytes: &[u8],
-    time_bytes: &[u8],
-    base: u64,
-    segment_bytes: u64,
-) -> Result<LoadedIndex, String> {
-    let offsets = check_file(
-        offset_bytes,
-        OFFSET_INDEX_MAGIC,
-        OFFSET_ENTRY_LEN,
-        base,
-        segment_bytes,
-    )?;
-    let times = check_file(
-        time_bytes,
-        TIME_INDEX_MAGIC,
-        TIME_ENTRY_LEN,
-        base,
-        segment_bytes,
-    )?;
+fn decode(offset_bytes: &[u8], time_bytes: &[u8], base: u64, segment_bytes: u64) -> Result<LoadedIndex, String> {
+    let offsets = check_file(offset_bytes, OFFSET_INDEX_MAGIC, OFFSET_ENTRY_LEN, base, segment_bytes)?;
+    let times = check_file(time_bytes, TIME_INDEX_MAGIC, TIME_ENTRY_LEN, base, segment_bytes)?;
     if offsets.next_offset != times.next_offset || offsets.max_timestamp != times.max_timestamp {
         return Err("offset and time index disagree".to_string());
     }
     if offsets.next_offset < base || (segment_bytes == 0) != (offsets.next_offset == base) {
-        return Err(format!(
-            "next offset {} inconsistent with base {base}",
-            offsets.next_offset
-        ));
+        return Err(format!("next offset {} inconsistent with base {base}", offsets.next_offset));
     }
-    let mut index = SegmentIndex {
-        max_timestamp: offsets.max_timestamp,
-        ..SegmentIndex::default()
-    };
+    let mut index = SegmentIndex { max_timestamp: offsets.max_timestamp, ..SegmentIndex::default() };
     for entry in offsets.entries.chunks_exact(OFFSET_ENTRY_LEN) {
         let (relative, position) = (u32_at(entry, 0), u32_at(entry, 4));
-        let increasing = index
-            .offset_entries
-            .last()
-            .is_none_or(|&(r, p)| r < relative && p < position);
-        if !increasing
-            || u64::from(position) >= segment_bytes
-            || base + u64::from(relative) >= offsets.next_offset
-        {
-            return Err(format!(
-                "offset index entry ({relative}, {position}) out of order or range"
-            ));
+        let increasing = index.offset_entries.last().is_none_or(|&(r, p)| r < relative && p < position);
+        if !increasing || u64::from(position) >= segment_bytes || base + u64::from(relative) >= offsets.next_offset {
+            return Err(format!("offset index entry ({relative}, {position}) out of order or range"));
         }
         index.offset_entries.push((relative, position));
     }
     for entry in times.entries.chunks_exact(TIME_ENTRY_LEN) {
         let (timestamp, relative) = (u64_at(entry, 0) as i64, u32_at(entry, 8));
-        let increasing = index
-            .time_entries
-            .last()
-            .is_none_or(|&(t, r)| t < timestamp && r < relative);
+        let increasing = index.time_entries.last().is_none_or(|&(t, r)| t < timestamp && r < relative);
         if !increasing || base + u64::from(relative) >= offsets.next_offset {
-            return Err(format!(
-                "time index entry ({timestamp}, {relative}) out of order or range"
-            ));
+            return Err(format!("time index entry ({timestamp}, {relative}) out of order or range"));
         }
         index.time_entries.push((timestamp, relative));
     }
-    Ok(LoadedIndex {
-        index,
-        next_offset: offsets.next_offset,
-    })
+    Ok(LoadedIndex { index, next_offset: offsets.next_offset })
 }
 
 #[cfg(test)]
@@ -387,19 +290,13 @@ mod tests {
     fn stale_or_corrupt_index_is_rejected() {
         let dir = tempfile::tempdir().expect("tempdir");
         persist(dir.path(), 40, 300, 53, &sample(), true).expect("persist");
-        assert!(
-            load(dir.path(), 40, 301).expect("load").is_none(),
-            "segment grew: stale"
-        );
+        assert!(load(dir.path(), 40, 301).expect("load").is_none(), "segment grew: stale");
         let path = meta::segment_file(dir.path(), 40, INDEX_EXTENSION);
         let mut bytes = fs::read(&path).expect("read");
         for position in 0..bytes.len() {
             bytes[position] ^= 0x01;
             fs::write(&path, &bytes).expect("write");
-            assert!(
-                load(dir.path(), 40, 300).expect("load").is_none(),
-                "flip at {position} detected"
-            );
+            assert!(load(dir.path(), 40, 300).expect("load").is_none(), "flip at {position} detected");
             bytes[position] ^= 0x01;
         }
         fs::write(&path, &bytes).expect("write");

@@ -103,19 +103,12 @@ impl Log {
         self.check_not_failed()?;
         let max = self.config.segment_bytes_effective();
         if batch.len() as u64 > max {
-            return Err(LogError::BatchTooLarge {
-                size: batch.len(),
-                max,
-            });
+            return Err(LogError::BatchTooLarge { size: batch.len(), max });
         }
         let mut header = batch::validate_for_append(batch)?;
         let base_offset = self.log_end_offset();
-        let last_offset =
-            base_offset + u64::try_from(header.last_offset_delta).expect("validated: delta >= 0");
-        assert!(
-            last_offset < i64::MAX as u64,
-            "offsets stay within Kafka's i64 range"
-        );
+        let last_offset = base_offset + u64::try_from(header.last_offset_delta).expect("validated: delta >= 0");
+        assert!(last_offset < i64::MAX as u64, "offsets stay within Kafka's i64 range");
         batch::set_base_offset(batch, base_offset);
         header.base_offset = base_offset as i64;
         if self.should_roll(batch.len() as u64, last_offset, now_ms) {
@@ -125,15 +118,8 @@ impl Log {
         let interval = self.config.index_interval_bytes;
         let written = self.active_mut().append(batch, &header, now_ms, interval);
         self.latch_on_error(written)?;
-        debug_assert!(
-            batch::verify_crc(batch),
-            "rewriting the base offset keeps the CRC valid"
-        );
-        assert_eq!(
-            self.log_end_offset(),
-            last_offset + 1,
-            "the log end offset moved past the batch"
-        );
+        debug_assert!(batch::verify_crc(batch), "rewriting the base offset keeps the CRC valid");
+        assert_eq!(self.log_end_offset(), last_offset + 1, "the log end offset moved past the batch");
         Ok(AppendInfo {
             base_offset,
             last_offset,
@@ -150,9 +136,7 @@ impl Log {
         }
         let too_big = active.size + batch_bytes > self.config.segment_bytes_effective();
         let too_old = match (self.config.segment_ms_max, active.first_batch_time_ms) {
-            (Some(max), Some(first)) => {
-                now_ms.saturating_sub(first) > i64::try_from(max).unwrap_or(i64::MAX)
-            }
+            (Some(max), Some(first)) => now_ms.saturating_sub(first) > i64::try_from(max).unwrap_or(i64::MAX),
             _ => false,
         };
         let offsets_overflow = last_offset - active.base_offset > u64::from(u32::MAX);
@@ -174,9 +158,7 @@ impl Log {
         );
         if !skip_fsync {
             let base = old.base_offset;
-            old.file
-                .sync_data()
-                .context(|| format!("fdatasync segment {base} at roll"))?;
+            old.file.sync_data().context(|| format!("fdatasync segment {base} at roll"))?;
         }
         old.persist_index(&dir, skip_fsync)?;
         let segment = Segment::create(&dir, new_base)?;
@@ -206,32 +188,18 @@ impl Log {
             .map(|segment| segment.file.try_clone())
             .collect::<io::Result<Vec<File>>>()
             .context(|| "clone segment file handle for sync".to_string())?;
-        Ok(SyncPlan {
-            files,
-            end_offset: self.log_end_offset(),
-            skip_fsync: self.config.unsafe_skip_fsync,
-        })
+        Ok(SyncPlan { files, end_offset: self.log_end_offset(), skip_fsync: self.config.unsafe_skip_fsync })
     }
 
     /// Second half: records the outcome of `SyncPlan::execute`. A failure latches the log.
-    pub fn complete_sync(
-        &mut self,
-        plan_end_offset: u64,
-        result: io::Result<()>,
-    ) -> Result<u64, LogError> {
+    pub fn complete_sync(&mut self, plan_end_offset: u64, result: io::Result<()>) -> Result<u64, LogError> {
         if let Err(source) = result {
             self.failed = true;
             tracing::error!(dir = %self.dir.display(), error = %source, "fdatasync failed; log latched");
-            return Err(LogError::io(
-                format!("fdatasync segments of {}", self.dir.display()),
-                source,
-            ));
+            return Err(LogError::io(format!("fdatasync segments of {}", self.dir.display()), source));
         }
         self.check_not_failed()?;
-        assert!(
-            plan_end_offset <= self.log_end_offset(),
-            "a sync plan never covers offsets not yet appended"
-        );
+        assert!(plan_end_offset <= self.log_end_offset(), "a sync plan never covers offsets not yet appended");
         self.durable_end_offset = self.durable_end_offset.max(plan_end_offset);
         Ok(self.durable_end_offset)
     }
@@ -282,14 +250,8 @@ impl Log {
             self.failed |= persisted.is_err();
             persisted?;
         }
-        let marked = meta::fsync_dir(&dir, skip_fsync).and_then(|()| {
-            meta::write_meta(
-                &dir,
-                MetaKind::CleanShutdown,
-                self.log_end_offset(),
-                skip_fsync,
-            )
-        });
+        let marked = meta::fsync_dir(&dir, skip_fsync)
+            .and_then(|()| meta::write_meta(&dir, MetaKind::CleanShutdown, self.log_end_offset(), skip_fsync));
         self.latch_on_error(marked)
     }
 
@@ -298,8 +260,7 @@ impl Log {
         let dir = self.dir.clone();
         let skip_fsync = self.config.unsafe_skip_fsync;
         drop(self);
-        std::fs::remove_dir_all(&dir)
-            .context(|| format!("remove log directory {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir).context(|| format!("remove log directory {}", dir.display()))?;
         match dir.parent() {
             Some(parent) => meta::fsync_dir(parent, skip_fsync),
             None => Ok(()),
@@ -323,14 +284,10 @@ impl Log {
     }
 
     pub(crate) fn active(&self) -> &Segment {
-        self.segments
-            .last()
-            .expect("a log always has an active segment")
+        self.segments.last().expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments
-            .last_mut()
-            .expect("a log always has an active segment")
+        self.segments.last_mut().expect("a log always has an active segment")
     }
 }

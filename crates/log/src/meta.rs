@@ -62,29 +62,17 @@ pub(crate) fn fsync_dir(dir: &Path, skip_fsync: bool) -> Result<(), LogError> {
     if skip_fsync {
         return Ok(());
     }
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .context(|| format!("fsync directory {}", dir.display()))
+    File::open(dir).and_then(|handle| handle.sync_all()).context(|| format!("fsync directory {}", dir.display()))
 }
 
 /// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, fsync directory.
-pub(crate) fn write_atomic(
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-    skip_fsync: bool,
-) -> Result<(), LogError> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], skip_fsync: bool) -> Result<(), LogError> {
     write_file_durably(dir, name, bytes, skip_fsync)?;
     fsync_dir(dir, skip_fsync)
 }
 
 /// Like `write_atomic` but leaves the directory fsync to the caller (batching several renames).
-pub(crate) fn write_file_durably(
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-    skip_fsync: bool,
-) -> Result<(), LogError> {
+pub(crate) fn write_file_durably(dir: &Path, name: &str, bytes: &[u8], skip_fsync: bool) -> Result<(), LogError> {
     let final_path = dir.join(name);
     let temp_path = dir.join(format!("{name}{TEMP_SUFFIX}"));
     let mut file = OpenOptions::new()
@@ -93,23 +81,16 @@ pub(crate) fn write_file_durably(
         .truncate(true)
         .open(&temp_path)
         .context(|| format!("create {}", temp_path.display()))?;
-    file.write_all(bytes)
-        .context(|| format!("write {}", temp_path.display()))?;
+    file.write_all(bytes).context(|| format!("write {}", temp_path.display()))?;
     if !skip_fsync {
-        file.sync_all()
-            .context(|| format!("fsync {}", temp_path.display()))?;
+        file.sync_all().context(|| format!("fsync {}", temp_path.display()))?;
     }
     fs::rename(&temp_path, &final_path)
         .context(|| format!("rename {} to {}", temp_path.display(), final_path.display()))
 }
 
 /// Writes one metadata value atomically and durably.
-pub(crate) fn write_meta(
-    dir: &Path,
-    kind: MetaKind,
-    value: u64,
-    skip_fsync: bool,
-) -> Result<(), LogError> {
+pub(crate) fn write_meta(dir: &Path, kind: MetaKind, value: u64, skip_fsync: bool) -> Result<(), LogError> {
     let mut bytes = Vec::with_capacity(META_LEN);
     bytes.extend_from_slice(META_MAGIC);
     bytes.extend_from_slice(&META_VERSION.to_be_bytes());

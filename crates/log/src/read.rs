@@ -10,12 +10,7 @@ impl Log {
     /// at least one batch if one exists below `upper_bound`; never a batch whose base offset is
     /// `>= upper_bound` (pass the high watermark or last stable offset). Bytes are returned as
     /// stored. `offset` outside `[log_start_offset, log_end_offset]` is `OffsetOutOfRange`.
-    pub fn read(
-        &self,
-        offset: u64,
-        max_bytes: usize,
-        upper_bound: u64,
-    ) -> Result<Vec<u8>, LogError> {
+    pub fn read(&self, offset: u64, max_bytes: usize, upper_bound: u64) -> Result<Vec<u8>, LogError> {
         self.check_in_range(offset)?;
         let mut out = Vec::new();
         if offset == self.log_end_offset() {
@@ -24,13 +19,7 @@ impl Log {
         let mut index = self.segment_index_for(offset);
         let mut position = self.segments[index].position_of(offset)?;
         loop {
-            let stop = read_from_segment(
-                &self.segments[index],
-                position,
-                max_bytes,
-                upper_bound,
-                &mut out,
-            )?;
+            let stop = read_from_segment(&self.segments[index], position, max_bytes, upper_bound, &mut out)?;
             if stop || index + 1 == self.segments.len() {
                 return Ok(out);
             }
@@ -45,11 +34,7 @@ impl Log {
     /// Batch granularity: records are not decoded.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, LogError> {
         let start = self.log_start_offset;
-        for segment in self
-            .segments
-            .iter()
-            .filter(|segment| segment.next_offset > start)
-        {
+        for segment in self.segments.iter().filter(|segment| segment.next_offset > start) {
             let Some((segment_max, _)) = segment.index.max_timestamp else {
                 continue;
             };
@@ -61,10 +46,7 @@ impl Log {
             while position < segment.size {
                 let header = segment.header_at(position)?;
                 if header.last_offset() as u64 >= start && header.max_timestamp >= timestamp_ms {
-                    return Ok(Some((
-                        (header.base_offset as u64).max(start),
-                        header.max_timestamp,
-                    )));
+                    return Ok(Some(((header.base_offset as u64).max(start), header.max_timestamp)));
                 }
                 position += header.total_len() as u64;
             }
@@ -77,11 +59,7 @@ impl Log {
     pub fn max_timestamp(&self) -> Option<(u64, i64)> {
         let start = self.log_start_offset;
         let mut best: Option<(u64, i64)> = None;
-        for segment in self
-            .segments
-            .iter()
-            .filter(|segment| segment.next_offset > start)
-        {
+        for segment in self.segments.iter().filter(|segment| segment.next_offset > start) {
             if let Some((timestamp, offset)) = segment.index.max_timestamp {
                 if best.is_none_or(|(_, best_timestamp)| timestamp > best_timestamp) {
                     best = Some((offset.max(start), timestamp));
@@ -104,9 +82,7 @@ impl Log {
 
     /// Index of the segment whose range holds `offset` (the last with base offset `<= offset`).
     pub(crate) fn segment_index_for(&self, offset: u64) -> usize {
-        let after = self
-            .segments
-            .partition_point(|segment| segment.base_offset <= offset);
+        let after = self.segments.partition_point(|segment| segment.base_offset <= offset);
         assert!(after > 0, "offset {offset} is not below the first segment");
         after - 1
     }
@@ -138,13 +114,7 @@ fn read_from_segment(
     let old_len = out.len();
     out.resize(old_len + want, 0);
     segment.read_exact_at(&mut out[old_len..], position)?;
-    let walked = walk_batches(
-        segment,
-        position,
-        &out[old_len..],
-        first.base_offset,
-        upper_bound,
-    );
+    let walked = walk_batches(segment, position, &out[old_len..], first.base_offset, upper_bound);
     let (used, hit_upper_bound) = match walked {
         Ok(walked) => walked,
         Err(error) => {
@@ -153,10 +123,7 @@ fn read_from_segment(
         }
     };
     out.truncate(old_len + used);
-    assert!(
-        used >= first.total_len(),
-        "the first batch is always whole in the chunk"
-    );
+    assert!(used >= first.total_len(), "the first batch is always whole in the chunk");
     Ok(hit_upper_bound || position + used as u64 != segment.size)
 }
 
@@ -182,10 +149,7 @@ fn walk_batches(
             ))
         };
         if header.base_offset != expected {
-            return Err(corrupt(format!(
-                "base offset {} where {expected} was expected",
-                header.base_offset
-            )));
+            return Err(corrupt(format!("base offset {} where {expected} was expected", header.base_offset)));
         }
         let in_file = usize::try_from(segment.size - position).unwrap_or(usize::MAX) - used;
         if let Some((_, problem)) = header.structure_problem(in_file) {
@@ -198,10 +162,7 @@ fn walk_batches(
         if used + length > chunk.len() {
             break;
         }
-        debug_assert!(
-            batch::verify_crc(&chunk[used..used + length]),
-            "stored batches keep their CRC"
-        );
+        debug_assert!(batch::verify_crc(&chunk[used..used + length]), "stored batches keep their CRC");
         used += length;
         expected = header.last_offset() + 1;
     }

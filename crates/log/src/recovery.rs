@@ -10,9 +10,7 @@ use crate::config::LogConfig;
 use crate::error::{IoContext, LogError};
 use crate::index::{self, LoadedIndex};
 use crate::log::{Log, RecoveryStats};
-use crate::meta::{
-    self, MetaKind, INDEX_EXTENSION, LOG_EXTENSION, TEMP_SUFFIX, TIME_INDEX_EXTENSION,
-};
+use crate::meta::{self, MetaKind, INDEX_EXTENSION, LOG_EXTENSION, TEMP_SUFFIX, TIME_INDEX_EXTENSION};
 use crate::segment::{self, Segment};
 
 /// A segment file found at open, before anything is known of its contents.
@@ -38,11 +36,7 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
     let mut raws = Vec::with_capacity(bases.len());
     for base_offset in bases {
         let (file, length) = segment::open_file(dir, base_offset)?;
-        raws.push(RawSegment {
-            base_offset,
-            file,
-            length,
-        });
+        raws.push(RawSegment { base_offset, file, length });
     }
     let mut stats = RecoveryStats::default();
     let mut segments = if raws.is_empty() {
@@ -124,20 +118,13 @@ fn list_segments(dir: &Path, skip_fsync: bool) -> Result<Vec<u64>, LogError> {
 
 /// After a clean shutdown: every index file valid and current, segments contiguous, and the
 /// last one ending at the marker's offset. `None` if anything disagrees (then recover).
-fn load_clean(
-    dir: &Path,
-    raws: &[RawSegment],
-    end_offset: u64,
-) -> Result<Option<Vec<LoadedIndex>>, LogError> {
+fn load_clean(dir: &Path, raws: &[RawSegment], end_offset: u64) -> Result<Option<Vec<LoadedIndex>>, LogError> {
     let mut loaded: Vec<LoadedIndex> = Vec::with_capacity(raws.len());
     for raw in raws {
         let Some(index) = index::load(dir, raw.base_offset, raw.length)? else {
             return Ok(None);
         };
-        if loaded
-            .last()
-            .is_some_and(|previous| previous.next_offset != raw.base_offset)
-        {
+        if loaded.last().is_some_and(|previous| previous.next_offset != raw.base_offset) {
             tracing::warn!(dir = %dir.display(), base_offset = raw.base_offset, "segments not contiguous; recovering");
             return Ok(None);
         }
@@ -155,8 +142,7 @@ fn build_clean(raws: Vec<RawSegment>, loaded: Vec<LoadedIndex>) -> Vec<Segment> 
     raws.into_iter()
         .zip(loaded)
         .map(|(raw, index)| {
-            let mut segment =
-                Segment::from_parts(raw.base_offset, raw.file, raw.length, index, None);
+            let mut segment = Segment::from_parts(raw.base_offset, raw.file, raw.length, index, None);
             segment.persisted_size = Some(raw.length);
             segment
         })
@@ -173,10 +159,7 @@ fn recover(
     config: &LogConfig,
     stats: &mut RecoveryStats,
 ) -> Result<Vec<Segment>, LogError> {
-    let first_scanned = raws
-        .iter()
-        .rposition(|raw| raw.base_offset <= recovery_point)
-        .unwrap_or(0);
+    let first_scanned = raws.iter().rposition(|raw| raw.base_offset <= recovery_point).unwrap_or(0);
     let mut segments: Vec<Segment> = Vec::with_capacity(raws.len());
     let mut rest = raws.into_iter().enumerate();
     for (position, raw) in rest.by_ref() {
@@ -188,8 +171,7 @@ fn recover(
                 break;
             }
         }
-        let (segment, complete) =
-            recover_segment(dir, raw, position < first_scanned, config, stats)?;
+        let (segment, complete) = recover_segment(dir, raw, position < first_scanned, config, stats)?;
         segments.push(segment);
         if !complete {
             break;
@@ -225,24 +207,15 @@ fn recover_segment(
 ) -> Result<(Segment, bool), LogError> {
     if trusted {
         if let Some(loaded) = index::load(dir, raw.base_offset, raw.length)? {
-            let mut segment =
-                Segment::from_parts(raw.base_offset, raw.file, raw.length, loaded, None);
+            let mut segment = Segment::from_parts(raw.base_offset, raw.file, raw.length, loaded, None);
             segment.persisted_size = Some(raw.length);
             return Ok((segment, true));
         }
     }
-    let scan = segment::scan(
-        &raw.file,
-        raw.length,
-        raw.base_offset,
-        config.index_interval_bytes,
-    )?;
+    let scan = segment::scan(&raw.file, raw.length, raw.base_offset, config.index_interval_bytes)?;
     stats.scanned_bytes += raw.length;
     stats.segments_scanned += 1;
-    assert!(
-        scan.valid_bytes <= raw.length,
-        "a scan stays inside the file"
-    );
+    assert!(scan.valid_bytes <= raw.length, "a scan stays inside the file");
     if let Some(problem) = &scan.problem {
         tracing::warn!(dir = %dir.display(), base_offset = raw.base_offset, position = scan.valid_bytes,
             offset = scan.next_offset, dropped_bytes = raw.length - scan.valid_bytes, %problem,
@@ -250,47 +223,27 @@ fn recover_segment(
         Segment::truncate_file(&raw.file, raw.base_offset, scan.valid_bytes)?;
         stats.truncated_bytes += raw.length - scan.valid_bytes;
     }
-    let loaded = LoadedIndex {
-        index: scan.index,
-        next_offset: scan.next_offset,
-    };
-    let segment = Segment::from_parts(
-        raw.base_offset,
-        raw.file,
-        scan.valid_bytes,
-        loaded,
-        scan.first_max_timestamp,
-    );
+    let loaded = LoadedIndex { index: scan.index, next_offset: scan.next_offset };
+    let segment = Segment::from_parts(raw.base_offset, raw.file, scan.valid_bytes, loaded, scan.first_max_timestamp);
     Ok((segment, scan.problem.is_none()))
 }
 
 /// Makes the recovered state durable (so `durable_end_offset == log_end_offset` after open)
 /// and moves the recovery point to the active segment so the next unclean open scans only it.
-fn seal_recovered(
-    dir: &Path,
-    segments: &mut [Segment],
-    recovery_point: u64,
-    skip_fsync: bool,
-) -> Result<(), LogError> {
+fn seal_recovered(dir: &Path, segments: &mut [Segment], recovery_point: u64, skip_fsync: bool) -> Result<(), LogError> {
     let Some((active, sealed)) = segments.split_last_mut() else {
         return Ok(());
     };
     for segment in sealed.iter_mut() {
         if segment.persisted_size.is_none() {
             if !skip_fsync {
-                segment
-                    .file
-                    .sync_data()
-                    .context(|| format!("fdatasync recovered segment {}", segment.base_offset))?;
+                segment.file.sync_data().context(|| format!("fdatasync recovered segment {}", segment.base_offset))?;
             }
             segment.persist_index(dir, skip_fsync)?;
         }
     }
     if !skip_fsync {
-        active
-            .file
-            .sync_data()
-            .context(|| format!("fdatasync recovered segment {}", active.base_offset))?;
+        active.file.sync_data().context(|| format!("fdatasync recovered segment {}", active.base_offset))?;
     }
     meta::fsync_dir(dir, skip_fsync)?;
     if active.base_offset > recovery_point {

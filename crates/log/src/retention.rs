@@ -18,14 +18,10 @@ impl Log {
         let mut total = self.size_bytes();
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
-            let by_size = self
-                .config
-                .retention_bytes
-                .is_some_and(|limit| total - oldest.size >= limit);
+            let by_size = self.config.retention_bytes.is_some_and(|limit| total - oldest.size >= limit);
             let by_time = match self.config.retention_ms {
                 Some(limit) => {
-                    now_ms.saturating_sub(segment_largest_timestamp(oldest))
-                        > i64::try_from(limit).unwrap_or(i64::MAX)
+                    now_ms.saturating_sub(segment_largest_timestamp(oldest)) > i64::try_from(limit).unwrap_or(i64::MAX)
                 }
                 None => false,
             };
@@ -78,15 +74,9 @@ impl Log {
     /// Removes the oldest (non-active) segment's files and forgets it; the log start offset
     /// moves to the next segment if it was below it. The caller fsyncs the directory.
     fn delete_oldest_segment(&mut self) -> Result<(), LogError> {
-        assert!(
-            self.segments.len() > 1,
-            "the active segment is never deleted"
-        );
+        assert!(self.segments.len() > 1, "the active segment is never deleted");
         let base_offset = self.segments[0].base_offset;
-        assert!(
-            self.segments[1].base_offset <= self.durable_end_offset,
-            "only durable segments are deleted"
-        );
+        assert!(self.segments[1].base_offset <= self.durable_end_offset, "only durable segments are deleted");
         segment::remove_files(&self.dir, base_offset)?;
         self.segments.remove(0);
         self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset);
@@ -102,14 +92,8 @@ fn segment_largest_timestamp(segment: &segment::Segment) -> i64 {
             return timestamp;
         }
     }
-    let modified = segment
-        .file
-        .metadata()
-        .and_then(|metadata| metadata.modified());
-    match modified
-        .ok()
-        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-    {
+    let modified = segment.file.metadata().and_then(|metadata| metadata.modified());
+    match modified.ok().and_then(|time| time.duration_since(UNIX_EPOCH).ok()) {
         Some(since_epoch) => i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX),
         None => i64::MAX,
     }

@@ -47,15 +47,9 @@ pub(crate) struct ScanResult {
 /// Opens an existing segment file read + write.
 pub(crate) fn open_file(dir: &Path, base_offset: u64) -> Result<(File, u64), LogError> {
     let path = meta::segment_file(dir, base_offset, LOG_EXTENSION);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .context(|| format!("open segment {}", path.display()))?;
-    let length = file
-        .metadata()
-        .context(|| format!("stat segment {}", path.display()))?
-        .len();
+    let file =
+        OpenOptions::new().read(true).write(true).open(&path).context(|| format!("open segment {}", path.display()))?;
+    let length = file.metadata().context(|| format!("stat segment {}", path.display()))?.len();
     Ok((file, length))
 }
 
@@ -73,10 +67,7 @@ impl Segment {
             base_offset,
             file,
             0,
-            LoadedIndex {
-                index: SegmentIndex::default(),
-                next_offset: base_offset,
-            },
+            LoadedIndex { index: SegmentIndex::default(), next_offset: base_offset },
             None,
         ))
     }
@@ -89,10 +80,7 @@ impl Segment {
         loaded: LoadedIndex,
         first_batch_time_ms: Option<i64>,
     ) -> Segment {
-        assert!(
-            loaded.next_offset >= base_offset,
-            "a segment does not end before it starts"
-        );
+        assert!(loaded.next_offset >= base_offset, "a segment does not end before it starts");
         Segment {
             base_offset,
             file,
@@ -106,30 +94,13 @@ impl Segment {
 
     /// Appends one already validated batch with its base offset assigned. On error the file may
     /// hold a partial batch past `size`; the caller latches.
-    pub fn append(
-        &mut self,
-        batch: &[u8],
-        header: &BatchHeader,
-        now_ms: i64,
-        interval: u32,
-    ) -> Result<(), LogError> {
-        assert_eq!(
-            header.base_offset as u64, self.next_offset,
-            "batches in a segment are contiguous"
-        );
-        assert_eq!(
-            header.total_len(),
-            batch.len(),
-            "header length matches the bytes written"
-        );
-        self.file.write_all_at(batch, self.size).context(|| {
-            format!(
-                "write batch at offset {} to segment {}",
-                self.next_offset, self.base_offset
-            )
-        })?;
-        self.index
-            .on_batch(self.base_offset, header, self.size, interval);
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, now_ms: i64, interval: u32) -> Result<(), LogError> {
+        assert_eq!(header.base_offset as u64, self.next_offset, "batches in a segment are contiguous");
+        assert_eq!(header.total_len(), batch.len(), "header length matches the bytes written");
+        self.file
+            .write_all_at(batch, self.size)
+            .context(|| format!("write batch at offset {} to segment {}", self.next_offset, self.base_offset))?;
+        self.index.on_batch(self.base_offset, header, self.size, interval);
         if self.size == 0 {
             self.first_batch_time_ms = Some(now_ms);
         }
@@ -141,13 +112,9 @@ impl Segment {
 
     /// Reads exactly `buffer.len()` bytes at `position`.
     pub fn read_exact_at(&self, buffer: &mut [u8], position: u64) -> Result<(), LogError> {
-        self.file.read_exact_at(buffer, position).context(|| {
-            format!(
-                "read {} bytes at {position} of segment {}",
-                buffer.len(),
-                self.base_offset
-            )
-        })
+        self.file
+            .read_exact_at(buffer, position)
+            .context(|| format!("read {} bytes at {position} of segment {}", buffer.len(), self.base_offset))
     }
 
     /// Reads and sanity-checks the batch header at `position` (a batch start below `size`).
@@ -162,9 +129,7 @@ impl Segment {
         if let Some((_, problem)) = header.structure_problem(available) {
             return Err(self.corrupt(position, &problem));
         }
-        if header.base_offset < self.base_offset as i64
-            || header.last_offset() >= self.next_offset as i64
-        {
+        if header.base_offset < self.base_offset as i64 || header.last_offset() >= self.next_offset as i64 {
             return Err(self.corrupt(position, "batch offsets outside the segment"));
         }
         Ok(header)
@@ -172,14 +137,8 @@ impl Segment {
 
     /// Position of the batch containing `offset` (`base_offset <= offset < next_offset`).
     pub fn position_of(&self, offset: u64) -> Result<u64, LogError> {
-        assert!(
-            offset >= self.base_offset,
-            "offset is in this segment (low)"
-        );
-        assert!(
-            offset < self.next_offset,
-            "offset is in this segment (high)"
-        );
+        assert!(offset >= self.base_offset, "offset is in this segment (low)");
+        assert!(offset < self.next_offset, "offset is in this segment (high)");
         let relative = u32::try_from(offset - self.base_offset).expect("relative offsets fit u32");
         let (indexed_relative, indexed_position) = self.index.lookup(relative);
         let mut position = u64::from(indexed_position);
@@ -187,13 +146,8 @@ impl Segment {
         loop {
             let header = self.header_at(position)?;
             if header.base_offset as u64 != expected {
-                return Err(self.corrupt(
-                    position,
-                    &format!(
-                        "base offset {} where {expected} was expected",
-                        header.base_offset
-                    ),
-                ));
+                return Err(self
+                    .corrupt(position, &format!("base offset {} where {expected} was expected", header.base_offset)));
             }
             if header.last_offset() as u64 >= offset {
                 return Ok(position);
@@ -204,10 +158,7 @@ impl Segment {
     }
 
     fn corrupt(&self, position: u64, problem: &str) -> LogError {
-        LogError::CorruptBatch(format!(
-            "segment {} position {position}: {problem}",
-            self.base_offset
-        ))
+        LogError::CorruptBatch(format!("segment {} position {position}: {problem}", self.base_offset))
     }
 
     /// Cuts the file to `length` bytes durably (recovery of a torn or corrupt tail).
@@ -222,14 +173,7 @@ impl Segment {
         if self.persisted_size == Some(self.size) {
             return Ok(false);
         }
-        index::persist(
-            dir,
-            self.base_offset,
-            self.size,
-            self.next_offset,
-            &self.index,
-            skip_fsync,
-        )?;
+        index::persist(dir, self.base_offset, self.size, self.next_offset, &self.index, skip_fsync)?;
         self.persisted_size = Some(self.size);
         Ok(true)
     }
@@ -273,18 +217,8 @@ impl ScanBuffer<'_> {
 /// Reads the segment from the start, validating every batch (header, length, magic, CRC32C,
 /// contiguous offsets from `base_offset`) and rebuilding the indexes. Stops at the first
 /// invalid or torn batch. I/O errors are returned, never mistaken for corruption.
-pub(crate) fn scan(
-    file: &File,
-    file_len: u64,
-    base_offset: u64,
-    interval: u32,
-) -> Result<ScanResult, LogError> {
-    let mut buffer = ScanBuffer {
-        file,
-        file_len,
-        bytes: Vec::new(),
-        start: 0,
-    };
+pub(crate) fn scan(file: &File, file_len: u64, base_offset: u64, interval: u32) -> Result<ScanResult, LogError> {
+    let mut buffer = ScanBuffer { file, file_len, bytes: Vec::new(), start: 0 };
     let mut result = ScanResult {
         index: SegmentIndex::default(),
         valid_bytes: 0,
@@ -306,29 +240,20 @@ pub(crate) fn scan(
             break;
         }
         if header.base_offset != result.next_offset as i64 {
-            result.problem = Some(format!(
-                "base offset {} where {} was expected",
-                header.base_offset, result.next_offset
-            ));
+            result.problem =
+                Some(format!("base offset {} where {} was expected", header.base_offset, result.next_offset));
             break;
         }
-        if position > u64::from(u32::MAX)
-            || header.last_offset() as u64 - base_offset > u64::from(u32::MAX)
-        {
-            result.problem =
-                Some("segment exceeds the 32-bit position or relative offset range".to_string());
+        if position > u64::from(u32::MAX) || header.last_offset() as u64 - base_offset > u64::from(u32::MAX) {
+            result.problem = Some("segment exceeds the 32-bit position or relative offset range".to_string());
             break;
         }
         if !batch::verify_crc(buffer.get(position, header.total_len())?) {
             result.problem = Some("CRC32C mismatch".to_string());
             break;
         }
-        result
-            .index
-            .on_batch(base_offset, &header, position, interval);
-        result
-            .first_max_timestamp
-            .get_or_insert(header.max_timestamp);
+        result.index.on_batch(base_offset, &header, position, interval);
+        result.first_max_timestamp.get_or_insert(header.max_timestamp);
         result.valid_bytes += header.total_len() as u64;
         result.next_offset = header.last_offset() as u64 + 1;
     }

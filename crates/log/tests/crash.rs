@@ -18,9 +18,8 @@ fn config() -> LogConfig {
 /// cache holds everything written, as after a process crash).
 fn crashed_log(dir: &Path) -> Vec<Stored> {
     let mut log = Log::open(dir, config()).expect("open");
-    let stored: Vec<Stored> = (0..16)
-        .map(|index| append(&mut log, 1 + index % 3, 20 + index as usize, index as i64))
-        .collect();
+    let stored: Vec<Stored> =
+        (0..16).map(|index| append(&mut log, 1 + index % 3, 20 + index as usize, index as i64)).collect();
     log.sync().expect("sync");
     assert!(log.segment_count() >= 3, "several segments");
     drop(log);
@@ -33,15 +32,9 @@ fn check_recovered(dir: &Path, survivors: &[Stored], what: &str) {
     let end = survivors.last().map_or(0, |batch| batch.last_offset + 1);
     assert_eq!(log.log_end_offset(), end, "{what}: log end offset");
     assert_eq!(log.durable_end_offset(), end, "{what}: durable after open");
-    let on_disk: u64 = segment_files(dir)
-        .iter()
-        .map(|path| fs::metadata(path).expect("stat").len())
-        .sum();
+    let on_disk: u64 = segment_files(dir).iter().map(|path| fs::metadata(path).expect("stat").len()).sum();
     let survivor_bytes: u64 = survivors.iter().map(|batch| batch.bytes.len() as u64).sum();
-    assert_eq!(
-        on_disk, survivor_bytes,
-        "{what}: the torn or corrupt tail was cut from the file"
-    );
+    assert_eq!(on_disk, survivor_bytes, "{what}: the torn or corrupt tail was cut from the file");
     for batch in survivors {
         assert_eq!(
             log.read(batch.base_offset, 1, end).expect("read"),
@@ -56,22 +49,11 @@ fn check_recovered(dir: &Path, survivors: &[Stored], what: &str) {
         "{what}: whole log"
     );
     let appended = append(&mut log, 2, 5, 99);
-    assert_eq!(
-        appended.base_offset, end,
-        "{what}: appends continue at the end"
-    );
+    assert_eq!(appended.base_offset, end, "{what}: appends continue at the end");
     drop(log);
     let log = Log::open(dir, config()).expect("reopen");
-    assert_eq!(
-        log.log_end_offset(),
-        end + 2,
-        "{what}: append survived reopen"
-    );
-    assert_eq!(
-        log.read(end, 1, end + 2).expect("read new"),
-        appended.bytes,
-        "{what}: appended batch"
-    );
+    assert_eq!(log.log_end_offset(), end + 2, "{what}: append survived reopen");
+    assert_eq!(log.read(end, 1, end + 2).expect("read new"), appended.bytes, "{what}: appended batch");
 }
 
 #[test]
@@ -79,27 +61,12 @@ fn truncation_at_every_byte_of_the_last_batches_recovers_the_prefix() {
     let source = tempfile::tempdir().expect("tempdir");
     let stored = crashed_log(source.path());
     let active = segment_files(source.path()).pop().expect("active segment");
-    let active_base: u64 = active
-        .file_stem()
-        .and_then(|stem| stem.to_str())
-        .and_then(|stem| stem.parse().ok())
-        .expect("base");
-    let in_active: Vec<&Stored> = stored
-        .iter()
-        .filter(|batch| batch.base_offset >= active_base)
-        .collect();
-    assert!(
-        in_active.len() >= 2,
-        "the active segment holds a few batches"
-    );
+    let active_base: u64 =
+        active.file_stem().and_then(|stem| stem.to_str()).and_then(|stem| stem.parse().ok()).expect("base");
+    let in_active: Vec<&Stored> = stored.iter().filter(|batch| batch.base_offset >= active_base).collect();
+    assert!(in_active.len() >= 2, "the active segment holds a few batches");
     let active_len = fs::metadata(&active).expect("stat").len();
-    let first_cut = active_len
-        - in_active
-            .iter()
-            .rev()
-            .take(3)
-            .map(|batch| batch.bytes.len() as u64)
-            .sum::<u64>();
+    let first_cut = active_len - in_active.iter().rev().take(3).map(|batch| batch.bytes.len() as u64).sum::<u64>();
     for cut in first_cut..active_len {
         let image = tempfile::tempdir().expect("tempdir");
         copy_dir(source.path(), image.path());
@@ -145,11 +112,7 @@ fn a_flipped_byte_in_the_last_batch_drops_it_and_only_it() {
         let mut bytes = fs::read(&path).expect("read");
         bytes[start + byte] ^= 0x40;
         fs::write(&path, &bytes).expect("write");
-        check_recovered(
-            image.path(),
-            survivors,
-            &format!("flip at byte {byte} of the last batch"),
-        );
+        check_recovered(image.path(), survivors, &format!("flip at byte {byte} of the last batch"));
     }
 }
 
@@ -157,102 +120,59 @@ fn a_flipped_byte_in_the_last_batch_drops_it_and_only_it() {
 fn clean_shutdown_skips_the_scan() {
     let dir = tempfile::tempdir().expect("tempdir");
     crashed_log(dir.path());
-    Log::open(dir.path(), config())
-        .expect("recover")
-        .close()
-        .expect("close");
+    Log::open(dir.path(), config()).expect("recover").close().expect("close");
     assert!(dir.path().join("clean-shutdown").exists());
     let log = Log::open(dir.path(), config()).expect("open");
     let stats = log.recovery_stats();
     assert!(stats.clean, "clean shutdown recognised");
     assert_eq!(stats.scanned_bytes, 0, "nothing scanned");
     assert_eq!(stats.truncated_bytes, 0);
-    assert!(
-        !dir.path().join("clean-shutdown").exists(),
-        "marker removed at open"
-    );
+    assert!(!dir.path().join("clean-shutdown").exists(), "marker removed at open");
     drop(log);
     let log = Log::open(dir.path(), config()).expect("open after crash");
-    assert!(
-        !log.recovery_stats().clean,
-        "a crash after a clean open is not clean"
-    );
+    assert!(!log.recovery_stats().clean, "a crash after a clean open is not clean");
 }
 
 #[test]
 fn unclean_open_scans_only_after_the_recovery_point() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stored = crashed_log(dir.path());
-    let active_len = fs::metadata(segment_files(dir.path()).pop().expect("active"))
-        .expect("stat")
-        .len();
+    let active_len = fs::metadata(segment_files(dir.path()).pop().expect("active")).expect("stat").len();
     let log = Log::open(dir.path(), config()).expect("open");
     let stats = log.recovery_stats();
     assert!(!stats.clean);
     assert_eq!(stats.segments_scanned, 1, "only the active segment");
-    assert_eq!(
-        stats.scanned_bytes, active_len,
-        "only the active segment's bytes"
-    );
+    assert_eq!(stats.scanned_bytes, active_len, "only the active segment's bytes");
     assert_eq!(stats.truncated_bytes, 0);
-    assert_eq!(
-        log.log_end_offset(),
-        stored.last().expect("batches").last_offset + 1
-    );
+    assert_eq!(log.log_end_offset(), stored.last().expect("batches").last_offset + 1);
 }
 
 #[test]
 fn missing_recovery_point_scans_everything_and_bad_index_files_are_rebuilt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stored = crashed_log(dir.path());
-    let total: u64 = segment_files(dir.path())
-        .iter()
-        .map(|path| fs::metadata(path).expect("stat").len())
-        .sum();
+    let total: u64 = segment_files(dir.path()).iter().map(|path| fs::metadata(path).expect("stat").len()).sum();
     for entry in fs::read_dir(dir.path()).expect("read_dir") {
         let path = entry.expect("entry").path();
-        if path
-            .extension()
-            .is_some_and(|extension| extension == "index")
-        {
+        if path.extension().is_some_and(|extension| extension == "index") {
             let mut bytes = fs::read(&path).expect("read");
             bytes[20] ^= 1;
             fs::write(&path, &bytes).expect("write");
         }
     }
     let log = Log::open(dir.path(), config()).expect("open");
-    assert_eq!(
-        log.recovery_stats().scanned_bytes,
-        total,
-        "corrupt trusted indexes rebuilt by scanning"
-    );
+    assert_eq!(log.recovery_stats().scanned_bytes, total, "corrupt trusted indexes rebuilt by scanning");
     let end = log.log_end_offset();
-    assert_eq!(
-        log.read(0, usize::MAX, end).expect("read"),
-        expected_read(&stored, 0, usize::MAX, end)
-    );
+    assert_eq!(log.read(0, usize::MAX, end).expect("read"), expected_read(&stored, 0, usize::MAX, end));
     drop(log);
-    let active_len = fs::metadata(segment_files(dir.path()).pop().expect("active"))
-        .expect("stat")
-        .len();
+    let active_len = fs::metadata(segment_files(dir.path()).pop().expect("active")).expect("stat").len();
     let log = Log::open(dir.path(), config()).expect("open");
-    assert_eq!(
-        log.recovery_stats().scanned_bytes,
-        active_len,
-        "rebuilt index files were persisted"
-    );
+    assert_eq!(log.recovery_stats().scanned_bytes, active_len, "rebuilt index files were persisted");
     drop(log);
     fs::remove_file(dir.path().join("recovery-point")).expect("remove");
     let log = Log::open(dir.path(), config()).expect("open");
-    assert_eq!(
-        log.recovery_stats().scanned_bytes,
-        total,
-        "no recovery point: everything is scanned"
-    );
-    assert_eq!(
-        log.read(0, usize::MAX, end).expect("read"),
-        expected_read(&stored, 0, usize::MAX, end)
-    );
+    assert_eq!(log.recovery_stats().scanned_bytes, total, "no recovery point: everything is scanned");
+    assert_eq!(log.read(0, usize::MAX, end).expect("read"), expected_read(&stored, 0, usize::MAX, end));
     drop(log);
     let log = Log::open(dir.path(), config()).expect("open");
     assert_eq!(
@@ -268,11 +188,7 @@ fn debris_is_cleaned_up_at_open() {
     let stored = crashed_log(dir.path());
     let end = stored.last().expect("batches").last_offset + 1;
     fs::write(dir.path().join("recovery-point.tmp"), b"half written").expect("temp");
-    fs::write(
-        dir.path().join(format!("{:020}.index", end + 50)),
-        b"orphan",
-    )
-    .expect("orphan");
+    fs::write(dir.path().join(format!("{:020}.index", end + 50)), b"orphan").expect("orphan");
     // A crash right after a roll created the next segment: a zero-length trailing file.
     fs::write(dir.path().join(format!("{end:020}.log")), b"").expect("empty segment");
     let mut log = Log::open(dir.path(), config()).expect("open");
@@ -294,14 +210,7 @@ fn empty_directory_opens_empty() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("topic-0");
     let log = Log::open(&path, config()).expect("open");
-    assert_eq!(
-        (
-            log.log_start_offset(),
-            log.log_end_offset(),
-            log.size_bytes()
-        ),
-        (0, 0, 0)
-    );
+    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.size_bytes()), (0, 0, 0));
     assert!(log.read(0, 100, 0).expect("read").is_empty());
     log.delete().expect("delete");
     assert!(!path.exists());

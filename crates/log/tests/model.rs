@@ -11,28 +11,14 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append {
-        records: u32,
-        payload_len: usize,
-        timestamp_ms: i64,
-    },
-    Read {
-        offset_pick: u64,
-        max_bytes: usize,
-        bound_pick: u64,
-    },
-    Timestamp {
-        timestamp_ms: i64,
-    },
+    Append { records: u32, payload_len: usize, timestamp_ms: i64 },
+    Read { offset_pick: u64, max_bytes: usize, bound_pick: u64 },
+    Timestamp { timestamp_ms: i64 },
     Sync,
     ReopenClean,
     ReopenUnclean,
-    AdvanceStart {
-        pick: u64,
-    },
-    RetainBytes {
-        retention_bytes: u64,
-    },
+    AdvanceStart { pick: u64 },
+    RetainBytes { retention_bytes: u64 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -70,26 +56,14 @@ impl Model {
 
 fn apply(log: &mut Log, model: &mut Model, op: &Op, dir: &std::path::Path, config: &LogConfig) {
     match *op {
-        Op::Append {
-            records,
-            payload_len,
-            timestamp_ms,
-        } => {
+        Op::Append { records, payload_len, timestamp_ms } => {
             let mut bytes = make_batch(records, payload_len, timestamp_ms);
             let info = log.append(&mut bytes, 0).expect("append");
             assert_eq!(info.base_offset, model.end());
-            model.stored.push(Stored {
-                base_offset: info.base_offset,
-                last_offset: info.last_offset,
-                bytes,
-            });
+            model.stored.push(Stored { base_offset: info.base_offset, last_offset: info.last_offset, bytes });
             model.timestamps.push(timestamp_ms);
         }
-        Op::Read {
-            offset_pick,
-            max_bytes,
-            bound_pick,
-        } => {
+        Op::Read { offset_pick, max_bytes, bound_pick } => {
             let (start, end) = (model.log_start_offset, model.end());
             let offset = start + offset_pick % (end - start + 1);
             let bound = bound_pick % (end + 2);
@@ -100,15 +74,9 @@ fn apply(log: &mut Log, model: &mut Model, op: &Op, dir: &std::path::Path, confi
                 "read({offset}, {max_bytes}, {bound})"
             );
             if start > 0 {
-                assert!(matches!(
-                    log.read(start - 1, max_bytes, bound),
-                    Err(LogError::OffsetOutOfRange { .. })
-                ));
+                assert!(matches!(log.read(start - 1, max_bytes, bound), Err(LogError::OffsetOutOfRange { .. })));
             }
-            assert!(matches!(
-                log.read(end + 1, max_bytes, bound),
-                Err(LogError::OffsetOutOfRange { .. })
-            ));
+            assert!(matches!(log.read(end + 1, max_bytes, bound), Err(LogError::OffsetOutOfRange { .. })));
         }
         Op::Timestamp { timestamp_ms } => {
             assert_eq!(
@@ -119,27 +87,17 @@ fn apply(log: &mut Log, model: &mut Model, op: &Op, dir: &std::path::Path, confi
         }
         Op::Sync => assert_eq!(log.sync().expect("sync"), model.end()),
         Op::ReopenClean => {
-            let closing = std::mem::replace(
-                log,
-                Log::open(&dir.join("scratch"), config.clone()).expect("scratch"),
-            );
+            let closing = std::mem::replace(log, Log::open(&dir.join("scratch"), config.clone()).expect("scratch"));
             closing.close().expect("close");
             *log = Log::open(dir, config.clone()).expect("reopen");
             assert!(log.recovery_stats().clean);
         }
         Op::ReopenUnclean => {
-            let crashed = std::mem::replace(
-                log,
-                Log::open(&dir.join("scratch"), config.clone()).expect("scratch"),
-            );
+            let crashed = std::mem::replace(log, Log::open(&dir.join("scratch"), config.clone()).expect("scratch"));
             drop(crashed);
             *log = Log::open(dir, config.clone()).expect("reopen");
             assert!(!log.recovery_stats().clean);
-            assert_eq!(
-                log.recovery_stats().truncated_bytes,
-                0,
-                "nothing lost without a torn write"
-            );
+            assert_eq!(log.recovery_stats().truncated_bytes, 0, "nothing lost without a torn write");
         }
         Op::AdvanceStart { pick } => {
             let (start, end) = (model.log_start_offset, model.end());
@@ -148,31 +106,20 @@ fn apply(log: &mut Log, model: &mut Model, op: &Op, dir: &std::path::Path, confi
             model.log_start_offset = target;
         }
         Op::RetainBytes { retention_bytes } => {
-            log.set_config(LogConfig {
-                retention_bytes: Some(retention_bytes),
-                ..config.clone()
-            });
+            log.set_config(LogConfig { retention_bytes: Some(retention_bytes), ..config.clone() });
             log.apply_retention(0).expect("retention");
             log.set_config(config.clone());
             let start = log.log_start_offset();
+            assert!(start >= model.log_start_offset, "retention never moves the start back");
             assert!(
-                start >= model.log_start_offset,
-                "retention never moves the start back"
-            );
-            assert!(
-                start == model.log_start_offset
-                    || model.stored.iter().any(|batch| batch.base_offset == start),
+                start == model.log_start_offset || model.stored.iter().any(|batch| batch.base_offset == start),
                 "retention cuts at batch boundaries"
             );
             model.log_start_offset = start;
         }
     }
     assert_eq!(log.log_end_offset(), model.end(), "after {op:?}");
-    assert_eq!(
-        log.log_start_offset(),
-        model.log_start_offset,
-        "after {op:?}"
-    );
+    assert_eq!(log.log_start_offset(), model.log_start_offset, "after {op:?}");
 }
 
 proptest! {

@@ -9,14 +9,7 @@ use once_log::{verify_crc, BatchHeader, Log, LogConfig, LogError};
 fn filled_log(dir: &std::path::Path, batches: usize) -> (Log, Vec<Stored>) {
     let mut log = Log::open(dir, small_config(600)).expect("open");
     let stored = (0..batches)
-        .map(|index| {
-            append(
-                &mut log,
-                1 + (index % 4) as u32,
-                10 + (index * 7) % 50,
-                1_000 + index as i64,
-            )
-        })
+        .map(|index| append(&mut log, 1 + (index % 4) as u32, 10 + (index * 7) % 50, 1_000 + index as i64))
         .collect();
     (log, stored)
 }
@@ -26,29 +19,15 @@ fn reads_from_every_offset_across_rolls() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, stored) = filled_log(dir.path(), 40);
     let end = log.log_end_offset();
-    assert!(
-        log.segment_count() > 4,
-        "small segments rolled: {}",
-        log.segment_count()
-    );
+    assert!(log.segment_count() > 4, "small segments rolled: {}", log.segment_count());
     assert_eq!(end, stored.last().expect("batches").last_offset + 1);
     for offset in 0..end {
         let one = log.read(offset, 1, end).expect("read one");
-        let containing = stored
-            .iter()
-            .find(|batch| batch.last_offset >= offset)
-            .expect("containing");
-        assert_eq!(
-            one, containing.bytes,
-            "read({offset}) starts with the batch containing it"
-        );
+        let containing = stored.iter().find(|batch| batch.last_offset >= offset).expect("containing");
+        assert_eq!(one, containing.bytes, "read({offset}) starts with the batch containing it");
         for max_bytes in [0, 150, 700, usize::MAX] {
             let got = log.read(offset, max_bytes, end).expect("read");
-            assert_eq!(
-                got,
-                expected_read(&stored, offset, max_bytes, end),
-                "read({offset}, {max_bytes})"
-            );
+            assert_eq!(got, expected_read(&stored, offset, max_bytes, end), "read({offset}, {max_bytes})");
         }
         let bound = stored[stored.len() / 2].base_offset;
         assert_eq!(
@@ -57,19 +36,10 @@ fn reads_from_every_offset_across_rolls() {
         );
     }
     assert!(log.read(end, 1000, end).expect("at end").is_empty());
-    assert!(matches!(
-        log.read(end + 1, 1000, end),
-        Err(LogError::OffsetOutOfRange { .. })
-    ));
+    assert!(matches!(log.read(end + 1, 1000, end), Err(LogError::OffsetOutOfRange { .. })));
     let all = log.read(0, usize::MAX, end).expect("all");
-    let offsets: Vec<i64> = headers(&all)
-        .iter()
-        .map(|header| header.base_offset)
-        .collect();
-    let expected: Vec<i64> = stored
-        .iter()
-        .map(|batch| batch.base_offset as i64)
-        .collect();
+    let offsets: Vec<i64> = headers(&all).iter().map(|header| header.base_offset).collect();
+    let expected: Vec<i64> = stored.iter().map(|batch| batch.base_offset as i64).collect();
     assert_eq!(offsets, expected);
     assert!(headers(&all).iter().all(|header| header.magic == 2));
 }
@@ -82,15 +52,7 @@ fn append_rewrites_base_offset_and_keeps_crc() {
     let mut bytes = make_batch(2, 5, 20);
     bytes[0..8].copy_from_slice(&12345i64.to_be_bytes());
     let info = log.append(&mut bytes, 20).expect("append");
-    assert_eq!(
-        (
-            info.base_offset,
-            info.last_offset,
-            info.records,
-            info.max_timestamp
-        ),
-        (3, 4, 2, 20)
-    );
+    assert_eq!((info.base_offset, info.last_offset, info.records, info.max_timestamp), (3, 4, 2, 20));
     assert_eq!(BatchHeader::parse(&bytes).expect("parse").base_offset, 3);
     assert_eq!(info.header.base_offset, 3);
     assert!(verify_crc(&bytes));
@@ -110,50 +72,26 @@ fn invalid_batches_are_rejected_without_harm() {
     let mut bad_crc = make_batch(2, 5, 10);
     let last = bad_crc.len() - 1;
     bad_crc[last] ^= 0xff;
-    assert!(matches!(
-        log.append(&mut bad_crc, 0),
-        Err(LogError::CorruptBatch(_))
-    ));
+    assert!(matches!(log.append(&mut bad_crc, 0), Err(LogError::CorruptBatch(_))));
     let mut bad_magic = make_batch(2, 5, 10);
     bad_magic[16] = 1;
-    assert!(matches!(
-        log.append(&mut bad_magic, 0),
-        Err(LogError::InvalidBatch(_))
-    ));
+    assert!(matches!(log.append(&mut bad_magic, 0), Err(LogError::InvalidBatch(_))));
     let mut no_records = make_batch_with(-1, -1, -1, 0, 0, 5, 10);
-    assert!(matches!(
-        log.append(&mut no_records, 0),
-        Err(LogError::InvalidBatch(_))
-    ));
+    assert!(matches!(log.append(&mut no_records, 0), Err(LogError::InvalidBatch(_))));
     let mut bad_delta = make_batch(3, 5, 10);
     bad_delta[23..27].copy_from_slice(&5i32.to_be_bytes());
     recrc(&mut bad_delta);
-    assert!(matches!(
-        log.append(&mut bad_delta, 0),
-        Err(LogError::InvalidBatch(_))
-    ));
+    assert!(matches!(log.append(&mut bad_delta, 0), Err(LogError::InvalidBatch(_))));
     let mut extra_byte = make_batch(1, 5, 10);
     extra_byte.push(0);
-    assert!(matches!(
-        log.append(&mut extra_byte, 0),
-        Err(LogError::CorruptBatch(_))
-    ));
+    assert!(matches!(log.append(&mut extra_byte, 0), Err(LogError::CorruptBatch(_))));
     let mut short_length = make_batch(1, 5, 10);
     short_length[8..12].copy_from_slice(&10i32.to_be_bytes());
-    assert!(matches!(
-        log.append(&mut short_length, 0),
-        Err(LogError::CorruptBatch(_))
-    ));
+    assert!(matches!(log.append(&mut short_length, 0), Err(LogError::CorruptBatch(_))));
     let mut too_short = vec![0u8; 30];
-    assert!(matches!(
-        log.append(&mut too_short, 0),
-        Err(LogError::InvalidBatch(_))
-    ));
+    assert!(matches!(log.append(&mut too_short, 0), Err(LogError::InvalidBatch(_))));
     let mut too_large = make_batch(1, 3_000, 10);
-    assert!(matches!(
-        log.append(&mut too_large, 0),
-        Err(LogError::BatchTooLarge { .. })
-    ));
+    assert!(matches!(log.append(&mut too_large, 0), Err(LogError::BatchTooLarge { .. })));
     assert!(!log.is_failed(), "rejecting input does not latch");
     assert_eq!(log.log_end_offset(), 1);
     append(&mut log, 2, 5, 10);
@@ -162,10 +100,7 @@ fn invalid_batches_are_rejected_without_harm() {
 
 /// First batch (in log order) whose max timestamp is >= `timestamp`.
 fn model_offset_for_timestamp(stored: &[(Stored, i64)], timestamp: i64) -> Option<(u64, i64)> {
-    stored
-        .iter()
-        .find(|(_, max)| *max >= timestamp)
-        .map(|(batch, max)| (batch.base_offset, *max))
+    stored.iter().find(|(_, max)| *max >= timestamp).map(|(batch, max)| (batch.base_offset, *max))
 }
 
 #[test]
@@ -175,22 +110,15 @@ fn timestamp_lookups_match_a_linear_search() {
     let mut log = Log::open(dir.path(), config.clone()).expect("open");
     assert_eq!(log.max_timestamp(), None);
     assert_eq!(log.offset_for_timestamp(0).expect("lookup"), None);
-    let timestamps = [
-        100, 50, 300, 300, 200, 700, 10, 900, 650, 905, 904, 1000, 20, 1500, 1400,
-    ];
+    let timestamps = [100, 50, 300, 300, 200, 700, 10, 900, 650, 905, 904, 1000, 20, 1500, 1400];
     let mut stored = Vec::new();
     for (index, &timestamp) in timestamps.iter().enumerate() {
-        stored.push((
-            append(&mut log, 1 + index as u32 % 3, 40, timestamp),
-            timestamp,
-        ));
+        stored.push((append(&mut log, 1 + index as u32 % 3, 40, timestamp), timestamp));
     }
     assert!(log.segment_count() > 2);
     let check = |log: &Log| {
-        for probe in [
-            -5, 0, 10, 50, 51, 100, 101, 300, 301, 650, 700, 701, 904, 905, 906, 1000, 1001, 1450,
-            1500, 1501,
-        ] {
+        for probe in [-5, 0, 10, 50, 51, 100, 101, 300, 301, 650, 700, 701, 904, 905, 906, 1000, 1001, 1450, 1500, 1501]
+        {
             assert_eq!(
                 log.offset_for_timestamp(probe).expect("lookup"),
                 model_offset_for_timestamp(&stored, probe),
@@ -215,32 +143,16 @@ fn timestamp_lookups_match_a_linear_search() {
 #[test]
 fn rolls_by_age() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = LogConfig {
-        segment_ms_max: Some(1_000),
-        ..small_config(1 << 20)
-    };
+    let config = LogConfig { segment_ms_max: Some(1_000), ..small_config(1 << 20) };
     let mut log = Log::open(dir.path(), config).expect("open");
-    log.append(&mut make_batch(1, 10, 0), 10_000)
-        .expect("append");
-    log.append(&mut make_batch(1, 10, 0), 10_500)
-        .expect("append");
-    log.append(&mut make_batch(1, 10, 0), 11_000)
-        .expect("append");
+    log.append(&mut make_batch(1, 10, 0), 10_000).expect("append");
+    log.append(&mut make_batch(1, 10, 0), 10_500).expect("append");
+    log.append(&mut make_batch(1, 10, 0), 11_000).expect("append");
     assert_eq!(log.segment_count(), 1, "not older than segment_ms_max yet");
-    log.append(&mut make_batch(1, 10, 0), 11_001)
-        .expect("append");
-    assert_eq!(
-        log.segment_count(),
-        2,
-        "first batch older than segment_ms_max"
-    );
-    log.append(&mut make_batch(1, 10, 0), 11_500)
-        .expect("append");
-    assert_eq!(
-        log.segment_count(),
-        2,
-        "age counts from the new segment's first batch"
-    );
+    log.append(&mut make_batch(1, 10, 0), 11_001).expect("append");
+    assert_eq!(log.segment_count(), 2, "first batch older than segment_ms_max");
+    log.append(&mut make_batch(1, 10, 0), 11_500).expect("append");
+    assert_eq!(log.segment_count(), 2, "age counts from the new segment's first batch");
 }
 
 #[test]
@@ -257,20 +169,13 @@ fn sync_advances_the_durable_end_offset() {
         append(&mut log, 1, 50, 0);
     }
     assert!(log.segment_count() > 1);
-    assert!(
-        log.durable_end_offset() > 2,
-        "a roll syncs the sealed segment"
-    );
+    assert!(log.durable_end_offset() > 2, "a roll syncs the sealed segment");
     let plan = log.prepare_sync().expect("plan");
     assert_eq!(plan.end_offset, 12);
     assert_eq!(plan.files.len(), 1, "only the active segment is unsynced");
     append(&mut log, 1, 10, 0);
     let result = plan.execute();
-    assert_eq!(
-        log.complete_sync(plan.end_offset, result)
-            .expect("complete"),
-        12
-    );
+    assert_eq!(log.complete_sync(plan.end_offset, result).expect("complete"), 12);
     assert_eq!(log.sync().expect("sync"), 13);
     let reopened = {
         log.close().expect("close");

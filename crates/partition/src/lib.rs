@@ -8,18 +8,22 @@
 //! stable offset and the dedup index here, beside the log.
 //!
 //! # Layout
-//! - [`partition`]: [`Partition`], the handle the broker holds; reads, offsets, retention, config.
-//! - [`writer`]: the writer loop and its group commit.
-//! - [`producer_state`]: idempotent-producer state and the pure duplicate/sequence check.
-//! - [`error`]: the partition errors, [`PartitionError`].
+//! - [`partition`] — [`Partition`], the handle the broker holds; reads, offsets, retention, config.
+//! - [`writer`] — the writer loop and its group commit.
+//! - [`producer_state`] — idempotent-producer state and the pure duplicate/sequence check.
+//! - `replay`: rebuilding producer state at open (snapshot, then the log after it).
+//! - `snapshot`: producer-state snapshot files, so restarts replay only the log's tail.
+//! - [`error`] — the partition errors, [`PartitionError`].
 
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod partition;
 pub mod producer_state;
+mod replay;
+mod snapshot;
 mod writer;
 
 pub use error::PartitionError;
 pub use once_log::{AppendInfo, LogConfig};
-pub use partition::{Partition, PartitionId};
+pub use partition::{Appended, Partition, PartitionId};

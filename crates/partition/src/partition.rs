@@ -1,13 +1,15 @@
 //! The partition handle: one writer task, many readers.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use once_log::{AppendInfo, Log, LogConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::PartitionError;
+use crate::producer_state::ProducerStates;
+use crate::replay;
 use crate::writer::{self, Command};
 
 /// Bound on append requests waiting for the writer: past it, produce gets a retriable error.
@@ -34,6 +36,10 @@ pub(crate) struct Shared {
     pub(crate) log: Mutex<Option<Log>>,
     /// End of the durable log: what consumers may read. Long polls wait on it.
     pub(crate) high_watermark: watch::Sender<u64>,
+    /// Idempotent-producer state. Only the writer changes it, always together with the log.
+    pub(crate) producers: Mutex<ProducerStates>,
+    /// The log directory, where the producer-state snapshot lives too.
+    pub(crate) dir: PathBuf,
 }
 
 impl Shared {
@@ -43,11 +49,40 @@ impl Shared {
         self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    pub(crate) fn lock_producers(&self) -> MutexGuard<'_, ProducerStates> {
+        self.producers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Runs `f` on the open log, or fails with [`PartitionError::Closed`].
-    pub(crate) fn with_log<T>(&self, f: impl FnOnce(&mut Log) -> Result<T, PartitionError>) -> Result<T, PartitionError> {
+    pub(crate) fn with_log<T>(
+        &self,
+        f: impl FnOnce(&mut Log) -> Result<T, PartitionError>,
+    ) -> Result<T, PartitionError> {
         match self.lock_log().as_mut() {
             Some(log) => f(log),
             None => Err(PartitionError::Closed(self.id.to_string())),
+        }
+    }
+}
+
+/// Where an appended batch is, once durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub max_timestamp: i64,
+    /// The batch was a retry of one already in the log: nothing was appended, and the offsets are the
+    /// original's.
+    pub duplicate: bool,
+}
+
+impl From<&AppendInfo> for Appended {
+    fn from(info: &AppendInfo) -> Self {
+        Appended {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            max_timestamp: info.max_timestamp,
+            duplicate: false,
         }
     }
 }
@@ -62,9 +97,16 @@ impl Partition {
     /// Opens (and recovers) the log in `dir` and starts its writer. Must run inside a tokio runtime.
     pub fn open(id: PartitionId, dir: &Path, config: LogConfig) -> Result<Partition, PartitionError> {
         let log = Log::open(dir, config)?;
+        let producers = replay::rebuild(dir, &log)?;
         let high_watermark = log.durable_end_offset();
         let (high_watermark, _) = watch::channel(high_watermark);
-        let shared = Arc::new(Shared { id, log: Mutex::new(Some(log)), high_watermark });
+        let shared = Arc::new(Shared {
+            id,
+            log: Mutex::new(Some(log)),
+            high_watermark,
+            producers: Mutex::new(producers),
+            dir: dir.to_path_buf(),
+        });
         let (appends, queue) = mpsc::channel(QUEUED_APPENDS_MAX);
         tokio::spawn(writer::run(shared.clone(), queue));
         Ok(Partition { shared, appends })
@@ -76,7 +118,10 @@ impl Partition {
 
     /// Queues one record batch for the writer *now* (so appends keep the order of calls) and returns a
     /// future that resolves once the batch is durable (fdatasync) — or with the reason it is not.
-    pub fn append(&self, batch: Vec<u8>) -> impl std::future::Future<Output = Result<AppendInfo, PartitionError>> + Send + 'static {
+    pub fn append(
+        &self,
+        batch: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
         let (reply, outcome) = oneshot::channel();
         let name = self.shared.id.to_string();
         let queued = self.appends.try_send(Command::Append { batch, reply }).map_err(|error| match error {
@@ -122,7 +167,11 @@ impl Partition {
 
     pub fn max_timestamp(&self) -> Option<(u64, i64)> {
         let high_watermark = self.high_watermark();
-        self.shared.with_log(|log| Ok(log.max_timestamp())).ok().flatten().filter(|(offset, _)| *offset < high_watermark)
+        self.shared
+            .with_log(|log| Ok(log.max_timestamp()))
+            .ok()
+            .flatten()
+            .filter(|(offset, _)| *offset < high_watermark)
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -139,6 +188,16 @@ impl Partition {
     /// Deletes segments past retention. Blocking (file deletion).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
         self.shared.with_log(|log| Ok(log.apply_retention(now_ms)?))
+    }
+
+    /// Forgets producers idle longer than `expiration_ms` (by their last batch timestamp).
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.shared.lock_producers().expire(now_ms, expiration_ms)
+    }
+
+    /// How many producers this partition remembers.
+    pub fn producer_count(&self) -> usize {
+        self.shared.lock_producers().len()
     }
 
     pub fn is_failed(&self) -> bool {

@@ -55,11 +55,14 @@ pub enum Decision {
 
 /// The sequence that follows `sequence`, wrapping at `i32::MAX` to 0 as Kafka does.
 pub fn next_sequence(sequence: i32) -> i32 {
-    if sequence == i32::MAX {
-        0
-    } else {
-        sequence + 1
-    }
+    add_to_sequence(sequence, 1)
+}
+
+/// `sequence + increment`, wrapping past `i32::MAX` to 0 (Kafka's `incrementSequence`): the last
+/// sequence of a batch is `base_sequence + last_offset_delta` in this arithmetic.
+pub fn add_to_sequence(sequence: i32, increment: i32) -> i32 {
+    debug_assert!(sequence >= 0 && increment >= 0, "sequences and increments are non-negative");
+    ((i64::from(sequence) + i64::from(increment)) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 /// Decides what to do with a batch of `epoch` carrying sequences `first_sequence..=last_sequence`.
@@ -68,7 +71,10 @@ pub fn check(entry: Option<&ProducerEntry>, epoch: i16, first_sequence: i32, las
         return Decision::Append;
     };
     if epoch == entry.epoch {
-        let cached = entry.batches.iter().find(|batch| batch.first_sequence == first_sequence && batch.last_sequence == last_sequence);
+        let cached = entry
+            .batches
+            .iter()
+            .find(|batch| batch.first_sequence == first_sequence && batch.last_sequence == last_sequence);
         if let Some(original) = cached {
             return Decision::Duplicate(*original);
         }
@@ -101,6 +107,14 @@ impl ProducerStates {
         self.producers.get(&producer_id)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(producer_id, entry)| (*producer_id, entry))
+    }
+
+    pub(crate) fn insert(&mut self, producer_id: i64, entry: ProducerEntry) {
+        self.producers.insert(producer_id, entry);
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
@@ -110,10 +124,16 @@ impl ProducerStates {
     }
 
     /// Records an appended batch (after [`check`] said [`Decision::Append`], or while replaying the log).
+    /// `last_append_ms` is the batch's max timestamp, as in Kafka, so expiry replays identically.
     pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMetadata, now_ms: i64) {
-        let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry { epoch, batches: VecDeque::new(), last_append_ms: now_ms });
+        let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            last_append_ms: now_ms,
+        });
+        // The live path records only what `check` accepted (never a lower epoch); a replayed log may
+        // hold a lower epoch after the producer's state had expired, and the log is the truth.
         if epoch != entry.epoch {
-            assert!(epoch > entry.epoch, "a fenced epoch {epoch} must never be recorded over {}", entry.epoch);
             entry.epoch = epoch;
             entry.batches.clear();
         }
@@ -157,11 +177,23 @@ mod tests {
         assert_eq!(check(entry, 0, 5, 9), Decision::Append, "continues");
         assert_eq!(check(entry, 0, 0, 4), Decision::Duplicate(batch(0, 5, 100)), "retry of a cached batch");
         assert_eq!(check(entry, 0, 6, 9), Decision::OutOfOrder { expected_first_sequence: 5 }, "gap");
-        assert_eq!(check(entry, 0, 1, 4), Decision::OutOfOrder { expected_first_sequence: 5 }, "overlap that is no cached batch");
+        assert_eq!(
+            check(entry, 0, 1, 4),
+            Decision::OutOfOrder { expected_first_sequence: 5 },
+            "overlap that is no cached batch"
+        );
         assert_eq!(check(entry, 1, 0, 3), Decision::Append, "new epoch starts at 0");
-        assert_eq!(check(entry, 1, 5, 9), Decision::OutOfOrder { expected_first_sequence: 0 }, "new epoch must start at 0");
+        assert_eq!(
+            check(entry, 1, 5, 9),
+            Decision::OutOfOrder { expected_first_sequence: 0 },
+            "new epoch must start at 0"
+        );
         states.record(1, 2, batch(0, 1, 200), 0);
-        assert_eq!(check(states.get(1), 1, 0, 4), Decision::Fenced { current_epoch: 2 }, "older epoch is fenced, even for a cached range");
+        assert_eq!(
+            check(states.get(1), 1, 0, 4),
+            Decision::Fenced { current_epoch: 2 },
+            "older epoch is fenced, even for a cached range"
+        );
     }
 
     #[test]

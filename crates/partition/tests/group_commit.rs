@@ -38,7 +38,10 @@ async fn concurrent_appends_are_acknowledged_at_dense_offsets() {
     }
     assert_eq!(partition.high_watermark(), next);
     partition.close().await.expect("close");
-    assert!(matches!(partition.append(make_batch(1, 1, 0)).await, Err(PartitionError::Closed(_))), "closed partitions refuse appends");
+    assert!(
+        matches!(partition.append(make_batch(1, 1, 0)).await, Err(PartitionError::Closed(_))),
+        "closed partitions refuse appends"
+    );
 
     let reopened = Partition::open(id(), dir.path(), LogConfig::default()).expect("reopen");
     assert_eq!(reopened.high_watermark(), next, "everything acknowledged is there after a clean close");

@@ -4,12 +4,12 @@
 //! the generated codecs of the `kafka-protocol` crate (no codec is hand-written here).
 //!
 //! # Layout
-//! - [`alloc`]: an allocator for binaries that decode untrusted frames (the one module with `unsafe`).
-//! - [`frame`]: the 4-byte length prefix and its bound.
-//! - [`versions`]: which APIs and versions Once advertises in ApiVersions, and which it can decode.
-//! - [`request`]: decoding a frame into a request header and a typed body, with typed errors for the
+//! - [`alloc`] — an allocator for binaries that decode untrusted frames (the one module with `unsafe`).
+//! - [`frame`] — the 4-byte length prefix and its bound.
+//! - [`versions`] — which APIs and versions Once advertises in ApiVersions, and which it can decode.
+//! - [`request`] — decoding a frame into a request header and a typed body, with typed errors for the
 //!   cases Kafka answers specially (unknown key, unsupported version, malformed body).
-//! - [`response`]: encoding a response with the header version its request calls for.
+//! - [`response`] — encoding a response with the header version its request calls for.
 
 #![deny(unsafe_code)]
 

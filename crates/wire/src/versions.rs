@@ -39,6 +39,23 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     same(ApiKey::DescribeConfigs, 1, 4),
     same(ApiKey::IncrementalAlterConfigs, 0, 1),
     same(ApiKey::DescribeCluster, 0, 1),
+    // Idempotent producers; v3+ carries KIP-360's epoch bump. Transactional ids are refused until the
+    // transaction coordinator exists.
+    same(ApiKey::InitProducerId, 0, 4),
+    // Consumer groups, classic protocol only (KIP-848's ConsumerGroupHeartbeat is not served).
+    // FindCoordinator stops at v4: v5 and v6 carry KIP-890 and share-group semantics.
+    // DescribeGroups stops at v5: v6 reports unknown groups with GROUP_ID_NOT_FOUND (KIP-1043).
+    same(ApiKey::FindCoordinator, 0, 4),
+    same(ApiKey::JoinGroup, 0, 9),
+    same(ApiKey::SyncGroup, 0, 5),
+    same(ApiKey::Heartbeat, 0, 4),
+    same(ApiKey::LeaveGroup, 0, 5),
+    same(ApiKey::OffsetCommit, 2, 9),
+    same(ApiKey::OffsetFetch, 1, 9),
+    same(ApiKey::OffsetDelete, 0, 0),
+    same(ApiKey::ListGroups, 0, 5),
+    same(ApiKey::DescribeGroups, 0, 5),
+    same(ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The entry for `api_key`, if Once serves that API at all.
@@ -62,8 +79,19 @@ mod tests {
             assert!(entry.served.min >= codec.min, "{:?} served below what the codec decodes", entry.api_key);
             assert!(entry.served.max <= codec.max, "{:?} served above what the codec decodes", entry.api_key);
             assert!(entry.advertised.min <= entry.served.min, "{:?} advertised range must cover served", entry.api_key);
-            assert!(entry.advertised.max == entry.served.max, "{:?} advertised max must equal served max", entry.api_key);
+            assert!(
+                entry.advertised.max == entry.served.max,
+                "{:?} advertised max must equal served max",
+                entry.api_key
+            );
         }
+    }
+
+    #[test]
+    fn only_the_classic_group_protocol_is_advertised() {
+        assert!(support(ApiKey::JoinGroup).is_some());
+        assert!(support(ApiKey::ConsumerGroupHeartbeat).is_none(), "KIP-848 must not be advertised");
+        assert!(support(ApiKey::ConsumerGroupDescribe).is_none(), "KIP-848 must not be advertised");
     }
 
     #[test]

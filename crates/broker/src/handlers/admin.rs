@@ -26,7 +26,8 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
-        let partitions = if topic.num_partitions == -1 { broker.config.default_partitions } else { topic.num_partitions };
+        let partitions =
+            if topic.num_partitions == -1 { broker.config.default_partitions } else { topic.num_partitions };
         let configs: BTreeMap<String, String> = topic
             .configs
             .iter()
@@ -50,7 +51,10 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
                 let result = result.with_topic_id(id);
                 // Partition count, replication factor and configs are in the response from v5.
                 if version >= 5 {
-                    result.with_num_partitions(partitions).with_replication_factor(1).with_configs(Some(describe_for_create(&config)))
+                    result
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(1)
+                        .with_configs(Some(describe_for_create(&config)))
                 } else {
                     result
                 }

@@ -37,7 +37,10 @@ pub fn describe(broker: &Broker, request: DescribeConfigsRequest, version: i16) 
         .map(|resource| {
             let wanted = |name: &str| {
                 // Null or empty asks for every key, as in Kafka.
-                resource.configuration_keys.as_ref().is_none_or(|keys| keys.is_empty() || keys.iter().any(|key| key.as_str() == name))
+                resource
+                    .configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.is_empty() || keys.iter().any(|key| key.as_str() == name))
             };
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
@@ -45,9 +48,9 @@ pub fn describe(broker: &Broker, request: DescribeConfigsRequest, version: i16) 
             match resource.resource_type {
                 RESOURCE_TOPIC => match broker.topics.get(resource.resource_name.as_str()) {
                     Some(topic) => result.with_configs(describe_topic(&topic.config(), &wanted, version)),
-                    None => result
-                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        .with_error_message(Some(str_bytes(&format!("topic '{}' does not exist", resource.resource_name)))),
+                    None => result.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_error_message(
+                        Some(str_bytes(&format!("topic '{}' does not exist", resource.resource_name))),
+                    ),
                 },
                 RESOURCE_BROKER => result.with_configs(describe_broker(broker, &wanted)),
                 other => result
@@ -59,7 +62,11 @@ pub fn describe(broker: &Broker, request: DescribeConfigsRequest, version: i16) 
     ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results))
 }
 
-fn describe_topic(config: &TopicConfig, wanted: &dyn Fn(&str) -> bool, version: i16) -> Vec<DescribeConfigsResourceResult> {
+fn describe_topic(
+    config: &TopicConfig,
+    wanted: &dyn Fn(&str) -> bool,
+    version: i16,
+) -> Vec<DescribeConfigsResourceResult> {
     CONFIG_KEYS
         .iter()
         .filter(|key| wanted(key.name))
@@ -116,7 +123,11 @@ pub async fn alter(broker: &Arc<Broker>, request: IncrementalAlterConfigsRequest
     ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(responses))
 }
 
-async fn alter_one(broker: &Broker, resource: &AlterConfigsResource, validate_only: bool) -> Result<(), (ResponseError, String)> {
+async fn alter_one(
+    broker: &Broker,
+    resource: &AlterConfigsResource,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
     if resource.resource_type != RESOURCE_TOPIC {
         return Err((ResponseError::InvalidRequest, "only topic configs can be altered".into()));
     }
@@ -126,8 +137,14 @@ async fn alter_one(broker: &Broker, resource: &AlterConfigsResource, validate_on
     let config = topic.config();
     let mut overrides = config.overrides.clone();
     for change in &resource.configs {
-        apply(&mut overrides, &config, change.name.as_str(), change.config_operation, change.value.as_ref().map(|value| value.as_str()))
-            .map_err(|message| (ResponseError::InvalidConfig, message))?;
+        apply(
+            &mut overrides,
+            &config,
+            change.name.as_str(),
+            change.config_operation,
+            change.value.as_ref().map(|value| value.as_str()),
+        )
+        .map_err(|message| (ResponseError::InvalidConfig, message))?;
     }
     if validate_only {
         return Ok(());
@@ -136,7 +153,13 @@ async fn alter_one(broker: &Broker, resource: &AlterConfigsResource, validate_on
 }
 
 /// Applies one incremental change to a topic's overrides.
-fn apply(overrides: &mut BTreeMap<String, String>, config: &TopicConfig, name: &str, operation: i8, value: Option<&str>) -> Result<(), String> {
+fn apply(
+    overrides: &mut BTreeMap<String, String>,
+    config: &TopicConfig,
+    name: &str,
+    operation: i8,
+    value: Option<&str>,
+) -> Result<(), String> {
     let key = topic_config::key(name).ok_or_else(|| format!("unknown topic config '{name}'"))?;
     let is_list = key.config_type == ConfigType::List;
     match operation {
@@ -151,7 +174,8 @@ fn apply(overrides: &mut BTreeMap<String, String>, config: &TopicConfig, name: &
         OPERATION_APPEND | OPERATION_SUBTRACT if is_list => {
             let value = value.ok_or_else(|| format!("APPEND/SUBTRACT of {name} needs a value"))?;
             let current = config.value_of(name).map(|(value, _)| value).unwrap_or_default();
-            let mut items: Vec<String> = current.split(',').map(str::trim).filter(|item| !item.is_empty()).map(String::from).collect();
+            let mut items: Vec<String> =
+                current.split(',').map(str::trim).filter(|item| !item.is_empty()).map(String::from).collect();
             for item in value.split(',').map(str::trim).filter(|item| !item.is_empty()) {
                 if operation == OPERATION_APPEND && !items.iter().any(|existing| existing == item) {
                     items.push(item.to_string());
@@ -163,7 +187,9 @@ fn apply(overrides: &mut BTreeMap<String, String>, config: &TopicConfig, name: &
             topic_config::validate(name, &joined)?;
             overrides.insert(name.to_string(), joined);
         }
-        OPERATION_APPEND | OPERATION_SUBTRACT => return Err(format!("{name} is not a list; APPEND and SUBTRACT apply to lists only")),
+        OPERATION_APPEND | OPERATION_SUBTRACT => {
+            return Err(format!("{name} is not a list; APPEND and SUBTRACT apply to lists only"))
+        }
         other => return Err(format!("unknown config operation {other}")),
     }
     Ok(())

@@ -61,7 +61,9 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) 
             Ok(result) => result,
             Err(error) => {
                 tracing::error!(%error, "fetch read task failed");
-                return ResponseKind::Fetch(FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code()));
+                return ResponseKind::Fetch(
+                    FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code()),
+                );
             }
         };
         let satisfied = bytes >= min_bytes.max(1) || any_error || watchers.is_empty();
@@ -100,7 +102,10 @@ async fn futures_any_changed(watchers: &mut [tokio::sync::watch::Receiver<u64>])
 }
 
 /// Reads every wanted partition; returns the responses, the record bytes, and whether any partition erred.
-fn read_all(wanted: &[(TopicName, Vec<Wanted>)], response_max_bytes: usize) -> (Vec<FetchableTopicResponse>, usize, bool) {
+fn read_all(
+    wanted: &[(TopicName, Vec<Wanted>)],
+    response_max_bytes: usize,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut budget = response_max_bytes;
     let mut total = 0;
     let mut any_error = false;
@@ -121,11 +126,18 @@ fn read_all(wanted: &[(TopicName, Vec<Wanted>)], response_max_bytes: usize) -> (
 fn read_one(wanted: &Wanted, budget: &mut usize, first: bool) -> PartitionData {
     let data = PartitionData::default().with_partition_index(wanted.index);
     let Some(partition) = wanted.partition.as_ref() else {
-        return data.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_high_watermark(-1).with_last_stable_offset(-1).with_log_start_offset(-1);
+        return data
+            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1);
     };
     let high_watermark = partition.high_watermark() as i64;
     let log_start_offset = partition.log_start_offset() as i64;
-    let data = data.with_high_watermark(high_watermark).with_last_stable_offset(high_watermark).with_log_start_offset(log_start_offset);
+    let data = data
+        .with_high_watermark(high_watermark)
+        .with_last_stable_offset(high_watermark)
+        .with_log_start_offset(log_start_offset);
     let Ok(offset) = u64::try_from(wanted.fetch_offset) else {
         return data.with_error_code(ResponseError::OffsetOutOfRange.code());
     };

@@ -32,7 +32,10 @@ pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: 
         lookups
             .into_iter()
             .map(|(name, partitions)| {
-                let partitions = partitions.into_iter().map(|(index, timestamp, partition)| look_up(index, timestamp, partition.as_deref(), version)).collect();
+                let partitions = partitions
+                    .into_iter()
+                    .map(|(index, timestamp, partition)| look_up(index, timestamp, partition.as_deref(), version))
+                    .collect();
                 ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions)
             })
             .collect::<Vec<_>>()
@@ -47,7 +50,10 @@ fn look_up(index: i32, timestamp: i64, partition: Option<&Partition>, version: i
     // The codec refuses fields a version does not carry; leader epoch exists from v4.
     let response = if version >= 4 { response.with_leader_epoch(0) } else { response };
     let Some(partition) = partition else {
-        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_offset(-1).with_timestamp(-1);
+        return response
+            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+            .with_offset(-1)
+            .with_timestamp(-1);
     };
     let found: Result<Option<(u64, i64)>, PartitionError> = match timestamp {
         LATEST => Ok(Some((partition.high_watermark(), -1))),

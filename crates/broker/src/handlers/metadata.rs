@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, ResponseKind, TopicName};
 use once_wire::ResponseError;
 
@@ -23,7 +25,11 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
             let mut topics = Vec::with_capacity(requested.len());
             for topic in requested {
                 let Some(name) = topic.name else {
-                    topics.push(MetadataResponseTopic::default().with_error_code(ResponseError::UnknownTopicId.code()).with_topic_id(topic.topic_id));
+                    topics.push(
+                        MetadataResponseTopic::default()
+                            .with_error_code(ResponseError::UnknownTopicId.code())
+                            .with_topic_id(topic.topic_id),
+                    );
                     continue;
                 };
                 topics.push(requested_topic(broker, &name.0, allow_create).await);

@@ -1,14 +1,15 @@
 //! Kafka request handlers: each turns a typed request into a typed response.
 //!
 //! # Layout
-//! - [`api_versions`]: ApiVersions, including the KIP-511 fallback.
-//! - [`metadata`]: Metadata, with topic auto-creation.
-//! - [`produce`]: Produce: validation, durable append, per-partition results.
-//! - [`fetch`]: Fetch with long polling.
-//! - [`list_offsets`]: ListOffsets by earliest, latest, max timestamp and timestamp.
-//! - [`admin`]: CreateTopics, DeleteTopics, CreatePartitions.
-//! - [`configs`]: DescribeConfigs, IncrementalAlterConfigs.
-//! - [`cluster`]: DescribeCluster.
+//! - [`api_versions`] — ApiVersions, including the KIP-511 fallback.
+//! - [`metadata`] — Metadata, with topic auto-creation.
+//! - [`produce`] — Produce: validation, durable append, per-partition results.
+//! - [`producer`] — InitProducerId for idempotent producers.
+//! - [`fetch`] — Fetch with long polling.
+//! - [`list_offsets`] — ListOffsets by earliest, latest, max timestamp and timestamp.
+//! - [`admin`] — CreateTopics, DeleteTopics, CreatePartitions.
+//! - [`configs`] — DescribeConfigs, IncrementalAlterConfigs.
+//! - [`cluster`] — DescribeCluster.
 
 pub mod admin;
 pub mod api_versions;
@@ -18,6 +19,7 @@ pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producer;
 
 use kafka_protocol::protocol::StrBytes;
 

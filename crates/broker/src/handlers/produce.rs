@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
-use once_log::{AppendInfo, BatchHeader};
-use once_partition::PartitionError;
+use once_log::BatchHeader;
+use once_partition::{Appended, PartitionError};
 use once_wire::ResponseError;
 
 use super::str_bytes;
@@ -47,7 +47,11 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> P
             .map(|data| {
                 let index = data.index;
                 if !matches!(acks, -1..=1) {
-                    return failed(index, ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, not {acks}"));
+                    return failed(
+                        index,
+                        ResponseError::InvalidRequiredAcks,
+                        format!("acks must be -1, 0 or 1, not {acks}"),
+                    );
                 }
                 let Some(partition) = topic.as_ref().and_then(|topic| topic.partition(index)) else {
                     return failed(index, ResponseError::UnknownTopicOrPartition, "unknown topic or partition");
@@ -73,14 +77,19 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> P
             for outcome in outcomes {
                 partition_responses.push(outcome.await);
             }
-            responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses));
+            responses
+                .push(TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses));
         }
         // acks=0: the client expects no response at all.
         (acks != 0).then(|| ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
     })
 }
 
-fn answer(index: i32, partition: &once_partition::Partition, outcome: Result<AppendInfo, PartitionError>) -> PartitionProduceResponse {
+fn answer(
+    index: i32,
+    partition: &once_partition::Partition,
+    outcome: Result<Appended, PartitionError>,
+) -> PartitionProduceResponse {
     match outcome {
         Ok(info) => PartitionProduceResponse::default()
             .with_index(index)
@@ -109,22 +118,37 @@ fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<(), (Response
         return Err((ResponseError::InvalidRecord, "produce request carries no record batch".into()));
     }
     if records.len() > max_message_bytes {
-        return Err((ResponseError::MessageTooLarge, format!("batch of {} bytes exceeds max.message.bytes {max_message_bytes}", records.len())));
+        return Err((
+            ResponseError::MessageTooLarge,
+            format!("batch of {} bytes exceeds max.message.bytes {max_message_bytes}", records.len()),
+        ));
     }
     let header = BatchHeader::parse(records).map_err(|error| (ResponseError::CorruptMessage, error.to_string()))?;
     if header.magic != 2 {
-        return Err((ResponseError::UnsupportedForMessageFormat, format!("record batch magic {} (Once stores v2 only)", header.magic)));
+        return Err((
+            ResponseError::UnsupportedForMessageFormat,
+            format!("record batch magic {} (Once stores v2 only)", header.magic),
+        ));
     }
     if header.total_len() != records.len() {
-        return Err((ResponseError::InvalidRecord, "a produce request must carry exactly one record batch per partition".into()));
+        return Err((
+            ResponseError::InvalidRecord,
+            "a produce request must carry exactly one record batch per partition".into(),
+        ));
     }
     if header.is_control() {
         return Err((ResponseError::InvalidRecord, "clients may not write control batches".into()));
     }
-    if header.producer_id >= 0 || header.is_transactional() {
-        // Until the idempotent producer lands, storing such a batch would promise deduplication Once
-        // does not yet perform. InitProducerId is not advertised, so well-behaved clients never send one.
-        return Err((ResponseError::InvalidRecord, "idempotent and transactional batches are not supported yet".into()));
+    if header.is_transactional() {
+        // Until the transaction coordinator lands, storing such a batch would promise atomicity Once does
+        // not yet provide; InitProducerId refuses transactional ids, so clients cannot get here honestly.
+        return Err((ResponseError::InvalidRecord, "transactional batches are not supported yet".into()));
+    }
+    if header.producer_id >= 0 && header.base_sequence < 0 {
+        return Err((
+            ResponseError::InvalidRecord,
+            format!("idempotent batch with negative base sequence {}", header.base_sequence),
+        ));
     }
     Ok(())
 }

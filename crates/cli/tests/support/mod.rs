@@ -2,6 +2,8 @@
 //! directory, killed with SIGKILL or stopped with SIGTERM, restarted on the same data.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -156,9 +158,12 @@ pub fn once(args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
-/// Remembers every delivery report: (record number, partition, offset or error).
+/// One delivery report: (record number, partition, offset or error).
+pub type Delivery = (usize, i32, Result<i64, String>);
+
+/// Remembers every delivery report.
 #[derive(Clone, Default)]
-pub struct Deliveries(pub Arc<Mutex<Vec<(usize, i32, Result<i64, String>)>>>);
+pub struct Deliveries(pub Arc<Mutex<Vec<Delivery>>>);
 
 impl ClientContext for Deliveries {}
 impl ProducerContext for Deliveries {
@@ -171,4 +176,3 @@ impl ProducerContext for Deliveries {
         self.0.lock().expect("deliveries lock").push(entry);
     }
 }
-

@@ -32,20 +32,11 @@ pub fn append(log: &mut Log, records: u32, payload_len: usize, timestamp_ms: i64
     let mut bytes = make_batch(records, payload_len, timestamp_ms);
     let info = log.append(&mut bytes, timestamp_ms).expect("append");
     assert_eq!(info.records, records);
-    Stored {
-        base_offset: info.base_offset,
-        last_offset: info.last_offset,
-        bytes,
-    }
+    Stored { base_offset: info.base_offset, last_offset: info.last_offset, bytes }
 }
 
 /// What `read(offset, max_bytes, upper_bound)` must return given the stored batches.
-pub fn expected_read(
-    stored: &[Stored],
-    offset: u64,
-    max_bytes: usize,
-    upper_bound: u64,
-) -> Vec<u8> {
+pub fn expected_read(stored: &[Stored], offset: u64, max_bytes: usize, upper_bound: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let Some(first) = stored.iter().position(|batch| batch.last_offset >= offset) else {
         return out;

@@ -1,0 +1,37 @@
+//! The Once group coordinator: the classic Kafka consumer-group protocol (join, sync, heartbeat,
+//! leave, static membership) and committed offsets made durable in an internal log.
+//!
+//! Assignment stays with the clients: the coordinator picks a protocol every member supports, hands
+//! the leader every member's metadata, and distributes the leader's assignment. Offsets are
+//! acknowledged only after the internal log has fsynced them, and replayed from it on start.
+//!
+//! # Layout
+//! - [`coordinator`] — [`GroupCoordinator`], the entry point: request routing, the lock, the timer.
+//! - [`group`] — one group's state and the transitions shared by handlers and timer.
+//! - [`membership`] — the join/sync/heartbeat/leave state machine.
+//! - [`api_membership`], [`api_offsets`], [`api_admin`]: wire requests to state calls to wire responses.
+//! - [`store`] — the offsets log (an internal partition) and its replay.
+//! - [`records`] — the key and value layout of offsets-log records.
+//! - [`subscription`] — the consumer protocol's embedded subscription and assignment formats.
+//! - [`config`] — [`GroupConfig`], limits and timeouts.
+//! - [`error`] — [`GroupError`] and the one mapping to Kafka error codes.
+//!
+//! The offsets log is not compacted yet: it grows with every commit and is replayed whole on start.
+
+#![forbid(unsafe_code)]
+
+pub mod api_admin;
+pub mod api_membership;
+pub mod api_offsets;
+pub mod config;
+pub mod coordinator;
+pub mod error;
+pub mod group;
+pub mod membership;
+pub mod records;
+pub mod store;
+pub mod subscription;
+
+pub use config::{CoordinatorNode, GroupConfig};
+pub use coordinator::{GroupCoordinator, RequestContext};
+pub use error::GroupError;

@@ -1,0 +1,239 @@
+//! The records of the internal offsets log, in the layout of Kafka's `__consumer_offsets`.
+//!
+//! Key (version 1): `i16 version, string group, string topic, i32 partition`.
+//! Value (version 3): `i16 version, i64 offset, i32 leader epoch, nullable string metadata,
+//! i64 commit timestamp ms`. A null value is a tombstone: the offset was deleted or expired.
+//! Strings are an `i16` length (-1 for null) and UTF-8 bytes. Records travel in uncompressed v2
+//! record batches, so the log's CRC32C covers them.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::records::RecordBatchDecoder;
+
+use crate::error::GroupError;
+
+const KEY_VERSION_OFFSET: i16 = 1;
+const VALUE_VERSION: i16 = 3;
+
+/// Which committed offset a record is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OffsetKey {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// A committed offset as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_timestamp_ms: i64,
+}
+
+/// One record of the offsets log: a commit, or a tombstone (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetRecord {
+    pub key: OffsetKey,
+    pub value: Option<CommittedOffset>,
+}
+
+fn put_string(out: &mut BytesMut, value: Option<&str>) {
+    match value {
+        Some(text) => {
+            // Lengths are bounded by the request decoder (i16 strings) and by offset_metadata_bytes_max.
+            out.put_i16(i16::try_from(text.len()).unwrap_or(i16::MAX));
+            out.put_slice(&text.as_bytes()[..text.len().min(i16::MAX as usize)]);
+        }
+        None => out.put_i16(-1),
+    }
+}
+
+fn get_string(input: &mut Bytes) -> Result<Option<String>, GroupError> {
+    let corrupt = || GroupError::Storage("truncated string in the offsets log".into());
+    if input.remaining() < 2 {
+        return Err(corrupt());
+    }
+    let length = input.get_i16();
+    if length < 0 {
+        return Ok(None);
+    }
+    let length = length as usize;
+    if input.remaining() < length {
+        return Err(corrupt());
+    }
+    let bytes = input.split_to(length);
+    String::from_utf8(bytes.to_vec())
+        .map(Some)
+        .map_err(|_| GroupError::Storage("non-UTF-8 string in the offsets log".into()))
+}
+
+fn encode_key(key: &OffsetKey) -> Bytes {
+    let mut out = BytesMut::with_capacity(8 + key.group.len() + key.topic.len());
+    out.put_i16(KEY_VERSION_OFFSET);
+    put_string(&mut out, Some(&key.group));
+    put_string(&mut out, Some(&key.topic));
+    out.put_i32(key.partition);
+    out.freeze()
+}
+
+fn encode_value(value: &CommittedOffset) -> Bytes {
+    let mut out = BytesMut::with_capacity(32);
+    out.put_i16(VALUE_VERSION);
+    out.put_i64(value.offset);
+    out.put_i32(value.leader_epoch);
+    put_string(&mut out, value.metadata.as_deref());
+    out.put_i64(value.commit_timestamp_ms);
+    out.freeze()
+}
+
+fn decode_key(mut input: Bytes) -> Result<Option<OffsetKey>, GroupError> {
+    if input.remaining() < 2 {
+        return Err(GroupError::Storage("truncated key in the offsets log".into()));
+    }
+    if input.get_i16() != KEY_VERSION_OFFSET {
+        // Other key versions (group metadata) are not written by this version of Once.
+        return Ok(None);
+    }
+    let group = get_string(&mut input)?.unwrap_or_default();
+    let topic = get_string(&mut input)?.unwrap_or_default();
+    if input.remaining() < 4 {
+        return Err(GroupError::Storage("truncated key in the offsets log".into()));
+    }
+    Ok(Some(OffsetKey { group, topic, partition: input.get_i32() }))
+}
+
+fn decode_value(mut input: Bytes) -> Result<CommittedOffset, GroupError> {
+    let corrupt = || GroupError::Storage("truncated value in the offsets log".into());
+    if input.remaining() < 14 || input.get_i16() != VALUE_VERSION {
+        return Err(corrupt());
+    }
+    let offset = input.get_i64();
+    let leader_epoch = input.get_i32();
+    let metadata = get_string(&mut input)?;
+    if input.remaining() < 8 {
+        return Err(corrupt());
+    }
+    Ok(CommittedOffset { offset, leader_epoch, metadata, commit_timestamp_ms: input.get_i64() })
+}
+
+/// Bytes of a v2 batch before its records; the CRC32C covers everything from the attributes on.
+const BATCH_HEADER_BYTES: usize = 61;
+const CRC_START: usize = 21;
+
+fn put_varint(out: &mut BytesMut, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.put_u8((zigzag as u8 & 0x7f) | 0x80);
+        zigzag >>= 7;
+    }
+    out.put_u8(zigzag as u8);
+}
+
+fn put_bytes(out: &mut BytesMut, value: Option<&Bytes>) {
+    match value {
+        Some(bytes) => {
+            put_varint(out, bytes.len() as i64);
+            out.put_slice(bytes);
+        }
+        None => put_varint(out, -1),
+    }
+}
+
+/// One uncompressed, non-transactional v2 batch holding `records` (base offset 0: the log assigns it),
+/// ready for `Partition::append`.
+pub fn encode_batch(records: &[OffsetRecord], timestamp_ms: i64) -> Result<Vec<u8>, GroupError> {
+    assert!(!records.is_empty(), "an offsets batch holds at least one record");
+    let count =
+        i32::try_from(records.len()).map_err(|_| GroupError::Storage("too many records for one batch".into()))?;
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + records.len() * 64);
+    out.put_i64(0); // base offset
+    out.put_i32(0); // batch length, patched below
+    out.put_i32(-1); // partition leader epoch
+    out.put_i8(2); // magic
+    out.put_u32(0); // CRC32C, patched below
+    out.put_i16(0); // attributes: no compression, create time, not transactional, not control
+    out.put_i32(count - 1); // last offset delta
+    out.put_i64(timestamp_ms); // base timestamp
+    out.put_i64(timestamp_ms); // max timestamp
+    out.put_i64(-1); // producer id
+    out.put_i16(-1); // producer epoch
+    out.put_i32(-1); // base sequence
+    out.put_i32(count);
+    assert_eq!(out.len(), BATCH_HEADER_BYTES, "the v2 batch header is 61 bytes");
+    for (offset_delta, record) in records.iter().enumerate() {
+        let mut body = BytesMut::with_capacity(64);
+        body.put_i8(0); // attributes
+        put_varint(&mut body, 0); // timestamp delta
+        put_varint(&mut body, offset_delta as i64);
+        put_bytes(&mut body, Some(&encode_key(&record.key)));
+        put_bytes(&mut body, record.value.as_ref().map(encode_value).as_ref());
+        put_varint(&mut body, 0); // headers
+        put_varint(&mut out, body.len() as i64);
+        out.put_slice(&body);
+    }
+    let batch_length =
+        i32::try_from(out.len() - 12).map_err(|_| GroupError::Storage("offsets batch too large".into()))?;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out.to_vec())
+}
+
+/// Decodes whole batches read from the offsets log. Returns the records and the offset after the last.
+pub fn decode_batches(bytes: Vec<u8>) -> Result<(Vec<OffsetRecord>, Option<i64>), GroupError> {
+    let mut input = Bytes::from(bytes);
+    let mut records = Vec::new();
+    let mut next_offset = None;
+    while input.has_remaining() {
+        let set = RecordBatchDecoder::decode(&mut input)
+            .map_err(|error| GroupError::Storage(format!("decoding the offsets log: {error}")))?;
+        for record in set.records {
+            next_offset = Some(record.offset + 1);
+            let Some(key) = record.key else { continue };
+            let Some(key) = decode_key(key)? else {
+                continue;
+            };
+            let value = record.value.map(decode_value).transpose()?;
+            records.push(OffsetRecord { key, value });
+        }
+    }
+    Ok((records, next_offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_roundtrip_through_a_batch() {
+        let key = OffsetKey { group: "g".into(), topic: "t".into(), partition: 3 };
+        let commit = CommittedOffset {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: Some("meta".into()),
+            commit_timestamp_ms: 1_700_000_000_000,
+        };
+        let records = vec![
+            OffsetRecord { key: key.clone(), value: Some(commit.clone()) },
+            OffsetRecord { key: key.clone(), value: None },
+            OffsetRecord {
+                key: OffsetKey { partition: 4, ..key },
+                value: Some(CommittedOffset { metadata: None, ..commit }),
+            },
+        ];
+        let batch = encode_batch(&records, 5).expect("encodes");
+        let (decoded, next_offset) = decode_batches(batch).expect("decodes");
+        assert_eq!(decoded, records);
+        assert_eq!(next_offset, Some(3));
+    }
+
+    #[test]
+    fn corrupt_batches_are_refused() {
+        let key = OffsetKey { group: "g".into(), topic: "t".into(), partition: 0 };
+        let mut batch = encode_batch(&[OffsetRecord { key, value: None }], 5).expect("encodes");
+        let last = batch.len() - 1;
+        batch[last] ^= 0xff;
+        assert!(decode_batches(batch).is_err(), "the CRC catches a flipped byte");
+    }
+}
