@@ -26,8 +26,14 @@ pub struct BrokerConfig {
     pub connections_max: usize,
     /// Largest request frame accepted (Kafka's socket.request.max.bytes).
     pub request_bytes_max: usize,
-    /// How often segments past retention are deleted.
+    /// Bytes of requests read but not yet answered, across all connections (Kafka's
+    /// queued.max.request.bytes); readers wait when it is spent. At least `request_bytes_max`.
+    pub queued_request_bytes_max: usize,
+    /// How often segments past retention are deleted (and idle producers forgotten).
     pub retention_check_interval_ms: u64,
+    /// A producer id with no batch newer than this is forgotten by each partition (Kafka's
+    /// producer.id.expiration.ms): its retries then count as new writes.
+    pub producer_id_expiration_ms: i64,
     /// Largest response a Fetch returns when the request asks for more (Kafka's fetch.max.bytes).
     pub fetch_bytes_max: usize,
 }
@@ -44,7 +50,9 @@ impl Default for BrokerConfig {
             topic_defaults: TopicDefaults::default(),
             connections_max: 1024,
             request_bytes_max: once_wire::frame::FRAME_BYTES_MAX_DEFAULT,
+            queued_request_bytes_max: 512 * 1024 * 1024,
             retention_check_interval_ms: 300_000,
+            producer_id_expiration_ms: 86_400_000,
             fetch_bytes_max: 55 * 1024 * 1024,
         }
     }

@@ -40,7 +40,11 @@ pub fn topic_error_code(error: &TopicError) -> ResponseError {
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
         TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
-        TopicError::Io { .. } => unexpected(error),
+        // A metadata file that cannot be written or read is a storage failure, as for the logs.
+        TopicError::Io { .. } => {
+            tracing::error!(%error, "topic metadata I/O failed");
+            ResponseError::KafkaStorageError
+        }
         TopicError::Partition(error) => partition_error_code(error),
     }
 }

@@ -15,7 +15,7 @@ use once_wire::frame::request_frame_length;
 use once_wire::{decode_request, encode_response, RequestError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::{Broker, Dispatch, PendingResponse};
 use crate::handlers::api_versions;
@@ -24,12 +24,17 @@ use crate::handlers::api_versions;
 const PIPELINE_DEPTH_MAX: usize = 32;
 /// How long shutdown waits for connections to finish what they were doing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// A connection with no request for this long is closed (Kafka's connections.max.idle.ms default),
+/// so idle sockets cannot hold every connection slot.
+const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
 
 /// A response in the making, with what is needed to frame it.
 struct Outgoing {
     correlation_id: i32,
     api_version: i16,
     response: PendingResponse,
+    /// The request's share of the broker-wide request memory, returned once the response is written.
+    _budget: OwnedSemaphorePermit,
 }
 
 pub struct Server {
@@ -52,6 +57,8 @@ impl Server {
         let Server { broker, listener } = self;
         let (stop, stopping) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(broker.config.connections_max));
+        // Bytes of requests read but not yet answered, across all connections (queued.max.request.bytes).
+        let request_budget = Arc::new(Semaphore::new(broker.config.queued_request_bytes_max));
         let retention = tokio::spawn(retention_loop(broker.clone(), stopping.clone()));
         tokio::pin!(shutdown);
         loop {
@@ -67,8 +74,9 @@ impl Server {
                         let _ = socket.set_nodelay(true);
                         let broker = broker.clone();
                         let stopping = stopping.clone();
+                        let request_budget = request_budget.clone();
                         tokio::spawn(async move {
-                            serve_connection(broker, socket, stopping).await;
+                            serve_connection(broker, socket, stopping, request_budget).await;
                             drop(permit);
                         });
                     }
@@ -106,6 +114,10 @@ async fn retention_loop(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>
             let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0);
             for topic in broker.topics.list() {
                 for partition in topic.partitions() {
+                    let expired = partition.expire_producers(now_ms, broker.config.producer_id_expiration_ms);
+                    if expired > 0 {
+                        tracing::info!(partition = %partition.id(), expired, "forgot idle producers");
+                    }
                     match partition.apply_retention(now_ms) {
                         Ok(0) => {}
                         Ok(deleted) => tracing::info!(partition = %partition.id(), deleted, log_start_offset = partition.log_start_offset(), "retention deleted segments"),
@@ -118,17 +130,22 @@ async fn retention_loop(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>
     }
 }
 
-async fn serve_connection(broker: Arc<Broker>, socket: TcpStream, mut stopping: watch::Receiver<bool>) {
+async fn serve_connection(
+    broker: Arc<Broker>,
+    socket: TcpStream,
+    mut stopping: watch::Receiver<bool>,
+    request_budget: Arc<Semaphore>,
+) {
     let peer = socket.peer_addr().ok();
     let (mut reader, writer) = socket.into_split();
     let (outgoing, queue) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH_MAX);
     let writing = tokio::spawn(write_responses(writer, queue));
     loop {
         let frame = tokio::select! {
-            frame = read_frame(&mut reader, broker.config.request_bytes_max) => frame,
+            frame = read_frame(&mut reader, broker.config.request_bytes_max, &request_budget) => frame,
             _ = stopping.changed() => break,
         };
-        let frame = match frame {
+        let (frame, budget) = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(reason) => {
@@ -143,7 +160,11 @@ async fn serve_connection(broker: Arc<Broker>, socket: TcpStream, mut stopping: 
                 match broker.dispatch(request) {
                     Dispatch::Queued(pending) => (correlation_id, api_version, pending),
                     Dispatch::InOrder(pending) => {
-                        let response = pending.await;
+                        // Shutdown does not wait for a long poll to run out.
+                        let response = tokio::select! {
+                            response = pending => response,
+                            _ = stopping.changed() => break,
+                        };
                         let ready: PendingResponse = Box::pin(async move { response });
                         (correlation_id, api_version, ready)
                     }
@@ -159,7 +180,7 @@ async fn serve_connection(broker: Arc<Broker>, socket: TcpStream, mut stopping: 
                 break;
             }
         };
-        if outgoing.send(Outgoing { correlation_id, api_version, response }).await.is_err() {
+        if outgoing.send(Outgoing { correlation_id, api_version, response, _budget: budget }).await.is_err() {
             break;
         }
     }
@@ -167,18 +188,27 @@ async fn serve_connection(broker: Arc<Broker>, socket: TcpStream, mut stopping: 
     let _ = writing.await;
 }
 
-/// Reads one frame. `Ok(None)` is a clean end of stream between frames.
-async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin), limit: usize) -> Result<Option<Bytes>, String> {
+/// Reads one frame and takes its bytes from the broker-wide request budget. `Ok(None)` is a clean end
+/// of stream between frames.
+async fn read_frame(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    limit: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, String> {
     let mut prefix = [0u8; 4];
-    match reader.read_exact(&mut prefix).await {
-        Ok(_) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error.to_string()),
+    match tokio::time::timeout(CONNECTION_IDLE_MAX, reader.read_exact(&mut prefix)).await {
+        Err(_) => return Err("idle for longer than connections.max.idle.ms".to_string()),
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Ok(Err(error)) => return Err(error.to_string()),
     }
     let length = request_frame_length(prefix, limit).map_err(|error| error.to_string())?;
+    // Waits while other requests hold the memory: backpressure instead of unbounded buffering.
+    let permits = u32::try_from(length.max(1)).map_err(|_| format!("frame of {length} bytes"))?;
+    let permit = budget.clone().acquire_many_owned(permits).await.map_err(|error| error.to_string())?;
     let mut frame = BytesMut::zeroed(length);
     reader.read_exact(&mut frame).await.map_err(|error| format!("reading a {length}-byte frame: {error}"))?;
-    Ok(Some(frame.freeze()))
+    Ok(Some((frame.freeze(), permit)))
 }
 
 async fn write_responses(writer: tokio::net::tcp::OwnedWriteHalf, mut queue: mpsc::Receiver<Outgoing>) {

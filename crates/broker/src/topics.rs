@@ -246,10 +246,19 @@ impl TopicRegistry {
         Ok(())
     }
 
-    /// Replaces a topic's overrides (already validated by the caller) and applies them to its logs.
-    pub async fn set_config(&self, name: &str, overrides: BTreeMap<String, String>) -> Result<(), TopicError> {
+    /// Changes a topic's overrides: `change` computes the new overrides from the current config under
+    /// the admin lock, so concurrent changes compose instead of overwriting each other. With
+    /// `validate_only` nothing is written.
+    pub async fn update_config<F>(&self, name: &str, validate_only: bool, change: F) -> Result<(), TopicError>
+    where
+        F: FnOnce(&TopicConfig) -> Result<BTreeMap<String, String>, TopicError>,
+    {
         let _admin = self.admin.lock().await;
         let topic = self.get(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let overrides = change(&topic.config())?;
+        if validate_only {
+            return Ok(());
+        }
         let topic_dir = self.dir.join(name);
         let file = TopicFile {
             name: name.to_string(),

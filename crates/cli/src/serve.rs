@@ -55,12 +55,18 @@ pub struct ServeArgs {
     /// How often segments past retention are deleted, in ms [default: 300000].
     #[arg(long, env = "ONCE_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
+    /// Forget a producer id after this long without a batch, in ms [default: 86400000].
+    #[arg(long, env = "ONCE_PRODUCER_ID_EXPIRATION_MS")]
+    producer_id_expiration_ms: Option<i64>,
     /// Most open client connections [default: 1024].
     #[arg(long, env = "ONCE_CONNECTIONS_MAX")]
     connections_max: Option<usize>,
     /// Largest request accepted, in bytes [default: 104857600].
     #[arg(long, env = "ONCE_REQUEST_BYTES_MAX")]
     request_bytes_max: Option<usize>,
+    /// Bytes of requests being handled at once, across all connections [default: 536870912].
+    #[arg(long, env = "ONCE_QUEUED_REQUEST_BYTES_MAX")]
+    queued_request_bytes_max: Option<usize>,
     /// UNSAFE, benchmarks only: acknowledge writes without fsync; a crash or power loss loses them.
     #[arg(long, env = "ONCE_UNSAFE_SKIP_FSYNC")]
     unsafe_skip_fsync: Option<bool>,
@@ -100,8 +106,10 @@ impl ServeArgs {
             segment_ms,
             max_message_bytes,
             retention_check_interval_ms,
+            producer_id_expiration_ms,
             connections_max,
             request_bytes_max,
+            queued_request_bytes_max,
             unsafe_skip_fsync,
             log
         );
@@ -128,10 +136,12 @@ impl ServeArgs {
             },
             connections_max: self.connections_max.unwrap_or(defaults.connections_max),
             request_bytes_max: self.request_bytes_max.unwrap_or(defaults.request_bytes_max),
+            queued_request_bytes_max: self.queued_request_bytes_max.unwrap_or(defaults.queued_request_bytes_max),
             retention_check_interval_ms: self
                 .retention_check_interval_ms
                 .unwrap_or(defaults.retention_check_interval_ms),
             fetch_bytes_max: defaults.fetch_bytes_max,
+            producer_id_expiration_ms: self.producer_id_expiration_ms.unwrap_or(defaults.producer_id_expiration_ms),
         }
     }
 }
@@ -149,6 +159,14 @@ fn validate(config: &BrokerConfig) -> anyhow::Result<()> {
     }
     anyhow::ensure!(config.default_partitions >= 1, "default partitions must be at least 1");
     anyhow::ensure!(config.connections_max >= 1, "connections max must be at least 1");
+    anyhow::ensure!(
+        config.queued_request_bytes_max >= config.request_bytes_max,
+        "queued request bytes max must be at least request bytes max, or a largest request could never be read"
+    );
+    anyhow::ensure!(
+        config.queued_request_bytes_max <= u32::MAX as usize,
+        "queued request bytes max must be below 4 GiB"
+    );
     Ok(())
 }
 

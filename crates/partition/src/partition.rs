@@ -155,7 +155,13 @@ impl Partition {
     /// Whole batches from `offset`, at most `max_bytes` (but at least one batch), below the high watermark.
     /// Blocking (file reads): call from a blocking context.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>, PartitionError> {
-        let upper_bound = self.high_watermark();
+        self.read_below(offset, max_bytes, self.high_watermark())
+    }
+
+    /// Like [`Partition::read`], below an `upper_bound` the caller read earlier (at most the high
+    /// watermark), so a response never holds records above the high watermark it reports.
+    pub fn read_below(&self, offset: u64, max_bytes: usize, upper_bound: u64) -> Result<Vec<u8>, PartitionError> {
+        debug_assert!(upper_bound <= self.high_watermark(), "reads stay below the high watermark");
         self.shared.with_log(|log| Ok(log.read(offset, max_bytes, upper_bound)?))
     }
 

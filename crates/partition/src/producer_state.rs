@@ -96,13 +96,33 @@ pub fn check(entry: Option<&ProducerEntry>, epoch: i16, first_sequence: i32, las
     }
 }
 
+/// Producers remembered per partition at most. About 250 bytes each (the map entry plus five cached
+/// batches of 32 bytes), so the cap bounds one partition's producer state near 25 MiB.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 100_000;
+
 /// The producers of one partition.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    capacity: usize,
+}
+
+impl Default for ProducerStates {
+    fn default() -> Self {
+        ProducerStates::with_capacity(PRODUCERS_PER_PARTITION_MAX)
+    }
 }
 
 impl ProducerStates {
+    /// State for at most `capacity` producers. When a new producer arrives at the cap, the one whose
+    /// last batch is oldest is forgotten, exactly as if it had expired. Should that producer still
+    /// retry a batch, the retry would be appended again (KIP-360: no state, no check) — the price of
+    /// bounded memory, paid only by the longest-idle producer, and logged as a warning.
+    pub fn with_capacity(capacity: usize) -> Self {
+        assert!(capacity > 0, "producer state needs room for one producer");
+        ProducerStates { producers: HashMap::new(), capacity }
+    }
+
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
     }
@@ -126,6 +146,17 @@ impl ProducerStates {
     /// Records an appended batch (after [`check`] said [`Decision::Append`], or while replaying the log).
     /// `last_append_ms` is the batch's max timestamp, as in Kafka, so expiry replays identically.
     pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMetadata, now_ms: i64) {
+        if !self.producers.contains_key(&producer_id) && self.producers.len() >= self.capacity {
+            let oldest = self.producers.iter().min_by_key(|(_, entry)| entry.last_append_ms).map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.producers.remove(&oldest);
+                tracing::warn!(
+                    evicted_producer_id = oldest,
+                    capacity = self.capacity,
+                    "producer state full; forgot the longest-idle producer"
+                );
+            }
+        }
         let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry {
             epoch,
             batches: VecDeque::new(),
@@ -143,6 +174,7 @@ impl ProducerStates {
         entry.batches.push_back(batch);
         entry.last_append_ms = now_ms;
         assert!(entry.batches.len() <= BATCHES_CACHED, "at most {BATCHES_CACHED} batches are cached");
+        assert!(self.producers.len() <= self.capacity, "at most {} producers are remembered", self.capacity);
     }
 
     /// Forgets producers idle for longer than `expiration_ms` (Kafka's producer.id.expiration.ms).
@@ -202,6 +234,18 @@ mod tests {
         states.record(9, 0, batch(i32::MAX - 1, 2, 0), 0);
         assert_eq!(check(states.get(9), 0, 0, 3), Decision::Append, "after i32::MAX comes 0");
         assert_eq!(next_sequence(i32::MAX), 0);
+    }
+
+    #[test]
+    fn the_longest_idle_producer_makes_room_at_the_cap() {
+        let mut states = ProducerStates::with_capacity(2);
+        states.record(1, 0, batch(0, 1, 0), 100);
+        states.record(2, 0, batch(0, 1, 1), 300);
+        states.record(1, 0, batch(1, 1, 2), 500);
+        states.record(3, 0, batch(0, 1, 3), 600);
+        assert_eq!(states.len(), 2);
+        assert!(states.get(2).is_none(), "producer 2 was idle longest");
+        assert!(states.get(1).is_some() && states.get(3).is_some());
     }
 
     #[test]

@@ -132,24 +132,19 @@ async fn alter_one(
         return Err((ResponseError::InvalidRequest, "only topic configs can be altered".into()));
     }
     let name = resource.resource_name.as_str();
-    let topic_error = |error: TopicError| (topic_error_code(&error), error.to_string());
-    let topic = broker.topics.get(name).ok_or_else(|| topic_error(TopicError::Unknown(name.to_string())))?;
-    let config = topic.config();
-    let mut overrides = config.overrides.clone();
-    for change in &resource.configs {
-        apply(
-            &mut overrides,
-            &config,
-            change.name.as_str(),
-            change.config_operation,
-            change.value.as_ref().map(|value| value.as_str()),
-        )
-        .map_err(|message| (ResponseError::InvalidConfig, message))?;
-    }
-    if validate_only {
-        return Ok(());
-    }
-    broker.topics.set_config(name, overrides).await.map_err(topic_error)
+    let outcome = broker
+        .topics
+        .update_config(name, validate_only, |config| {
+            let mut overrides = config.overrides.clone();
+            for change in &resource.configs {
+                let value = change.value.as_ref().map(|value| value.as_str());
+                apply(&mut overrides, config, change.name.as_str(), change.config_operation, value)
+                    .map_err(TopicError::InvalidConfig)?;
+            }
+            Ok(overrides)
+        })
+        .await;
+    outcome.map_err(|error| (topic_error_code(&error), error.to_string()))
 }
 
 /// Applies one incremental change to a topic's overrides.

@@ -17,6 +17,11 @@ use tokio::time::Instant;
 use crate::broker::Broker;
 use crate::errors::partition_error_code;
 
+/// Longest a fetch waits for data, whatever it asks: a long poll holds its connection's reader (requests
+/// are answered in order), so a client that went away must not hold a connection slot for long.
+/// Clients wait 500 ms by default (fetch.max.wait.ms).
+const FETCH_WAIT_MS_MAX: u64 = 30_000;
+
 /// One requested partition, resolved.
 struct Wanted {
     index: i32,
@@ -28,7 +33,8 @@ struct Wanted {
 pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> ResponseKind {
     let response_max_bytes = usize::try_from(request.max_bytes).unwrap_or(0).min(broker.config.fetch_bytes_max);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
+    let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MS_MAX);
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let wanted: Vec<(TopicName, Vec<Wanted>)> = request
         .topics
         .into_iter()
@@ -146,7 +152,7 @@ fn read_one(wanted: &Wanted, budget: &mut usize, first: bool) -> PartitionData {
     if max_bytes == 0 && !first {
         return data.with_records(Some(Default::default()));
     }
-    match partition.read(offset, max_bytes.max(1)) {
+    match partition.read_below(offset, max_bytes.max(1), high_watermark as u64) {
         // Only the first partition may go over its share; a later one returns nothing rather than too much.
         Ok(records) if !first && records.len() > max_bytes => data.with_records(Some(Default::default())),
         Ok(records) => {
