@@ -106,7 +106,8 @@ impl AdminClient {
     }
 }
 
-fn check(code: i16, message: Option<&StrBytes>, what: &str) -> anyhow::Result<()> {
+/// Turns a Kafka error code into an error naming what was being done (and the broker's message).
+pub(crate) fn check(code: i16, message: Option<&StrBytes>, what: &str) -> anyhow::Result<()> {
     if let Some(error) = ResponseError::try_from_code(code) {
         let detail = message.map(|message| format!(": {}", message.as_str())).unwrap_or_default();
         bail!("{what}: {error:?}{detail}");
@@ -119,7 +120,7 @@ fn key_value(pair: &str) -> anyhow::Result<(String, String)> {
     Ok((key.trim().to_string(), value.to_string()))
 }
 
-fn text(value: &str) -> StrBytes {
+pub(crate) fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
 }
 

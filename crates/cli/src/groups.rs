@@ -9,10 +9,9 @@ use clap::{Args, Subcommand};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, StrBytes};
-use once_wire::ResponseError;
+use kafka_protocol::protocol::Decodable;
 
-use crate::admin::{metadata, AdminClient};
+use crate::admin::{check, metadata, text, AdminClient};
 
 #[derive(Args)]
 pub struct GroupArgs {
@@ -49,17 +48,6 @@ enum GroupCommand {
     Delete { group: String },
 }
 
-fn text(value: &str) -> StrBytes {
-    StrBytes::from_string(value.to_string())
-}
-
-fn check(code: i16, what: &str) -> anyhow::Result<()> {
-    if let Some(error) = ResponseError::try_from_code(code) {
-        bail!("{what}: {error:?}");
-    }
-    Ok(())
-}
-
 pub fn run(args: GroupArgs) -> anyhow::Result<()> {
     let mut client = AdminClient::connect(&args.bootstrap)?;
     match args.command {
@@ -80,7 +68,7 @@ pub fn run(args: GroupArgs) -> anyhow::Result<()> {
 
 fn list(client: &mut AdminClient) -> anyhow::Result<()> {
     let response = client.call(&ListGroupsRequest::default(), 4)?;
-    check(response.error_code, "listing groups")?;
+    check(response.error_code, None, "listing groups")?;
     for group in &response.groups {
         println!(
             "{}\tstate={}\tprotocol-type={}",
@@ -95,7 +83,7 @@ fn list(client: &mut AdminClient) -> anyhow::Result<()> {
 fn describe_group(client: &mut AdminClient, group: &str) -> anyhow::Result<describe_groups_response::DescribedGroup> {
     let response = client.call(&DescribeGroupsRequest::default().with_groups(vec![GroupId(text(group))]), 5)?;
     let described = response.groups.into_iter().next().context("empty DescribeGroups response")?;
-    check(described.error_code, &format!("describing group '{group}'"))?;
+    check(described.error_code, None, &format!("describing group '{group}'"))?;
     Ok(described)
 }
 
@@ -117,11 +105,11 @@ fn assigned_partitions(assignment: &bytes::Bytes) -> Vec<(String, Vec<i32>)> {
 fn committed(client: &mut AdminClient, group: &str) -> anyhow::Result<BTreeMap<String, BTreeMap<i32, i64>>> {
     let request = OffsetFetchRequest::default().with_group_id(GroupId(text(group))).with_topics(None);
     let response = client.call(&request, 7)?;
-    check(response.error_code, &format!("fetching offsets of '{group}'"))?;
+    check(response.error_code, None, &format!("fetching offsets of '{group}'"))?;
     let mut found: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
     for topic in &response.topics {
         for partition in &topic.partitions {
-            check(partition.error_code, "fetching offsets")?;
+            check(partition.error_code, None, "fetching offsets")?;
             found
                 .entry(topic.name.0.to_string())
                 .or_default()
@@ -142,7 +130,7 @@ fn list_offsets(client: &mut AdminClient, topic: &str, count: i32, timestamp: i6
     let response = client.call(&request, 5)?;
     let mut offsets = vec![-1; count.max(0) as usize];
     for partition in response.topics.iter().flat_map(|topic| topic.partitions.iter()) {
-        check(partition.error_code, &format!("offsets of {topic}-{}", partition.partition_index))?;
+        check(partition.error_code, None, &format!("offsets of {topic}-{}", partition.partition_index))?;
         if let Some(slot) = offsets.get_mut(partition.partition_index as usize) {
             *slot = partition.offset;
         }
@@ -200,7 +188,7 @@ fn reset_offsets(client: &mut AdminClient, group: &str, topic: &str, target: Tar
     }
     let (_, partitions, error_code) =
         metadata(client, Some(topic))?.into_iter().next().context("empty metadata response")?;
-    check(error_code, &format!("topic '{topic}'"))?;
+    check(error_code, None, &format!("topic '{topic}'"))?;
     let earliest = list_offsets(client, topic, partitions, -2)?;
     let latest = list_offsets(client, topic, partitions, -1)?;
     let offsets: Vec<i64> = (0..partitions as usize)
@@ -225,7 +213,7 @@ fn reset_offsets(client: &mut AdminClient, group: &str, topic: &str, target: Tar
             .with_partitions(partitions_request)]);
     let response = client.call(&request, 8)?;
     for partition in response.topics.iter().flat_map(|topic| topic.partitions.iter()) {
-        check(partition.error_code, &format!("committing {topic}-{}", partition.partition_index))?;
+        check(partition.error_code, None, &format!("committing {topic}-{}", partition.partition_index))?;
     }
     for (index, offset) in offsets.iter().enumerate() {
         println!("{topic}\t{index}\t{offset}");
@@ -236,7 +224,7 @@ fn reset_offsets(client: &mut AdminClient, group: &str, topic: &str, target: Tar
 fn delete(client: &mut AdminClient, group: &str) -> anyhow::Result<()> {
     let response = client.call(&DeleteGroupsRequest::default().with_groups_names(vec![GroupId(text(group))]), 2)?;
     for result in &response.results {
-        check(result.error_code, &format!("deleting group '{group}'"))?;
+        check(result.error_code, None, &format!("deleting group '{group}'"))?;
     }
     println!("deleted group {group}");
     Ok(())

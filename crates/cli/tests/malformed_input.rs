@@ -157,3 +157,38 @@ fn connections_beyond_the_limit_are_closed_and_others_keep_working() {
     // The freed slot is usable again (the broker notices the close asynchronously).
     let _fourth = served();
 }
+
+#[test]
+fn produce_v2_is_answered_with_unsupported_version_and_the_connection_stays_usable() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let broker = BrokerProcess::start(&[]);
+    once(&["topic", "create", "legacy", "--partitions", "1", "--bootstrap", &broker.bootstrap()]);
+    let request =
+        ProduceRequest::default().with_transactional_id(None).with_acks(-1).with_timeout_ms(1000).with_topic_data(
+            vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("legacy")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(vec![0u8; 70].into()))])],
+        );
+    let mut v3_body = bytes::BytesMut::new();
+    request.encode(&mut v3_body, 3).expect("encode");
+    let mut body = header(ApiKey::Produce as i16, 2, 11);
+    body.extend_from_slice(&v3_body[2..]); // v2 = v3 without the transactional id
+    let mut stream = connect(&broker);
+    stream.write_all(&frame(&body)).expect("write");
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).expect("an answer, not a closed connection");
+    let mut response = vec![0u8; i32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut response).expect("body");
+    assert_eq!(i32::from_be_bytes(response[..4].try_into().expect("4 bytes")), 11, "correlation id");
+    // A v2 response is laid out like v3 (the codec itself starts at v3).
+    let decoded = ProduceResponse::decode(&mut bytes::Bytes::from(response[4..].to_vec()), 3).expect("a v2 response");
+    assert_eq!(decoded.responses[0].partition_responses[0].error_code, 35, "UNSUPPORTED_VERSION");
+    let mut same_connection = AdminClient::from_stream(stream);
+    assert_eq!(same_connection.call(&ApiVersionsRequest::default(), 3).expect("still usable").error_code, 0);
+    let described = once(&["topic", "describe", "legacy", "--bootstrap", &broker.bootstrap()]);
+    assert!(described.contains("high-watermark=0"), "nothing was written: {described}");
+}

@@ -28,6 +28,11 @@ pub enum RequestError {
     /// and the supported ranges (KIP-511), and the connection stays open.
     #[error("ApiVersions v{api_version} is not supported")]
     ApiVersionsUnsupported { api_version: i16, correlation_id: i32 },
+    /// Produce v2, advertised for librdkafka's sake but not served: Kafka 4 answers every partition with
+    /// UNSUPPORTED_VERSION. The request is decoded (its layout is v3's without the transactional id) so
+    /// the answer can name the partitions; a v2 response is laid out exactly like a v3 one.
+    #[error("Produce v2 is advertised but not served (correlation id {correlation_id})")]
+    LegacyProduce { request: Box<kafka_protocol::messages::ProduceRequest>, correlation_id: i32 },
     /// Any other API at a version Once does not serve: Kafka closes the connection.
     #[error("{api_key:?} v{api_version} is not supported (correlation id {correlation_id})")]
     UnsupportedVersion { api_key: ApiKey, api_version: i16, correlation_id: i32 },
@@ -43,6 +48,7 @@ impl RequestError {
             RequestError::TooShort { .. } => None,
             RequestError::UnknownApiKey { correlation_id, .. }
             | RequestError::ApiVersionsUnsupported { correlation_id, .. }
+            | RequestError::LegacyProduce { correlation_id, .. }
             | RequestError::UnsupportedVersion { correlation_id, .. }
             | RequestError::Malformed { correlation_id, .. } => Some(*correlation_id),
         }
@@ -65,6 +71,9 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, RequestError> 
         if api_key == ApiKey::ApiVersions {
             return Err(RequestError::ApiVersionsUnsupported { api_version, correlation_id });
         }
+        if api_key == ApiKey::Produce && api_version == LEGACY_PRODUCE_VERSION {
+            return Err(decode_legacy_produce(frame, correlation_id));
+        }
         return Err(RequestError::UnsupportedVersion { api_key, api_version, correlation_id });
     }
     let malformed = |reason: String| RequestError::Malformed { api_key, api_version, correlation_id, reason };
@@ -72,6 +81,25 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, RequestError> 
     let header = RequestHeader::decode(&mut frame, header_version).map_err(|error| malformed(error.to_string()))?;
     let body = RequestKind::decode(api_key, &mut frame, api_version).map_err(|error| malformed(error.to_string()))?;
     Ok(DecodedRequest { api_key, api_version, header, body })
+}
+
+/// The one legacy Produce version answered with an error rather than a closed connection.
+pub const LEGACY_PRODUCE_VERSION: i16 = 2;
+
+fn decode_legacy_produce(mut frame: Bytes, correlation_id: i32) -> RequestError {
+    let api_key = ApiKey::Produce;
+    let malformed = |reason: String| RequestError::Malformed { api_key, api_version: 2, correlation_id, reason };
+    if let Err(error) = RequestHeader::decode(&mut frame, api_key.request_header_version(2)) {
+        return malformed(error.to_string());
+    }
+    // v0-v2 bodies are v3's without the leading nullable transactional id: prepend a null one.
+    let mut body = bytes::BytesMut::with_capacity(frame.len() + 2);
+    body.extend_from_slice(&(-1i16).to_be_bytes());
+    body.extend_from_slice(&frame);
+    match kafka_protocol::messages::ProduceRequest::decode(&mut body.freeze(), 3) {
+        Ok(request) => RequestError::LegacyProduce { request: Box::new(request), correlation_id },
+        Err(error) => malformed(error.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -152,3 +152,30 @@ fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<(), (Response
     }
     Ok(())
 }
+
+/// The answer to an advertised-but-unserved Produce version: UNSUPPORTED_VERSION for every partition
+/// (none for acks=0, which expects no response).
+pub fn unsupported_version(request: ProduceRequest) -> Option<ResponseKind> {
+    if request.acks == 0 {
+        return None;
+    }
+    let responses = request
+        .topic_data
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partition_data
+                .iter()
+                .map(|data| {
+                    PartitionProduceResponse::default()
+                        .with_index(data.index)
+                        .with_error_code(ResponseError::UnsupportedVersion.code())
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                })
+                .collect();
+            TopicProduceResponse::default().with_name(topic.name).with_partition_responses(partitions)
+        })
+        .collect();
+    Some(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+}
