@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use once_log::{AppendInfo, Log, LogConfig};
@@ -40,6 +41,11 @@ pub(crate) struct Shared {
     pub(crate) producers: Mutex<ProducerStates>,
     /// The log directory, where the producer-state snapshot lives too.
     pub(crate) dir: PathBuf,
+    /// The log start offset, published so that answering a request never waits on the log lock.
+    pub(crate) log_start_offset: AtomicU64,
+    /// Set when a writer round panicked: what it appended is in an unknown state, so the partition
+    /// refuses appends (KAFKA_STORAGE_ERROR) until a restart recovers it, like a latched log.
+    pub(crate) failed: AtomicBool,
 }
 
 impl Shared {
@@ -99,6 +105,7 @@ impl Partition {
         let log = Log::open(dir, config)?;
         let producers = replay::rebuild(dir, &log)?;
         let high_watermark = log.durable_end_offset();
+        let log_start_offset = AtomicU64::new(log.log_start_offset());
         let (high_watermark, _) = watch::channel(high_watermark);
         let shared = Arc::new(Shared {
             id,
@@ -106,6 +113,8 @@ impl Partition {
             high_watermark,
             producers: Mutex::new(producers),
             dir: dir.to_path_buf(),
+            log_start_offset,
+            failed: AtomicBool::new(false),
         });
         let (appends, queue) = mpsc::channel(QUEUED_APPENDS_MAX);
         tokio::spawn(writer::run(shared.clone(), queue));
@@ -145,7 +154,7 @@ impl Partition {
 
     /// The log start offset (0 once closed: only a deleted topic's stragglers ask then).
     pub fn log_start_offset(&self) -> u64 {
-        self.shared.with_log(|log| Ok(log.log_start_offset())).unwrap_or(0)
+        self.shared.log_start_offset.load(Ordering::Acquire)
     }
 
     pub fn log_end_offset(&self) -> u64 {
@@ -193,7 +202,11 @@ impl Partition {
 
     /// Deletes segments past retention. Blocking (file deletion).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
-        self.shared.with_log(|log| Ok(log.apply_retention(now_ms)?))
+        self.shared.with_log(|log| {
+            let deleted = log.apply_retention(now_ms)?;
+            self.shared.log_start_offset.store(log.log_start_offset(), Ordering::Release);
+            Ok(deleted)
+        })
     }
 
     /// Forgets producers idle longer than `expiration_ms` (by their last batch timestamp).
@@ -207,7 +220,7 @@ impl Partition {
     }
 
     pub fn is_failed(&self) -> bool {
-        self.shared.with_log(|log| Ok(log.is_failed())).unwrap_or(false)
+        self.shared.failed.load(Ordering::Acquire) || self.shared.with_log(|log| Ok(log.is_failed())).unwrap_or(false)
     }
 
     /// Answers what is queued, then closes the log cleanly (flush, indexes, clean-shutdown marker).

@@ -52,7 +52,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>)
             let shared_for_round = shared.clone();
             let outcome = tokio::task::spawn_blocking(move || commit_round(&shared_for_round, appends)).await;
             if let Err(error) = outcome {
-                tracing::error!(partition = %shared.id, %error, "writer round panicked");
+                shared.failed.store(true, std::sync::atomic::Ordering::Release);
+                tracing::error!(partition = %shared.id, %error, "writer round panicked; partition refuses appends until restarted");
             }
         }
         if let Some((delete, reply)) = stop {
@@ -105,6 +106,12 @@ enum Staged {
 
 /// Appends a round's batches, syncs once, answers each request. Runs on a blocking thread.
 fn commit_round(shared: &Shared, appends: Vec<(Vec<u8>, AppendReply)>) {
+    if shared.failed.load(std::sync::atomic::Ordering::Acquire) {
+        for (_, reply) in appends {
+            let _ = reply.send(Err(PartitionError::Storage("an earlier write round failed".into())));
+        }
+        return;
+    }
     let now_ms = now_ms();
     let mut staged = Vec::with_capacity(appends.len());
     let plan = {

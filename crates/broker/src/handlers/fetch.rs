@@ -32,7 +32,8 @@ struct Wanted {
 
 pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> ResponseKind {
     let response_max_bytes = usize::try_from(request.max_bytes).unwrap_or(0).min(broker.config.fetch_bytes_max);
-    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    // More than the response may hold can never be satisfied; it would only re-read on every append.
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0).min(response_max_bytes.max(1));
     let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MS_MAX);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let wanted: Vec<(TopicName, Vec<Wanted>)> = request
