@@ -8,7 +8,7 @@ use once_bench::BenchArgs;
 #[derive(Parser)]
 #[command(
     name = "once-bench",
-    about = "acks=all produce throughput and latency beside a raw append+fdatasync baseline"
+    about = "acks=all produce throughput and latency, plain and idempotent, beside a raw append+fdatasync baseline"
 )]
 struct Cli {
     #[command(flatten)]

@@ -1,15 +1,17 @@
-//! Benchmarks for Once: acks=all produce throughput and ack latency over the network, beside a raw
-//! append+fdatasync baseline of the same batch sizes on the same disk, measured in the same run.
+//! Benchmarks for Once: acks=all produce throughput and ack latency over the network, plain and
+//! idempotent, beside a raw append+fdatasync baseline of the same batch sizes on the same disk,
+//! measured in the same run.
 //!
-//! Machines are shared and noisy, so a figure alone says little; the ratio of Once to the raw
-//! baseline, measured interleaved (Once, raw, Once, raw, …) in one process, is the number to
-//! compare across machines and commits. The benchmark talks to the broker only over the network,
-//! so it measures any Kafka-compatible broker.
+//! Machines are shared and noisy, so a figure alone says little; the ratios (Once to the raw
+//! baseline, idempotent to plain), measured interleaved (plain, idempotent, raw, plain, …) in one
+//! process, are the numbers to compare across machines and commits. The benchmark talks to the
+//! broker only over the network, so it measures any Kafka-compatible broker.
 //!
 //! # Layout
 //! - `lib.rs`: [`BenchArgs`] (the `once bench` flags), [`run`], and the interleaving of runs.
-//! - `produce`: the produce workload — topic setup, N librdkafka producers with acks=all, per-record
-//!   ack latency, and the batch sizes librdkafka actually sent (from its statistics).
+//! - `produce`: the produce workload, plain or idempotent ([`Workload`]) — topic setup, N
+//!   librdkafka producers with acks=all, per-record ack latency, and the batch sizes librdkafka
+//!   actually sent (from its statistics).
 //! - `raw`: the baseline — a single thread appending buffers of that batch size to a file in the
 //!   data directory with `write` + `fdatasync` after each.
 //! - `summary`: percentiles of sorted samples and median/min/max over runs.
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-pub use produce::ProduceOutcome;
+pub use produce::{ProduceOutcome, Workload};
 pub use raw::RawOutcome;
 
 /// Flags of `once bench` (and of `cargo bench -p once-bench -- …`).
@@ -67,6 +69,10 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long, env = "ONCE_BENCH_JSON", value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Skip the idempotent produce workload (`enable.idempotence=true`), e.g. for a broker that
+    /// does not support it; by default every run measures it beside the plain one.
+    #[arg(long, env = "ONCE_BENCH_NO_IDEMPOTENT")]
+    pub no_idempotent: bool,
     /// A few-second run for CI: 5,000 records, one run, a 1 s raw baseline.
     #[arg(long, env = "ONCE_BENCH_SMOKE")]
     pub smoke: bool,
@@ -121,12 +127,15 @@ impl Plan {
     }
 }
 
-/// One Once run and the raw baseline run that followed it.
+/// One run: the plain produce workload, the idempotent one (unless `--no-idempotent`), and the raw
+/// baseline that followed them.
 #[derive(Debug, Clone)]
-pub struct RunPair {
-    /// The produce workload against the broker.
-    pub once: ProduceOutcome,
-    /// The raw append+fdatasync baseline with the batch size `once` produced.
+pub struct RunSet {
+    /// The plain produce workload (`enable.idempotence=false`) against the broker.
+    pub plain: ProduceOutcome,
+    /// The same workload with `enable.idempotence=true`; `None` with `--no-idempotent`.
+    pub idempotent: Option<ProduceOutcome>,
+    /// The raw append+fdatasync baseline with the batch size `plain` produced.
     pub raw: RawOutcome,
 }
 
@@ -146,8 +155,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let pairs = run_interleaved(&plan, &data_dir)?;
-    let results = report::Results::new(&plan, &data_dir, &pairs);
+    let runs = run_interleaved(&plan, &data_dir)?;
+    let results = report::Results::new(&plan, &data_dir, &runs);
     print!("{}", results.markdown());
     if let Some(path) = &plan.args.json {
         std::fs::write(path, results.json()).with_context(|| format!("writing {}", path.display()))?;
@@ -155,32 +164,45 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs Once then raw, `plan.runs` times, so that both see the same drift of a noisy machine.
-fn run_interleaved(plan: &Plan, data_dir: &std::path::Path) -> anyhow::Result<Vec<RunPair>> {
+/// Runs plain, idempotent, then raw, `plan.runs` times, so that all three see the same drift of a
+/// noisy machine.
+fn run_interleaved(plan: &Plan, data_dir: &std::path::Path) -> anyhow::Result<Vec<RunSet>> {
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|since| since.as_millis())
         .unwrap_or_default();
-    let mut pairs = Vec::with_capacity(plan.runs);
+    let mut runs = Vec::with_capacity(plan.runs);
     for index in 0..plan.runs {
         let topic = format!("{}-{run_id}-{index}", plan.args.topic_prefix);
-        eprintln!("run {}/{}: producing to {topic}", index + 1, plan.runs);
-        let once = produce::run(plan, &topic).with_context(|| format!("run {}: produce", index + 1))?;
-        eprintln!(
-            "run {}/{}: {} records acknowledged in {:.2} s, {} batches in {} produce requests",
-            index + 1,
-            plan.runs,
-            once.records,
-            once.elapsed.as_secs_f64(),
-            once.batches,
-            once.produce_requests
-        );
-        let batch_bytes = once.batch_bytes_average.round().max(1.0) as usize;
-        let total_bytes = once.records * plan.args.record_bytes as u64;
+        let plain = produce_logged(plan, index, Workload::Plain, &topic)?;
+        let idempotent = if plan.args.no_idempotent {
+            None
+        } else {
+            Some(produce_logged(plan, index, Workload::Idempotent, &format!("{topic}-idempotent"))?)
+        };
+        // Sized from the plain run, as before idempotence was measured, so the raw figures stay
+        // comparable with earlier ones.
+        let batch_bytes = plain.batch_bytes_average.round().max(1.0) as usize;
+        let total_bytes = plain.records * plan.args.record_bytes as u64;
         eprintln!("run {}/{}: raw append+fdatasync of {batch_bytes} B batches", index + 1, plan.runs);
         let raw = raw::run(data_dir, batch_bytes, total_bytes, plan.raw_time_max)
             .with_context(|| format!("run {}: raw baseline in {}", index + 1, data_dir.display()))?;
-        pairs.push(RunPair { once, raw });
+        runs.push(RunSet { plain, idempotent, raw });
     }
-    Ok(pairs)
+    Ok(runs)
+}
+
+/// One produce workload of run `index`, with a line of progress before and after.
+fn produce_logged(plan: &Plan, index: usize, workload: Workload, topic: &str) -> anyhow::Result<ProduceOutcome> {
+    let (number, runs, name) = (index + 1, plan.runs, workload.name());
+    eprintln!("run {number}/{runs}: {name} producing to {topic}");
+    let outcome = produce::run(plan, topic, workload).with_context(|| format!("run {number}: {name} produce"))?;
+    eprintln!(
+        "run {number}/{runs}: {name}: {} records acknowledged in {:.2} s, {} batches in {} produce requests",
+        outcome.records,
+        outcome.elapsed.as_secs_f64(),
+        outcome.batches,
+        outcome.produce_requests
+    );
+    Ok(outcome)
 }

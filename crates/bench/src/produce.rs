@@ -1,5 +1,6 @@
-//! The produce workload: N librdkafka producers send acks=all records to a fresh topic; every
-//! record's ack latency is kept, and the batch sizes librdkafka sent are read from its statistics.
+//! The produce workload: N librdkafka producers send acks=all records to a fresh topic, plain or
+//! idempotent; every record's ack latency is kept, and the batch sizes librdkafka sent are read
+//! from its statistics.
 
 use std::future::Future;
 use std::sync::{Arc, Barrier, Condvar, Mutex};
@@ -16,6 +17,31 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext};
 
 use crate::Plan;
+
+/// Which producer the workload runs. Everything else in the client configuration is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// `enable.idempotence=false`. librdkafka's default `max.in.flight.requests.per.connection`
+    /// (1,000,000) applies.
+    Plain,
+    /// `enable.idempotence=true`: an InitProducerId before the first send, a producer id, epoch and
+    /// sequence on every batch. librdkafka then caps `max.in.flight.requests.per.connection` at 5,
+    /// as Kafka requires, so this differs from [`Workload::Plain`] in that too.
+    Idempotent,
+}
+
+impl Workload {
+    /// Name in progress lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Plain => "plain",
+            Workload::Idempotent => "idempotent",
+        }
+    }
+}
+
+/// The librdkafka idempotent producer state once it holds a producer id (`rd_kafka_idemp_state`).
+const PRODUCER_ID_ASSIGNED: &str = "Assigned";
 
 /// What one run of the produce workload measured.
 #[derive(Debug, Clone)]
@@ -44,6 +70,8 @@ struct BatchCounters {
     /// Cumulative in librdkafka, so the latest emit's value is the total.
     produce_requests: i64,
     emits: u64,
+    /// The idempotent producer holds a producer id (always false for a plain producer).
+    producer_id_assigned: bool,
 }
 
 /// What the delivery callback and the sending thread share; one lock because both sides touch it
@@ -84,6 +112,8 @@ impl ClientContext for BenchContext {
         let produce_requests = statistics.brokers.values().filter_map(|broker| broker.req.get("Produce")).sum();
         shared.counters.produce_requests = produce_requests;
         shared.counters.emits += 1;
+        shared.counters.producer_id_assigned =
+            statistics.eos.as_ref().is_some_and(|eos| eos.idemp_state == PRODUCER_ID_ASSIGNED);
         self.changed.notify_all();
     }
 }
@@ -111,16 +141,16 @@ impl ProducerContext for BenchContext {
 }
 
 /// Creates `topic`, produces `plan.records` records to it from `--producers` clients, deletes it.
-pub fn run(plan: &Plan, topic: &str) -> anyhow::Result<ProduceOutcome> {
+pub fn run(plan: &Plan, topic: &str, workload: Workload) -> anyhow::Result<ProduceOutcome> {
     create_topic(plan, topic)?;
-    let outcome = produce_all(plan, topic);
+    let outcome = produce_all(plan, topic, workload);
     if let Err(error) = delete_topic(plan, topic) {
         eprintln!("once-bench: could not delete topic {topic}: {error:#}");
     }
     outcome
 }
 
-fn produce_all(plan: &Plan, topic: &str) -> anyhow::Result<ProduceOutcome> {
+fn produce_all(plan: &Plan, topic: &str, workload: Workload) -> anyhow::Result<ProduceOutcome> {
     let producers = plan.args.producers;
     let start_line = Arc::new(Barrier::new(producers + 1));
     let mut handles = Vec::with_capacity(producers);
@@ -130,7 +160,7 @@ fn produce_all(plan: &Plan, topic: &str) -> anyhow::Result<ProduceOutcome> {
         let (plan, topic, start_line) = (plan.clone(), topic.to_string(), Arc::clone(&start_line));
         let handle = thread::Builder::new()
             .name(format!("bench-producer-{index}"))
-            .spawn(move || produce_one(&plan, &topic, records, &start_line))?;
+            .spawn(move || produce_one(&plan, &topic, workload, records, &start_line))?;
         handles.push(handle);
     }
     start_line.wait();
@@ -166,14 +196,25 @@ fn produce_all(plan: &Plan, topic: &str) -> anyhow::Result<ProduceOutcome> {
     Ok(outcome)
 }
 
-/// One producer client: connects and fetches metadata before the start line, then sends `records`
-/// records keeping at most `--in-flight` unacknowledged, and waits for every acknowledgement.
-fn produce_one(plan: &Plan, topic: &str, records: u64, start_line: &Barrier) -> anyhow::Result<Shared> {
+/// One producer client: connects, fetches metadata and (idempotent) waits for its producer id
+/// before the start line, so the measurement is of producing, not of setting up; then sends
+/// `records` records keeping at most `--in-flight` unacknowledged, and waits for every
+/// acknowledgement.
+fn produce_one(
+    plan: &Plan,
+    topic: &str,
+    workload: Workload,
+    records: u64,
+    start_line: &Barrier,
+) -> anyhow::Result<Shared> {
     let context = BenchContext { topic: topic.to_string(), shared: Mutex::default(), changed: Condvar::new() };
     let producer: anyhow::Result<ThreadedProducer<BenchContext>> =
-        producer_config(plan).create_with_context(context).context("creating a producer");
+        producer_config(plan, workload).create_with_context(context).context("creating a producer");
     let warmed_up = producer.and_then(|producer| {
         producer.client().fetch_metadata(Some(topic), Duration::from_secs(10)).context("fetching metadata")?;
+        if workload == Workload::Idempotent {
+            wait_for_producer_id(producer.context(), Duration::from_secs(10))?;
+        }
         Ok(producer)
     });
     // Wait at the start line even after a failure, or the other threads would wait forever.
@@ -193,14 +234,15 @@ fn produce_one(plan: &Plan, topic: &str, records: u64, start_line: &Barrier) -> 
     Ok(shared)
 }
 
-fn producer_config(plan: &Plan) -> ClientConfig {
+fn producer_config(plan: &Plan, workload: Workload) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &plan.args.bootstrap)
         .set("client.id", "once-bench")
         .set("acks", "all")
-        // Once does not support idempotent producers yet.
-        .set("enable.idempotence", "false")
+        // The only difference between the workloads. max.in.flight.requests.per.connection is left
+        // unset: librdkafka lowers its default to 5 with idempotence and would refuse a higher one.
+        .set("enable.idempotence", (workload == Workload::Idempotent).to_string())
         .set("linger.ms", plan.args.linger_ms.to_string())
         .set("compression.type", "none")
         .set("message.timeout.ms", plan.delivery_timeout.as_millis().to_string())
@@ -234,6 +276,19 @@ fn send(producer: &ThreadedProducer<BenchContext>, topic: &str, payload: &[u8]) 
             }
         }
     }
+}
+
+/// librdkafka asks for a producer id (InitProducerId) as soon as the client starts and reports its
+/// state only in statistics, so wait for an emit that shows it assigned.
+fn wait_for_producer_id(context: &BenchContext, time_max: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + time_max;
+    let mut shared = context.lock();
+    while !shared.counters.producer_id_assigned {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(!wait.is_zero(), "no producer id assigned within {time_max:?} (InitProducerId)");
+        shared = context.changed.wait_timeout(shared, wait).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
+    }
+    Ok(())
 }
 
 /// librdkafka emits statistics on a timer; wait for one emitted after the last acknowledgement so
