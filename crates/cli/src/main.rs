@@ -1,5 +1,7 @@
 //! `once`: a single-binary Kafka-compatible broker built for exactly-once processing.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use once_cli::{admin, clients, groups, serve};
 
@@ -25,25 +27,41 @@ enum Command {
     Consume(clients::ConsumeArgs),
     /// List, describe (with lag), reset offsets of, and delete consumer groups.
     Group(groups::GroupArgs),
+    /// Check a broker for lost, duplicated and reordered messages under injected faults; exit 1 on any
+    /// anomaly.
+    Check(once_check::CheckArgs),
     /// Measure acks=all produce throughput and latency of a running broker beside raw append+fdatasync.
     Bench(once_bench::BenchArgs),
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Topic(args) => admin::run(args),
+        Command::Group(args) => groups::run(args),
         Command::Produce(args) => clients::produce(args),
         Command::Consume(args) => clients::consume(args),
-        Command::Group(args) => groups::run(args),
         Command::Bench(args) => once_bench::run(args),
+        Command::Check(args) => return check(args),
     };
     match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("once: {error:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `once check` exits 0 when no anomaly was found, 1 when one was, 2 when the run could not complete.
+fn check(args: once_check::CheckArgs) -> ExitCode {
+    match once_check::run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("once check could not complete: {error:#}");
+            ExitCode::from(2)
         }
     }
 }

@@ -1,0 +1,302 @@
+//! The `queue` workload: idempotent producers send unique values to every partition of a fresh
+//! topic while assign-based (read_committed and read_uncommitted) and subscribe-based (a group of
+//! two) consumers poll; after the faults stop, a final read of every partition from the start.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+
+use crate::history::{value_of, Poll, Send, SendOutcome, Value};
+use crate::nemesis::elapsed_ms;
+use crate::progress::Stats;
+
+/// How long the final read may take.
+const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the producers get to have their last records acknowledged once the faults stop.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Consumer index used for the final read's polls.
+pub const FINAL_READER: u16 = u16::MAX;
+
+/// What the workload needs to know.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Where clients connect: the proxy when there is one.
+    pub bootstrap: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub producers: u32,
+    /// Records per second over all producers.
+    pub rate: u32,
+    pub idempotence: bool,
+}
+
+/// The consumers every run has, by name; the last two share a group.
+pub const CONSUMERS: [&str; 4] = ["assign-read-committed", "assign-read-uncommitted", "group-a", "group-b"];
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .set("reconnect.backoff.ms", "20")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("retry.backoff.ms", "20")
+        .set("retry.backoff.max.ms", "500");
+    config
+}
+
+/// Remembers every send; delivery reports fill in the outcome by slot.
+#[derive(Clone)]
+struct Recorder {
+    sends: Arc<Mutex<Vec<Send>>>,
+    start: Instant,
+    stats: Arc<Stats>,
+}
+
+impl Recorder {
+    fn push(&self, send: Send) -> usize {
+        let mut sends = self.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        sends.push(send);
+        sends.len() - 1
+    }
+
+    fn finish(&self, slot: usize, outcome: SendOutcome) {
+        let counter = if matches!(outcome, SendOutcome::Acked { .. }) { &self.stats.acked } else { &self.stats.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut sends = self.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(send) = sends.get_mut(slot) {
+            send.outcome = outcome;
+            send.done_ms = elapsed_ms(self.start);
+        }
+    }
+}
+
+impl ClientContext for Recorder {}
+impl ProducerContext for Recorder {
+    type DeliveryOpaque = Box<usize>;
+    fn delivery(&self, result: &DeliveryResult<'_>, slot: Box<usize>) {
+        let outcome = match result {
+            Ok(message) => SendOutcome::Acked { offset: message.offset() },
+            Err((error, _)) => SendOutcome::Failed { error: error.to_string() },
+        };
+        self.finish(*slot, outcome);
+    }
+}
+
+/// Sends values at the producer's share of the rate until `stop`, then flushes.
+fn produce(config: &QueueConfig, number: u32, recorder: Recorder, stop: &AtomicBool) -> anyhow::Result<()> {
+    let producer: BaseProducer<Recorder> = client(&config.bootstrap)
+        .set("enable.idempotence", config.idempotence.to_string())
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .set("request.timeout.ms", "5000")
+        .create_with_context(recorder.clone())
+        .context("creating a producer")?;
+    let interval = Duration::from_secs_f64(f64::from(config.producers) / f64::from(config.rate.max(1)));
+    let mut next = Instant::now();
+    let mut index = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now < next {
+            producer.poll((next - now).min(Duration::from_millis(10)));
+            continue;
+        }
+        let value = value_of(number, index);
+        let partition = i32::try_from(index % config.partitions.max(1) as u64).unwrap_or(0);
+        let sent_ms = elapsed_ms(recorder.start);
+        let send = Send {
+            producer: number,
+            index,
+            value,
+            partition,
+            outcome: SendOutcome::Unknown,
+            sent_ms,
+            done_ms: sent_ms,
+        };
+        let slot = recorder.push(send);
+        let payload = value.to_string();
+        let record = BaseRecord::with_opaque_to(&config.topic, Box::new(slot)).partition(partition).payload(&payload);
+        if let Err((error, _)) = producer.send::<(), _>(record) {
+            recorder.finish(slot, SendOutcome::Failed { error: error.to_string() });
+        }
+        index += 1;
+        next += interval;
+    }
+    // Records not acknowledged by now stay unknown, or fail when dropping the producer purges them.
+    let _ = producer.flush(FLUSH_TIMEOUT);
+    Ok(())
+}
+
+/// Bumps its epoch on every rebalance, so the checker allows offsets to jump between epochs.
+struct EpochContext {
+    epoch: Arc<AtomicU32>,
+}
+
+impl ClientContext for EpochContext {}
+impl ConsumerContext for EpochContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What one consumer read: its polls and the records it could not parse.
+#[derive(Debug, Default)]
+pub struct Reads {
+    pub polls: Vec<Poll>,
+    pub unparseable: Vec<(i32, i64)>,
+}
+
+impl Reads {
+    fn record(&mut self, consumer: u16, epoch: u32, message: &impl Message, time_ms: u64) {
+        let (partition, offset) = (message.partition(), message.offset());
+        let value = message
+            .payload()
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .and_then(|text| text.parse::<Value>().ok());
+        match value {
+            Some(value) => self.polls.push(Poll { consumer, epoch, partition, offset, value, time_ms }),
+            None => self.unparseable.push((partition, offset)),
+        }
+    }
+}
+
+fn consumer(config: &QueueConfig, number: u16, epoch: Arc<AtomicU32>) -> anyhow::Result<BaseConsumer<EpochContext>> {
+    let name = CONSUMERS.get(usize::from(number)).copied().unwrap_or("final-read");
+    let in_group = name.starts_with("group");
+    let group = if in_group { format!("{}-group", config.topic) } else { format!("{}-{name}", config.topic) };
+    let isolation = if name == "assign-read-uncommitted" { "read_uncommitted" } else { "read_committed" };
+    let consumer: BaseConsumer<EpochContext> = client(&config.bootstrap)
+        .set("group.id", group)
+        .set("client.id", name)
+        .set("isolation.level", isolation)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", in_group.to_string())
+        .set("auto.commit.interval.ms", "500")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create_with_context(EpochContext { epoch })
+        .with_context(|| format!("creating consumer {name}"))?;
+    if in_group {
+        consumer.subscribe(&[&config.topic]).context("subscribing")?;
+    } else {
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..config.partitions {
+            assignment.add_partition_offset(&config.topic, partition, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment).context("assigning")?;
+    }
+    Ok(consumer)
+}
+
+/// Polls until `stop`, recording every record with the consumer's epoch at the time.
+fn consume(
+    config: &QueueConfig,
+    number: u16,
+    stats: &Stats,
+    start: Instant,
+    stop: &AtomicBool,
+) -> anyhow::Result<Reads> {
+    let epoch = Arc::new(AtomicU32::new(0));
+    let consumer = consumer(config, number, epoch.clone())?;
+    let mut reads = Reads::default();
+    while !stop.load(Ordering::Relaxed) {
+        // Errors (a broker gone, a reset connection) are librdkafka's to retry; the checker judges
+        // only what was read.
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
+        reads.record(number, epoch.load(Ordering::Relaxed), &message, elapsed_ms(start));
+        stats.polled.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(reads)
+}
+
+/// The running workload: producer and consumer threads.
+pub struct Running {
+    producers: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+    consumers: Vec<std::thread::JoinHandle<anyhow::Result<Reads>>>,
+    stop_producers: Arc<AtomicBool>,
+    stop_consumers: Arc<AtomicBool>,
+    sends: Arc<Mutex<Vec<Send>>>,
+}
+
+/// Starts every producer and consumer thread.
+pub fn start(config: &QueueConfig, stats: &Arc<Stats>, start: Instant) -> Running {
+    let (stop_producers, stop_consumers) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let recorder = Recorder { sends: Arc::default(), start, stats: stats.clone() };
+    let sends = recorder.sends.clone();
+    let producers = (0..config.producers)
+        .map(|number| {
+            let (config, recorder, stop) = (config.clone(), recorder.clone(), stop_producers.clone());
+            std::thread::spawn(move || produce(&config, number, recorder, &stop))
+        })
+        .collect();
+    let consumers = (0..CONSUMERS.len() as u16)
+        .map(|number| {
+            let (config, stats, stop) = (config.clone(), stats.clone(), stop_consumers.clone());
+            std::thread::spawn(move || consume(&config, number, &stats, start, &stop))
+        })
+        .collect();
+    Running { producers, consumers, stop_producers, stop_consumers, sends }
+}
+
+/// Everything the workload recorded.
+pub struct Recorded {
+    pub sends: Vec<Send>,
+    pub reads: Reads,
+}
+
+impl Running {
+    /// Stops the producers (after their flush), lets the consumers catch up for `drain`, stops them.
+    pub fn stop(self, drain: Duration) -> anyhow::Result<Recorded> {
+        self.stop_producers.store(true, Ordering::Relaxed);
+        for producer in self.producers {
+            producer.join().map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
+        }
+        std::thread::sleep(drain);
+        self.stop_consumers.store(true, Ordering::Relaxed);
+        let mut reads = Reads::default();
+        for consumer in self.consumers {
+            let mut one = consumer.join().map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??;
+            reads.polls.append(&mut one.polls);
+            reads.unparseable.append(&mut one.unparseable);
+        }
+        let sends = std::mem::take(&mut *self.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        Ok(Recorded { sends, reads })
+    }
+}
+
+/// Reads every partition from the start up to its high watermark as of now. Returns the reads and
+/// whether every partition was read to its end.
+pub fn final_read(config: &QueueConfig, start: Instant) -> anyhow::Result<(Reads, bool)> {
+    let consumer = consumer(config, FINAL_READER, Arc::new(AtomicU32::new(0)))?;
+    let deadline = Instant::now() + FINAL_READ_TIMEOUT;
+    let mut high: HashMap<i32, i64> = HashMap::new();
+    for partition in 0..config.partitions {
+        let watermarks = loop {
+            match consumer.fetch_watermarks(&config.topic, partition, Duration::from_secs(5)) {
+                Ok((_, high)) => break high,
+                Err(error) if Instant::now() > deadline => return Err(error).context("final read: watermarks"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        high.insert(partition, watermarks);
+    }
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let done = |next: &HashMap<i32, i64>| high.iter().all(|(p, high)| next.get(p).copied().unwrap_or(0) >= *high);
+    let mut reads = Reads::default();
+    while !done(&next) && Instant::now() < deadline {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
+        next.insert(message.partition(), message.offset() + 1);
+        reads.record(FINAL_READER, 0, &message, elapsed_ms(start));
+    }
+    Ok((reads, done(&next)))
+}

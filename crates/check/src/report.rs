@@ -1,0 +1,146 @@
+//! The outcome of a run: a summary table for people (stdout) and a JSON report for scripts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use crate::checker::{Anomaly, CLASSES};
+use crate::history::{History, SendOutcome};
+
+/// Anomalies detailed in the JSON at most per class; the counts are always complete.
+const DETAILS_PER_CLASS_MAX: usize = 200;
+
+/// Faults injected during a run, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct FaultCounts {
+    pub kills: u64,
+    pub resets: u64,
+    pub delays: u64,
+    pub dropped_responses: u64,
+    pub duplicated_produces: u64,
+}
+
+/// Everything a report says, gathered once.
+pub struct Outcome<'a> {
+    pub workload: &'a str,
+    pub seed: u64,
+    pub duration_secs: u64,
+    pub topic: &'a str,
+    /// Where clients connected (the proxy if there was one).
+    pub client_bootstrap: &'a str,
+    pub history: &'a History,
+    pub anomalies: &'a [Anomaly],
+    pub final_read_complete: bool,
+    pub faults: FaultCounts,
+}
+
+impl Outcome<'_> {
+    fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts: BTreeMap<&'static str, usize> = CLASSES.iter().map(|class| (*class, 0)).collect();
+        for anomaly in self.anomalies {
+            *counts.entry(anomaly.class()).or_default() += 1;
+        }
+        counts
+    }
+
+    fn sends(&self) -> (usize, usize, usize) {
+        let sends = &self.history.sends;
+        let count = |wanted: fn(&SendOutcome) -> bool| sends.iter().filter(|send| wanted(&send.outcome)).count();
+        (
+            count(|outcome| matches!(outcome, SendOutcome::Acked { .. })),
+            count(|outcome| matches!(outcome, SendOutcome::Failed { .. })),
+            count(|outcome| matches!(outcome, SendOutcome::Unknown)),
+        )
+    }
+
+    /// The JSON report.
+    pub fn json(&self) -> Value {
+        let (acked, failed, unknown) = self.sends();
+        let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+        let details: Vec<Value> = self
+            .anomalies
+            .iter()
+            .filter(|anomaly| {
+                let shown = shown.entry(anomaly.class()).or_default();
+                *shown += 1;
+                *shown <= DETAILS_PER_CLASS_MAX
+            })
+            .filter_map(|anomaly| serde_json::to_value(anomaly).ok())
+            .collect();
+        let faults = &self.faults;
+        json!({
+            "workload": self.workload,
+            "seed": self.seed,
+            "duration_secs": self.duration_secs,
+            "topic": self.topic,
+            "partitions": self.history.partitions,
+            "bootstrap": self.client_bootstrap,
+            "valid": self.anomalies.is_empty(),
+            "sent": self.history.sends.len(),
+            "acked": acked,
+            "failed": failed,
+            "unknown": unknown,
+            "polled": self.history.polls.len(),
+            "consumers": self.history.consumers,
+            "final_read_records": self.history.final_read.len(),
+            "final_read_complete": self.final_read_complete,
+            "faults": {
+                "kill": faults.kills,
+                "reset": faults.resets,
+                "delay": faults.delays,
+                "lost_response": faults.dropped_responses,
+                "duplicated_produce": faults.duplicated_produces,
+            },
+            "fault_events": self.history.faults,
+            "anomalies": self.counts(),
+            "anomaly_details": details,
+        })
+    }
+
+    /// Writes the JSON report to `path`.
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(&self.json())?;
+        std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
+    }
+
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let (acked, failed, unknown) = self.sends();
+        let faults = &self.faults;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "once check: workload {}, seed {}, {} s, topic {}",
+            self.workload, self.seed, self.duration_secs, self.topic
+        );
+        let _ = writeln!(out, "  sends       {} acked, {failed} failed, {unknown} unknown", acked);
+        let _ = writeln!(
+            out,
+            "  reads       {} polled by {} consumers; final read {} records{}",
+            self.history.polls.len(),
+            self.history.consumers.len(),
+            self.history.final_read.len(),
+            if self.final_read_complete { "" } else { " (INCOMPLETE: not every partition read to its end)" }
+        );
+        let _ = writeln!(
+            out,
+            "  faults      {} kill -9, {} resets, {} delays, {} lost responses, {} duplicated produces",
+            faults.kills, faults.resets, faults.delays, faults.dropped_responses, faults.duplicated_produces
+        );
+        let _ = writeln!(out, "  {:<22} {:>8}", "anomaly", "count");
+        let counts = self.counts();
+        for class in CLASSES {
+            let _ = writeln!(out, "  {class:<22} {:>8}", counts.get(class).copied().unwrap_or(0));
+        }
+        let verdict = if self.anomalies.is_empty() {
+            "no anomaly".to_string()
+        } else {
+            format!("{} anomalies; replay the fault schedule with --seed {}", self.anomalies.len(), self.seed)
+        };
+        let _ = writeln!(out, "  result      {verdict}");
+        out
+    }
+}
