@@ -41,6 +41,10 @@ pub struct GroupConfig {
     pub offset_metadata_bytes_max: usize,
     /// Skip fsync of the offsets log. Benchmarks only.
     pub unsafe_skip_fsync: bool,
+    /// Rewrite the offsets log at every open, whatever its size and share of live records. For tests
+    /// of compaction; the thresholds otherwise are `compaction::COMPACT_LOG_BYTES_MIN` and
+    /// `compaction::COMPACT_RECORDS_PER_LIVE_MIN`.
+    pub offsets_compaction_forced: bool,
 }
 
 impl GroupConfig {
@@ -58,6 +62,7 @@ impl GroupConfig {
             offsets_per_group_max: 100_000,
             offset_metadata_bytes_max: 4096,
             unsafe_skip_fsync: false,
+            offsets_compaction_forced: false,
         }
     }
 

@@ -56,17 +56,10 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl GroupCoordinator {
-    /// Opens the offsets log, replays it, and starts the timer. Needs a tokio runtime; blocking reads.
+    /// Opens the offsets log, replays it (compacting it if mostly dead), and starts the timer. Needs a
+    /// tokio runtime; blocking file I/O.
     pub fn open(config: GroupConfig) -> Result<Arc<GroupCoordinator>, GroupError> {
-        let (store, records) = OffsetStore::open(&config.offsets_dir, config.unsafe_skip_fsync)?;
-        let mut groups = Groups { groups: HashMap::new(), commit_sequence: 0 };
-        let now_ms = now_ms();
-        for record in records {
-            groups.commit_sequence += 1;
-            let sequence = groups.commit_sequence;
-            apply_record(&mut groups, record, sequence, now_ms, true);
-        }
-        groups.groups.retain(|_, group| !group.offsets.is_empty());
+        let (store, groups, _) = crate::load::load(&config, now_ms())?;
         tracing::info!(
             groups = groups.groups.len(),
             offsets = groups.offsets_total(),
@@ -185,8 +178,7 @@ impl GroupCoordinator {
                 .filter(|group| group.members.is_empty() && group.state == crate::group::GroupState::Empty)
             {
                 for ((topic, partition), stored) in &group.offsets {
-                    let since = group.empty_since_ms.max(stored.committed.commit_timestamp_ms);
-                    if now_ms.saturating_sub(since) >= retention_ms {
+                    if offset_expired(group, stored, now_ms, retention_ms) {
                         tombstones.push(OffsetRecord {
                             key: OffsetKey { group: group.id.clone(), topic: topic.clone(), partition: *partition },
                             value: None,
@@ -206,10 +198,17 @@ impl GroupCoordinator {
     }
 }
 
+/// Whether the offset expires now, in an empty group: retention counts from the later of the group
+/// becoming empty and the commit. Shared by the timer and by compaction at open.
+pub(crate) fn offset_expired(group: &Group, stored: &StoredOffset, now_ms: i64, retention_ms: i64) -> bool {
+    let since = group.empty_since_ms.max(stored.committed.commit_timestamp_ms);
+    now_ms.saturating_sub(since) >= retention_ms
+}
+
 /// Applies one record to memory, only over an offset written earlier (lower sequence). Known gap: a
 /// commit to an empty group racing DeleteGroups of it can re-create the offset in memory while the
 /// log ends with its tombstone; a restart then shows the log's (deleted) state.
-fn apply_record(groups: &mut Groups, record: OffsetRecord, sequence: u64, now_ms: i64, replay: bool) {
+pub(crate) fn apply_record(groups: &mut Groups, record: OffsetRecord, sequence: u64, now_ms: i64, replay: bool) {
     let OffsetRecord { key, value } = record;
     if !replay && value.is_none() && !groups.groups.contains_key(&key.group) {
         return;

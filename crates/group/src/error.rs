@@ -56,6 +56,12 @@ impl From<PartitionError> for GroupError {
     }
 }
 
+impl From<once_log::LogError> for GroupError {
+    fn from(error: once_log::LogError) -> GroupError {
+        GroupError::Storage(error.to_string())
+    }
+}
+
 /// The Kafka error code of a group error. Storage failures are logged: they are the unexpected ones.
 pub fn error_code(error: &GroupError) -> ResponseError {
     match error {

@@ -10,23 +10,28 @@
 //! - [`group`] — one group's state and the transitions shared by handlers and timer.
 //! - [`membership`] — the join/sync/heartbeat/leave state machine.
 //! - [`api_membership`], [`api_offsets`], [`api_admin`]: wire requests to state calls to wire responses.
-//! - [`store`] — the offsets log (an internal partition) and its replay.
+//! - [`store`] — the offsets log (an internal partition), its streaming replay and its compaction.
+//! - [`compaction`] — the compaction decision, the crash-safe swap of a rewritten log, and its repair.
+//! - `load`: the coordinator's state at open: replay into memory, then compact if mostly dead.
 //! - [`records`] — the key and value layout of offsets-log records.
 //! - [`subscription`] — the consumer protocol's embedded subscription and assignment formats.
 //! - [`config`] — [`GroupConfig`], limits and timeouts.
 //! - [`error`] — [`GroupError`] and the one mapping to Kafka error codes.
 //!
-//! The offsets log is not compacted yet: it grows with every commit and is replayed whole on start.
+//! The offsets log is compacted by rewrite at open when it is large and mostly dead records
+//! (`docs/design/offsets-log.md`); between starts it grows with every commit.
 
 #![forbid(unsafe_code)]
 
 pub mod api_admin;
 pub mod api_membership;
 pub mod api_offsets;
+pub mod compaction;
 pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod group;
+mod load;
 pub mod membership;
 pub mod records;
 pub mod store;

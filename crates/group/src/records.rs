@@ -180,10 +180,10 @@ pub fn encode_batch(records: &[OffsetRecord], timestamp_ms: i64) -> Result<Vec<u
     Ok(out.to_vec())
 }
 
-/// Decodes whole batches read from the offsets log. Returns the records and the offset after the last.
-pub fn decode_batches(bytes: Vec<u8>) -> Result<(Vec<OffsetRecord>, Option<i64>), GroupError> {
+/// Decodes whole batches read from the offsets log, handing each record to `apply` as it is decoded
+/// (replay holds one read's batches, never the whole log). Returns the offset after the last record.
+pub fn decode_batches(bytes: Vec<u8>, apply: &mut dyn FnMut(OffsetRecord)) -> Result<Option<i64>, GroupError> {
     let mut input = Bytes::from(bytes);
-    let mut records = Vec::new();
     let mut next_offset = None;
     while input.has_remaining() {
         let set = RecordBatchDecoder::decode(&mut input)
@@ -195,10 +195,10 @@ pub fn decode_batches(bytes: Vec<u8>) -> Result<(Vec<OffsetRecord>, Option<i64>)
                 continue;
             };
             let value = record.value.map(decode_value).transpose()?;
-            records.push(OffsetRecord { key, value });
+            apply(OffsetRecord { key, value });
         }
     }
-    Ok((records, next_offset))
+    Ok(next_offset)
 }
 
 #[cfg(test)]
@@ -223,7 +223,8 @@ mod tests {
             },
         ];
         let batch = encode_batch(&records, 5).expect("encodes");
-        let (decoded, next_offset) = decode_batches(batch).expect("decodes");
+        let mut decoded = Vec::new();
+        let next_offset = decode_batches(batch, &mut |record| decoded.push(record)).expect("decodes");
         assert_eq!(decoded, records);
         assert_eq!(next_offset, Some(3));
     }
@@ -234,6 +235,6 @@ mod tests {
         let mut batch = encode_batch(&[OffsetRecord { key, value: None }], 5).expect("encodes");
         let last = batch.len() - 1;
         batch[last] ^= 0xff;
-        assert!(decode_batches(batch).is_err(), "the CRC catches a flipped byte");
+        assert!(decode_batches(batch, &mut |_| ()).is_err(), "the CRC catches a flipped byte");
     }
 }

@@ -1,10 +1,17 @@
 //! The durable offsets log: one internal partition under the data directory, appended with group
-//! commit (an append resolves after the fdatasync that covers it) and replayed on open.
+//! commit (an append resolves after the fdatasync that covers it), replayed record by record at open
+//! and, when mostly dead, compacted by rewrite before the partition starts.
+//!
+//! Opening is three steps: [`OffsetStore::recover`] repairs an interrupted compaction and opens the
+//! log for reading; [`RecoveredLog::replay`] streams its records to the caller; then either
+//! [`RecoveredLog::start`] or [`RecoveredLog::compact`] hands the directory to the partition writer.
 
 use std::path::Path;
 
+use once_log::Log;
 use once_partition::{LogConfig, Partition, PartitionId};
 
+use crate::compaction::{self, LogPaths, Repair};
 use crate::error::GroupError;
 use crate::records::{decode_batches, encode_batch, OffsetRecord};
 
@@ -12,32 +19,56 @@ use crate::records::{decode_batches, encode_batch, OffsetRecord};
 /// produce to or fetch from it.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
-/// Bytes read per step while replaying the log.
+/// Bytes read per step while replaying the log: replay memory is this plus the live offsets.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 
 pub struct OffsetStore {
     partition: Partition,
 }
 
+/// The offsets log opened for replay, before its writer starts. Blocking file I/O throughout.
+pub struct RecoveredLog {
+    log: Log,
+    paths: LogPaths,
+    config: LogConfig,
+}
+
+/// How a compaction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compacted {
+    /// The compacted log is durably in place of the old one.
+    Swapped { log_bytes: u64 },
+    /// Writing the compacted log failed before the swap began: the old log is kept, unchanged.
+    Abandoned,
+}
+
+fn log_config(unsafe_skip_fsync: bool) -> LogConfig {
+    // Time and size retention would delete live commits; compaction at open bounds the log instead.
+    LogConfig {
+        retention_ms: None,
+        retention_bytes: None,
+        segment_ms_max: None,
+        unsafe_skip_fsync,
+        ..LogConfig::default()
+    }
+}
+
 impl OffsetStore {
-    /// Opens (recovering) the log in `dir` and returns it with every record in log order.
-    /// Blocking file reads: call at start-up. Needs a tokio runtime (the partition's writer task).
-    pub fn open(dir: &Path, unsafe_skip_fsync: bool) -> Result<(OffsetStore, Vec<OffsetRecord>), GroupError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| GroupError::Storage(format!("creating {}: {error}", dir.display())))?;
-        // Time and size retention would delete live commits: the log is kept whole (see the crate docs
-        // on compaction).
-        let config = LogConfig {
-            retention_ms: None,
-            retention_bytes: None,
-            segment_ms_max: None,
-            unsafe_skip_fsync,
-            ..LogConfig::default()
-        };
+    /// Repairs what an interrupted compaction left, then opens (recovering) the log in `dir` for
+    /// replay. Blocking: call at start-up.
+    pub fn recover(dir: &Path, unsafe_skip_fsync: bool) -> Result<(RecoveredLog, Repair), GroupError> {
+        let paths = LogPaths::new(dir)?;
+        let repair = compaction::repair(&paths, unsafe_skip_fsync)?;
+        let config = log_config(unsafe_skip_fsync);
+        let log = Log::open(&paths.live, config.clone())?;
+        Ok((RecoveredLog { log, paths, config }, repair))
+    }
+
+    /// Starts the partition writer on the log in `dir`. Needs a tokio runtime.
+    fn start(paths: &LogPaths, config: LogConfig) -> Result<OffsetStore, GroupError> {
         let id = PartitionId { topic: OFFSETS_TOPIC.to_string(), partition: 0 };
-        let partition = Partition::open(id, dir, config)?;
-        let records = replay(&partition)?;
-        Ok((OffsetStore { partition }, records))
+        let partition = Partition::open(id, &paths.live, config)?;
+        Ok(OffsetStore { partition })
     }
 
     /// Queues `records` as one batch now (so batches reach the log in call order) and resolves once
@@ -64,27 +95,72 @@ impl OffsetStore {
     }
 }
 
-fn replay(partition: &Partition) -> Result<Vec<OffsetRecord>, GroupError> {
-    let high_watermark = partition.high_watermark();
-    let mut offset = partition.log_start_offset();
-    let mut all = Vec::new();
-    while offset < high_watermark {
-        let bytes = partition.read(offset, REPLAY_READ_BYTES)?;
-        if bytes.is_empty() {
-            break;
+impl RecoveredLog {
+    /// Hands every record, in log order, to `apply` as it is decoded: memory holds one read, not the log.
+    pub fn replay(&self, mut apply: impl FnMut(OffsetRecord)) -> Result<u64, GroupError> {
+        let end_offset = self.log.durable_end_offset();
+        let mut offset = self.log.log_start_offset();
+        let mut records = 0u64;
+        let mut counted = |record: OffsetRecord| {
+            records += 1;
+            apply(record);
+        };
+        while offset < end_offset {
+            let bytes = self.log.read(offset, REPLAY_READ_BYTES, end_offset)?;
+            if bytes.is_empty() {
+                break;
+            }
+            let next_offset = decode_batches(bytes, &mut counted)?;
+            let next_offset = next_offset.and_then(|next| u64::try_from(next).ok()).unwrap_or(end_offset);
+            assert!(
+                next_offset > offset,
+                "replay of the offsets log must move forward (at {offset}, next {next_offset})"
+            );
+            offset = next_offset;
         }
-        let (records, next_offset) = decode_batches(bytes)?;
-        let next_offset = next_offset.and_then(|next| u64::try_from(next).ok()).unwrap_or(high_watermark);
-        assert!(next_offset > offset, "replay of the offsets log must move forward (at {offset}, next {next_offset})");
-        all.extend(records);
-        offset = next_offset;
+        tracing::info!(records, end_offset = offset, "offsets log replayed");
+        Ok(records)
     }
-    tracing::info!(records = all.len(), end_offset = offset, "offsets log replayed");
-    Ok(all)
+
+    /// Bytes of the log's segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
+    /// Closes the log cleanly and starts its partition writer. Needs a tokio runtime.
+    pub fn start(self) -> Result<OffsetStore, GroupError> {
+        self.log.close()?;
+        OffsetStore::start(&self.paths, self.config)
+    }
+
+    /// Replaces the log by one holding exactly `live` (the latest record of each live key) and starts
+    /// the partition writer on whichever log is in place. A failure while writing the new log abandons
+    /// it and keeps the old one; a failure once the swap began fails the open (the next open's repair
+    /// leaves one complete log). Needs a tokio runtime.
+    pub fn compact(self, live: &[OffsetRecord], now_ms: i64) -> Result<(OffsetStore, Compacted), GroupError> {
+        let RecoveredLog { log, paths, config } = self;
+        let bytes_before = log.size_bytes();
+        log.close()?;
+        let compacted = match compaction::write_compacted(&paths, &config, live, now_ms) {
+            Ok(log_bytes) => {
+                compaction::swap(&paths, config.unsafe_skip_fsync)?;
+                Compacted::Swapped { log_bytes }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "writing the compacted offsets log failed; keeping the old log");
+                compaction::repair(&paths, config.unsafe_skip_fsync)?;
+                Compacted::Abandoned
+            }
+        };
+        if let Compacted::Swapped { log_bytes } = compacted {
+            tracing::info!(bytes_before, bytes_after = log_bytes, records = live.len(), "offsets log compacted");
+        }
+        Ok((OffsetStore::start(&paths, config)?, compacted))
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::records::{CommittedOffset, OffsetKey};
 
@@ -96,15 +172,26 @@ mod tests {
         }
     }
 
+    /// Every record of the log in `dir`, in order (closing it cleanly again).
+    pub(crate) fn read_all(dir: &Path) -> Vec<OffsetRecord> {
+        let (recovered, _) = OffsetStore::recover(dir, false).expect("recover");
+        let mut all = Vec::new();
+        recovered.replay(|record| all.push(record)).expect("replay");
+        recovered.log.close().expect("close");
+        all
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appended_records_are_replayed_in_order() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (store, replayed) = OffsetStore::open(dir.path(), false).expect("open");
-        assert!(replayed.is_empty());
+        let dir = dir.path().join("0");
+        let (recovered, repair) = OffsetStore::recover(&dir, false).expect("open");
+        assert_eq!(repair, Repair::Clean);
+        assert_eq!(recovered.replay(|_| panic!("a new log is empty")).expect("replay"), 0);
+        let store = recovered.start().expect("start");
         store.append(&[record(0, 1), record(1, 2)], 10).await.expect("first append");
         store.append(&[record(0, 3)], 11).await.expect("second append");
         store.close().await.expect("close");
-        let (_store, replayed) = OffsetStore::open(dir.path(), false).expect("reopen");
-        assert_eq!(replayed, vec![record(0, 1), record(1, 2), record(0, 3)]);
+        assert_eq!(read_all(&dir), vec![record(0, 1), record(1, 2), record(0, 3)]);
     }
 }

@@ -1,0 +1,320 @@
+//! Loading the coordinator's state at open: stream the offsets log into [`Groups`], then compact the
+//! log if it is mostly dead records.
+//!
+//! Compaction keeps exactly what memory holds after replay minus the offsets the timer would expire
+//! on its first run (every group is empty after a start, so that is every offset past retention);
+//! those are dropped from memory too once the compacted log is in place, so memory and log agree.
+
+use std::collections::HashMap;
+
+use crate::compaction::{self, CompactionDecision};
+use crate::config::GroupConfig;
+use crate::coordinator::{apply_record, offset_expired, Groups};
+use crate::error::GroupError;
+use crate::records::{OffsetKey, OffsetRecord};
+use crate::store::{Compacted, OffsetStore};
+
+/// What [`load`] did, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loaded {
+    /// Records replayed, live or not.
+    pub(crate) records: u64,
+    pub(crate) decision: CompactionDecision,
+    /// `None` when no compaction was attempted.
+    pub(crate) compacted: Option<Compacted>,
+}
+
+/// Repairs, replays and (if worth it) compacts the offsets log, then starts its writer. Blocking file
+/// I/O; needs a tokio runtime.
+pub(crate) fn load(config: &GroupConfig, now_ms: i64) -> Result<(OffsetStore, Groups, Loaded), GroupError> {
+    let (recovered, repair) = OffsetStore::recover(&config.offsets_dir, config.unsafe_skip_fsync)?;
+    let mut groups = Groups { groups: HashMap::new(), commit_sequence: 0 };
+    let records = recovered.replay(|record| {
+        groups.commit_sequence += 1;
+        let sequence = groups.commit_sequence;
+        let deleted_group = record.value.is_none().then(|| record.key.group.clone());
+        apply_record(&mut groups, record, sequence, now_ms, true);
+        // Drop a group as soon as its last offset is deleted, so replay memory follows live offsets
+        // rather than every group the log ever named.
+        if let Some(group_id) = deleted_group {
+            if groups.groups.get(&group_id).is_some_and(|group| group.offsets.is_empty()) {
+                groups.groups.remove(&group_id);
+            }
+        }
+    })?;
+    groups.groups.retain(|_, group| !group.offsets.is_empty());
+    let retention_ms = retention_ms(config);
+    let live_count = live_records(&groups, now_ms, retention_ms).count() as u64;
+    let decision = compaction::decide(recovered.size_bytes(), records, live_count, config.offsets_compaction_forced);
+    tracing::info!(
+        ?repair,
+        records,
+        live = live_count,
+        log_bytes = recovered.size_bytes(),
+        ?decision,
+        "offsets log read"
+    );
+    let (store, compacted) = match decision {
+        CompactionDecision::Keep => (recovered.start()?, None),
+        CompactionDecision::Compact | CompactionDecision::Forced => {
+            let mut live: Vec<OffsetRecord> = live_records(&groups, now_ms, retention_ms).collect();
+            live.sort_by(|left, right| left.key.cmp(&right.key));
+            let (store, compacted) = recovered.compact(&live, now_ms)?;
+            if matches!(compacted, Compacted::Swapped { .. }) {
+                drop_expired(&mut groups, now_ms, retention_ms);
+            }
+            (store, Some(compacted))
+        }
+    };
+    Ok((store, groups, Loaded { records, decision, compacted }))
+}
+
+fn retention_ms(config: &GroupConfig) -> i64 {
+    i64::try_from(config.offsets_retention_ms()).unwrap_or(i64::MAX)
+}
+
+/// The latest record of every offset in memory that the timer would not expire now.
+fn live_records(groups: &Groups, now_ms: i64, retention_ms: i64) -> impl Iterator<Item = OffsetRecord> + '_ {
+    groups.groups.values().flat_map(move |group| {
+        group.offsets.iter().filter(move |(_, stored)| !offset_expired(group, stored, now_ms, retention_ms)).map(
+            move |((topic, partition), stored)| OffsetRecord {
+                key: OffsetKey { group: group.id.clone(), topic: topic.clone(), partition: *partition },
+                value: Some(stored.committed.clone()),
+            },
+        )
+    })
+}
+
+fn drop_expired(groups: &mut Groups, now_ms: i64, retention_ms: i64) {
+    for group in groups.groups.values_mut() {
+        let expired: Vec<(String, i32)> = group
+            .offsets
+            .iter()
+            .filter(|(_, stored)| offset_expired(group, stored, now_ms, retention_ms))
+            .map(|(slot, _)| slot.clone())
+            .collect();
+        for slot in expired {
+            group.offsets.remove(&slot);
+        }
+    }
+    groups.groups.retain(|_, group| !group.offsets.is_empty());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::compaction::{write_compacted, LogPaths};
+    use crate::config::CoordinatorNode;
+    use crate::records::CommittedOffset;
+    use crate::store::tests::read_all;
+
+    const NOW_MS: i64 = 1_700_000_000_000;
+    const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+    fn config(data: &Path, forced: bool) -> GroupConfig {
+        let node = CoordinatorNode { node_id: 0, host: "localhost".into(), port: 9092 };
+        GroupConfig { offsets_compaction_forced: forced, ..GroupConfig::new(data, node) }
+    }
+
+    fn commit(group: &str, partition: i32, offset: i64, commit_timestamp_ms: i64) -> OffsetRecord {
+        let key = OffsetKey { group: group.into(), topic: "t".into(), partition };
+        let metadata = Some(format!("m{offset}"));
+        OffsetRecord { key, value: Some(CommittedOffset { offset, leader_epoch: 3, metadata, commit_timestamp_ms }) }
+    }
+
+    fn tombstone(group: &str, partition: i32) -> OffsetRecord {
+        OffsetRecord { key: OffsetKey { group: group.into(), topic: "t".into(), partition }, value: None }
+    }
+
+    /// 200 overwrites of four offsets of group `a`, one of them deleted, one committed to `b` and
+    /// deleted with its group: 4 live records out of 203 (none expired).
+    fn history() -> Vec<OffsetRecord> {
+        let mut records = Vec::new();
+        for round in 0..50 {
+            for partition in 0..4 {
+                records.push(commit("a", partition, round * 10 + i64::from(partition), NOW_MS - DAY_MS + round));
+            }
+        }
+        records.push(tombstone("a", 3));
+        records.push(commit("b", 0, 5, NOW_MS - DAY_MS));
+        records.push(tombstone("b", 0));
+        records
+    }
+
+    /// What memory must hold after any open of `history()`.
+    fn expected() -> BTreeMap<OffsetKey, CommittedOffset> {
+        (0..3)
+            .map(|partition| commit("a", partition, 490 + i64::from(partition), NOW_MS - DAY_MS + 49))
+            .map(|record| (record.key, record.value.expect("a commit")))
+            .collect()
+    }
+
+    fn state(groups: &Groups) -> BTreeMap<OffsetKey, CommittedOffset> {
+        let mut state = BTreeMap::new();
+        for group in groups.groups.values() {
+            for ((topic, partition), stored) in &group.offsets {
+                let key = OffsetKey { group: group.id.clone(), topic: topic.clone(), partition: *partition };
+                state.insert(key, stored.committed.clone());
+            }
+        }
+        state
+    }
+
+    /// Writes `records` through the partition writer (ten per batch) into the log at `dir`.
+    async fn write_log(dir: &Path, records: &[OffsetRecord]) {
+        let (recovered, _) = OffsetStore::recover(dir, false).expect("recover");
+        recovered.replay(|_| ()).expect("replay");
+        let store = recovered.start().expect("start");
+        for chunk in records.chunks(10) {
+            store.append(chunk, NOW_MS).await.expect("append");
+        }
+        store.close().await.expect("close");
+    }
+
+    fn entries(parent: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(parent)
+            .expect("list")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Opens like the coordinator does (not forced) and checks the state and the directory.
+    async fn open_and_check(data: &Path) -> Loaded {
+        let config = config(data, false);
+        let (store, groups, loaded) = load(&config, NOW_MS).expect("load");
+        assert_eq!(state(&groups), expected(), "the offsets after open");
+        store.close().await.expect("close");
+        let parent = config.offsets_dir.parent().expect("parent").to_path_buf();
+        assert_eq!(entries(&parent), vec!["0".to_string()], "only the log is left");
+        loaded
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overwrites_compact_to_live_records_and_replay_to_the_same_state() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let config = config(data.path(), true);
+        write_log(&config.offsets_dir, &history()).await;
+        let before = {
+            let (store, groups, loaded) =
+                load(&GroupConfig { offsets_compaction_forced: false, ..config.clone() }, NOW_MS)
+                    .expect("load without compaction");
+            assert_eq!(loaded.decision, CompactionDecision::Keep, "a small log is kept");
+            store.close().await.expect("close");
+            state(&groups)
+        };
+        assert_eq!(before, expected());
+        let (store, groups, loaded) = load(&config, NOW_MS).expect("load with compaction");
+        assert_eq!(loaded.records, history().len() as u64);
+        assert!(matches!(loaded.compacted, Some(Compacted::Swapped { .. })), "compacted: {loaded:?}");
+        assert_eq!(state(&groups), before, "compaction does not change memory");
+        store.close().await.expect("close");
+        let live: Vec<OffsetRecord> =
+            expected().into_iter().map(|(key, value)| OffsetRecord { key, value: Some(value) }).collect();
+        assert_eq!(read_all(&config.offsets_dir), live, "the log holds the live records only, in key order");
+        let loaded = open_and_check(data.path()).await;
+        assert_eq!(loaded.records, 3, "the next open replays only the live records");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_drops_tombstones_and_expired_offsets() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let config = config(data.path(), true);
+        let retention_ms = retention_ms(&config);
+        let mut records = history();
+        records.push(commit("old", 0, 9, NOW_MS - retention_ms));
+        records.push(commit("a", 7, 9, NOW_MS - retention_ms - 1));
+        write_log(&config.offsets_dir, &records).await;
+        let (store, groups, _) = load(&config, NOW_MS).expect("load with compaction");
+        assert_eq!(state(&groups), expected(), "expired offsets left memory with the compaction");
+        store.close().await.expect("close");
+        let stored = read_all(&config.offsets_dir);
+        assert!(stored.iter().all(|record| record.value.is_some()), "no tombstones survive");
+        assert_eq!(stored.len(), 3, "no expired offsets survive: {stored:?}");
+    }
+
+    /// The old log at `0` and a complete compacted copy in `0.compacting`: the state between steps 1
+    /// and 2 of the swap.
+    async fn prepare(data: &Path) -> LogPaths {
+        let config = config(data, false);
+        write_log(&config.offsets_dir, &history()).await;
+        let paths = LogPaths::new(&config.offsets_dir).expect("paths");
+        let live: Vec<OffsetRecord> =
+            expected().into_iter().map(|(key, value)| OffsetRecord { key, value: Some(value) }).collect();
+        write_compacted(&paths, &log_config_for_tests(), &live, NOW_MS).expect("write compacted");
+        paths
+    }
+
+    fn log_config_for_tests() -> once_log::LogConfig {
+        once_log::LogConfig { retention_ms: None, segment_ms_max: None, ..once_log::LogConfig::default() }
+    }
+
+    fn rename(from: &Path, to: &Path) {
+        std::fs::rename(from, to).expect("rename");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_while_writing_the_compacted_log_keeps_the_old_log() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let paths = prepare(data.path()).await;
+        // Torn: the marker never written and the segment cut mid-batch.
+        std::fs::remove_file(paths.compacting.join("clean-shutdown")).expect("remove marker");
+        let segment = paths.compacting.join(format!("{:020}.log", 0));
+        let length = std::fs::metadata(&segment).expect("segment").len();
+        std::fs::OpenOptions::new().write(true).open(&segment).expect("open").set_len(length / 2).expect("cut");
+        let loaded = open_and_check(data.path()).await;
+        assert_eq!(loaded.records, history().len() as u64, "the old log is the one kept");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_before_the_first_rename_keeps_the_old_log() {
+        let data = tempfile::tempdir().expect("temp dir");
+        prepare(data.path()).await;
+        let loaded = open_and_check(data.path()).await;
+        assert_eq!(loaded.records, history().len() as u64, "the old log is the one kept");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_between_the_renames_rolls_back() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let paths = prepare(data.path()).await;
+        rename(&paths.live, &paths.old);
+        let loaded = open_and_check(data.path()).await;
+        assert_eq!(loaded.records, history().len() as u64, "the old log is renamed back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_old_log_alone_is_renamed_back() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let paths = prepare(data.path()).await;
+        rename(&paths.live, &paths.old);
+        std::fs::remove_dir_all(&paths.compacting).expect("lose the new directory");
+        let loaded = open_and_check(data.path()).await;
+        assert_eq!(loaded.records, history().len() as u64, "the old log is renamed back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_after_the_second_rename_keeps_the_new_log() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let paths = prepare(data.path()).await;
+        rename(&paths.live, &paths.old);
+        rename(&paths.compacting, &paths.live);
+        let loaded = open_and_check(data.path()).await;
+        assert_eq!(loaded.records, 3, "the compacted log is the one kept");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_while_deleting_the_old_log_keeps_the_new_log() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let paths = prepare(data.path()).await;
+        rename(&paths.live, &paths.old);
+        rename(&paths.compacting, &paths.live);
+        std::fs::remove_file(paths.old.join(format!("{:020}.log", 0))).expect("delete part of the old log");
+        let loaded = open_and_check(data.path()).await;
+        assert_eq!(loaded.records, 3, "the compacted log is the one kept");
+    }
+}
