@@ -9,6 +9,10 @@
 //!   final read — turning what the clients saw into a [`History`].
 //! - `history`: the recorded history as plain data.
 //! - `checker`: the anomaly classes, pure functions of a history (unit tests in `checker_tests.rs`).
+//! - `group` (with `group_run.rs`): the `group` workload — members that process, commit and crash,
+//!   and the fresh consumer that resumes from the committed offsets — recording a [`GroupHistory`].
+//! - `group_history`, `group_checker` (tests in `group_checker_tests.rs`), `group_report`: its
+//!   history, its anomaly classes as pure functions, its table and JSON report.
 //! - `proxy`: the seeded TCP fault proxy (resets, delays, lost responses, duplicated produces).
 //! - `nemesis`: the broker process under `--broker-cmd` and the kill -9 / proxy schedule.
 //! - `progress`: live counters and the one-line progress indicator on stderr.
@@ -16,6 +20,10 @@
 //! - `rng`: the seeded generator behind every fault decision.
 
 mod checker;
+mod group;
+mod group_checker;
+mod group_history;
+mod group_report;
 mod history;
 mod nemesis;
 mod progress;
@@ -37,17 +45,21 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
 pub use checker::{check, Anomaly, CLASSES};
+pub use group_checker::{check_group, reprocessing, GroupAnomaly, Reprocessing, GROUP_CLASSES};
+pub use group_history::{Commit, CommittedRead, GroupHistory, Incarnation, Processed, Resume};
 pub use history::{FaultEvent, History, Poll, Send, SendOutcome};
 
 /// How long consumers keep polling after the producers have stopped, before the final read.
 const DRAIN: Duration = Duration::from_secs(3);
 
-/// Workloads `once check` can run. `txn` (transactional copiers), `dedup` (message-id resends) and
-/// `group` (committed offsets under member kills) are not implemented yet.
+/// Workloads `once check` can run. `txn` (transactional copiers) and `dedup` (message-id resends)
+/// are not implemented yet.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
     /// Idempotent producers, assign and subscribe consumers, a final read.
     Queue,
+    /// Consumer-group members committing offsets while they crash; a fresh member resumes at the end.
+    Group,
 }
 
 /// Faults the checker can inject.
@@ -63,6 +75,9 @@ pub enum Fault {
     Duplicate,
     /// SIGKILL and restart of the broker (needs `--broker-cmd`).
     Kill,
+    /// `group` workload: a member's client is dropped without committing or leaving the group, and
+    /// the proxy cuts it off, as if its process had died.
+    Crash,
 }
 
 /// Flags of `once check`.
@@ -101,7 +116,7 @@ pub struct CheckArgs {
         env = "ONCE_CHECK_FAULTS",
         value_enum,
         value_delimiter = ',',
-        default_value = "reset,delay,lost-response,duplicate,kill"
+        default_value = "reset,delay,lost-response,duplicate,kill,crash"
     )]
     pub faults: Vec<Fault>,
     /// Probability of each proxy fault per request while the proxy's faults are on.
@@ -120,6 +135,13 @@ pub struct CheckArgs {
     /// non-idempotent producer writes under retries.
     #[arg(long, env = "ONCE_CHECK_PRODUCER_IDEMPOTENCE", default_value_t = true, action = clap::ArgAction::Set)]
     pub producer_idempotence: bool,
+    /// `group` workload: members of the consumer group.
+    #[arg(long, env = "ONCE_CHECK_MEMBERS", default_value_t = 3)]
+    pub members: u16,
+    /// `group` workload: commit each batch before processing it. `true` only to see the checker catch
+    /// the records a crash between the two then skips.
+    #[arg(long, env = "ONCE_CHECK_COMMIT_BEFORE_PROCESS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub commit_before_process: bool,
 }
 
 /// Runs the check; true if no anomaly was found. Prints the seed at the start and with any failure.
@@ -143,7 +165,8 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
     let start = Instant::now();
     let mut set_up = SetUp::new(args, seed)?;
     let client_bootstrap = set_up.proxy.as_ref().map_or(args.bootstrap.clone(), |proxy| proxy.address.clone());
-    let topic = format!("once-check-queue-{seed}-{}", now_ms());
+    let workload = format!("{:?}", args.workload).to_lowercase();
+    let topic = format!("once-check-{workload}-{seed}-{}", now_ms());
     create_topic(&client_bootstrap, &topic, args.partitions)?;
     if set_up.proxy.is_some() && set_up.broker.is_none() {
         warn_unless_advertised(&client_bootstrap);
@@ -156,53 +179,132 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
         rate: args.rate,
         idempotence: args.producer_idempotence,
     };
-    let stats = Arc::new(progress::Stats::default());
+    let run = Run { args, seed, start, config, stats: Arc::new(progress::Stats::default()) };
     let proxy_counters = set_up.proxy.as_ref().map(|proxy| proxy.counters.clone());
-    let progress = progress::start(stats.clone(), proxy_counters, Duration::from_secs(args.duration));
-    let running = queue::start(&config, &stats, start);
-    let targets = nemesis::Targets {
-        proxy: set_up.proxy.as_ref().map(|proxy| proxy.enabled.clone()),
-        broker: set_up.broker.as_mut().filter(|_| args.faults.contains(&Fault::Kill)),
-        kills: &stats.kills,
+    let progress = progress::start(run.stats.clone(), proxy_counters, Duration::from_secs(args.duration));
+    let valid = match args.workload {
+        Workload::Queue => run.queue(&mut set_up, progress)?,
+        Workload::Group => run.group(&mut set_up, progress)?,
     };
-    let mut rng = rng::Rng::new(seed);
-    let faults = nemesis::run(&mut rng, start, start + Duration::from_secs(args.duration), targets)?;
-    let recorded = running.stop(DRAIN)?;
-    let (final_reads, final_read_complete) = queue::final_read(&config, start)?;
-    drop(progress);
-    let mut unparseable = recorded.reads.unparseable;
-    unparseable.extend(final_reads.unparseable);
-    unparseable.sort_unstable();
-    unparseable.dedup();
-    let history = History {
-        partitions: args.partitions,
-        consumers: queue::CONSUMERS.iter().map(|name| name.to_string()).collect(),
-        sends: recorded.sends,
-        polls: recorded.reads.polls,
-        final_read: final_reads.polls,
-        unparseable,
-        faults,
-    };
-    let anomalies = check(&history);
-    let outcome = report::Outcome {
-        workload: "queue",
-        seed,
-        duration_secs: args.duration,
-        topic: &topic,
-        client_bootstrap: &client_bootstrap,
-        history: &history,
-        anomalies: &anomalies,
-        final_read_complete,
-        faults: set_up.fault_counts(stats.kills.load(Ordering::Relaxed)),
-    };
-    print!("{}", outcome.table());
-    if let Some(path) = &args.json {
-        outcome.write_json(path)?;
+    if !valid {
+        eprintln!("once check: anomalies found (seed {seed})");
     }
-    if !anomalies.is_empty() {
-        eprintln!("once check: {} anomalies found (seed {seed})", anomalies.len());
+    Ok(valid)
+}
+
+/// One run's settings, shared by the workloads.
+struct Run<'a> {
+    args: &'a CheckArgs,
+    seed: u64,
+    start: Instant,
+    config: queue::QueueConfig,
+    stats: Arc<progress::Stats>,
+}
+
+impl Run<'_> {
+    /// The seeded fault schedule until `--duration` is over, then healing.
+    fn nemesis(&self, set_up: &mut SetUp) -> anyhow::Result<Vec<FaultEvent>> {
+        let targets = nemesis::Targets {
+            proxy: set_up.proxy.as_ref().map(|proxy| proxy.enabled.clone()),
+            broker: set_up.broker.as_mut().filter(|_| self.args.faults.contains(&Fault::Kill)),
+            kills: &self.stats.kills,
+        };
+        let mut rng = rng::Rng::new(self.seed);
+        nemesis::run(&mut rng, self.start, self.start + Duration::from_secs(self.args.duration), targets)
     }
-    Ok(anomalies.is_empty())
+
+    fn queue(&self, set_up: &mut SetUp, progress: progress::Progress) -> anyhow::Result<bool> {
+        let running = queue::start(&self.config, &self.stats, self.start);
+        let faults = self.nemesis(set_up)?;
+        let recorded = running.stop(DRAIN)?;
+        let (final_reads, final_read_complete) = queue::final_read(&self.config, self.start)?;
+        drop(progress);
+        let mut unparseable = recorded.reads.unparseable;
+        unparseable.extend(final_reads.unparseable);
+        unparseable.sort_unstable();
+        unparseable.dedup();
+        let history = History {
+            partitions: self.args.partitions,
+            consumers: queue::CONSUMERS.iter().map(|name| name.to_string()).collect(),
+            sends: recorded.sends,
+            polls: recorded.reads.polls,
+            final_read: final_reads.polls,
+            unparseable,
+            faults,
+        };
+        let anomalies = check(&history);
+        let outcome = report::Outcome {
+            workload: "queue",
+            seed: self.seed,
+            duration_secs: self.args.duration,
+            topic: &self.config.topic,
+            client_bootstrap: &self.config.bootstrap,
+            history: &history,
+            anomalies: &anomalies,
+            final_read_complete,
+            faults: set_up.fault_counts(self.stats.kills.load(Ordering::Relaxed)),
+        };
+        print!("{}", outcome.table());
+        if let Some(path) = &self.args.json {
+            outcome.write_json(path)?;
+        }
+        Ok(anomalies.is_empty())
+    }
+
+    fn group(&self, set_up: &mut SetUp, progress: progress::Progress) -> anyhow::Result<bool> {
+        let crashes = self.args.faults.contains(&Fault::Crash);
+        let config = group::GroupConfig {
+            queue: self.config.clone(),
+            members: self.args.members,
+            commit_before_process: self.args.commit_before_process,
+            crashes_until: crashes.then(|| self.start + Duration::from_secs(self.args.duration)),
+            crashed_clients: set_up.proxy.as_ref().map(|proxy| proxy.crashed_clients.clone()),
+            seed: self.seed,
+        };
+        let running = group::start(&config, &self.stats, self.start);
+        let mut faults = self.nemesis(set_up)?;
+        let (sends, log) = running.stop()?;
+        let (resume, final_read_complete) = group::resume(&config, &log, self.start)?;
+        drop(progress);
+        let log = std::mem::take(&mut *log.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        faults.extend(log.crashes);
+        faults.sort_by_key(|event| event.time_ms);
+        let mut unparseable = log.unparseable;
+        unparseable.sort_unstable();
+        unparseable.dedup();
+        let history = GroupHistory {
+            partitions: self.args.partitions,
+            sends,
+            incarnations: log.incarnations,
+            processed: log.processed,
+            commits: log.commits,
+            committed_reads: log.committed_reads,
+            resume,
+            final_read_complete,
+            unparseable,
+            faults,
+        };
+        let anomalies = check_group(&history);
+        let outcome = group_report::GroupOutcome {
+            seed: self.seed,
+            duration_secs: self.args.duration,
+            topic: &self.config.topic,
+            client_bootstrap: &self.config.bootstrap,
+            history: &history,
+            anomalies: &anomalies,
+            reprocessing: reprocessing(&history),
+            faults: set_up.fault_counts(self.stats.kills.load(Ordering::Relaxed)),
+            crashed_client_cutoffs: set_up
+                .proxy
+                .as_ref()
+                .map_or(0, |proxy| proxy.counters.crashed_client_cutoffs.load(Ordering::Relaxed)),
+        };
+        print!("{}", outcome.table());
+        if let Some(path) = &self.args.json {
+            outcome.write_json(path)?;
+        }
+        Ok(anomalies.is_empty())
+    }
 }
 
 /// The proxy and the managed broker of one run; dropping it kills the broker.

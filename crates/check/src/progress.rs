@@ -14,6 +14,8 @@ pub struct Stats {
     pub failed: AtomicU64,
     pub polled: AtomicU64,
     pub kills: AtomicU64,
+    /// Consumer incarnations crashed (the `group` workload).
+    pub crashes: AtomicU64,
 }
 
 /// The progress line's thread; dropping it stops the line and ends it with a newline.
@@ -71,6 +73,9 @@ fn line(stats: &Stats, proxy: Option<&ProxyCounters>, elapsed: Duration, duratio
         load(&stats.polled),
         load(&stats.kills),
     );
+    if load(&stats.crashes) > 0 {
+        line.push_str(&format!(" crashes {}", load(&stats.crashes)));
+    }
     if let Some(proxy) = proxy {
         line.push_str(&format!(
             " resets {} delays {} lost-responses {} dup-produces {}",

@@ -7,10 +7,14 @@
 //! - sends a Produce request twice and swallows the second response (a duplicated request: only an
 //!   idempotent producer's sequence numbers can tell the broker it is a copy).
 //!
+//! Independently of the fault windows, it cuts off crashed clients: every request whose header
+//! carries a `client.id` in [`FaultProxy::crashed_clients`] closes its connection unforwarded, so a
+//! client dropped to simulate a crash cannot leave its group, commit or heartbeat on its way out.
+//!
 //! Responses are matched to requests by correlation id, which Kafka puts first in every response.
 //! The broker must advertise the proxy's address, or clients bypass it after the first Metadata.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,7 +44,12 @@ pub struct ProxyCounters {
     pub delays: AtomicU64,
     pub dropped_responses: AtomicU64,
     pub duplicated_produces: AtomicU64,
+    /// Connections closed because their client had crashed.
+    pub crashed_client_cutoffs: AtomicU64,
 }
+
+/// Client ids the proxy no longer forwards for.
+pub type CrashedClients = Arc<Mutex<HashSet<String>>>;
 
 /// A running proxy. Dropping it stops accepting; open connections live until either side closes.
 pub struct FaultProxy {
@@ -49,6 +58,8 @@ pub struct FaultProxy {
     /// Faults are injected only while this is set.
     pub enabled: Arc<AtomicBool>,
     pub counters: Arc<ProxyCounters>,
+    /// Requests from these client ids close their connection unforwarded (simulated client crashes).
+    pub crashed_clients: CrashedClients,
     stop: Arc<AtomicBool>,
 }
 
@@ -90,9 +101,11 @@ pub fn start(listener: TcpListener, upstream: String, faults: ProxyFaults, seed:
         address,
         enabled: Arc::new(AtomicBool::new(false)),
         counters: Arc::new(ProxyCounters::default()),
+        crashed_clients: CrashedClients::default(),
         stop: Arc::new(AtomicBool::new(false)),
     };
     let (enabled, counters, stop) = (proxy.enabled.clone(), proxy.counters.clone(), proxy.stop.clone());
+    let crashed = proxy.crashed_clients.clone();
     std::thread::spawn(move || {
         let rng = Rng::new(seed);
         let mut number = 0;
@@ -108,11 +121,18 @@ pub fn start(listener: TcpListener, upstream: String, faults: ProxyFaults, seed:
             let _ = client.set_nonblocking(false);
             // A refused upstream (the broker is down) closes the client: what a dead broker looks like.
             let Ok(broker) = TcpStream::connect(&upstream) else { continue };
-            let shared = (enabled.clone(), counters.clone());
+            let shared = Shared { enabled: enabled.clone(), counters: counters.clone(), crashed: crashed.clone() };
             let _ = spawn_connection(client, broker, faults, rng.fork(number), shared);
         }
     });
     Ok(proxy)
+}
+
+/// What every connection of one proxy shares.
+struct Shared {
+    enabled: Arc<AtomicBool>,
+    counters: Arc<ProxyCounters>,
+    crashed: CrashedClients,
 }
 
 fn spawn_connection(
@@ -120,12 +140,13 @@ fn spawn_connection(
     broker: TcpStream,
     faults: ProxyFaults,
     rng: Rng,
-    (enabled, counters): (Arc<AtomicBool>, Arc<ProxyCounters>),
+    Shared { enabled, counters, crashed }: Shared,
 ) -> std::io::Result<()> {
     let _ = client.set_nodelay(true);
     let _ = broker.set_nodelay(true);
     let connection = Arc::new(Connection { client, broker, actions: Mutex::new(HashMap::new()) });
-    let requests = RequestPump { connection: connection.clone(), faults, rng, enabled, counters: counters.clone() };
+    let requests =
+        RequestPump { connection: connection.clone(), faults, rng, enabled, counters: counters.clone(), crashed };
     let (client_reader, broker_reader) = (connection.client.try_clone()?, connection.broker.try_clone()?);
     std::thread::spawn(move || requests.run(client_reader));
     std::thread::spawn(move || pump_responses(&connection, &counters, broker_reader));
@@ -150,6 +171,7 @@ struct RequestPump {
     rng: Rng,
     enabled: Arc<AtomicBool>,
     counters: Arc<ProxyCounters>,
+    crashed: CrashedClients,
 }
 
 impl RequestPump {
@@ -166,6 +188,13 @@ impl RequestPump {
     fn forward(&mut self, frame: &[u8]) -> bool {
         let body = &frame[4..];
         let correlation_id = body.get(4..8).and_then(|bytes| bytes.try_into().ok()).map(i32::from_be_bytes);
+        if let Some(client_id) = client_id(body) {
+            let crashed = self.crashed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if crashed.contains(client_id) {
+                self.counters.crashed_client_cutoffs.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
         let (faults, on) = (self.faults, self.enabled.load(Ordering::Relaxed));
         // Draw every decision each time so the stream of draws does not depend on the toggle.
         let (reset, delay, drop, duplicate) = (
@@ -234,6 +263,13 @@ fn pump_responses(connection: &Connection, counters: &ProxyCounters, mut broker:
     connection.close();
 }
 
+/// The `client.id` of a request (request header v1 and v2 put it at the same place), if it has one.
+pub fn client_id(body: &[u8]) -> Option<&str> {
+    let length = body.get(8..10).and_then(|bytes| bytes.try_into().ok()).map(i16::from_be_bytes)?;
+    let length = usize::try_from(length).ok()?;
+    std::str::from_utf8(body.get(10..10 + length)?).ok()
+}
+
 /// The acks of a Produce request (request header v1/v2, body v3+), or `None` for other requests and
 /// for anything that does not parse.
 pub fn produce_acks(body: &[u8]) -> Option<i16> {
@@ -280,7 +316,7 @@ fn skip_tagged_fields(bytes: &[u8], at: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::produce_acks;
+    use super::{client_id, produce_acks};
 
     fn header(api_key: i16, version: i16, client_id: &[u8]) -> Vec<u8> {
         let mut body = Vec::new();
@@ -307,6 +343,16 @@ mod tests {
         null_id.extend([0, 0]);
         null_id.extend(0i16.to_be_bytes());
         assert_eq!(produce_acks(&null_id), Some(0));
+    }
+
+    #[test]
+    fn the_client_id_is_read_from_any_request_header() {
+        assert_eq!(client_id(&header(12, 4, b"member-1-2")), Some("member-1-2"));
+        assert_eq!(client_id(&header(0, 9, b"")), Some(""));
+        let mut null_id = header(12, 4, b"");
+        null_id[8..10].copy_from_slice(&(-1i16).to_be_bytes());
+        assert_eq!(client_id(&null_id), None);
+        assert_eq!(client_id(&header(12, 4, b"member")[..12]), None);
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub struct QueueConfig {
 /// The consumers every run has, by name; the last two share a group.
 pub const CONSUMERS: [&str; 4] = ["assign-read-committed", "assign-read-uncommitted", "group-a", "group-b"];
 
-fn client(bootstrap: &str) -> ClientConfig {
+/// Settings every client of the checker shares: quick reconnects, so faults cost little time.
+pub(crate) fn client(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
@@ -53,10 +54,10 @@ fn client(bootstrap: &str) -> ClientConfig {
 
 /// Remembers every send; delivery reports fill in the outcome by slot.
 #[derive(Clone)]
-struct Recorder {
-    sends: Arc<Mutex<Vec<Send>>>,
-    start: Instant,
-    stats: Arc<Stats>,
+pub(crate) struct Recorder {
+    pub(crate) sends: Arc<Mutex<Vec<Send>>>,
+    pub(crate) start: Instant,
+    pub(crate) stats: Arc<Stats>,
 }
 
 impl Recorder {
@@ -90,7 +91,7 @@ impl ProducerContext for Recorder {
 }
 
 /// Sends values at the producer's share of the rate until `stop`, then flushes.
-fn produce(config: &QueueConfig, number: u32, recorder: Recorder, stop: &AtomicBool) -> anyhow::Result<()> {
+pub(crate) fn produce(config: &QueueConfig, number: u32, recorder: Recorder, stop: &AtomicBool) -> anyhow::Result<()> {
     let producer: BaseProducer<Recorder> = client(&config.bootstrap)
         .set("enable.idempotence", config.idempotence.to_string())
         .set("acks", "all")
@@ -135,8 +136,8 @@ fn produce(config: &QueueConfig, number: u32, recorder: Recorder, stop: &AtomicB
 }
 
 /// Bumps its epoch on every rebalance, so the checker allows offsets to jump between epochs.
-struct EpochContext {
-    epoch: Arc<AtomicU32>,
+pub(crate) struct EpochContext {
+    pub(crate) epoch: Arc<AtomicU32>,
 }
 
 impl ClientContext for EpochContext {}

@@ -8,10 +8,34 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::checker::{Anomaly, CLASSES};
-use crate::history::{History, SendOutcome};
+use crate::history::{History, Send, SendOutcome};
 
 /// Anomalies detailed in the JSON at most per class; the counts are always complete.
 const DETAILS_PER_CLASS_MAX: usize = 200;
+
+/// Sends (acknowledged, failed, unknown).
+pub(crate) fn send_counts(sends: &[Send]) -> (usize, usize, usize) {
+    let count = |wanted: fn(&SendOutcome) -> bool| sends.iter().filter(|send| wanted(&send.outcome)).count();
+    (
+        count(|outcome| matches!(outcome, SendOutcome::Acked { .. })),
+        count(|outcome| matches!(outcome, SendOutcome::Failed { .. })),
+        count(|outcome| matches!(outcome, SendOutcome::Unknown)),
+    )
+}
+
+/// The anomalies as JSON, at most [`DETAILS_PER_CLASS_MAX`] of each class.
+pub(crate) fn capped_details<T: serde::Serialize>(anomalies: &[T], class: fn(&T) -> &'static str) -> Vec<Value> {
+    let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+    anomalies
+        .iter()
+        .filter(|anomaly| {
+            let shown = shown.entry(class(anomaly)).or_default();
+            *shown += 1;
+            *shown <= DETAILS_PER_CLASS_MAX
+        })
+        .filter_map(|anomaly| serde_json::to_value(anomaly).ok())
+        .collect()
+}
 
 /// Faults injected during a run, by kind.
 #[derive(Debug, Clone, Default)]
@@ -47,29 +71,13 @@ impl Outcome<'_> {
     }
 
     fn sends(&self) -> (usize, usize, usize) {
-        let sends = &self.history.sends;
-        let count = |wanted: fn(&SendOutcome) -> bool| sends.iter().filter(|send| wanted(&send.outcome)).count();
-        (
-            count(|outcome| matches!(outcome, SendOutcome::Acked { .. })),
-            count(|outcome| matches!(outcome, SendOutcome::Failed { .. })),
-            count(|outcome| matches!(outcome, SendOutcome::Unknown)),
-        )
+        send_counts(&self.history.sends)
     }
 
     /// The JSON report.
     pub fn json(&self) -> Value {
         let (acked, failed, unknown) = self.sends();
-        let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
-        let details: Vec<Value> = self
-            .anomalies
-            .iter()
-            .filter(|anomaly| {
-                let shown = shown.entry(anomaly.class()).or_default();
-                *shown += 1;
-                *shown <= DETAILS_PER_CLASS_MAX
-            })
-            .filter_map(|anomaly| serde_json::to_value(anomaly).ok())
-            .collect();
+        let details = capped_details(self.anomalies, Anomaly::class);
         let faults = &self.faults;
         json!({
             "workload": self.workload,

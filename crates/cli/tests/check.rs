@@ -25,6 +25,8 @@ fn args(data: &Path, broker_cmd: String, duration: u64, seed: u64) -> CheckArgs 
         producers: 2,
         rate: 400,
         producer_idempotence: true,
+        members: 3,
+        commit_before_process: false,
     }
 }
 

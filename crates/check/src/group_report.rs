@@ -1,0 +1,143 @@
+//! The outcome of a `group` run: the summary table and the JSON report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use crate::group_checker::{GroupAnomaly, Reprocessing, GROUP_CLASSES};
+use crate::group_history::GroupHistory;
+use crate::report::{capped_details, send_counts, FaultCounts};
+
+/// Everything a `group` report says, gathered once.
+pub struct GroupOutcome<'a> {
+    pub seed: u64,
+    pub duration_secs: u64,
+    pub topic: &'a str,
+    /// Where clients connected (the proxy if there was one).
+    pub client_bootstrap: &'a str,
+    pub history: &'a GroupHistory,
+    pub anomalies: &'a [GroupAnomaly],
+    pub reprocessing: Reprocessing,
+    pub faults: FaultCounts,
+    /// Connections the proxy closed because their client had crashed.
+    pub crashed_client_cutoffs: u64,
+}
+
+impl GroupOutcome<'_> {
+    fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts: BTreeMap<&'static str, usize> = GROUP_CLASSES.iter().map(|class| (*class, 0)).collect();
+        for anomaly in self.anomalies {
+            *counts.entry(anomaly.class()).or_default() += 1;
+        }
+        counts
+    }
+
+    fn crashes(&self) -> usize {
+        self.history.incarnations.iter().filter(|incarnation| incarnation.crashed).count()
+    }
+
+    fn commits(&self) -> (usize, usize) {
+        let acked = self.history.commits.iter().filter(|commit| commit.acked).count();
+        (acked, self.history.commits.len() - acked)
+    }
+
+    /// The JSON report.
+    pub fn json(&self) -> Value {
+        let (acked, failed, unknown) = send_counts(&self.history.sends);
+        let (commits_acked, commits_failed) = self.commits();
+        let faults = &self.faults;
+        json!({
+            "workload": "group",
+            "seed": self.seed,
+            "duration_secs": self.duration_secs,
+            "topic": self.topic,
+            "partitions": self.history.partitions,
+            "bootstrap": self.client_bootstrap,
+            "valid": self.anomalies.is_empty(),
+            "sent": self.history.sends.len(),
+            "acked": acked,
+            "failed": failed,
+            "unknown": unknown,
+            "processed": self.history.processed.len(),
+            "incarnations": self.history.incarnations.len(),
+            "crashes": self.crashes(),
+            "commits": { "acked": commits_acked, "failed": commits_failed },
+            "committed_reads": self.history.committed_reads.len(),
+            "resume": self.history.resume,
+            "final_read_complete": self.history.final_read_complete,
+            "reprocessing": self.reprocessing,
+            "faults": {
+                "kill": faults.kills,
+                "crash": self.crashes(),
+                "crashed_client_cutoff": self.crashed_client_cutoffs,
+                "reset": faults.resets,
+                "delay": faults.delays,
+                "lost_response": faults.dropped_responses,
+                "duplicated_produce": faults.duplicated_produces,
+            },
+            "fault_events": self.history.faults,
+            "anomalies": self.counts(),
+            "anomaly_details": capped_details(self.anomalies, GroupAnomaly::class),
+        })
+    }
+
+    /// Writes the JSON report to `path`.
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(&self.json())?;
+        std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
+    }
+
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let (acked, failed, unknown) = send_counts(&self.history.sends);
+        let (commits_acked, commits_failed) = self.commits();
+        let (faults, history, reprocessing) = (&self.faults, self.history, &self.reprocessing);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "once check: workload group, seed {}, {} s, topic {}",
+            self.seed, self.duration_secs, self.topic
+        );
+        let _ = writeln!(out, "  sends       {acked} acked, {failed} failed, {unknown} unknown");
+        let _ = writeln!(
+            out,
+            "  group       {} incarnations ({} crashed), {} records processed, {commits_acked} commits acked, \
+             {commits_failed} failed",
+            history.incarnations.len(),
+            self.crashes(),
+            history.processed.len()
+        );
+        let _ = writeln!(
+            out,
+            "  reprocessed {} records ({} extra processings, {} below an acknowledged commit; allowed)",
+            reprocessing.records, reprocessing.extra_processings, reprocessing.below_acked_commit
+        );
+        let complete = if history.final_read_complete { "complete" } else { "INCOMPLETE" };
+        let _ = writeln!(out, "  resume      {} partitions, final read {complete}", history.resume.len());
+        let _ = writeln!(
+            out,
+            "  faults      {} kill -9, {} crashes, {} resets, {} delays, {} lost responses, {} duplicated produces",
+            faults.kills,
+            self.crashes(),
+            faults.resets,
+            faults.delays,
+            faults.dropped_responses,
+            faults.duplicated_produces
+        );
+        let _ = writeln!(out, "  {:<28} {:>8}", "anomaly", "count");
+        let counts = self.counts();
+        for class in GROUP_CLASSES {
+            let _ = writeln!(out, "  {class:<28} {:>8}", counts.get(class).copied().unwrap_or(0));
+        }
+        let verdict = if self.anomalies.is_empty() {
+            "no anomaly".to_string()
+        } else {
+            format!("{} anomalies; replay the fault schedule with --seed {}", self.anomalies.len(), self.seed)
+        };
+        let _ = writeln!(out, "  result      {verdict}");
+        out
+    }
+}

@@ -1,0 +1,166 @@
+//! Starting and stopping the `group` workload, and the fresh consumer that resumes from the group's
+//! committed offsets at the end.
+
+use std::thread::JoinHandle;
+
+use super::*;
+
+/// The running workload: producer and member threads.
+pub struct Running {
+    producers: Vec<JoinHandle<anyhow::Result<()>>>,
+    members: Vec<JoinHandle<anyhow::Result<()>>>,
+    stop_producers: Arc<AtomicBool>,
+    stop_members: Arc<AtomicBool>,
+    recorder: Recorder,
+    config: QueueConfig,
+    log: SharedLog,
+}
+
+/// Starts every producer and member thread.
+pub fn start(config: &GroupConfig, stats: &Arc<Stats>, start: Instant) -> Running {
+    let (stop_producers, stop_members) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let recorder = Recorder { sends: Arc::default(), start, stats: stats.clone() };
+    let producers = (0..config.queue.producers)
+        .map(|number| {
+            let (queue, recorder, stop) = (config.queue.clone(), recorder.clone(), stop_producers.clone());
+            std::thread::spawn(move || crate::queue::produce(&queue, number, recorder, &stop))
+        })
+        .collect();
+    let log = SharedLog::default();
+    let members = (0..config.members)
+        .map(|number| {
+            let member = Member {
+                config: config.clone(),
+                number,
+                log: log.clone(),
+                stats: stats.clone(),
+                start,
+                stop: stop_members.clone(),
+            };
+            std::thread::spawn(move || member.run())
+        })
+        .collect();
+    Running { producers, members, stop_producers, stop_members, recorder, config: config.queue.clone(), log }
+}
+
+impl Running {
+    /// Stops the producers (after their flush), lets the members run until the group has committed
+    /// past every acknowledged record (at most [`DRAIN_TIMEOUT`]), then stops them; each closes
+    /// cleanly, leaving the group. Then one more producer writes for [`TAIL`], so that the fresh
+    /// consumer has records to resume at.
+    pub fn stop(self) -> anyhow::Result<(Vec<Send>, SharedLog)> {
+        self.stop_producers.store(true, Ordering::Relaxed);
+        for producer in self.producers {
+            producer.join().map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
+        }
+        let sends = self.recorder.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while !drained(&sends, &lock(&self.log)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.stop_members.store(true, Ordering::Relaxed);
+        for member in self.members {
+            member.join().map_err(|_| anyhow::anyhow!("a member thread panicked"))??;
+        }
+        let (config, recorder, stop) = (self.config.clone(), self.recorder.clone(), Arc::new(AtomicBool::new(false)));
+        let stop_tail = stop.clone();
+        let tail = std::thread::spawn(move || crate::queue::produce(&config, config.producers, recorder, &stop_tail));
+        std::thread::sleep(TAIL);
+        stop.store(true, Ordering::Relaxed);
+        tail.join().map_err(|_| anyhow::anyhow!("the tail producer panicked"))??;
+        let sends = std::mem::take(&mut *self.recorder.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        Ok((sends, self.log))
+    }
+}
+
+/// Whether every partition's acknowledged commits reach past its last acknowledged send.
+fn drained(sends: &[Send], log: &Log) -> bool {
+    let mut committed: HashMap<i32, i64> = HashMap::new();
+    for commit in log.commits.iter().filter(|commit| commit.acked) {
+        let entry = committed.entry(commit.partition).or_insert(commit.offset);
+        *entry = (*entry).max(commit.offset);
+    }
+    sends.iter().all(|send| {
+        send.acked_offset().is_none_or(|offset| committed.get(&send.partition).is_some_and(|&next| next > offset))
+    })
+}
+
+/// A fresh consumer joins the group, fetches its committed offsets and reads every partition from
+/// there up to the high watermark. Returns where each partition resumed and whether it read all.
+pub fn resume(config: &GroupConfig, log: &SharedLog, start: Instant) -> anyhow::Result<(Vec<Resume>, bool)> {
+    let partitions = config.queue.partitions;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stats, log) = (Arc::new(Stats::default()), log.clone());
+    let member = Member { config: config.clone(), number: FINAL_MEMBER, log, stats, start, stop };
+    let client_id = format!("{}-final-resume", config.seed);
+    let incarnation = member.register(FINAL_MEMBER, client_id.clone());
+    let epoch = Arc::new(AtomicU32::new(0));
+    let consumer = member.consumer(&client_id, epoch.clone())?;
+    let deadline = Instant::now() + RESUME_TIMEOUT;
+    let high = high_watermarks(&consumer, &config.queue.topic, partitions, deadline)?;
+    // Records arrive as soon as the assignment does: keep them, the first one of each partition counts.
+    let mut polled: Vec<Polled> = Vec::new();
+    while consumer.assignment().map_or(0, |assignment| assignment.count()) < partitions as usize {
+        anyhow::ensure!(Instant::now() < deadline, "the fresh consumer got no full assignment in {RESUME_TIMEOUT:?}");
+        polled.extend(poll_batch(&consumer, &epoch).1);
+    }
+    let committed = committed_offsets(&member, &consumer, incarnation, deadline)?;
+    let reached = |polled: &[Polled], partition: i32| {
+        let next = polled.iter().filter(|record| record.0 == partition).map(|record| record.1 + 1).max();
+        next.or(committed.get(&partition).copied().flatten()).unwrap_or(0) >= high[&partition]
+    };
+    while !(0..partitions).all(|partition| reached(&polled, partition)) && Instant::now() < deadline {
+        polled.extend(poll_batch(&consumer, &epoch).1);
+    }
+    let complete = (0..partitions).all(|partition| reached(&polled, partition));
+    member.process(incarnation, &polled);
+    let resume = (0..partitions)
+        .map(|partition| Resume {
+            partition,
+            committed: committed.get(&partition).copied().flatten(),
+            first_polled: polled.iter().find(|record| record.0 == partition).map(|record| record.1),
+            high_watermark: high[&partition],
+        })
+        .collect();
+    lock(&member.log).incarnations[incarnation as usize].ended_ms = elapsed_ms(start);
+    Ok((resume, complete))
+}
+
+fn high_watermarks(
+    consumer: &BaseConsumer<EpochContext>,
+    topic: &str,
+    partitions: i32,
+    deadline: Instant,
+) -> anyhow::Result<HashMap<i32, i64>> {
+    let mut high = HashMap::new();
+    for partition in 0..partitions {
+        let watermark = loop {
+            match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+                Ok((_, high)) => break high,
+                Err(error) if Instant::now() > deadline => return Err(error).context("resume: watermarks"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        high.insert(partition, watermark);
+    }
+    Ok(high)
+}
+
+/// The group's committed offset of every partition (OffsetFetch), recorded as a read-back.
+fn committed_offsets(
+    member: &Member,
+    consumer: &BaseConsumer<EpochContext>,
+    incarnation: IncarnationId,
+    deadline: Instant,
+) -> anyhow::Result<HashMap<i32, Option<i64>>> {
+    loop {
+        let before = lock(&member.log).committed_reads.len();
+        if member.read_committed(consumer, incarnation) {
+            let log = lock(&member.log);
+            let reads = &log.committed_reads[before..];
+            return Ok(reads.iter().map(|read| (read.partition, read.offset)).collect());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "resume: could not fetch the committed offsets");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
