@@ -42,7 +42,6 @@ fn count(report: &serde_json::Value, pointer: &str) -> u64 {
 #[test]
 fn group_members_crashing_under_proxy_faults_and_kill_9_have_no_anomaly() {
     let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 5);
-    let started = std::time::Instant::now();
     let passed = once_check::run(args(temp.path(), 8, seed)).expect("the check runs");
     let report = report(temp.path());
     assert!(passed, "seed {seed}: anomalies {}", report["anomaly_details"]);
@@ -56,7 +55,6 @@ fn group_members_crashing_under_proxy_faults_and_kill_9_have_no_anomaly() {
         assert_eq!(resume["first_polled"], resume["committed"], "seed {seed}: the fresh consumer resumed there");
     }
     assert!(report["anomalies"].as_object().expect("counts").values().all(|count| count == 0));
-    assert!(started.elapsed().as_secs() < 25, "seed {seed}: took {:?}", started.elapsed());
 }
 
 #[test]
