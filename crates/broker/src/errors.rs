@@ -34,6 +34,7 @@ pub fn partition_error_code(error: &PartitionError) -> ResponseError {
 
 pub fn topic_error_code(error: &TopicError) -> ResponseError {
     match error {
+        TopicError::DuplicateInRequest(_) => ResponseError::InvalidRequest,
         TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
         TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
         TopicError::InvalidName(_) => ResponseError::InvalidTopicException,

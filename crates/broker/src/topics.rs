@@ -26,6 +26,8 @@ pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
+    #[error("topic '{0}' appears more than once in the request")]
+    DuplicateInRequest(String),
     #[error("topic '{0}' already exists")]
     AlreadyExists(String),
     #[error("topic '{0}' does not exist")]

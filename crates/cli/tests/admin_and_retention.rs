@@ -202,3 +202,24 @@ fn sigterm_shuts_down_cleanly_and_keeps_data() {
     let described = once(&["topic", "describe", "kept", "--bootstrap", &bootstrap]);
     assert!(described.contains("2 partitions"));
 }
+
+#[test]
+fn a_topic_named_twice_in_one_create_request_is_refused() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::CreateTopicsRequest;
+    let broker = BrokerProcess::start(&[]);
+    let mut client = AdminClient::connect(&broker.bootstrap()).expect("connect");
+    let topic = |name: &str| {
+        CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(1)
+            .with_replication_factor(-1)
+    };
+    let request = CreateTopicsRequest::default().with_topics(vec![topic("twice"), topic("once"), topic("twice")]);
+    let response = client.call(&request, 5).expect("CreateTopics");
+    let codes: Vec<(String, i16)> =
+        response.topics.iter().map(|result| (result.name.0.to_string(), result.error_code)).collect();
+    assert_eq!(codes, vec![("twice".into(), 42), ("once".into(), 0), ("twice".into(), 42)], "INVALID_REQUEST for both");
+    let listed = once(&["topic", "list", "--bootstrap", &broker.bootstrap()]);
+    assert!(listed.contains("once\t") && !listed.contains("twice"), "{listed}");
+}

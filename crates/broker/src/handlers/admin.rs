@@ -24,6 +24,7 @@ pub(crate) const SOURCE_DEFAULT: i8 = 5;
 
 pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> ResponseKind {
     let mut results = Vec::with_capacity(request.topics.len());
+    let duplicated = duplicates(request.topics.iter().map(|topic| topic.name.0.as_str()));
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let partitions =
@@ -33,7 +34,10 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
             .iter()
             .filter_map(|config| config.value.as_ref().map(|value| (config.name.to_string(), value.to_string())))
             .collect();
-        let outcome = if !topic.assignments.is_empty() {
+        // Kafka refuses every entry of a name given twice, rather than acting on one of them.
+        let outcome = if duplicated.contains(&name) {
+            Err(TopicError::DuplicateInRequest(name.clone()))
+        } else if !topic.assignments.is_empty() {
             Err(TopicError::InvalidPartitions("manual replica assignment is not supported on a single broker".into()))
         } else if request.validate_only {
             broker.topics.check_create(&name, partitions, topic.replication_factor, &configs)
@@ -92,8 +96,12 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
         request.topic_names
     };
     let mut responses = Vec::with_capacity(names.len());
+    let duplicated = duplicates(names.iter().map(|name| name.0.as_str()));
     for name in names {
-        let outcome = broker.topics.delete(&name.0).await;
+        let outcome = match duplicated.contains(name.0.as_str()) {
+            true => Err(TopicError::DuplicateInRequest(name.0.to_string())),
+            false => broker.topics.delete(&name.0).await,
+        };
         let result = DeletableTopicResult::default().with_name(Some(name));
         responses.push(match outcome {
             Ok(id) => result.with_topic_id(id),
@@ -124,4 +132,10 @@ pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRe
         });
     }
     ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results))
+}
+
+/// Names that occur more than once.
+fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    names.filter(|name| !seen.insert(*name)).map(str::to_string).collect()
 }
