@@ -222,4 +222,22 @@ fn a_topic_named_twice_in_one_create_request_is_refused() {
     assert_eq!(codes, vec![("twice".into(), 42), ("once".into(), 0), ("twice".into(), 42)], "INVALID_REQUEST for both");
     let listed = once(&["topic", "list", "--bootstrap", &broker.bootstrap()]);
     assert!(listed.contains("once\t") && !listed.contains("twice"), "{listed}");
+
+    // The same for a config resource named twice: neither change is applied.
+    use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    let change = |value: &str| {
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("once"))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_string(value.to_string())))])
+    };
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![change("1000"), change("2000")]);
+    let response = client.call(&request, 1).expect("IncrementalAlterConfigs");
+    assert!(response.responses.iter().all(|result| result.error_code == 42), "INVALID_REQUEST for both");
+    let described = once(&["topic", "describe", "once", "--bootstrap", &broker.bootstrap()]);
+    assert!(described.contains("retention.ms=604800000\n"), "unchanged: {described}");
 }

@@ -115,8 +115,11 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
 
 pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> ResponseKind {
     let mut results = Vec::with_capacity(request.topics.len());
+    let duplicated = duplicates(request.topics.iter().map(|topic| topic.name.0.as_str()));
     for topic in request.topics {
-        let outcome = if topic.assignments.is_some() {
+        let outcome = if duplicated.contains(topic.name.0.as_str()) {
+            Err(TopicError::DuplicateInRequest(topic.name.0.to_string()))
+        } else if topic.assignments.is_some() {
             Err(TopicError::InvalidPartitions("manual replica assignment is not supported on a single broker".into()))
         } else if request.validate_only {
             broker.topics.check_add_partitions(&topic.name.0, topic.count).map(|_| ())
@@ -135,7 +138,7 @@ pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRe
 }
 
 /// Names that occur more than once.
-fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> std::collections::BTreeSet<String> {
+pub(crate) fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> std::collections::BTreeSet<String> {
     let mut seen = std::collections::BTreeSet::new();
     names.filter(|name| !seen.insert(*name)).map(str::to_string).collect()
 }

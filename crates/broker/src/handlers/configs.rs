@@ -110,8 +110,21 @@ fn describe_broker(broker: &Broker, wanted: &dyn Fn(&str) -> bool) -> Vec<Descri
 
 pub async fn alter(broker: &Arc<Broker>, request: IncrementalAlterConfigsRequest) -> ResponseKind {
     let mut responses = Vec::with_capacity(request.resources.len());
-    for resource in request.resources {
-        let outcome = alter_one(broker, &resource, request.validate_only).await;
+    let keys: Vec<String> = request
+        .resources
+        .iter()
+        .map(|resource| format!("{}/{}", resource.resource_type, resource.resource_name))
+        .collect();
+    let duplicated = super::admin::duplicates(keys.iter().map(String::as_str));
+    for (resource, key) in request.resources.into_iter().zip(&keys) {
+        // A resource named twice is refused, as Kafka does, rather than applied in some order.
+        let outcome = match duplicated.contains(key) {
+            true => Err((
+                ResponseError::InvalidRequest,
+                format!("resource {} appears more than once", resource.resource_name),
+            )),
+            false => alter_one(broker, &resource, request.validate_only).await,
+        };
         let response = AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
