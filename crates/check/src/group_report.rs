@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::group_checker::{GroupAnomaly, Reprocessing, GROUP_CLASSES};
 use crate::group_history::GroupHistory;
-use crate::report::{capped_details, send_counts, FaultCounts};
+use crate::report::{capped_details, class_counts, send_counts, FaultCounts};
 
 /// Everything a `group` report says, gathered once.
 pub struct GroupOutcome<'a> {
@@ -28,11 +28,7 @@ pub struct GroupOutcome<'a> {
 
 impl GroupOutcome<'_> {
     fn counts(&self) -> BTreeMap<&'static str, usize> {
-        let mut counts: BTreeMap<&'static str, usize> = GROUP_CLASSES.iter().map(|class| (*class, 0)).collect();
-        for anomaly in self.anomalies {
-            *counts.entry(anomaly.class()).or_default() += 1;
-        }
-        counts
+        class_counts(&GROUP_CLASSES, self.anomalies.iter().map(GroupAnomaly::class))
     }
 
     fn crashes(&self) -> usize {

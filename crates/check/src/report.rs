@@ -47,6 +47,18 @@ pub struct FaultCounts {
     pub duplicated_produces: u64,
 }
 
+/// How many anomalies of each class were found, every class listed (zero included).
+pub(crate) fn class_counts(
+    classes: &[&'static str],
+    found: impl Iterator<Item = &'static str>,
+) -> BTreeMap<&'static str, usize> {
+    let mut counts: BTreeMap<&'static str, usize> = classes.iter().map(|class| (*class, 0)).collect();
+    for class in found {
+        *counts.entry(class).or_default() += 1;
+    }
+    counts
+}
+
 /// Everything a report says, gathered once.
 pub struct Outcome<'a> {
     pub workload: &'a str,
@@ -63,11 +75,7 @@ pub struct Outcome<'a> {
 
 impl Outcome<'_> {
     fn counts(&self) -> BTreeMap<&'static str, usize> {
-        let mut counts: BTreeMap<&'static str, usize> = CLASSES.iter().map(|class| (*class, 0)).collect();
-        for anomaly in self.anomalies {
-            *counts.entry(anomaly.class()).or_default() += 1;
-        }
-        counts
+        class_counts(&CLASSES, self.anomalies.iter().map(Anomaly::class))
     }
 
     fn sends(&self) -> (usize, usize, usize) {

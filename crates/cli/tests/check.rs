@@ -3,40 +3,13 @@
 //! on purpose (a non-idempotent producer whose requests the proxy duplicates; acknowledged data
 //! destroyed at a restart). Every assertion message carries the seed.
 
-use std::path::Path;
+mod check_support;
 
-use once_check::{CheckArgs, Fault, Workload};
+use check_support::{once_serve, report};
+use once_check::{Fault, Workload};
 
-fn args(data: &Path, broker_cmd: String, duration: u64, seed: u64) -> CheckArgs {
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("free port");
-    CheckArgs {
-        bootstrap: port.to_string(),
-        workload: Workload::Queue,
-        duration,
-        seed: Some(seed),
-        json: Some(data.join("report.json")),
-        broker_cmd: Some(broker_cmd),
-        broker_log: Some(data.join("broker.log")),
-        proxy: None,
-        faults: vec![Fault::Reset, Fault::Delay, Fault::LostResponse, Fault::Duplicate, Fault::Kill],
-        fault_probability: 0.01,
-        partitions: 3,
-        producers: 2,
-        rate: 400,
-        producer_idempotence: true,
-        members: 3,
-        commit_before_process: false,
-    }
-}
-
-fn once_serve(data: &Path) -> String {
-    format!("{} serve --data-dir {}", env!("CARGO_BIN_EXE_once"), data.join("data").display())
-}
-
-fn report(data: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(data.join("report.json")).expect("read the JSON report");
-    serde_json::from_str(&text).expect("the report is JSON")
+fn args(data: &std::path::Path, broker_cmd: String, duration: u64, seed: u64) -> once_check::CheckArgs {
+    check_support::args(data, Workload::Queue, broker_cmd, duration, seed)
 }
 
 #[test]

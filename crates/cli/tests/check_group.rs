@@ -3,40 +3,17 @@
 //! kill -9, and anomalies found when members commit a batch before processing it. Every assertion
 //! message carries the seed.
 
+mod check_support;
+
 use std::path::Path;
 
+use check_support::{count, once_serve, report};
 use once_check::{CheckArgs, Fault, Workload};
 
 fn args(data: &Path, duration: u64, seed: u64) -> CheckArgs {
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("free port");
-    CheckArgs {
-        bootstrap: port.to_string(),
-        workload: Workload::Group,
-        duration,
-        seed: Some(seed),
-        json: Some(data.join("report.json")),
-        broker_cmd: Some(format!("{} serve --data-dir {}", env!("CARGO_BIN_EXE_once"), data.join("data").display())),
-        broker_log: Some(data.join("broker.log")),
-        proxy: None,
-        faults: vec![Fault::Reset, Fault::Delay, Fault::LostResponse, Fault::Duplicate, Fault::Kill, Fault::Crash],
-        fault_probability: 0.01,
-        partitions: 3,
-        producers: 2,
-        rate: 400,
-        producer_idempotence: true,
-        members: 3,
-        commit_before_process: false,
-    }
-}
-
-fn report(data: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(data.join("report.json")).expect("read the JSON report");
-    serde_json::from_str(&text).expect("the report is JSON")
-}
-
-fn count(report: &serde_json::Value, pointer: &str) -> u64 {
-    report.pointer(pointer).and_then(serde_json::Value::as_u64).unwrap_or_else(|| panic!("{pointer} in {report}"))
+    let mut args = check_support::args(data, Workload::Group, once_serve(data), duration, seed);
+    args.faults.push(Fault::Crash);
+    args
 }
 
 #[test]

@@ -1,0 +1,45 @@
+//! Shared set-up of the `once check` end-to-end tests: the checker's arguments for a real `once serve`
+//! it starts and kills itself, and reading its JSON report.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use once_check::{CheckArgs, Fault, Workload};
+
+/// The command that starts this build's broker on `data`.
+pub fn once_serve(data: &Path) -> String {
+    format!("{} serve --data-dir {}", env!("CARGO_BIN_EXE_once"), data.join("data").display())
+}
+
+/// Every fault except member crashes; `group` runs add `Fault::Crash`.
+pub fn args(data: &Path, workload: Workload, broker_cmd: String, duration: u64, seed: u64) -> CheckArgs {
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("free port");
+    CheckArgs {
+        bootstrap: port.to_string(),
+        workload,
+        duration,
+        seed: Some(seed),
+        json: Some(data.join("report.json")),
+        broker_cmd: Some(broker_cmd),
+        broker_log: Some(data.join("broker.log")),
+        proxy: None,
+        faults: vec![Fault::Reset, Fault::Delay, Fault::LostResponse, Fault::Duplicate, Fault::Kill],
+        fault_probability: 0.01,
+        partitions: 3,
+        producers: 2,
+        rate: 400,
+        producer_idempotence: true,
+        members: 3,
+        commit_before_process: false,
+    }
+}
+
+pub fn report(data: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(data.join("report.json")).expect("read the JSON report");
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
+pub fn count(report: &serde_json::Value, pointer: &str) -> u64 {
+    report.pointer(pointer).and_then(serde_json::Value::as_u64).unwrap_or_else(|| panic!("{pointer} in {report}"))
+}
