@@ -29,6 +29,8 @@ pub fn partition_error_code(error: &PartitionError) -> ResponseError {
         PartitionError::Busy(_) => ResponseError::RequestTimedOut,
         PartitionError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         PartitionError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+        PartitionError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        PartitionError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
     }
 }
 

@@ -19,6 +19,13 @@ pub enum PartitionError {
     /// The batch's producer epoch is older than the producer's current one.
     #[error("producer fenced: epoch is older than the current epoch {current_epoch}")]
     ProducerFenced { current_epoch: i16 },
+    /// A non-transactional batch from a producer with an open transaction, or a transactional batch
+    /// the producer's state does not allow (INVALID_TXN_STATE).
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
+    /// A marker from an older coordinator epoch than one already seen (TRANSACTION_COORDINATOR_FENCED).
+    #[error("transaction coordinator fenced: marker coordinator epoch {marker} is older than {current}")]
+    CoordinatorFenced { marker: i32, current: i32 },
     /// Too many append requests are queued; the client should retry.
     #[error("partition {0} has too many queued appends")]
     Busy(String),

@@ -13,6 +13,7 @@
 //! - [`producer_state`] — idempotent-producer state and the pure duplicate/sequence check.
 //! - `replay`: rebuilding producer state at open (snapshot, then the log after it).
 //! - `snapshot`: producer-state snapshot files, so restarts replay only the log's tail.
+//! - [`txn`] — transaction markers, aborted transactions, producer summaries.
 //! - [`error`] — the partition errors, [`PartitionError`].
 
 #![forbid(unsafe_code)]
@@ -22,8 +23,10 @@ pub mod partition;
 pub mod producer_state;
 mod replay;
 mod snapshot;
+pub mod txn;
 mod writer;
 
 pub use error::PartitionError;
 pub use once_log::{AppendInfo, LogConfig};
 pub use partition::{Appended, Partition, PartitionId};
+pub use txn::{AbortedTxn, ProducerSummary, TxnMarker};

@@ -143,6 +143,34 @@ impl Partition {
         }
     }
 
+    /// Queues a transaction marker (a control batch) behind every append queued before it; resolves
+    /// once it is durable. It ends the producer's open transaction (committing or aborting it).
+    pub fn write_marker(
+        &self,
+        marker: crate::txn::TxnMarker,
+    ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
+        let _ = marker;
+        async move { todo!("write_marker") }
+    }
+
+    /// The last stable offset: the first offset of the earliest open transaction, at most the high
+    /// watermark. read_committed consumers read below it.
+    pub fn last_stable_offset(&self) -> u64 {
+        todo!("last_stable_offset")
+    }
+
+    /// Aborted transactions overlapping `[from, upper)`: those whose abort marker is at or after
+    /// `from` and whose first offset is below `upper`, in first-offset order.
+    pub fn aborted_transactions(&self, from: u64, upper: u64) -> Vec<crate::txn::AbortedTxn> {
+        let _ = (from, upper);
+        todo!("aborted_transactions")
+    }
+
+    /// Every producer this partition remembers (DescribeProducers).
+    pub fn producers(&self) -> Vec<crate::txn::ProducerSummary> {
+        todo!("producers")
+    }
+
     pub fn high_watermark(&self) -> u64 {
         *self.shared.high_watermark.borrow()
     }
