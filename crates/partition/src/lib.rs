@@ -4,16 +4,20 @@
 //! A partition's log has exactly one writer: a loop that takes every append request queued since its
 //! last round, writes them, and covers them all with one fdatasync before any of them is answered
 //! (group commit). The high watermark is the end of what is durable: consumers never see a record
-//! that a crash could take back. Later issues add producer state, the transaction index, the last
-//! stable offset and the dedup index here, beside the log.
+//! that a crash could take back. Beside the log live the producer state (idempotence), the open and
+//! aborted transactions, and the last stable offset below which read_committed consumers read
+//! (`docs/design/producer-state.md`).
 //!
 //! # Layout
 //! - [`partition`] — [`Partition`], the handle the broker holds; reads, offsets, retention, config.
 //! - [`writer`] — the writer loop and its group commit.
-//! - [`producer_state`] — idempotent-producer state and the pure duplicate/sequence check.
-//! - `replay`: rebuilding producer state at open (snapshot, then the log after it).
+//! - [`producer_state`] — producer state, the pure checks of batches and markers, and the one
+//!   function by which every stored batch changes the state.
+//! - `replay`: what a stored batch means to producer state, and rebuilding it at open (snapshot,
+//!   then the log after it).
 //! - `snapshot`: producer-state snapshot files, so restarts replay only the log's tail.
-//! - [`txn`] — transaction markers, aborted transactions, producer summaries.
+//! - [`txn`] — transaction markers (their control batch), open and aborted transactions, producer
+//!   summaries.
 //! - [`error`] — the partition errors, [`PartitionError`].
 
 #![forbid(unsafe_code)]

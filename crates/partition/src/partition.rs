@@ -11,7 +11,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::PartitionError;
 use crate::producer_state::ProducerStates;
 use crate::replay;
-use crate::writer::{self, Command};
+use crate::txn::{AbortedTxn, ProducerSummary, TxnMarker};
+use crate::writer::{self, AppendReply, Command};
 
 /// Bound on append requests waiting for the writer: past it, produce gets a retriable error.
 const QUEUED_APPENDS_MAX: usize = 4096;
@@ -37,7 +38,12 @@ pub(crate) struct Shared {
     pub(crate) log: Mutex<Option<Log>>,
     /// End of the durable log: what consumers may read. Long polls wait on it.
     pub(crate) high_watermark: watch::Sender<u64>,
-    /// Idempotent-producer state. Only the writer changes it, always together with the log.
+    /// What read_committed consumers may read: below the earliest open transaction and the high
+    /// watermark. Published before the high watermark moves, so a fetch woken by the high watermark
+    /// sees the matching value; only ever raised.
+    pub(crate) last_stable_offset: AtomicU64,
+    /// Producer state and transactions. Only the writer changes it, always together with the log
+    /// (and retention, which prunes aborted transactions it deleted).
     pub(crate) producers: Mutex<ProducerStates>,
     /// The log directory, where the producer-state snapshot lives too.
     pub(crate) dir: PathBuf,
@@ -59,6 +65,16 @@ impl Shared {
         self.producers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Publishes the last stable offset for `earliest_open`, the first offset of the earliest open
+    /// transaction, capped at `bound` (what is durable and at most the high watermark). Returns the
+    /// value now published: never lower than before, since a transaction opens only at the log end.
+    pub(crate) fn publish_last_stable_offset(&self, earliest_open: Option<u64>, bound: u64) -> u64 {
+        let log_start_offset = self.log_start_offset.load(Ordering::Acquire);
+        let stable = stable_offset(earliest_open, log_start_offset, bound);
+        assert!(stable <= bound, "the last stable offset {stable} is at most its bound {bound}");
+        self.last_stable_offset.fetch_max(stable, Ordering::AcqRel).max(stable)
+    }
+
     /// Runs `f` on the open log, or fails with [`PartitionError::Closed`].
     pub(crate) fn with_log<T>(
         &self,
@@ -69,6 +85,12 @@ impl Shared {
             None => Err(PartitionError::Closed(self.id.to_string())),
         }
     }
+}
+
+/// The last stable offset: the first offset of the earliest open transaction, but not below the log
+/// start (what retention deleted cannot be read anyway, as in Kafka), and at most `bound`.
+fn stable_offset(earliest_open: Option<u64>, log_start_offset: u64, bound: u64) -> u64 {
+    earliest_open.map_or(bound, |first_offset| first_offset.max(log_start_offset).min(bound))
 }
 
 /// Where an appended batch is, once durable.
@@ -105,12 +127,15 @@ impl Partition {
         let log = Log::open(dir, config)?;
         let producers = replay::rebuild(dir, &log)?;
         let high_watermark = log.durable_end_offset();
+        let earliest_open = producers.transactions().earliest_open_offset();
+        let last_stable_offset = stable_offset(earliest_open, log.log_start_offset(), high_watermark);
         let log_start_offset = AtomicU64::new(log.log_start_offset());
         let (high_watermark, _) = watch::channel(high_watermark);
         let shared = Arc::new(Shared {
             id,
             log: Mutex::new(Some(log)),
             high_watermark,
+            last_stable_offset: AtomicU64::new(last_stable_offset),
             producers: Mutex::new(producers),
             dir: dir.to_path_buf(),
             log_start_offset,
@@ -131,9 +156,26 @@ impl Partition {
         &self,
         batch: Vec<u8>,
     ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
+        self.queue(move |reply| Command::Append { batch, reply })
+    }
+
+    /// Queues a transaction marker (a control batch) behind every append queued before it; resolves
+    /// once it is durable. It ends the producer's open transaction (committing or aborting it).
+    pub fn write_marker(
+        &self,
+        marker: TxnMarker,
+    ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
+        self.queue(move |reply| Command::Marker { marker, reply })
+    }
+
+    /// Queues a command for the writer now, in call order, and returns the future of its answer.
+    fn queue(
+        &self,
+        command: impl FnOnce(AppendReply) -> Command,
+    ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
         let (reply, outcome) = oneshot::channel();
         let name = self.shared.id.to_string();
-        let queued = self.appends.try_send(Command::Append { batch, reply }).map_err(|error| match error {
+        let queued = self.appends.try_send(command(reply)).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => PartitionError::Busy(name.clone()),
             mpsc::error::TrySendError::Closed(_) => PartitionError::Closed(name.clone()),
         });
@@ -143,32 +185,24 @@ impl Partition {
         }
     }
 
-    /// Queues a transaction marker (a control batch) behind every append queued before it; resolves
-    /// once it is durable. It ends the producer's open transaction (committing or aborting it).
-    pub fn write_marker(
-        &self,
-        marker: crate::txn::TxnMarker,
-    ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
-        let _ = marker;
-        async move { todo!("write_marker") }
-    }
-
     /// The last stable offset: the first offset of the earliest open transaction, at most the high
     /// watermark. read_committed consumers read below it.
     pub fn last_stable_offset(&self) -> u64 {
-        todo!("last_stable_offset")
+        let published = self.shared.last_stable_offset.load(Ordering::Acquire);
+        // The writer publishes the last stable offset just before it raises the high watermark: between
+        // the two, the published value may be above the high watermark read here.
+        published.min(self.high_watermark())
     }
 
     /// Aborted transactions overlapping `[from, upper)`: those whose abort marker is at or after
     /// `from` and whose first offset is below `upper`, in first-offset order.
-    pub fn aborted_transactions(&self, from: u64, upper: u64) -> Vec<crate::txn::AbortedTxn> {
-        let _ = (from, upper);
-        todo!("aborted_transactions")
+    pub fn aborted_transactions(&self, from: u64, upper: u64) -> Vec<AbortedTxn> {
+        self.shared.lock_producers().transactions().aborted_overlapping(from, upper)
     }
 
     /// Every producer this partition remembers (DescribeProducers).
-    pub fn producers(&self) -> Vec<crate::txn::ProducerSummary> {
-        todo!("producers")
+    pub fn producers(&self) -> Vec<ProducerSummary> {
+        self.shared.lock_producers().summaries()
     }
 
     pub fn high_watermark(&self) -> u64 {
@@ -228,16 +262,26 @@ impl Partition {
         });
     }
 
-    /// Deletes segments past retention. Blocking (file deletion).
+    /// Deletes segments past retention, and the aborted transactions whose marker went with them.
+    /// Blocking (file deletion).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
         self.shared.with_log(|log| {
             let deleted = log.apply_retention(now_ms)?;
-            self.shared.log_start_offset.store(log.log_start_offset(), Ordering::Release);
+            let log_start_offset = log.log_start_offset();
+            self.shared.log_start_offset.store(log_start_offset, Ordering::Release);
+            let earliest_open = {
+                let mut producers = self.shared.lock_producers();
+                producers.prune_aborted(log_start_offset);
+                producers.transactions().earliest_open_offset()
+            };
+            // An open transaction whose start was deleted no longer holds the stable offset below the log start.
+            self.shared.publish_last_stable_offset(earliest_open, self.high_watermark());
             Ok(deleted)
         })
     }
 
-    /// Forgets producers idle longer than `expiration_ms` (by their last batch timestamp).
+    /// Forgets producers idle longer than `expiration_ms` (by their last batch timestamp), except those
+    /// with an open transaction.
     pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
         self.shared.lock_producers().expire(now_ms, expiration_ms)
     }

@@ -1,4 +1,4 @@
-//! Idempotent-producer state of one partition, and the pure check every producer batch goes through.
+//! Producer state of one partition, and the pure checks every producer batch and marker go through.
 //!
 //! Per producer id the partition keeps the current epoch and the metadata of its last
 //! [`BATCHES_CACHED`] batches, as Kafka's `ProducerStateEntry` does: five, because clients cap
@@ -8,8 +8,16 @@
 //! the original offset; a lower epoch is fenced; a higher epoch must start at sequence 0; the same
 //! epoch must continue at last sequence + 1 (wrapping at `i32::MAX`); a producer without state is
 //! accepted at any sequence (KIP-360: its state may have expired or been lost with retention).
+//!
+//! Transactions (Kafka's `ProducerAppendInfo`): a transactional batch opens a transaction at its base
+//! offset if its producer has none open; a non-transactional batch while one is open is refused; a
+//! marker ([`check_marker`]) closes it, and an abort marker adds an aborted transaction. Every batch
+//! in the log changes the state through one function, [`ProducerStates::apply`], on the live path and
+//! in replay alike, so the two cannot diverge.
 
 use std::collections::{HashMap, VecDeque};
+
+use crate::txn::{AbortedTxn, ProducerSummary, Transactions, TxnMarker};
 
 /// Batches remembered per producer for duplicate detection (Kafka's `NUM_BATCHES_TO_RETAIN`).
 pub const BATCHES_CACHED: usize = 5;
@@ -30,13 +38,36 @@ pub struct ProducerEntry {
     pub epoch: i16,
     /// Oldest first; at most [`BATCHES_CACHED`].
     pub batches: VecDeque<BatchMetadata>,
-    /// Wall clock of the last append, for expiry.
+    /// Timestamp of the last batch or marker, for expiry.
     pub last_append_ms: i64,
+    /// First offset of the producer's open transaction (Kafka's `currentTxnFirstOffset`).
+    pub current_txn_first_offset: Option<u64>,
+    /// Coordinator epoch of the last marker written for the producer; -1 before any.
+    pub coordinator_epoch: i32,
 }
 
 impl ProducerEntry {
+    /// A producer first seen now, at `epoch`, with no batch, transaction or marker yet.
+    pub fn new(epoch: i16, last_append_ms: i64) -> Self {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            last_append_ms,
+            current_txn_first_offset: None,
+            coordinator_epoch: -1,
+        }
+    }
+
     pub fn last_sequence(&self) -> Option<i32> {
         self.batches.back().map(|batch| batch.last_sequence)
+    }
+
+    /// Moves to `epoch`: a new epoch restarts sequences at 0, so the cached batches no longer apply.
+    fn set_epoch(&mut self, epoch: i16) {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
     }
 }
 
@@ -51,6 +82,61 @@ pub enum Decision {
     Fenced { current_epoch: i16 },
     /// A gap or a sequence that does not continue the last one (OUT_OF_ORDER_SEQUENCE_NUMBER).
     OutOfOrder { expected_first_sequence: i32 },
+    /// A non-transactional batch while the producer's transaction is open (INVALID_TXN_STATE).
+    TransactionOpen { first_offset: u64 },
+    /// A transactional batch without a producer id (INVALID_TXN_STATE).
+    TransactionalWithoutProducer,
+}
+
+/// What the check decided for a transaction marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerDecision {
+    /// Append it.
+    Write,
+    /// The marker's producer epoch is older than the producer's (PRODUCER_FENCED).
+    Fenced { current_epoch: i16 },
+    /// The marker's coordinator epoch is older than one seen before (TRANSACTION_COORDINATOR_FENCED).
+    CoordinatorFenced { current_coordinator_epoch: i32 },
+    /// A marker needs a producer id (INVALID_TXN_STATE).
+    WithoutProducer,
+}
+
+/// A data batch as producer state sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataBatch {
+    /// -1 for a batch without a producer, which producer state ignores.
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub transactional: bool,
+    /// Its offsets, timestamp and sequences. Both sequences are -1 for a batch written without
+    /// sequences (the group coordinator's transactional offset commits): such a batch is checked
+    /// for its epoch and its transaction, never for its sequence, and is not cached.
+    pub metadata: BatchMetadata,
+}
+
+impl DataBatch {
+    pub fn sequenced(&self) -> bool {
+        self.metadata.first_sequence >= 0
+    }
+}
+
+/// A transaction marker as it was appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub coordinator_epoch: i32,
+    pub commit: bool,
+    /// Offset of the marker.
+    pub offset: u64,
+    pub timestamp_ms: i64,
+}
+
+/// What one batch of the log means to producer state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoggedBatch {
+    Data(DataBatch),
+    Marker(MarkerBatch),
 }
 
 /// The sequence that follows `sequence`, wrapping at `i32::MAX` to 0 as Kafka does.
@@ -96,14 +182,58 @@ pub fn check(entry: Option<&ProducerEntry>, epoch: i16, first_sequence: i32, las
     }
 }
 
+/// Decides what to do with a data batch, in Kafka's order: duplicate, epoch, sequence (only for a
+/// sequenced batch), then the transaction (a non-transactional batch may not interleave with an open
+/// transaction of the same producer).
+pub fn check_data(entry: Option<&ProducerEntry>, batch: &DataBatch) -> Decision {
+    if batch.producer_id < 0 {
+        return if batch.transactional { Decision::TransactionalWithoutProducer } else { Decision::Append };
+    }
+    let decided = match entry {
+        _ if batch.sequenced() => {
+            check(entry, batch.epoch, batch.metadata.first_sequence, batch.metadata.last_sequence)
+        }
+        Some(entry) if batch.epoch < entry.epoch => Decision::Fenced { current_epoch: entry.epoch },
+        _ => Decision::Append,
+    };
+    if decided != Decision::Append {
+        return decided;
+    }
+    match entry.and_then(|entry| entry.current_txn_first_offset) {
+        Some(first_offset) if !batch.transactional => Decision::TransactionOpen { first_offset },
+        _ => Decision::Append,
+    }
+}
+
+/// Decides whether a marker may be written: producer epoch first, then coordinator epoch. A marker
+/// for a producer without state, or without an open transaction, is written all the same (as in
+/// Kafka): that makes a retried marker harmless.
+pub fn check_marker(entry: Option<&ProducerEntry>, marker: &TxnMarker) -> MarkerDecision {
+    if marker.producer_id < 0 {
+        return MarkerDecision::WithoutProducer;
+    }
+    let Some(entry) = entry else {
+        return MarkerDecision::Write;
+    };
+    if marker.producer_epoch < entry.epoch {
+        return MarkerDecision::Fenced { current_epoch: entry.epoch };
+    }
+    if marker.coordinator_epoch < entry.coordinator_epoch {
+        return MarkerDecision::CoordinatorFenced { current_coordinator_epoch: entry.coordinator_epoch };
+    }
+    MarkerDecision::Write
+}
+
 /// Producers remembered per partition at most. About 250 bytes each (the map entry plus five cached
 /// batches of 32 bytes), so the cap bounds one partition's producer state near 25 MiB.
 pub const PRODUCERS_PER_PARTITION_MAX: usize = 100_000;
 
-/// The producers of one partition.
+/// The producers of one partition and their transactions.
 #[derive(Debug, Clone)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions (mirroring each entry's `current_txn_first_offset`) and aborted ones.
+    transactions: Transactions,
     capacity: usize,
 }
 
@@ -114,13 +244,41 @@ impl Default for ProducerStates {
 }
 
 impl ProducerStates {
-    /// State for at most `capacity` producers. When a new producer arrives at the cap, the one whose
-    /// last batch is oldest is forgotten, exactly as if it had expired. Should that producer still
-    /// retry a batch, the retry would be appended again (KIP-360: no state, no check) — the price of
-    /// bounded memory, paid only by the longest-idle producer, and logged as a warning.
+    /// State for at most `capacity` producers. When a new producer arrives at the cap, the longest-idle
+    /// producer without an open transaction is forgotten, exactly as if it had expired. Should that
+    /// producer still retry a batch, the retry would be appended again (KIP-360: no state, no check) —
+    /// the price of bounded memory, paid only by the longest-idle producer, and logged as a warning.
+    /// If every producer has an open transaction, the writer refuses the new producer's batches
+    /// ([`ProducerStates::has_room_for`]) until a marker closes one; only markers and replay, which
+    /// must never be refused, then go past the cap.
     pub fn with_capacity(capacity: usize) -> Self {
         assert!(capacity > 0, "producer state needs room for one producer");
-        ProducerStates { producers: HashMap::new(), capacity }
+        ProducerStates { producers: HashMap::new(), transactions: Transactions::default(), capacity }
+    }
+
+    /// State restored from a snapshot, or `None` if the parts contradict each other (two producers'
+    /// transactions at one offset, aborted transactions out of marker order).
+    pub(crate) fn restore(producers: Vec<(i64, ProducerEntry)>, aborted: Vec<AbortedTxn>) -> Option<Self> {
+        let mut states = ProducerStates::default();
+        for (producer_id, entry) in producers {
+            let opened = entry
+                .current_txn_first_offset
+                .is_none_or(|first_offset| states.transactions.try_open(producer_id, first_offset));
+            if !opened {
+                return None;
+            }
+            if states.producers.insert(producer_id, entry).is_some() {
+                return None;
+            }
+        }
+        let in_order = aborted.windows(2).all(|pair| pair[0].last_offset < pair[1].last_offset);
+        if !in_order || aborted.iter().any(|aborted| aborted.first_offset > aborted.last_offset) {
+            return None;
+        }
+        for aborted in aborted {
+            states.transactions.push_aborted(aborted);
+        }
+        Some(states)
     }
 
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
@@ -131,10 +289,6 @@ impl ProducerStates {
         self.producers.iter().map(|(producer_id, entry)| (*producer_id, entry))
     }
 
-    pub(crate) fn insert(&mut self, producer_id: i64, entry: ProducerEntry) {
-        self.producers.insert(producer_id, entry);
-    }
-
     pub fn len(&self) -> usize {
         self.producers.len()
     }
@@ -143,45 +297,142 @@ impl ProducerStates {
         self.producers.is_empty()
     }
 
-    /// Records an appended batch (after [`check`] said [`Decision::Append`], or while replaying the log).
-    /// `last_append_ms` is the batch's max timestamp, as in Kafka, so expiry replays identically.
-    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMetadata, now_ms: i64) {
-        if !self.producers.contains_key(&producer_id) && self.producers.len() >= self.capacity {
-            let oldest = self.producers.iter().min_by_key(|(_, entry)| entry.last_append_ms).map(|(id, _)| *id);
-            if let Some(oldest) = oldest {
-                self.producers.remove(&oldest);
+    /// The open and aborted transactions.
+    pub fn transactions(&self) -> &Transactions {
+        &self.transactions
+    }
+
+    /// One summary per producer, by producer id (DescribeProducers).
+    pub fn summaries(&self) -> Vec<ProducerSummary> {
+        let mut summaries: Vec<ProducerSummary> = self
+            .iter()
+            .map(|(producer_id, entry)| ProducerSummary {
+                producer_id,
+                producer_epoch: entry.epoch,
+                last_sequence: entry.last_sequence().unwrap_or(-1),
+                last_timestamp: entry.last_append_ms,
+                coordinator_epoch: entry.coordinator_epoch,
+                current_txn_start_offset: entry.current_txn_first_offset,
+            })
+            .collect();
+        summaries.sort_by_key(|summary| summary.producer_id);
+        summaries
+    }
+
+    /// False only when `producer_id` is new, the cap is reached and every remembered producer has an
+    /// open transaction, so that none may be forgotten to make room.
+    pub fn has_room_for(&self, producer_id: i64) -> bool {
+        self.producers.len() < self.capacity
+            || self.producers.contains_key(&producer_id)
+            || self.producers.values().any(|entry| entry.current_txn_first_offset.is_none())
+    }
+
+    /// Before a new producer is added at the cap: forgets the longest-idle producer without an open
+    /// transaction. If there is none, the state goes past the cap (only markers and replay get here).
+    fn make_room(&mut self, producer_id: i64) {
+        if self.producers.len() < self.capacity || self.producers.contains_key(&producer_id) {
+            return;
+        }
+        let idlest = self
+            .producers
+            .iter()
+            .filter(|(_, entry)| entry.current_txn_first_offset.is_none())
+            .min_by_key(|(_, entry)| entry.last_append_ms)
+            .map(|(id, _)| *id);
+        match idlest {
+            Some(idlest) => {
+                self.producers.remove(&idlest);
                 tracing::warn!(
-                    evicted_producer_id = oldest,
+                    evicted_producer_id = idlest,
                     capacity = self.capacity,
                     "producer state full; forgot the longest-idle producer"
                 );
             }
+            None => tracing::warn!(
+                producer_id,
+                capacity = self.capacity,
+                "producer state full of open transactions; remembering one more producer than the cap"
+            ),
         }
-        let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry {
-            epoch,
-            batches: VecDeque::new(),
-            last_append_ms: now_ms,
-        });
-        // The live path records only what `check` accepted (never a lower epoch); a replayed log may
-        // hold a lower epoch after the producer's state had expired, and the log is the truth.
-        if epoch != entry.epoch {
-            entry.epoch = epoch;
-            entry.batches.clear();
-        }
-        if entry.batches.len() == BATCHES_CACHED {
-            entry.batches.pop_front();
-        }
-        entry.batches.push_back(batch);
-        entry.last_append_ms = now_ms;
-        assert!(entry.batches.len() <= BATCHES_CACHED, "at most {BATCHES_CACHED} batches are cached");
-        assert!(self.producers.len() <= self.capacity, "at most {} producers are remembered", self.capacity);
     }
 
-    /// Forgets producers idle for longer than `expiration_ms` (Kafka's producer.id.expiration.ms).
+    /// Changes the state as one appended batch does, after the writer's check accepted it or while
+    /// replaying the log. The live path and replay both call this, with the batch as it is stored.
+    pub fn apply(&mut self, batch: &LoggedBatch) {
+        match batch {
+            LoggedBatch::Data(data) => self.apply_data(data, data.metadata.max_timestamp),
+            LoggedBatch::Marker(marker) => self.apply_marker(marker),
+        }
+    }
+
+    /// Records an appended non-transactional idempotent batch at `now_ms` (a shorthand for tests).
+    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMetadata, now_ms: i64) {
+        let data = DataBatch { producer_id, epoch, transactional: false, metadata: batch };
+        self.apply_data(&data, now_ms);
+    }
+
+    /// `last_append_ms` is the batch's max timestamp, as in Kafka, so expiry replays identically.
+    fn apply_data(&mut self, batch: &DataBatch, last_append_ms: i64) {
+        if batch.producer_id < 0 {
+            return;
+        }
+        self.make_room(batch.producer_id);
+        let entry =
+            self.producers.entry(batch.producer_id).or_insert_with(|| ProducerEntry::new(batch.epoch, last_append_ms));
+        // The live path applies only what the check accepted (never a lower epoch); a replayed log may
+        // hold a lower epoch after the producer's state had expired, and the log is the truth.
+        entry.set_epoch(batch.epoch);
+        if batch.sequenced() {
+            if entry.batches.len() == BATCHES_CACHED {
+                entry.batches.pop_front();
+            }
+            entry.batches.push_back(batch.metadata);
+        }
+        entry.last_append_ms = last_append_ms;
+        if batch.transactional && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(batch.metadata.base_offset);
+            self.transactions.open(batch.producer_id, batch.metadata.base_offset);
+        }
+        assert!(entry.batches.len() <= BATCHES_CACHED, "at most {BATCHES_CACHED} batches are cached");
+    }
+
+    /// A marker moves the producer to its epoch and coordinator epoch and ends its open transaction.
+    fn apply_marker(&mut self, marker: &MarkerBatch) {
+        self.make_room(marker.producer_id);
+        let entry = self
+            .producers
+            .entry(marker.producer_id)
+            .or_insert_with(|| ProducerEntry::new(marker.epoch, marker.timestamp_ms));
+        entry.set_epoch(marker.epoch);
+        entry.coordinator_epoch = marker.coordinator_epoch;
+        entry.last_append_ms = marker.timestamp_ms;
+        let first_offset = entry.current_txn_first_offset.take();
+        if let Some(first_offset) = first_offset {
+            assert!(first_offset < marker.offset, "a transaction's marker follows its first batch");
+            self.transactions.close(marker.producer_id, first_offset);
+        }
+        if !marker.commit {
+            self.transactions.push_aborted(AbortedTxn {
+                producer_id: marker.producer_id,
+                first_offset: first_offset.unwrap_or(marker.offset),
+                last_offset: marker.offset,
+            });
+        }
+    }
+
+    /// Forgets producers idle for longer than `expiration_ms` (Kafka's producer.id.expiration.ms), but
+    /// never one with an open transaction: its marker is still to come.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers.retain(|_, entry| now_ms.saturating_sub(entry.last_append_ms) <= expiration_ms);
+        self.producers.retain(|_, entry| {
+            entry.current_txn_first_offset.is_some() || now_ms.saturating_sub(entry.last_append_ms) <= expiration_ms
+        });
         before - self.producers.len()
+    }
+
+    /// Forgets aborted transactions whose marker is below the new log start offset.
+    pub fn prune_aborted(&mut self, log_start_offset: u64) -> usize {
+        self.transactions.prune_aborted(log_start_offset)
     }
 }
 

@@ -1,28 +1,70 @@
 //! Rebuilding producer state when a partition opens: the snapshot, then every batch after it.
+//!
+//! What a stored batch means to producer state is decided here, by [`classify`], for replay and for
+//! the writer's live path alike: both then hand the result to [`ProducerStates::apply`].
 
 use std::path::Path;
 
-use once_log::{BatchHeader, Log, LogError};
+use once_log::{BatchHeader, Log, LogError, BATCH_HEADER_LEN};
 
-use crate::producer_state::{add_to_sequence, BatchMetadata, ProducerStates};
+use crate::producer_state::{add_to_sequence, BatchMetadata, DataBatch, LoggedBatch, MarkerBatch, ProducerStates};
 use crate::snapshot;
+use crate::txn::{self, ControlRecord};
 
 /// Bytes read from the log per step of the replay.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 
-/// What a producer batch contributes to producer state, or `None` for a batch without a producer.
-pub(crate) fn batch_metadata(header: &BatchHeader) -> Option<(i64, i16, BatchMetadata)> {
-    if header.producer_id < 0 || header.is_control() || header.base_sequence < 0 {
+/// What a data batch contributes to producer state, or `None` for a control batch or a batch with
+/// neither a producer nor the transactional attribute. Offsets are the header's (0 before append).
+pub(crate) fn data_batch(header: &BatchHeader) -> Option<DataBatch> {
+    if header.is_control() || (header.producer_id < 0 && !header.is_transactional()) {
         return None;
     }
-    let metadata = BatchMetadata {
-        first_sequence: header.base_sequence,
-        last_sequence: add_to_sequence(header.base_sequence, header.last_offset_delta),
-        base_offset: header.base_offset as u64,
-        last_offset: header.last_offset() as u64,
-        max_timestamp: header.max_timestamp,
+    let (first_sequence, last_sequence) = match header.base_sequence {
+        base_sequence if base_sequence >= 0 => {
+            (base_sequence, add_to_sequence(base_sequence, header.last_offset_delta.max(0)))
+        }
+        _ => (-1, -1),
     };
-    Some((header.producer_id, header.producer_epoch, metadata))
+    Some(DataBatch {
+        producer_id: header.producer_id,
+        epoch: header.producer_epoch,
+        transactional: header.is_transactional(),
+        metadata: BatchMetadata {
+            first_sequence,
+            last_sequence,
+            base_offset: u64::try_from(header.base_offset).unwrap_or(0),
+            last_offset: u64::try_from(header.last_offset()).unwrap_or(0),
+            max_timestamp: header.max_timestamp,
+        },
+    })
+}
+
+/// What a batch as stored (`batch` is the whole batch, its base offset assigned) means to producer
+/// state. A control batch is read down to its record, to learn commit or abort and the coordinator
+/// epoch; one that cannot be read changes nothing and is logged.
+pub(crate) fn classify(header: &BatchHeader, batch: &[u8]) -> Option<LoggedBatch> {
+    if !header.is_control() {
+        return data_batch(header).map(LoggedBatch::Data);
+    }
+    if header.producer_id < 0 {
+        return None;
+    }
+    match txn::parse_control_record(batch) {
+        Ok(ControlRecord::EndTxn { commit, coordinator_epoch }) => Some(LoggedBatch::Marker(MarkerBatch {
+            producer_id: header.producer_id,
+            epoch: header.producer_epoch,
+            coordinator_epoch,
+            commit,
+            offset: u64::try_from(header.base_offset).unwrap_or(0),
+            timestamp_ms: header.max_timestamp,
+        })),
+        Ok(ControlRecord::Other { .. }) => None,
+        Err(problem) => {
+            tracing::warn!(offset = header.base_offset, %problem, "ignoring an unreadable control batch");
+            None
+        }
+    }
 }
 
 /// The producer state as of the log end: the snapshot if it is usable, then a replay of the log after it.
@@ -45,13 +87,22 @@ pub(crate) fn rebuild(dir: &Path, log: &Log) -> Result<ProducerStates, LogError>
         let mut position = 0;
         while position < bytes.len() {
             let header = BatchHeader::parse(&bytes[position..])?;
-            if let Some((producer_id, epoch, metadata)) = batch_metadata(&header) {
-                states.record(producer_id, epoch, metadata, metadata.max_timestamp);
+            let batch = bytes
+                .get(position..position + header.total_len())
+                .filter(|batch| batch.len() >= BATCH_HEADER_LEN)
+                .ok_or_else(|| {
+                    LogError::CorruptBatch(format!("batch at offset {} is cut short", header.base_offset))
+                })?;
+            if let Some(logged) = classify(&header, batch) {
+                states.apply(&logged);
             }
             position += header.total_len();
             offset = header.last_offset() as u64 + 1;
         }
     }
-    tracing::debug!(dir = %dir.display(), replay_from, producers = states.len(), "producer state rebuilt");
+    // The snapshot may predate a retention pass that dropped these.
+    states.prune_aborted(log.log_start_offset());
+    let (producers, open_transactions) = (states.len(), states.transactions().open_count());
+    tracing::debug!(dir = %dir.display(), replay_from, producers, open_transactions, "producer state rebuilt");
     Ok(states)
 }

@@ -1,7 +1,8 @@
 //! The one writer of a partition: group commit over the log.
 //!
-//! Each round takes every command queued so far, appends the batches under the log lock, releases the
-//! lock, fdatasyncs once, and only then answers. A failed write or fsync latches the log (the log
+//! Each round takes every command queued so far, appends the batches and transaction markers under the
+//! log lock in queue order, releases the lock, fdatasyncs once, publishes the last stable offset and
+//! then the high watermark, and only then answers. A failed write or fsync latches the log (the log
 //! refuses every later append), and every request of the round gets the error: nothing is acknowledged
 //! that is not durable.
 
@@ -12,8 +13,9 @@ use once_log::BatchHeader;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::PartitionError;
-use crate::partition::{Appended, Shared};
-use crate::producer_state::{check, Decision, ProducerStates};
+use crate::partition::{Appended, PartitionId, Shared};
+use crate::producer_state::{check_data, check_marker, Decision, LoggedBatch, MarkerDecision, ProducerStates};
+use crate::txn::{self, TxnMarker};
 use crate::{replay, snapshot};
 
 /// Most commands one round takes, so one fsync never waits behind an unbounded queue.
@@ -26,6 +28,11 @@ pub(crate) enum Command {
         batch: Vec<u8>,
         reply: AppendReply,
     },
+    /// Write a transaction marker, in order with the appends around it.
+    Marker {
+        marker: TxnMarker,
+        reply: AppendReply,
+    },
     /// Finish what is queued before it, close (or delete) the log, stop the writer.
     Stop {
         delete: bool,
@@ -33,24 +40,30 @@ pub(crate) enum Command {
     },
 }
 
+/// One write of a round: a producer's batch or a transaction marker.
+pub(crate) enum Write {
+    Batch(Vec<u8>),
+    Marker(TxnMarker),
+}
+
 pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>) {
     let mut round = Vec::new();
     while queue.recv_many(&mut round, ROUND_COMMANDS_MAX).await > 0 {
         let stop_at = round.iter().position(|command| matches!(command, Command::Stop { .. }));
-        let mut appends = Vec::new();
+        let mut writes = Vec::new();
         let mut stop = None;
         for (index, command) in round.drain(..).enumerate() {
+            let before_stop = stop_at.is_none_or(|at| index < at);
             match command {
-                Command::Append { batch, reply } if stop_at.is_none_or(|at| index < at) => appends.push((batch, reply)),
-                Command::Append { reply, .. } => {
-                    let _ = reply.send(Err(PartitionError::Closed(shared.id.to_string())));
-                }
+                Command::Append { batch, reply } if before_stop => writes.push((Write::Batch(batch), reply)),
+                Command::Marker { marker, reply } if before_stop => writes.push((Write::Marker(marker), reply)),
                 Command::Stop { delete, reply } => stop = stop.or(Some((delete, reply))),
+                command => reject(&shared, command),
             }
         }
-        if !appends.is_empty() {
+        if !writes.is_empty() {
             let shared_for_round = shared.clone();
-            let outcome = tokio::task::spawn_blocking(move || commit_round(&shared_for_round, appends)).await;
+            let outcome = tokio::task::spawn_blocking(move || commit_round(&shared_for_round, writes)).await;
             if let Err(error) = outcome {
                 shared.failed.store(true, std::sync::atomic::Ordering::Release);
                 tracing::error!(partition = %shared.id, %error, "writer round panicked; partition refuses appends until restarted");
@@ -86,7 +99,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>)
 fn reject(shared: &Shared, command: Command) {
     let closed = PartitionError::Closed(shared.id.to_string());
     match command {
-        Command::Append { reply, .. } => {
+        Command::Append { reply, .. } | Command::Marker { reply, .. } => {
             let _ = reply.send(Err(closed));
         }
         Command::Stop { reply, .. } => {
@@ -104,28 +117,32 @@ enum Staged {
     Duplicate(Appended, AppendReply),
 }
 
-/// Appends a round's batches, syncs once, answers each request. Runs on a blocking thread.
-fn commit_round(shared: &Shared, appends: Vec<(Vec<u8>, AppendReply)>) {
+/// Appends a round's batches and markers, syncs once, answers each request. Runs on a blocking thread.
+fn commit_round(shared: &Shared, writes: Vec<(Write, AppendReply)>) {
     if shared.failed.load(std::sync::atomic::Ordering::Acquire) {
-        for (_, reply) in appends {
+        for (_, reply) in writes {
             let _ = reply.send(Err(PartitionError::Storage("an earlier write round failed".into())));
         }
         return;
     }
     let now_ms = now_ms();
-    let mut staged = Vec::with_capacity(appends.len());
+    let mut staged = Vec::with_capacity(writes.len());
     let plan = {
         let mut guard = shared.lock_log();
         let Some(log) = guard.as_mut() else {
-            for (_, reply) in appends {
+            for (_, reply) in writes {
                 let _ = reply.send(Err(PartitionError::Closed(shared.id.to_string())));
             }
             return;
         };
         let mut producers = shared.lock_producers();
         let segments_before = log.segment_count();
-        for (mut batch, reply) in appends {
-            match stage(log, &mut producers, &mut batch, now_ms) {
+        for (write, reply) in writes {
+            let outcome = match write {
+                Write::Batch(mut batch) => stage(&shared.id, log, &mut producers, &mut batch, now_ms),
+                Write::Marker(marker) => stage_marker(log, &mut producers, &marker, now_ms),
+            };
+            match outcome {
                 Ok(appended) => staged.push(Staged::Appended(appended, reply)),
                 Err(Staging::Duplicate(original)) => staged.push(Staged::Duplicate(original, reply)),
                 Err(Staging::Refused(error)) => {
@@ -158,15 +175,22 @@ enum Staging {
 
 /// Checks a batch against producer state and appends it if it is new.
 fn stage(
+    id: &PartitionId,
     log: &mut once_log::Log,
     producers: &mut ProducerStates,
     batch: &mut [u8],
     now_ms: i64,
 ) -> Result<Appended, Staging> {
     let header = BatchHeader::parse(batch).map_err(|error| Staging::Refused(error.into()))?;
-    let producer = replay::batch_metadata(&header);
-    if let Some((producer_id, epoch, metadata)) = producer {
-        match check(producers.get(producer_id), epoch, metadata.first_sequence, metadata.last_sequence) {
+    if header.is_control() {
+        // Only `write_marker` writes control batches, after its own checks.
+        let refused =
+            once_log::LogError::InvalidBatch("control batches are written only as transaction markers".into());
+        return Err(Staging::Refused(refused.into()));
+    }
+    if let Some(data) = replay::data_batch(&header) {
+        let refused = |error| Err(Staging::Refused(error));
+        match check_data(producers.get(data.producer_id), &data) {
             Decision::Append => {}
             Decision::Duplicate(original) => {
                 return Err(Staging::Duplicate(Appended {
@@ -176,31 +200,86 @@ fn stage(
                     duplicate: true,
                 }))
             }
-            Decision::Fenced { current_epoch } => {
-                return Err(Staging::Refused(PartitionError::ProducerFenced { current_epoch }))
-            }
+            Decision::Fenced { current_epoch } => return refused(PartitionError::ProducerFenced { current_epoch }),
             Decision::OutOfOrder { expected_first_sequence } => {
-                return Err(Staging::Refused(PartitionError::OutOfOrderSequence { expected_first_sequence }))
+                return refused(PartitionError::OutOfOrderSequence { expected_first_sequence })
             }
+            Decision::TransactionOpen { first_offset } => {
+                let (producer_id, at) = (data.producer_id, first_offset);
+                let problem = format!("non-transactional batch of producer {producer_id} in its transaction from {at}");
+                return refused(PartitionError::InvalidTxnState(problem));
+            }
+            Decision::TransactionalWithoutProducer => {
+                return refused(PartitionError::InvalidTxnState("a transactional batch without a producer id".into()))
+            }
+        }
+        if data.producer_id >= 0 && !producers.has_room_for(data.producer_id) {
+            // Retriable: a marker closing any of the open transactions makes room.
+            let producer_id = data.producer_id;
+            tracing::warn!(partition = %id, producer_id, "producer state full of open transactions; producer refused");
+            return refused(PartitionError::Busy(id.to_string()));
         }
     }
     let info = log.append(batch, now_ms).map_err(|error| Staging::Refused(error.into()))?;
-    if let Some((producer_id, epoch, _)) = producer {
-        let appended = replay::batch_metadata(&info.header).map(|(_, _, metadata)| metadata);
-        let metadata = appended.expect("an appended producer batch keeps its producer fields");
-        producers.record(producer_id, epoch, metadata, metadata.max_timestamp);
+    if let Some(logged) = replay::classify(&info.header, batch) {
+        producers.apply(&logged);
     }
+    Ok(Appended::from(&info))
+}
+
+/// Checks a marker against its producer's state, appends its control batch, and applies it.
+fn stage_marker(
+    log: &mut once_log::Log,
+    producers: &mut ProducerStates,
+    marker: &TxnMarker,
+    now_ms: i64,
+) -> Result<Appended, Staging> {
+    match check_marker(producers.get(marker.producer_id), marker) {
+        MarkerDecision::Write => {}
+        MarkerDecision::Fenced { current_epoch } => {
+            return Err(Staging::Refused(PartitionError::ProducerFenced { current_epoch }))
+        }
+        MarkerDecision::CoordinatorFenced { current_coordinator_epoch } => {
+            return Err(Staging::Refused(PartitionError::CoordinatorFenced {
+                marker: marker.coordinator_epoch,
+                current: current_coordinator_epoch,
+            }))
+        }
+        MarkerDecision::WithoutProducer => {
+            return Err(Staging::Refused(PartitionError::InvalidTxnState("a marker without a producer id".into())))
+        }
+    }
+    let mut batch = txn::marker_batch(marker, now_ms);
+    let info = log.append(&mut batch, now_ms).map_err(|error| Staging::Refused(error.into()))?;
+    let logged = replay::classify(&info.header, &batch);
+    let Some(LoggedBatch::Marker(applied)) = logged else {
+        panic!("the marker batch just written reads back as a marker, not {logged:?}");
+    };
+    assert_eq!(applied.offset, info.base_offset, "the marker is read back at the offset it took");
+    assert_eq!(
+        (applied.producer_id, applied.commit, applied.coordinator_epoch),
+        (marker.producer_id, marker.commit, marker.coordinator_epoch),
+        "the marker reads back as written"
+    );
+    producers.apply(&LoggedBatch::Marker(applied));
     Ok(Appended::from(&info))
 }
 
 fn answer_round(shared: &Shared, staged: Vec<Staged>, synced: Result<u64, PartitionError>) {
     match synced {
         Ok(durable_end_offset) => {
+            // Before the high watermark moves: a fetch woken by it must see the new last stable offset.
+            let earliest_open = shared.lock_producers().transactions().earliest_open_offset();
+            let last_stable_offset = shared.publish_last_stable_offset(earliest_open, durable_end_offset);
             shared.high_watermark.send_if_modified(|high_watermark| {
                 let moved = durable_end_offset > *high_watermark;
                 *high_watermark = (*high_watermark).max(durable_end_offset);
                 moved
             });
+            assert!(
+                last_stable_offset <= *shared.high_watermark.borrow(),
+                "the last stable offset {last_stable_offset} is at most the high watermark"
+            );
             for staged in staged {
                 let (appended, reply) = match staged {
                     Staged::Appended(appended, reply) | Staged::Duplicate(appended, reply) => (appended, reply),
