@@ -1,5 +1,7 @@
 //! ListGroups, DescribeGroups and DeleteGroups.
 
+use std::collections::BTreeSet;
+
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
@@ -88,7 +90,10 @@ pub fn describe_groups(
     DescribeGroupsResponse::default().with_groups(described)
 }
 
-/// Deletes empty groups: their offsets get tombstones, durable before the answer.
+/// Deletes empty groups: their offsets get tombstones, durable before the answer. As in Kafka, only
+/// members stop a deletion, not open transactions: the partitions with pending transactional offsets
+/// get tombstones too, which discard those offsets (in memory now, and at replay, since they come
+/// later in the log), so the transaction's commit marker cannot bring the deleted group's offsets back.
 pub async fn delete_groups(coordinator: &GroupCoordinator, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.groups_names.len());
     let mut writes = Vec::new();
@@ -104,9 +109,10 @@ pub async fn delete_groups(coordinator: &GroupCoordinator, request: DeleteGroups
             };
             if outcome.is_ok() {
                 if let Some(group) = groups.groups.remove(group_id.0.as_str()) {
-                    let tombstones: Vec<OffsetRecord> = group
-                        .offsets
-                        .keys()
+                    let slots: BTreeSet<&(String, i32)> =
+                        group.offsets.keys().chain(group.pending_offsets.slots()).collect();
+                    let tombstones: Vec<OffsetRecord> = slots
+                        .into_iter()
                         .map(|(topic, partition)| OffsetRecord {
                             key: OffsetKey { group: group.id.clone(), topic: topic.clone(), partition: *partition },
                             value: None,

@@ -178,10 +178,10 @@ pub async fn offset_commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// Hook for transactions (KIP-447): whether a transaction holds offsets of this partition not yet
-/// committed. RequireStable fetches then get UNSTABLE_OFFSET_COMMIT. No transactions yet: never.
-fn has_pending_transactional_offsets(_group: &Group, _topic: &str, _partition: i32) -> bool {
-    false
+/// Whether an open transaction holds an offset of this partition not yet committed or aborted
+/// (queued or durable). RequireStable fetches then get UNSTABLE_OFFSET_COMMIT (KIP-447).
+fn has_pending_transactional_offsets(group: &Group, topic: &str, partition: i32) -> bool {
+    group.pending_offsets.contains_slot(topic, partition)
 }
 
 /// (partition index, offset, leader epoch, metadata, outcome) of one fetched partition.
@@ -216,16 +216,19 @@ fn fetch_group(
                     let stored = group.and_then(|group| group.offsets.get(&(name.0.to_string(), partition)));
                     let unstable = require_stable
                         && group.is_some_and(|group| has_pending_transactional_offsets(group, &name.0, partition));
-                    let outcome = if unstable { Err(GroupError::UnstableOffsetCommit) } else { Ok(()) };
+                    // Unstable: no offset at all, as Kafka answers, so the client retries rather than use it.
                     match stored {
+                        _ if unstable => {
+                            (partition, -1, -1, Some(StrBytes::default()), Err(GroupError::UnstableOffsetCommit))
+                        }
                         Some(stored) => (
                             partition,
                             stored.committed.offset,
                             stored.committed.leader_epoch,
                             stored.committed.metadata.as_deref().map(text),
-                            outcome,
+                            Ok(()),
                         ),
-                        None => (partition, -1, -1, Some(StrBytes::default()), outcome),
+                        None => (partition, -1, -1, Some(StrBytes::default()), Ok(())),
                     }
                 })
                 .collect();

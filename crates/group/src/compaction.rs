@@ -37,11 +37,26 @@ pub enum CompactionDecision {
     Compact,
     /// The configuration asks for a rewrite at every open (tests).
     Forced,
+    /// Transactions are open: keep the log as it is, whatever the size or the configuration, until an
+    /// open finds none. Their records must stay transactional batches in log order (what a commit
+    /// applies over depends on it) and the partition must keep their producers' state, which a
+    /// rewrite of only the live offsets would lose. The transaction coordinator completes them soon
+    /// after a start, so the next open compacts.
+    Postponed,
 }
 
 /// Whether a log of `log_bytes` holding `records` records, of which `live_records` are live, is
-/// worth rewriting.
-pub fn decide(log_bytes: u64, records: u64, live_records: u64, forced: bool) -> CompactionDecision {
+/// worth rewriting; never while `pending_transactions`.
+pub fn decide(
+    log_bytes: u64,
+    records: u64,
+    live_records: u64,
+    forced: bool,
+    pending_transactions: bool,
+) -> CompactionDecision {
+    if pending_transactions {
+        return CompactionDecision::Postponed;
+    }
     if forced {
         return CompactionDecision::Forced;
     }
@@ -212,10 +227,12 @@ mod tests {
     #[test]
     fn thresholds_decide() {
         let big = COMPACT_LOG_BYTES_MIN + 1;
-        assert_eq!(decide(big, 1000, 10, false), CompactionDecision::Compact);
-        assert_eq!(decide(big, 1000, 250, false), CompactionDecision::Keep, "a quarter live is not enough dead");
-        assert_eq!(decide(COMPACT_LOG_BYTES_MIN, 1000, 10, false), CompactionDecision::Keep, "small logs stay");
-        assert_eq!(decide(0, 0, 0, true), CompactionDecision::Forced);
+        assert_eq!(decide(big, 1000, 10, false, false), CompactionDecision::Compact);
+        assert_eq!(decide(big, 1000, 250, false, false), CompactionDecision::Keep, "a quarter live is not enough dead");
+        assert_eq!(decide(COMPACT_LOG_BYTES_MIN, 1000, 10, false, false), CompactionDecision::Keep, "small logs stay");
+        assert_eq!(decide(0, 0, 0, true, false), CompactionDecision::Forced);
+        assert_eq!(decide(big, 1000, 10, false, true), CompactionDecision::Postponed, "open transactions");
+        assert_eq!(decide(0, 0, 0, true, true), CompactionDecision::Postponed, "even when forced");
     }
 
     #[test]

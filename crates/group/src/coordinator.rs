@@ -5,18 +5,20 @@
 //! the member and awaits its receiver outside the lock, so one connection waiting for a rebalance
 //! never blocks another's requests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::messages::{RequestKind, ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+use once_partition::TxnMarker;
 
 use crate::config::GroupConfig;
 use crate::error::GroupError;
 use crate::group::{Group, StoredOffset};
-use crate::records::{OffsetKey, OffsetRecord};
+use crate::records::{CommittedOffset, OffsetKey, OffsetRecord, TransactionalProducer};
 use crate::store::OffsetStore;
+use crate::transactions::{self, PendingState};
 
 /// How often sessions and rebalance deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -34,7 +36,12 @@ pub struct RequestContext<'a> {
 pub(crate) struct Groups {
     pub(crate) groups: HashMap<String, Group>,
     /// Orders commits: a commit applies over a stored offset only if it was queued to the log later.
+    /// Every record and every transaction marker takes one, in the order they are queued to the log.
     pub(crate) commit_sequence: u64,
+    /// Producer id → the groups that may hold its pending transactional offsets, so that a marker
+    /// finds them without visiting every group. A superset: a group is dropped from it when the
+    /// producer's marker is applied.
+    pub(crate) transactions: HashMap<i64, BTreeSet<String>>,
 }
 
 impl Groups {
@@ -45,10 +52,17 @@ impl Groups {
 
 pub struct GroupCoordinator {
     pub(crate) config: GroupConfig,
-    pub(crate) state: Mutex<Groups>,
+    /// Shared with the tasks that apply a write to memory once it is durable (see `apply_when_durable`).
+    pub(crate) state: Arc<Mutex<Groups>>,
     pub(crate) store: OffsetStore,
     /// Set by [`GroupCoordinator::close`]: requests then get COORDINATOR_NOT_AVAILABLE.
     pub(crate) closed: AtomicBool,
+}
+
+/// Locks the groups. Group state is only changed by whole steps under the lock; a panic mid-step is
+/// a bug but the maps stay structurally sound, so keep serving.
+fn lock_groups(state: &Mutex<Groups>) -> MutexGuard<'_, Groups> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -66,16 +80,14 @@ impl GroupCoordinator {
             log_bytes = store.size_bytes(),
             "group coordinator loaded"
         );
-        let coordinator =
-            Arc::new(GroupCoordinator { config, state: Mutex::new(groups), store, closed: AtomicBool::new(false) });
+        let state = Arc::new(Mutex::new(groups));
+        let coordinator = Arc::new(GroupCoordinator { config, state, store, closed: AtomicBool::new(false) });
         tokio::spawn(run_timer(Arc::downgrade(&coordinator)));
         Ok(coordinator)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Groups> {
-        // Group state is only changed by whole steps under the lock; a panic mid-step is a bug but the
-        // maps stay structurally sound, so keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock_groups(&self.state)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -116,25 +128,123 @@ impl GroupCoordinator {
         })
     }
 
+    /// TxnOffsetCommit (versions 0–5; v3+ carries the member and generation, KIP-447): appends the
+    /// offsets as one transactional batch of the request's producer and, once durable, holds them as
+    /// pending offsets of (group, producer) until [`GroupCoordinator::complete_transaction`]. Not routed
+    /// through [`GroupCoordinator::handle`]: the broker calls it after the transaction coordinator
+    /// confirmed that the group's offsets are part of the producer's ongoing transaction.
+    pub async fn txn_offset_commit(&self, request: TxnOffsetCommitRequest, version: i16) -> TxnOffsetCommitResponse {
+        crate::api_transactions::txn_offset_commit(self, request, version).await
+    }
+
+    /// Writes `marker` to the offsets log and, once it is durable, commits (applies) or aborts
+    /// (discards) the producer's pending offsets queued before it. The marker ends the producer's
+    /// transaction in the whole offsets log, so it completes the producer's pending offsets of every
+    /// group, not only `group_id` (which names the group for the logs): memory then agrees with what
+    /// replay makes of the log. Idempotent: without pending offsets the marker is still written.
+    pub async fn complete_transaction(&self, group_id: &str, marker: TxnMarker) -> Result<(), GroupError> {
+        crate::api_transactions::complete_transaction(self, group_id, marker).await
+    }
+
+    /// Producers with pending transactional offsets in the group, ascending (tooling).
+    pub fn pending_transactional_producers(&self, group_id: &str) -> Vec<i64> {
+        self.lock().groups.get(group_id).map(|group| group.pending_offsets.producers()).unwrap_or_default()
+    }
+
     /// Appends `records` (queued now, in call order) and, once durable, applies them to memory.
     pub(crate) fn write(
         &self,
         groups: &mut Groups,
         records: Vec<OffsetRecord>,
-    ) -> impl std::future::Future<Output = Result<(), GroupError>> + Send + '_ {
+    ) -> impl std::future::Future<Output = Result<(), GroupError>> + Send + 'static {
         let first_sequence = groups.commit_sequence + 1;
         groups.commit_sequence += records.len() as u64;
-        let appended = if records.is_empty() { None } else { Some(self.store.append(&records, now_ms())) };
-        async move {
-            if let Some(appended) = appended {
-                appended.await?;
+        let appended = (!records.is_empty()).then(|| self.store.append(&records, now_ms()));
+        self.apply_when_durable(appended, move |groups, durable| {
+            if !durable {
+                return;
             }
-            let mut groups = self.lock();
             let now_ms = now_ms();
             for (index, record) in records.into_iter().enumerate() {
-                apply_record(&mut groups, record, first_sequence + index as u64, now_ms, false);
+                apply_record(groups, record, first_sequence + index as u64, now_ms, false);
             }
-            Ok(())
+        })
+    }
+
+    /// Appends transactional `records` of `producer` as one batch (queued now) and holds them as pending
+    /// offsets from this moment: RequireStable fetches see them as unstable, and a tombstone queued
+    /// later discards them. Once the append ends they are durable pending offsets, or gone if it failed.
+    pub(crate) fn write_transactional(
+        &self,
+        groups: &mut Groups,
+        producer: TransactionalProducer,
+        records: Vec<OffsetRecord>,
+    ) -> impl std::future::Future<Output = Result<(), GroupError>> + Send + 'static {
+        let first_sequence = groups.commit_sequence + 1;
+        groups.commit_sequence += records.len() as u64;
+        let producer_id = producer.producer_id;
+        let appended = (!records.is_empty()).then(|| {
+            let now_ms = now_ms();
+            transactions::add_pending(groups, producer_id, &records, first_sequence, PendingState::Queued, now_ms);
+            self.store.append_transactional(&records, now_ms, producer)
+        });
+        self.apply_when_durable(appended, move |groups, durable| {
+            transactions::resolve_append(groups, producer_id, &records, first_sequence, durable);
+        })
+    }
+
+    /// Queues `marker` now (taking its place in log order) and, once it is durable, commits or aborts
+    /// the producer's pending offsets queued before it.
+    pub(crate) fn write_marker(
+        &self,
+        groups: &mut Groups,
+        marker: TxnMarker,
+        group_id: String,
+    ) -> impl std::future::Future<Output = Result<(), GroupError>> + Send + 'static {
+        groups.commit_sequence += 1;
+        let sequence = groups.commit_sequence;
+        let written = self.store.write_marker(marker);
+        self.apply_when_durable(Some(written), move |groups, durable| {
+            if !durable {
+                return;
+            }
+            let completed = transactions::complete(groups, marker.producer_id, sequence, marker.commit, false);
+            tracing::info!(
+                group = %group_id,
+                producer_id = marker.producer_id,
+                producer_epoch = marker.producer_epoch,
+                commit = marker.commit,
+                applied = completed.applied,
+                discarded = completed.discarded,
+                awaiting_append = completed.awaiting_append,
+                "transaction completed in the offsets log"
+            );
+        })
+    }
+
+    /// Awaits `appended` (if any) and runs `apply` with whether it is durable, under the lock, in a task
+    /// of its own: the request's future may be dropped mid-wait (its connection closed), and memory
+    /// must still follow the log. Resolves with the append's outcome.
+    fn apply_when_durable(
+        &self,
+        appended: Option<impl std::future::Future<Output = Result<(), GroupError>> + Send + 'static>,
+        apply: impl FnOnce(&mut Groups, bool) + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<(), GroupError>> + Send + 'static {
+        let task = appended.map(|appended| {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let outcome = appended.await;
+                apply(&mut lock_groups(&state), outcome.is_ok());
+                outcome
+            })
+        });
+        async move {
+            match task {
+                None => Ok(()),
+                Some(task) => task
+                    .await
+                    .unwrap_or_else(|error| Err(GroupError::Storage(format!("applying an offsets write: {error}")))),
+            }
         }
     }
 
@@ -178,7 +288,7 @@ impl GroupCoordinator {
                 .filter(|group| group.members.is_empty() && group.state == crate::group::GroupState::Empty)
             {
                 for ((topic, partition), stored) in &group.offsets {
-                    if offset_expired(group, stored, now_ms, retention_ms) {
+                    if offset_expired(group, topic, *partition, stored, now_ms, retention_ms) {
                         tombstones.push(OffsetRecord {
                             key: OffsetKey { group: group.id.clone(), topic: topic.clone(), partition: *partition },
                             value: None,
@@ -199,15 +309,26 @@ impl GroupCoordinator {
 }
 
 /// Whether the offset expires now, in an empty group: retention counts from the later of the group
-/// becoming empty and the commit. Shared by the timer and by compaction at open.
-pub(crate) fn offset_expired(group: &Group, stored: &StoredOffset, now_ms: i64, retention_ms: i64) -> bool {
+/// becoming empty and the commit. Never while a transaction holds a pending offset of the partition:
+/// should it abort, the committed offset is still the consumer's position. Shared by the timer and
+/// by compaction at open.
+pub(crate) fn offset_expired(
+    group: &Group,
+    topic: &str,
+    partition: i32,
+    stored: &StoredOffset,
+    now_ms: i64,
+    retention_ms: i64,
+) -> bool {
     let since = group.empty_since_ms.max(stored.committed.commit_timestamp_ms);
-    now_ms.saturating_sub(since) >= retention_ms
+    now_ms.saturating_sub(since) >= retention_ms && !group.pending_offsets.contains_slot(topic, partition)
 }
 
-/// Applies one record to memory, only over an offset written earlier (lower sequence). Known gap: a
-/// commit to an empty group racing DeleteGroups of it can re-create the offset in memory while the
-/// log ends with its tombstone; a restart then shows the log's (deleted) state.
+/// Applies one non-transactional record to memory, only over an offset written earlier (lower
+/// sequence). A tombstone also discards the pending transactional offsets of its partition queued
+/// before it (`crate::transactions`). Known gap: a commit to an empty group racing DeleteGroups of it
+/// can re-create the offset in memory while the log ends with its tombstone; a restart then shows the
+/// log's (deleted) state.
 pub(crate) fn apply_record(groups: &mut Groups, record: OffsetRecord, sequence: u64, now_ms: i64, replay: bool) {
     let OffsetRecord { key, value } = record;
     if !replay && value.is_none() && !groups.groups.contains_key(&key.group) {
@@ -216,20 +337,36 @@ pub(crate) fn apply_record(groups: &mut Groups, record: OffsetRecord, sequence: 
     // A commit re-creates its group if the timer dropped it as empty between validation and now.
     let group = groups.groups.entry(key.group.clone()).or_insert_with(|| Group::new(key.group.clone(), now_ms));
     let slot = (key.topic, key.partition);
-    if group.offsets.get(&slot).is_some_and(|stored| stored.sequence > sequence) {
-        return;
-    }
     match value {
         Some(committed) => {
-            if replay {
-                group.empty_since_ms = group.empty_since_ms.min(committed.commit_timestamp_ms).max(0);
-            }
-            group.offsets.insert(slot, StoredOffset { committed, sequence });
+            store_offset(group, slot, committed, sequence, replay);
         }
         None => {
-            group.offsets.remove(&slot);
+            group.pending_offsets.discard_before(&slot, sequence);
+            if group.offsets.get(&slot).is_none_or(|stored| stored.sequence <= sequence) {
+                group.offsets.remove(&slot);
+            }
         }
     }
+}
+
+/// Makes `committed` (written at `sequence`) the group's offset of `slot` unless the stored one was
+/// written later in the log. Returns whether it did.
+pub(crate) fn store_offset(
+    group: &mut Group,
+    slot: (String, i32),
+    committed: CommittedOffset,
+    sequence: u64,
+    replay: bool,
+) -> bool {
+    if group.offsets.get(&slot).is_some_and(|stored| stored.sequence > sequence) {
+        return false;
+    }
+    if replay {
+        group.empty_since_ms = group.empty_since_ms.min(committed.commit_timestamp_ms).max(0);
+    }
+    group.offsets.insert(slot, StoredOffset { committed, sequence });
+    true
 }
 
 async fn run_timer(coordinator: Weak<GroupCoordinator>) {

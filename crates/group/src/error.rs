@@ -43,6 +43,15 @@ pub enum GroupError {
     InvalidRequest(String),
     #[error("the coordinator is shutting down")]
     CoordinatorNotAvailable,
+    /// The offsets log refused a transactional batch: its producer epoch is older than the current one.
+    #[error("producer fenced: epoch is older than the current epoch {current_epoch}")]
+    ProducerFenced { current_epoch: i16 },
+    /// The offsets log refused a transactional write or marker the producer's state does not allow.
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
+    /// The offsets log refused a marker from an older transaction coordinator epoch.
+    #[error("transaction coordinator fenced: marker coordinator epoch {marker} is older than {current}")]
+    TransactionCoordinatorFenced { marker: i32, current: i32 },
     #[error("offsets log: {0}")]
     Storage(String),
 }
@@ -51,6 +60,11 @@ impl From<PartitionError> for GroupError {
     fn from(error: PartitionError) -> GroupError {
         match error {
             PartitionError::Closed(_) => GroupError::CoordinatorNotAvailable,
+            PartitionError::ProducerFenced { current_epoch } => GroupError::ProducerFenced { current_epoch },
+            PartitionError::InvalidTxnState(reason) => GroupError::InvalidTxnState(reason),
+            PartitionError::CoordinatorFenced { marker, current } => {
+                GroupError::TransactionCoordinatorFenced { marker, current }
+            }
             other => GroupError::Storage(other.to_string()),
         }
     }
@@ -82,6 +96,10 @@ pub fn error_code(error: &GroupError) -> ResponseError {
         GroupError::UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
         GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        // What the broker answers a fenced produce with; clients treat it as PRODUCER_FENCED.
+        GroupError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+        GroupError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        GroupError::TransactionCoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
         // Kafka answers a failed offsets-log write with COORDINATOR_NOT_AVAILABLE (the code clients
         // retry on); the write was not acknowledged, so retrying is safe.
         GroupError::Storage(_) => {

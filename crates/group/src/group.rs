@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::error::GroupError;
 use crate::records::CommittedOffset;
+use crate::transactions::PendingOffsets;
 
 /// Kafka's group states, spelled as DescribeGroups and ListGroups report them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +152,9 @@ pub struct Group {
     /// When the current PreparingRebalance or CompletingRebalance phase gives up on laggards.
     pub rebalance_deadline: Option<Instant>,
     pub offsets: HashMap<(String, i32), StoredOffset>,
+    /// Transactional offsets not yet committed or aborted, by producer id: invisible to OffsetFetch
+    /// until the producer's commit marker (`crate::transactions`).
+    pub pending_offsets: PendingOffsets,
     /// Wall-clock ms when the group last became empty (offset expiry counts from here).
     pub empty_since_ms: i64,
 }
@@ -169,6 +173,7 @@ impl Group {
             pending_members: HashMap::new(),
             rebalance_deadline: None,
             offsets: HashMap::new(),
+            pending_offsets: PendingOffsets::default(),
             empty_since_ms: now_ms,
         }
     }
@@ -381,6 +386,7 @@ impl Group {
         self.state == GroupState::Empty
             && self.members.is_empty()
             && self.offsets.is_empty()
+            && self.pending_offsets.is_empty()
             && self.pending_members.is_empty()
     }
 }

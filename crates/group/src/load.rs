@@ -4,6 +4,10 @@
 //! Compaction keeps exactly what memory holds after replay minus the offsets the timer would expire
 //! on its first run (every group is empty after a start, so that is every offset past retention);
 //! those are dropped from memory too once the compacted log is in place, so memory and log agree.
+//!
+//! Transactional records become pending offsets of their producer and markers commit or abort them
+//! (`crate::transactions`); a transaction still open at the end of the log stays pending, for the
+//! transaction coordinator to complete after the restart, and postpones compaction.
 
 use std::collections::HashMap;
 
@@ -11,14 +15,17 @@ use crate::compaction::{self, CompactionDecision};
 use crate::config::GroupConfig;
 use crate::coordinator::{apply_record, offset_expired, Groups};
 use crate::error::GroupError;
-use crate::records::{OffsetKey, OffsetRecord};
+use crate::records::{LogEntry, OffsetKey, OffsetRecord};
 use crate::store::{Compacted, OffsetStore};
+use crate::transactions::{self, PendingState};
 
 /// What [`load`] did, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Loaded {
-    /// Records replayed, live or not.
+    /// Records and markers replayed, live or not.
     pub(crate) records: u64,
+    /// Producers whose transaction is still open at the end of the log (each counted once per group).
+    pub(crate) pending_producers: usize,
     pub(crate) decision: CompactionDecision,
     /// `None` when no compaction was attempted.
     pub(crate) compacted: Option<Compacted>,
@@ -28,34 +35,30 @@ pub(crate) struct Loaded {
 /// I/O; needs a tokio runtime.
 pub(crate) fn load(config: &GroupConfig, now_ms: i64) -> Result<(OffsetStore, Groups, Loaded), GroupError> {
     let (recovered, repair) = OffsetStore::recover(&config.offsets_dir, config.unsafe_skip_fsync)?;
-    let mut groups = Groups { groups: HashMap::new(), commit_sequence: 0 };
-    let records = recovered.replay(|record| {
-        groups.commit_sequence += 1;
-        let sequence = groups.commit_sequence;
-        let deleted_group = record.value.is_none().then(|| record.key.group.clone());
-        apply_record(&mut groups, record, sequence, now_ms, true);
-        // Drop a group as soon as its last offset is deleted, so replay memory follows live offsets
-        // rather than every group the log ever named.
-        if let Some(group_id) = deleted_group {
-            if groups.groups.get(&group_id).is_some_and(|group| group.offsets.is_empty()) {
-                groups.groups.remove(&group_id);
-            }
-        }
-    })?;
-    groups.groups.retain(|_, group| !group.offsets.is_empty());
+    let mut groups = Groups { groups: HashMap::new(), commit_sequence: 0, transactions: HashMap::new() };
+    let records = recovered.replay(|entry| replay_entry(&mut groups, entry, now_ms))?;
+    groups.groups.retain(|_, group| !group.is_disposable());
+    let pending_producers: usize = groups.groups.values().map(|group| group.pending_offsets.producers().len()).sum();
     let retention_ms = retention_ms(config);
     let live_count = live_records(&groups, now_ms, retention_ms).count() as u64;
-    let decision = compaction::decide(recovered.size_bytes(), records, live_count, config.offsets_compaction_forced);
+    let decision = compaction::decide(
+        recovered.size_bytes(),
+        records,
+        live_count,
+        config.offsets_compaction_forced,
+        pending_producers > 0,
+    );
     tracing::info!(
         ?repair,
         records,
         live = live_count,
+        pending_producers,
         log_bytes = recovered.size_bytes(),
         ?decision,
         "offsets log read"
     );
     let (store, compacted) = match decision {
-        CompactionDecision::Keep => (recovered.start()?, None),
+        CompactionDecision::Keep | CompactionDecision::Postponed => (recovered.start()?, None),
         CompactionDecision::Compact | CompactionDecision::Forced => {
             let mut live: Vec<OffsetRecord> = live_records(&groups, now_ms, retention_ms).collect();
             live.sort_by(|left, right| left.key.cmp(&right.key));
@@ -66,7 +69,33 @@ pub(crate) fn load(config: &GroupConfig, now_ms: i64) -> Result<(OffsetStore, Gr
             (store, Some(compacted))
         }
     };
-    Ok((store, groups, Loaded { records, decision, compacted }))
+    Ok((store, groups, Loaded { records, pending_producers, decision, compacted }))
+}
+
+/// Applies one entry of the log to memory; `groups.commit_sequence` numbers entries in log order.
+fn replay_entry(groups: &mut Groups, entry: LogEntry, now_ms: i64) {
+    groups.commit_sequence += 1;
+    let sequence = groups.commit_sequence;
+    match entry {
+        LogEntry::Offset(record) => {
+            let deleted_group = record.value.is_none().then(|| record.key.group.clone());
+            apply_record(groups, record, sequence, now_ms, true);
+            // Drop a group as soon as nothing is left of it, so replay memory follows live offsets
+            // rather than every group the log ever named.
+            if let Some(group_id) = deleted_group {
+                if groups.groups.get(&group_id).is_some_and(|group| group.is_disposable()) {
+                    groups.groups.remove(&group_id);
+                }
+            }
+        }
+        LogEntry::Transactional { producer, record } => {
+            let records = [record];
+            transactions::add_pending(groups, producer.producer_id, &records, sequence, PendingState::Durable, now_ms);
+        }
+        LogEntry::Marker { producer, commit } => {
+            transactions::complete(groups, producer.producer_id, sequence, commit, true);
+        }
+    }
 }
 
 fn retention_ms(config: &GroupConfig) -> i64 {
@@ -76,12 +105,16 @@ fn retention_ms(config: &GroupConfig) -> i64 {
 /// The latest record of every offset in memory that the timer would not expire now.
 fn live_records(groups: &Groups, now_ms: i64, retention_ms: i64) -> impl Iterator<Item = OffsetRecord> + '_ {
     groups.groups.values().flat_map(move |group| {
-        group.offsets.iter().filter(move |(_, stored)| !offset_expired(group, stored, now_ms, retention_ms)).map(
-            move |((topic, partition), stored)| OffsetRecord {
+        group
+            .offsets
+            .iter()
+            .filter(move |((topic, partition), stored)| {
+                !offset_expired(group, topic, *partition, stored, now_ms, retention_ms)
+            })
+            .map(move |((topic, partition), stored)| OffsetRecord {
                 key: OffsetKey { group: group.id.clone(), topic: topic.clone(), partition: *partition },
                 value: Some(stored.committed.clone()),
-            },
-        )
+            })
     })
 }
 
@@ -90,14 +123,16 @@ fn drop_expired(groups: &mut Groups, now_ms: i64, retention_ms: i64) {
         let expired: Vec<(String, i32)> = group
             .offsets
             .iter()
-            .filter(|(_, stored)| offset_expired(group, stored, now_ms, retention_ms))
+            .filter(|((topic, partition), stored)| {
+                offset_expired(group, topic, *partition, stored, now_ms, retention_ms)
+            })
             .map(|(slot, _)| slot.clone())
             .collect();
         for slot in expired {
             group.offsets.remove(&slot);
         }
     }
-    groups.groups.retain(|_, group| !group.offsets.is_empty());
+    groups.groups.retain(|_, group| !group.is_disposable());
 }
 
 #[cfg(test)]
@@ -108,8 +143,9 @@ mod tests {
     use super::*;
     use crate::compaction::{write_compacted, LogPaths};
     use crate::config::CoordinatorNode;
-    use crate::records::CommittedOffset;
-    use crate::store::tests::read_all;
+    use crate::records::TransactionalProducer;
+    use crate::records::{encode_batch, encode_marker_batch, encode_transactional_batch, CommittedOffset};
+    use crate::store::tests::{read_all, read_entries};
 
     const NOW_MS: i64 = 1_700_000_000_000;
     const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -316,5 +352,121 @@ mod tests {
         std::fs::remove_file(paths.old.join(format!("{:020}.log", 0))).expect("delete part of the old log");
         let loaded = open_and_check(data.path()).await;
         assert_eq!(loaded.records, 3, "the compacted log is the one kept");
+    }
+
+    /// One batch of a log written without the partition writer (which cannot write markers by itself
+    /// in these tests): the records and markers a transaction leaves.
+    enum Written {
+        Plain(OffsetRecord),
+        Transactional(i64, Vec<OffsetRecord>),
+        Marker(i64, bool),
+    }
+
+    fn producer(producer_id: i64) -> TransactionalProducer {
+        TransactionalProducer { producer_id, producer_epoch: 0 }
+    }
+
+    fn write_raw_log(dir: &Path, written: Vec<Written>) {
+        let mut log = once_log::Log::open(dir, log_config_for_tests()).expect("open the log");
+        for batch in written {
+            let mut bytes = match batch {
+                Written::Plain(record) => encode_batch(&[record], NOW_MS).expect("encode"),
+                Written::Transactional(producer_id, records) => {
+                    encode_transactional_batch(&records, NOW_MS, producer(producer_id)).expect("encode")
+                }
+                Written::Marker(producer_id, commit) => encode_marker_batch(producer(producer_id), commit, NOW_MS),
+            };
+            log.append(&mut bytes, NOW_MS).expect("append");
+        }
+        log.close().expect("close");
+    }
+
+    fn offset_of(groups: &Groups, group: &str, partition: i32) -> Option<i64> {
+        groups.groups.get(group)?.offsets.get(&("t".to_string(), partition)).map(|stored| stored.committed.offset)
+    }
+
+    /// Every transaction outcome in one log: producer 1 commits, 2 aborts, 3 stays open (in two
+    /// groups), 4 commits under a later plain commit, 5 commits under a later tombstone.
+    fn transactions_log() -> Vec<Written> {
+        use Written::*;
+        let at = |group: &str, partition: i32, offset: i64| commit(group, partition, offset, NOW_MS);
+        vec![
+            Plain(at("g", 0, 5)),
+            Plain(at("g", 1, 6)),
+            Plain(at("g", 2, 7)),
+            Transactional(1, vec![at("g", 0, 10)]),
+            Transactional(2, vec![at("g", 1, 11)]),
+            Transactional(3, vec![at("g", 2, 12), at("h", 0, 1)]),
+            Transactional(4, vec![at("g", 3, 30)]),
+            Plain(at("g", 3, 40)),
+            Transactional(5, vec![at("g", 4, 50)]),
+            Plain(tombstone("g", 4)),
+            Marker(1, true),
+            Marker(2, false),
+            Marker(4, true),
+            Marker(5, true),
+            Transactional(1, vec![at("g", 5, 60)]),
+        ]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replay_commits_aborts_and_keeps_open_transactions_pending() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let config = config(data.path(), false);
+        write_raw_log(&config.offsets_dir, transactions_log());
+        let (store, groups, loaded) = load(&config, NOW_MS).expect("load");
+        store.close().await.expect("close");
+        assert_eq!(offset_of(&groups, "g", 0), Some(10), "committed by its marker");
+        assert_eq!(offset_of(&groups, "g", 1), Some(6), "aborted: the earlier commit stays");
+        assert_eq!(offset_of(&groups, "g", 2), Some(7), "open: the earlier commit stays");
+        assert_eq!(offset_of(&groups, "g", 3), Some(40), "the plain commit after the transactional record wins");
+        assert_eq!(offset_of(&groups, "g", 4), None, "the tombstone after the transactional record wins");
+        assert_eq!(offset_of(&groups, "g", 5), None, "producer 1's next transaction is open");
+        let g = &groups.groups["g"];
+        assert_eq!(g.pending_offsets.producers(), vec![1, 3], "open transactions stay pending");
+        assert!(g.pending_offsets.contains_slot("t", 2));
+        assert!(g.pending_offsets.contains_slot("t", 5));
+        assert!(!g.pending_offsets.contains_slot("t", 0), "completed transactions leave nothing pending");
+        let h = groups.groups.get("h").expect("a group with only pending offsets is kept");
+        assert!(h.offsets.is_empty());
+        assert_eq!(h.pending_offsets.producers(), vec![3]);
+        assert_eq!(loaded.pending_producers, 3, "producer 3 in g and h, producer 1 in g");
+        assert_eq!(groups.transactions[&3].len(), 2, "producer 3 is indexed in both groups for its marker");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_transactions_postpone_even_a_forced_compaction() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let config = config(data.path(), true);
+        write_raw_log(&config.offsets_dir, transactions_log());
+        let before = read_entries(&config.offsets_dir);
+        let (store, groups, loaded) = load(&config, NOW_MS).expect("load");
+        store.close().await.expect("close");
+        assert_eq!(loaded.decision, CompactionDecision::Postponed);
+        assert_eq!(loaded.compacted, None, "nothing rewritten");
+        assert_eq!(read_entries(&config.offsets_dir), before, "the log is as it was");
+        assert_eq!(groups.groups["g"].pending_offsets.producers(), vec![1, 3]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn completed_transactions_compact_into_plain_commits() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let config = config(data.path(), true);
+        let mut written = transactions_log();
+        written.push(Written::Marker(1, false));
+        written.push(Written::Marker(3, true));
+        write_raw_log(&config.offsets_dir, written);
+        let (store, groups, loaded) = load(&config, NOW_MS).expect("load");
+        store.close().await.expect("close");
+        assert_eq!(loaded.decision, CompactionDecision::Forced);
+        assert!(groups.groups.values().all(|group| group.pending_offsets.is_empty()));
+        let entries = read_entries(&config.offsets_dir);
+        assert!(entries.iter().all(|entry| matches!(entry, LogEntry::Offset(_))), "only plain records: {entries:?}");
+        let (store, reopened, _) = load(&config, NOW_MS).expect("reopen");
+        store.close().await.expect("close");
+        assert_eq!(state(&reopened), state(&groups), "the compacted log replays to the same offsets");
+        assert_eq!(offset_of(&reopened, "g", 2), Some(12), "producer 3 committed");
+        assert_eq!(offset_of(&reopened, "h", 0), Some(1));
+        assert_eq!(offset_of(&reopened, "g", 5), None, "producer 1's second transaction aborted");
     }
 }

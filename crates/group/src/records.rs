@@ -5,6 +5,12 @@
 //! i64 commit timestamp ms`. A null value is a tombstone: the offset was deleted or expired.
 //! Strings are an `i16` length (-1 for null) and UTF-8 bytes. Records travel in uncompressed v2
 //! record batches, so the log's CRC32C covers them.
+//!
+//! TxnOffsetCommit writes the same records in a transactional batch (attribute bit 4, the producer's
+//! id and epoch, base sequence -1); the partition writes the transaction marker that ends it, a
+//! control batch (attribute bit 5) of one record whose key is `i16 version = 0, i16 type` (0 abort,
+//! 1 commit) and whose value is `i16 version, i32 coordinator epoch`. Replay reads all three kinds as
+//! [`LogEntry`].
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::RecordBatchDecoder;
@@ -37,6 +43,31 @@ pub struct OffsetRecord {
     pub key: OffsetKey,
     pub value: Option<CommittedOffset>,
 }
+
+/// The producer a transactional batch is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionalProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+/// One entry of the offsets log as replay sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEntry {
+    /// A record of a non-transactional batch: applies at once.
+    Offset(OffsetRecord),
+    /// A record of a transactional batch: pending until its producer's next marker.
+    Transactional { producer: TransactionalProducer, record: OffsetRecord },
+    /// A transaction marker: commits (applies) or aborts (discards) the producer's pending records.
+    Marker { producer: TransactionalProducer, commit: bool },
+}
+
+/// Batch attribute bit 4: the batch belongs to a transaction.
+const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+
+/// Control record types of a marker's key (Kafka's `ControlRecordType`).
+const CONTROL_TYPE_ABORT: i16 = 0;
+const CONTROL_TYPE_COMMIT: i16 = 1;
 
 fn put_string(out: &mut BytesMut, value: Option<&str>) {
     match value {
@@ -143,6 +174,26 @@ fn put_bytes(out: &mut BytesMut, value: Option<&Bytes>) {
 /// One uncompressed, non-transactional v2 batch holding `records` (base offset 0: the log assigns it),
 /// ready for `Partition::append`.
 pub fn encode_batch(records: &[OffsetRecord], timestamp_ms: i64) -> Result<Vec<u8>, GroupError> {
+    encode(records, timestamp_ms, None)
+}
+
+/// One uncompressed transactional v2 batch holding `records` for `producer`. Its base sequence is -1:
+/// the partition checks no sequence for it (a TxnOffsetCommit carries none) but opens a transaction
+/// for the producer, which its marker closes.
+pub fn encode_transactional_batch(
+    records: &[OffsetRecord],
+    timestamp_ms: i64,
+    producer: TransactionalProducer,
+) -> Result<Vec<u8>, GroupError> {
+    assert!(producer.producer_id >= 0, "a transactional batch has a producer id");
+    encode(records, timestamp_ms, Some(producer))
+}
+
+fn encode(
+    records: &[OffsetRecord],
+    timestamp_ms: i64,
+    producer: Option<TransactionalProducer>,
+) -> Result<Vec<u8>, GroupError> {
     assert!(!records.is_empty(), "an offsets batch holds at least one record");
     let count =
         i32::try_from(records.len()).map_err(|_| GroupError::Storage("too many records for one batch".into()))?;
@@ -152,13 +203,14 @@ pub fn encode_batch(records: &[OffsetRecord], timestamp_ms: i64) -> Result<Vec<u
     out.put_i32(-1); // partition leader epoch
     out.put_i8(2); // magic
     out.put_u32(0); // CRC32C, patched below
-    out.put_i16(0); // attributes: no compression, create time, not transactional, not control
+                    // Attributes: no compression, create time, not control; transactional for a producer.
+    out.put_i16(if producer.is_some() { ATTRIBUTE_TRANSACTIONAL } else { 0 });
     out.put_i32(count - 1); // last offset delta
     out.put_i64(timestamp_ms); // base timestamp
     out.put_i64(timestamp_ms); // max timestamp
-    out.put_i64(-1); // producer id
-    out.put_i16(-1); // producer epoch
-    out.put_i32(-1); // base sequence
+    out.put_i64(producer.map_or(-1, |producer| producer.producer_id));
+    out.put_i16(producer.map_or(-1, |producer| producer.producer_epoch));
+    out.put_i32(-1); // base sequence: none, even for a producer
     out.put_i32(count);
     assert_eq!(out.len(), BATCH_HEADER_BYTES, "the v2 batch header is 61 bytes");
     for (offset_delta, record) in records.iter().enumerate() {
@@ -180,9 +232,26 @@ pub fn encode_batch(records: &[OffsetRecord], timestamp_ms: i64) -> Result<Vec<u
     Ok(out.to_vec())
 }
 
-/// Decodes whole batches read from the offsets log, handing each record to `apply` as it is decoded
+/// Whether a marker's key says commit (`true`) or abort (`false`). Any other type fails the open: this
+/// log holds no other control records, and a marker misread would commit or lose offsets.
+fn decode_marker_key(mut input: Bytes) -> Result<bool, GroupError> {
+    if input.remaining() < 4 {
+        return Err(GroupError::Storage("truncated transaction marker key in the offsets log".into()));
+    }
+    let version = input.get_i16();
+    if version < 0 {
+        return Err(GroupError::Storage(format!("transaction marker key version {version} in the offsets log")));
+    }
+    match input.get_i16() {
+        CONTROL_TYPE_ABORT => Ok(false),
+        CONTROL_TYPE_COMMIT => Ok(true),
+        other => Err(GroupError::Storage(format!("control record type {other} in the offsets log"))),
+    }
+}
+
+/// Decodes whole batches read from the offsets log, handing each entry to `apply` as it is decoded
 /// (replay holds one read's batches, never the whole log). Returns the offset after the last record.
-pub fn decode_batches(bytes: Vec<u8>, apply: &mut dyn FnMut(OffsetRecord)) -> Result<Option<i64>, GroupError> {
+pub fn decode_batches(bytes: Vec<u8>, apply: &mut dyn FnMut(LogEntry)) -> Result<Option<i64>, GroupError> {
     let mut input = Bytes::from(bytes);
     let mut next_offset = None;
     while input.has_remaining() {
@@ -190,15 +259,69 @@ pub fn decode_batches(bytes: Vec<u8>, apply: &mut dyn FnMut(OffsetRecord)) -> Re
             .map_err(|error| GroupError::Storage(format!("decoding the offsets log: {error}")))?;
         for record in set.records {
             next_offset = Some(record.offset + 1);
+            let producer =
+                TransactionalProducer { producer_id: record.producer_id, producer_epoch: record.producer_epoch };
             let Some(key) = record.key else { continue };
+            if record.control {
+                apply(LogEntry::Marker { producer, commit: decode_marker_key(key)? });
+                continue;
+            }
             let Some(key) = decode_key(key)? else {
                 continue;
             };
             let value = record.value.map(decode_value).transpose()?;
-            apply(OffsetRecord { key, value });
+            let record_read = OffsetRecord { key, value };
+            if record.transactional {
+                if producer.producer_id < 0 {
+                    return Err(GroupError::Storage("a transactional batch without a producer id".into()));
+                }
+                apply(LogEntry::Transactional { producer, record: record_read });
+            } else {
+                apply(LogEntry::Offset(record_read));
+            }
         }
     }
     Ok(next_offset)
+}
+
+/// A marker control batch as the partition writes it (for tests that build a log without the
+/// partition's writer): one record, key `version 0, type`, value `version 0, coordinator epoch`.
+#[cfg(test)]
+pub(crate) fn encode_marker_batch(producer: TransactionalProducer, commit: bool, timestamp_ms: i64) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + 32);
+    out.put_i64(0); // base offset
+    out.put_i32(0); // batch length, patched below
+    out.put_i32(-1); // partition leader epoch
+    out.put_i8(2); // magic
+    out.put_u32(0); // CRC32C, patched below
+    out.put_i16(ATTRIBUTE_TRANSACTIONAL | 0x20); // transactional control batch
+    out.put_i32(0); // last offset delta
+    out.put_i64(timestamp_ms);
+    out.put_i64(timestamp_ms);
+    out.put_i64(producer.producer_id);
+    out.put_i16(producer.producer_epoch);
+    out.put_i32(-1); // base sequence
+    out.put_i32(1); // records
+    let mut key = BytesMut::new();
+    key.put_i16(0);
+    key.put_i16(if commit { CONTROL_TYPE_COMMIT } else { CONTROL_TYPE_ABORT });
+    let mut value = BytesMut::new();
+    value.put_i16(0);
+    value.put_i32(0); // coordinator epoch
+    let mut body = BytesMut::new();
+    body.put_i8(0);
+    put_varint(&mut body, 0);
+    put_varint(&mut body, 0);
+    put_bytes(&mut body, Some(&key.freeze()));
+    put_bytes(&mut body, Some(&value.freeze()));
+    put_varint(&mut body, 0);
+    put_varint(&mut out, body.len() as i64);
+    out.put_slice(&body);
+    let batch_length = (out.len() - 12) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out.to_vec()
 }
 
 #[cfg(test)]
@@ -224,9 +347,50 @@ mod tests {
         ];
         let batch = encode_batch(&records, 5).expect("encodes");
         let mut decoded = Vec::new();
-        let next_offset = decode_batches(batch, &mut |record| decoded.push(record)).expect("decodes");
-        assert_eq!(decoded, records);
+        let next_offset = decode_batches(batch, &mut |entry| decoded.push(entry)).expect("decodes");
+        assert_eq!(decoded, records.into_iter().map(LogEntry::Offset).collect::<Vec<_>>());
         assert_eq!(next_offset, Some(3));
+    }
+
+    #[test]
+    fn transactional_records_and_markers_are_told_apart() {
+        let key = OffsetKey { group: "g".into(), topic: "t".into(), partition: 0 };
+        let commit = CommittedOffset { offset: 7, leader_epoch: 2, metadata: None, commit_timestamp_ms: 9 };
+        let record = OffsetRecord { key, value: Some(commit) };
+        let producer = TransactionalProducer { producer_id: 42, producer_epoch: 3 };
+        let batch = encode_transactional_batch(std::slice::from_ref(&record), 5, producer).expect("encodes");
+        let header = once_log::BatchHeader::parse(&batch).expect("a valid header");
+        assert!(header.is_transactional(), "the transactional attribute is set");
+        assert!(!header.is_control(), "a data batch is not a control batch");
+        assert_eq!(header.producer_id, 42);
+        assert_eq!(header.producer_epoch, 3);
+        assert_eq!(header.base_sequence, -1, "no sequence: the partition checks none");
+        let mut bytes = batch;
+        bytes.extend(encode_marker_batch(producer, true, 6));
+        bytes.extend(encode_marker_batch(producer, false, 7));
+        let mut decoded = Vec::new();
+        decode_batches(bytes, &mut |entry| decoded.push(entry)).expect("decodes");
+        assert_eq!(
+            decoded,
+            vec![
+                LogEntry::Transactional { producer, record },
+                LogEntry::Marker { producer, commit: true },
+                LogEntry::Marker { producer, commit: false },
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_control_records_are_refused() {
+        let producer = TransactionalProducer { producer_id: 1, producer_epoch: 0 };
+        let mut batch = encode_marker_batch(producer, true, 6);
+        // The key's type is the last two bytes before the value's length varint; rewrite it and re-CRC.
+        let position = batch.len() - 1 - 6 - 1 - 2;
+        assert_eq!(&batch[position..position + 2], &CONTROL_TYPE_COMMIT.to_be_bytes(), "found the type");
+        batch[position..position + 2].copy_from_slice(&5i16.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[CRC_START..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(decode_batches(batch, &mut |_| ()).is_err(), "an unknown marker type fails the open");
     }
 
     #[test]

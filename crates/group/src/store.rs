@@ -9,11 +9,13 @@
 use std::path::Path;
 
 use once_log::Log;
-use once_partition::{LogConfig, Partition, PartitionId};
+use once_partition::{LogConfig, Partition, PartitionId, TxnMarker};
 
 use crate::compaction::{self, LogPaths, Repair};
 use crate::error::GroupError;
-use crate::records::{decode_batches, encode_batch, OffsetRecord};
+use crate::records::{
+    decode_batches, encode_batch, encode_transactional_batch, LogEntry, OffsetRecord, TransactionalProducer,
+};
 
 /// The internal topic's name, as Kafka calls it. It is not in the topic registry: clients cannot
 /// produce to or fetch from it.
@@ -85,6 +87,34 @@ impl OffsetStore {
         }
     }
 
+    /// Queues `records` as one transactional batch of `producer` now and resolves once it is durable.
+    /// The partition opens a transaction for the producer (or refuses the batch, e.g. an older epoch).
+    pub fn append_transactional(
+        &self,
+        records: &[OffsetRecord],
+        timestamp_ms: i64,
+        producer: TransactionalProducer,
+    ) -> impl std::future::Future<Output = Result<(), GroupError>> + Send + 'static {
+        let appended =
+            encode_transactional_batch(records, timestamp_ms, producer).map(|batch| self.partition.append(batch));
+        async move {
+            appended?.await?;
+            Ok(())
+        }
+    }
+
+    /// Queues `marker` now, behind every batch queued before it, and resolves once it is durable.
+    pub fn write_marker(
+        &self,
+        marker: TxnMarker,
+    ) -> impl std::future::Future<Output = Result<(), GroupError>> + Send + 'static {
+        let written = self.partition.write_marker(marker);
+        async move {
+            written.await?;
+            Ok(())
+        }
+    }
+
     /// Flushes and closes the log cleanly.
     pub async fn close(&self) -> Result<(), GroupError> {
         Ok(self.partition.close().await?)
@@ -96,14 +126,15 @@ impl OffsetStore {
 }
 
 impl RecoveredLog {
-    /// Hands every record, in log order, to `apply` as it is decoded: memory holds one read, not the log.
-    pub fn replay(&self, mut apply: impl FnMut(OffsetRecord)) -> Result<u64, GroupError> {
+    /// Hands every entry (record or marker), in log order, to `apply` as it is decoded: memory holds
+    /// one read, not the log. Returns the number of entries.
+    pub fn replay(&self, mut apply: impl FnMut(LogEntry)) -> Result<u64, GroupError> {
         let end_offset = self.log.durable_end_offset();
         let mut offset = self.log.log_start_offset();
         let mut records = 0u64;
-        let mut counted = |record: OffsetRecord| {
+        let mut counted = |entry: LogEntry| {
             records += 1;
-            apply(record);
+            apply(entry);
         };
         while offset < end_offset {
             let bytes = self.log.read(offset, REPLAY_READ_BYTES, end_offset)?;
@@ -172,13 +203,24 @@ pub(crate) mod tests {
         }
     }
 
-    /// Every record of the log in `dir`, in order (closing it cleanly again).
-    pub(crate) fn read_all(dir: &Path) -> Vec<OffsetRecord> {
+    /// Every entry of the log in `dir`, in order (closing it cleanly again).
+    pub(crate) fn read_entries(dir: &Path) -> Vec<LogEntry> {
         let (recovered, _) = OffsetStore::recover(dir, false).expect("recover");
         let mut all = Vec::new();
-        recovered.replay(|record| all.push(record)).expect("replay");
+        recovered.replay(|entry| all.push(entry)).expect("replay");
         recovered.log.close().expect("close");
         all
+    }
+
+    /// Every record of the log in `dir`, in order, all of them non-transactional.
+    pub(crate) fn read_all(dir: &Path) -> Vec<OffsetRecord> {
+        read_entries(dir)
+            .into_iter()
+            .map(|entry| match entry {
+                LogEntry::Offset(record) => record,
+                other => panic!("only non-transactional records expected, found {other:?}"),
+            })
+            .collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,5 +235,25 @@ pub(crate) mod tests {
         store.append(&[record(0, 3)], 11).await.expect("second append");
         store.close().await.expect("close");
         assert_eq!(read_all(&dir), vec![record(0, 1), record(1, 2), record(0, 3)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transactional_batches_are_replayed_with_their_producer() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = dir.path().join("0");
+        let (recovered, _) = OffsetStore::recover(&dir, false).expect("open");
+        let store = recovered.start().expect("start");
+        let producer = TransactionalProducer { producer_id: 5, producer_epoch: 2 };
+        store.append(&[record(0, 1)], 10).await.expect("plain append");
+        store.append_transactional(&[record(0, 2), record(1, 3)], 11, producer).await.expect("transactional append");
+        store.close().await.expect("close");
+        assert_eq!(
+            read_entries(&dir),
+            vec![
+                LogEntry::Offset(record(0, 1)),
+                LogEntry::Transactional { producer, record: record(0, 2) },
+                LogEntry::Transactional { producer, record: record(1, 3) },
+            ]
+        );
     }
 }
