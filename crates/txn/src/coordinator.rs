@@ -248,6 +248,9 @@ impl TxnCoordinator {
             let producer_id = (self.producer_ids)().map_err(TxnError::Storage)?;
             let metadata = TxnMetadata::new(producer_id, timeout_ms, now_ms());
             self.persist(transactional_id, &mut slot, metadata).await?;
+            // The id may have expired (and its slot left the map) while this call waited for the lock.
+            let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            slots.entry(transactional_id.to_string()).or_insert_with(|| inner.clone());
             return Ok((producer_id, 0));
         };
         if let Some((producer_id, epoch)) = expected {
