@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use once_group::{CoordinatorNode, GroupConfig, GroupCoordinator, RequestContext};
+use once_partition::TxnMarker;
+use once_txn::{BoxFuture, MarkerWriter, TxnConfig, TxnCoordinator};
 use once_wire::DecodedRequest;
 use serde::{Deserialize, Serialize};
 
@@ -46,9 +48,11 @@ pub struct Broker {
     pub endpoint: Endpoint,
     pub topics: TopicRegistry,
     /// Producer ids for InitProducerId, unique across restarts.
-    pub producer_ids: ProducerIdAllocator,
+    pub producer_ids: Arc<ProducerIdAllocator>,
     /// Coordinator of every consumer group; its offsets log lives under `<data>/groups`.
     pub groups: Arc<GroupCoordinator>,
+    /// Coordinator of every transactional id; its log lives under `<data>/transactions`.
+    pub txns: Arc<TxnCoordinator>,
 }
 
 impl Broker {
@@ -67,13 +71,27 @@ impl Broker {
         let groups_dir = group_config.offsets_dir.clone();
         let groups = GroupCoordinator::open(group_config)
             .map_err(|error| TopicError::Io { path: groups_dir, source: std::io::Error::other(error.to_string()) })?;
-        let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
-        Ok(Arc::new(Broker { config, identity, endpoint, topics, groups, producer_ids }))
+        let producer_ids = Arc::new(ProducerIdAllocator::open(&config.data_dir)?);
+        let txn_dir = config.data_dir.join("transactions").join("__transaction_state-0");
+        let mut txn_config = TxnConfig::new(txn_dir.clone());
+        txn_config.unsafe_skip_fsync = config.topic_defaults.unsafe_skip_fsync;
+        txn_config.max_timeout_ms = config.transaction_max_timeout_ms;
+        txn_config.abort_check_interval = std::time::Duration::from_millis(config.transaction_abort_check_interval_ms);
+        txn_config.transactional_id_expiration_ms = config.transactional_id_expiration_ms;
+        txn_config.crash_point = config.test_crash_point.clone();
+        let ids = producer_ids.clone();
+        let txns =
+            TxnCoordinator::open(txn_config, Arc::new(move || ids.allocate().map_err(|error| error.to_string())))
+                .map_err(|error| TopicError::Io { path: txn_dir, source: std::io::Error::other(error.to_string()) })?;
+        let broker = Arc::new(Broker { config, identity, endpoint, topics, groups, producer_ids, txns });
+        broker.txns.start(Arc::new(Markers(Arc::downgrade(&broker))));
+        Ok(broker)
     }
 
     /// Closes the coordinators' internal logs cleanly. The server calls it at shutdown, after the
     /// connections have drained and before (or after) `topics.close_all()`.
     pub async fn close_coordinators(&self) {
+        self.txns.close().await;
         self.groups.close().await;
     }
 
@@ -109,8 +127,31 @@ impl Broker {
                 in_order(async move { handlers::configs::alter(&broker, body).await })
             }
             RequestKind::DescribeCluster(body) => in_order(async move { handlers::cluster::describe(&broker, &body) }),
-            RequestKind::InitProducerId(body) => {
-                in_order(async move { handlers::producer::init_producer_id(&broker, &body) })
+            RequestKind::InitProducerId(body) if body.transactional_id.as_ref().is_some_and(|id| !id.0.is_empty()) => {
+                in_order(async move { handlers::txn::init_producer_id(&broker, &body, version).await })
+            }
+            RequestKind::InitProducerId(_) => in_order(async move { handlers::producer::init_producer_id(&broker) }),
+            RequestKind::AddPartitionsToTxn(body) => {
+                in_order(async move { handlers::txn::add_partitions(&broker, body, version).await })
+            }
+            RequestKind::AddOffsetsToTxn(body) => {
+                in_order(async move { handlers::txn::add_offsets(&broker, body, version).await })
+            }
+            RequestKind::EndTxn(body) => in_order(async move { handlers::txn::end_txn(&broker, body, version).await }),
+            RequestKind::TxnOffsetCommit(body) => {
+                in_order(async move { handlers::txn::txn_offset_commit(&broker, body, version).await })
+            }
+            RequestKind::WriteTxnMarkers(body) => {
+                in_order(async move { handlers::txn::write_txn_markers(&broker, body).await })
+            }
+            RequestKind::DescribeTransactions(body) => {
+                in_order(async move { handlers::txn::describe_transactions(&broker, body) })
+            }
+            RequestKind::ListTransactions(body) => {
+                in_order(async move { handlers::txn::list_transactions(&broker, body, version) })
+            }
+            RequestKind::DescribeProducers(body) => {
+                in_order(async move { handlers::txn::describe_producers(&broker, body) })
             }
             body @ (RequestKind::FindCoordinator(_)
             | RequestKind::JoinGroup(_)
@@ -138,6 +179,31 @@ impl Broker {
                 Dispatch::InOrder(Box::pin(async { None }))
             }
         }
+    }
+}
+
+/// Where the transaction coordinator's markers go: topic partitions, and the offsets log of groups.
+struct Markers(std::sync::Weak<Broker>);
+
+impl MarkerWriter for Markers {
+    fn write_partition_marker(&self, topic: &str, partition: i32, marker: TxnMarker) -> BoxFuture<Result<(), String>> {
+        let target =
+            self.0.upgrade().and_then(|broker| broker.topics.get(topic)).and_then(|topic| topic.partition(partition));
+        let name = format!("{topic}-{partition}");
+        Box::pin(async move {
+            // A deleted topic has nothing left to end.
+            let Some(partition) = target else { return Ok(()) };
+            partition.write_marker(marker).await.map(|_| ()).map_err(|error| format!("{name}: {error}"))
+        })
+    }
+
+    fn write_group_marker(&self, group: &str, marker: TxnMarker) -> BoxFuture<Result<(), String>> {
+        let broker = self.0.upgrade();
+        let group = group.to_string();
+        Box::pin(async move {
+            let Some(broker) = broker else { return Err("the broker is shutting down".to_string()) };
+            broker.groups.complete_transaction(&group, marker).await.map_err(|error| format!("group {group}: {error}"))
+        })
     }
 }
 

@@ -36,6 +36,16 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// Largest response a Fetch returns when the request asks for more (Kafka's fetch.max.bytes).
     pub fetch_bytes_max: usize,
+    /// Largest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms).
+    pub transaction_max_timeout_ms: i32,
+    /// How often the coordinator aborts timed-out transactions (Kafka's
+    /// transaction.abort.timed.out.transaction.cleanup.interval.ms).
+    pub transaction_abort_check_interval_ms: u64,
+    /// A transactional id with no transaction for this long is forgotten (Kafka's
+    /// transactional.id.expiration.ms).
+    pub transactional_id_expiration_ms: i64,
+    /// Test hook: a crash point the broker kills itself at (`ONCE_TEST_CRASH_POINT`).
+    pub test_crash_point: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -54,6 +64,10 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 300_000,
             producer_id_expiration_ms: 86_400_000,
             fetch_bytes_max: 55 * 1024 * 1024,
+            transaction_max_timeout_ms: 900_000,
+            transaction_abort_check_interval_ms: 10_000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            test_crash_point: None,
         }
     }
 }

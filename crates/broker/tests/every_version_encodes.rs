@@ -154,7 +154,69 @@ fn request_for(api_key: ApiKey, version: i16, round: usize) -> RequestKind {
             RequestKind::DeleteGroups(DeleteGroupsRequest::default().with_groups_names(vec![group_id("absent")]))
         }
         ApiKey::InitProducerId => RequestKind::InitProducerId(
-            InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000),
+            InitProducerIdRequest::default()
+                .with_transactional_id(
+                    (version % 2 == 1).then(|| TransactionalId(StrBytes::from_static_str("encodes"))),
+                )
+                .with_transaction_timeout_ms(60_000),
+        ),
+        ApiKey::AddPartitionsToTxn => RequestKind::AddPartitionsToTxn(
+            AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str("encodes")))
+                .with_v3_and_below_producer_id(ProducerId(0))
+                .with_v3_and_below_topics(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(topic_name("table"))
+                        .with_partitions(vec![0]),
+                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(topic_name("absent"))
+                        .with_partitions(vec![0]),
+                ]),
+        ),
+        ApiKey::AddOffsetsToTxn => RequestKind::AddOffsetsToTxn(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("encodes")))
+                .with_group_id(group_id("encodes")),
+        ),
+        ApiKey::EndTxn => RequestKind::EndTxn(
+            EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("encodes")))
+                .with_committed(true),
+        ),
+        ApiKey::TxnOffsetCommit => RequestKind::TxnOffsetCommit(
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("encodes")))
+                .with_group_id(group_id("encodes"))
+                .with_topics(vec![txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(topic_name("table"))
+                    .with_partitions(vec![txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(1)])]),
+        ),
+        ApiKey::WriteTxnMarkers => RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![
+            write_txn_markers_request::WritableTxnMarker::default()
+                .with_producer_id(ProducerId(424_242))
+                .with_producer_epoch(0)
+                .with_topics(vec![write_txn_markers_request::WritableTxnMarkerTopic::default()
+                    .with_name(topic_name("table"))
+                    .with_partition_indexes(vec![0, 7])]),
+        ])),
+        ApiKey::DescribeProducers => {
+            RequestKind::DescribeProducers(DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(topic_name("table"))
+                    .with_partition_indexes(vec![0, 7]),
+            ]))
+        }
+        ApiKey::DescribeTransactions => {
+            RequestKind::DescribeTransactions(DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                TransactionalId(StrBytes::from_static_str("encodes")),
+                TransactionalId(StrBytes::from_static_str("absent")),
+            ]))
+        }
+        ApiKey::ListTransactions => RequestKind::ListTransactions(
+            ListTransactionsRequest::default()
+                .with_state_filters(vec![StrBytes::from_static_str("Ongoing"), StrBytes::from_static_str("Bogus")]),
         ),
         other => panic!("add a request for {other:?} to this test"),
     }

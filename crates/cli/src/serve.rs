@@ -58,6 +58,15 @@ pub struct ServeArgs {
     /// Forget a producer id after this long without a batch, in ms [default: 86400000].
     #[arg(long, env = "ONCE_PRODUCER_ID_EXPIRATION_MS")]
     producer_id_expiration_ms: Option<i64>,
+    /// Largest transaction.timeout.ms a producer may ask for, in ms [default: 900000].
+    #[arg(long, env = "ONCE_TRANSACTION_MAX_TIMEOUT_MS")]
+    transaction_max_timeout_ms: Option<i32>,
+    /// How often timed-out transactions are aborted, in ms [default: 10000].
+    #[arg(long, env = "ONCE_TRANSACTION_ABORT_CHECK_INTERVAL_MS")]
+    transaction_abort_check_interval_ms: Option<u64>,
+    /// Forget a transactional id after this long without a transaction, in ms [default: 604800000].
+    #[arg(long, env = "ONCE_TRANSACTIONAL_ID_EXPIRATION_MS")]
+    transactional_id_expiration_ms: Option<i64>,
     /// Most open client connections [default: 1024].
     #[arg(long, env = "ONCE_CONNECTIONS_MAX")]
     connections_max: Option<usize>,
@@ -107,6 +116,9 @@ impl ServeArgs {
             max_message_bytes,
             retention_check_interval_ms,
             producer_id_expiration_ms,
+            transaction_max_timeout_ms,
+            transaction_abort_check_interval_ms,
+            transactional_id_expiration_ms,
             connections_max,
             request_bytes_max,
             queued_request_bytes_max,
@@ -142,6 +154,15 @@ impl ServeArgs {
                 .unwrap_or(defaults.retention_check_interval_ms),
             fetch_bytes_max: defaults.fetch_bytes_max,
             producer_id_expiration_ms: self.producer_id_expiration_ms.unwrap_or(defaults.producer_id_expiration_ms),
+            transaction_max_timeout_ms: self.transaction_max_timeout_ms.unwrap_or(defaults.transaction_max_timeout_ms),
+            transaction_abort_check_interval_ms: self
+                .transaction_abort_check_interval_ms
+                .unwrap_or(defaults.transaction_abort_check_interval_ms),
+            transactional_id_expiration_ms: self
+                .transactional_id_expiration_ms
+                .unwrap_or(defaults.transactional_id_expiration_ms),
+            // Only tests set it; it is deliberately not a flag or a config-file key.
+            test_crash_point: std::env::var("ONCE_TEST_CRASH_POINT").ok().filter(|point| !point.is_empty()),
         }
     }
 }
@@ -159,6 +180,11 @@ fn validate(config: &BrokerConfig) -> anyhow::Result<()> {
     }
     anyhow::ensure!(config.default_partitions >= 1, "default partitions must be at least 1");
     anyhow::ensure!(config.connections_max >= 1, "connections max must be at least 1");
+    anyhow::ensure!(config.transaction_max_timeout_ms >= 1, "transaction max timeout must be at least 1 ms");
+    anyhow::ensure!(
+        config.transaction_abort_check_interval_ms >= 1,
+        "transaction abort check interval must be at least 1 ms"
+    );
     anyhow::ensure!(
         config.queued_request_bytes_max >= config.request_bytes_max,
         "queued request bytes max must be at least request bytes max, or a largest request could never be read"

@@ -39,9 +39,21 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     same(ApiKey::DescribeConfigs, 1, 4),
     same(ApiKey::IncrementalAlterConfigs, 0, 1),
     same(ApiKey::DescribeCluster, 0, 1),
-    // Idempotent producers; v3+ carries KIP-360's epoch bump. Transactional ids are refused until the
-    // transaction coordinator exists.
+    // Idempotent and transactional producers; v3+ carries KIP-360's epoch bump. v5+ signals
+    // transactions v2 (KIP-890 part 2), which Once does not implement.
     same(ApiKey::InitProducerId, 0, 4),
+    // Transactions (KIP-98). AddPartitionsToTxn v4+ is the brokers' verify-only form; the v4 of
+    // AddOffsetsToTxn/EndTxn only adds TRANSACTION_ABORTABLE (never sent by Once); EndTxn v5 is TV2.
+    same(ApiKey::AddPartitionsToTxn, 0, 3),
+    same(ApiKey::AddOffsetsToTxn, 0, 4),
+    same(ApiKey::EndTxn, 0, 4),
+    same(ApiKey::TxnOffsetCommit, 0, 3),
+    // Kafka 4 accepts only v1; it is what `kafka-transactions.sh abort` sends.
+    same(ApiKey::WriteTxnMarkers, 1, 1),
+    same(ApiKey::DescribeProducers, 0, 0),
+    same(ApiKey::DescribeTransactions, 0, 0),
+    // v2 adds a transactional-id regex filter (KIP-1152), not served.
+    same(ApiKey::ListTransactions, 0, 1),
     // Consumer groups, classic protocol only (KIP-848's ConsumerGroupHeartbeat is not served).
     // FindCoordinator stops at v4: v5 and v6 carry KIP-890 and share-group semantics.
     // DescribeGroups stops at v5: v6 reports unknown groups with GROUP_ID_NOT_FOUND (KIP-1043).

@@ -2,14 +2,16 @@
 //!
 //! A fetch reads whole batches below the high watermark. If fewer than `min_bytes` are available it
 //! waits, up to `max_wait_ms`, for any requested partition's high watermark to move, then reads again.
+//! With isolation_level=read_committed (1) a fetch reads only below the last stable offset and lists
+//! the aborted transactions in the range it returns, so the client drops their batches.
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells clients to
 //! send full requests.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
 use once_partition::Partition;
 use once_wire::ResponseError;
 use tokio::time::Instant;
@@ -21,6 +23,9 @@ use crate::errors::partition_error_code;
 /// are answered in order), so a client that went away must not hold a connection slot for long.
 /// Clients wait 500 ms by default (fetch.max.wait.ms).
 const FETCH_WAIT_MS_MAX: u64 = 30_000;
+
+/// isolation_level of a read_committed consumer (0 is read_uncommitted).
+const READ_COMMITTED: i8 = 1;
 
 /// One requested partition, resolved.
 struct Wanted {
@@ -36,6 +41,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) 
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0).min(response_max_bytes.max(1));
     let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MS_MAX);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let read_committed = request.isolation_level == READ_COMMITTED;
     let wanted: Vec<(TopicName, Vec<Wanted>)> = request
         .topics
         .into_iter()
@@ -63,7 +69,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) 
             .map(|partition| partition.watch_high_watermark())
             .collect();
         let reading = wanted.clone();
-        let read = tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes)).await;
+        let read = tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes, read_committed)).await;
         let (responses, bytes, any_error) = match read {
             Ok(result) => result,
             Err(error) => {
@@ -81,9 +87,10 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) 
         if tokio::time::timeout_at(deadline, any_moved).await.is_err() {
             // Deadline passed with nothing new: one last read answers with what is there (maybe nothing).
             let reading = wanted.clone();
-            let (responses, _, _) = tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes))
-                .await
-                .unwrap_or_else(|_| (Vec::new(), 0, true));
+            let (responses, _, _) =
+                tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes, read_committed))
+                    .await
+                    .unwrap_or_else(|_| (Vec::new(), 0, true));
             return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
         }
     }
@@ -108,10 +115,34 @@ async fn futures_any_changed(watchers: &mut [tokio::sync::watch::Receiver<u64>])
     }
 }
 
+/// The aborted transactions overlapping the batches read from `offset`: the client drops those
+/// producers' batches from each one's first offset until its abort marker.
+fn aborted_in(partition: &Partition, offset: u64, records: &[u8]) -> Vec<AbortedTransaction> {
+    let mut end = offset;
+    let mut position = 0;
+    while let Ok(header) = once_log::BatchHeader::parse(&records[position..]) {
+        end = end.max(header.last_offset() as u64 + 1);
+        position += header.total_len();
+        if position >= records.len() {
+            break;
+        }
+    }
+    partition
+        .aborted_transactions(offset, end)
+        .into_iter()
+        .map(|aborted| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(aborted.producer_id))
+                .with_first_offset(aborted.first_offset as i64)
+        })
+        .collect()
+}
+
 /// Reads every wanted partition; returns the responses, the record bytes, and whether any partition erred.
 fn read_all(
     wanted: &[(TopicName, Vec<Wanted>)],
     response_max_bytes: usize,
+    read_committed: bool,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut budget = response_max_bytes;
     let mut total = 0;
@@ -120,7 +151,7 @@ fn read_all(
     for (name, partitions) in wanted {
         let mut datas = Vec::with_capacity(partitions.len());
         for wanted in partitions {
-            let data = read_one(wanted, &mut budget, total == 0);
+            let data = read_one(wanted, &mut budget, total == 0, read_committed);
             any_error |= data.error_code != 0;
             total += data.records.as_ref().map_or(0, |records| records.len());
             datas.push(data);
@@ -130,7 +161,7 @@ fn read_all(
     (responses, total, any_error)
 }
 
-fn read_one(wanted: &Wanted, budget: &mut usize, first: bool) -> PartitionData {
+fn read_one(wanted: &Wanted, budget: &mut usize, first: bool, read_committed: bool) -> PartitionData {
     let data = PartitionData::default().with_partition_index(wanted.index);
     let Some(partition) = wanted.partition.as_ref() else {
         return data
@@ -139,12 +170,16 @@ fn read_one(wanted: &Wanted, budget: &mut usize, first: bool) -> PartitionData {
             .with_last_stable_offset(-1)
             .with_log_start_offset(-1);
     };
+    // The last stable offset first: it never passes the high watermark read after it.
+    let last_stable_offset = partition.last_stable_offset();
     let high_watermark = partition.high_watermark() as i64;
+    debug_assert!(last_stable_offset as i64 <= high_watermark, "the last stable offset is below the high watermark");
     let log_start_offset = partition.log_start_offset() as i64;
     let data = data
         .with_high_watermark(high_watermark)
-        .with_last_stable_offset(high_watermark)
+        .with_last_stable_offset(last_stable_offset as i64)
         .with_log_start_offset(log_start_offset);
+    let upper_bound = if read_committed { last_stable_offset } else { high_watermark as u64 };
     let Ok(offset) = u64::try_from(wanted.fetch_offset) else {
         return data.with_error_code(ResponseError::OffsetOutOfRange.code());
     };
@@ -153,11 +188,18 @@ fn read_one(wanted: &Wanted, budget: &mut usize, first: bool) -> PartitionData {
     if max_bytes == 0 && !first {
         return data.with_records(Some(Default::default()));
     }
-    match partition.read_below(offset, max_bytes.max(1), high_watermark as u64) {
+    match partition.read_below(offset, max_bytes.max(1), upper_bound) {
         // Only the first partition may go over its share; a later one returns nothing rather than too much.
         Ok(records) if !first && records.len() > max_bytes => data.with_records(Some(Default::default())),
         Ok(records) => {
             *budget = budget.saturating_sub(records.len());
+            let data = if read_committed && !records.is_empty() {
+                data.with_aborted_transactions(Some(aborted_in(partition, offset, &records)))
+            } else if read_committed {
+                data.with_aborted_transactions(Some(Vec::new()))
+            } else {
+                data
+            };
             data.with_records(Some(records.into()))
         }
         Err(error) => data.with_error_code(partition_error_code(&error).code()),

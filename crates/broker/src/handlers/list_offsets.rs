@@ -1,4 +1,5 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset at a timestamp.
+//! Under read_committed (v2+) "latest" is the last stable offset, as in Kafka.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ResponseKind {
+    let read_committed = version >= 2 && request.isolation_level == 1;
     let mut lookups = Vec::new();
     for topic in request.topics {
         let found = broker.topics.get(&topic.name.0);
@@ -34,7 +36,9 @@ pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: 
             .map(|(name, partitions)| {
                 let partitions = partitions
                     .into_iter()
-                    .map(|(index, timestamp, partition)| look_up(index, timestamp, partition.as_deref(), version))
+                    .map(|(index, timestamp, partition)| {
+                        look_up(index, timestamp, partition.as_deref(), version, read_committed)
+                    })
                     .collect();
                 ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions)
             })
@@ -45,7 +49,13 @@ pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: 
     ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
 }
 
-fn look_up(index: i32, timestamp: i64, partition: Option<&Partition>, version: i16) -> ListOffsetsPartitionResponse {
+fn look_up(
+    index: i32,
+    timestamp: i64,
+    partition: Option<&Partition>,
+    version: i16,
+    read_committed: bool,
+) -> ListOffsetsPartitionResponse {
     let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
     // The codec refuses fields a version does not carry; leader epoch exists from v4.
     let response = if version >= 4 { response.with_leader_epoch(0) } else { response };
@@ -56,6 +66,7 @@ fn look_up(index: i32, timestamp: i64, partition: Option<&Partition>, version: i
             .with_timestamp(-1);
     };
     let found: Result<Option<(u64, i64)>, PartitionError> = match timestamp {
+        LATEST if read_committed => Ok(Some((partition.last_stable_offset(), -1))),
         LATEST => Ok(Some((partition.high_watermark(), -1))),
         EARLIEST => Ok(Some((partition.log_start_offset(), -1))),
         MAX_TIMESTAMP => Ok(partition.max_timestamp()),

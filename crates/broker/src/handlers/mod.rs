@@ -20,6 +20,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 pub mod producer;
+pub mod txn;
 
 use kafka_protocol::protocol::StrBytes;
 

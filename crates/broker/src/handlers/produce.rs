@@ -21,6 +21,7 @@ const PARTITION_LEADER_EPOCH: std::ops::Range<usize> = 12..16;
 const LEADER_EPOCH: i32 = 0;
 
 type Outcome = Pin<Box<dyn Future<Output = PartitionProduceResponse> + Send>>;
+type PendingAppend = Pin<Box<dyn Future<Output = Result<Appended, PartitionError>> + Send>>;
 
 fn failed(index: i32, error: ResponseError, message: impl Into<String>) -> Outcome {
     let response = PartitionProduceResponse::default()
@@ -37,6 +38,7 @@ fn failed(index: i32, error: ResponseError, message: impl Into<String>) -> Outco
 /// the future that waits for their durability.
 pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> PendingResponse {
     let acks = request.acks;
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let name = topic_data.name;
@@ -64,7 +66,16 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> P
                 let mut batch = records.to_vec();
                 // The broker stamps its partition leader epoch (outside the CRC), as Kafka does.
                 batch[PARTITION_LEADER_EPOCH].copy_from_slice(&LEADER_EPOCH.to_be_bytes());
-                let append = partition.append(batch);
+                let header = BatchHeader::parse(&batch).expect("check_batch parsed the header");
+                let append = if header.is_transactional() {
+                    match append_transactional(broker, transactional_id.as_deref(), &name.0, &partition, &header, batch)
+                    {
+                        Ok(append) => append,
+                        Err((error, message)) => return failed(index, error, message),
+                    }
+                } else {
+                    Box::pin(partition.append(batch))
+                };
                 Box::pin(async move { answer(index, &partition, append.await) })
             })
             .collect();
@@ -83,6 +94,45 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> P
         // acks=0: the client expects no response at all.
         (acks != 0).then(|| ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
     })
+}
+
+/// Queues a transactional batch after verifying with the coordinator that its producer owns the
+/// ongoing transaction and added this partition to it (KIP-890 part 1). The append is queued while the
+/// transaction cannot change, so it reaches the partition before any marker ending the transaction.
+fn append_transactional(
+    broker: &Broker,
+    transactional_id: Option<&str>,
+    topic: &str,
+    partition: &once_partition::Partition,
+    header: &BatchHeader,
+    batch: Vec<u8>,
+) -> Result<PendingAppend, (ResponseError, String)> {
+    let Some(transactional_id) = transactional_id.filter(|id| !id.is_empty()) else {
+        return Err((
+            ResponseError::InvalidTxnState,
+            "a transactional batch needs the request's transactional id".into(),
+        ));
+    };
+    let index = partition.id().partition;
+    let queued = broker.txns.with_verified(transactional_id, header.producer_id, header.producer_epoch, |txn| {
+        txn.partitions.contains(&(topic.to_string(), index)).then(|| partition.append(batch))
+    });
+    match queued {
+        Ok(Some(append)) => Ok(Box::pin(append)),
+        Ok(None) => Err((
+            ResponseError::InvalidTxnState,
+            format!("partition {topic}-{index} was not added to the transaction (AddPartitionsToTxn)"),
+        )),
+        Err(error) => {
+            let code = match error {
+                once_txn::TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+                once_txn::TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+                once_txn::TxnError::NotAvailable => ResponseError::NotLeaderOrFollower,
+                _ => ResponseError::InvalidTxnState,
+            };
+            Err((code, error.to_string()))
+        }
+    }
 }
 
 fn answer(
@@ -139,10 +189,8 @@ fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<(), (Response
     if header.is_control() {
         return Err((ResponseError::InvalidRecord, "clients may not write control batches".into()));
     }
-    if header.is_transactional() {
-        // Until the transaction coordinator lands, storing such a batch would promise atomicity Once does
-        // not yet provide; InitProducerId refuses transactional ids, so clients cannot get here honestly.
-        return Err((ResponseError::InvalidRecord, "transactional batches are not supported yet".into()));
+    if header.is_transactional() && header.producer_id < 0 {
+        return Err((ResponseError::InvalidRecord, "a transactional batch needs a producer id".into()));
     }
     if header.producer_id >= 0 && header.base_sequence < 0 {
         return Err((

@@ -5,18 +5,13 @@
 //! state in each partition stays until it expires. Transactional ids need the transaction coordinator,
 //! which Once does not have yet: such requests are refused rather than half served.
 
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind};
-use once_wire::ResponseError;
+use kafka_protocol::messages::{InitProducerIdResponse, ProducerId, ResponseKind};
 
 use crate::broker::Broker;
 use crate::errors::topic_error_code;
 
-pub fn init_producer_id(broker: &Broker, request: &InitProducerIdRequest) -> ResponseKind {
+pub fn init_producer_id(broker: &Broker) -> ResponseKind {
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
-        tracing::warn!(transactional_id = ?request.transactional_id, "transactions are not supported yet");
-        return ResponseKind::InitProducerId(response.with_error_code(ResponseError::UnsupportedVersion.code()));
-    }
     match broker.producer_ids.allocate() {
         Ok(producer_id) => {
             ResponseKind::InitProducerId(response.with_producer_id(ProducerId(producer_id)).with_producer_epoch(0))

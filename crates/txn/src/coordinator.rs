@@ -1,0 +1,484 @@
+//! The transaction coordinator: one lock per transactional id, the two-phase commit, timeouts,
+//! recovery of transactions a crash left prepared.
+//!
+//! Every change is written to the transaction log (fsynced) before it is installed in memory or
+//! answered. A decision to commit or abort (Prepare*) is durable before any marker is written; after
+//! the markers, Complete* is written. A crash in between leaves Prepare* in the log, and the
+//! coordinator finishes the markers when it opens again. Markers are idempotent at the partitions
+//! (a repeated commit marker closes nothing), so finishing twice is harmless.
+//!
+//! A transactional id's lock is held across its whole change, so requests of one producer are
+//! serialised: a Produce verified against the transaction queues its append while holding the lock,
+//! which puts it ahead of any marker EndTxn writes afterwards (KIP-890 part 1 verification — a late
+//! write can never land after its transaction's marker and hang the partition).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use once_partition::TxnMarker;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::error::TxnError;
+use crate::state::{EndDecision, TopicPartition, TxnMetadata, TxnState};
+use crate::store::TxnStore;
+
+/// This coordinator's epoch, written in every marker. Once has one coordinator, so it never changes;
+/// partitions still refuse markers of an older epoch than they have seen.
+pub const COORDINATOR_EPOCH: i32 = 0;
+
+/// The crash point tests use: the process dies after PrepareCommit is durable, before any marker.
+pub const CRASH_AFTER_PREPARE_COMMIT: &str = "txn-after-prepare-commit";
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Where markers go. The broker implements it: topic partitions and consumer groups' offsets.
+/// `Ok` also when the target no longer exists (a deleted topic has nothing left to end).
+pub trait MarkerWriter: Send + Sync + 'static {
+    fn write_partition_marker(&self, topic: &str, partition: i32, marker: TxnMarker) -> BoxFuture<Result<(), String>>;
+    fn write_group_marker(&self, group: &str, marker: TxnMarker) -> BoxFuture<Result<(), String>>;
+}
+
+/// Hands out producer ids never used before.
+pub type ProducerIdSource = Arc<dyn Fn() -> Result<i64, String> + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct TxnConfig {
+    /// The transaction log's directory.
+    pub dir: PathBuf,
+    pub unsafe_skip_fsync: bool,
+    /// transaction.max.timeout.ms: the largest transaction.timeout.ms a client may ask for.
+    pub max_timeout_ms: i32,
+    /// How often timed-out transactions are looked for (and failed markers retried).
+    pub abort_check_interval: Duration,
+    /// transactional.id.expiration.ms: an id idle (no transaction open) this long is forgotten.
+    pub transactional_id_expiration_ms: i64,
+    /// A test hook: the crash point to die at (see [`CRASH_AFTER_PREPARE_COMMIT`]).
+    pub crash_point: Option<String>,
+}
+
+impl TxnConfig {
+    pub fn new(dir: PathBuf) -> TxnConfig {
+        TxnConfig {
+            dir,
+            unsafe_skip_fsync: false,
+            max_timeout_ms: 900_000,
+            abort_check_interval: Duration::from_secs(10),
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            crash_point: None,
+        }
+    }
+}
+
+/// One transactional id. `state` is `None` while the id is being created or after it was forgotten.
+/// Changes hold the async `state` lock across their log writes; `view` is a copy of the installed
+/// metadata behind a plain mutex, so Produce can verify and queue its appends without waiting on a
+/// log write (see [`TxnCoordinator::with_verified`]).
+#[derive(Default)]
+struct SlotInner {
+    state: Arc<tokio::sync::Mutex<Option<TxnMetadata>>>,
+    view: Mutex<Option<TxnMetadata>>,
+}
+
+type Slot = Arc<SlotInner>;
+
+impl SlotInner {
+    fn with_metadata(metadata: TxnMetadata) -> SlotInner {
+        SlotInner { state: Arc::new(tokio::sync::Mutex::new(Some(metadata.clone()))), view: Mutex::new(Some(metadata)) }
+    }
+
+    fn view(&self) -> std::sync::MutexGuard<'_, Option<TxnMetadata>> {
+        self.view.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub struct TxnCoordinator {
+    config: TxnConfig,
+    store: TxnStore,
+    slots: Mutex<HashMap<String, Slot>>,
+    producer_ids: ProducerIdSource,
+    markers: OnceLock<Arc<dyn MarkerWriter>>,
+    closed: AtomicBool,
+}
+
+/// A slot's state, locked for a change.
+struct Locked<'a> {
+    inner: &'a SlotInner,
+    state: tokio::sync::MutexGuard<'a, Option<TxnMetadata>>,
+}
+
+impl Locked<'_> {
+    async fn of(inner: &SlotInner) -> Locked<'_> {
+        Locked { inner, state: inner.state.lock().await }
+    }
+
+    fn metadata(&self) -> Option<TxnMetadata> {
+        self.state.clone()
+    }
+}
+
+/// A transaction held locked after its producer was verified (see [`TxnCoordinator::lock_verified`]).
+pub struct VerifiedTxn {
+    guard: OwnedMutexGuard<Option<TxnMetadata>>,
+}
+
+impl VerifiedTxn {
+    /// Whether the group was added to the ongoing transaction (AddOffsetsToTxn).
+    pub fn has_group(&self, group: &str) -> bool {
+        self.guard.as_ref().is_some_and(|metadata| metadata.groups.contains(group))
+    }
+}
+
+/// One transaction as the admin APIs describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnDescription {
+    pub transactional_id: String,
+    pub metadata: TxnMetadata,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0)
+}
+
+impl TxnCoordinator {
+    /// Opens and replays the transaction log. Needs a tokio runtime; blocking file reads. Markers
+    /// flow only after [`TxnCoordinator::start`].
+    pub fn open(config: TxnConfig, producer_ids: ProducerIdSource) -> Result<Arc<TxnCoordinator>, TxnError> {
+        let (store, entries) = TxnStore::open(&config.dir, config.unsafe_skip_fsync)?;
+        let slots =
+            entries.into_iter().map(|(id, metadata)| (id, Arc::new(SlotInner::with_metadata(metadata)))).collect();
+        Ok(Arc::new(TxnCoordinator {
+            config,
+            store,
+            slots: Mutex::new(slots),
+            producer_ids,
+            markers: OnceLock::new(),
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    /// Connects the marker writer, finishes the transactions a crash left prepared, and starts the
+    /// timer that aborts timed-out transactions.
+    pub fn start(self: &Arc<Self>, markers: Arc<dyn MarkerWriter>) {
+        if self.markers.set(markers).is_err() {
+            panic!("the transaction coordinator is started once");
+        }
+        let coordinator = Arc::downgrade(self);
+        let interval = self.config.abort_check_interval;
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                if !first {
+                    tokio::time::sleep(interval).await;
+                }
+                first = false;
+                let Some(coordinator) = coordinator.upgrade() else { return };
+                if coordinator.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                coordinator.tick().await;
+            }
+        });
+    }
+
+    pub fn max_timeout_ms(&self) -> i32 {
+        self.config.max_timeout_ms
+    }
+
+    fn slot(&self, transactional_id: &str) -> Option<Slot> {
+        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(transactional_id).cloned()
+    }
+
+    fn slot_or_insert(&self, transactional_id: &str) -> Slot {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(transactional_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn all_slots(&self) -> Vec<(String, Slot)> {
+        let slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots.iter().map(|(id, slot)| (id.clone(), slot.clone())).collect()
+    }
+
+    fn check_open(&self) -> Result<(), TxnError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TxnError::NotAvailable);
+        }
+        Ok(())
+    }
+
+    /// Persists `next` for `transactional_id`, then installs it (state and view).
+    async fn persist(&self, transactional_id: &str, slot: &mut Locked<'_>, next: TxnMetadata) -> Result<(), TxnError> {
+        self.check_open()?;
+        self.store.write(transactional_id, Some(&next), next.last_update_ms).await?;
+        *slot.inner.view() = Some(next.clone());
+        *slot.state = Some(next);
+        Ok(())
+    }
+
+    /// InitProducerId with a transactional id: the producer id and the new epoch. An ongoing
+    /// transaction of an earlier incarnation is aborted first (fenced with a bumped epoch).
+    /// `expected` is the (producer id, epoch) a KIP-360 client names, if any.
+    pub async fn init_producer_id(
+        &self,
+        transactional_id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), TxnError> {
+        self.check_open()?;
+        if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
+            return Err(TxnError::InvalidTransactionTimeout {
+                requested_ms: timeout_ms,
+                max_ms: self.config.max_timeout_ms,
+            });
+        }
+        let inner = self.slot_or_insert(transactional_id);
+        let mut slot = Locked::of(&inner).await;
+        let Some(current) = slot.metadata() else {
+            if expected.is_some() {
+                return Err(TxnError::InvalidProducerIdMapping);
+            }
+            let producer_id = (self.producer_ids)().map_err(TxnError::Storage)?;
+            let metadata = TxnMetadata::new(producer_id, timeout_ms, now_ms());
+            self.persist(transactional_id, &mut slot, metadata).await?;
+            // The id may have expired (and its slot left the map) while this call waited for the lock.
+            let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            slots.entry(transactional_id.to_string()).or_insert_with(|| inner.clone());
+            return Ok((producer_id, 0));
+        };
+        if let Some((producer_id, epoch)) = expected {
+            let retried = (producer_id, epoch) == (current.last_producer_id, current.last_producer_epoch);
+            if retried && current.state == TxnState::Empty {
+                // A retry of the bump that produced the current epoch: the same answer again.
+                return Ok((current.producer_id, current.producer_epoch));
+            }
+            if (producer_id, epoch) != (current.producer_id, current.producer_epoch) {
+                return Err(TxnError::ProducerFenced);
+            }
+        }
+        if current.state.is_prepared() {
+            self.complete(transactional_id, &mut slot).await?;
+        }
+        if slot.metadata().is_some_and(|metadata| metadata.state == TxnState::Ongoing) {
+            self.abort_fenced(transactional_id, &mut slot).await?;
+        }
+        let settled = slot.metadata().expect("metadata stays while locked");
+        if !settled.state.is_settled() {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        let producer_ids = self.producer_ids.clone();
+        let bumped = settled.bumped(timeout_ms, now_ms(), || producer_ids().map_err(TxnError::Storage))?;
+        let answer = (bumped.producer_id, bumped.producer_epoch);
+        self.persist(transactional_id, &mut slot, bumped).await?;
+        Ok(answer)
+    }
+
+    /// AddPartitionsToTxn and AddOffsetsToTxn: adds the partitions and groups to the ongoing
+    /// transaction (starting one if none is open).
+    pub async fn add(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[TopicPartition],
+        groups: &[String],
+    ) -> Result<(), TxnError> {
+        self.check_open()?;
+        let inner = self.slot(transactional_id).ok_or(TxnError::InvalidProducerIdMapping)?;
+        let mut slot = Locked::of(&inner).await;
+        let current = slot.metadata().ok_or(TxnError::InvalidProducerIdMapping)?;
+        if let Some(next) = current.add(producer_id, producer_epoch, partitions, groups, now_ms())? {
+            self.persist(transactional_id, &mut slot, next).await?;
+        }
+        Ok(())
+    }
+
+    /// EndTxn: commits or aborts. Answers once the decision is durable; by then the markers are
+    /// normally written too (if one failed, the timer keeps retrying and the producer's next
+    /// transaction waits with CONCURRENT_TRANSACTIONS).
+    pub async fn end(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<(), TxnError> {
+        self.check_open()?;
+        let inner = self.slot(transactional_id).ok_or(TxnError::InvalidProducerIdMapping)?;
+        let mut slot = Locked::of(&inner).await;
+        let current = slot.metadata().ok_or(TxnError::InvalidProducerIdMapping)?;
+        match current.end(producer_id, producer_epoch, commit, now_ms())? {
+            EndDecision::AlreadyDone => Ok(()),
+            EndDecision::Prepare(prepared) => {
+                self.persist(transactional_id, &mut slot, prepared).await?;
+                if commit && self.config.crash_point.as_deref() == Some(CRASH_AFTER_PREPARE_COMMIT) {
+                    tracing::error!(transactional_id, "test crash point {CRASH_AFTER_PREPARE_COMMIT} reached");
+                    std::process::abort();
+                }
+                if let Err(error) = self.complete(transactional_id, &mut slot).await {
+                    tracing::warn!(transactional_id, %error, "transaction decided but not completed; retrying later");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks that `producer_id`/`producer_epoch` own the ongoing transaction of `transactional_id` and
+    /// runs `queue` with its metadata while no change can be installed (Produce queues its appends
+    /// there, so they reach each partition before any marker of this transaction: KIP-890 part 1).
+    /// `queue` must not block: it runs under a plain mutex.
+    pub fn with_verified<R>(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        queue: impl FnOnce(&TxnMetadata) -> R,
+    ) -> Result<R, TxnError> {
+        self.check_open()?;
+        let inner = self.slot(transactional_id).ok_or(TxnError::InvalidProducerIdMapping)?;
+        let view = inner.view();
+        let current = view.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
+        current.check_producer(producer_id, producer_epoch)?;
+        if current.state != TxnState::Ongoing {
+            return Err(TxnError::InvalidTxnState(format!("the transaction is {}, not Ongoing", current.state.name())));
+        }
+        Ok(queue(current))
+    }
+
+    /// Locks the ongoing transaction of `transactional_id` after checking its producer, for a change
+    /// that must complete before any marker (TxnOffsetCommit): hold the result until it is done.
+    pub async fn lock_verified(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<VerifiedTxn, TxnError> {
+        self.check_open()?;
+        let inner = self.slot(transactional_id).ok_or(TxnError::InvalidProducerIdMapping)?;
+        let guard = inner.state.clone().lock_owned().await;
+        let current = guard.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
+        current.check_producer(producer_id, producer_epoch)?;
+        if current.state != TxnState::Ongoing {
+            return Err(TxnError::InvalidTxnState(format!("the transaction is {}, not Ongoing", current.state.name())));
+        }
+        Ok(VerifiedTxn { guard })
+    }
+
+    /// Fences the ongoing transaction: bump the epoch, abort with it. The lock is held.
+    async fn abort_fenced(&self, transactional_id: &str, slot: &mut Locked<'_>) -> Result<(), TxnError> {
+        let current = slot.metadata().expect("metadata stays while locked");
+        let fenced = current.fenced_abort(now_ms());
+        tracing::info!(
+            transactional_id,
+            producer_id = fenced.producer_id,
+            epoch = fenced.producer_epoch,
+            "aborting a fenced or timed-out transaction"
+        );
+        self.persist(transactional_id, slot, fenced).await?;
+        self.complete(transactional_id, slot).await
+    }
+
+    /// Writes the markers of a prepared transaction, then Complete*. The lock is held.
+    async fn complete(&self, transactional_id: &str, slot: &mut Locked<'_>) -> Result<(), TxnError> {
+        let prepared = slot.metadata().expect("metadata stays while locked");
+        assert!(prepared.state.is_prepared(), "only prepared transactions complete");
+        let markers = self.markers.get().ok_or(TxnError::NotAvailable)?.clone();
+        let marker = TxnMarker {
+            producer_id: prepared.producer_id,
+            producer_epoch: prepared.producer_epoch,
+            coordinator_epoch: COORDINATOR_EPOCH,
+            commit: prepared.state == TxnState::PrepareCommit,
+        };
+        let mut writes = tokio::task::JoinSet::new();
+        for (topic, partition) in &prepared.partitions {
+            writes.spawn(markers.write_partition_marker(topic, *partition, marker));
+        }
+        for group in &prepared.groups {
+            writes.spawn(markers.write_group_marker(group, marker));
+        }
+        let mut failures = Vec::new();
+        while let Some(outcome) = writes.join_next().await {
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => failures.push(error),
+                Err(error) => failures.push(error.to_string()),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(TxnError::Storage(format!("writing markers: {}", failures.join("; "))));
+        }
+        self.persist(transactional_id, slot, prepared.completed(now_ms())).await
+    }
+
+    /// One run of the timer: complete prepared transactions (after a restart or a failed marker),
+    /// abort timed-out ones, forget long-idle ids.
+    async fn tick(&self) {
+        let now = now_ms();
+        for (transactional_id, inner) in self.all_slots() {
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let mut slot = Locked::of(&inner).await;
+            let Some(metadata) = slot.metadata() else { continue };
+            let outcome = if metadata.state.is_prepared() {
+                self.complete(&transactional_id, &mut slot).await
+            } else if metadata.is_expired(now) {
+                self.abort_fenced(&transactional_id, &mut slot).await
+            } else if metadata.state.is_settled()
+                && now.saturating_sub(metadata.last_update_ms) > self.config.transactional_id_expiration_ms
+            {
+                self.forget(&transactional_id, &mut slot).await
+            } else {
+                Ok(())
+            };
+            if let Err(error) = outcome {
+                tracing::warn!(transactional_id, %error, "transaction timer step failed; retrying next tick");
+            }
+        }
+    }
+
+    async fn forget(&self, transactional_id: &str, slot: &mut Locked<'_>) -> Result<(), TxnError> {
+        self.check_open()?;
+        self.store.write(transactional_id, None, now_ms()).await?;
+        *slot.inner.view() = None;
+        *slot.state = None;
+        let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots.remove(transactional_id);
+        tracing::info!(transactional_id, "transactional id expired");
+        Ok(())
+    }
+
+    /// Every known transaction (ListTransactions), by transactional id.
+    pub fn list(&self) -> Vec<TxnDescription> {
+        let mut described: Vec<TxnDescription> = self
+            .all_slots()
+            .into_iter()
+            .filter_map(|(transactional_id, inner)| {
+                let metadata = inner.view().clone()?;
+                Some(TxnDescription { transactional_id, metadata })
+            })
+            .collect();
+        described.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        described
+    }
+
+    /// One transaction (DescribeTransactions), `None` if the id is unknown.
+    pub fn describe(&self, transactional_id: &str) -> Option<TxnMetadata> {
+        self.slot(transactional_id)?.view().clone()
+    }
+
+    /// Stops the timer and closes the log cleanly. Requests after this get COORDINATOR_NOT_AVAILABLE.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Err(error) = self.store.close().await {
+            tracing::warn!(%error, "closing the transaction log failed");
+        }
+    }
+}

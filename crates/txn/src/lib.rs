@@ -1,0 +1,26 @@
+//! The Once transaction coordinator: maps transactional ids to producer ids and epochs, runs the
+//! two-phase commit of each transaction across partitions and consumer-group offsets, aborts
+//! transactions that outlive their timeout, and keeps all of it in a durable, fsynced log.
+//!
+//! # Layout
+//! - [`state`] — [`TxnMetadata`] and the pure transitions of the state machine.
+//! - [`coordinator`] — [`TxnCoordinator`]: locks, persistence, markers, timer, recovery.
+//! - [`store`] — the transaction log (an internal partition) and its record layout.
+//! - [`error`] — [`TxnError`] and its mapping to Kafka error codes.
+//!
+//! The coordinator knows nothing of the wire protocol's framing or of where partitions live: the
+//! broker translates requests, and writes markers through a [`MarkerWriter`] it provides.
+
+#![forbid(unsafe_code)]
+
+pub mod coordinator;
+pub mod error;
+pub mod state;
+pub mod store;
+
+pub use coordinator::{
+    BoxFuture, MarkerWriter, ProducerIdSource, TxnConfig, TxnCoordinator, TxnDescription, VerifiedTxn,
+    COORDINATOR_EPOCH, CRASH_AFTER_PREPARE_COMMIT,
+};
+pub use error::{error_code, TxnError};
+pub use state::{TopicPartition, TxnMetadata, TxnState};

@@ -1,0 +1,210 @@
+//! The coordinator against a recording marker writer: two-phase commit, fencing, timeouts, failed
+//! markers retried, and prepared transactions finished after a restart.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use once_partition::TxnMarker;
+use once_txn::{BoxFuture, MarkerWriter, TxnConfig, TxnCoordinator, TxnError, TxnState};
+
+/// Records every marker; fails them all while `failing` is set.
+#[derive(Default)]
+struct Recorder {
+    written: Mutex<Vec<(String, TxnMarker)>>,
+    failing: AtomicBool,
+}
+
+impl Recorder {
+    fn record(&self, target: String, marker: TxnMarker) -> BoxFuture<Result<(), String>> {
+        let outcome = if self.failing.load(Ordering::SeqCst) {
+            Err(format!("{target}: disk on fire"))
+        } else {
+            self.written.lock().unwrap().push((target, marker));
+            Ok(())
+        };
+        Box::pin(async move { outcome })
+    }
+
+    fn take(&self) -> Vec<(String, TxnMarker)> {
+        let mut written = std::mem::take(&mut *self.written.lock().unwrap());
+        written.sort_by(|a, b| a.0.cmp(&b.0));
+        written
+    }
+}
+
+struct Shared(Arc<Recorder>);
+
+impl MarkerWriter for Shared {
+    fn write_partition_marker(&self, topic: &str, partition: i32, marker: TxnMarker) -> BoxFuture<Result<(), String>> {
+        self.0.record(format!("{topic}-{partition}"), marker)
+    }
+
+    fn write_group_marker(&self, group: &str, marker: TxnMarker) -> BoxFuture<Result<(), String>> {
+        self.0.record(format!("group:{group}"), marker)
+    }
+}
+
+fn open(dir: &Path, interval_ms: u64, recorder: &Arc<Recorder>) -> Arc<TxnCoordinator> {
+    let mut config = TxnConfig::new(dir.to_path_buf());
+    config.abort_check_interval = Duration::from_millis(interval_ms);
+    config.max_timeout_ms = 60_000;
+    let next = Arc::new(AtomicI64::new(1000));
+    // Ids continue across reopenings of the same directory in these tests (the broker's allocator
+    // guarantees that for real).
+    let ids = next.clone();
+    let coordinator =
+        TxnCoordinator::open(config, Arc::new(move || Ok(ids.fetch_add(1, Ordering::SeqCst)))).expect("opens");
+    coordinator.start(Arc::new(Shared(recorder.clone())));
+    coordinator
+}
+
+fn tp(topic: &str, partition: i32) -> (String, i32) {
+    (topic.to_string(), partition)
+}
+
+fn marker(producer_id: i64, producer_epoch: i16, commit: bool) -> TxnMarker {
+    TxnMarker { producer_id, producer_epoch, coordinator_epoch: 0, commit }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_writes_a_marker_to_every_partition_and_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let coordinator = open(dir.path(), 60_000, &recorder);
+    let (producer_id, epoch) = coordinator.init_producer_id("copier", 10_000, None).await.expect("init");
+    assert_eq!(epoch, 0);
+    coordinator.add("copier", producer_id, epoch, &[tp("out", 0), tp("out", 1)], &[]).await.expect("add");
+    coordinator.add("copier", producer_id, epoch, &[], &["billing".into()]).await.expect("add offsets");
+    let verified = coordinator.with_verified("copier", producer_id, epoch, |txn| txn.partitions.len());
+    assert_eq!(verified, Ok(2));
+    coordinator.end("copier", producer_id, epoch, true).await.expect("commit");
+    let expected = marker(producer_id, epoch, true);
+    assert_eq!(
+        recorder.take(),
+        vec![("group:billing".into(), expected), ("out-0".into(), expected), ("out-1".into(), expected)]
+    );
+    let described = coordinator.describe("copier").expect("known");
+    assert_eq!((described.state, described.partitions.len()), (TxnState::CompleteCommit, 0));
+    assert!(
+        matches!(coordinator.with_verified("copier", producer_id, epoch, |_| ()), Err(TxnError::InvalidTxnState(_))),
+        "a produce after the commit is refused"
+    );
+    assert_eq!(coordinator.end("copier", producer_id, epoch, true).await, Ok(()), "a retried commit succeeds");
+    assert!(recorder.take().is_empty(), "a retried commit writes no second marker");
+    assert!(matches!(coordinator.end("copier", producer_id, epoch, false).await, Err(TxnError::InvalidTxnState(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_incarnation_fences_and_aborts_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let coordinator = open(dir.path(), 60_000, &recorder);
+    let (producer_id, epoch) = coordinator.init_producer_id("copier", 10_000, None).await.unwrap();
+    coordinator.add("copier", producer_id, epoch, &[tp("out", 2)], &["g".into()]).await.unwrap();
+    let (same_id, new_epoch) = coordinator.init_producer_id("copier", 10_000, None).await.expect("fences");
+    assert_eq!((same_id, new_epoch), (producer_id, epoch + 2), "one bump to fence, one for the new incarnation");
+    let fence = marker(producer_id, epoch + 1, false);
+    assert_eq!(recorder.take(), vec![("group:g".into(), fence), ("out-2".into(), fence)]);
+    assert_eq!(
+        coordinator.add("copier", producer_id, epoch, &[tp("out", 2)], &[]).await,
+        Err(TxnError::ProducerFenced),
+        "the zombie cannot add partitions"
+    );
+    assert_eq!(coordinator.end("copier", producer_id, epoch, true).await, Err(TxnError::ProducerFenced));
+    assert_eq!(coordinator.with_verified("copier", producer_id, epoch, |_| ()), Err(TxnError::ProducerFenced));
+    assert_eq!(coordinator.describe("copier").unwrap().state, TxnState::Empty);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip_360_retries_and_stale_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let coordinator = open(dir.path(), 60_000, &recorder);
+    let (producer_id, epoch) = coordinator.init_producer_id("p", 10_000, None).await.unwrap();
+    let bumped = coordinator.init_producer_id("p", 10_000, Some((producer_id, epoch))).await.expect("bumps");
+    assert_eq!(bumped, (producer_id, epoch + 1));
+    let retried = coordinator.init_producer_id("p", 10_000, Some((producer_id, epoch))).await.expect("retry");
+    assert_eq!(retried, bumped, "a retried bump gets the same answer");
+    assert_eq!(
+        coordinator.init_producer_id("p", 10_000, Some((producer_id, 77))).await,
+        Err(TxnError::ProducerFenced)
+    );
+    assert!(matches!(
+        coordinator.init_producer_id("p", 60_001, None).await,
+        Err(TxnError::InvalidTransactionTimeout { .. })
+    ));
+    assert_eq!(
+        coordinator.add("unknown", producer_id, 0, &[tp("a", 0)], &[]).await,
+        Err(TxnError::InvalidProducerIdMapping)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_past_its_timeout_is_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let coordinator = open(dir.path(), 50, &recorder);
+    let (producer_id, epoch) = coordinator.init_producer_id("slow", 300, None).await.unwrap();
+    coordinator.add("slow", producer_id, epoch, &[tp("out", 0)], &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(coordinator.describe("slow").unwrap().state, TxnState::Ongoing, "not before its timeout");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while coordinator.describe("slow").unwrap().state != TxnState::CompleteAbort {
+        assert!(tokio::time::Instant::now() < deadline, "the timed-out transaction was not aborted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(recorder.take(), vec![("out-0".into(), marker(producer_id, epoch + 1, false))]);
+    assert_eq!(coordinator.end("slow", producer_id, epoch, true).await, Err(TxnError::ProducerFenced));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_markers_are_retried_until_the_transaction_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let coordinator = open(dir.path(), 50, &recorder);
+    let (producer_id, epoch) = coordinator.init_producer_id("p", 10_000, None).await.unwrap();
+    coordinator.add("p", producer_id, epoch, &[tp("out", 0)], &[]).await.unwrap();
+    recorder.failing.store(true, Ordering::SeqCst);
+    assert_eq!(coordinator.end("p", producer_id, epoch, true).await, Ok(()), "the decision is durable");
+    assert_eq!(coordinator.describe("p").unwrap().state, TxnState::PrepareCommit);
+    assert_eq!(
+        coordinator.add("p", producer_id, epoch, &[tp("out", 0)], &[]).await,
+        Err(TxnError::ConcurrentTransactions),
+        "the next transaction waits for the markers"
+    );
+    recorder.failing.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while coordinator.describe("p").unwrap().state != TxnState::CompleteCommit {
+        assert!(tokio::time::Instant::now() < deadline, "the markers were not retried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(recorder.take(), vec![("out-0".into(), marker(producer_id, epoch, true))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_transaction_is_finished_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = Arc::new(Recorder::default());
+    let coordinator = open(dir.path(), 60_000, &broken);
+    let (producer_id, epoch) = coordinator.init_producer_id("p", 10_000, None).await.unwrap();
+    coordinator.add("p", producer_id, epoch, &[tp("a", 0), tp("b", 3)], &["g".into()]).await.unwrap();
+    broken.failing.store(true, Ordering::SeqCst);
+    coordinator.end("p", producer_id, epoch, true).await.unwrap();
+    coordinator.close().await;
+    drop(coordinator);
+
+    let recorder = Arc::new(Recorder::default());
+    let reopened = open(dir.path(), 60_000, &recorder);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while reopened.describe("p").unwrap().state != TxnState::CompleteCommit {
+        assert!(tokio::time::Instant::now() < deadline, "the prepared commit was not finished after the restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let commit = marker(producer_id, epoch, true);
+    assert_eq!(recorder.take(), vec![("a-0".into(), commit), ("b-3".into(), commit), ("group:g".into(), commit)]);
+    let listed = reopened.list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].transactional_id, "p");
+}
