@@ -250,24 +250,6 @@ impl GroupCoordinator {
 
     /// Stops answering, fails every waiting join and sync, and closes the offsets log cleanly.
     /// The server calls this after the connections have drained.
-    // TEMPORARY STUB (wt-txn only; replaced by wip-group at merge).
-    pub async fn txn_offset_commit(
-        &self,
-        _request: kafka_protocol::messages::TxnOffsetCommitRequest,
-        _version: i16,
-    ) -> kafka_protocol::messages::TxnOffsetCommitResponse {
-        todo!()
-    }
-
-    // TEMPORARY STUB (wt-txn only; replaced by wip-group at merge).
-    pub async fn complete_transaction(
-        &self,
-        _group: &str,
-        _marker: once_partition::TxnMarker,
-    ) -> Result<(), GroupError> {
-        todo!()
-    }
-
     pub async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         {
