@@ -127,10 +127,7 @@ async fn kip_360_retries_and_stale_epochs() {
     assert_eq!(bumped, (producer_id, epoch + 1));
     let retried = coordinator.init_producer_id("p", 10_000, Some((producer_id, epoch))).await.expect("retry");
     assert_eq!(retried, bumped, "a retried bump gets the same answer");
-    assert_eq!(
-        coordinator.init_producer_id("p", 10_000, Some((producer_id, 77))).await,
-        Err(TxnError::ProducerFenced)
-    );
+    assert_eq!(coordinator.init_producer_id("p", 10_000, Some((producer_id, 77))).await, Err(TxnError::ProducerFenced));
     assert!(matches!(
         coordinator.init_producer_id("p", 60_001, None).await,
         Err(TxnError::InvalidTransactionTimeout { .. })
