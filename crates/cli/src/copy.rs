@@ -127,8 +127,9 @@ enum Failure {
 /// Reading progress: which partitions are known to be caught up, and when a record last arrived.
 struct Reader {
     partitions: Vec<i32>,
-    /// Partitions that reported end-of-partition since their last record, rewind or consumer error.
+    /// Partitions that reported end-of-partition since their last record or rewind.
     at_end: BTreeSet<i32>,
+    /// When a record, a rewind or a consumer error last happened.
     last_activity: Instant,
     last_error: Option<String>,
 }
@@ -149,8 +150,10 @@ impl Reader {
         self.at_end.len() == self.partitions.len() && self.last_activity.elapsed() >= idle
     }
 
-    /// End-of-partition marks progress; anything else makes "caught up" unknown until the next
-    /// end-of-partition (the broker may have gone away), and only a fatal consumer error stops.
+    /// End-of-partition marks a partition caught up. Any other error (the broker went away, say)
+    /// restarts the idle timer: end-of-partition is reported once per end offset, so a reconnect
+    /// brings either new records or quiet, and only quiet for the whole idle time counts. Only a
+    /// fatal consumer error stops the copier.
     fn consumer_error(&mut self, error: KafkaError) -> Result<(), Failure> {
         match error {
             KafkaError::PartitionEOF(partition) => {
@@ -159,7 +162,7 @@ impl Reader {
             }
             KafkaError::MessageConsumptionFatal(code) => Err(Failure::Fatal(format!("consumer: {code:?}"))),
             other => {
-                self.at_end.clear();
+                self.last_activity = Instant::now();
                 let text = other.to_string();
                 if self.last_error.as_deref() != Some(text.as_str()) {
                     eprintln!("once copy: consumer: {text} (retrying)");
@@ -452,8 +455,7 @@ impl Copier {
         // init_transactions first: it fences any previous copier with this transactional id and aborts
         // its open transaction, so the committed offsets read next are final.
         self.with_retries("initializing transactions", || self.producer.init_transactions(CALL_TIMEOUT))
-            .map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))
-            .context("is the broker transaction-capable?")?;
+            .map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))?;
         let start = self.committed_offsets(&reader.partitions)?;
         self.consumer.assign(&start).context("assigning the input partitions")?;
         loop {

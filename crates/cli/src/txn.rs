@@ -245,13 +245,15 @@ fn abort_by_id(client: &mut AdminClient, bootstrap: &str, transactional_id: &str
         backoff = (backoff * 2).min(Duration::from_secs(1));
     };
     let was = before.transaction_state.as_str();
-    let ended = if was == "Ongoing" || was.starts_with("Prepare") {
-        format!(
-            "its {was} transaction (producer id {} epoch {}) is aborted",
+    let ended = match was {
+        "Ongoing" => format!(
+            "its Ongoing transaction (producer id {} epoch {}) was aborted",
             before.producer_id.0, before.producer_epoch
-        )
-    } else {
-        format!("it had no open transaction ({was})")
+        ),
+        "PrepareCommit" | "PrepareAbort" => {
+            format!("its transaction was already ending ({was}) and was left to finish")
+        }
+        _ => format!("it had no open transaction ({was})"),
     };
     println!(
         "fenced transactional id {transactional_id}: {ended}; producer id {} epoch {} now holds it",
