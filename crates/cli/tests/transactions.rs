@@ -286,11 +286,15 @@ fn hung_transaction_is_aborted_after_its_timeout_and_the_last_stable_offset_move
     other.commit_transaction(Duration::from_secs(30)).expect("commit");
     let stable = end_offsets(&bootstrap, "hang", 1, Isolation::ReadCommitted)[0];
     let high = end_offsets(&bootstrap, "hang", 1, Isolation::ReadUncommitted)[0];
-    if began.elapsed() < Duration::from_millis(2500) {
+    let visible = read_to_end(&bootstrap, "hang", 1, Isolation::ReadCommitted);
+    // The timeout runs from the hung transaction's first AddPartitionsToTxn, after `began`: readings
+    // finished within 2.9 s of it were taken while the transaction was surely still open.
+    if began.elapsed() < Duration::from_millis(2900) {
         assert_eq!(stable, 0, "the hung transaction pins the last stable offset at its first record");
         assert!(high >= 11, "five hung, five committed records and a marker: {high}");
-        let visible = read_to_end(&bootstrap, "hang", 1, Isolation::ReadCommitted);
         assert!(visible.is_empty(), "nothing past the open transaction is visible yet: {visible:?}");
+    } else {
+        eprintln!("slow machine: the readings before the timeout came too late to check");
     }
 
     eventually(Duration::from_secs(30), "the broker aborts the hung transaction after its 3 s timeout", || {
