@@ -5,8 +5,12 @@
 //! - [`admin`] — a small blocking Kafka client over `kafka-protocol`, and `once topic …`.
 //! - [`clients`] — `once produce` and `once consume`, on librdkafka.
 //! - [`groups`] — `once group …`: list, describe with lag, reset offsets, delete.
+//! - [`copy`] — `once copy`: a transactional consume-transform-produce copier, on librdkafka.
+//! - [`txn`] — `once txn …`: list, describe and abort transactions.
 
 pub mod admin;
 pub mod clients;
+pub mod copy;
 pub mod groups;
 pub mod serve;
+pub mod txn;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use once_cli::{admin, clients, groups, serve};
+use once_cli::{admin, clients, copy, groups, serve, txn};
 
 #[global_allocator]
 static ALLOCATOR: once_wire::alloc::LazyHugeAllocator = once_wire::alloc::LazyHugeAllocator;
@@ -27,6 +27,10 @@ enum Command {
     Consume(clients::ConsumeArgs),
     /// List, describe (with lag), reset offsets of, and delete consumer groups.
     Group(groups::GroupArgs),
+    /// Copy one topic to another exactly once: a transactional consume-transform-produce loop.
+    Copy(copy::CopyArgs),
+    /// List, describe and abort transactions.
+    Txn(txn::TxnArgs),
     /// Check a broker for lost, duplicated and reordered messages under injected faults; exit 1 on any
     /// anomaly.
     Check(once_check::CheckArgs),
@@ -40,6 +44,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Topic(args) => admin::run(args),
         Command::Group(args) => groups::run(args),
+        Command::Copy(args) => copy::run(args),
+        Command::Txn(args) => txn::run(args),
         Command::Produce(args) => clients::produce(args),
         Command::Consume(args) => clients::consume(args),
         Command::Bench(args) => once_bench::run(args),
