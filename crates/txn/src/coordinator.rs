@@ -140,6 +140,13 @@ pub struct TxnDescription {
     pub metadata: TxnMetadata,
 }
 
+/// The test crash: SIGKILL to ourselves, like `kill -9` (nothing flushed, no destructors); abort if
+/// that is impossible.
+fn crash_now() -> ! {
+    let _ = std::process::Command::new("kill").arg("-9").arg(std::process::id().to_string()).status();
+    std::process::abort()
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0)
 }
@@ -320,7 +327,7 @@ impl TxnCoordinator {
                 self.persist(transactional_id, &mut slot, prepared).await?;
                 if commit && self.config.crash_point.as_deref() == Some(CRASH_AFTER_PREPARE_COMMIT) {
                     tracing::error!(transactional_id, "test crash point {CRASH_AFTER_PREPARE_COMMIT} reached");
-                    std::process::abort();
+                    crash_now();
                 }
                 if let Err(error) = self.complete(transactional_id, &mut slot).await {
                     tracing::warn!(transactional_id, %error, "transaction decided but not completed; retrying later");
