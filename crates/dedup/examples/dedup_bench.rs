@@ -42,6 +42,8 @@ fn main() {
     let mut batch_ids = Vec::with_capacity(BATCH as usize);
     let mut offsets = Vec::with_capacity(BATCH as usize);
     let mut expire_seconds = 0.0;
+    // The slowest confirm is one that seals the active chunk (sorts it into columns).
+    let mut slowest_confirm = std::time::Duration::ZERO;
     let started = Instant::now();
     for (batch_number, chunk) in ids.chunks(BATCH as usize).enumerate() {
         batch_ids.clear();
@@ -51,7 +53,9 @@ fn main() {
         offsets.clear();
         offsets.extend((0..chunk.len() as i64).map(|delta| next_offsets[partition] + delta));
         next_offsets[partition] += chunk.len() as i64;
+        let confirm_started = Instant::now();
         index.confirm(reservation, &offsets, 1_700_000_000_000);
+        slowest_confirm = slowest_confirm.max(confirm_started.elapsed());
         if batch_number % 1_000 == 999 {
             // The broker's housekeeping: bounded merging and compaction.
             let expire_started = Instant::now();
@@ -64,6 +68,7 @@ fn main() {
         "reserve+confirm (all new, lookups included): {seconds:.2} s, {} (of which expire {expire_seconds:.2} s)",
         rate(count, seconds)
     );
+    println!("slowest confirm (sealing a chunk): {:.1} ms", slowest_confirm.as_secs_f64() * 1e3);
     while index.expire(0, 1 << 20).more_work {}
     let after = resident_bytes();
     println!(

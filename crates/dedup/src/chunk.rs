@@ -77,10 +77,8 @@ impl ActiveChunk {
 
     /// True if inserting `id` at `location` keeps this chunk within what sealing can represent.
     pub(crate) fn can_take(&self, id: &Id, location: Location) -> bool {
-        if self.map.contains_key(id) {
-            return true; // replaces a dead copy in place
-        }
-        if self.map.len() >= self.capacity {
+        // Replacing a dead copy in place takes no room, but the new location must still fit.
+        if self.map.len() >= self.capacity && !self.map.contains_key(id) {
             return false;
         }
         match self.ranges.get(&location.partition) {
@@ -149,27 +147,39 @@ impl SealedChunk {
     /// chunk's bounds (callers check them first: see `ActiveChunk::can_take`, `fits_in_chunk`).
     pub(crate) fn from_entries(mut entries: Vec<Entry>) -> SealedChunk {
         entries.sort_unstable_by_key(|entry| entry.id);
-        assert!(entries.windows(2).all(|pair| pair[0].id != pair[1].id), "a chunk holds each id once");
-        assert!(u32::try_from(entries.len()).is_ok(), "a chunk holds fewer than 2^32 ids");
-        let partitions = spans_of(&entries);
-        assert!(partitions.len() <= CHUNK_PARTITIONS_MAX, "a chunk holds at most 2^16 partitions");
-        let mut offset_deltas = Vec::with_capacity(entries.len());
-        let mut partition_slots = Vec::with_capacity(entries.len());
-        for entry in &entries {
+        let partitions = spans_of(entries.iter().copied());
+        SealedChunk::from_sorted(entries.into_iter(), partitions, None)
+    }
+
+    /// Builds a chunk from entries sorted by id, each id once, whose spans are `partitions`
+    /// (from [`spans_of`] over the same entries). `count`, if known, sizes the columns exactly.
+    pub(crate) fn from_sorted(
+        entries: impl Iterator<Item = Entry>,
+        partitions: Vec<PartitionSpan>,
+        count: Option<usize>,
+    ) -> SealedChunk {
+        assert!(fits_in_chunk(&partitions), "a chunk holds at most 2^16 partitions, each spanning 2^32 offsets");
+        let count = count.unwrap_or_else(|| partitions.iter().map(|span| span.count as usize).sum());
+        assert!(u32::try_from(count).is_ok(), "a chunk holds fewer than 2^32 ids");
+        let mut ids = Vec::with_capacity(count);
+        let mut offset_deltas = Vec::with_capacity(count);
+        let mut partition_slots = Vec::with_capacity(count);
+        let mut times_s = Vec::with_capacity(count);
+        for entry in entries {
+            let id = entry.id.to_u128();
+            assert!(ids.last().is_none_or(|previous| *previous < id), "a chunk holds its ids sorted, each once");
             let slot = partitions
                 .binary_search_by_key(&entry.location.partition, |span| span.partition)
                 .expect("every entry's partition has a span");
             let delta = entry.location.offset - partitions[slot].base_offset;
-            assert!(
-                (0..=CHUNK_OFFSET_SPAN_MAX).contains(&delta),
-                "offset span of one partition in a chunk fits 32 bits"
-            );
+            assert!((0..=CHUNK_OFFSET_SPAN_MAX).contains(&delta), "an entry lies within its partition's span");
+            ids.push(id);
             offset_deltas.push(delta as u32);
             partition_slots.push(slot as u16);
+            times_s.push(entry.time_s);
         }
-        let ids: Vec<u128> = entries.iter().map(|entry| entry.id.to_u128()).collect();
-        let times_s: Vec<u32> = entries.iter().map(|entry| entry.time_s).collect();
-        let directory_bits = (entries.len() / ENTRIES_PER_BUCKET).max(1).ilog2();
+        assert_eq!(ids.len(), count, "the spans count every entry");
+        let directory_bits = (ids.len() / ENTRIES_PER_BUCKET).max(1).ilog2();
         let directory = build_directory(&ids, directory_bits);
         SealedChunk {
             time_min_s: times_s.iter().copied().min().unwrap_or(0),
@@ -182,6 +192,26 @@ impl SealedChunk {
             directory_bits,
             partitions: partitions.into_boxed_slice(),
         }
+    }
+
+    /// The live entries of `newer` and `older` merged in id order, an id in both taken from
+    /// `newer`: the input of a compaction or merge, streamed so no copy of the entries is made.
+    pub(crate) fn merged_live<'a>(
+        newer: &'a SealedChunk,
+        older: Option<&'a SealedChunk>,
+        live: impl Fn(&Entry) -> bool + Copy + 'a,
+    ) -> impl Iterator<Item = Entry> + 'a {
+        let mut newer = newer.entries().filter(live).peekable();
+        let mut older = older.into_iter().flat_map(SealedChunk::entries).filter(live).peekable();
+        std::iter::from_fn(move || match (newer.peek(), older.peek()) {
+            (Some(a), Some(b)) if b.id < a.id => older.next(),
+            (Some(a), Some(b)) if b.id == a.id => {
+                older.next();
+                newer.next()
+            }
+            (Some(_), _) => newer.next(),
+            (None, _) => older.next(),
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -267,7 +297,7 @@ fn span_dead(span: &PartitionSpan, starts: &LogStarts) -> bool {
 }
 
 /// The partition spans of `entries`, sorted by partition.
-pub(crate) fn spans_of(entries: &[Entry]) -> Vec<PartitionSpan> {
+pub(crate) fn spans_of(entries: impl IntoIterator<Item = Entry>) -> Vec<PartitionSpan> {
     let mut by_partition: HashMap<i32, PartitionSpan> = HashMap::new();
     for entry in entries {
         let Location { partition, offset } = entry.location;
@@ -359,7 +389,8 @@ mod tests {
         assert!(active.can_take(&Id::of(b"x"), Location { partition: 0, offset: CHUNK_OFFSET_SPAN_MAX }));
         active.insert(entry(2, 1, 5));
         assert!(!active.can_take(&Id::of(b"y"), Location { partition: 0, offset: 1 }), "full");
-        assert!(active.can_take(&first.id, first.location), "replacing an id in place is always possible");
+        assert!(active.can_take(&first.id, first.location), "a full chunk can still replace an id in place");
+        assert!(!active.can_take(&first.id, too_far), "but not move it beyond the offset span");
         let sealed = active.seal();
         assert_eq!(sealed.len(), 2);
         assert_eq!(sealed.partitions().len(), 2);

@@ -431,34 +431,29 @@ impl DedupIndex {
     fn rewrite(&mut self, index: usize, merge: bool, now_ms: i64) -> Rewrite {
         let window = self.config.window;
         let starts = &self.log_starts;
-        let live = |entry: &Entry| is_live(entry.location, entry.time_s, window, now_ms, starts);
-        // Newer entries first, so that after a stable sort the newer copy of an id comes first.
-        let mut entries: Vec<Entry> = Vec::new();
-        if merge {
-            entries.extend(self.sealed[index + 1].entries().filter(live));
-        }
-        entries.extend(self.sealed[index].entries().filter(live));
-        let mut total = self.sealed[index].len();
-        if merge {
-            total += self.sealed[index + 1].len();
-        }
-        entries.sort_by_key(|entry| entry.id);
-        entries.dedup_by_key(|entry| entry.id);
-        let merged = merge && fits_in_chunk(&spans_of(&entries));
-        if merge && !merged {
+        let live = move |entry: &Entry| is_live(entry.location, entry.time_s, window, now_ms, starts);
+        let (newer, older) =
+            if merge { (&self.sealed[index + 1], Some(&self.sealed[index])) } else { (&self.sealed[index], None) };
+        let total = newer.len() + older.map_or(0, SealedChunk::len);
+        // Two passes over the inputs (spans, then columns) instead of one copy of the entries.
+        let spans = spans_of(SealedChunk::merged_live(newer, older, live));
+        if merge && !fits_in_chunk(&spans) {
             // The pair cannot share a chunk: compact only this one.
             return self.rewrite(index, false, now_ms);
         }
-        let dropped = total - entries.len();
-        if merged {
+        let count: usize = spans.iter().map(|span| span.count as usize).sum();
+        let rebuilt = (count > 0)
+            .then(|| SealedChunk::from_sorted(SealedChunk::merged_live(newer, older, live), spans, Some(count)));
+        if merge {
             self.sealed.remove(index + 1);
         }
-        if entries.is_empty() {
-            self.sealed.remove(index);
-        } else {
-            self.sealed[index] = SealedChunk::from_entries(entries);
+        match rebuilt {
+            Some(chunk) => self.sealed[index] = chunk,
+            None => {
+                self.sealed.remove(index);
+            }
         }
-        Rewrite { merged, dropped }
+        Rewrite { merged: merge, dropped: total - count }
     }
 
     /// An empty index whose chunks start tiny (tests only).
@@ -495,13 +490,6 @@ impl DedupIndex {
             + self.transactions.values().map(|ids| ids.capacity() * size_of::<Id>()).sum::<usize>()
             + hash_map_bytes(self.log_starts.capacity(), size_of::<(i32, i64)>())
             + self.covered.len() * 2 * size_of::<(i32, i64)>()
-    }
-
-    /// Every entry a snapshot must hold: chunk by chunk, oldest first, the active chunk last.
-    pub(crate) fn chunks_for_snapshot(&self) -> Vec<Vec<Entry>> {
-        let mut chunks: Vec<Vec<Entry>> = self.sealed.iter().map(|chunk| chunk.entries().collect()).collect();
-        chunks.push(self.active.entries().collect());
-        chunks
     }
 
     /// Ids held by open transactions, for a snapshot: (entry, producer id).

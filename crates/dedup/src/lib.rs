@@ -67,7 +67,9 @@
 //!
 //! - The **active chunk**: a `HashMap<Id, (Location, u32)>` (32-byte slots, a trivial hasher
 //!   since ids are already uniform). It holds at most about 1/32 of the stored ids (between
-//!   57,344 and 458,752), then is *sealed*.
+//!   57,344 and 458,752: 7/8 of a power of two, so its table is never more than one size too
+//!   big), then is *sealed*: sorted into columns, a pause of about 60 ms at 458,752 ids
+//!   (measured), inside the `confirm` that fills it.
 //! - **Sealed chunks**: immutable; the ids sorted, stored as columns — id `u128` (16 B), offset
 //!   as a `u32` delta from the chunk's base offset for that partition (4 B), partition as a
 //!   `u16` slot into the chunk's partition table (2 B), time in seconds `u32` (4 B): 26 bytes
@@ -77,12 +79,17 @@
 //!
 //! A lookup probes the active chunk then the sealed chunks newest first and returns the first
 //! live match (a dead copy of an id may linger in an older chunk until freed). `expire` drops
-//! whole chunks whose ids are all dead (from the metadata alone), compacts chunks at least
-//! half dead, and merges small neighbours so the number of chunks stays near 32.
+//! whole chunks whose ids are all dead (from the metadata alone), compacts chunks estimated at
+//! least half dead, and merges neighbours up to 1/8 of the stored ids, so a lookup probes
+//! about 8 to 16 chunks at any size. Compaction and merging stream the sorted columns (two
+//! passes), making no copy of the entries.
 //!
-//! Measured (see `tests/memory.rs` and `examples/dedup_bench.rs`): about 29 bytes per live id
-//! at 1 M and at 10 M ids, by [`DedupIndex::approx_bytes`] and by the process's resident set.
-//!
+//! Measured with `cargo run --release -p once-dedup --example dedup_bench` (2 cores; 8
+//! partitions; batches of 100 ids, all new): at 10 M ids, 28.0 bytes per id by
+//! [`DedupIndex::approx_bytes`] and 32.8 by the growth of the resident set (allocator slack);
+//! at 1 M ids (`tests/memory.rs`), 27.3 and 28.7. Reserve + confirm about 0.6 M ids/s, lookups
+//! about 1 M/s (hits) at 10 M ids; snapshot 320 MB written in 0.4–0.8 s, loaded in 1.5 s.
+
 //! Windows larger than RAM are not implemented yet; the types are made for it: a sealed chunk
 //! is a sorted run with a directory, the same shape as a per-segment on-disk hash index, so a
 //! `SealedChunk` can get an on-disk variant (columns in a file, read through the directory)
@@ -98,6 +105,37 @@
 //! [`DedupIndex::covered_offset`]: `extract_ids`, `reserve`, `confirm` for data batches (with the
 //! stored offsets and timestamps), `end_transaction` for markers. A corrupt or old-version
 //! snapshot is an error ([`DedupError::means_rebuild`]): replay the whole retained log instead.
+//!
+//! # Example
+//!
+//! ```
+//! use once_dedup::{extract_record_ids, filter_batch, DedupIndex, DedupSource, DedupWindow, IndexConfig};
+//!
+//! let mut index = DedupIndex::new(IndexConfig::new(DedupWindow::from_ms(60_000)?));
+//! let source: DedupSource = "content".parse()?;
+//! let batch = once_log::testing::make_batch(3, 8, 1_000); // 3 records, distinct values
+//!
+//! let records = extract_record_ids(&batch, &source)?;
+//! let ids: Vec<_> = records.iter().map(|record| record.id).collect();
+//! let reservation = index.reserve(0, &ids, None, 1_000)?;
+//! assert!(!reservation.is_blocked());
+//! let filtered = filter_batch(&batch, &reservation.keep_mask())?;
+//! assert_eq!(filtered, batch, "nothing to drop");
+//! // ... the log appends `filtered` at base offset 100 and fsyncs ...
+//! let offsets: Vec<i64> = records.iter().map(|record| 100 + i64::from(record.offset_delta)).collect();
+//! index.confirm(reservation, &offsets, 1_000);
+//!
+//! // The same batch again (a retry after a lost ack, say): every record is a duplicate.
+//! let again = index.reserve(0, &ids, None, 2_000)?;
+//! assert_eq!(again.duplicate_count(), 3);
+//! let empty = filter_batch(&batch, &again.keep_mask())?;
+//! assert_eq!(empty.len(), 61, "a header-only batch keeps the producer's sequence range");
+//! // ... the log appends `empty` at base offset 103 and fsyncs; the produce succeeds ...
+//! let offsets: Vec<i64> = records.iter().map(|record| 103 + i64::from(record.offset_delta)).collect();
+//! index.confirm(again, &offsets, 2_000);
+//! assert_eq!(index.covered_offset(0), Some(106));
+//! # Ok::<(), once_dedup::DedupError>(())
+//! ```
 
 #![forbid(unsafe_code)]
 

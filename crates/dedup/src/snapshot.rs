@@ -94,7 +94,22 @@ impl DedupIndex {
         let temp = temp_path(path);
         let context = |what: &str| format!("{what} dedup snapshot {}", temp.display());
         let file = File::create(&temp).map_err(|error| DedupError::io(context("creating"), error))?;
-        let mut out = Crc { inner: BufWriter::new(file), crc: 0, bytes: 0 };
+        let mut out = Crc { inner: BufWriter::with_capacity(1 << 20, file), crc: 0, bytes: 0 };
+        let stats = self.write_body(&mut out).map_err(|error| DedupError::io(context("writing"), error))?;
+        let crc = out.crc;
+        let mut writer = out.inner;
+        writer.write_all(&crc.to_be_bytes()).map_err(|error| DedupError::io(context("writing"), error))?;
+        let file = writer.into_inner().map_err(|error| DedupError::io(context("flushing"), error.into_error()))?;
+        file.sync_all().map_err(|error| DedupError::io(context("fsyncing"), error))?;
+        drop(file);
+        fs::rename(&temp, path)
+            .map_err(|error| DedupError::io(format!("renaming {} to {}", temp.display(), path.display()), error))?;
+        sync_parent(path)?;
+        Ok(SnapshotStats { bytes: out.bytes + 4, ..stats })
+    }
+
+    /// Everything before the checksum, streamed chunk by chunk (no copy of the index is made).
+    fn write_body(&self, out: &mut impl Write) -> std::io::Result<SnapshotStats> {
         let mut stats = SnapshotStats { entries: 0, transaction_holds: 0, bytes: 0 };
         let mut buffer = Vec::with_capacity(1 << 16);
         buffer.extend_from_slice(MAGIC);
@@ -106,19 +121,24 @@ impl DedupIndex {
                 buffer.extend_from_slice(&offset.to_be_bytes());
             }
         }
-        let chunks = self.chunks_for_snapshot();
-        buffer.extend_from_slice(&(chunks.len() as u32).to_be_bytes());
-        for chunk in &chunks {
-            buffer.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-            for entry in chunk {
-                put_entry(&mut buffer, entry);
+        // Sealed chunks oldest first, then the active chunk: load keeps the grouping by time.
+        buffer.extend_from_slice(&(self.sealed.len() as u32 + 1).to_be_bytes());
+        let mut write_chunk = |len: usize, entries: &mut dyn Iterator<Item = Entry>| -> std::io::Result<()> {
+            buffer.extend_from_slice(&(len as u32).to_be_bytes());
+            for entry in entries {
+                put_entry(&mut buffer, &entry);
                 if buffer.len() >= 1 << 16 {
-                    out.write_all(&buffer).map_err(|error| DedupError::io(context("writing"), error))?;
+                    out.write_all(&buffer)?;
                     buffer.clear();
                 }
             }
-            stats.entries += chunk.len();
+            stats.entries += len;
+            Ok(())
+        };
+        for chunk in &self.sealed {
+            write_chunk(chunk.len(), &mut chunk.entries())?;
         }
+        write_chunk(self.active.len(), &mut self.active.entries())?;
         let holds = self.transaction_holds();
         buffer.extend_from_slice(&(holds.len() as u32).to_be_bytes());
         for (entry, producer_id) in &holds {
@@ -126,17 +146,7 @@ impl DedupIndex {
             buffer.extend_from_slice(&producer_id.to_be_bytes());
         }
         stats.transaction_holds = holds.len();
-        out.write_all(&buffer).map_err(|error| DedupError::io(context("writing"), error))?;
-        let crc = out.crc;
-        let mut writer = out.inner;
-        writer.write_all(&crc.to_be_bytes()).map_err(|error| DedupError::io(context("writing"), error))?;
-        stats.bytes = out.bytes + 4;
-        let file = writer.into_inner().map_err(|error| DedupError::io(context("flushing"), error.into_error()))?;
-        file.sync_all().map_err(|error| DedupError::io(context("fsyncing"), error))?;
-        drop(file);
-        fs::rename(&temp, path)
-            .map_err(|error| DedupError::io(format!("renaming {} to {}", temp.display(), path.display()), error))?;
-        sync_parent(path)?;
+        out.write_all(&buffer)?;
         Ok(stats)
     }
 
@@ -173,11 +183,13 @@ impl DedupIndex {
             if entries.windows(2).any(|pair| pair[0].id == pair[1].id) {
                 return Err(corrupt("an id appears twice in one chunk".to_string()));
             }
-            if !fits_in_chunk(&spans_of(&entries)) {
+            let spans = spans_of(entries.iter().copied());
+            if !fits_in_chunk(&spans) {
                 return Err(corrupt("a chunk exceeds the partition or offset span bounds".to_string()));
             }
             if !entries.is_empty() {
-                index.sealed.push_back(SealedChunk::from_entries(entries));
+                let count = entries.len();
+                index.sealed.push_back(SealedChunk::from_sorted(entries.into_iter(), spans, Some(count)));
             }
         }
         let hold_count = input.count(HOLD_LEN)?;
