@@ -1,0 +1,128 @@
+//! Figures for the dedup index: bytes per live id, insert and lookup throughput, snapshot write
+//! and load (rebuild) time, and record parsing speed.
+//!
+//! `cargo run --release -p once-dedup --example dedup_bench -- [ids, default 10000000]`
+
+use std::time::Instant;
+
+use once_dedup::{extract_ids, filter_batch, DedupIndex, DedupSource, DedupWindow, Id, IndexConfig};
+
+const PARTITIONS: usize = 8;
+const BATCH: u64 = 100;
+
+fn resident_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn id(number: u64) -> Id {
+    Id::of(format!("order-{number:012}").as_bytes())
+}
+
+fn rate(count: u64, seconds: f64) -> String {
+    format!("{:.0} k/s", count as f64 / seconds / 1_000.0)
+}
+
+fn main() {
+    let count: u64 = std::env::args().nth(1).and_then(|arg| arg.parse().ok()).unwrap_or(10_000_000);
+    println!("dedup_bench: {count} ids, {PARTITIONS} partitions, batches of {BATCH}");
+
+    let started = Instant::now();
+    let ids: Vec<Id> = (0..count).map(id).collect();
+    let seconds = started.elapsed().as_secs_f64();
+    println!("hash ids (BLAKE3-128 of 18-byte ids): {:.2} s, {}", seconds, rate(count, seconds));
+
+    let before = resident_bytes();
+    let mut index = DedupIndex::new(IndexConfig::new(DedupWindow::Retention));
+    let mut next_offsets = [0i64; PARTITIONS];
+    let mut batch_ids = Vec::with_capacity(BATCH as usize);
+    let mut offsets = Vec::with_capacity(BATCH as usize);
+    let mut expire_seconds = 0.0;
+    // The slowest confirm is one that seals the active chunk (sorts it into columns).
+    let mut slowest_confirm = std::time::Duration::ZERO;
+    let started = Instant::now();
+    for (batch_number, chunk) in ids.chunks(BATCH as usize).enumerate() {
+        batch_ids.clear();
+        batch_ids.extend(chunk.iter().map(|id| Some(*id)));
+        let partition = batch_number % PARTITIONS;
+        let reservation = index.reserve(partition as i32, &batch_ids, None, 0).expect("reserve");
+        offsets.clear();
+        offsets.extend((0..chunk.len() as i64).map(|delta| next_offsets[partition] + delta));
+        next_offsets[partition] += chunk.len() as i64;
+        let confirm_started = Instant::now();
+        index.confirm(reservation, &offsets, 1_700_000_000_000);
+        slowest_confirm = slowest_confirm.max(confirm_started.elapsed());
+        if batch_number % 1_000 == 999 {
+            // The broker's housekeeping: bounded merging and compaction.
+            let expire_started = Instant::now();
+            index.expire(0, 1 << 20);
+            expire_seconds += expire_started.elapsed().as_secs_f64();
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "reserve+confirm (all new, lookups included): {seconds:.2} s, {} (of which expire {expire_seconds:.2} s)",
+        rate(count, seconds)
+    );
+    println!("slowest confirm (sealing a chunk): {:.1} ms", slowest_confirm.as_secs_f64() * 1e3);
+    while index.expire(0, 1 << 20).more_work {}
+    let after = resident_bytes();
+    println!(
+        "memory: {:.1} B/id by approx_bytes, {:.1} B/id by resident set growth; {} sealed chunks",
+        index.approx_bytes() as f64 / count as f64,
+        after.saturating_sub(before) as f64 / count as f64,
+        index.sealed_chunks()
+    );
+
+    let probes = count.min(2_000_000);
+    let started = Instant::now();
+    let mut found = 0u64;
+    for number in 0..probes {
+        let probe = ids[(number.wrapping_mul(2_654_435_761) % count) as usize];
+        found += u64::from(index.lookup(&probe, 0).is_some());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(found, probes);
+    println!("lookup, hits: {}", rate(probes, seconds));
+    let started = Instant::now();
+    for number in 0..probes {
+        assert!(index.lookup(&id(count + number), 0).is_none());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!("lookup, misses (hashing included): {}", rate(probes, seconds));
+
+    let directory = std::env::temp_dir().join(format!("dedup-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let path = directory.join("dedup.snapshot");
+    let started = Instant::now();
+    let stats = index.snapshot(&path).expect("snapshot");
+    let seconds = started.elapsed().as_secs_f64();
+    println!("snapshot write+fsync: {seconds:.2} s, {:.0} MB", stats.bytes as f64 / 1e6);
+    drop(index);
+    let started = Instant::now();
+    let loaded = DedupIndex::load(&path, IndexConfig::new(DedupWindow::Retention)).expect("load");
+    let seconds = started.elapsed().as_secs_f64();
+    println!("snapshot load (rebuild from snapshot): {seconds:.2} s, {}", rate(count, seconds));
+    assert_eq!(loaded.stored_ids() as u64, count);
+    std::fs::remove_dir_all(&directory).expect("clean up");
+
+    let batch = once_log::testing::make_batch(100, 64, 1_000);
+    let rounds = 20_000u64;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        extract_ids(&batch, &DedupSource::Content).expect("extract");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!("extract_ids (content, 64-byte values, uncompressed): {} records", rate(rounds * 100, seconds));
+    let keep: Vec<bool> = (0..100).map(|index| index % 2 == 0).collect();
+    let started = Instant::now();
+    for _ in 0..rounds {
+        filter_batch(&batch, &keep).expect("filter");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!("filter_batch (keep half, uncompressed): {} batches of 100", rate(rounds, seconds));
+}

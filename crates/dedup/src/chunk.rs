@@ -1,0 +1,413 @@
+//! Where stored ids live: the mutable [`ActiveChunk`] (a hash map) and immutable
+//! [`SealedChunk`]s (sorted columns behind a bucket directory), 26 bytes per id plus about 1 byte
+//! of directory.
+
+use std::collections::HashMap;
+use std::mem::size_of;
+
+use crate::config::DedupWindow;
+use crate::id::{Id, IdHashBuilder};
+
+/// Where a stored id's record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// Partition index within the topic.
+    pub partition: i32,
+    /// Offset of the record in that partition.
+    pub offset: i64,
+}
+
+/// One stored id in full, as the active chunk and snapshots hold it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) id: Id,
+    pub(crate) location: Location,
+    /// Batch max timestamp rounded up to whole seconds (see the crate docs).
+    pub(crate) time_s: u32,
+}
+
+/// Most distinct partitions one chunk may hold: entries name theirs by a 16-bit slot.
+pub(crate) const CHUNK_PARTITIONS_MAX: usize = 1 << 16;
+/// Widest range of offsets of one partition in one chunk: entries store a 32-bit delta.
+pub(crate) const CHUNK_OFFSET_SPAN_MAX: i64 = u32::MAX as i64;
+/// Average entries per directory bucket: the directory costs 4 bytes per bucket, so about one
+/// byte per id, and a lookup scans about one cache line of ids.
+const ENTRIES_PER_BUCKET: usize = 4;
+
+/// Partition liveness inputs: log start offsets, by partition.
+pub(crate) type LogStarts = HashMap<i32, i64>;
+
+/// True if an id stored at `location`/`time_s` still deduplicates at `now_ms`.
+pub(crate) fn is_live(location: Location, time_s: u32, window: DedupWindow, now_ms: i64, starts: &LogStarts) -> bool {
+    window.covers(time_s, now_ms) && starts.get(&location.partition).is_none_or(|start| location.offset >= *start)
+}
+
+/// The offsets of one partition within a chunk.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PartitionSpan {
+    pub(crate) partition: i32,
+    /// Smallest offset; entries store `offset - base_offset`.
+    pub(crate) base_offset: i64,
+    pub(crate) max_offset: i64,
+    pub(crate) count: u32,
+}
+
+/// The newest chunk, taking inserts. Bounded: it holds at most `capacity` ids, and only what a
+/// sealed chunk can represent (see [`ActiveChunk::can_take`]).
+pub(crate) struct ActiveChunk {
+    map: HashMap<Id, (Location, u32), IdHashBuilder>,
+    /// (min, max) offset per partition, to keep within `CHUNK_OFFSET_SPAN_MAX`.
+    ranges: HashMap<i32, (i64, i64)>,
+    capacity: usize,
+}
+
+impl ActiveChunk {
+    pub(crate) fn new(capacity: usize) -> ActiveChunk {
+        assert!(capacity > 0, "an active chunk must take at least one id");
+        ActiveChunk { map: HashMap::with_hasher(IdHashBuilder), ranges: HashMap::new(), capacity }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn get(&self, id: &Id) -> Option<(Location, u32)> {
+        self.map.get(id).copied()
+    }
+
+    /// True if inserting `id` at `location` keeps this chunk within what sealing can represent.
+    pub(crate) fn can_take(&self, id: &Id, location: Location) -> bool {
+        // Replacing a dead copy in place takes no room, but the new location must still fit.
+        if self.map.len() >= self.capacity && !self.map.contains_key(id) {
+            return false;
+        }
+        match self.ranges.get(&location.partition) {
+            None => self.ranges.len() < CHUNK_PARTITIONS_MAX,
+            Some((min, max)) => {
+                (*max).max(location.offset).saturating_sub((*min).min(location.offset)) <= CHUNK_OFFSET_SPAN_MAX
+            }
+        }
+    }
+
+    /// Inserts (or replaces a dead copy of) an id. The caller checked `can_take`.
+    pub(crate) fn insert(&mut self, entry: Entry) {
+        assert!(self.can_take(&entry.id, entry.location), "active chunk insert beyond what a chunk can hold");
+        let offset = entry.location.offset;
+        let range = self.ranges.entry(entry.location.partition).or_insert((offset, offset));
+        *range = (range.0.min(offset), range.1.max(offset));
+        self.map.insert(entry.id, (entry.location, entry.time_s));
+    }
+
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.map.iter().map(|(id, (location, time_s))| Entry { id: *id, location: *location, time_s: *time_s })
+    }
+
+    /// Sorts the entries into a sealed chunk.
+    pub(crate) fn seal(self) -> SealedChunk {
+        SealedChunk::from_entries(
+            self.map.into_iter().map(|(id, (location, time_s))| Entry { id, location, time_s }).collect(),
+        )
+    }
+
+    pub(crate) fn approx_bytes(&self) -> usize {
+        size_of::<ActiveChunk>()
+            + hash_map_bytes(self.map.capacity(), size_of::<(Id, (Location, u32))>())
+            + hash_map_bytes(self.ranges.capacity(), size_of::<(i32, (i64, i64))>())
+    }
+}
+
+/// Heap bytes of a std (hashbrown) map with `capacity` usable slots: a power-of-two number of
+/// buckets, kept at most 7/8 full, each with one control byte.
+pub(crate) fn hash_map_bytes(capacity: usize, slot: usize) -> usize {
+    let buckets = match capacity {
+        0 => 0,
+        1..=3 => 4,
+        4..=7 => 8,
+        _ => (capacity * 8 / 7).next_power_of_two(),
+    };
+    buckets * (slot + 1)
+}
+
+/// An immutable chunk: ids sorted, in columns, with a directory by the ids' top bits.
+pub(crate) struct SealedChunk {
+    ids: Box<[u128]>,
+    offset_deltas: Box<[u32]>,
+    partition_slots: Box<[u16]>,
+    times_s: Box<[u32]>,
+    /// `directory[b]` is the first index whose id's top `directory_bits` bits are >= b.
+    directory: Box<[u32]>,
+    directory_bits: u32,
+    partitions: Box<[PartitionSpan]>,
+    time_min_s: u32,
+    time_max_s: u32,
+}
+
+impl SealedChunk {
+    /// Builds a chunk from entries with distinct ids, in any order. Panics if they break a
+    /// chunk's bounds (callers check them first: see `ActiveChunk::can_take`, `fits_in_chunk`).
+    pub(crate) fn from_entries(mut entries: Vec<Entry>) -> SealedChunk {
+        entries.sort_unstable_by_key(|entry| entry.id);
+        let partitions = spans_of(entries.iter().copied());
+        SealedChunk::from_sorted(entries.into_iter(), partitions, None)
+    }
+
+    /// Builds a chunk from entries sorted by id, each id once, whose spans are `partitions`
+    /// (from [`spans_of`] over the same entries). `count`, if known, sizes the columns exactly.
+    pub(crate) fn from_sorted(
+        entries: impl Iterator<Item = Entry>,
+        partitions: Vec<PartitionSpan>,
+        count: Option<usize>,
+    ) -> SealedChunk {
+        assert!(fits_in_chunk(&partitions), "a chunk holds at most 2^16 partitions, each spanning 2^32 offsets");
+        let count = count.unwrap_or_else(|| partitions.iter().map(|span| span.count as usize).sum());
+        assert!(u32::try_from(count).is_ok(), "a chunk holds fewer than 2^32 ids");
+        let mut ids = Vec::with_capacity(count);
+        let mut offset_deltas = Vec::with_capacity(count);
+        let mut partition_slots = Vec::with_capacity(count);
+        let mut times_s = Vec::with_capacity(count);
+        for entry in entries {
+            let id = entry.id.to_u128();
+            assert!(ids.last().is_none_or(|previous| *previous < id), "a chunk holds its ids sorted, each once");
+            let slot = partitions
+                .binary_search_by_key(&entry.location.partition, |span| span.partition)
+                .expect("every entry's partition has a span");
+            let delta = entry.location.offset - partitions[slot].base_offset;
+            assert!((0..=CHUNK_OFFSET_SPAN_MAX).contains(&delta), "an entry lies within its partition's span");
+            ids.push(id);
+            offset_deltas.push(delta as u32);
+            partition_slots.push(slot as u16);
+            times_s.push(entry.time_s);
+        }
+        assert_eq!(ids.len(), count, "the spans count every entry");
+        let directory_bits = (ids.len() / ENTRIES_PER_BUCKET).max(1).ilog2();
+        let directory = build_directory(&ids, directory_bits);
+        SealedChunk {
+            time_min_s: times_s.iter().copied().min().unwrap_or(0),
+            time_max_s: times_s.iter().copied().max().unwrap_or(0),
+            ids: ids.into_boxed_slice(),
+            offset_deltas: offset_deltas.into_boxed_slice(),
+            partition_slots: partition_slots.into_boxed_slice(),
+            times_s: times_s.into_boxed_slice(),
+            directory: directory.into_boxed_slice(),
+            directory_bits,
+            partitions: partitions.into_boxed_slice(),
+        }
+    }
+
+    /// The live entries of `newer` and `older` merged in id order, an id in both taken from
+    /// `newer`: the input of a compaction or merge, streamed so no copy of the entries is made.
+    pub(crate) fn merged_live<'a>(
+        newer: &'a SealedChunk,
+        older: Option<&'a SealedChunk>,
+        live: impl Fn(&Entry) -> bool + Copy + 'a,
+    ) -> impl Iterator<Item = Entry> + 'a {
+        let mut newer = newer.entries().filter(live).peekable();
+        let mut older = older.into_iter().flat_map(SealedChunk::entries).filter(live).peekable();
+        std::iter::from_fn(move || match (newer.peek(), older.peek()) {
+            (Some(a), Some(b)) if b.id < a.id => older.next(),
+            (Some(a), Some(b)) if b.id == a.id => {
+                older.next();
+                newer.next()
+            }
+            (Some(_), _) => newer.next(),
+            (None, _) => older.next(),
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn bucket(&self, id: u128) -> usize {
+        if self.directory_bits == 0 {
+            0
+        } else {
+            (id >> (128 - self.directory_bits)) as usize
+        }
+    }
+
+    /// The stored location and time of `id`, if this chunk holds it (live or not).
+    pub(crate) fn get(&self, id: &Id) -> Option<(Location, u32)> {
+        let id = id.to_u128();
+        let bucket = self.bucket(id);
+        let start = self.directory[bucket] as usize;
+        let end = self.directory[bucket + 1] as usize;
+        // About four ids per bucket: a linear scan beats a binary search.
+        let found = self.ids[start..end].iter().position(|candidate| *candidate == id)?;
+        Some(self.entry_at(start + found))
+    }
+
+    fn entry_at(&self, index: usize) -> (Location, u32) {
+        let span = &self.partitions[self.partition_slots[index] as usize];
+        let location =
+            Location { partition: span.partition, offset: span.base_offset + i64::from(self.offset_deltas[index]) };
+        (location, self.times_s[index])
+    }
+
+    /// Every entry, in id order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        (0..self.len()).map(|index| {
+            let (location, time_s) = self.entry_at(index);
+            Entry { id: Id::from_u128(self.ids[index]), location, time_s }
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn partitions(&self) -> &[PartitionSpan] {
+        &self.partitions
+    }
+
+    /// True if no entry can be live: all older than the window, or all below log start.
+    pub(crate) fn is_fully_dead(&self, window: DedupWindow, now_ms: i64, starts: &LogStarts) -> bool {
+        !window.covers(self.time_max_s, now_ms) || self.partitions.iter().all(|span| span_dead(span, starts))
+    }
+
+    /// Estimated dead entries, from the metadata alone: whole partitions below their log
+    /// start, plus, for a chunk straddling the window's edge, the share of its time range past
+    /// the edge (ids become live in roughly time order, so this tracks the truth).
+    pub(crate) fn dead_estimate(&self, window: DedupWindow, now_ms: i64, starts: &LogStarts) -> usize {
+        if !window.covers(self.time_max_s, now_ms) {
+            return self.len();
+        }
+        let below_start: u64 =
+            self.partitions.iter().filter(|span| span_dead(span, starts)).map(|span| u64::from(span.count)).sum();
+        let expired = match window {
+            DedupWindow::Duration { window_ms } if !window.covers(self.time_min_s, now_ms) => {
+                // Entries with time_s <= cutoff_s are past the window.
+                let cutoff_s = (now_ms - window_ms).div_euclid(1000);
+                let past = (cutoff_s - i64::from(self.time_min_s) + 1) as u64;
+                let range = u64::from(self.time_max_s - self.time_min_s) + 1;
+                (self.len() as u64 * past.min(range)).div_ceil(range)
+            }
+            _ => 0,
+        };
+        below_start.max(expired) as usize
+    }
+
+    pub(crate) fn approx_bytes(&self) -> usize {
+        size_of::<SealedChunk>()
+            + self.ids.len() * (size_of::<u128>() + size_of::<u32>() + size_of::<u16>() + size_of::<u32>())
+            + self.directory.len() * size_of::<u32>()
+            + self.partitions.len() * size_of::<PartitionSpan>()
+    }
+}
+
+fn span_dead(span: &PartitionSpan, starts: &LogStarts) -> bool {
+    starts.get(&span.partition).is_some_and(|start| span.max_offset < *start)
+}
+
+/// The partition spans of `entries`, sorted by partition.
+pub(crate) fn spans_of(entries: impl IntoIterator<Item = Entry>) -> Vec<PartitionSpan> {
+    let mut by_partition: HashMap<i32, PartitionSpan> = HashMap::new();
+    for entry in entries {
+        let Location { partition, offset } = entry.location;
+        let span = by_partition.entry(partition).or_insert(PartitionSpan {
+            partition,
+            base_offset: offset,
+            max_offset: offset,
+            count: 0,
+        });
+        span.base_offset = span.base_offset.min(offset);
+        span.max_offset = span.max_offset.max(offset);
+        span.count += 1;
+    }
+    let mut spans: Vec<PartitionSpan> = by_partition.into_values().collect();
+    spans.sort_unstable_by_key(|span| span.partition);
+    spans
+}
+
+/// True if entries with these spans fit in one sealed chunk.
+pub(crate) fn fits_in_chunk(spans: &[PartitionSpan]) -> bool {
+    spans.len() <= CHUNK_PARTITIONS_MAX
+        && spans.iter().all(|span| span.max_offset.saturating_sub(span.base_offset) <= CHUNK_OFFSET_SPAN_MAX)
+}
+
+fn build_directory(ids: &[u128], bits: u32) -> Vec<u32> {
+    let buckets = 1usize << bits;
+    let mut directory = Vec::with_capacity(buckets + 1);
+    let mut index = 0usize;
+    for bucket in 0..buckets {
+        while index < ids.len() && bucket_of(ids[index], bits) < bucket {
+            index += 1;
+        }
+        directory.push(index as u32);
+    }
+    directory.push(ids.len() as u32);
+    directory
+}
+
+fn bucket_of(id: u128, bits: u32) -> usize {
+    if bits == 0 {
+        0
+    } else {
+        (id >> (128 - bits)) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u32, partition: i32, offset: i64) -> Entry {
+        Entry { id: Id::of(&index.to_be_bytes()), location: Location { partition, offset }, time_s: index }
+    }
+
+    #[test]
+    fn sealed_chunk_finds_every_entry_and_nothing_else() {
+        for count in [0u32, 1, 3, 4, 9, 1000, 40_000] {
+            let entries: Vec<Entry> =
+                (0..count).map(|index| entry(index, (index % 7) as i32, i64::from(index) * 3)).collect();
+            let chunk = SealedChunk::from_entries(entries.clone());
+            assert_eq!(chunk.len(), count as usize);
+            for expected in &entries {
+                assert_eq!(chunk.get(&expected.id), Some((expected.location, expected.time_s)));
+            }
+            for absent in count..count + 100 {
+                assert_eq!(chunk.get(&Id::of(&absent.to_be_bytes())), None);
+            }
+            let mut back: Vec<Entry> = chunk.entries().collect();
+            back.sort_unstable_by_key(|entry| entry.time_s);
+            assert_eq!(back, entries);
+        }
+    }
+
+    #[test]
+    fn sealed_chunk_costs_about_27_bytes_per_id() {
+        let chunk = SealedChunk::from_entries((0..100_000).map(|index| entry(index, 0, i64::from(index))).collect());
+        let per_id = chunk.approx_bytes() as f64 / chunk.len() as f64;
+        assert!(per_id <= 28.0, "{per_id} bytes per id");
+        assert!(per_id >= 26.0, "{per_id} bytes per id: the columns alone take 26");
+    }
+
+    #[test]
+    fn active_chunk_refuses_what_a_sealed_chunk_cannot_hold() {
+        let mut active = ActiveChunk::new(2);
+        let first = entry(1, 0, 0);
+        active.insert(first);
+        let too_far = Location { partition: 0, offset: CHUNK_OFFSET_SPAN_MAX + 1 };
+        assert!(!active.can_take(&Id::of(b"x"), too_far));
+        assert!(active.can_take(&Id::of(b"x"), Location { partition: 0, offset: CHUNK_OFFSET_SPAN_MAX }));
+        active.insert(entry(2, 1, 5));
+        assert!(!active.can_take(&Id::of(b"y"), Location { partition: 0, offset: 1 }), "full");
+        assert!(active.can_take(&first.id, first.location), "a full chunk can still replace an id in place");
+        assert!(!active.can_take(&first.id, too_far), "but not move it beyond the offset span");
+        let sealed = active.seal();
+        assert_eq!(sealed.len(), 2);
+        assert_eq!(sealed.partitions().len(), 2);
+    }
+
+    #[test]
+    fn dead_chunks_are_recognised_by_metadata() {
+        let chunk = SealedChunk::from_entries(vec![entry(10, 0, 100), entry(20, 1, 200)]);
+        let window = DedupWindow::Duration { window_ms: 1_000 };
+        let mut starts = LogStarts::new();
+        assert!(!chunk.is_fully_dead(window, 20_000, &starts));
+        assert!(chunk.is_fully_dead(window, 21_000, &starts), "newest entry at second 20 is past a 1 s window");
+        starts.insert(0, 101);
+        assert!(!chunk.is_fully_dead(DedupWindow::Retention, 0, &starts));
+        assert_eq!(chunk.dead_estimate(DedupWindow::Retention, 0, &starts), 1);
+        assert_eq!(chunk.dead_estimate(window, 12_000, &LogStarts::new()), 1, "second 10 is past, 20 is not");
+        starts.insert(1, 201);
+        assert!(chunk.is_fully_dead(DedupWindow::Retention, 0, &starts));
+    }
+}

@@ -1,0 +1,523 @@
+//! [`DedupIndex`]: the per-topic index of live ids, its two-step write protocol
+//! (reserve → confirm | release), transactions, and expiry by window and retention.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::mem::{replace, size_of};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::chunk::{
+    fits_in_chunk, hash_map_bytes, is_live, spans_of, ActiveChunk, Entry, Location, LogStarts, SealedChunk,
+};
+use crate::config::DedupWindow;
+use crate::error::DedupError;
+use crate::id::{Id, IdHashBuilder};
+
+/// Default bound on the ids one index stores or reserves (about 3 GB at 28 bytes per id).
+pub const MAX_IDS_DEFAULT: u64 = 100_000_000;
+
+/// The active chunk holds about 1/32 of the stored ids (so its hash map adds about 2 bytes per
+/// id), rounded to 7/8 of a power of two (hashbrown's fullest table) between 2^16 and 2^19
+/// buckets: 57,344 to 458,752 ids.
+const CHUNK_FRACTION: usize = 32;
+const CHUNK_BUCKET_BITS_MIN: u32 = 16;
+const CHUNK_BUCKET_BITS_MAX: u32 = 19;
+/// Merged chunks grow to about 1/8 of the stored ids.
+const MERGE_FRACTION: usize = 8;
+
+/// Sources of distinct `instance` values, so a reservation is never confirmed on another index.
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// Per-topic settings of an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexConfig {
+    /// `dedup.window.ms`.
+    pub window: DedupWindow,
+    /// Bound on ids stored (live or awaiting reclamation) plus ids reserved; past it
+    /// [`DedupIndex::reserve`] returns [`DedupError::IndexFull`].
+    pub max_ids: u64,
+}
+
+impl IndexConfig {
+    /// A config with the given window and [`MAX_IDS_DEFAULT`].
+    pub fn new(window: DedupWindow) -> IndexConfig {
+        IndexConfig { window, max_ids: MAX_IDS_DEFAULT }
+    }
+}
+
+/// What [`DedupIndex::reserve`] decided for one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The record has no id: store it, never deduplicated.
+    NoId,
+    /// The id is not live: store the record. The id is now reserved by this reservation.
+    New,
+    /// The id is live, stored at this location (or written at this location by the same
+    /// producer's still-open transaction): do not store the record; the produce succeeds.
+    Duplicate(Location),
+    /// An earlier record of the same batch has this id and is `New`: do not store this one.
+    DuplicateInBatch {
+        /// Index of that earlier record.
+        first_index: usize,
+    },
+    /// The id is held by another write in flight, or by another producer's open transaction:
+    /// the batch must fail with a retriable error (release the reservation).
+    Pending,
+}
+
+/// Ids reserved by one batch write, between [`DedupIndex::reserve`] and [`DedupIndex::confirm`]
+/// or [`DedupIndex::release`]. Dropping it without either leaves its ids pending forever.
+#[derive(Debug)]
+#[must_use = "a reservation must be confirmed or released, or its ids stay pending"]
+pub struct Reservation {
+    instance: u64,
+    token: u64,
+    partition: i32,
+    transactional_producer_id: Option<i64>,
+    decisions: Vec<Decision>,
+    /// (record index, id) of every `New` record.
+    new: Vec<(usize, Id)>,
+}
+
+impl Reservation {
+    /// One decision per record, in batch order.
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions
+    }
+
+    /// True if any record is `Pending`: the write must be refused with a retriable error and
+    /// the reservation released.
+    pub fn is_blocked(&self) -> bool {
+        self.decisions.contains(&Decision::Pending)
+    }
+
+    /// The mask for [`crate::filter_batch`]: keep `New` and `NoId` records, drop duplicates.
+    /// Panics if the reservation is blocked (such a write must not happen).
+    pub fn keep_mask(&self) -> Vec<bool> {
+        assert!(!self.is_blocked(), "a blocked reservation is released, not written");
+        self.decisions.iter().map(|decision| matches!(decision, Decision::New | Decision::NoId)).collect()
+    }
+
+    /// Number of records to be dropped as duplicates.
+    pub fn duplicate_count(&self) -> usize {
+        self.decisions
+            .iter()
+            .filter(|decision| matches!(decision, Decision::Duplicate(_) | Decision::DuplicateInBatch { .. }))
+            .count()
+    }
+
+    /// The partition this write goes to.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+}
+
+/// Why an id is pending (reserved, not yet live).
+#[derive(Clone, Copy, Debug)]
+enum Hold {
+    /// Reserved by a write not yet confirmed.
+    InFlight { token: u64, record_index: usize },
+    /// Written (durable) by a transaction that has not ended.
+    Transaction { producer_id: i64, location: Location, time_s: u32 },
+}
+
+/// What one [`DedupIndex::expire`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpireStats {
+    /// Whole chunks freed because every id in them was dead.
+    pub chunks_dropped: usize,
+    /// Dead ids freed (in whole chunks or by compaction).
+    pub entries_dropped: usize,
+    /// Ids copied while compacting or merging chunks: the work done.
+    pub entries_rewritten: usize,
+    /// True if the budget stopped the call before all useful compaction was done.
+    pub more_work: bool,
+}
+
+/// The per-topic index of live message ids (see the crate docs for semantics and layout).
+///
+/// Not synchronised: the partition writers of a topic share it behind one lock.
+pub struct DedupIndex {
+    pub(crate) config: IndexConfig,
+    /// Sealed chunks, oldest first.
+    pub(crate) sealed: VecDeque<SealedChunk>,
+    pub(crate) active: ActiveChunk,
+    pending: HashMap<Id, Hold, IdHashBuilder>,
+    /// Ids held by each open transaction, by (partition, producer id).
+    transactions: HashMap<(i32, i64), Vec<Id>>,
+    pub(crate) log_starts: LogStarts,
+    /// Next offset not yet reflected in the index, per partition.
+    pub(crate) covered: BTreeMap<i32, i64>,
+    instance: u64,
+    next_token: u64,
+    /// Smallest active chunk, as bucket bits: `CHUNK_BUCKET_BITS_MIN` except in tests, which
+    /// use tiny chunks to exercise sealing, merging and compaction.
+    pub(crate) chunk_bits_min: u32,
+}
+
+/// A batch timestamp in whole seconds, rounded up so an id lives at least the whole window.
+pub(crate) fn time_s_of(timestamp_ms: i64) -> u32 {
+    let seconds = timestamp_ms.max(0).saturating_add(999) / 1000;
+    u32::try_from(seconds).unwrap_or(u32::MAX)
+}
+
+/// Capacity of a new active chunk when `stored` ids are stored.
+pub(crate) fn chunk_capacity(stored: usize, bits_min: u32) -> usize {
+    let want = (stored / CHUNK_FRACTION).max(1).saturating_mul(8) / 7;
+    let bits = want.next_power_of_two().ilog2().clamp(bits_min, CHUNK_BUCKET_BITS_MAX.max(bits_min));
+    (1usize << bits) * 7 / 8
+}
+
+/// Largest chunk `expire` builds by merging neighbours: about 1/8 of the stored ids, so the
+/// number of chunks a lookup probes stays near 8 to 16 at any size, while the ids a dead-heavy
+/// chunk keeps alive (at most half of it, see `expire`) stay a small share.
+fn merge_target(stored: usize, bits_min: u32) -> usize {
+    (stored / MERGE_FRACTION).max(chunk_capacity(stored, bits_min))
+}
+
+impl DedupIndex {
+    /// An empty index.
+    pub fn new(config: IndexConfig) -> DedupIndex {
+        DedupIndex {
+            config,
+            sealed: VecDeque::new(),
+            active: ActiveChunk::new(chunk_capacity(0, CHUNK_BUCKET_BITS_MIN)),
+            pending: HashMap::with_hasher(IdHashBuilder),
+            transactions: HashMap::new(),
+            log_starts: LogStarts::new(),
+            covered: BTreeMap::new(),
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+            next_token: 0,
+            chunk_bits_min: CHUNK_BUCKET_BITS_MIN,
+        }
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> IndexConfig {
+        self.config
+    }
+
+    /// Changes the window (a topic config change). Applies to every stored id at once.
+    pub fn set_window(&mut self, window: DedupWindow) {
+        self.config.window = window;
+    }
+
+    /// Step 1 of a write, during the partition writer's round: decides each record of a batch
+    /// for `partition` and reserves the `New` ids so no concurrent write can take them.
+    ///
+    /// `ids` come from [`crate::extract_ids`]. `transactional_producer_id` is the batch's
+    /// producer id if the batch is transactional. `now_ms` is the broker clock, against which
+    /// the window is measured. Fails only if the index is full ([`IndexConfig::max_ids`]), and
+    /// then changes nothing.
+    pub fn reserve(
+        &mut self,
+        partition: i32,
+        ids: &[Option<Id>],
+        transactional_producer_id: Option<i64>,
+        now_ms: i64,
+    ) -> Result<Reservation, DedupError> {
+        assert!(partition >= 0, "partition index {partition} is negative");
+        let stored = (self.stored_ids() + self.pending.len()) as u64;
+        let wanted = ids.iter().flatten().count() as u64;
+        if stored.saturating_add(wanted) > self.config.max_ids {
+            return Err(DedupError::IndexFull { stored, max: self.config.max_ids });
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let mut decisions = Vec::with_capacity(ids.len());
+        let mut new = Vec::new();
+        for (record_index, id) in ids.iter().enumerate() {
+            let decision = match id {
+                None => Decision::NoId,
+                Some(id) => self.decide(id, token, transactional_producer_id, now_ms),
+            };
+            if let (Decision::New, Some(id)) = (decision, id) {
+                self.pending.insert(*id, Hold::InFlight { token, record_index });
+                new.push((record_index, *id));
+            }
+            decisions.push(decision);
+        }
+        Ok(Reservation { instance: self.instance, token, partition, transactional_producer_id, decisions, new })
+    }
+
+    fn decide(&self, id: &Id, token: u64, transactional_producer_id: Option<i64>, now_ms: i64) -> Decision {
+        match self.pending.get(id) {
+            Some(Hold::InFlight { token: holder, record_index }) if *holder == token => {
+                Decision::DuplicateInBatch { first_index: *record_index }
+            }
+            Some(Hold::Transaction { producer_id, location, .. })
+                if transactional_producer_id == Some(*producer_id) =>
+            {
+                Decision::Duplicate(*location)
+            }
+            Some(_) => Decision::Pending,
+            None => match self.lookup(id, now_ms) {
+                Some(location) => Decision::Duplicate(location),
+                None => Decision::New,
+            },
+        }
+    }
+
+    /// Where `id` is stored, if it is live at `now_ms` (committed and within window and
+    /// retention). Ids held by open transactions or writes in flight are not live.
+    pub fn lookup(&self, id: &Id, now_ms: i64) -> Option<Location> {
+        let window = self.config.window;
+        let live = |(location, time_s): (Location, u32)| {
+            is_live(location, time_s, window, now_ms, &self.log_starts).then_some(location)
+        };
+        if let Some(location) = self.active.get(id).and_then(live) {
+            return Some(location);
+        }
+        self.sealed.iter().rev().find_map(|chunk| chunk.get(id).and_then(live))
+    }
+
+    /// Step 2 of a successful write, after the fsync that made the batch durable: the `New`
+    /// ids become live (or, for a transactional batch, held by the transaction until
+    /// [`DedupIndex::end_transaction`]).
+    ///
+    /// `offsets[i]` is the offset record `i` of the batch was stored at, for every record
+    /// given to `reserve` (the log's base offset plus the record's offset delta, see
+    /// [`crate::extract_record_ids`]). `timestamp_ms` is the batch's max timestamp, from which
+    /// the window is measured. Advances the partition's covered offset past the largest offset.
+    ///
+    /// Panics if the reservation is blocked, belongs to another index, `offsets` has the wrong
+    /// length, or a new id's offset lies below what the index already covers (confirms must come
+    /// in log order).
+    pub fn confirm(&mut self, reservation: Reservation, offsets: &[i64], timestamp_ms: i64) {
+        self.check_mine(&reservation);
+        assert!(!reservation.is_blocked(), "a blocked reservation is released, never confirmed");
+        assert_eq!(offsets.len(), reservation.decisions.len(), "one offset per record given to reserve");
+        let partition = reservation.partition;
+        let covered = self.covered.get(&partition).copied().unwrap_or(0);
+        let time_s = time_s_of(timestamp_ms);
+        for (record_index, id) in &reservation.new {
+            let hold = self.pending.remove(id);
+            assert!(
+                matches!(hold, Some(Hold::InFlight { token, .. }) if token == reservation.token),
+                "a reserved id stays held by its reservation until confirmed or released"
+            );
+            let offset = offsets[*record_index];
+            assert!(
+                offset >= covered,
+                "offset {offset} of partition {partition} is below its covered offset {covered}"
+            );
+            let location = Location { partition, offset };
+            match reservation.transactional_producer_id {
+                Some(producer_id) => {
+                    self.pending.insert(*id, Hold::Transaction { producer_id, location, time_s });
+                    self.transactions.entry((partition, producer_id)).or_default().push(*id);
+                }
+                None => self.insert_live(Entry { id: *id, location, time_s }),
+            }
+        }
+        if let Some(last) = offsets.iter().max() {
+            self.advance_covered(partition, last + 1);
+        }
+    }
+
+    /// The write failed (or was refused): its `New` ids are free again.
+    pub fn release(&mut self, reservation: Reservation) {
+        self.check_mine(&reservation);
+        for (_, id) in &reservation.new {
+            let hold = self.pending.remove(id);
+            assert!(
+                matches!(hold, Some(Hold::InFlight { token, .. }) if token == reservation.token),
+                "a reserved id stays held by its reservation until confirmed or released"
+            );
+        }
+    }
+
+    fn check_mine(&self, reservation: &Reservation) {
+        assert_eq!(reservation.instance, self.instance, "a reservation is confirmed or released on its own index");
+    }
+
+    /// A transaction marker for `producer_id` was written to `partition`: on commit the ids the
+    /// transaction wrote there become live, on abort they are freed (a retry may store them).
+    /// Returns how many ids were resolved; 0 for a producer with no held ids (idempotent).
+    pub fn end_transaction(&mut self, partition: i32, producer_id: i64, commit: bool) -> usize {
+        let ids = self.transactions.remove(&(partition, producer_id)).unwrap_or_default();
+        for id in &ids {
+            match self.pending.remove(id) {
+                Some(Hold::Transaction { producer_id: holder, location, time_s }) => {
+                    assert_eq!(holder, producer_id, "a transaction's id is held by that transaction");
+                    assert_eq!(location.partition, partition, "a transaction's id is held in its partition");
+                    if commit {
+                        self.insert_live(Entry { id: *id, location, time_s });
+                    }
+                }
+                other => panic!("id {id:?} listed for transaction {producer_id} is held as {other:?}"),
+            }
+        }
+        ids.len()
+    }
+
+    /// Stores a live id in the active chunk, sealing it first if it cannot take the id.
+    fn insert_live(&mut self, entry: Entry) {
+        if !self.active.can_take(&entry.id, entry.location) {
+            let capacity = chunk_capacity(self.stored_ids(), self.chunk_bits_min);
+            let full = replace(&mut self.active, ActiveChunk::new(capacity));
+            self.sealed.push_back(full.seal());
+        }
+        self.active.insert(entry);
+    }
+
+    /// Retention moved `partition`'s log start offset: ids stored below it are dead at once
+    /// (and freed by [`DedupIndex::expire`]). Never moves backwards.
+    pub fn set_log_start_offset(&mut self, partition: i32, log_start_offset: i64) {
+        let start = self.log_starts.entry(partition).or_insert(log_start_offset);
+        *start = (*start).max(log_start_offset);
+    }
+
+    /// Records that the index reflects `partition`'s log below `next_offset` (for batches that
+    /// did not go through `confirm`: control batches, batches of a topic without ids). Never
+    /// moves backwards.
+    pub fn advance_covered(&mut self, partition: i32, next_offset: i64) {
+        let covered = self.covered.entry(partition).or_insert(next_offset);
+        *covered = (*covered).max(next_offset);
+    }
+
+    /// The first offset of `partition` the index does not reflect: after [`DedupIndex::load`],
+    /// replay the log from here.
+    pub fn covered_offset(&self, partition: i32) -> Option<i64> {
+        self.covered.get(&partition).copied()
+    }
+
+    /// Frees dead ids: whole chunks whose ids are all past the window or below log start
+    /// (cheap, always done), then compacts chunks at least half dead and merges adjacent
+    /// chunks that fit in one, oldest first, copying about `budget` ids at most (at least one
+    /// such step per call, so a budget below a chunk's size still makes progress).
+    pub fn expire(&mut self, now_ms: i64, budget: usize) -> ExpireStats {
+        let window = self.config.window;
+        let mut stats = ExpireStats::default();
+        let before = self.sealed.len();
+        let starts = &self.log_starts;
+        self.sealed.retain(|chunk| {
+            let dead = chunk.len() == 0 || chunk.is_fully_dead(window, now_ms, starts);
+            if dead {
+                stats.entries_dropped += chunk.len();
+            }
+            !dead
+        });
+        stats.chunks_dropped = before - self.sealed.len();
+
+        let target = merge_target(self.stored_ids(), self.chunk_bits_min);
+        let mut index = 0;
+        while index < self.sealed.len() {
+            let chunk = &self.sealed[index];
+            let dead = chunk.dead_estimate(window, now_ms, &self.log_starts);
+            let next_len = self.sealed.get(index + 1).map(SealedChunk::len);
+            let merge = next_len.is_some_and(|next| chunk.len() + next <= target);
+            let compact = dead > 0 && dead * 2 >= chunk.len();
+            if !merge && !compact {
+                index += 1;
+                continue;
+            }
+            let cost = chunk.len() + if merge { next_len.unwrap_or(0) } else { 0 };
+            if stats.entries_rewritten > 0 && stats.entries_rewritten + cost > budget {
+                stats.more_work = true;
+                break;
+            }
+            stats.entries_rewritten += cost;
+            let merged = self.rewrite(index, merge, now_ms);
+            stats.entries_dropped += merged.dropped;
+            if !merged.merged {
+                index += 1;
+            }
+        }
+        stats
+    }
+
+    /// Rewrites chunk `index` with only its live ids, merged with the next chunk if `merge`
+    /// and the result fits one chunk. Removes the chunk if nothing is left.
+    fn rewrite(&mut self, index: usize, merge: bool, now_ms: i64) -> Rewrite {
+        let window = self.config.window;
+        let starts = &self.log_starts;
+        let live = move |entry: &Entry| is_live(entry.location, entry.time_s, window, now_ms, starts);
+        let (newer, older) =
+            if merge { (&self.sealed[index + 1], Some(&self.sealed[index])) } else { (&self.sealed[index], None) };
+        let total = newer.len() + older.map_or(0, SealedChunk::len);
+        // Two passes over the inputs (spans, then columns) instead of one copy of the entries.
+        let spans = spans_of(SealedChunk::merged_live(newer, older, live));
+        if merge && !fits_in_chunk(&spans) {
+            // The pair cannot share a chunk: compact only this one.
+            return self.rewrite(index, false, now_ms);
+        }
+        let count: usize = spans.iter().map(|span| span.count as usize).sum();
+        let rebuilt = (count > 0)
+            .then(|| SealedChunk::from_sorted(SealedChunk::merged_live(newer, older, live), spans, Some(count)));
+        if merge {
+            self.sealed.remove(index + 1);
+        }
+        match rebuilt {
+            Some(chunk) => self.sealed[index] = chunk,
+            None => {
+                self.sealed.remove(index);
+            }
+        }
+        Rewrite { merged: merge, dropped: total - count }
+    }
+
+    /// An empty index whose chunks start tiny (tests only).
+    #[cfg(test)]
+    pub(crate) fn with_tiny_chunks(config: IndexConfig, bits_min: u32) -> DedupIndex {
+        let mut index = DedupIndex::new(config);
+        index.chunk_bits_min = bits_min;
+        index.active = ActiveChunk::new(chunk_capacity(0, bits_min));
+        index
+    }
+
+    /// Ids stored: live, or dead and not yet freed by `expire`. Excludes pending ids.
+    pub fn stored_ids(&self) -> usize {
+        self.sealed.iter().map(SealedChunk::len).sum::<usize>() + self.active.len()
+    }
+
+    /// Ids reserved by writes in flight or held by open transactions.
+    pub fn pending_ids(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Sealed chunks (a lookup probes each, newest first, after the active chunk).
+    pub fn sealed_chunks(&self) -> usize {
+        self.sealed.len()
+    }
+
+    /// Heap bytes the index holds, computed from its allocations' capacities.
+    pub fn approx_bytes(&self) -> usize {
+        size_of::<DedupIndex>()
+            + self.sealed.iter().map(SealedChunk::approx_bytes).sum::<usize>()
+            + self.active.approx_bytes()
+            + hash_map_bytes(self.pending.capacity(), size_of::<(Id, Hold)>())
+            + hash_map_bytes(self.transactions.capacity(), size_of::<((i32, i64), Vec<Id>)>())
+            + self.transactions.values().map(|ids| ids.capacity() * size_of::<Id>()).sum::<usize>()
+            + hash_map_bytes(self.log_starts.capacity(), size_of::<(i32, i64)>())
+            + self.covered.len() * 2 * size_of::<(i32, i64)>()
+    }
+
+    /// Ids held by open transactions, for a snapshot: (entry, producer id).
+    pub(crate) fn transaction_holds(&self) -> Vec<(Entry, i64)> {
+        let mut holds = Vec::new();
+        for ((_, producer_id), ids) in &self.transactions {
+            for id in ids {
+                if let Some(Hold::Transaction { location, time_s, .. }) = self.pending.get(id) {
+                    holds.push((Entry { id: *id, location: *location, time_s: *time_s }, *producer_id));
+                }
+            }
+        }
+        holds
+    }
+
+    /// Restores a hold of an open transaction (from a snapshot).
+    pub(crate) fn restore_transaction_hold(&mut self, entry: Entry, producer_id: i64) -> bool {
+        if self.pending.contains_key(&entry.id) {
+            return false;
+        }
+        let hold = Hold::Transaction { producer_id, location: entry.location, time_s: entry.time_s };
+        self.pending.insert(entry.id, hold);
+        self.transactions.entry((entry.location.partition, producer_id)).or_default().push(entry.id);
+        true
+    }
+}
+
+struct Rewrite {
+    merged: bool,
+    dropped: usize,
+}

@@ -1,0 +1,420 @@
+//! Tests of `DedupIndex`: the write protocol against a simple model, expiry, memory.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use crate::chunk::Location;
+use crate::config::DedupWindow;
+use crate::id::Id;
+use crate::index::{chunk_capacity, time_s_of, Decision, DedupIndex, IndexConfig, Reservation};
+
+fn id(n: u32) -> Id {
+    Id::of(&n.to_be_bytes())
+}
+
+fn ids(numbers: &[u32]) -> Vec<Option<Id>> {
+    numbers.iter().map(|n| Some(id(*n))).collect()
+}
+
+fn retention_index() -> DedupIndex {
+    DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 2)
+}
+
+/// Confirms at consecutive offsets from `base`.
+fn confirm_at(index: &mut DedupIndex, reservation: Reservation, base: i64, timestamp_ms: i64) {
+    let offsets: Vec<i64> = (0..reservation.decisions().len() as i64).map(|delta| base + delta).collect();
+    index.confirm(reservation, &offsets, timestamp_ms);
+}
+
+#[test]
+fn new_then_duplicate_then_duplicate_in_batch() {
+    let mut index = retention_index();
+    let first = index.reserve(0, &ids(&[1, 2]), None, 0).expect("reserve");
+    assert_eq!(first.decisions(), &[Decision::New, Decision::New]);
+    confirm_at(&mut index, first, 10, 0);
+    let second = index.reserve(1, &[Some(id(2)), None, Some(id(3)), Some(id(3))], None, 0).expect("reserve");
+    assert_eq!(
+        second.decisions(),
+        &[
+            Decision::Duplicate(Location { partition: 0, offset: 11 }),
+            Decision::NoId,
+            Decision::New,
+            Decision::DuplicateInBatch { first_index: 2 },
+        ]
+    );
+    assert_eq!(second.keep_mask(), vec![false, true, true, false]);
+    assert_eq!(second.duplicate_count(), 2);
+    confirm_at(&mut index, second, 0, 0);
+    assert_eq!(index.lookup(&id(3), 0), Some(Location { partition: 1, offset: 2 }));
+    assert_eq!(index.covered_offset(0), Some(12));
+    assert_eq!(index.covered_offset(1), Some(4));
+    assert_eq!(index.pending_ids(), 0);
+}
+
+#[test]
+fn in_flight_ids_are_pending_until_confirmed_or_released() {
+    let mut index = retention_index();
+    let held = index.reserve(0, &ids(&[7]), None, 0).expect("reserve");
+    let other = index.reserve(1, &ids(&[7, 8]), None, 0).expect("reserve");
+    assert_eq!(other.decisions(), &[Decision::Pending, Decision::New]);
+    assert!(other.is_blocked());
+    index.release(other);
+    assert_eq!(index.pending_ids(), 1, "releasing frees only the releaser's own ids");
+    index.release(held);
+    assert_eq!(index.pending_ids(), 0);
+    let retry = index.reserve(1, &ids(&[7]), None, 0).expect("reserve");
+    assert_eq!(retry.decisions(), &[Decision::New], "a released id is free again");
+    confirm_at(&mut index, retry, 0, 0);
+    assert!(index.lookup(&id(7), 0).is_some());
+}
+
+#[test]
+fn transactions_hold_ids_until_their_marker() {
+    let mut index = retention_index();
+    let producer = 42;
+    let written = index.reserve(0, &ids(&[1, 2]), Some(producer), 0).expect("reserve");
+    confirm_at(&mut index, written, 0, 0);
+    assert_eq!(index.lookup(&id(1), 0), None, "not live before commit");
+    let other = index.reserve(1, &ids(&[1]), None, 0).expect("reserve");
+    assert_eq!(other.decisions(), &[Decision::Pending], "another writer waits for the transaction");
+    index.release(other);
+    let same = index.reserve(1, &ids(&[2]), Some(producer), 0).expect("reserve");
+    assert_eq!(same.decisions(), &[Decision::Duplicate(Location { partition: 0, offset: 1 })]);
+    index.release(same);
+    assert_eq!(index.end_transaction(0, producer, false), 2);
+    assert_eq!(index.pending_ids(), 0);
+    let retry = index.reserve(0, &ids(&[1, 2]), Some(producer), 0).expect("reserve");
+    assert_eq!(retry.decisions(), &[Decision::New, Decision::New], "an aborted transaction's ids do not block a retry");
+    confirm_at(&mut index, retry, 3, 0);
+    assert_eq!(index.end_transaction(0, producer, true), 2);
+    assert_eq!(index.lookup(&id(1), 0), Some(Location { partition: 0, offset: 3 }));
+    assert_eq!(index.end_transaction(0, producer, true), 0, "markers are idempotent");
+}
+
+#[test]
+#[should_panic(expected = "blocked reservation")]
+fn a_blocked_reservation_cannot_be_confirmed() {
+    let mut index = retention_index();
+    let _held = index.reserve(0, &ids(&[1]), None, 0).expect("reserve");
+    let blocked = index.reserve(0, &ids(&[1]), None, 0).expect("reserve");
+    index.confirm(blocked, &[0], 0);
+}
+
+#[test]
+#[should_panic(expected = "its own index")]
+fn a_reservation_belongs_to_its_index() {
+    let mut first = retention_index();
+    let mut second = retention_index();
+    let reservation = first.reserve(0, &ids(&[1]), None, 0).expect("reserve");
+    second.release(reservation);
+}
+
+#[test]
+fn a_full_index_refuses_and_changes_nothing() {
+    let mut config = IndexConfig::new(DedupWindow::Retention);
+    config.max_ids = 3;
+    let mut index = DedupIndex::new(config);
+    let reservation = index.reserve(0, &ids(&[1, 2]), None, 0).expect("reserve");
+    confirm_at(&mut index, reservation, 0, 0);
+    let error = index.reserve(0, &ids(&[3, 4]), None, 0).expect_err("full");
+    assert!(error.to_string().contains("full"), "{error}");
+    assert_eq!(index.pending_ids(), 0);
+    let reservation = index.reserve(0, &[Some(id(3)), None], None, 0).expect("fits");
+    index.release(reservation);
+}
+
+#[test]
+fn window_expiry_is_exact_to_the_rounded_second() {
+    let window_ms = 10_000;
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Duration { window_ms }), 2);
+    let reservation = index.reserve(0, &ids(&[1]), None, 0).expect("reserve");
+    confirm_at(&mut index, reservation, 0, 5_001); // stored as second 6
+    assert!(index.lookup(&id(1), 15_001).is_some(), "live a full window after its timestamp");
+    assert!(index.lookup(&id(1), 15_999).is_some(), "and up to 999 ms more");
+    assert!(index.lookup(&id(1), 16_000).is_none());
+    let again = index.reserve(0, &ids(&[1]), None, 16_000).expect("reserve");
+    assert_eq!(again.decisions(), &[Decision::New], "an expired id is stored again");
+    confirm_at(&mut index, again, 1, 16_000);
+    assert_eq!(index.lookup(&id(1), 16_000), Some(Location { partition: 0, offset: 1 }));
+}
+
+#[test]
+fn time_rounds_up_to_seconds() {
+    assert_eq!(time_s_of(0), 0);
+    assert_eq!(time_s_of(1), 1);
+    assert_eq!(time_s_of(1_000), 1);
+    assert_eq!(time_s_of(1_001), 2);
+    assert_eq!(time_s_of(-1), 0, "no timestamp counts as the epoch");
+    assert_eq!(time_s_of(i64::MAX), u32::MAX);
+}
+
+#[test]
+fn chunk_capacity_is_seven_eighths_of_a_power_of_two() {
+    assert_eq!(chunk_capacity(0, 16), 57_344);
+    assert_eq!(chunk_capacity(1_000_000, 16), 57_344);
+    assert_eq!(chunk_capacity(10_000_000, 16), 458_752);
+    assert_eq!(chunk_capacity(usize::MAX / 2, 16), 458_752);
+    assert_eq!(chunk_capacity(0, 2), 3);
+}
+
+#[test]
+fn expiry_frees_memory_by_window_and_by_retention() {
+    let window_ms = 1_000;
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Duration { window_ms }), 3);
+    let mut next_offsets = [0i64; 2];
+    // Batch b holds ids 10b..10b+10, timestamped b seconds; one batch in four goes to partition 1.
+    let partition_of = |batch: u32| usize::from(batch % 4 == 3);
+    for batch in 0..100u32 {
+        let numbers: Vec<u32> = (batch * 10..batch * 10 + 10).collect();
+        let partition = partition_of(batch);
+        let reservation = index.reserve(partition as i32, &ids(&numbers), None, 0).expect("reserve");
+        confirm_at(&mut index, reservation, next_offsets[partition], i64::from(batch) * 1_000);
+        next_offsets[partition] += 10;
+    }
+    assert_eq!(index.stored_ids(), 1_000);
+    let chunks = index.sealed_chunks();
+    assert!(chunks > 10, "tiny chunks: {chunks}");
+    let stats = index.expire(50_000, usize::MAX);
+    assert!(stats.chunks_dropped > 0, "{stats:?}");
+    assert!(index.stored_ids() <= 560, "about half expired: {} left", index.stored_ids());
+    for number in 0..490 {
+        assert!(index.lookup(&id(number), 50_000).is_none(), "id {number} is past the window");
+    }
+    for number in 510..1_000 {
+        assert!(index.lookup(&id(number), 50_000).is_some(), "id {number} is inside the window");
+    }
+    // Retention: partition 0 drops everything, so every chunk is about 3/4 dead.
+    index.set_log_start_offset(0, next_offsets[0]);
+    let mut total = ExpireTotals::default();
+    loop {
+        let stats = index.expire(50_000, 16);
+        total.add(stats);
+        if !stats.more_work {
+            break;
+        }
+    }
+    for number in 510..1_000 {
+        let live = partition_of(number / 10) == 1;
+        assert_eq!(index.lookup(&id(number), 50_000).is_some(), live, "id {number}");
+    }
+    // 130 live ids remain, plus whatever the active chunk (at most 28 here) still holds.
+    assert!(index.stored_ids() <= 130 + 28 + 10, "partition 0's ids are freed: {} left", index.stored_ids());
+    assert!(total.rewritten > 0, "compaction ran");
+}
+
+#[derive(Default)]
+struct ExpireTotals {
+    rewritten: usize,
+}
+
+impl ExpireTotals {
+    fn add(&mut self, stats: crate::index::ExpireStats) {
+        self.rewritten += stats.entries_rewritten;
+    }
+}
+
+#[test]
+fn merging_keeps_the_chunk_count_near_its_target() {
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 2);
+    for number in 0..5_000u32 {
+        let reservation = index.reserve(0, &ids(&[number]), None, 0).expect("reserve");
+        confirm_at(&mut index, reservation, i64::from(number), 0);
+    }
+    let before = index.sealed_chunks();
+    while index.expire(0, 1_000).more_work {}
+    let after = index.sealed_chunks();
+    assert!(after < before / 4, "merged {before} chunks into {after}");
+    for number in 0..5_000u32 {
+        assert_eq!(index.lookup(&id(number), 0), Some(Location { partition: 0, offset: i64::from(number) }));
+    }
+}
+
+/// One step of the model-based test.
+#[derive(Clone, Debug)]
+enum Step {
+    Reserve { partition: i32, ids: Vec<Option<u8>>, producer: Option<i64> },
+    Confirm(usize),
+    Release(usize),
+    EndTransaction { partition: i32, producer: i64, commit: bool },
+    LogStart { partition: i32, advance: i64 },
+    Expire { budget: usize },
+    Tick { ms: i64 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0..3i32, prop::collection::vec(prop::option::weighted(0.85, 0..40u8), 0..6), prop::option::of(0..3i64))
+            .prop_map(|(partition, ids, producer)| Step::Reserve { partition, ids, producer }),
+        3 => (0..8usize).prop_map(Step::Confirm),
+        1 => (0..8usize).prop_map(Step::Release),
+        2 => (0..3i32, 0..3i64, any::<bool>()).prop_map(|(partition, producer, commit)| Step::EndTransaction { partition, producer, commit }),
+        1 => (0..3i32, 0..6i64).prop_map(|(partition, advance)| Step::LogStart { partition, advance }),
+        1 => (1..20usize).prop_map(|budget| Step::Expire { budget }),
+        1 => (0..3_000i64).prop_map(|ms| Step::Tick { ms }),
+    ]
+}
+
+/// The obvious implementation: plain maps, every rule spelled out.
+#[derive(Default)]
+struct Model {
+    /// id -> (location, batch timestamp ms)
+    live: HashMap<Id, (Location, i64)>,
+    in_flight: HashMap<Id, (u64, usize)>,
+    /// id -> (partition, producer, location, timestamp)
+    transactions: HashMap<Id, (i32, i64, Location, i64)>,
+    log_starts: HashMap<i32, i64>,
+    next_offsets: HashMap<i32, i64>,
+}
+
+impl Model {
+    fn is_live(&self, location: Location, timestamp_ms: i64, window_ms: i64, now_ms: i64) -> bool {
+        let seconds = (timestamp_ms.max(0) + 999) / 1000;
+        seconds * 1000 + window_ms > now_ms
+            && location.offset >= *self.log_starts.get(&location.partition).unwrap_or(&0)
+    }
+
+    fn decide(&self, id: Id, token: u64, producer: Option<i64>, window_ms: i64, now_ms: i64) -> Decision {
+        if let Some((holder, first_index)) = self.in_flight.get(&id) {
+            return if *holder == token {
+                Decision::DuplicateInBatch { first_index: *first_index }
+            } else {
+                Decision::Pending
+            };
+        }
+        if let Some((_, holder, location, _)) = self.transactions.get(&id) {
+            return if producer == Some(*holder) { Decision::Duplicate(*location) } else { Decision::Pending };
+        }
+        match self.live.get(&id) {
+            Some((location, timestamp)) if self.is_live(*location, *timestamp, window_ms, now_ms) => {
+                Decision::Duplicate(*location)
+            }
+            _ => Decision::New,
+        }
+    }
+}
+
+struct Open {
+    reservation: Reservation,
+    token: u64,
+    producer: Option<i64>,
+    ids: Vec<Option<Id>>,
+}
+
+fn run_model(steps: Vec<Step>, window_ms: i64) {
+    let window = DedupWindow::Duration { window_ms };
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(window), 2);
+    let mut model = Model::default();
+    let mut open: Vec<Open> = Vec::new();
+    let mut now_ms = 1_000_000;
+    let mut next_token = 0u64;
+    for step in steps {
+        match step {
+            Step::Reserve { partition, ids, producer } => {
+                let ids: Vec<Option<Id>> = ids.iter().map(|n| n.map(|n| id(u32::from(n)))).collect();
+                let reservation = index.reserve(partition, &ids, producer, now_ms).expect("reserve");
+                let token = next_token;
+                next_token += 1;
+                let mut expected = Vec::new();
+                for (record_index, maybe) in ids.iter().enumerate() {
+                    let decision = match maybe {
+                        None => Decision::NoId,
+                        Some(id) => model.decide(*id, token, producer, window_ms, now_ms),
+                    };
+                    if let (Decision::New, Some(id)) = (decision, maybe) {
+                        model.in_flight.insert(*id, (token, record_index));
+                    }
+                    expected.push(decision);
+                }
+                assert_eq!(reservation.decisions(), &expected[..]);
+                open.push(Open { reservation, token, producer, ids });
+            }
+            Step::Confirm(which) | Step::Release(which) if open.is_empty() => {
+                let _ = which;
+            }
+            Step::Confirm(which) => {
+                let Open { reservation, token, producer, ids } = open.remove(which % open.len());
+                if reservation.is_blocked() {
+                    model.in_flight.retain(|_, (holder, _)| *holder != token);
+                    index.release(reservation);
+                    continue;
+                }
+                let partition = reservation.partition();
+                let next = model.next_offsets.entry(partition).or_insert(0);
+                let offsets: Vec<i64> = (0..ids.len() as i64).map(|delta| *next + delta).collect();
+                *next += ids.len() as i64;
+                for (record_index, maybe) in ids.iter().enumerate() {
+                    let Some(id) = maybe else { continue };
+                    if model.in_flight.get(id) == Some(&(token, record_index)) {
+                        model.in_flight.remove(id);
+                        let location = Location { partition, offset: offsets[record_index] };
+                        match producer {
+                            Some(producer) => {
+                                model.transactions.insert(*id, (partition, producer, location, now_ms));
+                            }
+                            None => {
+                                model.live.insert(*id, (location, now_ms));
+                            }
+                        }
+                    }
+                }
+                index.confirm(reservation, &offsets, now_ms);
+            }
+            Step::Release(which) => {
+                let Open { reservation, token, .. } = open.remove(which % open.len());
+                model.in_flight.retain(|_, (holder, _)| *holder != token);
+                index.release(reservation);
+            }
+            Step::EndTransaction { partition, producer, commit } => {
+                let ended: Vec<Id> = model
+                    .transactions
+                    .iter()
+                    .filter(|(_, (p, holder, _, _))| *p == partition && *holder == producer)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &ended {
+                    let (_, _, location, timestamp) = model.transactions.remove(id).expect("held");
+                    if commit {
+                        model.live.insert(*id, (location, timestamp));
+                    }
+                }
+                assert_eq!(index.end_transaction(partition, producer, commit), ended.len());
+            }
+            Step::LogStart { partition, advance } => {
+                let start = model.log_starts.entry(partition).or_insert(0);
+                *start += advance;
+                index.set_log_start_offset(partition, *start);
+            }
+            Step::Expire { budget } => {
+                index.expire(now_ms, budget);
+            }
+            Step::Tick { ms } => now_ms += ms,
+        }
+        for number in 0..40u32 {
+            let id = id(number);
+            let expected = model
+                .live
+                .get(&id)
+                .filter(|(location, timestamp)| model.is_live(*location, *timestamp, window_ms, now_ms))
+                .map(|(location, _)| *location);
+            assert_eq!(index.lookup(&id, now_ms), expected, "id {number} at {now_ms}");
+        }
+        assert_eq!(index.pending_ids(), model.in_flight.len() + model.transactions.len());
+    }
+    for Open { reservation, .. } in open {
+        index.release(reservation);
+    }
+    assert_eq!(index.pending_ids(), model.transactions.len());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The index decides and looks up exactly as the model does, whatever the interleaving of
+    /// writes, transactions, retention, expiry and time, with chunks tiny enough that sealing,
+    /// merging and compaction happen all the time.
+    #[test]
+    fn index_matches_model(steps in prop::collection::vec(step(), 1..120), window_ms in 1_000..10_000i64) {
+        run_model(steps, window_ms);
+    }
+}

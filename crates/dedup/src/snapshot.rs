@@ -1,0 +1,416 @@
+//! Snapshot files of a [`DedupIndex`]: the stored ids chunk by chunk, the ids held by open
+//! transactions, log start offsets and covered offsets, so a restart replays only the log's tail.
+//!
+//! Layout (all integers big endian):
+//!
+//! ```text
+//! magic "ONCEDDUP" (8) | version u32 (= SNAPSHOT_VERSION)
+//! covered count u32   | (partition i32, next offset i64) * count
+//! log start count u32 | (partition i32, log start offset i64) * count
+//! chunk count u32     | per chunk: entry count u32 | entry * count
+//! hold count u32      | (entry, producer id i64) * count
+//! crc32c u32 of every byte before it
+//! entry = id [16] | partition i32 | offset i64 | time_s u32   (32 bytes)
+//! ```
+//!
+//! Written to `<path>.tmp`, fsynced, renamed over `<path>`, then the directory fsynced: a crash
+//! leaves either the old snapshot or the new one, never a mix. Any mismatch on load (magic,
+//! version, lengths, order, checksum) is an error that means "rebuild from the log".
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::chunk::{fits_in_chunk, spans_of, Entry, Location, SealedChunk};
+use crate::error::DedupError;
+use crate::id::Id;
+use crate::index::{DedupIndex, IndexConfig};
+
+const MAGIC: &[u8; 8] = b"ONCEDDUP";
+/// The snapshot format version this build writes and reads.
+pub const SNAPSHOT_VERSION: u32 = 1;
+const ENTRY_LEN: usize = 32;
+const HOLD_LEN: usize = ENTRY_LEN + 8;
+const OFFSET_PAIR_LEN: usize = 12;
+
+/// What a snapshot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Stored ids written.
+    pub entries: usize,
+    /// Ids held by open transactions written.
+    pub transaction_holds: usize,
+    /// File size in bytes.
+    pub bytes: u64,
+}
+
+/// Counts bytes and accumulates their CRC32C on the way through.
+struct Crc<T> {
+    inner: T,
+    crc: u32,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Crc<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Crc<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..read]);
+        self.bytes += read as u64;
+        Ok(read)
+    }
+}
+
+fn put_entry(out: &mut Vec<u8>, entry: &Entry) {
+    out.extend_from_slice(&entry.id.0);
+    out.extend_from_slice(&entry.location.partition.to_be_bytes());
+    out.extend_from_slice(&entry.location.offset.to_be_bytes());
+    out.extend_from_slice(&entry.time_s.to_be_bytes());
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+impl DedupIndex {
+    /// Writes the confirmed state (stored ids, open transactions' ids, log start and covered
+    /// offsets) to `path` atomically and durably. Writes in flight are not included: their
+    /// batches lie beyond the covered offsets, so replay brings them back.
+    pub fn snapshot(&self, path: &Path) -> Result<SnapshotStats, DedupError> {
+        let temp = temp_path(path);
+        let context = |what: &str| format!("{what} dedup snapshot {}", temp.display());
+        let file = File::create(&temp).map_err(|error| DedupError::io(context("creating"), error))?;
+        let mut out = Crc { inner: BufWriter::with_capacity(1 << 20, file), crc: 0, bytes: 0 };
+        let stats = self.write_body(&mut out).map_err(|error| DedupError::io(context("writing"), error))?;
+        let crc = out.crc;
+        let mut writer = out.inner;
+        writer.write_all(&crc.to_be_bytes()).map_err(|error| DedupError::io(context("writing"), error))?;
+        let file = writer.into_inner().map_err(|error| DedupError::io(context("flushing"), error.into_error()))?;
+        file.sync_all().map_err(|error| DedupError::io(context("fsyncing"), error))?;
+        drop(file);
+        fs::rename(&temp, path)
+            .map_err(|error| DedupError::io(format!("renaming {} to {}", temp.display(), path.display()), error))?;
+        sync_parent(path)?;
+        Ok(SnapshotStats { bytes: out.bytes + 4, ..stats })
+    }
+
+    /// Everything before the checksum, streamed chunk by chunk (no copy of the index is made).
+    fn write_body(&self, out: &mut impl Write) -> std::io::Result<SnapshotStats> {
+        let mut stats = SnapshotStats { entries: 0, transaction_holds: 0, bytes: 0 };
+        let mut buffer = Vec::with_capacity(1 << 16);
+        buffer.extend_from_slice(MAGIC);
+        buffer.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        for offsets in [self.covered.iter().collect::<Vec<_>>(), self.log_starts.iter().collect::<Vec<_>>()] {
+            buffer.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
+            for (partition, offset) in offsets {
+                buffer.extend_from_slice(&partition.to_be_bytes());
+                buffer.extend_from_slice(&offset.to_be_bytes());
+            }
+        }
+        // Sealed chunks oldest first, then the active chunk: load keeps the grouping by time.
+        buffer.extend_from_slice(&(self.sealed.len() as u32 + 1).to_be_bytes());
+        let mut write_chunk = |len: usize, entries: &mut dyn Iterator<Item = Entry>| -> std::io::Result<()> {
+            buffer.extend_from_slice(&(len as u32).to_be_bytes());
+            for entry in entries {
+                put_entry(&mut buffer, &entry);
+                if buffer.len() >= 1 << 16 {
+                    out.write_all(&buffer)?;
+                    buffer.clear();
+                }
+            }
+            stats.entries += len;
+            Ok(())
+        };
+        for chunk in &self.sealed {
+            write_chunk(chunk.len(), &mut chunk.entries())?;
+        }
+        write_chunk(self.active.len(), &mut self.active.entries())?;
+        let holds = self.transaction_holds();
+        buffer.extend_from_slice(&(holds.len() as u32).to_be_bytes());
+        for (entry, producer_id) in &holds {
+            put_entry(&mut buffer, entry);
+            buffer.extend_from_slice(&producer_id.to_be_bytes());
+        }
+        stats.transaction_holds = holds.len();
+        out.write_all(&buffer)?;
+        Ok(stats)
+    }
+
+    /// Reads a snapshot written by [`DedupIndex::snapshot`]. Any error means the file cannot be
+    /// trusted: rebuild the index from the whole log instead ([`DedupError::means_rebuild`]).
+    pub fn load(path: &Path, config: IndexConfig) -> Result<DedupIndex, DedupError> {
+        let context = || format!("reading dedup snapshot {}", path.display());
+        let file = File::open(path).map_err(|error| DedupError::io(context(), error))?;
+        let file_len = file.metadata().map_err(|error| DedupError::io(context(), error))?.len();
+        let mut input = Reader { inner: Crc { inner: BufReader::new(file), crc: 0, bytes: 0 }, file_len };
+        let magic = input.bytes(MAGIC.len())?;
+        if magic != MAGIC {
+            return Err(corrupt("bad magic".to_string()));
+        }
+        let version = input.u32()?;
+        if version != SNAPSHOT_VERSION {
+            return Err(DedupError::SnapshotVersion { found: version, supported: SNAPSHOT_VERSION });
+        }
+        let mut index = DedupIndex::new(config);
+        for (partition, offset) in input.offset_pairs()? {
+            index.advance_covered(partition, offset);
+        }
+        for (partition, offset) in input.offset_pairs()? {
+            index.set_log_start_offset(partition, offset);
+        }
+        let chunk_count = input.count(4)?;
+        for _ in 0..chunk_count {
+            let count = input.count(ENTRY_LEN)?;
+            let mut entries = Vec::with_capacity(count);
+            for _ in 0..count {
+                entries.push(input.entry()?);
+            }
+            entries.sort_unstable_by_key(|entry| entry.id);
+            if entries.windows(2).any(|pair| pair[0].id == pair[1].id) {
+                return Err(corrupt("an id appears twice in one chunk".to_string()));
+            }
+            let spans = spans_of(entries.iter().copied());
+            if !fits_in_chunk(&spans) {
+                return Err(corrupt("a chunk exceeds the partition or offset span bounds".to_string()));
+            }
+            if !entries.is_empty() {
+                let count = entries.len();
+                index.sealed.push_back(SealedChunk::from_sorted(entries.into_iter(), spans, Some(count)));
+            }
+        }
+        let hold_count = input.count(HOLD_LEN)?;
+        for _ in 0..hold_count {
+            let entry = input.entry()?;
+            let producer_id = input.i64()?;
+            if !index.restore_transaction_hold(entry, producer_id) {
+                return Err(corrupt("an id is held by two transactions".to_string()));
+            }
+        }
+        let computed = input.inner.crc;
+        let mut trailer = [0u8; 4];
+        input.inner.inner.read_exact(&mut trailer).map_err(|_| corrupt("missing checksum".to_string()))?;
+        if u32::from_be_bytes(trailer) != computed {
+            return Err(corrupt("checksum mismatch".to_string()));
+        }
+        let mut extra = [0u8; 1];
+        if input.inner.inner.read(&mut extra).map_err(|error| DedupError::io(context(), error))? != 0 {
+            return Err(corrupt("bytes after the checksum".to_string()));
+        }
+        Ok(index)
+    }
+}
+
+fn corrupt(reason: String) -> DedupError {
+    DedupError::SnapshotCorrupt(reason)
+}
+
+/// Fsyncs the directory holding `path`, making a rename in it durable.
+fn sync_parent(path: &Path) -> Result<(), DedupError> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|error| DedupError::io(format!("fsyncing directory {}", parent.display()), error))
+}
+
+/// Reads snapshot fields, refusing counts the rest of the file cannot hold (so a corrupt count
+/// never causes a huge allocation).
+struct Reader {
+    inner: Crc<BufReader<File>>,
+    file_len: u64,
+}
+
+impl Reader {
+    fn bytes(&mut self, count: usize) -> Result<Vec<u8>, DedupError> {
+        let mut bytes = vec![0u8; count];
+        self.inner.read_exact(&mut bytes).map_err(|_| corrupt(format!("cut short at byte {}", self.inner.bytes)))?;
+        Ok(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DedupError> {
+        let mut bytes = [0u8; N];
+        self.inner.read_exact(&mut bytes).map_err(|_| corrupt(format!("cut short at byte {}", self.inner.bytes)))?;
+        Ok(bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, DedupError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn i32(&mut self) -> Result<i32, DedupError> {
+        Ok(i32::from_be_bytes(self.array()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, DedupError> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    /// A u32 count of items of `item_len` bytes, checked against the bytes left in the file.
+    fn count(&mut self, item_len: usize) -> Result<usize, DedupError> {
+        let count = self.u32()? as usize;
+        let left = self.file_len.saturating_sub(self.inner.bytes);
+        if (count as u64).saturating_mul(item_len as u64) > left {
+            return Err(corrupt(format!("{count} items of {item_len} bytes cannot fit in the {left} bytes left")));
+        }
+        Ok(count)
+    }
+
+    fn offset_pairs(&mut self) -> Result<Vec<(i32, i64)>, DedupError> {
+        let count = self.count(OFFSET_PAIR_LEN)?;
+        (0..count).map(|_| Ok((self.i32()?, self.i64()?))).collect()
+    }
+
+    fn entry(&mut self) -> Result<Entry, DedupError> {
+        let id = Id(self.array()?);
+        let partition = self.i32()?;
+        let offset = self.i64()?;
+        let time_s = self.u32()?;
+        if partition < 0 || offset < 0 {
+            return Err(corrupt(format!("negative partition {partition} or offset {offset}")));
+        }
+        Ok(Entry { id, location: Location { partition, offset }, time_s })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DedupWindow;
+    use crate::index::Decision;
+
+    fn id(n: u32) -> Id {
+        Id::of(&n.to_be_bytes())
+    }
+
+    /// An index with several sealed chunks, an active chunk, an open transaction, retention and
+    /// covered offsets.
+    fn populated() -> DedupIndex {
+        let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 3);
+        for number in 0..200u32 {
+            let partition = (number % 3) as i32;
+            let reservation = index.reserve(partition, &[Some(id(number))], None, 0).expect("reserve");
+            index.confirm(reservation, &[i64::from(number)], i64::from(number) * 1_000);
+        }
+        let reservation = index.reserve(1, &[Some(id(500)), Some(id(501))], Some(77), 0).expect("reserve");
+        index.confirm(reservation, &[300, 301], 5_000);
+        index.set_log_start_offset(0, 30);
+        index.advance_covered(2, 400);
+        assert!(index.sealed_chunks() > 3, "several chunks");
+        index
+    }
+
+    fn assert_same(loaded: &DedupIndex, original: &DedupIndex) {
+        for number in 0..600u32 {
+            assert_eq!(loaded.lookup(&id(number), 0), original.lookup(&id(number), 0), "id {number}");
+        }
+        assert_eq!(loaded.stored_ids(), original.stored_ids());
+        assert_eq!(loaded.pending_ids(), original.pending_ids());
+        for partition in 0..4 {
+            assert_eq!(loaded.covered_offset(partition), original.covered_offset(partition));
+        }
+        assert_eq!(loaded.log_starts, original.log_starts);
+    }
+
+    #[test]
+    fn snapshot_round_trips() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("dedup.snapshot");
+        let original = populated();
+        let stats = original.snapshot(&path).expect("snapshot");
+        assert_eq!(stats.entries, 200);
+        assert_eq!(stats.transaction_holds, 2);
+        assert_eq!(stats.bytes, fs::metadata(&path).expect("metadata").len());
+        assert!(!temp_path(&path).exists(), "the temporary file is renamed away");
+        let mut loaded = DedupIndex::load(&path, original.config()).expect("load");
+        assert_same(&loaded, &original);
+        assert_eq!(loaded.covered_offset(1), Some(302));
+        // The open transaction survives: it still blocks others and resolves on its marker.
+        let other = loaded.reserve(0, &[Some(id(500))], None, 0).expect("reserve");
+        assert_eq!(other.decisions(), &[Decision::Pending]);
+        loaded.release(other);
+        assert_eq!(loaded.end_transaction(1, 77, true), 2);
+        assert_eq!(loaded.lookup(&id(501), 0), Some(Location { partition: 1, offset: 301 }));
+        // A second snapshot over the first replaces it.
+        loaded.snapshot(&path).expect("snapshot again");
+        let reloaded = DedupIndex::load(&path, loaded.config()).expect("reload");
+        assert_same(&reloaded, &loaded);
+    }
+
+    #[test]
+    fn every_flipped_byte_and_every_truncation_is_rejected() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("dedup.snapshot");
+        let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 2);
+        for number in 0..6u32 {
+            let reservation = index.reserve(0, &[Some(id(number))], Some(i64::from(number % 2)), 0).expect("reserve");
+            index.confirm(reservation, &[i64::from(number)], 0);
+        }
+        index.end_transaction(0, 0, true);
+        index.set_log_start_offset(0, 1);
+        index.snapshot(&path).expect("snapshot");
+        let good = fs::read(&path).expect("read");
+        DedupIndex::load(&path, index.config()).expect("the intact file loads");
+        let corrupt = directory.path().join("corrupt");
+        for position in 0..good.len() {
+            for flip in [0x01u8, 0x80] {
+                let mut bytes = good.clone();
+                bytes[position] ^= flip;
+                fs::write(&corrupt, &bytes).expect("write");
+                let error = DedupIndex::load(&corrupt, index.config()).err();
+                let error = error.unwrap_or_else(|| panic!("flipping bit {flip:#x} of byte {position} went unnoticed"));
+                assert!(error.means_rebuild(), "{error}");
+            }
+        }
+        for length in 0..good.len() {
+            fs::write(&corrupt, &good[..length]).expect("write");
+            let error = DedupIndex::load(&corrupt, index.config()).err();
+            assert!(error.is_some_and(|error| error.means_rebuild()), "a snapshot cut at {length} bytes is rejected");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        fs::write(&corrupt, &longer).expect("write");
+        assert!(DedupIndex::load(&corrupt, index.config()).is_err(), "trailing bytes are rejected");
+    }
+
+    #[test]
+    fn another_version_is_rejected_as_such() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("dedup.snapshot");
+        let index = populated();
+        index.snapshot(&path).expect("snapshot");
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[8..12].copy_from_slice(&(SNAPSHOT_VERSION + 1).to_be_bytes());
+        let body_len = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..body_len]);
+        bytes[body_len..].copy_from_slice(&crc.to_be_bytes());
+        fs::write(&path, &bytes).expect("write");
+        let error = DedupIndex::load(&path, index.config()).err().expect("rejected");
+        assert!(matches!(error, DedupError::SnapshotVersion { found, .. } if found == SNAPSHOT_VERSION + 1), "{error}");
+        assert!(error.means_rebuild());
+    }
+
+    #[test]
+    fn a_missing_snapshot_means_rebuild() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let error = DedupIndex::load(&directory.path().join("absent"), IndexConfig::new(DedupWindow::Retention))
+            .err()
+            .expect("no file");
+        assert!(error.means_rebuild(), "{error}");
+    }
+}
