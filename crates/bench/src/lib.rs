@@ -16,7 +16,10 @@
 //!   data directory with `write` + `fdatasync` after each.
 //! - `summary`: percentiles of sorted samples and median/min/max over runs.
 //! - `report`: the markdown table and the optional JSON file.
+//! - [`copier`]: `--copier`, the consume-transform-produce copier (`once copy`), transactional at
+//!   several commit intervals beside the non-transactional baseline.
 
+pub mod copier;
 mod produce;
 mod raw;
 mod report;
@@ -73,6 +76,16 @@ pub struct BenchArgs {
     /// does not support it; by default every run measures it beside the plain one.
     #[arg(long, env = "ONCE_BENCH_NO_IDEMPOTENT")]
     pub no_idempotent: bool,
+    /// Measure the copier instead of produce: `once copy` from a pre-filled topic, transactional at
+    /// each `--commit-intervals-ms` beside a non-transactional copier committing every 100 ms.
+    #[arg(long, env = "ONCE_BENCH_COPIER")]
+    pub copier: bool,
+    /// Commit intervals of the transactional copier runs, in ms, comma-separated.
+    #[arg(long, env = "ONCE_BENCH_COMMIT_INTERVALS_MS", value_delimiter = ',', default_value = "10,100,1000")]
+    pub commit_intervals_ms: Vec<u64>,
+    /// The copier command [default: this executable's `copy`].
+    #[arg(long, env = "ONCE_BENCH_COPIER_CMD", value_name = "CMD")]
+    pub copier_cmd: Option<String>,
     /// A few-second run for CI: 5,000 records, one run, a 1 s raw baseline.
     #[arg(long, env = "ONCE_BENCH_SMOKE")]
     pub smoke: bool,
@@ -142,6 +155,14 @@ pub struct RunSet {
 /// Runs the benchmark against `--bootstrap` and prints a markdown table to stdout.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::new(args)?;
+    if plan.args.copier {
+        let run_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since| since.as_millis())
+            .unwrap_or_default();
+        print!("{}", copier::run_all(&plan, run_id)?);
+        return Ok(());
+    }
     // Held until the end so that a default data directory is removed afterwards.
     let temporary_dir;
     let data_dir = match &plan.args.data_dir {

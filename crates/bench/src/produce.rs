@@ -150,6 +150,13 @@ pub fn run(plan: &Plan, topic: &str, workload: Workload) -> anyhow::Result<Produ
     outcome
 }
 
+/// Creates `topic` and fills it with `plan.records` records (plain producers); the topic is kept, as
+/// the input of the copier benchmark.
+pub(crate) fn fill(plan: &Plan, topic: &str) -> anyhow::Result<ProduceOutcome> {
+    create_topic(plan, topic)?;
+    produce_all(plan, topic, Workload::Plain)
+}
+
 fn produce_all(plan: &Plan, topic: &str, workload: Workload) -> anyhow::Result<ProduceOutcome> {
     let producers = plan.args.producers;
     let start_line = Arc::new(Barrier::new(producers + 1));
@@ -307,7 +314,7 @@ fn admin(plan: &Plan) -> anyhow::Result<AdminClient<DefaultClientContext>> {
     ClientConfig::new().set("bootstrap.servers", &plan.args.bootstrap).create().context("creating an admin client")
 }
 
-fn create_topic(plan: &Plan, topic: &str) -> anyhow::Result<()> {
+pub(crate) fn create_topic(plan: &Plan, topic: &str) -> anyhow::Result<()> {
     // -1: the broker's default replication factor (KIP-464), so a cluster benchmarks its own.
     let new_topic = NewTopic::new(topic, plan.args.partitions, TopicReplication::Fixed(-1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -318,7 +325,7 @@ fn create_topic(plan: &Plan, topic: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn delete_topic(plan: &Plan, topic: &str) -> anyhow::Result<()> {
+pub(crate) fn delete_topic(plan: &Plan, topic: &str) -> anyhow::Result<()> {
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let admin = admin(plan)?;
     for result in block_on(admin.delete_topics(&[topic], &options)).context("DeleteTopics")? {
