@@ -20,3 +20,21 @@ fn bench_smoke_runs_against_a_real_broker() {
     assert!(output.contains('|'), "a markdown table is printed:\n{output}");
     assert!(output.to_lowercase().contains("raw"), "the raw baseline is reported beside Once:\n{output}");
 }
+
+#[test]
+fn copier_bench_smoke_runs_against_a_real_broker() {
+    let broker = BrokerProcess::start(&[]);
+    let output = once(&[
+        "bench",
+        "--smoke",
+        "--copier",
+        "--commit-intervals-ms",
+        "100",
+        "--partitions",
+        "2",
+        "--bootstrap",
+        &broker.bootstrap(),
+    ]);
+    assert!(output.contains("| transactional, 100 ms commits |"), "the transactional copier is reported:\n{output}");
+    assert!(output.contains("| non-transactional, 100 ms commits |"), "beside the baseline:\n{output}");
+}
