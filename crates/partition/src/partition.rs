@@ -267,17 +267,33 @@ impl Partition {
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
         self.shared.with_log(|log| {
             let deleted = log.apply_retention(now_ms)?;
-            let log_start_offset = log.log_start_offset();
-            self.shared.log_start_offset.store(log_start_offset, Ordering::Release);
-            let earliest_open = {
-                let mut producers = self.shared.lock_producers();
-                producers.prune_aborted(log_start_offset);
-                producers.transactions().earliest_open_offset()
-            };
-            // An open transaction whose start was deleted no longer holds the stable offset below the log start.
-            self.shared.publish_last_stable_offset(earliest_open, self.high_watermark());
+            self.after_log_start_moved(log);
             Ok(deleted)
         })
+    }
+
+    /// Advances the log start offset to `offset` (at most the log end), deleting every whole segment
+    /// below it (DeleteRecords; the internal logs use it to drop what a checkpoint superseded).
+    /// Blocking (file deletion).
+    pub fn advance_log_start_offset(&self, offset: u64) -> Result<(), PartitionError> {
+        self.shared.with_log(|log| {
+            log.advance_log_start_offset(offset)?;
+            self.after_log_start_moved(log);
+            Ok(())
+        })
+    }
+
+    /// Publishes a moved log start offset and drops the transaction state that went with it.
+    fn after_log_start_moved(&self, log: &Log) {
+        let log_start_offset = log.log_start_offset();
+        self.shared.log_start_offset.store(log_start_offset, Ordering::Release);
+        let earliest_open = {
+            let mut producers = self.shared.lock_producers();
+            producers.prune_aborted(log_start_offset);
+            producers.transactions().earliest_open_offset()
+        };
+        // An open transaction whose start was deleted no longer holds the stable offset below the log start.
+        self.shared.publish_last_stable_offset(earliest_open, self.high_watermark());
     }
 
     /// Forgets producers idle longer than `expiration_ms` (by their last batch timestamp), except those

@@ -59,7 +59,19 @@ pub struct TxnConfig {
     pub transactional_id_expiration_ms: i64,
     /// A test hook: the crash point to die at (see [`CRASH_AFTER_PREPARE_COMMIT`]).
     pub crash_point: Option<String>,
+    /// Checkpoint the transaction log once it is larger than this and holds more than
+    /// [`CHECKPOINT_RECORDS_PER_LIVE`] times the bytes of the live records.
+    pub checkpoint_log_bytes_min: u64,
+    /// Segment size of the transaction log; a checkpoint frees whole segments, so they are small.
+    pub segment_bytes: u64,
 }
+
+/// A checkpoint rewrites every live record, so it waits until the log holds this many times the
+/// live bytes: rewriting then costs at most a quarter of what was appended since the last one.
+pub const CHECKPOINT_RECORDS_PER_LIVE: u64 = 4;
+
+/// Bytes of one transaction log record, roughly (header, key, metadata with a few partitions).
+const RECORD_BYTES_ESTIMATE: u64 = 200;
 
 impl TxnConfig {
     pub fn new(dir: PathBuf) -> TxnConfig {
@@ -70,6 +82,8 @@ impl TxnConfig {
             abort_check_interval: Duration::from_secs(10),
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             crash_point: None,
+            checkpoint_log_bytes_min: 64 * 1024 * 1024,
+            segment_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -155,7 +169,7 @@ impl TxnCoordinator {
     /// Opens and replays the transaction log. Needs a tokio runtime; blocking file reads. Markers
     /// flow only after [`TxnCoordinator::start`].
     pub fn open(config: TxnConfig, producer_ids: ProducerIdSource) -> Result<Arc<TxnCoordinator>, TxnError> {
-        let (store, entries) = TxnStore::open(&config.dir, config.unsafe_skip_fsync)?;
+        let (store, entries) = TxnStore::open(&config.dir, config.unsafe_skip_fsync, config.segment_bytes)?;
         let slots =
             entries.into_iter().map(|(id, metadata)| (id, Arc::new(SlotInner::with_metadata(metadata)))).collect();
         Ok(Arc::new(TxnCoordinator {
@@ -190,6 +204,11 @@ impl TxnCoordinator {
                 coordinator.tick().await;
             }
         });
+    }
+
+    /// Bytes of the transaction log's segments.
+    pub fn log_bytes(&self) -> u64 {
+        self.store.size_bytes()
     }
 
     pub fn max_timeout_ms(&self) -> i32 {
@@ -449,6 +468,43 @@ impl TxnCoordinator {
                 tracing::warn!(transactional_id, %error, "transaction timer step failed; retrying next tick");
             }
         }
+        if let Err(error) = self.checkpoint_if_needed().await {
+            tracing::warn!(%error, "checkpointing the transaction log failed; retrying next tick");
+        }
+    }
+
+    /// Bounds the transaction log: when it is large and mostly superseded records, appends every
+    /// live id's current record again (each queued under its id's lock, so a later change of that id
+    /// still comes after it) and, once they are durable, drops the segments below the first. A crash
+    /// in between leaves old segments that replay overrides with the checkpoint: nothing is lost.
+    async fn checkpoint_if_needed(&self) -> Result<bool, TxnError> {
+        let size = self.store.size_bytes();
+        let slots = self.all_slots();
+        let live_bytes = slots.len() as u64 * RECORD_BYTES_ESTIMATE;
+        if size <= self.config.checkpoint_log_bytes_min || size <= live_bytes * CHECKPOINT_RECORDS_PER_LIVE {
+            return Ok(false);
+        }
+        let start = self.store.log_end_offset();
+        let mut pending = Vec::with_capacity(slots.len());
+        for (transactional_id, inner) in slots {
+            self.check_open()?;
+            let slot = Locked::of(&inner).await;
+            if let Some(metadata) = slot.metadata() {
+                pending.push(self.store.queue(&transactional_id, Some(&metadata), now_ms())?);
+            }
+        }
+        for written in pending {
+            let offset = written.await?;
+            assert!(offset >= start, "checkpoint records follow the checkpoint start");
+        }
+        self.store.drop_below(start).await?;
+        tracing::info!(
+            log_bytes_before = size,
+            log_bytes_after = self.store.size_bytes(),
+            log_start_offset = self.store.log_start_offset(),
+            "transaction log checkpointed"
+        );
+        Ok(true)
     }
 
     async fn forget(&self, transactional_id: &str, slot: &mut Locked<'_>) -> Result<(), TxnError> {

@@ -28,7 +28,7 @@ const VALUE_VERSION: i16 = 0;
 const REPLAY_READ_BYTES: usize = 1 << 20;
 
 pub struct TxnStore {
-    partition: Partition,
+    partition: std::sync::Arc<Partition>,
 }
 
 fn corrupt(what: &str) -> TxnError {
@@ -169,12 +169,18 @@ pub(crate) fn encode_batch(
 impl TxnStore {
     /// Opens (recovering) the log in `dir`, replays it and starts its writer. Returns the latest
     /// metadata of every transactional id. Needs a tokio runtime; blocking file reads.
-    pub fn open(dir: &Path, unsafe_skip_fsync: bool) -> Result<(TxnStore, HashMap<String, TxnMetadata>), TxnError> {
-        // Retention would delete live records; the log is bounded by rewriting it (see ARCHITECTURE.md).
+    pub fn open(
+        dir: &Path,
+        unsafe_skip_fsync: bool,
+        segment_bytes: u64,
+    ) -> Result<(TxnStore, HashMap<String, TxnMetadata>), TxnError> {
+        // Retention would delete live records; the log is bounded by checkpoints instead (every live
+        // record appended again, then the segments below the first one deleted), so segments are small.
         let config = LogConfig {
             retention_ms: None,
             retention_bytes: None,
             segment_ms_max: None,
+            segment_bytes_max: segment_bytes,
             unsafe_skip_fsync,
             ..LogConfig::default()
         };
@@ -206,7 +212,7 @@ impl TxnStore {
             }
         }
         tracing::info!(transactional_ids = entries.len(), end_offset = end, "transaction log replayed");
-        Ok((TxnStore { partition }, entries))
+        Ok((TxnStore { partition: std::sync::Arc::new(partition) }, entries))
     }
 
     /// Appends one record; resolves once it is durable.
@@ -216,9 +222,38 @@ impl TxnStore {
         metadata: Option<&TxnMetadata>,
         timestamp_ms: i64,
     ) -> Result<(), TxnError> {
-        let batch = encode_batch(transactional_id, metadata, timestamp_ms)?;
-        self.partition.append(batch).await?;
+        self.queue(transactional_id, metadata, timestamp_ms)?.await?;
         Ok(())
+    }
+
+    /// Queues one record now (records reach the log in call order) and returns the future of its
+    /// offset once durable.
+    pub fn queue(
+        &self,
+        transactional_id: &str,
+        metadata: Option<&TxnMetadata>,
+        timestamp_ms: i64,
+    ) -> Result<impl std::future::Future<Output = Result<u64, TxnError>> + Send + 'static, TxnError> {
+        let batch = encode_batch(transactional_id, metadata, timestamp_ms)?;
+        let appended = self.partition.append(batch);
+        Ok(async move { Ok(appended.await?.base_offset) })
+    }
+
+    /// Drops every segment wholly below `offset` (what a checkpoint starting there superseded).
+    pub async fn drop_below(&self, offset: u64) -> Result<(), TxnError> {
+        let partition = self.partition.clone();
+        tokio::task::spawn_blocking(move || partition.advance_log_start_offset(offset))
+            .await
+            .map_err(|error| TxnError::Storage(error.to_string()))??;
+        Ok(())
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.partition.log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> u64 {
+        self.partition.log_end_offset()
     }
 
     pub async fn close(&self) -> Result<(), TxnError> {
@@ -263,7 +298,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_latest_record_wins_across_a_restart() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (store, entries) = TxnStore::open(dir.path(), false).expect("opens");
+        let (store, entries) = TxnStore::open(dir.path(), false, 1 << 20).expect("opens");
         assert!(entries.is_empty());
         let mut metadata = sample();
         store.write("a", Some(&metadata), 1).await.expect("writes");
@@ -272,7 +307,7 @@ mod tests {
         store.write("a", Some(&metadata), 2).await.expect("writes");
         store.write("b", None, 3).await.expect("writes");
         store.close().await.expect("closes");
-        let (_store, entries) = TxnStore::open(dir.path(), false).expect("reopens");
+        let (_store, entries) = TxnStore::open(dir.path(), false, 1 << 20).expect("reopens");
         assert_eq!(entries.len(), 1, "b was forgotten");
         assert_eq!(entries["a"].state, TxnState::CompleteCommit);
     }

@@ -205,3 +205,47 @@ async fn a_prepared_transaction_is_finished_after_a_restart() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].transactional_id, "p");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_bound_the_transaction_log_and_keep_every_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let mut config = TxnConfig::new(dir.path().to_path_buf());
+    config.abort_check_interval = Duration::from_millis(100);
+    config.segment_bytes = 16 * 1024;
+    config.checkpoint_log_bytes_min = 64 * 1024;
+    let ids = Arc::new(AtomicI64::new(1));
+    let source = ids.clone();
+    let coordinator = TxnCoordinator::open(config.clone(), Arc::new(move || Ok(source.fetch_add(1, Ordering::SeqCst))))
+        .expect("opens");
+    coordinator.start(Arc::new(Shared(recorder.clone())));
+    let mut producers = Vec::new();
+    for id in 0..3 {
+        producers.push(coordinator.init_producer_id(&format!("t{id}"), 10_000, None).await.unwrap());
+    }
+    // About 150 bytes per record, 3 records per transaction: well past 64 KiB.
+    let mut biggest = 0;
+    for round in 0..400 {
+        let id = round % 3;
+        let (producer_id, epoch) = producers[id];
+        let name = format!("t{id}");
+        coordinator.add(&name, producer_id, epoch, &[tp("out", round as i32 % 4)], &[]).await.unwrap();
+        coordinator.end(&name, producer_id, epoch, round % 2 == 0).await.unwrap();
+        biggest = biggest.max(coordinator.log_bytes());
+    }
+    let (producer_id, epoch) = producers[0];
+    coordinator.add("t0", producer_id, epoch, &[tp("open", 0)], &[]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while coordinator.log_bytes() >= 64 * 1024 {
+        assert!(tokio::time::Instant::now() < deadline, "no checkpoint: log at {} bytes", coordinator.log_bytes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(biggest > 64 * 1024, "the log grew past the threshold before a checkpoint ({biggest} bytes)");
+    let before: Vec<_> = coordinator.list();
+    coordinator.close().await;
+    drop(coordinator);
+    let reopened =
+        TxnCoordinator::open(config, Arc::new(move || Ok(ids.fetch_add(1, Ordering::SeqCst)))).expect("reopens");
+    assert_eq!(reopened.list(), before, "every id and its state survive the checkpoint and a restart");
+    assert_eq!(reopened.describe("t0").unwrap().state, TxnState::Ongoing);
+}
