@@ -1,5 +1,6 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset at a timestamp.
-//! Under read_committed (v2+) "latest" is the last stable offset, as in Kafka.
+//! Under read_committed (v2+) "latest" is the last stable offset, and lookups by time find nothing
+//! at or above it, as in Kafka.
 
 use std::sync::Arc;
 
@@ -77,6 +78,16 @@ fn look_up(
                 .with_offset(-1)
                 .with_timestamp(other);
         }
+    };
+    // Under read_committed nothing at or above the last stable offset is visible (Kafka's
+    // lastFetchableOffset), so a lookup by time or max timestamp never points there.
+    let found = match found {
+        Ok(Some((offset, timestamp)))
+            if read_committed && timestamp >= 0 && offset >= partition.last_stable_offset() =>
+        {
+            Ok(None)
+        }
+        other => other,
     };
     match found {
         Ok(Some((offset, timestamp))) => response.with_offset(offset as i64).with_timestamp(timestamp),
