@@ -214,9 +214,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let broker = Broker::open(config).context("opening the data directory")?;
         let server = Server::bind(broker.clone()).await.with_context(|| format!("binding {}", broker.config.listen))?;
         tracing::info!(listen = %server.local_addr()?, advertised = %format!("{}:{}", broker.endpoint.host, broker.endpoint.port), data_dir = %broker.config.data_dir.display(), "once is serving");
+        if once_log::power_loss::enabled() {
+            tokio::spawn(power_loss_on_sigusr2());
+        }
         server.run(shutdown_signal()).await;
         anyhow::Ok(())
     })
+}
+
+/// Test hook (`ONCE_TEST_POWER_LOSS_MANIFEST`): SIGUSR2 simulates power loss — unsynced appends are
+/// recorded as lost and the process dies by SIGKILL (see once_log::power_loss).
+async fn power_loss_on_sigusr2() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::user_defined2()) {
+        Ok(mut power_loss) => {
+            tracing::warn!("test hook: SIGUSR2 simulates power loss");
+            power_loss.recv().await;
+            tracing::error!("test hook: simulating power loss now");
+            tokio::task::spawn_blocking(once_log::power_loss::trigger).await.ok();
+        }
+        Err(error) => tracing::error!(%error, "cannot listen for SIGUSR2"),
+    }
 }
 
 async fn shutdown_signal() {

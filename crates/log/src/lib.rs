@@ -26,6 +26,7 @@ mod error;
 mod index;
 mod log;
 mod meta;
+pub mod power_loss;
 mod read;
 mod recovery;
 mod retention;

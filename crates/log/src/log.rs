@@ -67,6 +67,8 @@ pub struct SyncPlan {
     /// Log end offset when the plan was made; durable once `execute` succeeds.
     pub end_offset: u64,
     skip_fsync: bool,
+    /// Each file's path and the length the sync makes durable (for the power-loss test hook).
+    durable_lengths: Vec<(std::path::PathBuf, u64)>,
 }
 
 impl SyncPlan {
@@ -76,14 +78,20 @@ impl SyncPlan {
         if self.skip_fsync {
             return Ok(());
         }
-        self.files.iter().try_for_each(File::sync_data)
+        self.files.iter().try_for_each(File::sync_data)?;
+        crate::power_loss::synced(&self.durable_lengths);
+        Ok(())
     }
 }
 
 impl Log {
     /// Opens (creating the directory if needed) and recovers the log in `dir`.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
-        crate::recovery::open(dir, config)
+        let log = crate::recovery::open(dir, config)?;
+        // What an open finds is what survived: the power-loss hook starts from it.
+        let lengths: Vec<_> = log.segments.iter().map(|segment| (segment.path(&log.dir), segment.size)).collect();
+        crate::power_loss::synced(&lengths);
+        Ok(log)
     }
 
     /// Replaces the configuration; takes effect from the next append / retention pass.
@@ -159,10 +167,12 @@ impl Log {
         if !skip_fsync {
             let base = old.base_offset;
             old.file.sync_data().context(|| format!("fdatasync segment {base} at roll"))?;
+            crate::power_loss::synced(&[(old.path(&dir), old.size)]);
         }
         old.persist_index(&dir, skip_fsync)?;
         let segment = Segment::create(&dir, new_base)?;
         meta::fsync_dir(&dir, skip_fsync)?;
+        crate::power_loss::synced(&[(segment.path(&dir), 0)]);
         self.segments.push(segment);
         self.durable_end_offset = new_base;
         meta::write_meta(&dir, MetaKind::RecoveryPoint, new_base, skip_fsync)?;
@@ -181,14 +191,22 @@ impl Log {
     pub fn prepare_sync(&mut self) -> Result<SyncPlan, LogError> {
         self.check_not_failed()?;
         let durable = self.durable_end_offset;
-        let files = self
-            .segments
-            .iter()
-            .filter(|segment| segment.next_offset > durable)
+        let unsynced = || self.segments.iter().filter(|segment| segment.next_offset > durable);
+        let files = unsynced()
             .map(|segment| segment.file.try_clone())
             .collect::<io::Result<Vec<File>>>()
             .context(|| "clone segment file handle for sync".to_string())?;
-        Ok(SyncPlan { files, end_offset: self.log_end_offset(), skip_fsync: self.config.unsafe_skip_fsync })
+        let durable_lengths = if crate::power_loss::enabled() {
+            unsynced().map(|segment| (segment.path(&self.dir), segment.size)).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(SyncPlan {
+            files,
+            end_offset: self.log_end_offset(),
+            skip_fsync: self.config.unsafe_skip_fsync,
+            durable_lengths,
+        })
     }
 
     /// Second half: records the outcome of `SyncPlan::execute`. A failure latches the log.

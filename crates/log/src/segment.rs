@@ -72,6 +72,11 @@ impl Segment {
         ))
     }
 
+    /// The segment file's path in `dir`.
+    pub(crate) fn path(&self, dir: &Path) -> std::path::PathBuf {
+        meta::segment_file(dir, self.base_offset, LOG_EXTENSION)
+    }
+
     /// A segment whose index files were loaded and describe all `size` bytes.
     pub fn from_parts(
         base_offset: u64,
