@@ -20,7 +20,7 @@ fn args(data: &Path, duration: u64, seed: u64) -> CheckArgs {
 #[test]
 fn copiers_killed_and_paused_under_proxy_faults_and_kill_9_copy_exactly_once() {
     let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 1);
-    let passed = once_check::run(args(temp.path(), 15, seed)).expect("the check runs");
+    let passed = once_check::run(args(temp.path(), 12, seed)).expect("the check runs");
     let report = report(temp.path());
     assert!(passed, "seed {seed}: anomalies {}", report["anomaly_details"]);
     assert!(count(&report, "/acked") > 1000, "seed {seed}: too few acknowledged sends");
