@@ -196,6 +196,21 @@ pub fn nonmonotonic_sends(history: &History) -> Vec<Anomaly> {
     anomalies
 }
 
+/// Each poll after the first of its consumer, partition and epoch, with the offset that consumer read
+/// just before in that partition: the steps a consumer took, rebalances excluded.
+pub(crate) fn poll_steps(polls: &[Poll]) -> Vec<(&Poll, i64)> {
+    let mut last: HashMap<(u16, i32), (u32, i64)> = HashMap::new();
+    let mut steps = Vec::new();
+    for poll in polls {
+        let previous = last.insert((poll.consumer, poll.partition), (poll.epoch, poll.offset));
+        match previous {
+            Some((epoch, previous_offset)) if epoch == poll.epoch => steps.push((poll, previous_offset)),
+            _ => {}
+        }
+    }
+    steps
+}
+
 /// Per consumer and partition, within one epoch: offsets must rise, and must not jump over offsets
 /// that any read saw holding a record (offsets without records, e.g. control records, may be skipped).
 pub fn poll_order(history: &History) -> Vec<Anomaly> {
@@ -204,14 +219,8 @@ pub fn poll_order(history: &History) -> Vec<Anomaly> {
         known.entry(poll.partition).or_default().insert(poll.offset);
     }
     let name = |consumer: u16| history.consumers.get(usize::from(consumer)).cloned().unwrap_or_default();
-    let mut last: HashMap<(u16, i32), (u32, i64)> = HashMap::new();
     let mut anomalies = Vec::new();
-    for poll in &history.polls {
-        let previous = last.insert((poll.consumer, poll.partition), (poll.epoch, poll.offset));
-        let Some((epoch, previous_offset)) = previous else { continue };
-        if epoch != poll.epoch {
-            continue;
-        }
+    for (poll, previous_offset) in poll_steps(&history.polls) {
         let (partition, offset, time_ms) = (poll.partition, poll.offset, poll.time_ms);
         if offset <= previous_offset {
             let consumer = name(poll.consumer);

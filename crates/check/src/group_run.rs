@@ -7,9 +7,8 @@ use super::*;
 
 /// The running workload: producer and member threads.
 pub struct Running {
-    producers: Vec<JoinHandle<anyhow::Result<()>>>,
+    producers: Producers,
     members: Vec<JoinHandle<anyhow::Result<()>>>,
-    stop_producers: Arc<AtomicBool>,
     stop_members: Arc<AtomicBool>,
     recorder: Recorder,
     config: QueueConfig,
@@ -18,14 +17,9 @@ pub struct Running {
 
 /// Starts every producer and member thread.
 pub fn start(config: &GroupConfig, stats: &Arc<Stats>, start: Instant) -> Running {
-    let (stop_producers, stop_members) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let recorder = Recorder { sends: Arc::default(), start, stats: stats.clone() };
-    let producers = (0..config.queue.producers)
-        .map(|number| {
-            let (queue, recorder, stop) = (config.queue.clone(), recorder.clone(), stop_producers.clone());
-            std::thread::spawn(move || crate::queue::produce(&queue, number, recorder, &stop))
-        })
-        .collect();
+    let stop_members = Arc::new(AtomicBool::new(false));
+    let recorder = Recorder::new(start, stats.clone());
+    let producers = Producers::start(&config.queue, 0..config.queue.producers, &recorder);
     let log = SharedLog::default();
     let members = (0..config.members)
         .map(|number| {
@@ -40,7 +34,7 @@ pub fn start(config: &GroupConfig, stats: &Arc<Stats>, start: Instant) -> Runnin
             std::thread::spawn(move || member.run())
         })
         .collect();
-    Running { producers, members, stop_producers, stop_members, recorder, config: config.queue.clone(), log }
+    Running { producers, members, stop_members, recorder, config: config.queue.clone(), log }
 }
 
 impl Running {
@@ -49,10 +43,7 @@ impl Running {
     /// cleanly, leaving the group. Then one more producer writes for [`TAIL`], so that the fresh
     /// consumer has records to resume at.
     pub fn stop(self) -> anyhow::Result<(Vec<Send>, SharedLog)> {
-        self.stop_producers.store(true, Ordering::Relaxed);
-        for producer in self.producers {
-            producer.join().map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
-        }
+        self.producers.stop()?;
         let sends = self.recorder.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         while !drained(&sends, &lock(&self.log)) && Instant::now() < deadline {
@@ -62,14 +53,11 @@ impl Running {
         for member in self.members {
             member.join().map_err(|_| anyhow::anyhow!("a member thread panicked"))??;
         }
-        let (config, recorder, stop) = (self.config.clone(), self.recorder.clone(), Arc::new(AtomicBool::new(false)));
-        let stop_tail = stop.clone();
-        let tail = std::thread::spawn(move || crate::queue::produce(&config, config.producers, recorder, &stop_tail));
+        let tail = self.config.producers;
+        let tail = Producers::start(&self.config, tail..tail + 1, &self.recorder);
         std::thread::sleep(TAIL);
-        stop.store(true, Ordering::Relaxed);
-        tail.join().map_err(|_| anyhow::anyhow!("the tail producer panicked"))??;
-        let sends = std::mem::take(&mut *self.recorder.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        Ok((sends, self.log))
+        tail.stop()?;
+        Ok((self.recorder.take_sends(), self.log))
     }
 }
 
@@ -124,26 +112,6 @@ pub fn resume(config: &GroupConfig, log: &SharedLog, start: Instant) -> anyhow::
         .collect();
     lock(&member.log).incarnations[incarnation as usize].ended_ms = elapsed_ms(start);
     Ok((resume, complete))
-}
-
-fn high_watermarks(
-    consumer: &BaseConsumer<EpochContext>,
-    topic: &str,
-    partitions: i32,
-    deadline: Instant,
-) -> anyhow::Result<HashMap<i32, i64>> {
-    let mut high = HashMap::new();
-    for partition in 0..partitions {
-        let watermark = loop {
-            match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
-                Ok((_, high)) => break high,
-                Err(error) if Instant::now() > deadline => return Err(error).context("resume: watermarks"),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        };
-        high.insert(partition, watermark);
-    }
-    Ok(high)
 }
 
 /// The group's committed offset of every partition (OffsetFetch), recorded as a read-back.

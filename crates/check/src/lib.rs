@@ -1,7 +1,8 @@
 //! `once check`: runs a workload against a Kafka-compatible broker while injecting seeded faults,
 //! records what every client saw, and checks the history for Jepsen's Kafka anomalies (lost and
-//! unseen writes, duplicates, inconsistent offsets, non-monotonic sends and polls, poll skips). It
-//! talks to the broker only over the network, so it checks Once or any other Kafka broker.
+//! unseen writes, duplicates, inconsistent offsets, non-monotonic sends and polls, poll skips,
+//! aborted reads). It talks to the broker only over the network, so it checks Once or any other
+//! Kafka broker.
 //!
 //! # Layout
 //! - `lib.rs`: [`CheckArgs`] (the `once check` flags), [`run`]: set-up, the run, the verdict.
@@ -13,6 +14,11 @@
 //!   and the fresh consumer that resumes from the committed offsets — recording a [`GroupHistory`].
 //! - `group_history`, `group_checker` (tests in `group_checker_tests.rs`), `group_report`: its
 //!   history, its anomaly classes as pure functions, its table and JSON report.
+//! - `txn`: the `txn` workload — producers to an input topic, live read_committed and
+//!   read_uncommitted consumers of the output, the final copy and the final reads of both topics;
+//!   `txn_copier`: the `once copy` processes and their faults (kill, pause, resume).
+//! - `txn_history`, `txn_checker` (tests in `txn_checker_tests.rs`), `txn_report`: its history, its
+//!   anomaly classes as pure functions (input/output set equality, order, G1a), its report.
 //! - `proxy`: the seeded TCP fault proxy (resets, delays, lost responses, duplicated produces).
 //! - `nemesis`: the broker process under `--broker-cmd` and the kill -9 / proxy schedule.
 //! - `progress`: live counters and the one-line progress indicator on stderr.
@@ -31,6 +37,11 @@ mod proxy;
 mod queue;
 mod report;
 mod rng;
+mod txn;
+mod txn_checker;
+mod txn_copier;
+mod txn_history;
+mod txn_report;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -48,18 +59,41 @@ pub use checker::{check, Anomaly, CLASSES};
 pub use group_checker::{check_group, reprocessing, GroupAnomaly, Reprocessing, GROUP_CLASSES};
 pub use group_history::{Commit, CommittedRead, GroupHistory, Incarnation, Processed, Resume};
 pub use history::{FaultEvent, History, Poll, Send, SendOutcome};
+pub use txn_checker::{check_txn, uncommitted_reads, TxnAnomaly, TXN_CLASSES};
+pub use txn_history::{Copier, CopierEnd, TopicRead, TxnHistory, Unparseable};
 
 /// How long consumers keep polling after the producers have stopped, before the final read.
 const DRAIN: Duration = Duration::from_secs(3);
 
-/// Workloads `once check` can run. `txn` (transactional copiers) and `dedup` (message-id resends)
-/// are not implemented yet.
+/// Workloads `once check` can run. `dedup` (message-id resends) is not implemented yet.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
     /// Idempotent producers, assign and subscribe consumers, a final read.
     Queue,
     /// Consumer-group members committing offsets while they crash; a fresh member resumes at the end.
     Group,
+    /// Transactional copiers (`once copy`) with random aborts, killed and paused; input checked against
+    /// the committed output.
+    Txn,
+}
+
+/// A consumer's `isolation.level`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    #[value(name = "read_committed")]
+    ReadCommitted,
+    #[value(name = "read_uncommitted")]
+    ReadUncommitted,
+}
+
+impl Isolation {
+    /// The librdkafka setting.
+    pub fn config_value(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        }
+    }
 }
 
 /// Faults the checker can inject.
@@ -78,6 +112,12 @@ pub enum Fault {
     /// `group` workload: a member's client is dropped without committing or leaving the group, and
     /// the proxy cuts it off, as if its process had died.
     Crash,
+    /// `txn` workload: SIGKILL of the active copier process; a successor with its transactional id
+    /// starts at once.
+    ClientKill,
+    /// `txn` workload: SIGSTOP of the active copier, a successor starts (fencing it), and 1–4 s later
+    /// SIGCONT: the zombie must exit fenced without anything it writes becoming visible.
+    ClientPause,
 }
 
 /// Flags of `once check`.
@@ -116,7 +156,7 @@ pub struct CheckArgs {
         env = "ONCE_CHECK_FAULTS",
         value_enum,
         value_delimiter = ',',
-        default_value = "reset,delay,lost-response,duplicate,kill,crash"
+        default_value = "reset,delay,lost-response,duplicate,kill,crash,client-kill,client-pause"
     )]
     pub faults: Vec<Fault>,
     /// Probability of each proxy fault per request while the proxy's faults are on.
@@ -142,19 +182,33 @@ pub struct CheckArgs {
     /// the records a crash between the two then skips.
     #[arg(long, env = "ONCE_CHECK_COMMIT_BEFORE_PROCESS", default_value_t = false, action = clap::ArgAction::Set)]
     pub commit_before_process: bool,
+    /// `txn` workload: the copier command; the copy flags (`--bootstrap`, `--from`, `--to`, `--group`,
+    /// `--transactional-id`, …) are appended and it runs under `sh -c` [default: this executable's
+    /// `copy` subcommand].
+    #[arg(long, env = "ONCE_CHECK_COPIER_CMD", value_name = "CMD")]
+    pub copier_cmd: Option<String>,
+    /// `txn` workload: isolation level of the live consumer of the output that must see only committed
+    /// records. `read_uncommitted` only to see the checker catch the aborted reads that gives.
+    #[arg(long, env = "ONCE_CHECK_TXN_CONSUMER_ISOLATION", value_enum, default_value = "read_committed")]
+    pub txn_consumer_isolation: Isolation,
 }
 
 /// Runs the check; true if no anomaly was found. Prints the seed at the start and with any failure.
 pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
     let seed = args.seed.unwrap_or_else(|| now_ms() ^ u64::from(std::process::id()));
-    let faults: Vec<String> = args.faults.iter().map(|fault| format!("{fault:?}").to_lowercase()).collect();
+    let faults: Vec<String> = args.faults.iter().map(flag_name).collect();
     eprintln!(
-        "once check: workload {:?}, seed {seed}, {} s of faults: {}",
-        args.workload,
+        "once check: workload {}, seed {seed}, {} s of faults: {}",
+        flag_name(&args.workload),
         args.duration,
         faults.join(",")
     );
     run_seeded(&args, seed).with_context(|| format!("once check stopped (seed {seed})"))
+}
+
+/// A flag value as it is spelled on the command line.
+fn flag_name(value: &impl clap::ValueEnum) -> String {
+    value.to_possible_value().map(|value| value.get_name().to_string()).unwrap_or_default()
 }
 
 fn now_ms() -> u64 {
@@ -166,25 +220,33 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
     let mut set_up = SetUp::new(args, seed)?;
     let client_bootstrap = set_up.proxy.as_ref().map_or(args.bootstrap.clone(), |proxy| proxy.address.clone());
     let workload = format!("{:?}", args.workload).to_lowercase();
-    let topic = format!("once-check-{workload}-{seed}-{}", now_ms());
-    create_topic(&client_bootstrap, &topic, args.partitions)?;
+    let run_name = format!("once-check-{workload}-{seed}-{}", now_ms());
+    // `txn` copies `<run>-in` to `<run>-out`; the other workloads have one topic, named after the run.
+    let topics = match args.workload {
+        Workload::Txn => vec![format!("{run_name}-in"), format!("{run_name}-out")],
+        Workload::Queue | Workload::Group => vec![run_name.clone()],
+    };
+    for topic in &topics {
+        create_topic(&client_bootstrap, topic, args.partitions)?;
+    }
     if set_up.proxy.is_some() && set_up.broker.is_none() {
         warn_unless_advertised(&client_bootstrap);
     }
     let config = queue::QueueConfig {
         bootstrap: client_bootstrap.clone(),
-        topic: topic.clone(),
+        topic: topics[0].clone(),
         partitions: args.partitions,
         producers: args.producers,
         rate: args.rate,
         idempotence: args.producer_idempotence,
     };
-    let run = Run { args, seed, start, config, stats: Arc::new(progress::Stats::default()) };
+    let run = Run { args, seed, start, run_name, config, stats: Arc::new(progress::Stats::default()) };
     let proxy_counters = set_up.proxy.as_ref().map(|proxy| proxy.counters.clone());
     let progress = progress::start(run.stats.clone(), proxy_counters, Duration::from_secs(args.duration));
     let valid = match args.workload {
         Workload::Queue => run.queue(&mut set_up, progress)?,
         Workload::Group => run.group(&mut set_up, progress)?,
+        Workload::Txn => run.txn(&mut set_up, progress)?,
     };
     if !valid {
         eprintln!("once check: anomalies found (seed {seed})");
@@ -197,17 +259,25 @@ struct Run<'a> {
     args: &'a CheckArgs,
     seed: u64,
     start: Instant,
+    /// `once-check-WORKLOAD-SEED-MILLIS`: the topic's name, or the prefix of the `txn` workload's names.
+    run_name: String,
     config: queue::QueueConfig,
     stats: Arc<progress::Stats>,
 }
 
 impl Run<'_> {
-    /// The seeded fault schedule until `--duration` is over, then healing.
-    fn nemesis(&self, set_up: &mut SetUp) -> anyhow::Result<Vec<FaultEvent>> {
+    /// The seeded fault schedule until `--duration` is over, then healing (of the broker and the proxy;
+    /// client processes are the workload's to heal).
+    fn nemesis<'a>(
+        &'a self,
+        set_up: &'a mut SetUp,
+        clients: Option<&'a mut (dyn nemesis::ClientNemesis + 'a)>,
+    ) -> anyhow::Result<Vec<FaultEvent>> {
         let targets = nemesis::Targets {
             proxy: set_up.proxy.as_ref().map(|proxy| proxy.enabled.clone()),
             broker: set_up.broker.as_mut().filter(|_| self.args.faults.contains(&Fault::Kill)),
             kills: &self.stats.kills,
+            clients,
         };
         let mut rng = rng::Rng::new(self.seed);
         nemesis::run(&mut rng, self.start, self.start + Duration::from_secs(self.args.duration), targets)
@@ -215,7 +285,7 @@ impl Run<'_> {
 
     fn queue(&self, set_up: &mut SetUp, progress: progress::Progress) -> anyhow::Result<bool> {
         let running = queue::start(&self.config, &self.stats, self.start);
-        let faults = self.nemesis(set_up)?;
+        let faults = self.nemesis(set_up, None)?;
         let recorded = running.stop(DRAIN)?;
         let (final_reads, final_read_complete) = queue::final_read(&self.config, self.start)?;
         drop(progress);
@@ -262,7 +332,7 @@ impl Run<'_> {
             seed: self.seed,
         };
         let running = group::start(&config, &self.stats, self.start);
-        let mut faults = self.nemesis(set_up)?;
+        let mut faults = self.nemesis(set_up, None)?;
         let (sends, log) = running.stop()?;
         let (resume, final_read_complete) = group::resume(&config, &log, self.start)?;
         drop(progress);
@@ -304,6 +374,88 @@ impl Run<'_> {
             outcome.write_json(path)?;
         }
         Ok(anomalies.is_empty())
+    }
+
+    fn txn(&self, set_up: &mut SetUp, progress: progress::Progress) -> anyhow::Result<bool> {
+        let config = txn::TxnConfig {
+            queue: self.config.clone(),
+            output: format!("{}-out", self.run_name),
+            committed_isolation: self.args.txn_consumer_isolation.config_value(),
+        };
+        let mut copiers = txn_copier::Copiers::new(self.copier_settings(&config)?, self.start, self.stats.clone());
+        let running = txn::start(&config, &self.stats, self.start);
+        copiers.spawn(None)?;
+        let mut faults = {
+            let (kill, pause) =
+                (self.args.faults.contains(&Fault::ClientKill), self.args.faults.contains(&Fault::ClientPause));
+            let mut client_faults = txn_copier::CopierFaults::new(&mut copiers, kill, pause, self.seed);
+            self.nemesis(set_up, Some(&mut client_faults))?
+        };
+        let recorded = running.finish(&mut copiers)?;
+        let (bootstrap, partitions) = (&self.config.bootstrap, self.args.partitions);
+        let (input, input_unparseable) = txn::read_topic(bootstrap, &config.queue.topic, partitions, self.start)?;
+        let (output, mut output_unparseable) = txn::read_topic(bootstrap, &config.output, partitions, self.start)?;
+        drop(progress);
+        let (copier_records, copier_events) = copiers.into_history();
+        faults.extend(copier_events);
+        faults.sort_by_key(|event| event.time_ms);
+        output_unparseable.extend(recorded.reads.unparseable);
+        output_unparseable.sort_unstable();
+        output_unparseable.dedup();
+        let unparseable = input_unparseable.into_iter().map(|place| ("input", place));
+        let unparseable = unparseable.chain(output_unparseable.into_iter().map(|place| ("output", place)));
+        let history = TxnHistory {
+            partitions,
+            consumers: txn::CONSUMERS.iter().map(|name| name.to_string()).collect(),
+            sends: recorded.sends,
+            polls: recorded.reads.polls,
+            input,
+            output,
+            copiers: copier_records,
+            concurrent_copiers: recorded.concurrent_copiers,
+            unparseable: unparseable
+                .map(|(topic, (partition, offset))| Unparseable { topic, partition, offset })
+                .collect(),
+            faults,
+        };
+        let anomalies = check_txn(&history);
+        let outcome = txn_report::TxnOutcome {
+            seed: self.seed,
+            duration_secs: self.args.duration,
+            input_topic: &config.queue.topic,
+            output_topic: &config.output,
+            client_bootstrap: bootstrap,
+            history: &history,
+            anomalies: &anomalies,
+            final_copy_finished: recorded.final_copy_finished,
+            faults: set_up.fault_counts(self.stats.kills.load(Ordering::Relaxed)),
+        };
+        print!("{}", outcome.table());
+        if let Some(path) = &self.args.json {
+            outcome.write_json(path)?;
+        }
+        Ok(anomalies.is_empty())
+    }
+
+    /// How the `txn` workload starts its copiers. Their logs go beside `--broker-log`, or to the temp
+    /// directory.
+    fn copier_settings(&self, config: &txn::TxnConfig) -> anyhow::Result<txn_copier::CopierSettings> {
+        let command = match &self.args.copier_cmd {
+            Some(command) => command.clone(),
+            None => txn_copier::default_command()?,
+        };
+        let log_dir = self.args.broker_log.as_deref().and_then(std::path::Path::parent);
+        let log_dir = log_dir.filter(|dir| !dir.as_os_str().is_empty()).map_or_else(std::env::temp_dir, PathBuf::from);
+        Ok(txn_copier::CopierSettings {
+            command,
+            bootstrap: self.config.bootstrap.clone(),
+            input: config.queue.topic.clone(),
+            output: config.output.clone(),
+            group: format!("{}-copier", self.run_name),
+            transactional_id: format!("{}-copier", self.run_name),
+            seed: self.seed,
+            log_dir,
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! The nemesis: a broker process the checker manages (`--broker-cmd`) and the seeded schedule that
-//! kills it with SIGKILL, restarts it, and switches the proxy's faults on and off.
+//! kills it with SIGKILL, restarts it, and switches the proxy's faults on and off; client processes'
+//! faults (the `txn` workload's copiers) run on its clock through [`ClientNemesis`].
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -97,6 +98,12 @@ impl Drop for ManagedBroker {
     }
 }
 
+/// Faults on client processes, driven by the nemesis's loop until the faults end.
+pub trait ClientNemesis {
+    /// Called on every tick of the schedule (about every 10 ms).
+    fn tick(&mut self, now: Instant) -> anyhow::Result<()>;
+}
+
 /// The faults the schedule may use.
 pub struct Targets<'a> {
     /// The proxy's on/off switch, if there is a proxy.
@@ -105,13 +112,15 @@ pub struct Targets<'a> {
     pub broker: Option<&'a mut ManagedBroker>,
     /// Kills so far, for the progress line.
     pub kills: &'a AtomicU64,
+    /// Client processes' faults, if the workload has any.
+    pub clients: Option<&'a mut dyn ClientNemesis>,
 }
 
 /// Runs the seeded schedule until `until`, then heals: proxy faults off, broker running. Proxy faults
 /// come in windows of 1–4 s with 0.5–2 s of calm between; the broker is killed every 2–5 s and stays
-/// down for 0.2–1.5 s.
+/// down for 0.2–1.5 s. Client faults keep their own schedule; healing them is the workload's business.
 pub fn run(rng: &mut Rng, start: Instant, until: Instant, targets: Targets<'_>) -> anyhow::Result<Vec<FaultEvent>> {
-    let Targets { proxy, mut broker, kills } = targets;
+    let Targets { proxy, mut broker, kills, mut clients } = targets;
     let mut events = Vec::new();
     let mut note = |kind: &str| events.push(FaultEvent { time_ms: elapsed_ms(start), kind: kind.to_string() });
     let now = Instant::now();
@@ -139,6 +148,9 @@ pub fn run(rng: &mut Rng, start: Instant, until: Instant, targets: Targets<'_>) 
                 next_restart = None;
                 next_kill = Instant::now() + Duration::from_millis(rng.between(2000, 5000));
             }
+        }
+        if let Some(clients) = clients.as_deref_mut() {
+            clients.tick(Instant::now())?;
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -16,6 +16,10 @@ pub struct Stats {
     pub kills: AtomicU64,
     /// Consumer incarnations crashed (the `group` workload).
     pub crashes: AtomicU64,
+    /// Copier processes killed and paused by client faults, and copiers that exited fenced (`txn`).
+    pub copier_kills: AtomicU64,
+    pub copier_pauses: AtomicU64,
+    pub fenced: AtomicU64,
 }
 
 /// The progress line's thread; dropping it stops the line and ends it with a newline.
@@ -75,6 +79,14 @@ fn line(stats: &Stats, proxy: Option<&ProxyCounters>, elapsed: Duration, duratio
     );
     if load(&stats.crashes) > 0 {
         line.push_str(&format!(" crashes {}", load(&stats.crashes)));
+    }
+    if load(&stats.copier_kills) + load(&stats.copier_pauses) > 0 {
+        line.push_str(&format!(
+            " copier-kills {} copier-pauses {} fenced {}",
+            load(&stats.copier_kills),
+            load(&stats.copier_pauses),
+            load(&stats.fenced)
+        ));
     }
     if let Some(proxy) = proxy {
         line.push_str(&format!(

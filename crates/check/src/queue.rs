@@ -3,8 +3,10 @@
 //! two) consumers poll; after the faults stop, a final read of every partition from the start.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -61,6 +63,15 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
+    pub(crate) fn new(start: Instant, stats: Arc<Stats>) -> Recorder {
+        Recorder { sends: Arc::default(), start, stats }
+    }
+
+    /// Every send recorded so far, taken out of the recorder.
+    pub(crate) fn take_sends(&self) -> Vec<Send> {
+        std::mem::take(&mut *self.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
     fn push(&self, send: Send) -> usize {
         let mut sends = self.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         sends.push(send);
@@ -135,6 +146,35 @@ pub(crate) fn produce(config: &QueueConfig, number: u32, recorder: Recorder, sto
     Ok(())
 }
 
+/// Producer threads that record into one [`Recorder`].
+pub(crate) struct Producers {
+    threads: Vec<JoinHandle<anyhow::Result<()>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Producers {
+    /// Starts one thread per producer number in `numbers`, each sending its share of `config.rate`.
+    pub(crate) fn start(config: &QueueConfig, numbers: Range<u32>, recorder: &Recorder) -> Producers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = numbers
+            .map(|number| {
+                let (config, recorder, stop) = (config.clone(), recorder.clone(), stop.clone());
+                std::thread::spawn(move || produce(&config, number, recorder, &stop))
+            })
+            .collect();
+        Producers { threads, stop }
+    }
+
+    /// Stops every producer and waits for it; each first flushes for up to [`FLUSH_TIMEOUT`].
+    pub(crate) fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for producer in self.threads {
+            producer.join().map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
+        }
+        Ok(())
+    }
+}
+
 /// Bumps its epoch on every rebalance, so the checker allows offsets to jump between epochs.
 pub(crate) struct EpochContext {
     pub(crate) epoch: Arc<AtomicU32>,
@@ -158,7 +198,7 @@ pub struct Reads {
 }
 
 impl Reads {
-    fn record(&mut self, consumer: u16, epoch: u32, message: &impl Message, time_ms: u64) {
+    pub(crate) fn record(&mut self, consumer: u16, epoch: u32, message: &impl Message, time_ms: u64) {
         let (partition, offset) = (message.partition(), message.offset());
         let value = message
             .payload()
@@ -171,15 +211,37 @@ impl Reads {
     }
 }
 
-fn consumer(config: &QueueConfig, number: u16, epoch: Arc<AtomicU32>) -> anyhow::Result<BaseConsumer<EpochContext>> {
-    let name = CONSUMERS.get(usize::from(number)).copied().unwrap_or("final-read");
+/// One consumer of a run: its index in the history's consumer list, its name (also its `client.id`:
+/// names starting with `group` subscribe in one group, the others assign every partition from the
+/// beginning) and its `isolation.level`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConsumerSpec {
+    pub(crate) number: u16,
+    pub(crate) name: &'static str,
+    pub(crate) isolation: &'static str,
+}
+
+impl ConsumerSpec {
+    /// The `queue` workload's consumer `number` (the final read's for [`FINAL_READER`]).
+    fn queue(number: u16) -> ConsumerSpec {
+        let name = CONSUMERS.get(usize::from(number)).copied().unwrap_or("final-read");
+        let isolation = if name == "assign-read-uncommitted" { "read_uncommitted" } else { "read_committed" };
+        ConsumerSpec { number, name, isolation }
+    }
+}
+
+pub(crate) fn consumer(
+    config: &QueueConfig,
+    spec: ConsumerSpec,
+    epoch: Arc<AtomicU32>,
+) -> anyhow::Result<BaseConsumer<EpochContext>> {
+    let name = spec.name;
     let in_group = name.starts_with("group");
     let group = if in_group { format!("{}-group", config.topic) } else { format!("{}-{name}", config.topic) };
-    let isolation = if name == "assign-read-uncommitted" { "read_uncommitted" } else { "read_committed" };
     let consumer: BaseConsumer<EpochContext> = client(&config.bootstrap)
         .set("group.id", group)
         .set("client.id", name)
-        .set("isolation.level", isolation)
+        .set("isolation.level", spec.isolation)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", in_group.to_string())
         .set("auto.commit.interval.ms", "500")
@@ -200,53 +262,72 @@ fn consumer(config: &QueueConfig, number: u16, epoch: Arc<AtomicU32>) -> anyhow:
 }
 
 /// Polls until `stop`, recording every record with the consumer's epoch at the time.
-fn consume(
+pub(crate) fn consume(
     config: &QueueConfig,
-    number: u16,
+    spec: ConsumerSpec,
     stats: &Stats,
     start: Instant,
     stop: &AtomicBool,
 ) -> anyhow::Result<Reads> {
     let epoch = Arc::new(AtomicU32::new(0));
-    let consumer = consumer(config, number, epoch.clone())?;
+    let consumer = consumer(config, spec, epoch.clone())?;
     let mut reads = Reads::default();
     while !stop.load(Ordering::Relaxed) {
         // Errors (a broker gone, a reset connection) are librdkafka's to retry; the checker judges
         // only what was read.
         let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
-        reads.record(number, epoch.load(Ordering::Relaxed), &message, elapsed_ms(start));
+        reads.record(spec.number, epoch.load(Ordering::Relaxed), &message, elapsed_ms(start));
         stats.polled.fetch_add(1, Ordering::Relaxed);
     }
     Ok(reads)
 }
 
+/// Consumer threads that poll until stopped.
+pub(crate) struct Consumers {
+    threads: Vec<JoinHandle<anyhow::Result<Reads>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Consumers {
+    pub(crate) fn start(config: &QueueConfig, specs: &[ConsumerSpec], stats: &Arc<Stats>, start: Instant) -> Consumers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = specs
+            .iter()
+            .map(|&spec| {
+                let (config, stats, stop) = (config.clone(), stats.clone(), stop.clone());
+                std::thread::spawn(move || consume(&config, spec, &stats, start, &stop))
+            })
+            .collect();
+        Consumers { threads, stop }
+    }
+
+    /// Stops every consumer; their reads, merged.
+    pub(crate) fn stop(self) -> anyhow::Result<Reads> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut reads = Reads::default();
+        for consumer in self.threads {
+            let mut one = consumer.join().map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??;
+            reads.polls.append(&mut one.polls);
+            reads.unparseable.append(&mut one.unparseable);
+        }
+        Ok(reads)
+    }
+}
+
 /// The running workload: producer and consumer threads.
 pub struct Running {
-    producers: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
-    consumers: Vec<std::thread::JoinHandle<anyhow::Result<Reads>>>,
-    stop_producers: Arc<AtomicBool>,
-    stop_consumers: Arc<AtomicBool>,
-    sends: Arc<Mutex<Vec<Send>>>,
+    producers: Producers,
+    consumers: Consumers,
+    recorder: Recorder,
 }
 
 /// Starts every producer and consumer thread.
 pub fn start(config: &QueueConfig, stats: &Arc<Stats>, start: Instant) -> Running {
-    let (stop_producers, stop_consumers) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let recorder = Recorder { sends: Arc::default(), start, stats: stats.clone() };
-    let sends = recorder.sends.clone();
-    let producers = (0..config.producers)
-        .map(|number| {
-            let (config, recorder, stop) = (config.clone(), recorder.clone(), stop_producers.clone());
-            std::thread::spawn(move || produce(&config, number, recorder, &stop))
-        })
-        .collect();
-    let consumers = (0..CONSUMERS.len() as u16)
-        .map(|number| {
-            let (config, stats, stop) = (config.clone(), stats.clone(), stop_consumers.clone());
-            std::thread::spawn(move || consume(&config, number, &stats, start, &stop))
-        })
-        .collect();
-    Running { producers, consumers, stop_producers, stop_consumers, sends }
+    let recorder = Recorder::new(start, stats.clone());
+    let producers = Producers::start(config, 0..config.producers, &recorder);
+    let specs: Vec<ConsumerSpec> = (0..CONSUMERS.len() as u16).map(ConsumerSpec::queue).collect();
+    let consumers = Consumers::start(config, &specs, stats, start);
+    Running { producers, consumers, recorder }
 }
 
 /// Everything the workload recorded.
@@ -258,39 +339,19 @@ pub struct Recorded {
 impl Running {
     /// Stops the producers (after their flush), lets the consumers catch up for `drain`, stops them.
     pub fn stop(self, drain: Duration) -> anyhow::Result<Recorded> {
-        self.stop_producers.store(true, Ordering::Relaxed);
-        for producer in self.producers {
-            producer.join().map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
-        }
+        self.producers.stop()?;
         std::thread::sleep(drain);
-        self.stop_consumers.store(true, Ordering::Relaxed);
-        let mut reads = Reads::default();
-        for consumer in self.consumers {
-            let mut one = consumer.join().map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??;
-            reads.polls.append(&mut one.polls);
-            reads.unparseable.append(&mut one.unparseable);
-        }
-        let sends = std::mem::take(&mut *self.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        Ok(Recorded { sends, reads })
+        let reads = self.consumers.stop()?;
+        Ok(Recorded { sends: self.recorder.take_sends(), reads })
     }
 }
 
 /// Reads every partition from the start up to its high watermark as of now. Returns the reads and
 /// whether every partition was read to its end.
 pub fn final_read(config: &QueueConfig, start: Instant) -> anyhow::Result<(Reads, bool)> {
-    let consumer = consumer(config, FINAL_READER, Arc::new(AtomicU32::new(0)))?;
+    let consumer = consumer(config, ConsumerSpec::queue(FINAL_READER), Arc::new(AtomicU32::new(0)))?;
     let deadline = Instant::now() + FINAL_READ_TIMEOUT;
-    let mut high: HashMap<i32, i64> = HashMap::new();
-    for partition in 0..config.partitions {
-        let watermarks = loop {
-            match consumer.fetch_watermarks(&config.topic, partition, Duration::from_secs(5)) {
-                Ok((_, high)) => break high,
-                Err(error) if Instant::now() > deadline => return Err(error).context("final read: watermarks"),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        };
-        high.insert(partition, watermarks);
-    }
+    let high = high_watermarks(&consumer, &config.topic, config.partitions, deadline)?;
     let mut next: HashMap<i32, i64> = HashMap::new();
     let done = |next: &HashMap<i32, i64>| high.iter().all(|(p, high)| next.get(p).copied().unwrap_or(0) >= *high);
     let mut reads = Reads::default();
@@ -300,4 +361,28 @@ pub fn final_read(config: &QueueConfig, start: Instant) -> anyhow::Result<(Reads
         reads.record(FINAL_READER, 0, &message, elapsed_ms(start));
     }
     Ok((reads, done(&next)))
+}
+
+/// The high watermark of every partition of `topic` (the last stable offset for a read_committed
+/// consumer), retried until `deadline` through a broker restart.
+pub(crate) fn high_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: i32,
+    deadline: Instant,
+) -> anyhow::Result<HashMap<i32, i64>> {
+    let mut high = HashMap::new();
+    for partition in 0..partitions {
+        let watermark = loop {
+            match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+                Ok((_, high)) => break high,
+                Err(error) if Instant::now() > deadline => {
+                    return Err(error).with_context(|| format!("watermarks of {topic} partition {partition}"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        high.insert(partition, watermark);
+    }
+    Ok(high)
 }

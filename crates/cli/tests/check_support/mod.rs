@@ -4,14 +4,20 @@
 
 use std::path::Path;
 
-use once_check::{CheckArgs, Fault, Workload};
+use once_check::{CheckArgs, Fault, Isolation, Workload};
 
 /// The command that starts this build's broker on `data`.
 pub fn once_serve(data: &Path) -> String {
     format!("{} serve --data-dir {}", env!("CARGO_BIN_EXE_once"), data.join("data").display())
 }
 
-/// Every fault except member crashes; `group` runs add `Fault::Crash`.
+/// This build's `once copy`, for the `txn` workload's copiers.
+pub fn once_copy() -> String {
+    format!("{} copy", env!("CARGO_BIN_EXE_once"))
+}
+
+/// Every fault except member crashes and client faults; `group` runs add `Fault::Crash`, `txn` runs
+/// `Fault::ClientKill` and `Fault::ClientPause`.
 pub fn args(data: &Path, workload: Workload, broker_cmd: String, duration: u64, seed: u64) -> CheckArgs {
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("free port");
@@ -32,6 +38,8 @@ pub fn args(data: &Path, workload: Workload, broker_cmd: String, duration: u64, 
         producer_idempotence: true,
         members: 3,
         commit_before_process: false,
+        copier_cmd: Some(once_copy()),
+        txn_consumer_isolation: Isolation::ReadCommitted,
     }
 }
 

@@ -1,0 +1,255 @@
+//! The txn checker on hand-made histories: a clean copy through an aborted transaction passes, and
+//! each anomaly class is found, with its evidence, in a history built to contain it.
+
+use super::*;
+use crate::history::{Send, SendOutcome};
+use crate::txn_history::{Copier, CopierEnd, TopicRead, Unparseable};
+
+fn send(producer: u32, index: u64, value: Value, partition: i32, offset: i64) -> Send {
+    let outcome = SendOutcome::Acked { offset };
+    Send { producer, index, value, partition, outcome, sent_ms: index, done_ms: index + 1 }
+}
+
+fn record(consumer: u16, partition: i32, offset: i64, value: Value) -> Poll {
+    Poll { consumer, epoch: 0, partition, offset, value, time_ms: 100 + offset as u64 }
+}
+
+fn read(records: &[(i32, i64, Value)], read_to: Vec<i64>) -> TopicRead {
+    let records =
+        records.iter().map(|&(partition, offset, value)| record(u16::MAX, partition, offset, value)).collect();
+    TopicRead { records, read_to, complete: true }
+}
+
+fn copier(id: CopierId, paused_ms: Option<TimeMs>, resumed_ms: Option<TimeMs>) -> Copier {
+    Copier {
+        id,
+        pid: 100 + id,
+        seed: 7,
+        started_ms: 10,
+        paused_ms,
+        resumed_ms,
+        ended_ms: None,
+        end: CopierEnd::Running,
+        last: false,
+        log: format!("copier-{id}.log"),
+    }
+}
+
+/// Input: 10, 11, 12 at offsets 0–2 of partition 0 and 20 at offset 0 of partition 1. The copier's
+/// first transaction on partition 0 wrote 10 (offset 0) and committed (marker at 1); the next wrote
+/// 11 at 2 and aborted (marker at 3); the retry wrote 11 and 12 at 4 and 5 and committed (marker at
+/// 6). The read_uncommitted consumer saw the aborted 11; the read_committed one did not.
+fn clean() -> TxnHistory {
+    let committed = [(0, 0, 10), (0, 4, 11), (0, 5, 12), (1, 0, 20)];
+    let mut polls: Vec<Poll> = committed.iter().map(|&(p, o, v)| record(COMMITTED_CONSUMER, p, o, v)).collect();
+    let uncommitted = [(0, 0, 10), (0, 2, 11), (0, 4, 11), (0, 5, 12), (1, 0, 20)];
+    polls.extend(uncommitted.iter().map(|&(p, o, v)| record(UNCOMMITTED_CONSUMER, p, o, v)));
+    TxnHistory {
+        partitions: 2,
+        consumers: vec!["output-read-committed".into(), "output-read-uncommitted".into()],
+        sends: vec![send(0, 0, 10, 0, 0), send(0, 1, 20, 1, 0), send(0, 2, 11, 0, 1), send(0, 3, 12, 0, 2)],
+        polls,
+        input: read(&[(0, 0, 10), (0, 1, 11), (0, 2, 12), (1, 0, 20)], vec![3, 1]),
+        output: read(&committed, vec![7, 2]),
+        copiers: vec![copier(0, None, None)],
+        concurrent_copiers: vec![0],
+        unparseable: vec![],
+        faults: vec![],
+    }
+}
+
+fn classes(history: &TxnHistory) -> Vec<&'static str> {
+    check_txn(history).iter().map(TxnAnomaly::class).collect()
+}
+
+#[test]
+fn a_clean_copy_through_an_abort_has_no_anomaly() {
+    let history = clean();
+    assert_eq!(check_txn(&history), vec![]);
+    assert_eq!(uncommitted_reads(&history), 1, "the aborted 11 at offset 2, seen read_uncommitted");
+}
+
+#[test]
+fn what_the_input_holds_must_be_copied_whatever_its_send_said() {
+    let mut history = clean();
+    // 13 timed out for its producer but was written: it must be copied. 14 failed and was not.
+    let mut written = send(1, 0, 13, 0, 3);
+    written.outcome = SendOutcome::Failed { error: "timed out".into() };
+    let mut never_written = send(1, 1, 14, 0, 4);
+    never_written.outcome = SendOutcome::Unknown;
+    history.sends.extend([written, never_written]);
+    history.input.records.push(record(u16::MAX, 0, 3, 13));
+    assert_eq!(check_txn(&history), vec![TxnAnomaly::Lost { value: 13, input: (0, 3), acked_ms: None }]);
+}
+
+#[test]
+fn an_input_value_missing_from_the_output_is_lost() {
+    let mut history = clean();
+    history.output.records.retain(|record| record.value != 12);
+    history.polls.retain(|poll| poll.value != 12);
+    assert_eq!(check_txn(&history), vec![TxnAnomaly::Lost { value: 12, input: (0, 2), acked_ms: Some(4) }]);
+}
+
+#[test]
+fn an_acknowledged_value_missing_from_the_input_is_lost_input_not_lost() {
+    let mut history = clean();
+    history.input.records.retain(|record| record.value != 12);
+    history.output.records.retain(|record| record.value != 12);
+    history.polls.retain(|poll| poll.value != 12);
+    assert_eq!(check_txn(&history), vec![TxnAnomaly::LostInput { value: 12, partition: 0, offset: 2, acked_ms: 4 }]);
+}
+
+#[test]
+fn a_value_committed_twice_is_a_duplicate_with_its_places() {
+    let mut history = clean();
+    // A zombie's write of 11 became visible after its successor had copied 11.
+    history.output.records.push(record(u16::MAX, 0, 7, 11));
+    history.output.read_to[0] = 9;
+    assert_eq!(
+        check_txn(&history),
+        vec![TxnAnomaly::Duplicate { value: 11, output: vec![(0, 4), (0, 7)], input: vec![(0, 1)] }]
+    );
+}
+
+#[test]
+fn a_value_nobody_sent_is_unexpected() {
+    let mut history = clean();
+    history.output.records.push(record(u16::MAX, 1, 2, 99));
+    assert_eq!(check_txn(&history), vec![TxnAnomaly::Unexpected { value: 99, partition: 1, offset: 2 }]);
+}
+
+#[test]
+fn a_committed_read_of_an_aborted_record_is_g1a() {
+    let mut history = clean();
+    let mut aborted = record(COMMITTED_CONSUMER, 0, 2, 11);
+    aborted.time_ms = 42;
+    history.polls.insert(1, aborted);
+    // Past the end of the final read: not judged.
+    history.polls.push(record(COMMITTED_CONSUMER, 1, 5, 20));
+    assert_eq!(
+        check_txn(&history),
+        vec![TxnAnomaly::AbortedRead {
+            consumer: "output-read-committed".into(),
+            partition: 0,
+            offset: 2,
+            value: 11,
+            time_ms: 42,
+            committed_value: None,
+            committed_places: vec![(0, 4)],
+        }]
+    );
+    assert_eq!(classes(&history), vec!["aborted-read"]);
+}
+
+#[test]
+fn output_out_of_input_order_or_partition_is_reordered() {
+    let mut history = clean();
+    // 12 committed before 11 in partition 0.
+    for record in &mut history.output.records {
+        record.offset = match record.value {
+            11 => 5,
+            12 => 4,
+            _ => record.offset,
+        };
+    }
+    history.polls.retain(|poll| poll.partition != 0 || poll.value == 10);
+    assert_eq!(
+        check_txn(&history),
+        vec![TxnAnomaly::Reordered {
+            value: 11,
+            output: (0, 5),
+            input: (0, 1),
+            after_value: 12,
+            after_output: (0, 4),
+            after_input: (0, 2),
+        }]
+    );
+    let mut history = clean();
+    history.output.records.retain(|record| record.value != 20);
+    history.output.records.push(record(u16::MAX, 0, 6, 20));
+    history.polls.retain(|poll| poll.value != 20);
+    assert_eq!(check_txn(&history), vec![TxnAnomaly::WrongPartition { value: 20, output: (0, 6), input: (1, 0) }]);
+    assert_eq!(classes(&history), vec!["reordered"]);
+}
+
+#[test]
+fn a_live_consumer_going_back_is_a_nonmonotonic_poll() {
+    let mut history = clean();
+    history.polls.push(record(UNCOMMITTED_CONSUMER, 0, 2, 11));
+    assert_eq!(
+        check_txn(&history),
+        vec![TxnAnomaly::NonMonotonicPoll {
+            consumer: "output-read-uncommitted".into(),
+            partition: 0,
+            previous_offset: 5,
+            offset: 2,
+            time_ms: 102,
+        }]
+    );
+}
+
+#[test]
+fn two_copiers_alive_after_the_zombie_was_resumed_is_an_unfenced_zombie() {
+    let mut history = clean();
+    history.copiers = vec![copier(0, Some(1_000), Some(3_000)), copier(1, None, None)];
+    history.concurrent_copiers = vec![1];
+    assert_eq!(check_txn(&history), vec![], "one copier left: the zombie exited");
+    history.concurrent_copiers = vec![0, 1];
+    assert_eq!(
+        check_txn(&history),
+        vec![TxnAnomaly::UnfencedZombie {
+            copiers: vec![0, 1],
+            paused_ms: vec![Some(1_000), None],
+            resumed_ms: vec![Some(3_000), None],
+        }]
+    );
+}
+
+#[test]
+fn a_record_the_run_did_not_write_is_unparseable() {
+    let mut history = clean();
+    history.unparseable.push(Unparseable { topic: "output", partition: 1, offset: 9 });
+    assert_eq!(classes(&history), vec!["unparseable-value"]);
+}
+
+#[test]
+fn every_class_serializes_under_its_name_in_the_class_list() {
+    let anomalies = [
+        TxnAnomaly::Lost { value: 1, input: (0, 0), acked_ms: None },
+        TxnAnomaly::LostInput { value: 1, partition: 0, offset: 0, acked_ms: 0 },
+        TxnAnomaly::Duplicate { value: 1, output: vec![], input: vec![] },
+        TxnAnomaly::Unexpected { value: 1, partition: 0, offset: 0 },
+        TxnAnomaly::AbortedRead {
+            consumer: String::new(),
+            partition: 0,
+            offset: 0,
+            value: 1,
+            time_ms: 0,
+            committed_value: None,
+            committed_places: vec![],
+        },
+        TxnAnomaly::Reordered {
+            value: 1,
+            output: (0, 0),
+            input: (0, 0),
+            after_value: 2,
+            after_output: (0, 0),
+            after_input: (0, 0),
+        },
+        TxnAnomaly::WrongPartition { value: 1, output: (0, 0), input: (1, 0) },
+        TxnAnomaly::NonMonotonicPoll {
+            consumer: String::new(),
+            partition: 0,
+            previous_offset: 0,
+            offset: 0,
+            time_ms: 0,
+        },
+        TxnAnomaly::UnfencedZombie { copiers: vec![], paused_ms: vec![], resumed_ms: vec![] },
+        TxnAnomaly::UnparseableValue { topic: "input", partition: 0, offset: 0 },
+    ];
+    for anomaly in anomalies {
+        assert!(TXN_CLASSES.contains(&anomaly.class()), "{anomaly:?}");
+        let json = serde_json::to_value(&anomaly).expect("serialize");
+        assert_eq!(json["class"], anomaly.class(), "the JSON names the class as the counts do");
+    }
+}

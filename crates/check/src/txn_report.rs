@@ -1,0 +1,180 @@
+//! The outcome of a `txn` run: the summary table and the JSON report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use crate::report::{capped_details, class_counts, send_counts, FaultCounts};
+use crate::txn_checker::{uncommitted_reads, TxnAnomaly, TXN_CLASSES};
+use crate::txn_history::{CopierEnd, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
+
+/// Everything a `txn` report says, gathered once.
+pub struct TxnOutcome<'a> {
+    pub seed: u64,
+    pub duration_secs: u64,
+    pub input_topic: &'a str,
+    pub output_topic: &'a str,
+    /// Where clients connected (the proxy if there was one).
+    pub client_bootstrap: &'a str,
+    pub history: &'a TxnHistory,
+    pub anomalies: &'a [TxnAnomaly],
+    /// The final copier exited by itself, caught up, in time.
+    pub final_copy_finished: bool,
+    pub faults: FaultCounts,
+}
+
+/// What became of the copiers.
+#[derive(Debug, Default)]
+struct CopierCounts {
+    started: usize,
+    killed: usize,
+    paused: usize,
+    fenced: usize,
+    /// Exits by themselves, not fenced, except the final copier's clean exit.
+    other_exits: usize,
+}
+
+impl TxnOutcome<'_> {
+    fn counts(&self) -> BTreeMap<&'static str, usize> {
+        class_counts(&TXN_CLASSES, self.anomalies.iter().map(TxnAnomaly::class))
+    }
+
+    fn copiers(&self) -> CopierCounts {
+        let copiers = &self.history.copiers;
+        let count = |wanted: &dyn Fn(&crate::txn_history::Copier) -> bool| copiers.iter().filter(|c| wanted(c)).count();
+        CopierCounts {
+            started: copiers.len(),
+            killed: count(&|copier| copier.end == CopierEnd::Killed),
+            paused: count(&|copier| copier.paused_ms.is_some()),
+            fenced: count(&|copier| copier.fenced()),
+            other_exits: count(&|copier| match &copier.end {
+                CopierEnd::Exited { code, fenced: false, .. } => !(copier.last && *code == Some(0)),
+                _ => false,
+            }),
+        }
+    }
+
+    fn polled(&self, consumer: u16) -> usize {
+        self.history.polls.iter().filter(|poll| poll.consumer == consumer).count()
+    }
+
+    /// The JSON report.
+    pub fn json(&self) -> Value {
+        let history = self.history;
+        let (acked, failed, unknown) = send_counts(&history.sends);
+        let (copiers, faults) = (self.copiers(), &self.faults);
+        json!({
+            "workload": "txn",
+            "seed": self.seed,
+            "duration_secs": self.duration_secs,
+            "input_topic": self.input_topic,
+            "output_topic": self.output_topic,
+            "partitions": history.partitions,
+            "bootstrap": self.client_bootstrap,
+            "valid": self.anomalies.is_empty(),
+            "sent": history.sends.len(),
+            "acked": acked,
+            "failed": failed,
+            "unknown": unknown,
+            "input_records": history.input.records.len(),
+            "input_read_complete": history.input.complete,
+            "output_records": history.output.records.len(),
+            "output_read_complete": history.output.complete,
+            "output_read_to": history.output.read_to,
+            "polled": {
+                "read_committed": self.polled(COMMITTED_CONSUMER),
+                "read_uncommitted": self.polled(UNCOMMITTED_CONSUMER),
+            },
+            "uncommitted_reads": uncommitted_reads(history),
+            "copiers": {
+                "started": copiers.started,
+                "killed": copiers.killed,
+                "paused": copiers.paused,
+                "fenced": copiers.fenced,
+                "other_exits": copiers.other_exits,
+                "final_copy_finished": self.final_copy_finished,
+            },
+            "copier_runs": history.copiers,
+            "concurrent_copiers": history.concurrent_copiers,
+            "faults": {
+                "kill": faults.kills,
+                "reset": faults.resets,
+                "delay": faults.delays,
+                "lost_response": faults.dropped_responses,
+                "duplicated_produce": faults.duplicated_produces,
+                "client_kill": copiers.killed,
+                "client_pause": copiers.paused,
+                "fenced_zombie": copiers.fenced,
+            },
+            "fault_events": history.faults,
+            "anomalies": self.counts(),
+            "anomaly_details": capped_details(self.anomalies, TxnAnomaly::class),
+        })
+    }
+
+    /// Writes the JSON report to `path`.
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(&self.json())?;
+        std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
+    }
+
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let history = self.history;
+        let (acked, failed, unknown) = send_counts(&history.sends);
+        let (copiers, faults) = (self.copiers(), &self.faults);
+        let complete = |complete: bool| if complete { "complete" } else { "INCOMPLETE" };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "once check: workload txn, seed {}, {} s, {} -> {}",
+            self.seed, self.duration_secs, self.input_topic, self.output_topic
+        );
+        let _ = writeln!(out, "  sends       {acked} acked, {failed} failed, {unknown} unknown");
+        let _ = writeln!(
+            out,
+            "  final read  input {} records ({}), output {} committed records ({})",
+            history.input.records.len(),
+            complete(history.input.complete),
+            history.output.records.len(),
+            complete(history.output.complete)
+        );
+        let _ = writeln!(
+            out,
+            "  live reads  {} read_committed, {} read_uncommitted ({} records of aborted transactions)",
+            self.polled(COMMITTED_CONSUMER),
+            self.polled(UNCOMMITTED_CONSUMER),
+            uncommitted_reads(history)
+        );
+        let _ = writeln!(
+            out,
+            "  copiers     {} started: {} killed, {} paused, {} exited fenced, {} other exits; final copy {}",
+            copiers.started,
+            copiers.killed,
+            copiers.paused,
+            copiers.fenced,
+            copiers.other_exits,
+            if self.final_copy_finished { "finished" } else { "DID NOT FINISH" }
+        );
+        let _ = writeln!(
+            out,
+            "  faults      {} kill -9, {} resets, {} delays, {} lost responses, {} duplicated produces",
+            faults.kills, faults.resets, faults.delays, faults.dropped_responses, faults.duplicated_produces
+        );
+        let _ = writeln!(out, "  {:<22} {:>8}", "anomaly", "count");
+        let counts = self.counts();
+        for class in TXN_CLASSES {
+            let _ = writeln!(out, "  {class:<22} {:>8}", counts.get(class).copied().unwrap_or(0));
+        }
+        let verdict = if self.anomalies.is_empty() {
+            "no anomaly".to_string()
+        } else {
+            format!("{} anomalies; replay the fault schedule with --seed {}", self.anomalies.len(), self.seed)
+        };
+        let _ = writeln!(out, "  result      {verdict}");
+        out
+    }
+}
