@@ -74,6 +74,8 @@ fn probability(text: &str) -> Result<f64, String> {
 const RETRY_FOR: Duration = Duration::from_secs(120);
 /// Timeout of one blocking librdkafka call; a timeout is retriable, so this only bounds one attempt.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Fresh producer instances a copier starts after fatal (non-fenced) errors before it gives up.
+const PRODUCER_RESTARTS_MAX: u32 = 100;
 /// Longest single consumer poll, so idle and interval deadlines are noticed promptly.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
@@ -203,7 +205,7 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_nanos() as u64).unwrap_or(1)
     });
     let started = Instant::now();
-    let copier = Copier::connect(args)?;
+    let mut copier = Copier::connect(args)?;
     let partitions = copier.partitions()?;
     let mut reader = Reader { partitions, at_end: BTreeSet::new(), last_activity: started, last_error: None };
     let mut counts = Counts::default();
@@ -241,6 +243,11 @@ impl Copier {
             .set("reconnect.backoff.max.ms", "1000")
             .create()
             .context("creating the consumer")?;
+        let producer = Copier::producer(&args)?;
+        Ok(Copier { args, consumer, producer })
+    }
+
+    fn producer(args: &CopyArgs) -> anyhow::Result<CopyProducer> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &args.bootstrap)
@@ -253,9 +260,7 @@ impl Copier {
                 .set("transactional.id", transactional_id)
                 .set("transaction.timeout.ms", args.transaction_timeout_ms.to_string());
         }
-        let producer: CopyProducer =
-            config.create_with_context(DeliveryFailures::default()).context("creating the producer")?;
-        Ok(Copier { args, consumer, producer })
+        config.create_with_context(DeliveryFailures::default()).context("creating the producer")
     }
 
     /// The partitions of --from, after checking --to has each of them.
@@ -451,13 +456,19 @@ impl Copier {
 }
 
 impl Copier {
-    fn run_transactional(&self, reader: &mut Reader, counts: &mut Counts, chance: &mut Chance) -> anyhow::Result<()> {
+    fn run_transactional(
+        &mut self,
+        reader: &mut Reader,
+        counts: &mut Counts,
+        chance: &mut Chance,
+    ) -> anyhow::Result<()> {
         // init_transactions first: it fences any previous copier with this transactional id and aborts
         // its open transaction, so the committed offsets read next are final.
         self.with_retries("initializing transactions", || self.producer.init_transactions(CALL_TIMEOUT))
             .map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))?;
         let start = self.committed_offsets(&reader.partitions)?;
         self.consumer.assign(&start).context("assigning the input partitions")?;
+        let mut producer_restarts = 0;
         loop {
             let outcome = match self.next_record(reader) {
                 Ok(None) => return Ok(()),
@@ -478,6 +489,21 @@ impl Copier {
                     counts.aborted += 1;
                     counts.aborted_on_error += 1;
                     self.abort_and_rewind(reader).map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))?;
+                }
+                // Fenced: a newer copier owns the transactional id; this one must stop.
+                Err(Failure::Fatal(reason)) if reason.starts_with("fenced") => anyhow::bail!("{reason}"),
+                // Any other fatal producer error (e.g. librdkafka reusing sequence numbers the broker
+                // already stored, after a lost response): a new producer instance starts over — its
+                // init_transactions bumps the epoch and aborts whatever the old one left open — and
+                // the input is rewound to the committed offsets, so nothing is lost or copied twice.
+                Err(Failure::Fatal(reason)) if producer_restarts < PRODUCER_RESTARTS_MAX => {
+                    producer_restarts += 1;
+                    eprintln!("once copy: restarting the producer after a fatal error: {reason}");
+                    counts.aborted_on_error += 1;
+                    self.producer = Copier::producer(&self.args)?;
+                    self.with_retries("initializing transactions", || self.producer.init_transactions(CALL_TIMEOUT))
+                        .map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))?;
+                    self.rewind(reader).map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))?;
                 }
                 Err(Failure::Fatal(reason)) => anyhow::bail!("{reason}"),
             }
