@@ -45,6 +45,12 @@ impl GroupOutcome<'_> {
         let (acked, failed, unknown) = send_counts(&self.history.sends);
         let (commits_acked, commits_failed) = self.commits();
         let faults = &self.faults;
+        let fault_map = {
+            let mut faults = faults.json();
+            faults.insert("crash".into(), self.crashes().into());
+            faults.insert("crashed_client_cutoff".into(), self.crashed_client_cutoffs.into());
+            faults
+        };
         json!({
             "workload": "group",
             "seed": self.seed,
@@ -65,15 +71,7 @@ impl GroupOutcome<'_> {
             "resume": self.history.resume,
             "final_read_complete": self.history.final_read_complete,
             "reprocessing": self.reprocessing,
-            "faults": {
-                "kill": faults.kills,
-                "crash": self.crashes(),
-                "crashed_client_cutoff": self.crashed_client_cutoffs,
-                "reset": faults.resets,
-                "delay": faults.delays,
-                "lost_response": faults.dropped_responses,
-                "duplicated_produce": faults.duplicated_produces,
-            },
+            "faults": fault_map,
             "fault_events": self.history.faults,
             "anomalies": self.counts(),
             "anomaly_details": capped_details(self.anomalies, GroupAnomaly::class),
@@ -113,16 +111,7 @@ impl GroupOutcome<'_> {
         );
         let complete = if history.final_read_complete { "complete" } else { "INCOMPLETE" };
         let _ = writeln!(out, "  resume      {} partitions, final read {complete}", history.resume.len());
-        let _ = writeln!(
-            out,
-            "  faults      {} kill -9, {} crashes, {} resets, {} delays, {} lost responses, {} duplicated produces",
-            faults.kills,
-            self.crashes(),
-            faults.resets,
-            faults.delays,
-            faults.dropped_responses,
-            faults.duplicated_produces
-        );
+        let _ = writeln!(out, "  faults      {}, {} consumer crashes", faults.summary(), self.crashes());
         let _ = writeln!(out, "  {:<28} {:>8}", "anomaly", "count");
         let counts = self.counts();
         for class in GROUP_CLASSES {

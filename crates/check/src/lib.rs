@@ -109,6 +109,11 @@ pub enum Fault {
     Duplicate,
     /// SIGKILL and restart of the broker (needs `--broker-cmd`).
     Kill,
+    /// Simulated power loss of the broker (needs `--broker-cmd` and Once's storage hook, which the
+    /// checker turns on): every append not yet fsynced is thrown away, then a restart.
+    PowerLoss,
+    /// SIGSTOP of the broker for 0.3–2 s, then SIGCONT (needs `--broker-cmd`).
+    Pause,
     /// `group` workload: a member's client is dropped without committing or leaving the group, and
     /// the proxy cuts it off, as if its process had died.
     Crash,
@@ -156,7 +161,7 @@ pub struct CheckArgs {
         env = "ONCE_CHECK_FAULTS",
         value_enum,
         value_delimiter = ',',
-        default_value = "reset,delay,lost-response,duplicate,kill,crash,client-kill,client-pause"
+        default_value = "reset,delay,lost-response,duplicate,kill,power-loss,pause,crash,client-kill,client-pause"
     )]
     pub faults: Vec<Fault>,
     /// Probability of each proxy fault per request while the proxy's faults are on.
@@ -275,8 +280,15 @@ impl Run<'_> {
     ) -> anyhow::Result<Vec<FaultEvent>> {
         let targets = nemesis::Targets {
             proxy: set_up.proxy.as_ref().map(|proxy| proxy.enabled.clone()),
-            broker: set_up.broker.as_mut().filter(|_| self.args.faults.contains(&Fault::Kill)),
+            broker: set_up.broker.as_mut(),
+            broker_faults: nemesis::BrokerFaults {
+                kill: self.args.faults.contains(&Fault::Kill),
+                power_loss: self.args.faults.contains(&Fault::PowerLoss),
+                pause: self.args.faults.contains(&Fault::Pause),
+            },
             kills: &self.stats.kills,
+            power_losses: &self.stats.power_losses,
+            pauses: &self.stats.broker_pauses,
             clients,
         };
         let mut rng = rng::Rng::new(self.seed);
@@ -312,7 +324,7 @@ impl Run<'_> {
             history: &history,
             anomalies: &anomalies,
             final_read_complete,
-            faults: set_up.fault_counts(self.stats.kills.load(Ordering::Relaxed)),
+            faults: set_up.fault_counts(&self.stats),
         };
         print!("{}", outcome.table());
         if let Some(path) = &self.args.json {
@@ -363,7 +375,7 @@ impl Run<'_> {
             history: &history,
             anomalies: &anomalies,
             reprocessing: reprocessing(&history),
-            faults: set_up.fault_counts(self.stats.kills.load(Ordering::Relaxed)),
+            faults: set_up.fault_counts(&self.stats),
             crashed_client_cutoffs: set_up
                 .proxy
                 .as_ref()
@@ -428,7 +440,7 @@ impl Run<'_> {
             history: &history,
             anomalies: &anomalies,
             final_copy_finished: recorded.final_copy_finished,
-            faults: set_up.fault_counts(self.stats.kills.load(Ordering::Relaxed)),
+            faults: set_up.fault_counts(&self.stats),
         };
         print!("{}", outcome.table());
         if let Some(path) = &self.args.json {
@@ -493,7 +505,8 @@ impl SetUp {
                     .clone()
                     .unwrap_or_else(|| std::env::temp_dir().join(format!("once-check-broker-{seed}.log")));
                 eprintln!("once check: starting the broker: {command} (log: {})", log.display());
-                Some(nemesis::ManagedBroker::start(command, args.bootstrap.clone(), log)?)
+                let power_loss = args.faults.contains(&Fault::PowerLoss);
+                Some(nemesis::ManagedBroker::start(command, args.bootstrap.clone(), log, power_loss)?)
             }
             None => None,
         };
@@ -504,15 +517,21 @@ impl SetUp {
         Ok(SetUp { proxy, broker })
     }
 
-    fn fault_counts(&self, kills: u64) -> report::FaultCounts {
-        let Some(proxy) = &self.proxy else { return report::FaultCounts { kills, ..Default::default() } };
+    fn fault_counts(&self, stats: &progress::Stats) -> report::FaultCounts {
+        let broker = report::FaultCounts {
+            kills: stats.kills.load(Ordering::Relaxed),
+            power_losses: stats.power_losses.load(Ordering::Relaxed),
+            broker_pauses: stats.broker_pauses.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        let Some(proxy) = &self.proxy else { return broker };
         let counters = &proxy.counters;
         report::FaultCounts {
-            kills,
             resets: counters.resets.load(Ordering::Relaxed),
             delays: counters.delays.load(Ordering::Relaxed),
             dropped_responses: counters.dropped_responses.load(Ordering::Relaxed),
             duplicated_produces: counters.duplicated_produces.load(Ordering::Relaxed),
+            ..broker
         }
     }
 }

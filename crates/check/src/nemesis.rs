@@ -1,5 +1,6 @@
 //! The nemesis: a broker process the checker manages (`--broker-cmd`) and the seeded schedule that
-//! kills it with SIGKILL, restarts it, and switches the proxy's faults on and off; client processes'
+//! kills it with SIGKILL (or cuts its power), pauses it with SIGSTOP, restarts it, and switches the
+//! proxy's faults on and off; client processes'
 //! faults (the `txn` workload's copiers) run on its clock through [`ClientNemesis`].
 
 use std::net::TcpStream;
@@ -30,6 +31,10 @@ pub fn broker_command(template: &str, listen: &str, advertised: &str) -> String 
 /// A broker process run by `sh -c "exec COMMAND"`, so that its pid is the broker's own.
 pub struct ManagedBroker {
     command: String,
+    /// With power-loss faults: the manifest the broker's storage hook writes (Once's
+    /// `ONCE_TEST_POWER_LOSS_MANIFEST`), applied while the broker is down.
+    power_loss_manifest: Option<PathBuf>,
+    paused: bool,
     /// Where the broker listens: readiness is a successful TCP connect here.
     listen: String,
     /// stdout and stderr of every incarnation, appended.
@@ -39,8 +44,14 @@ pub struct ManagedBroker {
 
 impl ManagedBroker {
     /// Starts the broker and waits until it accepts connections.
-    pub fn start(command: String, listen: String, log_path: PathBuf) -> anyhow::Result<ManagedBroker> {
-        let mut broker = ManagedBroker { command, listen, log_path, child: None };
+    pub fn start(
+        command: String,
+        listen: String,
+        log_path: PathBuf,
+        power_loss: bool,
+    ) -> anyhow::Result<ManagedBroker> {
+        let power_loss_manifest = power_loss.then(|| log_path.with_extension("power-loss-manifest"));
+        let mut broker = ManagedBroker { command, power_loss_manifest, paused: false, listen, log_path, child: None };
         broker.spawn()?;
         Ok(broker)
     }
@@ -52,7 +63,11 @@ impl ManagedBroker {
             .append(true)
             .open(&self.log_path)
             .with_context(|| format!("opening the broker log {}", self.log_path.display()))?;
-        let child = Command::new("sh")
+        let mut command = Command::new("sh");
+        if let Some(manifest) = &self.power_loss_manifest {
+            command.env(once_log::power_loss::MANIFEST_ENV, manifest);
+        }
+        let child = command
             .arg("-c")
             .arg(format!("exec {}", self.command))
             .stdin(Stdio::null())
@@ -77,14 +92,69 @@ impl ManagedBroker {
 
     /// SIGKILL: no chance to flush anything or to mark a clean shutdown.
     pub fn kill9(&mut self) {
+        self.resume();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
+    fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status();
+        }
+    }
+
+    /// SIGSTOP: the broker freezes with its connections open (a GC pause, a VM stall).
+    pub fn pause(&mut self) {
+        if self.child.is_some() && !self.paused {
+            self.signal("STOP");
+            self.paused = true;
+        }
+    }
+
+    /// SIGCONT after [`ManagedBroker::pause`].
+    pub fn resume(&mut self) {
+        if self.paused {
+            self.signal("CONT");
+            self.paused = false;
+        }
+    }
+
+    /// Simulated power loss: SIGUSR2 makes Once's storage hook record what is durable and die by
+    /// SIGKILL; the unsynced tail of every file is then cut off, as a power cut would. (A broker
+    /// without the hook just dies of the signal, which is a kill.) Returns the bytes thrown away.
+    pub fn power_loss(&mut self) -> anyhow::Result<u64> {
+        self.resume();
+        let Some(mut child) = self.child.take() else { return Ok(0) };
+        self.signal_child(&child, "USR2");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait()?.is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match &self.power_loss_manifest {
+            Some(manifest) if manifest.exists() => {
+                let applied = once_log::power_loss::apply(manifest)
+                    .with_context(|| format!("applying the power loss from {}", manifest.display()))?;
+                Ok(applied.bytes_lost)
+            }
+            _ => Ok(0),
+        }
+    }
+
+    fn signal_child(&self, child: &Child, name: &str) {
+        let _ = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status();
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     pub fn restart(&mut self) -> anyhow::Result<()> {
@@ -104,29 +174,45 @@ pub trait ClientNemesis {
     fn tick(&mut self, now: Instant) -> anyhow::Result<()>;
 }
 
+/// Which broker faults the schedule uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BrokerFaults {
+    pub kill: bool,
+    pub power_loss: bool,
+    pub pause: bool,
+}
+
 /// The faults the schedule may use.
 pub struct Targets<'a> {
     /// The proxy's on/off switch, if there is a proxy.
     pub proxy: Option<Arc<AtomicBool>>,
-    /// The broker, if the checker manages it and kills are enabled.
+    /// The broker, if the checker manages it.
     pub broker: Option<&'a mut ManagedBroker>,
-    /// Kills so far, for the progress line.
+    pub broker_faults: BrokerFaults,
+    /// Kills, power losses and pauses so far, for the progress line and the report.
     pub kills: &'a AtomicU64,
+    pub power_losses: &'a AtomicU64,
+    pub pauses: &'a AtomicU64,
     /// Client processes' faults, if the workload has any.
     pub clients: Option<&'a mut dyn ClientNemesis>,
 }
 
 /// Runs the seeded schedule until `until`, then heals: proxy faults off, broker running. Proxy faults
-/// come in windows of 1–4 s with 0.5–2 s of calm between; the broker is killed every 2–5 s and stays
-/// down for 0.2–1.5 s. Client faults keep their own schedule; healing them is the workload's business.
+/// come in windows of 1–4 s with 0.5–2 s of calm between; the broker is crashed (kill -9 or power
+/// loss, chosen at random when both are on) every 2–5 s and stays down for 0.2–1.5 s, and paused
+/// (SIGSTOP) every 3–8 s for 0.3–2 s. Client faults keep their own schedule; healing them is the
+/// workload's business.
 pub fn run(rng: &mut Rng, start: Instant, until: Instant, targets: Targets<'_>) -> anyhow::Result<Vec<FaultEvent>> {
-    let Targets { proxy, mut broker, kills, mut clients } = targets;
+    let Targets { proxy, mut broker, broker_faults, kills, power_losses, pauses, mut clients } = targets;
     let mut events = Vec::new();
     let mut note = |kind: &str| events.push(FaultEvent { time_ms: elapsed_ms(start), kind: kind.to_string() });
     let now = Instant::now();
     let mut next_toggle = now + Duration::from_millis(rng.between(0, 500));
     let mut next_kill = now + Duration::from_millis(rng.between(2000, 5000));
     let mut next_restart: Option<Instant> = None;
+    let mut next_pause = now + Duration::from_millis(rng.between(3000, 8000));
+    let mut resume_at: Option<Instant> = None;
+    let crashes = broker_faults.kill || broker_faults.power_loss;
     while Instant::now() < until {
         let now = Instant::now();
         if let (Some(switch), true) = (&proxy, now >= next_toggle) {
@@ -137,16 +223,37 @@ pub fn run(rng: &mut Rng, start: Instant, until: Instant, targets: Targets<'_>) 
                 now + Duration::from_millis(if on { rng.between(1000, 4000) } else { rng.between(500, 2000) });
         }
         if let Some(broker) = broker.as_deref_mut() {
-            if next_restart.is_none() && now >= next_kill {
-                broker.kill9();
-                kills.fetch_add(1, Ordering::Relaxed);
-                note("kill");
+            if crashes && next_restart.is_none() && now >= next_kill {
+                if resume_at.take().is_some() {
+                    broker.resume();
+                    note("resume");
+                }
+                let power_loss = broker_faults.power_loss && (!broker_faults.kill || rng.between(0, 1) == 1);
+                if power_loss {
+                    let lost = broker.power_loss()?;
+                    power_losses.fetch_add(1, Ordering::Relaxed);
+                    note(&format!("power-loss ({lost} unsynced bytes lost)"));
+                } else {
+                    broker.kill9();
+                    kills.fetch_add(1, Ordering::Relaxed);
+                    note("kill");
+                }
                 next_restart = Some(now + Duration::from_millis(rng.between(200, 1500)));
             } else if next_restart.is_some_and(|at| now >= at) {
                 broker.restart()?;
                 note("restart");
                 next_restart = None;
                 next_kill = Instant::now() + Duration::from_millis(rng.between(2000, 5000));
+            } else if broker_faults.pause && next_restart.is_none() && resume_at.is_none() && now >= next_pause {
+                broker.pause();
+                pauses.fetch_add(1, Ordering::Relaxed);
+                note("pause");
+                resume_at = Some(now + Duration::from_millis(rng.between(300, 2000)));
+            } else if resume_at.is_some_and(|at| now >= at) {
+                broker.resume();
+                note("resume");
+                resume_at = None;
+                next_pause = Instant::now() + Duration::from_millis(rng.between(3000, 8000));
             }
         }
         if let Some(clients) = clients.as_deref_mut() {
@@ -159,6 +266,10 @@ pub fn run(rng: &mut Rng, start: Instant, until: Instant, targets: Targets<'_>) 
         note("proxy-off");
     }
     if let Some(broker) = broker {
+        if broker.is_paused() {
+            broker.resume();
+            note("resume");
+        }
         if !broker.is_running() {
             broker.restart()?;
             note("restart");

@@ -14,6 +14,8 @@ pub struct Stats {
     pub failed: AtomicU64,
     pub polled: AtomicU64,
     pub kills: AtomicU64,
+    pub power_losses: AtomicU64,
+    pub broker_pauses: AtomicU64,
     /// Consumer incarnations crashed (the `group` workload).
     pub crashes: AtomicU64,
     /// Copier processes killed and paused by client faults, and copiers that exited fenced (`txn`).
@@ -77,6 +79,9 @@ fn line(stats: &Stats, proxy: Option<&ProxyCounters>, elapsed: Duration, duratio
         load(&stats.polled),
         load(&stats.kills),
     );
+    if load(&stats.power_losses) + load(&stats.broker_pauses) > 0 {
+        line.push_str(&format!(" power-losses {} pauses {}", load(&stats.power_losses), load(&stats.broker_pauses)));
+    }
     if load(&stats.crashes) > 0 {
         line.push_str(&format!(" crashes {}", load(&stats.crashes)));
     }

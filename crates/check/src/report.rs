@@ -41,10 +41,47 @@ pub(crate) fn capped_details<T: serde::Serialize>(anomalies: &[T], class: fn(&T)
 #[derive(Debug, Clone, Default)]
 pub struct FaultCounts {
     pub kills: u64,
+    /// SIGSTOP … SIGCONT of the broker.
+    pub broker_pauses: u64,
+    /// Simulated power losses (unsynced appends thrown away, then a restart).
+    pub power_losses: u64,
     pub resets: u64,
     pub delays: u64,
     pub dropped_responses: u64,
     pub duplicated_produces: u64,
+}
+
+impl FaultCounts {
+    /// The JSON `faults` object's common entries; workloads add their own.
+    pub fn json(&self) -> serde_json::Map<String, Value> {
+        let mut map = serde_json::Map::new();
+        for (name, count) in [
+            ("kill", self.kills),
+            ("broker_pause", self.broker_pauses),
+            ("power_loss", self.power_losses),
+            ("reset", self.resets),
+            ("delay", self.delays),
+            ("lost_response", self.dropped_responses),
+            ("duplicated_produce", self.duplicated_produces),
+        ] {
+            map.insert(name.to_string(), Value::from(count));
+        }
+        map
+    }
+
+    /// The summary table's fault line (after its label).
+    pub fn summary(&self) -> String {
+        format!(
+            "{} kill -9, {} power losses, {} broker pauses, {} resets, {} delays, {} lost responses, {} duplicated produces",
+            self.kills,
+            self.power_losses,
+            self.broker_pauses,
+            self.resets,
+            self.delays,
+            self.dropped_responses,
+            self.duplicated_produces
+        )
+    }
 }
 
 /// How many anomalies of each class were found, every class listed (zero included).
@@ -103,13 +140,7 @@ impl Outcome<'_> {
             "consumers": self.history.consumers,
             "final_read_records": self.history.final_read.len(),
             "final_read_complete": self.final_read_complete,
-            "faults": {
-                "kill": faults.kills,
-                "reset": faults.resets,
-                "delay": faults.delays,
-                "lost_response": faults.dropped_responses,
-                "duplicated_produce": faults.duplicated_produces,
-            },
+            "faults": faults.json(),
             "fault_events": self.history.faults,
             "anomalies": self.counts(),
             "anomaly_details": details,
@@ -141,11 +172,7 @@ impl Outcome<'_> {
             self.history.final_read.len(),
             if self.final_read_complete { "" } else { " (INCOMPLETE: not every partition read to its end)" }
         );
-        let _ = writeln!(
-            out,
-            "  faults      {} kill -9, {} resets, {} delays, {} lost responses, {} duplicated produces",
-            faults.kills, faults.resets, faults.delays, faults.dropped_responses, faults.duplicated_produces
-        );
+        let _ = writeln!(out, "  faults      {}", faults.summary());
         let _ = writeln!(out, "  {:<22} {:>8}", "anomaly", "count");
         let counts = self.counts();
         for class in CLASSES {

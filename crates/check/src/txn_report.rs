@@ -66,6 +66,13 @@ impl TxnOutcome<'_> {
         let history = self.history;
         let (acked, failed, unknown) = send_counts(&history.sends);
         let (copiers, faults) = (self.copiers(), &self.faults);
+        let fault_map = {
+            let mut faults = faults.json();
+            faults.insert("client_kill".into(), copiers.killed.into());
+            faults.insert("client_pause".into(), copiers.paused.into());
+            faults.insert("fenced_zombie".into(), copiers.fenced.into());
+            faults
+        };
         json!({
             "workload": "txn",
             "seed": self.seed,
@@ -99,16 +106,7 @@ impl TxnOutcome<'_> {
             },
             "copier_runs": history.copiers,
             "concurrent_copiers": history.concurrent_copiers,
-            "faults": {
-                "kill": faults.kills,
-                "reset": faults.resets,
-                "delay": faults.delays,
-                "lost_response": faults.dropped_responses,
-                "duplicated_produce": faults.duplicated_produces,
-                "client_kill": copiers.killed,
-                "client_pause": copiers.paused,
-                "fenced_zombie": copiers.fenced,
-            },
+            "faults": fault_map,
             "fault_events": history.faults,
             "anomalies": self.counts(),
             "anomaly_details": capped_details(self.anomalies, TxnAnomaly::class),
@@ -159,11 +157,7 @@ impl TxnOutcome<'_> {
             copiers.other_exits,
             if self.final_copy_finished { "finished" } else { "DID NOT FINISH" }
         );
-        let _ = writeln!(
-            out,
-            "  faults      {} kill -9, {} resets, {} delays, {} lost responses, {} duplicated produces",
-            faults.kills, faults.resets, faults.delays, faults.dropped_responses, faults.duplicated_produces
-        );
+        let _ = writeln!(out, "  faults      {}", faults.summary());
         let _ = writeln!(out, "  {:<22} {:>8}", "anomaly", "count");
         let counts = self.counts();
         for class in TXN_CLASSES {

@@ -5,7 +5,7 @@
 
 mod check_support;
 
-use check_support::{once_serve, report};
+use check_support::{count, once_serve, report};
 use once_check::{Fault, Workload};
 
 fn args(data: &std::path::Path, broker_cmd: String, duration: u64, seed: u64) -> once_check::CheckArgs {
@@ -26,6 +26,35 @@ fn queue_under_proxy_faults_and_kill_9_has_no_anomaly() {
     assert!(report["faults"]["duplicated_produce"].as_u64().expect("dups") >= 1, "seed {seed}: produces duplicated");
     assert_eq!(report["final_read_complete"], true, "seed {seed}");
     assert!(report["anomalies"].as_object().expect("counts").values().all(|count| count == 0));
+}
+
+#[test]
+fn queue_under_power_loss_and_broker_pauses_has_no_anomaly() {
+    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 17);
+    let mut args = args(temp.path(), once_serve(temp.path()), 10, seed);
+    args.faults = vec![Fault::PowerLoss, Fault::Pause];
+    let passed = once_check::run(args).expect("the check runs");
+    let report = report(temp.path());
+    assert!(passed, "seed {seed}: anomalies {}", report["anomaly_details"]);
+    assert!(count(&report, "/faults/power_loss") >= 1, "seed {seed}: the power was cut");
+    assert!(count(&report, "/faults/broker_pause") >= 1, "seed {seed}: the broker was paused");
+    assert_eq!(count(&report, "/faults/kill"), 0, "seed {seed}: power losses only");
+    assert_eq!(report["final_read_complete"], true, "seed {seed}");
+}
+
+/// The same power losses against a broker that acknowledges before fsync: lost writes are reported.
+#[test]
+fn a_broker_acknowledging_before_fsync_is_caught_by_power_loss() {
+    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 19);
+    let broker_cmd = format!("{} --unsafe-skip-fsync true", once_serve(temp.path()));
+    let mut args = args(temp.path(), broker_cmd, 8, seed);
+    args.faults = vec![Fault::PowerLoss];
+    let passed = once_check::run(args).expect("the check runs");
+    let report = report(temp.path());
+    assert!(!passed, "seed {seed}: acknowledged but unsynced writes must be missed after power loss");
+    let anomalies = &report["anomalies"];
+    let lost = count(&report, "/anomalies/lost-write") + count(&report, "/anomalies/unseen");
+    assert!(lost > 0, "seed {seed}: lost or unseen writes reported: {anomalies}");
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub fn once_copy() -> String {
 }
 
 /// Every fault except member crashes and client faults; `group` runs add `Fault::Crash`, `txn` runs
-/// `Fault::ClientKill` and `Fault::ClientPause`.
+/// `Fault::ClientKill` and `Fault::ClientPause`. Broker crashes are kill -9 or power loss at random.
 pub fn args(data: &Path, workload: Workload, broker_cmd: String, duration: u64, seed: u64) -> CheckArgs {
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("free port");
@@ -30,7 +30,15 @@ pub fn args(data: &Path, workload: Workload, broker_cmd: String, duration: u64, 
         broker_cmd: Some(broker_cmd),
         broker_log: Some(data.join("broker.log")),
         proxy: None,
-        faults: vec![Fault::Reset, Fault::Delay, Fault::LostResponse, Fault::Duplicate, Fault::Kill],
+        faults: vec![
+            Fault::Reset,
+            Fault::Delay,
+            Fault::LostResponse,
+            Fault::Duplicate,
+            Fault::Kill,
+            Fault::PowerLoss,
+            Fault::Pause,
+        ],
         fault_probability: 0.01,
         partitions: 3,
         producers: 2,
