@@ -31,6 +31,7 @@ mod group_checker;
 mod group_history;
 mod group_report;
 mod history;
+mod html;
 mod nemesis;
 mod progress;
 mod proxy;
@@ -143,6 +144,9 @@ pub struct CheckArgs {
     /// Also write the JSON report here.
     #[arg(long, env = "ONCE_CHECK_JSON", value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Also write an HTML page here: a timeline of throughput, injected faults and anomalies.
+    #[arg(long, env = "ONCE_CHECK_REPORT", value_name = "PATH.html")]
+    pub report: Option<PathBuf>,
     /// Start and manage the broker with this shell command, to kill -9 and restart it. `{listen}` and
     /// `{advertised}` are replaced by `--bootstrap` and the proxy address; without them the command
     /// gets `--listen BOOTSTRAP --advertised-listener PROXY` appended (Once's flags).
@@ -271,6 +275,15 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// `--report`: the HTML timeline.
+    fn write_html(&self, report: &serde_json::Value, sends: &[Send]) -> anyhow::Result<()> {
+        let Some(path) = &self.args.report else { return Ok(()) };
+        let acked = sends.iter().filter(|send| send.acked_offset().is_some()).map(|send| send.done_ms);
+        html::write(path, report, &html::per_second(acked))?;
+        eprintln!("once check: HTML report in {}", path.display());
+        Ok(())
+    }
+
     /// The seeded fault schedule until `--duration` is over, then healing (of the broker and the proxy;
     /// client processes are the workload's to heal).
     fn nemesis<'a>(
@@ -330,6 +343,7 @@ impl Run<'_> {
         if let Some(path) = &self.args.json {
             outcome.write_json(path)?;
         }
+        self.write_html(&outcome.json(), &history.sends)?;
         Ok(anomalies.is_empty())
     }
 
@@ -385,6 +399,7 @@ impl Run<'_> {
         if let Some(path) = &self.args.json {
             outcome.write_json(path)?;
         }
+        self.write_html(&outcome.json(), &history.sends)?;
         Ok(anomalies.is_empty())
     }
 
@@ -446,6 +461,7 @@ impl Run<'_> {
         if let Some(path) = &self.args.json {
             outcome.write_json(path)?;
         }
+        self.write_html(&outcome.json(), &history.sends)?;
         Ok(anomalies.is_empty())
     }
 

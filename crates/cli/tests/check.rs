@@ -22,6 +22,8 @@ fn queue_under_proxy_faults_and_kill_9_has_no_anomaly() {
     assert_eq!(report["valid"], true);
     assert!(report["acked"].as_u64().expect("acked") > 1000, "seed {seed}: too few acknowledged sends");
     assert!(report["faults"]["kill"].as_u64().expect("kills") >= 1, "seed {seed}: the broker was killed");
+    let page = std::fs::read_to_string(temp.path().join("report.html")).expect("the HTML report");
+    assert!(page.contains("<svg") && page.contains(": kill</title>"), "the timeline shows the kills");
     assert!(report["faults"]["reset"].as_u64().expect("resets") >= 1, "seed {seed}: connections were reset");
     assert!(report["faults"]["duplicated_produce"].as_u64().expect("dups") >= 1, "seed {seed}: produces duplicated");
     assert_eq!(report["final_read_complete"], true, "seed {seed}");
