@@ -71,8 +71,9 @@ fn process_tree(pid: u32) -> Vec<(u32, Stat)> {
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let tree = process_tree(pid);
     anyhow::ensure!(!tree.is_empty(), "process {pid} is not running (--broker-pid)");
-    let root_reaped = tree[0].1.reaped_children_ticks;
-    let ticks: u64 = tree.iter().map(|(_, stat)| stat.own_ticks).sum::<u64>() + root_reaped;
+    // A reaped child's time is in its parent's cutime/cstime and nowhere else while the parent
+    // lives, so adding both for every live process counts each tick once.
+    let ticks: u64 = tree.iter().map(|(_, stat)| stat.own_ticks + stat.reaped_children_ticks).sum();
     Ok(ticks as f64 / TICKS_PER_SECOND)
 }
 
@@ -119,12 +120,15 @@ pub struct ProcessCost {
     pub cpu_seconds: f64,
     /// The largest resident memory seen, in bytes.
     pub peak_resident_bytes: u64,
+    /// CPU seconds of this benchmark process (the clients), which shares the machine's cores.
+    pub client_cpu_seconds: f64,
 }
 
 /// Measures server process trees from [`ProcessProbe::start`] to [`ProcessProbe::finish`].
 pub struct ProcessProbe {
     pids: Vec<u32>,
     cpu_before: f64,
+    client_cpu_before: f64,
     stop: Arc<AtomicBool>,
     peak: Arc<Mutex<u64>>,
     sampler: Option<JoinHandle<()>>,
@@ -136,6 +140,7 @@ impl ProcessProbe {
         anyhow::ensure!(!pids.is_empty(), "no process to measure");
         let pids = pids.to_vec();
         let cpu_before = total_cpu_seconds(&pids)?;
+        let client_cpu_before = cpu_seconds(std::process::id())?;
         for &pid in &pids {
             reset_high_water(pid);
         }
@@ -156,7 +161,7 @@ impl ProcessProbe {
                 })
                 .context("starting the memory sampler")?
         };
-        Ok(ProcessProbe { pids, cpu_before, stop, peak, sampler: Some(sampler) })
+        Ok(ProcessProbe { pids, cpu_before, client_cpu_before, stop, peak, sampler: Some(sampler) })
     }
 
     /// Stops measuring and returns the CPU seconds spent and the peak memory since the start.
@@ -165,6 +170,7 @@ impl ProcessProbe {
         if let Some(sampler) = self.sampler.take() {
             let _ = sampler.join();
         }
+        let client_cpu_seconds = cpu_seconds(std::process::id())? - self.client_cpu_before;
         let cpu_seconds = total_cpu_seconds(&self.pids)? - self.cpu_before;
         let sampled = *self.peak.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // A lone process's own high-water mark catches peaks between samples.
@@ -172,7 +178,7 @@ impl ProcessProbe {
             [pid] if process_tree(pid).len() == 1 => sampled.max(high_water_bytes(pid)),
             _ => sampled,
         };
-        Ok(ProcessCost { cpu_seconds, peak_resident_bytes })
+        Ok(ProcessCost { cpu_seconds, peak_resident_bytes, client_cpu_seconds })
     }
 }
 

@@ -45,6 +45,11 @@ impl Measurement {
         let cost = self.cost?;
         (self.value_bytes > 0).then(|| cost.cpu_seconds / (self.value_bytes as f64 / GIGABYTE))
     }
+
+    fn client_cpu_seconds_per_gigabyte(&self) -> Option<f64> {
+        let cost = self.cost?;
+        (self.value_bytes > 0).then(|| cost.client_cpu_seconds / (self.value_bytes as f64 / GIGABYTE))
+    }
 }
 
 /// A row: what was measured, on what, how durably, and the runs.
@@ -83,6 +88,7 @@ struct Figures {
     ack_p99_ms: Option<f64>,
     cpu_seconds_per_gigabyte: Option<f64>,
     peak_resident_megabytes: Option<f64>,
+    client_cpu_seconds_per_gigabyte: Option<f64>,
 }
 
 impl Row {
@@ -96,6 +102,7 @@ impl Row {
             ack_p99_ms: median(&|run| latency_ms(run, 0.99)),
             cpu_seconds_per_gigabyte: median(&|run| run.cpu_seconds_per_gigabyte()),
             peak_resident_megabytes: median(&|run| run.cost.map(|cost| cost.peak_resident_bytes as f64 / MEGABYTE)),
+            client_cpu_seconds_per_gigabyte: median(&|run| run.client_cpu_seconds_per_gigabyte()),
         }
     }
 }
@@ -109,14 +116,14 @@ pub fn markdown(title: &str, rows: &[Row], command: &str) -> String {
     let mut text = format!("## {title}\n\n");
     text.push_str(
         "| workload | system | durability | record B | setting | records/s | MB/s (min–max) | ack p50 ms | \
-         ack p99 ms | server CPU-s/GB | server peak RSS MB | runs |\n",
+         ack p99 ms | server CPU-s/GB | server peak RSS MB | bench client CPU-s/GB | runs |\n",
     );
-    text.push_str("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    text.push_str("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for row in rows {
         let figures = row.figures();
         let _ = writeln!(
             text,
-            "| {} | {} | {} | {} | {} | {} | {:.1} ({:.1}–{:.1}) | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} ({:.1}–{:.1}) | {} | {} | {} | {} | {} | {} |",
             row.workload,
             row.system,
             row.durability,
@@ -130,6 +137,7 @@ pub fn markdown(title: &str, rows: &[Row], command: &str) -> String {
             optional(figures.ack_p99_ms, 2),
             optional(figures.cpu_seconds_per_gigabyte, 1),
             optional(figures.peak_resident_megabytes, 0),
+            optional(figures.client_cpu_seconds_per_gigabyte, 1),
             row.runs.len(),
         );
     }
@@ -140,7 +148,7 @@ pub fn markdown(title: &str, rows: &[Row], command: &str) -> String {
 /// Column names of the TSV file, in order.
 pub const TSV_HEADER: &str = "workload\tsystem\tdurability\trecord_bytes\tsetting\trecords_per_second\t\
 megabytes_per_second\tmegabytes_per_second_min\tmegabytes_per_second_max\tack_p50_ms\tack_p99_ms\t\
-cpu_seconds_per_gigabyte\tpeak_rss_megabytes\truns\tcommand";
+cpu_seconds_per_gigabyte\tpeak_rss_megabytes\tclient_cpu_seconds_per_gigabyte\truns\tcommand";
 
 /// The rows as TSV lines (no header), one per row; absent figures are empty fields.
 pub fn tsv(rows: &[Row], command: &str) -> String {
@@ -151,7 +159,7 @@ pub fn tsv(rows: &[Row], command: &str) -> String {
         let field = |value: Option<f64>| value.map_or_else(String::new, |value| format!("{value:.3}"));
         let _ = writeln!(
             text,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             clean(&row.workload),
             clean(&row.system),
             clean(&row.durability),
@@ -165,6 +173,7 @@ pub fn tsv(rows: &[Row], command: &str) -> String {
             field(figures.ack_p99_ms),
             field(figures.cpu_seconds_per_gigabyte),
             field(figures.peak_resident_megabytes),
+            field(figures.client_cpu_seconds_per_gigabyte),
             row.runs.len(),
             clean(command),
         );
@@ -213,7 +222,11 @@ mod tests {
             value_bytes: records * 1_000,
             elapsed: Duration::from_millis(millis),
             latencies_us: vec![1_000, 2_000, 3_000],
-            cost: cpu_seconds.map(|cpu_seconds| ProcessCost { cpu_seconds, peak_resident_bytes: 50_000_000 }),
+            cost: cpu_seconds.map(|cpu_seconds| ProcessCost {
+                cpu_seconds,
+                peak_resident_bytes: 50_000_000,
+                client_cpu_seconds: 1.0,
+            }),
         }
     }
 
@@ -237,7 +250,7 @@ mod tests {
             measurement(1_000_000, 4_000, Some(3.0)),
         ])];
         let table = markdown("t", &rows, "once bench");
-        assert!(table.contains("| 500000 | 500.0 (250.0–1000.0) | 2.00 | 3.00 | 3.0 | 50 | 3 |"), "{table}");
+        assert!(table.contains("| 500000 | 500.0 (250.0–1000.0) | 2.00 | 3.00 | 3.0 | 50 | 1.0 | 3 |"), "{table}");
         let line = tsv(&rows, "once bench --x");
         assert_eq!(line.split('\t').count(), TSV_HEADER.split('\t').count(), "{line}");
         assert!(line.trim_end().ends_with("\tonce bench --x"));
@@ -250,7 +263,7 @@ mod tests {
         run.records = 0;
         let rows = [row(vec![run])];
         let table = markdown("t", &rows, "c");
-        assert!(table.contains("| 1 partition | — | 0.0 (0.0–0.0) | — | — | — | — | 1 |"), "{table}");
-        assert!(tsv(&rows, "c").contains("\t\t\t\t\t1\tc"));
+        assert!(table.contains("| 1 partition | — | 0.0 (0.0–0.0) | — | — | — | — | — | 1 |"), "{table}");
+        assert!(tsv(&rows, "c").contains("\t\t\t\t\t\t1\tc"));
     }
 }
