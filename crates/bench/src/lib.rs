@@ -103,6 +103,10 @@ pub struct BenchArgs {
     /// `--in-flight` window batches never fill, so every ack waits this long.
     #[arg(long, env = "ONCE_BENCH_LINGER_MS", default_value_t = 5)]
     pub linger_ms: u64,
+    /// librdkafka's max.in.flight.requests.per.connection for every producer [default: librdkafka's,
+    /// 1,000,000 for plain producers; idempotent ones are capped at 5 and refuse more].
+    #[arg(long, env = "ONCE_BENCH_MAX_IN_FLIGHT_REQUESTS")]
+    pub max_in_flight_requests: Option<u32>,
     /// Runs of each workload, interleaved; the report shows the median and the min/max.
     #[arg(long, env = "ONCE_BENCH_RUNS", default_value_t = 3)]
     pub runs: usize,

@@ -72,8 +72,14 @@ pub fn run(plan: &Plan, run_id: u128) -> anyhow::Result<Vec<Row>> {
             durability: plan.args.durability.clone(),
             record_bytes: cell.record_bytes,
             setting: format!(
-                "{} partition(s), {} producers × {} in flight",
-                cell.partitions, plan.args.producers, plan.args.in_flight
+                "{} partition(s), {} producers × {} in flight{}",
+                cell.partitions,
+                plan.args.producers,
+                plan.args.in_flight,
+                plan.args
+                    .max_in_flight_requests
+                    .map(|requests| format!(", max.in.flight.requests.per.connection={requests}"))
+                    .unwrap_or_default()
             ),
             runs,
         })
