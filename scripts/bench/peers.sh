@@ -13,15 +13,17 @@
 #   PHASES="limits once redis" scripts/bench/peers.sh   # some of it
 #   SMOKE=1 scripts/bench/peers.sh         # seconds per phase, to check the script itself
 #
-# Environment: RUNS (3), RECORDS (200000), SLOW_RECORDS (20000: one-row-per-commit PostgreSQL and
-# Tansu), BACKLOG_BYTES (2000000000), PHASES, WORK (/tmp/once-bench-peers), PEERS_DIR
-# (~/.cache/once-peers), OUT (docs/bench), CARGO_TARGET_DIR.
+# Environment: RUNS (3), RECORDS (200000), SLOW_RECORDS (20000: one-row-per-commit PostgreSQL),
+# TANSU_RECORDS (100000), BACKLOG_BYTES (2000000000), PHASES, WORK (/tmp/once-bench-peers), PEERS_DIR
+# (~/.cache/once-peers), OUT (docs/bench), APPEND (1: add to the existing results instead of
+# starting them anew), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUNS=${RUNS:-3}
 RECORDS=${RECORDS:-200000}
 SLOW_RECORDS=${SLOW_RECORDS:-20000}
+TANSU_RECORDS=${TANSU_RECORDS:-100000}
 BACKLOG_BYTES=${BACKLOG_BYTES:-2000000000}
 PHASES=${PHASES:-"limits once redis postgres nats tansu catch-up restart report"}
 WORK=${WORK:-/tmp/once-bench-peers}
@@ -211,7 +213,7 @@ phase_tansu() {
     local pid=$!
     STARTED+=("$pid")
     wait_port "${TANSU_ADDR##*:}"
-    bench --workload matrix --bootstrap "$TANSU_ADDR" --broker-pid "$pid" --records "$RECORDS" \
+    bench --workload matrix --bootstrap "$TANSU_ADDR" --broker-pid "$pid" --records "$TANSU_RECORDS" \
         --system "Tansu $TANSU_VERSION (SQLite storage)" \
         --durability "acks=all; acks BEFORE fsync: SQLite WAL, synchronous=NORMAL (fsync at checkpoints)"
     stop "$pid"
