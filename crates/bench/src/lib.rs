@@ -18,14 +18,27 @@
 //! - `report`: the markdown table and the optional JSON file.
 //! - [`copier`]: `--copier`, the consume-transform-produce copier (`once copy`), transactional at
 //!   several commit intervals beside the non-transactional baseline.
+//! - `limits` (W0): loopback TCP throughput and raw append+fdatasync at given batch sizes.
+//! - `matrix` (W1, W2): acks=all produce over record sizes × partition counts, plain and idempotent.
+//! - `backlog` (W5, W6): consumer catch-up from a multi-GB backlog; time to serve after `kill -9`.
+//! - [`peers`]: the produce workload in Redis', PostgreSQL's and NATS JetStream's own protocols.
+//! - `process`: the server's CPU seconds and peak RSS from `/proc` (`--broker-pid`).
+//! - `rows`: the common table (markdown, TSV) of the workloads above.
 
+mod backlog;
 pub mod copier;
+mod limits;
+mod matrix;
+pub mod peers;
+mod process;
 mod produce;
 mod raw;
 mod report;
+mod rows;
 mod summary;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -33,12 +46,39 @@ use anyhow::Context;
 pub use produce::{ProduceOutcome, Workload};
 pub use raw::RawOutcome;
 
+/// Which workload `once bench` runs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchWorkload {
+    /// acks=all produce, plain and idempotent, beside raw append+fdatasync (the first benchmark).
+    Produce,
+    /// W3: the transactional copier beside the non-transactional one (same as `--copier`).
+    Copier,
+    /// W0: loopback TCP throughput and raw append+fdatasync at `--raw-batch-bytes`; no broker.
+    Limits,
+    /// W1 (and W2): acks=all produce over `--record-sizes` × `--partition-counts`.
+    Matrix,
+    /// W5: fill `--backlog-bytes`, then read it all from the beginning with one consumer.
+    CatchUp,
+    /// W6: start a broker (`--serve-cmd`), fill `--backlog-bytes`, kill -9 it mid-write, time the restart.
+    Restart,
+    /// The produce workload against Redis streams at `--bootstrap` (XADD).
+    Redis,
+    /// The produce workload against PostgreSQL at `--bootstrap` (INSERT … ON CONFLICT DO NOTHING).
+    Postgres,
+    /// The produce workload against NATS JetStream at `--bootstrap` (publish with Nats-Msg-Id).
+    Nats,
+}
+
 /// Flags of `once bench` (and of `cargo bench -p once-bench -- …`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Broker to benchmark, HOST:PORT: an already running broker, Once or any Kafka-compatible one.
-    #[arg(long, env = "ONCE_BOOTSTRAP", value_name = "HOST:PORT")]
+    /// Server to benchmark, HOST:PORT: an already running broker, Once or any Kafka-compatible one,
+    /// or the peer named by `--workload`.
+    #[arg(long, env = "ONCE_BOOTSTRAP", value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
     pub bootstrap: String,
+    /// What to measure.
+    #[arg(long, env = "ONCE_BENCH_WORKLOAD", value_enum, default_value = "produce")]
+    pub workload: BenchWorkload,
     /// Directory where the raw append+fdatasync baseline writes its file; put it on the broker's
     /// disk [default: a temporary directory under the current directory].
     #[arg(long, env = "ONCE_BENCH_DATA_DIR", value_name = "DIR")]
@@ -63,6 +103,10 @@ pub struct BenchArgs {
     /// `--in-flight` window batches never fill, so every ack waits this long.
     #[arg(long, env = "ONCE_BENCH_LINGER_MS", default_value_t = 5)]
     pub linger_ms: u64,
+    /// librdkafka's max.in.flight.requests.per.connection for every producer [default: librdkafka's,
+    /// 1,000,000 for plain producers; idempotent ones are capped at 5 and refuse more].
+    #[arg(long, env = "ONCE_BENCH_MAX_IN_FLIGHT_REQUESTS")]
+    pub max_in_flight_requests: Option<u32>,
     /// Runs of each workload, interleaved; the report shows the median and the min/max.
     #[arg(long, env = "ONCE_BENCH_RUNS", default_value_t = 3)]
     pub runs: usize,
@@ -86,9 +130,44 @@ pub struct BenchArgs {
     /// The copier command [default: this executable's `copy`].
     #[arg(long, env = "ONCE_BENCH_COPIER_CMD", value_name = "CMD")]
     pub copier_cmd: Option<String>,
-    /// A few-second run for CI: 5,000 records, one run, a 1 s raw baseline.
+    /// A few-second run for CI: 5,000 records, one run, a 1 s raw baseline, a 5 MB backlog.
     #[arg(long, env = "ONCE_BENCH_SMOKE")]
     pub smoke: bool,
+    /// The server's process ids, comma-separated: their CPU seconds and peak RSS (with their child
+    /// processes) are reported, added up (e.g. a broker and the database it stores into).
+    #[arg(long, env = "ONCE_BENCH_BROKER_PID", value_name = "PID", value_delimiter = ',')]
+    pub broker_pid: Vec<u32>,
+    /// Record sizes of the matrix workload, in bytes, comma-separated.
+    #[arg(long, env = "ONCE_BENCH_RECORD_SIZES", value_delimiter = ',', default_value = "1024,100")]
+    pub record_sizes: Vec<usize>,
+    /// Partition counts of the matrix workload, comma-separated.
+    #[arg(long, env = "ONCE_BENCH_PARTITION_COUNTS", value_delimiter = ',', default_value = "1,8")]
+    pub partition_counts: Vec<i32>,
+    /// Write sizes of the raw append+fdatasync limit, in bytes, comma-separated.
+    #[arg(long, env = "ONCE_BENCH_RAW_BATCH_BYTES", value_delimiter = ',', default_value = "16384,600000")]
+    pub raw_batch_bytes: Vec<usize>,
+    /// Bytes of record values in the backlog of the catch-up and restart workloads.
+    #[arg(long, env = "ONCE_BENCH_BACKLOG_BYTES", default_value_t = 2_000_000_000)]
+    pub backlog_bytes: u64,
+    /// Empty the page cache before each catch-up read (needs root), so the backlog is read from disk.
+    #[arg(long, env = "ONCE_BENCH_DROP_CACHES")]
+    pub drop_caches: bool,
+    /// The broker command of the restart workload, split on whitespace; `{data_dir}` and `{listen}`
+    /// are replaced [default: this executable's `serve --listen BOOTSTRAP --data-dir {data_dir}`].
+    #[arg(long, env = "ONCE_BENCH_SERVE_CMD", value_name = "CMD")]
+    pub serve_cmd: Option<String>,
+    /// Rows per INSERT of the postgres workload (each statement is one transaction).
+    #[arg(long, env = "ONCE_BENCH_ROWS_PER_REQUEST", default_value_t = 1)]
+    pub rows_per_request: usize,
+    /// Name of the system in the rows of the Kafka-protocol workloads.
+    #[arg(long, env = "ONCE_BENCH_SYSTEM", default_value = "Once")]
+    pub system: String,
+    /// When the system acknowledges, for the rows of the Kafka-protocol workloads.
+    #[arg(long, env = "ONCE_BENCH_DURABILITY", default_value = "acks=all; Once: fdatasync before ack")]
+    pub durability: String,
+    /// Append the rows of the limits, matrix, catch-up, restart and peer workloads to this TSV file.
+    #[arg(long, env = "ONCE_BENCH_TSV", value_name = "PATH")]
+    pub tsv: Option<PathBuf>,
 }
 
 /// What one run of the benchmark does, after `--smoke` and the defaults are applied.
@@ -106,6 +185,8 @@ pub struct Plan {
     pub delivery_timeout: Duration,
     /// How often librdkafka reports statistics (the source of the batch sizes).
     pub statistics_interval: Duration,
+    /// Bytes of the catch-up and restart backlogs.
+    pub backlog_bytes: u64,
 }
 
 impl Plan {
@@ -124,6 +205,7 @@ impl Plan {
                 raw_time_max: Duration::from_secs(1),
                 delivery_timeout: Duration::from_secs(5),
                 statistics_interval: Duration::from_millis(100),
+                backlog_bytes: args.backlog_bytes.min(5_000_000),
                 args,
             }
         } else {
@@ -133,6 +215,7 @@ impl Plan {
                 raw_time_max: Duration::from_secs(10),
                 delivery_timeout: Duration::from_secs(60),
                 statistics_interval: Duration::from_millis(500),
+                backlog_bytes: args.backlog_bytes,
                 args,
             }
         };
@@ -152,17 +235,19 @@ pub struct RunSet {
     pub raw: RawOutcome,
 }
 
+/// Milliseconds since the epoch: names this invocation's topics, streams and tables.
+fn new_run_id() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_millis())
+        .unwrap_or_default()
+}
+
 /// Runs the benchmark against `--bootstrap` and prints a markdown table to stdout.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::new(args)?;
-    if plan.args.copier {
-        let run_id = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|since| since.as_millis())
-            .unwrap_or_default();
-        print!("{}", copier::run_all(&plan, run_id)?);
-        return Ok(());
-    }
+    let run_id = new_run_id();
+    let workload = if plan.args.copier { BenchWorkload::Copier } else { plan.args.workload };
     // Held until the end so that a default data directory is removed afterwards.
     let temporary_dir;
     let data_dir = match &plan.args.data_dir {
@@ -176,8 +261,39 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let runs = run_interleaved(&plan, &data_dir)?;
-    let results = report::Results::new(&plan, &data_dir, &runs);
+    let (title, rows) = match workload {
+        BenchWorkload::Produce => return run_produce(&plan, &data_dir),
+        BenchWorkload::Copier => {
+            print!("{}", copier::run_all(&plan, run_id)?);
+            return Ok(());
+        }
+        BenchWorkload::Limits => ("W0: limits of this machine", limits::run(&plan, &data_dir)?),
+        BenchWorkload::Matrix => ("W1/W2: acks=all produce", matrix::run(&plan, run_id)?),
+        BenchWorkload::CatchUp => ("W5: consumer catch-up", backlog::catch_up(&plan, run_id)?),
+        BenchWorkload::Restart => ("W6: restart after kill -9", backlog::restart(&plan, &data_dir, run_id)?),
+        BenchWorkload::Redis => {
+            ("peer: Redis", peers::run(&plan, Arc::new(peers::Redis::new(&plan.args.bootstrap, run_id)?))?)
+        }
+        BenchWorkload::Postgres => {
+            let postgres = peers::Postgres::new(&plan.args.bootstrap, run_id, plan.args.rows_per_request)?;
+            ("peer: PostgreSQL", peers::run(&plan, Arc::new(postgres))?)
+        }
+        BenchWorkload::Nats => {
+            ("peer: NATS JetStream", peers::run(&plan, Arc::new(peers::Nats::new(&plan.args.bootstrap, run_id)?))?)
+        }
+    };
+    let command = rows::this_command();
+    print!("{}", rows::markdown(title, &rows, &command));
+    if let Some(path) = &plan.args.tsv {
+        rows::append_tsv(path, &rows, &command)?;
+    }
+    Ok(())
+}
+
+/// The first benchmark: plain, idempotent and raw, interleaved, as a table of figures.
+fn run_produce(plan: &Plan, data_dir: &Path) -> anyhow::Result<()> {
+    let runs = run_interleaved(plan, data_dir)?;
+    let results = report::Results::new(plan, data_dir, &runs);
     print!("{}", results.markdown());
     if let Some(path) = &plan.args.json {
         std::fs::write(path, results.json()).with_context(|| format!("writing {}", path.display()))?;
@@ -187,11 +303,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Runs plain, idempotent, then raw, `plan.runs` times, so that all three see the same drift of a
 /// noisy machine.
-fn run_interleaved(plan: &Plan, data_dir: &std::path::Path) -> anyhow::Result<Vec<RunSet>> {
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|since| since.as_millis())
-        .unwrap_or_default();
+fn run_interleaved(plan: &Plan, data_dir: &Path) -> anyhow::Result<Vec<RunSet>> {
+    let run_id = new_run_id();
     let mut runs = Vec::with_capacity(plan.runs);
     for index in 0..plan.runs {
         let topic = format!("{}-{run_id}-{index}", plan.args.topic_prefix);

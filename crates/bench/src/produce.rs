@@ -255,6 +255,9 @@ fn producer_config(plan: &Plan, workload: Workload) -> ClientConfig {
         .set("message.timeout.ms", plan.delivery_timeout.as_millis().to_string())
         .set("statistics.interval.ms", plan.statistics_interval.as_millis().to_string())
         .set("queue.buffering.max.messages", (plan.args.in_flight * 2).max(100_000).to_string());
+    if let Some(requests) = plan.args.max_in_flight_requests {
+        config.set("max.in.flight.requests.per.connection", requests.to_string());
+    }
     config
 }
 
