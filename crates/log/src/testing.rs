@@ -19,22 +19,50 @@ pub fn make_batch_with(
     payload_len: usize,
     timestamp_ms: i64,
 ) -> Vec<u8> {
-    let mut batch = Vec::with_capacity(BATCH_HEADER_LEN + records as usize * (payload_len + 16));
+    let producer = (producer_id, producer_epoch, base_sequence, attributes);
+    let offset_deltas: Vec<u32> = (0..records).collect();
+    build(producer, &offset_deltas, records as i32 - 1, payload_len, timestamp_ms)
+}
+
+/// A compaction-shaped batch, as deduplication leaves one: it spans offset deltas
+/// `0..=last_offset_delta` but holds only the records at `kept_offset_deltas` (increasing, each at
+/// most `last_offset_delta`; empty for a header-only batch). Records as in `make_batch`.
+pub fn make_compacted_batch(
+    kept_offset_deltas: &[u32],
+    last_offset_delta: u32,
+    payload_len: usize,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    assert!(kept_offset_deltas.windows(2).all(|pair| pair[0] < pair[1]), "offset deltas increase");
+    assert!(kept_offset_deltas.iter().all(|delta| *delta <= last_offset_delta), "kept records lie in the span");
+    build((-1, -1, -1, 0), kept_offset_deltas, last_offset_delta as i32, payload_len, timestamp_ms)
+}
+
+/// A batch with the records at `offset_deltas`; producer is (id, epoch, base sequence, attributes).
+fn build(
+    producer: (i64, i16, i32, i16),
+    offset_deltas: &[u32],
+    last_offset_delta: i32,
+    payload_len: usize,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let (producer_id, producer_epoch, base_sequence, attributes) = producer;
+    let mut batch = Vec::with_capacity(BATCH_HEADER_LEN + offset_deltas.len() * (payload_len + 16));
     batch.extend_from_slice(&0i64.to_be_bytes()); // base offset
     batch.extend_from_slice(&0i32.to_be_bytes()); // batch length, patched below
     batch.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
     batch.push(MAGIC_V2 as u8);
     batch.extend_from_slice(&0u32.to_be_bytes()); // crc, patched below
     batch.extend_from_slice(&attributes.to_be_bytes());
-    batch.extend_from_slice(&(records as i32 - 1).to_be_bytes()); // last offset delta
+    batch.extend_from_slice(&last_offset_delta.to_be_bytes());
     batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // base timestamp
     batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // max timestamp
     batch.extend_from_slice(&producer_id.to_be_bytes());
     batch.extend_from_slice(&producer_epoch.to_be_bytes());
     batch.extend_from_slice(&base_sequence.to_be_bytes());
-    batch.extend_from_slice(&(records as i32).to_be_bytes());
+    batch.extend_from_slice(&(offset_deltas.len() as i32).to_be_bytes());
     assert_eq!(batch.len(), BATCH_HEADER_LEN, "header is 61 bytes");
-    for offset_delta in 0..records {
+    for &offset_delta in offset_deltas {
         let mut record = Vec::with_capacity(payload_len + 16);
         record.push(0); // attributes
         put_varint(&mut record, 0); // timestamp delta
