@@ -98,13 +98,18 @@
 //!
 //! # Durability
 //!
-//! [`DedupIndex::snapshot`] writes the committed ids, the ids held by open transactions, and
-//! per partition the log start offset and the *covered offset* (the first offset whose batch
-//! the index does not reflect; `confirm` and [`DedupIndex::advance_covered`] move it). After a
-//! restart, [`DedupIndex::load`] the snapshot and replay each partition's log from
-//! [`DedupIndex::covered_offset`]: `extract_ids`, `reserve`, `confirm` for data batches (with the
-//! stored offsets and timestamps), `end_transaction` for markers. A corrupt or old-version
-//! snapshot is an error ([`DedupError::means_rebuild`]): replay the whole retained log instead.
+//! [`DedupIndex::snapshot`] writes the committed ids and per partition the log start offset and
+//! the *covered offset* (the first offset whose batch the index does not reflect; `confirm` and
+//! [`DedupIndex::advance_covered`] move it). Ids held by open transactions are not written: the
+//! covered offset of their partition is written as at most their first offset instead, so the
+//! replay meets each transaction's ids and then its marker in one partition's log, whatever
+//! order the partitions are replayed in. After a restart, [`DedupIndex::load`] the snapshot,
+//! [`DedupIndex::set_log_start_offset`] of every partition from its log, then replay each
+//! partition's log from [`DedupIndex::covered_offset`]: `extract_ids`, `reserve`, `confirm` for
+//! data batches (with the stored offsets and timestamps; a record the index decides is not `New`
+//! needs no entry: another live copy of its id exists, or the record's copy is dead), and
+//! `end_transaction` for markers. A corrupt or old-version snapshot is an error
+//! ([`DedupError::means_rebuild`]): replay the whole retained log instead.
 //!
 //! # Example
 //!

@@ -1,5 +1,12 @@
-//! Snapshot files of a [`DedupIndex`]: the stored ids chunk by chunk, the ids held by open
-//! transactions, log start offsets and covered offsets, so a restart replays only the log's tail.
+//! Snapshot files of a [`DedupIndex`]: the stored ids chunk by chunk, log start offsets and
+//! covered offsets, so a restart replays only the log's tail.
+//!
+//! Ids held by open transactions are left out, and each partition's covered offset is moved back
+//! to the first offset any of them holds there, so the replay writes the transaction's ids again
+//! and then meets its marker in the same partition's log. Keeping the holds instead would be wrong
+//! across partitions: a hold's marker may lie in a partition replayed *after* another partition
+//! whose log stores the same id again once the transaction had aborted; that replay would find the
+//! id still held. (The loader still reads holds, which older writers wrote.)
 //!
 //! Layout (all integers big endian):
 //!
@@ -8,7 +15,7 @@
 //! covered count u32   | (partition i32, next offset i64) * count
 //! log start count u32 | (partition i32, log start offset i64) * count
 //! chunk count u32     | per chunk: entry count u32 | entry * count
-//! hold count u32      | (entry, producer id i64) * count
+//! hold count u32      | (entry, producer id i64) * count   (written as 0, see above)
 //! crc32c u32 of every byte before it
 //! entry = id [16] | partition i32 | offset i64 | time_s u32   (32 bytes)
 //! ```
@@ -38,7 +45,7 @@ const OFFSET_PAIR_LEN: usize = 12;
 pub struct SnapshotStats {
     /// Stored ids written.
     pub entries: usize,
-    /// Ids held by open transactions written.
+    /// Ids held by open transactions, left out (the covered offsets move back to them instead).
     pub transaction_holds: usize,
     /// File size in bytes.
     pub bytes: u64,
@@ -87,9 +94,11 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 impl DedupIndex {
-    /// Writes the confirmed state (stored ids, open transactions' ids, log start and covered
-    /// offsets) to `path` atomically and durably. Writes in flight are not included: their
-    /// batches lie beyond the covered offsets, so replay brings them back.
+    /// Writes the confirmed state (stored ids, log start and covered offsets) to `path`
+    /// atomically and durably. Writes in flight are not included: their batches lie beyond the
+    /// covered offsets, so replay brings them back. Neither are ids held by open transactions:
+    /// each partition's covered offset is written as at most the first offset they hold there,
+    /// so replay writes them again (see the module docs for why).
     pub fn snapshot(&self, path: &Path) -> Result<SnapshotStats, DedupError> {
         let temp = temp_path(path);
         let context = |what: &str| format!("{what} dedup snapshot {}", temp.display());
@@ -114,7 +123,17 @@ impl DedupIndex {
         let mut buffer = Vec::with_capacity(1 << 16);
         buffer.extend_from_slice(MAGIC);
         buffer.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
-        for offsets in [self.covered.iter().collect::<Vec<_>>(), self.log_starts.iter().collect::<Vec<_>>()] {
+        // Held ids are not written: replay from the first offset of each partition's held ids.
+        let holds = self.transaction_holds();
+        let mut covered = self.covered.clone();
+        for (entry, _) in &holds {
+            let next = covered.entry(entry.location.partition).or_insert(entry.location.offset);
+            *next = (*next).min(entry.location.offset);
+        }
+        stats.transaction_holds = holds.len();
+        for offsets in
+            [covered.into_iter().collect::<Vec<_>>(), self.log_starts.iter().map(|(p, o)| (*p, *o)).collect()]
+        {
             buffer.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
             for (partition, offset) in offsets {
                 buffer.extend_from_slice(&partition.to_be_bytes());
@@ -139,13 +158,7 @@ impl DedupIndex {
             write_chunk(chunk.len(), &mut chunk.entries())?;
         }
         write_chunk(self.active.len(), &mut self.active.entries())?;
-        let holds = self.transaction_holds();
-        buffer.extend_from_slice(&(holds.len() as u32).to_be_bytes());
-        for (entry, producer_id) in &holds {
-            put_entry(&mut buffer, entry);
-            buffer.extend_from_slice(&producer_id.to_be_bytes());
-        }
-        stats.transaction_holds = holds.len();
+        buffer.extend_from_slice(&0u32.to_be_bytes()); // no transaction holds
         out.write_all(&buffer)?;
         Ok(stats)
     }
@@ -338,9 +351,21 @@ mod tests {
         assert_eq!(stats.bytes, fs::metadata(&path).expect("metadata").len());
         assert!(!temp_path(&path).exists(), "the temporary file is renamed away");
         let mut loaded = DedupIndex::load(&path, original.config()).expect("load");
-        assert_same(&loaded, &original);
+        for number in 0..200u32 {
+            assert_eq!(loaded.lookup(&id(number), 0), original.lookup(&id(number), 0), "id {number}");
+        }
+        assert_eq!(loaded.stored_ids(), original.stored_ids());
+        assert_eq!(loaded.pending_ids(), 0, "the open transaction's ids are left out");
+        assert_eq!(loaded.covered_offset(0), original.covered_offset(0));
+        assert_eq!(loaded.covered_offset(2), Some(400));
+        assert_eq!(loaded.covered_offset(1), Some(300), "partition 1 replays from the transaction's first id");
+        assert_eq!(loaded.log_starts, original.log_starts);
+        // Replaying partition 1 from 300 holds the ids again: they block others until the marker.
+        let replayed = loaded.reserve(1, &[Some(id(500)), Some(id(501))], Some(77), 0).expect("reserve");
+        assert_eq!(replayed.decisions(), &[Decision::New, Decision::New]);
+        loaded.confirm(replayed, &[300, 301], 5_000);
         assert_eq!(loaded.covered_offset(1), Some(302));
-        // The open transaction survives: it still blocks others and resolves on its marker.
+        assert_same(&loaded, &original);
         let other = loaded.reserve(0, &[Some(id(500))], None, 0).expect("reserve");
         assert_eq!(other.decisions(), &[Decision::Pending]);
         loaded.release(other);
