@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::mem::{replace, size_of};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::chunk::{
     fits_in_chunk, hash_map_bytes, is_live, spans_of, ActiveChunk, Entry, Location, LogStarts, SealedChunk,
@@ -138,8 +139,9 @@ pub struct ExpireStats {
 /// Not synchronised: the partition writers of a topic share it behind one lock.
 pub struct DedupIndex {
     pub(crate) config: IndexConfig,
-    /// Sealed chunks, oldest first.
-    pub(crate) sealed: VecDeque<SealedChunk>,
+    /// Sealed chunks, oldest first. Shared so a snapshot can write them without holding the index
+    /// (see [`DedupIndex::snapshot_view`]); replacing one leaves the snapshot's copy intact.
+    pub(crate) sealed: VecDeque<Arc<SealedChunk>>,
     pub(crate) active: ActiveChunk,
     pending: HashMap<Id, Hold, IdHashBuilder>,
     /// Ids held by each open transaction, by (partition, producer id).
@@ -355,7 +357,7 @@ impl DedupIndex {
         if !self.active.can_take(&entry.id, entry.location) {
             let capacity = chunk_capacity(self.stored_ids(), self.chunk_bits_min);
             let full = replace(&mut self.active, ActiveChunk::new(capacity));
-            self.sealed.push_back(full.seal());
+            self.sealed.push_back(Arc::new(full.seal()));
         }
         self.active.insert(entry);
     }
@@ -404,7 +406,7 @@ impl DedupIndex {
         while index < self.sealed.len() {
             let chunk = &self.sealed[index];
             let dead = chunk.dead_estimate(window, now_ms, &self.log_starts);
-            let next_len = self.sealed.get(index + 1).map(SealedChunk::len);
+            let next_len = self.sealed.get(index + 1).map(|chunk| chunk.len());
             let merge = next_len.is_some_and(|next| chunk.len() + next <= target);
             let compact = dead > 0 && dead * 2 >= chunk.len();
             if !merge && !compact {
@@ -433,7 +435,7 @@ impl DedupIndex {
         let starts = &self.log_starts;
         let live = move |entry: &Entry| is_live(entry.location, entry.time_s, window, now_ms, starts);
         let (newer, older) =
-            if merge { (&self.sealed[index + 1], Some(&self.sealed[index])) } else { (&self.sealed[index], None) };
+            if merge { (&*self.sealed[index + 1], Some(&*self.sealed[index])) } else { (&*self.sealed[index], None) };
         let total = newer.len() + older.map_or(0, SealedChunk::len);
         // Two passes over the inputs (spans, then columns) instead of one copy of the entries.
         let spans = spans_of(SealedChunk::merged_live(newer, older, live));
@@ -448,7 +450,7 @@ impl DedupIndex {
             self.sealed.remove(index + 1);
         }
         match rebuilt {
-            Some(chunk) => self.sealed[index] = chunk,
+            Some(chunk) => self.sealed[index] = Arc::new(chunk),
             None => {
                 self.sealed.remove(index);
             }
@@ -467,7 +469,7 @@ impl DedupIndex {
 
     /// Ids stored: live, or dead and not yet freed by `expire`. Excludes pending ids.
     pub fn stored_ids(&self) -> usize {
-        self.sealed.iter().map(SealedChunk::len).sum::<usize>() + self.active.len()
+        self.sealed.iter().map(|chunk| chunk.len()).sum::<usize>() + self.active.len()
     }
 
     /// Ids reserved by writes in flight or held by open transactions.
@@ -483,7 +485,7 @@ impl DedupIndex {
     /// Heap bytes the index holds, computed from its allocations' capacities.
     pub fn approx_bytes(&self) -> usize {
         size_of::<DedupIndex>()
-            + self.sealed.iter().map(SealedChunk::approx_bytes).sum::<usize>()
+            + self.sealed.iter().map(|chunk| chunk.approx_bytes()).sum::<usize>()
             + self.active.approx_bytes()
             + hash_map_bytes(self.pending.capacity(), size_of::<(Id, Hold)>())
             + hash_map_bytes(self.transactions.capacity(), size_of::<((i32, i64), Vec<Id>)>())

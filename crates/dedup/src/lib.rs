@@ -98,7 +98,8 @@
 //!
 //! # Durability
 //!
-//! [`DedupIndex::snapshot`] writes the committed ids and per partition the log start offset and
+//! [`DedupIndex::snapshot`] (or [`DedupIndex::snapshot_view`], cheap under the caller's lock, then
+//! [`SnapshotView::write`] without it) writes the committed ids and per partition the log start offset and
 //! the *covered offset* (the first offset whose batch the index does not reflect; `confirm` and
 //! [`DedupIndex::advance_covered`] move it). Ids held by open transactions are not written: the
 //! covered offset of their partition is written as at most their first offset instead, so the
@@ -162,4 +163,4 @@ pub use crate::error::DedupError;
 pub use crate::id::Id;
 pub use crate::index::{Decision, DedupIndex, ExpireStats, IndexConfig, Reservation, MAX_IDS_DEFAULT};
 pub use crate::records::{extract_ids, extract_record_ids, filter_batch, RecordId, RECORDS_BYTES_MAX};
-pub use crate::snapshot::{SnapshotStats, SNAPSHOT_VERSION};
+pub use crate::snapshot::{SnapshotStats, SnapshotView, SNAPSHOT_VERSION};
