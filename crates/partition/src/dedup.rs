@@ -39,6 +39,12 @@ use crate::replay;
 const SNAPSHOT_CHANGES_MIN: u64 = 100_000;
 /// A snapshot is also due this long after the last one if anything changed.
 const SNAPSHOT_INTERVAL_MAX: Duration = Duration::from_secs(600);
+/// After this many ids were inserted, the writer that crosses it merges chunks (`expire`) before it
+/// answers, so a lookup keeps probing about 8 to 16 chunks at any insert rate.
+const MERGE_EVERY_IDS: u64 = 1 << 16;
+/// Ids a merge may rewrite per id inserted since the last one: merging to 1/8 of the stored ids
+/// rewrites each id a few times over its life.
+const MERGE_WORK_PER_ID: u64 = 8;
 
 /// A topic's message-id index and what maintains it; shared by the topic's partitions.
 pub struct TopicDedup {
@@ -57,6 +63,8 @@ struct State {
     closed: bool,
     /// Ids confirmed or resolved by markers since the last snapshot.
     changes_since_snapshot: u64,
+    /// Ids confirmed or resolved since the last merge (`expire`) the writers ran.
+    changes_since_merge: u64,
     /// The index was loaded from a snapshot at open.
     from_snapshot: bool,
     last_snapshot: Instant,
@@ -130,7 +138,14 @@ impl TopicDedup {
             }
         };
         let last_snapshot = Instant::now();
-        let state = State { index, closed: false, changes_since_snapshot: 0, from_snapshot, last_snapshot };
+        let state = State {
+            index,
+            closed: false,
+            changes_since_snapshot: 0,
+            changes_since_merge: 0,
+            from_snapshot,
+            last_snapshot,
+        };
         let snapshot_writer = Mutex::new(());
         TopicDedup { topic: topic.to_string(), source, snapshot_path, state: Mutex::new(state), snapshot_writer }
     }
@@ -229,13 +244,17 @@ impl TopicDedup {
         drop(effects);
     }
 
-    /// Step 3: what a round made durable, in log order.
+    /// Step 3: what a round made durable, in log order. Every `MERGE_EVERY_IDS` ids, the writer
+    /// that crosses the mark also merges chunks, a bounded amount of work.
     pub(crate) fn apply(&self, partition: i32, effects: Vec<Effect>) {
         let mut state = self.lock();
         for effect in effects {
             let changes = apply_effect(&mut state.index, partition, effect);
             state.changes_since_snapshot += changes;
+            state.changes_since_merge += changes;
         }
+        let State { index, changes_since_merge, .. } = &mut *state;
+        merge_if_due(index, changes_since_merge, now_ms());
     }
 
     /// Replays the partitions' logs into the index, after the snapshot it was loaded from. Runs at
@@ -353,6 +372,16 @@ impl TopicDedup {
     }
 }
 
+/// Every `MERGE_EVERY_IDS` changes, merges chunks with a budget proportional to them (live and in
+/// replay alike, so a lookup probes few chunks whatever the insert rate).
+fn merge_if_due(index: &mut DedupIndex, changes_since_merge: &mut u64, now_ms: i64) {
+    if *changes_since_merge >= MERGE_EVERY_IDS {
+        let budget = changes_since_merge.saturating_mul(MERGE_WORK_PER_ID);
+        *changes_since_merge = 0;
+        index.expire(now_ms, usize::try_from(budget).unwrap_or(usize::MAX));
+    }
+}
+
 /// The one function by which a write changes the index, live (after its round's sync) and in replay
 /// (after reading it back). Returns how many ids it resolved, for the snapshot schedule.
 fn apply_effect(index: &mut DedupIndex, partition: i32, effect: Effect) -> u64 {
@@ -392,9 +421,14 @@ fn replay_partition(
 ) -> Result<u64, PartitionError> {
     let start = log.log_start_offset();
     let from = index.covered_offset(partition).map_or(start, |covered| (covered.max(0) as u64).max(start));
-    let mut changes = 0;
+    // `changes` counts the current batch's; they move to the totals before the next batch.
+    let (mut changes, mut total, mut since_merge) = (0, 0, 0);
     replay::for_each_stored_batch(log, from, log.log_end_offset(), |header, batch| {
         stats.batches += 1;
+        total += changes;
+        since_merge += changes;
+        changes = 0;
+        merge_if_due(index, &mut since_merge, now_ms);
         let (base_offset, last_offset) = (header.base_offset as u64, header.last_offset() as u64);
         if header.is_control() {
             let end = match replay::classify(header, batch) {
@@ -427,7 +461,7 @@ fn replay_partition(
         }
         index.advance_covered(partition, last_offset as i64 + 1);
     })?;
-    Ok(changes)
+    Ok(total + changes)
 }
 
 /// A stored data batch being replayed.

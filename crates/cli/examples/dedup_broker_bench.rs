@@ -3,8 +3,8 @@
 //! after kill -9 to serving (with the index's snapshot, and without it).
 //!
 //! ```sh
-//! cargo build --release -p once-cli --example dedup_bench
-//! target/release/examples/dedup_bench --once target/release/once --data-dir /tmp/once-dedup-bench
+//! cargo build --release -p once-cli --example dedup_broker_bench
+//! target/release/examples/dedup_broker_bench --once target/release/once --data-dir /tmp/once-dedup-bench
 //! ```
 //!
 //! It starts its own `once serve` (with `--metrics-listen`), creates its topics, and talks to it with
@@ -216,7 +216,7 @@ fn main() {
     broker.start();
     let bootstrap = broker.bootstrap();
     println!(
-        "dedup_bench: {} partitions, {} producers, 100-byte values, idempotent, acks=all",
+        "dedup_broker_bench: {} partitions, {} producers, 100-byte values, idempotent, acks=all",
         args.partitions, args.producers
     );
 
