@@ -196,6 +196,43 @@ fn produce(bootstrap: &str, topic: &str, prefix: &str, count: u64, producers: u6
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Interleaved runs: a fresh dedup-off topic, then dedup on (a fresh topic, or `on_topic`), each
+/// `throughput_records` new ids; prints each run and the medians.
+fn throughput(args: &Args, broker: &Broker, phase: &str, on_topic: Option<&str>) {
+    let bootstrap = broker.bootstrap();
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for run in 0..args.runs {
+        for dedup in [false, true] {
+            let fresh = format!("{phase}-{}-{run}", if dedup { "on" } else { "off" });
+            let topic = match (dedup, on_topic) {
+                (true, Some(topic)) => topic.to_string(),
+                _ => {
+                    create_topic(args, broker, &fresh, dedup);
+                    fresh.clone()
+                }
+            };
+            let rate = produce(&bootstrap, &topic, &format!("{phase}{run}"), args.throughput_records, args.producers);
+            println!("{phase} run {run}: dedup {}: {rate:.0} records/s", if dedup { "on " } else { "off" });
+            if dedup {
+                on.push(rate)
+            } else {
+                off.push(rate)
+            }
+            if topic == fresh {
+                once(args, &["topic", "delete", &topic, "--bootstrap", &bootstrap]);
+            }
+        }
+    }
+    let ratios: Vec<f64> = on.iter().zip(&off).map(|(on, off)| on / off).collect();
+    let (off_median, on_median) = (median(&mut off.clone()), median(&mut on.clone()));
+    println!(
+        "{phase} throughput: dedup off {off_median:.0} records/s, on {on_median:.0} records/s (medians of {}); on/off per run {:?}, median {:.2}",
+        args.runs,
+        ratios.iter().map(|ratio| format!("{ratio:.2}")).collect::<Vec<_>>(),
+        median(&mut ratios.clone())
+    );
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -214,42 +251,20 @@ fn main() {
         child: None,
     };
     broker.start();
-    let bootstrap = broker.bootstrap();
     println!(
         "dedup_broker_bench: {} partitions, {} producers, 100-byte values, idempotent, acks=all",
         args.partitions, args.producers
     );
 
-    // Throughput, interleaved: off, on, off, on, ... each on a fresh topic, deleted afterwards.
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    for run in 0..args.runs {
-        for dedup in [false, true] {
-            let topic = format!("throughput-{}-{run}", if dedup { "on" } else { "off" });
-            create_topic(&args, &broker, &topic, dedup);
-            let rate = produce(&bootstrap, &topic, &format!("t{run}"), args.throughput_records, args.producers);
-            println!("run {run}: dedup {}: {rate:.0} records/s", if dedup { "on " } else { "off" });
-            if dedup {
-                on.push(rate)
-            } else {
-                off.push(rate)
-            }
-            once(&args, &["topic", "delete", &topic, "--bootstrap", &bootstrap]);
-        }
-    }
-    let ratios: Vec<f64> = on.iter().zip(&off).map(|(on, off)| on / off).collect();
-    let (off_median, on_median) = (median(&mut off.clone()), median(&mut on.clone()));
-    println!(
-        "throughput: dedup off {off_median:.0} records/s, on {on_median:.0} records/s (medians of {}); on/off per run {:?}",
-        args.runs,
-        ratios.iter().map(|ratio| format!("{ratio:.2}")).collect::<Vec<_>>()
-    );
+    // Throughput with an empty index, interleaved: off, on, off, on, ... each on a fresh topic.
+    throughput(&args, &broker, "fresh", None);
 
     // Memory: the resident set before and after filling one dedup topic with `ids` live ids.
     create_topic(&args, &broker, "live", true);
     std::thread::sleep(Duration::from_secs(2));
     let before = broker.resident_bytes();
     let started = Instant::now();
-    let rate = produce(&bootstrap, "live", "live", args.ids, args.producers);
+    let rate = produce(&broker.bootstrap(), "live", "live", args.ids, args.producers);
     println!("filled {} ids in {:.1} s ({rate:.0} records/s)", args.ids, started.elapsed().as_secs_f64());
     std::thread::sleep(Duration::from_secs(5)); // upkeep: merges settle
     let after = broker.resident_bytes();
@@ -262,6 +277,10 @@ fn main() {
         (after.saturating_sub(before)) as f64 / args.ids as f64,
         index_bytes as f64 / stored.max(1) as f64,
     );
+
+    // Throughput against the full index: new ids into `live` (looked up among its ids), interleaved
+    // with fresh dedup-off topics.
+    throughput(&args, &broker, "loaded", Some("live"));
 
     // kill -9, restart: time until the broker serves, with the snapshot the broker kept.
     broker.kill9();

@@ -263,24 +263,28 @@ impl TopicDedup {
         let started = Instant::now();
         let now_ms = now_ms();
         let mut stats = RebuildStats::default();
+        // Read before taking the index lock: the lock order is log, then index.
+        let offsets: Vec<(i32, u64, u64)> = partitions
+            .iter()
+            .map(|partition| (partition.id().partition, partition.log_start_offset(), partition.log_end_offset()))
+            .collect();
         {
             let mut state = self.lock();
             stats.from_snapshot = state.from_snapshot;
-            let beyond = partitions.iter().find(|partition| {
-                let covered = state.index.covered_offset(partition.id().partition).unwrap_or(0);
-                covered > partition.log_end_offset() as i64
+            let beyond = offsets.iter().find(|(partition, _, end)| {
+                state.index.covered_offset(*partition).is_some_and(|covered| covered > *end as i64)
             });
-            if let Some(partition) = beyond {
+            if let Some((partition, _, _)) = beyond {
                 // Only if a disk lied about an fsync: the snapshot covers records recovery did not keep.
-                tracing::warn!(topic = %self.topic, partition = %partition.id(), "dedup snapshot covers offsets beyond the recovered log; rebuilding from the logs");
+                tracing::warn!(topic = %self.topic, partition, "dedup snapshot covers offsets beyond the recovered log; rebuilding from the logs");
                 let config = state.index.config();
                 state.index = DedupIndex::new(config);
                 state.from_snapshot = false;
                 stats.from_snapshot = false;
             }
             // Before any replay: a partition replayed first must already see the others' log starts.
-            for partition in partitions {
-                state.index.set_log_start_offset(partition.id().partition, partition.log_start_offset() as i64);
+            for (partition, start, _) in &offsets {
+                state.index.set_log_start_offset(*partition, *start as i64);
             }
         }
         for partition in partitions {
