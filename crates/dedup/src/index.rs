@@ -225,12 +225,13 @@ impl DedupIndex {
         }
         let token = self.next_token;
         self.next_token += 1;
+        let live = self.lookup_many(ids, now_ms);
         let mut decisions = Vec::with_capacity(ids.len());
         let mut new = Vec::new();
         for (record_index, id) in ids.iter().enumerate() {
             let decision = match id {
                 None => Decision::NoId,
-                Some(id) => self.decide(id, token, transactional_producer_id, now_ms),
+                Some(id) => self.decide(id, token, transactional_producer_id, live[record_index]),
             };
             if let (Decision::New, Some(id)) = (decision, id) {
                 self.pending.insert(*id, Hold::InFlight { token, record_index });
@@ -241,7 +242,9 @@ impl DedupIndex {
         Ok(Reservation { instance: self.instance, token, partition, transactional_producer_id, decisions, new })
     }
 
-    fn decide(&self, id: &Id, token: u64, transactional_producer_id: Option<i64>, now_ms: i64) -> Decision {
+    /// Decides one id, given where it is live (from `lookup_many`, before any of the batch's ids
+    /// was reserved: the pending map, checked first, has those).
+    fn decide(&self, id: &Id, token: u64, transactional_producer_id: Option<i64>, live: Option<Location>) -> Decision {
         match self.pending.get(id) {
             Some(Hold::InFlight { token: holder, record_index }) if *holder == token => {
                 Decision::DuplicateInBatch { first_index: *record_index }
@@ -252,11 +255,31 @@ impl DedupIndex {
                 Decision::Duplicate(*location)
             }
             Some(_) => Decision::Pending,
-            None => match self.lookup(id, now_ms) {
+            None => match live {
                 Some(location) => Decision::Duplicate(location),
                 None => Decision::New,
             },
         }
+    }
+
+    /// [`DedupIndex::lookup`] of every id of a batch, chunk by chunk rather than id by id: the
+    /// probes of one chunk's filter for all the ids are independent loads the processor overlaps,
+    /// where probing every chunk for one id before the next would wait on each cache miss in turn.
+    fn lookup_many(&self, ids: &[Option<Id>], now_ms: i64) -> Vec<Option<Location>> {
+        let window = self.config.window;
+        let live = |(location, time_s): (Location, u32)| {
+            is_live(location, time_s, window, now_ms, &self.log_starts).then_some(location)
+        };
+        let mut found: Vec<Option<Location>> =
+            ids.iter().map(|id| id.as_ref().and_then(|id| self.active.get(id)).and_then(live)).collect();
+        for chunk in self.sealed.iter().rev() {
+            for (slot, id) in found.iter_mut().zip(ids) {
+                if let (None, Some(id)) = (&slot, id) {
+                    *slot = chunk.get(id).and_then(live);
+                }
+            }
+        }
+        found
     }
 
     /// Where `id` is stored, if it is live at `now_ms` (committed and within window and
