@@ -124,17 +124,21 @@ pub enum OffsetAnswer {
     /// Every record was a duplicate, and the originals lie at consecutive offsets of this partition
     /// in record order, from `base_offset`: report that.
     Originals { base_offset: u64 },
-    /// Records were dropped and no single base offset locates the batch's records: report -1.
+    /// Records were dropped and no base offset locates the batch's records: report one that makes
+    /// every derived offset negative (see [`Appended::answer_base_offset`]).
     Unknown,
 }
 
 impl Appended {
-    /// The base offset for the produce response: -1 when it is unknown.
+    /// The base offset for the produce response. When it is unknown: minus the batch's record
+    /// count, so that base + `i` is negative for every record `i`. (-1 alone is not enough: only
+    /// the Java client reads -1 as "unknown" for the whole batch; librdkafka, franz-go and sarama
+    /// number the records -1, 0, 1, … — real offsets of other records.)
     pub fn answer_base_offset(&self) -> i64 {
         match self.answer {
             OffsetAnswer::Stored => self.base_offset as i64,
             OffsetAnswer::Originals { base_offset } => base_offset as i64,
-            OffsetAnswer::Unknown => -1,
+            OffsetAnswer::Unknown => -((self.last_offset - self.base_offset + 1) as i64),
         }
     }
 }

@@ -31,8 +31,8 @@ pub struct BatchMetadata {
     pub last_offset: u64,
     pub max_timestamp: i64,
     /// Deduplication dropped records from the batch as stored (it holds fewer records than the
-    /// offsets it spans): a retry is answered with base offset -1, as the first answer was or
-    /// could have been, since no one base offset tells where its records are.
+    /// offsets it spans): a retry is answered with an unknown base offset (minus the record count),
+    /// since no one base offset tells where its records are.
     pub records_dropped: bool,
 }
 

@@ -141,7 +141,7 @@ fn answer(
     outcome: Result<Appended, PartitionError>,
 ) -> PartitionProduceResponse {
     match outcome {
-        // -1 when deduplication dropped records and no base offset locates the batch's records.
+        // Negative when deduplication dropped records and no base offset locates the batch's records.
         Ok(info) => PartitionProduceResponse::default()
             .with_index(index)
             .with_base_offset(info.answer_base_offset())
