@@ -44,6 +44,8 @@ pub struct BrokerConfig {
     /// A transactional id with no transaction for this long is forgotten (Kafka's
     /// transactional.id.expiration.ms).
     pub transactional_id_expiration_ms: i64,
+    /// Address of the Prometheus text endpoint (`GET /metrics`), `HOST:PORT`; none when `None`.
+    pub metrics_listen: Option<String>,
     /// Test hook: a crash point the broker kills itself at (`ONCE_TEST_CRASH_POINT`).
     pub test_crash_point: Option<String>,
 }
@@ -67,6 +69,7 @@ impl Default for BrokerConfig {
             transaction_max_timeout_ms: 900_000,
             transaction_abort_check_interval_ms: 10_000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            metrics_listen: None,
             test_crash_point: None,
         }
     }

@@ -31,6 +31,10 @@ pub fn partition_error_code(error: &PartitionError) -> ResponseError {
         PartitionError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
         PartitionError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
         PartitionError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
+        // Retriable in every client (librdkafka, Java): the id's holder ends, then the retry is
+        // decided as a duplicate (it committed) or stored (it aborted).
+        PartitionError::DedupPending(_) => ResponseError::NotEnoughReplicas,
+        PartitionError::DedupIndexFull(_) => ResponseError::PolicyViolation,
     }
 }
 

@@ -8,7 +8,9 @@
 //! - [`handlers`] — one module per group of Kafka APIs, each turning a request into a response.
 //! - [`producer_ids`] — producer ids unique across restarts, reserved in durable blocks.
 //! - [`errors`] — the one place where errors become Kafka error codes.
-//! - [`server`] — the listener, one task per connection, in-order responses, graceful shutdown.
+//! - [`metrics`] — the Prometheus text endpoint and the dedup counters (also logged).
+//! - [`server`] — the listener, one task per connection, in-order responses, graceful shutdown,
+//!   and the background loops (retention, dedup index upkeep).
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +18,7 @@ pub mod broker;
 pub mod config;
 pub mod errors;
 pub mod handlers;
+pub mod metrics;
 pub mod producer_ids;
 pub mod server;
 pub mod topic_config;

@@ -27,6 +27,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A connection with no request for this long is closed (Kafka's connections.max.idle.ms default),
 /// so idle sockets cannot hold every connection slot.
 const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
+/// How often each dedup index frees expired ids and is snapshotted when due.
+const DEDUP_UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Ids one upkeep may rewrite per index while compacting or merging chunks (about 20 ms of work;
+/// the topic's writers wait meanwhile), so freeing memory never stalls appends for long.
+const DEDUP_EXPIRE_BUDGET: usize = 1 << 18;
+/// How often the dedup counters that moved are logged.
+const DEDUP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A response in the making, with what is needed to frame it.
 struct Outgoing {
@@ -40,12 +47,23 @@ struct Outgoing {
 pub struct Server {
     broker: Arc<Broker>,
     listener: TcpListener,
+    /// The Prometheus endpoint's listener, if `--metrics-listen` is set.
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
     pub async fn bind(broker: Arc<Broker>) -> std::io::Result<Server> {
         let listener = TcpListener::bind(&broker.config.listen).await?;
-        Ok(Server { broker, listener })
+        let metrics = match &broker.config.metrics_listen {
+            Some(address) => Some(TcpListener::bind(address).await?),
+            None => None,
+        };
+        Ok(Server { broker, listener, metrics })
+    }
+
+    /// Where the metrics endpoint listens, if it does.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -54,12 +72,15 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains connections and closes every log cleanly.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let Server { broker, listener } = self;
+        let Server { broker, listener, metrics } = self;
         let (stop, stopping) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(broker.config.connections_max));
         // Bytes of requests read but not yet answered, across all connections (queued.max.request.bytes).
         let request_budget = Arc::new(Semaphore::new(broker.config.queued_request_bytes_max));
         let retention = tokio::spawn(retention_loop(broker.clone(), stopping.clone()));
+        let dedup = tokio::spawn(dedup_loop(broker.clone(), stopping.clone()));
+        let metrics =
+            metrics.map(|metrics| tokio::spawn(crate::metrics::serve(broker.clone(), metrics, stopping.clone())));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -96,6 +117,10 @@ impl Server {
             tracing::warn!("connections still busy after the grace period; closing logs anyway");
         }
         retention.abort();
+        dedup.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         broker.topics.close_all().await;
         broker.close_coordinators().await;
         tracing::info!("shutdown complete; logs closed cleanly");
@@ -127,6 +152,41 @@ async fn retention_loop(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>
             }
         })
         .await;
+    }
+}
+
+/// Upkeep of every dedup index: frees expired ids a bounded amount at a time, writes a snapshot when
+/// one is due, and logs the counters that moved.
+async fn dedup_loop(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) {
+    let mut logged = std::collections::BTreeMap::new();
+    let mut last_log = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(DEDUP_UPKEEP_INTERVAL) => {}
+            _ = stopping.changed() => return,
+        }
+        let upkeep = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_millis() as i64)
+                .unwrap_or(0);
+            for topic in upkeep.topics.list() {
+                let Some(dedup) = topic.dedup() else { continue };
+                let expired = dedup.expire(now_ms, DEDUP_EXPIRE_BUDGET);
+                if expired.entries_dropped > 0 {
+                    tracing::debug!(topic = %topic.name, freed = expired.entries_dropped, rewritten = expired.entries_rewritten, "dedup ids freed");
+                }
+                if let Err(error) = dedup.snapshot_if_due() {
+                    tracing::warn!(topic = %topic.name, %error, "dedup snapshot failed; a restart replays more of the log");
+                }
+            }
+        })
+        .await;
+        if last_log.elapsed() >= DEDUP_LOG_INTERVAL {
+            last_log = tokio::time::Instant::now();
+            crate::metrics::log_dedup_counters(&broker, &mut logged);
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use once_dedup::{DedupSource, DedupWindow, DEDUP_SOURCE_CONFIG, DEDUP_WINDOW_MS_CONFIG};
 use once_log::LogConfig;
 
 /// Kafka's `ConfigType` values, as DescribeConfigs v3+ reports them.
@@ -55,6 +56,14 @@ fn one(value: &str) -> Result<(), String> {
     }
 }
 
+fn dedup_source(value: &str) -> Result<(), String> {
+    value.parse::<DedupSource>().map(|_| ()).map_err(|error| error.to_string())
+}
+
+fn dedup_window(value: &str) -> Result<(), String> {
+    value.parse::<DedupWindow>().map(|_| ()).map_err(|error| error.to_string())
+}
+
 /// Every topic key Once accepts. Unknown keys are refused with INVALID_CONFIG, never silently ignored.
 pub const CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey {
@@ -105,6 +114,20 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         documentation: "Always 1: a single broker, every acknowledged write fsynced.",
         validate: one,
     },
+    ConfigKey {
+        name: DEDUP_SOURCE_CONFIG,
+        config_type: ConfigType::String,
+        documentation: "Message-id deduplication: none, header:NAME, key or content. A record whose id was \
+                        already stored within dedup.window.ms is not stored again. Set at creation only.",
+        validate: dedup_source,
+    },
+    ConfigKey {
+        name: DEDUP_WINDOW_MS_CONFIG,
+        config_type: ConfigType::Long,
+        documentation: "How long a stored message id deduplicates, from its batch's timestamp; -1 for as long \
+                        as its record is retained.",
+        validate: dedup_window,
+    },
 ];
 
 pub fn key(name: &str) -> Option<&'static ConfigKey> {
@@ -154,6 +177,8 @@ impl TopicDefaults {
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "message.timestamp.type" => "CreateTime".to_string(),
             "min.insync.replicas" => "1".to_string(),
+            DEDUP_SOURCE_CONFIG => DedupSource::None.to_string(),
+            DEDUP_WINDOW_MS_CONFIG => DedupWindow::Retention.to_string(),
             _ => return None,
         })
     }
@@ -181,6 +206,18 @@ impl TopicConfig {
 
     fn long(&self, name: &str) -> i64 {
         self.value_of(name).and_then(|(value, _)| value.trim().parse().ok()).unwrap_or(-1)
+    }
+
+    /// `dedup.source` (validated when set, so a bad stored value means `none` only if edited by hand).
+    pub fn dedup_source(&self) -> DedupSource {
+        self.value_of(DEDUP_SOURCE_CONFIG).and_then(|(value, _)| value.parse().ok()).unwrap_or_default()
+    }
+
+    /// `dedup.window.ms`.
+    pub fn dedup_window(&self) -> DedupWindow {
+        self.value_of(DEDUP_WINDOW_MS_CONFIG)
+            .and_then(|(value, _)| value.parse().ok())
+            .unwrap_or(DedupWindow::Retention)
     }
 
     pub fn max_message_bytes(&self) -> usize {
@@ -212,6 +249,32 @@ mod tests {
         assert!(validate("cleanup.policy", "compact").is_err());
         assert!(validate("no.such.key", "1").is_err());
         assert!(validate("segment.bytes", "100").is_err());
+        for good in ["none", "key", "content", "header:msg-id"] {
+            assert!(validate("dedup.source", good).is_ok(), "{good}");
+        }
+        for bad in ["", "value", "header:", "KEY"] {
+            assert!(validate("dedup.source", bad).is_err(), "{bad}");
+        }
+        assert!(validate("dedup.window.ms", "-1").is_ok());
+        assert!(validate("dedup.window.ms", "60000").is_ok());
+        for bad in ["0", "-2", "1m"] {
+            assert!(validate("dedup.window.ms", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dedup_defaults_and_overrides() {
+        let config = TopicConfig::new(BTreeMap::new(), TopicDefaults::default());
+        assert_eq!(config.dedup_source(), DedupSource::None);
+        assert_eq!(config.dedup_window(), DedupWindow::Retention);
+        assert_eq!(config.value_of("dedup.source"), Some(("none".to_string(), false)));
+        let overrides = BTreeMap::from([
+            ("dedup.source".to_string(), "header:id".to_string()),
+            ("dedup.window.ms".to_string(), "5000".to_string()),
+        ]);
+        let config = TopicConfig::new(overrides, TopicDefaults::default());
+        assert_eq!(config.dedup_source(), DedupSource::Header("id".into()));
+        assert_eq!(config.dedup_window(), DedupWindow::Duration { window_ms: 5_000 });
     }
 
     #[test]

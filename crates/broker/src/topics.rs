@@ -4,7 +4,8 @@
 //! On disk: `<data>/topics/<name>/topic.json` (name, id, partition count, config overrides), written
 //! atomically (temp file, fsync, rename, fsync dir), beside `<data>/topics/<name>/<partition>/` log
 //! directories. A topic exists exactly when its `topic.json` does: creation writes it last, deletion
-//! removes it first, and opening removes directories without one (left by a crash mid-way).
+//! removes it first, and opening removes directories without one (left by a crash mid-way). A topic
+//! that deduplicates keeps its message-id index's snapshot beside them, `dedup.snapshot`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,13 +13,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use once_partition::{Partition, PartitionError, PartitionId};
+use once_dedup::DEDUP_SOURCE_CONFIG;
+use once_partition::{Partition, PartitionError, PartitionId, TopicDedup};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::topic_config::{self, TopicConfig, TopicDefaults};
 
 const TOPIC_FILE: &str = "topic.json";
+/// The snapshot of a deduplicating topic's message-id index, in the topic's directory.
+const DEDUP_SNAPSHOT_FILE: &str = "dedup.snapshot";
 /// Kafka's limit on topic name length.
 const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// A bound on partitions per topic, so one request cannot open unbounded files.
@@ -64,6 +68,8 @@ pub struct Topic {
     pub id: Uuid,
     config: RwLock<TopicConfig>,
     partitions: RwLock<Vec<Arc<Partition>>>,
+    /// The message-id index shared by the partitions, if `dedup.source` is not `none`.
+    dedup: Option<Arc<TopicDedup>>,
 }
 
 impl Topic {
@@ -82,6 +88,11 @@ impl Topic {
 
     pub fn partition_count(&self) -> i32 {
         self.partitions.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len() as i32
+    }
+
+    /// The topic's message-id index, if it deduplicates.
+    pub fn dedup(&self) -> Option<&Arc<TopicDedup>> {
+        self.dedup.as_ref()
     }
 }
 
@@ -187,6 +198,11 @@ impl TopicRegistry {
         let topic_dir = self.dir.join(name);
         fs::create_dir_all(&topic_dir).map_err(io_error(&topic_dir))?;
         sync_dir(&self.dir)?;
+        // A leftover of a deletion that failed half-way must not seed the new topic's index.
+        let stale = topic_dir.join(DEDUP_SNAPSHOT_FILE);
+        if stale.exists() {
+            fs::remove_file(&stale).map_err(io_error(&stale))?;
+        }
         let file = TopicFile { name: name.to_string(), id: Uuid::new_v4(), partitions, configs };
         let topic = open_topic(&topic_dir, &file, &self.defaults)?;
         write_topic_file(&topic_dir, &file)?;
@@ -203,6 +219,10 @@ impl TopicRegistry {
         let file = topic_dir.join(TOPIC_FILE);
         fs::remove_file(&file).map_err(io_error(&file))?;
         sync_dir(&topic_dir)?;
+        if let Some(dedup) = topic.dedup() {
+            // Waits for a snapshot being written; none is written into the directory after this.
+            dedup.close();
+        }
         self.topics.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(name);
         for partition in topic.partitions() {
             if let Err(error) = partition.delete().await {
@@ -237,9 +257,14 @@ impl TopicRegistry {
         let topic_dir = self.dir.join(name);
         let config = topic.config();
         let mut partitions = topic.partitions();
+        let mut added = Vec::new();
         for index in partitions.len() as i32..count {
-            partitions.push(Arc::new(open_partition(&topic_dir, name, index, &config)?));
+            added.push(Arc::new(open_partition(&topic_dir, name, index, &config, topic.dedup.clone())?));
         }
+        if let Some(dedup) = topic.dedup() {
+            dedup.rebuild(&added)?;
+        }
+        partitions.extend(added);
         let file =
             TopicFile { name: name.to_string(), id: topic.id, partitions: count, configs: config.overrides.clone() };
         write_topic_file(&topic_dir, &file)?;
@@ -257,7 +282,18 @@ impl TopicRegistry {
     {
         let _admin = self.admin.lock().await;
         let topic = self.get(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        let overrides = change(&topic.config())?;
+        let current = topic.config();
+        let overrides = change(&current)?;
+        let changed = TopicConfig::new(overrides.clone(), self.defaults.clone());
+        if changed.dedup_source() != current.dedup_source() {
+            // Which records are stored depends on the source; changing it would leave an index that
+            // does not describe the log (and a new source has no ids for the records already stored).
+            return Err(TopicError::InvalidConfig(format!(
+                "{DEDUP_SOURCE_CONFIG} of topic '{name}' is '{}' and cannot change on an existing topic; create a \
+                 new topic with the source wanted",
+                current.dedup_source()
+            )));
+        }
         if validate_only {
             return Ok(());
         }
@@ -273,11 +309,15 @@ impl TopicRegistry {
         for partition in topic.partitions() {
             partition.set_config(config.log_config());
         }
+        if let Some(dedup) = topic.dedup() {
+            dedup.set_window(config.dedup_window());
+        }
         *topic.config.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
         Ok(())
     }
 
-    /// Closes every partition cleanly (shutdown).
+    /// Closes every partition cleanly (shutdown), then snapshots each topic's message-id index, which
+    /// then covers every record (the next start replays nothing).
     pub async fn close_all(&self) {
         for topic in self.list() {
             for partition in topic.partitions() {
@@ -285,21 +325,54 @@ impl TopicRegistry {
                     tracing::error!(partition = %partition.id(), %error, "clean close failed; next start recovers");
                 }
             }
+            if let Some(dedup) = topic.dedup().cloned() {
+                let name = topic.name.clone();
+                let written = tokio::task::spawn_blocking(move || dedup.snapshot()).await;
+                match written {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(topic = %name, %error, "dedup snapshot failed; next start replays")
+                    }
+                    Err(error) => tracing::warn!(topic = %name, %error, "dedup snapshot task failed"),
+                }
+            }
         }
     }
 }
 
-fn open_partition(topic_dir: &Path, name: &str, index: i32, config: &TopicConfig) -> Result<Partition, TopicError> {
+fn open_partition(
+    topic_dir: &Path,
+    name: &str,
+    index: i32,
+    config: &TopicConfig,
+    dedup: Option<Arc<TopicDedup>>,
+) -> Result<Partition, TopicError> {
     let id = PartitionId { topic: name.to_string(), partition: index };
-    Ok(Partition::open(id, &topic_dir.join(index.to_string()), config.log_config())?)
+    Ok(Partition::open_with_dedup(id, &topic_dir.join(index.to_string()), config.log_config(), dedup)?)
 }
 
+/// Opens a topic's partitions and, if it deduplicates, its message-id index: the snapshot, then a
+/// replay of every partition's log after it.
 fn open_topic(topic_dir: &Path, file: &TopicFile, defaults: &TopicDefaults) -> Result<Topic, TopicError> {
     let config = TopicConfig::new(file.configs.clone(), defaults.clone());
+    let source = config.dedup_source();
+    let dedup = source.is_enabled().then(|| {
+        let snapshot = topic_dir.join(DEDUP_SNAPSHOT_FILE);
+        Arc::new(TopicDedup::open(&file.name, source, config.dedup_window(), snapshot))
+    });
     let partitions = (0..file.partitions)
-        .map(|index| open_partition(topic_dir, &file.name, index, &config).map(Arc::new))
+        .map(|index| open_partition(topic_dir, &file.name, index, &config, dedup.clone()).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Topic { name: file.name.clone(), id: file.id, config: RwLock::new(config), partitions: RwLock::new(partitions) })
+    if let Some(dedup) = &dedup {
+        dedup.rebuild(&partitions)?;
+    }
+    Ok(Topic {
+        name: file.name.clone(),
+        id: file.id,
+        config: RwLock::new(config),
+        partitions: RwLock::new(partitions),
+        dedup,
+    })
 }
 
 fn load_topic(topic_dir: &Path, defaults: &TopicDefaults) -> Result<Option<Topic>, TopicError> {

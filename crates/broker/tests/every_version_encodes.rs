@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -79,7 +80,15 @@ fn request_for(api_key: ApiKey, version: i16, round: usize) -> RequestKind {
             RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
             .with_name(topic_name(&format!("created-{version}-{round}")))
             .with_num_partitions(1)
-            .with_replication_factor(1)]))
+            .with_replication_factor(1)
+            .with_configs(vec![
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("dedup.source"))
+                    .with_value(Some(StrBytes::from_static_str("header:msg-id"))),
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("dedup.window.ms"))
+                    .with_value(Some(StrBytes::from_static_str("60000"))),
+            ])]))
         }
         ApiKey::DeleteTopics => RequestKind::DeleteTopics(
             DeleteTopicsRequest::default().with_topic_names(vec![topic_name(&format!("created-{version}-{round}"))]),
@@ -96,7 +105,15 @@ fn request_for(api_key: ApiKey, version: i16, round: usize) -> RequestKind {
             ]))
         }
         ApiKey::IncrementalAlterConfigs => {
-            RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default())
+            RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("table"))
+                    .with_configs(vec![AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("dedup.window.ms"))
+                        .with_config_operation(0)
+                        .with_value(Some(StrBytes::from_string(format!("{}", 60_000 + round))))]),
+            ]))
         }
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
         ApiKey::FindCoordinator => RequestKind::FindCoordinator(if version >= 4 {
@@ -232,7 +249,10 @@ async fn every_served_version_encodes() {
         ..BrokerConfig::default()
     };
     let broker: Arc<Broker> = Broker::open(config).expect("open broker");
-    broker.topics.create("table", 1, Default::default()).await.expect("create topic");
+    // Deduplicating by content: every Produce after the first is all duplicates (answered with the
+    // original offset), so the dedup path and its answers are encoded at every version too.
+    let configs = [("dedup.source", "content")].map(|(key, value)| (key.to_string(), value.to_string())).into();
+    broker.topics.create("table", 1, configs).await.expect("create topic");
     for (round, entry) in SUPPORTED_APIS.iter().enumerate() {
         for version in entry.served.min..=entry.served.max {
             let header = RequestHeader::default()

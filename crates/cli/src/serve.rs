@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// UNSAFE, benchmarks only: acknowledge writes without fsync; a crash or power loss loses them.
     #[arg(long, env = "ONCE_UNSAFE_SKIP_FSYNC")]
     unsafe_skip_fsync: Option<bool>,
+    /// Serve Prometheus metrics (GET /metrics) on HOST:PORT [default: off].
+    #[arg(long, env = "ONCE_METRICS_LISTEN", value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
     /// Log filter (tracing EnvFilter syntax) [default: info].
     #[arg(long, env = "ONCE_LOG")]
     log: Option<String>,
@@ -123,6 +126,7 @@ impl ServeArgs {
             request_bytes_max,
             queued_request_bytes_max,
             unsafe_skip_fsync,
+            metrics_listen,
             log
         );
         Ok(self)
@@ -161,6 +165,7 @@ impl ServeArgs {
             transactional_id_expiration_ms: self
                 .transactional_id_expiration_ms
                 .unwrap_or(defaults.transactional_id_expiration_ms),
+            metrics_listen: self.metrics_listen.clone(),
             // Only tests set it; it is deliberately not a flag or a config-file key.
             test_crash_point: std::env::var("ONCE_TEST_CRASH_POINT").ok().filter(|point| !point.is_empty()),
         }
@@ -213,6 +218,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let broker = Broker::open(config).context("opening the data directory")?;
         let server = Server::bind(broker.clone()).await.with_context(|| format!("binding {}", broker.config.listen))?;
+        if let Some(metrics) = server.metrics_addr() {
+            tracing::info!(%metrics, "serving Prometheus metrics at /metrics");
+        }
         tracing::info!(listen = %server.local_addr()?, advertised = %format!("{}:{}", broker.endpoint.host, broker.endpoint.port), data_dir = %broker.config.data_dir.display(), "once is serving");
         if once_log::power_loss::enabled() {
             tokio::spawn(power_loss_on_sigusr2());

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::mem::{replace, size_of};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::chunk::{
     fits_in_chunk, hash_map_bytes, is_live, spans_of, ActiveChunk, Entry, Location, LogStarts, SealedChunk,
@@ -138,8 +139,9 @@ pub struct ExpireStats {
 /// Not synchronised: the partition writers of a topic share it behind one lock.
 pub struct DedupIndex {
     pub(crate) config: IndexConfig,
-    /// Sealed chunks, oldest first.
-    pub(crate) sealed: VecDeque<SealedChunk>,
+    /// Sealed chunks, oldest first. Shared so a snapshot can write them without holding the index
+    /// (see [`DedupIndex::snapshot_view`]); replacing one leaves the snapshot's copy intact.
+    pub(crate) sealed: VecDeque<Arc<SealedChunk>>,
     pub(crate) active: ActiveChunk,
     pending: HashMap<Id, Hold, IdHashBuilder>,
     /// Ids held by each open transaction, by (partition, producer id).
@@ -223,12 +225,13 @@ impl DedupIndex {
         }
         let token = self.next_token;
         self.next_token += 1;
+        let live = self.lookup_many(ids, now_ms);
         let mut decisions = Vec::with_capacity(ids.len());
         let mut new = Vec::new();
         for (record_index, id) in ids.iter().enumerate() {
             let decision = match id {
                 None => Decision::NoId,
-                Some(id) => self.decide(id, token, transactional_producer_id, now_ms),
+                Some(id) => self.decide(id, token, transactional_producer_id, live[record_index]),
             };
             if let (Decision::New, Some(id)) = (decision, id) {
                 self.pending.insert(*id, Hold::InFlight { token, record_index });
@@ -239,7 +242,9 @@ impl DedupIndex {
         Ok(Reservation { instance: self.instance, token, partition, transactional_producer_id, decisions, new })
     }
 
-    fn decide(&self, id: &Id, token: u64, transactional_producer_id: Option<i64>, now_ms: i64) -> Decision {
+    /// Decides one id, given where it is live (from `lookup_many`, before any of the batch's ids
+    /// was reserved: the pending map, checked first, has those).
+    fn decide(&self, id: &Id, token: u64, transactional_producer_id: Option<i64>, live: Option<Location>) -> Decision {
         match self.pending.get(id) {
             Some(Hold::InFlight { token: holder, record_index }) if *holder == token => {
                 Decision::DuplicateInBatch { first_index: *record_index }
@@ -250,11 +255,31 @@ impl DedupIndex {
                 Decision::Duplicate(*location)
             }
             Some(_) => Decision::Pending,
-            None => match self.lookup(id, now_ms) {
+            None => match live {
                 Some(location) => Decision::Duplicate(location),
                 None => Decision::New,
             },
         }
+    }
+
+    /// [`DedupIndex::lookup`] of every id of a batch, chunk by chunk rather than id by id: the
+    /// probes of one chunk's filter for all the ids are independent loads the processor overlaps,
+    /// where probing every chunk for one id before the next would wait on each cache miss in turn.
+    fn lookup_many(&self, ids: &[Option<Id>], now_ms: i64) -> Vec<Option<Location>> {
+        let window = self.config.window;
+        let live = |(location, time_s): (Location, u32)| {
+            is_live(location, time_s, window, now_ms, &self.log_starts).then_some(location)
+        };
+        let mut found: Vec<Option<Location>> =
+            ids.iter().map(|id| id.as_ref().and_then(|id| self.active.get(id)).and_then(live)).collect();
+        for chunk in self.sealed.iter().rev() {
+            for (slot, id) in found.iter_mut().zip(ids) {
+                if let (None, Some(id)) = (&slot, id) {
+                    *slot = chunk.get(id).and_then(live);
+                }
+            }
+        }
+        found
     }
 
     /// Where `id` is stored, if it is live at `now_ms` (committed and within window and
@@ -355,7 +380,7 @@ impl DedupIndex {
         if !self.active.can_take(&entry.id, entry.location) {
             let capacity = chunk_capacity(self.stored_ids(), self.chunk_bits_min);
             let full = replace(&mut self.active, ActiveChunk::new(capacity));
-            self.sealed.push_back(full.seal());
+            self.sealed.push_back(Arc::new(full.seal()));
         }
         self.active.insert(entry);
     }
@@ -404,7 +429,7 @@ impl DedupIndex {
         while index < self.sealed.len() {
             let chunk = &self.sealed[index];
             let dead = chunk.dead_estimate(window, now_ms, &self.log_starts);
-            let next_len = self.sealed.get(index + 1).map(SealedChunk::len);
+            let next_len = self.sealed.get(index + 1).map(|chunk| chunk.len());
             let merge = next_len.is_some_and(|next| chunk.len() + next <= target);
             let compact = dead > 0 && dead * 2 >= chunk.len();
             if !merge && !compact {
@@ -433,7 +458,7 @@ impl DedupIndex {
         let starts = &self.log_starts;
         let live = move |entry: &Entry| is_live(entry.location, entry.time_s, window, now_ms, starts);
         let (newer, older) =
-            if merge { (&self.sealed[index + 1], Some(&self.sealed[index])) } else { (&self.sealed[index], None) };
+            if merge { (&*self.sealed[index + 1], Some(&*self.sealed[index])) } else { (&*self.sealed[index], None) };
         let total = newer.len() + older.map_or(0, SealedChunk::len);
         // Two passes over the inputs (spans, then columns) instead of one copy of the entries.
         let spans = spans_of(SealedChunk::merged_live(newer, older, live));
@@ -448,7 +473,7 @@ impl DedupIndex {
             self.sealed.remove(index + 1);
         }
         match rebuilt {
-            Some(chunk) => self.sealed[index] = chunk,
+            Some(chunk) => self.sealed[index] = Arc::new(chunk),
             None => {
                 self.sealed.remove(index);
             }
@@ -467,7 +492,7 @@ impl DedupIndex {
 
     /// Ids stored: live, or dead and not yet freed by `expire`. Excludes pending ids.
     pub fn stored_ids(&self) -> usize {
-        self.sealed.iter().map(SealedChunk::len).sum::<usize>() + self.active.len()
+        self.sealed.iter().map(|chunk| chunk.len()).sum::<usize>() + self.active.len()
     }
 
     /// Ids reserved by writes in flight or held by open transactions.
@@ -483,7 +508,7 @@ impl DedupIndex {
     /// Heap bytes the index holds, computed from its allocations' capacities.
     pub fn approx_bytes(&self) -> usize {
         size_of::<DedupIndex>()
-            + self.sealed.iter().map(SealedChunk::approx_bytes).sum::<usize>()
+            + self.sealed.iter().map(|chunk| chunk.approx_bytes()).sum::<usize>()
             + self.active.approx_bytes()
             + hash_map_bytes(self.pending.capacity(), size_of::<(Id, Hold)>())
             + hash_map_bytes(self.transactions.capacity(), size_of::<((i32, i64), Vec<Id>)>())

@@ -74,8 +74,10 @@
 //!   as a `u32` delta from the chunk's base offset for that partition (4 B), partition as a
 //!   `u16` slot into the chunk's partition table (2 B), time in seconds `u32` (4 B): 26 bytes
 //!   per id — plus a directory of the ids' top bits with one `u32` per 4 ids (≈1 B per id), so a
-//!   lookup reads about two cache lines per chunk. Each chunk knows its time range and, per
-//!   partition, its offset range and count.
+//!   lookup reads about two cache lines per chunk, and a blocked Bloom filter (10 bits, 1.25 B
+//!   per id, six bits per id in one 64-byte block): a lookup of an id the chunk does not hold —
+//!   every chunk, for a new id — reads that one cache line and stops there 99 times in 100.
+//!   Each chunk knows its time range and, per partition, its offset range and count.
 //!
 //! A lookup probes the active chunk then the sealed chunks newest first and returns the first
 //! live match (a dead copy of an id may linger in an older chunk until freed). `expire` drops
@@ -85,26 +87,32 @@
 //! passes), making no copy of the entries.
 //!
 //! Measured with `cargo run --release -p once-dedup --example dedup_bench` (2 cores; 8
-//! partitions; batches of 100 ids, all new): at 10 M ids, 28.0 bytes per id by
-//! [`DedupIndex::approx_bytes`] and 32.8 by the growth of the resident set (allocator slack);
-//! at 1 M ids (`tests/memory.rs`), 27.3 and 28.7. Reserve + confirm about 0.6 M ids/s, lookups
-//! about 1 M/s (hits) at 10 M ids; snapshot 320 MB written in 0.4–0.8 s, loaded in 1.5 s.
+//! partitions; batches of 100 ids, all new): at 10 M ids, 29.2 bytes per id by
+//! [`DedupIndex::approx_bytes`] and 34.0 by the growth of the resident set (allocator slack);
+//! at 1 M ids (`tests/memory.rs`), 28.5 and 30.3. Reserve + confirm about 1.0 M ids/s (0.5 M
+//! before the filters), lookups about 1.1 M/s (hits) and 1.3–1.8 M/s (misses, hashing
+//! included) at 10 M ids; snapshot 320 MB written in 0.4–0.8 s, loaded in 1.5–2 s.
 
 //! Windows larger than RAM are not implemented yet; the types are made for it: a sealed chunk
 //! is a sorted run with a directory, the same shape as a per-segment on-disk hash index, so a
 //! `SealedChunk` can get an on-disk variant (columns in a file, read through the directory)
-//! behind a per-chunk filter (an xor or bloom filter, ~1.2 bytes per id in RAM), probed only
-//! when the filter says maybe.
+//! behind its filter (kept in RAM, 1.25 bytes per id), probed only when the filter says maybe.
 //!
 //! # Durability
 //!
-//! [`DedupIndex::snapshot`] writes the committed ids, the ids held by open transactions, and
-//! per partition the log start offset and the *covered offset* (the first offset whose batch
-//! the index does not reflect; `confirm` and [`DedupIndex::advance_covered`] move it). After a
-//! restart, [`DedupIndex::load`] the snapshot and replay each partition's log from
-//! [`DedupIndex::covered_offset`]: `extract_ids`, `reserve`, `confirm` for data batches (with the
-//! stored offsets and timestamps), `end_transaction` for markers. A corrupt or old-version
-//! snapshot is an error ([`DedupError::means_rebuild`]): replay the whole retained log instead.
+//! [`DedupIndex::snapshot`] (or [`DedupIndex::snapshot_view`], cheap under the caller's lock, then
+//! [`SnapshotView::write`] without it) writes the committed ids and per partition the log start offset and
+//! the *covered offset* (the first offset whose batch the index does not reflect; `confirm` and
+//! [`DedupIndex::advance_covered`] move it). Ids held by open transactions are not written: the
+//! covered offset of their partition is written as at most their first offset instead, so the
+//! replay meets each transaction's ids and then its marker in one partition's log, whatever
+//! order the partitions are replayed in. After a restart, [`DedupIndex::load`] the snapshot,
+//! [`DedupIndex::set_log_start_offset`] of every partition from its log, then replay each
+//! partition's log from [`DedupIndex::covered_offset`]: `extract_ids`, `reserve`, `confirm` for
+//! data batches (with the stored offsets and timestamps; a record the index decides is not `New`
+//! needs no entry: another live copy of its id exists, or the record's copy is dead), and
+//! `end_transaction` for markers. A corrupt or old-version snapshot is an error
+//! ([`DedupError::means_rebuild`]): replay the whole retained log instead.
 //!
 //! # Example
 //!
@@ -157,4 +165,4 @@ pub use crate::error::DedupError;
 pub use crate::id::Id;
 pub use crate::index::{Decision, DedupIndex, ExpireStats, IndexConfig, Reservation, MAX_IDS_DEFAULT};
 pub use crate::records::{extract_ids, extract_record_ids, filter_batch, RecordId, RECORDS_BYTES_MAX};
-pub use crate::snapshot::{SnapshotStats, SNAPSHOT_VERSION};
+pub use crate::snapshot::{SnapshotStats, SnapshotView, SNAPSHOT_VERSION};

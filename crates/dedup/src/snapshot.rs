@@ -1,5 +1,12 @@
-//! Snapshot files of a [`DedupIndex`]: the stored ids chunk by chunk, the ids held by open
-//! transactions, log start offsets and covered offsets, so a restart replays only the log's tail.
+//! Snapshot files of a [`DedupIndex`]: the stored ids chunk by chunk, log start offsets and
+//! covered offsets, so a restart replays only the log's tail.
+//!
+//! Ids held by open transactions are left out, and each partition's covered offset is moved back
+//! to the first offset any of them holds there, so the replay writes the transaction's ids again
+//! and then meets its marker in the same partition's log. Keeping the holds instead would be wrong
+//! across partitions: a hold's marker may lie in a partition replayed *after* another partition
+//! whose log stores the same id again once the transaction had aborted; that replay would find the
+//! id still held. (The loader still reads holds, which older writers wrote.)
 //!
 //! Layout (all integers big endian):
 //!
@@ -8,7 +15,7 @@
 //! covered count u32   | (partition i32, next offset i64) * count
 //! log start count u32 | (partition i32, log start offset i64) * count
 //! chunk count u32     | per chunk: entry count u32 | entry * count
-//! hold count u32      | (entry, producer id i64) * count
+//! hold count u32      | (entry, producer id i64) * count   (written as 0, see above)
 //! crc32c u32 of every byte before it
 //! entry = id [16] | partition i32 | offset i64 | time_s u32   (32 bytes)
 //! ```
@@ -20,6 +27,7 @@
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::chunk::{fits_in_chunk, spans_of, Entry, Location, SealedChunk};
 use crate::error::DedupError;
@@ -38,7 +46,7 @@ const OFFSET_PAIR_LEN: usize = 12;
 pub struct SnapshotStats {
     /// Stored ids written.
     pub entries: usize,
-    /// Ids held by open transactions written.
+    /// Ids held by open transactions, left out (the covered offsets move back to them instead).
     pub transaction_holds: usize,
     /// File size in bytes.
     pub bytes: u64,
@@ -86,11 +94,53 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// A consistent view of an index for a snapshot: taken under the index's lock by
+/// [`DedupIndex::snapshot_view`] (it shares the sealed chunks and copies only the active chunk and
+/// the offsets), then written with [`SnapshotView::write`] without it, while writers go on.
+pub struct SnapshotView {
+    covered: Vec<(i32, i64)>,
+    log_starts: Vec<(i32, i64)>,
+    sealed: Vec<Arc<SealedChunk>>,
+    active: Vec<Entry>,
+    transaction_holds: usize,
+}
+
 impl DedupIndex {
-    /// Writes the confirmed state (stored ids, open transactions' ids, log start and covered
-    /// offsets) to `path` atomically and durably. Writes in flight are not included: their
-    /// batches lie beyond the covered offsets, so replay brings them back.
+    /// Writes the confirmed state (stored ids, log start and covered offsets) to `path`
+    /// atomically and durably: [`DedupIndex::snapshot_view`], then [`SnapshotView::write`].
     pub fn snapshot(&self, path: &Path) -> Result<SnapshotStats, DedupError> {
+        self.snapshot_view().write(path)
+    }
+
+    /// The state a snapshot writes, as of now. Cheap: the sealed chunks are shared, not copied; the
+    /// active chunk (at most about 460,000 ids) is. Writes in flight are not included: their
+    /// batches lie beyond the covered offsets, so replay brings them back. Neither are ids held by
+    /// open transactions: each partition's covered offset is written as at most the first offset
+    /// they hold there, so replay writes them again (see the module docs for why).
+    pub fn snapshot_view(&self) -> SnapshotView {
+        let holds = self.transaction_holds();
+        let mut covered = self.covered.clone();
+        for (entry, _) in &holds {
+            let next = covered.entry(entry.location.partition).or_insert(entry.location.offset);
+            *next = (*next).min(entry.location.offset);
+        }
+        let mut log_starts: Vec<(i32, i64)> =
+            self.log_starts.iter().map(|(partition, start)| (*partition, *start)).collect();
+        log_starts.sort_unstable();
+        SnapshotView {
+            covered: covered.into_iter().collect(),
+            log_starts,
+            sealed: self.sealed.iter().cloned().collect(),
+            active: self.active.entries().collect(),
+            transaction_holds: holds.len(),
+        }
+    }
+}
+
+impl SnapshotView {
+    /// Writes the view to `path` atomically and durably (temporary file, fsync, rename, directory
+    /// fsync).
+    pub fn write(&self, path: &Path) -> Result<SnapshotStats, DedupError> {
         let temp = temp_path(path);
         let context = |what: &str| format!("{what} dedup snapshot {}", temp.display());
         let file = File::create(&temp).map_err(|error| DedupError::io(context("creating"), error))?;
@@ -110,11 +160,11 @@ impl DedupIndex {
 
     /// Everything before the checksum, streamed chunk by chunk (no copy of the index is made).
     fn write_body(&self, out: &mut impl Write) -> std::io::Result<SnapshotStats> {
-        let mut stats = SnapshotStats { entries: 0, transaction_holds: 0, bytes: 0 };
+        let mut stats = SnapshotStats { entries: 0, transaction_holds: self.transaction_holds, bytes: 0 };
         let mut buffer = Vec::with_capacity(1 << 16);
         buffer.extend_from_slice(MAGIC);
         buffer.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
-        for offsets in [self.covered.iter().collect::<Vec<_>>(), self.log_starts.iter().collect::<Vec<_>>()] {
+        for offsets in [&self.covered, &self.log_starts] {
             buffer.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
             for (partition, offset) in offsets {
                 buffer.extend_from_slice(&partition.to_be_bytes());
@@ -138,18 +188,14 @@ impl DedupIndex {
         for chunk in &self.sealed {
             write_chunk(chunk.len(), &mut chunk.entries())?;
         }
-        write_chunk(self.active.len(), &mut self.active.entries())?;
-        let holds = self.transaction_holds();
-        buffer.extend_from_slice(&(holds.len() as u32).to_be_bytes());
-        for (entry, producer_id) in &holds {
-            put_entry(&mut buffer, entry);
-            buffer.extend_from_slice(&producer_id.to_be_bytes());
-        }
-        stats.transaction_holds = holds.len();
+        write_chunk(self.active.len(), &mut self.active.iter().copied())?;
+        buffer.extend_from_slice(&0u32.to_be_bytes()); // no transaction holds
         out.write_all(&buffer)?;
         Ok(stats)
     }
+}
 
+impl DedupIndex {
     /// Reads a snapshot written by [`DedupIndex::snapshot`]. Any error means the file cannot be
     /// trusted: rebuild the index from the whole log instead ([`DedupError::means_rebuild`]).
     pub fn load(path: &Path, config: IndexConfig) -> Result<DedupIndex, DedupError> {
@@ -189,7 +235,7 @@ impl DedupIndex {
             }
             if !entries.is_empty() {
                 let count = entries.len();
-                index.sealed.push_back(SealedChunk::from_sorted(entries.into_iter(), spans, Some(count)));
+                index.sealed.push_back(Arc::new(SealedChunk::from_sorted(entries.into_iter(), spans, Some(count))));
             }
         }
         let hold_count = input.count(HOLD_LEN)?;
@@ -338,9 +384,21 @@ mod tests {
         assert_eq!(stats.bytes, fs::metadata(&path).expect("metadata").len());
         assert!(!temp_path(&path).exists(), "the temporary file is renamed away");
         let mut loaded = DedupIndex::load(&path, original.config()).expect("load");
-        assert_same(&loaded, &original);
+        for number in 0..200u32 {
+            assert_eq!(loaded.lookup(&id(number), 0), original.lookup(&id(number), 0), "id {number}");
+        }
+        assert_eq!(loaded.stored_ids(), original.stored_ids());
+        assert_eq!(loaded.pending_ids(), 0, "the open transaction's ids are left out");
+        assert_eq!(loaded.covered_offset(0), original.covered_offset(0));
+        assert_eq!(loaded.covered_offset(2), Some(400));
+        assert_eq!(loaded.covered_offset(1), Some(300), "partition 1 replays from the transaction's first id");
+        assert_eq!(loaded.log_starts, original.log_starts);
+        // Replaying partition 1 from 300 holds the ids again: they block others until the marker.
+        let replayed = loaded.reserve(1, &[Some(id(500)), Some(id(501))], Some(77), 0).expect("reserve");
+        assert_eq!(replayed.decisions(), &[Decision::New, Decision::New]);
+        loaded.confirm(replayed, &[300, 301], 5_000);
         assert_eq!(loaded.covered_offset(1), Some(302));
-        // The open transaction survives: it still blocks others and resolves on its marker.
+        assert_same(&loaded, &original);
         let other = loaded.reserve(0, &[Some(id(500))], None, 0).expect("reserve");
         assert_eq!(other.decisions(), &[Decision::Pending]);
         loaded.release(other);
@@ -350,6 +408,31 @@ mod tests {
         loaded.snapshot(&path).expect("snapshot again");
         let reloaded = DedupIndex::load(&path, loaded.config()).expect("reload");
         assert_same(&reloaded, &loaded);
+    }
+
+    #[test]
+    fn a_view_is_written_as_it_was_taken_while_the_index_changes() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("dedup.snapshot");
+        let mut index = populated();
+        let view = index.snapshot_view();
+        let expected: Vec<_> = (0..600u32).map(|number| index.lookup(&id(number), 0)).collect();
+        let stored = index.stored_ids();
+        // After the view: more ids, a retention pass and expiry that drops and rewrites chunks.
+        for number in 1_000..1_100u32 {
+            let reservation = index.reserve(2, &[Some(id(number))], None, 0).expect("reserve");
+            index.confirm(reservation, &[i64::from(number)], 0);
+        }
+        index.set_log_start_offset(1, 150);
+        index.expire(0, usize::MAX);
+        let stats = view.write(&path).expect("write the view");
+        assert_eq!(stats.entries, stored);
+        let loaded = DedupIndex::load(&path, index.config()).expect("load");
+        for number in 0..600u32 {
+            assert_eq!(loaded.lookup(&id(number), 0), expected[number as usize], "id {number}");
+        }
+        assert_eq!(loaded.lookup(&id(1_050), 0), None, "what came after the view is not in it");
+        assert_eq!(loaded.covered_offset(2), Some(400));
     }
 
     #[test]

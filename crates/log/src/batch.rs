@@ -107,6 +107,13 @@ impl BatchHeader {
         self.base_offset + i64::from(self.last_offset_delta)
     }
 
+    /// True if the batch holds one record for every offset it spans, as producers write batches;
+    /// false for a compaction-shaped batch, from which records were dropped (deduplication keeps
+    /// the kept records' offsets, so the dropped ones leave gaps).
+    pub fn holds_every_offset(&self) -> bool {
+        i64::from(self.records_count) == i64::from(self.last_offset_delta) + 1
+    }
+
     /// The checks every stored batch must pass apart from its checksum and offsets, given how
     /// many bytes are available for it. Returns what is wrong, and whether it is corruption
     /// (length) rather than an invalid but intact batch.
@@ -127,15 +134,24 @@ impl BatchHeader {
         if self.magic != MAGIC_V2 {
             return Some((false, format!("magic {} is not {MAGIC_V2}", self.magic)));
         }
-        if self.records_count < 1 {
-            return Some((false, format!("records count {} is below 1", self.records_count)));
+        // Kafka's compaction-shaped batches are valid: records may have been dropped from the
+        // offsets a batch spans (down to none, a header-only batch that keeps a producer's
+        // sequence range), so the count is at most the span, never more. Produce refuses such
+        // batches from clients (the broker checks the exact shape there).
+        if self.last_offset_delta < 0 {
+            return Some((false, format!("last offset delta {} is negative", self.last_offset_delta)));
         }
-        if i64::from(self.last_offset_delta) != i64::from(self.records_count) - 1 {
+        if self.records_count < 0 {
+            return Some((false, format!("records count {} is negative", self.records_count)));
+        }
+        if i64::from(self.records_count) > i64::from(self.last_offset_delta) + 1 {
             return Some((
                 false,
                 format!(
-                    "last offset delta {} does not match records count {}",
-                    self.last_offset_delta, self.records_count
+                    "records count {} exceeds the {} offsets spanned by last offset delta {}",
+                    self.records_count,
+                    i64::from(self.last_offset_delta) + 1,
+                    self.last_offset_delta
                 ),
             ));
         }

@@ -132,7 +132,7 @@ impl Log {
             base_offset,
             last_offset,
             max_timestamp: header.max_timestamp,
-            records: u32::try_from(header.records_count).expect("validated: records count >= 1"),
+            records: u32::try_from(header.records_count).expect("validated: records count >= 0"),
             header,
         })
     }

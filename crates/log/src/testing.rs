@@ -19,29 +19,91 @@ pub fn make_batch_with(
     payload_len: usize,
     timestamp_ms: i64,
 ) -> Vec<u8> {
-    let mut batch = Vec::with_capacity(BATCH_HEADER_LEN + records as usize * (payload_len + 16));
+    let producer = (producer_id, producer_epoch, base_sequence, attributes);
+    let records: Vec<TestRecord> = (0..records).map(|delta| payload_record(delta, payload_len)).collect();
+    build(producer, &records, records.len() as i32 - 1, timestamp_ms)
+}
+
+/// A batch with one record per key, keyed `keys[i]` with the same bytes as value, and the producer
+/// fields and attributes given (`make_batch_with`): for tests of deduplication by key or content.
+pub fn make_keyed_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    attributes: i16,
+    keys: &[&[u8]],
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let producer = (producer_id, producer_epoch, base_sequence, attributes);
+    let records: Vec<TestRecord> = keys
+        .iter()
+        .enumerate()
+        .map(|(delta, key)| TestRecord { offset_delta: delta as u32, key: Some(key.to_vec()), value: key.to_vec() })
+        .collect();
+    build(producer, &records, records.len() as i32 - 1, timestamp_ms)
+}
+
+/// One record of a built batch.
+struct TestRecord {
+    offset_delta: u32,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+}
+
+/// A record with a null key and a `payload_len`-byte value derived from its offset delta.
+fn payload_record(offset_delta: u32, payload_len: usize) -> TestRecord {
+    let value = (0..payload_len).map(|index| (index as u32 + offset_delta) as u8).collect();
+    TestRecord { offset_delta, key: None, value }
+}
+
+/// A compaction-shaped batch, as deduplication leaves one: it spans offset deltas
+/// `0..=last_offset_delta` but holds only the records at `kept_offset_deltas` (increasing, each at
+/// most `last_offset_delta`; empty for a header-only batch). Records as in `make_batch`.
+pub fn make_compacted_batch(
+    kept_offset_deltas: &[u32],
+    last_offset_delta: u32,
+    payload_len: usize,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    assert!(kept_offset_deltas.windows(2).all(|pair| pair[0] < pair[1]), "offset deltas increase");
+    assert!(kept_offset_deltas.iter().all(|delta| *delta <= last_offset_delta), "kept records lie in the span");
+    let records: Vec<TestRecord> = kept_offset_deltas.iter().map(|delta| payload_record(*delta, payload_len)).collect();
+    build((-1, -1, -1, 0), &records, last_offset_delta as i32, timestamp_ms)
+}
+
+/// A batch of `records`; producer is (id, epoch, base sequence, attributes).
+fn build(producer: (i64, i16, i32, i16), records: &[TestRecord], last_offset_delta: i32, timestamp_ms: i64) -> Vec<u8> {
+    let (producer_id, producer_epoch, base_sequence, attributes) = producer;
+    let mut batch =
+        Vec::with_capacity(BATCH_HEADER_LEN + records.iter().map(|record| record.value.len() + 32).sum::<usize>());
     batch.extend_from_slice(&0i64.to_be_bytes()); // base offset
     batch.extend_from_slice(&0i32.to_be_bytes()); // batch length, patched below
     batch.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
     batch.push(MAGIC_V2 as u8);
     batch.extend_from_slice(&0u32.to_be_bytes()); // crc, patched below
     batch.extend_from_slice(&attributes.to_be_bytes());
-    batch.extend_from_slice(&(records as i32 - 1).to_be_bytes()); // last offset delta
+    batch.extend_from_slice(&last_offset_delta.to_be_bytes());
     batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // base timestamp
     batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // max timestamp
     batch.extend_from_slice(&producer_id.to_be_bytes());
     batch.extend_from_slice(&producer_epoch.to_be_bytes());
     batch.extend_from_slice(&base_sequence.to_be_bytes());
-    batch.extend_from_slice(&(records as i32).to_be_bytes());
+    batch.extend_from_slice(&(records.len() as i32).to_be_bytes());
     assert_eq!(batch.len(), BATCH_HEADER_LEN, "header is 61 bytes");
-    for offset_delta in 0..records {
-        let mut record = Vec::with_capacity(payload_len + 16);
+    for test_record in records {
+        let mut record = Vec::with_capacity(test_record.value.len() + 32);
         record.push(0); // attributes
         put_varint(&mut record, 0); // timestamp delta
-        put_varint(&mut record, i64::from(offset_delta));
-        put_varint(&mut record, -1); // null key
-        put_varint(&mut record, payload_len as i64);
-        record.extend((0..payload_len).map(|index| (index as u32 + offset_delta) as u8));
+        put_varint(&mut record, i64::from(test_record.offset_delta));
+        match &test_record.key {
+            Some(key) => {
+                put_varint(&mut record, key.len() as i64);
+                record.extend_from_slice(key);
+            }
+            None => put_varint(&mut record, -1),
+        }
+        put_varint(&mut record, test_record.value.len() as i64);
+        record.extend_from_slice(&test_record.value);
         put_varint(&mut record, 0); // headers
         put_varint(&mut batch, record.len() as i64);
         batch.extend_from_slice(&record);

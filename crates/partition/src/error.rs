@@ -29,4 +29,12 @@ pub enum PartitionError {
     /// Too many append requests are queued; the client should retry.
     #[error("partition {0} has too many queued appends")]
     Busy(String),
+    /// A record's message id is held by another producer's open transaction or by a write not yet
+    /// durable: storing it now could make a duplicate (if that commits) or a loss (if it aborts).
+    /// Nothing was appended; the client should retry (NOT_ENOUGH_REPLICAS, which clients retry).
+    #[error("{0}")]
+    DedupPending(String),
+    /// The topic's dedup index holds as many ids as it may (POLICY_VIOLATION).
+    #[error("{0}")]
+    DedupIndexFull(String),
 }

@@ -6,7 +6,8 @@
 //! (group commit). The high watermark is the end of what is durable: consumers never see a record
 //! that a crash could take back. Beside the log live the producer state (idempotence), the open and
 //! aborted transactions, and the last stable offset below which read_committed consumers read
-//! (`docs/design/producer-state.md`).
+//! (`docs/design/producer-state.md`), and for topics that deduplicate, the topic's message-id index
+//! (`docs/design/dedup.md`).
 //!
 //! # Layout
 //! - [`partition`] — [`Partition`], the handle the broker holds; reads, offsets, retention, config.
@@ -16,12 +17,16 @@
 //! - `replay`: what a stored batch means to producer state, and rebuilding it at open (snapshot,
 //!   then the log after it).
 //! - `snapshot`: producer-state snapshot files, so restarts replay only the log's tail.
+//! - [`dedup`] — [`TopicDedup`], a topic's message-id index shared by its partitions' writers:
+//!   the writer's reserve / filter / confirm steps, the rebuild from snapshot and logs, expiry and
+//!   snapshots (`docs/design/dedup.md`).
 //! - [`txn`] — transaction markers (their control batch), open and aborted transactions, producer
 //!   summaries.
 //! - [`error`] — the partition errors, [`PartitionError`].
 
 #![forbid(unsafe_code)]
 
+pub mod dedup;
 pub mod error;
 pub mod partition;
 pub mod producer_state;
@@ -30,7 +35,9 @@ mod snapshot;
 pub mod txn;
 mod writer;
 
+pub use dedup::{DedupStats, TopicDedup};
 pub use error::PartitionError;
+pub use once_dedup::{DedupSource, DedupWindow};
 pub use once_log::{AppendInfo, LogConfig};
-pub use partition::{Appended, Partition, PartitionId};
+pub use partition::{Appended, OffsetAnswer, Partition, PartitionId};
 pub use txn::{AbortedTxn, ProducerSummary, TxnMarker};

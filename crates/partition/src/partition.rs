@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use once_log::{AppendInfo, Log, LogConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::dedup::TopicDedup;
 use crate::error::PartitionError;
 use crate::producer_state::ProducerStates;
 use crate::replay;
@@ -52,6 +53,12 @@ pub(crate) struct Shared {
     /// Set when a writer round panicked: what it appended is in an unknown state, so the partition
     /// refuses appends (KAFKA_STORAGE_ERROR) until a restart recovers it, like a latched log.
     pub(crate) failed: AtomicBool,
+    /// The topic's message-id index, shared with its other partitions; `None` without dedup.
+    pub(crate) dedup: Option<Arc<TopicDedup>>,
+    /// Records not stored because their message id was a duplicate (counted once durable).
+    pub(crate) duplicates_dropped: AtomicU64,
+    /// Batches refused because an id was held by an open transaction or a write in flight.
+    pub(crate) dedup_refusals: AtomicU64,
 }
 
 impl Shared {
@@ -102,6 +109,38 @@ pub struct Appended {
     /// The batch was a retry of one already in the log: nothing was appended, and the offsets are the
     /// original's.
     pub duplicate: bool,
+    /// What the produce answer reports as the base offset (deduplication may have dropped records).
+    pub answer: OffsetAnswer,
+    /// Records of this batch not stored because their message id was a duplicate.
+    pub duplicates_dropped: u32,
+}
+
+/// The base offset a produce answer reports, so that the offsets a client derives from it (record `i`
+/// at base offset + `i`) are never wrong (`docs/design/dedup.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetAnswer {
+    /// Every record is where the batch's base offset says: report it.
+    Stored,
+    /// Every record was a duplicate, and the originals lie at consecutive offsets of this partition
+    /// in record order, from `base_offset`: report that.
+    Originals { base_offset: u64 },
+    /// Records were dropped and no base offset locates the batch's records: report one that makes
+    /// every derived offset negative (see [`Appended::answer_base_offset`]).
+    Unknown,
+}
+
+impl Appended {
+    /// The base offset for the produce response. When it is unknown: minus the batch's record
+    /// count, so that base + `i` is negative for every record `i`. (-1 alone is not enough: only
+    /// the Java client reads -1 as "unknown" for the whole batch; librdkafka, franz-go and sarama
+    /// number the records -1, 0, 1, … — real offsets of other records.)
+    pub fn answer_base_offset(&self) -> i64 {
+        match self.answer {
+            OffsetAnswer::Stored => self.base_offset as i64,
+            OffsetAnswer::Originals { base_offset } => base_offset as i64,
+            OffsetAnswer::Unknown => -((self.last_offset - self.base_offset + 1) as i64),
+        }
+    }
 }
 
 impl From<&AppendInfo> for Appended {
@@ -111,19 +150,33 @@ impl From<&AppendInfo> for Appended {
             last_offset: info.last_offset,
             max_timestamp: info.max_timestamp,
             duplicate: false,
+            answer: OffsetAnswer::Stored,
+            duplicates_dropped: 0,
         }
     }
 }
 
 /// A partition of a topic, as the broker sees it.
 pub struct Partition {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     appends: mpsc::Sender<Command>,
 }
 
 impl Partition {
     /// Opens (and recovers) the log in `dir` and starts its writer. Must run inside a tokio runtime.
     pub fn open(id: PartitionId, dir: &Path, config: LogConfig) -> Result<Partition, PartitionError> {
+        Partition::open_with_dedup(id, dir, config, None)
+    }
+
+    /// Like [`Partition::open`], for a partition of a topic with message-id deduplication: its
+    /// writer drops records whose id `dedup` already stores. The caller then replays the partitions'
+    /// logs into the index ([`TopicDedup::rebuild`]) before any append.
+    pub fn open_with_dedup(
+        id: PartitionId,
+        dir: &Path,
+        config: LogConfig,
+        dedup: Option<Arc<TopicDedup>>,
+    ) -> Result<Partition, PartitionError> {
         let log = Log::open(dir, config)?;
         let producers = replay::rebuild(dir, &log)?;
         let high_watermark = log.durable_end_offset();
@@ -140,6 +193,9 @@ impl Partition {
             dir: dir.to_path_buf(),
             log_start_offset,
             failed: AtomicBool::new(false),
+            dedup,
+            duplicates_dropped: AtomicU64::new(0),
+            dedup_refusals: AtomicU64::new(0),
         });
         let (appends, queue) = mpsc::channel(QUEUED_APPENDS_MAX);
         tokio::spawn(writer::run(shared.clone(), queue));
@@ -287,6 +343,10 @@ impl Partition {
     fn after_log_start_moved(&self, log: &Log) {
         let log_start_offset = log.log_start_offset();
         self.shared.log_start_offset.store(log_start_offset, Ordering::Release);
+        if let Some(dedup) = &self.shared.dedup {
+            // Ids of deleted records are dead at once (freed by the index's expiry).
+            dedup.set_log_start_offset(self.shared.id.partition, log_start_offset);
+        }
         let earliest_open = {
             let mut producers = self.shared.lock_producers();
             producers.prune_aborted(log_start_offset);
@@ -300,6 +360,22 @@ impl Partition {
     /// with an open transaction.
     pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
         self.shared.lock_producers().expire(now_ms, expiration_ms)
+    }
+
+    /// Records not stored since the partition opened because their message id was a duplicate.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.shared.duplicates_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Batches refused (retriably) since the partition opened because a message id was held by an
+    /// open transaction or a write in flight.
+    pub fn dedup_refusals(&self) -> u64 {
+        self.shared.dedup_refusals.load(Ordering::Relaxed)
+    }
+
+    /// The topic's dedup index, if the topic deduplicates.
+    pub fn dedup(&self) -> Option<&Arc<TopicDedup>> {
+        self.shared.dedup.as_ref()
     }
 
     /// How many producers this partition remembers.

@@ -30,6 +30,10 @@ pub struct BatchMetadata {
     pub base_offset: u64,
     pub last_offset: u64,
     pub max_timestamp: i64,
+    /// Deduplication dropped records from the batch as stored (it holds fewer records than the
+    /// offsets it spans): a retry is answered with an unknown base offset (minus the record count),
+    /// since no one base offset tells where its records are.
+    pub records_dropped: bool,
 }
 
 /// The state of one producer id in one partition.
@@ -448,6 +452,7 @@ mod tests {
             base_offset,
             last_offset: base_offset + count as u64 - 1,
             max_timestamp: 7,
+            records_dropped: false,
         }
     }
 

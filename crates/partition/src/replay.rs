@@ -36,6 +36,7 @@ pub(crate) fn data_batch(header: &BatchHeader) -> Option<DataBatch> {
             base_offset: u64::try_from(header.base_offset).unwrap_or(0),
             last_offset: u64::try_from(header.last_offset()).unwrap_or(0),
             max_timestamp: header.max_timestamp,
+            records_dropped: !header.holds_every_offset(),
         },
     })
 }
@@ -70,7 +71,7 @@ pub(crate) fn classify(header: &BatchHeader, batch: &[u8]) -> Option<LoggedBatch
 /// The producer state as of the log end: the snapshot if it is usable, then a replay of the log after it.
 pub(crate) fn rebuild(dir: &Path, log: &Log) -> Result<ProducerStates, LogError> {
     let end = log.log_end_offset();
-    let (mut offset, mut states) = match snapshot::read(dir) {
+    let (offset, mut states) = match snapshot::read(dir) {
         Some((offset, states)) if offset <= end => (offset.max(log.log_start_offset()), states),
         Some((offset, _)) => {
             tracing::warn!(dir = %dir.display(), snapshot_offset = offset, log_end_offset = end, "producer snapshot is beyond the recovered log; replaying everything");
@@ -79,6 +80,27 @@ pub(crate) fn rebuild(dir: &Path, log: &Log) -> Result<ProducerStates, LogError>
         None => (log.log_start_offset(), ProducerStates::default()),
     };
     let replay_from = offset;
+    for_each_stored_batch(log, offset, end, |header, batch| {
+        if let Some(logged) = classify(header, batch) {
+            states.apply(&logged);
+        }
+    })?;
+    // The snapshot may predate a retention pass that dropped these.
+    states.prune_aborted(log.log_start_offset());
+    let (producers, open_transactions) = (states.len(), states.transactions().open_count());
+    tracing::debug!(dir = %dir.display(), replay_from, producers, open_transactions, "producer state rebuilt");
+    Ok(states)
+}
+
+/// Calls `visit` with every stored batch from the one holding `from` up to `end`, in log order: the
+/// header and the whole batch as stored (base offset assigned).
+pub(crate) fn for_each_stored_batch(
+    log: &Log,
+    from: u64,
+    end: u64,
+    mut visit: impl FnMut(&BatchHeader, &[u8]),
+) -> Result<(), LogError> {
+    let mut offset = from;
     while offset < end {
         let bytes = log.read(offset, REPLAY_READ_BYTES, end)?;
         if bytes.is_empty() {
@@ -93,16 +115,10 @@ pub(crate) fn rebuild(dir: &Path, log: &Log) -> Result<ProducerStates, LogError>
                 .ok_or_else(|| {
                     LogError::CorruptBatch(format!("batch at offset {} is cut short", header.base_offset))
                 })?;
-            if let Some(logged) = classify(&header, batch) {
-                states.apply(&logged);
-            }
+            visit(&header, batch);
             position += header.total_len();
             offset = header.last_offset() as u64 + 1;
         }
     }
-    // The snapshot may predate a retention pass that dropped these.
-    states.prune_aborted(log.log_start_offset());
-    let (producers, open_transactions) = (states.len(), states.transactions().open_count());
-    tracing::debug!(dir = %dir.display(), replay_from, producers, open_transactions, "producer state rebuilt");
-    Ok(states)
+    Ok(())
 }

@@ -3,14 +3,15 @@
 //!
 //! One file per partition log directory, `producer-state.snapshot`, replaced atomically (temporary
 //! file, fsync, rename, directory fsync). Layout, big endian:
-//! `"ONCE-PST"` | version u16 = 2 | offset u64 | producers u32 | per producer: id i64, epoch i16,
+//! `"ONCE-PST"` | version u16 = 3 | offset u64 | producers u32 | per producer: id i64, epoch i16,
 //! coordinator epoch i32, open transaction's first offset i64 (-1: none), last append ms i64,
 //! batches u8, per batch: first sequence i32, last sequence i32, base offset u64, last offset u64,
-//! max timestamp i64 | aborted transactions u32 | per aborted transaction: producer id i64, first
-//! offset u64, last offset u64 | CRC32C u32 of everything before it.
-//! A snapshot that is missing, corrupt, of another version (version 1 had no transactions), or
-//! beyond the recovered log end is ignored and the log is replayed from its start instead: it is an
-//! optimisation, never the truth.
+//! max timestamp i64, records dropped u8 (0 or 1) | aborted transactions u32 | per aborted
+//! transaction: producer id i64, first offset u64, last offset u64 | CRC32C u32 of everything
+//! before it.
+//! A snapshot that is missing, corrupt, of another version (version 1 had no transactions, version
+//! 2 no records-dropped flag), or beyond the recovered log end is ignored and the log is replayed
+//! from its start instead: it is an optimisation, never the truth.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -21,9 +22,9 @@ use crate::producer_state::{BatchMetadata, ProducerEntry, ProducerStates, BATCHE
 use crate::txn::AbortedTxn;
 
 const MAGIC: &[u8; 8] = b"ONCE-PST";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 pub const FILE_NAME: &str = "producer-state.snapshot";
-const BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8;
+const BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8 + 1;
 const PRODUCER_BYTES: usize = 8 + 2 + 4 + 8 + 8 + 1;
 const ABORTED_BYTES: usize = 8 + 8 + 8;
 
@@ -51,6 +52,7 @@ pub fn encode(states: &ProducerStates, offset: u64) -> Vec<u8> {
             out.extend_from_slice(&batch.base_offset.to_be_bytes());
             out.extend_from_slice(&batch.last_offset.to_be_bytes());
             out.extend_from_slice(&batch.max_timestamp.to_be_bytes());
+            out.push(u8::from(batch.records_dropped));
         }
     }
     let aborted_count = u32::try_from(aborted.len()).expect("fewer than 2^32 aborted transactions");
@@ -76,7 +78,7 @@ impl Reader<'_> {
     }
 }
 
-/// Decodes a snapshot: `(offset, states)`, or `None` if it is not a valid version-2 snapshot.
+/// Decodes a snapshot: `(offset, states)`, or `None` if it is not a valid version-3 snapshot.
 pub fn decode(bytes: &[u8]) -> Option<(u64, ProducerStates)> {
     let (body, crc) = bytes.split_last_chunk::<4>()?;
     if crc32c::crc32c(body) != u32::from_be_bytes(*crc) {
@@ -111,6 +113,11 @@ pub fn decode(bytes: &[u8]) -> Option<(u64, ProducerStates)> {
                 base_offset: u64::from_be_bytes(reader.take()?),
                 last_offset: u64::from_be_bytes(reader.take()?),
                 max_timestamp: i64::from_be_bytes(reader.take()?),
+                records_dropped: match reader.take::<1>()?[0] {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                },
             });
         }
         producers.push((
@@ -171,6 +178,7 @@ mod tests {
             base_offset: batch * 10,
             last_offset: batch * 10 + 1,
             max_timestamp: 5,
+            records_dropped: batch % 2 == 1,
         }
     }
 
@@ -259,6 +267,28 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         fs::write(dir.path().join(FILE_NAME), &bytes).expect("write");
         assert!(read(dir.path()).is_none());
+    }
+
+    #[test]
+    fn a_version_2_snapshot_is_ignored() {
+        let mut bytes = encode(&states(), 10);
+        bytes[8..10].copy_from_slice(&2u16.to_be_bytes());
+        let body = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_be_bytes());
+        assert!(decode(&bytes).is_none(), "version 2 cannot say which batches had records dropped");
+    }
+
+    #[test]
+    fn the_records_dropped_flag_survives_and_only_0_or_1_is_read() {
+        let states = states();
+        let bytes = encode(&states, 10);
+        let (_, decoded) = decode(&bytes).expect("decodes");
+        let flags = |states: &ProducerStates| {
+            states.get(0).map(|entry| entry.batches.iter().map(|batch| batch.records_dropped).collect::<Vec<_>>())
+        };
+        assert_eq!(flags(&decoded), flags(&states));
+        assert!(flags(&states).is_some_and(|flags| flags.contains(&true) && flags.contains(&false)));
     }
 
     #[test]

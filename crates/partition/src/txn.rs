@@ -289,6 +289,7 @@ mod tests {
             base_offset,
             last_offset: base_offset + count as u64 - 1,
             max_timestamp: 7,
+            records_dropped: false,
         }
     }
 

@@ -4,7 +4,8 @@
 //! log lock in queue order, releases the lock, fdatasyncs once, publishes the last stable offset and
 //! then the high watermark, and only then answers. A failed write or fsync latches the log (the log
 //! refuses every later append), and every request of the round gets the error: nothing is acknowledged
-//! that is not durable.
+//! that is not durable. On a topic that deduplicates, each batch's message ids are reserved while it
+//! is staged and confirmed in the topic's index after the sync, before the answers (`dedup`).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,8 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use once_log::BatchHeader;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dedup::Effect;
 use crate::error::PartitionError;
-use crate::partition::{Appended, PartitionId, Shared};
+use crate::partition::{Appended, OffsetAnswer, Shared};
 use crate::producer_state::{check_data, check_marker, Decision, LoggedBatch, MarkerDecision, ProducerStates};
 use crate::txn::{self, TxnMarker};
 use crate::{replay, snapshot};
@@ -108,13 +110,14 @@ fn reject(shared: &Shared, command: Command) {
     }
 }
 
-/// What a round did with one request, before the sync decides the answer.
-enum Staged {
-    /// Appended in this round: acknowledged if the sync succeeds.
-    Appended(Appended, AppendReply),
-    /// A retry of a batch already in the log (perhaps appended earlier in this round): answered with
-    /// the original's offsets, after the same sync that makes the original durable.
-    Duplicate(Appended, AppendReply),
+/// What a round did with one request, before the sync decides the answer: appended in this round, or
+/// a retry of a batch already in the log (perhaps appended earlier in this round), answered with the
+/// original's offsets after the same sync that makes the original durable.
+struct Staged {
+    appended: Appended,
+    reply: AppendReply,
+    /// What the topic's dedup index learns once the round is durable.
+    effect: Option<Effect>,
 }
 
 /// Appends a round's batches and markers, syncs once, answers each request. Runs on a blocking thread.
@@ -139,13 +142,12 @@ fn commit_round(shared: &Shared, writes: Vec<(Write, AppendReply)>) {
         let segments_before = log.segment_count();
         for (write, reply) in writes {
             let outcome = match write {
-                Write::Batch(mut batch) => stage(&shared.id, log, &mut producers, &mut batch, now_ms),
-                Write::Marker(marker) => stage_marker(log, &mut producers, &marker, now_ms),
+                Write::Batch(mut batch) => stage(shared, log, &mut producers, &mut batch, now_ms),
+                Write::Marker(marker) => stage_marker(shared, log, &mut producers, &marker, now_ms),
             };
             match outcome {
-                Ok(appended) => staged.push(Staged::Appended(appended, reply)),
-                Err(Staging::Duplicate(original)) => staged.push(Staged::Duplicate(original, reply)),
-                Err(Staging::Refused(error)) => {
+                Ok((appended, effect)) => staged.push(Staged { appended, reply, effect }),
+                Err(error) => {
                     let _ = reply.send(Err(error));
                 }
             }
@@ -167,90 +169,122 @@ fn commit_round(shared: &Shared, writes: Vec<(Write, AppendReply)>) {
     answer_round(shared, staged, synced);
 }
 
-/// Why a batch is not appended.
-enum Staging {
-    Duplicate(Appended),
-    Refused(PartitionError),
-}
-
-/// Checks a batch against producer state and appends it if it is new.
+/// Checks a batch against producer state (and, on a topic that deduplicates, its message ids) and
+/// appends it if it is new.
 fn stage(
-    id: &PartitionId,
+    shared: &Shared,
     log: &mut once_log::Log,
     producers: &mut ProducerStates,
-    batch: &mut [u8],
+    batch: &mut Vec<u8>,
     now_ms: i64,
-) -> Result<Appended, Staging> {
-    let header = BatchHeader::parse(batch).map_err(|error| Staging::Refused(error.into()))?;
+) -> Result<(Appended, Option<Effect>), PartitionError> {
+    let header = BatchHeader::parse(batch)?;
     if header.is_control() {
         // Only `write_marker` writes control batches, after its own checks.
         let refused =
             once_log::LogError::InvalidBatch("control batches are written only as transaction markers".into());
-        return Err(Staging::Refused(refused.into()));
+        return Err(refused.into());
     }
     if let Some(data) = replay::data_batch(&header) {
-        let refused = |error| Err(Staging::Refused(error));
         match check_data(producers.get(data.producer_id), &data) {
             Decision::Append => {}
             Decision::Duplicate(original) => {
-                return Err(Staging::Duplicate(Appended {
+                let answer = if original.records_dropped { OffsetAnswer::Unknown } else { OffsetAnswer::Stored };
+                let appended = Appended {
                     base_offset: original.base_offset,
                     last_offset: original.last_offset,
                     max_timestamp: original.max_timestamp,
                     duplicate: true,
-                }))
+                    answer,
+                    duplicates_dropped: 0,
+                };
+                return Ok((appended, None));
             }
-            Decision::Fenced { current_epoch } => return refused(PartitionError::ProducerFenced { current_epoch }),
+            Decision::Fenced { current_epoch } => return Err(PartitionError::ProducerFenced { current_epoch }),
             Decision::OutOfOrder { expected_first_sequence } => {
-                return refused(PartitionError::OutOfOrderSequence { expected_first_sequence })
+                return Err(PartitionError::OutOfOrderSequence { expected_first_sequence })
             }
             Decision::TransactionOpen { first_offset } => {
                 let (producer_id, at) = (data.producer_id, first_offset);
                 let problem = format!("non-transactional batch of producer {producer_id} in its transaction from {at}");
-                return refused(PartitionError::InvalidTxnState(problem));
+                return Err(PartitionError::InvalidTxnState(problem));
             }
             Decision::TransactionalWithoutProducer => {
-                return refused(PartitionError::InvalidTxnState("a transactional batch without a producer id".into()))
+                return Err(PartitionError::InvalidTxnState("a transactional batch without a producer id".into()))
             }
         }
         if data.producer_id >= 0 && !producers.has_room_for(data.producer_id) {
             // Retriable: a marker closing any of the open transactions makes room.
             let producer_id = data.producer_id;
-            tracing::warn!(partition = %id, producer_id, "producer state full of open transactions; producer refused");
-            return refused(PartitionError::Busy(id.to_string()));
+            tracing::warn!(partition = %shared.id, producer_id, "producer state full of open transactions; producer refused");
+            return Err(PartitionError::Busy(shared.id.to_string()));
         }
     }
-    let info = log.append(batch, now_ms).map_err(|error| Staging::Refused(error.into()))?;
+    let prepared = match &shared.dedup {
+        Some(dedup) => {
+            let prepared = dedup.prepare(shared.id.partition, batch, &header, now_ms);
+            if let Err(PartitionError::DedupPending(_)) = &prepared {
+                shared.dedup_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(prepared?)
+        }
+        None => None,
+    };
+    let mut prepared = prepared;
+    if let Some(filtered) = prepared.as_mut().and_then(|prepared| prepared.filtered.take()) {
+        *batch = filtered;
+    }
+    let info = match log.append(batch, now_ms) {
+        Ok(info) => info,
+        Err(error) => {
+            if let (Some(dedup), Some(prepared)) = (&shared.dedup, prepared) {
+                match log.is_failed() {
+                    true => dedup.abandon(vec![Effect::Write {
+                        reserved: prepared.reserved,
+                        base_offset: 0,
+                        last_offset: 0,
+                    }]),
+                    false => dedup.release(prepared.reserved),
+                }
+            }
+            return Err(error.into());
+        }
+    };
     if let Some(logged) = replay::classify(&info.header, batch) {
         producers.apply(&logged);
     }
-    Ok(Appended::from(&info))
+    let mut appended = Appended::from(&info);
+    let effect = prepared.map(|prepared| {
+        appended.answer = prepared.answer;
+        appended.duplicates_dropped = prepared.dropped;
+        Effect::Write { reserved: prepared.reserved, base_offset: info.base_offset, last_offset: info.last_offset }
+    });
+    Ok((appended, effect))
 }
 
 /// Checks a marker against its producer's state, appends its control batch, and applies it.
 fn stage_marker(
+    shared: &Shared,
     log: &mut once_log::Log,
     producers: &mut ProducerStates,
     marker: &TxnMarker,
     now_ms: i64,
-) -> Result<Appended, Staging> {
+) -> Result<(Appended, Option<Effect>), PartitionError> {
     match check_marker(producers.get(marker.producer_id), marker) {
         MarkerDecision::Write => {}
-        MarkerDecision::Fenced { current_epoch } => {
-            return Err(Staging::Refused(PartitionError::ProducerFenced { current_epoch }))
-        }
+        MarkerDecision::Fenced { current_epoch } => return Err(PartitionError::ProducerFenced { current_epoch }),
         MarkerDecision::CoordinatorFenced { current_coordinator_epoch } => {
-            return Err(Staging::Refused(PartitionError::CoordinatorFenced {
+            return Err(PartitionError::CoordinatorFenced {
                 marker: marker.coordinator_epoch,
                 current: current_coordinator_epoch,
-            }))
+            })
         }
         MarkerDecision::WithoutProducer => {
-            return Err(Staging::Refused(PartitionError::InvalidTxnState("a marker without a producer id".into())))
+            return Err(PartitionError::InvalidTxnState("a marker without a producer id".into()))
         }
     }
     let mut batch = txn::marker_batch(marker, now_ms);
-    let info = log.append(&mut batch, now_ms).map_err(|error| Staging::Refused(error.into()))?;
+    let info = log.append(&mut batch, now_ms)?;
     let logged = replay::classify(&info.header, &batch);
     let Some(LoggedBatch::Marker(applied)) = logged else {
         panic!("the marker batch just written reads back as a marker, not {logged:?}");
@@ -262,12 +296,24 @@ fn stage_marker(
         "the marker reads back as written"
     );
     producers.apply(&LoggedBatch::Marker(applied));
-    Ok(Appended::from(&info))
+    // The marker ends the transaction's hold on its message ids here (commit: live; abort: free).
+    let effect = shared
+        .dedup
+        .as_ref()
+        .map(|_| Effect::Control { end: Some((marker.producer_id, marker.commit)), offset: info.base_offset });
+    Ok((Appended::from(&info), effect))
 }
 
-fn answer_round(shared: &Shared, staged: Vec<Staged>, synced: Result<u64, PartitionError>) {
+fn answer_round(shared: &Shared, mut staged: Vec<Staged>, synced: Result<u64, PartitionError>) {
+    let effects: Vec<Effect> = staged.iter_mut().filter_map(|staged| staged.effect.take()).collect();
     match synced {
         Ok(durable_end_offset) => {
+            if let Some(dedup) = &shared.dedup {
+                // Before the answers: a producer told its batch is stored finds its ids live.
+                dedup.apply(shared.id.partition, effects);
+                let dropped: u64 = staged.iter().map(|staged| u64::from(staged.appended.duplicates_dropped)).sum();
+                shared.duplicates_dropped.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+            }
             // Before the high watermark moves: a fetch woken by it must see the new last stable offset.
             let earliest_open = shared.lock_producers().transactions().earliest_open_offset();
             let last_stable_offset = shared.publish_last_stable_offset(earliest_open, durable_end_offset);
@@ -280,10 +326,7 @@ fn answer_round(shared: &Shared, staged: Vec<Staged>, synced: Result<u64, Partit
                 last_stable_offset <= *shared.high_watermark.borrow(),
                 "the last stable offset {last_stable_offset} is at most the high watermark"
             );
-            for staged in staged {
-                let (appended, reply) = match staged {
-                    Staged::Appended(appended, reply) | Staged::Duplicate(appended, reply) => (appended, reply),
-                };
+            for Staged { appended, reply, .. } in staged {
                 assert!(
                     appended.last_offset < durable_end_offset,
                     "acknowledging offset {} above durable end {durable_end_offset}",
@@ -294,8 +337,10 @@ fn answer_round(shared: &Shared, staged: Vec<Staged>, synced: Result<u64, Partit
         }
         Err(error) => {
             tracing::error!(partition = %shared.id, %error, "sync failed; partition latched");
-            for staged in staged {
-                let (Staged::Appended(_, reply) | Staged::Duplicate(_, reply)) = staged;
+            if let Some(dedup) = &shared.dedup {
+                dedup.abandon(effects);
+            }
+            for Staged { reply, .. } in staged {
                 let _ = reply.send(Err(PartitionError::Storage(error.to_string())));
             }
         }

@@ -141,9 +141,10 @@ fn answer(
     outcome: Result<Appended, PartitionError>,
 ) -> PartitionProduceResponse {
     match outcome {
+        // Negative when deduplication dropped records and no base offset locates the batch's records.
         Ok(info) => PartitionProduceResponse::default()
             .with_index(index)
-            .with_base_offset(info.base_offset as i64)
+            .with_base_offset(info.answer_base_offset())
             .with_log_append_time_ms(-1)
             .with_log_start_offset(partition.log_start_offset() as i64),
         Err(error) => {
@@ -184,6 +185,16 @@ fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<(), (Response
         return Err((
             ResponseError::InvalidRecord,
             "a produce request must carry exactly one record batch per partition".into(),
+        ));
+    }
+    if header.records_count < 1 || !header.holds_every_offset() {
+        // The log stores compaction-shaped batches (deduplication writes them); clients may not.
+        return Err((
+            ResponseError::InvalidRecord,
+            format!(
+                "a produced batch holds one record per offset: records count {} with last offset delta {}",
+                header.records_count, header.last_offset_delta
+            ),
         ));
     }
     if header.is_control() {

@@ -1,0 +1,313 @@
+//! Figures for message-id deduplication in a real broker: produce throughput with dedup on and off
+//! (same run, interleaved), the broker's resident memory per live id, and the time from a restart
+//! after kill -9 to serving (with the index's snapshot, and without it).
+//!
+//! ```sh
+//! cargo build --release -p once-cli --example dedup_broker_bench
+//! target/release/examples/dedup_broker_bench --once target/release/once --data-dir /tmp/once-dedup-bench
+//! ```
+//!
+//! It starts its own `once serve` (with `--metrics-listen`), creates its topics, and talks to it with
+//! librdkafka idempotent producers (acks=all); records have a null key, a 100-byte value and a unique
+//! `msg-id` header. The dedup topics use `dedup.source=header:msg-id`, `dedup.window.ms=-1`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+
+#[derive(Parser)]
+struct Args {
+    /// The `once` binary.
+    #[arg(long, default_value = "target/release/once")]
+    once: PathBuf,
+    /// Data directory of the broker (emptied first).
+    #[arg(long, default_value = "/tmp/once-dedup-bench")]
+    data_dir: PathBuf,
+    /// Live ids to hold for the memory and restart figures.
+    #[arg(long, default_value_t = 10_000_000)]
+    ids: u64,
+    /// Records per throughput run and mode.
+    #[arg(long, default_value_t = 1_000_000)]
+    throughput_records: u64,
+    /// Throughput runs (each: dedup off, then on).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Producer clients, each sending an equal share.
+    #[arg(long, default_value_t = 2)]
+    producers: u64,
+}
+
+struct Broker {
+    args_once: PathBuf,
+    data_dir: PathBuf,
+    port: u16,
+    metrics_port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+impl Broker {
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker; returns the time until it accepted a connection.
+    fn start(&mut self) -> Duration {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let started = Instant::now();
+        let child = Command::new(&self.args_once)
+            .args(["serve", "--listen", &self.bootstrap(), "--metrics-listen"])
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("ONCE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn once serve");
+        self.child = Some(child);
+        while TcpStream::connect(self.bootstrap()).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(600), "the broker did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        started.elapsed()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM, and wait for the clean shutdown (which writes the snapshot).
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+            assert!(status.success(), "kill -TERM");
+            child.wait().expect("wait");
+        }
+    }
+
+    fn resident_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
+    /// A gauge or counter summed over its labels, from `GET /metrics`.
+    fn metric(&self, name: &str) -> u64 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").expect("request");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("response");
+        text.lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")))
+            .filter_map(|line| line.rsplit(' ').next().and_then(|value| value.parse::<u64>().ok()))
+            .sum()
+    }
+
+    /// The last "dedup index rebuilt" line of the log.
+    fn last_rebuild_line(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().rev().find(|line| line.contains("dedup index rebuilt")).unwrap_or_default().to_string()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn once(args: &Args, command: &[&str]) {
+    let status = Command::new(&args.once).args(command).stdout(Stdio::null()).status().expect("run once");
+    assert!(status.success(), "once {command:?} failed");
+}
+
+fn create_topic(args: &Args, broker: &Broker, name: &str, dedup: bool) {
+    let partitions = args.partitions.to_string();
+    let bootstrap = broker.bootstrap();
+    let mut command = vec!["topic", "create", name, "--partitions", &partitions, "--bootstrap", &bootstrap];
+    if dedup {
+        command.extend(["--config", "dedup.source=header:msg-id", "--config", "dedup.window.ms=-1"]);
+    }
+    once(args, &command);
+}
+
+/// Sends `count` records with ids `prefix-0..count` from `producers` clients; returns records/s.
+fn produce(bootstrap: &str, topic: &str, prefix: &str, count: u64, producers: u64) -> f64 {
+    let clients: Vec<ThreadedProducer<DefaultProducerContext>> = (0..producers)
+        .map(|_| {
+            ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", "5")
+                .set("queue.buffering.max.messages", "200000")
+                .set("message.timeout.ms", "300000")
+                .create()
+                .expect("producer")
+        })
+        .collect();
+    let value = vec![b'v'; 100];
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for (index, client) in clients.iter().enumerate() {
+            let value = &value;
+            scope.spawn(move || {
+                let share = count / producers;
+                let first = index as u64 * share;
+                let last = if index as u64 == producers - 1 { count } else { first + share };
+                for number in first..last {
+                    let id = format!("{prefix}-{number:010}");
+                    let headers = OwnedHeaders::new().insert(Header { key: "msg-id", value: Some(&id) });
+                    let mut record = BaseRecord::<(), [u8]>::to(topic).payload(value).headers(headers);
+                    loop {
+                        match client.send(record) {
+                            Ok(()) => break,
+                            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                                record = returned;
+                                client.poll(Duration::from_millis(1));
+                            }
+                            Err((error, _)) => panic!("send: {error}"),
+                        }
+                    }
+                }
+                client.flush(Duration::from_secs(600)).expect("every record acknowledged");
+            });
+        }
+    });
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Interleaved runs: a fresh dedup-off topic, then dedup on (a fresh topic, or `on_topic`), each
+/// `throughput_records` new ids; prints each run and the medians.
+fn throughput(args: &Args, broker: &Broker, phase: &str, on_topic: Option<&str>) {
+    let bootstrap = broker.bootstrap();
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for run in 0..args.runs {
+        for dedup in [false, true] {
+            let fresh = format!("{phase}-{}-{run}", if dedup { "on" } else { "off" });
+            let topic = match (dedup, on_topic) {
+                (true, Some(topic)) => topic.to_string(),
+                _ => {
+                    create_topic(args, broker, &fresh, dedup);
+                    fresh.clone()
+                }
+            };
+            let rate = produce(&bootstrap, &topic, &format!("{phase}{run}"), args.throughput_records, args.producers);
+            println!("{phase} run {run}: dedup {}: {rate:.0} records/s", if dedup { "on " } else { "off" });
+            if dedup {
+                on.push(rate)
+            } else {
+                off.push(rate)
+            }
+            if topic == fresh {
+                once(args, &["topic", "delete", &topic, "--bootstrap", &bootstrap]);
+            }
+        }
+    }
+    let ratios: Vec<f64> = on.iter().zip(&off).map(|(on, off)| on / off).collect();
+    let (off_median, on_median) = (median(&mut off.clone()), median(&mut on.clone()));
+    println!(
+        "{phase} throughput: dedup off {off_median:.0} records/s, on {on_median:.0} records/s (medians of {}); on/off per run {:?}, median {:.2}",
+        args.runs,
+        ratios.iter().map(|ratio| format!("{ratio:.2}")).collect::<Vec<_>>(),
+        median(&mut ratios.clone())
+    );
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn main() {
+    let args = Args::parse();
+    let _ = std::fs::remove_dir_all(&args.data_dir);
+    std::fs::create_dir_all(&args.data_dir).expect("data dir");
+    let mut broker = Broker {
+        args_once: args.once.clone(),
+        data_dir: args.data_dir.join("data"),
+        port: free_port(),
+        metrics_port: free_port(),
+        log: args.data_dir.join("broker.log"),
+        child: None,
+    };
+    broker.start();
+    println!(
+        "dedup_broker_bench: {} partitions, {} producers, 100-byte values, idempotent, acks=all",
+        args.partitions, args.producers
+    );
+
+    // Throughput with an empty index, interleaved: off, on, off, on, ... each on a fresh topic.
+    throughput(&args, &broker, "fresh", None);
+
+    // Memory: the resident set before and after filling one dedup topic with `ids` live ids.
+    create_topic(&args, &broker, "live", true);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = broker.resident_bytes();
+    let started = Instant::now();
+    let rate = produce(&broker.bootstrap(), "live", "live", args.ids, args.producers);
+    println!("filled {} ids in {:.1} s ({rate:.0} records/s)", args.ids, started.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(5)); // upkeep: merges settle
+    let after = broker.resident_bytes();
+    let index_bytes = broker.metric("once_dedup_index_bytes");
+    let stored = broker.metric("once_dedup_index_ids");
+    println!(
+        "memory: resident {:.0} MB -> {:.0} MB: {:.1} bytes per live id by resident set growth; index {:.1} bytes per id by its own count ({stored} ids)",
+        before as f64 / 1e6,
+        after as f64 / 1e6,
+        (after.saturating_sub(before)) as f64 / args.ids as f64,
+        index_bytes as f64 / stored.max(1) as f64,
+    );
+
+    // kill -9, restart: time until the broker serves, with the snapshot the broker kept.
+    broker.kill9();
+    let serving = broker.start();
+    println!("restart after kill -9 (snapshot + log tail): serving after {:.2} s", serving.as_secs_f64());
+    println!("  {}", broker.last_rebuild_line());
+    println!("  resident after the restart: {:.0} MB", broker.resident_bytes() as f64 / 1e6);
+    // And without a snapshot: the whole log replayed.
+    broker.kill9();
+    let snapshot = broker.data_dir.join("topics").join("live").join("dedup.snapshot");
+    std::fs::remove_file(&snapshot).expect("remove the snapshot");
+    let serving = broker.start();
+    println!("restart after kill -9 without a snapshot (whole log): serving after {:.2} s", serving.as_secs_f64());
+    println!("  {}", broker.last_rebuild_line());
+    // A clean restart for comparison: no log recovery, the snapshot covers everything.
+    broker.terminate();
+    let serving = broker.start();
+    println!("restart after a clean shutdown: serving after {:.2} s", serving.as_secs_f64());
+    println!("  {}", broker.last_rebuild_line());
+
+    // Throughput against the full index: new ids into `live` (looked up among its ids), interleaved
+    // with fresh dedup-off topics.
+    throughput(&args, &broker, "loaded", Some("live"));
+    broker.kill9();
+}

@@ -1,0 +1,587 @@
+//! Message-id deduplication at the partition writers (`docs/design/dedup.md`).
+//!
+//! A topic whose `dedup.source` is not `none` has one [`TopicDedup`]: the topic's [`DedupIndex`]
+//! behind a mutex, shared by the writers of all its partitions, so an id stored in one partition
+//! deduplicates a record sent to another. A writer handles a data batch in three steps, the
+//! `once-dedup` write protocol:
+//!
+//! 1. [`TopicDedup::prepare`], in the round, before the append: extract the ids and reserve them.
+//!    If any is held by another producer's open transaction or a write not yet durable, the
+//!    reservation is released and the batch refused with a retriable error. Otherwise the
+//!    duplicates are dropped from the batch (offsets kept, down to a header-only batch) and the
+//!    result is appended.
+//! 2. The round's fdatasync.
+//! 3. [`TopicDedup::apply`] of the round's [`Effect`]s, in log order: `confirm` (the ids become
+//!    live, or held by their transaction until its marker) and `end_transaction` for markers. If
+//!    the append or the sync failed, the reservations stay held until a restart (see
+//!    [`TopicDedup::abandon`]).
+//!
+//! At open, [`TopicDedup::rebuild`] replays each partition's log from the index's covered offset:
+//! every stored batch goes through `reserve` and then the same [`Effect`] as on the live path.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use once_dedup::{
+    extract_record_ids, filter_batch, Decision, DedupError, DedupIndex, DedupSource, DedupWindow, ExpireStats,
+    IndexConfig, Reservation, SnapshotStats,
+};
+use once_log::{BatchHeader, Log, LogError};
+
+use crate::error::PartitionError;
+use crate::partition::{OffsetAnswer, Partition};
+use crate::producer_state::LoggedBatch;
+use crate::replay;
+
+/// A snapshot is due once this many ids changed since the last one (and at least a quarter of the
+/// stored ids), so a restart replays a bounded tail while a large index is not rewritten often.
+const SNAPSHOT_CHANGES_MIN: u64 = 100_000;
+/// A snapshot is also due this long after the last one if anything changed.
+const SNAPSHOT_INTERVAL_MAX: Duration = Duration::from_secs(600);
+/// After this many ids were inserted, the writer that crosses it merges chunks (`expire`) before it
+/// answers, so a lookup keeps probing about 8 to 16 chunks at any insert rate.
+const MERGE_EVERY_IDS: u64 = 1 << 16;
+/// Ids a merge may rewrite per id inserted since the last one: merging to 1/8 of the stored ids
+/// rewrites each id a few times over its life.
+const MERGE_WORK_PER_ID: u64 = 8;
+
+/// A topic's message-id index and what maintains it; shared by the topic's partitions.
+pub struct TopicDedup {
+    topic: String,
+    source: DedupSource,
+    snapshot_path: PathBuf,
+    state: Mutex<State>,
+    /// Held while a snapshot is written (outside `state`), so two never interleave and a deleted
+    /// topic's directory never receives one: `close` waits for it.
+    snapshot_writer: Mutex<()>,
+}
+
+struct State {
+    index: DedupIndex,
+    /// Set when the topic is deleted: its directory goes, so no snapshot may be written into it.
+    closed: bool,
+    /// Ids confirmed or resolved by markers since the last snapshot.
+    changes_since_snapshot: u64,
+    /// Ids confirmed or resolved since the last merge (`expire`) the writers ran.
+    changes_since_merge: u64,
+    /// The index was loaded from a snapshot at open.
+    from_snapshot: bool,
+    /// How long loading the snapshot took at open.
+    load_time: Duration,
+    last_snapshot: Instant,
+}
+
+/// What the index holds, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupStats {
+    /// Ids stored: live, or expired and not yet freed.
+    pub stored_ids: u64,
+    /// Ids reserved by writes in flight or held by open transactions.
+    pub pending_ids: u64,
+    /// Heap bytes of the index.
+    pub index_bytes: u64,
+    /// Sealed chunks a lookup may probe.
+    pub sealed_chunks: u64,
+}
+
+/// What replaying the logs into the index did at open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RebuildStats {
+    /// The snapshot was loaded (otherwise the index was rebuilt from the whole retained logs).
+    pub from_snapshot: bool,
+    /// Batches read from the logs.
+    pub batches: u64,
+    /// Records with an id among them.
+    pub ids: u64,
+}
+
+/// A data batch's reservation, from `prepare` until its round is durable.
+pub(crate) struct Reserved {
+    reservation: Reservation,
+    /// Offset delta of every record given to `reserve`, dropped ones included.
+    offset_deltas: Vec<i32>,
+    /// The batch's max timestamp: the window is measured from it.
+    timestamp_ms: i64,
+}
+
+/// What a prepared batch becomes.
+pub(crate) struct Prepared {
+    pub(crate) reserved: Reserved,
+    /// The batch without its duplicates, if any were dropped (the original is appended otherwise).
+    pub(crate) filtered: Option<Vec<u8>>,
+    /// What the produce answer will report as base offset.
+    pub(crate) answer: OffsetAnswer,
+    /// Records dropped as duplicates.
+    pub(crate) dropped: u32,
+}
+
+/// What the index learns from one write, once the write is durable (live) or read back (replay).
+pub(crate) enum Effect {
+    /// A data batch stored at `base_offset..=last_offset` (its header's span).
+    Write { reserved: Reserved, base_offset: u64, last_offset: u64 },
+    /// A transaction marker (or another control batch, `end` `None`) at `offset`.
+    Control { end: Option<(i64, bool)>, offset: u64 },
+}
+
+impl TopicDedup {
+    /// The index of `topic`: loaded from the snapshot at `snapshot_path` if it is usable, else
+    /// empty (then [`TopicDedup::rebuild`] replays the whole retained logs).
+    pub fn open(topic: &str, source: DedupSource, window: DedupWindow, snapshot_path: PathBuf) -> TopicDedup {
+        assert!(source.is_enabled(), "only a topic that deduplicates has an index");
+        let config = IndexConfig::new(window);
+        let started = Instant::now();
+        let (index, from_snapshot) = match DedupIndex::load(&snapshot_path, config) {
+            Ok(index) => (index, true),
+            Err(error) => {
+                if snapshot_path.exists() {
+                    tracing::warn!(topic, %error, "ignoring the dedup snapshot; rebuilding the index from the logs");
+                }
+                (DedupIndex::new(config), false)
+            }
+        };
+        let (last_snapshot, load_time) = (Instant::now(), started.elapsed());
+        let state = State {
+            index,
+            closed: false,
+            changes_since_snapshot: 0,
+            changes_since_merge: 0,
+            from_snapshot,
+            load_time,
+            last_snapshot,
+        };
+        let snapshot_writer = Mutex::new(());
+        TopicDedup { topic: topic.to_string(), source, snapshot_path, state: Mutex::new(state), snapshot_writer }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in an assertion of the index; the partition
+        // whose round panicked latches, the others keep a consistent index (every change is whole).
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The id source (`dedup.source`).
+    pub fn source(&self) -> &DedupSource {
+        &self.source
+    }
+
+    /// Changes the window (`dedup.window.ms`); it applies to every stored id at once.
+    pub fn set_window(&self, window: DedupWindow) {
+        self.lock().index.set_window(window);
+    }
+
+    /// The window in force.
+    pub fn window(&self) -> DedupWindow {
+        self.lock().index.config().window
+    }
+
+    /// Retention moved `partition`'s log start offset: ids below it are dead.
+    pub(crate) fn set_log_start_offset(&self, partition: i32, log_start_offset: u64) {
+        self.lock().index.set_log_start_offset(partition, log_start_offset as i64);
+    }
+
+    /// Step 1 for a data batch of `partition`: extracts and reserves its ids. Refuses the batch if an
+    /// id is pending elsewhere (retriable) or the index is full; otherwise says what to append.
+    pub(crate) fn prepare(
+        &self,
+        partition: i32,
+        batch: &[u8],
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<Prepared, PartitionError> {
+        let records = extract_record_ids(batch, &self.source).map_err(refused_batch)?;
+        let ids: Vec<_> = records.iter().map(|record| record.id).collect();
+        let transactional_producer_id = header.is_transactional().then_some(header.producer_id);
+        let reservation = {
+            let mut state = self.lock();
+            let reservation = state.index.reserve(partition, &ids, transactional_producer_id, now_ms);
+            let reservation = reservation.map_err(|error| index_full(&self.topic, error))?;
+            if reservation.is_blocked() {
+                state.index.release(reservation);
+                return Err(PartitionError::DedupPending(format!(
+                    "a message id of this batch is held by an open transaction or a write not yet durable on topic \
+                     {}; retry once it ends",
+                    self.topic
+                )));
+            }
+            reservation
+        };
+        let keep = reservation.keep_mask();
+        let dropped = reservation.duplicate_count() as u32;
+        let answer = answer_for(partition, reservation.decisions());
+        let offset_deltas = records.iter().map(|record| record.offset_delta).collect();
+        let reserved = Reserved { reservation, offset_deltas, timestamp_ms: header.max_timestamp };
+        let filtered = match dropped {
+            0 => None,
+            _ => match filter_batch(batch, &keep) {
+                Ok(filtered) => Some(filtered),
+                Err(error) => {
+                    self.release(reserved);
+                    return Err(refused_batch(error));
+                }
+            },
+        };
+        Ok(Prepared { reserved, filtered, answer, dropped })
+    }
+
+    /// A prepared batch was not appended (the log refused it without latching): its ids are free.
+    pub(crate) fn release(&self, reserved: Reserved) {
+        self.lock().index.release(reserved.reservation);
+    }
+
+    /// The append or the sync failed, so the log latched: whether these records are on disk is
+    /// unknown until recovery. Their ids stay reserved, so every write of them anywhere in the topic
+    /// is refused (retriably) until a restart rebuilds the index from what the disk holds; releasing
+    /// them could let another partition store an id that recovery then finds here too.
+    pub(crate) fn abandon(&self, effects: Vec<Effect>) {
+        let held: usize = effects
+            .iter()
+            .map(|effect| match effect {
+                Effect::Write { reserved, .. } => reserved.reservation.decisions().len(),
+                Effect::Control { .. } => 0,
+            })
+            .sum();
+        if held > 0 {
+            tracing::error!(topic = %self.topic, held, "a failed write keeps its message ids reserved until restart");
+        }
+        // Dropping a reservation without confirm or release leaves its ids pending: what we want.
+        drop(effects);
+    }
+
+    /// Step 3: what a round made durable, in log order. Every `MERGE_EVERY_IDS` ids, the writer
+    /// that crosses the mark also merges chunks, a bounded amount of work.
+    pub(crate) fn apply(&self, partition: i32, effects: Vec<Effect>) {
+        let mut state = self.lock();
+        for effect in effects {
+            let changes = apply_effect(&mut state.index, partition, effect);
+            state.changes_since_snapshot += changes;
+            state.changes_since_merge += changes;
+        }
+        let State { index, changes_since_merge, .. } = &mut *state;
+        merge_if_due(index, changes_since_merge, now_ms());
+    }
+
+    /// Replays the partitions' logs into the index, after the snapshot it was loaded from. Runs at
+    /// open, before the partitions take appends (and for partitions added later, empty ones).
+    pub fn rebuild(&self, partitions: &[Arc<Partition>]) -> Result<RebuildStats, PartitionError> {
+        let started = Instant::now();
+        let now_ms = now_ms();
+        let mut stats = RebuildStats::default();
+        let load_time = self.lock().load_time;
+        // Read before taking the index lock: the lock order is log, then index.
+        let offsets: Vec<(i32, u64, u64)> = partitions
+            .iter()
+            .map(|partition| (partition.id().partition, partition.log_start_offset(), partition.log_end_offset()))
+            .collect();
+        {
+            let mut state = self.lock();
+            stats.from_snapshot = state.from_snapshot;
+            let beyond = offsets.iter().find(|(partition, _, end)| {
+                state.index.covered_offset(*partition).is_some_and(|covered| covered > *end as i64)
+            });
+            if let Some((partition, _, _)) = beyond {
+                // Only if a disk lied about an fsync: the snapshot covers records recovery did not keep.
+                tracing::warn!(topic = %self.topic, partition, "dedup snapshot covers offsets beyond the recovered log; rebuilding from the logs");
+                let config = state.index.config();
+                state.index = DedupIndex::new(config);
+                state.from_snapshot = false;
+                stats.from_snapshot = false;
+            }
+            // Before any replay: a partition replayed first must already see the others' log starts.
+            for (partition, start, _) in &offsets {
+                state.index.set_log_start_offset(*partition, *start as i64);
+            }
+        }
+        for partition in partitions {
+            let index = partition.id().partition;
+            partition.shared.with_log(|log| {
+                let mut state = self.lock();
+                let changes = replay_partition(&mut state.index, &self.source, index, log, now_ms, &mut stats)?;
+                state.changes_since_snapshot += changes;
+                Ok(())
+            })?;
+        }
+        let index_stats = self.stats();
+        tracing::info!(
+            topic = %self.topic,
+            from_snapshot = stats.from_snapshot,
+            replayed_batches = stats.batches,
+            replayed_ids = stats.ids,
+            stored_ids = index_stats.stored_ids,
+            snapshot_load_ms = load_time.as_millis() as u64,
+            replay_ms = started.elapsed().as_millis() as u64,
+            "dedup index rebuilt"
+        );
+        Ok(stats)
+    }
+
+    /// Frees expired ids (window passed, or below a log start), rewriting about `budget` ids at most.
+    pub fn expire(&self, now_ms: i64, budget: usize) -> ExpireStats {
+        self.lock().index.expire(now_ms, budget)
+    }
+
+    /// Writes a snapshot if enough changed since the last one (see the constants). `Ok(None)` when
+    /// none was due.
+    pub fn snapshot_if_due(&self) -> Result<Option<SnapshotStats>, DedupError> {
+        self.write_snapshot(false)
+    }
+
+    /// Writes a snapshot now (clean shutdown). `Ok(None)` once the topic is deleted.
+    pub fn snapshot(&self) -> Result<Option<SnapshotStats>, DedupError> {
+        self.write_snapshot(true)
+    }
+
+    /// Takes a view of the index under the lock (the sealed chunks are shared, only the active
+    /// chunk is copied: milliseconds), then writes it without the lock while the writers go on.
+    fn write_snapshot(&self, always: bool) -> Result<Option<SnapshotStats>, DedupError> {
+        let _writer = self.snapshot_writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let started = Instant::now();
+        let (view, changes) = {
+            let mut state = self.lock();
+            let changes = state.changes_since_snapshot;
+            let stored = state.index.stored_ids() as u64;
+            let due = changes >= SNAPSHOT_CHANGES_MIN.max(stored / 4)
+                || (changes > 0 && state.last_snapshot.elapsed() >= SNAPSHOT_INTERVAL_MAX);
+            if state.closed || !(always || due) {
+                return Ok(None);
+            }
+            state.changes_since_snapshot = 0;
+            state.last_snapshot = Instant::now();
+            (state.index.snapshot_view(), changes)
+        };
+        let viewed = started.elapsed();
+        match view.write(&self.snapshot_path) {
+            Ok(stats) => {
+                tracing::debug!(topic = %self.topic, entries = stats.entries, bytes = stats.bytes, view_ms = viewed.as_millis() as u64, elapsed_ms = started.elapsed().as_millis() as u64, "dedup snapshot written");
+                Ok(Some(stats))
+            }
+            Err(error) => {
+                // The changes are still in no snapshot: due again at the next upkeep.
+                self.lock().changes_since_snapshot += changes;
+                Err(error)
+            }
+        }
+    }
+
+    /// The topic is being deleted: no snapshot is written from now on (one being written finishes
+    /// first).
+    pub fn close(&self) {
+        let _writer = self.snapshot_writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.lock().closed = true;
+    }
+
+    /// What the index holds now.
+    pub fn stats(&self) -> DedupStats {
+        let state = self.lock();
+        DedupStats {
+            stored_ids: state.index.stored_ids() as u64,
+            pending_ids: state.index.pending_ids() as u64,
+            index_bytes: state.index.approx_bytes() as u64,
+            sealed_chunks: state.index.sealed_chunks() as u64,
+        }
+    }
+}
+
+/// Every `MERGE_EVERY_IDS` changes, merges chunks with a budget proportional to them (live and in
+/// replay alike, so a lookup probes few chunks whatever the insert rate).
+fn merge_if_due(index: &mut DedupIndex, changes_since_merge: &mut u64, now_ms: i64) {
+    if *changes_since_merge >= MERGE_EVERY_IDS {
+        let budget = changes_since_merge.saturating_mul(MERGE_WORK_PER_ID);
+        *changes_since_merge = 0;
+        index.expire(now_ms, usize::try_from(budget).unwrap_or(usize::MAX));
+    }
+}
+
+/// The one function by which a write changes the index, live (after its round's sync) and in replay
+/// (after reading it back). Returns how many ids it resolved, for the snapshot schedule.
+fn apply_effect(index: &mut DedupIndex, partition: i32, effect: Effect) -> u64 {
+    match effect {
+        Effect::Write { reserved, base_offset, last_offset } => {
+            let new = reserved.reservation.decisions().iter().filter(|decision| **decision == Decision::New).count();
+            let offsets: Vec<i64> =
+                reserved.offset_deltas.iter().map(|delta| base_offset as i64 + i64::from(*delta)).collect();
+            assert!(
+                offsets.iter().all(|offset| (base_offset as i64..=last_offset as i64).contains(offset)),
+                "records lie within their batch's offsets"
+            );
+            index.confirm(reserved.reservation, &offsets, reserved.timestamp_ms);
+            // A header-only or id-less batch still moves the covered offset past its whole span.
+            index.advance_covered(partition, last_offset as i64 + 1);
+            new as u64
+        }
+        Effect::Control { end, offset } => {
+            let resolved = match end {
+                Some((producer_id, commit)) => index.end_transaction(partition, producer_id, commit),
+                None => 0,
+            };
+            index.advance_covered(partition, offset as i64 + 1);
+            resolved as u64
+        }
+    }
+}
+
+/// Replays one partition's log from the index's covered offset. Returns the ids resolved.
+fn replay_partition(
+    index: &mut DedupIndex,
+    source: &DedupSource,
+    partition: i32,
+    log: &Log,
+    now_ms: i64,
+    stats: &mut RebuildStats,
+) -> Result<u64, PartitionError> {
+    let start = log.log_start_offset();
+    let from = index.covered_offset(partition).map_or(start, |covered| (covered.max(0) as u64).max(start));
+    // `changes` counts the current batch's; they move to the totals before the next batch.
+    let (mut changes, mut total, mut since_merge) = (0, 0, 0);
+    replay::for_each_stored_batch(log, from, log.log_end_offset(), |header, batch| {
+        stats.batches += 1;
+        total += changes;
+        since_merge += changes;
+        changes = 0;
+        merge_if_due(index, &mut since_merge, now_ms);
+        let (base_offset, last_offset) = (header.base_offset as u64, header.last_offset() as u64);
+        if header.is_control() {
+            let end = match replay::classify(header, batch) {
+                Some(LoggedBatch::Marker(marker)) => Some((marker.producer_id, marker.commit)),
+                _ => None,
+            };
+            changes += apply_effect(index, partition, Effect::Control { end, offset: base_offset });
+            return;
+        }
+        let records = match extract_record_ids(batch, source) {
+            Ok(records) => records,
+            Err(error) => {
+                // Only a batch stored before its records could be read (it was checked on append).
+                tracing::warn!(partition, offset = base_offset, %error, "stored batch unreadable; its ids are not indexed");
+                index.advance_covered(partition, last_offset as i64 + 1);
+                return;
+            }
+        };
+        stats.ids += records.iter().filter(|record| record.id.is_some()).count() as u64;
+        let transactional = header.is_transactional().then_some(header.producer_id);
+        let stored =
+            Stored { partition, transactional, now_ms, timestamp_ms: header.max_timestamp, base_offset, last_offset };
+        let ids: Vec<_> = records.iter().map(|record| record.id).collect();
+        let deltas: Vec<_> = records.iter().map(|record| record.offset_delta).collect();
+        if !stored.replay(index, &ids, &deltas, &mut changes) {
+            // Some id is held by a transaction not yet ended in this replay: index the others one by one.
+            for (id, delta) in ids.iter().zip(&deltas) {
+                stored.replay(index, &[*id], &[*delta], &mut changes);
+            }
+        }
+        index.advance_covered(partition, last_offset as i64 + 1);
+    })?;
+    Ok(total + changes)
+}
+
+/// A stored data batch being replayed.
+struct Stored {
+    partition: i32,
+    transactional: Option<i64>,
+    now_ms: i64,
+    timestamp_ms: i64,
+    base_offset: u64,
+    last_offset: u64,
+}
+
+impl Stored {
+    /// Reserves and confirms records of the batch, as the live path did after its sync. The log is
+    /// the truth: each record whose id is decided `New` gets its entry; one decided otherwise needs
+    /// none, since another live copy of the id exists or this copy is dead (stored after an earlier
+    /// copy expired, or by a transaction that then aborted). Returns false, changing nothing, if an
+    /// id is held by a transaction whose marker this replay has not reached.
+    fn replay(
+        &self,
+        index: &mut DedupIndex,
+        ids: &[Option<once_dedup::Id>],
+        deltas: &[i32],
+        changes: &mut u64,
+    ) -> bool {
+        match index.reserve(self.partition, ids, self.transactional, self.now_ms) {
+            Ok(reservation) if reservation.is_blocked() => {
+                index.release(reservation);
+                false
+            }
+            Ok(reservation) => {
+                let reserved =
+                    Reserved { reservation, offset_deltas: deltas.to_vec(), timestamp_ms: self.timestamp_ms };
+                let effect = Effect::Write { reserved, base_offset: self.base_offset, last_offset: self.last_offset };
+                *changes += apply_effect(index, self.partition, effect);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(partition = self.partition, offset = self.base_offset, %error, "stored records not indexed");
+                true
+            }
+        }
+    }
+}
+
+/// The answer for a batch given its decisions (see [`OffsetAnswer`]).
+fn answer_for(partition: i32, decisions: &[Decision]) -> OffsetAnswer {
+    let dropped =
+        decisions.iter().any(|decision| matches!(decision, Decision::Duplicate(_) | Decision::DuplicateInBatch { .. }));
+    if !dropped {
+        return OffsetAnswer::Stored;
+    }
+    let mut originals = decisions.iter().map(|decision| match decision {
+        Decision::Duplicate(location) if location.partition == partition => Some(location.offset),
+        _ => None,
+    });
+    let Some(Some(first)) = originals.next() else { return OffsetAnswer::Unknown };
+    let consecutive = originals.zip(first + 1..).all(|(offset, expected)| offset == Some(expected));
+    match consecutive {
+        true => OffsetAnswer::Originals { base_offset: first as u64 },
+        false => OffsetAnswer::Unknown,
+    }
+}
+
+/// A batch whose records cannot be read: refused as the log refuses a bad batch.
+fn refused_batch(error: DedupError) -> PartitionError {
+    let log_error = match error {
+        DedupError::InvalidBatch(problem) => LogError::CorruptBatch(problem),
+        other => LogError::InvalidBatch(other.to_string()),
+    };
+    PartitionError::Log(log_error)
+}
+
+fn index_full(topic: &str, error: DedupError) -> PartitionError {
+    PartitionError::DedupIndexFull(format!(
+        "topic {topic}: {error}; shorten dedup.window.ms or retention so that ids expire"
+    ))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use once_dedup::Location;
+
+    fn duplicate(partition: i32, offset: i64) -> Decision {
+        Decision::Duplicate(Location { partition, offset })
+    }
+
+    #[test]
+    fn answers() {
+        assert_eq!(answer_for(0, &[Decision::New, Decision::NoId]), OffsetAnswer::Stored, "nothing dropped");
+        assert_eq!(answer_for(0, &[]), OffsetAnswer::Stored);
+        assert_eq!(
+            answer_for(2, &[duplicate(2, 40), duplicate(2, 41), duplicate(2, 42)]),
+            OffsetAnswer::Originals { base_offset: 40 },
+            "all duplicates, consecutive, in order, in this partition"
+        );
+        assert_eq!(answer_for(2, &[duplicate(2, 41), duplicate(2, 40)]), OffsetAnswer::Unknown, "out of order");
+        assert_eq!(answer_for(2, &[duplicate(2, 40), duplicate(2, 42)]), OffsetAnswer::Unknown, "a gap");
+        assert_eq!(answer_for(2, &[duplicate(3, 40)]), OffsetAnswer::Unknown, "another partition");
+        assert_eq!(answer_for(2, &[duplicate(2, 40), Decision::New]), OffsetAnswer::Unknown, "mixed");
+        assert_eq!(
+            answer_for(2, &[Decision::New, Decision::DuplicateInBatch { first_index: 0 }]),
+            OffsetAnswer::Unknown,
+            "a repeat inside the batch"
+        );
+        assert_eq!(answer_for(2, &[duplicate(2, 7), Decision::NoId]), OffsetAnswer::Unknown, "an id-less record");
+    }
+}
