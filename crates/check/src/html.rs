@@ -96,21 +96,50 @@ pub fn page(report: &Value, acked_per_second: &[u64]) -> String {
         let top = y(*count);
         let _ = write!(
             svg,
-            r##"<rect x="{left:.1}" y="{top:.1}" width="{width:.1}" height="{:.1}" fill="#1f77b4" opacity="0.5"><title>{second} s: {count} acked</title></rect>"##,
+            r##"<g><title>{second} s: {count} acked</title><rect x="{left:.1}" y="{top:.1}" width="{width:.1}" height="{:.1}" fill="#1f77b4" fill-opacity="0.5"/></g>"##,
             HEIGHT - MARGIN - top
         );
     }
-    // Faults as vertical lines.
+    // Windows (proxy faults on, broker paused) as shaded bands; crashes as full-height lines.
+    let mut open: BTreeMap<&str, u64> = BTreeMap::new();
     for (time, kind) in &events {
-        let Some(color) = fault_color(kind) else { continue };
-        let at = x(*time);
-        let _ = write!(
-            svg,
-            r#"<line x1="{at:.1}" y1="{MARGIN}" x2="{at:.1}" y2="{:.1}" stroke="{color}" stroke-width="1.5"><title>{:.1} s: {}</title></line>"#,
-            HEIGHT - MARGIN,
-            *time as f64 / 1000.0,
-            escape(kind)
-        );
+        let word = kind.split([' ', '(']).next().unwrap_or_default();
+        match word {
+            "proxy-on" | "pause" => {
+                open.insert(word, *time);
+            }
+            "proxy-off" | "resume" => {
+                let opener = if word == "proxy-off" { "proxy-on" } else { "pause" };
+                if let Some(began) = open.remove(opener) {
+                    let (color, top) =
+                        if opener == "pause" { ("#ff7f0e", MARGIN) } else { ("#9467bd", HEIGHT - MARGIN - 12.0) };
+                    let height = if opener == "pause" { HEIGHT - 2.0 * MARGIN } else { 12.0 };
+                    let _ = write!(
+                        svg,
+                        r#"<g><title>{:.1}–{:.1} s: {}</title><rect x="{:.1}" y="{top:.1}" width="{:.1}" height="{height:.1}" fill="{color}" fill-opacity="0.25"/></g>"#,
+                        began as f64 / 1000.0,
+                        *time as f64 / 1000.0,
+                        if opener == "pause" { "broker paused" } else { "proxy faults on" },
+                        x(began),
+                        (x(*time) - x(began)).max(1.0)
+                    );
+                }
+            }
+            _ => {
+                let Some(color) = fault_color(kind) else { continue };
+                if word == "restart" {
+                    continue;
+                }
+                let at = x(*time);
+                let _ = write!(
+                    svg,
+                    r#"<g><title>{:.1} s: {}</title><line x1="{at:.1}" y1="{MARGIN}" x2="{at:.1}" y2="{:.1}" stroke="{color}" stroke-width="1.5"/></g>"#,
+                    *time as f64 / 1000.0,
+                    escape(kind),
+                    HEIGHT - MARGIN
+                );
+            }
+        }
     }
     // Anomalies as red crosses along the top; untimed ones at the right edge.
     for (time, class) in &anomalies {
@@ -118,9 +147,9 @@ pub fn page(report: &Value, acked_per_second: &[u64]) -> String {
         let when = time.map_or("untimed".to_string(), |time| format!("{:.1} s", time as f64 / 1000.0));
         let _ = write!(
             svg,
-            r##"<text x="{at:.1}" y="{:.1}" fill="#d62728" text-anchor="middle" font-weight="bold">×<title>{when}: {}</title></text>"##,
-            MARGIN - 8.0,
-            escape(class)
+            r##"<g><title>{when}: {}</title><text x="{at:.1}" y="{:.1}" fill="#d62728" text-anchor="middle" font-weight="bold">×</text></g>"##,
+            escape(class),
+            MARGIN - 8.0
         );
     }
     // Axes.
@@ -154,8 +183,8 @@ pub fn page(report: &Value, acked_per_second: &[u64]) -> String {
          </head><body><h1>once check: {workload}, seed {seed} — {verdict}</h1>\
          <p>{} acknowledged sends. Bars: acknowledged sends per second. Lines: \
          <span style=\"color:#d62728\">kill -9</span>, <span style=\"color:#8c564b\">power loss</span>, \
-         <span style=\"color:#ff7f0e\">pause</span>, <span style=\"color:#2ca02c\">restart/resume</span>, \
-         <span style=\"color:#9467bd\">proxy faults on</span>. <span style=\"color:#d62728\">×</span>: an anomaly \
+         <span style=\"color:#ff7f0e\">broker paused</span> (band), \
+         <span style=\"color:#9467bd\">proxy faults on</span> (band along the axis). <span style=\"color:#d62728\">×</span>: an anomaly \
          (hover for details).</p>{svg}",
         report["acked"].as_u64().unwrap_or(0)
     );
