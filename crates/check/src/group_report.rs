@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::group_checker::{GroupAnomaly, Reprocessing, GROUP_CLASSES};
 use crate::group_history::GroupHistory;
-use crate::report::{capped_details, class_counts, send_counts, FaultCounts};
+use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts};
 
 /// Everything a `group` report says, gathered once.
 pub struct GroupOutcome<'a> {
@@ -112,17 +112,7 @@ impl GroupOutcome<'_> {
         let complete = if history.final_read_complete { "complete" } else { "INCOMPLETE" };
         let _ = writeln!(out, "  resume      {} partitions, final read {complete}", history.resume.len());
         let _ = writeln!(out, "  faults      {}, {} consumer crashes", faults.summary(), self.crashes());
-        let _ = writeln!(out, "  {:<28} {:>8}", "anomaly", "count");
-        let counts = self.counts();
-        for class in GROUP_CLASSES {
-            let _ = writeln!(out, "  {class:<28} {:>8}", counts.get(class).copied().unwrap_or(0));
-        }
-        let verdict = if self.anomalies.is_empty() {
-            "no anomaly".to_string()
-        } else {
-            format!("{} anomalies; replay the fault schedule with --seed {}", self.anomalies.len(), self.seed)
-        };
-        let _ = writeln!(out, "  result      {verdict}");
+        anomaly_table(&mut out, &GROUP_CLASSES, &self.counts(), 28, self.seed);
         out
     }
 }

@@ -84,6 +84,28 @@ impl FaultCounts {
     }
 }
 
+/// The summary table's anomaly rows (every class, zero included, in a column `width` wide) and the
+/// verdict line, shared by every workload's table.
+pub(crate) fn anomaly_table(
+    out: &mut String,
+    classes: &[&'static str],
+    counts: &BTreeMap<&'static str, usize>,
+    width: usize,
+    seed: u64,
+) {
+    let _ = writeln!(out, "  {:<width$} {:>8}", "anomaly", "count");
+    for class in classes {
+        let _ = writeln!(out, "  {class:<width$} {:>8}", counts.get(class).copied().unwrap_or(0));
+    }
+    let found: usize = counts.values().sum();
+    let verdict = if found == 0 {
+        "no anomaly".to_string()
+    } else {
+        format!("{found} anomalies; replay the fault schedule with --seed {seed}")
+    };
+    let _ = writeln!(out, "  result      {verdict}");
+}
+
 /// How many anomalies of each class were found, every class listed (zero included).
 pub(crate) fn class_counts(
     classes: &[&'static str],
@@ -173,17 +195,7 @@ impl Outcome<'_> {
             if self.final_read_complete { "" } else { " (INCOMPLETE: not every partition read to its end)" }
         );
         let _ = writeln!(out, "  faults      {}", faults.summary());
-        let _ = writeln!(out, "  {:<22} {:>8}", "anomaly", "count");
-        let counts = self.counts();
-        for class in CLASSES {
-            let _ = writeln!(out, "  {class:<22} {:>8}", counts.get(class).copied().unwrap_or(0));
-        }
-        let verdict = if self.anomalies.is_empty() {
-            "no anomaly".to_string()
-        } else {
-            format!("{} anomalies; replay the fault schedule with --seed {}", self.anomalies.len(), self.seed)
-        };
-        let _ = writeln!(out, "  result      {verdict}");
+        anomaly_table(&mut out, &CLASSES, &self.counts(), 22, self.seed);
         out
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::report::{capped_details, class_counts, send_counts, FaultCounts};
+use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts};
 use crate::txn_checker::{uncommitted_reads, TxnAnomaly, TXN_CLASSES};
 use crate::txn_history::{CopierEnd, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
 
@@ -158,17 +158,7 @@ impl TxnOutcome<'_> {
             if self.final_copy_finished { "finished" } else { "DID NOT FINISH" }
         );
         let _ = writeln!(out, "  faults      {}", faults.summary());
-        let _ = writeln!(out, "  {:<22} {:>8}", "anomaly", "count");
-        let counts = self.counts();
-        for class in TXN_CLASSES {
-            let _ = writeln!(out, "  {class:<22} {:>8}", counts.get(class).copied().unwrap_or(0));
-        }
-        let verdict = if self.anomalies.is_empty() {
-            "no anomaly".to_string()
-        } else {
-            format!("{} anomalies; replay the fault schedule with --seed {}", self.anomalies.len(), self.seed)
-        };
-        let _ = writeln!(out, "  result      {verdict}");
+        anomaly_table(&mut out, &TXN_CLASSES, &self.counts(), 22, self.seed);
         out
     }
 }
