@@ -215,6 +215,13 @@ fn stage_round(shared: &Shared, writes: Vec<(Write, AppendReply)>) -> (Vec<Stage
         }
         return (Vec::new(), false);
     };
+    if log.is_failed() {
+        // Refused before any message id is reserved: nothing of these reaches the disk.
+        for (_, reply) in writes {
+            let _ = reply.send(Err(once_log::LogError::Failed.into()));
+        }
+        return (Vec::new(), false);
+    }
     let mut producers = shared.lock_producers();
     let segments_before = log.segment_count();
     for (write, reply) in writes {
@@ -503,6 +510,7 @@ mod tests {
                     partition
                         .shared
                         .with_log(|log| {
+                            assert!(offset <= log.durable_end_offset(), "snapshot at {offset} beyond the durable end");
                             Ok(replay::for_each_stored_batch(log, 0, offset, |header, batch| {
                                 if let Some(logged) = replay::classify(header, batch) {
                                     replayed.apply(&logged);
