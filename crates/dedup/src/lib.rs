@@ -150,19 +150,26 @@
 mod chunk;
 mod codec;
 mod config;
+mod disk;
 mod error;
 mod id;
 mod index;
 mod records;
 mod snapshot;
+mod spill;
 
 #[cfg(test)]
 mod index_tests;
+#[cfg(test)]
+mod spill_tests;
 
 pub use crate::chunk::Location;
 pub use crate::config::{DedupSource, DedupWindow, DEDUP_SOURCE_CONFIG, DEDUP_WINDOW_MS_CONFIG};
 pub use crate::error::DedupError;
 pub use crate::id::Id;
-pub use crate::index::{Decision, DedupIndex, ExpireStats, IndexConfig, Reservation, MAX_IDS_DEFAULT};
+pub use crate::index::{
+    Decision, DedupIndex, ExpireStats, IndexConfig, Reservation, MAX_IDS_DEFAULT, MAX_IDS_ON_DISK_DEFAULT,
+};
 pub use crate::records::{extract_ids, extract_record_ids, filter_batch, RecordId, RECORDS_BYTES_MAX};
 pub use crate::snapshot::{SnapshotStats, SnapshotView, SNAPSHOT_VERSION};
+pub use crate::spill::{chunk_dir, DiskDone, DiskWork, DISK_CHUNK_IDS_MAX};
