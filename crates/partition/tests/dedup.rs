@@ -24,7 +24,7 @@ struct Topic {
 }
 
 fn open_topic(dir: &Path, count: i32, window: DedupWindow, config: LogConfig) -> Topic {
-    let dedup = Arc::new(TopicDedup::open("t", DedupSource::Key, window, dir.join("dedup.snapshot")));
+    let dedup = Arc::new(TopicDedup::open("t", DedupSource::Key, window, dir.join("dedup.snapshot"), usize::MAX));
     let partitions: Vec<Arc<Partition>> = (0..count)
         .map(|partition| {
             let id = PartitionId { topic: "t".into(), partition };
