@@ -98,7 +98,7 @@ pub fn render(broker: &Broker) -> String {
         .iter()
         .filter_map(|topic| topic.dedup().map(|dedup| (format!("topic=\"{}\"", topic.name), dedup.stats())))
         .collect();
-    let gauges: [(&str, &str, Gauge); 7] = [
+    let gauges: [(&str, &str, Gauge); 8] = [
         (
             "once_dedup_index_ids",
             "Message ids the topic's index stores: live, or expired and not yet freed.",
@@ -116,6 +116,11 @@ pub fn render(broker: &Broker) -> String {
             |stats| stats.memory_budget_bytes,
         ),
         ("once_dedup_index_disk_ids", "Message ids stored in chunks on disk.", |stats| stats.disk_ids),
+        (
+            "once_dedup_index_disk_chunk_bytes",
+            "RAM held by the chunks on disk (filters and fences), part of once_dedup_index_bytes.",
+            |stats| stats.disk_chunk_bytes,
+        ),
         ("once_dedup_index_disk_chunks", "Sealed chunks on disk (their filters stay in RAM).", |stats| {
             stats.disk_chunks
         }),

@@ -343,12 +343,13 @@ fn main() {
 fn print_index(broker: &Broker) {
     let stored = broker.metric("once_dedup_index_ids").max(1);
     let bytes = broker.metric("once_dedup_index_bytes");
+    let disk_ids = broker.metric("once_dedup_index_disk_ids");
     println!(
-        "  index: {stored} ids, {} on disk in {} chunk files, {:.1} MB in RAM = {:.2} bytes per id (budget {} bytes)",
-        broker.metric("once_dedup_index_disk_ids"),
+        "  index: {stored} ids, {disk_ids} on disk in {} chunk files, {:.1} MB in RAM = {:.2} bytes per id (budget {} bytes); chunks on disk hold {:.2} bytes of RAM per id on disk",
         broker.metric("once_dedup_index_disk_chunks"),
         bytes as f64 / 1e6,
         bytes as f64 / stored as f64,
         broker.metric("once_dedup_index_memory_budget_bytes"),
+        broker.metric("once_dedup_index_disk_chunk_bytes") as f64 / disk_ids.max(1) as f64,
     );
 }

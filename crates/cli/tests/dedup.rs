@@ -457,7 +457,10 @@ fn gauge(scrape: &str, name: &str, topic: &str) -> Option<u64> {
 
 /// Scrapes the index's resident bytes every 50 ms until told to stop; returns the largest seen and
 /// how many scrapes answered.
-fn watch_index_bytes(port: u16, topic: &'static str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<(u64, u64)>) {
+fn watch_index_bytes(
+    port: u16,
+    topic: &'static str,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<(u64, u64)>) {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let watcher = std::thread::spawn(move || {
         let (mut largest, mut scrapes) = (0, 0);
@@ -528,7 +531,9 @@ fn ids_beyond_the_memory_budget_through_a_kill_9_are_stored_once_in_bounded_memo
     let stored = gauge(&scrape, "once_dedup_index_ids", "big").expect("ids gauge");
     let on_disk = gauge(&scrape, "once_dedup_index_disk_ids", "big").expect("disk ids gauge");
     let bytes = gauge(&scrape, "once_dedup_index_bytes", "big").expect("bytes gauge");
-    println!("index: {stored} ids, {on_disk} on disk, {bytes} bytes now, at most {largest} bytes over {scrapes} scrapes");
+    println!(
+        "index: {stored} ids, {on_disk} on disk, {bytes} bytes now, at most {largest} bytes over {scrapes} scrapes"
+    );
     assert_eq!(stored, IDS as u64, "every id stored once in the index");
     assert!(on_disk >= stored * 2 / 3, "{on_disk} of {stored} ids on disk");
     assert!(scrapes > 20, "the index was watched ({scrapes} scrapes)");

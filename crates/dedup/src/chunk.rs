@@ -520,7 +520,10 @@ mod tests {
         let false_positives = (100_000..300_000).filter(|index| chunk.filter.may_contain(id(*index).to_u128())).count();
         let rate = false_positives as f64 / 200_000.0;
         assert!(rate < 0.025, "false positive rate {rate}");
-        assert!((100_000..300_000).all(|index| chunk.get(&id(index)).expect("resident").is_none()), "and a false positive finds nothing");
+        assert!(
+            (100_000..300_000).all(|index| chunk.get(&id(index)).expect("resident").is_none()),
+            "and a false positive finds nothing"
+        );
     }
 
     #[test]

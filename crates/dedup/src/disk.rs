@@ -243,7 +243,9 @@ fn add_to_spans(spans: &mut Vec<PartitionSpan>, location: Location) {
             span.max_offset = span.max_offset.max(offset);
             span.count += 1;
         }
-        Err(index) => spans.insert(index, PartitionSpan { partition, base_offset: offset, max_offset: offset, count: 1 }),
+        Err(index) => {
+            spans.insert(index, PartitionSpan { partition, base_offset: offset, max_offset: offset, count: 1 })
+        }
     }
 }
 

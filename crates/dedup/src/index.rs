@@ -438,7 +438,10 @@ impl DedupIndex {
         stats.chunks_dropped = before - self.sealed.len();
         self.retire(retired);
 
-        let target = merge_target(self.stored_ids(), self.chunk_bits_min);
+        // With a memory budget, chunks merged in RAM stay well within it (about half of it at 32 bytes
+        // per id): a bigger one would only be spilled, and merging is cheaper on disk, outside the lock.
+        let resident_max = self.disk.as_ref().map_or(usize::MAX, |disk| disk.memory_bytes / 64);
+        let target = merge_target(self.stored_ids(), self.chunk_bits_min).min(resident_max);
         let mut index = 0;
         while index < self.sealed.len() {
             let chunk = &self.sealed[index];

@@ -233,13 +233,28 @@ fn merging_keeps_the_chunk_count_near_its_target() {
 /// One step of the model-based test.
 #[derive(Clone, Debug)]
 enum Step {
-    Reserve { partition: i32, ids: Vec<Option<u8>>, producer: Option<i64> },
+    Reserve {
+        partition: i32,
+        ids: Vec<Option<u8>>,
+        producer: Option<i64>,
+    },
     Confirm(usize),
     Release(usize),
-    EndTransaction { partition: i32, producer: i64, commit: bool },
-    LogStart { partition: i32, advance: i64 },
-    Expire { budget: usize },
-    Tick { ms: i64 },
+    EndTransaction {
+        partition: i32,
+        producer: i64,
+        commit: bool,
+    },
+    LogStart {
+        partition: i32,
+        advance: i64,
+    },
+    Expire {
+        budget: usize,
+    },
+    Tick {
+        ms: i64,
+    },
     /// Picks and runs a step of disk work, to be installed by a later `DiskFinish` (other steps
     /// change the index in between, as writers do while the I/O runs outside the lock).
     DiskStart,

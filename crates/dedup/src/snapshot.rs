@@ -204,28 +204,26 @@ impl SnapshotView {
         // Sealed chunks oldest first, then the active chunk: load keeps the grouping by time.
         buffer.extend_from_slice(&(self.sealed.len() as u32 + 1).to_be_bytes());
         // A chunk on disk is referred to by its file id; any other is written entry by entry.
-        let mut write_chunk = |file_id: Option<u64>,
-                               len: usize,
-                               entries: &mut dyn Iterator<Item = Entry>|
-         -> std::io::Result<()> {
-            stats.entries += len;
-            if let Some(file_id) = file_id {
-                buffer.push(CHUNK_FILE);
-                buffer.extend_from_slice(&file_id.to_be_bytes());
-                buffer.extend_from_slice(&(len as u32).to_be_bytes());
-                return Ok(());
-            }
-            buffer.push(CHUNK_IN_SNAPSHOT);
-            buffer.extend_from_slice(&(len as u32).to_be_bytes());
-            for entry in entries {
-                put_entry(&mut buffer, &entry);
-                if buffer.len() >= 1 << 16 {
-                    out.write_all(&buffer)?;
-                    buffer.clear();
+        let mut write_chunk =
+            |file_id: Option<u64>, len: usize, entries: &mut dyn Iterator<Item = Entry>| -> std::io::Result<()> {
+                stats.entries += len;
+                if let Some(file_id) = file_id {
+                    buffer.push(CHUNK_FILE);
+                    buffer.extend_from_slice(&file_id.to_be_bytes());
+                    buffer.extend_from_slice(&(len as u32).to_be_bytes());
+                    return Ok(());
                 }
-            }
-            Ok(())
-        };
+                buffer.push(CHUNK_IN_SNAPSHOT);
+                buffer.extend_from_slice(&(len as u32).to_be_bytes());
+                for entry in entries {
+                    put_entry(&mut buffer, &entry);
+                    if buffer.len() >= 1 << 16 {
+                        out.write_all(&buffer)?;
+                        buffer.clear();
+                    }
+                }
+                Ok(())
+            };
         for chunk in &self.sealed {
             let file_id = chunk.disk().map(|disk| disk.file_id);
             let mut entries = chunk

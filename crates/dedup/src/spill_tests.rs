@@ -56,6 +56,19 @@ fn chunk_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
+fn a_chunk_on_disk_keeps_under_1_5_bytes_of_ram_per_id() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 17);
+    index.use_disk(directory.path().join("chunks"), 0).expect("use disk");
+    store(&mut index, 0..300_000);
+    assert!(index.disk_ids() >= 200_000, "{} ids on disk", index.disk_ids());
+    let per_id = index.disk_chunk_bytes() as f64 / index.disk_ids() as f64;
+    assert!(per_id <= 1.5, "{per_id:.2} bytes of RAM per id on disk");
+    assert!(per_id >= 1.25, "{per_id:.2} bytes per id: the filter alone takes 1.25, the account is wrong");
+    assert_answers(&index, 300_000);
+}
+
+#[test]
 fn a_snapshot_refers_to_chunk_files_and_loads_them() {
     let directory = tempfile::tempdir().expect("tempdir");
     let (mut index, snapshot) = spilled(directory.path());

@@ -42,7 +42,8 @@ use crate::producer_state::LoggedBatch;
 use crate::replay;
 
 /// A snapshot is due once this many ids changed since the last one (and at least a quarter of the
-/// stored ids), so a restart replays a bounded tail while a large index is not rewritten often.
+/// ids it writes: the resident ones), so a restart replays a bounded tail while a large index is not
+/// rewritten often.
 const SNAPSHOT_CHANGES_MIN: u64 = 100_000;
 /// A snapshot is also due this long after the last one if anything changed.
 const SNAPSHOT_INTERVAL_MAX: Duration = Duration::from_secs(600);
@@ -99,6 +100,8 @@ pub struct DedupStats {
     pub disk_chunks: u64,
     /// Ids stored in chunks on disk.
     pub disk_ids: u64,
+    /// Bytes of RAM the chunks on disk hold (their filters and fences), part of `index_bytes`.
+    pub disk_chunk_bytes: u64,
     /// The memory budget past which sealed chunks move to disk (0 if the index cannot use the disk).
     pub memory_budget_bytes: u64,
 }
@@ -410,8 +413,9 @@ impl TopicDedup {
         let (view, changes) = {
             let mut state = self.lock();
             let changes = state.changes_since_snapshot;
-            let stored = state.index.stored_ids() as u64;
-            let due = changes >= SNAPSHOT_CHANGES_MIN.max(stored / 4)
+            // Chunks on disk are referred to, not written: only the resident ids make a snapshot big.
+            let written = (state.index.stored_ids() - state.index.disk_ids()) as u64;
+            let due = changes >= SNAPSHOT_CHANGES_MIN.max(written / 4)
                 || (changes > 0 && state.last_snapshot.elapsed() >= SNAPSHOT_INTERVAL_MAX);
             if state.closed || !(always || due) {
                 return Ok(None);
@@ -452,6 +456,7 @@ impl TopicDedup {
             sealed_chunks: state.index.sealed_chunks() as u64,
             disk_chunks: state.index.disk_chunks() as u64,
             disk_ids: state.index.disk_ids() as u64,
+            disk_chunk_bytes: state.index.disk_chunk_bytes() as u64,
             memory_budget_bytes: state.index.memory_budget().unwrap_or(0) as u64,
         }
     }
