@@ -169,7 +169,7 @@ impl TopicDedup {
                 (DedupIndex::new(config), false)
             }
         };
-        let index = with_disk(topic, index, &snapshot_path, memory_bytes);
+        let index = with_disk(topic, index, from_snapshot, &snapshot_path, memory_bytes);
         let (last_snapshot, load_time) = (Instant::now(), started.elapsed());
         let state = State {
             index,
@@ -320,7 +320,8 @@ impl TopicDedup {
                 // Only if a disk lied about an fsync: the snapshot covers records recovery did not keep.
                 tracing::warn!(topic = %self.topic, partition, "dedup snapshot covers offsets beyond the recovered log; rebuilding from the logs");
                 let config = state.index.config();
-                state.index = with_disk(&self.topic, DedupIndex::new(config), &self.snapshot_path, self.memory_bytes);
+                let empty = DedupIndex::new(config);
+                state.index = with_disk(&self.topic, empty, false, &self.snapshot_path, self.memory_bytes);
                 state.from_snapshot = false;
                 stats.from_snapshot = false;
             }
@@ -463,11 +464,22 @@ impl TopicDedup {
 }
 
 /// The index with its chunk files in `dedup-chunks/` beside the snapshot, files it does not refer
-/// to deleted (written after the last snapshot, or retired before it). If the directory cannot be
-/// used, the index stays in RAM (and within `MAX_IDS_DEFAULT`), which is logged.
-fn with_disk(topic: &str, mut index: DedupIndex, snapshot_path: &std::path::Path, memory_bytes: usize) -> DedupIndex {
+/// to deleted (written after the last snapshot, or retired before it). An index that was not loaded
+/// from the snapshot starts empty: then the snapshot file, which cannot be trusted, is deleted first,
+/// so that it can never be loaded with chunk files written after it under the names it refers to.
+/// If the directory cannot be used, the index stays in RAM (and within `MAX_IDS_DEFAULT`), which is
+/// logged.
+fn with_disk(
+    topic: &str,
+    mut index: DedupIndex,
+    loaded: bool,
+    snapshot_path: &std::path::Path,
+    memory_bytes: usize,
+) -> DedupIndex {
     let dir = chunk_dir(snapshot_path);
-    let used = index.use_disk(dir, memory_bytes).and_then(|()| index.remove_orphan_chunk_files());
+    let discarded = if loaded { Ok(()) } else { remove_snapshot(snapshot_path) };
+    let used =
+        discarded.and_then(|()| index.use_disk(dir, memory_bytes)).and_then(|()| index.remove_orphan_chunk_files());
     match used {
         Ok(removed) if removed > 0 => tracing::info!(topic, removed, "removed dedup chunk files no snapshot refers to"),
         Ok(_) => {}
@@ -478,6 +490,21 @@ fn with_disk(topic: &str, mut index: DedupIndex, snapshot_path: &std::path::Path
         }
     }
     index
+}
+
+/// Deletes a snapshot file that cannot be trusted, durably (the directory is fsynced).
+fn remove_snapshot(snapshot_path: &std::path::Path) -> Result<(), DedupError> {
+    match std::fs::remove_file(snapshot_path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => {
+            return Err(DedupError::Io { context: format!("removing {}", snapshot_path.display()), source: error })
+        }
+    }
+    let dir = snapshot_path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|error| DedupError::Io { context: format!("fsyncing {}", dir.display()), source: error })
 }
 
 /// Every `MERGE_EVERY_IDS` changes, merges chunks with a budget proportional to them (live and in
