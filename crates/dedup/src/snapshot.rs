@@ -322,6 +322,17 @@ impl DedupIndex {
     }
 }
 
+/// Deletes a snapshot file that cannot be trusted, durably (its directory is fsynced); a missing
+/// file is no error. An index that starts empty calls it before writing any chunk file, so that the
+/// old snapshot can never be loaded with files written after it under the names it refers to.
+pub fn remove_snapshot(path: &Path) -> Result<(), DedupError> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_parent(path),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(DedupError::io(format!("removing {}", path.display()), error)),
+    }
+}
+
 fn corrupt(reason: String) -> DedupError {
     DedupError::SnapshotCorrupt(reason)
 }

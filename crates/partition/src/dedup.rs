@@ -477,7 +477,7 @@ fn with_disk(
     memory_bytes: usize,
 ) -> DedupIndex {
     let dir = chunk_dir(snapshot_path);
-    let discarded = if loaded { Ok(()) } else { remove_snapshot(snapshot_path) };
+    let discarded = if loaded { Ok(()) } else { once_dedup::remove_snapshot(snapshot_path) };
     let used =
         discarded.and_then(|()| index.use_disk(dir, memory_bytes)).and_then(|()| index.remove_orphan_chunk_files());
     match used {
@@ -490,21 +490,6 @@ fn with_disk(
         }
     }
     index
-}
-
-/// Deletes a snapshot file that cannot be trusted, durably (the directory is fsynced).
-fn remove_snapshot(snapshot_path: &std::path::Path) -> Result<(), DedupError> {
-    match std::fs::remove_file(snapshot_path) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => {
-            return Err(DedupError::Io { context: format!("removing {}", snapshot_path.display()), source: error })
-        }
-    }
-    let dir = snapshot_path.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|error| DedupError::Io { context: format!("fsyncing {}", dir.display()), source: error })
 }
 
 /// Every `MERGE_EVERY_IDS` changes, merges chunks with a budget proportional to them (live and in
