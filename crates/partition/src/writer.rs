@@ -439,6 +439,11 @@ fn answer_round(shared: &Shared, mut staged: Vec<Staged>, synced: Result<(u64, O
                 );
                 let _ = reply.send(Ok(appended));
             }
+            if let Some(dedup) = &shared.dedup {
+                // After the answers: the writer that grew the index past its budget moves chunks to
+                // disk before its next round (the file I/O without the index's lock).
+                dedup.spill_if_over_budget();
+            }
         }
         Err(error) => {
             tracing::error!(partition = %shared.id, %error, "sync failed; partition latched");
