@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::{json, Value};
 
+use crate::producer_process::ProducerEnd;
 use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts};
 use crate::txn_checker::{uncommitted_reads, TxnAnomaly, TXN_CLASSES};
 use crate::txn_history::{CopierEnd, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
@@ -57,6 +58,11 @@ impl TxnOutcome<'_> {
         }
     }
 
+    /// Input producer processes killed by `client-kill`.
+    fn producer_kills(&self) -> usize {
+        self.history.producers.iter().filter(|run| run.end == ProducerEnd::Killed).count()
+    }
+
     fn polled(&self, consumer: u16) -> usize {
         self.history.polls.iter().filter(|poll| poll.consumer == consumer).count()
     }
@@ -71,6 +77,7 @@ impl TxnOutcome<'_> {
             faults.insert("client_kill".into(), copiers.killed.into());
             faults.insert("client_pause".into(), copiers.paused.into());
             faults.insert("fenced_zombie".into(), copiers.fenced.into());
+            faults.insert("producer_kill".into(), self.producer_kills().into());
             faults
         };
         json!({
@@ -105,6 +112,8 @@ impl TxnOutcome<'_> {
                 "final_copy_finished": self.final_copy_finished,
             },
             "copier_runs": history.copiers,
+            "producers": { "started": history.producers.len(), "killed": self.producer_kills() },
+            "producer_runs": history.producers,
             "concurrent_copiers": history.concurrent_copiers,
             "faults": fault_map,
             "fault_events": history.faults,
@@ -156,6 +165,12 @@ impl TxnOutcome<'_> {
             copiers.fenced,
             copiers.other_exits,
             if self.final_copy_finished { "finished" } else { "DID NOT FINISH" }
+        );
+        let _ = writeln!(
+            out,
+            "  producers   {} input producer processes, {} killed",
+            history.producers.len(),
+            self.producer_kills()
         );
         let _ = writeln!(out, "  faults      {}", faults.summary());
         anomaly_table(&mut out, &TXN_CLASSES, &self.counts(), 22, self.seed);

@@ -30,6 +30,7 @@ fn copiers_killed_and_paused_under_proxy_faults_and_kill_9_copy_exactly_once() {
     );
     assert!(count(&report, "/faults/reset") >= 1, "seed {seed}: connections were reset");
     assert!(count(&report, "/faults/client_kill") >= 1, "seed {seed}: copiers were killed");
+    assert!(count(&report, "/faults/producer_kill") >= 1, "seed {seed}: input producers were killed mid-send");
     assert!(count(&report, "/faults/client_pause") >= 1, "seed {seed}: copiers were paused");
     assert!(count(&report, "/faults/fenced_zombie") >= 1, "seed {seed}: a resumed zombie exited fenced");
     assert!(count(&report, "/uncommitted_reads") > 0, "seed {seed}: aborted records existed to be hidden");
