@@ -16,15 +16,18 @@ fn args(data: &Path, duration: u64, seed: u64) -> CheckArgs {
     args
 }
 
+/// Seed 83's schedule in 7 s: a power loss, a broker pause, a kill -9, proxy fault windows, and
+/// producer processes killed every 1–3 s.
 #[test]
 fn resends_from_fresh_producers_killed_under_proxy_faults_and_kill_9_are_stored_once() {
-    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 3);
-    let passed = once_check::run(args(temp.path(), 8, seed)).expect("the check runs");
+    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 83);
+    let passed = once_check::run(args(temp.path(), 7, seed)).expect("the check runs");
     let report = report(temp.path());
     assert!(passed, "seed {seed}: anomalies {}", report["anomaly_details"]);
     assert_eq!(report["dedup_source"], "header:once-check-id", "seed {seed}");
     assert!(count(&report, "/acked") > 1000, "seed {seed}: too few acknowledged sends");
     assert!(count(&report, "/faults/kill") >= 1, "seed {seed}: the broker was killed with SIGKILL");
+    assert!(count(&report, "/faults/power_loss") >= 1, "seed {seed}: the power was cut");
     assert!(count(&report, "/faults/reset") >= 1, "seed {seed}: connections were reset");
     assert!(count(&report, "/faults/client_kill") >= 1, "seed {seed}: producers were killed mid-send");
     assert!(count(&report, "/resends/of_acked") > 100, "seed {seed}: acknowledged ids were resent");
@@ -40,7 +43,7 @@ fn resends_from_fresh_producers_killed_under_proxy_faults_and_kill_9_are_stored_
 #[test]
 fn resends_to_a_topic_that_does_not_deduplicate_are_caught_as_duplicates() {
     let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 4);
-    let mut args = args(temp.path(), 4, seed);
+    let mut args = args(temp.path(), 3, seed);
     args.faults = vec![Fault::ClientKill];
     args.dedup_source = DedupSource::None;
     let passed = once_check::run(args).expect("the check runs");
