@@ -2,15 +2,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
-use std::path::Path;
 
-use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::dedup_checker::{resends, DedupAnomaly, DedupHistory, DEDUP_CLASSES};
 use crate::history::Send;
-use crate::producer_process::{ProducerEnd, ProducerRun};
-use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts};
+use crate::producer_process::producer_counts;
+use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};
 
 /// Everything a `dedup` report says, gathered once.
 pub struct DedupOutcome<'a> {
@@ -37,17 +35,6 @@ fn id_counts(history: &DedupHistory) -> (usize, usize, usize) {
     )
 }
 
-/// Producer processes: started, killed, exited by themselves, stopped by the checker.
-fn producer_counts(producers: &[ProducerRun]) -> (usize, usize, usize, usize) {
-    let count = |wanted: fn(&ProducerEnd) -> bool| producers.iter().filter(|run| wanted(&run.end)).count();
-    (
-        producers.len(),
-        count(|end| *end == ProducerEnd::Killed),
-        count(|end| matches!(end, ProducerEnd::Exited { .. })),
-        count(|end| *end == ProducerEnd::Stopped),
-    )
-}
-
 impl DedupOutcome<'_> {
     fn counts(&self) -> BTreeMap<&'static str, usize> {
         class_counts(&DEDUP_CLASSES, self.anomalies.iter().map(DedupAnomaly::class))
@@ -61,9 +48,10 @@ impl DedupOutcome<'_> {
             |(known, unknown), offset| if offset >= 0 { (known + 1, unknown) } else { (known, unknown + 1) },
         )
     }
+}
 
-    /// The JSON report.
-    pub fn json(&self) -> Value {
+impl Summary for DedupOutcome<'_> {
+    fn json(&self) -> Value {
         let history = self.history;
         let (acked, failed, unknown) = send_counts(&history.sends);
         let (ids_sent, ids_acked, ids_stored) = id_counts(history);
@@ -100,14 +88,7 @@ impl DedupOutcome<'_> {
         })
     }
 
-    /// Writes the JSON report to `path`.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(&self.json())?;
-        std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
-    }
-
-    /// The summary table.
-    pub fn table(&self) -> String {
+    fn table(&self) -> String {
         let history = self.history;
         let (acked, failed, unknown) = send_counts(&history.sends);
         let (ids_sent, ids_acked, ids_stored) = id_counts(history);

@@ -317,11 +317,15 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// `--report`: the HTML timeline.
-    fn write_html(&self, report: &serde_json::Value, sends: &[Send]) -> anyhow::Result<()> {
+    /// The summary table on stdout, `--json` and `--report` (the HTML timeline of `sends`).
+    fn publish(&self, outcome: &impl report::Summary, sends: &[Send]) -> anyhow::Result<()> {
+        print!("{}", outcome.table());
+        if let Some(path) = &self.args.json {
+            outcome.write_json(path)?;
+        }
         let Some(path) = &self.args.report else { return Ok(()) };
         let acked = sends.iter().filter(|send| send.acked_offset().is_some()).map(|send| send.done_ms);
-        html::write(path, report, &html::per_second(acked))?;
+        html::write(path, &outcome.json(), &html::per_second(acked))?;
         eprintln!("once check: HTML report in {}", path.display());
         Ok(())
     }
@@ -381,11 +385,7 @@ impl Run<'_> {
             final_read_complete,
             faults: set_up.fault_counts(&self.stats),
         };
-        print!("{}", outcome.table());
-        if let Some(path) = &self.args.json {
-            outcome.write_json(path)?;
-        }
-        self.write_html(&outcome.json(), &history.sends)?;
+        self.publish(&outcome, &history.sends)?;
         Ok(anomalies.is_empty())
     }
 
@@ -437,11 +437,7 @@ impl Run<'_> {
                 .as_ref()
                 .map_or(0, |proxy| proxy.counters.crashed_client_cutoffs.load(Ordering::Relaxed)),
         };
-        print!("{}", outcome.table());
-        if let Some(path) = &self.args.json {
-            outcome.write_json(path)?;
-        }
-        self.write_html(&outcome.json(), &history.sends)?;
+        self.publish(&outcome, &history.sends)?;
         Ok(anomalies.is_empty())
     }
 
@@ -506,11 +502,7 @@ impl Run<'_> {
             final_copy_finished: recorded.final_copy_finished,
             faults: set_up.fault_counts(&self.stats),
         };
-        print!("{}", outcome.table());
-        if let Some(path) = &self.args.json {
-            outcome.write_json(path)?;
-        }
-        self.write_html(&outcome.json(), &history.sends)?;
+        self.publish(&outcome, &history.sends)?;
         Ok(anomalies.is_empty())
     }
 
@@ -576,11 +568,7 @@ impl Run<'_> {
             anomalies: &anomalies,
             faults: set_up.fault_counts(&self.stats),
         };
-        print!("{}", outcome.table());
-        if let Some(path) = &self.args.json {
-            outcome.write_json(path)?;
-        }
-        self.write_html(&outcome.json(), &history.sends)?;
+        self.publish(&outcome, &history.sends)?;
         Ok(anomalies.is_empty())
     }
 

@@ -155,6 +155,17 @@ pub struct ProducerRun {
     pub sends: u64,
 }
 
+/// Producer processes: started, killed, exited by themselves, stopped by the checker.
+pub(crate) fn producer_counts(producers: &[ProducerRun]) -> (usize, usize, usize, usize) {
+    let count = |wanted: fn(&ProducerEnd) -> bool| producers.iter().filter(|run| wanted(&run.end)).count();
+    (
+        producers.len(),
+        count(|end| *end == ProducerEnd::Killed),
+        count(|end| matches!(end, ProducerEnd::Exited { .. })),
+        count(|end| *end == ProducerEnd::Stopped),
+    )
+}
+
 /// What the pool needs to know.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {

@@ -2,13 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::Path;
 
-use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::producer_process::ProducerEnd;
-use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts};
+use crate::producer_process::producer_counts;
+use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};
 use crate::txn_checker::{uncommitted_reads, TxnAnomaly, TXN_CLASSES};
 use crate::txn_history::{CopierEnd, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
 
@@ -60,15 +58,16 @@ impl TxnOutcome<'_> {
 
     /// Input producer processes killed by `client-kill`.
     fn producer_kills(&self) -> usize {
-        self.history.producers.iter().filter(|run| run.end == ProducerEnd::Killed).count()
+        producer_counts(&self.history.producers).1
     }
 
     fn polled(&self, consumer: u16) -> usize {
         self.history.polls.iter().filter(|poll| poll.consumer == consumer).count()
     }
+}
 
-    /// The JSON report.
-    pub fn json(&self) -> Value {
+impl Summary for TxnOutcome<'_> {
+    fn json(&self) -> Value {
         let history = self.history;
         let (acked, failed, unknown) = send_counts(&history.sends);
         let (copiers, faults) = (self.copiers(), &self.faults);
@@ -122,14 +121,7 @@ impl TxnOutcome<'_> {
         })
     }
 
-    /// Writes the JSON report to `path`.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(&self.json())?;
-        std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
-    }
-
-    /// The summary table.
-    pub fn table(&self) -> String {
+    fn table(&self) -> String {
         let history = self.history;
         let (acked, failed, unknown) = send_counts(&history.sends);
         let (copiers, faults) = (self.copiers(), &self.faults);
