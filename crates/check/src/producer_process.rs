@@ -39,6 +39,9 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(40);
 const KILL_INTERVAL_MS: (u64, u64) = (1000, 3000);
 /// Seed stream of the producer-kill schedule, apart from the broker, proxy and copier schedules.
 const KILL_STREAM: u64 = 4_000;
+/// A producer process's `message.timeout.ms`, one drawn per process: short ones make sends fail while
+/// the broker is down or paused (failed sends are resent too), the long one rides faults out.
+const MESSAGE_TIMEOUTS_MS: [u64; 3] = [1_500, 4_000, 30_000];
 /// Seed stream of the feeder's decisions (ids, partitions, batching).
 const FEED_STREAM: u64 = 5_000;
 
@@ -56,6 +59,9 @@ pub struct ProducerArgs {
     pub linger_ms: u64,
     #[arg(long, default_value_t = 10_000)]
     pub batch_messages: u64,
+    /// librdkafka's `message.timeout.ms`: a send not acknowledged by then fails.
+    #[arg(long, default_value_t = 30_000)]
+    pub message_timeout_ms: u64,
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub idempotence: bool,
 }
@@ -87,7 +93,7 @@ pub fn run_producer(args: ProducerArgs) -> anyhow::Result<()> {
         .set("acks", "all")
         .set("linger.ms", args.linger_ms.to_string())
         .set("batch.num.messages", args.batch_messages.to_string())
-        .set("message.timeout.ms", "30000")
+        .set("message.timeout.ms", args.message_timeout_ms.to_string())
         .set("request.timeout.ms", "5000")
         .create_with_context(reporter)
         .context("creating the producer")?;
@@ -149,6 +155,7 @@ pub struct ProducerRun {
     pub pid: u32,
     pub linger_ms: u64,
     pub batch_messages: u64,
+    pub message_timeout_ms: u64,
     pub started_ms: TimeMs,
     pub ended_ms: Option<TimeMs>,
     pub end: ProducerEnd,
@@ -228,10 +235,13 @@ impl PoolState {
     fn spawn(&mut self) -> anyhow::Result<Process> {
         let number = u32::try_from(self.runs.len()).context("too many producer processes")?;
         let (linger_ms, batch_messages) = (self.rng.between(0, 50), self.rng.between(1, 200));
+        let message_timeout_ms =
+            MESSAGE_TIMEOUTS_MS[self.rng.between(0, MESSAGE_TIMEOUTS_MS.len() as u64 - 1) as usize];
         let sends_left = self.rng.between(self.settings.sends_per_producer.0, self.settings.sends_per_producer.1);
         let settings = &self.settings;
         let mut command = format!(
-            "exec {} --bootstrap {} --topic {} --linger-ms {linger_ms} --batch-messages {batch_messages} --idempotence {}",
+            "exec {} --bootstrap {} --topic {} --linger-ms {linger_ms} --batch-messages {batch_messages} \
+             --message-timeout-ms {message_timeout_ms} --idempotence {}",
             settings.command, settings.bootstrap, settings.topic, settings.idempotence
         );
         if let Some(header) = &settings.id_header {
@@ -255,6 +265,7 @@ impl PoolState {
             pid: child.id(),
             linger_ms,
             batch_messages,
+            message_timeout_ms,
             started_ms: elapsed_ms(self.start),
             ended_ms: None,
             end: ProducerEnd::Running,
