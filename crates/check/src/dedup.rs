@@ -152,3 +152,47 @@ fn final_resends(sends: &[Send], partitions: i32, seed: u64) -> Vec<(Value, i32)
     }
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(id: Value, outcome: SendOutcome) -> Send {
+        Send { producer: 0, index: 0, value: id, partition: 0, outcome, sent_ms: 0, done_ms: 0 }
+    }
+
+    #[test]
+    fn the_final_resends_cover_every_unacknowledged_id_and_replay_from_the_seed() {
+        let mut sends: Vec<Send> = (1..=1000).map(|id| send(id, SendOutcome::Acked { offset: id as i64 })).collect();
+        sends.push(send(2000, SendOutcome::Unknown));
+        sends.push(send(2001, SendOutcome::Failed { error: "timed out".into() }));
+        // Acknowledged on its second send: not owed a resend.
+        sends.push(send(2002, SendOutcome::Unknown));
+        sends.push(send(2002, SendOutcome::Acked { offset: 5 }));
+        let lines = final_resends(&sends, 3, 7);
+        let ids: Vec<Value> = lines.iter().map(|(id, _)| *id).collect();
+        assert!(ids.contains(&2000) && ids.contains(&2001), "every id never acknowledged is resent");
+        assert!((50..200).contains(&lines.len()), "about a tenth of the acknowledged ids: {}", lines.len());
+        assert!(lines.iter().all(|(_, partition)| (0..3).contains(partition)));
+        assert!(ids.windows(2).any(|pair| pair[0] > pair[1]), "shuffled");
+        assert_eq!(final_resends(&sends, 3, 7), lines, "the seed fixes them");
+    }
+
+    #[test]
+    fn a_producer_resends_its_share_and_fresh_ids_count_up() {
+        let mut ids = DedupIds { last_id: 0, partitions: 4, resend_share: HashMap::new() };
+        let mut rng = Rng::new(11);
+        let mut sends = Vec::new();
+        for producer in 0..30 {
+            for _ in 0..20 {
+                let (id, partition) = ids.next(&mut rng, &sends, producer);
+                assert!((0..4).contains(&partition));
+                sends.push(send(id, SendOutcome::Unknown));
+            }
+        }
+        let distinct: std::collections::HashSet<Value> = sends.iter().map(|send| send.value).collect();
+        assert_eq!(distinct.len() as Value, ids.last_id, "fresh ids are 1, 2, 3, …");
+        assert!(distinct.len() < sends.len() * 9 / 10, "some sends are resends: {} of {}", distinct.len(), sends.len());
+        assert!(ids.resend_share.values().any(|share| *share == 0.0), "some producers send fresh ids only");
+    }
+}

@@ -48,20 +48,25 @@ const FEED_STREAM: u64 = 5_000;
 /// Flags of `once check-producer`, the checker's producer process (not for people).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProducerArgs {
+    /// The broker (the checker's proxy when there is one).
     #[arg(long)]
     pub bootstrap: String,
+    /// Where every record goes.
     #[arg(long)]
     pub topic: String,
     /// Also put the id in this header (the `dedup` workload's message id).
     #[arg(long)]
     pub id_header: Option<String>,
+    /// librdkafka's `linger.ms`.
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
+    /// librdkafka's `batch.num.messages`.
     #[arg(long, default_value_t = 10_000)]
     pub batch_messages: u64,
     /// librdkafka's `message.timeout.ms`: a send not acknowledged by then fails.
     #[arg(long, default_value_t = 30_000)]
     pub message_timeout_ms: u64,
+    /// librdkafka's `enable.idempotence`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub idempotence: bool,
 }
@@ -136,13 +141,12 @@ pub fn run_producer(args: ProducerArgs) -> anyhow::Result<()> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ProducerEnd {
+    /// Still running when the history was taken (only if the checker could not stop it).
     Running,
     /// SIGKILL by the `client-kill` fault, mid-send.
     Killed,
     /// Exited by itself after its stdin closed (retired, or the end of the run).
-    Exited {
-        code: Option<i32>,
-    },
+    Exited { code: Option<i32> },
     /// SIGKILL by the checker because it did not exit in time after its stdin closed.
     Stopped,
 }
@@ -189,7 +193,8 @@ pub struct PoolSettings {
     /// A process retires after this many sends (a uniform draw per process).
     pub sends_per_producer: (u64, u64),
     pub seed: u64,
-    /// Where each process's stderr goes: `once-check-producer-SEED-NUMBER.log`.
+    /// Where the processes' stderr goes, all appended to one file: `once-check-producers-SEED.log`
+    /// (hundreds of processes start in a long run).
     pub log_dir: PathBuf,
 }
 
@@ -247,8 +252,12 @@ impl PoolState {
         if let Some(header) = &settings.id_header {
             command.push_str(&format!(" --id-header {header}"));
         }
-        let log = settings.log_dir.join(format!("once-check-producer-{}-{number}.log", settings.seed));
-        let log = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let log = settings.log_dir.join(format!("once-check-producers-{}.log", settings.seed));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(&command)
