@@ -36,9 +36,9 @@ fn queue_under_proxy_faults_and_kill_9_has_no_anomaly() {
 /// The same power losses against a broker that acknowledges before fsync: lost writes are reported.
 #[test]
 fn a_broker_acknowledging_before_fsync_is_caught_by_power_loss() {
-    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 19);
+    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 8);
     let broker_cmd = format!("{} --unsafe-skip-fsync true", once_serve(temp.path()));
-    let mut args = args(temp.path(), broker_cmd, 5, seed);
+    let mut args = args(temp.path(), broker_cmd, 4, seed);
     args.faults = vec![Fault::PowerLoss];
     let passed = once_check::run(args).expect("the check runs");
     let report = report(temp.path());
