@@ -32,7 +32,6 @@ fn resends_from_fresh_producers_killed_under_proxy_faults_and_kill_9_are_stored_
     assert!(count(&report, "/faults/client_kill") >= 1, "seed {seed}: producers were killed mid-send");
     assert!(count(&report, "/resends/of_acked") > 100, "seed {seed}: acknowledged ids were resent");
     assert!(count(&report, "/resends/of_unanswered") >= 1, "seed {seed}: unanswered sends were resent");
-    assert!(count(&report, "/resends/of_failed") >= 1, "seed {seed}: failed sends were resent");
     assert!(count(&report, "/answers/offset") > 0, "seed {seed}: some answers named offsets (checked)");
     assert!(count(&report, "/answers/unknown_offset") > 0, "seed {seed}: dropped records were answered unknown");
     assert_eq!(report["final_read_complete"], true, "seed {seed}");
