@@ -98,7 +98,7 @@ pub fn render(broker: &Broker) -> String {
         .iter()
         .filter_map(|topic| topic.dedup().map(|dedup| (format!("topic=\"{}\"", topic.name), dedup.stats())))
         .collect();
-    let gauges: [(&str, &str, Gauge); 4] = [
+    let gauges: [(&str, &str, Gauge); 8] = [
         (
             "once_dedup_index_ids",
             "Message ids the topic's index stores: live, or expired and not yet freed.",
@@ -109,7 +109,21 @@ pub fn render(broker: &Broker) -> String {
             "Message ids reserved by writes in flight or held by open transactions.",
             |stats| stats.pending_ids,
         ),
-        ("once_dedup_index_bytes", "Heap bytes of the topic's message-id index.", |stats| stats.index_bytes),
+        ("once_dedup_index_bytes", "Heap bytes (RAM) of the topic's message-id index.", |stats| stats.index_bytes),
+        (
+            "once_dedup_index_memory_budget_bytes",
+            "RAM the index may hold before sealed chunks move to disk (--dedup-memory-bytes).",
+            |stats| stats.memory_budget_bytes,
+        ),
+        ("once_dedup_index_disk_ids", "Message ids stored in chunks on disk.", |stats| stats.disk_ids),
+        (
+            "once_dedup_index_disk_chunk_bytes",
+            "RAM held by the chunks on disk (filters and fences), part of once_dedup_index_bytes.",
+            |stats| stats.disk_chunk_bytes,
+        ),
+        ("once_dedup_index_disk_chunks", "Sealed chunks on disk (their filters stay in RAM).", |stats| {
+            stats.disk_chunks
+        }),
         ("once_dedup_index_sealed_chunks", "Sealed chunks of the index (a lookup probes each).", |stats| {
             stats.sealed_chunks
         }),

@@ -32,6 +32,8 @@ const DEDUP_UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Ids one upkeep may rewrite per index while compacting or merging chunks (about 20 ms of work;
 /// the topic's writers wait meanwhile), so freeing memory never stalls appends for long.
 const DEDUP_EXPIRE_BUDGET: usize = 1 << 18;
+/// Steps of disk work (spill, compaction or merge of chunk files, each bounded) per index per upkeep.
+const DEDUP_DISK_STEPS: usize = 4;
 /// How often the dedup counters that moved are logged.
 const DEDUP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -174,6 +176,8 @@ async fn dedup_loop(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) {
             for topic in upkeep.topics.list() {
                 let Some(dedup) = topic.dedup() else { continue };
                 let expired = dedup.expire(now_ms, DEDUP_EXPIRE_BUDGET);
+                // Spills past the budget, compactions and merges of chunk files (I/O outside the lock).
+                dedup.maintain_disk(DEDUP_DISK_STEPS);
                 if expired.entries_dropped > 0 {
                     tracing::debug!(topic = %topic.name, freed = expired.entries_dropped, rewritten = expired.entries_rewritten, "dedup ids freed");
                 }

@@ -150,6 +150,9 @@ pub struct TopicDefaults {
     pub max_message_bytes: i64,
     /// Benchmarks only: appends are acknowledged without fsync.
     pub unsafe_skip_fsync: bool,
+    /// Bytes of RAM each deduplicating topic's index may hold before its sealed chunks move to disk
+    /// (`--dedup-memory-bytes`; a broker setting, not a topic config).
+    pub dedup_memory_bytes: usize,
 }
 
 impl Default for TopicDefaults {
@@ -161,6 +164,7 @@ impl Default for TopicDefaults {
             segment_ms: 7 * 24 * 3600 * 1000,
             max_message_bytes: 1_048_588,
             unsafe_skip_fsync: false,
+            dedup_memory_bytes: once_partition::DEDUP_MEMORY_BYTES_DEFAULT,
         }
     }
 }

@@ -358,7 +358,7 @@ fn open_topic(topic_dir: &Path, file: &TopicFile, defaults: &TopicDefaults) -> R
     let source = config.dedup_source();
     let dedup = source.is_enabled().then(|| {
         let snapshot = topic_dir.join(DEDUP_SNAPSHOT_FILE);
-        Arc::new(TopicDedup::open(&file.name, source, config.dedup_window(), snapshot))
+        Arc::new(TopicDedup::open(&file.name, source, config.dedup_window(), snapshot, defaults.dedup_memory_bytes))
     });
     let partitions = (0..file.partitions)
         .map(|index| open_partition(topic_dir, &file.name, index, &config, dedup.clone()).map(Arc::new))

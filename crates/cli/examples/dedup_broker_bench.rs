@@ -7,6 +7,10 @@
 //! target/release/examples/dedup_broker_bench --once target/release/once --data-dir /tmp/once-dedup-bench
 //! ```
 //!
+//! With `--dedup-memory-bytes N` the broker keeps at most about N bytes of each index in RAM and
+//! the rest of the sealed chunks on disk: run it once with a budget below the index's size and once
+//! without (all resident) to compare.
+//!
 //! It starts its own `once serve` (with `--metrics-listen`), creates its topics, and talks to it with
 //! librdkafka idempotent producers (acks=all); records have a null key, a 100-byte value and a unique
 //! `msg-id` header. The dedup topics use `dedup.source=header:msg-id`, `dedup.window.ms=-1`.
@@ -46,6 +50,12 @@ struct Args {
     /// Producer clients, each sending an equal share.
     #[arg(long, default_value_t = 2)]
     producers: u64,
+    /// `once serve --dedup-memory-bytes` (the broker's default if not given).
+    #[arg(long)]
+    dedup_memory_bytes: Option<u64>,
+    /// Skip the throughput runs on empty topics (to keep a run short).
+    #[arg(long)]
+    skip_fresh: bool,
 }
 
 struct Broker {
@@ -55,6 +65,7 @@ struct Broker {
     metrics_port: u16,
     log: PathBuf,
     child: Option<Child>,
+    extra_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -75,6 +86,7 @@ impl Broker {
             .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.extra_args)
             .env("ONCE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -258,15 +270,23 @@ fn main() {
         metrics_port: free_port(),
         log: args.data_dir.join("broker.log"),
         child: None,
+        extra_args: args
+            .dedup_memory_bytes
+            .map(|bytes| vec!["--dedup-memory-bytes".to_string(), bytes.to_string()])
+            .unwrap_or_default(),
     };
     broker.start();
     println!(
-        "dedup_broker_bench: {} partitions, {} producers, 100-byte values, idempotent, acks=all",
-        args.partitions, args.producers
+        "dedup_broker_bench: {} partitions, {} producers, 100-byte values, idempotent, acks=all, dedup memory {}",
+        args.partitions,
+        args.producers,
+        args.dedup_memory_bytes.map_or("default".to_string(), |bytes| format!("{bytes} bytes"))
     );
 
     // Throughput with an empty index, interleaved: off, on, off, on, ... each on a fresh topic.
-    throughput(&args, &broker, "fresh", None);
+    if !args.skip_fresh {
+        throughput(&args, &broker, "fresh", None);
+    }
 
     // Memory: the resident set before and after filling one dedup topic with `ids` live ids.
     create_topic(&args, &broker, "live", true);
@@ -286,6 +306,7 @@ fn main() {
         (after.saturating_sub(before)) as f64 / args.ids as f64,
         index_bytes as f64 / stored.max(1) as f64,
     );
+    print_index(&broker);
 
     // kill -9, restart: time until the broker serves, with the snapshot the broker kept.
     broker.kill9();
@@ -293,6 +314,7 @@ fn main() {
     println!("restart after kill -9 (snapshot + log tail): serving after {:.2} s", serving.as_secs_f64());
     println!("  {}", broker.last_rebuild_line());
     println!("  resident after the restart: {:.0} MB", broker.resident_bytes() as f64 / 1e6);
+    print_index(&broker);
     // And without a snapshot: the whole log replayed.
     broker.kill9();
     let snapshot = broker.data_dir.join("topics").join("live").join("dedup.snapshot");
@@ -300,6 +322,7 @@ fn main() {
     let serving = broker.start();
     println!("restart after kill -9 without a snapshot (whole log): serving after {:.2} s", serving.as_secs_f64());
     println!("  {}", broker.last_rebuild_line());
+    print_index(&broker);
     // A clean restart for comparison: no log recovery, the snapshot covers everything.
     broker.terminate();
     let serving = broker.start();
@@ -309,5 +332,24 @@ fn main() {
     // Throughput against the full index: new ids into `live` (looked up among its ids), interleaved
     // with fresh dedup-off topics.
     throughput(&args, &broker, "loaded", Some("live"));
+    // Duplicates: the oldest ids again (on disk when the budget is below the index), all dropped.
+    let rate = produce(&broker.bootstrap(), "live", "live", args.throughput_records, args.producers);
+    println!("resending {} of the oldest ids (all duplicates): {rate:.0} records/s", args.throughput_records);
+    print_index(&broker);
     broker.kill9();
+}
+
+/// The index's own figures, from the metrics.
+fn print_index(broker: &Broker) {
+    let stored = broker.metric("once_dedup_index_ids").max(1);
+    let bytes = broker.metric("once_dedup_index_bytes");
+    let disk_ids = broker.metric("once_dedup_index_disk_ids");
+    println!(
+        "  index: {stored} ids, {disk_ids} on disk in {} chunk files, {:.1} MB in RAM = {:.2} bytes per id (budget {} bytes); chunks on disk hold {:.2} bytes of RAM per id on disk",
+        broker.metric("once_dedup_index_disk_chunks"),
+        bytes as f64 / 1e6,
+        bytes as f64 / stored as f64,
+        broker.metric("once_dedup_index_memory_budget_bytes"),
+        broker.metric("once_dedup_index_disk_chunk_bytes") as f64 / disk_ids.max(1) as f64,
+    );
 }

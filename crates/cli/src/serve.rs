@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// UNSAFE, benchmarks only: acknowledge writes without fsync; a crash or power loss loses them.
     #[arg(long, env = "ONCE_UNSAFE_SKIP_FSYNC")]
     unsafe_skip_fsync: Option<bool>,
+    /// Bytes of RAM each deduplicating topic's message-id index may hold; past it, sealed chunks
+    /// of the index move to files in the topic's directory [default: 1073741824].
+    #[arg(long, env = "ONCE_DEDUP_MEMORY_BYTES")]
+    dedup_memory_bytes: Option<usize>,
     /// Serve Prometheus metrics (GET /metrics) on HOST:PORT [default: off].
     #[arg(long, env = "ONCE_METRICS_LISTEN", value_name = "HOST:PORT")]
     metrics_listen: Option<String>,
@@ -126,6 +130,7 @@ impl ServeArgs {
             request_bytes_max,
             queued_request_bytes_max,
             unsafe_skip_fsync,
+            dedup_memory_bytes,
             metrics_listen,
             log
         );
@@ -149,6 +154,7 @@ impl ServeArgs {
                 segment_ms: self.segment_ms.unwrap_or(topic.segment_ms),
                 max_message_bytes: self.max_message_bytes.unwrap_or(topic.max_message_bytes),
                 unsafe_skip_fsync: self.unsafe_skip_fsync.unwrap_or(false),
+                dedup_memory_bytes: self.dedup_memory_bytes.unwrap_or(topic.dedup_memory_bytes),
             },
             connections_max: self.connections_max.unwrap_or(defaults.connections_max),
             request_bytes_max: self.request_bytes_max.unwrap_or(defaults.request_bytes_max),

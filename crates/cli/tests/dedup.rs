@@ -438,3 +438,106 @@ fn configs_answers_and_refusals() {
     let keys: Vec<String> = stored.iter().filter_map(|record| record.key.clone()).collect();
     assert_eq!(keys, vec!["a", "b", "c", "d"], "read in {:?}, past header-only batches", started.elapsed());
 }
+
+/// `GET /metrics`, or `None` while the broker is down.
+fn try_scrape(port: u16) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: once\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// The value of gauge `name` for topic `topic` in a scrape.
+fn gauge(scrape: &str, name: &str, topic: &str) -> Option<u64> {
+    let prefix = format!("{name}{{topic=\"{topic}\"}} ");
+    scrape.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|value| value.parse().ok())
+}
+
+/// Scrapes the index's resident bytes every 50 ms until told to stop; returns the largest seen and
+/// how many scrapes answered.
+fn watch_index_bytes(
+    port: u16,
+    topic: &'static str,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<(u64, u64)>) {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let watcher = std::thread::spawn(move || {
+        let (mut largest, mut scrapes) = (0, 0);
+        while stopped.recv_timeout(Duration::from_millis(50)).is_err() {
+            if let Some(bytes) = try_scrape(port).and_then(|scrape| gauge(&scrape, "once_dedup_index_bytes", topic)) {
+                largest = largest.max(bytes);
+                scrapes += 1;
+            }
+        }
+        (largest, scrapes)
+    });
+    (stop, watcher)
+}
+
+#[test]
+fn ids_beyond_the_memory_budget_through_a_kill_9_are_stored_once_in_bounded_memory() {
+    // 4 MiB holds about 150,000 ids in RAM; the topic gets 600,000 (17 MB at 29 bytes per id).
+    const BUDGET: u64 = 4 << 20;
+    // What the budget cannot cover: the active chunk (at most 57,344 ids at this size, a hash map of
+    // 2^16 33-byte slots: 2.2 MB), one sealed chunk waiting for its writer to spill it after the round
+    // (1.6 MB), and the filters and fences of the chunks on disk (1.4 bytes per id: 0.85 MB).
+    const SLACK: u64 = 5 << 20;
+    const IDS: usize = 600_000;
+    let metrics_port = free_port();
+    let budget = BUDGET.to_string();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let mut broker = BrokerProcess::start(&["--dedup-memory-bytes", &budget, "--metrics-listen", &metrics]);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "big", 2, &["dedup.source=header:msg-id"]);
+    let (stop, watcher) = watch_index_bytes(metrics_port, "big");
+
+    // The first 400,000 ids, with a kill -9 when about half are stored; the producer retries through it.
+    let first = producer(&bootstrap, 1_000);
+    let sender = {
+        let first = first.clone();
+        std::thread::spawn(move || {
+            for number in 0..IDS * 2 / 3 {
+                send_with_id(&first, "big", number, &format!("id-{number}"), "v");
+            }
+        })
+    };
+    eventually(Duration::from_secs(120), "200,000 records stored", || {
+        end_offsets(&bootstrap, "big", 2, Isolation::ReadUncommitted).iter().sum::<i64>() >= 200_000
+    });
+    broker.kill9();
+    let stored_at_kill: i64 = {
+        std::thread::sleep(Duration::from_millis(300));
+        broker.restart();
+        end_offsets(&bootstrap, "big", 2, Isolation::ReadUncommitted).iter().sum()
+    };
+    assert!(stored_at_kill < (IDS * 2 / 3) as i64, "the kill landed mid-stream: {stored_at_kill} offsets");
+    sender.join().expect("sender");
+    flush_all(&first, IDS * 2 / 3);
+    assert!(broker.log().contains("dedup index rebuilt"), "the restart rebuilt the index");
+
+    // Every id again, the new third included: the old ones are duplicates found on disk.
+    let second = producer(&bootstrap, 1_000);
+    for number in 0..IDS {
+        send_with_id(&second, "big", number, &format!("id-{number}"), "again");
+    }
+    flush_all(&second, IDS);
+    let scrape = try_scrape(metrics_port).expect("metrics");
+    stop.send(()).expect("stop the watcher");
+    let (largest, scrapes) = watcher.join().expect("watcher");
+
+    let records = read_to_end(&bootstrap, "big", 2, Isolation::ReadUncommitted);
+    assert_each_id_once(&records, (0..IDS).map(|number| format!("id-{number}")));
+    let stored = gauge(&scrape, "once_dedup_index_ids", "big").expect("ids gauge");
+    let on_disk = gauge(&scrape, "once_dedup_index_disk_ids", "big").expect("disk ids gauge");
+    let bytes = gauge(&scrape, "once_dedup_index_bytes", "big").expect("bytes gauge");
+    println!(
+        "index: {stored} ids, {on_disk} on disk, {bytes} bytes now, at most {largest} bytes over {scrapes} scrapes"
+    );
+    assert_eq!(stored, IDS as u64, "every id stored once in the index");
+    assert!(on_disk >= stored * 2 / 3, "{on_disk} of {stored} ids on disk");
+    assert!(scrapes > 20, "the index was watched ({scrapes} scrapes)");
+    assert!(largest <= BUDGET + SLACK, "the index held {largest} bytes, over {BUDGET} + {SLACK}");
+    assert!(bytes <= BUDGET + SLACK, "{bytes} bytes at the end");
+    assert!(largest < stored * 29 / 2, "{largest} bytes: far less than all {stored} ids in RAM");
+}

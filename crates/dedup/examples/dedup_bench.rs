@@ -83,14 +83,14 @@ fn main() {
     let mut found = 0u64;
     for number in 0..probes {
         let probe = ids[(number.wrapping_mul(2_654_435_761) % count) as usize];
-        found += u64::from(index.lookup(&probe, 0).is_some());
+        found += u64::from(index.lookup(&probe, 0).expect("lookup").is_some());
     }
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(found, probes);
     println!("lookup, hits: {}", rate(probes, seconds));
     let started = Instant::now();
     for number in 0..probes {
-        assert!(index.lookup(&id(count + number), 0).is_none());
+        assert!(index.lookup(&id(count + number), 0).expect("lookup").is_none());
     }
     let seconds = started.elapsed().as_secs_f64();
     println!("lookup, misses (hashing included): {}", rate(probes, seconds));

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::mem::size_of;
 
 use crate::config::DedupWindow;
+use crate::disk::DiskColumns;
+use crate::error::DedupError;
 use crate::id::{Id, IdHashBuilder};
 
 /// Where a stored id's record is.
@@ -128,8 +130,25 @@ pub(crate) fn hash_map_bytes(capacity: usize, slot: usize) -> usize {
     buckets * (slot + 1)
 }
 
-/// An immutable chunk: ids sorted, in columns, with a directory by the ids' top bits.
+/// An immutable chunk: ids sorted, in columns with a directory by the ids' top bits (resident) or
+/// in a file read a page at a time (on disk, `crate::disk`); either way behind a Bloom filter and
+/// with its time range and partition spans in RAM.
 pub(crate) struct SealedChunk {
+    columns: Columns,
+    /// Answers most lookups of ids the chunk does not hold without reading the columns.
+    filter: Filter,
+    partitions: Box<[PartitionSpan]>,
+    time_min_s: u32,
+    time_max_s: u32,
+}
+
+enum Columns {
+    Resident(Resident),
+    Disk(DiskColumns),
+}
+
+/// The columns of a chunk held in RAM: 26 bytes per id plus about one of directory.
+struct Resident {
     ids: Box<[u128]>,
     offset_deltas: Box<[u32]>,
     partition_slots: Box<[u16]>,
@@ -137,11 +156,6 @@ pub(crate) struct SealedChunk {
     /// `directory[b]` is the first index whose id's top `directory_bits` bits are >= b.
     directory: Box<[u32]>,
     directory_bits: u32,
-    /// Answers most lookups of ids the chunk does not hold without reading the columns.
-    filter: Filter,
-    partitions: Box<[PartitionSpan]>,
-    time_min_s: u32,
-    time_max_s: u32,
 }
 
 impl SealedChunk {
@@ -183,33 +197,56 @@ impl SealedChunk {
         assert_eq!(ids.len(), count, "the spans count every entry");
         let directory_bits = (ids.len() / ENTRIES_PER_BUCKET).max(1).ilog2();
         let directory = build_directory(&ids, directory_bits);
-        let filter = Filter::build(&ids);
+        let mut filter = Filter::with_capacity(ids.len());
+        ids.iter().for_each(|id| filter.insert(*id));
         SealedChunk {
             filter,
             time_min_s: times_s.iter().copied().min().unwrap_or(0),
             time_max_s: times_s.iter().copied().max().unwrap_or(0),
-            ids: ids.into_boxed_slice(),
-            offset_deltas: offset_deltas.into_boxed_slice(),
-            partition_slots: partition_slots.into_boxed_slice(),
-            times_s: times_s.into_boxed_slice(),
-            directory: directory.into_boxed_slice(),
-            directory_bits,
+            columns: Columns::Resident(Resident {
+                ids: ids.into_boxed_slice(),
+                offset_deltas: offset_deltas.into_boxed_slice(),
+                partition_slots: partition_slots.into_boxed_slice(),
+                times_s: times_s.into_boxed_slice(),
+                directory: directory.into_boxed_slice(),
+                directory_bits,
+            }),
             partitions: partitions.into_boxed_slice(),
         }
     }
 
-    /// The live entries of `newer` and `older` merged in id order, an id in both taken from
+    /// A chunk whose entries are in a checked file (`crate::disk::open_chunk` builds it).
+    pub(crate) fn on_disk(
+        columns: DiskColumns,
+        filter: Filter,
+        partitions: Vec<PartitionSpan>,
+        time_min_s: u32,
+        time_max_s: u32,
+    ) -> SealedChunk {
+        SealedChunk {
+            columns: Columns::Disk(columns),
+            filter,
+            partitions: partitions.into_boxed_slice(),
+            time_min_s,
+            time_max_s,
+        }
+    }
+
+    /// The live entries of two id-ordered streams merged in id order, an id in both taken from
     /// `newer`: the input of a compaction or merge, streamed so no copy of the entries is made.
-    pub(crate) fn merged_live<'a>(
-        newer: &'a SealedChunk,
-        older: Option<&'a SealedChunk>,
+    pub(crate) fn merged_live<'a, E>(
+        newer: impl Iterator<Item = Result<Entry, E>> + 'a,
+        older: impl Iterator<Item = Result<Entry, E>> + 'a,
         live: impl Fn(&Entry) -> bool + Copy + 'a,
-    ) -> impl Iterator<Item = Entry> + 'a {
-        let mut newer = newer.entries().filter(live).peekable();
-        let mut older = older.into_iter().flat_map(SealedChunk::entries).filter(live).peekable();
+    ) -> impl Iterator<Item = Result<Entry, E>> + 'a {
+        let keep = move |entry: &Result<Entry, E>| entry.as_ref().map_or(true, live);
+        let mut newer = newer.filter(keep).peekable();
+        let mut older = older.filter(keep).peekable();
         std::iter::from_fn(move || match (newer.peek(), older.peek()) {
-            (Some(a), Some(b)) if b.id < a.id => older.next(),
-            (Some(a), Some(b)) if b.id == a.id => {
+            (Some(Err(_)), _) => newer.next(),
+            (_, Some(Err(_))) => older.next(),
+            (Some(Ok(a)), Some(Ok(b))) if b.id < a.id => older.next(),
+            (Some(Ok(a)), Some(Ok(b))) if b.id == a.id => {
                 older.next();
                 newer.next()
             }
@@ -219,44 +256,49 @@ impl SealedChunk {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    fn bucket(&self, id: u128) -> usize {
-        if self.directory_bits == 0 {
-            0
-        } else {
-            (id >> (128 - self.directory_bits)) as usize
+        match &self.columns {
+            Columns::Resident(resident) => resident.ids.len(),
+            Columns::Disk(disk) => disk.len(),
         }
     }
 
-    /// The stored location and time of `id`, if this chunk holds it (live or not).
-    pub(crate) fn get(&self, id: &Id) -> Option<(Location, u32)> {
+    /// The chunk's file, if its entries are on disk.
+    pub(crate) fn disk(&self) -> Option<&DiskColumns> {
+        match &self.columns {
+            Columns::Resident(_) => None,
+            Columns::Disk(disk) => Some(disk),
+        }
+    }
+
+    /// The stored location and time of `id`, if this chunk holds it (live or not). Only a chunk
+    /// on disk can fail (a read error or a page whose checksum does not match).
+    pub(crate) fn get(&self, id: &Id) -> Result<Option<(Location, u32)>, DedupError> {
         let id = id.to_u128();
         if !self.filter.may_contain(id) {
-            return None;
+            return Ok(None);
         }
-        let bucket = self.bucket(id);
-        let start = self.directory[bucket] as usize;
-        let end = self.directory[bucket + 1] as usize;
-        // About four ids per bucket: a linear scan beats a binary search.
-        let found = self.ids[start..end].iter().position(|candidate| *candidate == id)?;
-        Some(self.entry_at(start + found))
+        match &self.columns {
+            Columns::Resident(resident) => Ok(resident.get(id).map(|index| self.entry_at(resident, index))),
+            Columns::Disk(disk) => Ok(disk.get(id)?.map(|entry| (entry.location, entry.time_s))),
+        }
     }
 
-    fn entry_at(&self, index: usize) -> (Location, u32) {
-        let span = &self.partitions[self.partition_slots[index] as usize];
+    fn entry_at(&self, resident: &Resident, index: usize) -> (Location, u32) {
+        let span = &self.partitions[resident.partition_slots[index] as usize];
         let location =
-            Location { partition: span.partition, offset: span.base_offset + i64::from(self.offset_deltas[index]) };
-        (location, self.times_s[index])
+            Location { partition: span.partition, offset: span.base_offset + i64::from(resident.offset_deltas[index]) };
+        (location, resident.times_s[index])
     }
 
-    /// Every entry, in id order.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
-        (0..self.len()).map(|index| {
-            let (location, time_s) = self.entry_at(index);
-            Entry { id: Id::from_u128(self.ids[index]), location, time_s }
-        })
+    /// Every entry, in id order (read from the file for a chunk on disk, a page at a time).
+    pub(crate) fn entries(&self) -> Box<dyn Iterator<Item = Result<Entry, DedupError>> + '_> {
+        match &self.columns {
+            Columns::Resident(resident) => Box::new((0..resident.ids.len()).map(move |index| {
+                let (location, time_s) = self.entry_at(resident, index);
+                Ok(Entry { id: Id::from_u128(resident.ids[index]), location, time_s })
+            })),
+            Columns::Disk(disk) => Box::new(disk.entries()),
+        }
     }
 
     #[cfg(test)]
@@ -291,12 +333,36 @@ impl SealedChunk {
         below_start.max(expired) as usize
     }
 
+    /// Bytes of RAM the chunk holds: everything for a resident chunk; the filter, fences and spans
+    /// (about 1.4 bytes per id) for a chunk on disk.
     pub(crate) fn approx_bytes(&self) -> usize {
+        let columns = match &self.columns {
+            Columns::Resident(resident) => {
+                resident.ids.len() * (size_of::<u128>() + size_of::<u32>() + size_of::<u16>() + size_of::<u32>())
+                    + resident.directory.len() * size_of::<u32>()
+            }
+            Columns::Disk(disk) => disk.fence_bytes() + disk.path.as_os_str().len(),
+        };
         size_of::<SealedChunk>()
-            + self.ids.len() * (size_of::<u128>() + size_of::<u32>() + size_of::<u16>() + size_of::<u32>())
-            + self.directory.len() * size_of::<u32>()
+            + columns
             + self.filter.blocks.len() * size_of::<FilterBlock>()
             + self.partitions.len() * size_of::<PartitionSpan>()
+    }
+}
+
+impl Resident {
+    fn bucket(&self, id: u128) -> usize {
+        bucket_of(id, self.directory_bits)
+    }
+
+    /// The index of `id` in the columns, if present.
+    fn get(&self, id: u128) -> Option<usize> {
+        let bucket = self.bucket(id);
+        let start = self.directory[bucket] as usize;
+        let end = self.directory[bucket + 1] as usize;
+        // About four ids per bucket: a linear scan beats a binary search.
+        let found = self.ids[start..end].iter().position(|candidate| *candidate == id)?;
+        Some(start + found)
     }
 }
 
@@ -314,21 +380,23 @@ struct FilterBlock([u64; 8]);
 /// in none; the filter turns each such probe into one cache line read (the block), where the
 /// directory and the bucket of ids would take two or three. Ids are uniform hashes, so the block
 /// comes from their low 64 bits and the six bit positions from their high 64 bits.
-struct Filter {
+pub(crate) struct Filter {
     blocks: Box<[FilterBlock]>,
 }
 
 impl Filter {
-    fn build(ids: &[u128]) -> Filter {
-        let count = (ids.len() * FILTER_BITS_PER_ID).div_ceil(512).max(1);
-        let mut blocks = vec![FilterBlock::default(); count].into_boxed_slice();
-        for id in ids {
-            let block = &mut blocks[Filter::block_of(*id, count)].0;
-            for (word, mask) in Filter::bits_of(*id) {
-                block[word] |= mask;
-            }
+    /// An empty filter sized for `count` ids.
+    pub(crate) fn with_capacity(count: usize) -> Filter {
+        let blocks = (count * FILTER_BITS_PER_ID).div_ceil(512).max(1);
+        Filter { blocks: vec![FilterBlock::default(); blocks].into_boxed_slice() }
+    }
+
+    pub(crate) fn insert(&mut self, id: u128) {
+        let count = self.blocks.len();
+        let block = &mut self.blocks[Filter::block_of(id, count)].0;
+        for (word, mask) in Filter::bits_of(id) {
+            block[word] |= mask;
         }
-        Filter { blocks }
     }
 
     /// False only if `id` was not among the ids the filter was built from.
@@ -424,12 +492,12 @@ mod tests {
             let chunk = SealedChunk::from_entries(entries.clone());
             assert_eq!(chunk.len(), count as usize);
             for expected in &entries {
-                assert_eq!(chunk.get(&expected.id), Some((expected.location, expected.time_s)));
+                assert_eq!(chunk.get(&expected.id).expect("resident"), Some((expected.location, expected.time_s)));
             }
             for absent in count..count + 100 {
-                assert_eq!(chunk.get(&Id::of(&absent.to_be_bytes())), None);
+                assert_eq!(chunk.get(&Id::of(&absent.to_be_bytes())).expect("resident"), None);
             }
-            let mut back: Vec<Entry> = chunk.entries().collect();
+            let mut back: Vec<Entry> = chunk.entries().collect::<Result<_, _>>().expect("resident");
             back.sort_unstable_by_key(|entry| entry.time_s);
             assert_eq!(back, entries);
         }
@@ -452,7 +520,10 @@ mod tests {
         let false_positives = (100_000..300_000).filter(|index| chunk.filter.may_contain(id(*index).to_u128())).count();
         let rate = false_positives as f64 / 200_000.0;
         assert!(rate < 0.025, "false positive rate {rate}");
-        assert!((100_000..300_000).all(|index| chunk.get(&id(index)).is_none()), "and a false positive finds nothing");
+        assert!(
+            (100_000..300_000).all(|index| chunk.get(&id(index)).expect("resident").is_none()),
+            "and a false positive finds nothing"
+        );
     }
 
     #[test]

@@ -70,6 +70,26 @@ pub enum DedupError {
         #[source]
         source: io::Error,
     },
+    /// A chunk file of the index whose checksum, length, order or trailer is wrong, found at start
+    /// or when a lookup read one of its pages: the file cannot be trusted.
+    #[error("corrupt dedup chunk file {path}: {reason}")]
+    ChunkCorrupt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What did not match.
+        reason: String,
+    },
+    /// The index is past its memory budget and could not move chunks to disk (a full disk, say):
+    /// new ids are refused until a spill succeeds, so memory stays bounded.
+    #[error("dedup index is over its memory budget ({resident} of {budget} bytes) and cannot spill to disk: {reason}")]
+    SpillFailed {
+        /// Bytes the index holds in RAM.
+        resident: usize,
+        /// The budget (`--dedup-memory-bytes`).
+        budget: usize,
+        /// The last spill's error.
+        reason: String,
+    },
     /// A snapshot whose checksum, length or structure is wrong.
     #[error("corrupt dedup snapshot: {0}")]
     SnapshotCorrupt(String),
@@ -85,9 +105,16 @@ pub enum DedupError {
 
 impl DedupError {
     /// True for errors after which the snapshot must be ignored and the index rebuilt from the
-    /// log: a corrupt or old-version snapshot, or one that cannot be read at all.
+    /// log: a corrupt or old-version snapshot, one that cannot be read at all, or a chunk file it refers
+    /// to that is missing, torn or corrupt.
     pub fn means_rebuild(&self) -> bool {
-        matches!(self, DedupError::SnapshotCorrupt(_) | DedupError::SnapshotVersion { .. } | DedupError::Io { .. })
+        matches!(
+            self,
+            DedupError::SnapshotCorrupt(_)
+                | DedupError::SnapshotVersion { .. }
+                | DedupError::Io { .. }
+                | DedupError::ChunkCorrupt { .. }
+        )
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> DedupError {

@@ -12,9 +12,14 @@ use crate::chunk::{
 use crate::config::DedupWindow;
 use crate::error::DedupError;
 use crate::id::{Id, IdHashBuilder};
+use crate::spill::DiskStore;
 
-/// Default bound on the ids one index stores or reserves (about 3 GB at 28 bytes per id).
+/// Default bound on the ids one index held in RAM stores or reserves (about 3 GB at 29 bytes per
+/// id).
 pub const MAX_IDS_DEFAULT: u64 = 100_000_000;
+/// Default bound for an index that moves sealed chunks to disk ([`DedupIndex::use_disk`]): at the
+/// bound, about 1.4 GB of filters and fences in RAM and 32 GB of chunk files.
+pub const MAX_IDS_ON_DISK_DEFAULT: u64 = 1_000_000_000;
 
 /// The active chunk holds about 1/32 of the stored ids (so its hash map adds about 2 bytes per
 /// id), rounded to 7/8 of a power of two (hashbrown's fullest table) between 2^16 and 2^19
@@ -154,6 +159,8 @@ pub struct DedupIndex {
     /// Smallest active chunk, as bucket bits: `CHUNK_BUCKET_BITS_MIN` except in tests, which
     /// use tiny chunks to exercise sealing, merging and compaction.
     pub(crate) chunk_bits_min: u32,
+    /// Where sealed chunks go when the memory budget is exceeded; `None`: all stay in RAM.
+    pub(crate) disk: Option<DiskStore>,
 }
 
 /// A batch timestamp in whole seconds, rounded up so an id lives at least the whole window.
@@ -172,7 +179,7 @@ pub(crate) fn chunk_capacity(stored: usize, bits_min: u32) -> usize {
 /// Largest chunk `expire` builds by merging neighbours: about 1/8 of the stored ids, so the
 /// number of chunks a lookup probes stays near 8 to 16 at any size, while the ids a dead-heavy
 /// chunk keeps alive (at most half of it, see `expire`) stay a small share.
-fn merge_target(stored: usize, bits_min: u32) -> usize {
+pub(crate) fn merge_target(stored: usize, bits_min: u32) -> usize {
     (stored / MERGE_FRACTION).max(chunk_capacity(stored, bits_min))
 }
 
@@ -190,6 +197,7 @@ impl DedupIndex {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             next_token: 0,
             chunk_bits_min: CHUNK_BUCKET_BITS_MIN,
+            disk: None,
         }
     }
 
@@ -223,9 +231,10 @@ impl DedupIndex {
         if stored.saturating_add(wanted) > self.config.max_ids {
             return Err(DedupError::IndexFull { stored, max: self.config.max_ids });
         }
+        self.check_spilling()?;
+        let live = self.lookup_many(ids, now_ms)?;
         let token = self.next_token;
         self.next_token += 1;
-        let live = self.lookup_many(ids, now_ms);
         let mut decisions = Vec::with_capacity(ids.len());
         let mut new = Vec::new();
         for (record_index, id) in ids.iter().enumerate() {
@@ -265,7 +274,9 @@ impl DedupIndex {
     /// [`DedupIndex::lookup`] of every id of a batch, chunk by chunk rather than id by id: the
     /// probes of one chunk's filter for all the ids are independent loads the processor overlaps,
     /// where probing every chunk for one id before the next would wait on each cache miss in turn.
-    fn lookup_many(&self, ids: &[Option<Id>], now_ms: i64) -> Vec<Option<Location>> {
+    ///
+    /// A chunk on disk is read only for the ids its filter (in RAM) may hold: one page each.
+    fn lookup_many(&self, ids: &[Option<Id>], now_ms: i64) -> Result<Vec<Option<Location>>, DedupError> {
         let window = self.config.window;
         let live = |(location, time_s): (Location, u32)| {
             is_live(location, time_s, window, now_ms, &self.log_starts).then_some(location)
@@ -275,24 +286,24 @@ impl DedupIndex {
         for chunk in self.sealed.iter().rev() {
             for (slot, id) in found.iter_mut().zip(ids) {
                 if let (None, Some(id)) = (&slot, id) {
-                    *slot = chunk.get(id).and_then(live);
+                    *slot = chunk.get(id)?.and_then(live);
                 }
             }
         }
-        found
+        Ok(found)
     }
 
     /// Where `id` is stored, if it is live at `now_ms` (committed and within window and
-    /// retention). Ids held by open transactions or writes in flight are not live.
-    pub fn lookup(&self, id: &Id, now_ms: i64) -> Option<Location> {
-        let window = self.config.window;
-        let live = |(location, time_s): (Location, u32)| {
-            is_live(location, time_s, window, now_ms, &self.log_starts).then_some(location)
-        };
-        if let Some(location) = self.active.get(id).and_then(live) {
-            return Some(location);
-        }
-        self.sealed.iter().rev().find_map(|chunk| chunk.get(id).and_then(live))
+    /// retention). Ids held by open transactions or writes in flight are not live. Fails only if
+    /// a chunk on disk cannot be read or a page of it does not match its checksum.
+    pub fn lookup(&self, id: &Id, now_ms: i64) -> Result<Option<Location>, DedupError> {
+        Ok(self.lookup_many(&[Some(*id)], now_ms)?.pop().flatten())
+    }
+
+    /// [`DedupIndex::lookup`] in tests, where a read error is a failure.
+    #[cfg(test)]
+    pub(crate) fn lookup_ok(&self, id: &Id, now_ms: i64) -> Option<Location> {
+        self.lookup(id, now_ms).expect("lookup")
     }
 
     /// Step 2 of a successful write, after the fsync that made the batch durable: the `New`
@@ -415,23 +426,34 @@ impl DedupIndex {
         let mut stats = ExpireStats::default();
         let before = self.sealed.len();
         let starts = &self.log_starts;
+        let mut retired = Vec::new();
         self.sealed.retain(|chunk| {
             let dead = chunk.len() == 0 || chunk.is_fully_dead(window, now_ms, starts);
             if dead {
                 stats.entries_dropped += chunk.len();
+                retired.extend(chunk.disk().map(|disk| disk.path.clone()));
             }
             !dead
         });
         stats.chunks_dropped = before - self.sealed.len();
+        self.retire(retired);
 
-        let target = merge_target(self.stored_ids(), self.chunk_bits_min);
+        // With a memory budget, chunks merged in RAM stay well within it (about half of it at 32 bytes
+        // per id): a bigger one would only be spilled, and merging is cheaper on disk, outside the lock.
+        let resident_max = self.disk.as_ref().map_or(usize::MAX, |disk| disk.memory_bytes / 64);
+        let target = merge_target(self.stored_ids(), self.chunk_bits_min).min(resident_max);
         let mut index = 0;
         while index < self.sealed.len() {
             let chunk = &self.sealed[index];
             let dead = chunk.dead_estimate(window, now_ms, &self.log_starts);
-            let next_len = self.sealed.get(index + 1).map(|chunk| chunk.len());
+            // Chunks on disk are compacted and merged outside the lock (`crate::spill`).
+            let next_len = self.sealed.get(index + 1).filter(|next| next.disk().is_none()).map(|next| next.len());
             let merge = next_len.is_some_and(|next| chunk.len() + next <= target);
             let compact = dead > 0 && dead * 2 >= chunk.len();
+            if chunk.disk().is_some() {
+                index += 1;
+                continue;
+            }
             if !merge && !compact {
                 index += 1;
                 continue;
@@ -459,16 +481,21 @@ impl DedupIndex {
         let live = move |entry: &Entry| is_live(entry.location, entry.time_s, window, now_ms, starts);
         let (newer, older) =
             if merge { (&*self.sealed[index + 1], Some(&*self.sealed[index])) } else { (&*self.sealed[index], None) };
+        assert!(newer.disk().is_none() && older.is_none_or(|older| older.disk().is_none()), "rewrites are in RAM");
         let total = newer.len() + older.map_or(0, SealedChunk::len);
+        let inputs = move || {
+            let older = older.into_iter().flat_map(SealedChunk::entries);
+            SealedChunk::merged_live(newer.entries(), older, live)
+                .map(|entry| entry.expect("a resident chunk's entries are in memory"))
+        };
         // Two passes over the inputs (spans, then columns) instead of one copy of the entries.
-        let spans = spans_of(SealedChunk::merged_live(newer, older, live));
+        let spans = spans_of(inputs());
         if merge && !fits_in_chunk(&spans) {
             // The pair cannot share a chunk: compact only this one.
             return self.rewrite(index, false, now_ms);
         }
         let count: usize = spans.iter().map(|span| span.count as usize).sum();
-        let rebuilt = (count > 0)
-            .then(|| SealedChunk::from_sorted(SealedChunk::merged_live(newer, older, live), spans, Some(count)));
+        let rebuilt = (count > 0).then(|| SealedChunk::from_sorted(inputs(), spans, Some(count)));
         if merge {
             self.sealed.remove(index + 1);
         }

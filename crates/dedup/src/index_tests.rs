@@ -46,7 +46,7 @@ fn new_then_duplicate_then_duplicate_in_batch() {
     assert_eq!(second.keep_mask(), vec![false, true, true, false]);
     assert_eq!(second.duplicate_count(), 2);
     confirm_at(&mut index, second, 0, 0);
-    assert_eq!(index.lookup(&id(3), 0), Some(Location { partition: 1, offset: 2 }));
+    assert_eq!(index.lookup_ok(&id(3), 0), Some(Location { partition: 1, offset: 2 }));
     assert_eq!(index.covered_offset(0), Some(12));
     assert_eq!(index.covered_offset(1), Some(4));
     assert_eq!(index.pending_ids(), 0);
@@ -66,7 +66,7 @@ fn in_flight_ids_are_pending_until_confirmed_or_released() {
     let retry = index.reserve(1, &ids(&[7]), None, 0).expect("reserve");
     assert_eq!(retry.decisions(), &[Decision::New], "a released id is free again");
     confirm_at(&mut index, retry, 0, 0);
-    assert!(index.lookup(&id(7), 0).is_some());
+    assert!(index.lookup_ok(&id(7), 0).is_some());
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn transactions_hold_ids_until_their_marker() {
     let producer = 42;
     let written = index.reserve(0, &ids(&[1, 2]), Some(producer), 0).expect("reserve");
     confirm_at(&mut index, written, 0, 0);
-    assert_eq!(index.lookup(&id(1), 0), None, "not live before commit");
+    assert_eq!(index.lookup_ok(&id(1), 0), None, "not live before commit");
     let other = index.reserve(1, &ids(&[1]), None, 0).expect("reserve");
     assert_eq!(other.decisions(), &[Decision::Pending], "another writer waits for the transaction");
     index.release(other);
@@ -88,7 +88,7 @@ fn transactions_hold_ids_until_their_marker() {
     assert_eq!(retry.decisions(), &[Decision::New, Decision::New], "an aborted transaction's ids do not block a retry");
     confirm_at(&mut index, retry, 3, 0);
     assert_eq!(index.end_transaction(0, producer, true), 2);
-    assert_eq!(index.lookup(&id(1), 0), Some(Location { partition: 0, offset: 3 }));
+    assert_eq!(index.lookup_ok(&id(1), 0), Some(Location { partition: 0, offset: 3 }));
     assert_eq!(index.end_transaction(0, producer, true), 0, "markers are idempotent");
 }
 
@@ -130,13 +130,13 @@ fn window_expiry_is_exact_to_the_rounded_second() {
     let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Duration { window_ms }), 2);
     let reservation = index.reserve(0, &ids(&[1]), None, 0).expect("reserve");
     confirm_at(&mut index, reservation, 0, 5_001); // stored as second 6
-    assert!(index.lookup(&id(1), 15_001).is_some(), "live a full window after its timestamp");
-    assert!(index.lookup(&id(1), 15_999).is_some(), "and up to 999 ms more");
-    assert!(index.lookup(&id(1), 16_000).is_none());
+    assert!(index.lookup_ok(&id(1), 15_001).is_some(), "live a full window after its timestamp");
+    assert!(index.lookup_ok(&id(1), 15_999).is_some(), "and up to 999 ms more");
+    assert!(index.lookup_ok(&id(1), 16_000).is_none());
     let again = index.reserve(0, &ids(&[1]), None, 16_000).expect("reserve");
     assert_eq!(again.decisions(), &[Decision::New], "an expired id is stored again");
     confirm_at(&mut index, again, 1, 16_000);
-    assert_eq!(index.lookup(&id(1), 16_000), Some(Location { partition: 0, offset: 1 }));
+    assert_eq!(index.lookup_ok(&id(1), 16_000), Some(Location { partition: 0, offset: 1 }));
 }
 
 #[test]
@@ -179,10 +179,10 @@ fn expiry_frees_memory_by_window_and_by_retention() {
     assert!(stats.chunks_dropped > 0, "{stats:?}");
     assert!(index.stored_ids() <= 560, "about half expired: {} left", index.stored_ids());
     for number in 0..490 {
-        assert!(index.lookup(&id(number), 50_000).is_none(), "id {number} is past the window");
+        assert!(index.lookup_ok(&id(number), 50_000).is_none(), "id {number} is past the window");
     }
     for number in 510..1_000 {
-        assert!(index.lookup(&id(number), 50_000).is_some(), "id {number} is inside the window");
+        assert!(index.lookup_ok(&id(number), 50_000).is_some(), "id {number} is inside the window");
     }
     // Retention: partition 0 drops everything, so every chunk is about 3/4 dead.
     index.set_log_start_offset(0, next_offsets[0]);
@@ -196,7 +196,7 @@ fn expiry_frees_memory_by_window_and_by_retention() {
     }
     for number in 510..1_000 {
         let live = partition_of(number / 10) == 1;
-        assert_eq!(index.lookup(&id(number), 50_000).is_some(), live, "id {number}");
+        assert_eq!(index.lookup_ok(&id(number), 50_000).is_some(), live, "id {number}");
     }
     // 130 live ids remain, plus whatever the active chunk (at most 28 here) still holds.
     assert!(index.stored_ids() <= 130 + 28 + 10, "partition 0's ids are freed: {} left", index.stored_ids());
@@ -226,20 +226,39 @@ fn merging_keeps_the_chunk_count_near_its_target() {
     let after = index.sealed_chunks();
     assert!(after < before / 4, "merged {before} chunks into {after}");
     for number in 0..5_000u32 {
-        assert_eq!(index.lookup(&id(number), 0), Some(Location { partition: 0, offset: i64::from(number) }));
+        assert_eq!(index.lookup_ok(&id(number), 0), Some(Location { partition: 0, offset: i64::from(number) }));
     }
 }
 
 /// One step of the model-based test.
 #[derive(Clone, Debug)]
 enum Step {
-    Reserve { partition: i32, ids: Vec<Option<u8>>, producer: Option<i64> },
+    Reserve {
+        partition: i32,
+        ids: Vec<Option<u8>>,
+        producer: Option<i64>,
+    },
     Confirm(usize),
     Release(usize),
-    EndTransaction { partition: i32, producer: i64, commit: bool },
-    LogStart { partition: i32, advance: i64 },
-    Expire { budget: usize },
-    Tick { ms: i64 },
+    EndTransaction {
+        partition: i32,
+        producer: i64,
+        commit: bool,
+    },
+    LogStart {
+        partition: i32,
+        advance: i64,
+    },
+    Expire {
+        budget: usize,
+    },
+    Tick {
+        ms: i64,
+    },
+    /// Picks and runs a step of disk work, to be installed by a later `DiskFinish` (other steps
+    /// change the index in between, as writers do while the I/O runs outside the lock).
+    DiskStart,
+    DiskFinish,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -252,6 +271,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..3i32, 0..6i64).prop_map(|(partition, advance)| Step::LogStart { partition, advance }),
         1 => (1..20usize).prop_map(|budget| Step::Expire { budget }),
         1 => (0..3_000i64).prop_map(|ms| Step::Tick { ms }),
+        2 => Just(Step::DiskStart),
+        2 => Just(Step::DiskFinish),
     ]
 }
 
@@ -301,9 +322,14 @@ struct Open {
     ids: Vec<Option<Id>>,
 }
 
-fn run_model(steps: Vec<Step>, window_ms: i64) {
+fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>) {
     let window = DedupWindow::Duration { window_ms };
     let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(window), 2);
+    let directory = tempfile::tempdir().expect("tempdir");
+    if let Some(memory_bytes) = memory_bytes {
+        index.use_disk(directory.path().join("chunks"), memory_bytes).expect("use disk");
+    }
+    let mut disk_work = None;
     let mut model = Model::default();
     let mut open: Vec<Open> = Vec::new();
     let mut now_ms = 1_000_000;
@@ -389,6 +415,16 @@ fn run_model(steps: Vec<Step>, window_ms: i64) {
                 index.expire(now_ms, budget);
             }
             Step::Tick { ms } => now_ms += ms,
+            Step::DiskStart => {
+                if disk_work.is_none() {
+                    disk_work = index.next_disk_work(now_ms).map(|work| work.run());
+                }
+            }
+            Step::DiskFinish => {
+                if let Some(done) = disk_work.take() {
+                    index.finish_disk_work(done).expect("disk work");
+                }
+            }
         }
         for number in 0..40u32 {
             let id = id(number);
@@ -397,7 +433,7 @@ fn run_model(steps: Vec<Step>, window_ms: i64) {
                 .get(&id)
                 .filter(|(location, timestamp)| model.is_live(*location, *timestamp, window_ms, now_ms))
                 .map(|(location, _)| *location);
-            assert_eq!(index.lookup(&id, now_ms), expected, "id {number} at {now_ms}");
+            assert_eq!(index.lookup_ok(&id, now_ms), expected, "id {number} at {now_ms}");
         }
         assert_eq!(index.pending_ids(), model.in_flight.len() + model.transactions.len());
     }
@@ -405,6 +441,25 @@ fn run_model(steps: Vec<Step>, window_ms: i64) {
         index.release(reservation);
     }
     assert_eq!(index.pending_ids(), model.transactions.len());
+    if let Some(done) = disk_work.take() {
+        index.finish_disk_work(done).expect("disk work");
+    }
+    index.disk_work_here(now_ms, 10_000).expect("disk work");
+    assert!(index.next_disk_work(now_ms).is_none(), "disk work comes to an end");
+    assert!(!index.over_memory_budget(), "disk work to completion leaves the index within its budget");
+    if let Some(memory_bytes) = memory_bytes {
+        if index.approx_bytes() > memory_bytes {
+            assert_eq!(index.disk_chunks(), index.sealed_chunks(), "over the budget, every sealed chunk is on disk");
+        }
+        for number in 0..40u32 {
+            let expected = model
+                .live
+                .get(&id(number))
+                .filter(|(location, timestamp)| model.is_live(*location, *timestamp, window_ms, now_ms))
+                .map(|(location, _)| *location);
+            assert_eq!(index.lookup_ok(&id(number), now_ms), expected, "id {number} after spilling everything");
+        }
+    }
 }
 
 proptest! {
@@ -415,6 +470,18 @@ proptest! {
     /// merging and compaction happen all the time.
     #[test]
     fn index_matches_model(steps in prop::collection::vec(step(), 1..120), window_ms in 1_000..10_000i64) {
-        run_model(steps, window_ms);
+        run_model(steps, window_ms, None);
+    }
+
+    /// The same with a memory budget so small that every sealed chunk is spilled to disk, and
+    /// disk work (spills, compactions, merges of files) interleaved with every other step: its
+    /// I/O runs between picking the work and installing it, while the index changes.
+    #[test]
+    fn index_with_chunks_on_disk_matches_model(
+        steps in prop::collection::vec(step(), 1..120),
+        window_ms in 1_000..10_000i64,
+        memory_bytes in 0..4_000usize,
+    ) {
+        run_model(steps, window_ms, Some(memory_bytes));
     }
 }

@@ -13,7 +13,11 @@
 //! - `id`: [`Id`], the 128-bit BLAKE3 hash of the id bytes.
 //! - `records`: [`extract_ids`] and [`filter_batch`] over Kafka v2 record batches.
 //! - `codec`: gzip, snappy (xerial framing), LZ4 (frames), zstd, with a bound on output size.
-//! - `chunk`: the storage of ids: one active hash-map chunk and immutable sorted chunks.
+//! - `chunk`: the storage of ids: one active hash-map chunk and immutable sorted chunks, resident
+//!   or on disk.
+//! - `disk`: the checksummed file of a sealed chunk on disk: writing, checking, page reads.
+//! - `spill`: the memory budget: [`DiskWork`] (spill, compaction, merge of chunk files), picked
+//!   under the caller's lock, run without it; retired and orphan files.
 //! - `index`: [`DedupIndex`]: reserve / confirm / release, transactions, expiry.
 //! - `snapshot`: versioned, checksummed, atomically replaced snapshot files.
 //! - `error`: [`DedupError`], the crate's one error enum.
@@ -93,10 +97,18 @@
 //! before the filters), lookups about 1.1 M/s (hits) and 1.3–1.8 M/s (misses, hashing
 //! included) at 10 M ids; snapshot 320 MB written in 0.4–0.8 s, loaded in 1.5–2 s.
 
-//! Windows larger than RAM are not implemented yet; the types are made for it: a sealed chunk
-//! is a sorted run with a directory, the same shape as a per-segment on-disk hash index, so a
-//! `SealedChunk` can get an on-disk variant (columns in a file, read through the directory)
-//! behind its filter (kept in RAM, 1.25 bytes per id), probed only when the filter says maybe.
+//! # Windows larger than RAM
+//!
+//! With [`DedupIndex::use_disk`], sealed chunks beyond a memory budget (bytes of
+//! [`DedupIndex::approx_bytes`]) move to files, oldest first: one file per chunk, 4 KiB pages of
+//! 32-byte entries, each page and the trailer checksummed (`disk`). What stays in RAM is the
+//! chunk's filter, the first id of each page (the *fences*) and its time and partition ranges:
+//! about 1.4 bytes per id. A lookup reads a chunk's file only when its filter passes, one page,
+//! whose checksum it checks. The file I/O of moving, compacting and merging chunks runs outside
+//! the caller's lock ([`DedupIndex::next_disk_work`], [`DiskWork::run`],
+//! [`DedupIndex::finish_disk_work`]). Snapshots refer to chunk files rather than copying them;
+//! a file the index stops using is deleted after the next snapshot, and files no snapshot refers
+//! to are deleted at start ([`DedupIndex::remove_orphan_chunk_files`]).
 //!
 //! # Durability
 //!
@@ -150,19 +162,26 @@
 mod chunk;
 mod codec;
 mod config;
+mod disk;
 mod error;
 mod id;
 mod index;
 mod records;
 mod snapshot;
+mod spill;
 
 #[cfg(test)]
 mod index_tests;
+#[cfg(test)]
+mod spill_tests;
 
 pub use crate::chunk::Location;
 pub use crate::config::{DedupSource, DedupWindow, DEDUP_SOURCE_CONFIG, DEDUP_WINDOW_MS_CONFIG};
 pub use crate::error::DedupError;
 pub use crate::id::Id;
-pub use crate::index::{Decision, DedupIndex, ExpireStats, IndexConfig, Reservation, MAX_IDS_DEFAULT};
+pub use crate::index::{
+    Decision, DedupIndex, ExpireStats, IndexConfig, Reservation, MAX_IDS_DEFAULT, MAX_IDS_ON_DISK_DEFAULT,
+};
 pub use crate::records::{extract_ids, extract_record_ids, filter_batch, RecordId, RECORDS_BYTES_MAX};
-pub use crate::snapshot::{SnapshotStats, SnapshotView, SNAPSHOT_VERSION};
+pub use crate::snapshot::{remove_snapshot, SnapshotStats, SnapshotView, SNAPSHOT_VERSION};
+pub use crate::spill::{chunk_dir, DiskDone, DiskWork, DISK_CHUNK_IDS_MAX};

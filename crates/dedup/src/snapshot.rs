@@ -14,15 +14,24 @@
 //! magic "ONCEDDUP" (8) | version u32 (= SNAPSHOT_VERSION)
 //! covered count u32   | (partition i32, next offset i64) * count
 //! log start count u32 | (partition i32, log start offset i64) * count
-//! chunk count u32     | per chunk: entry count u32 | entry * count
+//! chunk count u32     | per chunk, oldest first:
+//!                         kind u8 = 0 (in the snapshot): entry count u32 | entry * count
+//!                         kind u8 = 1 (a chunk file):    file id u64 | entry count u32
 //! hold count u32      | (entry, producer id i64) * count   (written as 0, see above)
 //! crc32c u32 of every byte before it
 //! entry = id [16] | partition i32 | offset i64 | time_s u32   (32 bytes)
 //! ```
 //!
+//! Version 1 had no kind byte (every chunk in the snapshot); it is still read.
+//!
+//! Chunks on disk are referred to, not copied: their files (`crate::disk`, in [`chunk_dir`] beside
+//! the snapshot) were fsynced before the chunk entered the index, so before any view could refer
+//! to them. Files the index retired before the view are deleted once the snapshot is durable.
+//!
 //! Written to `<path>.tmp`, fsynced, renamed over `<path>`, then the directory fsynced: a crash
 //! leaves either the old snapshot or the new one, never a mix. Any mismatch on load (magic,
-//! version, lengths, order, checksum) is an error that means "rebuild from the log".
+//! version, lengths, order, checksum, a referred chunk file missing or failing its checks) is an
+//! error that means "rebuild from the log".
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -30,13 +39,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::chunk::{fits_in_chunk, spans_of, Entry, Location, SealedChunk};
+use crate::disk::open_chunk;
 use crate::error::DedupError;
 use crate::id::Id;
 use crate::index::{DedupIndex, IndexConfig};
+use crate::spill::{chunk_dir, DiskStore};
 
 const MAGIC: &[u8; 8] = b"ONCEDDUP";
 /// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
+const CHUNK_IN_SNAPSHOT: u8 = 0;
+const CHUNK_FILE: u8 = 1;
 const ENTRY_LEN: usize = 32;
 const HOLD_LEN: usize = ENTRY_LEN + 8;
 const OFFSET_PAIR_LEN: usize = 12;
@@ -103,13 +116,19 @@ pub struct SnapshotView {
     sealed: Vec<Arc<SealedChunk>>,
     active: Vec<Entry>,
     transaction_holds: usize,
+    /// Chunk files the index no longer used when the view was taken: deleted after the write.
+    retired: Vec<PathBuf>,
 }
 
 impl DedupIndex {
     /// Writes the confirmed state (stored ids, log start and covered offsets) to `path`
-    /// atomically and durably: [`DedupIndex::snapshot_view`], then [`SnapshotView::write`].
-    pub fn snapshot(&self, path: &Path) -> Result<SnapshotStats, DedupError> {
-        self.snapshot_view().write(path)
+    /// atomically and durably: [`DedupIndex::snapshot_view`], [`SnapshotView::write`], then
+    /// [`DedupIndex::forget_retired_files`].
+    pub fn snapshot(&mut self, path: &Path) -> Result<SnapshotStats, DedupError> {
+        let view = self.snapshot_view();
+        let stats = view.write(path)?;
+        self.forget_retired_files(view.retired_files());
+        Ok(stats)
     }
 
     /// The state a snapshot writes, as of now. Cheap: the sealed chunks are shared, not copied; the
@@ -133,13 +152,21 @@ impl DedupIndex {
             sealed: self.sealed.iter().cloned().collect(),
             active: self.active.entries().collect(),
             transaction_holds: holds.len(),
+            retired: self.retired_files(),
         }
     }
 }
 
 impl SnapshotView {
+    /// Chunk files this view's write deletes once it is durable: after a successful write, pass
+    /// this count to [`DedupIndex::forget_retired_files`].
+    pub fn retired_files(&self) -> usize {
+        self.retired.len()
+    }
+
     /// Writes the view to `path` atomically and durably (temporary file, fsync, rename, directory
-    /// fsync).
+    /// fsync), then deletes the chunk files the index had retired before the view (the new snapshot
+    /// does not refer to them; a failure to delete one only leaves an orphan, removed at start).
     pub fn write(&self, path: &Path) -> Result<SnapshotStats, DedupError> {
         let temp = temp_path(path);
         let context = |what: &str| format!("{what} dedup snapshot {}", temp.display());
@@ -155,6 +182,9 @@ impl SnapshotView {
         fs::rename(&temp, path)
             .map_err(|error| DedupError::io(format!("renaming {} to {}", temp.display(), path.display()), error))?;
         sync_parent(path)?;
+        for retired in &self.retired {
+            let _ = fs::remove_file(retired);
+        }
         Ok(SnapshotStats { bytes: out.bytes + 4, ..stats })
     }
 
@@ -173,22 +203,36 @@ impl SnapshotView {
         }
         // Sealed chunks oldest first, then the active chunk: load keeps the grouping by time.
         buffer.extend_from_slice(&(self.sealed.len() as u32 + 1).to_be_bytes());
-        let mut write_chunk = |len: usize, entries: &mut dyn Iterator<Item = Entry>| -> std::io::Result<()> {
-            buffer.extend_from_slice(&(len as u32).to_be_bytes());
-            for entry in entries {
-                put_entry(&mut buffer, &entry);
-                if buffer.len() >= 1 << 16 {
-                    out.write_all(&buffer)?;
-                    buffer.clear();
+        // A chunk on disk is referred to by its file id; any other is written entry by entry.
+        let mut write_chunk =
+            |file_id: Option<u64>, len: usize, entries: &mut dyn Iterator<Item = Entry>| -> std::io::Result<()> {
+                stats.entries += len;
+                if let Some(file_id) = file_id {
+                    buffer.push(CHUNK_FILE);
+                    buffer.extend_from_slice(&file_id.to_be_bytes());
+                    buffer.extend_from_slice(&(len as u32).to_be_bytes());
+                    return Ok(());
                 }
-            }
-            stats.entries += len;
-            Ok(())
-        };
+                buffer.push(CHUNK_IN_SNAPSHOT);
+                buffer.extend_from_slice(&(len as u32).to_be_bytes());
+                for entry in entries {
+                    put_entry(&mut buffer, &entry);
+                    if buffer.len() >= 1 << 16 {
+                        out.write_all(&buffer)?;
+                        buffer.clear();
+                    }
+                }
+                Ok(())
+            };
         for chunk in &self.sealed {
-            write_chunk(chunk.len(), &mut chunk.entries())?;
+            let file_id = chunk.disk().map(|disk| disk.file_id);
+            let mut entries = chunk
+                .entries()
+                .take(if file_id.is_some() { 0 } else { chunk.len() })
+                .map(|entry| entry.expect("a resident chunk's entries are in memory"));
+            write_chunk(file_id, chunk.len(), &mut entries)?;
         }
-        write_chunk(self.active.len(), &mut self.active.iter().copied())?;
+        write_chunk(None, self.active.len(), &mut self.active.iter().copied())?;
         buffer.extend_from_slice(&0u32.to_be_bytes()); // no transaction holds
         out.write_all(&buffer)?;
         Ok(stats)
@@ -208,10 +252,12 @@ impl DedupIndex {
             return Err(corrupt("bad magic".to_string()));
         }
         let version = input.u32()?;
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != 1 {
             return Err(DedupError::SnapshotVersion { found: version, supported: SNAPSHOT_VERSION });
         }
+        let dir = chunk_dir(path);
         let mut index = DedupIndex::new(config);
+        let mut next_file_id = 0;
         for (partition, offset) in input.offset_pairs()? {
             index.advance_covered(partition, offset);
         }
@@ -220,6 +266,21 @@ impl DedupIndex {
         }
         let chunk_count = input.count(4)?;
         for _ in 0..chunk_count {
+            let kind = if version == 1 { CHUNK_IN_SNAPSHOT } else { input.array::<1>()?[0] };
+            if kind == CHUNK_FILE {
+                let file_id = input.u64()?;
+                let count = input.u32()? as usize;
+                let chunk = open_chunk(&dir, file_id)?;
+                if chunk.len() != count {
+                    return Err(corrupt(format!("chunk file {file_id} holds {} ids, not {count}", chunk.len())));
+                }
+                next_file_id = next_file_id.max(file_id + 1);
+                index.sealed.push_back(Arc::new(chunk));
+                continue;
+            }
+            if kind != CHUNK_IN_SNAPSHOT {
+                return Err(corrupt(format!("unknown chunk kind {kind}")));
+            }
             let count = input.count(ENTRY_LEN)?;
             let mut entries = Vec::with_capacity(count);
             for _ in 0..count {
@@ -256,7 +317,19 @@ impl DedupIndex {
         if input.inner.inner.read(&mut extra).map_err(|error| DedupError::io(context(), error))? != 0 {
             return Err(corrupt("bytes after the checksum".to_string()));
         }
+        index.disk = Some(DiskStore::new(dir, usize::MAX, next_file_id));
         Ok(index)
+    }
+}
+
+/// Deletes a snapshot file that cannot be trusted, durably (its directory is fsynced); a missing
+/// file is no error. An index that starts empty calls it before writing any chunk file, so that the
+/// old snapshot can never be loaded with files written after it under the names it refers to.
+pub fn remove_snapshot(path: &Path) -> Result<(), DedupError> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_parent(path),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(DedupError::io(format!("removing {}", path.display()), error)),
     }
 }
 
@@ -270,9 +343,14 @@ fn sync_parent(path: &Path) -> Result<(), DedupError> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    File::open(parent)
+    sync_dir(parent)
+}
+
+/// Fsyncs a directory, making a rename or a new file in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), DedupError> {
+    File::open(dir)
         .and_then(|directory| directory.sync_all())
-        .map_err(|error| DedupError::io(format!("fsyncing directory {}", parent.display()), error))
+        .map_err(|error| DedupError::io(format!("fsyncing directory {}", dir.display()), error))
 }
 
 /// Reads snapshot fields, refusing counts the rest of the file cannot hold (so a corrupt count
@@ -305,6 +383,10 @@ impl Reader {
 
     fn i64(&mut self) -> Result<i64, DedupError> {
         Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, DedupError> {
+        Ok(u64::from_be_bytes(self.array()?))
     }
 
     /// A u32 count of items of `item_len` bytes, checked against the bytes left in the file.
@@ -363,7 +445,7 @@ mod tests {
 
     fn assert_same(loaded: &DedupIndex, original: &DedupIndex) {
         for number in 0..600u32 {
-            assert_eq!(loaded.lookup(&id(number), 0), original.lookup(&id(number), 0), "id {number}");
+            assert_eq!(loaded.lookup_ok(&id(number), 0), original.lookup_ok(&id(number), 0), "id {number}");
         }
         assert_eq!(loaded.stored_ids(), original.stored_ids());
         assert_eq!(loaded.pending_ids(), original.pending_ids());
@@ -377,7 +459,7 @@ mod tests {
     fn snapshot_round_trips() {
         let directory = tempfile::tempdir().expect("tempdir");
         let path = directory.path().join("dedup.snapshot");
-        let original = populated();
+        let mut original = populated();
         let stats = original.snapshot(&path).expect("snapshot");
         assert_eq!(stats.entries, 200);
         assert_eq!(stats.transaction_holds, 2);
@@ -385,7 +467,7 @@ mod tests {
         assert!(!temp_path(&path).exists(), "the temporary file is renamed away");
         let mut loaded = DedupIndex::load(&path, original.config()).expect("load");
         for number in 0..200u32 {
-            assert_eq!(loaded.lookup(&id(number), 0), original.lookup(&id(number), 0), "id {number}");
+            assert_eq!(loaded.lookup_ok(&id(number), 0), original.lookup_ok(&id(number), 0), "id {number}");
         }
         assert_eq!(loaded.stored_ids(), original.stored_ids());
         assert_eq!(loaded.pending_ids(), 0, "the open transaction's ids are left out");
@@ -403,7 +485,7 @@ mod tests {
         assert_eq!(other.decisions(), &[Decision::Pending]);
         loaded.release(other);
         assert_eq!(loaded.end_transaction(1, 77, true), 2);
-        assert_eq!(loaded.lookup(&id(501), 0), Some(Location { partition: 1, offset: 301 }));
+        assert_eq!(loaded.lookup_ok(&id(501), 0), Some(Location { partition: 1, offset: 301 }));
         // A second snapshot over the first replaces it.
         loaded.snapshot(&path).expect("snapshot again");
         let reloaded = DedupIndex::load(&path, loaded.config()).expect("reload");
@@ -416,7 +498,7 @@ mod tests {
         let path = directory.path().join("dedup.snapshot");
         let mut index = populated();
         let view = index.snapshot_view();
-        let expected: Vec<_> = (0..600u32).map(|number| index.lookup(&id(number), 0)).collect();
+        let expected: Vec<_> = (0..600u32).map(|number| index.lookup_ok(&id(number), 0)).collect();
         let stored = index.stored_ids();
         // After the view: more ids, a retention pass and expiry that drops and rewrites chunks.
         for number in 1_000..1_100u32 {
@@ -429,9 +511,9 @@ mod tests {
         assert_eq!(stats.entries, stored);
         let loaded = DedupIndex::load(&path, index.config()).expect("load");
         for number in 0..600u32 {
-            assert_eq!(loaded.lookup(&id(number), 0), expected[number as usize], "id {number}");
+            assert_eq!(loaded.lookup_ok(&id(number), 0), expected[number as usize], "id {number}");
         }
-        assert_eq!(loaded.lookup(&id(1_050), 0), None, "what came after the view is not in it");
+        assert_eq!(loaded.lookup_ok(&id(1_050), 0), None, "what came after the view is not in it");
         assert_eq!(loaded.covered_offset(2), Some(400));
     }
 
@@ -475,7 +557,7 @@ mod tests {
     fn another_version_is_rejected_as_such() {
         let directory = tempfile::tempdir().expect("tempdir");
         let path = directory.path().join("dedup.snapshot");
-        let index = populated();
+        let mut index = populated();
         index.snapshot(&path).expect("snapshot");
         let mut bytes = fs::read(&path).expect("read");
         bytes[8..12].copy_from_slice(&(SNAPSHOT_VERSION + 1).to_be_bytes());

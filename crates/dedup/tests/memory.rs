@@ -46,8 +46,8 @@ fn measure(count: u64) -> (f64, f64) {
         index.sealed_chunks()
     );
     // Spot check that the index still answers.
-    assert!(index.lookup(&Id::of(&(count / 2).to_le_bytes()), 0).is_some());
-    assert!(index.lookup(&Id::of(&count.to_le_bytes()), 0).is_none());
+    assert!(index.lookup(&Id::of(&(count / 2).to_le_bytes()), 0).expect("lookup").is_some());
+    assert!(index.lookup(&Id::of(&count.to_le_bytes()), 0).expect("lookup").is_none());
     (by_account, by_resident)
 }
 

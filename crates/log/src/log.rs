@@ -25,6 +25,13 @@ pub struct Log {
     pub(crate) log_start_offset: u64,
     /// Everything below is fsynced. Monotonic; never above the log end offset.
     pub(crate) durable_end_offset: u64,
+    /// Sync plans prepared and not yet completed. While one is out, a roll's own fdatasync is not
+    /// trusted on its own: the plan's fdatasync of the same file description may have failed and
+    /// consumed the write-back error the roll's would otherwise have reported.
+    pub(crate) syncs_outstanding: u32,
+    /// The recovery point (and durable end) of a roll made while syncs were outstanding, applied
+    /// when the last of them completes successfully; never if one fails.
+    pub(crate) roll_unconfirmed: Option<u64>,
     /// Latched by any failed write or fsync; cleared only by reopening.
     pub(crate) failed: bool,
     pub(crate) recovery_stats: RecoveryStats,
@@ -158,12 +165,10 @@ impl Log {
         let new_base = self.log_end_offset();
         let durable_end_offset = self.durable_end_offset;
         let dir = self.dir.clone();
+        let sealed_end = self.roll_unconfirmed.unwrap_or(0).max(durable_end_offset);
         let old = self.active_mut();
         assert!(old.size > 0, "only a non-empty segment is rolled");
-        assert!(
-            durable_end_offset >= old.base_offset,
-            "segments before the active one were synced when they were rolled"
-        );
+        assert!(sealed_end >= old.base_offset, "segments before the active one were synced when they were rolled");
         if !skip_fsync {
             let base = old.base_offset;
             old.file.sync_data().context(|| format!("fdatasync segment {base} at roll"))?;
@@ -174,8 +179,12 @@ impl Log {
         meta::fsync_dir(&dir, skip_fsync)?;
         crate::power_loss::synced(&[(segment.path(&dir), 0)]);
         self.segments.push(segment);
-        self.durable_end_offset = new_base;
-        meta::write_meta(&dir, MetaKind::RecoveryPoint, new_base, skip_fsync)?;
+        if self.syncs_outstanding > 0 {
+            self.roll_unconfirmed = Some(new_base);
+        } else {
+            self.durable_end_offset = new_base;
+            meta::write_meta(&dir, MetaKind::RecoveryPoint, new_base, skip_fsync)?;
+        }
         tracing::debug!(dir = %dir.display(), base_offset = new_base, "rolled to a new segment");
         Ok(())
     }
@@ -201,6 +210,7 @@ impl Log {
         } else {
             Vec::new()
         };
+        self.syncs_outstanding += 1;
         Ok(SyncPlan {
             files,
             end_offset: self.log_end_offset(),
@@ -211,14 +221,26 @@ impl Log {
 
     /// Second half: records the outcome of `SyncPlan::execute`. A failure latches the log.
     pub fn complete_sync(&mut self, plan_end_offset: u64, result: io::Result<()>) -> Result<u64, LogError> {
+        self.check_not_failed()?;
+        assert!(self.syncs_outstanding > 0, "complete_sync follows a prepare_sync");
+        self.syncs_outstanding -= 1;
         if let Err(source) = result {
             self.failed = true;
             tracing::error!(dir = %self.dir.display(), error = %source, "fdatasync failed; log latched");
             return Err(LogError::io(format!("fdatasync segments of {}", self.dir.display()), source));
         }
-        self.check_not_failed()?;
         assert!(plan_end_offset <= self.log_end_offset(), "a sync plan never covers offsets not yet appended");
         self.durable_end_offset = self.durable_end_offset.max(plan_end_offset);
+        if self.syncs_outstanding == 0 {
+            if let Some(recovery_point) = self.roll_unconfirmed.take() {
+                // Every sync that could have consumed a write-back error before the roll's own
+                // fdatasync has now succeeded: the rolled segments are durable.
+                let skip_fsync = self.config.unsafe_skip_fsync;
+                let persisted = meta::write_meta(&self.dir, MetaKind::RecoveryPoint, recovery_point, skip_fsync);
+                self.latch_on_error(persisted)?;
+                self.durable_end_offset = self.durable_end_offset.max(recovery_point);
+            }
+        }
         Ok(self.durable_end_offset)
     }
 

@@ -72,6 +72,8 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         segments,
         log_start_offset,
         durable_end_offset: end_offset,
+        syncs_outstanding: 0,
+        roll_unconfirmed: None,
         failed: false,
         recovery_stats: stats,
     })

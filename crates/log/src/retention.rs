@@ -16,7 +16,7 @@ impl Log {
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         let mut deleted = 0;
         let mut total = self.size_bytes();
-        while self.segments.len() > 1 {
+        while self.segments.len() > 1 && self.segments[1].base_offset <= self.durable_end_offset {
             let oldest = &self.segments[0];
             let by_size = self.config.retention_bytes.is_some_and(|limit| total - oldest.size >= limit);
             let by_time = match self.config.retention_ms {
@@ -60,7 +60,10 @@ impl Log {
         self.latch_on_error(persisted)?;
         self.log_start_offset = offset;
         let mut deleted = 0;
-        while self.segments.len() > 1 && self.segments[1].base_offset <= offset {
+        while self.segments.len() > 1
+            && self.segments[1].base_offset <= offset
+            && self.segments[1].base_offset <= self.durable_end_offset
+        {
             self.delete_oldest_segment()?;
             deleted += 1;
         }

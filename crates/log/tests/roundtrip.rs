@@ -166,6 +166,7 @@ fn sync_advances_the_durable_end_offset() {
     assert_eq!(log.sync().expect("sync"), 2);
     let plan = log.prepare_sync().expect("plan");
     assert!(plan.files.is_empty(), "nothing unsynced");
+    assert_eq!(log.complete_sync(plan.end_offset, plan.execute()).expect("complete"), 2, "every plan is completed");
     for _ in 0..10 {
         append(&mut log, 1, 50, 0);
     }

@@ -18,14 +18,21 @@
 //!
 //! At open, [`TopicDedup::rebuild`] replays each partition's log from the index's covered offset:
 //! every stored batch goes through `reserve` and then the same [`Effect`] as on the live path.
+//!
+//! The index keeps at most its memory budget in RAM: past it, sealed chunks move to checksummed
+//! files in `<topic>/dedup-chunks/` (`once-dedup`'s `spill`), oldest first. The writer whose round
+//! crossed the budget moves them after answering ([`TopicDedup::spill_if_over_budget`]), and the
+//! broker's upkeep compacts and merges the files ([`TopicDedup::maintain_disk`]); either way the
+//! file I/O runs without the index's lock, which is taken only to pick the work and to swap the
+//! new chunk in.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use once_dedup::{
-    extract_record_ids, filter_batch, Decision, DedupError, DedupIndex, DedupSource, DedupWindow, ExpireStats,
-    IndexConfig, Reservation, SnapshotStats,
+    chunk_dir, extract_record_ids, filter_batch, Decision, DedupError, DedupIndex, DedupSource, DedupWindow,
+    ExpireStats, IndexConfig, Reservation, SnapshotStats, MAX_IDS_ON_DISK_DEFAULT,
 };
 use once_log::{BatchHeader, Log, LogError};
 
@@ -35,7 +42,8 @@ use crate::producer_state::LoggedBatch;
 use crate::replay;
 
 /// A snapshot is due once this many ids changed since the last one (and at least a quarter of the
-/// stored ids), so a restart replays a bounded tail while a large index is not rewritten often.
+/// ids it writes: the resident ones), so a restart replays a bounded tail while a large index is not
+/// rewritten often.
 const SNAPSHOT_CHANGES_MIN: u64 = 100_000;
 /// A snapshot is also due this long after the last one if anything changed.
 const SNAPSHOT_INTERVAL_MAX: Duration = Duration::from_secs(600);
@@ -45,12 +53,17 @@ const MERGE_EVERY_IDS: u64 = 1 << 16;
 /// Ids a merge may rewrite per id inserted since the last one: merging to 1/8 of the stored ids
 /// rewrites each id a few times over its life.
 const MERGE_WORK_PER_ID: u64 = 8;
+/// Default bytes of RAM one topic's index may hold before sealed chunks move to disk
+/// (`once serve --dedup-memory-bytes`): about 37 M ids in RAM.
+pub const DEDUP_MEMORY_BYTES_DEFAULT: usize = 1 << 30;
 
 /// A topic's message-id index and what maintains it; shared by the topic's partitions.
 pub struct TopicDedup {
     topic: String,
     source: DedupSource,
     snapshot_path: PathBuf,
+    /// Bytes of RAM the index may hold before sealed chunks move to disk.
+    memory_bytes: usize,
     state: Mutex<State>,
     /// Held while a snapshot is written (outside `state`), so two never interleave and a deleted
     /// topic's directory never receives one: `close` waits for it.
@@ -83,6 +96,14 @@ pub struct DedupStats {
     pub index_bytes: u64,
     /// Sealed chunks a lookup may probe.
     pub sealed_chunks: u64,
+    /// Sealed chunks whose entries are on disk (their filters stay in RAM).
+    pub disk_chunks: u64,
+    /// Ids stored in chunks on disk.
+    pub disk_ids: u64,
+    /// Bytes of RAM the chunks on disk hold (their filters and fences), part of `index_bytes`.
+    pub disk_chunk_bytes: u64,
+    /// The memory budget past which sealed chunks move to disk (0 if the index cannot use the disk).
+    pub memory_budget_bytes: u64,
 }
 
 /// What replaying the logs into the index did at open.
@@ -125,11 +146,19 @@ pub(crate) enum Effect {
 }
 
 impl TopicDedup {
-    /// The index of `topic`: loaded from the snapshot at `snapshot_path` if it is usable, else
-    /// empty (then [`TopicDedup::rebuild`] replays the whole retained logs).
-    pub fn open(topic: &str, source: DedupSource, window: DedupWindow, snapshot_path: PathBuf) -> TopicDedup {
+    /// The index of `topic`: loaded from the snapshot at `snapshot_path` if it is usable (with the
+    /// chunk files it refers to), else empty (then [`TopicDedup::rebuild`] replays the whole
+    /// retained logs). Chunk files no snapshot refers to are deleted. Past `memory_bytes` of RAM,
+    /// sealed chunks move to disk.
+    pub fn open(
+        topic: &str,
+        source: DedupSource,
+        window: DedupWindow,
+        snapshot_path: PathBuf,
+        memory_bytes: usize,
+    ) -> TopicDedup {
         assert!(source.is_enabled(), "only a topic that deduplicates has an index");
-        let config = IndexConfig::new(window);
+        let config = IndexConfig { max_ids: MAX_IDS_ON_DISK_DEFAULT, ..IndexConfig::new(window) };
         let started = Instant::now();
         let (index, from_snapshot) = match DedupIndex::load(&snapshot_path, config) {
             Ok(index) => (index, true),
@@ -140,6 +169,7 @@ impl TopicDedup {
                 (DedupIndex::new(config), false)
             }
         };
+        let index = with_disk(topic, index, from_snapshot, &snapshot_path, memory_bytes);
         let (last_snapshot, load_time) = (Instant::now(), started.elapsed());
         let state = State {
             index,
@@ -151,7 +181,14 @@ impl TopicDedup {
             last_snapshot,
         };
         let snapshot_writer = Mutex::new(());
-        TopicDedup { topic: topic.to_string(), source, snapshot_path, state: Mutex::new(state), snapshot_writer }
+        TopicDedup {
+            topic: topic.to_string(),
+            source,
+            snapshot_path,
+            memory_bytes,
+            state: Mutex::new(state),
+            snapshot_writer,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -283,7 +320,8 @@ impl TopicDedup {
                 // Only if a disk lied about an fsync: the snapshot covers records recovery did not keep.
                 tracing::warn!(topic = %self.topic, partition, "dedup snapshot covers offsets beyond the recovered log; rebuilding from the logs");
                 let config = state.index.config();
-                state.index = DedupIndex::new(config);
+                let empty = DedupIndex::new(config);
+                state.index = with_disk(&self.topic, empty, false, &self.snapshot_path, self.memory_bytes);
                 state.from_snapshot = false;
                 stats.from_snapshot = false;
             }
@@ -320,6 +358,43 @@ impl TopicDedup {
         self.lock().index.expire(now_ms, budget)
     }
 
+    /// After a round (its answers sent): while the index is over its memory budget, moves its oldest
+    /// resident chunks to disk, the file I/O without the lock. A failure is logged; the index then
+    /// refuses new ids while over the budget (KAFKA_STORAGE_ERROR) until a spill works.
+    pub(crate) fn spill_if_over_budget(&self) {
+        self.disk_steps(true, usize::MAX);
+    }
+
+    /// Upkeep: spills, then compacts and merges chunk files, at most `steps` steps (each bounded by
+    /// `once_dedup::DISK_CHUNK_IDS_MAX` ids). The file I/O runs without the index's lock.
+    pub fn maintain_disk(&self, steps: usize) -> usize {
+        self.disk_steps(false, steps)
+    }
+
+    fn disk_steps(&self, spill_only: bool, steps: usize) -> usize {
+        let mut changed = 0;
+        for _ in 0..steps {
+            let work = {
+                let mut state = self.lock();
+                if state.closed || (spill_only && !state.index.over_memory_budget()) {
+                    break;
+                }
+                state.index.next_disk_work(now_ms())
+            };
+            // None: nothing to do, or another thread's step is out (it goes on until done).
+            let Some(work) = work else { break };
+            let done = work.run();
+            match self.lock().index.finish_disk_work(done) {
+                Ok(installed) => changed += usize::from(installed),
+                Err(error) => {
+                    tracing::error!(topic = %self.topic, %error, "moving dedup index chunks to disk failed");
+                    break;
+                }
+            }
+        }
+        changed
+    }
+
     /// Writes a snapshot if enough changed since the last one (see the constants). `Ok(None)` when
     /// none was due.
     pub fn snapshot_if_due(&self) -> Result<Option<SnapshotStats>, DedupError> {
@@ -339,8 +414,9 @@ impl TopicDedup {
         let (view, changes) = {
             let mut state = self.lock();
             let changes = state.changes_since_snapshot;
-            let stored = state.index.stored_ids() as u64;
-            let due = changes >= SNAPSHOT_CHANGES_MIN.max(stored / 4)
+            // Chunks on disk are referred to, not written: only the resident ids make a snapshot big.
+            let written = (state.index.stored_ids() - state.index.disk_ids()) as u64;
+            let due = changes >= SNAPSHOT_CHANGES_MIN.max(written / 4)
                 || (changes > 0 && state.last_snapshot.elapsed() >= SNAPSHOT_INTERVAL_MAX);
             if state.closed || !(always || due) {
                 return Ok(None);
@@ -352,6 +428,7 @@ impl TopicDedup {
         let viewed = started.elapsed();
         match view.write(&self.snapshot_path) {
             Ok(stats) => {
+                self.lock().index.forget_retired_files(view.retired_files());
                 tracing::debug!(topic = %self.topic, entries = stats.entries, bytes = stats.bytes, view_ms = viewed.as_millis() as u64, elapsed_ms = started.elapsed().as_millis() as u64, "dedup snapshot written");
                 Ok(Some(stats))
             }
@@ -378,8 +455,41 @@ impl TopicDedup {
             pending_ids: state.index.pending_ids() as u64,
             index_bytes: state.index.approx_bytes() as u64,
             sealed_chunks: state.index.sealed_chunks() as u64,
+            disk_chunks: state.index.disk_chunks() as u64,
+            disk_ids: state.index.disk_ids() as u64,
+            disk_chunk_bytes: state.index.disk_chunk_bytes() as u64,
+            memory_budget_bytes: state.index.memory_budget().unwrap_or(0) as u64,
         }
     }
+}
+
+/// The index with its chunk files in `dedup-chunks/` beside the snapshot, files it does not refer
+/// to deleted (written after the last snapshot, or retired before it). An index that was not loaded
+/// from the snapshot starts empty: then the snapshot file, which cannot be trusted, is deleted first,
+/// so that it can never be loaded with chunk files written after it under the names it refers to.
+/// If the directory cannot be used, the index stays in RAM (and within `MAX_IDS_DEFAULT`), which is
+/// logged.
+fn with_disk(
+    topic: &str,
+    mut index: DedupIndex,
+    loaded: bool,
+    snapshot_path: &std::path::Path,
+    memory_bytes: usize,
+) -> DedupIndex {
+    let dir = chunk_dir(snapshot_path);
+    let discarded = if loaded { Ok(()) } else { once_dedup::remove_snapshot(snapshot_path) };
+    let used =
+        discarded.and_then(|()| index.use_disk(dir, memory_bytes)).and_then(|()| index.remove_orphan_chunk_files());
+    match used {
+        Ok(removed) if removed > 0 => tracing::info!(topic, removed, "removed dedup chunk files no snapshot refers to"),
+        Ok(_) => {}
+        Err(error) => {
+            tracing::error!(topic, %error, "dedup index cannot use its chunk directory; keeping it in RAM");
+            let config = IndexConfig { max_ids: once_dedup::MAX_IDS_DEFAULT, ..index.config() };
+            return DedupIndex::new(config);
+        }
+    }
+    index
 }
 
 /// Every `MERGE_EVERY_IDS` changes, merges chunks with a budget proportional to them (live and in
@@ -439,6 +549,12 @@ fn replay_partition(
         since_merge += changes;
         changes = 0;
         merge_if_due(index, &mut since_merge, now_ms);
+        if index.over_memory_budget() {
+            // Nothing else runs at open: spill under the lock, so a replay stays within the budget.
+            if let Err(error) = index.disk_work_here(now_ms, 4) {
+                tracing::error!(partition, %error, "moving dedup index chunks to disk failed during replay");
+            }
+        }
         let (base_offset, last_offset) = (header.base_offset as u64, header.last_offset() as u64);
         if header.is_control() {
             let end = match replay::classify(header, batch) {
@@ -545,10 +661,18 @@ fn refused_batch(error: DedupError) -> PartitionError {
     PartitionError::Log(log_error)
 }
 
+/// The index refused a reservation: full (POLICY_VIOLATION), or unable to read a chunk file or to
+/// spill past its budget (a storage error; nothing was decided, so no wrong answer is given).
 fn index_full(topic: &str, error: DedupError) -> PartitionError {
-    PartitionError::DedupIndexFull(format!(
-        "topic {topic}: {error}; shorten dedup.window.ms or retention so that ids expire"
-    ))
+    match error {
+        DedupError::IndexFull { .. } => PartitionError::DedupIndexFull(format!(
+            "topic {topic}: {error}; shorten dedup.window.ms or retention so that ids expire"
+        )),
+        other => {
+            tracing::error!(topic, error = %other, "dedup index refused a batch");
+            PartitionError::Storage(format!("topic {topic}: {other}"))
+        }
+    }
 }
 
 fn now_ms() -> i64 {

@@ -35,7 +35,7 @@ mod snapshot;
 pub mod txn;
 mod writer;
 
-pub use dedup::{DedupStats, TopicDedup};
+pub use dedup::{DedupStats, TopicDedup, DEDUP_MEMORY_BYTES_DEFAULT};
 pub use error::PartitionError;
 pub use once_dedup::{DedupSource, DedupWindow};
 pub use once_log::{AppendInfo, LogConfig};

@@ -352,8 +352,13 @@ impl Partition {
             producers.prune_aborted(log_start_offset);
             producers.transactions().earliest_open_offset()
         };
-        // An open transaction whose start was deleted no longer holds the stable offset below the log start.
-        self.shared.publish_last_stable_offset(earliest_open, self.high_watermark());
+        // An open transaction whose start was deleted no longer holds the stable offset below the log
+        // start. Only that: producer state may already include staged writes not yet durable (a marker
+        // among them must not let the stable offset pass its transaction), so the stable offset moves
+        // at most up to the log start here; the writer moves it past that as syncs complete.
+        let current = self.shared.last_stable_offset.load(Ordering::Acquire);
+        let bound = current.max(log_start_offset).min(self.high_watermark());
+        self.shared.publish_last_stable_offset(earliest_open, bound);
     }
 
     /// Forgets producers idle longer than `expiration_ms` (by their last batch timestamp), except those

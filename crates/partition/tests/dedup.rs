@@ -24,7 +24,7 @@ struct Topic {
 }
 
 fn open_topic(dir: &Path, count: i32, window: DedupWindow, config: LogConfig) -> Topic {
-    let dedup = Arc::new(TopicDedup::open("t", DedupSource::Key, window, dir.join("dedup.snapshot")));
+    let dedup = Arc::new(TopicDedup::open("t", DedupSource::Key, window, dir.join("dedup.snapshot"), usize::MAX));
     let partitions: Vec<Arc<Partition>> = (0..count)
         .map(|partition| {
             let id = PartitionId { topic: "t".into(), partition };
@@ -428,4 +428,122 @@ async fn index_and_logs_agree_across_random_crashes() {
         }
         close(topic).await;
     }
+}
+
+/// Like `open`, with a memory budget for the index; also says whether the snapshot was used.
+fn open_with_budget(dir: &Path, count: i32, memory_bytes: usize) -> (Topic, bool) {
+    let dedup = Arc::new(TopicDedup::open(
+        "t",
+        DedupSource::Key,
+        DedupWindow::Retention,
+        dir.join("dedup.snapshot"),
+        memory_bytes,
+    ));
+    let partitions: Vec<Arc<Partition>> = (0..count)
+        .map(|partition| {
+            let id = PartitionId { topic: "t".into(), partition };
+            let opened = Partition::open_with_dedup(
+                id,
+                &dir.join(partition.to_string()),
+                LogConfig::default(),
+                Some(dedup.clone()),
+            );
+            Arc::new(opened.expect("open"))
+        })
+        .collect();
+    let stats = dedup.rebuild(&partitions).expect("rebuild");
+    (Topic { dedup, partitions }, stats.from_snapshot)
+}
+
+/// Sends keys `k{first}..k{last}` in batches of 1,000 over the partitions; returns records dropped.
+async fn send_range(topic: &Topic, first: usize, last: usize) -> u64 {
+    let mut dropped = 0;
+    for (batch, start) in (first..last).step_by(1_000).enumerate() {
+        let keys: Vec<String> = (start..(start + 1_000).min(last)).map(|number| format!("k{number}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let partition = &topic.partitions[batch % topic.partitions.len()];
+        dropped += u64::from(partition.append(keyed(&keys)).await.expect("append").duplicates_dropped);
+    }
+    dropped
+}
+
+fn chunk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("dedup-chunks"))
+        .map(|entries| entries.map(|entry| entry.expect("entry").path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_on_disk_survive_crashes_and_a_damaged_one_means_replaying_the_logs() {
+    const IDS: usize = 200_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A budget of one byte: every sealed chunk (57,344 ids and up) goes to disk as soon as it seals.
+    let (topic, _) = open_with_budget(dir.path(), 2, 1);
+    assert_eq!(send_range(&topic, 0, IDS / 2).await, 0);
+    topic.dedup.snapshot().expect("snapshot");
+    let snapshot_bytes = std::fs::metadata(dir.path().join("dedup.snapshot")).expect("snapshot").len();
+    assert_eq!(send_range(&topic, IDS / 2, IDS).await, 0, "all new");
+    let stats = topic.dedup.stats();
+    assert!(stats.disk_ids >= IDS as u64 / 2, "{} of {} ids on disk", stats.disk_ids, stats.stored_ids);
+    assert!(snapshot_bytes < 60_000 * 33, "{snapshot_bytes} bytes: chunks on disk are referred to, not copied");
+    crash(topic).await;
+
+    // The snapshot, its chunk files and the log's tail; files written after it are orphans.
+    let (topic, from_snapshot) = open_with_budget(dir.path(), 2, 1);
+    assert!(from_snapshot, "the snapshot and its chunk files were loaded");
+    assert_eq!(topic.dedup.stats().stored_ids, IDS as u64);
+    assert_eq!(send_range(&topic, 0, IDS).await, IDS as u64, "every id again: all duplicates");
+    assert!(copies(&topic).values().all(|count| *count == 1));
+    topic.dedup.snapshot().expect("snapshot");
+    crash(topic).await;
+
+    // A chunk file the snapshot refers to, damaged: detected at start, the logs replayed.
+    let files = chunk_files(dir.path());
+    assert!(!files.is_empty(), "chunk files on disk");
+    let mut bytes = std::fs::read(&files[0]).expect("read");
+    bytes[100] ^= 0x01;
+    std::fs::write(&files[0], &bytes).expect("damage a chunk file");
+    let (topic, from_snapshot) = open_with_budget(dir.path(), 2, 1);
+    assert!(!from_snapshot, "a damaged chunk file means the snapshot is not used");
+    assert_eq!(topic.dedup.stats().stored_ids, IDS as u64, "rebuilt from the whole logs");
+    assert!(topic.dedup.stats().disk_ids >= IDS as u64 / 2, "and spilled again during the replay");
+    crash(topic).await;
+
+    // A crash before any new snapshot: the untrusted snapshot must not come back with the chunk files
+    // the replay wrote since (they may bear the names it referred to).
+    let (topic, from_snapshot) = open_with_budget(dir.path(), 2, 1);
+    assert!(!from_snapshot, "the untrusted snapshot was removed before new chunk files were written");
+    assert_eq!(topic.dedup.stats().stored_ids, IDS as u64);
+    assert_eq!(send_range(&topic, 0, IDS + 1_000).await, IDS as u64, "old ids dropped, the new thousand stored");
+    let copies = copies(&topic);
+    assert_eq!(copies.len(), IDS + 1_000);
+    assert!(copies.values().all(|count| *count == 1), "each id stored once");
+    close(topic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_snapshot_never_comes_back_with_chunk_files_written_after_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 60,000 ids: one sealed chunk (57,344) on disk, the rest in the snapshot itself.
+    let (topic, _) = open_with_budget(dir.path(), 2, 1);
+    send_range(&topic, 0, 60_000).await;
+    assert_eq!(topic.dedup.stats().disk_chunks, 1);
+    close(topic).await;
+    let files = chunk_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut bytes = std::fs::read(&files[0]).expect("read");
+    bytes[100] ^= 0x01;
+    std::fs::write(&files[0], &bytes).expect("damage the chunk file");
+    // The replay writes a chunk of the same size again (in another order: partition by partition).
+    let (topic, from_snapshot) = open_with_budget(dir.path(), 2, 1);
+    assert!(!from_snapshot);
+    assert_eq!(topic.dedup.stats().disk_chunks, 1);
+    crash(topic).await;
+    let (topic, from_snapshot) = open_with_budget(dir.path(), 2, 1);
+    assert!(!from_snapshot, "the untrusted snapshot is gone, so it cannot refer to the new file");
+    assert_eq!(send_range(&topic, 0, 60_000).await, 60_000, "every id is a duplicate");
+    assert!(copies(&topic).values().all(|count| *count == 1));
+    close(topic).await;
 }

@@ -1,0 +1,402 @@
+//! Sealed chunks on disk: one checksummed file per chunk, read a page at a time behind the chunk's
+//! Bloom filter and a sparse array of the pages' first ids (the *fences*), both kept in RAM.
+//!
+//! Layout (all integers big endian):
+//!
+//! ```text
+//! page * page count     4096 bytes each: up to 127 entries | zero padding | crc32c u32 of the
+//!                       page's first 4092 bytes
+//! trailer               magic "ONCECHNK" | version u32 | file id u64 | entry count u64 |
+//!                       time_min_s u32 | time_max_s u32 | span count u32 |
+//!                       (partition i32, base offset i64, max offset i64, count u32) * span count |
+//!                       crc32c u32 of the trailer before it
+//! footer                trailer length u32 | magic "ONCECHNK"
+//! entry = id [16] | partition i32 | offset i64 | time_s u32   (32 bytes; ids strictly increasing)
+//! ```
+//!
+//! A file is written whole (temporary name, fsync, rename, directory fsync) before anything refers
+//! to it, then opened again through [`open_chunk`], which reads every page, checks every checksum,
+//! the order and the trailer's counts, and builds the filter and fences: the file is checked once
+//! as written and once at every start. A lookup that passes the filter reads the one page that
+//! can hold the id (`pread`) and checks that page's checksum again, so a file damaged later gives
+//! an error, never a wrong answer.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::chunk::{Entry, Filter, Location, PartitionSpan, SealedChunk};
+use crate::error::DedupError;
+use crate::id::Id;
+
+const MAGIC: &[u8; 8] = b"ONCECHNK";
+const VERSION: u32 = 1;
+/// Bytes of a page: one read from the disk per lookup that passes the filter.
+pub(crate) const PAGE_LEN: usize = 4096;
+const ENTRY_LEN: usize = 32;
+/// Entries in a full page (the last 4 bytes of a page are its checksum).
+pub(crate) const ENTRIES_PER_PAGE: usize = (PAGE_LEN - 4) / ENTRY_LEN;
+const FOOTER_LEN: usize = 12;
+const SPAN_LEN: usize = 24;
+/// Largest trailer a reader accepts: the fixed fields and 2^20 partition spans.
+const TRAILER_LEN_MAX: usize = 40 + (1 << 20) * SPAN_LEN;
+
+/// The file of a chunk, named by its file id.
+pub(crate) fn chunk_path(dir: &Path, file_id: u64) -> PathBuf {
+    dir.join(format!("chunk-{file_id:016x}.dedup"))
+}
+
+/// The file id in a chunk file's name, if it is one.
+pub(crate) fn file_id_of(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("chunk-")?.strip_suffix(".dedup")?;
+    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten()
+}
+
+/// The RAM part of a chunk whose entries are on disk.
+pub(crate) struct DiskColumns {
+    file: File,
+    pub(crate) path: PathBuf,
+    pub(crate) file_id: u64,
+    /// The first id of every page, so a lookup knows the one page that can hold an id.
+    fences: Box<[u128]>,
+    len: usize,
+}
+
+impl DiskColumns {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn fence_bytes(&self) -> usize {
+        self.fences.len() * size_of::<u128>()
+    }
+
+    /// The entry of `id` if this chunk holds it: one page read, its checksum checked.
+    pub(crate) fn get(&self, id: u128) -> Result<Option<Entry>, DedupError> {
+        let page_index = match self.fences.partition_point(|first| *first <= id) {
+            0 => return Ok(None),
+            after => after - 1,
+        };
+        let page = self.read_page(page_index)?;
+        let entries = self.entries_in_page(page_index);
+        let (mut low, mut high) = (0, entries);
+        while low < high {
+            let middle = (low + high) / 2;
+            match id_at(&page, middle).cmp(&id) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return Ok(Some(entry_at(&page, middle))),
+            }
+        }
+        Ok(None)
+    }
+
+    fn entries_in_page(&self, page_index: usize) -> usize {
+        (self.len - page_index * ENTRIES_PER_PAGE).min(ENTRIES_PER_PAGE)
+    }
+
+    fn read_page(&self, page_index: usize) -> Result<[u8; PAGE_LEN], DedupError> {
+        let mut page = [0u8; PAGE_LEN];
+        let position = (page_index * PAGE_LEN) as u64;
+        self.file
+            .read_exact_at(&mut page, position)
+            .map_err(|error| DedupError::io(format!("reading dedup chunk {}", self.path.display()), error))?;
+        check_page(&page).map_err(|reason| corrupt(&self.path, format!("page {page_index}: {reason}")))?;
+        Ok(page)
+    }
+
+    /// Every entry, in id order, read page by page (a compaction's or a snapshot's input).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Result<Entry, DedupError>> + '_ {
+        let pages = self.fences.len();
+        (0..pages).flat_map(move |page_index| {
+            let read = self.read_page(page_index);
+            let count = self.entries_in_page(page_index);
+            let items: Vec<Result<Entry, DedupError>> = match read {
+                Ok(page) => (0..count).map(|slot| Ok(entry_at(&page, slot))).collect(),
+                Err(error) => vec![Err(error)],
+            };
+            items
+        })
+    }
+}
+
+fn id_at(page: &[u8], slot: usize) -> u128 {
+    let start = slot * ENTRY_LEN;
+    u128::from_be_bytes(page[start..start + 16].try_into().expect("16 bytes"))
+}
+
+fn entry_at(page: &[u8], slot: usize) -> Entry {
+    let bytes = &page[slot * ENTRY_LEN..(slot + 1) * ENTRY_LEN];
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&bytes[..16]);
+    let partition = i32::from_be_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    let offset = i64::from_be_bytes(bytes[20..28].try_into().expect("8 bytes"));
+    let time_s = u32::from_be_bytes(bytes[28..32].try_into().expect("4 bytes"));
+    Entry { id: Id(id), location: Location { partition, offset }, time_s }
+}
+
+fn check_page(page: &[u8; PAGE_LEN]) -> Result<(), String> {
+    let stored = u32::from_be_bytes(page[PAGE_LEN - 4..].try_into().expect("4 bytes"));
+    match crc32c::crc32c(&page[..PAGE_LEN - 4]) == stored {
+        true => Ok(()),
+        false => Err("checksum mismatch".to_string()),
+    }
+}
+
+fn corrupt(path: &Path, reason: String) -> DedupError {
+    DedupError::ChunkCorrupt { path: path.to_path_buf(), reason }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_extension("dedup.tmp")
+}
+
+/// Writes entries sorted by id (each id once) as the chunk file `file_id` in `dir`, durably: a
+/// temporary file, fsync, rename, directory fsync. Returns the entries written. A full disk or any
+/// other failure removes the temporary file and is an error; nothing refers to the file yet.
+pub(crate) fn write_chunk(
+    dir: &Path,
+    file_id: u64,
+    entries: impl Iterator<Item = Result<Entry, DedupError>>,
+) -> Result<usize, DedupError> {
+    let path = chunk_path(dir, file_id);
+    let temp = temp_path(&path);
+    let written = write_file(&temp, file_id, entries).and_then(|count| {
+        fs::rename(&temp, &path)
+            .map_err(|error| DedupError::io(format!("renaming {} to {}", temp.display(), path.display()), error))?;
+        crate::snapshot::sync_dir(dir)?;
+        Ok(count)
+    });
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
+}
+
+fn write_file(
+    temp: &Path,
+    file_id: u64,
+    entries: impl Iterator<Item = Result<Entry, DedupError>>,
+) -> Result<usize, DedupError> {
+    let io = |what: &str| {
+        let context = format!("{what} dedup chunk {}", temp.display());
+        move |error| DedupError::io(context, error)
+    };
+    let file = File::create(temp).map_err(io("creating"))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut page = [0u8; PAGE_LEN];
+    let (mut in_page, mut count) = (0usize, 0usize);
+    let mut spans: Vec<PartitionSpan> = Vec::new();
+    let (mut time_min_s, mut time_max_s) = (u32::MAX, 0u32);
+    let mut previous: Option<Id> = None;
+    for entry in entries {
+        let entry = entry?;
+        assert!(previous.is_none_or(|previous| previous < entry.id), "a chunk file holds ids sorted, each once");
+        previous = Some(entry.id);
+        put_entry(&mut page[in_page * ENTRY_LEN..(in_page + 1) * ENTRY_LEN], &entry);
+        add_to_spans(&mut spans, entry.location);
+        time_min_s = time_min_s.min(entry.time_s);
+        time_max_s = time_max_s.max(entry.time_s);
+        in_page += 1;
+        count += 1;
+        if in_page == ENTRIES_PER_PAGE {
+            seal_page(&mut page);
+            out.write_all(&page).map_err(io("writing"))?;
+            page = [0u8; PAGE_LEN];
+            in_page = 0;
+        }
+    }
+    if in_page > 0 {
+        seal_page(&mut page);
+        out.write_all(&page).map_err(io("writing"))?;
+    }
+    spans.sort_unstable_by_key(|span| span.partition);
+    let trailer = trailer_bytes(file_id, count, time_min_s.min(time_max_s), time_max_s, &spans);
+    out.write_all(&trailer).map_err(io("writing"))?;
+    out.write_all(&(trailer.len() as u32).to_be_bytes()).map_err(io("writing"))?;
+    out.write_all(MAGIC).map_err(io("writing"))?;
+    let file = out.into_inner().map_err(|error| io("flushing")(error.into_error()))?;
+    file.sync_all().map_err(io("fsyncing"))?;
+    Ok(count)
+}
+
+fn put_entry(out: &mut [u8], entry: &Entry) {
+    out[..16].copy_from_slice(&entry.id.0);
+    out[16..20].copy_from_slice(&entry.location.partition.to_be_bytes());
+    out[20..28].copy_from_slice(&entry.location.offset.to_be_bytes());
+    out[28..32].copy_from_slice(&entry.time_s.to_be_bytes());
+}
+
+fn seal_page(page: &mut [u8; PAGE_LEN]) {
+    let crc = crc32c::crc32c(&page[..PAGE_LEN - 4]);
+    page[PAGE_LEN - 4..].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Spans kept sorted by partition as entries stream in (a chunk names few partitions).
+fn add_to_spans(spans: &mut Vec<PartitionSpan>, location: Location) {
+    let Location { partition, offset } = location;
+    match spans.binary_search_by_key(&partition, |span| span.partition) {
+        Ok(index) => {
+            let span = &mut spans[index];
+            span.base_offset = span.base_offset.min(offset);
+            span.max_offset = span.max_offset.max(offset);
+            span.count += 1;
+        }
+        Err(index) => {
+            spans.insert(index, PartitionSpan { partition, base_offset: offset, max_offset: offset, count: 1 })
+        }
+    }
+}
+
+fn trailer_bytes(file_id: u64, count: usize, time_min_s: u32, time_max_s: u32, spans: &[PartitionSpan]) -> Vec<u8> {
+    let mut trailer = Vec::with_capacity(40 + spans.len() * SPAN_LEN);
+    trailer.extend_from_slice(MAGIC);
+    trailer.extend_from_slice(&VERSION.to_be_bytes());
+    trailer.extend_from_slice(&file_id.to_be_bytes());
+    trailer.extend_from_slice(&(count as u64).to_be_bytes());
+    trailer.extend_from_slice(&time_min_s.to_be_bytes());
+    trailer.extend_from_slice(&time_max_s.to_be_bytes());
+    trailer.extend_from_slice(&(spans.len() as u32).to_be_bytes());
+    for span in spans {
+        trailer.extend_from_slice(&span.partition.to_be_bytes());
+        trailer.extend_from_slice(&span.base_offset.to_be_bytes());
+        trailer.extend_from_slice(&span.max_offset.to_be_bytes());
+        trailer.extend_from_slice(&span.count.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&trailer);
+    trailer.extend_from_slice(&crc.to_be_bytes());
+    trailer
+}
+
+/// What a chunk file's trailer says.
+struct Trailer {
+    count: usize,
+    time_min_s: u32,
+    time_max_s: u32,
+    spans: Vec<PartitionSpan>,
+}
+
+fn parse_trailer(bytes: &[u8], file_id: u64) -> Result<Trailer, String> {
+    if bytes.len() < 44 {
+        return Err("trailer too short".to_string());
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().expect("4 bytes")) {
+        return Err("trailer checksum mismatch".to_string());
+    }
+    let u32_at = |at: usize| u32::from_be_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_be_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+    if &body[..8] != MAGIC || u32_at(8) != VERSION {
+        return Err("bad magic or version".to_string());
+    }
+    if u64_at(12) != file_id {
+        return Err(format!("file id {} in a file named {file_id}", u64_at(12)));
+    }
+    let count = usize::try_from(u64_at(20)).map_err(|_| "entry count too large".to_string())?;
+    let span_count = u32_at(36) as usize;
+    if body.len() != 40 + span_count * SPAN_LEN {
+        return Err("trailer length does not match its span count".to_string());
+    }
+    let spans = (0..span_count)
+        .map(|index| {
+            let at = 40 + index * SPAN_LEN;
+            PartitionSpan {
+                partition: u32_at(at) as i32,
+                base_offset: u64_at(at + 4) as i64,
+                max_offset: u64_at(at + 12) as i64,
+                count: u32_at(at + 20),
+            }
+        })
+        .collect();
+    Ok(Trailer { count, time_min_s: u32_at(28), time_max_s: u32_at(32), spans })
+}
+
+/// Opens chunk file `file_id` in `dir`: checks the whole file (every page's checksum, the order of
+/// the ids, the trailer's checksum, counts, spans and time range) and builds the chunk's filter and
+/// fences. Any mismatch is [`DedupError::ChunkCorrupt`]: the file cannot be trusted.
+pub(crate) fn open_chunk(dir: &Path, file_id: u64) -> Result<SealedChunk, DedupError> {
+    let path = chunk_path(dir, file_id);
+    let io = |error| DedupError::io(format!("reading dedup chunk {}", path.display()), error);
+    let file = File::open(&path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let bad = |reason: String| corrupt(&path, reason);
+    if file_len < FOOTER_LEN as u64 {
+        return Err(bad(format!("{file_len} bytes is shorter than a footer")));
+    }
+    let mut footer = [0u8; FOOTER_LEN];
+    file.read_exact_at(&mut footer, file_len - FOOTER_LEN as u64).map_err(io)?;
+    if &footer[4..] != MAGIC {
+        return Err(bad("bad footer magic".to_string()));
+    }
+    let trailer_len = u32::from_be_bytes(footer[..4].try_into().expect("4 bytes")) as usize;
+    if trailer_len > TRAILER_LEN_MAX || (trailer_len + FOOTER_LEN) as u64 > file_len {
+        return Err(bad(format!("trailer length {trailer_len} does not fit the file")));
+    }
+    let pages_len = file_len - (trailer_len + FOOTER_LEN) as u64;
+    let mut trailer = vec![0u8; trailer_len];
+    file.read_exact_at(&mut trailer, pages_len).map_err(io)?;
+    let trailer = parse_trailer(&trailer, file_id).map_err(bad)?;
+    let pages = trailer.count.div_ceil(ENTRIES_PER_PAGE);
+    if pages_len != (pages * PAGE_LEN) as u64 {
+        return Err(bad(format!("{pages_len} bytes of pages for {} entries", trailer.count)));
+    }
+    let mut filter = Filter::with_capacity(trailer.count);
+    let mut fences = Vec::with_capacity(pages);
+    let mut spans: Vec<PartitionSpan> = Vec::new();
+    let (mut time_min_s, mut time_max_s) = (u32::MAX, 0u32);
+    let mut previous: Option<u128> = None;
+    let mut reader = BufReader::with_capacity(1 << 20, &file);
+    let mut page = [0u8; PAGE_LEN];
+    for page_index in 0..pages {
+        reader.read_exact(&mut page).map_err(io)?;
+        check_page(&page).map_err(|reason| bad(format!("page {page_index}: {reason}")))?;
+        let entries = (trailer.count - page_index * ENTRIES_PER_PAGE).min(ENTRIES_PER_PAGE);
+        fences.push(id_at(&page, 0));
+        for slot in 0..entries {
+            let entry = entry_at(&page, slot);
+            let id = entry.id.to_u128();
+            if previous.is_some_and(|previous| previous >= id) {
+                return Err(bad(format!("ids out of order in page {page_index}")));
+            }
+            if entry.location.partition < 0 || entry.location.offset < 0 {
+                return Err(bad(format!("negative partition or offset in page {page_index}")));
+            }
+            previous = Some(id);
+            filter.insert(id);
+            add_to_spans(&mut spans, entry.location);
+            time_min_s = time_min_s.min(entry.time_s);
+            time_max_s = time_max_s.max(entry.time_s);
+        }
+    }
+    let same_spans = spans.len() == trailer.spans.len()
+        && spans.iter().zip(&trailer.spans).all(|(a, b)| {
+            (a.partition, a.base_offset, a.max_offset, a.count) == (b.partition, b.base_offset, b.max_offset, b.count)
+        });
+    let times = (time_min_s.min(time_max_s), time_max_s);
+    if !same_spans || (trailer.count > 0 && times != (trailer.time_min_s, trailer.time_max_s)) {
+        return Err(bad("the entries do not match the trailer's spans or time range".to_string()));
+    }
+    drop(reader);
+    let columns =
+        DiskColumns { file, path: path.clone(), file_id, fences: fences.into_boxed_slice(), len: trailer.count };
+    Ok(SealedChunk::on_disk(columns, filter, spans, trailer.time_min_s, trailer.time_max_s))
+}
+
+/// The chunk files in `dir` by file id (temporary files of interrupted writes included as `None`).
+pub(crate) fn list_chunk_files(dir: &Path) -> Result<Vec<(PathBuf, Option<u64>)>, DedupError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(DedupError::io(format!("listing {}", dir.display()), error)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|error| DedupError::io(format!("listing {}", dir.display()), error))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("chunk-") {
+            files.push((entry.path(), file_id_of(&name)));
+        }
+    }
+    Ok(files)
+}

@@ -1,0 +1,320 @@
+//! Windows larger than RAM: sealed chunks move to files (`crate::disk`) when the index passes its
+//! memory budget, oldest first, and chunks on disk are compacted and merged — all by [`DiskWork`],
+//! whose I/O runs without the index (the caller's lock): [`DedupIndex::next_disk_work`] picks the
+//! work under the lock (cheap), [`DiskWork::run`] writes, fsyncs and reads the new file back
+//! without it, and [`DedupIndex::finish_disk_work`] swaps the new chunk in under the lock, if its
+//! inputs are still there (otherwise the new file is deleted: nothing referred to it).
+//!
+//! A file a chunk no longer uses (dropped, compacted, merged) is *retired*, not deleted: the latest
+//! snapshot may still refer to it. The snapshot that no longer does deletes it once it is durable;
+//! at start, files the loaded snapshot does not refer to are deleted
+//! ([`DedupIndex::remove_orphan_chunk_files`]).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::chunk::{is_live, LogStarts, SealedChunk};
+use crate::config::DedupWindow;
+use crate::disk::{list_chunk_files, open_chunk, write_chunk};
+use crate::error::DedupError;
+use crate::index::{merge_target, DedupIndex};
+
+/// Largest chunk a merge on disk builds: bounds the I/O of one step (about 270 MB written, a few
+/// seconds) while a lookup still probes few filters (about 120 chunks at the bound on ids).
+pub const DISK_CHUNK_IDS_MAX: usize = 8 << 20;
+
+/// The directory of an index's chunk files, beside its snapshot file.
+pub fn chunk_dir(snapshot_path: &Path) -> PathBuf {
+    snapshot_path.with_file_name("dedup-chunks")
+}
+
+/// Where an index keeps chunks on disk, and its budget.
+pub(crate) struct DiskStore {
+    pub(crate) dir: PathBuf,
+    /// Bytes of RAM ([`DedupIndex::approx_bytes`]) past which sealed chunks move to disk.
+    pub(crate) memory_bytes: usize,
+    pub(crate) next_file_id: u64,
+    /// Files no chunk uses any more, deleted after the next snapshot (see the module docs).
+    pub(crate) retired: Vec<PathBuf>,
+    /// A `DiskWork` is out: no other is handed out until it is finished.
+    in_progress: bool,
+    /// The last spill failed with this error (cleared by the next one that works).
+    spill_error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A resident chunk written to disk (oldest first, while over the budget).
+    Spill,
+    /// A chunk on disk at least half dead, rewritten with its live ids.
+    Compact,
+    /// Two neighbouring chunks on disk merged (older, newer).
+    Merge,
+}
+
+/// One step of disk upkeep, picked under the index's lock and run without it.
+pub struct DiskWork {
+    kind: Kind,
+    dir: PathBuf,
+    file_id: u64,
+    /// One chunk, or two neighbours (older, newer) for a merge.
+    inputs: Vec<Arc<SealedChunk>>,
+    window: DedupWindow,
+    now_ms: i64,
+    log_starts: LogStarts,
+}
+
+/// A [`DiskWork`] that ran: to be handed to [`DedupIndex::finish_disk_work`].
+pub struct DiskDone {
+    kind: Kind,
+    inputs: Vec<Arc<SealedChunk>>,
+    /// The new chunk (`None`: no input id was live).
+    output: Result<Option<SealedChunk>, DedupError>,
+}
+
+impl DiskWork {
+    /// Writes the new chunk file (live ids of the inputs, merged), fsyncs it, and reads it back
+    /// through the checks of a start. Ids dead now stay dead (time and log starts only move on),
+    /// so deciding liveness without the lock is safe.
+    pub fn run(self) -> DiskDone {
+        let DiskWork { kind, dir, file_id, inputs, window, now_ms, log_starts } = self;
+        let live = |entry: &crate::chunk::Entry| is_live(entry.location, entry.time_s, window, now_ms, &log_starts);
+        let (newer, older) = match inputs.as_slice() {
+            [one] => (one, None),
+            [older, newer] => (newer, Some(older)),
+            _ => unreachable!("disk work has one or two inputs"),
+        };
+        let older_entries = older.into_iter().flat_map(|older| older.entries());
+        let written = write_chunk(&dir, file_id, SealedChunk::merged_live(newer.entries(), older_entries, live));
+        let output = written.and_then(|count| {
+            let path = crate::disk::chunk_path(&dir, file_id);
+            if count == 0 {
+                let _ = fs::remove_file(&path);
+                return Ok(None);
+            }
+            let chunk = open_chunk(&dir, file_id);
+            if chunk.is_err() {
+                let _ = fs::remove_file(&path);
+            }
+            let chunk = chunk?;
+            assert_eq!(chunk.len(), count, "a chunk file reads back with the entries written");
+            Ok(Some(chunk))
+        });
+        DiskDone { kind, inputs, output }
+    }
+}
+
+impl DedupIndex {
+    /// Keeps sealed chunks beyond `memory_bytes` of RAM in files under `dir` (created if needed),
+    /// oldest first. Call before the index stores ids, after [`DedupIndex::load`] (which sets `dir`
+    /// to [`chunk_dir`] of the snapshot) and [`DedupIndex::remove_orphan_chunk_files`].
+    pub fn use_disk(&mut self, dir: PathBuf, memory_bytes: usize) -> Result<(), DedupError> {
+        fs::create_dir_all(&dir).map_err(|error| DedupError::io(format!("creating {}", dir.display()), error))?;
+        match &mut self.disk {
+            Some(disk) if disk.dir == dir => disk.memory_bytes = memory_bytes,
+            _ => self.disk = Some(DiskStore::new(dir, memory_bytes, self.highest_file_id().map_or(0, |id| id + 1))),
+        }
+        Ok(())
+    }
+
+    fn highest_file_id(&self) -> Option<u64> {
+        self.sealed.iter().filter_map(|chunk| chunk.disk().map(|disk| disk.file_id)).max()
+    }
+
+    /// Deletes the files in the chunk directory that no chunk of this index uses (left by a crash
+    /// before a snapshot referred to them, or retired by chunks a snapshot no longer had), and
+    /// temporary files of interrupted writes. Call at open, before any disk work. Returns how many.
+    pub fn remove_orphan_chunk_files(&self) -> Result<usize, DedupError> {
+        let Some(disk) = &self.disk else { return Ok(0) };
+        let used: std::collections::HashSet<u64> =
+            self.sealed.iter().filter_map(|chunk| chunk.disk().map(|disk| disk.file_id)).collect();
+        let mut removed = 0;
+        for (path, file_id) in list_chunk_files(&disk.dir)? {
+            if file_id.is_none_or(|file_id| !used.contains(&file_id)) {
+                fs::remove_file(&path)
+                    .map_err(|error| DedupError::io(format!("removing {}", path.display()), error))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// True if the index holds more RAM than its budget and has a resident sealed chunk to move.
+    pub fn over_memory_budget(&self) -> bool {
+        self.disk.as_ref().is_some_and(|disk| self.approx_bytes() > disk.memory_bytes)
+            && self.sealed.iter().any(|chunk| chunk.disk().is_none())
+    }
+
+    /// The memory budget, if chunks go to disk.
+    pub fn memory_budget(&self) -> Option<usize> {
+        self.disk.as_ref().map(|disk| disk.memory_bytes)
+    }
+
+    /// Sealed chunks whose entries are on disk.
+    pub fn disk_chunks(&self) -> usize {
+        self.sealed.iter().filter(|chunk| chunk.disk().is_some()).count()
+    }
+
+    /// Bytes of RAM the chunks on disk hold (filters, fences, ranges): about 1.4 per id.
+    pub fn disk_chunk_bytes(&self) -> usize {
+        self.sealed.iter().filter(|chunk| chunk.disk().is_some()).map(|chunk| chunk.approx_bytes()).sum()
+    }
+
+    /// Ids stored in chunks on disk.
+    pub fn disk_ids(&self) -> usize {
+        self.sealed.iter().filter(|chunk| chunk.disk().is_some()).map(|chunk| chunk.len()).sum()
+    }
+
+    /// The next step of disk upkeep, if any and none is out: a spill of the oldest resident chunk
+    /// while over the budget, else a compaction of a chunk on disk at least half dead, else a merge
+    /// of two neighbours on disk that fit in one (up to [`DISK_CHUNK_IDS_MAX`] ids). Give its
+    /// [`DiskWork::run`] result to [`DedupIndex::finish_disk_work`].
+    pub fn next_disk_work(&mut self, now_ms: i64) -> Option<DiskWork> {
+        let window = self.config.window;
+        let over = self.over_memory_budget();
+        let disk = self.disk.as_ref().filter(|disk| !disk.in_progress)?;
+        let target = merge_target(self.stored_ids(), self.chunk_bits_min).min(DISK_CHUNK_IDS_MAX);
+        let on_disk = |index: usize| self.sealed.get(index).is_some_and(|chunk| chunk.disk().is_some());
+        let pick = if over {
+            self.sealed.iter().position(|chunk| chunk.disk().is_none()).map(|index| (Kind::Spill, index))
+        } else {
+            None
+        };
+        let pick = pick.or_else(|| {
+            (0..self.sealed.len()).find_map(|index| {
+                let chunk = &self.sealed[index];
+                let dead = chunk.dead_estimate(window, now_ms, &self.log_starts);
+                (on_disk(index) && dead > 0 && dead * 2 >= chunk.len()).then_some((Kind::Compact, index))
+            })
+        });
+        let pick = pick.or_else(|| {
+            (0..self.sealed.len().saturating_sub(1)).find_map(|index| {
+                let fits = self.sealed[index].len() + self.sealed[index + 1].len() <= target;
+                (on_disk(index) && on_disk(index + 1) && fits).then_some((Kind::Merge, index))
+            })
+        });
+        let (kind, index) = pick?;
+        let inputs = match kind {
+            Kind::Merge => vec![self.sealed[index].clone(), self.sealed[index + 1].clone()],
+            Kind::Spill | Kind::Compact => vec![self.sealed[index].clone()],
+        };
+        let work = DiskWork {
+            kind,
+            dir: disk.dir.clone(),
+            file_id: disk.next_file_id,
+            inputs,
+            window,
+            now_ms,
+            log_starts: self.log_starts.clone(),
+        };
+        let disk = self.disk.as_mut().expect("checked above");
+        disk.next_file_id += 1;
+        disk.in_progress = true;
+        Some(work)
+    }
+
+    /// Installs what a [`DiskWork`] built, in place of its inputs, if they are still in the index
+    /// as they were (a concurrent `expire` may have dropped or rewritten them: then the new file is
+    /// deleted). Returns whether the index changed; an error of the work is returned (and, for a
+    /// spill, remembered: see [`DedupIndex::reserve`]).
+    pub fn finish_disk_work(&mut self, done: DiskDone) -> Result<bool, DedupError> {
+        let DiskDone { kind, inputs, output } = done;
+        let disk = self.disk.as_mut().expect("disk work comes from an index that uses the disk");
+        assert!(disk.in_progress, "disk work is finished once");
+        disk.in_progress = false;
+        let output = match output {
+            Ok(output) => {
+                if kind == Kind::Spill {
+                    disk.spill_error = None;
+                }
+                output
+            }
+            Err(error) => {
+                if kind == Kind::Spill {
+                    disk.spill_error = Some(error.to_string());
+                }
+                return Err(error);
+            }
+        };
+        let first = self.sealed.iter().position(|chunk| Arc::ptr_eq(chunk, &inputs[0]));
+        let in_place = first.is_some_and(|first| {
+            inputs
+                .iter()
+                .enumerate()
+                .all(|(offset, input)| self.sealed.get(first + offset).is_some_and(|chunk| Arc::ptr_eq(chunk, input)))
+        });
+        let (Some(first), true) = (first, in_place) else {
+            if let Some(chunk) = output.as_ref().and_then(SealedChunk::disk) {
+                let _ = fs::remove_file(&chunk.path);
+            }
+            return Ok(false);
+        };
+        let retired: Vec<PathBuf> =
+            inputs.iter().filter_map(|input| input.disk().map(|disk| disk.path.clone())).collect();
+        for _ in 1..inputs.len() {
+            self.sealed.remove(first + 1);
+        }
+        match output {
+            Some(chunk) => self.sealed[first] = Arc::new(chunk),
+            None => {
+                self.sealed.remove(first);
+            }
+        }
+        self.retire(retired);
+        Ok(true)
+    }
+
+    /// Runs disk work in the caller's thread, holding the index: at open (nothing else runs) and in
+    /// tests. At most `steps` steps; returns how many changed the index.
+    pub fn disk_work_here(&mut self, now_ms: i64, steps: usize) -> Result<usize, DedupError> {
+        let mut changed = 0;
+        for _ in 0..steps {
+            let Some(work) = self.next_disk_work(now_ms) else { break };
+            changed += usize::from(self.finish_disk_work(work.run())?);
+        }
+        Ok(changed)
+    }
+
+    /// Refuses new ids while the index is over its budget and its last spill failed, so a full
+    /// disk means clear errors rather than unbounded memory.
+    pub(crate) fn check_spilling(&self) -> Result<(), DedupError> {
+        let Some(disk) = &self.disk else { return Ok(()) };
+        let Some(reason) = &disk.spill_error else { return Ok(()) };
+        if !self.over_memory_budget() {
+            return Ok(());
+        }
+        Err(DedupError::SpillFailed {
+            resident: self.approx_bytes(),
+            budget: disk.memory_bytes,
+            reason: reason.clone(),
+        })
+    }
+
+    /// Files of chunks the index dropped, deleted after the next snapshot.
+    pub(crate) fn retire(&mut self, files: Vec<PathBuf>) {
+        if files.is_empty() {
+            return;
+        }
+        let disk = self.disk.as_mut().expect("a chunk on disk belongs to an index that uses the disk");
+        disk.retired.extend(files);
+    }
+
+    /// Retired files, oldest first (a snapshot view copies them; see the module docs).
+    pub(crate) fn retired_files(&self) -> Vec<PathBuf> {
+        self.disk.as_ref().map(|disk| disk.retired.clone()).unwrap_or_default()
+    }
+
+    /// The first `count` retired files were deleted after a snapshot that no longer refers to them.
+    pub fn forget_retired_files(&mut self, count: usize) {
+        if let Some(disk) = &mut self.disk {
+            disk.retired.drain(..count.min(disk.retired.len()));
+        }
+    }
+}
+
+impl DiskStore {
+    pub(crate) fn new(dir: PathBuf, memory_bytes: usize, next_file_id: u64) -> DiskStore {
+        DiskStore { dir, memory_bytes, next_file_id, retired: Vec::new(), in_progress: false, spill_error: None }
+    }
+}

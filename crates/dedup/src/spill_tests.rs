@@ -1,0 +1,219 @@
+//! Tests of chunks on disk: snapshots that refer to chunk files, orphans, retired files, and torn
+//! or corrupt files found at start or by a lookup.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::chunk::Location;
+use crate::config::DedupWindow;
+use crate::disk::{chunk_path, list_chunk_files, PAGE_LEN};
+use crate::id::Id;
+use crate::index::{DedupIndex, IndexConfig};
+use crate::spill::chunk_dir;
+
+fn id(n: u32) -> Id {
+    Id::of(&n.to_be_bytes())
+}
+
+/// Stores ids `range` in partition 0 at offset = number, one batch of 100 at a time, running disk
+/// work after each batch.
+fn store(index: &mut DedupIndex, range: std::ops::Range<u32>) {
+    let numbers: Vec<u32> = range.collect();
+    for batch in numbers.chunks(100) {
+        let ids: Vec<Option<Id>> = batch.iter().map(|number| Some(id(*number))).collect();
+        let reservation = index.reserve(0, &ids, None, 0).expect("reserve");
+        let offsets: Vec<i64> = batch.iter().map(|number| i64::from(*number)).collect();
+        index.confirm(reservation, &offsets, 1_000);
+        index.disk_work_here(0, 64).expect("disk work");
+    }
+}
+
+/// An index whose snapshot lives in `dir`, with 20,000 ids of which most are on disk (tiny chunks,
+/// a 64 KiB budget).
+fn spilled(dir: &Path) -> (DedupIndex, PathBuf) {
+    let snapshot = dir.join("dedup.snapshot");
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
+    index.use_disk(chunk_dir(&snapshot), 64 << 10).expect("use disk");
+    store(&mut index, 0..20_000);
+    assert!(index.disk_chunks() >= 2, "{} chunks on disk", index.disk_chunks());
+    assert!(index.disk_ids() >= 15_000, "{} ids on disk", index.disk_ids());
+    assert!(index.approx_bytes() <= (64 << 10) + 40_000, "{} bytes resident", index.approx_bytes());
+    (index, snapshot)
+}
+
+fn assert_answers(index: &DedupIndex, count: u32) {
+    for number in (0..count).step_by(7) {
+        let expected = Location { partition: 0, offset: i64::from(number) };
+        assert_eq!(index.lookup(&id(number), 0).expect("lookup"), Some(expected), "id {number}");
+    }
+    for number in count..count + 2_000 {
+        assert_eq!(index.lookup(&id(number), 0).expect("lookup"), None, "id {number} was never stored");
+    }
+}
+
+fn chunk_files(dir: &Path) -> Vec<PathBuf> {
+    list_chunk_files(dir).expect("list").into_iter().map(|(path, _)| path).collect()
+}
+
+#[test]
+fn a_chunk_on_disk_keeps_under_1_5_bytes_of_ram_per_id() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 17);
+    index.use_disk(directory.path().join("chunks"), 0).expect("use disk");
+    store(&mut index, 0..300_000);
+    assert!(index.disk_ids() >= 200_000, "{} ids on disk", index.disk_ids());
+    let per_id = index.disk_chunk_bytes() as f64 / index.disk_ids() as f64;
+    assert!(per_id <= 1.5, "{per_id:.2} bytes of RAM per id on disk");
+    assert!(per_id >= 1.25, "{per_id:.2} bytes per id: the filter alone takes 1.25, the account is wrong");
+    assert_answers(&index, 300_000);
+}
+
+#[test]
+fn a_snapshot_refers_to_chunk_files_and_loads_them() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = spilled(directory.path());
+    let stats = index.snapshot(&snapshot).expect("snapshot");
+    assert_eq!(stats.entries, 20_000);
+    let inline = (index.stored_ids() - index.disk_ids()) as u64;
+    assert!(stats.bytes < inline * 33 + 4_096, "{} bytes: chunks on disk are referred to, not copied", stats.bytes);
+    let loaded = DedupIndex::load(&snapshot, index.config()).expect("load");
+    assert_eq!(loaded.stored_ids(), 20_000);
+    assert_eq!(loaded.disk_chunks(), index.disk_chunks());
+    assert_eq!(loaded.remove_orphan_chunk_files().expect("orphans"), 0, "every file is referred to");
+    assert_answers(&loaded, 20_000);
+}
+
+#[test]
+fn files_not_in_the_snapshot_are_removed_at_start_and_retired_ones_after_the_next_snapshot() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = spilled(directory.path());
+    index.snapshot(&snapshot).expect("snapshot");
+    let referred = chunk_files(&chunk_dir(&snapshot));
+    // After the snapshot: more ids, more spills and merges (files written and retired).
+    store(&mut index, 20_000..40_000);
+    let retired = index.retired_files();
+    assert!(!retired.is_empty(), "merges on disk retire files");
+    assert!(retired.iter().all(|path| path.exists()), "a retired file stays until a snapshot no longer needs it");
+    // A crash now: the old snapshot and its files are what counts.
+    let loaded = DedupIndex::load(&snapshot, index.config()).expect("load the older snapshot");
+    let removed = loaded.remove_orphan_chunk_files().expect("orphans");
+    assert!(removed > 0, "files written after the snapshot are orphans");
+    assert_eq!(chunk_files(&chunk_dir(&snapshot)).len(), referred.len());
+    assert_answers(&loaded, 20_000);
+    assert_eq!(loaded.lookup(&id(30_000), 0).expect("lookup"), None, "replay would bring the rest back");
+    drop(loaded);
+    // Without the crash: the next snapshot deletes the retired files.
+    let directory_two = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = spilled(directory_two.path());
+    index.snapshot(&snapshot).expect("snapshot");
+    store(&mut index, 20_000..40_000);
+    let retired = index.retired_files();
+    assert!(!retired.is_empty());
+    index.snapshot(&snapshot).expect("second snapshot");
+    assert!(retired.iter().all(|path| !path.exists()), "retired files are deleted once the snapshot is durable");
+    assert!(index.retired_files().is_empty());
+    let loaded = DedupIndex::load(&snapshot, index.config()).expect("load");
+    assert_eq!(loaded.remove_orphan_chunk_files().expect("orphans"), 0);
+    assert_answers(&loaded, 40_000);
+}
+
+#[test]
+fn a_torn_or_corrupt_chunk_file_at_start_means_rebuild() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = spilled(directory.path());
+    index.snapshot(&snapshot).expect("snapshot");
+    let file = chunk_files(&chunk_dir(&snapshot)).into_iter().next().expect("a chunk file");
+    let good = fs::read(&file).expect("read");
+    let mut damaged: Vec<(String, Vec<u8>)> = Vec::new();
+    for cut in [0, 1, PAGE_LEN - 1, PAGE_LEN, good.len() / 2, good.len() - 13, good.len() - 1] {
+        damaged.push((format!("cut at {cut}"), good[..cut].to_vec()));
+    }
+    for position in [0, 17, PAGE_LEN - 2, PAGE_LEN + 100, good.len() - 40, good.len() - 20, good.len() - 2] {
+        let mut bytes = good.clone();
+        bytes[position] ^= 0x10;
+        damaged.push((format!("bit flipped at {position}"), bytes));
+    }
+    for (what, bytes) in damaged {
+        fs::write(&file, &bytes).expect("write");
+        let error = DedupIndex::load(&snapshot, index.config()).err();
+        let error = error.unwrap_or_else(|| panic!("a chunk file {what} went unnoticed"));
+        assert!(error.means_rebuild(), "{what}: {error}");
+    }
+    fs::remove_file(&file).expect("remove");
+    let error = DedupIndex::load(&snapshot, index.config()).err().expect("a missing chunk file is noticed");
+    assert!(error.means_rebuild(), "{error}");
+    // What the caller then does: an empty index, every chunk file an orphan, the log replayed.
+    let mut rebuilt = DedupIndex::new(index.config());
+    rebuilt.use_disk(chunk_dir(&snapshot), 64 << 10).expect("use disk");
+    assert!(rebuilt.remove_orphan_chunk_files().expect("orphans") > 0);
+    assert!(chunk_files(&chunk_dir(&snapshot)).is_empty());
+    store(&mut rebuilt, 0..20_000);
+    assert_answers(&rebuilt, 20_000);
+}
+
+#[test]
+fn a_page_damaged_after_start_is_an_error_never_a_wrong_answer() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (index, _) = spilled(directory.path());
+    let path = index.sealed.iter().find_map(|chunk| chunk.disk().map(|disk| disk.path.clone())).expect("a file");
+    let mut bytes = fs::read(&path).expect("read");
+    for page in 0..bytes.len() / PAGE_LEN {
+        bytes[page * PAGE_LEN + 3] ^= 0x40;
+    }
+    fs::write(&path, &bytes).expect("write");
+    let (mut errors, mut found) = (0, 0);
+    for number in 0..20_000u32 {
+        match index.lookup(&id(number), 0) {
+            Ok(Some(location)) => {
+                assert_eq!(location, Location { partition: 0, offset: i64::from(number) }, "id {number}");
+                found += 1;
+            }
+            Ok(None) => panic!("id {number} is stored: a damaged page must not make it new"),
+            Err(error) => {
+                assert!(error.to_string().contains("checksum"), "{error}");
+                errors += 1;
+            }
+        }
+    }
+    assert!(errors > 0, "the damaged file was read");
+    assert!(found > 0, "the other chunks still answer");
+}
+
+#[test]
+fn a_failed_spill_refuses_new_ids_over_the_budget() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let dir = directory.path().join("chunks");
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
+    index.use_disk(dir.clone(), 16 << 10).expect("use disk");
+    // The directory becomes a file: every chunk write fails, as on a full disk.
+    fs::remove_dir(&dir).expect("remove");
+    fs::write(&dir, b"not a directory").expect("write");
+    let mut refused = None;
+    for number in (0..50_000u32).step_by(100) {
+        let ids: Vec<Option<Id>> = (number..number + 100).map(|n| Some(id(n))).collect();
+        match index.reserve(0, &ids, None, 0) {
+            Ok(reservation) => {
+                let offsets: Vec<i64> = (number..number + 100).map(i64::from).collect();
+                index.confirm(reservation, &offsets, 1_000);
+            }
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+        if let Some(work) = index.next_disk_work(0) {
+            assert!(index.finish_disk_work(work.run()).is_err(), "the spill fails");
+        }
+    }
+    let error = refused.expect("new ids are refused once over the budget with a failed spill");
+    assert!(matches!(error, crate::DedupError::SpillFailed { .. }), "{error}");
+    assert!(index.approx_bytes() < (16 << 10) + 60_000, "memory stayed near the budget");
+    assert_eq!(index.lookup(&id(0), 0).expect("lookup"), Some(Location { partition: 0, offset: 0 }));
+    // Space comes back: the spill works and ids are accepted again.
+    fs::remove_file(&dir).expect("remove");
+    fs::create_dir(&dir).expect("mkdir");
+    index.disk_work_here(0, 100).expect("disk work");
+    assert!(!index.over_memory_budget());
+    assert!(index.reserve(0, &[Some(id(1_000_000))], None, 0).is_ok());
+    assert!(!chunk_path(&dir, 0).with_extension("dedup.tmp").exists());
+}
