@@ -683,11 +683,21 @@ fn create_topic(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str,
 /// The `dedup` workload's topic, deduplicating by the producers' id header. A broker that refuses
 /// `dedup.source` (any broker but Once: Kafka answers INVALID_CONFIG for an unknown config) gets the
 /// topic without it, and a warning: the run then shows what its resends store. Returns the source
-/// the topic has, if any.
+/// the topic has, if any: one the broker took but does not describe back counts as none.
 fn create_dedup_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<Option<String>> {
     let source = format!("header:{}", dedup::ID_HEADER);
     match create_topic(bootstrap, topic, partitions, &[("dedup.source", &source)]) {
-        Ok(()) => Ok(Some(source)),
+        Ok(()) => {
+            let described = described_config(bootstrap, topic, "dedup.source");
+            if described.as_deref() == Some(source.as_str()) {
+                return Ok(Some(source));
+            }
+            eprintln!(
+                "once check: WARNING the broker took dedup.source={source} for {topic} but describes it as \
+                 {described:?}: it does not deduplicate by message id; resends will be reported as duplicates"
+            );
+            Ok(None)
+        }
         Err(error) => {
             eprintln!(
                 "once check: WARNING the broker refused dedup.source={source} ({error:#}): it does not \
@@ -698,6 +708,17 @@ fn create_dedup_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::
             Ok(None)
         }
     }
+}
+
+/// The value of topic config `name` as DescribeConfigs answers it (none if the broker does not).
+fn described_config(bootstrap: &str, topic: &str, name: &str) -> Option<String> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().ok()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let results = block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options)).ok()?;
+    let resource = results.into_iter().next()?.ok()?;
+    resource.get(name)?.value.clone()
 }
 
 /// Clients bypass the proxy unless the broker advertises it: say so rather than check nothing.
