@@ -2,14 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::Path;
 
-use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::group_checker::{GroupAnomaly, Reprocessing, GROUP_CLASSES};
 use crate::group_history::GroupHistory;
-use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts};
+use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};
 
 /// Everything a `group` report says, gathered once.
 pub struct GroupOutcome<'a> {
@@ -39,9 +37,10 @@ impl GroupOutcome<'_> {
         let acked = self.history.commits.iter().filter(|commit| commit.acked).count();
         (acked, self.history.commits.len() - acked)
     }
+}
 
-    /// The JSON report.
-    pub fn json(&self) -> Value {
+impl Summary for GroupOutcome<'_> {
+    fn json(&self) -> Value {
         let (acked, failed, unknown) = send_counts(&self.history.sends);
         let (commits_acked, commits_failed) = self.commits();
         let faults = &self.faults;
@@ -78,14 +77,7 @@ impl GroupOutcome<'_> {
         })
     }
 
-    /// Writes the JSON report to `path`.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(&self.json())?;
-        std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
-    }
-
-    /// The summary table.
-    pub fn table(&self) -> String {
+    fn table(&self) -> String {
         let (acked, failed, unknown) = send_counts(&self.history.sends);
         let (commits_acked, commits_failed) = self.commits();
         let (faults, history, reprocessing) = (&self.faults, self.history, &self.reprocessing);

@@ -19,6 +19,12 @@
 //!   `txn_copier`: the `once copy` processes and their faults (kill, pause, resume).
 //! - `txn_history`, `txn_checker` (tests in `txn_checker_tests.rs`), `txn_report`: its history, its
 //!   anomaly classes as pure functions (input/output set equality, order, G1a), its report.
+//! - `dedup`: the `dedup` workload — fresh producer processes sending and resending message ids to a
+//!   deduplicating topic; `dedup_checker` (tests in `dedup_checker_tests.rs`), `dedup_report`: its
+//!   history and anomaly classes (each id stored once, acknowledged ids stored, answers' offsets
+//!   right), its report.
+//! - `producer_process`: producers as processes (`once check-producer`) fed by the checker, killed
+//!   with SIGKILL by `client-kill` (the `dedup` producers and the `txn` input producers).
 //! - `proxy`: the seeded TCP fault proxy (resets, delays, lost responses, duplicated produces).
 //! - `nemesis`: the broker process under `--broker-cmd` and the kill -9 / proxy schedule.
 //! - `progress`: live counters and the one-line progress indicator on stderr.
@@ -26,6 +32,9 @@
 //! - `rng`: the seeded generator behind every fault decision.
 
 mod checker;
+mod dedup;
+mod dedup_checker;
+mod dedup_report;
 mod group;
 mod group_checker;
 mod group_history;
@@ -33,6 +42,7 @@ mod group_report;
 mod history;
 mod html;
 mod nemesis;
+mod producer_process;
 mod progress;
 mod proxy;
 mod queue;
@@ -57,16 +67,18 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
 pub use checker::{check, Anomaly, CLASSES};
+pub use dedup_checker::{check_dedup, resends, Ack, DedupAnomaly, DedupHistory, Resends, DEDUP_CLASSES};
 pub use group_checker::{check_group, reprocessing, GroupAnomaly, Reprocessing, GROUP_CLASSES};
 pub use group_history::{Commit, CommittedRead, GroupHistory, Incarnation, Processed, Resume};
 pub use history::{FaultEvent, History, Poll, Send, SendOutcome};
+pub use producer_process::{run_producer, ProducerArgs, ProducerEnd, ProducerRun};
 pub use txn_checker::{check_txn, uncommitted_reads, TxnAnomaly, TXN_CLASSES};
 pub use txn_history::{Copier, CopierEnd, TopicRead, TxnHistory, Unparseable};
 
 /// How long consumers keep polling after the producers have stopped, before the final read.
 const DRAIN: Duration = Duration::from_secs(3);
 
-/// Workloads `once check` can run. `dedup` (message-id resends) is not implemented yet.
+/// Workloads `once check` can run.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
     /// Idempotent producers, assign and subscribe consumers, a final read.
@@ -76,6 +88,18 @@ pub enum Workload {
     /// Transactional copiers (`once copy`) with random aborts, killed and paused; input checked against
     /// the committed output.
     Txn,
+    /// Fresh producer processes sending and resending message ids to a topic with
+    /// `dedup.source=header:once-check-id`; each id must be stored exactly once.
+    Dedup,
+}
+
+/// `dedup` workload: what the topic deduplicates by.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupSource {
+    /// `dedup.source=header:once-check-id`, the header every producer sends.
+    Header,
+    /// No `dedup.source`: the topic stores every resend. Only to see the checker catch duplicates.
+    None,
 }
 
 /// A consumer's `isolation.level`.
@@ -118,8 +142,9 @@ pub enum Fault {
     /// `group` workload: a member's client is dropped without committing or leaving the group, and
     /// the proxy cuts it off, as if its process had died.
     Crash,
-    /// `txn` workload: SIGKILL of the active copier process; a successor with its transactional id
-    /// starts at once.
+    /// `txn` workload: SIGKILL of the active copier process (a successor with its transactional id
+    /// starts at once) and of input producer processes; `dedup`: SIGKILL of producer processes
+    /// mid-send.
     ClientKill,
     /// `txn` workload: SIGSTOP of the active copier, a successor starts (fencing it), and 1–4 s later
     /// SIGCONT: the zombie must exit fenced without anything it writes becoming visible.
@@ -200,6 +225,14 @@ pub struct CheckArgs {
     /// records. `read_uncommitted` only to see the checker catch the aborted reads that gives.
     #[arg(long, env = "ONCE_CHECK_TXN_CONSUMER_ISOLATION", value_enum, default_value = "read_committed")]
     pub txn_consumer_isolation: Isolation,
+    /// `dedup` and `txn` workloads: the producer process command; its flags are appended and it runs
+    /// under `sh -c` [default: this executable's `check-producer` subcommand].
+    #[arg(long, env = "ONCE_CHECK_PRODUCER_CMD", value_name = "CMD")]
+    pub producer_cmd: Option<String>,
+    /// `dedup` workload: what the topic deduplicates by. `none` only to see the checker catch the
+    /// duplicates resends then store.
+    #[arg(long, env = "ONCE_CHECK_DEDUP_SOURCE", value_enum, default_value = "header")]
+    pub dedup_source: DedupSource,
 }
 
 /// Runs the check; true if no anomaly was found. Prints the seed at the start and with any failure.
@@ -233,10 +266,15 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
     // `txn` copies `<run>-in` to `<run>-out`; the other workloads have one topic, named after the run.
     let topics = match args.workload {
         Workload::Txn => vec![format!("{run_name}-in"), format!("{run_name}-out")],
-        Workload::Queue | Workload::Group => vec![run_name.clone()],
+        Workload::Queue | Workload::Group | Workload::Dedup => vec![run_name.clone()],
     };
+    let mut dedup_source = None;
     for topic in &topics {
-        create_topic(&client_bootstrap, topic, args.partitions)?;
+        if args.workload == Workload::Dedup && args.dedup_source == DedupSource::Header {
+            dedup_source = create_dedup_topic(&client_bootstrap, topic, args.partitions)?;
+        } else {
+            create_topic(&client_bootstrap, topic, args.partitions, &[])?;
+        }
     }
     if set_up.proxy.is_some() && set_up.broker.is_none() {
         warn_unless_advertised(&client_bootstrap);
@@ -249,13 +287,15 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
         rate: args.rate,
         idempotence: args.producer_idempotence,
     };
-    let run = Run { args, seed, start, run_name, config, stats: Arc::new(progress::Stats::default()) };
+    let stats = Arc::new(progress::Stats::default());
+    let run = Run { args, seed, start, run_name, config, stats, dedup_source };
     let proxy_counters = set_up.proxy.as_ref().map(|proxy| proxy.counters.clone());
     let progress = progress::start(run.stats.clone(), proxy_counters, Duration::from_secs(args.duration));
     let valid = match args.workload {
         Workload::Queue => run.queue(&mut set_up, progress)?,
         Workload::Group => run.group(&mut set_up, progress)?,
         Workload::Txn => run.txn(&mut set_up, progress)?,
+        Workload::Dedup => run.dedup(&mut set_up, progress)?,
     };
     if !valid {
         eprintln!("once check: anomalies found (seed {seed})");
@@ -272,14 +312,20 @@ struct Run<'a> {
     run_name: String,
     config: queue::QueueConfig,
     stats: Arc<progress::Stats>,
+    /// `dedup`: the `dedup.source` the topic was created with, if the broker took one.
+    dedup_source: Option<String>,
 }
 
 impl Run<'_> {
-    /// `--report`: the HTML timeline.
-    fn write_html(&self, report: &serde_json::Value, sends: &[Send]) -> anyhow::Result<()> {
+    /// The summary table on stdout, `--json` and `--report` (the HTML timeline of `sends`).
+    fn publish(&self, outcome: &impl report::Summary, sends: &[Send]) -> anyhow::Result<()> {
+        print!("{}", outcome.table());
+        if let Some(path) = &self.args.json {
+            outcome.write_json(path)?;
+        }
         let Some(path) = &self.args.report else { return Ok(()) };
         let acked = sends.iter().filter(|send| send.acked_offset().is_some()).map(|send| send.done_ms);
-        html::write(path, report, &html::per_second(acked))?;
+        html::write(path, &outcome.json(), &html::per_second(acked))?;
         eprintln!("once check: HTML report in {}", path.display());
         Ok(())
     }
@@ -289,7 +335,7 @@ impl Run<'_> {
     fn nemesis<'a>(
         &'a self,
         set_up: &'a mut SetUp,
-        clients: Option<&'a mut (dyn nemesis::ClientNemesis + 'a)>,
+        clients: Vec<&'a mut (dyn nemesis::ClientNemesis + 'a)>,
     ) -> anyhow::Result<Vec<FaultEvent>> {
         let targets = nemesis::Targets {
             proxy: set_up.proxy.as_ref().map(|proxy| proxy.enabled.clone()),
@@ -310,7 +356,7 @@ impl Run<'_> {
 
     fn queue(&self, set_up: &mut SetUp, progress: progress::Progress) -> anyhow::Result<bool> {
         let running = queue::start(&self.config, &self.stats, self.start);
-        let faults = self.nemesis(set_up, None)?;
+        let faults = self.nemesis(set_up, Vec::new())?;
         let recorded = running.stop(DRAIN)?;
         let (final_reads, final_read_complete) = queue::final_read(&self.config, self.start)?;
         drop(progress);
@@ -339,11 +385,7 @@ impl Run<'_> {
             final_read_complete,
             faults: set_up.fault_counts(&self.stats),
         };
-        print!("{}", outcome.table());
-        if let Some(path) = &self.args.json {
-            outcome.write_json(path)?;
-        }
-        self.write_html(&outcome.json(), &history.sends)?;
+        self.publish(&outcome, &history.sends)?;
         Ok(anomalies.is_empty())
     }
 
@@ -358,7 +400,7 @@ impl Run<'_> {
             seed: self.seed,
         };
         let running = group::start(&config, &self.stats, self.start);
-        let mut faults = self.nemesis(set_up, None)?;
+        let mut faults = self.nemesis(set_up, Vec::new())?;
         let (sends, log) = running.stop()?;
         let (resume, final_read_complete) = group::resume(&config, &log, self.start)?;
         drop(progress);
@@ -395,11 +437,7 @@ impl Run<'_> {
                 .as_ref()
                 .map_or(0, |proxy| proxy.counters.crashed_client_cutoffs.load(Ordering::Relaxed)),
         };
-        print!("{}", outcome.table());
-        if let Some(path) = &self.args.json {
-            outcome.write_json(path)?;
-        }
-        self.write_html(&outcome.json(), &history.sends)?;
+        self.publish(&outcome, &history.sends)?;
         Ok(anomalies.is_empty())
     }
 
@@ -410,13 +448,18 @@ impl Run<'_> {
             committed_isolation: self.args.txn_consumer_isolation.config_value(),
         };
         let mut copiers = txn_copier::Copiers::new(self.copier_settings(&config)?, self.start, self.stats.clone());
-        let running = txn::start(&config, &self.stats, self.start);
+        let running = txn::start(&config, &self.stats, self.start, self.producer_command()?, self.seed, self.log_dir());
         copiers.spawn(None)?;
         let mut faults = {
             let (kill, pause) =
                 (self.args.faults.contains(&Fault::ClientKill), self.args.faults.contains(&Fault::ClientPause));
             let mut client_faults = txn_copier::CopierFaults::new(&mut copiers, kill, pause, self.seed);
-            self.nemesis(set_up, Some(&mut client_faults))?
+            let mut producer_kills = producer_process::ProducerKills::new(&running.pool, self.seed);
+            let mut clients: Vec<&mut dyn nemesis::ClientNemesis> = vec![&mut client_faults];
+            if kill {
+                clients.push(&mut producer_kills);
+            }
+            self.nemesis(set_up, clients)?
         };
         let recorded = running.finish(&mut copiers)?;
         let (bootstrap, partitions) = (&self.config.bootstrap, self.args.partitions);
@@ -425,6 +468,7 @@ impl Run<'_> {
         drop(progress);
         let (copier_records, copier_events) = copiers.into_history();
         faults.extend(copier_events);
+        faults.extend(recorded.producer_events);
         faults.sort_by_key(|event| event.time_ms);
         output_unparseable.extend(recorded.reads.unparseable);
         output_unparseable.sort_unstable();
@@ -439,6 +483,7 @@ impl Run<'_> {
             input,
             output,
             copiers: copier_records,
+            producers: recorded.producers,
             concurrent_copiers: recorded.concurrent_copiers,
             unparseable: unparseable
                 .map(|(topic, (partition, offset))| Unparseable { topic, partition, offset })
@@ -457,23 +502,83 @@ impl Run<'_> {
             final_copy_finished: recorded.final_copy_finished,
             faults: set_up.fault_counts(&self.stats),
         };
-        print!("{}", outcome.table());
-        if let Some(path) = &self.args.json {
-            outcome.write_json(path)?;
-        }
-        self.write_html(&outcome.json(), &history.sends)?;
+        self.publish(&outcome, &history.sends)?;
         Ok(anomalies.is_empty())
     }
 
-    /// How the `txn` workload starts its copiers. Their logs go beside `--broker-log`, or to the temp
-    /// directory.
+    /// Where client processes' logs go: beside `--broker-log`, or to the temp directory.
+    fn log_dir(&self) -> PathBuf {
+        let log_dir = self.args.broker_log.as_deref().and_then(std::path::Path::parent);
+        log_dir.filter(|dir| !dir.as_os_str().is_empty()).map_or_else(std::env::temp_dir, PathBuf::from)
+    }
+
+    /// `--producer-cmd`, or this executable's `check-producer`.
+    fn producer_command(&self) -> anyhow::Result<String> {
+        match &self.args.producer_cmd {
+            Some(command) => Ok(command.clone()),
+            None => producer_process::default_command(),
+        }
+    }
+
+    fn dedup(&self, set_up: &mut SetUp, progress: progress::Progress) -> anyhow::Result<bool> {
+        let config = dedup::DedupConfig {
+            queue: self.config.clone(),
+            producer_command: self.producer_command()?,
+            seed: self.seed,
+            log_dir: self.log_dir(),
+        };
+        let running = dedup::start(&config, &self.stats, self.start);
+        let mut faults = {
+            let mut producer_kills = producer_process::ProducerKills::new(&running.pool, self.seed);
+            let mut clients: Vec<&mut dyn nemesis::ClientNemesis> = Vec::new();
+            if self.args.faults.contains(&Fault::ClientKill) {
+                clients.push(&mut producer_kills);
+            }
+            self.nemesis(set_up, clients)?
+        };
+        let (pool, reads) = running.finish()?;
+        let (bootstrap, partitions) = (&self.config.bootstrap, self.args.partitions);
+        let (final_read, mut unparseable) = txn::read_topic(bootstrap, &self.config.topic, partitions, self.start)?;
+        drop(progress);
+        let sends = pool.take_sends();
+        let (producers, producer_events) = pool.into_history()?;
+        faults.extend(producer_events);
+        faults.sort_by_key(|event| event.time_ms);
+        unparseable.extend(reads.unparseable);
+        unparseable.sort_unstable();
+        unparseable.dedup();
+        let history = DedupHistory {
+            partitions,
+            consumers: dedup::CONSUMERS.iter().map(|name| name.to_string()).collect(),
+            sends,
+            polls: reads.polls,
+            final_read,
+            producers,
+            unparseable,
+            faults,
+        };
+        let anomalies = check_dedup(&history);
+        let outcome = dedup_report::DedupOutcome {
+            seed: self.seed,
+            duration_secs: self.args.duration,
+            topic: &self.config.topic,
+            dedup_source: self.dedup_source.as_deref(),
+            client_bootstrap: bootstrap,
+            history: &history,
+            anomalies: &anomalies,
+            faults: set_up.fault_counts(&self.stats),
+        };
+        self.publish(&outcome, &history.sends)?;
+        Ok(anomalies.is_empty())
+    }
+
+    /// How the `txn` workload starts its copiers.
     fn copier_settings(&self, config: &txn::TxnConfig) -> anyhow::Result<txn_copier::CopierSettings> {
         let command = match &self.args.copier_cmd {
             Some(command) => command.clone(),
             None => txn_copier::default_command()?,
         };
-        let log_dir = self.args.broker_log.as_deref().and_then(std::path::Path::parent);
-        let log_dir = log_dir.filter(|dir| !dir.as_os_str().is_empty()).map_or_else(std::env::temp_dir, PathBuf::from);
+        let log_dir = self.log_dir();
         Ok(txn_copier::CopierSettings {
             command,
             bootstrap: self.config.bootstrap.clone(),
@@ -560,16 +665,60 @@ fn probability(args: &CheckArgs, fault: Fault) -> f64 {
     }
 }
 
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", bootstrap).create().context("creating an admin client")?;
     // -1: the broker's default replication factor (KIP-464).
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    for (name, value) in configs {
+        new_topic = new_topic.set(name, value);
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in block_on(admin.create_topics([&new_topic], &options)).context("CreateTopics")? {
         result.map_err(|(name, code)| anyhow::anyhow!("creating topic {name}: {code}"))?;
     }
     Ok(())
+}
+
+/// The `dedup` workload's topic, deduplicating by the producers' id header. A broker that refuses
+/// `dedup.source` (any broker but Once: Kafka answers INVALID_CONFIG for an unknown config) gets the
+/// topic without it, and a warning: the run then shows what its resends store. Returns the source
+/// the topic has, if any: one the broker took but does not describe back counts as none.
+fn create_dedup_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<Option<String>> {
+    let source = format!("header:{}", dedup::ID_HEADER);
+    match create_topic(bootstrap, topic, partitions, &[("dedup.source", &source)]) {
+        Ok(()) => {
+            let described = described_config(bootstrap, topic, "dedup.source");
+            if described.as_deref() == Some(source.as_str()) {
+                return Ok(Some(source));
+            }
+            eprintln!(
+                "once check: WARNING the broker took dedup.source={source} for {topic} but describes it as \
+                 {described:?}: it does not deduplicate by message id; resends will be reported as duplicates"
+            );
+            Ok(None)
+        }
+        Err(error) => {
+            eprintln!(
+                "once check: WARNING the broker refused dedup.source={source} ({error:#}): it does not \
+                 deduplicate by message id; creating {topic} without it, so resends will be reported as \
+                 duplicates"
+            );
+            create_topic(bootstrap, topic, partitions, &[])?;
+            Ok(None)
+        }
+    }
+}
+
+/// The value of topic config `name` as DescribeConfigs answers it (none if the broker does not).
+fn described_config(bootstrap: &str, topic: &str, name: &str) -> Option<String> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().ok()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let results = block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options)).ok()?;
+    let resource = results.into_iter().next()?.ok()?;
+    resource.get(name)?.value.clone()
 }
 
 /// Clients bypass the proxy unless the broker advertises it: say so rather than check nothing.

@@ -194,7 +194,7 @@ pub struct Targets<'a> {
     pub power_losses: &'a AtomicU64,
     pub pauses: &'a AtomicU64,
     /// Client processes' faults, if the workload has any.
-    pub clients: Option<&'a mut dyn ClientNemesis>,
+    pub clients: Vec<&'a mut dyn ClientNemesis>,
 }
 
 /// Runs the seeded schedule until `until`, then heals: proxy faults off, broker running. Proxy faults
@@ -256,8 +256,8 @@ pub fn run(rng: &mut Rng, start: Instant, until: Instant, targets: Targets<'_>) 
                 next_pause = Instant::now() + Duration::from_millis(rng.between(3000, 8000));
             }
         }
-        if let Some(clients) = clients.as_deref_mut() {
-            clients.tick(Instant::now())?;
+        for client in clients.iter_mut() {
+            client.tick(Instant::now())?;
         }
         std::thread::sleep(Duration::from_millis(10));
     }

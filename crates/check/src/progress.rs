@@ -22,6 +22,8 @@ pub struct Stats {
     pub copier_kills: AtomicU64,
     pub copier_pauses: AtomicU64,
     pub fenced: AtomicU64,
+    /// Producer processes killed by client faults (`dedup`, and the `txn` workload's input producers).
+    pub producer_kills: AtomicU64,
 }
 
 /// The progress line's thread; dropping it stops the line and ends it with a newline.
@@ -92,6 +94,9 @@ fn line(stats: &Stats, proxy: Option<&ProxyCounters>, elapsed: Duration, duratio
             load(&stats.copier_pauses),
             load(&stats.fenced)
         ));
+    }
+    if load(&stats.producer_kills) > 0 {
+        line.push_str(&format!(" producer-kills {}", load(&stats.producer_kills)));
     }
     if let Some(proxy) = proxy {
         line.push_str(&format!(

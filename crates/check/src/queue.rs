@@ -72,13 +72,13 @@ impl Recorder {
         std::mem::take(&mut *self.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    fn push(&self, send: Send) -> usize {
+    pub(crate) fn push(&self, send: Send) -> usize {
         let mut sends = self.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         sends.push(send);
         sends.len() - 1
     }
 
-    fn finish(&self, slot: usize, outcome: SendOutcome) {
+    pub(crate) fn finish(&self, slot: usize, outcome: SendOutcome) {
         let counter = if matches!(outcome, SendOutcome::Acked { .. }) { &self.stats.acked } else { &self.stats.failed };
         counter.fetch_add(1, Ordering::Relaxed);
         let mut sends = self.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

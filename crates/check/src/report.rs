@@ -118,6 +118,20 @@ pub(crate) fn class_counts(
     counts
 }
 
+/// What every workload's outcome gives: the JSON report and the summary table.
+pub(crate) trait Summary {
+    /// The JSON report (`--json`; the HTML page is drawn from it too).
+    fn json(&self) -> Value;
+    /// The summary table printed at the end of a run.
+    fn table(&self) -> String;
+
+    /// Writes the JSON report to `path`.
+    fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(&self.json())?;
+        std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
+    }
+}
+
 /// Everything a report says, gathered once.
 pub struct Outcome<'a> {
     pub workload: &'a str,
@@ -140,9 +154,10 @@ impl Outcome<'_> {
     fn sends(&self) -> (usize, usize, usize) {
         send_counts(&self.history.sends)
     }
+}
 
-    /// The JSON report.
-    pub fn json(&self) -> Value {
+impl Summary for Outcome<'_> {
+    fn json(&self) -> Value {
         let (acked, failed, unknown) = self.sends();
         let details = capped_details(self.anomalies, Anomaly::class);
         let faults = &self.faults;
@@ -169,14 +184,7 @@ impl Outcome<'_> {
         })
     }
 
-    /// Writes the JSON report to `path`.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(&self.json())?;
-        std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
-    }
-
-    /// The summary table.
-    pub fn table(&self) -> String {
+    fn table(&self) -> String {
         let (acked, failed, unknown) = self.sends();
         let faults = &self.faults;
         let mut out = String::new();

@@ -1,5 +1,6 @@
 //! The `txn` workload: transactional consume-transform-produce copiers, checked input against output.
-//! Idempotent producers write unique values to `<run>-in`; `once copy` processes (one active at a
+//! Idempotent producer processes ([`crate::producer_process`], killed mid-send by `client-kill`)
+//! write unique values to `<run>-in`; `once copy` processes (one active at a
 //! time, one transactional id) copy it to `<run>-out` in transactions of 100 ms, aborting a fifth of
 //! them on purpose, while the nemesis kills and pauses them ([`crate::txn_copier`]). A read_committed
 //! and a read_uncommitted consumer read the output the whole time. After the faults: zombies are
@@ -15,11 +16,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::history::Send;
+use crate::history::{FaultEvent, Send, Value};
 use crate::nemesis::elapsed_ms;
+use crate::producer_process::{Ids, PoolSettings, ProducerPool, ProducerRun};
 use crate::progress::Stats;
 use crate::queue::FINAL_READER;
-use crate::queue::{client, high_watermarks, ConsumerSpec, Consumers, Producers, QueueConfig, Reads, Recorder};
+use crate::queue::{client, high_watermarks, ConsumerSpec, Consumers, QueueConfig, Reads, Recorder};
+use crate::rng::Rng;
 use crate::txn_copier::Copiers;
 use crate::txn_history::{CopierEnd, CopierId, TopicRead, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
 
@@ -37,6 +40,21 @@ const DRAIN: Duration = Duration::from_secs(2);
 const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a final read waits for the last stable offset to reach the high watermark.
 const STABLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// An input producer process retires after this many sends (a uniform draw per process).
+const SENDS_PER_PRODUCER: (u64, u64) = (200, 2000);
+
+/// Fresh values only, to the partitions in turn: every input value is unique.
+struct FreshValues {
+    sent: Value,
+    partitions: i32,
+}
+
+impl Ids for FreshValues {
+    fn next(&mut self, _: &mut Rng, _: &[Send], _: u32) -> (Value, i32) {
+        self.sent += 1;
+        (self.sent, i32::try_from(self.sent % self.partitions.max(1) as u64).unwrap_or(0))
+    }
+}
 
 /// What the workload needs to know.
 #[derive(Debug, Clone)]
@@ -58,21 +76,41 @@ impl TxnConfig {
 
 /// The running workload: producers to the input and live consumers of the output.
 pub struct Running {
-    producers: Producers,
+    /// The input producers.
+    pub pool: ProducerPool,
     consumers: Consumers,
-    recorder: Recorder,
 }
 
-/// Starts the producers and the live consumers; the copiers are the nemesis's to start.
-pub fn start(config: &TxnConfig, stats: &Arc<Stats>, start: Instant) -> Running {
-    let recorder = Recorder::new(start, stats.clone());
-    let producers = Producers::start(&config.queue, 0..config.queue.producers, &recorder);
+/// Starts the producers (`producer_command`, logs in `log_dir`) and the live consumers; the copiers
+/// are the nemesis's to start.
+pub fn start(
+    config: &TxnConfig,
+    stats: &Arc<Stats>,
+    start: Instant,
+    producer_command: String,
+    seed: u64,
+    log_dir: std::path::PathBuf,
+) -> Running {
+    let settings = PoolSettings {
+        command: producer_command,
+        bootstrap: config.queue.bootstrap.clone(),
+        topic: config.queue.topic.clone(),
+        id_header: None,
+        idempotence: config.queue.idempotence,
+        slots: config.queue.producers,
+        rate: config.queue.rate,
+        sends_per_producer: SENDS_PER_PRODUCER,
+        seed,
+        log_dir,
+    };
+    let ids = FreshValues { sent: 0, partitions: config.queue.partitions };
+    let pool = ProducerPool::start(settings, Recorder::new(start, stats.clone()), Box::new(ids));
     let specs = [
         ConsumerSpec { number: COMMITTED_CONSUMER, name: CONSUMERS[0], isolation: config.committed_isolation },
         ConsumerSpec { number: UNCOMMITTED_CONSUMER, name: CONSUMERS[1], isolation: "read_uncommitted" },
     ];
     let consumers = Consumers::start(&config.output_config(), &specs, stats, start);
-    Running { producers, consumers, recorder }
+    Running { pool, consumers }
 }
 
 /// What the run recorded before the final reads.
@@ -83,13 +121,16 @@ pub struct Recorded {
     pub concurrent_copiers: Vec<CopierId>,
     /// The final copier exited by itself within [`FINAL_COPY_TIMEOUT`].
     pub final_copy_finished: bool,
+    /// Every input producer process, and their kills.
+    pub producers: Vec<ProducerRun>,
+    pub producer_events: Vec<FaultEvent>,
 }
 
 impl Running {
     /// After the faults: resumes paused copiers and waits for all but one to exit (fenced), with the
     /// producers still writing so that a resumed zombie has something to try; stops the producers;
     /// replaces the active copier by a final one that exits when idle; lets the consumers drain.
-    pub fn finish(self, copiers: &mut Copiers) -> anyhow::Result<Recorded> {
+    pub fn finish(mut self, copiers: &mut Copiers) -> anyhow::Result<Recorded> {
         copiers.resume_all()?;
         let deadline = Instant::now() + ZOMBIE_EXIT_TIMEOUT;
         while copiers.running().len() > 1 && Instant::now() < deadline {
@@ -97,7 +138,7 @@ impl Running {
             copiers.reap();
         }
         let concurrent_copiers = copiers.running();
-        self.producers.stop()?;
+        self.pool.stop()?;
         copiers.stop_all();
         let last = copiers.spawn(Some(FINAL_COPY_IDLE_MS))?;
         let final_copy_finished = copiers.wait_for(last, FINAL_COPY_TIMEOUT);
@@ -107,7 +148,9 @@ impl Running {
         }
         std::thread::sleep(DRAIN);
         let reads = self.consumers.stop()?;
-        Ok(Recorded { sends: self.recorder.take_sends(), reads, concurrent_copiers, final_copy_finished })
+        let sends = self.pool.take_sends();
+        let (producers, producer_events) = self.pool.into_history()?;
+        Ok(Recorded { sends, reads, concurrent_copiers, final_copy_finished, producers, producer_events })
     }
 }
 

@@ -52,6 +52,7 @@ fn clean() -> TxnHistory {
         input: read(&[(0, 0, 10), (0, 1, 11), (0, 2, 12), (1, 0, 20)], vec![3, 1]),
         output: read(&committed, vec![7, 2]),
         copiers: vec![copier(0, None, None)],
+        producers: vec![],
         concurrent_copiers: vec![0],
         unparseable: vec![],
         faults: vec![],
@@ -80,6 +81,26 @@ fn what_the_input_holds_must_be_copied_whatever_its_send_said() {
     history.sends.extend([written, never_written]);
     history.input.records.push(record(u16::MAX, 0, 3, 13));
     assert_eq!(check_txn(&history), vec![TxnAnomaly::Lost { value: 13, input: (0, 3), acked_ms: None }]);
+}
+
+#[test]
+fn an_input_producer_killed_mid_send_leaves_unanswered_values_that_may_be_absent_or_copied_once() {
+    let mut history = clean();
+    // Producer 1 was killed with 13 and 14 in flight: 13 reached the input (and was copied once), 14
+    // did not. Neither was answered; neither is an anomaly.
+    let mut in_flight = [send(1, 0, 13, 0, 3), send(1, 1, 14, 0, 4)];
+    for send in &mut in_flight {
+        send.outcome = SendOutcome::Unknown;
+    }
+    history.sends.extend(in_flight);
+    history.input.records.push(record(u16::MAX, 0, 3, 13));
+    history.output.records.push(record(u16::MAX, 0, 7, 13));
+    history.output.read_to[0] = 8;
+    assert_eq!(check_txn(&history), vec![]);
+    // Copied twice, it is a duplicate, answered or not.
+    history.output.records.push(record(u16::MAX, 0, 8, 13));
+    history.output.read_to[0] = 9;
+    assert_eq!(classes(&history), vec!["duplicate"]);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::history::{FaultEvent, Poll, Send, TimeMs};
+use crate::producer_process::ProducerRun;
 
 /// Index into [`TxnHistory::copiers`]; also in the copier's log file name.
 pub type CopierId = u32;
@@ -91,6 +92,8 @@ pub struct TxnHistory {
     /// The final read_committed read of the output.
     pub output: TopicRead,
     pub copiers: Vec<Copier>,
+    /// The input producer processes (killed by `client-kill` too).
+    pub producers: Vec<ProducerRun>,
     /// Copiers still running side by side when resumed zombies had been given time to exit: the
     /// broker let two producers with one transactional id live. Empty or one id when all is well.
     pub concurrent_copiers: Vec<CopierId>,

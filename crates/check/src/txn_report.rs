@@ -2,12 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::Path;
 
-use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts};
+use crate::producer_process::producer_counts;
+use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};
 use crate::txn_checker::{uncommitted_reads, TxnAnomaly, TXN_CLASSES};
 use crate::txn_history::{CopierEnd, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
 
@@ -57,12 +56,18 @@ impl TxnOutcome<'_> {
         }
     }
 
+    /// Input producer processes killed by `client-kill`.
+    fn producer_kills(&self) -> usize {
+        producer_counts(&self.history.producers).1
+    }
+
     fn polled(&self, consumer: u16) -> usize {
         self.history.polls.iter().filter(|poll| poll.consumer == consumer).count()
     }
+}
 
-    /// The JSON report.
-    pub fn json(&self) -> Value {
+impl Summary for TxnOutcome<'_> {
+    fn json(&self) -> Value {
         let history = self.history;
         let (acked, failed, unknown) = send_counts(&history.sends);
         let (copiers, faults) = (self.copiers(), &self.faults);
@@ -71,6 +76,7 @@ impl TxnOutcome<'_> {
             faults.insert("client_kill".into(), copiers.killed.into());
             faults.insert("client_pause".into(), copiers.paused.into());
             faults.insert("fenced_zombie".into(), copiers.fenced.into());
+            faults.insert("producer_kill".into(), self.producer_kills().into());
             faults
         };
         json!({
@@ -105,6 +111,8 @@ impl TxnOutcome<'_> {
                 "final_copy_finished": self.final_copy_finished,
             },
             "copier_runs": history.copiers,
+            "producers": { "started": history.producers.len(), "killed": self.producer_kills() },
+            "producer_runs": history.producers,
             "concurrent_copiers": history.concurrent_copiers,
             "faults": fault_map,
             "fault_events": history.faults,
@@ -113,14 +121,7 @@ impl TxnOutcome<'_> {
         })
     }
 
-    /// Writes the JSON report to `path`.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(&self.json())?;
-        std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
-    }
-
-    /// The summary table.
-    pub fn table(&self) -> String {
+    fn table(&self) -> String {
         let history = self.history;
         let (acked, failed, unknown) = send_counts(&history.sends);
         let (copiers, faults) = (self.copiers(), &self.faults);
@@ -156,6 +157,12 @@ impl TxnOutcome<'_> {
             copiers.fenced,
             copiers.other_exits,
             if self.final_copy_finished { "finished" } else { "DID NOT FINISH" }
+        );
+        let _ = writeln!(
+            out,
+            "  producers   {} input producer processes, {} killed",
+            history.producers.len(),
+            self.producer_kills()
         );
         let _ = writeln!(out, "  faults      {}", faults.summary());
         anomaly_table(&mut out, &TXN_CLASSES, &self.counts(), 22, self.seed);

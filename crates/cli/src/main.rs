@@ -34,6 +34,9 @@ enum Command {
     /// Check a broker for lost, duplicated and reordered messages under injected faults; exit 1 on any
     /// anomaly.
     Check(once_check::CheckArgs),
+    /// The `once check` producer process: sends the ids its stdin lists, reports deliveries on stdout.
+    #[command(hide = true)]
+    CheckProducer(once_check::ProducerArgs),
     /// Measure acks=all produce throughput and latency of a running broker beside raw append+fdatasync.
     Bench(once_bench::BenchArgs),
 }
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => clients::produce(args),
         Command::Consume(args) => clients::consume(args),
         Command::Bench(args) => once_bench::run(args),
+        Command::CheckProducer(args) => once_check::run_producer(args),
         Command::Check(args) => return check(args),
     };
     match outcome {

@@ -12,19 +12,19 @@ fn args(data: &std::path::Path, broker_cmd: String, duration: u64, seed: u64) ->
     check_support::args(data, Workload::Queue, broker_cmd, duration, seed)
 }
 
+/// Seed 99's schedule in 7 s: a power loss, a broker pause, a kill -9, proxy fault windows.
 #[test]
 fn queue_under_proxy_faults_and_kill_9_has_no_anomaly() {
-    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 7);
-    let args = args(temp.path(), once_serve(temp.path()), 10, seed);
+    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 99);
+    let args = args(temp.path(), once_serve(temp.path()), 7, seed);
     let passed = once_check::run(args).expect("the check runs");
     let report = report(temp.path());
     assert!(passed, "seed {seed}: anomalies {}", report["anomaly_details"]);
     assert_eq!(report["valid"], true);
     assert!(report["acked"].as_u64().expect("acked") > 1000, "seed {seed}: too few acknowledged sends");
-    assert!(
-        count(&report, "/faults/kill") + count(&report, "/faults/power_loss") >= 1,
-        "seed {seed}: the broker was killed or lost power"
-    );
+    assert!(count(&report, "/faults/kill") >= 1, "seed {seed}: the broker was killed with SIGKILL");
+    assert!(count(&report, "/faults/power_loss") >= 1, "seed {seed}: the power was cut");
+    assert!(count(&report, "/faults/broker_pause") >= 1, "seed {seed}: the broker was paused");
     let page = std::fs::read_to_string(temp.path().join("report.html")).expect("the HTML report");
     assert!(page.contains("<svg") && page.contains(": kill</title>"), "the timeline shows the kills");
     assert!(report["faults"]["reset"].as_u64().expect("resets") >= 1, "seed {seed}: connections were reset");
@@ -33,26 +33,12 @@ fn queue_under_proxy_faults_and_kill_9_has_no_anomaly() {
     assert!(report["anomalies"].as_object().expect("counts").values().all(|count| count == 0));
 }
 
-#[test]
-fn queue_under_power_loss_and_broker_pauses_has_no_anomaly() {
-    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 17);
-    let mut args = args(temp.path(), once_serve(temp.path()), 10, seed);
-    args.faults = vec![Fault::PowerLoss, Fault::Pause];
-    let passed = once_check::run(args).expect("the check runs");
-    let report = report(temp.path());
-    assert!(passed, "seed {seed}: anomalies {}", report["anomaly_details"]);
-    assert!(count(&report, "/faults/power_loss") >= 1, "seed {seed}: the power was cut");
-    assert!(count(&report, "/faults/broker_pause") >= 1, "seed {seed}: the broker was paused");
-    assert_eq!(count(&report, "/faults/kill"), 0, "seed {seed}: power losses only");
-    assert_eq!(report["final_read_complete"], true, "seed {seed}");
-}
-
 /// The same power losses against a broker that acknowledges before fsync: lost writes are reported.
 #[test]
 fn a_broker_acknowledging_before_fsync_is_caught_by_power_loss() {
-    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 19);
+    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 8);
     let broker_cmd = format!("{} --unsafe-skip-fsync true", once_serve(temp.path()));
-    let mut args = args(temp.path(), broker_cmd, 8, seed);
+    let mut args = args(temp.path(), broker_cmd, 4, seed);
     args.faults = vec![Fault::PowerLoss];
     let passed = once_check::run(args).expect("the check runs");
     let report = report(temp.path());
@@ -65,7 +51,7 @@ fn a_broker_acknowledging_before_fsync_is_caught_by_power_loss() {
 #[test]
 fn a_non_idempotent_producer_behind_a_duplicating_proxy_is_caught() {
     let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 11);
-    let mut args = args(temp.path(), once_serve(temp.path()), 4, seed);
+    let mut args = args(temp.path(), once_serve(temp.path()), 3, seed);
     args.producer_idempotence = false;
     args.faults = vec![Fault::Duplicate];
     args.fault_probability = 0.2;
@@ -80,7 +66,7 @@ fn a_non_idempotent_producer_behind_a_duplicating_proxy_is_caught() {
 
 #[test]
 fn acknowledged_data_destroyed_at_a_restart_is_caught() {
-    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 13);
+    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 8);
     let data = temp.path().join("data");
     let started = temp.path().join("started");
     // A "broker" that empties partition 0's log files whenever it is restarted: acknowledged records
@@ -92,7 +78,7 @@ fn acknowledged_data_destroyed_at_a_restart_is_caught() {
         data = data.display(),
         once = env!("CARGO_BIN_EXE_once"),
     );
-    let mut args = args(temp.path(), broker_cmd, 7, seed);
+    let mut args = args(temp.path(), broker_cmd, 4, seed);
     args.faults = vec![Fault::Kill];
     let passed = once_check::run(args).expect("the check runs");
     let report = report(temp.path());

@@ -18,17 +18,14 @@ fn args(data: &Path, duration: u64, seed: u64) -> CheckArgs {
 
 #[test]
 fn group_members_crashing_under_proxy_faults_and_kill_9_have_no_anomaly() {
-    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 5);
-    let passed = once_check::run(args(temp.path(), 8, seed)).expect("the check runs");
+    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 3);
+    let passed = once_check::run(args(temp.path(), 6, seed)).expect("the check runs");
     let report = report(temp.path());
     assert!(passed, "seed {seed}: anomalies {}", report["anomaly_details"]);
     assert!(count(&report, "/acked") > 1000, "seed {seed}: too few acknowledged sends");
     assert!(count(&report, "/faults/crash") >= 1, "seed {seed}: members crashed");
     assert!(count(&report, "/faults/crashed_client_cutoff") >= 1, "seed {seed}: the proxy cut crashed clients off");
-    assert!(
-        count(&report, "/faults/kill") + count(&report, "/faults/power_loss") >= 1,
-        "seed {seed}: the broker was killed or lost power"
-    );
+    assert!(count(&report, "/faults/kill") >= 1, "seed {seed}: the broker was killed with SIGKILL");
     assert!(count(&report, "/commits/acked") > 10, "seed {seed}: offsets were committed");
     assert_eq!(report["final_read_complete"], true, "seed {seed}");
     for resume in report["resume"].as_array().expect("resume") {
@@ -40,7 +37,7 @@ fn group_members_crashing_under_proxy_faults_and_kill_9_have_no_anomaly() {
 #[test]
 fn committing_before_processing_and_crashing_between_is_caught() {
     let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 9);
-    let mut args = args(temp.path(), 6, seed);
+    let mut args = args(temp.path(), 5, seed);
     args.commit_before_process = true;
     args.faults = vec![Fault::Crash];
     let passed = once_check::run(args).expect("the check runs");

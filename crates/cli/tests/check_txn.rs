@@ -17,19 +17,22 @@ fn args(data: &Path, duration: u64, seed: u64) -> CheckArgs {
     args
 }
 
+/// The longest test of this file, so named that it sorts (and so starts) first: libtest starts tests
+/// in name order, two at a time here, and the two short ones then run beside it rather than before it.
+///
+/// Seed 10's schedules in 8 s: a copier killed, a copier paused, the broker killed with SIGKILL,
+/// input producers killed every 1–3 s, proxy fault windows.
 #[test]
 fn copiers_killed_and_paused_under_proxy_faults_and_kill_9_copy_exactly_once() {
-    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 1);
-    let passed = once_check::run(args(temp.path(), 12, seed)).expect("the check runs");
+    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 10);
+    let passed = once_check::run(args(temp.path(), 8, seed)).expect("the check runs");
     let report = report(temp.path());
     assert!(passed, "seed {seed}: anomalies {}", report["anomaly_details"]);
     assert!(count(&report, "/acked") > 1000, "seed {seed}: too few acknowledged sends");
-    assert!(
-        count(&report, "/faults/kill") + count(&report, "/faults/power_loss") >= 1,
-        "seed {seed}: the broker was killed or lost power"
-    );
+    assert!(count(&report, "/faults/kill") >= 1, "seed {seed}: the broker was killed with SIGKILL");
     assert!(count(&report, "/faults/reset") >= 1, "seed {seed}: connections were reset");
     assert!(count(&report, "/faults/client_kill") >= 1, "seed {seed}: copiers were killed");
+    assert!(count(&report, "/faults/producer_kill") >= 1, "seed {seed}: input producers were killed mid-send");
     assert!(count(&report, "/faults/client_pause") >= 1, "seed {seed}: copiers were paused");
     assert!(count(&report, "/faults/fenced_zombie") >= 1, "seed {seed}: a resumed zombie exited fenced");
     assert!(count(&report, "/uncommitted_reads") > 0, "seed {seed}: aborted records existed to be hidden");
@@ -41,9 +44,9 @@ fn copiers_killed_and_paused_under_proxy_faults_and_kill_9_copy_exactly_once() {
 }
 
 #[test]
-fn a_read_uncommitted_consumer_in_place_of_the_committed_one_is_caught_reading_aborted_records() {
+fn copy_read_by_an_uncommitted_consumer_in_place_of_the_committed_one_is_caught_reading_aborted_records() {
     let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 3);
-    let mut args = args(temp.path(), 5, seed);
+    let mut args = args(temp.path(), 3, seed);
     args.faults = vec![];
     args.txn_consumer_isolation = Isolation::ReadUncommitted;
     let passed = once_check::run(args).expect("the check runs");
@@ -57,8 +60,8 @@ fn a_read_uncommitted_consumer_in_place_of_the_committed_one_is_caught_reading_a
 }
 
 #[test]
-fn an_at_least_once_copier_killed_mid_copy_is_caught_duplicating() {
-    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 5);
+fn copy_by_an_at_least_once_copier_killed_mid_copy_is_caught_duplicating() {
+    let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 10);
     // `once copy --no-transactions` refuses the transactional flags the checker passes: drop them.
     let script = temp.path().join("copy-at-least-once.sh");
     let text = format!(
@@ -69,7 +72,7 @@ fn an_at_least_once_copier_killed_mid_copy_is_caught_duplicating() {
     );
     std::fs::write(&script, text).expect("write the wrapper");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    let mut args = args(temp.path(), 8, seed);
+    let mut args = args(temp.path(), 4, seed);
     args.faults = vec![Fault::ClientKill];
     args.copier_cmd = Some(script.display().to_string());
     let passed = once_check::run(args).expect("the check runs");

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use once_check::{CheckArgs, Fault, Isolation, Workload};
+use once_check::{CheckArgs, DedupSource, Fault, Isolation, Workload};
 
 /// The command that starts this build's broker on `data`.
 pub fn once_serve(data: &Path) -> String {
@@ -16,8 +16,13 @@ pub fn once_copy() -> String {
     format!("{} copy", env!("CARGO_BIN_EXE_once"))
 }
 
+/// This build's producer process, for the `dedup` and `txn` workloads' producers.
+pub fn once_check_producer() -> String {
+    format!("{} check-producer", env!("CARGO_BIN_EXE_once"))
+}
+
 /// Every fault except member crashes and client faults; `group` runs add `Fault::Crash`, `txn` runs
-/// `Fault::ClientKill` and `Fault::ClientPause`. Broker crashes are kill -9 or power loss at random.
+/// `Fault::ClientKill` and `Fault::ClientPause`, `dedup` runs `Fault::ClientKill`. Broker crashes are kill -9 or power loss at random.
 pub fn args(data: &Path, workload: Workload, broker_cmd: String, duration: u64, seed: u64) -> CheckArgs {
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("free port");
@@ -49,6 +54,8 @@ pub fn args(data: &Path, workload: Workload, broker_cmd: String, duration: u64, 
         commit_before_process: false,
         copier_cmd: Some(once_copy()),
         txn_consumer_isolation: Isolation::ReadCommitted,
+        producer_cmd: Some(once_check_producer()),
+        dedup_source: DedupSource::Header,
     }
 }
 
