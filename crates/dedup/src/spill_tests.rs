@@ -239,7 +239,7 @@ fn a_replayed_record_is_indexed_over_the_budget_when_spilling_fails() {
     store_in_ram(&mut index, 0..5_000);
     assert!(index.over_memory_budget());
     assert!(index.disk_work_here(0, 4).is_err(), "the spill fails");
-    let error = index.reserve(0, &[Some(id(9_000))], None, 0).err().expect("the live path refuses new ids");
+    let error = index.reserve(0, &[Some(id(9_000))], None, 0).expect_err("the live path refuses new ids");
     assert!(matches!(error, crate::DedupError::SpillFailed { .. }), "{error}");
     // A record already in the log: indexed whatever the budget.
     let replayed = index.reserve_replayed(0, &[Some(id(9_000)), Some(id(1))], None, 0).expect("replay reserves");
@@ -266,7 +266,7 @@ fn a_chunk_file_another_index_wrote_under_a_referred_name_is_refused_at_load() {
     assert!(created.disk_chunks() > 0);
     created.snapshot(&snapshot).expect("snapshot");
     // The deleted topic's step finishes late, renaming its file 0 over the new one.
-    assert!(deleted.finish_disk_work(late.run()).expect("the late step").then_some(()).is_some());
+    assert!(deleted.finish_disk_work(late.run()).expect("the late step"), "its file 0 replaced the new one");
     let error = DedupIndex::load(&snapshot, created.config()).err().expect("another index's file is refused");
     assert!(error.means_rebuild(), "{error}");
     assert!(error.to_string().contains("not this index"), "{error}");
@@ -331,7 +331,7 @@ fn an_intact_page_read_in_place_of_another_is_an_error_never_a_miss() {
         .expect("a file of three pages or more");
     let moved = copy_page(&path, 0, 1);
     for id in &moved {
-        let error = index.lookup(id, 0).err().expect("the misdirected page is noticed");
+        let error = index.lookup(id, 0).expect_err("the misdirected page is noticed");
         assert!(matches!(error, crate::DedupError::ChunkCorrupt { .. }), "{error}");
     }
 }

@@ -16,8 +16,10 @@
 //!    the append or the sync failed, the reservations stay held until a restart (see
 //!    [`TopicDedup::abandon`]).
 //!
-//! At open, [`TopicDedup::rebuild`] replays each partition's log from the index's covered offset (`replay`):
-//! every stored batch goes through `reserve` and then the same [`Effect`] as on the live path.
+//! At open, [`TopicDedup::rebuild`] replays each partition's log from the index's covered offset
+//! (submodule `replay`): every stored batch goes through `reserve` and then the same [`Effect`] as
+//! on the live path. A replay error other than a full index fails the rebuild: the topic then
+//! refuses produces with a storage error until a restart replays the whole logs.
 //!
 //! The index keeps at most its memory budget in RAM: past it, sealed chunks move to checksummed
 //! files in `<topic>/dedup-chunks/` (`once-dedup`'s `spill`), oldest first. The writer whose round
