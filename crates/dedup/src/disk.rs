@@ -4,9 +4,10 @@
 //! Layout (all integers big endian):
 //!
 //! ```text
-//! page * page count     4096 bytes each: up to 127 entries | zero padding | crc32c u32 of the
-//!                       page's first 4092 bytes
-//! trailer               magic "ONCECHNK" | version u32 | file id u64 | entry count u64 |
+//! page * page count     4096 bytes each: up to 127 entries | zero padding | crc32c u32 of
+//!                       (file id u64 | page index u64 | the page's first 4092 bytes)
+//! trailer               magic "ONCECHNK" | version u32 = 2 | file id u64 | index nonce u64 |
+//!                       entry count u64 |
 //!                       time_min_s u32 | time_max_s u32 | span count u32 |
 //!                       (partition i32, base offset i64, max offset i64, count u32) * span count |
 //!                       crc32c u32 of the trailer before it
@@ -19,7 +20,14 @@
 //! the order and the trailer's counts, and builds the filter and fences: the file is checked once
 //! as written and once at every start. A lookup that passes the filter reads the one page that
 //! can hold the id (`pread`) and checks that page's checksum again, so a file damaged later gives
-//! an error, never a wrong answer.
+//! an error, never a wrong answer. A page's checksum is seeded with the file id and the page's
+//! index, and a lookup checks that the page it read starts with the fence it expected, so a read
+//! that returns another intact page (of this file or another) is an error too, not a miss.
+//!
+//! The *index nonce* is chosen when an index starts empty and written in its snapshot and in every
+//! chunk file it writes: a file under a name the snapshot refers to but written by another index
+//! (a deleted topic's late step, say) fails the check at open. Version 1 (no nonce, page checksums
+//! not seeded) is not read: its snapshot means a rebuild from the log.
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -31,7 +39,7 @@ use crate::error::DedupError;
 use crate::id::Id;
 
 const MAGIC: &[u8; 8] = b"ONCECHNK";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Bytes of a page: one read from the disk per lookup that passes the filter.
 pub(crate) const PAGE_LEN: usize = 4096;
 const ENTRY_LEN: usize = 32;
@@ -39,8 +47,10 @@ const ENTRY_LEN: usize = 32;
 pub(crate) const ENTRIES_PER_PAGE: usize = (PAGE_LEN - 4) / ENTRY_LEN;
 const FOOTER_LEN: usize = 12;
 const SPAN_LEN: usize = 24;
+/// Bytes of the trailer's fixed fields before its spans.
+const TRAILER_FIXED_LEN: usize = 48;
 /// Largest trailer a reader accepts: the fixed fields and 2^20 partition spans.
-const TRAILER_LEN_MAX: usize = 40 + (1 << 20) * SPAN_LEN;
+const TRAILER_LEN_MAX: usize = TRAILER_FIXED_LEN + (1 << 20) * SPAN_LEN;
 
 /// The file of a chunk, named by its file id.
 pub(crate) fn chunk_path(dir: &Path, file_id: u64) -> PathBuf {
@@ -79,6 +89,10 @@ impl DiskColumns {
             after => after - 1,
         };
         let page = self.read_page(page_index)?;
+        if id_at(&page, 0) != self.fences[page_index] {
+            // An intact page, but not the one asked for (a misdirected read): never a miss.
+            return Err(corrupt(&self.path, format!("page {page_index} does not start with its fence")));
+        }
         let entries = self.entries_in_page(page_index);
         let (mut low, mut high) = (0, entries);
         while low < high {
@@ -102,7 +116,8 @@ impl DiskColumns {
         self.file
             .read_exact_at(&mut page, position)
             .map_err(|error| DedupError::io(format!("reading dedup chunk {}", self.path.display()), error))?;
-        check_page(&page).map_err(|reason| corrupt(&self.path, format!("page {page_index}: {reason}")))?;
+        check_page(&page, self.file_id, page_index)
+            .map_err(|reason| corrupt(&self.path, format!("page {page_index}: {reason}")))?;
         Ok(page)
     }
 
@@ -136,9 +151,18 @@ fn entry_at(page: &[u8], slot: usize) -> Entry {
     Entry { id: Id(id), location: Location { partition, offset }, time_s }
 }
 
-fn check_page(page: &[u8; PAGE_LEN]) -> Result<(), String> {
+/// A page's checksum, seeded with its file id and index: an intact page read from the wrong place
+/// does not match.
+fn page_crc(page: &[u8; PAGE_LEN], file_id: u64, page_index: usize) -> u32 {
+    let mut seed = [0u8; 16];
+    seed[..8].copy_from_slice(&file_id.to_be_bytes());
+    seed[8..].copy_from_slice(&(page_index as u64).to_be_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&seed), &page[..PAGE_LEN - 4])
+}
+
+fn check_page(page: &[u8; PAGE_LEN], file_id: u64, page_index: usize) -> Result<(), String> {
     let stored = u32::from_be_bytes(page[PAGE_LEN - 4..].try_into().expect("4 bytes"));
-    match crc32c::crc32c(&page[..PAGE_LEN - 4]) == stored {
+    match page_crc(page, file_id, page_index) == stored {
         true => Ok(()),
         false => Err("checksum mismatch".to_string()),
     }
@@ -152,17 +176,25 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_extension("dedup.tmp")
 }
 
-/// Writes entries sorted by id (each id once) as the chunk file `file_id` in `dir`, durably: a
-/// temporary file, fsync, rename, directory fsync. Returns the entries written. A full disk or any
-/// other failure removes the temporary file and is an error; nothing refers to the file yet.
+/// Writes entries sorted by id (each id once) as the chunk file `file_id` of the index `nonce` in
+/// `dir`, durably: a temporary file, fsync, rename, directory fsync. Returns the entries written. A
+/// full disk or any other failure removes the temporary file and is an error; nothing refers to the
+/// file yet. The temporary file is created new: one that exists (another writer's) is an error,
+/// never truncated (stale ones are removed at open, `DedupIndex::remove_orphan_chunk_files`).
 pub(crate) fn write_chunk(
     dir: &Path,
     file_id: u64,
+    nonce: u64,
     entries: impl Iterator<Item = Result<Entry, DedupError>>,
 ) -> Result<usize, DedupError> {
     let path = chunk_path(dir, file_id);
     let temp = temp_path(&path);
-    let written = write_file(&temp, file_id, entries).and_then(|count| {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .map_err(|error| DedupError::io(format!("creating dedup chunk {}", temp.display()), error))?;
+    let written = write_file(file, &temp, file_id, nonce, entries).and_then(|count| {
         fs::rename(&temp, &path)
             .map_err(|error| DedupError::io(format!("renaming {} to {}", temp.display(), path.display()), error))?;
         crate::snapshot::sync_dir(dir)?;
@@ -175,18 +207,19 @@ pub(crate) fn write_chunk(
 }
 
 fn write_file(
+    file: File,
     temp: &Path,
     file_id: u64,
+    nonce: u64,
     entries: impl Iterator<Item = Result<Entry, DedupError>>,
 ) -> Result<usize, DedupError> {
     let io = |what: &str| {
         let context = format!("{what} dedup chunk {}", temp.display());
         move |error| DedupError::io(context, error)
     };
-    let file = File::create(temp).map_err(io("creating"))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut page = [0u8; PAGE_LEN];
-    let (mut in_page, mut count) = (0usize, 0usize);
+    let (mut in_page, mut count, mut page_index) = (0usize, 0usize, 0usize);
     let mut spans: Vec<PartitionSpan> = Vec::new();
     let (mut time_min_s, mut time_max_s) = (u32::MAX, 0u32);
     let mut previous: Option<Id> = None;
@@ -201,18 +234,19 @@ fn write_file(
         in_page += 1;
         count += 1;
         if in_page == ENTRIES_PER_PAGE {
-            seal_page(&mut page);
+            seal_page(&mut page, file_id, page_index);
             out.write_all(&page).map_err(io("writing"))?;
             page = [0u8; PAGE_LEN];
             in_page = 0;
+            page_index += 1;
         }
     }
     if in_page > 0 {
-        seal_page(&mut page);
+        seal_page(&mut page, file_id, page_index);
         out.write_all(&page).map_err(io("writing"))?;
     }
     spans.sort_unstable_by_key(|span| span.partition);
-    let trailer = trailer_bytes(file_id, count, time_min_s.min(time_max_s), time_max_s, &spans);
+    let trailer = trailer_bytes(file_id, nonce, count, time_min_s.min(time_max_s), time_max_s, &spans);
     out.write_all(&trailer).map_err(io("writing"))?;
     out.write_all(&(trailer.len() as u32).to_be_bytes()).map_err(io("writing"))?;
     out.write_all(MAGIC).map_err(io("writing"))?;
@@ -228,8 +262,8 @@ fn put_entry(out: &mut [u8], entry: &Entry) {
     out[28..32].copy_from_slice(&entry.time_s.to_be_bytes());
 }
 
-fn seal_page(page: &mut [u8; PAGE_LEN]) {
-    let crc = crc32c::crc32c(&page[..PAGE_LEN - 4]);
+fn seal_page(page: &mut [u8; PAGE_LEN], file_id: u64, page_index: usize) {
+    let crc = page_crc(page, file_id, page_index);
     page[PAGE_LEN - 4..].copy_from_slice(&crc.to_be_bytes());
 }
 
@@ -249,11 +283,19 @@ fn add_to_spans(spans: &mut Vec<PartitionSpan>, location: Location) {
     }
 }
 
-fn trailer_bytes(file_id: u64, count: usize, time_min_s: u32, time_max_s: u32, spans: &[PartitionSpan]) -> Vec<u8> {
-    let mut trailer = Vec::with_capacity(40 + spans.len() * SPAN_LEN);
+fn trailer_bytes(
+    file_id: u64,
+    nonce: u64,
+    count: usize,
+    time_min_s: u32,
+    time_max_s: u32,
+    spans: &[PartitionSpan],
+) -> Vec<u8> {
+    let mut trailer = Vec::with_capacity(TRAILER_FIXED_LEN + 4 + spans.len() * SPAN_LEN);
     trailer.extend_from_slice(MAGIC);
     trailer.extend_from_slice(&VERSION.to_be_bytes());
     trailer.extend_from_slice(&file_id.to_be_bytes());
+    trailer.extend_from_slice(&nonce.to_be_bytes());
     trailer.extend_from_slice(&(count as u64).to_be_bytes());
     trailer.extend_from_slice(&time_min_s.to_be_bytes());
     trailer.extend_from_slice(&time_max_s.to_be_bytes());
@@ -277,8 +319,8 @@ struct Trailer {
     spans: Vec<PartitionSpan>,
 }
 
-fn parse_trailer(bytes: &[u8], file_id: u64) -> Result<Trailer, String> {
-    if bytes.len() < 44 {
+fn parse_trailer(bytes: &[u8], file_id: u64, nonce: u64) -> Result<Trailer, String> {
+    if bytes.len() < TRAILER_FIXED_LEN + 4 {
         return Err("trailer too short".to_string());
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
@@ -293,14 +335,17 @@ fn parse_trailer(bytes: &[u8], file_id: u64) -> Result<Trailer, String> {
     if u64_at(12) != file_id {
         return Err(format!("file id {} in a file named {file_id}", u64_at(12)));
     }
-    let count = usize::try_from(u64_at(20)).map_err(|_| "entry count too large".to_string())?;
-    let span_count = u32_at(36) as usize;
-    if body.len() != 40 + span_count * SPAN_LEN {
+    if u64_at(20) != nonce {
+        return Err(format!("written by index {:016x}, not this index {nonce:016x}", u64_at(20)));
+    }
+    let count = usize::try_from(u64_at(28)).map_err(|_| "entry count too large".to_string())?;
+    let span_count = u32_at(44) as usize;
+    if body.len() != TRAILER_FIXED_LEN + span_count * SPAN_LEN {
         return Err("trailer length does not match its span count".to_string());
     }
     let spans = (0..span_count)
         .map(|index| {
-            let at = 40 + index * SPAN_LEN;
+            let at = TRAILER_FIXED_LEN + index * SPAN_LEN;
             PartitionSpan {
                 partition: u32_at(at) as i32,
                 base_offset: u64_at(at + 4) as i64,
@@ -309,13 +354,14 @@ fn parse_trailer(bytes: &[u8], file_id: u64) -> Result<Trailer, String> {
             }
         })
         .collect();
-    Ok(Trailer { count, time_min_s: u32_at(28), time_max_s: u32_at(32), spans })
+    Ok(Trailer { count, time_min_s: u32_at(36), time_max_s: u32_at(40), spans })
 }
 
-/// Opens chunk file `file_id` in `dir`: checks the whole file (every page's checksum, the order of
-/// the ids, the trailer's checksum, counts, spans and time range) and builds the chunk's filter and
-/// fences. Any mismatch is [`DedupError::ChunkCorrupt`]: the file cannot be trusted.
-pub(crate) fn open_chunk(dir: &Path, file_id: u64) -> Result<SealedChunk, DedupError> {
+/// Opens chunk file `file_id` of the index `nonce` in `dir`: checks the whole file (every page's
+/// checksum, the order of the ids, the trailer's checksum, nonce, counts, spans and time range) and
+/// builds the chunk's filter and fences. Any mismatch is [`DedupError::ChunkCorrupt`]: the file
+/// cannot be trusted.
+pub(crate) fn open_chunk(dir: &Path, file_id: u64, nonce: u64) -> Result<SealedChunk, DedupError> {
     let path = chunk_path(dir, file_id);
     let io = |error| DedupError::io(format!("reading dedup chunk {}", path.display()), error);
     let file = File::open(&path).map_err(io)?;
@@ -336,9 +382,11 @@ pub(crate) fn open_chunk(dir: &Path, file_id: u64) -> Result<SealedChunk, DedupE
     let pages_len = file_len - (trailer_len + FOOTER_LEN) as u64;
     let mut trailer = vec![0u8; trailer_len];
     file.read_exact_at(&mut trailer, pages_len).map_err(io)?;
-    let trailer = parse_trailer(&trailer, file_id).map_err(bad)?;
+    let trailer = parse_trailer(&trailer, file_id, nonce).map_err(bad)?;
     let pages = trailer.count.div_ceil(ENTRIES_PER_PAGE);
-    if pages_len != (pages * PAGE_LEN) as u64 {
+    // Checked: a forged count must not wrap around to the file's length (and then size the filter).
+    let pages_bytes = pages.checked_mul(PAGE_LEN).and_then(|bytes| u64::try_from(bytes).ok());
+    if pages_bytes != Some(pages_len) {
         return Err(bad(format!("{pages_len} bytes of pages for {} entries", trailer.count)));
     }
     let mut filter = Filter::with_capacity(trailer.count);
@@ -350,7 +398,7 @@ pub(crate) fn open_chunk(dir: &Path, file_id: u64) -> Result<SealedChunk, DedupE
     let mut page = [0u8; PAGE_LEN];
     for page_index in 0..pages {
         reader.read_exact(&mut page).map_err(io)?;
-        check_page(&page).map_err(|reason| bad(format!("page {page_index}: {reason}")))?;
+        check_page(&page, file_id, page_index).map_err(|reason| bad(format!("page {page_index}: {reason}")))?;
         let entries = (trailer.count - page_index * ENTRIES_PER_PAGE).min(ENTRIES_PER_PAGE);
         fences.push(id_at(&page, 0));
         for slot in 0..entries {

@@ -161,6 +161,21 @@ pub struct DedupIndex {
     pub(crate) chunk_bits_min: u32,
     /// Where sealed chunks go when the memory budget is exceeded; `None`: all stay in RAM.
     pub(crate) disk: Option<DiskStore>,
+    /// Chosen at random when the index starts empty, kept in its snapshots and written into every
+    /// chunk file it writes: a file of another index (a deleted topic's, say) under a name a
+    /// snapshot refers to is refused at open instead of loaded (`crate::disk`).
+    pub(crate) nonce: u64,
+}
+
+/// A random u64 from the standard library's per-process random hash keys and the clock (no new
+/// dependency; it needs to differ between indexes, not to resist an adversary).
+pub(crate) fn random_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hasher.write_u128(clock.as_nanos());
+    hasher.write_u64(NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
 }
 
 /// A batch timestamp in whole seconds, rounded up so an id lives at least the whole window.
@@ -198,6 +213,7 @@ impl DedupIndex {
             next_token: 0,
             chunk_bits_min: CHUNK_BUCKET_BITS_MIN,
             disk: None,
+            nonce: random_nonce(),
         }
     }
 
@@ -216,8 +232,9 @@ impl DedupIndex {
     ///
     /// `ids` come from [`crate::extract_ids`]. `transactional_producer_id` is the batch's
     /// producer id if the batch is transactional. `now_ms` is the broker clock, against which
-    /// the window is measured. Fails only if the index is full ([`IndexConfig::max_ids`]), and
-    /// then changes nothing.
+    /// the window is measured. Fails, changing nothing, if the index is full
+    /// ([`IndexConfig::max_ids`]), if it is over its memory budget and its last spill failed
+    /// ([`DedupError::SpillFailed`]), or if a chunk on disk cannot be read or fails its checks.
     pub fn reserve(
         &mut self,
         partition: i32,
@@ -225,13 +242,41 @@ impl DedupIndex {
         transactional_producer_id: Option<i64>,
         now_ms: i64,
     ) -> Result<Reservation, DedupError> {
+        self.reserve_checked(partition, ids, transactional_producer_id, now_ms, true)
+    }
+
+    /// [`DedupIndex::reserve`] for a record already stored, replayed at open: never refused for
+    /// being over the memory budget after a failed spill ([`DedupError::SpillFailed`]). The record
+    /// is in the log whatever the index says, so refusing its id would leave the index without it
+    /// (and later store a duplicate); a replay goes over the budget instead, and the live path,
+    /// which refuses new ids while a spill fails, brings the index back within it.
+    pub fn reserve_replayed(
+        &mut self,
+        partition: i32,
+        ids: &[Option<Id>],
+        transactional_producer_id: Option<i64>,
+        now_ms: i64,
+    ) -> Result<Reservation, DedupError> {
+        self.reserve_checked(partition, ids, transactional_producer_id, now_ms, false)
+    }
+
+    fn reserve_checked(
+        &mut self,
+        partition: i32,
+        ids: &[Option<Id>],
+        transactional_producer_id: Option<i64>,
+        now_ms: i64,
+        check_spilling: bool,
+    ) -> Result<Reservation, DedupError> {
         assert!(partition >= 0, "partition index {partition} is negative");
         let stored = (self.stored_ids() + self.pending.len()) as u64;
         let wanted = ids.iter().flatten().count() as u64;
         if stored.saturating_add(wanted) > self.config.max_ids {
             return Err(DedupError::IndexFull { stored, max: self.config.max_ids });
         }
-        self.check_spilling()?;
+        if check_spilling {
+            self.check_spilling()?;
+        }
         let live = self.lookup_many(ids, now_ms)?;
         let token = self.next_token;
         self.next_token += 1;
@@ -446,11 +491,16 @@ impl DedupIndex {
         while index < self.sealed.len() {
             let chunk = &self.sealed[index];
             let dead = chunk.dead_estimate(window, now_ms, &self.log_starts);
-            // Chunks on disk are compacted and merged outside the lock (`crate::spill`).
-            let next_len = self.sealed.get(index + 1).filter(|next| next.disk().is_none()).map(|next| next.len());
+            // Chunks on disk are compacted and merged outside the lock (`crate::spill`), and so is
+            // a chunk being spilled: rewriting it here would make the spill's swap find it gone.
+            let next_len = self
+                .sealed
+                .get(index + 1)
+                .filter(|next| next.disk().is_none() && !self.in_disk_work(next))
+                .map(|next| next.len());
             let merge = next_len.is_some_and(|next| chunk.len() + next <= target);
             let compact = dead > 0 && dead * 2 >= chunk.len();
-            if chunk.disk().is_some() {
+            if chunk.disk().is_some() || self.in_disk_work(chunk) {
                 index += 1;
                 continue;
             }

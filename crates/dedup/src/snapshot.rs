@@ -11,7 +11,7 @@
 //! Layout (all integers big endian):
 //!
 //! ```text
-//! magic "ONCEDDUP" (8) | version u32 (= SNAPSHOT_VERSION)
+//! magic "ONCEDDUP" (8) | version u32 (= SNAPSHOT_VERSION) | index nonce u64
 //! covered count u32   | (partition i32, next offset i64) * count
 //! log start count u32 | (partition i32, log start offset i64) * count
 //! chunk count u32     | per chunk, oldest first:
@@ -22,7 +22,11 @@
 //! entry = id [16] | partition i32 | offset i64 | time_s u32   (32 bytes)
 //! ```
 //!
-//! Version 1 had no kind byte (every chunk in the snapshot); it is still read.
+//! The index nonce (version 3) is the one every chunk file of the index carries in its trailer
+//! (`crate::disk`): a referred file with another nonce was written by another index and fails the
+//! load. Version 2 had no nonce and referred to version 1 chunk files, which are not read: such a
+//! snapshot means a rebuild (unless it refers to no file). Version 1 had no kind byte (every chunk
+//! in the snapshot); it is still read. Both get a new nonce.
 //!
 //! Chunks on disk are referred to, not copied: their files (`crate::disk`, in [`chunk_dir`] beside
 //! the snapshot) were fsynced before the chunk entered the index, so before any view could refer
@@ -47,7 +51,7 @@ use crate::spill::{chunk_dir, DiskStore};
 
 const MAGIC: &[u8; 8] = b"ONCEDDUP";
 /// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 const CHUNK_IN_SNAPSHOT: u8 = 0;
 const CHUNK_FILE: u8 = 1;
 const ENTRY_LEN: usize = 32;
@@ -111,6 +115,7 @@ fn temp_path(path: &Path) -> PathBuf {
 /// [`DedupIndex::snapshot_view`] (it shares the sealed chunks and copies only the active chunk and
 /// the offsets), then written with [`SnapshotView::write`] without it, while writers go on.
 pub struct SnapshotView {
+    nonce: u64,
     covered: Vec<(i32, i64)>,
     log_starts: Vec<(i32, i64)>,
     sealed: Vec<Arc<SealedChunk>>,
@@ -147,6 +152,7 @@ impl DedupIndex {
             self.log_starts.iter().map(|(partition, start)| (*partition, *start)).collect();
         log_starts.sort_unstable();
         SnapshotView {
+            nonce: self.nonce,
             covered: covered.into_iter().collect(),
             log_starts,
             sealed: self.sealed.iter().cloned().collect(),
@@ -194,6 +200,7 @@ impl SnapshotView {
         let mut buffer = Vec::with_capacity(1 << 16);
         buffer.extend_from_slice(MAGIC);
         buffer.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        buffer.extend_from_slice(&self.nonce.to_be_bytes());
         for offsets in [&self.covered, &self.log_starts] {
             buffer.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
             for (partition, offset) in offsets {
@@ -252,11 +259,14 @@ impl DedupIndex {
             return Err(corrupt("bad magic".to_string()));
         }
         let version = input.u32()?;
-        if version != SNAPSHOT_VERSION && version != 1 {
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(DedupError::SnapshotVersion { found: version, supported: SNAPSHOT_VERSION });
         }
         let dir = chunk_dir(path);
         let mut index = DedupIndex::new(config);
+        if version >= 3 {
+            index.nonce = input.u64()?;
+        }
         let mut next_file_id = 0;
         for (partition, offset) in input.offset_pairs()? {
             index.advance_covered(partition, offset);
@@ -270,7 +280,7 @@ impl DedupIndex {
             if kind == CHUNK_FILE {
                 let file_id = input.u64()?;
                 let count = input.u32()? as usize;
-                let chunk = open_chunk(&dir, file_id)?;
+                let chunk = open_chunk(&dir, file_id, index.nonce)?;
                 if chunk.len() != count {
                     return Err(corrupt(format!("chunk file {file_id} holds {} ids, not {count}", chunk.len())));
                 }

@@ -39,6 +39,9 @@ pub(crate) struct DiskStore {
     pub(crate) retired: Vec<PathBuf>,
     /// A `DiskWork` is out: no other is handed out until it is finished.
     in_progress: bool,
+    /// The inputs of the `DiskWork` that is out: merges and compactions in RAM (`expire`) leave
+    /// them alone, so a spill is not discarded at its swap because its chunk was rewritten meanwhile.
+    running_inputs: Vec<Arc<SealedChunk>>,
     /// The last spill failed with this error (cleared by the next one that works).
     spill_error: Option<String>,
 }
@@ -58,6 +61,8 @@ pub struct DiskWork {
     kind: Kind,
     dir: PathBuf,
     file_id: u64,
+    /// The index's nonce, written into the file's trailer.
+    nonce: u64,
     /// One chunk, or two neighbours (older, newer) for a merge.
     inputs: Vec<Arc<SealedChunk>>,
     window: DedupWindow,
@@ -78,7 +83,7 @@ impl DiskWork {
     /// through the checks of a start. Ids dead now stay dead (time and log starts only move on),
     /// so deciding liveness without the lock is safe.
     pub fn run(self) -> DiskDone {
-        let DiskWork { kind, dir, file_id, inputs, window, now_ms, log_starts } = self;
+        let DiskWork { kind, dir, file_id, nonce, inputs, window, now_ms, log_starts } = self;
         let live = |entry: &crate::chunk::Entry| is_live(entry.location, entry.time_s, window, now_ms, &log_starts);
         let (newer, older) = match inputs.as_slice() {
             [one] => (one, None),
@@ -86,14 +91,14 @@ impl DiskWork {
             _ => unreachable!("disk work has one or two inputs"),
         };
         let older_entries = older.into_iter().flat_map(|older| older.entries());
-        let written = write_chunk(&dir, file_id, SealedChunk::merged_live(newer.entries(), older_entries, live));
+        let written = write_chunk(&dir, file_id, nonce, SealedChunk::merged_live(newer.entries(), older_entries, live));
         let output = written.and_then(|count| {
             let path = crate::disk::chunk_path(&dir, file_id);
             if count == 0 {
                 let _ = fs::remove_file(&path);
                 return Ok(None);
             }
-            let chunk = open_chunk(&dir, file_id);
+            let chunk = open_chunk(&dir, file_id, nonce);
             if chunk.is_err() {
                 let _ = fs::remove_file(&path);
             }
@@ -203,6 +208,7 @@ impl DedupIndex {
             kind,
             dir: disk.dir.clone(),
             file_id: disk.next_file_id,
+            nonce: self.nonce,
             inputs,
             window,
             now_ms,
@@ -211,6 +217,7 @@ impl DedupIndex {
         let disk = self.disk.as_mut().expect("checked above");
         disk.next_file_id += 1;
         disk.in_progress = true;
+        disk.running_inputs = work.inputs.clone();
         Some(work)
     }
 
@@ -223,6 +230,7 @@ impl DedupIndex {
         let disk = self.disk.as_mut().expect("disk work comes from an index that uses the disk");
         assert!(disk.in_progress, "disk work is finished once");
         disk.in_progress = false;
+        disk.running_inputs.clear();
         let output = match output {
             Ok(output) => {
                 if kind == Kind::Spill {
@@ -276,6 +284,16 @@ impl DedupIndex {
         Ok(changed)
     }
 
+    /// True if `chunk` is an input of the disk work that is out: `expire` does not rewrite it.
+    pub(crate) fn in_disk_work(&self, chunk: &Arc<SealedChunk>) -> bool {
+        self.disk.as_ref().is_some_and(|disk| disk.running_inputs.iter().any(|input| Arc::ptr_eq(input, chunk)))
+    }
+
+    /// Files retired and not yet deleted (they wait for a snapshot that no longer refers to them).
+    pub fn retired_file_count(&self) -> usize {
+        self.disk.as_ref().map_or(0, |disk| disk.retired.len())
+    }
+
     /// Refuses new ids while the index is over its budget and its last spill failed, so a full
     /// disk means clear errors rather than unbounded memory.
     pub(crate) fn check_spilling(&self) -> Result<(), DedupError> {
@@ -315,6 +333,14 @@ impl DedupIndex {
 
 impl DiskStore {
     pub(crate) fn new(dir: PathBuf, memory_bytes: usize, next_file_id: u64) -> DiskStore {
-        DiskStore { dir, memory_bytes, next_file_id, retired: Vec::new(), in_progress: false, spill_error: None }
+        DiskStore {
+            dir,
+            memory_bytes,
+            next_file_id,
+            retired: Vec::new(),
+            in_progress: false,
+            running_inputs: Vec::new(),
+            spill_error: None,
+        }
     }
 }

@@ -217,3 +217,144 @@ fn a_failed_spill_refuses_new_ids_over_the_budget() {
     assert!(index.reserve(0, &[Some(id(1_000_000))], None, 0).is_ok());
     assert!(!chunk_path(&dir, 0).with_extension("dedup.tmp").exists());
 }
+
+/// Stores ids `range` in partition 0 (offset = number) without running disk work.
+fn store_in_ram(index: &mut DedupIndex, range: std::ops::Range<u32>) {
+    let numbers: Vec<u32> = range.collect();
+    for batch in numbers.chunks(100) {
+        let ids: Vec<Option<Id>> = batch.iter().map(|number| Some(id(*number))).collect();
+        let reservation = index.reserve(0, &ids, None, 0).expect("reserve");
+        let offsets: Vec<i64> = batch.iter().map(|number| i64::from(*number)).collect();
+        index.confirm(reservation, &offsets, 1_000);
+    }
+}
+
+#[test]
+fn a_replayed_record_is_indexed_over_the_budget_when_spilling_fails() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let dir = directory.path().join("chunks");
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
+    index.use_disk(dir.clone(), 16 << 10).expect("use disk");
+    fs::remove_dir(&dir).expect("remove: every chunk write fails, as on a full disk");
+    store_in_ram(&mut index, 0..5_000);
+    assert!(index.over_memory_budget());
+    assert!(index.disk_work_here(0, 4).is_err(), "the spill fails");
+    let error = index.reserve(0, &[Some(id(9_000))], None, 0).expect_err("the live path refuses new ids");
+    assert!(matches!(error, crate::DedupError::SpillFailed { .. }), "{error}");
+    // A record already in the log: indexed whatever the budget.
+    let replayed = index.reserve_replayed(0, &[Some(id(9_000)), Some(id(1))], None, 0).expect("replay reserves");
+    assert_eq!(replayed.decisions()[0], crate::Decision::New);
+    assert_eq!(replayed.decisions()[1], crate::Decision::Duplicate(Location { partition: 0, offset: 1 }));
+    index.confirm(replayed, &[9_000, 9_001], 1_000);
+    assert_eq!(index.lookup(&id(9_000), 0).expect("lookup"), Some(Location { partition: 0, offset: 9_000 }));
+}
+
+#[test]
+fn a_chunk_file_another_index_wrote_under_a_referred_name_is_refused_at_load() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let snapshot = directory.path().join("dedup.snapshot");
+    let dir = chunk_dir(&snapshot);
+    // A deleted topic's index, with a spill picked (file id 0) but not yet run.
+    let mut deleted = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
+    deleted.use_disk(dir.clone(), 0).expect("use disk");
+    store_in_ram(&mut deleted, 100_000..102_000);
+    let late = deleted.next_disk_work(0).expect("a spill");
+    // The topic created again under the same name: its index spills its own file 0 and snapshots it.
+    let mut created = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
+    created.use_disk(dir.clone(), 0).expect("use disk");
+    store(&mut created, 0..2_000);
+    assert!(created.disk_chunks() > 0);
+    created.snapshot(&snapshot).expect("snapshot");
+    // The deleted topic's step finishes late, renaming its file 0 over the new one.
+    assert!(deleted.finish_disk_work(late.run()).expect("the late step"), "its file 0 replaced the new one");
+    let error = DedupIndex::load(&snapshot, created.config()).err().expect("another index's file is refused");
+    assert!(error.means_rebuild(), "{error}");
+    assert!(error.to_string().contains("not this index"), "{error}");
+}
+
+#[test]
+fn a_temporary_chunk_file_that_exists_is_never_truncated() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let dir = directory.path().join("chunks");
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
+    index.use_disk(dir.clone(), 0).expect("use disk");
+    store_in_ram(&mut index, 0..2_000);
+    let temp = chunk_path(&dir, 0).with_extension("dedup.tmp");
+    fs::write(&temp, b"another writer's").expect("write");
+    let work = index.next_disk_work(0).expect("a spill");
+    assert!(index.finish_disk_work(work.run()).is_err(), "the step fails rather than truncate it");
+    assert_eq!(fs::read(&temp).expect("read"), b"another writer's");
+    // At start, a stale one is removed, and the next step works.
+    assert_eq!(index.remove_orphan_chunk_files().expect("orphans"), 1);
+    assert_eq!(index.disk_work_here(0, 1).expect("disk work"), 1);
+}
+
+#[test]
+fn a_spill_is_not_discarded_because_a_merge_in_ram_rewrote_its_chunk() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
+    // 128 KiB: over it with 15,000 ids, and merges in RAM up to 2,048 ids allowed.
+    index.use_disk(directory.path().join("chunks"), 128 << 10).expect("use disk");
+    store_in_ram(&mut index, 0..15_000);
+    assert!(index.sealed_chunks() >= 4, "{} sealed chunks", index.sealed_chunks());
+    let work = index.next_disk_work(0).expect("a spill of the oldest chunk");
+    let rewritten = index.expire(0, usize::MAX).entries_rewritten;
+    assert!(rewritten > 0, "the merge in RAM ran");
+    assert!(index.finish_disk_work(work.run()).expect("spill"), "the spill was installed");
+    assert_eq!(index.disk_chunks(), 1);
+    assert_answers(&index, 15_000);
+}
+
+/// Copies page `from` of a chunk file over page `to`, in place (the open file sees it).
+fn copy_page(path: &Path, from: usize, to: usize) -> Vec<Id> {
+    let mut bytes = fs::read(path).expect("read");
+    let ids = (0..crate::disk::ENTRIES_PER_PAGE)
+        .map(|slot| {
+            let at = to * PAGE_LEN + slot * 32;
+            Id(bytes[at..at + 16].try_into().expect("16 bytes"))
+        })
+        .collect();
+    let page = bytes[from * PAGE_LEN..(from + 1) * PAGE_LEN].to_vec();
+    bytes[to * PAGE_LEN..(to + 1) * PAGE_LEN].copy_from_slice(&page);
+    fs::write(path, &bytes).expect("write");
+    ids
+}
+
+#[test]
+fn an_intact_page_read_in_place_of_another_is_an_error_never_a_miss() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (index, _) = spilled(directory.path());
+    let path = index
+        .sealed
+        .iter()
+        .find_map(|chunk| chunk.disk().filter(|disk| disk.len() > 2 * 127).map(|disk| disk.path.clone()))
+        .expect("a file of three pages or more");
+    let moved = copy_page(&path, 0, 1);
+    for id in &moved {
+        let error = index.lookup(id, 0).expect_err("the misdirected page is noticed");
+        assert!(matches!(error, crate::DedupError::ChunkCorrupt { .. }), "{error}");
+    }
+}
+
+#[test]
+fn a_forged_entry_count_that_wraps_the_page_arithmetic_is_refused() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let dir = directory.path().join("chunks");
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 3);
+    index.use_disk(dir.clone(), 0).expect("use disk");
+    store(&mut index, 0..100);
+    let (path, file_id) = list_chunk_files(&dir).expect("list").into_iter().next().expect("a chunk file");
+    let file_id = file_id.expect("a chunk file id");
+    let mut bytes = fs::read(&path).expect("read");
+    assert_eq!(bytes.len() / PAGE_LEN, 1, "one page");
+    let trailer_len = u32::from_be_bytes(bytes[bytes.len() - 12..bytes.len() - 8].try_into().expect("4")) as usize;
+    let start = bytes.len() - 12 - trailer_len;
+    // (2^52 + 1) pages of 4096 bytes wrap around to one page.
+    let count = ((1u64 << 52) + 1) * crate::disk::ENTRIES_PER_PAGE as u64;
+    bytes[start + 28..start + 36].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[start..start + trailer_len - 4]);
+    bytes[start + trailer_len - 4..start + trailer_len].copy_from_slice(&crc.to_be_bytes());
+    fs::write(&path, &bytes).expect("write");
+    let error = crate::disk::open_chunk(&dir, file_id, index.nonce).err().expect("refused");
+    assert!(matches!(error, crate::DedupError::ChunkCorrupt { .. }), "{error}");
+}

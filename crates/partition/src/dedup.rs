@@ -16,8 +16,10 @@
 //!    the append or the sync failed, the reservations stay held until a restart (see
 //!    [`TopicDedup::abandon`]).
 //!
-//! At open, [`TopicDedup::rebuild`] replays each partition's log from the index's covered offset:
-//! every stored batch goes through `reserve` and then the same [`Effect`] as on the live path.
+//! At open, [`TopicDedup::rebuild`] replays each partition's log from the index's covered offset
+//! (submodule `replay`): every stored batch goes through `reserve` and then the same [`Effect`] as
+//! on the live path. A replay error other than a full index fails the rebuild: the topic then
+//! refuses produces with a storage error until a restart replays the whole logs.
 //!
 //! The index keeps at most its memory budget in RAM: past it, sealed chunks move to checksummed
 //! files in `<topic>/dedup-chunks/` (`once-dedup`'s `spill`), oldest first. The writer whose round
@@ -27,26 +29,31 @@
 //! new chunk in.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use once_dedup::{
     chunk_dir, extract_record_ids, filter_batch, Decision, DedupError, DedupIndex, DedupSource, DedupWindow,
     ExpireStats, IndexConfig, Reservation, SnapshotStats, MAX_IDS_ON_DISK_DEFAULT,
 };
-use once_log::{BatchHeader, Log, LogError};
+use once_log::{BatchHeader, LogError};
 
 use crate::error::PartitionError;
 use crate::partition::{OffsetAnswer, Partition};
-use crate::producer_state::LoggedBatch;
-use crate::replay;
+
+mod replay;
+
+use self::replay::replay_partition;
 
 /// A snapshot is due once this many ids changed since the last one (and at least a quarter of the
 /// ids it writes: the resident ones), so a restart replays a bounded tail while a large index is not
 /// rewritten often.
 const SNAPSHOT_CHANGES_MIN: u64 = 100_000;
-/// A snapshot is also due this long after the last one if anything changed.
+/// A snapshot is also due this long after the last one if anything changed or a retired chunk file
+/// waits for it (only a snapshot that no longer refers to a retired file deletes it).
 const SNAPSHOT_INTERVAL_MAX: Duration = Duration::from_secs(600);
+/// A snapshot is due at once when this many retired chunk files wait (each up to about 270 MB).
+const SNAPSHOT_RETIRED_FILES_MIN: usize = 4;
 /// After this many ids were inserted, the writer that crosses it merges chunks (`expire`) before it
 /// answers, so a lookup keeps probing about 8 to 16 chunks at any insert rate.
 const MERGE_EVERY_IDS: u64 = 1 << 16;
@@ -68,6 +75,10 @@ pub struct TopicDedup {
     /// Held while a snapshot is written (outside `state`), so two never interleave and a deleted
     /// topic's directory never receives one: `close` waits for it.
     snapshot_writer: Mutex<()>,
+    /// Held while disk steps run (their file I/O is outside `state`), so a deleted topic's directory
+    /// never receives a chunk file from a step that was running: `close` waits for it. Writers and
+    /// the upkeep only try it (one step is out at a time anyway).
+    disk_worker: Mutex<()>,
 }
 
 struct State {
@@ -80,6 +91,10 @@ struct State {
     changes_since_merge: u64,
     /// The index was loaded from a snapshot at open.
     from_snapshot: bool,
+    /// The rebuild at open failed (a chunk page unreadable or damaged, say): the index does not
+    /// reflect the logs, so every batch is refused with a storage error and no snapshot is written
+    /// until a restart rebuilds it from the whole logs (the snapshot was deleted).
+    failed: Option<String>,
     /// How long loading the snapshot took at open.
     load_time: Duration,
     last_snapshot: Instant,
@@ -115,6 +130,8 @@ pub struct RebuildStats {
     pub batches: u64,
     /// Records with an id among them.
     pub ids: u64,
+    /// The replay failed: the topic refuses writes until a restart (see the log for why).
+    pub failed: bool,
 }
 
 /// A data batch's reservation, from `prepare` until its round is durable.
@@ -169,7 +186,7 @@ impl TopicDedup {
                 (DedupIndex::new(config), false)
             }
         };
-        let index = with_disk(topic, index, from_snapshot, &snapshot_path, memory_bytes);
+        let (index, from_snapshot) = with_disk(topic, index, from_snapshot, &snapshot_path, memory_bytes);
         let (last_snapshot, load_time) = (Instant::now(), started.elapsed());
         let state = State {
             index,
@@ -177,6 +194,7 @@ impl TopicDedup {
             changes_since_snapshot: 0,
             changes_since_merge: 0,
             from_snapshot,
+            failed: None,
             load_time,
             last_snapshot,
         };
@@ -188,6 +206,7 @@ impl TopicDedup {
             memory_bytes,
             state: Mutex::new(state),
             snapshot_writer,
+            disk_worker: Mutex::new(()),
         }
     }
 
@@ -231,6 +250,13 @@ impl TopicDedup {
         let transactional_producer_id = header.is_transactional().then_some(header.producer_id);
         let reservation = {
             let mut state = self.lock();
+            if let Some(reason) = &state.failed {
+                return Err(PartitionError::Storage(format!(
+                    "topic {}: the dedup index could not be rebuilt at open ({reason}); restart the broker to \
+                     rebuild it from the logs",
+                    self.topic
+                )));
+            }
             let reservation = state.index.reserve(partition, &ids, transactional_producer_id, now_ms);
             let reservation = reservation.map_err(|error| index_full(&self.topic, error))?;
             if reservation.is_blocked() {
@@ -321,7 +347,7 @@ impl TopicDedup {
                 tracing::warn!(topic = %self.topic, partition, "dedup snapshot covers offsets beyond the recovered log; rebuilding from the logs");
                 let config = state.index.config();
                 let empty = DedupIndex::new(config);
-                state.index = with_disk(&self.topic, empty, false, &self.snapshot_path, self.memory_bytes);
+                (state.index, _) = with_disk(&self.topic, empty, false, &self.snapshot_path, self.memory_bytes);
                 state.from_snapshot = false;
                 stats.from_snapshot = false;
             }
@@ -332,13 +358,19 @@ impl TopicDedup {
         }
         for partition in partitions {
             let index = partition.id().partition;
-            partition.shared.with_log(|log| {
+            let replayed = partition.shared.with_log(|log| {
                 let mut state = self.lock();
-                let changes = replay_partition(&mut state.index, &self.source, index, log, now_ms, &mut stats)?;
-                state.changes_since_snapshot += changes;
-                Ok(())
+                if state.failed.is_some() {
+                    return Ok(Ok(()));
+                }
+                let replayed = replay_partition(&mut state.index, &self.source, index, log, now_ms, &mut stats)?;
+                Ok(replayed.map(|changes| state.changes_since_snapshot += changes))
             })?;
+            if let Err(error) = replayed {
+                self.fail_rebuild(index, error);
+            }
         }
+        stats.failed = self.lock().failed.is_some();
         let index_stats = self.stats();
         tracing::info!(
             topic = %self.topic,
@@ -351,6 +383,17 @@ impl TopicDedup {
             "dedup index rebuilt"
         );
         Ok(stats)
+    }
+
+    /// The replay met an error other than a full index: the index would miss stored records (and
+    /// store their duplicates later), so it must not serve nor be snapshotted. The snapshot is
+    /// deleted, so the next start replays the whole logs; until then every batch is refused.
+    fn fail_rebuild(&self, partition: i32, error: DedupError) {
+        tracing::error!(topic = %self.topic, partition, %error, "dedup index rebuild failed; the topic refuses writes until a restart rebuilds it from the logs");
+        if let Err(removed) = once_dedup::remove_snapshot(&self.snapshot_path) {
+            tracing::error!(topic = %self.topic, error = %removed, "removing the dedup snapshot failed");
+        }
+        self.lock().failed = Some(error.to_string());
     }
 
     /// Frees expired ids (window passed, or below a log start), rewriting about `budget` ids at most.
@@ -373,10 +416,16 @@ impl TopicDedup {
 
     fn disk_steps(&self, spill_only: bool, steps: usize) -> usize {
         let mut changed = 0;
+        // Busy: another thread's step is out (no second one would be handed out anyway).
+        let _worker = match self.disk_worker.try_lock() {
+            Ok(worker) => worker,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return 0,
+        };
         for _ in 0..steps {
             let work = {
                 let mut state = self.lock();
-                if state.closed || (spill_only && !state.index.over_memory_budget()) {
+                if state.closed || state.failed.is_some() || (spill_only && !state.index.over_memory_budget()) {
                     break;
                 }
                 state.index.next_disk_work(now_ms())
@@ -416,9 +465,9 @@ impl TopicDedup {
             let changes = state.changes_since_snapshot;
             // Chunks on disk are referred to, not written: only the resident ids make a snapshot big.
             let written = (state.index.stored_ids() - state.index.disk_ids()) as u64;
-            let due = changes >= SNAPSHOT_CHANGES_MIN.max(written / 4)
-                || (changes > 0 && state.last_snapshot.elapsed() >= SNAPSHOT_INTERVAL_MAX);
-            if state.closed || !(always || due) {
+            let retired = state.index.retired_file_count();
+            let due = snapshot_due(changes, written, retired, state.last_snapshot.elapsed());
+            if state.closed || state.failed.is_some() || !(always || due) {
                 return Ok(None);
             }
             state.changes_since_snapshot = 0;
@@ -440,10 +489,12 @@ impl TopicDedup {
         }
     }
 
-    /// The topic is being deleted: no snapshot is written from now on (one being written finishes
-    /// first).
+    /// The topic is being deleted: no snapshot and no chunk file is written from now on (a snapshot
+    /// being written and a disk step running finish first, so none lands in the directory after
+    /// this returns, nor in a new topic's directory of the same name).
     pub fn close(&self) {
         let _writer = self.snapshot_writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _worker = self.disk_worker.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.lock().closed = true;
     }
 
@@ -467,15 +518,15 @@ impl TopicDedup {
 /// to deleted (written after the last snapshot, or retired before it). An index that was not loaded
 /// from the snapshot starts empty: then the snapshot file, which cannot be trusted, is deleted first,
 /// so that it can never be loaded with chunk files written after it under the names it refers to.
-/// If the directory cannot be used, the index stays in RAM (and within `MAX_IDS_DEFAULT`), which is
-/// logged.
+/// If the directory cannot be used, the index starts empty in RAM (and within `MAX_IDS_DEFAULT`),
+/// which is logged. Returns the index and whether it is still the one loaded from the snapshot.
 fn with_disk(
     topic: &str,
     mut index: DedupIndex,
     loaded: bool,
     snapshot_path: &std::path::Path,
     memory_bytes: usize,
-) -> DedupIndex {
+) -> (DedupIndex, bool) {
     let dir = chunk_dir(snapshot_path);
     let discarded = if loaded { Ok(()) } else { once_dedup::remove_snapshot(snapshot_path) };
     let used =
@@ -486,10 +537,20 @@ fn with_disk(
         Err(error) => {
             tracing::error!(topic, %error, "dedup index cannot use its chunk directory; keeping it in RAM");
             let config = IndexConfig { max_ids: once_dedup::MAX_IDS_DEFAULT, ..index.config() };
-            return DedupIndex::new(config);
+            return (DedupIndex::new(config), false);
         }
     }
-    index
+    (index, loaded)
+}
+
+/// Whether a snapshot is due: enough ids changed (at least a quarter of the `written` resident
+/// ones), or the interval passed with anything changed or a retired chunk file waiting, or several
+/// retired files wait (each is deleted only by a snapshot that no longer refers to it; on a topic
+/// without writes, expiry and compaction retire files while no id changes).
+fn snapshot_due(changes: u64, written: u64, retired_files: usize, since_last: Duration) -> bool {
+    changes >= SNAPSHOT_CHANGES_MIN.max(written / 4)
+        || retired_files >= SNAPSHOT_RETIRED_FILES_MIN
+        || ((changes > 0 || retired_files > 0) && since_last >= SNAPSHOT_INTERVAL_MAX)
 }
 
 /// Every `MERGE_EVERY_IDS` changes, merges chunks with a budget proportional to them (live and in
@@ -526,109 +587,6 @@ fn apply_effect(index: &mut DedupIndex, partition: i32, effect: Effect) -> u64 {
             };
             index.advance_covered(partition, offset as i64 + 1);
             resolved as u64
-        }
-    }
-}
-
-/// Replays one partition's log from the index's covered offset. Returns the ids resolved.
-fn replay_partition(
-    index: &mut DedupIndex,
-    source: &DedupSource,
-    partition: i32,
-    log: &Log,
-    now_ms: i64,
-    stats: &mut RebuildStats,
-) -> Result<u64, PartitionError> {
-    let start = log.log_start_offset();
-    let from = index.covered_offset(partition).map_or(start, |covered| (covered.max(0) as u64).max(start));
-    // `changes` counts the current batch's; they move to the totals before the next batch.
-    let (mut changes, mut total, mut since_merge) = (0, 0, 0);
-    replay::for_each_stored_batch(log, from, log.log_end_offset(), |header, batch| {
-        stats.batches += 1;
-        total += changes;
-        since_merge += changes;
-        changes = 0;
-        merge_if_due(index, &mut since_merge, now_ms);
-        if index.over_memory_budget() {
-            // Nothing else runs at open: spill under the lock, so a replay stays within the budget.
-            if let Err(error) = index.disk_work_here(now_ms, 4) {
-                tracing::error!(partition, %error, "moving dedup index chunks to disk failed during replay");
-            }
-        }
-        let (base_offset, last_offset) = (header.base_offset as u64, header.last_offset() as u64);
-        if header.is_control() {
-            let end = match replay::classify(header, batch) {
-                Some(LoggedBatch::Marker(marker)) => Some((marker.producer_id, marker.commit)),
-                _ => None,
-            };
-            changes += apply_effect(index, partition, Effect::Control { end, offset: base_offset });
-            return;
-        }
-        let records = match extract_record_ids(batch, source) {
-            Ok(records) => records,
-            Err(error) => {
-                // Only a batch stored before its records could be read (it was checked on append).
-                tracing::warn!(partition, offset = base_offset, %error, "stored batch unreadable; its ids are not indexed");
-                index.advance_covered(partition, last_offset as i64 + 1);
-                return;
-            }
-        };
-        stats.ids += records.iter().filter(|record| record.id.is_some()).count() as u64;
-        let transactional = header.is_transactional().then_some(header.producer_id);
-        let stored =
-            Stored { partition, transactional, now_ms, timestamp_ms: header.max_timestamp, base_offset, last_offset };
-        let ids: Vec<_> = records.iter().map(|record| record.id).collect();
-        let deltas: Vec<_> = records.iter().map(|record| record.offset_delta).collect();
-        if !stored.replay(index, &ids, &deltas, &mut changes) {
-            // Some id is held by a transaction not yet ended in this replay: index the others one by one.
-            for (id, delta) in ids.iter().zip(&deltas) {
-                stored.replay(index, &[*id], &[*delta], &mut changes);
-            }
-        }
-        index.advance_covered(partition, last_offset as i64 + 1);
-    })?;
-    Ok(total + changes)
-}
-
-/// A stored data batch being replayed.
-struct Stored {
-    partition: i32,
-    transactional: Option<i64>,
-    now_ms: i64,
-    timestamp_ms: i64,
-    base_offset: u64,
-    last_offset: u64,
-}
-
-impl Stored {
-    /// Reserves and confirms records of the batch, as the live path did after its sync. The log is
-    /// the truth: each record whose id is decided `New` gets its entry; one decided otherwise needs
-    /// none, since another live copy of the id exists or this copy is dead (stored after an earlier
-    /// copy expired, or by a transaction that then aborted). Returns false, changing nothing, if an
-    /// id is held by a transaction whose marker this replay has not reached.
-    fn replay(
-        &self,
-        index: &mut DedupIndex,
-        ids: &[Option<once_dedup::Id>],
-        deltas: &[i32],
-        changes: &mut u64,
-    ) -> bool {
-        match index.reserve(self.partition, ids, self.transactional, self.now_ms) {
-            Ok(reservation) if reservation.is_blocked() => {
-                index.release(reservation);
-                false
-            }
-            Ok(reservation) => {
-                let reserved =
-                    Reserved { reservation, offset_deltas: deltas.to_vec(), timestamp_ms: self.timestamp_ms };
-                let effect = Effect::Write { reserved, base_offset: self.base_offset, last_offset: self.last_offset };
-                *changes += apply_effect(index, self.partition, effect);
-                true
-            }
-            Err(error) => {
-                tracing::warn!(partition = self.partition, offset = self.base_offset, %error, "stored records not indexed");
-                true
-            }
         }
     }
 }
@@ -683,6 +641,18 @@ fn now_ms() -> i64 {
 mod tests {
     use super::*;
     use once_dedup::Location;
+
+    #[test]
+    fn retired_files_make_a_snapshot_due_without_any_change() {
+        let hour = Duration::from_secs(3_600);
+        assert!(!snapshot_due(0, 0, 0, hour), "nothing changed, nothing waits");
+        assert!(!snapshot_due(0, 0, 1, Duration::from_secs(1)), "one retired file waits for the interval");
+        assert!(snapshot_due(0, 0, 1, SNAPSHOT_INTERVAL_MAX), "and no longer: it is deleted by the next snapshot");
+        assert!(snapshot_due(0, 0, SNAPSHOT_RETIRED_FILES_MIN, Duration::ZERO), "several make one due at once");
+        assert!(snapshot_due(SNAPSHOT_CHANGES_MIN, 0, 0, Duration::ZERO));
+        assert!(!snapshot_due(SNAPSHOT_CHANGES_MIN, 4 * SNAPSHOT_CHANGES_MIN + 4, 0, Duration::ZERO));
+        assert!(snapshot_due(1, 0, 0, SNAPSHOT_INTERVAL_MAX));
+    }
 
     fn duplicate(partition: i32, offset: i64) -> Decision {
         Decision::Duplicate(Location { partition, offset })

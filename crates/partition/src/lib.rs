@@ -18,7 +18,7 @@
 //!   then the log after it).
 //! - `snapshot`: producer-state snapshot files, so restarts replay only the log's tail.
 //! - [`dedup`] — [`TopicDedup`], a topic's message-id index shared by its partitions' writers:
-//!   the writer's reserve / filter / confirm steps, the rebuild from snapshot and logs, expiry and
+//!   the writer's reserve / filter / confirm steps, the rebuild from snapshot and logs (`dedup::replay`), expiry and
 //!   snapshots (`docs/design/dedup.md`).
 //! - [`txn`] — transaction markers (their control batch), open and aborted transactions, producer
 //!   summaries.

@@ -547,3 +547,95 @@ async fn an_untrusted_snapshot_never_comes_back_with_chunk_files_written_after_i
     assert!(copies(&topic).values().all(|count| *count == 1));
     close(topic).await;
 }
+
+/// Opens the topic's index (loading its snapshot and chunk files), lets `between` act on the
+/// directory, then opens the partitions and replays their logs.
+fn open_with_budget_and(dir: &Path, count: i32, memory_bytes: usize, between: impl FnOnce(&Path)) -> Topic {
+    let snapshot = dir.join("dedup.snapshot");
+    let dedup = Arc::new(TopicDedup::open("t", DedupSource::Key, DedupWindow::Retention, snapshot, memory_bytes));
+    between(dir);
+    let partitions: Vec<Arc<Partition>> = (0..count)
+        .map(|partition| {
+            let id = PartitionId { topic: "t".into(), partition };
+            let opened = Partition::open_with_dedup(
+                id,
+                &dir.join(partition.to_string()),
+                LogConfig::default(),
+                Some(dedup.clone()),
+            );
+            Arc::new(opened.expect("open"))
+        })
+        .collect();
+    dedup.rebuild(&partitions).expect("rebuild");
+    Topic { dedup, partitions }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_past_the_budget_indexes_every_record_when_spilling_fails() {
+    const IDS: usize = 130_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (topic, _) = open_with_budget(dir.path(), 2, usize::MAX);
+    assert_eq!(send_range(&topic, 0, IDS).await, 0);
+    crash(topic).await;
+    // A restart on a full disk: the replay passes the budget and every spill fails.
+    let chunks = dir.path().join("dedup-chunks");
+    let topic = open_with_budget_and(dir.path(), 2, 1, |_| {
+        std::fs::remove_dir_all(&chunks).expect("remove the chunk directory");
+        std::fs::write(&chunks, b"not a directory").expect("a file in its place");
+    });
+    assert_eq!(topic.dedup.stats().stored_ids, IDS as u64, "every stored record is indexed, over the budget");
+    // Space comes back: the spill works, and every id is a duplicate.
+    std::fs::remove_file(&chunks).expect("remove");
+    std::fs::create_dir(&chunks).expect("mkdir");
+    topic.dedup.maintain_disk(64);
+    assert!(topic.dedup.stats().disk_chunks > 0, "spilled once the disk had room");
+    assert_eq!(send_range(&topic, 0, IDS).await, IDS as u64, "all duplicates");
+    assert!(copies(&topic).values().all(|count| *count == 1), "each id stored once");
+    close(topic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_page_met_by_the_replay_refuses_writes_until_a_full_rebuild() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (topic, _) = open_with_budget(dir.path(), 2, 1);
+    send_range(&topic, 0, 60_000).await;
+    assert_eq!(topic.dedup.stats().disk_chunks, 1);
+    topic.dedup.snapshot().expect("snapshot");
+    send_range(&topic, 60_000, 90_000).await;
+    crash(topic).await;
+    // The chunk file passes its checks at load, then every page is damaged before the replay reads it.
+    let topic = open_with_budget_and(dir.path(), 2, 1, |dir| {
+        let file = chunk_files(dir).into_iter().find(|path| path.extension().is_some_and(|ext| ext == "dedup"));
+        let file = file.expect("the snapshot's chunk file");
+        let mut bytes = std::fs::read(&file).expect("read");
+        for page in 0..bytes.len() / 4096 {
+            bytes[page * 4096 + 5] ^= 0x20;
+        }
+        std::fs::write(&file, &bytes).expect("damage it in place");
+    });
+    let refused = topic.partitions[0].append(keyed(&["k1", "new"])).await;
+    assert!(matches!(refused, Err(PartitionError::Storage(_))), "a storage error, not a wrong index: {refused:?}");
+    assert_eq!(topic.dedup.snapshot().expect("snapshot"), None, "an index that missed records is never saved");
+    assert!(!dir.path().join("dedup.snapshot").exists(), "the next start replays the whole logs");
+    crash(topic).await;
+    let (topic, from_snapshot) = open_with_budget(dir.path(), 2, 1);
+    assert!(!from_snapshot);
+    assert_eq!(send_range(&topic, 0, 90_000).await, 90_000, "every id is a duplicate");
+    assert!(copies(&topic).values().all(|count| *count == 1));
+    close(topic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_that_cannot_use_its_chunk_directory_is_not_reported_as_loaded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (topic, _) = open_with_budget(dir.path(), 1, usize::MAX);
+    send_range(&topic, 0, 1_000).await;
+    close(topic).await;
+    let chunks = dir.path().join("dedup-chunks");
+    std::fs::remove_dir_all(&chunks).expect("remove");
+    std::fs::write(&chunks, b"not a directory").expect("a file in its place");
+    let (topic, from_snapshot) = open_with_budget(dir.path(), 1, usize::MAX);
+    assert!(!from_snapshot, "the loaded index was replaced by an empty one, rebuilt from the log");
+    assert_eq!(send_range(&topic, 0, 1_000).await, 1_000);
+    crash(topic).await;
+}
