@@ -223,7 +223,11 @@ mod tests {
         let report = serde_json::json!({
             "workload": "queue", "seed": 7, "acked": 3, "valid": false,
             "fault_events": [{"time_ms": 1500, "kind": "kill"}, {"time_ms": 2000, "kind": "power-loss (10 unsynced bytes lost)"}],
-            "anomaly_details": [{"class": "lost-write", "acked_ms": 1200}, {"class": "duplicate"}],
+            "anomaly_details": [
+                {"class": "lost-write", "acked_ms": 1200},
+                {"class": "duplicate"},
+                {"class": "precommitted-read", "time_ms": 1700, "commit_ms": 1790},
+            ],
             "faults": {"kill": 1, "power_loss": 1},
             "anomalies": {"lost-write": 1, "duplicate": 1},
         });
@@ -233,6 +237,7 @@ mod tests {
         assert!(page.contains("2.0 s: power-loss (10 unsynced bytes lost)"));
         assert!(page.contains("1.2 s: lost-write"));
         assert!(page.contains("untimed: duplicate"));
+        assert!(page.contains("1.7 s: precommitted-read"), "drawn at the poll, not the commit");
         assert!(page.contains("0 s: 2 acked") && page.contains("1 s: 1 acked"));
         assert_eq!(page.matches("<svg").count(), 1);
     }

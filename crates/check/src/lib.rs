@@ -1,8 +1,8 @@
 //! `once check`: runs a workload against a Kafka-compatible broker while injecting seeded faults,
 //! records what every client saw, and checks the history for Jepsen's Kafka anomalies (lost and
 //! unseen writes, duplicates, inconsistent offsets, non-monotonic sends and polls, poll skips,
-//! aborted reads). It talks to the broker only over the network, so it checks Once or any other
-//! Kafka broker.
+//! aborted and precommitted reads). It talks to the broker only over the network, so it checks Once
+//! or any other Kafka broker.
 //!
 //! # Layout
 //! - `lib.rs`: [`CheckArgs`] (the `once check` flags), [`run`]: set-up, the run, the verdict.
@@ -16,9 +16,10 @@
 //!   history, its anomaly classes as pure functions, its table and JSON report.
 //! - `txn`: the `txn` workload — producers to an input topic, live read_committed and
 //!   read_uncommitted consumers of the output, the final copy and the final reads of both topics;
-//!   `txn_copier`: the `once copy` processes and their faults (kill, pause, resume).
+//!   `txn_copier`: the `once copy` processes, their faults (kill, pause, resume) and their traces.
 //! - `txn_history`, `txn_checker` (tests in `txn_checker_tests.rs`), `txn_report`: its history, its
-//!   anomaly classes as pure functions (input/output set equality, order, G1a), its report.
+//!   anomaly classes as pure functions (input/output set equality, order, G1a, precommitted reads),
+//!   its report.
 //! - `dedup`: the `dedup` workload — fresh producer processes sending and resending message ids to a
 //!   deduplicating topic; `dedup_checker` (tests in `dedup_checker_tests.rs`), `dedup_report`: its
 //!   history and anomaly classes (each id stored once, acknowledged ids stored, answers' offsets
@@ -222,7 +223,8 @@ pub struct CheckArgs {
     #[arg(long, env = "ONCE_CHECK_COPIER_CMD", value_name = "CMD")]
     pub copier_cmd: Option<String>,
     /// `txn` workload: isolation level of the live consumer of the output that must see only committed
-    /// records. `read_uncommitted` only to see the checker catch the aborted reads that gives.
+    /// records. `read_uncommitted` only to see the checker catch the aborted and precommitted reads
+    /// that gives.
     #[arg(long, env = "ONCE_CHECK_TXN_CONSUMER_ISOLATION", value_enum, default_value = "read_committed")]
     pub txn_consumer_isolation: Isolation,
     /// `dedup` and `txn` workloads: the producer process command; its flags are appended and it runs
@@ -447,6 +449,7 @@ impl Run<'_> {
             output: format!("{}-out", self.run_name),
             committed_isolation: self.args.txn_consumer_isolation.config_value(),
         };
+        let wall_clock_start_ms = txn::wall_clock_origin_ms(self.start);
         let mut copiers = txn_copier::Copiers::new(self.copier_settings(&config)?, self.start, self.stats.clone());
         let running = txn::start(&config, &self.stats, self.start, self.producer_command()?, self.seed, self.log_dir());
         copiers.spawn(None)?;
@@ -466,7 +469,8 @@ impl Run<'_> {
         let (input, input_unparseable) = txn::read_topic(bootstrap, &config.queue.topic, partitions, self.start)?;
         let (output, mut output_unparseable) = txn::read_topic(bootstrap, &config.output, partitions, self.start)?;
         drop(progress);
-        let (copier_records, copier_events) = copiers.into_history();
+        let (copier_records, copier_events, transactions) = copiers.into_history();
+        let wall_clock_drift_ms = txn::wall_clock_origin_ms(self.start).abs_diff(wall_clock_start_ms);
         faults.extend(copier_events);
         faults.extend(recorded.producer_events);
         faults.sort_by_key(|event| event.time_ms);
@@ -483,6 +487,9 @@ impl Run<'_> {
             input,
             output,
             copiers: copier_records,
+            transactions,
+            wall_clock_start_ms,
+            wall_clock_drift_ms,
             producers: recorded.producers,
             concurrent_copiers: recorded.concurrent_copiers,
             unparseable: unparseable

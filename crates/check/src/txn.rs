@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -152,6 +152,14 @@ impl Running {
         let (producers, producer_events) = self.pool.into_history()?;
         Ok(Recorded { sends, reads, concurrent_copiers, final_copy_finished, producers, producer_events })
     }
+}
+
+/// The wall clock (ms since the Unix epoch) at `start`, the origin of the run's times: relates what the
+/// copiers trace on the host's wall clock to what the checker records on its monotonic clock. Taken
+/// again at the end, it shows whether the wall clock was stepped meanwhile.
+pub fn wall_clock_origin_ms(start: Instant) -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX).saturating_sub(elapsed_ms(start))
 }
 
 /// Reads every partition of `topic` read_committed from the start to its end, once no transaction

@@ -5,7 +5,8 @@
 //! Exactly once is the contract: once the final copier has caught up, the committed output holds
 //! every value of the input exactly once, in the input's partition and order, and nothing else; a
 //! read_committed consumer never sees a record that did not end up committed (Jepsen's G1a, aborted
-//! read); and a copier fenced by a successor never gets to write again.
+//! read); a read_committed consumer never sees a record before its transaction has even asked to
+//! commit (Jepsen's precommitted read); and a copier fenced by a successor never gets to write again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -13,20 +14,28 @@ use serde::Serialize;
 
 use crate::checker::poll_steps;
 use crate::history::{Poll, TimeMs, Value};
-use crate::txn_history::{CopierId, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
+use crate::txn_history::{CopierId, TracedTransaction, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
 
 /// Anomaly class names of the `txn` workload, in report order.
-pub const TXN_CLASSES: [&str; 9] = [
+pub const TXN_CLASSES: [&str; 10] = [
     "lost",
     "lost-input",
     "duplicate",
     "unexpected",
     "aborted-read",
+    "precommitted-read",
     "reordered",
     "nonmonotonic-poll",
     "unfenced-zombie",
     "unparseable-value",
 ];
+
+/// Slack of the precommitted-read check, in ms. Poll times and traced commit times are whole
+/// milliseconds, truncated, on the run's monotonic clock and the host's wall clock, related by one
+/// origin taken from both clocks at once: together under 3 ms of error. Twenty is far above that
+/// and far below a 100-ms transaction, so the check never reports a correct broker and still catches
+/// records seen early in a transaction.
+pub const PRECOMMIT_TOLERANCE_MS: u64 = 20;
 
 /// A place in a topic: (partition, offset).
 pub type Place = (i32, i64);
@@ -57,6 +66,25 @@ pub enum TxnAnomaly {
         /// Where the committed output holds the value, if anywhere.
         committed_places: Vec<Place>,
     },
+    /// The live read_committed consumer read a record (one the committed output holds at that place)
+    /// before the transaction that wrote it had even asked to commit: its poll returned at `time_ms`,
+    /// and the copier's trace says it called `commit_transaction` only at `commit_ms` (both on the
+    /// run's clock), `early_ms` later. The writer is the transaction of the copiers' traces that
+    /// copied the value and asked to commit earliest (`copier`, its `transaction` number, its
+    /// `producer` instance, its `outcome` if known).
+    PrecommittedRead {
+        consumer: String,
+        partition: i32,
+        offset: i64,
+        value: Value,
+        time_ms: TimeMs,
+        commit_ms: TimeMs,
+        early_ms: TimeMs,
+        copier: CopierId,
+        transaction: u64,
+        producer: u32,
+        outcome: Option<String>,
+    },
     /// A committed output record out of its input order: input partition p is copied to output
     /// partition p in order, so output offsets must rise with input offsets. `after` is the record
     /// before it in the output that came later in the input.
@@ -83,10 +111,11 @@ impl TxnAnomaly {
             TxnAnomaly::Duplicate { .. } => TXN_CLASSES[2],
             TxnAnomaly::Unexpected { .. } => TXN_CLASSES[3],
             TxnAnomaly::AbortedRead { .. } => TXN_CLASSES[4],
-            TxnAnomaly::Reordered { .. } | TxnAnomaly::WrongPartition { .. } => TXN_CLASSES[5],
-            TxnAnomaly::NonMonotonicPoll { .. } => TXN_CLASSES[6],
-            TxnAnomaly::UnfencedZombie { .. } => TXN_CLASSES[7],
-            TxnAnomaly::UnparseableValue { .. } => TXN_CLASSES[8],
+            TxnAnomaly::PrecommittedRead { .. } => TXN_CLASSES[5],
+            TxnAnomaly::Reordered { .. } | TxnAnomaly::WrongPartition { .. } => TXN_CLASSES[6],
+            TxnAnomaly::NonMonotonicPoll { .. } => TXN_CLASSES[7],
+            TxnAnomaly::UnfencedZombie { .. } => TXN_CLASSES[8],
+            TxnAnomaly::UnparseableValue { .. } => TXN_CLASSES[9],
         }
     }
 }
@@ -98,6 +127,7 @@ pub fn check_txn(history: &TxnHistory) -> Vec<TxnAnomaly> {
     anomalies.extend(duplicates(history));
     anomalies.extend(unexpected(history));
     anomalies.extend(aborted_reads(history));
+    anomalies.extend(precommitted_reads(history));
     anomalies.extend(reordered(history));
     anomalies.extend(nonmonotonic_polls(history));
     anomalies.extend(unfenced_zombies(history));
@@ -209,6 +239,70 @@ pub fn aborted_reads(history: &TxnHistory) -> Vec<TxnAnomaly> {
             committed_places: output_places.get(&poll.value).cloned().unwrap_or_default(),
         })
         .collect()
+}
+
+/// Records the live read_committed consumer read, that the committed output holds at that place, in a
+/// poll that returned more than [`PRECOMMIT_TOLERANCE_MS`] (plus the wall clock's drift) before the
+/// writing transaction asked to commit. Sound: the broker served the record before the poll returned,
+/// and the copier traced its commit time before calling `commit_transaction`, which sends `EndTxn`
+/// only after that; so the record was served while its transaction had not asked to commit.
+///
+/// Reads of records the committed output does not hold there are `aborted-read`s, not judged here, so
+/// no read counts twice. A value whose copying transactions never asked to commit (or were not
+/// traced) has no writer to time and is not judged: if it is committed all the same, `duplicate`,
+/// `unexpected` or the copier's own log tell. Of several transactions that copied a value and asked
+/// to commit (an abort after a failed commit, a zombie and its successor), the earliest is taken: the
+/// one that wrote the record asked no earlier, so the report stays sound.
+pub fn precommitted_reads(history: &TxnHistory) -> Vec<TxnAnomaly> {
+    let committed: HashMap<Place, Value> =
+        history.output.records.iter().map(|record| ((record.partition, record.offset), record.value)).collect();
+    let writers = writers(history);
+    let tolerance_ms = PRECOMMIT_TOLERANCE_MS + history.wall_clock_drift_ms;
+    history
+        .polls
+        .iter()
+        .filter(|poll| poll.consumer == COMMITTED_CONSUMER)
+        .filter(|poll| committed.get(&(poll.partition, poll.offset)) == Some(&poll.value))
+        .filter_map(|poll| {
+            let writer = writers.get(&poll.value)?;
+            let commit_ms = writer.commit_unix_ms?.saturating_sub(history.wall_clock_start_ms);
+            (commit_ms > poll.time_ms + tolerance_ms).then(|| TxnAnomaly::PrecommittedRead {
+                consumer: consumer_name(history, poll.consumer),
+                partition: poll.partition,
+                offset: poll.offset,
+                value: poll.value,
+                time_ms: poll.time_ms,
+                commit_ms,
+                early_ms: commit_ms - poll.time_ms,
+                copier: writer.copier,
+                transaction: writer.transaction,
+                producer: writer.producer,
+                outcome: writer.outcome.clone(),
+            })
+        })
+        .collect()
+}
+
+/// For each value, the traced transaction that copied it and asked to commit earliest.
+fn writers(history: &TxnHistory) -> HashMap<Value, &TracedTransaction> {
+    let mut input: HashMap<i32, BTreeMap<i64, Value>> = HashMap::new();
+    for record in &history.input.records {
+        input.entry(record.partition).or_default().insert(record.offset, record.value);
+    }
+    let mut writers: HashMap<Value, &TracedTransaction> = HashMap::new();
+    for transaction in &history.transactions {
+        let Some(commit) = transaction.commit_unix_ms else { continue };
+        for &(partition, first, last) in &transaction.input {
+            let Some(offsets) = input.get(&partition).filter(|_| first <= last) else { continue };
+            for &value in offsets.range(first..=last).map(|(_, value)| value) {
+                let writer = writers.entry(value).or_insert(transaction);
+                if writer.commit_unix_ms.is_none_or(|earliest| commit < earliest) {
+                    *writer = transaction;
+                }
+            }
+        }
+    }
+    writers
 }
 
 /// Per output partition, in offset order, each value's first occurrence must come from the same input

@@ -3,7 +3,10 @@
 
 use super::*;
 use crate::history::{Send, SendOutcome};
-use crate::txn_history::{Copier, CopierEnd, TopicRead, Unparseable};
+use crate::txn_history::{Copier, CopierEnd, TopicRead, TracedTransaction, Unparseable};
+
+/// The wall clock at the run's time 0 in the hand-made histories.
+const WALL_CLOCK_START_MS: u64 = 1_700_000_000_000;
 
 fn send(producer: u32, index: u64, value: Value, partition: i32, offset: i64) -> Send {
     let outcome = SendOutcome::Acked { offset };
@@ -38,7 +41,9 @@ fn copier(id: CopierId, paused_ms: Option<TimeMs>, resumed_ms: Option<TimeMs>) -
 /// Input: 10, 11, 12 at offsets 0–2 of partition 0 and 20 at offset 0 of partition 1. The copier's
 /// first transaction on partition 0 wrote 10 (offset 0) and committed (marker at 1); the next wrote
 /// 11 at 2 and aborted (marker at 3); the retry wrote 11 and 12 at 4 and 5 and committed (marker at
-/// 6). The read_uncommitted consumer saw the aborted 11; the read_committed one did not.
+/// 6). The read_uncommitted consumer saw the aborted 11; the read_committed one did not. The trace
+/// says the transactions asked to commit (or abort) at 50, 60 and 70 ms, before anything was polled
+/// (at 100 ms + offset).
 fn clean() -> TxnHistory {
     let committed = [(0, 0, 10), (0, 4, 11), (0, 5, 12), (1, 0, 20)];
     let mut polls: Vec<Poll> = committed.iter().map(|&(p, o, v)| record(COMMITTED_CONSUMER, p, o, v)).collect();
@@ -52,10 +57,37 @@ fn clean() -> TxnHistory {
         input: read(&[(0, 0, 10), (0, 1, 11), (0, 2, 12), (1, 0, 20)], vec![3, 1]),
         output: read(&committed, vec![7, 2]),
         copiers: vec![copier(0, None, None)],
+        transactions: vec![
+            traced(0, 0, (Some(50), None), "committed", vec![(0, 0, 0), (1, 0, 0)]),
+            traced(0, 1, (None, Some(60)), "aborted", vec![(0, 1, 1)]),
+            traced(0, 2, (Some(70), None), "committed", vec![(0, 1, 2)]),
+        ],
+        wall_clock_start_ms: WALL_CLOCK_START_MS,
+        wall_clock_drift_ms: 0,
         producers: vec![],
         concurrent_copiers: vec![0],
         unparseable: vec![],
         faults: vec![],
+    }
+}
+
+/// A traced transaction that asked to commit and/or abort at these times of the run (ms from time 0).
+fn traced(
+    copier: CopierId,
+    transaction: u64,
+    (commit_ms, abort_ms): (Option<u64>, Option<u64>),
+    outcome: &str,
+    input: Vec<(i32, i64, i64)>,
+) -> TracedTransaction {
+    TracedTransaction {
+        copier,
+        transaction,
+        producer: 0,
+        commit_unix_ms: commit_ms.map(|ms| WALL_CLOCK_START_MS + ms),
+        abort_unix_ms: abort_ms.map(|ms| WALL_CLOCK_START_MS + ms),
+        outcome: Some(outcome.to_string()),
+        error: None,
+        input,
     }
 }
 
@@ -163,6 +195,82 @@ fn a_committed_read_of_an_aborted_record_is_g1a() {
 }
 
 #[test]
+fn a_committed_read_before_its_transaction_asked_to_commit_is_a_precommitted_read() {
+    let mut history = clean();
+    // The transaction that wrote 11 and 12 (offsets 4 and 5, polled at 104 and 105 ms) asked to commit
+    // only at 200 ms.
+    history.transactions[2].commit_unix_ms = Some(WALL_CLOCK_START_MS + 200);
+    let anomalies = check_txn(&history);
+    assert_eq!(
+        anomalies[0],
+        TxnAnomaly::PrecommittedRead {
+            consumer: "output-read-committed".into(),
+            partition: 0,
+            offset: 4,
+            value: 11,
+            time_ms: 104,
+            commit_ms: 200,
+            early_ms: 96,
+            copier: 0,
+            transaction: 2,
+            producer: 0,
+            outcome: Some("committed".into()),
+        }
+    );
+    assert_eq!(classes(&history), vec!["precommitted-read", "precommitted-read"], "11 and 12; not 10 nor 20");
+}
+
+#[test]
+fn a_committed_read_after_its_transaction_asked_to_commit_is_no_precommitted_read() {
+    let mut history = clean();
+    // Asked at 100 ms, read at 104 and 105 ms: the commit may have completed in between.
+    history.transactions[2].commit_unix_ms = Some(WALL_CLOCK_START_MS + 100);
+    assert_eq!(check_txn(&history), vec![]);
+    // Untraced transactions are not judged, however late.
+    history.transactions.clear();
+    assert_eq!(check_txn(&history), vec![]);
+}
+
+#[test]
+fn a_precommitted_read_must_come_more_than_the_tolerance_before_the_commit_was_asked_for() {
+    let mut history = clean();
+    // 11 polled at 104 ms, 12 at 105; asked to commit at 125 ms: 21 ms and exactly 20 ms early.
+    history.transactions[2].commit_unix_ms = Some(WALL_CLOCK_START_MS + 104 + PRECOMMIT_TOLERANCE_MS + 1);
+    let early: Vec<Value> = check_txn(&history)
+        .into_iter()
+        .map(|anomaly| match anomaly {
+            TxnAnomaly::PrecommittedRead { value, early_ms, .. } => {
+                assert!(early_ms > PRECOMMIT_TOLERANCE_MS, "{early_ms}");
+                value
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(early, vec![11], "12, exactly at the tolerance, is not reported");
+    // A wall clock that moved during the run widens the tolerance by as much.
+    history.wall_clock_drift_ms = 1;
+    assert_eq!(check_txn(&history), vec![]);
+}
+
+#[test]
+fn a_read_of_an_aborted_record_is_an_aborted_read_only_and_the_earliest_commit_request_is_the_writers() {
+    let mut history = clean();
+    history.transactions[2].commit_unix_ms = Some(WALL_CLOCK_START_MS + 200);
+    // The aborted 11 at offset 2, read at 42 ms: its transaction never asked to commit, and the
+    // committed output holds nothing there: aborted-read, and not a precommitted read as well.
+    let mut aborted = record(COMMITTED_CONSUMER, 0, 2, 11);
+    aborted.time_ms = 42;
+    history.polls.insert(1, aborted);
+    assert_eq!(classes(&history), vec!["aborted-read", "precommitted-read", "precommitted-read"]);
+    // A zombie that copied 11 too and asked to commit it at 90 ms may have written it for all the
+    // checker knows: 11, read at 104 ms, is then not judged early.
+    history.transactions.push(traced(1, 0, (Some(90), None), "failed", vec![(0, 1, 1)]));
+    let anomalies = check_txn(&history);
+    assert!(matches!(anomalies[1], TxnAnomaly::PrecommittedRead { value: 12, .. }), "{anomalies:?}");
+    assert_eq!(classes(&history), vec!["aborted-read", "precommitted-read"]);
+}
+
+#[test]
 fn output_out_of_input_order_or_partition_is_reordered() {
     let mut history = clean();
     // 12 committed before 11 in partition 0.
@@ -248,6 +356,19 @@ fn every_class_serializes_under_its_name_in_the_class_list() {
             time_ms: 0,
             committed_value: None,
             committed_places: vec![],
+        },
+        TxnAnomaly::PrecommittedRead {
+            consumer: String::new(),
+            partition: 0,
+            offset: 0,
+            value: 1,
+            time_ms: 0,
+            commit_ms: 30,
+            early_ms: 30,
+            copier: 0,
+            transaction: 0,
+            producer: 0,
+            outcome: None,
         },
         TxnAnomaly::Reordered {
             value: 1,

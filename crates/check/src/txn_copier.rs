@@ -1,6 +1,7 @@
 //! The copier processes of the `txn` workload: `once copy` (or `--copier-cmd`) with the run's one
 //! transactional id and consumer group, each run by `sh -c "exec …"` so that its pid is the copier's
-//! own, with its output in its own log file. The `client-kill` and `client-pause` faults act on them
+//! own, with its output in its own log file and its transactions traced (`--trace`) in its own trace
+//! file, read back at the end ([`parse_trace`]). The `client-kill` and `client-pause` faults act on them
 //! on the nemesis's clock ([`CopierFaults`]); every start, kill, pause, resume and exit is recorded
 //! with its time.
 
@@ -16,7 +17,7 @@ use crate::history::FaultEvent;
 use crate::nemesis::{elapsed_ms, ClientNemesis};
 use crate::progress::Stats;
 use crate::rng::Rng;
-use crate::txn_history::{Copier, CopierEnd, CopierId};
+use crate::txn_history::{Copier, CopierEnd, CopierId, TracedTransaction};
 
 /// Length of one copier transaction.
 const COMMIT_INTERVAL_MS: u64 = 100;
@@ -42,7 +43,8 @@ pub struct CopierSettings {
     pub group: String,
     pub transactional_id: String,
     pub seed: u64,
-    /// Where each copier's log goes: `once-check-copier-SEED-ID.log` in this directory.
+    /// Where each copier's log goes: `once-check-copier-SEED-ID.log` in this directory; its trace goes
+    /// beside it, `once-check-copier-SEED-ID.trace.jsonl`.
     pub log_dir: PathBuf,
 }
 
@@ -59,6 +61,8 @@ pub struct Copiers {
     start: Instant,
     stats: Arc<Stats>,
     records: Vec<Copier>,
+    /// Each copier's `--trace` file, by copier id.
+    traces: Vec<PathBuf>,
     /// Running processes by copier id, oldest first.
     running: Vec<(CopierId, Child)>,
     events: Vec<FaultEvent>,
@@ -66,7 +70,15 @@ pub struct Copiers {
 
 impl Copiers {
     pub fn new(settings: CopierSettings, start: Instant, stats: Arc<Stats>) -> Copiers {
-        Copiers { settings, start, stats, records: Vec::new(), running: Vec::new(), events: Vec::new() }
+        Copiers {
+            settings,
+            start,
+            stats,
+            records: Vec::new(),
+            traces: Vec::new(),
+            running: Vec::new(),
+            events: Vec::new(),
+        }
     }
 
     fn note(&mut self, kind: String) {
@@ -83,15 +95,19 @@ impl Copiers {
         let settings = &self.settings;
         let seed = Rng::new(settings.seed).fork(2_000 + u64::from(id)).next_u64() >> 1;
         let log = settings.log_dir.join(format!("once-check-copier-{}-{id}.log", settings.seed));
+        let trace = settings.log_dir.join(format!("once-check-copier-{}-{id}.trace.jsonl", settings.seed));
+        // The copier appends: start from an empty file, not an earlier run's with the same seed.
+        std::fs::File::create(&trace).with_context(|| format!("creating the copier trace {}", trace.display()))?;
         let mut command = format!(
             "exec {} --bootstrap {} --from {} --to {} --group {} --transactional-id {} --commit-interval-ms \
-             {COMMIT_INTERVAL_MS} --abort-probability {ABORT_PROBABILITY} --seed {seed}",
+             {COMMIT_INTERVAL_MS} --abort-probability {ABORT_PROBABILITY} --seed {seed} --trace '{}'",
             settings.command,
             settings.bootstrap,
             settings.input,
             settings.output,
             settings.group,
-            settings.transactional_id
+            settings.transactional_id,
+            trace.display().to_string().replace('\'', r"'\''")
         );
         if let Some(idle) = exit_when_idle_ms {
             command.push_str(&format!(" --exit-when-idle-ms {idle}"));
@@ -118,6 +134,7 @@ impl Copiers {
             last: exit_when_idle_ms.is_some(),
             log: log.display().to_string(),
         });
+        self.traces.push(trace);
         self.running.push((id, child));
         self.note(format!("copier-start {id}{}", if exit_when_idle_ms.is_some() { " (final)" } else { "" }));
         Ok(id)
@@ -249,10 +266,16 @@ impl Copiers {
         }
     }
 
-    /// The record of every copier and the events, in time order.
-    pub fn into_history(mut self) -> (Vec<Copier>, Vec<FaultEvent>) {
+    /// The record of every copier, the events in time order, and every traced transaction.
+    pub fn into_history(mut self) -> (Vec<Copier>, Vec<FaultEvent>, Vec<TracedTransaction>) {
         self.stop_all();
-        (std::mem::take(&mut self.records), std::mem::take(&mut self.events))
+        let mut transactions = Vec::new();
+        for (id, path) in self.traces.iter().enumerate() {
+            // A copier given by --copier-cmd may not trace: its transactions are then not judged.
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            transactions.extend(parse_trace(CopierId::try_from(id).unwrap_or(CopierId::MAX), &text));
+        }
+        (std::mem::take(&mut self.records), std::mem::take(&mut self.events), transactions)
     }
 }
 
@@ -263,6 +286,59 @@ impl Drop for Copiers {
             let _ = child.wait();
         }
     }
+}
+
+/// One line of a `once copy --trace` file.
+#[derive(serde::Deserialize)]
+struct TraceLine {
+    transaction: u64,
+    producer: u32,
+    event: String,
+    unix_ms: u64,
+    #[serde(default)]
+    input: Vec<(i32, i64, i64)>,
+    error: Option<String>,
+}
+
+/// The transactions of copier `copier`'s trace, in the order they began. Lines that do not parse (a
+/// copier killed mid-write leaves a partial last line) are skipped.
+pub fn parse_trace(copier: CopierId, text: &str) -> Vec<TracedTransaction> {
+    let mut transactions: Vec<TracedTransaction> = Vec::new();
+    for line in text.lines() {
+        let Ok(line) = serde_json::from_str::<TraceLine>(line) else { continue };
+        let same = transactions.last().is_some_and(|last| last.transaction == line.transaction);
+        if !same {
+            transactions.push(TracedTransaction {
+                copier,
+                transaction: line.transaction,
+                producer: line.producer,
+                commit_unix_ms: None,
+                abort_unix_ms: None,
+                outcome: None,
+                error: None,
+                input: Vec::new(),
+            });
+        }
+        let Some(transaction) = transactions.last_mut() else { continue };
+        match line.event.as_str() {
+            "commit" | "abort" => {
+                let asked = if line.event == "commit" {
+                    &mut transaction.commit_unix_ms
+                } else {
+                    &mut transaction.abort_unix_ms
+                };
+                asked.get_or_insert(line.unix_ms);
+                if transaction.input.is_empty() {
+                    transaction.input = line.input;
+                }
+            }
+            outcome => {
+                transaction.outcome = Some(outcome.to_string());
+                transaction.error = line.error.or(transaction.error.take());
+            }
+        }
+    }
+    transactions
 }
 
 /// The `client-kill` and `client-pause` faults, on the nemesis's clock: every 1.5–4 s (seeded) the
@@ -319,5 +395,37 @@ impl ClientNemesis for CopierFaults<'_> {
         }
         self.copiers.spawn(None)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_trace;
+
+    #[test]
+    fn a_trace_gives_each_transaction_its_times_input_and_outcome_and_skips_a_partial_last_line() {
+        let text = concat!(
+            r#"{"event":"commit","input":[[0,10,12],[2,5,5]],"transaction":0,"producer":0,"unix_ms":1000}"#,
+            "\n",
+            r#"{"event":"committed","transaction":0,"producer":0,"unix_ms":1004}"#,
+            "\n",
+            r#"{"event":"abort","input":[[0,13,14]],"transaction":1,"producer":0,"unix_ms":1100}"#,
+            "\n",
+            r#"{"event":"aborted","transaction":1,"producer":0,"unix_ms":1103}"#,
+            "\n",
+            r#"{"event":"commit","input":[[0,13,15]],"transaction":2,"producer":0,"unix_ms":1200}"#,
+            "\n",
+            r#"{"event":"committ"#,
+        );
+        let traced = parse_trace(4, text);
+        assert_eq!(traced.len(), 3, "{traced:?}");
+        assert_eq!(traced[0].commit_unix_ms, Some(1000));
+        assert_eq!(traced[0].input, vec![(0, 10, 12), (2, 5, 5)]);
+        assert_eq!(traced[0].outcome.as_deref(), Some("committed"));
+        assert_eq!((traced[1].commit_unix_ms, traced[1].abort_unix_ms), (None, Some(1100)));
+        assert_eq!(traced[1].outcome.as_deref(), Some("aborted"));
+        assert_eq!(traced[2].commit_unix_ms, Some(1200));
+        assert_eq!(traced[2].outcome, None, "killed before it knew: the partial line is skipped");
+        assert!(traced.iter().all(|transaction| transaction.copier == 4));
     }
 }

@@ -57,6 +57,31 @@ impl Copier {
     }
 }
 
+/// One transaction of one copier, from its `--trace` file: what it copied and when it asked to commit
+/// or abort (wall-clock ms since the Unix epoch, the host's clock, which every process of the run
+/// shares).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TracedTransaction {
+    pub copier: CopierId,
+    /// Its number within the copier process, from 0.
+    pub transaction: u64,
+    /// Which producer instance of the copier ran it: a copier starts a fresh one after a fatal
+    /// (non-fenced) error. librdkafka does not tell the copier its producer epoch.
+    pub producer: u32,
+    /// Just before `commit_transaction` was first called; none if it never was.
+    pub commit_unix_ms: Option<u64>,
+    /// Just before `abort_transaction` was first called; none if it never was.
+    pub abort_unix_ms: Option<u64>,
+    /// `committed`, `aborted` or `failed` (the call's error in [`TracedTransaction::error`]); none if
+    /// the copier died before it knew.
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+    /// The input records it copied, per input partition: (partition, first offset, last offset). A
+    /// transaction reads each partition forward without seeking, so every input record in between is
+    /// one of its records; each goes to the same partition number of the output.
+    pub input: Vec<(i32, i64, i64)>,
+}
+
 /// A record the run could not have written: which topic (`input` or `output`), where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unparseable {
@@ -92,6 +117,14 @@ pub struct TxnHistory {
     /// The final read_committed read of the output.
     pub output: TopicRead,
     pub copiers: Vec<Copier>,
+    /// Every transaction the copiers traced, copier by copier, in the order they began.
+    pub transactions: Vec<TracedTransaction>,
+    /// The wall clock (ms since the Unix epoch) at the run's time 0, the origin of every `time_ms`:
+    /// what relates the copiers' traced times to the consumers' poll times.
+    pub wall_clock_start_ms: u64,
+    /// How far that origin moved between the start and the end of the run (a step of the wall clock,
+    /// as NTP may make): the precommitted-read check widens its tolerance by this much.
+    pub wall_clock_drift_ms: u64,
     /// The input producer processes (killed by `client-kill` too).
     pub producers: Vec<ProducerRun>,
     /// Copiers still running side by side when resumed zombies had been given time to exit: the

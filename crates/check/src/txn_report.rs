@@ -61,6 +61,11 @@ impl TxnOutcome<'_> {
         producer_counts(&self.history.producers).1
     }
 
+    /// Traced transactions that asked to commit: the writers the precommitted-read check can time.
+    fn traced_commits(&self) -> usize {
+        self.history.transactions.iter().filter(|transaction| transaction.commit_unix_ms.is_some()).count()
+    }
+
     fn polled(&self, consumer: u16) -> usize {
         self.history.polls.iter().filter(|poll| poll.consumer == consumer).count()
     }
@@ -111,6 +116,9 @@ impl Summary for TxnOutcome<'_> {
                 "final_copy_finished": self.final_copy_finished,
             },
             "copier_runs": history.copiers,
+            "traced_transactions": history.transactions.len(),
+            "traced_commits": self.traced_commits(),
+            "wall_clock_drift_ms": history.wall_clock_drift_ms,
             "producers": { "started": history.producers.len(), "killed": self.producer_kills() },
             "producer_runs": history.producers,
             "concurrent_copiers": history.concurrent_copiers,
@@ -157,6 +165,12 @@ impl Summary for TxnOutcome<'_> {
             copiers.fenced,
             copiers.other_exits,
             if self.final_copy_finished { "finished" } else { "DID NOT FINISH" }
+        );
+        let _ = writeln!(
+            out,
+            "  traces      {} copier transactions traced, {} asked to commit",
+            history.transactions.len(),
+            self.traced_commits()
         );
         let _ = writeln!(
             out,

@@ -10,8 +10,15 @@
 //! A newer copier with the same transactional id fences this one: that is fatal, and it exits
 //! non-zero. `--no-transactions` is the at-least-once baseline for benchmarks: an idempotent
 //! producer, and an offset commit after each flush.
+//!
+//! `--trace PATH` appends one JSON line per step of each transaction — the wall-clock time just
+//! before it asks to commit or abort, the input records it copied, and how it ended — so that
+//! `once check` can tell when a record became committable ([`Trace`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +65,10 @@ pub struct CopyArgs {
     /// At-least-once baseline: an idempotent producer, offsets committed after each flush.
     #[arg(long, conflicts_with_all = ["transactional_id", "abort_probability"])]
     no_transactions: bool,
+    /// Append a JSON line to PATH at each step of each transaction: just before asking to commit or
+    /// abort (wall-clock ms, the input offsets copied), and its outcome. Ignored with --no-transactions.
+    #[arg(long, value_name = "PATH")]
+    trace: Option<PathBuf>,
 }
 
 fn probability(text: &str) -> Result<f64, String> {
@@ -108,11 +119,96 @@ struct Counts {
     aborted_on_error: u64,
 }
 
-/// The open transaction's records: how many, and per partition the next offset to read.
+/// The open transaction's records: how many, and per partition the first offset read and the next
+/// offset to read.
 #[derive(Default)]
 struct Batch {
     records: u64,
+    first_offsets: BTreeMap<i32, i64>,
     next_offsets: BTreeMap<i32, i64>,
+}
+
+/// `--trace`: one JSON line per step of a transaction, each written whole by one `write` to a file
+/// opened for appending and not buffered in the process, so a copier killed at any point leaves every
+/// earlier line in the file (the kernel has it) and at most a partial last one. Lines, each with
+/// `transaction` (its number in this process, from 0), `producer` (the producer instance, bumped on
+/// a restart after a fatal error), `event` and `unix_ms` (the wall clock, ms since the epoch):
+/// `commit` and `abort` just before the first call to commit or abort, with `input`: per input
+/// partition `[partition, first offset, last offset]` of the records copied; then `committed`,
+/// `aborted` or `failed` (with `error`) once the call returned.
+struct Trace {
+    file: Option<File>,
+    transaction: u64,
+    producer: u32,
+    /// A transaction has begun and has not ended yet.
+    open: bool,
+}
+
+impl Trace {
+    fn open(path: Option<&PathBuf>) -> anyhow::Result<Trace> {
+        let file = match path {
+            Some(path) => Some(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening the trace file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Trace { file, transaction: 0, producer: 0, open: false })
+    }
+
+    fn begin(&mut self) {
+        if self.open {
+            self.transaction += 1;
+        }
+        self.open = true;
+    }
+
+    /// Just before asking to commit or abort.
+    fn asking(&mut self, event: &str, batch: &Batch) {
+        let input: Vec<(i32, i64, i64)> = batch
+            .first_offsets
+            .iter()
+            .map(|(&partition, &first)| {
+                (partition, first, batch.next_offsets.get(&partition).map_or(first, |next| next - 1))
+            })
+            .collect();
+        self.line(serde_json::json!({ "event": event, "input": input }));
+    }
+
+    /// How the transaction ended: `committed` or `aborted` end it; `failed` ends it only if `last`.
+    fn outcome(&mut self, event: &str, error: Option<&str>, last: bool) {
+        if !self.open {
+            return;
+        }
+        self.line(match error {
+            Some(error) => serde_json::json!({ "event": event, "error": error }),
+            None => serde_json::json!({ "event": event }),
+        });
+        if last || event != "failed" {
+            self.open = false;
+            self.transaction += 1;
+        }
+    }
+
+    fn line(&mut self, mut fields: serde_json::Value) {
+        let Some(file) = &mut self.file else { return };
+        fields["transaction"] = self.transaction.into();
+        fields["producer"] = self.producer.into();
+        fields["unix_ms"] = unix_ms().into();
+        let mut text = fields.to_string();
+        text.push('\n');
+        if let Err(error) = file.write_all(text.as_bytes()) {
+            eprintln!("once copy: writing the trace: {error}; tracing stops");
+            self.file = None;
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(0))
 }
 
 /// A failed call, as librdkafka classifies it; decides what the copier does next.
@@ -212,7 +308,8 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
     let outcome = if copier.args.no_transactions {
         copier.run_at_least_once(&mut reader, &mut counts)
     } else {
-        copier.run_transactional(&mut reader, &mut counts, &mut Chance(seed))
+        let mut trace = Trace::open(copier.args.trace.as_ref())?;
+        copier.run_transactional(&mut reader, &mut counts, &mut Chance(seed), &mut trace)
     };
     let seconds = started.elapsed().as_secs_f64();
     if copier.args.no_transactions {
@@ -393,6 +490,7 @@ impl Copier {
             }
         }
         batch.records += 1;
+        batch.first_offsets.entry(message.partition()).or_insert(message.offset());
         batch.next_offsets.insert(message.partition(), message.offset() + 1);
         Ok(())
     }
@@ -461,6 +559,7 @@ impl Copier {
         reader: &mut Reader,
         counts: &mut Counts,
         chance: &mut Chance,
+        trace: &mut Trace,
     ) -> anyhow::Result<()> {
         // init_transactions first: it fences any previous copier with this transactional id and aborts
         // its open transaction, so the committed offsets read next are final.
@@ -470,11 +569,18 @@ impl Copier {
         self.consumer.assign(&start).context("assigning the input partitions")?;
         let mut producer_restarts = 0;
         loop {
+            let mut batch = Batch::default();
             let outcome = match self.next_record(reader) {
                 Ok(None) => return Ok(()),
-                Ok(Some(first)) => self.transaction(reader, first, chance),
+                Ok(Some(first)) => {
+                    trace.begin();
+                    self.transaction(reader, first, chance, &mut batch, trace)
+                }
                 Err(failure) => Err(failure),
             };
+            if let Err(Failure::Fatal(reason)) = &outcome {
+                trace.outcome("failed", Some(reason), true);
+            }
             match outcome {
                 Ok(Finished::Committed(records)) => {
                     counts.committed += 1;
@@ -482,13 +588,15 @@ impl Copier {
                 }
                 Ok(Finished::AbortedOnPurpose) => {
                     counts.aborted += 1;
-                    self.abort_and_rewind(reader).map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))?;
+                    self.abort_and_rewind(reader, &batch, trace)
+                        .map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))?;
                 }
                 Err(Failure::Abortable(reason) | Failure::Retriable(reason)) => {
                     eprintln!("once copy: aborting the transaction: {reason}");
                     counts.aborted += 1;
                     counts.aborted_on_error += 1;
-                    self.abort_and_rewind(reader).map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))?;
+                    self.abort_and_rewind(reader, &batch, trace)
+                        .map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))?;
                 }
                 // Fenced: a newer copier owns the transactional id; this one must stop.
                 Err(Failure::Fatal(reason)) if reason.starts_with("fenced") => anyhow::bail!("{reason}"),
@@ -500,6 +608,7 @@ impl Copier {
                     producer_restarts += 1;
                     eprintln!("once copy: restarting the producer after a fatal error: {reason}");
                     counts.aborted_on_error += 1;
+                    trace.producer += 1;
                     self.producer = Copier::producer(&self.args)?;
                     self.with_retries("initializing transactions", || self.producer.init_transactions(CALL_TIMEOUT))
                         .map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))?;
@@ -517,17 +626,18 @@ impl Copier {
         reader: &mut Reader,
         first: BorrowedMessage<'_>,
         chance: &mut Chance,
+        batch: &mut Batch,
+        trace: &mut Trace,
     ) -> Result<Finished, Failure> {
         let until = Instant::now() + Duration::from_millis(self.args.commit_interval_ms);
         self.producer.begin_transaction().map_err(|error| self.classify(&error, "beginning a transaction"))?;
-        let mut batch = Batch::default();
-        self.forward(&first, &mut batch)?;
+        self.forward(&first, batch)?;
         drop(first);
-        self.fill(reader, &mut batch, until)?;
+        self.fill(reader, batch, until)?;
         if chance.happens(self.args.abort_probability) {
             return Ok(Finished::AbortedOnPurpose);
         }
-        let offsets = self.offsets_of(&batch)?;
+        let offsets = self.offsets_of(batch)?;
         let group = self
             .consumer
             .group_metadata()
@@ -535,15 +645,33 @@ impl Copier {
         self.with_retries("sending offsets to the transaction", || {
             self.producer.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
         })?;
-        self.with_retries("committing the transaction", || self.producer.commit_transaction(CALL_TIMEOUT))?;
+        trace.asking("commit", batch);
+        let committed =
+            self.with_retries("committing the transaction", || self.producer.commit_transaction(CALL_TIMEOUT));
+        match &committed {
+            Ok(()) => trace.outcome("committed", None, false),
+            // A fatal failure is traced by the caller, as it ends the transaction.
+            Err(Failure::Abortable(reason) | Failure::Retriable(reason)) => {
+                trace.outcome("failed", Some(reason), false)
+            }
+            Err(Failure::Fatal(_)) => {}
+        }
+        committed?;
         Ok(Finished::Committed(batch.records))
     }
 
-    fn abort_and_rewind(&self, reader: &mut Reader) -> Result<(), Failure> {
+    fn abort_and_rewind(&self, reader: &mut Reader, batch: &Batch, trace: &mut Trace) -> Result<(), Failure> {
+        trace.asking("abort", batch);
         match self.with_retries("aborting the transaction", || self.producer.abort_transaction(CALL_TIMEOUT)) {
-            Ok(()) => {}
-            Err(Failure::Abortable(reason)) => return Err(Failure::Fatal(format!("cannot abort: {reason}"))),
-            Err(other) => return Err(other),
+            Ok(()) => trace.outcome("aborted", None, false),
+            Err(Failure::Abortable(reason)) => {
+                trace.outcome("failed", Some(&reason), true);
+                return Err(Failure::Fatal(format!("cannot abort: {reason}")));
+            }
+            Err(other) => {
+                trace.outcome("failed", Some(failure_text_ref(&other)), true);
+                return Err(other);
+            }
         }
         self.rewind(reader)
     }
@@ -586,6 +714,12 @@ enum Finished {
     AbortedOnPurpose,
 }
 
+fn failure_text_ref(failure: &Failure) -> &str {
+    match failure {
+        Failure::Retriable(reason) | Failure::Abortable(reason) | Failure::Fatal(reason) => reason,
+    }
+}
+
 fn failure_text(failure: Failure) -> String {
     match failure {
         Failure::Retriable(reason) | Failure::Abortable(reason) | Failure::Fatal(reason) => reason,
@@ -622,6 +756,38 @@ mod tests {
     fn seed_3_aborts_the_first_transaction_at_a_third() {
         // tests/transactions.rs relies on this to be sure aborted records exist.
         assert!(Chance(3).happens(0.33));
+    }
+
+    #[test]
+    fn the_trace_numbers_transactions_and_ends_one_only_when_it_ends() {
+        let dir = std::env::temp_dir().join(format!("once-copy-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("trace.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let mut trace = Trace::open(Some(&path)).expect("open");
+        let mut batch = Batch::default();
+        batch.first_offsets.insert(2, 10);
+        batch.next_offsets.insert(2, 13);
+        trace.begin();
+        trace.asking("commit", &batch);
+        trace.outcome("committed", None, false);
+        trace.begin();
+        trace.asking("commit", &batch);
+        trace.outcome("failed", Some("abortable"), false);
+        trace.asking("abort", &batch);
+        trace.outcome("aborted", None, false);
+        trace.begin();
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|line| serde_json::from_str(line).expect("one JSON object a line")).collect();
+        let fields =
+            |line: &serde_json::Value| (line["transaction"].as_u64(), line["event"].as_str().map(String::from));
+        let events: Vec<_> = lines.iter().map(fields).collect();
+        let expected = [(0, "commit"), (0, "committed"), (1, "commit"), (1, "failed"), (1, "abort"), (1, "aborted")];
+        assert_eq!(events, expected.map(|(number, event)| (Some(number), Some(event.to_string()))));
+        assert_eq!(lines[0]["input"], serde_json::json!([[2, 10, 12]]), "first and last offset copied");
+        assert!(lines[0]["unix_ms"].as_u64().is_some_and(|ms| ms > 1_600_000_000_000), "the wall clock");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `txn` workload of `once check` end to end against a real `once serve` that the checker starts,
 //! kills with SIGKILL and restarts, with real `once copy` processes that it kills and pauses: no
 //! anomaly under every fault, and anomalies found in set-ups that are broken on purpose (the
-//! "committed" consumer reading uncommitted records; an at-least-once copier killed mid-copy). Every
+//! "committed" consumer reading uncommitted records: aborted and precommitted reads; an
+//! at-least-once copier killed mid-copy). Every
 //! assertion message carries the seed.
 
 mod check_support;
@@ -36,6 +37,7 @@ fn copiers_killed_and_paused_under_proxy_faults_and_kill_9_copy_exactly_once() {
     assert!(count(&report, "/faults/client_pause") >= 1, "seed {seed}: copiers were paused");
     assert!(count(&report, "/faults/fenced_zombie") >= 1, "seed {seed}: a resumed zombie exited fenced");
     assert!(count(&report, "/uncommitted_reads") > 0, "seed {seed}: aborted records existed to be hidden");
+    assert!(count(&report, "/traced_commits") >= 5, "seed {seed}: commit times to check reads against");
     assert_eq!(report["copiers"]["final_copy_finished"], true, "seed {seed}");
     assert_eq!(report["input_read_complete"], true, "seed {seed}");
     assert_eq!(report["output_read_complete"], true, "seed {seed}");
@@ -43,8 +45,12 @@ fn copiers_killed_and_paused_under_proxy_faults_and_kill_9_copy_exactly_once() {
     assert!(report["anomalies"].as_object().expect("counts").values().all(|count| count == 0));
 }
 
+/// The uncommitted consumer sees each record as soon as it is written, up to a 100-ms transaction
+/// before its copier asks to commit: a record read more than 20 ms before that is a precommitted
+/// read, and most transactions have some.
 #[test]
-fn copy_read_by_an_uncommitted_consumer_in_place_of_the_committed_one_is_caught_reading_aborted_records() {
+fn copy_read_by_an_uncommitted_consumer_in_place_of_the_committed_one_is_caught_reading_aborted_and_precommitted_records(
+) {
     let (temp, seed) = (tempfile::tempdir().expect("temp dir"), 3);
     let mut args = args(temp.path(), 3, seed);
     args.faults = vec![];
@@ -57,6 +63,12 @@ fn copy_read_by_an_uncommitted_consumer_in_place_of_the_committed_one_is_caught_
     assert_eq!(detail["class"], "aborted-read", "seed {seed}");
     assert_ne!(detail["committed_value"], detail["value"], "the evidence shows what was committed there instead");
     assert!(detail["offset"].is_u64() && detail["time_ms"].is_u64(), "the evidence names the offset and the time");
+    assert!(count(&report, "/anomalies/precommitted-read") > 0, "seed {seed}: {}", report["anomalies"]);
+    let details = report["anomaly_details"].as_array().expect("details");
+    let early = details.iter().find(|detail| detail["class"] == "precommitted-read").expect("a precommitted read");
+    assert!(count(early, "/commit_ms") > count(early, "/time_ms") + 20, "seed {seed}: {early}");
+    assert_eq!(count(early, "/early_ms"), count(early, "/commit_ms") - count(early, "/time_ms"), "seed {seed}");
+    assert!(early["copier"].is_u64() && early["transaction"].is_u64(), "seed {seed}: the evidence names the writer");
 }
 
 #[test]
