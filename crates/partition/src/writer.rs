@@ -15,11 +15,12 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use once_log::BatchHeader;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::dedup::Effect;
 use crate::error::PartitionError;
@@ -30,6 +31,17 @@ use crate::{replay, snapshot};
 
 /// Most commands staged at once, so one staging pass stays short.
 const ROUND_COMMANDS_MAX: usize = 1024;
+
+/// A sync in flight this long lets the writer stage the next requests behind it. A faster sync is
+/// waited for, so that its successor takes everything queued meanwhile in one round: where the disk
+/// syncs fast, fewer and larger rounds cost less CPU than staging each arrival behind the sync
+/// (measured: about 15 % of throughput on a 2-vCPU machine with 0.5 ms fdatasyncs); where it syncs
+/// slowly, the overlap hides the wait.
+#[cfg(not(test))]
+const STAGE_BEHIND_SYNC_AFTER: Duration = Duration::from_millis(2);
+/// The unit tests stage behind every sync, to exercise the overlap whatever the disk's speed.
+#[cfg(test)]
+const STAGE_BEHIND_SYNC_AFTER: Duration = Duration::ZERO;
 
 /// Most requests staged and waiting for a sync; past it the writer stops taking commands until the
 /// sync in flight returns (the queue's bound then pushes back on producers).
@@ -72,31 +84,45 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>)
     let mut commands = Vec::new();
     let mut waiting = Waiting::default();
     let mut syncing: Option<JoinHandle<()>> = None;
+    let mut sync_started = Instant::now();
     let mut stop = None;
     let mut queue_open = true;
     loop {
-        let take_commands = queue_open && stop.is_none() && waiting.staged.len() < WAITING_MAX;
+        let stage_behind_at = sync_started + STAGE_BEHIND_SYNC_AFTER;
+        let may_stage = syncing.is_none() || Instant::now() >= stage_behind_at;
+        let take_commands = queue_open && stop.is_none() && waiting.staged.len() < WAITING_MAX && may_stage;
         tokio::select! {
+            // A finished sync first: the next one starts as soon as possible.
+            biased;
+            outcome = async { syncing.as_mut().expect("guarded by is_some").await }, if syncing.is_some() => {
+                syncing = None;
+                if let Err(error) = outcome {
+                    shared.failed.store(true, Ordering::Release);
+                    tracing::error!(partition = %shared.id, %error, "writer round panicked; partition refuses appends until restarted");
+                }
+            }
             received = queue.recv_many(&mut commands, ROUND_COMMANDS_MAX), if take_commands => {
                 if received == 0 {
                     queue_open = false;
                 } else {
                     let writes = split_round(&shared, &mut commands, &mut stop);
-                    if !writes.is_empty() {
+                    let idle = syncing.is_none() && waiting.staged.is_empty();
+                    if idle && !writes.is_empty() {
+                        // Nothing in flight: stage and sync on one blocking thread (one hop, not two),
+                        // staging what comes next only once this round is staged.
+                        sync_started = Instant::now();
+                        syncing = Some(stage_and_sync(&shared, writes).await);
+                    } else if !writes.is_empty() {
                         stage_on_blocking_thread(&shared, writes, &mut waiting).await;
                     }
                 }
             }
-            outcome = async { syncing.as_mut().expect("guarded by is_some").await }, if syncing.is_some() => {
-                syncing = None;
-                if let Err(error) = outcome {
-                    shared.failed.store(true, Ordering::Release);
-                    tracing::error!(partition = %shared.id, %error, "writer sync panicked; partition refuses appends until restarted");
-                }
-            }
+            // A slow sync: from now on, stage behind it.
+            () = tokio::time::sleep_until(stage_behind_at), if !may_stage => {}
         }
         if syncing.is_none() && !waiting.staged.is_empty() {
             let (shared, round) = (shared.clone(), std::mem::take(&mut waiting));
+            sync_started = Instant::now();
             syncing = Some(tokio::task::spawn_blocking(move || sync_round(&shared, round)));
         }
         if syncing.is_none() && waiting.staged.is_empty() {
@@ -128,6 +154,21 @@ fn split_round(
         }
     }
     writes
+}
+
+/// Stages `writes` and then syncs them on one blocking thread; returns once they are staged, with
+/// the handle of the sync that follows.
+async fn stage_and_sync(shared: &Arc<Shared>, writes: Vec<(Write, AppendReply)>) -> JoinHandle<()> {
+    let (staged_tx, staged_rx) = oneshot::channel();
+    let shared_for_round = shared.clone();
+    let handle = tokio::task::spawn_blocking(move || {
+        let (staged, rolled) = stage_round(&shared_for_round, writes);
+        let _ = staged_tx.send(());
+        sync_round(&shared_for_round, Waiting { staged, rolled });
+    });
+    // An error means the task panicked while staging: the handle reports it.
+    let _ = staged_rx.await;
+    handle
 }
 
 async fn stage_on_blocking_thread(shared: &Arc<Shared>, writes: Vec<(Write, AppendReply)>, waiting: &mut Waiting) {
