@@ -182,10 +182,17 @@ impl Log {
         if self.syncs_outstanding > 0 {
             self.roll_unconfirmed = Some(new_base);
         } else {
-            self.durable_end_offset = new_base;
-            meta::write_meta(&dir, MetaKind::RecoveryPoint, new_base, skip_fsync)?;
+            self.advance_recovery_point(new_base)?;
         }
         tracing::debug!(dir = %dir.display(), base_offset = new_base, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Persists `point` (the base of a segment whose predecessors are all synced) as the recovery point,
+    /// then counts everything below it durable.
+    fn advance_recovery_point(&mut self, point: u64) -> Result<(), LogError> {
+        meta::write_meta(&self.dir, MetaKind::RecoveryPoint, point, self.config.unsafe_skip_fsync)?;
+        self.durable_end_offset = self.durable_end_offset.max(point);
         Ok(())
     }
 
@@ -235,10 +242,8 @@ impl Log {
             if let Some(recovery_point) = self.roll_unconfirmed.take() {
                 // Every sync that could have consumed a write-back error before the roll's own
                 // fdatasync has now succeeded: the rolled segments are durable.
-                let skip_fsync = self.config.unsafe_skip_fsync;
-                let persisted = meta::write_meta(&self.dir, MetaKind::RecoveryPoint, recovery_point, skip_fsync);
-                self.latch_on_error(persisted)?;
-                self.durable_end_offset = self.durable_end_offset.max(recovery_point);
+                let advanced = self.advance_recovery_point(recovery_point);
+                self.latch_on_error(advanced)?;
             }
         }
         Ok(self.durable_end_offset)

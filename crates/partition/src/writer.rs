@@ -97,8 +97,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>)
             outcome = async { syncing.as_mut().expect("guarded by is_some").await }, if syncing.is_some() => {
                 syncing = None;
                 if let Err(error) = outcome {
-                    shared.failed.store(true, Ordering::Release);
-                    tracing::error!(partition = %shared.id, %error, "writer round panicked; partition refuses appends until restarted");
+                    latch_after_panic(&shared, &error);
                 }
             }
             received = queue.recv_many(&mut commands, ROUND_COMMANDS_MAX), if take_commands => {
@@ -178,11 +177,14 @@ async fn stage_on_blocking_thread(shared: &Arc<Shared>, writes: Vec<(Write, Appe
             waiting.staged.extend(staged);
             waiting.rolled |= rolled;
         }
-        Err(error) => {
-            shared.failed.store(true, Ordering::Release);
-            tracing::error!(partition = %shared.id, %error, "writer round panicked; partition refuses appends until restarted");
-        }
+        Err(error) => latch_after_panic(shared, &error),
     }
+}
+
+/// A writer task panicked: the partition refuses appends until it is reopened.
+fn latch_after_panic(shared: &Shared, error: &tokio::task::JoinError) {
+    shared.failed.store(true, Ordering::Release);
+    tracing::error!(partition = %shared.id, %error, "writer round panicked; partition refuses appends until restarted");
 }
 
 /// Closes (or deletes) the log once everything before the stop is answered, refusing what came after.
