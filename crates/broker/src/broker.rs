@@ -6,9 +6,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
+use once_group::GroupError;
 use once_group::{CoordinatorNode, GroupConfig, GroupCoordinator, RequestContext};
-use once_partition::TxnMarker;
-use once_txn::{BoxFuture, MarkerWriter, TxnConfig, TxnCoordinator};
+use once_partition::{PartitionError, TxnMarker};
+use once_txn::{BoxFuture, MarkerError, MarkerWriter, TxnConfig, TxnCoordinator};
 use once_wire::DecodedRequest;
 use serde::{Deserialize, Serialize};
 
@@ -186,23 +187,44 @@ impl Broker {
 struct Markers(std::sync::Weak<Broker>);
 
 impl MarkerWriter for Markers {
-    fn write_partition_marker(&self, topic: &str, partition: i32, marker: TxnMarker) -> BoxFuture<Result<(), String>> {
+    fn write_partition_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        marker: TxnMarker,
+    ) -> BoxFuture<Result<(), MarkerError>> {
         let target =
             self.0.upgrade().and_then(|broker| broker.topics.get(topic)).and_then(|topic| topic.partition(partition));
         let name = format!("{topic}-{partition}");
         Box::pin(async move {
             // A deleted topic has nothing left to end.
             let Some(partition) = target else { return Ok(()) };
-            partition.write_marker(marker).await.map(|_| ()).map_err(|error| format!("{name}: {error}"))
+            partition.write_marker(marker).await.map(|_| ()).map_err(|error| {
+                let reason = format!("{name}: {error}");
+                match error {
+                    PartitionError::ProducerFenced { .. } | PartitionError::CoordinatorFenced { .. } => {
+                        MarkerError::Fenced(reason)
+                    }
+                    _ => MarkerError::Failed(reason),
+                }
+            })
         })
     }
 
-    fn write_group_marker(&self, group: &str, marker: TxnMarker) -> BoxFuture<Result<(), String>> {
+    fn write_group_marker(&self, group: &str, marker: TxnMarker) -> BoxFuture<Result<(), MarkerError>> {
         let broker = self.0.upgrade();
         let group = group.to_string();
         Box::pin(async move {
-            let Some(broker) = broker else { return Err("the broker is shutting down".to_string()) };
-            broker.groups.complete_transaction(&group, marker).await.map_err(|error| format!("group {group}: {error}"))
+            let Some(broker) = broker else { return Err(MarkerError::Failed("the broker is shutting down".into())) };
+            broker.groups.complete_transaction(&group, marker).await.map_err(|error| {
+                let reason = format!("group {group}: {error}");
+                match error {
+                    GroupError::ProducerFenced { .. } | GroupError::TransactionCoordinatorFenced { .. } => {
+                        MarkerError::Fenced(reason)
+                    }
+                    _ => MarkerError::Failed(reason),
+                }
+            })
         })
     }
 }

@@ -24,7 +24,7 @@ use once_partition::TxnMarker;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::error::TxnError;
-use crate::state::{EndDecision, TopicPartition, TxnMetadata, TxnState};
+use crate::state::{EndDecision, InitDecision, TopicPartition, TxnMetadata, TxnState};
 use crate::store::TxnStore;
 
 /// This coordinator's epoch, written in every marker. Once has one coordinator, so it never changes;
@@ -36,11 +36,29 @@ pub const CRASH_AFTER_PREPARE_COMMIT: &str = "txn-after-prepare-commit";
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// Why a marker was not written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MarkerError {
+    /// Refused for good: the target has seen a newer producer epoch or coordinator epoch for the
+    /// producer (INVALID_PRODUCER_EPOCH / TRANSACTION_COORDINATOR_FENCED), so whoever wrote it has
+    /// ended the transaction there. The coordinator abandons the marker (as Kafka does).
+    #[error("marker fenced: {0}")]
+    Fenced(String),
+    /// Anything else (storage, a closed partition, a full queue): the coordinator retries.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Where markers go. The broker implements it: topic partitions and consumer groups' offsets.
 /// `Ok` also when the target no longer exists (a deleted topic has nothing left to end).
 pub trait MarkerWriter: Send + Sync + 'static {
-    fn write_partition_marker(&self, topic: &str, partition: i32, marker: TxnMarker) -> BoxFuture<Result<(), String>>;
-    fn write_group_marker(&self, group: &str, marker: TxnMarker) -> BoxFuture<Result<(), String>>;
+    fn write_partition_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        marker: TxnMarker,
+    ) -> BoxFuture<Result<(), MarkerError>>;
+    fn write_group_marker(&self, group: &str, marker: TxnMarker) -> BoxFuture<Result<(), MarkerError>>;
 }
 
 /// Hands out producer ids never used before.
@@ -117,6 +135,10 @@ pub struct TxnCoordinator {
     producer_ids: ProducerIdSource,
     markers: OnceLock<Arc<dyn MarkerWriter>>,
     closed: AtomicBool,
+    /// A test hook: awaited by the next checkpoint right after it lists the ids, so a test can create
+    /// an id exactly there.
+    #[cfg(test)]
+    checkpoint_listed: Mutex<Option<BoxFuture<()>>>,
 }
 
 /// A slot's state, locked for a change.
@@ -179,6 +201,8 @@ impl TxnCoordinator {
             producer_ids,
             markers: OnceLock::new(),
             closed: AtomicBool::new(false),
+            #[cfg(test)]
+            checkpoint_listed: Mutex::new(None),
         }))
     }
 
@@ -251,7 +275,8 @@ impl TxnCoordinator {
 
     /// InitProducerId with a transactional id: the producer id and the new epoch. An ongoing
     /// transaction of an earlier incarnation is aborted first (fenced with a bumped epoch).
-    /// `expected` is the (producer id, epoch) a KIP-360 client names, if any.
+    /// `expected` is the (producer id, epoch) a KIP-360 client names, `None` for a new incarnation
+    /// (see [`TxnMetadata::init_decision`] for who is fenced).
     pub async fn init_producer_id(
         &self,
         transactional_id: &str,
@@ -279,16 +304,10 @@ impl TxnCoordinator {
             slots.entry(transactional_id.to_string()).or_insert_with(|| inner.clone());
             return Ok((producer_id, 0));
         };
-        if let Some((producer_id, epoch)) = expected {
-            let retried = (producer_id, epoch) == (current.last_producer_id, current.last_producer_epoch);
-            if retried && current.state == TxnState::Empty {
-                // A retry of the bump that produced the current epoch: the same answer again.
-                return Ok((current.producer_id, current.producer_epoch));
-            }
-            if (producer_id, epoch) != (current.producer_id, current.producer_epoch) {
-                return Err(TxnError::ProducerFenced);
-            }
-        }
+        let requester = match current.init_decision(expected)? {
+            InitDecision::Retry => return Ok((current.producer_id, current.producer_epoch)),
+            InitDecision::Bump(requester) => requester,
+        };
         if current.state.is_prepared() {
             self.complete(transactional_id, &mut slot).await?;
         }
@@ -300,7 +319,7 @@ impl TxnCoordinator {
             return Err(TxnError::ConcurrentTransactions);
         }
         let producer_ids = self.producer_ids.clone();
-        let bumped = settled.bumped(timeout_ms, now_ms(), || producer_ids().map_err(TxnError::Storage))?;
+        let bumped = settled.bumped(requester, timeout_ms, now_ms(), || producer_ids().map_err(TxnError::Storage))?;
         let answer = (bumped.producer_id, bumped.producer_epoch);
         self.persist(transactional_id, &mut slot, bumped).await?;
         Ok(answer)
@@ -411,7 +430,9 @@ impl TxnCoordinator {
         self.complete(transactional_id, slot).await
     }
 
-    /// Writes the markers of a prepared transaction, then Complete*. The lock is held.
+    /// Writes the markers of a prepared transaction, then Complete*. The lock is held. A marker
+    /// refused as fenced is abandoned (logged); any other failure leaves the transaction prepared for
+    /// the timer to retry.
     async fn complete(&self, transactional_id: &str, slot: &mut Locked<'_>) -> Result<(), TxnError> {
         let prepared = slot.metadata().expect("metadata stays while locked");
         assert!(prepared.state.is_prepared(), "only prepared transactions complete");
@@ -430,15 +451,28 @@ impl TxnCoordinator {
             writes.spawn(markers.write_group_marker(group, marker));
         }
         let mut failures = Vec::new();
+        let mut abandoned = Vec::new();
         while let Some(outcome) = writes.join_next().await {
             match outcome {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => failures.push(error),
+                Ok(Err(MarkerError::Fenced(reason))) => abandoned.push(reason),
+                Ok(Err(MarkerError::Failed(error))) => failures.push(error),
                 Err(error) => failures.push(error.to_string()),
             }
         }
         if !failures.is_empty() {
             return Err(TxnError::Storage(format!("writing markers: {}", failures.join("; "))));
+        }
+        if !abandoned.is_empty() {
+            tracing::warn!(
+                transactional_id,
+                producer_id = marker.producer_id,
+                epoch = marker.producer_epoch,
+                commit = marker.commit,
+                refused = %abandoned.join("; "),
+                "markers refused as fenced are abandoned: a newer producer or coordinator epoch ended the \
+                 transaction there"
+            );
         }
         self.persist(transactional_id, slot, prepared.completed(now_ms())).await
     }
@@ -479,12 +513,22 @@ impl TxnCoordinator {
     /// in between leaves old segments that replay overrides with the checkpoint: nothing is lost.
     async fn checkpoint_if_needed(&self) -> Result<bool, TxnError> {
         let size = self.store.size_bytes();
+        // The start is read before the ids are listed: an id missing from the list was created after
+        // it, so its records lie at or above the start and survive `drop_below(start)`. Listed first,
+        // an id created in between could have its only record below the start, never replayed again.
+        let start = self.store.log_end_offset();
         let slots = self.all_slots();
+        #[cfg(test)]
+        {
+            let pause = self.checkpoint_listed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            if let Some(pause) = pause {
+                pause.await;
+            }
+        }
         let live_bytes = slots.len() as u64 * RECORD_BYTES_ESTIMATE;
         if size <= self.config.checkpoint_log_bytes_min || size <= live_bytes * CHECKPOINT_RECORDS_PER_LIVE {
             return Ok(false);
         }
-        let start = self.store.log_end_offset();
         let mut pending = Vec::with_capacity(slots.len());
         for (transactional_id, inner) in slots {
             self.check_open()?;
@@ -543,5 +587,51 @@ impl TxnCoordinator {
         if let Err(error) = self.store.close().await {
             tracing::warn!(%error, "closing the transaction log failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicI64;
+
+    use super::*;
+
+    fn open(dir: &std::path::Path, ids: &Arc<AtomicI64>) -> Arc<TxnCoordinator> {
+        let mut config = TxnConfig::new(dir.to_path_buf());
+        config.checkpoint_log_bytes_min = 0;
+        let ids = ids.clone();
+        TxnCoordinator::open(config, Arc::new(move || Ok(ids.fetch_add(1, Ordering::SeqCst)))).expect("opens")
+    }
+
+    /// Issue 13 item 5: an id created while a checkpoint begins (after it listed the ids) must not
+    /// end up below the checkpoint's start, where the next open would never read it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_id_created_while_a_checkpoint_begins_survives_the_next_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ids = Arc::new(AtomicI64::new(1));
+        let coordinator = open(dir.path(), &ids);
+        for _ in 0..20 {
+            coordinator.init_producer_id("busy", 10_000, None).await.expect("init");
+        }
+        let (listed_tx, listed_rx) = tokio::sync::oneshot::channel::<()>();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        *coordinator.checkpoint_listed.lock().unwrap() = Some(Box::pin(async move {
+            let _ = listed_tx.send(());
+            let _ = go_rx.await;
+        }));
+        let checkpointing = coordinator.clone();
+        let checkpoint = tokio::spawn(async move { checkpointing.checkpoint_if_needed().await });
+        listed_rx.await.expect("the checkpoint listed the ids");
+        let late = coordinator.init_producer_id("late", 10_000, None).await.expect("init while checkpointing");
+        go_tx.send(()).expect("the checkpoint waits");
+        assert_eq!(checkpoint.await.expect("joins"), Ok(true), "a checkpoint ran");
+        assert!(coordinator.store.log_start_offset() > 0, "the checkpoint moved the log start");
+        coordinator.close().await;
+        drop(coordinator);
+
+        let reopened = open(dir.path(), &ids);
+        let found = reopened.describe("late").map(|metadata| (metadata.producer_id, metadata.producer_epoch));
+        assert_eq!(found, Some(late), "the id created during the checkpoint is known after the next open");
+        assert_eq!(reopened.describe("busy").map(|metadata| metadata.producer_epoch), Some(19));
     }
 }

@@ -19,8 +19,8 @@ pub mod state;
 pub mod store;
 
 pub use coordinator::{
-    BoxFuture, MarkerWriter, ProducerIdSource, TxnConfig, TxnCoordinator, TxnDescription, VerifiedTxn,
+    BoxFuture, MarkerError, MarkerWriter, ProducerIdSource, TxnConfig, TxnCoordinator, TxnDescription, VerifiedTxn,
     COORDINATOR_EPOCH, CRASH_AFTER_PREPARE_COMMIT,
 };
 pub use error::{error_code, TxnError};
-pub use state::{TopicPartition, TxnMetadata, TxnState};
+pub use state::{EpochRequester, InitDecision, TopicPartition, TxnMetadata, TxnState};

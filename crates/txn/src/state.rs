@@ -91,8 +91,9 @@ pub type TopicPartition = (String, i32);
 pub struct TxnMetadata {
     pub producer_id: i64,
     pub producer_epoch: i16,
-    /// The id and epoch handed out before the last bump, so a client retrying that InitProducerId
-    /// (KIP-360) gets the same answer instead of being fenced. -1 when none.
+    /// The id and epoch the last KIP-360 bump replaced, so a client retrying that InitProducerId
+    /// gets the same answer instead of being fenced. -1 when none, and after a new incarnation's
+    /// InitProducerId: it fences every earlier holder, so nothing may pass for a retry of it.
     pub last_producer_id: i64,
     pub last_producer_epoch: i16,
     pub timeout_ms: i32,
@@ -103,6 +104,27 @@ pub struct TxnMetadata {
     /// When the open transaction started (its first AddPartitions/AddOffsets); -1 when none.
     pub start_ms: i64,
     pub last_update_ms: i64,
+}
+
+/// Who asks InitProducerId for a new epoch of a known transactional id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochRequester {
+    /// A new incarnation of the application (the request names no producer id and epoch), or an
+    /// operator's `once txn abort --transactional-id`: every earlier holder is fenced for good.
+    NewIncarnation,
+    /// The current holder asking for a bump after an abortable error (KIP-360): a retry of the same
+    /// request, naming the pair this bump replaces, gets the same answer.
+    CurrentProducer,
+}
+
+/// What an InitProducerId on a known transactional id leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitDecision {
+    /// A retry of the KIP-360 bump that produced the current epoch: answer the current pair again,
+    /// write nothing.
+    Retry,
+    /// Finish or fence the open transaction, then bump the epoch for this requester.
+    Bump(EpochRequester),
 }
 
 /// The largest epoch a producer id may reach: past it the coordinator hands out a new producer id
@@ -135,6 +157,22 @@ impl TxnMetadata {
             return Err(TxnError::ProducerFenced);
         }
         Ok(())
+    }
+
+    /// InitProducerId: `expected` is the (producer id, epoch) a KIP-360 client names, `None` for a
+    /// new incarnation. A named pair must be the current one, or the pair the last KIP-360 bump
+    /// replaced while no transaction has started since (a retry); anything else is fenced, in
+    /// particular the pair a new incarnation replaced (Kafka's `prepareIncrementProducerEpoch`).
+    pub fn init_decision(&self, expected: Option<(i64, i16)>) -> Result<InitDecision, TxnError> {
+        let Some(named) = expected else { return Ok(InitDecision::Bump(EpochRequester::NewIncarnation)) };
+        let last = (self.last_producer_id, self.last_producer_epoch);
+        if self.last_producer_id >= 0 && named == last && self.state == TxnState::Empty {
+            return Ok(InitDecision::Retry);
+        }
+        if named != (self.producer_id, self.producer_epoch) {
+            return Err(TxnError::ProducerFenced);
+        }
+        Ok(InitDecision::Bump(EpochRequester::CurrentProducer))
     }
 
     /// Whether the transaction has run longer than its timeout.
@@ -236,17 +274,21 @@ impl TxnMetadata {
     }
 
     /// InitProducerId on a settled transactional id: the next epoch, or a new producer id (from
-    /// `new_producer_id`) when the epoch is exhausted. `timeout_ms` is the client's new timeout.
+    /// `new_producer_id`) when the epoch is exhausted. `timeout_ms` is the client's new timeout. The
+    /// replaced pair is kept for a KIP-360 retry only; a new incarnation records -1/-1.
     pub fn bumped(
         &self,
+        requester: EpochRequester,
         timeout_ms: i32,
         now_ms: i64,
         new_producer_id: impl FnOnce() -> Result<i64, TxnError>,
     ) -> Result<TxnMetadata, TxnError> {
         assert!(self.state.is_settled(), "the epoch is bumped only between transactions");
         let mut next = self.clone();
-        next.last_producer_id = self.producer_id;
-        next.last_producer_epoch = self.producer_epoch;
+        (next.last_producer_id, next.last_producer_epoch) = match requester {
+            EpochRequester::CurrentProducer => (self.producer_id, self.producer_epoch),
+            EpochRequester::NewIncarnation => (-1, -1),
+        };
         if self.producer_epoch >= EPOCH_MAX {
             next.producer_id = new_producer_id()?;
             next.producer_epoch = 0;
@@ -318,18 +360,38 @@ mod tests {
         let fenced = ongoing.fenced_abort(3);
         assert_eq!((fenced.state, fenced.producer_epoch), (TxnState::PrepareAbort, 4));
         assert_eq!(fenced.partitions, ongoing.partitions, "the markers go where the data went");
-        let bumped = fenced.completed(4).bumped(1000, 5, || unreachable!()).expect("bumps");
+        let bumped = fenced.completed(4).bumped(EpochRequester::NewIncarnation, 1000, 5, || unreachable!());
+        let bumped = bumped.expect("bumps");
         assert_eq!((bumped.producer_id, bumped.producer_epoch, bumped.state), (7, 5, TxnState::Empty));
-        assert_eq!((bumped.last_producer_id, bumped.last_producer_epoch), (7, 4));
+        assert_eq!((bumped.last_producer_id, bumped.last_producer_epoch), (-1, -1), "nothing to retry");
     }
 
     #[test]
     fn an_exhausted_epoch_gets_a_new_producer_id() {
         let mut metadata = TxnMetadata::new(7, 60_000, 1);
         metadata.producer_epoch = EPOCH_MAX;
-        let bumped = metadata.bumped(60_000, 2, || Ok(99)).expect("bumps");
+        let bumped = metadata.bumped(EpochRequester::CurrentProducer, 60_000, 2, || Ok(99)).expect("bumps");
         assert_eq!((bumped.producer_id, bumped.producer_epoch), (99, 0));
         assert_eq!((bumped.last_producer_id, bumped.last_producer_epoch), (7, EPOCH_MAX));
+        assert_eq!(bumped.init_decision(Some((7, EPOCH_MAX))), Ok(InitDecision::Retry), "a retry of the rotation");
+    }
+
+    #[test]
+    fn a_new_incarnation_leaves_nothing_to_retry() {
+        let first = TxnMetadata::new(7, 60_000, 1);
+        let bump = EpochRequester::CurrentProducer;
+        assert_eq!(first.init_decision(Some((7, 0))), Ok(InitDecision::Bump(bump)));
+        assert_eq!(first.init_decision(None), Ok(InitDecision::Bump(EpochRequester::NewIncarnation)));
+        let kip_360 = first.bumped(bump, 60_000, 2, || unreachable!()).expect("bumps");
+        assert_eq!(kip_360.init_decision(Some((7, 0))), Ok(InitDecision::Retry), "a retried KIP-360 bump");
+        let incarnation = kip_360.bumped(EpochRequester::NewIncarnation, 60_000, 3, || unreachable!()).unwrap();
+        assert_eq!(incarnation.producer_epoch, 2);
+        assert_eq!(incarnation.init_decision(Some((7, 1))), Err(TxnError::ProducerFenced), "the replaced holder");
+        assert_eq!(incarnation.init_decision(Some((7, 0))), Err(TxnError::ProducerFenced));
+        assert_eq!(incarnation.init_decision(Some((7, -1))), Err(TxnError::ProducerFenced), "no pair matches -1");
+        assert_eq!(incarnation.init_decision(Some((8, 2))), Err(TxnError::ProducerFenced));
+        let ongoing = kip_360.add(7, 1, &[tp("a", 0)], &[], 4).unwrap().unwrap();
+        assert_eq!(ongoing.init_decision(Some((7, 0))), Err(TxnError::ProducerFenced), "a retry only while Empty");
     }
 
     #[test]

@@ -1,25 +1,30 @@
 //! The coordinator against a recording marker writer: two-phase commit, fencing, timeouts, failed
 //! markers retried, and prepared transactions finished after a restart.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use once_partition::TxnMarker;
-use once_txn::{BoxFuture, MarkerWriter, TxnConfig, TxnCoordinator, TxnError, TxnState};
+use once_txn::{BoxFuture, MarkerError, MarkerWriter, TxnConfig, TxnCoordinator, TxnError, TxnState};
 
-/// Records every marker; fails them all while `failing` is set.
+/// Records every marker; fails them all while `failing` is set; refuses those to the targets in
+/// `fenced` as a partition does that has seen a newer producer epoch.
 #[derive(Default)]
 struct Recorder {
     written: Mutex<Vec<(String, TxnMarker)>>,
     failing: AtomicBool,
+    fenced: Mutex<BTreeSet<String>>,
 }
 
 impl Recorder {
-    fn record(&self, target: String, marker: TxnMarker) -> BoxFuture<Result<(), String>> {
+    fn record(&self, target: String, marker: TxnMarker) -> BoxFuture<Result<(), MarkerError>> {
         let outcome = if self.failing.load(Ordering::SeqCst) {
-            Err(format!("{target}: disk on fire"))
+            Err(MarkerError::Failed(format!("{target}: disk on fire")))
+        } else if self.fenced.lock().unwrap().contains(&target) {
+            Err(MarkerError::Fenced(format!("{target}: producer fenced: epoch is older than the current epoch")))
         } else {
             self.written.lock().unwrap().push((target, marker));
             Ok(())
@@ -37,11 +42,16 @@ impl Recorder {
 struct Shared(Arc<Recorder>);
 
 impl MarkerWriter for Shared {
-    fn write_partition_marker(&self, topic: &str, partition: i32, marker: TxnMarker) -> BoxFuture<Result<(), String>> {
+    fn write_partition_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        marker: TxnMarker,
+    ) -> BoxFuture<Result<(), MarkerError>> {
         self.0.record(format!("{topic}-{partition}"), marker)
     }
 
-    fn write_group_marker(&self, group: &str, marker: TxnMarker) -> BoxFuture<Result<(), String>> {
+    fn write_group_marker(&self, group: &str, marker: TxnMarker) -> BoxFuture<Result<(), MarkerError>> {
         self.0.record(format!("group:{group}"), marker)
     }
 }
@@ -248,4 +258,76 @@ async fn checkpoints_bound_the_transaction_log_and_keep_every_id() {
         TxnCoordinator::open(config, Arc::new(move || Ok(ids.fetch_add(1, Ordering::SeqCst)))).expect("reopens");
     assert_eq!(reopened.list(), before, "every id and its state survive the checkpoint and a restart");
     assert_eq!(reopened.describe("t0").unwrap().state, TxnState::Ongoing);
+}
+
+/// Issue 13 item 1: after a new incarnation (InitProducerId naming no producer id and epoch), the
+/// pair it replaced is fenced for good. A zombie of the earlier incarnation asking for a KIP-360 bump
+/// with that pair must not be mistaken for a retry and handed the new incarnation's epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_bump_after_a_new_incarnation_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let coordinator = open(dir.path(), 60_000, &recorder);
+    let (producer_id, zombie_epoch) = coordinator.init_producer_id("t", 10_000, None).await.unwrap();
+    let incarnation = coordinator.init_producer_id("t", 10_000, None).await.expect("a new incarnation");
+    assert_eq!(incarnation, (producer_id, zombie_epoch + 1));
+    assert_eq!(
+        coordinator.init_producer_id("t", 10_000, Some((producer_id, zombie_epoch))).await,
+        Err(TxnError::ProducerFenced),
+        "the zombie's bump names the replaced pair: fenced, not a retry"
+    );
+    assert_eq!(
+        coordinator.describe("t").map(|metadata| (metadata.producer_id, metadata.producer_epoch)),
+        Some(incarnation),
+        "the new incarnation keeps its epoch"
+    );
+    // The same after a restart: the transaction log carries the rule.
+    coordinator.close().await;
+    drop(coordinator);
+    let reopened = open(dir.path(), 60_000, &recorder);
+    assert_eq!(
+        reopened.init_producer_id("t", 10_000, Some((producer_id, zombie_epoch))).await,
+        Err(TxnError::ProducerFenced),
+        "fenced after a restart too"
+    );
+    // The new incarnation's own KIP-360 bump, and a retry of it, still work.
+    let bumped = reopened.init_producer_id("t", 10_000, Some(incarnation)).await.expect("a KIP-360 bump");
+    assert_eq!(bumped, (producer_id, incarnation.1 + 1));
+    assert_eq!(reopened.init_producer_id("t", 10_000, Some(incarnation)).await, Ok(bumped), "its retry");
+}
+
+/// Issue 13 item 7: a partition that refuses a marker as fenced (it has seen a newer producer or
+/// coordinator epoch) will refuse it forever. The coordinator abandons that marker and completes the
+/// transaction, as Kafka does, instead of retrying it forever and wedging the transactional id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_refused_as_fenced_is_abandoned_not_retried_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let coordinator = open(dir.path(), 50, &recorder);
+    let (producer_id, epoch) = coordinator.init_producer_id("p", 10_000, None).await.unwrap();
+    coordinator.add("p", producer_id, epoch, &[tp("out", 0), tp("out", 1)], &["g".into()]).await.unwrap();
+    recorder.fenced.lock().unwrap().insert("out-1".into());
+    assert_eq!(coordinator.end("p", producer_id, epoch, true).await, Ok(()), "the decision is durable");
+    // Give the timer a few rounds: a wedged id would stay PrepareCommit however long one waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        coordinator.describe("p").unwrap().state,
+        TxnState::CompleteCommit,
+        "the fenced marker was abandoned and the transaction completed"
+    );
+    let commit = marker(producer_id, epoch, true);
+    let written = recorder.take();
+    assert_eq!(
+        written.iter().filter(|(target, _)| target == "out-0").count(),
+        1,
+        "the marker the partition took was written once, not retried: {written:?}"
+    );
+    assert!(written.contains(&("group:g".into(), commit)), "the group's marker is written: {written:?}");
+    assert!(!written.iter().any(|(target, _)| target == "out-1"), "the fenced partition stored nothing");
+    coordinator.add("p", producer_id, epoch, &[tp("out", 0)], &[]).await.expect("the next transaction starts");
+    assert_eq!(
+        coordinator.init_producer_id("p", 10_000, None).await.map(|(id, _)| id),
+        Ok(producer_id),
+        "a new incarnation is not kept waiting with CONCURRENT_TRANSACTIONS"
+    );
 }
