@@ -63,11 +63,13 @@ async fn aborted_batches_are_read_with_their_entries_while_retention_runs() {
     assert_eq!(partition.last_stable_offset(), end, "every transaction ended");
 
     let done = Arc::new(AtomicBool::new(false));
+    let reading = Arc::new(AtomicBool::new(false));
     let reader = {
-        let (partition, done) = (partition.clone(), done.clone());
+        let (partition, done, reading) = (partition.clone(), done.clone(), reading.clone());
         std::thread::spawn(move || {
             let mut checked = 0;
             while !done.load(Ordering::Acquire) {
+                reading.store(true, Ordering::Release);
                 let offset = partition.log_start_offset();
                 match partition.read_committed(offset, 1, partition.last_stable_offset()) {
                     Ok((records, aborted)) => checked += check_covered(&records, &aborted),
@@ -82,6 +84,9 @@ async fn aborted_batches_are_read_with_their_entries_while_retention_runs() {
     let retention = {
         let partition = partition.clone();
         std::thread::spawn(move || {
+            while !reading.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
             for log_start_offset in 1..=end {
                 partition.advance_log_start_offset(log_start_offset).expect("advance the log start");
             }
