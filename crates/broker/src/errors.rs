@@ -26,7 +26,7 @@ pub fn partition_error_code(error: &PartitionError) -> ResponseError {
         PartitionError::Log(error) => log_error_code(error),
         PartitionError::Storage(_) => ResponseError::KafkaStorageError,
         PartitionError::Closed(_) => ResponseError::NotLeaderOrFollower,
-        PartitionError::Busy(_) => ResponseError::RequestTimedOut,
+        PartitionError::Busy(_) | PartitionError::MarkerQueueTimeout { .. } => ResponseError::RequestTimedOut,
         PartitionError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         PartitionError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
         PartitionError::InvalidTxnState(_) => ResponseError::InvalidTxnState,

@@ -29,6 +29,10 @@ pub enum PartitionError {
     /// Too many append requests are queued; the client should retry.
     #[error("partition {0} has too many queued appends")]
     Busy(String),
+    /// A transaction marker waited this long for room in the partition's full append queue and was
+    /// not written; its transaction stays open until the coordinator writes the marker again.
+    #[error("partition {partition}: the append queue stayed full for {waited_ms} ms; the transaction marker was not written")]
+    MarkerQueueTimeout { partition: String, waited_ms: u64 },
     /// A record's message id is held by another producer's open transaction or by a write not yet
     /// durable: storing it now could make a duplicate (if that commits) or a loss (if it aborts).
     /// Nothing was appended; the client should retry (NOT_ENOUGH_REPLICAS, which clients retry).

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use once_log::{AppendInfo, Log, LogConfig};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -17,6 +18,15 @@ use crate::writer::{self, AppendReply, Command};
 
 /// Bound on append requests waiting for the writer: past it, produce gets a retriable error.
 const QUEUED_APPENDS_MAX: usize = 4096;
+
+/// Longest a transaction marker waits for room in a full queue. Markers are not refused for room
+/// (the coordinator has decided; a refused marker holds the last stable offset until its timer), but
+/// the wait is bounded: past it the marker fails with [`PartitionError::MarkerQueueTimeout`].
+#[cfg(not(test))]
+const MARKER_QUEUE_WAIT_MAX: Duration = Duration::from_secs(10);
+/// The unit tests reach the bound quickly.
+#[cfg(test)]
+const MARKER_QUEUE_WAIT_MAX: Duration = Duration::from_millis(300);
 
 /// Topic name and partition index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,6 +108,18 @@ impl Shared {
 /// start (what retention deleted cannot be read anyway, as in Kafka), and at most `bound`.
 fn stable_offset(earliest_open: Option<u64>, log_start_offset: u64, bound: u64) -> u64 {
     earliest_open.map_or(bound, |first_offset| first_offset.max(log_start_offset).min(bound))
+}
+
+/// The offset after the last batch of `records` (whole batches as the log returns them), at least `from`.
+fn end_of_batches(from: u64, records: &[u8]) -> Result<u64, PartitionError> {
+    let mut end = from;
+    let mut position = 0;
+    while position < records.len() {
+        let header = once_log::BatchHeader::parse(&records[position..])?;
+        end = end.max(u64::try_from(header.last_offset()).unwrap_or(0) + 1);
+        position += header.total_len();
+    }
+    Ok(end)
 }
 
 /// Where an appended batch is, once durable.
@@ -217,11 +239,36 @@ impl Partition {
 
     /// Queues a transaction marker (a control batch) behind every append queued before it; resolves
     /// once it is durable. It ends the producer's open transaction (committing or aborting it).
+    ///
+    /// Unlike an append, a marker is not refused when the queue is full: it waits for room, up to
+    /// `MARKER_QUEUE_WAIT_MAX`, and takes the first slot freed (appends queued while it waits land
+    /// before it; a transaction's own batches were all queued before the coordinator decided).
     pub fn write_marker(
         &self,
         marker: TxnMarker,
     ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
-        self.queue(move |reply| Command::Marker { marker, reply })
+        let (reply, outcome) = oneshot::channel();
+        let name = self.shared.id.to_string();
+        let waiting = match self.appends.try_send(Command::Marker { marker, reply }) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(command)) => Some(Ok((command, self.appends.clone()))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Some(Err(PartitionError::Closed(name.clone()))),
+        };
+        async move {
+            if let Some(waiting) = waiting {
+                let (command, appends) = waiting?;
+                tracing::debug!(partition = %name, "append queue full; the marker waits for room");
+                appends.send_timeout(command, MARKER_QUEUE_WAIT_MAX).await.map_err(|error| match error {
+                    mpsc::error::SendTimeoutError::Timeout(_) => {
+                        let waited_ms = MARKER_QUEUE_WAIT_MAX.as_millis() as u64;
+                        tracing::warn!(partition = %name, waited_ms, "append queue stayed full; marker not written");
+                        PartitionError::MarkerQueueTimeout { partition: name.clone(), waited_ms }
+                    }
+                    mpsc::error::SendTimeoutError::Closed(_) => PartitionError::Closed(name.clone()),
+                })?;
+            }
+            outcome.await.map_err(|_| PartitionError::Closed(name))?
+        }
     }
 
     /// Queues a command for the writer now, in call order, and returns the future of its answer.
@@ -290,6 +337,31 @@ impl Partition {
     pub fn read_below(&self, offset: u64, max_bytes: usize, upper_bound: u64) -> Result<Vec<u8>, PartitionError> {
         debug_assert!(upper_bound <= self.high_watermark(), "reads stay below the high watermark");
         self.shared.with_log(|log| Ok(log.read(offset, max_bytes, upper_bound)?))
+    }
+
+    /// A read_committed read: whole batches from `offset` below `upper_bound` (the last stable offset
+    /// the caller read, at most the high watermark), as [`Partition::read_below`], and the aborted
+    /// transactions overlapping them. Both under one hold of the log lock: retention deletes segments
+    /// and prunes their aborted transactions under the same lock, so it cannot prune the entries of
+    /// batches already read (a consumer would take their aborted records for committed ones).
+    /// Blocking (file reads): call from a blocking context.
+    pub fn read_committed(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        upper_bound: u64,
+    ) -> Result<(Vec<u8>, Vec<AbortedTxn>), PartitionError> {
+        debug_assert!(upper_bound <= self.high_watermark(), "reads stay below the high watermark");
+        self.shared.with_log(|log| {
+            let records = log.read(offset, max_bytes, upper_bound)?;
+            if records.is_empty() {
+                return Ok((records, Vec::new()));
+            }
+            let end = end_of_batches(offset, &records)?;
+            // Lock order as everywhere: the log, then producer state.
+            let aborted = self.shared.lock_producers().transactions().aborted_overlapping(offset, end);
+            Ok((records, aborted))
+        })
     }
 
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, PartitionError> {
@@ -408,5 +480,66 @@ impl Partition {
         let closed = || PartitionError::Closed(self.shared.id.to_string());
         self.appends.send(Command::Stop { delete, reply }).await.map_err(|_| closed())?;
         outcome.await.map_err(|_| closed())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use once_log::testing::make_batch;
+
+    use super::*;
+
+    /// A marker waits for room in a full queue, but not forever. Here the writer is stuck (this test
+    /// holds the log lock it stages under): an append is refused at once, a marker fails with
+    /// `MarkerQueueTimeout` after the bound, and a marker still waiting when the writer moves again is
+    /// written, behind everything queued before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_marker_waits_for_room_at_most_its_bound() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let id = PartitionId { topic: "t".into(), partition: 0 };
+        let partition = Partition::open(id, dir.path(), LogConfig::default()).expect("open");
+        let marker = TxnMarker { producer_id: 7, producer_epoch: 0, coordinator_epoch: 0, commit: false };
+        // Another thread holds the log lock until told to let go.
+        let (locked_tx, locked) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let shared = partition.shared.clone();
+            std::thread::spawn(move || {
+                let _stuck = shared.lock_log();
+                locked_tx.send(()).expect("the test waits");
+                let _ = release_rx.recv();
+            })
+        };
+        locked.recv().expect("the log lock is held");
+        let first = partition.append(make_batch(1, 8, 0));
+        while partition.appends.capacity() < QUEUED_APPENDS_MAX {
+            // The writer has taken the first append and waits for the log lock to stage it.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let queued: Vec<_> = (0..QUEUED_APPENDS_MAX).map(|_| partition.append(make_batch(1, 8, 0))).collect();
+        assert_eq!(partition.appends.capacity(), 0, "the queue is full");
+        let refused = partition.append(make_batch(1, 8, 0)).await;
+        assert!(matches!(refused, Err(PartitionError::Busy(_))), "an append is refused at once: {refused:?}");
+
+        let started = std::time::Instant::now();
+        let timed_out = partition.write_marker(marker).await;
+        assert!(
+            matches!(&timed_out, Err(PartitionError::MarkerQueueTimeout { waited_ms, .. }) if *waited_ms == 300),
+            "the marker gives up at its bound: {timed_out:?}"
+        );
+        assert!(started.elapsed() >= MARKER_QUEUE_WAIT_MAX, "after waiting the whole bound");
+
+        let waiting = tokio::spawn(partition.write_marker(marker));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release.send(()).expect("the holder waits");
+        holder.join().expect("holder");
+        first.await.expect("the first append");
+        for append in queued {
+            append.await.expect("a queued append");
+        }
+        let written = waiting.await.expect("task").expect("the marker that waited is written");
+        assert_eq!(written.base_offset, 1 + QUEUED_APPENDS_MAX as u64, "behind every append queued before it");
+        assert_eq!(partition.log_end_offset(), written.base_offset + 1, "the timed-out marker was never written");
+        partition.close().await.expect("close");
     }
 }

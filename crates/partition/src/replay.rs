@@ -69,12 +69,21 @@ pub(crate) fn classify(header: &BatchHeader, batch: &[u8]) -> Option<LoggedBatch
 }
 
 /// The producer state as of the log end: the snapshot if it is usable, then a replay of the log after it.
+///
+/// A snapshot beyond the recovered log end is deleted durably before this returns, so before the
+/// partition accepts a write: kept, it would be loaded once the log grew past its offset again, and
+/// the batches between the recovered end and its offset would never be replayed
+/// (`docs/design/producer-state.md`, "The snapshot rule"). Failing to delete it fails the open.
 pub(crate) fn rebuild(dir: &Path, log: &Log) -> Result<ProducerStates, LogError> {
     let end = log.log_end_offset();
     let (offset, mut states) = match snapshot::read(dir) {
         Some((offset, states)) if offset <= end => (offset.max(log.log_start_offset()), states),
         Some((offset, _)) => {
-            tracing::warn!(dir = %dir.display(), snapshot_offset = offset, log_end_offset = end, "producer snapshot is beyond the recovered log; replaying everything");
+            tracing::warn!(dir = %dir.display(), snapshot_offset = offset, log_end_offset = end, "producer snapshot is beyond the recovered log; deleting it and replaying everything");
+            snapshot::remove(dir, log.config().unsafe_skip_fsync).map_err(|source| LogError::Io {
+                context: format!("delete the producer snapshot beyond the log end in {}", dir.display()),
+                source,
+            })?;
             (log.log_start_offset(), ProducerStates::default())
         }
         None => (log.log_start_offset(), ProducerStates::default()),

@@ -11,7 +11,8 @@
 //! before it.
 //! A snapshot that is missing, corrupt, of another version (version 1 had no transactions, version
 //! 2 no records-dropped flag), or beyond the recovered log end is ignored and the log is replayed
-//! from its start instead: it is an optimisation, never the truth.
+//! from its start instead: it is an optimisation, never the truth. One beyond the recovered log end
+//! is also deleted ([`remove`]), or a later start would find the log grown past it and load it.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -150,6 +151,20 @@ pub fn write(dir: &Path, states: &ProducerStates, offset: u64, skip_fsync: bool)
         file.sync_all()?;
     }
     fs::rename(&temp, &path)?;
+    if !skip_fsync {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Deletes the snapshot of `dir` durably (the file, then a directory fsync), so no later start can
+/// load it. A snapshot already gone is fine.
+pub fn remove(dir: &Path, skip_fsync: bool) -> std::io::Result<()> {
+    match fs::remove_file(dir.join(FILE_NAME)) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    }
     if !skip_fsync {
         fs::File::open(dir)?.sync_all()?;
     }

@@ -201,6 +201,14 @@ async fn stop_writer(
     let shared_for_stop = shared.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let closed = || PartitionError::Closed(shared_for_stop.id.to_string());
+        if !delete && shared_for_stop.failed.load(Ordering::Acquire) {
+            // A round panicked: what it appended, and the producer state, are in an unknown state.
+            // No snapshot and no clean-shutdown marker (the log is dropped, not closed), so the next
+            // open recovers the log and rebuilds producer state from what is really on disk.
+            drop(shared_for_stop.lock_log().take().ok_or_else(closed)?);
+            let problem = "a writer round panicked; closed without a clean shutdown, the next open recovers";
+            return Err(PartitionError::Storage(format!("{}: {problem}", shared_for_stop.id)));
+        }
         if !delete {
             // Snapshot only what a sync has made durable; a failed log writes none (recovery replays).
             let end = shared_for_stop.with_log(|log| Ok(if log.is_failed() { None } else { Some(log.sync()?) }))?;
@@ -267,6 +275,8 @@ fn stage_round(shared: &Shared, writes: Vec<(Write, AppendReply)>) -> (Vec<Stage
     }
     let mut producers = shared.lock_producers();
     let segments_before = log.segment_count();
+    #[cfg(test)]
+    let inject_panic = writes.iter().any(|(write, _)| tests::panics_the_round(write));
     for (write, reply) in writes {
         let outcome = match write {
             Write::Batch(mut batch) => stage(shared, log, &mut producers, &mut batch, now_ms),
@@ -278,6 +288,10 @@ fn stage_round(shared: &Shared, writes: Vec<(Write, AppendReply)>) -> (Vec<Stage
                 let _ = reply.send(Err(error));
             }
         }
+    }
+    #[cfg(test)]
+    if inject_panic {
+        panic!("injected by a test: a writer round panics after staging its writes");
     }
     (staged, log.segment_count() != segments_before)
 }
@@ -528,6 +542,42 @@ mod tests {
     use crate::txn::AbortedTxn;
 
     type Comparable = (BTreeMap<i64, ProducerEntry>, Vec<AbortedTxn>);
+
+    /// A batch of this producer makes its writer round panic once staged (test-only hook in
+    /// `stage_round`): what the round appended is then in an unknown state.
+    const PANICKING_PRODUCER: i64 = 7_011_000;
+
+    pub(super) fn panics_the_round(write: &Write) -> bool {
+        matches!(write, Write::Batch(batch) if BatchHeader::parse(batch).is_ok_and(|header| header.producer_id == PANICKING_PRODUCER))
+    }
+
+    /// A round that panicked latches the partition; stopping it then must not claim a clean shutdown
+    /// (the next open would skip recovery) nor snapshot producer state that includes the round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_latched_by_a_panic_is_never_closed_cleanly() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let id = PartitionId { topic: "t".into(), partition: 0 };
+        let partition = Partition::open(id.clone(), dir.path(), once_log::LogConfig::default()).expect("open");
+        let first = partition.append(make_batch_with(7, 0, 0, 0, 1, 8, 1_700_000_000_000)).await.expect("append");
+        assert_eq!(first.base_offset, 0);
+        let panicked = partition.append(make_batch_with(PANICKING_PRODUCER, 0, 0, 0, 1, 8, 1_700_000_000_000)).await;
+        assert!(matches!(panicked, Err(PartitionError::Closed(_))), "the panicked round answers nothing: {panicked:?}");
+        let latched = partition.append(make_batch_with(7, 0, 1, 0, 1, 8, 1_700_000_000_000)).await;
+        assert!(matches!(latched, Err(PartitionError::Storage(_))), "the partition refuses appends: {latched:?}");
+        assert!(partition.is_failed());
+        let closed = partition.close().await;
+        assert!(!dir.path().join("clean-shutdown").exists(), "a latched partition claims no clean shutdown");
+        assert!(!dir.path().join(snapshot::FILE_NAME).exists(), "nor snapshots producer state");
+        assert!(matches!(closed, Err(PartitionError::Storage(_))), "closing says it was not clean: {closed:?}");
+
+        // The next open recovers the log; the acknowledged batch is there.
+        let partition = Partition::open(id, dir.path(), once_log::LogConfig::default()).expect("reopen");
+        assert!(partition.log_end_offset() >= 1);
+        let retry = partition.append(make_batch_with(7, 0, 0, 0, 1, 8, 1_700_000_000_000)).await.expect("retry");
+        assert_eq!((retry.base_offset, retry.duplicate), (0, true), "producer state was rebuilt from the log");
+        partition.close().await.expect("a healthy partition closes cleanly");
+        assert!(dir.path().join("clean-shutdown").exists());
+    }
 
     fn comparable(states: &ProducerStates) -> Comparable {
         let producers = states.iter().map(|(id, entry)| (id, entry.clone())).collect();

@@ -209,6 +209,30 @@ async fn a_marker_waits_behind_appends_queued_before_it() {
     partition.close().await.expect("close");
 }
 
+/// Appends a partition queues for its writer (ARCHITECTURE.md, "Bounded everything").
+const QUEUED_APPENDS_MAX: usize = 4096;
+
+/// A full queue refuses an ordinary append (retriable, the producer retries), but a marker waits for
+/// room: the coordinator has already answered EndTxn, so a marker refused here would leave the
+/// transaction open, holding the last stable offset, until the coordinator's timer retried it.
+/// One thread: nothing below runs the writer until the test awaits, so the queue fills exactly.
+#[tokio::test(flavor = "current_thread")]
+async fn a_marker_waits_for_room_in_a_full_queue() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let partition = open(dir.path());
+    partition.append(txn_batch(A, 0, 0, 1)).await.expect("A opens at 0");
+    let queued: Vec<_> = (0..QUEUED_APPENDS_MAX).map(|_| partition.append(make_batch(1, 8, TIMESTAMP_MS))).collect();
+    let refused = partition.append(make_batch(1, 8, TIMESTAMP_MS)).await;
+    assert!(matches!(refused, Err(PartitionError::Busy(_))), "an append finds the queue full: {refused:?}");
+    let commit = partition.write_marker(marker(A, 0, 0, true)).await.expect("the marker waits for room");
+    assert_eq!(commit.base_offset, 1 + QUEUED_APPENDS_MAX as u64, "behind every append queued before it");
+    for append in queued {
+        append.await.expect("queued append");
+    }
+    assert_eq!(partition.last_stable_offset(), commit.base_offset + 1, "the commit ended the transaction");
+    partition.close().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_woken_by_the_high_watermark_sees_the_new_stable_offset() {
     let dir = tempfile::tempdir().expect("temp dir");

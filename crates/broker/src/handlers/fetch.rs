@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
-use once_partition::Partition;
+use once_partition::{AbortedTxn, Partition};
 use once_wire::ResponseError;
 use tokio::time::Instant;
 
@@ -115,20 +115,10 @@ async fn futures_any_changed(watchers: &mut [tokio::sync::watch::Receiver<u64>])
     }
 }
 
-/// The aborted transactions overlapping the batches read from `offset`: the client drops those
-/// producers' batches from each one's first offset until its abort marker.
-fn aborted_in(partition: &Partition, offset: u64, records: &[u8]) -> Vec<AbortedTransaction> {
-    let mut end = offset;
-    let mut position = 0;
-    while let Ok(header) = once_log::BatchHeader::parse(&records[position..]) {
-        end = end.max(header.last_offset() as u64 + 1);
-        position += header.total_len();
-        if position >= records.len() {
-            break;
-        }
-    }
-    partition
-        .aborted_transactions(offset, end)
+/// The aborted transactions of a read_committed read, as the response carries them: the client drops
+/// those producers' batches from each one's first offset until its abort marker.
+fn aborted_response(aborted: Vec<AbortedTxn>) -> Vec<AbortedTransaction> {
+    aborted
         .into_iter()
         .map(|aborted| {
             AbortedTransaction::default()
@@ -188,17 +178,22 @@ fn read_one(wanted: &Wanted, budget: &mut usize, first: bool, read_committed: bo
     if max_bytes == 0 && !first {
         return data.with_records(Some(Default::default()));
     }
-    match partition.read_below(offset, max_bytes.max(1), upper_bound) {
+    // read_committed: the batches and their aborted transactions in one call, under one hold of the
+    // log, so retention cannot prune the entries of batches already read.
+    let read = match read_committed {
+        true => partition
+            .read_committed(offset, max_bytes.max(1), upper_bound)
+            .map(|(records, aborted)| (records, Some(aborted))),
+        false => partition.read_below(offset, max_bytes.max(1), upper_bound).map(|records| (records, None)),
+    };
+    match read {
         // Only the first partition may go over its share; a later one returns nothing rather than too much.
-        Ok(records) if !first && records.len() > max_bytes => data.with_records(Some(Default::default())),
-        Ok(records) => {
+        Ok((records, _)) if !first && records.len() > max_bytes => data.with_records(Some(Default::default())),
+        Ok((records, aborted)) => {
             *budget = budget.saturating_sub(records.len());
-            let data = if read_committed && !records.is_empty() {
-                data.with_aborted_transactions(Some(aborted_in(partition, offset, &records)))
-            } else if read_committed {
-                data.with_aborted_transactions(Some(Vec::new()))
-            } else {
-                data
+            let data = match aborted {
+                Some(aborted) => data.with_aborted_transactions(Some(aborted_response(aborted))),
+                None => data,
             };
             data.with_records(Some(records.into()))
         }
