@@ -350,3 +350,12 @@ fn produce_logged(plan: &Plan, index: usize, workload: Workload, topic: &str) ->
     );
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod client_tests {
+    #[test]
+    fn every_benchmark_client_turns_re_bootstrap_off() {
+        let config = super::client_config("127.0.0.1:9092");
+        assert_eq!(config.get("metadata.recovery.strategy"), Some("none"), "librdkafka 5456/5511: docs/clients.md");
+    }
+}

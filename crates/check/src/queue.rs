@@ -453,3 +453,12 @@ pub(crate) fn high_watermarks<C: ConsumerContext>(
     }
     Ok(high)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_checker_client_turns_re_bootstrap_off() {
+        let config = super::client("127.0.0.1:9092");
+        assert_eq!(config.get("metadata.recovery.strategy"), Some("none"), "librdkafka 5456/5511: docs/clients.md");
+    }
+}

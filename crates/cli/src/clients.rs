@@ -195,3 +195,13 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     out.flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_client_config_turns_re_bootstrap_off() {
+        let config = super::client_config("127.0.0.1:9092");
+        assert_eq!(config.get("metadata.recovery.strategy"), Some("none"), "librdkafka 5456/5511: docs/clients.md");
+        assert_eq!(config.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+    }
+}
