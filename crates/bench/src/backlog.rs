@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Message, TopicPartitionList};
+use rdkafka::{Message, TopicPartitionList};
 
 use crate::process::{self, ProcessProbe};
 use crate::produce;
@@ -94,8 +94,7 @@ fn read_runs(plan: &Plan, topic: &str, records: u64) -> anyhow::Result<Vec<Measu
 
 /// One consumer, every partition from the beginning, until `records` records have arrived.
 fn read_all(plan: &Plan, topic: &str, records: u64) -> anyhow::Result<Measurement> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &plan.args.bootstrap)
+    let consumer: BaseConsumer = crate::client_config(&plan.args.bootstrap)
         .set("group.id", format!("{topic}-reader"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -164,8 +163,7 @@ impl Drop for Server {
 }
 
 fn producer(plan: &Plan) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &plan.args.bootstrap)
+    crate::client_config(&plan.args.bootstrap)
         .set("acks", "all")
         .set("linger.ms", "0")
         .set("retry.backoff.ms", "10")

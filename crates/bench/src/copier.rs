@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, TopicPartitionList};
+use rdkafka::TopicPartitionList;
 
 use crate::{produce, Plan};
 
@@ -143,8 +143,7 @@ fn copy_and_time(
 
 /// A read_committed consumer of every partition of `topic`, from the beginning.
 fn committed_reader(plan: &Plan, topic: &str) -> anyhow::Result<BaseConsumer> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &plan.args.bootstrap)
+    let consumer: BaseConsumer = crate::client_config(&plan.args.bootstrap)
         .set("group.id", format!("{topic}-reader"))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")

@@ -46,6 +46,16 @@ use anyhow::Context;
 pub use produce::{ProduceOutcome, Workload};
 pub use raw::RawOutcome;
 
+/// A librdkafka config for `bootstrap` with the settings every client of the benchmark shares: no
+/// re-bootstrap, since librdkafka >= 2.10's default (`metadata.recovery.strategy=rebootstrap`) can
+/// leave a client waiting forever for a coordinator after the only broker restarts (librdkafka issues
+/// 5456 and 5511; docs/clients.md), and the backlog workload restarts the broker on purpose.
+pub(crate) fn client_config(bootstrap: &str) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap).set("metadata.recovery.strategy", "none");
+    config
+}
+
 /// Which workload `once bench` runs.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchWorkload {
@@ -339,4 +349,13 @@ fn produce_logged(plan: &Plan, index: usize, workload: Workload, topic: &str) ->
         outcome.produce_requests
     );
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod client_tests {
+    #[test]
+    fn every_benchmark_client_turns_re_bootstrap_off() {
+        let config = super::client_config("127.0.0.1:9092");
+        assert_eq!(config.get("metadata.recovery.strategy"), Some("none"), "librdkafka 5456/5511: docs/clients.md");
+    }
 }

@@ -242,9 +242,8 @@ fn produce_one(
 }
 
 fn producer_config(plan: &Plan, workload: Workload) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = crate::client_config(&plan.args.bootstrap);
     config
-        .set("bootstrap.servers", &plan.args.bootstrap)
         .set("client.id", "once-bench")
         .set("acks", "all")
         // The only difference between the workloads. max.in.flight.requests.per.connection is left
@@ -314,7 +313,7 @@ fn wait_for_final_statistics(context: &BenchContext, interval: Duration) {
 }
 
 fn admin(plan: &Plan) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    ClientConfig::new().set("bootstrap.servers", &plan.args.bootstrap).create().context("creating an admin client")
+    crate::client_config(&plan.args.bootstrap).create().context("creating an admin client")
 }
 
 pub(crate) fn create_topic(plan: &Plan, topic: &str) -> anyhow::Result<()> {

@@ -26,8 +26,16 @@ pub const CLASSES: [&str; 8] = [
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "class", rename_all = "kebab-case")]
 pub enum Anomaly {
-    /// Acknowledged at `offset`, never read by anyone, though a later offset of the partition was.
-    LostWrite { value: Value, partition: i32, offset: i64, acked_ms: TimeMs, highest_read_offset: i64 },
+    /// Acknowledged at `offset`, and gone: never read by anyone though a later offset of the partition
+    /// was, or on a partition the broker no longer has.
+    LostWrite {
+        value: Value,
+        partition: i32,
+        offset: i64,
+        acked_ms: TimeMs,
+        #[serde(flatten)]
+        evidence: LostEvidence,
+    },
     /// Acknowledged, absent from the final read.
     Unseen { value: Value, partition: i32, offset: i64, acked_ms: TimeMs },
     /// One value at several (partition, offset) places, from reads and acknowledgements.
@@ -58,6 +66,17 @@ pub enum Anomaly {
     },
     /// A record on the run's topic that the run cannot have written.
     UnparseableValue { partition: i32, offset: i64 },
+}
+
+/// Why an acknowledged record counts as lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "evidence", rename_all = "kebab-case")]
+pub enum LostEvidence {
+    /// A later offset of its partition was read, it never was.
+    LaterOffsetRead { highest_read_offset: i64 },
+    /// The broker's metadata at the final read listed only `partitions_at_final_read` partitions of
+    /// the topic (0: not the topic at all), so not this record's.
+    PartitionGone { partitions_at_final_read: i32 },
 }
 
 impl Anomaly {
@@ -102,7 +121,9 @@ fn acked(history: &History) -> impl Iterator<Item = (Value, i32, i64, TimeMs)> +
         .filter_map(|send| send.acked_offset().map(|offset| (send.value, send.partition, offset, send.done_ms)))
 }
 
-/// Acknowledged values never read by any consumer although a higher offset of their partition was.
+/// Acknowledged values never read by any consumer although a higher offset of their partition was,
+/// and every acknowledged value of a partition the broker no longer had at the final read (read
+/// before it vanished or not: the broker no longer holds it).
 pub fn lost_writes(history: &History) -> Vec<Anomaly> {
     let read: BTreeSet<Value> = all_reads(history).map(|poll| poll.value).collect();
     let mut highest: HashMap<i32, i64> = HashMap::new();
@@ -111,16 +132,21 @@ pub fn lost_writes(history: &History) -> Vec<Anomaly> {
         *entry = (*entry).max(poll.offset);
     }
     acked(history)
-        .filter(|(value, ..)| !read.contains(value))
         .filter_map(|(value, partition, offset, acked_ms)| {
-            let highest_read_offset = *highest.get(&partition)?;
-            (highest_read_offset > offset).then_some(Anomaly::LostWrite {
-                value,
-                partition,
-                offset,
-                acked_ms,
-                highest_read_offset,
-            })
+            let evidence = match history.partitions_at_final_read {
+                Some(partitions_at_final_read) if history.partition_gone(partition) => {
+                    LostEvidence::PartitionGone { partitions_at_final_read }
+                }
+                _ if read.contains(&value) => return None,
+                _ => {
+                    let highest_read_offset = *highest.get(&partition)?;
+                    if highest_read_offset <= offset {
+                        return None;
+                    }
+                    LostEvidence::LaterOffsetRead { highest_read_offset }
+                }
+            };
+            Some(Anomaly::LostWrite { value, partition, offset, acked_ms, evidence })
         })
         .collect()
 }

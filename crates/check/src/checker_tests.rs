@@ -24,6 +24,7 @@ fn clean() -> History {
         final_read: vec![poll(u16::MAX, 0, 0, 0, 10), poll(u16::MAX, 0, 0, 1, 11), poll(u16::MAX, 0, 0, 2, 12)],
         unparseable: vec![],
         faults: vec![],
+        partitions_at_final_read: None,
     }
 }
 
@@ -58,10 +59,58 @@ fn destroyed_data_is_a_lost_write_and_unseen() {
     assert_eq!(
         anomalies,
         vec![
-            Anomaly::LostWrite { value: 11, partition: 0, offset: 1, acked_ms: 2, highest_read_offset: 2 },
+            Anomaly::LostWrite {
+                value: 11,
+                partition: 0,
+                offset: 1,
+                acked_ms: 2,
+                evidence: LostEvidence::LaterOffsetRead { highest_read_offset: 2 }
+            },
             Anomaly::Unseen { value: 11, partition: 0, offset: 1, acked_ms: 2 },
         ]
     );
+}
+
+/// The broker lost partition 1 (its data wiped, the topic re-created with one partition): both
+/// records acknowledged there are lost writes, the one a consumer read before the loss too, with the
+/// partition count the broker reported as evidence; partition 0 is judged as before.
+#[test]
+fn every_acked_write_of_a_partition_the_broker_lost_is_a_lost_write() {
+    let mut history = clean();
+    history.partitions = 2;
+    history.partitions_at_final_read = Some(1);
+    history.sends.extend([acked(1, 0, 20, 1, 0), acked(1, 1, 21, 1, 1)]);
+    history.polls.push(poll(0, 0, 1, 0, 20));
+    let gone = |value, offset, acked_ms| Anomaly::LostWrite {
+        value,
+        partition: 1,
+        offset,
+        acked_ms,
+        evidence: LostEvidence::PartitionGone { partitions_at_final_read: 1 },
+    };
+    assert_eq!(
+        check(&history),
+        vec![
+            gone(20, 0, 1),
+            gone(21, 1, 2),
+            Anomaly::Unseen { value: 20, partition: 1, offset: 0, acked_ms: 1 },
+            Anomaly::Unseen { value: 21, partition: 1, offset: 1, acked_ms: 2 },
+        ]
+    );
+    let json = serde_json::to_value(gone(21, 1, 2)).expect("JSON");
+    assert_eq!(json["class"], "lost-write");
+    assert_eq!(json["evidence"], "partition-gone");
+    assert_eq!(json["partitions_at_final_read"], 1);
+    assert_eq!(json["offset"], 1);
+}
+
+/// A topic the broker no longer has at all: every acknowledged record is lost.
+#[test]
+fn a_topic_the_broker_lost_loses_every_acked_write() {
+    let mut history = clean();
+    history.final_read.clear();
+    history.partitions_at_final_read = Some(0);
+    assert_eq!(classes(&history), vec!["lost-write", "lost-write", "lost-write", "unseen", "unseen", "unseen"]);
 }
 
 #[test]

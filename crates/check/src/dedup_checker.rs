@@ -115,6 +115,7 @@ fn reads_history(history: &DedupHistory) -> History {
         final_read: history.final_read.records.clone(),
         unparseable: Vec::new(),
         faults: Vec::new(),
+        partitions_at_final_read: None,
     }
 }
 

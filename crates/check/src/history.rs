@@ -87,4 +87,15 @@ pub struct History {
     /// Records whose payload was not a value this run could have written: (partition, offset).
     pub unparseable: Vec<(i32, i64)>,
     pub faults: Vec<FaultEvent>,
+    /// How many partitions the broker's metadata listed for the topic at the final read (0: the topic
+    /// was gone), when that is known. Fewer than [`History::partitions`] means the broker lost
+    /// partitions: every record acknowledged on one of the missing ones is lost.
+    pub partitions_at_final_read: Option<i32>,
+}
+
+impl History {
+    /// Whether the broker no longer had `partition` at the final read.
+    pub fn partition_gone(&self, partition: i32) -> bool {
+        self.partitions_at_final_read.is_some_and(|found| partition >= found)
+    }
 }

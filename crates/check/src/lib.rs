@@ -31,6 +31,7 @@
 //! - `progress`: live counters and the one-line progress indicator on stderr.
 //! - `report`: the summary table and the JSON report.
 //! - `rng`: the seeded generator behind every fault decision.
+//! - `topics`: the run's topics over the admin API, and the warning when clients bypass the proxy.
 
 mod checker;
 mod dedup;
@@ -49,6 +50,7 @@ mod proxy;
 mod queue;
 mod report;
 mod rng;
+mod topics;
 mod txn;
 mod txn_checker;
 mod txn_copier;
@@ -62,12 +64,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 
-pub use checker::{check, Anomaly, CLASSES};
+pub use checker::{check, Anomaly, LostEvidence, CLASSES};
 pub use dedup_checker::{check_dedup, resends, Ack, DedupAnomaly, DedupHistory, Resends, DEDUP_CLASSES};
 pub use group_checker::{check_group, reprocessing, GroupAnomaly, Reprocessing, GROUP_CLASSES};
 pub use group_history::{Commit, CommittedRead, GroupHistory, Incarnation, Processed, Resume};
@@ -78,6 +76,8 @@ pub use txn_history::{Copier, CopierEnd, TopicRead, TxnHistory, Unparseable};
 
 /// How long consumers keep polling after the producers have stopped, before the final read.
 const DRAIN: Duration = Duration::from_secs(3);
+/// How long producers flush when the run has already failed (its broker may be gone for good).
+const INCOMPLETE_FLUSH: Duration = Duration::from_secs(2);
 
 /// Workloads `once check` can run.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,13 +273,13 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
     let mut dedup_source = None;
     for topic in &topics {
         if args.workload == Workload::Dedup && args.dedup_source == DedupSource::Header {
-            dedup_source = create_dedup_topic(&client_bootstrap, topic, args.partitions)?;
+            dedup_source = topics::create_dedup_topic(&client_bootstrap, topic, args.partitions)?;
         } else {
-            create_topic(&client_bootstrap, topic, args.partitions, &[])?;
+            topics::create_topic(&client_bootstrap, topic, args.partitions, &[])?;
         }
     }
     if set_up.proxy.is_some() && set_up.broker.is_none() {
-        warn_unless_advertised(&client_bootstrap);
+        topics::warn_unless_advertised(&client_bootstrap);
     }
     let config = queue::QueueConfig {
         bootstrap: client_bootstrap.clone(),
@@ -290,15 +290,20 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
         idempotence: args.producer_idempotence,
     };
     let stats = Arc::new(progress::Stats::default());
-    let run = Run { args, seed, start, run_name, config, stats, dedup_source };
+    let run = Run { args, seed, start, run_name, config, stats, dedup_source, report_written: Default::default() };
     let proxy_counters = set_up.proxy.as_ref().map(|proxy| proxy.counters.clone());
     let progress = progress::start(run.stats.clone(), proxy_counters, Duration::from_secs(args.duration));
     let valid = match args.workload {
-        Workload::Queue => run.queue(&mut set_up, progress)?,
-        Workload::Group => run.group(&mut set_up, progress)?,
-        Workload::Txn => run.txn(&mut set_up, progress)?,
-        Workload::Dedup => run.dedup(&mut set_up, progress)?,
+        Workload::Queue => run.queue(&mut set_up, progress),
+        Workload::Group => run.group(&mut set_up, progress),
+        Workload::Txn => run.txn(&mut set_up, progress),
+        Workload::Dedup => run.dedup(&mut set_up, progress),
     };
+    let valid = valid.inspect_err(|error| {
+        if !run.report_written.get() {
+            run.write_incomplete_report(&topics, &set_up, error);
+        }
+    })?;
     if !valid {
         eprintln!("once check: anomalies found (seed {seed})");
     }
@@ -316,9 +321,33 @@ struct Run<'a> {
     stats: Arc<progress::Stats>,
     /// `dedup`: the `dedup.source` the topic was created with, if the broker took one.
     dedup_source: Option<String>,
+    /// Whether the workload wrote its report itself (an incomplete run of `queue` does): a run that
+    /// fails without one gets the bare incomplete report of [`run_seeded`].
+    report_written: std::cell::Cell<bool>,
 }
 
 impl Run<'_> {
+    /// `--json` for a run that failed before its workload could report: what it was, the faults
+    /// injected until then, and why it stopped. Failing to write it is only warned about, so the
+    /// reason the run failed is what gets reported.
+    fn write_incomplete_report(&self, topics: &[String], set_up: &SetUp, error: &anyhow::Error) {
+        let Some(path) = &self.args.json else { return };
+        let report = report::incomplete_json(
+            &flag_name(&self.args.workload),
+            self.seed,
+            self.args.duration,
+            topics,
+            &set_up.fault_counts(&self.stats),
+            &format!("{error:#}"),
+        );
+        let written = serde_json::to_string_pretty(&report).map_err(anyhow::Error::from).and_then(|text| {
+            std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
+        });
+        if let Err(write_error) = written {
+            eprintln!("once check: WARNING could not write the incomplete report: {write_error:#}");
+        }
+    }
+
     /// The summary table on stdout, `--json` and `--report` (the HTML timeline of `sends`).
     fn publish(&self, outcome: &impl report::Summary, sends: &[Send]) -> anyhow::Result<()> {
         print!("{}", outcome.table());
@@ -339,7 +368,25 @@ impl Run<'_> {
         set_up: &'a mut SetUp,
         clients: Vec<&'a mut (dyn nemesis::ClientNemesis + 'a)>,
     ) -> anyhow::Result<Vec<FaultEvent>> {
-        let targets = nemesis::Targets {
+        let targets = self.targets(set_up, clients);
+        let mut rng = rng::Rng::new(self.seed);
+        nemesis::run(&mut rng, self.start, self.start + Duration::from_secs(self.args.duration), targets)
+    }
+
+    /// [`Run::nemesis`] without client faults, noting faults in `events` as they happen.
+    fn nemesis_recording(&self, set_up: &mut SetUp, events: &mut Vec<FaultEvent>) -> anyhow::Result<()> {
+        let targets = self.targets(set_up, Vec::new());
+        let mut rng = rng::Rng::new(self.seed);
+        let until = self.start + Duration::from_secs(self.args.duration);
+        nemesis::run_recording(&mut rng, self.start, until, targets, events)
+    }
+
+    fn targets<'a>(
+        &'a self,
+        set_up: &'a mut SetUp,
+        clients: Vec<&'a mut (dyn nemesis::ClientNemesis + 'a)>,
+    ) -> nemesis::Targets<'a> {
+        nemesis::Targets {
             proxy: set_up.proxy.as_ref().map(|proxy| proxy.enabled.clone()),
             broker: set_up.broker.as_mut(),
             broker_faults: nemesis::BrokerFaults {
@@ -351,19 +398,33 @@ impl Run<'_> {
             power_losses: &self.stats.power_losses,
             pauses: &self.stats.broker_pauses,
             clients,
-        };
-        let mut rng = rng::Rng::new(self.seed);
-        nemesis::run(&mut rng, self.start, self.start + Duration::from_secs(self.args.duration), targets)
+        }
     }
 
+    /// The `queue` workload. A run that cannot finish (a broker that does not come back, no final
+    /// read) still writes its report, with what was recorded and why it is incomplete, then fails.
     fn queue(&self, set_up: &mut SetUp, progress: progress::Progress) -> anyhow::Result<bool> {
         let running = queue::start(&self.config, &self.stats, self.start);
-        let faults = self.nemesis(set_up, Vec::new())?;
-        let recorded = running.stop(DRAIN)?;
-        let (final_reads, final_read_complete) = queue::final_read(&self.config, self.start)?;
+        let mut faults = Vec::new();
+        let mut incomplete = self.nemesis_recording(set_up, &mut faults).err().map(|error| format!("{error:#}"));
+        // A run that has failed only flushes briefly: its broker may be gone for good.
+        let flush = if incomplete.is_some() { INCOMPLETE_FLUSH } else { queue::FLUSH_TIMEOUT };
+        let recorded = running.stop(flush, if incomplete.is_some() { Duration::ZERO } else { DRAIN })?;
+        let final_read = match incomplete {
+            Some(_) => None,
+            None => queue::final_read(&self.config, self.start)
+                .map_err(|error| incomplete = Some(format!("the final read failed: {error:#}")))
+                .ok(),
+        };
         drop(progress);
         let mut unparseable = recorded.reads.unparseable;
-        unparseable.extend(final_reads.unparseable);
+        let (final_polls, final_read_complete, partitions_at_final_read) = match final_read {
+            Some(read) => {
+                unparseable.extend(read.reads.unparseable);
+                (read.reads.polls, read.complete, Some(read.partitions_found))
+            }
+            None => (Vec::new(), false, None),
+        };
         unparseable.sort_unstable();
         unparseable.dedup();
         let history = History {
@@ -371,11 +432,16 @@ impl Run<'_> {
             consumers: queue::CONSUMERS.iter().map(|name| name.to_string()).collect(),
             sends: recorded.sends,
             polls: recorded.reads.polls,
-            final_read: final_reads.polls,
+            final_read: final_polls,
             unparseable,
             faults,
+            partitions_at_final_read,
         };
-        let anomalies = check(&history);
+        let mut anomalies = check(&history);
+        if partitions_at_final_read.is_none() {
+            // Without a final read nothing can be called unseen.
+            anomalies.retain(|anomaly| !matches!(anomaly, Anomaly::Unseen { .. }));
+        }
         let outcome = report::Outcome {
             workload: "queue",
             seed: self.seed,
@@ -386,9 +452,16 @@ impl Run<'_> {
             anomalies: &anomalies,
             final_read_complete,
             faults: set_up.fault_counts(&self.stats),
+            incomplete: incomplete.as_deref(),
         };
         self.publish(&outcome, &history.sends)?;
-        Ok(anomalies.is_empty())
+        match incomplete {
+            Some(reason) => {
+                self.report_written.set(true);
+                Err(anyhow::anyhow!(reason))
+            }
+            None => Ok(anomalies.is_empty()),
+        }
     }
 
     fn group(&self, set_up: &mut SetUp, progress: progress::Progress) -> anyhow::Result<bool> {
@@ -669,96 +742,5 @@ fn probability(args: &CheckArgs, fault: Fault) -> f64 {
         args.fault_probability
     } else {
         0.0
-    }
-}
-
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().context("creating an admin client")?;
-    // -1: the broker's default replication factor (KIP-464).
-    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
-    for (name, value) in configs {
-        new_topic = new_topic.set(name, value);
-    }
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for result in block_on(admin.create_topics([&new_topic], &options)).context("CreateTopics")? {
-        result.map_err(|(name, code)| anyhow::anyhow!("creating topic {name}: {code}"))?;
-    }
-    Ok(())
-}
-
-/// The `dedup` workload's topic, deduplicating by the producers' id header. A broker that refuses
-/// `dedup.source` (any broker but Once: Kafka answers INVALID_CONFIG for an unknown config) gets the
-/// topic without it, and a warning: the run then shows what its resends store. Returns the source
-/// the topic has, if any: one the broker took but does not describe back counts as none.
-fn create_dedup_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<Option<String>> {
-    let source = format!("header:{}", dedup::ID_HEADER);
-    match create_topic(bootstrap, topic, partitions, &[("dedup.source", &source)]) {
-        Ok(()) => {
-            let described = described_config(bootstrap, topic, "dedup.source");
-            if described.as_deref() == Some(source.as_str()) {
-                return Ok(Some(source));
-            }
-            eprintln!(
-                "once check: WARNING the broker took dedup.source={source} for {topic} but describes it as \
-                 {described:?}: it does not deduplicate by message id; resends will be reported as duplicates"
-            );
-            Ok(None)
-        }
-        Err(error) => {
-            eprintln!(
-                "once check: WARNING the broker refused dedup.source={source} ({error:#}): it does not \
-                 deduplicate by message id; creating {topic} without it, so resends will be reported as \
-                 duplicates"
-            );
-            create_topic(bootstrap, topic, partitions, &[])?;
-            Ok(None)
-        }
-    }
-}
-
-/// The value of topic config `name` as DescribeConfigs answers it (none if the broker does not).
-fn described_config(bootstrap: &str, topic: &str, name: &str) -> Option<String> {
-    use rdkafka::admin::ResourceSpecifier;
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().ok()?;
-    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
-    let results = block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options)).ok()?;
-    let resource = results.into_iter().next()?.ok()?;
-    resource.get(name)?.value.clone()
-}
-
-/// Clients bypass the proxy unless the broker advertises it: say so rather than check nothing.
-fn warn_unless_advertised(proxy: &str) {
-    let consumer: Result<BaseConsumer, _> = ClientConfig::new().set("bootstrap.servers", proxy).create();
-    let Ok(metadata) = consumer.and_then(|consumer| consumer.fetch_metadata(None, Duration::from_secs(10))) else {
-        return;
-    };
-    let port = proxy.rsplit(':').next().unwrap_or_default();
-    if !metadata.brokers().iter().all(|broker| broker.port().to_string() == port) {
-        eprintln!(
-            "once check: WARNING the broker does not advertise the proxy {proxy}; clients will bypass its faults"
-        );
-    }
-}
-
-/// Runs a future on this thread: the admin futures are resolved by librdkafka's own threads, so
-/// parking until woken is all an executor needs to do (as in once-bench).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context as TaskContext, Poll as TaskPoll, Wake, Waker};
-    struct ThreadWaker(std::thread::Thread);
-    impl Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let mut future = std::pin::pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut context = TaskContext::from_waker(&waker);
-    loop {
-        match future.as_mut().poll(&mut context) {
-            TaskPoll::Ready(output) => return output,
-            TaskPoll::Pending => std::thread::park(),
-        }
     }
 }

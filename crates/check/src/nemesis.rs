@@ -203,8 +203,21 @@ pub struct Targets<'a> {
 /// (SIGSTOP) every 3–8 s for 0.3–2 s. Client faults keep their own schedule; healing them is the
 /// workload's business.
 pub fn run(rng: &mut Rng, start: Instant, until: Instant, targets: Targets<'_>) -> anyhow::Result<Vec<FaultEvent>> {
-    let Targets { proxy, mut broker, broker_faults, kills, power_losses, pauses, mut clients } = targets;
     let mut events = Vec::new();
+    run_recording(rng, start, until, targets, &mut events)?;
+    Ok(events)
+}
+
+/// [`run`], noting every fault in `events` as it happens, so that a schedule that fails (a broker
+/// that does not come back) still leaves what it did for an incomplete report.
+pub fn run_recording(
+    rng: &mut Rng,
+    start: Instant,
+    until: Instant,
+    targets: Targets<'_>,
+    events: &mut Vec<FaultEvent>,
+) -> anyhow::Result<()> {
+    let Targets { proxy, mut broker, broker_faults, kills, power_losses, pauses, mut clients } = targets;
     let mut note = |kind: &str| events.push(FaultEvent { time_ms: elapsed_ms(start), kind: kind.to_string() });
     let now = Instant::now();
     let mut next_toggle = now + Duration::from_millis(rng.between(0, 500));
@@ -275,7 +288,7 @@ pub fn run(rng: &mut Rng, start: Instant, until: Instant, targets: Targets<'_>) 
             note("restart");
         }
     }
-    Ok(events)
+    Ok(())
 }
 
 /// Milliseconds since `start`.

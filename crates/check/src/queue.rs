@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crate::progress::Stats;
 /// How long the final read may take.
 const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the producers get to have their last records acknowledged once the faults stop.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Consumer index used for the final read's polls.
 pub const FINAL_READER: u16 = u16::MAX;
 
@@ -41,11 +41,15 @@ pub struct QueueConfig {
 /// The consumers every run has, by name; the last two share a group.
 pub const CONSUMERS: [&str; 4] = ["assign-read-committed", "assign-read-uncommitted", "group-a", "group-b"];
 
-/// Settings every client of the checker shares: quick reconnects, so faults cost little time.
+/// Settings every client of the checker shares: quick reconnects, so faults cost little time, and no
+/// re-bootstrap: librdkafka >= 2.10's default (`metadata.recovery.strategy=rebootstrap`) can leave a
+/// client waiting forever for a coordinator after the only broker restarts (librdkafka issues 5456
+/// and 5511; docs/clients.md).
 pub(crate) fn client(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
+        .set("metadata.recovery.strategy", "none")
         .set("socket.connection.setup.timeout.ms", "5000")
         .set("reconnect.backoff.ms", "20")
         .set("reconnect.backoff.max.ms", "500")
@@ -101,8 +105,15 @@ impl ProducerContext for Recorder {
     }
 }
 
-/// Sends values at the producer's share of the rate until `stop`, then flushes.
-pub(crate) fn produce(config: &QueueConfig, number: u32, recorder: Recorder, stop: &AtomicBool) -> anyhow::Result<()> {
+/// Sends values at the producer's share of the rate until `stop`, then flushes for up to `flush_ms`
+/// (read when it stops).
+pub(crate) fn produce(
+    config: &QueueConfig,
+    number: u32,
+    recorder: Recorder,
+    stop: &AtomicBool,
+    flush_ms: &AtomicU64,
+) -> anyhow::Result<()> {
     let producer: BaseProducer<Recorder> = client(&config.bootstrap)
         .set("enable.idempotence", config.idempotence.to_string())
         .set("acks", "all")
@@ -142,7 +153,7 @@ pub(crate) fn produce(config: &QueueConfig, number: u32, recorder: Recorder, sto
         next += interval;
     }
     // Records not acknowledged by now stay unknown, or fail when dropping the producer purges them.
-    let _ = producer.flush(FLUSH_TIMEOUT);
+    let _ = producer.flush(Duration::from_millis(flush_ms.load(Ordering::Relaxed)));
     Ok(())
 }
 
@@ -150,23 +161,34 @@ pub(crate) fn produce(config: &QueueConfig, number: u32, recorder: Recorder, sto
 pub(crate) struct Producers {
     threads: Vec<JoinHandle<anyhow::Result<()>>>,
     stop: Arc<AtomicBool>,
+    /// How long each producer flushes once stopped: [`FLUSH_TIMEOUT`], or less for a run that has
+    /// already failed.
+    flush_ms: Arc<AtomicU64>,
 }
 
 impl Producers {
     /// Starts one thread per producer number in `numbers`, each sending its share of `config.rate`.
     pub(crate) fn start(config: &QueueConfig, numbers: Range<u32>, recorder: &Recorder) -> Producers {
         let stop = Arc::new(AtomicBool::new(false));
+        let flush_ms = Arc::new(AtomicU64::new(FLUSH_TIMEOUT.as_millis() as u64));
         let threads = numbers
             .map(|number| {
-                let (config, recorder, stop) = (config.clone(), recorder.clone(), stop.clone());
-                std::thread::spawn(move || produce(&config, number, recorder, &stop))
+                let (config, recorder, stop, flush_ms) =
+                    (config.clone(), recorder.clone(), stop.clone(), flush_ms.clone());
+                std::thread::spawn(move || produce(&config, number, recorder, &stop, &flush_ms))
             })
             .collect();
-        Producers { threads, stop }
+        Producers { threads, stop, flush_ms }
     }
 
     /// Stops every producer and waits for it; each first flushes for up to [`FLUSH_TIMEOUT`].
     pub(crate) fn stop(self) -> anyhow::Result<()> {
+        self.stop_within(FLUSH_TIMEOUT)
+    }
+
+    /// Stops every producer and waits for it; each first flushes for up to `flush`.
+    pub(crate) fn stop_within(self, flush: Duration) -> anyhow::Result<()> {
+        self.flush_ms.store(flush.as_millis() as u64, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
         for producer in self.threads {
             producer.join().map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
@@ -337,21 +359,37 @@ pub struct Recorded {
 }
 
 impl Running {
-    /// Stops the producers (after their flush), lets the consumers catch up for `drain`, stops them.
-    pub fn stop(self, drain: Duration) -> anyhow::Result<Recorded> {
-        self.producers.stop()?;
+    /// Stops the producers (after a flush of up to `flush`), lets the consumers catch up for `drain`,
+    /// stops them.
+    pub fn stop(self, flush: Duration, drain: Duration) -> anyhow::Result<Recorded> {
+        self.producers.stop_within(flush)?;
         std::thread::sleep(drain);
         let reads = self.consumers.stop()?;
         Ok(Recorded { sends: self.recorder.take_sends(), reads })
     }
 }
 
-/// Reads every partition from the start up to its high watermark as of now. Returns the reads and
-/// whether every partition was read to its end.
-pub fn final_read(config: &QueueConfig, start: Instant) -> anyhow::Result<(Reads, bool)> {
-    let consumer = consumer(config, ConsumerSpec::queue(FINAL_READER), Arc::new(AtomicU32::new(0)))?;
+/// What the final read found.
+pub struct FinalRead {
+    pub reads: Reads,
+    /// Whether every partition the broker still has was read to its end.
+    pub complete: bool,
+    /// How many partitions the broker's metadata listed for the topic (0: the topic is gone).
+    pub partitions_found: i32,
+}
+
+/// Reads every partition the broker still has from the start up to its high watermark as of now.
+/// Partitions it no longer has (the topic deleted, or re-created with fewer) are not waited for: the
+/// checker reports what was acknowledged on them as lost.
+pub fn final_read(config: &QueueConfig, start: Instant) -> anyhow::Result<FinalRead> {
     let deadline = Instant::now() + FINAL_READ_TIMEOUT;
-    let high = high_watermarks(&consumer, &config.topic, config.partitions, deadline)?;
+    let partitions_found = partitions_of(config, deadline)?;
+    let present = QueueConfig { partitions: partitions_found.min(config.partitions), ..config.clone() };
+    if present.partitions == 0 {
+        return Ok(FinalRead { reads: Reads::default(), complete: true, partitions_found });
+    }
+    let consumer = consumer(&present, ConsumerSpec::queue(FINAL_READER), Arc::new(AtomicU32::new(0)))?;
+    let high = high_watermarks(&consumer, &present.topic, present.partitions, deadline)?;
     let mut next: HashMap<i32, i64> = HashMap::new();
     let done = |next: &HashMap<i32, i64>| high.iter().all(|(p, high)| next.get(p).copied().unwrap_or(0) >= *high);
     let mut reads = Reads::default();
@@ -360,7 +398,36 @@ pub fn final_read(config: &QueueConfig, start: Instant) -> anyhow::Result<(Reads
         next.insert(message.partition(), message.offset() + 1);
         reads.record(FINAL_READER, 0, &message, elapsed_ms(start));
     }
-    Ok((reads, done(&next)))
+    Ok(FinalRead { complete: done(&next), reads, partitions_found })
+}
+
+/// How many partitions the broker's metadata lists for the run's topic (0 when it answers that the
+/// topic does not exist), asked until `deadline` through a broker restart. The consumer asking does
+/// not auto-create topics.
+fn partitions_of(config: &QueueConfig, deadline: Instant) -> anyhow::Result<i32> {
+    use rdkafka::error::RDKafkaErrorCode;
+    let consumer: BaseConsumer = client(&config.bootstrap)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .context("creating the metadata client")?;
+    loop {
+        let answer = consumer.fetch_metadata(Some(&config.topic), Duration::from_secs(5));
+        let last_error = match answer {
+            Ok(metadata) => match metadata.topics().iter().find(|topic| topic.name() == config.topic) {
+                Some(topic) => match topic.error().map(RDKafkaErrorCode::from) {
+                    None => return Ok(i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX)),
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) => return Ok(0),
+                    Some(code) => format!("the topic's metadata error {code}"),
+                },
+                None => return Ok(0),
+            },
+            Err(error) => error.to_string(),
+        };
+        if Instant::now() > deadline {
+            anyhow::bail!("no metadata for {} by the final read's deadline: {last_error}", config.topic);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The high watermark of every partition of `topic` (the last stable offset for a read_committed
@@ -385,4 +452,13 @@ pub(crate) fn high_watermarks<C: ConsumerContext>(
         high.insert(partition, watermark);
     }
     Ok(high)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_checker_client_turns_re_bootstrap_off() {
+        let config = super::client("127.0.0.1:9092");
+        assert_eq!(config.get("metadata.recovery.strategy"), Some("none"), "librdkafka 5456/5511: docs/clients.md");
+    }
 }

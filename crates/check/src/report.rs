@@ -144,6 +144,31 @@ pub struct Outcome<'a> {
     pub anomalies: &'a [Anomaly],
     pub final_read_complete: bool,
     pub faults: FaultCounts,
+    /// Why the run could not complete, if it could not: the report then holds what was recorded
+    /// until then, and no final read.
+    pub incomplete: Option<&'a str>,
+}
+
+/// The JSON report of a run that stopped before its workload could report anything: which run it
+/// was, the faults injected so far, and why it stopped (`complete: false`).
+pub fn incomplete_json(
+    workload: &str,
+    seed: u64,
+    duration_secs: u64,
+    topics: &[String],
+    faults: &FaultCounts,
+    reason: &str,
+) -> Value {
+    json!({
+        "workload": workload,
+        "seed": seed,
+        "duration_secs": duration_secs,
+        "topics": topics,
+        "complete": false,
+        "incomplete_reason": reason,
+        "valid": Value::Null,
+        "faults": faults.json(),
+    })
 }
 
 impl Outcome<'_> {
@@ -168,7 +193,10 @@ impl Summary for Outcome<'_> {
             "topic": self.topic,
             "partitions": self.history.partitions,
             "bootstrap": self.client_bootstrap,
-            "valid": self.anomalies.is_empty(),
+            "complete": self.incomplete.is_none(),
+            "incomplete_reason": self.incomplete,
+            // An incomplete run is not judged valid or invalid: only its anomalies so far are listed.
+            "valid": if self.incomplete.is_none() { Value::from(self.anomalies.is_empty()) } else { Value::Null },
             "sent": self.history.sends.len(),
             "acked": acked,
             "failed": failed,
@@ -177,6 +205,7 @@ impl Summary for Outcome<'_> {
             "consumers": self.history.consumers,
             "final_read_records": self.history.final_read.len(),
             "final_read_complete": self.final_read_complete,
+            "partitions_at_final_read": self.history.partitions_at_final_read,
             "faults": faults.json(),
             "fault_events": self.history.faults,
             "anomalies": self.counts(),
@@ -202,8 +231,18 @@ impl Summary for Outcome<'_> {
             self.history.final_read.len(),
             if self.final_read_complete { "" } else { " (INCOMPLETE: not every partition read to its end)" }
         );
+        if let Some(found) = self.history.partitions_at_final_read.filter(|found| *found < self.history.partitions) {
+            let _ = writeln!(
+                out,
+                "  partitions  the broker had {found} of {} at the final read: the rest were lost",
+                self.history.partitions
+            );
+        }
         let _ = writeln!(out, "  faults      {}", faults.summary());
         anomaly_table(&mut out, &CLASSES, &self.counts(), 22, self.seed);
+        if let Some(reason) = self.incomplete {
+            let _ = writeln!(out, "  INCOMPLETE  {reason}");
+        }
         out
     }
 }

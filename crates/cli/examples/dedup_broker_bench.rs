@@ -25,7 +25,6 @@ use clap::Parser;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::ClientConfig;
 
 #[derive(Parser)]
 struct Args {
@@ -175,8 +174,7 @@ fn create_topic(args: &Args, broker: &Broker, name: &str, dedup: bool) {
 fn produce(bootstrap: &str, topic: &str, prefix: &str, count: u64, producers: u64) -> f64 {
     let clients: Vec<ThreadedProducer<DefaultProducerContext>> = (0..producers)
         .map(|_| {
-            ClientConfig::new()
-                .set("bootstrap.servers", bootstrap)
+            once_cli::clients::client_config(bootstrap)
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
                 .set("linger.ms", "5")

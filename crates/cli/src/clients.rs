@@ -62,9 +62,20 @@ pub struct ConsumeArgs {
     print_offset: bool,
 }
 
+/// A librdkafka config for `bootstrap` with the settings every librdkafka client `once` runs shares
+/// (`once produce`, `once consume`, `once copy`, and the tests' clients): no re-bootstrap. From 2.10
+/// on, librdkafka re-bootstraps by default (`metadata.recovery.strategy=rebootstrap`) when every broker it
+/// knows is down, which for a one-broker cluster is any restart of Once; it then decommissions the
+/// broker it knew and can wait forever for a coordinator (`send_offsets_to_transaction` hangs past its
+/// timeout: librdkafka issues 5456 and 5511). docs/clients.md explains it for users.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap).set("metadata.recovery.strategy", "none");
+    config
+}
+
 pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &args.bootstrap)
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config(&args.bootstrap)
         .set("acks", "all")
         .set("compression.type", &args.compression)
         .set("enable.idempotence", "false")
@@ -118,8 +129,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
 }
 
 pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &args.bootstrap)
+    let consumer: BaseConsumer = client_config(&args.bootstrap)
         .set("enable.auto.commit", "false")
         .set("group.id", "once-consume")
         .set("enable.partition.eof", "false")
@@ -184,4 +194,14 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_client_config_turns_re_bootstrap_off() {
+        let config = super::client_config("127.0.0.1:9092");
+        assert_eq!(config.get("metadata.recovery.strategy"), Some("none"), "librdkafka 5456/5511: docs/clients.md");
+        assert_eq!(config.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+    }
 }

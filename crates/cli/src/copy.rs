@@ -28,7 +28,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 #[derive(Args)]
 pub struct CopyArgs {
@@ -329,8 +329,7 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
 
 impl Copier {
     fn connect(args: CopyArgs) -> anyhow::Result<Copier> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &args.bootstrap)
+        let consumer: BaseConsumer = crate::clients::client_config(&args.bootstrap)
             .set("group.id", &args.group)
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
@@ -345,9 +344,8 @@ impl Copier {
     }
 
     fn producer(args: &CopyArgs) -> anyhow::Result<CopyProducer> {
-        let mut config = ClientConfig::new();
+        let mut config = crate::clients::client_config(&args.bootstrap);
         config
-            .set("bootstrap.servers", &args.bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use support::{once, BrokerProcess, Deliveries};
 
 const PARTITIONS: i32 = 3;
@@ -23,8 +23,7 @@ fn value_of(producer: usize, number: usize) -> String {
 }
 
 fn read_all(bootstrap: &str, topic: &str) -> HashMap<(i32, i64), Vec<u8>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let consumer: BaseConsumer = once_cli::clients::client_config(bootstrap)
         .set("enable.auto.commit", "false")
         .set("group.id", "once-tests")
         .create()
@@ -60,8 +59,7 @@ fn produce_through(bootstrap: &str, topic: &str, crash: impl FnOnce()) -> Vec<(i
         let stop = stop.clone();
         threads.push(std::thread::spawn(move || {
             let deliveries = Deliveries::default();
-            let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
+            let producer: ThreadedProducer<Deliveries> = once_cli::clients::client_config(&bootstrap)
                 .set("acks", "all")
                 .set("enable.idempotence", "false")
                 .set("linger.ms", "1")
@@ -168,8 +166,7 @@ fn acknowledged_records_survive_kill_9() {
     check_acknowledged(&bootstrap, topic, &acknowledged);
 
     // New writes are accepted after recovery.
-    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+    let producer: ThreadedProducer<Deliveries> = once_cli::clients::client_config(&bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", "false")
         .create_with_context(Deliveries::default())

@@ -18,7 +18,6 @@ use kafka_protocol::protocol::StrBytes;
 use once_cli::admin::AdminClient;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::ClientConfig;
 use support::txn::{end_offsets, eventually, read_to_end, transactional_producer, Isolation, Record};
 use support::{free_port, once, BrokerProcess, Deliveries};
 
@@ -38,8 +37,7 @@ fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[&str]) 
 
 /// An idempotent producer whose delivery reports are kept.
 fn producer(bootstrap: &str, batch_records: usize) -> ThreadedProducer<Deliveries> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    once_cli::clients::client_config(bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -368,8 +366,7 @@ fn librdkafka_delivery_reports_never_show_a_wrong_offset() {
     let broker = BrokerProcess::start(&[]);
     let bootstrap = broker.bootstrap();
     create_topic(&bootstrap, "reports", 1, &["dedup.source=key"]);
-    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+    let producer: ThreadedProducer<Deliveries> = once_cli::clients::client_config(&bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "200")
         .create_with_context(Deliveries::default())

@@ -14,7 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use once_cli::admin::AdminClient;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use support::{once, BrokerProcess, Deliveries};
 
 /// Sends one batch and returns (error code, base offset).
@@ -79,8 +79,7 @@ fn retries_are_answered_with_the_original_offset_even_after_kill_9() {
 
 /// Sends `records` records per partition with an idempotent producer; returns the acknowledged count.
 fn send_idempotently(bootstrap: &str, topic: &str, partitions: i32, records: usize, deliveries: Deliveries) -> usize {
-    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let producer: ThreadedProducer<Deliveries> = once_cli::clients::client_config(bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
@@ -117,8 +116,7 @@ fn send_idempotently(bootstrap: &str, topic: &str, partitions: i32, records: usi
 
 /// Reads every partition from the start and checks each holds `0..records` exactly once, in order.
 fn assert_exactly_once_in_order(bootstrap: &str, topic: &str, partitions: i32, records: usize) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let consumer: BaseConsumer = once_cli::clients::client_config(bootstrap)
         .set("group.id", "once-tests")
         .set("enable.auto.commit", "false")
         .create()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use support::{once, BrokerProcess, Deliveries};
 
 const RECORDS: usize = 100_000;
@@ -33,8 +33,7 @@ fn roundtrip(compression: &str) {
     once(&["topic", "create", &topic, "--partitions", &PARTITIONS.to_string(), "--bootstrap", &bootstrap]);
 
     let deliveries = Deliveries::default();
-    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+    let producer: ThreadedProducer<Deliveries> = once_cli::clients::client_config(&bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", "false")
         .set("compression.type", compression)
@@ -62,8 +61,7 @@ fn roundtrip(compression: &str) {
     let failures: Vec<_> = reports.iter().filter(|(_, _, outcome)| outcome.is_err()).take(5).collect();
     assert!(failures.is_empty(), "deliveries failed: {failures:?}");
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+    let consumer: BaseConsumer = once_cli::clients::client_config(&bootstrap)
         .set("enable.auto.commit", "false")
         .set("group.id", "once-tests")
         .create()

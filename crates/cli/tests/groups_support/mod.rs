@@ -14,7 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use once_cli::admin::AdminClient;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext, Message};
+use rdkafka::{ClientContext, Message};
 
 use crate::support::Deliveries;
 
@@ -62,9 +62,8 @@ pub fn run_worker_if_requested() {
     // libtest has printed "test consumer_worker ... " without a newline: end that line first.
     println!();
     let get = |name: &str| std::env::var(name).unwrap_or_default();
-    let mut config = ClientConfig::new();
+    let mut config = once_cli::clients::client_config(&get("ONCE_TEST_BOOTSTRAP"));
     config
-        .set("bootstrap.servers", get("ONCE_TEST_BOOTSTRAP"))
         .set("group.id", get("ONCE_TEST_GROUP"))
         .set("partition.assignment.strategy", get("ONCE_TEST_STRATEGY"))
         .set("session.timeout.ms", get("ONCE_TEST_SESSION_MS"))
@@ -220,8 +219,7 @@ pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> 
 
 /// Produces `values` with acks=all, value i to partition `partition_of(i)`; panics unless all are acknowledged.
 pub fn produce(bootstrap: &str, topic: &str, values: &[(i32, String)]) {
-    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let producer: ThreadedProducer<Deliveries> = once_cli::clients::client_config(bootstrap)
         .set("acks", "all")
         .set("linger.ms", "1")
         .create_with_context(Deliveries::default())

@@ -7,7 +7,11 @@ Usage: group_consumer.py BOOTSTRAP TOPIC GROUP COUNT
 import sys
 import time
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, libversion
+
+# librdkafka >= 2.10 re-bootstraps by default and can then hang after the only broker restarts
+# (docs/clients.md); older versions do not know the setting and refuse it.
+NO_REBOOTSTRAP = {"metadata.recovery.strategy": "none"} if libversion()[1] >= 0x020A0000 else {}
 
 
 def main():
@@ -18,6 +22,7 @@ def main():
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "session.timeout.ms": 6000,
+        **NO_REBOOTSTRAP,
     })
     consumer.subscribe([topic])
     seen = 0

@@ -16,7 +16,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::{BrokerProcess, Deliveries};
 
@@ -24,8 +24,7 @@ pub type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
 /// A transactional producer with `init_transactions` done.
 pub fn transactional_producer(bootstrap: &str, transactional_id: &str, timeout_ms: u32) -> TxnProducer {
-    let producer: TxnProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let producer: TxnProducer = once_cli::clients::client_config(bootstrap)
         .set("transactional.id", transactional_id)
         .set("transaction.timeout.ms", timeout_ms.to_string())
         .set("linger.ms", "1")
@@ -61,8 +60,7 @@ pub fn produce_numbered(
     pace: Option<(usize, Duration)>,
 ) {
     let deliveries = Deliveries::default();
-    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let producer: ThreadedProducer<Deliveries> = once_cli::clients::client_config(bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "180000")
@@ -135,8 +133,7 @@ pub struct Record {
 /// Everything a consumer with `isolation` can read now, from the beginning of every partition up to
 /// its end (the high watermark, or for read_committed the last stable offset), in partition order.
 pub fn read_to_end(bootstrap: &str, topic: &str, partitions: i32, isolation: Isolation) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let consumer: BaseConsumer = once_cli::clients::client_config(bootstrap)
         .set("group.id", "once-txn-tests-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
