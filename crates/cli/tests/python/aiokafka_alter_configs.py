@@ -9,7 +9,8 @@ import asyncio
 import json
 import sys
 
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.admin import AlterConfigsRequest
 
 TOPIC_RESOURCE = 2
