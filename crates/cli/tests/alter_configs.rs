@@ -98,19 +98,26 @@ fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
 }
 
-fn alter(client: &mut AdminClient, version: i16, resources: Vec<(i8, &str, Vec<(&str, Option<&str>)>)>) -> Vec<i16> {
+/// (resource type, resource name, [(key, value)]).
+type Resource<'a> = (i8, &'a str, Vec<(&'a str, Option<&'a str>)>);
+
+fn alter(client: &mut AdminClient, version: i16, resources: Vec<Resource<'_>>) -> Vec<i16> {
     let resources = resources
         .into_iter()
         .map(|(resource_type, name, configs)| {
-            AlterConfigsResource::default().with_resource_type(resource_type).with_resource_name(text(name)).with_configs(
-                configs
-                    .into_iter()
-                    .map(|(key, value)| AlterableConfig::default().with_name(text(key)).with_value(value.map(text)))
-                    .collect(),
-            )
+            AlterConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(text(name))
+                .with_configs(
+                    configs
+                        .into_iter()
+                        .map(|(key, value)| AlterableConfig::default().with_name(text(key)).with_value(value.map(text)))
+                        .collect(),
+                )
         })
         .collect();
-    let response = client.call(&AlterConfigsRequest::default().with_resources(resources), version).expect("AlterConfigs");
+    let response =
+        client.call(&AlterConfigsRequest::default().with_resources(resources), version).expect("AlterConfigs");
     response.responses.iter().map(|result| result.error_code).collect()
 }
 
@@ -123,7 +130,9 @@ fn overrides(client: &mut AdminClient, topic: &str) -> BTreeMap<String, String> 
         .configs
         .iter()
         .filter(|config| config.config_source == 1)
-        .map(|config| (config.name.to_string(), config.value.as_ref().map(|value| value.to_string()).unwrap_or_default()))
+        .map(|config| {
+            (config.name.to_string(), config.value.as_ref().map(|value| value.to_string()).unwrap_or_default())
+        })
         .collect()
 }
 
@@ -154,7 +163,8 @@ fn alter_configs_edges_over_the_raw_protocol() {
 
     // Kafka refuses a null value, a key named twice and a resource named twice as INVALID_REQUEST.
     let null = alter(&mut client, 1, vec![(2, "edges", vec![("retention.ms", None)])]);
-    let twice = alter(&mut client, 1, vec![(2, "edges", vec![("retention.ms", Some("5")), ("retention.ms", Some("6"))])]);
+    let twice =
+        alter(&mut client, 1, vec![(2, "edges", vec![("retention.ms", Some("5")), ("retention.ms", Some("6"))])]);
     let resource_twice = alter(&mut client, 1, vec![(2, "edges", vec![]), (2, "edges", vec![])]);
     assert_eq!((null, twice, resource_twice), (vec![42], vec![42], vec![42, 42]));
     assert_eq!(overrides(&mut client, "edges"), BTreeMap::new());

@@ -16,15 +16,21 @@ from aiokafka.protocol.admin import AlterConfigsRequest
 TOPIC_RESOURCE = 2
 
 
+DEFAULT_CONFIG_SOURCE = 5
+
+
 def configs_of(responses, topic):
-    """{name: [value, is_default]} of the topic in DescribeConfigs responses (v0/v1 layout)."""
+    """{name: [value, is_default]} of the topic in DescribeConfigs responses: v0 says is_default, v1+
+    says the config source in the same place."""
     for response in responses:
         for error_code, error_message, _type, name, entries in response.resources:
             if name != topic:
                 continue
             if error_code != 0:
                 return {"error_code": error_code, "error_message": error_message}
-            return {entry[0]: [entry[1], entry[3]] for entry in entries}
+            if response.API_VERSION == 0:
+                return {entry[0]: [entry[1], entry[3]] for entry in entries}
+            return {entry[0]: [entry[1], entry[3] == DEFAULT_CONFIG_SOURCE] for entry in entries}
     return None
 
 
