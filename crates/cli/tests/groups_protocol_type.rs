@@ -8,6 +8,8 @@ mod support;
 use std::process::Command;
 
 use groups_support::produce;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use support::{once, BrokerProcess};
 
 /// A confluent-kafka consumer reads `count` records in `group`, committing each, then leaves.
@@ -22,6 +24,18 @@ fn consume_in_group(bootstrap: &str, topic: &str, group: &str, count: usize) {
         "the confluent-kafka consumer failed (is confluent-kafka installed?): {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The protocol type librdkafka's list-groups reports (ListGroups, then DescribeGroups).
+fn librdkafka_protocol_type(bootstrap: &str, group: &str) -> String {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("metadata.recovery.strategy", "none")
+        .create()
+        .expect("rdkafka client");
+    let list = consumer.fetch_group_list(Some(group), std::time::Duration::from_secs(10)).expect("list groups");
+    let found = list.groups().iter().find(|info| info.name() == group).expect("the group is listed");
+    found.protocol_type().to_string()
 }
 
 fn group_line(bootstrap: &str, group: &str) -> String {
@@ -49,4 +63,5 @@ fn an_emptied_consumer_group_keeps_its_protocol_type_across_a_crash() {
     let described = once(&["group", "describe", "typed-members", "--bootstrap", &bootstrap]);
     assert!(described.starts_with(expected_describe), "{described}");
     assert!(described.contains("typed\t0\t1"), "the committed offsets are kept too: {described}");
+    assert_eq!(librdkafka_protocol_type(&bootstrap, "typed-members"), "consumer");
 }
