@@ -65,3 +65,50 @@ fn an_emptied_consumer_group_keeps_its_protocol_type_across_a_crash() {
     assert!(described.contains("typed\t0\t1"), "the committed offsets are kept too: {described}");
     assert_eq!(librdkafka_protocol_type(&bootstrap, "typed-members"), "consumer");
 }
+
+/// A consumer joins and leaves without committing: the group is dropped. The same id then only holds
+/// offsets (set by `once group reset-offsets`, a commit outside any membership): it has no protocol
+/// type, before and after a crash, rather than the dropped group's.
+#[test]
+fn a_dropped_group_does_not_pass_its_protocol_type_to_the_next_of_its_name() {
+    let mut broker = BrokerProcess::start(&[]);
+    let bootstrap = broker.bootstrap();
+    once(&["topic", "create", "reused", "--bootstrap", &bootstrap]);
+    {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "reused-members")
+            .set("metadata.recovery.strategy", "none")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("rdkafka consumer");
+        consumer.subscribe(&["reused"]).expect("subscribe");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while consumer.assignment().map(|list| list.count()).unwrap_or(0) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no assignment within 30 s");
+            let _ = consumer.poll(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(group_line(&bootstrap, "reused-members"), "reused-members\tstate=Stable\tprotocol-type=consumer");
+    }
+    // The consumer left (closed on drop); the empty group without offsets is dropped within a tick.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !group_line(&bootstrap, "reused-members").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the emptied group was not dropped");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    once(&[
+        "group",
+        "reset-offsets",
+        "reused-members",
+        "--topic",
+        "reused",
+        "--to-earliest",
+        "--bootstrap",
+        &bootstrap,
+    ]);
+    let offsets_only = "reused-members\tstate=Empty\tprotocol-type=";
+    assert_eq!(group_line(&bootstrap, "reused-members"), offsets_only);
+    broker.kill9();
+    broker.restart();
+    assert_eq!(group_line(&bootstrap, "reused-members"), offsets_only, "after a crash and restart");
+}

@@ -146,7 +146,7 @@ fn admit_join(
         // Queued under the lock, so records of one group reach the log in the order of their changes.
         let record = GroupRecord {
             group: group.id.clone(),
-            protocol_type: group.protocol_type.clone().unwrap_or_default(),
+            protocol_type: group.protocol_type.clone(),
             generation_id: group.generation_id,
         };
         group.durable_protocol_type = group.protocol_type.clone();

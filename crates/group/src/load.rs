@@ -96,11 +96,21 @@ fn replay_entry(groups: &mut Groups, entry: LogEntry, now_ms: i64) {
         LogEntry::Marker { producer, commit } => {
             transactions::complete(groups, producer.producer_id, sequence, commit, true);
         }
-        LogEntry::Group(record) => {
+        LogEntry::Group(GroupRecord { group: group_id, protocol_type: None, .. }) => {
+            // A tombstone: memory dropped or deleted the group here.
+            if let Some(group) = groups.groups.get_mut(&group_id) {
+                group.protocol_type = None;
+                group.durable_protocol_type = None;
+                if group.is_disposable() {
+                    groups.groups.remove(&group_id);
+                }
+            }
+        }
+        LogEntry::Group(GroupRecord { group: group_id, protocol_type: Some(protocol_type), .. }) => {
             // The group exists from its record on; with no offsets after it, it is dropped at the end
             // of replay as disposable, as it was in memory once it emptied.
-            let group = groups.groups.entry(record.group.clone()).or_insert_with(|| Group::new(record.group, now_ms));
-            let protocol_type = (!record.protocol_type.is_empty()).then_some(record.protocol_type);
+            let group = groups.groups.entry(group_id.clone()).or_insert_with(|| Group::new(group_id, now_ms));
+            let protocol_type = (!protocol_type.is_empty()).then_some(protocol_type);
             group.protocol_type = protocol_type.clone();
             group.durable_protocol_type = protocol_type;
         }
@@ -115,7 +125,7 @@ fn group_records(groups: &Groups) -> Vec<GroupRecord> {
         .filter_map(|group| {
             group.durable_protocol_type.as_ref().map(|protocol_type| GroupRecord {
                 group: group.id.clone(),
-                protocol_type: protocol_type.clone(),
+                protocol_type: Some(protocol_type.clone()),
                 generation_id: group.generation_id,
             })
         })
@@ -296,8 +306,11 @@ mod tests {
             let (recovered, _) = OffsetStore::recover(&config.offsets_dir, false).expect("recover");
             recovered.replay(|_| ()).expect("replay");
             let store = recovered.start().expect("start");
-            let group =
-                |name: &str| GroupRecord { group: name.into(), protocol_type: "consumer".into(), generation_id: 1 };
+            let group = |name: &str| GroupRecord {
+                group: name.into(),
+                protocol_type: Some("consumer".into()),
+                generation_id: 1,
+            };
             store.append_groups(&[group("a"), group("b"), group("c")], NOW_MS).await.expect("append groups");
             store.append(&history(), NOW_MS).await.expect("append offsets");
             store.close().await.expect("close");
@@ -317,6 +330,34 @@ mod tests {
         assert_eq!(protocol_types(&groups), expected_types, "after replaying the compacted log");
         assert_eq!(state(&groups), expected());
         store.close().await.expect("close");
+    }
+
+    /// A group dropped (tombstone) and later used only to commit offsets has no protocol type after
+    /// replay, as in memory; without the tombstone it would inherit the dropped group's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_tombstone_ends_the_protocol_type() {
+        for (tombstoned, expected) in [(true, None), (false, Some("consumer".to_string()))] {
+            let data = tempfile::tempdir().expect("temp dir");
+            let config = config(data.path(), false);
+            let (recovered, _) = OffsetStore::recover(&config.offsets_dir, false).expect("recover");
+            recovered.replay(|_| ()).expect("replay");
+            let store = recovered.start().expect("start");
+            let record = GroupRecord { group: "c".into(), protocol_type: Some("consumer".into()), generation_id: 1 };
+            store.append_groups(&[record], NOW_MS).await.expect("append group");
+            if tombstoned {
+                let tombstone = GroupRecord { group: "c".into(), protocol_type: None, generation_id: 1 };
+                store.append_groups(&[tombstone], NOW_MS).await.expect("append tombstone");
+            }
+            store.append(&[commit("c", 0, 5, NOW_MS)], NOW_MS).await.expect("append offset");
+            store.close().await.expect("close");
+            let (store, groups, _) = load(&config, NOW_MS).expect("load");
+            assert_eq!(
+                protocol_types(&groups),
+                BTreeMap::from([("c".to_string(), expected)]),
+                "tombstoned: {tombstoned}"
+            );
+            store.close().await.expect("close");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,10 @@
 //! `GroupMetadataValue` v3 without members): `i16 version, string protocol type, i32 generation,
 //! nullable string protocol, nullable string leader, i64 current state timestamp ms, i32 member
 //! count = 0`. Written when a group's protocol type changes, so that an emptied group keeps it
-//! across a restart as Kafka's does; only the protocol type is read back. Logs written before these
-//! records existed simply have none (the groups load without a protocol type).
+//! across a restart as Kafka's does; only the protocol type is read back. A null value (tombstone)
+//! is written when a group that has such a record is dropped (emptied without offsets) or deleted.
+//! Logs written before these records existed simply have none (the groups load without a protocol
+//! type).
 //! Strings are an `i16` length (-1 for null) and UTF-8 bytes. Records travel in uncompressed v2
 //! record batches, so the log's CRC32C covers them.
 //!
@@ -57,8 +59,16 @@ pub struct OffsetRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRecord {
     pub group: String,
-    pub protocol_type: String,
+    /// `None`: a tombstone (null value), the group was dropped or deleted.
+    pub protocol_type: Option<String>,
     pub generation_id: i32,
+}
+
+impl GroupRecord {
+    /// The tombstone of a group being dropped or deleted.
+    pub fn tombstone(group: &crate::group::Group) -> GroupRecord {
+        GroupRecord { group: group.id.clone(), protocol_type: None, generation_id: group.generation_id }
+    }
 }
 
 /// The producer a transactional batch is written for.
@@ -144,10 +154,10 @@ fn encode_group_key(group: &str) -> Bytes {
     out.freeze()
 }
 
-fn encode_group_value(record: &GroupRecord) -> Bytes {
-    let mut out = BytesMut::with_capacity(32 + record.protocol_type.len());
+fn encode_group_value(protocol_type: &str, record: &GroupRecord) -> Bytes {
+    let mut out = BytesMut::with_capacity(32 + protocol_type.len());
     out.put_i16(GROUP_VALUE_VERSION);
-    put_string(&mut out, Some(&record.protocol_type));
+    put_string(&mut out, Some(protocol_type));
     out.put_i32(record.generation_id);
     put_string(&mut out, None); // protocol
     put_string(&mut out, None); // leader
@@ -192,7 +202,7 @@ fn decode_group_value(group: String, mut input: Bytes) -> Result<GroupRecord, Gr
     if input.remaining() < 4 {
         return Err(corrupt());
     }
-    Ok(GroupRecord { group, protocol_type, generation_id: input.get_i32() })
+    Ok(GroupRecord { group, protocol_type: Some(protocol_type), generation_id: input.get_i32() })
 }
 
 fn decode_value(mut input: Bytes) -> Result<CommittedOffset, GroupError> {
@@ -240,8 +250,13 @@ pub fn encode_batch(records: &[OffsetRecord], timestamp_ms: i64) -> Result<Vec<u
 
 /// One uncompressed, non-transactional v2 batch holding group metadata `records`.
 pub fn encode_group_batch(records: &[GroupRecord], timestamp_ms: i64) -> Result<Vec<u8>, GroupError> {
-    let pairs: Vec<(Bytes, Option<Bytes>)> =
-        records.iter().map(|record| (encode_group_key(&record.group), Some(encode_group_value(record)))).collect();
+    let pairs: Vec<(Bytes, Option<Bytes>)> = records
+        .iter()
+        .map(|record| {
+            let value = record.protocol_type.as_deref().map(|protocol_type| encode_group_value(protocol_type, record));
+            (encode_group_key(&record.group), value)
+        })
+        .collect();
     encode(&pairs, timestamp_ms, None)
 }
 
@@ -346,10 +361,11 @@ pub fn decode_batches(bytes: Vec<u8>, apply: &mut dyn FnMut(LogEntry)) -> Result
                     if record.transactional {
                         return Err(GroupError::Storage("group metadata in a transactional batch".into()));
                     }
-                    // A null value (Kafka's group tombstone) is not written by Once; skip one.
-                    if let Some(value) = record.value {
-                        apply(LogEntry::Group(decode_group_value(group, value)?));
-                    }
+                    let entry = match record.value {
+                        Some(value) => decode_group_value(group, value)?,
+                        None => GroupRecord { group, protocol_type: None, generation_id: -1 },
+                    };
+                    apply(LogEntry::Group(entry));
                     continue;
                 }
             };
@@ -438,14 +454,15 @@ mod tests {
 
     #[test]
     fn group_records_roundtrip_beside_offsets() {
-        let group = GroupRecord { group: "g".into(), protocol_type: "consumer".into(), generation_id: 4 };
-        let mut bytes = encode_group_batch(std::slice::from_ref(&group), 5).expect("encodes");
+        let group = GroupRecord { group: "g".into(), protocol_type: Some("consumer".into()), generation_id: 4 };
+        let dropped = GroupRecord { group: "h".into(), protocol_type: None, generation_id: -1 };
+        let mut bytes = encode_group_batch(&[group.clone(), dropped.clone()], 5).expect("encodes");
         let offset =
             OffsetRecord { key: OffsetKey { group: "g".into(), topic: "t".into(), partition: 0 }, value: None };
         bytes.extend(encode_batch(std::slice::from_ref(&offset), 6).expect("encodes"));
         let mut decoded = Vec::new();
         decode_batches(bytes, &mut |entry| decoded.push(entry)).expect("decodes");
-        assert_eq!(decoded, vec![LogEntry::Group(group), LogEntry::Offset(offset)]);
+        assert_eq!(decoded, vec![LogEntry::Group(group), LogEntry::Group(dropped), LogEntry::Offset(offset)]);
     }
 
     #[test]
