@@ -124,6 +124,9 @@ impl Broker {
             RequestKind::DescribeConfigs(body) => {
                 in_order(async move { handlers::configs::describe(&broker, body, version) })
             }
+            RequestKind::AlterConfigs(body) => {
+                in_order(async move { handlers::configs::alter_replacing(&broker, body).await })
+            }
             RequestKind::IncrementalAlterConfigs(body) => {
                 in_order(async move { handlers::configs::alter(&broker, body).await })
             }

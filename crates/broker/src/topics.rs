@@ -114,6 +114,24 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// The prefix of Kafka's internal topics (`__consumer_offsets`, `__transaction_state`, ...).
+pub const INTERNAL_TOPIC_PREFIX: &str = "__";
+
+/// Checks the name of a topic about to be created: a valid name that is not an internal one. Once
+/// keeps group offsets and transactions in its own logs, not as topics, so a topic named like an
+/// internal one would be an empty impostor that tools read as the real thing. Only creation is
+/// refused: a topic of such a name already on disk (created by an older Once) still loads.
+pub fn validate_new_topic_name(name: &str) -> Result<(), TopicError> {
+    validate_topic_name(name)?;
+    if name.starts_with(INTERNAL_TOPIC_PREFIX) {
+        return Err(TopicError::InvalidName(format!(
+            "'{name}' starts with '{INTERNAL_TOPIC_PREFIX}', which Kafka reserves for internal topics; Once keeps \
+             group offsets and transactions in its own logs and does not serve them as topics"
+        )));
+    }
+    Ok(())
+}
+
 /// All topics of the broker.
 pub struct TopicRegistry {
     dir: PathBuf,
@@ -169,7 +187,7 @@ impl TopicRegistry {
         replication_factor: i16,
         configs: &BTreeMap<String, String>,
     ) -> Result<(), TopicError> {
-        validate_topic_name(name)?;
+        validate_new_topic_name(name)?;
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
@@ -427,5 +445,19 @@ mod tests {
         assert!(validate_topic_name("..").is_err());
         assert!(validate_topic_name("a/b").is_err());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        assert!(validate_topic_name("__consumer_offsets").is_ok(), "an existing topic's name is still valid");
+    }
+
+    #[test]
+    fn internal_names_cannot_be_created() {
+        for internal in ["__consumer_offsets", "__transaction_state", "__x"] {
+            assert!(
+                matches!(validate_new_topic_name(internal), Err(TopicError::InvalidName(_))),
+                "{internal} must be refused"
+            );
+        }
+        for ordinary in ["_x", "x__", "a__b"] {
+            assert!(validate_new_topic_name(ordinary).is_ok(), "{ordinary} is an ordinary name");
+        }
     }
 }

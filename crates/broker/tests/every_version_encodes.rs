@@ -115,6 +115,27 @@ fn request_for(api_key: ApiKey, version: i16, round: usize) -> RequestKind {
                         .with_value(Some(StrBytes::from_string(format!("{}", 60_000 + round))))]),
             ]))
         }
+        ApiKey::AlterConfigs => RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+            // The topic deduplicates by content: a replacing set must name dedup.source to keep it.
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("table"))
+                .with_configs(vec![
+                    alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("dedup.source"))
+                        .with_value(Some(StrBytes::from_static_str("content"))),
+                    alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("dedup.window.ms"))
+                        .with_value(Some(StrBytes::from_string(format!("{}", 60_000 + round)))),
+                ]),
+            // Refused: a broker config, named with an error message in the answer.
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("0"))
+                .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("num.partitions"))
+                    .with_value(Some(StrBytes::from_static_str("3")))]),
+        ])),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
         ApiKey::FindCoordinator => RequestKind::FindCoordinator(if version >= 4 {
             FindCoordinatorRequest::default().with_coordinator_keys(vec![StrBytes::from_static_str("group")])

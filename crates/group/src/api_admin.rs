@@ -8,10 +8,10 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
 
 use crate::api_membership::text;
-use crate::coordinator::GroupCoordinator;
+use crate::coordinator::{now_ms, GroupCoordinator};
 use crate::error::{code_of, GroupError};
 use crate::group::{Group, GroupState};
-use crate::records::{OffsetKey, OffsetRecord};
+use crate::records::{GroupRecord, OffsetKey, OffsetRecord};
 
 /// Every group here speaks the classic protocol (KIP-848 groups are not served).
 const GROUP_TYPE: &str = "classic";
@@ -97,6 +97,7 @@ pub fn describe_groups(
 pub async fn delete_groups(coordinator: &GroupCoordinator, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.groups_names.len());
     let mut writes = Vec::new();
+    let mut group_writes = Vec::new();
     {
         let mut groups = coordinator.lock();
         for group_id in request.groups_names {
@@ -120,12 +121,22 @@ pub async fn delete_groups(coordinator: &GroupCoordinator, request: DeleteGroups
                         .collect();
                     tracing::info!(group = %group.id, offsets = tombstones.len(), "deleting group");
                     writes.push((results.len(), coordinator.write(&mut groups, tombstones)));
+                    if group.durable_protocol_type.is_some() {
+                        groups.commit_sequence += 1;
+                        let tombstone = GroupRecord::tombstone(&group);
+                        group_writes.push((results.len(), coordinator.store.append_groups(&[tombstone], now_ms())));
+                    }
                 }
             }
             results.push((group_id, outcome));
         }
     }
     for (index, written) in writes {
+        if let Err(error) = written.await {
+            results[index].1 = Err(error);
+        }
+    }
+    for (index, written) in group_writes {
         if let Err(error) = written.await {
             results[index].1 = Err(error);
         }

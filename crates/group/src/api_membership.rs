@@ -15,6 +15,7 @@ use crate::coordinator::{now_ms, GroupCoordinator, RequestContext};
 use crate::error::{code_of, error_code, GroupError};
 use crate::group::{Group, JoinSuccess, Reply, SyncSuccess};
 use crate::membership::{JoinRequest, SyncRequest};
+use crate::records::GroupRecord;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -96,11 +97,26 @@ pub async fn join_group(
 ) -> JoinGroupResponse {
     let group_id = request.group_id.0.to_string();
     let join = join_request(&request, version, context, coordinator.config.members_per_group_max);
-    let reply = admit_join(coordinator, group_id, join);
+    let mut recorded = None;
+    let reply = admit_join(coordinator, group_id, join, &mut recorded);
+    if let Some(recorded) = recorded {
+        // The group's new protocol type, durable before the join is answered. A failure latches the
+        // offsets log (every later commit fails too); the join itself does not depend on it.
+        if let Err(error) = recorded.await {
+            tracing::warn!(%error, "recording a group's protocol type failed");
+        }
+    }
     join_response(reply.resolve().await, &request.member_id, version)
 }
 
-fn admit_join(coordinator: &GroupCoordinator, group_id: String, join: JoinRequest) -> Reply<JoinSuccess> {
+type Recorded = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), GroupError>> + Send>>;
+
+fn admit_join(
+    coordinator: &GroupCoordinator,
+    group_id: String,
+    join: JoinRequest,
+    recorded: &mut Option<Recorded>,
+) -> Reply<JoinSuccess> {
     if coordinator.is_closed() {
         return Reply::Now(Err(GroupError::CoordinatorNotAvailable));
     }
@@ -123,8 +139,21 @@ fn admit_join(coordinator: &GroupCoordinator, group_id: String, join: JoinReques
             return Reply::Now(Err(GroupError::CoordinatorFull(config.groups_max, groups_count)));
         }
     }
+    let groups = &mut *groups;
     let group = groups.groups.entry(group_id.clone()).or_insert_with(|| Group::new(group_id, now_ms()));
-    group.join(join, Instant::now(), now_ms())
+    let reply = group.join(join, Instant::now(), now_ms());
+    if group.protocol_type.is_some() && group.protocol_type != group.durable_protocol_type {
+        // Queued under the lock, so records of one group reach the log in the order of their changes.
+        let record = GroupRecord {
+            group: group.id.clone(),
+            protocol_type: group.protocol_type.clone(),
+            generation_id: group.generation_id,
+        };
+        group.durable_protocol_type = group.protocol_type.clone();
+        groups.commit_sequence += 1;
+        *recorded = Some(Box::pin(coordinator.store.append_groups(&[record], now_ms())));
+    }
+    reply
 }
 
 fn join_response(

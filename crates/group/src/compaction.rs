@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use once_log::{Log, LogConfig};
 
 use crate::error::GroupError;
-use crate::records::{encode_batch, OffsetRecord};
+use crate::records::{encode_batch, encode_group_batch, GroupRecord, OffsetRecord};
 
 /// Compact only a log larger than this. Replaying 64 MiB takes well under a second; below that a
 /// rewrite (and its fsyncs) costs about what it saves, and a small log cannot hurt memory because
@@ -181,13 +181,14 @@ pub fn repair(paths: &LogPaths, skip_fsync: bool) -> Result<Repair, GroupError> 
     Ok(if outcome == Repair::Clean { Repair::RemovedLeftovers } else { outcome })
 }
 
-/// Writes `live` into a new log at `paths.compacting` and closes it cleanly: segments fdatasynced,
-/// index files written, directory fsynced, clean-shutdown marker. Returns the new log's size.
-/// Step 1 of the swap; the parent directory is fsynced by [`swap`].
+/// Writes `live` offsets and the metadata of `groups` into a new log at `paths.compacting` and closes
+/// it cleanly: segments fdatasynced, index files written, directory fsynced, clean-shutdown marker.
+/// Returns the new log's size. Step 1 of the swap; the parent directory is fsynced by [`swap`].
 pub fn write_compacted(
     paths: &LogPaths,
     config: &LogConfig,
     live: &[OffsetRecord],
+    groups: &[GroupRecord],
     now_ms: i64,
 ) -> Result<u64, GroupError> {
     assert!(!paths.compacting.exists(), "repair removed any earlier 0.compacting before the log was opened");
@@ -196,7 +197,11 @@ pub fn write_compacted(
         let mut batch = encode_batch(chunk, now_ms)?;
         log.append(&mut batch, now_ms)?;
     }
-    let expected = live.len() as u64;
+    for chunk in groups.chunks(COMPACTED_BATCH_RECORDS) {
+        let mut batch = encode_group_batch(chunk, now_ms)?;
+        log.append(&mut batch, now_ms)?;
+    }
+    let expected = (live.len() + groups.len()) as u64;
     assert_eq!(log.log_end_offset(), expected, "the compacted log holds exactly the live records");
     let bytes = log.size_bytes();
     log.close()?;

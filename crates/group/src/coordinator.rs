@@ -16,7 +16,7 @@ use once_partition::TxnMarker;
 use crate::config::GroupConfig;
 use crate::error::GroupError;
 use crate::group::{Group, StoredOffset};
-use crate::records::{CommittedOffset, OffsetKey, OffsetRecord, TransactionalProducer};
+use crate::records::{CommittedOffset, GroupRecord, OffsetKey, OffsetRecord, TransactionalProducer};
 use crate::store::OffsetStore;
 use crate::transactions::{self, PendingState};
 
@@ -272,7 +272,25 @@ impl GroupCoordinator {
         for group in groups.groups.values_mut() {
             group.tick(now, now_ms);
         }
+        let dropped: Vec<GroupRecord> = groups
+            .groups
+            .values()
+            .filter(|group| group.is_disposable() && group.durable_protocol_type.is_some())
+            .map(GroupRecord::tombstone)
+            .collect();
         groups.groups.retain(|_, group| !group.is_disposable());
+        if !dropped.is_empty() {
+            // So that replay drops the group's protocol type where memory did, and a later group of the
+            // same id does not inherit it. Nothing waits for it: a crash that loses it loses every record
+            // queued after it, so replay finds the group without offsets and drops it anyway.
+            groups.commit_sequence += dropped.len() as u64;
+            let written = self.store.append_groups(&dropped, now_ms);
+            tokio::spawn(async move {
+                if let Err(error) = written.await {
+                    tracing::warn!(%error, "recording dropped groups failed");
+                }
+            });
+        }
     }
 
     /// Writes tombstones for the offsets of groups that have been empty longer than the retention.

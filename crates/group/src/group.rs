@@ -141,7 +141,12 @@ pub struct Group {
     pub id: String,
     pub state: GroupState,
     pub generation_id: i32,
+    /// Set by the first member to join an empty group and kept when the group empties again, as Kafka
+    /// keeps it: tools tell a consumer group ("consumer") from one that only holds offsets (none).
     pub protocol_type: Option<String>,
+    /// The protocol type the offsets log last recorded for the group (a group metadata record), so
+    /// that a join writes one only when the type changes.
+    pub durable_protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub leader_id: Option<String>,
     pub members: BTreeMap<String, Member>,
@@ -166,6 +171,7 @@ impl Group {
             state: GroupState::Empty,
             generation_id: 0,
             protocol_type: None,
+            durable_protocol_type: None,
             protocol_name: None,
             leader_id: None,
             members: BTreeMap::new(),
@@ -360,7 +366,6 @@ impl Group {
         self.state = GroupState::Empty;
         self.leader_id = None;
         self.protocol_name = None;
-        self.protocol_type = None;
         self.rebalance_deadline = None;
         self.empty_since_ms = now_ms;
         tracing::info!(group = %self.id, generation = self.generation_id, "group is empty");

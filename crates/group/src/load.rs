@@ -15,7 +15,8 @@ use crate::compaction::{self, CompactionDecision};
 use crate::config::GroupConfig;
 use crate::coordinator::{apply_record, offset_expired, Groups};
 use crate::error::GroupError;
-use crate::records::{LogEntry, OffsetKey, OffsetRecord};
+use crate::group::Group;
+use crate::records::{GroupRecord, LogEntry, OffsetKey, OffsetRecord};
 use crate::store::{Compacted, OffsetStore};
 use crate::transactions::{self, PendingState};
 
@@ -40,7 +41,7 @@ pub(crate) fn load(config: &GroupConfig, now_ms: i64) -> Result<(OffsetStore, Gr
     groups.groups.retain(|_, group| !group.is_disposable());
     let pending_producers: usize = groups.groups.values().map(|group| group.pending_offsets.producers().len()).sum();
     let retention_ms = retention_ms(config);
-    let live_count = live_records(&groups, now_ms, retention_ms).count() as u64;
+    let live_count = (live_records(&groups, now_ms, retention_ms).count() + group_records(&groups).len()) as u64;
     let decision = compaction::decide(
         recovered.size_bytes(),
         records,
@@ -62,7 +63,7 @@ pub(crate) fn load(config: &GroupConfig, now_ms: i64) -> Result<(OffsetStore, Gr
         CompactionDecision::Compact | CompactionDecision::Forced => {
             let mut live: Vec<OffsetRecord> = live_records(&groups, now_ms, retention_ms).collect();
             live.sort_by(|left, right| left.key.cmp(&right.key));
-            let (store, compacted) = recovered.compact(&live, now_ms)?;
+            let (store, compacted) = recovered.compact(&live, &group_records(&groups), now_ms)?;
             if matches!(compacted, Compacted::Swapped { .. }) {
                 drop_expired(&mut groups, now_ms, retention_ms);
             }
@@ -95,7 +96,42 @@ fn replay_entry(groups: &mut Groups, entry: LogEntry, now_ms: i64) {
         LogEntry::Marker { producer, commit } => {
             transactions::complete(groups, producer.producer_id, sequence, commit, true);
         }
+        LogEntry::Group(GroupRecord { group: group_id, protocol_type: None, .. }) => {
+            // A tombstone: memory dropped or deleted the group here.
+            if let Some(group) = groups.groups.get_mut(&group_id) {
+                group.protocol_type = None;
+                group.durable_protocol_type = None;
+                if group.is_disposable() {
+                    groups.groups.remove(&group_id);
+                }
+            }
+        }
+        LogEntry::Group(GroupRecord { group: group_id, protocol_type: Some(protocol_type), .. }) => {
+            // The group exists from its record on; with no offsets after it, it is dropped at the end
+            // of replay as disposable, as it was in memory once it emptied.
+            let group = groups.groups.entry(group_id.clone()).or_insert_with(|| Group::new(group_id, now_ms));
+            let protocol_type = (!protocol_type.is_empty()).then_some(protocol_type);
+            group.protocol_type = protocol_type.clone();
+            group.durable_protocol_type = protocol_type;
+        }
     }
+}
+
+/// The metadata record of every group with a protocol type, sorted by group: what compaction keeps.
+fn group_records(groups: &Groups) -> Vec<GroupRecord> {
+    let mut records: Vec<GroupRecord> = groups
+        .groups
+        .values()
+        .filter_map(|group| {
+            group.durable_protocol_type.as_ref().map(|protocol_type| GroupRecord {
+                group: group.id.clone(),
+                protocol_type: Some(protocol_type.clone()),
+                generation_id: group.generation_id,
+            })
+        })
+        .collect();
+    records.sort_by(|left, right| left.group.cmp(&right.group));
+    records
 }
 
 fn retention_ms(config: &GroupConfig) -> i64 {
@@ -256,6 +292,74 @@ mod tests {
         assert_eq!(loaded.records, 3, "the next open replays only the live records");
     }
 
+    fn protocol_types(groups: &Groups) -> BTreeMap<String, Option<String>> {
+        groups.groups.values().map(|group| (group.id.clone(), group.protocol_type.clone())).collect()
+    }
+
+    /// Group `a` (offsets) and `c` (no offsets) were consumer groups; `b` was deleted. After replay
+    /// and after a forced compaction, `a` is still a consumer group, `c` is gone as in memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn protocol_types_survive_replay_and_compaction() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let config = config(data.path(), true);
+        {
+            let (recovered, _) = OffsetStore::recover(&config.offsets_dir, false).expect("recover");
+            recovered.replay(|_| ()).expect("replay");
+            let store = recovered.start().expect("start");
+            let group = |name: &str| GroupRecord {
+                group: name.into(),
+                protocol_type: Some("consumer".into()),
+                generation_id: 1,
+            };
+            store.append_groups(&[group("a"), group("b"), group("c")], NOW_MS).await.expect("append groups");
+            store.append(&history(), NOW_MS).await.expect("append offsets");
+            store.close().await.expect("close");
+        }
+        let expected_types = BTreeMap::from([("a".to_string(), Some("consumer".to_string()))]);
+        let (store, groups, loaded) =
+            load(&GroupConfig { offsets_compaction_forced: false, ..config.clone() }, NOW_MS).expect("load");
+        assert_eq!(loaded.decision, CompactionDecision::Keep);
+        assert_eq!(protocol_types(&groups), expected_types, "after replay");
+        store.close().await.expect("close");
+        let (store, groups, loaded) = load(&config, NOW_MS).expect("load with compaction");
+        assert!(matches!(loaded.compacted, Some(Compacted::Swapped { .. })), "compacted: {loaded:?}");
+        assert_eq!(protocol_types(&groups), expected_types, "after compaction");
+        store.close().await.expect("close");
+        let (store, groups, loaded) = load(&config, NOW_MS).expect("load the compacted log");
+        assert_eq!(loaded.records, 4, "three offsets and the group record of `a`");
+        assert_eq!(protocol_types(&groups), expected_types, "after replaying the compacted log");
+        assert_eq!(state(&groups), expected());
+        store.close().await.expect("close");
+    }
+
+    /// A group dropped (tombstone) and later used only to commit offsets has no protocol type after
+    /// replay, as in memory; without the tombstone it would inherit the dropped group's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_tombstone_ends_the_protocol_type() {
+        for (tombstoned, expected) in [(true, None), (false, Some("consumer".to_string()))] {
+            let data = tempfile::tempdir().expect("temp dir");
+            let config = config(data.path(), false);
+            let (recovered, _) = OffsetStore::recover(&config.offsets_dir, false).expect("recover");
+            recovered.replay(|_| ()).expect("replay");
+            let store = recovered.start().expect("start");
+            let record = GroupRecord { group: "c".into(), protocol_type: Some("consumer".into()), generation_id: 1 };
+            store.append_groups(&[record], NOW_MS).await.expect("append group");
+            if tombstoned {
+                let tombstone = GroupRecord { group: "c".into(), protocol_type: None, generation_id: 1 };
+                store.append_groups(&[tombstone], NOW_MS).await.expect("append tombstone");
+            }
+            store.append(&[commit("c", 0, 5, NOW_MS)], NOW_MS).await.expect("append offset");
+            store.close().await.expect("close");
+            let (store, groups, _) = load(&config, NOW_MS).expect("load");
+            assert_eq!(
+                protocol_types(&groups),
+                BTreeMap::from([("c".to_string(), expected)]),
+                "tombstoned: {tombstoned}"
+            );
+            store.close().await.expect("close");
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn compaction_drops_tombstones_and_expired_offsets() {
         let data = tempfile::tempdir().expect("temp dir");
@@ -281,7 +385,7 @@ mod tests {
         let paths = LogPaths::new(&config.offsets_dir).expect("paths");
         let live: Vec<OffsetRecord> =
             expected().into_iter().map(|(key, value)| OffsetRecord { key, value: Some(value) }).collect();
-        write_compacted(&paths, &log_config_for_tests(), &live, NOW_MS).expect("write compacted");
+        write_compacted(&paths, &log_config_for_tests(), &live, &[], NOW_MS).expect("write compacted");
         paths
     }
 

@@ -3,6 +3,15 @@
 //! Key (version 1): `i16 version, string group, string topic, i32 partition`.
 //! Value (version 3): `i16 version, i64 offset, i32 leader epoch, nullable string metadata,
 //! i64 commit timestamp ms`. A null value is a tombstone: the offset was deleted or expired.
+//!
+//! Group metadata, key (version 2): `i16 version, string group`; value (version 3, Kafka's
+//! `GroupMetadataValue` v3 without members): `i16 version, string protocol type, i32 generation,
+//! nullable string protocol, nullable string leader, i64 current state timestamp ms, i32 member
+//! count = 0`. Written when a group's protocol type changes, so that an emptied group keeps it
+//! across a restart as Kafka's does; only the protocol type is read back. A null value (tombstone)
+//! is written when a group that has such a record is dropped (emptied without offsets) or deleted.
+//! Logs written before these records existed simply have none (the groups load without a protocol
+//! type).
 //! Strings are an `i16` length (-1 for null) and UTF-8 bytes. Records travel in uncompressed v2
 //! record batches, so the log's CRC32C covers them.
 //!
@@ -18,7 +27,9 @@ use kafka_protocol::records::RecordBatchDecoder;
 use crate::error::GroupError;
 
 const KEY_VERSION_OFFSET: i16 = 1;
+const KEY_VERSION_GROUP: i16 = 2;
 const VALUE_VERSION: i16 = 3;
+const GROUP_VALUE_VERSION: i16 = 3;
 
 /// Which committed offset a record is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,6 +55,22 @@ pub struct OffsetRecord {
     pub value: Option<CommittedOffset>,
 }
 
+/// A group's metadata as stored: what a restart needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub group: String,
+    /// `None`: a tombstone (null value), the group was dropped or deleted.
+    pub protocol_type: Option<String>,
+    pub generation_id: i32,
+}
+
+impl GroupRecord {
+    /// The tombstone of a group being dropped or deleted.
+    pub fn tombstone(group: &crate::group::Group) -> GroupRecord {
+        GroupRecord { group: group.id.clone(), protocol_type: None, generation_id: group.generation_id }
+    }
+}
+
 /// The producer a transactional batch is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransactionalProducer {
@@ -60,6 +87,8 @@ pub enum LogEntry {
     Transactional { producer: TransactionalProducer, record: OffsetRecord },
     /// A transaction marker: commits (applies) or aborts (discards) the producer's pending records.
     Marker { producer: TransactionalProducer, commit: bool },
+    /// A group's metadata (its protocol type).
+    Group(GroupRecord),
 }
 
 /// Batch attribute bit 4: the batch belongs to a transaction.
@@ -118,20 +147,62 @@ fn encode_value(value: &CommittedOffset) -> Bytes {
     out.freeze()
 }
 
-fn decode_key(mut input: Bytes) -> Result<Option<OffsetKey>, GroupError> {
+fn encode_group_key(group: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(4 + group.len());
+    out.put_i16(KEY_VERSION_GROUP);
+    put_string(&mut out, Some(group));
+    out.freeze()
+}
+
+fn encode_group_value(protocol_type: &str, record: &GroupRecord) -> Bytes {
+    let mut out = BytesMut::with_capacity(32 + protocol_type.len());
+    out.put_i16(GROUP_VALUE_VERSION);
+    put_string(&mut out, Some(protocol_type));
+    out.put_i32(record.generation_id);
+    put_string(&mut out, None); // protocol
+    put_string(&mut out, None); // leader
+    out.put_i64(-1); // current state timestamp
+    out.put_i32(0); // members
+    out.freeze()
+}
+
+/// What a key says a record is about.
+enum Key {
+    Offset(OffsetKey),
+    Group(String),
+    /// Another key version: not written by Once; skipped, as Once before group metadata records skips
+    /// those (so an older Once still opens a log written by this one).
+    Other,
+}
+
+fn decode_key(mut input: Bytes) -> Result<Key, GroupError> {
     if input.remaining() < 2 {
         return Err(GroupError::Storage("truncated key in the offsets log".into()));
     }
-    if input.get_i16() != KEY_VERSION_OFFSET {
-        // Other key versions (group metadata) are not written by this version of Once.
-        return Ok(None);
+    match input.get_i16() {
+        KEY_VERSION_OFFSET => {}
+        KEY_VERSION_GROUP => return Ok(Key::Group(get_string(&mut input)?.unwrap_or_default())),
+        _ => return Ok(Key::Other),
     }
     let group = get_string(&mut input)?.unwrap_or_default();
     let topic = get_string(&mut input)?.unwrap_or_default();
     if input.remaining() < 4 {
         return Err(GroupError::Storage("truncated key in the offsets log".into()));
     }
-    Ok(Some(OffsetKey { group, topic, partition: input.get_i32() }))
+    Ok(Key::Offset(OffsetKey { group, topic, partition: input.get_i32() }))
+}
+
+/// A group metadata value: its protocol type and generation (the rest is not needed after a restart).
+fn decode_group_value(group: String, mut input: Bytes) -> Result<GroupRecord, GroupError> {
+    let corrupt = || GroupError::Storage("truncated group metadata in the offsets log".into());
+    if input.remaining() < 2 || input.get_i16() != GROUP_VALUE_VERSION {
+        return Err(corrupt());
+    }
+    let protocol_type = get_string(&mut input)?.unwrap_or_default();
+    if input.remaining() < 4 {
+        return Err(corrupt());
+    }
+    Ok(GroupRecord { group, protocol_type: Some(protocol_type), generation_id: input.get_i32() })
 }
 
 fn decode_value(mut input: Bytes) -> Result<CommittedOffset, GroupError> {
@@ -174,7 +245,23 @@ fn put_bytes(out: &mut BytesMut, value: Option<&Bytes>) {
 /// One uncompressed, non-transactional v2 batch holding `records` (base offset 0: the log assigns it),
 /// ready for `Partition::append`.
 pub fn encode_batch(records: &[OffsetRecord], timestamp_ms: i64) -> Result<Vec<u8>, GroupError> {
-    encode(records, timestamp_ms, None)
+    encode(&offset_pairs(records), timestamp_ms, None)
+}
+
+/// One uncompressed, non-transactional v2 batch holding group metadata `records`.
+pub fn encode_group_batch(records: &[GroupRecord], timestamp_ms: i64) -> Result<Vec<u8>, GroupError> {
+    let pairs: Vec<(Bytes, Option<Bytes>)> = records
+        .iter()
+        .map(|record| {
+            let value = record.protocol_type.as_deref().map(|protocol_type| encode_group_value(protocol_type, record));
+            (encode_group_key(&record.group), value)
+        })
+        .collect();
+    encode(&pairs, timestamp_ms, None)
+}
+
+fn offset_pairs(records: &[OffsetRecord]) -> Vec<(Bytes, Option<Bytes>)> {
+    records.iter().map(|record| (encode_key(&record.key), record.value.as_ref().map(encode_value))).collect()
 }
 
 /// One uncompressed transactional v2 batch holding `records` for `producer`. Its base sequence is -1:
@@ -186,11 +273,12 @@ pub fn encode_transactional_batch(
     producer: TransactionalProducer,
 ) -> Result<Vec<u8>, GroupError> {
     assert!(producer.producer_id >= 0, "a transactional batch has a producer id");
-    encode(records, timestamp_ms, Some(producer))
+    encode(&offset_pairs(records), timestamp_ms, Some(producer))
 }
 
+/// A v2 batch of (key, value) records.
 fn encode(
-    records: &[OffsetRecord],
+    records: &[(Bytes, Option<Bytes>)],
     timestamp_ms: i64,
     producer: Option<TransactionalProducer>,
 ) -> Result<Vec<u8>, GroupError> {
@@ -213,13 +301,13 @@ fn encode(
     out.put_i32(-1); // base sequence: none, even for a producer
     out.put_i32(count);
     assert_eq!(out.len(), BATCH_HEADER_BYTES, "the v2 batch header is 61 bytes");
-    for (offset_delta, record) in records.iter().enumerate() {
+    for (offset_delta, (key, value)) in records.iter().enumerate() {
         let mut body = BytesMut::with_capacity(64);
         body.put_i8(0); // attributes
         put_varint(&mut body, 0); // timestamp delta
         put_varint(&mut body, offset_delta as i64);
-        put_bytes(&mut body, Some(&encode_key(&record.key)));
-        put_bytes(&mut body, record.value.as_ref().map(encode_value).as_ref());
+        put_bytes(&mut body, Some(key));
+        put_bytes(&mut body, value.as_ref());
         put_varint(&mut body, 0); // headers
         put_varint(&mut out, body.len() as i64);
         out.put_slice(&body);
@@ -266,8 +354,20 @@ pub fn decode_batches(bytes: Vec<u8>, apply: &mut dyn FnMut(LogEntry)) -> Result
                 apply(LogEntry::Marker { producer, commit: decode_marker_key(key)? });
                 continue;
             }
-            let Some(key) = decode_key(key)? else {
-                continue;
+            let key = match decode_key(key)? {
+                Key::Offset(key) => key,
+                Key::Other => continue,
+                Key::Group(group) => {
+                    if record.transactional {
+                        return Err(GroupError::Storage("group metadata in a transactional batch".into()));
+                    }
+                    let entry = match record.value {
+                        Some(value) => decode_group_value(group, value)?,
+                        None => GroupRecord { group, protocol_type: None, generation_id: -1 },
+                    };
+                    apply(LogEntry::Group(entry));
+                    continue;
+                }
             };
             let value = record.value.map(decode_value).transpose()?;
             let record_read = OffsetRecord { key, value };
@@ -350,6 +450,19 @@ mod tests {
         let next_offset = decode_batches(batch, &mut |entry| decoded.push(entry)).expect("decodes");
         assert_eq!(decoded, records.into_iter().map(LogEntry::Offset).collect::<Vec<_>>());
         assert_eq!(next_offset, Some(3));
+    }
+
+    #[test]
+    fn group_records_roundtrip_beside_offsets() {
+        let group = GroupRecord { group: "g".into(), protocol_type: Some("consumer".into()), generation_id: 4 };
+        let dropped = GroupRecord { group: "h".into(), protocol_type: None, generation_id: -1 };
+        let mut bytes = encode_group_batch(&[group.clone(), dropped.clone()], 5).expect("encodes");
+        let offset =
+            OffsetRecord { key: OffsetKey { group: "g".into(), topic: "t".into(), partition: 0 }, value: None };
+        bytes.extend(encode_batch(std::slice::from_ref(&offset), 6).expect("encodes"));
+        let mut decoded = Vec::new();
+        decode_batches(bytes, &mut |entry| decoded.push(entry)).expect("decodes");
+        assert_eq!(decoded, vec![LogEntry::Group(group), LogEntry::Group(dropped), LogEntry::Offset(offset)]);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use once_partition::{LogConfig, Partition, PartitionId, TxnMarker};
 use crate::compaction::{self, LogPaths, Repair};
 use crate::error::GroupError;
 use crate::records::{
-    decode_batches, encode_batch, encode_transactional_batch, LogEntry, OffsetRecord, TransactionalProducer,
+    decode_batches, encode_batch, encode_group_batch, encode_transactional_batch, GroupRecord, LogEntry, OffsetRecord,
+    TransactionalProducer,
 };
 
 /// The internal topic's name, as Kafka calls it. It is not in the topic registry: clients cannot
@@ -81,6 +82,19 @@ impl OffsetStore {
         timestamp_ms: i64,
     ) -> impl std::future::Future<Output = Result<(), GroupError>> + Send + 'static {
         let appended = encode_batch(records, timestamp_ms).map(|batch| self.partition.append(batch));
+        async move {
+            appended?.await?;
+            Ok(())
+        }
+    }
+
+    /// Queues group metadata `records` as one batch now and resolves once they are durable.
+    pub fn append_groups(
+        &self,
+        records: &[GroupRecord],
+        timestamp_ms: i64,
+    ) -> impl std::future::Future<Output = Result<(), GroupError>> + Send + 'static {
+        let appended = encode_group_batch(records, timestamp_ms).map(|batch| self.partition.append(batch));
         async move {
             appended?.await?;
             Ok(())
@@ -164,15 +178,21 @@ impl RecoveredLog {
         OffsetStore::start(&self.paths, self.config)
     }
 
-    /// Replaces the log by one holding exactly `live` (the latest record of each live key) and starts
+    /// Replaces the log by one holding exactly `live` (the latest record of each live key) and the
+    /// metadata of `groups`, and starts
     /// the partition writer on whichever log is in place. A failure while writing the new log abandons
     /// it and keeps the old one; a failure once the swap began fails the open (the next open's repair
     /// leaves one complete log). Needs a tokio runtime.
-    pub fn compact(self, live: &[OffsetRecord], now_ms: i64) -> Result<(OffsetStore, Compacted), GroupError> {
+    pub fn compact(
+        self,
+        live: &[OffsetRecord],
+        groups: &[GroupRecord],
+        now_ms: i64,
+    ) -> Result<(OffsetStore, Compacted), GroupError> {
         let RecoveredLog { log, paths, config } = self;
         let bytes_before = log.size_bytes();
         log.close()?;
-        let compacted = match compaction::write_compacted(&paths, &config, live, now_ms) {
+        let compacted = match compaction::write_compacted(&paths, &config, live, groups, now_ms) {
             Ok(log_bytes) => {
                 compaction::swap(&paths, config.unsafe_skip_fsync)?;
                 Compacted::Swapped { log_bytes }

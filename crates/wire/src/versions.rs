@@ -37,6 +37,9 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     same(ApiKey::DeleteTopics, 1, 5),
     same(ApiKey::CreatePartitions, 0, 3),
     same(ApiKey::DescribeConfigs, 1, 4),
+    // AlterConfigs is deprecated in Kafka but still served (every version, KIP-896 removed none):
+    // kafkajs and aiokafka have no incremental variant.
+    same(ApiKey::AlterConfigs, 0, 2),
     same(ApiKey::IncrementalAlterConfigs, 0, 1),
     same(ApiKey::DescribeCluster, 0, 1),
     // Idempotent and transactional producers; v3+ carries KIP-360's epoch bump. v5+ signals

@@ -1,12 +1,23 @@
-//! DescribeConfigs and IncrementalAlterConfigs for topics (and a read-only view of the broker).
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (and a read-only view of the
+//! broker).
+//!
+//! The two alter APIs differ only in how they say what the new overrides are: IncrementalAlterConfigs
+//! applies operations (set, delete, append, subtract) to the current overrides; AlterConfigs, the older
+//! API that kafkajs and aiokafka use, names the complete new set, so a key it does not name returns to
+//! its default. Both are turned into one [`ResourceChange`] and checked, validated and applied by the
+//! same code, with Kafka's answers: a resource or key named twice, or a null value, is INVALID_REQUEST;
+//! an unknown key or a value Once does not support is INVALID_CONFIG; an unknown topic is
+//! UNKNOWN_TOPIC_OR_PARTITION; `validate_only` changes nothing. Broker configs are static in Once (set
+//! by `once serve`'s options): a change to one is refused as Kafka refuses a change to a broker config
+//! that is not dynamic (INVALID_REQUEST, "cannot be updated dynamically"), while a request naming no
+//! broker config succeeds, since the broker has no dynamic configs to replace.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
-use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
     ResponseKind,
 };
@@ -108,56 +119,210 @@ fn describe_broker(broker: &Broker, wanted: &dyn Fn(&str) -> bool) -> Vec<Descri
         .collect()
 }
 
-pub async fn alter(broker: &Arc<Broker>, request: IncrementalAlterConfigsRequest) -> ResponseKind {
-    let mut responses = Vec::with_capacity(request.resources.len());
-    let keys: Vec<String> = request
+/// One resource's change, from either alter API.
+struct ResourceChange {
+    resource_type: i8,
+    resource_name: String,
+    how: ChangeKind,
+    /// (key, value) pairs; for IncrementalAlterConfigs each with its operation.
+    entries: Vec<ConfigEntry>,
+}
+
+struct ConfigEntry {
+    name: String,
+    value: Option<String>,
+    /// Incremental operation (SET, DELETE, APPEND, SUBTRACT); `None` for AlterConfigs.
+    operation: Option<i8>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChangeKind {
+    /// IncrementalAlterConfigs: apply the entries to the current overrides.
+    Incremental,
+    /// AlterConfigs: the entries are the complete new set of overrides.
+    Replace,
+}
+
+type AlterOutcome = Result<(), (ResponseError, String)>;
+
+/// AlterConfigs (API 33): replaces each named topic's overrides with the request's.
+pub async fn alter_replacing(broker: &Arc<Broker>, request: AlterConfigsRequest) -> ResponseKind {
+    let changes = request
         .resources
         .iter()
-        .map(|resource| format!("{}/{}", resource.resource_type, resource.resource_name))
+        .map(|resource| ResourceChange {
+            resource_type: resource.resource_type,
+            resource_name: resource.resource_name.to_string(),
+            how: ChangeKind::Replace,
+            entries: resource
+                .configs
+                .iter()
+                .map(|config| ConfigEntry {
+                    name: config.name.to_string(),
+                    value: config.value.as_ref().map(|value| value.to_string()),
+                    operation: None,
+                })
+                .collect(),
+        })
         .collect();
-    let duplicated = super::admin::duplicates(keys.iter().map(String::as_str));
-    for (resource, key) in request.resources.into_iter().zip(&keys) {
-        // A resource named twice is refused, as Kafka does, rather than applied in some order.
-        let outcome = match duplicated.contains(key) {
-            true => Err((
-                ResponseError::InvalidRequest,
-                format!("resource {} appears more than once", resource.resource_name),
-            )),
-            false => alter_one(broker, &resource, request.validate_only).await,
-        };
-        let response = AlterConfigsResourceResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name.clone());
-        responses.push(match outcome {
-            Ok(()) => response,
-            Err((code, message)) => response.with_error_code(code.code()).with_error_message(Some(str_bytes(&message))),
-        });
-    }
+    let outcomes = alter_resources(broker, changes, request.validate_only).await;
+    let responses = request
+        .resources
+        .into_iter()
+        .zip(outcomes)
+        .map(|(resource, outcome)| {
+            let response = alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name);
+            match outcome {
+                Ok(()) => response,
+                Err((code, message)) => {
+                    response.with_error_code(code.code()).with_error_message(Some(str_bytes(&message)))
+                }
+            }
+        })
+        .collect();
+    ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
+}
+
+/// IncrementalAlterConfigs (API 44): applies each resource's operations to its current overrides.
+pub async fn alter(broker: &Arc<Broker>, request: IncrementalAlterConfigsRequest) -> ResponseKind {
+    let changes = request
+        .resources
+        .iter()
+        .map(|resource| ResourceChange {
+            resource_type: resource.resource_type,
+            resource_name: resource.resource_name.to_string(),
+            how: ChangeKind::Incremental,
+            entries: resource
+                .configs
+                .iter()
+                .map(|config| ConfigEntry {
+                    name: config.name.to_string(),
+                    value: config.value.as_ref().map(|value| value.to_string()),
+                    operation: Some(config.config_operation),
+                })
+                .collect(),
+        })
+        .collect();
+    let outcomes = alter_resources(broker, changes, request.validate_only).await;
+    let responses = request
+        .resources
+        .into_iter()
+        .zip(outcomes)
+        .map(|(resource, outcome)| {
+            let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name);
+            match outcome {
+                Ok(()) => response,
+                Err((code, message)) => {
+                    response.with_error_code(code.code()).with_error_message(Some(str_bytes(&message)))
+                }
+            }
+        })
+        .collect();
     ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(responses))
 }
 
-async fn alter_one(
-    broker: &Broker,
-    resource: &AlterConfigsResource,
-    validate_only: bool,
-) -> Result<(), (ResponseError, String)> {
-    if resource.resource_type != RESOURCE_TOPIC {
-        return Err((ResponseError::InvalidRequest, "only topic configs can be altered".into()));
+/// Checks and applies every resource's change, one outcome per resource in request order.
+async fn alter_resources(broker: &Broker, changes: Vec<ResourceChange>, validate_only: bool) -> Vec<AlterOutcome> {
+    let keys: Vec<String> =
+        changes.iter().map(|change| format!("{}/{}", change.resource_type, change.resource_name)).collect();
+    let duplicated = super::admin::duplicates(keys.iter().map(String::as_str));
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for (change, key) in changes.iter().zip(&keys) {
+        // A resource named twice is refused, as Kafka does, rather than applied in some order.
+        outcomes.push(match duplicated.contains(key) {
+            true => Err((
+                ResponseError::InvalidRequest,
+                format!("resource {} appears more than once", change.resource_name),
+            )),
+            false => alter_one(broker, change, validate_only).await,
+        });
     }
-    let name = resource.resource_name.as_str();
-    let outcome = broker
-        .topics
-        .update_config(name, validate_only, |config| {
-            let mut overrides = config.overrides.clone();
-            for change in &resource.configs {
-                let value = change.value.as_ref().map(|value| value.as_str());
-                apply(&mut overrides, config, change.name.as_str(), change.config_operation, value)
-                    .map_err(TopicError::InvalidConfig)?;
+    outcomes
+}
+
+async fn alter_one(broker: &Broker, change: &ResourceChange, validate_only: bool) -> AlterOutcome {
+    check_entries(change)?;
+    match change.resource_type {
+        RESOURCE_TOPIC => {
+            let outcome = broker
+                .topics
+                .update_config(&change.resource_name, validate_only, |config| {
+                    new_overrides(config, change).map_err(TopicError::InvalidConfig)
+                })
+                .await;
+            outcome.map_err(|error| (topic_error_code(&error), error.to_string()))
+        }
+        RESOURCE_BROKER => check_broker_change(broker, change),
+        other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
+    }
+}
+
+/// The request-shape checks Kafka makes before looking at the resource: each key at most once, and a
+/// value for every key (except an incremental DELETE).
+fn check_entries(change: &ResourceChange) -> AlterOutcome {
+    let duplicated = super::admin::duplicates(change.entries.iter().map(|entry| entry.name.as_str()));
+    if let Some(name) = duplicated.iter().next() {
+        return Err((ResponseError::InvalidRequest, format!("config {name} appears more than once")));
+    }
+    let without_value: Vec<&str> = change
+        .entries
+        .iter()
+        .filter(|entry| entry.value.is_none() && entry.operation != Some(OPERATION_DELETE))
+        .map(|entry| entry.name.as_str())
+        .collect();
+    if !without_value.is_empty() {
+        return Err((ResponseError::InvalidRequest, format!("null value for {}", without_value.join(", "))));
+    }
+    Ok(())
+}
+
+/// Once has no dynamic broker configs: naming one is refused; naming none changes nothing.
+fn check_broker_change(broker: &Broker, change: &ResourceChange) -> AlterOutcome {
+    let node_id = broker.config.node_id.to_string();
+    if !change.resource_name.is_empty() && change.resource_name != node_id {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!("unexpected broker id {}: this broker is {node_id}", change.resource_name),
+        ));
+    }
+    if change.entries.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = change.entries.iter().map(|entry| entry.name.as_str()).collect();
+    Err((
+        ResponseError::InvalidRequest,
+        format!(
+            "cannot update these broker configs dynamically: {}; Once's broker configs are set when it starts \
+             (`once serve` options or its config file)",
+            names.join(", ")
+        ),
+    ))
+}
+
+/// A topic's new overrides: each entry validated, then applied to the current overrides
+/// (incremental) or taken as the complete set (replace).
+fn new_overrides(config: &TopicConfig, change: &ResourceChange) -> Result<BTreeMap<String, String>, String> {
+    let mut overrides = match change.how {
+        ChangeKind::Incremental => config.overrides.clone(),
+        ChangeKind::Replace => BTreeMap::new(),
+    };
+    for entry in &change.entries {
+        let value = entry.value.as_deref();
+        match entry.operation {
+            Some(operation) => apply(&mut overrides, config, &entry.name, operation, value)?,
+            None => {
+                // check_entries refused null values already.
+                let value = value.ok_or_else(|| format!("{} needs a value", entry.name))?;
+                topic_config::validate(&entry.name, value)?;
+                overrides.insert(entry.name.clone(), value.to_string());
             }
-            Ok(overrides)
-        })
-        .await;
-    outcome.map_err(|error| (topic_error_code(&error), error.to_string()))
+        }
+    }
+    Ok(overrides)
 }
 
 /// Applies one incremental change to a topic's overrides.

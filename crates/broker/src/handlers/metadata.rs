@@ -1,4 +1,5 @@
-//! Metadata, with topic auto-creation.
+//! Metadata, with topic auto-creation (never of an internal topic's name, see
+//! [`crate::topics::validate_new_topic_name`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use once_wire::ResponseError;
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::errors::topic_error_code;
-use crate::topics::{Topic, TopicError};
+use crate::topics::{validate_new_topic_name, Topic, TopicError};
 
 pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> ResponseKind {
     let topics = match request.topics {
@@ -62,6 +63,11 @@ async fn requested_topic(broker: &Broker, name: &str, allow_create: bool) -> Met
     let unknown = |error: ResponseError| {
         MetadataResponseTopic::default().with_name(Some(TopicName(str_bytes(name)))).with_error_code(error.code())
     };
+    // As Kafka: a name no topic may be created with is INVALID_TOPIC_EXCEPTION, whether or not the
+    // request may auto-create (an internal name such as __consumer_offsets is never made a topic).
+    if let Err(error) = validate_new_topic_name(name) {
+        return unknown(topic_error_code(&error));
+    }
     if !allow_create {
         return unknown(ResponseError::UnknownTopicOrPartition);
     }

@@ -8,7 +8,7 @@
 //! - [`fetch`] — Fetch with long polling.
 //! - [`list_offsets`] — ListOffsets by earliest, latest, max timestamp and timestamp.
 //! - [`admin`] — CreateTopics, DeleteTopics, CreatePartitions.
-//! - [`configs`] — DescribeConfigs, IncrementalAlterConfigs.
+//! - [`configs`] — DescribeConfigs, AlterConfigs, IncrementalAlterConfigs.
 //! - [`cluster`] — DescribeCluster.
 
 pub mod admin;
