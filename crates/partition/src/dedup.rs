@@ -95,6 +95,9 @@ struct State {
     /// reflect the logs, so every batch is refused with a storage error and no snapshot is written
     /// until a restart rebuilds it from the whole logs (the snapshot was deleted).
     failed: Option<String>,
+    /// The snapshot file was not used (unloadable) and could not be deleted at open: kept, a later
+    /// start could load it, so [`TopicDedup::rebuild`] fails the topic's open with this.
+    undeletable_snapshot: Option<String>,
     /// How long loading the snapshot took at open.
     load_time: Duration,
     last_snapshot: Instant,
@@ -186,7 +189,20 @@ impl TopicDedup {
                 (DedupIndex::new(config), false)
             }
         };
-        let (index, from_snapshot) = with_disk(topic, index, from_snapshot, &snapshot_path, memory_bytes);
+        let (index, from_snapshot, undeletable_snapshot) = match with_disk(
+            topic,
+            index,
+            from_snapshot,
+            &snapshot_path,
+            memory_bytes,
+        ) {
+            Ok((index, from_snapshot)) => (index, from_snapshot, None),
+            Err(error) => {
+                let problem = undeletable_snapshot(topic, &snapshot_path, &error);
+                tracing::error!(topic, %error, "the unused dedup snapshot cannot be deleted; the topic's open fails");
+                (DedupIndex::new(config), false, Some(problem))
+            }
+        };
         let (last_snapshot, load_time) = (Instant::now(), started.elapsed());
         let state = State {
             index,
@@ -194,7 +210,9 @@ impl TopicDedup {
             changes_since_snapshot: 0,
             changes_since_merge: 0,
             from_snapshot,
-            failed: None,
+            // Refuses writes and snapshots too, should the index be used despite the failed open.
+            failed: undeletable_snapshot.clone(),
+            undeletable_snapshot,
             load_time,
             last_snapshot,
         };
@@ -326,6 +344,10 @@ impl TopicDedup {
 
     /// Replays the partitions' logs into the index, after the snapshot it was loaded from. Runs at
     /// open, before the partitions take appends (and for partitions added later, empty ones).
+    ///
+    /// Fails (a storage error naming the file) if the snapshot is not used — it could not be loaded,
+    /// or it covers offsets beyond a recovered log — and cannot be deleted: the open must fail rather
+    /// than go on with a file a later start could load.
     pub fn rebuild(&self, partitions: &[Arc<Partition>]) -> Result<RebuildStats, PartitionError> {
         let started = Instant::now();
         let now_ms = now_ms();
@@ -338,6 +360,9 @@ impl TopicDedup {
             .collect();
         {
             let mut state = self.lock();
+            if let Some(problem) = &state.undeletable_snapshot {
+                return Err(PartitionError::Storage(problem.clone()));
+            }
             stats.from_snapshot = state.from_snapshot;
             let beyond = offsets.iter().find(|(partition, _, end)| {
                 state.index.covered_offset(*partition).is_some_and(|covered| covered > *end as i64)
@@ -347,7 +372,14 @@ impl TopicDedup {
                 tracing::warn!(topic = %self.topic, partition, "dedup snapshot covers offsets beyond the recovered log; rebuilding from the logs");
                 let config = state.index.config();
                 let empty = DedupIndex::new(config);
-                (state.index, _) = with_disk(&self.topic, empty, false, &self.snapshot_path, self.memory_bytes);
+                match with_disk(&self.topic, empty, false, &self.snapshot_path, self.memory_bytes) {
+                    Ok((index, _)) => state.index = index,
+                    Err(error) => {
+                        let problem = undeletable_snapshot(&self.topic, &self.snapshot_path, &error);
+                        state.failed = Some(problem.clone());
+                        return Err(PartitionError::Storage(problem));
+                    }
+                }
                 state.from_snapshot = false;
                 stats.from_snapshot = false;
             }
@@ -516,31 +548,43 @@ impl TopicDedup {
 
 /// The index with its chunk files in `dedup-chunks/` beside the snapshot, files it does not refer
 /// to deleted (written after the last snapshot, or retired before it). An index that was not loaded
-/// from the snapshot starts empty: then the snapshot file, which cannot be trusted, is deleted first,
-/// so that it can never be loaded with chunk files written after it under the names it refers to.
-/// If the directory cannot be used, the index starts empty in RAM (and within `MAX_IDS_DEFAULT`),
-/// which is logged. Returns the index and whether it is still the one loaded from the snapshot.
+/// from the snapshot starts empty: then the snapshot file, which cannot be trusted, is deleted
+/// durably first, so that it can never be loaded again — by a later start that would find the logs
+/// grown past what it covers, nor with chunk files written after it under the names it refers to. A
+/// failed deletion is returned: the caller fails the open. If the chunk directory cannot be used, the
+/// index starts empty in RAM (and within `MAX_IDS_DEFAULT`), which is logged. Returns the index and
+/// whether it is still the one loaded from the snapshot.
 fn with_disk(
     topic: &str,
     mut index: DedupIndex,
     loaded: bool,
     snapshot_path: &std::path::Path,
     memory_bytes: usize,
-) -> (DedupIndex, bool) {
+) -> Result<(DedupIndex, bool), DedupError> {
+    if !loaded {
+        once_dedup::remove_snapshot(snapshot_path)?;
+    }
     let dir = chunk_dir(snapshot_path);
-    let discarded = if loaded { Ok(()) } else { once_dedup::remove_snapshot(snapshot_path) };
-    let used =
-        discarded.and_then(|()| index.use_disk(dir, memory_bytes)).and_then(|()| index.remove_orphan_chunk_files());
+    let used = index.use_disk(dir, memory_bytes).and_then(|()| index.remove_orphan_chunk_files());
     match used {
         Ok(removed) if removed > 0 => tracing::info!(topic, removed, "removed dedup chunk files no snapshot refers to"),
         Ok(_) => {}
         Err(error) => {
             tracing::error!(topic, %error, "dedup index cannot use its chunk directory; keeping it in RAM");
             let config = IndexConfig { max_ids: once_dedup::MAX_IDS_DEFAULT, ..index.config() };
-            return (DedupIndex::new(config), false);
+            return Ok((DedupIndex::new(config), false));
         }
     }
-    (index, loaded)
+    Ok((index, loaded))
+}
+
+/// The open's error when the snapshot at `path` is not used and deleting it failed.
+fn undeletable_snapshot(topic: &str, path: &std::path::Path, error: &DedupError) -> String {
+    format!(
+        "topic {topic}: the dedup snapshot {} is not used and cannot be deleted ({error}); it must go before the \
+         topic takes writes, or a later start could load it",
+        path.display()
+    )
 }
 
 /// Whether a snapshot is due: enough ids changed (at least a quarter of the `written` resident

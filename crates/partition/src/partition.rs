@@ -241,8 +241,10 @@ impl Partition {
     /// once it is durable. It ends the producer's open transaction (committing or aborting it).
     ///
     /// Unlike an append, a marker is not refused when the queue is full: it waits for room, up to
-    /// `MARKER_QUEUE_WAIT_MAX`, and takes the first slot freed (appends queued while it waits land
-    /// before it; a transaction's own batches were all queued before the coordinator decided).
+    /// `MARKER_QUEUE_WAIT_MAX`, and takes the first slot freed: the channel hands freed room to
+    /// waiting senders in order, so appends arriving while it waits find the queue full and are
+    /// refused (`Busy`), and only markers already waiting land before it. What was queued before it
+    /// lands before it; a transaction's own batches were all queued before the coordinator decided.
     pub fn write_marker(
         &self,
         marker: TxnMarker,
@@ -299,6 +301,11 @@ impl Partition {
 
     /// Aborted transactions overlapping `[from, upper)`: those whose abort marker is at or after
     /// `from` and whose first offset is below `upper`, in first-offset order.
+    ///
+    /// For inspection and tests only: never combine it with a separate [`Partition::read`] to serve
+    /// a read_committed fetch. Retention may delete the batches' segment and prune their entries
+    /// between the two calls, and the consumer would take aborted records for committed ones; use
+    /// [`Partition::read_committed`], which takes both under one hold of the log lock.
     pub fn aborted_transactions(&self, from: u64, upper: u64) -> Vec<AbortedTxn> {
         self.shared.lock_producers().transactions().aborted_overlapping(from, upper)
     }

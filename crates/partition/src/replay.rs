@@ -8,7 +8,7 @@ use std::path::Path;
 use once_log::{BatchHeader, Log, LogError, BATCH_HEADER_LEN};
 
 use crate::producer_state::{add_to_sequence, BatchMetadata, DataBatch, LoggedBatch, MarkerBatch, ProducerStates};
-use crate::snapshot;
+use crate::snapshot::{self, Stored};
 use crate::txn::{self, ControlRecord};
 
 /// Bytes read from the log per step of the replay.
@@ -70,23 +70,33 @@ pub(crate) fn classify(header: &BatchHeader, batch: &[u8]) -> Option<LoggedBatch
 
 /// The producer state as of the log end: the snapshot if it is usable, then a replay of the log after it.
 ///
-/// A snapshot beyond the recovered log end is deleted durably before this returns, so before the
-/// partition accepts a write: kept, it would be loaded once the log grew past its offset again, and
-/// the batches between the recovered end and its offset would never be replayed
-/// (`docs/design/producer-state.md`, "The snapshot rule"). Failing to delete it fails the open.
+/// A snapshot file that is there but not used (undecodable, or beyond the recovered log end) is
+/// deleted durably before this returns, so before the partition accepts a write: kept, it could be
+/// loaded by a later start (one beyond the end once the log grew past its offset again, skipping
+/// the batches between the recovered end and its offset; `docs/design/producer-state.md`, "The
+/// snapshot rule"). Failing to delete it fails the open. So does a snapshot that cannot be read at
+/// all (an I/O error other than not-found): what it says is unknown, so it can be neither used nor
+/// judged stale, and a read error on the partition's own directory is one the operator must see
+/// (the log's reads are suspect too) rather than a replay that silently leaves the file behind.
 pub(crate) fn rebuild(dir: &Path, log: &Log) -> Result<ProducerStates, LogError> {
     let end = log.log_end_offset();
-    let (offset, mut states) = match snapshot::read(dir) {
-        Some((offset, states)) if offset <= end => (offset.max(log.log_start_offset()), states),
-        Some((offset, _)) => {
-            tracing::warn!(dir = %dir.display(), snapshot_offset = offset, log_end_offset = end, "producer snapshot is beyond the recovered log; deleting it and replaying everything");
-            snapshot::remove(dir, log.config().unsafe_skip_fsync).map_err(|source| LogError::Io {
-                context: format!("delete the producer snapshot beyond the log end in {}", dir.display()),
-                source,
-            })?;
-            (log.log_start_offset(), ProducerStates::default())
-        }
-        None => (log.log_start_offset(), ProducerStates::default()),
+    let unused = |reason: &str| -> Result<(u64, ProducerStates), LogError> {
+        tracing::warn!(dir = %dir.display(), reason, "deleting the producer snapshot and replaying the whole log");
+        snapshot::remove(dir, log.config().unsafe_skip_fsync).map_err(|source| LogError::Io {
+            context: format!("delete the unused producer snapshot {}", dir.join(snapshot::FILE_NAME).display()),
+            source,
+        })?;
+        Ok((log.log_start_offset(), ProducerStates::default()))
+    };
+    let stored = snapshot::read(dir).map_err(|source| LogError::Io {
+        context: format!("read the producer snapshot {}", dir.join(snapshot::FILE_NAME).display()),
+        source,
+    })?;
+    let (offset, mut states) = match stored {
+        Stored::Valid { offset, states } if offset <= end => (offset.max(log.log_start_offset()), states),
+        Stored::Valid { offset, .. } => unused(&format!("its offset {offset} is beyond the recovered log end {end}"))?,
+        Stored::Undecodable => unused("it is corrupt, torn or of another version")?,
+        Stored::Missing => (log.log_start_offset(), ProducerStates::default()),
     };
     let replay_from = offset;
     for_each_stored_batch(log, offset, end, |header, batch| {

@@ -11,8 +11,10 @@
 //! before it.
 //! A snapshot that is missing, corrupt, of another version (version 1 had no transactions, version
 //! 2 no records-dropped flag), or beyond the recovered log end is ignored and the log is replayed
-//! from its start instead: it is an optimisation, never the truth. One beyond the recovered log end
-//! is also deleted ([`remove`]), or a later start would find the log grown past it and load it.
+//! from its start instead: it is an optimisation, never the truth. A file there but not used is
+//! also deleted durably ([`remove`]) before the partition takes a write, or a later start could
+//! load it (one beyond the end, once the log grew past it again). One that cannot be read at all
+//! (an I/O error) fails the open instead (`replay::rebuild`).
 
 use std::collections::VecDeque;
 use std::fs;
@@ -171,14 +173,29 @@ pub fn remove(dir: &Path, skip_fsync: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads the snapshot of `dir`, if there is a valid one.
-pub fn read(dir: &Path) -> Option<(u64, ProducerStates)> {
-    let bytes = fs::read(dir.join(FILE_NAME)).ok()?;
-    let decoded = decode(&bytes);
-    if decoded.is_none() {
-        tracing::warn!(dir = %dir.display(), "ignoring an invalid or old producer-state snapshot; replaying the log");
-    }
-    decoded
+/// What [`read`] found in a partition directory.
+pub enum Stored {
+    /// No snapshot file.
+    Missing,
+    /// A file that is not a valid version-3 snapshot: corrupt, torn, or of another version.
+    Undecodable,
+    /// A valid snapshot: producer state as of `offset`.
+    Valid { offset: u64, states: ProducerStates },
+}
+
+/// Reads the snapshot of `dir`. An I/O error other than not-found is returned, not taken for a
+/// missing file: the caller cannot know what the file says, so it can neither use it nor call it
+/// stale (see `replay::rebuild`).
+pub fn read(dir: &Path) -> std::io::Result<Stored> {
+    let bytes = match fs::read(dir.join(FILE_NAME)) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Stored::Missing),
+        Err(error) => return Err(error),
+    };
+    Ok(match decode(&bytes) {
+        Some((offset, states)) => Stored::Valid { offset, states },
+        None => Stored::Undecodable,
+    })
 }
 
 #[cfg(test)]
@@ -281,7 +298,7 @@ mod tests {
         assert!(decode(&bytes).is_none(), "version 1 cannot say which transactions are open");
         let dir = tempfile::tempdir().expect("temp dir");
         fs::write(dir.path().join(FILE_NAME), &bytes).expect("write");
-        assert!(read(dir.path()).is_none());
+        assert!(matches!(read(dir.path()), Ok(Stored::Undecodable)));
     }
 
     #[test]

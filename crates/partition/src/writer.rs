@@ -181,6 +181,21 @@ async fn stage_on_blocking_thread(shared: &Arc<Shared>, writes: Vec<(Write, Appe
     }
 }
 
+/// Latches the partition when dropped by a panic's unwind. Declared right after a log-lock guard,
+/// it is dropped before that guard, so the partition is latched before the lock is released: whoever
+/// takes the lock next (a sync's cut, the next round) sees `failed` and never the panicked holder's
+/// half-done appends and producer state as if they were whole. The writer loop latches too, when
+/// it sees the task's `JoinError`, but only later.
+struct LatchOnPanic<'a>(&'a Shared);
+
+impl Drop for LatchOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.failed.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// A writer task panicked: the partition refuses appends until it is reopened.
 fn latch_after_panic(shared: &Shared, error: &tokio::task::JoinError) {
     shared.failed.store(true, Ordering::Release);
@@ -251,15 +266,18 @@ struct Staged {
 /// Returns the staged requests (to be answered after a sync) and whether a segment rolled. Runs on a
 /// blocking thread.
 fn stage_round(shared: &Shared, writes: Vec<(Write, AppendReply)>) -> (Vec<Staged>, bool) {
+    let now_ms = now_ms();
+    let mut staged = Vec::with_capacity(writes.len());
+    let mut guard = shared.lock_log();
+    // Dropped before `guard`: a panic below latches the partition before the lock is released.
+    let _latch = LatchOnPanic(shared);
+    // Checked under the lock: a round or a sync that panicked holding it latched before releasing it.
     if shared.failed.load(Ordering::Acquire) {
         for (_, reply) in writes {
             let _ = reply.send(Err(PartitionError::Storage("an earlier write round failed".into())));
         }
         return (Vec::new(), false);
     }
-    let now_ms = now_ms();
-    let mut staged = Vec::with_capacity(writes.len());
-    let mut guard = shared.lock_log();
     let Some(log) = guard.as_mut() else {
         for (_, reply) in writes {
             let _ = reply.send(Err(PartitionError::Closed(shared.id.to_string())));
@@ -276,7 +294,7 @@ fn stage_round(shared: &Shared, writes: Vec<(Write, AppendReply)>) -> (Vec<Stage
     let mut producers = shared.lock_producers();
     let segments_before = log.segment_count();
     #[cfg(test)]
-    let inject_panic = writes.iter().any(|(write, _)| tests::panics_the_round(write));
+    let inject_panic = writes.iter().find_map(|(write, _)| tests::injected_panic(write));
     for (write, reply) in writes {
         let outcome = match write {
             Write::Batch(mut batch) => stage(shared, log, &mut producers, &mut batch, now_ms),
@@ -290,7 +308,8 @@ fn stage_round(shared: &Shared, writes: Vec<(Write, AppendReply)>) -> (Vec<Stage
         }
     }
     #[cfg(test)]
-    if inject_panic {
+    if let Some(delay) = inject_panic {
+        std::thread::sleep(delay);
         panic!("injected by a test: a writer round panics after staging its writes");
     }
     (staged, log.segment_count() != segments_before)
@@ -310,10 +329,13 @@ struct Cut {
 fn sync_round(shared: &Shared, round: Waiting) {
     let Waiting { staged, rolled } = round;
     let cut = || -> Result<Cut, PartitionError> {
+        let mut guard = shared.lock_log();
+        let _latch = LatchOnPanic(shared);
+        // Under the lock: a staging round that panicked holding it latched before releasing it, so
+        // its partial appends and producer state are never cut, made visible or snapshotted.
         if shared.failed.load(Ordering::Acquire) {
             return Err(PartitionError::Storage("an earlier write round failed".into()));
         }
-        let mut guard = shared.lock_log();
         let log = guard.as_mut().ok_or_else(|| PartitionError::Closed(shared.id.to_string()))?;
         let plan = log.prepare_sync()?;
         let producers = shared.lock_producers();
@@ -547,8 +569,18 @@ mod tests {
     /// `stage_round`): what the round appended is then in an unknown state.
     const PANICKING_PRODUCER: i64 = 7_011_000;
 
-    pub(super) fn panics_the_round(write: &Write) -> bool {
-        matches!(write, Write::Batch(batch) if BatchHeader::parse(batch).is_ok_and(|header| header.producer_id == PANICKING_PRODUCER))
+    /// Like `PANICKING_PRODUCER`, but the round first holds the log lock for `SLOW_PANIC_DELAY`.
+    const SLOWLY_PANICKING_PRODUCER: i64 = 7_011_001;
+    const SLOW_PANIC_DELAY: Duration = Duration::from_millis(300);
+
+    /// Whether a write makes its round panic once staged, and after how long (the lock held).
+    pub(super) fn injected_panic(write: &Write) -> Option<Duration> {
+        let Write::Batch(batch) = write else { return None };
+        match BatchHeader::parse(batch).ok()?.producer_id {
+            PANICKING_PRODUCER => Some(Duration::ZERO),
+            SLOWLY_PANICKING_PRODUCER => Some(SLOW_PANIC_DELAY),
+            _ => None,
+        }
     }
 
     /// A round that panicked latches the partition; stopping it then must not claim a clean shutdown
@@ -579,6 +611,42 @@ mod tests {
         assert!(dir.path().join("clean-shutdown").exists());
     }
 
+    /// A sync whose cut passed its `failed` check and then waited for the log lock while a staging
+    /// round held it must not, once the round panics, make the round's appends durable and visible
+    /// (its producer state is partial and its requests were never answered). Here the writer loop
+    /// never learns of the panic (the round is staged directly), as when the sync's cut takes the
+    /// lock before the loop sees the round's `JoinError`: only the round itself can latch in time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_waiting_on_a_panicking_round_exposes_nothing_of_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let id = PartitionId { topic: "t".into(), partition: 0 };
+        let partition = Partition::open(id, dir.path(), once_log::LogConfig::default()).expect("open");
+        partition.append(make_batch_with(7, 0, 0, 0, 1, 8, 1_700_000_000_000)).await.expect("append");
+        assert_eq!(partition.high_watermark(), 1);
+        let shared = partition.shared.clone();
+        let (reply, _unanswered) = oneshot::channel();
+        let batch = make_batch_with(SLOWLY_PANICKING_PRODUCER, 0, 0, 0, 1, 8, 1_700_000_000_000);
+        let round = {
+            let shared = shared.clone();
+            std::thread::spawn(move || stage_round(&shared, vec![(Write::Batch(batch), reply)]))
+        };
+        // Until the round holds the log lock (it keeps it for SLOW_PANIC_DELAY, then panics).
+        while shared.log.try_lock().is_ok() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let sync = {
+            let shared = shared.clone();
+            std::thread::spawn(move || sync_round(&shared, Waiting::default()))
+        };
+        assert!(round.join().is_err(), "the round panicked");
+        sync.join().expect("the sync returns");
+        assert_eq!(partition.high_watermark(), 1, "nothing of the panicked round became visible");
+        assert_eq!(partition.last_stable_offset(), 1);
+        assert!(shared.failed.load(Ordering::Acquire), "the panicking round latched the partition itself");
+        let refused = partition.append(make_batch_with(7, 0, 1, 0, 1, 8, 1_700_000_000_000)).await;
+        assert!(matches!(refused, Err(PartitionError::Storage(_))), "the partition refuses appends: {refused:?}");
+    }
+
     fn comparable(states: &ProducerStates) -> Comparable {
         let producers = states.iter().map(|(id, entry)| (id, entry.clone())).collect();
         (producers, states.transactions().aborted().to_vec())
@@ -600,7 +668,7 @@ mod tests {
                 let mut compared = 0;
                 let mut last_offset = None;
                 while !done.load(Ordering::Acquire) {
-                    let Some((offset, states)) = snapshot::read(&dir) else { continue };
+                    let Ok(snapshot::Stored::Valid { offset, states }) = snapshot::read(&dir) else { continue };
                     if last_offset == Some(offset) {
                         continue;
                     }

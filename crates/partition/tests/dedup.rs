@@ -639,3 +639,76 @@ async fn an_index_that_cannot_use_its_chunk_directory_is_not_reported_as_loaded(
     assert_eq!(send_range(&topic, 0, 1_000).await, 1_000);
     crash(topic).await;
 }
+
+/// Opens `count` partitions of `dir` on `dedup` and rebuilds it: the rebuild's outcome.
+fn rebuild_topic(dir: &Path, count: i32, dedup: &Arc<TopicDedup>) -> Result<(), PartitionError> {
+    let partitions: Vec<Arc<Partition>> = (0..count)
+        .map(|partition| {
+            let id = PartitionId { topic: "t".into(), partition };
+            let opened = Partition::open_with_dedup(
+                id,
+                &dir.join(partition.to_string()),
+                LogConfig::default(),
+                Some(dedup.clone()),
+            );
+            Arc::new(opened.expect("open"))
+        })
+        .collect();
+    dedup.rebuild(&partitions).map(|_| ())
+}
+
+/// Puts a non-empty directory where the snapshot file is: reading and removing it then fail, for
+/// root too (which no permission bit stops from unlinking a file).
+fn make_snapshot_undeletable(snapshot: &Path) {
+    if snapshot.exists() {
+        std::fs::remove_file(snapshot).expect("remove the snapshot file");
+    }
+    std::fs::create_dir(snapshot).expect("a directory in its place");
+    std::fs::write(snapshot.join("inside"), b"x").expect("not empty");
+}
+
+/// A snapshot found beyond the recovered logs must be deleted before the topic takes writes (kept, a
+/// later start could load it once the logs grew past it again). If the deletion fails, the open
+/// fails, as for the producer-state snapshot, rather than going on with the file on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_beyond_the_recovered_logs_that_cannot_be_deleted_fails_the_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topic = open(dir.path(), 1);
+    topic.partitions[0].append(keyed(&["a", "b"])).await.expect("a, b");
+    close(topic).await;
+    let older = tempfile::tempdir().expect("temp dir");
+    copy_tree(dir.path(), older.path());
+    let topic = open(dir.path(), 1);
+    topic.partitions[0].append(keyed(&["c", "d"])).await.expect("c, d");
+    close(topic).await;
+    std::fs::remove_dir_all(dir.path().join("0")).expect("remove");
+    copy_tree(&older.path().join("0"), &dir.path().join("0"));
+
+    let snapshot = dir.path().join("dedup.snapshot");
+    let dedup = Arc::new(TopicDedup::open("t", DedupSource::Key, DedupWindow::Retention, snapshot.clone(), usize::MAX));
+    // Loaded; from now on it cannot be deleted.
+    make_snapshot_undeletable(&snapshot);
+    let rebuilt = rebuild_topic(dir.path(), 1, &dedup);
+    let error = rebuilt.expect_err("the open fails");
+    assert!(error.to_string().contains("dedup.snapshot"), "the error names the snapshot: {error}");
+}
+
+/// The same for a snapshot that cannot be loaded at all: it is not used, so it must go before the
+/// index takes writes, and if it cannot be deleted the open fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_snapshot_that_cannot_be_deleted_fails_the_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topic = open(dir.path(), 1);
+    topic.partitions[0].append(keyed(&["a", "b"])).await.expect("a, b");
+    close(topic).await;
+    let snapshot = dir.path().join("dedup.snapshot");
+    make_snapshot_undeletable(&snapshot);
+    let dedup = Arc::new(TopicDedup::open("t", DedupSource::Key, DedupWindow::Retention, snapshot.clone(), usize::MAX));
+    let error = rebuild_topic(dir.path(), 1, &dedup).expect_err("the open fails");
+    assert!(error.to_string().contains("dedup.snapshot"), "the error names the snapshot: {error}");
+    // Once the file can be deleted, the next open does so and rebuilds the index from the log.
+    std::fs::remove_dir_all(&snapshot).expect("clear");
+    let topic = open(dir.path(), 1);
+    assert_eq!(topic.partitions[0].append(keyed(&["a"])).await.expect("a").duplicates_dropped, 1);
+    close(topic).await;
+}
