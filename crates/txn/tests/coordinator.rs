@@ -11,12 +11,13 @@ use once_partition::TxnMarker;
 use once_txn::{BoxFuture, MarkerError, MarkerWriter, TxnConfig, TxnCoordinator, TxnError, TxnState};
 
 /// Records every marker; fails them all while `failing` is set; refuses those to the targets in
-/// `fenced` as a partition does that has seen a newer producer epoch.
+/// `fenced` as a partition does that has seen a newer producer epoch (and records the refusal).
 #[derive(Default)]
 struct Recorder {
     written: Mutex<Vec<(String, TxnMarker)>>,
     failing: AtomicBool,
     fenced: Mutex<BTreeSet<String>>,
+    refused: Mutex<Vec<(String, TxnMarker)>>,
 }
 
 impl Recorder {
@@ -24,6 +25,7 @@ impl Recorder {
         let outcome = if self.failing.load(Ordering::SeqCst) {
             Err(MarkerError::Failed(format!("{target}: disk on fire")))
         } else if self.fenced.lock().unwrap().contains(&target) {
+            self.refused.lock().unwrap().push((target.clone(), marker));
             Err(MarkerError::Fenced(format!("{target}: producer fenced: epoch is older than the current epoch")))
         } else {
             self.written.lock().unwrap().push((target, marker));
@@ -323,7 +325,8 @@ async fn a_marker_refused_as_fenced_is_abandoned_not_retried_forever() {
         "the marker the partition took was written once, not retried: {written:?}"
     );
     assert!(written.contains(&("group:g".into(), commit)), "the group's marker is written: {written:?}");
-    assert!(!written.iter().any(|(target, _)| target == "out-1"), "the fenced partition stored nothing");
+    let refused = recorder.refused.lock().unwrap().clone();
+    assert_eq!(refused, vec![("out-1".into(), commit)], "the fenced marker was tried once, then abandoned");
     coordinator.add("p", producer_id, epoch, &[tp("out", 0)], &[]).await.expect("the next transaction starts");
     assert_eq!(
         coordinator.init_producer_id("p", 10_000, None).await.map(|(id, _)| id),
