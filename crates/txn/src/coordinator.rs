@@ -28,7 +28,8 @@ use crate::state::{EndDecision, InitDecision, TopicPartition, TxnMetadata, TxnSt
 use crate::store::TxnStore;
 
 /// This coordinator's epoch, written in every marker. Once has one coordinator, so it never changes;
-/// partitions still refuse markers of an older epoch than they have seen.
+/// partitions still refuse markers of an older epoch than they have seen, and the broker refuses
+/// WriteTxnMarkers naming a higher one (stored, it would fence every later marker of this coordinator).
 pub const COORDINATOR_EPOCH: i32 = 0;
 
 /// The crash point tests use: the process dies after PrepareCommit is durable, before any marker.

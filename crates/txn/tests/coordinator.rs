@@ -298,9 +298,11 @@ async fn a_zombie_bump_after_a_new_incarnation_is_fenced() {
     assert_eq!(reopened.init_producer_id("t", 10_000, Some(incarnation)).await, Ok(bumped), "its retry");
 }
 
-/// Issue 13 item 7: a partition that refuses a marker as fenced (it has seen a newer producer or
-/// coordinator epoch) will refuse it forever. The coordinator abandons that marker and completes the
-/// transaction, as Kafka does, instead of retrying it forever and wedging the transactional id.
+/// Issue 13 item 7: a marker the writer reports as `MarkerError::Fenced` (a partition that has seen a
+/// newer producer epoch and holds nothing open of the producer, see the broker's mapping) would be
+/// refused forever. The coordinator abandons it and completes the transaction instead of retrying it
+/// forever and wedging the transactional id. Completing is Once's choice: Kafka stops sending and
+/// leaves the transaction Prepare* for a newer coordinator, which Once never has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marker_refused_as_fenced_is_abandoned_not_retried_forever() {
     let dir = tempfile::tempdir().unwrap();
