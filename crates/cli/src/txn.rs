@@ -302,13 +302,37 @@ fn abort_at_partition(client: &mut AdminClient, topic: &str, abort: &AbortArgs) 
         "the broker answered WriteTxnMarkers without a result for {topic}-{partition}"
     );
     for result in results {
-        check(result.error_code, None, &format!("writing an abort marker on {topic}-{}", result.partition_index))?;
+        let what = format!("writing an abort marker on {topic}-{}", result.partition_index);
+        if result.error_code == ResponseError::TransactionCoordinatorFenced.code() {
+            bail!("{what}: {}", coordinator_fenced_reason(coordinator_epoch));
+        }
+        check(result.error_code, None, &what)?;
     }
     println!(
         "aborted the transaction of producer id {producer_id} epoch {producer_epoch} on {topic}-{partition} \
          (coordinator epoch {coordinator_epoch})"
     );
     Ok(())
+}
+
+/// The coordinator epoch Once's transaction coordinator writes in its markers (`once_txn`'s
+/// `COORDINATOR_EPOCH`; Once has one coordinator, so it never changes).
+const ONCE_COORDINATOR_EPOCH: i32 = 0;
+
+/// Why a partition answered TRANSACTION_COORDINATOR_FENCED to a marker naming `coordinator_epoch`.
+fn coordinator_fenced_reason(coordinator_epoch: i32) -> String {
+    if coordinator_epoch > ONCE_COORDINATOR_EPOCH {
+        format!(
+            "refused coordinator epoch {coordinator_epoch} (TRANSACTION_COORDINATOR_FENCED): Once's transaction \
+             coordinator uses coordinator epoch {ONCE_COORDINATOR_EPOCH}, and a marker from a higher one would \
+             fence all its later markers for this producer; leave out --coordinator-epoch to use the producer's"
+        )
+    } else {
+        format!(
+            "refused coordinator epoch {coordinator_epoch} (TRANSACTION_COORDINATOR_FENCED): the partition has \
+             seen a newer coordinator epoch for this producer (see `once txn describe-producers`)"
+        )
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! client playing each incarnation of an application (issue 13 item 1): after a new incarnation's
 //! InitProducerId (no producer id and epoch named), a zombie of the earlier incarnation asking for a
 //! KIP-360 epoch bump is fenced, never handed the new incarnation's epoch; the same after
-//! `once txn abort --transactional-id` on an idle id.
+//! `once txn abort --transactional-id` on an idle id. And markers naming a coordinator epoch above
+//! Once's own (issue 13 review, item 1) are refused, so they cannot fence the coordinator's markers.
 
 mod support;
 
@@ -10,9 +11,10 @@ use bytes::{Buf, Bytes};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
 use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, BrokerId, EndTxnRequest, FetchRequest, InitProducerIdRequest, ProduceRequest,
-    ProducerId, TopicName, TransactionalId,
+    ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -22,6 +24,7 @@ use support::{once, BrokerProcess};
 const TOPIC: &str = "ledger";
 const PRODUCER_FENCED: i16 = 90;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
+const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 /// Attributes of a transactional batch.
 const TRANSACTIONAL: i16 = 0x10;
 
@@ -173,4 +176,57 @@ fn a_zombie_bump_after_txn_abort_by_id_is_fenced() {
         "the zombie cannot add partitions"
     );
     assert!(read_committed(&mut zombie).is_empty(), "nothing of the zombie is visible");
+}
+
+/// WriteTxnMarkers v1 with one abort marker for `producer` on partition 0, naming `coordinator_epoch`.
+/// Returns the partition's error code.
+fn write_abort_marker(client: &mut AdminClient, producer: (i64, i16), coordinator_epoch: i32) -> i16 {
+    let marker = WritableTxnMarker::default()
+        .with_producer_id(ProducerId(producer.0))
+        .with_producer_epoch(producer.1)
+        .with_transaction_result(false)
+        .with_coordinator_epoch(coordinator_epoch)
+        .with_topics(vec![WritableTxnMarkerTopic::default()
+            .with_name(TopicName(text(TOPIC)))
+            .with_partition_indexes(vec![0])]);
+    let response =
+        client.call(&WriteTxnMarkersRequest::default().with_markers(vec![marker]), 1).expect("WriteTxnMarkers");
+    response.markers[0].topics[0].partitions[0].error_code
+}
+
+/// A marker naming a coordinator epoch above the one Once's coordinator writes (`once txn abort
+/// --coordinator-epoch`, kafka-transactions.sh, Admin.abortTransaction) is refused at every partition.
+/// Stored, it would fence every later marker of Once's coordinator for that producer: the producer's
+/// next commit would be answered NONE while its marker was refused and its records held the last
+/// stable offset forever.
+#[test]
+fn a_marker_above_the_coordinator_epoch_is_refused_and_the_coordinator_markers_still_land() {
+    let broker = BrokerProcess::start(&[]);
+    once(&["topic", "create", TOPIC, "--partitions", "1", "--bootstrap", &broker.bootstrap()]);
+    let mut client = AdminClient::connect(&broker.bootstrap()).expect("connect");
+    let (error, producer_id, epoch) = init_producer_id(&mut client, "payments", None, 4);
+    assert_eq!(error, 0, "InitProducerId");
+
+    let (producer_id_arg, epoch_arg) = (producer_id.to_string(), epoch.to_string());
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["txn", "abort", "--topic", TOPIC, "--partition", "0", "--producer-id", &producer_id_arg])
+        .args(["--producer-epoch", &epoch_arg, "--coordinator-epoch", "7", "--bootstrap", &broker.bootstrap()])
+        .output()
+        .expect("run once txn abort");
+    let raw = write_abort_marker(&mut client, (producer_id, epoch), 9);
+    let errors = commit_one(&mut client, "payments", (producer_id, epoch), "after");
+
+    assert_eq!(
+        read_committed(&mut client),
+        vec!["after".to_string()],
+        "the coordinator's commit marker landed: the record is visible and the last stable offset moved"
+    );
+    assert_eq!(errors, [0, 0, 0], "the transaction is accepted");
+    assert_eq!(raw, TRANSACTION_COORDINATOR_FENCED, "a raw WriteTxnMarkers with coordinator epoch 9 is refused");
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(!cli.status.success(), "once txn abort --coordinator-epoch 7 fails: {stderr}");
+    assert!(
+        stderr.contains("coordinator epoch 7") && stderr.contains("uses coordinator epoch 0"),
+        "once txn abort says why: {stderr}"
+    );
 }

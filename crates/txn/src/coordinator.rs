@@ -28,7 +28,8 @@ use crate::state::{EndDecision, InitDecision, TopicPartition, TxnMetadata, TxnSt
 use crate::store::TxnStore;
 
 /// This coordinator's epoch, written in every marker. Once has one coordinator, so it never changes;
-/// partitions still refuse markers of an older epoch than they have seen.
+/// partitions still refuse markers of an older epoch than they have seen, and the broker refuses
+/// WriteTxnMarkers naming a higher one (stored, it would fence every later marker of this coordinator).
 pub const COORDINATOR_EPOCH: i32 = 0;
 
 /// The crash point tests use: the process dies after PrepareCommit is durable, before any marker.
@@ -39,12 +40,16 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// Why a marker was not written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MarkerError {
-    /// Refused for good: the target has seen a newer producer epoch or coordinator epoch for the
-    /// producer (INVALID_PRODUCER_EPOCH / TRANSACTION_COORDINATOR_FENCED), so whoever wrote it has
-    /// ended the transaction there. The coordinator abandons the marker (as Kafka does).
+    /// Refused for good, and nothing is left for the marker to end: the target has seen a newer
+    /// producer epoch for the producer (INVALID_PRODUCER_EPOCH) and holds no open transaction of it.
+    /// The coordinator abandons the marker and completes the transaction. This is Once's choice, not
+    /// Kafka's (Kafka stops sending and leaves the transaction Prepare* for a newer coordinator); see
+    /// docs/design/transactions.md, *Abandoned markers*. The writer must return it only when the
+    /// target says nothing of the producer's transaction is open there.
     #[error("marker fenced: {0}")]
     Fenced(String),
-    /// Anything else (storage, a closed partition, a full queue): the coordinator retries.
+    /// Anything else (storage, a closed partition, a full queue, a refusal while the producer still
+    /// has a transaction open at the target): the coordinator retries.
     #[error("{0}")]
     Failed(String),
 }
@@ -252,6 +257,16 @@ impl TxnCoordinator {
             .clone()
     }
 
+    /// Whether `inner` is the id's slot in the map. Asked holding `inner`'s lock: only
+    /// [`TxnCoordinator::forget`] removes a slot, and it holds the slot's lock, so the answer stays
+    /// true until the lock is released. A caller that took the slot before `forget` and got the lock
+    /// after must not create the id there: outside the map a checkpoint would not list it (its first
+    /// record could fall below the checkpoint's start, and the id be lost at the next open), and a
+    /// second caller would create the id again in a new slot, under another lock.
+    fn is_mapped(&self, transactional_id: &str, inner: &Slot) -> bool {
+        self.slot(transactional_id).is_some_and(|current| Arc::ptr_eq(&current, inner))
+    }
+
     fn all_slots(&self) -> Vec<(String, Slot)> {
         let slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         slots.iter().map(|(id, slot)| (id.clone(), slot.clone())).collect()
@@ -290,18 +305,32 @@ impl TxnCoordinator {
                 max_ms: self.config.max_timeout_ms,
             });
         }
-        let inner = self.slot_or_insert(transactional_id);
-        let mut slot = Locked::of(&inner).await;
+        loop {
+            let inner = self.slot_or_insert(transactional_id);
+            let mut slot = Locked::of(&inner).await;
+            // Only `forget` removes a slot, holding its lock: checked under the lock, the slot stays
+            // in the map until this call ends (see `is_mapped`).
+            if self.is_mapped(transactional_id, &inner) {
+                return self.init_locked(transactional_id, &mut slot, timeout_ms, expected).await;
+            }
+        }
+    }
+
+    /// InitProducerId on the id's slot, locked and in the map.
+    async fn init_locked(
+        &self,
+        transactional_id: &str,
+        slot: &mut Locked<'_>,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), TxnError> {
         let Some(current) = slot.metadata() else {
             if expected.is_some() {
                 return Err(TxnError::InvalidProducerIdMapping);
             }
             let producer_id = (self.producer_ids)().map_err(TxnError::Storage)?;
             let metadata = TxnMetadata::new(producer_id, timeout_ms, now_ms());
-            self.persist(transactional_id, &mut slot, metadata).await?;
-            // The id may have expired (and its slot left the map) while this call waited for the lock.
-            let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            slots.entry(transactional_id.to_string()).or_insert_with(|| inner.clone());
+            self.persist(transactional_id, slot, metadata).await?;
             return Ok((producer_id, 0));
         };
         let requester = match current.init_decision(expected)? {
@@ -309,10 +338,10 @@ impl TxnCoordinator {
             InitDecision::Bump(requester) => requester,
         };
         if current.state.is_prepared() {
-            self.complete(transactional_id, &mut slot).await?;
+            self.complete(transactional_id, slot).await?;
         }
         if slot.metadata().is_some_and(|metadata| metadata.state == TxnState::Ongoing) {
-            self.abort_fenced(transactional_id, &mut slot).await?;
+            self.abort_fenced(transactional_id, slot).await?;
         }
         let settled = slot.metadata().expect("metadata stays while locked");
         if !settled.state.is_settled() {
@@ -321,7 +350,7 @@ impl TxnCoordinator {
         let producer_ids = self.producer_ids.clone();
         let bumped = settled.bumped(requester, timeout_ms, now_ms(), || producer_ids().map_err(TxnError::Storage))?;
         let answer = (bumped.producer_id, bumped.producer_epoch);
-        self.persist(transactional_id, &mut slot, bumped).await?;
+        self.persist(transactional_id, slot, bumped).await?;
         Ok(answer)
     }
 
@@ -431,8 +460,8 @@ impl TxnCoordinator {
     }
 
     /// Writes the markers of a prepared transaction, then Complete*. The lock is held. A marker
-    /// refused as fenced is abandoned (logged); any other failure leaves the transaction prepared for
-    /// the timer to retry.
+    /// refused as [`MarkerError::Fenced`] is abandoned (logged, also when others failed); any other
+    /// failure leaves the transaction prepared for the timer to retry.
     async fn complete(&self, transactional_id: &str, slot: &mut Locked<'_>) -> Result<(), TxnError> {
         let prepared = slot.metadata().expect("metadata stays while locked");
         assert!(prepared.state.is_prepared(), "only prepared transactions complete");
@@ -460,9 +489,6 @@ impl TxnCoordinator {
                 Err(error) => failures.push(error.to_string()),
             }
         }
-        if !failures.is_empty() {
-            return Err(TxnError::Storage(format!("writing markers: {}", failures.join("; "))));
-        }
         if !abandoned.is_empty() {
             tracing::warn!(
                 transactional_id,
@@ -470,9 +496,12 @@ impl TxnCoordinator {
                 epoch = marker.producer_epoch,
                 commit = marker.commit,
                 refused = %abandoned.join("; "),
-                "markers refused as fenced are abandoned: a newer producer or coordinator epoch ended the \
-                 transaction there"
+                "markers refused as fenced are abandoned: a newer producer epoch reached the target and \
+                 nothing of this transaction is open there"
             );
+        }
+        if !failures.is_empty() {
+            return Err(TxnError::Storage(format!("writing markers: {}", failures.join("; "))));
         }
         self.persist(transactional_id, slot, prepared.completed(now_ms())).await
     }
@@ -557,7 +586,9 @@ impl TxnCoordinator {
         *slot.inner.view() = None;
         *slot.state = None;
         let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        slots.remove(transactional_id);
+        if slots.get(transactional_id).is_some_and(|current| std::ptr::eq(Arc::as_ptr(current), slot.inner)) {
+            slots.remove(transactional_id);
+        }
         tracing::info!(transactional_id, "transactional id expired");
         Ok(())
     }
@@ -633,5 +664,43 @@ mod tests {
         let found = reopened.describe("late").map(|metadata| (metadata.producer_id, metadata.producer_epoch));
         assert_eq!(found, Some(late), "the id created during the checkpoint is known after the next open");
         assert_eq!(reopened.describe("busy").map(|metadata| metadata.producer_epoch), Some(19));
+    }
+
+    /// Review of issue 13 item 5: an InitProducerId that took an id's slot just before the id expired
+    /// (`forget` removes the slot) must not create the id in a slot outside the map. There its record
+    /// could fall below a checkpoint's start while the checkpoint lists no such id; and a second
+    /// InitProducerId, finding no slot, would create the same id again under a lock of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_init_racing_the_expiry_of_its_id_creates_it_once_in_the_map() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ids = Arc::new(AtomicI64::new(1));
+        let coordinator = open(dir.path(), &ids);
+        coordinator.init_producer_id("t", 10_000, None).await.expect("init");
+        let old = coordinator.slot("t").expect("a slot");
+        let mut expiring = Locked::of(&old).await;
+        // The first init takes the old slot and waits for its lock, held by the expiry.
+        let first = {
+            let coordinator = coordinator.clone();
+            tokio::spawn(async move { coordinator.init_producer_id("t", 10_000, None).await })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&old) < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "the first init never took the slot");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        coordinator.forget("t", &mut expiring).await.expect("forgets");
+        // A second init arrives after the expiry and completes while the first still waits.
+        let second = coordinator.init_producer_id("t", 10_000, None).await.expect("second init");
+        drop(expiring);
+        let first = first.await.expect("joins").expect("first init");
+        assert_eq!(first.0, second.0, "one producer id for the id, not one per racing init");
+        assert_eq!(first.1, second.1 + 1, "the later init bumps the epoch of the earlier one");
+        let installed = coordinator.describe("t").map(|metadata| (metadata.producer_id, metadata.producer_epoch));
+        assert_eq!(installed, Some(first), "the map holds what the last init answered");
+        coordinator.close().await;
+        drop(coordinator);
+        let reopened = open(dir.path(), &ids);
+        let replayed = reopened.describe("t").map(|metadata| (metadata.producer_id, metadata.producer_epoch));
+        assert_eq!(replayed, Some(first), "the log holds what memory held");
     }
 }

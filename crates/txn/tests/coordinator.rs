@@ -11,12 +11,13 @@ use once_partition::TxnMarker;
 use once_txn::{BoxFuture, MarkerError, MarkerWriter, TxnConfig, TxnCoordinator, TxnError, TxnState};
 
 /// Records every marker; fails them all while `failing` is set; refuses those to the targets in
-/// `fenced` as a partition does that has seen a newer producer epoch.
+/// `fenced` as a partition does that has seen a newer producer epoch (and records the refusal).
 #[derive(Default)]
 struct Recorder {
     written: Mutex<Vec<(String, TxnMarker)>>,
     failing: AtomicBool,
     fenced: Mutex<BTreeSet<String>>,
+    refused: Mutex<Vec<(String, TxnMarker)>>,
 }
 
 impl Recorder {
@@ -24,6 +25,7 @@ impl Recorder {
         let outcome = if self.failing.load(Ordering::SeqCst) {
             Err(MarkerError::Failed(format!("{target}: disk on fire")))
         } else if self.fenced.lock().unwrap().contains(&target) {
+            self.refused.lock().unwrap().push((target.clone(), marker));
             Err(MarkerError::Fenced(format!("{target}: producer fenced: epoch is older than the current epoch")))
         } else {
             self.written.lock().unwrap().push((target, marker));
@@ -296,9 +298,11 @@ async fn a_zombie_bump_after_a_new_incarnation_is_fenced() {
     assert_eq!(reopened.init_producer_id("t", 10_000, Some(incarnation)).await, Ok(bumped), "its retry");
 }
 
-/// Issue 13 item 7: a partition that refuses a marker as fenced (it has seen a newer producer or
-/// coordinator epoch) will refuse it forever. The coordinator abandons that marker and completes the
-/// transaction, as Kafka does, instead of retrying it forever and wedging the transactional id.
+/// Issue 13 item 7: a marker the writer reports as `MarkerError::Fenced` (a partition that has seen a
+/// newer producer epoch and holds nothing open of the producer, see the broker's mapping) would be
+/// refused forever. The coordinator abandons it and completes the transaction instead of retrying it
+/// forever and wedging the transactional id. Completing is Once's choice: Kafka stops sending and
+/// leaves the transaction Prepare* for a newer coordinator, which Once never has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marker_refused_as_fenced_is_abandoned_not_retried_forever() {
     let dir = tempfile::tempdir().unwrap();
@@ -323,7 +327,8 @@ async fn a_marker_refused_as_fenced_is_abandoned_not_retried_forever() {
         "the marker the partition took was written once, not retried: {written:?}"
     );
     assert!(written.contains(&("group:g".into(), commit)), "the group's marker is written: {written:?}");
-    assert!(!written.iter().any(|(target, _)| target == "out-1"), "the fenced partition stored nothing");
+    let refused = recorder.refused.lock().unwrap().clone();
+    assert_eq!(refused, vec![("out-1".into(), commit)], "the fenced marker was tried once, then abandoned");
     coordinator.add("p", producer_id, epoch, &[tp("out", 0)], &[]).await.expect("the next transaction starts");
     assert_eq!(
         coordinator.init_producer_id("p", 10_000, None).await.map(|(id, _)| id),

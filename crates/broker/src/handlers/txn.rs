@@ -26,7 +26,7 @@ use kafka_protocol::messages::{
     TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use once_partition::TxnMarker;
-use once_txn::{error_code, TxnError, TxnState};
+use once_txn::{error_code, TxnError, TxnState, COORDINATOR_EPOCH};
 use once_wire::ResponseError;
 
 use super::str_bytes;
@@ -187,9 +187,23 @@ pub async fn txn_offset_commit(broker: &Arc<Broker>, request: TxnOffsetCommitReq
 
 /// WriteTxnMarkers (v1): markers written straight to partitions, as `kafka-transactions.sh abort`
 /// does for a hanging transaction the coordinator no longer knows.
+///
+/// A marker naming a coordinator epoch above Once's own ([`COORDINATOR_EPOCH`]) is refused at every
+/// partition with TRANSACTION_COORDINATOR_FENCED (Kafka's AbortTransaction reports it as "the
+/// provided coordinator epoch has been fenced by the active coordinator"). No coordinator of this
+/// cluster has that epoch; stored at a partition, it would make the partition refuse every later
+/// marker of Once's coordinator for the producer, and the producer's next transaction there would
+/// hold the last stable offset forever.
 pub async fn write_txn_markers(broker: &Arc<Broker>, request: WriteTxnMarkersRequest) -> ResponseKind {
     let mut results = Vec::with_capacity(request.markers.len());
     for requested in request.markers {
+        if requested.coordinator_epoch > COORDINATOR_EPOCH {
+            tracing::info!(
+                producer_id = requested.producer_id.0,
+                coordinator_epoch = requested.coordinator_epoch,
+                "WriteTxnMarkers refused: coordinator epoch above this coordinator's {COORDINATOR_EPOCH}"
+            );
+        }
         let marker = TxnMarker {
             producer_id: requested.producer_id.0,
             producer_epoch: requested.producer_epoch,
@@ -202,6 +216,9 @@ pub async fn write_txn_markers(broker: &Arc<Broker>, request: WriteTxnMarkersReq
             let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
             for index in topic.partition_indexes {
                 let error = match found.as_ref().and_then(|found| found.partition(index)) {
+                    _ if marker.coordinator_epoch > COORDINATOR_EPOCH => {
+                        ResponseError::TransactionCoordinatorFenced.code()
+                    }
                     None => ResponseError::UnknownTopicOrPartition.code(),
                     Some(partition) => match partition.write_marker(marker).await {
                         Ok(_) => 0,
