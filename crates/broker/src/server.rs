@@ -239,12 +239,12 @@ async fn serve_connection(
                 let fallback: PendingResponse = Box::pin(async { Some(api_versions::unsupported_version_response()) });
                 (correlation_id, 0, fallback)
             }
-            Err(RequestError::LegacyProduce { request, correlation_id }) => {
-                tracing::debug!(?peer, "Produce v2 is not served; answering UNSUPPORTED_VERSION");
+            Err(RequestError::LegacyProduce { request, api_version, correlation_id }) => {
+                tracing::debug!(?peer, api_version, "legacy Produce is not served; answering UNSUPPORTED_VERSION");
                 let answer = crate::handlers::produce::unsupported_version(*request);
                 let answer: PendingResponse = Box::pin(async move { answer });
-                // A v2 response is laid out exactly like v3.
-                (correlation_id, 3, answer)
+                // Encoded in the request's own layout (the wire crate writes v0–v2 by hand).
+                (correlation_id, api_version, answer)
             }
             Err(error) => {
                 tracing::warn!(?peer, %error, "closing connection after an unanswerable request");

@@ -261,8 +261,6 @@ fn now_ms() -> u64 {
 
 fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
     let start = Instant::now();
-    let mut set_up = SetUp::new(args, seed)?;
-    let client_bootstrap = set_up.proxy.as_ref().map_or(args.bootstrap.clone(), |proxy| proxy.address.clone());
     let workload = format!("{:?}", args.workload).to_lowercase();
     let run_name = format!("once-check-{workload}-{seed}-{}", now_ms());
     // `txn` copies `<run>-in` to `<run>-out`; the other workloads have one topic, named after the run.
@@ -270,14 +268,16 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
         Workload::Txn => vec![format!("{run_name}-in"), format!("{run_name}-out")],
         Workload::Queue | Workload::Group | Workload::Dedup => vec![run_name.clone()],
     };
-    let mut dedup_source = None;
-    for topic in &topics {
-        if args.workload == Workload::Dedup && args.dedup_source == DedupSource::Header {
-            dedup_source = topics::create_dedup_topic(&client_bootstrap, topic, args.partitions)?;
-        } else {
-            topics::create_topic(&client_bootstrap, topic, args.partitions, &[])?;
-        }
-    }
+    let stats = Arc::new(progress::Stats::default());
+    // A run that cannot even start (a managed broker that exits, a proxy that cannot bind, a topic
+    // the broker refuses) still gets its report, saying why.
+    let mut set_up = SetUp::new(args, seed).inspect_err(|error| {
+        write_incomplete_report(args, seed, &topics, &report::FaultCounts::default(), error);
+    })?;
+    let client_bootstrap = set_up.proxy.as_ref().map_or(args.bootstrap.clone(), |proxy| proxy.address.clone());
+    let dedup_source = create_topics(args, &client_bootstrap, &topics).inspect_err(|error| {
+        write_incomplete_report(args, seed, &topics, &set_up.fault_counts(&stats), error);
+    })?;
     if set_up.proxy.is_some() && set_up.broker.is_none() {
         topics::warn_unless_advertised(&client_bootstrap);
     }
@@ -289,7 +289,6 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
         rate: args.rate,
         idempotence: args.producer_idempotence,
     };
-    let stats = Arc::new(progress::Stats::default());
     let run = Run { args, seed, start, run_name, config, stats, dedup_source, report_written: Default::default() };
     let proxy_counters = set_up.proxy.as_ref().map(|proxy| proxy.counters.clone());
     let progress = progress::start(run.stats.clone(), proxy_counters, Duration::from_secs(args.duration));
@@ -301,13 +300,47 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
     };
     let valid = valid.inspect_err(|error| {
         if !run.report_written.get() {
-            run.write_incomplete_report(&topics, &set_up, error);
+            write_incomplete_report(args, seed, &topics, &set_up.fault_counts(&run.stats), error);
         }
     })?;
     if !valid {
         eprintln!("once check: anomalies found (seed {seed})");
     }
     Ok(valid)
+}
+
+/// The run's topics; for `dedup` by header, the `dedup.source` the broker took, if any.
+fn create_topics(args: &CheckArgs, bootstrap: &str, topics: &[String]) -> anyhow::Result<Option<String>> {
+    let mut dedup_source = None;
+    for topic in topics {
+        if args.workload == Workload::Dedup && args.dedup_source == DedupSource::Header {
+            dedup_source = topics::create_dedup_topic(bootstrap, topic, args.partitions)?;
+        } else {
+            topics::create_topic(bootstrap, topic, args.partitions, &[])?;
+        }
+    }
+    Ok(dedup_source)
+}
+
+/// `--json` for a run that failed before its workload could report: what it was, the faults
+/// injected until then, and why it stopped. Failing to write it is only warned about, so the
+/// reason the run failed is what gets reported.
+fn write_incomplete_report(
+    args: &CheckArgs,
+    seed: u64,
+    topics: &[String],
+    faults: &report::FaultCounts,
+    error: &anyhow::Error,
+) {
+    let Some(path) = &args.json else { return };
+    let report =
+        report::incomplete_json(&flag_name(&args.workload), seed, args.duration, topics, faults, &format!("{error:#}"));
+    let written = serde_json::to_string_pretty(&report).map_err(anyhow::Error::from).and_then(|text| {
+        std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
+    });
+    if let Err(write_error) = written {
+        eprintln!("once check: WARNING could not write the incomplete report: {write_error:#}");
+    }
 }
 
 /// One run's settings, shared by the workloads.
@@ -321,38 +354,20 @@ struct Run<'a> {
     stats: Arc<progress::Stats>,
     /// `dedup`: the `dedup.source` the topic was created with, if the broker took one.
     dedup_source: Option<String>,
-    /// Whether the workload wrote its report itself (an incomplete run of `queue` does): a run that
-    /// fails without one gets the bare incomplete report of [`run_seeded`].
+    /// Whether the workload's full JSON report is out ([`Run::publish`] wrote it; an incomplete run of
+    /// `queue` writes one too): a run that fails without one gets the bare incomplete report of
+    /// [`run_seeded`], and one that fails after it (the HTML report) keeps it.
     report_written: std::cell::Cell<bool>,
 }
 
 impl Run<'_> {
-    /// `--json` for a run that failed before its workload could report: what it was, the faults
-    /// injected until then, and why it stopped. Failing to write it is only warned about, so the
-    /// reason the run failed is what gets reported.
-    fn write_incomplete_report(&self, topics: &[String], set_up: &SetUp, error: &anyhow::Error) {
-        let Some(path) = &self.args.json else { return };
-        let report = report::incomplete_json(
-            &flag_name(&self.args.workload),
-            self.seed,
-            self.args.duration,
-            topics,
-            &set_up.fault_counts(&self.stats),
-            &format!("{error:#}"),
-        );
-        let written = serde_json::to_string_pretty(&report).map_err(anyhow::Error::from).and_then(|text| {
-            std::fs::write(path, text).with_context(|| format!("writing the JSON report {}", path.display()))
-        });
-        if let Err(write_error) = written {
-            eprintln!("once check: WARNING could not write the incomplete report: {write_error:#}");
-        }
-    }
-
     /// The summary table on stdout, `--json` and `--report` (the HTML timeline of `sends`).
     fn publish(&self, outcome: &impl report::Summary, sends: &[Send]) -> anyhow::Result<()> {
         print!("{}", outcome.table());
         if let Some(path) = &self.args.json {
             outcome.write_json(path)?;
+            // The full report is out: a later failure (the HTML) must not replace it with the bare one.
+            self.report_written.set(true);
         }
         let Some(path) = &self.args.report else { return Ok(()) };
         let acked = sends.iter().filter(|send| send.acked_offset().is_some()).map(|send| send.done_ms);
@@ -456,10 +471,7 @@ impl Run<'_> {
         };
         self.publish(&outcome, &history.sends)?;
         match incomplete {
-            Some(reason) => {
-                self.report_written.set(true);
-                Err(anyhow::anyhow!(reason))
-            }
+            Some(reason) => Err(anyhow::anyhow!(reason)),
             None => Ok(anomalies.is_empty()),
         }
     }

@@ -403,30 +403,93 @@ pub fn final_read(config: &QueueConfig, start: Instant) -> anyhow::Result<FinalR
 
 /// How many partitions the broker's metadata lists for the run's topic (0 when it answers that the
 /// topic does not exist), asked until `deadline` through a broker restart. The consumer asking does
-/// not auto-create topics.
+/// not auto-create topics. A loss is believed only when [`PartitionCount`] has seen it twice.
 fn partitions_of(config: &QueueConfig, deadline: Instant) -> anyhow::Result<i32> {
     use rdkafka::error::RDKafkaErrorCode;
     let consumer: BaseConsumer = client(&config.bootstrap)
         .set("allow.auto.create.topics", "false")
         .create()
         .context("creating the metadata client")?;
+    let mut count = PartitionCount::new(config.partitions);
     loop {
-        let answer = consumer.fetch_metadata(Some(&config.topic), Duration::from_secs(5));
-        let last_error = match answer {
+        let answer = match consumer.fetch_metadata(Some(&config.topic), Duration::from_secs(5)) {
             Ok(metadata) => match metadata.topics().iter().find(|topic| topic.name() == config.topic) {
                 Some(topic) => match topic.error().map(RDKafkaErrorCode::from) {
-                    None => return Ok(i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX)),
-                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) => return Ok(0),
-                    Some(code) => format!("the topic's metadata error {code}"),
+                    None => MetadataAnswer::Partitions(i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX)),
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) => MetadataAnswer::Partitions(0),
+                    Some(code) => MetadataAnswer::NoAnswer(format!("the topic's metadata error {code}")),
                 },
-                None => return Ok(0),
+                None => MetadataAnswer::NoAnswer("the metadata left the topic out".to_string()),
             },
-            Err(error) => error.to_string(),
+            Err(error) => MetadataAnswer::NoAnswer(error.to_string()),
+        };
+        let last_error = match count.decide(answer, Instant::now()) {
+            Decision::Count(partitions) => return Ok(partitions),
+            Decision::AskAgain(why) => why,
         };
         if Instant::now() > deadline {
-            anyhow::bail!("no metadata for {} by the final read's deadline: {last_error}", config.topic);
+            anyhow::bail!("no settled metadata for {} by the final read's deadline: {last_error}", config.topic);
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How long apart two metadata answers that agree on a loss must be for the final read to believe it.
+const LOSS_CONFIRMATION: Duration = Duration::from_secs(3);
+
+/// One metadata answer about the run's topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MetadataAnswer {
+    /// The topic with this many partitions (0: UNKNOWN_TOPIC_OR_PARTITION).
+    Partitions(i32),
+    /// No usable answer: an error, or the topic left out of the response.
+    NoAnswer(String),
+}
+
+/// What [`PartitionCount::decide`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decision {
+    /// The broker has this many partitions of the topic.
+    Count(i32),
+    /// Not settled yet, for this reason.
+    AskAgain(String),
+}
+
+/// Settles how many partitions the broker still has. Every partition the run created is believed at
+/// once; fewer (or none) make every acknowledged record of the missing partitions a lost write, so
+/// that answer must come twice, [`LOSS_CONFIRMATION`] apart, before it is believed: one broker of a
+/// cluster with a stale metadata cache, or one answer during a restart, must not fabricate a loss.
+struct PartitionCount {
+    created: i32,
+    /// The first answer of fewer partitions than created, and when it came.
+    loss_seen: Option<(i32, Instant)>,
+}
+
+impl PartitionCount {
+    fn new(created: i32) -> PartitionCount {
+        PartitionCount { created, loss_seen: None }
+    }
+
+    fn decide(&mut self, answer: MetadataAnswer, now: Instant) -> Decision {
+        let partitions = match answer {
+            MetadataAnswer::Partitions(partitions) => partitions,
+            MetadataAnswer::NoAnswer(why) => return Decision::AskAgain(why),
+        };
+        if partitions >= self.created {
+            return Decision::Count(partitions);
+        }
+        match self.loss_seen {
+            Some((seen, since)) if seen == partitions && now.duration_since(since) >= LOSS_CONFIRMATION => {
+                Decision::Count(partitions)
+            }
+            Some((seen, _)) if seen == partitions => {
+                Decision::AskAgain(format!("{partitions} of {} partitions, not yet confirmed", self.created))
+            }
+            _ => {
+                self.loss_seen = Some((partitions, now));
+                Decision::AskAgain(format!("{partitions} of {} partitions, to be confirmed", self.created))
+            }
+        }
     }
 }
 
@@ -456,6 +519,56 @@ pub(crate) fn high_watermarks<C: ConsumerContext>(
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Decision, MetadataAnswer, PartitionCount, LOSS_CONFIRMATION};
+
+    #[test]
+    fn a_single_answer_of_a_lost_topic_is_not_believed() {
+        let start = Instant::now();
+        let mut count = PartitionCount::new(3);
+        let first = count.decide(MetadataAnswer::Partitions(0), start);
+        assert!(
+            matches!(first, Decision::AskAgain(_)),
+            "one UNKNOWN_TOPIC_OR_PARTITION may be a stale cache: {first:?}"
+        );
+        let second = count.decide(MetadataAnswer::Partitions(3), start + Duration::from_millis(200));
+        assert_eq!(second, Decision::Count(3), "the next answer has every partition");
+    }
+
+    #[test]
+    fn a_topic_left_out_of_the_metadata_is_asked_again() {
+        let start = Instant::now();
+        let mut count = PartitionCount::new(2);
+        for later in [0, 5, 10] {
+            let decision =
+                count.decide(MetadataAnswer::NoAnswer("left out".into()), start + Duration::from_secs(later));
+            assert!(matches!(decision, Decision::AskAgain(_)), "a topic left out is no answer: {decision:?}");
+        }
+    }
+
+    #[test]
+    fn a_loss_is_believed_when_two_answers_apart_agree() {
+        let start = Instant::now();
+        let mut count = PartitionCount::new(3);
+        assert!(matches!(count.decide(MetadataAnswer::Partitions(1), start), Decision::AskAgain(_)));
+        let soon = count.decide(MetadataAnswer::Partitions(1), start + Duration::from_millis(200));
+        assert!(matches!(soon, Decision::AskAgain(_)), "two answers a moment apart are not yet apart: {soon:?}");
+        let later = count.decide(MetadataAnswer::Partitions(1), start + LOSS_CONFIRMATION);
+        assert_eq!(later, Decision::Count(1), "the same loss seen {LOSS_CONFIRMATION:?} apart is believed");
+    }
+
+    #[test]
+    fn answers_that_disagree_on_a_loss_start_the_confirmation_over() {
+        let start = Instant::now();
+        let mut count = PartitionCount::new(3);
+        assert!(matches!(count.decide(MetadataAnswer::Partitions(0), start), Decision::AskAgain(_)));
+        let other = count.decide(MetadataAnswer::Partitions(1), start + LOSS_CONFIRMATION);
+        assert!(matches!(other, Decision::AskAgain(_)), "0 then 1 partitions is no confirmed loss: {other:?}");
+        let confirmed = count.decide(MetadataAnswer::Partitions(1), start + LOSS_CONFIRMATION * 2);
+        assert_eq!(confirmed, Decision::Count(1));
+    }
+
     #[test]
     fn every_checker_client_turns_re_bootstrap_off() {
         let config = super::client("127.0.0.1:9092");

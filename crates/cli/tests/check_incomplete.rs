@@ -2,7 +2,9 @@
 //! loses data it cannot give back: a topic deleted mid-run and re-created by auto-creation with fewer
 //! partitions is a run that completes and reports every acknowledged record of the lost partitions
 //! as a lost write (exit 1); a broker that does not come back after a kill is a run that cannot
-//! complete, and still writes its JSON report, saying why (exit 2).
+//! complete, and still writes its JSON report, saying why (exit 2) — also when it cannot even start
+//! (a managed broker that exits, a topic the broker refuses) — and a report that fails after the
+//! JSON was written (the HTML) keeps the full JSON report.
 
 mod support;
 
@@ -162,4 +164,75 @@ fn a_run_that_cannot_complete_still_writes_its_report() {
     assert!(report["faults"]["kill"].as_u64().expect("kills") >= 1, "{report}");
     assert!(report["acked"].as_u64().expect("acked") > 0, "what was recorded is reported: {report}");
     assert!(report["fault_events"].as_array().expect("events").iter().any(|event| event["kind"] == "kill"));
+}
+
+/// A managed broker that exits at once: the run never starts, and its report says why (exit 2).
+#[test]
+fn a_broker_that_does_not_start_still_gets_a_report() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let bootstrap = format!("127.0.0.1:{}", support::free_port());
+    let json = temp.path().join("report.json");
+    let json = json.to_str().expect("utf-8");
+    let broker_log = temp.path().join("broker.log");
+    let broker_log = broker_log.to_str().expect("utf-8");
+    let broker_cmd = "sh -c 'echo this broker does not start >&2; exit 3'";
+    let args = ["--workload", "queue", "--bootstrap", &bootstrap, "--broker-cmd", broker_cmd, "--faults", "kill"];
+    let more = ["--duration", "5", "--seed", "7", "--json", json, "--broker-log", broker_log];
+    let mut check = spawn_check(temp.path(), &[&args[..], &more[..]].concat());
+
+    let code = exit_code(&mut check, temp.path(), Duration::from_secs(60));
+    let report = report(temp.path());
+    assert_eq!(code, 2, "the run could not start; once check said:\n{}", check_log(temp.path()));
+    assert_eq!(report["complete"], false, "{report}");
+    assert_eq!(report["valid"], serde_json::Value::Null, "{report}");
+    assert_eq!(report["workload"], "queue", "{report}");
+    assert_eq!(report["seed"], 7, "{report}");
+    let reason = report["incomplete_reason"].as_str().expect("a reason");
+    assert!(reason.contains("the broker exited"), "the reason names the broker that did not start: {reason}");
+}
+
+/// A broker that refuses the run's topic (zero partitions: INVALID_PARTITIONS): the run stops before
+/// its workload, and its report says why (exit 2).
+#[test]
+fn a_refused_topic_still_gets_a_report() {
+    let broker = BrokerProcess::start(&[]);
+    let bootstrap = broker.bootstrap();
+    let temp = tempfile::tempdir().expect("temp dir");
+    let json = temp.path().join("report.json");
+    let json = json.to_str().expect("utf-8");
+    let args = ["--workload", "queue", "--bootstrap", &bootstrap, "--partitions", "0", "--duration", "5"];
+    let more = ["--seed", "8", "--faults", "delay", "--fault-probability", "0", "--json", json];
+    let mut check = spawn_check(temp.path(), &[&args[..], &more[..]].concat());
+
+    let code = exit_code(&mut check, temp.path(), Duration::from_secs(60));
+    let report = report(temp.path());
+    assert_eq!(code, 2, "the run could not start; once check said:\n{}", check_log(temp.path()));
+    assert_eq!(report["complete"], false, "{report}");
+    assert_eq!(report["valid"], serde_json::Value::Null, "{report}");
+    let reason = report["incomplete_reason"].as_str().expect("a reason");
+    assert!(reason.contains("creating topic"), "the reason names the topic the broker refused: {reason}");
+    let topics = report["topics"].as_array().expect("topics");
+    assert!(topics[0].as_str().expect("a name").starts_with("once-check-queue-8-"), "{report}");
+}
+
+/// A complete run whose HTML report cannot be written (its directory does not exist): the run fails
+/// (exit 2), but the full JSON report it wrote first stays.
+#[test]
+fn a_failed_html_report_keeps_the_full_json_report() {
+    let broker = BrokerProcess::start(&[]);
+    let bootstrap = broker.bootstrap();
+    let temp = tempfile::tempdir().expect("temp dir");
+    let json = temp.path().join("report.json");
+    let html = temp.path().join("no-such-directory").join("report.html");
+    let (json, html) = (json.to_str().expect("utf-8"), html.to_str().expect("utf-8"));
+    let args = ["--workload", "queue", "--bootstrap", &bootstrap, "--duration", "2", "--seed", "9", "--rate", "100"];
+    let more = ["--faults", "delay", "--fault-probability", "0", "--json", json, "--report", html];
+    let mut check = spawn_check(temp.path(), &[&args[..], &more[..]].concat());
+
+    let code = exit_code(&mut check, temp.path(), Duration::from_secs(120));
+    let report = report(temp.path());
+    assert_eq!(code, 2, "the HTML report could not be written; once check said:\n{}", check_log(temp.path()));
+    assert_eq!(report["complete"], true, "the full report stays: {report}");
+    assert_eq!(report["valid"], true, "{report}");
+    assert!(report["acked"].as_u64().expect("acked") > 0, "{report}");
 }

@@ -2,7 +2,9 @@
 //! read_committed consumer and a transactional producer copy a topic (`tests/python/txn_copier.py`,
 //! offsets committed with send_offsets_to_transaction), the broker is killed with SIGKILL after five
 //! commits and restarted, and the copy must finish with every input record in the output exactly
-//! once. The copier sets `metadata.recovery.strategy=none` as docs/clients.md asks: with librdkafka's
+//! once, and the group's committed offsets must reach the input's end on every partition (the
+//! offsets went through TxnOffsetCommit). The kill must land mid-copy: the copier has not finished
+//! when the broker dies and commits again after the restart. The copier sets `metadata.recovery.strategy=none` as docs/clients.md asks: with librdkafka's
 //! default (`rebootstrap`) send_offsets_to_transaction hangs forever after the only broker restarts
 //! (librdkafka issues 5456 and 5511), which this test would report as a copier that never finished.
 
@@ -13,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use support::txn::{read_to_end, Isolation};
+use support::txn::{committed_offsets, end_offsets, read_to_end, Isolation};
 use support::{once, BrokerProcess};
 
 const PARTITIONS: i32 = 3;
@@ -56,19 +58,49 @@ impl Copier {
         Copier { child, lines, stderr_path }
     }
 
-    /// Waits for a stdout line `accept` takes; panics with the copier's stderr after `deadline`.
-    fn wait_for(&mut self, deadline: Instant, what: &str, accept: impl Fn(&str) -> bool) -> String {
+    /// The copier's stderr, its last 30 lines.
+    fn stderr_tail(&self) -> String {
+        let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let tail: Vec<&str> = stderr.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+        tail.join("\n")
+    }
+
+    /// The stdout lines printed so far (those still in the pipe may be missed).
+    fn lines_so_far(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    /// Waits for the copier to exit; kills it and panics with its stderr after `deadline`.
+    fn exit_status(&mut self, deadline: Instant) -> std::process::ExitStatus {
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the copier") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("the copier printed done but did not exit; its stderr ends:\n{}", self.stderr_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for a stdout line `accept` takes, returning it and the lines before it; panics with the
+    /// copier's stderr after `deadline`.
+    fn wait_for(&mut self, deadline: Instant, what: &str, accept: impl Fn(&str) -> bool) -> (String, Vec<String>) {
+        let mut before = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left.max(Duration::from_millis(1))) {
-                Ok(line) if accept(&line) => return line,
-                Ok(_) => continue,
+                Ok(line) if accept(&line) => return (line, before),
+                Ok(line) => before.push(line),
                 Err(_) => {
                     let _ = self.child.kill();
                     let status = self.child.wait().ok();
-                    let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
-                    let tail: Vec<&str> = stderr.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
-                    panic!("the copier did not get to {what} (exit {status:?}); its stderr ends:\n{}", tail.join("\n"));
+                    panic!(
+                        "the copier did not get to {what} (exit {status:?}); its stderr ends:\n{}",
+                        self.stderr_tail()
+                    );
                 }
             }
         }
@@ -82,8 +114,14 @@ impl Drop for Copier {
     }
 }
 
+/// `committed TRANSACTIONS COPIED` → (TRANSACTIONS, COPIED).
+fn committed(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.strip_prefix("committed ")?.split(' ');
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
 fn committed_count(line: &str) -> Option<u64> {
-    line.strip_prefix("committed ")?.split(' ').next()?.parse().ok()
+    committed(line).map(|(transactions, _)| transactions)
 }
 
 #[test]
@@ -99,14 +137,45 @@ fn confluent_kafka_transactional_copier_survives_kill_9_of_the_broker() {
     let strategy = std::env::var("ONCE_TEST_METADATA_RECOVERY_STRATEGY").unwrap_or_else(|_| "none".to_string());
     let mut copier = Copier::spawn(&bootstrap, temp.path(), &strategy);
     let deadline = Instant::now() + COPY_TIMEOUT;
-    copier.wait_for(deadline, "its first commits", |line| committed_count(line) >= Some(COMMITS_BEFORE_KILL));
+    let (first, _) =
+        copier.wait_for(deadline, "its first commits", |line| committed_count(line) >= Some(COMMITS_BEFORE_KILL));
     broker.kill9();
+    // Nothing commits while the broker is dead: what the copier printed by now is all it committed
+    // before the kill (the pause also lets the reader thread take what was still in the pipe).
     std::thread::sleep(Duration::from_millis(1500));
+    let before_kill: Vec<String> = std::iter::once(first).chain(copier.lines_so_far()).collect();
+    assert!(
+        !before_kill.iter().any(|line| line.starts_with("done ")),
+        "the copy ended before the kill: {before_kill:?}"
+    );
+    let (transactions_at_kill, copied_at_kill) =
+        before_kill.iter().filter_map(|line| committed(line)).max().expect("commits before the kill");
+    assert!(copied_at_kill < RECORDS as u64, "the kill lands mid-copy: {copied_at_kill} of {RECORDS} copied");
     broker.restart();
-    let done = copier.wait_for(deadline, "the end of the copy", |line| line.starts_with("done "));
+    let (done, after_restart) = copier.wait_for(deadline, "the end of the copy", |line| line.starts_with("done "));
     assert_eq!(done, format!("done {RECORDS}"), "the committed positions cover the input");
-    let status = copier.child.wait().expect("wait for the copier");
+    let commits_after: Vec<(u64, u64)> = after_restart.iter().filter_map(|line| committed(line)).collect();
+    assert!(
+        commits_after.iter().any(|&(transactions, _)| transactions > transactions_at_kill),
+        "the copier commits again after the restart: {after_restart:?}"
+    );
+    let status = copier.exit_status(Instant::now() + Duration::from_secs(20));
     assert!(status.success(), "the copier exits cleanly: {status}");
+
+    // The copier's consumed positions went through TxnOffsetCommit: the group resumes at the end.
+    let input_end = end_offsets(&bootstrap, "restart-in", PARTITIONS, Isolation::ReadUncommitted);
+    let offsets_deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let committed = committed_offsets(&bootstrap, "restart-copier", "restart-in", PARTITIONS);
+        if committed.as_ref().ok() == Some(&input_end) {
+            break;
+        }
+        assert!(
+            Instant::now() < offsets_deadline,
+            "the group's committed offsets {committed:?} never reached the input's end {input_end:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let output = read_to_end(&bootstrap, "restart-out", PARTITIONS, Isolation::ReadCommitted);
     let mut values: Vec<usize> = output

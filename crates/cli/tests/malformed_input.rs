@@ -192,3 +192,56 @@ fn produce_v2_is_answered_with_unsupported_version_and_the_connection_stays_usab
     let described = once(&["topic", "describe", "legacy", "--bootstrap", &broker.bootstrap()]);
     assert!(described.contains("high-watermark=0"), "nothing was written: {described}");
 }
+
+/// Produce v0 and v1 (advertised with v2 for librdkafka's sake, served by no broker since Kafka 4.0)
+/// get UNSUPPORTED_VERSION for every partition in their own response layout, as Kafka 4.0 answers
+/// them, and the connection goes on serving. The response is read by hand: the codec starts at v3.
+#[test]
+fn produce_v0_and_v1_are_answered_with_unsupported_version_and_the_connection_stays_usable() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let broker = BrokerProcess::start(&[]);
+    once(&["topic", "create", "legacy", "--partitions", "2", "--bootstrap", &broker.bootstrap()]);
+    let partition =
+        |index: i32| PartitionProduceData::default().with_index(index).with_records(Some(vec![0u8; 40].into()));
+    let request =
+        ProduceRequest::default().with_transactional_id(None).with_acks(1).with_timeout_ms(1000).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("legacy")))
+                .with_partition_data(vec![partition(0), partition(1)]),
+        ]);
+    let mut v3_body = bytes::BytesMut::new();
+    request.encode(&mut v3_body, 3).expect("encode");
+    for version in [0i16, 1] {
+        let correlation_id = 20 + i32::from(version);
+        let mut body = header(ApiKey::Produce as i16, version, correlation_id);
+        body.extend_from_slice(&v3_body[2..]); // v0 and v1 requests = v3 without the transactional id
+        let mut stream = connect(&broker);
+        stream.write_all(&frame(&body)).expect("write");
+        let mut length = [0u8; 4];
+        stream.read_exact(&mut length).expect("an answer, not a closed connection");
+        let mut response = vec![0u8; i32::from_be_bytes(length) as usize];
+        stream.read_exact(&mut response).expect("body");
+        // correlation id; [topic name, [partition, error code, base offset]]; v1: throttle time.
+        let mut expected = correlation_id.to_be_bytes().to_vec();
+        expected.extend_from_slice(&1i32.to_be_bytes());
+        expected.extend_from_slice(&6i16.to_be_bytes());
+        expected.extend_from_slice(b"legacy");
+        expected.extend_from_slice(&2i32.to_be_bytes());
+        for index in [0i32, 1] {
+            expected.extend_from_slice(&index.to_be_bytes());
+            expected.extend_from_slice(&35i16.to_be_bytes()); // UNSUPPORTED_VERSION
+            expected.extend_from_slice(&(-1i64).to_be_bytes());
+        }
+        if version == 1 {
+            expected.extend_from_slice(&0i32.to_be_bytes());
+        }
+        assert_eq!(response, expected, "the Produce v{version} response");
+        let mut same_connection = AdminClient::from_stream(stream);
+        assert_eq!(same_connection.call(&ApiVersionsRequest::default(), 3).expect("still usable").error_code, 0);
+    }
+    let described = once(&["topic", "describe", "legacy", "--bootstrap", &broker.bootstrap()]);
+    assert!(!described.contains("high-watermark=1"), "nothing was written: {described}");
+    assert!(described.contains("high-watermark=0"), "nothing was written: {described}");
+}

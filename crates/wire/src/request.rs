@@ -28,11 +28,12 @@ pub enum RequestError {
     /// and the supported ranges (KIP-511), and the connection stays open.
     #[error("ApiVersions v{api_version} is not supported")]
     ApiVersionsUnsupported { api_version: i16, correlation_id: i32 },
-    /// Produce v2, advertised for librdkafka's sake but not served: Kafka 4 answers every partition with
-    /// UNSUPPORTED_VERSION. The request is decoded (its layout is v3's without the transactional id) so
-    /// the answer can name the partitions; a v2 response is laid out exactly like a v3 one.
-    #[error("Produce v2 is advertised but not served (correlation id {correlation_id})")]
-    LegacyProduce { request: Box<kafka_protocol::messages::ProduceRequest>, correlation_id: i32 },
+    /// Produce v0–v2, advertised for librdkafka's sake but not served: Kafka 4 answers every partition
+    /// with UNSUPPORTED_VERSION and keeps the connection. The request is decoded (v0–v2 bodies are v3's
+    /// without the transactional id) so the answer can name the partitions; the answer is encoded in
+    /// the request's own layout ([`crate::encode_response`] writes v0 and v1 by hand).
+    #[error("Produce v{api_version} is advertised but not served (correlation id {correlation_id})")]
+    LegacyProduce { request: Box<kafka_protocol::messages::ProduceRequest>, api_version: i16, correlation_id: i32 },
     /// Any other API at a version Once does not serve: Kafka closes the connection.
     #[error("{api_key:?} v{api_version} is not supported (correlation id {correlation_id})")]
     UnsupportedVersion { api_key: ApiKey, api_version: i16, correlation_id: i32 },
@@ -71,8 +72,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, RequestError> 
         if api_key == ApiKey::ApiVersions {
             return Err(RequestError::ApiVersionsUnsupported { api_version, correlation_id });
         }
-        if api_key == ApiKey::Produce && api_version == LEGACY_PRODUCE_VERSION {
-            return Err(decode_legacy_produce(frame, correlation_id));
+        if api_key == ApiKey::Produce && LEGACY_PRODUCE_VERSIONS.contains(&api_version) {
+            return Err(decode_legacy_produce(frame, api_version, correlation_id));
         }
         return Err(RequestError::UnsupportedVersion { api_key, api_version, correlation_id });
     }
@@ -83,13 +84,15 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, RequestError> 
     Ok(DecodedRequest { api_key, api_version, header, body })
 }
 
-/// The one legacy Produce version answered with an error rather than a closed connection.
-pub const LEGACY_PRODUCE_VERSION: i16 = 2;
+/// The legacy Produce versions answered with an error rather than a closed connection: every version
+/// below the v3 Once serves (Kafka 4.0's floor, KIP-896).
+pub const LEGACY_PRODUCE_VERSIONS: std::ops::RangeInclusive<i16> = 0..=2;
 
-fn decode_legacy_produce(mut frame: Bytes, correlation_id: i32) -> RequestError {
+fn decode_legacy_produce(mut frame: Bytes, api_version: i16, correlation_id: i32) -> RequestError {
     let api_key = ApiKey::Produce;
-    let malformed = |reason: String| RequestError::Malformed { api_key, api_version: 2, correlation_id, reason };
-    if let Err(error) = RequestHeader::decode(&mut frame, api_key.request_header_version(2)) {
+    let malformed = |reason: String| RequestError::Malformed { api_key, api_version, correlation_id, reason };
+    // v0–v2 use request header v1, as v3 does.
+    if let Err(error) = RequestHeader::decode(&mut frame, api_key.request_header_version(3)) {
         return malformed(error.to_string());
     }
     // v0-v2 bodies are v3's without the leading nullable transactional id: prepend a null one.
@@ -97,7 +100,7 @@ fn decode_legacy_produce(mut frame: Bytes, correlation_id: i32) -> RequestError 
     body.extend_from_slice(&(-1i16).to_be_bytes());
     body.extend_from_slice(&frame);
     match kafka_protocol::messages::ProduceRequest::decode(&mut body.freeze(), 3) {
-        Ok(request) => RequestError::LegacyProduce { request: Box::new(request), correlation_id },
+        Ok(request) => RequestError::LegacyProduce { request: Box::new(request), api_version, correlation_id },
         Err(error) => malformed(error.to_string()),
     }
 }
@@ -137,6 +140,32 @@ mod tests {
         raw[2..4].copy_from_slice(&99i16.to_be_bytes());
         let error = decode_request(raw.freeze()).expect_err("v99 is unsupported");
         assert!(matches!(error, RequestError::ApiVersionsUnsupported { api_version: 99, correlation_id: 7 }));
+    }
+
+    #[test]
+    fn produce_v0_to_v2_decode_as_legacy_produce() {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{ProduceRequest, TopicName};
+        let request = ProduceRequest::default().with_acks(1).with_timeout_ms(100).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_data(vec![PartitionProduceData::default().with_index(2).with_records(None)]),
+        ]);
+        let v3 = frame_of(ApiKey::Produce, 3, &request);
+        for version in 0..=2i16 {
+            // The same header, then v3's body without its 2-byte null transactional id.
+            let header_length = 8 + 2 + 4;
+            let mut raw = BytesMut::from(&v3[..header_length]);
+            raw[2..4].copy_from_slice(&version.to_be_bytes());
+            raw.extend_from_slice(&v3[header_length + 2..]);
+            match decode_request(raw.freeze()) {
+                Err(RequestError::LegacyProduce { request, api_version, correlation_id: 7 }) => {
+                    assert_eq!(api_version, version);
+                    assert_eq!(request.topic_data[0].partition_data[0].index, 2, "v{version} names its partition");
+                }
+                other => panic!("Produce v{version} must be a legacy produce, not {other:?}"),
+            }
+        }
     }
 
     #[test]
