@@ -282,7 +282,9 @@ impl GroupCoordinator {
         if !dropped.is_empty() {
             // So that replay drops the group's protocol type where memory did, and a later group of the
             // same id does not inherit it. Nothing waits for it: a crash that loses it loses every record
-            // queued after it, so replay finds the group without offsets and drops it anyway.
+            // queued after it, so replay finds the group without offsets and drops it anyway. Known gap:
+            // a refused write (the log's queue full: `Busy`) loses it alone, without latching the log;
+            // a later group of the same id that only commits offsets then inherits the type on replay.
             groups.commit_sequence += dropped.len() as u64;
             let written = self.store.append_groups(&dropped, now_ms);
             tokio::spawn(async move {
