@@ -9,7 +9,7 @@
 //! (`crate::transactions`); a transaction still open at the end of the log stays pending, for the
 //! transaction coordinator to complete after the restart, and postpones compaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::compaction::{self, CompactionDecision};
 use crate::config::GroupConfig;
@@ -36,7 +36,12 @@ pub(crate) struct Loaded {
 /// I/O; needs a tokio runtime.
 pub(crate) fn load(config: &GroupConfig, now_ms: i64) -> Result<(OffsetStore, Groups, Loaded), GroupError> {
     let (recovered, repair) = OffsetStore::recover(&config.offsets_dir, config.unsafe_skip_fsync)?;
-    let mut groups = Groups { groups: HashMap::new(), commit_sequence: 0, transactions: HashMap::new() };
+    let mut groups = Groups {
+        groups: HashMap::new(),
+        commit_sequence: 0,
+        transactions: HashMap::new(),
+        unrecorded_drops: BTreeSet::new(),
+    };
     let records = recovered.replay(|entry| replay_entry(&mut groups, entry, now_ms))?;
     groups.groups.retain(|_, group| !group.is_disposable());
     let pending_producers: usize = groups.groups.values().map(|group| group.pending_offsets.producers().len()).sum();
