@@ -114,19 +114,23 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// The prefix of Kafka's internal topics (`__consumer_offsets`, `__transaction_state`, ...).
-pub const INTERNAL_TOPIC_PREFIX: &str = "__";
+/// The names Kafka reserves for its internal topics: the group and transaction coordinators' logs,
+/// the share-group state, and KRaft's metadata log. Other names starting with `__` are ordinary
+/// topics to Kafka and to Once (Debezium's `__debezium-heartbeat.<prefix>`, Strimzi's `__strimzi...`).
+pub const INTERNAL_TOPICS: [&str; 4] =
+    ["__consumer_offsets", "__transaction_state", "__share_group_state", "__cluster_metadata"];
 
-/// Checks the name of a topic about to be created: a valid name that is not an internal one. Once
-/// keeps group offsets and transactions in its own logs, not as topics, so a topic named like an
-/// internal one would be an empty impostor that tools read as the real thing. Only creation is
-/// refused: a topic of such a name already on disk (created by an older Once) still loads.
+/// Checks the name of a topic about to be created: a valid name that is not one of Kafka's internal
+/// topics ([`INTERNAL_TOPICS`]). Once keeps group offsets and transactions in its own logs, not as
+/// topics, so a topic of such a name would be an empty impostor that tools read as the real thing.
+/// Only creation is refused: a topic of such a name already on disk (created by an older Once) still
+/// loads and is served.
 pub fn validate_new_topic_name(name: &str) -> Result<(), TopicError> {
     validate_topic_name(name)?;
-    if name.starts_with(INTERNAL_TOPIC_PREFIX) {
+    if INTERNAL_TOPICS.contains(&name) {
         return Err(TopicError::InvalidName(format!(
-            "'{name}' starts with '{INTERNAL_TOPIC_PREFIX}', which Kafka reserves for internal topics; Once keeps \
-             group offsets and transactions in its own logs and does not serve them as topics"
+            "'{name}' is one of Kafka's internal topics, which Once does not serve: it keeps group offsets \
+             and transactions in its own logs"
         )));
     }
     Ok(())
@@ -187,10 +191,12 @@ impl TopicRegistry {
         replication_factor: i16,
         configs: &BTreeMap<String, String>,
     ) -> Result<(), TopicError> {
-        validate_new_topic_name(name)?;
+        // Existence first: "create if absent" callers (Connect's TopicAdmin) expect TOPIC_ALREADY_EXISTS
+        // for a topic that exists, even one whose name can no longer be created.
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
+        validate_new_topic_name(name)?;
         if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
             return Err(TopicError::InvalidPartitions(format!(
                 "partition count {partitions} must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"
@@ -450,13 +456,13 @@ mod tests {
 
     #[test]
     fn internal_names_cannot_be_created() {
-        for internal in ["__consumer_offsets", "__transaction_state", "__x"] {
+        for internal in INTERNAL_TOPICS {
             assert!(
                 matches!(validate_new_topic_name(internal), Err(TopicError::InvalidName(_))),
                 "{internal} must be refused"
             );
         }
-        for ordinary in ["_x", "x__", "a__b"] {
+        for ordinary in ["_x", "x__", "a__b", "__x", "__debezium-heartbeat.db1", "__strimzi_store_topic"] {
             assert!(validate_new_topic_name(ordinary).is_ok(), "{ordinary} is an ordinary name");
         }
     }

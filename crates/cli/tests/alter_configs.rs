@@ -149,7 +149,8 @@ fn alter_configs_edges_over_the_raw_protocol() {
         "AlterConfigs is advertised at Kafka 4's versions"
     );
     once(&["topic", "create", "edges", "--config", "retention.ms=1000", "--bootstrap", &bootstrap]);
-    once(&["topic", "create", "deduplicated", "--config", "dedup.source=key", "--bootstrap", &bootstrap]);
+    let dedup_configs = ["--config", "dedup.source=key", "--config", "dedup.window.ms=60000"];
+    once(&[&["topic", "create", "deduplicated"][..], &dedup_configs, &["--bootstrap", &bootstrap]].concat());
 
     // Every version decodes and replaces (v2 is the flexible encoding).
     for version in 0..=2i16 {
@@ -170,7 +171,13 @@ fn alter_configs_edges_over_the_raw_protocol() {
     assert_eq!(overrides(&mut client, "edges"), BTreeMap::new());
 
     // Replacing without naming dedup.source would turn deduplication off: refused, as every change
-    // of the source of an existing topic is. Naming it keeps it.
+    // of the source of an existing topic is. Naming it keeps it; dedup.window.ms, not named, goes back
+    // to its default (docs/clients.md says so).
+    assert_eq!(
+        overrides(&mut client, "deduplicated").get("dedup.window.ms").map(String::as_str),
+        Some("60000"),
+        "the window is an override before the replace"
+    );
     assert_eq!(alter(&mut client, 1, vec![(2, "deduplicated", vec![("retention.ms", Some("5000"))])]), vec![40]);
     let kept = vec![("dedup.source", Some("key")), ("retention.ms", Some("5000"))];
     assert_eq!(alter(&mut client, 1, vec![(2, "deduplicated", kept)]), vec![0]);

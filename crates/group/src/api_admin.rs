@@ -138,6 +138,9 @@ pub async fn delete_groups(coordinator: &GroupCoordinator, request: DeleteGroups
     }
     for (index, written) in group_writes {
         if let Err(error) = written.await {
+            // The group is gone from memory, so a retried DeleteGroups finds nothing to delete: the
+            // timer writes the refused tombstone again (`Groups::unrecorded_drops`).
+            coordinator.lock().unrecorded_drops.insert(results[index].0 .0.to_string());
             results[index].1 = Err(error);
         }
     }

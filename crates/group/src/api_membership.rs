@@ -98,18 +98,44 @@ pub async fn join_group(
     let group_id = request.group_id.0.to_string();
     let join = join_request(&request, version, context, coordinator.config.members_per_group_max);
     let mut recorded = None;
-    let reply = admit_join(coordinator, group_id, join, &mut recorded);
-    if let Some(recorded) = recorded {
-        // The group's new protocol type, durable before the join is answered. A failure latches the
-        // offsets log (every later commit fails too); the join itself does not depend on it.
-        if let Err(error) = recorded.await {
-            tracing::warn!(%error, "recording a group's protocol type failed");
+    let reply = admit_join(coordinator, group_id.clone(), join, &mut recorded);
+    if let Some(Recorded { written, protocol_type, previous }) = recorded {
+        // The group's new protocol type, durable before the join is answered; the join itself does
+        // not depend on it. A refused write (the log's queue full: `Busy`) wrote nothing and does not
+        // latch the log, so memory forgets it recorded the type and the next join of the group
+        // writes it again (an I/O failure latches the log, and every later write fails too).
+        if let Err(error) = written.await {
+            tracing::warn!(%error, group = %group_id, "recording a group's protocol type failed");
+            forget_recorded(coordinator, &group_id, protocol_type, previous);
         }
     }
     join_response(reply.resolve().await, &request.member_id, version)
 }
 
-type Recorded = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), GroupError>> + Send>>;
+/// A group record queued by [`admit_join`]: its write, the type it records and the recorded type
+/// it replaced.
+struct Recorded {
+    written: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), GroupError>> + Send>>,
+    protocol_type: Option<String>,
+    previous: Option<String>,
+}
+
+/// Undoes memory's note that `protocol_type` is recorded, unless a later record replaced it: the
+/// previous recorded type is what the log may still hold (so a drop still writes its tombstone),
+/// and differing from the group's type makes the next join record it again.
+fn forget_recorded(
+    coordinator: &GroupCoordinator,
+    group_id: &str,
+    protocol_type: Option<String>,
+    previous: Option<String>,
+) {
+    let mut groups = coordinator.lock();
+    if let Some(group) = groups.groups.get_mut(group_id) {
+        if group.durable_protocol_type == protocol_type {
+            group.durable_protocol_type = previous;
+        }
+    }
+}
 
 fn admit_join(
     coordinator: &GroupCoordinator,
@@ -149,9 +175,13 @@ fn admit_join(
             protocol_type: group.protocol_type.clone(),
             generation_id: group.generation_id,
         };
-        group.durable_protocol_type = group.protocol_type.clone();
+        let previous = std::mem::replace(&mut group.durable_protocol_type, group.protocol_type.clone());
         groups.commit_sequence += 1;
-        *recorded = Some(Box::pin(coordinator.store.append_groups(&[record], now_ms())));
+        *recorded = Some(Recorded {
+            written: Box::pin(coordinator.store.append_groups(&[record], now_ms())),
+            protocol_type: group.protocol_type.clone(),
+            previous,
+        });
     }
     reply
 }
@@ -292,5 +322,44 @@ pub fn leave_group(coordinator: &GroupCoordinator, request: LeaveGroupRequest, v
         LeaveGroupResponse::default().with_members(results)
     } else {
         LeaveGroupResponse::default().with_error_code(results.first().map(|result| result.error_code).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+
+    use super::*;
+    use crate::config::GroupConfig;
+
+    /// A group record the log refuses (here: a closed log; in service, a full queue) is written by
+    /// no one, so memory must not take the type as recorded: the next join has to write it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_group_record_is_not_taken_as_recorded() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let node = CoordinatorNode { node_id: 0, host: "localhost".into(), port: 9092 };
+        let coordinator = GroupCoordinator::open(GroupConfig::new(data.path(), node)).expect("open");
+        coordinator.store.close().await.expect("close the offsets log");
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(text("range"))
+                .with_metadata(Bytes::from_static(b"m"))]);
+        let partition_exists = |_: &str, _: i32| true;
+        let context = RequestContext { client_id: "client", client_host: "", partition_exists: &partition_exists };
+        let response = tokio::time::timeout(Duration::from_secs(10), join_group(&coordinator, request, 3, &context))
+            .await
+            .expect("the join is answered");
+        assert_eq!(response.error_code, 0, "the join does not depend on the record");
+        let groups = coordinator.lock();
+        let group = groups.groups.get("g").expect("the group");
+        assert_eq!(group.protocol_type.as_deref(), Some("consumer"));
+        assert_eq!(group.durable_protocol_type, None, "so the next join records the type again");
     }
 }

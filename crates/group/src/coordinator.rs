@@ -42,6 +42,9 @@ pub(crate) struct Groups {
     /// finds them without visiting every group. A superset: a group is dropped from it when the
     /// producer's marker is applied.
     pub(crate) transactions: HashMap<i64, BTreeSet<String>>,
+    /// Groups dropped from memory whose group tombstone the log refused (its queue full: `Busy`,
+    /// which writes nothing and does not latch the log); the next tick writes it again.
+    pub(crate) unrecorded_drops: BTreeSet<String>,
 }
 
 impl Groups {
@@ -272,22 +275,36 @@ impl GroupCoordinator {
         for group in groups.groups.values_mut() {
             group.tick(now, now_ms);
         }
-        let dropped: Vec<GroupRecord> = groups
+        let mut dropped: Vec<GroupRecord> = groups
             .groups
             .values()
             .filter(|group| group.is_disposable() && group.durable_protocol_type.is_some())
             .map(GroupRecord::tombstone)
             .collect();
         groups.groups.retain(|_, group| !group.is_disposable());
+        // A refused tombstone again, unless a group of the same id recorded a type since: its record
+        // follows the lost tombstone in the log and replaces the dropped group's type anyway.
+        let retried = std::mem::take(&mut groups.unrecorded_drops);
+        for group_id in retried {
+            let superseded = groups.groups.get(&group_id).is_some_and(|group| group.durable_protocol_type.is_some());
+            if !superseded && !dropped.iter().any(|record| record.group == group_id) {
+                // Replay reads no generation from a group record.
+                dropped.push(GroupRecord { group: group_id, protocol_type: None, generation_id: -1 });
+            }
+        }
         if !dropped.is_empty() {
             // So that replay drops the group's protocol type where memory did, and a later group of the
             // same id does not inherit it. Nothing waits for it: a crash that loses it loses every record
-            // queued after it, so replay finds the group without offsets and drops it anyway.
+            // queued after it, so replay finds the group without offsets and drops it anyway. A refused
+            // write (the log's queue full: `Busy`) loses it alone, without latching the log: the next
+            // tick writes it again (an I/O failure latches the log, and every write fails from then on).
             groups.commit_sequence += dropped.len() as u64;
             let written = self.store.append_groups(&dropped, now_ms);
+            let state = Arc::clone(&self.state);
             tokio::spawn(async move {
                 if let Err(error) = written.await {
-                    tracing::warn!(%error, "recording dropped groups failed");
+                    tracing::warn!(%error, groups = dropped.len(), "recording dropped groups failed; retried");
+                    lock_groups(&state).unrecorded_drops.extend(dropped.into_iter().map(|record| record.group));
                 }
             });
         }
@@ -405,5 +422,65 @@ async fn run_timer(coordinator: Weak<GroupCoordinator>) {
             last_expiry = now;
             coordinator.expire_offsets().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CoordinatorNode;
+
+    /// The timer drops an emptied consumer group without offsets and writes its group tombstone, but
+    /// the log's queue is full (`Busy`): nothing is written and the log does not latch. A later tick
+    /// must write it, or a later group of the same id that only commits offsets inherits "consumer"
+    /// after a restart. A current-thread runtime: the log's writer task cannot drain the queue until
+    /// this test yields, so the queue is full exactly when the test says.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_drop_tombstone_is_written_by_a_later_tick() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let node = CoordinatorNode { node_id: 0, host: "localhost".into(), port: 9092 };
+        let config = GroupConfig { unsafe_skip_fsync: true, ..GroupConfig::new(data.path(), node) };
+        let coordinator = GroupCoordinator::open(config.clone()).expect("open");
+        let consumer =
+            |group: &str| GroupRecord { group: group.into(), protocol_type: Some("consumer".into()), generation_id: 1 };
+        coordinator.store.append_groups(&[consumer("g")], now_ms()).await.expect("record the group");
+        {
+            let mut group = Group::new("g".into(), now_ms());
+            group.protocol_type = Some("consumer".into());
+            group.durable_protocol_type = Some("consumer".into());
+            coordinator.lock().groups.insert("g".into(), group);
+        }
+        // More appends than the queue holds, all queued before the writer runs; the last are refused.
+        let fillers: Vec<_> =
+            (0..5000).map(|n| coordinator.store.append_groups(&[consumer(&format!("f{n}"))], now_ms())).collect();
+        coordinator.tick(Instant::now());
+        assert!(!coordinator.lock().groups.contains_key("g"), "the tick dropped the group");
+        let refused = futures_count_errors(fillers).await;
+        assert!(refused > 0, "the queue was full");
+        // Ticks after the queue drained.
+        for _ in 0..5 {
+            tokio::time::sleep(TICK).await;
+            coordinator.tick(Instant::now());
+        }
+        let later = OffsetRecord {
+            key: OffsetKey { group: "g".into(), topic: "t".into(), partition: 0 },
+            value: Some(CommittedOffset { offset: 1, leader_epoch: -1, metadata: None, commit_timestamp_ms: now_ms() }),
+        };
+        coordinator.store.append(&[later], now_ms()).await.expect("a commit-only group of the same id");
+        coordinator.close().await;
+        let (store, groups, _) = crate::load::load(&config, now_ms()).expect("load");
+        let group = groups.groups.get("g").expect("the commit-only group");
+        assert_eq!(group.protocol_type, None, "the dropped group's type is not inherited");
+        store.close().await.expect("close");
+    }
+
+    async fn futures_count_errors(writes: Vec<impl std::future::Future<Output = Result<(), GroupError>>>) -> usize {
+        let mut errors = 0;
+        for write in writes {
+            if write.await.is_err() {
+                errors += 1;
+            }
+        }
+        errors
     }
 }

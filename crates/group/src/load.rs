@@ -9,7 +9,7 @@
 //! (`crate::transactions`); a transaction still open at the end of the log stays pending, for the
 //! transaction coordinator to complete after the restart, and postpones compaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::compaction::{self, CompactionDecision};
 use crate::config::GroupConfig;
@@ -36,12 +36,18 @@ pub(crate) struct Loaded {
 /// I/O; needs a tokio runtime.
 pub(crate) fn load(config: &GroupConfig, now_ms: i64) -> Result<(OffsetStore, Groups, Loaded), GroupError> {
     let (recovered, repair) = OffsetStore::recover(&config.offsets_dir, config.unsafe_skip_fsync)?;
-    let mut groups = Groups { groups: HashMap::new(), commit_sequence: 0, transactions: HashMap::new() };
+    let mut groups = Groups {
+        groups: HashMap::new(),
+        commit_sequence: 0,
+        transactions: HashMap::new(),
+        unrecorded_drops: BTreeSet::new(),
+    };
     let records = recovered.replay(|entry| replay_entry(&mut groups, entry, now_ms))?;
     groups.groups.retain(|_, group| !group.is_disposable());
     let pending_producers: usize = groups.groups.values().map(|group| group.pending_offsets.producers().len()).sum();
     let retention_ms = retention_ms(config);
-    let live_count = (live_records(&groups, now_ms, retention_ms).count() + group_records(&groups).len()) as u64;
+    let live_count = (live_records(&groups, now_ms, retention_ms).count()
+        + group_records(&groups, now_ms, retention_ms).len()) as u64;
     let decision = compaction::decide(
         recovered.size_bytes(),
         records,
@@ -63,7 +69,7 @@ pub(crate) fn load(config: &GroupConfig, now_ms: i64) -> Result<(OffsetStore, Gr
         CompactionDecision::Compact | CompactionDecision::Forced => {
             let mut live: Vec<OffsetRecord> = live_records(&groups, now_ms, retention_ms).collect();
             live.sort_by(|left, right| left.key.cmp(&right.key));
-            let (store, compacted) = recovered.compact(&live, &group_records(&groups), now_ms)?;
+            let (store, compacted) = recovered.compact(&live, &group_records(&groups, now_ms, retention_ms), now_ms)?;
             if matches!(compacted, Compacted::Swapped { .. }) {
                 drop_expired(&mut groups, now_ms, retention_ms);
             }
@@ -82,9 +88,15 @@ fn replay_entry(groups: &mut Groups, entry: LogEntry, now_ms: i64) {
             let deleted_group = record.value.is_none().then(|| record.key.group.clone());
             apply_record(groups, record, sequence, now_ms, true);
             // Drop a group as soon as nothing is left of it, so replay memory follows live offsets
-            // rather than every group the log ever named.
+            // rather than every group the log ever named. Not a group with a recorded protocol type:
+            // memory may still hold it with members (OffsetDelete of its last offset, then commits
+            // elsewhere, with no new group record); its own tombstone or the end of replay drops it.
             if let Some(group_id) = deleted_group {
-                if groups.groups.get(&group_id).is_some_and(|group| group.is_disposable()) {
+                if groups
+                    .groups
+                    .get(&group_id)
+                    .is_some_and(|group| group.is_disposable() && group.durable_protocol_type.is_none())
+                {
                     groups.groups.remove(&group_id);
                 }
             }
@@ -117,11 +129,14 @@ fn replay_entry(groups: &mut Groups, entry: LogEntry, now_ms: i64) {
     }
 }
 
-/// The metadata record of every group with a protocol type, sorted by group: what compaction keeps.
-fn group_records(groups: &Groups) -> Vec<GroupRecord> {
+/// The metadata record of every group with a protocol type that outlives the expiry of its offsets
+/// (the compaction drops the others from memory, [`drop_expired`]), sorted by group: what compaction
+/// keeps.
+fn group_records(groups: &Groups, now_ms: i64, retention_ms: i64) -> Vec<GroupRecord> {
     let mut records: Vec<GroupRecord> = groups
         .groups
         .values()
+        .filter(|group| !disposable_after_expiry(group, now_ms, retention_ms))
         .filter_map(|group| {
             group.durable_protocol_type.as_ref().map(|protocol_type| GroupRecord {
                 group: group.id.clone(),
@@ -152,6 +167,18 @@ fn live_records(groups: &Groups, now_ms: i64, retention_ms: i64) -> impl Iterato
                 value: Some(stored.committed.clone()),
             })
     })
+}
+
+/// Whether [`drop_expired`] drops `group`: disposable once its expired offsets are gone.
+fn disposable_after_expiry(group: &Group, now_ms: i64, retention_ms: i64) -> bool {
+    group.state == crate::group::GroupState::Empty
+        && group.members.is_empty()
+        && group.pending_offsets.is_empty()
+        && group.pending_members.is_empty()
+        && group
+            .offsets
+            .iter()
+            .all(|((topic, partition), stored)| offset_expired(group, topic, *partition, stored, now_ms, retention_ms))
 }
 
 fn drop_expired(groups: &mut Groups, now_ms: i64, retention_ms: i64) {
@@ -358,6 +385,61 @@ mod tests {
             );
             store.close().await.expect("close");
         }
+    }
+
+    /// Appends `groups` then `offsets` to the log of `config` through the partition writer.
+    async fn append(config: &GroupConfig, groups: &[GroupRecord], offsets: &[OffsetRecord]) {
+        let (recovered, _) = OffsetStore::recover(&config.offsets_dir, false).expect("recover");
+        recovered.replay(|_| ()).expect("replay");
+        let store = recovered.start().expect("start");
+        if !groups.is_empty() {
+            store.append_groups(groups, NOW_MS).await.expect("append groups");
+        }
+        for record in offsets {
+            store.append(std::slice::from_ref(record), NOW_MS).await.expect("append offset");
+        }
+        store.close().await.expect("close");
+    }
+
+    fn consumer_group(group: &str) -> GroupRecord {
+        GroupRecord { group: group.into(), protocol_type: Some("consumer".into()), generation_id: 1 }
+    }
+
+    /// A consumer group whose offsets all expired is dropped by the compaction that expires them, and
+    /// its group record must go with it: otherwise a later group of the same id that only commits
+    /// offsets inherits "consumer" after a restart, which memory never gave it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_drops_the_record_of_a_group_whose_offsets_expired() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let config = config(data.path(), true);
+        let retention_ms = retention_ms(&config);
+        append(&config, &[consumer_group("g")], &[commit("g", 0, 9, NOW_MS - retention_ms - 1)]).await;
+        let (store, groups, loaded) = load(&config, NOW_MS).expect("load with compaction");
+        assert!(matches!(loaded.compacted, Some(Compacted::Swapped { .. })), "compacted: {loaded:?}");
+        assert!(protocol_types(&groups).is_empty(), "the expired group left memory");
+        store.close().await.expect("close");
+        // The same id, now used only to commit offsets.
+        append(&config, &[], &[commit("g", 1, 5, NOW_MS)]).await;
+        let (store, groups, _) =
+            load(&GroupConfig { offsets_compaction_forced: false, ..config }, NOW_MS).expect("load");
+        assert_eq!(protocol_types(&groups), BTreeMap::from([("g".to_string(), None)]), "no inherited type");
+        store.close().await.expect("close");
+    }
+
+    /// OffsetDelete of the last offset of a live consumer group, then commits on other partitions: in
+    /// memory the group (with members) kept its type, and no new group record was written. Replay
+    /// must not drop the group, type included, at the tombstone that briefly leaves it without
+    /// offsets.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_offset_tombstone_does_not_drop_a_typed_group_mid_replay() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let config = config(data.path(), false);
+        let offsets = [commit("c", 0, 1, NOW_MS), tombstone("c", 0), commit("c", 1, 2, NOW_MS)];
+        append(&config, &[consumer_group("c")], &offsets).await;
+        let (store, groups, _) = load(&config, NOW_MS).expect("load");
+        assert_eq!(protocol_types(&groups), BTreeMap::from([("c".to_string(), Some("consumer".to_string()))]));
+        assert_eq!(offset_of(&groups, "c", 1), Some(2));
+        store.close().await.expect("close");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

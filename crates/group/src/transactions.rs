@@ -315,7 +315,7 @@ pub(crate) fn complete(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::{BTreeSet, HashMap};
 
     use super::*;
     use crate::coordinator::apply_record;
@@ -325,7 +325,12 @@ mod tests {
     const OTHER_PRODUCER: i64 = 8;
 
     fn groups() -> Groups {
-        Groups { groups: HashMap::new(), commit_sequence: 0, transactions: HashMap::new() }
+        Groups {
+            groups: HashMap::new(),
+            commit_sequence: 0,
+            transactions: HashMap::new(),
+            unrecorded_drops: BTreeSet::new(),
+        }
     }
 
     fn record(group: &str, partition: i32, offset: i64) -> OffsetRecord {

@@ -1,4 +1,4 @@
-//! Metadata, with topic auto-creation (never of an internal topic's name, see
+//! Metadata, with topic auto-creation (never of one of Kafka's internal topics' names, see
 //! [`crate::topics::validate_new_topic_name`]).
 
 use std::collections::BTreeMap;
@@ -63,8 +63,9 @@ async fn requested_topic(broker: &Broker, name: &str, allow_create: bool) -> Met
     let unknown = |error: ResponseError| {
         MetadataResponseTopic::default().with_name(Some(TopicName(str_bytes(name)))).with_error_code(error.code())
     };
-    // As Kafka: a name no topic may be created with is INVALID_TOPIC_EXCEPTION, whether or not the
-    // request may auto-create (an internal name such as __consumer_offsets is never made a topic).
+    // As Kafka's Topic.validate: a name no topic may be created with (bad characters or length, or one
+    // of Kafka's internal topics, which Once does not serve) is INVALID_TOPIC_EXCEPTION, whether or
+    // not the request may auto-create; a legal absent name is UNKNOWN_TOPIC_OR_PARTITION below.
     if let Err(error) = validate_new_topic_name(name) {
         return unknown(topic_error_code(&error));
     }
