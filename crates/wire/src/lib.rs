@@ -3,7 +3,7 @@
 //! This crate does no I/O: it turns bytes into typed requests and typed responses into bytes, on top of
 //! the generated codecs of the `kafka-protocol` crate. The one hand-written codec is the Produce v0–v2
 //! response (`response`), which `kafka-protocol` no longer encodes: Once answers those advertised
-//! versions with UNSUPPORTED_VERSION in their own layout, as Kafka 4.0 does.
+//! versions with UNSUPPORTED_VERSION in their own layout (Kafka 4.0 advertises and refuses them too).
 //!
 //! # Layout
 //! - [`alloc`] — an allocator for binaries that decode untrusted frames (the one module with `unsafe`).

@@ -4,7 +4,7 @@
 //! Produce: Kafka 4 serves Produce v3+ yet advertises v0–v2 too, because librdkafka disables
 //! compression when it does not see them (librdkafka issue 4956). A real v0–v2 Produce is answered
 //! with UNSUPPORTED_VERSION for every partition, in the request's own response layout, and the
-//! connection stays open, as Kafka 4 does (`request::LEGACY_PRODUCE_VERSIONS`).
+//! connection stays open (`request::LEGACY_PRODUCE_VERSIONS`); Kafka 4 advertises and refuses them too.
 
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::VersionRange;
