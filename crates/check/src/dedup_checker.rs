@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::checker::{self, Anomaly};
+use crate::checker::{self, Anomaly, LostEvidence};
 use crate::history::{FaultEvent, History, Poll, Send, TimeMs, Value};
 use crate::producer_process::ProducerRun;
 use crate::txn_history::TopicRead;
@@ -60,8 +60,14 @@ pub struct Ack {
 pub enum DedupAnomaly {
     /// One message id at more than one (partition, offset), counting the final read and live reads.
     Duplicate { id: Value, places: Vec<(i32, i64)>, sends: usize },
-    /// Acknowledged to some sender, absent from the final read.
-    Lost { id: Value, acks: Vec<Ack> },
+    /// Acknowledged to some sender, absent from the final read; with evidence `partition-gone` when
+    /// an acknowledgement was on a partition the broker no longer had at the final read.
+    Lost {
+        id: Value,
+        acks: Vec<Ack>,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        evidence: Option<LostEvidence>,
+    },
     /// A send acknowledged at offset ≥ 0 where the final read holds another id (`found`), or nothing
     /// although the read covers that offset.
     WrongOffset { id: Value, producer: u32, partition: i32, offset: i64, acked_ms: TimeMs, found: Option<Value> },
@@ -136,7 +142,8 @@ pub fn duplicates(history: &DedupHistory, reads: &History) -> Vec<DedupAnomaly> 
         .collect()
 }
 
-/// Ids acknowledged to some sender and missing from the final read, with every acknowledgement.
+/// Ids acknowledged to some sender and missing from the final read, with every acknowledgement (and
+/// evidence `partition-gone` if one was on a partition the broker no longer had).
 pub fn lost(history: &DedupHistory) -> Vec<DedupAnomaly> {
     let stored: HashSet<Value> = history.final_read.records.iter().map(|record| record.value).collect();
     let mut acks: BTreeMap<Value, Vec<Ack>> = BTreeMap::new();
@@ -146,11 +153,19 @@ pub fn lost(history: &DedupHistory) -> Vec<DedupAnomaly> {
             acks.entry(send.value).or_default().push(ack);
         }
     }
-    acks.into_iter().map(|(id, acks)| DedupAnomaly::Lost { id, acks }).collect()
+    let read = &history.final_read;
+    let evidence = |acks: &[Ack]| match read.partitions_found {
+        Some(partitions_at_final_read) if acks.iter().any(|ack| read.partition_gone(ack.partition)) => {
+            Some(LostEvidence::PartitionGone { partitions_at_final_read })
+        }
+        _ => None,
+    };
+    acks.into_iter().map(|(id, acks)| DedupAnomaly::Lost { id, evidence: evidence(&acks), acks }).collect()
 }
 
 /// Sends acknowledged at an offset ≥ 0 that does not hold their id in the final read. Offsets the
 /// read did not cover are judged only if it was complete (then they lie past the end of the log).
+/// Partitions the broker no longer had are left to [`lost`].
 pub fn wrong_offsets(history: &DedupHistory) -> Vec<DedupAnomaly> {
     let read = &history.final_read;
     let stored: HashMap<(i32, i64), Value> =
@@ -160,7 +175,7 @@ pub fn wrong_offsets(history: &DedupHistory) -> Vec<DedupAnomaly> {
         .sends
         .iter()
         .filter_map(|send| {
-            let offset = send.acked_offset().filter(|offset| *offset >= 0)?;
+            let offset = send.acked_offset().filter(|offset| *offset >= 0 && !read.partition_gone(send.partition))?;
             let found = stored.get(&(send.partition, offset)).copied();
             let covered = read.complete || read_to(send.partition).is_some_and(|end| offset < end);
             (found != Some(send.value) && covered).then_some(DedupAnomaly::WrongOffset {

@@ -31,6 +31,7 @@ fn history(sends: Vec<Send>) -> DedupHistory {
             records: vec![record(0, 0, 1), record(0, 2, 3), record(1, 0, 2)],
             read_to: vec![3, 1],
             complete: true,
+            partitions_found: Some(2),
         },
         ..Default::default()
     }
@@ -76,7 +77,7 @@ fn an_acknowledged_id_missing_from_the_final_read_is_lost_with_every_acknowledge
     let anomalies = check_dedup(&history(sends));
     let lost: Vec<_> = anomalies.iter().filter(|anomaly| anomaly.class() == "lost").collect();
     assert_eq!(lost.len(), 1, "{anomalies:?}");
-    let DedupAnomaly::Lost { id, acks } = lost[0] else { panic!("a lost id") };
+    let DedupAnomaly::Lost { id, acks, evidence: None } = lost[0] else { panic!("a lost id") };
     assert_eq!(*id, 5);
     assert_eq!(acks.iter().map(|ack| (ack.partition, ack.offset)).collect::<Vec<_>>(), vec![(1, 1), (0, -1)]);
 }
@@ -141,4 +142,31 @@ fn resends_are_counted_by_what_their_earlier_sends_had_come_to() {
     ];
     let counts = resends(&sends);
     assert_eq!(counts, Resends { total: 4, of_acked: 1, of_failed: 1, of_unanswered: 1, in_flight: 1 });
+}
+
+#[test]
+fn ids_acknowledged_on_a_partition_the_broker_lost_are_lost_with_evidence_partition_gone() {
+    // Partition 1 is gone at the final read: 2 was acknowledged there only; 4 was acknowledged there
+    // too but a resend stored it in partition 0, so it is not lost.
+    let mut history = history(vec![
+        acked(0, 1, 0, 0, 0),
+        acked(0, 2, 1, 0, 1),
+        acked(0, 3, 0, 2, 2),
+        acked(1, 4, 1, 1, 3),
+        acked(2, 4, 0, 3, 4),
+    ]);
+    history.final_read = TopicRead {
+        records: vec![record(0, 0, 1), record(0, 2, 3), record(0, 3, 4)],
+        read_to: vec![4, 0],
+        complete: true,
+        partitions_found: Some(1),
+    };
+    let anomalies = check_dedup(&history);
+    let gone = LostEvidence::PartitionGone { partitions_at_final_read: 1 };
+    let ack = Ack { producer: 0, partition: 1, offset: 0, acked_ms: 6 };
+    assert_eq!(anomalies, vec![DedupAnomaly::Lost { id: 2, acks: vec![ack], evidence: Some(gone) }]);
+    let json = serde_json::to_value(&anomalies[0]).expect("json");
+    assert_eq!(json["class"], "lost");
+    assert_eq!(json["evidence"], "partition-gone", "{json}");
+    assert_eq!(json["partitions_at_final_read"], 1, "{json}");
 }

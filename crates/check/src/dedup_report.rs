@@ -22,6 +22,9 @@ pub struct DedupOutcome<'a> {
     pub history: &'a DedupHistory,
     pub anomalies: &'a [DedupAnomaly],
     pub faults: FaultCounts,
+    /// Why the run could not complete (no final read), if it could not: the report then holds what
+    /// was recorded until then (`complete: false`).
+    pub incomplete: Option<&'a str>,
 }
 
 /// Distinct ids: sent, acknowledged (to some send), stored (in the final read).
@@ -67,7 +70,10 @@ impl Summary for DedupOutcome<'_> {
             "dedup_source": self.dedup_source,
             "partitions": history.partitions,
             "bootstrap": self.client_bootstrap,
-            "valid": self.anomalies.is_empty(),
+            "complete": self.incomplete.is_none(),
+            "incomplete_reason": self.incomplete,
+            // An incomplete run is not judged valid or invalid: only its anomalies so far are listed.
+            "valid": if self.incomplete.is_none() { Value::from(self.anomalies.is_empty()) } else { Value::Null },
             "sent": history.sends.len(),
             "acked": acked,
             "failed": failed,
@@ -81,6 +87,7 @@ impl Summary for DedupOutcome<'_> {
             "final_read_records": history.final_read.records.len(),
             "final_read_complete": history.final_read.complete,
             "final_read_to": history.final_read.read_to,
+            "partitions_at_final_read": history.final_read.partitions_found,
             "faults": faults,
             "fault_events": history.faults,
             "anomalies": self.counts(),
@@ -123,8 +130,18 @@ impl Summary for DedupOutcome<'_> {
             history.final_read.records.len(),
             if history.final_read.complete { "" } else { " (INCOMPLETE: not every partition read to its end)" }
         );
+        if let Some(found) = history.final_read.partitions_found.filter(|found| *found < history.partitions) {
+            let _ = writeln!(
+                out,
+                "  partitions  the broker had {found} of {} at the final read: the rest were lost",
+                history.partitions
+            );
+        }
         let _ = writeln!(out, "  faults      {}, {killed} producer kills", self.faults.summary());
         anomaly_table(&mut out, &DEDUP_CLASSES, &self.counts(), 22, self.seed);
+        if let Some(reason) = self.incomplete {
+            let _ = writeln!(out, "  INCOMPLETE  {reason}");
+        }
         out
     }
 }

@@ -354,8 +354,8 @@ struct Run<'a> {
     stats: Arc<progress::Stats>,
     /// `dedup`: the `dedup.source` the topic was created with, if the broker took one.
     dedup_source: Option<String>,
-    /// Whether the workload's full JSON report is out ([`Run::publish`] wrote it; an incomplete run of
-    /// `queue` writes one too): a run that fails without one gets the bare incomplete report of
+    /// Whether the workload's full JSON report is out ([`Run::publish`] wrote it; a run of
+    /// `queue` or `dedup` that cannot complete writes one too): a run that fails without one gets the bare incomplete report of
     /// [`run_seeded`], and one that fails after it (the HTML report) keeps it.
     report_written: std::cell::Cell<bool>,
 }
@@ -630,7 +630,12 @@ impl Run<'_> {
         };
         let (pool, reads) = running.finish()?;
         let (bootstrap, partitions) = (&self.config.bootstrap, self.args.partitions);
-        let (final_read, mut unparseable) = txn::read_topic(bootstrap, &self.config.topic, partitions, self.start)?;
+        // A final read that cannot complete still gets the report, with what was recorded until then.
+        let (final_read, mut unparseable, incomplete) =
+            match txn::read_topic(bootstrap, &self.config.topic, partitions, self.start) {
+                Ok((read, unparseable)) => (read, unparseable, None),
+                Err(error) => (TopicRead::default(), Vec::new(), Some(format!("the final read failed: {error:#}"))),
+            };
         drop(progress);
         let sends = pool.take_sends();
         let (producers, producer_events) = pool.into_history()?;
@@ -649,7 +654,11 @@ impl Run<'_> {
             unparseable,
             faults,
         };
-        let anomalies = check_dedup(&history);
+        let mut anomalies = check_dedup(&history);
+        if incomplete.is_some() {
+            // Without a final read nothing can be called lost.
+            anomalies.retain(|anomaly| !matches!(anomaly, DedupAnomaly::Lost { .. }));
+        }
         let outcome = dedup_report::DedupOutcome {
             seed: self.seed,
             duration_secs: self.args.duration,
@@ -659,9 +668,13 @@ impl Run<'_> {
             history: &history,
             anomalies: &anomalies,
             faults: set_up.fault_counts(&self.stats),
+            incomplete: incomplete.as_deref(),
         };
         self.publish(&outcome, &history.sends)?;
-        Ok(anomalies.is_empty())
+        match incomplete {
+            Some(reason) => Err(anyhow::anyhow!(reason)),
+            None => Ok(anomalies.is_empty()),
+        }
     }
 
     /// How the `txn` workload starts its copiers.

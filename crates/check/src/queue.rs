@@ -383,7 +383,7 @@ pub struct FinalRead {
 /// checker reports what was acknowledged on them as lost.
 pub fn final_read(config: &QueueConfig, start: Instant) -> anyhow::Result<FinalRead> {
     let deadline = Instant::now() + FINAL_READ_TIMEOUT;
-    let partitions_found = partitions_of(config, deadline)?;
+    let partitions_found = partitions_of(&config.bootstrap, &config.topic, config.partitions, deadline)?;
     let present = QueueConfig { partitions: partitions_found.min(config.partitions), ..config.clone() };
     if present.partitions == 0 {
         return Ok(FinalRead { reads: Reads::default(), complete: true, partitions_found });
@@ -401,21 +401,20 @@ pub fn final_read(config: &QueueConfig, start: Instant) -> anyhow::Result<FinalR
     Ok(FinalRead { complete: done(&next), reads, partitions_found })
 }
 
-/// How many partitions the broker's metadata lists for the run's topic (0 when it answers that the
-/// topic does not exist), asked until `deadline` through a broker restart. The consumer asking does
-/// not auto-create topics. A loss is believed only when [`PartitionCount`] has seen it twice.
-fn partitions_of(config: &QueueConfig, deadline: Instant) -> anyhow::Result<i32> {
+/// How many partitions the broker's metadata lists for `topic`, created with `created` (0 when it
+/// answers that the topic does not exist), asked until `deadline` through a broker restart. The
+/// consumer asking does not auto-create topics. A loss is believed only when [`PartitionCount`] has
+/// seen it twice. Every workload's final read starts here.
+pub(crate) fn partitions_of(bootstrap: &str, topic: &str, created: i32, deadline: Instant) -> anyhow::Result<i32> {
     use rdkafka::error::RDKafkaErrorCode;
-    let consumer: BaseConsumer = client(&config.bootstrap)
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .context("creating the metadata client")?;
-    let mut count = PartitionCount::new(config.partitions);
+    let consumer: BaseConsumer =
+        client(bootstrap).set("allow.auto.create.topics", "false").create().context("creating the metadata client")?;
+    let mut count = PartitionCount::new(created);
     loop {
-        let answer = match consumer.fetch_metadata(Some(&config.topic), Duration::from_secs(5)) {
-            Ok(metadata) => match metadata.topics().iter().find(|topic| topic.name() == config.topic) {
-                Some(topic) => match topic.error().map(RDKafkaErrorCode::from) {
-                    None => MetadataAnswer::Partitions(i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX)),
+        let answer = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(metadata) => match metadata.topics().iter().find(|listed| listed.name() == topic) {
+                Some(listed) => match listed.error().map(RDKafkaErrorCode::from) {
+                    None => MetadataAnswer::Partitions(i32::try_from(listed.partitions().len()).unwrap_or(i32::MAX)),
                     Some(RDKafkaErrorCode::UnknownTopicOrPartition) => MetadataAnswer::Partitions(0),
                     Some(code) => MetadataAnswer::NoAnswer(format!("the topic's metadata error {code}")),
                 },
@@ -428,7 +427,7 @@ fn partitions_of(config: &QueueConfig, deadline: Instant) -> anyhow::Result<i32>
             Decision::AskAgain(why) => why,
         };
         if Instant::now() > deadline {
-            anyhow::bail!("no settled metadata for {} by the final read's deadline: {last_error}", config.topic);
+            anyhow::bail!("no settled metadata for {topic} by the final read's deadline: {last_error}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -21,7 +21,7 @@ use crate::nemesis::elapsed_ms;
 use crate::producer_process::{Ids, PoolSettings, ProducerPool, ProducerRun};
 use crate::progress::Stats;
 use crate::queue::FINAL_READER;
-use crate::queue::{client, high_watermarks, ConsumerSpec, Consumers, QueueConfig, Reads, Recorder};
+use crate::queue::{client, high_watermarks, partitions_of, ConsumerSpec, Consumers, QueueConfig, Reads, Recorder};
 use crate::rng::Rng;
 use crate::txn_copier::Copiers;
 use crate::txn_history::{CopierEnd, CopierId, TopicRead, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
@@ -162,17 +162,27 @@ pub fn wall_clock_origin_ms(start: Instant) -> u64 {
     u64::try_from(now.as_millis()).unwrap_or(u64::MAX).saturating_sub(elapsed_ms(start))
 }
 
-/// Reads every partition of `topic` read_committed from the start to its end, once no transaction
-/// is open (the last stable offset has reached the high watermark, waited for up to
-/// [`STABLE_TIMEOUT`]). An end of partition is librdkafka's: the fetch position reached the last
-/// stable offset, transaction markers included. Returns the read and the records that did not parse.
+/// Reads every partition of `topic` (created with `created` partitions) that the broker still has,
+/// read_committed from the start to its end, once no transaction is open (the last stable offset has
+/// reached the high watermark, waited for up to [`STABLE_TIMEOUT`]). An end of partition is
+/// librdkafka's: the fetch position reached the last stable offset, transaction markers included.
+/// Partitions the broker no longer has ([`partitions_of`], the rule `queue` uses) are not waited for:
+/// the checkers report what was acknowledged or committed on them as lost. Returns the read and the
+/// records that did not parse.
 pub fn read_topic(
     bootstrap: &str,
     topic: &str,
-    partitions: i32,
+    created: i32,
     start: Instant,
 ) -> anyhow::Result<(TopicRead, Vec<(i32, i64)>)> {
     let deadline = Instant::now() + FINAL_READ_TIMEOUT;
+    let partitions_found = partitions_of(bootstrap, topic, created, deadline)?;
+    let partitions = partitions_found.min(created);
+    if partitions == 0 {
+        let read_to = vec![0; usize::try_from(created).unwrap_or(0)];
+        let read = TopicRead { records: Vec::new(), read_to, complete: true, partitions_found: Some(partitions_found) };
+        return Ok((read, Vec::new()));
+    }
     let group = format!("{topic}-final-read");
     let uncommitted: BaseConsumer = client(bootstrap)
         .set("group.id", &group)
@@ -220,12 +230,14 @@ pub fn read_topic(
             Some(Err(_)) | None => {}
         }
     }
-    let read_to = (0..partitions)
+    // A partition the broker no longer has was read up to nothing.
+    let read_to = (0..created)
         .map(|partition| match at_end.contains(&partition) {
             true => last_stable[&partition],
             false => next.get(&partition).copied().unwrap_or(0),
         })
         .collect();
     let complete = stable && at_end.len() == partitions as usize;
-    Ok((TopicRead { records: reads.polls, read_to, complete }, reads.unparseable))
+    let partitions_found = Some(partitions_found);
+    Ok((TopicRead { records: reads.polls, read_to, complete, partitions_found }, reads.unparseable))
 }

@@ -20,7 +20,7 @@ fn record(consumer: u16, partition: i32, offset: i64, value: Value) -> Poll {
 fn read(records: &[(i32, i64, Value)], read_to: Vec<i64>) -> TopicRead {
     let records =
         records.iter().map(|&(partition, offset, value)| record(u16::MAX, partition, offset, value)).collect();
-    TopicRead { records, read_to, complete: true }
+    TopicRead { records, read_to, complete: true, partitions_found: None }
 }
 
 fn copier(id: CopierId, paused_ms: Option<TimeMs>, resumed_ms: Option<TimeMs>) -> Copier {

@@ -98,8 +98,20 @@ pub struct TopicRead {
     /// Per partition, the offset the read is known to be complete below: the high watermark once the
     /// partition was read to its end, else one past the last offset read.
     pub read_to: Vec<i64>,
-    /// Every partition read to its end, with no transaction open (last stable offset = high watermark).
+    /// Every partition the broker still had read to its end, with no transaction open (last stable
+    /// offset = high watermark).
     pub complete: bool,
+    /// How many partitions the broker's metadata listed for the topic at the read (0: the topic was
+    /// gone), when known. Fewer than created means the broker lost partitions: everything acknowledged
+    /// or committed on a missing one is lost (evidence `partition-gone`).
+    pub partitions_found: Option<i32>,
+}
+
+impl TopicRead {
+    /// Whether the broker no longer had `partition` at the read.
+    pub fn partition_gone(&self, partition: i32) -> bool {
+        self.partitions_found.is_some_and(|found| partition >= found)
+    }
 }
 
 /// Everything a `txn` run observed.

@@ -1,7 +1,7 @@
 //! `once check` as a user runs it (the `once` binary, its exit code and `--json`) when the broker
 //! loses data it cannot give back: a topic deleted mid-run and re-created by auto-creation with fewer
 //! partitions is a run that completes and reports every acknowledged record of the lost partitions
-//! as a lost write (exit 1); a broker that does not come back after a kill is a run that cannot
+//! as a lost write (exit 1), and under `dedup` every id acknowledged only there as lost; a broker that does not come back after a kill is a run that cannot
 //! complete, and still writes its JSON report, saying why (exit 2) — also when it cannot even start
 //! (a managed broker that exits, a topic the broker refuses) — and a report that fails after the
 //! JSON was written (the HTML) keeps the full JSON report.
@@ -54,12 +54,12 @@ fn report(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("the report is JSON")
 }
 
-/// The run's topic, once `once check` has created it.
-fn run_topic(bootstrap: &str) -> String {
+/// The run's topic (its name starts with `prefix`), once `once check` has created it.
+fn run_topic(bootstrap: &str, prefix: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let listed = once(&["topic", "list", "--bootstrap", bootstrap]);
-        if let Some(line) = listed.lines().find(|line| line.starts_with("once-check-queue-")) {
+        if let Some(line) = listed.lines().find(|line| line.starts_with(prefix)) {
             return line.split('\t').next().expect("a name").to_string();
         }
         assert!(Instant::now() < deadline, "once check did not create its topic");
@@ -77,6 +77,22 @@ fn partitions_of(bootstrap: &str, topic: &str) -> Option<u64> {
     first.rsplit(": ").next()?.split(' ').next()?.parse().ok()
 }
 
+/// Deletes `topic`; the run's clients re-create it by auto-creation (the broker's default of one
+/// partition) within a moment, or this does.
+fn recreate_with_one_partition(bootstrap: &str, topic: &str) {
+    once(&["topic", "delete", topic, "--bootstrap", bootstrap]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while partitions_of(bootstrap, topic).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if partitions_of(bootstrap, topic).is_none() {
+        let _ = Command::new(env!("CARGO_BIN_EXE_once"))
+            .args(["topic", "create", topic, "--partitions", "1", "--bootstrap", bootstrap])
+            .output();
+    }
+    assert_eq!(partitions_of(bootstrap, topic), Some(1), "the topic is back with one partition");
+}
+
 /// Three partitions, two seconds of acknowledged records on each, then the topic is deleted; the
 /// producers' metadata requests re-create it with the broker's default of one partition. Partitions
 /// 1 and 2 are gone with everything acknowledged on them.
@@ -90,20 +106,9 @@ fn a_partition_the_broker_lost_is_reported_as_lost_writes() {
     let args = ["--workload", "queue", "--bootstrap", &bootstrap, "--duration", "8", "--seed", "13"];
     let more = ["--partitions", "3", "--rate", "200", "--faults", "delay", "--fault-probability", "0", "--json", json];
     let mut check = spawn_check(temp.path(), &[&args[..], &more[..]].concat());
-    let topic = run_topic(&bootstrap);
+    let topic = run_topic(&bootstrap, "once-check-queue-");
     std::thread::sleep(Duration::from_secs(2));
-    once(&["topic", "delete", &topic, "--bootstrap", &bootstrap]);
-    // The producers re-create it by auto-creation within a moment; create it ourselves otherwise.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while partitions_of(&bootstrap, &topic).is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if partitions_of(&bootstrap, &topic).is_none() {
-        let _ = Command::new(env!("CARGO_BIN_EXE_once"))
-            .args(["topic", "create", &topic, "--partitions", "1", "--bootstrap", &bootstrap])
-            .output();
-    }
-    assert_eq!(partitions_of(&bootstrap, &topic), Some(1), "the topic is back with one partition");
+    recreate_with_one_partition(&bootstrap, &topic);
 
     let code = exit_code(&mut check, temp.path(), Duration::from_secs(150));
     let report = report(temp.path());
@@ -129,6 +134,40 @@ fn a_partition_the_broker_lost_is_reported_as_lost_writes() {
         }
     }
     assert!(lost >= 2, "every acknowledged record of partitions 1 and 2 is a lost write: {lost}");
+}
+
+/// The same loss under the `dedup` workload: every id acknowledged only on partitions 1 and 2 is
+/// `lost` with evidence `partition-gone`, and the run completes (exit 1) instead of waiting for
+/// partitions the broker no longer has.
+#[test]
+fn ids_on_a_partition_the_broker_lost_are_reported_lost_by_dedup() {
+    let broker = BrokerProcess::start(&["--auto-create-topics", "true", "--default-partitions", "1"]);
+    let bootstrap = broker.bootstrap();
+    let temp = tempfile::tempdir().expect("temp dir");
+    let json = temp.path().join("report.json");
+    let json = json.to_str().expect("utf-8 path");
+    let args = ["--workload", "dedup", "--bootstrap", &bootstrap, "--duration", "6", "--seed", "13"];
+    let more = ["--partitions", "3", "--rate", "200", "--faults", "delay", "--fault-probability", "0", "--json", json];
+    let mut check = spawn_check(temp.path(), &[&args[..], &more[..]].concat());
+    let topic = run_topic(&bootstrap, "once-check-dedup-");
+    std::thread::sleep(Duration::from_secs(2));
+    recreate_with_one_partition(&bootstrap, &topic);
+
+    let code = exit_code(&mut check, temp.path(), Duration::from_secs(120));
+    let report = report(temp.path());
+    assert_eq!(code, 1, "anomalies found, the run complete; once check said:\n{}", check_log(temp.path()));
+    assert_eq!(report["complete"], true, "{report}");
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["partitions_at_final_read"], 1);
+    let details = report["anomaly_details"].as_array().expect("details");
+    let gone: Vec<_> = details.iter().filter(|detail| detail["evidence"] == "partition-gone").collect();
+    assert!(!gone.is_empty(), "ids lost with their partitions: {}", report["anomalies"]);
+    for entry in gone {
+        assert_eq!(entry["class"], "lost", "{entry}");
+        assert_eq!(entry["partitions_at_final_read"], 1, "{entry}");
+        let acks = entry["acks"].as_array().expect("acks");
+        assert!(acks.iter().any(|ack| ack["partition"].as_i64().is_some_and(|p| p >= 1)), "{entry}");
+    }
 }
 
 /// A managed broker that refuses to start again after the nemesis kills it: the run stops, and its
