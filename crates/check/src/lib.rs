@@ -355,7 +355,7 @@ struct Run<'a> {
     /// `dedup`: the `dedup.source` the topic was created with, if the broker took one.
     dedup_source: Option<String>,
     /// Whether the workload's full JSON report is out ([`Run::publish`] wrote it; a run of
-    /// `queue` or `dedup` that cannot complete writes one too): a run that fails without one gets the bare incomplete report of
+    /// `queue`, `txn` or `dedup` that cannot complete writes one too): a run that fails without one gets the bare incomplete report of
     /// [`run_seeded`], and one that fails after it (the HTML report) keeps it.
     report_written: std::cell::Cell<bool>,
 }
@@ -551,8 +551,12 @@ impl Run<'_> {
         };
         let recorded = running.finish(&mut copiers)?;
         let (bootstrap, partitions) = (&self.config.bootstrap, self.args.partitions);
-        let (input, input_unparseable) = txn::read_topic(bootstrap, &config.queue.topic, partitions, self.start)?;
-        let (output, mut output_unparseable) = txn::read_topic(bootstrap, &config.output, partitions, self.start)?;
+        // A final read that cannot complete still gets the report, with what was recorded until then.
+        let (reads, incomplete) = match txn::final_reads(&config, self.start) {
+            Ok(reads) => (reads, None),
+            Err(error) => (txn::FinalReads::default(), Some(format!("the final read failed: {error:#}"))),
+        };
+        let txn::FinalReads { input, output, input_unparseable, mut output_unparseable } = reads;
         drop(progress);
         let (copier_records, copier_events, transactions) = copiers.into_history();
         let wall_clock_drift_ms = txn::wall_clock_origin_ms(self.start).abs_diff(wall_clock_start_ms);
@@ -582,7 +586,11 @@ impl Run<'_> {
                 .collect(),
             faults,
         };
-        let anomalies = check_txn(&history);
+        let mut anomalies = check_txn(&history);
+        if incomplete.is_some() {
+            // Without the final reads nothing can be called lost.
+            anomalies.retain(|anomaly| !matches!(anomaly, TxnAnomaly::Lost { .. } | TxnAnomaly::LostInput { .. }));
+        }
         let outcome = txn_report::TxnOutcome {
             seed: self.seed,
             duration_secs: self.args.duration,
@@ -593,9 +601,13 @@ impl Run<'_> {
             anomalies: &anomalies,
             final_copy_finished: recorded.final_copy_finished,
             faults: set_up.fault_counts(&self.stats),
+            incomplete: incomplete.as_deref(),
         };
         self.publish(&outcome, &history.sends)?;
-        Ok(anomalies.is_empty())
+        match incomplete {
+            Some(reason) => Err(anyhow::anyhow!(reason)),
+            None => Ok(anomalies.is_empty()),
+        }
     }
 
     /// Where client processes' logs go: beside `--broker-log`, or to the temp directory.

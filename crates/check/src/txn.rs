@@ -162,6 +162,23 @@ pub fn wall_clock_origin_ms(start: Instant) -> u64 {
     u64::try_from(now.as_millis()).unwrap_or(u64::MAX).saturating_sub(elapsed_ms(start))
 }
 
+/// The final reads of both topics, and the records of each that did not parse.
+#[derive(Default)]
+pub struct FinalReads {
+    pub input: TopicRead,
+    pub output: TopicRead,
+    pub input_unparseable: Vec<(i32, i64)>,
+    pub output_unparseable: Vec<(i32, i64)>,
+}
+
+/// Reads the input, then the output, whole ([`read_topic`]).
+pub fn final_reads(config: &TxnConfig, start: Instant) -> anyhow::Result<FinalReads> {
+    let (bootstrap, partitions) = (&config.queue.bootstrap, config.queue.partitions);
+    let (input, input_unparseable) = read_topic(bootstrap, &config.queue.topic, partitions, start)?;
+    let (output, output_unparseable) = read_topic(bootstrap, &config.output, partitions, start)?;
+    Ok(FinalReads { input, output, input_unparseable, output_unparseable })
+}
+
 /// Reads every partition of `topic` (created with `created` partitions) that the broker still has,
 /// read_committed from the start to its end, once no transaction is open (the last stable offset has
 /// reached the high watermark, waited for up to [`STABLE_TIMEOUT`]). An end of partition is

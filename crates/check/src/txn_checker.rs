@@ -12,9 +12,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::checker::poll_steps;
+use crate::checker::{poll_steps, LostEvidence};
 use crate::history::{Poll, TimeMs, Value};
-use crate::txn_history::{CopierId, TracedTransaction, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
+use crate::txn_history::{
+    CopierId, TopicRead, TracedTransaction, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER,
+};
 
 /// Anomaly class names of the `txn` workload, in report order.
 pub const TXN_CLASSES: [&str; 10] = [
@@ -45,10 +47,25 @@ pub type Place = (i32, i64);
 #[serde(tag = "class", rename_all = "kebab-case")]
 pub enum TxnAnomaly {
     /// In the input at the end, absent from the committed output. Whether its send was acknowledged
-    /// does not matter: the copier copies what the input holds.
-    Lost { value: Value, input: Place, acked_ms: Option<TimeMs> },
-    /// Acknowledged to its producer, absent from the final read of the input.
-    LostInput { value: Value, partition: i32, offset: i64, acked_ms: TimeMs },
+    /// does not matter: the copier copies what the input holds. Evidence `partition-gone` when the
+    /// output partition it is copied to (the input's partition) was gone at the final read.
+    Lost {
+        value: Value,
+        input: Place,
+        acked_ms: Option<TimeMs>,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        evidence: Option<LostEvidence>,
+    },
+    /// Acknowledged to its producer, absent from the final read of the input. Evidence
+    /// `partition-gone` when its input partition was gone at the final read.
+    LostInput {
+        value: Value,
+        partition: i32,
+        offset: i64,
+        acked_ms: TimeMs,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        evidence: Option<LostEvidence>,
+    },
     /// One value at several places of the committed output (its places in the input alongside).
     Duplicate { value: Value, output: Vec<Place>, input: Vec<Place> },
     /// A value in the committed output that no producer sent.
@@ -167,6 +184,7 @@ pub fn lost(history: &TxnHistory) -> Vec<TxnAnomaly> {
             value: record.value,
             input: (record.partition, record.offset),
             acked_ms: acked.get(&record.value).copied(),
+            evidence: partition_gone(&history.output, record.partition),
         })
         .collect()
 }
@@ -180,9 +198,21 @@ pub fn lost_input(history: &TxnHistory) -> Vec<TxnAnomaly> {
         .filter(|send| !input.contains(&send.value))
         .filter_map(|send| {
             let offset = send.acked_offset()?;
-            Some(TxnAnomaly::LostInput { value: send.value, partition: send.partition, offset, acked_ms: send.done_ms })
+            Some(TxnAnomaly::LostInput {
+                value: send.value,
+                partition: send.partition,
+                offset,
+                acked_ms: send.done_ms,
+                evidence: partition_gone(&history.input, send.partition),
+            })
         })
         .collect()
+}
+
+/// Evidence `partition-gone` if `read` found the topic without `partition`.
+fn partition_gone(read: &TopicRead, partition: i32) -> Option<LostEvidence> {
+    let partitions_at_final_read = read.partitions_found.filter(|_| read.partition_gone(partition))?;
+    Some(LostEvidence::PartitionGone { partitions_at_final_read })
 }
 
 /// Values at more than one place of the committed output.

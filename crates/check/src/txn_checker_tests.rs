@@ -112,7 +112,10 @@ fn what_the_input_holds_must_be_copied_whatever_its_send_said() {
     never_written.outcome = SendOutcome::Unknown;
     history.sends.extend([written, never_written]);
     history.input.records.push(record(u16::MAX, 0, 3, 13));
-    assert_eq!(check_txn(&history), vec![TxnAnomaly::Lost { value: 13, input: (0, 3), acked_ms: None }]);
+    assert_eq!(
+        check_txn(&history),
+        vec![TxnAnomaly::Lost { value: 13, input: (0, 3), acked_ms: None, evidence: None }]
+    );
 }
 
 #[test]
@@ -140,7 +143,33 @@ fn an_input_value_missing_from_the_output_is_lost() {
     let mut history = clean();
     history.output.records.retain(|record| record.value != 12);
     history.polls.retain(|poll| poll.value != 12);
-    assert_eq!(check_txn(&history), vec![TxnAnomaly::Lost { value: 12, input: (0, 2), acked_ms: Some(4) }]);
+    assert_eq!(
+        check_txn(&history),
+        vec![TxnAnomaly::Lost { value: 12, input: (0, 2), acked_ms: Some(4), evidence: None }]
+    );
+}
+
+#[test]
+fn values_on_a_partition_the_broker_lost_are_lost_with_evidence_partition_gone() {
+    let gone = Some(LostEvidence::PartitionGone { partitions_at_final_read: 1 });
+    // The input's partition 1 is gone at the final read: 20, acknowledged there, is lost input.
+    let mut history = clean();
+    history.input.records.retain(|record| record.partition == 0);
+    history.input.read_to[1] = 0;
+    history.input.partitions_found = Some(1);
+    let lost_input = TxnAnomaly::LostInput { value: 20, partition: 1, offset: 0, acked_ms: 2, evidence: gone.clone() };
+    assert_eq!(check_txn(&history), vec![lost_input.clone()]);
+    let json = serde_json::to_value(&lost_input).expect("json");
+    assert_eq!((&json["class"], &json["evidence"]), (&"lost-input".into(), &"partition-gone".into()), "{json}");
+    assert_eq!(json["partitions_at_final_read"], 1, "{json}");
+    // The output's partition 1 is gone: 20, committed there, is lost, and the live read of it there
+    // is no aborted read (nothing is known of that partition any more).
+    let mut history = clean();
+    history.output.records.retain(|record| record.partition == 0);
+    history.output.read_to[1] = 0;
+    history.output.partitions_found = Some(1);
+    let lost = TxnAnomaly::Lost { value: 20, input: (1, 0), acked_ms: Some(2), evidence: gone };
+    assert_eq!(check_txn(&history), vec![lost]);
 }
 
 #[test]
@@ -149,7 +178,10 @@ fn an_acknowledged_value_missing_from_the_input_is_lost_input_not_lost() {
     history.input.records.retain(|record| record.value != 12);
     history.output.records.retain(|record| record.value != 12);
     history.polls.retain(|poll| poll.value != 12);
-    assert_eq!(check_txn(&history), vec![TxnAnomaly::LostInput { value: 12, partition: 0, offset: 2, acked_ms: 4 }]);
+    assert_eq!(
+        check_txn(&history),
+        vec![TxnAnomaly::LostInput { value: 12, partition: 0, offset: 2, acked_ms: 4, evidence: None }]
+    );
 }
 
 #[test]
@@ -344,8 +376,8 @@ fn a_record_the_run_did_not_write_is_unparseable() {
 #[test]
 fn every_class_serializes_under_its_name_in_the_class_list() {
     let anomalies = [
-        TxnAnomaly::Lost { value: 1, input: (0, 0), acked_ms: None },
-        TxnAnomaly::LostInput { value: 1, partition: 0, offset: 0, acked_ms: 0 },
+        TxnAnomaly::Lost { value: 1, input: (0, 0), acked_ms: None, evidence: None },
+        TxnAnomaly::LostInput { value: 1, partition: 0, offset: 0, acked_ms: 0, evidence: None },
         TxnAnomaly::Duplicate { value: 1, output: vec![], input: vec![] },
         TxnAnomaly::Unexpected { value: 1, partition: 0, offset: 0 },
         TxnAnomaly::AbortedRead {

@@ -23,6 +23,9 @@ pub struct TxnOutcome<'a> {
     /// The final copier exited by itself, caught up, in time.
     pub final_copy_finished: bool,
     pub faults: FaultCounts,
+    /// Why the run could not complete (no final reads), if it could not: the report then holds what
+    /// was recorded until then (`complete: false`).
+    pub incomplete: Option<&'a str>,
 }
 
 /// What became of the copiers.
@@ -92,15 +95,20 @@ impl Summary for TxnOutcome<'_> {
             "output_topic": self.output_topic,
             "partitions": history.partitions,
             "bootstrap": self.client_bootstrap,
-            "valid": self.anomalies.is_empty(),
+            "complete": self.incomplete.is_none(),
+            "incomplete_reason": self.incomplete,
+            // An incomplete run is not judged valid or invalid: only its anomalies so far are listed.
+            "valid": if self.incomplete.is_none() { Value::from(self.anomalies.is_empty()) } else { Value::Null },
             "sent": history.sends.len(),
             "acked": acked,
             "failed": failed,
             "unknown": unknown,
             "input_records": history.input.records.len(),
             "input_read_complete": history.input.complete,
+            "input_partitions_at_final_read": history.input.partitions_found,
             "output_records": history.output.records.len(),
             "output_read_complete": history.output.complete,
+            "output_partitions_at_final_read": history.output.partitions_found,
             "output_read_to": history.output.read_to,
             "polled": {
                 "read_committed": self.polled(COMMITTED_CONSUMER),
@@ -178,8 +186,20 @@ impl Summary for TxnOutcome<'_> {
             history.producers.len(),
             self.producer_kills()
         );
+        for (topic, read) in [("input", &history.input), ("output", &history.output)] {
+            if let Some(found) = read.partitions_found.filter(|found| *found < history.partitions) {
+                let _ = writeln!(
+                    out,
+                    "  partitions  the broker had {found} of the {topic}'s {} at the final read: the rest were lost",
+                    history.partitions
+                );
+            }
+        }
         let _ = writeln!(out, "  faults      {}", faults.summary());
         anomaly_table(&mut out, &TXN_CLASSES, &self.counts(), 22, self.seed);
+        if let Some(reason) = self.incomplete {
+            let _ = writeln!(out, "  INCOMPLETE  {reason}");
+        }
         out
     }
 }
