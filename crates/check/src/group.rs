@@ -20,7 +20,7 @@ use crate::history::{FaultEvent, Send, TimeMs, Value};
 use crate::nemesis::elapsed_ms;
 use crate::progress::Stats;
 use crate::proxy::CrashedClients;
-use crate::queue::{client, high_watermarks, EpochContext, Producers, QueueConfig, Recorder};
+use crate::queue::{client, high_watermarks, partitions_of, EpochContext, Producers, QueueConfig, Recorder};
 use crate::rng::Rng;
 
 /// Most records processed and committed as one batch.

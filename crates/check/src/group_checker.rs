@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
+use crate::checker::LostEvidence;
 use crate::group_history::{Commit, GroupHistory};
 use crate::history::{TimeMs, Value};
 
@@ -50,8 +51,16 @@ pub enum GroupAnomaly {
     /// The fresh consumer at the end did not resume at the last acknowledged committed offset (or at
     /// a later commit whose answer was lost), or was not given that offset first.
     ResumeMismatch { partition: i32, expected: Option<i64>, committed: Option<i64>, first_polled: Option<i64> },
-    /// Acknowledged to its producer, never processed by any member nor by the fresh consumer.
-    Lost { value: Value, partition: i32, offset: i64, acked_ms: TimeMs },
+    /// Acknowledged to its producer, never processed by any member nor by the fresh consumer; with
+    /// evidence `partition-gone` when its partition was no longer on the broker at the final resume.
+    Lost {
+        value: Value,
+        partition: i32,
+        offset: i64,
+        acked_ms: TimeMs,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        evidence: Option<LostEvidence>,
+    },
     /// A record on the run's topic that the run cannot have written.
     UnparseableValue { partition: i32, offset: i64 },
 }
@@ -224,8 +233,13 @@ pub fn resume_mismatches(history: &GroupHistory) -> Vec<GroupAnomaly> {
     anomalies
 }
 
-/// Acknowledged values that no incarnation processed, the fresh consumer at the end included.
+/// Acknowledged values that no incarnation processed, the fresh consumer at the end included (with
+/// evidence `partition-gone` if the broker no longer had their partition at the final resume).
 pub fn lost(history: &GroupHistory) -> Vec<GroupAnomaly> {
+    let partition_gone = |partition: i32| {
+        let partitions_at_final_read = history.partitions_found.filter(|found| partition >= *found)?;
+        Some(LostEvidence::PartitionGone { partitions_at_final_read })
+    };
     let processed: BTreeSet<Value> = history.processed.iter().map(|record| record.value).collect();
     history
         .sends
@@ -233,7 +247,13 @@ pub fn lost(history: &GroupHistory) -> Vec<GroupAnomaly> {
         .filter(|send| !processed.contains(&send.value))
         .filter_map(|send| {
             let offset = send.acked_offset()?;
-            Some(GroupAnomaly::Lost { value: send.value, partition: send.partition, offset, acked_ms: send.done_ms })
+            Some(GroupAnomaly::Lost {
+                value: send.value,
+                partition: send.partition,
+                offset,
+                acked_ms: send.done_ms,
+                evidence: partition_gone(send.partition),
+            })
         })
         .collect()
 }

@@ -2,6 +2,7 @@
 //! allows) passes, and each anomaly class is found, with its evidence, in a history built for it.
 
 use super::*;
+use crate::checker::LostEvidence;
 use crate::group_history::{CommittedRead, Incarnation, Processed, Resume};
 use crate::history::{Send, SendOutcome};
 
@@ -42,6 +43,7 @@ fn clean() -> GroupHistory {
         committed_reads: vec![read_back(1, Some(2), 50), read_back(2, Some(4), 100)],
         resume: vec![Resume { partition: 0, committed: Some(4), first_polled: None, high_watermark: 4 }],
         final_read_complete: true,
+        partitions_found: Some(1),
         unparseable: vec![],
         faults: vec![],
     }
@@ -78,7 +80,7 @@ fn a_commit_before_processing_then_a_crash_is_committed_beyond_processed_and_los
         }
     );
     assert_eq!(classes(&history), vec!["committed-beyond-processed", "lost", "lost"]);
-    assert_eq!(anomalies[1], GroupAnomaly::Lost { value: 10, partition: 0, offset: 0, acked_ms: 1 });
+    assert_eq!(anomalies[1], GroupAnomaly::Lost { value: 10, partition: 0, offset: 0, acked_ms: 1, evidence: None });
 }
 
 #[test]
@@ -174,4 +176,31 @@ fn unparseable_records_are_reported() {
     let mut history = clean();
     history.unparseable.push((0, 7));
     assert_eq!(check_group(&history), vec![GroupAnomaly::UnparseableValue { partition: 0, offset: 7 }]);
+}
+
+#[test]
+fn sends_acknowledged_on_a_partition_the_broker_lost_are_lost_with_evidence_partition_gone() {
+    // The run had 2 partitions; the broker listed 1 at the final resume. Offsets 0 and 1 of partition
+    // 1 were acknowledged and never processed: lost, partition gone. Offset 4 of partition 0 was
+    // acknowledged and never processed although its partition is there: lost, no such evidence.
+    let mut history = clean();
+    history.partitions = 2;
+    let on_lost_partition = |index: u64, offset: i64| Send { partition: 1, ..acked(index, offset) };
+    history.sends.extend([on_lost_partition(4, 0), on_lost_partition(5, 1), acked(6, 4)]);
+    let anomalies = check_group(&history);
+    let gone = Some(LostEvidence::PartitionGone { partitions_at_final_read: 1 });
+    assert_eq!(
+        anomalies,
+        vec![
+            GroupAnomaly::Lost { value: 14, partition: 1, offset: 0, acked_ms: 5, evidence: gone.clone() },
+            GroupAnomaly::Lost { value: 15, partition: 1, offset: 1, acked_ms: 6, evidence: gone },
+            GroupAnomaly::Lost { value: 16, partition: 0, offset: 4, acked_ms: 7, evidence: None },
+        ]
+    );
+    let json = serde_json::to_value(&anomalies[0]).expect("json");
+    assert_eq!(json["class"], "lost");
+    assert_eq!(json["evidence"], "partition-gone", "{json}");
+    assert_eq!(json["partitions_at_final_read"], 1, "{json}");
+    let json = serde_json::to_value(&anomalies[2]).expect("json");
+    assert!(json.get("evidence").is_none(), "{json}");
 }

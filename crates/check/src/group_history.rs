@@ -86,6 +86,11 @@ pub struct GroupHistory {
     pub resume: Vec<Resume>,
     /// Whether the fresh consumer read every partition up to its high watermark.
     pub final_read_complete: bool,
+    /// How many partitions of the topic the broker's metadata listed at the final resume (0: the topic
+    /// was gone), when known. Fewer than created means the broker lost partitions: the fresh consumer
+    /// resumes on the others, and everything acknowledged on a missing one is lost (evidence
+    /// `partition-gone`).
+    pub partitions_found: Option<i32>,
     /// Records whose payload was not a value this run could have written: (partition, offset).
     pub unparseable: Vec<(i32, i64)>,
     pub faults: Vec<FaultEvent>,

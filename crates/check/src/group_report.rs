@@ -69,6 +69,7 @@ impl Summary for GroupOutcome<'_> {
             "committed_reads": self.history.committed_reads.len(),
             "resume": self.history.resume,
             "final_read_complete": self.history.final_read_complete,
+            "partitions_at_final_read": self.history.partitions_found,
             "reprocessing": self.reprocessing,
             "faults": fault_map,
             "fault_events": self.history.faults,
@@ -103,6 +104,13 @@ impl Summary for GroupOutcome<'_> {
         );
         let complete = if history.final_read_complete { "complete" } else { "INCOMPLETE" };
         let _ = writeln!(out, "  resume      {} partitions, final read {complete}", history.resume.len());
+        if let Some(found) = history.partitions_found.filter(|found| *found < history.partitions) {
+            let _ = writeln!(
+                out,
+                "  partitions  the broker had {found} of {} at the final resume: the rest were lost",
+                history.partitions
+            );
+        }
         let _ = writeln!(out, "  faults      {}, {} consumer crashes", faults.summary(), self.crashes());
         anomaly_table(&mut out, &GROUP_CLASSES, &self.counts(), 28, self.seed);
         out

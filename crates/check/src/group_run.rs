@@ -73,10 +73,25 @@ fn drained(sends: &[Send], log: &Log) -> bool {
     })
 }
 
+/// Where the fresh consumer at the end resumed.
+pub struct Resumed {
+    /// One entry per partition the broker still had.
+    pub resume: Vec<Resume>,
+    /// Whether it read every partition the broker still had up to its high watermark.
+    pub complete: bool,
+    /// How many partitions the broker's metadata listed (queue's rule: two agreeing answers).
+    pub partitions_found: i32,
+}
+
 /// A fresh consumer joins the group, fetches its committed offsets and reads every partition from
-/// there up to the high watermark. Returns where each partition resumed and whether it read all.
-pub fn resume(config: &GroupConfig, log: &SharedLog, start: Instant) -> anyhow::Result<(Vec<Resume>, bool)> {
-    let partitions = config.queue.partitions;
+/// there up to the high watermark. First it learns how many partitions the broker still has
+/// ([`partitions_of`], the rule every workload's final read follows) and resumes on those only: what
+/// was acknowledged on the others is for the checker to call lost.
+pub fn resume(config: &GroupConfig, log: &SharedLog, start: Instant) -> anyhow::Result<Resumed> {
+    let deadline = Instant::now() + RESUME_TIMEOUT;
+    let queue = &config.queue;
+    let partitions_found = partitions_of(&queue.bootstrap, &queue.topic, queue.partitions, deadline)?;
+    let partitions = partitions_found.min(queue.partitions);
     let stop = Arc::new(AtomicBool::new(false));
     let (stats, log) = (Arc::new(Stats::default()), log.clone());
     let member = Member { config: config.clone(), number: FINAL_MEMBER, log, stats, start, stop };
@@ -84,7 +99,6 @@ pub fn resume(config: &GroupConfig, log: &SharedLog, start: Instant) -> anyhow::
     let incarnation = member.register(FINAL_MEMBER, client_id.clone());
     let epoch = Arc::new(AtomicU32::new(0));
     let consumer = member.consumer(&client_id, epoch.clone())?;
-    let deadline = Instant::now() + RESUME_TIMEOUT;
     let high = high_watermarks(&consumer, &config.queue.topic, partitions, deadline)?;
     // Records arrive as soon as the assignment does: keep them, the first one of each partition counts.
     let mut polled: Vec<Polled> = Vec::new();
@@ -92,7 +106,11 @@ pub fn resume(config: &GroupConfig, log: &SharedLog, start: Instant) -> anyhow::
         anyhow::ensure!(Instant::now() < deadline, "the fresh consumer got no full assignment in {RESUME_TIMEOUT:?}");
         polled.extend(poll_batch(&consumer, &epoch).1);
     }
-    let committed = committed_offsets(&member, &consumer, incarnation, deadline)?;
+    // With the whole topic gone there is nothing assigned to fetch committed offsets for.
+    let committed = match partitions {
+        0 => HashMap::new(),
+        _ => committed_offsets(&member, &consumer, incarnation, deadline)?,
+    };
     let reached = |polled: &[Polled], partition: i32| {
         let next = polled.iter().filter(|record| record.0 == partition).map(|record| record.1 + 1).max();
         next.or(committed.get(&partition).copied().flatten()).unwrap_or(0) >= high[&partition]
@@ -111,7 +129,7 @@ pub fn resume(config: &GroupConfig, log: &SharedLog, start: Instant) -> anyhow::
         })
         .collect();
     lock(&member.log).incarnations[incarnation as usize].ended_ms = elapsed_ms(start);
-    Ok((resume, complete))
+    Ok(Resumed { resume, complete, partitions_found })
 }
 
 /// The group's committed offset of every partition (OffsetFetch), recorded as a read-back.

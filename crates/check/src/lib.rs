@@ -489,7 +489,7 @@ impl Run<'_> {
         let running = group::start(&config, &self.stats, self.start);
         let mut faults = self.nemesis(set_up, Vec::new())?;
         let (sends, log) = running.stop()?;
-        let (resume, final_read_complete) = group::resume(&config, &log, self.start)?;
+        let resumed = group::resume(&config, &log, self.start)?;
         drop(progress);
         let log = std::mem::take(&mut *log.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         faults.extend(log.crashes);
@@ -504,8 +504,9 @@ impl Run<'_> {
             processed: log.processed,
             commits: log.commits,
             committed_reads: log.committed_reads,
-            resume,
-            final_read_complete,
+            resume: resumed.resume,
+            final_read_complete: resumed.complete,
+            partitions_found: Some(resumed.partitions_found),
             unparseable,
             faults,
         };
