@@ -41,12 +41,17 @@ impl Running {
     /// Stops the producers (after their flush), lets the members run until the group has committed
     /// past every acknowledged record (at most [`DRAIN_TIMEOUT`]), then stops them; each closes
     /// cleanly, leaving the group. Then one more producer writes for [`TAIL`], so that the fresh
-    /// consumer has records to resume at.
+    /// consumer has records to resume at. Only the partitions the broker still has ([`partitions_of`])
+    /// are waited for: a lost one can never be drained.
     pub fn stop(self) -> anyhow::Result<(Vec<Send>, SharedLog)> {
         self.producers.stop()?;
         let sends = self.recorder.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while !drained(&sends, &lock(&self.log)) && Instant::now() < deadline {
+        let config = &self.config;
+        // No settled answer (the broker down): wait for every partition, as if none were lost.
+        let present =
+            partitions_of(&config.bootstrap, &config.topic, config.partitions, deadline).unwrap_or(config.partitions);
+        while !drained(&sends, &lock(&self.log), present) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
         self.stop_members.store(true, Ordering::Relaxed);
@@ -61,14 +66,14 @@ impl Running {
     }
 }
 
-/// Whether every partition's acknowledged commits reach past its last acknowledged send.
-fn drained(sends: &[Send], log: &Log) -> bool {
+/// Whether every partition below `present` has acknowledged commits past its last acknowledged send.
+fn drained(sends: &[Send], log: &Log, present: i32) -> bool {
     let mut committed: HashMap<i32, i64> = HashMap::new();
     for commit in log.commits.iter().filter(|commit| commit.acked) {
         let entry = committed.entry(commit.partition).or_insert(commit.offset);
         *entry = (*entry).max(commit.offset);
     }
-    sends.iter().all(|send| {
+    sends.iter().filter(|send| send.partition < present).all(|send| {
         send.acked_offset().is_none_or(|offset| committed.get(&send.partition).is_some_and(|&next| next > offset))
     })
 }

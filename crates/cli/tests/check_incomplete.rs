@@ -1,7 +1,7 @@
 //! `once check` as a user runs it (the `once` binary, its exit code and `--json`) when the broker
 //! loses data it cannot give back: a topic deleted mid-run and re-created by auto-creation with fewer
 //! partitions is a run that completes and reports every acknowledged record of the lost partitions
-//! as a lost write (exit 1), and under `dedup` and `txn` as lost (`lost`, `lost-input`); a broker that does not come back after a kill is a run that cannot
+//! as a lost write (exit 1), and under `dedup`, `txn` and `group` as lost (`lost`, `lost-input`); a broker that does not come back after a kill is a run that cannot
 //! complete, and still writes its JSON report, saying why (exit 2) — also when it cannot even start
 //! (a managed broker that exits, a topic the broker refuses) — and a report that fails after the
 //! JSON was written (the HTML) keeps the full JSON report.
@@ -167,6 +167,42 @@ fn ids_on_a_partition_the_broker_lost_are_reported_lost_by_dedup() {
         assert_eq!(entry["partitions_at_final_read"], 1, "{entry}");
         let acks = entry["acks"].as_array().expect("acks");
         assert!(acks.iter().any(|ack| ack["partition"].as_i64().is_some_and(|p| p >= 1)), "{entry}");
+    }
+}
+
+/// The same loss under the `group` workload: the members drain and the fresh consumer resumes on the
+/// one partition the broker still has, and the run completes (exit 1: partition 0's committed offsets
+/// went back with the re-created topic) instead of waiting on partitions 1 and 2 until its deadlines
+/// (exit 2). The members usually process everything on partitions 1 and 2 before they are gone, so
+/// whether a send there is left unprocessed is not forced here; each one that is must be `lost` with
+/// evidence `partition-gone` (the evidence itself: `group_checker_tests.rs`).
+#[test]
+fn sends_on_a_partition_the_broker_lost_are_reported_lost_by_group() {
+    let broker = BrokerProcess::start(&["--auto-create-topics", "true", "--default-partitions", "1"]);
+    let bootstrap = broker.bootstrap();
+    let temp = tempfile::tempdir().expect("temp dir");
+    let json = temp.path().join("report.json");
+    let json = json.to_str().expect("utf-8 path");
+    let args = ["--workload", "group", "--bootstrap", &bootstrap, "--duration", "6", "--seed", "13"];
+    let more = ["--partitions", "3", "--rate", "200", "--faults", "delay", "--fault-probability", "0", "--json", json];
+    let mut check = spawn_check(temp.path(), &[&args[..], &more[..]].concat());
+    let topic = run_topic(&bootstrap, "once-check-group-");
+    std::thread::sleep(Duration::from_secs(2));
+    recreate_with_one_partition(&bootstrap, &topic);
+
+    let code = exit_code(&mut check, temp.path(), Duration::from_secs(120));
+    let report = report(temp.path());
+    assert_eq!(code, 1, "anomalies found, the run complete; once check said:\n{}", check_log(temp.path()));
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["final_read_complete"], true, "{report}");
+    assert_eq!(report["partitions_at_final_read"], 1);
+    assert_eq!(report["resume"].as_array().map(Vec::len), Some(1), "resumed on the partition left: {report}");
+    let details = report["anomaly_details"].as_array().expect("details");
+    let gone: Vec<_> = details.iter().filter(|detail| detail["evidence"] == "partition-gone").collect();
+    for entry in gone {
+        assert_eq!(entry["class"], "lost", "{entry}");
+        assert_eq!(entry["partitions_at_final_read"], 1, "{entry}");
+        assert!(entry["partition"].as_i64().is_some_and(|partition| partition >= 1), "{entry}");
     }
 }
 
