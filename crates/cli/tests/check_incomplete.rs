@@ -93,26 +93,38 @@ fn recreate_with_one_partition(bootstrap: &str, topic: &str) {
     assert_eq!(partitions_of(bootstrap, topic), Some(1), "the topic is back with one partition");
 }
 
-/// Three partitions, two seconds of acknowledged records on each, then the topic is deleted; the
-/// producers' metadata requests re-create it with the broker's default of one partition. Partitions
-/// 1 and 2 are gone with everything acknowledged on them.
-#[test]
-fn a_partition_the_broker_lost_is_reported_as_lost_writes() {
+/// Runs `workload` on three partitions against a broker that auto-creates topics with one partition;
+/// two seconds in, the run's topic (`lost_topic` of the first topic seen) is deleted and comes back with
+/// one partition. The run must complete and find anomalies (exit 1); returns its JSON report.
+fn run_losing_partitions(
+    workload: &str,
+    duration_s: &str,
+    timeout: Duration,
+    lost_topic: impl Fn(String) -> String,
+) -> serde_json::Value {
     let broker = BrokerProcess::start(&["--auto-create-topics", "true", "--default-partitions", "1"]);
     let bootstrap = broker.bootstrap();
     let temp = tempfile::tempdir().expect("temp dir");
     let json = temp.path().join("report.json");
     let json = json.to_str().expect("utf-8 path");
-    let args = ["--workload", "queue", "--bootstrap", &bootstrap, "--duration", "8", "--seed", "13"];
+    let args = ["--workload", workload, "--bootstrap", &bootstrap, "--duration", duration_s, "--seed", "13"];
     let more = ["--partitions", "3", "--rate", "200", "--faults", "delay", "--fault-probability", "0", "--json", json];
     let mut check = spawn_check(temp.path(), &[&args[..], &more[..]].concat());
-    let topic = run_topic(&bootstrap, "once-check-queue-");
+    let topic = lost_topic(run_topic(&bootstrap, &format!("once-check-{workload}-")));
     std::thread::sleep(Duration::from_secs(2));
     recreate_with_one_partition(&bootstrap, &topic);
 
-    let code = exit_code(&mut check, temp.path(), Duration::from_secs(150));
-    let report = report(temp.path());
+    let code = exit_code(&mut check, temp.path(), timeout);
     assert_eq!(code, 1, "anomalies found, the run complete; once check said:\n{}", check_log(temp.path()));
+    report(temp.path())
+}
+
+/// Three partitions, two seconds of acknowledged records on each, then the topic is deleted; the
+/// producers' metadata requests re-create it with the broker's default of one partition. Partitions
+/// 1 and 2 are gone with everything acknowledged on them.
+#[test]
+fn a_partition_the_broker_lost_is_reported_as_lost_writes() {
+    let report = run_losing_partitions("queue", "8", Duration::from_secs(150), |run| run);
     assert_eq!(report["complete"], true);
     assert_eq!(report["valid"], false);
     assert_eq!(report["partitions_at_final_read"], 1);
@@ -141,21 +153,7 @@ fn a_partition_the_broker_lost_is_reported_as_lost_writes() {
 /// partitions the broker no longer has.
 #[test]
 fn ids_on_a_partition_the_broker_lost_are_reported_lost_by_dedup() {
-    let broker = BrokerProcess::start(&["--auto-create-topics", "true", "--default-partitions", "1"]);
-    let bootstrap = broker.bootstrap();
-    let temp = tempfile::tempdir().expect("temp dir");
-    let json = temp.path().join("report.json");
-    let json = json.to_str().expect("utf-8 path");
-    let args = ["--workload", "dedup", "--bootstrap", &bootstrap, "--duration", "6", "--seed", "13"];
-    let more = ["--partitions", "3", "--rate", "200", "--faults", "delay", "--fault-probability", "0", "--json", json];
-    let mut check = spawn_check(temp.path(), &[&args[..], &more[..]].concat());
-    let topic = run_topic(&bootstrap, "once-check-dedup-");
-    std::thread::sleep(Duration::from_secs(2));
-    recreate_with_one_partition(&bootstrap, &topic);
-
-    let code = exit_code(&mut check, temp.path(), Duration::from_secs(120));
-    let report = report(temp.path());
-    assert_eq!(code, 1, "anomalies found, the run complete; once check said:\n{}", check_log(temp.path()));
+    let report = run_losing_partitions("dedup", "6", Duration::from_secs(120), |run| run);
     assert_eq!(report["complete"], true, "{report}");
     assert_eq!(report["valid"], false);
     assert_eq!(report["partitions_at_final_read"], 1);
@@ -178,21 +176,7 @@ fn ids_on_a_partition_the_broker_lost_are_reported_lost_by_dedup() {
 /// evidence `partition-gone` (the evidence itself: `group_checker_tests.rs`).
 #[test]
 fn sends_on_a_partition_the_broker_lost_are_reported_lost_by_group() {
-    let broker = BrokerProcess::start(&["--auto-create-topics", "true", "--default-partitions", "1"]);
-    let bootstrap = broker.bootstrap();
-    let temp = tempfile::tempdir().expect("temp dir");
-    let json = temp.path().join("report.json");
-    let json = json.to_str().expect("utf-8 path");
-    let args = ["--workload", "group", "--bootstrap", &bootstrap, "--duration", "6", "--seed", "13"];
-    let more = ["--partitions", "3", "--rate", "200", "--faults", "delay", "--fault-probability", "0", "--json", json];
-    let mut check = spawn_check(temp.path(), &[&args[..], &more[..]].concat());
-    let topic = run_topic(&bootstrap, "once-check-group-");
-    std::thread::sleep(Duration::from_secs(2));
-    recreate_with_one_partition(&bootstrap, &topic);
-
-    let code = exit_code(&mut check, temp.path(), Duration::from_secs(120));
-    let report = report(temp.path());
-    assert_eq!(code, 1, "anomalies found, the run complete; once check said:\n{}", check_log(temp.path()));
+    let report = run_losing_partitions("group", "6", Duration::from_secs(120), |run| run);
     assert_eq!(report["valid"], false);
     assert_eq!(report["final_read_complete"], true, "{report}");
     assert_eq!(report["partitions_at_final_read"], 1);
@@ -210,22 +194,9 @@ fn sends_on_a_partition_the_broker_lost_are_reported_lost_by_group() {
 /// is `lost-input` with evidence `partition-gone`, and the run completes (exit 1).
 #[test]
 fn values_on_an_input_partition_the_broker_lost_are_reported_lost_by_txn() {
-    let broker = BrokerProcess::start(&["--auto-create-topics", "true", "--default-partitions", "1"]);
-    let bootstrap = broker.bootstrap();
-    let temp = tempfile::tempdir().expect("temp dir");
-    let json = temp.path().join("report.json");
-    let json = json.to_str().expect("utf-8 path");
-    let args = ["--workload", "txn", "--bootstrap", &bootstrap, "--duration", "6", "--seed", "13"];
-    let more = ["--partitions", "3", "--rate", "200", "--faults", "delay", "--fault-probability", "0", "--json", json];
-    let mut check = spawn_check(temp.path(), &[&args[..], &more[..]].concat());
-    let run = run_topic(&bootstrap, "once-check-txn-");
-    let input = format!("{}-in", run.trim_end_matches("-in").trim_end_matches("-out"));
-    std::thread::sleep(Duration::from_secs(2));
-    recreate_with_one_partition(&bootstrap, &input);
-
-    let code = exit_code(&mut check, temp.path(), Duration::from_secs(150));
-    let report = report(temp.path());
-    assert_eq!(code, 1, "anomalies found, the run complete; once check said:\n{}", check_log(temp.path()));
+    // Either of the run's topics may be seen first; the input is the one to lose.
+    let input = |run: String| format!("{}-in", run.trim_end_matches("-in").trim_end_matches("-out"));
+    let report = run_losing_partitions("txn", "6", Duration::from_secs(150), input);
     assert_eq!(report["complete"], true, "{report}");
     assert_eq!(report["valid"], false);
     assert_eq!(report["input_partitions_at_final_read"], 1);
