@@ -7,7 +7,7 @@ use once_log::LogError;
 use once_partition::PartitionError;
 use once_wire::ResponseError;
 
-use crate::topics::TopicError;
+use once_node::TopicError;
 
 pub fn log_error_code(error: &LogError) -> ResponseError {
     match error {

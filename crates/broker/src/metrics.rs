@@ -1,78 +1,32 @@
-//! Metrics a user can scrape: a Prometheus text endpoint (`--metrics-listen`, off by default) and
-//! the message-id deduplication counters, also logged periodically at INFO.
+//! Metrics a user can scrape: a Prometheus text endpoint (`--metrics-listen`, off by default) serving
+//! the message-id deduplication counters (`once_node::stats`, also logged periodically at INFO).
 //!
 //! The endpoint is deliberately tiny: one HTTP/1.1 `GET /metrics` per connection, handled one at a
 //! time with a timeout, so a slow or hostile scraper costs at most one task and a few KiB.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use once_node::stats::dedup_counters;
+use once_node::Node;
 use once_partition::DedupStats;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-use crate::broker::Broker;
 
 /// Largest request head read from a scraper.
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// How long one scrape may take, reading and writing.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The dedup counters of one partition.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PartitionDedupCounters {
-    /// Records not stored because their message id was a duplicate.
-    pub duplicates_dropped: u64,
-    /// Batches refused (retriably) because an id was held by an open transaction or a write in flight.
-    pub refused_batches: u64,
-}
-
-/// Every dedup partition's counters, by (topic, partition).
-pub fn dedup_counters(broker: &Broker) -> BTreeMap<(String, i32), PartitionDedupCounters> {
-    let mut counters = BTreeMap::new();
-    for topic in broker.topics.list() {
-        if topic.dedup().is_none() {
-            continue;
-        }
-        for partition in topic.partitions() {
-            let counter = PartitionDedupCounters {
-                duplicates_dropped: partition.duplicates_dropped(),
-                refused_batches: partition.dedup_refusals(),
-            };
-            counters.insert((topic.name.clone(), partition.id().partition), counter);
-        }
-    }
-    counters
-}
-
-/// Logs, at INFO, every partition whose counters moved since `previous` (which it then updates).
-pub fn log_dedup_counters(broker: &Broker, previous: &mut BTreeMap<(String, i32), PartitionDedupCounters>) {
-    for ((topic, partition), now) in dedup_counters(broker) {
-        let before = previous.get(&(topic.clone(), partition)).copied().unwrap_or_default();
-        if now != before {
-            tracing::info!(
-                topic = %topic,
-                partition,
-                duplicates_dropped_total = now.duplicates_dropped,
-                duplicates_dropped = now.duplicates_dropped.saturating_sub(before.duplicates_dropped),
-                refused_batches_total = now.refused_batches,
-                "dedup"
-            );
-        }
-        previous.insert((topic, partition), now);
-    }
-}
-
 /// Reads one gauge of an index's stats.
 type Gauge = fn(&DedupStats) -> u64;
 
-/// The Prometheus text exposition of the broker's metrics.
-pub fn render(broker: &Broker) -> String {
+/// The Prometheus text exposition of the node's metrics.
+pub fn render(node: &Node) -> String {
     let mut out = String::new();
-    let counters = dedup_counters(broker);
+    let counters = dedup_counters(&node.topics);
     let mut family = |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, u64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, value) in samples {
@@ -92,7 +46,7 @@ pub fn render(broker: &Broker) -> String {
         "Batches refused with a retriable error because a message id was held by an open transaction or a write in flight.",
         &mut counters.iter().map(|(key, counter)| (partition_labels(key), counter.refused_batches)),
     );
-    let indexes: Vec<(String, DedupStats)> = broker
+    let indexes: Vec<(String, DedupStats)> = node
         .topics
         .list()
         .iter()
@@ -135,7 +89,7 @@ pub fn render(broker: &Broker) -> String {
 }
 
 /// Serves `GET /metrics` on `listener` until `stopping` changes.
-pub async fn serve(broker: Arc<Broker>, listener: TcpListener, mut stopping: watch::Receiver<bool>) {
+pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stopping: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -143,7 +97,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, mut stopping: wat
         };
         match accepted {
             Ok((socket, _)) => {
-                if tokio::time::timeout(SCRAPE_TIMEOUT, answer(&broker, socket)).await.is_err() {
+                if tokio::time::timeout(SCRAPE_TIMEOUT, answer(&node, socket)).await.is_err() {
                     tracing::debug!("metrics scrape timed out");
                 }
             }
@@ -155,7 +109,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, mut stopping: wat
     }
 }
 
-async fn answer(broker: &Arc<Broker>, mut socket: TcpStream) {
+async fn answer(node: &Arc<Node>, mut socket: TcpStream) {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|window| window == b"\r\n\r\n") {
@@ -172,8 +126,8 @@ async fn answer(broker: &Arc<Broker>, mut socket: TcpStream) {
     let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
     let (status, body) = match (method, path) {
         (b"GET", b"/metrics") => {
-            let broker = broker.clone();
-            let body = tokio::task::spawn_blocking(move || render(&broker)).await.unwrap_or_default();
+            let node = node.clone();
+            let body = tokio::task::spawn_blocking(move || render(&node)).await.unwrap_or_default();
             ("200 OK", body)
         }
         _ => ("404 Not Found", "try GET /metrics\n".to_string()),

@@ -18,8 +18,8 @@ use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, Of
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use once_broker::broker::Dispatch;
-use once_broker::{Broker, BrokerConfig};
+use once_broker::dispatch::{dispatch, Dispatch};
+use once_node::{Node, NodeConfig};
 use once_wire::versions::SUPPORTED_APIS;
 use once_wire::{encode_response, DecodedRequest};
 
@@ -263,13 +263,13 @@ fn request_for(api_key: ApiKey, version: i16, round: usize) -> RequestKind {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_served_version_encodes() {
     let data = tempfile::tempdir().expect("temp dir");
-    let config = BrokerConfig {
+    let config = NodeConfig {
         data_dir: data.path().to_path_buf(),
         listen: "127.0.0.1:0".into(),
         advertised_listener: Some("127.0.0.1:9092".into()),
-        ..BrokerConfig::default()
+        ..NodeConfig::default()
     };
-    let broker: Arc<Broker> = Broker::open(config).expect("open broker");
+    let broker: Arc<Node> = Node::open(config).expect("open broker");
     // Deduplicating by content: every Produce after the first is all duplicates (answered with the
     // original offset), so the dedup path and its answers are encoded at every version too.
     let configs = [("dedup.source", "content")].map(|(key, value)| (key.to_string(), value.to_string())).into();
@@ -286,7 +286,7 @@ async fn every_served_version_encodes() {
                 header,
                 body: request_for(entry.api_key, version, round),
             };
-            let pending = match broker.dispatch(request) {
+            let pending = match dispatch(&broker, request) {
                 Dispatch::Queued(pending) | Dispatch::InOrder(pending) => pending,
             };
             let response =

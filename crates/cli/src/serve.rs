@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use once_broker::topic_config::TopicDefaults;
-use once_broker::{Broker, BrokerConfig, Server};
+use once_broker::Server;
+use once_node::topic_config::TopicDefaults;
+use once_node::{Node, NodeConfig};
 use serde::Deserialize;
 
 /// Options of `once serve`. Names in `once.toml` are the long flag names with `_` for `-`.
@@ -137,10 +138,10 @@ impl ServeArgs {
         Ok(self)
     }
 
-    fn broker_config(&self) -> BrokerConfig {
-        let defaults = BrokerConfig::default();
+    fn broker_config(&self) -> NodeConfig {
+        let defaults = NodeConfig::default();
         let topic = TopicDefaults::default();
-        BrokerConfig {
+        NodeConfig {
             listen: self.listen.clone().unwrap_or(defaults.listen),
             advertised_listener: self.advertised_listener.clone(),
             data_dir: self.data_dir.clone().unwrap_or(defaults.data_dir),
@@ -178,7 +179,7 @@ impl ServeArgs {
     }
 }
 
-fn validate(config: &BrokerConfig) -> anyhow::Result<()> {
+fn validate(config: &NodeConfig) -> anyhow::Result<()> {
     let defaults = &config.topic_defaults;
     for (name, value) in [
         ("retention.ms", defaults.retention_ms.to_string()),
@@ -187,7 +188,7 @@ fn validate(config: &BrokerConfig) -> anyhow::Result<()> {
         ("segment.ms", defaults.segment_ms.to_string()),
         ("max.message.bytes", defaults.max_message_bytes.to_string()),
     ] {
-        once_broker::topic_config::validate(name, &value).map_err(anyhow::Error::msg)?;
+        once_node::topic_config::validate(name, &value).map_err(anyhow::Error::msg)?;
     }
     anyhow::ensure!(config.default_partitions >= 1, "default partitions must be at least 1");
     anyhow::ensure!(config.connections_max >= 1, "connections max must be at least 1");
@@ -222,7 +223,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
-        let broker = Broker::open(config).context("opening the data directory")?;
+        let broker = Node::open(config).context("opening the data directory")?;
         let server = Server::bind(broker.clone()).await.with_context(|| format!("binding {}", broker.config.listen))?;
         if let Some(metrics) = server.metrics_addr() {
             tracing::info!(%metrics, "serving Prometheus metrics at /metrics");

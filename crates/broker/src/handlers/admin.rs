@@ -13,16 +13,16 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
-use crate::broker::Broker;
 use crate::errors::topic_error_code;
-use crate::topic_config::{TopicConfig, CONFIG_KEYS};
-use crate::topics::TopicError;
+use once_node::topic_config::{TopicConfig, CONFIG_KEYS};
+use once_node::topics::TopicError;
+use once_node::Node;
 
 /// Config source DYNAMIC_TOPIC_CONFIG and DEFAULT_CONFIG, as Kafka reports them.
 pub(crate) const SOURCE_TOPIC: i8 = 1;
 pub(crate) const SOURCE_DEFAULT: i8 = 5;
 
-pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> ResponseKind {
+pub async fn create_topics(broker: &Arc<Node>, request: CreateTopicsRequest, version: i16) -> ResponseKind {
     let mut results = Vec::with_capacity(request.topics.len());
     let duplicated = duplicates(request.topics.iter().map(|topic| topic.name.0.as_str()));
     for topic in request.topics {
@@ -88,7 +88,7 @@ fn describe_for_create(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
         .collect()
 }
 
-pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) -> ResponseKind {
+pub async fn delete_topics(broker: &Arc<Node>, request: DeleteTopicsRequest, version: i16) -> ResponseKind {
     // v0-5 name topics in `topic_names`; v6+ in `topics` (Once serves up to v5).
     let names: Vec<_> = if version >= 6 {
         request.topics.into_iter().filter_map(|topic| topic.name).collect()
@@ -113,7 +113,7 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
     ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
 }
 
-pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> ResponseKind {
+pub async fn create_partitions(broker: &Arc<Node>, request: CreatePartitionsRequest) -> ResponseKind {
     let mut results = Vec::with_capacity(request.topics.len());
     let duplicated = duplicates(request.topics.iter().map(|topic| topic.name.0.as_str()));
     for topic in request.topics {

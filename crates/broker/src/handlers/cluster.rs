@@ -4,9 +4,9 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse, ResponseKind};
 
 use super::str_bytes;
-use crate::broker::Broker;
+use once_node::Node;
 
-pub fn describe(broker: &Broker, _request: &DescribeClusterRequest) -> ResponseKind {
+pub fn describe(broker: &Node, _request: &DescribeClusterRequest) -> ResponseKind {
     let node = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.config.node_id))
         .with_host(str_bytes(&broker.endpoint.host))

@@ -26,10 +26,10 @@ use once_wire::ResponseError;
 
 use super::admin::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::str_bytes;
-use crate::broker::Broker;
 use crate::errors::topic_error_code;
-use crate::topic_config::{self, ConfigType, TopicConfig, CONFIG_KEYS};
-use crate::topics::TopicError;
+use once_node::topic_config::{self, ConfigType, TopicConfig, CONFIG_KEYS};
+use once_node::topics::TopicError;
+use once_node::Node;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -41,7 +41,7 @@ const OPERATION_DELETE: i8 = 1;
 const OPERATION_APPEND: i8 = 2;
 const OPERATION_SUBTRACT: i8 = 3;
 
-pub fn describe(broker: &Broker, request: DescribeConfigsRequest, version: i16) -> ResponseKind {
+pub fn describe(broker: &Node, request: DescribeConfigsRequest, version: i16) -> ResponseKind {
     let results = request
         .resources
         .into_iter()
@@ -96,7 +96,7 @@ fn describe_topic(
         .collect()
 }
 
-fn describe_broker(broker: &Broker, wanted: &dyn Fn(&str) -> bool) -> Vec<DescribeConfigsResourceResult> {
+fn describe_broker(broker: &Node, wanted: &dyn Fn(&str) -> bool) -> Vec<DescribeConfigsResourceResult> {
     let config = &broker.config;
     let entries = [
         ("auto.create.topics.enable", config.auto_create_topics.to_string(), ConfigType::String),
@@ -146,7 +146,7 @@ enum ChangeKind {
 type AlterOutcome = Result<(), (ResponseError, String)>;
 
 /// AlterConfigs (API 33): replaces each named topic's overrides with the request's.
-pub async fn alter_replacing(broker: &Arc<Broker>, request: AlterConfigsRequest) -> ResponseKind {
+pub async fn alter_replacing(broker: &Arc<Node>, request: AlterConfigsRequest) -> ResponseKind {
     let changes = request
         .resources
         .iter()
@@ -186,7 +186,7 @@ pub async fn alter_replacing(broker: &Arc<Broker>, request: AlterConfigsRequest)
 }
 
 /// IncrementalAlterConfigs (API 44): applies each resource's operations to its current overrides.
-pub async fn alter(broker: &Arc<Broker>, request: IncrementalAlterConfigsRequest) -> ResponseKind {
+pub async fn alter(broker: &Arc<Node>, request: IncrementalAlterConfigsRequest) -> ResponseKind {
     let changes = request
         .resources
         .iter()
@@ -226,7 +226,7 @@ pub async fn alter(broker: &Arc<Broker>, request: IncrementalAlterConfigsRequest
 }
 
 /// Checks and applies every resource's change, one outcome per resource in request order.
-async fn alter_resources(broker: &Broker, changes: Vec<ResourceChange>, validate_only: bool) -> Vec<AlterOutcome> {
+async fn alter_resources(broker: &Node, changes: Vec<ResourceChange>, validate_only: bool) -> Vec<AlterOutcome> {
     let keys: Vec<String> =
         changes.iter().map(|change| format!("{}/{}", change.resource_type, change.resource_name)).collect();
     let duplicated = super::admin::duplicates(keys.iter().map(String::as_str));
@@ -244,7 +244,7 @@ async fn alter_resources(broker: &Broker, changes: Vec<ResourceChange>, validate
     outcomes
 }
 
-async fn alter_one(broker: &Broker, change: &ResourceChange, validate_only: bool) -> AlterOutcome {
+async fn alter_one(broker: &Node, change: &ResourceChange, validate_only: bool) -> AlterOutcome {
     check_entries(change)?;
     match change.resource_type {
         RESOURCE_TOPIC => {
@@ -281,7 +281,7 @@ fn check_entries(change: &ResourceChange) -> AlterOutcome {
 }
 
 /// Once has no dynamic broker configs: naming one is refused; naming none changes nothing.
-fn check_broker_change(broker: &Broker, change: &ResourceChange) -> AlterOutcome {
+fn check_broker_change(broker: &Node, change: &ResourceChange) -> AlterOutcome {
     let node_id = broker.config.node_id.to_string();
     if !change.resource_name.is_empty() && change.resource_name != node_id {
         return Err((

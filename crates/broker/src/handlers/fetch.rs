@@ -16,8 +16,8 @@ use once_partition::{AbortedTxn, Partition};
 use once_wire::ResponseError;
 use tokio::time::Instant;
 
-use crate::broker::Broker;
 use crate::errors::partition_error_code;
+use once_node::Node;
 
 /// Longest a fetch waits for data, whatever it asks: a long poll holds its connection's reader (requests
 /// are answered in order), so a client that went away must not hold a connection slot for long.
@@ -35,7 +35,7 @@ struct Wanted {
     partition_max_bytes: usize,
 }
 
-pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> ResponseKind {
+pub async fn handle(broker: &Arc<Node>, request: FetchRequest, _version: i16) -> ResponseKind {
     let response_max_bytes = usize::try_from(request.max_bytes).unwrap_or(0).min(broker.config.fetch_bytes_max);
     // More than the response may hold can never be satisfied; it would only re-read on every append.
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0).min(response_max_bytes.max(1));

@@ -9,14 +9,14 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, Response
 use once_partition::{Partition, PartitionError};
 use once_wire::ResponseError;
 
-use crate::broker::Broker;
 use crate::errors::partition_error_code;
+use once_node::Node;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ResponseKind {
+pub async fn handle(broker: &Arc<Node>, request: ListOffsetsRequest, version: i16) -> ResponseKind {
     let read_committed = version >= 2 && request.isolation_level == 1;
     let mut lookups = Vec::new();
     for topic in request.topics {

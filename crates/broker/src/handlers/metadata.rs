@@ -11,11 +11,11 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Resp
 use once_wire::ResponseError;
 
 use super::str_bytes;
-use crate::broker::Broker;
 use crate::errors::topic_error_code;
-use crate::topics::{validate_new_topic_name, Topic, TopicError};
+use once_node::topics::{validate_new_topic_name, Topic, TopicError};
+use once_node::Node;
 
-pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> ResponseKind {
+pub async fn handle(broker: &Arc<Node>, request: MetadataRequest, version: i16) -> ResponseKind {
     let topics = match request.topics {
         // v0 sends an empty array for "all topics"; v1+ sends null.
         None => all_topics(broker),
@@ -52,11 +52,11 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
     )
 }
 
-fn all_topics(broker: &Broker) -> Vec<MetadataResponseTopic> {
+fn all_topics(broker: &Node) -> Vec<MetadataResponseTopic> {
     broker.topics.list().iter().map(|topic| describe(broker, topic)).collect()
 }
 
-async fn requested_topic(broker: &Broker, name: &str, allow_create: bool) -> MetadataResponseTopic {
+async fn requested_topic(broker: &Node, name: &str, allow_create: bool) -> MetadataResponseTopic {
     if let Some(topic) = broker.topics.get(name) {
         return describe(broker, &topic);
     }
@@ -83,7 +83,7 @@ async fn requested_topic(broker: &Broker, name: &str, allow_create: bool) -> Met
     }
 }
 
-fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+fn describe(broker: &Node, topic: &Topic) -> MetadataResponseTopic {
     let node = BrokerId(broker.config.node_id);
     let partitions = (0..topic.partition_count())
         .map(|index| {

@@ -12,7 +12,9 @@ use once_partition::{Appended, PartitionError};
 use once_wire::ResponseError;
 
 use super::str_bytes;
-use crate::broker::{Broker, PendingResponse};
+use once_node::Node;
+
+use crate::dispatch::PendingResponse;
 use crate::errors::partition_error_code;
 
 /// Bytes of the partition leader epoch in a v2 batch header.
@@ -36,7 +38,7 @@ fn failed(index: i32, error: ResponseError, message: impl Into<String>) -> Outco
 
 /// Validates and enqueues every partition's batch now (keeping request order per partition) and returns
 /// the future that waits for their durability.
-pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> PendingResponse {
+pub fn handle(broker: &Arc<Node>, request: ProduceRequest, _version: i16) -> PendingResponse {
     let acks = request.acks;
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
     let mut topics = Vec::with_capacity(request.topic_data.len());
@@ -100,7 +102,7 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> P
 /// ongoing transaction and added this partition to it (KIP-890 part 1). The append is queued while the
 /// transaction cannot change, so it reaches the partition before any marker ending the transaction.
 fn append_transactional(
-    broker: &Broker,
+    broker: &Node,
     transactional_id: Option<&str>,
     topic: &str,
     partition: &once_partition::Partition,

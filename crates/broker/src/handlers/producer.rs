@@ -7,10 +7,10 @@
 
 use kafka_protocol::messages::{InitProducerIdResponse, ProducerId, ResponseKind};
 
-use crate::broker::Broker;
 use crate::errors::topic_error_code;
+use once_node::Node;
 
-pub fn init_producer_id(broker: &Broker) -> ResponseKind {
+pub fn init_producer_id(broker: &Node) -> ResponseKind {
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     match broker.producer_ids.allocate() {
         Ok(producer_id) => {

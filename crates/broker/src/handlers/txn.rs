@@ -30,8 +30,8 @@ use once_txn::{error_code, TxnError, TxnState, COORDINATOR_EPOCH};
 use once_wire::ResponseError;
 
 use super::str_bytes;
-use crate::broker::Broker;
 use crate::errors::partition_error_code;
+use once_node::Node;
 
 /// The internal topic under which DescribeTransactions reports the groups of a transaction.
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -50,7 +50,7 @@ fn code(error: &TxnError, api: &str, version: i16) -> i16 {
 }
 
 /// InitProducerId with a transactional id.
-pub async fn init_producer_id(broker: &Arc<Broker>, request: &InitProducerIdRequest, version: i16) -> ResponseKind {
+pub async fn init_producer_id(broker: &Arc<Node>, request: &InitProducerIdRequest, version: i16) -> ResponseKind {
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string()).unwrap_or_default();
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     if transactional_id.is_empty() {
@@ -69,7 +69,7 @@ pub async fn init_producer_id(broker: &Arc<Broker>, request: &InitProducerIdRequ
 }
 
 /// AddPartitionsToTxn v0–3 (the client's form; v4+ is between brokers).
-pub async fn add_partitions(broker: &Arc<Broker>, request: AddPartitionsToTxnRequest, version: i16) -> ResponseKind {
+pub async fn add_partitions(broker: &Arc<Node>, request: AddPartitionsToTxnRequest, version: i16) -> ResponseKind {
     let transactional_id = request.v3_and_below_transactional_id.0.to_string();
     let requested: Vec<(TopicName, Vec<i32>)> =
         request.v3_and_below_topics.into_iter().map(|topic| (topic.name, topic.partitions)).collect();
@@ -122,7 +122,7 @@ pub async fn add_partitions(broker: &Arc<Broker>, request: AddPartitionsToTxnReq
     ResponseKind::AddPartitionsToTxn(AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results))
 }
 
-pub async fn add_offsets(broker: &Arc<Broker>, request: AddOffsetsToTxnRequest, version: i16) -> ResponseKind {
+pub async fn add_offsets(broker: &Arc<Node>, request: AddOffsetsToTxnRequest, version: i16) -> ResponseKind {
     let group = request.group_id.0.to_string();
     let error = if group.is_empty() {
         ResponseError::InvalidGroupId.code()
@@ -136,7 +136,7 @@ pub async fn add_offsets(broker: &Arc<Broker>, request: AddOffsetsToTxnRequest, 
     ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(error))
 }
 
-pub async fn end_txn(broker: &Arc<Broker>, request: EndTxnRequest, version: i16) -> ResponseKind {
+pub async fn end_txn(broker: &Arc<Node>, request: EndTxnRequest, version: i16) -> ResponseKind {
     let transactional_id = request.transactional_id.0.to_string();
     let outcome =
         broker.txns.end(&transactional_id, request.producer_id.0, request.producer_epoch, request.committed).await;
@@ -153,7 +153,7 @@ pub async fn end_txn(broker: &Arc<Broker>, request: EndTxnRequest, version: i16)
 /// TxnOffsetCommit: verified against the transaction (the group must have been added with
 /// AddOffsetsToTxn) and written by the group coordinator while the transaction stays locked, so the
 /// offsets are in the offsets log before any marker of the transaction.
-pub async fn txn_offset_commit(broker: &Arc<Broker>, request: TxnOffsetCommitRequest, version: i16) -> ResponseKind {
+pub async fn txn_offset_commit(broker: &Arc<Node>, request: TxnOffsetCommitRequest, version: i16) -> ResponseKind {
     let transactional_id = request.transactional_id.0.to_string();
     let verified = broker.txns.lock_verified(&transactional_id, request.producer_id.0, request.producer_epoch).await;
     let refused = match &verified {
@@ -194,7 +194,7 @@ pub async fn txn_offset_commit(broker: &Arc<Broker>, request: TxnOffsetCommitReq
 /// cluster has that epoch; stored at a partition, it would make the partition refuse every later
 /// marker of Once's coordinator for the producer, and the producer's next transaction there would
 /// hold the last stable offset forever.
-pub async fn write_txn_markers(broker: &Arc<Broker>, request: WriteTxnMarkersRequest) -> ResponseKind {
+pub async fn write_txn_markers(broker: &Arc<Node>, request: WriteTxnMarkersRequest) -> ResponseKind {
     let mut results = Vec::with_capacity(request.markers.len());
     for requested in request.markers {
         if requested.coordinator_epoch > COORDINATOR_EPOCH {
@@ -236,7 +236,7 @@ pub async fn write_txn_markers(broker: &Arc<Broker>, request: WriteTxnMarkersReq
     ResponseKind::WriteTxnMarkers(WriteTxnMarkersResponse::default().with_markers(results))
 }
 
-pub fn describe_transactions(broker: &Broker, request: DescribeTransactionsRequest) -> ResponseKind {
+pub fn describe_transactions(broker: &Node, request: DescribeTransactionsRequest) -> ResponseKind {
     let states = request
         .transactional_ids
         .into_iter()
@@ -275,7 +275,7 @@ pub fn describe_transactions(broker: &Broker, request: DescribeTransactionsReque
     ResponseKind::DescribeTransactions(DescribeTransactionsResponse::default().with_transaction_states(states))
 }
 
-pub fn list_transactions(broker: &Broker, request: ListTransactionsRequest, version: i16) -> ResponseKind {
+pub fn list_transactions(broker: &Node, request: ListTransactionsRequest, version: i16) -> ResponseKind {
     let mut unknown_states = Vec::new();
     let mut states = Vec::new();
     for filter in &request.state_filters {
@@ -315,7 +315,7 @@ pub fn list_transactions(broker: &Broker, request: ListTransactionsRequest, vers
     )
 }
 
-pub fn describe_producers(broker: &Broker, request: DescribeProducersRequest) -> ResponseKind {
+pub fn describe_producers(broker: &Node, request: DescribeProducersRequest) -> ResponseKind {
     let topics = request
         .topics
         .into_iter()

@@ -1,13 +1,22 @@
-//! Broker configuration.
+//! Node configuration: everything `once serve` can be told, in one struct the CLI fills.
+//!
+//! A few fields are read only by the Kafka edge (`listen`, `connections_max`, the request bounds,
+//! `metrics_listen`); they stay here so that one struct, filled in one place, configures a broker.
+//! The node itself uses `listen` only as the advertised endpoint's default.
 
 use std::path::PathBuf;
 
 use crate::topic_config::TopicDefaults;
 
+/// Largest request frame accepted by default (100 MiB, Kafka's socket.request.max.bytes default). The
+/// Kafka edge's frame reader has the same default (`once_wire::frame::FRAME_BYTES_MAX_DEFAULT`); a
+/// test in `once-broker` keeps the two equal.
+pub const REQUEST_BYTES_MAX_DEFAULT: usize = 100 * 1024 * 1024;
+
 /// Everything the broker is configured with. The CLI fills it from flags, `ONCE_*` variables and
 /// `once.toml`; defaults are safe (every acknowledged write fsynced).
 #[derive(Debug, Clone)]
-pub struct BrokerConfig {
+pub struct NodeConfig {
     /// Address the listener binds, `HOST:PORT`.
     pub listen: String,
     /// Address put in Metadata for clients to connect to; the listen address when `None`.
@@ -50,9 +59,9 @@ pub struct BrokerConfig {
     pub test_crash_point: Option<String>,
 }
 
-impl Default for BrokerConfig {
+impl Default for NodeConfig {
     fn default() -> Self {
-        BrokerConfig {
+        NodeConfig {
             listen: "127.0.0.1:9092".to_string(),
             advertised_listener: None,
             data_dir: PathBuf::from("once-data"),
@@ -61,7 +70,7 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             topic_defaults: TopicDefaults::default(),
             connections_max: 1024,
-            request_bytes_max: once_wire::frame::FRAME_BYTES_MAX_DEFAULT,
+            request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             queued_request_bytes_max: 512 * 1024 * 1024,
             retention_check_interval_ms: 300_000,
             producer_id_expiration_ms: 86_400_000,

@@ -1,0 +1,116 @@
+//! Dispatch of decoded requests to their handlers, and how a connection treats each.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use once_group::RequestContext;
+use once_node::Node;
+use once_wire::DecodedRequest;
+
+use crate::handlers;
+
+/// A response still being produced. `None` means no response is sent (Produce with acks=0).
+pub type PendingResponse = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
+
+/// How a connection treats a request.
+pub enum Dispatch {
+    /// The work was queued in request order (Produce): the next request may be read at once, and the
+    /// response is written when this resolves, still in order.
+    Queued(PendingResponse),
+    /// The connection finishes this request before it reads the next one (what Kafka does for all).
+    InOrder(PendingResponse),
+}
+
+/// Routes one request to its handler. Produce enqueues its appends before this returns, so appends
+/// of one connection reach each partition in the order they were sent.
+pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Dispatch {
+    let node = node.clone();
+    let version = request.api_version;
+    let header = request.header;
+    match request.body {
+        RequestKind::Produce(body) => Dispatch::Queued(handlers::produce::handle(&node, body, version)),
+        RequestKind::ApiVersions(body) => in_order(async move { handlers::api_versions::handle(&body, version) }),
+        RequestKind::Metadata(body) => in_order(async move { handlers::metadata::handle(&node, body, version).await }),
+        RequestKind::Fetch(body) => in_order(async move { handlers::fetch::handle(&node, body, version).await }),
+        RequestKind::ListOffsets(body) => {
+            in_order(async move { handlers::list_offsets::handle(&node, body, version).await })
+        }
+        RequestKind::CreateTopics(body) => {
+            in_order(async move { handlers::admin::create_topics(&node, body, version).await })
+        }
+        RequestKind::DeleteTopics(body) => {
+            in_order(async move { handlers::admin::delete_topics(&node, body, version).await })
+        }
+        RequestKind::CreatePartitions(body) => {
+            in_order(async move { handlers::admin::create_partitions(&node, body).await })
+        }
+        RequestKind::DescribeConfigs(body) => {
+            in_order(async move { handlers::configs::describe(&node, body, version) })
+        }
+        RequestKind::AlterConfigs(body) => {
+            in_order(async move { handlers::configs::alter_replacing(&node, body).await })
+        }
+        RequestKind::IncrementalAlterConfigs(body) => {
+            in_order(async move { handlers::configs::alter(&node, body).await })
+        }
+        RequestKind::DescribeCluster(body) => in_order(async move { handlers::cluster::describe(&node, &body) }),
+        RequestKind::InitProducerId(body) if body.transactional_id.as_ref().is_some_and(|id| !id.0.is_empty()) => {
+            in_order(async move { handlers::txn::init_producer_id(&node, &body, version).await })
+        }
+        RequestKind::InitProducerId(_) => in_order(async move { handlers::producer::init_producer_id(&node) }),
+        RequestKind::AddPartitionsToTxn(body) => {
+            in_order(async move { handlers::txn::add_partitions(&node, body, version).await })
+        }
+        RequestKind::AddOffsetsToTxn(body) => {
+            in_order(async move { handlers::txn::add_offsets(&node, body, version).await })
+        }
+        RequestKind::EndTxn(body) => in_order(async move { handlers::txn::end_txn(&node, body, version).await }),
+        RequestKind::TxnOffsetCommit(body) => {
+            in_order(async move { handlers::txn::txn_offset_commit(&node, body, version).await })
+        }
+        RequestKind::WriteTxnMarkers(body) => {
+            in_order(async move { handlers::txn::write_txn_markers(&node, body).await })
+        }
+        RequestKind::DescribeTransactions(body) => {
+            in_order(async move { handlers::txn::describe_transactions(&node, body) })
+        }
+        RequestKind::ListTransactions(body) => {
+            in_order(async move { handlers::txn::list_transactions(&node, body, version) })
+        }
+        RequestKind::DescribeProducers(body) => in_order(async move { handlers::txn::describe_producers(&node, body) }),
+        body @ (RequestKind::FindCoordinator(_)
+        | RequestKind::JoinGroup(_)
+        | RequestKind::SyncGroup(_)
+        | RequestKind::Heartbeat(_)
+        | RequestKind::LeaveGroup(_)
+        | RequestKind::OffsetCommit(_)
+        | RequestKind::OffsetFetch(_)
+        | RequestKind::OffsetDelete(_)
+        | RequestKind::ListGroups(_)
+        | RequestKind::DescribeGroups(_)
+        | RequestKind::DeleteGroups(_)) => Dispatch::InOrder(Box::pin(async move {
+            let client_id = header.client_id.as_deref().unwrap_or("").to_string();
+            let partition_exists = |topic: &str, partition: i32| {
+                node.topics.get(topic).is_some_and(|found| found.partition(partition).is_some())
+            };
+            let context =
+                RequestContext { client_id: &client_id, client_host: "", partition_exists: &partition_exists };
+            node.groups.handle(body, version, &context).await
+        })),
+        other => {
+            // The version table and this match must agree; a request that passed the table but has
+            // no handler is a bug. Close rather than answer wrongly.
+            tracing::error!(api = ?std::mem::discriminant(&other), client = ?header.client_id, "no handler for a served API");
+            Dispatch::InOrder(Box::pin(async { None }))
+        }
+    }
+}
+
+fn in_order<F>(future: F) -> Dispatch
+where
+    F: Future<Output = ResponseKind> + Send + 'static,
+{
+    Dispatch::InOrder(Box::pin(async move { Some(future.await) }))
+}

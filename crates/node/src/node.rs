@@ -1,0 +1,152 @@
+//! [`Node`]: the broker's state, opened from its data directory, and the operations every edge calls.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use once_group::{CoordinatorNode, GroupConfig, GroupCoordinator};
+use once_txn::{TxnConfig, TxnCoordinator};
+use serde::{Deserialize, Serialize};
+
+use crate::config::NodeConfig;
+use crate::markers::Markers;
+use crate::producer_ids::ProducerIdAllocator;
+use crate::topics::{write_atomically, TopicError, TopicRegistry};
+use crate::upkeep::Upkeep;
+
+/// Identity of this broker and cluster, created once and kept in `<data>/broker.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrokerIdentity {
+    pub cluster_id: String,
+}
+
+/// Where clients reach this broker.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: i32,
+}
+
+/// The state every connection of every edge shares. Opening it recovers every log and starts the
+/// upkeep it owns (retention, dedup index upkeep) and the transaction coordinator's marker delivery;
+/// [`Node::close`] stops them and closes every log cleanly.
+pub struct Node {
+    pub config: NodeConfig,
+    pub identity: BrokerIdentity,
+    pub endpoint: Endpoint,
+    /// Shared with the upkeep tasks and the marker writer, which need the topics but not the node.
+    pub topics: Arc<TopicRegistry>,
+    /// Producer ids for InitProducerId, unique across restarts.
+    pub producer_ids: Arc<ProducerIdAllocator>,
+    /// Coordinator of every consumer group; its offsets log lives under `<data>/groups`.
+    pub groups: Arc<GroupCoordinator>,
+    /// Coordinator of every transactional id; its log lives under `<data>/transactions`.
+    pub txns: Arc<TxnCoordinator>,
+    /// The background tasks of the registry, stopped by [`Node::close`] (or when the node is dropped).
+    upkeep: Upkeep,
+}
+
+impl Node {
+    /// Opens the data directory (recovering every log). Needs a tokio runtime.
+    pub fn open(config: NodeConfig) -> Result<Arc<Node>, TopicError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?;
+        let identity = load_identity(&config.data_dir)?;
+        let advertised = config.advertised_listener.clone().unwrap_or_else(|| config.listen.clone());
+        let endpoint = parse_endpoint(&advertised)
+            .ok_or_else(|| TopicError::InvalidConfig(format!("advertised listener '{advertised}' is not HOST:PORT")))?;
+        let topics = Arc::new(TopicRegistry::open(&config.data_dir, config.topic_defaults.clone())?);
+        let node = CoordinatorNode { node_id: config.node_id, host: endpoint.host.clone(), port: endpoint.port };
+        let mut group_config = GroupConfig::new(&config.data_dir, node);
+        group_config.unsafe_skip_fsync = config.topic_defaults.unsafe_skip_fsync;
+        let groups_dir = group_config.offsets_dir.clone();
+        let groups = GroupCoordinator::open(group_config)
+            .map_err(|error| TopicError::Io { path: groups_dir, source: std::io::Error::other(error.to_string()) })?;
+        let producer_ids = Arc::new(ProducerIdAllocator::open(&config.data_dir)?);
+        let txn_dir = config.data_dir.join("transactions").join("__transaction_state-0");
+        let mut txn_config = TxnConfig::new(txn_dir.clone());
+        txn_config.unsafe_skip_fsync = config.topic_defaults.unsafe_skip_fsync;
+        txn_config.max_timeout_ms = config.transaction_max_timeout_ms;
+        txn_config.abort_check_interval = std::time::Duration::from_millis(config.transaction_abort_check_interval_ms);
+        txn_config.transactional_id_expiration_ms = config.transactional_id_expiration_ms;
+        txn_config.crash_point = config.test_crash_point.clone();
+        let ids = producer_ids.clone();
+        let txns =
+            TxnCoordinator::open(txn_config, Arc::new(move || ids.allocate().map_err(|error| error.to_string())))
+                .map_err(|error| TopicError::Io { path: txn_dir, source: std::io::Error::other(error.to_string()) })?;
+        txns.start(Arc::new(Markers::new(topics.clone(), groups.clone())));
+        let upkeep = Upkeep::start(topics.clone(), &config);
+        Ok(Arc::new(Node { config, identity, endpoint, topics, groups, producer_ids, txns, upkeep }))
+    }
+
+    /// Stops the upkeep tasks (retention, dedup upkeep): an edge calls it as soon as it starts shutting
+    /// down, before it drains its connections. Idempotent.
+    pub fn stop_upkeep(&self) {
+        self.upkeep.stop();
+    }
+
+    /// Stops the upkeep, then closes every partition (snapshotting dedup indexes) and the
+    /// coordinators' internal logs cleanly. Edges call it once they have drained their connections.
+    pub async fn close(&self) {
+        self.upkeep.stop();
+        self.topics.close_all().await;
+        self.close_coordinators().await;
+    }
+
+    /// Closes the coordinators' internal logs cleanly ([`Node::close`] does it after the topics).
+    pub async fn close_coordinators(&self) {
+        self.txns.close().await;
+        self.groups.close().await;
+    }
+}
+
+fn load_identity(data_dir: &Path) -> Result<BrokerIdentity, TopicError> {
+    let path = data_dir.join("broker.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|error| TopicError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let identity = BrokerIdentity { cluster_id: cluster_id_from(uuid::Uuid::new_v4()) };
+            let text =
+                serde_json::to_vec_pretty(&identity).map_err(|error| TopicError::InvalidConfig(error.to_string()))?;
+            write_atomically(&path, &text)?;
+            Ok(identity)
+        }
+        Err(source) => Err(TopicError::Io { path, source }),
+    }
+}
+
+/// Kafka cluster ids are 22-character URL-safe base64 of 16 random bytes.
+fn cluster_id_from(id: uuid::Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let value = id.as_u128();
+    (0..22).map(|index| ALPHABET[((value >> (index * 6)) & 63) as usize] as char).collect()
+}
+
+/// Splits `HOST:PORT` (IPv6 in brackets allowed).
+pub fn parse_endpoint(address: &str) -> Option<Endpoint> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some(Endpoint { host: host.to_string(), port: i32::from(port) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let endpoint = parse_endpoint("127.0.0.1:9092").expect("parses");
+        assert_eq!((endpoint.host.as_str(), endpoint.port), ("127.0.0.1", 9092));
+        assert_eq!(parse_endpoint("[::1]:19092").map(|endpoint| endpoint.host), Some("::1".to_string()));
+        assert!(parse_endpoint("nohost").is_none());
+        assert!(parse_endpoint(":9092").is_none());
+        assert!(parse_endpoint("host:99999").is_none());
+        assert_eq!(cluster_id_from(uuid::Uuid::nil()).len(), 22);
+    }
+}

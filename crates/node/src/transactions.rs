@@ -1,0 +1,55 @@
+//! The node's transactional operations: what needs both the transaction coordinator and the data it
+//! guards, so that no edge orchestrates them itself.
+
+use std::future::Future;
+
+use once_partition::{Appended, Partition, PartitionError};
+use once_txn::VerifiedTxn;
+
+use crate::error::{TxnAppendError, TxnOffsetCommitError};
+use crate::node::Node;
+
+impl Node {
+    /// Queues a transactional batch after verifying with the coordinator that its producer owns the
+    /// ongoing transaction of `transactional_id` and added this partition to it (KIP-890 part 1). The
+    /// append is queued while the transaction cannot change, so it reaches the partition before any
+    /// marker ending the transaction; the future resolves once the batch is durable.
+    pub fn append_transactional(
+        &self,
+        transactional_id: Option<&str>,
+        partition: &Partition,
+        producer_id: i64,
+        producer_epoch: i16,
+        batch: Vec<u8>,
+    ) -> Result<impl Future<Output = Result<Appended, PartitionError>> + Send + 'static, TxnAppendError> {
+        let Some(transactional_id) = transactional_id.filter(|id| !id.is_empty()) else {
+            return Err(TxnAppendError::MissingTransactionalId);
+        };
+        let id = partition.id();
+        let queued = self.txns.with_verified(transactional_id, producer_id, producer_epoch, |txn| {
+            txn.partitions.contains(&(id.topic.clone(), id.partition)).then(|| partition.append(batch))
+        })?;
+        queued.ok_or_else(|| TxnAppendError::PartitionNotInTransaction {
+            topic: id.topic.clone(),
+            partition: id.partition,
+        })
+    }
+
+    /// Verifies that `producer_id`/`producer_epoch` own the ongoing transaction of `transactional_id`
+    /// and added `group` to it (AddOffsetsToTxn), and returns the transaction locked: the caller writes
+    /// the offsets to the group while holding it, so they are in the offsets log before any marker of
+    /// the transaction.
+    pub async fn verify_txn_offset_commit(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+    ) -> Result<VerifiedTxn, TxnOffsetCommitError> {
+        let verified = self.txns.lock_verified(transactional_id, producer_id, producer_epoch).await?;
+        if !verified.has_group(group) {
+            return Err(TxnOffsetCommitError::GroupNotInTransaction(group.to_string()));
+        }
+        Ok(verified)
+    }
+}
