@@ -1,13 +1,16 @@
-//! The one place where errors become Kafka error codes.
+//! The one place where typed errors become Kafka error codes, keyed by the error and, where the code
+//! depends on it, by the API ([`ApiKey`]) and its version.
 //!
 //! Precise codes matter: clients decide on retries from them, and a vague UNKNOWN_SERVER_ERROR has
-//! made Java clients duplicate data elsewhere (Redpanda issue 5355). Anything unexpected is logged.
+//! made Java clients duplicate data elsewhere (Redpanda issue 5355). Every match here names every
+//! variant, so a new variant cannot become a code without a decision; failures of storage are logged.
 
+use kafka_protocol::messages::ApiKey;
 use once_log::LogError;
+use once_node::{TopicError, TxnAppendError, TxnOffsetCommitError};
 use once_partition::PartitionError;
+use once_txn::TxnError;
 use once_wire::ResponseError;
-
-use once_node::TopicError;
 
 pub fn log_error_code(error: &LogError) -> ResponseError {
     match error {
@@ -16,8 +19,6 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Failed | LogError::Io { .. } => ResponseError::KafkaStorageError,
-        #[allow(unreachable_patterns)]
-        other => unexpected(other),
     }
 }
 
@@ -56,12 +57,85 @@ pub fn topic_error_code(error: &TopicError) -> ResponseError {
     }
 }
 
-fn unexpected(error: &dyn std::fmt::Display) -> ResponseError {
-    tracing::error!(%error, "unexpected error");
-    ResponseError::UnknownServerError
+/// Whether `api` at `version` knows PRODUCER_FENCED (KIP-588); older versions get
+/// INVALID_PRODUCER_EPOCH, which their clients treat alike.
+fn producer_fenced_known(api: ApiKey, version: i16) -> bool {
+    match api {
+        ApiKey::InitProducerId => version >= 4,
+        ApiKey::TxnOffsetCommit => version >= 3,
+        ApiKey::AddPartitionsToTxn | ApiKey::AddOffsetsToTxn | ApiKey::EndTxn => version >= 2,
+        // No other API answers with the coordinator's errors; INVALID_PRODUCER_EPOCH is the code every
+        // version knows.
+        _ => false,
+    }
+}
+
+/// The code of the transaction coordinator's refusal of a request of `api` at `version`.
+pub fn txn_error_code(error: &TxnError, api: ApiKey, version: i16) -> ResponseError {
+    match error {
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnError::ProducerFenced if producer_fenced_known(api, version) => ResponseError::ProducerFenced,
+        TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        TxnError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        TxnError::InvalidTransactionTimeout { .. } => ResponseError::InvalidTransactionTimeout,
+        // Retriable: the client tries again (Kafka answers a failed log append the same way).
+        TxnError::Storage(_) => ResponseError::CoordinatorNotAvailable,
+        TxnError::NotAvailable => ResponseError::CoordinatorNotAvailable,
+    }
+}
+
+/// The code of a transactional batch refused by the node (Produce, every version).
+pub fn txn_append_error_code(error: &TxnAppendError) -> ResponseError {
+    match error {
+        TxnAppendError::MissingTransactionalId | TxnAppendError::PartitionNotInTransaction { .. } => {
+            ResponseError::InvalidTxnState
+        }
+        TxnAppendError::Txn(TxnError::ProducerFenced) => ResponseError::InvalidProducerEpoch,
+        TxnAppendError::Txn(TxnError::InvalidProducerIdMapping) => ResponseError::InvalidProducerIdMapping,
+        // Retriable for a producer: it looks the coordinator up again and retries.
+        TxnAppendError::Txn(TxnError::NotAvailable) => ResponseError::NotLeaderOrFollower,
+        TxnAppendError::Txn(
+            TxnError::ConcurrentTransactions
+            | TxnError::InvalidTxnState(_)
+            | TxnError::InvalidTransactionTimeout { .. }
+            | TxnError::Storage(_),
+        ) => ResponseError::InvalidTxnState,
+    }
+}
+
+/// The code of a TxnOffsetCommit refused by the node's verification, at `version`.
+pub fn txn_offset_commit_error_code(error: &TxnOffsetCommitError, version: i16) -> ResponseError {
+    match error {
+        TxnOffsetCommitError::GroupNotInTransaction(_) => ResponseError::InvalidTxnState,
+        TxnOffsetCommitError::Txn(error) => txn_error_code(error, ApiKey::TxnOffsetCommit, version),
+    }
 }
 
 /// The error code of an optional error (0 for none).
 pub fn code(error: Option<ResponseError>) -> i16 {
     error.map(|error| error.code()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// KIP-588: PRODUCER_FENCED only to the versions that know it, INVALID_PRODUCER_EPOCH before.
+    #[test]
+    fn producer_fenced_by_api_and_version() {
+        let fenced = |api, version| txn_error_code(&TxnError::ProducerFenced, api, version);
+        for (api, first) in [
+            (ApiKey::InitProducerId, 4),
+            (ApiKey::TxnOffsetCommit, 3),
+            (ApiKey::AddPartitionsToTxn, 2),
+            (ApiKey::AddOffsetsToTxn, 2),
+            (ApiKey::EndTxn, 2),
+        ] {
+            assert_eq!(fenced(api, first - 1), ResponseError::InvalidProducerEpoch, "{api:?} v{}", first - 1);
+            assert_eq!(fenced(api, first), ResponseError::ProducerFenced, "{api:?} v{first}");
+        }
+        let produce = txn_append_error_code(&TxnAppendError::Txn(TxnError::ProducerFenced));
+        assert_eq!(produce, ResponseError::InvalidProducerEpoch, "Produce answers a fenced producer so");
+    }
 }

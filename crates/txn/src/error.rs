@@ -1,6 +1,5 @@
-//! Errors of the transaction coordinator, and their one mapping to Kafka error codes.
-
-use kafka_protocol::error::ResponseError;
+//! Errors of the transaction coordinator. The Kafka edge maps them to error codes (`once-broker`'s
+//! `errors` module), by API and version where the code depends on them.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxnError {
@@ -39,21 +38,5 @@ impl From<once_partition::PartitionError> for TxnError {
 impl From<once_log::LogError> for TxnError {
     fn from(error: once_log::LogError) -> Self {
         TxnError::Storage(error.to_string())
-    }
-}
-
-/// The Kafka error code of `error`. `fenced_known` says whether the request's version knows
-/// PRODUCER_FENCED (KIP-588); older ones get INVALID_PRODUCER_EPOCH, which their clients treat alike.
-pub fn error_code(error: &TxnError, fenced_known: bool) -> ResponseError {
-    match error {
-        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
-        TxnError::ProducerFenced if fenced_known => ResponseError::ProducerFenced,
-        TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
-        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
-        TxnError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
-        TxnError::InvalidTransactionTimeout { .. } => ResponseError::InvalidTransactionTimeout,
-        // Retriable: the client tries again (Kafka answers a failed log append the same way).
-        TxnError::Storage(_) => ResponseError::CoordinatorNotAvailable,
-        TxnError::NotAvailable => ResponseError::CoordinatorNotAvailable,
     }
 }

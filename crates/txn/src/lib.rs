@@ -6,7 +6,7 @@
 //! - [`state`] — [`TxnMetadata`] and the pure transitions of the state machine.
 //! - [`coordinator`] — [`TxnCoordinator`]: locks, persistence, markers, timer, recovery.
 //! - [`store`] — the transaction log (an internal partition) and its record layout.
-//! - [`error`] — [`TxnError`] and its mapping to Kafka error codes.
+//! - [`error`] — [`TxnError`], the coordinator's refusals (the Kafka edge maps them to codes).
 //!
 //! The coordinator knows nothing of the wire protocol's framing or of where partitions live: the
 //! broker translates requests, and writes markers through a [`MarkerWriter`] it provides.
@@ -22,5 +22,5 @@ pub use coordinator::{
     BoxFuture, MarkerError, MarkerWriter, ProducerIdSource, TxnConfig, TxnCoordinator, TxnDescription, VerifiedTxn,
     COORDINATOR_EPOCH, CRASH_AFTER_PREPARE_COMMIT,
 };
-pub use error::{error_code, TxnError};
+pub use error::TxnError;
 pub use state::{EpochRequester, InitDecision, TopicPartition, TxnMetadata, TxnState};

@@ -15,7 +15,7 @@ use super::str_bytes;
 use once_node::Node;
 
 use crate::dispatch::PendingResponse;
-use crate::errors::partition_error_code;
+use crate::errors::{partition_error_code, txn_append_error_code};
 
 /// Bytes of the partition leader epoch in a v2 batch header.
 const PARTITION_LEADER_EPOCH: std::ops::Range<usize> = 12..16;
@@ -69,11 +69,16 @@ pub fn handle(broker: &Arc<Node>, request: ProduceRequest, _version: i16) -> Pen
                 // The broker stamps its partition leader epoch (outside the CRC), as Kafka does.
                 batch[PARTITION_LEADER_EPOCH].copy_from_slice(&LEADER_EPOCH.to_be_bytes());
                 let header = BatchHeader::parse(&batch).expect("check_batch parsed the header");
-                let append = if header.is_transactional() {
-                    match append_transactional(broker, transactional_id.as_deref(), &name.0, &partition, &header, batch)
-                    {
-                        Ok(append) => append,
-                        Err((error, message)) => return failed(index, error, message),
+                let append: PendingAppend = if header.is_transactional() {
+                    match broker.append_transactional(
+                        transactional_id.as_deref(),
+                        &partition,
+                        header.producer_id,
+                        header.producer_epoch,
+                        batch,
+                    ) {
+                        Ok(append) => Box::pin(append),
+                        Err(error) => return failed(index, txn_append_error_code(&error), error.to_string()),
                     }
                 } else {
                     Box::pin(partition.append(batch))
@@ -96,45 +101,6 @@ pub fn handle(broker: &Arc<Node>, request: ProduceRequest, _version: i16) -> Pen
         // acks=0: the client expects no response at all.
         (acks != 0).then(|| ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
     })
-}
-
-/// Queues a transactional batch after verifying with the coordinator that its producer owns the
-/// ongoing transaction and added this partition to it (KIP-890 part 1). The append is queued while the
-/// transaction cannot change, so it reaches the partition before any marker ending the transaction.
-fn append_transactional(
-    broker: &Node,
-    transactional_id: Option<&str>,
-    topic: &str,
-    partition: &once_partition::Partition,
-    header: &BatchHeader,
-    batch: Vec<u8>,
-) -> Result<PendingAppend, (ResponseError, String)> {
-    let Some(transactional_id) = transactional_id.filter(|id| !id.is_empty()) else {
-        return Err((
-            ResponseError::InvalidTxnState,
-            "a transactional batch needs the request's transactional id".into(),
-        ));
-    };
-    let index = partition.id().partition;
-    let queued = broker.txns.with_verified(transactional_id, header.producer_id, header.producer_epoch, |txn| {
-        txn.partitions.contains(&(topic.to_string(), index)).then(|| partition.append(batch))
-    });
-    match queued {
-        Ok(Some(append)) => Ok(Box::pin(append)),
-        Ok(None) => Err((
-            ResponseError::InvalidTxnState,
-            format!("partition {topic}-{index} was not added to the transaction (AddPartitionsToTxn)"),
-        )),
-        Err(error) => {
-            let code = match error {
-                once_txn::TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
-                once_txn::TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
-                once_txn::TxnError::NotAvailable => ResponseError::NotLeaderOrFollower,
-                _ => ResponseError::InvalidTxnState,
-            };
-            Err((code, error.to_string()))
-        }
-    }
 }
 
 fn answer(

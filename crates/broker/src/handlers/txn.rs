@@ -19,35 +19,22 @@ use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey,
     DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
     ListTransactionsResponse, ProducerId, ResponseKind, TopicName, TransactionalId, TxnOffsetCommitRequest,
     TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use once_partition::TxnMarker;
-use once_txn::{error_code, TxnError, TxnState, COORDINATOR_EPOCH};
+use once_txn::{TxnState, COORDINATOR_EPOCH};
 use once_wire::ResponseError;
 
 use super::str_bytes;
-use crate::errors::partition_error_code;
+use crate::errors::{partition_error_code, txn_error_code, txn_offset_commit_error_code};
 use once_node::Node;
 
 /// The internal topic under which DescribeTransactions reports the groups of a transaction.
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
-
-/// Whether a request version knows PRODUCER_FENCED (KIP-588); older ones get INVALID_PRODUCER_EPOCH.
-fn fenced_known(api: &str, version: i16) -> bool {
-    match api {
-        "InitProducerId" => version >= 4,
-        "TxnOffsetCommit" => version >= 3,
-        _ => version >= 2,
-    }
-}
-
-fn code(error: &TxnError, api: &str, version: i16) -> i16 {
-    error_code(error, fenced_known(api, version)).code()
-}
 
 /// InitProducerId with a transactional id.
 pub async fn init_producer_id(broker: &Arc<Node>, request: &InitProducerIdRequest, version: i16) -> ResponseKind {
@@ -63,7 +50,9 @@ pub async fn init_producer_id(broker: &Arc<Node>, request: &InitProducerIdReques
         }
         Err(error) => {
             tracing::debug!(transactional_id, %error, "InitProducerId refused");
-            ResponseKind::InitProducerId(response.with_error_code(code(&error, "InitProducerId", version)))
+            ResponseKind::InitProducerId(
+                response.with_error_code(txn_error_code(&error, ApiKey::InitProducerId, version).code()),
+            )
         }
     }
 }
@@ -109,7 +98,7 @@ pub async fn add_partitions(broker: &Arc<Node>, request: AddPartitionsToTxnReque
                         None if unknown(&name, partition) => ResponseError::UnknownTopicOrPartition.code(),
                         None => ResponseError::OperationNotAttempted.code(),
                         Some(Ok(())) => 0,
-                        Some(Err(error)) => code(error, "AddPartitionsToTxn", version),
+                        Some(Err(error)) => txn_error_code(error, ApiKey::AddPartitionsToTxn, version).code(),
                     };
                     AddPartitionsToTxnPartitionResult::default()
                         .with_partition_index(partition)
@@ -130,7 +119,7 @@ pub async fn add_offsets(broker: &Arc<Node>, request: AddOffsetsToTxnRequest, ve
         let transactional_id = request.transactional_id.0.to_string();
         match broker.txns.add(&transactional_id, request.producer_id.0, request.producer_epoch, &[], &[group]).await {
             Ok(()) => 0,
-            Err(error) => code(&error, "AddOffsetsToTxn", version),
+            Err(error) => txn_error_code(&error, ApiKey::AddOffsetsToTxn, version).code(),
         }
     };
     ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(error))
@@ -144,7 +133,7 @@ pub async fn end_txn(broker: &Arc<Node>, request: EndTxnRequest, version: i16) -
         Ok(()) => 0,
         Err(error) => {
             tracing::debug!(transactional_id, %error, "EndTxn refused");
-            code(&error, "EndTxn", version)
+            txn_error_code(&error, ApiKey::EndTxn, version).code()
         }
     };
     ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(error))
@@ -155,13 +144,11 @@ pub async fn end_txn(broker: &Arc<Node>, request: EndTxnRequest, version: i16) -
 /// offsets are in the offsets log before any marker of the transaction.
 pub async fn txn_offset_commit(broker: &Arc<Node>, request: TxnOffsetCommitRequest, version: i16) -> ResponseKind {
     let transactional_id = request.transactional_id.0.to_string();
-    let verified = broker.txns.lock_verified(&transactional_id, request.producer_id.0, request.producer_epoch).await;
-    let refused = match &verified {
-        Ok(txn) if txn.has_group(&request.group_id.0) => None,
-        Ok(_) => Some(ResponseError::InvalidTxnState.code()),
-        Err(error) => Some(code(error, "TxnOffsetCommit", version)),
-    };
-    if let Some(error) = refused {
+    let verified = broker
+        .verify_txn_offset_commit(&transactional_id, request.producer_id.0, request.producer_epoch, &request.group_id.0)
+        .await;
+    if let Err(refused) = &verified {
+        let error = txn_offset_commit_error_code(refused, version).code();
         let topics = request
             .topics
             .iter()
