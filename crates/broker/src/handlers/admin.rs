@@ -11,12 +11,12 @@ use kafka_protocol::messages::{
     DeleteTopicsResponse, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
-
-use super::str_bytes;
-use crate::errors::topic_error_code;
 use once_node::topic_config::{TopicConfig, CONFIG_KEYS};
 use once_node::topics::TopicError;
 use once_node::Node;
+
+use super::str_bytes;
+use crate::errors::topic_error_code;
 
 /// Config source DYNAMIC_TOPIC_CONFIG and DEFAULT_CONFIG, as Kafka reports them.
 pub(crate) const SOURCE_TOPIC: i8 = 1;

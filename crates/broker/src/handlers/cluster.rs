@@ -2,9 +2,9 @@
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse, ResponseKind};
+use once_node::Node;
 
 use super::str_bytes;
-use once_node::Node;
 
 pub fn describe(broker: &Node, _request: &DescribeClusterRequest) -> ResponseKind {
     let node = DescribeClusterBroker::default()

@@ -22,14 +22,14 @@ use kafka_protocol::messages::{
     ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
+use once_node::topic_config::{self, ConfigType, TopicConfig, CONFIG_KEYS};
+use once_node::topics::TopicError;
+use once_node::Node;
 use once_wire::ResponseError;
 
 use super::admin::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::str_bytes;
 use crate::errors::topic_error_code;
-use once_node::topic_config::{self, ConfigType, TopicConfig, CONFIG_KEYS};
-use once_node::topics::TopicError;
-use once_node::Node;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
+use once_node::Node;
 use once_partition::{AbortedTxn, Partition};
 use once_wire::ResponseError;
 use tokio::time::Instant;
 
 use crate::errors::partition_error_code;
-use once_node::Node;
 
 /// Longest a fetch waits for data, whatever it asks: a long poll holds its connection's reader (requests
 /// are answered in order), so a client that went away must not hold a connection slot for long.

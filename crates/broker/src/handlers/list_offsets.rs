@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, ResponseKind};
+use once_node::Node;
 use once_partition::{Partition, PartitionError};
 use once_wire::ResponseError;
 
 use crate::errors::partition_error_code;
-use once_node::Node;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;

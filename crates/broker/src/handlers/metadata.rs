@@ -8,12 +8,12 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, ResponseKind, TopicName};
+use once_node::topics::{validate_new_topic_name, Topic, TopicError};
+use once_node::Node;
 use once_wire::ResponseError;
 
 use super::str_bytes;
 use crate::errors::topic_error_code;
-use once_node::topics::{validate_new_topic_name, Topic, TopicError};
-use once_node::Node;
 
 pub async fn handle(broker: &Arc<Node>, request: MetadataRequest, version: i16) -> ResponseKind {
     let topics = match request.topics {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use once_log::BatchHeader;
+use once_node::Node;
 use once_partition::{Appended, PartitionError};
 use once_wire::ResponseError;
 
 use super::str_bytes;
-use once_node::Node;
 
 use crate::dispatch::PendingResponse;
 use crate::errors::{partition_error_code, txn_append_error_code};

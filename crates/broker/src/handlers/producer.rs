@@ -6,9 +6,9 @@
 //! which Once does not have yet: such requests are refused rather than half served.
 
 use kafka_protocol::messages::{InitProducerIdResponse, ProducerId, ResponseKind};
+use once_node::Node;
 
 use crate::errors::topic_error_code;
-use once_node::Node;
 
 pub fn init_producer_id(broker: &Node) -> ResponseKind {
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);

@@ -25,13 +25,13 @@ use kafka_protocol::messages::{
     ListTransactionsResponse, ProducerId, ResponseKind, TopicName, TransactionalId, TxnOffsetCommitRequest,
     TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
+use once_node::Node;
 use once_partition::TxnMarker;
 use once_txn::{TxnState, COORDINATOR_EPOCH};
 use once_wire::ResponseError;
 
 use super::str_bytes;
 use crate::errors::{partition_error_code, txn_error_code, txn_offset_commit_error_code};
-use once_node::Node;
 
 /// The internal topic under which DescribeTransactions reports the groups of a transaction.
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
