@@ -157,25 +157,53 @@ impl Broker {
             RequestKind::DescribeProducers(body) => {
                 in_order(async move { handlers::txn::describe_producers(&broker, body) })
             }
-            body @ (RequestKind::FindCoordinator(_)
-            | RequestKind::JoinGroup(_)
-            | RequestKind::SyncGroup(_)
-            | RequestKind::Heartbeat(_)
-            | RequestKind::LeaveGroup(_)
-            | RequestKind::OffsetCommit(_)
-            | RequestKind::OffsetFetch(_)
-            | RequestKind::OffsetDelete(_)
-            | RequestKind::ListGroups(_)
-            | RequestKind::DescribeGroups(_)
-            | RequestKind::DeleteGroups(_)) => Dispatch::InOrder(Box::pin(async move {
+            RequestKind::FindCoordinator(body) => in_order(async move {
+                ResponseKind::FindCoordinator(handlers::group::membership::find_coordinator(
+                    broker.groups.node(),
+                    body,
+                    version,
+                ))
+            }),
+            RequestKind::JoinGroup(body) => in_order(async move {
+                let client_id = header.client_id.as_deref().unwrap_or("");
+                let joined = handlers::group::membership::join_group(&broker.groups, body, version, client_id, "");
+                ResponseKind::JoinGroup(joined.await)
+            }),
+            RequestKind::SyncGroup(body) => in_order(async move {
+                ResponseKind::SyncGroup(handlers::group::membership::sync_group(&broker.groups, body, version).await)
+            }),
+            RequestKind::Heartbeat(body) => in_order(async move {
+                ResponseKind::Heartbeat(handlers::group::membership::heartbeat(&broker.groups, body))
+            }),
+            RequestKind::LeaveGroup(body) => in_order(async move {
+                ResponseKind::LeaveGroup(handlers::group::membership::leave_group(&broker.groups, body, version))
+            }),
+            RequestKind::OffsetCommit(body) => in_order(async move {
                 let client_id = header.client_id.as_deref().unwrap_or("").to_string();
                 let partition_exists = |topic: &str, partition: i32| {
                     broker.topics.get(topic).is_some_and(|found| found.partition(partition).is_some())
                 };
                 let context =
                     RequestContext { client_id: &client_id, client_host: "", partition_exists: &partition_exists };
-                broker.groups.handle(body, version, &context).await
-            })),
+                ResponseKind::OffsetCommit(
+                    handlers::group::offsets::offset_commit(&broker.groups, body, &context).await,
+                )
+            }),
+            RequestKind::OffsetFetch(body) => in_order(async move {
+                ResponseKind::OffsetFetch(handlers::group::offsets::offset_fetch(&broker.groups, body, version))
+            }),
+            RequestKind::OffsetDelete(body) => in_order(async move {
+                ResponseKind::OffsetDelete(handlers::group::offsets::offset_delete(&broker.groups, body).await)
+            }),
+            RequestKind::ListGroups(body) => in_order(async move {
+                ResponseKind::ListGroups(handlers::group::admin::list_groups(&broker.groups, body, version))
+            }),
+            RequestKind::DescribeGroups(body) => in_order(async move {
+                ResponseKind::DescribeGroups(handlers::group::admin::describe_groups(&broker.groups, body, version))
+            }),
+            RequestKind::DeleteGroups(body) => in_order(async move {
+                ResponseKind::DeleteGroups(handlers::group::admin::delete_groups(&broker.groups, body).await)
+            }),
             other => {
                 // The version table and this match must agree; a request that passed the table but has
                 // no handler is a bug. Close rather than answer wrongly.
