@@ -56,6 +56,10 @@ pub struct FetchedOffset {
     pub outcome: Result<(), GroupError>,
 }
 
+/// An OffsetFetch of one group: its id and, per topic, the partitions wanted (`None`: every
+/// committed one).
+pub type WantedOffsets = (String, Option<Vec<(String, Vec<i32>)>>);
+
 /// The committed offsets of one group, per topic.
 pub type GroupOffsets = Vec<(String, Vec<FetchedOffset>)>;
 
@@ -278,11 +282,7 @@ impl GroupCoordinator {
     /// OffsetFetch of several groups under one lock: for each (group id, topics and partitions, or
     /// `None` for every committed one), its offsets. With `require_stable`, a partition with pending
     /// transactional offsets answers UNSTABLE_OFFSET_COMMIT.
-    pub fn fetch_offsets(
-        &self,
-        wanted: Vec<(String, Option<Vec<(String, Vec<i32>)>>)>,
-        require_stable: bool,
-    ) -> Vec<GroupOffsets> {
+    pub fn fetch_offsets(&self, wanted: Vec<WantedOffsets>, require_stable: bool) -> Vec<GroupOffsets> {
         let groups = self.lock();
         wanted
             .into_iter()

@@ -47,7 +47,7 @@ pub mod transactions;
 pub use api_admin::{GroupDescription, ListedGroup, MemberDescription};
 pub use api_offsets::{
     CommitMember, FetchedOffset, GroupOffsets, OffsetCommit, PartitionOffset, SubscriptionTopics, TopicOffsets,
-    TopicOutcomes,
+    TopicOutcomes, WantedOffsets,
 };
 pub use api_transactions::TxnOffsetCommit;
 pub use config::{CoordinatorNode, GroupConfig};
