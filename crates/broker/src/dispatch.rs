@@ -80,25 +80,51 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Dispatch {
             in_order(async move { handlers::txn::list_transactions(&node, body, version) })
         }
         RequestKind::DescribeProducers(body) => in_order(async move { handlers::txn::describe_producers(&node, body) }),
-        body @ (RequestKind::FindCoordinator(_)
-        | RequestKind::JoinGroup(_)
-        | RequestKind::SyncGroup(_)
-        | RequestKind::Heartbeat(_)
-        | RequestKind::LeaveGroup(_)
-        | RequestKind::OffsetCommit(_)
-        | RequestKind::OffsetFetch(_)
-        | RequestKind::OffsetDelete(_)
-        | RequestKind::ListGroups(_)
-        | RequestKind::DescribeGroups(_)
-        | RequestKind::DeleteGroups(_)) => Dispatch::InOrder(Box::pin(async move {
+        RequestKind::FindCoordinator(body) => in_order(async move {
+            ResponseKind::FindCoordinator(handlers::group::membership::find_coordinator(
+                node.groups.node(),
+                body,
+                version,
+            ))
+        }),
+        RequestKind::JoinGroup(body) => in_order(async move {
+            let client_id = header.client_id.as_deref().unwrap_or("");
+            let joined = handlers::group::membership::join_group(&node.groups, body, version, client_id, "");
+            ResponseKind::JoinGroup(joined.await)
+        }),
+        RequestKind::SyncGroup(body) => in_order(async move {
+            ResponseKind::SyncGroup(handlers::group::membership::sync_group(&node.groups, body, version).await)
+        }),
+        RequestKind::Heartbeat(body) => {
+            in_order(async move { ResponseKind::Heartbeat(handlers::group::membership::heartbeat(&node.groups, body)) })
+        }
+        RequestKind::LeaveGroup(body) => in_order(async move {
+            ResponseKind::LeaveGroup(handlers::group::membership::leave_group(&node.groups, body, version))
+        }),
+        RequestKind::OffsetCommit(body) => in_order(async move {
             let client_id = header.client_id.as_deref().unwrap_or("").to_string();
             let partition_exists = |topic: &str, partition: i32| {
                 node.topics.get(topic).is_some_and(|found| found.partition(partition).is_some())
             };
             let context =
                 RequestContext { client_id: &client_id, client_host: "", partition_exists: &partition_exists };
-            node.groups.handle(body, version, &context).await
-        })),
+            ResponseKind::OffsetCommit(handlers::group::offsets::offset_commit(&node.groups, body, &context).await)
+        }),
+        RequestKind::OffsetFetch(body) => in_order(async move {
+            ResponseKind::OffsetFetch(handlers::group::offsets::offset_fetch(&node.groups, body, version))
+        }),
+        RequestKind::OffsetDelete(body) => in_order(async move {
+            ResponseKind::OffsetDelete(handlers::group::offsets::offset_delete(&node.groups, body).await)
+        }),
+        RequestKind::ListGroups(body) => in_order(async move {
+            ResponseKind::ListGroups(handlers::group::admin::list_groups(&node.groups, body, version))
+        }),
+        RequestKind::DescribeGroups(body) => in_order(async move {
+            ResponseKind::DescribeGroups(handlers::group::admin::describe_groups(&node.groups, body, version))
+        }),
+        RequestKind::DeleteGroups(body) => in_order(async move {
+            ResponseKind::DeleteGroups(handlers::group::admin::delete_groups(&node.groups, body).await)
+        }),
         other => {
             // The version table and this match must agree; a request that passed the table but has
             // no handler is a bug. Close rather than answer wrongly.

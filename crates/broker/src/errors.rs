@@ -117,6 +117,41 @@ pub fn code(error: Option<ResponseError>) -> i16 {
     error.map(|error| error.code()).unwrap_or(0)
 }
 
+/// The Kafka error code of a group coordinator error. Storage failures are logged: they are the
+/// unexpected ones.
+pub fn group_error_code(error: &once_group::GroupError) -> ResponseError {
+    use once_group::GroupError;
+    match error {
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::InvalidSessionTimeout(_) => ResponseError::InvalidSessionTimeout,
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
+        GroupError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::GroupMaxSizeReached(_) | GroupError::CoordinatorFull(..) => ResponseError::GroupMaxSizeReached,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::OffsetMetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,
+        GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        GroupError::UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
+        GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        // What the broker answers a fenced produce with; clients treat it as PRODUCER_FENCED.
+        GroupError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+        GroupError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        GroupError::TransactionCoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
+        // Kafka answers a failed offsets-log write with COORDINATOR_NOT_AVAILABLE (the code clients
+        // retry on); the write was not acknowledged, so retrying is safe.
+        GroupError::Storage(_) => {
+            tracing::error!(%error, "offsets log failed");
+            ResponseError::CoordinatorNotAvailable
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,115 +1,90 @@
-//! FindCoordinator, JoinGroup, SyncGroup, Heartbeat and LeaveGroup: wire requests in, state-machine
-//! calls, wire responses out. The codec refuses fields a version lacks, so each response sets only
-//! what its version carries.
+//! JoinGroup, SyncGroup, Heartbeat and LeaveGroup as coordinator operations on plain types: the
+//! checks that need the coordinator (closed, group id, session timeout bounds, group count), the
+//! group's state machine (`crate::membership`) under the lock, and the wait for a rebalance outside
+//! it. The Kafka edge translates requests and responses.
 
 use std::time::Instant;
 
-use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
-use kafka_protocol::messages::leave_group_response::MemberResponse;
-use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
-
 use crate::config::CoordinatorNode;
-use crate::coordinator::{now_ms, GroupCoordinator, RequestContext};
-use crate::error::{code_of, error_code, GroupError};
+use crate::coordinator::{now_ms, GroupCoordinator};
+use crate::error::GroupError;
 use crate::group::{Group, JoinSuccess, Reply, SyncSuccess};
 use crate::membership::{JoinRequest, SyncRequest};
 use crate::records::GroupRecord;
 
-const KEY_TYPE_GROUP: i8 = 0;
-const KEY_TYPE_TRANSACTION: i8 = 1;
-
-pub(crate) fn text(value: &str) -> StrBytes {
-    StrBytes::from_string(value.to_string())
-}
-
-fn optional_text(value: &Option<StrBytes>) -> Option<String> {
-    value.as_ref().map(|value| value.to_string())
-}
-
-pub fn find_coordinator(
-    node: &CoordinatorNode,
-    request: FindCoordinatorRequest,
-    version: i16,
-) -> FindCoordinatorResponse {
-    let key_type_error = (request.key_type != KEY_TYPE_GROUP && request.key_type != KEY_TYPE_TRANSACTION)
-        .then_some(GroupError::InvalidRequest(format!("key type {}", request.key_type)));
-    let code = key_type_error.as_ref().map(|error| error_code(error).code()).unwrap_or(0);
-    if version >= 4 {
-        let coordinators = request
-            .coordinator_keys
-            .into_iter()
-            .map(|key| {
-                Coordinator::default()
-                    .with_key(key)
-                    .with_node_id(BrokerId(node.node_id))
-                    .with_host(text(&node.host))
-                    .with_port(node.port)
-                    .with_error_code(code)
-                    .with_error_message(None)
-            })
-            .collect();
-        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+impl GroupCoordinator {
+    /// The broker that coordinates every group and transaction (FindCoordinator's answer).
+    pub fn node(&self) -> &CoordinatorNode {
+        &self.config.node
     }
-    let response = FindCoordinatorResponse::default()
-        .with_error_code(code)
-        .with_node_id(BrokerId(node.node_id))
-        .with_host(text(&node.host))
-        .with_port(node.port);
-    if version >= 1 {
-        response.with_error_message(None)
-    } else {
-        response
-    }
-}
 
-fn join_request(
-    request: &JoinGroupRequest,
-    version: i16,
-    context: &RequestContext<'_>,
-    members_max: usize,
-) -> JoinRequest {
-    JoinRequest {
-        member_id: request.member_id.to_string(),
-        group_instance_id: optional_text(&request.group_instance_id),
-        client_id: context.client_id.to_string(),
-        client_host: context.client_host.to_string(),
-        session_timeout_ms: request.session_timeout_ms,
-        // v0 has no rebalance timeout: Kafka uses the session timeout.
-        rebalance_timeout_ms: if version == 0 { request.session_timeout_ms } else { request.rebalance_timeout_ms },
-        protocol_type: request.protocol_type.to_string(),
-        protocols: request
-            .protocols
-            .iter()
-            .map(|protocol| (protocol.name.to_string(), protocol.metadata.clone()))
-            .collect(),
-        require_known_member_id: version >= 4,
-        members_max,
+    /// JoinGroup: resolves when the join completes (a rebalance may make it wait). The group's new
+    /// protocol type is durable before the join is answered; the join itself does not depend on it.
+    pub async fn join(&self, group_id: &str, join: JoinRequest) -> Result<JoinSuccess, GroupError> {
+        let mut recorded = None;
+        let reply = admit_join(self, group_id.to_string(), join, &mut recorded);
+        if let Some(Recorded { written, protocol_type, previous }) = recorded {
+            // A refused write (the log's queue full: `Busy`) wrote nothing and does not latch the log,
+            // so memory forgets it recorded the type and the next join of the group writes it again
+            // (an I/O failure latches the log, and every later write fails too).
+            if let Err(error) = written.await {
+                tracing::warn!(%error, group = %group_id, "recording a group's protocol type failed");
+                forget_recorded(self, group_id, protocol_type, previous);
+            }
+        }
+        reply.resolve().await
     }
-}
 
-pub async fn join_group(
-    coordinator: &GroupCoordinator,
-    request: JoinGroupRequest,
-    version: i16,
-    context: &RequestContext<'_>,
-) -> JoinGroupResponse {
-    let group_id = request.group_id.0.to_string();
-    let join = join_request(&request, version, context, coordinator.config.members_per_group_max);
-    let mut recorded = None;
-    let reply = admit_join(coordinator, group_id.clone(), join, &mut recorded);
-    if let Some(Recorded { written, protocol_type, previous }) = recorded {
-        // The group's new protocol type, durable before the join is answered; the join itself does
-        // not depend on it. A refused write (the log's queue full: `Busy`) wrote nothing and does not
-        // latch the log, so memory forgets it recorded the type and the next join of the group
-        // writes it again (an I/O failure latches the log, and every later write fails too).
-        if let Err(error) = written.await {
-            tracing::warn!(%error, group = %group_id, "recording a group's protocol type failed");
-            forget_recorded(coordinator, &group_id, protocol_type, previous);
+    /// SyncGroup: resolves when the leader's assignment arrives (or at once, in a stable group).
+    pub async fn sync(&self, group_id: &str, sync: SyncRequest) -> Result<SyncSuccess, GroupError> {
+        let reply = if self.is_closed() {
+            Reply::Now(Err(GroupError::CoordinatorNotAvailable))
+        } else {
+            let mut groups = self.lock();
+            match groups.groups.get_mut(group_id) {
+                Some(group) => group.sync(sync, Instant::now()),
+                None => Reply::Now(Err(GroupError::UnknownMemberId)),
+            }
+        };
+        reply.resolve().await
+    }
+
+    /// Heartbeat of a member at a generation.
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), GroupError> {
+        if self.is_closed() {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        let mut groups = self.lock();
+        match groups.groups.get_mut(group_id) {
+            Some(group) => group.heartbeat(member_id, group_instance_id, generation_id, Instant::now()),
+            None => Err(GroupError::UnknownMemberId),
         }
     }
-    join_response(reply.resolve().await, &request.member_id, version)
+
+    /// LeaveGroup of (member id, group instance id) pairs: one outcome each, in order, or the error of
+    /// the whole request (an unknown group). The group rebalances if any member left.
+    pub fn leave(
+        &self,
+        group_id: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let mut groups = self.lock();
+        let group = groups.groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
+        let outcomes: Vec<Result<(), GroupError>> = leaving
+            .iter()
+            .map(|(member_id, group_instance_id)| group.leave(member_id, group_instance_id.as_deref()))
+            .collect();
+        if outcomes.iter().any(Result::is_ok) {
+            group.after_member_gone(Instant::now(), now_ms());
+        }
+        Ok(outcomes)
+    }
 }
 
 /// A group record queued by [`admit_join`]: its write, the type it records and the recorded type
@@ -167,7 +142,7 @@ fn admit_join(
     }
     let groups = &mut *groups;
     let group = groups.groups.entry(group_id.clone()).or_insert_with(|| Group::new(group_id, now_ms()));
-    let reply = group.join(join, Instant::now(), now_ms());
+    let reply = group.join(join, config.members_per_group_max, Instant::now(), now_ms());
     if group.protocol_type.is_some() && group.protocol_type != group.durable_protocol_type {
         // Queued under the lock, so records of one group reach the log in the order of their changes.
         let record = GroupRecord {
@@ -186,151 +161,11 @@ fn admit_join(
     reply
 }
 
-fn join_response(
-    outcome: Result<JoinSuccess, GroupError>,
-    requested_member_id: &StrBytes,
-    version: i16,
-) -> JoinGroupResponse {
-    let response = JoinGroupResponse::default().with_error_code(code_of(&outcome));
-    let success = match outcome {
-        Ok(success) => success,
-        Err(GroupError::MemberIdRequired(member_id)) => {
-            return response
-                .with_member_id(text(&member_id))
-                .with_generation_id(-1)
-                .with_protocol_name(Some(StrBytes::default()))
-        }
-        Err(_) => {
-            return response
-                .with_member_id(requested_member_id.clone())
-                .with_generation_id(-1)
-                .with_protocol_name(Some(StrBytes::default()))
-        }
-    };
-    let members = success
-        .members
-        .into_iter()
-        .map(|member| {
-            let joined = JoinGroupResponseMember::default()
-                .with_member_id(text(&member.member_id))
-                .with_metadata(member.metadata);
-            if version >= 5 {
-                joined.with_group_instance_id(member.group_instance_id.as_deref().map(text))
-            } else {
-                joined
-            }
-        })
-        .collect();
-    let response = response
-        .with_generation_id(success.generation_id)
-        .with_protocol_name(Some(text(&success.protocol_name)))
-        .with_leader(text(&success.leader_id))
-        .with_member_id(text(&success.member_id))
-        .with_members(members);
-    let response =
-        if version >= 7 { response.with_protocol_type(Some(text(&success.protocol_type))) } else { response };
-    // Before v9 the leader cannot be told to skip: it assigns again and SyncGroup in Stable ignores it.
-    if version >= 9 {
-        response.with_skip_assignment(success.skip_assignment)
-    } else {
-        response
-    }
-}
-
-pub async fn sync_group(coordinator: &GroupCoordinator, request: SyncGroupRequest, version: i16) -> SyncGroupResponse {
-    let sync = SyncRequest {
-        member_id: request.member_id.to_string(),
-        group_instance_id: optional_text(&request.group_instance_id),
-        generation_id: request.generation_id,
-        protocol_type: optional_text(&request.protocol_type),
-        protocol_name: optional_text(&request.protocol_name),
-        assignments: request
-            .assignments
-            .into_iter()
-            .map(|assignment| (assignment.member_id.to_string(), assignment.assignment))
-            .collect(),
-    };
-    let reply = if coordinator.is_closed() {
-        Reply::Now(Err(GroupError::CoordinatorNotAvailable))
-    } else {
-        let mut groups = coordinator.lock();
-        match groups.groups.get_mut(request.group_id.0.as_str()) {
-            Some(group) => group.sync(sync, Instant::now()),
-            None => Reply::Now(Err(GroupError::UnknownMemberId)),
-        }
-    };
-    sync_response(reply.resolve().await, version)
-}
-
-fn sync_response(outcome: Result<SyncSuccess, GroupError>, version: i16) -> SyncGroupResponse {
-    let response = SyncGroupResponse::default().with_error_code(code_of(&outcome));
-    let Ok(success) = outcome else {
-        return response;
-    };
-    let response = response.with_assignment(success.assignment);
-    if version >= 5 {
-        response
-            .with_protocol_type(Some(text(&success.protocol_type)))
-            .with_protocol_name(Some(text(&success.protocol_name)))
-    } else {
-        response
-    }
-}
-
-pub fn heartbeat(coordinator: &GroupCoordinator, request: HeartbeatRequest) -> HeartbeatResponse {
-    let outcome = if coordinator.is_closed() {
-        Err(GroupError::CoordinatorNotAvailable)
-    } else {
-        let mut groups = coordinator.lock();
-        match groups.groups.get_mut(request.group_id.0.as_str()) {
-            Some(group) => group.heartbeat(
-                &request.member_id,
-                request.group_instance_id.as_deref(),
-                request.generation_id,
-                Instant::now(),
-            ),
-            None => Err(GroupError::UnknownMemberId),
-        }
-    };
-    HeartbeatResponse::default().with_error_code(code_of(&outcome))
-}
-
-pub fn leave_group(coordinator: &GroupCoordinator, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
-    let leaving: Vec<(StrBytes, Option<StrBytes>)> = if version >= 3 {
-        request.members.into_iter().map(|member| (member.member_id, member.group_instance_id)).collect()
-    } else {
-        vec![(request.member_id, None)]
-    };
-    let mut groups = coordinator.lock();
-    let Some(group) = groups.groups.get_mut(request.group_id.0.as_str()) else {
-        return LeaveGroupResponse::default().with_error_code(error_code(&GroupError::UnknownMemberId).code());
-    };
-    let mut results = Vec::with_capacity(leaving.len());
-    for (member_id, group_instance_id) in leaving {
-        let outcome = group.leave(&member_id, group_instance_id.as_deref());
-        results.push(
-            MemberResponse::default()
-                .with_member_id(member_id)
-                .with_group_instance_id(group_instance_id)
-                .with_error_code(code_of(&outcome)),
-        );
-    }
-    if results.iter().any(|result| result.error_code == 0) {
-        group.after_member_gone(Instant::now(), now_ms());
-    }
-    if version >= 3 {
-        LeaveGroupResponse::default().with_members(results)
-    } else {
-        LeaveGroupResponse::default().with_error_code(results.first().map(|result| result.error_code).unwrap_or(0))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 
     use super::*;
     use crate::config::GroupConfig;
@@ -343,20 +178,21 @@ mod tests {
         let node = CoordinatorNode { node_id: 0, host: "localhost".into(), port: 9092 };
         let coordinator = GroupCoordinator::open(GroupConfig::new(data.path(), node)).expect("open");
         coordinator.store.close().await.expect("close the offsets log");
-        let request = JoinGroupRequest::default()
-            .with_group_id(GroupId(text("g")))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(text("range"))
-                .with_metadata(Bytes::from_static(b"m"))]);
-        let partition_exists = |_: &str, _: i32| true;
-        let context = RequestContext { client_id: "client", client_host: "", partition_exists: &partition_exists };
-        let response = tokio::time::timeout(Duration::from_secs(10), join_group(&coordinator, request, 3, &context))
+        let join = JoinRequest {
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "client".into(),
+            client_host: String::new(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: false,
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(10), coordinator.join("g", join))
             .await
             .expect("the join is answered");
-        assert_eq!(response.error_code, 0, "the join does not depend on the record");
+        assert!(outcome.is_ok(), "the join does not depend on the record");
         let groups = coordinator.lock();
         let group = groups.groups.get("g").expect("the group");
         assert_eq!(group.protocol_type.as_deref(), Some("consumer"));

@@ -1,23 +1,103 @@
-//! OffsetCommit, OffsetFetch and OffsetDelete. A commit is acknowledged only after the offsets log
-//! has fsynced the batch that holds it.
+//! OffsetCommit, OffsetFetch and OffsetDelete as coordinator operations on plain types. A commit is
+//! acknowledged only after the offsets log has fsynced the batch that holds it.
 
 use std::collections::HashSet;
 
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
-    OffsetFetchResponseTopics,
-};
-use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
+use bytes::Bytes;
 
-use crate::api_membership::text;
 use crate::coordinator::{now_ms, GroupCoordinator, Groups, RequestContext};
-use crate::error::{code_of, error_code, GroupError};
+use crate::error::GroupError;
 use crate::group::{Group, GroupState};
 use crate::records::{CommittedOffset, OffsetKey, OffsetRecord};
-use crate::subscription::subscribed_topics;
+
+/// The member a commit names (OffsetCommit; TxnOffsetCommit v3+): checked against the group.
+#[derive(Debug, Clone, Default)]
+pub struct CommitMember {
+    /// -1 when the client names no generation (a client that assigns itself).
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
+
+/// One partition's offset to commit.
+#[derive(Debug, Clone)]
+pub struct PartitionOffset {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// The offsets of one topic to commit, as the request lists them.
+#[derive(Debug, Clone)]
+pub struct TopicOffsets {
+    pub topic: String,
+    pub partitions: Vec<PartitionOffset>,
+}
+
+/// An OffsetCommit.
+#[derive(Debug, Clone)]
+pub struct OffsetCommit {
+    pub group_id: String,
+    pub member: CommitMember,
+    pub topics: Vec<TopicOffsets>,
+}
+
+/// Per topic, in the request's order: per partition, its outcome.
+pub type TopicOutcomes = Vec<(String, Vec<(i32, Result<(), GroupError>)>)>;
+
+/// One partition's committed offset as OffsetFetch reports it: -1 and empty metadata when there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedOffset {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub outcome: Result<(), GroupError>,
+}
+
+/// An OffsetFetch of one group: its id and, per topic, the partitions wanted (`None`: every
+/// committed one).
+pub type WantedOffsets = (String, Option<Vec<(String, Vec<i32>)>>);
+
+/// The committed offsets of one group, per topic.
+pub type GroupOffsets = Vec<(String, Vec<FetchedOffset>)>;
+
+/// Which topics a member's subscription names, from its metadata for the group's protocol (`None`
+/// when it does not decode). The consumer protocol's format is the edge's to read, not the group's.
+pub type SubscriptionTopics = dyn Fn(Bytes) -> Option<Vec<String>> + Sync;
+
+/// Every outcome of `topics` the same: a refused request answers each partition with its error.
+pub(crate) fn refuse_all(topics: Vec<TopicOffsets>, error: &GroupError) -> TopicOutcomes {
+    topics
+        .into_iter()
+        .map(|topic| {
+            let partitions =
+                topic.partitions.iter().map(|partition| (partition.partition, Err(error.clone()))).collect();
+            (topic.topic, partitions)
+        })
+        .collect()
+}
+
+/// Planned outcomes as answered once the write ended: a planned record takes the write's outcome.
+pub(crate) fn answer(planned: Planned, written: Result<(), GroupError>) -> TopicOutcomes {
+    planned
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions =
+                partitions.into_iter().map(|(index, outcome)| (index, outcome.and_then(|_| written.clone()))).collect();
+            (name, partitions)
+        })
+        .collect()
+}
+
+/// The records of a plan, to write as one batch.
+pub(crate) fn planned_records(planned: &Planned) -> Vec<OffsetRecord> {
+    planned
+        .iter()
+        .flat_map(|(_, partitions)| partitions.iter().filter_map(|(_, outcome)| outcome.as_ref().ok().cloned()))
+        .collect()
+}
 
 /// Whether `member_id` at `generation_id` may commit for `group` (Kafka's `validateOffsetCommit`).
 /// Fencing first, then a generation of -1 on an empty group (offsets stored for a client that
@@ -56,24 +136,25 @@ fn validate_commit(
     }
 }
 
-/// Per partition: the record to write, or the error to answer.
-type Planned = Vec<(StrBytes, Vec<(i32, Result<OffsetRecord, GroupError>)>)>;
+/// Per topic, per partition: the record to write, or the error to answer.
+pub(crate) type Planned = Vec<(String, Vec<(i32, Result<OffsetRecord, GroupError>)>)>;
 
 fn plan_commit(
     coordinator: &GroupCoordinator,
     groups: &mut Groups,
-    request: &OffsetCommitRequest,
+    commit: &OffsetCommit,
     partition_exists: &(dyn Fn(&str, i32) -> bool + Sync),
 ) -> Result<Planned, GroupError> {
-    let group_id = request.group_id.0.to_string();
+    let group_id = commit.group_id.clone();
     if group_id.is_empty() {
         return Err(GroupError::InvalidGroupId);
     }
+    let member = &commit.member;
     validate_commit(
         groups.groups.get(&group_id),
-        request.generation_id_or_member_epoch,
-        &request.member_id,
-        request.group_instance_id.as_deref(),
+        member.generation_id,
+        &member.member_id,
+        member.group_instance_id.as_deref(),
     )?;
     let config = &coordinator.config;
     let groups_count = groups.groups.len();
@@ -81,29 +162,29 @@ fn plan_commit(
         return Err(GroupError::CoordinatorFull(config.groups_max, groups_count));
     }
     let group = groups.groups.entry(group_id.clone()).or_insert_with(|| Group::new(group_id.clone(), now_ms()));
-    if let Some(member) = group.members.get_mut(request.member_id.as_str()) {
+    if let Some(member) = group.members.get_mut(member.member_id.as_str()) {
         member.touch(std::time::Instant::now());
     }
     let mut room = config.offsets_per_group_max.saturating_sub(group.offsets.len());
     let commit_timestamp_ms = now_ms();
-    let mut planned = Vec::with_capacity(request.topics.len());
-    for topic in &request.topics {
+    let mut planned = Vec::with_capacity(commit.topics.len());
+    for topic in &commit.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
-            let metadata_len = partition.committed_metadata.as_ref().map(|metadata| metadata.len()).unwrap_or(0);
-            let slot = (topic.name.0.to_string(), partition.partition_index);
+            let metadata_len = partition.metadata.as_ref().map(|metadata| metadata.len()).unwrap_or(0);
+            let slot = (topic.topic.clone(), partition.partition);
             let outcome = if metadata_len > config.offset_metadata_bytes_max {
                 Err(GroupError::OffsetMetadataTooLarge(metadata_len))
-            } else if !partition_exists(&topic.name.0, partition.partition_index) {
+            } else if !partition_exists(&topic.topic, partition.partition) {
                 Err(GroupError::UnknownTopicOrPartition)
             } else if !group.offsets.contains_key(&slot) && room == 0 {
                 Err(GroupError::CoordinatorFull(config.groups_max, config.offsets_per_group_max))
             } else {
                 room = room.saturating_sub(usize::from(!group.offsets.contains_key(&slot)));
                 let committed = CommittedOffset {
-                    offset: partition.committed_offset,
-                    leader_epoch: partition.committed_leader_epoch,
-                    metadata: partition.committed_metadata.as_ref().map(|metadata| metadata.to_string()),
+                    offset: partition.offset,
+                    leader_epoch: partition.leader_epoch,
+                    metadata: partition.metadata.clone(),
                     commit_timestamp_ms,
                 };
                 Ok(OffsetRecord {
@@ -111,71 +192,11 @@ fn plan_commit(
                     value: Some(committed),
                 })
             };
-            partitions.push((partition.partition_index, outcome));
+            partitions.push((partition.partition, outcome));
         }
-        planned.push((topic.name.0.clone(), partitions));
+        planned.push((topic.topic.clone(), partitions));
     }
     Ok(planned)
-}
-
-pub async fn offset_commit(
-    coordinator: &GroupCoordinator,
-    request: OffsetCommitRequest,
-    context: &RequestContext<'_>,
-) -> OffsetCommitResponse {
-    let (planned, written) = {
-        let mut groups = coordinator.lock();
-        let planned = if coordinator.is_closed() {
-            Err(GroupError::CoordinatorNotAvailable)
-        } else {
-            plan_commit(coordinator, &mut groups, &request, context.partition_exists)
-        };
-        let records: Vec<OffsetRecord> = planned
-            .iter()
-            .flatten()
-            .flat_map(|(_, partitions)| partitions.iter().filter_map(|(_, outcome)| outcome.as_ref().ok().cloned()))
-            .collect();
-        let written = coordinator.write(&mut groups, records);
-        (planned, written)
-    };
-    let written = written.await;
-    let topics = match planned {
-        Ok(planned) => planned
-            .into_iter()
-            .map(|(name, partitions)| {
-                let partitions = partitions
-                    .into_iter()
-                    .map(|(index, outcome)| {
-                        let outcome = outcome.and_then(|_| written.clone());
-                        OffsetCommitResponsePartition::default()
-                            .with_partition_index(index)
-                            .with_error_code(code_of(&outcome))
-                    })
-                    .collect();
-                OffsetCommitResponseTopic::default().with_name(TopicName(name)).with_partitions(partitions)
-            })
-            .collect(),
-        Err(error) => {
-            let code = error_code(&error).code();
-            request
-                .topics
-                .into_iter()
-                .map(|topic| {
-                    let partitions = topic
-                        .partitions
-                        .iter()
-                        .map(|partition| {
-                            OffsetCommitResponsePartition::default()
-                                .with_partition_index(partition.partition_index)
-                                .with_error_code(code)
-                        })
-                        .collect();
-                    OffsetCommitResponseTopic::default().with_name(topic.name).with_partitions(partitions)
-                })
-                .collect()
-        }
-    };
-    OffsetCommitResponse::default().with_topics(topics)
 }
 
 /// Whether an open transaction holds an offset of this partition not yet committed or aborted
@@ -184,24 +205,17 @@ fn has_pending_transactional_offsets(group: &Group, topic: &str, partition: i32)
     group.pending_offsets.contains_slot(topic, partition)
 }
 
-/// (partition index, offset, leader epoch, metadata, outcome) of one fetched partition.
-type Fetched = (i32, i64, i32, Option<StrBytes>, Result<(), GroupError>);
-
 /// Committed offsets of one group: the partitions asked for, or all when `topics` is `None`.
-fn fetch_group(
-    group: Option<&Group>,
-    topics: Option<Vec<(TopicName, Vec<i32>)>>,
-    require_stable: bool,
-) -> Vec<(TopicName, Vec<Fetched>)> {
+fn fetch_group(group: Option<&Group>, topics: Option<Vec<(String, Vec<i32>)>>, require_stable: bool) -> GroupOffsets {
     let topics = topics.unwrap_or_else(|| {
-        let mut all: Vec<(TopicName, Vec<i32>)> = Vec::new();
+        let mut all: Vec<(String, Vec<i32>)> = Vec::new();
         if let Some(group) = group {
             let mut slots: Vec<&(String, i32)> = group.offsets.keys().collect();
             slots.sort();
             for (topic, partition) in slots {
                 match all.last_mut() {
-                    Some((name, partitions)) if name.0.as_str() == topic => partitions.push(*partition),
-                    _ => all.push((TopicName(text(topic)), vec![*partition])),
+                    Some((name, partitions)) if name == topic => partitions.push(*partition),
+                    _ => all.push((topic.clone(), vec![*partition])),
                 }
             }
         }
@@ -213,22 +227,27 @@ fn fetch_group(
             let fetched = partitions
                 .into_iter()
                 .map(|partition| {
-                    let stored = group.and_then(|group| group.offsets.get(&(name.0.to_string(), partition)));
+                    let stored = group.and_then(|group| group.offsets.get(&(name.clone(), partition)));
                     let unstable = require_stable
-                        && group.is_some_and(|group| has_pending_transactional_offsets(group, &name.0, partition));
+                        && group.is_some_and(|group| has_pending_transactional_offsets(group, &name, partition));
+                    let none = |outcome| FetchedOffset {
+                        partition,
+                        offset: -1,
+                        leader_epoch: -1,
+                        metadata: Some(String::new()),
+                        outcome,
+                    };
                     // Unstable: no offset at all, as Kafka answers, so the client retries rather than use it.
                     match stored {
-                        _ if unstable => {
-                            (partition, -1, -1, Some(StrBytes::default()), Err(GroupError::UnstableOffsetCommit))
-                        }
-                        Some(stored) => (
+                        _ if unstable => none(Err(GroupError::UnstableOffsetCommit)),
+                        Some(stored) => FetchedOffset {
                             partition,
-                            stored.committed.offset,
-                            stored.committed.leader_epoch,
-                            stored.committed.metadata.as_deref().map(text),
-                            Ok(()),
-                        ),
-                        None => (partition, -1, -1, Some(StrBytes::default()), Ok(())),
+                            offset: stored.committed.offset,
+                            leader_epoch: stored.committed.leader_epoch,
+                            metadata: stored.committed.metadata.clone(),
+                            outcome: Ok(()),
+                        },
+                        None => none(Ok(())),
                     }
                 })
                 .collect();
@@ -237,139 +256,96 @@ fn fetch_group(
         .collect()
 }
 
-pub fn offset_fetch(coordinator: &GroupCoordinator, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
-    let groups = coordinator.lock();
-    if version >= 8 {
-        let results = request
-            .groups
-            .into_iter()
-            .map(|wanted| {
-                let topics = wanted
-                    .topics
-                    .map(|topics| topics.into_iter().map(|topic| (topic.name, topic.partition_indexes)).collect());
-                let fetched =
-                    fetch_group(groups.groups.get(wanted.group_id.0.as_str()), topics, request.require_stable);
-                let topics = fetched
-                    .into_iter()
-                    .map(|(name, partitions)| {
-                        let partitions = partitions
-                            .into_iter()
-                            .map(|(index, offset, epoch, metadata, outcome)| {
-                                OffsetFetchResponsePartitions::default()
-                                    .with_partition_index(index)
-                                    .with_committed_offset(offset)
-                                    .with_committed_leader_epoch(epoch)
-                                    .with_metadata(metadata)
-                                    .with_error_code(code_of(&outcome))
-                            })
-                            .collect();
-                        OffsetFetchResponseTopics::default().with_name(name).with_partitions(partitions)
-                    })
-                    .collect();
-                OffsetFetchResponseGroup::default().with_group_id(wanted.group_id).with_topics(topics)
-            })
-            .collect();
-        return OffsetFetchResponse::default().with_groups(results);
-    }
-    let topics =
-        request.topics.map(|topics| topics.into_iter().map(|topic| (topic.name, topic.partition_indexes)).collect());
-    let fetched =
-        fetch_group(groups.groups.get(request.group_id.0.as_str()), topics, version >= 7 && request.require_stable);
-    let topics = fetched
-        .into_iter()
-        .map(|(name, partitions)| {
-            let partitions = partitions
-                .into_iter()
-                .map(|(index, offset, epoch, metadata, outcome)| {
-                    let partition = OffsetFetchResponsePartition::default()
-                        .with_partition_index(index)
-                        .with_committed_offset(offset)
-                        .with_metadata(metadata)
-                        .with_error_code(code_of(&outcome));
-                    if version >= 5 {
-                        partition.with_committed_leader_epoch(epoch)
-                    } else {
-                        partition
-                    }
-                })
-                .collect();
-            OffsetFetchResponseTopic::default().with_name(name).with_partitions(partitions)
-        })
-        .collect();
-    OffsetFetchResponse::default().with_topics(topics)
-}
-
-pub async fn offset_delete(coordinator: &GroupCoordinator, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
-    let (planned, written) = {
-        let mut groups = coordinator.lock();
-        let planned = plan_delete(groups.groups.get(request.group_id.0.as_str()), &request);
-        let records = match &planned {
-            Ok(topics) => topics
-                .iter()
-                .flat_map(|(_, partitions)| partitions.iter().filter_map(|(_, outcome)| outcome.as_ref().ok().cloned()))
-                .collect(),
-            Err(_) => Vec::new(),
+impl GroupCoordinator {
+    /// OffsetCommit: validates the member (Kafka's `validateOffsetCommit`), bounds groups, offsets and
+    /// metadata, and answers once the accepted offsets are durable. A refused request answers every
+    /// partition with its error.
+    pub async fn commit_offsets(&self, commit: OffsetCommit, context: &RequestContext<'_>) -> TopicOutcomes {
+        let (planned, written) = {
+            let mut groups = self.lock();
+            let planned = if self.is_closed() {
+                Err(GroupError::CoordinatorNotAvailable)
+            } else {
+                plan_commit(self, &mut groups, &commit, context.partition_exists)
+            };
+            let records = planned.as_ref().map(planned_records).unwrap_or_default();
+            let written = self.write(&mut groups, records);
+            (planned, written)
         };
-        let written = coordinator.write(&mut groups, records);
-        (planned, written)
-    };
-    let written = written.await;
-    match planned {
-        Err(error) => OffsetDeleteResponse::default().with_error_code(error_code(&error).code()),
-        Ok(topics) => {
-            let topics = topics
-                .into_iter()
-                .map(|(name, partitions)| {
-                    let partitions = partitions
-                        .into_iter()
-                        .map(|(index, outcome)| {
-                            OffsetDeleteResponsePartition::default()
-                                .with_partition_index(index)
-                                .with_error_code(code_of(&outcome.and_then(|_| written.clone())))
-                        })
-                        .collect();
-                    OffsetDeleteResponseTopic::default().with_name(name).with_partitions(partitions)
-                })
-                .collect();
-            OffsetDeleteResponse::default().with_topics(topics)
+        let written = written.await;
+        match planned {
+            Ok(planned) => answer(planned, written),
+            Err(error) => refuse_all(commit.topics, &error),
         }
     }
+
+    /// OffsetFetch of several groups under one lock: for each (group id, topics and partitions, or
+    /// `None` for every committed one), its offsets. With `require_stable`, a partition with pending
+    /// transactional offsets answers UNSTABLE_OFFSET_COMMIT.
+    pub fn fetch_offsets(&self, wanted: Vec<WantedOffsets>, require_stable: bool) -> Vec<GroupOffsets> {
+        let groups = self.lock();
+        wanted
+            .into_iter()
+            .map(|(group_id, topics)| fetch_group(groups.groups.get(&group_id), topics, require_stable))
+            .collect()
+    }
+
+    /// OffsetDelete: tombstones for the partitions, durable before the answer; refused for topics a
+    /// live consumer group subscribes to (`subscription_topics` reads a member's subscription).
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        topics: Vec<(String, Vec<i32>)>,
+        subscription_topics: &SubscriptionTopics,
+    ) -> Result<TopicOutcomes, GroupError> {
+        let (planned, written) = {
+            let mut groups = self.lock();
+            let planned = plan_delete(groups.groups.get(group_id), topics, subscription_topics);
+            let records = planned.as_ref().map(planned_records).unwrap_or_default();
+            let written = self.write(&mut groups, records);
+            (planned, written)
+        };
+        let written = written.await;
+        Ok(answer(planned?, written))
+    }
 }
 
-type PlannedDelete = Vec<(TopicName, Vec<(i32, Result<OffsetRecord, GroupError>)>)>;
+/// Every topic some member of a consumer group subscribes to (metadata of the chosen protocol).
+fn subscribed_topics(group: &Group, subscription_topics: &SubscriptionTopics) -> HashSet<String> {
+    let protocol = group.protocol_name.clone().unwrap_or_default();
+    group.members.values().filter_map(|member| subscription_topics(member.metadata_for(&protocol))).flatten().collect()
+}
 
 /// Tombstones for OffsetDelete: refused for topics a live consumer group subscribes to.
-fn plan_delete(group: Option<&Group>, request: &OffsetDeleteRequest) -> Result<PlannedDelete, GroupError> {
+fn plan_delete(
+    group: Option<&Group>,
+    topics: Vec<(String, Vec<i32>)>,
+    subscription_topics: &SubscriptionTopics,
+) -> Result<Planned, GroupError> {
     let group = group.ok_or(GroupError::GroupIdNotFound)?;
     let subscribed: HashSet<String> = match group.state {
         GroupState::Empty => HashSet::new(),
-        _ if group.protocol_type.as_deref() == Some("consumer") => subscribed_topics(group),
+        _ if group.protocol_type.as_deref() == Some("consumer") => subscribed_topics(group, subscription_topics),
         _ => return Err(GroupError::NonEmptyGroup),
     };
-    Ok(request
-        .topics
-        .iter()
-        .map(|topic| {
-            let partitions = topic
-                .partitions
-                .iter()
+    Ok(topics
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
                 .map(|partition| {
-                    let outcome = if subscribed.contains(topic.name.0.as_str()) {
+                    let outcome = if subscribed.contains(topic.as_str()) {
                         Err(GroupError::GroupSubscribedToTopic)
                     } else {
                         Ok(OffsetRecord {
-                            key: OffsetKey {
-                                group: group.id.clone(),
-                                topic: topic.name.0.to_string(),
-                                partition: partition.partition_index,
-                            },
+                            key: OffsetKey { group: group.id.clone(), topic: topic.clone(), partition },
                             value: None,
                         })
                     };
-                    (partition.partition_index, outcome)
+                    (partition, outcome)
                 })
                 .collect();
-            (topic.name.clone(), partitions)
+            (topic, partitions)
         })
         .collect())
 }

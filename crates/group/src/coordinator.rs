@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kafka_protocol::messages::{RequestKind, ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use once_partition::TxnMarker;
 
 use crate::config::GroupConfig;
@@ -23,7 +22,7 @@ use crate::transactions::{self, PendingState};
 /// How often sessions and rebalance deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
 
-/// What the server knows about a request beyond its body.
+/// What the server knows about a request beyond its body (protocol-free: the edge fills it).
 pub struct RequestContext<'a> {
     pub client_id: &'a str,
     /// The client's address as DescribeGroups reports it (empty when unknown).
@@ -97,47 +96,16 @@ impl GroupCoordinator {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Answers a group API request; `None` for a request that is not a group API (a routing bug).
-    pub async fn handle(
+    /// TxnOffsetCommit (KIP-447 member checks when `commit.member` is given): appends the offsets as
+    /// one transactional batch of the commit's producer and, once durable, holds them as pending
+    /// offsets of (group, producer) until [`GroupCoordinator::complete_transaction`]. The broker calls
+    /// it after the transaction coordinator confirmed that the group's offsets are part of the
+    /// producer's ongoing transaction. A refused request answers every partition with its error.
+    pub async fn txn_offset_commit(
         &self,
-        request: RequestKind,
-        version: i16,
-        context: &RequestContext<'_>,
-    ) -> Option<ResponseKind> {
-        use crate::{api_admin, api_membership, api_offsets};
-        Some(match request {
-            RequestKind::FindCoordinator(body) => {
-                ResponseKind::FindCoordinator(api_membership::find_coordinator(&self.config.node, body, version))
-            }
-            RequestKind::JoinGroup(body) => {
-                ResponseKind::JoinGroup(api_membership::join_group(self, body, version, context).await)
-            }
-            RequestKind::SyncGroup(body) => {
-                ResponseKind::SyncGroup(api_membership::sync_group(self, body, version).await)
-            }
-            RequestKind::Heartbeat(body) => ResponseKind::Heartbeat(api_membership::heartbeat(self, body)),
-            RequestKind::LeaveGroup(body) => ResponseKind::LeaveGroup(api_membership::leave_group(self, body, version)),
-            RequestKind::OffsetCommit(body) => {
-                ResponseKind::OffsetCommit(api_offsets::offset_commit(self, body, context).await)
-            }
-            RequestKind::OffsetFetch(body) => ResponseKind::OffsetFetch(api_offsets::offset_fetch(self, body, version)),
-            RequestKind::OffsetDelete(body) => ResponseKind::OffsetDelete(api_offsets::offset_delete(self, body).await),
-            RequestKind::ListGroups(body) => ResponseKind::ListGroups(api_admin::list_groups(self, body, version)),
-            RequestKind::DescribeGroups(body) => {
-                ResponseKind::DescribeGroups(api_admin::describe_groups(self, body, version))
-            }
-            RequestKind::DeleteGroups(body) => ResponseKind::DeleteGroups(api_admin::delete_groups(self, body).await),
-            _ => return None,
-        })
-    }
-
-    /// TxnOffsetCommit (versions 0–5; v3+ carries the member and generation, KIP-447): appends the
-    /// offsets as one transactional batch of the request's producer and, once durable, holds them as
-    /// pending offsets of (group, producer) until [`GroupCoordinator::complete_transaction`]. Not routed
-    /// through [`GroupCoordinator::handle`]: the broker calls it after the transaction coordinator
-    /// confirmed that the group's offsets are part of the producer's ongoing transaction.
-    pub async fn txn_offset_commit(&self, request: TxnOffsetCommitRequest, version: i16) -> TxnOffsetCommitResponse {
-        crate::api_transactions::txn_offset_commit(self, request, version).await
+        commit: crate::api_transactions::TxnOffsetCommit,
+    ) -> crate::api_offsets::TopicOutcomes {
+        crate::api_transactions::txn_offset_commit(self, commit).await
     }
 
     /// Writes `marker` to the offsets log and, once it is durable, commits (applies) or aborts

@@ -1,9 +1,9 @@
-//! Errors of the group coordinator, and the one place they become Kafka error codes.
+//! Errors of the group coordinator. The Kafka edge maps each to one Kafka error code
+//! (`once_broker::errors::group_error_code`).
 
-use kafka_protocol::error::ResponseError;
 use once_partition::PartitionError;
 
-/// Why a group request failed. Each variant is one Kafka error code (see [`error_code`]).
+/// Why a group request failed. Each variant is one Kafka error code at the edge.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum GroupError {
     #[error("invalid group id")]
@@ -74,42 +74,4 @@ impl From<once_log::LogError> for GroupError {
     fn from(error: once_log::LogError) -> GroupError {
         GroupError::Storage(error.to_string())
     }
-}
-
-/// The Kafka error code of a group error. Storage failures are logged: they are the unexpected ones.
-pub fn error_code(error: &GroupError) -> ResponseError {
-    match error {
-        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
-        GroupError::InvalidSessionTimeout(_) => ResponseError::InvalidSessionTimeout,
-        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
-        GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
-        GroupError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
-        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
-        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
-        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
-        GroupError::GroupMaxSizeReached(_) | GroupError::CoordinatorFull(..) => ResponseError::GroupMaxSizeReached,
-        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
-        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
-        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
-        GroupError::OffsetMetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,
-        GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
-        GroupError::UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
-        GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
-        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
-        // What the broker answers a fenced produce with; clients treat it as PRODUCER_FENCED.
-        GroupError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
-        GroupError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
-        GroupError::TransactionCoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
-        // Kafka answers a failed offsets-log write with COORDINATOR_NOT_AVAILABLE (the code clients
-        // retry on); the write was not acknowledged, so retrying is safe.
-        GroupError::Storage(_) => {
-            tracing::error!(%error, "offsets log failed");
-            ResponseError::CoordinatorNotAvailable
-        }
-    }
-}
-
-/// The code of an outcome: 0 for success.
-pub fn code_of<T>(outcome: &Result<T, GroupError>) -> i16 {
-    outcome.as_ref().err().map(|error| error_code(error).code()).unwrap_or(0)
 }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::error::GroupError;
 use crate::group::{Group, GroupState, JoinSuccess, Member, Reply, SyncSuccess};
 
-/// A JoinGroup, decoded from any version.
+/// A JoinGroup, whatever the version it came in (the edge fills what older versions lack).
 pub struct JoinRequest {
     pub member_id: String,
     pub group_instance_id: Option<String>,
@@ -23,13 +23,11 @@ pub struct JoinRequest {
     pub rebalance_timeout_ms: i32,
     pub protocol_type: String,
     pub protocols: Vec<(String, Bytes)>,
-    /// v4+: an unknown member first gets a member id with MEMBER_ID_REQUIRED (KIP-394).
+    /// An unknown member first gets a member id with MEMBER_ID_REQUIRED (KIP-394; JoinGroup v4+).
     pub require_known_member_id: bool,
-    /// Bound on members of one group.
-    pub members_max: usize,
 }
 
-/// A SyncGroup, decoded from any version.
+/// A SyncGroup, whatever the version it came in.
 pub struct SyncRequest {
     pub member_id: String,
     pub group_instance_id: Option<String>,
@@ -45,16 +43,17 @@ fn new_member_id(prefix: &str) -> String {
 }
 
 impl Group {
-    pub fn join(&mut self, request: JoinRequest, now: Instant, now_ms: i64) -> Reply<JoinSuccess> {
+    /// JoinGroup; `members_max` bounds the members of the group.
+    pub fn join(&mut self, request: JoinRequest, members_max: usize, now: Instant, now_ms: i64) -> Reply<JoinSuccess> {
         if !self.accepts_protocols(&request.protocol_type, &request.protocols) {
             return Reply::Now(Err(GroupError::InconsistentGroupProtocol));
         }
         if request.member_id.is_empty() {
-            return self.join_unknown_member(request, now, now_ms);
+            return self.join_unknown_member(request, members_max, now, now_ms);
         }
         if self.pending_members.remove(&request.member_id).is_some() {
             let member_id = request.member_id.clone();
-            return self.add_member(member_id, request, now, now_ms);
+            return self.add_member(member_id, request, members_max, now, now_ms);
         }
         if let Err(error) = self.check_member(&request.member_id, request.group_instance_id.as_deref()) {
             return Reply::Now(Err(error));
@@ -79,28 +78,41 @@ impl Group {
         }
     }
 
-    fn join_unknown_member(&mut self, request: JoinRequest, now: Instant, now_ms: i64) -> Reply<JoinSuccess> {
+    fn join_unknown_member(
+        &mut self,
+        request: JoinRequest,
+        members_max: usize,
+        now: Instant,
+        now_ms: i64,
+    ) -> Reply<JoinSuccess> {
         if let Some(instance_id) = request.group_instance_id.clone() {
             if let Some(old_member_id) = self.static_members.get(&instance_id).cloned() {
-                return self.rejoin_static_member(old_member_id, request, now, now_ms);
+                return self.rejoin_static_member(old_member_id, request, members_max, now, now_ms);
             }
-            return self.add_member(new_member_id(&instance_id), request, now, now_ms);
+            return self.add_member(new_member_id(&instance_id), request, members_max, now, now_ms);
         }
         let member_id = new_member_id(&request.client_id);
         if request.require_known_member_id {
-            if self.members.len() + self.pending_members.len() >= request.members_max {
-                return Reply::Now(Err(GroupError::GroupMaxSizeReached(request.members_max)));
+            if self.members.len() + self.pending_members.len() >= members_max {
+                return Reply::Now(Err(GroupError::GroupMaxSizeReached(members_max)));
             }
             let session = std::time::Duration::from_millis(request.session_timeout_ms.max(0) as u64);
             self.pending_members.insert(member_id.clone(), now + session);
             return Reply::Now(Err(GroupError::MemberIdRequired(member_id)));
         }
-        self.add_member(member_id, request, now, now_ms)
+        self.add_member(member_id, request, members_max, now, now_ms)
     }
 
-    fn add_member(&mut self, member_id: String, request: JoinRequest, now: Instant, now_ms: i64) -> Reply<JoinSuccess> {
-        if self.members.len() >= request.members_max {
-            return Reply::Now(Err(GroupError::GroupMaxSizeReached(request.members_max)));
+    fn add_member(
+        &mut self,
+        member_id: String,
+        request: JoinRequest,
+        members_max: usize,
+        now: Instant,
+        now_ms: i64,
+    ) -> Reply<JoinSuccess> {
+        if self.members.len() >= members_max {
+            return Reply::Now(Err(GroupError::GroupMaxSizeReached(members_max)));
         }
         if self.members.is_empty() {
             self.protocol_type = Some(request.protocol_type.clone());
@@ -170,13 +182,14 @@ impl Group {
         &mut self,
         old_member_id: String,
         request: JoinRequest,
+        members_max: usize,
         now: Instant,
         now_ms: i64,
     ) -> Reply<JoinSuccess> {
         let instance_id = request.group_instance_id.clone().unwrap_or_default();
         let Some(mut member) = self.members.remove(&old_member_id) else {
             self.static_members.remove(&instance_id);
-            return self.add_member(new_member_id(&instance_id), request, now, now_ms);
+            return self.add_member(new_member_id(&instance_id), request, members_max, now, now_ms);
         };
         let new_member_id = new_member_id(&instance_id);
         if let Some(waiter) = member.join_waiter.take() {

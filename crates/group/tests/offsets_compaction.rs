@@ -3,17 +3,12 @@
 
 use std::path::Path;
 
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
-use once_group::{CoordinatorNode, GroupConfig, GroupCoordinator, RequestContext};
+use once_group::{
+    CommitMember, CoordinatorNode, GroupConfig, GroupCoordinator, OffsetCommit, PartitionOffset, RequestContext,
+    TopicOffsets,
+};
 
 const PARTITIONS: i32 = 3;
-
-fn text(value: &str) -> StrBytes {
-    StrBytes::from_string(value.to_string())
-}
 
 fn config(data: &Path, forced: bool) -> GroupConfig {
     let node = CoordinatorNode { node_id: 0, host: "localhost".into(), port: 9092 };
@@ -26,45 +21,28 @@ fn context() -> RequestContext<'static> {
 
 async fn commit(coordinator: &GroupCoordinator, group: &str, round: i64) {
     let partitions = (0..PARTITIONS)
-        .map(|partition| {
-            OffsetCommitRequestPartition::default()
-                .with_partition_index(partition)
-                .with_committed_offset(round * 10 + i64::from(partition))
-                .with_committed_metadata(Some(text(&format!("round-{round}"))))
+        .map(|partition| PartitionOffset {
+            partition,
+            offset: round * 10 + i64::from(partition),
+            leader_epoch: -1,
+            metadata: Some(format!("round-{round}")),
         })
         .collect();
-    let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(text(group)))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(text("t")))
-            .with_partitions(partitions)]);
-    let Some(ResponseKind::OffsetCommit(response)) =
-        coordinator.handle(RequestKind::OffsetCommit(request), 8, &context()).await
-    else {
-        panic!("an OffsetCommit response");
+    let commit = OffsetCommit {
+        group_id: group.into(),
+        member: CommitMember { generation_id: -1, ..CommitMember::default() },
+        topics: vec![TopicOffsets { topic: "t".into(), partitions }],
     };
-    for partition in &response.topics[0].partitions {
-        assert_eq!(partition.error_code, 0, "commit round {round} acknowledged");
+    let outcomes = coordinator.commit_offsets(commit, &context()).await;
+    for (_, outcome) in &outcomes[0].1 {
+        assert_eq!(*outcome, Ok(()), "commit round {round} acknowledged");
     }
 }
 
 async fn fetch(coordinator: &GroupCoordinator, group: &str) -> Vec<(i64, Option<String>)> {
-    let request = OffsetFetchRequest::default().with_group_id(GroupId(text(group))).with_topics(Some(vec![
-        OffsetFetchRequestTopic::default()
-            .with_name(TopicName(text("t")))
-            .with_partition_indexes((0..PARTITIONS).collect()),
-    ]));
-    let Some(ResponseKind::OffsetFetch(response)) =
-        coordinator.handle(RequestKind::OffsetFetch(request), 6, &context()).await
-    else {
-        panic!("an OffsetFetch response");
-    };
-    response.topics[0]
-        .partitions
-        .iter()
-        .map(|partition| (partition.committed_offset, partition.metadata.as_ref().map(|metadata| metadata.to_string())))
-        .collect()
+    let wanted = vec![(group.to_string(), Some(vec![("t".to_string(), (0..PARTITIONS).collect())]))];
+    let fetched = coordinator.fetch_offsets(wanted, false);
+    fetched[0][0].1.iter().map(|partition| (partition.offset, partition.metadata.clone())).collect()
 }
 
 fn log_bytes(dir: &Path) -> u64 {

@@ -10,12 +10,14 @@
 //! - [`admin`] — CreateTopics, DeleteTopics, CreatePartitions.
 //! - [`configs`] — DescribeConfigs, AlterConfigs, IncrementalAlterConfigs.
 //! - [`cluster`] — DescribeCluster.
+//! - [`group`] — the group APIs: membership, offsets, group admin, TxnOffsetCommit's translation.
 
 pub mod admin;
 pub mod api_versions;
 pub mod cluster;
 pub mod configs;
 pub mod fetch;
+pub mod group;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;

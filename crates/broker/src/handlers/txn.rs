@@ -167,7 +167,7 @@ pub async fn txn_offset_commit(broker: &Arc<Node>, request: TxnOffsetCommitReque
             .collect();
         return ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default().with_topics(topics));
     }
-    let response = broker.groups.txn_offset_commit(request, version).await;
+    let response = super::group::txn_offsets::txn_offset_commit(&broker.groups, request, version).await;
     drop(verified);
     ResponseKind::TxnOffsetCommit(response)
 }
