@@ -28,6 +28,7 @@
 //!   with SIGKILL by `client-kill` (the `dedup` producers and the `txn` input producers).
 //! - `proxy`: the seeded TCP fault proxy (resets, delays, lost responses, duplicated produces).
 //! - `nemesis`: the broker process under `--broker-cmd` and the kill -9 / proxy schedule.
+//! - `power_loss`: applying the manifest a broker's power-loss hook writes (the checker's half).
 //! - `progress`: live counters and the one-line progress indicator on stderr.
 //! - `report`: the summary table and the JSON report.
 //! - `rng`: the seeded generator behind every fault decision.
@@ -44,6 +45,7 @@ mod group_report;
 mod history;
 mod html;
 mod nemesis;
+pub mod power_loss;
 mod producer_process;
 mod progress;
 mod proxy;
