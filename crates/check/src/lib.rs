@@ -123,7 +123,8 @@ pub enum Fault {
     /// SIGKILL and restart of the broker (needs `--broker-cmd`).
     Kill,
     /// Simulated power loss of the broker (needs `--broker-cmd` and Once's storage hook, which the
-    /// checker turns on): every append not yet fsynced is thrown away, then a restart.
+    /// checker turns on; Once has it only when built with `--features test-hooks`): every append not
+    /// yet fsynced is thrown away, then a restart.
     PowerLoss,
     /// SIGSTOP of the broker for 0.3–2 s, then SIGCONT (needs `--broker-cmd`).
     Pause,
