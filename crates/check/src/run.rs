@@ -27,7 +27,7 @@ pub(crate) struct Run<'a> {
     pub(crate) dedup_source: Option<String>,
     /// Whether the workload's full JSON report is out ([`Run::publish`] wrote it; a run of
     /// `queue`, `txn` or `dedup` that cannot complete writes one too): a run that fails without one gets the bare incomplete report of
-    /// [`run_seeded`], and one that fails after it (the HTML report) keeps it.
+    /// `run_seeded` (lib.rs), and one that fails after it (the HTML report) keeps it.
     pub(crate) report_written: std::cell::Cell<bool>,
 }
 
