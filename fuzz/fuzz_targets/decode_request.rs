@@ -3,9 +3,13 @@
 
 use libfuzzer_sys::fuzz_target;
 
-// The broker's allocator, so forged array counts behave as they do in `once serve`.
+// The broker's allocator (a module of the `once` binary, included by path), so forged array counts
+// behave as they do in `once serve`.
+#[path = "../../crates/cli/src/alloc.rs"]
+mod alloc;
+
 #[global_allocator]
-static ALLOCATOR: once_wire::alloc::LazyHugeAllocator = once_wire::alloc::LazyHugeAllocator;
+static ALLOCATOR: alloc::LazyHugeAllocator = alloc::LazyHugeAllocator;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= 4 {

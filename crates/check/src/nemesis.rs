@@ -65,7 +65,7 @@ impl ManagedBroker {
             .with_context(|| format!("opening the broker log {}", self.log_path.display()))?;
         let mut command = Command::new("sh");
         if let Some(manifest) = &self.power_loss_manifest {
-            command.env(once_log::power_loss::MANIFEST_ENV, manifest);
+            command.env(crate::power_loss::MANIFEST_ENV, manifest);
         }
         let child = command
             .arg("-c")
@@ -122,27 +122,38 @@ impl ManagedBroker {
     }
 
     /// Simulated power loss: SIGUSR2 makes Once's storage hook record what is durable and die by
-    /// SIGKILL; the unsynced tail of every file is then cut off, as a power cut would. (A broker
-    /// without the hook just dies of the signal, which is a kill.) Returns the bytes thrown away.
+    /// SIGKILL; the unsynced tail of every file is then cut off, as a power cut would. Returns the
+    /// bytes thrown away. A broker that wrote no manifest (another broker, or Once built without the
+    /// `test-hooks` feature, which dies of the signal or ignores the hook) fails the run: counting
+    /// its death as a power loss would report a pass for a fault never injected.
     pub fn power_loss(&mut self) -> anyhow::Result<u64> {
         self.resume();
         let Some(mut child) = self.child.take() else { return Ok(0) };
         self.signal_child(&child, "USR2");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait()?.is_none() {
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
             if Instant::now() >= deadline {
                 let _ = child.kill();
             }
             std::thread::sleep(Duration::from_millis(5));
+        };
+        let Some(manifest) = &self.power_loss_manifest else { return Ok(0) };
+        if !manifest.exists() {
+            bail!(
+                "power-loss fault: the broker wrote no power-loss manifest ({}) on SIGUSR2 (it ended with \
+                 {status}; log: {}). Once writes it only when built with the test hooks: \
+                 `cargo build --release -p once-cli --features test-hooks`; other brokers cannot take \
+                 this fault (leave `power-loss` out of --faults)",
+                manifest.display(),
+                self.log_path.display()
+            );
         }
-        match &self.power_loss_manifest {
-            Some(manifest) if manifest.exists() => {
-                let applied = once_log::power_loss::apply(manifest)
-                    .with_context(|| format!("applying the power loss from {}", manifest.display()))?;
-                Ok(applied.bytes_lost)
-            }
-            _ => Ok(0),
-        }
+        let applied = crate::power_loss::apply(manifest)
+            .with_context(|| format!("applying the power loss from {}", manifest.display()))?;
+        Ok(applied.bytes_lost)
     }
 
     fn signal_child(&self, child: &Child, name: &str) {

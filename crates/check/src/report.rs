@@ -1,4 +1,6 @@
-//! The outcome of a run: a summary table for people (stdout) and a JSON report for scripts.
+//! The outcome of a run: a summary table for people (stdout) and a JSON report for scripts — the
+//! parts every workload shares (fault counts, anomaly tables, the [`Summary`] trait, the report of a
+//! run that stopped early); each workload's outcome is in its folder's `report.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -7,8 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::checker::{Anomaly, CLASSES};
-use crate::history::{History, Send, SendOutcome};
+use crate::history::{Send, SendOutcome};
 
 /// Anomalies detailed in the JSON at most per class; the counts are always complete.
 const DETAILS_PER_CLASS_MAX: usize = 200;
@@ -132,23 +133,6 @@ pub(crate) trait Summary {
     }
 }
 
-/// Everything a report says, gathered once.
-pub struct Outcome<'a> {
-    pub workload: &'a str,
-    pub seed: u64,
-    pub duration_secs: u64,
-    pub topic: &'a str,
-    /// Where clients connected (the proxy if there was one).
-    pub client_bootstrap: &'a str,
-    pub history: &'a History,
-    pub anomalies: &'a [Anomaly],
-    pub final_read_complete: bool,
-    pub faults: FaultCounts,
-    /// Why the run could not complete, if it could not: the report then holds what was recorded
-    /// until then, and no final read.
-    pub incomplete: Option<&'a str>,
-}
-
 /// The JSON report of a run that stopped before its workload could report anything: which run it
 /// was, the faults injected so far, and why it stopped (`complete: false`).
 pub fn incomplete_json(
@@ -169,80 +153,4 @@ pub fn incomplete_json(
         "valid": Value::Null,
         "faults": faults.json(),
     })
-}
-
-impl Outcome<'_> {
-    fn counts(&self) -> BTreeMap<&'static str, usize> {
-        class_counts(&CLASSES, self.anomalies.iter().map(Anomaly::class))
-    }
-
-    fn sends(&self) -> (usize, usize, usize) {
-        send_counts(&self.history.sends)
-    }
-}
-
-impl Summary for Outcome<'_> {
-    fn json(&self) -> Value {
-        let (acked, failed, unknown) = self.sends();
-        let details = capped_details(self.anomalies, Anomaly::class);
-        let faults = &self.faults;
-        json!({
-            "workload": self.workload,
-            "seed": self.seed,
-            "duration_secs": self.duration_secs,
-            "topic": self.topic,
-            "partitions": self.history.partitions,
-            "bootstrap": self.client_bootstrap,
-            "complete": self.incomplete.is_none(),
-            "incomplete_reason": self.incomplete,
-            // An incomplete run is not judged valid or invalid: only its anomalies so far are listed.
-            "valid": if self.incomplete.is_none() { Value::from(self.anomalies.is_empty()) } else { Value::Null },
-            "sent": self.history.sends.len(),
-            "acked": acked,
-            "failed": failed,
-            "unknown": unknown,
-            "polled": self.history.polls.len(),
-            "consumers": self.history.consumers,
-            "final_read_records": self.history.final_read.len(),
-            "final_read_complete": self.final_read_complete,
-            "partitions_at_final_read": self.history.partitions_at_final_read,
-            "faults": faults.json(),
-            "fault_events": self.history.faults,
-            "anomalies": self.counts(),
-            "anomaly_details": details,
-        })
-    }
-
-    fn table(&self) -> String {
-        let (acked, failed, unknown) = self.sends();
-        let faults = &self.faults;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "once check: workload {}, seed {}, {} s, topic {}",
-            self.workload, self.seed, self.duration_secs, self.topic
-        );
-        let _ = writeln!(out, "  sends       {} acked, {failed} failed, {unknown} unknown", acked);
-        let _ = writeln!(
-            out,
-            "  reads       {} polled by {} consumers; final read {} records{}",
-            self.history.polls.len(),
-            self.history.consumers.len(),
-            self.history.final_read.len(),
-            if self.final_read_complete { "" } else { " (INCOMPLETE: not every partition read to its end)" }
-        );
-        if let Some(found) = self.history.partitions_at_final_read.filter(|found| *found < self.history.partitions) {
-            let _ = writeln!(
-                out,
-                "  partitions  the broker had {found} of {} at the final read: the rest were lost",
-                self.history.partitions
-            );
-        }
-        let _ = writeln!(out, "  faults      {}", faults.summary());
-        anomaly_table(&mut out, &CLASSES, &self.counts(), 22, self.seed);
-        if let Some(reason) = self.incomplete {
-            let _ = writeln!(out, "  INCOMPLETE  {reason}");
-        }
-        out
-    }
 }

@@ -7,6 +7,8 @@
 //! - [`groups`] — `once group …`: list, describe with lag, reset offsets, delete.
 //! - [`copy`] — `once copy`: a transactional consume-transform-produce copier, on librdkafka.
 //! - [`txn`] — `once txn …`: list, describe and abort transactions.
+//! - `alloc` (in the binary, `src/main.rs`, not this library) — the process allocator: huge
+//!   allocations reserved lazily, so a forged array count in a request fails its decode.
 
 pub mod admin;
 pub mod clients;

@@ -5,8 +5,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use once_cli::{admin, clients, copy, groups, serve, txn};
 
+mod alloc;
+
+/// The binary's allocator, not a library's: it is a process-wide choice, and the reason for it (the
+/// codecs of every Kafka request the broker decodes) is the broker's; see [`alloc`].
 #[global_allocator]
-static ALLOCATOR: once_wire::alloc::LazyHugeAllocator = once_wire::alloc::LazyHugeAllocator;
+static ALLOCATOR: alloc::LazyHugeAllocator = alloc::LazyHugeAllocator;
 
 #[derive(Parser)]
 #[command(name = "once", version, about = "A Kafka-compatible broker built for exactly-once processing")]

@@ -174,7 +174,8 @@ impl ServeArgs {
                 .unwrap_or(defaults.transactional_id_expiration_ms),
             metrics_listen: self.metrics_listen.clone(),
             // Only tests set it; it is deliberately not a flag or a config-file key.
-            test_crash_point: std::env::var("ONCE_TEST_CRASH_POINT").ok().filter(|point| !point.is_empty()),
+            // Ignored by a build without the `test-hooks` feature (see `warn_if_test_hooks_missing`).
+            test_crash_point: std::env::var(CRASH_POINT_ENV).ok().filter(|point| !point.is_empty()),
         }
     }
 }
@@ -216,6 +217,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    warn_if_test_hooks_missing();
     let config = args.broker_config();
     validate(&config)?;
     if config.topic_defaults.unsafe_skip_fsync {
@@ -237,7 +239,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Test hook (`ONCE_TEST_POWER_LOSS_MANIFEST`): SIGUSR2 simulates power loss — unsynced appends are
+/// The environment variable naming the transaction coordinator's test crash point.
+const CRASH_POINT_ENV: &str = "ONCE_TEST_CRASH_POINT";
+
+/// A test hook's environment variable does nothing in a binary built without the `test-hooks`
+/// feature (a plain `cargo build --release`): say so at start-up, or a power-loss check or a
+/// crash-point test would silently test nothing.
+fn warn_if_test_hooks_missing() {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    for (name, compiled) in [
+        (once_log::power_loss::MANIFEST_ENV, once_log::power_loss::COMPILED),
+        (CRASH_POINT_ENV, once_txn::CRASH_POINTS_COMPILED),
+    ] {
+        if set(name) && !compiled {
+            tracing::warn!(
+                "{name} is set but this binary was built without test hooks, so it is ignored; build with \
+                 `cargo build --release -p once-cli --features test-hooks` to use it"
+            );
+        }
+    }
+}
+
+/// Test hook (`ONCE_TEST_POWER_LOSS_MANIFEST`, only with the `test-hooks` feature; without it
+/// `enabled()` is false and this is never spawned): SIGUSR2 simulates power loss — unsynced appends are
 /// recorded as lost and the process dies by SIGKILL (see once_log::power_loss).
 async fn power_loss_on_sigusr2() {
     use tokio::signal::unix::{signal, SignalKind};

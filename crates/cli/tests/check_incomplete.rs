@@ -173,7 +173,7 @@ fn ids_on_a_partition_the_broker_lost_are_reported_lost_by_dedup() {
 /// went back with the re-created topic) instead of waiting on partitions 1 and 2 until its deadlines
 /// (exit 2). The members usually process everything on partitions 1 and 2 before they are gone, so
 /// whether a send there is left unprocessed is not forced here; each one that is must be `lost` with
-/// evidence `partition-gone` (the evidence itself: `group_checker_tests.rs`).
+/// evidence `partition-gone` (the evidence itself: `crates/check/src/group/checker_tests.rs`).
 #[test]
 fn sends_on_a_partition_the_broker_lost_are_reported_lost_by_group() {
     let report = run_losing_partitions("group", "6", Duration::from_secs(120), |run| run);

@@ -140,7 +140,7 @@ fn acknowledged_records_survive_power_loss() {
             hooked.signal("USR2");
             let status = hooked.wait(Duration::from_secs(30));
             assert_eq!(status.signal(), Some(9), "round {round}: the hook kills the broker; log:\n{}", hooked.log());
-            let applied = once_log::power_loss::apply(&manifest).expect("apply the power loss");
+            let applied = once_check::power_loss::apply(&manifest).expect("apply the power loss");
             assert!(applied.files >= 1, "round {round}: the manifest names the synced segments");
             lost_bytes += applied.bytes_lost;
             broker.restart();

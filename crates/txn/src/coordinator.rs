@@ -33,7 +33,12 @@ use crate::store::TxnStore;
 pub const COORDINATOR_EPOCH: i32 = 0;
 
 /// The crash point tests use: the process dies after PrepareCommit is durable, before any marker.
+/// Only a build with the `test-hooks` feature has crash points ([`CRASH_POINTS_COMPILED`]).
 pub const CRASH_AFTER_PREPARE_COMMIT: &str = "txn-after-prepare-commit";
+
+/// Whether this build has the crash points at all (the `test-hooks` feature); without it
+/// [`TxnConfig::crash_point`] is ignored.
+pub const CRASH_POINTS_COMPILED: bool = cfg!(feature = "test-hooks");
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -80,7 +85,8 @@ pub struct TxnConfig {
     pub abort_check_interval: Duration,
     /// transactional.id.expiration.ms: an id idle (no transaction open) this long is forgotten.
     pub transactional_id_expiration_ms: i64,
-    /// A test hook: the crash point to die at (see [`CRASH_AFTER_PREPARE_COMMIT`]).
+    /// A test hook: the crash point to die at (see [`CRASH_AFTER_PREPARE_COMMIT`]). Ignored unless
+    /// built with the `test-hooks` feature.
     pub crash_point: Option<String>,
     /// Checkpoint the transaction log once it is larger than this and holds more than
     /// [`CHECKPOINT_RECORDS_PER_LIVE`] times the bytes of the live records.
@@ -183,6 +189,7 @@ pub struct TxnDescription {
 
 /// The test crash: SIGKILL to ourselves, like `kill -9` (nothing flushed, no destructors); abort if
 /// that is impossible.
+#[cfg(feature = "test-hooks")]
 fn crash_now() -> ! {
     let _ = std::process::Command::new("kill").arg("-9").arg(std::process::id().to_string()).status();
     std::process::abort()
@@ -392,6 +399,8 @@ impl TxnCoordinator {
             EndDecision::AlreadyDone => Ok(()),
             EndDecision::Prepare(prepared) => {
                 self.persist(transactional_id, &mut slot, prepared).await?;
+                // Only with the `test-hooks` feature: a release binary has no crash points.
+                #[cfg(feature = "test-hooks")]
                 if commit && self.config.crash_point.as_deref() == Some(CRASH_AFTER_PREPARE_COMMIT) {
                     tracing::error!(transactional_id, "test crash point {CRASH_AFTER_PREPARE_COMMIT} reached");
                     crash_now();

@@ -6,7 +6,6 @@
 //! versions with UNSUPPORTED_VERSION in their own layout (Kafka 4.0 advertises and refuses them too).
 //!
 //! # Layout
-//! - [`alloc`] — an allocator for binaries that decode untrusted frames (the one module with `unsafe`).
 //! - [`frame`] — the 4-byte length prefix and its bound.
 //! - [`versions`] — which APIs and versions Once advertises in ApiVersions, and which it can decode.
 //! - [`request`] — decoding a frame into a request header and a typed body, with typed errors for the
@@ -15,7 +14,6 @@
 
 #![deny(unsafe_code)]
 
-pub mod alloc;
 pub mod frame;
 pub mod request;
 pub mod response;

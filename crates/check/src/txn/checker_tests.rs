@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::history::{Send, SendOutcome};
-use crate::txn_history::{Copier, CopierEnd, TopicRead, TracedTransaction, Unparseable};
+use crate::txn::history::{Copier, CopierEnd, TopicRead, TracedTransaction, Unparseable};
 
 /// The wall clock at the run's time 0 in the hand-made histories.
 const WALL_CLOCK_START_MS: u64 = 1_700_000_000_000;

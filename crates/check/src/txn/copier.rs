@@ -17,7 +17,7 @@ use crate::history::FaultEvent;
 use crate::nemesis::{elapsed_ms, ClientNemesis};
 use crate::progress::Stats;
 use crate::rng::Rng;
-use crate::txn_history::{Copier, CopierEnd, CopierId, TracedTransaction};
+use crate::txn::history::{Copier, CopierEnd, CopierId, TracedTransaction};
 
 /// Length of one copier transaction.
 const COMMIT_INTERVAL_MS: u64 = 100;

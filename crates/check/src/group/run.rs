@@ -1,9 +1,14 @@
-//! Starting and stopping the `group` workload, and the fresh consumer that resumes from the group's
-//! committed offsets at the end.
+//! Starting and stopping the `group` workload, the fresh consumer that resumes from the group's
+//! committed offsets at the end, and the workload's run: under the nemesis, the check, the report.
 
 use std::thread::JoinHandle;
 
 use super::*;
+use crate::group::checker::{check_group, reprocessing};
+use crate::group::history::GroupHistory;
+use crate::group::report as group_report;
+use crate::run::{Run, SetUp};
+use crate::{group, progress, Fault};
 
 /// The running workload: producer and member threads.
 pub struct Running {
@@ -153,5 +158,60 @@ fn committed_offsets(
         }
         anyhow::ensure!(Instant::now() < deadline, "resume: could not fetch the committed offsets");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl Run<'_> {
+    pub(crate) fn group(&self, set_up: &mut SetUp, progress: progress::Progress) -> anyhow::Result<bool> {
+        let crashes = self.args.faults.contains(&Fault::Crash);
+        let config = group::GroupConfig {
+            queue: self.config.clone(),
+            members: self.args.members,
+            commit_before_process: self.args.commit_before_process,
+            crashes_until: crashes.then(|| self.start + Duration::from_secs(self.args.duration)),
+            crashed_clients: set_up.proxy.as_ref().map(|proxy| proxy.crashed_clients.clone()),
+            seed: self.seed,
+        };
+        let running = group::start(&config, &self.stats, self.start);
+        let mut faults = self.nemesis(set_up, Vec::new())?;
+        let (sends, log) = running.stop()?;
+        let resumed = group::resume(&config, &log, self.start)?;
+        drop(progress);
+        let log = std::mem::take(&mut *log.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        faults.extend(log.crashes);
+        faults.sort_by_key(|event| event.time_ms);
+        let mut unparseable = log.unparseable;
+        unparseable.sort_unstable();
+        unparseable.dedup();
+        let history = GroupHistory {
+            partitions: self.args.partitions,
+            sends,
+            incarnations: log.incarnations,
+            processed: log.processed,
+            commits: log.commits,
+            committed_reads: log.committed_reads,
+            resume: resumed.resume,
+            final_read_complete: resumed.complete,
+            partitions_found: Some(resumed.partitions_found),
+            unparseable,
+            faults,
+        };
+        let anomalies = check_group(&history);
+        let outcome = group_report::GroupOutcome {
+            seed: self.seed,
+            duration_secs: self.args.duration,
+            topic: &self.config.topic,
+            client_bootstrap: &self.config.bootstrap,
+            history: &history,
+            anomalies: &anomalies,
+            reprocessing: reprocessing(&history),
+            faults: set_up.fault_counts(&self.stats),
+            crashed_client_cutoffs: set_up
+                .proxy
+                .as_ref()
+                .map_or(0, |proxy| proxy.counters.crashed_client_cutoffs.load(Ordering::Relaxed)),
+        };
+        self.publish(&outcome, &history.sends)?;
+        Ok(anomalies.is_empty())
     }
 }

@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use crate::group_checker::{GroupAnomaly, Reprocessing, GROUP_CLASSES};
-use crate::group_history::GroupHistory;
+use crate::group::checker::{GroupAnomaly, Reprocessing, GROUP_CLASSES};
+use crate::group::history::GroupHistory;
 use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};
 
 /// Everything a `group` report says, gathered once.

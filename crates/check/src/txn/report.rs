@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use crate::producer_process::producer_counts;
 use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};
-use crate::txn_checker::{uncommitted_reads, TxnAnomaly, TXN_CLASSES};
-use crate::txn_history::{CopierEnd, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
+use crate::txn::checker::{uncommitted_reads, TxnAnomaly, TXN_CLASSES};
+use crate::txn::history::{CopierEnd, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
 
 /// Everything a `txn` report says, gathered once.
 pub struct TxnOutcome<'a> {
@@ -46,7 +46,8 @@ impl TxnOutcome<'_> {
 
     fn copiers(&self) -> CopierCounts {
         let copiers = &self.history.copiers;
-        let count = |wanted: &dyn Fn(&crate::txn_history::Copier) -> bool| copiers.iter().filter(|c| wanted(c)).count();
+        let count =
+            |wanted: &dyn Fn(&crate::txn::history::Copier) -> bool| copiers.iter().filter(|c| wanted(c)).count();
         CopierCounts {
             started: copiers.len(),
             killed: count(&|copier| copier.end == CopierEnd::Killed),

@@ -1,6 +1,6 @@
 //! The txn checker: anomalies of transactional consume-transform-produce copiers, computed from a
 //! [`TxnHistory`]. Pure functions, so every class is unit-tested on hand-made histories
-//! (`txn_checker_tests.rs`).
+//! (`checker_tests.rs`).
 //!
 //! Exactly once is the contract: once the final copier has caught up, the committed output holds
 //! every value of the input exactly once, in the input's partition and order, and nothing else; a
@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::checker::{poll_steps, LostEvidence};
 use crate::history::{Poll, TimeMs, Value};
-use crate::txn_history::{
+use crate::queue::checker::{poll_steps, LostEvidence};
+use crate::txn::history::{
     CopierId, TopicRead, TracedTransaction, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER,
 };
 
@@ -432,5 +432,5 @@ fn consumer_name(history: &TxnHistory, consumer: u16) -> String {
 }
 
 #[cfg(test)]
-#[path = "txn_checker_tests.rs"]
+#[path = "checker_tests.rs"]
 mod tests;

@@ -8,6 +8,10 @@
 //! sample of the acknowledged ones; a live read_committed consumer reads the whole run, and the whole
 //! topic is read at the end.
 
+pub(crate) mod checker;
+pub(crate) mod report;
+mod run;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,6 +2,10 @@
 //! topic while assign-based (read_committed and read_uncommitted) and subscribe-based (a group of
 //! two) consumers poll; after the faults stop, a final read of every partition from the start.
 
+pub(crate) mod checker;
+pub(crate) mod report;
+mod run;
+
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

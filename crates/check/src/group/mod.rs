@@ -6,6 +6,10 @@
 //! incarnation takes its place. After the faults stop and the group has committed everything, a
 //! fresh consumer joins the same group and must resume exactly at the committed offsets.
 
+pub(crate) mod checker;
+pub(crate) mod history;
+pub(crate) mod report;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,7 +19,7 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::group_history::{Commit, CommittedRead, Incarnation, IncarnationId, Processed, Resume, FINAL_MEMBER};
+use crate::group::history::{Commit, CommittedRead, Incarnation, IncarnationId, Processed, Resume, FINAL_MEMBER};
 use crate::history::{FaultEvent, Send, TimeMs, Value};
 use crate::nemesis::elapsed_ms;
 use crate::progress::Stats;
@@ -286,6 +290,5 @@ fn poll_batch(consumer: &BaseConsumer<EpochContext>, epoch: &AtomicU32) -> (u32,
     (current, batch)
 }
 
-#[path = "group_run.rs"]
 mod run;
 pub use run::{resume, start};

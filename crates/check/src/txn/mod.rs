@@ -2,10 +2,16 @@
 //! Idempotent producer processes ([`crate::producer_process`], killed mid-send by `client-kill`)
 //! write unique values to `<run>-in`; `once copy` processes (one active at a
 //! time, one transactional id) copy it to `<run>-out` in transactions of 100 ms, aborting a fifth of
-//! them on purpose, while the nemesis kills and pauses them ([`crate::txn_copier`]). A read_committed
+//! them on purpose, while the nemesis kills and pauses them ([`crate::txn::copier`]). A read_committed
 //! and a read_uncommitted consumer read the output the whole time. After the faults: zombies are
 //! resumed and given time to exit fenced, the producers stop, a final copier copies whatever is left
 //! and exits when idle, and both topics are read whole.
+
+pub(crate) mod checker;
+pub(crate) mod copier;
+pub(crate) mod history;
+pub(crate) mod report;
+mod run;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,8 +29,8 @@ use crate::progress::Stats;
 use crate::queue::FINAL_READER;
 use crate::queue::{client, high_watermarks, partitions_of, ConsumerSpec, Consumers, QueueConfig, Reads, Recorder};
 use crate::rng::Rng;
-use crate::txn_copier::Copiers;
-use crate::txn_history::{CopierEnd, CopierId, TopicRead, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
+use crate::txn::copier::Copiers;
+use crate::txn::history::{CopierEnd, CopierId, TopicRead, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
 
 /// The live consumers of the output, by [`crate::history::Poll::consumer`].
 pub const CONSUMERS: [&str; 2] = ["output-read-committed", "output-read-uncommitted"];

@@ -1,4 +1,6 @@
-//! The process allocator: the system allocator, except that very large allocations are reserved lazily.
+//! The `once` binary's allocator: the system allocator, except that very large allocations are
+//! reserved lazily. (A module of the binary, not of the codec crate: the global allocator is the
+//! binary's choice. The decode fuzz target includes this file by path, to decode as `once serve` does.)
 //!
 //! Why: the Kafka codecs pre-allocate arrays from element counts read off the wire
 //! (`Vec::with_capacity(count)`), before they find out that the frame is far too short to hold that

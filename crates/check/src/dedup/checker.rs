@@ -1,5 +1,5 @@
 //! The `dedup` checker: anomalies of message-id deduplication, computed from a [`DedupHistory`].
-//! Pure functions, unit-tested on hand-made histories (`dedup_checker_tests.rs`).
+//! Pure functions, unit-tested on hand-made histories (`checker_tests.rs`).
 //!
 //! The contract (`docs/design/dedup.md`): whatever fresh producers resend, the topic stores each
 //! message id once; an id acknowledged to any sender is stored; and an answer that names an offset
@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::checker::{self, Anomaly, LostEvidence};
 use crate::history::{FaultEvent, History, Poll, Send, TimeMs, Value};
 use crate::producer_process::ProducerRun;
-use crate::txn_history::TopicRead;
+use crate::queue::checker::{self, Anomaly, LostEvidence};
+use crate::txn::history::TopicRead;
 
 /// Anomaly class names of the `dedup` workload, in report order.
 pub const DEDUP_CLASSES: [&str; 8] = [
@@ -250,5 +250,5 @@ pub fn resends(sends: &[Send]) -> Resends {
 }
 
 #[cfg(test)]
-#[path = "dedup_checker_tests.rs"]
+#[path = "checker_tests.rs"]
 mod tests;

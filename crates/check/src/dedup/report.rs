@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use crate::dedup_checker::{resends, DedupAnomaly, DedupHistory, DEDUP_CLASSES};
+use crate::dedup::checker::{resends, DedupAnomaly, DedupHistory, DEDUP_CLASSES};
 use crate::history::Send;
 use crate::producer_process::producer_counts;
 use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};

@@ -2,9 +2,9 @@
 //! allows) passes, and each anomaly class is found, with its evidence, in a history built for it.
 
 use super::*;
-use crate::checker::LostEvidence;
-use crate::group_history::{CommittedRead, Incarnation, Processed, Resume};
+use crate::group::history::{CommittedRead, Incarnation, Processed, Resume};
 use crate::history::{Send, SendOutcome};
+use crate::queue::checker::LostEvidence;
 
 fn acked(index: u64, offset: i64) -> Send {
     let outcome = SendOutcome::Acked { offset };
@@ -49,7 +49,7 @@ fn clean() -> GroupHistory {
     }
 }
 
-const FINAL: u16 = crate::group_history::FINAL_MEMBER;
+const FINAL: u16 = crate::group::history::FINAL_MEMBER;
 
 fn classes(history: &GroupHistory) -> Vec<&'static str> {
     check_group(history).iter().map(GroupAnomaly::class).collect()

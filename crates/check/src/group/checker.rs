@@ -1,6 +1,6 @@
 //! The group checker: anomalies of consumer groups that commit offsets while members die, computed
 //! from a [`GroupHistory`]. Pure functions, so every class is unit-tested on hand-made histories
-//! (`group_checker_tests.rs`).
+//! (`checker_tests.rs`).
 //!
 //! At-least-once is the contract: a record may be processed again after a crash (counted, in
 //! [`Reprocessing`], never an anomaly), but a committed offset must never pass a record nobody
@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::checker::LostEvidence;
-use crate::group_history::{Commit, GroupHistory};
+use crate::group::history::{Commit, GroupHistory};
 use crate::history::{TimeMs, Value};
+use crate::queue::checker::LostEvidence;
 
 /// Offsets listed in a committed-beyond-processed report at most; the count is always complete.
 const UNPROCESSED_OFFSETS_SHOWN: usize = 10;
@@ -282,5 +282,5 @@ pub fn reprocessing(history: &GroupHistory) -> Reprocessing {
 }
 
 #[cfg(test)]
-#[path = "group_checker_tests.rs"]
+#[path = "checker_tests.rs"]
 mod tests;
