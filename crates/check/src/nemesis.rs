@@ -129,6 +129,13 @@ impl ManagedBroker {
     pub fn power_loss(&mut self) -> anyhow::Result<u64> {
         self.resume();
         let Some(mut child) = self.child.take() else { return Ok(0) };
+        // A broker that already died on its own is not a build without hooks: say what happened.
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "power-loss fault: the broker had already exited ({status}) before the fault; log: {}",
+                self.log_path.display()
+            );
+        }
         self.signal_child(&child, "USR2");
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {

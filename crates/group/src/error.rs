@@ -65,7 +65,16 @@ impl From<PartitionError> for GroupError {
             PartitionError::CoordinatorFenced { marker, current } => {
                 GroupError::TransactionCoordinatorFenced { marker, current }
             }
-            other => GroupError::Storage(other.to_string()),
+            // The offsets log could not take the write: its storage failed, its queue is full, or
+            // the write is one the offsets log never makes (sequences, dedup). Retriable for clients
+            // (COORDINATOR_NOT_AVAILABLE); named one by one so a new variant needs a decision.
+            other @ (PartitionError::Log(_)
+            | PartitionError::Storage(_)
+            | PartitionError::Busy(_)
+            | PartitionError::MarkerQueueTimeout { .. }
+            | PartitionError::OutOfOrderSequence { .. }
+            | PartitionError::DedupPending(_)
+            | PartitionError::DedupIndexFull(_)) => GroupError::Storage(other.to_string()),
         }
     }
 }

@@ -81,7 +81,15 @@ fn partition_marker_error(name: &str, error: PartitionError, open_transaction: i
                 above this coordinator's, written before such markers were refused; retrying it");
             MarkerError::Failed(reason)
         }
-        _ => MarkerError::Failed(reason),
+        PartitionError::Log(_)
+        | PartitionError::Storage(_)
+        | PartitionError::Closed(_)
+        | PartitionError::Busy(_)
+        | PartitionError::MarkerQueueTimeout { .. }
+        | PartitionError::OutOfOrderSequence { .. }
+        | PartitionError::InvalidTxnState(_)
+        | PartitionError::DedupPending(_)
+        | PartitionError::DedupIndexFull(_) => MarkerError::Failed(reason),
     }
 }
 

@@ -28,9 +28,22 @@ pub enum TxnError {
 
 impl From<once_partition::PartitionError> for TxnError {
     fn from(error: once_partition::PartitionError) -> Self {
+        use once_partition::PartitionError;
         match error {
-            once_partition::PartitionError::Closed(_) => TxnError::NotAvailable,
-            other => TxnError::Storage(other.to_string()),
+            PartitionError::Closed(_) => TxnError::NotAvailable,
+            // The transaction log could not take the write (the request may be retried); the
+            // variants the transaction log never produces land here too, named so that a new
+            // variant needs a decision.
+            other @ (PartitionError::Log(_)
+            | PartitionError::Storage(_)
+            | PartitionError::Busy(_)
+            | PartitionError::MarkerQueueTimeout { .. }
+            | PartitionError::OutOfOrderSequence { .. }
+            | PartitionError::ProducerFenced { .. }
+            | PartitionError::InvalidTxnState(_)
+            | PartitionError::CoordinatorFenced { .. }
+            | PartitionError::DedupPending(_)
+            | PartitionError::DedupIndexFull(_)) => TxnError::Storage(other.to_string()),
         }
     }
 }
