@@ -7,16 +7,14 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
-use once_log::BatchHeader;
+use once_log::{BatchHeader, ValidBatch};
 use once_partition::{Appended, PartitionError};
 use once_wire::ResponseError;
 
 use super::str_bytes;
 use crate::broker::{Broker, PendingResponse};
-use crate::errors::partition_error_code;
+use crate::errors::{log_error_code, partition_error_code};
 
-/// Bytes of the partition leader epoch in a v2 batch header.
-const PARTITION_LEADER_EPOCH: std::ops::Range<usize> = 12..16;
 /// The only leader epoch a single broker has (also what Metadata reports).
 const LEADER_EPOCH: i32 = 0;
 
@@ -60,21 +58,19 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> P
                 };
                 let max_message_bytes = topic.as_ref().map(|topic| topic.config().max_message_bytes()).unwrap_or(0);
                 let records = data.records.unwrap_or_default();
-                if let Err((error, message)) = check_batch(&records, max_message_bytes) {
-                    return failed(index, error, message);
-                }
-                let mut batch = records.to_vec();
+                let mut batch = match check_batch(&records, max_message_bytes) {
+                    Ok(batch) => batch,
+                    Err((error, message)) => return failed(index, error, message),
+                };
                 // The broker stamps its partition leader epoch (outside the CRC), as Kafka does.
-                batch[PARTITION_LEADER_EPOCH].copy_from_slice(&LEADER_EPOCH.to_be_bytes());
-                let header = BatchHeader::parse(&batch).expect("check_batch parsed the header");
-                let append = if header.is_transactional() {
-                    match append_transactional(broker, transactional_id.as_deref(), &name.0, &partition, &header, batch)
-                    {
+                batch.set_partition_leader_epoch(LEADER_EPOCH);
+                let append = if batch.header().is_transactional() {
+                    match append_transactional(broker, transactional_id.as_deref(), &name.0, &partition, batch) {
                         Ok(append) => append,
                         Err((error, message)) => return failed(index, error, message),
                     }
                 } else {
-                    Box::pin(partition.append(batch))
+                    Box::pin(partition.append_valid(batch))
                 };
                 Box::pin(async move { answer(index, &partition, append.await) })
             })
@@ -104,8 +100,7 @@ fn append_transactional(
     transactional_id: Option<&str>,
     topic: &str,
     partition: &once_partition::Partition,
-    header: &BatchHeader,
-    batch: Vec<u8>,
+    batch: ValidBatch,
 ) -> Result<PendingAppend, (ResponseError, String)> {
     let Some(transactional_id) = transactional_id.filter(|id| !id.is_empty()) else {
         return Err((
@@ -114,8 +109,9 @@ fn append_transactional(
         ));
     };
     let index = partition.id().partition;
-    let queued = broker.txns.with_verified(transactional_id, header.producer_id, header.producer_epoch, |txn| {
-        txn.partitions.contains(&(topic.to_string(), index)).then(|| partition.append(batch))
+    let (producer_id, producer_epoch) = (batch.header().producer_id, batch.header().producer_epoch);
+    let queued = broker.txns.with_verified(transactional_id, producer_id, producer_epoch, |txn| {
+        txn.partitions.contains(&(topic.to_string(), index)).then(|| partition.append_valid(batch))
     });
     match queued {
         Ok(Some(append)) => Ok(Box::pin(append)),
@@ -163,8 +159,9 @@ fn answer(
     }
 }
 
-/// What Kafka checks of a produced batch before it reaches the log (the log checks CRC and offsets).
-fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<(), (ResponseError, String)> {
+/// What Kafka checks of a produced batch before it reaches the log, then the log's own validation
+/// (structure, CRC) on the same parsed header: the one parse of the batch on the produce path.
+fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<ValidBatch, (ResponseError, String)> {
     if records.is_empty() {
         return Err((ResponseError::InvalidRecord, "produce request carries no record batch".into()));
     }
@@ -209,7 +206,7 @@ fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<(), (Response
             format!("idempotent batch with negative base sequence {}", header.base_sequence),
         ));
     }
-    Ok(())
+    ValidBatch::validate_parsed(header, records.to_vec()).map_err(|error| (log_error_code(&error), error.to_string()))
 }
 
 /// The answer to an advertised-but-unserved Produce version: UNSUPPORTED_VERSION for every partition
