@@ -237,3 +237,56 @@ fn either_decoder_reads_either_encoder() {
     let headers = &decoded_by_kafka[3].headers;
     assert_eq!(headers.len(), 2, "kafka-protocol reads this module's record headers");
 }
+
+type OwnedRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+fn owned_record() -> impl proptest::strategy::Strategy<Value = OwnedRecord> {
+    use proptest::prelude::*;
+    let bytes = || prop::option::weighted(0.8, prop::collection::vec(any::<u8>(), 0..40));
+    // Header keys are strings to kafka-protocol (and a map, so repeated keys are not compared there).
+    let header = ("[a-c]{0,3}".prop_map(String::into_bytes), bytes());
+    (0..1_000_000i64, bytes(), bytes(), prop::collection::vec(header, 0..3))
+}
+
+proptest::proptest! {
+    /// Any records encode to a valid batch that this module and `kafka-protocol` both read back as
+    /// they were written.
+    #[test]
+    fn any_records_round_trip(records in proptest::collection::vec(owned_record(), 1..20), base in 0..i64::MAX / 2) {
+        let mut encoder = BatchEncoder::new(base).producer(5, 1, 9);
+        for (index, (timestamp_delta, key, value, headers)) in records.iter().enumerate() {
+            let headers: Vec<(&[u8], Option<&[u8]>)> =
+                headers.iter().map(|(key, value)| (key.as_slice(), value.as_deref())).collect();
+            encoder.push(&NewRecord {
+                offset_delta: index as i32,
+                timestamp_delta: *timestamp_delta,
+                key: key.as_deref(),
+                value: value.as_deref(),
+                headers: &headers,
+            });
+        }
+        let batch = encoder.finish();
+        let read = uncompressed_records(batch.header(), batch.bytes()).expect("reads back");
+        proptest::prop_assert_eq!(read.len(), records.len());
+        let max_delta = records.iter().map(|record| record.0).max().unwrap_or(0);
+        proptest::prop_assert_eq!(batch.header().max_timestamp, base + max_delta);
+        let mut input = Bytes::from(batch.bytes().to_vec());
+        let theirs = RecordBatchDecoder::decode(&mut input).expect("kafka-protocol decodes").records;
+        proptest::prop_assert_eq!(theirs.len(), records.len());
+        for (index, ((timestamp_delta, key, value, headers), (ours, theirs))) in
+            records.iter().zip(read.iter().zip(&theirs)).enumerate()
+        {
+            proptest::prop_assert_eq!(ours.offset_delta, index as i32);
+            proptest::prop_assert_eq!(ours.timestamp_delta, *timestamp_delta);
+            proptest::prop_assert_eq!(ours.key, key.as_deref());
+            proptest::prop_assert_eq!(ours.value, value.as_deref());
+            let read_headers: Vec<(&[u8], Option<&[u8]>)> = ours.headers().collect();
+            let written: Vec<(&[u8], Option<&[u8]>)> =
+                headers.iter().map(|(key, value)| (key.as_slice(), value.as_deref())).collect();
+            proptest::prop_assert_eq!(read_headers, written);
+            proptest::prop_assert_eq!(theirs.timestamp, base + timestamp_delta);
+            proptest::prop_assert_eq!(theirs.key.as_deref(), key.as_deref());
+            proptest::prop_assert_eq!(theirs.value.as_deref(), value.as_deref());
+        }
+    }
+}
