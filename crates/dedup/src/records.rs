@@ -6,7 +6,10 @@
 
 use std::borrow::Cow;
 
-use once_log::{verify_crc, BatchHeader, BATCH_HEADER_LEN, MAGIC_V2};
+use once_log::batch::{
+    self, Record, ATTRIBUTES_FIELD, ATTRIBUTE_COMPRESSION_MASK, BATCH_LENGTH_OVERHEAD, CRC_FIELD, RECORDS_COUNT_FIELD,
+};
+use once_log::{verify_crc, BatchHeader, ValidBatch, BATCH_HEADER_LEN};
 
 use crate::codec;
 use crate::config::DedupSource;
@@ -16,18 +19,6 @@ use crate::id::Id;
 /// Largest records section, after decompression, that this crate will handle in one batch:
 /// a bound against decompression bombs (a few KiB of zstd can claim gigabytes).
 pub const RECORDS_BYTES_MAX: usize = 256 * 1024 * 1024;
-
-/// Bytes before and including the batch length field, not counted by it.
-const BATCH_LENGTH_OVERHEAD: usize = 12;
-/// The CRC32C covers the batch from the attributes field (byte 21) to its end.
-const CRC_START: usize = 21;
-const CRC_FIELD: usize = 17;
-const ATTRIBUTES_FIELD: usize = 21;
-const RECORDS_COUNT_FIELD: usize = 57;
-const COMPRESSION_MASK: i16 = 0x07;
-/// Smallest possible record: length, attributes, timestamp delta, offset delta, key length,
-/// value length, header count: one byte each.
-const RECORD_LEN_MIN: usize = 7;
 
 /// One record's id and where it sits in the batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,27 +30,21 @@ pub struct RecordId {
     pub id: Option<Id>,
 }
 
-/// A byte range in the records section.
-type Span = (usize, usize);
-
-/// One record, located in the records section.
-#[derive(Clone, Debug)]
-pub(crate) struct RecordSpan {
-    /// The whole record, its length prefix included.
-    pub(crate) bytes: Span,
-    pub(crate) offset_delta: i32,
-    pub(crate) key: Option<Span>,
-    pub(crate) value: Option<Span>,
-    /// The headers, from the first header's key length to the end of the record.
-    pub(crate) headers: Span,
-    pub(crate) header_count: usize,
-}
-
-/// A batch with its records section decompressed and its records located.
+/// A batch with its records section decompressed. Its records are read from `records_section`
+/// with `once_log::batch::read_records` (they borrow from it).
 pub(crate) struct ParsedBatch<'a> {
     pub(crate) header: BatchHeader,
     pub(crate) records_section: Cow<'a, [u8]>,
-    pub(crate) records: Vec<RecordSpan>,
+}
+
+impl ParsedBatch<'_> {
+    /// The records, located and checked.
+    pub(crate) fn records(&self) -> Result<Vec<Record<'_>>, DedupError> {
+        let count = usize::try_from(self.header.records_count).map_err(|_| {
+            DedupError::InvalidBatch(format!("records count {} is negative", self.header.records_count))
+        })?;
+        batch::read_records(&self.records_section, count).map_err(|error| invalid(error.0))
+    }
 }
 
 /// The ids of a batch's records, one entry per record in batch order; `None` where a record has
@@ -73,40 +58,38 @@ pub fn extract_ids(batch: &[u8], source: &DedupSource) -> Result<Vec<Option<Id>>
 /// Like [`extract_ids`], with each record's offset delta (the writer needs it to tell
 /// [`crate::DedupIndex::confirm`] each record's offset).
 pub fn extract_record_ids(batch: &[u8], source: &DedupSource) -> Result<Vec<RecordId>, DedupError> {
-    let parsed = parse_batch(batch)?;
-    let section = parsed.records_section.as_ref();
+    record_ids(&parse_batch(batch)?, source)
+}
+
+/// Like [`extract_record_ids`], for a batch the log's validation already accepted (the produce path):
+/// its header is not parsed nor its CRC checked again.
+pub fn extract_valid_record_ids(batch: &ValidBatch, source: &DedupSource) -> Result<Vec<RecordId>, DedupError> {
+    record_ids(&parse_records(*batch.header(), batch.bytes())?, source)
+}
+
+fn record_ids(parsed: &ParsedBatch<'_>, source: &DedupSource) -> Result<Vec<RecordId>, DedupError> {
     let control = parsed.header.is_control();
-    parsed
-        .records
+    let records = parsed.records()?;
+    Ok(records
         .iter()
         .map(|record| {
-            let id_bytes = if control { None } else { id_bytes(section, record, source)? };
-            Ok(RecordId { offset_delta: record.offset_delta, id: id_bytes.map(Id::of) })
+            let id_bytes = if control { None } else { id_bytes(record, source) };
+            RecordId { offset_delta: record.offset_delta, id: id_bytes.map(Id::of) }
         })
-        .collect()
+        .collect())
 }
 
 /// The bytes a record's id is the hash of, per the source.
-fn id_bytes<'a>(section: &'a [u8], record: &RecordSpan, source: &DedupSource) -> Result<Option<&'a [u8]>, DedupError> {
-    let slice = |span: Option<Span>| span.map(|(start, end)| &section[start..end]);
-    Ok(match source {
+fn id_bytes<'a>(record: &Record<'a>, source: &DedupSource) -> Option<&'a [u8]> {
+    match source {
         DedupSource::None => None,
-        DedupSource::Key => slice(record.key),
-        DedupSource::Content => slice(record.value),
+        DedupSource::Key => record.key,
+        DedupSource::Content => record.value,
+        // Kafka's Headers.lastHeader: the last one wins.
         DedupSource::Header(name) => {
-            let mut cursor = Cursor { data: &section[..record.headers.1], position: record.headers.0 };
-            let mut found = None;
-            for _ in 0..record.header_count {
-                let key = cursor.bytes()?.ok_or_else(|| invalid("a header has a null key".into()))?;
-                let value = cursor.bytes()?;
-                if key == name.as_bytes() {
-                    // Kafka's Headers.lastHeader: the last one wins.
-                    found = Some(value);
-                }
-            }
-            found.flatten()
+            record.headers().filter(|(key, _)| *key == name.as_bytes()).last().and_then(|(_, value)| value)
         }
-    })
+    }
 }
 
 /// Rebuilds `batch` with only the records whose `keep` entry is true, as Kafka's log compaction
@@ -121,9 +104,20 @@ fn id_bytes<'a>(section: &'a [u8], record: &RecordSpan, source: &DedupSource) ->
 /// are cleared: there is nothing to decompress. With every record kept the batch is returned
 /// unchanged.
 pub fn filter_batch(batch: &[u8], keep: &[bool]) -> Result<Vec<u8>, DedupError> {
-    let parsed = parse_batch(batch)?;
-    if keep.len() != parsed.records.len() {
-        return Err(DedupError::KeepMaskLength { mask: keep.len(), records: parsed.records.len() });
+    filter(batch, &parse_batch(batch)?, keep)
+}
+
+/// Like [`filter_batch`], for a batch the log's validation already accepted; the result is one too
+/// (validated again: the pair of the assertion that it carries its own checksum).
+pub fn filter_valid_batch(batch: &ValidBatch, keep: &[bool]) -> Result<ValidBatch, DedupError> {
+    let filtered = filter(batch.bytes(), &parse_records(*batch.header(), batch.bytes())?, keep)?;
+    ValidBatch::validate(filtered).map_err(|error| invalid(format!("the filtered batch is refused: {error}")))
+}
+
+fn filter(batch: &[u8], parsed: &ParsedBatch<'_>, keep: &[bool]) -> Result<Vec<u8>, DedupError> {
+    let records = parsed.records()?;
+    if keep.len() != records.len() {
+        return Err(DedupError::KeepMaskLength { mask: keep.len(), records: records.len() });
     }
     if keep.iter().all(|kept| *kept) {
         return Ok(batch.to_vec());
@@ -131,15 +125,15 @@ pub fn filter_batch(batch: &[u8], keep: &[bool]) -> Result<Vec<u8>, DedupError> 
     let section = parsed.records_section.as_ref();
     let mut kept_records = Vec::with_capacity(section.len());
     let mut kept_count: i32 = 0;
-    for (record, _) in parsed.records.iter().zip(keep).filter(|(_, kept)| **kept) {
-        kept_records.extend_from_slice(&section[record.bytes.0..record.bytes.1]);
+    for (record, _) in records.iter().zip(keep).filter(|(_, kept)| **kept) {
+        kept_records.extend_from_slice(record.bytes);
         kept_count += 1;
     }
     let mut attributes = parsed.header.attributes;
     if kept_count == 0 {
-        attributes &= !COMPRESSION_MASK;
+        attributes &= !ATTRIBUTE_COMPRESSION_MASK;
     }
-    let body = codec::compress((attributes & COMPRESSION_MASK) as u8, &kept_records)?;
+    let body = codec::compress((attributes & ATTRIBUTE_COMPRESSION_MASK) as u8, &kept_records)?;
     let batch_length = i32::try_from(BATCH_HEADER_LEN - BATCH_LENGTH_OVERHEAD + body.len())
         .map_err(|_| invalid(format!("filtered batch of {} bytes is too long", body.len())))?;
 
@@ -149,7 +143,7 @@ pub fn filter_batch(batch: &[u8], keep: &[bool]) -> Result<Vec<u8>, DedupError> 
     out[ATTRIBUTES_FIELD..ATTRIBUTES_FIELD + 2].copy_from_slice(&attributes.to_be_bytes());
     out[RECORDS_COUNT_FIELD..RECORDS_COUNT_FIELD + 4].copy_from_slice(&kept_count.to_be_bytes());
     out.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&out[CRC_START..]);
+    let crc = batch::crc_of(&out);
     out[CRC_FIELD..CRC_FIELD + 4].copy_from_slice(&crc.to_be_bytes());
     assert_eq!(out.len(), usize::try_from(batch_length).unwrap_or(0) + BATCH_LENGTH_OVERHEAD, "length field");
     assert!(verify_crc(&out), "a rebuilt batch carries its own checksum");
@@ -160,122 +154,15 @@ fn invalid(message: String) -> DedupError {
     DedupError::InvalidRecords(message)
 }
 
-/// Checks the header and CRC, decompresses the records section and locates every record.
+/// Checks the framing (header, magic, length, CRC) of a batch given as bytes, then decompresses it.
 pub(crate) fn parse_batch(batch: &[u8]) -> Result<ParsedBatch<'_>, DedupError> {
-    let header = BatchHeader::parse(batch).map_err(|error| DedupError::InvalidBatch(error.to_string()))?;
-    if header.magic != MAGIC_V2 {
-        return Err(DedupError::InvalidBatch(format!("magic {} is not {MAGIC_V2}", header.magic)));
-    }
-    if header.batch_length < (BATCH_HEADER_LEN - BATCH_LENGTH_OVERHEAD) as i32 || header.total_len() != batch.len() {
-        return Err(DedupError::InvalidBatch(format!(
-            "batch length field {} does not match the {} bytes given",
-            header.batch_length,
-            batch.len()
-        )));
-    }
-    if !verify_crc(batch) {
-        return Err(DedupError::InvalidBatch("CRC32C mismatch".to_string()));
-    }
-    let records_count = usize::try_from(header.records_count)
-        .map_err(|_| DedupError::InvalidBatch(format!("records count {} is negative", header.records_count)))?;
+    let header = batch::check_framing(batch).map_err(|error| DedupError::InvalidBatch(error.to_string()))?;
+    parse_records(header, batch)
+}
+
+/// Decompresses the records section of a batch whose framing was checked.
+fn parse_records(header: BatchHeader, batch: &[u8]) -> Result<ParsedBatch<'_>, DedupError> {
+    debug_assert!(verify_crc(batch), "only a checked batch is read");
     let records_section = codec::decompress(header.compression(), &batch[BATCH_HEADER_LEN..], RECORDS_BYTES_MAX)?;
-    if records_count > records_section.len() / RECORD_LEN_MIN {
-        return Err(invalid(format!("{records_count} records cannot fit in {} bytes", records_section.len())));
-    }
-    let mut records = Vec::with_capacity(records_count);
-    let mut cursor = Cursor { data: records_section.as_ref(), position: 0 };
-    for index in 0..records_count {
-        let record = parse_record(&mut cursor).map_err(|error| match error {
-            DedupError::InvalidRecords(problem) => invalid(format!("record {index}: {problem}")),
-            other => other,
-        })?;
-        records.push(record);
-    }
-    if cursor.position != records_section.len() {
-        return Err(invalid(format!(
-            "{} bytes follow the {records_count} records the header counts",
-            records_section.len() - cursor.position
-        )));
-    }
-    Ok(ParsedBatch { header, records_section, records })
-}
-
-/// Parses one record at the cursor (which it leaves after the record).
-fn parse_record(cursor: &mut Cursor<'_>) -> Result<RecordSpan, DedupError> {
-    let start = cursor.position;
-    let length = usize::try_from(cursor.varint()?).map_err(|_| invalid("negative record length".into()))?;
-    let end = cursor.position.checked_add(length).filter(|end| *end <= cursor.data.len());
-    let end = end.ok_or_else(|| invalid(format!("record length {length} runs past the records")))?;
-    let mut body = Cursor { data: &cursor.data[..end], position: cursor.position };
-    body.take(1)?; // attributes: unused in v2 records
-    body.varlong()?; // timestamp delta
-    let offset_delta = body.varint()?;
-    let key = body.span()?;
-    let value = body.span()?;
-    let header_count = usize::try_from(body.varint()?).map_err(|_| invalid("negative header count".into()))?;
-    let headers_start = body.position;
-    for _ in 0..header_count {
-        body.span()?.ok_or_else(|| invalid("a header has a null key".into()))?;
-        body.span()?;
-    }
-    if body.position != end {
-        return Err(invalid(format!("{} bytes left over inside the record", end - body.position)));
-    }
-    cursor.position = end;
-    Ok(RecordSpan { bytes: (start, end), offset_delta, key, value, headers: (headers_start, end), header_count })
-}
-
-/// Reads Kafka's zigzag varints and length-prefixed byte strings.
-struct Cursor<'a> {
-    data: &'a [u8],
-    position: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, count: usize) -> Result<&'a [u8], DedupError> {
-        let end = self.position.checked_add(count).filter(|end| *end <= self.data.len());
-        let end = end.ok_or_else(|| invalid(format!("{count} bytes needed at {}", self.position)))?;
-        let bytes = &self.data[self.position..end];
-        self.position = end;
-        Ok(bytes)
-    }
-
-    /// A zigzag varint of at most `max_bytes` bytes.
-    fn zigzag(&mut self, max_bytes: u32) -> Result<i64, DedupError> {
-        let mut value: u64 = 0;
-        for index in 0..max_bytes {
-            let byte = self.take(1)?[0];
-            value |= u64::from(byte & 0x7f) << (7 * index);
-            if byte & 0x80 == 0 {
-                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
-            }
-        }
-        Err(invalid(format!("varint longer than {max_bytes} bytes")))
-    }
-
-    fn varlong(&mut self) -> Result<i64, DedupError> {
-        self.zigzag(10)
-    }
-
-    fn varint(&mut self) -> Result<i32, DedupError> {
-        let value = self.zigzag(5)?;
-        i32::try_from(value).map_err(|_| invalid(format!("varint {value} overflows 32 bits")))
-    }
-
-    /// A varint length then that many bytes; length -1 is null.
-    fn span(&mut self) -> Result<Option<Span>, DedupError> {
-        match self.varint()? {
-            -1 => Ok(None),
-            length @ 0.. => {
-                let start = self.position;
-                self.take(length as usize)?;
-                Ok(Some((start, self.position)))
-            }
-            length => Err(invalid(format!("length {length} is below -1"))),
-        }
-    }
-
-    fn bytes(&mut self) -> Result<Option<&'a [u8]>, DedupError> {
-        Ok(self.span()?.map(|(start, end)| &self.data[start..end]))
-    }
+    Ok(ParsedBatch { header, records_section })
 }

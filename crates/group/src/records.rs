@@ -22,7 +22,7 @@
 //! [`LogEntry`].
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::records::RecordBatchDecoder;
+use once_log::batch::{self, BatchEncoder, BatchHeader, CONTROL_TYPE_ABORT, CONTROL_TYPE_COMMIT};
 
 use crate::error::GroupError;
 
@@ -90,13 +90,6 @@ pub enum LogEntry {
     /// A group's metadata (its protocol type).
     Group(GroupRecord),
 }
-
-/// Batch attribute bit 4: the batch belongs to a transaction.
-const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
-
-/// Control record types of a marker's key (Kafka's `ControlRecordType`).
-const CONTROL_TYPE_ABORT: i16 = 0;
-const CONTROL_TYPE_COMMIT: i16 = 1;
 
 fn put_string(out: &mut BytesMut, value: Option<&str>) {
     match value {
@@ -219,29 +212,6 @@ fn decode_value(mut input: Bytes) -> Result<CommittedOffset, GroupError> {
     Ok(CommittedOffset { offset, leader_epoch, metadata, commit_timestamp_ms: input.get_i64() })
 }
 
-/// Bytes of a v2 batch before its records; the CRC32C covers everything from the attributes on.
-const BATCH_HEADER_BYTES: usize = 61;
-const CRC_START: usize = 21;
-
-fn put_varint(out: &mut BytesMut, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    while zigzag >= 0x80 {
-        out.put_u8((zigzag as u8 & 0x7f) | 0x80);
-        zigzag >>= 7;
-    }
-    out.put_u8(zigzag as u8);
-}
-
-fn put_bytes(out: &mut BytesMut, value: Option<&Bytes>) {
-    match value {
-        Some(bytes) => {
-            put_varint(out, bytes.len() as i64);
-            out.put_slice(bytes);
-        }
-        None => put_varint(out, -1),
-    }
-}
-
 /// One uncompressed, non-transactional v2 batch holding `records` (base offset 0: the log assigns it),
 /// ready for `Partition::append`.
 pub fn encode_batch(records: &[OffsetRecord], timestamp_ms: i64) -> Result<Vec<u8>, GroupError> {
@@ -276,61 +246,35 @@ pub fn encode_transactional_batch(
     encode(&offset_pairs(records), timestamp_ms, Some(producer))
 }
 
-/// A v2 batch of (key, value) records.
+/// A v2 batch of (key, value) records, through the one batch encoder.
 fn encode(
     records: &[(Bytes, Option<Bytes>)],
     timestamp_ms: i64,
     producer: Option<TransactionalProducer>,
 ) -> Result<Vec<u8>, GroupError> {
     assert!(!records.is_empty(), "an offsets batch holds at least one record");
-    let count =
-        i32::try_from(records.len()).map_err(|_| GroupError::Storage("too many records for one batch".into()))?;
-    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + records.len() * 64);
-    out.put_i64(0); // base offset
-    out.put_i32(0); // batch length, patched below
-    out.put_i32(-1); // partition leader epoch
-    out.put_i8(2); // magic
-    out.put_u32(0); // CRC32C, patched below
-                    // Attributes: no compression, create time, not control; transactional for a producer.
-    out.put_i16(if producer.is_some() { ATTRIBUTE_TRANSACTIONAL } else { 0 });
-    out.put_i32(count - 1); // last offset delta
-    out.put_i64(timestamp_ms); // base timestamp
-    out.put_i64(timestamp_ms); // max timestamp
-    out.put_i64(producer.map_or(-1, |producer| producer.producer_id));
-    out.put_i16(producer.map_or(-1, |producer| producer.producer_epoch));
-    out.put_i32(-1); // base sequence: none, even for a producer
-    out.put_i32(count);
-    assert_eq!(out.len(), BATCH_HEADER_BYTES, "the v2 batch header is 61 bytes");
-    for (offset_delta, (key, value)) in records.iter().enumerate() {
-        let mut body = BytesMut::with_capacity(64);
-        body.put_i8(0); // attributes
-        put_varint(&mut body, 0); // timestamp delta
-        put_varint(&mut body, offset_delta as i64);
-        put_bytes(&mut body, Some(key));
-        put_bytes(&mut body, value.as_ref());
-        put_varint(&mut body, 0); // headers
-        put_varint(&mut out, body.len() as i64);
-        out.put_slice(&body);
+    i32::try_from(records.len()).map_err(|_| GroupError::Storage("too many records for one batch".into()))?;
+    // No compression, create time, not control; transactional for a producer, base sequence -1 even
+    // then (a TxnOffsetCommit carries none).
+    let mut encoder = BatchEncoder::new(timestamp_ms);
+    if let Some(producer) = producer {
+        encoder = encoder.transactional().producer(producer.producer_id, producer.producer_epoch, -1);
     }
-    let batch_length =
-        i32::try_from(out.len() - 12).map_err(|_| GroupError::Storage("offsets batch too large".into()))?;
-    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(out.to_vec())
+    for (key, value) in records {
+        encoder.push_key_value(Some(key), value.as_deref());
+    }
+    Ok(encoder.finish().into_bytes())
 }
 
 /// Whether a marker's key says commit (`true`) or abort (`false`). Any other type fails the open: this
 /// log holds no other control records, and a marker misread would commit or lose offsets.
-fn decode_marker_key(mut input: Bytes) -> Result<bool, GroupError> {
-    if input.remaining() < 4 {
-        return Err(GroupError::Storage("truncated transaction marker key in the offsets log".into()));
-    }
-    let version = input.get_i16();
+fn decode_marker_key(key: &[u8]) -> Result<bool, GroupError> {
+    let (version, control_type) = batch::control_key(key)
+        .map_err(|_| GroupError::Storage("truncated transaction marker key in the offsets log".into()))?;
     if version < 0 {
         return Err(GroupError::Storage(format!("transaction marker key version {version} in the offsets log")));
     }
-    match input.get_i16() {
+    match control_type {
         CONTROL_TYPE_ABORT => Ok(false),
         CONTROL_TYPE_COMMIT => Ok(true),
         other => Err(GroupError::Storage(format!("control record type {other} in the offsets log"))),
@@ -340,88 +284,72 @@ fn decode_marker_key(mut input: Bytes) -> Result<bool, GroupError> {
 /// Decodes whole batches read from the offsets log, handing each entry to `apply` as it is decoded
 /// (replay holds one read's batches, never the whole log). Returns the offset after the last record.
 pub fn decode_batches(bytes: Vec<u8>, apply: &mut dyn FnMut(LogEntry)) -> Result<Option<i64>, GroupError> {
-    let mut input = Bytes::from(bytes);
+    let storage = |error: &dyn std::fmt::Display| GroupError::Storage(format!("decoding the offsets log: {error}"));
     let mut next_offset = None;
-    while input.has_remaining() {
-        let set = RecordBatchDecoder::decode(&mut input)
-            .map_err(|error| GroupError::Storage(format!("decoding the offsets log: {error}")))?;
-        for record in set.records {
-            next_offset = Some(record.offset + 1);
-            let producer =
-                TransactionalProducer { producer_id: record.producer_id, producer_epoch: record.producer_epoch };
+    let mut position = 0;
+    while position < bytes.len() {
+        let header = BatchHeader::parse(&bytes[position..]).map_err(|error| storage(&error))?;
+        let end = position.checked_add(header.total_len()).filter(|end| *end <= bytes.len() && *end > position);
+        let end = end.ok_or_else(|| storage(&format!("batch length {} runs past the read", header.batch_length)))?;
+        let whole = &bytes[position..end];
+        let header = batch::check_framing(whole).map_err(|error| storage(&error))?;
+        let producer = TransactionalProducer { producer_id: header.producer_id, producer_epoch: header.producer_epoch };
+        for record in batch::uncompressed_records(&header, whole).map_err(|error| storage(&error))? {
+            next_offset = Some(header.base_offset + i64::from(record.offset_delta) + 1);
             let Some(key) = record.key else { continue };
-            if record.control {
+            let value = record.value.map(Bytes::copy_from_slice);
+            if header.is_control() {
                 apply(LogEntry::Marker { producer, commit: decode_marker_key(key)? });
                 continue;
             }
-            let key = match decode_key(key)? {
-                Key::Offset(key) => key,
-                Key::Other => continue,
-                Key::Group(group) => {
-                    if record.transactional {
-                        return Err(GroupError::Storage("group metadata in a transactional batch".into()));
-                    }
-                    let entry = match record.value {
-                        Some(value) => decode_group_value(group, value)?,
-                        None => GroupRecord { group, protocol_type: None, generation_id: -1 },
-                    };
-                    apply(LogEntry::Group(entry));
-                    continue;
-                }
-            };
-            let value = record.value.map(decode_value).transpose()?;
-            let record_read = OffsetRecord { key, value };
-            if record.transactional {
-                if producer.producer_id < 0 {
-                    return Err(GroupError::Storage("a transactional batch without a producer id".into()));
-                }
-                apply(LogEntry::Transactional { producer, record: record_read });
-            } else {
-                apply(LogEntry::Offset(record_read));
-            }
+            apply_record(&header, producer, Bytes::copy_from_slice(key), value, apply)?;
         }
+        position = end;
     }
     Ok(next_offset)
+}
+
+/// Decodes one data record of the offsets log and hands it to `apply`.
+fn apply_record(
+    header: &BatchHeader,
+    producer: TransactionalProducer,
+    key: Bytes,
+    value: Option<Bytes>,
+    apply: &mut dyn FnMut(LogEntry),
+) -> Result<(), GroupError> {
+    let key = match decode_key(key)? {
+        Key::Offset(key) => key,
+        Key::Other => return Ok(()),
+        Key::Group(group) => {
+            if header.is_transactional() {
+                return Err(GroupError::Storage("group metadata in a transactional batch".into()));
+            }
+            let entry = match value {
+                Some(value) => decode_group_value(group, value)?,
+                None => GroupRecord { group, protocol_type: None, generation_id: -1 },
+            };
+            apply(LogEntry::Group(entry));
+            return Ok(());
+        }
+    };
+    let value = value.map(decode_value).transpose()?;
+    let record_read = OffsetRecord { key, value };
+    if header.is_transactional() {
+        if producer.producer_id < 0 {
+            return Err(GroupError::Storage("a transactional batch without a producer id".into()));
+        }
+        apply(LogEntry::Transactional { producer, record: record_read });
+    } else {
+        apply(LogEntry::Offset(record_read));
+    }
+    Ok(())
 }
 
 /// A marker control batch as the partition writes it (for tests that build a log without the
 /// partition's writer): one record, key `version 0, type`, value `version 0, coordinator epoch`.
 #[cfg(test)]
 pub(crate) fn encode_marker_batch(producer: TransactionalProducer, commit: bool, timestamp_ms: i64) -> Vec<u8> {
-    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + 32);
-    out.put_i64(0); // base offset
-    out.put_i32(0); // batch length, patched below
-    out.put_i32(-1); // partition leader epoch
-    out.put_i8(2); // magic
-    out.put_u32(0); // CRC32C, patched below
-    out.put_i16(ATTRIBUTE_TRANSACTIONAL | 0x20); // transactional control batch
-    out.put_i32(0); // last offset delta
-    out.put_i64(timestamp_ms);
-    out.put_i64(timestamp_ms);
-    out.put_i64(producer.producer_id);
-    out.put_i16(producer.producer_epoch);
-    out.put_i32(-1); // base sequence
-    out.put_i32(1); // records
-    let mut key = BytesMut::new();
-    key.put_i16(0);
-    key.put_i16(if commit { CONTROL_TYPE_COMMIT } else { CONTROL_TYPE_ABORT });
-    let mut value = BytesMut::new();
-    value.put_i16(0);
-    value.put_i32(0); // coordinator epoch
-    let mut body = BytesMut::new();
-    body.put_i8(0);
-    put_varint(&mut body, 0);
-    put_varint(&mut body, 0);
-    put_bytes(&mut body, Some(&key.freeze()));
-    put_bytes(&mut body, Some(&value.freeze()));
-    put_varint(&mut body, 0);
-    put_varint(&mut out, body.len() as i64);
-    out.put_slice(&body);
-    let batch_length = (out.len() - 12) as i32;
-    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out.to_vec()
+    batch::end_txn_marker(producer.producer_id, producer.producer_epoch, commit, 0, timestamp_ms).into_bytes()
 }
 
 #[cfg(test)]
@@ -501,8 +429,8 @@ mod tests {
         let position = batch.len() - 1 - 6 - 1 - 2;
         assert_eq!(&batch[position..position + 2], &CONTROL_TYPE_COMMIT.to_be_bytes(), "found the type");
         batch[position..position + 2].copy_from_slice(&5i16.to_be_bytes());
-        let crc = crc32c::crc32c(&batch[CRC_START..]);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let crc = batch::crc_of(&batch);
+        batch[batch::CRC_FIELD..batch::CRC_FIELD + 4].copy_from_slice(&crc.to_be_bytes());
         assert!(decode_batches(batch, &mut |_| ()).is_err(), "an unknown marker type fails the open");
     }
 
@@ -513,5 +441,57 @@ mod tests {
         let last = batch.len() - 1;
         batch[last] ^= 0xff;
         assert!(decode_batches(batch, &mut |_| ()).is_err(), "the CRC catches a flipped byte");
+    }
+
+    /// Bytes the offsets log was written with before the batch format moved to `once_log::batch`
+    /// (recorded from the previous encoder, which wrote every field by hand).
+    const OLD_OFFSETS_BATCH: &str = "000000000000000000000073ffffffff02bf501d3200000000000100000000000000050000000000000005ffffffffffffffffffffffffffff000000025c00000018000100016700017400000003380003000000000000002affffffff00046d6574610000018bcfe568000024000002180001000167000174000000030100";
+    const OLD_TRANSACTIONAL_BATCH: &str = "000000000000000000000060ffffffff02ffcdc67200100000000000000000000000060000000000000006000000000000002a0003ffffffff000000015c00000018000100016700017400000003380003000000000000002affffffff00046d6574610000018bcfe5680000";
+    const OLD_GROUP_BATCH: &str = "000000000000000000000069ffffffff02d22f8ceb00000000000100000000000000070000000000000007ffffffffffffffffffffffffffff00000002560000000a00020001674000030008636f6e73756d657200000004ffffffffffffffffffffffff0000000000160000020a00020001680100";
+    const OLD_MARKER_BATCH: &str = "000000000000000000000042ffffffff02b68ad9eb00300000000000000000000000080000000000000008000000000000002a0003ffffffff000000012000000008000000010c00000000000000";
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex")).collect()
+    }
+
+    /// On-disk compatibility: the encoder writes the bytes the previous one wrote, and logs written by
+    /// it decode to the same entries.
+    #[test]
+    fn offsets_logs_written_before_the_batch_module_load_unchanged() {
+        let key = OffsetKey { group: "g".into(), topic: "t".into(), partition: 3 };
+        let commit = CommittedOffset {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: Some("meta".into()),
+            commit_timestamp_ms: 1_700_000_000_000,
+        };
+        let records = vec![OffsetRecord { key: key.clone(), value: Some(commit) }, OffsetRecord { key, value: None }];
+        let producer = TransactionalProducer { producer_id: 42, producer_epoch: 3 };
+        let group = GroupRecord { group: "g".into(), protocol_type: Some("consumer".into()), generation_id: 4 };
+        let dropped = GroupRecord { group: "h".into(), protocol_type: None, generation_id: -1 };
+        assert_eq!(encode_batch(&records, 5).expect("encodes"), unhex(OLD_OFFSETS_BATCH));
+        let transactional = encode_transactional_batch(&records[..1], 6, producer).expect("encodes");
+        assert_eq!(transactional, unhex(OLD_TRANSACTIONAL_BATCH));
+        let groups = encode_group_batch(&[group.clone(), dropped], 7).expect("encodes");
+        assert_eq!(groups, unhex(OLD_GROUP_BATCH));
+        assert_eq!(encode_marker_batch(producer, true, 8), unhex(OLD_MARKER_BATCH));
+
+        let old_log: Vec<u8> = [OLD_OFFSETS_BATCH, OLD_TRANSACTIONAL_BATCH, OLD_GROUP_BATCH, OLD_MARKER_BATCH]
+            .iter()
+            .flat_map(|text| unhex(text))
+            .collect();
+        let mut decoded = Vec::new();
+        let next_offset = decode_batches(old_log, &mut |entry| decoded.push(entry)).expect("decodes");
+        assert_eq!(next_offset, Some(1), "every batch of the fixture sits at base offset 0");
+        let dropped = GroupRecord { group: "h".into(), protocol_type: None, generation_id: -1 };
+        let expected = vec![
+            LogEntry::Offset(records[0].clone()),
+            LogEntry::Offset(records[1].clone()),
+            LogEntry::Transactional { producer, record: records[0].clone() },
+            LogEntry::Group(group),
+            LogEntry::Group(dropped),
+            LogEntry::Marker { producer, commit: true },
+        ];
+        assert_eq!(decoded, expected);
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! # Layout
 //!
-//! - `batch`: the v2 batch header (`BatchHeader`), CRC32C check, validation rules shared by
-//!   append and recovery.
+//! - `batch`: the one module of the v2 batch format: header (`BatchHeader`), CRC32C, validation
+//!   shared by append and recovery (`ValidBatch`), varints, records, control records, the encoder.
 //! - `config`: `LogConfig`, Kafka's segment/retention/index tunables.
 //! - `error`: `LogError`, the crate's one error enum.
 //! - `index`: per-segment sparse offset and time indexes, in memory and as checksummed files.
@@ -20,7 +20,7 @@
 //! - `segment`: one segment file: positional reads and writes, the validating recovery scan.
 //! - `testing`: builders of valid batches for tests (here and in other crates).
 
-mod batch;
+pub mod batch;
 mod config;
 mod error;
 mod index;
@@ -33,7 +33,7 @@ mod retention;
 mod segment;
 pub mod testing;
 
-pub use crate::batch::{verify_crc, BatchHeader, BATCH_HEADER_LEN, MAGIC_V2};
+pub use crate::batch::{verify_crc, BatchHeader, ValidBatch, BATCH_HEADER_LEN, MAGIC_V2};
 pub use crate::config::LogConfig;
 pub use crate::error::LogError;
 pub use crate::log::{AppendInfo, Log, RecoveryStats, SyncPlan};

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::batch::{self, BatchHeader};
+use crate::batch::{self, BatchHeader, ValidBatch};
 use crate::config::LogConfig;
 use crate::error::{IoContext, LogError};
 use crate::meta::{self, MetaKind};
@@ -111,29 +111,38 @@ impl Log {
         &self.config
     }
 
-    /// Validates one v2 batch as received, assigns it offsets from the log end offset (rewriting
-    /// its base offset field in place), rolls if needed, and writes it. Does not fsync: call
-    /// `sync` (or `prepare_sync`/`complete_sync`) before acknowledging.
+    /// Validates one v2 batch as received and appends it ([`Log::append_valid`]), writing the
+    /// assigned base offset back into `batch`. For callers holding raw bytes (tests, tools); the
+    /// produce path validates once at its edge and calls `append_valid`.
     pub fn append(&mut self, batch: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         self.check_not_failed()?;
-        let max = self.config.segment_bytes_effective();
-        if batch.len() as u64 > max {
-            return Err(LogError::BatchTooLarge { size: batch.len(), max });
-        }
-        let mut header = batch::validate_for_append(batch)?;
+        self.check_size(batch.len())?;
+        let mut valid = ValidBatch::validate(batch.to_vec())?;
+        let info = self.append_valid(&mut valid, now_ms)?;
+        batch.copy_from_slice(valid.bytes());
+        Ok(info)
+    }
+
+    /// Assigns a validated batch offsets from the log end offset (rewriting its base offset field),
+    /// rolls if needed, and writes it. Does not fsync: call `sync` (or `prepare_sync`/`complete_sync`)
+    /// before acknowledging.
+    pub fn append_valid(&mut self, batch: &mut ValidBatch, now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.check_not_failed()?;
+        self.check_size(batch.len())?;
         let base_offset = self.log_end_offset();
-        let last_offset = base_offset + u64::try_from(header.last_offset_delta).expect("validated: delta >= 0");
+        let delta = u64::try_from(batch.header().last_offset_delta).expect("validated: delta >= 0");
+        let last_offset = base_offset + delta;
         assert!(last_offset < i64::MAX as u64, "offsets stay within Kafka's i64 range");
-        batch::set_base_offset(batch, base_offset);
-        header.base_offset = base_offset as i64;
+        batch.set_base_offset(base_offset);
+        let header = *batch.header();
         if self.should_roll(batch.len() as u64, last_offset, now_ms) {
             let rolled = self.roll();
             self.latch_on_error(rolled)?;
         }
         let interval = self.config.index_interval_bytes;
-        let written = self.active_mut().append(batch, &header, now_ms, interval);
+        let written = self.active_mut().append(batch.bytes(), &header, now_ms, interval);
         self.latch_on_error(written)?;
-        debug_assert!(batch::verify_crc(batch), "rewriting the base offset keeps the CRC valid");
+        debug_assert!(batch::verify_crc(batch.bytes()), "rewriting the base offset keeps the CRC valid");
         assert_eq!(self.log_end_offset(), last_offset + 1, "the log end offset moved past the batch");
         Ok(AppendInfo {
             base_offset,
@@ -142,6 +151,14 @@ impl Log {
             records: u32::try_from(header.records_count).expect("validated: records count >= 0"),
             header,
         })
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), LogError> {
+        let max = self.config.segment_bytes_effective();
+        if size as u64 > max {
+            return Err(LogError::BatchTooLarge { size, max });
+        }
+        Ok(())
     }
 
     fn should_roll(&self, batch_bytes: u64, last_offset: u64, now_ms: i64) -> bool {

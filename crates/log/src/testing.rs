@@ -1,6 +1,6 @@
 //! Builders of valid v2 record batches for tests, here and in other crates.
 
-use crate::batch::{BATCH_HEADER_LEN, BATCH_LENGTH_OVERHEAD, CRC_START, MAGIC_V2};
+use crate::batch::{BatchEncoder, NewRecord};
 
 /// A structurally valid, uncompressed, non-idempotent v2 batch of `records` records, each with
 /// a null key and a `payload_len`-byte value, all timestamped `timestamp_ms`. Base offset 0.
@@ -71,64 +71,31 @@ pub fn make_compacted_batch(
     build((-1, -1, -1, 0), &records, last_offset_delta as i32, timestamp_ms)
 }
 
-/// A batch of `records`; producer is (id, epoch, base sequence, attributes).
+/// A batch of `records` through [`BatchEncoder`]; producer is (id, epoch, base sequence,
+/// attributes). Partition leader epoch 0. Not validated: tests build batches the log refuses too.
 fn build(producer: (i64, i16, i32, i16), records: &[TestRecord], last_offset_delta: i32, timestamp_ms: i64) -> Vec<u8> {
     let (producer_id, producer_epoch, base_sequence, attributes) = producer;
-    let mut batch =
-        Vec::with_capacity(BATCH_HEADER_LEN + records.iter().map(|record| record.value.len() + 32).sum::<usize>());
-    batch.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    batch.extend_from_slice(&0i32.to_be_bytes()); // batch length, patched below
-    batch.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
-    batch.push(MAGIC_V2 as u8);
-    batch.extend_from_slice(&0u32.to_be_bytes()); // crc, patched below
-    batch.extend_from_slice(&attributes.to_be_bytes());
-    batch.extend_from_slice(&last_offset_delta.to_be_bytes());
-    batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // base timestamp
-    batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // max timestamp
-    batch.extend_from_slice(&producer_id.to_be_bytes());
-    batch.extend_from_slice(&producer_epoch.to_be_bytes());
-    batch.extend_from_slice(&base_sequence.to_be_bytes());
-    batch.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    assert_eq!(batch.len(), BATCH_HEADER_LEN, "header is 61 bytes");
-    for test_record in records {
-        let mut record = Vec::with_capacity(test_record.value.len() + 32);
-        record.push(0); // attributes
-        put_varint(&mut record, 0); // timestamp delta
-        put_varint(&mut record, i64::from(test_record.offset_delta));
-        match &test_record.key {
-            Some(key) => {
-                put_varint(&mut record, key.len() as i64);
-                record.extend_from_slice(key);
-            }
-            None => put_varint(&mut record, -1),
-        }
-        put_varint(&mut record, test_record.value.len() as i64);
-        record.extend_from_slice(&test_record.value);
-        put_varint(&mut record, 0); // headers
-        put_varint(&mut batch, record.len() as i64);
-        batch.extend_from_slice(&record);
+    let mut encoder = BatchEncoder::new(timestamp_ms)
+        .producer(producer_id, producer_epoch, base_sequence)
+        .attributes(attributes)
+        .partition_leader_epoch(0)
+        .last_offset_delta(last_offset_delta);
+    for record in records {
+        let offset_delta = i32::try_from(record.offset_delta).expect("a test batch is small");
+        encoder.push(&NewRecord {
+            offset_delta,
+            key: record.key.as_deref(),
+            value: Some(&record.value),
+            ..NewRecord::default()
+        });
     }
-    let batch_length = (batch.len() - BATCH_LENGTH_OVERHEAD) as i32;
-    batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[CRC_START..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    batch
-}
-
-/// Appends a zigzag varint (Kafka's record field encoding).
-fn put_varint(out: &mut Vec<u8>, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    while zigzag >= 0x80 {
-        out.push((zigzag as u8 & 0x7f) | 0x80);
-        zigzag >>= 7;
-    }
-    out.push(zigzag as u8);
+    encoder.finish_bytes()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{verify_crc, BatchHeader};
+    use crate::batch::{verify_crc, BatchHeader, BATCH_HEADER_LEN};
 
     #[test]
     fn made_batch_parses_and_checks() {
@@ -147,14 +114,5 @@ mod tests {
         assert_eq!(header.max_timestamp, 1_000);
         // Each record: length(1) attrs(1) ts(1) offset(1) key(1) value len(1) value(5) headers(1).
         assert_eq!(batch.len(), BATCH_HEADER_LEN + 3 * 12);
-    }
-
-    #[test]
-    fn varints_are_zigzag() {
-        let mut out = Vec::new();
-        put_varint(&mut out, -1);
-        put_varint(&mut out, 1);
-        put_varint(&mut out, 64);
-        assert_eq!(out, vec![0x01, 0x02, 0x80, 0x01]);
     }
 }

@@ -120,12 +120,12 @@ fn batches_claiming_more_records_than_offsets_are_refused() {
     let mut log = Log::open(dir.path(), config()).expect("open");
     let mut too_many = make_batch(3, 5, 10);
     too_many[23..27].copy_from_slice(&1i32.to_be_bytes()); // three records in two offsets
-    let crc = crc32c::crc32c(&too_many[21..]);
+    let crc = once_log::batch::crc_of(&too_many);
     too_many[17..21].copy_from_slice(&crc.to_be_bytes());
     assert!(matches!(log.append(&mut too_many, 0), Err(LogError::InvalidBatch(_))));
     let mut negative = make_compacted_batch(&[], 0, 5, 10);
     negative[23..27].copy_from_slice(&(-1i32).to_be_bytes());
-    let crc = crc32c::crc32c(&negative[21..]);
+    let crc = once_log::batch::crc_of(&negative);
     negative[17..21].copy_from_slice(&crc.to_be_bytes());
     assert!(matches!(log.append(&mut negative, 0), Err(LogError::InvalidBatch(_))));
     assert!(!log.is_failed() && log.log_end_offset() == 0, "refusals change nothing");

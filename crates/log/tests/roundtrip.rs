@@ -60,7 +60,7 @@ fn append_rewrites_base_offset_and_keeps_crc() {
 }
 
 fn recrc(bytes: &mut [u8]) {
-    let crc = crc32c::crc32c(&bytes[21..]);
+    let crc = once_log::batch::crc_of(bytes);
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 

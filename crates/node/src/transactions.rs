@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use once_log::ValidBatch;
 use once_partition::{Appended, Partition, PartitionError};
 use once_txn::VerifiedTxn;
 
@@ -18,16 +19,15 @@ impl Node {
         &self,
         transactional_id: Option<&str>,
         partition: &Partition,
-        producer_id: i64,
-        producer_epoch: i16,
-        batch: Vec<u8>,
+        batch: ValidBatch,
     ) -> Result<impl Future<Output = Result<Appended, PartitionError>> + Send + 'static, TxnAppendError> {
         let Some(transactional_id) = transactional_id.filter(|id| !id.is_empty()) else {
             return Err(TxnAppendError::MissingTransactionalId);
         };
         let id = partition.id();
+        let (producer_id, producer_epoch) = (batch.header().producer_id, batch.header().producer_epoch);
         let queued = self.txns.with_verified(transactional_id, producer_id, producer_epoch, |txn| {
-            txn.partitions.contains(&(id.topic.clone(), id.partition)).then(|| partition.append(batch))
+            txn.partitions.contains(&(id.topic.clone(), id.partition)).then(|| partition.append_valid(batch))
         })?;
         queued.ok_or_else(|| TxnAppendError::PartitionNotInTransaction {
             topic: id.topic.clone(),

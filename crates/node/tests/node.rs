@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use once_log::testing::make_batch_with;
+use once_log::ValidBatch;
 use once_node::markers::Markers;
 use once_node::{Node, NodeConfig, TopicError, TxnAppendError, TxnOffsetCommitError};
 use once_partition::TxnMarker;
@@ -18,6 +19,11 @@ const TIMEOUT_MS: i32 = 60_000;
 fn open(dir: &Path) -> Arc<Node> {
     let config = NodeConfig { data_dir: dir.to_path_buf(), ..NodeConfig::default() };
     Node::open(config).expect("open the node")
+}
+
+/// A batch as the edge hands it to the node: validated once.
+fn valid(batch: Vec<u8>) -> ValidBatch {
+    ValidBatch::validate(batch).expect("a valid batch")
 }
 
 fn txn_batch(producer_id: i64, epoch: i16, first_sequence: i32, records: u32) -> Vec<u8> {
@@ -74,10 +80,9 @@ async fn a_transactional_append_needs_the_partition_in_the_transaction() {
     let partition = topic.partition(0).expect("partition 0");
     let (producer_id, epoch) = node.txns.init_producer_id("tx-1", TIMEOUT_MS, None).await.expect("init");
 
-    let missing = node.append_transactional(None, &partition, producer_id, epoch, txn_batch(producer_id, epoch, 0, 1));
+    let missing = node.append_transactional(None, &partition, valid(txn_batch(producer_id, epoch, 0, 1)));
     assert!(matches!(missing, Err(TxnAppendError::MissingTransactionalId)), "no transactional id");
-    let unknown =
-        node.append_transactional(Some("tx-2"), &partition, producer_id, epoch, txn_batch(producer_id, epoch, 0, 1));
+    let unknown = node.append_transactional(Some("tx-2"), &partition, valid(txn_batch(producer_id, epoch, 0, 1)));
     assert!(
         matches!(unknown, Err(TxnAppendError::Txn(TxnError::InvalidProducerIdMapping))),
         "an unknown transactional id"
@@ -85,8 +90,7 @@ async fn a_transactional_append_needs_the_partition_in_the_transaction() {
 
     // Partition 1 is in the transaction, partition 0 is not.
     node.txns.add("tx-1", producer_id, epoch, &[("payments".to_string(), 1)], &[]).await.expect("add partition 1");
-    let refused =
-        node.append_transactional(Some("tx-1"), &partition, producer_id, epoch, txn_batch(producer_id, epoch, 0, 1));
+    let refused = node.append_transactional(Some("tx-1"), &partition, valid(txn_batch(producer_id, epoch, 0, 1)));
     match refused {
         Err(TxnAppendError::PartitionNotInTransaction { topic, partition }) => {
             assert_eq!((topic.as_str(), partition), ("payments", 0), "the refusal names the partition");
@@ -98,20 +102,14 @@ async fn a_transactional_append_needs_the_partition_in_the_transaction() {
 
     node.txns.add("tx-1", producer_id, epoch, &[("payments".to_string(), 0)], &[]).await.expect("add partition 0");
     let append = node
-        .append_transactional(Some("tx-1"), &partition, producer_id, epoch, txn_batch(producer_id, epoch, 0, 2))
+        .append_transactional(Some("tx-1"), &partition, valid(txn_batch(producer_id, epoch, 0, 2)))
         .unwrap_or_else(|error| panic!("accepted once added: {error}"));
     let appended = append.await.expect("durable");
     assert_eq!(appended.base_offset, 0);
     assert_eq!(partition.high_watermark(), 2, "the batch is in the log");
     assert_eq!(partition.last_stable_offset(), 0, "held by the open transaction");
 
-    let fenced = node.append_transactional(
-        Some("tx-1"),
-        &partition,
-        producer_id,
-        epoch - 1,
-        txn_batch(producer_id, epoch - 1, 2, 1),
-    );
+    let fenced = node.append_transactional(Some("tx-1"), &partition, valid(txn_batch(producer_id, epoch - 1, 2, 1)));
     assert!(matches!(fenced, Err(TxnAppendError::Txn(TxnError::ProducerFenced))), "an older epoch is fenced");
 
     node.txns.end("tx-1", producer_id, epoch, true).await.expect("commit");

@@ -33,10 +33,10 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use once_dedup::{
-    chunk_dir, extract_record_ids, filter_batch, Decision, DedupError, DedupIndex, DedupSource, DedupWindow,
-    ExpireStats, IndexConfig, Reservation, SnapshotStats, MAX_IDS_ON_DISK_DEFAULT,
+    chunk_dir, extract_valid_record_ids, filter_valid_batch, Decision, DedupError, DedupIndex, DedupSource,
+    DedupWindow, ExpireStats, IndexConfig, Reservation, SnapshotStats, MAX_IDS_ON_DISK_DEFAULT,
 };
-use once_log::{BatchHeader, LogError};
+use once_log::{LogError, ValidBatch};
 
 use crate::error::PartitionError;
 use crate::partition::{OffsetAnswer, Partition};
@@ -150,7 +150,7 @@ pub(crate) struct Reserved {
 pub(crate) struct Prepared {
     pub(crate) reserved: Reserved,
     /// The batch without its duplicates, if any were dropped (the original is appended otherwise).
-    pub(crate) filtered: Option<Vec<u8>>,
+    pub(crate) filtered: Option<ValidBatch>,
     /// What the produce answer will report as base offset.
     pub(crate) answer: OffsetAnswer,
     /// Records dropped as duplicates.
@@ -256,14 +256,9 @@ impl TopicDedup {
 
     /// Step 1 for a data batch of `partition`: extracts and reserves its ids. Refuses the batch if an
     /// id is pending elsewhere (retriable) or the index is full; otherwise says what to append.
-    pub(crate) fn prepare(
-        &self,
-        partition: i32,
-        batch: &[u8],
-        header: &BatchHeader,
-        now_ms: i64,
-    ) -> Result<Prepared, PartitionError> {
-        let records = extract_record_ids(batch, &self.source).map_err(refused_batch)?;
+    pub(crate) fn prepare(&self, partition: i32, batch: &ValidBatch, now_ms: i64) -> Result<Prepared, PartitionError> {
+        let header = batch.header();
+        let records = extract_valid_record_ids(batch, &self.source).map_err(refused_batch)?;
         let ids: Vec<_> = records.iter().map(|record| record.id).collect();
         let transactional_producer_id = header.is_transactional().then_some(header.producer_id);
         let reservation = {
@@ -294,7 +289,7 @@ impl TopicDedup {
         let reserved = Reserved { reservation, offset_deltas, timestamp_ms: header.max_timestamp };
         let filtered = match dropped {
             0 => None,
-            _ => match filter_batch(batch, &keep) {
+            _ => match filter_valid_batch(batch, &keep) {
                 Ok(filtered) => Some(filtered),
                 Err(error) => {
                     self.release(reserved);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use once_log::{AppendInfo, Log, LogConfig};
+use once_log::{AppendInfo, Log, LogConfig, ValidBatch};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::dedup::TopicDedup;
@@ -228,11 +228,24 @@ impl Partition {
         &self.shared.id
     }
 
-    /// Queues one record batch for the writer *now* (so appends keep the order of calls) and returns a
-    /// future that resolves once the batch is durable (fdatasync) — or with the reason it is not.
+    /// Validates one record batch (`once_log::ValidBatch::validate`) and appends it
+    /// ([`Partition::append_valid`]); a batch the log's validation refuses fails at once, queueing
+    /// nothing. For callers holding bytes; the produce path validates at its edge instead.
     pub fn append(
         &self,
         batch: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
+        let queued = ValidBatch::validate(batch).map(|batch| self.append_valid(batch));
+        async move { queued?.await }
+    }
+
+    /// Queues one validated record batch for the writer *now* (so appends keep the order of calls)
+    /// and returns a future that resolves once the batch is durable (fdatasync) — or with the reason
+    /// it is not. Nothing below parses the batch's header again: the writer, the dedup index and the
+    /// log use the header the validation parsed.
+    pub fn append_valid(
+        &self,
+        batch: ValidBatch,
     ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
         self.queue(move |reply| Command::Append { batch, reply })
     }

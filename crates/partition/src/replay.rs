@@ -9,7 +9,7 @@ use once_log::{BatchHeader, Log, LogError, BATCH_HEADER_LEN};
 
 use crate::producer_state::{add_to_sequence, BatchMetadata, DataBatch, LoggedBatch, MarkerBatch, ProducerStates};
 use crate::snapshot::{self, Stored};
-use crate::txn::{self, ControlRecord};
+use once_log::batch::{parse_control_record, ControlRecord};
 
 /// Bytes read from the log per step of the replay.
 const REPLAY_READ_BYTES: usize = 1 << 20;
@@ -51,7 +51,7 @@ pub(crate) fn classify(header: &BatchHeader, batch: &[u8]) -> Option<LoggedBatch
     if header.producer_id < 0 {
         return None;
     }
-    match txn::parse_control_record(batch) {
+    match parse_control_record(batch) {
         Ok(ControlRecord::EndTxn { commit, coordinator_epoch }) => Some(LoggedBatch::Marker(MarkerBatch {
             producer_id: header.producer_id,
             epoch: header.producer_epoch,

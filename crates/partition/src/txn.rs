@@ -5,24 +5,14 @@
 //! a marker (a control batch of one record) closes it. The last stable offset (LSO) is the first
 //! offset of the earliest open transaction, capped at the high watermark.
 //!
-//! This module also holds the bytes of a marker: [`marker_batch`] builds the control batch the writer
-//! appends, and [`parse_control_record`] reads it back (the live path and replay both learn what a
-//! control batch means from its stored bytes, so they cannot disagree).
+//! The bytes of a marker are `once_log::batch`'s: [`marker_batch`] builds the control batch the writer
+//! appends, and `once_log::batch::parse_control_record` reads it back (the live path and replay both
+//! learn what a control batch means from its stored bytes, so they cannot disagree).
 
 use std::collections::BTreeSet;
 
-use once_log::{BATCH_HEADER_LEN, MAGIC_V2};
-
-/// Batch attributes of a marker: transactional (bit 4) and control (bit 5), uncompressed.
-pub(crate) const MARKER_ATTRIBUTES: i16 = 0x30;
-/// Kafka's `ControlRecordType` values for the end of a transaction.
-const CONTROL_TYPE_ABORT: i16 = 0;
-const CONTROL_TYPE_COMMIT: i16 = 1;
-/// The only version of the control record key and of the marker value (`EndTransactionMarker`).
-const CONTROL_RECORD_VERSION: i16 = 0;
-/// Where the checksum starts and the length field ends in a v2 batch.
-const CRC_START: usize = 21;
-const BATCH_LENGTH_OVERHEAD: usize = 12;
+use once_log::batch;
+use once_log::ValidBatch;
 
 /// A transaction marker: the control batch the coordinator writes to end a producer's transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,138 +124,10 @@ impl Transactions {
     }
 }
 
-/// What the record of a control batch says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ControlRecord {
-    /// A transaction marker (Kafka `EndTransactionMarker`).
-    EndTxn { commit: bool, coordinator_epoch: i32 },
-    /// Another control type (KRaft's leader change, snapshot header...): no effect on producer state.
-    Other { control_type: i16 },
-}
-
 /// The control batch of `marker`, base offset 0 (the log assigns it), timestamped `timestamp_ms`.
-pub(crate) fn marker_batch(marker: &TxnMarker, timestamp_ms: i64) -> Vec<u8> {
-    let control_type = if marker.commit { CONTROL_TYPE_COMMIT } else { CONTROL_TYPE_ABORT };
-    let mut record = Vec::with_capacity(16);
-    record.push(0); // record attributes
-    put_varint(&mut record, 0); // timestamp delta
-    put_varint(&mut record, 0); // offset delta
-    put_varint(&mut record, 4); // key length
-    record.extend_from_slice(&CONTROL_RECORD_VERSION.to_be_bytes());
-    record.extend_from_slice(&control_type.to_be_bytes());
-    put_varint(&mut record, 6); // value length
-    record.extend_from_slice(&CONTROL_RECORD_VERSION.to_be_bytes());
-    record.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
-    put_varint(&mut record, 0); // headers
-
-    let mut batch = Vec::with_capacity(BATCH_HEADER_LEN + 1 + record.len());
-    batch.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    batch.extend_from_slice(&0i32.to_be_bytes()); // batch length, patched below
-    batch.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    batch.push(MAGIC_V2 as u8);
-    batch.extend_from_slice(&0u32.to_be_bytes()); // CRC32C, patched below
-    batch.extend_from_slice(&MARKER_ATTRIBUTES.to_be_bytes());
-    batch.extend_from_slice(&0i32.to_be_bytes()); // last offset delta: one record
-    batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // base timestamp
-    batch.extend_from_slice(&timestamp_ms.to_be_bytes()); // max timestamp
-    batch.extend_from_slice(&marker.producer_id.to_be_bytes());
-    batch.extend_from_slice(&marker.producer_epoch.to_be_bytes());
-    batch.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence: markers carry none
-    batch.extend_from_slice(&1i32.to_be_bytes()); // records count
-    assert_eq!(batch.len(), BATCH_HEADER_LEN, "the v2 batch header is 61 bytes");
-    put_varint(&mut batch, record.len() as i64);
-    batch.extend_from_slice(&record);
-    let batch_length = i32::try_from(batch.len() - BATCH_LENGTH_OVERHEAD).expect("a marker batch is tiny");
-    batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[CRC_START..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    batch
-}
-
-/// Reads the first record of an uncompressed control batch: its key (version, type) and, for a
-/// transaction marker, its value (version, coordinator epoch). Never panics on malformed input.
-pub(crate) fn parse_control_record(batch: &[u8]) -> Result<ControlRecord, String> {
-    let attributes = batch.get(21..23).ok_or("batch shorter than its header")?;
-    if i16::from_be_bytes([attributes[0], attributes[1]]) & 0x07 != 0 {
-        return Err("compressed control batch".into());
-    }
-    let mut cursor = Cursor(batch.get(BATCH_HEADER_LEN..).ok_or("batch shorter than its header")?);
-    let record_length = cursor.varint()?;
-    let record_length = usize::try_from(record_length).map_err(|_| format!("record length {record_length}"))?;
-    let mut record = Cursor(cursor.bytes(record_length)?);
-    record.bytes(1)?; // record attributes
-    record.varint()?; // timestamp delta
-    record.varint()?; // offset delta
-    let key_length = record.varint()?;
-    if key_length < 4 {
-        return Err(format!("control record key of {key_length} bytes"));
-    }
-    let mut key = Cursor(record.bytes(key_length as usize)?);
-    let key_version = key.i16()?;
-    let control_type = key.i16()?;
-    if key_version != CONTROL_RECORD_VERSION {
-        return Err(format!("control record key version {key_version}"));
-    }
-    let commit = match control_type {
-        CONTROL_TYPE_ABORT => false,
-        CONTROL_TYPE_COMMIT => true,
-        other => return Ok(ControlRecord::Other { control_type: other }),
-    };
-    let value_length = record.varint()?;
-    if value_length < 6 {
-        return Err(format!("transaction marker value of {value_length} bytes"));
-    }
-    let mut value = Cursor(record.bytes(value_length as usize)?);
-    value.i16()?; // value version: later versions only append fields
-    let coordinator_epoch = value.i32()?;
-    Ok(ControlRecord::EndTxn { commit, coordinator_epoch })
-}
-
-/// A reader over bytes that fails instead of panicking on short input.
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn bytes(&mut self, count: usize) -> Result<&'a [u8], String> {
-        if count > self.0.len() {
-            return Err(format!("{count} bytes wanted, {} left", self.0.len()));
-        }
-        let (head, rest) = self.0.split_at(count);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn i16(&mut self) -> Result<i16, String> {
-        let bytes = self.bytes(2)?;
-        Ok(i16::from_be_bytes([bytes[0], bytes[1]]))
-    }
-
-    fn i32(&mut self) -> Result<i32, String> {
-        let bytes = self.bytes(4)?;
-        Ok(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-    }
-
-    /// A zigzag varint of at most 5 bytes (an i32, as Kafka's record lengths and deltas are).
-    fn varint(&mut self) -> Result<i32, String> {
-        let mut raw: u32 = 0;
-        for index in 0..5 {
-            let byte = self.bytes(1)?[0];
-            raw |= u32::from(byte & 0x7f) << (7 * index);
-            if byte & 0x80 == 0 {
-                return Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32));
-            }
-        }
-        Err("varint longer than 5 bytes".into())
-    }
-}
-
-/// Appends a zigzag varint (Kafka's record field encoding).
-fn put_varint(out: &mut Vec<u8>, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    while zigzag >= 0x80 {
-        out.push((zigzag as u8 & 0x7f) | 0x80);
-        zigzag >>= 7;
-    }
-    out.push(zigzag as u8);
+pub(crate) fn marker_batch(marker: &TxnMarker, timestamp_ms: i64) -> ValidBatch {
+    let TxnMarker { producer_id, producer_epoch, coordinator_epoch, commit } = *marker;
+    batch::end_txn_marker(producer_id, producer_epoch, commit, coordinator_epoch, timestamp_ms)
 }
 
 #[cfg(test)]
@@ -275,7 +137,8 @@ mod tests {
         check, check_data, check_marker, BatchMetadata, DataBatch, Decision, LoggedBatch, MarkerBatch, MarkerDecision,
         ProducerEntry, ProducerStates,
     };
-    use once_log::{verify_crc, BatchHeader};
+    use once_log::batch::{parse_control_record, ControlRecord};
+    use once_log::{verify_crc, BatchHeader, BATCH_HEADER_LEN};
     use proptest::prelude::*;
 
     fn marker_of_77(commit: bool) -> TxnMarker {
@@ -296,7 +159,7 @@ mod tests {
     #[test]
     fn a_marker_batch_is_a_valid_control_batch_that_reads_back() {
         for commit in [false, true] {
-            let batch = marker_batch(&marker_of_77(commit), 1_234);
+            let batch = marker_batch(&marker_of_77(commit), 1_234).into_bytes();
             let header = BatchHeader::parse(&batch).expect("header");
             assert!(verify_crc(&batch), "the checksum covers the batch");
             assert_eq!(header.total_len(), batch.len());
@@ -314,14 +177,14 @@ mod tests {
         // Key: version 0, type 1 (commit); value: version 0, coordinator epoch 9 (Kafka's
         // ControlRecordType and EndTransactionMarker). Record: length 16 (zigzag 32), attributes 0, timestamp
         // delta 0, offset delta 0, key length 4 (zigzag 8), value length 6 (zigzag 12), no headers.
-        let batch = marker_batch(&marker_of_77(true), 0);
+        let batch = marker_batch(&marker_of_77(true), 0).into_bytes();
         let expected_record = [32, 0, 0, 0, 8, 0, 0, 0, 1, 12, 0, 0, 0, 0, 0, 9, 0];
         assert_eq!(&batch[BATCH_HEADER_LEN..], &expected_record);
     }
 
     #[test]
     fn malformed_control_records_are_errors_not_panics() {
-        let batch = marker_batch(&marker_of_77(false), 0);
+        let batch = marker_batch(&marker_of_77(false), 0).into_bytes();
         for cut in 0..batch.len() {
             let parsed = parse_control_record(&batch[..cut]);
             assert!(parsed.is_err(), "a batch cut at {cut} is refused: {parsed:?}");
@@ -598,5 +461,19 @@ mod tests {
         fn transactions_match_a_model(steps in proptest::collection::vec(txn_step(), 1..120)) {
             run_model(steps)?;
         }
+    }
+
+    /// On-disk compatibility: a marker is the bytes the partition wrote before the batch format moved
+    /// to `once_log::batch` (recorded from the previous hand-written encoder).
+    #[test]
+    fn markers_are_written_as_before_the_batch_module() {
+        const OLD_ABORT_MARKER: &str = "000000000000000000000042ffffffff02104f409500300000000000000000000004d200000000000004d2000000000000004d0003ffffffff000000012000000008000000000c00000000000900";
+        let old: Vec<u8> = (0..OLD_ABORT_MARKER.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&OLD_ABORT_MARKER[at..at + 2], 16).expect("hex"))
+            .collect();
+        let marker = TxnMarker { producer_id: 77, producer_epoch: 3, coordinator_epoch: 9, commit: false };
+        assert_eq!(marker_batch(&marker, 1_234).into_bytes(), old);
+        assert_eq!(parse_control_record(&old), Ok(ControlRecord::EndTxn { commit: false, coordinator_epoch: 9 }));
     }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use once_log::BatchHeader;
+use once_log::ValidBatch;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -51,7 +51,7 @@ pub(crate) type AppendReply = oneshot::Sender<Result<Appended, PartitionError>>;
 
 pub(crate) enum Command {
     Append {
-        batch: Vec<u8>,
+        batch: ValidBatch,
         reply: AppendReply,
     },
     /// Write a transaction marker, in order with the appends around it.
@@ -68,7 +68,7 @@ pub(crate) enum Command {
 
 /// One write of a round: a producer's batch or a transaction marker.
 pub(crate) enum Write {
-    Batch(Vec<u8>),
+    Batch(ValidBatch),
     Marker(TxnMarker),
 }
 
@@ -360,10 +360,10 @@ fn stage(
     shared: &Shared,
     log: &mut once_log::Log,
     producers: &mut ProducerStates,
-    batch: &mut Vec<u8>,
+    batch: &mut ValidBatch,
     now_ms: i64,
 ) -> Result<(Appended, Option<Effect>), PartitionError> {
-    let header = BatchHeader::parse(batch)?;
+    let header = *batch.header();
     if header.is_control() {
         // Only `write_marker` writes control batches, after its own checks.
         let refused =
@@ -407,7 +407,7 @@ fn stage(
     }
     let prepared = match &shared.dedup {
         Some(dedup) => {
-            let prepared = dedup.prepare(shared.id.partition, batch, &header, now_ms);
+            let prepared = dedup.prepare(shared.id.partition, batch, now_ms);
             if let Err(PartitionError::DedupPending(_)) = &prepared {
                 shared.dedup_refusals.fetch_add(1, Ordering::Relaxed);
             }
@@ -419,7 +419,7 @@ fn stage(
     if let Some(filtered) = prepared.as_mut().and_then(|prepared| prepared.filtered.take()) {
         *batch = filtered;
     }
-    let info = match log.append(batch, now_ms) {
+    let info = match log.append_valid(batch, now_ms) {
         Ok(info) => info,
         Err(error) => {
             if let (Some(dedup), Some(prepared)) = (&shared.dedup, prepared) {
@@ -435,7 +435,7 @@ fn stage(
             return Err(error.into());
         }
     };
-    if let Some(logged) = replay::classify(&info.header, batch) {
+    if let Some(logged) = replay::classify(&info.header, batch.bytes()) {
         producers.apply(&logged);
     }
     let mut appended = Appended::from(&info);
@@ -469,8 +469,8 @@ fn stage_marker(
         }
     }
     let mut batch = txn::marker_batch(marker, now_ms);
-    let info = log.append(&mut batch, now_ms)?;
-    let logged = replay::classify(&info.header, &batch);
+    let info = log.append_valid(&mut batch, now_ms)?;
+    let logged = replay::classify(&info.header, batch.bytes());
     let Some(LoggedBatch::Marker(applied)) = logged else {
         panic!("the marker batch just written reads back as a marker, not {logged:?}");
     };
@@ -576,7 +576,7 @@ mod tests {
     /// Whether a write makes its round panic once staged, and after how long (the lock held).
     pub(super) fn injected_panic(write: &Write) -> Option<Duration> {
         let Write::Batch(batch) = write else { return None };
-        match BatchHeader::parse(batch).ok()?.producer_id {
+        match batch.header().producer_id {
             PANICKING_PRODUCER => Some(Duration::ZERO),
             SLOWLY_PANICKING_PRODUCER => Some(SLOW_PANIC_DELAY),
             _ => None,
@@ -628,6 +628,7 @@ mod tests {
         let batch = make_batch_with(SLOWLY_PANICKING_PRODUCER, 0, 0, 0, 1, 8, 1_700_000_000_000);
         let round = {
             let shared = shared.clone();
+            let batch = ValidBatch::validate(batch).expect("a valid batch");
             std::thread::spawn(move || stage_round(&shared, vec![(Write::Batch(batch), reply)]))
         };
         // Until the round holds the log lock (it keeps it for SLOW_PANIC_DELAY, then panics).

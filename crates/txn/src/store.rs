@@ -12,9 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use once_log::batch::{self, BatchEncoder, BatchHeader};
 use once_partition::{LogConfig, Partition, PartitionId};
 
 use crate::error::TxnError;
@@ -138,32 +136,44 @@ pub(crate) fn decode_value(mut value: Bytes) -> Result<TxnMetadata, TxnError> {
     Ok(metadata)
 }
 
-/// One v2 batch holding `transactional_id → metadata` (`None`: forget the id).
+/// One v2 batch holding `transactional_id → metadata` (`None`: forget the id): one record, no
+/// producer, partition leader epoch -1, as `kafka-protocol`'s encoder wrote it before `once_log::batch`
+/// (the bytes are the same; see the test `transaction_logs_written_before_the_batch_module_load_unchanged`).
 pub(crate) fn encode_batch(
     transactional_id: &str,
     metadata: Option<&TxnMetadata>,
     timestamp_ms: i64,
 ) -> Result<Vec<u8>, TxnError> {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: timestamp_ms,
-        key: Some(encode_key(transactional_id)),
-        value: metadata.map(encode_value),
-        headers: Default::default(),
-    };
-    let mut out = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut out, [&record], &options)
-        .map_err(|error| TxnError::Storage(format!("encoding a transaction log record: {error}")))?;
-    Ok(out.to_vec())
+    let mut encoder = BatchEncoder::new(timestamp_ms);
+    let value = metadata.map(encode_value);
+    encoder.push_key_value(Some(&encode_key(transactional_id)), value.as_deref());
+    Ok(encoder.finish().into_bytes())
+}
+
+/// Replays whole batches read from the log into `entries`, moving `offset` past each record.
+fn replay_batches(bytes: &[u8], offset: &mut u64, entries: &mut HashMap<String, TxnMetadata>) -> Result<(), TxnError> {
+    let storage = |error: &dyn std::fmt::Display| TxnError::Storage(format!("decoding the transaction log: {error}"));
+    let mut position = 0;
+    while position < bytes.len() {
+        let header = BatchHeader::parse(&bytes[position..]).map_err(|error| storage(&error))?;
+        let end = position.checked_add(header.total_len()).filter(|end| *end <= bytes.len() && *end > position);
+        let end = end.ok_or_else(|| storage(&format!("batch length {} runs past the read", header.batch_length)))?;
+        let whole = &bytes[position..end];
+        let header = batch::check_framing(whole).map_err(|error| storage(&error))?;
+        for record in batch::uncompressed_records(&header, whole).map_err(|error| storage(&error))? {
+            let record_offset = header.base_offset + i64::from(record.offset_delta);
+            assert!(record_offset as u64 >= *offset, "replay moves forward");
+            *offset = record_offset as u64 + 1;
+            let Some(key) = record.key else { continue };
+            let transactional_id = decode_key(Bytes::copy_from_slice(key))?;
+            match record.value {
+                Some(value) => entries.insert(transactional_id, decode_value(Bytes::copy_from_slice(value))?),
+                None => entries.remove(&transactional_id),
+            };
+        }
+        position = end;
+    }
+    Ok(())
 }
 
 impl TxnStore {
@@ -195,21 +205,7 @@ impl TxnStore {
             if bytes.is_empty() {
                 break;
             }
-            let mut input = Bytes::from(bytes);
-            while input.has_remaining() {
-                let set = RecordBatchDecoder::decode(&mut input)
-                    .map_err(|error| TxnError::Storage(format!("decoding the transaction log: {error}")))?;
-                for record in set.records {
-                    assert!(record.offset as u64 >= offset, "replay moves forward");
-                    offset = record.offset as u64 + 1;
-                    let Some(key) = record.key else { continue };
-                    let transactional_id = decode_key(key)?;
-                    match record.value {
-                        Some(value) => entries.insert(transactional_id, decode_value(value)?),
-                        None => entries.remove(&transactional_id),
-                    };
-                }
-            }
+            replay_batches(&bytes, &mut offset, &mut entries)?;
         }
         tracing::info!(transactional_ids = entries.len(), end_offset = end, "transaction log replayed");
         Ok((TxnStore { partition: std::sync::Arc::new(partition) }, entries))
@@ -310,5 +306,34 @@ mod tests {
         let (_store, entries) = TxnStore::open(dir.path(), false, 1 << 20).expect("reopens");
         assert_eq!(entries.len(), 1, "b was forgotten");
         assert_eq!(entries["a"].state, TxnState::CompleteCommit);
+    }
+
+    /// Bytes the transaction log was written with before `once_log::batch` (recorded from the
+    /// previous encoder, `kafka-protocol`'s `RecordBatchEncoder`).
+    const OLD_RECORD_BATCH: &str = "000000000000000000000090ffffffff0244036abb0000000000000000018bcfe5687b0000018bcfe5687bffffffffffffffffffffffffffff00000001ba010000001800000008636f706965722d3194010000000000000000002a0000ffffffffffffffffffff0000ea6002ffffffffffffffff0000018bcfe568000000000100087061796d656e74730000000200000001000762696c6c696e6700";
+    const OLD_FORGET_BATCH: &str = "000000000000000000000044ffffffff020e0961cd0000000000000000018bcfe5687c0000018bcfe5687cffffffffffffffffffffffffffff00000001240000001800000008636f706965722d310100";
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex")).collect()
+    }
+
+    /// On-disk compatibility: the encoder writes the bytes the previous one wrote, and a log written
+    /// by it replays to the same state.
+    #[test]
+    fn transaction_logs_written_before_the_batch_module_load_unchanged() {
+        let mut metadata = TxnMetadata::new(42, 60_000, 1_700_000_000_000);
+        metadata.state = TxnState::PrepareCommit;
+        metadata.partitions.insert(("payments".into(), 2));
+        metadata.groups.insert("billing".into());
+        let written = encode_batch("copier-1", Some(&metadata), 1_700_000_000_123).expect("encodes");
+        assert_eq!(written, unhex(OLD_RECORD_BATCH));
+        assert_eq!(encode_batch("copier-1", None, 1_700_000_000_124).expect("encodes"), unhex(OLD_FORGET_BATCH));
+        let (mut offset, mut entries) = (0, HashMap::new());
+        replay_batches(&unhex(OLD_RECORD_BATCH), &mut offset, &mut entries).expect("replays");
+        assert_eq!((offset, entries.get("copier-1")), (1, Some(&metadata)));
+        let mut forget = unhex(OLD_FORGET_BATCH);
+        forget[7] = 1; // the log stored it at offset 1
+        replay_batches(&forget, &mut offset, &mut entries).expect("replays");
+        assert_eq!((offset, entries.len()), (2, 0), "the null value forgot the id");
     }
 }

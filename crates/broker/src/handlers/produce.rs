@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
-use once_log::BatchHeader;
+use once_log::{BatchHeader, ValidBatch};
 use once_node::Node;
 use once_partition::{Appended, PartitionError};
 use once_wire::ResponseError;
@@ -15,10 +15,8 @@ use once_wire::ResponseError;
 use super::str_bytes;
 
 use crate::dispatch::PendingResponse;
-use crate::errors::{partition_error_code, txn_append_error_code};
+use crate::errors::{log_error_code, partition_error_code, txn_append_error_code};
 
-/// Bytes of the partition leader epoch in a v2 batch header.
-const PARTITION_LEADER_EPOCH: std::ops::Range<usize> = 12..16;
 /// The only leader epoch a single broker has (also what Metadata reports).
 const LEADER_EPOCH: i32 = 0;
 
@@ -62,26 +60,20 @@ pub fn handle(broker: &Arc<Node>, request: ProduceRequest, _version: i16) -> Pen
                 };
                 let max_message_bytes = topic.as_ref().map(|topic| topic.config().max_message_bytes()).unwrap_or(0);
                 let records = data.records.unwrap_or_default();
-                if let Err((error, message)) = check_batch(&records, max_message_bytes) {
-                    return failed(index, error, message);
-                }
-                let mut batch = records.to_vec();
+                let mut batch = match check_batch(&records, max_message_bytes) {
+                    Ok(batch) => batch,
+                    Err((error, message)) => return failed(index, error, message),
+                };
                 // The broker stamps its partition leader epoch (outside the CRC), as Kafka does.
-                batch[PARTITION_LEADER_EPOCH].copy_from_slice(&LEADER_EPOCH.to_be_bytes());
-                let header = BatchHeader::parse(&batch).expect("check_batch parsed the header");
+                batch.set_partition_leader_epoch(LEADER_EPOCH);
+                let header = *batch.header();
                 let append: PendingAppend = if header.is_transactional() {
-                    match broker.append_transactional(
-                        transactional_id.as_deref(),
-                        &partition,
-                        header.producer_id,
-                        header.producer_epoch,
-                        batch,
-                    ) {
+                    match broker.append_transactional(transactional_id.as_deref(), &partition, batch) {
                         Ok(append) => Box::pin(append),
                         Err(error) => return failed(index, txn_append_error_code(&error), error.to_string()),
                     }
                 } else {
-                    Box::pin(partition.append(batch))
+                    Box::pin(partition.append_valid(batch))
                 };
                 Box::pin(async move { answer(index, &partition, append.await) })
             })
@@ -131,8 +123,9 @@ fn answer(
     }
 }
 
-/// What Kafka checks of a produced batch before it reaches the log (the log checks CRC and offsets).
-fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<(), (ResponseError, String)> {
+/// What Kafka checks of a produced batch before it reaches the log, then the log's own validation
+/// (structure, CRC) on the same parsed header: the one parse of the batch on the produce path.
+fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<ValidBatch, (ResponseError, String)> {
     if records.is_empty() {
         return Err((ResponseError::InvalidRecord, "produce request carries no record batch".into()));
     }
@@ -177,7 +170,7 @@ fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<(), (Response
             format!("idempotent batch with negative base sequence {}", header.base_sequence),
         ));
     }
-    Ok(())
+    ValidBatch::validate_parsed(header, records.to_vec()).map_err(|error| (log_error_code(&error), error.to_string()))
 }
 
 /// The answer to an advertised-but-unserved Produce version: UNSUPPORTED_VERSION for every partition
