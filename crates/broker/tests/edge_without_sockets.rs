@@ -176,7 +176,8 @@ async fn a_read_committed_fetch_skips_an_aborted_transaction_and_waits_for_an_op
     let (error, producer_id, epoch) = init_producer_id(&node, Some("copier"), None, 4).await;
     assert_eq!(error, 0);
     let producer = (producer_id, epoch);
-    let txn_batch = |first_sequence: i32, records: u32| batch(producer_id, epoch, first_sequence, TRANSACTIONAL, records);
+    let txn_batch =
+        |first_sequence: i32, records: u32| batch(producer_id, epoch, first_sequence, TRANSACTIONAL, records);
 
     assert_eq!(add_partition(&node, "copier", producer, "orders").await, 0);
     assert_eq!(produce(&node, "orders", Some("copier"), txn_batch(0, 2)).await, (0, 0));
@@ -248,7 +249,10 @@ async fn alter_incrementally(node: &Arc<Node>, topic: &str, operations: &[(&str,
     let configs = operations
         .iter()
         .map(|(name, operation, value)| {
-            AlterableConfig::default().with_name(text(name)).with_config_operation(*operation).with_value(value.map(text))
+            AlterableConfig::default()
+                .with_name(text(name))
+                .with_config_operation(*operation)
+                .with_value(value.map(text))
         })
         .collect();
     let resource = AlterConfigsResource::default()

@@ -38,7 +38,11 @@ fn commit(member: CommitMember, offsets: &[(i32, i64)]) -> OffsetCommit {
         .iter()
         .map(|&(partition, offset)| PartitionOffset { partition, offset, leader_epoch: -1, metadata: None })
         .collect();
-    OffsetCommit { group_id: GROUP.to_string(), member, topics: vec![TopicOffsets { topic: TOPIC.to_string(), partitions }] }
+    OffsetCommit {
+        group_id: GROUP.to_string(),
+        member,
+        topics: vec![TopicOffsets { topic: TOPIC.to_string(), partitions }],
+    }
 }
 
 /// Commits through the node's group coordinator, with the node's topics deciding which partitions
@@ -117,7 +121,8 @@ async fn a_group_joins_syncs_commits_and_its_offsets_survive_a_reopen() {
     assert_eq!(node.groups.heartbeat(GROUP, &member, None, 1), Err(GroupError::UnknownMemberId), "members are not");
 
     // A client assigning itself (generation -1, no member) commits to an empty group.
-    let outcomes = commit_offsets(&node, commit(CommitMember { generation_id: -1, ..Default::default() }, &[(0, 18)])).await;
+    let outcomes =
+        commit_offsets(&node, commit(CommitMember { generation_id: -1, ..Default::default() }, &[(0, 18)])).await;
     assert_eq!(outcomes, vec![(0, Ok(()))]);
     let deleted = node.groups.delete_groups(vec![GROUP.to_string()]).await;
     assert_eq!(deleted, vec![(GROUP.to_string(), Ok(()))], "an empty group is deleted");

@@ -101,9 +101,8 @@ async fn topic_config_changes_are_validated_and_persist_across_a_reopen() {
     assert!(matches!(bad, Err(TopicError::InvalidConfig(_))), "a segment below 1 KiB: {:?}", bad.err());
     assert!(node.topics.get("bad").is_none(), "a refused create leaves no topic");
 
-    let set = |pairs: &'static [(&'static str, &'static str)]| {
-        move |_: &TopicConfig| Ok::<_, TopicError>(overrides(pairs))
-    };
+    let set =
+        |pairs: &'static [(&'static str, &'static str)]| move |_: &TopicConfig| Ok::<_, TopicError>(overrides(pairs));
     let checked = node.topics.update_config("edges", true, set(&[("retention.ms", "5000")])).await;
     assert!(checked.is_ok(), "validate_only accepts: {checked:?}");
     let value = |node: &Node, topic: &str, key: &str| node.topics.get(topic).expect("topic").config().value_of(key);
@@ -218,6 +217,9 @@ async fn a_dedup_topic_drops_an_id_seen_from_another_producer_and_after_a_reopen
     assert_eq!(later.duplicates_dropped, 1, "'c' is still known after the reopen");
     let kept: i32 = [&first, &second].iter().flat_map(|p| headers(p, 0)).map(|header| header.records_count).sum();
     assert_eq!(kept, 4, "a, b, c and d once each across the topic");
-    assert_eq!(node.topics.get("events").and_then(|topic| topic.dedup().map(|index| index.stats().stored_ids)), Some(4));
+    assert_eq!(
+        node.topics.get("events").and_then(|topic| topic.dedup().map(|index| index.stats().stored_ids)),
+        Some(4)
+    );
     node.close().await;
 }

@@ -49,9 +49,9 @@ fn read_committed(partition: &Partition) -> (Vec<u64>, Vec<AbortedTxn>) {
         let header = BatchHeader::parse(&records[position..]).expect("whole batches");
         position += header.total_len();
         let base = u64::try_from(header.base_offset).expect("assigned offsets");
-        let is_aborted = aborted.iter().any(|txn| {
-            txn.producer_id == header.producer_id && txn.first_offset <= base && base < txn.last_offset
-        });
+        let is_aborted = aborted
+            .iter()
+            .any(|txn| txn.producer_id == header.producer_id && txn.first_offset <= base && base < txn.last_offset);
         if header.is_control() || is_aborted {
             continue;
         }
