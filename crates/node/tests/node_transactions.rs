@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use once_group::{GroupError, PartitionOffset, TopicOffsets, TxnOffsetCommit};
 use once_log::testing::make_batch_with;
-use once_log::BatchHeader;
+use once_log::{BatchHeader, ValidBatch};
 use once_node::{Node, NodeConfig};
 use once_partition::{AbortedTxn, Partition, PartitionError};
 use once_txn::{TxnError, TxnState};
@@ -30,9 +30,9 @@ fn txn_batch(producer_id: i64, epoch: i16, first_sequence: i32, records: u32) ->
 /// Appends a transactional batch through the node's verification and waits until it is durable;
 /// returns its base offset.
 async fn append(node: &Node, transactional_id: &str, partition: &Partition, batch: Vec<u8>) -> u64 {
-    let header = BatchHeader::parse(&batch).expect("a batch");
+    let batch = ValidBatch::validate(batch).expect("a valid batch");
     let queued = node
-        .append_transactional(Some(transactional_id), partition, header.producer_id, header.producer_epoch, batch)
+        .append_transactional(Some(transactional_id), partition, batch)
         .unwrap_or_else(|error| panic!("the transactional append is accepted: {error}"));
     queued.await.expect("durable").base_offset
 }
