@@ -12,9 +12,6 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
 use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
 use kafka_protocol::messages::list_transactions_response::TransactionState as ListedTransaction;
-use kafka_protocol::messages::txn_offset_commit_response::{
-    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
-};
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
@@ -23,13 +20,14 @@ use kafka_protocol::messages::{
     DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
     ListTransactionsResponse, ProducerId, ResponseKind, TopicName, TransactionalId, TxnOffsetCommitRequest,
-    TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use once_node::Node;
 use once_partition::TxnMarker;
 use once_txn::{TxnState, COORDINATOR_EPOCH};
 use once_wire::ResponseError;
 
+use super::group::txn_offsets;
 use super::str_bytes;
 use crate::errors::{partition_error_code, txn_error_code, txn_offset_commit_error_code};
 
@@ -139,36 +137,21 @@ pub async fn end_txn(broker: &Arc<Node>, request: EndTxnRequest, version: i16) -
     ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(error))
 }
 
-/// TxnOffsetCommit: verified against the transaction (the group must have been added with
-/// AddOffsetsToTxn) and written by the group coordinator while the transaction stays locked, so the
-/// offsets are in the offsets log before any marker of the transaction.
-pub async fn txn_offset_commit(broker: &Arc<Node>, request: TxnOffsetCommitRequest, version: i16) -> ResponseKind {
+/// TxnOffsetCommit: one node operation, which verifies the transaction (the group must have been
+/// added with AddOffsetsToTxn) and has the group coordinator write the offsets under it. A refused
+/// verification answers every partition with its code.
+pub async fn txn_offset_commit(node: &Arc<Node>, request: TxnOffsetCommitRequest, version: i16) -> ResponseKind {
     let transactional_id = request.transactional_id.0.to_string();
-    let verified = broker
-        .verify_txn_offset_commit(&transactional_id, request.producer_id.0, request.producer_epoch, &request.group_id.0)
-        .await;
-    if let Err(refused) = &verified {
-        let error = txn_offset_commit_error_code(refused, version).code();
-        let topics = request
-            .topics
-            .iter()
-            .map(|topic| {
-                let partitions = topic
-                    .partitions
-                    .iter()
-                    .map(|partition| {
-                        TxnOffsetCommitResponsePartition::default()
-                            .with_partition_index(partition.partition_index)
-                            .with_error_code(error)
-                    })
-                    .collect();
-                TxnOffsetCommitResponseTopic::default().with_name(topic.name.clone()).with_partitions(partitions)
-            })
-            .collect();
-        return ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default().with_topics(topics));
-    }
-    let response = super::group::txn_offsets::txn_offset_commit(&broker.groups, request, version).await;
-    drop(verified);
+    // The partitions named, kept for a refusal: the commit itself moves into the node.
+    let requested = txn_offsets::requested(&request);
+    let commit = txn_offsets::commit(request, version);
+    let response = match node.txn_offset_commit(&transactional_id, commit).await {
+        Ok(outcomes) => txn_offsets::response(outcomes),
+        Err(refused) => {
+            tracing::debug!(transactional_id, %refused, "TxnOffsetCommit refused");
+            txn_offsets::refused(requested, txn_offset_commit_error_code(&refused, version).code())
+        }
+    };
     ResponseKind::TxnOffsetCommit(response)
 }
 

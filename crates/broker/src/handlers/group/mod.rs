@@ -7,7 +7,8 @@
 //! - [`membership`] — FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup.
 //! - [`offsets`] — OffsetCommit, OffsetFetch, OffsetDelete.
 //! - [`admin`] — ListGroups, DescribeGroups, DeleteGroups.
-//! - [`txn_offsets`] — TxnOffsetCommit's translation (the transaction check is `handlers::txn`'s).
+//! - [`txn_offsets`] — TxnOffsetCommit's translation (the handler is `handlers::txn`'s; the node checks
+//!   the transaction).
 //! - [`subscription`] — the consumer protocol's embedded subscription format, read for OffsetDelete.
 
 pub mod admin;
