@@ -17,7 +17,7 @@ use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
     DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
     ListTransactionsResponse, ProducerId, ResponseKind, TopicName, TransactionalId, TxnOffsetCommitRequest,
@@ -30,7 +30,7 @@ use once_wire::ResponseError;
 
 use super::group::txn_offsets;
 use super::str_bytes;
-use crate::errors::{partition_error_code, txn_error_code, txn_offset_commit_error_code};
+use crate::errors::{partition_error_code, txn_error_code, txn_offset_commit_error_code, TxnApi};
 
 /// The internal topic under which DescribeTransactions reports the groups of a transaction.
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -50,7 +50,7 @@ pub async fn init_producer_id(node: &Arc<Node>, request: &InitProducerIdRequest,
         Err(error) => {
             tracing::debug!(transactional_id, %error, "InitProducerId refused");
             ResponseKind::InitProducerId(
-                response.with_error_code(txn_error_code(&error, ApiKey::InitProducerId, version).code()),
+                response.with_error_code(txn_error_code(&error, TxnApi::InitProducerId, version).code()),
             )
         }
     }
@@ -96,7 +96,7 @@ pub async fn add_partitions(node: &Arc<Node>, request: AddPartitionsToTxnRequest
                         None if unknown(&name, partition) => ResponseError::UnknownTopicOrPartition.code(),
                         None => ResponseError::OperationNotAttempted.code(),
                         Some(Ok(())) => 0,
-                        Some(Err(error)) => txn_error_code(error, ApiKey::AddPartitionsToTxn, version).code(),
+                        Some(Err(error)) => txn_error_code(error, TxnApi::AddPartitionsToTxn, version).code(),
                     };
                     AddPartitionsToTxnPartitionResult::default()
                         .with_partition_index(partition)
@@ -117,7 +117,7 @@ pub async fn add_offsets(node: &Arc<Node>, request: AddOffsetsToTxnRequest, vers
         let transactional_id = request.transactional_id.0.to_string();
         match node.txns.add(&transactional_id, request.producer_id.0, request.producer_epoch, &[], &[group]).await {
             Ok(()) => 0,
-            Err(error) => txn_error_code(&error, ApiKey::AddOffsetsToTxn, version).code(),
+            Err(error) => txn_error_code(&error, TxnApi::AddOffsetsToTxn, version).code(),
         }
     };
     ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(error))
@@ -131,7 +131,7 @@ pub async fn end_txn(node: &Arc<Node>, request: EndTxnRequest, version: i16) -> 
         Ok(()) => 0,
         Err(error) => {
             tracing::debug!(transactional_id, %error, "EndTxn refused");
-            txn_error_code(&error, ApiKey::EndTxn, version).code()
+            txn_error_code(&error, TxnApi::EndTxn, version).code()
         }
     };
     ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(error))
