@@ -4,8 +4,8 @@
 //! fsyncs; every other request is finished before the next one is read, as Kafka does.
 //!
 //! Every read is bounded: a frame by `request_bytes_max`, the bytes read but not yet answered by the
-//! broker-wide request budget, the responses outstanding by [`PIPELINE_DEPTH_MAX`], and an idle
-//! connection by [`CONNECTION_IDLE_MAX`].
+//! broker-wide request budget, the responses outstanding by `PIPELINE_DEPTH_MAX`, and an idle
+//! connection by `CONNECTION_IDLE_MAX`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,11 +1,10 @@
 //! The one place where typed errors become Kafka error codes, keyed by the error and, where the code
-//! depends on it, by the API ([`ApiKey`]) and its version.
+//! depends on it, by the API ([`TxnApi`], a closed set of [`ApiKey`](kafka_protocol::messages::ApiKey)s) and its version.
 //!
 //! Precise codes matter: clients decide on retries from them, and a vague UNKNOWN_SERVER_ERROR has
 //! made Java clients duplicate data elsewhere (Redpanda issue 5355). Every match here names every
 //! variant, so a new variant cannot become a code without a decision; failures of storage are logged.
 
-use kafka_protocol::messages::ApiKey;
 use once_log::LogError;
 use once_node::{TopicError, TxnAppendError, TxnOffsetCommitError};
 use once_partition::PartitionError;
@@ -57,24 +56,35 @@ pub fn topic_error_code(error: &TopicError) -> ResponseError {
     }
 }
 
-/// Whether `api` at `version` knows PRODUCER_FENCED (KIP-588); older versions get
-/// INVALID_PRODUCER_EPOCH, which their clients treat alike.
-fn producer_fenced_known(api: ApiKey, version: i16) -> bool {
-    match api {
-        ApiKey::InitProducerId => version >= 4,
-        ApiKey::TxnOffsetCommit => version >= 3,
-        ApiKey::AddPartitionsToTxn | ApiKey::AddOffsetsToTxn | ApiKey::EndTxn => version >= 2,
-        // No other API answers with the coordinator's errors; INVALID_PRODUCER_EPOCH is the code every
-        // version knows.
-        _ => false,
+/// The APIs that answer with the transaction coordinator's errors ([`TxnError`]), named as their
+/// [`ApiKey`](kafka_protocol::messages::ApiKey)s: the code of a refusal depends on the API and its version, and a closed set keeps the
+/// choice exhaustive (an API that starts answering with them must be added here, and decided).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnApi {
+    InitProducerId,
+    AddPartitionsToTxn,
+    AddOffsetsToTxn,
+    EndTxn,
+    TxnOffsetCommit,
+}
+
+impl TxnApi {
+    /// Whether the API at `version` knows PRODUCER_FENCED (KIP-588); older versions get
+    /// INVALID_PRODUCER_EPOCH, which their clients treat alike.
+    fn producer_fenced_known(self, version: i16) -> bool {
+        match self {
+            TxnApi::InitProducerId => version >= 4,
+            TxnApi::TxnOffsetCommit => version >= 3,
+            TxnApi::AddPartitionsToTxn | TxnApi::AddOffsetsToTxn | TxnApi::EndTxn => version >= 2,
+        }
     }
 }
 
 /// The code of the transaction coordinator's refusal of a request of `api` at `version`.
-pub fn txn_error_code(error: &TxnError, api: ApiKey, version: i16) -> ResponseError {
+pub fn txn_error_code(error: &TxnError, api: TxnApi, version: i16) -> ResponseError {
     match error {
         TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
-        TxnError::ProducerFenced if producer_fenced_known(api, version) => ResponseError::ProducerFenced,
+        TxnError::ProducerFenced if api.producer_fenced_known(version) => ResponseError::ProducerFenced,
         TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
         TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
         TxnError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
@@ -108,7 +118,7 @@ pub fn txn_append_error_code(error: &TxnAppendError) -> ResponseError {
 pub fn txn_offset_commit_error_code(error: &TxnOffsetCommitError, version: i16) -> ResponseError {
     match error {
         TxnOffsetCommitError::GroupNotInTransaction(_) => ResponseError::InvalidTxnState,
-        TxnOffsetCommitError::Txn(error) => txn_error_code(error, ApiKey::TxnOffsetCommit, version),
+        TxnOffsetCommitError::Txn(error) => txn_error_code(error, TxnApi::TxnOffsetCommit, version),
     }
 }
 
@@ -161,11 +171,11 @@ mod tests {
     fn producer_fenced_by_api_and_version() {
         let fenced = |api, version| txn_error_code(&TxnError::ProducerFenced, api, version);
         for (api, first) in [
-            (ApiKey::InitProducerId, 4),
-            (ApiKey::TxnOffsetCommit, 3),
-            (ApiKey::AddPartitionsToTxn, 2),
-            (ApiKey::AddOffsetsToTxn, 2),
-            (ApiKey::EndTxn, 2),
+            (TxnApi::InitProducerId, 4),
+            (TxnApi::TxnOffsetCommit, 3),
+            (TxnApi::AddPartitionsToTxn, 2),
+            (TxnApi::AddOffsetsToTxn, 2),
+            (TxnApi::EndTxn, 2),
         ] {
             assert_eq!(fenced(api, first - 1), ResponseError::InvalidProducerEpoch, "{api:?} v{}", first - 1);
             assert_eq!(fenced(api, first), ResponseError::ProducerFenced, "{api:?} v{first}");

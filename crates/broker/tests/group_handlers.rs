@@ -61,6 +61,16 @@ fn txn_request(group: &str, member_id: &str, generation_id: i32) -> TxnOffsetCom
         )])
 }
 
+/// The group coordinator's answer to a TxnOffsetCommit at `version`, translated both ways as the edge
+/// does (the node's transaction check, which comes first at the edge, is tested in once-node).
+async fn txn_commit(
+    groups: &GroupCoordinator,
+    request: TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    txn_offsets::response(groups.txn_offset_commit(txn_offsets::commit(request, version)).await)
+}
+
 /// (offset, error code) of partition 0 from OffsetFetch `version` with RequireStable set.
 fn fetch_stable(groups: &GroupCoordinator, group: &str, version: i16) -> (i64, i16) {
     let request = if version >= 8 {
@@ -125,7 +135,7 @@ async fn require_stable_is_read_from_offset_fetch_v7_on() {
     let data = tempfile::tempdir().expect("temp dir");
     let groups = open(data.path());
     plain_commit(&groups, "g", 0, 5).await;
-    let response = txn_offsets::txn_offset_commit(&groups, txn_request("g", "", -1), 3).await;
+    let response = txn_commit(&groups, txn_request("g", "", -1), 3).await;
     assert_eq!(response.topics[0].partitions[0].error_code, 0, "transactional offset pending");
     assert_eq!(fetch_stable(&groups, "g", 6), (5, 0), "v6 has no RequireStable: the committed offset");
     assert_eq!(fetch_stable(&groups, "g", 7), (-1, 88), "v7: UNSTABLE_OFFSET_COMMIT");
@@ -139,13 +149,13 @@ async fn txn_offset_commit_names_a_member_from_v3_on() {
     let groups = open(data.path());
     let (member_id, generation) = join(&groups, "g", Bytes::new()).await;
     let code = |response: TxnOffsetCommitResponse| response.topics[0].partitions[0].error_code;
-    let zombie = txn_offsets::txn_offset_commit(&groups, txn_request("g", "zombie", generation), 3).await;
+    let zombie = txn_commit(&groups, txn_request("g", "zombie", generation), 3).await;
     assert_eq!(code(zombie), ResponseError::UnknownMemberId.code());
-    let old = txn_offsets::txn_offset_commit(&groups, txn_request("g", &member_id, generation - 1), 3).await;
+    let old = txn_commit(&groups, txn_request("g", &member_id, generation - 1), 3).await;
     assert_eq!(code(old), ResponseError::IllegalGeneration.code());
-    let before_v3 = txn_offsets::txn_offset_commit(&groups, txn_request("g", "zombie", generation - 1), 2).await;
+    let before_v3 = txn_commit(&groups, txn_request("g", "zombie", generation - 1), 2).await;
     assert_eq!(code(before_v3), 0, "before v3 there is no member to check");
-    let empty = txn_offsets::txn_offset_commit(&groups, txn_request("", "", -1), 3).await;
+    let empty = txn_commit(&groups, txn_request("", "", -1), 3).await;
     assert_eq!(code(empty), ResponseError::InvalidGroupId.code());
     groups.close().await;
 }

@@ -17,7 +17,7 @@ pub enum TxnAppendError {
     Txn(#[from] TxnError),
 }
 
-/// Why transactional offsets may not be committed (see [`crate::Node::verify_txn_offset_commit`]).
+/// Why transactional offsets may not be committed (see [`crate::Node::txn_offset_commit`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxnOffsetCommitError {
     /// The producer owns the ongoing transaction, but did not add the group to it (AddOffsetsToTxn).

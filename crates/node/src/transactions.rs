@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use once_group::{TopicOutcomes, TxnOffsetCommit};
 use once_log::ValidBatch;
 use once_partition::{Appended, Partition, PartitionError};
 use once_txn::VerifiedTxn;
@@ -35,11 +36,31 @@ impl Node {
         })
     }
 
+    /// TxnOffsetCommit: commits `commit`'s offsets as part of the ongoing transaction of
+    /// `transactional_id`, after verifying that the commit's producer owns that transaction and added
+    /// the group to it (AddOffsetsToTxn). The group coordinator writes the offsets while the
+    /// transaction stays locked, so they are in the offsets log before any marker of the transaction;
+    /// they stay pending until the coordinator's marker commits or aborts them.
+    ///
+    /// A refused verification writes nothing and is the `Err`; past it, each partition has its own
+    /// outcome from the group coordinator (member checks, metadata size, the offsets log's write).
+    pub async fn txn_offset_commit(
+        &self,
+        transactional_id: &str,
+        commit: TxnOffsetCommit,
+    ) -> Result<TopicOutcomes, TxnOffsetCommitError> {
+        let verified = self
+            .verify_txn_offset_commit(transactional_id, commit.producer_id, commit.producer_epoch, &commit.group_id)
+            .await?;
+        let outcomes = self.groups.txn_offset_commit(commit).await;
+        // Only now may the transaction end: its markers come after these offsets.
+        drop(verified);
+        Ok(outcomes)
+    }
+
     /// Verifies that `producer_id`/`producer_epoch` own the ongoing transaction of `transactional_id`
-    /// and added `group` to it (AddOffsetsToTxn), and returns the transaction locked: the caller writes
-    /// the offsets to the group while holding it, so they are in the offsets log before any marker of
-    /// the transaction.
-    pub async fn verify_txn_offset_commit(
+    /// and added `group` to it, and returns the transaction locked.
+    async fn verify_txn_offset_commit(
         &self,
         transactional_id: &str,
         producer_id: i64,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use once_group::{PartitionOffset, TopicOffsets, TxnOffsetCommit};
 use once_log::testing::make_batch_with;
 use once_log::ValidBatch;
 use once_node::markers::Markers;
@@ -151,15 +152,30 @@ async fn transactional_offsets_need_the_group_in_the_transaction() {
     let node = open(dir.path());
     let (producer_id, epoch) = node.txns.init_producer_id("tx-offsets", TIMEOUT_MS, None).await.expect("init");
     node.txns.add("tx-offsets", producer_id, epoch, &[], &["other".to_string()]).await.expect("add a group");
-    let refused = node.verify_txn_offset_commit("tx-offsets", producer_id, epoch, "billing").await;
+    let commit = |group: &str, producer_epoch: i16| TxnOffsetCommit {
+        group_id: group.to_string(),
+        producer_id,
+        producer_epoch,
+        member: None,
+        topics: vec![TopicOffsets {
+            topic: "ledger".to_string(),
+            partitions: vec![PartitionOffset { partition: 0, offset: 7, leader_epoch: -1, metadata: None }],
+        }],
+    };
+    let refused = node.txn_offset_commit("tx-offsets", commit("billing", epoch)).await;
     assert!(
         matches!(&refused, Err(TxnOffsetCommitError::GroupNotInTransaction(group)) if group == "billing"),
         "a group not added to the transaction"
     );
-    let fenced = node.verify_txn_offset_commit("tx-offsets", producer_id, epoch - 1, "other").await;
+    assert!(node.groups.pending_transactional_producers("billing").is_empty(), "a refused commit writes nothing");
+    let fenced = node.txn_offset_commit("tx-offsets", commit("other", epoch - 1)).await;
     assert!(matches!(fenced, Err(TxnOffsetCommitError::Txn(TxnError::ProducerFenced))), "an older epoch");
-    let verified = node.verify_txn_offset_commit("tx-offsets", producer_id, epoch, "other").await;
-    assert!(verified.is_ok(), "the group added with AddOffsetsToTxn");
-    drop(verified);
+    let committed = node.txn_offset_commit("tx-offsets", commit("other", epoch)).await;
+    let outcomes = committed.expect("the group added with AddOffsetsToTxn");
+    assert!(
+        matches!(outcomes.as_slice(), [(topic, partitions)] if topic == "ledger" && matches!(partitions.as_slice(), [(0, Ok(()))])),
+        "every partition written: {outcomes:?}"
+    );
+    assert_eq!(node.groups.pending_transactional_producers("other"), vec![producer_id], "pending until the marker");
     node.close().await;
 }

@@ -220,8 +220,6 @@ fn committed(node: &Node, group: &str, topic: &str, require_stable: bool) -> (i6
 async fn txn_commit(node: &Node, transactional_id: &str, producer: (i64, i16), group: &str, offset: i64) {
     let (producer_id, producer_epoch) = producer;
     node.txns.add(transactional_id, producer_id, producer_epoch, &[], &[group.to_string()]).await.expect("add");
-    let held = node.verify_txn_offset_commit(transactional_id, producer_id, producer_epoch, group).await;
-    let held = held.unwrap_or_else(|error| panic!("verified: {error}"));
     let commit = TxnOffsetCommit {
         group_id: group.to_string(),
         producer_id,
@@ -229,8 +227,8 @@ async fn txn_commit(node: &Node, transactional_id: &str, producer: (i64, i16), g
         member: None,
         topics: offsets("source", 0, offset),
     };
-    let outcomes = node.groups.txn_offset_commit(commit).await;
-    drop(held);
+    let outcomes = node.txn_offset_commit(transactional_id, commit).await;
+    let outcomes = outcomes.unwrap_or_else(|error| panic!("verified: {error}"));
     assert!(outcomes.iter().all(|(_, partitions)| partitions.iter().all(|(_, outcome)| outcome.is_ok())));
 }
 

@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - [`partition`] — [`Partition`], the handle the broker holds; reads, offsets, retention, config.
+//! - [`read`] — a fetch's read: records, end offsets and aborted transactions under one hold.
 //! - [`writer`] — the writer loop and its group commit.
 //! - [`producer_state`] — producer state, the pure checks of batches and markers, and the one
 //!   function by which every stored batch changes the state.
@@ -30,6 +31,7 @@ pub mod dedup;
 pub mod error;
 pub mod partition;
 pub mod producer_state;
+pub mod read;
 mod replay;
 mod snapshot;
 pub mod txn;
@@ -40,4 +42,5 @@ pub use error::PartitionError;
 pub use once_dedup::{DedupSource, DedupWindow};
 pub use once_log::{AppendInfo, LogConfig};
 pub use partition::{Appended, OffsetAnswer, Partition, PartitionId};
+pub use read::{EndOffsets, FetchRead, Isolation};
 pub use txn::{AbortedTxn, ProducerSummary, TxnMarker};

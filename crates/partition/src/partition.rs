@@ -372,16 +372,25 @@ impl Partition {
         upper_bound: u64,
     ) -> Result<(Vec<u8>, Vec<AbortedTxn>), PartitionError> {
         debug_assert!(upper_bound <= self.high_watermark(), "reads stay below the high watermark");
-        self.shared.with_log(|log| {
-            let records = log.read(offset, max_bytes, upper_bound)?;
-            if records.is_empty() {
-                return Ok((records, Vec::new()));
-            }
-            let end = end_of_batches(offset, &records)?;
-            // Lock order as everywhere: the log, then producer state.
-            let aborted = self.shared.lock_producers().transactions().aborted_overlapping(offset, end);
-            Ok((records, aborted))
-        })
+        self.shared.with_log(|log| self.read_committed_held(log, offset, max_bytes, upper_bound))
+    }
+
+    /// [`Partition::read_committed`] with the log lock already held (by the caller, `log` is its guard).
+    pub(crate) fn read_committed_held(
+        &self,
+        log: &Log,
+        offset: u64,
+        max_bytes: usize,
+        upper_bound: u64,
+    ) -> Result<(Vec<u8>, Vec<AbortedTxn>), PartitionError> {
+        let records = log.read(offset, max_bytes, upper_bound)?;
+        if records.is_empty() {
+            return Ok((records, Vec::new()));
+        }
+        let end = end_of_batches(offset, &records)?;
+        // Lock order as everywhere: the log, then producer state.
+        let aborted = self.shared.lock_producers().transactions().aborted_overlapping(offset, end);
+        Ok((records, aborted))
     }
 
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, PartitionError> {

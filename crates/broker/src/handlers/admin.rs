@@ -1,4 +1,7 @@
-//! CreateTopics, DeleteTopics, CreatePartitions.
+//! CreateTopics, DeleteTopics, CreatePartitions; translation only: the requests become the node's
+//! topic registry operations (`once_node::topics`) and their `TopicError`s Kafka codes
+//! (`errors::topic_error_code`). What the request itself must hold (a topic named twice, a manual
+//! replica assignment) is checked here, as part of reading it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,13 +25,12 @@ use crate::errors::topic_error_code;
 pub(crate) const SOURCE_TOPIC: i8 = 1;
 pub(crate) const SOURCE_DEFAULT: i8 = 5;
 
-pub async fn create_topics(broker: &Arc<Node>, request: CreateTopicsRequest, version: i16) -> ResponseKind {
+pub async fn create_topics(node: &Arc<Node>, request: CreateTopicsRequest, version: i16) -> ResponseKind {
     let mut results = Vec::with_capacity(request.topics.len());
     let duplicated = duplicates(request.topics.iter().map(|topic| topic.name.0.as_str()));
     for topic in request.topics {
         let name = topic.name.0.to_string();
-        let partitions =
-            if topic.num_partitions == -1 { broker.config.default_partitions } else { topic.num_partitions };
+        let partitions = if topic.num_partitions == -1 { node.config.default_partitions } else { topic.num_partitions };
         let configs: BTreeMap<String, String> = topic
             .configs
             .iter()
@@ -40,18 +42,18 @@ pub async fn create_topics(broker: &Arc<Node>, request: CreateTopicsRequest, ver
         } else if !topic.assignments.is_empty() {
             Err(TopicError::InvalidPartitions("manual replica assignment is not supported on a single broker".into()))
         } else if request.validate_only {
-            broker.topics.check_create(&name, partitions, topic.replication_factor, &configs)
+            node.topics.check_create(&name, partitions, topic.replication_factor, &configs)
         } else {
-            match broker.topics.check_create(&name, partitions, topic.replication_factor, &configs) {
-                Ok(()) => broker.topics.create(&name, partitions, configs.clone()).await.map(|_| ()),
+            match node.topics.check_create(&name, partitions, topic.replication_factor, &configs) {
+                Ok(()) => node.topics.create(&name, partitions, configs.clone()).await.map(|_| ()),
                 Err(error) => Err(error),
             }
         };
         let result = CreatableTopicResult::default().with_name(topic.name);
         results.push(match outcome {
             Ok(()) => {
-                let id = broker.topics.get(&name).map(|topic| topic.id).unwrap_or_default();
-                let config = TopicConfig::new(configs, broker.topics.defaults().clone());
+                let id = node.topics.get(&name).map(|topic| topic.id).unwrap_or_default();
+                let config = TopicConfig::new(configs, node.topics.defaults().clone());
                 let result = result.with_topic_id(id);
                 // Partition count, replication factor and configs are in the response from v5.
                 if version >= 5 {
@@ -88,7 +90,7 @@ fn describe_for_create(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
         .collect()
 }
 
-pub async fn delete_topics(broker: &Arc<Node>, request: DeleteTopicsRequest, version: i16) -> ResponseKind {
+pub async fn delete_topics(node: &Arc<Node>, request: DeleteTopicsRequest, version: i16) -> ResponseKind {
     // v0-5 name topics in `topic_names`; v6+ in `topics` (Once serves up to v5).
     let names: Vec<_> = if version >= 6 {
         request.topics.into_iter().filter_map(|topic| topic.name).collect()
@@ -100,7 +102,7 @@ pub async fn delete_topics(broker: &Arc<Node>, request: DeleteTopicsRequest, ver
     for name in names {
         let outcome = match duplicated.contains(name.0.as_str()) {
             true => Err(TopicError::DuplicateInRequest(name.0.to_string())),
-            false => broker.topics.delete(&name.0).await,
+            false => node.topics.delete(&name.0).await,
         };
         let result = DeletableTopicResult::default().with_name(Some(name));
         responses.push(match outcome {
@@ -113,7 +115,7 @@ pub async fn delete_topics(broker: &Arc<Node>, request: DeleteTopicsRequest, ver
     ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
 }
 
-pub async fn create_partitions(broker: &Arc<Node>, request: CreatePartitionsRequest) -> ResponseKind {
+pub async fn create_partitions(node: &Arc<Node>, request: CreatePartitionsRequest) -> ResponseKind {
     let mut results = Vec::with_capacity(request.topics.len());
     let duplicated = duplicates(request.topics.iter().map(|topic| topic.name.0.as_str()));
     for topic in request.topics {
@@ -122,9 +124,9 @@ pub async fn create_partitions(broker: &Arc<Node>, request: CreatePartitionsRequ
         } else if topic.assignments.is_some() {
             Err(TopicError::InvalidPartitions("manual replica assignment is not supported on a single broker".into()))
         } else if request.validate_only {
-            broker.topics.check_add_partitions(&topic.name.0, topic.count).map(|_| ())
+            node.topics.check_add_partitions(&topic.name.0, topic.count).map(|_| ())
         } else {
-            broker.topics.add_partitions(&topic.name.0, topic.count).await
+            node.topics.add_partitions(&topic.name.0, topic.count).await
         };
         let result = CreatePartitionsTopicResult::default().with_name(topic.name);
         results.push(match outcome {

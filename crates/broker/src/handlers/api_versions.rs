@@ -1,4 +1,4 @@
-//! ApiVersions.
+//! ApiVersions; translation only: the wire crate's table of supported versions as the Kafka response.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, ResponseKind};

@@ -1,10 +1,11 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (and a read-only view of the
-//! broker).
+//! broker); translation only: the requests become the node's topic configuration operations
+//! (`once_node::topic_config`, validation and defaults there) and their outcomes Kafka answers.
 //!
 //! The two alter APIs differ only in how they say what the new overrides are: IncrementalAlterConfigs
 //! applies operations (set, delete, append, subtract) to the current overrides; AlterConfigs, the older
 //! API that kafkajs and aiokafka use, names the complete new set, so a key it does not name returns to
-//! its default. Both are turned into one [`ResourceChange`] and checked, validated and applied by the
+//! its default. Both are turned into one `ResourceChange` and checked, validated and applied by the
 //! same code, with Kafka's answers: a resource or key named twice, or a null value, is INVALID_REQUEST;
 //! an unknown key or a value Once does not support is INVALID_CONFIG; an unknown topic is
 //! UNKNOWN_TOPIC_OR_PARTITION; `validate_only` changes nothing. Broker configs are static in Once (set
@@ -41,7 +42,7 @@ const OPERATION_DELETE: i8 = 1;
 const OPERATION_APPEND: i8 = 2;
 const OPERATION_SUBTRACT: i8 = 3;
 
-pub fn describe(broker: &Node, request: DescribeConfigsRequest, version: i16) -> ResponseKind {
+pub fn describe(node: &Node, request: DescribeConfigsRequest, version: i16) -> ResponseKind {
     let results = request
         .resources
         .into_iter()
@@ -57,13 +58,13 @@ pub fn describe(broker: &Node, request: DescribeConfigsRequest, version: i16) ->
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
             match resource.resource_type {
-                RESOURCE_TOPIC => match broker.topics.get(resource.resource_name.as_str()) {
+                RESOURCE_TOPIC => match node.topics.get(resource.resource_name.as_str()) {
                     Some(topic) => result.with_configs(describe_topic(&topic.config(), &wanted, version)),
                     None => result.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_error_message(
                         Some(str_bytes(&format!("topic '{}' does not exist", resource.resource_name))),
                     ),
                 },
-                RESOURCE_BROKER => result.with_configs(describe_broker(broker, &wanted)),
+                RESOURCE_BROKER => result.with_configs(describe_broker(node, &wanted)),
                 other => result
                     .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(str_bytes(&format!("resource type {other} is not supported")))),
@@ -96,14 +97,14 @@ fn describe_topic(
         .collect()
 }
 
-fn describe_broker(broker: &Node, wanted: &dyn Fn(&str) -> bool) -> Vec<DescribeConfigsResourceResult> {
-    let config = &broker.config;
+fn describe_broker(node: &Node, wanted: &dyn Fn(&str) -> bool) -> Vec<DescribeConfigsResourceResult> {
+    let config = &node.config;
     let entries = [
         ("auto.create.topics.enable", config.auto_create_topics.to_string(), ConfigType::String),
         ("num.partitions", config.default_partitions.to_string(), ConfigType::Int),
         ("socket.request.max.bytes", config.request_bytes_max.to_string(), ConfigType::Int),
         ("log.retention.check.interval.ms", config.retention_check_interval_ms.to_string(), ConfigType::Long),
-        ("broker.id", config.node_id.to_string(), ConfigType::Int),
+        ("node.id", config.node_id.to_string(), ConfigType::Int),
     ];
     entries
         .into_iter()
@@ -146,7 +147,7 @@ enum ChangeKind {
 type AlterOutcome = Result<(), (ResponseError, String)>;
 
 /// AlterConfigs (API 33): replaces each named topic's overrides with the request's.
-pub async fn alter_replacing(broker: &Arc<Node>, request: AlterConfigsRequest) -> ResponseKind {
+pub async fn alter_replacing(node: &Arc<Node>, request: AlterConfigsRequest) -> ResponseKind {
     let changes = request
         .resources
         .iter()
@@ -165,7 +166,7 @@ pub async fn alter_replacing(broker: &Arc<Node>, request: AlterConfigsRequest) -
                 .collect(),
         })
         .collect();
-    let outcomes = alter_resources(broker, changes, request.validate_only).await;
+    let outcomes = alter_resources(node, changes, request.validate_only).await;
     let responses = request
         .resources
         .into_iter()
@@ -186,7 +187,7 @@ pub async fn alter_replacing(broker: &Arc<Node>, request: AlterConfigsRequest) -
 }
 
 /// IncrementalAlterConfigs (API 44): applies each resource's operations to its current overrides.
-pub async fn alter(broker: &Arc<Node>, request: IncrementalAlterConfigsRequest) -> ResponseKind {
+pub async fn alter(node: &Arc<Node>, request: IncrementalAlterConfigsRequest) -> ResponseKind {
     let changes = request
         .resources
         .iter()
@@ -205,7 +206,7 @@ pub async fn alter(broker: &Arc<Node>, request: IncrementalAlterConfigsRequest) 
                 .collect(),
         })
         .collect();
-    let outcomes = alter_resources(broker, changes, request.validate_only).await;
+    let outcomes = alter_resources(node, changes, request.validate_only).await;
     let responses = request
         .resources
         .into_iter()
@@ -226,7 +227,7 @@ pub async fn alter(broker: &Arc<Node>, request: IncrementalAlterConfigsRequest) 
 }
 
 /// Checks and applies every resource's change, one outcome per resource in request order.
-async fn alter_resources(broker: &Node, changes: Vec<ResourceChange>, validate_only: bool) -> Vec<AlterOutcome> {
+async fn alter_resources(node: &Node, changes: Vec<ResourceChange>, validate_only: bool) -> Vec<AlterOutcome> {
     let keys: Vec<String> =
         changes.iter().map(|change| format!("{}/{}", change.resource_type, change.resource_name)).collect();
     let duplicated = super::admin::duplicates(keys.iter().map(String::as_str));
@@ -238,17 +239,17 @@ async fn alter_resources(broker: &Node, changes: Vec<ResourceChange>, validate_o
                 ResponseError::InvalidRequest,
                 format!("resource {} appears more than once", change.resource_name),
             )),
-            false => alter_one(broker, change, validate_only).await,
+            false => alter_one(node, change, validate_only).await,
         });
     }
     outcomes
 }
 
-async fn alter_one(broker: &Node, change: &ResourceChange, validate_only: bool) -> AlterOutcome {
+async fn alter_one(node: &Node, change: &ResourceChange, validate_only: bool) -> AlterOutcome {
     check_entries(change)?;
     match change.resource_type {
         RESOURCE_TOPIC => {
-            let outcome = broker
+            let outcome = node
                 .topics
                 .update_config(&change.resource_name, validate_only, |config| {
                     new_overrides(config, change).map_err(TopicError::InvalidConfig)
@@ -256,7 +257,7 @@ async fn alter_one(broker: &Node, change: &ResourceChange, validate_only: bool) 
                 .await;
             outcome.map_err(|error| (topic_error_code(&error), error.to_string()))
         }
-        RESOURCE_BROKER => check_broker_change(broker, change),
+        RESOURCE_BROKER => check_broker_change(node, change),
         other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
     }
 }
@@ -281,8 +282,8 @@ fn check_entries(change: &ResourceChange) -> AlterOutcome {
 }
 
 /// Once has no dynamic broker configs: naming one is refused; naming none changes nothing.
-fn check_broker_change(broker: &Node, change: &ResourceChange) -> AlterOutcome {
-    let node_id = broker.config.node_id.to_string();
+fn check_broker_change(node: &Node, change: &ResourceChange) -> AlterOutcome {
+    let node_id = node.config.node_id.to_string();
     if !change.resource_name.is_empty() && change.resource_name != node_id {
         return Err((
             ResponseError::InvalidRequest,

@@ -1,20 +1,25 @@
-//! Fetch with long polling.
+//! Fetch with long polling; translation only: the partitions' reads ([`Partition::read_fetch`]) into
+//! the Kafka response, and the wait between them.
 //!
 //! A fetch reads whole batches below the high watermark. If fewer than `min_bytes` are available it
 //! waits, up to `max_wait_ms`, for any requested partition's high watermark to move, then reads again.
 //! With isolation_level=read_committed (1) a fetch reads only below the last stable offset and lists
-//! the aborted transactions in the range it returns, so the client drops their batches.
+//! the aborted transactions in the range it returns, so the client drops their batches; the partition
+//! returns both, with the offsets that bounded the read, under one hold.
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells clients to
 //! send full requests.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
 use once_node::Node;
-use once_partition::{AbortedTxn, Partition};
+use once_partition::{AbortedTxn, EndOffsets, Isolation, Partition};
 use once_wire::ResponseError;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::errors::partition_error_code;
@@ -35,18 +40,21 @@ struct Wanted {
     partition_max_bytes: usize,
 }
 
-pub async fn handle(broker: &Arc<Node>, request: FetchRequest, _version: i16) -> ResponseKind {
-    let response_max_bytes = usize::try_from(request.max_bytes).unwrap_or(0).min(broker.config.fetch_bytes_max);
+pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> ResponseKind {
+    let response_max_bytes = usize::try_from(request.max_bytes).unwrap_or(0).min(node.config.fetch_bytes_max);
     // More than the response may hold can never be satisfied; it would only re-read on every append.
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0).min(response_max_bytes.max(1));
     let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MS_MAX);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
-    let read_committed = request.isolation_level == READ_COMMITTED;
+    let isolation = match request.isolation_level {
+        READ_COMMITTED => Isolation::ReadCommitted,
+        _ => Isolation::ReadUncommitted,
+    };
     let wanted: Vec<(TopicName, Vec<Wanted>)> = request
         .topics
         .into_iter()
         .map(|topic| {
-            let found = broker.topics.get(&topic.topic.0);
+            let found = node.topics.get(&topic.topic.0);
             let partitions = topic
                 .partitions
                 .into_iter()
@@ -69,7 +77,7 @@ pub async fn handle(broker: &Arc<Node>, request: FetchRequest, _version: i16) ->
             .map(|partition| partition.watch_high_watermark())
             .collect();
         let reading = wanted.clone();
-        let read = tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes, read_committed)).await;
+        let read = tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes, isolation)).await;
         let (responses, bytes, any_error) = match read {
             Ok(result) => result,
             Err(error) => {
@@ -83,12 +91,12 @@ pub async fn handle(broker: &Arc<Node>, request: FetchRequest, _version: i16) ->
         if satisfied || Instant::now() >= deadline {
             return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
         }
-        let any_moved = futures_any_changed(&mut watchers);
+        let any_moved = any_moved(&mut watchers);
         if tokio::time::timeout_at(deadline, any_moved).await.is_err() {
             // Deadline passed with nothing new: one last read answers with what is there (maybe nothing).
             let reading = wanted.clone();
             let (responses, _, _) =
-                tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes, read_committed))
+                tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes, isolation))
                     .await
                     .unwrap_or_else(|_| (Vec::new(), 0, true));
             return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
@@ -96,23 +104,18 @@ pub async fn handle(broker: &Arc<Node>, request: FetchRequest, _version: i16) ->
     }
 }
 
-/// Resolves when any watched high watermark changes (or a partition goes away).
-async fn futures_any_changed(watchers: &mut [tokio::sync::watch::Receiver<u64>]) {
-    let (moved, mut any) = tokio::sync::mpsc::channel::<()>(1);
-    let mut tasks = Vec::with_capacity(watchers.len());
-    for watcher in watchers.iter() {
-        let mut watcher = watcher.clone();
-        let moved = moved.clone();
-        tasks.push(tokio::spawn(async move {
-            let _ = watcher.changed().await;
-            let _ = moved.send(()).await;
-        }));
-    }
-    drop(moved);
-    let _ = any.recv().await;
-    for task in tasks {
-        task.abort();
-    }
+/// Resolves when any watched high watermark moves (or its partition goes away). The receivers are
+/// polled in place, in this task: a long poll costs no task per partition.
+async fn any_moved(watchers: &mut [watch::Receiver<u64>]) {
+    debug_assert!(!watchers.is_empty(), "a fetch without partitions does not wait");
+    let mut changes: Vec<_> = watchers.iter_mut().map(|watcher| Box::pin(watcher.changed())).collect();
+    // Every pending future is polled, so each has this task's waker registered; a closed sender
+    // (partition deleted) is ready too, as a change.
+    std::future::poll_fn(|context| match changes.iter_mut().any(|change| change.as_mut().poll(context).is_ready()) {
+        true => Poll::Ready(()),
+        false => Poll::Pending,
+    })
+    .await
 }
 
 /// The aborted transactions of a read_committed read, as the response carries them: the client drops
@@ -132,7 +135,7 @@ fn aborted_response(aborted: Vec<AbortedTxn>) -> Vec<AbortedTransaction> {
 fn read_all(
     wanted: &[(TopicName, Vec<Wanted>)],
     response_max_bytes: usize,
-    read_committed: bool,
+    isolation: Isolation,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut budget = response_max_bytes;
     let mut total = 0;
@@ -141,7 +144,7 @@ fn read_all(
     for (name, partitions) in wanted {
         let mut datas = Vec::with_capacity(partitions.len());
         for wanted in partitions {
-            let data = read_one(wanted, &mut budget, total == 0, read_committed);
+            let data = read_one(wanted, &mut budget, total == 0, isolation);
             any_error |= data.error_code != 0;
             total += data.records.as_ref().map_or(0, |records| records.len());
             datas.push(data);
@@ -151,7 +154,14 @@ fn read_all(
     (responses, total, any_error)
 }
 
-fn read_one(wanted: &Wanted, budget: &mut usize, first: bool, read_committed: bool) -> PartitionData {
+/// The response's partition data with the partition's end offsets.
+fn with_end_offsets(data: PartitionData, end_offsets: EndOffsets) -> PartitionData {
+    data.with_high_watermark(end_offsets.high_watermark as i64)
+        .with_last_stable_offset(end_offsets.last_stable_offset as i64)
+        .with_log_start_offset(end_offsets.log_start_offset as i64)
+}
+
+fn read_one(wanted: &Wanted, budget: &mut usize, first: bool, isolation: Isolation) -> PartitionData {
     let data = PartitionData::default().with_partition_index(wanted.index);
     let Some(partition) = wanted.partition.as_ref() else {
         return data
@@ -160,43 +170,30 @@ fn read_one(wanted: &Wanted, budget: &mut usize, first: bool, read_committed: bo
             .with_last_stable_offset(-1)
             .with_log_start_offset(-1);
     };
-    // The last stable offset first: it never passes the high watermark read after it.
-    let last_stable_offset = partition.last_stable_offset();
-    let high_watermark = partition.high_watermark() as i64;
-    debug_assert!(last_stable_offset as i64 <= high_watermark, "the last stable offset is below the high watermark");
-    let log_start_offset = partition.log_start_offset() as i64;
-    let data = data
-        .with_high_watermark(high_watermark)
-        .with_last_stable_offset(last_stable_offset as i64)
-        .with_log_start_offset(log_start_offset);
-    let upper_bound = if read_committed { last_stable_offset } else { high_watermark as u64 };
     let Ok(offset) = u64::try_from(wanted.fetch_offset) else {
-        return data.with_error_code(ResponseError::OffsetOutOfRange.code());
+        return with_end_offsets(data, partition.end_offsets()).with_error_code(ResponseError::OffsetOutOfRange.code());
     };
     // KIP-74: the first partition with data may exceed the budget by one batch, so progress is always made.
     let max_bytes = wanted.partition_max_bytes.min(*budget);
     if max_bytes == 0 && !first {
-        return data.with_records(Some(Default::default()));
+        return with_end_offsets(data, partition.end_offsets()).with_records(Some(Default::default()));
     }
-    // read_committed: the batches and their aborted transactions in one call, under one hold of the
-    // log, so retention cannot prune the entries of batches already read.
-    let read = match read_committed {
-        true => partition
-            .read_committed(offset, max_bytes.max(1), upper_bound)
-            .map(|(records, aborted)| (records, Some(aborted))),
-        false => partition.read_below(offset, max_bytes.max(1), upper_bound).map(|records| (records, None)),
-    };
-    match read {
+    match partition.read_fetch(offset, max_bytes.max(1), isolation) {
         // Only the first partition may go over its share; a later one returns nothing rather than too much.
-        Ok((records, _)) if !first && records.len() > max_bytes => data.with_records(Some(Default::default())),
-        Ok((records, aborted)) => {
-            *budget = budget.saturating_sub(records.len());
-            let data = match aborted {
+        Ok(read) if !first && read.records.len() > max_bytes => {
+            with_end_offsets(data, read.end_offsets).with_records(Some(Default::default()))
+        }
+        Ok(read) => {
+            *budget = budget.saturating_sub(read.records.len());
+            let data = with_end_offsets(data, read.end_offsets);
+            let data = match read.aborted {
                 Some(aborted) => data.with_aborted_transactions(Some(aborted_response(aborted))),
                 None => data,
             };
-            data.with_records(Some(records.into()))
+            data.with_records(Some(read.records.into()))
         }
-        Err(error) => data.with_error_code(partition_error_code(&error).code()),
+        Err(error) => {
+            with_end_offsets(data, partition.end_offsets()).with_error_code(partition_error_code(&error).code())
+        }
     }
 }

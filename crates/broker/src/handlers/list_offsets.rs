@@ -1,4 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset at a timestamp.
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset at a timestamp;
+//! translation only: the request's special timestamps become the partition's offset lookups.
 //! Under read_committed (v2+) "latest" is the last stable offset, and lookups by time find nothing
 //! at or above it, as in Kafka.
 
@@ -16,11 +17,11 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn handle(broker: &Arc<Node>, request: ListOffsetsRequest, version: i16) -> ResponseKind {
+pub async fn handle(node: &Arc<Node>, request: ListOffsetsRequest, version: i16) -> ResponseKind {
     let read_committed = version >= 2 && request.isolation_level == 1;
     let mut lookups = Vec::new();
     for topic in request.topics {
-        let found = broker.topics.get(&topic.name.0);
+        let found = node.topics.get(&topic.name.0);
         let partitions: Vec<(i32, i64, Option<Arc<Partition>>)> = topic
             .partitions
             .into_iter()

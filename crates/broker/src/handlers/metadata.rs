@@ -1,5 +1,6 @@
 //! Metadata, with topic auto-creation (never of one of Kafka's internal topics' names, see
-//! [`crate::topics::validate_new_topic_name`]).
+//! [`once_node::topics::validate_new_topic_name`]); translation only: the node's topic registry,
+//! identity and endpoint as the Kafka response.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,14 +16,14 @@ use once_wire::ResponseError;
 use super::str_bytes;
 use crate::errors::topic_error_code;
 
-pub async fn handle(broker: &Arc<Node>, request: MetadataRequest, version: i16) -> ResponseKind {
+pub async fn handle(node: &Arc<Node>, request: MetadataRequest, version: i16) -> ResponseKind {
     let topics = match request.topics {
         // v0 sends an empty array for "all topics"; v1+ sends null.
-        None => all_topics(broker),
-        Some(ref requested) if requested.is_empty() && version == 0 => all_topics(broker),
+        None => all_topics(node),
+        Some(ref requested) if requested.is_empty() && version == 0 => all_topics(node),
         Some(requested) => {
             // Before v4 the request cannot say, and Kafka auto-creates.
-            let allow_create = broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+            let allow_create = node.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
             let mut topics = Vec::with_capacity(requested.len());
             for topic in requested {
                 let Some(name) = topic.name else {
@@ -33,32 +34,32 @@ pub async fn handle(broker: &Arc<Node>, request: MetadataRequest, version: i16) 
                     );
                     continue;
                 };
-                topics.push(requested_topic(broker, &name.0, allow_create).await);
+                topics.push(requested_topic(node, &name.0, allow_create).await);
             }
             topics
         }
     };
-    let node = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker.config.node_id))
-        .with_host(str_bytes(&broker.endpoint.host))
-        .with_port(broker.endpoint.port);
+    let described = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(node.config.node_id))
+        .with_host(str_bytes(&node.endpoint.host))
+        .with_port(node.endpoint.port);
     ResponseKind::Metadata(
         MetadataResponse::default()
-            .with_brokers(vec![node])
-            .with_cluster_id(Some(str_bytes(&broker.identity.cluster_id)))
-            .with_controller_id(BrokerId(broker.config.node_id))
+            .with_brokers(vec![described])
+            .with_cluster_id(Some(str_bytes(&node.identity.cluster_id)))
+            .with_controller_id(BrokerId(node.config.node_id))
             .with_cluster_authorized_operations(i32::MIN)
             .with_topics(topics),
     )
 }
 
-fn all_topics(broker: &Node) -> Vec<MetadataResponseTopic> {
-    broker.topics.list().iter().map(|topic| describe(broker, topic)).collect()
+fn all_topics(node: &Node) -> Vec<MetadataResponseTopic> {
+    node.topics.list().iter().map(|topic| describe(node, topic)).collect()
 }
 
-async fn requested_topic(broker: &Node, name: &str, allow_create: bool) -> MetadataResponseTopic {
-    if let Some(topic) = broker.topics.get(name) {
-        return describe(broker, &topic);
+async fn requested_topic(node: &Node, name: &str, allow_create: bool) -> MetadataResponseTopic {
+    if let Some(topic) = node.topics.get(name) {
+        return describe(node, &topic);
     }
     let unknown = |error: ResponseError| {
         MetadataResponseTopic::default().with_name(Some(TopicName(str_bytes(name)))).with_error_code(error.code())
@@ -72,27 +73,27 @@ async fn requested_topic(broker: &Node, name: &str, allow_create: bool) -> Metad
     if !allow_create {
         return unknown(ResponseError::UnknownTopicOrPartition);
     }
-    match broker.topics.create(name, broker.config.default_partitions, BTreeMap::new()).await {
-        Ok(topic) => describe(broker, &topic),
+    match node.topics.create(name, node.config.default_partitions, BTreeMap::new()).await {
+        Ok(topic) => describe(node, &topic),
         // Another request created it between our look-up and our create.
-        Err(TopicError::AlreadyExists(_)) => match broker.topics.get(name) {
-            Some(topic) => describe(broker, &topic),
+        Err(TopicError::AlreadyExists(_)) => match node.topics.get(name) {
+            Some(topic) => describe(node, &topic),
             None => unknown(ResponseError::UnknownTopicOrPartition),
         },
         Err(error) => unknown(topic_error_code(&error)),
     }
 }
 
-fn describe(broker: &Node, topic: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(broker.config.node_id);
+fn describe(node: &Node, topic: &Topic) -> MetadataResponseTopic {
+    let node_id = BrokerId(node.config.node_id);
     let partitions = (0..topic.partition_count())
         .map(|index| {
             MetadataResponsePartition::default()
                 .with_partition_index(index)
-                .with_leader_id(node)
+                .with_leader_id(node_id)
                 .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_replica_nodes(vec![node_id])
+                .with_isr_nodes(vec![node_id])
         })
         .collect();
     MetadataResponseTopic::default()

@@ -1,4 +1,6 @@
-//! Kafka request handlers: each turns a typed request into a typed response.
+//! Kafka request handlers, translation only: each turns a Kafka request into calls on the node
+//! (`once_node`) or its coordinators and partitions, and their outcomes into the Kafka response. State
+//! and decisions live below the edge; typed errors become Kafka codes in one place, [`crate::errors`].
 //!
 //! # Layout
 //! - [`api_versions`] — ApiVersions, including the KIP-511 fallback.

@@ -1,5 +1,6 @@
-//! Produce: each partition's batch is validated, appended by the partition's writer, and answered only
-//! once it is durable.
+//! Produce; translation only: each partition's batch is checked as Kafka checks a request's batch,
+//! appended by the partition's writer (a transactional one through the node's verified append), and
+//! answered only once it is durable.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,13 +37,13 @@ fn failed(index: i32, error: ResponseError, message: impl Into<String>) -> Outco
 
 /// Validates and enqueues every partition's batch now (keeping request order per partition) and returns
 /// the future that waits for their durability.
-pub fn handle(broker: &Arc<Node>, request: ProduceRequest, _version: i16) -> PendingResponse {
+pub fn handle(node: &Arc<Node>, request: ProduceRequest, _version: i16) -> PendingResponse {
     let acks = request.acks;
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let name = topic_data.name;
-        let topic = broker.topics.get(&name.0);
+        let topic = node.topics.get(&name.0);
         let outcomes: Vec<Outcome> = topic_data
             .partition_data
             .into_iter()
@@ -68,7 +69,7 @@ pub fn handle(broker: &Arc<Node>, request: ProduceRequest, _version: i16) -> Pen
                 batch.set_partition_leader_epoch(LEADER_EPOCH);
                 let header = *batch.header();
                 let append: PendingAppend = if header.is_transactional() {
-                    match broker.append_transactional(transactional_id.as_deref(), &partition, batch) {
+                    match node.append_transactional(transactional_id.as_deref(), &partition, batch) {
                         Ok(append) => Box::pin(append),
                         Err(error) => return failed(index, txn_append_error_code(&error), error.to_string()),
                     }

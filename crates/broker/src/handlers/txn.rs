@@ -1,7 +1,8 @@
 //! The transaction APIs: InitProducerId with a transactional id, AddPartitionsToTxn (client versions
 //! 0–3), AddOffsetsToTxn, EndTxn, TxnOffsetCommit, WriteTxnMarkers, and the admin APIs
-//! DescribeTransactions, ListTransactions and DescribeProducers. Requests become calls on the
-//! transaction coordinator (once-txn); this module only translates.
+//! DescribeTransactions, ListTransactions and DescribeProducers; translation only: requests become
+//! calls on the transaction coordinator (once-txn), the node (TxnOffsetCommit) or partitions
+//! (WriteTxnMarkers), and their typed errors Kafka codes in `errors`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,58 +13,56 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
 use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
 use kafka_protocol::messages::list_transactions_response::TransactionState as ListedTransaction;
-use kafka_protocol::messages::txn_offset_commit_response::{
-    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
-};
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
     DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
     ListTransactionsResponse, ProducerId, ResponseKind, TopicName, TransactionalId, TxnOffsetCommitRequest,
-    TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use once_node::Node;
 use once_partition::TxnMarker;
 use once_txn::{TxnState, COORDINATOR_EPOCH};
 use once_wire::ResponseError;
 
+use super::group::txn_offsets;
 use super::str_bytes;
-use crate::errors::{partition_error_code, txn_error_code, txn_offset_commit_error_code};
+use crate::errors::{partition_error_code, txn_error_code, txn_offset_commit_error_code, TxnApi};
 
 /// The internal topic under which DescribeTransactions reports the groups of a transaction.
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// InitProducerId with a transactional id.
-pub async fn init_producer_id(broker: &Arc<Node>, request: &InitProducerIdRequest, version: i16) -> ResponseKind {
+pub async fn init_producer_id(node: &Arc<Node>, request: &InitProducerIdRequest, version: i16) -> ResponseKind {
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string()).unwrap_or_default();
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     if transactional_id.is_empty() {
         return ResponseKind::InitProducerId(response.with_error_code(ResponseError::InvalidRequest.code()));
     }
     let expected = (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
-    match broker.txns.init_producer_id(&transactional_id, request.transaction_timeout_ms, expected).await {
+    match node.txns.init_producer_id(&transactional_id, request.transaction_timeout_ms, expected).await {
         Ok((producer_id, epoch)) => {
             ResponseKind::InitProducerId(response.with_producer_id(ProducerId(producer_id)).with_producer_epoch(epoch))
         }
         Err(error) => {
             tracing::debug!(transactional_id, %error, "InitProducerId refused");
             ResponseKind::InitProducerId(
-                response.with_error_code(txn_error_code(&error, ApiKey::InitProducerId, version).code()),
+                response.with_error_code(txn_error_code(&error, TxnApi::InitProducerId, version).code()),
             )
         }
     }
 }
 
 /// AddPartitionsToTxn v0–3 (the client's form; v4+ is between brokers).
-pub async fn add_partitions(broker: &Arc<Node>, request: AddPartitionsToTxnRequest, version: i16) -> ResponseKind {
+pub async fn add_partitions(node: &Arc<Node>, request: AddPartitionsToTxnRequest, version: i16) -> ResponseKind {
     let transactional_id = request.v3_and_below_transactional_id.0.to_string();
     let requested: Vec<(TopicName, Vec<i32>)> =
         request.v3_and_below_topics.into_iter().map(|topic| (topic.name, topic.partitions)).collect();
     let unknown = |name: &TopicName, partition: i32| {
-        broker.topics.get(&name.0).and_then(|topic| topic.partition(partition)).is_none()
+        node.topics.get(&name.0).and_then(|topic| topic.partition(partition)).is_none()
     };
     let any_unknown = requested.iter().any(|(name, partitions)| partitions.iter().any(|p| unknown(name, *p)));
     let outcome = if any_unknown {
@@ -74,8 +73,7 @@ pub async fn add_partitions(broker: &Arc<Node>, request: AddPartitionsToTxnReque
             .flat_map(|(name, partitions)| partitions.iter().map(|partition| (name.0.to_string(), *partition)))
             .collect();
         Some(
-            broker
-                .txns
+            node.txns
                 .add(
                     &transactional_id,
                     request.v3_and_below_producer_id.0,
@@ -98,7 +96,7 @@ pub async fn add_partitions(broker: &Arc<Node>, request: AddPartitionsToTxnReque
                         None if unknown(&name, partition) => ResponseError::UnknownTopicOrPartition.code(),
                         None => ResponseError::OperationNotAttempted.code(),
                         Some(Ok(())) => 0,
-                        Some(Err(error)) => txn_error_code(error, ApiKey::AddPartitionsToTxn, version).code(),
+                        Some(Err(error)) => txn_error_code(error, TxnApi::AddPartitionsToTxn, version).code(),
                     };
                     AddPartitionsToTxnPartitionResult::default()
                         .with_partition_index(partition)
@@ -111,64 +109,49 @@ pub async fn add_partitions(broker: &Arc<Node>, request: AddPartitionsToTxnReque
     ResponseKind::AddPartitionsToTxn(AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results))
 }
 
-pub async fn add_offsets(broker: &Arc<Node>, request: AddOffsetsToTxnRequest, version: i16) -> ResponseKind {
+pub async fn add_offsets(node: &Arc<Node>, request: AddOffsetsToTxnRequest, version: i16) -> ResponseKind {
     let group = request.group_id.0.to_string();
     let error = if group.is_empty() {
         ResponseError::InvalidGroupId.code()
     } else {
         let transactional_id = request.transactional_id.0.to_string();
-        match broker.txns.add(&transactional_id, request.producer_id.0, request.producer_epoch, &[], &[group]).await {
+        match node.txns.add(&transactional_id, request.producer_id.0, request.producer_epoch, &[], &[group]).await {
             Ok(()) => 0,
-            Err(error) => txn_error_code(&error, ApiKey::AddOffsetsToTxn, version).code(),
+            Err(error) => txn_error_code(&error, TxnApi::AddOffsetsToTxn, version).code(),
         }
     };
     ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(error))
 }
 
-pub async fn end_txn(broker: &Arc<Node>, request: EndTxnRequest, version: i16) -> ResponseKind {
+pub async fn end_txn(node: &Arc<Node>, request: EndTxnRequest, version: i16) -> ResponseKind {
     let transactional_id = request.transactional_id.0.to_string();
     let outcome =
-        broker.txns.end(&transactional_id, request.producer_id.0, request.producer_epoch, request.committed).await;
+        node.txns.end(&transactional_id, request.producer_id.0, request.producer_epoch, request.committed).await;
     let error = match outcome {
         Ok(()) => 0,
         Err(error) => {
             tracing::debug!(transactional_id, %error, "EndTxn refused");
-            txn_error_code(&error, ApiKey::EndTxn, version).code()
+            txn_error_code(&error, TxnApi::EndTxn, version).code()
         }
     };
     ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(error))
 }
 
-/// TxnOffsetCommit: verified against the transaction (the group must have been added with
-/// AddOffsetsToTxn) and written by the group coordinator while the transaction stays locked, so the
-/// offsets are in the offsets log before any marker of the transaction.
-pub async fn txn_offset_commit(broker: &Arc<Node>, request: TxnOffsetCommitRequest, version: i16) -> ResponseKind {
+/// TxnOffsetCommit: one node operation, which verifies the transaction (the group must have been
+/// added with AddOffsetsToTxn) and has the group coordinator write the offsets under it. A refused
+/// verification answers every partition with its code.
+pub async fn txn_offset_commit(node: &Arc<Node>, request: TxnOffsetCommitRequest, version: i16) -> ResponseKind {
     let transactional_id = request.transactional_id.0.to_string();
-    let verified = broker
-        .verify_txn_offset_commit(&transactional_id, request.producer_id.0, request.producer_epoch, &request.group_id.0)
-        .await;
-    if let Err(refused) = &verified {
-        let error = txn_offset_commit_error_code(refused, version).code();
-        let topics = request
-            .topics
-            .iter()
-            .map(|topic| {
-                let partitions = topic
-                    .partitions
-                    .iter()
-                    .map(|partition| {
-                        TxnOffsetCommitResponsePartition::default()
-                            .with_partition_index(partition.partition_index)
-                            .with_error_code(error)
-                    })
-                    .collect();
-                TxnOffsetCommitResponseTopic::default().with_name(topic.name.clone()).with_partitions(partitions)
-            })
-            .collect();
-        return ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default().with_topics(topics));
-    }
-    let response = super::group::txn_offsets::txn_offset_commit(&broker.groups, request, version).await;
-    drop(verified);
+    // The partitions named, kept for a refusal: the commit itself moves into the node.
+    let requested = txn_offsets::requested(&request);
+    let commit = txn_offsets::commit(request, version);
+    let response = match node.txn_offset_commit(&transactional_id, commit).await {
+        Ok(outcomes) => txn_offsets::response(outcomes),
+        Err(refused) => {
+            tracing::debug!(transactional_id, %refused, "TxnOffsetCommit refused");
+            txn_offsets::refused(requested, txn_offset_commit_error_code(&refused, version).code())
+        }
+    };
     ResponseKind::TxnOffsetCommit(response)
 }
 
@@ -181,7 +164,7 @@ pub async fn txn_offset_commit(broker: &Arc<Node>, request: TxnOffsetCommitReque
 /// cluster has that epoch; stored at a partition, it would make the partition refuse every later
 /// marker of Once's coordinator for the producer, and the producer's next transaction there would
 /// hold the last stable offset forever.
-pub async fn write_txn_markers(broker: &Arc<Node>, request: WriteTxnMarkersRequest) -> ResponseKind {
+pub async fn write_txn_markers(node: &Arc<Node>, request: WriteTxnMarkersRequest) -> ResponseKind {
     let mut results = Vec::with_capacity(request.markers.len());
     for requested in request.markers {
         if requested.coordinator_epoch > COORDINATOR_EPOCH {
@@ -199,7 +182,7 @@ pub async fn write_txn_markers(broker: &Arc<Node>, request: WriteTxnMarkersReque
         };
         let mut topics = Vec::with_capacity(requested.topics.len());
         for topic in requested.topics {
-            let found = broker.topics.get(&topic.name.0);
+            let found = node.topics.get(&topic.name.0);
             let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
             for index in topic.partition_indexes {
                 let error = match found.as_ref().and_then(|found| found.partition(index)) {
@@ -223,13 +206,13 @@ pub async fn write_txn_markers(broker: &Arc<Node>, request: WriteTxnMarkersReque
     ResponseKind::WriteTxnMarkers(WriteTxnMarkersResponse::default().with_markers(results))
 }
 
-pub fn describe_transactions(broker: &Node, request: DescribeTransactionsRequest) -> ResponseKind {
+pub fn describe_transactions(node: &Node, request: DescribeTransactionsRequest) -> ResponseKind {
     let states = request
         .transactional_ids
         .into_iter()
         .map(|id| {
             let state = TransactionState::default().with_transactional_id(id.clone());
-            let Some(metadata) = broker.txns.describe(&id.0) else {
+            let Some(metadata) = node.txns.describe(&id.0) else {
                 return state
                     .with_error_code(ResponseError::TransactionalIdNotFound.code())
                     .with_transaction_state(str_bytes(""))
@@ -262,7 +245,7 @@ pub fn describe_transactions(broker: &Node, request: DescribeTransactionsRequest
     ResponseKind::DescribeTransactions(DescribeTransactionsResponse::default().with_transaction_states(states))
 }
 
-pub fn list_transactions(broker: &Node, request: ListTransactionsRequest, version: i16) -> ResponseKind {
+pub fn list_transactions(node: &Node, request: ListTransactionsRequest, version: i16) -> ResponseKind {
     let mut unknown_states = Vec::new();
     let mut states = Vec::new();
     for filter in &request.state_filters {
@@ -277,7 +260,7 @@ pub fn list_transactions(broker: &Node, request: ListTransactionsRequest, versio
         .unwrap_or(0);
     // v1 (KIP-994): only transactions running longer than the duration filter (-1: no filter).
     let min_duration_ms = if version >= 1 { request.duration_filter } else { -1 };
-    let listed = broker
+    let listed = node
         .txns
         .list()
         .into_iter()
@@ -302,12 +285,12 @@ pub fn list_transactions(broker: &Node, request: ListTransactionsRequest, versio
     )
 }
 
-pub fn describe_producers(broker: &Node, request: DescribeProducersRequest) -> ResponseKind {
+pub fn describe_producers(node: &Node, request: DescribeProducersRequest) -> ResponseKind {
     let topics = request
         .topics
         .into_iter()
         .map(|topic| {
-            let found = broker.topics.get(&topic.name.0);
+            let found = node.topics.get(&topic.name.0);
             let partitions = topic
                 .partition_indexes
                 .into_iter()

@@ -1,5 +1,5 @@
-//! ListGroups, DescribeGroups and DeleteGroups: Kafka requests to the group coordinator's
-//! operations and back.
+//! ListGroups, DescribeGroups and DeleteGroups; translation only: Kafka requests to the group
+//! coordinator's operations and back.
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};

@@ -1,5 +1,5 @@
-//! FindCoordinator, JoinGroup, SyncGroup, Heartbeat and LeaveGroup: Kafka requests to the group
-//! coordinator's membership operations and back.
+//! FindCoordinator, JoinGroup, SyncGroup, Heartbeat and LeaveGroup; translation only: Kafka requests
+//! to the group coordinator's membership operations and back.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;

@@ -1,13 +1,14 @@
-//! The group APIs at the Kafka edge: each handler turns a Kafka request into a call of the group
+//! The group APIs at the Kafka edge, translation only: each handler turns a Kafka request into a call of the group
 //! coordinator's protocol-free operations (`once_group`) and its outcome into the Kafka response. The
 //! codec refuses fields a version lacks, so each response sets only what its version carries. The
-//! handlers take the coordinator, not the broker, so they can be tested without one.
+//! handlers take the coordinator, not the node, so they can be tested without one.
 //!
 //! # Layout
 //! - [`membership`] — FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup.
 //! - [`offsets`] — OffsetCommit, OffsetFetch, OffsetDelete.
 //! - [`admin`] — ListGroups, DescribeGroups, DeleteGroups.
-//! - [`txn_offsets`] — TxnOffsetCommit's translation (the transaction check is `handlers::txn`'s).
+//! - [`txn_offsets`] — TxnOffsetCommit's translation (the handler is `handlers::txn`'s; the node checks
+//!   the transaction).
 //! - [`subscription`] — the consumer protocol's embedded subscription format, read for OffsetDelete.
 
 pub mod admin;

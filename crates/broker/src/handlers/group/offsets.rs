@@ -1,5 +1,5 @@
-//! OffsetCommit, OffsetFetch and OffsetDelete: Kafka requests to the group coordinator's offset
-//! operations and back.
+//! OffsetCommit, OffsetFetch and OffsetDelete; translation only: Kafka requests to the group
+//! coordinator's offset operations and back.
 
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};

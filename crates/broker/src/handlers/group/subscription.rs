@@ -1,6 +1,6 @@
-//! The consumer protocol's embedded subscription format (in a member's JoinGroup metadata), read for
-//! OffsetDelete: the group coordinator asks which topics a member subscribes to and leaves the format
-//! to the edge. It starts with an `i16` version; newer versions than the codec knows are read as its
+//! Translation only: the consumer protocol's embedded subscription format (in a member's JoinGroup
+//! metadata), read for OffsetDelete: the group coordinator asks which topics a member subscribes to and
+//! leaves the format to the edge. It starts with an `i16` version; newer versions than the codec knows are read as its
 //! newest, as Kafka does (fields are only ever appended).
 
 use bytes::{Buf, Bytes};

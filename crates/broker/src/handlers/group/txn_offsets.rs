@@ -1,28 +1,25 @@
-//! TxnOffsetCommit's translation: the Kafka request to the group coordinator's transactional commit
-//! and back. `handlers::txn` checks the transaction first and calls this with the transaction locked.
+//! TxnOffsetCommit's translation, nothing else: the Kafka request to the node's transactional commit
+//! ([`once_node::Node::txn_offset_commit`], which verifies the transaction and calls the group
+//! coordinator under it) and its outcome back. The handler is `handlers::txn::txn_offset_commit`.
 
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{TopicName, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
-use once_group::{CommitMember, GroupCoordinator, TxnOffsetCommit};
+use once_group::{CommitMember, TopicOutcomes, TxnOffsetCommit};
 
 use super::{code_of, topic_offsets};
 use crate::handlers::str_bytes as text;
 
-/// The coordinator's TxnOffsetCommit of a verified request; v3+ names the consumer's member
-/// (KIP-447), checked against the group.
-pub async fn txn_offset_commit(
-    groups: &GroupCoordinator,
-    request: TxnOffsetCommitRequest,
-    version: i16,
-) -> TxnOffsetCommitResponse {
+/// The coordinator's form of a TxnOffsetCommit request; v3+ names the consumer's member (KIP-447),
+/// which the group checks.
+pub fn commit(request: TxnOffsetCommitRequest, version: i16) -> TxnOffsetCommit {
     let member = (version >= 3).then(|| CommitMember {
         generation_id: request.generation_id,
         member_id: request.member_id.to_string(),
         group_instance_id: request.group_instance_id.as_ref().map(|id| id.to_string()),
     });
-    let commit = TxnOffsetCommit {
+    TxnOffsetCommit {
         group_id: request.group_id.0.to_string(),
         producer_id: request.producer_id.0,
         producer_epoch: request.producer_epoch,
@@ -42,10 +39,12 @@ pub async fn txn_offset_commit(
                 topic_offsets(topic.name.0.to_string(), partitions)
             })
             .collect(),
-    };
-    let topics = groups
-        .txn_offset_commit(commit)
-        .await
+    }
+}
+
+/// The response to a commit the group coordinator answered: each partition's own outcome.
+pub fn response(outcomes: TopicOutcomes) -> TxnOffsetCommitResponse {
+    let topics = outcomes
         .into_iter()
         .map(|(name, partitions)| {
             let partitions = partitions
@@ -57,6 +56,32 @@ pub async fn txn_offset_commit(
                 })
                 .collect();
             TxnOffsetCommitResponseTopic::default().with_name(TopicName(text(&name))).with_partitions(partitions)
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The partitions a request names, per topic: what a refusal answers.
+pub fn requested(request: &TxnOffsetCommitRequest) -> Vec<(TopicName, Vec<i32>)> {
+    request
+        .topics
+        .iter()
+        .map(|topic| (topic.name.clone(), topic.partitions.iter().map(|partition| partition.partition_index).collect()))
+        .collect()
+}
+
+/// The response to a commit refused as a whole: `error_code` at every partition of the request.
+pub fn refused(requested: Vec<(TopicName, Vec<i32>)>, error_code: i16) -> TxnOffsetCommitResponse {
+    let topics = requested
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|index| {
+                    TxnOffsetCommitResponsePartition::default().with_partition_index(index).with_error_code(error_code)
+                })
+                .collect();
+            TxnOffsetCommitResponseTopic::default().with_name(name).with_partitions(partitions)
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
