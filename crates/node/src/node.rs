@@ -84,10 +84,11 @@ impl Node {
         self.upkeep.stop();
     }
 
-    /// Stops the upkeep, then closes every partition (snapshotting dedup indexes) and the
+    /// Stops the upkeep and waits for a round in progress, then closes every partition (snapshotting dedup indexes) and the
     /// coordinators' internal logs cleanly. Edges call it once they have drained their connections.
     pub async fn close(&self) {
-        self.upkeep.stop();
+        // A retention pass or dedup snapshot still running would race the partitions' close.
+        self.upkeep.finished().await;
         self.topics.close_all().await;
         self.close_coordinators().await;
     }

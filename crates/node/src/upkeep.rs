@@ -3,11 +3,15 @@
 //! maintained on disk, snapshots written when due, counters logged).
 //!
 //! The tasks hold the registry, not the node, and stop when [`Upkeep::stop`] is called or the
-//! [`Upkeep`] is dropped. Each round runs on the blocking pool; stopping does not wait for a round.
+//! [`Upkeep`] is dropped. Each round runs on the blocking pool holding the upkeep's round lock, which
+//! the round's blocking closure owns: aborting a loop cannot release it early, so
+//! [`Upkeep::finished`] returns only when no round is running — closing the partitions never races a
+//! retention pass or a dedup snapshot.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
@@ -28,21 +32,35 @@ const DEDUP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Upkeep {
     retention: JoinHandle<()>,
     dedup: JoinHandle<()>,
+    /// Held by the round running on the blocking pool, if any (both loops share it: one round at a
+    /// time).
+    round: Arc<Mutex<()>>,
 }
 
 impl Upkeep {
     /// Starts both loops. Needs a tokio runtime.
     pub fn start(topics: Arc<TopicRegistry>, config: &NodeConfig) -> Upkeep {
         let interval = Duration::from_millis(config.retention_check_interval_ms.max(10));
-        let retention = tokio::spawn(retention_loop(topics.clone(), interval, config.producer_id_expiration_ms));
-        let dedup = tokio::spawn(dedup_loop(topics));
-        Upkeep { retention, dedup }
+        let round = Arc::new(Mutex::new(()));
+        let expiration_ms = config.producer_id_expiration_ms;
+        let retention = tokio::spawn(retention_loop(topics.clone(), interval, expiration_ms, round.clone()));
+        let dedup = tokio::spawn(dedup_loop(topics, round.clone()));
+        Upkeep { retention, dedup, round }
     }
 
-    /// Stops both loops (a round already on the blocking pool finishes on its own).
+    /// Stops both loops; a round already on the blocking pool finishes on its own (see
+    /// [`Upkeep::finished`]).
     pub fn stop(&self) {
         self.retention.abort();
         self.dedup.abort();
+    }
+
+    /// Stops both loops and waits until no round is running.
+    pub async fn finished(&self) {
+        self.stop();
+        // A loop aborted while waiting for the lock never runs its round; one holding it owns the
+        // guard inside its blocking closure, which returns it when the round ends.
+        drop(self.round.lock().await);
     }
 }
 
@@ -59,11 +77,18 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn retention_loop(topics: Arc<TopicRegistry>, interval: Duration, producer_id_expiration_ms: i64) {
+async fn retention_loop(
+    topics: Arc<TopicRegistry>,
+    interval: Duration,
+    producer_id_expiration_ms: i64,
+    round: Arc<Mutex<()>>,
+) {
     loop {
         tokio::time::sleep(interval).await;
         let topics = topics.clone();
+        let held = round.clone().lock_owned().await;
         let _ = tokio::task::spawn_blocking(move || {
+            let _held = held;
             let now_ms = now_ms();
             for topic in topics.list() {
                 for partition in topic.partitions() {
@@ -85,13 +110,15 @@ async fn retention_loop(topics: Arc<TopicRegistry>, interval: Duration, producer
 
 /// Upkeep of every dedup index: frees expired ids a bounded amount at a time, writes a snapshot when
 /// one is due, and logs the counters that moved.
-async fn dedup_loop(topics: Arc<TopicRegistry>) {
+async fn dedup_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<()>>) {
     let mut logged = std::collections::BTreeMap::new();
     let mut last_log = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(DEDUP_UPKEEP_INTERVAL).await;
         let upkeep = topics.clone();
+        let held = round.clone().lock_owned().await;
         let _ = tokio::task::spawn_blocking(move || {
+            let _held = held;
             let now_ms = now_ms();
             for topic in upkeep.list() {
                 let Some(dedup) = topic.dedup() else { continue };
@@ -111,5 +138,34 @@ async fn dedup_loop(topics: Arc<TopicRegistry>) {
             last_log = tokio::time::Instant::now();
             log_dedup_counters(&topics, &mut logged);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Closing waits for a round in progress: the guard lives in the blocking closure, so aborting
+    /// the loop that started the round does not release it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finished_waits_for_the_round_on_the_blocking_pool() {
+        let round = Arc::new(Mutex::new(()));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let loop_round = round.clone();
+        let retention = tokio::spawn(async move {
+            let held = loop_round.lock_owned().await;
+            let _ = tokio::task::spawn_blocking(move || {
+                let _held = held;
+                let _ = started_tx.send(());
+                std::thread::sleep(Duration::from_millis(300));
+            })
+            .await;
+        });
+        let upkeep = Upkeep { retention, dedup: tokio::spawn(async {}), round };
+        started_rx.await.expect("the round started");
+        let begun = std::time::Instant::now();
+        upkeep.finished().await;
+        assert!(begun.elapsed() >= Duration::from_millis(200), "finished returned while the round ran");
+        assert!(upkeep.round.try_lock().is_ok(), "no round holds the lock afterwards");
     }
 }
