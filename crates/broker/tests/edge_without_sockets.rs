@@ -344,3 +344,23 @@ async fn topic_configs_altered_at_the_edge_are_described_after_a_reopen() {
     );
     node.close().await;
 }
+
+/// DescribeConfigs of the broker names its id `broker.id`, the key Kafka's tools ask for
+/// (`kafka-configs --describe --entity-type brokers`); a rename would hide it from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_describes_its_id_as_broker_id() {
+    const BROKER_RESOURCE: i8 = 4;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = open(dir.path());
+    let resource = describe_configs_request::DescribeConfigsResource::default()
+        .with_resource_type(BROKER_RESOURCE)
+        .with_resource_name(text(&node.config.node_id.to_string()));
+    let body = RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![resource]));
+    let ResponseKind::DescribeConfigs(response) = call(&node, ApiKey::DescribeConfigs, 4, body).await else {
+        panic!("a DescribeConfigs response");
+    };
+    assert_eq!(response.results[0].error_code, 0, "the broker resource is described");
+    let id = response.results[0].configs.iter().find(|config| config.name.as_str() == "broker.id");
+    let value = id.and_then(|config| config.value.as_ref()).map(|value| value.to_string());
+    assert_eq!(value, Some(node.config.node_id.to_string()), "broker.id holds the node id");
+}

@@ -43,8 +43,28 @@ impl ParsedBatch<'_> {
         let count = usize::try_from(self.header.records_count).map_err(|_| {
             DedupError::InvalidBatch(format!("records count {} is negative", self.header.records_count))
         })?;
-        batch::read_records(&self.records_section, count).map_err(|error| invalid(error.0))
+        let records = batch::read_records(&self.records_section, count).map_err(|error| invalid(error.0))?;
+        check_offset_deltas(&records, self.header.last_offset_delta)?;
+        Ok(records)
     }
+}
+
+/// Each record's offset delta must lie within the batch's offsets (0 to its last offset delta) and
+/// grow from record to record, as a client writes them and as compaction-shaped batches keep them:
+/// the index confirms each id at base offset + delta, and an id placed outside the batch's offsets
+/// would point at another batch's record (the writer asserts it never happens).
+fn check_offset_deltas(records: &[Record<'_>], last_offset_delta: i32) -> Result<(), DedupError> {
+    let mut previous: Option<i32> = None;
+    for (index, record) in records.iter().enumerate() {
+        let delta = record.offset_delta;
+        if !(0..=last_offset_delta).contains(&delta) || previous.is_some_and(|previous| delta <= previous) {
+            return Err(invalid(format!(
+                "record {index} has offset delta {delta}: deltas must grow within 0..={last_offset_delta}"
+            )));
+        }
+        previous = Some(delta);
+    }
+    Ok(())
 }
 
 /// The ids of a batch's records, one entry per record in batch order; `None` where a record has

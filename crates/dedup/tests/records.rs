@@ -234,6 +234,32 @@ fn test_record() -> impl Strategy<Value = TestRecord> {
     })
 }
 
+/// Review of issue 14: a record placed outside its batch's offsets (offset delta 5 in a one-record
+/// batch) or out of order is refused, not indexed at another batch's offset (which panicked the
+/// writer, and the replay at every restart).
+#[test]
+fn offset_deltas_outside_the_batch_or_out_of_order_are_refused() {
+    let record = TestRecord::new(Some(b"order-1"), Some(b"charge"), &[]);
+    let mut batch = raw_batch(std::slice::from_ref(&record), 0);
+    assert!(extract_record_ids(&batch, &DedupSource::Key).is_ok(), "the well-formed batch is read");
+    // Record layout after the 61-byte header: length varint (1 byte here), attributes, timestamp
+    // delta (0), offset delta (zigzag varint; 5 is 10).
+    assert_eq!(batch[64], 0, "the offset delta byte");
+    batch[64] = 10;
+    fix_length_and_crc(&mut batch);
+    let refused = extract_record_ids(&batch, &DedupSource::Key);
+    assert!(matches!(refused, Err(DedupError::InvalidRecords(_))), "delta 5 in a one-record batch: {refused:?}");
+
+    let two = [record.clone(), TestRecord::new(Some(b"order-2"), Some(b"charge"), &[])];
+    let mut swapped = raw_batch(&two, 0);
+    let second = 61 + 1 + usize::from(swapped[61]) / 2;
+    assert_eq!((swapped[64], swapped[second + 3]), (0, 2), "deltas 0 and 1 (zigzag)");
+    swapped[second + 3] = 0;
+    fix_length_and_crc(&mut swapped);
+    let refused = extract_record_ids(&swapped, &DedupSource::Key);
+    assert!(matches!(refused, Err(DedupError::InvalidRecords(_))), "a repeated delta: {refused:?}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

@@ -223,3 +223,27 @@ async fn a_dedup_topic_drops_an_id_seen_from_another_producer_and_after_a_reopen
     );
     node.close().await;
 }
+
+/// Review of issue 14: a batch whose record claims an offset outside the batch (offset delta 5 in a
+/// one-record batch, CRC correct) is refused with INVALID_RECORD's error on a dedup topic, and the
+/// partition keeps taking writes and reopens (it used to panic the writer, then the replay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_outside_its_batch_is_refused_on_a_dedup_topic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::open(config(dir.path())).expect("open");
+    node.topics.create("events", 1, overrides(&[("dedup.source", "key")])).await.expect("create");
+    let events = partition(&node, "events", 0);
+    let mut forged = make_keyed_batch(-1, -1, -1, 0, &[b"order-1"], now_ms());
+    // After the 61-byte header: record length (1 byte), attributes, timestamp delta, offset delta.
+    assert_eq!(forged[64], 0, "the first record's offset delta");
+    forged[64] = 10; // zigzag 5
+    let crc = once_log::batch::crc_of(&forged);
+    forged[17..21].copy_from_slice(&crc.to_be_bytes());
+    let refused = events.append(forged).await;
+    assert!(matches!(refused, Err(PartitionError::Log(LogError::InvalidBatch(_)))), "refused: {refused:?}");
+
+    let stored = events.append(make_keyed_batch(-1, -1, -1, 0, &[b"order-1"], now_ms())).await.expect("stored");
+    assert_eq!(stored.base_offset, 0, "nothing of the forged batch was stored");
+    let node = reopen(node, dir.path()).await;
+    assert_eq!(partition(&node, "events", 0).high_watermark(), 1, "the partition reopens with its record");
+}

@@ -104,7 +104,7 @@ fn describe_broker(node: &Node, wanted: &dyn Fn(&str) -> bool) -> Vec<DescribeCo
         ("num.partitions", config.default_partitions.to_string(), ConfigType::Int),
         ("socket.request.max.bytes", config.request_bytes_max.to_string(), ConfigType::Int),
         ("log.retention.check.interval.ms", config.retention_check_interval_ms.to_string(), ConfigType::Long),
-        ("node.id", config.node_id.to_string(), ConfigType::Int),
+        ("broker.id", config.node_id.to_string(), ConfigType::Int),
     ];
     entries
         .into_iter()

@@ -215,13 +215,17 @@ fn partition_gone(read: &TopicRead, partition: i32) -> Option<LostEvidence> {
     Some(LostEvidence::PartitionGone { partitions_at_final_read })
 }
 
-/// Values at more than one place of the committed output.
+/// Values at more places of the committed output than of the input. A value the input holds twice
+/// was stored twice by its producer — librdkafka's idempotent producer re-sends messages that may
+/// already be stored under a bumped epoch after a message timeout (librdkafka issue 4953), which
+/// Kafka's rules append as new — and a copier that copies each input record once copies it twice:
+/// that is the input's duplicate, not the copier's.
 pub fn duplicates(history: &TxnHistory) -> Vec<TxnAnomaly> {
     let input = places(&history.input.records);
     let output: BTreeMap<Value, Vec<Place>> = places(&history.output.records).into_iter().collect();
     output
         .into_iter()
-        .filter(|(_, places)| places.len() > 1)
+        .filter(|(value, places)| places.len() > input.get(value).map_or(0, Vec::len).max(1))
         .map(|(value, output)| TxnAnomaly::Duplicate {
             value,
             output,
@@ -336,10 +340,13 @@ fn writers(history: &TxnHistory) -> HashMap<Value, &TracedTransaction> {
 }
 
 /// Per output partition, in offset order, each value's first occurrence must come from the same input
-/// partition at a higher input offset than every value before it.
+/// partition at a higher input offset than every value before it (a value the input holds twice is
+/// placed at its first occurrence, which is what its first copy copied).
 pub fn reordered(history: &TxnHistory) -> Vec<TxnAnomaly> {
-    let input: HashMap<Value, Place> =
-        history.input.records.iter().map(|record| (record.value, (record.partition, record.offset))).collect();
+    let mut input: HashMap<Value, Place> = HashMap::new();
+    for record in &history.input.records {
+        input.entry(record.value).or_insert((record.partition, record.offset));
+    }
     let mut by_partition: BTreeMap<i32, Vec<&Poll>> = BTreeMap::new();
     for record in &history.output.records {
         by_partition.entry(record.partition).or_default().push(record);

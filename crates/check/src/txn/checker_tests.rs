@@ -196,6 +196,25 @@ fn a_value_committed_twice_is_a_duplicate_with_its_places() {
     );
 }
 
+/// A value its producer stored twice in the input (a re-send under a bumped epoch) and the copier
+/// copied twice is the input's duplicate: no copier anomaly, no reordering. A third copy is one.
+#[test]
+fn a_value_the_input_holds_twice_may_be_copied_twice_but_not_more() {
+    let mut history = clean();
+    history.input.records.push(record(u16::MAX, 0, 3, 11));
+    history.input.read_to[0] = 4;
+    history.output.records.push(record(u16::MAX, 0, 7, 11));
+    history.output.read_to[0] = 8;
+    assert_eq!(duplicates(&history), vec![], "copied as often as the input holds it");
+    assert_eq!(reordered(&history), vec![], "placed at its first input occurrence");
+    history.output.records.push(record(u16::MAX, 0, 8, 11));
+    history.output.read_to[0] = 9;
+    assert_eq!(
+        duplicates(&history),
+        vec![TxnAnomaly::Duplicate { value: 11, output: vec![(0, 4), (0, 7), (0, 8)], input: vec![(0, 1), (0, 3)] }]
+    );
+}
+
 #[test]
 fn a_value_nobody_sent_is_unexpected() {
     let mut history = clean();

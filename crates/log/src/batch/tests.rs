@@ -152,6 +152,19 @@ fn a_header_only_batch_is_valid_and_a_batch_without_its_span_is_not() {
 }
 
 /// A record as `kafka-protocol` encodes it, with the fields the transaction log used.
+/// `validate_parsed` takes the caller's header only if it is the bytes' own (checked in release
+/// builds too): a header of another batch is refused, not trusted.
+#[test]
+fn validate_parsed_refuses_a_header_that_is_not_the_bytes_own() {
+    let batch = sample_batch();
+    let mut other = *batch.header();
+    other.producer_id += 1;
+    let refused = ValidBatch::validate_parsed(other, batch.bytes().to_vec());
+    assert!(matches!(refused, Err(LogError::CorruptBatch(_))), "another header: {refused:?}");
+    let own = ValidBatch::validate_parsed(*batch.header(), batch.bytes().to_vec());
+    assert!(own.is_ok(), "its own header: {own:?}");
+}
+
 fn kafka_record(offset: i64, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> KafkaRecord {
     KafkaRecord {
         transactional: false,
