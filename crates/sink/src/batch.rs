@@ -85,7 +85,7 @@ pub enum BatchError {
 
 /// Applies `batch` in one transaction, fenced by the stored position.
 pub fn apply_batch(
-    backend: &mut impl Backend,
+    backend: &mut (impl Backend + ?Sized),
     dedup: Option<&Dedup>,
     batch: &Batch<'_>,
 ) -> Result<Outcome, BatchError> {
@@ -123,7 +123,11 @@ fn check_shape(batch: &Batch<'_>) {
     }
 }
 
-fn inside(backend: &mut impl Backend, dedup: Option<&Dedup>, batch: &Batch<'_>) -> Result<Outcome, BatchError> {
+fn inside<B: Backend + ?Sized>(
+    backend: &mut B,
+    dedup: Option<&Dedup>,
+    batch: &Batch<'_>,
+) -> Result<Outcome, BatchError> {
     let stored = backend.lock_position(batch.key, batch.from).map_err(BatchError::Database)?;
     if stored != batch.from {
         return Ok(Outcome::Refused { stored });
