@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS once_sink_inbox (
 );
 "#;
 
+/// How long a transaction may sit idle (its sink paused) before the server aborts it, in ms.
+pub const IDLE_IN_TRANSACTION_MS: u64 = 30_000;
+
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 pub struct PostgresBackend {
@@ -85,6 +88,10 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
             tracing::warn!(%error, "postgres connection ended");
         }
     });
+    // A sink paused mid-batch (SIGSTOP, a long stall) holds its position rows locked, and the new
+    // owner of those partitions waits on them. The server ends such a transaction after this long;
+    // the paused sink's commit then fails, its retry is refused, and nothing of it is applied.
+    client.batch_execute(&format!("SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")).await?;
     Ok(client)
 }
 

@@ -62,6 +62,9 @@ fn the_issue_statement_and_every_parameter_bind() {
         "order-1|{\"amount\": 12.5}|{\"amount\": 12.5}|orders|0|1|1700000000001|m1|t"
     );
     assert_eq!(cluster.psql("SELECT sink, topic, partition, next_offset FROM once_sink_offsets"), "billing|orders|0|2");
+    let (runtime, client) = backend.client();
+    let row = runtime.block_on(client.query_one("SHOW idle_in_transaction_session_timeout", &[])).expect("show");
+    assert_eq!(row.get::<_, String>(0), "30s", "a paused sink's transaction is aborted by the server");
 }
 
 #[test]
