@@ -17,20 +17,21 @@ use support::{once, BrokerProcess};
 const CHARGE: &str = "INSERT INTO charges(order_id, amount) VALUES (:key, (:value::jsonb->>'amount')::numeric)";
 
 fn spawn_sink(broker: &BrokerProcess, cluster: &PgCluster, batch_records: &str, log: &std::path::Path) -> Child {
+    spawn_sink_on(broker, cluster, &["--topic", "orders", "--topic", "retries", "--dedup", "key"], batch_records, log)
+}
+
+fn spawn_sink_on(
+    broker: &BrokerProcess,
+    cluster: &PgCluster,
+    topics: &[&str],
+    batch_records: &str,
+    log: &std::path::Path,
+) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open sink log");
     Command::new(env!("CARGO_BIN_EXE_once"))
-        .args([
-            "sink",
-            "--bootstrap",
-            &broker.bootstrap(),
-            "--group",
-            "billing",
-            "--topic",
-            "orders",
-            "--topic",
-            "retries",
-        ])
-        .args(["--database", &cluster.url(), "--sql", CHARGE, "--dedup", "key", "--batch-records", batch_records])
+        .args(["sink", "--bootstrap", &broker.bootstrap(), "--group", "billing"])
+        .args(topics)
+        .args(["--database", &cluster.url(), "--sql", CHARGE, "--batch-records", batch_records])
         .env("ONCE_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -111,4 +112,71 @@ fn killed_mid_run_with_repeats_on_two_topics_every_charge_applies_once() {
     );
     assert_eq!(number(&cluster, "SELECT count(*) FROM once_sink_inbox"), 2500);
     assert_eq!(positions(&cluster), 3500, "positions pass the 1000 repeats the inbox skipped");
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -{name}");
+}
+
+/// Three sinks over six partitions; one paused (SIGSTOP) past its session timeout while the others
+/// take its partitions and more records arrive, then resumed as a zombie; another killed with
+/// SIGKILL and restarted; the broker killed with SIGKILL and restarted. Every charge ends in the
+/// table exactly once and the positions count every record.
+#[test]
+fn three_sinks_a_zombie_and_kills_apply_every_charge_once() {
+    const TOTAL: i64 = 6000;
+    let cluster = PgCluster::start();
+    cluster.psql("CREATE TABLE charges(order_id TEXT, amount NUMERIC)");
+    let mut broker = BrokerProcess::start(&[]);
+    once(&["topic", "create", "orders", "--partitions", "6", "--bootstrap", &broker.bootstrap()]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs: Vec<_> = (0..3).map(|index| dir.path().join(format!("sink-{index}.log"))).collect();
+    let topics = ["--topic", "orders"];
+    produce(&broker, "orders", 0..3000);
+    let mut sinks: Vec<Child> = logs.iter().map(|log| spawn_sink_on(&broker, &cluster, &topics, "20", log)).collect();
+    let applied = || number(&cluster, "SELECT count(*) FROM charges");
+    wait_until("each sink to be assigned partitions", Duration::from_secs(60), || {
+        logs.iter().all(|log| std::fs::read_to_string(log).unwrap_or_default().contains("assigned; seeking"))
+    });
+    wait_until("the sinks to apply some charges", Duration::from_secs(60), || applied() >= 500);
+
+    // Paused past its session timeout: its partitions move to the others, which can only reach the
+    // end of what was produced by taking them over (the paused sink's transaction, if it was in
+    // one, is aborted by the server after 30 s idle).
+    signal(&sinks[0], "STOP");
+    produce(&broker, "orders", 3000..5000);
+    wait_until("the others to take over the paused sink's partitions", Duration::from_secs(120), || {
+        positions(&cluster) >= 5000
+    });
+    // Resumed: a zombie whose batch in hand, if any, is stale.
+    signal(&sinks[0], "CONT");
+    produce(&broker, "orders", 5000..TOTAL as u64);
+
+    sinks[1].kill().expect("SIGKILL a sink");
+    sinks[1].wait().expect("reap it");
+    sinks[1] = spawn_sink_on(&broker, &cluster, &topics, "20", &logs[1]);
+    broker.kill9();
+    broker.restart();
+
+    wait_until("every record to be applied", Duration::from_secs(180), || positions(&cluster) >= TOTAL);
+    for sink in &mut sinks {
+        signal(sink, "TERM");
+    }
+    let logs_text: String =
+        logs.iter().map(|log| std::fs::read_to_string(log).unwrap_or_default()).collect::<Vec<_>>().join("\n----\n");
+    for sink in &mut sinks {
+        let status = sink.wait().expect("wait for a sink");
+        assert!(status.success(), "every sink exits 0 on SIGTERM; logs:\n{logs_text}");
+    }
+    for line in logs_text.lines().filter(|line| line.contains("batch refused") || line.contains("transient")) {
+        eprintln!("{line}");
+    }
+    let expected_sum: i64 = (0..TOTAL).sum();
+    assert_eq!(
+        cluster.psql("SELECT count(*), count(DISTINCT order_id), sum(amount) FROM charges"),
+        format!("{TOTAL}|{TOTAL}|{expected_sum}"),
+        "every charge exactly once; logs:\n{logs_text}"
+    );
+    assert_eq!(positions(&cluster), TOTAL, "positions equal the records applied");
 }

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS once_sink_inbox (
 );
 "#;
 
+/// The advisory lock key that serialises creating the sink's tables ("oncesink" in ASCII).
+const SCHEMA_LOCK: i64 = 0x6f6e_6365_7369_6e6b;
+
 /// How long a transaction may sit idle (its sink paused) before the server aborts it, in ms.
 pub const IDLE_IN_TRANSACTION_MS: u64 = 30_000;
 
@@ -104,7 +107,11 @@ impl PostgresBackend {
             .build()
             .map_err(|error| DbError::Fatal(format!("starting the runtime: {error}")))?;
         let client = runtime.block_on(connect(url)).map_err(step)?;
-        runtime.block_on(client.batch_execute(SCHEMA)).map_err(step)?;
+        // Concurrent `CREATE TABLE IF NOT EXISTS` can fail in PostgreSQL (a unique violation on
+        // pg_type when two sessions create the same table at once): sinks starting together take
+        // a transaction-scoped advisory lock around it.
+        let create = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
+        runtime.block_on(client.batch_execute(&create)).map_err(step)?;
         let mut translated = Vec::with_capacity(sql.len());
         for text in sql {
             translated.push(

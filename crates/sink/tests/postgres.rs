@@ -154,3 +154,18 @@ fn the_inbox_absorbs_a_repeated_message_id() {
     assert_eq!(cluster.psql("SELECT string_agg(off::text, ',' ORDER BY off) FROM charges"), "0,1,2");
     assert_eq!(cluster.psql("SELECT count(*) FROM once_sink_inbox"), "3");
 }
+
+#[test]
+fn sinks_starting_together_all_create_the_tables() {
+    let cluster = PgCluster::start();
+    let url = cluster.url();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PostgresBackend::open(&url, &[]).map(|_| ()))
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().expect("thread"), Ok(()), "concurrent CREATE TABLE IF NOT EXISTS is serialised");
+    }
+}
