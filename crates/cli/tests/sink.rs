@@ -128,6 +128,11 @@ fn killed_mid_run_and_restarted_every_record_applies_exactly_once() {
         (4000, 4000, expected_sum, 4000),
         "every record once, positions at the end; log:\n{log_text}"
     );
+    // Group offsets follow the database, for lag only: none left once it is caught up and stopped.
+    let described = once(&["group", "describe", "billing", "--bootstrap", &bootstrap]);
+    let rows: Vec<&str> = described.lines().filter(|line| line.starts_with("orders\t")).collect();
+    assert_eq!(rows.len(), 3, "{described}");
+    assert!(rows.iter().all(|row| row.ends_with("\t0")), "lag 0 on every partition:\n{described}");
 }
 
 #[test]

@@ -214,6 +214,20 @@ pub fn run(
         }
     }
     tracing::info!(?summary, "stopping: the batch in hand is applied");
+    // The asynchronous commits may still be in flight; one synchronous commit of where every owned
+    // partition stands leaves the group's lag exact for `once group describe`. Best effort: the
+    // positions themselves are in the database.
+    let mut standing = TopicPartitionList::new();
+    for ((topic, partition), position) in lock(&consumer.context().owned).iter() {
+        if let Some(position) = position {
+            standing.add_partition_offset(topic, *partition, Offset::Offset(*position))?;
+        }
+    }
+    if standing.count() > 0 {
+        if let Err(error) = consumer.commit(&standing, CommitMode::Sync) {
+            tracing::warn!(%error, "committing group offsets for lag on the way out");
+        }
+    }
     Ok(summary)
 }
 
