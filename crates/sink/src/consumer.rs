@@ -100,7 +100,9 @@ impl SinkContext {
                 topic: element.topic().to_string(),
                 partition: element.partition(),
             };
-            match with_retries(|| lock(&self.backend).stored_position(&key)) {
+            // Inside the rebalance callback: a minute, then the sink stops rather than hang here.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            match with_retries(|| lock(&self.backend).stored_position(&key), || Instant::now() >= deadline) {
                 Ok(position) => positions.push((key, position)),
                 Err(error) => {
                     *lock(&self.failed) = Some(error);
@@ -123,14 +125,17 @@ impl SinkContext {
     }
 }
 
-/// Runs `operation`, retrying transient errors with backoff (100 ms doubling to 5 s) up to about
-/// a minute; the fence makes a retry safe whatever happened to the attempt before it.
-fn with_retries<T>(mut operation: impl FnMut() -> Result<T, DbError>) -> Result<T, DbError> {
+/// Runs `operation`, retrying transient errors with backoff (100 ms doubling to 5 s) until it
+/// succeeds, fails otherwise, or `give_up()` says so (then the last transient error is returned).
+/// The fence makes a retry safe whatever happened to the attempt before it.
+fn with_retries<T>(
+    mut operation: impl FnMut() -> Result<T, DbError>,
+    give_up: impl Fn() -> bool,
+) -> Result<T, DbError> {
     let mut backoff = Duration::from_millis(100);
-    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match operation() {
-            Err(DbError::Transient(message)) if Instant::now() < deadline => {
+            Err(DbError::Transient(message)) if !give_up() => {
                 tracing::warn!(%message, ?backoff, "transient database error; retrying");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -200,7 +205,7 @@ pub fn run(
         if let Some(error) = lock(&consumer.context().failed).take() {
             return Err(SinkError::Assignment(error));
         }
-        apply_round(&consumer, &backend, &options, records, &mut summary)?;
+        apply_round(&consumer, &backend, &options, records, &mut summary, &stop)?;
         if last_report.0.elapsed() >= Duration::from_secs(10) {
             let rate = (summary.applied - last_report.1) as f64 / last_report.0.elapsed().as_secs_f64();
             tracing::info!(
@@ -255,6 +260,7 @@ fn apply_round(
     options: &SinkOptions,
     records: Vec<Record>,
     summary: &mut Summary,
+    stop: &AtomicBool,
 ) -> Result<(), SinkError> {
     let mut by_partition: BTreeMap<(String, i32), Vec<Record>> = BTreeMap::new();
     for record in records {
@@ -272,11 +278,19 @@ fn apply_round(
         let from = expected.unwrap_or(first.offset);
         let key = PartitionKey { sink: options.group.clone(), topic: topic.clone(), partition };
         let batch = Batch { key: &key, from, records: &records };
-        let outcome = with_retries(|| match apply_batch(lock(backend).as_mut(), options.dedup.as_ref(), &batch) {
+        // A database that is down is waited for, however long (nothing advances meanwhile), until
+        // SIGTERM: then the batch in hand is left unapplied — it is read again next time.
+        let attempt = || match apply_batch(lock(backend).as_mut(), options.dedup.as_ref(), &batch) {
             Err(BatchError::Database(error @ DbError::Transient(_))) => Err(error),
             other => Ok(other),
-        })
-        .map_err(|error| SinkError::Batch(BatchError::Database(error)))??;
+        };
+        let outcome = match with_retries(attempt, || stop.load(Ordering::SeqCst)) {
+            Ok(outcome) => outcome?,
+            Err(error) => {
+                tracing::warn!(%error, %topic, partition, "stopping with the database unavailable; the batch in hand was not applied");
+                return Ok(());
+            }
+        };
         let position = match outcome {
             Outcome::Applied { to, applied, duplicates } => {
                 summary.applied += applied as u64;
@@ -302,4 +316,37 @@ fn apply_round(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[test]
+    fn transient_errors_are_retried_others_are_not() {
+        let calls = Cell::new(0);
+        let flaky = || {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                Err(DbError::Transient("busy".into()))
+            } else {
+                Ok(calls.get())
+            }
+        };
+        assert_eq!(with_retries(flaky, || false), Ok(3), "two transient failures, then success");
+        calls.set(0);
+        let poison = || {
+            calls.set(calls.get() + 1);
+            Err::<(), _>(DbError::Statement("bad".into()))
+        };
+        assert_eq!(with_retries(poison, || false), Err(DbError::Statement("bad".into())));
+        assert_eq!(calls.get(), 1, "a statement error is not retried");
+        assert_eq!(
+            with_retries(|| Err::<(), _>(DbError::Transient("down".into())), || true),
+            Err(DbError::Transient("down".into())),
+            "giving up returns the last error"
+        );
+    }
 }
