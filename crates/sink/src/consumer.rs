@@ -190,6 +190,8 @@ pub fn run(
     }
     let consumer: BaseConsumer<SinkContext> = config
         .set("group.id", &options.group)
+        // The eager protocol: SinkContext::rebalance assigns and revokes whole assignments.
+        .set("partition.assignment.strategy", "range,roundrobin")
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -253,6 +255,17 @@ fn poll_round(consumer: &BaseConsumer<SinkContext>, limit: usize, stop: &AtomicB
     Ok(records)
 }
 
+/// Puts one partition's records of a round into the shape a batch needs: offsets strictly
+/// increasing, none below the believed position `expected`. A round can hold a record twice (a
+/// rebalance inside the round re-assigned the partition at the position it was already read
+/// from, and the consumer delivered it again — the same record, the log being immutable), and
+/// records older than a position another sink moved to (read before a seek).
+fn in_order_from(records: &mut Vec<Record>, expected: Option<i64>) {
+    records.retain(|record| expected.is_none_or(|from| record.offset >= from));
+    records.sort_by_key(|record| record.offset);
+    records.dedup_by_key(|record| record.offset);
+}
+
 /// Applies one batch per partition of `records`, then commits the group offsets for lag.
 fn apply_round(
     consumer: &BaseConsumer<SinkContext>,
@@ -268,12 +281,11 @@ fn apply_round(
     }
     let mut lag_offsets = TopicPartitionList::new();
     for ((topic, partition), mut records) in by_partition {
-        // Only partitions still owned, and only records at or past the believed position (a seek
-        // after a refusal can leave older records in hand).
+        // Only partitions still owned.
         let Some(expected) = lock(&consumer.context().owned).get(&(topic.clone(), partition)).copied() else {
             continue;
         };
-        records.retain(|record| expected.is_none_or(|from| record.offset >= from));
+        in_order_from(&mut records, expected);
         let Some(first) = records.first() else { continue };
         let from = expected.unwrap_or(first.offset);
         let key = PartitionKey { sink: options.group.clone(), topic: topic.clone(), partition };
@@ -323,6 +335,24 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
+
+    fn at(offset: i64) -> Record {
+        Record { topic: "t".into(), partition: 0, offset, timestamp_ms: None, key: None, value: None, headers: vec![] }
+    }
+
+    #[test]
+    fn a_round_redelivered_after_a_rebalance_is_one_increasing_batch() {
+        let offsets = |records: &[Record]| records.iter().map(|record| record.offset).collect::<Vec<_>>();
+        let mut records: Vec<Record> = [100, 101, 102, 100, 101, 102, 103].into_iter().map(at).collect();
+        in_order_from(&mut records, Some(100));
+        assert_eq!(offsets(&records), vec![100, 101, 102, 103]);
+        let mut records: Vec<Record> = [100, 101, 200, 201].into_iter().map(at).collect();
+        in_order_from(&mut records, Some(200));
+        assert_eq!(offsets(&records), vec![200, 201], "records from before a seek forward are dropped");
+        let mut records: Vec<Record> = [5, 7, 5].into_iter().map(at).collect();
+        in_order_from(&mut records, None);
+        assert_eq!(offsets(&records), vec![5, 7], "gaps (control records) stay");
+    }
 
     #[test]
     fn transient_errors_are_retried_others_are_not() {

@@ -79,9 +79,18 @@ impl SqliteBackend {
     pub fn open(path: &Path, sql: &[String]) -> Result<SqliteBackend, DbError> {
         let connection = Connection::open(path).map_err(step)?;
         connection.busy_timeout(BUSY_TIMEOUT).map_err(step)?;
-        connection.pragma_update(None, "journal_mode", "WAL").map_err(step)?;
-        connection.pragma_update(None, "synchronous", "FULL").map_err(step)?;
-        connection.execute_batch(SCHEMA).map_err(step)?;
+        // Switching to WAL, and creating tables while another process does, can answer
+        // SQLITE_BUSY at once, without the busy handler: sinks starting together retry.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match Self::set_up(&connection) {
+                Err(DbError::Transient(message)) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(%message, "setting up the database; retrying");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        }
         let mut statements = Vec::with_capacity(sql.len());
         for text in sql {
             let translated =
@@ -91,6 +100,12 @@ impl SqliteBackend {
         }
         connection.set_prepared_statement_cache_capacity(statements.len() + 8);
         Ok(SqliteBackend { connection, statements })
+    }
+
+    fn set_up(connection: &Connection) -> Result<(), DbError> {
+        connection.pragma_update(None, "journal_mode", "WAL").map_err(step)?;
+        connection.pragma_update(None, "synchronous", "FULL").map_err(step)?;
+        connection.execute_batch(SCHEMA).map_err(step)
     }
 
     /// The connection, for tests and for library users who read their own tables.

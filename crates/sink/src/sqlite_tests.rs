@@ -219,3 +219,20 @@ fn a_bad_statement_stops_the_sink_at_open() {
         SqliteBackend::open(&path, &["INSERT INTO nowhere VALUES (:offset)".into()]).err().expect("no such table");
     assert!(missing.to_string().contains("nowhere"), "{missing}");
 }
+
+#[test]
+fn sinks_opening_a_fresh_file_together_all_set_it_up() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(format!("fresh-{round}.db"));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || SqliteBackend::open(&path, &[]).map(|_| ()))
+            })
+            .collect();
+        for thread in threads {
+            assert_eq!(thread.join().expect("thread"), Ok(()), "concurrent opens retry SQLITE_BUSY");
+        }
+    }
+}
