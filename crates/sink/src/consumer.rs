@@ -313,7 +313,11 @@ fn apply_round(
             Outcome::Refused { stored } => {
                 summary.refused_batches += 1;
                 tracing::warn!(%topic, partition, from, stored, "batch refused: another sink moved this partition; seeking to the stored position");
-                consumer.seek(&topic, partition, Offset::Offset(stored), Duration::from_secs(10))?;
+                // If the seek fails (the partition is being revoked), reading goes on from the old
+                // position and `in_order_from` drops records below `stored` until it gets there.
+                if let Err(error) = consumer.seek(&topic, partition, Offset::Offset(stored), Duration::from_secs(10)) {
+                    tracing::warn!(%error, %topic, partition, "seeking after a refused batch");
+                }
                 stored
             }
         };
