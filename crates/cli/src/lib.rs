@@ -6,6 +6,7 @@
 //! - [`clients`] — `once produce` and `once consume`, on librdkafka.
 //! - [`groups`] — `once group …`: list, describe with lag, reset offsets, delete.
 //! - [`copy`] — `once copy`: a transactional consume-transform-produce copier, on librdkafka.
+//! - [`sink`] — `once sink`: records' effects into PostgreSQL or SQLite exactly once (`once-sink`).
 //! - [`txn`] — `once txn …`: list, describe and abort transactions.
 //! - `alloc` (in the binary, `src/main.rs`, not this library) — the process allocator: huge
 //!   allocations reserved lazily, so a forged array count in a request fails its decode.
@@ -15,4 +16,5 @@ pub mod clients;
 pub mod copy;
 pub mod groups;
 pub mod serve;
+pub mod sink;
 pub mod txn;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use once_cli::{admin, clients, copy, groups, serve, txn};
+use once_cli::{admin, clients, copy, groups, serve, sink, txn};
 
 mod alloc;
 
@@ -35,6 +35,9 @@ enum Command {
     Copy(copy::CopyArgs),
     /// List, describe and abort transactions.
     Txn(txn::TxnArgs),
+    /// Apply each record's effect to PostgreSQL or SQLite exactly once, positions in the same
+    /// database transaction.
+    Sink(sink::SinkArgs),
     /// Check a broker for lost, duplicated and reordered messages under injected faults; exit 1 on any
     /// anomaly.
     Check(once_check::CheckArgs),
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Group(args) => groups::run(args),
         Command::Copy(args) => copy::run(args),
         Command::Txn(args) => txn::run(args),
+        Command::Sink(args) => sink::run(args),
         Command::Produce(args) => clients::produce(args),
         Command::Consume(args) => clients::consume(args),
         Command::Bench(args) => once_bench::run(args),

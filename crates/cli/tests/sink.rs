@@ -1,0 +1,162 @@
+//! `once sink` against a real broker and a SQLite file: killed with SIGKILL mid-run and
+//! restarted, every record is applied exactly once and the stored positions count them; a poison
+//! record stops it non-zero naming topic, partition, offset and the SQL error; SIGTERM exits 0.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{once, BrokerProcess};
+
+const INSERT: &str = "INSERT INTO charges(order_id, amount, part, off) VALUES (:key, json_extract(:value_text, '$.amount'), :partition, :offset)";
+
+fn spawn_sink(broker: &BrokerProcess, database: &Path, topic: &str, batch_records: &str, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open sink log");
+    Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["sink", "--bootstrap", &broker.bootstrap(), "--group", "billing", "--topic", topic])
+        .arg("--database")
+        .arg(format!("sqlite://{}", database.display()))
+        .args(["--sql", INSERT, "--batch-records", batch_records])
+        .env("ONCE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn once sink")
+}
+
+fn create_charges(database: &Path) {
+    let connection = rusqlite::Connection::open(database).expect("open database");
+    connection
+        .execute_batch(
+            "CREATE TABLE charges(order_id BLOB, amount INTEGER CHECK (amount >= 0), part INTEGER, off INTEGER)",
+        )
+        .expect("create charges");
+}
+
+/// (rows, distinct (partition, offset) pairs, sum of amounts, sum of the stored positions).
+fn tally(database: &Path) -> (i64, i64, i64, i64) {
+    let connection = rusqlite::Connection::open(database).expect("open database");
+    connection.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    let positions: i64 = connection
+        .query_row("SELECT COALESCE(SUM(next_offset), 0) FROM once_sink_offsets WHERE sink = 'billing'", [], |row| {
+            row.get(0)
+        })
+        .unwrap_or(0);
+    connection
+        .query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT part || '/' || off), COALESCE(SUM(amount), 0) FROM charges",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, positions)),
+        )
+        .expect("tally")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Sends `KEY,VALUE` lines with `once produce --key-separator ,`; panics if it fails.
+fn produce_lines(broker: &BrokerProcess, topic: &str, lines: &str) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["produce", topic, "--bootstrap", &broker.bootstrap(), "--key-separator", ","])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn once produce");
+    child.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write lines");
+    assert!(child.wait().expect("wait").success(), "once produce failed");
+}
+
+fn orders(range: std::ops::Range<u64>) -> String {
+    range.map(|id| format!("order-{id},{{\"amount\": {id}}}\n")).collect()
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -TERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    panic!("once sink did not exit within 60 s of SIGTERM");
+}
+
+#[test]
+fn killed_mid_run_and_restarted_every_record_applies_exactly_once() {
+    let broker = BrokerProcess::start(&[]);
+    let bootstrap = broker.bootstrap();
+    once(&["topic", "create", "orders", "--partitions", "3", "--bootstrap", &bootstrap]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("billing.db");
+    let log = dir.path().join("sink.log");
+    create_charges(&database);
+    produce_lines(&broker, "orders", &orders(0..3000));
+
+    let mut sink = spawn_sink(&broker, &database, "orders", "7", &log);
+    wait_until("the first sink to apply some records", Duration::from_secs(60), || tally(&database).0 >= 300);
+    sink.kill().expect("SIGKILL the sink");
+    sink.wait().expect("reap the sink");
+    let (rows, distinct, _, positions) = tally(&database);
+    eprintln!("killed the first sink after {rows} of 3000 records");
+    assert_eq!(rows, distinct, "no record applied twice before the kill");
+    assert_eq!(rows, positions, "the stored positions count exactly the records applied");
+
+    produce_lines(&broker, "orders", &orders(3000..4000));
+    let mut sink = spawn_sink(&broker, &database, "orders", "500", &log);
+    let expected_sum: i64 = (0..4000).sum();
+    wait_until("the restarted sink to catch up", Duration::from_secs(120), || tally(&database).0 >= 4000);
+    let status = terminate(&mut sink);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "SIGTERM ends the sink with 0; log:\n{log_text}");
+    assert_eq!(
+        tally(&database),
+        (4000, 4000, expected_sum, 4000),
+        "every record once, positions at the end; log:\n{log_text}"
+    );
+    // Group offsets follow the database, for lag only: none left once it is caught up and stopped.
+    let described = once(&["group", "describe", "billing", "--bootstrap", &bootstrap]);
+    let rows: Vec<&str> = described.lines().filter(|line| line.starts_with("orders\t")).collect();
+    assert_eq!(rows.len(), 3, "{described}");
+    assert!(rows.iter().all(|row| row.ends_with("\t0")), "lag 0 on every partition:\n{described}");
+}
+
+#[test]
+fn a_poison_record_stops_the_sink_naming_it() {
+    let broker = BrokerProcess::start(&[]);
+    let bootstrap = broker.bootstrap();
+    once(&["topic", "create", "payments", "--partitions", "1", "--bootstrap", &bootstrap]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("poison.db");
+    let log = dir.path().join("sink.log");
+    create_charges(&database);
+    produce_lines(&broker, "payments", "a,{\"amount\": 5}\nb,{\"amount\": -1}\nc,{\"amount\": 7}\n");
+    let mut sink = spawn_sink(&broker, &database, "payments", "1", &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = sink.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the sink did not stop on the poison record");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).expect("sink log");
+    assert!(!status.success(), "a poison record is fatal");
+    assert!(stderr.contains("payments/0 offset 1"), "names the record: {stderr}");
+    assert!(stderr.contains("CHECK constraint failed"), "carries the SQL error: {stderr}");
+    assert_eq!(tally(&database), (1, 1, 5, 1), "the record before it applied, nothing after, position at it");
+}

@@ -1,0 +1,386 @@
+//! The consumer loop: a group member that seeks from the database and applies batches.
+//!
+//! Partitions come from the consumer group; positions come from the database. The rebalance
+//! callback ([`SinkContext::rebalance`]) assigns each partition at its stored `next_offset` (the
+//! earliest offset when it has none), ignoring the group's committed offsets. The loop polls up to
+//! `batch_records` records, applies each partition's share as one fenced batch, and only then
+//! commits the group's offsets — asynchronously, so `once group describe` shows the lag; nothing
+//! reads them back.
+//!
+//! The loop is single-threaded: the rebalance callback runs inside `poll`, on this thread, so the
+//! backend behind its mutex is never contended.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+
+use crate::batch::{apply_batch, Backend, Batch, BatchError, DbError, Outcome, PartitionKey};
+use crate::record::{Dedup, Record};
+
+/// What the sink reads and how it groups records.
+#[derive(Clone, Debug)]
+pub struct SinkOptions {
+    /// The consumer group, also the `sink` column of the position rows.
+    pub group: String,
+    pub topics: Vec<String>,
+    /// Most records polled into one round of batches (one batch per partition).
+    pub batch_records: usize,
+    pub dedup: Option<Dedup>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("reading positions on assignment: {0}")]
+    Assignment(DbError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// What a run did, for the caller's last log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub refused_batches: u64,
+}
+
+type SharedBackend = Arc<Mutex<Box<dyn Backend + Send>>>;
+
+/// The partitions this member owns and the position it believes stored for each: `None` until
+/// the first batch of a partition that has no row (its first batch starts at its first record).
+type Owned = BTreeMap<(String, i32), Option<i64>>;
+
+struct SinkContext {
+    sink: String,
+    backend: SharedBackend,
+    owned: Mutex<Owned>,
+    /// A failure inside the callback, for the loop to stop on.
+    failed: Mutex<Option<DbError>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ClientContext for SinkContext {}
+
+impl ConsumerContext for SinkContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, error: RDKafkaRespErr, partitions: &mut TopicPartitionList) {
+        match error {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, partitions),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                lock(&self.owned).clear();
+                if let Err(error) = consumer.unassign() {
+                    tracing::warn!(%error, "unassign");
+                }
+                tracing::info!("partitions revoked");
+            }
+            other => tracing::warn!(?other, "rebalance error"),
+        }
+    }
+}
+
+impl SinkContext {
+    /// Assigns `partitions` at the positions the database holds. If it cannot read them, it
+    /// assigns nothing and records the failure: better to stop than to read from a guess.
+    fn assign(&self, consumer: &BaseConsumer<Self>, partitions: &mut TopicPartitionList) {
+        let mut positions = Vec::new();
+        for element in partitions.elements() {
+            let key = PartitionKey {
+                sink: self.sink.clone(),
+                topic: element.topic().to_string(),
+                partition: element.partition(),
+            };
+            // Inside the rebalance callback: a minute, then the sink stops rather than hang here.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            match with_retries(|| lock(&self.backend).stored_position(&key), || Instant::now() >= deadline) {
+                Ok(position) => positions.push((key, position)),
+                Err(error) => {
+                    *lock(&self.failed) = Some(error);
+                    return;
+                }
+            }
+        }
+        let mut owned = lock(&self.owned);
+        for (key, position) in positions {
+            let offset = position.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(error) = partitions.set_partition_offset(&key.topic, key.partition, offset) {
+                tracing::warn!(%error, "setting an assigned partition's offset");
+            }
+            tracing::info!(topic = %key.topic, partition = key.partition, ?position, "assigned; seeking to the database's position");
+            owned.insert((key.topic, key.partition), position);
+        }
+        if let Err(error) = consumer.assign(partitions) {
+            *lock(&self.failed) = Some(DbError::Fatal(format!("assigning partitions: {error}")));
+        }
+    }
+}
+
+/// Runs `operation`, retrying transient errors with backoff (100 ms doubling to 5 s) until it
+/// succeeds, fails otherwise, or `give_up()` says so (then the last transient error is returned).
+/// The fence makes a retry safe whatever happened to the attempt before it.
+fn with_retries<T>(
+    mut operation: impl FnMut() -> Result<T, DbError>,
+    give_up: impl Fn() -> bool,
+) -> Result<T, DbError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match operation() {
+            Err(DbError::Transient(message)) if !give_up() => {
+                tracing::warn!(%message, ?backoff, "transient database error; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn to_record(message: &BorrowedMessage<'_>) -> Record {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers.iter().map(|header| (header.key.to_string(), header.value.map(<[u8]>::to_vec))).collect()
+        })
+        .unwrap_or_default();
+    Record {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+/// Reads `options.topics` through the group and applies every record with `backend` until `stop`
+/// is set (the batch in hand is finished first) or a fatal error. `config` carries the client
+/// settings (bootstrap servers and the like); the sink adds the group, `read_committed` and its
+/// own offset handling.
+pub fn run(
+    mut config: ClientConfig,
+    backend: Box<dyn Backend + Send>,
+    options: SinkOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary, SinkError> {
+    assert!(options.batch_records > 0, "a batch has at least one record");
+    assert!(!options.topics.is_empty(), "a sink reads at least one topic");
+    let context = SinkContext {
+        sink: options.group.clone(),
+        backend: Arc::new(Mutex::new(backend)),
+        owned: Mutex::default(),
+        failed: Mutex::default(),
+    };
+    let backend = context.backend.clone();
+    // A member killed with SIGKILL holds its partitions until its session times out: 10 s rather
+    // than librdkafka's 45 s, so a restarted or surviving sink takes over sooner. A shorter session
+    // risks only more rebalances; the fence keeps effects exactly once whatever the group does.
+    if config.get("session.timeout.ms").is_none() {
+        config.set("session.timeout.ms", "10000");
+    }
+    let consumer: BaseConsumer<SinkContext> = config
+        .set("group.id", &options.group)
+        // The eager protocol: SinkContext::rebalance assigns and revokes whole assignments.
+        .set("partition.assignment.strategy", "range,roundrobin")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .create_with_context(context)?;
+    let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let mut summary = Summary::default();
+    let mut last_report = (Instant::now(), 0u64);
+    while !stop.load(Ordering::SeqCst) {
+        let records = poll_round(&consumer, options.batch_records, &stop)?;
+        if let Some(error) = lock(&consumer.context().failed).take() {
+            return Err(SinkError::Assignment(error));
+        }
+        apply_round(&consumer, &backend, &options, records, &mut summary, &stop)?;
+        if last_report.0.elapsed() >= Duration::from_secs(10) {
+            let rate = (summary.applied - last_report.1) as f64 / last_report.0.elapsed().as_secs_f64();
+            tracing::info!(
+                applied = summary.applied,
+                per_second = rate as u64,
+                duplicates = summary.duplicates,
+                refused = summary.refused_batches,
+                "progress"
+            );
+            last_report = (Instant::now(), summary.applied);
+        }
+    }
+    tracing::info!(?summary, "stopping: the batch in hand is applied");
+    // The asynchronous commits may still be in flight; one synchronous commit of where every owned
+    // partition stands leaves the group's lag exact for `once group describe`. Best effort: the
+    // positions themselves are in the database.
+    let mut standing = TopicPartitionList::new();
+    for ((topic, partition), position) in lock(&consumer.context().owned).iter() {
+        if let Some(position) = position {
+            standing.add_partition_offset(topic, *partition, Offset::Offset(*position))?;
+        }
+    }
+    if standing.count() > 0 {
+        if let Err(error) = consumer.commit(&standing, CommitMode::Sync) {
+            tracing::warn!(%error, "committing group offsets for lag on the way out");
+        }
+    }
+    Ok(summary)
+}
+
+/// Polls until `limit` records, 100 ms after the first one, or 500 ms with none.
+fn poll_round(consumer: &BaseConsumer<SinkContext>, limit: usize, stop: &AtomicBool) -> Result<Vec<Record>, SinkError> {
+    let mut records = Vec::new();
+    let started = Instant::now();
+    while records.len() < limit && !stop.load(Ordering::SeqCst) {
+        let waited = started.elapsed();
+        let budget = if records.is_empty() { Duration::from_millis(500) } else { Duration::from_millis(100) };
+        let Some(remaining) = budget.checked_sub(waited) else { break };
+        match consumer.poll(remaining) {
+            None => break,
+            Some(Ok(message)) => records.push(to_record(&message)),
+            Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+        }
+    }
+    Ok(records)
+}
+
+/// Puts one partition's records of a round into the shape a batch needs: offsets strictly
+/// increasing, none below the believed position `expected`. A round can hold a record twice (a
+/// rebalance inside the round re-assigned the partition at the position it was already read
+/// from, and the consumer delivered it again — the same record, the log being immutable), and
+/// records older than a position another sink moved to (read before a seek).
+fn in_order_from(records: &mut Vec<Record>, expected: Option<i64>) {
+    records.retain(|record| expected.is_none_or(|from| record.offset >= from));
+    records.sort_by_key(|record| record.offset);
+    records.dedup_by_key(|record| record.offset);
+}
+
+/// Applies one batch per partition of `records`, then commits the group offsets for lag.
+fn apply_round(
+    consumer: &BaseConsumer<SinkContext>,
+    backend: &SharedBackend,
+    options: &SinkOptions,
+    records: Vec<Record>,
+    summary: &mut Summary,
+    stop: &AtomicBool,
+) -> Result<(), SinkError> {
+    let mut by_partition: BTreeMap<(String, i32), Vec<Record>> = BTreeMap::new();
+    for record in records {
+        by_partition.entry((record.topic.clone(), record.partition)).or_default().push(record);
+    }
+    let mut lag_offsets = TopicPartitionList::new();
+    for ((topic, partition), mut records) in by_partition {
+        // Only partitions still owned.
+        let Some(expected) = lock(&consumer.context().owned).get(&(topic.clone(), partition)).copied() else {
+            continue;
+        };
+        in_order_from(&mut records, expected);
+        let Some(first) = records.first() else { continue };
+        let from = expected.unwrap_or(first.offset);
+        let key = PartitionKey { sink: options.group.clone(), topic: topic.clone(), partition };
+        let batch = Batch { key: &key, from, records: &records };
+        // A database that is down is waited for, however long (nothing advances meanwhile), until
+        // SIGTERM: then the batch in hand is left unapplied — it is read again next time.
+        let attempt = || match apply_batch(lock(backend).as_mut(), options.dedup.as_ref(), &batch) {
+            Err(BatchError::Database(error @ DbError::Transient(_))) => Err(error),
+            other => Ok(other),
+        };
+        let outcome = match with_retries(attempt, || stop.load(Ordering::SeqCst)) {
+            Ok(outcome) => outcome?,
+            Err(error) => {
+                tracing::warn!(%error, %topic, partition, "stopping with the database unavailable; the batch in hand was not applied");
+                return Ok(());
+            }
+        };
+        let position = match outcome {
+            Outcome::Applied { to, applied, duplicates } => {
+                summary.applied += applied as u64;
+                summary.duplicates += duplicates as u64;
+                lag_offsets.add_partition_offset(&topic, partition, Offset::Offset(to))?;
+                to
+            }
+            Outcome::Refused { stored } => {
+                summary.refused_batches += 1;
+                tracing::warn!(%topic, partition, from, stored, "batch refused: another sink moved this partition; seeking to the stored position");
+                // If the seek fails (the partition is being revoked), reading goes on from the old
+                // position and `in_order_from` drops records below `stored` until it gets there.
+                if let Err(error) = consumer.seek(&topic, partition, Offset::Offset(stored), Duration::from_secs(10)) {
+                    tracing::warn!(%error, %topic, partition, "seeking after a refused batch");
+                }
+                stored
+            }
+        };
+        if let Some(owned) = lock(&consumer.context().owned).get_mut(&(topic, partition)) {
+            *owned = Some(position);
+        }
+    }
+    if lag_offsets.count() > 0 {
+        // For lag only; a failure here loses nothing (positions live in the database).
+        if let Err(error) = consumer.commit(&lag_offsets, CommitMode::Async) {
+            tracing::debug!(%error, "committing group offsets for lag");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn at(offset: i64) -> Record {
+        Record { topic: "t".into(), partition: 0, offset, timestamp_ms: None, key: None, value: None, headers: vec![] }
+    }
+
+    #[test]
+    fn a_round_redelivered_after_a_rebalance_is_one_increasing_batch() {
+        let offsets = |records: &[Record]| records.iter().map(|record| record.offset).collect::<Vec<_>>();
+        let mut records: Vec<Record> = [100, 101, 102, 100, 101, 102, 103].into_iter().map(at).collect();
+        in_order_from(&mut records, Some(100));
+        assert_eq!(offsets(&records), vec![100, 101, 102, 103]);
+        let mut records: Vec<Record> = [100, 101, 200, 201].into_iter().map(at).collect();
+        in_order_from(&mut records, Some(200));
+        assert_eq!(offsets(&records), vec![200, 201], "records from before a seek forward are dropped");
+        let mut records: Vec<Record> = [5, 7, 5].into_iter().map(at).collect();
+        in_order_from(&mut records, None);
+        assert_eq!(offsets(&records), vec![5, 7], "gaps (control records) stay");
+    }
+
+    #[test]
+    fn transient_errors_are_retried_others_are_not() {
+        let calls = Cell::new(0);
+        let flaky = || {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                Err(DbError::Transient("busy".into()))
+            } else {
+                Ok(calls.get())
+            }
+        };
+        assert_eq!(with_retries(flaky, || false), Ok(3), "two transient failures, then success");
+        calls.set(0);
+        let poison = || {
+            calls.set(calls.get() + 1);
+            Err::<(), _>(DbError::Statement("bad".into()))
+        };
+        assert_eq!(with_retries(poison, || false), Err(DbError::Statement("bad".into())));
+        assert_eq!(calls.get(), 1, "a statement error is not retried");
+        assert_eq!(
+            with_retries(|| Err::<(), _>(DbError::Transient("down".into())), || true),
+            Err(DbError::Transient("down".into())),
+            "giving up returns the last error"
+        );
+    }
+}

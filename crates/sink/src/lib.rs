@@ -1,0 +1,40 @@
+//! `once-sink`: apply each Kafka record's effect to PostgreSQL or SQLite exactly once, with the
+//! partition's position in the same database transaction. docs/design/sink.md argues why it is
+//! exactly once under crashes, rebalances and zombies.
+//!
+//! # Layout
+//! - [`params`]: the `:name` parameters of `--sql` statements, translated to `$n` / `?n`.
+//! - [`record`]: a record, what each parameter binds to, message ids and idempotency keys.
+//! - [`batch`]: the [`Backend`](batch::Backend) trait and [`apply_batch`](batch::apply_batch),
+//!   the fenced one-transaction-per-batch protocol.
+//! - [`sqlite`]: the SQLite backend (`sqlite://PATH`).
+//! - [`postgres`]: the PostgreSQL backend (`postgres://user:pass@host:port/db`).
+//! - [`consumer`]: the group member that seeks from the database and applies batches ([`run`]).
+
+pub mod batch;
+pub mod consumer;
+pub mod params;
+pub mod postgres;
+pub mod record;
+pub mod sqlite;
+
+pub use batch::{apply_batch, Backend, Batch, BatchError, DbError, Outcome, PartitionKey};
+pub use consumer::{run, SinkError, SinkOptions, Summary};
+pub use record::{Dedup, Record};
+
+/// Opens the backend a database URL names: `sqlite://PATH` or `postgres://…` (also
+/// `postgresql://…`), with the `--sql` statements it will run per record.
+pub fn open_backend(url: &str, sql: &[String]) -> Result<Box<dyn Backend + Send>, DbError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(DbError::Fatal("sqlite:// needs a path: sqlite://PATH".into()));
+        }
+        Ok(Box::new(sqlite::SqliteBackend::open(std::path::Path::new(path), sql)?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PostgresBackend::open(url, sql)?))
+    } else {
+        Err(DbError::Fatal(format!(
+            "database URL '{url}': expected sqlite://PATH or postgres://user:pass@host:port/db"
+        )))
+    }
+}

@@ -1,0 +1,303 @@
+//! The PostgreSQL backend: `postgres://user:pass@host:port/db`, on tokio-postgres without TLS.
+//!
+//! The row lock is `SELECT … FOR UPDATE` under READ COMMITTED: a second sink's lock waits for the
+//! first's transaction to end and then reads the row as that transaction left it (PostgreSQL
+//! follows the update chain), so its compare sees the new position. A partition's first row is
+//! inserted with `ON CONFLICT DO NOTHING`: a concurrent insert of the same key waits for the first
+//! to commit or abort, so exactly one row ever exists.
+//!
+//! The driver is async; the sink's loop is not, so the backend owns a current-thread runtime and
+//! blocks on each call (the connection task runs while it does).
+//!
+//! Parameters are typed by the server (`$1::jsonb` makes `$1` a jsonb), and [`PgParam`] converts
+//! each record field to whatever type was inferred: `:value` bytes into bytea, text, json or
+//! jsonb; integers into int2/4/8 or text; text into numbers by parsing. A field that does not fit
+//! its type is a poison record, named by the error.
+
+use std::error::Error;
+
+use bytes::{BufMut, BytesMut};
+use tokio::runtime::Runtime;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::batch::{Backend, DbError, PartitionKey};
+use crate::params::{translate, Dialect, Translated};
+use crate::record::{Bound, Record};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS once_sink_offsets (
+    sink TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    "partition" INTEGER NOT NULL,
+    next_offset BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (sink, topic, "partition")
+);
+CREATE TABLE IF NOT EXISTS once_sink_inbox (
+    sink TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    "partition" INTEGER NOT NULL,
+    "offset" BIGINT NOT NULL,
+    PRIMARY KEY (sink, message_id)
+);
+"#;
+
+/// The advisory lock key that serialises creating the sink's tables ("oncesink" in ASCII).
+const SCHEMA_LOCK: i64 = 0x6f6e_6365_7369_6e6b;
+
+/// How long a transaction may sit idle (its sink paused) before the server aborts it, in ms.
+pub const IDLE_IN_TRANSACTION_MS: u64 = 30_000;
+
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+pub struct PostgresBackend {
+    runtime: Runtime,
+    url: String,
+    client: Client,
+    sql: Vec<Translated>,
+    statements: Vec<Statement>,
+}
+
+/// Connection trouble, serialisation failures, deadlocks, lack of resources, shutdowns: retry.
+fn classify(error: tokio_postgres::Error, otherwise: fn(String) -> DbError) -> DbError {
+    let transient = match error.code() {
+        None => error.is_closed() || error.source().is_some_and(|source| source.is::<std::io::Error>()),
+        Some(state) => {
+            let code = state.code();
+            ["08", "40", "53", "57P"].iter().any(|class| code.starts_with(class)) || code == "55P03"
+        }
+    };
+    let text = match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    };
+    if transient {
+        DbError::Transient(text)
+    } else {
+        otherwise(text)
+    }
+}
+
+fn step(error: tokio_postgres::Error) -> DbError {
+    classify(error, DbError::Fatal)
+}
+
+async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "postgres connection ended");
+        }
+    });
+    // A sink paused mid-batch (SIGSTOP, a long stall) holds its position rows locked, and the new
+    // owner of those partitions waits on them. The server ends such a transaction after this long;
+    // the paused sink's commit then fails, its retry is refused, and nothing of it is applied.
+    client.batch_execute(&format!("SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")).await?;
+    Ok(client)
+}
+
+impl PostgresBackend {
+    /// Connects, creates the sink's tables, and prepares every statement (a typo stops the sink
+    /// before it reads anything).
+    pub fn open(url: &str, sql: &[String]) -> Result<PostgresBackend, DbError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| DbError::Fatal(format!("starting the runtime: {error}")))?;
+        let client = runtime.block_on(connect(url)).map_err(step)?;
+        // Concurrent `CREATE TABLE IF NOT EXISTS` can fail in PostgreSQL (a unique violation on
+        // pg_type when two sessions create the same table at once): sinks starting together take
+        // a transaction-scoped advisory lock around it.
+        let create = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
+        runtime.block_on(client.batch_execute(&create)).map_err(step)?;
+        let mut translated = Vec::with_capacity(sql.len());
+        for text in sql {
+            translated.push(
+                translate(text, Dialect::Postgres)
+                    .map_err(|error| DbError::Fatal(format!("--sql '{text}': {error}")))?,
+            );
+        }
+        let mut backend =
+            PostgresBackend { runtime, url: url.to_string(), client, sql: translated, statements: Vec::new() };
+        backend.prepare().map_err(|error| match error {
+            DbError::Fatal(message) | DbError::Statement(message) => {
+                DbError::Fatal(format!("preparing --sql: {message}"))
+            }
+            transient => transient,
+        })?;
+        Ok(backend)
+    }
+
+    fn prepare(&mut self) -> Result<(), DbError> {
+        let mut statements = Vec::with_capacity(self.sql.len());
+        for translated in &self.sql {
+            statements.push(self.runtime.block_on(self.client.prepare(&translated.sql)).map_err(step)?);
+        }
+        self.statements = statements;
+        Ok(())
+    }
+
+    /// A closed connection (the server restarted, the network broke) is replaced at the next
+    /// batch; the transaction it carried died with it.
+    fn reconnect_if_closed(&mut self) -> Result<(), DbError> {
+        if self.client.is_closed() {
+            tracing::warn!("postgres connection closed; reconnecting");
+            self.client = self.runtime.block_on(connect(&self.url)).map_err(step)?;
+            self.prepare()?;
+        }
+        Ok(())
+    }
+
+    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, DbError> {
+        self.runtime.block_on(self.client.execute(sql, params)).map_err(step)
+    }
+
+    /// The client, for tests and for library users who read their own tables.
+    pub fn client(&self) -> (&Runtime, &Client) {
+        (&self.runtime, &self.client)
+    }
+}
+
+impl Backend for PostgresBackend {
+    fn begin(&mut self) -> Result<(), DbError> {
+        self.reconnect_if_closed()?;
+        self.runtime.block_on(self.client.batch_execute("BEGIN")).map_err(step)
+    }
+
+    fn lock_position(&mut self, key: &PartitionKey, from: i64) -> Result<i64, DbError> {
+        let insert =
+            format!(r#"INSERT INTO once_sink_offsets VALUES ($1, $2, $3, $4, {NOW_MS}) ON CONFLICT DO NOTHING"#);
+        self.execute(&insert, &[&key.sink, &key.topic, &key.partition, &from])?;
+        let row = self
+            .runtime
+            .block_on(self.client.query_one(
+                r#"SELECT next_offset FROM once_sink_offsets WHERE sink = $1 AND topic = $2 AND "partition" = $3 FOR UPDATE"#,
+                &[&key.sink, &key.topic, &key.partition],
+            ))
+            .map_err(step)?;
+        Ok(row.get(0))
+    }
+
+    fn remember(&mut self, sink: &str, message_id: &str, record: &Record) -> Result<bool, DbError> {
+        let inserted = self.execute(
+            "INSERT INTO once_sink_inbox VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&sink, &message_id, &record.topic, &record.partition, &record.offset],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    fn apply(&mut self, record: &Record) -> Result<(), DbError> {
+        for (translated, statement) in self.sql.iter().zip(&self.statements) {
+            let mut values = Vec::with_capacity(translated.params.len());
+            for param in &translated.params {
+                values.push(PgParam(record.bind(param).map_err(DbError::Statement)?));
+            }
+            let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|value| value as &(dyn ToSql + Sync)).collect();
+            self.runtime
+                .block_on(self.client.execute(statement, &params))
+                .map_err(|error| classify(error, DbError::Statement))?;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, key: &PartitionKey, from: i64, to: i64) -> Result<u64, DbError> {
+        let update = format!(
+            r#"UPDATE once_sink_offsets SET next_offset = $4, updated_at = {NOW_MS}
+               WHERE sink = $1 AND topic = $2 AND "partition" = $3 AND next_offset = $5"#
+        );
+        self.execute(&update, &[&key.sink, &key.topic, &key.partition, &to, &from])
+    }
+
+    fn commit(&mut self) -> Result<(), DbError> {
+        self.runtime.block_on(self.client.batch_execute("COMMIT")).map_err(step)
+    }
+
+    fn rollback(&mut self) -> Result<(), DbError> {
+        if self.client.is_closed() {
+            return Ok(()); // The server rolled back when the connection died.
+        }
+        self.runtime.block_on(self.client.batch_execute("ROLLBACK")).map_err(step)
+    }
+
+    fn stored_position(&mut self, key: &PartitionKey) -> Result<Option<i64>, DbError> {
+        self.reconnect_if_closed()?;
+        let row = self
+            .runtime
+            .block_on(self.client.query_opt(
+                r#"SELECT next_offset FROM once_sink_offsets WHERE sink = $1 AND topic = $2 AND "partition" = $3"#,
+                &[&key.sink, &key.topic, &key.partition],
+            ))
+            .map_err(step)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+}
+
+/// A record field bound to whatever type the server inferred for its placeholder.
+#[derive(Debug)]
+struct PgParam<'a>(Bound<'a>);
+
+type BoxError = Box<dyn Error + Sync + Send>;
+
+fn utf8<'a>(bytes: &'a [u8], ty: &Type) -> Result<&'a str, BoxError> {
+    std::str::from_utf8(bytes).map_err(|error| format!("bytes bound as {ty} are not UTF-8: {error}").into())
+}
+
+impl ToSql for PgParam<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        let bytes: &[u8] = match &self.0 {
+            Bound::Null => return Ok(IsNull::Yes),
+            Bound::Int(value) => return int_to_sql(*value, ty, out),
+            Bound::Bytes(bytes) => bytes,
+            Bound::Text(text) => text.as_bytes(),
+        };
+        match *ty {
+            Type::BYTEA => out.put_slice(bytes),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::UNKNOWN => {
+                out.put_slice(utf8(bytes, ty)?.as_bytes())
+            }
+            Type::JSONB => {
+                out.put_u8(1); // jsonb's binary format: a version byte, then the text
+                out.put_slice(utf8(bytes, ty)?.as_bytes());
+            }
+            Type::INT2 | Type::INT4 | Type::INT8 => {
+                let text = utf8(bytes, ty)?.trim();
+                let value: i64 = text.parse().map_err(|error| format!("'{text}' bound as {ty}: {error}"))?;
+                return int_to_sql(value, ty, out);
+            }
+            Type::FLOAT8 => {
+                let text = utf8(bytes, ty)?.trim();
+                let value: f64 = text.parse().map_err(|error| format!("'{text}' bound as {ty}: {error}"))?;
+                return value.to_sql(ty, out);
+            }
+            _ => {
+                return Err(format!(
+                    "cannot bind a text or bytes field as {ty}; cast it in the statement (e.g. :value_text::{ty})"
+                )
+                .into())
+            }
+        }
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+fn int_to_sql(value: i64, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+    match *ty {
+        Type::INT8 => value.to_sql(ty, out),
+        Type::INT4 => i32::try_from(value)?.to_sql(ty, out),
+        Type::INT2 => i16::try_from(value)?.to_sql(ty, out),
+        Type::FLOAT8 => (value as f64).to_sql(ty, out),
+        Type::TEXT | Type::VARCHAR | Type::UNKNOWN => {
+            out.put_slice(value.to_string().as_bytes());
+            Ok(IsNull::No)
+        }
+        _ => Err(format!("cannot bind an integer field as {ty}; cast it in the statement (e.g. :offset::{ty})").into()),
+    }
+}

@@ -1,0 +1,198 @@
+//! The SQLite backend: `sqlite://PATH`.
+//!
+//! `BEGIN IMMEDIATE` takes the database's write lock when the batch starts, so "lock the
+//! partition's row" is implied: no other writer (another sink process, a zombie) can read the
+//! position and write between this one's compare and commit. Journal mode WAL with
+//! `synchronous=FULL`: a committed batch survives power loss, and a process killed mid-batch leaves
+//! a WAL whose uncommitted frames the next opener ignores.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ErrorCode};
+
+use crate::batch::{Backend, DbError, PartitionKey};
+use crate::params::{translate, Dialect, Translated};
+use crate::record::{Bound, Record};
+
+/// How long a writer waits for another's write lock before the batch is retried.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS once_sink_offsets (
+    sink TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    "partition" INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (sink, topic, "partition")
+);
+CREATE TABLE IF NOT EXISTS once_sink_inbox (
+    sink TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    "partition" INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    PRIMARY KEY (sink, message_id)
+);
+"#;
+
+pub struct SqliteBackend {
+    connection: Connection,
+    statements: Vec<Translated>,
+}
+
+/// Lock contention and I/O trouble pass; anything else will fail again.
+fn is_transient(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::SystemIoFailure | ErrorCode::DiskFull)
+    )
+}
+
+/// A protocol step's error: transient, or fatal.
+fn step(error: rusqlite::Error) -> DbError {
+    if is_transient(&error) {
+        DbError::Transient(error.to_string())
+    } else {
+        DbError::Fatal(error.to_string())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+fn to_sql(bound: Bound<'_>) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(match bound {
+        Bound::Null => ValueRef::Null,
+        Bound::Bytes(bytes) => ValueRef::Blob(bytes),
+        Bound::Text(text) => ValueRef::Text(text.as_bytes()),
+        Bound::Int(value) => ValueRef::Integer(value),
+    })
+}
+
+impl SqliteBackend {
+    /// Opens (creating) the database at `path`, creates the sink's tables, and checks that every
+    /// statement translates and prepares, so a typo stops the sink before it reads anything.
+    pub fn open(path: &Path, sql: &[String]) -> Result<SqliteBackend, DbError> {
+        let connection = Connection::open(path).map_err(step)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(step)?;
+        // Switching to WAL, and creating tables while another process does, can answer
+        // SQLITE_BUSY at once, without the busy handler: sinks starting together retry.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match Self::set_up(&connection) {
+                Err(DbError::Transient(message)) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(%message, "setting up the database; retrying");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        }
+        let mut statements = Vec::with_capacity(sql.len());
+        for text in sql {
+            let translated =
+                translate(text, Dialect::Sqlite).map_err(|error| DbError::Fatal(format!("--sql '{text}': {error}")))?;
+            connection.prepare(&translated.sql).map_err(|error| DbError::Fatal(format!("--sql '{text}': {error}")))?;
+            statements.push(translated);
+        }
+        connection.set_prepared_statement_cache_capacity(statements.len() + 8);
+        Ok(SqliteBackend { connection, statements })
+    }
+
+    fn set_up(connection: &Connection) -> Result<(), DbError> {
+        connection.pragma_update(None, "journal_mode", "WAL").map_err(step)?;
+        connection.pragma_update(None, "synchronous", "FULL").map_err(step)?;
+        connection.execute_batch(SCHEMA).map_err(step)
+    }
+
+    /// The connection, for tests and for library users who read their own tables.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn begin(&mut self) -> Result<(), DbError> {
+        self.connection.execute_batch("BEGIN IMMEDIATE").map_err(step)
+    }
+
+    fn lock_position(&mut self, key: &PartitionKey, from: i64) -> Result<i64, DbError> {
+        self.connection
+            .prepare_cached(r#"INSERT INTO once_sink_offsets VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING"#)
+            .and_then(|mut insert| insert.execute((&key.sink, &key.topic, key.partition, from, now_ms())))
+            .map_err(step)?;
+        self.stored_position(key)?
+            .ok_or_else(|| DbError::Fatal("the position row vanished inside its transaction".into()))
+    }
+
+    fn remember(&mut self, sink: &str, message_id: &str, record: &Record) -> Result<bool, DbError> {
+        let inserted = self
+            .connection
+            .prepare_cached("INSERT INTO once_sink_inbox VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING")
+            .and_then(|mut insert| insert.execute((sink, message_id, &record.topic, record.partition, record.offset)))
+            .map_err(step)?;
+        Ok(inserted == 1)
+    }
+
+    fn apply(&mut self, record: &Record) -> Result<(), DbError> {
+        for statement in &self.statements {
+            let mut values = Vec::with_capacity(statement.params.len());
+            for param in &statement.params {
+                values.push(to_sql(record.bind(param).map_err(DbError::Statement)?));
+            }
+            let mut prepared = self.connection.prepare_cached(&statement.sql).map_err(step)?;
+            prepared.execute(rusqlite::params_from_iter(values)).map_err(|error| {
+                if is_transient(&error) {
+                    DbError::Transient(error.to_string())
+                } else {
+                    DbError::Statement(error.to_string())
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, key: &PartitionKey, from: i64, to: i64) -> Result<u64, DbError> {
+        let changed = self
+            .connection
+            .prepare_cached(
+                r#"UPDATE once_sink_offsets SET next_offset = ?4, updated_at = ?6
+                   WHERE sink = ?1 AND topic = ?2 AND "partition" = ?3 AND next_offset = ?5"#,
+            )
+            .and_then(|mut update| update.execute((&key.sink, &key.topic, key.partition, to, from, now_ms())))
+            .map_err(step)?;
+        Ok(changed as u64)
+    }
+
+    fn commit(&mut self) -> Result<(), DbError> {
+        self.connection.execute_batch("COMMIT").map_err(step)
+    }
+
+    fn rollback(&mut self) -> Result<(), DbError> {
+        if self.connection.is_autocommit() {
+            return Ok(()); // SQLite already rolled back (it does on some errors), or never began.
+        }
+        self.connection.execute_batch("ROLLBACK").map_err(step)
+    }
+
+    fn stored_position(&mut self, key: &PartitionKey) -> Result<Option<i64>, DbError> {
+        let mut select = self
+            .connection
+            .prepare_cached(
+                r#"SELECT next_offset FROM once_sink_offsets WHERE sink = ?1 AND topic = ?2 AND "partition" = ?3"#,
+            )
+            .map_err(step)?;
+        let mut rows = select.query((&key.sink, &key.topic, key.partition)).map_err(step)?;
+        match rows.next().map_err(step)? {
+            None => Ok(None),
+            Some(row) => Ok(Some(row.get(0).map_err(step)?)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;
