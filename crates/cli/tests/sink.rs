@@ -160,3 +160,43 @@ fn a_poison_record_stops_the_sink_naming_it() {
     assert!(stderr.contains("CHECK constraint failed"), "carries the SQL error: {stderr}");
     assert_eq!(tally(&database), (1, 1, 5, 1), "the record before it applied, nothing after, position at it");
 }
+
+/// Review of issue 15: a stored position the broker cannot serve (here above the log end, as after
+/// the topic was re-created) stops the sink with a clear error; it never skips to another offset
+/// (with `auto.offset.reset=earliest` it re-applied from 0 and dropped the records below the row).
+#[test]
+fn a_stored_position_the_broker_cannot_serve_stops_the_sink() {
+    let broker = BrokerProcess::start(&[]);
+    let bootstrap = broker.bootstrap();
+    once(&["topic", "create", "refunds", "--partitions", "1", "--bootstrap", &bootstrap]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("refunds.db");
+    let log = dir.path().join("sink.log");
+    create_charges(&database);
+    produce_lines(&broker, "refunds", &orders(0..5));
+    let mut sink = spawn_sink(&broker, &database, "refunds", "5", &log);
+    wait_until("the sink to apply the records", Duration::from_secs(60), || tally(&database).3 == 5);
+    assert!(terminate(&mut sink).success(), "SIGTERM ends the sink with 0");
+
+    // The row claims offset 1000 of a partition that ends at 5.
+    let connection = rusqlite::Connection::open(&database).expect("open database");
+    let moved = connection
+        .execute("UPDATE once_sink_offsets SET next_offset = 1000 WHERE sink = 'billing' AND topic = 'refunds'", [])
+        .expect("move the position");
+    assert_eq!(moved, 1, "one row for the one partition");
+    drop(connection);
+    produce_lines(&broker, "refunds", &orders(5..8));
+    let mut sink = spawn_sink(&broker, &database, "refunds", "5", &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = sink.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the sink kept running on an unreadable position");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "an unreadable position is fatal; log:\n{stderr}");
+    assert!(stderr.contains("does not skip records"), "says why it stopped: {stderr}");
+    assert_eq!(tally(&database).0, 5, "nothing applied from another offset");
+}

@@ -43,6 +43,18 @@ pub enum SinkError {
     Assignment(DbError),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The stored position is not readable (below the log start, or above the log end after the
+    /// topic was re-created or truncated): skipping to another offset would lose or mis-place
+    /// effects, so the sink stops and says where it stood.
+    #[error(
+        "a stored position cannot be read ({0}); the sink does not skip records: check the topic \
+             (retention, re-creation) against its rows in once_sink_offsets"
+    )]
+    PositionOutOfRange(KafkaError),
+    /// The consumer could not be moved to the stored position of a partition it still holds: going
+    /// on would read from another offset than the batch's first.
+    #[error("seeking {topic}-{partition} to its stored position {position}: {error}")]
+    Seek { topic: String, partition: i32, position: i64, error: KafkaError },
 }
 
 /// What a run did, for the caller's last log line.
@@ -195,7 +207,9 @@ pub fn run(
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        // Never skip: a stored position the broker cannot serve stops the sink (see PositionOutOfRange);
+        // a partition without a row is sought to its beginning explicitly on assignment.
+        .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "false")
         .create_with_context(context)?;
     let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
@@ -249,10 +263,26 @@ fn poll_round(consumer: &BaseConsumer<SinkContext>, limit: usize, stop: &AtomicB
         match consumer.poll(remaining) {
             None => break,
             Some(Ok(message)) => records.push(to_record(&message)),
-            Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+            Some(Err(error)) => {
+                if let Some(stopped) = out_of_range(&error) {
+                    return Err(stopped);
+                }
+                tracing::warn!(%error, "consumer error")
+            }
         }
     }
     Ok(records)
+}
+
+/// The consumer's report that a partition's position cannot be read (with `auto.offset.reset=error`),
+/// as the error that stops the sink; `None` for every other consumer error.
+fn out_of_range(error: &KafkaError) -> Option<SinkError> {
+    use rdkafka::error::RDKafkaErrorCode;
+    let KafkaError::MessageConsumption(code) = error else { return None };
+    if !matches!(code, RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange) {
+        return None;
+    }
+    Some(SinkError::PositionOutOfRange(error.clone()))
 }
 
 /// Puts one partition's records of a round into the shape a batch needs: offsets strictly
@@ -313,10 +343,22 @@ fn apply_round(
             Outcome::Refused { stored } => {
                 summary.refused_batches += 1;
                 tracing::warn!(%topic, partition, from, stored, "batch refused: another sink moved this partition; seeking to the stored position");
-                // If the seek fails (the partition is being revoked), reading goes on from the old
-                // position and `in_order_from` drops records below `stored` until it gets there.
+                // The next batch starts at `stored`, so the consumer must read from there. If the
+                // seek fails because the partition is being revoked, the partition is no longer
+                // ours: its records are ignored until an assignment positions it from the database
+                // again. If it is still assigned, going on would build a batch `from = stored` out of
+                // records read elsewhere (losing the ones between): stop instead (a restart is safe).
                 if let Err(error) = consumer.seek(&topic, partition, Offset::Offset(stored), Duration::from_secs(10)) {
-                    tracing::warn!(%error, %topic, partition, "seeking after a refused batch");
+                    let assigned = consumer
+                        .assignment()
+                        .map(|list| list.find_partition(&topic, partition).is_some())
+                        .unwrap_or(true);
+                    if assigned {
+                        return Err(SinkError::Seek { topic, partition, position: stored, error });
+                    }
+                    tracing::warn!(%error, %topic, partition, "seek after a refused batch failed: the partition was revoked");
+                    lock(&consumer.context().owned).remove(&(topic.clone(), partition));
+                    continue;
                 }
                 stored
             }
@@ -342,6 +384,23 @@ mod tests {
 
     fn at(offset: i64) -> Record {
         Record { topic: "t".into(), partition: 0, offset, timestamp_ms: None, key: None, value: None, headers: vec![] }
+    }
+
+    /// Review of issue 15: a position the broker cannot serve stops the sink (with
+    /// `auto.offset.reset=error`) instead of being skipped; other consumer errors are only logged.
+    #[test]
+    fn an_unreadable_position_stops_the_sink_and_other_consumer_errors_do_not() {
+        use rdkafka::error::RDKafkaErrorCode;
+        for code in [RDKafkaErrorCode::AutoOffsetReset, RDKafkaErrorCode::OffsetOutOfRange] {
+            let stopped = out_of_range(&KafkaError::MessageConsumption(code));
+            assert!(matches!(stopped, Some(SinkError::PositionOutOfRange(_))), "{code:?} stops the sink");
+        }
+        for other in [
+            KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure),
+            KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition),
+        ] {
+            assert!(out_of_range(&other).is_none(), "{other} is logged, not fatal");
+        }
     }
 
     #[test]
