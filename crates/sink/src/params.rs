@@ -66,12 +66,34 @@ pub enum ParamError {
     EmptyHeaderName { at: usize },
     #[error("unterminated {what} starting at byte {at}")]
     Unterminated { what: &'static str, at: usize },
+    /// The sink numbers the placeholders itself; one of the user's own would bind another value.
+    #[error("placeholder '{text}' at byte {at}: use the :name parameters (:key, :value, …) instead")]
+    RawPlaceholder { text: String, at: usize },
+    /// Transaction control inside `--sql` would commit effects apart from the position.
+    #[error("'{keyword}' in --sql: the sink runs every statement inside its own transaction")]
+    TransactionControl { keyword: String },
+    #[error("more than one statement at byte {at}: give each statement its own --sql")]
+    MultipleStatements { at: usize },
 }
+
+/// First keywords of statements that begin, end or split a transaction.
+const TRANSACTION_CONTROL: [&str; 8] = ["begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"];
 
 /// Translates `sql`'s `:name` parameters to `dialect`'s placeholders.
 pub fn translate(sql: &str, dialect: Dialect) -> Result<Translated, ParamError> {
-    let mut scanner = Scanner { text: sql, at: 0, out: String::with_capacity(sql.len()), params: Vec::new(), dialect };
+    let mut scanner = Scanner {
+        text: sql,
+        at: 0,
+        out: String::with_capacity(sql.len()),
+        params: Vec::new(),
+        dialect,
+        statement_end: None,
+    };
     scanner.run()?;
+    let first_word = first_keyword(&scanner.out).to_ascii_lowercase();
+    if TRANSACTION_CONTROL.contains(&first_word.as_str()) {
+        return Err(ParamError::TransactionControl { keyword: first_word });
+    }
     Ok(Translated { sql: scanner.out, params: scanner.params })
 }
 
@@ -81,6 +103,24 @@ struct Scanner<'a> {
     out: String,
     params: Vec<Param>,
     dialect: Dialect,
+    /// Where a top-level `;` ended the statement: only whitespace and comments may follow.
+    statement_end: Option<usize>,
+}
+
+/// The first word of `sql` after whitespace and comments (empty if none).
+fn first_keyword(sql: &str) -> &str {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(line) = rest.strip_prefix("--") {
+            rest = line.find('\n').map_or("", |end| &line[end..]).trim_start();
+        } else if let Some(block) = rest.strip_prefix("/*") {
+            rest = block.find("*/").map_or("", |end| &block[end + 2..]).trim_start();
+        } else {
+            break;
+        }
+    }
+    let end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+    &rest[..end]
 }
 
 impl Scanner<'_> {
@@ -101,6 +141,7 @@ impl Scanner<'_> {
 
     fn run(&mut self) -> Result<(), ParamError> {
         while let Some(byte) = self.peek(0) {
+            let comment = matches!((byte, self.peek(1)), (b'-', Some(b'-')) | (b'/', Some(b'*')));
             match byte {
                 b'\'' => {
                     let escapes = self.at > 0
@@ -119,9 +160,23 @@ impl Scanner<'_> {
                 b':' if self.peek(1).is_some_and(|next| next.is_ascii_alphabetic() || next == b'_') => {
                     self.parameter()?
                 }
+                b';' => {
+                    self.statement_end.get_or_insert(self.at);
+                    self.copy(1);
+                    continue;
+                }
+                b'?' if self.dialect == Dialect::Sqlite => {
+                    return Err(ParamError::RawPlaceholder { text: "?".into(), at: self.at });
+                }
                 _ => {
                     let length = self.rest().chars().next().map_or(1, char::len_utf8);
                     self.copy(length);
+                }
+            }
+            if let Some(at) = self.statement_end {
+                // Something other than whitespace or a comment after the `;`.
+                if !byte.is_ascii_whitespace() && !comment {
+                    return Err(ParamError::MultipleStatements { at });
                 }
             }
         }
@@ -194,6 +249,10 @@ impl Scanner<'_> {
         let opens = !self.identifier_before(self.at)
             && tag_length.is_some_and(|end| rest.as_bytes()[end] == b'$' && !rest.as_bytes()[1].is_ascii_digit());
         if !opens {
+            if !self.identifier_before(self.at) && rest.as_bytes().get(1).is_some_and(u8::is_ascii_digit) {
+                let digits = rest[1..].find(|c: char| !c.is_ascii_digit()).map_or(rest.len(), |end| end + 1);
+                return Err(ParamError::RawPlaceholder { text: rest[..digits].to_string(), at: self.at });
+            }
             self.copy(1);
             return Ok(());
         }
@@ -331,8 +390,8 @@ mod tests {
 
     #[test]
     fn escape_strings_and_dollar_quotes() {
-        let out = pg(r"SELECT E'\':key', $$ :value $$, $fn$ :x $fn$, :offset, $1");
-        assert_eq!(out.sql, r"SELECT E'\':key', $$ :value $$, $fn$ :x $fn$, $1, $1");
+        let out = pg(r"SELECT E'\':key', $$ :value $$, $fn$ :x $fn$, :offset, a$1");
+        assert_eq!(out.sql, r"SELECT E'\':key', $$ :value $$, $fn$ :x $fn$, $1, a$1");
         assert_eq!(out.params, vec![Param::Offset]);
         // A plain string: a backslash is an ordinary character, the quote after it ends the string.
         let out = pg(r"SELECT '\', :key");
@@ -340,6 +399,34 @@ mod tests {
         // `name'…'` is not an escape string because E there ends an identifier.
         let out = lite(r"SELECT typE'\', :key");
         assert_eq!(out.sql, r"SELECT typE'\', ?1");
+    }
+
+    /// Review of issue 15: the user's own placeholders would alias the sink's numbering, transaction
+    /// control would commit effects apart from the position, a second statement would run outside
+    /// the driver's single-statement prepare: all refused when the sink starts.
+    #[test]
+    fn raw_placeholders_transaction_control_and_second_statements_are_refused() {
+        let refused = |sql: &str, dialect| translate(sql, dialect).expect_err(sql);
+        assert_eq!(
+            refused("INSERT INTO t VALUES (:key, $1)", Dialect::Postgres),
+            ParamError::RawPlaceholder { text: "$1".into(), at: 28 }
+        );
+        assert!(matches!(refused("INSERT INTO t VALUES (?)", Dialect::Sqlite), ParamError::RawPlaceholder { .. }));
+        assert!(translate("SELECT data ? 'k' FROM t WHERE id = :key", Dialect::Postgres).is_ok(), "jsonb ? operator");
+        for control in ["COMMIT", "  begin", "-- note\nROLLBACK", "/* x */ savepoint s", "END", "release s"] {
+            assert!(
+                matches!(refused(control, Dialect::Sqlite), ParamError::TransactionControl { .. }),
+                "{control:?} is refused"
+            );
+        }
+        assert!(matches!(
+            refused("INSERT INTO t VALUES (:key); COMMIT", Dialect::Sqlite),
+            ParamError::MultipleStatements { at: 27 }
+        ));
+        let trailing =
+            translate("INSERT INTO t VALUES (:key);  -- done\n", Dialect::Sqlite).expect("a trailing ; and comment");
+        assert_eq!(trailing.params, vec![Param::Key]);
+        assert!(translate("INSERT INTO t VALUES (';', :key)", Dialect::Postgres).is_ok(), "a ; inside a string");
     }
 
     #[test]
