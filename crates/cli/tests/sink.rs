@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{once, BrokerProcess};
+use support::{once, produce_keyed_lines, wait_until, BrokerProcess};
 
 const INSERT: &str = "INSERT INTO charges(order_id, amount, part, off) VALUES (:key, json_extract(:value_text, '$.amount'), :partition, :offset)";
 
@@ -54,30 +54,6 @@ fn tally(database: &Path) -> (i64, i64, i64, i64) {
         .expect("tally")
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// Sends `KEY,VALUE` lines with `once produce --key-separator ,`; panics if it fails.
-fn produce_lines(broker: &BrokerProcess, topic: &str, lines: &str) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_once"))
-        .args(["produce", topic, "--bootstrap", &broker.bootstrap(), "--key-separator", ","])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn once produce");
-    child.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write lines");
-    assert!(child.wait().expect("wait").success(), "once produce failed");
-}
-
 fn orders(range: std::ops::Range<u64>) -> String {
     range.map(|id| format!("order-{id},{{\"amount\": {id}}}\n")).collect()
 }
@@ -105,7 +81,7 @@ fn killed_mid_run_and_restarted_every_record_applies_exactly_once() {
     let database = dir.path().join("billing.db");
     let log = dir.path().join("sink.log");
     create_charges(&database);
-    produce_lines(&broker, "orders", &orders(0..3000));
+    produce_keyed_lines(&broker, "orders", &orders(0..3000));
 
     let mut sink = spawn_sink(&broker, &database, "orders", "7", &log);
     wait_until("the first sink to apply some records", Duration::from_secs(60), || tally(&database).0 >= 300);
@@ -116,7 +92,7 @@ fn killed_mid_run_and_restarted_every_record_applies_exactly_once() {
     assert_eq!(rows, distinct, "no record applied twice before the kill");
     assert_eq!(rows, positions, "the stored positions count exactly the records applied");
 
-    produce_lines(&broker, "orders", &orders(3000..4000));
+    produce_keyed_lines(&broker, "orders", &orders(3000..4000));
     let mut sink = spawn_sink(&broker, &database, "orders", "500", &log);
     let expected_sum: i64 = (0..4000).sum();
     wait_until("the restarted sink to catch up", Duration::from_secs(120), || tally(&database).0 >= 4000);
@@ -144,7 +120,7 @@ fn a_poison_record_stops_the_sink_naming_it() {
     let database = dir.path().join("poison.db");
     let log = dir.path().join("sink.log");
     create_charges(&database);
-    produce_lines(&broker, "payments", "a,{\"amount\": 5}\nb,{\"amount\": -1}\nc,{\"amount\": 7}\n");
+    produce_keyed_lines(&broker, "payments", "a,{\"amount\": 5}\nb,{\"amount\": -1}\nc,{\"amount\": 7}\n");
     let mut sink = spawn_sink(&broker, &database, "payments", "1", &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -173,7 +149,7 @@ fn a_stored_position_the_broker_cannot_serve_stops_the_sink() {
     let database = dir.path().join("refunds.db");
     let log = dir.path().join("sink.log");
     create_charges(&database);
-    produce_lines(&broker, "refunds", &orders(0..5));
+    produce_keyed_lines(&broker, "refunds", &orders(0..5));
     let mut sink = spawn_sink(&broker, &database, "refunds", "5", &log);
     wait_until("the sink to apply the records", Duration::from_secs(60), || tally(&database).3 == 5);
     assert!(terminate(&mut sink).success(), "SIGTERM ends the sink with 0");
@@ -185,7 +161,7 @@ fn a_stored_position_the_broker_cannot_serve_stops_the_sink() {
         .expect("move the position");
     assert_eq!(moved, 1, "one row for the one partition");
     drop(connection);
-    produce_lines(&broker, "refunds", &orders(5..8));
+    produce_keyed_lines(&broker, "refunds", &orders(5..8));
     let mut sink = spawn_sink(&broker, &database, "refunds", "5", &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {

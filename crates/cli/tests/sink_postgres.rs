@@ -9,10 +9,10 @@ mod support;
 mod pg;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pg::PgCluster;
-use support::{once, BrokerProcess};
+use support::{once, produce_keyed_lines, wait_until, BrokerProcess};
 
 const CHARGE: &str = "INSERT INTO charges(order_id, amount) VALUES (:key, (:value::jsonb->>'amount')::numeric)";
 
@@ -41,16 +41,8 @@ fn spawn_sink_on(
 }
 
 fn produce(broker: &BrokerProcess, topic: &str, ids: std::ops::Range<u64>) {
-    use std::io::Write;
     let lines: String = ids.map(|id| format!("order-{id},{{\"amount\": {id}}}\n")).collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_once"))
-        .args(["produce", topic, "--bootstrap", &broker.bootstrap(), "--key-separator", ","])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn once produce");
-    child.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write lines");
-    assert!(child.wait().expect("wait").success(), "once produce failed");
+    produce_keyed_lines(broker, topic, &lines);
 }
 
 fn number(cluster: &PgCluster, sql: &str) -> i64 {
@@ -59,17 +51,6 @@ fn number(cluster: &PgCluster, sql: &str) -> i64 {
 
 fn positions(cluster: &PgCluster) -> i64 {
     number(cluster, "SELECT COALESCE(sum(next_offset), 0) FROM once_sink_offsets WHERE sink = 'billing'")
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

@@ -136,9 +136,19 @@ impl Drop for BrokerProcess {
 
 /// Sends `lines` to `topic` with `once produce` (one record per line); panics if it fails.
 pub fn produce_lines(broker: &BrokerProcess, topic: &str, lines: &str) {
+    produce_with(broker, topic, lines, &[]);
+}
+
+/// Sends `KEY,VALUE` lines to `topic` with `once produce --key-separator ,`; panics if it fails.
+pub fn produce_keyed_lines(broker: &BrokerProcess, topic: &str, lines: &str) {
+    produce_with(broker, topic, lines, &["--key-separator", ","]);
+}
+
+fn produce_with(broker: &BrokerProcess, topic: &str, lines: &str, extra_args: &[&str]) {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_once"))
         .args(["produce", topic, "--bootstrap", &broker.bootstrap()])
+        .args(extra_args)
         .stdin(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -176,4 +186,16 @@ impl ProducerContext for Deliveries {
         };
         self.0.lock().expect("deliveries lock").push(entry);
     }
+}
+
+/// Polls `done` every 50 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
 }
