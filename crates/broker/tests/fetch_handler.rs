@@ -70,6 +70,43 @@ async fn a_long_poll_answers_at_max_wait_without_data() {
     node.close().await;
 }
 
+/// Kafka's rule: a fetch with min_bytes 0 is answered at once, even with nothing to read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_bytes_zero_answers_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = open(dir.path());
+    node.topics.create(TOPIC, 2, BTreeMap::new()).await.expect("create");
+    let started = Instant::now();
+    let partitions = fetch(&node, request(2, 0, 10_000, 0)).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "did not wait for max_wait_ms: {:?}", started.elapsed());
+    assert_eq!(partitions.len(), 2, "every partition answered");
+    assert!(partitions.iter().all(|data| record_bytes(data) == 0), "nothing to read");
+    node.close().await;
+}
+
+/// A long poll on a partition that is deleted meanwhile answers when it goes, not at max wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_wakes_when_its_partition_is_deleted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = open(dir.path());
+    node.topics.create(TOPIC, 1, BTreeMap::new()).await.expect("create");
+    let waiting = tokio::spawn({
+        let node = node.clone();
+        async move {
+            let started = Instant::now();
+            let partitions = fetch(&node, request(1, 1, 10_000, 0)).await;
+            (started.elapsed(), partitions)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.topics.delete(TOPIC).await.expect("delete");
+    let (waited, partitions) = waiting.await.expect("the fetch answers");
+    assert!(waited < Duration::from_secs(5), "woken by the deletion, not max wait: {waited:?}");
+    assert_eq!(partitions.len(), 1, "the partition is answered");
+    assert_ne!(partitions[0].error_code, 0, "with an error: the partition is gone");
+    node.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_wakes_on_data_in_any_partition() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -508,7 +508,11 @@ impl Partition {
         let (reply, outcome) = oneshot::channel();
         let closed = || PartitionError::Closed(self.shared.id.to_string());
         self.appends.send(Command::Stop { delete, reply }).await.map_err(|_| closed())?;
-        outcome.await.map_err(|_| closed())?
+        let stopped = outcome.await.map_err(|_| closed())?;
+        // Wake every long poll waiting on this partition (its value unchanged): its next read finds
+        // the partition closed and answers now, instead of at its max wait.
+        self.shared.high_watermark.send_modify(|_| ());
+        stopped
     }
 }
 

@@ -87,7 +87,8 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
                 );
             }
         };
-        let satisfied = bytes >= min_bytes.max(1) || any_error || watchers.is_empty();
+        // min_bytes 0 asks for an answer at once, data or not (Kafka's rule).
+        let satisfied = bytes >= min_bytes || any_error || watchers.is_empty();
         if satisfied || Instant::now() >= deadline {
             return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
         }
@@ -109,8 +110,8 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
 async fn any_moved(watchers: &mut [watch::Receiver<u64>]) {
     debug_assert!(!watchers.is_empty(), "a fetch without partitions does not wait");
     let mut changes: Vec<_> = watchers.iter_mut().map(|watcher| Box::pin(watcher.changed())).collect();
-    // Every pending future is polled, so each has this task's waker registered; a closed sender
-    // (partition deleted) is ready too, as a change.
+    // Every pending future is polled, so each has this task's waker registered. A partition closed
+    // or deleted notifies its receivers (its value unchanged), so a waiting fetch re-reads at once.
     std::future::poll_fn(|context| match changes.iter_mut().any(|change| change.as_mut().poll(context).is_ready()) {
         true => Poll::Ready(()),
         false => Poll::Pending,
