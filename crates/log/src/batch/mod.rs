@@ -278,7 +278,7 @@ impl ValidBatch {
     /// Parses and validates `bytes` as one batch for append.
     pub fn validate(bytes: Vec<u8>) -> Result<ValidBatch, LogError> {
         let header = BatchHeader::parse(&bytes)?;
-        ValidBatch::validate_parsed(header, bytes)
+        ValidBatch::validate_own(header, bytes)
     }
 
     /// Validates `bytes` whose header the caller already parsed (and checked for its own rules), so
@@ -289,6 +289,11 @@ impl ValidBatch {
         if BatchHeader::parse(&bytes).ok() != Some(header) {
             return Err(LogError::CorruptBatch("the parsed header is not the batch's own".into()));
         }
+        ValidBatch::validate_own(header, bytes)
+    }
+
+    /// The checks of a batch whose `header` was just parsed from `bytes` here (so not compared again).
+    fn validate_own(header: BatchHeader, bytes: Vec<u8>) -> Result<ValidBatch, LogError> {
         if header.total_len() != bytes.len() {
             return Err(LogError::CorruptBatch(format!(
                 "batch length field {} does not match the {} bytes received",
