@@ -270,6 +270,7 @@ fn inside<B: Backend + ?Sized>(
     if stored != batch.from {
         return Ok(Outcome::Refused { stored });
     }
+    crate::hooks::inside_transaction();
     let mut duplicates = 0;
     let mut to_apply = Vec::with_capacity(batch.records.len());
     for record in batch.records {

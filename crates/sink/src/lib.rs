@@ -10,10 +10,12 @@
 //! - [`sqlite`]: the SQLite backend (`sqlite://PATH`).
 //! - [`postgres`]: the PostgreSQL backend (`postgres://user:pass@host:port/db`).
 //! - [`status`]: `once sink --status`, positions and lag per partition.
+//! - [`hooks`]: test-only hooks (feature `test-hooks`).
 //! - [`consumer`]: the group member that seeks from the database and applies batches ([`run`]).
 
 pub mod batch;
 pub mod consumer;
+pub mod hooks;
 pub mod params;
 pub mod postgres;
 pub mod record;
