@@ -113,13 +113,15 @@ pub struct PostgresBackend {
     effects: Effects,
 }
 
-/// Connection trouble, serialisation failures, deadlocks, lack of resources, shutdowns: retry.
+/// Connection trouble, serialisation failures, deadlocks, lack of resources, shutdowns, lock and
+/// statement timeouts: retry.
 fn classify(error: tokio_postgres::Error, otherwise: fn(String) -> DbError) -> DbError {
     let transient = match error.code() {
         None => error.is_closed() || error.source().is_some_and(|source| source.is::<std::io::Error>()),
         Some(state) => {
             let code = state.code();
-            ["08", "40", "53", "57P"].iter().any(|class| code.starts_with(class)) || code == "55P03"
+            // 57014: cancelled (statement_timeout, lock_timeout under load): the next try may pass.
+            ["08", "40", "53", "57P"].iter().any(|class| code.starts_with(class)) || ["55P03", "57014"].contains(&code)
         }
     };
     let text = match error.as_db_error() {
