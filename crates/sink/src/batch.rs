@@ -188,10 +188,9 @@ pub fn apply_unfenced(
     check_shape(batch);
     backend.begin().map_err(BatchError::Database)?;
     let effects = effects_of(batch.records.iter(), dedup);
-    let result = run_effects(backend, batch, &effects).map(|()| Outcome::Applied {
-        to: batch.to(),
-        applied: effects.len(),
-        duplicates: 0,
+    let result = run_effects(backend, batch, &effects).map(|()| {
+        crate::hooks::inside_transaction();
+        Outcome::Applied { to: batch.to(), applied: effects.len(), duplicates: 0 }
     });
     finish(backend, result)
 }

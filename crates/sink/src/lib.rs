@@ -29,6 +29,23 @@ pub use batch::{
 pub use consumer::{run, CommitOrder, Delivery, SinkError, SinkOptions, StoppedPartition, Summary};
 pub use record::{Dedup, Record};
 
+/// Opens the database a URL names to read positions only, creating nothing (`--status`).
+pub fn open_reader(url: &str) -> Result<Box<dyn Backend + Send>, DbError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path);
+        if !path.exists() {
+            return Err(DbError::Fatal(format!("no database at {}", path.display())));
+        }
+        Ok(Box::new(sqlite::SqliteBackend::open_read_only(path)?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PostgresBackend::open_read_only(url)?))
+    } else {
+        Err(DbError::Fatal(format!(
+            "database URL '{url}': expected sqlite://PATH or postgres://user:pass@host:port/db"
+        )))
+    }
+}
+
 /// Opens the backend a database URL names: `sqlite://PATH` or `postgres://…` (also
 /// `postgresql://…`), with the `--sql` statements it will run per record.
 pub fn open_backend(url: &str, sql: &[String]) -> Result<Box<dyn Backend + Send>, DbError> {

@@ -238,3 +238,18 @@ fn a_statement_timeout_is_transient_not_poison() {
     }
     assert_eq!(cluster.psql("SELECT count(*) FROM charges"), "0");
 }
+
+/// Review of issue 15: an error every record would meet (here the effect's table was dropped under
+/// the sink: 42P01) stops the sink; it is not taken for one record's poison, which would stop or
+/// dead-letter every record of the stream one by one.
+#[test]
+fn an_error_every_record_would_meet_is_fatal_not_poison() {
+    let cluster = cluster_with_charges();
+    let mut backend = open(&cluster);
+    cluster.psql("DROP TABLE charges");
+    let outcome = apply_batch(&mut backend, None, &Batch { key: &key(), from: 0, records: &records(0..2) });
+    match outcome {
+        Err(BatchError::Database(DbError::Fatal(message))) => assert!(message.contains("42P01"), "{message}"),
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
+}
