@@ -55,6 +55,14 @@ async fn produce(
         .get(topic_name)
         .ok_or_else(|| Problem::not_found(format!("topic '{topic_name}' does not exist")))?;
     let key = idempotency::key_of(headers)?;
+    if key.is_none() && topic.config().idempotency_key_required() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency-key-missing",
+            "This topic requires an Idempotency-Key",
+            format!("topic '{topic_name}' has http.idempotency.key.required=true: send an Idempotency-Key header"),
+        ));
+    }
     let record = record::parse(&body)?;
     let id_header = match (&key, topic.config().dedup_source()) {
         (None, _) => None,
@@ -200,9 +208,12 @@ fn encode(record: &NewRecord, id: Option<(&str, &str)>, fingerprint: &str, times
     batch
 }
 
-/// The timestamp and fingerprint header of the record at `offset`; `None` if the batch holding it
-/// is compressed (not written by this endpoint) or the offset was not found.
-fn read_original(partition: &Partition, offset: u64) -> Result<Option<(i64, Option<Vec<u8>>)>, PartitionError> {
+/// A stored original: its timestamp and its fingerprint header, if it has one.
+type Original = (i64, Option<Vec<u8>>);
+
+/// The record at `offset`; `None` if the batch holding it is compressed (not written by this
+/// endpoint) or the offset was not found.
+fn read_original(partition: &Partition, offset: u64) -> Result<Option<Original>, PartitionError> {
     let read = partition.read_fetch(offset, 1 << 20, Isolation::ReadUncommitted)?;
     let mut rest = read.records.as_slice();
     while rest.len() >= BATCH_HEADER_LEN {
