@@ -3,7 +3,9 @@
 //! the same key for another request is refused with 422; a key on a topic without
 //! `dedup.source=header:…` with 400; bad input with problem documents. Many clients posting keyed
 //! records with retries on any failure while the broker is killed with SIGKILL and restarted:
-//! each key stored once, every answer for a key the same.
+//! each key stored once, every answer for a key the same; the same through a fault proxy that
+//! resets connections and drops responses after the broker acted, with concurrent requests for
+//! one key answered 409 or with the one original.
 
 mod support;
 
@@ -275,4 +277,201 @@ fn keyed_posts_with_retries_through_broker_kills_store_each_key_once() {
         let (partition, offset) = seen[0];
         assert_eq!(ids[&format!("charge-{key}")], format!("{partition}/{offset}"), "answered where it is stored");
     }
+}
+
+/// A byte-level TCP proxy in front of the HTTP listener with seeded faults: 5 % of connections reset
+/// before anything is forwarded; 2 % of response chunks dropped with both sides closed, after the
+/// broker acted (a lost answer).
+struct FaultProxy {
+    port: u16,
+    resets: Arc<std::sync::atomic::AtomicUsize>,
+    dropped: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn fault_proxy(upstream: u16, seed: u64) -> FaultProxy {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let port = listener.local_addr().expect("address").port();
+    let (resets, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let state = Arc::new(AtomicU64::new(seed | 1));
+    // xorshift: the faults are seeded, their timing is the threads'.
+    let draw = move |state: &AtomicU64| {
+        let mut x = state.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.store(x, Ordering::Relaxed);
+        x % 100
+    };
+    let (resets_seen, dropped_seen) = (Arc::clone(&resets), Arc::clone(&dropped));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            if draw(&state) < 5 {
+                resets_seen.fetch_add(1, Ordering::Relaxed);
+                let _ = client.shutdown(Shutdown::Both);
+                continue;
+            }
+            let Ok(broker) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                let _ = client.shutdown(Shutdown::Both);
+                continue;
+            };
+            let chunk_state = Arc::clone(&state);
+            let (mut client_in, mut broker_out) =
+                (client.try_clone().expect("clone"), broker.try_clone().expect("clone"));
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_in, &mut broker_out);
+                let _ = broker_out.shutdown(Shutdown::Write);
+            });
+            let dropped_seen = Arc::clone(&dropped_seen);
+            std::thread::spawn(move || {
+                let (mut broker_in, mut client_out) = (broker, client);
+                let mut buffer = [0u8; 16 * 1024];
+                loop {
+                    match broker_in.read(&mut buffer) {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => {
+                            if draw(&chunk_state) < 2 {
+                                // The broker answered (so it acted); the client never hears it.
+                                dropped_seen.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            if client_out.write_all(&buffer[..read]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = client_out.shutdown(Shutdown::Both);
+                let _ = broker_in.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    FaultProxy { port, resets, dropped }
+}
+
+/// The acceptance run: 10,000 keyed POSTs from 16 clients through the fault proxy, each
+/// retried on any failure until answered 200, the broker killed with SIGKILL once midway; then
+/// concurrent POSTs of one new key at a time until one is refused with 409 while another holds it.
+#[test]
+fn ten_thousand_keyed_posts_through_a_fault_proxy_and_a_kill_are_each_stored_once() {
+    const KEYS: usize = 10_000;
+    const CLIENTS: usize = 16;
+    let (mut broker, http, path) = start("4");
+    let upstream = http.base.rsplit(':').next().expect("port").parse::<u16>().expect("port");
+    let proxy = fault_proxy(upstream, 0x5eed);
+    let answers: Arc<Mutex<Answers>> = Arc::default();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (path, answers, port) = (path.clone(), Arc::clone(&answers), proxy.port);
+            std::thread::spawn(move || {
+                let http = Http::new(port);
+                for key in (client..KEYS).step_by(CLIENTS) {
+                    let body = charge(&format!("customer-{}", key % 101), key as u32);
+                    for attempt in 0.. {
+                        assert!(attempt < 5000, "key {key} never answered");
+                        match http.post(&path, Some(&format!("c-{key}")), &body) {
+                            Ok((200, json, _)) => {
+                                let at = (
+                                    json["partition_id"].as_i64().expect("partition"),
+                                    json["offset"].as_i64().expect("offset"),
+                                );
+                                answers.lock().expect("answers").entry(key).or_default().push(at);
+                                break;
+                            }
+                            Ok((status, json, _)) => {
+                                assert!(matches!(status, 409 | 503), "key {key}: {status} {json}");
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    support::wait_until("half the keys to be answered", Duration::from_secs(300), || {
+        answers.lock().expect("answers").len() >= KEYS / 2
+    });
+    broker.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    broker.restart();
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let (resets, dropped) = (
+        proxy.resets.load(std::sync::atomic::Ordering::Relaxed),
+        proxy.dropped.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    eprintln!("proxy: {resets} connections reset, {dropped} responses dropped");
+    assert!(resets > 0 && dropped > 0, "the proxy injected both faults");
+
+    // Retries of answered keys through the proxy: the original answer, whatever the proxy does.
+    let http = Http::new(proxy.port);
+    for key in (0..KEYS).step_by(97) {
+        let body = charge(&format!("customer-{}", key % 101), key as u32);
+        let again = loop {
+            if let Ok((200, json, true)) = http.post(&path, Some(&format!("c-{key}")), &body) {
+                break (json["partition_id"].as_i64().expect("partition"), json["offset"].as_i64().expect("offset"));
+            }
+        };
+        answers.lock().expect("answers").entry(key).or_default().push(again);
+    }
+    let answers = answers.lock().expect("answers");
+    assert_eq!(answers.len(), KEYS);
+    for (key, seen) in answers.iter() {
+        assert!(seen.windows(2).all(|pair| pair[0] == pair[1]), "key {key}: answers disagree: {seen:?}");
+    }
+    let records = stored_records(&broker.bootstrap(), "charges");
+    let mut ids = BTreeMap::new();
+    for record in &records {
+        let (at, headers) = record.split_once(' ').expect("partition/offset headers");
+        let id = headers.split(',').find_map(|header| header.strip_prefix("id=")).expect("an id header");
+        assert!(ids.insert(id.to_string(), at.to_string()).is_none(), "{id} stored twice");
+    }
+    assert_eq!(ids.len(), KEYS, "each key stored once");
+    for (key, seen) in answers.iter() {
+        assert_eq!(
+            ids[&format!("c-{key}")],
+            format!("{}/{}", seen[0].0, seen[0].1),
+            "key {key}: answered where stored"
+        );
+    }
+
+    // 409: the same new key from several clients at once (straight to the broker), until one is
+    // refused while another holds it; every 200 among them names the one record.
+    let direct = Arc::new(Http::new(upstream));
+    let mut conflicts = 0;
+    for round in 0..200 {
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (direct, barrier, path) = (Arc::clone(&direct), Arc::clone(&barrier), path.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    direct.post(&path, Some(&format!("race-{round}")), &charge("racer", round)).expect("POST")
+                })
+            })
+            .collect();
+        let results: Vec<Answer> = threads.into_iter().map(|thread| thread.join().expect("thread")).collect();
+        let offsets: std::collections::BTreeSet<i64> = results
+            .iter()
+            .filter(|(status, _, _)| *status == 200)
+            .map(|(_, json, _)| json["offset"].as_i64().expect("offset"))
+            .collect();
+        assert!(offsets.len() <= 1, "round {round}: one record per key: {results:?}");
+        for (status, json, _) in &results {
+            assert!(matches!(status, 200 | 409), "round {round}: {status} {json}");
+            if *status == 409 {
+                assert_eq!(json["type"], "urn:once:problem:idempotency-key-in-flight");
+            }
+        }
+        conflicts += results.iter().filter(|(status, _, _)| *status == 409).count();
+        if conflicts > 0 {
+            break;
+        }
+    }
+    assert!(conflicts > 0, "concurrent requests with one key: one is refused with 409 while another holds it");
 }
