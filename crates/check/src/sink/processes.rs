@@ -186,10 +186,7 @@ impl Sinks {
             self.stats.sink_kills.fetch_add(1, Ordering::Relaxed);
         }
         let kind = if end == SinkEnd::Killed { "sink-kill" } else { "sink-stop" };
-        let ended_ms = elapsed_ms(self.start);
-        let record = &mut self.records[id as usize];
-        record.ended_ms = Some(ended_ms);
-        record.end = end;
+        self.ended(id, end);
         self.note(format!("{kind} {id}"));
     }
 
@@ -225,20 +222,32 @@ impl Sinks {
         Ok(())
     }
 
-    /// Records every sink that has exited by itself since the last call.
-    pub fn reap(&mut self) {
+    /// Takes every sink that has exited out of the running ones.
+    fn take_exited(&mut self) -> Vec<(SinkId, std::process::ExitStatus)> {
+        let mut exited = Vec::new();
         let mut index = 0;
         while index < self.running.len() {
-            let Some(status) = self.running[index].1.try_wait().ok().flatten() else {
-                index += 1;
-                continue;
-            };
-            let (id, _) = self.running.remove(index);
+            match self.running[index].1.try_wait().ok().flatten() {
+                Some(status) => exited.push((self.running.remove(index).0, status)),
+                None => index += 1,
+            }
+        }
+        exited
+    }
+
+    /// Records how a sink that exited ended.
+    fn ended(&mut self, id: SinkId, end: SinkEnd) {
+        let ended_ms = elapsed_ms(self.start);
+        let record = &mut self.records[id as usize];
+        record.ended_ms = Some(ended_ms);
+        record.end = end;
+    }
+
+    /// Records every sink that has exited by itself since the last call.
+    pub fn reap(&mut self) {
+        for (id, status) in self.take_exited() {
             let last_line = last_line(&self.records[id as usize].log);
-            let ended_ms = elapsed_ms(self.start);
-            let record = &mut self.records[id as usize];
-            record.ended_ms = Some(ended_ms);
-            record.end = SinkEnd::Exited { code: status.code(), last_line };
+            self.ended(id, SinkEnd::Exited { code: status.code(), last_line });
             self.note(format!("sink-exit {id} ({status})"));
         }
     }
@@ -253,17 +262,8 @@ impl Sinks {
         }
         let deadline = Instant::now() + TERMINATE_TIMEOUT;
         while !self.running.is_empty() && Instant::now() < deadline {
-            let mut index = 0;
-            while index < self.running.len() {
-                let Some(status) = self.running[index].1.try_wait().ok().flatten() else {
-                    index += 1;
-                    continue;
-                };
-                let (id, _) = self.running.remove(index);
-                let ended_ms = elapsed_ms(self.start);
-                let record = &mut self.records[id as usize];
-                record.ended_ms = Some(ended_ms);
-                record.end = SinkEnd::Terminated { code: status.code() };
+            for (id, status) in self.take_exited() {
+                self.ended(id, SinkEnd::Terminated { code: status.code() });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -357,12 +357,29 @@ impl<'a> SinkFaults<'a> {
         SinkFaults { sinks, database, topic, kill, pause, rng, next_fault, stall: None, resumes: Vec::new(), stalls: 0 }
     }
 
-    /// After the schedule: ends a stall still under way (without its strike).
+    /// After the schedule: ends a stall still under way (without its strike), then lets every
+    /// paused sink go at its time, so that each pause outlasts the session timeout and makes a
+    /// zombie (sinks that die meanwhile are replaced).
     pub fn heal(&mut self) -> anyhow::Result<()> {
         if let Some(stall) = self.stall.take() {
             if stall.locked {
                 self.database.end_stall()?;
             }
+        }
+        while !self.resumes.is_empty() {
+            self.resume_due(Instant::now())?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Replaces sinks that died and resumes the paused ones whose time has come.
+    fn resume_due(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.sinks.keep_running()?;
+        let due: Vec<SinkId> = self.resumes.iter().filter(|(_, at)| now >= *at).map(|(id, _)| *id).collect();
+        self.resumes.retain(|(_, at)| now < *at);
+        for id in due {
+            self.sinks.resume(id)?;
         }
         Ok(())
     }
@@ -424,12 +441,7 @@ impl<'a> SinkFaults<'a> {
 
 impl ClientNemesis for SinkFaults<'_> {
     fn tick(&mut self, now: Instant) -> anyhow::Result<()> {
-        self.sinks.keep_running()?;
-        let due: Vec<SinkId> = self.resumes.iter().filter(|(_, at)| now >= *at).map(|(id, _)| *id).collect();
-        self.resumes.retain(|(_, at)| now < *at);
-        for id in due {
-            self.sinks.resume(id)?;
-        }
+        self.resume_due(now)?;
         match self.stall {
             Some(stall) if now >= stall.until => {
                 self.stall = None;
