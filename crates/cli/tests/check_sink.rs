@@ -35,7 +35,9 @@ fn assert_clean(report: &serde_json::Value, passed: bool, seed: u64) {
     assert!(count(report, "/faults/client_kill") >= 1, "seed {seed}: sinks were killed");
     assert!(count(report, "/faults/client_pause") >= 1, "seed {seed}: sinks were paused into zombies");
     assert!(count(report, "/faults/database_stall") >= 1, "seed {seed}: faults struck inside a stalled database");
-    assert!(count(report, "/sinks/refused_batches") >= 1, "seed {seed}: the fence refused a zombie's batch");
+    // Refused batches are reported, not required: a zombie's batch is refused only if the group gave
+    // its partitions to another sink that applied something before it woke, and how soon the group
+    // settles depends on the broker's crashes and the other sinks' deaths around the pause.
     assert_eq!(report["drain"]["complete"], true, "seed {seed}");
     assert_eq!(report["input_read_complete"], true, "seed {seed}");
     assert_eq!(count(report, "/effects"), count(report, "/input_records"), "seed {seed}: one effect each");
