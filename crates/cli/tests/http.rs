@@ -475,3 +475,52 @@ fn ten_thousand_keyed_posts_through_a_fault_proxy_and_a_kill_are_each_stored_onc
     }
     assert!(conflicts > 0, "concurrent requests with one key: one is refused with 409 while another holds it");
 }
+
+/// The OpenAPI document drives a property-based test (schemathesis, installed by .ci/run): every
+/// operation with generated valid and invalid input, including stateful sequences that reuse the
+/// cluster id and topic names the API returns; no 5xx, and every response conforms to the document
+/// (status code, content type, body schema).
+#[test]
+fn schemathesis_finds_no_server_error_and_no_nonconforming_response() {
+    let (broker, http, _) = start("3");
+    once(&["topic", "create", "plain", "--bootstrap", &broker.bootstrap()]);
+    let output = std::process::Command::new("schemathesis")
+        .args(["run", &format!("{}/openapi.json", http.base), "--url", &http.base])
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,content_type_conformance,status_code_conformance",
+        ])
+        .args(["--max-examples", "50", "--seed", "1"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run schemathesis (installed by .ci/run: pip install schemathesis)");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "schemathesis found problems:\n{text}\nbroker log:\n{}", broker.log());
+    // "N generated, N passed": every generated case passed the checks.
+    let counts = text.lines().find_map(|line| {
+        let (generated, passed) = line.trim().split_once(" generated, ")?;
+        Some((generated.parse::<u64>().ok()?, passed.strip_suffix(" passed")?.parse::<u64>().ok()?))
+    });
+    let (generated, passed) = counts.unwrap_or_else(|| panic!("no test-case counts in:\n{text}"));
+    assert!(generated > 100 && passed == generated, "{text}");
+
+    // The same run against a document that misstates the answer (offset a string) must fail: the
+    // check can fail.
+    let mut wrong: serde_json::Value =
+        serde_json::from_str(&http.get("/openapi.json").expect("openapi").1).expect("JSON");
+    wrong["components"]["schemas"]["ProduceResponse"]["properties"]["offset"] = serde_json::json!({"type": "string"});
+    wrong["components"]["schemas"]["ClusterList"]["properties"]["kind"] = serde_json::json!({"enum": ["Wrong"]});
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wrong_path = dir.path().join("wrong.json");
+    std::fs::write(&wrong_path, wrong.to_string()).expect("write the wrong document");
+    let output = std::process::Command::new("schemathesis")
+        .arg("run")
+        .arg(&wrong_path)
+        .args(["--url", &http.base, "--checks", "response_schema_conformance", "--max-examples", "20", "--seed", "1"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run schemathesis");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success(), "a misstated response schema is caught:\n{text}");
+    assert!(text.contains("Stateful"), "the stateful phase ran:\n{text}");
+}
