@@ -7,6 +7,7 @@
 //! - [`groups`] — `once group …`: list, describe with lag, reset offsets, delete.
 //! - [`copy`] — `once copy`: a transactional consume-transform-produce copier, on librdkafka.
 //! - [`sink`] — `once sink`: records' effects into PostgreSQL or SQLite exactly once (`once-sink`).
+//! - [`outbox`] — `once outbox`: a database's outbox table into topics, each row once (`once-outbox`).
 //! - [`txn`] — `once txn …`: list, describe and abort transactions.
 //! - `alloc` (in the binary, `src/main.rs`, not this library) — the process allocator: huge
 //!   allocations reserved lazily, so a forged array count in a request fails its decode.
@@ -15,6 +16,7 @@ pub mod admin;
 pub mod clients;
 pub mod copy;
 pub mod groups;
+pub mod outbox;
 pub mod serve;
 pub mod sink;
 pub mod txn;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use once_cli::{admin, clients, copy, groups, serve, sink, txn};
+use once_cli::{admin, clients, copy, groups, outbox, serve, sink, txn};
 
 mod alloc;
 
@@ -38,6 +38,8 @@ enum Command {
     /// Apply each record's effect to PostgreSQL or SQLite exactly once, positions in the same
     /// database transaction.
     Sink(sink::SinkArgs),
+    /// Relay a database's outbox table into topics, each row once, in order per aggregate.
+    Outbox(outbox::OutboxArgs),
     /// Check a broker for lost, duplicated and reordered messages under injected faults; exit 1 on any
     /// anomaly.
     Check(once_check::CheckArgs),
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Copy(args) => copy::run(args),
         Command::Txn(args) => txn::run(args),
         Command::Sink(args) => sink::run(args),
+        Command::Outbox(args) => outbox::run(args),
         Command::Produce(args) => clients::produce(args),
         Command::Consume(args) => clients::consume(args),
         Command::Bench(args) => once_bench::run(args),

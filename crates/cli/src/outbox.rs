@@ -1,0 +1,81 @@
+//! `once outbox`: relay a transactional outbox table (PostgreSQL or SQLite) into topics, each row
+//! once (crate `once-outbox`; docs/design/outbox.md). The command parses flags, opens the
+//! database, turns SIGTERM and SIGINT into a stop request — the batch in hand is finished, then it
+//! exits 0 — and runs the relay. A fatal error (a bad URL, a missing table or column, a record the
+//! broker refused) ends it non-zero with the message on stderr; its unretired rows are resent by
+//! the next run.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::clients::client_config;
+
+#[derive(Args)]
+pub struct OutboxArgs {
+    /// Broker to talk to, HOST:PORT (any Kafka-compatible cluster).
+    #[arg(long, env = "ONCE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// sqlite://PATH or postgres://user:pass@host:port/db.
+    #[arg(long, env = "ONCE_OUTBOX_DATABASE", value_name = "URL")]
+    database: String,
+    /// The outbox table: columns id, aggregatetype, aggregateid, type, payload (Debezium's shape).
+    #[arg(long, env = "ONCE_OUTBOX_TABLE", value_name = "NAME", default_value = "outbox")]
+    table: String,
+    /// Topic of each row; {aggregatetype} is replaced by the row's.
+    #[arg(long, env = "ONCE_OUTBOX_TOPIC_TEMPLATE", value_name = "TEMPLATE", default_value = "outbox.event.{aggregatetype}")]
+    topic_template: String,
+    /// What to do with a row once its record is acknowledged: delete it, or mark it (set its
+    /// sent_at column, which must exist; rows with sent_at NULL are unsent).
+    #[arg(long, env = "ONCE_OUTBOX_AFTER_SEND", value_name = "delete|mark", default_value = "delete")]
+    after_send: once_outbox::AfterSend,
+    /// PostgreSQL: the insertion-order column (default id, which must then be an integer; with a
+    /// uuid id add e.g. seq BIGSERIAL and name it here). SQLite always uses rowid.
+    #[arg(long, env = "ONCE_OUTBOX_ORDER_COLUMN", value_name = "NAME")]
+    order_column: Option<String>,
+    /// Most rows read, produced and retired as one batch.
+    #[arg(long, env = "ONCE_OUTBOX_BATCH_ROWS", value_name = "N", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch_rows: u32,
+    /// Pause after a poll that found no unsent row, in ms.
+    #[arg(long, env = "ONCE_OUTBOX_POLL_MS", value_name = "MS", default_value_t = 200)]
+    poll_ms: u64,
+    /// Partitions of a topic the relay creates (an existing topic is used as it is).
+    #[arg(long, env = "ONCE_OUTBOX_PARTITIONS", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    partitions: i32,
+}
+
+pub fn run(args: OutboxArgs) -> anyhow::Result<()> {
+    let filter = std::env::var("ONCE_LOG").unwrap_or_else(|_| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("invalid ONCE_LOG filter")?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("listening for SIGTERM")?;
+    }
+    let source_options = once_outbox::SourceOptions {
+        table: args.table,
+        after_send: args.after_send,
+        order_column: args.order_column,
+    };
+    let mut source = once_outbox::open_source(&args.database, &source_options).context("opening the outbox")?;
+    let options = once_outbox::RelayOptions {
+        topic_template: args.topic_template,
+        batch_rows: args.batch_rows as usize,
+        poll_interval: Duration::from_millis(args.poll_ms),
+        partitions: args.partitions,
+    };
+    let summary = once_outbox::run(client_config(&args.bootstrap), source.as_mut(), &options, &stop)?;
+    eprintln!(
+        "once outbox: stopped; relayed {} rows in {} batches, created {} topics",
+        summary.retired, summary.batches, summary.topics_created
+    );
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! Relay a transactional outbox table into Kafka topics: each committed row becomes one record
+//! (key = `aggregateid`, headers `id` and `type`, value = `payload`) on the topic its
+//! `aggregatetype` names, and the row is deleted (or marked) only after the broker acknowledged
+//! its record. A crash in between resends the row; a topic with `dedup.source=header:id` stores
+//! it once. docs/design/outbox.md has the crash argument and the ordering guarantee.
+//!
+//! # Layout
+//! - [`relay`] — the loop: poll unsent rows, create missing topics, produce with an idempotent
+//!   producer, wait for the delivery reports, then retire the acknowledged rows.
+//! - [`sqlite`] — the SQLite source: unsent rows in `rowid` order.
+//! - [`postgres`] — the PostgreSQL source: every visible unsent row in an insertion-order column.
+//! - [`hooks`] — test-only crash points (feature `test-hooks`).
+
+pub mod hooks;
+pub mod postgres;
+pub mod relay;
+pub mod sqlite;
+
+pub use relay::{run, RelayOptions, Summary};
+
+/// Everything that ends the relay. Each is fatal: the rows not yet retired are resent by the
+/// next run, so stopping is always safe.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag or URL that cannot work (a bad URL, a missing table or column).
+    #[error("{0}")]
+    Config(String),
+    /// The database refused or lost a statement.
+    #[error("database: {0}")]
+    Database(String),
+    /// The producer or admin client failed in a way retrying does not fix.
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+/// What happens to a row once its record is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterSend {
+    /// `DELETE` the row.
+    Delete,
+    /// Set its `sent_at` column (which must exist) to the current time; unsent rows are those
+    /// whose `sent_at` is NULL.
+    Mark,
+}
+
+impl std::str::FromStr for AfterSend {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "delete" => Ok(AfterSend::Delete),
+            "mark" => Ok(AfterSend::Mark),
+            other => Err(format!("'{other}': expected 'delete' or 'mark'")),
+        }
+    }
+}
+
+/// The column `--after-send mark` sets.
+pub const MARK_COLUMN: &str = "sent_at";
+
+/// One unsent outbox row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// The row's place in insertion order (SQLite `rowid`, the PostgreSQL order column); names
+    /// the row when it is retired.
+    pub position: i64,
+    /// The outbox id, the record's message id (header `id`).
+    pub id: String,
+    pub aggregate_type: String,
+    /// The record key: one aggregate's records share a partition, hence an order.
+    pub aggregate_id: String,
+    /// Header `type`.
+    pub event_type: String,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Where outbox rows come from.
+pub trait Source {
+    /// Up to `limit` unsent rows, in insertion order, as one consistent read.
+    fn unsent(&mut self, limit: usize) -> Result<Vec<OutboxRow>, Error>;
+    /// Deletes or marks the rows at `positions`, in one transaction of its own.
+    fn retire(&mut self, positions: &[i64]) -> Result<(), Error>;
+}
+
+/// Which table to relay and how.
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    pub table: String,
+    pub after_send: AfterSend,
+    /// PostgreSQL only: the insertion-order column; `None` means `id`, which must then be an
+    /// integer column.
+    pub order_column: Option<String>,
+}
+
+/// Opens `sqlite://PATH` or `postgres://…` and checks the table has the columns needed.
+pub fn open_source(url: &str, options: &SourceOptions) -> Result<Box<dyn Source>, Error> {
+    check_identifier(&options.table)?;
+    if let Some(column) = &options.order_column {
+        check_identifier(column)?;
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(Error::Config("sqlite:// needs a path: sqlite://PATH".into()));
+        }
+        Ok(Box::new(sqlite::SqliteSource::open(std::path::Path::new(path), options)?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PostgresSource::open(url, options)?))
+    } else {
+        Err(Error::Config(format!("database URL '{url}': expected sqlite://PATH or postgres://user:pass@host:port/db")))
+    }
+}
+
+/// Table and column names go into SQL text, so only plain identifiers are accepted.
+fn check_identifier(name: &str) -> Result<(), Error> {
+    let plain = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("'{name}' is not a plain identifier (letters, digits, _)")))
+    }
+}
+
+/// The topic for `row`: `template` with `{aggregatetype}` replaced.
+pub fn topic_for(template: &str, row: &OutboxRow) -> String {
+    template.replace("{aggregatetype}", &row.aggregate_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_the_template() {
+        let row = OutboxRow {
+            position: 1,
+            id: "u1".into(),
+            aggregate_type: "order".into(),
+            aggregate_id: "o-7".into(),
+            event_type: "Created".into(),
+            payload: None,
+        };
+        assert_eq!(topic_for("outbox.event.{aggregatetype}", &row), "outbox.event.order");
+        assert_eq!(topic_for("events", &row), "events");
+    }
+
+    #[test]
+    fn identifiers_are_plain() {
+        assert!(check_identifier("outbox").is_ok());
+        assert!(check_identifier("my_outbox2").is_ok());
+        assert!(check_identifier("outbox; DROP TABLE x").is_err());
+        assert!(check_identifier("").is_err());
+        assert!(check_identifier("1x").is_err());
+    }
+
+    #[test]
+    fn after_send_parses() {
+        assert_eq!("delete".parse::<AfterSend>(), Ok(AfterSend::Delete));
+        assert_eq!("mark".parse::<AfterSend>(), Ok(AfterSend::Mark));
+        assert!("keep".parse::<AfterSend>().is_err());
+    }
+}

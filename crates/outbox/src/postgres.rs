@@ -1,0 +1,169 @@
+//! The PostgreSQL source, by polling: each poll is one `SELECT` (one snapshot) of every visible
+//! unsent row in the order of an insertion-order column, and rows are retired only after their
+//! records are acknowledged. A row of a transaction still open is not visible and is read by a
+//! later poll; no cursor moves past it, so nothing is skipped however transactions interleave. (A
+//! relay that remembers "the highest id sent" skips exactly those rows.)
+//!
+//! The insertion-order column is `id` when `id` is an integer column, else the one named by
+//! `--order-column` (e.g. `seq BIGSERIAL` beside a uuid `id`).
+//!
+//! The driver is async and the relay's loop is not, so the source owns a current-thread runtime
+//! and blocks on each call (the connection task runs while it does).
+
+use tokio::runtime::Runtime;
+use tokio_postgres::{Client, NoTls};
+
+use crate::{AfterSend, Error, OutboxRow, Source, SourceOptions, MARK_COLUMN};
+
+pub struct PostgresSource {
+    runtime: Runtime,
+    client: Client,
+    select_sql: String,
+    retire_sql: String,
+}
+
+fn database(error: tokio_postgres::Error) -> Error {
+    Error::Database(error.to_string())
+}
+
+const INTEGER_TYPES: &[&str] = &["smallint", "integer", "bigint"];
+
+impl PostgresSource {
+    pub fn open(url: &str, options: &SourceOptions) -> Result<PostgresSource, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| Error::Database(format!("starting the driver's runtime: {error}")))?;
+        let (client, connection) = runtime.block_on(tokio_postgres::connect(url, NoTls)).map_err(database)?;
+        runtime.spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "PostgreSQL connection ended");
+            }
+        });
+        let columns = runtime.block_on(table_columns(&client, &options.table))?;
+        let (select_sql, retire_sql) = statements(&columns, options)?;
+        Ok(PostgresSource { runtime, client, select_sql, retire_sql })
+    }
+}
+
+/// (name, type) of each column of `table`; empty when there is no such table.
+async fn table_columns(client: &Client, table: &str) -> Result<Vec<(String, String)>, Error> {
+    let rows = client
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+            &[&table],
+        )
+        .await
+        .map_err(database)?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// The poll's `SELECT` and the retiring statement, from the table's columns.
+fn statements(columns: &[(String, String)], options: &SourceOptions) -> Result<(String, String), Error> {
+    let table = &options.table;
+    if columns.is_empty() {
+        return Err(Error::Config(format!("no table '{table}' (or no permission to see it)")));
+    }
+    let type_of = |name: &str| columns.iter().find(|(column, _)| column == name).map(|(_, kind)| kind.as_str());
+    let mut needed = vec!["id", "aggregatetype", "aggregateid", "type", "payload"];
+    if options.after_send == AfterSend::Mark {
+        needed.push(MARK_COLUMN);
+    }
+    for column in needed {
+        if type_of(column).is_none() {
+            return Err(Error::Config(format!("table '{table}' has no column '{column}'")));
+        }
+    }
+    let order = options.order_column.as_deref().unwrap_or("id");
+    match type_of(order) {
+        Some(kind) if INTEGER_TYPES.contains(&kind) => {}
+        Some(kind) => {
+            return Err(Error::Config(format!(
+                "column '{order}' of '{table}' is {kind}: PostgreSQL polling needs an integer insertion-order \
+                 column (an integer id, or --order-column NAME, e.g. seq BIGSERIAL)"
+            )))
+        }
+        None => return Err(Error::Config(format!("table '{table}' has no column '{order}'"))),
+    }
+    let payload = if type_of("payload") == Some("bytea") { "payload" } else { "convert_to(payload::text, 'UTF8')" };
+    let (unsent, retire) = match options.after_send {
+        AfterSend::Delete => (String::new(), format!("DELETE FROM {table} WHERE {order} = ANY($1::bigint[])")),
+        AfterSend::Mark => (
+            format!("WHERE {MARK_COLUMN} IS NULL"),
+            format!("UPDATE {table} SET {MARK_COLUMN} = now() WHERE {order} = ANY($1::bigint[])"),
+        ),
+    };
+    let select = format!(
+        "SELECT {order}::bigint, id::text, aggregatetype::text, aggregateid::text, type::text, {payload} \
+         FROM {table} {unsent} ORDER BY {order} LIMIT $1"
+    );
+    Ok((select, retire))
+}
+
+impl Source for PostgresSource {
+    fn unsent(&mut self, limit: usize) -> Result<Vec<OutboxRow>, Error> {
+        let limit = limit as i64;
+        let rows = self.runtime.block_on(self.client.query(&self.select_sql, &[&limit])).map_err(database)?;
+        rows.iter()
+            .map(|row| {
+                let text = |index: usize| row.try_get::<_, Option<String>>(index).map(Option::unwrap_or_default);
+                Ok(OutboxRow {
+                    position: row.try_get(0)?,
+                    id: text(1)?,
+                    aggregate_type: text(2)?,
+                    aggregate_id: text(3)?,
+                    event_type: text(4)?,
+                    payload: row.try_get(5)?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(database)
+    }
+
+    /// One statement outside any explicit transaction: its own transaction.
+    fn retire(&mut self, positions: &[i64]) -> Result<(), Error> {
+        let positions = positions.to_vec();
+        self.runtime.block_on(self.client.execute(&self.retire_sql, &[&positions])).map_err(database)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(order_type: &str) -> Vec<(String, String)> {
+        [("id", "uuid"), ("seq", order_type), ("aggregatetype", "text"), ("aggregateid", "text")]
+            .into_iter()
+            .chain([("type", "text"), ("payload", "jsonb")])
+            .map(|(name, kind)| (name.to_string(), kind.to_string()))
+            .collect()
+    }
+
+    fn options(order_column: Option<&str>) -> SourceOptions {
+        SourceOptions {
+            table: "outbox".into(),
+            after_send: AfterSend::Delete,
+            order_column: order_column.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_uuid_id_needs_an_order_column() {
+        let error = statements(&columns("bigint"), &options(None)).unwrap_err().to_string();
+        assert!(error.contains("--order-column"), "{error}");
+        let (select, retire) = statements(&columns("bigint"), &options(Some("seq"))).expect("seq orders");
+        assert!(select.contains("ORDER BY seq"), "{select}");
+        assert!(retire.starts_with("DELETE FROM outbox WHERE seq"), "{retire}");
+    }
+
+    #[test]
+    fn missing_tables_and_columns_are_named() {
+        let error = statements(&[], &options(Some("seq"))).unwrap_err().to_string();
+        assert!(error.contains("no table 'outbox'"), "{error}");
+        let mark = SourceOptions { after_send: AfterSend::Mark, ..options(Some("seq")) };
+        let error = statements(&columns("bigint"), &mark).unwrap_err().to_string();
+        assert!(error.contains("sent_at"), "{error}");
+    }
+}

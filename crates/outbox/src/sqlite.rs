@@ -1,0 +1,115 @@
+//! The SQLite source: unsent rows in `rowid` order (insertion order; SQLite has one writer at a
+//! time, so insertion order is commit order). A busy database is waited on (`busy_timeout`), so
+//! the application's writes and the relay's deletes take turns.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection, OpenFlags};
+
+use crate::{AfterSend, Error, OutboxRow, Source, SourceOptions, MARK_COLUMN};
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct SqliteSource {
+    connection: Connection,
+    table: String,
+    after_send: AfterSend,
+}
+
+fn database(error: rusqlite::Error) -> Error {
+    Error::Database(error.to_string())
+}
+
+impl SqliteSource {
+    /// Opens an existing database (a mistyped path is an error, not a new empty file) and checks
+    /// the table has the outbox columns.
+    pub fn open(path: &Path, options: &SourceOptions) -> Result<SqliteSource, Error> {
+        let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|error| Error::Config(format!("opening {}: {error}", path.display())))?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(database)?;
+        let columns = table_columns(&connection, &options.table)?;
+        if columns.is_empty() {
+            return Err(Error::Config(format!("no table '{}' in {}", options.table, path.display())));
+        }
+        let mut needed = vec!["id", "aggregatetype", "aggregateid", "type", "payload"];
+        if options.after_send == AfterSend::Mark {
+            needed.push(MARK_COLUMN);
+        }
+        for column in needed {
+            if !columns.iter().any(|name| name.eq_ignore_ascii_case(column)) {
+                return Err(Error::Config(format!("table '{}' has no column '{column}'", options.table)));
+            }
+        }
+        Ok(SqliteSource { connection, table: options.table.clone(), after_send: options.after_send })
+    }
+}
+
+fn table_columns(connection: &Connection, table: &str) -> Result<Vec<String>, Error> {
+    let mut statement = connection.prepare("SELECT name FROM pragma_table_info(?1)").map_err(database)?;
+    let names = statement.query_map([table], |row| row.get::<_, String>(0)).map_err(database)?;
+    names.collect::<Result<Vec<_>, _>>().map_err(database)
+}
+
+/// Any SQLite value as text (ids and keys may be integers or blobs too).
+fn text(value: Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::Integer(number) => number.to_string(),
+        Value::Real(number) => number.to_string(),
+        Value::Text(text) => text,
+        Value::Blob(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn bytes(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::Null => None,
+        Value::Blob(bytes) => Some(bytes),
+        other => Some(text(other).into_bytes()),
+    }
+}
+
+impl Source for SqliteSource {
+    fn unsent(&mut self, limit: usize) -> Result<Vec<OutboxRow>, Error> {
+        let unsent = match self.after_send {
+            AfterSend::Delete => String::new(),
+            AfterSend::Mark => format!("WHERE {MARK_COLUMN} IS NULL"),
+        };
+        let sql = format!(
+            "SELECT rowid, id, aggregatetype, aggregateid, type, payload FROM {} {unsent} ORDER BY rowid LIMIT ?1",
+            self.table
+        );
+        let mut statement = self.connection.prepare_cached(&sql).map_err(database)?;
+        let rows = statement
+            .query_map([limit as i64], |row| {
+                Ok(OutboxRow {
+                    position: row.get(0)?,
+                    id: text(row.get(1)?),
+                    aggregate_type: text(row.get(2)?),
+                    aggregate_id: text(row.get(3)?),
+                    event_type: text(row.get(4)?),
+                    payload: bytes(row.get(5)?),
+                })
+            })
+            .map_err(database)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(database)
+    }
+
+    fn retire(&mut self, positions: &[i64]) -> Result<(), Error> {
+        let transaction = self.connection.transaction().map_err(database)?;
+        for chunk in positions.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = match self.after_send {
+                AfterSend::Delete => format!("DELETE FROM {} WHERE rowid IN ({marks})", self.table),
+                AfterSend::Mark => format!(
+                    "UPDATE {} SET {MARK_COLUMN} = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE rowid IN ({marks})",
+                    self.table
+                ),
+            };
+            transaction.execute(&sql, params_from_iter(chunk.iter())).map_err(database)?;
+        }
+        transaction.commit().map_err(database)
+    }
+}
