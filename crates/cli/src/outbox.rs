@@ -26,7 +26,12 @@ pub struct OutboxArgs {
     #[arg(long, env = "ONCE_OUTBOX_TABLE", value_name = "NAME", default_value = "outbox")]
     table: String,
     /// Topic of each row; {aggregatetype} is replaced by the row's.
-    #[arg(long, env = "ONCE_OUTBOX_TOPIC_TEMPLATE", value_name = "TEMPLATE", default_value = "outbox.event.{aggregatetype}")]
+    #[arg(
+        long,
+        env = "ONCE_OUTBOX_TOPIC_TEMPLATE",
+        value_name = "TEMPLATE",
+        default_value = "outbox.event.{aggregatetype}"
+    )]
     topic_template: String,
     /// What to do with a row once its record is acknowledged: delete it, or mark it (set its
     /// sent_at column, which must exist; rows with sent_at NULL are unsent).
@@ -60,11 +65,8 @@ pub fn run(args: OutboxArgs) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("listening for SIGTERM")?;
     }
-    let source_options = once_outbox::SourceOptions {
-        table: args.table,
-        after_send: args.after_send,
-        order_column: args.order_column,
-    };
+    let source_options =
+        once_outbox::SourceOptions { table: args.table, after_send: args.after_send, order_column: args.order_column };
     let mut source = once_outbox::open_source(&args.database, &source_options).context("opening the outbox")?;
     let options = once_outbox::RelayOptions {
         topic_template: args.topic_template,

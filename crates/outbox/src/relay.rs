@@ -158,7 +158,10 @@ fn send_batch(
         if stop.load(Ordering::SeqCst) {
             let since = *stopped_at.get_or_insert_with(Instant::now);
             if since.elapsed() > STOP_GRACE {
-                tracing::warn!(unreported = rows.len() - reports, "stopping with records unacknowledged: resent next run");
+                tracing::warn!(
+                    unreported = rows.len() - reports,
+                    "stopping with records unacknowledged: resent next run"
+                );
                 break;
             }
         }

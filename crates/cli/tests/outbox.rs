@@ -1,0 +1,352 @@
+//! `once outbox` end to end, against a real broker and a real database (a throw-away PostgreSQL,
+//! and SQLite): two application threads bump aggregates in transactions — each transaction
+//! updates its aggregate's row (the application's lock on it) and inserts one outbox row per new
+//! version; some roll back; on PostgreSQL some hold their transaction open for a while, so later
+//! rows commit first — while the relay is killed with SIGKILL over and over and restarted, and the
+//! broker is killed with SIGKILL once and restarted. At the end every topic holds each committed
+//! row exactly once, each aggregate's versions 1, 2, 3, … in order, and no rolled-back row.
+//!
+//! A resend is made certain first: the relay aborts (test hook) after its first batch is
+//! acknowledged and before it retires the rows, so the next run sends those rows again and only
+//! the topic's `dedup.source=header:id` keeps them single.
+//!
+//! The workload comes from a seed, printed at the start; `ONCE_OUTBOX_SEED=N` replays it.
+
+mod support;
+
+#[path = "../../sink/tests/support/pg.rs"]
+mod pg;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pg::PgCluster;
+use support::{once, wait_until, BrokerProcess};
+
+/// (aggregateid, aggregatetype): three aggregates per topic.
+const AGGREGATES: [(&str, &str); 6] =
+    [("a0", "order"), ("a1", "order"), ("a2", "order"), ("a3", "customer"), ("a4", "customer"), ("a5", "customer")];
+const TOPICS: [&str; 2] = ["outbox.event.order", "outbox.event.customer"];
+const TRANSACTIONS: usize = 260;
+/// Transactions committed before the first relay (the one that aborts after its acks) starts.
+const BEFORE_RELAY: usize = 20;
+
+/// xorshift64*: the workload and the kill timing, replayable from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+    }
+}
+
+fn seed(default: u64) -> u64 {
+    let seed = std::env::var("ONCE_OUTBOX_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or(default);
+    eprintln!("outbox test seed {seed} (ONCE_OUTBOX_SEED={seed} replays the workload)");
+    seed
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// One application transaction's SQL: `events` new versions of one aggregate, each with its
+/// outbox row; rolled back ones write rows of type `Doomed`, which must never be seen.
+fn transaction_sql(rng: &mut Rng, dialect: Dialect) -> String {
+    let (aggregate, _) = AGGREGATES[rng.below(AGGREGATES.len() as u64) as usize];
+    let rollback = rng.below(5) == 0;
+    let hold = dialect == Dialect::Postgres && rng.below(4) == 0;
+    let (begin, new_id, payload) = match dialect {
+        Dialect::Postgres => ("BEGIN", "gen_random_uuid()", "jsonb_build_object('v', version)"),
+        Dialect::Sqlite => ("BEGIN IMMEDIATE", "lower(hex(randomblob(16)))", "json_object('v', version)"),
+    };
+    let event_type = if rollback { "Doomed" } else { "Bumped" };
+    let mut sql = format!("{begin};");
+    for event in 0..1 + rng.below(3) {
+        sql += &format!(
+            "UPDATE aggregates SET version = version + 1 WHERE name = '{aggregate}';\
+             INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) \
+             SELECT {new_id}, kind, name, '{event_type}', {payload} FROM aggregates WHERE name = '{aggregate}';"
+        );
+        if hold && event == 0 {
+            sql += "SELECT pg_sleep(0.15);";
+        }
+    }
+    sql + if rollback { "ROLLBACK;" } else { "COMMIT;" }
+}
+
+/// The application's database, as the test sees it.
+trait Database: Sync {
+    fn execute(&self, sql: &str);
+    fn query(&self, sql: &str) -> String;
+    fn url(&self) -> String;
+    /// The relay's flags beyond --bootstrap and --database.
+    fn relay_args(&self) -> Vec<&'static str>;
+    /// Rows not yet retired.
+    fn unsent(&self) -> i64;
+}
+
+struct Postgres(PgCluster);
+
+impl Database for Postgres {
+    fn execute(&self, sql: &str) {
+        self.0.psql(sql);
+    }
+    fn query(&self, sql: &str) -> String {
+        self.0.psql(sql)
+    }
+    fn url(&self) -> String {
+        self.0.url()
+    }
+    fn relay_args(&self) -> Vec<&'static str> {
+        vec!["--order-column", "seq", "--partitions", "3"]
+    }
+    fn unsent(&self) -> i64 {
+        self.query("SELECT count(*) FROM outbox").parse().expect("a count")
+    }
+}
+
+struct Sqlite(PathBuf);
+
+impl Sqlite {
+    fn connect(&self) -> rusqlite::Connection {
+        let connection = rusqlite::Connection::open(&self.0).expect("open the SQLite database");
+        connection.busy_timeout(Duration::from_secs(30)).expect("busy timeout");
+        connection
+    }
+}
+
+impl Database for Sqlite {
+    fn execute(&self, sql: &str) {
+        self.connect().execute_batch(sql).unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
+    fn query(&self, sql: &str) -> String {
+        let connection = self.connect();
+        let mut statement = connection.prepare(sql).expect("prepare");
+        let rows = statement
+            .query_map([], |row| Ok(format!("{}|{}", row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+            .expect("query");
+        rows.map(|row| row.expect("row")).collect::<Vec<_>>().join("\n")
+    }
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
+    }
+    fn relay_args(&self) -> Vec<&'static str> {
+        vec!["--after-send", "mark"]
+    }
+    fn unsent(&self) -> i64 {
+        self.connect()
+            .query_row("SELECT count(*) FROM outbox WHERE sent_at IS NULL", [], |row| row.get(0))
+            .expect("count unsent")
+    }
+}
+
+fn spawn_relay(
+    broker: &BrokerProcess,
+    database: &dyn Database,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open relay log");
+    Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["outbox", "--bootstrap", &broker.bootstrap(), "--database", &database.url()])
+        .args(database.relay_args())
+        .args(args)
+        .envs(env.iter().copied())
+        .env("ONCE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn once outbox")
+}
+
+/// One record as kcat prints it: (topic, key, id header, type header, payload).
+type Stored = (String, String, String, String, String);
+
+fn read_topics(broker: &BrokerProcess) -> Vec<Stored> {
+    let listed = once(&["topic", "list", "--bootstrap", &broker.bootstrap()]);
+    let mut records = Vec::new();
+    for topic in TOPICS {
+        if !listed.lines().any(|line| line.split_whitespace().next() == Some(topic)) {
+            continue;
+        }
+        let output = Command::new("kcat")
+            .args(["-C", "-b", &broker.bootstrap(), "-t", topic, "-e", "-q", "-f", "%k %h %s\\n"])
+            .output()
+            .expect("run kcat");
+        assert!(output.status.success(), "kcat {topic}: {}", String::from_utf8_lossy(&output.stderr));
+        for line in String::from_utf8(output.stdout).expect("utf-8").lines() {
+            let mut fields = line.splitn(3, ' ');
+            let (key, headers, payload) = (fields.next(), fields.next(), fields.next());
+            let headers: BTreeMap<&str, &str> =
+                headers.unwrap_or_default().split(',').filter_map(|pair| pair.split_once('=')).collect();
+            let header = |name: &str| headers.get(name).copied().unwrap_or_default().to_string();
+            let stored = (topic.to_string(), key.unwrap_or_default().to_string(), header("id"), header("type"));
+            records.push((stored.0, stored.1, stored.2, stored.3, payload.unwrap_or_default().to_string()));
+        }
+    }
+    records
+}
+
+fn version_of(payload: &str) -> i64 {
+    let digits: String = payload.chars().filter(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|_| panic!("payload {payload:?} has no version"))
+}
+
+/// Every committed row once, each aggregate's versions 1..=final in order, no rolled-back row.
+fn check(records: &[Stored], database: &dyn Database, log: &Path) {
+    let finals: BTreeMap<String, i64> = database
+        .query("SELECT name, version FROM aggregates ORDER BY name")
+        .lines()
+        .filter_map(|line| line.split_once('|'))
+        .map(|(name, version)| (name.to_string(), version.parse().expect("a version")))
+        .collect();
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+    let ids: HashSet<&str> = records.iter().map(|record| record.2.as_str()).collect();
+    assert_eq!(ids.len(), records.len(), "an outbox id stored twice; relay log:\n{}", log_text());
+    assert!(records.iter().all(|record| record.3 == "Bumped"), "a rolled-back row was relayed");
+    for (name, kind) in AGGREGATES {
+        let topic = format!("outbox.event.{kind}");
+        let versions: Vec<i64> = records
+            .iter()
+            .filter(|record| record.1 == name)
+            .inspect(|record| assert_eq!(record.0, topic, "{name}'s record on the wrong topic"))
+            .map(|record| version_of(&record.4))
+            .collect();
+        let expected: Vec<i64> = (1..=finals[name]).collect();
+        assert_eq!(versions, expected, "aggregate {name}: every committed version once, in order");
+    }
+    assert_eq!(records.len() as i64, finals.values().sum::<i64>(), "nothing but the aggregates' rows");
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -{name}");
+}
+
+/// The relay aborts after its first batch's acknowledgements: its rows are in the topic and still
+/// unsent in the table, so the next run resends them. Returns how many.
+fn certain_resend(broker: &BrokerProcess, database: &dyn Database, log: &Path) -> i64 {
+    let unsent = database.unsent();
+    assert!(unsent > 0, "the first transactions committed some rows");
+    let hook = [(once_outbox::hooks::ABORT_AFTER_ACKS_ENV, "1")];
+    let mut relay = spawn_relay(broker, database, &["--batch-rows", "1000"], &hook, log);
+    let status = relay.wait().expect("wait for the relay");
+    assert!(!status.success(), "the hook aborts the relay");
+    assert_eq!(database.unsent(), unsent, "aborted after the acks, before retiring: nothing retired");
+    assert_eq!(read_topics(broker).len() as i64, unsent, "every unsent row's record is stored already");
+    unsent
+}
+
+fn relay_under_kills(database: &dyn Database, seed: u64) {
+    let mut rng = Rng(seed.max(1));
+    let dialect = if database.url().starts_with("sqlite") { Dialect::Sqlite } else { Dialect::Postgres };
+    let transactions: Vec<String> = (0..TRANSACTIONS).map(|_| transaction_sql(&mut rng, dialect)).collect();
+    let mut broker = BrokerProcess::start(&[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("relay.log");
+    transactions[..BEFORE_RELAY].iter().for_each(|sql| database.execute(sql));
+    let resent = certain_resend(&broker, database, &log);
+
+    let finished = AtomicUsize::new(0);
+    let mut kills = 0;
+    std::thread::scope(|scope| {
+        for part in 0..2 {
+            let (transactions, finished) = (&transactions, &finished);
+            scope.spawn(move || {
+                for sql in transactions[BEFORE_RELAY..].iter().skip(part).step_by(2) {
+                    database.execute(sql);
+                    // Paced, so the relay's kills fall among the application's transactions.
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                finished.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        while finished.load(Ordering::SeqCst) < 2 || kills < 6 {
+            let mut relay = spawn_relay(&broker, database, &["--batch-rows", "20", "--poll-ms", "50"], &[], &log);
+            std::thread::sleep(Duration::from_millis(200 + rng.below(700)));
+            if kills == 2 {
+                broker.kill9();
+                std::thread::sleep(Duration::from_millis(300));
+                broker.restart();
+                std::thread::sleep(Duration::from_millis(500 + rng.below(500)));
+            }
+            relay.kill().expect("SIGKILL the relay");
+            relay.wait().expect("reap the relay");
+            kills += 1;
+        }
+    });
+
+    let mut relay = spawn_relay(&broker, database, &[], &[], &log);
+    wait_until("the last relay to send every row", Duration::from_secs(60), || database.unsent() == 0);
+    signal(&relay, "TERM");
+    let status = relay.wait().expect("wait for the relay");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "SIGTERM ends the relay with 0; log:\n{log_text}");
+    let fatal: Vec<&str> = log_text.lines().filter(|line| line.starts_with("once: ")).collect();
+    eprintln!("relay runs that ended on an error of their own (each resent by the next run): {fatal:?}");
+    let records = read_topics(&broker);
+    eprintln!("{} records after {kills} relay kills and a broker kill; {resent} rows certainly resent", records.len());
+    check(&records, database, &log);
+}
+
+#[test]
+fn postgres_outbox_under_relay_and_broker_kills_is_relayed_exactly_once_in_order() {
+    let cluster = PgCluster::start();
+    cluster.psql(
+        "CREATE TABLE aggregates (name TEXT PRIMARY KEY, kind TEXT NOT NULL, version BIGINT NOT NULL DEFAULT 0);\
+         CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, id UUID NOT NULL UNIQUE, aggregatetype TEXT NOT NULL, \
+         aggregateid TEXT NOT NULL, type TEXT NOT NULL, payload JSONB, created_at TIMESTAMPTZ DEFAULT now());",
+    );
+    for (name, kind) in AGGREGATES {
+        cluster.psql(&format!("INSERT INTO aggregates (name, kind) VALUES ('{name}', '{kind}')"));
+    }
+    relay_under_kills(&Postgres(cluster), seed(20261204));
+}
+
+#[test]
+fn sqlite_outbox_under_relay_and_broker_kills_is_relayed_exactly_once_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = Sqlite(dir.path().join("app.db"));
+    database.execute(
+        "PRAGMA journal_mode = WAL;\
+         CREATE TABLE aggregates (name TEXT PRIMARY KEY, kind TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0);\
+         CREATE TABLE outbox (id TEXT NOT NULL UNIQUE, aggregatetype TEXT NOT NULL, aggregateid TEXT NOT NULL, \
+         type TEXT NOT NULL, payload TEXT, sent_at TEXT);",
+    );
+    for (name, kind) in AGGREGATES {
+        database.execute(&format!("INSERT INTO aggregates (name, kind) VALUES ('{name}', '{kind}')"));
+    }
+    relay_under_kills(&database, seed(20261205));
+}
+
+#[test]
+fn a_missing_table_or_a_bad_url_ends_the_relay_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("empty.db");
+    rusqlite::Connection::open(&path).expect("create").execute_batch("CREATE TABLE other (x INTEGER)").expect("ddl");
+    let cases = [
+        (format!("sqlite://{}", path.display()), "no table 'outbox'"),
+        ("mysql://localhost/db".to_string(), "expected sqlite://PATH or postgres://"),
+        (format!("sqlite://{}", dir.path().join("absent.db").display()), "unable to open"),
+    ];
+    for (url, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_once"))
+            .args(["outbox", "--bootstrap", "127.0.0.1:1", "--database", &url])
+            .output()
+            .expect("run once outbox");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{url}: exits non-zero");
+        assert!(stderr.contains(expected), "{url}: stderr names the problem: {stderr}");
+    }
+}
