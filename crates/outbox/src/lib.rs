@@ -77,8 +77,8 @@ pub struct OutboxRow {
 pub trait Source {
     /// Up to `limit` unsent rows, in insertion order, as one consistent read.
     fn unsent(&mut self, limit: usize) -> Result<Vec<OutboxRow>, Error>;
-    /// Deletes or marks the rows at `positions`, in one transaction of its own.
-    fn retire(&mut self, positions: &[i64]) -> Result<(), Error>;
+    /// Deletes or marks `rows` (read by [`Source::unsent`]), in one transaction of its own.
+    fn retire(&mut self, rows: &[&OutboxRow]) -> Result<(), Error>;
 }
 
 /// Which table to relay and how.

@@ -121,9 +121,10 @@ impl Source for PostgresSource {
             .map_err(database)
     }
 
-    /// One statement outside any explicit transaction: its own transaction.
-    fn retire(&mut self, positions: &[i64]) -> Result<(), Error> {
-        let positions = positions.to_vec();
+    /// One statement outside any explicit transaction: its own transaction. Rows are named by
+    /// the order column alone: a sequence never hands out a value twice.
+    fn retire(&mut self, rows: &[&OutboxRow]) -> Result<(), Error> {
+        let positions: Vec<i64> = rows.iter().map(|row| row.position).collect();
         self.runtime.block_on(self.client.execute(&self.retire_sql, &[&positions])).map_err(database)?;
         Ok(())
     }

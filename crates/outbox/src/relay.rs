@@ -100,10 +100,10 @@ pub fn run(
         let outcomes = send_batch(&producer, &rows, &options.topic_template, stop)?;
         summary.batches += 1;
         hooks::after_acks(summary.batches);
-        let (positions, failure) = retirable(&rows, &outcomes);
-        source.retire(&positions)?;
-        summary.retired += positions.len() as u64;
-        tracing::debug!(rows = rows.len(), retired = positions.len(), "batch done");
+        let (retire, failure) = retirable(&rows, &outcomes);
+        source.retire(&retire)?;
+        summary.retired += retire.len() as u64;
+        tracing::debug!(rows = rows.len(), retired = retire.len(), "batch done");
         if let Some(failure) = failure {
             return Err(Error::Kafka(failure));
         }
@@ -176,15 +176,18 @@ fn send_batch(
 
 /// The rows to retire: each aggregate's acknowledged rows up to its first row that was not
 /// acknowledged (later ones are resent with it, so its order is kept); and the first failure.
-pub fn retirable(rows: &[OutboxRow], outcomes: &[Option<Result<(), String>>]) -> (Vec<i64>, Option<String>) {
+pub fn retirable<'a>(
+    rows: &'a [OutboxRow],
+    outcomes: &[Option<Result<(), String>>],
+) -> (Vec<&'a OutboxRow>, Option<String>) {
     assert_eq!(rows.len(), outcomes.len(), "one outcome per row");
     let mut blocked: HashSet<(&str, &str)> = HashSet::new();
-    let mut positions = Vec::new();
+    let mut retire = Vec::new();
     let mut failure = None;
     for (row, outcome) in rows.iter().zip(outcomes) {
         let aggregate = (row.aggregate_type.as_str(), row.aggregate_id.as_str());
         match outcome {
-            Some(Ok(())) if !blocked.contains(&aggregate) => positions.push(row.position),
+            Some(Ok(())) if !blocked.contains(&aggregate) => retire.push(row),
             Some(Ok(())) => {}
             Some(Err(error)) => {
                 failure.get_or_insert_with(|| format!("outbox row {} was not stored: {error}", row.id));
@@ -195,7 +198,7 @@ pub fn retirable(rows: &[OutboxRow], outcomes: &[Option<Result<(), String>>]) ->
             }
         }
     }
-    (positions, failure)
+    (retire, failure)
 }
 
 /// Creates missing topics, each with [`DEDUP_CONFIG`] where the broker accepts it.
@@ -306,7 +309,8 @@ mod tests {
     fn an_aggregate_is_retired_only_up_to_its_first_unacknowledged_row() {
         let rows = [row(1, "a"), row(2, "b"), row(3, "a"), row(4, "b"), row(5, "c")];
         let outcomes = [Some(Err("broken".to_string())), Some(Ok(())), Some(Ok(())), None, Some(Ok(()))];
-        let (positions, failure) = retirable(&rows, &outcomes);
+        let (retire, failure) = retirable(&rows, &outcomes);
+        let positions: Vec<i64> = retire.iter().map(|row| row.position).collect();
         assert_eq!(positions, vec![2, 5], "a stops at row 1, b at row 4; c is whole");
         assert_eq!(failure.as_deref(), Some("outbox row id-1 was not stored: broken"));
     }
@@ -314,8 +318,8 @@ mod tests {
     #[test]
     fn an_acknowledged_batch_is_retired_whole() {
         let rows = [row(1, "a"), row(2, "a")];
-        let (positions, failure) = retirable(&rows, &[Some(Ok(())), Some(Ok(()))]);
-        assert_eq!(positions, vec![1, 2]);
+        let (retire, failure) = retirable(&rows, &[Some(Ok(())), Some(Ok(()))]);
+        assert_eq!(retire.iter().map(|row| row.position).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(failure, None);
     }
 }

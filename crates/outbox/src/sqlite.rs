@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags};
 
 use crate::{AfterSend, Error, OutboxRow, Source, SourceOptions, MARK_COLUMN};
 
@@ -97,19 +97,82 @@ impl Source for SqliteSource {
         rows.collect::<Result<Vec<_>, _>>().map_err(database)
     }
 
-    fn retire(&mut self, positions: &[i64]) -> Result<(), Error> {
+    /// Rows are named by rowid *and* id: without AUTOINCREMENT SQLite hands the highest rowid out
+    /// again once its row is deleted, so a rowid alone could name a newer, unsent row (were a
+    /// second relay, or anyone else, deleting rows meanwhile).
+    fn retire(&mut self, rows: &[&OutboxRow]) -> Result<(), Error> {
+        let sql = match self.after_send {
+            AfterSend::Delete => format!("DELETE FROM {} WHERE rowid = ?1 AND id = ?2", self.table),
+            AfterSend::Mark => format!(
+                "UPDATE {} SET {MARK_COLUMN} = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE rowid = ?1 AND id = ?2",
+                self.table
+            ),
+        };
         let transaction = self.connection.transaction().map_err(database)?;
-        for chunk in positions.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(",");
-            let sql = match self.after_send {
-                AfterSend::Delete => format!("DELETE FROM {} WHERE rowid IN ({marks})", self.table),
-                AfterSend::Mark => format!(
-                    "UPDATE {} SET {MARK_COLUMN} = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE rowid IN ({marks})",
-                    self.table
-                ),
-            };
-            transaction.execute(&sql, params_from_iter(chunk.iter())).map_err(database)?;
+        {
+            let mut statement = transaction.prepare_cached(&sql).map_err(database)?;
+            for row in rows {
+                statement.execute(rusqlite::params![row.position, row.id]).map_err(database)?;
+            }
         }
         transaction.commit().map_err(database)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database(after_send: AfterSend) -> (tempfile::TempDir, SqliteSource, Connection) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("app.db");
+        let application = Connection::open(&path).expect("create");
+        application
+            .execute_batch(
+                "CREATE TABLE outbox (id TEXT, aggregatetype TEXT, aggregateid TEXT, type TEXT, payload BLOB, sent_at TEXT)",
+            )
+            .expect("create the outbox");
+        let options = SourceOptions { table: "outbox".into(), after_send, order_column: None };
+        let source = SqliteSource::open(&path, &options).expect("open");
+        (dir, source, application)
+    }
+
+    fn insert(application: &Connection, id: &str) {
+        application
+            .execute("INSERT INTO outbox VALUES (?1, 'order', 'o-1', 'Created', x'00ff', NULL)", [id])
+            .expect("insert");
+    }
+
+    #[test]
+    fn a_reused_rowid_does_not_retire_the_newer_row() {
+        let (_dir, mut source, application) = database(AfterSend::Delete);
+        insert(&application, "first");
+        let read = source.unsent(10).expect("read");
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].payload.as_deref(), Some(&[0x00, 0xff][..]), "a blob payload is relayed as is");
+        application.execute("DELETE FROM outbox", []).expect("someone else deletes it");
+        insert(&application, "second");
+        let rowid: i64 = application.query_row("SELECT rowid FROM outbox", [], |row| row.get(0)).expect("rowid");
+        assert_eq!(rowid, read[0].position, "SQLite handed the rowid out again");
+        source.retire(&[&read[0]]).expect("retire");
+        let left = source.unsent(10).expect("read again");
+        assert_eq!(left.iter().map(|row| row.id.as_str()).collect::<Vec<_>>(), vec!["second"]);
+    }
+
+    #[test]
+    fn marked_rows_are_not_read_again_and_order_is_insertion_order() {
+        let (_dir, mut source, application) = database(AfterSend::Mark);
+        for id in ["a", "b", "c"] {
+            insert(&application, id);
+        }
+        let read = source.unsent(2).expect("read");
+        assert_eq!(read.iter().map(|row| row.id.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+        source.retire(&[&read[0], &read[1]]).expect("mark");
+        let left = source.unsent(10).expect("read again");
+        assert_eq!(left.iter().map(|row| row.id.as_str()).collect::<Vec<_>>(), vec!["c"]);
+        let marked: i64 = application
+            .query_row("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(marked, 2);
     }
 }
