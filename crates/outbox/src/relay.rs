@@ -73,13 +73,16 @@ pub fn run(
 ) -> Result<Summary, Error> {
     // Idempotent, acks=all, at most 5 in flight: librdkafka keeps each partition's records in
     // order across retries. No delivery timeout: a broker that is down is waited for, never
-    // skipped, so a record never fails while a later one of its aggregate succeeds.
+    // skipped; and gapless: an error that could leave a gap in a partition's records is fatal to
+    // the producer (later records fail too), so a record never fails while a later one of its
+    // partition is stored.
     let producer: BaseProducer<Reports> = config
         .clone()
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
         .set("message.timeout.ms", "0")
+        .set("enable.gapless.guarantee", "true")
         .create_with_context(Reports::default())
         .map_err(kafka)?;
     let mut topics = Topics::new(&config, options.partitions)?;
