@@ -311,6 +311,9 @@ fn postgres_outbox_under_relay_and_broker_kills_is_relayed_exactly_once_in_order
     for (name, kind) in AGGREGATES {
         cluster.psql(&format!("INSERT INTO aggregates (name, kind) VALUES ('{name}', '{kind}')"));
     }
+    let url = cluster.url();
+    assert_fails(&["--database", &url, "--table", "missing"], "no table 'missing'");
+    assert_fails(&["--database", &url], "--order-column");
     relay_under_kills(&Postgres(cluster), seed(20261204));
 }
 
@@ -330,23 +333,28 @@ fn sqlite_outbox_under_relay_and_broker_kills_is_relayed_exactly_once_in_order()
     relay_under_kills(&database, seed(20261205));
 }
 
+/// Runs `once outbox ARGS` (no broker is needed to fail) and checks it fails naming the problem.
+fn assert_fails(args: &[&str], expected: &str) {
+    let output = Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["outbox", "--bootstrap", "127.0.0.1:1"])
+        .args(args)
+        .output()
+        .expect("run once outbox");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{args:?}: exits non-zero");
+    assert!(stderr.contains(expected), "{args:?}: stderr names the problem: {stderr}");
+}
+
 #[test]
 fn a_missing_table_or_a_bad_url_ends_the_relay_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("empty.db");
     rusqlite::Connection::open(&path).expect("create").execute_batch("CREATE TABLE other (x INTEGER)").expect("ddl");
-    let cases = [
-        (format!("sqlite://{}", path.display()), "no table 'outbox'"),
-        ("mysql://localhost/db".to_string(), "expected sqlite://PATH or postgres://"),
-        (format!("sqlite://{}", dir.path().join("absent.db").display()), "unable to open"),
-    ];
-    for (url, expected) in cases {
-        let output = Command::new(env!("CARGO_BIN_EXE_once"))
-            .args(["outbox", "--bootstrap", "127.0.0.1:1", "--database", &url])
-            .output()
-            .expect("run once outbox");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{url}: exits non-zero");
-        assert!(stderr.contains(expected), "{url}: stderr names the problem: {stderr}");
-    }
+    let sqlite = format!("sqlite://{}", path.display());
+    assert_fails(&["--database", &sqlite], "no table 'outbox'");
+    assert_fails(&["--database", &sqlite, "--table", "other", "--after-send", "mark"], "has no column 'id'");
+    assert_fails(&["--database", "mysql://localhost/db"], "expected sqlite://PATH or postgres://");
+    let absent = format!("sqlite://{}", dir.path().join("absent.db").display());
+    assert_fails(&["--database", &absent], "unable to open");
+    assert_fails(&["--database", &sqlite, "--after-send", "keep"], "expected 'delete' or 'mark'");
 }
