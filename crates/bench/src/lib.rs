@@ -22,10 +22,15 @@
 //! - `matrix` (W1, W2): acks=all produce over record sizes × partition counts, plain and idempotent.
 //! - `backlog` (W5, W6): consumer catch-up from a multi-GB backlog; time to serve after `kill -9`.
 //! - [`peers`]: the produce workload in Redis', PostgreSQL's and NATS JetStream's own protocols.
+//! - `sink` (issue 15): records/s that `once sink` applies into PostgreSQL exactly once, beside its
+//!   at-least-once baseline, against a broker (`broker`) and, without `--database`, a PostgreSQL
+//!   (`throwaway_postgres`) the benchmark starts itself.
+//! - `broker`: a broker process the benchmark starts (the restart and sink workloads).
 //! - `process`: the server's CPU seconds and peak RSS from `/proc` (`--broker-pid`).
 //! - `rows`: the common table (markdown, TSV) of the workloads above.
 
 mod backlog;
+mod broker;
 pub mod copier;
 mod limits;
 mod matrix;
@@ -35,7 +40,9 @@ mod produce;
 mod raw;
 mod report;
 mod rows;
+mod sink;
 mod summary;
+mod throwaway_postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,6 +84,9 @@ pub enum BenchWorkload {
     Postgres,
     /// The produce workload against NATS JetStream at `--bootstrap` (publish with Nats-Msg-Id).
     Nats,
+    /// `once sink` into PostgreSQL (`--database`, or one it starts), exactly-once beside the
+    /// at-least-once baseline at each `--sink-batch-records`, against a broker it starts itself.
+    Sink,
 }
 
 /// Flags of `once bench` (and of `cargo bench -p once-bench -- …`).
@@ -175,6 +185,17 @@ pub struct BenchArgs {
     /// When the system acknowledges, for the rows of the Kafka-protocol workloads.
     #[arg(long, env = "ONCE_BENCH_DURABILITY", default_value = "acks=all; Once: fdatasync before ack")]
     pub durability: String,
+    /// PostgreSQL the sink workload writes into, postgres://user:pass@host:port/db (the user creates
+    /// and drops tables, and should be allowed CHECKPOINT) [default: a throw-away cluster the
+    /// benchmark starts from /usr/lib/postgresql/*/bin].
+    #[arg(long, env = "ONCE_BENCH_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
+    /// Batch sizes of the sink workload (`once sink --batch-records`), comma-separated.
+    #[arg(long, env = "ONCE_BENCH_SINK_BATCH_RECORDS", value_delimiter = ',', default_value = "100,500,2000")]
+    pub sink_batch_records: Vec<usize>,
+    /// The sink command of the sink workload, split on whitespace [default: this executable's `sink`].
+    #[arg(long, env = "ONCE_BENCH_SINK_CMD", value_name = "CMD")]
+    pub sink_cmd: Option<String>,
     /// Append the rows of the limits, matrix, catch-up, restart and peer workloads to this TSV file.
     #[arg(long, env = "ONCE_BENCH_TSV", value_name = "PATH")]
     pub tsv: Option<PathBuf>,
@@ -275,6 +296,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWorkload::Produce => return run_produce(&plan, &data_dir),
         BenchWorkload::Copier => {
             print!("{}", copier::run_all(&plan, run_id)?);
+            return Ok(());
+        }
+        BenchWorkload::Sink => {
+            print!("{}", sink::run_all(&plan, &data_dir, run_id)?);
             return Ok(());
         }
         BenchWorkload::Limits => ("W0: limits of this machine", limits::run(&plan, &data_dir)?),
