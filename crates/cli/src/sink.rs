@@ -1,11 +1,13 @@
 //! `once sink`: apply each record's effect to PostgreSQL or SQLite exactly once (crate
 //! `once-sink`; docs/design/sink.md). The command parses flags, opens the database, turns SIGTERM
 //! and SIGINT into a stop request — the batch in hand is finished, then it exits 0 — and runs
-//! the sink's loop. A fatal error (a poison record, a database that cannot be reached) ends it
-//! non-zero with the message on stderr.
+//! the sink's loop. A fatal error (a database that cannot be reached, a position the broker cannot
+//! serve) ends it non-zero with the message on stderr; a poison record stops its partition only
+//! (or goes to the dead-letter table with `--dead-letter`). `--status` prints where a sink stands.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
@@ -21,14 +23,14 @@ pub struct SinkArgs {
     #[arg(long, value_name = "NAME")]
     group: String,
     /// Topic to read (repeatable).
-    #[arg(long = "topic", value_name = "T", required = true)]
+    #[arg(long = "topic", value_name = "T", required_unless_present = "status")]
     topics: Vec<String>,
     /// sqlite://PATH or postgres://user:pass@host:port/db.
     #[arg(long, value_name = "URL")]
     database: String,
     /// Statement run per record, in order (repeatable); parameters :key :value :value_text :topic
     /// :partition :offset :timestamp :header.NAME.
-    #[arg(long = "sql", value_name = "STATEMENT", required = true)]
+    #[arg(long = "sql", value_name = "STATEMENT", required_unless_present = "status")]
     sql: Vec<String>,
     /// Inbox: skip a record whose message id (header:NAME, or key) was already applied.
     #[arg(long, value_name = "header:NAME|key", value_parser = once_sink::Dedup::parse)]
@@ -36,6 +38,28 @@ pub struct SinkArgs {
     /// Most records polled into one round (one database transaction per partition in it).
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch_records: u32,
+    /// A poison record (a statement error that retrying will not fix) goes to the table
+    /// once_sink_dead_letters in its batch's transaction, and its partition goes on. Without it,
+    /// the partition stops at the record.
+    #[arg(long)]
+    dead_letter: bool,
+    /// Print where the sink --group stands (positions from --database, partition ends from
+    /// --bootstrap, lag, rate over 2 s) and exit.
+    #[arg(long)]
+    status: bool,
+    /// A baseline for `once bench` and `once check`, never for data: positions in the group's
+    /// committed offsets, committed after (or before) each batch's database commit. Applies
+    /// records twice (or loses them) on a crash or a zombie.
+    #[arg(long, value_name = "after|before", hide = true, value_parser = parse_order)]
+    at_least_once: Option<once_sink::CommitOrder>,
+}
+
+fn parse_order(text: &str) -> Result<once_sink::CommitOrder, String> {
+    match text {
+        "after" => Ok(once_sink::CommitOrder::AfterDb),
+        "before" => Ok(once_sink::CommitOrder::BeforeDb),
+        _ => Err(format!("'{text}': expected 'after' or 'before'")),
+    }
 }
 
 pub fn run(args: SinkArgs) -> anyhow::Result<()> {
@@ -45,21 +69,45 @@ pub fn run(args: SinkArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if args.status {
+        return status(&args);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("listening for SIGTERM")?;
     }
     let backend = once_sink::open_backend(&args.database, &args.sql).context("opening the database")?;
     let options = once_sink::SinkOptions {
-        group: args.group,
-        topics: args.topics,
         batch_records: args.batch_records as usize,
         dedup: args.dedup,
+        dead_letter: args.dead_letter,
+        delivery: args.at_least_once.map_or(once_sink::Delivery::ExactlyOnce, once_sink::Delivery::AtLeastOnce),
+        ..once_sink::SinkOptions::new(args.group, args.topics)
     };
     let summary = once_sink::run(client_config(&args.bootstrap), backend, options, stop)?;
     eprintln!(
-        "once sink: stopped; applied {} records, skipped {} duplicates, {} batches refused",
-        summary.applied, summary.duplicates, summary.refused_batches
+        "once sink: stopped; applied {} records, skipped {} duplicates, {} batches refused, {} dead letters",
+        summary.applied, summary.duplicates, summary.refused_batches, summary.dead_lettered
     );
+    for stopped in &summary.stopped {
+        eprintln!("once sink: partition stopped at a poison record: {stopped}");
+    }
+    Ok(())
+}
+
+fn status(args: &SinkArgs) -> anyhow::Result<()> {
+    if let Some(path) = args.database.strip_prefix("sqlite://") {
+        // Opening would create an empty database: a mistyped path is an error, not "no positions".
+        anyhow::ensure!(std::path::Path::new(path).exists(), "no database at {path}");
+    }
+    let mut backend = once_sink::open_backend(&args.database, &[]).context("opening the database")?;
+    let config = client_config(&args.bootstrap);
+    let partitions = once_sink::status::status(backend.as_mut(), &args.group, Some(&config), Duration::from_secs(2))?;
+    if partitions.is_empty() {
+        println!("sink {}: no positions stored yet in {}", args.group, args.database);
+        return Ok(());
+    }
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64);
+    print!("{}", once_sink::status::render(&args.group, &partitions, now_ms));
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! `once sink` against a real broker and a SQLite file: killed with SIGKILL mid-run and
 //! restarted, every record is applied exactly once and the stored positions count them; a poison
-//! record stops it non-zero naming topic, partition, offset and the SQL error; SIGTERM exits 0.
+//! record stops its partition (naming topic, partition, offset and the SQL error) while the others
+//! go on, or goes to the dead-letter table with `--dead-letter`; `--status` shows positions and
+//! lag; SIGTERM exits 0.
 
 mod support;
 
@@ -13,12 +15,17 @@ use support::{once, produce_keyed_lines, wait_until, BrokerProcess};
 const INSERT: &str = "INSERT INTO charges(order_id, amount, part, off) VALUES (:key, json_extract(:value_text, '$.amount'), :partition, :offset)";
 
 fn spawn_sink(broker: &BrokerProcess, database: &Path, topic: &str, batch_records: &str, log: &Path) -> Child {
+    spawn_sink_with(broker, database, &["--topic", topic, "--batch-records", batch_records], log)
+}
+
+fn spawn_sink_with(broker: &BrokerProcess, database: &Path, args: &[&str], log: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open sink log");
     Command::new(env!("CARGO_BIN_EXE_once"))
-        .args(["sink", "--bootstrap", &broker.bootstrap(), "--group", "billing", "--topic", topic])
+        .args(["sink", "--bootstrap", &broker.bootstrap(), "--group", "billing"])
+        .args(args)
         .arg("--database")
         .arg(format!("sqlite://{}", database.display()))
-        .args(["--sql", INSERT, "--batch-records", batch_records])
+        .args(["--sql", INSERT])
         .env("ONCE_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -111,30 +118,129 @@ fn killed_mid_run_and_restarted_every_record_applies_exactly_once() {
     assert!(rows.iter().all(|row| row.ends_with("\t0")), "lag 0 on every partition:\n{described}");
 }
 
+/// (rows, sum of amounts) of one topic's charges.
+fn topic_tally(database: &Path, topic: &str) -> (i64, i64) {
+    let connection = rusqlite::Connection::open(database).expect("open database");
+    connection.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    connection
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM charges WHERE order_id LIKE ?1",
+            [format!("{topic}-%")],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("tally")
+}
+
+fn stored_position(database: &Path, topic: &str) -> Option<i64> {
+    let connection = rusqlite::Connection::open(database).expect("open database");
+    connection.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    connection
+        .query_row(
+            "SELECT next_offset FROM once_sink_offsets WHERE sink = 'billing' AND topic = ?1 AND \"partition\" = 0",
+            [topic],
+            |row| row.get(0),
+        )
+        .ok()
+}
+
+/// Payments 5, -1 (poison: the CHECK refuses it), 7; refunds 1, 2 — each keyed `topic-N`.
+fn produce_poison_and_good(broker: &BrokerProcess, bootstrap: &str) {
+    once(&["topic", "create", "payments", "--partitions", "1", "--bootstrap", bootstrap]);
+    once(&["topic", "create", "refunds", "--partitions", "1", "--bootstrap", bootstrap]);
+    produce_keyed_lines(
+        broker,
+        "payments",
+        "payments-a,{\"amount\": 5}\npayments-b,{\"amount\": -1}\npayments-c,{\"amount\": 7}\n",
+    );
+    produce_keyed_lines(broker, "refunds", "refunds-a,{\"amount\": 1}\nrefunds-b,{\"amount\": 2}\n");
+}
+
 #[test]
-fn a_poison_record_stops_the_sink_naming_it() {
+fn a_poison_record_stops_its_partition_and_the_others_go_on() {
     let broker = BrokerProcess::start(&[]);
     let bootstrap = broker.bootstrap();
-    once(&["topic", "create", "payments", "--partitions", "1", "--bootstrap", &bootstrap]);
     let dir = tempfile::tempdir().expect("temp dir");
     let database = dir.path().join("poison.db");
     let log = dir.path().join("sink.log");
     create_charges(&database);
-    produce_keyed_lines(&broker, "payments", "a,{\"amount\": 5}\nb,{\"amount\": -1}\nc,{\"amount\": 7}\n");
-    let mut sink = spawn_sink(&broker, &database, "payments", "1", &log);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = sink.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the sink did not stop on the poison record");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    produce_poison_and_good(&broker, &bootstrap);
+    let mut sink = spawn_sink_with(
+        &broker,
+        &database,
+        &["--topic", "payments", "--topic", "refunds", "--batch-records", "10"],
+        &log,
+    );
+    wait_until("the refunds to be applied", Duration::from_secs(60), || topic_tally(&database, "refunds").0 == 2);
+    wait_until("payments to stop at the poison record", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("poison record")
+    });
+    // The stopped partition does not stop the sink: later records of the other topic are applied.
+    produce_keyed_lines(&broker, "refunds", "refunds-c,{\"amount\": 3}\n");
+    wait_until("a later refund to be applied", Duration::from_secs(60), || topic_tally(&database, "refunds").0 == 3);
+    assert!(sink.try_wait().expect("wait").is_none(), "a poison record stops its partition, not the sink");
+    let status = terminate(&mut sink);
     let stderr = std::fs::read_to_string(&log).expect("sink log");
-    assert!(!status.success(), "a poison record is fatal");
-    assert!(stderr.contains("payments/0 offset 1"), "names the record: {stderr}");
-    assert!(stderr.contains("CHECK constraint failed"), "carries the SQL error: {stderr}");
-    assert_eq!(tally(&database), (1, 1, 5, 1), "the record before it applied, nothing after, position at it");
+    assert!(status.success(), "SIGTERM exits 0: {stderr}");
+    assert!(
+        stderr.contains("partition stopped at a poison record: payments/0 at offset 1: CHECK constraint failed"),
+        "names topic, partition, offset and the SQL error: {stderr}"
+    );
+    assert_eq!(topic_tally(&database, "payments"), (1, 5), "the record before the poison one applied, none after");
+    assert_eq!(stored_position(&database, "payments"), Some(1), "the position stops at the poison record");
+    assert_eq!(topic_tally(&database, "refunds"), (3, 6));
+    assert_eq!(stored_position(&database, "refunds"), Some(3));
+}
+
+#[test]
+fn dead_letter_keeps_the_poison_record_beside_the_effects_and_status_shows_where_the_sink_stands() {
+    let broker = BrokerProcess::start(&[]);
+    let bootstrap = broker.bootstrap();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("dead.db");
+    let log = dir.path().join("sink.log");
+    create_charges(&database);
+    produce_poison_and_good(&broker, &bootstrap);
+    let args = ["--topic", "payments", "--topic", "refunds", "--batch-records", "10", "--dead-letter"];
+    let mut sink = spawn_sink_with(&broker, &database, &args, &log);
+    wait_until("every good record to be applied", Duration::from_secs(60), || {
+        topic_tally(&database, "payments").0 == 2 && topic_tally(&database, "refunds").0 == 2
+    });
+    wait_until("the positions to pass the poison record", Duration::from_secs(30), || {
+        stored_position(&database, "payments") == Some(3)
+    });
+    let status = terminate(&mut sink);
+    let stderr = std::fs::read_to_string(&log).expect("sink log");
+    assert!(status.success(), "SIGTERM exits 0: {stderr}");
+    assert!(stderr.contains("1 dead letters"), "the summary counts it: {stderr}");
+    assert_eq!(topic_tally(&database, "payments"), (2, 12), "5 and 7 applied; -1 not");
+    let connection = rusqlite::Connection::open(&database).expect("open database");
+    let (offset, value, error): (i64, Vec<u8>, String) = connection
+        .query_row(
+            "SELECT \"offset\", value, error FROM once_sink_dead_letters WHERE sink = 'billing' AND topic = 'payments'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .expect("one dead letter");
+    assert_eq!((offset, value.as_slice()), (1, b"{\"amount\": -1}".as_slice()));
+    assert!(error.contains("CHECK constraint failed"), "the dead letter keeps the SQL error: {error}");
+
+    // --status: positions from the database, ends from the broker, lag 0 once caught up.
+    produce_keyed_lines(&broker, "refunds", "refunds-c,{\"amount\": 3}\n");
+    let status = once(&[
+        "sink",
+        "--status",
+        "--group",
+        "billing",
+        "--bootstrap",
+        &bootstrap,
+        "--database",
+        &format!("sqlite://{}", database.display()),
+    ]);
+    let lines: Vec<&str> = status.lines().collect();
+    assert!(lines[0].starts_with("sink billing: 2 partitions, lag 1 records"), "{status}");
+    assert!(lines[0].ends_with("1 dead letters"), "{status}");
+    assert!(lines.iter().any(|line| line.starts_with("payments\t0\t3\t3\t0\t0\t1\t")), "{status}");
+    assert!(lines.iter().any(|line| line.starts_with("refunds\t0\t2\t3\t1\t0\t0\t")), "{status}");
 }
 
 /// Review of issue 15: a stored position the broker cannot serve (here above the log end, as after

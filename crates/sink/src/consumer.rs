@@ -9,6 +9,14 @@
 //!
 //! The loop is single-threaded: the rebalance callback runs inside `poll`, on this thread, so the
 //! backend behind its mutex is never contended.
+//!
+//! A poison record stops its partition only: the records before it are applied, the partition is
+//! paused at the poison record's offset (its stored position), the error is logged naming
+//! topic/partition/offset, and the other partitions go on. With `dead_letter`, the record goes to
+//! the dead-letter table in its batch's transaction instead and the partition goes on.
+//!
+//! [`Delivery::AtLeastOnce`] is the baseline `once bench` and `once check` compare against: the
+//! group's committed offsets are the positions, committed before or after the database commit.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +29,9 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
-use crate::batch::{apply_batch, Backend, Batch, BatchError, DbError, Outcome, PartitionKey};
+use crate::batch::{
+    apply_batch_dead_lettering, apply_unfenced, Backend, Batch, BatchError, DbError, Outcome, PartitionKey,
+};
 use crate::record::{Dedup, Record};
 
 /// What the sink reads and how it groups records.
@@ -33,6 +43,57 @@ pub struct SinkOptions {
     /// Most records polled into one round of batches (one batch per partition).
     pub batch_records: usize,
     pub dedup: Option<Dedup>,
+    /// A poison record goes to `once_sink_dead_letters` (in its batch's transaction) instead of
+    /// stopping its partition.
+    pub dead_letter: bool,
+    pub delivery: Delivery,
+}
+
+impl SinkOptions {
+    /// Exactly-once delivery, 500-record rounds, no inbox, poison stops the partition.
+    pub fn new(group: impl Into<String>, topics: Vec<String>) -> SinkOptions {
+        SinkOptions {
+            group: group.into(),
+            topics,
+            batch_records: 500,
+            dedup: None,
+            dead_letter: false,
+            delivery: Delivery::ExactlyOnce,
+        }
+    }
+}
+
+/// Where positions live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// In the database, advanced in each batch's transaction and compared first (the fence).
+    #[default]
+    ExactlyOnce,
+    /// The baseline, never for data: in the group's committed offsets, committed synchronously in
+    /// the given order around each batch's database transaction. A crash between the two applies a
+    /// batch twice (`AfterDb`) or never (`BeforeDb`), and a zombie's batch is applied.
+    AtLeastOnce(CommitOrder),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOrder {
+    AfterDb,
+    BeforeDb,
+}
+
+/// A partition stopped at a poison record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoppedPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub error: String,
+}
+
+impl std::fmt::Display for StoppedPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} at offset {}: {}", self.topic, self.partition, self.offset, self.error)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +124,9 @@ pub struct Summary {
     pub applied: u64,
     pub duplicates: u64,
     pub refused_batches: u64,
+    pub dead_lettered: u64,
+    /// Partitions stopped at a poison record, in the order they stopped.
+    pub stopped: Vec<StoppedPartition>,
 }
 
 type SharedBackend = Arc<Mutex<Box<dyn Backend + Send>>>;
@@ -73,17 +137,31 @@ type Owned = BTreeMap<(String, i32), Option<i64>>;
 
 struct SinkContext {
     sink: String,
+    delivery: Delivery,
     backend: SharedBackend,
     owned: Mutex<Owned>,
     /// A failure inside the callback, for the loop to stop on.
     failed: Mutex<Option<DbError>>,
+    /// The last stable offset of each partition, from the client's statistics: the lag's end.
+    stable_ends: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut ends = lock(&self.stable_ends);
+        for (topic, stats) in statistics.topics {
+            for (partition, stats) in stats.partitions {
+                if partition >= 0 && stats.ls_offset >= 0 {
+                    ends.insert((topic.clone(), partition), stats.ls_offset);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for SinkContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, error: RDKafkaRespErr, partitions: &mut TopicPartitionList) {
@@ -105,6 +183,17 @@ impl SinkContext {
     /// Assigns `partitions` at the positions the database holds. If it cannot read them, it
     /// assigns nothing and records the failure: better to stop than to read from a guess.
     fn assign(&self, consumer: &BaseConsumer<Self>, partitions: &mut TopicPartitionList) {
+        if let Delivery::AtLeastOnce(_) = self.delivery {
+            // The baseline reads from the group's committed offsets, as librdkafka does by default.
+            let mut owned = lock(&self.owned);
+            for element in partitions.elements() {
+                owned.insert((element.topic().to_string(), element.partition()), None);
+            }
+            if let Err(error) = consumer.assign(partitions) {
+                *lock(&self.failed) = Some(DbError::Fatal(format!("assigning partitions: {error}")));
+            }
+            return;
+        }
         let mut positions = Vec::new();
         for element in partitions.elements() {
             let key = PartitionKey {
@@ -189,9 +278,11 @@ pub fn run(
     assert!(!options.topics.is_empty(), "a sink reads at least one topic");
     let context = SinkContext {
         sink: options.group.clone(),
+        delivery: options.delivery,
         backend: Arc::new(Mutex::new(backend)),
         owned: Mutex::default(),
         failed: Mutex::default(),
+        stable_ends: Mutex::default(),
     };
     let backend = context.backend.clone();
     // A member killed with SIGKILL holds its partitions until its session times out: 10 s rather
@@ -200,6 +291,16 @@ pub fn run(
     if config.get("session.timeout.ms").is_none() {
         config.set("session.timeout.ms", "10000");
     }
+    // The statistics carry each partition's last stable offset: the lag in the progress lines.
+    if config.get("statistics.interval.ms").is_none() {
+        config.set("statistics.interval.ms", "5000");
+    }
+    let reset = match options.delivery {
+        // Never skip: a stored position the broker cannot serve stops the sink (see
+        // PositionOutOfRange); a partition without a row is sought to its beginning on assignment.
+        Delivery::ExactlyOnce => "error",
+        Delivery::AtLeastOnce(_) => "earliest",
+    };
     let consumer: BaseConsumer<SinkContext> = config
         .set("group.id", &options.group)
         // The eager protocol: SinkContext::rebalance assigns and revokes whole assignments.
@@ -207,9 +308,7 @@ pub fn run(
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        // Never skip: a stored position the broker cannot serve stops the sink (see PositionOutOfRange);
-        // a partition without a row is sought to its beginning explicitly on assignment.
-        .set("auto.offset.reset", "error")
+        .set("auto.offset.reset", reset)
         .set("enable.partition.eof", "false")
         .create_with_context(context)?;
     let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
@@ -227,8 +326,11 @@ pub fn run(
             tracing::info!(
                 applied = summary.applied,
                 per_second = rate as u64,
+                lag = lag(consumer.context()),
                 duplicates = summary.duplicates,
                 refused = summary.refused_batches,
+                dead_lettered = summary.dead_lettered,
+                stopped_partitions = summary.stopped.len(),
                 "progress"
             );
             last_report = (Instant::now(), summary.applied);
@@ -250,6 +352,16 @@ pub fn run(
         }
     }
     Ok(summary)
+}
+
+/// Records of the owned partitions not yet applied: the last stable offset (from the client's
+/// latest statistics) minus the position, summed; partitions with no figure yet count 0.
+fn lag(context: &SinkContext) -> i64 {
+    let ends = lock(&context.stable_ends);
+    lock(&context.owned)
+        .iter()
+        .filter_map(|(partition, position)| Some((ends.get(partition)? - (*position)?).max(0)))
+        .sum()
 }
 
 /// Polls until `limit` records, 100 ms after the first one, or 500 ms with none.
@@ -311,7 +423,7 @@ fn apply_round(
     }
     let mut lag_offsets = TopicPartitionList::new();
     for ((topic, partition), mut records) in by_partition {
-        // Only partitions still owned.
+        // Only partitions still owned (not revoked, not stopped at a poison record).
         let Some(expected) = lock(&consumer.context().owned).get(&(topic.clone(), partition)).copied() else {
             continue;
         };
@@ -320,60 +432,183 @@ fn apply_round(
         let from = expected.unwrap_or(first.offset);
         let key = PartitionKey { sink: options.group.clone(), topic: topic.clone(), partition };
         let batch = Batch { key: &key, from, records: &records };
-        // A database that is down is waited for, however long (nothing advances meanwhile), until
-        // SIGTERM: then the batch in hand is left unapplied — it is read again next time.
-        let attempt = || match apply_batch(lock(backend).as_mut(), options.dedup.as_ref(), &batch) {
-            Err(BatchError::Database(error @ DbError::Transient(_))) => Err(error),
-            other => Ok(other),
+        let done = match options.delivery {
+            Delivery::ExactlyOnce => apply_fenced(backend, options, &batch, stop)?,
+            Delivery::AtLeastOnce(order) => apply_at_least_once(consumer, backend, options, &batch, order, stop)?,
         };
-        let outcome = match with_retries(attempt, || stop.load(Ordering::SeqCst)) {
-            Ok(outcome) => outcome?,
-            Err(error) => {
-                tracing::warn!(%error, %topic, partition, "stopping with the database unavailable; the batch in hand was not applied");
-                return Ok(());
-            }
+        let Some(done) = done else {
+            tracing::warn!(%topic, partition, "stopping with the database unavailable; the batch in hand was not applied");
+            return Ok(());
         };
-        let position = match outcome {
+        let position = match done.outcome {
             Outcome::Applied { to, applied, duplicates } => {
                 summary.applied += applied as u64;
                 summary.duplicates += duplicates as u64;
+                summary.dead_lettered += done.dead_letters.len() as u64;
                 lag_offsets.add_partition_offset(&topic, partition, Offset::Offset(to))?;
                 to
             }
             Outcome::Refused { stored } => {
                 summary.refused_batches += 1;
                 tracing::warn!(%topic, partition, from, stored, "batch refused: another sink moved this partition; seeking to the stored position");
-                // The next batch starts at `stored`, so the consumer must read from there. If the
-                // seek fails because the partition is being revoked, the partition is no longer
-                // ours: its records are ignored until an assignment positions it from the database
-                // again. If it is still assigned, going on would build a batch `from = stored` out of
-                // records read elsewhere (losing the ones between): stop instead (a restart is safe).
-                if let Err(error) = consumer.seek(&topic, partition, Offset::Offset(stored), Duration::from_secs(10)) {
-                    let assigned = consumer
-                        .assignment()
-                        .map(|list| list.find_partition(&topic, partition).is_some())
-                        .unwrap_or(true);
-                    if assigned {
-                        return Err(SinkError::Seek { topic, partition, position: stored, error });
-                    }
-                    tracing::warn!(%error, %topic, partition, "seek after a refused batch failed: the partition was revoked");
-                    lock(&consumer.context().owned).remove(&(topic.clone(), partition));
+                if !seek_after_refusal(consumer, &topic, partition, stored)? {
                     continue;
                 }
                 stored
             }
         };
+        if let (Some((offset, error)), Outcome::Applied { .. }) = (done.poison, &done.outcome) {
+            stop_partition(consumer, StoppedPartition { topic, partition, offset, error }, summary);
+            continue;
+        }
         if let Some(owned) = lock(&consumer.context().owned).get_mut(&(topic, partition)) {
             *owned = Some(position);
         }
     }
-    if lag_offsets.count() > 0 {
+    if lag_offsets.count() > 0 && options.delivery == Delivery::ExactlyOnce {
         // For lag only; a failure here loses nothing (positions live in the database).
         if let Err(error) = consumer.commit(&lag_offsets, CommitMode::Async) {
             tracing::debug!(%error, "committing group offsets for lag");
         }
     }
     Ok(())
+}
+
+/// What became of one partition's share of a round.
+struct Applied {
+    outcome: Outcome,
+    /// Records written to the dead-letter table in the committed batch.
+    dead_letters: Vec<(i64, String)>,
+    /// The poison record the partition stops at: the batch held only the records before it.
+    poison: Option<(i64, String)>,
+}
+
+/// Applies `batch` fenced, retrying transient errors until `stop`; `None` if it stopped first. A
+/// poison record is dead-lettered (with `options.dead_letter`) and the batch retried, or the
+/// batch is cut before it and the partition is to stop there.
+fn apply_fenced(
+    backend: &SharedBackend,
+    options: &SinkOptions,
+    batch: &Batch<'_>,
+    stop: &AtomicBool,
+) -> Result<Option<Applied>, SinkError> {
+    let mut dead_letters: Vec<(i64, String)> = Vec::new();
+    let mut records = batch.records;
+    let mut poison = None;
+    loop {
+        if records.is_empty() {
+            // The first record is poison: nothing to apply, the position stays at `from`.
+            let outcome = Outcome::Applied { to: batch.from, applied: 0, duplicates: 0 };
+            return Ok(Some(Applied { outcome, dead_letters, poison }));
+        }
+        let attempt_batch = Batch { key: batch.key, from: batch.from, records };
+        // A database that is down is waited for, however long (nothing advances meanwhile), until
+        // SIGTERM: then the batch in hand is left unapplied — it is read again next time.
+        let attempt = || {
+            let mut backend = lock(backend);
+            match apply_batch_dead_lettering(backend.as_mut(), options.dedup.as_ref(), &attempt_batch, &dead_letters) {
+                Err(BatchError::Database(error @ DbError::Transient(_))) => Err(error),
+                other => Ok(other),
+            }
+        };
+        let result = match with_retries(attempt, || stop.load(Ordering::SeqCst)) {
+            Ok(result) => result,
+            Err(_) => return Ok(None),
+        };
+        match result {
+            Ok(outcome) => return Ok(Some(Applied { outcome, dead_letters, poison })),
+            Err(BatchError::Poison { offset, message, .. }) if options.dead_letter => {
+                assert!(dead_letters.iter().all(|(dead, _)| *dead != offset), "a dead letter is not applied again");
+                tracing::warn!(topic = %batch.key.topic, partition = batch.key.partition, offset, %message, "poison record: to the dead-letter table");
+                dead_letters.push((offset, message));
+            }
+            Err(BatchError::Poison { offset, message, .. }) => {
+                let before = records.iter().take_while(|record| record.offset < offset).count();
+                assert!(before < records.len(), "the poison record is one of the batch's");
+                records = &records[..before];
+                poison = Some((offset, message));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// The baseline: commit the group offset before or after the unfenced transaction.
+fn apply_at_least_once(
+    consumer: &BaseConsumer<SinkContext>,
+    backend: &SharedBackend,
+    options: &SinkOptions,
+    batch: &Batch<'_>,
+    order: CommitOrder,
+    stop: &AtomicBool,
+) -> Result<Option<Applied>, SinkError> {
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(&batch.key.topic, batch.key.partition, Offset::Offset(batch.to()))?;
+    let commit = || {
+        if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+            tracing::warn!(%error, topic = %batch.key.topic, partition = batch.key.partition, "committing the group offset");
+        }
+    };
+    if order == CommitOrder::BeforeDb {
+        commit();
+    }
+    let attempt = || match apply_unfenced(lock(backend).as_mut(), options.dedup.as_ref(), batch) {
+        Err(BatchError::Database(error @ DbError::Transient(_))) => Err(error),
+        other => Ok(other),
+    };
+    let outcome = match with_retries(attempt, || stop.load(Ordering::SeqCst)) {
+        Ok(result) => result?,
+        Err(_) => return Ok(None),
+    };
+    if order == CommitOrder::AfterDb {
+        commit();
+    }
+    Ok(Some(Applied { outcome, dead_letters: Vec::new(), poison: None }))
+}
+
+/// Moves the consumer to `stored` after a refused batch; `false` if the partition was revoked
+/// meanwhile (it is then dropped until an assignment positions it from the database again).
+fn seek_after_refusal(
+    consumer: &BaseConsumer<SinkContext>,
+    topic: &str,
+    partition: i32,
+    stored: i64,
+) -> Result<bool, SinkError> {
+    // The next batch starts at `stored`, so the consumer must read from there. If the seek fails
+    // because the partition is being revoked, the partition is no longer ours. If it is still
+    // assigned, going on would build a batch `from = stored` out of records read elsewhere (losing
+    // the ones between): stop instead (a restart is safe).
+    let Err(error) = consumer.seek(topic, partition, Offset::Offset(stored), Duration::from_secs(10)) else {
+        return Ok(true);
+    };
+    let assigned = consumer.assignment().map(|list| list.find_partition(topic, partition).is_some()).unwrap_or(true);
+    if assigned {
+        return Err(SinkError::Seek { topic: topic.to_string(), partition, position: stored, error });
+    }
+    tracing::warn!(%error, %topic, partition, "seek after a refused batch failed: the partition was revoked");
+    lock(&consumer.context().owned).remove(&(topic.to_string(), partition));
+    Ok(false)
+}
+
+/// Stops a partition at a poison record: no longer owned by the loop (its records are ignored) and
+/// paused, until it is revoked and assigned again (then its first batch meets the record again).
+fn stop_partition(consumer: &BaseConsumer<SinkContext>, stopped: StoppedPartition, summary: &mut Summary) {
+    tracing::error!(
+        topic = %stopped.topic,
+        partition = stopped.partition,
+        offset = stopped.offset,
+        error = %stopped.error,
+        "poison record: this partition is stopped at its offset (the records before it are applied; the other \
+         partitions go on). Fix the statement or the data and restart the sink, or run it with --dead-letter"
+    );
+    lock(&consumer.context().owned).remove(&(stopped.topic.clone(), stopped.partition));
+    let mut paused = TopicPartitionList::new();
+    if paused.add_partition_offset(&stopped.topic, stopped.partition, Offset::Offset(stopped.offset)).is_ok() {
+        if let Err(error) = consumer.pause(&paused) {
+            tracing::warn!(%error, "pausing a stopped partition (its records are ignored anyway)");
+        }
+    }
+    summary.stopped.push(stopped);
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //!   the fenced one-transaction-per-batch protocol.
 //! - [`sqlite`]: the SQLite backend (`sqlite://PATH`).
 //! - [`postgres`]: the PostgreSQL backend (`postgres://user:pass@host:port/db`).
+//! - [`status`]: `once sink --status`, positions and lag per partition.
 //! - [`consumer`]: the group member that seeks from the database and applies batches ([`run`]).
 
 pub mod batch;
@@ -17,9 +18,13 @@ pub mod params;
 pub mod postgres;
 pub mod record;
 pub mod sqlite;
+pub mod status;
 
-pub use batch::{apply_batch, Backend, Batch, BatchError, DbError, Outcome, PartitionKey};
-pub use consumer::{run, SinkError, SinkOptions, Summary};
+pub use batch::{
+    apply_batch, apply_batch_dead_lettering, apply_unfenced, Backend, Batch, BatchError, DbError, Effect, EffectError,
+    Outcome, PartitionKey, PositionRow,
+};
+pub use consumer::{run, CommitOrder, Delivery, SinkError, SinkOptions, StoppedPartition, Summary};
 pub use record::{Dedup, Record};
 
 /// Opens the backend a database URL names: `sqlite://PATH` or `postgres://…` (also

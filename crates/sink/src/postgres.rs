@@ -13,15 +13,18 @@
 //! each record field to whatever type was inferred: `:value` bytes into bytea, text, json or
 //! jsonb; integers into int2/4/8 or text; text into numbers by parsing. A field that does not fit
 //! its type is a poison record, named by the error.
+//!
+//! Effects are the `--sql` statements ([`PostgresBackend::open`]) or a library user's handler
+//! ([`PostgresBackend::with_effects`]), which gets a [`PgTransaction`] on the batch's transaction.
 
 use std::error::Error;
 
 use bytes::{BufMut, BytesMut};
 use tokio::runtime::Runtime;
 use tokio_postgres::types::{IsNull, ToSql, Type};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
-use crate::batch::{Backend, DbError, PartitionKey};
+use crate::batch::{positions_sql, Backend, DbError, Effect, EffectError, PartitionKey, PositionRow};
 use crate::params::{translate, Dialect, Translated};
 use crate::record::{Bound, Record};
 
@@ -42,6 +45,19 @@ CREATE TABLE IF NOT EXISTS once_sink_inbox (
     "offset" BIGINT NOT NULL,
     PRIMARY KEY (sink, message_id)
 );
+CREATE TABLE IF NOT EXISTS once_sink_dead_letters (
+    sink TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    "partition" INTEGER NOT NULL,
+    "offset" BIGINT NOT NULL,
+    timestamp_ms BIGINT,
+    key BYTEA,
+    value BYTEA,
+    headers TEXT NOT NULL,
+    error TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (sink, topic, "partition", "offset")
+);
 "#;
 
 /// The advisory lock key that serialises creating the sink's tables ("oncesink" in ASCII).
@@ -52,12 +68,49 @@ pub const IDLE_IN_TRANSACTION_MS: u64 = 30_000;
 
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
+/// The batch's open transaction, for a library user's effects: statements run in it and commit or
+/// roll back with the batch's position. Do not run `COMMIT`, `ROLLBACK` or `BEGIN` through it.
+pub struct PgTransaction<'a> {
+    runtime: &'a Runtime,
+    client: &'a Client,
+}
+
+impl PgTransaction<'_> {
+    /// Runs one statement with `$n` parameters; the number of rows changed.
+    pub fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, tokio_postgres::Error> {
+        self.runtime.block_on(self.client.execute(sql, params))
+    }
+
+    /// Runs one query with `$n` parameters; its rows.
+    pub fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, tokio_postgres::Error> {
+        self.runtime.block_on(self.client.query(sql, params))
+    }
+
+    /// `error` as the sink treats it: transient (retry the batch) or poison at `offset`.
+    pub fn effect_error(error: tokio_postgres::Error, offset: i64) -> EffectError {
+        match classify(error, DbError::Statement) {
+            DbError::Transient(message) => EffectError::Transient(message),
+            DbError::Statement(message) | DbError::Fatal(message) => EffectError::Poison { offset, message },
+        }
+    }
+}
+
+/// A library user's effects: called once per batch, inside its transaction, with the records to
+/// apply; report a record that cannot be applied as [`EffectError::Poison`] with its offset
+/// ([`PgTransaction::effect_error`] sorts a driver error).
+pub type PgEffects = Box<dyn FnMut(&mut PgTransaction<'_>, &[Effect<'_>]) -> Result<(), EffectError> + Send>;
+
+enum Effects {
+    /// The `--sql` statements, and each prepared on the current connection.
+    Sql(Vec<Translated>, Vec<Statement>),
+    Handler(PgEffects),
+}
+
 pub struct PostgresBackend {
     runtime: Runtime,
     url: String,
     client: Client,
-    sql: Vec<Translated>,
-    statements: Vec<Statement>,
+    effects: Effects,
 }
 
 /// Connection trouble, serialisation failures, deadlocks, lack of resources, shutdowns: retry.
@@ -102,6 +155,30 @@ impl PostgresBackend {
     /// Connects, creates the sink's tables, and prepares every statement (a typo stops the sink
     /// before it reads anything).
     pub fn open(url: &str, sql: &[String]) -> Result<PostgresBackend, DbError> {
+        let mut translated = Vec::with_capacity(sql.len());
+        for text in sql {
+            translated.push(
+                translate(text, Dialect::Postgres)
+                    .map_err(|error| DbError::Fatal(format!("--sql '{text}': {error}")))?,
+            );
+        }
+        let mut backend = Self::connect(url, Effects::Sql(translated, Vec::new()))?;
+        backend.prepare().map_err(|error| match error {
+            DbError::Fatal(message) | DbError::Statement(message) => {
+                DbError::Fatal(format!("preparing --sql: {message}"))
+            }
+            transient => transient,
+        })?;
+        Ok(backend)
+    }
+
+    /// Connects and creates the sink's tables; `effects` applies each batch's records inside its
+    /// transaction.
+    pub fn with_effects(url: &str, effects: PgEffects) -> Result<PostgresBackend, DbError> {
+        Self::connect(url, Effects::Handler(effects))
+    }
+
+    fn connect(url: &str, effects: Effects) -> Result<PostgresBackend, DbError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -112,30 +189,17 @@ impl PostgresBackend {
         // a transaction-scoped advisory lock around it.
         let create = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
         runtime.block_on(client.batch_execute(&create)).map_err(step)?;
-        let mut translated = Vec::with_capacity(sql.len());
-        for text in sql {
-            translated.push(
-                translate(text, Dialect::Postgres)
-                    .map_err(|error| DbError::Fatal(format!("--sql '{text}': {error}")))?,
-            );
-        }
-        let mut backend =
-            PostgresBackend { runtime, url: url.to_string(), client, sql: translated, statements: Vec::new() };
-        backend.prepare().map_err(|error| match error {
-            DbError::Fatal(message) | DbError::Statement(message) => {
-                DbError::Fatal(format!("preparing --sql: {message}"))
-            }
-            transient => transient,
-        })?;
-        Ok(backend)
+        Ok(PostgresBackend { runtime, url: url.to_string(), client, effects })
     }
 
+    /// Prepares the `--sql` statements on the current connection.
     fn prepare(&mut self) -> Result<(), DbError> {
-        let mut statements = Vec::with_capacity(self.sql.len());
-        for translated in &self.sql {
-            statements.push(self.runtime.block_on(self.client.prepare(&translated.sql)).map_err(step)?);
+        let Effects::Sql(translated, statements) = &mut self.effects else { return Ok(()) };
+        let mut prepared = Vec::with_capacity(translated.len());
+        for translated in translated.iter() {
+            prepared.push(self.runtime.block_on(self.client.prepare(&translated.sql)).map_err(step)?);
         }
-        self.statements = statements;
+        *statements = prepared;
         Ok(())
     }
 
@@ -188,17 +252,47 @@ impl Backend for PostgresBackend {
         Ok(inserted == 1)
     }
 
-    fn apply(&mut self, record: &Record) -> Result<(), DbError> {
-        for (translated, statement) in self.sql.iter().zip(&self.statements) {
-            let mut values = Vec::with_capacity(translated.params.len());
-            for param in &translated.params {
-                values.push(PgParam(record.bind(param).map_err(DbError::Statement)?));
+    fn apply(&mut self, effects: &[Effect<'_>]) -> Result<(), EffectError> {
+        let (sql, statements) = match &mut self.effects {
+            Effects::Handler(handler) => {
+                return handler(&mut PgTransaction { runtime: &self.runtime, client: &self.client }, effects)
             }
-            let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|value| value as &(dyn ToSql + Sync)).collect();
-            self.runtime
-                .block_on(self.client.execute(statement, &params))
-                .map_err(|error| classify(error, DbError::Statement))?;
+            Effects::Sql(sql, statements) => (sql, statements),
+        };
+        for effect in effects {
+            let poison = |message: String| EffectError::Poison { offset: effect.record.offset, message };
+            for (translated, statement) in sql.iter().zip(statements.iter()) {
+                let mut values = Vec::with_capacity(translated.params.len());
+                for param in &translated.params {
+                    values.push(PgParam(effect.record.bind(param).map_err(poison)?));
+                }
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    values.iter().map(|value| value as &(dyn ToSql + Sync)).collect();
+                self.runtime
+                    .block_on(self.client.execute(statement, &params))
+                    .map_err(|error| PgTransaction::effect_error(error, effect.record.offset))?;
+            }
         }
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, sink: &str, record: &Record, error: &str) -> Result<(), DbError> {
+        let insert =
+            format!("INSERT INTO once_sink_dead_letters VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {NOW_MS})");
+        self.execute(
+            &insert,
+            &[
+                &sink,
+                &record.topic,
+                &record.partition,
+                &record.offset,
+                &record.timestamp_ms,
+                &record.key.as_deref(),
+                &record.value.as_deref(),
+                &record.headers_json(),
+                &error,
+            ],
+        )?;
         Ok(())
     }
 
@@ -231,6 +325,21 @@ impl Backend for PostgresBackend {
             ))
             .map_err(step)?;
         Ok(row.map(|row| row.get(0)))
+    }
+
+    fn positions(&mut self, sink: &str) -> Result<Vec<PositionRow>, DbError> {
+        self.reconnect_if_closed()?;
+        let rows = self.runtime.block_on(self.client.query(&positions_sql("$1"), &[&sink])).map_err(step)?;
+        Ok(rows
+            .iter()
+            .map(|row| PositionRow {
+                topic: row.get(0),
+                partition: row.get(1),
+                next_offset: row.get(2),
+                updated_at_ms: row.get(3),
+                dead_letters: row.get(4),
+            })
+            .collect())
     }
 }
 

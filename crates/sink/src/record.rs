@@ -85,6 +85,26 @@ impl Record {
         bytes.map(|bytes| text(bytes, "the message id")).transpose()
     }
 
+    /// The headers as JSON for the dead-letter table: `[[name, value], …]` in the record's order,
+    /// a value as text when it is UTF-8, as an array of its bytes when it is not, or null.
+    pub fn headers_json(&self) -> String {
+        let headers: Vec<serde_json::Value> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = match value.as_deref() {
+                    None => serde_json::Value::Null,
+                    Some(bytes) => match std::str::from_utf8(bytes) {
+                        Ok(text) => serde_json::Value::from(text),
+                        Err(_) => serde_json::Value::from(bytes.to_vec()),
+                    },
+                };
+                serde_json::json!([name, value])
+            })
+            .collect();
+        serde_json::Value::Array(headers).to_string()
+    }
+
     /// A key to hand to an effect outside the database (a payment provider's idempotency key):
     /// the message id where the record has one, else `topic/partition/offset`. Stable across
     /// replays of the same record; see docs/design/sink.md for its limits.
@@ -155,5 +175,11 @@ mod tests {
         assert_eq!(record.idempotency_key(Some(&Dedup::Key)), "k1");
         assert_eq!(record.idempotency_key(Some(&Dedup::Header("absent".into()))), "orders/2/41");
         assert_eq!(record.idempotency_key(None), "orders/2/41");
+    }
+
+    #[test]
+    fn headers_as_json_keep_order_nulls_and_bytes() {
+        assert_eq!(record().headers_json(), r#"[["id","m-1"],["id","second"],["null",null],["bin",[255]]]"#);
+        assert_eq!(Record { headers: vec![], ..record() }.headers_json(), "[]");
     }
 }

@@ -5,6 +5,9 @@
 //! position and write between this one's compare and commit. Journal mode WAL with
 //! `synchronous=FULL`: a committed batch survives power loss, and a process killed mid-batch leaves
 //! a WAL whose uncommitted frames the next opener ignores.
+//!
+//! Effects are the `--sql` statements ([`SqliteBackend::open`]) or a library user's handler
+//! ([`SqliteBackend::with_effects`]), which gets the connection inside the batch's transaction.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode};
 
-use crate::batch::{Backend, DbError, PartitionKey};
+use crate::batch::{positions_sql, Backend, DbError, Effect, EffectError, PartitionKey, PositionRow};
 use crate::params::{translate, Dialect, Translated};
 use crate::record::{Bound, Record};
 
@@ -36,15 +39,38 @@ CREATE TABLE IF NOT EXISTS once_sink_inbox (
     "offset" INTEGER NOT NULL,
     PRIMARY KEY (sink, message_id)
 );
+CREATE TABLE IF NOT EXISTS once_sink_dead_letters (
+    sink TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    "partition" INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    timestamp_ms INTEGER,
+    key BLOB,
+    value BLOB,
+    headers TEXT NOT NULL,
+    error TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (sink, topic, "partition", "offset")
+);
 "#;
+
+/// A library user's effects: called once per batch, inside its transaction, with the records to
+/// apply. Must not commit or roll back; report a record that cannot be applied as
+/// [`EffectError::Poison`] with its offset.
+pub type SqliteEffects = Box<dyn FnMut(&Connection, &[Effect<'_>]) -> Result<(), EffectError> + Send>;
+
+enum Effects {
+    Sql(Vec<Translated>),
+    Handler(SqliteEffects),
+}
 
 pub struct SqliteBackend {
     connection: Connection,
-    statements: Vec<Translated>,
+    effects: Effects,
 }
 
 /// Lock contention and I/O trouble pass; anything else will fail again.
-fn is_transient(error: &rusqlite::Error) -> bool {
+pub fn is_transient(error: &rusqlite::Error) -> bool {
     matches!(
         error.sqlite_error_code(),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::SystemIoFailure | ErrorCode::DiskFull)
@@ -77,6 +103,25 @@ impl SqliteBackend {
     /// Opens (creating) the database at `path`, creates the sink's tables, and checks that every
     /// statement translates and prepares, so a typo stops the sink before it reads anything.
     pub fn open(path: &Path, sql: &[String]) -> Result<SqliteBackend, DbError> {
+        let connection = Self::connect(path)?;
+        let mut statements = Vec::with_capacity(sql.len());
+        for text in sql {
+            let translated =
+                translate(text, Dialect::Sqlite).map_err(|error| DbError::Fatal(format!("--sql '{text}': {error}")))?;
+            connection.prepare(&translated.sql).map_err(|error| DbError::Fatal(format!("--sql '{text}': {error}")))?;
+            statements.push(translated);
+        }
+        connection.set_prepared_statement_cache_capacity(statements.len() + 8);
+        Ok(SqliteBackend { connection, effects: Effects::Sql(statements) })
+    }
+
+    /// Opens (creating) the database at `path` and creates the sink's tables; `effects` applies
+    /// each batch's records inside its transaction.
+    pub fn with_effects(path: &Path, effects: SqliteEffects) -> Result<SqliteBackend, DbError> {
+        Ok(SqliteBackend { connection: Self::connect(path)?, effects: Effects::Handler(effects) })
+    }
+
+    fn connect(path: &Path) -> Result<Connection, DbError> {
         let connection = Connection::open(path).map_err(step)?;
         connection.busy_timeout(BUSY_TIMEOUT).map_err(step)?;
         // Switching to WAL, and creating tables while another process does, can answer
@@ -91,15 +136,7 @@ impl SqliteBackend {
                 other => break other?,
             }
         }
-        let mut statements = Vec::with_capacity(sql.len());
-        for text in sql {
-            let translated =
-                translate(text, Dialect::Sqlite).map_err(|error| DbError::Fatal(format!("--sql '{text}': {error}")))?;
-            connection.prepare(&translated.sql).map_err(|error| DbError::Fatal(format!("--sql '{text}': {error}")))?;
-            statements.push(translated);
-        }
-        connection.set_prepared_statement_cache_capacity(statements.len() + 8);
-        Ok(SqliteBackend { connection, statements })
+        Ok(connection)
     }
 
     fn set_up(connection: &Connection) -> Result<(), DbError> {
@@ -137,21 +174,49 @@ impl Backend for SqliteBackend {
         Ok(inserted == 1)
     }
 
-    fn apply(&mut self, record: &Record) -> Result<(), DbError> {
-        for statement in &self.statements {
-            let mut values = Vec::with_capacity(statement.params.len());
-            for param in &statement.params {
-                values.push(to_sql(record.bind(param).map_err(DbError::Statement)?));
-            }
-            let mut prepared = self.connection.prepare_cached(&statement.sql).map_err(step)?;
-            prepared.execute(rusqlite::params_from_iter(values)).map_err(|error| {
-                if is_transient(&error) {
-                    DbError::Transient(error.to_string())
-                } else {
-                    DbError::Statement(error.to_string())
+    fn apply(&mut self, effects: &[Effect<'_>]) -> Result<(), EffectError> {
+        let statements = match &mut self.effects {
+            Effects::Handler(handler) => return handler(&self.connection, effects),
+            Effects::Sql(statements) => statements,
+        };
+        for effect in effects {
+            let poison = |message: String| EffectError::Poison { offset: effect.record.offset, message };
+            for statement in statements.iter() {
+                let mut values = Vec::with_capacity(statement.params.len());
+                for param in &statement.params {
+                    values.push(to_sql(effect.record.bind(param).map_err(poison)?));
                 }
-            })?;
+                let mut prepared = self.connection.prepare_cached(&statement.sql).map_err(step)?;
+                prepared.execute(rusqlite::params_from_iter(values)).map_err(|error| {
+                    if is_transient(&error) {
+                        EffectError::Transient(error.to_string())
+                    } else {
+                        poison(error.to_string())
+                    }
+                })?;
+            }
         }
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, sink: &str, record: &Record, error: &str) -> Result<(), DbError> {
+        self.connection
+            .prepare_cached("INSERT INTO once_sink_dead_letters VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+            .and_then(|mut insert| {
+                insert.execute((
+                    sink,
+                    &record.topic,
+                    record.partition,
+                    record.offset,
+                    record.timestamp_ms,
+                    record.key.as_deref(),
+                    record.value.as_deref(),
+                    record.headers_json(),
+                    error,
+                    now_ms(),
+                ))
+            })
+            .map_err(step)?;
         Ok(())
     }
 
@@ -190,6 +255,22 @@ impl Backend for SqliteBackend {
             None => Ok(None),
             Some(row) => Ok(Some(row.get(0).map_err(step)?)),
         }
+    }
+
+    fn positions(&mut self, sink: &str) -> Result<Vec<PositionRow>, DbError> {
+        let mut select = self.connection.prepare_cached(&positions_sql("?1")).map_err(step)?;
+        let rows = select
+            .query_map([sink], |row| {
+                Ok(PositionRow {
+                    topic: row.get(0)?,
+                    partition: row.get(1)?,
+                    next_offset: row.get(2)?,
+                    updated_at_ms: row.get(3)?,
+                    dead_letters: row.get(4)?,
+                })
+            })
+            .map_err(step)?;
+        rows.collect::<Result<_, _>>().map_err(step)
     }
 }
 

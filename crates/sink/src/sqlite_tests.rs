@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use super::SqliteBackend;
-use crate::batch::{apply_batch, Backend, Batch, BatchError, Outcome, PartitionKey};
+use crate::batch::{
+    apply_batch, apply_batch_dead_lettering, apply_unfenced, Backend, Batch, BatchError, Effect, EffectError, Outcome,
+    PartitionKey,
+};
 use crate::record::{Dedup, Record};
 
 const EFFECT: &str =
@@ -197,7 +200,8 @@ fn a_transaction_left_open_by_a_dead_process_is_not_visible() {
         let mut dying = open(&path);
         dying.begin().expect("begin");
         assert_eq!(dying.lock_position(&key, 0), Ok(0));
-        dying.apply(&record(0, "x")).expect("apply");
+        let record = record(0, "x");
+        dying.apply(&[Effect { record: &record, idempotency_key: "orders/0/0".into() }]).expect("apply");
         assert_eq!(dying.advance(&key, 0, 1), Ok(1));
         // Dropped without commit: the connection closes, as when the process dies.
     }
@@ -235,4 +239,110 @@ fn sinks_opening_a_fresh_file_together_all_set_it_up() {
             assert_eq!(thread.join().expect("thread"), Ok(()), "concurrent opens retry SQLITE_BUSY");
         }
     }
+}
+
+#[test]
+fn a_dead_letter_is_written_in_the_batch_transaction_and_the_position_passes_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("dead.db");
+    setup(&path);
+    let mut backend = open(&path);
+    let key = key();
+    let batch = vec![record(0, "a"), record(1, "poison"), record(2, "c")];
+    let poison = apply_batch(&mut backend, None, &Batch { key: &key, from: 0, records: &batch });
+    let Err(BatchError::Poison { offset: 1, message, .. }) = poison else { panic!("poison at 1: {poison:?}") };
+    assert!(effect_offsets(&backend).is_empty() && backend.positions("billing") == Ok(vec![]), "all rolled back");
+    let dead = [(1, message.clone())];
+    let outcome = apply_batch_dead_lettering(&mut backend, None, &Batch { key: &key, from: 0, records: &batch }, &dead);
+    assert_eq!(outcome, Ok(Outcome::Applied { to: 3, applied: 2, duplicates: 0 }));
+    assert_eq!(effect_offsets(&backend), vec![0, 2]);
+    let (offset, value, error): (i64, Vec<u8>, String) = backend
+        .connection()
+        .query_row(r#"SELECT "offset", value, error FROM once_sink_dead_letters"#, [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .expect("the dead letter");
+    assert_eq!((offset, value.as_slice(), error), (1, b"poison".as_slice(), message));
+    let rows = backend.positions("billing").expect("positions");
+    assert_eq!((rows.len(), rows[0].next_offset, rows[0].dead_letters), (1, 3, 1));
+    // A zombie holding the same batch is refused: no second dead letter, no effect.
+    let stale = apply_batch_dead_lettering(&mut backend, None, &Batch { key: &key, from: 0, records: &batch }, &dead);
+    assert_eq!(stale, Ok(Outcome::Refused { stored: 3 }));
+    assert_eq!(backend.positions("billing").expect("positions")[0].dead_letters, 1);
+}
+
+#[test]
+fn a_handler_gets_the_open_transaction_the_batch_and_idempotency_keys() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("handler.db");
+    setup(&path);
+    let handler = Box::new(|connection: &rusqlite::Connection, effects: &[Effect<'_>]| {
+        for effect in effects {
+            if effect.record.value.as_deref() == Some(b"poison".as_slice()) {
+                return Err(EffectError::Poison { offset: effect.record.offset, message: "refused".into() });
+            }
+            connection
+                .execute(
+                    "INSERT INTO effects(topic, off, id) VALUES (?1, ?2, ?3)",
+                    (&effect.record.topic, effect.record.offset, &effect.idempotency_key),
+                )
+                .map_err(|error| EffectError::Fatal(error.to_string()))?;
+        }
+        Ok(())
+    });
+    let mut backend = SqliteBackend::with_effects(&path, handler).expect("open");
+    let key = key();
+    let dedup = Dedup::Header("id".into());
+    let batch = records(0..3);
+    assert_eq!(
+        apply_batch(&mut backend, Some(&dedup), &Batch { key: &key, from: 0, records: &batch }),
+        Ok(Outcome::Applied { to: 3, applied: 3, duplicates: 0 })
+    );
+    let ids: Vec<String> = {
+        let mut select = backend.connection().prepare("SELECT id FROM effects ORDER BY off").expect("prepare");
+        let rows = select.query_map([], |row| row.get(0)).expect("query");
+        rows.map(|row| row.expect("row")).collect()
+    };
+    assert_eq!(ids, ["m0", "m1", "m2"], "the message id is the idempotency key");
+    // Without --dedup the key is topic/partition/offset; a poison report rolls everything back.
+    let next = vec![record(3, "d"), record(4, "poison")];
+    let poison = apply_batch(&mut backend, None, &Batch { key: &key, from: 3, records: &next });
+    assert!(matches!(poison, Err(BatchError::Poison { offset: 4, .. })), "{poison:?}");
+    assert_eq!(effect_offsets(&backend), vec![0, 1, 2], "the batch with the poison record left nothing");
+    assert_eq!(backend.stored_position(&key), Ok(Some(3)));
+    assert_eq!(
+        apply_batch(&mut backend, None, &Batch { key: &key, from: 3, records: &next[..1] }),
+        Ok(Outcome::Applied { to: 4, applied: 1, duplicates: 0 })
+    );
+    let last: String =
+        backend.connection().query_row("SELECT id FROM effects WHERE off = 3", [], |row| row.get(0)).expect("row");
+    assert_eq!(last, "orders/0/3");
+}
+
+#[test]
+fn a_handler_naming_a_record_it_was_not_given_stops_the_sink() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("liar.db");
+    let handler = Box::new(|_: &rusqlite::Connection, _: &[Effect<'_>]| {
+        Err(EffectError::Poison { offset: 99, message: "not mine".into() })
+    });
+    let mut backend = SqliteBackend::with_effects(&path, handler).expect("open");
+    let batch = records(0..2);
+    let outcome = apply_batch(&mut backend, None, &Batch { key: &key(), from: 0, records: &batch });
+    assert!(matches!(outcome, Err(BatchError::Database(crate::batch::DbError::Fatal(_)))), "{outcome:?}");
+}
+
+#[test]
+fn the_unfenced_baseline_applies_a_stale_batch_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("baseline.db");
+    setup(&path);
+    let mut backend = open(&path);
+    let batch = records(0..3);
+    for _ in 0..2 {
+        let outcome = apply_unfenced(&mut backend, None, &Batch { key: &key(), from: 0, records: &batch });
+        assert_eq!(outcome, Ok(Outcome::Applied { to: 3, applied: 3, duplicates: 0 }));
+    }
+    assert_eq!(effect_offsets(&backend), vec![0, 0, 1, 1, 2, 2], "what the fence prevents");
+    assert_eq!(backend.positions("billing"), Ok(vec![]), "the baseline stores no position");
 }

@@ -1,13 +1,16 @@
 //! The PostgreSQL backend against a real server (a throw-away cluster per test): the issue's
 //! statement with its casts, every parameter's type, the fence under stale and racing sinks,
-//! poison records and the inbox.
+//! poison records, dead letters, a library handler's effects and the inbox.
 
 mod support {
     pub mod pg;
 }
 
-use once_sink::postgres::PostgresBackend;
-use once_sink::{apply_batch, Backend, Batch, BatchError, DbError, Dedup, Outcome, PartitionKey, Record};
+use once_sink::postgres::{PgTransaction, PostgresBackend};
+use once_sink::{
+    apply_batch, apply_batch_dead_lettering, Backend, Batch, BatchError, DbError, Dedup, Effect, EffectError, Outcome,
+    PartitionKey, Record,
+};
 use support::pg::PgCluster;
 
 const CHARGE: &str =
@@ -168,4 +171,53 @@ fn sinks_starting_together_all_create_the_tables() {
     for thread in threads {
         assert_eq!(thread.join().expect("thread"), Ok(()), "concurrent CREATE TABLE IF NOT EXISTS is serialised");
     }
+}
+
+#[test]
+fn a_dead_letter_and_a_handler_share_the_batch_transaction() {
+    let cluster = cluster_with_charges();
+    let mut backend = open(&cluster);
+    let key = key();
+    let batch = vec![record(0, "5"), record(1, "-1"), record(2, "7")];
+    let poison = apply_batch(&mut backend, None, &Batch { key: &key, from: 0, records: &batch });
+    let Err(BatchError::Poison { offset: 1, message, .. }) = poison else { panic!("poison at 1: {poison:?}") };
+    assert!(message.contains("23514"), "the SQL state of the CHECK violation: {message}");
+    let dead = [(1, message)];
+    assert_eq!(
+        apply_batch_dead_lettering(&mut backend, None, &Batch { key: &key, from: 0, records: &batch }, &dead),
+        Ok(Outcome::Applied { to: 3, applied: 2, duplicates: 0 })
+    );
+    assert_eq!(cluster.psql("SELECT string_agg(off::text, ',' ORDER BY off) FROM charges"), "0,2");
+    assert_eq!(
+        cluster.psql(r#"SELECT "offset", convert_from(value, 'UTF8'), headers FROM once_sink_dead_letters"#),
+        r#"1|{"amount": -1}|[["message-id","m1"]]"#
+    );
+    let positions = backend.positions("billing").expect("positions");
+    assert_eq!((positions[0].next_offset, positions[0].dead_letters), (3, 1));
+
+    // A library handler: it gets the open transaction, so its rows commit or vanish with the position.
+    cluster.psql("CREATE TABLE calls(idempotency_key TEXT, amount NUMERIC CHECK (amount >= 0))");
+    let handler = Box::new(|tx: &mut PgTransaction<'_>, effects: &[Effect<'_>]| {
+        for effect in effects {
+            let amount = String::from_utf8_lossy(effect.record.value.as_deref().unwrap_or_default()).into_owned();
+            tx.execute(
+                "INSERT INTO calls VALUES ($1, ($2::text::jsonb->>'amount')::numeric)",
+                &[&effect.idempotency_key, &amount],
+            )
+            .map_err(|error| PgTransaction::effect_error(error, effect.record.offset))?;
+        }
+        Ok::<(), EffectError>(())
+    });
+    let mut handled = PostgresBackend::with_effects(&cluster.url(), handler).expect("open with a handler");
+    let dedup = Dedup::Header("message-id".into());
+    let next = vec![record(3, "1"), record(4, "-2")];
+    let poison = apply_batch(&mut handled, Some(&dedup), &Batch { key: &key, from: 3, records: &next });
+    assert!(matches!(poison, Err(BatchError::Poison { offset: 4, .. })), "{poison:?}");
+    assert_eq!(cluster.psql("SELECT count(*) FROM calls"), "0", "rolled back with the batch");
+    assert_eq!(
+        apply_batch(&mut handled, Some(&dedup), &Batch { key: &key, from: 3, records: &next[..1] }),
+        Ok(Outcome::Applied { to: 4, applied: 1, duplicates: 0 })
+    );
+    assert_eq!(cluster.psql("SELECT idempotency_key || '=' || amount FROM calls"), "m3=1");
+    assert_eq!(cluster.psql("SELECT next_offset FROM once_sink_offsets"), "4");
 }
