@@ -75,6 +75,9 @@ pub struct SinkOutcome {
     pub applied: u64,
     /// Records preloaded.
     pub records: u64,
+    /// Database transactions that inserted them (distinct `xmin` of the rows): the batches the
+    /// sink actually made, which a round cut short makes more than records ÷ batch size.
+    pub transactions: u64,
     /// Records applied between the first look that found rows and the last record applied.
     pub steady_records: u64,
     /// That interval.
@@ -233,6 +236,7 @@ fn run_one(
     };
     drop(sink);
     let applied = check_applied(setup, preloaded, &table, delivery, &name)?;
+    let transactions = setup.database.number(&format!("SELECT count(DISTINCT xmin::text) FROM {table}"), &[])?;
     setup.database.execute(&format!("DROP TABLE {table}"))?;
     Ok(SinkOutcome {
         delivery,
@@ -240,6 +244,7 @@ fn run_one(
         round,
         applied,
         records: preloaded.records,
+        transactions: u64::try_from(transactions)?,
         steady_records: watched.0,
         steady: watched.1,
         from_start,

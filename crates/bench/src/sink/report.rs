@@ -73,10 +73,11 @@ fn row(about: &About, outcomes: &[SinkOutcome], batch_records: usize, delivery: 
         format!("{:.2} ({:.2}–{:.2})", spread.median, spread.min, spread.max)
     };
     let from_start = Spread::of(runs.iter().map(|run| run.from_start.as_secs_f64())).median;
+    let per_transaction = Spread::of(runs.iter().map(|run| run.applied as f64 / run.transactions.max(1) as f64)).median;
     // The fewest rows any run left, against its records: the check fails a run below them.
     let applied = runs.iter().map(|run| (run.applied, run.records)).min().unwrap_or_default();
     Some(format!(
-        "| {batch_records} | {} | {:.0} | {:.0}–{:.0} | {ratio} | {from_start:.2} | {} | {} | {} / {} |",
+        "| {batch_records} | {} | {per_transaction:.0} | {:.0} | {:.0}–{:.0} | {ratio} | {from_start:.2} | {} | {} | {} / {} |",
         delivery.label(),
         rate.median,
         rate.min,
@@ -103,7 +104,8 @@ pub fn markdown(about: &About, outcomes: &[SinkOutcome]) -> String {
          over {} rounds (min–max), the two modes interleaved. Ratio: exactly-once ÷ at-least-once of the \
          same round and batch size, median (min–max). CPU columns: whole runs, start included. Each run \
          is checked after it is timed: one row per record, the amounts' sum, and (exactly-once) the \
-         stored positions.\n",
+         stored positions. Records per transaction: rows ÷ the distinct transactions (`xmin`) that inserted \
+         them, median over rounds — the batches the sink really made.\n",
         about.records,
         about.value_bytes,
         about.partitions,
@@ -113,10 +115,10 @@ pub fn markdown(about: &About, outcomes: &[SinkOutcome]) -> String {
     );
     let _ = writeln!(
         text,
-        "| batch records | delivery | records/s | min–max | ÷ at-least-once | start to last record, s | \
+        "| batch records | delivery | records per transaction | records/s | min–max | ÷ at-least-once | start to last record, s | \
          sink CPU µs/record | PostgreSQL CPU µs/record | rows applied / records |"
     );
-    let _ = writeln!(text, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(text, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut sizes: Vec<usize> = outcomes.iter().map(|run| run.batch_records).collect();
     sizes.sort_unstable();
     sizes.dedup();
@@ -144,6 +146,7 @@ mod tests {
             round,
             applied: 10_000,
             records: 10_000,
+            transactions: 25,
             steady_records: 10_000,
             steady: Duration::from_secs(seconds),
             from_start: Duration::from_secs(seconds + 1),
@@ -173,10 +176,10 @@ mod tests {
         // 5,000 and 2,500 records/s; ratios 0.5 (round 0) and 1.0 (round 1).
         assert!(
             text.contains(
-                "| 500 | exactly-once | 3750 | 2500–5000 | 0.75 (0.50–1.00) | 4.00 | 50 | — | 10000 / 10000 |"
+                "| 500 | exactly-once | 400 | 3750 | 2500–5000 | 0.75 (0.50–1.00) | 4.00 | 50 | — | 10000 / 10000 |"
             ),
             "{text}"
         );
-        assert!(text.contains("| 500 | at-least-once | 6250 | 2500–10000 | 1.00 (1.00–1.00) |"), "{text}");
+        assert!(text.contains("| 500 | at-least-once | 400 | 6250 | 2500–10000 | 1.00 (1.00–1.00) |"), "{text}");
     }
 }
