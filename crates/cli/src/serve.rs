@@ -87,6 +87,11 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics (GET /metrics) on HOST:PORT [default: off].
     #[arg(long, env = "ONCE_METRICS_LISTEN", value_name = "HOST:PORT")]
     metrics_listen: Option<String>,
+    /// Serve HTTP on HOST:PORT [default: off]: REST Proxy v3 produce with Idempotency-Key
+    /// (POST /v3/clusters/{cluster_id}/topics/{topic}/records), GET /v3/clusters, GET /metrics,
+    /// GET /openapi.json (docs/design/http.md).
+    #[arg(long, env = "ONCE_HTTP_LISTEN", value_name = "HOST:PORT")]
+    http_listen: Option<String>,
     /// Log filter (tracing EnvFilter syntax) [default: info].
     #[arg(long, env = "ONCE_LOG")]
     log: Option<String>,
@@ -133,6 +138,7 @@ impl ServeArgs {
             unsafe_skip_fsync,
             dedup_memory_bytes,
             metrics_listen,
+            http_listen,
             log
         );
         Ok(self)
@@ -220,6 +226,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     warn_if_test_hooks_missing();
     let config = args.broker_config();
     validate(&config)?;
+    let http_listen = args.http_listen.clone();
     if config.topic_defaults.unsafe_skip_fsync {
         tracing::warn!("UNSAFE: --unsafe-skip-fsync is on; acknowledged writes can be lost on a crash");
     }
@@ -230,11 +237,40 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(metrics) = server.metrics_addr() {
             tracing::info!(%metrics, "serving Prometheus metrics at /metrics");
         }
+        let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+        let http = match &http_listen {
+            None => None,
+            Some(address) => {
+                let listener =
+                    tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding --http-listen {address}"))?;
+                tracing::info!(http = %listener.local_addr()?, "serving HTTP (REST Proxy v3 produce, /metrics, /openapi.json)");
+                let mut stopped = http_stopped.clone();
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                Some(tokio::spawn(once_http::serve(listener, once_http::router(broker.clone()), shutdown)))
+            }
+        };
         tracing::info!(listen = %server.local_addr()?, advertised = %format!("{}:{}", broker.endpoint.host, broker.endpoint.port), data_dir = %broker.config.data_dir.display(), "once is serving");
         if once_log::power_loss::enabled() {
             tokio::spawn(power_loss_on_sigusr2());
         }
-        server.run(shutdown_signal()).await;
+        // On SIGTERM the HTTP edge stops first and answers the requests it holds (every one after
+        // its fsync), then the Kafka edge drains and the node closes.
+        server
+            .run(async move {
+                shutdown_signal().await;
+                let _ = stop_http.send(true);
+                if let Some(http) = http {
+                    match tokio::time::timeout(std::time::Duration::from_secs(10), http).await {
+                        Ok(Ok(Ok(()))) => {}
+                        Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server"),
+                        Ok(Err(error)) => tracing::warn!(%error, "HTTP server task"),
+                        Err(_) => tracing::warn!("HTTP requests still in progress after 10 s; closing"),
+                    }
+                }
+            })
+            .await;
         anyhow::Ok(())
     })
 }

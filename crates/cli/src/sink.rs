@@ -96,11 +96,8 @@ pub fn run(args: SinkArgs) -> anyhow::Result<()> {
 }
 
 fn status(args: &SinkArgs) -> anyhow::Result<()> {
-    if let Some(path) = args.database.strip_prefix("sqlite://") {
-        // Opening would create an empty database: a mistyped path is an error, not "no positions".
-        anyhow::ensure!(std::path::Path::new(path).exists(), "no database at {path}");
-    }
-    let mut backend = once_sink::open_backend(&args.database, &[]).context("opening the database")?;
+    // Read-only: a mistyped path is an error, not a new empty database; nothing is created.
+    let mut backend = once_sink::open_reader(&args.database).context("opening the database")?;
     let config = client_config(&args.bootstrap);
     let partitions = once_sink::status::status(backend.as_mut(), &args.group, Some(&config), Duration::from_secs(2))?;
     if partitions.is_empty() {

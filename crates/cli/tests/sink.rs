@@ -178,6 +178,33 @@ fn a_poison_record_stops_its_partition_and_the_others_go_on() {
     produce_keyed_lines(&broker, "refunds", "refunds-c,{\"amount\": 3}\n");
     wait_until("a later refund to be applied", Duration::from_secs(60), || topic_tally(&database, "refunds").0 == 3);
     assert!(sink.try_wait().expect("wait").is_none(), "a poison record stops its partition, not the sink");
+
+    // Review of issue 15: a stopped partition must not stay paused when it comes back after a
+    // rebalance (librdkafka keeps an application's pause across unassign and assign): a second
+    // member joins and leaves, the first gets every partition back and meets the poison record
+    // again — it does not stall silently.
+    let count = |text: &str, what: &str| text.matches(what).count();
+    let revoked_before = count(&std::fs::read_to_string(&log).unwrap_or_default(), "partitions revoked");
+    let second_log = dir.path().join("second.log");
+    let mut second = spawn_sink_with(
+        &broker,
+        &database,
+        &["--topic", "payments", "--topic", "refunds", "--batch-records", "10"],
+        &second_log,
+    );
+    wait_until("the first sink's partitions to be revoked for the newcomer", Duration::from_secs(60), || {
+        count(&std::fs::read_to_string(&log).unwrap_or_default(), "partitions revoked") > revoked_before
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(terminate(&mut second).success(), "the second sink exits 0");
+    let poison_after_leave = count(&std::fs::read_to_string(&log).unwrap_or_default(), "poison record:");
+    wait_until("the first sink to meet the poison record again", Duration::from_secs(60), || {
+        count(&std::fs::read_to_string(&log).unwrap_or_default(), "poison record:") > poison_after_leave
+    });
+    produce_keyed_lines(&broker, "refunds", "refunds-d,{\"amount\": 4}\n");
+    wait_until("refunds to go on after the rebalances", Duration::from_secs(60), || {
+        topic_tally(&database, "refunds").0 == 4
+    });
     let status = terminate(&mut sink);
     let stderr = std::fs::read_to_string(&log).expect("sink log");
     assert!(status.success(), "SIGTERM exits 0: {stderr}");
@@ -187,8 +214,8 @@ fn a_poison_record_stops_its_partition_and_the_others_go_on() {
     );
     assert_eq!(topic_tally(&database, "payments"), (1, 5), "the record before the poison one applied, none after");
     assert_eq!(stored_position(&database, "payments"), Some(1), "the position stops at the poison record");
-    assert_eq!(topic_tally(&database, "refunds"), (3, 6));
-    assert_eq!(stored_position(&database, "refunds"), Some(3));
+    assert_eq!(topic_tally(&database, "refunds"), (4, 10));
+    assert_eq!(stored_position(&database, "refunds"), Some(4));
 }
 
 #[test]
@@ -237,7 +264,7 @@ fn dead_letter_keeps_the_poison_record_beside_the_effects_and_status_shows_where
         &format!("sqlite://{}", database.display()),
     ]);
     let lines: Vec<&str> = status.lines().collect();
-    assert!(lines[0].starts_with("sink billing: 2 partitions, lag 1 records"), "{status}");
+    assert!(lines[0].starts_with("sink billing: 2 partitions, 1 offsets behind"), "{status}");
     assert!(lines[0].ends_with("1 dead letters"), "{status}");
     assert!(lines.iter().any(|line| line.starts_with("payments\t0\t3\t3\t0\t0\t1\t")), "{status}");
     assert!(lines.iter().any(|line| line.starts_with("refunds\t0\t2\t3\t1\t0\t0\t")), "{status}");

@@ -27,8 +27,20 @@ fn spawn_sink_on(
     batch_records: &str,
     log: &std::path::Path,
 ) -> Child {
+    spawn_sink_env(broker, cluster, topics, batch_records, log, &[])
+}
+
+fn spawn_sink_env(
+    broker: &BrokerProcess,
+    cluster: &PgCluster,
+    topics: &[&str],
+    batch_records: &str,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open sink log");
     Command::new(env!("CARGO_BIN_EXE_once"))
+        .envs(env.iter().copied())
         .args(["sink", "--bootstrap", &broker.bootstrap(), "--group", "billing"])
         .args(topics)
         .args(["--database", &cluster.url(), "--sql", CHARGE, "--batch-records", batch_records])
@@ -100,10 +112,18 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success(), "kill -{name}");
 }
 
-/// Three sinks over six partitions; one paused (SIGSTOP) past its session timeout while the others
-/// take its partitions and more records arrive, then resumed as a zombie; another killed with
-/// SIGKILL and restarted; the broker killed with SIGKILL and restarted. Every charge ends in the
-/// table exactly once and the positions count every record.
+/// Whether process `pid` is stopped (state `T` in /proc/PID/stat).
+fn stopped(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+}
+
+/// Three sinks over six partitions; one stops itself (SIGSTOP, the test hook) inside its third
+/// batch's transaction — a batch in hand, its position rows locked — and stays stopped past its
+/// session timeout while the others take its partitions (after the server ends its idle
+/// transaction) and more records arrive; resumed, it is a zombie whose late batch is refused.
+/// Another sink is killed with SIGKILL and restarted; the broker is killed with SIGKILL and
+/// restarted. Every charge ends in the table exactly once and the positions count every record.
 #[test]
 fn three_sinks_a_zombie_and_kills_apply_every_charge_once() {
     const TOTAL: i64 = 6000;
@@ -115,23 +135,31 @@ fn three_sinks_a_zombie_and_kills_apply_every_charge_once() {
     let logs: Vec<_> = (0..3).map(|index| dir.path().join(format!("sink-{index}.log"))).collect();
     let topics = ["--topic", "orders"];
     produce(&broker, "orders", 0..3000);
-    let mut sinks: Vec<Child> = logs.iter().map(|log| spawn_sink_on(&broker, &cluster, &topics, "20", log)).collect();
+    let zombie_hook = [(once_sink::hooks::STOP_IN_BATCH_ENV, "3")];
+    let mut sinks: Vec<Child> = vec![spawn_sink_env(&broker, &cluster, &topics, "20", &logs[0], &zombie_hook)];
+    sinks.extend(logs[1..].iter().map(|log| spawn_sink_on(&broker, &cluster, &topics, "20", log)));
     let applied = || number(&cluster, "SELECT count(*) FROM charges");
     wait_until("each sink to be assigned partitions", Duration::from_secs(60), || {
         logs.iter().all(|log| std::fs::read_to_string(log).unwrap_or_default().contains("assigned; seeking"))
     });
     wait_until("the sinks to apply some charges", Duration::from_secs(60), || applied() >= 500);
 
-    // Paused past its session timeout: its partitions move to the others, which can only reach the
-    // end of what was produced by taking them over (the paused sink's transaction, if it was in
-    // one, is aborted by the server after 30 s idle).
-    signal(&sinks[0], "STOP");
+    // Stopped inside a batch's transaction past its session timeout: its partitions move to the
+    // others, which can only reach the end of what was produced by taking them over (the server
+    // aborts the stopped sink's transaction after 30 s idle, releasing its rows).
+    // (More records first: the first sink may have joined after the others had applied its
+    // partitions' share, and it stops only inside a batch of its own.)
     produce(&broker, "orders", 3000..5000);
+    wait_until("the first sink to stop itself inside a batch", Duration::from_secs(60), || stopped(sinks[0].id()));
     wait_until("the others to take over the paused sink's partitions", Duration::from_secs(120), || {
         positions(&cluster) >= 5000
     });
-    // Resumed: a zombie whose batch in hand, if any, is stale.
+    // Resumed: a zombie whose batch in hand is stale. Its transaction is gone; the retry is refused.
     signal(&sinks[0], "CONT");
+    wait_until("the zombie's late batch to be refused", Duration::from_secs(60), || {
+        let log = std::fs::read_to_string(&logs[0]).unwrap_or_default();
+        log.split_once("test hook: stopping").is_some_and(|(_, after)| after.contains("batch refused"))
+    });
     produce(&broker, "orders", 5000..TOTAL as u64);
 
     sinks[1].kill().expect("SIGKILL a sink");

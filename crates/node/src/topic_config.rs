@@ -9,6 +9,7 @@ use once_log::LogConfig;
 /// Kafka's `ConfigType` values, as DescribeConfigs v3+ reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
+    Boolean = 1,
     String = 2,
     Int = 3,
     Long = 5,
@@ -55,6 +56,16 @@ fn one(value: &str) -> Result<(), String> {
         other => Err(format!("min.insync.replicas must be 1 on a single broker, not '{other}'")),
     }
 }
+
+fn boolean(value: &str) -> Result<(), String> {
+    match value {
+        "true" | "false" => Ok(()),
+        other => Err(format!("'{other}' is not true or false")),
+    }
+}
+
+/// Whether an HTTP produce to the topic must carry an `Idempotency-Key` (once-http).
+pub const IDEMPOTENCY_KEY_REQUIRED_CONFIG: &str = "http.idempotency.key.required";
 
 fn dedup_source(value: &str) -> Result<(), String> {
     value.parse::<DedupSource>().map(|_| ()).map_err(|error| error.to_string())
@@ -128,6 +139,13 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
                         as its record is retained.",
         validate: dedup_window,
     },
+    ConfigKey {
+        name: IDEMPOTENCY_KEY_REQUIRED_CONFIG,
+        config_type: ConfigType::Boolean,
+        documentation: "true: an HTTP produce (POST …/records) without an Idempotency-Key header is refused \
+                        with 400. Needs dedup.source=header:NAME to be useful.",
+        validate: boolean,
+    },
 ];
 
 pub fn key(name: &str) -> Option<&'static ConfigKey> {
@@ -183,6 +201,7 @@ impl TopicDefaults {
             "min.insync.replicas" => "1".to_string(),
             DEDUP_SOURCE_CONFIG => DedupSource::None.to_string(),
             DEDUP_WINDOW_MS_CONFIG => DedupWindow::Retention.to_string(),
+            IDEMPOTENCY_KEY_REQUIRED_CONFIG => "false".to_string(),
             _ => return None,
         })
     }
@@ -222,6 +241,11 @@ impl TopicConfig {
         self.value_of(DEDUP_WINDOW_MS_CONFIG)
             .and_then(|(value, _)| value.parse().ok())
             .unwrap_or(DedupWindow::Retention)
+    }
+
+    /// `http.idempotency.key.required`.
+    pub fn idempotency_key_required(&self) -> bool {
+        self.value_of(IDEMPOTENCY_KEY_REQUIRED_CONFIG).is_some_and(|(value, _)| value == "true")
     }
 
     pub fn max_message_bytes(&self) -> usize {

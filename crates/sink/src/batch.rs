@@ -188,10 +188,9 @@ pub fn apply_unfenced(
     check_shape(batch);
     backend.begin().map_err(BatchError::Database)?;
     let effects = effects_of(batch.records.iter(), dedup);
-    let result = run_effects(backend, batch, &effects).map(|()| Outcome::Applied {
-        to: batch.to(),
-        applied: effects.len(),
-        duplicates: 0,
+    let result = run_effects(backend, batch, &effects).map(|()| {
+        crate::hooks::inside_transaction();
+        Outcome::Applied { to: batch.to(), applied: effects.len(), duplicates: 0 }
     });
     finish(backend, result)
 }
@@ -270,6 +269,7 @@ fn inside<B: Backend + ?Sized>(
     if stored != batch.from {
         return Ok(Outcome::Refused { stored });
     }
+    crate::hooks::inside_transaction();
     let mut duplicates = 0;
     let mut to_apply = Vec::with_capacity(batch.records.len());
     for record in batch.records {

@@ -144,6 +144,9 @@ struct SinkContext {
     failed: Mutex<Option<DbError>>,
     /// The last stable offset of each partition, from the client's statistics: the lag's end.
     stable_ends: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Partitions stopped at a poison record, and where: paused until revoked. librdkafka keeps an
+    /// application's pause across unassign and assign, so the revocation resumes them.
+    stopped: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -169,6 +172,17 @@ impl ConsumerContext for SinkContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, partitions),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 lock(&self.owned).clear();
+                // A stopped partition assigned again (here or elsewhere) starts at its stored
+                // position, which is its poison record: it meets it again and stops again.
+                let mut resumed = TopicPartitionList::new();
+                for (topic, partition) in std::mem::take(&mut *lock(&self.stopped)).into_keys() {
+                    resumed.add_partition(&topic, partition);
+                }
+                if resumed.count() > 0 {
+                    if let Err(error) = consumer.resume(&resumed) {
+                        tracing::warn!(%error, "resuming stopped partitions before they are revoked");
+                    }
+                }
                 if let Err(error) = consumer.unassign() {
                     tracing::warn!(%error, "unassign");
                 }
@@ -283,6 +297,7 @@ pub fn run(
         owned: Mutex::default(),
         failed: Mutex::default(),
         stable_ends: Mutex::default(),
+        stopped: Mutex::default(),
     };
     let backend = context.backend.clone();
     // A member killed with SIGKILL holds its partitions until its session times out: 10 s rather
@@ -354,14 +369,16 @@ pub fn run(
     Ok(summary)
 }
 
-/// Records of the owned partitions not yet applied: the last stable offset (from the client's
-/// latest statistics) minus the position, summed; partitions with no figure yet count 0.
+/// Offsets not yet applied in the partitions this member holds, stopped ones included: the last
+/// stable offset (from the client's latest statistics) minus the position, summed; partitions with
+/// no figure yet count 0. Offsets, not records: a transaction's commit marker counts one.
 fn lag(context: &SinkContext) -> i64 {
     let ends = lock(&context.stable_ends);
-    lock(&context.owned)
-        .iter()
-        .filter_map(|(partition, position)| Some((ends.get(partition)? - (*position)?).max(0)))
-        .sum()
+    let behind = |partition: &(String, i32), position: i64| Some((ends.get(partition)? - position).max(0));
+    let owned: i64 =
+        lock(&context.owned).iter().filter_map(|(partition, position)| behind(partition, (*position)?)).sum();
+    let stopped: i64 = lock(&context.stopped).iter().filter_map(|(partition, offset)| behind(partition, *offset)).sum();
+    owned + stopped
 }
 
 /// Polls until `limit` records, 100 ms after the first one, or 500 ms with none.
@@ -591,7 +608,8 @@ fn seek_after_refusal(
 }
 
 /// Stops a partition at a poison record: no longer owned by the loop (its records are ignored) and
-/// paused, until it is revoked and assigned again (then its first batch meets the record again).
+/// paused, until it is revoked (the revocation resumes it) and assigned again: then its first batch
+/// meets the record again.
 fn stop_partition(consumer: &BaseConsumer<SinkContext>, stopped: StoppedPartition, summary: &mut Summary) {
     tracing::error!(
         topic = %stopped.topic,
@@ -602,6 +620,7 @@ fn stop_partition(consumer: &BaseConsumer<SinkContext>, stopped: StoppedPartitio
          partitions go on). Fix the statement or the data and restart the sink, or run it with --dead-letter"
     );
     lock(&consumer.context().owned).remove(&(stopped.topic.clone(), stopped.partition));
+    lock(&consumer.context().stopped).insert((stopped.topic.clone(), stopped.partition), stopped.offset);
     let mut paused = TopicPartitionList::new();
     if paused.add_partition_offset(&stopped.topic, stopped.partition, Offset::Offset(stopped.offset)).is_ok() {
         if let Err(error) = consumer.pause(&paused) {

@@ -10,10 +10,12 @@
 //! - [`sqlite`]: the SQLite backend (`sqlite://PATH`).
 //! - [`postgres`]: the PostgreSQL backend (`postgres://user:pass@host:port/db`).
 //! - [`status`]: `once sink --status`, positions and lag per partition.
+//! - [`hooks`]: test-only hooks (feature `test-hooks`).
 //! - [`consumer`]: the group member that seeks from the database and applies batches ([`run`]).
 
 pub mod batch;
 pub mod consumer;
+pub mod hooks;
 pub mod params;
 pub mod postgres;
 pub mod record;
@@ -26,6 +28,23 @@ pub use batch::{
 };
 pub use consumer::{run, CommitOrder, Delivery, SinkError, SinkOptions, StoppedPartition, Summary};
 pub use record::{Dedup, Record};
+
+/// Opens the database a URL names to read positions only, creating nothing (`--status`).
+pub fn open_reader(url: &str) -> Result<Box<dyn Backend + Send>, DbError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path);
+        if !path.exists() {
+            return Err(DbError::Fatal(format!("no database at {}", path.display())));
+        }
+        Ok(Box::new(sqlite::SqliteBackend::open_read_only(path)?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PostgresBackend::open_read_only(url)?))
+    } else {
+        Err(DbError::Fatal(format!(
+            "database URL '{url}': expected sqlite://PATH or postgres://user:pass@host:port/db"
+        )))
+    }
+}
 
 /// Opens the backend a database URL names: `sqlite://PATH` or `postgres://…` (also
 /// `postgresql://…`), with the `--sql` statements it will run per record.

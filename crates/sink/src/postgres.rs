@@ -86,12 +86,31 @@ impl PgTransaction<'_> {
         self.runtime.block_on(self.client.query(sql, params))
     }
 
-    /// `error` as the sink treats it: transient (retry the batch) or poison at `offset`.
+    /// `error` as the sink treats it: transient (retry the batch), poison at `offset` (the record's
+    /// data cannot be applied: [`is_data_error`]), or fatal (a missing privilege, a dropped column,
+    /// a transaction already aborted: every record would fail, so the sink stops rather than stop
+    /// or dead-letter them all).
     pub fn effect_error(error: tokio_postgres::Error, offset: i64) -> EffectError {
-        match classify(error, DbError::Statement) {
+        let data = is_data_error(&error);
+        match classify(error, DbError::Fatal) {
             DbError::Transient(message) => EffectError::Transient(message),
-            DbError::Statement(message) | DbError::Fatal(message) => EffectError::Poison { offset, message },
+            DbError::Statement(message) | DbError::Fatal(message) if data => EffectError::Poison { offset, message },
+            DbError::Statement(message) | DbError::Fatal(message) => EffectError::Fatal(message),
         }
+    }
+}
+
+/// Whether `error` is about one record's data: a data exception (class 22: a bad cast, a value out
+/// of range), an integrity violation (class 23: CHECK, NOT NULL, UNIQUE, foreign key), a `RAISE`
+/// (P0001), or a field that could not be bound to its parameter's type (no SQLSTATE: the driver
+/// refused it). Anything else would fail for every record.
+pub fn is_data_error(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        Some(state) => {
+            let code = state.code();
+            code.starts_with("22") || code.starts_with("23") || code == "P0001"
+        }
+        None => !error.is_closed() && error.source().is_some_and(|source| !source.is::<std::io::Error>()),
     }
 }
 
@@ -113,13 +132,15 @@ pub struct PostgresBackend {
     effects: Effects,
 }
 
-/// Connection trouble, serialisation failures, deadlocks, lack of resources, shutdowns: retry.
+/// Connection trouble, serialisation failures, deadlocks, lack of resources, shutdowns, lock and
+/// statement timeouts: retry.
 fn classify(error: tokio_postgres::Error, otherwise: fn(String) -> DbError) -> DbError {
     let transient = match error.code() {
         None => error.is_closed() || error.source().is_some_and(|source| source.is::<std::io::Error>()),
         Some(state) => {
             let code = state.code();
-            ["08", "40", "53", "57P"].iter().any(|class| code.starts_with(class)) || code == "55P03"
+            // 57014: cancelled (statement_timeout, lock_timeout under load): the next try may pass.
+            ["08", "40", "53", "57P"].iter().any(|class| code.starts_with(class)) || ["55P03", "57014"].contains(&code)
         }
     };
     let text = match error.as_db_error() {
@@ -178,11 +199,23 @@ impl PostgresBackend {
         Self::connect(url, Effects::Handler(effects))
     }
 
-    fn connect(url: &str, effects: Effects) -> Result<PostgresBackend, DbError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    /// Connects without creating anything, to read positions (`once sink --status`: a monitoring
+    /// role needs only SELECT on the sink's tables).
+    pub fn open_read_only(url: &str) -> Result<PostgresBackend, DbError> {
+        let runtime = Self::runtime()?;
+        let client = runtime.block_on(connect(url)).map_err(step)?;
+        Ok(PostgresBackend { runtime, url: url.to_string(), client, effects: Effects::Sql(Vec::new(), Vec::new()) })
+    }
+
+    fn runtime() -> Result<Runtime, DbError> {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|error| DbError::Fatal(format!("starting the runtime: {error}")))?;
+            .map_err(|error| DbError::Fatal(format!("starting the runtime: {error}")))
+    }
+
+    fn connect(url: &str, effects: Effects) -> Result<PostgresBackend, DbError> {
+        let runtime = Self::runtime()?;
         let client = runtime.block_on(connect(url)).map_err(step)?;
         // Concurrent `CREATE TABLE IF NOT EXISTS` can fail in PostgreSQL (a unique violation on
         // pg_type when two sessions create the same table at once): sinks starting together take

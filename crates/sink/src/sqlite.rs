@@ -77,6 +77,18 @@ pub fn is_transient(error: &rusqlite::Error) -> bool {
     )
 }
 
+/// Whether `error` is about one record's data — a constraint (CHECK, NOT NULL, UNIQUE, foreign
+/// key), a type mismatch, a value too big or out of range, or a value that could not be bound —
+/// rather than something every record would meet (a missing table, a read-only database).
+pub fn is_data_error(error: &rusqlite::Error) -> bool {
+    match error.sqlite_error_code() {
+        Some(code) => matches!(code, ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig),
+        None => {
+            matches!(error, rusqlite::Error::ToSqlConversionFailure(_) | rusqlite::Error::IntegralValueOutOfRange(..))
+        }
+    }
+}
+
 /// A protocol step's error: transient, or fatal.
 fn step(error: rusqlite::Error) -> DbError {
     if is_transient(&error) {
@@ -119,6 +131,14 @@ impl SqliteBackend {
     /// each batch's records inside its transaction.
     pub fn with_effects(path: &Path, effects: SqliteEffects) -> Result<SqliteBackend, DbError> {
         Ok(SqliteBackend { connection: Self::connect(path)?, effects: Effects::Handler(effects) })
+    }
+
+    /// Opens an existing database read-only, creating nothing (`once sink --status`).
+    pub fn open_read_only(path: &Path) -> Result<SqliteBackend, DbError> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(path, flags).map_err(step)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(step)?;
+        Ok(SqliteBackend { connection, effects: Effects::Sql(Vec::new()) })
     }
 
     fn connect(path: &Path) -> Result<Connection, DbError> {
@@ -190,8 +210,10 @@ impl Backend for SqliteBackend {
                 prepared.execute(rusqlite::params_from_iter(values)).map_err(|error| {
                     if is_transient(&error) {
                         EffectError::Transient(error.to_string())
-                    } else {
+                    } else if is_data_error(&error) {
                         poison(error.to_string())
+                    } else {
+                        EffectError::Fatal(error.to_string())
                     }
                 })?;
             }

@@ -346,3 +346,16 @@ fn the_unfenced_baseline_applies_a_stale_batch_again() {
     assert_eq!(effect_offsets(&backend), vec![0, 0, 1, 1, 2, 2], "what the fence prevents");
     assert_eq!(backend.positions("billing"), Ok(vec![]), "the baseline stores no position");
 }
+
+/// Review of issue 15: an error every record would meet (the effect's table dropped under the
+/// sink) stops the sink instead of making each record poison in turn.
+#[test]
+fn an_error_every_record_would_meet_is_fatal_not_poison() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("dropped.db");
+    setup(&path);
+    let mut backend = open(&path);
+    rusqlite::Connection::open(&path).expect("open").execute_batch("DROP TABLE effects").expect("drop");
+    let outcome = apply_batch(&mut backend, None, &Batch { key: &key(), from: 0, records: &records(0..2) });
+    assert!(matches!(outcome, Err(BatchError::Database(crate::batch::DbError::Fatal(_)))), "{outcome:?}");
+}

@@ -19,7 +19,7 @@ pub struct PartitionStatus {
 }
 
 impl PartitionStatus {
-    /// Records not yet applied, when the end is known.
+    /// Offsets not yet applied, when the end is known (a transaction's commit marker counts one).
     pub fn lag(&self) -> Option<i64> {
         self.end.map(|end| (end - self.row.next_offset).max(0))
     }
@@ -56,9 +56,9 @@ pub fn status(
             .iter()
             .find(|old| old.topic == row.topic && old.partition == row.partition)
             .map_or(row.next_offset, |old| old.next_offset);
-        assert!(row.next_offset >= before, "a stored position never moves back");
+        // A sink never moves a position back; an operator may (to replay): no rate then.
         let end = consumer.as_ref().and_then(|consumer| {
-            match consumer.fetch_watermarks(&row.topic, row.partition, Duration::from_secs(5)) {
+            match consumer.fetch_watermarks(&row.topic, row.partition, Duration::from_secs(2)) {
                 Ok((_, high)) => Some(high),
                 Err(error) => {
                     tracing::warn!(%error, topic = %row.topic, partition = row.partition, "reading the partition's end");
@@ -66,7 +66,7 @@ pub fn status(
                 }
             }
         });
-        let per_second = (row.next_offset - before) as f64 / seconds;
+        let per_second = (row.next_offset - before).max(0) as f64 / seconds;
         partitions.push(PartitionStatus { row, end, per_second });
     }
     Ok(partitions)
@@ -79,7 +79,7 @@ pub fn render(sink: &str, partitions: &[PartitionStatus], now_ms: i64) -> String
     let rate: f64 = partitions.iter().map(|partition| partition.per_second).sum();
     let dead: i64 = partitions.iter().map(|partition| partition.row.dead_letters).sum();
     let mut out = format!(
-        "sink {sink}: {} partitions, lag {lag} records{}, {rate:.0} offsets/s applied, {dead} dead letters\n",
+        "sink {sink}: {} partitions, {lag} offsets behind{}, {rate:.0} offsets/s applied, {dead} dead letters\n",
         partitions.len(),
         if unknown > 0 { format!(" ({unknown} partitions' ends unknown)") } else { String::new() },
     );
@@ -117,7 +117,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "sink billing: 2 partitions, lag 10 records (1 partitions' ends unknown), 12 offsets/s applied, 2 dead letters"
+            "sink billing: 2 partitions, 10 offsets behind (1 partitions' ends unknown), 12 offsets/s applied, 2 dead letters"
         );
         assert_eq!(lines[2], "charges\t0\t90\t100\t10\t12\t1\t5 s ago");
         assert_eq!(lines[3], "charges\t1\t50\t?\t?\t0\t1\t5 s ago");

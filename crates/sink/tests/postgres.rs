@@ -221,3 +221,35 @@ fn a_dead_letter_and_a_handler_share_the_batch_transaction() {
     assert_eq!(cluster.psql("SELECT idempotency_key || '=' || amount FROM calls"), "m3=1");
     assert_eq!(cluster.psql("SELECT next_offset FROM once_sink_offsets"), "4");
 }
+
+/// Review of issue 15: a statement cancelled by `statement_timeout` (57014) is retried as transient,
+/// not taken for a poison record that would stop the partition.
+#[test]
+fn a_statement_timeout_is_transient_not_poison() {
+    let cluster = cluster_with_charges();
+    let slow = "INSERT INTO charges(order_id, off) SELECT 'slow', :offset FROM pg_sleep(0.5)";
+    let mut backend = PostgresBackend::open(&cluster.url(), &[slow.to_string()]).expect("open");
+    let (runtime, client) = backend.client();
+    runtime.block_on(client.batch_execute("SET statement_timeout = 50")).expect("set statement_timeout");
+    let outcome = apply_batch(&mut backend, None, &Batch { key: &key(), from: 0, records: &records(0..1) });
+    match outcome {
+        Err(BatchError::Database(DbError::Transient(message))) => assert!(message.contains("57014"), "{message}"),
+        other => panic!("expected a transient error, got {other:?}"),
+    }
+    assert_eq!(cluster.psql("SELECT count(*) FROM charges"), "0");
+}
+
+/// Review of issue 15: an error every record would meet (here the effect's table was dropped under
+/// the sink: 42P01) stops the sink; it is not taken for one record's poison, which would stop or
+/// dead-letter every record of the stream one by one.
+#[test]
+fn an_error_every_record_would_meet_is_fatal_not_poison() {
+    let cluster = cluster_with_charges();
+    let mut backend = open(&cluster);
+    cluster.psql("DROP TABLE charges");
+    let outcome = apply_batch(&mut backend, None, &Batch { key: &key(), from: 0, records: &records(0..2) });
+    match outcome {
+        Err(BatchError::Database(DbError::Fatal(message))) => assert!(message.contains("42P01"), "{message}"),
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
+}

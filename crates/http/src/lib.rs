@@ -1,0 +1,153 @@
+//! `once-http`: Once's HTTP edge (`once serve --http-listen HOST:PORT`). Translation only, like the
+//! Kafka edge: the node does the work.
+//!
+//! - `POST /v3/clusters/{cluster_id}/topics/{topic}/records`: the REST Proxy v3 produce, with
+//!   `Idempotency-Key` ([`idempotency`], [`produce`]; docs/design/http.md).
+//! - `GET /v3/clusters`, `GET /v3/clusters/{cluster_id}`, `GET /v3/clusters/{cluster_id}/topics`:
+//!   discovery, in the REST Proxy's shapes.
+//! - `GET /metrics`: the Prometheus text (the same as `--metrics-listen`).
+//! - `GET /openapi.json`: the OpenAPI 3 document of these endpoints (checked in, `openapi.json`).
+//!
+//! Errors are problem documents ([`problem`]).
+
+pub mod idempotency;
+pub mod partitioner;
+pub mod problem;
+pub mod produce;
+pub mod record;
+
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use once_node::Node;
+
+use crate::idempotency::InFlight;
+use crate::problem::Problem;
+
+/// Largest request body read; a record is further bounded by its topic's `max.message.bytes`.
+pub const REQUEST_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The OpenAPI document, as checked in.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub struct HttpState {
+    pub node: Arc<Node>,
+    in_flight: Arc<InFlight>,
+    round_robin: AtomicU32,
+}
+
+impl HttpState {
+    fn check_cluster(&self, cluster_id: &str) -> Result<(), Problem> {
+        if cluster_id != self.node.identity.cluster_id {
+            return Err(Problem::not_found(format!(
+                "cluster '{cluster_id}' is not this one ('{}'; see GET /v3/clusters)",
+                self.node.identity.cluster_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Requests with an Idempotency-Key in progress.
+    pub fn keys_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
+/// The router over `node`.
+pub fn router(node: Arc<Node>) -> Router {
+    let state = Arc::new(HttpState { node, in_flight: Arc::default(), round_robin: AtomicU32::new(0) });
+    Router::new()
+        .route("/v3/clusters", get(clusters))
+        .route("/v3/clusters/{cluster_id}", get(cluster))
+        .route("/v3/clusters/{cluster_id}/topics", get(topics))
+        .route("/v3/clusters/{cluster_id}/topics/{topic}/records", post(produce::handle))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { Problem::not_found("no such endpoint (see GET /openapi.json)") })
+        .layer(DefaultBodyLimit::max(REQUEST_BYTES_MAX))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests in progress.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+fn cluster_body(state: &HttpState) -> serde_json::Value {
+    let id = &state.node.identity.cluster_id;
+    serde_json::json!({
+        "kind": "KafkaCluster",
+        "metadata": {"self": format!("/v3/clusters/{id}")},
+        "cluster_id": id,
+        "controller": {"related": format!("/v3/clusters/{id}/brokers/{}", state.node.config.node_id)},
+        "topics": {"related": format!("/v3/clusters/{id}/topics")},
+    })
+}
+
+async fn clusters(State(state): State<Arc<HttpState>>) -> Response {
+    axum::Json(serde_json::json!({
+        "kind": "KafkaClusterList",
+        "metadata": {"self": "/v3/clusters", "next": null},
+        "data": [cluster_body(&state)],
+    }))
+    .into_response()
+}
+
+async fn cluster(State(state): State<Arc<HttpState>>, Path(cluster_id): Path<String>) -> Response {
+    match state.check_cluster(&cluster_id) {
+        Ok(()) => axum::Json(cluster_body(&state)).into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn topics(State(state): State<Arc<HttpState>>, Path(cluster_id): Path<String>) -> Response {
+    if let Err(problem) = state.check_cluster(&cluster_id) {
+        return problem.into_response();
+    }
+    let data: Vec<serde_json::Value> = state
+        .node
+        .topics
+        .list()
+        .iter()
+        .map(|topic| {
+            serde_json::json!({
+                "kind": "KafkaTopic",
+                "metadata": {"self": format!("/v3/clusters/{cluster_id}/topics/{}", topic.name)},
+                "cluster_id": cluster_id,
+                "topic_name": topic.name,
+                "is_internal": topic.name.starts_with("__"),
+                "replication_factor": 1,
+                "partitions_count": topic.partition_count(),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "kind": "KafkaTopicList",
+        "metadata": {"self": format!("/v3/clusters/{cluster_id}/topics"), "next": null},
+        "data": data,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    let mut response = once_broker::metrics::render(&state.node).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+async fn openapi() -> Response {
+    let mut response = OPENAPI.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
