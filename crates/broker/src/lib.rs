@@ -8,7 +8,6 @@
 //! - [`dispatch`] — which handler answers each request, and how a connection treats it.
 //! - [`handlers`] — one module per family of Kafka APIs, each turning a request into a response.
 //! - [`errors`] — the one place where typed errors become Kafka error codes.
-//! - [`metrics`] — the Prometheus text endpoint.
 
 #![forbid(unsafe_code)]
 
@@ -16,7 +15,6 @@ pub mod connection;
 pub mod dispatch;
 pub mod errors;
 pub mod handlers;
-pub mod metrics;
 pub mod server;
 
 pub use server::Server;

@@ -1,5 +1,6 @@
-//! The TCP server: a bounded number of connections (each a [`Connection`]), graceful shutdown, and the
-//! metrics endpoint. At shutdown it stops accepting, drains the connections, then closes the node.
+//! The TCP server: a bounded number of connections (each a [`Connection`]) and graceful shutdown. At
+//! shutdown it stops accepting, drains the connections, then closes the node. (Metrics are served by
+//! the HTTP edge, once-http, on `--http-listen` and `--metrics-listen`.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,23 +17,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Server {
     node: Arc<Node>,
     listener: TcpListener,
-    /// The Prometheus endpoint's listener, if `--metrics-listen` is set.
-    metrics: Option<TcpListener>,
 }
 
 impl Server {
     pub async fn bind(node: Arc<Node>) -> std::io::Result<Server> {
         let listener = TcpListener::bind(&node.config.listen).await?;
-        let metrics = match &node.config.metrics_listen {
-            Some(address) => Some(TcpListener::bind(address).await?),
-            None => None,
-        };
-        Ok(Server { node, listener, metrics })
-    }
-
-    /// Where the metrics endpoint listens, if it does.
-    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
-        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
+        Ok(Server { node, listener })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -41,13 +31,11 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains connections and closes every log cleanly.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let Server { node, listener, metrics } = self;
+        let Server { node, listener } = self;
         let (stop, stopping) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(node.config.connections_max));
         // Bytes of requests read but not yet answered, across all connections (queued.max.request.bytes).
         let request_budget = Arc::new(Semaphore::new(node.config.queued_request_bytes_max));
-        let metrics =
-            metrics.map(|metrics| tokio::spawn(crate::metrics::serve(node.clone(), metrics, stopping.clone())));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -83,9 +71,6 @@ impl Server {
         let all = u32::try_from(node.config.connections_max).unwrap_or(u32::MAX);
         if tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(all)).await.is_err() {
             tracing::warn!("connections still busy after the grace period; closing logs anyway");
-        }
-        if let Some(metrics) = metrics {
-            metrics.abort();
         }
         node.close().await;
         tracing::info!("shutdown complete; logs closed cleanly");

@@ -19,13 +19,19 @@
 //!   its checker: input/output set equality, order, G1a, precommitted reads.
 //! - `dedup/`: fresh producer processes sending and resending message ids to a deduplicating topic;
 //!   its checker: each id stored once, acknowledged ids stored, answers' offsets right.
+//! - `sink/`: `once sink` processes applying the topic to PostgreSQL or SQLite, killed mid-batch and
+//!   paused into zombies (`processes.rs`, with the database stalls that catch them inside a batch),
+//!   the drain and the database read back (`database.rs`), `history.rs`: [`SinkHistory`]; its
+//!   checker: every input record's effect once (`lost-effect`, `duplicate-effect`), stored positions
+//!   equal to what was applied (`position-mismatch`), no effect of nothing (`unexpected-effect`).
 //!
 //! Shared by the workloads:
 //! - `lib.rs`: [`CheckArgs`] (the `once check` flags), [`run`]: set-up, the run, the verdict.
 //! - `run`: one run's settings, the proxy and managed broker, the nemesis over them, publishing.
 //! - `history`: what every workload records, as plain data (sends, polls, faults).
 //! - `producer_process`: producers as processes (`once check-producer`) fed by the checker, killed
-//!   with SIGKILL by `client-kill` (the `dedup` producers and the `txn` input producers).
+//!   with SIGKILL by `client-kill` (the `dedup` producers and the `txn` input producers; the `sink`
+//!   input producers too, not killed).
 //! - `proxy`: the seeded TCP fault proxy (resets, delays, lost responses, duplicated produces).
 //! - `nemesis`: the broker process under `--broker-cmd` and the kill -9 / proxy schedule.
 //! - `power_loss`: applying the manifest a broker's power-loss hook writes (the checker's half).
@@ -47,6 +53,7 @@ mod queue;
 mod report;
 mod rng;
 mod run;
+mod sink;
 mod topics;
 mod txn;
 
@@ -63,6 +70,8 @@ pub use history::{FaultEvent, History, Poll, Send, SendOutcome};
 pub use producer_process::{run_producer, ProducerArgs, ProducerEnd, ProducerRun};
 pub use queue::checker::{check, Anomaly, LostEvidence, CLASSES};
 use run::{Run, SetUp};
+pub use sink::checker::{check_sink, EffectPlace, SinkAnomaly, SINK_CLASSES};
+pub use sink::history::{Effect, Pause, SinkEnd, SinkHistory, SinkProcess};
 pub use txn::checker::{check_txn, uncommitted_reads, TxnAnomaly, TXN_CLASSES};
 pub use txn::history::{Copier, CopierEnd, TopicRead, TxnHistory, Unparseable};
 
@@ -79,6 +88,31 @@ pub enum Workload {
     /// Fresh producer processes sending and resending message ids to a topic with
     /// `dedup.source=header:once-check-id`; each id must be stored exactly once.
     Dedup,
+    /// `once sink` processes apply every record to a database (`--sink-database`), killed mid-batch
+    /// and paused into zombies; each record's effect must be there exactly once, and each stored
+    /// position must be the end of what was applied.
+    Sink,
+}
+
+/// `sink` workload: `once sink --at-least-once ORDER`, a sink without positions in the database.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkCommitOrder {
+    /// Group offsets committed after the database commit: a sink stopped between the two applies
+    /// its batch again.
+    After,
+    /// Group offsets committed before the database transaction: a sink killed between the two
+    /// loses its batch.
+    Before,
+}
+
+impl SinkCommitOrder {
+    /// The value `once sink --at-least-once` takes.
+    pub fn flag_value(self) -> &'static str {
+        match self {
+            SinkCommitOrder::After => "after",
+            SinkCommitOrder::Before => "before",
+        }
+    }
 }
 
 /// `dedup` workload: what the topic deduplicates by.
@@ -133,10 +167,13 @@ pub enum Fault {
     Crash,
     /// `txn` workload: SIGKILL of the active copier process (a successor with its transactional id
     /// starts at once) and of input producer processes; `dedup`: SIGKILL of producer processes
-    /// mid-send.
+    /// mid-send; `sink`: SIGKILL of a sink mid-batch (caught inside its database transaction by a
+    /// 0.7-s stall of the database) and a successor at once.
     ClientKill,
     /// `txn` workload: SIGSTOP of the active copier, a successor starts (fencing it), and 1–4 s later
-    /// SIGCONT: the zombie must exit fenced without anything it writes becoming visible.
+    /// SIGCONT: the zombie must exit fenced without anything it writes becoming visible. `sink`:
+    /// SIGSTOP of a sink mid-batch for 13–16 s, past its session timeout, so its partitions move;
+    /// then SIGCONT: the zombie's batch must be refused.
     ClientPause,
 }
 
@@ -223,6 +260,24 @@ pub struct CheckArgs {
     /// duplicates resends then store.
     #[arg(long, env = "ONCE_CHECK_DEDUP_SOURCE", value_enum, default_value = "header")]
     pub dedup_source: DedupSource,
+    /// `sink` workload: `once sink` processes at a time, in one consumer group.
+    #[arg(long, env = "ONCE_CHECK_SINKS", default_value_t = 3)]
+    pub sinks: u32,
+    /// `sink` workload: the sink command; the sink flags (`--bootstrap`, `--group`, `--topic`,
+    /// `--database`, `--sql`, `--batch-records`) are appended and it runs under `sh -c` [default:
+    /// this executable's `sink` subcommand].
+    #[arg(long, env = "ONCE_CHECK_SINK_CMD", value_name = "CMD")]
+    pub sink_cmd: Option<String>,
+    /// `sink` workload: the database the sinks write, `sqlite://PATH` or
+    /// `postgres://user:pass@host:port/db` [default: a SQLite file named after the run in the temp
+    /// dir, or beside `--broker-log`].
+    #[arg(long, env = "ONCE_CHECK_SINK_DATABASE", value_name = "URL")]
+    pub sink_database: Option<String>,
+    /// `sink` workload: run the sinks `--at-least-once after|before` (positions in the group's
+    /// committed offsets, not in the database). Only to see the checker catch the duplicated
+    /// (`after`) or lost (`before`) effects that gives.
+    #[arg(long, env = "ONCE_CHECK_SINK_AT_LEAST_ONCE", value_enum, value_name = "ORDER")]
+    pub sink_at_least_once: Option<SinkCommitOrder>,
 }
 
 /// Runs the check; true if no anomaly was found. Prints the seed at the start and with any failure.
@@ -254,7 +309,7 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
     // `txn` copies `<run>-in` to `<run>-out`; the other workloads have one topic, named after the run.
     let topics = match args.workload {
         Workload::Txn => vec![format!("{run_name}-in"), format!("{run_name}-out")],
-        Workload::Queue | Workload::Group | Workload::Dedup => vec![run_name.clone()],
+        Workload::Queue | Workload::Group | Workload::Dedup | Workload::Sink => vec![run_name.clone()],
     };
     let stats = Arc::new(progress::Stats::default());
     // A run that cannot even start (a managed broker that exits, a proxy that cannot bind, a topic
@@ -285,6 +340,7 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
         Workload::Group => run.group(&mut set_up, progress),
         Workload::Txn => run.txn(&mut set_up, progress),
         Workload::Dedup => run.dedup(&mut set_up, progress),
+        Workload::Sink => run.sink(&mut set_up, progress),
     };
     let valid = valid.inspect_err(|error| {
         if !run.report_written.get() {

@@ -24,6 +24,9 @@ pub struct Stats {
     pub fenced: AtomicU64,
     /// Producer processes killed by client faults (`dedup`, and the `txn` workload's input producers).
     pub producer_kills: AtomicU64,
+    /// Sink processes killed and paused by client faults (`sink`).
+    pub sink_kills: AtomicU64,
+    pub sink_pauses: AtomicU64,
 }
 
 /// The progress line's thread; dropping it stops the line and ends it with a newline.
@@ -94,6 +97,9 @@ fn line(stats: &Stats, proxy: Option<&ProxyCounters>, elapsed: Duration, duratio
             load(&stats.copier_pauses),
             load(&stats.fenced)
         ));
+    }
+    if load(&stats.sink_kills) + load(&stats.sink_pauses) > 0 {
+        line.push_str(&format!(" sink-kills {} sink-pauses {}", load(&stats.sink_kills), load(&stats.sink_pauses)));
     }
     if load(&stats.producer_kills) > 0 {
         line.push_str(&format!(" producer-kills {}", load(&stats.producer_kills)));

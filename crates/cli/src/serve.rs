@@ -84,7 +84,8 @@ pub struct ServeArgs {
     /// of the index move to files in the topic's directory [default: 1073741824].
     #[arg(long, env = "ONCE_DEDUP_MEMORY_BYTES")]
     dedup_memory_bytes: Option<usize>,
-    /// Serve Prometheus metrics (GET /metrics) on HOST:PORT [default: off].
+    /// Serve the metrics alone (GET /metrics, OpenMetrics text) on HOST:PORT [default: off];
+    /// --http-listen serves them too.
     #[arg(long, env = "ONCE_METRICS_LISTEN", value_name = "HOST:PORT")]
     metrics_listen: Option<String>,
     /// Serve HTTP on HOST:PORT [default: off]: REST Proxy v3 produce with Idempotency-Key
@@ -178,7 +179,6 @@ impl ServeArgs {
             transactional_id_expiration_ms: self
                 .transactional_id_expiration_ms
                 .unwrap_or(defaults.transactional_id_expiration_ms),
-            metrics_listen: self.metrics_listen.clone(),
             // Only tests set it; it is deliberately not a flag or a config-file key.
             // Ignored by a build without the `test-hooks` feature (see `warn_if_test_hooks_missing`).
             test_crash_point: std::env::var(CRASH_POINT_ENV).ok().filter(|point| !point.is_empty()),
@@ -227,6 +227,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.broker_config();
     validate(&config)?;
     let http_listen = args.http_listen.clone();
+    let metrics_listen = args.metrics_listen.clone();
     if config.topic_defaults.unsafe_skip_fsync {
         tracing::warn!("UNSAFE: --unsafe-skip-fsync is on; acknowledged writes can be lost on a crash");
     }
@@ -234,23 +235,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let broker = Node::open(config).context("opening the data directory")?;
         let server = Server::bind(broker.clone()).await.with_context(|| format!("binding {}", broker.config.listen))?;
-        if let Some(metrics) = server.metrics_addr() {
-            tracing::info!(%metrics, "serving Prometheus metrics at /metrics");
-        }
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
-        let http = match &http_listen {
-            None => None,
-            Some(address) => {
-                let listener =
-                    tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding --http-listen {address}"))?;
-                tracing::info!(http = %listener.local_addr()?, "serving HTTP (REST Proxy v3 produce, /metrics, /openapi.json)");
-                let mut stopped = http_stopped.clone();
-                let shutdown = async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                };
-                Some(tokio::spawn(once_http::serve(listener, once_http::router(broker.clone()), shutdown)))
-            }
-        };
+        let mut http = Vec::new();
+        // --metrics-listen: GET /metrics alone (kept from before --http-listen, which serves it too).
+        for (flag, address, router) in [
+            ("--http-listen", &http_listen, http_listen.as_ref().map(|_| once_http::router(broker.clone()))),
+            ("--metrics-listen", &metrics_listen, metrics_listen.as_ref().map(|_| once_http::metrics_router(broker.clone()))),
+        ] {
+            let (Some(address), Some(router)) = (address, router) else { continue };
+            let listener =
+                tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {flag} {address}"))?;
+            tracing::info!(%flag, address = %listener.local_addr()?, "serving HTTP");
+            let mut stopped = http_stopped.clone();
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            http.push(tokio::spawn(once_http::serve(listener, router, shutdown)));
+        }
         tracing::info!(listen = %server.local_addr()?, advertised = %format!("{}:{}", broker.endpoint.host, broker.endpoint.port), data_dir = %broker.config.data_dir.display(), "once is serving");
         if once_log::power_loss::enabled() {
             tokio::spawn(power_loss_on_sigusr2());
@@ -261,7 +262,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .run(async move {
                 shutdown_signal().await;
                 let _ = stop_http.send(true);
-                if let Some(http) = http {
+                for http in http {
                     match tokio::time::timeout(std::time::Duration::from_secs(10), http).await {
                         Ok(Ok(Ok(()))) => {}
                         Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server"),

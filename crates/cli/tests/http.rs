@@ -68,6 +68,11 @@ impl Http {
 }
 
 fn start(partitions: &str) -> (BrokerProcess, Http, String) {
+    start_with("charges", partitions)
+}
+
+/// A broker with `--http-listen`, topic `topic` with `dedup.source=header:id`, and its records path.
+fn start_with(topic: &str, partitions: &str) -> (BrokerProcess, Http, String) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let broker = BrokerProcess::start(&["--http-listen", &listen]);
@@ -75,7 +80,7 @@ fn start(partitions: &str) -> (BrokerProcess, Http, String) {
     once(&[
         "topic",
         "create",
-        "charges",
+        topic,
         "--partitions",
         partitions,
         "--bootstrap",
@@ -85,7 +90,7 @@ fn start(partitions: &str) -> (BrokerProcess, Http, String) {
     ]);
     let http = Http::new(port);
     support::wait_until("the HTTP server", Duration::from_secs(30), || http.get("/v3/clusters").is_ok());
-    let path = format!("/v3/clusters/{}/topics/charges/records", http.cluster_id());
+    let path = format!("/v3/clusters/{}/topics/{topic}/records", http.cluster_id());
     (broker, http, path)
 }
 
@@ -279,8 +284,8 @@ fn keyed_posts_with_retries_through_broker_kills_store_each_key_once() {
     }
 }
 
-/// A byte-level TCP proxy in front of the HTTP listener with seeded faults: 5 % of connections reset
-/// before anything is forwarded; 2 % of response chunks dropped with both sides closed, after the
+/// A byte-level TCP proxy in front of the HTTP listener with seeded faults: 5 % of connections
+/// closed before anything is forwarded (the client sees the connection end, not an RST); 2 % of response chunks dropped with both sides closed, after the
 /// broker acted (a lost answer).
 struct FaultProxy {
     port: u16,
@@ -412,11 +417,15 @@ fn ten_thousand_keyed_posts_through_a_fault_proxy_and_a_kill_are_each_stored_onc
     let http = Http::new(proxy.port);
     for key in (0..KEYS).step_by(97) {
         let body = charge(&format!("customer-{}", key % 101), key as u32);
-        let again = loop {
+        let mut again = None;
+        for _ in 0..200 {
             if let Ok((200, json, true)) = http.post(&path, Some(&format!("c-{key}")), &body) {
-                break (json["partition_id"].as_i64().expect("partition"), json["offset"].as_i64().expect("offset"));
+                again =
+                    Some((json["partition_id"].as_i64().expect("partition"), json["offset"].as_i64().expect("offset")));
+                break;
             }
-        };
+        }
+        let again = again.unwrap_or_else(|| panic!("key {key}: no replayed answer in 200 tries"));
         answers.lock().expect("answers").entry(key).or_default().push(again);
     }
     let answers = answers.lock().expect("answers");
@@ -523,4 +532,78 @@ fn schemathesis_finds_no_server_error_and_no_nonconforming_response() {
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(!output.status.success(), "a misstated response schema is caught:\n{text}");
     assert!(text.contains("Stateful"), "the stateful phase ran:\n{text}");
+}
+
+/// Review of issue 16: retries after the topic gained partitions (the key now hashes elsewhere) are
+/// still answered with their original, read from the partition it is in; a key that names a record
+/// a Kafka producer wrote compressed is refused with 422, not a 503 forever; a keyed record with a
+/// timestamp older than the dedup window is refused (its key would expire at once); a wrong method
+/// is a problem document too.
+#[test]
+fn retries_after_partitions_are_added_compressed_originals_old_timestamps_and_methods() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    let (broker, http, path) = start_with("grows", "1");
+    let bootstrap = broker.bootstrap();
+    let body = r#"{"value": {"type": "STRING", "data": "charge"}}"#;
+    let firsts: Vec<Answer> =
+        (0..8).map(|key| http.post(&path, Some(&format!("k{key}")), body).expect("first POST")).collect();
+    assert!(firsts.iter().all(|(status, json, _)| *status == 200 && json["partition_id"] == 0));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("metadata.recovery.strategy", "none")
+        .create()
+        .expect("admin client");
+    let results = runtime
+        .block_on(admin.create_partitions(&[NewPartitions::new("grows", 4)], &AdminOptions::new()))
+        .expect("create partitions");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for (key, (_, first, _)) in firsts.iter().enumerate() {
+        let retry = http.post(&path, Some(&format!("k{key}")), body).expect("retry");
+        assert_eq!((retry.0, retry.2), (200, true), "k{key}: {}", retry.1);
+        assert_eq!(&retry.1, first, "k{key}: the original answer, from the partition it is in");
+    }
+    assert_eq!(stored(&bootstrap, "grows"), 8, "nothing stored twice");
+
+    // A record with id=kc1 written compressed by a Kafka producer: the key names a record that has
+    // no fingerprint, so it cannot be this request's original: 422.
+    let mut kcat = std::process::Command::new("kcat")
+        .args(["-P", "-b", &bootstrap, "-t", "grows", "-p", "0", "-z", "gzip", "-H", "id=kc1"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat");
+    std::io::Write::write_all(kcat.stdin.as_mut().expect("stdin"), b"from kafka\n").expect("write");
+    drop(kcat.stdin.take());
+    assert!(kcat.wait().expect("kcat").success());
+    let reused = http.post(&path, Some("kc1"), r#"{"partition_id": 0, "value": {"data": 1}}"#).expect("POST");
+    assert_eq!(reused.0, 422, "{}", reused.1);
+
+    // A keyed record older than the window would expire at once: refused.
+    once(&[
+        "topic",
+        "create",
+        "windowed",
+        "--bootstrap",
+        &bootstrap,
+        "--config",
+        "dedup.source=header:id",
+        "--config",
+        "dedup.window.ms=60000",
+    ]);
+    let windowed = path.replace("/grows/", "/windowed/");
+    let old = r#"{"value": {"data": 1}, "timestamp": "2020-01-01T00:00:00Z"}"#;
+    let refused = http.post(&windowed, Some("old"), old).expect("POST");
+    assert_eq!(refused.0, 400, "{}", refused.1);
+    assert_eq!(http.post(&windowed, None, old).expect("POST without a key").0, 200, "without a key, any timestamp");
+    let recent = r#"{"value": {"data": 1}, "timestamp": "2099-01-01T02:00:00+02:00"}"#;
+    let accepted = http.post(&windowed, Some("recent"), recent).expect("POST");
+    assert_eq!(accepted.0, 200, "{}", accepted.1);
+    assert_eq!(accepted.1["timestamp"], "2099-01-01T00:00:00.000Z", "an offset is applied");
+
+    // A wrong method: 405, a problem document.
+    let mut response = http.agent.get(&format!("{}{path}", http.base)).call().expect("GET records");
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let text = response.body_mut().read_to_string().expect("body");
+    assert!(text.contains("method-not-allowed"), "{text}");
 }

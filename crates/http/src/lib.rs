@@ -5,12 +5,14 @@
 //!   `Idempotency-Key` ([`idempotency`], [`produce`]; docs/design/http.md).
 //! - `GET /v3/clusters`, `GET /v3/clusters/{cluster_id}`, `GET /v3/clusters/{cluster_id}/topics`:
 //!   discovery, in the REST Proxy's shapes.
-//! - `GET /metrics`: the Prometheus text (the same as `--metrics-listen`).
+//! - `GET /metrics`: the node's metrics, OpenMetrics text ([`metrics`]); also alone on
+//!   `--metrics-listen` ([`metrics_router`]).
 //! - `GET /openapi.json`: the OpenAPI 3 document of these endpoints (checked in, `openapi.json`).
 //!
 //! Errors are problem documents ([`problem`]).
 
 pub mod idempotency;
+pub mod metrics;
 pub mod partitioner;
 pub mod problem;
 pub mod produce;
@@ -19,6 +21,7 @@ pub mod record;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -69,7 +72,24 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::not_found("no such endpoint (see GET /openapi.json)") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this endpoint does not answer that method (see GET /openapi.json)",
+            )
+        })
         .layer(DefaultBodyLimit::max(REQUEST_BYTES_MAX))
+        .with_state(state)
+}
+
+/// A router with `GET /metrics` only (`--metrics-listen`).
+pub fn metrics_router(node: Arc<Node>) -> Router {
+    let state = Arc::new(HttpState { node, in_flight: Arc::default(), round_robin: AtomicU32::new(0) });
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Problem::not_found("try GET /metrics") })
         .with_state(state)
 }
 
@@ -102,14 +122,27 @@ async fn clusters(State(state): State<Arc<HttpState>>) -> Response {
     .into_response()
 }
 
-async fn cluster(State(state): State<Arc<HttpState>>, Path(cluster_id): Path<String>) -> Response {
+/// The path's cluster id, or a problem document for a path that cannot be decoded.
+fn cluster_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    path.map(|Path(id)| id).map_err(|rejection| Problem::bad_request(format!("the path: {rejection}")))
+}
+
+async fn cluster(State(state): State<Arc<HttpState>>, path: Result<Path<String>, PathRejection>) -> Response {
+    let cluster_id = match cluster_id(path) {
+        Ok(id) => id,
+        Err(problem) => return problem.into_response(),
+    };
     match state.check_cluster(&cluster_id) {
         Ok(()) => axum::Json(cluster_body(&state)).into_response(),
         Err(problem) => problem.into_response(),
     }
 }
 
-async fn topics(State(state): State<Arc<HttpState>>, Path(cluster_id): Path<String>) -> Response {
+async fn topics(State(state): State<Arc<HttpState>>, path: Result<Path<String>, PathRejection>) -> Response {
+    let cluster_id = match cluster_id(path) {
+        Ok(id) => id,
+        Err(problem) => return problem.into_response(),
+    };
     if let Err(problem) = state.check_cluster(&cluster_id) {
         return problem.into_response();
     }
@@ -139,10 +172,22 @@ async fn topics(State(state): State<Arc<HttpState>>, Path(cluster_id): Path<Stri
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
-    let mut response = once_broker::metrics::render(&state.node).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    let node = Arc::clone(&state.node);
+    // Reading every index's stats takes their locks: off the async workers.
+    let text = tokio::task::spawn_blocking(move || metrics::render(&node)).await;
+    let mut response = match text {
+        Ok(text) => text.into_response(),
+        Err(error) => {
+            return Problem::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics",
+                "The metrics could not be read",
+                error.to_string(),
+            )
+            .into_response()
+        }
+    };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
     response
 }
 

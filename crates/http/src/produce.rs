@@ -5,14 +5,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use once_dedup::DedupSource;
 use once_log::batch::{uncompressed_records, BatchEncoder, NewRecord as EncodedRecord};
-use once_log::{BatchHeader, BATCH_HEADER_LEN};
-use once_partition::{Appended, Isolation, OffsetAnswer, Partition, PartitionError};
+use once_log::{BatchHeader, LogError, BATCH_HEADER_LEN};
+use once_partition::{Isolation, OffsetAnswer, Partition, PartitionError};
 
 use crate::idempotency::{self, Verdict, FINGERPRINT_HEADER};
 use crate::partitioner::partition_for;
@@ -25,10 +25,14 @@ const LEADER_EPOCH: i32 = 0;
 
 pub async fn handle(
     State(state): State<Arc<HttpState>>,
-    Path((cluster_id, topic)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let Path((cluster_id, topic)) = match path {
+        Ok(path) => path,
+        Err(rejection) => return Problem::bad_request(format!("the path: {rejection}")).into_response(),
+    };
     match produce(&state, &cluster_id, &topic, &headers, body).await {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
@@ -100,7 +104,11 @@ async fn produce(
     let _held = key.as_deref().map(|key| state.in_flight.hold(topic_name, key)).transpose()?;
     let path = format!("/v3/clusters/{cluster_id}/topics/{topic_name}/records");
     let fingerprint = idempotency::fingerprint("POST", &path, &body);
-    let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+    let now = now_ms();
+    let timestamp_ms = record.timestamp_ms.unwrap_or(now);
+    if key.is_some() {
+        check_key_timestamp(&topic.config(), timestamp_ms, now)?;
+    }
     let batch = encode(&record, key.as_deref().zip(id_header.as_deref()), &fingerprint, timestamp_ms);
     let max = topic.config().max_message_bytes();
     if batch.len() > max {
@@ -110,50 +118,80 @@ async fn produce(
         )));
     }
     let appended = partition.append_valid(batch).await.map_err(|error| storage_problem(&partition, &error))?;
-    let stored = Stored { state, topic: topic_name, partition: index, record: &record };
     if appended.duplicates_dropped == 0 {
         assert_eq!(appended.base_offset, appended.last_offset, "one record, one offset");
+        let stored = Stored { state, topic: topic_name, partition: index, record: &record };
         return Ok(stored.answer(appended.base_offset as i64, timestamp_ms, false));
     }
-    replay(&stored, &partition, &appended, key.as_deref(), &fingerprint)
-}
-
-/// The answer to a record whose message id was already stored.
-fn replay(
-    stored: &Stored<'_>,
-    partition: &Partition,
-    appended: &Appended,
-    key: Option<&str>,
-    fingerprint: &str,
-) -> Result<Response, Problem> {
-    let OffsetAnswer::Originals { base_offset } = appended.answer else {
-        // The id is stored, but not in this partition: not a retry of the same request.
-        return Err(match key {
-            Some(key) => idempotency::reused(key, stored.topic, "was used for a record in another partition"),
-            None => Problem::new(
-                StatusCode::CONFLICT,
-                "duplicate-message-id",
-                "The record's message id is already stored",
-                "the record's message id was already stored in another partition; nothing was written",
-            ),
-        });
+    // The id was already stored: where?
+    let (original_index, offset) = match appended.answer {
+        OffsetAnswer::Originals { base_offset } => (index, base_offset),
+        OffsetAnswer::Elsewhere { partition, offset } => (partition, offset),
+        OffsetAnswer::Stored | OffsetAnswer::Unknown => {
+            return Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "A dropped record without its original's place",
+                format!("the broker dropped the record as a duplicate but answered {:?}", appended.answer),
+            ))
+        }
     };
-    let original = read_original(partition, base_offset).map_err(|error| storage_problem(partition, &error))?;
-    let Some((timestamp_ms, stored_fingerprint)) = original else {
+    let original = topic.partition(original_index).ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "original-unreadable",
+            "The original record cannot be read",
+            format!("the original is in partition {original_index}, which is gone"),
+        )
+    })?;
+    let read = {
+        let original = Arc::clone(&original);
+        // A read of the log is blocking file I/O: off the async workers.
+        tokio::task::spawn_blocking(move || read_original(&original, offset)).await
+    };
+    let found = match read {
+        Ok(Ok(found)) => found,
+        Ok(Err(PartitionError::Log(LogError::OffsetOutOfRange { .. }))) => {
+            // Retention removed the original between the answer and this read: the id expires
+            // with it, and the next retry is stored afresh.
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "original-expired",
+                "The original record has just expired",
+                format!("the original at {original_index}/{offset} was removed by retention; retry"),
+            )
+            .retry_after(1));
+        }
+        Ok(Err(error)) => return Err(storage_problem(&original, &error)),
+        Err(error) => {
+            return Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Reading the original failed",
+                error.to_string(),
+            ))
+        }
+    };
+    let Some((original_timestamp, stored_fingerprint)) = found else {
         return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "original-unreadable",
             "The original record cannot be read",
-            format!("the original of this message id at offset {base_offset} cannot be read now"),
+            format!("no record at {original_index}/{offset}"),
         )
         .retry_after(1));
     };
-    if let Some(key) = key {
-        if idempotency::judge(stored_fingerprint.as_deref(), fingerprint) == Verdict::Reused {
-            return Err(idempotency::reused(key, stored.topic, "was used for a different request"));
+    if let Some(key) = key.as_deref() {
+        if idempotency::judge(stored_fingerprint.as_deref(), &fingerprint) == Verdict::Reused {
+            let why = match stored_fingerprint {
+                Some(_) => "was used for a different request",
+                None => "is the message id of a record not produced with it over HTTP",
+            };
+            return Err(idempotency::reused(key, topic_name, why));
         }
     }
-    Ok(stored.answer(base_offset as i64, timestamp_ms, true))
+    let stored = Stored { state, topic: topic_name, partition: original_index, record: &record };
+    Ok(stored.answer(offset as i64, original_timestamp, true))
 }
 
 struct Stored<'a> {
@@ -211,8 +249,9 @@ fn encode(record: &NewRecord, id: Option<(&str, &str)>, fingerprint: &str, times
 /// A stored original: its timestamp and its fingerprint header, if it has one.
 type Original = (i64, Option<Vec<u8>>);
 
-/// The record at `offset`; `None` if the batch holding it is compressed (not written by this
-/// endpoint) or the offset was not found.
+/// The record at `offset`: its timestamp and fingerprint header. A compressed batch was not written
+/// by this endpoint (it writes uncompressed batches), so its record has no fingerprint: the batch's
+/// largest timestamp and `None`. `None` if the offset was not found.
 fn read_original(partition: &Partition, offset: u64) -> Result<Option<Original>, PartitionError> {
     let read = partition.read_fetch(offset, 1 << 20, Isolation::ReadUncommitted)?;
     let mut rest = read.records.as_slice();
@@ -224,7 +263,7 @@ fn read_original(partition: &Partition, offset: u64) -> Result<Option<Original>,
         if !(base..=last).contains(&(offset as i64)) {
             continue;
         }
-        let Ok(records) = uncompressed_records(&header, batch) else { return Ok(None) };
+        let Ok(records) = uncompressed_records(&header, batch) else { return Ok(Some((header.max_timestamp, None))) };
         for found in records {
             if base + i64::from(found.offset_delta) == offset as i64 {
                 let fingerprint = found
@@ -237,6 +276,36 @@ fn read_original(partition: &Partition, offset: u64) -> Result<Option<Original>,
         return Ok(None);
     }
     Ok(None)
+}
+
+/// A keyed record's id deduplicates for a window measured from the record's timestamp (and time
+/// retention deletes by it too): a timestamp older than the window would make the key expire at
+/// once, so a retry could store it again. Refused instead.
+fn check_key_timestamp(
+    config: &once_node::topic_config::TopicConfig,
+    timestamp_ms: i64,
+    now_ms: i64,
+) -> Result<(), Problem> {
+    let window = match config.dedup_window() {
+        once_dedup::DedupWindow::Duration { window_ms } => Some(window_ms),
+        once_dedup::DedupWindow::Retention => None,
+    };
+    let retention =
+        config.value_of("retention.ms").and_then(|(value, _)| value.parse::<i64>().ok()).filter(|ms| *ms >= 0);
+    let horizon = match (window, retention) {
+        (Some(window), Some(retention)) => Some(window.min(retention)),
+        (one, other) => one.or(other),
+    };
+    if let Some(horizon) = horizon {
+        if timestamp_ms < now_ms.saturating_sub(horizon) {
+            return Err(Problem::bad_request(format!(
+                "timestamp {} is older than the topic's dedup window or retention ({horizon} ms): its Idempotency-Key \
+                 would expire at once; send a recent timestamp or none",
+                record::rfc3339(timestamp_ms)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn too_large(detail: String) -> Problem {
@@ -258,7 +327,13 @@ fn storage_problem(partition: &Partition, error: &PartitionError) -> Problem {
         PartitionError::Busy(_) | PartitionError::MarkerQueueTimeout { .. } => {
             unavailable("busy", "The partition is busy", 1)
         }
-        PartitionError::DedupIndexFull(_) => unavailable("dedup-index-full", "The topic's message-id index is full", 5),
+        // Lasting until retention or the window frees ids (the Kafka edge answers POLICY_VIOLATION).
+        PartitionError::DedupIndexFull(_) => Problem::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "dedup-index-full",
+            "The topic's message-id index is full",
+            format!("partition {}: {error}", partition.id()),
+        ),
         PartitionError::DedupPending(_) => Problem::new(
             StatusCode::CONFLICT,
             "message-id-pending",

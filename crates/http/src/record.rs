@@ -99,14 +99,7 @@ pub fn parse(body: &[u8]) -> Result<NewRecord, Problem> {
     }
     let timestamp_ms = match &body.timestamp {
         None => None,
-        Some(text) => {
-            let time = humantime::parse_rfc3339_weak(text)
-                .map_err(|error| Problem::bad_request(format!("timestamp '{text}': {error}")))?;
-            let since = time
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_err(|_| Problem::bad_request(format!("timestamp '{text}' is before 1970")))?;
-            Some(i64::try_from(since.as_millis()).map_err(|_| Problem::bad_request("timestamp out of range"))?)
-        }
+        Some(text) => Some(parse_timestamp(text)?),
     };
     Ok(NewRecord {
         partition: body.partition_id,
@@ -115,6 +108,30 @@ pub fn parse(body: &[u8]) -> Result<NewRecord, Problem> {
         headers,
         timestamp_ms,
     })
+}
+
+/// An RFC 3339 date-time (`Z` or a `±HH:MM` offset) as milliseconds since the epoch.
+fn parse_timestamp(text: &str) -> Result<i64, Problem> {
+    let bad = |why: String| Problem::bad_request(format!("timestamp '{text}': {why}"));
+    // humantime reads UTC (`Z`); an offset is applied here.
+    let (utc, offset_ms) = match text.len().checked_sub(6).map(|at| text.split_at(at)) {
+        Some((rest, offset)) if !rest.is_empty() && (offset.starts_with('+') || offset.starts_with('-')) => {
+            let (hours, minutes) = offset[1..].split_once(':').ok_or_else(|| bad("offset is not ±HH:MM".into()))?;
+            let hours: i64 = hours.parse().map_err(|_| bad("offset hours".into()))?;
+            let minutes: i64 = minutes.parse().map_err(|_| bad("offset minutes".into()))?;
+            if hours > 23 || minutes > 59 {
+                return Err(bad("offset out of range".into()));
+            }
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            (format!("{rest}Z"), sign * (hours * 60 + minutes) * 60_000)
+        }
+        _ => (text.to_string(), 0),
+    };
+    let time = humantime::parse_rfc3339_weak(&utc).map_err(|error| bad(error.to_string()))?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).map_err(|_| bad("before 1970".into()))?;
+    let local = i64::try_from(since.as_millis()).map_err(|_| bad("out of range".into()))?;
+    // 12:00+02:00 is 10:00Z.
+    local.checked_sub(offset_ms).filter(|ms| *ms >= 0).ok_or_else(|| bad("before 1970".into()))
 }
 
 /// A timestamp as the REST Proxy writes it: RFC 3339 with milliseconds, UTC.
@@ -141,6 +158,9 @@ mod tests {
         assert_eq!(record.headers, vec![("h".into(), Some(vec![0, 1])), ("n".into(), None)]);
         assert_eq!(record.timestamp_ms, Some(1_796_378_400_250));
         assert_eq!(rfc3339(1_796_378_400_250), "2026-12-04T10:00:00.250Z");
+        assert_eq!(parse_timestamp("2026-12-04T12:00:00.250+02:00"), Ok(1_796_378_400_250), "an offset");
+        assert_eq!(parse_timestamp("2026-12-04T09:30:00.250-00:30"), Ok(1_796_378_400_250));
+        assert!(parse_timestamp("2026-12-04T12:00:00+25:00").is_err());
         let binary = parse(br#"{"value": {"type": "BINARY", "data": "/w=="}}"#).expect("valid");
         assert_eq!(binary.value, Some(Data { kind: "BINARY", bytes: vec![0xff] }));
         assert_eq!(binary.key, None);

@@ -1,7 +1,7 @@
 //! Node configuration: everything `once serve` can be told, in one struct the CLI fills.
 //!
-//! A few fields are read only by the Kafka edge (`listen`, `connections_max`, the request bounds,
-//! `metrics_listen`); they stay here so that one struct, filled in one place, configures a broker.
+//! A few fields are read only by the Kafka edge (`listen`, `connections_max`, the request bounds);
+//! they stay here so that one struct, filled in one place, configures a broker.
 //! The node itself uses `listen` only as the advertised endpoint's default.
 
 use std::path::PathBuf;
@@ -53,8 +53,6 @@ pub struct NodeConfig {
     /// A transactional id with no transaction for this long is forgotten (Kafka's
     /// transactional.id.expiration.ms).
     pub transactional_id_expiration_ms: i64,
-    /// Address of the Prometheus text endpoint (`GET /metrics`), `HOST:PORT`; none when `None`.
-    pub metrics_listen: Option<String>,
     /// Test hook: a crash point the broker kills itself at (`ONCE_TEST_CRASH_POINT`).
     pub test_crash_point: Option<String>,
 }
@@ -78,7 +76,6 @@ impl Default for NodeConfig {
             transaction_max_timeout_ms: 900_000,
             transaction_abort_check_interval_ms: 10_000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
-            metrics_listen: None,
             test_crash_point: None,
         }
     }

@@ -637,6 +637,12 @@ fn answer_for(partition: i32, decisions: &[Decision]) -> OffsetAnswer {
     if !dropped {
         return OffsetAnswer::Stored;
     }
+    if let [Decision::Duplicate(location)] = decisions {
+        if location.partition != partition {
+            assert!(location.offset >= 0, "a stored id's offset is an offset");
+            return OffsetAnswer::Elsewhere { partition: location.partition, offset: location.offset as u64 };
+        }
+    }
     let mut originals = decisions.iter().map(|decision| match decision {
         Decision::Duplicate(location) if location.partition == partition => Some(location.offset),
         _ => None,
@@ -708,7 +714,16 @@ mod tests {
         );
         assert_eq!(answer_for(2, &[duplicate(2, 41), duplicate(2, 40)]), OffsetAnswer::Unknown, "out of order");
         assert_eq!(answer_for(2, &[duplicate(2, 40), duplicate(2, 42)]), OffsetAnswer::Unknown, "a gap");
-        assert_eq!(answer_for(2, &[duplicate(3, 40)]), OffsetAnswer::Unknown, "another partition");
+        assert_eq!(
+            answer_for(2, &[duplicate(3, 40)]),
+            OffsetAnswer::Elsewhere { partition: 3, offset: 40 },
+            "one record, its original in another partition"
+        );
+        assert_eq!(
+            answer_for(2, &[duplicate(3, 40), duplicate(3, 41)]),
+            OffsetAnswer::Unknown,
+            "several records in another partition"
+        );
         assert_eq!(answer_for(2, &[duplicate(2, 40), Decision::New]), OffsetAnswer::Unknown, "mixed");
         assert_eq!(
             answer_for(2, &[Decision::New, Decision::DuplicateInBatch { first_index: 0 }]),

@@ -146,6 +146,11 @@ pub enum OffsetAnswer {
     /// Every record was a duplicate, and the originals lie at consecutive offsets of this partition
     /// in record order, from `base_offset`: report that.
     Originals { base_offset: u64 },
+    /// A one-record batch whose record was a duplicate of one stored in another partition of the
+    /// topic (the partitions were added to, or the producer chose another): no offset of this
+    /// partition locates it, so a Kafka answer reports it unknown as below; the HTTP edge reads the
+    /// original there.
+    Elsewhere { partition: i32, offset: u64 },
     /// Records were dropped and no base offset locates the batch's records: report one that makes
     /// every derived offset negative (see [`Appended::answer_base_offset`]).
     Unknown,
@@ -160,7 +165,9 @@ impl Appended {
         match self.answer {
             OffsetAnswer::Stored => self.base_offset as i64,
             OffsetAnswer::Originals { base_offset } => base_offset as i64,
-            OffsetAnswer::Unknown => -((self.last_offset - self.base_offset + 1) as i64),
+            OffsetAnswer::Unknown | OffsetAnswer::Elsewhere { .. } => {
+                -((self.last_offset - self.base_offset + 1) as i64)
+            }
         }
     }
 }

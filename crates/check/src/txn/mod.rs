@@ -49,10 +49,11 @@ const STABLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// An input producer process retires after this many sends (a uniform draw per process).
 const SENDS_PER_PRODUCER: (u64, u64) = (200, 2000);
 
-/// Fresh values only, to the partitions in turn: every input value is unique.
-struct FreshValues {
-    sent: Value,
-    partitions: i32,
+/// Fresh values only, to the partitions in turn: every input value is unique (the `sink`
+/// workload's input too).
+pub(crate) struct FreshValues {
+    pub(crate) sent: Value,
+    pub(crate) partitions: i32,
 }
 
 impl Ids for FreshValues {

@@ -16,6 +16,11 @@ pub fn once_copy() -> String {
     format!("{} copy", env!("CARGO_BIN_EXE_once"))
 }
 
+/// This build's `once sink`, for the `sink` workload's sinks.
+pub fn once_sink() -> String {
+    format!("{} sink", env!("CARGO_BIN_EXE_once"))
+}
+
 /// This build's producer process, for the `dedup` and `txn` workloads' producers.
 pub fn once_check_producer() -> String {
     format!("{} check-producer", env!("CARGO_BIN_EXE_once"))
@@ -56,6 +61,10 @@ pub fn args(data: &Path, workload: Workload, broker_cmd: String, duration: u64, 
         txn_consumer_isolation: Isolation::ReadCommitted,
         producer_cmd: Some(once_check_producer()),
         dedup_source: DedupSource::Header,
+        sinks: 3,
+        sink_cmd: Some(once_sink()),
+        sink_database: None,
+        sink_at_least_once: None,
     }
 }
 
