@@ -25,6 +25,8 @@
 //! - `sink` (issue 15): records/s that `once sink` applies into PostgreSQL exactly once, beside its
 //!   at-least-once baseline, against a broker (`broker`) and, without `--database`, a PostgreSQL
 //!   (`throwaway_postgres`) the benchmark starts itself.
+//! - `http`: HTTP produce (`--http`) with and without Idempotency-Key beside Kafka produce at the
+//!   same concurrency.
 //! - `broker`: a broker process the benchmark starts (the restart and sink workloads).
 //! - `process`: the server's CPU seconds and peak RSS from `/proc` (`--broker-pid`).
 //! - `rows`: the common table (markdown, TSV) of the workloads above.
@@ -32,6 +34,7 @@
 mod backlog;
 mod broker;
 pub mod copier;
+mod http;
 mod limits;
 mod matrix;
 pub mod peers;
@@ -84,6 +87,9 @@ pub enum BenchWorkload {
     Postgres,
     /// The produce workload against NATS JetStream at `--bootstrap` (publish with Nats-Msg-Id).
     Nats,
+    /// HTTP produce to `--http` (the broker's --http-listen) with and without Idempotency-Key,
+    /// beside Kafka produce at the same concurrency (`--producers` clients, one request in flight).
+    Http,
     /// `once sink` into PostgreSQL (`--database`, or one it starts), exactly-once beside the
     /// at-least-once baseline at each `--sink-batch-records`, against a broker it starts itself.
     Sink,
@@ -133,6 +139,9 @@ pub struct BenchArgs {
     /// Prefix of the topics the benchmark creates (one per run, deleted afterwards).
     #[arg(long, env = "ONCE_BENCH_TOPIC_PREFIX", default_value = "once-bench")]
     pub topic_prefix: String,
+    /// `--workload http`: the broker's HTTP listener, HOST:PORT (`once serve --http-listen`).
+    #[arg(long, env = "ONCE_BENCH_HTTP", value_name = "HOST:PORT")]
+    pub http: Option<String>,
     /// Also write the results as JSON to this file.
     #[arg(long, env = "ONCE_BENCH_JSON", value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -313,6 +322,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let postgres = peers::Postgres::new(&plan.args.bootstrap, run_id, plan.args.rows_per_request)?;
             ("peer: PostgreSQL", peers::run(&plan, Arc::new(postgres))?)
         }
+        BenchWorkload::Http => ("HTTP produce", http::run(&plan, run_id)?),
         BenchWorkload::Nats => {
             ("peer: NATS JetStream", peers::run(&plan, Arc::new(peers::Nats::new(&plan.args.bootstrap, run_id)?))?)
         }

@@ -138,3 +138,21 @@ fn sink_bench_smoke_applies_every_record_in_both_modes() {
         }
     }
 }
+
+/// The HTTP workload against a broker with `--http-listen`: four rows (keyed and unkeyed POSTs,
+/// idempotent and plain Kafka produce), each run's answers checked and a sample of keys retried
+/// for their original offsets inside the benchmark.
+#[test]
+fn http_bench_smoke_runs_against_a_real_broker() {
+    let port = support::free_port();
+    let http = format!("127.0.0.1:{port}");
+    let broker = BrokerProcess::start(&["--http-listen", &http]);
+    support::wait_until("the HTTP listener", std::time::Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&http).is_ok()
+    });
+    let output = once(&["bench", "--smoke", "--workload", "http", "--http", &http, "--bootstrap", &broker.bootstrap()]);
+    for row in ["HTTP POST, Idempotency-Key", "HTTP POST, no key", "Kafka produce, idempotent", "Kafka produce, plain"]
+    {
+        assert!(output.contains(&format!("| {row} |")), "row {row}:\n{output}");
+    }
+}
