@@ -38,6 +38,10 @@ pub struct SinkArgs {
     /// Most records polled into one round (one database transaction per partition in it).
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch_records: u32,
+    /// Longest a round waits for more records after its first before it is applied (its
+    /// transactions committed), when fewer than --batch-records arrive.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=600_000))]
+    commit_interval_ms: u32,
     /// Consumer group session timeout: how long a member killed with SIGKILL (or paused) keeps its
     /// partitions before the group moves them. The fence keeps effects exactly once whatever it is.
     #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1000..=3_600_000))]
@@ -83,6 +87,7 @@ pub fn run(args: SinkArgs) -> anyhow::Result<()> {
     let backend = once_sink::open_backend(&args.database, &args.sql).context("opening the database")?;
     let options = once_sink::SinkOptions {
         batch_records: args.batch_records as usize,
+        commit_interval: Duration::from_millis(u64::from(args.commit_interval_ms)),
         dedup: args.dedup,
         dead_letter: args.dead_letter,
         delivery: args.at_least_once.map_or(once_sink::Delivery::ExactlyOnce, once_sink::Delivery::AtLeastOnce),
