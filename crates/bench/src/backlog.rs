@@ -2,7 +2,7 @@
 //! and W6, the time until a broker serves again after `kill -9` with that backlog on disk.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Message, TopicPartitionList};
 
+use crate::broker::Server;
 use crate::process::{self, ProcessProbe};
 use crate::produce;
 use crate::rows::{Measurement, Row};
@@ -122,46 +123,6 @@ fn read_all(plan: &Plan, topic: &str, records: u64) -> anyhow::Result<Measuremen
     Ok(Measurement { records: seen, value_bytes, elapsed: started.elapsed(), latencies_us: Vec::new(), cost: None })
 }
 
-/// A broker process started by the benchmark, killed with SIGKILL when dropped.
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(plan: &Plan, data_dir: &Path, log: &Path) -> anyhow::Result<Server> {
-        let data = data_dir.to_str().context("the data directory is not UTF-8")?;
-        let mut command = match &plan.args.serve_cmd {
-            Some(template) => {
-                let mut words = template
-                    .split_whitespace()
-                    .map(|word| word.replace("{data_dir}", data).replace("{listen}", &plan.args.bootstrap));
-                let mut command = Command::new(words.next().context("--serve-cmd is empty")?);
-                command.args(words);
-                command
-            }
-            None => {
-                let mut command = Command::new(std::env::current_exe().context("locating the once executable")?);
-                command.args(["serve", "--listen", &plan.args.bootstrap, "--data-dir", data]);
-                command
-            }
-        };
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-        command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        Ok(Server { child: command.spawn().context("starting the broker (--serve-cmd)")? })
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 fn producer(plan: &Plan) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
     crate::client_config(&plan.args.bootstrap)
         .set("acks", "all")
@@ -212,8 +173,8 @@ pub fn restart(plan: &Plan, data_parent: &Path, run_id: u128) -> anyhow::Result<
     let work = tempfile::Builder::new().prefix("once-bench-restart-").tempdir_in(data_parent)?;
     let (data_dir, log) = (work.path().join("data"), work.path().join("broker.log"));
     let topic = format!("{}-{run_id}-w6", plan.args.topic_prefix);
-    let mut server = Server::start(plan, &data_dir, &log)?;
-    wait_until_accepting(plan)?;
+    let mut server = Server::start(plan, &plan.args.bootstrap, &data_dir, &log)?;
+    server.wait_until_accepting(&plan.args.bootstrap)?;
     let fill = backlog_plan(plan);
     eprintln!("filling {topic} with {} records of {} B", fill.records, plan.args.record_bytes);
     let filled = produce::fill(&fill, &topic)?;
@@ -226,8 +187,8 @@ pub fn restart(plan: &Plan, data_parent: &Path, run_id: u128) -> anyhow::Result<
         stop.store(true, Ordering::Relaxed);
         let _ = writer.join();
         let started = Instant::now();
-        server = Server::start(plan, &data_dir, &log)?;
-        let probe = ProcessProbe::start(&[server.child.id()])?;
+        server = Server::start(plan, &plan.args.bootstrap, &data_dir, &log)?;
+        let probe = ProcessProbe::start(&[server.id()])?;
         let (accepted, served) = wait_until_serving(plan, &topic, started)
             .with_context(|| format!("restart {}; broker log {}", index + 1, log.display()))?;
         let cost = probe.finish()?;
@@ -256,14 +217,4 @@ pub fn restart(plan: &Plan, data_parent: &Path, run_id: u128) -> anyhow::Result<
         setting: setting(plan, filled.records, "; ack columns = time to first acked produce; MB/s = backlog ÷ it"),
         runs,
     }])
-}
-
-/// The first start: the topic does not exist yet, so only wait for connections.
-fn wait_until_accepting(plan: &Plan) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&plan.args.bootstrap).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "the broker did not accept a connection within 60 s");
-        thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
 }

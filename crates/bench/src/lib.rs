@@ -22,11 +22,19 @@
 //! - `matrix` (W1, W2): acks=all produce over record sizes × partition counts, plain and idempotent.
 //! - `backlog` (W5, W6): consumer catch-up from a multi-GB backlog; time to serve after `kill -9`.
 //! - [`peers`]: the produce workload in Redis', PostgreSQL's and NATS JetStream's own protocols.
+//! - `sink` (issue 15): records/s that `once sink` applies into PostgreSQL exactly once, beside its
+//!   at-least-once baseline, against a broker (`broker`) and, without `--database`, a PostgreSQL
+//!   (`throwaway_postgres`) the benchmark starts itself.
+//! - `http`: HTTP produce (`--http`) with and without Idempotency-Key beside Kafka produce at the
+//!   same concurrency.
+//! - `broker`: a broker process the benchmark starts (the restart and sink workloads).
 //! - `process`: the server's CPU seconds and peak RSS from `/proc` (`--broker-pid`).
 //! - `rows`: the common table (markdown, TSV) of the workloads above.
 
 mod backlog;
+mod broker;
 pub mod copier;
+mod http;
 mod limits;
 mod matrix;
 pub mod peers;
@@ -35,7 +43,9 @@ mod produce;
 mod raw;
 mod report;
 mod rows;
+mod sink;
 mod summary;
+mod throwaway_postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,6 +87,12 @@ pub enum BenchWorkload {
     Postgres,
     /// The produce workload against NATS JetStream at `--bootstrap` (publish with Nats-Msg-Id).
     Nats,
+    /// HTTP produce to `--http` (the broker's --http-listen) with and without Idempotency-Key,
+    /// beside Kafka produce at the same concurrency (`--producers` clients, one request in flight).
+    Http,
+    /// `once sink` into PostgreSQL (`--database`, or one it starts), exactly-once beside the
+    /// at-least-once baseline at each `--sink-batch-records`, against a broker it starts itself.
+    Sink,
 }
 
 /// Flags of `once bench` (and of `cargo bench -p once-bench -- …`).
@@ -123,6 +139,9 @@ pub struct BenchArgs {
     /// Prefix of the topics the benchmark creates (one per run, deleted afterwards).
     #[arg(long, env = "ONCE_BENCH_TOPIC_PREFIX", default_value = "once-bench")]
     pub topic_prefix: String,
+    /// `--workload http`: the broker's HTTP listener, HOST:PORT (`once serve --http-listen`).
+    #[arg(long, env = "ONCE_BENCH_HTTP", value_name = "HOST:PORT")]
+    pub http: Option<String>,
     /// Also write the results as JSON to this file.
     #[arg(long, env = "ONCE_BENCH_JSON", value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -175,6 +194,17 @@ pub struct BenchArgs {
     /// When the system acknowledges, for the rows of the Kafka-protocol workloads.
     #[arg(long, env = "ONCE_BENCH_DURABILITY", default_value = "acks=all; Once: fdatasync before ack")]
     pub durability: String,
+    /// PostgreSQL the sink workload writes into, postgres://user:pass@host:port/db (the user creates
+    /// and drops tables, and should be allowed CHECKPOINT) [default: a throw-away cluster the
+    /// benchmark starts from /usr/lib/postgresql/*/bin].
+    #[arg(long, env = "ONCE_BENCH_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
+    /// Batch sizes of the sink workload (`once sink --batch-records`), comma-separated.
+    #[arg(long, env = "ONCE_BENCH_SINK_BATCH_RECORDS", value_delimiter = ',', default_value = "100,500,2000")]
+    pub sink_batch_records: Vec<usize>,
+    /// The sink command of the sink workload, split on whitespace [default: this executable's `sink`].
+    #[arg(long, env = "ONCE_BENCH_SINK_CMD", value_name = "CMD")]
+    pub sink_cmd: Option<String>,
     /// Append the rows of the limits, matrix, catch-up, restart and peer workloads to this TSV file.
     #[arg(long, env = "ONCE_BENCH_TSV", value_name = "PATH")]
     pub tsv: Option<PathBuf>,
@@ -277,6 +307,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             print!("{}", copier::run_all(&plan, run_id)?);
             return Ok(());
         }
+        BenchWorkload::Sink => {
+            print!("{}", sink::run_all(&plan, &data_dir, run_id)?);
+            return Ok(());
+        }
         BenchWorkload::Limits => ("W0: limits of this machine", limits::run(&plan, &data_dir)?),
         BenchWorkload::Matrix => ("W1/W2: acks=all produce", matrix::run(&plan, run_id)?),
         BenchWorkload::CatchUp => ("W5: consumer catch-up", backlog::catch_up(&plan, run_id)?),
@@ -288,6 +322,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let postgres = peers::Postgres::new(&plan.args.bootstrap, run_id, plan.args.rows_per_request)?;
             ("peer: PostgreSQL", peers::run(&plan, Arc::new(postgres))?)
         }
+        BenchWorkload::Http => ("HTTP produce", http::run(&plan, run_id)?),
         BenchWorkload::Nats => {
             ("peer: NATS JetStream", peers::run(&plan, Arc::new(peers::Nats::new(&plan.args.bootstrap, run_id)?))?)
         }

@@ -312,7 +312,7 @@ fn wait_for_final_statistics(context: &BenchContext, interval: Duration) {
     }
 }
 
-fn admin(plan: &Plan) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+pub(crate) fn admin(plan: &Plan) -> anyhow::Result<AdminClient<DefaultClientContext>> {
     crate::client_config(&plan.args.bootstrap).create().context("creating an admin client")
 }
 
@@ -348,7 +348,7 @@ impl Wake for ThreadWaker {
 /// Runs a future to completion on this thread. The admin futures are resolved by librdkafka's own
 /// threads, so parking until woken is all an executor needs to do, and `run` stays callable from
 /// inside or outside an async runtime's blocking context without bringing one in.
-fn block_on<F: Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
     let mut context = TaskContext::from_waker(&waker);

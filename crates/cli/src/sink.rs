@@ -38,6 +38,14 @@ pub struct SinkArgs {
     /// Most records polled into one round (one database transaction per partition in it).
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch_records: u32,
+    /// Longest a round waits for more records after its first before it is applied (its
+    /// transactions committed), when fewer than --batch-records arrive.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=600_000))]
+    commit_interval_ms: u32,
+    /// Consumer group session timeout: how long a member killed with SIGKILL (or paused) keeps its
+    /// partitions before the group moves them. The fence keeps effects exactly once whatever it is.
+    #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1000..=3_600_000))]
+    session_timeout_ms: u32,
     /// A poison record (a statement error that retrying will not fix) goes to the table
     /// once_sink_dead_letters in its batch's transaction, and its partition goes on. Without it,
     /// the partition stops at the record.
@@ -79,12 +87,17 @@ pub fn run(args: SinkArgs) -> anyhow::Result<()> {
     let backend = once_sink::open_backend(&args.database, &args.sql).context("opening the database")?;
     let options = once_sink::SinkOptions {
         batch_records: args.batch_records as usize,
+        commit_interval: Duration::from_millis(u64::from(args.commit_interval_ms)),
         dedup: args.dedup,
         dead_letter: args.dead_letter,
         delivery: args.at_least_once.map_or(once_sink::Delivery::ExactlyOnce, once_sink::Delivery::AtLeastOnce),
         ..once_sink::SinkOptions::new(args.group, args.topics)
     };
-    let summary = once_sink::run(client_config(&args.bootstrap), backend, options, stop)?;
+    let mut config = client_config(&args.bootstrap);
+    config.set("session.timeout.ms", args.session_timeout_ms.to_string());
+    // librdkafka requires heartbeats well inside the session.
+    config.set("heartbeat.interval.ms", (args.session_timeout_ms / 3).min(3000).to_string());
+    let summary = once_sink::run(config, backend, options, stop)?;
     eprintln!(
         "once sink: stopped; applied {} records, skipped {} duplicates, {} batches refused, {} dead letters",
         summary.applied, summary.duplicates, summary.refused_batches, summary.dead_lettered

@@ -110,3 +110,49 @@ fn workload_smokes_run_against_a_real_broker() {
     // A header, 3 limits, 4 matrix cells (1 size × 2 partition counts × plain, idempotent), 2 catch-up, 1 restart.
     assert_eq!(rows.lines().count(), 1 + 3 + 4 + 2 + 1, "every row is appended:\n{rows}");
 }
+
+/// The sink workload starts its own broker and throw-away PostgreSQL, runs `once sink` exactly-once and
+/// at-least-once at two batch sizes, and checks after each run that every record was applied once.
+#[test]
+fn sink_bench_smoke_applies_every_record_in_both_modes() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let output = once(&[
+        "bench",
+        "--smoke",
+        "--workload",
+        "sink",
+        "--records",
+        "2000",
+        "--sink-batch-records",
+        "100,500",
+        "--data-dir",
+        data.path().to_str().expect("utf-8"),
+    ]);
+    for batch in ["100", "500"] {
+        for delivery in ["exactly-once", "at-least-once"] {
+            let row = output
+                .lines()
+                .find(|line| line.starts_with(&format!("| {batch} | {delivery} |")))
+                .unwrap_or_else(|| panic!("a row for {delivery} at {batch}:\n{output}"));
+            assert!(row.ends_with("| 2000 / 2000 |"), "every record applied once:\n{output}");
+        }
+    }
+}
+
+/// The HTTP workload against a broker with `--http-listen`: four rows (keyed and unkeyed POSTs,
+/// idempotent and plain Kafka produce), each run's answers checked and a sample of keys retried
+/// for their original offsets inside the benchmark.
+#[test]
+fn http_bench_smoke_runs_against_a_real_broker() {
+    let port = support::free_port();
+    let http = format!("127.0.0.1:{port}");
+    let broker = BrokerProcess::start(&["--http-listen", &http]);
+    support::wait_until("the HTTP listener", std::time::Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&http).is_ok()
+    });
+    let output = once(&["bench", "--smoke", "--workload", "http", "--http", &http, "--bootstrap", &broker.bootstrap()]);
+    for row in ["HTTP POST, Idempotency-Key", "HTTP POST, no key", "Kafka produce, idempotent", "Kafka produce, plain"]
+    {
+        assert!(output.contains(&format!("| {row} |")), "row {row}:\n{output}");
+    }
+}

@@ -284,9 +284,18 @@ fn keyed_posts_with_retries_through_broker_kills_store_each_key_once() {
     }
 }
 
-/// A byte-level TCP proxy in front of the HTTP listener with seeded faults: 5 % of connections
-/// closed before anything is forwarded (the client sees the connection end, not an RST); 2 % of response chunks dropped with both sides closed, after the
-/// broker acted (a lost answer).
+/// A byte-level TCP proxy in front of the HTTP listener with seeded faults: 5 % of connections reset
+/// (RST) before anything is forwarded; 2 % of response chunks dropped and the client's connection
+/// reset, after the broker acted (a lost answer).
+/// Closes `stream` with an RST (SO_LINGER 0), as a connection reset by a middlebox. A clone of it
+/// blocked reading (the proxy's other direction) is woken by the read shutdown and drops its copy,
+/// and the last close sends the RST.
+fn reset(stream: std::net::TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    let _ = stream.shutdown(std::net::Shutdown::Read);
+    drop(stream);
+}
+
 struct FaultProxy {
     port: u16,
     resets: Arc<std::sync::atomic::AtomicUsize>,
@@ -316,7 +325,7 @@ fn fault_proxy(upstream: u16, seed: u64) -> FaultProxy {
             let Ok(client) = client else { continue };
             if draw(&state) < 5 {
                 resets_seen.fetch_add(1, Ordering::Relaxed);
-                let _ = client.shutdown(Shutdown::Both);
+                reset(client);
                 continue;
             }
             let Ok(broker) = TcpStream::connect(("127.0.0.1", upstream)) else {
@@ -341,7 +350,9 @@ fn fault_proxy(upstream: u16, seed: u64) -> FaultProxy {
                             if draw(&chunk_state) < 2 {
                                 // The broker answered (so it acted); the client never hears it.
                                 dropped_seen.fetch_add(1, Ordering::Relaxed);
-                                break;
+                                let _ = broker_in.shutdown(Shutdown::Both);
+                                reset(client_out);
+                                return;
                             }
                             if client_out.write_all(&buffer[..read]).is_err() {
                                 break;

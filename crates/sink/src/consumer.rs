@@ -42,6 +42,9 @@ pub struct SinkOptions {
     pub topics: Vec<String>,
     /// Most records polled into one round of batches (one batch per partition).
     pub batch_records: usize,
+    /// How long a round waits for more records after its first before it is applied: the longest
+    /// a record waits for its transaction, when fewer than `batch_records` arrive.
+    pub commit_interval: Duration,
     pub dedup: Option<Dedup>,
     /// A poison record goes to `once_sink_dead_letters` (in its batch's transaction) instead of
     /// stopping its partition.
@@ -56,6 +59,7 @@ impl SinkOptions {
             group: group.into(),
             topics,
             batch_records: 500,
+            commit_interval: Duration::from_millis(100),
             dedup: None,
             dead_letter: false,
             delivery: Delivery::ExactlyOnce,
@@ -331,7 +335,7 @@ pub fn run(
     let mut summary = Summary::default();
     let mut last_report = (Instant::now(), 0u64);
     while !stop.load(Ordering::SeqCst) {
-        let records = poll_round(&consumer, options.batch_records, &stop)?;
+        let records = poll_round(&consumer, options.batch_records, options.commit_interval, &stop)?;
         if let Some(error) = lock(&consumer.context().failed).take() {
             return Err(SinkError::Assignment(error));
         }
@@ -381,17 +385,29 @@ fn lag(context: &SinkContext) -> i64 {
     owned + stopped
 }
 
-/// Polls until `limit` records, 100 ms after the first one, or 500 ms with none.
-fn poll_round(consumer: &BaseConsumer<SinkContext>, limit: usize, stop: &AtomicBool) -> Result<Vec<Record>, SinkError> {
+/// Polls until `limit` records, `interval` after the first one, or 500 ms with none. (`poll` also
+/// returns nothing after serving a rebalance or commit event: the round goes on until its time.)
+fn poll_round(
+    consumer: &BaseConsumer<SinkContext>,
+    limit: usize,
+    interval: Duration,
+    stop: &AtomicBool,
+) -> Result<Vec<Record>, SinkError> {
     let mut records = Vec::new();
     let started = Instant::now();
+    let mut first_at = None;
     while records.len() < limit && !stop.load(Ordering::SeqCst) {
-        let waited = started.elapsed();
-        let budget = if records.is_empty() { Duration::from_millis(500) } else { Duration::from_millis(100) };
-        let Some(remaining) = budget.checked_sub(waited) else { break };
+        let remaining = match first_at {
+            None => Duration::from_millis(500).checked_sub(started.elapsed()),
+            Some(first) => interval.checked_sub(Instant::elapsed(&first)),
+        };
+        let Some(remaining) = remaining.filter(|left| !left.is_zero()) else { break };
         match consumer.poll(remaining) {
-            None => break,
-            Some(Ok(message)) => records.push(to_record(&message)),
+            None => continue,
+            Some(Ok(message)) => {
+                records.push(to_record(&message));
+                first_at.get_or_insert_with(Instant::now);
+            }
             Some(Err(error)) => {
                 if let Some(stopped) = out_of_range(&error) {
                     return Err(stopped);
