@@ -8,6 +8,7 @@
 //! - [`copy`] — `once copy`: a transactional consume-transform-produce copier, on librdkafka.
 //! - [`sink`] — `once sink`: records' effects into PostgreSQL or SQLite exactly once (`once-sink`).
 //! - [`outbox`] — `once outbox`: a database's outbox table into topics, each row once (`once-outbox`).
+//! - [`worker`] — logging and SIGTERM handling shared by `once sink` and `once outbox`.
 //! - [`txn`] — `once txn …`: list, describe and abort transactions.
 //! - `alloc` (in the binary, `src/main.rs`, not this library) — the process allocator: huge
 //!   allocations reserved lazily, so a forged array count in a request fails its decode.
@@ -20,3 +21,4 @@ pub mod outbox;
 pub mod serve;
 pub mod sink;
 pub mod txn;
+pub mod worker;

@@ -5,8 +5,6 @@
 //! broker refused) ends it non-zero with the message on stderr; its unretired rows are resent by
 //! the next run.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -55,16 +53,8 @@ pub struct OutboxArgs {
 }
 
 pub fn run(args: OutboxArgs) -> anyhow::Result<()> {
-    let filter = std::env::var("ONCE_LOG").unwrap_or_else(|_| "info".to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("invalid ONCE_LOG filter")?)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("listening for SIGTERM")?;
-    }
+    crate::worker::init_logging()?;
+    let stop = crate::worker::stop_on_signals()?;
     let source_options =
         once_outbox::SourceOptions { table: args.table, after_send: args.after_send, order_column: args.order_column };
     let mut source = once_outbox::open_source(&args.database, &source_options).context("opening the outbox")?;

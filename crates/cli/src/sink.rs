@@ -5,8 +5,6 @@
 //! serve) ends it non-zero with the message on stderr; a poison record stops its partition only
 //! (or goes to the dead-letter table with `--dead-letter`). `--status` prints where a sink stands.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -71,19 +69,11 @@ fn parse_order(text: &str) -> Result<once_sink::CommitOrder, String> {
 }
 
 pub fn run(args: SinkArgs) -> anyhow::Result<()> {
-    let filter = std::env::var("ONCE_LOG").unwrap_or_else(|_| "info".to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("invalid ONCE_LOG filter")?)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    crate::worker::init_logging()?;
     if args.status {
         return status(&args);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("listening for SIGTERM")?;
-    }
+    let stop = crate::worker::stop_on_signals()?;
     let backend = once_sink::open_backend(&args.database, &args.sql).context("opening the database")?;
     let options = once_sink::SinkOptions {
         batch_records: args.batch_records as usize,
