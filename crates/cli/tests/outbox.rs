@@ -358,3 +358,32 @@ fn a_missing_table_or_a_bad_url_ends_the_relay_with_a_clear_error() {
     assert_fails(&["--database", &absent], "unable to open");
     assert_fails(&["--database", &sqlite, "--after-send", "keep"], "expected 'delete' or 'mark'");
 }
+
+/// A topic that exists already is used as it is; one without `dedup.source=header:id` is named in
+/// a warning (a resend after a crash would be stored twice there), one created by the relay is not.
+#[test]
+fn an_existing_topic_without_dedup_is_used_and_warned_about() {
+    let broker = BrokerProcess::start(&[]);
+    once(&["topic", "create", "outbox.event.order", "--partitions", "1", "--bootstrap", &broker.bootstrap()]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = Sqlite(dir.path().join("app.db"));
+    database.execute(
+        "CREATE TABLE outbox (id TEXT, aggregatetype TEXT, aggregateid TEXT, type TEXT, payload TEXT, sent_at TEXT);\
+         INSERT INTO outbox VALUES ('e1', 'order', 'a0', 'Bumped', '{\"v\":1}', NULL), \
+                                   ('e2', 'customer', 'a3', 'Bumped', '{\"v\":1}', NULL);",
+    );
+    let log = dir.path().join("relay.log");
+    let mut relay = spawn_relay(&broker, &database, &[], &[], &log);
+    wait_until("the relay to send both rows", Duration::from_secs(30), || database.unsent() == 0);
+    signal(&relay, "TERM");
+    assert!(relay.wait().expect("wait for the relay").success(), "SIGTERM ends the relay with 0");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let warned = |topic: &str| {
+        log_text
+            .lines()
+            .any(|line| line.contains("does not deduplicate") && line.contains(&format!("topic=\"{topic}\"")))
+    };
+    assert!(warned("outbox.event.order"), "the pre-made topic is warned about; log:\n{log_text}");
+    assert!(!warned("outbox.event.customer"), "the relay's own topic deduplicates; log:\n{log_text}");
+    assert_eq!(read_topics(&broker).len(), 2, "both rows relayed");
+}

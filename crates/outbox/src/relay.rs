@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -250,6 +250,7 @@ impl Topics {
     fn settle(&mut self, topic: &str, code: RDKafkaErrorCode) -> Result<(), Error> {
         match code {
             RDKafkaErrorCode::TopicAlreadyExists => {
+                self.warn_without_dedup(topic);
                 self.known.insert(topic.to_string());
                 Ok(())
             }
@@ -265,6 +266,29 @@ impl Topics {
                 std::thread::sleep(Duration::from_millis(500));
                 Ok(())
             }
+        }
+    }
+
+    /// A topic someone else created is used as it is; if it does not deduplicate on the `id`
+    /// header, a resend after a crash is stored twice, so say so (once per topic per run).
+    fn warn_without_dedup(&self, topic: &str) {
+        let options = AdminOptions::new().request_timeout(Some(Timeout::After(Duration::from_secs(10))));
+        let described =
+            self.runtime.block_on(self.admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options));
+        let value = match described.as_deref() {
+            Ok([Ok(resource)]) => resource.get(DEDUP_CONFIG.0).and_then(|entry| entry.value.clone()),
+            other => {
+                tracing::warn!(topic, outcome = ?other.map(|_| ()), "could not read the existing topic's dedup.source");
+                return;
+            }
+        };
+        if value.as_deref() != Some(DEDUP_CONFIG.1) {
+            tracing::warn!(
+                topic,
+                dedup_source = value.as_deref().unwrap_or("(not a Once topic config)"),
+                "the existing topic does not deduplicate on the id header: a resend after a crash is stored \
+                 twice; deduplicate downstream on the `id` header (e.g. once sink --dedup header:id)"
+            );
         }
     }
 
