@@ -88,10 +88,18 @@ fn statements(columns: &[(String, String)], options: &SourceOptions) -> Result<(
     }
     let payload = if type_of("payload") == Some("bytea") { "payload" } else { "convert_to(payload::text, 'UTF8')" };
     let (unsent, retire) = match options.after_send {
-        AfterSend::Delete => (String::new(), format!("DELETE FROM {table} WHERE {order} = ANY($1::bigint[])")),
+        AfterSend::Delete => (
+            String::new(),
+            format!(
+                "DELETE FROM {table} WHERE ({order}, id::text) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))"
+            ),
+        ),
         AfterSend::Mark => (
             format!("WHERE {MARK_COLUMN} IS NULL"),
-            format!("UPDATE {table} SET {MARK_COLUMN} = now() WHERE {order} = ANY($1::bigint[])"),
+            format!(
+                "UPDATE {table} SET {MARK_COLUMN} = now() \
+                 WHERE ({order}, id::text) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))"
+            ),
         ),
     };
     let select = format!(
@@ -121,11 +129,12 @@ impl Source for PostgresSource {
             .map_err(database)
     }
 
-    /// One statement outside any explicit transaction: its own transaction. Rows are named by
-    /// the order column alone: a sequence never hands out a value twice.
+    /// One statement outside any explicit transaction: its own transaction. Rows are named by the
+    /// order column *and* the id, so a non-unique order column cannot retire an unsent row.
     fn retire(&mut self, rows: &[&OutboxRow]) -> Result<(), Error> {
         let positions: Vec<i64> = rows.iter().map(|row| row.position).collect();
-        self.runtime.block_on(self.client.execute(&self.retire_sql, &[&positions])).map_err(database)?;
+        let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+        self.runtime.block_on(self.client.execute(&self.retire_sql, &[&positions, &ids])).map_err(database)?;
         Ok(())
     }
 }
@@ -156,7 +165,7 @@ mod tests {
         assert!(error.contains("--order-column"), "{error}");
         let (select, retire) = statements(&columns("bigint"), &options(Some("seq"))).expect("seq orders");
         assert!(select.contains("ORDER BY seq"), "{select}");
-        assert!(retire.starts_with("DELETE FROM outbox WHERE seq"), "{retire}");
+        assert!(retire.starts_with("DELETE FROM outbox WHERE (seq, id::text)"), "{retire}");
     }
 
     #[test]

@@ -83,12 +83,22 @@ pub fn run(
         .set("max.in.flight.requests.per.connection", "5")
         .set("message.timeout.ms", "0")
         .set("enable.gapless.guarantee", "true")
+        // Topics are created by the relay, with dedup.source=header:id; never implicitly without.
+        .set("allow.auto.create.topics", "false")
         .create_with_context(Reports::default())
         .map_err(kafka)?;
     let mut topics = Topics::new(&config, options.partitions)?;
     let mut summary = Summary::default();
     while !stop.load(Ordering::SeqCst) {
         let rows = source.unsent(options.batch_rows)?;
+        // The id is the message id: a row without one would be deduplicated against every other
+        // row without one (an empty header is an id too), and dropped.
+        if let Some(row) = rows.iter().find(|row| row.id.is_empty()) {
+            return Err(Error::Config(format!(
+                "the outbox row at position {} has a NULL or empty id; every row needs a unique id (its message id)",
+                row.position
+            )));
+        }
         if rows.is_empty() {
             pause(options.poll_interval, stop);
             continue;

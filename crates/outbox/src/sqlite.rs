@@ -42,8 +42,35 @@ impl SqliteSource {
                 return Err(Error::Config(format!("table '{}' has no column '{column}'", options.table)));
             }
         }
+        refuse_reused_ids(&connection, &options.table, options.after_send)?;
         Ok(SqliteSource { connection, table: options.table.clone(), after_send: options.after_send })
     }
+}
+
+/// An `id INTEGER PRIMARY KEY` without AUTOINCREMENT is the rowid, and SQLite hands a deleted
+/// highest rowid out again: with `--after-send delete` the next event would get the id of one
+/// already sent, and the topic (deduplicating on `id`) would drop it as a repeat — the event lost.
+fn refuse_reused_ids(connection: &Connection, table: &str, after_send: AfterSend) -> Result<(), Error> {
+    if after_send != AfterSend::Delete {
+        return Ok(());
+    }
+    let mut statement = connection
+        .prepare("SELECT type, pk FROM pragma_table_info(?1) WHERE name = 'id' COLLATE NOCASE")
+        .map_err(database)?;
+    let (declared, primary): (String, i64) =
+        statement.query_row([table], |row| Ok((row.get(0)?, row.get(1)?))).map_err(database)?;
+    let schema: String = connection
+        .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |row| row.get(0))
+        .map_err(database)?;
+    let rowid_alias = declared.eq_ignore_ascii_case("INTEGER") && primary == 1;
+    if rowid_alias && !schema.to_ascii_uppercase().contains("AUTOINCREMENT") {
+        return Err(Error::Config(format!(
+            "table '{table}': id INTEGER PRIMARY KEY without AUTOINCREMENT reuses the id of a deleted row, and a \
+             reused id is dropped as a repeat by the topic's deduplication (the event would be lost); declare it \
+             INTEGER PRIMARY KEY AUTOINCREMENT, use a text/uuid id, or run with --after-send mark"
+        )));
+    }
+    Ok(())
 }
 
 fn table_columns(connection: &Connection, table: &str) -> Result<Vec<String>, Error> {
@@ -174,5 +201,34 @@ mod tests {
             .query_row("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL", [], |row| row.get(0))
             .expect("count");
         assert_eq!(marked, 2);
+    }
+
+    /// Review of issue 17: an `id INTEGER PRIMARY KEY` without AUTOINCREMENT hands a deleted id
+    /// out again, and the topic would drop the new event as a repeat: refused with delete, allowed
+    /// with AUTOINCREMENT or mark.
+    #[test]
+    fn an_id_sqlite_reuses_after_delete_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (table, after_send, refused) in [
+            ("id INTEGER PRIMARY KEY", AfterSend::Delete, true),
+            ("id INTEGER PRIMARY KEY AUTOINCREMENT", AfterSend::Delete, false),
+            ("id INTEGER PRIMARY KEY", AfterSend::Mark, false),
+            ("id TEXT PRIMARY KEY", AfterSend::Delete, false),
+        ] {
+            let path = dir.path().join(format!("{}-{after_send:?}.db", table.replace(' ', "_")));
+            Connection::open(&path)
+                .expect("create")
+                .execute_batch(&format!(
+                    "CREATE TABLE outbox ({table}, aggregatetype TEXT, aggregateid TEXT, type TEXT, payload BLOB, sent_at TEXT)"
+                ))
+                .expect("create the outbox");
+            let options = SourceOptions { table: "outbox".into(), after_send, order_column: None };
+            match SqliteSource::open(&path, &options) {
+                Err(Error::Config(message)) if refused => assert!(message.contains("AUTOINCREMENT"), "{message}"),
+                Ok(_) if !refused => {}
+                Err(error) => panic!("{table} {after_send:?}: {error}"),
+                Ok(_) => panic!("{table} {after_send:?}: opened"),
+            }
+        }
     }
 }
