@@ -8,6 +8,7 @@
 //! - [`copy`] — `once copy`: a transactional consume-transform-produce copier, on librdkafka.
 //! - [`sink`] — `once sink`: records' effects into PostgreSQL or SQLite exactly once (`once-sink`).
 //! - [`outbox`] — `once outbox`: a database's outbox table into topics, each row once (`once-outbox`).
+//! - [`logging`] — logs on stderr that never stop the process: unwritable lines dropped and counted.
 //! - [`worker`] — logging and SIGTERM handling shared by `once sink` and `once outbox`.
 //! - [`txn`] — `once txn …`: list, describe and abort transactions.
 //! - `alloc` (in the binary, `src/main.rs`, not this library) — the process allocator: huge
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod clients;
 pub mod copy;
 pub mod groups;
+pub mod logging;
 pub mod outbox;
 pub mod serve;
 pub mod sink;

@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("once: {error:#}");
+            once_cli::logging::report(&format!("once: {error:#}"));
             ExitCode::FAILURE
         }
     }
@@ -81,7 +81,7 @@ fn check(args: once_check::CheckArgs) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(error) => {
-            eprintln!("once check could not complete: {error:#}");
+            once_cli::logging::report(&format!("once check could not complete: {error:#}"));
             ExitCode::from(2)
         }
     }

@@ -218,11 +218,9 @@ fn validate(config: &NodeConfig) -> anyhow::Result<()> {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let args = args.merge_file()?;
     let filter = args.log.clone().unwrap_or_else(|| "info".to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("invalid --log filter")?)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // A log line that cannot be written (a full disk under `2> once.log`) is dropped and counted,
+    // never a panic: logging must not stop the broker.
+    crate::logging::init(&filter).context("--log")?;
     warn_if_test_hooks_missing();
     let config = args.broker_config();
     validate(&config)?;

@@ -7,15 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-/// Logs to stderr at `ONCE_LOG` (default `info`), coloured only on a terminal.
+/// Logs to stderr at `ONCE_LOG` (default `info`), coloured only on a terminal; a line that cannot
+/// be written is dropped, never a panic (crate::logging).
 pub fn init_logging() -> anyhow::Result<()> {
     let filter = std::env::var("ONCE_LOG").unwrap_or_else(|_| "info".to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("invalid ONCE_LOG filter")?)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    Ok(())
+    crate::logging::init(&filter).context("ONCE_LOG")
 }
 
 /// A flag SIGTERM and SIGINT set (instead of ending the process): finish the batch in hand, exit 0.
