@@ -124,7 +124,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     producer.flush(Duration::from_secs(60)).context("waiting for acknowledgements")?;
     let undelivered = producer.in_flight_count();
     anyhow::ensure!(undelivered == 0, "{undelivered} records were not acknowledged");
-    eprintln!("produced {sent} records");
+    crate::report!("produced {sent} records");
     Ok(())
 }
 

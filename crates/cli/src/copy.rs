@@ -201,7 +201,7 @@ impl Trace {
         let mut text = fields.to_string();
         text.push('\n');
         if let Err(error) = file.write_all(text.as_bytes()) {
-            eprintln!("once copy: writing the trace: {error}; tracing stops");
+            crate::report!("once copy: writing the trace: {error}; tracing stops");
             self.file = None;
         }
     }
@@ -263,7 +263,7 @@ impl Reader {
                 self.last_activity = Instant::now();
                 let text = other.to_string();
                 if self.last_error.as_deref() != Some(text.as_str()) {
-                    eprintln!("once copy: consumer: {text} (retrying)");
+                    crate::report!("once copy: consumer: {text} (retrying)");
                     self.last_error = Some(text);
                 }
                 Ok(())
@@ -313,15 +313,19 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
     };
     let seconds = started.elapsed().as_secs_f64();
     if copier.args.no_transactions {
-        eprintln!(
+        crate::report!(
             "once copy: {} records copied (at least once), {} offset commits, {seconds:.1} s",
-            counts.copied, counts.committed
+            counts.copied,
+            counts.committed
         );
     } else {
-        eprintln!(
+        crate::report!(
             "once copy: {} records copied, {} transactions committed, {} transactions aborted ({} after errors), \
              {seconds:.1} s, seed {seed}",
-            counts.copied, counts.committed, counts.aborted, counts.aborted_on_error
+            counts.copied,
+            counts.committed,
+            counts.aborted,
+            counts.aborted_on_error
         );
     }
     outcome
@@ -396,7 +400,7 @@ impl Copier {
             match self.consumer.committed_offsets(wanted.clone(), CALL_TIMEOUT) {
                 Ok(committed) => break committed,
                 Err(error) if Instant::now() < deadline => {
-                    eprintln!("once copy: fetching committed offsets: {error} (retrying)");
+                    crate::report!("once copy: fetching committed offsets: {error} (retrying)");
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(error) => return Err(error).context("fetching the group's committed offsets"),
@@ -538,7 +542,7 @@ impl Copier {
             let Err(error) = call() else { return Ok(()) };
             match self.classify(&error, what) {
                 Failure::Retriable(reason) if Instant::now() < deadline => {
-                    eprintln!("once copy: {reason} (retrying)");
+                    crate::report!("once copy: {reason} (retrying)");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -590,7 +594,7 @@ impl Copier {
                         .map_err(|failure| anyhow::anyhow!("{}", failure_text(failure)))?;
                 }
                 Err(Failure::Abortable(reason) | Failure::Retriable(reason)) => {
-                    eprintln!("once copy: aborting the transaction: {reason}");
+                    crate::report!("once copy: aborting the transaction: {reason}");
                     counts.aborted += 1;
                     counts.aborted_on_error += 1;
                     self.abort_and_rewind(reader, &batch, trace)
@@ -604,7 +608,7 @@ impl Copier {
                 // the input is rewound to the committed offsets, so nothing is lost or copied twice.
                 Err(Failure::Fatal(reason)) if producer_restarts < PRODUCER_RESTARTS_MAX => {
                     producer_restarts += 1;
-                    eprintln!("once copy: restarting the producer after a fatal error: {reason}");
+                    crate::report!("once copy: restarting the producer after a fatal error: {reason}");
                     counts.aborted_on_error += 1;
                     trace.producer += 1;
                     self.producer = Copier::producer(&self.args)?;
@@ -697,7 +701,7 @@ impl Copier {
             let deadline = Instant::now() + RETRY_FOR;
             while let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
                 anyhow::ensure!(Instant::now() < deadline, "committing offsets: {error}");
-                eprintln!("once copy: committing offsets: {error} (retrying)");
+                crate::report!("once copy: committing offsets: {error} (retrying)");
                 std::thread::sleep(Duration::from_millis(200));
             }
             counts.committed += 1;

@@ -22,6 +22,14 @@ pub fn init(filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `eprintln!` that never panics: a line for stderr, dropped if stderr cannot be written.
+#[macro_export]
+macro_rules! report {
+    ($($arg:tt)*) => {
+        $crate::logging::report(&format!($($arg)*))
+    };
+}
+
 /// Writes `text` to stderr if it can; never panics (unlike `eprintln!`).
 pub fn report(text: &str) {
     let _ = writeln!(io::stderr(), "{text}");

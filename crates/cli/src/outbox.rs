@@ -65,9 +65,11 @@ pub fn run(args: OutboxArgs) -> anyhow::Result<()> {
         partitions: args.partitions,
     };
     let summary = once_outbox::run(client_config(&args.bootstrap), source.as_mut(), &options, &stop)?;
-    eprintln!(
+    crate::report!(
         "once outbox: stopped; relayed {} rows in {} batches, created {} topics",
-        summary.retired, summary.batches, summary.topics_created
+        summary.retired,
+        summary.batches,
+        summary.topics_created
     );
     Ok(())
 }

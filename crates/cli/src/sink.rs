@@ -88,12 +88,15 @@ pub fn run(args: SinkArgs) -> anyhow::Result<()> {
     // librdkafka requires heartbeats well inside the session.
     config.set("heartbeat.interval.ms", (args.session_timeout_ms / 3).min(3000).to_string());
     let summary = once_sink::run(config, backend, options, stop)?;
-    eprintln!(
+    crate::report!(
         "once sink: stopped; applied {} records, skipped {} duplicates, {} batches refused, {} dead letters",
-        summary.applied, summary.duplicates, summary.refused_batches, summary.dead_lettered
+        summary.applied,
+        summary.duplicates,
+        summary.refused_batches,
+        summary.dead_lettered
     );
     for stopped in &summary.stopped {
-        eprintln!("once sink: partition stopped at a poison record: {stopped}");
+        crate::report!("once sink: partition stopped at a poison record: {stopped}");
     }
     Ok(())
 }

@@ -109,7 +109,7 @@ fn list(client: &mut AdminClient, states: &[String]) -> anyhow::Result<()> {
     let response = client.call(&request, 0)?;
     check(response.error_code, None, "listing transactions")?;
     for unknown in &response.unknown_state_filters {
-        eprintln!("once txn list: the broker does not know the state '{}'", unknown.as_str());
+        crate::report!("once txn list: the broker does not know the state '{}'", unknown.as_str());
     }
     let mut rows: Vec<_> = response.transaction_states.iter().collect();
     rows.sort_by(|left, right| left.transactional_id.0.cmp(&right.transactional_id.0));
@@ -277,7 +277,9 @@ fn abort_at_partition(client: &mut AdminClient, topic: &str, abort: &AbortArgs) 
                 format!("producer id {producer_id} has no state on {topic}-{partition}: nothing to abort there")
             })?;
             if producer.current_txn_start_offset < 0 {
-                eprintln!("once txn abort: producer id {producer_id} has no open transaction on {topic}-{partition}");
+                crate::report!(
+                    "once txn abort: producer id {producer_id} has no open transaction on {topic}-{partition}"
+                );
             }
             producer.coordinator_epoch.max(0)
         }
