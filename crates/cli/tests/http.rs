@@ -110,6 +110,22 @@ fn stored_records(bootstrap: &str, topic: &str) -> Vec<String> {
     String::from_utf8(output.stdout).expect("UTF-8").lines().map(str::to_string).collect()
 }
 
+/// Where a 200 answer says the record is: (partition, offset).
+fn placed(json: &serde_json::Value) -> (i64, i64) {
+    (json["partition_id"].as_i64().expect("partition"), json["offset"].as_i64().expect("offset"))
+}
+
+/// Each stored record's `id` header and its `partition/offset`; panics if an id is stored twice.
+fn stored_ids(bootstrap: &str, topic: &str) -> BTreeMap<String, String> {
+    let mut ids = BTreeMap::new();
+    for record in stored_records(bootstrap, topic) {
+        let (at, headers) = record.split_once(' ').expect("partition/offset headers");
+        let id = headers.split(',').find_map(|header| header.strip_prefix("id=")).expect("an id header");
+        assert!(ids.insert(id.to_string(), at.to_string()).is_none(), "{id} stored twice");
+    }
+    ids
+}
+
 fn stored(bootstrap: &str, topic: &str) -> usize {
     stored_records(bootstrap, topic).len()
 }
@@ -215,20 +231,14 @@ fn keyed_posts_with_retries_through_broker_kills_store_each_key_once() {
                         assert!(attempts < 2000, "key {key} never answered");
                         match http.post(&path, Some(&format!("charge-{key}")), &body) {
                             Ok((200, json, _)) => {
-                                let at = (
-                                    json["partition_id"].as_i64().expect("partition"),
-                                    json["offset"].as_i64().expect("offset"),
-                                );
+                                let at = placed(&json);
                                 answers.lock().expect("answers").entry(key).or_default().push(at);
                                 // A client that lost the answer retries: ask again sometimes, as if it had.
                                 if key % 5 != 0 {
                                     break;
                                 }
                                 if let Ok((200, json, true)) = http.post(&path, Some(&format!("charge-{key}")), &body) {
-                                    let again = (
-                                        json["partition_id"].as_i64().expect("partition"),
-                                        json["offset"].as_i64().expect("offset"),
-                                    );
+                                    let again = placed(&json);
                                     answers.lock().expect("answers").entry(key).or_default().push(again);
                                 }
                                 break;
@@ -270,13 +280,7 @@ fn keyed_posts_with_retries_through_broker_kills_store_each_key_once() {
     }
     let distinct: std::collections::BTreeSet<(i64, i64)> = answers.values().map(|seen| seen[0]).collect();
     assert_eq!(distinct.len(), KEYS, "no two keys answered with one record");
-    let records = stored_records(&broker.bootstrap(), "charges");
-    let mut ids = BTreeMap::new();
-    for record in &records {
-        let (at, headers) = record.split_once(' ').expect("partition/offset headers");
-        let id = headers.split(',').find_map(|header| header.strip_prefix("id=")).expect("an id header");
-        assert!(ids.insert(id.to_string(), at.to_string()).is_none(), "{id} stored twice");
-    }
+    let ids = stored_ids(&broker.bootstrap(), "charges");
     assert_eq!(ids.len(), KEYS, "each key stored once");
     for (key, seen) in answers.iter() {
         let (partition, offset) = seen[0];
@@ -390,10 +394,7 @@ fn ten_thousand_keyed_posts_through_a_fault_proxy_and_a_kill_are_each_stored_onc
                         assert!(attempt < 5000, "key {key} never answered");
                         match http.post(&path, Some(&format!("c-{key}")), &body) {
                             Ok((200, json, _)) => {
-                                let at = (
-                                    json["partition_id"].as_i64().expect("partition"),
-                                    json["offset"].as_i64().expect("offset"),
-                                );
+                                let at = placed(&json);
                                 answers.lock().expect("answers").entry(key).or_default().push(at);
                                 break;
                             }
@@ -431,8 +432,7 @@ fn ten_thousand_keyed_posts_through_a_fault_proxy_and_a_kill_are_each_stored_onc
         let mut again = None;
         for _ in 0..200 {
             if let Ok((200, json, true)) = http.post(&path, Some(&format!("c-{key}")), &body) {
-                again =
-                    Some((json["partition_id"].as_i64().expect("partition"), json["offset"].as_i64().expect("offset")));
+                again = Some(placed(&json));
                 break;
             }
         }
@@ -444,13 +444,7 @@ fn ten_thousand_keyed_posts_through_a_fault_proxy_and_a_kill_are_each_stored_onc
     for (key, seen) in answers.iter() {
         assert!(seen.windows(2).all(|pair| pair[0] == pair[1]), "key {key}: answers disagree: {seen:?}");
     }
-    let records = stored_records(&broker.bootstrap(), "charges");
-    let mut ids = BTreeMap::new();
-    for record in &records {
-        let (at, headers) = record.split_once(' ').expect("partition/offset headers");
-        let id = headers.split(',').find_map(|header| header.strip_prefix("id=")).expect("an id header");
-        assert!(ids.insert(id.to_string(), at.to_string()).is_none(), "{id} stored twice");
-    }
+    let ids = stored_ids(&broker.bootstrap(), "charges");
     assert_eq!(ids.len(), KEYS, "each key stored once");
     for (key, seen) in answers.iter() {
         assert_eq!(
