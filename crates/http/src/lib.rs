@@ -45,6 +45,10 @@ pub struct HttpState {
 }
 
 impl HttpState {
+    fn new(node: Arc<Node>) -> Arc<HttpState> {
+        Arc::new(HttpState { node, in_flight: Arc::default(), round_robin: AtomicU32::new(0) })
+    }
+
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Problem> {
         if cluster_id != self.node.identity.cluster_id {
             return Err(Problem::not_found(format!(
@@ -63,7 +67,7 @@ impl HttpState {
 
 /// The router over `node`.
 pub fn router(node: Arc<Node>) -> Router {
-    let state = Arc::new(HttpState { node, in_flight: Arc::default(), round_robin: AtomicU32::new(0) });
+    let state = HttpState::new(node);
     Router::new()
         .route("/v3/clusters", get(clusters))
         .route("/v3/clusters/{cluster_id}", get(cluster))
@@ -86,7 +90,7 @@ pub fn router(node: Arc<Node>) -> Router {
 
 /// A router with `GET /metrics` only (`--metrics-listen`).
 pub fn metrics_router(node: Arc<Node>) -> Router {
-    let state = Arc::new(HttpState { node, in_flight: Arc::default(), round_robin: AtomicU32::new(0) });
+    let state = HttpState::new(node);
     Router::new()
         .route("/metrics", get(metrics))
         .fallback(|| async { Problem::not_found("try GET /metrics") })

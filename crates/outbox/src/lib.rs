@@ -97,15 +97,9 @@ pub fn open_source(url: &str, options: &SourceOptions) -> Result<Box<dyn Source>
     if let Some(column) = &options.order_column {
         check_identifier(column)?;
     }
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        if path.is_empty() {
-            return Err(Error::Config("sqlite:// needs a path: sqlite://PATH".into()));
-        }
-        Ok(Box::new(sqlite::SqliteSource::open(std::path::Path::new(path), options)?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Box::new(postgres::PostgresSource::open(url, options)?))
-    } else {
-        Err(Error::Config(format!("database URL '{url}': expected sqlite://PATH or postgres://user:pass@host:port/db")))
+    match once_sink::DatabaseUrl::parse(url).map_err(Error::Config)? {
+        once_sink::DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteSource::open(path, options)?)),
+        once_sink::DatabaseUrl::Postgres(url) => Ok(Box::new(postgres::PostgresSource::open(url, options)?)),
     }
 }
 

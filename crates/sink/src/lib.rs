@@ -29,36 +29,63 @@ pub use batch::{
 pub use consumer::{run, CommitOrder, Delivery, SinkError, SinkOptions, StoppedPartition, Summary};
 pub use record::{Dedup, Record};
 
-/// Opens the database a URL names to read positions only, creating nothing (`--status`).
-pub fn open_reader(url: &str) -> Result<Box<dyn Backend + Send>, DbError> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let path = std::path::Path::new(path);
-        if !path.exists() {
-            return Err(DbError::Fatal(format!("no database at {}", path.display())));
+/// A database URL as `once sink` and `once outbox` take it: `sqlite://PATH` or `postgres://…`
+/// (also `postgresql://…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseUrl<'a> {
+    Sqlite(&'a std::path::Path),
+    /// The whole URL, as the driver takes it.
+    Postgres(&'a str),
+}
+
+impl<'a> DatabaseUrl<'a> {
+    /// Parses `url`; the error says what is expected.
+    pub fn parse(url: &'a str) -> Result<DatabaseUrl<'a>, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a path: sqlite://PATH".into());
+            }
+            Ok(DatabaseUrl::Sqlite(std::path::Path::new(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(url))
+        } else {
+            Err(format!("database URL '{url}': expected sqlite://PATH or postgres://user:pass@host:port/db"))
         }
-        Ok(Box::new(sqlite::SqliteBackend::open_read_only(path)?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Box::new(postgres::PostgresBackend::open_read_only(url)?))
-    } else {
-        Err(DbError::Fatal(format!(
-            "database URL '{url}': expected sqlite://PATH or postgres://user:pass@host:port/db"
-        )))
     }
 }
 
-/// Opens the backend a database URL names: `sqlite://PATH` or `postgres://…` (also
-/// `postgresql://…`), with the `--sql` statements it will run per record.
-pub fn open_backend(url: &str, sql: &[String]) -> Result<Box<dyn Backend + Send>, DbError> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        if path.is_empty() {
-            return Err(DbError::Fatal("sqlite:// needs a path: sqlite://PATH".into()));
+/// Opens the database a URL names to read positions only, creating nothing (`--status`).
+pub fn open_reader(url: &str) -> Result<Box<dyn Backend + Send>, DbError> {
+    match DatabaseUrl::parse(url).map_err(DbError::Fatal)? {
+        DatabaseUrl::Sqlite(path) if !path.exists() => {
+            Err(DbError::Fatal(format!("no database at {}", path.display())))
         }
-        Ok(Box::new(sqlite::SqliteBackend::open(std::path::Path::new(path), sql)?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Box::new(postgres::PostgresBackend::open(url, sql)?))
-    } else {
-        Err(DbError::Fatal(format!(
-            "database URL '{url}': expected sqlite://PATH or postgres://user:pass@host:port/db"
-        )))
+        DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteBackend::open_read_only(path)?)),
+        DatabaseUrl::Postgres(url) => Ok(Box::new(postgres::PostgresBackend::open_read_only(url)?)),
+    }
+}
+
+/// Opens the backend a database URL names, with the `--sql` statements it will run per record.
+pub fn open_backend(url: &str, sql: &[String]) -> Result<Box<dyn Backend + Send>, DbError> {
+    match DatabaseUrl::parse(url).map_err(DbError::Fatal)? {
+        DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteBackend::open(path, sql)?)),
+        DatabaseUrl::Postgres(url) => Ok(Box::new(postgres::PostgresBackend::open(url, sql)?)),
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///tmp/a.db"),
+            Ok(DatabaseUrl::Sqlite(std::path::Path::new("/tmp/a.db")))
+        );
+        assert_eq!(DatabaseUrl::parse("postgres://u@h/db"), Ok(DatabaseUrl::Postgres("postgres://u@h/db")));
+        assert_eq!(DatabaseUrl::parse("postgresql://u@h/db"), Ok(DatabaseUrl::Postgres("postgresql://u@h/db")));
+        assert!(DatabaseUrl::parse("sqlite://").is_err(), "a path is needed");
+        assert!(DatabaseUrl::parse("mysql://h/db").is_err());
     }
 }
