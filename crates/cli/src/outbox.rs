@@ -39,6 +39,15 @@ pub struct OutboxArgs {
     /// uuid id add e.g. seq BIGSERIAL and name it here). SQLite always uses rowid.
     #[arg(long, env = "ONCE_OUTBOX_ORDER_COLUMN", value_name = "NAME")]
     order_column: Option<String>,
+    /// PostgreSQL: how rows are read. logical: committed inserts in commit order from a
+    /// replication slot (needs wal_level=logical and a role with REPLICATION); poll: every
+    /// unsent row by the order column; auto: logical where the server allows it, else poll.
+    #[arg(long, env = "ONCE_OUTBOX_MODE", value_name = "auto|logical|poll", default_value = "auto")]
+    mode: once_outbox::Mode,
+    /// PostgreSQL logical decoding: the replication slot's and the publication's name (both
+    /// created if missing; default once_outbox_TABLE).
+    #[arg(long, env = "ONCE_OUTBOX_SLOT", value_name = "NAME")]
+    slot: Option<String>,
     /// Most rows read, produced and retired as one batch.
     #[arg(long, env = "ONCE_OUTBOX_BATCH_ROWS", value_name = "N", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -55,8 +64,13 @@ pub struct OutboxArgs {
 pub fn run(args: OutboxArgs) -> anyhow::Result<()> {
     crate::worker::init_logging()?;
     let stop = crate::worker::stop_on_signals()?;
-    let source_options =
-        once_outbox::SourceOptions { table: args.table, after_send: args.after_send, order_column: args.order_column };
+    let source_options = once_outbox::SourceOptions {
+        table: args.table,
+        after_send: args.after_send,
+        order_column: args.order_column,
+        mode: args.mode,
+        slot: args.slot,
+    };
     let mut source = once_outbox::open_source(&args.database, &source_options).context("opening the outbox")?;
     let options = once_outbox::RelayOptions {
         topic_template: args.topic_template,

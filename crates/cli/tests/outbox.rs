@@ -94,20 +94,24 @@ trait Database: Sync {
     fn unsent(&self) -> i64;
 }
 
-struct Postgres(PgCluster);
+/// A PostgreSQL database and the relay's flags for it (which mode, which order column).
+struct Postgres {
+    cluster: PgCluster,
+    args: Vec<&'static str>,
+}
 
 impl Database for Postgres {
     fn execute(&self, sql: &str) {
-        self.0.psql(sql);
+        self.cluster.psql(sql);
     }
     fn query(&self, sql: &str) -> String {
-        self.0.psql(sql)
+        self.cluster.psql(sql)
     }
     fn url(&self) -> String {
-        self.0.url()
+        self.cluster.url()
     }
     fn relay_args(&self) -> Vec<&'static str> {
-        vec!["--order-column", "seq", "--partitions", "3"]
+        self.args.clone()
     }
     fn unsent(&self) -> i64 {
         self.query("SELECT count(*) FROM outbox").parse().expect("a count")
@@ -300,21 +304,113 @@ fn relay_under_kills(database: &dyn Database, seed: u64) {
     check(&records, database, &log);
 }
 
-#[test]
-fn postgres_outbox_under_relay_and_broker_kills_is_relayed_exactly_once_in_order() {
-    let cluster = PgCluster::start();
-    cluster.psql(
+/// The application's tables; `seq` adds an insertion-order column beside the uuid id (without
+/// it the outbox is Debezium's own shape).
+fn postgres_tables(cluster: &PgCluster, seq: bool) {
+    let seq = if seq { "seq BIGSERIAL PRIMARY KEY, id UUID NOT NULL UNIQUE" } else { "id UUID PRIMARY KEY" };
+    cluster.psql(&format!(
         "CREATE TABLE aggregates (name TEXT PRIMARY KEY, kind TEXT NOT NULL, version BIGINT NOT NULL DEFAULT 0);\
-         CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, id UUID NOT NULL UNIQUE, aggregatetype TEXT NOT NULL, \
-         aggregateid TEXT NOT NULL, type TEXT NOT NULL, payload JSONB, created_at TIMESTAMPTZ DEFAULT now());",
-    );
+         CREATE TABLE outbox ({seq}, aggregatetype TEXT NOT NULL, \
+         aggregateid TEXT NOT NULL, type TEXT NOT NULL, payload JSONB, created_at TIMESTAMPTZ DEFAULT now());"
+    ));
     for (name, kind) in AGGREGATES {
         cluster.psql(&format!("INSERT INTO aggregates (name, kind) VALUES ('{name}', '{kind}')"));
     }
+}
+
+/// Polling (a server without wal_level=logical; `--mode auto` falls back to it).
+#[test]
+fn postgres_outbox_under_relay_and_broker_kills_is_relayed_exactly_once_in_order() {
+    let cluster = PgCluster::start();
+    postgres_tables(&cluster, true);
     let url = cluster.url();
     assert_fails(&["--database", &url, "--table", "missing"], "no table 'missing'");
     assert_fails(&["--database", &url], "--order-column");
-    relay_under_kills(&Postgres(cluster), seed(20261204));
+    assert_fails(&["--database", &url, "--mode", "logical", "--order-column", "seq"], "wal_level is 'replica'");
+    let args = vec!["--order-column", "seq", "--partitions", "3"];
+    relay_under_kills(&Postgres { cluster, args }, seed(20261204));
+}
+
+/// Logical decoding of Debezium's table (uuid id, no order column): rows in commit order from the
+/// slot, which moves only after their records are acknowledged and the rows deleted.
+#[test]
+fn postgres_logical_outbox_under_relay_and_broker_kills_is_relayed_exactly_once_in_order() {
+    let cluster = PgCluster::start_logical();
+    postgres_tables(&cluster, false);
+    let url = cluster.url();
+    // Rows older than the slot cannot be ordered without an order column: refused, slot dropped.
+    cluster.psql(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type) VALUES (gen_random_uuid(), 'order', 'a0', 'Early')",
+    );
+    assert_fails(&["--database", &url, "--mode", "logical"], "1 unsent rows written before logical decoding started");
+    assert_eq!(cluster.psql("SELECT count(*) FROM pg_replication_slots"), "0", "the refused slot is dropped");
+    cluster.psql("DELETE FROM outbox");
+    start_decoding(&url, &[]);
+    let args = vec!["--mode", "logical", "--partitions", "3"];
+    relay_under_kills(&Postgres { cluster, args }, seed(20261208));
+}
+
+/// Logical decoding with an order column: rows committed before the slot existed are caught up
+/// (in order, from one snapshot) at the first start, and each restart catches up again.
+#[test]
+fn postgres_logical_outbox_catches_up_and_is_relayed_exactly_once_in_order() {
+    let cluster = PgCluster::start_logical();
+    postgres_tables(&cluster, true);
+    let args = vec!["--mode", "logical", "--order-column", "seq", "--after-send", "delete"];
+    relay_under_kills(&Postgres { cluster, args }, seed(20261209));
+}
+
+/// Runs a relay until it follows its slot (created if missing), then stops it; no broker needed.
+fn start_decoding(url: &str, args: &[&str]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log_path = dir.path().join("relay.log");
+    let log = std::fs::File::create(&log_path).expect("relay log");
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["outbox", "--bootstrap", "127.0.0.1:1", "--database", url, "--mode", "logical"])
+        .args(args)
+        .env("ONCE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn once outbox");
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_until("the relay to follow its slot", Duration::from_secs(20), || read().contains("decoding the outbox"));
+    signal(&relay, "TERM");
+    assert!(relay.wait().expect("wait").success(), "SIGTERM ends the relay with 0; log:\n{}", read());
+}
+
+/// An idle outbox's slot still moves with the WAL other tables write (the heartbeat), so it holds
+/// none back; a role without REPLICATION gets a clear error, and `--mode auto` says why it polls.
+#[test]
+fn an_idle_logical_slot_follows_the_wal_and_errors_are_clear() {
+    let cluster = PgCluster::start_logical();
+    postgres_tables(&cluster, false);
+    let url = cluster.url();
+    cluster.psql("CREATE ROLE app LOGIN; GRANT ALL ON outbox TO app; CREATE TABLE busy (x BIGINT)");
+    let app_url = url.replace("postgres://postgres@", "postgres://app@");
+    assert_fails(&["--database", &app_url, "--mode", "logical"], "ALTER ROLE app REPLICATION");
+    assert_fails(&["--database", &app_url], "uuid");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("relay.log");
+    let broker = BrokerProcess::start(&[]);
+    let database = Postgres { cluster, args: vec!["--mode", "logical", "--poll-ms", "50"] };
+    let mut relay = spawn_relay(&broker, &database, &[], &[], &log);
+    let slot_lsn = || database.query("SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots");
+    wait_until("the relay to create its slot", Duration::from_secs(20), || !slot_lsn().is_empty());
+    database.execute("INSERT INTO busy SELECT generate_series(1, 100000)");
+    let written: f64 = database.query("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").parse().expect("an lsn");
+    wait_until("the idle slot to pass the WAL written since", Duration::from_secs(20), || {
+        slot_lsn().parse::<f64>().expect("an lsn") >= written
+    });
+    database.execute(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type) VALUES (gen_random_uuid(), 'order', 'a0', 'Bumped')",
+    );
+    wait_until("the row to be relayed", Duration::from_secs(20), || database.unsent() == 0);
+    signal(&relay, "TERM");
+    assert!(relay.wait().expect("wait").success(), "SIGTERM ends the relay with 0");
+    assert_eq!(read_topics(&broker).len(), 1, "the row relayed once");
 }
 
 #[test]

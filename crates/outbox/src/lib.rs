@@ -8,10 +8,16 @@
 //! - [`relay`] — the loop: poll unsent rows, create missing topics, produce with an idempotent
 //!   producer, wait for the delivery reports, then retire the acknowledged rows.
 //! - [`sqlite`] — the SQLite source: unsent rows in `rowid` order.
-//! - [`postgres`] — the PostgreSQL source: every visible unsent row in an insertion-order column.
+//! - [`postgres`] — the PostgreSQL source by polling: every visible unsent row in an
+//!   insertion-order column.
+//! - [`logical`] — the PostgreSQL source by logical decoding: committed inserts in commit order
+//!   from a replication slot, moved only after the records are acknowledged.
+//! - [`pgoutput`] — the decoder of the messages the slot's `pgoutput` plugin sends.
 //! - [`hooks`] — test-only crash points (feature `test-hooks`).
 
 pub mod hooks;
+pub mod logical;
+pub mod pgoutput;
 pub mod postgres;
 pub mod relay;
 pub mod sqlite;
@@ -28,6 +34,10 @@ pub enum Error {
     /// The database refused or lost a statement.
     #[error("database: {0}")]
     Database(String),
+    /// Logical decoding cannot be used on this server (`wal_level`, the role's REPLICATION, the
+    /// table's owner); `--mode auto` polls instead.
+    #[error("logical decoding unavailable: {0}")]
+    Unavailable(String),
     /// The producer or admin client failed in a way retrying does not fix.
     #[error("kafka: {0}")]
     Kafka(String),
@@ -79,6 +89,34 @@ pub trait Source {
     fn unsent(&mut self, limit: usize) -> Result<Vec<OutboxRow>, Error>;
     /// Deletes or marks `rows` (read by [`Source::unsent`]), in one transaction of its own.
     fn retire(&mut self, rows: &[&OutboxRow]) -> Result<(), Error>;
+    /// Called after [`Source::retire`] when every row of the batch was acknowledged and retired:
+    /// a source that tracks a position (the logical slot) moves it past the batch now.
+    fn batch_done(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// How a PostgreSQL outbox is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Logical decoding where the server allows it, else polling (with a log line saying why).
+    Auto,
+    /// Logical decoding only: a server that cannot decode is an error.
+    Logical,
+    /// Polling only.
+    Poll,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(Mode::Auto),
+            "logical" => Ok(Mode::Logical),
+            "poll" => Ok(Mode::Poll),
+            other => Err(format!("'{other}': expected 'auto', 'logical' or 'poll'")),
+        }
+    }
 }
 
 /// Which table to relay and how.
@@ -87,8 +125,12 @@ pub struct SourceOptions {
     pub table: String,
     pub after_send: AfterSend,
     /// PostgreSQL only: the insertion-order column; `None` means `id`, which must then be an
-    /// integer column.
+    /// integer column to poll (logical decoding needs one only for rows older than its slot).
     pub order_column: Option<String>,
+    /// PostgreSQL only: logical decoding or polling.
+    pub mode: Mode,
+    /// PostgreSQL logical decoding: the slot and publication name (default `once_outbox_TABLE`).
+    pub slot: Option<String>,
 }
 
 /// Opens `sqlite://PATH` or `postgres://…` and checks the table has the columns needed.
@@ -98,13 +140,29 @@ pub fn open_source(url: &str, options: &SourceOptions) -> Result<Box<dyn Source>
         check_identifier(column)?;
     }
     match once_sink::DatabaseUrl::parse(url).map_err(Error::Config)? {
+        once_sink::DatabaseUrl::Sqlite(_) if options.mode == Mode::Logical => {
+            Err(Error::Config("--mode logical is PostgreSQL's; SQLite is polled in rowid order".into()))
+        }
         once_sink::DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteSource::open(path, options)?)),
-        once_sink::DatabaseUrl::Postgres(url) => Ok(Box::new(postgres::PostgresSource::open(url, options)?)),
+        once_sink::DatabaseUrl::Postgres(url) => match options.mode {
+            Mode::Poll => Ok(Box::new(postgres::PostgresSource::open(url, options)?)),
+            Mode::Logical => Ok(Box::new(logical::LogicalSource::open(url, options)?)),
+            Mode::Auto => match logical::LogicalSource::open(url, options) {
+                Ok(source) => Ok(Box::new(source)),
+                Err(Error::Unavailable(reason)) => {
+                    tracing::warn!(%reason, "logical decoding unavailable: polling the outbox instead");
+                    let polled = postgres::PostgresSource::open(url, options)
+                        .map_err(|error| Error::Config(format!("{error} (logical decoding unavailable: {reason})")))?;
+                    Ok(Box::new(polled))
+                }
+                Err(error) => Err(error),
+            },
+        },
     }
 }
 
 /// Table and column names go into SQL text, so only plain identifiers are accepted.
-fn check_identifier(name: &str) -> Result<(), Error> {
+pub(crate) fn check_identifier(name: &str) -> Result<(), Error> {
     let plain = !name.is_empty()
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit());

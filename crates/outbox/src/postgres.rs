@@ -22,32 +22,47 @@ pub struct PostgresSource {
     retire_sql: String,
 }
 
-fn database(error: tokio_postgres::Error) -> Error {
-    Error::Database(error.to_string())
+pub(crate) fn database(error: tokio_postgres::Error) -> Error {
+    // The driver's Display of a server error is only "db error": name the server's message.
+    match error.as_db_error() {
+        Some(db) => Error::Database(format!("{} (SQLSTATE {})", db.message(), db.code().code())),
+        None => Error::Database(error.to_string()),
+    }
 }
 
 const INTEGER_TYPES: &[&str] = &["smallint", "integer", "bigint"];
 
 impl PostgresSource {
     pub fn open(url: &str, options: &SourceOptions) -> Result<PostgresSource, Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|error| Error::Database(format!("starting the driver's runtime: {error}")))?;
-        let (client, connection) = runtime.block_on(tokio_postgres::connect(url, NoTls)).map_err(database)?;
-        runtime.spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(%error, "PostgreSQL connection ended");
-            }
-        });
+        let runtime = runtime()?;
+        let client = connect(&runtime, url)?;
         let columns = runtime.block_on(table_columns(&client, &options.table))?;
         let (select_sql, retire_sql) = statements(&columns, options)?;
         Ok(PostgresSource { runtime, client, select_sql, retire_sql })
     }
 }
 
+/// The runtime a source blocks on: the relay's loop is synchronous.
+pub(crate) fn runtime() -> Result<Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| Error::Database(format!("starting the driver's runtime: {error}")))
+}
+
+/// A connection whose task runs on `runtime` (while the source blocks on it).
+pub(crate) fn connect(runtime: &Runtime, url: &str) -> Result<Client, Error> {
+    let (client, connection) = runtime.block_on(tokio_postgres::connect(url, NoTls)).map_err(database)?;
+    runtime.spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
 /// (name, type) of each column of `table`; empty when there is no such table.
-async fn table_columns(client: &Client, table: &str) -> Result<Vec<(String, String)>, Error> {
+pub(crate) async fn table_columns(client: &Client, table: &str) -> Result<Vec<(String, String)>, Error> {
     let rows = client
         .query(
             "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
@@ -59,74 +74,93 @@ async fn table_columns(client: &Client, table: &str) -> Result<Vec<(String, Stri
     Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
-/// The poll's `SELECT` and the retiring statement, from the table's columns.
-fn statements(columns: &[(String, String)], options: &SourceOptions) -> Result<(String, String), Error> {
+/// Checks `table` exists and has the columns every mode reads (and `sent_at` for `--after-send mark`).
+pub(crate) fn check_columns(columns: &[(String, String)], options: &SourceOptions) -> Result<(), Error> {
     let table = &options.table;
     if columns.is_empty() {
         return Err(Error::Config(format!("no table '{table}' (or no permission to see it)")));
     }
-    let type_of = |name: &str| columns.iter().find(|(column, _)| column == name).map(|(_, kind)| kind.as_str());
     let mut needed = vec!["id", "aggregatetype", "aggregateid", "type", "payload"];
     if options.after_send == AfterSend::Mark {
         needed.push(MARK_COLUMN);
     }
     for column in needed {
-        if type_of(column).is_none() {
+        if type_of(columns, column).is_none() {
             return Err(Error::Config(format!("table '{table}' has no column '{column}'")));
         }
     }
+    Ok(())
+}
+
+fn type_of<'a>(columns: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    columns.iter().find(|(column, _)| column == name).map(|(_, kind)| kind.as_str())
+}
+
+/// The insertion-order column: `--order-column`, else `id`; it must be an integer column.
+pub(crate) fn order_column(columns: &[(String, String)], options: &SourceOptions) -> Result<String, Error> {
+    let table = &options.table;
     let order = options.order_column.as_deref().unwrap_or("id");
-    match type_of(order) {
-        Some(kind) if INTEGER_TYPES.contains(&kind) => {}
-        Some(kind) => {
-            return Err(Error::Config(format!(
-                "column '{order}' of '{table}' is {kind}: PostgreSQL polling needs an integer insertion-order \
-                 column (an integer id, or --order-column NAME, e.g. seq BIGSERIAL)"
-            )))
-        }
-        None => return Err(Error::Config(format!("table '{table}' has no column '{order}'"))),
+    match type_of(columns, order) {
+        Some(kind) if INTEGER_TYPES.contains(&kind) => Ok(order.to_string()),
+        Some(kind) => Err(Error::Config(format!(
+            "column '{order}' of '{table}' is {kind}: PostgreSQL polling needs an integer insertion-order \
+             column (an integer id, or --order-column NAME, e.g. seq BIGSERIAL)"
+        ))),
+        None => Err(Error::Config(format!("table '{table}' has no column '{order}'"))),
     }
-    let payload = if type_of("payload") == Some("bytea") { "payload" } else { "convert_to(payload::text, 'UTF8')" };
-    let (unsent, retire) = match options.after_send {
-        AfterSend::Delete => (
-            String::new(),
-            format!(
-                "DELETE FROM {table} WHERE ({order}, id::text) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))"
-            ),
-        ),
-        AfterSend::Mark => (
-            format!("WHERE {MARK_COLUMN} IS NULL"),
-            format!(
-                "UPDATE {table} SET {MARK_COLUMN} = now() \
-                 WHERE ({order}, id::text) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))"
-            ),
+}
+
+/// Every unsent row in `order`, as (order, id, aggregatetype, aggregateid, type, payload bytes);
+/// no LIMIT (the poll adds one, the logical source's catch-up reads it through a cursor).
+pub(crate) fn select_sql(columns: &[(String, String)], options: &SourceOptions, order: &str) -> String {
+    let table = &options.table;
+    let payload =
+        if type_of(columns, "payload") == Some("bytea") { "payload" } else { "convert_to(payload::text, 'UTF8')" };
+    let unsent = match options.after_send {
+        AfterSend::Delete => String::new(),
+        AfterSend::Mark => format!("WHERE {MARK_COLUMN} IS NULL"),
+    };
+    format!(
+        "SELECT {order}::bigint, id::text, aggregatetype::text, aggregateid::text, type::text, {payload} \
+         FROM {table} {unsent} ORDER BY {order}"
+    )
+}
+
+/// The poll's `SELECT` and the retiring statement, from the table's columns.
+fn statements(columns: &[(String, String)], options: &SourceOptions) -> Result<(String, String), Error> {
+    check_columns(columns, options)?;
+    let order = order_column(columns, options)?;
+    let table = &options.table;
+    let retire = match options.after_send {
+        AfterSend::Delete => {
+            format!("DELETE FROM {table} WHERE ({order}, id::text) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))")
+        }
+        AfterSend::Mark => format!(
+            "UPDATE {table} SET {MARK_COLUMN} = now() \
+             WHERE ({order}, id::text) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))"
         ),
     };
-    let select = format!(
-        "SELECT {order}::bigint, id::text, aggregatetype::text, aggregateid::text, type::text, {payload} \
-         FROM {table} {unsent} ORDER BY {order} LIMIT $1"
-    );
-    Ok((select, retire))
+    Ok((select_sql(columns, options, &order) + " LIMIT $1", retire))
+}
+
+/// One row of [`select_sql`]'s result.
+pub(crate) fn outbox_row(row: &tokio_postgres::Row) -> Result<OutboxRow, tokio_postgres::Error> {
+    let text = |index: usize| row.try_get::<_, Option<String>>(index).map(Option::unwrap_or_default);
+    Ok(OutboxRow {
+        position: row.try_get(0)?,
+        id: text(1)?,
+        aggregate_type: text(2)?,
+        aggregate_id: text(3)?,
+        event_type: text(4)?,
+        payload: row.try_get(5)?,
+    })
 }
 
 impl Source for PostgresSource {
     fn unsent(&mut self, limit: usize) -> Result<Vec<OutboxRow>, Error> {
         let limit = limit as i64;
         let rows = self.runtime.block_on(self.client.query(&self.select_sql, &[&limit])).map_err(database)?;
-        rows.iter()
-            .map(|row| {
-                let text = |index: usize| row.try_get::<_, Option<String>>(index).map(Option::unwrap_or_default);
-                Ok(OutboxRow {
-                    position: row.try_get(0)?,
-                    id: text(1)?,
-                    aggregate_type: text(2)?,
-                    aggregate_id: text(3)?,
-                    event_type: text(4)?,
-                    payload: row.try_get(5)?,
-                })
-            })
-            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
-            .map_err(database)
+        rows.iter().map(outbox_row).collect::<Result<Vec<_>, tokio_postgres::Error>>().map_err(database)
     }
 
     /// One statement outside any explicit transaction: its own transaction. Rows are named by the
@@ -156,6 +190,8 @@ mod tests {
             table: "outbox".into(),
             after_send: AfterSend::Delete,
             order_column: order_column.map(str::to_string),
+            mode: crate::Mode::Poll,
+            slot: None,
         }
     }
 

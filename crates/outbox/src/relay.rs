@@ -116,6 +116,9 @@ pub fn run(
         let (retire, failure) = retirable(&rows, &outcomes);
         source.retire(&retire)?;
         summary.retired += retire.len() as u64;
+        if failure.is_none() && retire.len() == rows.len() {
+            source.batch_done()?;
+        }
         tracing::debug!(rows = rows.len(), retired = retire.len(), "batch done");
         if let Some(failure) = failure {
             return Err(Error::Kafka(failure));

@@ -159,7 +159,13 @@ mod tests {
                 "CREATE TABLE outbox (id TEXT, aggregatetype TEXT, aggregateid TEXT, type TEXT, payload BLOB, sent_at TEXT)",
             )
             .expect("create the outbox");
-        let options = SourceOptions { table: "outbox".into(), after_send, order_column: None };
+        let options = SourceOptions {
+            table: "outbox".into(),
+            after_send,
+            order_column: None,
+            mode: crate::Mode::Auto,
+            slot: None,
+        };
         let source = SqliteSource::open(&path, &options).expect("open");
         (dir, source, application)
     }
@@ -222,7 +228,13 @@ mod tests {
                     "CREATE TABLE outbox ({table}, aggregatetype TEXT, aggregateid TEXT, type TEXT, payload BLOB, sent_at TEXT)"
                 ))
                 .expect("create the outbox");
-            let options = SourceOptions { table: "outbox".into(), after_send, order_column: None };
+            let options = SourceOptions {
+                table: "outbox".into(),
+                after_send,
+                order_column: None,
+                mode: crate::Mode::Auto,
+                slot: None,
+            };
             match SqliteSource::open(&path, &options) {
                 Err(Error::Config(message)) if refused => assert!(message.contains("AUTOINCREMENT"), "{message}"),
                 Ok(_) if !refused => {}

@@ -41,6 +41,16 @@ fn checked(output: Output, what: &str) {
 
 impl PgCluster {
     pub fn start() -> PgCluster {
+        PgCluster::start_with("")
+    }
+
+    /// A cluster that can decode logically (`wal_level = logical`).
+    pub fn start_logical() -> PgCluster {
+        PgCluster::start_with("-c wal_level=logical")
+    }
+
+    /// A cluster started with `options` (server `-c` flags) added.
+    pub fn start_with(options: &str) -> PgCluster {
         let bin = newest_bin();
         let dir = tempfile::tempdir().expect("temp dir");
         let as_root = Command::new("id").arg("-u").output().is_ok_and(|output| output.stdout.trim_ascii() == b"0");
@@ -59,7 +69,7 @@ impl PgCluster {
             .expect("run initdb");
         checked(output, "initdb");
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40 {options}",
             cluster.socket_dir().display()
         );
         let output = cluster

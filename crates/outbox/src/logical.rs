@@ -1,0 +1,403 @@
+//! The PostgreSQL source by logical decoding: committed outbox inserts in **commit order**, read
+//! from a logical replication slot (plugin `pgoutput`, a publication of the table's inserts only),
+//! through the SQL interface (`pg_logical_slot_peek_binary_changes`). Peeking does not move the
+//! slot; it is moved (`pg_replication_slot_advance`) only after every record of the batch is
+//! acknowledged by the broker and the batch's rows are retired. A crash anywhere before that
+//! decodes the same transactions again, and the topic's `dedup.source=header:id` stores each id
+//! once. docs/design/outbox.md has the argument.
+//!
+//! - **Heartbeat.** A peek that finds nothing of the table's still moves the slot to the position
+//!   it decoded up to, so a slot on an idle outbox never holds back WAL that other tables or other
+//!   databases of the cluster write.
+//! - **Catch-up.** Rows committed before the slot existed are not in its stream. When the table
+//!   has an insertion-order column, each start first sends every unsent row in the table, in that
+//!   order, from one snapshot taken after the slot exists (a `REPEATABLE READ` cursor on a second
+//!   connection), then follows the stream; rows in both are sent twice and stored once. Without
+//!   such a column (Debezium's uuid `id`), rows written before the slot was created cannot be put
+//!   in order, so creating the slot with such rows present is refused (and the slot dropped).
+//! - **Two relays** on one slot: PostgreSQL lets one session use a slot at a time; the other
+//!   gets "replication slot … is active" and stops. Run one.
+
+use std::collections::HashMap;
+
+use tokio::runtime::Runtime;
+use tokio_postgres::Client;
+
+use crate::pgoutput::{self, Message, Value};
+use crate::postgres::{check_columns, connect, database, outbox_row, runtime, select_sql, table_columns};
+use crate::{AfterSend, Error, OutboxRow, Source, SourceOptions, MARK_COLUMN};
+
+/// The cursor the catch-up reads through.
+const CATCH_UP_CURSOR: &str = "once_outbox_catch_up";
+
+pub struct LogicalSource {
+    runtime: Runtime,
+    client: Client,
+    slot: String,
+    publication: String,
+    /// The outbox table's oid: inserts into other tables (a publication made by hand) are skipped.
+    table_oid: u32,
+    /// Column names of the table by relation id, from the stream's Relation messages.
+    relations: HashMap<u32, Vec<(String, u32)>>,
+    retire_sql: String,
+    /// The unsent rows that predate the stream, while they are being sent.
+    catch_up: Option<Client>,
+    /// Where the slot moves once the batch in hand is retired: the end of its last transaction,
+    /// or the position the peek decoded up to.
+    pending_advance: Option<u64>,
+    /// Stream rows handed out so far: their `position` (commit order within this run).
+    streamed: i64,
+}
+
+/// The slot and publication a table's relay uses by default.
+pub fn default_slot(table: &str) -> String {
+    format!("once_outbox_{table}")
+}
+
+/// SQLSTATE of the errors the relay explains.
+fn sqlstate(error: &tokio_postgres::Error) -> Option<&str> {
+    error.code().map(|code| code.code())
+}
+
+impl LogicalSource {
+    /// Connects, checks the server can decode (`wal_level`, the role's REPLICATION), and creates
+    /// the publication and the slot if they are missing. [`Error::Unavailable`] says why logical
+    /// decoding cannot be used here (the caller may poll instead).
+    pub fn open(url: &str, options: &SourceOptions) -> Result<LogicalSource, Error> {
+        let runtime = runtime()?;
+        let client = connect(&runtime, url)?;
+        let table = &options.table;
+        let columns = runtime.block_on(table_columns(&client, table))?;
+        check_columns(&columns, options)?;
+        let order = match &options.order_column {
+            Some(column) => Some(crate::postgres::order_column(&columns, options).map(|_| column.clone())?),
+            None => crate::postgres::order_column(&columns, options).ok(),
+        };
+        let slot = options.slot.clone().unwrap_or_else(|| default_slot(table));
+        crate::check_identifier(&slot)?;
+        let query_one = |sql: &str| runtime.block_on(client.query_one(sql, &[])).map_err(database);
+
+        let wal_level: String = query_one("SHOW wal_level")?.get(0);
+        if wal_level != "logical" {
+            return Err(Error::Unavailable(format!(
+                "wal_level is '{wal_level}'; logical decoding needs wal_level = logical \
+                 (ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL)"
+            )));
+        }
+        let role = query_one(
+            "SELECT current_user::text, rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user",
+        )?;
+        let (user, may_replicate): (String, bool) = (role.get(0), role.get(1));
+        if !may_replicate {
+            return Err(Error::Unavailable(format!(
+                "role '{user}' may not use replication slots (ALTER ROLE {user} REPLICATION)"
+            )));
+        }
+        let table_oid: u32 =
+            runtime.block_on(client.query_one("SELECT to_regclass($1)::oid", &[table])).map_err(database)?.get(0);
+
+        let source = LogicalSource {
+            retire_sql: match options.after_send {
+                AfterSend::Delete => format!("DELETE FROM {table} WHERE id::text = ANY($1)"),
+                AfterSend::Mark => {
+                    format!(
+                        "UPDATE {table} SET {MARK_COLUMN} = now() WHERE id::text = ANY($1) AND {MARK_COLUMN} IS NULL"
+                    )
+                }
+            },
+            runtime,
+            client,
+            publication: slot.clone(),
+            slot,
+            table_oid,
+            relations: HashMap::new(),
+            catch_up: None,
+            pending_advance: None,
+            streamed: 0,
+        };
+        source.ensure_publication(table)?;
+        let created = source.ensure_slot()?;
+        let mut source = source;
+        match order {
+            Some(order) => source.start_catch_up(url, &select_sql(&columns, options, &order))?,
+            None if created => {
+                let unsent = match options.after_send {
+                    AfterSend::Delete => format!("SELECT count(*) FROM {table}"),
+                    AfterSend::Mark => format!("SELECT count(*) FROM {table} WHERE {MARK_COLUMN} IS NULL"),
+                };
+                let count: i64 =
+                    source.runtime.block_on(source.client.query_one(&unsent, &[])).map_err(database)?.get(0);
+                if count > 0 {
+                    source.drop_slot()?;
+                    return Err(Error::Config(format!(
+                        "'{table}' holds {count} unsent rows written before logical decoding started, and no \
+                         integer insertion-order column to send them in order: name one with --order-column, \
+                         or relay them with --mode poll first"
+                    )));
+                }
+            }
+            None => {}
+        }
+        tracing::info!(slot = %source.slot, publication = %source.publication, created, "decoding the outbox's inserts");
+        Ok(source)
+    }
+
+    fn ensure_publication(&self, table: &str) -> Result<(), Error> {
+        let existing = self
+            .runtime
+            .block_on(self.client.query_opt(
+                "SELECT pubinsert AND (puballtables OR EXISTS \
+                 (SELECT 1 FROM pg_publication_rel WHERE prpubid = p.oid AND prrelid = $2)) \
+                 FROM pg_publication p WHERE pubname = $1",
+                &[&self.publication, &self.table_oid],
+            ))
+            .map_err(database)?;
+        match existing.map(|row| row.get::<_, bool>(0)) {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::Config(format!(
+                "publication '{}' exists but does not publish inserts into '{table}'",
+                self.publication
+            ))),
+            None => {
+                let create =
+                    format!("CREATE PUBLICATION {} FOR TABLE {table} WITH (publish = 'insert')", self.publication);
+                match self.runtime.block_on(self.client.batch_execute(&create)) {
+                    Ok(()) => Ok(()),
+                    // Another relay created it meanwhile.
+                    Err(error) if sqlstate(&error) == Some("42710") => Ok(()),
+                    Err(error) if sqlstate(&error) == Some("42501") => Err(Error::Unavailable(format!(
+                        "creating publication '{}' needs the owner of '{table}' ({error}); or create it once as \
+                         the owner: {create}",
+                        self.publication
+                    ))),
+                    Err(error) => Err(database(error)),
+                }
+            }
+        }
+    }
+
+    /// Creates the slot if it is missing; whether it did.
+    fn ensure_slot(&self) -> Result<bool, Error> {
+        let existing = self
+            .runtime
+            .block_on(self.client.query_opt(
+                "SELECT plugin::text, database::text, current_database()::text FROM pg_replication_slots \
+                 WHERE slot_name = $1",
+                &[&self.slot],
+            ))
+            .map_err(database)?;
+        if let Some(row) = existing {
+            let (plugin, slot_database, here): (Option<String>, Option<String>, String) =
+                (row.get(0), row.get(1), row.get(2));
+            if plugin.as_deref() != Some("pgoutput") || slot_database.as_deref() != Some(here.as_str()) {
+                return Err(Error::Config(format!(
+                    "replication slot '{}' exists but is not a pgoutput slot of database '{here}' \
+                     (plugin {plugin:?}, database {slot_database:?}): name another with --slot",
+                    self.slot
+                )));
+            }
+            return Ok(false);
+        }
+        let created = self.runtime.block_on(
+            self.client
+                .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&self.slot]),
+        );
+        match created {
+            Ok(row) => {
+                tracing::info!(slot = %self.slot, at = %row.get::<_, String>(0), "created the replication slot");
+                Ok(true)
+            }
+            Err(error) if sqlstate(&error) == Some("53400") => {
+                Err(Error::Unavailable(format!("no free replication slot ({error}); raise max_replication_slots")))
+            }
+            Err(error) => Err(database(error)),
+        }
+    }
+
+    fn drop_slot(&self) -> Result<(), Error> {
+        self.runtime
+            .block_on(self.client.execute("SELECT pg_drop_replication_slot($1)", &[&self.slot]))
+            .map_err(database)?;
+        Ok(())
+    }
+
+    /// Opens the catch-up cursor: one snapshot, taken now that the slot exists, so every row
+    /// committed before the slot's start is in it, in insertion order.
+    fn start_catch_up(&mut self, url: &str, select: &str) -> Result<(), Error> {
+        let reader = connect(&self.runtime, url)?;
+        let open = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE {CATCH_UP_CURSOR} NO SCROLL CURSOR FOR {select}"
+        );
+        self.runtime.block_on(reader.batch_execute(&open)).map_err(database)?;
+        self.catch_up = Some(reader);
+        Ok(())
+    }
+
+    fn catch_up_rows(&mut self, reader: &Client, limit: usize) -> Result<Vec<OutboxRow>, Error> {
+        let rows = self
+            .runtime
+            .block_on(reader.query(&format!("FETCH {limit} FROM {CATCH_UP_CURSOR}"), &[]))
+            .map_err(database)?;
+        rows.iter().map(outbox_row).collect::<Result<Vec<_>, _>>().map_err(database)
+    }
+
+    /// Moves the slot to `lsn` (never back: a position it already passed is left alone).
+    fn advance(&self, lsn: u64) -> Result<(), Error> {
+        let target = pgoutput::lsn_text(lsn);
+        self.runtime
+            .block_on(self.client.query_one(
+                "SELECT pg_replication_slot_advance(slot_name, GREATEST($2::text::pg_lsn, confirmed_flush_lsn))::text \
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.slot, &target],
+            ))
+            .map_err(|error| self.slot_error(error))?;
+        Ok(())
+    }
+
+    fn slot_error(&self, error: tokio_postgres::Error) -> Error {
+        if sqlstate(&error) == Some("55006") {
+            return Error::Config(format!(
+                "replication slot '{}' is in use by another session (another once outbox?): {error}",
+                self.slot
+            ));
+        }
+        database(error)
+    }
+
+    /// Decodes committed transactions from the slot's position on, up to `limit` messages (whole
+    /// transactions), and returns the outbox rows they inserted, in commit order.
+    fn stream_rows(&mut self, limit: usize) -> Result<Vec<OutboxRow>, Error> {
+        loop {
+            let upto: String = self
+                .runtime
+                .block_on(self.client.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]))
+                .map_err(database)?
+                .get(0);
+            let upto = pgoutput::parse_lsn(&upto).ok_or_else(|| Error::Database(format!("an LSN '{upto}'")))?;
+            let messages = self
+                .runtime
+                .block_on(self.client.query(
+                    "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3, \
+                     'proto_version', '1', 'publication_names', $4)",
+                    &[&self.slot, &pgoutput::lsn_text(upto), &(limit as i32), &self.publication],
+                ))
+                .map_err(|error| self.slot_error(error))?;
+            let mut rows = Vec::new();
+            let mut open: Option<u32> = None;
+            let mut last_commit = None;
+            for message in &messages {
+                let data: &[u8] = message.get(0);
+                match pgoutput::decode(data).map_err(|error| Error::Database(error.to_string()))? {
+                    Message::Begin { xid } => {
+                        assert!(open.is_none(), "a Begin inside transaction {open:?}");
+                        open = Some(xid);
+                    }
+                    Message::Commit { end_lsn } => {
+                        assert!(open.take().is_some(), "a Commit without its Begin");
+                        assert!(last_commit < Some(end_lsn), "commits decode in commit order");
+                        last_commit = Some(end_lsn);
+                    }
+                    Message::Relation(relation) => {
+                        self.relations.insert(relation.id, relation.columns);
+                    }
+                    Message::Insert { relation, values } if relation == self.table_oid => {
+                        assert!(open.is_some(), "an Insert outside a transaction");
+                        rows.push(self.row(relation, values)?);
+                    }
+                    Message::Insert { .. } | Message::Other(_) => {}
+                }
+            }
+            // The SQL interface returns whole transactions.
+            assert!(open.is_none(), "a peek ended inside transaction {open:?}");
+            // Fewer messages than asked for: the peek decoded everything committed before `upto`.
+            let decoded_to =
+                if messages.len() < limit { upto } else { last_commit.expect("a full peek holds at least one commit") };
+            if rows.is_empty() {
+                // Nothing of the outbox's: the heartbeat, so an idle outbox's slot holds no WAL back.
+                self.advance(decoded_to)?;
+                if messages.len() < limit {
+                    return Ok(rows);
+                }
+                continue;
+            }
+            self.pending_advance = Some(decoded_to);
+            return Ok(rows);
+        }
+    }
+
+    fn row(&mut self, relation: u32, values: Vec<Value>) -> Result<OutboxRow, Error> {
+        let columns = self
+            .relations
+            .get(&relation)
+            .ok_or_else(|| Error::Database(format!("an insert into relation {relation} before its description")))?;
+        assert_eq!(columns.len(), values.len(), "an insert has one value per column of its relation");
+        let text = |name: &str| -> Result<(Option<Vec<u8>>, u32), Error> {
+            let index = columns
+                .iter()
+                .position(|(column, _)| column == name)
+                .ok_or_else(|| Error::Config(format!("the decoded outbox table has no column '{name}'")))?;
+            match &values[index] {
+                Value::Null => Ok((None, columns[index].1)),
+                Value::Text(bytes) => Ok((Some(bytes.clone()), columns[index].1)),
+                Value::Unchanged => Err(Error::Database(format!("an insert without the value of '{name}'"))),
+            }
+        };
+        let string = |value: Option<Vec<u8>>| String::from_utf8_lossy(&value.unwrap_or_default()).into_owned();
+        const BYTEA: u32 = 17;
+        let payload = match text("payload")? {
+            (Some(bytes), BYTEA) => Some(
+                pgoutput::bytea_from_text(&bytes)
+                    .ok_or_else(|| Error::Database("a bytea payload not in hex form".to_string()))?,
+            ),
+            (value, _) => value,
+        };
+        self.streamed += 1;
+        Ok(OutboxRow {
+            position: self.streamed,
+            id: string(text("id")?.0),
+            aggregate_type: string(text("aggregatetype")?.0),
+            aggregate_id: string(text("aggregateid")?.0),
+            event_type: string(text("type")?.0),
+            payload,
+        })
+    }
+}
+
+impl Source for LogicalSource {
+    fn unsent(&mut self, limit: usize) -> Result<Vec<OutboxRow>, Error> {
+        // A batch not wholly retired (the relay stopped with records unacknowledged) leaves the
+        // slot where it was: its transactions decode again.
+        self.pending_advance = None;
+        if let Some(reader) = self.catch_up.take() {
+            let rows = self.catch_up_rows(&reader, limit)?;
+            if rows.len() == limit {
+                self.catch_up = Some(reader);
+            } else {
+                self.runtime.block_on(reader.batch_execute("COMMIT")).map_err(database)?;
+                tracing::info!("caught up with the rows written before decoding; following the slot");
+            }
+            if !rows.is_empty() {
+                return Ok(rows);
+            }
+        }
+        self.stream_rows(limit)
+    }
+
+    /// Retires by id (the stream has no order column value); one statement, its own transaction.
+    fn retire(&mut self, rows: &[&OutboxRow]) -> Result<(), Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+        self.runtime.block_on(self.client.execute(&self.retire_sql, &[&ids])).map_err(database)?;
+        Ok(())
+    }
+
+    /// Only now does the slot move past the batch: its records are stored and its rows retired.
+    fn batch_done(&mut self) -> Result<(), Error> {
+        match self.pending_advance.take() {
+            Some(lsn) => self.advance(lsn),
+            None => Ok(()),
+        }
+    }
+}
