@@ -48,6 +48,11 @@ pub struct OutboxArgs {
     /// created if missing; default once_outbox_TABLE).
     #[arg(long, env = "ONCE_OUTBOX_SLOT", value_name = "NAME")]
     slot: Option<String>,
+    /// A column's name where it is not Debezium's: FIELD=COLUMN, FIELD one of id, aggregatetype,
+    /// aggregateid, type, payload, timestamp (the record timestamp: a timestamp column or ms since
+    /// the epoch; default the produce time), sent_at. Repeatable.
+    #[arg(long = "column", value_name = "FIELD=COLUMN")]
+    columns: Vec<String>,
     /// Most rows read, produced and retired as one batch.
     #[arg(long, env = "ONCE_OUTBOX_BATCH_ROWS", value_name = "N", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -64,12 +69,17 @@ pub struct OutboxArgs {
 pub fn run(args: OutboxArgs) -> anyhow::Result<()> {
     crate::worker::init_logging()?;
     let stop = crate::worker::stop_on_signals()?;
+    let mut columns = once_outbox::Columns::default();
+    for assignment in &args.columns {
+        columns.set(assignment).map_err(|error| anyhow::anyhow!("--column {error}"))?;
+    }
     let source_options = once_outbox::SourceOptions {
         table: args.table,
         after_send: args.after_send,
         order_column: args.order_column,
         mode: args.mode,
         slot: args.slot,
+        columns,
     };
     let mut source = once_outbox::open_source(&args.database, &source_options).context("opening the outbox")?;
     let options = once_outbox::RelayOptions {

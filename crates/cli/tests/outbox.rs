@@ -360,6 +360,66 @@ fn postgres_logical_outbox_catches_up_and_is_relayed_exactly_once_in_order() {
     relay_under_kills(&Postgres { cluster, args }, seed(20261209));
 }
 
+/// Renamed columns (`--column`), a bytea payload and a timestamp column, by polling and by
+/// logical decoding: the records carry the payload's bytes and the column's timestamp.
+#[test]
+fn renamed_columns_and_timestamps_are_relayed_in_both_postgres_modes() {
+    let cluster = PgCluster::start_logical();
+    let broker = BrokerProcess::start(&[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("relay.log");
+    let columns = ["id=event_id", "aggregatetype=kind", "aggregateid=entity", "type=name", "payload=body"];
+    for (table, mode) in [("polled", "poll"), ("decoded", "logical")] {
+        cluster.psql(&format!(
+            "CREATE TABLE {table} (seq BIGSERIAL, event_id UUID NOT NULL, kind TEXT, entity TEXT, name TEXT, \
+             body BYTEA, at TIMESTAMPTZ)"
+        ));
+        let insert = format!(
+            "INSERT INTO {table} (event_id, kind, entity, name, body, at) VALUES \
+             (gen_random_uuid(), '{table}', 'e1', 'Created', '\\x00ff41'::bytea, '2025-12-05 00:00:00.123+00'), \
+             (gen_random_uuid(), '{table}', 'e1', 'Renamed', NULL, '2025-12-05 02:00:00.5+02')"
+        );
+        if mode == "poll" {
+            cluster.psql(&insert);
+        }
+        let (bootstrap, url) = (broker.bootstrap(), cluster.url());
+        let mut args = vec!["outbox", "--bootstrap", &bootstrap, "--database", &url];
+        args.extend(["--table", table, "--mode", mode, "--order-column", "seq", "--column", "timestamp=at"]);
+        columns.iter().for_each(|column| args.extend(["--column", column]));
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
+        let mut relay = Command::new(env!("CARGO_BIN_EXE_once"))
+            .args(&args)
+            .env("ONCE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn once outbox");
+        if mode == "logical" {
+            let read = || std::fs::read_to_string(&log).unwrap_or_default();
+            wait_until("the relay to follow its slot", Duration::from_secs(20), || {
+                read().contains("decoding the outbox")
+            });
+            cluster.psql(&insert);
+        }
+        let left = || cluster.psql(&format!("SELECT count(*) FROM {table}"));
+        wait_until("the relay to send both rows", Duration::from_secs(30), || left() == "0");
+        signal(&relay, "TERM");
+        assert!(relay.wait().expect("wait").success(), "SIGTERM ends the relay with 0");
+        let output = Command::new("kcat")
+            .args(["-C", "-b", &broker.bootstrap(), "-t", &format!("outbox.event.{table}"), "-e", "-q"])
+            .args(["-f", "%k %T %h %S|%s\\n"])
+            .output()
+            .expect("run kcat");
+        let lines: Vec<&[u8]> = output.stdout.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()).collect();
+        let shown: Vec<String> = lines.iter().map(|line| String::from_utf8_lossy(line).into_owned()).collect();
+        assert_eq!(lines.len(), 2, "{mode}: two records: {shown:?}");
+        assert!(shown[0].starts_with("e1 1764892800123 id="), "{mode}: key and timestamp: {shown:?}");
+        assert!(lines[0].ends_with(b",type=Created 3|\x00\xffA"), "{mode}: the bytea's own bytes: {shown:?}");
+        assert!(shown[1].starts_with("e1 1764892800500 id="), "{mode}: the +02 time in UTC: {shown:?}");
+        assert!(shown[1].ends_with(",type=Renamed -1|"), "{mode}: a NULL payload is a null value: {shown:?}");
+    }
+}
+
 /// Runs a relay until it follows its slot (created if missing), then stops it; no broker needed.
 fn start_decoding(url: &str, args: &[&str]) {
     let dir = tempfile::tempdir().expect("temp dir");

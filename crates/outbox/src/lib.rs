@@ -64,8 +64,77 @@ impl std::str::FromStr for AfterSend {
     }
 }
 
-/// The column `--after-send mark` sets.
+/// The column `--after-send mark` sets, unless renamed.
 pub const MARK_COLUMN: &str = "sent_at";
+
+/// The outbox table's column names: Debezium's outbox event router's by default, each renamable
+/// with `--column FIELD=NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Columns {
+    /// The message id: header `id`.
+    pub id: String,
+    /// The topic, through the template.
+    pub aggregate_type: String,
+    /// The record key.
+    pub aggregate_id: String,
+    /// Header `type`.
+    pub event_type: String,
+    /// The record value.
+    pub payload: String,
+    /// The record timestamp (a timestamp, or an integer of milliseconds since the epoch); none
+    /// means the time the record is produced.
+    pub timestamp: Option<String>,
+    /// The column `--after-send mark` sets.
+    pub sent_at: String,
+}
+
+impl Default for Columns {
+    fn default() -> Columns {
+        Columns {
+            id: "id".into(),
+            aggregate_type: "aggregatetype".into(),
+            aggregate_id: "aggregateid".into(),
+            event_type: "type".into(),
+            payload: "payload".into(),
+            timestamp: None,
+            sent_at: MARK_COLUMN.into(),
+        }
+    }
+}
+
+impl Columns {
+    /// The fields `--column` names.
+    pub const FIELDS: &'static str = "id, aggregatetype, aggregateid, type, payload, timestamp, sent_at";
+
+    /// Applies one `FIELD=NAME`.
+    pub fn set(&mut self, assignment: &str) -> Result<(), String> {
+        let (field, name) =
+            assignment.split_once('=').ok_or_else(|| format!("'{assignment}': expected FIELD=COLUMN"))?;
+        check_identifier(name).map_err(|error| error.to_string())?;
+        let name = name.to_string();
+        match field {
+            "id" => self.id = name,
+            "aggregatetype" => self.aggregate_type = name,
+            "aggregateid" => self.aggregate_id = name,
+            "type" => self.event_type = name,
+            "payload" => self.payload = name,
+            "timestamp" => self.timestamp = Some(name),
+            "sent_at" => self.sent_at = name,
+            other => return Err(format!("'{other}' is not an outbox field (one of {})", Self::FIELDS)),
+        }
+        Ok(())
+    }
+
+    /// The columns a source reads (and `sent_at` with `--after-send mark`).
+    pub fn needed(&self, after_send: AfterSend) -> Vec<&str> {
+        let mut needed = vec![&*self.id, &self.aggregate_type, &self.aggregate_id, &self.event_type, &self.payload];
+        needed.extend(self.timestamp.as_deref());
+        if after_send == AfterSend::Mark {
+            needed.push(&self.sent_at);
+        }
+        needed
+    }
+}
 
 /// One unsent outbox row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +150,8 @@ pub struct OutboxRow {
     /// Header `type`.
     pub event_type: String,
     pub payload: Option<Vec<u8>>,
+    /// The record timestamp, ms since the epoch (the timestamp column's); `None`: produce time.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// Where outbox rows come from.
@@ -131,6 +202,7 @@ pub struct SourceOptions {
     pub mode: Mode,
     /// PostgreSQL logical decoding: the slot and publication name (default `once_outbox_TABLE`).
     pub slot: Option<String>,
+    pub columns: Columns,
 }
 
 /// Opens `sqlite://PATH` or `postgres://…` and checks the table has the columns needed.
@@ -191,6 +263,7 @@ mod tests {
             aggregate_id: "o-7".into(),
             event_type: "Created".into(),
             payload: None,
+            timestamp_ms: None,
         };
         assert_eq!(topic_for("outbox.event.{aggregatetype}", &row), "outbox.event.order");
         assert_eq!(topic_for("events", &row), "events");
@@ -203,6 +276,21 @@ mod tests {
         assert!(check_identifier("outbox; DROP TABLE x").is_err());
         assert!(check_identifier("").is_err());
         assert!(check_identifier("1x").is_err());
+    }
+
+    #[test]
+    fn columns_are_renamed_by_field() {
+        let mut columns = Columns::default();
+        assert_eq!(columns.needed(AfterSend::Delete), ["id", "aggregatetype", "aggregateid", "type", "payload"]);
+        columns.set("payload=body").expect("a field");
+        columns.set("timestamp=created_at").expect("a field");
+        assert_eq!(
+            columns.needed(AfterSend::Mark),
+            ["id", "aggregatetype", "aggregateid", "type", "body", "created_at", "sent_at"]
+        );
+        assert!(columns.set("payload").is_err());
+        assert!(columns.set("colour=x").unwrap_err().contains("not an outbox field"));
+        assert!(columns.set("id=x; DROP TABLE y").is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio_postgres::Client;
 
 use crate::pgoutput::{self, Message, Value};
 use crate::postgres::{check_columns, connect, database, outbox_row, runtime, select_sql, table_columns};
-use crate::{AfterSend, Error, OutboxRow, Source, SourceOptions, MARK_COLUMN};
+use crate::{AfterSend, Columns, Error, OutboxRow, Source, SourceOptions};
 
 /// The cursor the catch-up reads through.
 const CATCH_UP_CURSOR: &str = "once_outbox_catch_up";
@@ -40,6 +40,7 @@ pub struct LogicalSource {
     /// Column names of the table by relation id, from the stream's Relation messages.
     relations: HashMap<u32, Vec<(String, u32)>>,
     retire_sql: String,
+    columns: Columns,
     /// The unsent rows that predate the stream, while they are being sent.
     catch_up: Option<Client>,
     /// Where the slot moves once the batch in hand is retired: the end of its last transaction,
@@ -93,18 +94,20 @@ impl LogicalSource {
                 "role '{user}' may not use replication slots (ALTER ROLE {user} REPLICATION)"
             )));
         }
+        let (id, sent_at) = (&options.columns.id, &options.columns.sent_at);
+        // Timestamps decode as text in this session's style: ISO, in UTC.
+        runtime.block_on(client.batch_execute("SET DateStyle = ISO; SET TimeZone = 'UTC'")).map_err(database)?;
         let table_oid: u32 =
             runtime.block_on(client.query_one("SELECT to_regclass($1)::oid", &[table])).map_err(database)?.get(0);
 
         let source = LogicalSource {
             retire_sql: match options.after_send {
-                AfterSend::Delete => format!("DELETE FROM {table} WHERE id::text = ANY($1)"),
+                AfterSend::Delete => format!("DELETE FROM {table} WHERE {id}::text = ANY($1)"),
                 AfterSend::Mark => {
-                    format!(
-                        "UPDATE {table} SET {MARK_COLUMN} = now() WHERE id::text = ANY($1) AND {MARK_COLUMN} IS NULL"
-                    )
+                    format!("UPDATE {table} SET {sent_at} = now() WHERE {id}::text = ANY($1) AND {sent_at} IS NULL")
                 }
             },
+            columns: options.columns.clone(),
             runtime,
             client,
             publication: slot.clone(),
@@ -123,7 +126,7 @@ impl LogicalSource {
             None if created => {
                 let unsent = match options.after_send {
                     AfterSend::Delete => format!("SELECT count(*) FROM {table}"),
-                    AfterSend::Mark => format!("SELECT count(*) FROM {table} WHERE {MARK_COLUMN} IS NULL"),
+                    AfterSend::Mark => format!("SELECT count(*) FROM {table} WHERE {sent_at} IS NULL"),
                 };
                 let count: i64 =
                     source.runtime.block_on(source.client.query_one(&unsent, &[])).map_err(database)?.get(0);
@@ -344,22 +347,38 @@ impl LogicalSource {
         };
         let string = |value: Option<Vec<u8>>| String::from_utf8_lossy(&value.unwrap_or_default()).into_owned();
         const BYTEA: u32 = 17;
-        let payload = match text("payload")? {
+        let names = &self.columns;
+        let payload = match text(&names.payload)? {
             (Some(bytes), BYTEA) => Some(
                 pgoutput::bytea_from_text(&bytes)
                     .ok_or_else(|| Error::Database("a bytea payload not in hex form".to_string()))?,
             ),
             (value, _) => value,
         };
-        self.streamed += 1;
-        Ok(OutboxRow {
-            position: self.streamed,
-            id: string(text("id")?.0),
-            aggregate_type: string(text("aggregatetype")?.0),
-            aggregate_id: string(text("aggregateid")?.0),
-            event_type: string(text("type")?.0),
+        let timestamp_ms = match &names.timestamp {
+            Some(column) => match text(column)? {
+                (Some(value), _) => {
+                    let stamp = pgoutput::timestamp_ms(&value);
+                    if stamp.is_none() {
+                        tracing::warn!(value = %String::from_utf8_lossy(&value), "an unreadable timestamp: the record gets the produce time");
+                    }
+                    stamp
+                }
+                (None, _) => None,
+            },
+            None => None,
+        };
+        let row = OutboxRow {
+            position: self.streamed + 1,
+            id: string(text(&names.id)?.0),
+            aggregate_type: string(text(&names.aggregate_type)?.0),
+            aggregate_id: string(text(&names.aggregate_id)?.0),
+            event_type: string(text(&names.event_type)?.0),
             payload,
-        })
+            timestamp_ms,
+        };
+        self.streamed += 1;
+        Ok(row)
     }
 }
 

@@ -192,6 +192,19 @@ pub fn bytea_from_text(text: &[u8]) -> Option<Vec<u8>> {
     hex.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).collect()
 }
 
+/// A timestamp column's text in the relay's session (`DateStyle = ISO`, `TimeZone = UTC`) as ms
+/// since the epoch: `2026-12-04 23:01:56.801+00` (with time zone), `2026-12-04 23:01:56.801`
+/// (without: taken as UTC), or an integer column's milliseconds. `None` for what is not one of
+/// these (`infinity`, years before 1970).
+pub fn timestamp_ms(text: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(text).ok()?;
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    let time = humantime::parse_rfc3339_weak(text.strip_suffix("+00").unwrap_or(text)).ok()?;
+    i64::try_from(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +283,15 @@ mod tests {
         assert_eq!(bytea_from_text(b"\\x00ff41"), Some(vec![0, 255, b'A']));
         assert_eq!(bytea_from_text(b"\\x0"), None);
         assert_eq!(bytea_from_text(b"00"), None);
+    }
+
+    #[test]
+    fn timestamps_read_in_the_relays_session_style() {
+        assert_eq!(timestamp_ms(b"2025-12-05 00:00:00.123+00"), Some(1_764_892_800_123));
+        assert_eq!(timestamp_ms(b"2025-12-05 00:00:00.123"), Some(1_764_892_800_123));
+        assert_eq!(timestamp_ms(b"2025-12-05 00:00:00+00"), Some(1_764_892_800_000));
+        assert_eq!(timestamp_ms(b"1764892800123"), Some(1_764_892_800_123));
+        assert_eq!(timestamp_ms(b"infinity"), None);
+        assert_eq!(timestamp_ms(b"2025-12-05 00:00:00+02"), None, "only UTC is asked for");
     }
 }

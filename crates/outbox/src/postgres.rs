@@ -13,7 +13,7 @@
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls};
 
-use crate::{AfterSend, Error, OutboxRow, Source, SourceOptions, MARK_COLUMN};
+use crate::{AfterSend, Columns, Error, OutboxRow, Source, SourceOptions};
 
 pub struct PostgresSource {
     runtime: Runtime,
@@ -80,13 +80,18 @@ pub(crate) fn check_columns(columns: &[(String, String)], options: &SourceOption
     if columns.is_empty() {
         return Err(Error::Config(format!("no table '{table}' (or no permission to see it)")));
     }
-    let mut needed = vec!["id", "aggregatetype", "aggregateid", "type", "payload"];
-    if options.after_send == AfterSend::Mark {
-        needed.push(MARK_COLUMN);
-    }
-    for column in needed {
+    for column in options.columns.needed(options.after_send) {
         if type_of(columns, column).is_none() {
             return Err(Error::Config(format!("table '{table}' has no column '{column}'")));
+        }
+    }
+    if let Some(column) = &options.columns.timestamp {
+        let kind = type_of(columns, column).unwrap_or_default();
+        if !kind.starts_with("timestamp") && !INTEGER_TYPES.contains(&kind) {
+            return Err(Error::Config(format!(
+                "timestamp column '{column}' of '{table}' is {kind}: expected a timestamp or an integer of \
+                 milliseconds since the epoch"
+            )));
         }
     }
     Ok(())
@@ -99,7 +104,7 @@ fn type_of<'a>(columns: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// The insertion-order column: `--order-column`, else `id`; it must be an integer column.
 pub(crate) fn order_column(columns: &[(String, String)], options: &SourceOptions) -> Result<String, Error> {
     let table = &options.table;
-    let order = options.order_column.as_deref().unwrap_or("id");
+    let order = options.order_column.as_deref().unwrap_or(&options.columns.id);
     match type_of(columns, order) {
         Some(kind) if INTEGER_TYPES.contains(&kind) => Ok(order.to_string()),
         Some(kind) => Err(Error::Config(format!(
@@ -114,15 +119,30 @@ pub(crate) fn order_column(columns: &[(String, String)], options: &SourceOptions
 /// no LIMIT (the poll adds one, the logical source's catch-up reads it through a cursor).
 pub(crate) fn select_sql(columns: &[(String, String)], options: &SourceOptions, order: &str) -> String {
     let table = &options.table;
-    let payload =
-        if type_of(columns, "payload") == Some("bytea") { "payload" } else { "convert_to(payload::text, 'UTF8')" };
+    let Columns { id, aggregate_type, aggregate_id, event_type, payload, sent_at, .. } = &options.columns;
+    let payload = if type_of(columns, payload) == Some("bytea") {
+        payload.clone()
+    } else {
+        format!("convert_to({payload}::text, 'UTF8')")
+    };
+    let timestamp = match &options.columns.timestamp {
+        Some(column) if INTEGER_TYPES.contains(&type_of(columns, column).unwrap_or_default()) => {
+            format!("{column}::bigint")
+        }
+        Some(column) if type_of(columns, column).unwrap_or_default().ends_with(" with time zone") => {
+            format!("round(extract(epoch from {column}) * 1000)::bigint")
+        }
+        // A timestamp without time zone is taken as UTC.
+        Some(column) => format!("round(extract(epoch from {column} AT TIME ZONE 'UTC') * 1000)::bigint"),
+        None => "NULL::bigint".to_string(),
+    };
     let unsent = match options.after_send {
         AfterSend::Delete => String::new(),
-        AfterSend::Mark => format!("WHERE {MARK_COLUMN} IS NULL"),
+        AfterSend::Mark => format!("WHERE {sent_at} IS NULL"),
     };
     format!(
-        "SELECT {order}::bigint, id::text, aggregatetype::text, aggregateid::text, type::text, {payload} \
-         FROM {table} {unsent} ORDER BY {order}"
+        "SELECT {order}::bigint, {id}::text, {aggregate_type}::text, {aggregate_id}::text, {event_type}::text, \
+         {payload}, {timestamp} FROM {table} {unsent} ORDER BY {order}"
     )
 }
 
@@ -130,14 +150,16 @@ pub(crate) fn select_sql(columns: &[(String, String)], options: &SourceOptions, 
 fn statements(columns: &[(String, String)], options: &SourceOptions) -> Result<(String, String), Error> {
     check_columns(columns, options)?;
     let order = order_column(columns, options)?;
-    let table = &options.table;
+    let (table, id, sent_at) = (&options.table, &options.columns.id, &options.columns.sent_at);
     let retire = match options.after_send {
         AfterSend::Delete => {
-            format!("DELETE FROM {table} WHERE ({order}, id::text) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))")
+            format!(
+                "DELETE FROM {table} WHERE ({order}, {id}::text) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))"
+            )
         }
         AfterSend::Mark => format!(
-            "UPDATE {table} SET {MARK_COLUMN} = now() \
-             WHERE ({order}, id::text) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))"
+            "UPDATE {table} SET {sent_at} = now() \
+             WHERE ({order}, {id}::text) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))"
         ),
     };
     Ok((select_sql(columns, options, &order) + " LIMIT $1", retire))
@@ -153,6 +175,7 @@ pub(crate) fn outbox_row(row: &tokio_postgres::Row) -> Result<OutboxRow, tokio_p
         aggregate_id: text(3)?,
         event_type: text(4)?,
         payload: row.try_get(5)?,
+        timestamp_ms: row.try_get(6)?,
     })
 }
 
@@ -192,6 +215,7 @@ mod tests {
             order_column: order_column.map(str::to_string),
             mode: crate::Mode::Poll,
             slot: None,
+            columns: Columns::default(),
         }
     }
 

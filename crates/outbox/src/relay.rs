@@ -152,6 +152,9 @@ fn send_batch(
         if let Some(payload) = &row.payload {
             record = record.payload(payload);
         }
+        if let Some(timestamp) = row.timestamp_ms {
+            record = record.timestamp(timestamp);
+        }
         let mut pending = record;
         loop {
             match producer.send(pending) {
@@ -342,6 +345,7 @@ mod tests {
             aggregate_id: aggregate.into(),
             event_type: "Changed".into(),
             payload: None,
+            timestamp_ms: None,
         }
     }
 

@@ -8,14 +8,14 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::{AfterSend, Error, OutboxRow, Source, SourceOptions, MARK_COLUMN};
+use crate::{AfterSend, Columns, Error, OutboxRow, Source, SourceOptions};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct SqliteSource {
     connection: Connection,
-    table: String,
-    after_send: AfterSend,
+    select_sql: String,
+    retire_sql: String,
 }
 
 fn database(error: rusqlite::Error) -> Error {
@@ -33,39 +33,67 @@ impl SqliteSource {
         if columns.is_empty() {
             return Err(Error::Config(format!("no table '{}' in {}", options.table, path.display())));
         }
-        let mut needed = vec!["id", "aggregatetype", "aggregateid", "type", "payload"];
-        if options.after_send == AfterSend::Mark {
-            needed.push(MARK_COLUMN);
-        }
-        for column in needed {
+        for column in options.columns.needed(options.after_send) {
             if !columns.iter().any(|name| name.eq_ignore_ascii_case(column)) {
                 return Err(Error::Config(format!("table '{}' has no column '{column}'", options.table)));
             }
         }
-        refuse_reused_ids(&connection, &options.table, options.after_send)?;
-        Ok(SqliteSource { connection, table: options.table.clone(), after_send: options.after_send })
+        refuse_reused_ids(&connection, &options.table, &options.columns.id, options.after_send)?;
+        let (select_sql, retire_sql) = statements(options);
+        Ok(SqliteSource { connection, select_sql, retire_sql })
     }
+}
+
+/// The poll's `SELECT` and the retiring statement. Rows are retired by rowid *and* id: without
+/// AUTOINCREMENT SQLite hands the highest rowid out again once its row is deleted, so a rowid
+/// alone could name a newer, unsent row (were a second relay, or anyone else, deleting rows
+/// meanwhile).
+fn statements(options: &SourceOptions) -> (String, String) {
+    let (table, columns) = (&options.table, &options.columns);
+    let Columns { id, aggregate_type, aggregate_id, event_type, payload, sent_at, .. } = columns;
+    // A timestamp column holds milliseconds since the epoch, or a date and time SQLite reads.
+    let timestamp = match &columns.timestamp {
+        Some(column) => format!(
+            "CASE typeof({column}) WHEN 'integer' THEN {column} WHEN 'real' THEN CAST({column} AS INTEGER) \
+             WHEN 'text' THEN CAST(round((julianday({column}) - 2440587.5) * 86400000.0) AS INTEGER) END"
+        ),
+        None => "NULL".to_string(),
+    };
+    let (unsent, retire) = match options.after_send {
+        AfterSend::Delete => (String::new(), format!("DELETE FROM {table} WHERE rowid = ?1 AND {id} = ?2")),
+        AfterSend::Mark => (
+            format!("WHERE {sent_at} IS NULL"),
+            format!(
+                "UPDATE {table} SET {sent_at} = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE rowid = ?1 AND {id} = ?2"
+            ),
+        ),
+    };
+    let select = format!(
+        "SELECT rowid, {id}, {aggregate_type}, {aggregate_id}, {event_type}, {payload}, {timestamp} \
+         FROM {table} {unsent} ORDER BY rowid LIMIT ?1"
+    );
+    (select, retire)
 }
 
 /// An `id INTEGER PRIMARY KEY` without AUTOINCREMENT is the rowid, and SQLite hands a deleted
 /// highest rowid out again: with `--after-send delete` the next event would get the id of one
 /// already sent, and the topic (deduplicating on `id`) would drop it as a repeat — the event lost.
-fn refuse_reused_ids(connection: &Connection, table: &str, after_send: AfterSend) -> Result<(), Error> {
+fn refuse_reused_ids(connection: &Connection, table: &str, id: &str, after_send: AfterSend) -> Result<(), Error> {
     if after_send != AfterSend::Delete {
         return Ok(());
     }
     let mut statement = connection
-        .prepare("SELECT type, pk FROM pragma_table_info(?1) WHERE name = 'id' COLLATE NOCASE")
+        .prepare("SELECT type, pk FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE")
         .map_err(database)?;
     let (declared, primary): (String, i64) =
-        statement.query_row([table], |row| Ok((row.get(0)?, row.get(1)?))).map_err(database)?;
+        statement.query_row([table, id], |row| Ok((row.get(0)?, row.get(1)?))).map_err(database)?;
     let schema: String = connection
         .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |row| row.get(0))
         .map_err(database)?;
     let rowid_alias = declared.eq_ignore_ascii_case("INTEGER") && primary == 1;
     if rowid_alias && !schema.to_ascii_uppercase().contains("AUTOINCREMENT") {
         return Err(Error::Config(format!(
-            "table '{table}': id INTEGER PRIMARY KEY without AUTOINCREMENT reuses the id of a deleted row, and a \
+            "table '{table}': {id} INTEGER PRIMARY KEY without AUTOINCREMENT reuses the id of a deleted row, and a \
              reused id is dropped as a repeat by the topic's deduplication (the event would be lost); declare it \
              INTEGER PRIMARY KEY AUTOINCREMENT, use a text/uuid id, or run with --after-send mark"
         )));
@@ -100,15 +128,7 @@ fn bytes(value: Value) -> Option<Vec<u8>> {
 
 impl Source for SqliteSource {
     fn unsent(&mut self, limit: usize) -> Result<Vec<OutboxRow>, Error> {
-        let unsent = match self.after_send {
-            AfterSend::Delete => String::new(),
-            AfterSend::Mark => format!("WHERE {MARK_COLUMN} IS NULL"),
-        };
-        let sql = format!(
-            "SELECT rowid, id, aggregatetype, aggregateid, type, payload FROM {} {unsent} ORDER BY rowid LIMIT ?1",
-            self.table
-        );
-        let mut statement = self.connection.prepare_cached(&sql).map_err(database)?;
+        let mut statement = self.connection.prepare_cached(&self.select_sql).map_err(database)?;
         let rows = statement
             .query_map([limit as i64], |row| {
                 Ok(OutboxRow {
@@ -118,26 +138,18 @@ impl Source for SqliteSource {
                     aggregate_id: text(row.get(3)?),
                     event_type: text(row.get(4)?),
                     payload: bytes(row.get(5)?),
+                    timestamp_ms: row.get(6)?,
                 })
             })
             .map_err(database)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(database)
     }
 
-    /// Rows are named by rowid *and* id: without AUTOINCREMENT SQLite hands the highest rowid out
-    /// again once its row is deleted, so a rowid alone could name a newer, unsent row (were a
-    /// second relay, or anyone else, deleting rows meanwhile).
+    /// See [`statements`]: by rowid and id, in one transaction.
     fn retire(&mut self, rows: &[&OutboxRow]) -> Result<(), Error> {
-        let sql = match self.after_send {
-            AfterSend::Delete => format!("DELETE FROM {} WHERE rowid = ?1 AND id = ?2", self.table),
-            AfterSend::Mark => format!(
-                "UPDATE {} SET {MARK_COLUMN} = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE rowid = ?1 AND id = ?2",
-                self.table
-            ),
-        };
         let transaction = self.connection.transaction().map_err(database)?;
         {
-            let mut statement = transaction.prepare_cached(&sql).map_err(database)?;
+            let mut statement = transaction.prepare_cached(&self.retire_sql).map_err(database)?;
             for row in rows {
                 statement.execute(rusqlite::params![row.position, row.id]).map_err(database)?;
             }
@@ -165,6 +177,7 @@ mod tests {
             order_column: None,
             mode: crate::Mode::Auto,
             slot: None,
+            columns: Columns::default(),
         };
         let source = SqliteSource::open(&path, &options).expect("open");
         (dir, source, application)
@@ -209,6 +222,46 @@ mod tests {
         assert_eq!(marked, 2);
     }
 
+    /// Renamed columns are read, and the timestamp column becomes the record's timestamp whether
+    /// it holds milliseconds or a date and time.
+    #[test]
+    fn renamed_columns_and_timestamps_are_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("app.db");
+        let application = Connection::open(&path).expect("create");
+        application
+            .execute_batch(
+                "CREATE TABLE events (event_id TEXT, kind TEXT, entity TEXT, name TEXT, body TEXT, at);\
+                 INSERT INTO events VALUES ('e1', 'order', 'o-1', 'Created', '{}', 1764892800123), \
+                                           ('e2', 'order', 'o-1', 'Paid', '{}', '2025-12-05T00:00:00.123Z'), \
+                                           ('e3', 'order', 'o-1', 'Shipped', '{}', NULL);",
+            )
+            .expect("create the outbox");
+        let mut columns = Columns::default();
+        for assignment in ["id=event_id", "aggregatetype=kind", "aggregateid=entity", "type=name", "payload=body"] {
+            columns.set(assignment).expect("a field");
+        }
+        let mut options = SourceOptions {
+            table: "events".into(),
+            after_send: AfterSend::Delete,
+            order_column: None,
+            mode: crate::Mode::Auto,
+            slot: None,
+            columns: columns.clone(),
+        };
+        let read = SqliteSource::open(&path, &options).expect("open").unsent(10).expect("read");
+        assert_eq!(read.iter().map(|row| row.timestamp_ms).collect::<Vec<_>>(), [None, None, None]);
+        assert_eq!((read[1].id.as_str(), read[1].event_type.as_str()), ("e2", "Paid"));
+        columns.set("timestamp=at").expect("a field");
+        options.columns = columns;
+        let read = SqliteSource::open(&path, &options).expect("open").unsent(10).expect("read");
+        let stamps: Vec<Option<i64>> = read.iter().map(|row| row.timestamp_ms).collect();
+        assert_eq!(stamps, [Some(1_764_892_800_123), Some(1_764_892_800_123), None]);
+        options.columns.set("payload=missing").expect("a field");
+        let error = SqliteSource::open(&path, &options).err().expect("a missing column").to_string();
+        assert!(error.contains("no column 'missing'"), "{error}");
+    }
+
     /// Review of issue 17: an `id INTEGER PRIMARY KEY` without AUTOINCREMENT hands a deleted id
     /// out again, and the topic would drop the new event as a repeat: refused with delete, allowed
     /// with AUTOINCREMENT or mark.
@@ -234,6 +287,7 @@ mod tests {
                 order_column: None,
                 mode: crate::Mode::Auto,
                 slot: None,
+                columns: Columns::default(),
             };
             match SqliteSource::open(&path, &options) {
                 Err(Error::Config(message)) if refused => assert!(message.contains("AUTOINCREMENT"), "{message}"),
