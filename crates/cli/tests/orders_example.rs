@@ -51,7 +51,10 @@ fn relay(broker: &BrokerProcess, cluster: &PgCluster, log: &Path) -> Child {
 fn billing(broker: &BrokerProcess, cluster: &PgCluster, log: &Path) -> Child {
     let (bootstrap, url) = (broker.bootstrap(), cluster.url_of("billing"));
     let topic = ["--group", "billing", "--topic", "outbox.event.order"];
-    spawn(&[&["sink", "--bootstrap", &bootstrap][..], &topic, &["--database", &url, "--sql", BILLING_SQL]].concat(), log)
+    spawn(
+        &[&["sink", "--bootstrap", &bootstrap][..], &topic, &["--database", &url, "--sql", BILLING_SQL]].concat(),
+        log,
+    )
 }
 
 fn restart(child: &mut Child, start: impl FnOnce() -> Child) {
@@ -122,7 +125,8 @@ fn every_committed_order_is_invoiced_once_although_relay_billing_and_broker_cras
         }
     });
 
-    let orders = cluster.psql_in("shop", "SELECT string_agg(id || ' ' || customer || ' ' || amount, ',' ORDER BY id) FROM orders");
+    let orders = cluster
+        .psql_in("shop", "SELECT string_agg(id || ' ' || customer || ' ' || amount, ',' ORDER BY id) FROM orders");
     let invoices = cluster.psql_in(
         "billing",
         "SELECT string_agg(order_id || ' ' || customer || ' ' || amount, ',' ORDER BY order_id) FROM invoices",

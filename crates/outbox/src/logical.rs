@@ -14,9 +14,11 @@
 //!   order, from one snapshot taken after the slot exists (a `REPEATABLE READ` cursor on a second
 //!   connection), then follows the stream; rows in both are sent twice and stored once. Without
 //!   such a column (Debezium's uuid `id`), rows written before the slot was created cannot be put
-//!   in order, so creating the slot with such rows present is refused (and the slot dropped).
-//! - **Two relays** on one slot: PostgreSQL lets one session use a slot at a time; the other
-//!   gets "replication slot … is active" and stops. Run one.
+//!   in order: the first start shows there are none (the unsent rows of a snapshot taken after
+//!   the slot exists, less those the slot decodes) or refuses (dropping a slot it just created);
+//!   a comment on the publication records that it was shown, so a crash before that repeats it.
+//! - **One relay per slot**: a session advisory lock, held for the relay's life; a second relay
+//!   on the slot stops with an error naming it.
 
 use std::collections::HashMap;
 
@@ -95,17 +97,25 @@ impl LogicalSource {
             )));
         }
         let (id, sent_at) = (&options.columns.id, &options.columns.sent_at);
-        // Timestamps decode as text in this session's style: ISO, in UTC.
-        runtime.block_on(client.batch_execute("SET DateStyle = ISO; SET TimeZone = 'UTC'")).map_err(database)?;
+        let unsent_ids = match options.after_send {
+            AfterSend::Delete => format!("SELECT {id}::text FROM {table}"),
+            AfterSend::Mark => format!("SELECT {id}::text FROM {table} WHERE {sent_at} IS NULL"),
+        };
+        // Retired by the id column's own type, so its index serves (a uuid key, say).
+        let id_type = crate::postgres::column_type(&columns, id).unwrap_or("text").to_string();
+        // Values decode as text in this session's style: timestamps ISO in UTC, bytea as hex.
+        runtime
+            .block_on(client.batch_execute("SET DateStyle = ISO; SET TimeZone = 'UTC'; SET bytea_output = hex"))
+            .map_err(database)?;
         let table_oid: u32 =
             runtime.block_on(client.query_one("SELECT to_regclass($1)::oid", &[table])).map_err(database)?.get(0);
 
         let source = LogicalSource {
             retire_sql: match options.after_send {
-                AfterSend::Delete => format!("DELETE FROM {table} WHERE {id}::text = ANY($1)"),
-                AfterSend::Mark => {
-                    format!("UPDATE {table} SET {sent_at} = now() WHERE {id}::text = ANY($1) AND {sent_at} IS NULL")
-                }
+                AfterSend::Delete => format!("DELETE FROM {table} WHERE {id} = ANY($1::text[]::{id_type}[])"),
+                AfterSend::Mark => format!(
+                    "UPDATE {table} SET {sent_at} = now() WHERE {id} = ANY($1::text[]::{id_type}[]) AND {sent_at} IS NULL"
+                ),
             },
             columns: options.columns.clone(),
             runtime,
@@ -118,52 +128,170 @@ impl LogicalSource {
             pending_advance: None,
             streamed: 0,
         };
+        source.lock_slot()?;
         source.ensure_publication(table)?;
         let created = source.ensure_slot()?;
         let mut source = source;
         match order {
             Some(order) => source.start_catch_up(url, &select_sql(&columns, options, &order))?,
-            None if created => {
-                let unsent = match options.after_send {
-                    AfterSend::Delete => format!("SELECT count(*) FROM {table}"),
-                    AfterSend::Mark => format!("SELECT count(*) FROM {table} WHERE {sent_at} IS NULL"),
-                };
-                let count: i64 =
-                    source.runtime.block_on(source.client.query_one(&unsent, &[])).map_err(database)?.get(0);
-                if count > 0 {
-                    source.drop_slot()?;
+            None if source.checked_marker()? => {}
+            None => {
+                // Not yet shown (a first start, one that ended before showing it, or a slot made by
+                // hand) that every unsent row is in the slot's stream.
+                let older = source.rows_older_than_slot(url, &unsent_ids)?;
+                if older > 0 {
+                    if created {
+                        source.drop_slot()?;
+                    }
                     return Err(Error::Config(format!(
-                        "'{table}' holds {count} unsent rows written before logical decoding started, and no \
-                         integer insertion-order column to send them in order: name one with --order-column, \
-                         or relay them with --mode poll first"
+                        "'{table}' holds {older} unsent rows committed before the slot '{}' can decode, and no \
+                         integer insertion-order column to send them in order: add one (e.g. ALTER TABLE {table} \
+                         ADD COLUMN seq BIGSERIAL) and pass --order-column, or remove those rows",
+                        source.slot
                     )));
                 }
+                source.set_checked_marker()?;
             }
-            None => {}
         }
         tracing::info!(slot = %source.slot, publication = %source.publication, created, "decoding the outbox's inserts");
         Ok(source)
     }
 
+    /// One relay per slot: a session advisory lock held for the relay's life. (The SQL interface
+    /// holds the slot only during each call, so two relays would otherwise both run.)
+    fn lock_slot(&self) -> Result<(), Error> {
+        let key = format!("once_outbox:{}", self.slot);
+        let locked: bool = self
+            .runtime
+            .block_on(self.client.query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key]))
+            .map_err(database)?
+            .get(0);
+        if !locked {
+            return Err(Error::Config(format!(
+                "another once outbox is relaying with slot '{}' (it holds advisory lock hashtext('{key}')); run one",
+                self.slot
+            )));
+        }
+        Ok(())
+    }
+
+    /// The publication's comment that says this slot was shown to have no older rows left.
+    fn marker(&self) -> String {
+        format!("once outbox: no row older than slot {} was left unsent", self.slot)
+    }
+
+    fn checked_marker(&self) -> Result<bool, Error> {
+        let comment: Option<String> = self
+            .runtime
+            .block_on(self.client.query_one(
+                "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = $1",
+                &[&self.publication],
+            ))
+            .map_err(database)?
+            .get(0);
+        Ok(comment.as_deref() == Some(self.marker().as_str()))
+    }
+
+    fn set_checked_marker(&self) -> Result<(), Error> {
+        let sql = format!("COMMENT ON PUBLICATION {} IS '{}'", self.publication, self.marker());
+        self.runtime.block_on(self.client.batch_execute(&sql)).map_err(database)
+    }
+
+    /// How many unsent rows the slot will never decode (committed before its position): those
+    /// visible in a snapshot taken now, less those the slot decodes up to a position past it.
+    /// (Counting the table alone would count rows committed since, which the slot has.) The slot
+    /// is only peeked, never moved.
+    fn rows_older_than_slot(&self, url: &str, select_ids: &str) -> Result<usize, Error> {
+        let reader = connect(&self.runtime, url)?;
+        let visible: std::collections::HashSet<String> = self
+            .runtime
+            .block_on(async {
+                reader.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+                let rows = reader.query(select_ids, &[]).await?;
+                reader.batch_execute("COMMIT").await?;
+                Ok::<_, tokio_postgres::Error>(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+            })
+            .map_err(database)?;
+        if visible.is_empty() {
+            return Ok(0);
+        }
+        // Every row the snapshot saw committed before this position; wait until it is flushed,
+        // which a peek needs.
+        let past = self.lsn("SELECT pg_current_wal_insert_lsn()::text")?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.lsn("SELECT pg_current_wal_flush_lsn()::text")? < past {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Database("the WAL was not flushed within 30 s".into()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let messages = self
+            .runtime
+            .block_on(self.client.query(
+                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, NULL, \
+                 'proto_version', '1', 'publication_names', $3)",
+                &[&self.slot, &pgoutput::lsn_text(past), &self.publication],
+            ))
+            .map_err(|error| self.slot_error(error))?;
+        let mut relations = HashMap::new();
+        let mut decoded = std::collections::HashSet::new();
+        for message in &messages {
+            match pgoutput::decode(message.get(0)).map_err(|error| Error::Database(error.to_string()))? {
+                Message::Relation(relation) => {
+                    relations.insert(relation.id, relation.columns);
+                }
+                Message::Insert { relation, values } if relation == self.table_oid => {
+                    let columns = relations.get(&relation).ok_or_else(|| {
+                        Error::Database(format!("an insert into relation {relation} before its description"))
+                    })?;
+                    let index = columns.iter().position(|(name, _)| *name == self.columns.id);
+                    if let Some(Value::Text(id)) = index.map(|index| &values[index]) {
+                        decoded.insert(String::from_utf8_lossy(id).into_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(visible.iter().filter(|id| !decoded.contains(*id)).count())
+    }
+
+    fn lsn(&self, sql: &str) -> Result<u64, Error> {
+        let text: String = self.runtime.block_on(self.client.query_one(sql, &[])).map_err(database)?.get(0);
+        pgoutput::parse_lsn(&text).ok_or_else(|| Error::Database(format!("an LSN '{text}'")))
+    }
+
     fn ensure_publication(&self, table: &str) -> Result<(), Error> {
+        // pg_publication_tables lists a table however it is published (FOR TABLE, FOR TABLES IN
+        // SCHEMA, FOR ALL TABLES), under its partition root when the publication publishes so.
         let existing = self
             .runtime
             .block_on(self.client.query_opt(
-                "SELECT pubinsert AND (puballtables OR EXISTS \
-                 (SELECT 1 FROM pg_publication_rel WHERE prpubid = p.oid AND prrelid = $2)) \
+                "SELECT pubinsert, pubviaroot, EXISTS (SELECT 1 FROM pg_publication_tables t \
+                 WHERE t.pubname = p.pubname AND format('%I.%I', t.schemaname, t.tablename)::regclass = $2::oid::regclass) \
                  FROM pg_publication p WHERE pubname = $1",
                 &[&self.publication, &self.table_oid],
             ))
             .map_err(database)?;
-        match existing.map(|row| row.get::<_, bool>(0)) {
-            Some(true) => Ok(()),
-            Some(false) => Err(Error::Config(format!(
-                "publication '{}' exists but does not publish inserts into '{table}'",
-                self.publication
+        let partitioned: bool = self
+            .runtime
+            .block_on(self.client.query_one("SELECT relkind = 'p' FROM pg_class WHERE oid = $1", &[&self.table_oid]))
+            .map_err(database)?
+            .get(0);
+        match existing.map(|row| (row.get::<_, bool>(0), row.get::<_, bool>(1), row.get::<_, bool>(2))) {
+            Some((true, via_root, true)) if via_root || !partitioned => self.check_publication_filters(table),
+            Some(_) => Err(Error::Config(format!(
+                "publication '{}' exists but does not publish inserts into '{table}' as that table{}: \
+                 drop it (and the slot '{}') to let the relay create both",
+                self.publication,
+                if partitioned { " (a partitioned table needs publish_via_partition_root = true)" } else { "" },
+                self.slot
             ))),
             None => {
-                let create =
-                    format!("CREATE PUBLICATION {} FOR TABLE {table} WITH (publish = 'insert')", self.publication);
+                // Inserts only; a partitioned table's rows under the table's own id.
+                let create = format!(
+                    "CREATE PUBLICATION {} FOR TABLE {table} WITH (publish = 'insert', publish_via_partition_root = true)",
+                    self.publication
+                );
                 match self.runtime.block_on(self.client.batch_execute(&create)) {
                     Ok(()) => Ok(()),
                     // Another relay created it meanwhile.
@@ -176,6 +304,26 @@ impl LogicalSource {
                     Err(error) => Err(database(error)),
                 }
             }
+        }
+    }
+
+    /// A row filter or a column list on the publication would hide rows or columns from the
+    /// relay, and the slot would move past them (PostgreSQL 15 and later have them).
+    fn check_publication_filters(&self, table: &str) -> Result<(), Error> {
+        let filtered = self.runtime.block_on(self.client.query_opt(
+            "SELECT prqual IS NOT NULL OR prattrs IS NOT NULL FROM pg_publication_rel r \
+             JOIN pg_publication p ON p.oid = r.prpubid WHERE p.pubname = $1 AND r.prrelid = $2",
+            &[&self.publication, &self.table_oid],
+        ));
+        match filtered {
+            Ok(Some(row)) if row.get::<_, bool>(0) => Err(Error::Config(format!(
+                "publication '{}' has a row filter or a column list on '{table}': the relay must see every row whole",
+                self.publication
+            ))),
+            // Before PostgreSQL 15 there are no such columns, and no filters.
+            Err(error) if sqlstate(&error) == Some("42703") => Ok(()),
+            Err(error) => Err(database(error)),
+            Ok(_) => Ok(()),
         }
     }
 
@@ -210,9 +358,12 @@ impl LogicalSource {
                 tracing::info!(slot = %self.slot, at = %row.get::<_, String>(0), "created the replication slot");
                 Ok(true)
             }
-            Err(error) if sqlstate(&error) == Some("53400") => {
-                Err(Error::Unavailable(format!("no free replication slot ({error}); raise max_replication_slots")))
-            }
+            // 53400: every slot taken; 55000: max_replication_slots = 0.
+            Err(error) if matches!(sqlstate(&error), Some("53400" | "55000")) => Err(Error::Unavailable(format!(
+                "cannot create replication slot '{}': {}; raise max_replication_slots",
+                self.slot,
+                database(error)
+            ))),
             Err(error) => Err(database(error)),
         }
     }
@@ -258,13 +409,27 @@ impl LogicalSource {
     }
 
     fn slot_error(&self, error: tokio_postgres::Error) -> Error {
-        if sqlstate(&error) == Some("55006") {
+        let detail = database(error);
+        let message = detail.to_string();
+        if message.contains("SQLSTATE 55006") {
+            return Error::Config(format!("replication slot '{}' is in use by another session: {message}", self.slot));
+        }
+        if message.contains("can no longer get changes") || message.contains("has been invalidated") {
             return Error::Config(format!(
-                "replication slot '{}' is in use by another session (another once outbox?): {error}",
-                self.slot
+                "replication slot '{}' was invalidated and has lost WAL ({message}): rows committed meanwhile may \
+                 never be decoded. Drop the slot (SELECT pg_drop_replication_slot('{}')) and restart the relay with \
+                 --order-column, which sends every unsent row of the table first",
+                self.slot, self.slot
             ));
         }
-        database(error)
+        if message.contains("SQLSTATE 42704") && message.contains("publication") {
+            return Error::Config(format!(
+                "the slot '{}' cannot see publication '{}' ({message}); it was created after the slot started: \
+                 drop the slot and restart the relay",
+                self.slot, self.publication
+            ));
+        }
+        detail
     }
 
     /// Decodes committed transactions from the slot's position on, up to `limit` messages (whole

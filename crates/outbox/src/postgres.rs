@@ -25,7 +25,13 @@ pub struct PostgresSource {
 pub(crate) fn database(error: tokio_postgres::Error) -> Error {
     // The driver's Display of a server error is only "db error": name the server's message.
     match error.as_db_error() {
-        Some(db) => Error::Database(format!("{} (SQLSTATE {})", db.message(), db.code().code())),
+        Some(db) => {
+            let mut text = db.message().to_string();
+            for extra in [db.detail(), db.hint()].into_iter().flatten() {
+                text = format!("{text}; {extra}");
+            }
+            Error::Database(format!("{text} (SQLSTATE {})", db.code().code()))
+        }
         None => Error::Database(error.to_string()),
     }
 }
@@ -95,6 +101,11 @@ pub(crate) fn check_columns(columns: &[(String, String)], options: &SourceOption
         }
     }
     Ok(())
+}
+
+/// The type of column `name`, as `format_type` prints it.
+pub(crate) fn column_type<'a>(columns: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    type_of(columns, name)
 }
 
 fn type_of<'a>(columns: &'a [(String, String)], name: &str) -> Option<&'a str> {
