@@ -47,6 +47,7 @@ pub fn topic_error_code(error: &TopicError) -> ResponseError {
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
         TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        TopicError::TooManyPartitions(_) => ResponseError::PolicyViolation,
         // A metadata file that cannot be written or read is a storage failure, as for the logs.
         TopicError::Io { .. } => {
             tracing::error!(%error, "topic metadata I/O failed");

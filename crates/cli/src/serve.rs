@@ -93,6 +93,12 @@ pub struct ServeArgs {
     /// GET /openapi.json (docs/design/http.md).
     #[arg(long, env = "ONCE_HTTP_LISTEN", value_name = "HOST:PORT")]
     http_listen: Option<String>,
+    /// Free bytes to keep on the data directory's filesystem: below it, produce is refused with a
+    /// retriable KAFKA_STORAGE_ERROR (HTTP 507) while offsets, transactions and retention go on, and
+    /// resumes by itself when space is freed; 0 turns the floor off [default: 1 GiB or 5 % of the
+    /// filesystem, whichever is smaller].
+    #[arg(long, env = "ONCE_MIN_FREE_BYTES", value_name = "BYTES")]
+    min_free_bytes: Option<u64>,
     /// Log filter (tracing EnvFilter syntax) [default: info].
     #[arg(long, env = "ONCE_LOG")]
     log: Option<String>,
@@ -140,6 +146,7 @@ impl ServeArgs {
             dedup_memory_bytes,
             metrics_listen,
             http_listen,
+            min_free_bytes,
             log
         );
         Ok(self)
@@ -182,6 +189,7 @@ impl ServeArgs {
             // Only tests set it; it is deliberately not a flag or a config-file key.
             // Ignored by a build without the `test-hooks` feature (see `warn_if_test_hooks_missing`).
             test_crash_point: std::env::var(CRASH_POINT_ENV).ok().filter(|point| !point.is_empty()),
+            min_free_bytes: self.min_free_bytes,
         }
     }
 }
@@ -229,6 +237,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.topic_defaults.unsafe_skip_fsync {
         tracing::warn!("UNSAFE: --unsafe-skip-fsync is on; acknowledged writes can be lost on a crash");
     }
+    // One file per partition: the soft open-file limit (often 1,024) is raised to the hard one.
+    match once_node::storage::raise_open_file_limit() {
+        Ok((before, soft, hard)) => tracing::info!(
+            soft,
+            hard,
+            raised_from = before,
+            partitions_allowed = once_node::storage::partitions_allowed(),
+            "open-file limit"
+        ),
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let broker = Node::open(config).context("opening the data directory")?;
@@ -250,6 +269,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             };
             http.push(tokio::spawn(once_http::serve(listener, router, shutdown)));
         }
+        tracing::info!(min_free_bytes = broker.floor.floor(), "free-space floor: produce is refused below it");
         tracing::info!(listen = %server.local_addr()?, advertised = %format!("{}:{}", broker.endpoint.host, broker.endpoint.port), data_dir = %broker.config.data_dir.display(), "once is serving");
         if once_log::power_loss::enabled() {
             tokio::spawn(power_loss_on_sigusr2());

@@ -21,6 +21,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 type Labels = Vec<(String, String)>;
 
+/// A gauge family: name, help, samples.
+type GaugeFamily = (&'static str, &'static str, Vec<(Labels, i64)>);
+
 /// Reads one gauge of an index's stats.
 type Gauge = fn(&DedupStats) -> u64;
 
@@ -102,6 +105,7 @@ impl Collector for NodeCollector {
                 topic.dedup().map(|dedup| (vec![("topic".to_string(), topic.name.clone())], dedup.stats()))
             })
             .collect();
+        self.encode_storage(&mut encoder)?;
         for (name, help, value) in GAUGES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (labels, stats) in &indexes {
@@ -110,6 +114,74 @@ impl Collector for NodeCollector {
             }
         }
         Ok(())
+    }
+}
+
+impl NodeCollector {
+    /// Where writes stand: the free-space floor, free space, refusals, latched partitions.
+    fn encode_storage(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let floor = &self.node.floor;
+        let space = floor.space();
+        let below = floor.refusing();
+        let latched: Vec<Labels> = self
+            .node
+            .topics
+            .list()
+            .iter()
+            .flat_map(|topic| topic.partitions().into_iter().map(move |partition| (topic.name.clone(), partition)))
+            .filter(|(_, partition)| partition.is_failed())
+            .map(|(topic, partition)| {
+                vec![("topic".to_string(), topic), ("partition".to_string(), partition.id().partition.to_string())]
+            })
+            .collect();
+        let gauges: [GaugeFamily; 4] = [
+            (
+                "once_storage_free_bytes",
+                "Free bytes on the data directory's filesystem (to an unprivileged writer).",
+                space.map(|space| (vec![], space.free as i64)).into_iter().collect(),
+            ),
+            (
+                "once_storage_min_free_bytes",
+                "The free-space floor (--min-free-bytes): below it produce is refused, retriably.",
+                vec![(vec![], floor.floor() as i64)],
+            ),
+            (
+                "once_storage_refusing_writes",
+                "1 where writes are refused: reason=\"disk_below_floor\" (resumes by itself when space is freed) or reason=\"latched\" per partition (after an I/O error, until the broker restarts).",
+                std::iter::once((vec![("reason".to_string(), "disk_below_floor".to_string())], i64::from(below)))
+                    .chain(latched.into_iter().map(|mut labels| {
+                        labels.push(("reason".to_string(), "latched".to_string()));
+                        (labels, 1)
+                    }))
+                    .collect(),
+            ),
+            (
+                "once_storage_open_file_limit",
+                "The soft open-file limit (raised to the hard one at start); one file per partition.",
+                once_node::storage::open_file_limit()
+                    .map(|(soft, _)| (vec![], i64::try_from(soft).unwrap_or(i64::MAX)))
+                    .into_iter()
+                    .collect(),
+            ),
+        ];
+        for (name, help, samples) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, value) in samples {
+                if labels.is_empty() {
+                    // One sample, no labels: written `name value`, not `name{} value`.
+                    ConstGauge::new(value).encode(family)?;
+                    break;
+                }
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let family = encoder.encode_descriptor(
+            "once_storage_refused_produce",
+            "Produce requests (and HTTP records) refused because free space was below the floor.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(floor.refused()).encode(family)
     }
 }
 

@@ -117,6 +117,17 @@ async fn produce(
             batch.len()
         )));
     }
+    // Below the free-space floor: refused before anything is written, retriable (as the Kafka edge's
+    // KAFKA_STORAGE_ERROR); 507's condition is temporary by definition (RFC 4918).
+    state.node.floor.admit(batch.len() as u64).map_err(|refusal| {
+        Problem::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage-below-floor",
+            "The broker is low on disk space",
+            refusal.to_string(),
+        )
+        .retry_after(5)
+    })?;
     let appended = partition.append_valid(batch).await.map_err(|error| storage_problem(&partition, &error))?;
     if appended.duplicates_dropped == 0 {
         assert_eq!(appended.base_offset, appended.last_offset, "one record, one offset");
@@ -313,6 +324,9 @@ fn too_large(detail: String) -> Problem {
 }
 
 /// A failed append as HTTP: every variant decided here, none acknowledged.
+/// A latched partition fails every request: one log line every few seconds says so.
+static STORAGE_ERRORS_LOGGED: once_node::storage::EveryFewSeconds = once_node::storage::EveryFewSeconds::new();
+
 fn storage_problem(partition: &Partition, error: &PartitionError) -> Problem {
     let unavailable = |kind, title, retry| {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, kind, title, format!("partition {}: {error}", partition.id()))
@@ -320,7 +334,9 @@ fn storage_problem(partition: &Partition, error: &PartitionError) -> Problem {
     };
     match error {
         PartitionError::Log(_) | PartitionError::Storage(_) => {
-            tracing::error!(partition = %partition.id(), %error, "HTTP produce failed");
+            if let Some(suppressed) = STORAGE_ERRORS_LOGGED.due() {
+                tracing::error!(partition = %partition.id(), %error, suppressed, "HTTP produce failed");
+            }
             unavailable("storage-error", "The broker cannot store the record now", 5)
         }
         PartitionError::Closed(_) => unavailable("partition-closed", "The partition is closed", 1),

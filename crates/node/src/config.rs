@@ -53,6 +53,9 @@ pub struct NodeConfig {
     /// A transactional id with no transaction for this long is forgotten (Kafka's
     /// transactional.id.expiration.ms).
     pub transactional_id_expiration_ms: i64,
+    /// Free bytes the data directory's filesystem keeps: below it produce is refused (retriably)
+    /// and internal writes use the rest. `None`: 1 GiB or 5 % of the filesystem, the smaller; 0: none.
+    pub min_free_bytes: Option<u64>,
     /// Test hook: a crash point the broker kills itself at (`ONCE_TEST_CRASH_POINT`).
     pub test_crash_point: Option<String>,
 }
@@ -77,6 +80,7 @@ impl Default for NodeConfig {
             transaction_abort_check_interval_ms: 10_000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             test_crash_point: None,
+            min_free_bytes: None,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod markers;
 pub mod node;
 pub mod producer_ids;
 pub mod stats;
+pub mod storage;
 pub mod topic_config;
 pub mod topics;
 pub mod transactions;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::NodeConfig;
 use crate::markers::Markers;
 use crate::producer_ids::ProducerIdAllocator;
+use crate::storage::FreeSpaceFloor;
 use crate::topics::{write_atomically, TopicError, TopicRegistry};
 use crate::upkeep::Upkeep;
 
@@ -41,6 +42,8 @@ pub struct Node {
     pub groups: Arc<GroupCoordinator>,
     /// Coordinator of every transactional id; its log lives under `<data>/transactions`.
     pub txns: Arc<TxnCoordinator>,
+    /// The free-space floor produce is admitted by.
+    pub floor: FreeSpaceFloor,
     /// The background tasks of the registry, stopped by [`Node::close`] (or when the node is dropped).
     upkeep: Upkeep,
 }
@@ -51,6 +54,8 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?;
         let identity = load_identity(&config.data_dir)?;
+        let floor = FreeSpaceFloor::new(&config.data_dir, config.min_free_bytes)
+            .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?;
         let advertised = config.advertised_listener.clone().unwrap_or_else(|| config.listen.clone());
         let endpoint = parse_endpoint(&advertised)
             .ok_or_else(|| TopicError::InvalidConfig(format!("advertised listener '{advertised}' is not HOST:PORT")))?;
@@ -75,7 +80,7 @@ impl Node {
                 .map_err(|error| TopicError::Io { path: txn_dir, source: std::io::Error::other(error.to_string()) })?;
         txns.start(Arc::new(Markers::new(topics.clone(), groups.clone())));
         let upkeep = Upkeep::start(topics.clone(), &config);
-        Ok(Arc::new(Node { config, identity, endpoint, topics, groups, producer_ids, txns, upkeep }))
+        Ok(Arc::new(Node { config, identity, endpoint, topics, groups, producer_ids, txns, floor, upkeep }))
     }
 
     /// Stops the upkeep tasks (retention, dedup upkeep): an edge calls it as soon as it starts shutting

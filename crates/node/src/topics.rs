@@ -44,6 +44,9 @@ pub enum TopicError {
     InvalidPartitions(String),
     #[error("replication factor {0} is impossible on a single broker (use 1 or -1)")]
     InvalidReplicationFactor(i16),
+    /// More partitions than the open-file limit allows (one descriptor each).
+    #[error("{0}")]
+    TooManyPartitions(String),
     #[error("topic metadata I/O error at {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -205,8 +208,32 @@ impl TopicRegistry {
         if replication_factor != 1 && replication_factor != -1 {
             return Err(TopicError::InvalidReplicationFactor(replication_factor));
         }
+        self.check_open_files(partitions)?;
         for (key, value) in configs {
             topic_config::validate(key, value).map_err(TopicError::InvalidConfig)?;
+        }
+        Ok(())
+    }
+
+    /// Partitions of every topic.
+    pub fn partitions_open(&self) -> u64 {
+        self.list().iter().map(|topic| topic.partition_count() as u64).sum()
+    }
+
+    /// Refuses `more` partitions the open-file limit has no descriptors for, before any is opened
+    /// (a creation that ran out of descriptors half-way would fail with a storage error).
+    fn check_open_files(&self, more: i32) -> Result<(), TopicError> {
+        let allowed = crate::storage::partitions_allowed();
+        let open = self.partitions_open();
+        if open + more as u64 > allowed {
+            let (soft, hard) = crate::storage::open_file_limit().unwrap_or((0, 0));
+            return Err(TopicError::TooManyPartitions(format!(
+                "{more} more partitions would make {} on this broker; the open-file limit (soft {soft}, hard \
+                 {hard}) allows {allowed}: one file per partition, {} kept for connections. Raise the hard limit \
+                 (ulimit -Hn, LimitNOFILE=) and restart the broker",
+                open + more as u64,
+                crate::storage::FILE_RESERVE
+            )));
         }
         Ok(())
     }
@@ -272,6 +299,7 @@ impl TopicRegistry {
                 "partition count {count} exceeds {PARTITIONS_PER_TOPIC_MAX}"
             )));
         }
+        self.check_open_files(count - current)?;
         Ok(topic)
     }
 

@@ -18,6 +18,9 @@ use super::str_bytes;
 use crate::dispatch::PendingResponse;
 use crate::errors::{log_error_code, partition_error_code, txn_append_error_code};
 
+/// A latched partition fails every produce: one log line every few seconds says so.
+static STORAGE_ERRORS_LOGGED: once_node::storage::EveryFewSeconds = once_node::storage::EveryFewSeconds::new();
+
 /// The only leader epoch a single broker has (also what Metadata reports).
 const LEADER_EPOCH: i32 = 0;
 
@@ -65,6 +68,12 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, _version: i16) -> Pendi
                     Ok(batch) => batch,
                     Err((error, message)) => return failed(index, error, message),
                 };
+                // Below the free-space floor nothing is appended: KAFKA_STORAGE_ERROR, which clients
+                // retry (Kafka's KafkaStorageException is retriable); the next request after space
+                // returns is admitted. POLICY_VIOLATION would not be retried.
+                if let Err(refusal) = node.floor.admit(records.len() as u64) {
+                    return failed(index, ResponseError::KafkaStorageError, refusal.to_string());
+                }
                 // The broker stamps its partition leader epoch (outside the CRC), as Kafka does.
                 batch.set_partition_leader_epoch(LEADER_EPOCH);
                 let header = *batch.header();
@@ -111,7 +120,9 @@ fn answer(
         Err(error) => {
             let code = partition_error_code(&error);
             if code == ResponseError::KafkaStorageError {
-                tracing::error!(partition = %partition.id(), %error, "produce failed");
+                if let Some(suppressed) = STORAGE_ERRORS_LOGGED.due() {
+                    tracing::error!(partition = %partition.id(), %error, suppressed, "produce failed (latched partitions refuse writes until the broker restarts)");
+                }
             }
             PartitionProduceResponse::default()
                 .with_index(index)

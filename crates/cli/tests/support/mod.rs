@@ -20,6 +20,8 @@ pub struct BrokerProcess {
     pub extra_args: Vec<String>,
     child: Option<Child>,
     log_path: PathBuf,
+    /// Shell `ulimit` arguments the broker starts under (e.g. `-S -n 1024`).
+    ulimit: Option<String>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -31,14 +33,21 @@ pub fn free_port() -> u16 {
 impl BrokerProcess {
     /// Starts a broker on a fresh data directory.
     pub fn start(extra_args: &[&str]) -> BrokerProcess {
+        BrokerProcess::start_with(extra_args, None, None)
+    }
+
+    /// Starts a broker with its data in `data_dir` (default: a fresh temporary directory) and,
+    /// with `ulimit`, under `sh -c "ulimit ULIMIT; exec once serve …"`.
+    pub fn start_with(extra_args: &[&str], data_dir: Option<PathBuf>, ulimit: Option<&str>) -> BrokerProcess {
         let temp = tempfile::tempdir().expect("temp dir");
-        let data_dir = temp.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| temp.path().join("data"));
         let mut broker = BrokerProcess {
             log_path: temp.path().join("broker.log"),
             data_dir,
             port: free_port(),
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             child: None,
+            ulimit: ulimit.map(str::to_string),
             _temp: Some(temp),
         };
         broker.spawn();
@@ -52,7 +61,15 @@ impl BrokerProcess {
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "broker already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open broker log");
-        let child = Command::new(env!("CARGO_BIN_EXE_once"))
+        let mut command = match &self.ulimit {
+            Some(ulimit) => {
+                let mut shell = Command::new("sh");
+                shell.args(["-c", &format!("ulimit {ulimit} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_once")]);
+                shell
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_once")),
+        };
+        let child = command
             .arg("serve")
             .arg("--listen")
             .arg(self.bootstrap())
