@@ -457,6 +457,33 @@ fn a_slot_made_by_hand_is_checked_for_rows_it_cannot_decode() {
     assert_eq!(read_topics(&broker).len(), 2, "the rows the slot decodes, once each");
 }
 
+/// The relay as a role with REPLICATION that owns the table and may create in the database (not a
+/// superuser): it starts, and starts again (its checks read no catalog it may not). After its
+/// slot is dropped (as when retiring it, or after an invalidation), rows written meanwhile are
+/// older than the new slot: the next start checks again and refuses them by count.
+#[test]
+fn a_replication_role_restarts_and_a_dropped_slot_is_checked_again() {
+    let cluster = PgCluster::start_logical();
+    postgres_tables(&cluster, false);
+    cluster.psql(
+        "CREATE ROLE relay LOGIN REPLICATION; GRANT CREATE ON DATABASE postgres TO relay; \
+         ALTER TABLE outbox OWNER TO relay",
+    );
+    let url = cluster.url().replace("postgres://postgres@", "postgres://relay@");
+    start_decoding(&url, &[]);
+    start_decoding(&url, &[]);
+    let marked = "SELECT obj_description(oid, 'pg_publication') IS NOT NULL FROM pg_publication";
+    assert_eq!(cluster.psql(marked), "t", "the check is recorded by the publication's owner");
+    cluster.psql("SELECT pg_drop_replication_slot('once_outbox_outbox')");
+    for _ in 0..2 {
+        cluster.psql(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type) VALUES (gen_random_uuid(), 'order', 'a0', 'Lost?')",
+        );
+    }
+    assert_fails(&["--database", &url, "--mode", "logical"], "2 unsent rows committed before the slot");
+    assert_eq!(cluster.psql("SELECT count(*) FROM pg_replication_slots"), "0", "the slot it just made is dropped");
+}
+
 /// A partitioned outbox: the publication publishes through the partition root, so the inserts
 /// arrive under the table's own id (not its partitions') and are relayed.
 #[test]

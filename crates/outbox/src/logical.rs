@@ -97,12 +97,15 @@ impl LogicalSource {
             )));
         }
         let (id, sent_at) = (&options.columns.id, &options.columns.sent_at);
-        let unsent_ids = match options.after_send {
-            AfterSend::Delete => format!("SELECT {id}::text FROM {table}"),
-            AfterSend::Mark => format!("SELECT {id}::text FROM {table} WHERE {sent_at} IS NULL"),
-        };
-        // Retired by the id column's own type, so its index serves (a uuid key, say).
+        // Retired, and compared with decoded ids, in the id column's own type (its index serves; a
+        // char(n) id's padding and a uuid's spelling do not matter).
         let id_type = crate::postgres::column_type(&columns, id).unwrap_or("text").to_string();
+        let unsent_ids = match options.after_send {
+            AfterSend::Delete => format!("SELECT count(*) FROM {table} WHERE {id} <> ALL($1::text[]::{id_type}[])"),
+            AfterSend::Mark => {
+                format!("SELECT count(*) FROM {table} WHERE {sent_at} IS NULL AND {id} <> ALL($1::text[]::{id_type}[])")
+            }
+        };
         // Values decode as text in this session's style: timestamps ISO in UTC, bytea as hex.
         runtime
             .block_on(client.batch_execute("SET DateStyle = ISO; SET TimeZone = 'UTC'; SET bytea_output = hex"))
@@ -134,11 +137,13 @@ impl LogicalSource {
         let mut source = source;
         match order {
             Some(order) => source.start_catch_up(url, &select_sql(&columns, options, &order))?,
-            None if source.checked_marker()? => {}
+            // A slot created now has never been checked, whatever an old marker says (its slot
+            // may have been dropped since: retired, invalidated, lost in a failover).
+            None if !created && source.checked_marker()? => {}
             None => {
                 // Not yet shown (a first start, one that ended before showing it, or a slot made by
                 // hand) that every unsent row is in the slot's stream.
-                let older = source.rows_older_than_slot(url, &unsent_ids)?;
+                let older = source.rows_older_than_slot(url, &unsent_ids, &id_type)?;
                 if older > 0 {
                     if created {
                         source.drop_slot()?;
@@ -150,7 +155,7 @@ impl LogicalSource {
                         source.slot
                     )));
                 }
-                source.set_checked_marker()?;
+                source.set_checked_marker();
             }
         }
         tracing::info!(slot = %source.slot, publication = %source.publication, created, "decoding the outbox's inserts");
@@ -168,7 +173,9 @@ impl LogicalSource {
             .get(0);
         if !locked {
             return Err(Error::Config(format!(
-                "another once outbox is relaying with slot '{}' (it holds advisory lock hashtext('{key}')); run one",
+                "another once outbox is relaying with slot '{}' (a session holds advisory lock hashtext('{key}'); \
+                 if that relay is gone but its connection lingers, find it with SELECT pid FROM pg_locks WHERE \
+                 locktype = 'advisory' and end it with pg_terminate_backend(pid)); run one relay per slot",
                 self.slot
             )));
         }
@@ -192,31 +199,34 @@ impl LogicalSource {
         Ok(comment.as_deref() == Some(self.marker().as_str()))
     }
 
-    fn set_checked_marker(&self) -> Result<(), Error> {
+    /// Records the check; a role that does not own the publication cannot, and then the check
+    /// runs at every start (correct, only slower).
+    fn set_checked_marker(&self) {
         let sql = format!("COMMENT ON PUBLICATION {} IS '{}'", self.publication, self.marker());
-        self.runtime.block_on(self.client.batch_execute(&sql)).map_err(database)
+        if let Err(error) = self.runtime.block_on(self.client.batch_execute(&sql)) {
+            tracing::warn!(error = %database(error), publication = %self.publication, "cannot record the check in the publication's comment; it runs at every start");
+        }
+    }
+
+    /// Clears the check before a slot is created: the new slot has not been checked.
+    fn clear_checked_marker(&self) {
+        let sql = format!("COMMENT ON PUBLICATION {} IS NULL", self.publication);
+        if let Err(error) = self.runtime.block_on(self.client.batch_execute(&sql)) {
+            tracing::debug!(error = %database(error), "cannot clear the publication's comment");
+        }
     }
 
     /// How many unsent rows the slot will never decode (committed before its position): those
-    /// visible in a snapshot taken now, less those the slot decodes up to a position past it.
-    /// (Counting the table alone would count rows committed since, which the slot has.) The slot
-    /// is only peeked, never moved.
-    fn rows_older_than_slot(&self, url: &str, select_ids: &str) -> Result<usize, Error> {
+    /// visible in a snapshot taken now, less those the slot decodes up to a position past it,
+    /// counted in the snapshot and compared in the id column's type. (Counting the table alone
+    /// would count rows committed since, which the slot has.) The slot is only peeked, never moved.
+    fn rows_older_than_slot(&self, url: &str, count_sql: &str, id_type: &str) -> Result<i64, Error> {
         let reader = connect(&self.runtime, url)?;
-        let visible: std::collections::HashSet<String> = self
-            .runtime
-            .block_on(async {
-                reader.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-                let rows = reader.query(select_ids, &[]).await?;
-                reader.batch_execute("COMMIT").await?;
-                Ok::<_, tokio_postgres::Error>(rows.iter().map(|row| row.get::<_, String>(0)).collect())
-            })
+        // The snapshot is taken by the transaction's first statement, before the position is read.
+        self.runtime
+            .block_on(reader.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"))
             .map_err(database)?;
-        if visible.is_empty() {
-            return Ok(0);
-        }
-        // Every row the snapshot saw committed before this position; wait until it is flushed,
-        // which a peek needs.
+        // Every row the snapshot sees committed before this position; a peek needs it flushed.
         let past = self.lsn("SELECT pg_current_wal_insert_lsn()::text")?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while self.lsn("SELECT pg_current_wal_flush_lsn()::text")? < past {
@@ -225,16 +235,25 @@ impl LogicalSource {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        let decoded = self.decoded_ids(past)?;
+        tracing::debug!(decoded = decoded.len(), id_type, "ids the slot decodes");
+        let count: i64 = self.runtime.block_on(reader.query_one(count_sql, &[&decoded])).map_err(database)?.get(0);
+        self.runtime.block_on(reader.batch_execute("COMMIT")).map_err(database)?;
+        Ok(count)
+    }
+
+    /// The ids of the outbox inserts the slot decodes up to `upto`, as text.
+    fn decoded_ids(&self, upto: u64) -> Result<Vec<String>, Error> {
         let messages = self
             .runtime
             .block_on(self.client.query(
                 "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, NULL, \
                  'proto_version', '1', 'publication_names', $3)",
-                &[&self.slot, &pgoutput::lsn_text(past), &self.publication],
+                &[&self.slot, &pgoutput::lsn_text(upto), &self.publication],
             ))
             .map_err(|error| self.slot_error(error))?;
         let mut relations = HashMap::new();
-        let mut decoded = std::collections::HashSet::new();
+        let mut decoded = Vec::new();
         for message in &messages {
             match pgoutput::decode(message.get(0)).map_err(|error| Error::Database(error.to_string()))? {
                 Message::Relation(relation) => {
@@ -246,13 +265,13 @@ impl LogicalSource {
                     })?;
                     let index = columns.iter().position(|(name, _)| *name == self.columns.id);
                     if let Some(Value::Text(id)) = index.map(|index| &values[index]) {
-                        decoded.insert(String::from_utf8_lossy(id).into_owned());
+                        decoded.push(String::from_utf8_lossy(id).into_owned());
                     }
                 }
                 _ => {}
             }
         }
-        Ok(visible.iter().filter(|id| !decoded.contains(*id)).count())
+        Ok(decoded)
     }
 
     fn lsn(&self, sql: &str) -> Result<u64, Error> {
@@ -267,11 +286,17 @@ impl LogicalSource {
             .runtime
             .block_on(self.client.query_opt(
                 "SELECT pubinsert, pubviaroot, EXISTS (SELECT 1 FROM pg_publication_tables t \
-                 WHERE t.pubname = p.pubname AND format('%I.%I', t.schemaname, t.tablename)::regclass = $2::oid::regclass) \
+                 JOIN pg_namespace n ON n.nspname = t.schemaname \
+                 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename \
+                 WHERE t.pubname = p.pubname AND c.oid = $2) \
                  FROM pg_publication p WHERE pubname = $1",
                 &[&self.publication, &self.table_oid],
             ))
-            .map_err(database)?;
+            .map_err(|error| match sqlstate(&error) {
+                // pubviaroot and publish_via_partition_root came with PostgreSQL 13.
+                Some("42703") => Error::Unavailable("logical decoding needs PostgreSQL 13 or later".into()),
+                _ => database(error),
+            })?;
         let partitioned: bool = self
             .runtime
             .block_on(self.client.query_one("SELECT relkind = 'p' FROM pg_class WHERE oid = $1", &[&self.table_oid]))
@@ -297,9 +322,10 @@ impl LogicalSource {
                     // Another relay created it meanwhile.
                     Err(error) if sqlstate(&error) == Some("42710") => Ok(()),
                     Err(error) if sqlstate(&error) == Some("42501") => Err(Error::Unavailable(format!(
-                        "creating publication '{}' needs the owner of '{table}' ({error}); or create it once as \
-                         the owner: {create}",
-                        self.publication
+                        "creating publication '{}' needs CREATE on the database and ownership of '{table}' ({}); \
+                         or have a role with both run once: {create}",
+                        self.publication,
+                        database(error)
                     ))),
                     Err(error) => Err(database(error)),
                 }
@@ -349,6 +375,7 @@ impl LogicalSource {
             }
             return Ok(false);
         }
+        self.clear_checked_marker();
         let created = self.runtime.block_on(
             self.client
                 .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&self.slot]),
