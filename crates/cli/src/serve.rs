@@ -243,10 +243,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             soft,
             hard,
             raised_from = before,
-            partitions_allowed = once_node::storage::partitions_allowed(),
+            open_now = once_node::storage::open_files_now().unwrap_or(0),
             "open-file limit"
         ),
         Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
+    }
+    if let Ok((soft, _)) = once_node::storage::open_file_limit() {
+        if soft < 4096 {
+            tracing::warn!(soft, "a low open-file limit: each partition's segments hold files open; raise the hard limit (ulimit -Hn) for many partitions");
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {

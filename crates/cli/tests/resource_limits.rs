@@ -11,8 +11,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -59,13 +57,18 @@ impl Drop for Tmpfs {
     }
 }
 
-/// `GET /metrics` from the broker's HTTP listener.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// `GET PATH` from the broker's HTTP listener: the body.
+fn get(address: &str, path: &str) -> String {
+    let mut response = agent().get(&format!("http://{address}{path}")).call().expect("GET");
+    response.body_mut().read_to_string().expect("body")
+}
+
 fn metrics(address: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect to --http-listen");
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("request");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("response");
-    text
+    get(address, "/metrics")
 }
 
 fn metric_line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
@@ -130,7 +133,7 @@ fn below_the_floor_produce_waits_and_resumes_by_itself_while_offsets_and_transac
         if now != last.0 {
             last = (now, Instant::now());
         }
-        last.1.elapsed() > Duration::from_secs(3)
+        last.1.elapsed() > Duration::from_secs(5)
     });
     let stalled = delivered();
     assert!(stalled > 1_000 && stalled < RECORDS, "the floor stops the producer part-way: {stalled} delivered");
@@ -139,12 +142,41 @@ fn below_the_floor_produce_waits_and_resumes_by_itself_while_offsets_and_transac
     let log = broker.log();
     assert!(log.contains("refusing produce: free space below the floor"), "the broker says why:\n{log}");
     let refusal_lines = log.lines().filter(|line| line.contains("refusing produce")).count();
-    assert!(refusal_lines <= 3, "one refusal line every few seconds, not one per request: {refusal_lines}");
     let text = metrics(&http);
+    let refused: usize = metric_line(&text, "once_storage_refused_produce_total")
+        .and_then(|line| line.split_whitespace().last())
+        .and_then(|value| value.parse().ok())
+        .expect("the refusal counter");
+    assert!(
+        refused > refusal_lines && refusal_lines <= 1 + refused / 2,
+        "one line every few seconds, not one per refusal: {refusal_lines} lines for {refused} refusals"
+    );
     let refusing = metric_line(&text, "once_storage_refusing_writes{reason=\"disk_below_floor\"}");
     assert_eq!(refusing, Some("once_storage_refusing_writes{reason=\"disk_below_floor\"} 1"), "{text}");
 
-    // Below the floor, the internal logs go on: a group commits offsets, the transaction commits.
+    // Well below the floor now (half of it left), the internal logs go on: a group commits
+    // offsets, the transaction commits.
+    let more = tmpfs.free() - FLOOR / 2;
+    let mut file = std::fs::OpenOptions::new().append(true).open(&filler).expect("filler");
+    std::io::Write::write_all(&mut file, &vec![0u8; more as usize]).expect("fill below the floor");
+    file.sync_all().expect("sync");
+    drop(file);
+    assert!(tmpfs.free() < FLOOR / 2 + (1 << 20), "below the floor: {} bytes free", tmpfs.free());
+    // HTTP produce, even one small record, is refused the same way: 507, retry later.
+    let clusters: serde_json::Value = serde_json::from_str(&get(&http, "/v3/clusters")).expect("JSON");
+    let cluster = clusters["data"][0]["cluster_id"].as_str().expect("a cluster id").to_string();
+    let mut response = agent()
+        .post(&format!("http://{http}/v3/clusters/{cluster}/topics/filling/records"))
+        .header("content-type", "application/json")
+        .send(r#"{"value": {"type": "STRING", "data": "over the floor"}}"#)
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 507);
+    assert_eq!(response.headers().get("retry-after").map(|value| value.to_str().unwrap_or("")), Some("5"));
+    let problem = response.body_mut().read_to_string().expect("body");
+    assert!(problem.contains("storage-below-floor"), "{problem}");
+    // Reads go on.
+    assert_eq!(read_to_end(&bootstrap, "paid", 1, Isolation::ReadUncommitted).len(), 3, "reads below the floor");
+
     let consumer: BaseConsumer = once_cli::clients::client_config(&bootstrap)
         .set("group.id", "floor-readers")
         .set("enable.auto.commit", "false")
@@ -187,6 +219,8 @@ fn describe_high_watermarks(bootstrap: &str, topic: &str) -> i64 {
 /// every partition written.
 #[test]
 fn a_low_soft_open_file_limit_is_raised_and_two_thousand_partitions_work() {
+    let (_, hard) = once_node::storage::open_file_limit().expect("rlimit");
+    assert!(hard >= 4_000, "this test needs a hard open-file limit of 4,000 or more, not {hard}");
     let broker = BrokerProcess::start_with(&[], None, Some("-S -n 1024"));
     let log = broker.log();
     assert!(log.contains("open-file limit") && log.contains("raised_from=1024"), "the limits are logged:\n{log}");
@@ -216,12 +250,12 @@ fn a_low_soft_open_file_limit_is_raised_and_two_thousand_partitions_work() {
     assert_eq!(total, 2_000, "one record in each of 2,000 partitions");
 }
 
-/// A hard limit of 700 descriptors allows 188 partitions: a topic of 100 is created, one of 100 more
-/// is refused with POLICY_VIOLATION naming the limit (not a storage error), and the first still
-/// serves.
+/// A hard limit of 700 descriptors, 50 connections: 700 − 562 kept free − those open leaves room
+/// for a topic of 100 partitions; one of 100 more is refused with POLICY_VIOLATION naming the limit
+/// (not a storage error), and the first still serves.
 #[test]
 fn partitions_beyond_a_low_hard_limit_are_refused_clearly_and_the_rest_keep_serving() {
-    let broker = BrokerProcess::start_with(&[], None, Some("-n 700"));
+    let broker = BrokerProcess::start_with(&["--connections-max", "50"], None, Some("-n 700"));
     let bootstrap = broker.bootstrap();
     once(&["topic", "create", "fits", "--partitions", "100", "--bootstrap", &bootstrap]);
     let output = Command::new(env!("CARGO_BIN_EXE_once"))
@@ -230,10 +264,11 @@ fn partitions_beyond_a_low_hard_limit_are_refused_clearly_and_the_rest_keep_serv
         .expect("run once topic create");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "refused: {stderr}");
-    assert!(stderr.contains("open-file limit") && stderr.contains("allows 188"), "names the limit: {stderr}");
+    assert!(stderr.contains("open-file limit (soft 700, hard 700)"), "names the limit: {stderr}");
     assert!(!stderr.to_lowercase().contains("storage"), "not a storage error: {stderr}");
     let listed = once(&["topic", "list", "--bootstrap", &bootstrap]);
     assert!(!listed.contains("too-many"), "nothing half-created: {listed}");
+    assert!(broker.log().contains("refusing partitions: open-file limit"), "the broker logs it too");
     support::produce_lines(&broker, "fits", "still\nserving\n");
     assert_eq!(describe_high_watermarks(&bootstrap, "fits"), 2, "the topic it has still takes writes");
 }

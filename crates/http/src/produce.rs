@@ -119,7 +119,7 @@ async fn produce(
     }
     // Below the free-space floor: refused before anything is written, retriable (as the Kafka edge's
     // KAFKA_STORAGE_ERROR); 507's condition is temporary by definition (RFC 4918).
-    state.node.floor.admit(batch.len() as u64).map_err(|refusal| {
+    let admitted = state.node.floor.admit(batch.len() as u64).map_err(|refusal| {
         Problem::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "storage-below-floor",
@@ -128,7 +128,9 @@ async fn produce(
         )
         .retry_after(5)
     })?;
-    let appended = partition.append_valid(batch).await.map_err(|error| storage_problem(&partition, &error))?;
+    let appended = partition.append_valid(batch).await.map_err(|error| storage_problem(&partition, &error));
+    drop(admitted);
+    let appended = appended?;
     if appended.duplicates_dropped == 0 {
         assert_eq!(appended.base_offset, appended.last_offset, "one record, one offset");
         let stored = Stored { state, topic: topic_name, partition: index, record: &record };

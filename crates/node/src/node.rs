@@ -43,7 +43,7 @@ pub struct Node {
     /// Coordinator of every transactional id; its log lives under `<data>/transactions`.
     pub txns: Arc<TxnCoordinator>,
     /// The free-space floor produce is admitted by.
-    pub floor: FreeSpaceFloor,
+    pub floor: Arc<FreeSpaceFloor>,
     /// The background tasks of the registry, stopped by [`Node::close`] (or when the node is dropped).
     upkeep: Upkeep,
 }
@@ -54,12 +54,15 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?;
         let identity = load_identity(&config.data_dir)?;
-        let floor = FreeSpaceFloor::new(&config.data_dir, config.min_free_bytes)
-            .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?;
+        let floor = Arc::new(
+            FreeSpaceFloor::new(&config.data_dir, config.min_free_bytes)
+                .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?,
+        );
         let advertised = config.advertised_listener.clone().unwrap_or_else(|| config.listen.clone());
         let endpoint = parse_endpoint(&advertised)
             .ok_or_else(|| TopicError::InvalidConfig(format!("advertised listener '{advertised}' is not HOST:PORT")))?;
         let topics = Arc::new(TopicRegistry::open(&config.data_dir, config.topic_defaults.clone())?);
+        topics.set_file_reserve(crate::storage::file_reserve(config.connections_max));
         let node = CoordinatorNode { node_id: config.node_id, host: endpoint.host.clone(), port: endpoint.port };
         let mut group_config = GroupConfig::new(&config.data_dir, node);
         group_config.unsafe_skip_fsync = config.topic_defaults.unsafe_skip_fsync;

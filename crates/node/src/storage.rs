@@ -8,13 +8,14 @@
 //! (retention, an operator) is accepted. A real ENOSPC despite the floor still latches the log that
 //! met it, as every failed write does (docs/design/storage.md).
 //!
-//! **Open files.** Each partition keeps its active segment open (one descriptor; a roll or a
-//! directory sync briefly needs another). [`raise_open_file_limit`] lifts the soft limit to the hard
-//! one at start, and [`partitions_allowed`] is what topic creation may not exceed.
+//! **Open files.** Each segment of a partition keeps its file open, and each dedup chunk on disk
+//! too. [`raise_open_file_limit`] lifts the soft limit to the hard one at start; topic creation
+//! counts the descriptors open now ([`open_files_now`]) and refuses partitions that would leave
+//! fewer than [`file_reserve`] free.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The default floor's cap: 1 GiB, or 5 % of the filesystem when that is smaller.
@@ -60,6 +61,9 @@ pub struct FreeSpaceFloor {
     refused: AtomicU64,
     /// Bytes of the last request refused; 0 once one is admitted.
     refused_bytes: AtomicU64,
+    /// Bytes admitted and not yet written (each [`Admitted`] until it is dropped): they count
+    /// against the free space, so requests admitted together cannot overshoot the floor.
+    in_flight: AtomicU64,
     /// Refusals are logged every few seconds at most.
     logged: EveryFewSeconds,
 }
@@ -76,6 +80,7 @@ impl FreeSpaceFloor {
             floor,
             refused: AtomicU64::new(0),
             refused_bytes: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             logged: EveryFewSeconds::new(),
         })
     }
@@ -88,19 +93,24 @@ impl FreeSpaceFloor {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Whether `bytes` more of produced data may be written: free space, less them, stays at or
-    /// above the floor. Read fresh on every call (one `statvfs`, about a microsecond), so space
-    /// freed by retention or an operator is seen by the next request.
-    pub fn admit(&self, bytes: u64) -> Result<(), BelowFloor> {
+    /// Whether `bytes` more of produced data may be written: free space, less them and the bytes
+    /// admitted before but not yet written, stays at or above the floor. Read fresh on every call
+    /// (one `statvfs`, about a microsecond), so space freed by retention or an operator is seen by
+    /// the next request. Hold the [`Admitted`] until the bytes are written.
+    pub fn admit(self: &Arc<Self>, bytes: u64) -> Result<Admitted, BelowFloor> {
+        let uncounted = || Admitted { floor: Arc::clone(self), bytes: 0 };
         if self.floor == 0 {
-            return Ok(());
+            return Ok(uncounted());
         }
         // A filesystem that cannot be asked is not refused for: the write itself will tell.
-        let Ok(space) = space(&self.dir) else { return Ok(()) };
-        if space.free.saturating_sub(bytes) >= self.floor {
+        let Ok(space) = space(&self.dir) else { return Ok(uncounted()) };
+        let in_flight = self.in_flight.fetch_add(bytes, Ordering::SeqCst);
+        let admitted = Admitted { floor: Arc::clone(self), bytes };
+        if space.free.saturating_sub(in_flight).saturating_sub(bytes) >= self.floor {
             self.refused_bytes.store(0, Ordering::Relaxed);
-            return Ok(());
+            return Ok(admitted);
         }
+        drop(admitted);
         let refusal = BelowFloor { free: space.free, floor: self.floor };
         self.refused.fetch_add(1, Ordering::Relaxed);
         self.refused_bytes.store(bytes.max(1), Ordering::Relaxed);
@@ -163,6 +173,26 @@ impl EveryFewSeconds {
     }
 }
 
+/// Bytes admitted by [`FreeSpaceFloor::admit`]; they stop counting when this is dropped.
+#[must_use = "the admitted bytes count against the free space until dropped"]
+pub struct Admitted {
+    floor: Arc<FreeSpaceFloor>,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted").field("bytes", &self.bytes).finish()
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let before = self.floor.in_flight.fetch_sub(self.bytes, Ordering::SeqCst);
+        assert!(before >= self.bytes, "admitted bytes are released once");
+    }
+}
+
 /// The open-file limit: (soft, hard); unlimited as `u64::MAX`.
 pub fn open_file_limit() -> std::io::Result<(u64, u64)> {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
@@ -170,23 +200,40 @@ pub fn open_file_limit() -> std::io::Result<(u64, u64)> {
 }
 
 /// Raises the soft open-file limit to the hard one, as servers do; returns (before, after, hard).
+/// Where the hard limit is unlimited and the system refuses that for open files (macOS), the soft
+/// limit is raised to [`OPEN_MAX_FALLBACK`] instead.
 pub fn raise_open_file_limit() -> std::io::Result<(u64, u64, u64)> {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
     let before = limit.current.unwrap_or(u64::MAX);
     if limit.current != limit.maximum {
-        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
-        rustix::process::setrlimit(rustix::process::Resource::Nofile, raised)?;
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if setrlimit(Resource::Nofile, raised).is_err() {
+            let cap = limit.maximum.unwrap_or(u64::MAX).min(OPEN_MAX_FALLBACK);
+            if cap > before {
+                setrlimit(Resource::Nofile, Rlimit { current: Some(cap), maximum: limit.maximum })?;
+            }
+        }
     }
     let (after, hard) = open_file_limit()?;
     Ok((before, after, hard))
 }
 
-/// Partitions the open-file limit allows in all: one descriptor each, [`FILE_RESERVE`] kept.
-pub fn partitions_allowed() -> u64 {
-    match open_file_limit() {
-        Ok((soft, _)) => soft.saturating_sub(FILE_RESERVE),
-        Err(_) => u64::MAX,
-    }
+/// The soft limit tried when the hard one cannot be had (macOS's OPEN_MAX).
+pub const OPEN_MAX_FALLBACK: u64 = 10_240;
+
+/// Descriptors open in this process now (`/proc/self/fd`, or `/dev/fd`); `None` if neither lists.
+pub fn open_files_now() -> Option<u64> {
+    ["/proc/self/fd", "/dev/fd"]
+        .iter()
+        .find_map(|dir| std::fs::read_dir(dir).ok().map(|entries| entries.count() as u64))
+}
+
+/// Descriptors kept free for everything that is not a new partition: `connections_max` Kafka
+/// connections, and [`FILE_RESERVE`] for HTTP connections, segment rolls, directory syncs, dedup
+/// chunk files and the process's own.
+pub fn file_reserve(connections_max: usize) -> u64 {
+    connections_max as u64 + FILE_RESERVE
 }
 
 #[cfg(test)]
@@ -204,19 +251,19 @@ mod tests {
     fn a_floor_above_the_free_space_refuses_and_none_admits() {
         let dir = tempfile::tempdir().expect("temp dir");
         let free = space(dir.path()).expect("statvfs").free;
-        let refusing = FreeSpaceFloor::new(dir.path(), Some(free.saturating_add(1 << 40))).expect("floor");
+        let refusing = Arc::new(FreeSpaceFloor::new(dir.path(), Some(free.saturating_add(1 << 40))).expect("floor"));
         let refusal = refusing.admit(1).expect_err("below the floor");
         assert!(refusal.free <= free.saturating_add(1 << 30) && refusal.floor > refusal.free, "{refusal:?}");
         assert_eq!(refusing.refused(), 1);
         assert!(refusing.refusing(), "refusing until a request is admitted");
-        let none = FreeSpaceFloor::new(dir.path(), Some(0)).expect("floor");
-        assert_eq!(none.admit(u64::MAX), Ok(()), "a zero floor admits everything");
-        let low = FreeSpaceFloor::new(dir.path(), Some(1)).expect("floor");
-        assert_eq!(low.admit(0), Ok(()));
+        let none = Arc::new(FreeSpaceFloor::new(dir.path(), Some(0)).expect("floor"));
+        assert!(none.admit(u64::MAX).is_ok(), "a zero floor admits everything");
+        let low = Arc::new(FreeSpaceFloor::new(dir.path(), Some(1)).expect("floor"));
+        assert!(low.admit(0).is_ok());
         assert!(!low.refusing());
         assert!(low.admit(u64::MAX).is_err(), "the bytes to be written count against the free space");
         assert!(low.refusing());
-        assert_eq!(low.admit(0), Ok(()));
+        assert!(low.admit(0).is_ok());
         assert!(!low.refusing(), "an admitted request ends the refusal");
     }
 
@@ -234,6 +281,25 @@ mod tests {
     fn the_soft_limit_is_raised_to_the_hard_one() {
         let (before, after, hard) = raise_open_file_limit().expect("rlimit");
         assert!(before <= after && after == hard, "{before} {after} {hard}");
-        assert_eq!(partitions_allowed(), hard.saturating_sub(FILE_RESERVE));
+        let open = open_files_now().expect("this process's descriptors are listed");
+        let files: Vec<std::fs::File> = (0..50).map(|_| std::fs::File::open("/dev/null").expect("open")).collect();
+        // Other tests of this process may open or close a few meanwhile.
+        let counted = open_files_now().expect("listed") as i64 - open as i64;
+        assert!((40..=60).contains(&counted), "50 more descriptors counted as {counted}");
+        drop(files);
+        assert_eq!(file_reserve(1024), 1024 + FILE_RESERVE);
+    }
+
+    #[test]
+    fn admitted_bytes_count_until_written() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let free = space(dir.path()).expect("statvfs").free;
+        // Room for one request of half the headroom: a second, admitted meanwhile, would overshoot.
+        let floor = Arc::new(FreeSpaceFloor::new(dir.path(), Some(free / 2)).expect("floor"));
+        let half = free / 4 + (free / 16);
+        let first = floor.admit(half).expect("the first fits");
+        assert!(floor.admit(half).is_err(), "the first's bytes, not yet written, count");
+        drop(first);
+        assert!(floor.admit(half).is_ok(), "written (or dropped), they no longer count");
     }
 }

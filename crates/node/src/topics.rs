@@ -25,6 +25,9 @@ const TOPIC_FILE: &str = "topic.json";
 const DEDUP_SNAPSHOT_FILE: &str = "dedup.snapshot";
 /// Kafka's limit on topic name length.
 const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Partitions refused for the open-file limit are logged every few seconds at most.
+static OPEN_FILES_REFUSALS: crate::storage::EveryFewSeconds = crate::storage::EveryFewSeconds::new();
+
 /// A bound on partitions per topic, so one request cannot open unbounded files.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
@@ -146,6 +149,8 @@ pub struct TopicRegistry {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes create, delete, add-partitions and config changes (each rewrites topic.json).
     admin: tokio::sync::Mutex<()>,
+    /// Descriptors topic creation leaves free (`storage::file_reserve`).
+    file_reserve: std::sync::atomic::AtomicU64,
 }
 
 impl TopicRegistry {
@@ -171,7 +176,13 @@ impl TopicRegistry {
             }
         }
         tracing::info!(topics = topics.len(), "topics loaded");
-        Ok(TopicRegistry { dir, defaults, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
+        Ok(TopicRegistry {
+            dir,
+            defaults,
+            topics: RwLock::new(topics),
+            admin: tokio::sync::Mutex::new(()),
+            file_reserve: std::sync::atomic::AtomicU64::new(crate::storage::FILE_RESERVE),
+        })
     }
 
     pub fn defaults(&self) -> &TopicDefaults {
@@ -220,22 +231,34 @@ impl TopicRegistry {
         self.list().iter().map(|topic| topic.partition_count() as u64).sum()
     }
 
-    /// Refuses `more` partitions the open-file limit has no descriptors for, before any is opened
-    /// (a creation that ran out of descriptors half-way would fail with a storage error).
+    /// Sets the descriptors topic creation leaves free (connections and the rest).
+    pub fn set_file_reserve(&self, reserve: u64) {
+        self.file_reserve.store(reserve, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Refuses `more` partitions when the descriptors open now, one for each new partition and the
+    /// reserve would pass the soft open-file limit, before any is opened (a creation that ran out of
+    /// descriptors half-way would fail with a storage error). Each partition's later segments need
+    /// more: the reserve is the room for them.
     fn check_open_files(&self, more: i32) -> Result<(), TopicError> {
-        let allowed = crate::storage::partitions_allowed();
-        let open = self.partitions_open();
-        if open + more as u64 > allowed {
-            let (soft, hard) = crate::storage::open_file_limit().unwrap_or((0, 0));
-            return Err(TopicError::TooManyPartitions(format!(
-                "{more} more partitions would make {} on this broker; the open-file limit (soft {soft}, hard \
-                 {hard}) allows {allowed}: one file per partition, {} kept for connections. Raise the hard limit \
-                 (ulimit -Hn, LimitNOFILE=) and restart the broker",
-                open + more as u64,
-                crate::storage::FILE_RESERVE
-            )));
+        let (soft, hard) = crate::storage::open_file_limit().unwrap_or((u64::MAX, u64::MAX));
+        let open = crate::storage::open_files_now().unwrap_or_else(|| self.partitions_open());
+        let reserve = self.file_reserve.load(std::sync::atomic::Ordering::Relaxed);
+        let needed = open.saturating_add(more as u64).saturating_add(reserve);
+        if needed <= soft {
+            return Ok(());
         }
-        Ok(())
+        let message = format!(
+            "{more} more partitions would need {needed} open files with {open} open now (segments, dedup chunks, \
+             connections) and {reserve} kept free (--connections-max and the rest); the open-file limit (soft \
+             {soft}, hard {hard}) is too low: raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) and \
+             restart the broker"
+        );
+        // A topic auto-created by Metadata gets only an error code, which clients do not print.
+        if let Some(suppressed) = OPEN_FILES_REFUSALS.due() {
+            tracing::warn!(%message, suppressed, "refusing partitions: open-file limit");
+        }
+        Err(TopicError::TooManyPartitions(message))
     }
 
     pub async fn create(

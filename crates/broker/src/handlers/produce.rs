@@ -71,9 +71,10 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, _version: i16) -> Pendi
                 // Below the free-space floor nothing is appended: KAFKA_STORAGE_ERROR, which clients
                 // retry (Kafka's KafkaStorageException is retriable); the next request after space
                 // returns is admitted. POLICY_VIOLATION would not be retried.
-                if let Err(refusal) = node.floor.admit(records.len() as u64) {
-                    return failed(index, ResponseError::KafkaStorageError, refusal.to_string());
-                }
+                let admitted = match node.floor.admit(records.len() as u64) {
+                    Ok(admitted) => admitted,
+                    Err(refusal) => return failed(index, ResponseError::KafkaStorageError, refusal.to_string()),
+                };
                 // The broker stamps its partition leader epoch (outside the CRC), as Kafka does.
                 batch.set_partition_leader_epoch(LEADER_EPOCH);
                 let header = *batch.header();
@@ -85,7 +86,12 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, _version: i16) -> Pendi
                 } else {
                     Box::pin(partition.append_valid(batch))
                 };
-                Box::pin(async move { answer(index, &partition, append.await) })
+                Box::pin(async move {
+                    let outcome = append.await;
+                    // Written (or refused): no longer counted as on its way to the disk.
+                    drop(admitted);
+                    answer(index, &partition, outcome)
+                })
             })
             .collect();
         topics.push((name, outcomes));
