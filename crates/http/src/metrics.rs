@@ -106,6 +106,7 @@ impl Collector for NodeCollector {
             })
             .collect();
         self.encode_storage(&mut encoder)?;
+        self.encode_exactly_once(&mut encoder)?;
         for (name, help, value) in GAUGES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (labels, stats) in &indexes {
@@ -118,6 +119,66 @@ impl Collector for NodeCollector {
 }
 
 impl NodeCollector {
+    /// The fixed names operators' dashboards rely on (issue 20): fsync latency, LSO lag, open
+    /// transactions, consumer-group lag computed on the broker.
+    fn encode_exactly_once(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let fsync = once_log::stats::FSYNC.snapshot();
+        let mut family = encoder.encode_descriptor(
+            "once_fsync_seconds",
+            "fdatasync latency of segment data (every log: partitions, offsets, transactions), seconds.",
+            None,
+            MetricType::Histogram,
+        )?;
+        // prometheus-client writes le="+Inf" for an upper bound of f64::MAX (its own histograms'
+        // last bucket), not for f64::INFINITY.
+        let buckets: Vec<(f64, u64)> = fsync
+            .buckets
+            .iter()
+            .map(|&(bound, count)| (if bound.is_infinite() { f64::MAX } else { bound }, count))
+            .collect();
+        family.encode_histogram::<Labels>(fsync.sum_seconds, fsync.count, &buckets, None)?;
+
+        let partition = |topic: &str, partition: i32| {
+            vec![("topic".to_string(), topic.to_string()), ("partition".to_string(), partition.to_string())]
+        };
+        let mut family = encoder.encode_descriptor(
+            "once_partition_lso_lag",
+            "High watermark minus last stable offset: records read_committed consumers cannot read yet because a transaction is open.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((topic, index), lag) in once_node::stats::lso_lags(&self.node.topics) {
+            ConstGauge::new(i64::try_from(lag).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&partition(&topic, index))?)?;
+        }
+        let (open, oldest_ms) = once_node::stats::open_transactions(&self.node.txns, now_ms());
+        let gauges = [
+            ("once_transactions_open", "Transactions open now: ongoing, or decided with markers still to write.", open as i64),
+            (
+                "once_transactions_oldest_open_seconds",
+                "Age of the oldest open transaction (0 when none is open): a hanging one holds back read_committed consumers.",
+                oldest_ms / 1000,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value).encode(family)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "once_consumer_group_lag",
+            "High watermark minus the group's committed offset, per partition with a committed offset.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((group, topic, index), lag) in once_node::stats::consumer_group_lags(&self.node.groups, &self.node.topics)
+        {
+            let mut labels = vec![("group".to_string(), group)];
+            labels.extend(partition(&topic, index));
+            ConstGauge::new(i64::try_from(lag).unwrap_or(i64::MAX)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
     /// Where writes stand: the free-space floor, free space, refusals, latched partitions.
     fn encode_storage(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let floor = &self.node.floor;
@@ -183,6 +244,13 @@ impl NodeCollector {
         )?;
         ConstCounter::new(floor.refused()).encode(family)
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// The node's metrics, as text.

@@ -18,6 +18,7 @@
 //! - `recovery`: `Log::open`: clean load or scan-and-truncate recovery.
 //! - `retention`: deleting segments by time and size, advancing the log start offset.
 //! - `segment`: one segment file: positional reads and writes, the validating recovery scan.
+//! - `stats`: the process-wide fdatasync latency histogram (`once_fsync_seconds`).
 //! - `testing`: builders of valid batches for tests (here and in other crates).
 
 pub mod batch;
@@ -31,6 +32,7 @@ mod read;
 mod recovery;
 mod retention;
 mod segment;
+pub mod stats;
 pub mod testing;
 
 pub use crate::batch::{verify_crc, BatchHeader, ValidBatch, BATCH_HEADER_LEN, MAGIC_V2};

@@ -85,7 +85,7 @@ impl SyncPlan {
         if self.skip_fsync {
             return Ok(());
         }
-        self.files.iter().try_for_each(File::sync_data)?;
+        self.files.iter().try_for_each(|file| crate::stats::timed(|| file.sync_data()))?;
         crate::power_loss::synced(&self.durable_lengths);
         Ok(())
     }
@@ -188,7 +188,7 @@ impl Log {
         assert!(sealed_end >= old.base_offset, "segments before the active one were synced when they were rolled");
         if !skip_fsync {
             let base = old.base_offset;
-            old.file.sync_data().context(|| format!("fdatasync segment {base} at roll"))?;
+            crate::stats::timed(|| old.file.sync_data()).context(|| format!("fdatasync segment {base} at roll"))?;
             crate::power_loss::synced(&[(old.path(&dir), old.size)]);
         }
         old.persist_index(&dir, skip_fsync)?;

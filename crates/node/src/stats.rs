@@ -49,3 +49,56 @@ pub fn log_dedup_counters(topics: &TopicRegistry, previous: &mut BTreeMap<(Strin
         previous.insert((topic, partition), now);
     }
 }
+
+/// Per partition, high watermark − last stable offset: how far read_committed consumers are held
+/// back by open transactions (0 when none is open on it). By (topic, partition).
+pub fn lso_lags(topics: &TopicRegistry) -> BTreeMap<(String, i32), u64> {
+    let mut lags = BTreeMap::new();
+    for topic in topics.list() {
+        for partition in topic.partitions() {
+            let (high_watermark, stable) = (partition.high_watermark(), partition.last_stable_offset());
+            assert!(stable <= high_watermark, "the last stable offset never passes the high watermark");
+            lags.insert((topic.name.clone(), partition.id().partition), high_watermark - stable);
+        }
+    }
+    lags
+}
+
+/// Transactions open now (Ongoing, or decided and their markers not all written), and the age in
+/// ms of the oldest one's start (0 when none is open).
+pub fn open_transactions(txns: &once_txn::TxnCoordinator, now_ms: i64) -> (u64, i64) {
+    let open: Vec<i64> = txns
+        .list()
+        .into_iter()
+        .filter(|txn| !txn.metadata.state.is_settled())
+        // A start of -1 means none recorded yet.
+        .map(|txn| if txn.metadata.start_ms < 0 { 0 } else { now_ms.saturating_sub(txn.metadata.start_ms).max(0) })
+        .collect();
+    (open.len() as u64, open.into_iter().max().unwrap_or(0))
+}
+
+/// Per consumer group and partition with a committed offset, high watermark − committed offset
+/// (0 when the group is at or past the end; partitions of deleted topics are left out). By
+/// (group, topic, partition).
+pub fn consumer_group_lags(
+    groups: &once_group::GroupCoordinator,
+    topics: &TopicRegistry,
+) -> BTreeMap<(String, String, i32), u64> {
+    let listed = groups.list_groups(&[], &[]);
+    let wanted = listed.iter().map(|group| (group.group_id.clone(), None)).collect();
+    let mut lags = BTreeMap::new();
+    for (group, offsets) in listed.iter().zip(groups.fetch_offsets(wanted, false)) {
+        for (topic_name, partitions) in offsets {
+            let Some(topic) = topics.get(&topic_name) else { continue };
+            for fetched in partitions {
+                let (Ok(()), Some(partition)) = (&fetched.outcome, topic.partition(fetched.partition)) else {
+                    continue;
+                };
+                let Ok(committed) = u64::try_from(fetched.offset) else { continue };
+                let lag = partition.high_watermark().saturating_sub(committed);
+                lags.insert((group.group_id.clone(), topic_name.clone(), fetched.partition), lag);
+            }
+        }
+    }
+    lags
+}

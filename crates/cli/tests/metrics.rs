@@ -1,0 +1,82 @@
+//! The metrics operators' dashboards rely on (issue 20's fixed names), against a real `once serve`
+//! and real clients: `once_fsync_seconds` counts the syncs of acknowledged writes;
+//! `once_partition_lso_lag` and `once_transactions_open` show a transaction left open, and drop to
+//! 0 when it commits; `once_consumer_group_lag` is the high watermark less the group's committed
+//! offset, per partition.
+
+mod support;
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+use support::txn::{send, transactional_producer};
+use support::{free_port, once, produce_lines, wait_until, BrokerProcess};
+
+fn metrics(address: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = agent.get(&format!("http://{address}/metrics")).call().expect("GET /metrics");
+    assert_eq!(response.status().as_u16(), 200);
+    response.body_mut().read_to_string().expect("body")
+}
+
+/// The value of the sample whose name and labels are exactly `sample`.
+fn value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn fsync_lso_lag_open_transactions_and_group_lag_are_exported() {
+    let http = format!("127.0.0.1:{}", free_port());
+    let broker = BrokerProcess::start(&["--http-listen", &http]);
+    let bootstrap = broker.bootstrap();
+    once(&["topic", "create", "orders", "--partitions", "2", "--bootstrap", &bootstrap]);
+    once(&["topic", "create", "payments", "--partitions", "1", "--bootstrap", &bootstrap]);
+    let before = value(&metrics(&http), "once_fsync_seconds_count").expect("the fsync histogram");
+    produce_lines(&broker, "payments", "p1\np2\np3\np4\np5\n");
+
+    let text = metrics(&http);
+    assert!(text.contains("# TYPE once_fsync_seconds histogram"), "{text}");
+    let after = value(&text, "once_fsync_seconds_count").expect("count");
+    assert!(after > before, "acknowledged writes were fsynced: {before} → {after}");
+    assert!(value(&text, "once_fsync_seconds_sum").expect("sum") > 0.0);
+    let infinite = value(&text, "once_fsync_seconds_bucket{le=\"+Inf\"}").expect("+Inf bucket");
+    assert_eq!(infinite, after, "the +Inf bucket holds every observation");
+    assert_eq!(value(&text, "once_transactions_open"), Some(0.0));
+
+    // A transaction left open on orders/0: three records the LSO holds back.
+    let txn = transactional_producer(&bootstrap, "metrics-txn", 60_000);
+    txn.begin_transaction().expect("begin");
+    for record in ["o1", "o2", "o3"] {
+        send(&txn, "orders", 0, record);
+    }
+    txn.flush(Duration::from_secs(30)).expect("stored");
+    let lso = "once_partition_lso_lag{topic=\"orders\",partition=\"0\"}";
+    let text = metrics(&http);
+    assert_eq!(value(&text, lso), Some(3.0), "{text}");
+    assert_eq!(value(&text, "once_partition_lso_lag{topic=\"orders\",partition=\"1\"}"), Some(0.0));
+    assert_eq!(value(&text, "once_transactions_open"), Some(1.0));
+
+    // A group that committed offset 1 of payments' 5 records lags by 4.
+    let consumer: BaseConsumer = once_cli::clients::client_config(&bootstrap)
+        .set("group.id", "billing")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset("payments", 0, Offset::Offset(1)).expect("offset");
+    consumer.commit(&offsets, CommitMode::Sync).expect("commit");
+    let lag = "once_consumer_group_lag{group=\"billing\",topic=\"payments\",partition=\"0\"}";
+    assert_eq!(value(&metrics(&http), lag), Some(4.0));
+
+    // Committed: nothing held back, nothing open; the group's lag follows its commits.
+    txn.commit_transaction(Duration::from_secs(30)).expect("commit");
+    wait_until("the transaction's markers to be written", Duration::from_secs(10), || {
+        let text = metrics(&http);
+        value(&text, lso) == Some(0.0) && value(&text, "once_transactions_open") == Some(0.0)
+    });
+    offsets.set_partition_offset("payments", 0, Offset::Offset(5)).expect("offset");
+    consumer.commit(&offsets, CommitMode::Sync).expect("commit");
+    assert_eq!(value(&metrics(&http), lag), Some(0.0));
+}
