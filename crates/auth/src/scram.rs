@@ -58,6 +58,8 @@ struct Pending {
     server_first: String,
     /// Client nonce followed by the server's suffix.
     nonce: String,
+    /// Bytes of the server's suffix at the end of `nonce`.
+    suffix_len: usize,
 }
 
 impl<L: CredentialLookup> ScramServer<L> {
@@ -80,6 +82,12 @@ impl<L: CredentialLookup> ScramServer<L> {
     }
 
     /// The mechanism of this exchange.
+    /// Whether the exchange still waits for the client-first message (the edge routes a client's
+    /// next message by it).
+    pub fn awaiting_client_first(&self) -> bool {
+        matches!(self.state, State::AwaitingClientFirst)
+    }
+
     pub fn mechanism(&self) -> ScramMechanism {
         self.mechanism
     }
@@ -139,6 +147,7 @@ impl<L: CredentialLookup> ScramServer<L> {
             client_first_bare: first.bare.to_owned(),
             server_first: server_first.clone(),
             nonce,
+            suffix_len: suffix.len(),
         }));
         Ok(server_first.into_bytes())
     }
@@ -164,7 +173,12 @@ impl<L: CredentialLookup> ScramServer<L> {
         if last.channel_binding != pending.gs2_header.as_bytes() {
             return Err(AuthError::Malformed("the channel binding (c=) is not the GS2 header sent"));
         }
-        if last.nonce != pending.nonce {
+        // librdkafka (every version to date) sends its client nonce again in front of the combined
+        // nonce; Kafka's own server accepts a final nonce that ends with the combined one for it.
+        // Only that one extra form is accepted here, and the proof covers the message as sent.
+        let client_nonce = &pending.nonce[..pending.nonce.len() - pending.suffix_len];
+        let librdkafka = last.nonce.strip_prefix(client_nonce) == Some(pending.nonce.as_str());
+        if last.nonce != pending.nonce && !librdkafka {
             return Err(AuthError::Malformed("the nonce (r=) is not the one the server sent"));
         }
         // AuthMessage := client-first-message-bare "," server-first-message ","

@@ -133,6 +133,34 @@ fn gs2_variants_authzid_and_y_flag() {
     assert!(matches!(server.client_final(message.as_bytes()), Err(AuthError::Malformed(_))));
 }
 
+/// librdkafka's client-final repeats its client nonce before the combined nonce (its `r=` is the
+/// client nonce followed by server-first's `r=`); Kafka's server accepts that form, and so does
+/// Once — only that one, with a valid proof over the message as sent.
+#[test]
+fn librdkafkas_repeated_client_nonce_is_accepted_and_nothing_else() {
+    let mechanism = ScramMechanism::Sha512;
+    let credential = ScramCredential::new("pw", mechanism, 4096).expect("ok");
+    let client = TestClient::new(mechanism, "alice", "pw");
+    let first_nonce = |server_first: &[u8]| {
+        let text = std::str::from_utf8(server_first).expect("utf-8").to_owned();
+        text.split(',').next().and_then(|r| r.strip_prefix("r=")).expect("r=").to_owned()
+    };
+    let mut server = ScramServer::new(mechanism, one_user("alice", credential.clone()));
+    let server_first = server.client_first(client.client_first().as_bytes()).expect("first");
+    let librdkafka = format!("{}{}", client.client_nonce, first_nonce(&server_first));
+    let message = client.client_final_with_nonce(&server_first, Some(&librdkafka)).message;
+    let (_, user) = server.client_final(message.as_bytes()).expect("librdkafka's form authenticates");
+    assert_eq!(user, "alice");
+    // Twice repeated, or another prefix: refused.
+    for prefix in [format!("{0}{0}", client.client_nonce), "x".to_owned()] {
+        let mut server = ScramServer::new(mechanism, one_user("alice", credential.clone()));
+        let server_first = server.client_first(client.client_first().as_bytes()).expect("first");
+        let nonce = format!("{prefix}{}", first_nonce(&server_first));
+        let message = client.client_final_with_nonce(&server_first, Some(&nonce)).message;
+        assert!(server.client_final(message.as_bytes()).is_err(), "{nonce}");
+    }
+}
+
 #[test]
 fn a_proof_over_another_nonce_is_refused() {
     // The proof is valid for what the client sent; only the nonce check stands in the way (RFC

@@ -12,17 +12,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::RequestKind;
 use kafka_protocol::messages::ResponseKind;
+use once_node::listeners::Listener;
 use once_node::Node;
 use once_wire::frame::request_frame_length;
 use once_wire::{decode_request, encode_response, RequestError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::dispatch::{dispatch, Dispatch, PendingResponse};
+use crate::dispatch::{dispatch_on, Dispatch, PendingResponse};
 use crate::handlers::api_versions;
+use crate::sasl::Sasl;
+
+/// A connection's byte stream: a TCP socket, or TLS over one.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+type Reader = ReadHalf<Box<dyn Stream>>;
+type Writer = WriteHalf<Box<dyn Stream>>;
 
 /// Responses a connection may have outstanding before its reader stops reading (backpressure).
 const PIPELINE_DEPTH_MAX: usize = 32;
@@ -45,28 +53,43 @@ pub struct Connection {
     node: Arc<Node>,
     /// For logs only.
     peer: Option<SocketAddr>,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    /// The listener it came in on: its advertised address, whether SASL is asked for.
+    listener: Arc<Listener>,
+    reader: Reader,
+    writer: Writer,
     /// Bytes of requests read but not yet answered, shared by every connection of the server.
     request_budget: Arc<Semaphore>,
 }
 
 impl Connection {
-    pub fn new(node: Arc<Node>, socket: TcpStream, request_budget: Arc<Semaphore>) -> Connection {
-        let peer = socket.peer_addr().ok();
-        let (reader, writer) = socket.into_split();
-        Connection { node, peer, reader, writer, request_budget }
+    pub fn new(
+        node: Arc<Node>,
+        stream: Box<dyn Stream>,
+        peer: Option<SocketAddr>,
+        listener: Arc<Listener>,
+        request_budget: Arc<Semaphore>,
+    ) -> Connection {
+        let (reader, writer) = tokio::io::split(stream);
+        Connection { node, peer, listener, reader, writer, request_budget }
     }
 
     /// Serves requests until the client closes, an unanswerable request arrives, or `stopping`
     /// changes; then lets the writer finish the responses already queued.
     pub async fn run(self, mut stopping: watch::Receiver<bool>) {
-        let Connection { node, peer, mut reader, writer, request_budget } = self;
+        let Connection { node, peer, listener, mut reader, writer, request_budget } = self;
+        let mut sasl = Sasl::new(listener.protocol.sasl(), node.credentials.clone());
+        // Until a SASL listener's client has authenticated, its frames are small (the SASL
+        // messages): a stranger cannot make the broker buffer large requests.
+        const UNAUTHENTICATED_FRAME_MAX: usize = 64 * 1024;
         let (outgoing, queue) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH_MAX);
         let writing = tokio::spawn(write_responses(writer, queue));
         loop {
             let frame = tokio::select! {
-                frame = read_frame(&mut reader, node.config.request_bytes_max, &request_budget) => frame,
+                frame = read_frame(
+                    &mut reader,
+                    if sasl.admits_requests() { node.config.request_bytes_max } else { UNAUTHENTICATED_FRAME_MAX },
+                    &request_budget,
+                ) => frame,
                 _ = stopping.changed() => break,
             };
             let (frame, budget) = match frame {
@@ -77,11 +100,35 @@ impl Connection {
                     break;
                 }
             };
+            let mut close_after = false;
             let (correlation_id, api_version, response) = match decode_request(frame) {
                 Ok(request) => {
                     let correlation_id = request.header.correlation_id;
                     let api_version = request.api_version;
-                    match dispatch(&node, request) {
+                    let sasl_answer = match &request.body {
+                        RequestKind::SaslHandshake(body) => Some(sasl.handshake(body)),
+                        RequestKind::SaslAuthenticate(body) => Some(sasl.authenticate(body, peer)),
+                        RequestKind::ApiVersions(_) => None,
+                        _ if !sasl.admits_requests() => {
+                            tracing::warn!(?peer, api = ?request.api_key, listener = %listener.name, "request before SASL authentication; closing connection");
+                            break;
+                        }
+                        _ => None,
+                    };
+                    if let Some(answer) = sasl_answer {
+                        close_after = answer.close;
+                        let ready: PendingResponse = Box::pin(async move { Some(answer.response) });
+                        if outgoing
+                            .send(Outgoing { correlation_id, api_version, response: ready, _budget: budget })
+                            .await
+                            .is_err()
+                            || close_after
+                        {
+                            break;
+                        }
+                        continue;
+                    }
+                    match dispatch_on(&node, request, &listener.advertised) {
                         Dispatch::Queued(pending) => (correlation_id, api_version, pending),
                         Dispatch::InOrder(pending) => {
                             // Shutdown does not wait for a long poll to run out.
@@ -112,7 +159,9 @@ impl Connection {
                     break;
                 }
             };
-            if outgoing.send(Outgoing { correlation_id, api_version, response, _budget: budget }).await.is_err() {
+            if outgoing.send(Outgoing { correlation_id, api_version, response, _budget: budget }).await.is_err()
+                || close_after
+            {
                 break;
             }
         }
@@ -154,7 +203,7 @@ async fn read_frame(
     Ok(Some((frame.freeze(), permit)))
 }
 
-async fn write_responses(writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Outgoing>) {
+async fn write_responses(writer: Writer, mut queue: mpsc::Receiver<Outgoing>) {
     let mut writer = BufWriter::new(writer);
     while let Some(outgoing) = queue.recv().await {
         let Some(response) = outgoing.response.await else { continue };
@@ -171,7 +220,7 @@ async fn write_responses(writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Outgo
 }
 
 async fn write_one(
-    writer: &mut BufWriter<OwnedWriteHalf>,
+    writer: &mut BufWriter<Writer>,
     correlation_id: i32,
     api_version: i16,
     response: &ResponseKind,

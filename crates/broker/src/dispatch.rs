@@ -26,13 +26,22 @@ pub enum Dispatch {
 /// Routes one request to its handler. Produce enqueues its appends before this returns, so appends
 /// of one connection reach each partition in the order they were sent.
 pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Dispatch {
+    dispatch_on(node, request, &node.endpoint)
+}
+
+/// [`dispatch`] for a request that came in on the listener advertised as `advertised`: Metadata,
+/// DescribeCluster and FindCoordinator answer with that address.
+pub fn dispatch_on(node: &Arc<Node>, request: DecodedRequest, advertised: &once_node::Endpoint) -> Dispatch {
     let node = node.clone();
+    let advertised = advertised.clone();
     let version = request.api_version;
     let header = request.header;
     match request.body {
         RequestKind::Produce(body) => Dispatch::Queued(handlers::produce::handle(&node, body, version)),
         RequestKind::ApiVersions(body) => in_order(async move { handlers::api_versions::handle(&body, version) }),
-        RequestKind::Metadata(body) => in_order(async move { handlers::metadata::handle(&node, body, version).await }),
+        RequestKind::Metadata(body) => {
+            in_order(async move { handlers::metadata::handle(&node, body, version, &advertised).await })
+        }
         RequestKind::Fetch(body) => in_order(async move { handlers::fetch::handle(&node, body, version).await }),
         RequestKind::ListOffsets(body) => {
             in_order(async move { handlers::list_offsets::handle(&node, body, version).await })
@@ -55,7 +64,9 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Dispatch {
         RequestKind::IncrementalAlterConfigs(body) => {
             in_order(async move { handlers::configs::alter(&node, body).await })
         }
-        RequestKind::DescribeCluster(body) => in_order(async move { handlers::cluster::describe(&node, &body) }),
+        RequestKind::DescribeCluster(body) => {
+            in_order(async move { handlers::cluster::describe(&node, &body, &advertised) })
+        }
         RequestKind::InitProducerId(body) if body.transactional_id.as_ref().is_some_and(|id| !id.0.is_empty()) => {
             in_order(async move { handlers::txn::init_producer_id(&node, &body, version).await })
         }
@@ -81,11 +92,12 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Dispatch {
         }
         RequestKind::DescribeProducers(body) => in_order(async move { handlers::txn::describe_producers(&node, body) }),
         RequestKind::FindCoordinator(body) => in_order(async move {
-            ResponseKind::FindCoordinator(handlers::group::membership::find_coordinator(
-                node.groups.node(),
-                body,
-                version,
-            ))
+            let coordinator = once_group::CoordinatorNode {
+                host: advertised.host.clone(),
+                port: advertised.port,
+                ..node.groups.node().clone()
+            };
+            ResponseKind::FindCoordinator(handlers::group::membership::find_coordinator(&coordinator, body, version))
         }),
         RequestKind::JoinGroup(body) => in_order(async move {
             let client_id = header.client_id.as_deref().unwrap_or("");
@@ -124,6 +136,20 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Dispatch {
         }),
         RequestKind::DeleteGroups(body) => in_order(async move {
             ResponseKind::DeleteGroups(handlers::group::admin::delete_groups(&node.groups, body).await)
+        }),
+        // The connection answers SASL itself (its state is the connection's); a request that reaches
+        // here came outside one, and gets ILLEGAL_SASL_STATE.
+        RequestKind::SaslHandshake(_) => in_order(async move {
+            ResponseKind::SaslHandshake(
+                kafka_protocol::messages::SaslHandshakeResponse::default()
+                    .with_error_code(once_wire::ResponseError::IllegalSaslState.code()),
+            )
+        }),
+        RequestKind::SaslAuthenticate(_) => in_order(async move {
+            ResponseKind::SaslAuthenticate(
+                kafka_protocol::messages::SaslAuthenticateResponse::default()
+                    .with_error_code(once_wire::ResponseError::IllegalSaslState.code()),
+            )
         }),
         other => {
             // The version table and this match must agree; a request that passed the table but has

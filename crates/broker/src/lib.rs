@@ -3,7 +3,9 @@
 //! turned back into Kafka responses and error codes.
 //!
 //! # Layout
-//! - [`server`] — [`Server`]: the listener, the connection limit, graceful shutdown.
+//! - [`server`] — [`Server`]: the listeners (plaintext or TLS), the connection limit, graceful shutdown.
+//! - [`tls`] — the TLS acceptor from PEM files (rustls).
+//! - [`sasl`] — one connection's SASL handshake and authentication (once-auth's exchanges).
 //! - [`connection`] — [`connection::Connection`]: one connection's frame I/O, in-order responses.
 //! - [`dispatch`] — which handler answers each request, and how a connection treats it.
 //! - [`handlers`] — one module per family of Kafka APIs, each turning a request into a response.
@@ -15,6 +17,8 @@ pub mod connection;
 pub mod dispatch;
 pub mod errors;
 pub mod handlers;
+pub mod sasl;
 pub mod server;
+pub mod tls;
 
 pub use server::Server;

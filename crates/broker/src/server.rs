@@ -1,72 +1,90 @@
-//! The TCP server: a bounded number of connections (each a [`Connection`]) and graceful shutdown. At
-//! shutdown it stops accepting, drains the connections, then closes the node. (Metrics are served by
-//! the HTTP edge, once-http, on `--http-listen` and `--metrics-listen`.)
+//! The TCP server: every listener (plaintext or TLS), a bounded number of connections in all (each a
+//! [`Connection`]) and graceful shutdown. At shutdown it stops accepting, drains the connections,
+//! then closes the node. (Metrics are served by the HTTP edge, once-http, on `--http-listen` and
+//! `--metrics-listen`.)
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use once_node::listeners::Listener;
 use once_node::Node;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Stream};
 
 /// How long shutdown waits for connections to finish what they were doing.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE_MAX: Duration = Duration::from_secs(10);
+
+struct Bound {
+    listener: Arc<Listener>,
+    socket: TcpListener,
+    /// For SSL and SASL_SSL listeners.
+    tls: Option<TlsAcceptor>,
+}
 
 pub struct Server {
     node: Arc<Node>,
-    listener: TcpListener,
+    bound: Vec<Bound>,
 }
 
 impl Server {
+    /// Binds every listener of the node; a TLS listener without `--tls-cert`/`--tls-key`, or with
+    /// unreadable ones, is an error naming them.
     pub async fn bind(node: Arc<Node>) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(&node.config.listen).await?;
-        Ok(Server { node, listener })
+        let needs_tls = node.listeners.iter().any(|listener| listener.protocol.tls());
+        let acceptor = match (&node.config.tls, needs_tls) {
+            (Some(files), true) => Some(crate::tls::acceptor(files).map_err(std::io::Error::other)?),
+            (None, true) => {
+                return Err(std::io::Error::other("an SSL or SASL_SSL listener needs --tls-cert and --tls-key"))
+            }
+            (_, false) => None,
+        };
+        let mut bound = Vec::with_capacity(node.listeners.len());
+        for listener in &node.listeners {
+            let socket = TcpListener::bind(&listener.bind).await.map_err(|error| {
+                std::io::Error::new(error.kind(), format!("{} {}: {error}", listener.name, listener.bind))
+            })?;
+            let tls = listener.protocol.tls().then(|| acceptor.clone().expect("built when a listener needs it"));
+            bound.push(Bound { listener: Arc::new(listener.clone()), socket, tls });
+        }
+        Ok(Server { node, bound })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
+    /// The first listener's bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.bound[0].socket.local_addr()
+    }
+
+    /// Every listener with its bound address.
+    pub fn local_addrs(&self) -> Vec<(Arc<Listener>, std::io::Result<SocketAddr>)> {
+        self.bound.iter().map(|bound| (bound.listener.clone(), bound.socket.local_addr())).collect()
     }
 
     /// Serves until `shutdown` resolves, then drains connections and closes every log cleanly.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let Server { node, listener } = self;
+        let Server { node, bound } = self;
         let (stop, stopping) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(node.config.connections_max));
         // Bytes of requests read but not yet answered, across all connections (queued.max.request.bytes).
         let request_budget = Arc::new(Semaphore::new(node.config.queued_request_bytes_max));
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((socket, peer)) => {
-                        let Ok(permit) = connections.clone().try_acquire_owned() else {
-                            tracing::warn!(%peer, limit = node.config.connections_max, "connection limit reached; closing new connection");
-                            drop(socket);
-                            continue;
-                        };
-                        let _ = socket.set_nodelay(true);
-                        let node = node.clone();
-                        let stopping = stopping.clone();
-                        let request_budget = request_budget.clone();
-                        tokio::spawn(async move {
-                            Connection::new(node, socket, request_budget).run(stopping).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(error) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-            }
-        }
+        let accepting: Vec<_> = bound
+            .into_iter()
+            .map(|bound| {
+                let (node, connections, request_budget) = (node.clone(), connections.clone(), request_budget.clone());
+                tokio::spawn(accept_loop(node, bound, connections, request_budget, stopping.clone()))
+            })
+            .collect();
+        shutdown.await;
         tracing::info!("shutting down: no new connections; draining");
-        drop(listener);
         let _ = stop.send(true);
+        for task in accepting {
+            let _ = task.await;
+        }
         node.stop_upkeep();
         let all = u32::try_from(node.config.connections_max).unwrap_or(u32::MAX);
         if tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(all)).await.is_err() {
@@ -74,5 +92,66 @@ impl Server {
         }
         node.close().await;
         tracing::info!("shutdown complete; logs closed cleanly");
+    }
+}
+
+/// Accepts on one listener until `stopping` changes; each connection runs on its own task.
+async fn accept_loop(
+    node: Arc<Node>,
+    bound: Bound,
+    connections: Arc<Semaphore>,
+    request_budget: Arc<Semaphore>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stopping.changed() => return,
+            accepted = bound.socket.accept() => accepted,
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, limit = node.config.connections_max, "connection limit reached; closing new connection");
+                    drop(socket);
+                    continue;
+                };
+                let _ = socket.set_nodelay(true);
+                let (node, listener, tls) = (node.clone(), bound.listener.clone(), bound.tls.clone());
+                let (stopping, request_budget) = (stopping.clone(), request_budget.clone());
+                tokio::spawn(async move {
+                    if let Some(stream) = secure(socket, tls, peer, &listener).await {
+                        Connection::new(node, stream, Some(peer), listener, request_budget).run(stopping).await;
+                    }
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The connection's stream: the socket itself, or TLS over it once the handshake succeeded (a
+/// plaintext client on a TLS port fails here, logged at debug, and is closed).
+async fn secure(
+    socket: TcpStream,
+    tls: Option<TlsAcceptor>,
+    peer: SocketAddr,
+    listener: &Listener,
+) -> Option<Box<dyn Stream>> {
+    let Some(acceptor) = tls else { return Some(Box::new(socket)) };
+    match tokio::time::timeout(TLS_HANDSHAKE_MAX, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => Some(Box::new(stream)),
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, listener = %listener.name, %error, "TLS handshake failed; closing");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, listener = %listener.name, "TLS handshake timed out; closing");
+            None
+        }
     }
 }

@@ -256,6 +256,14 @@ fn request_for(api_key: ApiKey, version: i16, round: usize) -> RequestKind {
             ListTransactionsRequest::default()
                 .with_state_filters(vec![StrBytes::from_static_str("Ongoing"), StrBytes::from_static_str("Bogus")]),
         ),
+        ApiKey::SaslHandshake => RequestKind::SaslHandshake(
+            kafka_protocol::messages::SaslHandshakeRequest::default()
+                .with_mechanism(StrBytes::from_static_str("PLAIN")),
+        ),
+        ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(
+            kafka_protocol::messages::SaslAuthenticateRequest::default()
+                .with_auth_bytes(bytes::Bytes::from_static(b"\0a\0b")),
+        ),
         other => panic!("add a request for {other:?} to this test"),
     }
 }

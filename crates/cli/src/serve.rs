@@ -23,9 +23,31 @@ pub struct ServeArgs {
     /// Address to listen on, HOST:PORT [default: 127.0.0.1:9092].
     #[arg(long, env = "ONCE_LISTEN", value_name = "HOST:PORT")]
     listen: Option<String>,
-    /// Address clients are told to connect to (Metadata), HOST:PORT [default: the listen address].
-    #[arg(long, env = "ONCE_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
-    advertised_listener: Option<String>,
+    /// Address clients are told to connect to (Metadata, FindCoordinator): HOST:PORT for the first
+    /// listener, or NAME=PROTOCOL://HOST:PORT (PROTOCOL://HOST:PORT) for the listener of that name;
+    /// repeatable [default: each listener's own address].
+    #[arg(long, env = "ONCE_ADVERTISED_LISTENER", value_name = "ADDRESS", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    advertised_listener: Vec<String>,
+    /// A listener: PROTOCOL://HOST:PORT or NAME=PROTOCOL://HOST:PORT, PROTOCOL one of PLAINTEXT,
+    /// SSL, SASL_PLAINTEXT, SASL_SSL; repeatable [default: PLAINTEXT on --listen].
+    #[arg(long = "listener", env = "ONCE_LISTENER", value_name = "LISTENER", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    listener: Vec<String>,
+    /// TLS certificate chain (PEM, leaf first) for SSL and SASL_SSL listeners.
+    #[arg(long, env = "ONCE_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "ONCE_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// CA of the client certificates to require and verify (mTLS) on SSL and SASL_SSL listeners.
+    #[arg(long, env = "ONCE_TLS_CLIENT_CA", value_name = "PEM")]
+    tls_client_ca: Option<PathBuf>,
+    /// NAME:PASSWORD: a SCRAM-SHA-256 and SCRAM-SHA-512 user created at start if it has no
+    /// credentials yet (an existing user's password is not changed); repeatable.
+    #[arg(long, env = "ONCE_SCRAM_USER", value_name = "NAME:PASSWORD")]
+    #[serde(default, deserialize_with = "one_or_many")]
+    scram_user: Vec<String>,
     /// Directory for topics and logs [default: ./once-data].
     #[arg(long, env = "ONCE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -104,6 +126,20 @@ pub struct ServeArgs {
     log: Option<String>,
 }
 
+/// A config-file value that may be one string or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
+}
+
 macro_rules! merge {
     ($flags:ident, $file:ident, $($field:ident),*) => {
         $( if $flags.$field.is_none() { $flags.$field = $file.$field.take(); } )*
@@ -120,11 +156,22 @@ impl ServeArgs {
         let Some(path) = path else { return Ok(self) };
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut file: ServeArgs = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        for (flags, from_file) in [
+            (&mut self.advertised_listener, &mut file.advertised_listener),
+            (&mut self.listener, &mut file.listener),
+            (&mut self.scram_user, &mut file.scram_user),
+        ] {
+            if flags.is_empty() {
+                *flags = std::mem::take(from_file);
+            }
+        }
         merge!(
             self,
             file,
             listen,
-            advertised_listener,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
             data_dir,
             node_id,
             auto_create_topics,
@@ -152,12 +199,46 @@ impl ServeArgs {
         Ok(self)
     }
 
-    fn broker_config(&self) -> NodeConfig {
+    fn broker_config(&self) -> anyhow::Result<NodeConfig> {
         let defaults = NodeConfig::default();
         let topic = TopicDefaults::default();
-        NodeConfig {
+        let listeners = self
+            .listener
+            .iter()
+            .map(|text| {
+                once_node::listeners::ListenerSpec::parse(text).map_err(|error| anyhow::anyhow!("--listener {error}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(once_node::config::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            (None, None) if self.tls_client_ca.is_none() => None,
+            _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)"),
+        };
+        let scram_users = self
+            .scram_user
+            .iter()
+            .map(|text| match text.split_once(':') {
+                Some((name, password)) if !name.is_empty() && !password.is_empty() => {
+                    Ok((name.to_string(), password.to_string()))
+                }
+                _ => Err(anyhow::anyhow!("--scram-user expects NAME:PASSWORD")),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // A bare HOST:PORT is the first listener's advertised address, as before listeners existed.
+        let (bare, named): (Vec<String>, Vec<String>) =
+            self.advertised_listener.iter().cloned().partition(|text| !text.contains("://"));
+        anyhow::ensure!(bare.len() <= 1, "only one --advertised-listener may be a bare HOST:PORT");
+        Ok(NodeConfig {
             listen: self.listen.clone().unwrap_or(defaults.listen),
-            advertised_listener: self.advertised_listener.clone(),
+            advertised_listener: bare.into_iter().next(),
+            advertised_listeners: named,
+            listeners,
+            tls,
+            scram_users,
             data_dir: self.data_dir.clone().unwrap_or(defaults.data_dir),
             node_id: self.node_id.unwrap_or(defaults.node_id),
             auto_create_topics: self.auto_create_topics.unwrap_or(defaults.auto_create_topics),
@@ -190,7 +271,7 @@ impl ServeArgs {
             // Ignored by a build without the `test-hooks` feature (see `warn_if_test_hooks_missing`).
             test_crash_point: std::env::var(CRASH_POINT_ENV).ok().filter(|point| !point.is_empty()),
             min_free_bytes: self.min_free_bytes,
-        }
+        })
     }
 }
 
@@ -230,7 +311,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // never a panic: logging must not stop the broker.
     crate::logging::init(&filter).context("--log")?;
     warn_if_test_hooks_missing();
-    let config = args.broker_config();
+    let config = args.broker_config()?;
     validate(&config)?;
     let http_listen = args.http_listen.clone();
     let metrics_listen = args.metrics_listen.clone();
@@ -256,7 +337,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let broker = Node::open(config).context("opening the data directory")?;
-        let server = Server::bind(broker.clone()).await.with_context(|| format!("binding {}", broker.config.listen))?;
+        let server = Server::bind(broker.clone()).await.context("starting the listeners")?;
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
         let mut http = Vec::new();
         // --metrics-listen: GET /metrics alone (kept from before --http-listen, which serves it too).
@@ -275,6 +356,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             http.push(tokio::spawn(once_http::serve(listener, router, shutdown)));
         }
         tracing::info!(min_free_bytes = broker.floor.floor(), "free-space floor: produce is refused below it");
+        for (listener, address) in server.local_addrs() {
+            let advertised = format!("{}:{}", listener.advertised.host, listener.advertised.port);
+            tracing::info!(listener = %listener.name, protocol = listener.protocol.name(), address = %address?, %advertised, "listening");
+        }
         tracing::info!(listen = %server.local_addr()?, advertised = %format!("{}:{}", broker.endpoint.host, broker.endpoint.port), data_dir = %broker.config.data_dir.display(), "once is serving");
         if once_log::power_loss::enabled() {
             tokio::spawn(power_loss_on_sigusr2());
@@ -375,7 +460,7 @@ mod tests {
         let file_arg = file.to_str().expect("utf-8 path");
         let parsed =
             Wrapper::try_parse_from(["once", "--config", file_arg, "--listen", "127.0.0.1:8000"]).expect("parses");
-        let config = parsed.serve.merge_file().expect("merges").broker_config();
+        let config = parsed.serve.merge_file().expect("merges").broker_config().expect("a config");
         assert_eq!(config.listen, "127.0.0.1:8000", "the flag wins");
         assert_eq!(config.data_dir, PathBuf::from("/srv/once"), "the file fills what flags leave out");
         assert_eq!(config.default_partitions, 6);

@@ -56,8 +56,26 @@ pub struct NodeConfig {
     /// Free bytes the data directory's filesystem keeps: below it produce is refused (retriably)
     /// and internal writes use the rest. `None`: 1 GiB or 5 % of the filesystem, the smaller; 0: none.
     pub min_free_bytes: Option<u64>,
+    /// `--listener`s; none means one PLAINTEXT listener on `listen`.
+    pub listeners: Vec<crate::listeners::ListenerSpec>,
+    /// Further `--advertised-listener`s in `NAME=PROTOCOL://HOST:PORT` form (matched by name).
+    pub advertised_listeners: Vec<String>,
+    /// TLS for SSL and SASL_SSL listeners.
+    pub tls: Option<TlsFiles>,
+    /// `--scram-user NAME:PASSWORD`: created with SCRAM-SHA-256 and -512 verifiers at start if absent.
+    pub scram_users: Vec<(String, String)>,
     /// Test hook: a crash point the broker kills itself at (`ONCE_TEST_CRASH_POINT`).
     pub test_crash_point: Option<String>,
+}
+
+/// PEM files of the broker's TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA whose certificates clients must present (mTLS); none: no client certificate asked.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -81,6 +99,10 @@ impl Default for NodeConfig {
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             test_crash_point: None,
             min_free_bytes: None,
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            tls: None,
+            scram_users: Vec::new(),
         }
     }
 }

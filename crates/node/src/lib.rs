@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod error;
+pub mod listeners;
 pub mod markers;
 pub mod node;
 pub mod producer_ids;

@@ -21,7 +21,7 @@ pub struct BrokerIdentity {
 }
 
 /// Where clients reach this broker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
     pub port: i32,
@@ -33,7 +33,10 @@ pub struct Endpoint {
 pub struct Node {
     pub config: NodeConfig,
     pub identity: BrokerIdentity,
+    /// The first listener's advertised address (the group coordinator's, the HTTP edge's).
     pub endpoint: Endpoint,
+    /// Every listener, with its protocol and advertised address.
+    pub listeners: Vec<crate::listeners::Listener>,
     /// Shared with the upkeep tasks and the marker writer, which need the topics but not the node.
     pub topics: Arc<TopicRegistry>,
     /// Producer ids for InitProducerId, unique across restarts.
@@ -42,6 +45,8 @@ pub struct Node {
     pub groups: Arc<GroupCoordinator>,
     /// Coordinator of every transactional id; its log lives under `<data>/transactions`.
     pub txns: Arc<TxnCoordinator>,
+    /// SCRAM verifiers of the users SASL listeners authenticate (`<data>/credentials.json`).
+    pub credentials: Arc<once_auth::CredentialStore>,
     /// The free-space floor produce is admitted by.
     pub floor: Arc<FreeSpaceFloor>,
     /// The background tasks of the registry, stopped by [`Node::close`] (or when the node is dropped).
@@ -54,13 +59,16 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?;
         let identity = load_identity(&config.data_dir)?;
+        let credentials = open_credentials(&config)?;
         let floor = Arc::new(
             FreeSpaceFloor::new(&config.data_dir, config.min_free_bytes)
                 .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?,
         );
-        let advertised = config.advertised_listener.clone().unwrap_or_else(|| config.listen.clone());
-        let endpoint = parse_endpoint(&advertised)
-            .ok_or_else(|| TopicError::InvalidConfig(format!("advertised listener '{advertised}' is not HOST:PORT")))?;
+        let advertised: Vec<String> =
+            config.advertised_listener.iter().cloned().chain(config.advertised_listeners.iter().cloned()).collect();
+        let listeners = crate::listeners::resolve(&config.listen, &config.listeners, &advertised)
+            .map_err(TopicError::InvalidConfig)?;
+        let endpoint = listeners[0].advertised.clone();
         let topics = Arc::new(TopicRegistry::open(&config.data_dir, config.topic_defaults.clone())?);
         topics.set_file_reserve(crate::storage::file_reserve(config.connections_max));
         let node = CoordinatorNode { node_id: config.node_id, host: endpoint.host.clone(), port: endpoint.port };
@@ -83,7 +91,19 @@ impl Node {
                 .map_err(|error| TopicError::Io { path: txn_dir, source: std::io::Error::other(error.to_string()) })?;
         txns.start(Arc::new(Markers::new(topics.clone(), groups.clone())));
         let upkeep = Upkeep::start(topics.clone(), &config);
-        Ok(Arc::new(Node { config, identity, endpoint, topics, groups, producer_ids, txns, floor, upkeep }))
+        Ok(Arc::new(Node {
+            config,
+            identity,
+            endpoint,
+            listeners,
+            topics,
+            groups,
+            producer_ids,
+            txns,
+            credentials,
+            floor,
+            upkeep,
+        }))
     }
 
     /// Stops the upkeep tasks (retention, dedup upkeep): an edge calls it as soon as it starts shutting
@@ -106,6 +126,25 @@ impl Node {
         self.txns.close().await;
         self.groups.close().await;
     }
+}
+
+/// Opens the credential store and creates each `--scram-user` that has no verifier yet, with both
+/// SCRAM mechanisms (an existing user keeps its password: the flag bootstraps, it does not reset).
+fn open_credentials(config: &NodeConfig) -> Result<Arc<once_auth::CredentialStore>, TopicError> {
+    let path = config.data_dir.join("credentials.json");
+    let auth_error = |error: once_auth::AuthError| TopicError::InvalidConfig(format!("credentials: {error}"));
+    let store = once_auth::CredentialStore::open(&path).map_err(auth_error)?;
+    for (user, password) in &config.scram_users {
+        for mechanism in once_auth::ScramMechanism::ALL {
+            if store.get(user, mechanism).is_none() {
+                let credential = once_auth::ScramCredential::new(password, mechanism, once_auth::ITERATIONS_DEFAULT)
+                    .map_err(auth_error)?;
+                store.upsert(user, mechanism, credential).map_err(auth_error)?;
+                tracing::info!(user = %user, mechanism = mechanism.name(), "SCRAM user created");
+            }
+        }
+    }
+    Ok(Arc::new(store))
 }
 
 fn load_identity(data_dir: &Path) -> Result<BrokerIdentity, TopicError> {

@@ -72,6 +72,12 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     same(ApiKey::ListGroups, 0, 5),
     same(ApiKey::DescribeGroups, 0, 5),
     same(ApiKey::DeleteGroups, 0, 2),
+    // SASL (KIP-43, KIP-152). SaslHandshake v0 is advertised because librdkafka looks for it before
+    // it uses SASL at all, but Once then expects the tokens in SaslAuthenticate (a client that sends
+    // them raw after a v0 handshake, outside Kafka's framing, is disconnected). SaslAuthenticate v2
+    // is KIP-368's.
+    same(ApiKey::SaslHandshake, 0, 1),
+    same(ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The entry for `api_key`, if Once serves that API at all.

@@ -6,11 +6,12 @@ use once_node::Node;
 
 use super::str_bytes;
 
-pub fn describe(node: &Node, _request: &DescribeClusterRequest) -> ResponseKind {
+/// `advertised`: the address of the listener the request came in on.
+pub fn describe(node: &Node, _request: &DescribeClusterRequest, advertised: &once_node::Endpoint) -> ResponseKind {
     let described = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(node.config.node_id))
-        .with_host(str_bytes(&node.endpoint.host))
-        .with_port(node.endpoint.port);
+        .with_host(str_bytes(&advertised.host))
+        .with_port(advertised.port);
     ResponseKind::DescribeCluster(
         DescribeClusterResponse::default()
             .with_cluster_id(str_bytes(&node.identity.cluster_id))

@@ -16,7 +16,13 @@ use once_wire::ResponseError;
 use super::str_bytes;
 use crate::errors::topic_error_code;
 
-pub async fn handle(node: &Arc<Node>, request: MetadataRequest, version: i16) -> ResponseKind {
+/// `advertised`: the address of the listener the request came in on.
+pub async fn handle(
+    node: &Arc<Node>,
+    request: MetadataRequest,
+    version: i16,
+    advertised: &once_node::Endpoint,
+) -> ResponseKind {
     let topics = match request.topics {
         // v0 sends an empty array for "all topics"; v1+ sends null.
         None => all_topics(node),
@@ -41,8 +47,8 @@ pub async fn handle(node: &Arc<Node>, request: MetadataRequest, version: i16) ->
     };
     let described = MetadataResponseBroker::default()
         .with_node_id(BrokerId(node.config.node_id))
-        .with_host(str_bytes(&node.endpoint.host))
-        .with_port(node.endpoint.port);
+        .with_host(str_bytes(&advertised.host))
+        .with_port(advertised.port);
     ResponseKind::Metadata(
         MetadataResponse::default()
             .with_brokers(vec![described])

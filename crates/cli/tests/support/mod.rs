@@ -36,6 +36,23 @@ impl BrokerProcess {
         BrokerProcess::start_with(extra_args, None, None)
     }
 
+    /// Starts a broker whose `--listener`s are in `extra_args`; `plaintext_port` is the port of its
+    /// PLAINTEXT listener, which `bootstrap()` names and readiness is checked on.
+    pub fn start_with_listeners(extra_args: &[&str], plaintext_port: u16) -> BrokerProcess {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut broker = BrokerProcess {
+            log_path: temp.path().join("broker.log"),
+            data_dir: temp.path().join("data"),
+            port: plaintext_port,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            child: None,
+            ulimit: None,
+            _temp: Some(temp),
+        };
+        broker.spawn();
+        broker
+    }
+
     /// Starts a broker with its data in `data_dir` (default: a fresh temporary directory) and,
     /// with `ulimit`, under `sh -c "ulimit ULIMIT; exec once serve …"`.
     pub fn start_with(extra_args: &[&str], data_dir: Option<PathBuf>, ulimit: Option<&str>) -> BrokerProcess {

@@ -1,0 +1,235 @@
+//! TLS and SASL listeners (issue 18, first slice) against a real `once serve` and kcat
+//! (librdkafka): certificates made by the test with openssl; a broker with PLAINTEXT, SSL,
+//! SASL_PLAINTEXT and SASL_SSL listeners and a SCRAM user from `--scram-user`.
+//!
+//! - SCRAM-SHA-512 and SCRAM-SHA-256 over SASL_SSL, PLAIN over SASL_PLAINTEXT: produce and consume.
+//! - A wrong password: the client fails with the broker's authentication error, nothing is stored,
+//!   the broker logs it.
+//! - Each listener's Metadata names that listener's address.
+//! - A plaintext client on a TLS port fails cleanly; a request before authenticating on a SASL port
+//!   closes the connection; the broker goes on serving.
+//! - mTLS: with `--tls-client-ca`, a client without a certificate from that CA cannot connect.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::{free_port, BrokerProcess};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output =
+        Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (.ci/run installs it)");
+    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A CA, a broker certificate for localhost/127.0.0.1 and a client certificate, in `dir`.
+fn certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=once-test-ca",
+        ],
+    );
+    std::fs::write(dir.join("broker.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("ext");
+    // A v3 certificate (webpki accepts no v1), for client authentication.
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    for (name, subject, extensions) in
+        [("broker", "/CN=localhost", Some("broker.ext")), ("client", "/CN=billing", Some("client.ext"))]
+    {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                subject,
+            ],
+        );
+        let (csr, out) = (format!("{name}.csr"), format!("{name}.pem"));
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &out,
+            "-days",
+            "2",
+        ];
+        if let Some(extensions) = extensions {
+            args.extend(["-extfile", extensions]);
+        }
+        openssl(dir, &args);
+    }
+}
+
+fn kcat(args: &[&str], settings: &[String], input: Option<&str>) -> Output {
+    let mut command = Command::new("kcat");
+    // cargo points LD_LIBRARY_PATH at the build's own librdkafka (bundled by rdkafka-sys, without
+    // OpenSSL); kcat must load the system's, which has TLS and SASL.
+    command.env_remove("LD_LIBRARY_PATH").args(args).args(["-m", "10"]);
+    for setting in settings {
+        command.args(["-X", setting]);
+    }
+    let mut child = command
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kcat");
+    if let Some(input) = input {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+    }
+    child.wait_with_output().expect("kcat output")
+}
+
+fn settings(protocol: &str, mechanism: Option<&str>, password: &str, dir: &Path) -> Vec<String> {
+    let mut settings = vec![format!("security.protocol={protocol}")];
+    if let Some(mechanism) = mechanism {
+        settings.extend([
+            format!("sasl.mechanisms={mechanism}"),
+            "sasl.username=alice".into(),
+            format!("sasl.password={password}"),
+        ]);
+    }
+    if protocol.ends_with("SSL") {
+        settings.push(format!("ssl.ca.location={}", dir.join("ca.pem").display()));
+    }
+    settings
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[test]
+fn sasl_and_tls_listeners_authenticate_and_refuse_as_kafka_does() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let dir = certs.path();
+    certificates(dir);
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let listeners = [
+        format!("PLAINTEXT://127.0.0.1:{}", ports[0]),
+        format!("SSL://127.0.0.1:{}", ports[1]),
+        format!("SASL_PLAINTEXT://127.0.0.1:{}", ports[2]),
+        format!("SASL_SSL://127.0.0.1:{}", ports[3]),
+    ];
+    let (cert, key) = (dir.join("broker.pem").display().to_string(), dir.join("broker.key").display().to_string());
+    let mut args = vec!["--tls-cert", &cert, "--tls-key", &key, "--scram-user", "alice:alice-secret"];
+    for listener in &listeners {
+        args.extend(["--listener", listener]);
+    }
+    let broker = BrokerProcess::start_with_listeners(&args, ports[0]);
+    let at = |index: usize| format!("127.0.0.1:{}", ports[index]);
+
+    // SCRAM-SHA-512 over SASL_SSL: produce, then consume.
+    let scram512 = settings("SASL_SSL", Some("SCRAM-SHA-512"), "alice-secret", dir);
+    let produced = kcat(&["-P", "-b", &at(3), "-t", "secure"], &scram512, Some("one\ntwo\n"));
+    assert!(produced.status.success(), "produce over SASL_SSL: {}", text(&produced));
+    let consumed = kcat(&["-C", "-b", &at(3), "-t", "secure", "-e", "-q"], &scram512, None);
+    assert_eq!(String::from_utf8_lossy(&consumed.stdout), "one\ntwo\n", "{}", text(&consumed));
+    // SCRAM-SHA-256 over SASL_SSL and PLAIN over SASL_PLAINTEXT read the same records.
+    for (index, settings) in [
+        (3, settings("SASL_SSL", Some("SCRAM-SHA-256"), "alice-secret", dir)),
+        (2, settings("SASL_PLAINTEXT", Some("PLAIN"), "alice-secret", dir)),
+        (1, settings("SSL", None, "", dir)),
+        (0, settings("PLAINTEXT", None, "", dir)),
+    ] {
+        let consumed = kcat(&["-C", "-b", &at(index), "-t", "secure", "-e", "-q"], &settings, None);
+        assert_eq!(String::from_utf8_lossy(&consumed.stdout), "one\ntwo\n", "{settings:?}: {}", text(&consumed));
+        // Each listener's Metadata names the listener the client came in on.
+        let listed = kcat(&["-L", "-b", &at(index)], &settings, None);
+        assert!(text(&listed).contains(&format!("broker 0 at {}", at(index))), "{settings:?}: {}", text(&listed));
+    }
+
+    // A wrong password: refused with the broker's message, nothing stored, logged.
+    for mechanism in ["SCRAM-SHA-512", "PLAIN"] {
+        let protocol = if mechanism == "PLAIN" { "SASL_PLAINTEXT" } else { "SASL_SSL" };
+        let wrong = settings(protocol, Some(mechanism), "not-the-password", dir);
+        let index = if mechanism == "PLAIN" { 2 } else { 3 };
+        let refused = kcat(&["-P", "-b", &at(index), "-t", "secure"], &wrong, Some("three\n"));
+        assert!(!refused.status.success(), "{mechanism}: a wrong password is refused");
+        assert!(text(&refused).contains("Authentication failed"), "{mechanism}: {}", text(&refused));
+    }
+    let consumed = kcat(&["-C", "-b", &at(0), "-t", "secure", "-e", "-q"], &[], None);
+    assert_eq!(String::from_utf8_lossy(&consumed.stdout), "one\ntwo\n", "nothing stored by a refused client");
+    assert!(broker.log().contains("SASL authentication failed"), "the broker logs failed logins");
+
+    // A plaintext client on the TLS port fails cleanly.
+    let confused = kcat(&["-L", "-b", &at(3)], &["security.protocol=PLAINTEXT".to_string()], None);
+    assert!(!confused.status.success(), "plaintext on a TLS port: {}", text(&confused));
+    // A request before authenticating on a SASL port closes the connection.
+    let mut socket = TcpStream::connect(at(2)).expect("connect");
+    socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    // Metadata v1 (api key 3), correlation id 7, client id "x", all topics.
+    let body: &[u8] = &[0, 3, 0, 1, 0, 0, 0, 7, 0, 1, b'x', 0xff, 0xff, 0xff, 0xff];
+    socket.write_all(&(body.len() as u32).to_be_bytes()).expect("write");
+    socket.write_all(body).expect("write");
+    let mut answer = [0u8; 4];
+    assert_eq!(socket.read(&mut answer).unwrap_or(0), 0, "closed without an answer");
+    // And everyone else is still served.
+    let consumed = kcat(&["-C", "-b", &at(3), "-t", "secure", "-e", "-q"], &scram512, None);
+    assert_eq!(String::from_utf8_lossy(&consumed.stdout), "one\ntwo\n", "{}", text(&consumed));
+}
+
+#[test]
+fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let dir = certs.path();
+    certificates(dir);
+    let (plain, ssl) = (free_port(), free_port());
+    let (listener_plain, listener_ssl) = (format!("PLAINTEXT://127.0.0.1:{plain}"), format!("SSL://127.0.0.1:{ssl}"));
+    let (cert, key, ca) = (
+        dir.join("broker.pem").display().to_string(),
+        dir.join("broker.key").display().to_string(),
+        dir.join("ca.pem").display().to_string(),
+    );
+    let args = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca,
+        "--listener",
+        &listener_plain,
+        "--listener",
+        &listener_ssl,
+    ];
+    let _broker = BrokerProcess::start_with_listeners(&args, plain);
+    let at = format!("127.0.0.1:{ssl}");
+    let anonymous = kcat(&["-L", "-b", &at], &settings("SSL", None, "", dir), None);
+    assert!(!anonymous.status.success(), "no client certificate: refused: {}", text(&anonymous));
+    let mut with_certificate = settings("SSL", None, "", dir);
+    with_certificate.push(format!("ssl.certificate.location={}", dir.join("client.pem").display()));
+    with_certificate.push(format!("ssl.key.location={}", dir.join("client.key").display()));
+    let listed = kcat(&["-L", "-b", &at], &with_certificate, None);
+    assert!(listed.status.success() && text(&listed).contains(&format!("broker 0 at {at}")), "{}", text(&listed));
+}
