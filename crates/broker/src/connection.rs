@@ -32,6 +32,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 type Reader = ReadHalf<Box<dyn Stream>>;
 type Writer = WriteHalf<Box<dyn Stream>>;
 
+/// How long a connection on a SASL listener has to authenticate.
+const SASL_AUTHENTICATION_MAX: Duration = Duration::from_secs(10);
+
 /// Responses a connection may have outstanding before its reader stops reading (backpressure).
 const PIPELINE_DEPTH_MAX: usize = 32;
 /// A connection with no request for this long is closed (Kafka's connections.max.idle.ms default),
@@ -81,16 +84,24 @@ impl Connection {
         // Until a SASL listener's client has authenticated, its frames are small (the SASL
         // messages): a stranger cannot make the broker buffer large requests.
         const UNAUTHENTICATED_FRAME_MAX: usize = 64 * 1024;
+        let authenticate_by = tokio::time::Instant::now() + SASL_AUTHENTICATION_MAX;
         let (outgoing, queue) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH_MAX);
         let writing = tokio::spawn(write_responses(writer, queue));
         loop {
+            let unauthenticated = !sasl.admits_requests();
             let frame = tokio::select! {
                 frame = read_frame(
                     &mut reader,
-                    if sasl.admits_requests() { node.config.request_bytes_max } else { UNAUTHENTICATED_FRAME_MAX },
+                    if unauthenticated { UNAUTHENTICATED_FRAME_MAX } else { node.config.request_bytes_max },
                     &request_budget,
                 ) => frame,
                 _ = stopping.changed() => break,
+                // A SASL connection that has not authenticated in time is closed, however slowly
+                // it trickles its bytes in.
+                _ = tokio::time::sleep_until(authenticate_by), if unauthenticated => {
+                    tracing::warn!(?peer, listener = %listener.name, "no SASL authentication within {SASL_AUTHENTICATION_MAX:?}; closing connection");
+                    break;
+                }
             };
             let (frame, budget) = match frame {
                 Ok(Some(frame)) => frame,

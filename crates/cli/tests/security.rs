@@ -148,6 +148,9 @@ fn sasl_and_tls_listeners_authenticate_and_refuse_as_kafka_does() {
     }
     let broker = BrokerProcess::start_with_listeners(&args, ports[0]);
     let at = |index: usize| format!("127.0.0.1:{}", ports[index]);
+    // A connection that never authenticates (checked at the end: closed after 10 s).
+    let started = std::time::Instant::now();
+    let mut idle = TcpStream::connect(at(2)).expect("connect");
 
     // SCRAM-SHA-512 over SASL_SSL: produce, then consume.
     let scram512 = settings("SASL_SSL", Some("SCRAM-SHA-512"), "alice-secret", dir);
@@ -194,6 +197,12 @@ fn sasl_and_tls_listeners_authenticate_and_refuse_as_kafka_does() {
     socket.write_all(body).expect("write");
     let mut answer = [0u8; 4];
     assert_eq!(socket.read(&mut answer).unwrap_or(0), 0, "closed without an answer");
+    // The idle one was closed for not authenticating in time.
+    idle.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut byte = [0u8; 1];
+    assert_eq!(idle.read(&mut byte).expect("closed, not timed out"), 0, "closed by the broker");
+    assert!(started.elapsed() >= Duration::from_secs(9), "not before its time: {:?}", started.elapsed());
+    assert!(broker.log().contains("no SASL authentication within"), "and logged");
     // And everyone else is still served.
     let consumed = kcat(&["-C", "-b", &at(3), "-t", "secure", "-e", "-q"], &scram512, None);
     assert_eq!(String::from_utf8_lossy(&consumed.stdout), "one\ntwo\n", "{}", text(&consumed));
