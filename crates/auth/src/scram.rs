@@ -81,13 +81,13 @@ impl<L: CredentialLookup> ScramServer<L> {
         self
     }
 
-    /// The mechanism of this exchange.
     /// Whether the exchange still waits for the client-first message (the edge routes a client's
     /// next message by it).
     pub fn awaiting_client_first(&self) -> bool {
         matches!(self.state, State::AwaitingClientFirst)
     }
 
+    /// The mechanism of this exchange.
     pub fn mechanism(&self) -> ScramMechanism {
         self.mechanism
     }

@@ -32,6 +32,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 type Reader = ReadHalf<Box<dyn Stream>>;
 type Writer = WriteHalf<Box<dyn Stream>>;
 
+/// Closes of unauthenticated connections are logged every few seconds at most (anyone can cause them).
+static UNAUTHENTICATED_CLOSES: once_node::storage::EveryFewSeconds = once_node::storage::EveryFewSeconds::new();
+/// How long a failed login waits before its answer (Kafka's connection.failed.authentication.delay.ms).
+const FAILED_AUTHENTICATION_DELAY: Duration = Duration::from_millis(100);
+
 /// How long a connection on a SASL listener has to authenticate.
 const SASL_AUTHENTICATION_MAX: Duration = Duration::from_secs(10);
 
@@ -99,7 +104,9 @@ impl Connection {
                 // A SASL connection that has not authenticated in time is closed, however slowly
                 // it trickles its bytes in.
                 _ = tokio::time::sleep_until(authenticate_by), if unauthenticated => {
-                    tracing::warn!(?peer, listener = %listener.name, "no SASL authentication within {SASL_AUTHENTICATION_MAX:?}; closing connection");
+                    if let Some(suppressed) = UNAUTHENTICATED_CLOSES.due() {
+                        tracing::warn!(?peer, listener = %listener.name, suppressed, "no SASL authentication within {SASL_AUTHENTICATION_MAX:?}; closing connection");
+                    }
                     break;
                 }
             };
@@ -121,13 +128,20 @@ impl Connection {
                         RequestKind::SaslAuthenticate(body) => Some(sasl.authenticate(body, peer)),
                         RequestKind::ApiVersions(_) => None,
                         _ if !sasl.admits_requests() => {
-                            tracing::warn!(?peer, api = ?request.api_key, listener = %listener.name, "request before SASL authentication; closing connection");
+                            if let Some(suppressed) = UNAUTHENTICATED_CLOSES.due() {
+                                tracing::warn!(?peer, api = ?request.api_key, listener = %listener.name, suppressed, "request before SASL authentication; closing connection");
+                            }
                             break;
                         }
                         _ => None,
                     };
                     if let Some(answer) = sasl_answer {
                         close_after = answer.close;
+                        if answer.failed {
+                            // Kafka's connection.failed.authentication.delay.ms: a failed login is
+                            // answered late, so guessing is slow.
+                            tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
+                        }
                         let ready: PendingResponse = Box::pin(async move { Some(answer.response) });
                         if outgoing
                             .send(Outgoing { correlation_id, api_version, response: ready, _budget: budget })

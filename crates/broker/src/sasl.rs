@@ -38,12 +38,31 @@ pub struct Sasl {
     enabled: bool,
     credentials: Arc<CredentialStore>,
     state: State,
+    /// The user the exchange's first message named, for the failed-login log.
+    attempted: String,
 }
 
 /// A SASL response, and whether the connection closes after it is written.
 pub struct Answer {
     pub response: ResponseKind,
     pub close: bool,
+    /// A failed authentication (answered after a delay).
+    pub failed: bool,
+}
+
+/// The user a SASL message names, for the log only: PLAIN's authcid, SCRAM's `n=`; at most 64
+/// characters, lossily decoded.
+fn named_user(mechanism: &str, message: &[u8]) -> String {
+    let user: Vec<u8> = if mechanism == "PLAIN" {
+        message.split(|byte| *byte == 0).nth(1).unwrap_or_default().to_vec()
+    } else {
+        message
+            .split(|byte| *byte == b',')
+            .find_map(|attribute| attribute.strip_prefix(b"n="))
+            .unwrap_or_default()
+            .to_vec()
+    };
+    String::from_utf8_lossy(&user).chars().take(64).collect()
 }
 
 fn mechanisms() -> Vec<StrBytes> {
@@ -52,7 +71,7 @@ fn mechanisms() -> Vec<StrBytes> {
 
 impl Sasl {
     pub fn new(enabled: bool, credentials: Arc<CredentialStore>) -> Sasl {
-        Sasl { enabled, credentials, state: State::Start }
+        Sasl { enabled, credentials, state: State::Start, attempted: String::new() }
     }
 
     /// Whether requests other than the SASL ones may be served.
@@ -76,16 +95,22 @@ impl Sasl {
             )
         };
         if !self.enabled || !matches!(self.state, State::Start) {
-            return Answer { response: response(Some(ResponseError::IllegalSaslState)), close: true };
+            return Answer { response: response(Some(ResponseError::IllegalSaslState)), close: true, failed: false };
         }
         match SaslMechanism::parse(request.mechanism.as_str()) {
             Ok(SaslMechanism::Plain) => self.state = State::Plain,
             Ok(SaslMechanism::Scram(mechanism)) => {
                 self.state = State::Scram(Box::new(ScramServer::new(mechanism, self.credentials.clone())));
             }
-            Err(_) => return Answer { response: response(Some(ResponseError::UnsupportedSaslMechanism)), close: true },
+            Err(_) => {
+                return Answer {
+                    response: response(Some(ResponseError::UnsupportedSaslMechanism)),
+                    close: true,
+                    failed: false,
+                }
+            }
         }
-        Answer { response: response(None), close: false }
+        Answer { response: response(None), close: false, failed: false }
     }
 
     pub fn authenticate(&mut self, request: &SaslAuthenticateRequest, peer: Option<std::net::SocketAddr>) -> Answer {
@@ -98,6 +123,14 @@ impl Sasl {
                     .with_session_lifetime_ms(0),
             )
         };
+        let first = match &self.state {
+            State::Plain => true,
+            State::Scram(server) => server.awaiting_client_first(),
+            _ => false,
+        };
+        if first {
+            self.attempted = named_user(self.mechanism_name(), &request.auth_bytes);
+        }
         let outcome: Result<(Vec<u8>, Option<String>), AuthError> = match &mut self.state {
             State::Plain => once_auth::authenticate_plain(&request.auth_bytes, &*self.credentials)
                 .map(|user| (Vec::new(), Some(user))),
@@ -111,9 +144,9 @@ impl Sasl {
             Ok((bytes, Some(user))) => {
                 tracing::debug!(?peer, user = %user, "SASL authenticated");
                 self.state = State::Done(user);
-                Answer { response: reply(None, None, bytes), close: false }
+                Answer { response: reply(None, None, bytes), close: false, failed: false }
             }
-            Ok((bytes, None)) => Answer { response: reply(None, None, bytes), close: false },
+            Ok((bytes, None)) => Answer { response: reply(None, None, bytes), close: false, failed: false },
             Err(AuthError::IllegalState(_)) => {
                 self.state = State::Failed;
                 Answer {
@@ -123,18 +156,20 @@ impl Sasl {
                         Vec::new(),
                     ),
                     close: true,
+                    failed: false,
                 }
             }
             Err(error) => {
                 let mechanism = self.mechanism_name();
                 self.state = State::Failed;
                 if let Some(suppressed) = FAILED_LOGINS.due() {
-                    tracing::warn!(?peer, mechanism, %error, suppressed, "SASL authentication failed");
+                    tracing::warn!(?peer, user = %self.attempted, mechanism, %error, suppressed, "SASL authentication failed");
                 }
                 let message = format!("Authentication failed: invalid credentials with SASL mechanism {mechanism}");
                 Answer {
                     response: reply(Some(ResponseError::SaslAuthenticationFailed), Some(&message), Vec::new()),
                     close: true,
+                    failed: true,
                 }
             }
         }

@@ -37,13 +37,21 @@ impl Server {
     /// unreadable ones, is an error naming them.
     pub async fn bind(node: Arc<Node>) -> std::io::Result<Server> {
         let needs_tls = node.listeners.iter().any(|listener| listener.protocol.tls());
+        // Files given are checked even without a TLS listener: a mistake shows at start.
         let acceptor = match (&node.config.tls, needs_tls) {
-            (Some(files), true) => Some(crate::tls::acceptor(files).map_err(std::io::Error::other)?),
+            (Some(files), _) => Some(crate::tls::acceptor(files).map_err(std::io::Error::other)?),
             (None, true) => {
                 return Err(std::io::Error::other("an SSL or SASL_SSL listener needs --tls-cert and --tls-key"))
             }
-            (_, false) => None,
+            (None, false) => None,
         };
+        if node
+            .listeners
+            .iter()
+            .any(|listener| listener.protocol == once_node::listeners::SecurityProtocol::SaslPlaintext)
+        {
+            tracing::warn!("a SASL_PLAINTEXT listener: PLAIN passwords and every record cross the network unencrypted; use SASL_SSL beyond loopback");
+        }
         let mut bound = Vec::with_capacity(node.listeners.len());
         for listener in &node.listeners {
             let socket = TcpListener::bind(&listener.bind).await.map_err(|error| {

@@ -202,6 +202,10 @@ impl ServeArgs {
     fn broker_config(&self) -> anyhow::Result<NodeConfig> {
         let defaults = NodeConfig::default();
         let topic = TopicDefaults::default();
+        anyhow::ensure!(
+            self.listener.is_empty() || self.listen.is_none(),
+            "--listen and --listener both given: name the plaintext one as --listener PLAINTEXT://HOST:PORT"
+        );
         let listeners = self
             .listener
             .iter()

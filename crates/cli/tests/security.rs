@@ -142,7 +142,10 @@ fn sasl_and_tls_listeners_authenticate_and_refuse_as_kafka_does() {
         format!("SASL_SSL://127.0.0.1:{}", ports[3]),
     ];
     let (cert, key) = (dir.join("broker.pem").display().to_string(), dir.join("broker.key").display().to_string());
+    // The SASL_SSL listener is advertised by name (localhost, which the certificate names too).
+    let advertised = format!("SASL_SSL://localhost:{}", ports[3]);
     let mut args = vec!["--tls-cert", &cert, "--tls-key", &key, "--scram-user", "alice:alice-secret"];
+    args.extend(["--advertised-listener", &advertised]);
     for listener in &listeners {
         args.extend(["--listener", listener]);
     }
@@ -169,7 +172,8 @@ fn sasl_and_tls_listeners_authenticate_and_refuse_as_kafka_does() {
         assert_eq!(String::from_utf8_lossy(&consumed.stdout), "one\ntwo\n", "{settings:?}: {}", text(&consumed));
         // Each listener's Metadata names the listener the client came in on.
         let listed = kcat(&["-L", "-b", &at(index)], &settings, None);
-        assert!(text(&listed).contains(&format!("broker 0 at {}", at(index))), "{settings:?}: {}", text(&listed));
+        let expected = if index == 3 { format!("localhost:{}", ports[3]) } else { at(index) };
+        assert!(text(&listed).contains(&format!("broker 0 at {expected}")), "{settings:?}: {}", text(&listed));
     }
 
     // A wrong password: refused with the broker's message, nothing stored, logged.
@@ -183,7 +187,13 @@ fn sasl_and_tls_listeners_authenticate_and_refuse_as_kafka_does() {
     }
     let consumed = kcat(&["-C", "-b", &at(0), "-t", "secure", "-e", "-q"], &[], None);
     assert_eq!(String::from_utf8_lossy(&consumed.stdout), "one\ntwo\n", "nothing stored by a refused client");
-    assert!(broker.log().contains("SASL authentication failed"), "the broker logs failed logins");
+    let log = broker.log();
+    let failed =
+        log.lines().find(|line| line.contains("SASL authentication failed")).expect("failed logins are logged");
+    assert!(
+        failed.contains("user=alice") && failed.contains("peer=Some(127.0.0.1:"),
+        "with user and address: {failed}"
+    );
 
     // A plaintext client on the TLS port fails cleanly.
     let confused = kcat(&["-L", "-b", &at(3)], &["security.protocol=PLAINTEXT".to_string()], None);

@@ -122,10 +122,16 @@ pub fn resolve(listen: &str, listeners: &[ListenerSpec], advertised: &[String]) 
                     listener.protocol.name()
                 ));
             }
+            if advertised_by_name.iter().any(|(name, _)| *name == spec.name) {
+                return Err(format!("two advertised addresses for listener {}", spec.name));
+            }
             advertised_by_name.push((spec.name, parse_endpoint(&spec.address).expect("checked by parse")));
         } else {
             let endpoint =
                 parse_endpoint(text).ok_or_else(|| format!("advertised listener '{text}' is not HOST:PORT"))?;
+            if advertised_by_name.iter().any(|(name, _)| *name == specs[0].name) {
+                return Err(format!("two advertised addresses for listener {}", specs[0].name));
+            }
             advertised_by_name.push((specs[0].name.clone(), endpoint));
         }
     }

@@ -59,7 +59,6 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?;
         let identity = load_identity(&config.data_dir)?;
-        let credentials = open_credentials(&config)?;
         let floor = Arc::new(
             FreeSpaceFloor::new(&config.data_dir, config.min_free_bytes)
                 .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?,
@@ -69,6 +68,8 @@ impl Node {
         let listeners = crate::listeners::resolve(&config.listen, &config.listeners, &advertised)
             .map_err(TopicError::InvalidConfig)?;
         let endpoint = listeners[0].advertised.clone();
+        // After the listeners are known good: a bad flag writes nothing.
+        let credentials = open_credentials(&config)?;
         let topics = Arc::new(TopicRegistry::open(&config.data_dir, config.topic_defaults.clone())?);
         topics.set_file_reserve(crate::storage::file_reserve(config.connections_max));
         let node = CoordinatorNode { node_id: config.node_id, host: endpoint.host.clone(), port: endpoint.port };

@@ -86,10 +86,12 @@ impl BrokerProcess {
             }
             None => Command::new(env!("CARGO_BIN_EXE_once")),
         };
+        command.arg("serve");
+        // With --listener flags the PLAINTEXT one is among them (--listen beside them is refused).
+        if !self.extra_args.iter().any(|arg| arg == "--listener") {
+            command.arg("--listen").arg(self.bootstrap());
+        }
         let child = command
-            .arg("serve")
-            .arg("--listen")
-            .arg(self.bootstrap())
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
