@@ -36,7 +36,7 @@ enum State {
 pub struct Sasl {
     /// Whether the listener asks for SASL at all.
     enabled: bool,
-    credentials: Arc<CredentialStore>,
+    credentials: Option<Arc<CredentialStore>>,
     state: State,
     /// The user the exchange's first message named, for the failed-login log.
     attempted: String,
@@ -70,8 +70,15 @@ fn mechanisms() -> Vec<StrBytes> {
 }
 
 impl Sasl {
-    pub fn new(enabled: bool, credentials: Arc<CredentialStore>) -> Sasl {
+    /// `credentials`: the node's store, which exists whenever a listener asks for SASL.
+    pub fn new(enabled: bool, credentials: Option<Arc<CredentialStore>>) -> Sasl {
+        assert!(!enabled || credentials.is_some(), "a SASL listener has the node's credential store");
         Sasl { enabled, credentials, state: State::Start, attempted: String::new() }
+    }
+
+    /// The store; only reached once a handshake was accepted, which needs SASL enabled.
+    fn store(&self) -> &Arc<CredentialStore> {
+        self.credentials.as_ref().expect("SASL is enabled only with a credential store")
     }
 
     /// Whether requests other than the SASL ones may be served.
@@ -100,7 +107,7 @@ impl Sasl {
         match SaslMechanism::parse(request.mechanism.as_str()) {
             Ok(SaslMechanism::Plain) => self.state = State::Plain,
             Ok(SaslMechanism::Scram(mechanism)) => {
-                self.state = State::Scram(Box::new(ScramServer::new(mechanism, self.credentials.clone())));
+                self.state = State::Scram(Box::new(ScramServer::new(mechanism, self.store().clone())));
             }
             Err(_) => {
                 return Answer {
@@ -132,8 +139,9 @@ impl Sasl {
             self.attempted = named_user(self.mechanism_name(), &request.auth_bytes);
         }
         let outcome: Result<(Vec<u8>, Option<String>), AuthError> = match &mut self.state {
-            State::Plain => once_auth::authenticate_plain(&request.auth_bytes, &*self.credentials)
-                .map(|user| (Vec::new(), Some(user))),
+            State::Plain => {
+                once_auth::authenticate_plain(&request.auth_bytes, &**self.store()).map(|user| (Vec::new(), Some(user)))
+            }
             State::Scram(server) if server.awaiting_client_first() => {
                 server.client_first(&request.auth_bytes).map(|first| (first, None))
             }

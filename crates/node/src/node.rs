@@ -45,8 +45,9 @@ pub struct Node {
     pub groups: Arc<GroupCoordinator>,
     /// Coordinator of every transactional id; its log lives under `<data>/transactions`.
     pub txns: Arc<TxnCoordinator>,
-    /// SCRAM verifiers of the users SASL listeners authenticate (`<data>/credentials.json`).
-    pub credentials: Arc<once_auth::CredentialStore>,
+    /// SCRAM verifiers of the users SASL listeners authenticate (`<data>/credentials.json`); opened
+    /// only when a SASL listener or `--scram-user` needs it (the store locks its file while open).
+    pub credentials: Option<Arc<once_auth::CredentialStore>>,
     /// The free-space floor produce is admitted by.
     pub floor: Arc<FreeSpaceFloor>,
     /// The background tasks of the registry, stopped by [`Node::close`] (or when the node is dropped).
@@ -69,7 +70,9 @@ impl Node {
             .map_err(TopicError::InvalidConfig)?;
         let endpoint = listeners[0].advertised.clone();
         // After the listeners are known good: a bad flag writes nothing.
-        let credentials = open_credentials(&config)?;
+        let needs_credentials =
+            !config.scram_users.is_empty() || listeners.iter().any(|listener| listener.protocol.sasl());
+        let credentials = if needs_credentials { Some(open_credentials(&config)?) } else { None };
         let topics = Arc::new(TopicRegistry::open(&config.data_dir, config.topic_defaults.clone())?);
         topics.set_file_reserve(crate::storage::file_reserve(config.connections_max));
         let node = CoordinatorNode { node_id: config.node_id, host: endpoint.host.clone(), port: endpoint.port };
