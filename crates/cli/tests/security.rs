@@ -213,6 +213,20 @@ fn sasl_and_tls_listeners_authenticate_and_refuse_as_kafka_does() {
     assert_eq!(idle.read(&mut byte).expect("closed, not timed out"), 0, "closed by the broker");
     assert!(started.elapsed() >= Duration::from_secs(9), "not before its time: {:?}", started.elapsed());
     assert!(broker.log().contains("no SASL authentication within"), "and logged");
+    // Transactions and a consumer group over SASL_SSL with confluent-kafka: the group's
+    // coordinator is found on this listener, the aborted transaction stays invisible.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/secure_txn_group.py");
+    let ca = dir.join("ca.pem").display().to_string();
+    let python = Command::new("python3")
+        .args([script, &at(3), &ca, "alice", "alice-secret"])
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("run python3 (.ci/run installs confluent-kafka)");
+    assert!(python.status.success(), "confluent-kafka over SASL_SSL: {}", text(&python));
+    let lines = String::from_utf8_lossy(&python.stdout);
+    assert_eq!(lines.lines().take(3).collect::<Vec<_>>(), ["a", "b", "c"], "{}", text(&python));
+    // The group committed its position after "c" (offset 2), fetched back from the coordinator.
+    assert!(lines.contains("committed 3"), "the group's commit is stored: {}", text(&python));
     // And everyone else is still served.
     let consumed = kcat(&["-C", "-b", &at(3), "-t", "secure", "-e", "-q"], &scram512, None);
     assert_eq!(String::from_utf8_lossy(&consumed.stdout), "one\ntwo\n", "{}", text(&consumed));
