@@ -57,6 +57,13 @@ pub fn default_slot(table: &str) -> String {
     format!("once_outbox_{table}")
 }
 
+/// What PostgreSQL's decoding stream may not hold (whole transactions, in commit order, one value
+/// per column): checked, and a stream that breaks it stops the relay — the slot unmoved — instead
+/// of panicking on input from the server.
+fn stream_error(what: String) -> Error {
+    Error::Database(format!("unexpected logical decoding stream: {what}"))
+}
+
 /// SQLSTATE of the errors the relay explains.
 fn sqlstate(error: &tokio_postgres::Error) -> Option<&str> {
     error.code().map(|code| code.code())
@@ -484,29 +491,42 @@ impl LogicalSource {
                 let data: &[u8] = message.get(0);
                 match pgoutput::decode(data).map_err(|error| Error::Database(error.to_string()))? {
                     Message::Begin { xid } => {
-                        assert!(open.is_none(), "a Begin inside transaction {open:?}");
+                        if open.is_some() {
+                            return Err(stream_error(format!("a Begin inside transaction {open:?}")));
+                        }
                         open = Some(xid);
                     }
                     Message::Commit { end_lsn } => {
-                        assert!(open.take().is_some(), "a Commit without its Begin");
-                        assert!(last_commit < Some(end_lsn), "commits decode in commit order");
+                        if open.take().is_none() {
+                            return Err(stream_error("a Commit without its Begin".into()));
+                        }
+                        if last_commit >= Some(end_lsn) {
+                            return Err(stream_error("commits out of commit order".into()));
+                        }
                         last_commit = Some(end_lsn);
                     }
                     Message::Relation(relation) => {
                         self.relations.insert(relation.id, relation.columns);
                     }
                     Message::Insert { relation, values } if relation == self.table_oid => {
-                        assert!(open.is_some(), "an Insert outside a transaction");
+                        if open.is_none() {
+                            return Err(stream_error("an Insert outside a transaction".into()));
+                        }
                         rows.push(self.row(relation, values)?);
                     }
                     Message::Insert { .. } | Message::Other(_) => {}
                 }
             }
             // The SQL interface returns whole transactions.
-            assert!(open.is_none(), "a peek ended inside transaction {open:?}");
+            if open.is_some() {
+                return Err(stream_error(format!("a peek ended inside transaction {open:?}")));
+            }
             // Fewer messages than asked for: the peek decoded everything committed before `upto`.
-            let decoded_to =
-                if messages.len() < limit { upto } else { last_commit.expect("a full peek holds at least one commit") };
+            let decoded_to = if messages.len() < limit {
+                upto
+            } else {
+                last_commit.ok_or_else(|| stream_error("a full peek without a commit".into()))?
+            };
             if rows.is_empty() {
                 // Nothing of the outbox's: the heartbeat, so an idle outbox's slot holds no WAL back.
                 self.advance(decoded_to)?;
@@ -525,7 +545,13 @@ impl LogicalSource {
             .relations
             .get(&relation)
             .ok_or_else(|| Error::Database(format!("an insert into relation {relation} before its description")))?;
-        assert_eq!(columns.len(), values.len(), "an insert has one value per column of its relation");
+        if columns.len() != values.len() {
+            return Err(stream_error(format!(
+                "an insert of {} values into a relation of {} columns",
+                values.len(),
+                columns.len()
+            )));
+        }
         let text = |name: &str| -> Result<(Option<Vec<u8>>, u32), Error> {
             let index = columns
                 .iter()
