@@ -21,9 +21,12 @@ use once_wire::{decode_request, encode_response, RequestError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::access::Access;
 use crate::dispatch::{dispatch_on, Dispatch, PendingResponse};
 use crate::handlers::api_versions;
 use crate::sasl::Sasl;
+use once_acl::Principal;
+use once_node::Session;
 
 /// A connection's byte stream: a TCP socket, or TLS over one.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -67,6 +70,8 @@ pub struct Connection {
     writer: Writer,
     /// Bytes of requests read but not yet answered, shared by every connection of the server.
     request_budget: Arc<Semaphore>,
+    /// The subject of the client's TLS certificate (mTLS): the principal when SASL names none.
+    certificate_subject: Option<String>,
 }
 
 impl Connection {
@@ -78,13 +83,22 @@ impl Connection {
         request_budget: Arc<Semaphore>,
     ) -> Connection {
         let (reader, writer) = tokio::io::split(stream);
-        Connection { node, peer, listener, reader, writer, request_budget }
+        Connection { node, peer, listener, reader, writer, request_budget, certificate_subject: None }
+    }
+
+    /// The subject of the certificate the client presented, if any.
+    pub fn with_certificate_subject(mut self, subject: Option<String>) -> Connection {
+        self.certificate_subject = subject;
+        self
     }
 
     /// Serves requests until the client closes, an unanswerable request arrives, or `stopping`
     /// changes; then lets the writer finish the responses already queued.
     pub async fn run(self, mut stopping: watch::Receiver<bool>) {
-        let Connection { node, peer, listener, mut reader, writer, request_budget } = self;
+        let Connection { node, peer, listener, mut reader, writer, request_budget, certificate_subject } = self;
+        // Who asks: the SASL user once authenticated, else the certificate's subject, else
+        // User:ANONYMOUS (Kafka's principals). Built once the connection may send requests.
+        let mut access: Option<Access> = None;
         let mut sasl = Sasl::new(listener.protocol.sasl(), node.credentials.clone());
         // Until a SASL listener's client has authenticated, its frames are small (the SASL
         // messages): a stranger cannot make the broker buffer large requests.
@@ -153,7 +167,27 @@ impl Connection {
                         }
                         continue;
                     }
-                    match dispatch_on(&node, request, &listener.advertised) {
+                    // Kept once it can no longer change: on a SASL listener, after authentication
+                    // (ApiVersions comes before it, as User:ANONYMOUS, and needs no permission).
+                    let settled = !listener.protocol.sasl() || sasl.principal().is_some();
+                    let fresh;
+                    let access = match (&access, settled) {
+                        (Some(kept), _) => kept,
+                        (None, settled) => {
+                            let principal = match (sasl.principal(), &certificate_subject) {
+                                (Some(user), _) => Principal::user(user),
+                                (None, Some(subject)) => Principal::user(subject),
+                                (None, None) => Principal::anonymous(),
+                            };
+                            fresh = Access::new(&node, Session::new(principal, peer.map(|peer| peer.ip())));
+                            if settled {
+                                access.insert(fresh.clone())
+                            } else {
+                                &fresh
+                            }
+                        }
+                    };
+                    match dispatch_on(&node, request, &listener.advertised, access) {
                         Dispatch::Queued(pending) => (correlation_id, api_version, pending),
                         Dispatch::InOrder(pending) => {
                             // Shutdown does not wait for a long poll to run out.

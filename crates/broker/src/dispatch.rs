@@ -9,6 +9,8 @@ use once_group::RequestContext;
 use once_node::Node;
 use once_wire::DecodedRequest;
 
+use crate::access::Access;
+use crate::authorize::{self, Gate};
 use crate::handlers;
 
 /// A response still being produced. `None` means no response is sent (Produce with acks=0).
@@ -25,18 +27,57 @@ pub enum Dispatch {
 
 /// Routes one request to its handler. Produce enqueues its appends before this returns, so appends
 /// of one connection reach each partition in the order they were sent.
+/// (The edge's own tests use it: an unauthenticated session from an unknown address.)
 pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Dispatch {
-    dispatch_on(node, request, &node.endpoint)
+    let access = Access::new(node, once_node::Session::anonymous(None));
+    dispatch_on(node, request, &node.endpoint, &access)
 }
 
 /// [`dispatch`] for a request that came in on the listener advertised as `advertised`: Metadata,
-/// DescribeCluster and FindCoordinator answer with that address.
-pub fn dispatch_on(node: &Arc<Node>, request: DecodedRequest, advertised: &once_node::Endpoint) -> Dispatch {
+/// DescribeCluster and FindCoordinator answer with that address. `access` is who is asking: each
+/// request is checked against the node's policy before it acts ([`authorize`]).
+pub fn dispatch_on(
+    node: &Arc<Node>,
+    request: DecodedRequest,
+    advertised: &once_node::Endpoint,
+    access: &Access,
+) -> Dispatch {
     let node = node.clone();
     let advertised = advertised.clone();
     let version = request.api_version;
     let header = request.header;
-    match request.body {
+    let body = if access.enabled() {
+        match authorize::gate(access, request.body, version, &|name| node.topics.get(name).is_some()) {
+            Gate::Go(body, patch) => {
+                return patched(dispatch_body(node, body, version, header, advertised, access), patch)
+            }
+            Gate::Answer(answer) => return in_order(async move { answer }),
+        }
+    } else {
+        request.body
+    };
+    dispatch_body(node, body, version, header, advertised, access)
+}
+
+/// Applies `patch` to the response when there is one (the denied parts of a request, answered).
+fn patched(dispatch: Dispatch, patch: authorize::Patch) -> Dispatch {
+    let wrap = |pending: PendingResponse| -> PendingResponse { Box::pin(async move { pending.await.map(patch) }) };
+    match dispatch {
+        Dispatch::Queued(pending) => Dispatch::Queued(wrap(pending)),
+        Dispatch::InOrder(pending) => Dispatch::InOrder(wrap(pending)),
+    }
+}
+
+fn dispatch_body(
+    node: Arc<Node>,
+    body: RequestKind,
+    version: i16,
+    header: kafka_protocol::messages::RequestHeader,
+    advertised: once_node::Endpoint,
+    access: &Access,
+) -> Dispatch {
+    let access = access.clone();
+    match body {
         RequestKind::Produce(body) => Dispatch::Queued(handlers::produce::handle(&node, body, version)),
         RequestKind::ApiVersions(body) => in_order(async move { handlers::api_versions::handle(&body, version) }),
         RequestKind::Metadata(body) => {
@@ -137,6 +178,9 @@ pub fn dispatch_on(node: &Arc<Node>, request: DecodedRequest, advertised: &once_
         RequestKind::DeleteGroups(body) => in_order(async move {
             ResponseKind::DeleteGroups(handlers::group::admin::delete_groups(&node.groups, body).await)
         }),
+        RequestKind::CreateAcls(body) => in_order(async move { handlers::acls::create(&node, &access, body) }),
+        RequestKind::DescribeAcls(body) => in_order(async move { handlers::acls::describe(&node, &access, body) }),
+        RequestKind::DeleteAcls(body) => in_order(async move { handlers::acls::delete(&node, &access, body) }),
         // The connection answers SASL itself (its state is the connection's); a request that reaches
         // here came outside one, and gets ILLEGAL_SASL_STATE.
         RequestKind::SaslHandshake(_) => in_order(async move {

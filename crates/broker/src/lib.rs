@@ -13,6 +13,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod authorize;
+mod authorize_group;
 pub mod connection;
 pub mod dispatch;
 pub mod errors;

@@ -38,8 +38,11 @@ impl Server {
     pub async fn bind(node: Arc<Node>) -> std::io::Result<Server> {
         let needs_tls = node.listeners.iter().any(|listener| listener.protocol.tls());
         // Files given are checked even without a TLS listener: a mistake shows at start.
-        let acceptor = match (&node.config.tls, needs_tls) {
-            (Some(files), _) => Some(crate::tls::acceptor(files).map_err(std::io::Error::other)?),
+        let acceptors = match (&node.config.tls, needs_tls) {
+            (Some(files), _) => Some((
+                crate::tls::acceptor(files, true).map_err(std::io::Error::other)?,
+                crate::tls::acceptor(files, false).map_err(std::io::Error::other)?,
+            )),
             (None, true) => {
                 return Err(std::io::Error::other("an SSL or SASL_SSL listener needs --tls-cert and --tls-key"))
             }
@@ -57,7 +60,14 @@ impl Server {
             let socket = TcpListener::bind(&listener.bind).await.map_err(|error| {
                 std::io::Error::new(error.kind(), format!("{} {}: {error}", listener.name, listener.bind))
             })?;
-            let tls = listener.protocol.tls().then(|| acceptor.clone().expect("built when a listener needs it"));
+            let tls = listener.protocol.tls().then(|| {
+                let (ssl, sasl_ssl) = acceptors.clone().expect("built when a listener needs it");
+                if listener.protocol.sasl() {
+                    sasl_ssl
+                } else {
+                    ssl
+                }
+            });
             bound.push(Bound { listener: Arc::new(listener.clone()), socket, tls });
         }
         Ok(Server { node, bound })
@@ -127,8 +137,11 @@ async fn accept_loop(
                 let (node, listener, tls) = (node.clone(), bound.listener.clone(), bound.tls.clone());
                 let (stopping, request_budget) = (stopping.clone(), request_budget.clone());
                 tokio::spawn(async move {
-                    if let Some(stream) = secure(socket, tls, peer, &listener).await {
-                        Connection::new(node, stream, Some(peer), listener, request_budget).run(stopping).await;
+                    if let Some((stream, certificate_subject)) = secure(socket, tls, peer, &listener).await {
+                        Connection::new(node, stream, Some(peer), listener, request_budget)
+                            .with_certificate_subject(certificate_subject)
+                            .run(stopping)
+                            .await;
                     }
                     drop(permit);
                 });
@@ -143,16 +156,25 @@ async fn accept_loop(
 }
 
 /// The connection's stream: the socket itself, or TLS over it once the handshake succeeded (a
-/// plaintext client on a TLS port fails here, logged at debug, and is closed).
+/// plaintext client on a TLS port fails here, logged at debug, and is closed), with the subject of
+/// the client's certificate when it showed one (mTLS).
 async fn secure(
     socket: TcpStream,
     tls: Option<TlsAcceptor>,
     peer: SocketAddr,
     listener: &Listener,
-) -> Option<Box<dyn Stream>> {
-    let Some(acceptor) = tls else { return Some(Box::new(socket)) };
+) -> Option<(Box<dyn Stream>, Option<String>)> {
+    let Some(acceptor) = tls else { return Some((Box::new(socket), None)) };
     match tokio::time::timeout(TLS_HANDSHAKE_MAX, acceptor.accept(socket)).await {
-        Ok(Ok(stream)) => Some(Box::new(stream)),
+        Ok(Ok(stream)) => {
+            let subject = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| crate::tls::subject(leaf.as_ref()));
+            Some((Box::new(stream), subject))
+        }
         Ok(Err(error)) => {
             tracing::debug!(%peer, listener = %listener.name, %error, "TLS handshake failed; closing");
             None

@@ -264,17 +264,63 @@ fn request_for(api_key: ApiKey, version: i16, round: usize) -> RequestKind {
             kafka_protocol::messages::SaslAuthenticateRequest::default()
                 .with_auth_bytes(bytes::Bytes::from_static(b"\0a\0b")),
         ),
+        ApiKey::CreateAcls => RequestKind::CreateAcls(CreateAclsRequest::default().with_creations(vec![
+            create_acls_request::AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("table"))
+                .with_resource_pattern_type(3)
+                .with_principal(StrBytes::from_static_str("User:alice"))
+                .with_host(StrBytes::from_static_str("*"))
+                .with_operation(3)
+                .with_permission_type(3),
+            // Invalid: a cluster named otherwise.
+            create_acls_request::AclCreation::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("elsewhere"))
+                .with_resource_pattern_type(3)
+                .with_principal(StrBytes::from_static_str("User:alice"))
+                .with_host(StrBytes::from_static_str("*"))
+                .with_operation(7)
+                .with_permission_type(3),
+        ])),
+        ApiKey::DescribeAcls => RequestKind::DescribeAcls(
+            DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1),
+        ),
+        ApiKey::DeleteAcls => RequestKind::DeleteAcls(DeleteAclsRequest::default().with_filters(vec![
+            delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(2)
+                .with_resource_name_filter(Some(StrBytes::from_static_str("table")))
+                .with_pattern_type_filter(2)
+                .with_operation(1)
+                .with_permission_type(1),
+        ])),
         other => panic!("add a request for {other:?} to this test"),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_served_version_encodes() {
+    every_version_encodes(false).await;
+}
+
+/// With authorization on and no ACLs, the (anonymous) test session is refused everything: every
+/// refusal answer, built by the authorization gate rather than the handlers, must encode too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_served_version_encodes_its_refusal() {
+    every_version_encodes(true).await;
+}
+
+async fn every_version_encodes(authorization: bool) {
     let data = tempfile::tempdir().expect("temp dir");
     let config = NodeConfig {
         data_dir: data.path().to_path_buf(),
         listen: "127.0.0.1:0".into(),
         advertised_listener: Some("127.0.0.1:9092".into()),
+        authorization,
         ..NodeConfig::default()
     };
     let broker: Arc<Node> = Node::open(config).expect("open broker");

@@ -48,6 +48,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ONCE_SCRAM_USER", value_name = "NAME:PASSWORD")]
     #[serde(default, deserialize_with = "one_or_many")]
     scram_user: Vec<String>,
+    /// Check every request against the ACLs, denying what none allows [default: false: everything
+    /// is allowed, and the ACL requests answer SECURITY_DISABLED].
+    #[arg(long, env = "ONCE_AUTHORIZATION", value_name = "BOOL")]
+    authorization: Option<bool>,
+    /// Principals allowed everything when --authorization is on: User:NAME[,User:NAME…]
+    /// (separate with ';' instead when a name holds a comma, e.g. a certificate's subject);
+    /// repeatable.
+    #[arg(long, env = "ONCE_SUPER_USERS", value_name = "PRINCIPALS")]
+    #[serde(default, deserialize_with = "one_or_many")]
+    super_users: Vec<String>,
     /// Directory for topics and logs [default: ./once-data].
     #[arg(long, env = "ONCE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -126,6 +136,23 @@ pub struct ServeArgs {
     log: Option<String>,
 }
 
+/// The principals of `--super-users` values: each a list separated by ';' when it holds one, else
+/// by ',' (Kafka's super.users uses ';', which a certificate subject's commas need).
+fn super_users(values: &[String]) -> anyhow::Result<Vec<once_acl::Principal>> {
+    let mut principals = Vec::new();
+    for value in values {
+        let separator = if value.contains(';') { ';' } else { ',' };
+        for text in value.split(separator).map(str::trim).filter(|text| !text.is_empty()) {
+            let principal: once_acl::Principal =
+                text.parse().map_err(|error| anyhow::anyhow!("--super-users: {error} (expected User:NAME)"))?;
+            anyhow::ensure!(principal.kind() == "User", "--super-users: '{text}' is not a User: principal");
+            anyhow::ensure!(!principal.is_wildcard(), "--super-users: User:* would make everyone a super user");
+            principals.push(principal);
+        }
+    }
+    Ok(principals)
+}
+
 /// A config-file value that may be one string or a list of them.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -160,6 +187,7 @@ impl ServeArgs {
             (&mut self.advertised_listener, &mut file.advertised_listener),
             (&mut self.listener, &mut file.listener),
             (&mut self.scram_user, &mut file.scram_user),
+            (&mut self.super_users, &mut file.super_users),
         ] {
             if flags.is_empty() {
                 *flags = std::mem::take(from_file);
@@ -172,6 +200,7 @@ impl ServeArgs {
             tls_cert,
             tls_key,
             tls_client_ca,
+            authorization,
             data_dir,
             node_id,
             auto_create_topics,
@@ -236,7 +265,14 @@ impl ServeArgs {
         let (bare, named): (Vec<String>, Vec<String>) =
             self.advertised_listener.iter().cloned().partition(|text| !text.contains("://"));
         anyhow::ensure!(bare.len() <= 1, "only one --advertised-listener may be a bare HOST:PORT");
+        let super_users = super_users(&self.super_users)?;
+        let authorization = self.authorization.unwrap_or(false);
+        if !authorization && !super_users.is_empty() {
+            tracing::warn!("--super-users has no effect without --authorization true");
+        }
         Ok(NodeConfig {
+            authorization,
+            super_users,
             listen: self.listen.clone().unwrap_or(defaults.listen),
             advertised_listener: bare.into_iter().next(),
             advertised_listeners: named,

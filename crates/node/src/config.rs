@@ -64,6 +64,10 @@ pub struct NodeConfig {
     pub tls: Option<TlsFiles>,
     /// `--scram-user NAME:PASSWORD`: created with SCRAM-SHA-256 and -512 verifiers at start if absent.
     pub scram_users: Vec<(String, String)>,
+    /// `--authorization`: check every request against the ACLs (deny by default); off allows all.
+    pub authorization: bool,
+    /// `--super-users`: principals allowed everything when authorization is on.
+    pub super_users: Vec<once_acl::Principal>,
     /// Test hook: a crash point the broker kills itself at (`ONCE_TEST_CRASH_POINT`).
     pub test_crash_point: Option<String>,
 }
@@ -103,6 +107,8 @@ impl Default for NodeConfig {
             advertised_listeners: Vec::new(),
             tls: None,
             scram_users: Vec::new(),
+            authorization: false,
+            super_users: Vec::new(),
         }
     }
 }

@@ -13,10 +13,13 @@
 //! - [`markers`] — delivery of the transaction coordinator's markers to partitions and groups.
 //! - [`upkeep`] — the background tasks the registry owns: retention and dedup index upkeep.
 //! - [`stats`] — the dedup counters, for metrics and logs.
+//! - [`acls`] — [`acls::Authorizer`], the one access policy every edge consults: on/off, super
+//!   users, the ACLs durable in `<data>/acls.json`.
 //! - [`error`] — the errors of the node's own operations.
 
 #![forbid(unsafe_code)]
 
+pub mod acls;
 pub mod config;
 pub mod error;
 pub mod listeners;
@@ -30,6 +33,7 @@ pub mod topics;
 pub mod transactions;
 pub mod upkeep;
 
+pub use acls::{Authorizer, Session};
 pub use config::NodeConfig;
 pub use error::{TxnAppendError, TxnOffsetCommitError};
 pub use node::{BrokerIdentity, Endpoint, Node};

@@ -48,6 +48,8 @@ pub struct Node {
     /// SCRAM verifiers of the users SASL listeners authenticate (`<data>/credentials.json`); opened
     /// only when a SASL listener or `--scram-user` needs it (the store locks its file while open).
     pub credentials: Option<Arc<once_auth::CredentialStore>>,
+    /// The access policy every edge consults before it calls an operation (`<data>/acls.json`).
+    pub authorizer: Arc<crate::acls::Authorizer>,
     /// The free-space floor produce is admitted by.
     pub floor: Arc<FreeSpaceFloor>,
     /// The background tasks of the registry, stopped by [`Node::close`] (or when the node is dropped).
@@ -73,6 +75,10 @@ impl Node {
         let needs_credentials =
             !config.scram_users.is_empty() || listeners.iter().any(|listener| listener.protocol.sasl());
         let credentials = if needs_credentials { Some(open_credentials(&config)?) } else { None };
+        let authorizer = Arc::new(
+            crate::acls::Authorizer::open(&config.data_dir, config.authorization, config.super_users.clone())
+                .map_err(TopicError::InvalidConfig)?,
+        );
         let topics = Arc::new(TopicRegistry::open(&config.data_dir, config.topic_defaults.clone())?);
         topics.set_file_reserve(crate::storage::file_reserve(config.connections_max));
         let node = CoordinatorNode { node_id: config.node_id, host: endpoint.host.clone(), port: endpoint.port };
@@ -105,6 +111,7 @@ impl Node {
             producer_ids,
             txns,
             credentials,
+            authorizer,
             floor,
             upkeep,
         }))

@@ -78,6 +78,11 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     // is KIP-368's.
     same(ApiKey::SaslHandshake, 0, 1),
     same(ApiKey::SaslAuthenticate, 0, 2),
+    // ACLs (KIP-11; v1 adds KIP-290's pattern types, v2+ are flexible). Kafka 4 removed v0
+    // (KIP-896), whose filters could not say LITERAL or PREFIXED.
+    same(ApiKey::DescribeAcls, 1, 3),
+    same(ApiKey::CreateAcls, 1, 3),
+    same(ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The entry for `api_key`, if Once serves that API at all.

@@ -9,11 +9,13 @@
 //! - [`producer`] — InitProducerId for idempotent producers.
 //! - [`fetch`] — Fetch with long polling.
 //! - [`list_offsets`] — ListOffsets by earliest, latest, max timestamp and timestamp.
+//! - [`acls`] — CreateAcls, DescribeAcls, DeleteAcls over the node's authorizer.
 //! - [`admin`] — CreateTopics, DeleteTopics, CreatePartitions.
 //! - [`configs`] — DescribeConfigs, AlterConfigs, IncrementalAlterConfigs.
 //! - [`cluster`] — DescribeCluster.
 //! - [`group`] — the group APIs: membership, offsets, group admin, TxnOffsetCommit's translation.
 
+pub mod acls;
 pub mod admin;
 pub mod api_versions;
 pub mod cluster;
