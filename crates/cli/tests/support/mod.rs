@@ -2,6 +2,7 @@
 //! directory, killed with SIGKILL or stopped with SIGTERM, restarted on the same data.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod proxy;
 pub mod txn;
 
