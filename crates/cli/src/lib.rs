@@ -14,6 +14,7 @@
 //! - `alloc` (in the binary, `src/main.rs`, not this library) — the process allocator: huge
 //!   allocations reserved lazily, so a forged array count in a request fails its decode.
 
+pub mod acls;
 pub mod admin;
 pub mod clients;
 pub mod copy;

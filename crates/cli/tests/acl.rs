@@ -16,7 +16,7 @@ mod support;
 use std::process::{Command, Output};
 
 use support::certs::{certificates, kcat};
-use support::{free_port, BrokerProcess};
+use support::{free_port, once, BrokerProcess};
 
 fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
@@ -152,4 +152,87 @@ fn super_users_are_checked_at_start() {
         assert!(!output.status.success(), "--super-users {value} must be refused");
         assert!(text(&output).contains(complaint), "--super-users {value}: {}", text(&output));
     }
+}
+
+/// `once acl add|list|remove` (kafka-acls' option names), as a super user: here User:ANONYMOUS on a
+/// loopback PLAINTEXT listener, which the CLI reaches without client settings.
+#[test]
+fn once_acl_adds_lists_and_removes() {
+    let broker = BrokerProcess::start(&["--authorization", "true", "--super-users", "User:ANONYMOUS"]);
+    let at = broker.bootstrap();
+    let added = once(&[
+        "acl",
+        "add",
+        "--bootstrap",
+        &at,
+        "--allow-principal",
+        "User:alice",
+        "--allow-principal",
+        "User:bob",
+        "--operation",
+        "read",
+        "--operation",
+        "Write",
+        "--topic",
+        "pay",
+        "--resource-pattern-type",
+        "prefixed",
+    ]);
+    assert_eq!(added.lines().count(), 4, "2 principals × 2 operations: {added}");
+    once(&[
+        "acl",
+        "add",
+        "--bootstrap",
+        &at,
+        "--deny-principal",
+        "User:bob",
+        "--operation",
+        "write",
+        "--topic",
+        "pay.eu",
+    ]);
+    once(&[
+        "acl",
+        "add",
+        "--bootstrap",
+        &at,
+        "--allow-principal",
+        "User:carol",
+        "--operation",
+        "IdempotentWrite",
+        "--cluster",
+    ]);
+    let listed = once(&["acl", "list", "--bootstrap", &at]);
+    assert_eq!(listed.lines().count(), 1 + 6, "a header and six ACLs: {listed}");
+    assert!(listed.contains("User:bob\tDENY\tWRITE\t*\tTOPIC\tLITERAL\tpay.eu"), "{listed}");
+    assert!(listed.contains("User:carol\tALLOW\tIDEMPOTENT_WRITE\t*\tCLUSTER\tLITERAL\tkafka-cluster"), "{listed}");
+    // MATCH: every ACL that applies to topic pay.eu — the two prefixes per principal and the DENY.
+    let applying = once(&["acl", "list", "--bootstrap", &at, "--topic", "pay.eu", "--resource-pattern-type", "match"]);
+    assert_eq!(applying.lines().count(), 1 + 5, "{applying}");
+    // Invalid ACLs are refused with the broker's reason.
+    let output = Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["acl", "add", "--bootstrap", &at, "--allow-principal", "User:a", "--operation", "write", "--group", "g"])
+        .output()
+        .expect("run once");
+    assert!(
+        !output.status.success() && text(&output).contains("WRITE is not an operation on a GROUP"),
+        "{}",
+        text(&output)
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["acl", "remove", "--bootstrap", &at])
+        .output()
+        .expect("run once");
+    assert!(!output.status.success() && text(&output).contains("--all"), "remove needs a filter: {}", text(&output));
+    let removed = once(&["acl", "remove", "--bootstrap", &at, "--principal", "User:bob"]);
+    assert_eq!(removed.lines().count(), 3, "bob's three ACLs: {removed}");
+    let listed = once(&["acl", "list", "--bootstrap", &at]);
+    assert!(!listed.contains("User:bob") && listed.lines().count() == 1 + 3, "{listed}");
+    // A broker without authorization says so.
+    let open = BrokerProcess::start(&[]);
+    let output = Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["acl", "list", "--bootstrap", &open.bootstrap()])
+        .output()
+        .expect("run once");
+    assert!(!output.status.success() && text(&output).contains("SecurityDisabled"), "{}", text(&output));
 }
