@@ -293,8 +293,13 @@ impl AclBinding {
     }
 
     /// Whether the binding's host applies to a connection from `host`.
+    /// Addresses compare in canonical form: an IPv4 client on a dual-stack listener
+    /// (`::ffff:10.0.0.1`) is the binding's `10.0.0.1`, as Java shows it to Kafka's authorizer.
     pub fn covers_host(&self, host: Option<IpAddr>) -> bool {
-        self.host == WILDCARD || host.is_some_and(|host| self.host.parse::<IpAddr>().is_ok_and(|own| own == host))
+        self.host == WILDCARD
+            || host.is_some_and(|host| {
+                self.host.parse::<IpAddr>().is_ok_and(|own| own.to_canonical() == host.to_canonical())
+            })
     }
 }
 
@@ -393,6 +398,13 @@ pub(crate) mod tests {
         assert!(bad_host.validate().is_err());
         bad_host.host = "::1".into();
         assert!(bad_host.validate().is_ok());
+        // An IPv4 client seen through a dual-stack socket is the same host.
+        bad_host.host = "10.0.0.1".into();
+        assert!(bad_host.covers_host(Some("::ffff:10.0.0.1".parse().expect("mapped"))));
+        bad_host.host = "::ffff:10.0.0.1".into();
+        assert!(bad_host.covers_host(Some("10.0.0.1".parse().expect("v4"))));
+        assert!(!bad_host.covers_host(Some("10.0.0.2".parse().expect("v4"))));
+        assert!(!bad_host.covers_host(None));
     }
 
     #[test]

@@ -38,29 +38,22 @@ const GROUP_DENIED: ResponseError = ResponseError::GroupAuthorizationFailed;
 const TXN_DENIED: ResponseError = ResponseError::TransactionalIdAuthorizationFailed;
 const CLUSTER_DENIED: ResponseError = ResponseError::ClusterAuthorizationFailed;
 
-/// Checks `body` for `access` (authorization on). `topic_exists` says whether a topic exists, for
-/// Metadata's auto-creation (creating needs CREATE).
-pub fn gate(access: &Access, body: RequestKind, version: i16, topic_exists: &dyn Fn(&str) -> bool) -> Gate {
+/// Checks `body` for `access` (authorization on). `would_auto_create` says whether Metadata would
+/// create a topic of that name (it does not exist and the broker auto-creates), which needs CREATE.
+pub fn gate(access: &Access, body: RequestKind, version: i16, would_auto_create: &dyn Fn(&str) -> bool) -> Gate {
     match body {
         RequestKind::Produce(request) => produce(access, request),
         RequestKind::Fetch(request) => fetch(access, request),
         RequestKind::ListOffsets(request) => list_offsets(access, request),
-        RequestKind::Metadata(request) => metadata(access, request, topic_exists),
+        RequestKind::Metadata(request) => metadata(access, request, version, would_auto_create),
         RequestKind::CreateTopics(request) => create_topics(access, request),
         RequestKind::DeleteTopics(request) => delete_topics(access, request, version),
         RequestKind::CreatePartitions(request) => create_partitions(access, request),
         RequestKind::DescribeConfigs(request) => describe_configs(access, request),
         RequestKind::AlterConfigs(request) => alter_configs(access, request),
         RequestKind::IncrementalAlterConfigs(request) => incremental_alter_configs(access, request),
-        RequestKind::DescribeCluster(request) => {
-            if access.cluster(Operation::Describe) {
-                unchanged(RequestKind::DescribeCluster(request))
-            } else {
-                Gate::Answer(ResponseKind::DescribeCluster(
-                    DescribeClusterResponse::default().with_error_code(CLUSTER_DENIED.code()),
-                ))
-            }
-        }
+        // DescribeCluster is open to every principal on a Kafka broker (only its authorized-
+        // operations field depends on DESCRIBE): Java's Admin and Connect call it at start.
         RequestKind::InitProducerId(request) => init_producer_id(access, request),
         RequestKind::AddPartitionsToTxn(request) => add_partitions_to_txn(access, request),
         RequestKind::AddOffsetsToTxn(request) => {
@@ -271,19 +264,28 @@ fn list_offsets(access: &Access, mut request: ListOffsetsRequest) -> Gate {
 
 /// Metadata hides the topics a principal may not describe; a named one it may not describe, or may
 /// not create when it would be auto-created, is answered TOPIC_AUTHORIZATION_FAILED.
-fn metadata(access: &Access, mut request: MetadataRequest, topic_exists: &dyn Fn(&str) -> bool) -> Gate {
+fn metadata(
+    access: &Access,
+    mut request: MetadataRequest,
+    version: i16,
+    would_auto_create: &dyn Fn(&str) -> bool,
+) -> Gate {
     let access = access.clone();
     let mut denied = Vec::new();
     // The names asked for, when some were: only they are answered (v0 reads an empty list as all).
     let mut asked: Option<HashSet<String>> = None;
+    // v0 reads an empty list as every topic, as v1+ read a null one.
+    if version == 0 && request.topics.as_ref().is_some_and(Vec::is_empty) {
+        request.topics = None;
+    }
     if let Some(topics) = request.topics.take() {
         let mut allowed = Vec::with_capacity(topics.len());
         let mut names = HashSet::new();
         for topic in topics {
             let name = topic.name.as_ref().map(|name| name.0.to_string()).unwrap_or_default();
             let permitted = access.topic(Operation::Describe, &name)
-                && (topic_exists(&name)
-                    || !request.allow_auto_topic_creation
+                && (!request.allow_auto_topic_creation
+                    || !would_auto_create(&name)
                     || access.cluster_quietly(Operation::Create)
                     || access.topic(Operation::Create, &name));
             if permitted {

@@ -3,6 +3,8 @@
 //! coordinator DESCRIBE on the group or transactional id; listing groups DESCRIBE on the cluster
 //! (or only the groups it may describe).
 
+use std::collections::HashSet;
+
 use kafka_protocol::messages::*;
 use once_acl::Operation;
 use once_wire::ResponseError;
@@ -219,6 +221,11 @@ fn offset_fetch(access: &Access, request: OffsetFetchRequest) -> Gate {
             OffsetFetchResponse::default().with_error_code(GROUP_DENIED.code()).with_topics(topics),
         ));
     }
+    // Asked for all its topics (null list), a principal is not shown those it may not describe;
+    // named, they answer TOPIC_AUTHORIZATION_FAILED (Kafka's rule).
+    let all_single = request.groups.is_empty() && request.topics.is_none();
+    let all_groups: HashSet<String> =
+        request.groups.iter().filter(|group| group.topics.is_none()).map(|group| group.group_id.to_string()).collect();
     let access = access.clone();
     patched(
         RequestKind::OffsetFetch(request),
@@ -230,6 +237,9 @@ fn offset_fetch(access: &Access, request: OffsetFetchRequest) -> Gate {
                         group.error_code = GROUP_DENIED.code();
                         continue;
                     }
+                    if all_groups.contains(group.group_id.as_str()) {
+                        group.topics.retain(|topic| access.topic_quietly(Operation::Describe, &topic.name));
+                    }
                     for topic in &mut group.topics {
                         if !access.topic(Operation::Describe, &topic.name) {
                             for partition in &mut topic.partitions {
@@ -239,6 +249,9 @@ fn offset_fetch(access: &Access, request: OffsetFetchRequest) -> Gate {
                             }
                         }
                     }
+                }
+                if all_single {
+                    response.topics.retain(|topic| access.topic_quietly(Operation::Describe, &topic.name));
                 }
                 for topic in &mut response.topics {
                     if !access.topic(Operation::Describe, &topic.name) {

@@ -179,7 +179,8 @@ impl Connection {
                                 (None, Some(subject)) => Principal::user(subject),
                                 (None, None) => Principal::anonymous(),
                             };
-                            fresh = Access::new(&node, Session::new(principal, peer.map(|peer| peer.ip())));
+                            fresh =
+                                Access::new(&node, Session::new(principal, peer.map(|peer| peer.ip().to_canonical())));
                             if settled {
                                 access.insert(fresh.clone())
                             } else {

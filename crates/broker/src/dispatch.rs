@@ -47,7 +47,8 @@ pub fn dispatch_on(
     let version = request.api_version;
     let header = request.header;
     let body = if access.enabled() {
-        match authorize::gate(access, request.body, version, &|name| node.topics.get(name).is_some()) {
+        let would_auto_create = |name: &str| node.config.auto_create_topics && node.topics.get(name).is_none();
+        match authorize::gate(access, request.body, version, &would_auto_create) {
             Gate::Go(body, patch) => {
                 return patched(dispatch_body(node, body, version, header, advertised, access), patch)
             }

@@ -55,6 +55,15 @@ impl Server {
         {
             tracing::warn!("a SASL_PLAINTEXT listener: PLAIN passwords and every record cross the network unencrypted; use SASL_SSL beyond loopback");
         }
+        let client_ca = node.config.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some());
+        if client_ca
+            && node
+                .listeners
+                .iter()
+                .any(|listener| listener.protocol == once_node::listeners::SecurityProtocol::SaslSsl)
+        {
+            tracing::info!("--tls-client-ca: client certificates are required on SSL listeners; SASL_SSL listeners authenticate with SASL and ask for none (as Kafka's)");
+        }
         let mut bound = Vec::with_capacity(node.listeners.len());
         for listener in &node.listeners {
             let socket = TcpListener::bind(&listener.bind).await.map_err(|error| {

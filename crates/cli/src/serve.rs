@@ -40,7 +40,8 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM).
     #[arg(long, env = "ONCE_TLS_KEY", value_name = "PEM")]
     tls_key: Option<PathBuf>,
-    /// CA of the client certificates to require and verify (mTLS) on SSL and SASL_SSL listeners.
+    /// CA of the client certificates to require and verify (mTLS) on SSL listeners (SASL_SSL ones
+    /// authenticate with SASL and ask for none, as Kafka's).
     #[arg(long, env = "ONCE_TLS_CLIENT_CA", value_name = "PEM")]
     tls_client_ca: Option<PathBuf>,
     /// NAME:PASSWORD: a SCRAM-SHA-256 and SCRAM-SHA-512 user created at start if it has no

@@ -236,3 +236,51 @@ fn once_acl_adds_lists_and_removes() {
         .expect("run once");
     assert!(!output.status.success() && text(&output).contains("SecurityDisabled"), "{}", text(&output));
 }
+
+/// Review findings, fixed: a DENY for an IPv4 host holds for that client on an IPv6 socket
+/// (`::ffff:127.0.0.1`); without auto-creation a missing topic is UNKNOWN_TOPIC_OR_PARTITION, not an
+/// authorization failure; OffsetFetch of all a group's topics leaves out those the principal may not
+/// describe; DescribeCluster needs no permission. ACLs are placed in the data directory's
+/// `acls.json` before the broker starts (the file `once acl` changes).
+#[test]
+fn acl_edges_from_review() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let data_dir = data.path().join("data");
+    let script = |args: &[&str]| {
+        Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/acl_edges.py"))
+            .args(args)
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .expect("run python3")
+    };
+    let port = free_port();
+    let listener = format!("PLAINTEXT://[::ffff:127.0.0.1]:{port}");
+    let at = format!("127.0.0.1:{port}");
+    {
+        let mut open = BrokerProcess::start_with_listeners_in(&["--listener", &listener], port, Some(data_dir.clone()));
+        let committed = script(&["commit", &at]);
+        assert!(committed.status.success(), "{}", text(&committed));
+        assert!(open.terminate(), "clean stop");
+    }
+    let acl = |resource_type: &str, name: &str, operation: &str, permission: &str, host: &str| {
+        format!(
+            r#"{{"resource_type":"{resource_type}","resource_name":"{name}","pattern_type":"LITERAL","principal":"User:ANONYMOUS","host":"{host}","operation":"{operation}","permission":"{permission}"}}"#
+        )
+    };
+    let acls = [
+        acl("TOPIC", "*", "ALL", "ALLOW", "*"),
+        acl("GROUP", "g1", "READ", "ALLOW", "*"),
+        acl("TOPIC", "hidden", "ALL", "DENY", "127.0.0.1"),
+    ];
+    std::fs::write(data_dir.join("acls.json"), format!(r#"{{"format":1,"acls":[{}]}}"#, acls.join(","))).expect("acls");
+    let args = ["--listener", &listener, "--authorization", "true", "--auto-create-topics", "false"];
+    let broker = BrokerProcess::start_with_listeners_in(&args, port, Some(data_dir));
+    let checked = script(&["check", &at]);
+    assert!(
+        checked.status.success() && text(&checked).contains("ALL CHECKS PASSED"),
+        "{}\nbroker log:\n{}",
+        text(&checked),
+        broker.log()
+    );
+}

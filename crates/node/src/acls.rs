@@ -168,7 +168,8 @@ impl Authorizer {
                     principal = %session.principal,
                     host = ?session.host,
                     %operation,
-                    resource = %format!("{resource_type}:{name}"),
+                    // Debug-quoted: the name comes from the client (no forged log lines).
+                    resource = ?format!("{resource_type}:{name}"),
                     suppressed,
                     "authorization denied: {reason}"
                 );

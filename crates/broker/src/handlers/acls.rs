@@ -93,6 +93,9 @@ pub fn create(node: &Node, access: &Access, request: CreateAclsRequest) -> Respo
         // Parse all first: the valid ones are stored in one durable write.
         let parsed: Vec<Result<AclBinding, AclError>> = request.creations.iter().map(binding).collect();
         let valid: Vec<AclBinding> = parsed.iter().filter_map(|parsed| parsed.as_ref().ok().cloned()).collect();
+        for binding in &valid {
+            tracing::info!(principal = %access.session().principal, acl = ?binding.to_string(), "CreateAcls");
+        }
         match node.authorizer.create(valid) {
             Err(error) => vec![answer(change_error(&error)); count],
             Ok(stored) => {
@@ -111,9 +114,6 @@ pub fn create(node: &Node, access: &Access, request: CreateAclsRequest) -> Respo
         }
     };
     assert_eq!(results.len(), count, "one result per creation, in order");
-    if node.authorizer.enabled() {
-        tracing::info!(principal = %access.session().principal, creations = count, "CreateAcls");
-    }
     ResponseKind::CreateAcls(CreateAclsResponse::default().with_results(results))
 }
 
@@ -193,8 +193,13 @@ pub fn delete(node: &Node, access: &Access, request: DeleteAclsRequest) -> Respo
                     .map(|parsed| match parsed {
                         Err(error) => answer(change_error(&AclChangeError::Invalid(error.clone()))),
                         Ok(_) => match removed.next().expect("one outcome per valid filter") {
-                            Ok(bindings) => DeleteAclsFilterResult::default()
-                                .with_matching_acls(bindings.iter().map(matching).collect()),
+                            Ok(bindings) => {
+                                for binding in &bindings {
+                                    tracing::info!(principal = %access.session().principal, acl = ?binding.to_string(), "DeleteAcls removed");
+                                }
+                                DeleteAclsFilterResult::default()
+                                .with_matching_acls(bindings.iter().map(matching).collect())
+                            }
                             Err(error) => answer(change_error(&error)),
                         },
                     })
@@ -203,9 +208,6 @@ pub fn delete(node: &Node, access: &Access, request: DeleteAclsRequest) -> Respo
         }
     };
     assert_eq!(results.len(), count, "one result per filter, in order");
-    if node.authorizer.enabled() {
-        tracing::info!(principal = %access.session().principal, filters = count, "DeleteAcls");
-    }
     ResponseKind::DeleteAcls(DeleteAclsResponse::default().with_filter_results(results))
 }
 
