@@ -9,11 +9,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::RequestKind;
 use kafka_protocol::messages::ResponseKind;
+use kafka_protocol::messages::{ApiKey, RequestKind};
 use once_node::listeners::Listener;
 use once_node::Node;
 use once_wire::frame::request_frame_length;
@@ -53,6 +53,9 @@ const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
 struct Outgoing {
     correlation_id: i32,
     api_version: i16,
+    /// The request's API and when its frame was read, for the per-API metrics (none for frames
+    /// answered without decoding).
+    timed: Option<(ApiKey, Instant)>,
     response: PendingResponse,
     /// The request's share of the broker-wide request memory, returned once the response is written.
     _budget: OwnedSemaphorePermit,
@@ -105,7 +108,7 @@ impl Connection {
         const UNAUTHENTICATED_FRAME_MAX: usize = 64 * 1024;
         let authenticate_by = tokio::time::Instant::now() + SASL_AUTHENTICATION_MAX;
         let (outgoing, queue) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH_MAX);
-        let writing = tokio::spawn(write_responses(writer, queue));
+        let writing = tokio::spawn(write_responses(node.clone(), writer, queue));
         loop {
             let unauthenticated = !sasl.admits_requests();
             let frame = tokio::select! {
@@ -133,8 +136,11 @@ impl Connection {
                 }
             };
             let mut close_after = false;
+            let read_at = Instant::now();
+            let mut timed = None;
             let (correlation_id, api_version, response) = match decode_request(frame) {
                 Ok(request) => {
+                    timed = Some((request.api_key, read_at));
                     let correlation_id = request.header.correlation_id;
                     let api_version = request.api_version;
                     let sasl_answer = match &request.body {
@@ -158,7 +164,7 @@ impl Connection {
                         }
                         let ready: PendingResponse = Box::pin(async move { Some(answer.response) });
                         if outgoing
-                            .send(Outgoing { correlation_id, api_version, response: ready, _budget: budget })
+                            .send(Outgoing { correlation_id, api_version, timed, response: ready, _budget: budget })
                             .await
                             .is_err()
                             || close_after
@@ -219,7 +225,7 @@ impl Connection {
                     break;
                 }
             };
-            if outgoing.send(Outgoing { correlation_id, api_version, response, _budget: budget }).await.is_err()
+            if outgoing.send(Outgoing { correlation_id, api_version, timed, response, _budget: budget }).await.is_err()
                 || close_after
             {
                 break;
@@ -263,10 +269,14 @@ async fn read_frame(
     Ok(Some((frame.freeze(), permit)))
 }
 
-async fn write_responses(writer: Writer, mut queue: mpsc::Receiver<Outgoing>) {
+async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Receiver<Outgoing>) {
     let mut writer = BufWriter::new(writer);
     while let Some(outgoing) = queue.recv().await {
-        let Some(response) = outgoing.response.await else { continue };
+        let response = outgoing.response.await;
+        if let Some((api_key, read_at)) = outgoing.timed {
+            node.requests.record(api_key as i16, || format!("{api_key:?}"), read_at.elapsed());
+        }
+        let Some(response) = response else { continue };
         if let Err(error) = write_one(&mut writer, outgoing.correlation_id, outgoing.api_version, &response).await {
             tracing::debug!(%error, "writing response failed; closing connection");
             return;

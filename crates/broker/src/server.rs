@@ -138,6 +138,7 @@ async fn accept_loop(
         match accepted {
             Ok((socket, peer)) => {
                 let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    node.connections.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(%peer, limit = node.config.connections_max, "connection limit reached; closing new connection");
                     drop(socket);
                     continue;
@@ -145,13 +146,16 @@ async fn accept_loop(
                 let _ = socket.set_nodelay(true);
                 let (node, listener, tls) = (node.clone(), bound.listener.clone(), bound.tls.clone());
                 let (stopping, request_budget) = (stopping.clone(), request_budget.clone());
+                node.connections.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                node.connections.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::spawn(async move {
                     if let Some((stream, certificate_subject)) = secure(socket, tls, peer, &listener).await {
-                        Connection::new(node, stream, Some(peer), listener, request_budget)
+                        Connection::new(node.clone(), stream, Some(peer), listener, request_budget)
                             .with_certificate_subject(certificate_subject)
                             .run(stopping)
                             .await;
                     }
+                    node.connections.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     drop(permit);
                 });
             }

@@ -107,6 +107,7 @@ impl Collector for NodeCollector {
             .collect();
         self.encode_storage(&mut encoder)?;
         self.encode_exactly_once(&mut encoder)?;
+        self.encode_requests(&mut encoder)?;
         for (name, help, value) in GAUGES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (labels, stats) in &indexes {
@@ -118,7 +119,63 @@ impl Collector for NodeCollector {
     }
 }
 
+/// A latency histogram's buckets as prometheus-client encodes them: it writes le="+Inf" for an
+/// upper bound of f64::MAX (its own histograms' last bucket), not for f64::INFINITY.
+fn prometheus_buckets(snapshot: &once_log::stats::HistogramSnapshot) -> Vec<(f64, u64)> {
+    snapshot.buckets.iter().map(|&(bound, count)| (if bound.is_infinite() { f64::MAX } else { bound }, count)).collect()
+}
+
 impl NodeCollector {
+    /// The Kafka edge's requests per API, its connections, and authorization refusals.
+    fn encode_requests(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "once_request_seconds",
+            "Kafka requests by API: time from the request read to its response ready (a Produce's includes its fsync; a Fetch's its long poll), seconds.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (api, latency) in self.node.requests.snapshot() {
+            let labels: Labels = vec![("api".to_string(), api.to_string())];
+            family.encode_family(&labels)?.encode_histogram::<Labels>(
+                latency.sum_seconds,
+                latency.count,
+                &prometheus_buckets(&latency),
+                None,
+            )?;
+        }
+        let load = |value: &std::sync::atomic::AtomicU64| value.load(std::sync::atomic::Ordering::Relaxed);
+        let connections = &self.node.connections;
+        let family = encoder.encode_descriptor(
+            "once_connections",
+            "Kafka client connections open now.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(load(&connections.open)).unwrap_or(i64::MAX)).encode(family)?;
+        let counters = [
+            (
+                "once_connections_accepted",
+                "Kafka client connections accepted since start.",
+                load(&connections.accepted),
+            ),
+            (
+                "once_connections_refused",
+                "Connections closed at once because --connections-max were open.",
+                load(&connections.refused),
+            ),
+            (
+                "once_authorization_denials",
+                "Requests, or parts of them, refused by the ACLs since start (--authorization true).",
+                self.node.authorizer.denials(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(family)?;
+        }
+        Ok(())
+    }
+
     /// The fixed names operators' dashboards rely on (issue 20): fsync latency, LSO lag, open
     /// transactions, consumer-group lag computed on the broker.
     fn encode_exactly_once(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -129,14 +186,7 @@ impl NodeCollector {
             None,
             MetricType::Histogram,
         )?;
-        // prometheus-client writes le="+Inf" for an upper bound of f64::MAX (its own histograms'
-        // last bucket), not for f64::INFINITY.
-        let buckets: Vec<(f64, u64)> = fsync
-            .buckets
-            .iter()
-            .map(|&(bound, count)| (if bound.is_infinite() { f64::MAX } else { bound }, count))
-            .collect();
-        family.encode_histogram::<Labels>(fsync.sum_seconds, fsync.count, &buckets, None)?;
+        family.encode_histogram::<Labels>(fsync.sum_seconds, fsync.count, &prometheus_buckets(&fsync), None)?;
 
         let partition = |topic: &str, partition: i32| {
             vec![("topic".to_string(), topic.to_string()), ("partition".to_string(), partition.to_string())]

@@ -82,6 +82,8 @@ pub struct Authorizer {
     /// Held for a whole change; true once a write failed.
     latched: Mutex<bool>,
     denials_logged: EveryFewSeconds,
+    /// Requests (or parts) refused since start, logged or not.
+    denials: std::sync::atomic::AtomicU64,
 }
 
 impl Authorizer {
@@ -111,12 +113,18 @@ impl Authorizer {
             acls: RwLock::new(acls),
             latched: Mutex::new(false),
             denials_logged: EveryFewSeconds::new(),
+            denials: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// Whether requests are checked at all.
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Refusals since start (each refused check that was logged or rate-limited; not filtering).
+    pub fn denials(&self) -> u64 {
+        self.denials.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The super users.
@@ -159,6 +167,7 @@ impl Authorizer {
         let decision = decide(acls.iter(), &self.super_users, &request);
         drop(acls);
         if log && !decision.allowed() {
+            self.denials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(suppressed) = self.denials_logged.due() {
                 let reason = match &decision {
                     Decision::DeniedByAcl(binding) => format!("denied by {binding}"),

@@ -50,6 +50,10 @@ pub struct Node {
     pub credentials: Option<Arc<once_auth::CredentialStore>>,
     /// The access policy every edge consults before it calls an operation (`<data>/acls.json`).
     pub authorizer: Arc<crate::acls::Authorizer>,
+    /// Requests answered, per API (the Kafka edge records them).
+    pub requests: crate::stats::RequestStats,
+    /// Client connections of the Kafka edge.
+    pub connections: crate::stats::ConnectionStats,
     /// The free-space floor produce is admitted by.
     pub floor: Arc<FreeSpaceFloor>,
     /// The background tasks of the registry, stopped by [`Node::close`] (or when the node is dropped).
@@ -112,6 +116,8 @@ impl Node {
             txns,
             credentials,
             authorizer,
+            requests: crate::stats::RequestStats::new(),
+            connections: crate::stats::ConnectionStats::default(),
             floor,
             upkeep,
         }))

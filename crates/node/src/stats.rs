@@ -102,3 +102,77 @@ pub fn consumer_group_lags(
     }
     lags
 }
+
+/// Requests answered by an edge, per API: how many and how long each took from its frame being read
+/// to its response being ready (a Produce's includes its fsync). Indexed by the API's number; the
+/// edge names each API the first time it records one (the node knows no protocol).
+pub struct RequestStats {
+    apis: [ApiStats; API_KEYS_MAX],
+}
+
+/// API numbers recorded: Kafka's are below 100.
+pub const API_KEYS_MAX: usize = 128;
+
+struct ApiStats {
+    name: std::sync::OnceLock<&'static str>,
+    latency: once_log::stats::LatencyHistogram,
+}
+
+impl Default for RequestStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestStats {
+    pub const fn new() -> RequestStats {
+        RequestStats {
+            apis: [const { ApiStats { name: std::sync::OnceLock::new(), latency: once_log::stats::LatencyHistogram::new() } };
+                API_KEYS_MAX],
+        }
+    }
+
+    /// Records one request of API `key`, named by `name` (called once per API).
+    pub fn record(&self, key: i16, name: impl FnOnce() -> String, elapsed: std::time::Duration) {
+        let Some(api) = usize::try_from(key).ok().and_then(|index| self.apis.get(index)) else { return };
+        api.name.get_or_init(|| Box::leak(name().into_boxed_str()));
+        api.latency.record(elapsed);
+    }
+
+    /// Each API recorded at least once: its name and latency histogram.
+    pub fn snapshot(&self) -> Vec<(&'static str, once_log::stats::HistogramSnapshot)> {
+        self.apis.iter().filter_map(|api| api.name.get().map(|name| (*name, api.latency.snapshot()))).collect()
+    }
+}
+
+/// Client connections of every listener.
+#[derive(Default)]
+pub struct ConnectionStats {
+    /// Open now.
+    pub open: std::sync::atomic::AtomicU64,
+    /// Accepted since start.
+    pub accepted: std::sync::atomic::AtomicU64,
+    /// Closed at once because `--connections-max` were open.
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_per_api_under_their_first_name() {
+        let stats = RequestStats::new();
+        assert!(stats.snapshot().is_empty());
+        stats.record(0, || "Produce".into(), std::time::Duration::from_millis(2));
+        stats.record(0, || panic!("named once"), std::time::Duration::from_micros(80));
+        stats.record(1, || "Fetch".into(), std::time::Duration::from_millis(500));
+        stats.record(-1, || "nothing".into(), std::time::Duration::ZERO);
+        stats.record(4000, || "nothing".into(), std::time::Duration::ZERO);
+        let snapshot = stats.snapshot();
+        assert_eq!(
+            snapshot.iter().map(|(name, histogram)| (*name, histogram.count)).collect::<Vec<_>>(),
+            [("Produce", 2), ("Fetch", 1)]
+        );
+    }
+}
