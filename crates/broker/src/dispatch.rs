@@ -137,6 +137,10 @@ pub fn dispatch_on(node: &Arc<Node>, request: DecodedRequest, advertised: &once_
         RequestKind::DeleteGroups(body) => in_order(async move {
             ResponseKind::DeleteGroups(handlers::group::admin::delete_groups(&node.groups, body).await)
         }),
+        RequestKind::DescribeUserScramCredentials(body) => {
+            in_order(async move { handlers::users::describe(&node, body) })
+        }
+        RequestKind::AlterUserScramCredentials(body) => in_order(async move { handlers::users::alter(&node, body) }),
         // The connection answers SASL itself (its state is the connection's); a request that reaches
         // here came outside one, and gets ILLEGAL_SASL_STATE.
         RequestKind::SaslHandshake(_) => in_order(async move {

@@ -78,6 +78,9 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     // is KIP-368's.
     same(ApiKey::SaslHandshake, 0, 1),
     same(ApiKey::SaslAuthenticate, 0, 2),
+    // Users' SCRAM credentials (KIP-554); v0 only in Kafka.
+    same(ApiKey::DescribeUserScramCredentials, 0, 0),
+    same(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The entry for `api_key`, if Once serves that API at all.

@@ -13,6 +13,7 @@
 //! - [`configs`] — DescribeConfigs, AlterConfigs, IncrementalAlterConfigs.
 //! - [`cluster`] — DescribeCluster.
 //! - [`group`] — the group APIs: membership, offsets, group admin, TxnOffsetCommit's translation.
+//! - [`users`] — Describe/AlterUserScramCredentials (KIP-554) over the node's credential store.
 
 pub mod admin;
 pub mod api_versions;
@@ -25,6 +26,7 @@ pub mod metadata;
 pub mod produce;
 pub mod producer;
 pub mod txn;
+pub mod users;
 
 use kafka_protocol::protocol::StrBytes;
 
