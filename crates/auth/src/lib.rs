@@ -64,8 +64,8 @@ mod scram_message;
 pub mod store;
 
 pub use credential::{
-    check_user_name, CredentialLookup, LookupFn, ScramCredential, PASSWORD_BYTES_MAX, SALT_BYTES_MAX,
-    USER_NAME_BYTES_MAX,
+    check_user_name, new_salted_password, CredentialLookup, LookupFn, ScramCredential, PASSWORD_BYTES_MAX,
+    SALT_BYTES_MAX, USER_NAME_BYTES_MAX,
 };
 pub use error::AuthError;
 pub use mechanism::{ScramMechanism, ITERATIONS_DEFAULT, ITERATIONS_MAX, ITERATIONS_MIN};

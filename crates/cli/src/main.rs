@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use once_cli::{admin, clients, copy, groups, outbox, serve, sink, txn};
+use once_cli::{admin, clients, copy, groups, outbox, serve, sink, txn, users};
 
 mod alloc;
 
@@ -35,6 +35,8 @@ enum Command {
     Copy(copy::CopyArgs),
     /// List, describe and abort transactions.
     Txn(txn::TxnArgs),
+    /// Create, list and delete SCRAM users (KIP-554).
+    User(users::UserArgs),
     /// Apply each record's effect to PostgreSQL or SQLite exactly once, positions in the same
     /// database transaction.
     Sink(sink::SinkArgs),
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Group(args) => groups::run(args),
         Command::Copy(args) => copy::run(args),
         Command::Txn(args) => txn::run(args),
+        Command::User(args) => users::run(args),
         Command::Sink(args) => sink::run(args),
         Command::Outbox(args) => outbox::run(args),
         Command::Produce(args) => clients::produce(args),
