@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod security;
 pub mod txn;
 
 use std::net::{TcpListener, TcpStream};
