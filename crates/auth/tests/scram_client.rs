@@ -5,16 +5,9 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use common::rfc7677::*;
 use common::salted_password;
 use once_auth::{AuthError, CredentialLookup, LookupFn, ScramClient, ScramCredential, ScramMechanism, ScramServer};
-
-// RFC 7677 section 3.
-const RFC_CLIENT_NONCE: &str = "rOprNGfwEbeRWgbNEkqO";
-const RFC_CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
-const RFC_SERVER_FIRST: &str = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-const RFC_CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
-                                p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
-const RFC_SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
 
 fn rfc_client(password: &str) -> ScramClient {
     ScramClient::with_fixed_nonce(ScramMechanism::Sha256, "user", password, RFC_CLIENT_NONCE).expect("valid")
