@@ -39,10 +39,7 @@ impl ScramCredential {
     /// A credential for `password` with a fresh random salt as long as the mechanism's hash (what
     /// `kafka-configs --add-config 'SCRAM-SHA-512=[password=…]'` does, with a longer salt).
     pub fn new(password: &str, mechanism: ScramMechanism, iterations: u32) -> Result<Self, AuthError> {
-        check_password(password.as_bytes())?;
-        check_iterations(iterations)?;
-        let salt = random_bytes(mechanism.output_bytes())?;
-        let salted_password = mechanism.salted_password(password.as_bytes(), &salt, iterations);
+        let (salt, salted_password) = new_salted_password(password, mechanism, iterations)?;
         Self::from_salted_password(mechanism, &salt, iterations, &salted_password)
     }
 
@@ -125,6 +122,21 @@ impl ScramCredential {
         let stored_key = self.mechanism.stored_key(&salted_password);
         stored_key.ct_eq(&self.stored_key).into()
     }
+}
+
+/// A fresh random salt (as long as the mechanism's hash) and `SaltedPassword` for `password`: what a
+/// client sends in AlterUserScramCredentials (KIP-554), so the password itself never leaves it.
+/// The password and iteration count are checked against the bounds every credential meets.
+pub fn new_salted_password(
+    password: &str,
+    mechanism: ScramMechanism,
+    iterations: u32,
+) -> Result<(Vec<u8>, Vec<u8>), AuthError> {
+    check_password(password.as_bytes())?;
+    check_iterations(iterations)?;
+    let salt = random_bytes(mechanism.output_bytes())?;
+    let salted_password = mechanism.salted_password(password.as_bytes(), &salt, iterations);
+    Ok((salt, salted_password))
 }
 
 /// Keys are left out: a credential printed into a log must not hand out `ServerKey` (with it, anyone

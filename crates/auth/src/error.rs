@@ -37,6 +37,11 @@ pub enum AuthError {
     /// delegation-token authentication.
     #[error("unsupported SCRAM feature: {0}")]
     UnsupportedExtension(&'static str),
+    /// The server's final signature (SCRAM `v=`) is not the one a server holding the user's verifier
+    /// would sign: the client is talking to something that does not know the credential. Only the
+    /// client side ([`crate::ScramClient`]) answers this.
+    #[error("the server did not prove it holds the user's credential (wrong SCRAM server signature)")]
+    ServerNotVerified,
     /// A message arrived in a state that expects none (after the end, after a failure, or out of
     /// order). Once an exchange has failed, it stays failed.
     #[error("illegal SASL state: {0}")]

@@ -1,4 +1,4 @@
-//! Authentication core for Once: the server side of SASL/SCRAM-SHA-256 and SCRAM-SHA-512
+//! Authentication core for Once: the server side (and, for Once's own tools, the client side) of SASL/SCRAM-SHA-256 and SCRAM-SHA-512
 //! (RFC 5802, RFC 7677, as Kafka uses them) and SASL/PLAIN (RFC 4616), and a durable store of the
 //! salted SCRAM verifiers both check against. No network, no broker: the broker feeds this crate the
 //! bytes of SaslAuthenticate requests (KIP-152) and maps its [`AuthError`]s to Kafka error codes.
@@ -27,6 +27,11 @@
 //! non-default iterations, or with a salt of another length through AlterUserScramCredentials, is
 //! still told apart by its shape; that is the operator's choice.)
 //!
+//! # The client side
+//! [`ScramClient`] is the same exchange from the other end, for Once's own tools: it checks the
+//! server's nonce, bounds the salt and iteration count a server may ask for, and verifies the
+//! server's signature in constant time.
+//!
 //! # Where verifiers live
 //! [`CredentialStore`]: one JSON file (mode 0600) holding, per user and mechanism, the salt, the
 //! iteration count, `StoredKey` and `ServerKey`, never a password. Every change is durable before it
@@ -42,6 +47,7 @@
 //!   [`CredentialLookup`] and the stand-in answered for unknown users.
 //! - `scram_message` — the strict parsers of the two SCRAM client messages.
 //! - [`scram`] — [`ScramServer`], the state machine of one SCRAM exchange.
+//! - [`scram_client`] — [`ScramClient`], the client side of one exchange.
 //! - [`plain`] — [`authenticate_plain`].
 //! - [`store`] — [`CredentialStore`], its file format and commit.
 //! - [`error`] — [`AuthError`].
@@ -53,19 +59,21 @@ pub mod error;
 pub mod mechanism;
 pub mod plain;
 pub mod scram;
+pub mod scram_client;
 mod scram_message;
 pub mod store;
 
 pub use credential::{
-    check_user_name, CredentialLookup, LookupFn, ScramCredential, PASSWORD_BYTES_MAX, SALT_BYTES_MAX,
-    USER_NAME_BYTES_MAX,
+    check_user_name, new_salted_password, CredentialLookup, LookupFn, ScramCredential, PASSWORD_BYTES_MAX,
+    SALT_BYTES_MAX, USER_NAME_BYTES_MAX,
 };
 pub use error::AuthError;
 pub use mechanism::{ScramMechanism, ITERATIONS_DEFAULT, ITERATIONS_MAX, ITERATIONS_MIN};
 pub use plain::{authenticate_plain, PLAIN_MECHANISM};
 pub use scram::ScramServer;
+pub use scram_client::ScramClient;
 pub use scram_message::CLIENT_MESSAGE_BYTES_MAX;
-pub use store::CredentialStore;
+pub use store::{CredentialChange, CredentialStore};
 
 /// A SASL mechanism Once offers, as SaslHandshake names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

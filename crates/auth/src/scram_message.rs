@@ -15,7 +15,7 @@ use crate::AuthError;
 /// further out, this keeps the parser's own work bounded.
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 4096;
 /// The longest client nonce accepted, in bytes. Clients send 20 to 40.
-pub const CLIENT_NONCE_BYTES_MAX: usize = 255;
+pub(crate) const CLIENT_NONCE_BYTES_MAX: usize = 255;
 /// The most extensions accepted in one message.
 const EXTENSIONS_MAX: usize = 16;
 /// Attribute names RFC 5802 defines; they may not pose as extensions (a second `r=` would otherwise

@@ -49,6 +49,15 @@ const FORMAT: u32 = 1;
 
 type Users = BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>;
 
+/// One change of [`CredentialStore::alter`].
+#[derive(Debug, Clone)]
+pub enum CredentialChange {
+    /// Set the user's credential for the mechanism, adding the user if new.
+    Upsert { user: String, mechanism: ScramMechanism, credential: ScramCredential },
+    /// Remove the user's credential for the mechanism.
+    Delete { user: String, mechanism: ScramMechanism },
+}
+
 /// Users' SCRAM verifiers, durable in one file; share it behind an `Arc` (all methods take `&self`).
 ///
 /// Reads are served from memory and never wait for a write's fsync. Changes are serialised, each
@@ -156,6 +165,45 @@ impl CredentialStore {
             }
             Ok(removed)
         })
+    }
+
+    /// Applies several changes in one durable write: all of them or, on an error, none. What
+    /// AlterUserScramCredentials (KIP-554) makes of one request, so a request is one fsync and a
+    /// crash cannot keep half of it. A deletion of a credential that is not there changes nothing;
+    /// a user left with no credential is removed.
+    pub fn alter(&self, changes: &[CredentialChange]) -> Result<(), AuthError> {
+        for change in changes {
+            if let CredentialChange::Upsert { user, mechanism, credential } = change {
+                check_user_name(user)?;
+                if credential.mechanism() != *mechanism {
+                    return Err(AuthError::InvalidCredential("the credential is for another mechanism"));
+                }
+            }
+        }
+        self.change(|users| {
+            let mut changed = false;
+            for change in changes {
+                match change {
+                    CredentialChange::Upsert { user, mechanism, credential } => {
+                        if !users.contains_key(user) && users.len() >= STORE_USERS_MAX {
+                            return Err(AuthError::InvalidUser("the credential store holds 10,000 users"));
+                        }
+                        let credentials = users.entry(user.clone()).or_default();
+                        changed |= credentials.get(mechanism) != Some(credential);
+                        credentials.insert(*mechanism, credential.clone());
+                    }
+                    CredentialChange::Delete { user, mechanism } => {
+                        let Some(credentials) = users.get_mut(user) else { continue };
+                        changed |= credentials.remove(mechanism).is_some();
+                        if credentials.is_empty() {
+                            users.remove(user);
+                        }
+                    }
+                }
+            }
+            Ok(changed)
+        })
+        .map(|_changed| ())
     }
 
     /// Every user (sorted) with the mechanisms and iteration counts of its credentials, what

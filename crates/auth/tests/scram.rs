@@ -5,6 +5,7 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use common::rfc7677::*;
 use common::{salted_password, TestClient};
 use once_auth::{AuthError, CredentialLookup, LookupFn, ScramCredential, ScramMechanism, ScramServer};
 use proptest::prelude::*;
@@ -29,15 +30,6 @@ fn exchange(lookup: impl CredentialLookup, client: &TestClient) -> (Vec<u8>, Aut
     let result = server.client_final(client_final.message.as_bytes());
     (server_first, result, client_final.expected_server_final)
 }
-
-// RFC 7677 section 3.
-const RFC_CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
-const RFC_SERVER_NONCE_SUFFIX: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
-const RFC_SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
-const RFC_SERVER_FIRST: &str = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-const RFC_CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
-                                p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
-const RFC_SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
 
 fn rfc_credential() -> ScramCredential {
     let salt = BASE64.decode(RFC_SALT).expect("base64");

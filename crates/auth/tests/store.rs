@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::TestClient;
-use once_auth::{AuthError, CredentialStore, ScramCredential, ScramMechanism, ScramServer};
+use once_auth::{AuthError, CredentialChange, CredentialStore, ScramCredential, ScramMechanism, ScramServer};
 
 fn credential(password: &str, mechanism: ScramMechanism, iterations: u32) -> ScramCredential {
     ScramCredential::new(password, mechanism, iterations).expect("valid credential")
@@ -280,4 +280,42 @@ fn the_store_serves_exchanges_and_keeps_unknown_users_salts_across_restarts() {
     drop(store);
     let store = Arc::new(CredentialStore::open(&path).expect("reopen"));
     assert_eq!(salt_of_unknown(&store), salt_before, "a restart does not give unknown users away");
+}
+
+#[test]
+fn alter_applies_a_batch_in_one_write_or_not_at_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("credentials.json");
+    let store = CredentialStore::open(&path).expect("open");
+    store.upsert("old", ScramMechanism::Sha256, credential("pw", ScramMechanism::Sha256, 4096)).expect("upsert");
+    let changes = [
+        CredentialChange::Upsert {
+            user: "alice".into(),
+            mechanism: ScramMechanism::Sha256,
+            credential: credential("pw", ScramMechanism::Sha256, 4096),
+        },
+        CredentialChange::Upsert {
+            user: "alice".into(),
+            mechanism: ScramMechanism::Sha512,
+            credential: credential("pw", ScramMechanism::Sha512, 8192),
+        },
+        CredentialChange::Delete { user: "old".into(), mechanism: ScramMechanism::Sha256 },
+        CredentialChange::Delete { user: "nobody".into(), mechanism: ScramMechanism::Sha256 },
+    ];
+    store.alter(&changes).expect("alter");
+    let expected = vec![("alice".to_owned(), vec![(ScramMechanism::Sha256, 4096), (ScramMechanism::Sha512, 8192)])];
+    assert_eq!(store.list(), expected);
+    // A batch with one bad change changes nothing.
+    let bad = [
+        CredentialChange::Delete { user: "alice".into(), mechanism: ScramMechanism::Sha256 },
+        CredentialChange::Upsert {
+            user: String::new(),
+            mechanism: ScramMechanism::Sha256,
+            credential: credential("pw", ScramMechanism::Sha256, 4096),
+        },
+    ];
+    assert!(matches!(store.alter(&bad), Err(AuthError::InvalidUser(_))));
+    assert_eq!(store.list(), expected);
+    drop(store);
+    assert_eq!(CredentialStore::open(&path).expect("reopen").list(), expected);
 }

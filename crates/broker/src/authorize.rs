@@ -122,6 +122,38 @@ pub fn gate(access: &Access, body: RequestKind, version: i16, would_auto_create:
             )
         }
         RequestKind::DescribeProducers(request) => describe_producers(access, request),
+        // Users' credentials: reading them takes DESCRIBE on the cluster, changing them ALTER.
+        RequestKind::DescribeUserScramCredentials(request) => {
+            if access.cluster(Operation::Describe) {
+                unchanged(RequestKind::DescribeUserScramCredentials(request))
+            } else {
+                Gate::Answer(ResponseKind::DescribeUserScramCredentials(
+                    DescribeUserScramCredentialsResponse::default().with_error_code(CLUSTER_DENIED.code()),
+                ))
+            }
+        }
+        RequestKind::AlterUserScramCredentials(request) => {
+            if access.cluster(Operation::Alter) {
+                return unchanged(RequestKind::AlterUserScramCredentials(request));
+            }
+            let users: std::collections::BTreeSet<StrBytes> = request
+                .deletions
+                .iter()
+                .map(|deletion| deletion.name.clone())
+                .chain(request.upsertions.iter().map(|upsertion| upsertion.name.clone()))
+                .collect();
+            let results = users
+                .into_iter()
+                .map(|user| {
+                    alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default()
+                        .with_user(user)
+                        .with_error_code(CLUSTER_DENIED.code())
+                })
+                .collect();
+            Gate::Answer(ResponseKind::AlterUserScramCredentials(
+                AlterUserScramCredentialsResponse::default().with_results(results),
+            ))
+        }
         other => crate::authorize_group::gate(access, other, version),
     }
 }

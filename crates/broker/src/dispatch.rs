@@ -182,6 +182,10 @@ fn dispatch_body(
         RequestKind::CreateAcls(body) => in_order(async move { handlers::acls::create(&node, &access, body) }),
         RequestKind::DescribeAcls(body) => in_order(async move { handlers::acls::describe(&node, &access, body) }),
         RequestKind::DeleteAcls(body) => in_order(async move { handlers::acls::delete(&node, &access, body) }),
+        RequestKind::DescribeUserScramCredentials(body) => {
+            in_order(async move { handlers::users::describe(&node, body) })
+        }
+        RequestKind::AlterUserScramCredentials(body) => in_order(async move { handlers::users::alter(&node, body) }),
         // The connection answers SASL itself (its state is the connection's); a request that reaches
         // here came outside one, and gets ILLEGAL_SASL_STATE.
         RequestKind::SaslHandshake(_) => in_order(async move {

@@ -57,6 +57,35 @@ pub fn topic_error_code(error: &TopicError) -> ResponseError {
     }
 }
 
+/// The code of an authentication or credential error, as the SASL APIs and the KIP-554 user APIs
+/// answer it. The store's failures are logged here and answered as UNKNOWN_SERVER_ERROR.
+pub fn auth_error_code(error: &once_auth::AuthError) -> ResponseError {
+    use once_auth::AuthError;
+    match error {
+        AuthError::AuthenticationFailed
+        | AuthError::Malformed(_)
+        | AuthError::AuthorizationIdMismatch
+        | AuthError::UnsupportedExtension(_)
+        | AuthError::ServerNotVerified => ResponseError::SaslAuthenticationFailed,
+        AuthError::IllegalState(_) => ResponseError::IllegalSaslState,
+        AuthError::UnsupportedMechanism => ResponseError::UnsupportedSaslMechanism,
+        AuthError::InvalidCredential(_) | AuthError::InvalidUser(_) => ResponseError::UnacceptableCredential,
+        AuthError::Randomness(_)
+        | AuthError::Io { .. }
+        | AuthError::CorruptStore { .. }
+        | AuthError::StoreInUse { .. }
+        | AuthError::StoreLatched { .. } => {
+            tracing::error!(%error, "credential store failed");
+            ResponseError::UnknownServerError
+        }
+        // `AuthError` is non-exhaustive (another crate's): a variant added there is unexpected here.
+        _ => {
+            tracing::error!(%error, "unexpected authentication error");
+            ResponseError::UnknownServerError
+        }
+    }
+}
+
 /// The APIs that answer with the transaction coordinator's errors ([`TxnError`]), named as their
 /// [`ApiKey`](kafka_protocol::messages::ApiKey)s: the code of a refusal depends on the API and its version, and a closed set keeps the
 /// choice exhaustive (an API that starts answering with them must be added here, and decided).

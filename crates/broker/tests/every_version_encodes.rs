@@ -298,6 +298,18 @@ fn request_for(api_key: ApiKey, version: i16, round: usize) -> RequestKind {
                 .with_operation(1)
                 .with_permission_type(1),
         ])),
+        ApiKey::DescribeUserScramCredentials => RequestKind::DescribeUserScramCredentials(
+            DescribeUserScramCredentialsRequest::default()
+                .with_users(Some(vec![describe_user_scram_credentials_request::UserName::default()
+                    .with_name(StrBytes::from_static_str("absent"))])),
+        ),
+        ApiKey::AlterUserScramCredentials => {
+            RequestKind::AlterUserScramCredentials(AlterUserScramCredentialsRequest::default().with_deletions(vec![
+                alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                    .with_name(StrBytes::from_static_str("absent"))
+                    .with_mechanism(1),
+            ]))
+        }
         other => panic!("add a request for {other:?} to this test"),
     }
 }

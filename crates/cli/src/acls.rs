@@ -10,12 +10,15 @@ use kafka_protocol::messages::*;
 use once_acl::{Operation, PatternType, Permission, Principal, ResourceType, CLUSTER_NAME, WILDCARD};
 
 use crate::admin::{check, text, AdminClient};
+use crate::client_settings::ClientSettingsArgs;
 
 #[derive(Args)]
 pub struct AclArgs {
     /// Broker to talk to, HOST:PORT.
     #[arg(long, global = true, env = "ONCE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    #[command(flatten)]
+    client_settings: ClientSettingsArgs,
     #[command(subcommand)]
     command: AclCommand,
 }
@@ -86,7 +89,7 @@ enum AclCommand {
 }
 
 pub fn run(args: AclArgs) -> anyhow::Result<()> {
-    let mut client = AdminClient::connect(&args.bootstrap)?;
+    let mut client = AdminClient::connect_with(&args.bootstrap, &args.client_settings)?;
     match args.command {
         AclCommand::Add { resource, allow_principal, deny_principal, operation, host } => {
             add(&mut client, &resource, &allow_principal, &deny_principal, &operation, &host)

@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use bytes::{Buf, BytesMut};
@@ -19,13 +18,19 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use once_auth::ScramClient;
 use once_wire::ResponseError;
+
+use crate::admin_transport::{self, Transport};
+use crate::client_settings::{AdminSecurity, ClientSettings, ClientSettingsArgs, SaslLogin};
 
 #[derive(Args)]
 pub struct TopicArgs {
     /// Broker to talk to, HOST:PORT.
     #[arg(long, global = true, env = "ONCE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    #[command(flatten)]
+    client_settings: ClientSettingsArgs,
     #[command(subcommand)]
     command: TopicCommand,
 }
@@ -60,22 +65,100 @@ enum TopicCommand {
     },
 }
 
+/// How the admin client reaches brokers: TLS and SASL from the client settings, shared by every
+/// connection a command opens (bootstrap, then a coordinator).
+pub struct Connector {
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sasl: Option<SaslLogin>,
+    client_id: StrBytes,
+}
+
+impl Connector {
+    /// A connector for `security`; reads the certificate files now, so a bad one is reported before
+    /// any connection.
+    pub fn new(security: &AdminSecurity) -> anyhow::Result<Arc<Connector>> {
+        let tls = security.tls.as_ref().map(admin_transport::tls_config).transpose()?;
+        Ok(Arc::new(Connector { tls, sasl: security.sasl.clone(), client_id: text(&security.client_id) }))
+    }
+
+    /// A connector from a command's `--command-config`/`-X` settings.
+    pub fn from_args(args: &ClientSettingsArgs) -> anyhow::Result<Arc<Connector>> {
+        Connector::new(&ClientSettings::load(args)?.admin()?)
+    }
+
+    /// Connects to `address` (HOST:PORT), with TLS and a SASL login as configured.
+    pub fn connect(self: &Arc<Self>, address: &str) -> anyhow::Result<AdminClient> {
+        let transport = admin_transport::connect(address, self.tls.as_ref())?;
+        let mut client = AdminClient { transport, correlation_id: 0, connector: self.clone() };
+        if let Some(login) = &self.sasl {
+            client.authenticate(login).with_context(|| {
+                format!("SASL authentication as '{}' with {} at {address}", login.username, login.mechanism.name())
+            })?;
+        }
+        Ok(client)
+    }
+}
+
 /// A blocking connection that sends one request and reads its response.
 pub struct AdminClient {
-    stream: TcpStream,
+    transport: Transport,
     correlation_id: i32,
+    connector: Arc<Connector>,
 }
 
 impl AdminClient {
+    /// Connects in plaintext, without SASL.
     pub fn connect(bootstrap: &str) -> anyhow::Result<AdminClient> {
-        let stream = TcpStream::connect(bootstrap).with_context(|| format!("connecting to {bootstrap}"))?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        Ok(AdminClient::from_stream(stream))
+        Connector::new(&AdminSecurity { client_id: "once-cli".into(), ..AdminSecurity::default() })?.connect(bootstrap)
     }
 
-    /// Wraps an already connected stream.
-    pub fn from_stream(stream: TcpStream) -> AdminClient {
-        AdminClient { stream, correlation_id: 0 }
+    /// Wraps an already connected stream (plaintext, no SASL).
+    pub fn from_stream(stream: std::net::TcpStream) -> AdminClient {
+        let connector = Arc::new(Connector { tls: None, sasl: None, client_id: StrBytes::from_static_str("once-cli") });
+        AdminClient { transport: Transport::Plain(stream), correlation_id: 0, connector }
+    }
+
+    /// Connects to `bootstrap` with a command's client settings.
+    pub fn connect_with(bootstrap: &str, settings: &ClientSettingsArgs) -> anyhow::Result<AdminClient> {
+        Connector::from_args(settings)?.connect(bootstrap)
+    }
+
+    /// Another connection, to `address`, with this one's security settings (a coordinator).
+    pub fn connect_to(&self, address: &str) -> anyhow::Result<AdminClient> {
+        self.connector.connect(address)
+    }
+
+    /// SaslHandshake v1, then the mechanism's exchange in SaslAuthenticate requests (KIP-152).
+    fn authenticate(&mut self, login: &SaslLogin) -> anyhow::Result<()> {
+        let mechanism = login.mechanism.name();
+        let handshake = self.call(&SaslHandshakeRequest::default().with_mechanism(text(mechanism)), 1)?;
+        if handshake.error_code != 0 {
+            let offered: Vec<&str> = handshake.mechanisms.iter().map(|name| name.as_str()).collect();
+            let detail = format!("the broker offers {}", offered.join(", "));
+            check(handshake.error_code, Some(&text(&detail)), "SaslHandshake")?;
+        }
+        match login.scram() {
+            None => {
+                // PLAIN (RFC 4616): authorization id (empty), user, password.
+                let message = format!("\0{}\0{}", login.username, login.password);
+                self.sasl_authenticate(message.into_bytes())?;
+            }
+            Some(scram) => {
+                let mut exchange = ScramClient::new(scram, &login.username, &login.password)?;
+                let server_first = self.sasl_authenticate(exchange.client_first())?;
+                let client_final = exchange.server_first(&server_first)?;
+                let server_final = self.sasl_authenticate(client_final)?;
+                exchange.server_final(&server_final)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sasl_authenticate(&mut self, auth_bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(auth_bytes.into());
+        let response = self.call(&request, 1)?;
+        check(response.error_code, response.error_message.as_ref(), "authentication failed")?;
+        Ok(response.auth_bytes.to_vec())
     }
 
     /// Sends `request` at `version` and decodes the response.
@@ -86,17 +169,23 @@ impl AdminClient {
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("once-cli")));
+            .with_client_id(Some(self.connector.client_id.clone()));
         let mut body = BytesMut::new();
         header.encode(&mut body, api_key.request_header_version(version))?;
         request.encode(&mut body, version)?;
-        self.stream.write_all(&(body.len() as i32).to_be_bytes())?;
-        self.stream.write_all(&body)?;
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        // One write and a flush: TLS sends a record per write.
+        self.transport.write_all(&frame)?;
+        self.transport.flush()?;
         let mut prefix = [0u8; 4];
-        self.stream.read_exact(&mut prefix).context("reading the response (did the broker close the connection?)")?;
+        self.transport
+            .read_exact(&mut prefix)
+            .context("reading the response (did the broker close the connection?)")?;
         let length = usize::try_from(i32::from_be_bytes(prefix)).context("negative response length")?;
         let mut frame = vec![0u8; length];
-        self.stream.read_exact(&mut frame)?;
+        self.transport.read_exact(&mut frame)?;
         let mut frame = bytes::Bytes::from(frame);
         let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version))?;
         anyhow::ensure!(header.correlation_id == self.correlation_id, "response correlation id mismatch");
@@ -125,7 +214,7 @@ pub(crate) fn text(value: &str) -> StrBytes {
 }
 
 pub fn run(args: TopicArgs) -> anyhow::Result<()> {
-    let mut client = AdminClient::connect(&args.bootstrap)?;
+    let mut client = AdminClient::connect_with(&args.bootstrap, &args.client_settings)?;
     match args.command {
         TopicCommand::Create { name, partitions, configs } => create(&mut client, &name, partitions, &configs),
         TopicCommand::List => list(&mut client),

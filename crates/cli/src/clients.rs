@@ -16,6 +16,8 @@ pub struct ProduceArgs {
     /// Broker to talk to, HOST:PORT.
     #[arg(long, env = "ONCE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    #[command(flatten)]
+    client_settings: crate::client_settings::ClientSettingsArgs,
     /// Key of every record.
     #[arg(long, conflicts_with = "key_separator")]
     key: Option<String>,
@@ -39,6 +41,8 @@ pub struct ConsumeArgs {
     /// Broker to talk to, HOST:PORT.
     #[arg(long, env = "ONCE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    #[command(flatten)]
+    client_settings: crate::client_settings::ClientSettingsArgs,
     /// Start at the first offset of each partition (default: the end).
     #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
@@ -74,14 +78,27 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
     config
 }
 
+/// [`client_config`] with a command's `--command-config`/`-X` settings over it (before the
+/// command's own settings, so what a command needs for its guarantees — acks, isolation level,
+/// transactional id — stays the command's).
+pub fn client_config_with(
+    bootstrap: &str,
+    settings: &crate::client_settings::ClientSettingsArgs,
+) -> anyhow::Result<ClientConfig> {
+    let mut config = client_config(bootstrap);
+    crate::client_settings::ClientSettings::load(settings)?.apply_to(&mut config);
+    Ok(config)
+}
+
 pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    let producer: ThreadedProducer<DefaultProducerContext> = client_config(&args.bootstrap)
-        .set("acks", "all")
-        .set("compression.type", &args.compression)
-        .set("enable.idempotence", "false")
-        .set("message.timeout.ms", "60000")
-        .create()
-        .context("creating the producer")?;
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        client_config_with(&args.bootstrap, &args.client_settings)?
+            .set("acks", "all")
+            .set("compression.type", &args.compression)
+            .set("enable.idempotence", "false")
+            .set("message.timeout.ms", "60000")
+            .create()
+            .context("creating the producer")?;
     let mut headers = OwnedHeaders::new();
     for pair in &args.headers {
         let (key, value) = pair.split_once('=').with_context(|| format!("header '{pair}' is not KEY=VALUE"))?;
@@ -129,7 +146,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
 }
 
 pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = client_config(&args.bootstrap)
+    let consumer: BaseConsumer = client_config_with(&args.bootstrap, &args.client_settings)?
         .set("enable.auto.commit", "false")
         .set("group.id", "once-consume")
         .set("enable.partition.eof", "false")

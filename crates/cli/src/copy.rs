@@ -35,6 +35,8 @@ pub struct CopyArgs {
     /// Broker to talk to, HOST:PORT.
     #[arg(long, env = "ONCE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    #[command(flatten)]
+    client_settings: crate::client_settings::ClientSettingsArgs,
     /// Topic to read; every partition is copied.
     #[arg(long, value_name = "TOPIC")]
     from: String,
@@ -333,7 +335,7 @@ pub fn run(args: CopyArgs) -> anyhow::Result<()> {
 
 impl Copier {
     fn connect(args: CopyArgs) -> anyhow::Result<Copier> {
-        let consumer: BaseConsumer = crate::clients::client_config(&args.bootstrap)
+        let consumer: BaseConsumer = crate::clients::client_config_with(&args.bootstrap, &args.client_settings)?
             .set("group.id", &args.group)
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
@@ -348,7 +350,7 @@ impl Copier {
     }
 
     fn producer(args: &CopyArgs) -> anyhow::Result<CopyProducer> {
-        let mut config = crate::clients::client_config(&args.bootstrap);
+        let mut config = crate::clients::client_config_with(&args.bootstrap, &args.client_settings)?;
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")

@@ -18,6 +18,8 @@ pub struct GroupArgs {
     /// Broker to talk to, HOST:PORT.
     #[arg(long, global = true, env = "ONCE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    #[command(flatten)]
+    client_settings: crate::client_settings::ClientSettingsArgs,
     #[command(subcommand)]
     command: GroupCommand,
 }
@@ -49,7 +51,7 @@ enum GroupCommand {
 }
 
 pub fn run(args: GroupArgs) -> anyhow::Result<()> {
-    let mut client = AdminClient::connect(&args.bootstrap)?;
+    let mut client = AdminClient::connect_with(&args.bootstrap, &args.client_settings)?;
     match args.command {
         GroupCommand::List => list(&mut client),
         GroupCommand::Describe { group } => describe(&mut client, &group),

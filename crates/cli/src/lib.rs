@@ -3,6 +3,10 @@
 //! # Layout
 //! - [`serve`] — `once serve`, with configuration from flags, `ONCE_*` variables and `once.toml`.
 //! - [`admin`] — a small blocking Kafka client over `kafka-protocol`, and `once topic …`.
+//! - [`admin_transport`] — the admin client's connection: TCP, TLS (rustls), its certificate checks.
+//! - [`client_settings`] — `--command-config FILE` and `-X KEY=VALUE`, the Kafka client settings
+//!   every client command takes; all of them for librdkafka, the security ones for the admin client.
+//! - [`users`] — `once user …`: SCRAM users over KIP-554, salted passwords made on the client.
 //! - [`clients`] — `once produce` and `once consume`, on librdkafka.
 //! - [`groups`] — `once group …`: list, describe with lag, reset offsets, delete.
 //! - [`copy`] — `once copy`: a transactional consume-transform-produce copier, on librdkafka.
@@ -16,6 +20,8 @@
 
 pub mod acls;
 pub mod admin;
+pub mod admin_transport;
+pub mod client_settings;
 pub mod clients;
 pub mod copy;
 pub mod groups;
@@ -24,4 +30,5 @@ pub mod outbox;
 pub mod serve;
 pub mod sink;
 pub mod txn;
+pub mod users;
 pub mod worker;

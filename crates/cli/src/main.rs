@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use once_cli::{acls, admin, clients, copy, groups, outbox, serve, sink, txn};
+
+use once_cli::{acls, admin, clients, copy, groups, outbox, serve, sink, txn, users};
 
 mod alloc;
 
@@ -37,6 +38,8 @@ enum Command {
     Txn(txn::TxnArgs),
     /// Add, list and remove ACLs (with `once serve --authorization true`).
     Acl(acls::AclArgs),
+    /// Create, list and delete SCRAM users (KIP-554).
+    User(users::UserArgs),
     /// Apply each record's effect to PostgreSQL or SQLite exactly once, positions in the same
     /// database transaction.
     Sink(sink::SinkArgs),
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Copy(args) => copy::run(args),
         Command::Txn(args) => txn::run(args),
         Command::Acl(args) => acls::run(args),
+        Command::User(args) => users::run(args),
         Command::Sink(args) => sink::run(args),
         Command::Outbox(args) => outbox::run(args),
         Command::Produce(args) => clients::produce(args),

@@ -10,13 +10,15 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::clients::client_config;
+use crate::clients::client_config_with;
 
 #[derive(Args)]
 pub struct OutboxArgs {
     /// Broker to talk to, HOST:PORT (any Kafka-compatible cluster).
     #[arg(long, env = "ONCE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    #[command(flatten)]
+    client_settings: crate::client_settings::ClientSettingsArgs,
     /// sqlite://PATH or postgres://user:pass@host:port/db.
     #[arg(long, env = "ONCE_OUTBOX_DATABASE", value_name = "URL")]
     database: String,
@@ -88,7 +90,12 @@ pub fn run(args: OutboxArgs) -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(args.poll_ms),
         partitions: args.partitions,
     };
-    let summary = once_outbox::run(client_config(&args.bootstrap), source.as_mut(), &options, &stop)?;
+    let summary = once_outbox::run(
+        client_config_with(&args.bootstrap, &args.client_settings)?,
+        source.as_mut(),
+        &options,
+        &stop,
+    )?;
     crate::report!(
         "once outbox: stopped; relayed {} rows in {} batches, created {} topics",
         summary.retired,

@@ -10,13 +10,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Args;
 
-use crate::clients::client_config;
+use crate::clients::client_config_with;
 
 #[derive(Args)]
 pub struct SinkArgs {
     /// Broker to talk to, HOST:PORT (any Kafka-compatible cluster).
     #[arg(long, env = "ONCE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    #[command(flatten)]
+    client_settings: crate::client_settings::ClientSettingsArgs,
     /// Consumer group: assigns partitions, and names this sink's rows in the position table.
     #[arg(long, value_name = "NAME")]
     group: String,
@@ -83,7 +85,7 @@ pub fn run(args: SinkArgs) -> anyhow::Result<()> {
         delivery: args.at_least_once.map_or(once_sink::Delivery::ExactlyOnce, once_sink::Delivery::AtLeastOnce),
         ..once_sink::SinkOptions::new(args.group, args.topics)
     };
-    let mut config = client_config(&args.bootstrap);
+    let mut config = client_config_with(&args.bootstrap, &args.client_settings)?;
     config.set("session.timeout.ms", args.session_timeout_ms.to_string());
     // librdkafka requires heartbeats well inside the session.
     config.set("heartbeat.interval.ms", (args.session_timeout_ms / 3).min(3000).to_string());
@@ -104,7 +106,7 @@ pub fn run(args: SinkArgs) -> anyhow::Result<()> {
 fn status(args: &SinkArgs) -> anyhow::Result<()> {
     // Read-only: a mistyped path is an error, not a new empty database; nothing is created.
     let mut backend = once_sink::open_reader(&args.database).context("opening the database")?;
-    let config = client_config(&args.bootstrap);
+    let config = client_config_with(&args.bootstrap, &args.client_settings)?;
     let partitions = once_sink::status::status(backend.as_mut(), &args.group, Some(&config), Duration::from_secs(2))?;
     if partitions.is_empty() {
         println!("sink {}: no positions stored yet in {}", args.group, args.database);

@@ -24,6 +24,8 @@ pub struct TxnArgs {
     /// Broker to talk to, HOST:PORT.
     #[arg(long, global = true, env = "ONCE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    #[command(flatten)]
+    client_settings: crate::client_settings::ClientSettingsArgs,
     #[command(subcommand)]
     command: TxnCommand,
 }
@@ -83,7 +85,7 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 const ABORT_WAIT: Duration = Duration::from_secs(30);
 
 pub fn run(args: TxnArgs) -> anyhow::Result<()> {
-    let mut client = AdminClient::connect(&args.bootstrap)?;
+    let mut client = AdminClient::connect_with(&args.bootstrap, &args.client_settings)?;
     match args.command {
         TxnCommand::List { states } => list(&mut client, &states),
         TxnCommand::Describe { transactional_id } => {
@@ -141,7 +143,7 @@ fn find_coordinator(client: &mut AdminClient, transactional_id: &str) -> anyhow:
 
 fn connect_coordinator(client: &mut AdminClient, transactional_id: &str) -> anyhow::Result<AdminClient> {
     let address = find_coordinator(client, transactional_id)?;
-    AdminClient::connect(&address).with_context(|| format!("connecting to the transaction coordinator {address}"))
+    client.connect_to(&address).with_context(|| format!("connecting to the transaction coordinator {address}"))
 }
 
 fn describe(coordinator: &mut AdminClient, transactional_id: &str) -> anyhow::Result<TransactionState> {
@@ -232,7 +234,7 @@ fn abort_by_id(client: &mut AdminClient, bootstrap: &str, transactional_id: &str
         let retry = match ResponseError::try_from_code(response.error_code) {
             None => break response,
             Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) => {
-                coordinator = connect_coordinator(&mut AdminClient::connect(bootstrap)?, transactional_id)?;
+                coordinator = connect_coordinator(&mut client.connect_to(bootstrap)?, transactional_id)?;
                 true
             }
             Some(ResponseError::ConcurrentTransactions | ResponseError::CoordinatorLoadInProgress) => true,

@@ -15,7 +15,7 @@ mod support;
 
 use std::process::{Command, Output};
 
-use support::certs::{certificates, kcat};
+use support::security::{certificates, kcat};
 use support::{free_port, once, BrokerProcess};
 
 fn text(output: &Output) -> String {
@@ -84,6 +84,40 @@ fn acls_decide_what_real_clients_may_do() {
     );
     // Denials are logged with the principal and what was refused.
     assert!(broker.log().contains("authorization denied"), "denials are logged");
+
+    // `once acl` and `once user` with --command-config: the super user may, alice may not.
+    let properties = |user: &str| {
+        let file = dir.join(format!("{user}.properties"));
+        let text = format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.username={user}\nsasl.password={user}-secret\nssl.ca.location={ca}\n"
+        );
+        std::fs::write(&file, text).expect("properties");
+        file.display().to_string()
+    };
+    let (admin_config, alice_config) = (properties("admin"), properties("alice"));
+    let listed = once(&["acl", "list", "--bootstrap", &sasl_at, "--command-config", &admin_config]);
+    assert!(listed.contains("User:alice\tALLOW\tALL\t*\tTOPIC\tPREFIXED\tpayments"), "{listed}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["acl", "list", "--bootstrap", &sasl_at, "--command-config", &alice_config])
+        .output()
+        .expect("run once");
+    assert!(
+        !refused.status.success() && text(&refused).contains("ClusterAuthorizationFailed"),
+        "alice may not list ACLs: {}",
+        text(&refused)
+    );
+    let refused = Command::new(env!("CARGO_BIN_EXE_once"))
+        .args(["user", "create", "mallory", "--bootstrap", &sasl_at, "--command-config", &alice_config])
+        .env("ONCE_USER_PASSWORD", "mallory-secret")
+        .output()
+        .expect("run once");
+    assert!(
+        !refused.status.success() && text(&refused).contains("ClusterAuthorizationFailed"),
+        "alice may not create users: {}",
+        text(&refused)
+    );
+    let users = once(&["user", "list", "--bootstrap", &sasl_at, "--command-config", &admin_config]);
+    assert!(users.contains("alice") && !users.contains("mallory"), "{users}");
 
     // kcat (librdkafka, the system's): bob may read payments but not write it; nothing of his stored.
     let before = kcat(&["-C", "-b", &sasl_at, "-t", "payments", "-e", "-q"], &scram("admin", &ca), None);

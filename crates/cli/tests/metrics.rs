@@ -50,7 +50,9 @@ fn fsync_lso_lag_open_transactions_and_group_lag_are_exported() {
     assert!(produces >= 1.0, "{text}");
     assert_eq!(value(&text, "once_request_seconds_count{api=\"CreateTopics\"}"), Some(2.0), "{text}");
     assert!(value(&text, "once_connections_accepted_total").expect("connections accepted") >= 3.0, "{text}");
-    assert!(value(&text, "once_connections").is_some() && value(&text, "once_authorization_denials_total") == Some(0.0));
+    assert!(
+        value(&text, "once_connections").is_some() && value(&text, "once_authorization_denials_total") == Some(0.0)
+    );
 
     // A transaction left open on orders/0: three records the LSO holds back.
     let txn = transactional_producer(&bootstrap, "metrics-txn", 60_000);

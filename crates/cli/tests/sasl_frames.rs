@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use kafka_protocol::messages::{ApiKey, RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use support::certs::kcat;
+use support::security::kcat;
 use support::{free_port, BrokerProcess};
 
 /// xorshift64*: reproducible from the seed the test prints.

@@ -15,10 +15,10 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-use support::certs::{certificates, kcat};
+use support::security::{certificates, kcat, text};
 use support::{free_port, BrokerProcess};
 
 fn settings(protocol: &str, mechanism: Option<&str>, password: &str, dir: &Path) -> Vec<String> {
@@ -34,10 +34,6 @@ fn settings(protocol: &str, mechanism: Option<&str>, password: &str, dir: &Path)
         settings.push(format!("ssl.ca.location={}", dir.join("ca.pem").display()));
     }
     settings
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
 #[test]

@@ -83,6 +83,9 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
     same(ApiKey::DescribeAcls, 1, 3),
     same(ApiKey::CreateAcls, 1, 3),
     same(ApiKey::DeleteAcls, 1, 3),
+    // Users' SCRAM credentials (KIP-554); v0 only in Kafka.
+    same(ApiKey::DescribeUserScramCredentials, 0, 0),
+    same(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The entry for `api_key`, if Once serves that API at all.

@@ -120,3 +120,16 @@ impl TestClient {
         }
     }
 }
+
+/// RFC 7677 section 3's example exchange (SCRAM-SHA-256, user "user", password "pencil").
+pub mod rfc7677 {
+    pub const RFC_CLIENT_NONCE: &str = "rOprNGfwEbeRWgbNEkqO";
+    pub const RFC_CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+    pub const RFC_SERVER_NONCE_SUFFIX: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    pub const RFC_SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
+    pub const RFC_SERVER_FIRST: &str =
+        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+    pub const RFC_CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+                                    p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    pub const RFC_SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+}

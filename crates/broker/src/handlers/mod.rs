@@ -14,6 +14,7 @@
 //! - [`configs`] — DescribeConfigs, AlterConfigs, IncrementalAlterConfigs.
 //! - [`cluster`] — DescribeCluster.
 //! - [`group`] — the group APIs: membership, offsets, group admin, TxnOffsetCommit's translation.
+//! - [`users`] — Describe/AlterUserScramCredentials (KIP-554) over the node's credential store.
 
 pub mod acls;
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod metadata;
 pub mod produce;
 pub mod producer;
 pub mod txn;
+pub mod users;
 
 use kafka_protocol::protocol::StrBytes;
 

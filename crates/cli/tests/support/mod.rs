@@ -2,8 +2,8 @@
 //! directory, killed with SIGKILL or stopped with SIGTERM, restarted on the same data.
 #![allow(dead_code)]
 
-pub mod certs;
 pub mod proxy;
+pub mod security;
 pub mod txn;
 
 use std::net::{TcpListener, TcpStream};

@@ -1,4 +1,4 @@
-//! Test certificates made with openssl, and kcat (the system's, with TLS and SASL) to use them.
+//! What the security tests share: a throw-away CA and certificates made with openssl, and kcat.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,7 +10,8 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
 }
 
-/// A CA, a broker certificate for localhost/127.0.0.1 and a client certificate, in `dir`.
+/// A CA, a broker certificate for localhost/127.0.0.1, one for elsewhere.example only, and a client
+/// certificate, in `dir`.
 pub fn certificates(dir: &Path) {
     openssl(
         dir,
@@ -33,9 +34,13 @@ pub fn certificates(dir: &Path) {
     std::fs::write(dir.join("broker.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("ext");
     // A v3 certificate (webpki accepts no v1), for client authentication.
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
-    for (name, subject, extensions) in
-        [("broker", "/CN=localhost", Some("broker.ext")), ("client", "/CN=billing", Some("client.ext"))]
-    {
+    // A broker certificate for another name: a client checking the host name refuses it.
+    std::fs::write(dir.join("elsewhere.ext"), "subjectAltName=DNS:elsewhere.example\n").expect("ext");
+    for (name, subject, extensions) in [
+        ("broker", "/CN=localhost", Some("broker.ext")),
+        ("client", "/CN=billing", Some("client.ext")),
+        ("elsewhere", "/CN=elsewhere.example", Some("elsewhere.ext")),
+    ] {
         openssl(
             dir,
             &[
@@ -76,8 +81,8 @@ pub fn certificates(dir: &Path) {
 
 pub fn kcat(args: &[&str], settings: &[String], input: Option<&str>) -> Output {
     let mut command = Command::new("kcat");
-    // cargo points LD_LIBRARY_PATH at the build's own librdkafka (bundled by rdkafka-sys, without
-    // OpenSSL); kcat must load the system's, which has TLS and SASL.
+    // cargo points LD_LIBRARY_PATH at the build's own libraries; kcat must load the system's
+    // librdkafka, which it was built against.
     command.env_remove("LD_LIBRARY_PATH").args(args).args(["-m", "10"]);
     for setting in settings {
         command.args(["-X", setting]);
@@ -92,4 +97,8 @@ pub fn kcat(args: &[&str], settings: &[String], input: Option<&str>) -> Output {
         child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
     }
     child.wait_with_output().expect("kcat output")
+}
+
+pub fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
