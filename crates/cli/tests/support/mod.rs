@@ -40,10 +40,20 @@ impl BrokerProcess {
     /// Starts a broker whose `--listener`s are in `extra_args`; `plaintext_port` is the port of its
     /// PLAINTEXT listener, which `bootstrap()` names and readiness is checked on.
     pub fn start_with_listeners(extra_args: &[&str], plaintext_port: u16) -> BrokerProcess {
+        BrokerProcess::start_with_listeners_in(extra_args, plaintext_port, None)
+    }
+
+    /// [`BrokerProcess::start_with_listeners`] with its data in `data_dir` (default: a fresh
+    /// temporary directory).
+    pub fn start_with_listeners_in(
+        extra_args: &[&str],
+        plaintext_port: u16,
+        data_dir: Option<PathBuf>,
+    ) -> BrokerProcess {
         let temp = tempfile::tempdir().expect("temp dir");
         let mut broker = BrokerProcess {
             log_path: temp.path().join("broker.log"),
-            data_dir: temp.path().join("data"),
+            data_dir: data_dir.unwrap_or_else(|| temp.path().join("data")),
             port: plaintext_port,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             child: None,
