@@ -72,7 +72,14 @@ impl Curl {
         command.arg(format!("{}{path}", self.base)).output().expect("run curl")
     }
 
-    fn call(&self, method: &str, path: &str, credentials: Option<&str>, headers: &[&str], body: Option<&str>) -> Answer {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        credentials: Option<&str>,
+        headers: &[&str],
+        body: Option<&str>,
+    ) -> Answer {
         let output = self.run(method, path, credentials, headers, body);
         let text = String::from_utf8_lossy(&output.stdout).to_string();
         assert!(output.status.success(), "curl {method} {path}: {text}{}", String::from_utf8_lossy(&output.stderr));
@@ -144,8 +151,7 @@ fn https_basic_auth_and_acls_decide_what_http_callers_may_do() {
     );
     let (plain, sasl_ssl, https, metrics) = (free_port(), free_port(), free_port(), free_port());
     let listeners = [format!("PLAINTEXT://127.0.0.1:{plain}"), format!("SASL_SSL://127.0.0.1:{sasl_ssl}")];
-    let (https_listen, metrics_listen) =
-        (format!("https://127.0.0.1:{https}"), format!("http://127.0.0.1:{metrics}"));
+    let (https_listen, metrics_listen) = (format!("https://127.0.0.1:{https}"), format!("http://127.0.0.1:{metrics}"));
     let (cert, key, ca) = (path("broker.pem"), path("broker.key"), path("ca.pem"));
     let mut args = vec!["--tls-cert", &cert, "--tls-key", &key];
     for listener in &listeners {
