@@ -164,16 +164,26 @@ pub async fn authenticate(State(state): State<Arc<HttpState>>, mut request: Requ
 }
 
 /// The user's password checked against the stored SCRAM verifiers, as a SASL PLAIN login: PBKDF2
-/// with the user's salt, off the async workers; an unknown user costs the same.
+/// with the user's salt, off the async workers; an unknown user costs the same. A login already
+/// verified against the user's current verifier is not derived again ([`crate::logins`]).
 async fn check_password(state: &HttpState, user: String, password: String) -> Result<String, String> {
     let Some(store) = state.node.credentials.clone() else {
         return Err("the broker has no credential store".to_string());
     };
+    if state.logins.as_ref().is_some_and(|logins| logins.contains(&store, &user, &password)) {
+        return Ok(user);
+    }
     // The PLAIN message `\0user\0password`: a NUL inside either makes it malformed, so refused.
     let message = [b"\0", user.as_bytes(), b"\0", password.as_bytes()].concat();
-    let checked = tokio::task::spawn_blocking(move || once_auth::authenticate_plain(&message, &*store)).await;
+    let checker = store.clone();
+    let checked = tokio::task::spawn_blocking(move || once_auth::authenticate_plain(&message, &*checker)).await;
     match checked {
-        Ok(Ok(user)) => Ok(user),
+        Ok(Ok(user)) => {
+            if let Some(logins) = &state.logins {
+                logins.insert(&store, &user, &password);
+            }
+            Ok(user)
+        }
         Ok(Err(error)) => Err(error.to_string()),
         Err(error) => Err(error.to_string()),
     }

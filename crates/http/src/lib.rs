@@ -6,6 +6,7 @@
 //!   address of each request, [`serve`].
 //! - [`auth`]: Basic credentials checked against the SASL users, `User:ANONYMOUS` without; the ACL
 //!   check each handler makes (403 problems). docs/design/http.md, "Authentication and ACLs".
+//! - [`logins`]: logins already verified, so a caller's every request does not pay PBKDF2.
 //!
 //! - `POST /v3/clusters/{cluster_id}/topics/{topic}/records`: the REST Proxy v3 produce, with
 //!   `Idempotency-Key` ([`idempotency`], [`produce`]; docs/design/http.md).
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod idempotency;
 pub mod listen;
+pub mod logins;
 pub mod metrics;
 pub mod partitioner;
 pub mod problem;
@@ -54,13 +56,16 @@ pub struct HttpState {
     pub node: Arc<Node>,
     /// Whether the listener is HTTPS: Basic credentials over plain HTTP are taken only from this host.
     scheme: Scheme,
+    /// Basic logins already verified (`None`: no randomness for its key; every login is derived).
+    logins: Option<logins::VerifiedLogins>,
     in_flight: Arc<InFlight>,
     round_robin: AtomicU32,
 }
 
 impl HttpState {
     fn new(node: Arc<Node>, scheme: Scheme) -> Arc<HttpState> {
-        Arc::new(HttpState { node, scheme, in_flight: Arc::default(), round_robin: AtomicU32::new(0) })
+        let logins = logins::VerifiedLogins::new();
+        Arc::new(HttpState { node, scheme, logins, in_flight: Arc::default(), round_robin: AtomicU32::new(0) })
     }
 
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Problem> {
