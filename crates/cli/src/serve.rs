@@ -117,14 +117,17 @@ pub struct ServeArgs {
     /// of the index move to files in the topic's directory [default: 1073741824].
     #[arg(long, env = "ONCE_DEDUP_MEMORY_BYTES")]
     dedup_memory_bytes: Option<usize>,
-    /// Serve the metrics alone (GET /metrics, OpenMetrics text) on HOST:PORT [default: off];
-    /// --http-listen serves them too.
-    #[arg(long, env = "ONCE_METRICS_LISTEN", value_name = "HOST:PORT")]
+    /// Serve the metrics alone (GET /metrics, OpenMetrics text) on [https://]HOST:PORT
+    /// [default: off]; --http-listen serves them too. With --authorization, scraping needs
+    /// DESCRIBE on the cluster.
+    #[arg(long, env = "ONCE_METRICS_LISTEN", value_name = "[https://]HOST:PORT")]
     metrics_listen: Option<String>,
-    /// Serve HTTP on HOST:PORT [default: off]: REST Proxy v3 produce with Idempotency-Key
+    /// Serve HTTP on HOST:PORT or http://HOST:PORT, HTTPS on https://HOST:PORT (with --tls-cert and
+    /// --tls-key) [default: off]: REST Proxy v3 produce with Idempotency-Key
     /// (POST /v3/clusters/{cluster_id}/topics/{topic}/records), GET /v3/clusters, GET /metrics,
-    /// GET /openapi.json (docs/design/http.md).
-    #[arg(long, env = "ONCE_HTTP_LISTEN", value_name = "HOST:PORT")]
+    /// GET /openapi.json; Basic authentication with the SASL users, the same ACLs
+    /// (docs/design/http.md).
+    #[arg(long, env = "ONCE_HTTP_LISTEN", value_name = "[https://]HOST:PORT")]
     http_listen: Option<String>,
     /// Free bytes to keep on the data directory's filesystem: below it, produce is refused with a
     /// retriable KAFKA_STORAGE_ERROR (HTTP 507) while offsets, transactions and retention go on, and
@@ -274,6 +277,7 @@ impl ServeArgs {
         Ok(NodeConfig {
             authorization,
             super_users,
+            http_users: self.http_listen.is_some() || self.metrics_listen.is_some(),
             listen: self.listen.clone().unwrap_or(defaults.listen),
             advertised_listener: bare.into_iter().next(),
             advertised_listeners: named,
@@ -354,8 +358,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     warn_if_test_hooks_missing();
     let config = args.broker_config()?;
     validate(&config)?;
-    let http_listen = args.http_listen.clone();
-    let metrics_listen = args.metrics_listen.clone();
+    let http_listen = http_address("--http-listen", &args.http_listen)?;
+    let metrics_listen = http_address("--metrics-listen", &args.metrics_listen)?;
     if config.topic_defaults.unsafe_skip_fsync {
         tracing::warn!("UNSAFE: --unsafe-skip-fsync is on; acknowledged writes can be lost on a crash");
     }
@@ -382,19 +386,33 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
         let mut http = Vec::new();
         // --metrics-listen: GET /metrics alone (kept from before --http-listen, which serves it too).
-        for (flag, address, router) in [
-            ("--http-listen", &http_listen, http_listen.as_ref().map(|_| once_http::router(broker.clone()))),
-            ("--metrics-listen", &metrics_listen, metrics_listen.as_ref().map(|_| once_http::metrics_router(broker.clone()))),
-        ] {
-            let (Some(address), Some(router)) = (address, router) else { continue };
-            let listener =
-                tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {flag} {address}"))?;
-            tracing::info!(%flag, address = %listener.local_addr()?, "serving HTTP");
+        for (flag, address, metrics_only) in [("--http-listen", http_listen, false), ("--metrics-listen", metrics_listen, true)] {
+            let Some(address) = address else { continue };
+            let router = if metrics_only {
+                once_http::metrics_router(broker.clone(), address.scheme)
+            } else {
+                once_http::router(broker.clone(), address.scheme)
+            };
+            let tls = match (address.scheme, &broker.config.tls) {
+                (once_http::listen::Scheme::Http, _) => None,
+                (once_http::listen::Scheme::Https, Some(files)) => Some(
+                    once_http::listen::tls_acceptor(&files.cert, &files.key).map_err(|error| anyhow::anyhow!("{flag}: {error}"))?,
+                ),
+                (once_http::listen::Scheme::Https, None) => anyhow::bail!("{flag} https://… needs --tls-cert and --tls-key"),
+            };
+            let listener = tokio::net::TcpListener::bind(&address.address)
+                .await
+                .with_context(|| format!("binding {flag} {}", address.address))?;
+            let local = listener.local_addr()?;
+            tracing::info!(%flag, address = %local, https = tls.is_some(), "serving HTTP");
+            if tls.is_none() && !once_http::listen::is_loopback(local.ip()) {
+                tracing::warn!(%flag, address = %local, "plain HTTP beyond loopback: Basic credentials from other hosts are refused (they would cross the network in clear); use https://");
+            }
             let mut stopped = http_stopped.clone();
             let shutdown = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
-            http.push(tokio::spawn(once_http::serve(listener, router, shutdown)));
+            http.push(tokio::spawn(once_http::serve(listener, tls, router, shutdown)));
         }
         tracing::info!(min_free_bytes = broker.floor.floor(), "free-space floor: produce is refused below it");
         for (listener, address) in server.local_addrs() {
@@ -423,6 +441,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await;
         anyhow::Ok(())
     })
+}
+
+/// A `--http-listen`/`--metrics-listen` value: `[http://|https://]HOST:PORT`.
+fn http_address(flag: &str, text: &Option<String>) -> anyhow::Result<Option<once_http::listen::ListenAddress>> {
+    text.as_deref()
+        .map(|text| once_http::listen::ListenAddress::parse(text).map_err(|error| anyhow::anyhow!("{flag} {error}")))
+        .transpose()
 }
 
 /// The environment variable naming the transaction coordinator's test crash point.

@@ -1,5 +1,12 @@
-//! `once-http`: Once's HTTP edge (`once serve --http-listen HOST:PORT`). Translation only, like the
-//! Kafka edge: the node does the work.
+//! `once-http`: Once's HTTP edge (`once serve --http-listen [https://]HOST:PORT`). Translation only,
+//! like the Kafka edge: the node does the work.
+//!
+//! # Layout
+//! - [`listen`]: plain HTTP or HTTPS (rustls, the broker's certificate, through once-tls), the peer
+//!   address of each request, [`serve`].
+//! - [`auth`]: Basic credentials checked against the SASL users, `User:ANONYMOUS` without; the ACL
+//!   check each handler makes (403 problems). docs/design/http.md, "Authentication and ACLs".
+//! - [`logins`]: logins already verified, so a caller's every request does not pay PBKDF2.
 //!
 //! - `POST /v3/clusters/{cluster_id}/topics/{topic}/records`: the REST Proxy v3 produce, with
 //!   `Idempotency-Key` ([`idempotency`], [`produce`]; docs/design/http.md).
@@ -11,7 +18,10 @@
 //!
 //! Errors are problem documents ([`problem`]).
 
+pub mod auth;
 pub mod idempotency;
+pub mod listen;
+pub mod logins;
 pub mod metrics;
 pub mod partitioner;
 pub mod problem;
@@ -22,14 +32,18 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use once_acl::{Operation, ResourceType, CLUSTER_NAME};
 use once_node::Node;
 
+use crate::auth::Caller;
 use crate::idempotency::InFlight;
+pub use crate::listen::serve;
+use crate::listen::Scheme;
 use crate::problem::Problem;
 
 /// Largest request body read; a record is further bounded by its topic's `max.message.bytes`.
@@ -40,13 +54,18 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 pub struct HttpState {
     pub node: Arc<Node>,
+    /// Whether the listener is HTTPS: Basic credentials over plain HTTP are taken only from this host.
+    scheme: Scheme,
+    /// Basic logins already verified (`None`: no randomness for its key; every login is derived).
+    logins: Option<logins::VerifiedLogins>,
     in_flight: Arc<InFlight>,
     round_robin: AtomicU32,
 }
 
 impl HttpState {
-    fn new(node: Arc<Node>) -> Arc<HttpState> {
-        Arc::new(HttpState { node, in_flight: Arc::default(), round_robin: AtomicU32::new(0) })
+    fn new(node: Arc<Node>, scheme: Scheme) -> Arc<HttpState> {
+        let logins = logins::VerifiedLogins::new();
+        Arc::new(HttpState { node, scheme, logins, in_flight: Arc::default(), round_robin: AtomicU32::new(0) })
     }
 
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Problem> {
@@ -65,9 +84,10 @@ impl HttpState {
     }
 }
 
-/// The router over `node`.
-pub fn router(node: Arc<Node>) -> Router {
-    let state = HttpState::new(node);
+/// The router over `node`, for a listener of `scheme`. Every request is authenticated first
+/// ([`auth::authenticate`]).
+pub fn router(node: Arc<Node>, scheme: Scheme) -> Router {
+    let state = HttpState::new(node, scheme);
     Router::new()
         .route("/v3/clusters", get(clusters))
         .route("/v3/clusters/{cluster_id}", get(cluster))
@@ -85,25 +105,19 @@ pub fn router(node: Arc<Node>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(REQUEST_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state)
 }
 
-/// A router with `GET /metrics` only (`--metrics-listen`).
-pub fn metrics_router(node: Arc<Node>) -> Router {
-    let state = HttpState::new(node);
+/// A router with `GET /metrics` only (`--metrics-listen`), authenticated and checked as on
+/// `--http-listen`.
+pub fn metrics_router(node: Arc<Node>, scheme: Scheme) -> Router {
+    let state = HttpState::new(node, scheme);
     Router::new()
         .route("/metrics", get(metrics))
         .fallback(|| async { Problem::not_found("try GET /metrics") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state)
-}
-
-/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests in progress.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 fn cluster_body(state: &HttpState) -> serde_json::Value {
@@ -117,7 +131,11 @@ fn cluster_body(state: &HttpState) -> serde_json::Value {
     })
 }
 
-async fn clusters(State(state): State<Arc<HttpState>>) -> Response {
+/// Describing the cluster needs DESCRIBE on it, as the Kafka edge's DescribeCluster.
+async fn clusters(State(state): State<Arc<HttpState>>, Extension(caller): Extension<Caller>) -> Response {
+    if let Err(problem) = caller.require(&state, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+        return problem.into_response();
+    }
     axum::Json(serde_json::json!({
         "kind": "KafkaClusterList",
         "metadata": {"self": "/v3/clusters", "next": null},
@@ -131,18 +149,30 @@ fn cluster_id(path: Result<Path<String>, PathRejection>) -> Result<String, Probl
     path.map(|Path(id)| id).map_err(|rejection| Problem::bad_request(format!("the path: {rejection}")))
 }
 
-async fn cluster(State(state): State<Arc<HttpState>>, path: Result<Path<String>, PathRejection>) -> Response {
+async fn cluster(
+    State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
     let cluster_id = match cluster_id(path) {
         Ok(id) => id,
         Err(problem) => return problem.into_response(),
     };
-    match state.check_cluster(&cluster_id) {
+    let checked = caller
+        .require(&state, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME)
+        .and_then(|()| state.check_cluster(&cluster_id));
+    match checked {
         Ok(()) => axum::Json(cluster_body(&state)).into_response(),
         Err(problem) => problem.into_response(),
     }
 }
 
-async fn topics(State(state): State<Arc<HttpState>>, path: Result<Path<String>, PathRejection>) -> Response {
+/// The topics the caller may DESCRIBE (the others are left out, as Kafka's Metadata hides them).
+async fn topics(
+    State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
     let cluster_id = match cluster_id(path) {
         Ok(id) => id,
         Err(problem) => return problem.into_response(),
@@ -155,6 +185,7 @@ async fn topics(State(state): State<Arc<HttpState>>, path: Result<Path<String>, 
         .topics
         .list()
         .iter()
+        .filter(|topic| caller.permits(&state, Operation::Describe, ResourceType::Topic, &topic.name))
         .map(|topic| {
             serde_json::json!({
                 "kind": "KafkaTopic",
@@ -175,7 +206,12 @@ async fn topics(State(state): State<Arc<HttpState>>, path: Result<Path<String>, 
     .into_response()
 }
 
-async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+/// The metrics need DESCRIBE on the cluster: with authorization on, a scraper authenticates, or an
+/// operator grants `User:ANONYMOUS` DESCRIBE on the cluster.
+async fn metrics(State(state): State<Arc<HttpState>>, Extension(caller): Extension<Caller>) -> Response {
+    if let Err(problem) = caller.require(&state, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+        return problem.into_response();
+    }
     let node = Arc::clone(&state.node);
     // Reading every index's stats takes their locks: off the async workers.
     let text = tokio::task::spawn_blocking(move || metrics::render(&node)).await;

@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use once_acl::{Operation, ResourceType};
 use once_dedup::DedupSource;
 use once_log::batch::{uncompressed_records, BatchEncoder, NewRecord as EncodedRecord};
 use once_log::{BatchHeader, LogError, BATCH_HEADER_LEN};
 use once_partition::{Isolation, OffsetAnswer, Partition, PartitionError};
 
+use crate::auth::Caller;
 use crate::idempotency::{self, Verdict, FINGERPRINT_HEADER};
 use crate::partitioner::partition_for;
 use crate::problem::Problem;
@@ -25,6 +27,7 @@ const LEADER_EPOCH: i32 = 0;
 
 pub async fn handle(
     State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -33,7 +36,7 @@ pub async fn handle(
         Ok(path) => path,
         Err(rejection) => return Problem::bad_request(format!("the path: {rejection}")).into_response(),
     };
-    match produce(&state, &cluster_id, &topic, &headers, body).await {
+    match produce(&state, &caller, &cluster_id, &topic, &headers, body).await {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
     }
@@ -41,12 +44,17 @@ pub async fn handle(
 
 async fn produce(
     state: &Arc<HttpState>,
+    caller: &Caller,
     cluster_id: &str,
     topic_name: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     state.check_cluster(cluster_id)?;
+    // WRITE on the topic, as a Kafka Produce; checked before the topic is looked up, so a caller
+    // without it learns nothing of which topics exist. The record is written without a producer id,
+    // so no IDEMPOTENT_WRITE or transactional-id right is involved.
+    caller.require(state, Operation::Write, ResourceType::Topic, topic_name)?;
     let body = body.map_err(|rejection| match rejection {
         BytesRejection::FailedToBufferBody(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             too_large(format!("the request body exceeds {} bytes", crate::REQUEST_BYTES_MAX))

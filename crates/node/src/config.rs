@@ -70,6 +70,9 @@ pub struct NodeConfig {
     pub super_users: Vec<once_acl::Principal>,
     /// Test hook: a crash point the broker kills itself at (`ONCE_TEST_CRASH_POINT`).
     pub test_crash_point: Option<String>,
+    /// An HTTP listener serves (`--http-listen`, `--metrics-listen`): it checks Basic credentials
+    /// against the same users as SASL, so the credential store is opened for it.
+    pub http_users: bool,
 }
 
 /// PEM files of the broker's TLS identity.
@@ -109,6 +112,7 @@ impl Default for NodeConfig {
             scram_users: Vec::new(),
             authorization: false,
             super_users: Vec::new(),
+            http_users: false,
         }
     }
 }

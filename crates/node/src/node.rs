@@ -45,8 +45,9 @@ pub struct Node {
     pub groups: Arc<GroupCoordinator>,
     /// Coordinator of every transactional id; its log lives under `<data>/transactions`.
     pub txns: Arc<TxnCoordinator>,
-    /// SCRAM verifiers of the users SASL listeners authenticate (`<data>/credentials.json`); opened
-    /// only when a SASL listener or `--scram-user` needs it (the store locks its file while open).
+    /// SCRAM verifiers of the users SASL listeners and the HTTP edge authenticate
+    /// (`<data>/credentials.json`); opened only when a SASL listener, an HTTP listener or
+    /// `--scram-user` needs it (the store locks its file while open).
     pub credentials: Option<Arc<once_auth::CredentialStore>>,
     /// The access policy every edge consults before it calls an operation (`<data>/acls.json`).
     pub authorizer: Arc<crate::acls::Authorizer>,
@@ -76,8 +77,9 @@ impl Node {
             .map_err(TopicError::InvalidConfig)?;
         let endpoint = listeners[0].advertised.clone();
         // After the listeners are known good: a bad flag writes nothing.
-        let needs_credentials =
-            !config.scram_users.is_empty() || listeners.iter().any(|listener| listener.protocol.sasl());
+        let needs_credentials = config.http_users
+            || !config.scram_users.is_empty()
+            || listeners.iter().any(|listener| listener.protocol.sasl());
         let credentials = if needs_credentials { Some(open_credentials(&config)?) } else { None };
         let authorizer = Arc::new(
             crate::acls::Authorizer::open(&config.data_dir, config.authorization, config.super_users.clone())

@@ -43,7 +43,8 @@ impl BrokerProcess {
         BrokerProcess::start_with_listeners_in(extra_args, plaintext_port, None)
     }
 
-    /// [`BrokerProcess::start_with_listeners`] on the data in `data_dir` (default: a fresh one).
+    /// [`BrokerProcess::start_with_listeners`] with its data in `data_dir` (default: a fresh
+    /// temporary directory).
     pub fn start_with_listeners_in(
         extra_args: &[&str],
         plaintext_port: u16,
