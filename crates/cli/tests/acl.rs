@@ -6,7 +6,8 @@
 //! - An allowed principal produces, consumes in a group and runs transactions; a DENY overrides a
 //!   prefixed ALLOW; a principal without WRITE gets TOPIC_AUTHORIZATION_FAILED and nothing of its
 //!   is stored; without WRITE on a transactional id it cannot init it (which would fence and abort
-//!   the owner's open transaction) — the owner's transaction commits afterwards; Metadata hides
+//!   the owner's open transaction) nor abort it with `once txn abort` (by id, or at a partition with
+//!   WriteTxnMarkers) — the owner's transaction commits afterwards; Metadata hides
 //!   topics a principal may not describe; a certificate's subject is the principal on mTLS.
 //! - ACLs survive a SIGKILL; deleting them takes rights away at once.
 //! - With authorization off the ACL requests answer SECURITY_DISABLED.
@@ -23,10 +24,15 @@ fn text(output: &Output) -> String {
 }
 
 fn python(args: &[&str]) -> Output {
+    python_with(args, &[])
+}
+
+fn python_with(args: &[&str], environment: &[(&str, &str)]) -> Output {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/acl_scenarios.py");
     Command::new("python3")
         .arg(script)
         .args(args)
+        .envs(environment.iter().copied())
         // cargo's LD_LIBRARY_PATH points at the build's librdkafka; the wheel brings its own.
         .env_remove("LD_LIBRARY_PATH")
         .output()
@@ -75,7 +81,15 @@ fn acls_decide_what_real_clients_may_do() {
     let mut broker = BrokerProcess::start_with_listeners(&args, plain);
     let (sasl_at, ssl_at) = (format!("127.0.0.1:{sasl_ssl}"), format!("127.0.0.1:{ssl}"));
 
-    let scenarios = python(&[&sasl_at, &ssl_at, &ca, &path("client.pem"), &path("client.key")]);
+    let bob_config = dir.join("bob.properties");
+    let bob_settings = format!(
+        "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.username=bob\nsasl.password=bob-secret\nssl.ca.location={ca}\n"
+    );
+    std::fs::write(&bob_config, bob_settings).expect("bob's settings");
+    let scenarios = python_with(
+        &[&sasl_at, &ssl_at, &ca, &path("client.pem"), &path("client.key")],
+        &[("ONCE_BIN", env!("CARGO_BIN_EXE_once")), ("BOB_CONFIG", &bob_config.display().to_string())],
+    );
     assert!(
         scenarios.status.success() && text(&scenarios).contains("ALL CHECKS PASSED"),
         "confluent-kafka scenarios: {}\nbroker log:\n{}",

@@ -7,6 +7,8 @@ The broker has users admin (a super user), alice and bob (password "<name>-secre
 listener takes client certificates, the test's one with subject CN=billing. Every check raises
 (AssertionError, non-zero exit) when it fails; the last line printed is "ALL CHECKS PASSED".
 """
+import os
+import subprocess
 import sys
 import time
 import uuid
@@ -208,6 +210,17 @@ try:
 except KafkaException as exception:
     check(error_code(exception) == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
           "bob: InitProducerId for billing-txn refused")
+# `once txn abort` as bob (given by the test: ONCE_BIN and BOB_CONFIG): by transactional id it is
+# InitProducerId (WRITE on the id), at a partition WriteTxnMarkers (CLUSTER_ACTION): both refused.
+if os.environ.get("ONCE_BIN"):
+    once_bin, bob_config = os.environ["ONCE_BIN"], os.environ["BOB_CONFIG"]
+    for how, refusal in ((["--transactional-id", "billing-txn"], "TransactionalIdAuthorizationFailed"),
+                         (["--topic", "payments", "--partition", "0", "--producer-id", "0", "--producer-epoch", "0"],
+                          "ClusterAuthorizationFailed")):
+        aborted = subprocess.run([once_bin, "txn", "abort", *how, "--bootstrap", sasl_ssl, "--command-config", bob_config],
+                                 capture_output=True, text=True, timeout=120)
+        check(aborted.returncode != 0 and refusal in aborted.stdout + aborted.stderr,
+              f"bob: once txn abort {how[0]} refused with {refusal} ({aborted.stdout}{aborted.stderr})")
 alice_producer.commit_transaction(30)
 check(read_all(sasl("admin"), "payments", "read_committed")[-1] == "d",
       "alice's open transaction survived bob's attempt and committed")
