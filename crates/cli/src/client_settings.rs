@@ -50,9 +50,22 @@ const SETTINGS_FILE_BYTES_MAX: u64 = 1 << 20;
 
 /// Client settings, file first and `-X` over it, with Java's `sasl.jaas.config` turned into
 /// librdkafka's `sasl.username`/`sasl.password`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ClientSettings {
     settings: BTreeMap<String, String>,
+}
+
+/// Keys shown, values of secrets hidden: a settings map printed by mistake leaks no password.
+impl std::fmt::Debug for ClientSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |key: &str| key.contains("password") || key == "sasl.jaas.config";
+        formatter
+            .debug_map()
+            .entries(
+                self.settings.iter().map(|(key, value)| (key, if secret(key) { "<hidden>" } else { value.as_str() })),
+            )
+            .finish()
+    }
 }
 
 impl ClientSettings {

@@ -175,12 +175,19 @@ async fn check_password(state: &HttpState, user: String, password: String) -> Re
     }
     // The PLAIN message `\0user\0password`: a NUL inside either makes it malformed, so refused.
     let message = [b"\0", user.as_bytes(), b"\0", password.as_bytes()].concat();
-    let checker = store.clone();
-    let checked = tokio::task::spawn_blocking(move || once_auth::authenticate_plain(&message, &*checker)).await;
+    // The credential is read once and the password checked against that very one, so what is
+    // remembered is what was verified even if the password changes meanwhile.
+    let snapshot = crate::logins::VerifiedLogins::credential(&store, &user);
+    let checked_against = snapshot.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let lookup = once_auth::LookupFn(move |_: &str, _| snapshot.clone());
+        once_auth::authenticate_plain(&message, &lookup)
+    })
+    .await;
     match checked {
         Ok(Ok(user)) => {
-            if let Some(logins) = &state.logins {
-                logins.insert(&store, &user, &password);
+            if let (Some(logins), Some(credential)) = (&state.logins, &checked_against) {
+                logins.insert(credential, &user, &password);
             }
             Ok(user)
         }

@@ -2,6 +2,7 @@
 //! plain TCP or TLS ([`TlsListener`]: rustls from the broker's `--tls-cert`/`--tls-key`, built by
 //! once-tls as for the Kafka listeners), and the peer address every request carries ([`Peer`]).
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -11,13 +12,15 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// How long a client may take over its TLS handshake (as on the Kafka listeners).
 const TLS_HANDSHAKE_MAX: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; past it, new connections wait in the kernel's backlog.
+/// Handshakes in progress at once; past it, each new connection evicts the oldest handshake still
+/// in progress (a client that completes its handshake takes milliseconds, so idle connections held
+/// open to use up the slots are what gets evicted: they cannot keep HTTPS from others).
 const TLS_HANDSHAKES_MAX: usize = 256;
 
 /// Plain HTTP or HTTPS.
@@ -90,23 +93,31 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
 }
 
 /// A TCP listener whose connections are served after a TLS handshake. Handshakes run concurrently
-/// (a slow client does not hold up the others), each for at most 10 s, at most 256 at once; a failed
-/// one closes its connection and is logged at debug level.
+/// (a slow client does not hold up the others), each for at most 10 s, at most 256 at once (the
+/// oldest evicted for a newcomer); a failed one closes its connection and is logged at debug level.
 pub struct TlsListener {
     tcp: TcpListener,
     acceptor: TlsAcceptor,
     /// Dropped with the listener, which aborts the handshakes in progress.
     handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+    /// The handshakes' abort handles, oldest first (some may have finished).
+    started: VecDeque<AbortHandle>,
 }
 
 impl TlsListener {
     pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> TlsListener {
-        TlsListener { tcp, acceptor, handshakes: JoinSet::new() }
+        TlsListener { tcp, acceptor, handshakes: JoinSet::new(), started: VecDeque::new() }
     }
 
     fn start_handshake(&mut self, stream: TcpStream, peer: SocketAddr) {
+        self.started.retain(|handle| !handle.is_finished());
+        while self.started.len() >= TLS_HANDSHAKES_MAX {
+            let oldest = self.started.pop_front().expect("not empty");
+            oldest.abort();
+            tracing::debug!(%peer, "HTTPS: {TLS_HANDSHAKES_MAX} handshakes in progress; the oldest is closed for this one");
+        }
         let acceptor = self.acceptor.clone();
-        self.handshakes.spawn(async move {
+        let handle = self.handshakes.spawn(async move {
             match tokio::time::timeout(TLS_HANDSHAKE_MAX, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => Some((tls, peer)),
                 Ok(Err(error)) => {
@@ -119,6 +130,7 @@ impl TlsListener {
                 }
             }
         });
+        self.started.push_back(handle);
     }
 }
 
@@ -130,7 +142,7 @@ impl Listener for TlsListener {
         loop {
             // Both branches are cancel-safe: a handshake started stays in the set.
             tokio::select! {
-                accepted = self.tcp.accept(), if self.handshakes.len() < TLS_HANDSHAKES_MAX => match accepted {
+                accepted = self.tcp.accept() => match accepted {
                     Ok((stream, peer)) => self.start_handshake(stream, peer),
                     Err(error) => {
                         // As axum's own TCP listener: a reset is the client's; anything else (EMFILE)

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use once_auth::{CredentialStore, ScramMechanism};
+use once_auth::{CredentialStore, ScramCredential, ScramMechanism};
 
 /// The most logins remembered.
 pub const ENTRIES_MAX: usize = 1024;
@@ -35,13 +35,14 @@ impl VerifiedLogins {
         *hasher.finalize().as_bytes()
     }
 
-    /// The StoredKey a PLAIN login of `user` is checked against now (once-auth's choice: SHA-512's
+    /// The credential a PLAIN login of `user` is checked against now (once-auth's choice: SHA-512's
     /// verifier, else SHA-256's).
+    pub fn credential(store: &CredentialStore, user: &str) -> Option<ScramCredential> {
+        store.get(user, ScramMechanism::Sha512).or_else(|| store.get(user, ScramMechanism::Sha256))
+    }
+
     fn verifier(store: &CredentialStore, user: &str) -> Option<Vec<u8>> {
-        store
-            .get(user, ScramMechanism::Sha512)
-            .or_else(|| store.get(user, ScramMechanism::Sha256))
-            .map(|credential| credential.stored_key().to_vec())
+        VerifiedLogins::credential(store, user).map(|credential| credential.stored_key().to_vec())
     }
 
     /// Whether `user` logged in with `password` before, against the verifier it has now.
@@ -52,10 +53,12 @@ impl VerifiedLogins {
         entries.get(&fingerprint).is_some_and(|verified| *verified == current)
     }
 
-    /// Remembers a login that the full check just accepted.
-    pub fn insert(&self, store: &CredentialStore, user: &str, password: &str) {
+    /// Remembers a login that the full check just accepted against `checked` — the credential the
+    /// password was verified with, not whatever the store holds by now (a password changed during
+    /// the check must not make the old one count against the new verifier).
+    pub fn insert(&self, checked: &ScramCredential, user: &str, password: &str) {
         let fingerprint = self.fingerprint(user, password);
-        let Some(current) = VerifiedLogins::verifier(store, user) else { return };
+        let current = checked.stored_key().to_vec();
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= ENTRIES_MAX {
             entries.clear();
@@ -89,7 +92,8 @@ mod tests {
     fn a_login_counts_only_against_the_verifier_it_was_checked_with() {
         let (_dir, store, logins) = store_with("alice", "first");
         assert!(!logins.contains(&store, "alice", "first"), "nothing remembered yet");
-        logins.insert(&store, "alice", "first");
+        let checked = VerifiedLogins::credential(&store, "alice").expect("alice");
+        logins.insert(&checked, "alice", "first");
         assert!(logins.contains(&store, "alice", "first"));
         assert!(!logins.contains(&store, "alice", "second"), "another password");
         assert!(!logins.contains(&store, "alicefirst", ""), "user and password are told apart");
@@ -101,12 +105,24 @@ mod tests {
         assert!(!logins.contains(&store, "alice", "second"), "a deleted user is not remembered");
     }
 
+    /// A password changed while the old one was being checked: the login is remembered against the
+    /// verifier it was checked with (the old), so it does not count against the new one (review).
+    #[test]
+    fn a_password_changed_during_the_check_is_not_remembered_for_the_new_verifier() {
+        let (_dir, store, logins) = store_with("dave", "old-pass");
+        let checked = VerifiedLogins::credential(&store, "dave").expect("dave");
+        set_password(&store, "dave", "new-pass");
+        logins.insert(&checked, "dave", "old-pass");
+        assert!(!logins.contains(&store, "dave", "old-pass"), "the old password does not count any more");
+    }
+
     #[test]
     fn the_table_is_bounded() {
         let (_dir, store, logins) = store_with("bob", "pw");
+        let checked = VerifiedLogins::credential(&store, "bob").expect("bob");
         for index in 0..ENTRIES_MAX + 10 {
             // Distinct fingerprints for one verifier: what a table of many users would hold.
-            logins.insert(&store, "bob", &format!("pw{index}"));
+            logins.insert(&checked, "bob", &format!("pw{index}"));
         }
         let entries = logins.entries.lock().expect("lock").len();
         assert!(entries <= ENTRIES_MAX, "{entries} entries");

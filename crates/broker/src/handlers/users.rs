@@ -13,9 +13,11 @@
 //!
 //! One difference from Kafka in KRaft mode, which refuses any user named twice in one request
 //! (ScramControlManager): several upsertions of one user for *different* mechanisms are accepted,
-//! as ZooKeeper-mode Kafka did, so that `once user create` sets SCRAM-SHA-256 and -512 at once.
+//! as ZooKeeper-mode Kafka did (`once user create` sends one request per mechanism anyway, so that
+//! it works against either).
 //!
-//! A broker without a credential store (no SASL listener and no `--scram-user`) answers
+//! A broker without a credential store (no SASL listener, no `--scram-user`, no HTTP listener, whose
+//! Basic auth uses the same users) answers
 //! SECURITY_DISABLED: there is nothing a credential could be used for on it, and Kafka uses that code
 //! for security APIs (delegation tokens) a broker's setup does not allow.
 
@@ -36,8 +38,8 @@ use once_wire::ResponseError;
 use super::str_bytes;
 use crate::errors::auth_error_code;
 
-const NO_STORE: &str = "this broker has no SASL listener, so it keeps no SCRAM credentials \
-                        (start it with a SASL_SSL or SASL_PLAINTEXT listener)";
+const NO_STORE: &str = "this broker keeps no SCRAM credentials: it has no SASL or HTTP listener and no \
+                        --scram-user (start it with a SASL_SSL or SASL_PLAINTEXT listener)";
 
 /// DescribeUserScramCredentials.
 pub fn describe(node: &Node, request: DescribeUserScramCredentialsRequest) -> ResponseKind {
