@@ -44,6 +44,12 @@ fn fsync_lso_lag_open_transactions_and_group_lag_are_exported() {
     let infinite = value(&text, "once_fsync_seconds_bucket{le=\"+Inf\"}").expect("+Inf bucket");
     assert_eq!(infinite, after, "the +Inf bucket holds every observation");
     assert_eq!(value(&text, "once_transactions_open"), Some(0.0));
+    // Group commit: the produce batch was answered by a sync round, and syncs made its bytes durable.
+    let rounds = value(&text, "once_group_commit_batches_count").expect("group-commit sizes");
+    assert!(rounds >= 1.0, "{text}");
+    assert!(value(&text, "once_group_commit_batches_sum").expect("writes answered") >= rounds, "{text}");
+    assert!(value(&text, "once_fsync_bytes_count").expect("bytes per sync") >= 1.0, "{text}");
+    assert!(value(&text, "once_fsync_bytes_sum").expect("bytes synced") > 5.0 * 2.0, "{text}");
     // Requests per API: the CreateTopics and the Produce requests were timed.
     assert!(text.contains("# TYPE once_request_seconds histogram"), "{text}");
     let produces = value(&text, "once_request_seconds_count{api=\"Produce\"}").expect("Produce timed");
@@ -87,5 +93,19 @@ fn fsync_lso_lag_open_transactions_and_group_lag_are_exported() {
     });
     offsets.set_partition_offset("payments", 0, Offset::Offset(5)).expect("offset");
     consumer.commit(&offsets, CommitMode::Sync).expect("commit");
-    assert_eq!(value(&metrics(&http), lag), Some(0.0));
+    let text = metrics(&http);
+    assert_eq!(value(&text, lag), Some(0.0));
+    // Completed transactions are counted; traffic per topic: payments' five records (one line per
+    // record), orders' three, and what a consumer read back.
+    assert_eq!(value(&text, "once_transactions_committed_total"), Some(1.0), "{text}");
+    assert_eq!(value(&text, "once_transactions_aborted_total"), Some(0.0), "{text}");
+    assert_eq!(value(&text, "once_topic_produced_records_total{topic=\"payments\"}"), Some(5.0), "{text}");
+    assert_eq!(value(&text, "once_topic_produced_records_total{topic=\"orders\"}"), Some(3.0), "{text}");
+    let produced = value(&text, "once_topic_produced_bytes_total{topic=\"payments\"}").expect("bytes in");
+    assert!(produced > 5.0 * 2.0, "at least the values' bytes: {produced}");
+    assert_eq!(value(&text, "once_topic_fetched_bytes_total{topic=\"payments\"}"), Some(0.0), "nothing read yet");
+    let read = once(&["consume", "payments", "--from-beginning", "--max-messages", "5", "--bootstrap", &bootstrap]);
+    assert_eq!(read.lines().count(), 5, "{read}");
+    let fetched = value(&metrics(&http), "once_topic_fetched_bytes_total{topic=\"payments\"}").expect("bytes out");
+    assert!(fetched >= produced, "the consumer read every batch at least once: {fetched} of {produced}");
 }

@@ -169,9 +169,44 @@ impl NodeCollector {
                 self.node.authorizer.denials(),
             ),
         ];
-        for (name, help, value) in counters {
+        let (committed, aborted) = self.node.txns.completed();
+        let transactions = [
+            (
+                "once_transactions_committed",
+                "Transactions committed since start (markers written, CompleteCommit durable).",
+                committed,
+            ),
+            (
+                "once_transactions_aborted",
+                "Transactions aborted since start (markers written, CompleteAbort durable).",
+                aborted,
+            ),
+        ];
+        for (name, help, value) in counters.into_iter().chain(transactions) {
             let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(value).encode(family)?;
+        }
+        let topics = self.node.topics.list();
+        type Read = fn(&once_node::topics::TopicTraffic) -> u64;
+        let traffic: [(&str, &str, Read); 3] = [
+            ("once_topic_produced_bytes", "Bytes of record batches stored by Produce, per topic.", |traffic| {
+                traffic.produced_bytes.load(std::sync::atomic::Ordering::Relaxed)
+            }),
+            (
+                "once_topic_produced_records",
+                "Records stored by Produce (before deduplication), per topic.",
+                |traffic| traffic.produced_records.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            ("once_topic_fetched_bytes", "Bytes of record batches answered to Fetch, per topic.", |traffic| {
+                traffic.fetched_bytes.load(std::sync::atomic::Ordering::Relaxed)
+            }),
+        ];
+        for (name, help, read) in traffic {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for topic in &topics {
+                let labels: Labels = vec![("topic".to_string(), topic.name.clone())];
+                ConstCounter::new(read(&topic.traffic)).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }
@@ -187,6 +222,27 @@ impl NodeCollector {
             MetricType::Histogram,
         )?;
         family.encode_histogram::<Labels>(fsync.sum_seconds, fsync.count, &prometheus_buckets(&fsync), None)?;
+        let sizes = [
+            (
+                "once_fsync_bytes",
+                "Batch bytes one sync of a log (partition, offsets, transactions) made durable: appended since the sync before.",
+                once_log::stats::SYNC_BYTES.snapshot(),
+            ),
+            (
+                "once_group_commit_batches",
+                "Writes (batches, transaction markers) a partition writer answered after one sync: the group-commit size.",
+                once_partition::GROUP_COMMIT.snapshot(),
+            ),
+        ];
+        for (name, help, snapshot) in sizes {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            family.encode_histogram::<Labels>(
+                snapshot.sum_seconds,
+                snapshot.count,
+                &prometheus_buckets(&snapshot),
+                None,
+            )?;
+        }
 
         let partition = |topic: &str, partition: i32| {
             vec![("topic".to_string(), topic.to_string()), ("partition".to_string(), partition.to_string())]

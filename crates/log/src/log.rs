@@ -35,6 +35,8 @@ pub struct Log {
     /// Latched by any failed write or fsync; cleared only by reopening.
     pub(crate) failed: bool,
     pub(crate) recovery_stats: RecoveryStats,
+    /// Batch bytes appended since the last sync plan was prepared: what the next plan makes durable.
+    pub(crate) unplanned_bytes: u64,
 }
 
 /// What `append` did.
@@ -76,6 +78,9 @@ pub struct SyncPlan {
     skip_fsync: bool,
     /// Each file's path and the length the sync makes durable (for the power-loss test hook).
     durable_lengths: Vec<(std::path::PathBuf, u64)>,
+    /// Batch bytes appended since the previous plan: what this one makes durable that no earlier
+    /// plan covered (`once_fsync_bytes`).
+    pub bytes: u64,
 }
 
 impl SyncPlan {
@@ -86,6 +91,7 @@ impl SyncPlan {
             return Ok(());
         }
         self.files.iter().try_for_each(|file| crate::stats::timed(|| file.sync_data()))?;
+        crate::stats::SYNC_BYTES.record(self.bytes);
         crate::power_loss::synced(&self.durable_lengths);
         Ok(())
     }
@@ -142,6 +148,7 @@ impl Log {
         let interval = self.config.index_interval_bytes;
         let written = self.active_mut().append(batch.bytes(), &header, now_ms, interval);
         self.latch_on_error(written)?;
+        self.unplanned_bytes += batch.len() as u64;
         debug_assert!(batch::verify_crc(batch.bytes()), "rewriting the base offset keeps the CRC valid");
         assert_eq!(self.log_end_offset(), last_offset + 1, "the log end offset moved past the batch");
         Ok(AppendInfo {
@@ -235,11 +242,13 @@ impl Log {
             Vec::new()
         };
         self.syncs_outstanding += 1;
+        let bytes = std::mem::take(&mut self.unplanned_bytes);
         Ok(SyncPlan {
             files,
             end_offset: self.log_end_offset(),
             skip_fsync: self.config.unsafe_skip_fsync,
             durable_lengths,
+            bytes,
         })
     }
 

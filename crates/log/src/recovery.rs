@@ -76,6 +76,7 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         roll_unconfirmed: None,
         failed: false,
         recovery_stats: stats,
+        unplanned_bytes: 0,
     })
 }
 

@@ -1,7 +1,9 @@
 //! How long fdatasync takes: a process-wide latency histogram of every data sync the logs do (a
-//! sync plan's files, a roll's sealed segment), read by the metrics edge (`once_fsync_seconds`).
-//! Plain atomics, fixed buckets: recording costs a few nanoseconds beside a sync's tens of
-//! microseconds, and this crate stays free of any metrics library.
+//! sync plan's files, a roll's sealed segment), read by the metrics edge (`once_fsync_seconds`);
+//! and how much each sync plan made durable (`once_fsync_bytes`), with [`CountHistogram`], which
+//! the partition writer also uses for its group-commit sizes. Plain atomics, fixed buckets:
+//! recording costs a few nanoseconds beside a sync's tens of microseconds, and this crate stays
+//! free of any metrics library.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -60,6 +62,55 @@ impl Default for LatencyHistogram {
 /// Every fdatasync of segment data in this process.
 pub static FSYNC: LatencyHistogram = LatencyHistogram::new();
 
+/// Buckets of a [`CountHistogram`]: upper bounds `first · factorⁱ` for i in 0..BUCKETS, and one
+/// above them all.
+const COUNT_BUCKETS: usize = 12;
+
+/// A histogram of counts (bytes, batches) in exponential buckets.
+pub struct CountHistogram {
+    first: u64,
+    factor: u64,
+    buckets: [AtomicU64; COUNT_BUCKETS + 1],
+    sum: AtomicU64,
+}
+
+impl CountHistogram {
+    /// Buckets ≤ first, ≤ first·factor, … (12 of them), and above.
+    pub const fn new(first: u64, factor: u64) -> CountHistogram {
+        assert!(first > 0 && factor > 1, "exponential buckets need a positive start and a factor above one");
+        CountHistogram {
+            first,
+            factor,
+            buckets: [const { AtomicU64::new(0) }; COUNT_BUCKETS + 1],
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    fn bounds(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..COUNT_BUCKETS as u32).map(|i| self.first.saturating_mul(self.factor.saturating_pow(i)))
+    }
+
+    pub fn record(&self, value: u64) {
+        let index = self.bounds().position(|bound| value <= bound).unwrap_or(COUNT_BUCKETS);
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// As a [`HistogramSnapshot`] (bounds as f64, the last infinite; `sum_seconds` holds the sum of
+    /// the values).
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let bounds = self.bounds().map(|bound| bound as f64).chain(std::iter::once(f64::INFINITY));
+        let buckets: Vec<(f64, u64)> =
+            bounds.zip(&self.buckets).map(|(bound, count)| (bound, count.load(Ordering::Relaxed))).collect();
+        let count = buckets.iter().map(|(_, count)| count).sum();
+        HistogramSnapshot { buckets, sum_seconds: self.sum.load(Ordering::Relaxed) as f64, count }
+    }
+}
+
+/// Batch bytes each sync plan of any log made durable (appended since the plan before): 512 B to
+/// 2 GiB in powers of four.
+pub static SYNC_BYTES: CountHistogram = CountHistogram::new(512, 4);
+
 /// Runs `sync` (one fdatasync) and records how long it took, failed or not.
 pub(crate) fn timed<T>(sync: impl FnOnce() -> T) -> T {
     let started = std::time::Instant::now();
@@ -86,5 +137,23 @@ mod tests {
         assert_eq!(snapshot.buckets[6], (0.005, 1));
         assert_eq!(snapshot.buckets[FSYNC_BUCKETS.len()], (f64::INFINITY, 1), "above the largest bound");
         assert!((snapshot.sum_seconds - 10.00308).abs() < 1e-9, "{}", snapshot.sum_seconds);
+    }
+
+    #[test]
+    fn counts_land_in_exponential_buckets() {
+        let histogram = CountHistogram::new(1, 2);
+        for value in [0, 1, 2, 3, 1024, 2048, 5000] {
+            histogram.record(value);
+        }
+        let snapshot = histogram.snapshot();
+        assert_eq!(snapshot.count, 7);
+        assert_eq!(snapshot.buckets.len(), COUNT_BUCKETS + 1);
+        assert_eq!(snapshot.buckets[0], (1.0, 2), "0 and 1: a bound is inclusive");
+        assert_eq!(snapshot.buckets[1], (2.0, 1));
+        assert_eq!(snapshot.buckets[2], (4.0, 1));
+        assert_eq!(snapshot.buckets[10], (1024.0, 1));
+        assert_eq!(snapshot.buckets[11], (2048.0, 1), "the largest bound is 2^11");
+        assert_eq!(snapshot.buckets[COUNT_BUCKETS], (f64::INFINITY, 1), "5000 is above every bound");
+        assert_eq!(snapshot.sum_seconds, 8078.0, "the sum of the values");
     }
 }

@@ -76,6 +76,30 @@ pub struct Topic {
     partitions: RwLock<Vec<Arc<Partition>>>,
     /// The message-id index shared by the partitions, if `dedup.source` is not `none`.
     dedup: Option<Arc<TopicDedup>>,
+    /// Bytes and records in and out since start (for metrics).
+    pub traffic: TopicTraffic,
+}
+
+/// A topic's traffic since start: produced batches acknowledged (or durable, acks=0), fetched bytes.
+#[derive(Default, Debug)]
+pub struct TopicTraffic {
+    pub produced_bytes: std::sync::atomic::AtomicU64,
+    pub produced_records: std::sync::atomic::AtomicU64,
+    pub fetched_bytes: std::sync::atomic::AtomicU64,
+}
+
+impl TopicTraffic {
+    /// One produced batch of `bytes` holding `records`, stored.
+    pub fn produced(&self, bytes: usize, records: u32) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.produced_bytes.fetch_add(bytes as u64, Relaxed);
+        self.produced_records.fetch_add(u64::from(records), Relaxed);
+    }
+
+    /// `bytes` of record batches answered to a Fetch.
+    pub fn fetched(&self, bytes: usize) {
+        self.fetched_bytes.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Topic {
@@ -447,6 +471,7 @@ fn open_topic(topic_dir: &Path, file: &TopicFile, defaults: &TopicDefaults) -> R
         config: RwLock::new(config),
         partitions: RwLock::new(partitions),
         dedup,
+        traffic: TopicTraffic::default(),
     })
 }
 

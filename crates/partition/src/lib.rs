@@ -44,3 +44,4 @@ pub use once_log::{AppendInfo, LogConfig};
 pub use partition::{Appended, OffsetAnswer, Partition, PartitionId};
 pub use read::{EndOffsets, FetchRead, Isolation};
 pub use txn::{AbortedTxn, ProducerSummary, TxnMarker};
+pub use writer::GROUP_COMMIT;

@@ -324,6 +324,10 @@ struct Cut {
     producers: Option<ProducerStates>,
 }
 
+/// Writes (batches and markers) answered by one sync round of a partition writer: the group-commit
+/// size (`once_group_commit_batches`), 1 to 2048 in powers of two.
+pub static GROUP_COMMIT: once_log::stats::CountHistogram = once_log::stats::CountHistogram::new(1, 2);
+
 /// Syncs everything staged so far and answers `round`'s requests. Runs on a blocking thread, one at
 /// a time per partition, while the writer stages the next requests.
 fn sync_round(shared: &Shared, round: Waiting) {
@@ -493,6 +497,7 @@ fn answer_round(shared: &Shared, mut staged: Vec<Staged>, synced: Result<(u64, O
     let effects: Vec<Effect> = staged.iter_mut().filter_map(|staged| staged.effect.take()).collect();
     match synced {
         Ok((durable_end_offset, earliest_open)) => {
+            GROUP_COMMIT.record(staged.len() as u64);
             if let Some(dedup) = &shared.dedup {
                 // Before the answers: a producer told its batch is stored finds its ids live.
                 dedup.apply(shared.id.partition, effects);

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -146,6 +146,8 @@ pub struct TxnCoordinator {
     producer_ids: ProducerIdSource,
     markers: OnceLock<Arc<dyn MarkerWriter>>,
     closed: AtomicBool,
+    /// Transactions completed since start: committed, aborted (for metrics).
+    completed: [AtomicU64; 2],
     /// A test hook: awaited by the next checkpoint right after it lists the ids, so a test can create
     /// an id exactly there.
     #[cfg(test)]
@@ -213,6 +215,7 @@ impl TxnCoordinator {
             producer_ids,
             markers: OnceLock::new(),
             closed: AtomicBool::new(false),
+            completed: [AtomicU64::new(0), AtomicU64::new(0)],
             #[cfg(test)]
             checkpoint_listed: Mutex::new(None),
         }))
@@ -512,7 +515,15 @@ impl TxnCoordinator {
         if !failures.is_empty() {
             return Err(TxnError::Storage(format!("writing markers: {}", failures.join("; "))));
         }
-        self.persist(transactional_id, slot, prepared.completed(now_ms())).await
+        self.persist(transactional_id, slot, prepared.completed(now_ms())).await?;
+        self.completed[usize::from(!marker.commit)].fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Transactions completed since start, (committed, aborted): their markers written and
+    /// Complete* durable.
+    pub fn completed(&self) -> (u64, u64) {
+        (self.completed[0].load(Ordering::Relaxed), self.completed[1].load(Ordering::Relaxed))
     }
 
     /// One run of the timer: complete prepared transactions (after a restart or a failed marker),

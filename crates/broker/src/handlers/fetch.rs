@@ -90,6 +90,7 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
         // min_bytes 0 asks for an answer at once, data or not (Kafka's rule).
         let satisfied = bytes >= min_bytes || any_error || watchers.is_empty();
         if satisfied || Instant::now() >= deadline {
+            count_fetched(node, &responses);
             return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
         }
         let any_moved = any_moved(&mut watchers);
@@ -100,7 +101,24 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
                 tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes, isolation))
                     .await
                     .unwrap_or_else(|_| (Vec::new(), 0, true));
+            count_fetched(node, &responses);
             return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
+        }
+    }
+}
+
+/// Adds the record bytes answered to each topic's traffic counter.
+fn count_fetched(node: &Node, responses: &[FetchableTopicResponse]) {
+    for response in responses {
+        let bytes: usize = response
+            .partitions
+            .iter()
+            .map(|partition| partition.records.as_ref().map_or(0, |records| records.len()))
+            .sum();
+        if bytes > 0 {
+            if let Some(topic) = node.topics.get(&response.topic) {
+                topic.traffic.fetched(bytes);
+            }
         }
     }
 }

@@ -86,10 +86,15 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, _version: i16) -> Pendi
                 } else {
                     Box::pin(partition.append_valid(batch))
                 };
+                let traffic = topic.clone();
+                let (bytes, records) = (records.len(), u32::try_from(header.records_count).unwrap_or(0));
                 Box::pin(async move {
                     let outcome = append.await;
                     // Written (or refused): no longer counted as on its way to the disk.
                     drop(admitted);
+                    if let (Ok(_), Some(topic)) = (&outcome, &traffic) {
+                        topic.traffic.produced(bytes, records);
+                    }
                     answer(index, &partition, outcome)
                 })
             })
