@@ -4,12 +4,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
-use bytes::Buf;
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::Decodable;
 
 use crate::admin::{check, metadata, text, AdminClient};
 
@@ -91,16 +89,7 @@ fn describe_group(client: &mut AdminClient, group: &str) -> anyhow::Result<descr
 
 /// Topic → partitions of a consumer-protocol assignment (empty if it does not decode).
 fn assigned_partitions(assignment: &bytes::Bytes) -> Vec<(String, Vec<i32>)> {
-    let mut bytes = assignment.clone();
-    if bytes.remaining() < 2 {
-        return Vec::new();
-    }
-    let version = bytes.get_i16().clamp(0, 3);
-    ConsumerProtocolAssignment::decode(&mut bytes, version)
-        .map(|decoded| {
-            decoded.assigned_partitions.into_iter().map(|topic| (topic.topic.0.to_string(), topic.partitions)).collect()
-        })
-        .unwrap_or_default()
+    once_wire::consumer_protocol::assigned_partitions(assignment.clone()).unwrap_or_default()
 }
 
 /// Committed offsets of every partition the group has one for: topic → partition → offset.

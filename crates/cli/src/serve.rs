@@ -129,6 +129,10 @@ pub struct ServeArgs {
     /// (docs/design/http.md).
     #[arg(long, env = "ONCE_HTTP_LISTEN", value_name = "[https://]HOST:PORT")]
     http_listen: Option<String>,
+    /// A directory of `once check --report NAME.html` pages the web console (GET / on
+    /// --http-listen) lists and shows [default: none].
+    #[arg(long, env = "ONCE_CONSOLE_REPORTS", value_name = "DIR")]
+    console_reports: Option<PathBuf>,
     /// Free bytes to keep on the data directory's filesystem: below it, produce is refused with a
     /// retriable KAFKA_STORAGE_ERROR (HTTP 507) while offsets, transactions and retention go on, and
     /// resumes by itself when space is freed; 0 turns the floor off [default: 1 GiB or 5 % of the
@@ -226,6 +230,7 @@ impl ServeArgs {
             dedup_memory_bytes,
             metrics_listen,
             http_listen,
+            console_reports,
             min_free_bytes,
             log
         );
@@ -391,7 +396,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let router = if metrics_only {
                 once_http::metrics_router(broker.clone(), address.scheme)
             } else {
-                once_http::router(broker.clone(), address.scheme)
+                once_http::router(broker.clone(), address.scheme, args.console_reports.clone())
             };
             let tls = match (address.scheme, &broker.config.tls) {
                 (once_http::listen::Scheme::Http, _) => None,

@@ -87,6 +87,14 @@ pub fn extract_valid_record_ids(batch: &ValidBatch, source: &DedupSource) -> Res
     record_ids(&parse_records(*batch.header(), batch.bytes())?, source)
 }
 
+/// Reads a stored batch's records (decompressed, their framing and CRC checked) and hands them to
+/// `read` with the batch's header: for readers that show records (the console's record browser).
+pub fn with_records<R>(batch: &[u8], read: impl FnOnce(&BatchHeader, &[Record<'_>]) -> R) -> Result<R, DedupError> {
+    let parsed = parse_batch(batch)?;
+    let records = parsed.records()?;
+    Ok(read(&parsed.header, &records))
+}
+
 fn record_ids(parsed: &ParsedBatch<'_>, source: &DedupSource) -> Result<Vec<RecordId>, DedupError> {
     let control = parsed.header.is_control();
     let records = parsed.records()?;

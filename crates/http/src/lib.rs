@@ -15,10 +15,13 @@
 //! - `GET /metrics`: the node's metrics, OpenMetrics text ([`metrics`]); also alone on
 //!   `--metrics-listen` ([`metrics_router`]).
 //! - `GET /openapi.json`: the OpenAPI 3 document of these endpoints (checked in, `openapi.json`).
+//! - `GET /` and `/console/…`: the web console and the JSON it reads ([`console`];
+//!   docs/design/console.md).
 //!
 //! Errors are problem documents ([`problem`]).
 
 pub mod auth;
+pub mod console;
 pub mod idempotency;
 pub mod listen;
 pub mod logins;
@@ -28,6 +31,7 @@ pub mod problem;
 pub mod produce;
 pub mod record;
 
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
@@ -60,12 +64,21 @@ pub struct HttpState {
     logins: Option<logins::VerifiedLogins>,
     in_flight: Arc<InFlight>,
     round_robin: AtomicU32,
+    /// `--console-reports DIR`: the `once check` reports the console lists.
+    console_reports: Option<PathBuf>,
 }
 
 impl HttpState {
-    fn new(node: Arc<Node>, scheme: Scheme) -> Arc<HttpState> {
+    fn new(node: Arc<Node>, scheme: Scheme, console_reports: Option<PathBuf>) -> Arc<HttpState> {
         let logins = logins::VerifiedLogins::new();
-        Arc::new(HttpState { node, scheme, logins, in_flight: Arc::default(), round_robin: AtomicU32::new(0) })
+        Arc::new(HttpState {
+            node,
+            scheme,
+            logins,
+            in_flight: Arc::default(),
+            round_robin: AtomicU32::new(0),
+            console_reports,
+        })
     }
 
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Problem> {
@@ -84,11 +97,12 @@ impl HttpState {
     }
 }
 
-/// The router over `node`, for a listener of `scheme`. Every request is authenticated first
-/// ([`auth::authenticate`]).
-pub fn router(node: Arc<Node>, scheme: Scheme) -> Router {
-    let state = HttpState::new(node, scheme);
+/// The router over `node`, for a listener of `scheme`, the console listing the reports in
+/// `console_reports`. Every request is authenticated first ([`auth::authenticate`]).
+pub fn router(node: Arc<Node>, scheme: Scheme, console_reports: Option<PathBuf>) -> Router {
+    let state = HttpState::new(node, scheme, console_reports);
     Router::new()
+        .merge(console::routes())
         .route("/v3/clusters", get(clusters))
         .route("/v3/clusters/{cluster_id}", get(cluster))
         .route("/v3/clusters/{cluster_id}/topics", get(topics))
@@ -112,7 +126,7 @@ pub fn router(node: Arc<Node>, scheme: Scheme) -> Router {
 /// A router with `GET /metrics` only (`--metrics-listen`), authenticated and checked as on
 /// `--http-listen`.
 pub fn metrics_router(node: Arc<Node>, scheme: Scheme) -> Router {
-    let state = HttpState::new(node, scheme);
+    let state = HttpState::new(node, scheme, None);
     Router::new()
         .route("/metrics", get(metrics))
         .fallback(|| async { Problem::not_found("try GET /metrics") })
@@ -131,7 +145,8 @@ fn cluster_body(state: &HttpState) -> serde_json::Value {
     })
 }
 
-/// Describing the cluster needs DESCRIBE on it, as the Kafka edge's DescribeCluster.
+/// Describing the cluster needs DESCRIBE on it (stricter than the Kafka edge's DescribeCluster,
+/// which a Kafka broker answers to anyone: over HTTP nothing but operators' tools reads it).
 async fn clusters(State(state): State<Arc<HttpState>>, Extension(caller): Extension<Caller>) -> Response {
     if let Err(problem) = caller.require(&state, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
         return problem.into_response();

@@ -6,6 +6,7 @@
 //! versions with UNSUPPORTED_VERSION in their own layout (Kafka 4.0 advertises and refuses them too).
 //!
 //! # Layout
+//! - [`consumer_protocol`] — the consumer protocol's subscription and assignment inside group requests.
 //! - [`frame`] — the 4-byte length prefix and its bound.
 //! - [`versions`] — which APIs and versions Once advertises in ApiVersions, and which it can decode.
 //! - [`request`] — decoding a frame into a request header and a typed body, with typed errors for the
@@ -14,6 +15,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod consumer_protocol;
 pub mod frame;
 pub mod request;
 pub mod response;

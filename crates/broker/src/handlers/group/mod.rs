@@ -14,7 +14,6 @@
 pub mod admin;
 pub mod membership;
 pub mod offsets;
-pub mod subscription;
 pub mod txn_offsets;
 
 use once_group::{GroupError, PartitionOffset, TopicOffsets};

@@ -11,10 +11,10 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use once_group::{CommitMember, FetchedOffset, GroupCoordinator, GroupOffsets, OffsetCommit, RequestContext};
 
-use super::subscription::decode_subscription;
 use super::{code_of, topic_offsets};
 use crate::errors::group_error_code;
 use crate::handlers::str_bytes as text;
+use once_wire::consumer_protocol::subscribed_topics;
 
 pub async fn offset_commit(
     groups: &GroupCoordinator,
@@ -156,7 +156,7 @@ pub async fn offset_delete(groups: &GroupCoordinator, request: OffsetDeleteReque
             (topic.name.0.to_string(), partitions)
         })
         .collect();
-    match groups.delete_offsets(&request.group_id.0, topics, &decode_subscription).await {
+    match groups.delete_offsets(&request.group_id.0, topics, &subscribed_topics).await {
         Err(error) => OffsetDeleteResponse::default().with_error_code(group_error_code(&error).code()),
         Ok(outcomes) => {
             let topics = outcomes

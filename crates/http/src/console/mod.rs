@@ -1,0 +1,226 @@
+//! The web console (`GET /`, docs/design/console.md): three embedded assets and the JSON endpoints
+//! they read. Translation only, like the rest of the edge: the node's registries, coordinators and
+//! partitions are read as they are, nothing is kept here.
+//!
+//! - [`views`]: overview, topics, consumer groups, transactions and the one action (abort).
+//! - [`records`]: the record browser, batches decoded into JSON records.
+//!
+//! Access: the same caller and ACLs as every HTTP request. Lists leave out what the caller may not
+//! DESCRIBE (as Kafka's Metadata hides topics); the cluster-wide views need DESCRIBE on the
+//! cluster; reading records needs READ on the topic. An anonymous caller refused is answered 401
+//! with a Basic challenge, so a browser asks for a login instead of showing a dead end.
+
+pub mod records;
+pub mod views;
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use once_acl::{Operation, Principal, ResourceType, CLUSTER_NAME};
+
+use crate::auth::Caller;
+use crate::problem::Problem;
+use crate::HttpState;
+
+const INDEX_HTML: &str = include_str!("../../console/index.html");
+const APP_JS: &str = include_str!("../../console/app.js");
+const STYLE_CSS: &str = include_str!("../../console/style.css");
+
+/// The console's pages load only what this origin serves: no inline script, no other site.
+const CONSOLE_CSP: &str = "default-src 'self'; img-src 'self' data:; frame-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// A `once check` report is self-contained and runs no script: sandboxed, it can do nothing.
+const REPORT_CSP: &str = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+
+/// The console's routes, merged into the edge's router.
+pub fn routes() -> Router<Arc<HttpState>> {
+    Router::new()
+        .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
+        .route("/console/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
+        .route("/console/style.css", get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }))
+        .route("/console/api/overview", get(views::overview))
+        .route("/console/api/topics", get(views::topics))
+        .route("/console/api/topics/{topic}/partitions/{partition}/records", get(records::handle))
+        .route("/console/api/groups", get(views::groups))
+        .route("/console/api/transactions", get(views::transactions))
+        .route("/console/api/transactions/{transactional_id}/abort", post(views::abort))
+        .route("/console/api/rates", get(views::rates))
+        .route("/console/api/reports", get(reports))
+        .route("/console/reports/{name}", get(report))
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONSOLE_CSP));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// A JSON answer that is never cached (the console polls these).
+pub(crate) fn json(value: serde_json::Value) -> Response {
+    let mut response = axum::Json(value).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// [`Caller::require`], but a refused anonymous caller gets 401 with the Basic challenge: the
+/// browser then asks for a login.
+pub(crate) fn require(
+    caller: &Caller,
+    state: &HttpState,
+    operation: Operation,
+    resource_type: ResourceType,
+    name: &str,
+) -> Result<(), Problem> {
+    caller.require(state, operation, resource_type, name).map_err(|problem| {
+        if caller.session.principal == Principal::anonymous() {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication-required",
+                "Authentication required",
+                format!("{} Log in with a user allowed to see it.", problem.detail),
+            )
+        } else {
+            problem
+        }
+    })
+}
+
+/// The HTML reports in `--console-reports DIR`, newest first.
+async fn reports(State(state): State<Arc<HttpState>>, Extension(caller): Extension<Caller>) -> Response {
+    if let Err(problem) = require(&caller, &state, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+        return problem.into_response();
+    }
+    let directory = state.console_reports.clone();
+    let listed = tokio::task::spawn_blocking(move || directory.as_deref().map(list_reports)).await;
+    match listed {
+        Ok(None) => json(serde_json::json!({"directory": null, "reports": []})),
+        Ok(Some(Ok(reports))) => json(serde_json::json!({
+            "directory": state.console_reports.as_ref().map(|dir| dir.display().to_string()),
+            "reports": reports,
+        })),
+        Ok(Some(Err(error))) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reports-unreadable",
+            "The reports directory cannot be read",
+            error,
+        )
+        .into_response(),
+        Err(error) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "reports", "Listing failed", error.to_string())
+            .into_response(),
+    }
+}
+
+/// A name the reports directory may serve: a plain file name ending in `.html`, no path.
+pub fn is_report_name(name: &str) -> bool {
+    name.len() > ".html".len()
+        && name.len() <= 255
+        && name.ends_with(".html")
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn list_reports(directory: &FsPath) -> Result<Vec<serde_json::Value>, String> {
+    let entries = std::fs::read_dir(directory).map_err(|error| format!("{}: {error}", directory.display()))?;
+    let mut reports: Vec<(i64, String, u64)> = Vec::new();
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let Ok(metadata) = entry.metadata() else { continue };
+        if !is_report_name(&name) || !metadata.is_file() {
+            continue;
+        }
+        let modified_ms = metadata
+            .modified()
+            .ok()
+            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |elapsed| elapsed.as_millis() as i64);
+        reports.push((modified_ms, name, metadata.len()));
+    }
+    reports.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    Ok(reports
+        .into_iter()
+        .map(|(modified_ms, name, bytes)| serde_json::json!({"name": name, "bytes": bytes, "modified_ms": modified_ms}))
+        .collect())
+}
+
+/// One report, sandboxed.
+async fn report(
+    State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(problem) = require(&caller, &state, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+        return problem.into_response();
+    }
+    let Some(directory) = state.console_reports.clone() else {
+        return Problem::not_found("no reports directory (once serve --console-reports DIR)").into_response();
+    };
+    if !is_report_name(&name) {
+        return Problem::not_found(format!("'{name}' is not a report name (NAME.html)")).into_response();
+    }
+    let path: PathBuf = directory.join(&name);
+    match tokio::fs::read(&path).await {
+        Ok(body) => {
+            let mut response = body.into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(REPORT_CSP));
+            headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            response
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Problem::not_found(format!("no report '{name}'")).into_response()
+        }
+        Err(error) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "report-unreadable",
+            "The report cannot be read",
+            format!("{}: {error}", path.display()),
+        )
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_html_names_are_reports() {
+        for good in ["run.html", "txn-2026-12-05_10.30.html", "a.html"] {
+            assert!(is_report_name(good), "{good}");
+        }
+        for bad in ["../x.html", "x/y.html", ".hidden.html", "run.htm", ".html", "run.html\0", "r%2e.html", "a b.html"]
+        {
+            assert!(!is_report_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reports_are_listed_newest_first_and_others_ignored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("old.html"), "<p>old</p>").expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "no").expect("write");
+        std::fs::create_dir(dir.path().join("dir.html")).expect("mkdir");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("old.html"))
+            .and_then(|file| file.set_modified(old))
+            .expect("age the file");
+        std::fs::write(dir.path().join("new.html"), "<p>new report</p>").expect("write");
+        let listed = list_reports(dir.path()).expect("listed");
+        let names: Vec<&str> = listed.iter().map(|report| report["name"].as_str().expect("name")).collect();
+        assert_eq!(names, ["new.html", "old.html"]);
+        assert_eq!(listed[0]["bytes"], 17);
+        assert!(list_reports(&dir.path().join("missing")).is_err());
+    }
+}
