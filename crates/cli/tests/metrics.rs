@@ -109,3 +109,55 @@ fn fsync_lso_lag_open_transactions_and_group_lag_are_exported() {
     let fetched = value(&metrics(&http), "once_topic_fetched_bytes_total{topic=\"payments\"}").expect("bytes out");
     assert!(fetched >= produced, "the consumer read every batch at least once: {fetched} of {produced}");
 }
+
+/// Every `once_…` name in `text` with its sample suffix taken off: the family its `# TYPE` line names.
+fn families_named(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for (start, _) in text.match_indices("once_") {
+        let preceded_by_word = text[..start].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if preceded_by_word {
+            continue;
+        }
+        let name: String = text[start..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+        let name = name.trim_end_matches('_');
+        let family = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        // A bare `once_…` in prose names no metric.
+        if family.len() > "once_".len() {
+            names.insert(family.to_string());
+        }
+    }
+    names
+}
+
+/// The Grafana dashboard and docs/metrics.md name only metrics the broker exports: each of their
+/// names is a family in a live scrape (a renamed metric breaks this test, not an operator's
+/// dashboard).
+#[test]
+fn the_dashboard_and_the_docs_name_only_exported_metrics() {
+    let http = format!("127.0.0.1:{}", free_port());
+    let broker = BrokerProcess::start(&["--http-listen", &http]);
+    // A deduplicating topic, so its index families are exported too.
+    let bootstrap = broker.bootstrap();
+    once(&["topic", "create", "ids", "--config", "dedup.source=key", "--bootstrap", &bootstrap]);
+    let text = metrics(&http);
+    let exported: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next().map(str::to_string))
+        .collect();
+    assert!(exported.len() > 30, "{text}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for document in ["docs/grafana/once.json", "docs/metrics.md"] {
+        let contents = std::fs::read_to_string(root.join(document)).expect(document);
+        let named = families_named(&contents);
+        assert!(named.len() > 20, "{document} names the metrics: {named:?}");
+        let unknown: Vec<&String> = named.iter().filter(|name| !exported.contains(*name)).collect();
+        assert!(unknown.is_empty(), "{document} names metrics the broker does not export: {unknown:?}");
+    }
+    // And the other way: every exported family is documented.
+    let documented = families_named(&std::fs::read_to_string(root.join("docs/metrics.md")).expect("docs"));
+    let undocumented: Vec<&String> = exported.iter().filter(|name| !documented.contains(*name)).collect();
+    assert!(undocumented.is_empty(), "exported but not in docs/metrics.md: {undocumented:?}");
+}

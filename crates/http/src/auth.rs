@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -29,7 +29,6 @@ use crate::HttpState;
 /// `connection.failed.authentication.delay.ms`).
 const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(100);
 /// The challenge sent with every 401.
-const CHALLENGE: &str = "Basic realm=\"once\", charset=\"UTF-8\"";
 /// Failed logins are logged every few seconds at most (a password-guessing client would fill the log).
 static FAILED_LOGINS: once_node::storage::EveryFewSeconds = once_node::storage::EveryFewSeconds::new();
 /// Refused cleartext credentials, likewise.
@@ -202,10 +201,9 @@ fn shortened(user: &str) -> String {
 }
 
 fn unauthorized(detail: String) -> Response {
-    let mut response = Problem::new(StatusCode::UNAUTHORIZED, "authentication-failed", "Authentication failed", detail)
-        .into_response();
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
-    response
+    Problem::new(StatusCode::UNAUTHORIZED, "authentication-failed", "Authentication failed", detail)
+        .challenge()
+        .into_response()
 }
 
 #[cfg(test)]

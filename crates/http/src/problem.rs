@@ -14,12 +14,24 @@ pub struct Problem {
     pub detail: String,
     /// Seconds for a `Retry-After` header (503, 409 in flight).
     pub retry_after: Option<u32>,
+    /// A 401 that asks for Basic credentials (`WWW-Authenticate`), so a browser prompts for a login.
+    pub challenge: bool,
 }
+
+/// The Basic challenge of every 401 that asks for credentials.
+pub const CHALLENGE: &str = "Basic realm=\"once\", charset=\"UTF-8\"";
 
 impl Problem {
     pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Problem {
         assert!(status.is_client_error() || status.is_server_error(), "a problem is a 4xx or a 5xx");
-        Problem { status, kind, title, detail: detail.into(), retry_after: None }
+        Problem { status, kind, title, detail: detail.into(), retry_after: None, challenge: false }
+    }
+
+    /// Asks for Basic credentials (a 401 only).
+    pub fn challenge(mut self) -> Problem {
+        assert_eq!(self.status, StatusCode::UNAUTHORIZED, "only a 401 challenges");
+        self.challenge = true;
+        self
     }
 
     pub fn retry_after(mut self, seconds: u32) -> Problem {
@@ -55,6 +67,9 @@ impl IntoResponse for Problem {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.challenge {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
         }
         response
     }

@@ -43,8 +43,12 @@ pub fn routes() -> Router<Arc<HttpState>> {
         .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
         .route("/console/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
         .route("/console/style.css", get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }))
+        // No icon: answered empty, so a browser's automatic request is not an error.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/console/login", get(login))
         .route("/console/api/overview", get(views::overview))
         .route("/console/api/topics", get(views::topics))
+        .route("/console/api/topics/{topic}", get(views::topic))
         .route("/console/api/topics/{topic}/partitions/{partition}/records", get(records::handle))
         .route("/console/api/groups", get(views::groups))
         .route("/console/api/transactions", get(views::transactions))
@@ -88,10 +92,29 @@ pub(crate) fn require(
                 "Authentication required",
                 format!("{} Log in with a user allowed to see it.", problem.detail),
             )
+            .challenge()
         } else {
             problem
         }
     })
+}
+
+/// The console's "Log in": anonymous callers may read whatever the ACLs let `User:ANONYMOUS` read,
+/// so no read ever challenges and a browser would never send a password. This path does: 401 with
+/// the Basic challenge while anonymous, the caller once logged in. A browser then sends the
+/// credentials with every request under `/console/`.
+async fn login(Extension(caller): Extension<Caller>) -> Response {
+    if caller.session.principal == Principal::anonymous() {
+        return Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication-required",
+            "Authentication required",
+            "log in with a user of the broker (Basic credentials; over https from another host)",
+        )
+        .challenge()
+        .into_response();
+    }
+    json(serde_json::json!({"caller": caller.session.principal.to_string()}))
 }
 
 /// The HTML reports in `--console-reports DIR`, newest first.

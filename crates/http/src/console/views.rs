@@ -83,14 +83,23 @@ fn visible_transactions(state: &HttpState, caller: &Caller, hanging_after_ms: i6
         .list()
         .iter()
         .filter(|txn| caller.permits(state, Operation::Describe, ResourceType::TransactionalId, &txn.transactional_id))
-        .map(|txn| transaction_view(txn, now, hanging_after_ms))
+        .map(|txn| {
+            let mut view = transaction_view(txn, now, hanging_after_ms);
+            let may_write = caller.permits(state, Operation::Write, ResourceType::TransactionalId, &txn.transactional_id);
+            view["can_abort"] = json!(view["open"] == true && authenticated(caller) && may_write);
+            view
+        })
         .collect()
+}
+
+fn authenticated(caller: &Caller) -> bool {
+    caller.session.principal != Principal::anonymous()
 }
 
 /// Whether this caller may abort transactions from the console: authenticated (a browser with
 /// no login cannot), and allowed WRITE on some transactional id.
 fn can_abort(state: &HttpState, caller: &Caller) -> bool {
-    caller.session.principal != Principal::anonymous()
+    authenticated(caller)
         && state.node.authorizer.allows_some(&caller.session, Operation::Write, ResourceType::TransactionalId)
 }
 
@@ -168,6 +177,33 @@ pub async fn topics(State(state): State<Arc<HttpState>>, Extension(caller): Exte
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "topics", "Reading topics failed", error.to_string())
                 .into_response()
         }
+    }
+}
+
+/// One topic, as in the list: 404 if it does not exist and the caller may describe the cluster
+/// (else 403, so a caller cannot learn which topics exist), 403 if the caller may not describe it.
+pub async fn topic(
+    State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let name = match path {
+        Ok(Path(name)) => name,
+        Err(rejection) => return Problem::bad_request(format!("the path: {rejection}")).into_response(),
+    };
+    let found = state.node.topics.get(&name);
+    if found.is_none() && caller.permits(&state, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+        return Problem::not_found(format!("no topic '{name}'")).into_response();
+    }
+    if let Err(problem) = require(&caller, &state, Operation::Describe, ResourceType::Topic, &name) {
+        return problem.into_response();
+    }
+    let Some(topic) = found else { return Problem::not_found(format!("no topic '{name}'")).into_response() };
+    let configs = caller.permits(&state, Operation::DescribeConfigs, ResourceType::Topic, &name);
+    match tokio::task::spawn_blocking(move || topic_view(&topic, configs)).await {
+        Ok(view) => json(view),
+        Err(error) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "topic", "Reading the topic failed", error.to_string())
+            .into_response(),
     }
 }
 
