@@ -120,10 +120,8 @@ fn families_named(text: &str) -> std::collections::BTreeSet<String> {
         }
         let name: String = text[start..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
         let name = name.trim_end_matches('_');
-        let family = ["_total", "_bucket", "_count", "_sum"]
-            .iter()
-            .find_map(|suffix| name.strip_suffix(suffix))
-            .unwrap_or(name);
+        let family =
+            ["_total", "_bucket", "_count", "_sum"].iter().find_map(|suffix| name.strip_suffix(suffix)).unwrap_or(name);
         // A bare `once_…` in prose names no metric.
         if family.len() > "once_".len() {
             names.insert(family.to_string());
@@ -143,10 +141,8 @@ fn the_dashboard_and_the_docs_name_only_exported_metrics() {
     let bootstrap = broker.bootstrap();
     once(&["topic", "create", "ids", "--config", "dedup.source=key", "--bootstrap", &bootstrap]);
     let text = metrics(&http);
-    let exported: std::collections::BTreeSet<String> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next().map(str::to_string))
-        .collect();
+    let exported: std::collections::BTreeSet<String> =
+        text.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next().map(str::to_string)).collect();
     assert!(exported.len() > 30, "{text}");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for document in ["docs/grafana/once.json", "docs/metrics.md"] {

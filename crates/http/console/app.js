@@ -646,7 +646,7 @@ function recordRow(r, format) {
       : bytesView(r.value, format, true)),
     el('td', {}, headersView(r.headers, format)),
     el('td', {class: 'mono producer'}, r.producer_id < 0 ? dash
-      : `${r.producer_id} / ${r.producer_epoch}`, el('div', {class: 'sub'}, r.sequence >= 0 ? `seq ${r.sequence}` : '')),
+      : `${r.producer_id} / ${r.producer_epoch}`, el('div', {class: 'sub'}, typeof r.sequence === 'number' && r.sequence >= 0 ? `seq ${r.sequence}` : '')),
     el('td', {}, flags));
 }
 
@@ -869,7 +869,11 @@ function openAbortDialog(txn, refresh) {
       const answer = await api(`/console/api/transactions/${encodeURIComponent(id)}/abort`,
         {method: 'POST', headers: {'Content-Type': 'application/json', Accept: 'application/json'}, body: '{}'});
       result.classList.add('ok');
-      result.textContent = `Done: ${answer.transactional_id} is ${answer.state} (producer ${answer.producer_id}, epoch ${answer.producer_epoch}).`;
+      const outcome = answer.aborted
+        ? `its ${answer.previous_state} transaction was aborted`
+        : `it had no transaction to abort (${answer.previous_state})`;
+      result.textContent = `Done: ${answer.transactional_id}: ${outcome}; its producer is fenced ` +
+        `(producer ${answer.producer_id}, epoch ${answer.producer_epoch}); state now ${answer.state}.`;
       close.textContent = 'Close';
       refresh().catch((error) => banner.show(error));
     } catch (error) {
@@ -958,7 +962,9 @@ function formatRate(v) {
 }
 
 function formatBytesRate(v) {
-  return v === null || v === undefined ? dash : `${formatBytes(Math.round(v))}/s`;
+  if (v === null || v === undefined) return dash;
+  // Below 10 B/s (an axis tick of a quiet broker) whole bytes would label two ticks alike.
+  return Math.abs(v) < 10 && v !== 0 ? `${Number(v).toFixed(1)} B/s` : `${formatBytes(Math.round(v))}/s`;
 }
 
 function formatMsValue(v) {

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use once_acl::{Operation, Principal, ResourceType, CLUSTER_NAME};
 use once_node::topic_config::CONFIG_KEYS;
-use once_txn::{TxnDescription, TxnError};
+use once_txn::{TxnDescription, TxnError, TxnState};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -85,7 +85,8 @@ fn visible_transactions(state: &HttpState, caller: &Caller, hanging_after_ms: i6
         .filter(|txn| caller.permits(state, Operation::Describe, ResourceType::TransactionalId, &txn.transactional_id))
         .map(|txn| {
             let mut view = transaction_view(txn, now, hanging_after_ms);
-            let may_write = caller.permits(state, Operation::Write, ResourceType::TransactionalId, &txn.transactional_id);
+            let may_write =
+                caller.permits(state, Operation::Write, ResourceType::TransactionalId, &txn.transactional_id);
             view["can_abort"] = json!(view["open"] == true && authenticated(caller) && may_write);
             view
         })
@@ -202,8 +203,10 @@ pub async fn topic(
     let configs = caller.permits(&state, Operation::DescribeConfigs, ResourceType::Topic, &name);
     match tokio::task::spawn_blocking(move || topic_view(&topic, configs)).await {
         Ok(view) => json(view),
-        Err(error) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "topic", "Reading the topic failed", error.to_string())
-            .into_response(),
+        Err(error) => {
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "topic", "Reading the topic failed", error.to_string())
+                .into_response()
+        }
     }
 }
 
@@ -414,8 +417,13 @@ pub async fn abort(
                 producer_epoch,
                 "transaction aborted from the console: the producer is fenced"
             );
+            // An Ongoing (or already aborting) transaction was aborted; a PrepareCommit one was
+            // decided before the abort came and was completed as a commit.
+            let aborted = matches!(current.state, TxnState::Ongoing | TxnState::PrepareAbort);
             json(json!({
                 "transactional_id": transactional_id,
+                "previous_state": current.state.name(),
+                "aborted": aborted,
                 "state": state_name,
                 "producer_id": producer_id,
                 "producer_epoch": producer_epoch,
@@ -476,7 +484,7 @@ pub async fn rates(State(state): State<Arc<HttpState>>, Extension(caller): Exten
 mod tests {
     use std::collections::BTreeSet;
 
-    use once_txn::state::{TxnMetadata, TxnState};
+    use once_txn::state::TxnMetadata;
 
     use super::*;
 
