@@ -10,6 +10,7 @@
 //! - [`clients`] — `once produce` and `once consume`, on librdkafka.
 //! - [`groups`] — `once group …`: list, describe with lag, reset offsets, delete.
 //! - [`copy`] — `once copy`: a transactional consume-transform-produce copier, on librdkafka.
+//! - [`dedup_processor`] — `once dedup`: message-id dedup as a stream processor over any cluster.
 //! - [`sink`] — `once sink`: records' effects into PostgreSQL or SQLite exactly once (`once-sink`).
 //! - [`outbox`] — `once outbox`: a database's outbox table into topics, each row once (`once-outbox`).
 //! - [`logging`] — logs on stderr that never stop the process: unwritable lines dropped and counted.
@@ -24,6 +25,7 @@ pub mod admin_transport;
 pub mod client_settings;
 pub mod clients;
 pub mod copy;
+pub mod dedup_processor;
 pub mod groups;
 pub mod logging;
 pub mod outbox;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use once_cli::{acls, admin, clients, copy, groups, outbox, serve, sink, txn, users};
+use once_cli::{acls, admin, clients, copy, dedup_processor, groups, outbox, serve, sink, txn, users};
 
 mod alloc;
 
@@ -34,6 +34,9 @@ enum Command {
     Group(groups::GroupArgs),
     /// Copy one topic to another exactly once: a transactional consume-transform-produce loop.
     Copy(copy::CopyArgs),
+    /// Deduplicate a topic by message id into another, exactly once, over any Kafka-compatible
+    /// cluster: a stream processor whose index lives in a changelog topic.
+    Dedup(dedup_processor::DedupArgs),
     /// List, describe and abort transactions.
     Txn(txn::TxnArgs),
     /// Add, list and remove ACLs (with `once serve --authorization true`).
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Topic(args) => admin::run(args),
         Command::Group(args) => groups::run(args),
         Command::Copy(args) => copy::run(args),
+        Command::Dedup(args) => dedup_processor::run(args),
         Command::Txn(args) => txn::run(args),
         Command::Acl(args) => acls::run(args),
         Command::User(args) => users::run(args),
