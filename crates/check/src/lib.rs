@@ -36,7 +36,9 @@
 //! - `nemesis`: the broker process under `--broker-cmd` and the kill -9 / proxy schedule.
 //! - `power_loss`: applying the manifest a broker's power-loss hook writes (the checker's half).
 //! - `progress`: live counters and the one-line progress indicator on stderr.
-//! - `report`: what every workload's table and JSON report share; `html`: the HTML timeline.
+//! - `report`: what every workload's table and JSON report share; `timeline`: acknowledgements and
+//!   ack latency per second (the JSON report's `per_second` and `ack_latency_ms`); `html`: the HTML
+//!   page drawn from the JSON report (throughput, ack latency, anomaly and fault lanes).
 //! - `rng`: the seeded generator behind every fault decision.
 //! - `topics`: the run's topics over the admin API, and the warning when clients bypass the proxy.
 
@@ -54,6 +56,7 @@ mod report;
 mod rng;
 mod run;
 mod sink;
+mod timeline;
 mod topics;
 mod txn;
 

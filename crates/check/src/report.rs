@@ -38,6 +38,34 @@ pub(crate) fn capped_details<T: serde::Serialize>(anomalies: &[T], class: fn(&T)
         .collect()
 }
 
+/// Keys of an anomaly's evidence that say when it happened, in order of preference.
+pub(crate) const TIME_KEYS: [&str; 6] = ["time_ms", "acked_ms", "sent_ms", "seen_ms", "first_ms", "later_acked_ms"];
+
+/// When the anomaly `detail` (as JSON) happened, if its evidence says.
+pub(crate) fn anomaly_time_ms(detail: &Value) -> Option<u64> {
+    TIME_KEYS.iter().find_map(|key| detail[*key].as_u64())
+}
+
+/// The JSON report's `anomalies_per_second`: per class, how many of all the anomalies (not only the
+/// detailed ones, which are capped) happened in each second of the run, indexed by the second; a
+/// class without a timed anomaly is left out. What the HTML page's anomaly lane draws.
+pub(crate) fn anomalies_per_second<T: serde::Serialize>(anomalies: &[T], class: fn(&T) -> &'static str) -> Value {
+    let mut per_class: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for anomaly in anomalies {
+        let Some(second) = serde_json::to_value(anomaly).ok().as_ref().and_then(anomaly_time_ms).map(|ms| ms / 1000)
+        else {
+            continue;
+        };
+        let Ok(second) = usize::try_from(second) else { continue };
+        let counts = per_class.entry(class(anomaly)).or_default();
+        if counts.len() <= second {
+            counts.resize(second + 1, 0);
+        }
+        counts[second] += 1;
+    }
+    json!(per_class)
+}
+
 /// Faults injected during a run, by kind.
 #[derive(Debug, Clone, Default)]
 pub struct FaultCounts {
@@ -153,4 +181,44 @@ pub fn incomplete_json(
         "valid": Value::Null,
         "faults": faults.json(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    #[serde(tag = "class", rename_all = "kebab-case")]
+    enum Found {
+        Lost { acked_ms: u64 },
+        Skip { time_ms: u64, acked_ms: u64 },
+        Duplicate { value: u64 },
+    }
+
+    fn class(found: &Found) -> &'static str {
+        match found {
+            Found::Lost { .. } => "lost",
+            Found::Skip { .. } => "skip",
+            Found::Duplicate { .. } => "duplicate",
+        }
+    }
+
+    #[test]
+    fn anomalies_are_counted_per_second_of_their_time() {
+        let found = [
+            Found::Lost { acked_ms: 2500 },
+            Found::Lost { acked_ms: 2999 },
+            Found::Lost { acked_ms: 0 },
+            Found::Skip { time_ms: 1000, acked_ms: 9000 },
+            Found::Duplicate { value: 5 },
+        ];
+        assert_eq!(
+            anomalies_per_second(&found, class),
+            json!({"lost": [1, 0, 2], "skip": [0, 1]}),
+            "time_ms before acked_ms; a class without a time left out"
+        );
+        assert_eq!(anomalies_per_second::<Found>(&[], class), json!({}));
+        assert_eq!(anomaly_time_ms(&json!({"later_acked_ms": 7})), Some(7));
+        assert_eq!(anomaly_time_ms(&json!({"value": 7})), None);
+    }
 }

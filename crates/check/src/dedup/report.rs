@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 use crate::dedup::checker::{resends, DedupAnomaly, DedupHistory, DEDUP_CLASSES};
 use crate::history::Send;
 use crate::producer_process::producer_counts;
-use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};
+use crate::report::{
+    anomalies_per_second, anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary,
+};
+use crate::timeline;
 
 /// Everything a `dedup` report says, gathered once.
 pub struct DedupOutcome<'a> {
@@ -78,6 +81,8 @@ impl Summary for DedupOutcome<'_> {
             "acked": acked,
             "failed": failed,
             "unknown": unknown,
+            "ack_latency_ms": timeline::ack_latency_json(&history.sends),
+            "per_second": timeline::per_second_json(&history.sends),
             "answers": { "offset": offset_answers, "unknown_offset": unknown_offset_answers },
             "ids": { "sent": ids_sent, "acked": ids_acked, "stored": ids_stored },
             "resends": resends(&history.sends),
@@ -91,6 +96,7 @@ impl Summary for DedupOutcome<'_> {
             "faults": faults,
             "fault_events": history.faults,
             "anomalies": self.counts(),
+            "anomalies_per_second": anomalies_per_second(self.anomalies, DedupAnomaly::class),
             "anomaly_details": capped_details(self.anomalies, DedupAnomaly::class),
         })
     }

@@ -7,7 +7,10 @@ use serde_json::{json, Value};
 
 use crate::group::checker::{GroupAnomaly, Reprocessing, GROUP_CLASSES};
 use crate::group::history::GroupHistory;
-use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};
+use crate::report::{
+    anomalies_per_second, anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary,
+};
+use crate::timeline;
 
 /// Everything a `group` report says, gathered once.
 pub struct GroupOutcome<'a> {
@@ -62,6 +65,8 @@ impl Summary for GroupOutcome<'_> {
             "acked": acked,
             "failed": failed,
             "unknown": unknown,
+            "ack_latency_ms": timeline::ack_latency_json(&self.history.sends),
+            "per_second": timeline::per_second_json(&self.history.sends),
             "processed": self.history.processed.len(),
             "incarnations": self.history.incarnations.len(),
             "crashes": self.crashes(),
@@ -74,6 +79,7 @@ impl Summary for GroupOutcome<'_> {
             "faults": fault_map,
             "fault_events": self.history.faults,
             "anomalies": self.counts(),
+            "anomalies_per_second": anomalies_per_second(self.anomalies, GroupAnomaly::class),
             "anomaly_details": capped_details(self.anomalies, GroupAnomaly::class),
         })
     }

@@ -211,7 +211,7 @@ impl Run<'_> {
                 .as_ref()
                 .map_or(0, |proxy| proxy.counters.crashed_client_cutoffs.load(Ordering::Relaxed)),
         };
-        self.publish(&outcome, &history.sends)?;
+        self.publish(&outcome)?;
         Ok(anomalies.is_empty())
     }
 }

@@ -7,7 +7,10 @@ use serde_json::{json, Value};
 
 use crate::history::History;
 use crate::queue::checker::{Anomaly, CLASSES};
-use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};
+use crate::report::{
+    anomalies_per_second, anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary,
+};
+use crate::timeline;
 
 /// Everything a report says, gathered once.
 pub struct Outcome<'a> {
@@ -56,6 +59,8 @@ impl Summary for Outcome<'_> {
             "acked": acked,
             "failed": failed,
             "unknown": unknown,
+            "ack_latency_ms": timeline::ack_latency_json(&self.history.sends),
+            "per_second": timeline::per_second_json(&self.history.sends),
             "polled": self.history.polls.len(),
             "consumers": self.history.consumers,
             "final_read_records": self.history.final_read.len(),
@@ -64,6 +69,7 @@ impl Summary for Outcome<'_> {
             "faults": faults.json(),
             "fault_events": self.history.faults,
             "anomalies": self.counts(),
+            "anomalies_per_second": anomalies_per_second(self.anomalies, Anomaly::class),
             "anomaly_details": details,
         })
     }

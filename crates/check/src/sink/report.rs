@@ -6,10 +6,13 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use crate::producer_process::producer_counts;
-use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};
+use crate::report::{
+    anomalies_per_second, anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary,
+};
 use crate::sink::checker::{SinkAnomaly, SINK_CLASSES};
 use crate::sink::history::{SinkEnd, SinkHistory};
 use crate::sink::Drained;
+use crate::timeline;
 
 /// Everything a `sink` report says, gathered once.
 pub struct SinkOutcome<'a> {
@@ -110,6 +113,8 @@ impl Summary for SinkOutcome<'_> {
             "acked": acked,
             "failed": failed,
             "unknown": unknown,
+            "ack_latency_ms": timeline::ack_latency_json(&history.sends),
+            "per_second": timeline::per_second_json(&history.sends),
             "input_records": history.input.records.len(),
             "input_read_complete": history.input.complete,
             "input_read_to": history.input.read_to,
@@ -130,6 +135,7 @@ impl Summary for SinkOutcome<'_> {
             "faults": fault_map,
             "fault_events": history.faults,
             "anomalies": self.counts(),
+            "anomalies_per_second": anomalies_per_second(self.anomalies, SinkAnomaly::class),
             "anomaly_details": capped_details(self.anomalies, SinkAnomaly::class),
         })
     }

@@ -103,7 +103,7 @@ impl Run<'_> {
             faults: set_up.fault_counts(&self.stats),
             incomplete: incomplete.as_deref(),
         };
-        self.publish(&outcome, &history.sends)?;
+        self.publish(&outcome)?;
         match incomplete {
             Some(reason) => Err(anyhow::anyhow!(reason)),
             None => Ok(anomalies.is_empty()),

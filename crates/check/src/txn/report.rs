@@ -6,7 +6,10 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use crate::producer_process::producer_counts;
-use crate::report::{anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary};
+use crate::report::{
+    anomalies_per_second, anomaly_table, capped_details, class_counts, send_counts, FaultCounts, Summary,
+};
+use crate::timeline;
 use crate::txn::checker::{uncommitted_reads, TxnAnomaly, TXN_CLASSES};
 use crate::txn::history::{CopierEnd, TxnHistory, COMMITTED_CONSUMER, UNCOMMITTED_CONSUMER};
 
@@ -104,6 +107,8 @@ impl Summary for TxnOutcome<'_> {
             "acked": acked,
             "failed": failed,
             "unknown": unknown,
+            "ack_latency_ms": timeline::ack_latency_json(&history.sends),
+            "per_second": timeline::per_second_json(&history.sends),
             "input_records": history.input.records.len(),
             "input_read_complete": history.input.complete,
             "input_partitions_at_final_read": history.input.partitions_found,
@@ -134,6 +139,7 @@ impl Summary for TxnOutcome<'_> {
             "faults": fault_map,
             "fault_events": history.faults,
             "anomalies": self.counts(),
+            "anomalies_per_second": anomalies_per_second(self.anomalies, TxnAnomaly::class),
             "anomaly_details": capped_details(self.anomalies, TxnAnomaly::class),
         })
     }
