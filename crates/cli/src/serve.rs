@@ -413,6 +413,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             if tls.is_none() && !once_http::listen::is_loopback(local.ip()) {
                 tracing::warn!(%flag, address = %local, "plain HTTP beyond loopback: Basic credentials from other hosts are refused (they would cross the network in clear); use https://");
             }
+            // Bound to loopback: only requests naming this host (no DNS rebinding into the console).
+            let router = if once_http::listen::is_loopback(local.ip()) {
+                once_http::listen::loopback_hosts_only(router)
+            } else {
+                router
+            };
             let mut stopped = http_stopped.clone();
             let shutdown = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;

@@ -16,6 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -54,6 +55,17 @@ impl Http {
         body
     }
 
+    fn post_body(&self, path: &str, body: &str, login: Option<(&str, &str)>) -> (u16, Value) {
+        let mut request = self.agent.post(&format!("{}{path}", self.base)).header("Content-Type", "application/json");
+        if let Some((user, password)) = login {
+            request = request.header("Authorization", &basic(user, password));
+        }
+        let mut response = request.send(body).expect("POST");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
     fn post(&self, path: &str, content_type: &str, login: Option<(&str, &str)>) -> (u16, Value) {
         let mut request = self.agent.post(&format!("{}{path}", self.base)).header("Content-Type", content_type);
         if let Some((user, password)) = login {
@@ -85,6 +97,22 @@ fn produce_payments(bootstrap: &str) {
             .expect("queued");
     }
     producer.flush(Duration::from_secs(30)).expect("acknowledged");
+}
+
+const XSS_KEY: &str = "<img src=x onerror=\"window.__xss=1\">";
+
+/// Records a page must show as text, whatever they hold: markup (0), 20,000 nested JSON arrays (1),
+/// a value of 100,000 bytes, more than the 64 KiB the console sends of a field (2).
+fn produce_hostile(bootstrap: &str) {
+    let producer: rdkafka::producer::BaseProducer =
+        once_cli::clients::client_config(bootstrap).create().expect("producer");
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let long = "x".repeat(100_000);
+    let values = ["<script>window.__xss=1</script>", deep.as_str(), long.as_str()];
+    for value in values {
+        producer.send(BaseRecord::to("hostile").partition(0).key(XSS_KEY).payload(value)).expect("queued");
+        producer.flush(Duration::from_secs(30)).expect("acknowledged");
+    }
 }
 
 fn text_of(field: &Value) -> &str {
@@ -124,6 +152,8 @@ fn console_pages_show_the_broker_and_abort_a_hanging_transaction_in_a_real_brows
         &bootstrap,
     ]);
     once(&["topic", "create", "console-traffic", "--partitions", "1", "--bootstrap", &bootstrap]);
+    once(&["topic", "create", "hostile", "--partitions", "1", "--bootstrap", &bootstrap]);
+    produce_hostile(&bootstrap);
 
     // Offsets 0–4 plain; 5–6 a committed transaction, 7 its marker; 8 an aborted one, 9 its marker;
     // 10 the open transaction's record.
@@ -202,11 +232,18 @@ fn console_pages_show_the_broker_and_abort_a_hanging_transaction_in_a_real_brows
         "/console/api/topics/payments/partitions/0/records?timestamp={}",
         listed[5]["timestamp"].as_i64().expect("timestamp")
     ));
-    assert!(by_time["start_offset"].as_u64().expect("start") <= 5, "{by_time}");
+    assert_eq!(by_time["start_offset"], 5, "record 5 opens the committed transaction's batch: {by_time}");
     assert_eq!(http.get("/console/api/topics/payments/partitions/0/records?offset=99", None).0, 416);
     assert_eq!(http.get("/console/api/topics/payments/partitions/0/records?isolation=dirty", None).0, 400);
     assert_eq!(http.get("/console/api/topics/payments/partitions/0/records?limit=0", None).0, 400);
     assert_eq!(http.get("/console/api/topics/payments/partitions/3/records", None).0, 404);
+
+    // Hostile records come back as data: markup as text, a long value cut at 64 KiB with its size.
+    let hostile = http.get_ok("/console/api/topics/hostile/partitions/0/records");
+    assert_eq!(text_of(&hostile["records"][0]["key"]), XSS_KEY);
+    let cut = &hostile["records"][2]["value"];
+    assert_eq!((cut["size"].clone(), cut["truncated"].clone()), (json!(100_000), json!(true)), "{cut}");
+    assert_eq!(text_of(cut).len(), 64 * 1024);
 
     // Topics, groups, transactions.
     let topics = http.get_ok("/console/api/topics");
@@ -286,7 +323,18 @@ fn console_pages_show_the_broker_and_abort_a_hanging_transaction_in_a_real_brows
     assert_eq!(http.post(abort, "application/json", None).0, 401);
     assert_eq!(http.post(abort, "application/x-www-form-urlencoded", Some(ADMIN)).0, 415);
     assert_eq!(http.post("/console/api/transactions/nobody/abort", "application/json", Some(ADMIN)).0, 404);
-    assert_eq!(by_id("stuck-payer")["open"], true, "nothing refused aborted it");
+    let (status, problem) = http.post_body(abort, r#"{"producer_id": 3, "producer_epoch": 7}"#, Some(ADMIN));
+    assert_eq!((status, problem["type"].clone()), (409, json!("urn:once:problem:transaction-changed")), "{problem}");
+    let (status, _) = http.post_body(abort, r#"{"producer_id": 3}"#, Some(ADMIN));
+    assert_eq!(status, 400, "an id without its epoch");
+    let again = http.get_ok("/console/api/transactions?hanging_after_ms=1000");
+    let still = again["transactions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|txn| txn["transactional_id"] == "stuck-payer")
+        .cloned();
+    assert_eq!(still.expect("listed")["open"], true, "nothing refused aborted it");
 
     // Reports: listed, served sandboxed; nothing outside the directory.
     let listed_reports = http.get_ok("/console/api/reports");
@@ -297,7 +345,21 @@ fn console_pages_show_the_broker_and_abort_a_hanging_transaction_in_a_real_brows
     let policy =
         report.headers().get("content-security-policy").and_then(|value| value.to_str().ok()).unwrap_or_default();
     assert!(policy.starts_with("sandbox"), "{policy}");
-    assert_eq!(http.get("/console/reports/..%2Fdata%2Fcluster.html", None).0, 404);
+    let outside =
+        reports.path().parent().expect("a parent").join(format!("once-console-secret-{}.html", std::process::id()));
+    std::fs::write(&outside, "secret").expect("a file outside the reports directory");
+    let escaped =
+        format!("/console/reports/..%2F{}", outside.file_name().and_then(|name| name.to_str()).expect("name"));
+    let (status, body) = http.get(&escaped, None);
+    assert!(status == 404 && !body.to_string().contains("secret\""), "{status} {body}");
+    std::os::unix::fs::symlink(&outside, reports.path().join("link.html")).expect("symlink");
+    assert_eq!(http.get("/console/reports/link.html", None).0, 403, "a symbolic link is not followed");
+    std::fs::remove_file(&outside).expect("remove");
+    assert_eq!(
+        http.get_ok("/console/api/reports")["reports"].as_array().map(Vec::len),
+        Some(1),
+        "the link is not listed"
+    );
     assert_eq!(http.get("/console/reports/missing.html", None).0, 404);
     let page = agent.get(&format!("http://{address}/")).call().expect("page");
     assert!(page.headers().get("content-security-policy").is_some());
@@ -321,6 +383,15 @@ fn console_pages_show_the_broker_and_abort_a_hanging_transaction_in_a_real_brows
         "traffic_topic": "console-traffic",
         "markers": [{"offset": 7, "control": "commit"}, {"offset": 9, "control": "abort"}],
         "aborted_offsets": [8],
+        "hostile": {
+            "topic": "hostile",
+            "partition": 0,
+            "xss_offset": 0,
+            "xss_key": XSS_KEY,
+            "deep_json_offset": 1,
+            "truncated_offset": 2,
+            "truncated_size": 100_000,
+        },
     });
     run_browser(&address, &expect);
 
@@ -336,8 +407,15 @@ fn console_pages_show_the_broker_and_abort_a_hanging_transaction_in_a_real_brows
         !after["records"].as_array().expect("records").iter().any(|record| record["offset"] == 10),
         "the aborted record is not read committed"
     );
-    let fenced = stuck.commit_transaction(Duration::from_secs(10));
-    assert!(fenced.is_err(), "the hanging transaction's producer was fenced by the abort");
+    let fenced = stuck.commit_transaction(Duration::from_secs(10)).expect_err("the producer was fenced");
+    let code = fenced.rdkafka_error_code();
+    assert!(
+        matches!(
+            code,
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch | RDKafkaErrorCode::Fenced)
+        ),
+        "fenced by the abort, not another failure: {fenced}"
+    );
     drop(consumer);
 }
 
@@ -368,4 +446,140 @@ fn run_browser(address: &str, expect: &Value) {
     assert!(output.status.success(), "the browser checks failed ({}):\n{stdout}\n{stderr}", output.status);
     assert!(stdout.contains(" 0 failed"), "{stdout}");
     eprintln!("{stdout}");
+}
+
+/// With `--authorization true`: every list shows only what the caller may describe, a path naming
+/// something else is refused, records need READ, an abort needs a login and WRITE on the id, and
+/// an anonymous browser refused the overview is asked to log in.
+#[test]
+fn with_authorization_the_console_shows_each_caller_only_what_it_may_see() {
+    use once_acl::{AclBinding, Operation, PatternType, Permission, Principal, ResourceType, CLUSTER_NAME};
+    let data = tempfile::tempdir().expect("temp dir");
+    let data_dir = data.path().join("data");
+    // Set-up without authorization: two topics with records and groups, an open transaction on each.
+    let mut setup = BrokerProcess::start_with(&[], Some(data_dir.clone()), None);
+    let bootstrap = setup.bootstrap();
+    for topic in ["payments", "secret"] {
+        once(&["topic", "create", topic, "--partitions", "1", "--bootstrap", &bootstrap]);
+    }
+    for (group, topic) in [("billing", "payments"), ("hidden", "secret")] {
+        let consumer: BaseConsumer =
+            once_cli::clients::client_config(&bootstrap).set("group.id", group).create().expect("consumer");
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(topic, 0, Offset::Offset(0)).expect("offset");
+        consumer.commit(&offsets, CommitMode::Sync).expect("commit");
+    }
+    let mut left_open = Vec::new();
+    for (id, topic) in [("pay-alice", "payments"), ("pay-secret", "secret")] {
+        let producer = transactional_producer(&bootstrap, id, 600_000);
+        producer.begin_transaction().expect("begin");
+        send(&producer, topic, 0, "{\"amount\":1}");
+        producer.flush(Duration::from_secs(30)).expect("stored");
+        left_open.push(producer);
+    }
+    assert!(setup.terminate(), "the set-up broker stops cleanly");
+    drop(left_open);
+    let allow = |principal: &str, operation: Operation, resource_type: ResourceType, name: &str| AclBinding {
+        resource_type,
+        resource_name: name.to_string(),
+        pattern_type: PatternType::Literal,
+        principal: Principal::user(principal),
+        host: "*".to_string(),
+        operation,
+        permission: Permission::Allow,
+    };
+    let acls = [
+        allow("alice", Operation::Describe, ResourceType::Topic, "payments"),
+        allow("alice", Operation::Read, ResourceType::Topic, "payments"),
+        allow("alice", Operation::Describe, ResourceType::Group, "billing"),
+        allow("alice", Operation::Describe, ResourceType::TransactionalId, "pay-alice"),
+        allow("alice", Operation::Write, ResourceType::TransactionalId, "pay-alice"),
+        allow("alice", Operation::Describe, ResourceType::TransactionalId, "pay-secret"),
+        allow("bob", Operation::Describe, ResourceType::Cluster, CLUSTER_NAME),
+    ];
+    std::fs::write(data_dir.join("acls.json"), json!({"format": 1, "acls": acls}).to_string()).expect("acls.json");
+    let address = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--http-listen",
+        &address,
+        "--authorization",
+        "true",
+        "--super-users",
+        "User:admin",
+        "--scram-user",
+        "admin:admin-secret",
+        "--scram-user",
+        "alice:alice-secret",
+        "--scram-user",
+        "bob:bob-secret",
+    ];
+    let _broker = BrokerProcess::start_with(&args, Some(data_dir), None);
+    let http = Http::new(&address);
+    let (alice, bob, admin) =
+        (Some(("alice", "alice-secret")), Some(("bob", "bob-secret")), Some(("admin", "admin-secret")));
+    let names = |body: &Value, list: &str, field: &str| -> Vec<String> {
+        body[list].as_array().expect(list).iter().map(|item| item[field].as_str().expect(field).to_string()).collect()
+    };
+
+    // Anonymous: asked to log in where refused; lists are empty.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let refused = agent.get(&format!("http://{address}/console/api/overview")).call().expect("GET");
+    assert_eq!(refused.status().as_u16(), 401);
+    assert!(refused.headers().get("www-authenticate").is_some(), "a browser is asked for a login");
+    assert_eq!(names(&http.get_ok("/console/api/topics"), "topics", "name"), Vec::<String>::new());
+    assert_eq!(http.get("/console/api/topics/payments/partitions/0/records", None).0, 401);
+
+    // alice: her topic, group and transactional ids; nothing else, not even by name.
+    let (_, topics) = http.get("/console/api/topics", alice);
+    assert_eq!(names(&topics, "topics", "name"), ["payments"]);
+    assert_eq!(topics["topics"][0]["configs"], Value::Null, "no DESCRIBE_CONFIGS");
+    assert_eq!(http.get("/console/api/topics/secret", alice).0, 403);
+    assert_eq!(
+        http.get("/console/api/topics/nothing", alice).0,
+        403,
+        "without DESCRIBE on the cluster, no existence check"
+    );
+    assert_eq!(http.get("/console/api/topics/nothing", admin).0, 404);
+    assert_eq!(http.get("/console/api/topics/payments/partitions/0/records", alice).0, 200);
+    assert_eq!(http.get("/console/api/topics/secret/partitions/0/records", alice).0, 403);
+    let (_, groups) = http.get("/console/api/groups", alice);
+    assert_eq!(names(&groups, "groups", "group"), ["billing"]);
+    let (_, transactions) = http.get("/console/api/transactions", alice);
+    assert_eq!(names(&transactions, "transactions", "transactional_id"), ["pay-alice", "pay-secret"]);
+    let listed = transactions["transactions"].as_array().expect("list");
+    assert_eq!(listed[0]["partitions"], json!([{"topic": "payments", "partition": 0}]));
+    assert_eq!(listed[1]["partitions"], json!([]), "the topic alice may not describe is left out");
+    assert_eq!((listed[0]["can_abort"].clone(), listed[1]["can_abort"].clone()), (json!(true), json!(false)));
+    assert_eq!(http.get("/console/api/overview", alice).0, 403, "alice may not describe the cluster");
+    assert_eq!(http.get("/console/login", alice).1, json!({"caller": "User:alice"}));
+
+    // bob may describe the cluster and nothing in it.
+    let (status, overview) = http.get("/console/api/overview", bob);
+    assert_eq!((status, overview["can_abort"].clone(), overview["topics"].clone()), (200, json!(false), json!(0)));
+    assert_eq!(
+        names(&http.get("/console/api/transactions", bob).1, "transactions", "transactional_id"),
+        Vec::<String>::new()
+    );
+
+    // Aborts: not without WRITE on the id; alice's own, with what she saw.
+    assert_eq!(http.post("/console/api/transactions/pay-secret/abort", "application/json", alice).0, 403);
+    assert_eq!(http.post("/console/api/transactions/pay-alice/abort", "application/json", bob).0, 403);
+    let seen = format!(
+        r#"{{"producer_id": {}, "producer_epoch": {}}}"#,
+        listed[0]["producer_id"], listed[0]["producer_epoch"]
+    );
+    let (status, aborted) = http.post_body("/console/api/transactions/pay-alice/abort", &seen, alice);
+    assert_eq!(
+        (status, aborted["aborted"].clone(), aborted["previous_state"].clone()),
+        (200, json!(true), json!("Ongoing")),
+        "{aborted}"
+    );
+    let (_, after) = http.get("/console/api/transactions", admin);
+    let states: Vec<(String, bool)> = after["transactions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|txn| (txn["transactional_id"].as_str().expect("id").to_string(), txn["open"] == true))
+        .collect();
+    assert_eq!(states, [("pay-alice".to_string(), false), ("pay-secret".to_string(), true)], "only hers was aborted");
 }

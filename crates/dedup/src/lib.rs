@@ -183,7 +183,7 @@ pub use crate::index::{
     Decision, DedupIndex, ExpireStats, IndexConfig, Reservation, MAX_IDS_DEFAULT, MAX_IDS_ON_DISK_DEFAULT,
 };
 pub use crate::records::{
-    extract_ids, extract_record_ids, extract_valid_record_ids, filter_batch, filter_valid_batch, with_records,
+    extract_ids, extract_record_ids, extract_valid_record_ids, filter_batch, filter_valid_batch, visit_records,
     RecordId, RECORDS_BYTES_MAX,
 };
 pub use crate::snapshot::{remove_snapshot, SnapshotStats, SnapshotView, SNAPSHOT_VERSION};

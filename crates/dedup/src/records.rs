@@ -87,12 +87,25 @@ pub fn extract_valid_record_ids(batch: &ValidBatch, source: &DedupSource) -> Res
     record_ids(&parse_records(*batch.header(), batch.bytes())?, source)
 }
 
-/// Reads a stored batch's records (decompressed, their framing and CRC checked) and hands them to
-/// `read` with the batch's header: for readers that show records (the console's record browser).
-pub fn with_records<R>(batch: &[u8], read: impl FnOnce(&BatchHeader, &[Record<'_>]) -> R) -> Result<R, DedupError> {
+/// Visits a stored batch's records in order — decompressed once, its framing and CRC checked —
+/// until `visit` returns false; nothing is collected, so a batch of millions of tiny records costs
+/// no more than its records section. For readers that show records (the console's record browser).
+pub fn visit_records(batch: &[u8], mut visit: impl FnMut(&BatchHeader, &Record<'_>) -> bool) -> Result<(), DedupError> {
     let parsed = parse_batch(batch)?;
-    let records = parsed.records()?;
-    Ok(read(&parsed.header, &records))
+    let count = usize::try_from(parsed.header.records_count)
+        .map_err(|_| DedupError::InvalidBatch(format!("records count {} is negative", parsed.header.records_count)))?;
+    let mut cursor = batch::Cursor::new(&parsed.records_section);
+    for index in 0..count {
+        let record =
+            batch::read_record(&mut cursor).map_err(|error| invalid(format!("record {index}: {}", error.0)))?;
+        if !visit(&parsed.header, &record) {
+            return Ok(());
+        }
+    }
+    if cursor.remaining() != 0 {
+        return Err(invalid(format!("{} bytes follow the {count} records the header counts", cursor.remaining())));
+    }
+    Ok(())
 }
 
 fn record_ids(parsed: &ParsedBatch<'_>, source: &DedupSource) -> Result<Vec<RecordId>, DedupError> {

@@ -86,6 +86,10 @@ pub fn basic_allowed(scheme: Scheme, peer: Option<Peer>) -> bool {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub session: Session,
+    /// Whether this caller could log in: the broker has users, and Basic credentials are accepted
+    /// on this connection ([`basic_allowed`]). A refusal challenges for a login only then — a
+    /// browser must not be asked to send a password the broker would refuse to read.
+    pub may_log_in: bool,
 }
 
 impl Caller {
@@ -158,7 +162,8 @@ pub async fn authenticate(State(state): State<Arc<HttpState>>, mut request: Requ
             }
         },
     };
-    request.extensions_mut().insert(Caller { session });
+    let may_log_in = state.node.credentials.is_some() && basic_allowed(state.scheme, peer);
+    request.extensions_mut().insert(Caller { session, may_log_in });
     next.run(request).await
 }
 

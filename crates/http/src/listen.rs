@@ -80,6 +80,47 @@ pub fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
 
+/// Whether a `Host` header names this host by a loopback address or `localhost` (any port).
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port or [v6]
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.chars().all(|c| c.is_ascii_digit()) { name } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(is_loopback)
+}
+
+/// `router` answering only requests whose Host names this host ([`loopback_host_guard`]): for a
+/// listener bound to a loopback address.
+pub fn loopback_hosts_only(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(loopback_host_guard))
+}
+
+/// Middleware for a listener bound to a loopback address: a request must name this host
+/// (`Host: 127.0.0.1:…`, `localhost:…`, `[::1]:…`). A web page a developer visits can point its
+/// own domain name at 127.0.0.1 (DNS rebinding) and then read the console's records as a
+/// same-origin page; it cannot make the browser send one of these Host values. A local reverse
+/// proxy passes the upstream's address as Host by default (nginx's `$proxy_host`).
+pub async fn loopback_host_guard(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let host = request.headers().get(axum::http::header::HOST).and_then(|value| value.to_str().ok());
+    match host {
+        Some(host) if !is_loopback_host(host) => crate::problem::Problem::new(
+            axum::http::StatusCode::MISDIRECTED_REQUEST,
+            "host-not-local",
+            "This listener answers only requests naming this host",
+            format!("Host '{host}' is not a loopback address or localhost: the listener is bound to loopback"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
 impl Connected<IncomingStream<'_, TcpListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Peer {
         Peer(*stream.remote_addr())
@@ -185,6 +226,30 @@ pub async fn serve(
         None => axum::serve(listener, service).with_graceful_shutdown(shutdown).await,
         Some(acceptor) => {
             axum::serve(TlsListener::new(listener, acceptor), service).with_graceful_shutdown(shutdown).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn only_loopback_names_pass() {
+        for good in ["127.0.0.1:8082", "127.0.0.1", "localhost:8082", "LOCALHOST", "[::1]:8082", "[::1]", "127.9.9.9:1"]
+        {
+            assert!(is_loopback_host(good), "{good}");
+        }
+        for bad in [
+            "evil.example:8082",
+            "evil.example",
+            "10.0.0.1:8082",
+            "[2001:db8::1]:80",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
         }
     }
 }

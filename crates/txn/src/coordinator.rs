@@ -182,6 +182,18 @@ impl VerifiedTxn {
     }
 }
 
+/// What [`TxnCoordinator::operator_abort`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAbort {
+    /// No such transactional id.
+    Unknown,
+    /// The id's producer is no longer the one expected: nothing was done.
+    Changed { producer_id: i64, producer_epoch: i16 },
+    /// Fenced: the state found (an Ongoing or PrepareAbort transaction was aborted, PrepareCommit
+    /// completed as a commit), and the new producer id and epoch.
+    Fenced { previous_state: TxnState, producer_id: i64, producer_epoch: i16 },
+}
+
 /// One transaction as the admin APIs describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnDescription {
@@ -323,6 +335,39 @@ impl TxnCoordinator {
             if self.is_mapped(transactional_id, &inner) {
                 return self.init_locked(transactional_id, &mut slot, timeout_ms, expected).await;
             }
+        }
+    }
+
+    /// An operator's abort (`once txn abort --transactional-id`, the console): fences the id's
+    /// producer with a new epoch, aborting its open transaction (a PrepareCommit one is completed as
+    /// the commit it was decided to be) — InitProducerId as a new incarnation, under the id's lock.
+    /// With `expected`, only if the producer id and epoch are still those (the transaction the
+    /// operator saw); the state found is decided under the same lock, so the answer says what
+    /// happened. An unknown id is left unknown.
+    pub async fn operator_abort(
+        &self,
+        transactional_id: &str,
+        expected: Option<(i64, i16)>,
+    ) -> Result<OperatorAbort, TxnError> {
+        self.check_open()?;
+        loop {
+            let Some(inner) = self.slot(transactional_id) else { return Ok(OperatorAbort::Unknown) };
+            let mut slot = Locked::of(&inner).await;
+            if !self.is_mapped(transactional_id, &inner) {
+                continue; // forgotten meanwhile: look again
+            }
+            let Some(current) = slot.metadata() else { return Ok(OperatorAbort::Unknown) };
+            let found = (current.producer_id, current.producer_epoch);
+            if expected.is_some_and(|expected| expected != found) {
+                return Ok(OperatorAbort::Changed { producer_id: found.0, producer_epoch: found.1 });
+            }
+            let (producer_id, producer_epoch) =
+                self.init_locked(transactional_id, &mut slot, current.timeout_ms, None).await?;
+            assert!(
+                (producer_id, producer_epoch) != found,
+                "fencing gives the id a new producer epoch (or a new producer id)"
+            );
+            return Ok(OperatorAbort::Fenced { previous_state: current.state, producer_id, producer_epoch });
         }
     }
 

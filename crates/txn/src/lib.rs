@@ -19,8 +19,8 @@ pub mod state;
 pub mod store;
 
 pub use coordinator::{
-    BoxFuture, MarkerError, MarkerWriter, ProducerIdSource, TxnConfig, TxnCoordinator, TxnDescription, VerifiedTxn,
-    COORDINATOR_EPOCH, CRASH_AFTER_PREPARE_COMMIT, CRASH_POINTS_COMPILED,
+    BoxFuture, MarkerError, MarkerWriter, OperatorAbort, ProducerIdSource, TxnConfig, TxnCoordinator, TxnDescription,
+    VerifiedTxn, COORDINATOR_EPOCH, CRASH_AFTER_PREPARE_COMMIT, CRASH_POINTS_COMPILED,
 };
 pub use error::TxnError;
 pub use state::{EpochRequester, InitDecision, TopicPartition, TxnMetadata, TxnState};

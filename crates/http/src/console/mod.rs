@@ -85,7 +85,7 @@ pub(crate) fn require(
     name: &str,
 ) -> Result<(), Problem> {
     caller.require(state, operation, resource_type, name).map_err(|problem| {
-        if caller.session.principal == Principal::anonymous() {
+        if caller.session.principal == Principal::anonymous() && caller.may_log_in {
             Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "authentication-required",
@@ -104,6 +104,16 @@ pub(crate) fn require(
 /// the Basic challenge while anonymous, the caller once logged in. A browser then sends the
 /// credentials with every request under `/console/`.
 async fn login(Extension(caller): Extension<Caller>) -> Response {
+    if caller.session.principal == Principal::anonymous() && !caller.may_log_in {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "login-unavailable",
+            "Logging in is not possible here",
+            "the broker has no users (--scram-user, once user create), or this is plain HTTP from another host, \
+             where a password would cross the network in clear: use the broker's https:// listener",
+        )
+        .into_response();
+    }
     if caller.session.principal == Principal::anonymous() {
         return Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -151,7 +161,7 @@ pub fn is_report_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn list_reports(directory: &FsPath) -> Result<Vec<serde_json::Value>, String> {
+pub(crate) fn list_reports(directory: &FsPath) -> Result<Vec<serde_json::Value>, String> {
     let entries = std::fs::read_dir(directory).map_err(|error| format!("{}: {error}", directory.display()))?;
     let mut reports: Vec<(i64, String, u64)> = Vec::new();
     for entry in entries.flatten() {
@@ -190,8 +200,8 @@ async fn report(
         return Problem::not_found(format!("'{name}' is not a report name (NAME.html)")).into_response();
     }
     let path: PathBuf = directory.join(&name);
-    match tokio::fs::read(&path).await {
-        Ok(body) => {
+    match tokio::task::spawn_blocking(move || read_report(&path)).await {
+        Ok(Ok(body)) => {
             let mut response = body.into_response();
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
@@ -199,17 +209,56 @@ async fn report(
             headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             response
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            Problem::not_found(format!("no report '{name}'")).into_response()
+        Ok(Err(ReportError::NotFound)) => Problem::not_found(format!("no report '{name}'")).into_response(),
+        Ok(Err(ReportError::Refused(why))) => {
+            Problem::new(StatusCode::FORBIDDEN, "report-refused", "The report is not served", why).into_response()
         }
-        Err(error) => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "report-unreadable",
-            "The report cannot be read",
-            format!("{}: {error}", path.display()),
-        )
-        .into_response(),
+        Ok(Err(ReportError::Io(error))) => {
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "report-unreadable", "The report cannot be read", error)
+                .into_response()
+        }
+        Err(error) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "report", "Reading failed", error.to_string())
+            .into_response(),
     }
+}
+
+/// The most bytes of one report served (a 150-second run's page is about 130 KB).
+pub const REPORT_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug)]
+enum ReportError {
+    NotFound,
+    Refused(String),
+    Io(String),
+}
+
+/// A report's bytes: a regular file directly in the directory, not a symbolic link (which could
+/// point anywhere the broker can read), at most [`REPORT_BYTES_MAX`]. Opened without following
+/// links and checked on the open file, so nothing can be swapped in between.
+fn read_report(path: &FsPath) -> Result<Vec<u8>, ReportError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(
+            |error| match error.kind() {
+                std::io::ErrorKind::NotFound => ReportError::NotFound,
+                // ELOOP: the name is a symbolic link.
+                _ if error.raw_os_error() == Some(libc::ELOOP) => {
+                    ReportError::Refused("a symbolic link is not served".into())
+                }
+                _ => ReportError::Io(format!("{}: {error}", path.display())),
+            },
+        )?;
+    let metadata = file.metadata().map_err(|error| ReportError::Io(error.to_string()))?;
+    if !metadata.is_file() {
+        return Err(ReportError::Refused("not a regular file".into()));
+    }
+    if metadata.len() > REPORT_BYTES_MAX {
+        return Err(ReportError::Refused(format!("{} bytes, more than the {REPORT_BYTES_MAX} served", metadata.len())));
+    }
+    let mut body = Vec::with_capacity(metadata.len() as usize);
+    file.take(REPORT_BYTES_MAX).read_to_end(&mut body).map_err(|error| ReportError::Io(error.to_string()))?;
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -245,5 +294,20 @@ mod tests {
         assert_eq!(names, ["new.html", "old.html"]);
         assert_eq!(listed[0]["bytes"], 17);
         assert!(list_reports(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn only_regular_files_are_read_never_through_a_link() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("secret.txt"), "key material").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), dir.path().join("link.html")).expect("symlink");
+        std::fs::create_dir(dir.path().join("dir.html")).expect("mkdir");
+        std::fs::write(dir.path().join("ok.html"), "<p>report</p>").expect("write");
+        assert_eq!(read_report(&dir.path().join("ok.html")).expect("read"), b"<p>report</p>");
+        assert!(matches!(read_report(&dir.path().join("link.html")), Err(ReportError::Refused(_))));
+        assert!(matches!(read_report(&dir.path().join("dir.html")), Err(ReportError::Refused(_))));
+        assert!(matches!(read_report(&dir.path().join("none.html")), Err(ReportError::NotFound)));
+        let listed = list_reports(dir.path()).expect("listed");
+        assert_eq!(listed.len(), 1, "links and directories are not listed: {listed:?}");
     }
 }

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use once_acl::{Operation, Principal, ResourceType, CLUSTER_NAME};
 use once_node::topic_config::CONFIG_KEYS;
-use once_txn::{TxnDescription, TxnError, TxnState};
+use once_txn::{OperatorAbort, TxnDescription, TxnError, TxnState};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -85,6 +85,22 @@ fn visible_transactions(state: &HttpState, caller: &Caller, hanging_after_ms: i6
         .filter(|txn| caller.permits(state, Operation::Describe, ResourceType::TransactionalId, &txn.transactional_id))
         .map(|txn| {
             let mut view = transaction_view(txn, now, hanging_after_ms);
+            // As Kafka's DescribeTransactions: topics and groups the caller may not describe are left out.
+            let topics = view["partitions"].as_array().cloned().unwrap_or_default();
+            view["partitions"] = topics
+                .into_iter()
+                .filter(|partition| {
+                    let topic = partition["topic"].as_str().unwrap_or_default();
+                    caller.permits(state, Operation::Describe, ResourceType::Topic, topic)
+                })
+                .collect();
+            let groups = view["groups"].as_array().cloned().unwrap_or_default();
+            view["groups"] = groups
+                .into_iter()
+                .filter(|group| {
+                    caller.permits(state, Operation::Describe, ResourceType::Group, group.as_str().unwrap_or_default())
+                })
+                .collect();
             let may_write =
                 caller.permits(state, Operation::Write, ResourceType::TransactionalId, &txn.transactional_id);
             view["can_abort"] = json!(view["open"] == true && authenticated(caller) && may_write);
@@ -104,13 +120,21 @@ fn can_abort(state: &HttpState, caller: &Caller) -> bool {
         && state.node.authorizer.allows_some(&caller.session, Operation::Write, ResourceType::TransactionalId)
 }
 
+/// The query, or a problem document naming what is wrong with it.
+fn hanging_query(query: Result<Query<HangingQuery>, QueryRejection>) -> Result<i64, Problem> {
+    match query {
+        Ok(Query(query)) => query.threshold(),
+        Err(rejection) => Err(Problem::bad_request(format!("the query: {rejection}"))),
+    }
+}
+
 pub async fn overview(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Caller>,
-    Query(query): Query<HangingQuery>,
+    query: Result<Query<HangingQuery>, QueryRejection>,
 ) -> Response {
     let checked = require(&caller, &state, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME)
-        .and_then(|()| query.threshold());
+        .and_then(|()| hanging_query(query));
     let hanging_after_ms = match checked {
         Ok(threshold) => threshold,
         Err(problem) => return problem.into_response(),
@@ -127,9 +151,14 @@ pub async fn overview(
         .iter()
         .filter(|group| caller.permits(&state, Operation::Describe, ResourceType::Group, &group.group_id))
         .count();
-    let reports = state.console_reports.as_deref().and_then(|dir| std::fs::read_dir(dir).ok()).map_or(0, |entries| {
-        entries.flatten().filter(|entry| entry.file_name().to_str().is_some_and(super::is_report_name)).count()
-    });
+    // The filesystem's free space and the reports directory: off the async workers.
+    let (reports_dir, floor) = (state.console_reports.clone(), Arc::clone(&node.floor));
+    let (reports, free_bytes) = tokio::task::spawn_blocking(move || {
+        let reports = reports_dir.as_deref().and_then(|dir| super::list_reports(dir).ok()).map_or(0, |list| list.len());
+        (reports, floor.space().map(|space| space.free))
+    })
+    .await
+    .unwrap_or((0, None));
     json(json!({
         "cluster_id": node.identity.cluster_id,
         "node_id": node.config.node_id,
@@ -138,7 +167,7 @@ pub async fn overview(
         "authorization": node.authorizer.enabled(),
         "can_abort": can_abort(&state, &caller),
         "storage": {
-            "free_bytes": node.floor.space().map(|space| space.free),
+            "free_bytes": free_bytes,
             "min_free_bytes": node.floor.floor(),
             "below_floor": node.floor.refusing(),
             "latched_partitions": latched,
@@ -346,9 +375,9 @@ pub async fn groups(State(state): State<Arc<HttpState>>, Extension(caller): Exte
 pub async fn transactions(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Caller>,
-    Query(query): Query<HangingQuery>,
+    query: Result<Query<HangingQuery>, QueryRejection>,
 ) -> Response {
-    match query.threshold() {
+    match hanging_query(query) {
         Ok(hanging_after_ms) => json(json!({
             "hanging_after_ms": hanging_after_ms,
             "transactions": visible_transactions(&state, &caller, hanging_after_ms),
@@ -357,22 +386,33 @@ pub async fn transactions(
     }
 }
 
+/// What the console's confirmation dialog saw: the transaction to abort is still that one.
+#[derive(Debug, Default, Deserialize)]
+pub struct AbortBody {
+    producer_id: Option<i64>,
+    producer_epoch: Option<i16>,
+}
+
 /// Fences the transactional id and aborts its open transaction, as `once txn abort
-/// --transactional-id` does: InitProducerId as a new incarnation.
+/// --transactional-id` does (InitProducerId as a new incarnation), only if its producer id and
+/// epoch are still those the body names (when it names them).
 pub async fn abort(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
 ) -> Response {
     let transactional_id = match path {
         Ok(Path(id)) => id,
         Err(rejection) => return Problem::bad_request(format!("the path: {rejection}")).into_response(),
     };
-    // An HTML form cannot send this content type: another site cannot make a logged-in browser abort.
-    let json_body = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| {
-        value.split(';').next().is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
-    });
+    // An HTML form cannot send this content type, and a cross-site fetch that does needs a
+    // preflight nothing here answers: another site cannot make a logged-in browser abort.
+    let header_text = |name: header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    let json_body = header_text(header::CONTENT_TYPE)
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"));
     if !json_body {
         return Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -382,7 +422,32 @@ pub async fn abort(
         )
         .into_response();
     }
-    if caller.session.principal == Principal::anonymous() {
+    // Browsers say where a request comes from: only this origin's page may abort.
+    if header_text(header::HeaderName::from_static("sec-fetch-site"))
+        .is_some_and(|site| site != "same-origin" && site != "none")
+    {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "cross-site",
+            "Cross-site request refused",
+            "abort from the console's own page",
+        )
+        .into_response();
+    }
+    let body: AbortBody = if body.iter().all(u8::is_ascii_whitespace) {
+        AbortBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(body) => body,
+            Err(error) => return Problem::bad_request(format!("the body: {error}")).into_response(),
+        }
+    };
+    let expected = match (body.producer_id, body.producer_epoch) {
+        (Some(id), Some(epoch)) => Some((id, epoch)),
+        (None, None) => None,
+        _ => return Problem::bad_request("give producer_id and producer_epoch together").into_response(),
+    };
+    if !authenticated(&caller) {
         return Problem::new(
             StatusCode::UNAUTHORIZED,
             "authentication-required",
@@ -395,40 +460,48 @@ pub async fn abort(
         return problem.into_response();
     }
     let txns = &state.node.txns;
-    let Some(current) = txns.describe(&transactional_id) else {
-        return Problem::not_found(format!("no transactional id '{transactional_id}'")).into_response();
-    };
     let deadline = tokio::time::Instant::now() + ABORT_WAIT;
-    let fenced = loop {
-        match txns.init_producer_id(&transactional_id, current.timeout_ms, None).await {
+    let outcome = loop {
+        match txns.operator_abort(&transactional_id, expected).await {
             Err(TxnError::ConcurrentTransactions) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             outcome => break outcome,
         }
     };
-    match fenced {
-        Ok((producer_id, producer_epoch)) => {
+    match outcome {
+        Ok(OperatorAbort::Fenced { previous_state, producer_id, producer_epoch }) => {
             let state_name = txns.describe(&transactional_id).map(|metadata| metadata.state.name());
+            // An Ongoing (or already aborting) transaction was aborted; a PrepareCommit one had been
+            // decided before the abort came and was completed as a commit.
+            let aborted = matches!(previous_state, TxnState::Ongoing | TxnState::PrepareAbort);
             tracing::warn!(
                 transactional_id = %transactional_id,
                 principal = %caller.session.principal,
+                previous_state = previous_state.name(),
                 producer_id,
                 producer_epoch,
                 "transaction aborted from the console: the producer is fenced"
             );
-            // An Ongoing (or already aborting) transaction was aborted; a PrepareCommit one was
-            // decided before the abort came and was completed as a commit.
-            let aborted = matches!(current.state, TxnState::Ongoing | TxnState::PrepareAbort);
             json(json!({
                 "transactional_id": transactional_id,
-                "previous_state": current.state.name(),
+                "previous_state": previous_state.name(),
                 "aborted": aborted,
                 "state": state_name,
                 "producer_id": producer_id,
                 "producer_epoch": producer_epoch,
             }))
         }
+        Ok(OperatorAbort::Unknown) => Problem::not_found(format!("no transactional id '{transactional_id}'")).into_response(),
+        Ok(OperatorAbort::Changed { producer_id, producer_epoch }) => Problem::new(
+            StatusCode::CONFLICT,
+            "transaction-changed",
+            "The transaction changed",
+            format!(
+                "'{transactional_id}' is now producer {producer_id} epoch {producer_epoch}, not the one confirmed: nothing was aborted; look again"
+            ),
+        )
+        .into_response(),
         Err(TxnError::ConcurrentTransactions) => Problem::new(
             StatusCode::CONFLICT,
             "concurrent-transactions",
@@ -447,8 +520,9 @@ pub async fn abort(
     }
 }
 
-/// The counters the live charts difference: traffic over every topic the caller may describe,
-/// and the fsync latency histogram (cumulative buckets, as `once_fsync_seconds`).
+/// The counters the live charts difference: traffic summed over every topic (the caller may describe
+/// the cluster, and so sees every topic in /metrics too), and the fsync latency histogram (cumulative
+/// buckets, as `once_fsync_seconds`).
 pub async fn rates(State(state): State<Arc<HttpState>>, Extension(caller): Extension<Caller>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     if let Err(problem) = require(&caller, &state, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
