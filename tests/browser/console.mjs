@@ -27,7 +27,17 @@
 //                                      // (POST /v3/clusters/{id}/topics/{t}/records, as admin)
 //                                      // while it watches the charts, so the fsync chart must draw too
 //   "markers": [{"offset": 6, "control": "commit"}], // optional: control records in topic/partition
-//   "aborted_offsets": [7]             // optional: records of aborted transactions there
+//   "aborted_offsets": [7],            // optional: records of aborted transactions there
+//   "hostile": {                       // optional (its checks print "skipped" when absent): a
+//     "topic": "hostile", "partition": 0, // partition anonymous may read, holding records a
+//                                      // producer could send to break the page:
+//     "xss_offset": 0,                 //   key xss_key and value xss_value, both markup
+//     "xss_key": "<img src=x onerror=\"window.__xss=1\">",
+//     "xss_value": "<script>window.__xss=1</script>", // optional, this is the default
+//     "deep_json_offset": 1,           //   a value of 20,000 nested JSON arrays: [[[…]]]
+//     "truncated_offset": 2,           //   a value longer than the 64 KiB the broker sends of a
+//     "truncated_size": 100000         //   field, truncated_size bytes of 'x'
+//   }
 // }
 // What the broker must allow: User:ANONYMOUS reads every page above (with --authorization true,
 // DESCRIBE on the topic, group, transactional id and cluster, READ on the topic); the admin logs in
@@ -35,8 +45,9 @@
 // WWW-Authenticate, and the browser (Playwright's httpCredentials here) answers with the password.
 // Order matters to the Rust side: everything is read before the abort (which writes an ABORT
 // marker, so the group's lag grows by one and the open record becomes aborted), and checked after it.
-// Screenshots (1280 wide, full page): overview, topics, topic, records, groups, transactions (the
-// admin's, before the abort), reports .png; failure.png of the page where a check failed.
+// Screenshots (1280 wide, full page): overview, topics, topic, records, records-hostile (and
+// records-hostile-hex), groups, transactions (the admin's, before the abort), reports .png;
+// failure.png of the page where a check failed.
 import assert from 'node:assert/strict';
 import {mkdirSync} from 'node:fs';
 import path from 'node:path';
@@ -88,6 +99,11 @@ function hash(parts, query) {
 
 let passed = 0;
 let lastPage = null;
+
+// A check that the seeding did not ask for: said, never counted as passed.
+function skipped(name, why) {
+  console.log(`skipped - ${name} (${why})`);
+}
 
 async function check(name, body) {
   try {
@@ -175,6 +191,26 @@ async function chartPoints(page, testid) {
   });
 }
 
+// The latest value a chart's legend shows for its first series, as a number (NaN for "—").
+async function legendValue(page, testid) {
+  const text = await page.getByTestId(testid).locator('.legend strong').first().textContent();
+  return {text, value: Number(text.replace(/[,\s]/g, ''))};
+}
+
+// Some poll while records are produced must show them: a produce counter that never moves draws a
+// flat line at 0, which waitForLine alone would pass.
+async function waitForNonZeroLegend(page, testid) {
+  const deadline = Date.now() + 20000;
+  const seen = [];
+  while (Date.now() < deadline) {
+    const {text, value} = await legendValue(page, testid);
+    if (value > 0) return value;
+    if (seen[seen.length - 1] !== text) seen.push(text);
+    await page.waitForTimeout(250);
+  }
+  assert.fail(`${testid} showed no non-zero rate within 20 s while records were produced (legend showed: ${seen.join(', ')})`);
+}
+
 async function waitForLine(page, testid) {
   const deadline = Date.now() + 20000;
   let points = 0;
@@ -238,9 +274,14 @@ async function overviewChecks(context) {
       assert.ok(points >= 2);
     });
     if (expected.traffic_topic) {
+      await check('the produce chart shows a non-zero records/s while records are produced', async () => {
+        await waitForNonZeroLegend(page, 'chart-produce');
+      });
       await check('the fsync chart draws a line while records are produced', async () => {
         await waitForLine(page, 'chart-fsync');
       });
+    } else {
+      skipped('the produce chart shows a non-zero records/s while records are produced', 'no traffic_topic');
     }
   } finally {
     if (stop) await stop();
@@ -324,6 +365,82 @@ async function recordChecks(context) {
   }
 }
 
+// Text that names a byte count however the page formats it: "100,000 bytes", "100000 B" or
+// "97.7 KiB" all name 100000.
+function namesSize(text, size) {
+  const squeezed = text.replace(/[\s,\u00a0\u202f]/g, '');
+  return squeezed.includes(String(size)) || squeezed.includes(`${(size / 1024).toFixed(1)}KiB`);
+}
+
+async function hostileChecks(context) {
+  const hostile = expected.hostile;
+  const names = ['hostile: markup in a key and a value is shown as text and never runs',
+    'hostile: 20,000 nested JSON arrays render quickly and leave the page usable',
+    'hostile: a field the broker cut says so and "show all" claims no more than was sent'];
+  if (!hostile) {
+    for (const name of names) skipped(name, 'ONCE_CONSOLE_EXPECT has no "hostile"');
+    return;
+  }
+  const xssValue = hostile.xss_value ?? '<script>window.__xss=1</script>';
+  const offsets = [hostile.xss_offset, hostile.deep_json_offset, hostile.truncated_offset];
+  const from = Math.min(...offsets);
+  let records = null;
+  let renderMs = null;
+  // One page holding all three: the deep record must not cost its neighbours either.
+  await check(names[1], async () => {
+    const started = Date.now();
+    records = await ConsolePage.open(context, hash(['topics', hostile.topic, hostile.partition],
+      {offset: from, limit: Math.max(...offsets) - from + 1}));
+    renderMs = Date.now() - started;
+    assert.ok(renderMs < 5000, `the page took ${renderMs} ms to render`);
+    const format = records.page.getByTestId('value-format');
+    assert.equal(await format.isVisible(), true, 'the Show-as selector is not visible');
+    const deep = recordRow(records.page, hostile.deep_json_offset).getByTestId('record-value');
+    const deepText = (await deep.textContent()).replace(/\s/g, '');
+    assert.ok(deepText.startsWith('[[[['), `the deep value is not shown: ${deepText.slice(0, 100)}`);
+    await records.screenshot('records-hostile.png');
+    for (const choice of ['json', 'hex']) {
+      const before = Date.now();
+      await format.selectOption(choice);
+      assert.ok(Date.now() - before < 5000, `switching to ${choice} took ${Date.now() - before} ms`);
+      await records.assertClean();
+    }
+    const hex = await recordRow(records.page, hostile.deep_json_offset).getByTestId('record-value').textContent();
+    assert.ok(hex.includes('5b 5b 5b 5b'), `the deep value in hex lacks "5b 5b 5b 5b": ${hex.slice(0, 200)}`);
+    const keyHex = [...Buffer.from(hostile.xss_key).subarray(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join(' ');
+    const key = await recordRow(records.page, hostile.xss_offset).getByTestId('record-key').textContent();
+    assert.ok(key.includes(keyHex), `the key in hex "${key.slice(0, 200)}" lacks "${keyHex}"`);
+    await records.screenshot('records-hostile-hex.png');
+    await format.selectOption('auto');
+    await records.assertClean();
+  });
+  const page = records.page;
+  await check(names[0], async () => {
+    const row = recordRow(page, hostile.xss_offset);
+    assert.equal(await row.getByTestId('record-key').locator('pre').textContent(), hostile.xss_key);
+    assert.equal(await row.getByTestId('record-value').locator('pre').textContent(), xssValue);
+    assert.equal(await page.evaluate(() => typeof window.__xss), 'undefined', 'window.__xss was set: markup from a record ran');
+    assert.equal(await page.locator('main img, main script, main iframe').count(), 0, 'a record became an element');
+  });
+  await check(names[2], async () => {
+    const value = recordRow(page, hostile.truncated_offset).getByTestId('record-value');
+    const note = value.getByTestId('cut-note');
+    assert.equal(await note.count(), 1, 'no cut indicator on the value');
+    const noteText = await note.textContent();
+    assert.ok(namesSize(noteText, hostile.truncated_size), `the cut indicator "${noteText}" does not name ${hostile.truncated_size} bytes`);
+    const more = value.getByTestId('show-all');
+    if (await more.count() > 0) {
+      const label = await more.textContent();
+      assert.ok(!namesSize(label, hostile.truncated_size), `"${label}" claims the whole ${hostile.truncated_size} bytes`);
+      await more.click();
+    }
+    const shown = (await value.locator('pre').textContent()).length;
+    assert.ok(shown > 0 && shown < hostile.truncated_size, `${shown} characters shown of a field cut below ${hostile.truncated_size} bytes`);
+    await records.assertClean();
+  });
+  await records.close();
+}
+
 async function abortedShown(context, offset) {
   const at = await ConsolePage.open(context, hash(['topics', expected.topic, expected.partition], {offset, limit: 500}));
   const row = recordRow(at.page, offset);
@@ -402,7 +519,15 @@ async function abortChecks(admin) {
     assert.equal(await row.getByTestId('abort-button').isEnabled(), true, 'abort button disabled for the admin');
   });
   await transactions.screenshot('transactions.png');
+  // The producer id and epoch the row showed when the admin clicked, and the abort requests sent.
+  let confirmed = null;
+  const aborts = [];
+  page.on('request', (request) => {
+    if (request.method() === 'POST' && /\/console\/api\/transactions\/[^/]+\/abort$/.test(new URL(request.url()).pathname)) aborts.push(request);
+  });
   await check('admin: the confirmation needs the transactional id typed', async () => {
+    confirmed = {producer_id: Number(await row.getAttribute('data-producer-id')),
+      producer_epoch: Number(await row.getAttribute('data-producer-epoch'))};
     await row.getByTestId('abort-button').click();
     const dialog = page.getByTestId('abort-dialog');
     await dialog.waitFor();
@@ -419,6 +544,17 @@ async function abortChecks(admin) {
     await page.waitForFunction((node) => /Done|\d{3}/.test(node.textContent), await result.elementHandle());
     const text = await result.textContent();
     assert.match(text, /Ongoing transaction was aborted; its producer is fenced/, `abort result: ${text}`);
+    // The dialog names what was confirmed, so that the broker refuses if another producer took the id.
+    assert.equal(aborts.length, 1, `${aborts.length} abort requests sent`);
+    const sent = aborts[0];
+    assert.match(sent.headers()['content-type'] || '', /^application\/json\b/);
+    let body;
+    try { body = JSON.parse(sent.postData() || ''); } catch (error) { assert.fail(`abort body is not JSON: ${sent.postData()}`); }
+    for (const field of ['producer_id', 'producer_epoch']) {
+      assert.ok(Number.isSafeInteger(body[field]), `abort body lacks a number "${field}": ${JSON.stringify(body)}`);
+    }
+    assert.deepEqual({producer_id: body.producer_id, producer_epoch: body.producer_epoch}, confirmed,
+      'the abort did not name the producer id/epoch of the row confirmed');
     await dialog.getByTestId('confirm-cancel').click();
     await dialog.waitFor({state: 'detached'});
   });
@@ -458,6 +594,7 @@ async function main() {
     await overviewChecks(anonymous);
     await topicChecks(anonymous);
     await recordChecks(anonymous);
+    await hostileChecks(anonymous);
     await groupChecks(anonymous);
     await anonymousTransactionChecks(anonymous);
     await reportChecks(anonymous);

@@ -9,7 +9,8 @@
 // - router: hash parsing, one `view` per page so that a page's timers die with it
 // - pages: overview, topics, topic, records, groups, transactions, reports
 // - charts: rates between two polls, fsync mean/p99 from histogram buckets, SVG line charts
-// - values: JSON pretty printing that keeps number literals, hex dumps
+// - values: JSON pretty printing that keeps number literals (linear, bounded in depth and length,
+//   never throwing: a record is untrusted), hex dumps
 //
 // One file past the house's ~800 lines on purpose: the broker serves exactly three embedded files
 // and there is no build step to join modules; the sections above stand in for them.
@@ -205,11 +206,24 @@ function hangingAfterMs(query) {
 // ---------------------------------------------------------------------------------------------
 // router
 
+// Never throws: a hash is whatever someone typed or pasted, and route() reports what cannot be read
+// inside its try (the banner), so `error` carries a malformed percent-escape there. A segment that
+// does not decode is kept as typed. Everything after the first "?" is the query, "?"s included.
 function parseHash() {
   const hash = window.location.hash.replace(/^#/, '') || '/';
-  const [path, search] = hash.split('?', 2);
-  const parts = path.split('/').filter((p) => p !== '').map(decodeURIComponent);
-  return {parts, query: new URLSearchParams(search || '')};
+  const at = hash.indexOf('?');
+  const path = at < 0 ? hash : hash.slice(0, at);
+  const search = at < 0 ? '' : hash.slice(at + 1);
+  let error = null;
+  const parts = path.split('/').filter((p) => p !== '').map((segment) => {
+    try {
+      return decodeURIComponent(segment);
+    } catch (_) {
+      error = error || new ApiError(400, 'Malformed link', `"${segment}" in the address is not valid percent-encoding`);
+      return segment;
+    }
+  });
+  return {parts, query: new URLSearchParams(search), error};
 }
 
 function hashFor(parts, query) {
@@ -265,7 +279,7 @@ async function route() {
   if (currentView) currentView.close();
   const view = new View();
   currentView = view;
-  const {parts, query} = parseHash();
+  const {parts, query, error: hashError} = parseHash();
   const [page, ...rest] = parts;
   banner.clear();
   // A confirmation belongs to the page that opened it (the back button can leave while it is open).
@@ -279,6 +293,7 @@ async function route() {
     transactions: renderTransactions, reports: renderReports};
   const render = pages[page || 'overview'];
   try {
+    if (hashError) throw hashError;
     if (!render) throw new ApiError(404, 'No such page', `#/${parts.join('/')} is not a console page`);
     await render(view, rest, query);
   } catch (error) {
@@ -309,19 +324,30 @@ function highlightNav(page) {
   }
 }
 
-// The header names who the broker thinks we are: the one fact that explains every 403.
-function showCaller(overview) {
+// Who /console/login said we are, once it has: what the header falls back to when the overview
+// (which needs DESCRIBE on the cluster) is refused.
+let loggedInAs = null;
+
+// The header names who the broker thinks we are: the one fact that explains every 403. `caller` is
+// null when the broker would not say (the overview refused, `why`, and no login yet), and
+// `authorization` undefined when only /console/login answered. Log in is offered to an anonymous
+// caller, and to an unknown one: /console/login answers at once, naming the caller, when the browser
+// already sends a password.
+function showCaller({caller, authorization}, why) {
   const node = document.getElementById('caller');
-  const anonymous = overview.caller === 'User:ANONYMOUS';
+  const unknown = typeof caller !== 'string';
+  const anonymous = caller === 'User:ANONYMOUS';
   node.replaceChildren();
   appendChildren(node, [
-    mono(overview.caller),
-    overview.authorization ? badge('ACLs on', 'info') : badge('ACLs off', 'muted'),
-    anonymous ? el('button', {type: 'button', class: 'login', testid: 'login-button', on: {click: logIn},
+    unknown ? el('span', {class: 'mono unknown', testid: 'caller-unknown'}, 'caller unknown') : mono(caller),
+    authorization === true ? badge('ACLs on', 'info') : authorization === false ? badge('ACLs off', 'muted') : null,
+    anonymous || unknown ? el('button', {type: 'button', class: 'login', testid: 'login-button', on: {click: logIn},
       title: 'The browser asks for your Once user name and password (HTTP Basic) and sends them from then on'}, 'Log in') : null]);
-  node.title = anonymous
-    ? 'Not logged in: requests carry no credentials. Aborting a transaction needs a logged-in user.'
-    : `Logged in as ${overview.caller}`;
+  node.title = unknown
+    ? `The broker did not say who you are: the overview, which needs DESCRIBE on the cluster, failed (${why ? describeError(why) : 'no answer'}).`
+    : anonymous
+      ? 'Not logged in: requests carry no credentials. Aborting a transaction needs a logged-in user.'
+      : `Logged in as ${caller}`;
 }
 
 // Every read is allowed to User:ANONYMOUS, so no read ever answers 401 and the browser would never
@@ -329,8 +355,9 @@ function showCaller(overview) {
 // credentials; the browser then keeps sending them to everything under /console/ (RFC 7617's
 // protection space), which is where the endpoints and reports are.
 async function logIn() {
+  let answer;
   try {
-    await api('/console/login');
+    answer = await api('/console/login');
   } catch (error) {
     if (error.status === 404) {
       banner.show(new ApiError(404, 'No login on this broker', 'it does not serve /console/login, so the console cannot ask the browser to log in'));
@@ -339,15 +366,29 @@ async function logIn() {
     }
     return;
   }
+  loggedInAs = typeof answer.caller === 'string' ? answer.caller : null;
   // The header is not redrawn by every page, so it is asked again here.
-  await loadOverview(parseHash().query).catch(() => { /* the page's own request reports it */ });
+  await headerOverview(parseHash().query);
   route();
 }
 
+// The overview, also drawn into the header; a refusal leaves the header saying what is known.
 async function loadOverview(query) {
-  const overview = await api(`/console/api/overview?hanging_after_ms=${hangingAfterMs(query)}`);
+  let overview;
+  try {
+    overview = await api(`/console/api/overview?hanging_after_ms=${hangingAfterMs(query)}`);
+  } catch (error) {
+    showCaller({caller: loggedInAs}, error);
+    throw error;
+  }
   showCaller(overview);
   return overview;
+}
+
+// For pages that want the overview only for the header: null when it is refused (a caller without
+// DESCRIBE on the cluster still reads the topics, groups and transactions it may describe).
+function headerOverview(query) {
+  return loadOverview(query).catch(() => null);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -483,15 +524,13 @@ async function renderTopics(view) {
       'Dedup', {text: 'Produced', attrs: {class: 'num'}}, {text: 'Fetched', attrs: {class: 'num'}}], rows));
 }
 
-// The contract has no one-topic endpoint, so the list is read and the topic picked from it.
-async function findTopic(name) {
-  const topic = (await loadTopics()).find((t) => t.name === name);
-  if (!topic) throw new ApiError(404, 'Unknown topic', `Topic '${name}' does not exist or you may not describe it`);
-  return topic;
+// One topic, the shape of one element of the list: 404 unknown, 403 not described to this caller.
+function loadTopic(name) {
+  return api(`/console/api/topics/${encodeURIComponent(name)}`);
 }
 
 async function renderTopic(view, name) {
-  const topic = await findTopic(name);
+  const topic = await loadTopic(name);
   const partitions = topic.partitions.map((p) => el('tr', {testid: 'partition-row', 'data-partition': p.partition},
     el('td', {class: 'num'}, el('a', {href: hashFor(['topics', name, String(p.partition)])}, mono(p.partition))),
     el('td', {class: 'num mono'}, p.log_start_offset), el('td', {class: 'num mono'}, p.last_stable_offset),
@@ -540,7 +579,7 @@ async function renderRecords(view, topicName, partitionText, query) {
   if (query.get('timestamp') !== null) params.set('timestamp', query.get('timestamp'));
   else if (query.get('offset') !== null) params.set('offset', query.get('offset'));
   const [topic, page] = await Promise.all([
-    findTopic(topicName),
+    loadTopic(topicName),
     api(`/console/api/topics/${encodeURIComponent(topicName)}/partitions/${encodeURIComponent(partitionText)}/records?${params}`),
   ]);
   const go = (changes) => navigate(hashFor(['topics', topicName, String(changes.partition ?? partition)],
@@ -626,23 +665,45 @@ function pagerControls(page, isolation, go) {
 function recordsTable(records, format) {
   if (records.length === 0) return empty('No records here.');
   return table([{text: 'Offset', attrs: {class: 'num'}}, 'Timestamp', 'Key', 'Value', 'Headers', 'Producer', ''],
-    records.map((r) => recordRow(r, format)), {class: 'records'});
+    records.map((r) => safeRecordRow(r, format)), {class: 'records'});
+}
+
+// A record holds whatever a producer sent, so one that cannot be drawn costs its own row, never the
+// page (whose controls must stay usable to look at it another way).
+function safeRecordRow(r, format) {
+  try {
+    return recordRow(r, format);
+  } catch (error) {
+    const offset = r && typeof r === 'object' ? r.offset : undefined;
+    return el('tr', {testid: 'record-row', 'data-offset': offset, class: 'unreadable'},
+      el('td', {class: 'num mono'}, offset ?? dash),
+      el('td', {colspan: 6, class: 'sub'}, `This record could not be shown (${error && error.message ? error.message : error}).`));
+  }
+}
+
+// Only an end-transaction marker commits or aborts; any other control record (the server says
+// "control") is shown as just that, never as a transaction's outcome.
+function controlKind(control) {
+  if (control === 'commit') return {cls: 'commit', badge: 'COMMIT marker', kind: 'ok', text: 'Transaction committed'};
+  if (control === 'abort') return {cls: 'abort', badge: 'ABORT marker', kind: 'danger', text: 'Transaction aborted'};
+  return {cls: 'other', badge: 'control record', kind: 'muted', text: 'Control record (not a transaction marker)'};
 }
 
 function recordRow(r, format) {
-  const classes = [r.control ? `control control-${r.control}` : null, r.aborted ? 'aborted' : null].filter(Boolean);
+  const control = r.control ? controlKind(r.control) : null;
+  const classes = [control ? `control control-${control.cls}` : null, r.aborted ? 'aborted' : null].filter(Boolean);
   const flags = [
-    r.control ? badge(`${r.control.toUpperCase()} marker`, r.control === 'commit' ? 'ok' : 'danger', 'control-marker') : null,
+    control ? badge(control.badge, control.kind, 'control-marker') : null,
     r.aborted ? badge('aborted', 'danger', 'aborted-flag') : null,
-    r.transactional && !r.control ? badge('transactional', 'info') : null,
+    r.transactional && !control ? badge('transactional', 'info') : null,
   ];
   return el('tr', {testid: 'record-row', 'data-offset': r.offset, class: classes.join(' ') || null},
     el('td', {class: 'num mono'}, r.offset),
     el('td', {class: 'time', title: `${r.timestamp} (${r.timestamp_type})`}, formatTime(r.timestamp),
       el('div', {class: 'sub'}, r.timestamp_type)),
-    el('td', {testid: 'record-key', class: 'key'}, r.control ? dash : bytesView(r.key, format, false)),
-    el('td', {testid: 'record-value'}, r.control
-      ? el('span', {class: 'marker'}, `Transaction ${r.control === 'commit' ? 'committed' : 'aborted'}`)
+    el('td', {testid: 'record-key', class: 'key'}, control ? dash : bytesView(r.key, format, false)),
+    el('td', {testid: 'record-value'}, control
+      ? el('span', {class: 'marker'}, control.text)
       : bytesView(r.value, format, true)),
     el('td', {}, headersView(r.headers, format)),
     el('td', {class: 'mono producer'}, r.producer_id < 0 ? dash
@@ -656,79 +717,141 @@ function headersView(headers, format) {
 }
 
 // What a table cell shows before "show all": enough to recognise a record, little enough that 500
-// records of 1 MiB each stay a page a browser can lay out.
+// records of 64 KiB each stay a page a browser can lay out.
 const SHOWN_CHARS = 2000;
 const SHOWN_BYTES = 512;
 
-// Shows {base64, text} as the chosen format; "auto" picks JSON when the text parses, else text,
-// else hex. What cannot be shown as asked (bytes that are not UTF-8 as text) falls back to hex:
-// a `hexdump -C` layout for values, bare bytes for keys and headers, which are short and narrow.
+// Shows {base64, text, size, truncated} as the chosen format; "auto" picks JSON when the text
+// parses, else text, else hex. What cannot be shown as asked (bytes that are not UTF-8 as text)
+// falls back to hex: a `hexdump -C` layout for values, bare bytes for keys and headers, which are
+// short and narrow. A field the broker cut (it sends at most 64 KiB) says so under it.
 function bytesView(bytes, format, dump) {
   if (bytes === null || bytes === undefined) return el('span', {class: 'null'}, 'null');
+  const cut = bytes.truncated === true;
+  const note = cut ? cutNote(bytes) : null;
   const text = typeof bytes.text === 'string' ? bytes.text : null;
-  const pretty = text !== null && (format === 'auto' || format === 'json') ? prettyJson(text) : null;
-  if (pretty !== null) return clippedText(pretty, 'json');
-  if (text !== null && format !== 'hex') return clippedText(text, 'text');
-  return clippedBytes(base64Bytes(bytes.base64), dump);
+  // The start of a cut document is not the document: it is never pretty-printed.
+  if (text !== null && !cut && (format === 'auto' || format === 'json')) {
+    const json = prettyJson(text);
+    if (json.pretty !== null) return clippedText(json.pretty, 'json', false, note);
+    if (format === 'json' || json.reason !== NOT_JSON) {
+      return clippedText(text, 'text', false, el('div', {class: 'value-note', testid: 'value-note'}, `${json.reason}: shown as written`));
+    }
+  }
+  if (text !== null && format !== 'hex') return clippedText(text, 'text', cut, note);
+  return clippedBytes(base64Bytes(bytes.base64), dump, cut, note);
 }
 
-function clippedText(text, kind) {
-  if (text.length <= SHOWN_CHARS) return clipped(kind, text, null);
-  return clipped(kind, text.slice(0, SHOWN_CHARS) + '…', {full: () => text, what: `${formatCount(text.length)} characters`});
+function cutNote(bytes) {
+  const size = Number(bytes.size);
+  const sent = base64Length(bytes.base64);
+  return el('div', {class: 'value-note cut', testid: 'cut-note',
+    title: 'The broker sends at most the first 64 KiB of a key, value or header value'},
+  Number.isFinite(size)
+    ? `cut by the broker: showing ${formatBytes(sent)} of ${formatBytes(size)} (${formatCount(size)} bytes)`
+    : `cut by the broker: showing ${formatBytes(sent)}`);
 }
 
-function clippedBytes(raw, dump) {
+// "show all" shows what the broker sent, so for a cut field it says "sent".
+function clippedText(text, kind, cut, note) {
+  if (text.length <= SHOWN_CHARS) return clipped(kind, text, note, null);
+  return clipped(kind, text.slice(0, SHOWN_CHARS) + '…', note,
+    {full: () => text, what: `${formatCount(text.length)} characters${cut ? ' sent' : ''}`});
+}
+
+function clippedBytes(raw, dump, cut, note) {
   const render = dump ? hexDump : hexBytes;
   const kind = dump ? 'hex' : 'hex compact';
-  if (raw.length <= SHOWN_BYTES) return clipped(kind, render(raw), null);
-  return clipped(kind, render(raw.subarray(0, SHOWN_BYTES)) + '\n…', {full: () => render(raw), what: `${formatCount(raw.length)} bytes`});
+  if (raw.length <= SHOWN_BYTES) return clipped(kind, render(raw), note, null);
+  return clipped(kind, render(raw.subarray(0, SHOWN_BYTES)) + '\n…', note,
+    {full: () => render(raw), what: `${formatCount(raw.length)} bytes${cut ? ' sent' : ''}`});
 }
 
-// A cut value gets a button that shows the rest, computed only when asked for.
-function clipped(kind, preview, rest) {
+// A long value gets a button that shows the rest, computed only when asked for.
+function clipped(kind, preview, note, rest) {
   const pre = el('pre', {class: `value ${kind}`}, preview);
-  if (!rest) return pre;
-  const more = el('button', {type: 'button', class: 'link', on: {click: () => { pre.textContent = rest.full(); more.remove(); }}},
-    `show all ${rest.what}`);
-  return el('div', {}, pre, more);
+  if (!rest && !note) return pre;
+  const more = rest ? el('button', {type: 'button', class: 'link', testid: 'show-all',
+    on: {click: () => { pre.textContent = rest.full(); more.remove(); }}}, `show all ${rest.what}`) : null;
+  return el('div', {}, pre, note, more);
 }
 
 // ---------------------------------------------------------------------------------------------
 // values
 
+const NOT_JSON = 'not JSON';
+// Past these a value is shown as written: pretty-printing is for reading, and a record is
+// untrusted (20,000 nested arrays must cost the tab nothing).
+const PRETTY_DEPTH_MAX = 64;
+const PRETTY_CHARS_MAX = 200 * 1024;
+// indents[d]: a new line at depth d, built once (at most PRETTY_DEPTH_MAX of them).
+const INDENTS = Array.from({length: PRETTY_DEPTH_MAX + 1}, (_, depth) => '\n' + '  '.repeat(depth));
+
 // Re-indents JSON text without parsing its numbers, so 12345678901234567890 stays as written
-// (JSON.parse would round it to a double). Returns null when the text is not JSON.
+// (JSON.parse would round it to a double). {pretty: text} or {pretty: null, reason} when the text is
+// not JSON or is too deep or too long to pretty-print. Linear in the text, never throws.
 function prettyJson(text) {
-  try { JSON.parse(text); } catch (_) { return null; }
-  let out = '';
+  if (typeof text !== 'string') return {pretty: null, reason: NOT_JSON};
+  try {
+    JSON.parse(text);
+  } catch (_) {
+    return {pretty: null, reason: NOT_JSON};
+  }
+  try {
+    return reindentJson(text);
+  } catch (error) {
+    return {pretty: null, reason: `not pretty-printed (${error && error.message ? error.message : error})`};
+  }
+}
+
+// Assumes valid JSON (prettyJson checked), yet every loop is bounded by the text's length anyway.
+function reindentJson(text) {
+  const chunks = [];
+  let length = 0;
   let depth = 0;
-  const indent = () => '\n' + '  '.repeat(depth);
+  const push = (piece) => { chunks.push(piece); length += piece.length; };
   for (let i = 0; i < text.length; i++) {
+    if (length > PRETTY_CHARS_MAX) return {pretty: null, reason: `longer than ${formatBytes(PRETTY_CHARS_MAX)} pretty-printed`};
     const c = text[i];
     if (c === '"') {
       let j = i + 1;
-      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
-      out += text.slice(i, j + 1);
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      push(text.slice(i, j + 1));
       i = j;
     } else if (c === '{' || c === '[') {
-      const close = c === '{' ? '}' : ']';
       let next = i + 1;
-      while (next < text.length && /\s/.test(text[next])) next += 1;
-      if (text[next] === close) { out += c + close; i = next; continue; }
+      while (next < text.length && isJsonSpace(text[next])) next += 1;
+      if (text[next] === (c === '{' ? '}' : ']')) { push(c + text[next]); i = next; continue; }
       depth += 1;
-      out += c + indent();
+      if (depth > PRETTY_DEPTH_MAX) return {pretty: null, reason: `nested deeper than ${PRETTY_DEPTH_MAX} levels`};
+      push(c + INDENTS[depth]);
     } else if (c === '}' || c === ']') {
-      depth -= 1;
-      out += indent() + c;
+      depth = Math.max(0, depth - 1);
+      push(INDENTS[depth] + c);
     } else if (c === ',') {
-      out += ',' + indent();
+      push(',' + INDENTS[depth]);
     } else if (c === ':') {
-      out += ': ';
-    } else if (!/\s/.test(c)) {
-      out += c;
+      push(': ');
+    } else if (!isJsonSpace(c)) {
+      // A number or true/false/null: copied up to the next structural character or space.
+      let j = i + 1;
+      while (j < text.length && !'"{}[],: \t\n\r'.includes(text[j])) j += 1;
+      push(text.slice(i, j));
+      i = j - 1;
     }
   }
-  return out;
+  return {pretty: chunks.join('')};
+}
+
+function isJsonSpace(c) {
+  return c === ' ' || c === '\n' || c === '\t' || c === '\r';
+}
+
+// The length of what base64 encodes, without decoding it.
+function base64Length(base64) {
+  const text = typeof base64 === 'string' ? base64 : '';
+  const padding = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
+  return Math.max(0, Math.floor((text.length * 3) / 4) - padding);
 }
 
 function base64Bytes(base64) {
@@ -791,9 +914,12 @@ async function renderTransactions(view, _rest, query) {
   const threshold = hangingAfterMs(query);
   const tableBox = el('div', {testid: 'transactions'});
   const refresh = async () => {
-    const [overview, list] = await Promise.all([loadOverview(query),
+    // The overview only names the caller (for the header and the tooltips): a caller who may not
+    // describe the cluster still sees the transactions it may describe.
+    const [overview, list] = await Promise.all([headerOverview(query),
       api(`/console/api/transactions?hanging_after_ms=${threshold}`)]);
-    if (view.alive) tableBox.replaceChildren(transactionsTable(list.transactions, overview, refresh));
+    const caller = overview ? overview.caller : loggedInAs;
+    if (view.alive) tableBox.replaceChildren(transactionsTable(list.transactions, caller, refresh));
   };
   await refresh();
   show(view, el('h1', {}, 'Transactions'), thresholdForm(query, threshold), tableBox);
@@ -816,27 +942,42 @@ function thresholdForm(query, threshold) {
   el('span', {class: 'sub'}, ' (or longer than its own timeout)'));
 }
 
-function transactionsTable(transactions, overview, refresh) {
+function transactionsTable(transactions, caller, refresh) {
   if (transactions.length === 0) return empty('No transactional ids (or none you may describe).');
   const sorted = transactions.slice().sort((a, b) => (b.hanging - a.hanging) || (b.open - a.open)
     || a.transactional_id.localeCompare(b.transactional_id));
   return table(['Transactional id', 'State', 'Producer id / epoch', {text: 'Age', attrs: {class: 'num'}},
     {text: 'Timeout', attrs: {class: 'num'}}, 'Partitions', 'Groups', 'Status', ''],
-  sorted.map((t) => el('tr', {testid: 'txn-row', 'data-txn': t.transactional_id, class: t.hanging ? 'hanging' : null},
-    el('td', {class: 'mono'}, t.transactional_id), el('td', {testid: 'txn-state'}, t.state),
-    el('td', {class: 'mono'}, `${t.producer_id} / ${t.producer_epoch}`),
-    el('td', {class: 'num', title: t.start_ms ? `started ${formatTime(t.start_ms)}` : null}, formatDuration(t.age_ms)),
-    el('td', {class: 'num'}, formatDuration(t.timeout_ms)),
-    el('td', {}, partitionList(t.partitions)), el('td', {class: 'mono'}, (t.groups || []).join(', ') || dash),
-    el('td', {testid: 'txn-status'}, t.hanging ? badge('hanging', 'danger') : t.open ? badge('open', 'warn') : badge('settled', 'muted')),
-    el('td', {}, t.open ? abortButton(t, overview, refresh) : null))));
+  sorted.map((t) => el('tr', {testid: 'txn-row', 'data-txn': t.transactional_id, class: t.hanging ? 'hanging' : null,
+    'data-producer-id': t.producer_id, 'data-producer-epoch': t.producer_epoch},
+  el('td', {class: 'mono'}, t.transactional_id), el('td', {testid: 'txn-state'}, t.state),
+  el('td', {class: 'mono', testid: 'txn-producer'}, `${t.producer_id} / ${t.producer_epoch}`),
+  el('td', {class: 'num', title: t.start_ms ? `started ${formatTime(t.start_ms)}` : null}, formatDuration(t.age_ms)),
+  el('td', {class: 'num'}, formatDuration(t.timeout_ms)),
+  el('td', {}, partitionList(t.partitions)), el('td', {class: 'mono'}, (t.groups || []).join(', ') || dash),
+  el('td', {testid: 'txn-status'}, t.hanging ? badge('hanging', 'danger') : t.open ? badge('open', 'warn') : badge('settled', 'muted')),
+  el('td', {}, t.open ? abortButton(t, caller, refresh) : null))));
 }
 
-function abortButton(txn, overview, refresh) {
-  const reason = overview.can_abort ? null : overview.caller === 'User:ANONYMOUS'
-    ? 'You are not logged in (User:ANONYMOUS): use Log in at the top right. Aborting needs a user logged in with a password who holds WRITE on this transactional id.'
-    : `${overview.caller} may not abort transactions from the console: it needs WRITE on the transactional id (or to be a super user).`;
-  const button = el('button', {type: 'button', class: 'danger', testid: 'abort-button', disabled: !overview.can_abort,
+// Why this caller may not abort this transaction: the server decides (`can_abort` per row: open,
+// logged in, WRITE on the id); the page only words it. `caller` is null when the broker would not
+// say who we are (the overview refused).
+function abortRefusal(txn, caller) {
+  if (txn.can_abort === true) return null;
+  const id = txn.transactional_id;
+  if (!txn.open) return `${id} has no open transaction to abort.`;
+  if (caller === 'User:ANONYMOUS') {
+    return 'You are not logged in (User:ANONYMOUS): use Log in at the top right. Aborting needs a user logged in with a password who holds WRITE on this transactional id.';
+  }
+  if (typeof caller !== 'string') {
+    return `You may not abort ${id}: either you are not logged in (use Log in at the top right) or you lack WRITE on this transactional id.`;
+  }
+  return `${caller} may not abort ${id}: it needs WRITE on this transactional id (or to be a super user).`;
+}
+
+function abortButton(txn, caller, refresh) {
+  const reason = abortRefusal(txn, caller);
+  const button = el('button', {type: 'button', class: 'danger', testid: 'abort-button', disabled: reason !== null,
     title: reason || `Fence ${txn.transactional_id} and abort its open transaction`,
     on: {click: () => openAbortDialog(txn, refresh)}}, 'Abort…');
   // A disabled button gets no mouse events in some browsers, so the wrapper carries the tooltip too.
@@ -844,21 +985,26 @@ function abortButton(txn, overview, refresh) {
 }
 
 // The confirmation is in the page (not window.confirm) so that it can ask for the id itself:
-// typing it is what makes aborting the wrong transaction hard.
+// typing it is what makes aborting the wrong transaction hard. The request names the producer id and
+// epoch of the row confirmed, so that the broker refuses (409 transaction-changed) if another
+// producer took the id meanwhile, rather than abort a transaction nobody looked at.
 function openAbortDialog(txn, refresh) {
   const id = txn.transactional_id;
   const input = el('input', {type: 'text', testid: 'confirm-input', autocomplete: 'off', spellcheck: 'false', 'aria-label': 'Transactional id'});
   const confirm = el('button', {type: 'button', class: 'danger', testid: 'confirm-abort', disabled: true}, 'Abort transaction');
   const close = el('button', {type: 'button', testid: 'confirm-cancel'}, 'Cancel');
+  const reload = el('button', {type: 'button', testid: 'confirm-refresh', hidden: true}, 'Refresh the list');
   const result = el('p', {class: 'result', testid: 'abort-result', role: 'status'});
   const dialog = el('dialog', {class: 'confirm', testid: 'abort-dialog', 'aria-labelledby': 'abort-title'},
     el('h2', {id: 'abort-title'}, 'Abort transaction'),
-    el('p', {}, 'This fences ', mono(id), ` (a new producer epoch: its producer gets PRODUCER_FENCED) and aborts its open `
-      + `transaction on ${(txn.partitions || []).length} partition(s). Its records become aborted; read_committed consumers move on.`),
+    el('p', {}, 'This fences ', mono(id), ` (a new producer epoch: its producer gets PRODUCER_FENCED) and aborts its `,
+      `${txn.state} transaction of producer id `, mono(String(txn.producer_id)), ', epoch ', mono(String(txn.producer_epoch)),
+      ` on ${(txn.partitions || []).length} partition(s). Its records become aborted; read_committed consumers move on.`),
     el('label', {}, 'Type the transactional id to confirm:', input),
-    result, el('div', {class: 'actions'}, close, confirm));
+    result, el('div', {class: 'actions'}, close, reload, confirm));
   input.addEventListener('input', () => { confirm.disabled = input.value !== id; });
   close.addEventListener('click', () => dialog.close());
+  reload.addEventListener('click', () => { dialog.close(); refresh().catch((error) => banner.show(error)); });
   dialog.addEventListener('close', () => dialog.remove());
   confirm.addEventListener('click', async () => {
     confirm.disabled = true;
@@ -867,18 +1013,22 @@ function openAbortDialog(txn, refresh) {
     result.textContent = 'Aborting…';
     try {
       const answer = await api(`/console/api/transactions/${encodeURIComponent(id)}/abort`,
-        {method: 'POST', headers: {'Content-Type': 'application/json', Accept: 'application/json'}, body: '{}'});
+        {method: 'POST', headers: {'Content-Type': 'application/json', Accept: 'application/json'},
+          body: JSON.stringify({producer_id: txn.producer_id, producer_epoch: txn.producer_epoch})});
       result.classList.add('ok');
-      const outcome = answer.aborted
-        ? `its ${answer.previous_state} transaction was aborted`
-        : `it had no transaction to abort (${answer.previous_state})`;
-      result.textContent = `Done: ${answer.transactional_id}: ${outcome}; its producer is fenced ` +
+      result.textContent = `Done: ${answer.transactional_id}: ${abortOutcome(answer)}; its producer is fenced ` +
         `(producer ${answer.producer_id}, epoch ${answer.producer_epoch}); state now ${answer.state}.`;
       close.textContent = 'Close';
       refresh().catch((error) => banner.show(error));
     } catch (error) {
       result.classList.add('error');
       result.textContent = describeError(error);
+      if (error instanceof ApiError && error.status === 409 && /transaction-changed$/.test(error.type || '')) {
+        // What was confirmed is no longer what is there: only a fresh look may lead to an abort.
+        result.append(el('br'), 'Refresh the list and look again before aborting.');
+        reload.hidden = false;
+        return;
+      }
       input.disabled = false;
       confirm.disabled = input.value !== id;
     }
@@ -886,6 +1036,14 @@ function openAbortDialog(txn, refresh) {
   document.body.append(dialog);
   dialog.showModal();
   input.focus();
+}
+
+// `aborted`: an Ongoing or PrepareAbort transaction was aborted; a PrepareCommit one had been
+// decided and was completed as a commit; anything else had no transaction open.
+function abortOutcome(answer) {
+  if (answer.aborted) return `its ${answer.previous_state} transaction was aborted`;
+  if (answer.previous_state === 'PrepareCommit') return 'its transaction had already been decided (PrepareCommit) and was completed as a commit';
+  return `it had no transaction to abort (${answer.previous_state})`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1047,6 +1205,6 @@ window.addEventListener('hashchange', route);
 window.addEventListener('DOMContentLoaded', () => {
   // The header shows the caller on every page, so it is asked for once at start; pages that need
   // the overview anyway refresh it.
-  loadOverview(parseHash().query).catch(() => { /* the page's own request reports the problem */ });
+  headerOverview(parseHash().query);
   route();
 });
