@@ -136,9 +136,12 @@ async fn produce(
         )
         .retry_after(5)
     })?;
+    let batch_bytes = batch.len();
     let appended = partition.append_valid(batch).await.map_err(|error| storage_problem(&partition, &error));
     drop(admitted);
     let appended = appended?;
+    // Counted as the Kafka edge counts a produced batch (before deduplication).
+    topic.traffic.produced(batch_bytes, 1);
     if appended.duplicates_dropped == 0 {
         assert_eq!(appended.base_offset, appended.last_offset, "one record, one offset");
         let stored = Stored { state, topic: topic_name, partition: index, record: &record };
