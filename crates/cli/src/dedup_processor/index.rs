@@ -63,6 +63,13 @@ impl PartitionIndex {
         self.ids.is_empty()
     }
 
+    /// Heap bytes the index holds: the id map's table (a slot per capacity entry and a control
+    /// byte) and the expiry queue.
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(Id, i64)>() + 1;
+        self.ids.capacity() * slot + self.expiry.capacity() * std::mem::size_of::<(i64, Id)>()
+    }
+
     /// Replays one changelog entry (restore): `Some(timestamp)` stores, `None` (a tombstone) removes.
     pub fn replay(&mut self, id: Id, timestamp: Option<i64>) {
         assert!(self.undo.is_empty(), "a restore happens outside any transaction");
