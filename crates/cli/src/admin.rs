@@ -269,18 +269,66 @@ fn list(client: &mut AdminClient) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn offsets(client: &mut AdminClient, name: &str, partitions: i32, timestamp: i64) -> anyhow::Result<Vec<i64>> {
-    let wanted = (0..partitions)
-        .map(|index| ListOffsetsPartition::default().with_partition_index(index).with_timestamp(timestamp))
-        .collect();
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default().with_name(TopicName(text(name))).with_partitions(wanted)]);
-    let response = client.call(&request, 5)?;
-    let mut found = vec![-1; partitions as usize];
-    for topic in &response.topics {
-        for partition in &topic.partitions {
-            check(partition.error_code, None, &format!("offsets of {name}-{}", partition.partition_index))?;
+/// The advertised address (`host:port`) of each partition's leader, from Metadata: requests that a
+/// partition's leader must answer (ListOffsets, DescribeProducers, WriteTxnMarkers) go there, not to
+/// the bootstrap broker, which on a cluster may not lead it.
+pub fn leaders(client: &mut AdminClient, topic: &str) -> anyhow::Result<BTreeMap<i32, String>> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(TopicName(text(topic))))]))
+        .with_allow_auto_topic_creation(false);
+    let response = client.call(&request, 9)?;
+    let brokers: BTreeMap<i32, String> =
+        response.brokers.iter().map(|broker| (broker.node_id.0, format!("{}:{}", broker.host, broker.port))).collect();
+    let found = response.topics.first().with_context(|| format!("'{topic}' missing from the metadata"))?;
+    check(found.error_code, None, &format!("metadata of '{topic}'"))?;
+    found
+        .partitions
+        .iter()
+        .map(|partition| {
+            let leader = partition.leader_id.0;
+            let address = brokers.get(&leader).with_context(|| {
+                format!("{topic}-{}: leader {leader} is not among the brokers", partition.partition_index)
+            })?;
+            Ok((partition.partition_index, address.clone()))
+        })
+        .collect()
+}
+
+/// A client connected to the leader of `topic`-`partition`.
+pub fn leader_client(client: &mut AdminClient, topic: &str, partition: i32) -> anyhow::Result<AdminClient> {
+    let leaders = leaders(client, topic)?;
+    let address = leaders.get(&partition).with_context(|| format!("'{topic}' has no partition {partition}"))?;
+    client.connect_to(address).with_context(|| format!("connecting to the leader of {topic}-{partition} at {address}"))
+}
+
+/// Offsets of partitions 0..count of `topic` at `timestamp` (-1 latest, -2 earliest), each asked
+/// of its partition's leader.
+pub fn partition_offsets(
+    client: &mut AdminClient,
+    topic: &str,
+    count: i32,
+    timestamp: i64,
+) -> anyhow::Result<Vec<i64>> {
+    let leaders = leaders(client, topic)?;
+    let mut by_leader: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for index in 0..count {
+        let leader = leaders.get(&index).with_context(|| format!("'{topic}' has no partition {index}"))?;
+        by_leader.entry(leader.as_str()).or_default().push(index);
+    }
+    let mut found = vec![-1; count.max(0) as usize];
+    for (address, indexes) in by_leader {
+        let wanted = indexes
+            .iter()
+            .map(|&index| ListOffsetsPartition::default().with_partition_index(index).with_timestamp(timestamp))
+            .collect();
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default().with_name(TopicName(text(topic))).with_partitions(wanted)]);
+        let mut leader =
+            client.connect_to(address).with_context(|| format!("connecting to the leader at {address}"))?;
+        let response = leader.call(&request, 5)?;
+        for partition in response.topics.iter().flat_map(|topic| topic.partitions.iter()) {
+            check(partition.error_code, None, &format!("offsets of {topic}-{}", partition.partition_index))?;
             if let Some(slot) = found.get_mut(partition.partition_index as usize) {
                 *slot = partition.offset;
             }
@@ -293,8 +341,8 @@ fn describe(client: &mut AdminClient, name: &str) -> anyhow::Result<()> {
     let (_, partitions, error_code) =
         metadata(client, Some(name))?.into_iter().next().context("empty metadata response")?;
     check(error_code, None, &format!("describing topic '{name}'"))?;
-    let earliest = offsets(client, name, partitions, -2)?;
-    let latest = offsets(client, name, partitions, -1)?;
+    let earliest = partition_offsets(client, name, partitions, -2)?;
+    let latest = partition_offsets(client, name, partitions, -1)?;
     println!("topic {name}: {partitions} partitions");
     for index in 0..partitions as usize {
         println!("  partition {index}\tlog-start-offset={}\thigh-watermark={}", earliest[index], latest[index]);

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::*;
 
@@ -110,25 +109,6 @@ fn committed(client: &mut AdminClient, group: &str) -> anyhow::Result<BTreeMap<S
     Ok(found)
 }
 
-/// Offsets of partitions 0..count of `topic` at `timestamp` (-1 latest, -2 earliest).
-fn list_offsets(client: &mut AdminClient, topic: &str, count: i32, timestamp: i64) -> anyhow::Result<Vec<i64>> {
-    let partitions = (0..count)
-        .map(|index| ListOffsetsPartition::default().with_partition_index(index).with_timestamp(timestamp))
-        .collect();
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default().with_name(TopicName(text(topic))).with_partitions(partitions)]);
-    let response = client.call(&request, 5)?;
-    let mut offsets = vec![-1; count.max(0) as usize];
-    for partition in response.topics.iter().flat_map(|topic| topic.partitions.iter()) {
-        check(partition.error_code, None, &format!("offsets of {topic}-{}", partition.partition_index))?;
-        if let Some(slot) = offsets.get_mut(partition.partition_index as usize) {
-            *slot = partition.offset;
-        }
-    }
-    Ok(offsets)
-}
-
 fn describe(client: &mut AdminClient, group: &str) -> anyhow::Result<()> {
     let described = describe_group(client, group)?;
     println!(
@@ -155,7 +135,8 @@ fn describe(client: &mut AdminClient, group: &str) -> anyhow::Result<()> {
     println!("TOPIC\tPARTITION\tCOMMITTED\tLATEST\tLAG");
     for (topic, partitions) in committed(client, group)? {
         let count = partitions.keys().max().map(|max| max + 1).unwrap_or(0);
-        let latest = list_offsets(client, &topic, count, -1).unwrap_or_else(|_| vec![-1; count.max(0) as usize]);
+        let latest = crate::admin::partition_offsets(client, &topic, count, -1)
+            .unwrap_or_else(|_| vec![-1; count.max(0) as usize]);
         for (partition, offset) in partitions {
             let end = latest.get(partition as usize).copied().unwrap_or(-1);
             let lag = if offset >= 0 && end >= 0 { (end - offset).max(0).to_string() } else { "-".to_string() };
@@ -180,8 +161,8 @@ fn reset_offsets(client: &mut AdminClient, group: &str, topic: &str, target: Tar
     let (_, partitions, error_code) =
         metadata(client, Some(topic))?.into_iter().next().context("empty metadata response")?;
     check(error_code, None, &format!("topic '{topic}'"))?;
-    let earliest = list_offsets(client, topic, partitions, -2)?;
-    let latest = list_offsets(client, topic, partitions, -1)?;
+    let earliest = crate::admin::partition_offsets(client, topic, partitions, -2)?;
+    let latest = crate::admin::partition_offsets(client, topic, partitions, -1)?;
     let offsets: Vec<i64> = (0..partitions as usize)
         .map(|index| match target {
             Target::Earliest => earliest[index],

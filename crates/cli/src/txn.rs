@@ -185,7 +185,7 @@ fn producers(client: &mut AdminClient, topic: &str, partition: i32) -> anyhow::R
     let request = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
         .with_name(TopicName(text(topic)))
         .with_partition_indexes(vec![partition])]);
-    let response = client.call(&request, 0)?;
+    let response = crate::admin::leader_client(client, topic, partition)?.call(&request, 0)?;
     let found = response
         .topics
         .into_iter()
@@ -294,7 +294,8 @@ fn abort_at_partition(client: &mut AdminClient, topic: &str, abort: &AbortArgs) 
         .with_topics(vec![WritableTxnMarkerTopic::default()
             .with_name(TopicName(text(topic)))
             .with_partition_indexes(vec![partition])]);
-    let response = client.call(&WriteTxnMarkersRequest::default().with_markers(vec![marker]), 1)?;
+    let mut leader = crate::admin::leader_client(client, topic, partition)?;
+    let response = leader.call(&WriteTxnMarkersRequest::default().with_markers(vec![marker]), 1)?;
     let results: Vec<_> = response
         .markers
         .iter()

@@ -361,6 +361,10 @@ fn console_pages_show_the_broker_and_abort_a_hanging_transaction_in_a_real_brows
         "the link is not listed"
     );
     assert_eq!(http.get("/console/reports/missing.html", None).0, 404);
+    // Bound to loopback: a request naming another host (DNS rebinding) is refused.
+    let rebound =
+        agent.get(&format!("http://{address}/console/api/topics")).header("Host", "evil.example").call().expect("GET");
+    assert_eq!(rebound.status().as_u16(), 421);
     let page = agent.get(&format!("http://{address}/")).call().expect("page");
     assert!(page.headers().get("content-security-policy").is_some());
     let rates = http.get_ok("/console/api/rates");

@@ -62,6 +62,9 @@ fn processor(bootstrap: &str, group: &str, more: &[&str]) -> OnceProcess {
         "50",
         "--transaction-timeout-ms",
         "3000",
+        // A killed or paused member's partitions move after 6 s, not librdkafka's 45.
+        "-X",
+        "session.timeout.ms=6000",
     ]
     .iter()
     .map(|arg| arg.to_string())
@@ -107,16 +110,29 @@ fn produce_passes(bootstrap: &str, passes: &[(i64, u32)], base_ms: i64, mut duri
 }
 
 /// Keeps instances coming and going until `stop`: every ~1.5 s one instance is killed with
-/// SIGKILL and a new one started, with up to three running.
+/// SIGKILL and a new one started, with up to three running; one is paused (SIGSTOP) for longer
+/// than the session timeout and then resumed: a zombie whose partitions moved meanwhile.
 fn churn(bootstrap: String, group: String, more: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
     std::thread::spawn(move || {
         let more: Vec<&str> = more.iter().map(String::as_str).collect();
         let mut running = vec![processor(&bootstrap, &group, &more), processor(&bootstrap, &group, &more)];
         let mut kills = 0;
         let mut round = 0u32;
+        let mut paused: Option<OnceProcess> = None;
         while !stop.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(1_500));
             round += 1;
+            if round == 2 {
+                let zombie = running.remove(0);
+                zombie.signal("STOP");
+                paused = Some(zombie);
+            }
+            if round == 8 {
+                if let Some(zombie) = paused.take() {
+                    zombie.signal("CONT");
+                    running.push(zombie);
+                }
+            }
             if round.is_multiple_of(2) && running.len() > 1 {
                 let victim = (round as usize / 2) % running.len();
                 let mut killed = running.remove(victim);
@@ -127,7 +143,7 @@ fn churn(bootstrap: String, group: String, more: Vec<String>, stop: Arc<AtomicBo
                 running.push(processor(&bootstrap, &group, &more));
             }
         }
-        for mut instance in running {
+        for mut instance in running.into_iter().chain(paused) {
             instance.kill9();
             kills += 1;
         }
@@ -217,6 +233,11 @@ fn with_a_window_an_id_passes_again_only_after_the_window_and_expired_ids_are_to
     // once; ids whose first entry expired before they were stored again were tombstoned.
     let changelog = read_to_end(&bootstrap, "windowed-dedup-changelog", PARTITIONS, Isolation::ReadCommitted);
     let mut live: BTreeMap<(i32, String), bool> = BTreeMap::new();
+    // Besides the ids, each partition holds checkpoints (the input offset each transaction committed).
+    let checkpoints = changelog.iter().filter(|record| record.key.as_deref() == Some("once-dedup-checkpoint")).count();
+    assert!(checkpoints >= PARTITIONS as usize, "every partition's transactions wrote checkpoints: {checkpoints}");
+    let changelog: Vec<_> =
+        changelog.into_iter().filter(|record| record.key.as_deref() != Some("once-dedup-checkpoint")).collect();
     for record in &changelog {
         let key = (record.partition, record.key.clone().expect("an id"));
         live.insert(key, !record.value.is_empty());

@@ -54,6 +54,16 @@ fn metadata_names_node_7_at_its_advertised_address() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("broker 7 at localhost:"), "the metadata a client sees: {text}");
     assert!(text.contains("leader 7"), "{text}");
+    // Requests a partition's leader answers (ListOffsets, DescribeProducers) go to it by its
+    // advertised address: here the same broker under another name.
+    produce_keyed_lines(&broker, "t", "a,1\nb,2\nc,3\n");
+    let topic = once(&["topic", "describe", "t", "--bootstrap", &broker.bootstrap()]);
+    let ends: u32 =
+        topic.lines().filter_map(|line| line.split("high-watermark=").nth(1)?.trim().parse::<u32>().ok()).sum();
+    assert_eq!(ends, 3, "{topic}");
+    let producers =
+        once(&["txn", "describe-producers", "--topic", "t", "--partition", "0", "--bootstrap", &broker.bootstrap()]);
+    assert!(producers.contains("producers of t-0"), "{producers}");
 }
 
 #[test]

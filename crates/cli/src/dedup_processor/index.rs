@@ -63,11 +63,13 @@ impl PartitionIndex {
         self.ids.is_empty()
     }
 
-    /// Heap bytes the index holds: the id map's table (a slot per capacity entry and a control
-    /// byte) and the expiry queue.
+    /// Heap bytes the index holds: the id map's table — hashbrown keeps 8 buckets for each 7 of
+    /// capacity, a power of two of them, each a slot and a control byte — and the expiry queue.
     pub fn heap_bytes(&self) -> usize {
         let slot = std::mem::size_of::<(Id, i64)>() + 1;
-        self.ids.capacity() * slot + self.expiry.capacity() * std::mem::size_of::<(i64, Id)>()
+        let capacity = self.ids.capacity();
+        let buckets = if capacity == 0 { 0 } else { (capacity * 8 / 7).next_power_of_two().max(4) };
+        buckets * slot + self.expiry.capacity() * std::mem::size_of::<(i64, Id)>()
     }
 
     /// Replays one changelog entry (restore): `Some(timestamp)` stores, `None` (a tombstone) removes.
@@ -101,7 +103,10 @@ impl PartitionIndex {
             self.stream_time = timestamp;
         }
         let previous = self.ids.get(&id).copied();
-        let within = |stored: i64| window_ms.is_none_or(|window| timestamp.saturating_sub(stored) < window);
+        // Judged against the stream time, as expiry is: a late record (older than the stream
+        // time) gets the same answer whether or not a commit expired the id in between.
+        let horizon = |window: i64| self.stream_time.saturating_sub(window);
+        let within = |stored: i64| window_ms.is_none_or(|window| stored > horizon(window));
         if previous.is_some_and(within) {
             return Verdict::Duplicate;
         }
@@ -221,6 +226,19 @@ mod tests {
         assert_eq!(index.admit(id(1), 1_099), Verdict::Duplicate, "within the window");
         assert_eq!(index.admit(id(1), 1_100), Verdict::New, "a window's length later");
         assert_eq!(index.admit(id(1), 1_150), Verdict::Duplicate, "measured from the new pass");
+    }
+
+    #[test]
+    fn a_late_record_gets_the_same_answer_whether_or_not_its_id_was_expired_first() {
+        for expire_between in [false, true] {
+            let mut index = PartitionIndex::new(0, Some(100));
+            assert_eq!(index.admit(id(1), 1_000), Verdict::New);
+            assert_eq!(index.admit(id(2), 1_200), Verdict::New, "stream time 1200: id 1 is past the window");
+            if expire_between {
+                assert_eq!(index.expire(10), vec![id(1)]);
+            }
+            assert_eq!(index.admit(id(1), 1_050), Verdict::New, "late, but its id is past the window either way");
+        }
     }
 
     #[test]
