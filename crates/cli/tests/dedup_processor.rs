@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use support::txn::{read_to_end, Isolation, OnceProcess};
-use support::{free_port, once, BrokerProcess};
+use support::{once, BrokerProcess};
 
 const PARTITIONS: i32 = 4;
 
@@ -32,17 +32,6 @@ impl ProducerContext for Acked {
             self.0.lock().expect("acked").push(value);
         }
     }
-}
-
-/// A broker that is node 7 and advertises `localhost:PORT` while listening on 127.0.0.1.
-fn node_seven() -> BrokerProcess {
-    let port = free_port();
-    let listener = format!("PLAINTEXT://127.0.0.1:{port}");
-    let advertised = format!("PLAINTEXT://localhost:{port}");
-    BrokerProcess::start_with_listeners(
-        &["--node-id", "7", "--listener", &listener, "--advertised-listener", &advertised],
-        port,
-    )
 }
 
 fn processor(bootstrap: &str, group: &str, more: &[&str]) -> OnceProcess {
@@ -179,7 +168,7 @@ fn now_ms() -> i64 {
 
 #[test]
 fn killed_and_added_instances_pass_each_id_once_and_lose_nothing_acknowledged() {
-    let broker = node_seven();
+    let broker = BrokerProcess::start_node_seven();
     let bootstrap = setup(&broker);
     let stop = Arc::new(AtomicBool::new(false));
     let instances = churn(bootstrap.clone(), "dedupers".into(), Vec::new(), Arc::clone(&stop));
@@ -204,7 +193,7 @@ fn killed_and_added_instances_pass_each_id_once_and_lose_nothing_acknowledged() 
 
 #[test]
 fn with_a_window_an_id_passes_again_only_after_the_window_and_expired_ids_are_tombstoned() {
-    let broker = node_seven();
+    let broker = BrokerProcess::start_node_seven();
     let bootstrap = setup(&broker);
     // Record time: pass 0 at base, pass 1 one second later (within the window: dropped), pass 2 a
     // window and more later (passes again).

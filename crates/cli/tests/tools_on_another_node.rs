@@ -13,16 +13,6 @@ use std::time::Duration;
 use support::txn::{read_to_end, Isolation};
 use support::{free_port, once, produce_keyed_lines, wait_until, BrokerProcess};
 
-fn node_seven() -> BrokerProcess {
-    let port = free_port();
-    let listener = format!("PLAINTEXT://127.0.0.1:{port}");
-    let advertised = format!("PLAINTEXT://localhost:{port}");
-    BrokerProcess::start_with_listeners(
-        &["--node-id", "7", "--listener", &listener, "--advertised-listener", &advertised],
-        port,
-    )
-}
-
 /// Kills a child process on drop.
 struct Running(std::process::Child);
 
@@ -47,7 +37,7 @@ fn spawn(args: &[&str]) -> Running {
 
 #[test]
 fn metadata_names_node_7_at_its_advertised_address() {
-    let broker = node_seven();
+    let broker = BrokerProcess::start_node_seven();
     let described = once(&["topic", "create", "t", "--partitions", "2", "--bootstrap", &broker.bootstrap()]);
     assert!(described.contains("created"), "{described}");
     let output = Command::new("kcat").args(["-L", "-b", &broker.bootstrap()]).output().expect("kcat");
@@ -68,7 +58,7 @@ fn metadata_names_node_7_at_its_advertised_address() {
 
 #[test]
 fn copy_sink_and_outbox_work_against_node_7() {
-    let broker = node_seven();
+    let broker = BrokerProcess::start_node_seven();
     let bootstrap = broker.bootstrap();
     for topic in ["charges", "charges-copy"] {
         once(&["topic", "create", topic, "--partitions", "2", "--bootstrap", &bootstrap]);
@@ -154,7 +144,7 @@ fn copy_sink_and_outbox_work_against_node_7() {
 
 #[test]
 fn bench_and_check_run_against_node_7() {
-    let broker = node_seven();
+    let broker = BrokerProcess::start_node_seven();
     let bootstrap = broker.bootstrap();
     let bench = once(&["bench", "--smoke", "--workload", "catch-up", "--bootstrap", &bootstrap]);
     assert!(bench.contains('|'), "a table: {bench}");

@@ -37,6 +37,18 @@ impl BrokerProcess {
         BrokerProcess::start_with(extra_args, None, None)
     }
 
+    /// Starts a broker that is node 7 and advertises `localhost:PORT` while listening on
+    /// 127.0.0.1:PORT: as a node of a cluster, neither node 0 nor at the address a client was given.
+    pub fn start_node_seven() -> BrokerProcess {
+        let port = free_port();
+        let listener = format!("PLAINTEXT://127.0.0.1:{port}");
+        let advertised = format!("PLAINTEXT://localhost:{port}");
+        BrokerProcess::start_with_listeners(
+            &["--node-id", "7", "--listener", &listener, "--advertised-listener", &advertised],
+            port,
+        )
+    }
+
     /// Starts a broker whose `--listener`s are in `extra_args`; `plaintext_port` is the port of its
     /// PLAINTEXT listener, which `bootstrap()` names and readiness is checked on.
     pub fn start_with_listeners(extra_args: &[&str], plaintext_port: u16) -> BrokerProcess {
