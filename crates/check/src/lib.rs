@@ -24,14 +24,20 @@
 //!   the drain and the database read back (`database.rs`), `history.rs`: [`SinkHistory`]; its
 //!   checker: every input record's effect once (`lost-effect`, `duplicate-effect`), stored positions
 //!   equal to what was applied (`position-mismatch`), no effect of nothing (`unexpected-effect`).
+//! - `dedup_processor/`: `once dedup` processes deduplicating `<run>-in` into `<run>-out` in one
+//!   group, killed, paused into zombies and replaced (`processes.rs`), fed by the `dedup` workload's
+//!   resending producers; the drain by final processors and the final reads of both topics;
+//!   `history.rs`: [`ProcessorHistory`]; its checker: every acknowledged or input id in the output
+//!   once, as a record sent for it, the first of its partition (`lost`, `duplicate`, `unexpected`,
+//!   `not-first`).
 //!
 //! Shared by the workloads:
 //! - `lib.rs`: [`CheckArgs`] (the `once check` flags), [`run`]: set-up, the run, the verdict.
 //! - `run`: one run's settings, the proxy and managed broker, the nemesis over them, publishing.
 //! - `history`: what every workload records, as plain data (sends, polls, faults).
 //! - `producer_process`: producers as processes (`once check-producer`) fed by the checker, killed
-//!   with SIGKILL by `client-kill` (the `dedup` producers and the `txn` input producers; the `sink`
-//!   input producers too, not killed).
+//!   with SIGKILL by `client-kill` (the `dedup` producers, the `txn` and `dedup-processor` input
+//!   producers; the `sink` input producers too, not killed).
 //! - `proxy`: the seeded TCP fault proxy (resets, delays, lost responses, duplicated produces).
 //! - `nemesis`: the broker process under `--broker-cmd` and the kill -9 / proxy schedule.
 //! - `power_loss`: applying the manifest a broker's power-loss hook writes (the checker's half).
@@ -43,6 +49,7 @@
 //! - `topics`: the run's topics over the admin API, and the warning when clients bypass the proxy.
 
 mod dedup;
+mod dedup_processor;
 mod group;
 mod history;
 mod html;
@@ -67,6 +74,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 pub use dedup::checker::{check_dedup, resends, Ack, DedupAnomaly, DedupHistory, Resends, DEDUP_CLASSES};
+pub use dedup_processor::checker::{check_processor, Passed, ProcessorAnomaly, PROCESSOR_CLASSES};
+pub use dedup_processor::history::{ProcessorEnd, ProcessorHistory, ProcessorRun, Record, TopicRecords};
 pub use group::checker::{check_group, reprocessing, GroupAnomaly, Reprocessing, GROUP_CLASSES};
 pub use group::history::{Commit, CommittedRead, GroupHistory, Incarnation, Processed, Resume};
 pub use history::{FaultEvent, History, Poll, Send, SendOutcome};
@@ -95,6 +104,20 @@ pub enum Workload {
     /// and paused into zombies; each record's effect must be there exactly once, and each stored
     /// position must be the end of what was applied.
     Sink,
+    /// `once dedup` processes (`--processors`, in one group) deduplicate a topic that fresh producer
+    /// processes resend message ids to, killed, paused into zombies and replaced; each id acknowledged
+    /// or read must be in the output exactly once, as its first record.
+    DedupProcessor,
+}
+
+/// `dedup-processor` workload: where the processors read each record's id (`once dedup --source`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessorSource {
+    /// `header:once-check-id`, the header every producer sends.
+    Header,
+    /// The record key, which the producers do not send: every record passes as one without an id.
+    /// Only to see the checker catch the duplicates that gives.
+    Key,
 }
 
 /// `sink` workload: `once sink --at-least-once ORDER`, a sink without positions in the database.
@@ -171,12 +194,14 @@ pub enum Fault {
     /// `txn` workload: SIGKILL of the active copier process (a successor with its transactional id
     /// starts at once) and of input producer processes; `dedup`: SIGKILL of producer processes
     /// mid-send; `sink`: SIGKILL of a sink mid-batch (caught inside its database transaction by a
-    /// 0.7-s stall of the database) and a successor at once.
+    /// 0.7-s stall of the database) and a successor at once; `dedup-processor`: SIGKILL of a
+    /// processor (a new one starts at once) and of input producer processes.
     ClientKill,
     /// `txn` workload: SIGSTOP of the active copier, a successor starts (fencing it), and 1–4 s later
     /// SIGCONT: the zombie must exit fenced without anything it writes becoming visible. `sink`:
     /// SIGSTOP of a sink mid-batch for 13–16 s, past its session timeout, so its partitions move;
-    /// then SIGCONT: the zombie's batch must be refused.
+    /// then SIGCONT: the zombie's batch must be refused. `dedup-processor`: SIGSTOP of a processor for
+    /// 1–9 s, the longer pauses past its 6-s session and 4-s transaction timeouts, then SIGCONT.
     ClientPause,
 }
 
@@ -281,6 +306,18 @@ pub struct CheckArgs {
     /// (`after`) or lost (`before`) effects that gives.
     #[arg(long, env = "ONCE_CHECK_SINK_AT_LEAST_ONCE", value_enum, value_name = "ORDER")]
     pub sink_at_least_once: Option<SinkCommitOrder>,
+    /// `dedup-processor` workload: `once dedup` processes at a time, in one consumer group.
+    #[arg(long, env = "ONCE_CHECK_PROCESSORS", default_value_t = 3)]
+    pub processors: u32,
+    /// `dedup-processor` workload: the processor command; the processor flags (`--bootstrap`,
+    /// `--from`, `--to`, `--group`, `--source`, `--transaction-timeout-ms`, `-X` settings) are
+    /// appended and it runs under `sh -c` [default: this executable's `dedup` subcommand].
+    #[arg(long, env = "ONCE_CHECK_PROCESSOR_CMD", value_name = "CMD")]
+    pub processor_cmd: Option<String>,
+    /// `dedup-processor` workload: where the processors read each record's id. `key` only to see the
+    /// checker catch the duplicates that gives (the producers send no key).
+    #[arg(long, env = "ONCE_CHECK_PROCESSOR_SOURCE", value_enum, default_value = "header")]
+    pub processor_source: ProcessorSource,
 }
 
 /// Runs the check; true if no anomaly was found. Prints the seed at the start and with any failure.
@@ -307,11 +344,11 @@ fn now_ms() -> u64 {
 
 fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
     let start = Instant::now();
-    let workload = format!("{:?}", args.workload).to_lowercase();
-    let run_name = format!("once-check-{workload}-{seed}-{}", now_ms());
-    // `txn` copies `<run>-in` to `<run>-out`; the other workloads have one topic, named after the run.
+    let run_name = format!("once-check-{}-{seed}-{}", flag_name(&args.workload), now_ms());
+    // `txn` copies `<run>-in` to `<run>-out`, and `dedup-processor` deduplicates one into the other;
+    // the other workloads have one topic, named after the run.
     let topics = match args.workload {
-        Workload::Txn => vec![format!("{run_name}-in"), format!("{run_name}-out")],
+        Workload::Txn | Workload::DedupProcessor => vec![format!("{run_name}-in"), format!("{run_name}-out")],
         Workload::Queue | Workload::Group | Workload::Dedup | Workload::Sink => vec![run_name.clone()],
     };
     let stats = Arc::new(progress::Stats::default());
@@ -344,6 +381,7 @@ fn run_seeded(args: &CheckArgs, seed: u64) -> anyhow::Result<bool> {
         Workload::Txn => run.txn(&mut set_up, progress),
         Workload::Dedup => run.dedup(&mut set_up, progress),
         Workload::Sink => run.sink(&mut set_up, progress),
+        Workload::DedupProcessor => run.dedup_processor(&mut set_up, progress),
     };
     let valid = valid.inspect_err(|error| {
         if !run.report_written.get() {

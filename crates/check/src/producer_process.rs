@@ -1,11 +1,11 @@
 //! Producers as processes, so that a client crash is a real SIGKILL of a real librdkafka producer in
-//! the middle of its sends (the `dedup` workload's producers and the `txn` workload's input
-//! producers).
+//! the middle of its sends (the `dedup` workload's producers, the `txn` and `dedup-processor`
+//! workloads' input producers).
 //!
 //! The child is `once check-producer` ([`ProducerArgs`], [`run_producer`]): it reads lines
-//! `SLOT ID PARTITION` on stdin, sends the value `ID` (decimal) to `PARTITION`, with the id also in a
-//! header if asked, and writes one line per delivery report on stdout: `a SLOT OFFSET` (acknowledged)
-//! or `f SLOT ERROR`. At the end of its stdin it flushes and exits. It knows nothing of the run: the
+//! `SLOT ID PARTITION [PAYLOAD]` on stdin, sends the value `ID` (decimal; `PAYLOAD` instead when the
+//! line has one) to `PARTITION`, with the id also in a header if asked, and writes one line per
+//! delivery report on stdout: `a SLOT OFFSET` (acknowledged) or `f SLOT ERROR`. At the end of its stdin it flushes and exits. It knows nothing of the run: the
 //! checker decides every id and partition and keeps every send's record by `SLOT`; a send whose line
 //! never came back stays unknown.
 //!
@@ -104,12 +104,16 @@ pub fn run_producer(args: ProducerArgs) -> anyhow::Result<()> {
         .context("creating the producer")?;
     for line in std::io::stdin().lock().lines() {
         let line = line.context("reading stdin")?;
-        let mut fields = line.split_whitespace().map(str::parse::<i64>);
+        let mut fields = line.split_whitespace().map(str::parse::<u64>);
         let (Some(Ok(slot)), Some(Ok(id)), Some(Ok(partition))) = (fields.next(), fields.next(), fields.next()) else {
-            anyhow::bail!("not `SLOT ID PARTITION`: {line:?}");
+            anyhow::bail!("not `SLOT ID PARTITION [PAYLOAD]`: {line:?}");
         };
-        let (slot, id, partition) = (u64::try_from(slot)?, id.to_string(), i32::try_from(partition)?);
-        let mut record = BaseRecord::with_opaque_to(&args.topic, Box::new(slot)).partition(partition).payload(&id);
+        let payload = match fields.next() {
+            Some(payload) => payload.with_context(|| format!("not `SLOT ID PARTITION [PAYLOAD]`: {line:?}"))?,
+            None => id,
+        };
+        let (id, partition, payload) = (id.to_string(), i32::try_from(partition)?, payload.to_string());
+        let mut record = BaseRecord::with_opaque_to(&args.topic, Box::new(slot)).partition(partition).payload(&payload);
         if let Some(name) = &args.id_header {
             record = record.headers(OwnedHeaders::new().insert(Header { key: name, value: Some(&id) }));
         }
@@ -185,6 +189,7 @@ pub struct PoolSettings {
     pub bootstrap: String,
     pub topic: String,
     pub id_header: Option<String>,
+    pub payload: Payload,
     pub idempotence: bool,
     /// Processes at a time.
     pub slots: u32,
@@ -196,6 +201,16 @@ pub struct PoolSettings {
     /// Where the processes' stderr goes, all appended to one file: `once-check-producers-SEED.log`
     /// (hundreds of processes start in a long run).
     pub log_dir: PathBuf,
+}
+
+/// What a record's payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// The id (every workload but `dedup-processor`).
+    Id,
+    /// The send's own value, [`crate::history::value_of`]`(producer, index)`: which send of an id a
+    /// record is, where the id travels in the header alone (`dedup-processor`).
+    Send,
 }
 
 /// The default `--producer-cmd`: this executable's `check-producer` subcommand.
@@ -362,9 +377,13 @@ impl PoolState {
         };
         run.sends += 1;
         process.sends_left -= 1;
+        let payload = match self.settings.payload {
+            Payload::Id => String::new(),
+            Payload::Send => format!(" {}", crate::history::value_of(send.producer, send.index)),
+        };
         let slot_number = self.recorder.push(send);
         let written = match process.stdin.as_mut() {
-            Some(stdin) => writeln!(stdin, "{slot_number} {id} {partition}").and_then(|()| stdin.flush()),
+            Some(stdin) => writeln!(stdin, "{slot_number} {id} {partition}{payload}").and_then(|()| stdin.flush()),
             None => Err(std::io::ErrorKind::BrokenPipe.into()),
         };
         match written {

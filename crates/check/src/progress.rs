@@ -27,6 +27,9 @@ pub struct Stats {
     /// Sink processes killed and paused by client faults (`sink`).
     pub sink_kills: AtomicU64,
     pub sink_pauses: AtomicU64,
+    /// Processor processes killed and paused by client faults (`dedup-processor`).
+    pub processor_kills: AtomicU64,
+    pub processor_pauses: AtomicU64,
 }
 
 /// The progress line's thread; dropping it stops the line and ends it with a newline.
@@ -100,6 +103,13 @@ fn line(stats: &Stats, proxy: Option<&ProxyCounters>, elapsed: Duration, duratio
     }
     if load(&stats.sink_kills) + load(&stats.sink_pauses) > 0 {
         line.push_str(&format!(" sink-kills {} sink-pauses {}", load(&stats.sink_kills), load(&stats.sink_pauses)));
+    }
+    if load(&stats.processor_kills) + load(&stats.processor_pauses) > 0 {
+        line.push_str(&format!(
+            " processor-kills {} processor-pauses {}",
+            load(&stats.processor_kills),
+            load(&stats.processor_pauses)
+        ));
     }
     if load(&stats.producer_kills) > 0 {
         line.push_str(&format!(" producer-kills {}", load(&stats.producer_kills)));

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::history::{Send, SendOutcome, Value};
-use crate::producer_process::{Ids, PoolSettings, ProducerPool};
+use crate::producer_process::{Ids, Payload, PoolSettings, ProducerPool};
 use crate::progress::Stats;
 use crate::queue::{ConsumerSpec, Consumers, QueueConfig, Reads, Recorder};
 use crate::rng::Rng;
@@ -44,13 +44,20 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// Seed stream of the final resends' order and partitions.
 const FINAL_STREAM: u64 = 6_000;
 
-/// Fresh ids and seeded resends.
-struct DedupIds {
+/// Fresh ids and seeded resends (the `dedup-processor` workload's too, partitioned by id there).
+pub(crate) struct DedupIds {
     /// The highest id sent so far: ids are 1, 2, 3, ….
     last_id: Value,
     partitions: i32,
     /// Each producer process's share of resends, drawn from [`RESEND_SHARES`] when it first sends.
     resend_share: HashMap<u32, f64>,
+}
+
+impl DedupIds {
+    /// Ids from 1, sent to `partitions` partitions.
+    pub(crate) fn new(partitions: i32) -> DedupIds {
+        DedupIds { last_id: 0, partitions, resend_share: HashMap::new() }
+    }
 }
 
 impl Ids for DedupIds {
@@ -104,6 +111,7 @@ pub fn start(config: &DedupConfig, stats: &Arc<Stats>, start: Instant) -> Runnin
         bootstrap: config.queue.bootstrap.clone(),
         topic: config.queue.topic.clone(),
         id_header: Some(ID_HEADER.to_string()),
+        payload: Payload::Id,
         idempotence: config.queue.idempotence,
         slots: config.queue.producers,
         rate: config.queue.rate,
@@ -111,7 +119,7 @@ pub fn start(config: &DedupConfig, stats: &Arc<Stats>, start: Instant) -> Runnin
         seed: config.seed,
         log_dir: config.log_dir.clone(),
     };
-    let ids = DedupIds { last_id: 0, partitions: config.queue.partitions, resend_share: HashMap::new() };
+    let ids = DedupIds::new(config.queue.partitions);
     let pool = ProducerPool::start(settings, recorder, Box::new(ids));
     let spec = ConsumerSpec { number: 0, name: CONSUMERS[0], isolation: "read_committed" };
     let consumers = Consumers::start(&config.queue, &[spec], stats, start);
@@ -134,7 +142,7 @@ impl Running {
 
 /// Every id no send of which was acknowledged, and a share of the others, shuffled, each to a
 /// random partition.
-fn final_resends(sends: &[Send], partitions: i32, seed: u64) -> Vec<(Value, i32)> {
+pub(crate) fn final_resends(sends: &[Send], partitions: i32, seed: u64) -> Vec<(Value, i32)> {
     let mut rng = Rng::new(seed).fork(FINAL_STREAM);
     let mut acked = std::collections::HashSet::new();
     for send in sends.iter().filter(|send| matches!(send.outcome, SendOutcome::Acked { .. })) {

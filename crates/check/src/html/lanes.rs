@@ -24,7 +24,7 @@ pub struct LaneSpec {
 
 /// Every lane, top to bottom: the broker's faults, the network's, then the clients'. A kind of event
 /// missing here gets a grey lane of its own, after these.
-pub const LANES: [LaneSpec; 11] = [
+pub const LANES: [LaneSpec; 13] = [
     LaneSpec {
         label: "broker kill -9",
         color: "#d62728",
@@ -72,6 +72,14 @@ pub const LANES: [LaneSpec; 11] = [
         ends: &["sink-resume", "sink-kill", "sink-stop", "sink-exit"],
         span_text: "a sink paused for",
     },
+    LaneSpec { label: "processor kill -9", color: "#7b241c", starts: &["processor-kill"], ends: &[], span_text: "" },
+    LaneSpec {
+        label: "processor paused",
+        color: "#b9770e",
+        starts: &["processor-pause"],
+        ends: &["processor-resume", "processor-kill", "processor-stop", "processor-exit"],
+        span_text: "a processor paused for",
+    },
     LaneSpec {
         // Routine, not faults, but they show when processes came and went.
         label: "client start / exit",
@@ -86,6 +94,9 @@ pub const LANES: [LaneSpec; 11] = [
             "sink-start",
             "sink-exit",
             "sink-stop",
+            "processor-start",
+            "processor-exit",
+            "processor-stop",
         ],
         ends: &[],
         span_text: "",

@@ -25,7 +25,7 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::producer_process::{PoolSettings, ProducerPool};
+use crate::producer_process::{Payload, PoolSettings, ProducerPool};
 use crate::progress::Stats;
 use crate::queue::{client, high_watermarks, partitions_of, QueueConfig, Recorder};
 use crate::sink::database::Database;
@@ -71,6 +71,7 @@ pub fn start_producers(
         bootstrap: queue.bootstrap.clone(),
         topic: queue.topic.clone(),
         id_header: Some(ID_HEADER.to_string()),
+        payload: Payload::Id,
         idempotence: queue.idempotence,
         slots: queue.producers,
         rate: queue.rate,
@@ -138,7 +139,7 @@ pub fn drain(
 }
 
 /// The sinks' group's committed offset of each partition (OffsetFetch), by partition index.
-fn committed_offsets(
+pub(crate) fn committed_offsets(
     reader: &BaseConsumer,
     topic: &str,
     partitions: i32,

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::history::{FaultEvent, Send, Value};
 use crate::nemesis::elapsed_ms;
-use crate::producer_process::{Ids, PoolSettings, ProducerPool, ProducerRun};
+use crate::producer_process::{Ids, Payload, PoolSettings, ProducerPool, ProducerRun};
 use crate::progress::Stats;
 use crate::queue::FINAL_READER;
 use crate::queue::{client, high_watermarks, partitions_of, ConsumerSpec, Consumers, QueueConfig, Reads, Recorder};
@@ -103,6 +104,7 @@ pub fn start(
         bootstrap: config.queue.bootstrap.clone(),
         topic: config.queue.topic.clone(),
         id_header: None,
+        payload: Payload::Id,
         idempotence: config.queue.idempotence,
         slots: config.queue.producers,
         rate: config.queue.rate,
@@ -187,25 +189,52 @@ pub fn final_reads(config: &TxnConfig, start: Instant) -> anyhow::Result<FinalRe
 }
 
 /// Reads every partition of `topic` (created with `created` partitions) that the broker still has,
-/// read_committed from the start to its end, once no transaction is open (the last stable offset has
-/// reached the high watermark, waited for up to [`STABLE_TIMEOUT`]). An end of partition is
-/// librdkafka's: the fetch position reached the last stable offset, transaction markers included.
-/// Partitions the broker no longer has ([`partitions_of`], the rule `queue` uses) are not waited for:
-/// the checkers report what was acknowledged or committed on them as lost. Returns the read and the
-/// records that did not parse.
+/// read_committed from the start to its end ([`read_whole`]). Returns the read and the records that
+/// did not parse.
 pub fn read_topic(
     bootstrap: &str,
     topic: &str,
     created: i32,
     start: Instant,
 ) -> anyhow::Result<(TopicRead, Vec<(i32, i64)>)> {
+    let mut reads = Reads::default();
+    let extent = read_whole(bootstrap, topic, created, &mut |message| {
+        reads.record(FINAL_READER, 0, message, elapsed_ms(start));
+    })?;
+    let ReadExtent { read_to, complete, partitions_found } = extent;
+    Ok((TopicRead { records: reads.polls, read_to, complete, partitions_found }, reads.unparseable))
+}
+
+/// How far a [`read_whole`] got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadExtent {
+    /// [`TopicRead::read_to`].
+    pub read_to: Vec<i64>,
+    /// [`TopicRead::complete`].
+    pub complete: bool,
+    /// [`TopicRead::partitions_found`].
+    pub partitions_found: Option<i32>,
+}
+
+/// Reads every partition of `topic` (created with `created` partitions) that the broker still has,
+/// read_committed from the start to its end, once no transaction is open (the last stable offset has
+/// reached the high watermark, waited for up to [`STABLE_TIMEOUT`]), handing each record to
+/// `on_record` in read order. An end of partition is librdkafka's: the fetch position reached the
+/// last stable offset, transaction markers included. Partitions the broker no longer has
+/// ([`partitions_of`], the rule `queue` uses) are not waited for: the checkers report what was
+/// acknowledged or committed on them as lost.
+pub fn read_whole(
+    bootstrap: &str,
+    topic: &str,
+    created: i32,
+    on_record: &mut dyn FnMut(&BorrowedMessage<'_>),
+) -> anyhow::Result<ReadExtent> {
     let deadline = Instant::now() + FINAL_READ_TIMEOUT;
     let partitions_found = partitions_of(bootstrap, topic, created, deadline)?;
     let partitions = partitions_found.min(created);
     if partitions == 0 {
         let read_to = vec![0; usize::try_from(created).unwrap_or(0)];
-        let read = TopicRead { records: Vec::new(), read_to, complete: true, partitions_found: Some(partitions_found) };
-        return Ok((read, Vec::new()));
+        return Ok(ReadExtent { read_to, complete: true, partitions_found: Some(partitions_found) });
     }
     let group = format!("{topic}-final-read");
     let uncommitted: BaseConsumer = client(bootstrap)
@@ -225,10 +254,13 @@ pub fn read_topic(
         .context("creating the final reader")?;
     let stable_deadline = Instant::now() + STABLE_TIMEOUT;
     // librdkafka asks for offsets at the consumer's isolation level: read_committed gives the LSO.
+    // Everything below the high watermark is decided once the LSO reaches it; a transaction marker
+    // written since (a killed client's transaction aborted by the broker) may take it past.
     let (stable, last_stable) = loop {
         let last_stable = high_watermarks(&consumer, topic, partitions, deadline)?;
-        if last_stable == high || Instant::now() > stable_deadline {
-            break (last_stable == high, last_stable);
+        let stable = high.iter().all(|(partition, end)| last_stable.get(partition).is_some_and(|lso| lso >= end));
+        if stable || Instant::now() > stable_deadline {
+            break (stable, last_stable);
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -240,12 +272,12 @@ pub fn read_topic(
         assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment).context("assigning the final reader")?;
-    let (mut reads, mut at_end, mut next) = (Reads::default(), HashSet::new(), HashMap::new());
+    let (mut at_end, mut next) = (HashSet::new(), HashMap::new());
     while at_end.len() < partitions as usize && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 next.insert(message.partition(), message.offset() + 1);
-                reads.record(FINAL_READER, 0, &message, elapsed_ms(start));
+                on_record(&message);
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 at_end.insert(partition);
@@ -262,6 +294,5 @@ pub fn read_topic(
         })
         .collect();
     let complete = stable && at_end.len() == partitions as usize;
-    let partitions_found = Some(partitions_found);
-    Ok((TopicRead { records: reads.polls, read_to, complete, partitions_found }, reads.unparseable))
+    Ok(ReadExtent { read_to, complete, partitions_found: Some(partitions_found) })
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use once_check::{CheckArgs, DedupSource, Fault, Isolation, Workload};
+use once_check::{CheckArgs, DedupSource, Fault, Isolation, ProcessorSource, Workload};
 
 /// The command that starts this build's broker on `data`.
 pub fn once_serve(data: &Path) -> String {
@@ -21,13 +21,19 @@ pub fn once_sink() -> String {
     format!("{} sink", env!("CARGO_BIN_EXE_once"))
 }
 
+/// This build's `once dedup`, for the `dedup-processor` workload's processors.
+pub fn once_dedup() -> String {
+    format!("{} dedup", env!("CARGO_BIN_EXE_once"))
+}
+
 /// This build's producer process, for the `dedup` and `txn` workloads' producers.
 pub fn once_check_producer() -> String {
     format!("{} check-producer", env!("CARGO_BIN_EXE_once"))
 }
 
-/// Every fault except member crashes and client faults; `group` runs add `Fault::Crash`, `txn` runs
-/// `Fault::ClientKill` and `Fault::ClientPause`, `dedup` runs `Fault::ClientKill`. Broker crashes are kill -9 or power loss at random.
+/// Every fault except member crashes and client faults; `group` runs add `Fault::Crash`, `txn` and
+/// `dedup-processor` runs `Fault::ClientKill` and `Fault::ClientPause`, `dedup` runs
+/// `Fault::ClientKill`. Broker crashes are kill -9 or power loss at random.
 pub fn args(data: &Path, workload: Workload, broker_cmd: String, duration: u64, seed: u64) -> CheckArgs {
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("free port");
@@ -65,6 +71,9 @@ pub fn args(data: &Path, workload: Workload, broker_cmd: String, duration: u64, 
         sink_cmd: Some(once_sink()),
         sink_database: None,
         sink_at_least_once: None,
+        processors: 3,
+        processor_cmd: Some(once_dedup()),
+        processor_source: ProcessorSource::Header,
     }
 }
 
