@@ -108,6 +108,7 @@ fn fsync_lso_lag_open_transactions_and_group_lag_are_exported() {
     assert_eq!(read.lines().count(), 5, "{read}");
     let fetched = value(&metrics(&http), "once_topic_fetched_bytes_total{topic=\"payments\"}").expect("bytes out");
     assert!(fetched >= produced, "the consumer read every batch at least once: {fetched} of {produced}");
+    dashboard_and_docs_name_only_exported_metrics(&http, &bootstrap);
 }
 
 /// Every `once_…` name in `text` with its sample suffix taken off: the family its `# TYPE` line names.
@@ -130,17 +131,14 @@ fn families_named(text: &str) -> std::collections::BTreeSet<String> {
     names
 }
 
-/// The Grafana dashboard and docs/metrics.md name only metrics the broker exports: each of their
-/// names is a family in a live scrape (a renamed metric breaks this test, not an operator's
-/// dashboard).
-#[test]
-fn the_dashboard_and_the_docs_name_only_exported_metrics() {
-    let http = format!("127.0.0.1:{}", free_port());
-    let broker = BrokerProcess::start(&["--http-listen", &http]);
+/// The Grafana dashboard and docs/metrics.md name only metrics the broker at `http` exports: each
+/// of their names is a family in a live scrape (a renamed metric breaks this test, not an operator's
+/// dashboard), and every exported family is documented. (Part of the test above: one broker, so
+/// no two tests of this file race for ports.)
+fn dashboard_and_docs_name_only_exported_metrics(http: &str, bootstrap: &str) {
     // A deduplicating topic, so its index families are exported too.
-    let bootstrap = broker.bootstrap();
-    once(&["topic", "create", "ids", "--config", "dedup.source=key", "--bootstrap", &bootstrap]);
-    let text = metrics(&http);
+    once(&["topic", "create", "ids", "--config", "dedup.source=key", "--bootstrap", bootstrap]);
+    let text = metrics(http);
     let exported: std::collections::BTreeSet<String> =
         text.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next().map(str::to_string)).collect();
     assert!(exported.len() > 30, "{text}");
@@ -152,7 +150,6 @@ fn the_dashboard_and_the_docs_name_only_exported_metrics() {
         let unknown: Vec<&String> = named.iter().filter(|name| !exported.contains(*name)).collect();
         assert!(unknown.is_empty(), "{document} names metrics the broker does not export: {unknown:?}");
     }
-    // And the other way: every exported family is documented.
     let documented = families_named(&std::fs::read_to_string(root.join("docs/metrics.md")).expect("docs"));
     let undocumented: Vec<&String> = exported.iter().filter(|name| !documented.contains(*name)).collect();
     assert!(undocumented.is_empty(), "exported but not in docs/metrics.md: {undocumented:?}");
