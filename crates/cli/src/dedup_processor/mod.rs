@@ -700,27 +700,16 @@ impl Processor {
 
     /// Expired ids' tombstones, the offsets, the commit; then the index changes stay.
     fn commit(&mut self, batch: &mut Batch) -> Result<(), Failure> {
-        for (&partition, index) in self.indexes.iter_mut() {
-            if !self.ready.contains(&partition) {
-                continue;
-            }
-            for id in index.expire(EXPIRE_PER_BATCH) {
-                batch.expired += 1;
-                let tombstone = BaseRecord::<[u8], [u8]>::to(&self.changelog).partition(partition).key(&id.0);
-                let mut record = tombstone;
-                loop {
-                    match self.producer.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                            record = returned;
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Err((error, _)) => {
-                            return Err(classify(&self.producer, &self.transactional_id, &error, "expiring"))
-                        }
-                    }
-                }
-            }
+        let ready = &self.ready;
+        let expired: Vec<(i32, Id)> = self
+            .indexes
+            .iter_mut()
+            .filter(|(partition, _)| ready.contains(partition))
+            .flat_map(|(&partition, index)| index.expire(EXPIRE_PER_BATCH).into_iter().map(move |id| (partition, id)))
+            .collect();
+        for (partition, id) in expired {
+            batch.expired += 1;
+            self.send(BaseRecord::<[u8], [u8]>::to(&self.changelog).partition(partition).key(&id.0))?;
         }
         let mut offsets = TopicPartitionList::new();
         for (&partition, &offset) in &batch.next_offsets {
