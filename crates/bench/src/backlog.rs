@@ -20,7 +20,7 @@ use crate::rows::{Measurement, Row};
 use crate::Plan;
 
 /// The plan for filling a backlog of `--backlog-bytes` in records of `--record-bytes`.
-fn backlog_plan(plan: &Plan) -> Plan {
+pub(crate) fn backlog_plan(plan: &Plan) -> Plan {
     let mut fill = plan.clone();
     fill.records = (plan.backlog_bytes / plan.args.record_bytes as u64).max(1);
     fill.delivery_timeout = fill.delivery_timeout.max(Duration::from_secs(120));
@@ -34,7 +34,7 @@ fn setting(plan: &Plan, records: u64, extra: &str) -> String {
 
 /// Empties the page cache so that a read comes from the disk (root only): `sync`, then
 /// `drop_caches`. This machine's other work loses its cache too, which costs it only time.
-fn drop_page_cache() -> anyhow::Result<()> {
+pub(crate) fn drop_page_cache() -> anyhow::Result<()> {
     let status = Command::new("sync").status().context("running sync")?;
     anyhow::ensure!(status.success(), "sync failed");
     std::fs::write("/proc/sys/vm/drop_caches", "1").context("writing /proc/sys/vm/drop_caches (needs root)")

@@ -27,6 +27,8 @@
 //!   (`throwaway_postgres`) the benchmark starts itself.
 //! - `http`: HTTP produce (`--http`) with and without Idempotency-Key beside Kafka produce at the
 //!   same concurrency.
+//! - `reader_latency` (W8): a synchronous producer's ack latency alone and beside a cold catch-up
+//!   reader of the same partition.
 //! - `broker`: a broker process the benchmark starts (the restart and sink workloads).
 //! - `process`: the server's CPU seconds and peak RSS from `/proc` (`--broker-pid`).
 //! - `rows`: the common table (markdown, TSV) of the workloads above.
@@ -41,6 +43,7 @@ pub mod peers;
 mod process;
 mod produce;
 mod raw;
+mod reader_latency;
 mod report;
 mod rows;
 mod sink;
@@ -81,6 +84,9 @@ pub enum BenchWorkload {
     CatchUp,
     /// W6: start a broker (`--serve-cmd`), fill `--backlog-bytes`, kill -9 it mid-write, time the restart.
     Restart,
+    /// W8: a synchronous acks=all producer alone and beside a cold catch-up reader of the same
+    /// partition (`--backlog-bytes`, `--latency-seconds`; needs root to empty the page cache).
+    ReaderLatency,
     /// The produce workload against Redis streams at `--bootstrap` (XADD).
     Redis,
     /// The produce workload against PostgreSQL at `--bootstrap` (INSERT … ON CONFLICT DO NOTHING).
@@ -181,6 +187,9 @@ pub struct BenchArgs {
     /// Empty the page cache before each catch-up read (needs root), so the backlog is read from disk.
     #[arg(long, env = "ONCE_BENCH_DROP_CACHES")]
     pub drop_caches: bool,
+    /// How long the reader-latency workload's producer runs alone in each run, in seconds.
+    #[arg(long, env = "ONCE_BENCH_LATENCY_SECONDS", value_parser = parse_seconds, default_value = "10")]
+    pub latency_seconds: Duration,
     /// The broker command of the restart workload, split on whitespace; `{data_dir}` and `{listen}`
     /// are replaced [default: this executable's `serve --listen BOOTSTRAP --data-dir {data_dir}`].
     #[arg(long, env = "ONCE_BENCH_SERVE_CMD", value_name = "CMD")]
@@ -275,6 +284,14 @@ pub struct RunSet {
     pub raw: RawOutcome,
 }
 
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.parse().map_err(|error| format!("{text:?} is not a number of seconds: {error}"))?;
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return Err(format!("{text:?}: the duration must be a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
 /// Milliseconds since the epoch: names this invocation's topics, streams and tables.
 fn new_run_id() -> u128 {
     std::time::SystemTime::now()
@@ -309,6 +326,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         BenchWorkload::Sink => {
             print!("{}", sink::run_all(&plan, &data_dir, run_id)?);
+            return Ok(());
+        }
+        BenchWorkload::ReaderLatency => {
+            print!("{}", reader_latency::run(&plan, run_id)?);
             return Ok(());
         }
         BenchWorkload::Limits => ("W0: limits of this machine", limits::run(&plan, &data_dir)?),

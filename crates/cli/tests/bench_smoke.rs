@@ -139,6 +139,17 @@ fn sink_bench_smoke_applies_every_record_in_both_modes() {
     }
 }
 
+/// W8: the synchronous producer alone and beside a catch-up reader, both phases reported per run.
+#[test]
+fn reader_latency_smoke_reports_both_phases() {
+    let broker = BrokerProcess::start(&[]);
+    let output = once(&["bench", "--smoke", "--workload", "reader-latency", "--bootstrap", &broker.bootstrap()]);
+    assert!(output.contains("## W8: synchronous acks=all producer"), "the W8 table is printed:\n{output}");
+    assert!(output.contains("| 1 | alone | "), "the producer alone is measured:\n{output}");
+    assert!(output.contains("| 1 | beside the reader | "), "and beside the reader:\n{output}");
+    assert!(output.contains("**p99.9 "), "the ratio is reported:\n{output}");
+}
+
 /// The HTTP workload against a broker with `--http-listen`: four rows (keyed and unkeyed POSTs,
 /// idempotent and plain Kafka produce), each run's answers checked and a sample of keys retried
 /// for their original offsets inside the benchmark.

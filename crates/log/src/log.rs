@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, ValidBatch};
 use crate::config::LogConfig;
@@ -71,8 +72,8 @@ pub struct RecoveryStats {
 /// Files to fdatasync outside the log's lock, and the offset they make durable.
 #[derive(Debug)]
 pub struct SyncPlan {
-    /// `try_clone`d handles of every segment holding data not yet known durable.
-    pub files: Vec<File>,
+    /// The open files of every segment holding data not yet known durable.
+    pub files: Vec<Arc<File>>,
     /// Log end offset when the plan was made; durable once `execute` succeeds.
     pub end_offset: u64,
     skip_fsync: bool,
@@ -232,10 +233,7 @@ impl Log {
         self.check_not_failed()?;
         let durable = self.durable_end_offset;
         let unsynced = || self.segments.iter().filter(|segment| segment.next_offset > durable);
-        let files = unsynced()
-            .map(|segment| segment.file.try_clone())
-            .collect::<io::Result<Vec<File>>>()
-            .context(|| "clone segment file handle for sync".to_string())?;
+        let files = unsynced().map(|segment| Arc::clone(&segment.file)).collect();
         let durable_lengths = if crate::power_loss::enabled() {
             unsynced().map(|segment| (segment.path(&self.dir), segment.size)).collect()
         } else {

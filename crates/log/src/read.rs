@@ -3,29 +3,70 @@
 use crate::batch::{self, BatchHeader, BATCH_HEADER_LEN};
 use crate::error::LogError;
 use crate::log::Log;
-use crate::segment::Segment;
+use crate::segment::SegmentSnapshot;
+
+/// A read is done in steps of at most this many bytes: each `pread` stays short, so the disk can
+/// serve the writer's syncs between a catch-up reader's steps.
+pub const READ_STEP_BYTES: usize = 1024 * 1024;
+
+/// A read planned under the log's lock ([`Log::plan_read`]) and done without it
+/// ([`ReadPlan::execute`]), so that a reader never holds the lock the writer appends under while it
+/// waits for the disk. The plan holds the segments the read may touch as they were when it was made:
+/// their bytes below the planned sizes never change, and their open files keep them readable if
+/// retention deletes them meanwhile (the caller decides whether a read that retention overtook still
+/// counts: the records are whole and valid, but below the new log start offset).
+#[derive(Debug)]
+pub struct ReadPlan {
+    offset: u64,
+    max_bytes: usize,
+    upper_bound: u64,
+    /// From the segment holding `offset`, as many as `max_bytes` can reach; empty when there is
+    /// nothing to read (`offset` is the log end).
+    segments: Vec<SegmentSnapshot>,
+    /// The first segment's index entry at or before `offset`: where the search for its batch starts.
+    hint: (u32, u32),
+}
 
 impl Log {
     /// Whole batches starting with the one containing `offset`, up to `max_bytes` in total but
     /// at least one batch if one exists below `upper_bound`; never a batch whose base offset is
     /// `>= upper_bound` (pass the high watermark or last stable offset). Bytes are returned as
     /// stored. `offset` outside `[log_start_offset, log_end_offset]` is `OffsetOutOfRange`.
+    /// [`Log::plan_read`] and [`ReadPlan::execute`] in one call.
     pub fn read(&self, offset: u64, max_bytes: usize, upper_bound: u64) -> Result<Vec<u8>, LogError> {
+        self.plan_read(offset, max_bytes, upper_bound)?.execute()
+    }
+
+    /// The first half of [`Log::read`], without file I/O: checks `offset` against the log's range and
+    /// takes the segments the read may touch. Cheap: call it under the lock, then execute the plan
+    /// after releasing it.
+    pub fn plan_read(&self, offset: u64, max_bytes: usize, upper_bound: u64) -> Result<ReadPlan, LogError> {
         self.check_in_range(offset)?;
-        let mut out = Vec::new();
+        let mut plan = ReadPlan { offset, max_bytes, upper_bound, segments: Vec::new(), hint: (0, 0) };
         if offset == self.log_end_offset() {
-            return Ok(out);
+            return Ok(plan);
         }
-        let mut index = self.segment_index_for(offset);
-        let mut position = self.segments[index].position_of(offset)?;
-        loop {
-            let stop = read_from_segment(&self.segments[index], position, max_bytes, upper_bound, &mut out)?;
-            if stop || index + 1 == self.segments.len() {
-                return Ok(out);
+        let first = self.segment_index_for(offset);
+        plan.hint = self.segments[first].index_hint(offset);
+        // The first segment may give as little as one batch; each later one is read whole before
+        // the next is begun, so the read cannot get past the segments after the first once they hold
+        // `max_bytes` between them.
+        let mut after_first = 0u64;
+        for segment in &self.segments[first..] {
+            let planned_enough = !plan.segments.is_empty() && after_first >= max_bytes as u64;
+            if planned_enough || segment.base_offset >= upper_bound {
+                break;
             }
-            index += 1;
-            position = 0;
+            if !plan.segments.is_empty() {
+                after_first += segment.size;
+            }
+            plan.segments.push(segment.snapshot());
         }
+        assert!(
+            plan.segments.first().is_none_or(|segment| segment.base_offset <= offset && offset < segment.next_offset),
+            "the plan starts with the segment holding the offset"
+        );
+        Ok(plan)
     }
 
     /// ListOffsets by timestamp: the first batch (at or after the log start offset) whose max
@@ -88,11 +129,36 @@ impl Log {
     }
 }
 
+impl ReadPlan {
+    /// Reads the planned batches (see [`Log::read`] for which), from the files, without the log's
+    /// lock: the rules and the result are those of a read made under the lock when the plan was.
+    pub fn execute(&self) -> Result<Vec<u8>, LogError> {
+        let mut out = Vec::new();
+        let Some(first) = self.segments.first() else {
+            return Ok(out);
+        };
+        let mut position = first.position_of(self.offset, self.hint)?;
+        for segment in &self.segments {
+            if read_from_segment(segment, position, self.max_bytes, self.upper_bound, &mut out)? {
+                break;
+            }
+            position = 0;
+        }
+        debug_assert!(out.len() <= self.max_bytes || self.holds_one_batch(&out), "over budget only for one batch");
+        Ok(out)
+    }
+
+    /// Whether `out` is exactly one batch (what KIP-74 allows past the budget).
+    fn holds_one_batch(&self, out: &[u8]) -> bool {
+        BatchHeader::parse(out).is_ok_and(|header| header.total_len() == out.len())
+    }
+}
+
 /// Appends to `out` the whole batches of `segment` from `position` that fit the rules. Returns
 /// true if the read is complete (budget used or upper bound reached), false if it should go on
 /// into the next segment.
 fn read_from_segment(
-    segment: &Segment,
+    segment: &SegmentSnapshot,
     position: u64,
     max_bytes: usize,
     upper_bound: u64,
@@ -113,7 +179,14 @@ fn read_from_segment(
     let want = budget.max(first.total_len()).min(available);
     let old_len = out.len();
     out.resize(old_len + want, 0);
-    segment.read_exact_at(&mut out[old_len..], position)?;
+    let read = out[old_len..]
+        .chunks_mut(READ_STEP_BYTES)
+        .enumerate()
+        .try_for_each(|(step, chunk)| segment.read_exact_at(chunk, position + (step * READ_STEP_BYTES) as u64));
+    if let Err(error) = read {
+        out.truncate(old_len);
+        return Err(error);
+    }
     let walked = walk_batches(segment, position, &out[old_len..], first.base_offset, upper_bound);
     let (used, hit_upper_bound) = match walked {
         Ok(walked) => walked,
@@ -131,7 +204,7 @@ fn read_from_segment(
 /// the expected offsets. Returns the bytes of whole batches below `upper_bound`, and whether
 /// the upper bound stopped the walk.
 fn walk_batches(
-    segment: &Segment,
+    segment: &SegmentSnapshot,
     position: u64,
     chunk: &[u8],
     first_base: i64,

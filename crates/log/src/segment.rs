@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_LEN};
 use crate::error::{IoContext, LogError};
@@ -18,8 +19,10 @@ const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 pub(crate) struct Segment {
     /// Offset of the first batch; also the file name.
     pub base_offset: u64,
-    /// Opened read + write; written only at `size`.
-    pub file: File,
+    /// Opened read + write; written only at `size`. Shared with reads planned under the log's
+    /// lock and executed outside it ([`SegmentSnapshot`]), which keep the file open while they read,
+    /// even if retention deletes it meanwhile.
+    pub file: Arc<File>,
     /// Bytes of whole, valid batches in the file.
     pub size: u64,
     /// Offset after the last batch (== `base_offset` when empty).
@@ -88,7 +91,7 @@ impl Segment {
         assert!(loaded.next_offset >= base_offset, "a segment does not end before it starts");
         Segment {
             base_offset,
-            file,
+            file: Arc::new(file),
             size,
             next_offset: loaded.next_offset,
             index: loaded.index,
@@ -115,8 +118,72 @@ impl Segment {
         Ok(())
     }
 
-    /// Reads exactly `buffer.len()` bytes at `position`.
+    /// The segment as it is now, for a read outside the log's lock.
+    pub(crate) fn snapshot(&self) -> SegmentSnapshot {
+        SegmentSnapshot {
+            base_offset: self.base_offset,
+            file: Arc::clone(&self.file),
+            size: self.size,
+            next_offset: self.next_offset,
+        }
+    }
+
+    /// Reads and sanity-checks the batch header at `position` (a batch start below `size`).
+    pub fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
+        self.snapshot().header_at(position)
+    }
+
+    /// Position of the batch containing `offset` (`base_offset <= offset < next_offset`).
+    pub fn position_of(&self, offset: u64) -> Result<u64, LogError> {
+        self.snapshot().position_of(offset, self.index_hint(offset))
+    }
+
+    /// The indexed batch at or before `offset`, as (relative offset, position): where a search for
+    /// `offset`'s batch starts.
+    pub(crate) fn index_hint(&self, offset: u64) -> (u32, u32) {
+        assert!(offset >= self.base_offset, "offset is in this segment (low)");
+        assert!(offset < self.next_offset, "offset is in this segment (high)");
+        let relative = u32::try_from(offset - self.base_offset).expect("relative offsets fit u32");
+        self.index.lookup(relative)
+    }
+
+    /// Cuts the file to `length` bytes durably (recovery of a torn or corrupt tail).
+    pub fn truncate_file(file: &File, base_offset: u64, length: u64) -> Result<(), LogError> {
+        file.set_len(length)
+            .and_then(|()| file.sync_all())
+            .context(|| format!("truncate segment {base_offset} to {length} bytes"))
+    }
+
+    /// Writes the index files if they do not describe the current contents.
+    pub fn persist_index(&mut self, dir: &Path, skip_fsync: bool) -> Result<bool, LogError> {
+        if self.persisted_size == Some(self.size) {
+            return Ok(false);
+        }
+        index::persist(dir, self.base_offset, self.size, self.next_offset, &self.index, skip_fsync)?;
+        self.persisted_size = Some(self.size);
+        Ok(true)
+    }
+}
+
+/// A segment's bytes as they were at one moment under the log's lock: the first `size` bytes of the
+/// file are whole batches up to `next_offset`, and stay as they are for as long as the file exists
+/// (the log only appends past `size`; it cuts files only while recovering, before anyone reads). So a
+/// snapshot may be read without the lock, while the writer appends behind it, and its file handle
+/// keeps the bytes readable even if retention unlinks the file meanwhile.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentSnapshot {
+    pub base_offset: u64,
+    pub file: Arc<File>,
+    /// Bytes of whole batches when the snapshot was taken; nothing at or past it is read.
+    pub size: u64,
+    /// Offset after the last batch below `size`.
+    pub next_offset: u64,
+}
+
+impl SegmentSnapshot {
+    /// Reads exactly `buffer.len()` bytes at `position`, all below `size`.
     pub fn read_exact_at(&self, buffer: &mut [u8], position: u64) -> Result<(), LogError> {
+        assert!(position + buffer.len() as u64 <= self.size, "reads stay below the snapshot's size");
         self.file
             .read_exact_at(buffer, position)
             .context(|| format!("read {} bytes at {position} of segment {}", buffer.len(), self.base_offset))
@@ -140,12 +207,13 @@ impl Segment {
         Ok(header)
     }
 
-    /// Position of the batch containing `offset` (`base_offset <= offset < next_offset`).
-    pub fn position_of(&self, offset: u64) -> Result<u64, LogError> {
+    /// Position of the batch containing `offset` (`base_offset <= offset < next_offset`), searched
+    /// forward from `hint`, the index entry ([`Segment::index_hint`]) at or before it.
+    pub fn position_of(&self, offset: u64, hint: (u32, u32)) -> Result<u64, LogError> {
         assert!(offset >= self.base_offset, "offset is in this segment (low)");
         assert!(offset < self.next_offset, "offset is in this segment (high)");
-        let relative = u32::try_from(offset - self.base_offset).expect("relative offsets fit u32");
-        let (indexed_relative, indexed_position) = self.index.lookup(relative);
+        let (indexed_relative, indexed_position) = hint;
+        assert!(self.base_offset + u64::from(indexed_relative) <= offset, "the hint is at or before the offset");
         let mut position = u64::from(indexed_position);
         let mut expected = self.base_offset + u64::from(indexed_relative);
         loop {
@@ -162,25 +230,8 @@ impl Segment {
         }
     }
 
-    fn corrupt(&self, position: u64, problem: &str) -> LogError {
+    pub(crate) fn corrupt(&self, position: u64, problem: &str) -> LogError {
         LogError::CorruptBatch(format!("segment {} position {position}: {problem}", self.base_offset))
-    }
-
-    /// Cuts the file to `length` bytes durably (recovery of a torn or corrupt tail).
-    pub fn truncate_file(file: &File, base_offset: u64, length: u64) -> Result<(), LogError> {
-        file.set_len(length)
-            .and_then(|()| file.sync_all())
-            .context(|| format!("truncate segment {base_offset} to {length} bytes"))
-    }
-
-    /// Writes the index files if they do not describe the current contents.
-    pub fn persist_index(&mut self, dir: &Path, skip_fsync: bool) -> Result<bool, LogError> {
-        if self.persisted_size == Some(self.size) {
-            return Ok(false);
-        }
-        index::persist(dir, self.base_offset, self.size, self.next_offset, &self.index, skip_fsync)?;
-        self.persisted_size = Some(self.size);
-        Ok(true)
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::dedup::TopicDedup;
 use crate::error::PartitionError;
+use crate::read::Isolation;
 use crate::producer_state::ProducerStates;
 use crate::replay;
 use crate::txn::{AbortedTxn, ProducerSummary, TxnMarker};
@@ -111,7 +112,7 @@ fn stable_offset(earliest_open: Option<u64>, log_start_offset: u64, bound: u64) 
 }
 
 /// The offset after the last batch of `records` (whole batches as the log returns them), at least `from`.
-fn end_of_batches(from: u64, records: &[u8]) -> Result<u64, PartitionError> {
+pub(crate) fn end_of_batches(from: u64, records: &[u8]) -> Result<u64, PartitionError> {
     let mut end = from;
     let mut position = 0;
     while position < records.len() {
@@ -360,44 +361,25 @@ impl Partition {
     }
 
     /// Like [`Partition::read`], below an `upper_bound` the caller read earlier (at most the high
-    /// watermark), so a response never holds records above the high watermark it reports.
+    /// watermark), so a response never holds records above the high watermark it reports. The file
+    /// reads are made without the log lock (`read.rs`).
     pub fn read_below(&self, offset: u64, max_bytes: usize, upper_bound: u64) -> Result<Vec<u8>, PartitionError> {
-        debug_assert!(upper_bound <= self.high_watermark(), "reads stay below the high watermark");
-        self.shared.with_log(|log| Ok(log.read(offset, max_bytes, upper_bound)?))
+        let read = self.read_unlocked(offset, max_bytes, Isolation::ReadUncommitted, |_| upper_bound)?;
+        Ok(read.records)
     }
 
     /// A read_committed read: whole batches from `offset` below `upper_bound` (the last stable offset
     /// the caller read, at most the high watermark), as [`Partition::read_below`], and the aborted
-    /// transactions overlapping them. Both under one hold of the log lock: retention deletes segments
-    /// and prunes their aborted transactions under the same lock, so it cannot prune the entries of
-    /// batches already read (a consumer would take their aborted records for committed ones).
-    /// Blocking (file reads): call from a blocking context.
+    /// transactions overlapping them; consistent with each other although the file reads are made
+    /// without the log lock (`read.rs`). Blocking (file reads): call from a blocking context.
     pub fn read_committed(
         &self,
         offset: u64,
         max_bytes: usize,
         upper_bound: u64,
     ) -> Result<(Vec<u8>, Vec<AbortedTxn>), PartitionError> {
-        debug_assert!(upper_bound <= self.high_watermark(), "reads stay below the high watermark");
-        self.shared.with_log(|log| self.read_committed_held(log, offset, max_bytes, upper_bound))
-    }
-
-    /// [`Partition::read_committed`] with the log lock already held (by the caller, `log` is its guard).
-    pub(crate) fn read_committed_held(
-        &self,
-        log: &Log,
-        offset: u64,
-        max_bytes: usize,
-        upper_bound: u64,
-    ) -> Result<(Vec<u8>, Vec<AbortedTxn>), PartitionError> {
-        let records = log.read(offset, max_bytes, upper_bound)?;
-        if records.is_empty() {
-            return Ok((records, Vec::new()));
-        }
-        let end = end_of_batches(offset, &records)?;
-        // Lock order as everywhere: the log, then producer state.
-        let aborted = self.shared.lock_producers().transactions().aborted_overlapping(offset, end);
-        Ok((records, aborted))
+        let read = self.read_unlocked(offset, max_bytes, Isolation::ReadCommitted, |_| upper_bound)?;
+        Ok((read.records, read.aborted.expect("read_committed reads take the aborted transactions")))
     }
 
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, PartitionError> {

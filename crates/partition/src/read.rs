@@ -1,15 +1,26 @@
 //! A fetch's read of a partition: the records, the end offsets as of the read, and for
-//! read_committed the aborted transactions of the range, all under one hold of the log lock.
+//! read_committed the aborted transactions of the range.
 //!
-//! One hold, because each half alone can disagree with the other: a high watermark read before the
-//! records may be passed by them if taken separately; retention deletes segments and prunes their
-//! aborted transactions under the same lock, so aborted entries taken after the read could be missing
-//! for batches already read (the consumer would take aborted records for committed ones).
+//! Readers never hold the log lock while they wait for the disk: the writer appends under that lock,
+//! and a catch-up consumer's cold read of tens of megabytes would stall every producer of the
+//! partition behind it. A read is planned under the lock (the end offsets, then which segments and
+//! how far: `once_log::ReadPlan`, no file I/O) and done after releasing it. Why the halves still agree:
+//! - The records are bounded by the end offsets taken in the same hold, so a response never holds
+//!   records above the high watermark (or last stable offset) it reports.
+//! - The planned bytes never change: the log only appends past a segment's planned size, and the plan's
+//!   open file handles keep a segment readable even if retention deletes it meanwhile.
+//! - read_committed's aborted transactions are taken after the read, in a second short hold, and only
+//!   if the log start offset is still at or below the read's offset: retention prunes only aborted
+//!   transactions that end below the log start, so none overlapping the records can be missing (a
+//!   consumer would take their aborted records for committed ones). Every transaction that overlaps
+//!   the records had ended when they were planned (they lie below the last stable offset), so the list
+//!   cannot lack one either. If retention did pass the offset, the read is done again, and fails as
+//!   out of range like any read below the log start.
 
 use std::sync::atomic::Ordering;
 
 use crate::error::PartitionError;
-use crate::partition::Partition;
+use crate::partition::{end_of_batches, Partition};
 use crate::txn::AbortedTxn;
 
 /// Which records a fetch may see (Kafka's isolation_level).
@@ -72,23 +83,59 @@ impl Partition {
 
     /// A fetch's read: whole batches from `offset`, at most `max_bytes` (but at least one batch),
     /// below the high watermark or, for read_committed, the last stable offset, with the end offsets
-    /// that bounded it and, for read_committed, the aborted transactions overlapping the batches; all
-    /// under one hold of the log lock (see the module documentation). Blocking (file reads): call
-    /// from a blocking context.
+    /// that bounded it and, for read_committed, the aborted transactions overlapping the batches. The
+    /// file reads are made without the log lock (see the module documentation). Blocking (file reads):
+    /// call from a blocking context.
     pub fn read_fetch(&self, offset: u64, max_bytes: usize, isolation: Isolation) -> Result<FetchRead, PartitionError> {
-        self.shared.with_log(|log| {
-            // Under the lock, so the log start offset is the one the read sees (retention moves it
-            // under the lock too).
-            let end_offsets = self.end_offsets();
-            let upper_bound = end_offsets.upper_bound(isolation);
-            let (records, aborted) = match isolation {
-                Isolation::ReadUncommitted => (log.read(offset, max_bytes, upper_bound)?, None),
-                Isolation::ReadCommitted => {
-                    let (records, aborted) = self.read_committed_held(log, offset, max_bytes, upper_bound)?;
-                    (records, Some(aborted))
-                }
+        self.read_unlocked(offset, max_bytes, isolation, |end_offsets| end_offsets.upper_bound(isolation))
+    }
+
+    /// [`Partition::read_fetch`] with the upper bound chosen by `bound` from the end offsets under the
+    /// lock (at most the high watermark).
+    pub(crate) fn read_unlocked(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        isolation: Isolation,
+        bound: impl Fn(&EndOffsets) -> u64,
+    ) -> Result<FetchRead, PartitionError> {
+        // At most twice: a second time only if retention passed `offset` during the first, and then
+        // the plan fails as out of range.
+        for _attempt in 0..2 {
+            let (plan, end_offsets) = self.shared.with_log(|log| {
+                // Under the lock, so the log start offset is the one the plan sees (retention moves it
+                // under the lock too).
+                let end_offsets = self.end_offsets();
+                let asked = bound(&end_offsets);
+                debug_assert!(asked <= end_offsets.high_watermark, "reads stay below the high watermark");
+                let upper_bound = asked.min(end_offsets.high_watermark);
+                Ok((log.plan_read(offset, max_bytes, upper_bound)?, end_offsets))
+            })?;
+            let records = plan.execute()?;
+            let aborted = match isolation {
+                Isolation::ReadUncommitted => None,
+                Isolation::ReadCommitted if records.is_empty() => Some(Vec::new()),
+                Isolation::ReadCommitted => match self.aborted_for(offset, &records)? {
+                    Some(aborted) => Some(aborted),
+                    None => continue,
+                },
             };
-            Ok(FetchRead { records, end_offsets, aborted })
+            return Ok(FetchRead { records, end_offsets, aborted });
+        }
+        unreachable!("a read retried after retention passed its offset fails as out of range")
+    }
+
+    /// The aborted transactions overlapping `records` (read from `offset`), or `None` if retention has
+    /// moved the log start past `offset` since they were planned (some may have been pruned).
+    fn aborted_for(&self, offset: u64, records: &[u8]) -> Result<Option<Vec<AbortedTxn>>, PartitionError> {
+        let end = end_of_batches(offset, records)?;
+        assert!(end > offset, "records end past their first offset");
+        self.shared.with_log(|log| {
+            if log.log_start_offset() > offset {
+                return Ok(None);
+            }
+            // Lock order as everywhere: the log, then producer state.
+            Ok(Some(self.shared.lock_producers().transactions().aborted_overlapping(offset, end)))
         })
     }
 }

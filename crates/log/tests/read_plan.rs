@@ -1,0 +1,71 @@
+//! Reads planned under the lock and executed after it (`Log::plan_read`, `ReadPlan::execute`): the
+//! plan borrows nothing from the log, and executing it later returns what a read at planning time
+//! would have, whatever the log did meanwhile — appends, rolls, retention deleting the files.
+
+mod common;
+
+use common::{append, expected_read, segment_files, small_config, Stored};
+use once_log::{Log, LogConfig, ReadPlan};
+
+/// A plan carries no borrow of the log and no lock guard: it can be moved to another thread and
+/// executed there while the writer goes on.
+#[test]
+fn a_plan_owns_what_it_reads() {
+    fn owned_and_sendable<T: Send + 'static>() {}
+    owned_and_sendable::<ReadPlan>();
+}
+
+fn filled(log: &mut Log, batches: usize, from: usize) -> Vec<Stored> {
+    (from..from + batches).map(|index| append(log, 2, 40, 1_000 + index as i64)).collect()
+}
+
+#[test]
+fn appends_and_rolls_after_planning_are_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), small_config(600)).expect("open");
+    let mut stored = filled(&mut log, 20, 0);
+    let end = log.log_end_offset();
+    let segments_before = log.segment_count();
+    for offset in [0, 7, end / 2, end - 1] {
+        for max_bytes in [1, 150, 1_000, usize::MAX] {
+            // Planned with an upper bound past the end: only the planned sizes stop the read.
+            let plan = log.plan_read(offset, max_bytes, u64::MAX).expect("plan");
+            let more = filled(&mut log, 3, 100);
+            assert_eq!(
+                plan.execute().expect("execute"),
+                expected_read(&stored, offset, max_bytes, u64::MAX),
+                "read({offset}, {max_bytes}) planned before the appends"
+            );
+            stored.extend(more);
+        }
+    }
+    assert!(log.segment_count() > segments_before, "the appends rolled segments after the plans");
+}
+
+#[test]
+fn a_plan_reads_segments_retention_deleted_after_planning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config(600);
+    let mut log = Log::open(dir.path(), config.clone()).expect("open");
+    let stored = filled(&mut log, 30, 0);
+    let end = log.log_end_offset();
+    let plan = log.plan_read(0, usize::MAX, end).expect("plan");
+    let files_before = segment_files(dir.path()).len();
+    log.set_config(LogConfig { retention_bytes: Some(700), ..config });
+    let deleted = log.apply_retention(0).expect("retention");
+    assert!(deleted > 0 && segment_files(dir.path()).len() < files_before, "retention deleted files");
+    assert!(log.log_start_offset() > 0, "the log start moved past the planned offset");
+    assert_eq!(plan.execute().expect("execute"), expected_read(&stored, 0, usize::MAX, end));
+    assert!(log.plan_read(0, usize::MAX, end).is_err(), "a new plan at the old offset is out of range");
+}
+
+#[test]
+fn an_empty_plan_reads_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), small_config(600)).expect("open");
+    let plan = log.plan_read(0, usize::MAX, u64::MAX).expect("plan at the end of an empty log");
+    let _stored = filled(&mut log, 3, 0);
+    assert!(plan.execute().expect("execute").is_empty(), "planned at the log end: nothing then");
+    let bounded = log.plan_read(0, usize::MAX, 0).expect("plan below an upper bound of 0");
+    assert!(bounded.execute().expect("execute").is_empty(), "nothing below the upper bound");
+}
