@@ -6,13 +6,13 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 
 use crate::backlog;
@@ -45,10 +45,24 @@ impl Phase {
     }
 }
 
-/// Records the one delivery a synchronous send waits for.
+/// Hands the one delivery a synchronous send waits for from the producer's polling thread to the
+/// sender. (`BaseProducer::poll` returns only at its timeout, so the sender cannot poll for itself.)
 #[derive(Default)]
 struct Delivery {
     outcome: Mutex<Option<Result<(), String>>>,
+    arrived: Condvar,
+}
+
+impl Delivery {
+    fn wait(&self) -> Result<(), String> {
+        let mut outcome = self.outcome.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            if let Some(outcome) = outcome.take() {
+                return outcome;
+            }
+            outcome = self.arrived.wait(outcome).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
 }
 
 impl ClientContext for Delivery {}
@@ -59,6 +73,7 @@ impl ProducerContext for Delivery {
     fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
         let outcome = result.as_ref().map(|_| ()).map_err(|(error, _)| error.to_string());
         *self.outcome.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(outcome);
+        self.arrived.notify_one();
     }
 }
 
@@ -163,7 +178,7 @@ fn read_backlog(plan: &Plan, topic: &str, records: u64, read_bytes: &AtomicU64) 
 
 /// Sends one record at a time to partition 0 and waits for its ack, until `stop()` or `longest`.
 fn sync_produce(plan: &Plan, topic: &str, stop: impl Fn() -> bool, longest: Duration) -> anyhow::Result<Phase> {
-    let producer: BaseProducer<Delivery> = crate::client_config(&plan.args.bootstrap)
+    let producer: ThreadedProducer<Delivery> = crate::client_config(&plan.args.bootstrap)
         .set("acks", "all")
         .set("linger.ms", "0")
         .set("enable.idempotence", "false")
@@ -179,13 +194,7 @@ fn sync_produce(plan: &Plan, topic: &str, stop: impl Fn() -> bool, longest: Dura
             .send(BaseRecord::<(), [u8]>::to(topic).partition(0).payload(&payload))
             .map_err(|(error, _)| error)
             .context("enqueueing a record")?;
-        let outcome = loop {
-            producer.poll(Duration::from_millis(100));
-            if let Some(outcome) = producer.context().outcome.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                break outcome;
-            }
-        };
-        outcome.map_err(|error| anyhow::anyhow!("a synchronous record failed: {error}"))?;
+        producer.context().wait().map_err(|error| anyhow::anyhow!("a synchronous record failed: {error}"))?;
         latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
     }
     let elapsed = started.elapsed();

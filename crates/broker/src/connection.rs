@@ -277,7 +277,7 @@ async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Recei
             node.requests.record(api_key as i16, || format!("{api_key:?}"), read_at.elapsed());
         }
         let Some(response) = response else { continue };
-        if let Err(error) = write_one(&mut writer, outgoing.correlation_id, outgoing.api_version, &response).await {
+        if let Err(error) = write_one(&mut writer, outgoing.correlation_id, outgoing.api_version, response).await {
             tracing::debug!(%error, "writing response failed; closing connection");
             return;
         }
@@ -289,17 +289,38 @@ async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Recei
     let _ = writer.shutdown().await;
 }
 
+/// Responses carrying more record bytes than this are encoded on a blocking thread: encoding copies
+/// them (a catch-up fetch answers up to `fetch_bytes_max`, 55 MiB by default), and tens of
+/// milliseconds of copying on a runtime worker would stall the other connections' tasks queued on it,
+/// producers waiting for their acks among them.
+const ENCODE_INLINE_BYTES_MAX: usize = 1024 * 1024;
+
 async fn write_one(
     writer: &mut BufWriter<Writer>,
     correlation_id: i32,
     api_version: i16,
-    response: &ResponseKind,
+    response: ResponseKind,
 ) -> Result<(), String> {
-    let bytes = encode_response(api_version, correlation_id, response).map_err(|error| {
-        tracing::error!(%error, "response encoding failed");
-        error.to_string()
-    })?;
+    let large = record_bytes(&response) > ENCODE_INLINE_BYTES_MAX;
+    let encode = move || {
+        encode_response(api_version, correlation_id, &response).map_err(|error| {
+            tracing::error!(%error, "response encoding failed");
+            error.to_string()
+        })
+    };
+    let bytes = if large {
+        tokio::task::spawn_blocking(encode).await.map_err(|error| format!("response encoding task: {error}"))??
+    } else {
+        encode()?
+    };
     writer.write_all(&bytes).await.map_err(|error| error.to_string())
+}
+
+/// Record bytes a response carries (only Fetch responses carry any).
+fn record_bytes(response: &ResponseKind) -> usize {
+    let ResponseKind::Fetch(fetch) = response else { return 0 };
+    let partitions = fetch.responses.iter().flat_map(|topic| topic.partitions.iter());
+    partitions.map(|partition| partition.records.as_ref().map_or(0, Bytes::len)).sum()
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //!
 //! # Layout
 //! - [`partition`] — [`Partition`], the handle the broker holds; reads, offsets, retention, config.
-//! - [`read`] — a fetch's read: records, end offsets and aborted transactions under one hold.
+//! - [`read`] — a fetch's read: planned under the log lock, done after it; records, end offsets and
+//!   aborted transactions that agree.
 //! - [`writer`] — the writer loop and its group commit.
 //! - [`producer_state`] — producer state, the pure checks of batches and markers, and the one
 //!   function by which every stored batch changes the state.
