@@ -26,6 +26,9 @@ pub struct BrokerProcess {
     _temp: Option<tempfile::TempDir>,
 }
 
+/// What `once serve` logs once it accepts connections.
+const SERVING: &str = "once is serving";
+
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
@@ -77,7 +80,8 @@ impl BrokerProcess {
     }
 
     /// Starts a broker with its data in `data_dir` (default: a fresh temporary directory) and,
-    /// with `ulimit`, under `sh -c "ulimit ULIMIT; exec once serve …"`.
+    /// with `ulimit`, under `sh -c "ulimit ULIMIT; exec once serve …"`. Its port is picked here, so
+    /// if another process takes it between the pick and the bind, it is picked again.
     pub fn start_with(extra_args: &[&str], data_dir: Option<PathBuf>, ulimit: Option<&str>) -> BrokerProcess {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = data_dir.unwrap_or_else(|| temp.path().join("data"));
@@ -90,6 +94,13 @@ impl BrokerProcess {
             ulimit: ulimit.map(str::to_string),
             _temp: Some(temp),
         };
+        for _attempt in 1..3 {
+            match broker.try_spawn() {
+                Ok(()) => return broker,
+                Err(problem) if problem.contains("Address already in use") => broker.port = free_port(),
+                Err(problem) => panic!("{problem}"),
+            }
+        }
         broker.spawn();
         broker
     }
@@ -99,7 +110,16 @@ impl BrokerProcess {
     }
 
     fn spawn(&mut self) {
+        if let Err(problem) = self.try_spawn() {
+            panic!("{problem}");
+        }
+    }
+
+    /// Starts `once serve` and waits until it serves, or says why it does not.
+    fn try_spawn(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "broker already running");
+        // The log is appended to across restarts: this start is ready at the next "serving" line.
+        let serving_before = self.log().matches(SERVING).count();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open broker log");
         let mut command = match &self.ulimit {
             Some(ulimit) => {
@@ -126,21 +146,24 @@ impl BrokerProcess {
             .spawn()
             .expect("spawn once serve");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready(serving_before)
     }
 
-    fn wait_ready(&mut self) {
+    /// Ready when this process has said it serves and its port accepts a connection: a connection
+    /// alone could reach another process that took the port.
+    fn wait_ready(&mut self, serving_before: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if TcpStream::connect(self.bootstrap()).is_ok() {
-                return;
+            if self.log().matches(SERVING).count() > serving_before && TcpStream::connect(self.bootstrap()).is_ok() {
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
-                panic!("broker exited early with {status}; log:\n{}", self.log());
+                self.child = None;
+                return Err(format!("broker exited early with {status}; log:\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("broker did not accept connections within 60 s; log:\n{}", self.log());
+        Err(format!("broker did not serve within 60 s; log:\n{}", self.log()))
     }
 
     /// SIGKILL: no chance to flush or mark a clean shutdown.
