@@ -150,7 +150,7 @@ fn run_cell(
     topic: &str,
     label: usize,
 ) -> anyhow::Result<Option<Measurement>> {
-    let per_sender = plan.args.latency.records_per_sender;
+    let per_sender = records_per_sender(plan);
     let measurement = match cell {
         Cell::OnceShared => once_senders(plan, topic, n, per_sender, true)?,
         Cell::OnceProducers => once_senders(plan, topic, n, per_sender, false)?,
@@ -186,6 +186,16 @@ fn run_cell(
         }
     };
     Ok(Some(measurement))
+}
+
+/// `--records-per-sender`, at most 20 with `--smoke`.
+fn records_per_sender(plan: &Plan) -> u64 {
+    let per_sender = plan.args.latency.records_per_sender;
+    if plan.args.smoke {
+        per_sender.min(20)
+    } else {
+        per_sender
+    }
 }
 
 /// What a delivery callback sends back to the sender waiting for it.
