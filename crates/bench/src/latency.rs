@@ -4,9 +4,12 @@
 //!
 //! 1. Once, one librdkafka producer shared by the N senders (`linger.ms=0`, acks=all);
 //! 2. Once, N librdkafka producers, one per sender (the same settings);
-//! 3. the raw baseline: one thread doing `write` + `fdatasync` of `--record-bytes` in `--data-dir`;
-//! 4. Redis with `appendfsync always` (XADD), N connections, one request outstanding on each;
-//! 5. PostgreSQL with `synchronous_commit = on` (one-row INSERT … ON CONFLICT DO NOTHING per
+//! 3. Once, N connections of the benchmark's own wire producer (`wire_producer`), one request
+//!    outstanding on each: the same client shape as the peers' drivers below, without librdkafka's
+//!    CPU on the 2 vCPUs the broker shares with it;
+//! 4. the raw baseline: one thread doing `write` + `fdatasync` of `--record-bytes` in `--data-dir`;
+//! 5. Redis with `appendfsync always` (XADD), N connections, one request outstanding on each;
+//! 6. PostgreSQL with `synchronous_commit = on` (one-row INSERT … ON CONFLICT DO NOTHING per
 //!    transaction), N sessions, one statement outstanding on each.
 //!
 //! The peers are servers the benchmark starts itself on loopback with their data under `--data-dir`
@@ -31,6 +34,7 @@ use crate::rows::{Measurement, Row};
 use crate::summary::{percentile, Spread};
 use crate::throwaway_postgres::ThrowawayPostgres;
 use crate::throwaway_redis::ThrowawayRedis;
+use crate::wire_producer::WireProducer;
 use crate::{produce, raw, Plan};
 
 /// Flags of `--workload latency`.
@@ -53,12 +57,14 @@ pub struct LatencyArgs {
 enum Cell {
     OnceShared,
     OnceProducers,
+    OnceWire,
     Raw,
     Redis,
     Postgres,
 }
 
-const CELLS: [Cell; 5] = [Cell::OnceShared, Cell::OnceProducers, Cell::Raw, Cell::Redis, Cell::Postgres];
+const CELLS: [Cell; 6] =
+    [Cell::OnceShared, Cell::OnceProducers, Cell::OnceWire, Cell::Raw, Cell::Redis, Cell::Postgres];
 
 /// Each peer's server, or why it is missing.
 struct Peers {
@@ -154,6 +160,7 @@ fn run_cell(
     let measurement = match cell {
         Cell::OnceShared => once_senders(plan, topic, n, per_sender, true)?,
         Cell::OnceProducers => once_senders(plan, topic, n, per_sender, false)?,
+        Cell::OnceWire => wire_senders(plan, topic, n, per_sender)?,
         Cell::Raw => {
             let bytes = plan.args.record_bytes;
             // As many writes as the run's records, bounded in time like the other raw baselines.
@@ -255,6 +262,43 @@ fn once_senders(plan: &Plan, topic: &str, n: usize, per_sender: u64, shared: boo
         })?;
         handles.push(handle);
     }
+    collect(plan, &start_line, handles)
+}
+
+/// N sender threads, each with its own wire producer connection, one request outstanding.
+fn wire_senders(plan: &Plan, topic: &str, n: usize, per_sender: u64) -> anyhow::Result<Measurement> {
+    let start_line = Arc::new(Barrier::new(n + 1));
+    let mut handles = Vec::with_capacity(n);
+    for index in 0..n {
+        let (bootstrap, topic, start_line) = (plan.args.bootstrap.clone(), topic.to_string(), Arc::clone(&start_line));
+        let payload: Vec<u8> = (0..plan.args.record_bytes).map(|index| (index % 251) as u8).collect();
+        let handle = thread::Builder::new().name(format!("bench-w7-wire-{index}")).spawn(move || {
+            let producer = WireProducer::connect(&bootstrap, &topic, 0, false, 1);
+            start_line.wait();
+            let mut producer = producer?;
+            let mut latencies = Vec::with_capacity(per_sender as usize);
+            for _ in 0..per_sender {
+                let sent_at = Instant::now();
+                producer.send(&[&payload])?;
+                producer.receive()?;
+                latencies.push(u32::try_from(sent_at.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
+            anyhow::Ok((latencies, Instant::now()))
+        })?;
+        handles.push(handle);
+    }
+    collect(plan, &start_line, handles)
+}
+
+/// What a sender thread returns: its latencies in µs and when its last ack came.
+type SenderResult = anyhow::Result<(Vec<u32>, Instant)>;
+
+/// Starts the senders waiting at `start_line` and gathers their latencies into one measurement.
+fn collect(
+    plan: &Plan,
+    start_line: &Barrier,
+    handles: Vec<thread::JoinHandle<SenderResult>>,
+) -> anyhow::Result<Measurement> {
     start_line.wait();
     let started = Instant::now();
     let mut measurement =
@@ -312,6 +356,11 @@ fn rows(plan: &Plan, peers: &Peers, measured: Vec<Vec<Vec<Measurement>>>) -> Vec
                     plan.args.durability.clone(),
                     format!("N={n} senders, {n} librdkafka producers, linger.ms=0"),
                 ),
+                Cell::OnceWire => (
+                    plan.args.system.clone(),
+                    plan.args.durability.clone(),
+                    format!("N={n} connections of the wire producer, 1 request outstanding each"),
+                ),
                 Cell::Raw => (
                     "raw write+fdatasync".to_string(),
                     "fdatasync latency (1 thread; not concurrent)".to_string(),
@@ -355,32 +404,35 @@ fn records_per_second(run: &Measurement) -> f64 {
 /// Per N: Once's records/s and ack p99 beside the bound 3 × raw p99 + 0.5 ms and the best peer.
 fn summary(plan: &Plan, rows: &[Row]) -> String {
     let mut text = String::from(
-        "\n| N | Once shared records/s | Once N producers records/s | best durable peer records/s | \
-         Once shared / N-producer ack p99 ms | raw fdatasync p99 ms | 3 × raw p99 + 0.5 ms |\n\
-         |---:|---:|---:|---:|---:|---:|---:|\n",
+        "\n| N | Once shared records/s | Once N producers records/s | Once wire records/s | \
+         best durable peer records/s | Once shared / N-producer / wire ack p99 ms | raw fdatasync p99 ms | \
+         3 × raw p99 + 0.5 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for &n in &plan.args.latency.senders {
         let of_n: Vec<&Row> = rows.iter().filter(|row| row.setting.starts_with(&format!("N={n} "))).collect();
         let find = |prefix: &str| of_n.iter().copied().find(|row| row.setting.contains(prefix));
-        let (Some(shared), Some(producers), Some(raw)) =
-            (find("shared librdkafka"), find("librdkafka producers"), find("baseline"))
+        let (Some(shared), Some(producers), Some(wire), Some(raw)) =
+            (find("shared librdkafka"), find("librdkafka producers"), find("wire producer"), find("baseline"))
         else {
             continue;
         };
         let best_peer = of_n
             .iter()
-            .filter(|row| row.setting.contains("connections"))
+            .filter(|row| row.setting.contains("connections, 1 request"))
+            .filter(|row| !row.setting.contains("wire producer"))
             .map(|row| (median_of(row, records_per_second), row.system.split(' ').next().unwrap_or("?")))
             .max_by(|a, b| a.0.total_cmp(&b.0));
         let best_peer = best_peer.map_or_else(|| "—".to_string(), |(rate, name)| format!("{rate:.0} ({name})"));
         let raw_p99 = median_of(raw, p99_ms);
         let _ = writeln!(
             text,
-            "| {n} | {:.0} | {:.0} | {best_peer} | {:.2} / {:.2} | {raw_p99:.2} | {:.2} |",
+            "| {n} | {:.0} | {:.0} | {:.0} | {best_peer} | {:.2} / {:.2} / {:.2} | {raw_p99:.2} | {:.2} |",
             median_of(shared, records_per_second),
             median_of(producers, records_per_second),
+            median_of(wire, records_per_second),
             median_of(shared, p99_ms),
             median_of(producers, p99_ms),
+            median_of(wire, p99_ms),
             3.0 * raw_p99 + 0.5,
         );
     }
