@@ -157,10 +157,17 @@ fn run_cell(
     label: usize,
 ) -> anyhow::Result<Option<Measurement>> {
     let per_sender = records_per_sender(plan);
+    // The server's CPU and memory during the cell: the broker's with `--broker-pid`, the peers' always.
+    let once_pids = &plan.args.broker_pid;
+    let measured = |pids: &[u32], work: &dyn Fn() -> anyhow::Result<Measurement>| {
+        let (mut measurement, cost) = crate::process::measure(pids, work)?;
+        measurement.cost = cost;
+        anyhow::Ok(measurement)
+    };
     let measurement = match cell {
-        Cell::OnceShared => once_senders(plan, topic, n, per_sender, true)?,
-        Cell::OnceProducers => once_senders(plan, topic, n, per_sender, false)?,
-        Cell::OnceWire => wire_senders(plan, topic, n, per_sender)?,
+        Cell::OnceShared => measured(once_pids, &|| once_senders(plan, topic, n, per_sender, true))?,
+        Cell::OnceProducers => measured(once_pids, &|| once_senders(plan, topic, n, per_sender, false))?,
+        Cell::OnceWire => measured(once_pids, &|| wire_senders(plan, topic, n, per_sender))?,
         Cell::Raw => {
             let bytes = plan.args.record_bytes;
             // As many writes as the run's records, bounded in time like the other raw baselines.
@@ -176,8 +183,9 @@ fn run_cell(
             }
         }
         Cell::Redis | Cell::Postgres => {
-            let protocol = match (cell, &peers.redis, &peers.postgres) {
-                (Cell::Redis, Ok((_, protocol)), _) | (Cell::Postgres, _, Ok((_, protocol))) => protocol,
+            let (pid, protocol) = match (cell, &peers.redis, &peers.postgres) {
+                (Cell::Redis, Ok((server, protocol)), _) => (server.id(), protocol),
+                (Cell::Postgres, _, Ok((server, protocol))) => (server.postmaster_pid()?, protocol),
                 _ => return Ok(None),
             };
             let mut peer_plan = plan.clone();
@@ -185,7 +193,7 @@ fn run_cell(
             peer_plan.args.in_flight = 1;
             peer_plan.records = n as u64 * per_sender;
             protocol.setup(label)?;
-            let measured = peers::run_once(&peer_plan, protocol, label);
+            let measured = measured(&[pid], &|| peers::run_once(&peer_plan, protocol, label));
             if let Err(error) = protocol.teardown(label) {
                 eprintln!("once-bench: teardown: {error:#}");
             }

@@ -45,6 +45,11 @@ impl ThrowawayRedis {
         Ok(redis)
     }
 
+    /// The server's process id (for `/proc` measurements).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// HOST:PORT it listens on.
     pub fn address(&self) -> String {
         self.address.clone()
