@@ -124,13 +124,18 @@ fn wire_on(plan: &Plan, topic: &str, workload: Workload) -> anyhow::Result<Measu
         WireProducer::connect(&plan.args.bootstrap, topic, 0, idempotent, wire_requests_in_flight(plan))?;
     let payload: Vec<u8> = (0..plan.args.record_bytes).map(|index| (index % 251) as u8).collect();
     let window = plan.args.in_flight;
-    let outcome = wire_producer::produce_windowed(&mut producer, plan.records, window, window, &payload)?;
+    // With `--broker-pid`, the broker's CPU while producing (after the producer id is assigned): the
+    // direct measure of what idempotence costs the broker. The librdkafka cells have none, as their
+    // interval would include creating and deleting the topic.
+    let (outcome, cost) = crate::process::measure(&plan.args.broker_pid, || {
+        wire_producer::produce_windowed(&mut producer, plan.records, window, window, &payload)
+    })?;
     Ok(Measurement {
         records: outcome.records,
         value_bytes: outcome.records * plan.args.record_bytes as u64,
         elapsed: outcome.elapsed,
         latencies_us: outcome.latencies_us,
-        cost: None,
+        cost,
     })
 }
 
