@@ -32,11 +32,16 @@
 //! - `broker`: a broker process the benchmark starts (the restart and sink workloads).
 //! - `process`: the server's CPU seconds and peak RSS from `/proc` (`--broker-pid`).
 //! - `rows`: the common table (markdown, TSV) of the workloads above.
+//! - `latency` (W7): latency-bound senders (each waits for its ack) beside raw fdatasync, Redis and
+//!   PostgreSQL (`throwaway_redis`, `throwaway_postgres`) at the same concurrency.
+//! - [`wire_producer`]: a Kafka producer of our own on `once-wire`, several requests in flight also
+//!   when idempotent; `wire_produce` measures idempotent ÷ plain with it beside librdkafka.
 
 mod backlog;
 mod broker;
 pub mod copier;
 mod http;
+mod latency;
 mod limits;
 mod matrix;
 pub mod peers;
@@ -49,6 +54,9 @@ mod rows;
 mod sink;
 mod summary;
 mod throwaway_postgres;
+mod throwaway_redis;
+mod wire_produce;
+pub mod wire_producer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,6 +107,12 @@ pub enum BenchWorkload {
     /// `once sink` into PostgreSQL (`--database`, or one it starts), exactly-once beside the
     /// at-least-once baseline at each `--sink-batch-records`, against a broker it starts itself.
     Sink,
+    /// W7: `--senders` concurrent senders each waiting for its ack, Once beside raw fdatasync, Redis
+    /// and PostgreSQL, which it starts itself.
+    Latency,
+    /// Idempotent ÷ plain with one producer and `--in-flight` records outstanding, librdkafka beside
+    /// the benchmark's own wire producer (several requests in flight when idempotent).
+    WireProduce,
 }
 
 /// Flags of `once bench` (and of `cargo bench -p once-bench -- …`).
@@ -217,6 +231,9 @@ pub struct BenchArgs {
     /// Append the rows of the limits, matrix, catch-up, restart and peer workloads to this TSV file.
     #[arg(long, env = "ONCE_BENCH_TSV", value_name = "PATH")]
     pub tsv: Option<PathBuf>,
+    /// W7's flags (`--senders`, `--records-per-sender`, `--no-peers`).
+    #[command(flatten)]
+    pub latency: latency::LatencyArgs,
 }
 
 /// What one run of the benchmark does, after `--smoke` and the defaults are applied.
@@ -330,6 +347,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         BenchWorkload::ReaderLatency => {
             print!("{}", reader_latency::run(&plan, run_id)?);
+            return Ok(());
+        }
+        BenchWorkload::Latency => {
+            print!("{}", latency::run(&plan, &data_dir, run_id)?);
+            return Ok(());
+        }
+        BenchWorkload::WireProduce => {
+            let (rows, ratios) = wire_produce::run(&plan, run_id)?;
+            let command = rows::this_command();
+            print!(
+                "{}{ratios}",
+                rows::markdown("Idempotent at low concurrency: librdkafka and the wire producer", &rows, &command)
+            );
+            if let Some(path) = &plan.args.tsv {
+                rows::append_tsv(path, &rows, &command)?;
+            }
             return Ok(());
         }
         BenchWorkload::Limits => ("W0: limits of this machine", limits::run(&plan, &data_dir)?),

@@ -49,6 +49,11 @@ fn succeeded(output: std::io::Result<Output>, what: &str) -> anyhow::Result<()> 
 impl ThrowawayPostgres {
     /// Creates and starts the cluster; returns once it accepts connections.
     pub fn start() -> anyhow::Result<ThrowawayPostgres> {
+        ThrowawayPostgres::start_with_connections(20)
+    }
+
+    /// [`ThrowawayPostgres::start`] allowing `max_connections` sessions (W7 opens one per sender).
+    pub fn start_with_connections(max_connections: usize) -> anyhow::Result<ThrowawayPostgres> {
         let bin = newest_bin()?;
         // Under the system's temporary directory, not the current one: the `postgres` user must be
         // able to reach it.
@@ -66,8 +71,10 @@ impl ThrowawayPostgres {
             .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions"])
             .output();
         succeeded(initdb, "initdb")?;
-        let options =
-            format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=20", cluster.run_dir().display());
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections={max_connections}",
+            cluster.run_dir().display()
+        );
         let start = cluster
             .program("pg_ctl")
             .arg("-D")
@@ -104,6 +111,11 @@ impl ThrowawayPostgres {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let first = text.lines().next().unwrap_or_default().trim();
         first.parse().with_context(|| format!("{}: '{first}' is not a process id", path.display()))
+    }
+
+    /// HOST:PORT it listens on.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// The URL `once sink --database` takes.

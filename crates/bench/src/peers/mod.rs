@@ -254,7 +254,7 @@ fn read_replies(
 }
 
 /// One run: `records` records over `--producers` connections.
-fn run_once(plan: &Plan, protocol: &Arc<dyn Protocol>, run: usize) -> anyhow::Result<Measurement> {
+pub(crate) fn run_once(plan: &Plan, protocol: &Arc<dyn Protocol>, run: usize) -> anyhow::Result<Measurement> {
     let connections = plan.args.producers;
     let per_request = protocol.records_per_request() as u64;
     let requests = plan.records.div_ceil(per_request);
