@@ -72,9 +72,18 @@ impl Log {
     /// ListOffsets by timestamp: the first batch (at or after the log start offset) whose max
     /// timestamp is `>= timestamp_ms`, as `(its base offset, its max timestamp)`; the offset is
     /// raised to the log start offset if the batch straddles it. `None` if there is none.
-    /// Batch granularity: records are not decoded.
+    /// Batch granularity: records are not decoded. [`Log::plan_offset_for_timestamp`] and
+    /// [`TimestampPlan::execute`] in one call.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, LogError> {
+        self.plan_offset_for_timestamp(timestamp_ms).execute()
+    }
+
+    /// The first half of [`Log::offset_for_timestamp`], from the in-memory indexes only (no file
+    /// I/O): the segments whose largest timestamp reaches `timestamp_ms`, each with where its time
+    /// index says to start looking. Call it under the lock and execute the plan after releasing it.
+    pub fn plan_offset_for_timestamp(&self, timestamp_ms: i64) -> TimestampPlan {
         let start = self.log_start_offset;
+        let mut candidates = Vec::new();
         for segment in self.segments.iter().filter(|segment| segment.next_offset > start) {
             let Some((segment_max, _)) = segment.index.max_timestamp else {
                 continue;
@@ -82,17 +91,10 @@ impl Log {
             if segment_max < timestamp_ms {
                 continue;
             }
-            let relative = segment.index.time_lookup(timestamp_ms);
-            let mut position = segment.position_of(segment.base_offset + u64::from(relative))?;
-            while position < segment.size {
-                let header = segment.header_at(position)?;
-                if header.last_offset() as u64 >= start && header.max_timestamp >= timestamp_ms {
-                    return Ok(Some(((header.base_offset as u64).max(start), header.max_timestamp)));
-                }
-                position += header.total_len() as u64;
-            }
+            let from = segment.base_offset + u64::from(segment.index.time_lookup(timestamp_ms));
+            candidates.push(TimestampCandidate { hint: segment.index_hint(from), from, segment: segment.snapshot() });
         }
-        Ok(None)
+        TimestampPlan { start, timestamp_ms, candidates }
     }
 
     /// ListOffsets MAX_TIMESTAMP: the largest batch max timestamp in the log with the last offset
@@ -126,6 +128,41 @@ impl Log {
         let after = self.segments.partition_point(|segment| segment.base_offset <= offset);
         assert!(after > 0, "offset {offset} is not below the first segment");
         after - 1
+    }
+}
+
+/// A ListOffsets-by-timestamp lookup planned under the log's lock ([`Log::plan_offset_for_timestamp`])
+/// and done without it, like a [`ReadPlan`]: it reads only batch headers below the planned sizes.
+#[derive(Debug)]
+pub struct TimestampPlan {
+    start: u64,
+    timestamp_ms: i64,
+    candidates: Vec<TimestampCandidate>,
+}
+
+#[derive(Debug)]
+struct TimestampCandidate {
+    segment: SegmentSnapshot,
+    /// The offset the time index points at, and the offset index's entry at or before it.
+    from: u64,
+    hint: (u32, u32),
+}
+
+impl TimestampPlan {
+    /// Walks the candidates' batch headers from their time-index entries: the first batch at or after
+    /// the log start offset (as planned) whose max timestamp reaches the one asked for.
+    pub fn execute(&self) -> Result<Option<(u64, i64)>, LogError> {
+        for TimestampCandidate { segment, from, hint } in &self.candidates {
+            let mut position = segment.position_of(*from, *hint)?;
+            while position < segment.size {
+                let header = segment.header_at(position)?;
+                if header.last_offset() as u64 >= self.start && header.max_timestamp >= self.timestamp_ms {
+                    return Ok(Some(((header.base_offset as u64).max(self.start), header.max_timestamp)));
+                }
+                position += header.total_len() as u64;
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -133,11 +133,6 @@ impl Segment {
         self.snapshot().header_at(position)
     }
 
-    /// Position of the batch containing `offset` (`base_offset <= offset < next_offset`).
-    pub fn position_of(&self, offset: u64) -> Result<u64, LogError> {
-        self.snapshot().position_of(offset, self.index_hint(offset))
-    }
-
     /// The indexed batch at or before `offset`, as (relative offset, position): where a search for
     /// `offset`'s batch starts.
     pub(crate) fn index_hint(&self, offset: u64) -> (u32, u32) {

@@ -69,3 +69,23 @@ fn an_empty_plan_reads_nothing() {
     let bounded = log.plan_read(0, usize::MAX, 0).expect("plan below an upper bound of 0");
     assert!(bounded.execute().expect("execute").is_empty(), "nothing below the upper bound");
 }
+
+#[test]
+fn a_timestamp_plan_answers_as_at_planning_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config(600);
+    let mut log = Log::open(dir.path(), config.clone()).expect("open");
+    let _stored = filled(&mut log, 30, 0);
+    for timestamp in [0, 1_005, 1_017, 1_029, 5_000] {
+        let expected = log.offset_for_timestamp(timestamp).expect("lookup under the lock");
+        let plan = log.plan_offset_for_timestamp(timestamp);
+        let _more = filled(&mut log, 2, 40);
+        assert_eq!(plan.execute().expect("execute"), expected, "timestamp {timestamp}, appends after planning");
+    }
+    let expected = log.offset_for_timestamp(1_000).expect("lookup");
+    assert!(expected.is_some(), "the first batches reach timestamp 1000");
+    let plan = log.plan_offset_for_timestamp(1_000);
+    log.set_config(LogConfig { retention_bytes: Some(700), ..config });
+    assert!(log.apply_retention(0).expect("retention") > 0, "retention deleted the planned segments");
+    assert_eq!(plan.execute().expect("execute"), expected, "the deleted files are still read through the plan");
+}

@@ -39,7 +39,7 @@ async fn append(node: &Node, transactional_id: &str, partition: &Partition, batc
 
 /// What a read_committed consumer reading `partition` from 0 gets: the offsets of the data records
 /// below the last stable offset that no aborted transaction covers, and the aborted transactions the
-/// partition returned with the read (one hold of the log, `Partition::read_committed`).
+/// partition returned with the read (`Partition::read_committed`, which makes the two agree).
 fn read_committed(partition: &Partition) -> (Vec<u64>, Vec<AbortedTxn>) {
     let upper = partition.last_stable_offset();
     let (records, aborted) = partition.read_committed(0, READ_BYTES_MAX, upper).expect("read_committed");

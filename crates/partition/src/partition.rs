@@ -326,7 +326,8 @@ impl Partition {
     /// For inspection and tests only: never combine it with a separate [`Partition::read`] to serve
     /// a read_committed fetch. Retention may delete the batches' segment and prune their entries
     /// between the two calls, and the consumer would take aborted records for committed ones; use
-    /// [`Partition::read_committed`], which takes both under one hold of the log lock.
+    /// [`Partition::read_committed`], which takes the list only while no entry of its records can have
+    /// been pruned (`read.rs`).
     pub fn aborted_transactions(&self, from: u64, upper: u64) -> Vec<AbortedTxn> {
         self.shared.lock_producers().transactions().aborted_overlapping(from, upper)
     }
@@ -383,7 +384,9 @@ impl Partition {
     }
 
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, PartitionError> {
-        let found = self.shared.with_log(|log| Ok(log.offset_for_timestamp(timestamp_ms)?))?;
+        // Planned under the lock, the headers read after it (as fetches read: `read.rs`).
+        let plan = self.shared.with_log(|log| Ok(log.plan_offset_for_timestamp(timestamp_ms)))?;
+        let found = plan.execute()?;
         let high_watermark = self.high_watermark();
         Ok(found.filter(|(offset, _)| *offset < high_watermark))
     }

@@ -9,9 +9,10 @@
 //!   records above the high watermark (or last stable offset) it reports.
 //! - The planned bytes never change: the log only appends past a segment's planned size, and the plan's
 //!   open file handles keep a segment readable even if retention deletes it meanwhile.
-//! - read_committed's aborted transactions are taken after the read, in a second short hold, and only
-//!   if the log start offset is still at or below the read's offset: retention prunes only aborted
-//!   transactions that end below the log start, so none overlapping the records can be missing (a
+//! - read_committed's aborted transactions are taken after the read, under the producer-state lock
+//!   only, and only if the log start offset is still at or below the read's offset: retention
+//!   publishes the new log start and then, under that lock, prunes only aborted transactions that end
+//!   below it, so none overlapping the records can be missing (a
 //!   consumer would take their aborted records for committed ones). Every transaction that overlaps
 //!   the records had ended when they were planned (they lie below the last stable offset), so the list
 //!   cannot lack one either. If retention did pass the offset, the read is done again, and fails as
@@ -130,12 +131,12 @@ impl Partition {
     fn aborted_for(&self, offset: u64, records: &[u8]) -> Result<Option<Vec<AbortedTxn>>, PartitionError> {
         let end = end_of_batches(offset, records)?;
         assert!(end > offset, "records end past their first offset");
-        self.shared.with_log(|log| {
-            if log.log_start_offset() > offset {
-                return Ok(None);
-            }
-            // Lock order as everywhere: the log, then producer state.
-            Ok(Some(self.shared.lock_producers().transactions().aborted_overlapping(offset, end)))
-        })
+        // Retention publishes the new log start before it prunes under the producer-state lock, so a
+        // log start read under that lock at or below `offset` means nothing overlapping was pruned.
+        let producers = self.shared.lock_producers();
+        if self.shared.log_start_offset.load(Ordering::Acquire) > offset {
+            return Ok(None);
+        }
+        Ok(Some(producers.transactions().aborted_overlapping(offset, end)))
     }
 }

@@ -5,7 +5,7 @@
 //! waits, up to `max_wait_ms`, for any requested partition's high watermark to move, then reads again.
 //! With isolation_level=read_committed (1) a fetch reads only below the last stable offset and lists
 //! the aborted transactions in the range it returns, so the client drops their batches; the partition
-//! returns both, with the offsets that bounded the read, under one hold.
+//! returns both, with the offsets that bounded the read, consistent with each other.
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells clients to
 //! send full requests.
 

@@ -97,7 +97,11 @@ impl BrokerProcess {
         for _attempt in 1..3 {
             match broker.try_spawn() {
                 Ok(()) => return broker,
-                Err(problem) if problem.contains("Address already in use") => broker.port = free_port(),
+                // Only a clash on the port picked here is worth another pick (an HTTP port in
+                // `extra_args` would clash again).
+                Err(problem) if problem.contains("Address already in use") && problem.contains(&broker.bootstrap()) => {
+                    broker.port = free_port();
+                }
                 Err(problem) => panic!("{problem}"),
             }
         }
@@ -118,8 +122,8 @@ impl BrokerProcess {
     /// Starts `once serve` and waits until it serves, or says why it does not.
     fn try_spawn(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "broker already running");
-        // The log is appended to across restarts: this start is ready at the next "serving" line.
-        let serving_before = self.log().matches(SERVING).count();
+        // The log is appended to across restarts: this start's part begins at its current length.
+        let log_before = self.log().len();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open broker log");
         let mut command = match &self.ulimit {
             Some(ulimit) => {
@@ -146,24 +150,33 @@ impl BrokerProcess {
             .spawn()
             .expect("spawn once serve");
         self.child = Some(child);
-        self.wait_ready(serving_before)
+        let ready = self.wait_ready(log_before);
+        if ready.is_err() {
+            self.kill9();
+        }
+        ready
+    }
+
+    /// What this process logged since `from` (a byte length of the log before it started).
+    fn log_since(&self, from: usize) -> String {
+        self.log().get(from..).unwrap_or_default().to_string()
     }
 
     /// Ready when this process has said it serves and its port accepts a connection: a connection
-    /// alone could reach another process that took the port.
-    fn wait_ready(&mut self, serving_before: usize) -> Result<(), String> {
+    /// alone could reach another process that took the port. An error holds this start's log only.
+    fn wait_ready(&mut self, log_before: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if self.log().matches(SERVING).count() > serving_before && TcpStream::connect(self.bootstrap()).is_ok() {
+            if self.log_since(log_before).contains(SERVING) && TcpStream::connect(self.bootstrap()).is_ok() {
                 return Ok(());
             }
             if let Some(status) = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
                 self.child = None;
-                return Err(format!("broker exited early with {status}; log:\n{}", self.log()));
+                return Err(format!("broker exited early with {status}; log:\n{}", self.log_since(log_before)));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("broker did not serve within 60 s; log:\n{}", self.log()))
+        Err(format!("broker did not serve within 60 s; log:\n{}", self.log_since(log_before)))
     }
 
     /// SIGKILL: no chance to flush or mark a clean shutdown.

@@ -3,7 +3,7 @@
 //! and answers each record decoded: key, value and headers as base64 and, when UTF-8, as text;
 //! producer id, epoch and sequence; transaction markers as such; records of aborted transactions
 //! flagged (read_uncommitted) or left out (read_committed), from the same aborted-transaction list
-//! a read_committed Fetch gets, read under the same hold of the log lock as the records.
+//! a read_committed Fetch gets, taken with the records so that the two agree (`Partition::read_fetch`).
 
 use std::sync::Arc;
 
