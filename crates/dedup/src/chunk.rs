@@ -59,14 +59,14 @@ pub(crate) struct PartitionSpan {
 pub(crate) struct ActiveChunk {
     map: HashMap<Id, (Location, u32), IdHashBuilder>,
     /// (min, max) offset per partition, to keep within `CHUNK_OFFSET_SPAN_MAX`.
-    ranges: HashMap<i32, (i64, i64)>,
+    ranges: HashMap<i32, (i64, i64), IdHashBuilder>,
     capacity: usize,
 }
 
 impl ActiveChunk {
     pub(crate) fn new(capacity: usize) -> ActiveChunk {
         assert!(capacity > 0, "an active chunk must take at least one id");
-        ActiveChunk { map: HashMap::with_hasher(IdHashBuilder), ranges: HashMap::new(), capacity }
+        ActiveChunk { map: HashMap::with_hasher(IdHashBuilder), ranges: HashMap::with_hasher(IdHashBuilder), capacity }
     }
 
     pub(crate) fn len(&self) -> usize {

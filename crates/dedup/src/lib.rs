@@ -19,6 +19,8 @@
 //! - `spill`: the memory budget: [`DiskWork`] (spill, compaction, merge of chunk files), picked
 //!   under the caller's lock, run without it; retired and orphan files.
 //! - `index`: [`DedupIndex`]: reserve / confirm / release, transactions, expiry.
+//! - `view`: [`SealedView`]: the sealed chunks as of one moment, to look a batch's ids up in
+//!   without the caller's lock before [`DedupIndex::reserve_looked_up`] under it.
 //! - `snapshot`: versioned, checksummed, atomically replaced snapshot files.
 //! - `error`: [`DedupError`], the crate's one error enum.
 //!
@@ -169,6 +171,7 @@ mod index;
 mod records;
 mod snapshot;
 mod spill;
+mod view;
 
 #[cfg(test)]
 mod index_tests;
@@ -188,3 +191,4 @@ pub use crate::records::{
 };
 pub use crate::snapshot::{remove_snapshot, SnapshotStats, SnapshotView, SNAPSHOT_VERSION};
 pub use crate::spill::{chunk_dir, DiskDone, DiskWork, DISK_CHUNK_IDS_MAX};
+pub use crate::view::{LookedUp, SealedView};
