@@ -209,7 +209,7 @@ impl DedupIndex {
             active: ActiveChunk::new(chunk_capacity(0, CHUNK_BUCKET_BITS_MIN)),
             pending: HashMap::with_hasher(IdHashBuilder),
             transactions: HashMap::new(),
-            log_starts: Arc::new(LogStarts::new()),
+            log_starts: Arc::new(LogStarts::default()),
             covered: BTreeMap::new(),
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             next_token: 0,
