@@ -132,7 +132,18 @@ impl Broker {
 
     /// A gauge or counter summed over its labels, from `GET /metrics`.
     fn metric(&self, name: &str) -> u64 {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics");
+        // The metrics listener may come up a moment after the Kafka listener the start waited for.
+        let started = Instant::now();
+        let mut stream = loop {
+            match TcpStream::connect(("127.0.0.1", self.metrics_port)) {
+                Ok(stream) => break stream,
+                Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                    let _ = error;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(error) => panic!("metrics: {error}"),
+            }
+        };
         // HTTP/1.1 keeps the connection open unless asked not to: read_to_string would wait forever.
         let request =
             format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.metrics_port);
