@@ -32,7 +32,9 @@
 //! 1. `ids = extract_ids(batch, &source)` — one `Option<Id>` per record. A record with no id
 //!    (missing header, null key, null value for `content`, source `none`, control batch) is
 //!    never deduplicated.
-//! 2. `reservation = index.reserve(partition, &ids, transactional_producer_id, now_ms)` —
+//! 2. `reservation = index.reserve(partition, &ids, transactional_producer_id, now_ms)` (or, to
+//!    probe the sealed chunks outside the caller's lock, `index.sealed_view()` under it,
+//!    [`SealedView::lookup_many`] without it, then [`DedupIndex::reserve_looked_up`] under it) —
 //!    one [`Decision`] per record: `NoId`, `New` (now reserved), `Duplicate(location)` (live
 //!    elsewhere: drop it), `DuplicateInBatch` (an earlier `New` record of the same batch has
 //!    it: drop it) or `Pending` (another write in flight, or another producer's open

@@ -5,7 +5,8 @@
 //! deduplicates a record sent to another. A writer handles a data batch in three steps, the
 //! `once-dedup` write protocol:
 //!
-//! 1. [`TopicDedup::prepare`], in the round, before the append: extract the ids and reserve them.
+//! 1. [`TopicDedup::prepare`], in the round, before the append: extract the ids, look them up in the
+//!    sealed chunks without the index's lock (a `SealedView`), and reserve them under it.
 //!    If any is held by another producer's open transaction or a write not yet durable, the
 //!    reservation is released and the batch refused with a retriable error. Otherwise the
 //!    duplicates are dropped from the batch (offsets kept, down to a header-only batch) and the
