@@ -12,7 +12,7 @@
 //! without (all resident) to compare.
 //!
 //! It starts its own `once serve` (with `--metrics-listen`), creates its topics, and talks to it with
-//! librdkafka idempotent producers (acks=all); records have a null key, a 100-byte value and a unique
+//! librdkafka idempotent producers (acks=all); records have a null key, a 100-byte value (`--value-bytes`) and a unique
 //! `msg-id` header. The dedup topics use `dedup.source=header:msg-id`, `dedup.window.ms=-1`.
 
 use std::io::{Read, Write};
@@ -55,6 +55,9 @@ struct Args {
     /// Skip the throughput runs on empty topics (to keep a run short).
     #[arg(long)]
     skip_fresh: bool,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
 }
 
 struct Broker {
@@ -129,8 +132,22 @@ impl Broker {
 
     /// A gauge or counter summed over its labels, from `GET /metrics`.
     fn metric(&self, name: &str) -> u64 {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics");
-        stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").expect("request");
+        // The metrics listener may come up a moment after the Kafka listener the start waited for.
+        let started = Instant::now();
+        let mut stream = loop {
+            match TcpStream::connect(("127.0.0.1", self.metrics_port)) {
+                Ok(stream) => break stream,
+                Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                    let _ = error;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(error) => panic!("metrics: {error}"),
+            }
+        };
+        // HTTP/1.1 keeps the connection open unless asked not to: read_to_string would wait forever.
+        let request =
+            format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.metrics_port);
+        stream.write_all(request.as_bytes()).expect("request");
         let mut text = String::new();
         stream.read_to_string(&mut text).expect("response");
         text.lines()
@@ -171,7 +188,8 @@ fn create_topic(args: &Args, broker: &Broker, name: &str, dedup: bool) {
 }
 
 /// Sends `count` records with ids `prefix-0..count` from `producers` clients; returns records/s.
-fn produce(bootstrap: &str, topic: &str, prefix: &str, count: u64, producers: u64) -> f64 {
+fn produce(args: &Args, bootstrap: &str, topic: &str, prefix: &str, count: u64) -> f64 {
+    let producers = args.producers;
     let clients: Vec<ThreadedProducer<DefaultProducerContext>> = (0..producers)
         .map(|_| {
             once_cli::clients::client_config(bootstrap)
@@ -184,7 +202,7 @@ fn produce(bootstrap: &str, topic: &str, prefix: &str, count: u64, producers: u6
                 .expect("producer")
         })
         .collect();
-    let value = vec![b'v'; 100];
+    let value = vec![b'v'; args.value_bytes];
     let started = Instant::now();
     std::thread::scope(|scope| {
         for (index, client) in clients.iter().enumerate() {
@@ -230,7 +248,7 @@ fn throughput(args: &Args, broker: &Broker, phase: &str, on_topic: Option<&str>)
                     fresh.clone()
                 }
             };
-            let rate = produce(&bootstrap, &topic, &format!("{phase}{run}"), args.throughput_records, args.producers);
+            let rate = produce(args, &bootstrap, &topic, &format!("{phase}{run}"), args.throughput_records);
             println!("{phase} run {run}: dedup {}: {rate:.0} records/s", if dedup { "on " } else { "off" });
             if dedup {
                 on.push(rate)
@@ -275,9 +293,10 @@ fn main() {
     };
     broker.start();
     println!(
-        "dedup_broker_bench: {} partitions, {} producers, 100-byte values, idempotent, acks=all, dedup memory {}",
+        "dedup_broker_bench: {} partitions, {} producers, {}-byte values, idempotent, acks=all, dedup memory {}",
         args.partitions,
         args.producers,
+        args.value_bytes,
         args.dedup_memory_bytes.map_or("default".to_string(), |bytes| format!("{bytes} bytes"))
     );
 
@@ -291,7 +310,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
     let before = broker.resident_bytes();
     let started = Instant::now();
-    let rate = produce(&broker.bootstrap(), "live", "live", args.ids, args.producers);
+    let rate = produce(&args, &broker.bootstrap(), "live", "live", args.ids);
     println!("filled {} ids in {:.1} s ({rate:.0} records/s)", args.ids, started.elapsed().as_secs_f64());
     std::thread::sleep(Duration::from_secs(5)); // upkeep: merges settle
     let after = broker.resident_bytes();
@@ -331,7 +350,7 @@ fn main() {
     // with fresh dedup-off topics.
     throughput(&args, &broker, "loaded", Some("live"));
     // Duplicates: the oldest ids again (on disk when the budget is below the index), all dropped.
-    let rate = produce(&broker.bootstrap(), "live", "live", args.throughput_records, args.producers);
+    let rate = produce(&args, &broker.bootstrap(), "live", "live", args.throughput_records);
     println!("resending {} of the oldest ids (all duplicates): {rate:.0} records/s", args.throughput_records);
     print_index(&broker);
     broker.kill9();

@@ -36,8 +36,9 @@ pub(crate) const CHUNK_OFFSET_SPAN_MAX: i64 = u32::MAX as i64;
 /// byte per id, and a lookup scans about one cache line of ids.
 const ENTRIES_PER_BUCKET: usize = 4;
 
-/// Partition liveness inputs: log start offsets, by partition.
-pub(crate) type LogStarts = HashMap<i32, i64>;
+/// Partition liveness inputs: log start offsets, by partition. Looked up for every entry a merge
+/// rewrites and every copy a lookup finds, so not with SipHash (see [`IdHashBuilder`]).
+pub(crate) type LogStarts = HashMap<i32, i64, IdHashBuilder>;
 
 /// True if an id stored at `location`/`time_s` still deduplicates at `now_ms`.
 pub(crate) fn is_live(location: Location, time_s: u32, window: DedupWindow, now_ms: i64, starts: &LogStarts) -> bool {
@@ -59,14 +60,14 @@ pub(crate) struct PartitionSpan {
 pub(crate) struct ActiveChunk {
     map: HashMap<Id, (Location, u32), IdHashBuilder>,
     /// (min, max) offset per partition, to keep within `CHUNK_OFFSET_SPAN_MAX`.
-    ranges: HashMap<i32, (i64, i64)>,
+    ranges: HashMap<i32, (i64, i64), IdHashBuilder>,
     capacity: usize,
 }
 
 impl ActiveChunk {
     pub(crate) fn new(capacity: usize) -> ActiveChunk {
         assert!(capacity > 0, "an active chunk must take at least one id");
-        ActiveChunk { map: HashMap::with_hasher(IdHashBuilder), ranges: HashMap::new(), capacity }
+        ActiveChunk { map: HashMap::with_hasher(IdHashBuilder), ranges: HashMap::with_hasher(IdHashBuilder), capacity }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -426,7 +427,7 @@ fn span_dead(span: &PartitionSpan, starts: &LogStarts) -> bool {
 
 /// The partition spans of `entries`, sorted by partition.
 pub(crate) fn spans_of(entries: impl IntoIterator<Item = Entry>) -> Vec<PartitionSpan> {
-    let mut by_partition: HashMap<i32, PartitionSpan> = HashMap::new();
+    let mut by_partition: HashMap<i32, PartitionSpan, IdHashBuilder> = HashMap::with_hasher(IdHashBuilder);
     for entry in entries {
         let Location { partition, offset } = entry.location;
         let span = by_partition.entry(partition).or_insert(PartitionSpan {
@@ -547,13 +548,13 @@ mod tests {
     fn dead_chunks_are_recognised_by_metadata() {
         let chunk = SealedChunk::from_entries(vec![entry(10, 0, 100), entry(20, 1, 200)]);
         let window = DedupWindow::Duration { window_ms: 1_000 };
-        let mut starts = LogStarts::new();
+        let mut starts = LogStarts::default();
         assert!(!chunk.is_fully_dead(window, 20_000, &starts));
         assert!(chunk.is_fully_dead(window, 21_000, &starts), "newest entry at second 20 is past a 1 s window");
         starts.insert(0, 101);
         assert!(!chunk.is_fully_dead(DedupWindow::Retention, 0, &starts));
         assert_eq!(chunk.dead_estimate(DedupWindow::Retention, 0, &starts), 1);
-        assert_eq!(chunk.dead_estimate(window, 12_000, &LogStarts::new()), 1, "second 10 is past, 20 is not");
+        assert_eq!(chunk.dead_estimate(window, 12_000, &LogStarts::default()), 1, "second 10 is past, 20 is not");
         starts.insert(1, 201);
         assert!(chunk.is_fully_dead(DedupWindow::Retention, 0, &starts));
     }

@@ -13,6 +13,7 @@ use crate::config::DedupWindow;
 use crate::error::DedupError;
 use crate::id::{Id, IdHashBuilder};
 use crate::spill::DiskStore;
+use crate::view::{LookedUp, SealedView};
 
 /// Default bound on the ids one index held in RAM stores or reserves (about 3 GB at 29 bytes per
 /// id).
@@ -151,7 +152,8 @@ pub struct DedupIndex {
     pending: HashMap<Id, Hold, IdHashBuilder>,
     /// Ids held by each open transaction, by (partition, producer id).
     transactions: HashMap<(i32, i64), Vec<Id>>,
-    pub(crate) log_starts: LogStarts,
+    /// Shared with [`SealedView`]s (copied on write: it changes only when retention deletes segments).
+    pub(crate) log_starts: Arc<LogStarts>,
     /// Next offset not yet reflected in the index, per partition.
     pub(crate) covered: BTreeMap<i32, i64>,
     instance: u64,
@@ -207,7 +209,7 @@ impl DedupIndex {
             active: ActiveChunk::new(chunk_capacity(0, CHUNK_BUCKET_BITS_MIN)),
             pending: HashMap::with_hasher(IdHashBuilder),
             transactions: HashMap::new(),
-            log_starts: LogStarts::new(),
+            log_starts: Arc::new(LogStarts::default()),
             covered: BTreeMap::new(),
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             next_token: 0,
@@ -242,7 +244,42 @@ impl DedupIndex {
         transactional_producer_id: Option<i64>,
         now_ms: i64,
     ) -> Result<Reservation, DedupError> {
-        self.reserve_checked(partition, ids, transactional_producer_id, now_ms, true)
+        self.reserve_checked(partition, ids, transactional_producer_id, now_ms, true, None)
+    }
+
+    /// [`DedupIndex::reserve`] given what a [`SealedView`] of this index found for the same `ids`
+    /// at the same `now_ms`, looked up without the caller's lock: under it, only the active chunk,
+    /// the sealed chunks that are not in the view (sealed, merged or moved to disk since) and the
+    /// pending ids are probed. The decisions are those `reserve` would make now: liveness only
+    /// decreases while the window stays the same (time and log starts move forward), so a copy the
+    /// view missed is in no chunk of the view, and one it found is checked again (if it died since,
+    /// the id is looked up in full). A window changed since the view means a full lookup.
+    ///
+    /// Panics if `looked_up` is of another index, other ids or another `now_ms`.
+    pub fn reserve_looked_up(
+        &mut self,
+        partition: i32,
+        ids: &[Option<Id>],
+        transactional_producer_id: Option<i64>,
+        now_ms: i64,
+        looked_up: LookedUp,
+    ) -> Result<Reservation, DedupError> {
+        assert_eq!(looked_up.instance, self.instance, "a lookup is used on the index it was looked up in");
+        assert_eq!(looked_up.found.len(), ids.len(), "a lookup is used for the ids it looked up");
+        assert_eq!(looked_up.now_ms, now_ms, "a lookup is used at the time it looked up");
+        self.reserve_checked(partition, ids, transactional_producer_id, now_ms, true, Some(looked_up))
+    }
+
+    /// The sealed chunks as of now, to look a batch's ids up in without the caller's lock
+    /// ([`SealedView::lookup_many`]), then [`DedupIndex::reserve_looked_up`] under it. Cheap: the
+    /// chunks are shared, not copied.
+    pub fn sealed_view(&self) -> SealedView {
+        SealedView::new(
+            self.instance,
+            self.sealed.iter().cloned().collect(),
+            self.config.window,
+            self.log_starts.clone(),
+        )
     }
 
     /// [`DedupIndex::reserve`] for a record already stored, replayed at open: never refused for
@@ -257,7 +294,7 @@ impl DedupIndex {
         transactional_producer_id: Option<i64>,
         now_ms: i64,
     ) -> Result<Reservation, DedupError> {
-        self.reserve_checked(partition, ids, transactional_producer_id, now_ms, false)
+        self.reserve_checked(partition, ids, transactional_producer_id, now_ms, false, None)
     }
 
     fn reserve_checked(
@@ -267,6 +304,7 @@ impl DedupIndex {
         transactional_producer_id: Option<i64>,
         now_ms: i64,
         check_spilling: bool,
+        looked_up: Option<LookedUp>,
     ) -> Result<Reservation, DedupError> {
         assert!(partition >= 0, "partition index {partition} is negative");
         let stored = (self.stored_ids() + self.pending.len()) as u64;
@@ -277,7 +315,7 @@ impl DedupIndex {
         if check_spilling {
             self.check_spilling()?;
         }
-        let live = self.lookup_many(ids, now_ms)?;
+        let live = self.lookup_many(ids, now_ms, looked_up)?;
         let token = self.next_token;
         self.next_token += 1;
         let mut decisions = Vec::with_capacity(ids.len());
@@ -319,21 +357,40 @@ impl DedupIndex {
     /// [`DedupIndex::lookup`] of every id of a batch, chunk by chunk rather than id by id: the
     /// probes of one chunk's filter for all the ids are independent loads the processor overlaps,
     /// where probing every chunk for one id before the next would wait on each cache miss in turn.
+    /// With `looked_up` (a [`SealedView`]'s answer, see [`DedupIndex::reserve_looked_up`]), the
+    /// chunks of its view are not probed again.
     ///
     /// A chunk on disk is read only for the ids its filter (in RAM) may hold: one page each.
-    fn lookup_many(&self, ids: &[Option<Id>], now_ms: i64) -> Result<Vec<Option<Location>>, DedupError> {
+    fn lookup_many(
+        &self,
+        ids: &[Option<Id>],
+        now_ms: i64,
+        looked_up: Option<LookedUp>,
+    ) -> Result<Vec<Option<Location>>, DedupError> {
         let window = self.config.window;
+        // A window lengthened since the view can bring back ids the view found dead.
+        let looked_up = looked_up.filter(|looked_up| looked_up.window == window);
         let live = |(location, time_s): (Location, u32)| {
             is_live(location, time_s, window, now_ms, &self.log_starts).then_some(location)
         };
         let mut found: Vec<Option<Location>> =
             ids.iter().map(|id| id.as_ref().and_then(|id| self.active.get(id)).and_then(live)).collect();
-        for chunk in self.sealed.iter().rev() {
+        let unseen = |chunk: &&Arc<SealedChunk>| looked_up.as_ref().is_none_or(|looked_up| !looked_up.has(chunk));
+        for chunk in self.sealed.iter().rev().filter(unseen) {
             for (slot, id) in found.iter_mut().zip(ids) {
                 if let (None, Some(id)) = (&slot, id) {
                     *slot = chunk.get(id)?.and_then(live);
                 }
             }
+        }
+        let Some(looked_up) = looked_up else { return Ok(found) };
+        for ((slot, id), copy) in found.iter_mut().zip(ids).zip(looked_up.found) {
+            let (None, Some(id), Some(copy)) = (&slot, id, copy) else { continue };
+            *slot = match live(copy) {
+                Some(location) => Some(location),
+                // Dead since the view (a log start moved): another copy may still be live.
+                None => self.lookup_many(&[Some(*id)], now_ms, None)?.pop().flatten(),
+            };
         }
         Ok(found)
     }
@@ -342,7 +399,7 @@ impl DedupIndex {
     /// retention). Ids held by open transactions or writes in flight are not live. Fails only if
     /// a chunk on disk cannot be read or a page of it does not match its checksum.
     pub fn lookup(&self, id: &Id, now_ms: i64) -> Result<Option<Location>, DedupError> {
-        Ok(self.lookup_many(&[Some(*id)], now_ms)?.pop().flatten())
+        Ok(self.lookup_many(&[Some(*id)], now_ms, None)?.pop().flatten())
     }
 
     /// [`DedupIndex::lookup`] in tests, where a read error is a failure.
@@ -444,7 +501,7 @@ impl DedupIndex {
     /// Retention moved `partition`'s log start offset: ids stored below it are dead at once
     /// (and freed by [`DedupIndex::expire`]). Never moves backwards.
     pub fn set_log_start_offset(&mut self, partition: i32, log_start_offset: i64) {
-        let start = self.log_starts.entry(partition).or_insert(log_start_offset);
+        let start = Arc::make_mut(&mut self.log_starts).entry(partition).or_insert(log_start_offset);
         *start = (*start).max(log_start_offset);
     }
 

@@ -237,7 +237,13 @@ enum Step {
         partition: i32,
         ids: Vec<Option<u8>>,
         producer: Option<i64>,
+        /// Look the ids up in the view `Step::View` took (if one waits), as the writers do without
+        /// the lock, and reserve with what it found (`reserve_looked_up`).
+        through_view: bool,
     },
+    /// Takes a `SealedView` of the index, used by a later `Reserve` (other steps change the index
+    /// in between, as other writers do while a lookup runs without the lock).
+    View,
     Confirm(usize),
     Release(usize),
     EndTransaction {
@@ -263,8 +269,9 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0..3i32, prop::collection::vec(prop::option::weighted(0.85, 0..40u8), 0..6), prop::option::of(0..3i64))
-            .prop_map(|(partition, ids, producer)| Step::Reserve { partition, ids, producer }),
+        4 => (0..3i32, prop::collection::vec(prop::option::weighted(0.85, 0..40u8), 0..6), prop::option::of(0..3i64), any::<bool>())
+            .prop_map(|(partition, ids, producer, through_view)| Step::Reserve { partition, ids, producer, through_view }),
+        2 => Just(Step::View),
         3 => (0..8usize).prop_map(Step::Confirm),
         1 => (0..8usize).prop_map(Step::Release),
         2 => (0..3i32, 0..3i64, any::<bool>()).prop_map(|(partition, producer, commit)| Step::EndTransaction { partition, producer, commit }),
@@ -330,15 +337,23 @@ fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>) {
         index.use_disk(directory.path().join("chunks"), memory_bytes).expect("use disk");
     }
     let mut disk_work = None;
+    let mut view = None;
     let mut model = Model::default();
     let mut open: Vec<Open> = Vec::new();
     let mut now_ms = 1_000_000;
     let mut next_token = 0u64;
     for step in steps {
         match step {
-            Step::Reserve { partition, ids, producer } => {
+            Step::View => view = Some(index.sealed_view()),
+            Step::Reserve { partition, ids, producer, through_view } => {
                 let ids: Vec<Option<Id>> = ids.iter().map(|n| n.map(|n| id(u32::from(n)))).collect();
-                let reservation = index.reserve(partition, &ids, producer, now_ms).expect("reserve");
+                let reservation = match view.take().filter(|_| through_view) {
+                    Some(view) => {
+                        let looked_up = view.lookup_many(&ids, now_ms).expect("lookup");
+                        index.reserve_looked_up(partition, &ids, producer, now_ms, looked_up).expect("reserve")
+                    }
+                    None => index.reserve(partition, &ids, producer, now_ms).expect("reserve"),
+                };
                 let token = next_token;
                 next_token += 1;
                 let mut expected = Vec::new();
@@ -484,4 +499,106 @@ proptest! {
     ) {
         run_model(steps, window_ms, Some(memory_bytes));
     }
+}
+
+#[test]
+fn a_lookup_through_a_stale_view_decides_as_reserve_does() {
+    let mut index = retention_index();
+    let stale = index.sealed_view();
+    let first = index.reserve(0, &ids(&[1, 2, 3, 4, 5]), None, 0).expect("reserve");
+    confirm_at(&mut index, first, 0, 0);
+    assert!(index.sealed_chunks() > 0, "tiny chunks: the ids were sealed after the view was taken");
+    let looked_up = stale.lookup_many(&ids(&[3, 9]), 0).expect("lookup");
+    let again = index.reserve_looked_up(1, &ids(&[3, 9]), None, 0, looked_up).expect("reserve");
+    assert_eq!(again.decisions(), &[Decision::Duplicate(Location { partition: 0, offset: 2 }), Decision::New]);
+    index.release(again);
+
+    // Found live by the view, dead by the time of the reservation (retention moved the log start).
+    let view = index.sealed_view();
+    let looked_up = view.lookup_many(&ids(&[1]), 0).expect("lookup");
+    index.set_log_start_offset(0, 1);
+    let after_retention = index.reserve_looked_up(1, &ids(&[1]), None, 0, looked_up).expect("reserve");
+    assert_eq!(after_retention.decisions(), &[Decision::New], "a copy that died since the view is not a duplicate");
+    index.release(after_retention);
+}
+
+#[test]
+fn a_window_lengthened_after_a_view_brings_ids_back_as_reserve_does() {
+    let window = DedupWindow::Duration { window_ms: 1_000 };
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(window), 2);
+    let first = index.reserve(0, &ids(&[1, 2, 3, 4, 5]), None, 0).expect("reserve");
+    confirm_at(&mut index, first, 0, 0);
+    let now_ms = 5_000;
+    let view = index.sealed_view();
+    let looked_up = view.lookup_many(&ids(&[1]), now_ms).expect("lookup");
+    assert_eq!(index.lookup_ok(&id(1), now_ms), None, "expired under the 1 s window");
+    index.set_window(DedupWindow::Retention);
+    let reservation = index.reserve_looked_up(1, &ids(&[1]), None, now_ms, looked_up).expect("reserve");
+    assert_eq!(
+        reservation.decisions(),
+        &[Decision::Duplicate(Location { partition: 0, offset: 0 })],
+        "the view saw it dead under the old window; under the new one it is live again"
+    );
+    index.release(reservation);
+}
+
+#[test]
+fn two_partitions_reserving_one_id_through_their_views_admit_one() {
+    let mut index = retention_index();
+    let (view_0, view_1) = (index.sealed_view(), index.sealed_view());
+    let looked_up_0 = view_0.lookup_many(&ids(&[7]), 0).expect("lookup");
+    let looked_up_1 = view_1.lookup_many(&ids(&[7]), 0).expect("lookup");
+    let first = index.reserve_looked_up(0, &ids(&[7]), None, 0, looked_up_0).expect("reserve");
+    let second = index.reserve_looked_up(1, &ids(&[7]), None, 0, looked_up_1).expect("reserve");
+    assert_eq!(first.decisions(), &[Decision::New]);
+    assert_eq!(second.decisions(), &[Decision::Pending], "neither view had it; the pending map has the first");
+    index.release(second);
+    let stale = index.sealed_view().lookup_many(&ids(&[7]), 0).expect("lookup");
+    confirm_at(&mut index, first, 40, 0);
+    let third = index.reserve_looked_up(1, &ids(&[7]), None, 0, stale).expect("reserve");
+    assert_eq!(third.decisions(), &[Decision::Duplicate(Location { partition: 0, offset: 40 })]);
+    index.release(third);
+}
+
+/// Writers of several partitions reserve the same ids at once, each looking up without the lock as
+/// the partition writers do: every id is admitted (`New`, then confirmed) exactly once.
+#[test]
+fn concurrent_writers_looking_up_without_the_lock_store_each_id_once() {
+    use std::sync::{Arc, Mutex};
+    let index = Arc::new(Mutex::new(retention_index()));
+    let writers: Vec<_> = (0..4i32)
+        .map(|partition| {
+            let index = index.clone();
+            std::thread::spawn(move || {
+                let mut admitted = Vec::new();
+                let mut offset = 0i64;
+                for round in 0..2_000u32 {
+                    // Overlapping batches: every writer sends ids round .. round + 3.
+                    let batch = ids(&[round, round + 1, round + 2]);
+                    let view = index.lock().expect("lock").sealed_view();
+                    let looked_up = view.lookup_many(&batch, 0).expect("lookup");
+                    let mut index = index.lock().expect("lock");
+                    let reservation = index.reserve_looked_up(partition, &batch, None, 0, looked_up).expect("reserve");
+                    if reservation.is_blocked() {
+                        index.release(reservation);
+                        continue;
+                    }
+                    for (decision, id) in reservation.decisions().iter().zip(&batch) {
+                        if *decision == Decision::New {
+                            admitted.push(id.expect("an id"));
+                        }
+                    }
+                    confirm_at(&mut index, reservation, offset, 0);
+                    offset += 3;
+                }
+                admitted
+            })
+        })
+        .collect();
+    let mut admitted: Vec<Id> = writers.into_iter().flat_map(|writer| writer.join().expect("writer")).collect();
+    let total = admitted.len();
+    admitted.sort_unstable();
+    admitted.dedup();
+    assert_eq!(admitted.len(), total, "no id admitted twice");
+    assert_eq!(total, 2_002, "every id admitted once");
 }

@@ -19,6 +19,8 @@
 //! - `spill`: the memory budget: [`DiskWork`] (spill, compaction, merge of chunk files), picked
 //!   under the caller's lock, run without it; retired and orphan files.
 //! - `index`: [`DedupIndex`]: reserve / confirm / release, transactions, expiry.
+//! - `view`: [`SealedView`]: the sealed chunks as of one moment, to look a batch's ids up in
+//!   without the caller's lock before [`DedupIndex::reserve_looked_up`] under it.
 //! - `snapshot`: versioned, checksummed, atomically replaced snapshot files.
 //! - `error`: [`DedupError`], the crate's one error enum.
 //!
@@ -30,7 +32,9 @@
 //! 1. `ids = extract_ids(batch, &source)` — one `Option<Id>` per record. A record with no id
 //!    (missing header, null key, null value for `content`, source `none`, control batch) is
 //!    never deduplicated.
-//! 2. `reservation = index.reserve(partition, &ids, transactional_producer_id, now_ms)` —
+//! 2. `reservation = index.reserve(partition, &ids, transactional_producer_id, now_ms)` (or, to
+//!    probe the sealed chunks outside the caller's lock, `index.sealed_view()` under it,
+//!    [`SealedView::lookup_many`] without it, then [`DedupIndex::reserve_looked_up`] under it) —
 //!    one [`Decision`] per record: `NoId`, `New` (now reserved), `Duplicate(location)` (live
 //!    elsewhere: drop it), `DuplicateInBatch` (an earlier `New` record of the same batch has
 //!    it: drop it) or `Pending` (another write in flight, or another producer's open
@@ -169,6 +173,7 @@ mod index;
 mod records;
 mod snapshot;
 mod spill;
+mod view;
 
 #[cfg(test)]
 mod index_tests;
@@ -188,3 +193,4 @@ pub use crate::records::{
 };
 pub use crate::snapshot::{remove_snapshot, SnapshotStats, SnapshotView, SNAPSHOT_VERSION};
 pub use crate::spill::{chunk_dir, DiskDone, DiskWork, DISK_CHUNK_IDS_MAX};
+pub use crate::view::{LookedUp, SealedView};

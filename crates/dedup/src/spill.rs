@@ -212,7 +212,7 @@ impl DedupIndex {
             inputs,
             window,
             now_ms,
-            log_starts: self.log_starts.clone(),
+            log_starts: LogStarts::clone(&self.log_starts),
         };
         let disk = self.disk.as_mut().expect("checked above");
         disk.next_file_id += 1;

@@ -5,7 +5,8 @@
 //! deduplicates a record sent to another. A writer handles a data batch in three steps, the
 //! `once-dedup` write protocol:
 //!
-//! 1. [`TopicDedup::prepare`], in the round, before the append: extract the ids and reserve them.
+//! 1. [`TopicDedup::prepare`], in the round, before the append: extract the ids, look them up in the
+//!    sealed chunks without the index's lock (a `SealedView`), and reserve them under it.
 //!    If any is held by another producer's open transaction or a write not yet durable, the
 //!    reservation is released and the batch refused with a retriable error. Otherwise the
 //!    duplicates are dropped from the batch (offsets kept, down to a header-only batch) and the
@@ -261,6 +262,10 @@ impl TopicDedup {
         let records = extract_valid_record_ids(batch, &self.source).map_err(refused_batch)?;
         let ids: Vec<_> = records.iter().map(|record| record.id).collect();
         let transactional_producer_id = header.is_transactional().then_some(header.producer_id);
+        // The sealed chunks are probed without the lock (most of a new id's cost at millions of ids),
+        // so the topic's other partitions reserve meanwhile; under it, only what changed since.
+        let view = self.lock().index.sealed_view();
+        let looked_up = view.lookup_many(&ids, now_ms).map_err(|error| index_full(&self.topic, error))?;
         let reservation = {
             let mut state = self.lock();
             if let Some(reason) = &state.failed {
@@ -270,7 +275,8 @@ impl TopicDedup {
                     self.topic
                 )));
             }
-            let reservation = state.index.reserve(partition, &ids, transactional_producer_id, now_ms);
+            let reservation =
+                state.index.reserve_looked_up(partition, &ids, transactional_producer_id, now_ms, looked_up);
             let reservation = reservation.map_err(|error| index_full(&self.topic, error))?;
             if reservation.is_blocked() {
                 state.index.release(reservation);
@@ -324,8 +330,9 @@ impl TopicDedup {
         drop(effects);
     }
 
-    /// Step 3: what a round made durable, in log order. Every `MERGE_EVERY_IDS` ids, the writer
-    /// that crosses the mark also merges chunks, a bounded amount of work.
+    /// Step 3: what a round made durable, in log order. Merging chunks is left to
+    /// [`TopicDedup::spill_if_over_budget`], after the answers: it changes no decision, so a
+    /// producer need not wait for it.
     pub(crate) fn apply(&self, partition: i32, effects: Vec<Effect>) {
         let mut state = self.lock();
         for effect in effects {
@@ -333,8 +340,6 @@ impl TopicDedup {
             state.changes_since_snapshot += changes;
             state.changes_since_merge += changes;
         }
-        let State { index, changes_since_merge, .. } = &mut *state;
-        merge_if_due(index, changes_since_merge, now_ms());
     }
 
     /// Replays the partitions' logs into the index, after the snapshot it was loaded from. Runs at
@@ -428,10 +433,17 @@ impl TopicDedup {
         self.lock().index.expire(now_ms, budget)
     }
 
-    /// After a round (its answers sent): while the index is over its memory budget, moves its oldest
-    /// resident chunks to disk, the file I/O without the lock. A failure is logged; the index then
-    /// refuses new ids while over the budget (KAFKA_STORAGE_ERROR) until a spill works.
+    /// After a round (its answers sent): every `MERGE_EVERY_IDS` ids, the writer that crosses the
+    /// mark merges chunks (a bounded amount of work, under the lock); then, while the index is over
+    /// its memory budget, moves its oldest resident chunks to disk, the file I/O without the lock. A
+    /// failed spill is logged; the index then refuses new ids while over the budget
+    /// (KAFKA_STORAGE_ERROR) until a spill works.
     pub(crate) fn spill_if_over_budget(&self) {
+        {
+            let mut state = self.lock();
+            let State { index, changes_since_merge, .. } = &mut *state;
+            merge_if_due(index, changes_since_merge, now_ms());
+        }
         self.disk_steps(true, usize::MAX);
     }
 
@@ -664,8 +676,8 @@ fn refused_batch(error: DedupError) -> PartitionError {
     PartitionError::Log(log_error)
 }
 
-/// The index refused a reservation: full (POLICY_VIOLATION), or unable to read a chunk file or to
-/// spill past its budget (a storage error; nothing was decided, so no wrong answer is given).
+/// The index refused a reservation or a lookup: full (POLICY_VIOLATION), or unable to read a chunk
+/// file or to spill past its budget (a storage error; nothing was decided, so no wrong answer is given).
 fn index_full(topic: &str, error: DedupError) -> PartitionError {
     match error {
         DedupError::IndexFull { .. } => PartitionError::DedupIndexFull(format!(

@@ -1,0 +1,70 @@
+//! [`SealedView`]: an index's sealed chunks as of one moment, in which a batch's ids are looked up
+//! without the caller's lock; [`LookedUp`], what it found, handed to
+//! [`crate::DedupIndex::reserve_looked_up`] under the lock.
+//!
+//! Sealed chunks are immutable and shared (`Arc`), so a view costs one reference per chunk. A new id
+//! is looked up in every chunk (a filter probe each, a cache miss at millions of ids; a page read
+//! for a chunk on disk whose filter passes): doing that outside the lock lets the topic's other
+//! partitions reserve meanwhile, where before they waited for every probe of every batch.
+
+use std::sync::Arc;
+
+use crate::chunk::{is_live, Location, LogStarts, SealedChunk};
+use crate::config::DedupWindow;
+use crate::error::DedupError;
+use crate::id::Id;
+
+/// The sealed chunks of an index, oldest first, with the window and log starts they were taken with.
+pub struct SealedView {
+    instance: u64,
+    chunks: Vec<Arc<SealedChunk>>,
+    window: DedupWindow,
+    log_starts: Arc<LogStarts>,
+}
+
+/// What [`SealedView::lookup_many`] found: per id, the newest copy live in the view's chunks.
+#[must_use = "a lookup is for reserve_looked_up"]
+pub struct LookedUp {
+    pub(crate) instance: u64,
+    /// The chunks probed, kept so that none of their addresses is reused while this lives (the
+    /// index tells the chunks it must still probe by address).
+    chunks: Vec<Arc<SealedChunk>>,
+    pub(crate) window: DedupWindow,
+    pub(crate) now_ms: i64,
+    pub(crate) found: Vec<Option<(Location, u32)>>,
+}
+
+impl SealedView {
+    pub(crate) fn new(
+        instance: u64,
+        chunks: Vec<Arc<SealedChunk>>,
+        window: DedupWindow,
+        log_starts: Arc<LogStarts>,
+    ) -> SealedView {
+        SealedView { instance, chunks, window, log_starts }
+    }
+
+    /// Looks up every id of a batch in the view's chunks, newest first, chunk by chunk (as the
+    /// index does under its lock). Fails only if a chunk on disk cannot be read or a page of it does
+    /// not match its checksum.
+    pub fn lookup_many(self, ids: &[Option<Id>], now_ms: i64) -> Result<LookedUp, DedupError> {
+        let SealedView { instance, chunks, window, log_starts } = self;
+        let live = |(location, time_s): (Location, u32)| is_live(location, time_s, window, now_ms, &log_starts);
+        let mut found: Vec<Option<(Location, u32)>> = vec![None; ids.len()];
+        for chunk in chunks.iter().rev() {
+            for (slot, id) in found.iter_mut().zip(ids) {
+                if let (None, Some(id)) = (&slot, id) {
+                    *slot = chunk.get(id)?.filter(|copy| live(*copy));
+                }
+            }
+        }
+        Ok(LookedUp { instance, chunks, window, now_ms, found })
+    }
+}
+
+impl LookedUp {
+    /// True if `chunk` was probed (the same chunk, not an equal one).
+    pub(crate) fn has(&self, chunk: &Arc<SealedChunk>) -> bool {
+        self.chunks.iter().any(|probed| Arc::ptr_eq(probed, chunk))
+    }
+}
