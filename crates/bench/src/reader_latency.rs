@@ -102,7 +102,8 @@ fn runs(plan: &Plan, topic: &str, backlog_records: u64) -> anyhow::Result<Vec<(P
         let alone = sync_produce(plan, topic, || false, alone_for).with_context(|| format!("run {number}: alone"))?;
         empty_page_cache(plan)?;
         eprintln!("run {number}/{}: synchronous producer beside a cold catch-up reader", plan.runs);
-        let with_reader = beside_reader(plan, topic, backlog_records).with_context(|| format!("run {number}: reader"))?;
+        let with_reader =
+            beside_reader(plan, topic, backlog_records).with_context(|| format!("run {number}: reader"))?;
         eprintln!(
             "run {number}/{}: p99.9 alone {:.2} ms, beside the reader {:.2} ms",
             plan.runs,

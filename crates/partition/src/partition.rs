@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::dedup::TopicDedup;
 use crate::error::PartitionError;
-use crate::read::Isolation;
 use crate::producer_state::ProducerStates;
+use crate::read::Isolation;
 use crate::replay;
 use crate::txn::{AbortedTxn, ProducerSummary, TxnMarker};
 use crate::writer::{self, AppendReply, Command};
