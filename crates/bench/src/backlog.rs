@@ -52,27 +52,22 @@ pub fn catch_up(plan: &Plan, run_id: u128) -> anyhow::Result<Vec<Row>> {
     }
     let reads = reads?;
     let cache = if plan.args.drop_caches { ", cold page cache" } else { ", warm page cache" };
+    let records = filled.records;
     Ok(vec![
         Row {
             workload: "W5 backlog fill (acks=all produce)".to_string(),
             system: plan.args.system.clone(),
             durability: plan.args.durability.clone(),
             record_bytes: plan.args.record_bytes,
-            setting: setting(plan, filled.records, ", 1 run"),
-            runs: vec![Measurement {
-                records: filled.records,
-                value_bytes: filled.records * plan.args.record_bytes as u64,
-                elapsed: filled.elapsed,
-                latencies_us: filled.ack_latencies_us,
-                cost: fill_cost,
-            }],
+            setting: setting(plan, records, ", 1 run"),
+            runs: vec![filled.into_measurement(plan.args.record_bytes, fill_cost)],
         },
         Row {
             workload: "W5 consumer catch-up".to_string(),
             system: plan.args.system.clone(),
             durability: "reads what was acknowledged".to_string(),
             record_bytes: plan.args.record_bytes,
-            setting: setting(plan, filled.records, cache),
+            setting: setting(plan, records, cache),
             runs: reads,
         },
     ])

@@ -168,13 +168,7 @@ pub fn run(plan: &Plan, run_id: u128) -> anyhow::Result<Vec<Row>> {
                 _ => {
                     let workload = if slot == 2 { Workload::Idempotent } else { Workload::Plain };
                     let outcome = produce::run(&kafka_plan, &topic, workload)?;
-                    Ok(Measurement {
-                        records: outcome.records,
-                        value_bytes: outcome.records * plan.args.record_bytes as u64,
-                        elapsed: outcome.elapsed,
-                        latencies_us: outcome.ack_latencies_us,
-                        cost: None,
-                    })
+                    Ok(outcome.into_measurement(plan.args.record_bytes, None))
                 }
             })?;
             eprintln!("  {} records in {:.2} s", measurement.records, measurement.elapsed.as_secs_f64());

@@ -51,13 +51,7 @@ pub fn run(plan: &Plan, run_id: u128) -> anyhow::Result<Vec<Row>> {
             let (outcome, cost) =
                 process::measure(&plan.args.broker_pid, || produce::run(&cell_plan, &topic, cell.workload))?;
             eprintln!("  {} records in {:.2} s", outcome.records, outcome.elapsed.as_secs_f64());
-            measured[slot].push(Measurement {
-                records: outcome.records,
-                value_bytes: outcome.records * cell.record_bytes as u64,
-                elapsed: outcome.elapsed,
-                latencies_us: outcome.ack_latencies_us,
-                cost,
-            });
+            measured[slot].push(outcome.into_measurement(cell.record_bytes, cost));
         }
     }
     let rows = cells

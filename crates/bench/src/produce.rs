@@ -16,6 +16,8 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext};
 
+use crate::process::ProcessCost;
+use crate::rows::Measurement;
 use crate::Plan;
 
 /// Which producer the workload runs. Everything else in the client configuration is the same.
@@ -59,6 +61,19 @@ pub struct ProduceOutcome {
     pub batches: u64,
     /// Produce requests sent (one request carries one batch per partition it writes).
     pub produce_requests: u64,
+}
+
+impl ProduceOutcome {
+    /// The common table's figures of this run, whose records carried `record_bytes` of value each.
+    pub(crate) fn into_measurement(self, record_bytes: usize, cost: Option<ProcessCost>) -> Measurement {
+        Measurement {
+            records: self.records,
+            value_bytes: self.records * record_bytes as u64,
+            elapsed: self.elapsed,
+            latencies_us: self.ack_latencies_us,
+            cost,
+        }
+    }
 }
 
 /// Counters from librdkafka's statistics, summed over every emit.

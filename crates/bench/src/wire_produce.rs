@@ -99,14 +99,7 @@ fn setting(plan: &Plan, client: Client, workload: Workload) -> String {
 }
 
 fn librdkafka(plan: &Plan, topic: &str, workload: Workload) -> anyhow::Result<Measurement> {
-    let outcome = produce::run(plan, topic, workload)?;
-    Ok(Measurement {
-        records: outcome.records,
-        value_bytes: outcome.records * plan.args.record_bytes as u64,
-        elapsed: outcome.elapsed,
-        latencies_us: outcome.ack_latencies_us,
-        cost: None,
-    })
+    Ok(produce::run(plan, topic, workload)?.into_measurement(plan.args.record_bytes, None))
 }
 
 fn wire(plan: &Plan, topic: &str, workload: Workload) -> anyhow::Result<Measurement> {
