@@ -255,7 +255,9 @@ impl DedupIndex {
     /// view missed is in no chunk of the view, and one it found is checked again (if it died since,
     /// the id is looked up in full). A window changed since the view means a full lookup.
     ///
-    /// Panics if `looked_up` is of another index, other ids or another `now_ms`.
+    /// Panics if `looked_up` is of another index, of another number of ids or another `now_ms`; that
+    /// it is of these very ids is the caller's to keep (the partition's writer looks up and reserves
+    /// one batch's ids).
     pub fn reserve_looked_up(
         &mut self,
         partition: i32,

@@ -55,8 +55,8 @@ const SNAPSHOT_CHANGES_MIN: u64 = 100_000;
 const SNAPSHOT_INTERVAL_MAX: Duration = Duration::from_secs(600);
 /// A snapshot is due at once when this many retired chunk files wait (each up to about 270 MB).
 const SNAPSHOT_RETIRED_FILES_MIN: usize = 4;
-/// After this many ids were inserted, the writer that crosses it merges chunks (`expire`) before it
-/// answers, so a lookup keeps probing about 8 to 16 chunks at any insert rate.
+/// After this many ids were inserted, the writer that crosses it merges chunks (`expire`) once its
+/// round is answered, so a lookup keeps probing about 8 to 16 chunks at any insert rate.
 const MERGE_EVERY_IDS: u64 = 1 << 16;
 /// Ids a merge may rewrite per id inserted since the last one: merging to 1/8 of the stored ids
 /// rewrites each id a few times over its life.
