@@ -2,7 +2,7 @@
 //! moving the log start between the two would prune the entries of batches already read, and a
 //! consumer would take aborted records for committed ones.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use once_log::testing::make_batch_with;
@@ -64,8 +64,12 @@ async fn aborted_batches_are_read_with_their_entries_while_retention_runs() {
 
     let done = Arc::new(AtomicBool::new(false));
     let reading = Arc::new(AtomicBool::new(false));
+    // Reads finished: retention moves the log start once per read finished, so each step lands at
+    // some point of the read that follows (before it, during it, or after it) and the reader is never
+    // simply outrun (reads no longer hold the log lock, so nothing else paces retention against them).
+    let reads = Arc::new(AtomicU64::new(0));
     let reader = {
-        let (partition, done, reading) = (partition.clone(), done.clone(), reading.clone());
+        let (partition, done, reading, reads) = (partition.clone(), done.clone(), reading.clone(), reads.clone());
         std::thread::spawn(move || {
             let mut checked = 0;
             while !done.load(Ordering::Acquire) {
@@ -77,6 +81,7 @@ async fn aborted_batches_are_read_with_their_entries_while_retention_runs() {
                     Err(PartitionError::Log(once_log::LogError::OffsetOutOfRange { .. })) => {}
                     Err(error) => panic!("read at {offset}: {error}"),
                 }
+                reads.fetch_add(1, Ordering::AcqRel);
             }
             checked
         })
@@ -88,6 +93,10 @@ async fn aborted_batches_are_read_with_their_entries_while_retention_runs() {
                 std::thread::yield_now();
             }
             for log_start_offset in 1..=end {
+                let finished = reads.load(Ordering::Acquire);
+                while reads.load(Ordering::Acquire) == finished {
+                    std::thread::yield_now();
+                }
                 partition.advance_log_start_offset(log_start_offset).expect("advance the log start");
             }
         })
