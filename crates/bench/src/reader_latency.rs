@@ -17,7 +17,7 @@ use rdkafka::{ClientContext, Message, TopicPartitionList};
 
 use crate::backlog;
 use crate::produce;
-use crate::summary::percentile;
+use crate::summary::{percentile, Spread};
 use crate::Plan;
 
 /// Bytes of each synchronous record: small, so the ack time is the broker's path and the sync.
@@ -203,11 +203,6 @@ fn sync_produce(plan: &Plan, topic: &str, stop: impl Fn() -> bool, longest: Dura
     Ok(Phase { latencies_us, elapsed, read: None })
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// The markdown report: one line per phase of each run, then the medians and the ratio.
 fn report(plan: &Plan, backlog_bytes: u64, runs: &[(Phase, Phase)]) -> String {
     assert!(!runs.is_empty(), "at least one run");
@@ -240,7 +235,7 @@ fn report(plan: &Plan, backlog_bytes: u64, runs: &[(Phase, Phase)]) -> String {
         }
     }
     let ratio = |quantile: f64| {
-        median(runs.iter().map(|(alone, with)| with.latency_ms(quantile) / alone.latency_ms(quantile)).collect())
+        Spread::of(runs.iter().map(|(alone, with)| with.latency_ms(quantile) / alone.latency_ms(quantile))).median
     };
     let _ = writeln!(
         out,
@@ -250,7 +245,7 @@ fn report(plan: &Plan, backlog_bytes: u64, runs: &[(Phase, Phase)]) -> String {
         ratio(0.5),
         ratio(0.99),
         ratio(0.999),
-        median(runs.iter().map(|(alone, with)| with.max_ms() / alone.max_ms()).collect())
+        Spread::of(runs.iter().map(|(alone, with)| with.max_ms() / alone.max_ms())).median
     );
     let _ = writeln!(out, "\nCommand: `{}`", crate::rows::this_command());
     out
