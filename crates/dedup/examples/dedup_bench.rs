@@ -27,6 +27,18 @@ fn rate(count: u64, seconds: f64) -> String {
     format!("{:.0} k/s", count as f64 / seconds / 1_000.0)
 }
 
+/// What a writer does: a batch's new ids (hashed first) looked up in a sealed view.
+fn lookup_misses(index: &DedupIndex, count: u64) -> String {
+    let probes = count.min(2_000_000);
+    let new_ids: Vec<Option<Id>> = (0..probes).map(|number| Some(id(count + number))).collect();
+    let started = Instant::now();
+    for batch in new_ids.chunks(BATCH as usize) {
+        let looked_up = index.sealed_view().lookup_many(batch, 0).expect("lookup_many");
+        drop(looked_up);
+    }
+    rate(probes, started.elapsed().as_secs_f64())
+}
+
 fn main() {
     let count: u64 = std::env::args().nth(1).and_then(|arg| arg.parse().ok()).unwrap_or(10_000_000);
     println!("dedup_bench: {count} ids, {PARTITIONS} partitions, batches of {BATCH}");
@@ -78,6 +90,21 @@ fn main() {
         index.sealed_chunks()
     );
 
+    // What the broker's upkeep does about once a second: rebuild the topic filter when it is due.
+    let lookups_without_filter = lookup_misses(&index, count);
+    let started = Instant::now();
+    let work = index.next_filter_work().expect("a filter is due");
+    let built = work.run();
+    let rebuild_seconds = started.elapsed().as_secs_f64();
+    assert!(index.finish_filter_work(built).expect("rebuild"), "the filter is installed");
+    println!(
+        "topic filter rebuild: {rebuild_seconds:.2} s; memory with it: {:.1} B/id by approx_bytes",
+        index.approx_bytes() as f64 / count as f64
+    );
+    println!(
+        "sealed view lookup_many, misses in batches of {BATCH}, without the topic filter: {lookups_without_filter}"
+    );
+
     let probes = count.min(2_000_000);
     let started = Instant::now();
     let mut found = 0u64;
@@ -94,6 +121,10 @@ fn main() {
     }
     let seconds = started.elapsed().as_secs_f64();
     println!("lookup, misses (hashing included): {}", rate(probes, seconds));
+    println!(
+        "sealed view lookup_many, misses in batches of {BATCH}, with the topic filter: {}",
+        lookup_misses(&index, count)
+    );
 
     let directory = std::env::temp_dir().join(format!("dedup-bench-{}", std::process::id()));
     std::fs::create_dir_all(&directory).expect("temp dir");

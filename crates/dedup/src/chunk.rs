@@ -263,6 +263,14 @@ impl SealedChunk {
         }
     }
 
+    /// The chunk's ids, if they are in RAM (sorted).
+    pub(crate) fn resident_ids(&self) -> Option<&[u128]> {
+        match &self.columns {
+            Columns::Resident(resident) => Some(&resident.ids),
+            Columns::Disk(_) => None,
+        }
+    }
+
     /// The chunk's file, if its entries are on disk.
     pub(crate) fn disk(&self) -> Option<&DiskColumns> {
         match &self.columns {
@@ -407,12 +415,12 @@ impl Filter {
     }
 
     /// The block of `id`: its low 64 bits scaled to the block count (no division).
-    fn block_of(id: u128, blocks: usize) -> usize {
+    pub(crate) fn block_of(id: u128, blocks: usize) -> usize {
         ((u128::from(id as u64) * blocks as u128) >> 64) as usize
     }
 
     /// The (word, mask) of each of the id's bits in its block: nine bits of position each.
-    fn bits_of(id: u128) -> impl Iterator<Item = (usize, u64)> {
+    pub(crate) fn bits_of(id: u128) -> impl Iterator<Item = (usize, u64)> {
         let high = (id >> 64) as u64;
         (0..FILTER_PROBES).map(move |probe| {
             let bit = (high >> (9 * probe)) & 511;

@@ -13,7 +13,8 @@ use crate::config::DedupWindow;
 use crate::error::DedupError;
 use crate::id::{Id, IdHashBuilder};
 use crate::spill::DiskStore;
-use crate::view::{LookedUp, SealedView};
+use crate::topic_filter::FilterState;
+use crate::view::{probe_chunks, LookedUp, SealedView};
 
 /// Default bound on the ids one index held in RAM stores or reserves (about 3 GB at 29 bytes per
 /// id).
@@ -156,7 +157,7 @@ pub struct DedupIndex {
     pub(crate) log_starts: Arc<LogStarts>,
     /// Next offset not yet reflected in the index, per partition.
     pub(crate) covered: BTreeMap<i32, i64>,
-    instance: u64,
+    pub(crate) instance: u64,
     next_token: u64,
     /// Smallest active chunk, as bucket bits: `CHUNK_BUCKET_BITS_MIN` except in tests, which
     /// use tiny chunks to exercise sealing, merging and compaction.
@@ -167,6 +168,8 @@ pub struct DedupIndex {
     /// chunk file it writes: a file of another index (a deleted topic's, say) under a name a
     /// snapshot refers to is refused at open instead of loaded (`crate::disk`).
     pub(crate) nonce: u64,
+    /// One filter over the ids of every sealed chunk (`crate::topic_filter`).
+    pub(crate) filter: FilterState,
 }
 
 /// A random u64 from the standard library's per-process random hash keys and the clock (no new
@@ -216,6 +219,7 @@ impl DedupIndex {
             chunk_bits_min: CHUNK_BUCKET_BITS_MIN,
             disk: None,
             nonce: random_nonce(),
+            filter: FilterState::new(),
         }
     }
 
@@ -279,6 +283,7 @@ impl DedupIndex {
         SealedView::new(
             self.instance,
             self.sealed.iter().cloned().collect(),
+            self.topic_filter().cloned(),
             self.config.window,
             self.log_starts.clone(),
         )
@@ -356,10 +361,8 @@ impl DedupIndex {
         }
     }
 
-    /// [`DedupIndex::lookup`] of every id of a batch, chunk by chunk rather than id by id: the
-    /// probes of one chunk's filter for all the ids are independent loads the processor overlaps,
-    /// where probing every chunk for one id before the next would wait on each cache miss in turn.
-    /// With `looked_up` (a [`SealedView`]'s answer, see [`DedupIndex::reserve_looked_up`]), the
+    /// [`DedupIndex::lookup`] of every id of a batch, through the topic filter and then chunk by
+    /// chunk ([`probe_chunks`]). With `looked_up` (a [`SealedView`]'s answer, see [`DedupIndex::reserve_looked_up`]), the
     /// chunks of its view are not probed again.
     ///
     /// A chunk on disk is read only for the ids its filter (in RAM) may hold: one page each.
@@ -378,13 +381,13 @@ impl DedupIndex {
         let mut found: Vec<Option<Location>> =
             ids.iter().map(|id| id.as_ref().and_then(|id| self.active.get(id)).and_then(live)).collect();
         let unseen = |chunk: &&Arc<SealedChunk>| looked_up.as_ref().is_none_or(|looked_up| !looked_up.has(chunk));
-        for chunk in self.sealed.iter().rev().filter(unseen) {
-            for (slot, id) in found.iter_mut().zip(ids) {
-                if let (None, Some(id)) = (&slot, id) {
-                    *slot = chunk.get(id)?.and_then(live);
-                }
-            }
-        }
+        probe_chunks(
+            self.sealed.iter().rev().filter(unseen),
+            self.topic_filter().map(|filter| &**filter),
+            ids,
+            &mut found,
+            live,
+        )?;
         let Some(looked_up) = looked_up else { return Ok(found) };
         for ((slot, id), copy) in found.iter_mut().zip(ids).zip(looked_up.found) {
             let (None, Some(id), Some(copy)) = (&slot, id, copy) else { continue };
@@ -495,7 +498,7 @@ impl DedupIndex {
         if !self.active.can_take(&entry.id, entry.location) {
             let capacity = chunk_capacity(self.stored_ids(), self.chunk_bits_min);
             let full = replace(&mut self.active, ActiveChunk::new(capacity));
-            self.sealed.push_back(Arc::new(full.seal()));
+            self.push_sealed(full.seal());
         }
         self.active.insert(entry);
     }
@@ -623,6 +626,8 @@ impl DedupIndex {
         let mut index = DedupIndex::new(config);
         index.chunk_bits_min = bits_min;
         index.active = ActiveChunk::new(chunk_capacity(0, bits_min));
+        // A topic filter sized for a few ids, so that rebuilds are due all the time.
+        index.filter.capacity_min = 4;
         index
     }
 
@@ -651,6 +656,7 @@ impl DedupIndex {
             + self.transactions.values().map(|ids| ids.capacity() * size_of::<Id>()).sum::<usize>()
             + hash_map_bytes(self.log_starts.capacity(), size_of::<(i32, i64)>())
             + self.covered.len() * 2 * size_of::<(i32, i64)>()
+            + self.filter.approx_bytes()
     }
 
     /// Ids held by open transactions, for a snapshot: (entry, producer id).

@@ -265,6 +265,10 @@ enum Step {
     /// change the index in between, as writers do while the I/O runs outside the lock).
     DiskStart,
     DiskFinish,
+    /// Takes the chunks for a rebuild of the topic filter and runs it, to be installed by a later
+    /// `FilterFinish` (seals, merges and spills happen in between, as while it runs without the lock).
+    FilterStart,
+    FilterFinish,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -280,6 +284,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..3_000i64).prop_map(|ms| Step::Tick { ms }),
         2 => Just(Step::DiskStart),
         2 => Just(Step::DiskFinish),
+        2 => Just(Step::FilterStart),
+        2 => Just(Step::FilterFinish),
     ]
 }
 
@@ -337,6 +343,7 @@ fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>) {
         index.use_disk(directory.path().join("chunks"), memory_bytes).expect("use disk");
     }
     let mut disk_work = None;
+    let mut filter_work = None;
     let mut view = None;
     let mut model = Model::default();
     let mut open: Vec<Open> = Vec::new();
@@ -440,7 +447,18 @@ fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>) {
                     index.finish_disk_work(done).expect("disk work");
                 }
             }
+            Step::FilterStart => {
+                if filter_work.is_none() {
+                    filter_work = index.next_filter_work().map(|work| work.run());
+                }
+            }
+            Step::FilterFinish => {
+                if let Some(done) = filter_work.take() {
+                    index.finish_filter_work(done).expect("filter work");
+                }
+            }
         }
+        index.assert_filter_covers_sealed();
         for number in 0..40u32 {
             let id = id(number);
             let expected = model
@@ -582,11 +600,30 @@ fn two_partitions_reserving_one_id_through_their_views_admit_one() {
 }
 
 /// Writers of several partitions reserve the same ids at once, each looking up without the lock as
-/// the partition writers do: every id is admitted (`New`, then confirmed) exactly once.
+/// the partition writers do, while an upkeep thread merges chunks and rebuilds the topic filter
+/// without the lock: every id is admitted (`New`, then confirmed) exactly once.
 #[test]
 fn concurrent_writers_looking_up_without_the_lock_store_each_id_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let index = Arc::new(Mutex::new(retention_index()));
+    let done = Arc::new(AtomicBool::new(false));
+    let upkeep = {
+        let (index, done) = (index.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut rebuilt = 0;
+            while !done.load(Ordering::Relaxed) {
+                let work = index.lock().expect("lock").next_filter_work();
+                if let Some(work) = work {
+                    let built = work.run();
+                    rebuilt += usize::from(index.lock().expect("lock").finish_filter_work(built).expect("rebuild"));
+                }
+                index.lock().expect("lock").expire(0, 64);
+                std::thread::yield_now();
+            }
+            rebuilt
+        })
+    };
     let writers: Vec<_> = (0..4i32)
         .map(|partition| {
             let index = index.clone();
@@ -617,6 +654,9 @@ fn concurrent_writers_looking_up_without_the_lock_store_each_id_once() {
         })
         .collect();
     let mut admitted: Vec<Id> = writers.into_iter().flat_map(|writer| writer.join().expect("writer")).collect();
+    done.store(true, Ordering::Relaxed);
+    assert!(upkeep.join().expect("upkeep") > 0, "the topic filter was rebuilt while the writers ran");
+    index.lock().expect("lock").assert_filter_covers_sealed();
     let total = admitted.len();
     admitted.sort_unstable();
     admitted.dedup();

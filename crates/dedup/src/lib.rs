@@ -173,6 +173,7 @@ mod index;
 mod records;
 mod snapshot;
 mod spill;
+mod topic_filter;
 mod view;
 
 #[cfg(test)]
@@ -193,4 +194,5 @@ pub use crate::records::{
 };
 pub use crate::snapshot::{remove_snapshot, SnapshotStats, SnapshotView, SNAPSHOT_VERSION};
 pub use crate::spill::{chunk_dir, DiskDone, DiskWork, DISK_CHUNK_IDS_MAX};
+pub use crate::topic_filter::{FilterDone, FilterWork};
 pub use crate::view::{LookedUp, SealedView};

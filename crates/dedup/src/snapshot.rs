@@ -285,7 +285,7 @@ impl DedupIndex {
                     return Err(corrupt(format!("chunk file {file_id} holds {} ids, not {count}", chunk.len())));
                 }
                 next_file_id = next_file_id.max(file_id + 1);
-                index.sealed.push_back(Arc::new(chunk));
+                index.push_sealed(chunk);
                 continue;
             }
             if kind != CHUNK_IN_SNAPSHOT {
@@ -306,7 +306,7 @@ impl DedupIndex {
             }
             if !entries.is_empty() {
                 let count = entries.len();
-                index.sealed.push_back(Arc::new(SealedChunk::from_sorted(entries.into_iter(), spans, Some(count))));
+                index.push_sealed(SealedChunk::from_sorted(entries.into_iter(), spans, Some(count)));
             }
         }
         let hold_count = input.count(HOLD_LEN)?;

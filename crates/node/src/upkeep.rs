@@ -125,6 +125,8 @@ async fn dedup_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<()>>) {
                 let expired = dedup.expire(now_ms, DEDUP_EXPIRE_BUDGET);
                 // Spills past the budget, compactions and merges of chunk files (I/O outside the lock).
                 dedup.maintain_disk(DEDUP_DISK_STEPS);
+                // The one filter over every sealed chunk, rebuilt outside the lock when due.
+                dedup.maintain_filter();
                 if expired.entries_dropped > 0 {
                     tracing::debug!(topic = %topic.name, freed = expired.entries_dropped, rewritten = expired.entries_rewritten, "dedup ids freed");
                 }

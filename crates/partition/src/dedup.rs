@@ -483,6 +483,29 @@ impl TopicDedup {
         changed
     }
 
+    /// Upkeep: rebuilds the topic filter the lookups probe before the sealed chunks, if one is due
+    /// (no filter yet, or more ids sealed than it was sized for). The rebuild reads the sealed chunks
+    /// without the index's lock (chunk files page by page); the lock is taken to start and to install
+    /// it. Returns true if a filter was installed.
+    pub fn maintain_filter(&self) -> bool {
+        let work = {
+            let mut state = self.lock();
+            if state.closed || state.failed.is_some() {
+                return false;
+            }
+            state.index.next_filter_work()
+        };
+        let Some(work) = work else { return false };
+        let built = work.run();
+        match self.lock().index.finish_filter_work(built) {
+            Ok(installed) => installed,
+            Err(error) => {
+                tracing::warn!(topic = %self.topic, %error, "rebuilding the dedup index's topic filter failed; lookups probe every chunk until a rebuild works");
+                false
+            }
+        }
+    }
+
     /// Writes a snapshot if enough changed since the last one (see the constants). `Ok(None)` when
     /// none was due.
     pub fn snapshot_if_due(&self) -> Result<Option<SnapshotStats>, DedupError> {
