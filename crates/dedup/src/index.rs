@@ -11,7 +11,8 @@ use crate::chunk::{
 };
 use crate::config::DedupWindow;
 use crate::error::DedupError;
-use crate::id::{Id, IdHashBuilder};
+use crate::holds::{Hold, Holds};
+use crate::id::Id;
 use crate::spill::DiskStore;
 use crate::topic_filter::FilterState;
 use crate::view::{probe_chunks, LookedUp, SealedView};
@@ -119,15 +120,6 @@ impl Reservation {
     }
 }
 
-/// Why an id is pending (reserved, not yet live).
-#[derive(Clone, Copy, Debug)]
-enum Hold {
-    /// Reserved by a write not yet confirmed.
-    InFlight { token: u64, record_index: usize },
-    /// Written (durable) by a transaction that has not ended.
-    Transaction { producer_id: i64, location: Location, time_s: u32 },
-}
-
 /// What one [`DedupIndex::expire`] call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExpireStats {
@@ -150,7 +142,8 @@ pub struct DedupIndex {
     /// (see [`DedupIndex::snapshot_view`]); replacing one leaves the snapshot's copy intact.
     pub(crate) sealed: VecDeque<Arc<SealedChunk>>,
     pub(crate) active: ActiveChunk,
-    pending: HashMap<Id, Hold, IdHashBuilder>,
+    /// Ids reserved by writes in flight and written by open transactions (`crate::holds`).
+    pending: Holds,
     /// Ids held by each open transaction, by (partition, producer id).
     transactions: HashMap<(i32, i64), Vec<Id>>,
     /// Shared with [`SealedView`]s (copied on write: it changes only when retention deletes segments).
@@ -210,7 +203,7 @@ impl DedupIndex {
             config,
             sealed: VecDeque::new(),
             active: ActiveChunk::new(chunk_capacity(0, CHUNK_BUCKET_BITS_MIN)),
-            pending: HashMap::with_hasher(IdHashBuilder),
+            pending: Holds::default(),
             transactions: HashMap::new(),
             log_starts: Arc::new(LogStarts::default()),
             covered: BTreeMap::new(),
@@ -325,6 +318,7 @@ impl DedupIndex {
         let live = self.lookup_many(ids, now_ms, looked_up)?;
         let token = self.next_token;
         self.next_token += 1;
+        self.pending.open(token);
         let mut decisions = Vec::with_capacity(ids.len());
         let mut new = Vec::new();
         for (record_index, id) in ids.iter().enumerate() {
@@ -333,7 +327,7 @@ impl DedupIndex {
                 Some(id) => self.decide(id, token, transactional_producer_id, live[record_index]),
             };
             if let (Decision::New, Some(id)) = (decision, id) {
-                self.pending.insert(*id, Hold::InFlight { token, record_index });
+                self.pending.reserve(*id, token, record_index);
                 new.push((record_index, *id));
             }
             decisions.push(decision);
@@ -345,13 +339,11 @@ impl DedupIndex {
     /// was reserved: the pending map, checked first, has those).
     fn decide(&self, id: &Id, token: u64, transactional_producer_id: Option<i64>, live: Option<Location>) -> Decision {
         match self.pending.get(id) {
-            Some(Hold::InFlight { token: holder, record_index }) if *holder == token => {
-                Decision::DuplicateInBatch { first_index: *record_index }
+            Some(Hold::InFlight { token: holder, record_index }) if holder == token => {
+                Decision::DuplicateInBatch { first_index: record_index }
             }
-            Some(Hold::Transaction { producer_id, location, .. })
-                if transactional_producer_id == Some(*producer_id) =>
-            {
-                Decision::Duplicate(*location)
+            Some(Hold::Transaction { producer_id, location, .. }) if transactional_producer_id == Some(producer_id) => {
+                Decision::Duplicate(location)
             }
             Some(_) => Decision::Pending,
             None => match live {
@@ -432,12 +424,9 @@ impl DedupIndex {
         let partition = reservation.partition;
         let covered = self.covered.get(&partition).copied().unwrap_or(0);
         let time_s = time_s_of(timestamp_ms);
+        // The write's ids are no longer held by it (without a map operation per id: `crate::holds`).
+        self.pending.close(reservation.token, reservation.new.len());
         for (record_index, id) in &reservation.new {
-            let hold = self.pending.remove(id);
-            assert!(
-                matches!(hold, Some(Hold::InFlight { token, .. }) if token == reservation.token),
-                "a reserved id stays held by its reservation until confirmed or released"
-            );
             let offset = offsets[*record_index];
             assert!(
                 offset >= covered,
@@ -446,7 +435,8 @@ impl DedupIndex {
             let location = Location { partition, offset };
             match reservation.transactional_producer_id {
                 Some(producer_id) => {
-                    self.pending.insert(*id, Hold::Transaction { producer_id, location, time_s });
+                    let held = self.pending.hold_for_transaction(*id, producer_id, location, time_s);
+                    assert!(held, "an id reserved by a write is held by no one else when the write is confirmed");
                     self.transactions.entry((partition, producer_id)).or_default().push(*id);
                 }
                 None => self.insert_live(Entry { id: *id, location, time_s }),
@@ -460,13 +450,14 @@ impl DedupIndex {
     /// The write failed (or was refused): its `New` ids are free again.
     pub fn release(&mut self, reservation: Reservation) {
         self.check_mine(&reservation);
-        for (_, id) in &reservation.new {
-            let hold = self.pending.remove(id);
+        for (record_index, id) in &reservation.new {
+            let hold = self.pending.get(id);
             assert!(
-                matches!(hold, Some(Hold::InFlight { token, .. }) if token == reservation.token),
+                matches!(hold, Some(Hold::InFlight { token, record_index: index }) if token == reservation.token && index == *record_index),
                 "a reserved id stays held by its reservation until confirmed or released"
             );
         }
+        self.pending.close(reservation.token, reservation.new.len());
     }
 
     fn check_mine(&self, reservation: &Reservation) {
@@ -479,8 +470,8 @@ impl DedupIndex {
     pub fn end_transaction(&mut self, partition: i32, producer_id: i64, commit: bool) -> usize {
         let ids = self.transactions.remove(&(partition, producer_id)).unwrap_or_default();
         for id in &ids {
-            match self.pending.remove(id) {
-                Some(Hold::Transaction { producer_id: holder, location, time_s }) => {
+            match self.pending.end_transaction_hold(id) {
+                Some((holder, location, time_s)) => {
                     assert_eq!(holder, producer_id, "a transaction's id is held by that transaction");
                     assert_eq!(location.partition, partition, "a transaction's id is held in its partition");
                     if commit {
@@ -651,7 +642,7 @@ impl DedupIndex {
         size_of::<DedupIndex>()
             + self.sealed.iter().map(|chunk| chunk.approx_bytes()).sum::<usize>()
             + self.active.approx_bytes()
-            + hash_map_bytes(self.pending.capacity(), size_of::<(Id, Hold)>())
+            + self.pending.approx_bytes()
             + hash_map_bytes(self.transactions.capacity(), size_of::<((i32, i64), Vec<Id>)>())
             + self.transactions.values().map(|ids| ids.capacity() * size_of::<Id>()).sum::<usize>()
             + hash_map_bytes(self.log_starts.capacity(), size_of::<(i32, i64)>())
@@ -665,7 +656,7 @@ impl DedupIndex {
         for ((_, producer_id), ids) in &self.transactions {
             for id in ids {
                 if let Some(Hold::Transaction { location, time_s, .. }) = self.pending.get(id) {
-                    holds.push((Entry { id: *id, location: *location, time_s: *time_s }, *producer_id));
+                    holds.push((Entry { id: *id, location, time_s }, *producer_id));
                 }
             }
         }
@@ -674,11 +665,9 @@ impl DedupIndex {
 
     /// Restores a hold of an open transaction (from a snapshot).
     pub(crate) fn restore_transaction_hold(&mut self, entry: Entry, producer_id: i64) -> bool {
-        if self.pending.contains_key(&entry.id) {
+        if !self.pending.hold_for_transaction(entry.id, producer_id, entry.location, entry.time_s) {
             return false;
         }
-        let hold = Hold::Transaction { producer_id, location: entry.location, time_s: entry.time_s };
-        self.pending.insert(entry.id, hold);
         self.transactions.entry((entry.location.partition, producer_id)).or_default().push(entry.id);
         true
     }

@@ -168,6 +168,7 @@ mod codec;
 mod config;
 mod disk;
 mod error;
+mod holds;
 mod id;
 mod index;
 mod records;
