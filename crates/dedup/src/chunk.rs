@@ -45,6 +45,11 @@ pub(crate) fn is_live(location: Location, time_s: u32, window: DedupWindow, now_
     window.covers(time_s, now_ms) && starts.get(&location.partition).is_none_or(|start| location.offset >= *start)
 }
 
+/// Entries that do not fit in one chunk (more partitions, or an offset span wider, than its columns
+/// hold).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TooWide;
+
 /// The offsets of one partition within a chunk.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PartitionSpan {
@@ -196,6 +201,83 @@ impl SealedChunk {
             times_s.push(entry.time_s);
         }
         assert_eq!(ids.len(), count, "the spans count every entry");
+        SealedChunk::from_columns(ids, offset_deltas, partition_slots, times_s, partitions)
+    }
+
+    /// Builds a chunk from entries sorted by id, each id once, in **one** pass over them: the
+    /// columns are filled with whole offsets and partitions as the spans are found, then turned into
+    /// deltas and slots (6 bytes per id more than the chunk for as long as it is built, where a copy of
+    /// the entries would be 40). `Ok(None)`: no entries; `Err(TooWide)`: they do not fit in one chunk
+    /// (see [`fits_in_chunk`]). A merge's or compaction's output.
+    pub(crate) fn from_sorted_stream(
+        entries: impl Iterator<Item = Entry>,
+        capacity: usize,
+    ) -> Result<Option<SealedChunk>, TooWide> {
+        let mut ids: Vec<u128> = Vec::with_capacity(capacity);
+        let mut offsets: Vec<i64> = Vec::with_capacity(capacity);
+        let mut partitions: Vec<i32> = Vec::with_capacity(capacity);
+        let mut times_s: Vec<u32> = Vec::with_capacity(capacity);
+        let mut by_partition: HashMap<i32, PartitionSpan, IdHashBuilder> = HashMap::with_hasher(IdHashBuilder);
+        for entry in entries {
+            let id = entry.id.to_u128();
+            assert!(ids.last().is_none_or(|previous| *previous < id), "a chunk holds its ids sorted, each once");
+            let Location { partition, offset } = entry.location;
+            by_partition
+                .entry(partition)
+                .and_modify(|span| {
+                    span.base_offset = span.base_offset.min(offset);
+                    span.max_offset = span.max_offset.max(offset);
+                    span.count += 1;
+                })
+                .or_insert(PartitionSpan { partition, base_offset: offset, max_offset: offset, count: 1 });
+            ids.push(id);
+            offsets.push(offset);
+            partitions.push(partition);
+            times_s.push(entry.time_s);
+        }
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let mut spans: Vec<PartitionSpan> = by_partition.into_values().collect();
+        spans.sort_unstable_by_key(|span| span.partition);
+        if !fits_in_chunk(&spans) {
+            return Err(TooWide);
+        }
+        assert_eq!(
+            spans.iter().map(|span| span.count as usize).sum::<usize>(),
+            ids.len(),
+            "the spans count every entry"
+        );
+        let slot_of = |partition: i32| {
+            spans.binary_search_by_key(&partition, |span| span.partition).expect("every entry's partition has a span")
+        };
+        let partition_slots: Vec<u16> = partitions.iter().map(|partition| slot_of(*partition) as u16).collect();
+        drop(partitions);
+        let offset_deltas: Vec<u32> = offsets
+            .iter()
+            .zip(&partition_slots)
+            .map(|(offset, slot)| {
+                let delta = offset - spans[usize::from(*slot)].base_offset;
+                assert!((0..=CHUNK_OFFSET_SPAN_MAX).contains(&delta), "an entry lies within its partition's span");
+                delta as u32
+            })
+            .collect();
+        drop(offsets);
+        Ok(Some(SealedChunk::from_columns(ids, offset_deltas, partition_slots, times_s, spans)))
+    }
+
+    /// The chunk of these columns (equal lengths, ids sorted): its directory and filter built here.
+    fn from_columns(
+        ids: Vec<u128>,
+        offset_deltas: Vec<u32>,
+        partition_slots: Vec<u16>,
+        times_s: Vec<u32>,
+        partitions: Vec<PartitionSpan>,
+    ) -> SealedChunk {
+        assert!(
+            offset_deltas.len() == ids.len() && partition_slots.len() == ids.len() && times_s.len() == ids.len(),
+            "a chunk's columns are of one length"
+        );
         let directory_bits = (ids.len() / ENTRIES_PER_BUCKET).max(1).ilog2();
         let directory = build_directory(&ids, directory_bits);
         let mut filter = Filter::with_capacity(ids.len());

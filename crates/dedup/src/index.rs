@@ -6,9 +6,7 @@ use std::mem::{replace, size_of};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::chunk::{
-    fits_in_chunk, hash_map_bytes, is_live, spans_of, ActiveChunk, Entry, Location, LogStarts, SealedChunk,
-};
+use crate::chunk::{hash_map_bytes, is_live, ActiveChunk, Entry, Location, LogStarts, SealedChunk, TooWide};
 use crate::config::DedupWindow;
 use crate::error::DedupError;
 use crate::holds::{Hold, Holds};
@@ -586,19 +584,18 @@ impl DedupIndex {
             if merge { (&*self.sealed[index + 1], Some(&*self.sealed[index])) } else { (&*self.sealed[index], None) };
         assert!(newer.disk().is_none() && older.is_none_or(|older| older.disk().is_none()), "rewrites are in RAM");
         let total = newer.len() + older.map_or(0, SealedChunk::len);
-        let inputs = move || {
-            let older = older.into_iter().flat_map(SealedChunk::entries);
-            SealedChunk::merged_live(newer.entries(), older, live)
-                .map(|entry| entry.expect("a resident chunk's entries are in memory"))
-        };
-        // Two passes over the inputs (spans, then columns) instead of one copy of the entries.
-        let spans = spans_of(inputs());
-        if merge && !fits_in_chunk(&spans) {
+        let older = older.into_iter().flat_map(SealedChunk::entries);
+        // One pass over the merged inputs (streaming them twice, for the spans and then the columns,
+        // cost twice the merge's iterator chain: the larger part of a merge).
+        let entries = SealedChunk::merged_live(newer.entries(), older, live)
+            .map(|entry| entry.expect("a resident chunk's entries are in memory"));
+        let rebuilt = match SealedChunk::from_sorted_stream(entries, total) {
+            Ok(rebuilt) => rebuilt,
             // The pair cannot share a chunk: compact only this one.
-            return self.rewrite(index, false, now_ms);
-        }
-        let count: usize = spans.iter().map(|span| span.count as usize).sum();
-        let rebuilt = (count > 0).then(|| SealedChunk::from_sorted(inputs(), spans, Some(count)));
+            Err(TooWide) if merge => return self.rewrite(index, false, now_ms),
+            Err(TooWide) => panic!("a chunk's own live entries fit in a chunk"),
+        };
+        let count = rebuilt.as_ref().map_or(0, SealedChunk::len);
         if merge {
             self.sealed.remove(index + 1);
         }
