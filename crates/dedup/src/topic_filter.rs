@@ -114,6 +114,17 @@ impl FilterState {
             + self.journal.as_ref().map_or(0, |journal| journal.capacity() * size_of::<u128>())
     }
 
+    /// Starts an empty filter for an index loaded from a snapshot, sized for twice the ids the
+    /// snapshot can hold, so the chunks go into it as they are loaded (in RAM already, which costs
+    /// far less than the chunk-by-chunk probes of the log tail replayed next would). A chunk on disk
+    /// among them drops it again (see [`FilterState::add`]); the upkeep then rebuilds it.
+    pub(crate) fn start_for_load(&mut self, ids_at_most: usize) {
+        assert!(self.filter.is_none() && self.journal.is_none(), "a filter is started on a new index");
+        let capacity = ids_at_most.saturating_mul(2).max(self.capacity_min);
+        self.filter = Some(Arc::new(TopicFilter::with_capacity(capacity)));
+        self.inserted = 0;
+    }
+
     /// A chunk joins the sealed chunks: its ids go into the filter and the journal of a rebuild
     /// that is out. A chunk on disk (read at load) would have to be read again: the filter is
     /// dropped instead, and a rebuild that is out abandoned, until the next rebuild.
@@ -122,9 +133,11 @@ impl FilterState {
             *self = FilterState { work_id: self.work_id, capacity_min: self.capacity_min, ..FilterState::default() };
             return;
         };
-        if let Some(filter) = &self.filter {
-            for id in ids {
-                filter.insert_shared(*id);
+        if let Some(filter) = &mut self.filter {
+            match Arc::get_mut(filter) {
+                // No view holds it (an index being loaded): plain stores.
+                Some(filter) => ids.iter().for_each(|id| filter.insert(*id)),
+                None => ids.iter().for_each(|id| filter.insert_shared(*id)),
             }
             self.inserted += ids.len();
         }
