@@ -24,6 +24,7 @@
 pub mod batch;
 mod config;
 mod error;
+pub mod give_way;
 mod index;
 mod log;
 mod meta;

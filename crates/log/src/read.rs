@@ -2,6 +2,7 @@
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_LEN};
 use crate::error::LogError;
+use crate::give_way::{give_way, COLD_PIECE_BYTES, GIVE_WAY_MAX};
 use crate::log::Log;
 use crate::segment::SegmentSnapshot;
 
@@ -219,7 +220,7 @@ fn read_from_segment(
     let read = out[old_len..]
         .chunks_mut(READ_STEP_BYTES)
         .enumerate()
-        .try_for_each(|(step, chunk)| segment.read_exact_at(chunk, position + (step * READ_STEP_BYTES) as u64));
+        .try_for_each(|(step, chunk)| read_step(segment, chunk, position + (step * READ_STEP_BYTES) as u64));
     if let Err(error) = read {
         out.truncate(old_len);
         return Err(error);
@@ -235,6 +236,19 @@ fn read_from_segment(
     out.truncate(old_len + used);
     assert!(used >= first.total_len(), "the first batch is always whole in the chunk");
     Ok(hit_upper_bound || position + used as u64 != segment.size)
+}
+
+/// Fills `chunk` from `position` in pieces: a piece whose first page is not in the page cache first
+/// gives way to fdatasyncs in flight, and no piece starts the kernel's readahead (`crate::give_way`).
+fn read_step(segment: &SegmentSnapshot, chunk: &mut [u8], position: u64) -> Result<(), LogError> {
+    segment.advise_no_readahead();
+    chunk.chunks_mut(COLD_PIECE_BYTES).enumerate().try_for_each(|(index, piece)| {
+        let at = position + (index * COLD_PIECE_BYTES) as u64;
+        if !segment.page_cached_at(at) {
+            give_way(GIVE_WAY_MAX);
+        }
+        segment.read_exact_at(piece, at)
+    })
 }
 
 /// Walks the batches in `chunk` (file bytes from `position`), checking each header against

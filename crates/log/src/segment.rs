@@ -176,6 +176,24 @@ pub(crate) struct SegmentSnapshot {
 }
 
 impl SegmentSnapshot {
+    /// Whether the page holding `position` is in the page cache: a one-byte read that may not wait
+    /// for the disk (`RWF_NOWAIT`). A miss still starts the read of that page — which is why the probe
+    /// is one byte, not the read itself (a miss would start the I/O of all of it before the caller
+    /// could give way to the writers' syncs) — and why readahead is off first
+    /// ([`SegmentSnapshot::advise_no_readahead`]), or the miss would start megabytes of it.
+    pub fn page_cached_at(&self, position: u64) -> bool {
+        assert!(position < self.size, "probes stay below the snapshot's size");
+        let mut byte = [0u8; 1];
+        let mut slices = [std::io::IoSliceMut::new(&mut byte)];
+        matches!(rustix::io::preadv2(&*self.file, &mut slices, position, rustix::io::ReadWriteFlags::NOWAIT), Ok(1))
+    }
+
+    /// Turns off the kernel's readahead for reads through this segment's file (a cold read paces
+    /// its own pieces, `crate::give_way`). Advice only: a failure changes nothing but speed.
+    pub fn advise_no_readahead(&self) {
+        let _ = rustix::fs::fadvise(&*self.file, 0, None, rustix::fs::Advice::Random);
+    }
+
     /// Reads exactly `buffer.len()` bytes at `position`, all below `size`.
     pub fn read_exact_at(&self, buffer: &mut [u8], position: u64) -> Result<(), LogError> {
         assert!(position + buffer.len() as u64 <= self.size, "reads stay below the snapshot's size");

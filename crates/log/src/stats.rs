@@ -114,7 +114,7 @@ pub static SYNC_BYTES: CountHistogram = CountHistogram::new(512, 4);
 /// Runs `sync` (one fdatasync) and records how long it took, failed or not.
 pub(crate) fn timed<T>(sync: impl FnOnce() -> T) -> T {
     let started = std::time::Instant::now();
-    let result = sync();
+    let result = crate::give_way::syncing(sync);
     FSYNC.record(started.elapsed());
     result
 }

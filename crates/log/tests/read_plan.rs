@@ -89,3 +89,48 @@ fn a_timestamp_plan_answers_as_at_planning_time() {
     assert!(log.apply_retention(0).expect("retention") > 0, "retention deleted the planned segments");
     assert_eq!(plan.execute().expect("execute"), expected, "the deleted files are still read through the plan");
 }
+
+/// Drops a synced file's pages from the page cache, and says whether they are gone: a one-byte read
+/// that may not wait for the disk finds nothing (it starts the read of one page, without readahead,
+/// which is dropped again).
+fn evict(path: &std::path::Path) -> bool {
+    let file = std::fs::File::open(path).expect("open segment");
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Random).expect("fadvise");
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    let mut first = [0u8; 1];
+    let flags = rustix::io::ReadWriteFlags::NOWAIT;
+    let cached = rustix::io::preadv2(&file, &mut [std::io::IoSliceMut::new(&mut first)], 0, flags);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    !matches!(cached, Ok(read) if read > 0)
+}
+
+/// A read the page cache cannot serve goes to the disk in pieces that give way to fdatasyncs
+/// (`once_log::give_way`), without readahead: it returns the bytes a cached read returns — across
+/// pieces, steps, batches and segments, from any offset, cold and then cached.
+#[test]
+fn a_cold_read_returns_what_a_cached_read_does() {
+    // On the build's disk, not a tmpfs (whose pages cannot be evicted).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let mut config = small_config(3 << 20);
+    config.index_interval_bytes = 64 * 1024;
+    let mut log = Log::open(dir.path(), config).expect("open");
+    // About 7 MB in 3 segments: each read step (1 MiB) is several cold pieces (256 KiB).
+    let stored: Vec<Stored> = (0..140).map(|index| append(&mut log, 50, 1_000, 1_000 + index)).collect();
+    log.sync().expect("sync");
+    let end = log.log_end_offset();
+    assert!(log.segment_count() >= 3, "the data spans segments");
+    for (offset, max_bytes) in [(0, usize::MAX), (1, 3_000_000), (end / 3, 2_500_000), (end - 1, 1)] {
+        for path in segment_files(dir.path()) {
+            assert!(evict(&path), "the pages of {} left the page cache", path.display());
+        }
+        let plan = log.plan_read(offset, max_bytes, end).expect("plan");
+        assert_eq!(
+            plan.execute().expect("execute"),
+            expected_read(&stored, offset, max_bytes, end),
+            "cold read({offset}, {max_bytes})"
+        );
+        // And again, now from the page cache.
+        assert_eq!(plan.execute().expect("execute"), expected_read(&stored, offset, max_bytes, end));
+    }
+}
