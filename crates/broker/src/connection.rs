@@ -32,14 +32,16 @@ use once_node::Session;
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-/// Requests are read through a buffer: one `recv` takes a frame's length prefix, its body and any
-/// frames pipelined behind it, where unbuffered reads took about three system calls per request (the
+/// Requests are read through a buffer: one `recv` takes a small frame's length prefix, its body and
+/// any frames pipelined behind it, where unbuffered reads took about three system calls per request (the
 /// prefix, the body, and the read that finds the socket empty).
 type Reader = BufReader<ReadHalf<Box<dyn Stream>>>;
 
 /// Bytes a connection's read buffer holds at most: a small request arrives whole in one `recv`; a
-/// frame larger than the buffer is read into its own allocation directly, past the buffer.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// frame larger than the buffer is read into its own allocation directly, past the buffer. Allocated
+/// per connection and outside the request budget (`queued.max.request.bytes`): 16 MiB at 1,024
+/// connections.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 type Writer = WriteHalf<Box<dyn Stream>>;
 
 /// Closes of unauthenticated connections are logged every few seconds at most (anyone can cause them).

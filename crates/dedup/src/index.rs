@@ -589,7 +589,10 @@ impl DedupIndex {
         // cost twice the merge's iterator chain: the larger part of a merge).
         let entries = SealedChunk::merged_live(newer.entries(), older, live)
             .map(|entry| entry.expect("a resident chunk's entries are in memory"));
-        let rebuilt = match SealedChunk::from_sorted_stream(entries, total) {
+        // Columns sized for the live ids: all of a merge's (merges take chunks with few dead), the
+        // estimated live ones of a compaction (at least half dead); they grow if the estimate is short.
+        let live_estimate = if merge { total } else { total - newer.dead_estimate(window, now_ms, starts).min(total) };
+        let rebuilt = match SealedChunk::from_sorted_stream(entries, live_estimate) {
             Ok(rebuilt) => rebuilt,
             // The pair cannot share a chunk: compact only this one.
             Err(TooWide) if merge => return self.rewrite(index, false, now_ms),

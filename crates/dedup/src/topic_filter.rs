@@ -49,8 +49,17 @@ pub(crate) struct TopicFilter {
 }
 
 impl TopicFilter {
+    /// Bytes of the blocks of a filter sized for `capacity` ids.
+    fn bytes_for(capacity: usize) -> usize {
+        TopicFilter::blocks_for(capacity).saturating_mul(size_of::<Block>())
+    }
+
+    fn blocks_for(capacity: usize) -> usize {
+        capacity.saturating_mul(BITS_PER_ID).div_ceil(512).max(1)
+    }
+
     fn with_capacity(capacity: usize) -> TopicFilter {
-        let blocks = (capacity * BITS_PER_ID).div_ceil(512).max(1);
+        let blocks = TopicFilter::blocks_for(capacity);
         let blocks = (0..blocks).map(|_| Block(std::array::from_fn(|_| AtomicU64::new(0)))).collect();
         TopicFilter { blocks, capacity }
     }
@@ -212,13 +221,22 @@ impl DedupIndex {
             return None;
         }
         let sealed_ids: usize = self.sealed.iter().map(|chunk| chunk.len()).sum();
+        let capacity = sealed_ids.saturating_mul(2).max(state.capacity_min);
+        // With a memory budget, the filter takes at most a quarter of it. Past that (hundreds of
+        // millions of ids, most on disk, at the default 1 GiB) the index has none, and lookups probe
+        // chunk by chunk: a filter filling the budget would push every resident chunk to disk.
+        let budget = self.disk.as_ref().map(|disk| disk.memory_bytes);
+        if budget.is_some_and(|budget| TopicFilter::bytes_for(capacity) > budget / 4) {
+            state.filter = None;
+            return None;
+        }
         state.work_id += 1;
         state.journal = Some(Vec::new());
         Some(FilterWork {
             instance: self.instance,
             work_id: state.work_id,
             chunks: self.sealed.iter().cloned().collect(),
-            capacity: sealed_ids.saturating_mul(2).max(state.capacity_min),
+            capacity,
         })
     }
 
@@ -308,6 +326,29 @@ mod tests {
             let reservation = index.reserve_looked_up(1, &[Some(id)], None, 0, looked_up).expect("reserve");
             assert!(matches!(reservation.decisions()[0], crate::Decision::Duplicate(_)), "id {number} is a duplicate");
             index.release(reservation);
+        }
+    }
+
+    /// With a memory budget, a filter that would take more than a quarter of it is not built (and
+    /// one there is dropped): lookups probe chunk by chunk rather than the filter push chunks to disk.
+    #[test]
+    fn a_filter_takes_at_most_a_quarter_of_the_memory_budget() {
+        use crate::{DedupWindow, Id, IndexConfig};
+        for (budget, built) in [(100_000, true), (1_000, false)] {
+            let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 2);
+            let dir = tempfile::tempdir().expect("tempdir");
+            index.use_disk(dir.path().join("chunks"), budget).expect("use disk");
+            for number in 0..200u64 {
+                let reservation = index.reserve(0, &[Some(Id::of(&number.to_be_bytes()))], None, 0).expect("reserve");
+                index.confirm(reservation, &[number as i64], 0);
+            }
+            let work = index.next_filter_work();
+            assert_eq!(work.is_some(), built, "budget {budget}: a filter for 400 ids takes 448 bytes");
+            if let Some(work) = work {
+                assert!(index.finish_filter_work(work.run()).expect("rebuild"));
+                index.assert_filter_covers_sealed();
+            }
+            assert_eq!(index.topic_filter().is_some(), built);
         }
     }
 

@@ -2,7 +2,7 @@
 //! device's queue; a writer's fdatasync, which an acknowledgement waits for, then queues behind those
 //! reads (the default I/O scheduler, mq-deadline, even serves reads first). So reads go in pieces of
 //! [`COLD_PIECE_BYTES`] without the kernel's readahead (8 MiB on the development machine, up to 4 MiB
-//! per request), and a piece whose first page the page cache does not hold
+//! per request), and a piece whose last page the page cache does not hold
 //! ([`crate::segment::SegmentSnapshot::page_cached_at`]) first waits while an fdatasync of this
 //! process is in flight — at most [`GIVE_WAY_MAX`], so that a reader beside writers that sync back to
 //! back still progresses. A sync then waits behind one piece at most, not behind megabytes of reads.
@@ -27,19 +27,27 @@ static WAITERS: AtomicUsize = AtomicUsize::new(0);
 static GATE: Mutex<()> = Mutex::new(());
 static SYNCS_ENDED: Condvar = Condvar::new();
 
-/// Runs an fdatasync, counted as in flight while it runs.
+/// Runs an fdatasync, counted as in flight while it runs (and no longer, even if it panics).
 pub(crate) fn syncing<T>(sync: impl FnOnce() -> T) -> T {
     SYNCS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-    let result = sync();
-    let before = SYNCS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-    assert!(before > 0, "a sync ends after it started");
-    // A waiter counts itself before it looks at the syncs in flight (both SeqCst): either it sees
-    // this sync ended, or this sees it waiting and wakes it under the gate's lock.
-    if before == 1 && WAITERS.load(Ordering::SeqCst) > 0 {
-        let _gate = GATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        SYNCS_ENDED.notify_all();
+    let _in_flight = InFlight;
+    sync()
+}
+
+/// Ends a sync's count when dropped.
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let before = SYNCS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        assert!(before > 0, "a sync ends after it started");
+        // A waiter counts itself before it looks at the syncs in flight (both SeqCst): either it sees
+        // this sync ended, or this sees it waiting and wakes it under the gate's lock.
+        if before == 1 && WAITERS.load(Ordering::SeqCst) > 0 {
+            let _gate = GATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            SYNCS_ENDED.notify_all();
+        }
     }
-    result
 }
 
 /// Waits while an fdatasync is in flight, at most `max`. Returns how long it waited.

@@ -175,6 +175,8 @@ impl ReadPlan {
         let Some(first) = self.segments.first() else {
             return Ok(out);
         };
+        // Before the header reads that find the position: a miss there would start readahead.
+        first.advise_no_readahead();
         let mut position = first.position_of(self.offset, self.hint)?;
         for segment in &self.segments {
             if read_from_segment(segment, position, self.max_bytes, self.upper_bound, &mut out)? {
@@ -205,6 +207,8 @@ fn read_from_segment(
     if position >= segment.size {
         return Ok(false);
     }
+    // Before the first read of the file here, or its miss would start megabytes of readahead.
+    segment.advise_no_readahead();
     let first = segment.header_at(position)?;
     if first.base_offset as u64 >= upper_bound {
         return Ok(true);
@@ -238,13 +242,13 @@ fn read_from_segment(
     Ok(hit_upper_bound || position + used as u64 != segment.size)
 }
 
-/// Fills `chunk` from `position` in pieces: a piece whose first page is not in the page cache first
-/// gives way to fdatasyncs in flight, and no piece starts the kernel's readahead (`crate::give_way`).
+/// Fills `chunk` from `position` in pieces: a piece whose last page is not in the page cache first
+/// gives way to fdatasyncs in flight (the last, not the first: the batch header read before the step
+/// cached the first). The caller turned the kernel's readahead off (`crate::give_way`).
 fn read_step(segment: &SegmentSnapshot, chunk: &mut [u8], position: u64) -> Result<(), LogError> {
-    segment.advise_no_readahead();
     chunk.chunks_mut(COLD_PIECE_BYTES).enumerate().try_for_each(|(index, piece)| {
         let at = position + (index * COLD_PIECE_BYTES) as u64;
-        if !segment.page_cached_at(at) {
+        if !segment.page_cached_at(at + piece.len() as u64 - 1) {
             give_way(GIVE_WAY_MAX);
         }
         segment.read_exact_at(piece, at)

@@ -177,15 +177,15 @@ pub(crate) struct SegmentSnapshot {
 
 impl SegmentSnapshot {
     /// Whether the page holding `position` is in the page cache: a one-byte read that may not wait
-    /// for the disk (`RWF_NOWAIT`). A miss still starts the read of that page — which is why the probe
-    /// is one byte, not the read itself (a miss would start the I/O of all of it before the caller
-    /// could give way to the writers' syncs) — and why readahead is off first
-    /// ([`SegmentSnapshot::advise_no_readahead`]), or the miss would start megabytes of it.
+    /// for the disk (`RWF_NOWAIT`, which starts no I/O). Only a "would block" answer means no; a file
+    /// system that cannot tell (`EOPNOTSUPP`: tmpfs, some network and FUSE file systems) answers yes,
+    /// so its reads never wait, as before cold reads gave way.
     pub fn page_cached_at(&self, position: u64) -> bool {
         assert!(position < self.size, "probes stay below the snapshot's size");
         let mut byte = [0u8; 1];
         let mut slices = [std::io::IoSliceMut::new(&mut byte)];
-        matches!(rustix::io::preadv2(&*self.file, &mut slices, position, rustix::io::ReadWriteFlags::NOWAIT), Ok(1))
+        let probe = rustix::io::preadv2(&*self.file, &mut slices, position, rustix::io::ReadWriteFlags::NOWAIT);
+        !matches!(probe, Err(rustix::io::Errno::AGAIN))
     }
 
     /// Turns off the kernel's readahead for reads through this segment's file (a cold read paces

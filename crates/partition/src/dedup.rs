@@ -58,6 +58,10 @@ const SNAPSHOT_RETIRED_FILES_MIN: usize = 4;
 /// After this many ids were inserted, the writer that crosses it merges chunks (`expire`) once its
 /// round is answered, so a lookup keeps probing about 8 to 16 chunks at any insert rate.
 const MERGE_EVERY_IDS: u64 = 1 << 16;
+
+/// Wait after a failed rebuild of a topic filter, doubled per failure in a row up to the most.
+const FILTER_RETRY_MIN: Duration = Duration::from_secs(60);
+const FILTER_RETRY_MAX: Duration = Duration::from_secs(3600);
 /// Ids a merge may rewrite per id inserted since the last one: merging to 1/8 of the stored ids
 /// rewrites each id a few times over its life.
 const MERGE_WORK_PER_ID: u64 = 8;
@@ -92,6 +96,10 @@ struct State {
     changes_since_merge: u64,
     /// The index was loaded from a snapshot at open.
     from_snapshot: bool,
+    /// Topic filter rebuilds that failed in a row, and when the next may start: each failure doubles
+    /// the wait (1 min to 1 h), so a chunk file that cannot be read is not read in full every second.
+    filter_failures: u32,
+    filter_retry_at: Option<Instant>,
     /// The rebuild at open failed (a chunk page unreadable or damaged, say): the index does not
     /// reflect the logs, so every batch is refused with a storage error and no snapshot is written
     /// until a restart rebuilds it from the whole logs (the snapshot was deleted).
@@ -211,6 +219,8 @@ impl TopicDedup {
             changes_since_snapshot: 0,
             changes_since_merge: 0,
             from_snapshot,
+            filter_failures: 0,
+            filter_retry_at: None,
             // Refuses writes and snapshots too, should the index be used despite the failed open.
             failed: undeletable_snapshot.clone(),
             undeletable_snapshot,
@@ -490,17 +500,27 @@ impl TopicDedup {
     pub fn maintain_filter(&self) -> bool {
         let work = {
             let mut state = self.lock();
-            if state.closed || state.failed.is_some() {
+            let backing_off = state.filter_retry_at.is_some_and(|at| Instant::now() < at);
+            if state.closed || state.failed.is_some() || backing_off {
                 return false;
             }
             state.index.next_filter_work()
         };
         let Some(work) = work else { return false };
         let built = work.run();
-        match self.lock().index.finish_filter_work(built) {
-            Ok(installed) => installed,
+        let mut state = self.lock();
+        match state.index.finish_filter_work(built) {
+            Ok(installed) => {
+                state.filter_failures = 0;
+                state.filter_retry_at = None;
+                installed
+            }
             Err(error) => {
-                tracing::warn!(topic = %self.topic, %error, "rebuilding the dedup index's topic filter failed; lookups probe every chunk until a rebuild works");
+                state.filter_failures = state.filter_failures.saturating_add(1);
+                let wait =
+                    FILTER_RETRY_MIN.saturating_mul(1 << (state.filter_failures - 1).min(6)).min(FILTER_RETRY_MAX);
+                state.filter_retry_at = Some(Instant::now() + wait);
+                tracing::warn!(topic = %self.topic, %error, retry_in = ?wait, "rebuilding the dedup index's topic filter failed; lookups probe every chunk until a rebuild works");
                 false
             }
         }
