@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::mem::size_of;
+use std::sync::OnceLock;
 
 use crate::config::DedupWindow;
 use crate::disk::DiskColumns;
@@ -146,6 +147,12 @@ pub(crate) struct SealedChunk {
     partitions: Box<[PartitionSpan]>,
     time_min_s: u32,
     time_max_s: u32,
+    /// For a resident chunk: the chunk file holding a copy of its entries, once a snapshot wrote
+    /// one and the index recorded it (`DedupIndex::finish_snapshot`, under the index's lock). Later
+    /// snapshots refer to the file instead of writing the entries again, so a snapshot costs what
+    /// changed since the last one, not every resident id. Set once; a chunk on disk has none (its
+    /// file is its columns).
+    backing: OnceLock<u64>,
 }
 
 enum Columns {
@@ -295,6 +302,7 @@ impl SealedChunk {
                 directory_bits,
             }),
             partitions: partitions.into_boxed_slice(),
+            backing: OnceLock::new(),
         }
     }
 
@@ -312,6 +320,7 @@ impl SealedChunk {
             partitions: partitions.into_boxed_slice(),
             time_min_s,
             time_max_s,
+            backing: OnceLock::new(),
         }
     }
 
@@ -358,6 +367,23 @@ impl SealedChunk {
         match &self.columns {
             Columns::Resident(_) => None,
             Columns::Disk(disk) => Some(disk),
+        }
+    }
+
+    /// Records that chunk file `file_id` holds a copy of this resident chunk's entries (written and
+    /// fsynced, then read back through every check of a start). Returns false, changing nothing, if
+    /// the chunk is on disk or already has a file.
+    pub(crate) fn set_backing(&self, file_id: u64) -> bool {
+        self.disk().is_none() && self.backing.set(file_id).is_ok()
+    }
+
+    /// The id of the chunk file that holds this chunk's entries: its columns' file for a chunk on
+    /// disk, the copy a snapshot wrote for a resident one (if any). A file a chunk has is retired
+    /// when the chunk leaves the index, and kept at start while the loaded snapshot refers to it.
+    pub(crate) fn file_id(&self) -> Option<u64> {
+        match &self.columns {
+            Columns::Resident(_) => self.backing.get().copied(),
+            Columns::Disk(disk) => Some(disk.file_id),
         }
     }
 

@@ -362,6 +362,60 @@ fn parse_trailer(bytes: &[u8], file_id: u64, nonce: u64) -> Result<Trailer, Stri
 /// builds the chunk's filter and fences. Any mismatch is [`DedupError::ChunkCorrupt`]: the file
 /// cannot be trusted.
 pub(crate) fn open_chunk(dir: &Path, file_id: u64, nonce: u64) -> Result<SealedChunk, DedupError> {
+    let (checked, filter) =
+        read_checked(dir, file_id, nonce, Filter::with_capacity, |filter, entry| filter.insert(entry.id.to_u128()))?;
+    let Checked { file, path, fences, spans, count, time_min_s, time_max_s } = checked;
+    let columns = DiskColumns { file, path, file_id, fences: fences.into_boxed_slice(), len: count };
+    Ok(SealedChunk::on_disk(columns, filter, spans, time_min_s, time_max_s))
+}
+
+/// Reads chunk file `file_id` of the index `nonce` in `dir` back into RAM, through the same checks
+/// as [`open_chunk`]: a resident chunk whose backing is this file (a snapshot referred to it as a
+/// resident chunk's copy).
+pub(crate) fn read_chunk_resident(dir: &Path, file_id: u64, nonce: u64) -> Result<SealedChunk, DedupError> {
+    let (checked, entries) =
+        read_checked(dir, file_id, nonce, Vec::with_capacity, |entries: &mut Vec<Entry>, entry| entries.push(*entry))?;
+    let count = entries.len();
+    assert_eq!(count, checked.count, "a checked file yields the trailer's count of entries");
+    if !crate::chunk::fits_in_chunk(&checked.spans) {
+        return Err(corrupt(
+            &checked.path,
+            "the entries exceed a resident chunk's partition or offset bounds".to_string(),
+        ));
+    }
+    let chunk = SealedChunk::from_sorted(entries.into_iter(), checked.spans, Some(count));
+    assert!(chunk.set_backing(file_id), "a chunk read back is resident and new");
+    Ok(chunk)
+}
+
+/// Checks chunk file `file_id` of the index `nonce` in `dir` whole, as [`open_chunk`] does, keeping
+/// nothing; returns its entry count.
+pub(crate) fn check_chunk(dir: &Path, file_id: u64, nonce: u64) -> Result<usize, DedupError> {
+    let (checked, ()) = read_checked(dir, file_id, nonce, |_| (), |(), _| ())?;
+    Ok(checked.count)
+}
+
+/// What [`read_checked`] found in a file whose every check passed.
+struct Checked {
+    file: File,
+    path: PathBuf,
+    fences: Vec<u128>,
+    spans: Vec<PartitionSpan>,
+    count: usize,
+    time_min_s: u32,
+    time_max_s: u32,
+}
+
+/// Reads a whole chunk file, checking it (see [`open_chunk`]); `start` makes what is built from the
+/// trailer's entry count, `each` adds every entry to it in id order (a file that then fails a check
+/// returns the error and what was built is dropped).
+fn read_checked<T>(
+    dir: &Path,
+    file_id: u64,
+    nonce: u64,
+    start: impl FnOnce(usize) -> T,
+    mut each: impl FnMut(&mut T, &Entry),
+) -> Result<(Checked, T), DedupError> {
     let path = chunk_path(dir, file_id);
     let io = |error| DedupError::io(format!("reading dedup chunk {}", path.display()), error);
     let file = File::open(&path).map_err(io)?;
@@ -389,7 +443,7 @@ pub(crate) fn open_chunk(dir: &Path, file_id: u64, nonce: u64) -> Result<SealedC
     if pages_bytes != Some(pages_len) {
         return Err(bad(format!("{pages_len} bytes of pages for {} entries", trailer.count)));
     }
-    let mut filter = Filter::with_capacity(trailer.count);
+    let mut built = start(trailer.count);
     let mut fences = Vec::with_capacity(pages);
     let mut spans: Vec<PartitionSpan> = Vec::new();
     let (mut time_min_s, mut time_max_s) = (u32::MAX, 0u32);
@@ -411,7 +465,7 @@ pub(crate) fn open_chunk(dir: &Path, file_id: u64, nonce: u64) -> Result<SealedC
                 return Err(bad(format!("negative partition or offset in page {page_index}")));
             }
             previous = Some(id);
-            filter.insert(id);
+            each(&mut built, &entry);
             add_to_spans(&mut spans, entry.location);
             time_min_s = time_min_s.min(entry.time_s);
             time_max_s = time_max_s.max(entry.time_s);
@@ -426,9 +480,16 @@ pub(crate) fn open_chunk(dir: &Path, file_id: u64, nonce: u64) -> Result<SealedC
         return Err(bad("the entries do not match the trailer's spans or time range".to_string()));
     }
     drop(reader);
-    let columns =
-        DiskColumns { file, path: path.clone(), file_id, fences: fences.into_boxed_slice(), len: trailer.count };
-    Ok(SealedChunk::on_disk(columns, filter, spans, trailer.time_min_s, trailer.time_max_s))
+    let checked = Checked {
+        file,
+        path: path.clone(),
+        fences,
+        spans,
+        count: trailer.count,
+        time_min_s: trailer.time_min_s,
+        time_max_s: trailer.time_max_s,
+    };
+    Ok((checked, built))
 }
 
 /// The chunk files in `dir` by file id (temporary files of interrupted writes included as `None`).

@@ -527,7 +527,7 @@ impl DedupIndex {
             let dead = chunk.len() == 0 || chunk.is_fully_dead(window, now_ms, starts);
             if dead {
                 stats.entries_dropped += chunk.len();
-                retired.extend(chunk.disk().map(|disk| disk.path.clone()));
+                retired.extend(chunk.file_id().map(|file_id| (file_id, chunk.len())));
             }
             !dead
         });
@@ -599,6 +599,11 @@ impl DedupIndex {
             Err(TooWide) => panic!("a chunk's own live entries fit in a chunk"),
         };
         let count = rebuilt.as_ref().map_or(0, SealedChunk::len);
+        // The files a snapshot wrote for the inputs are no longer theirs to keep.
+        let consumed = if merge { index..index + 2 } else { index..index + 1 };
+        let retired =
+            self.sealed.range(consumed).filter_map(|chunk| chunk.file_id().map(|id| (id, chunk.len()))).collect();
+        self.retire(retired);
         if merge {
             self.sealed.remove(index + 1);
         }

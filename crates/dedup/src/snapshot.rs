@@ -17,6 +17,7 @@
 //! chunk count u32     | per chunk, oldest first:
 //!                         kind u8 = 0 (in the snapshot): entry count u32 | entry * count
 //!                         kind u8 = 1 (a chunk file):    file id u64 | entry count u32
+//!                         kind u8 = 2 (a chunk file, loaded resident): file id u64 | entry count u32
 //! hold count u32      | (entry, producer id i64) * count   (written as 0, see above)
 //! crc32c u32 of every byte before it
 //! entry = id [16] | partition i32 | offset i64 | time_s u32   (32 bytes)
@@ -32,6 +33,15 @@
 //! the snapshot) were fsynced before the chunk entered the index, so before any view could refer
 //! to them. Files the index retired before the view are deleted once the snapshot is durable.
 //!
+//! Resident sealed chunks are referred to as well (version 4, kind 2): the first snapshot that
+//! meets one writes its entries to a chunk file of their own (fsynced before the snapshot that
+//! refers to it is renamed in), and the index records the file as the chunk's *backing*
+//! ([`DedupIndex::finish_snapshot`]); later snapshots refer to it. So a snapshot writes only what
+//! was sealed or merged since the last one, plus the active chunk, and a restart loads the same ids
+//! from files: a snapshot can be taken every ~100,000 changed ids at any index size, which bounds
+//! the log tail a restart replays. A load reads a kind-2 file back into RAM with the checks of a
+//! start. Without a chunk directory (an index kept in RAM only) chunks are written inline (kind 0).
+//!
 //! Written to `<path>.tmp`, fsynced, renamed over `<path>`, then the directory fsynced: a crash
 //! leaves either the old snapshot or the new one, never a mix. Any mismatch on load (magic,
 //! version, lengths, order, checksum, a referred chunk file missing or failing its checks) is an
@@ -43,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::chunk::{fits_in_chunk, spans_of, Entry, Location, SealedChunk};
-use crate::disk::open_chunk;
+use crate::disk::{open_chunk, read_chunk_resident};
 use crate::error::DedupError;
 use crate::id::Id;
 use crate::index::{DedupIndex, IndexConfig};
@@ -51,9 +61,10 @@ use crate::spill::{chunk_dir, DiskStore};
 
 const MAGIC: &[u8; 8] = b"ONCEDDUP";
 /// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 3;
+pub const SNAPSHOT_VERSION: u32 = 4;
 const CHUNK_IN_SNAPSHOT: u8 = 0;
 const CHUNK_FILE: u8 = 1;
+const CHUNK_FILE_RESIDENT: u8 = 2;
 const ENTRY_LEN: usize = 32;
 const HOLD_LEN: usize = ENTRY_LEN + 8;
 const OFFSET_PAIR_LEN: usize = 12;
@@ -65,8 +76,12 @@ pub struct SnapshotStats {
     pub entries: usize,
     /// Ids held by open transactions, left out (the covered offsets move back to them instead).
     pub transaction_holds: usize,
-    /// File size in bytes.
+    /// File size in bytes (the snapshot file alone).
     pub bytes: u64,
+    /// Chunk files written for resident chunks that had none (ids in them are counted in `entries`).
+    pub files_written: usize,
+    /// Ids written to those files.
+    pub file_entries: usize,
 }
 
 /// Counts bytes and accumulates their CRC32C on the way through.
@@ -123,6 +138,12 @@ pub struct SnapshotView {
     transaction_holds: usize,
     /// Chunk files the index no longer used when the view was taken: deleted after the write.
     retired: Vec<PathBuf>,
+    /// Where chunk files go (`None`: the index has no chunk directory; every resident chunk is
+    /// written inline).
+    dir: Option<PathBuf>,
+    /// Resident chunks without a file, each with the file id the write gives its new file (ids
+    /// taken from the index's counter under its lock, so they never collide with a disk step's).
+    to_file: Vec<(Arc<SealedChunk>, u64)>,
 }
 
 impl DedupIndex {
@@ -132,8 +153,31 @@ impl DedupIndex {
     pub fn snapshot(&mut self, path: &Path) -> Result<SnapshotStats, DedupError> {
         let view = self.snapshot_view();
         let stats = view.write(path)?;
-        self.forget_retired_files(view.retired_files());
+        self.finish_snapshot(&view);
         Ok(stats)
+    }
+
+    /// After a successful [`SnapshotView::write`], under the same lock as the view was taken: forgets
+    /// the retired files the write deleted, and records each chunk file it wrote as its chunk's
+    /// backing. A chunk that left the index meanwhile (merged, dropped, spilled) gets none: its new
+    /// file is retired instead, deleted by the next snapshot (the one just written refers to it).
+    pub fn finish_snapshot(&mut self, view: &SnapshotView) {
+        self.forget_retired_files(view.retired_files());
+        let mut retired = Vec::new();
+        for (chunk, file_id) in &view.to_file {
+            let here = self.sealed.iter().any(|sealed| Arc::ptr_eq(sealed, chunk));
+            if !(here && chunk.set_backing(*file_id)) {
+                retired.push((*file_id, chunk.len()));
+            }
+        }
+        self.retire(retired);
+        assert!(
+            view.to_file
+                .iter()
+                .all(|(chunk, _)| chunk.file_id().is_some()
+                    || !self.sealed.iter().any(|sealed| Arc::ptr_eq(sealed, chunk))),
+            "every chunk a snapshot wrote a file for, still in the index, has a file"
+        );
     }
 
     /// The state a snapshot writes, as of now. Cheap: the sealed chunks are shared, not copied; the
@@ -141,7 +185,7 @@ impl DedupIndex {
     /// batches lie beyond the covered offsets, so replay brings them back. Neither are ids held by
     /// open transactions: each partition's covered offset is written as at most the first offset
     /// they hold there, so replay writes them again (see the module docs for why).
-    pub fn snapshot_view(&self) -> SnapshotView {
+    pub fn snapshot_view(&mut self) -> SnapshotView {
         let holds = self.transaction_holds();
         let mut covered = self.covered.clone();
         for (entry, _) in &holds {
@@ -151,7 +195,17 @@ impl DedupIndex {
         let mut log_starts: Vec<(i32, i64)> =
             self.log_starts.iter().map(|(partition, start)| (*partition, *start)).collect();
         log_starts.sort_unstable();
+        let dir = self.disk.as_ref().map(|disk| disk.dir.clone());
+        let mut to_file = Vec::new();
+        if let Some(disk) = &mut self.disk {
+            for chunk in self.sealed.iter().filter(|chunk| chunk.file_id().is_none() && chunk.len() > 0) {
+                to_file.push((Arc::clone(chunk), disk.next_file_id));
+                disk.next_file_id += 1;
+            }
+        }
         SnapshotView {
+            dir,
+            to_file,
             nonce: self.nonce,
             covered: covered.into_iter().collect(),
             log_starts,
@@ -174,6 +228,53 @@ impl SnapshotView {
     /// fsync), then deletes the chunk files the index had retired before the view (the new snapshot
     /// does not refer to them; a failure to delete one only leaves an orphan, removed at start).
     pub fn write(&self, path: &Path) -> Result<SnapshotStats, DedupError> {
+        let (files_written, file_entries) = self.write_chunk_files()?;
+        let written = self.write_snapshot_file(path);
+        if written.is_err() {
+            // Nothing refers to the new files: remove them now (a start would remove them anyway).
+            self.remove_chunk_files();
+        }
+        Ok(SnapshotStats { files_written, file_entries, ..written? })
+    }
+
+    /// Writes, fsyncs and checks back a chunk file for every resident chunk the view found without
+    /// one. On a failure, the files written so far are removed and the error returned.
+    fn write_chunk_files(&self) -> Result<(usize, usize), DedupError> {
+        let Some(dir) = &self.dir else { return Ok((0, 0)) };
+        if !self.to_file.is_empty() && !dir.exists() {
+            // An index loaded without `use_disk` (tests, tools): the directory is made durable
+            // before any snapshot can refer to a file in it.
+            fs::create_dir_all(dir).map_err(|error| DedupError::io(format!("creating {}", dir.display()), error))?;
+            sync_parent(dir)?;
+        }
+        let mut entries = 0;
+        for (chunk, file_id) in &self.to_file {
+            let written = crate::disk::write_chunk(dir, *file_id, self.nonce, chunk.entries());
+            // Read back through the checks of a start: a file a snapshot refers to must load.
+            let checked = written.and_then(|count| {
+                assert_eq!(count, chunk.len(), "a chunk file holds every entry of its chunk");
+                crate::disk::check_chunk(dir, *file_id, self.nonce).map(|checked| {
+                    assert_eq!(checked, count, "a chunk file reads back with the entries written");
+                })
+            });
+            if let Err(error) = checked {
+                self.remove_chunk_files();
+                return Err(error);
+            }
+            entries += chunk.len();
+        }
+        Ok((self.to_file.len(), entries))
+    }
+
+    fn remove_chunk_files(&self) {
+        if let Some(dir) = &self.dir {
+            for (_, file_id) in &self.to_file {
+                let _ = fs::remove_file(crate::disk::chunk_path(dir, *file_id));
+            }
+        }
+    }
+
+    fn write_snapshot_file(&self, path: &Path) -> Result<SnapshotStats, DedupError> {
         let temp = temp_path(path);
         let context = |what: &str| format!("{what} dedup snapshot {}", temp.display());
         let file = File::create(&temp).map_err(|error| DedupError::io(context("creating"), error))?;
@@ -196,7 +297,13 @@ impl SnapshotView {
 
     /// Everything before the checksum, streamed chunk by chunk (no copy of the index is made).
     fn write_body(&self, out: &mut impl Write) -> std::io::Result<SnapshotStats> {
-        let mut stats = SnapshotStats { entries: 0, transaction_holds: self.transaction_holds, bytes: 0 };
+        let mut stats = SnapshotStats {
+            entries: 0,
+            transaction_holds: self.transaction_holds,
+            bytes: 0,
+            files_written: 0,
+            file_entries: 0,
+        };
         let mut buffer = Vec::with_capacity(1 << 16);
         buffer.extend_from_slice(MAGIC);
         buffer.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
@@ -210,12 +317,12 @@ impl SnapshotView {
         }
         // Sealed chunks oldest first, then the active chunk: load keeps the grouping by time.
         buffer.extend_from_slice(&(self.sealed.len() as u32 + 1).to_be_bytes());
-        // A chunk on disk is referred to by its file id; any other is written entry by entry.
+        // A chunk with a file is referred to by its file id; any other is written entry by entry.
         let mut write_chunk =
-            |file_id: Option<u64>, len: usize, entries: &mut dyn Iterator<Item = Entry>| -> std::io::Result<()> {
+            |file: Option<(u8, u64)>, len: usize, entries: &mut dyn Iterator<Item = Entry>| -> std::io::Result<()> {
                 stats.entries += len;
-                if let Some(file_id) = file_id {
-                    buffer.push(CHUNK_FILE);
+                if let Some((kind, file_id)) = file {
+                    buffer.push(kind);
                     buffer.extend_from_slice(&file_id.to_be_bytes());
                     buffer.extend_from_slice(&(len as u32).to_be_bytes());
                     return Ok(());
@@ -232,12 +339,17 @@ impl SnapshotView {
                 Ok(())
             };
         for chunk in &self.sealed {
-            let file_id = chunk.disk().map(|disk| disk.file_id);
+            let written_now = self.to_file.iter().find(|(new, _)| Arc::ptr_eq(new, chunk)).map(|(_, file_id)| *file_id);
+            let file = match (chunk.disk(), chunk.file_id().or(written_now)) {
+                (Some(disk), _) => Some((CHUNK_FILE, disk.file_id)),
+                (None, Some(file_id)) => Some((CHUNK_FILE_RESIDENT, file_id)),
+                (None, None) => None,
+            };
             let mut entries = chunk
                 .entries()
-                .take(if file_id.is_some() { 0 } else { chunk.len() })
+                .take(if file.is_some() { 0 } else { chunk.len() })
                 .map(|entry| entry.expect("a resident chunk's entries are in memory"));
-            write_chunk(file_id, chunk.len(), &mut entries)?;
+            write_chunk(file, chunk.len(), &mut entries)?;
         }
         write_chunk(None, self.active.len(), &mut self.active.iter().copied())?;
         buffer.extend_from_slice(&0u32.to_be_bytes()); // no transaction holds
@@ -270,6 +382,7 @@ impl DedupIndex {
             index.nonce = input.u64()?;
         }
         let mut next_file_id = 0;
+        let mut referred = std::collections::HashSet::new();
         for (partition, offset) in input.offset_pairs()? {
             index.advance_covered(partition, offset);
         }
@@ -279,12 +392,20 @@ impl DedupIndex {
         let chunk_count = input.count(4)?;
         for _ in 0..chunk_count {
             let kind = if version == 1 { CHUNK_IN_SNAPSHOT } else { input.array::<1>()?[0] };
-            if kind == CHUNK_FILE {
+            if kind == CHUNK_FILE || (kind == CHUNK_FILE_RESIDENT && version >= 4) {
                 let file_id = input.u64()?;
                 let count = input.u32()? as usize;
-                let chunk = open_chunk(&dir, file_id, index.nonce)?;
+                let chunk = if kind == CHUNK_FILE {
+                    open_chunk(&dir, file_id, index.nonce)?
+                } else {
+                    read_chunk_resident(&dir, file_id, index.nonce)?
+                };
                 if chunk.len() != count {
                     return Err(corrupt(format!("chunk file {file_id} holds {} ids, not {count}", chunk.len())));
+                }
+                // Two chunks sharing a file: retiring one would delete the other's.
+                if !referred.insert(file_id) {
+                    return Err(corrupt(format!("chunk file {file_id} is referred to twice")));
                 }
                 next_file_id = next_file_id.max(file_id + 1);
                 index.push_sealed(chunk);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::chunk::{is_live, LogStarts, SealedChunk};
 use crate::config::DedupWindow;
-use crate::disk::{list_chunk_files, open_chunk, write_chunk};
+use crate::disk::{chunk_path, list_chunk_files, open_chunk, write_chunk};
 use crate::error::DedupError;
 use crate::index::{merge_target, DedupIndex};
 
@@ -35,8 +35,9 @@ pub(crate) struct DiskStore {
     /// Bytes of RAM ([`DedupIndex::approx_bytes`]) past which sealed chunks move to disk.
     pub(crate) memory_bytes: usize,
     pub(crate) next_file_id: u64,
-    /// Files no chunk uses any more, deleted after the next snapshot (see the module docs).
-    pub(crate) retired: Vec<PathBuf>,
+    /// Files no chunk uses any more, with the ids each holds, deleted after the next snapshot (see
+    /// the module docs).
+    pub(crate) retired: Vec<(PathBuf, usize)>,
     /// A `DiskWork` is out: no other is handed out until it is finished.
     in_progress: bool,
     /// The inputs of the `DiskWork` that is out: merges and compactions in RAM (`expire`) leave
@@ -90,6 +91,16 @@ impl DiskWork {
             [older, newer] => (newer, Some(older)),
             _ => unreachable!("disk work has one or two inputs"),
         };
+        // A resident chunk whose entries a snapshot already wrote to a file is spilled by opening
+        // that file (checked whole, as at a start) instead of writing another; if it fails its
+        // checks, a new file is written from RAM as for any other chunk.
+        if let (Kind::Spill, Some(backing)) = (kind, newer.file_id()) {
+            assert!(newer.disk().is_none(), "a spill's input is resident");
+            if let Ok(chunk) = open_chunk(&dir, backing, nonce) {
+                assert_eq!(chunk.len(), newer.len(), "a chunk's file holds its entries");
+                return DiskDone { kind, inputs, output: Ok(Some(chunk)) };
+            }
+        }
         let older_entries = older.into_iter().flat_map(|older| older.entries());
         let written = write_chunk(&dir, file_id, nonce, SealedChunk::merged_live(newer.entries(), older_entries, live));
         let output = written.and_then(|count| {
@@ -124,7 +135,7 @@ impl DedupIndex {
     }
 
     fn highest_file_id(&self) -> Option<u64> {
-        self.sealed.iter().filter_map(|chunk| chunk.disk().map(|disk| disk.file_id)).max()
+        self.sealed.iter().filter_map(|chunk| chunk.file_id()).max()
     }
 
     /// Deletes the files in the chunk directory that no chunk of this index uses (left by a crash
@@ -132,8 +143,7 @@ impl DedupIndex {
     /// temporary files of interrupted writes. Call at open, before any disk work. Returns how many.
     pub fn remove_orphan_chunk_files(&self) -> Result<usize, DedupError> {
         let Some(disk) = &self.disk else { return Ok(0) };
-        let used: std::collections::HashSet<u64> =
-            self.sealed.iter().filter_map(|chunk| chunk.disk().map(|disk| disk.file_id)).collect();
+        let used: std::collections::HashSet<u64> = self.sealed.iter().filter_map(|chunk| chunk.file_id()).collect();
         let mut removed = 0;
         for (path, file_id) in list_chunk_files(&disk.dir)? {
             if file_id.is_none_or(|file_id| !used.contains(&file_id)) {
@@ -252,14 +262,21 @@ impl DedupIndex {
                 .enumerate()
                 .all(|(offset, input)| self.sealed.get(first + offset).is_some_and(|chunk| Arc::ptr_eq(chunk, input)))
         });
+        // The output's file, unless it is an input's own (a spill that reused a snapshot's file):
+        // that one is the input's to keep or retire.
+        let output_file = output.as_ref().and_then(SealedChunk::disk).map(|disk| disk.file_id);
+        let new_file = output_file.filter(|file_id| inputs.iter().all(|input| input.file_id() != Some(*file_id)));
         let (Some(first), true) = (first, in_place) else {
-            if let Some(chunk) = output.as_ref().and_then(SealedChunk::disk) {
-                let _ = fs::remove_file(&chunk.path);
+            if let Some(file_id) = new_file {
+                let _ = fs::remove_file(chunk_path(&disk.dir, file_id));
             }
             return Ok(false);
         };
-        let retired: Vec<PathBuf> =
-            inputs.iter().filter_map(|input| input.disk().map(|disk| disk.path.clone())).collect();
+        let retired = inputs
+            .iter()
+            .filter_map(|input| input.file_id().map(|id| (id, input.len())))
+            .filter(|(file_id, _)| Some(*file_id) != output_file)
+            .collect();
         for _ in 1..inputs.len() {
             self.sealed.remove(first + 1);
         }
@@ -309,18 +326,33 @@ impl DedupIndex {
         })
     }
 
-    /// Files of chunks the index dropped, deleted after the next snapshot.
-    pub(crate) fn retire(&mut self, files: Vec<PathBuf>) {
+    /// Files (by file id, with the ids each holds) of chunks the index dropped, deleted after the
+    /// next snapshot.
+    pub(crate) fn retire(&mut self, files: Vec<(u64, usize)>) {
         if files.is_empty() {
             return;
         }
-        let disk = self.disk.as_mut().expect("a chunk on disk belongs to an index that uses the disk");
-        disk.retired.extend(files);
+        let disk = self.disk.as_mut().expect("a chunk with a file belongs to an index that uses the disk");
+        let dir = &disk.dir;
+        disk.retired.extend(files.into_iter().map(|(file_id, ids)| (chunk_path(dir, file_id), ids)));
     }
 
     /// Retired files, oldest first (a snapshot view copies them; see the module docs).
     pub(crate) fn retired_files(&self) -> Vec<PathBuf> {
-        self.disk.as_ref().map(|disk| disk.retired.clone()).unwrap_or_default()
+        self.disk.as_ref().map(|disk| disk.retired.iter().map(|(path, _)| path.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Ids stored without a chunk file: in the active chunk and in resident chunks no snapshot wrote
+    /// a file for yet (what the next snapshot writes).
+    pub fn ids_without_file(&self) -> usize {
+        let unfiled: usize =
+            self.sealed.iter().filter(|chunk| chunk.file_id().is_none()).map(|chunk| chunk.len()).sum();
+        unfiled + self.active.len()
+    }
+
+    /// Ids the retired files hold (their bytes wait on disk for the next snapshot).
+    pub fn retired_ids(&self) -> usize {
+        self.disk.as_ref().map_or(0, |disk| disk.retired.iter().map(|(_, ids)| ids).sum())
     }
 
     /// The first `count` retired files were deleted after a snapshot that no longer refers to them.

@@ -358,3 +358,143 @@ fn a_forged_entry_count_that_wraps_the_page_arithmetic_is_refused() {
     let error = crate::disk::open_chunk(&dir, file_id, index.nonce).err().expect("refused");
     assert!(matches!(error, crate::DedupError::ChunkCorrupt { .. }), "{error}");
 }
+
+/// A resident index (no budget to speak of) whose snapshot lives in `dir`, with `count` ids in
+/// several sealed chunks (tiny chunks, no disk work: nothing is spilled).
+fn resident(dir: &Path, count: u32) -> (DedupIndex, PathBuf) {
+    let snapshot = dir.join("dedup.snapshot");
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 8);
+    index.use_disk(chunk_dir(&snapshot), usize::MAX).expect("use disk");
+    store(&mut index, 0..count);
+    assert!(index.sealed_chunks() >= 3, "{} sealed chunks", index.sealed_chunks());
+    assert_eq!(index.disk_ids(), 0, "nothing spilled");
+    (index, snapshot)
+}
+
+#[test]
+fn resident_chunks_are_written_to_files_once_and_load_back_resident() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = resident(directory.path(), 5_000);
+    let sealed = index.stored_ids() - index.ids_without_file();
+    let first = index.snapshot(&snapshot).expect("snapshot");
+    assert_eq!(first.files_written, index.sealed_chunks(), "a file for every resident sealed chunk");
+    assert_eq!(first.entries, 5_000);
+    assert!(first.file_entries >= sealed && first.file_entries < 5_000, "{} ids in files", first.file_entries);
+    assert_eq!(index.ids_without_file(), 5_000 - first.file_entries, "only the active chunk has no file now");
+    assert_eq!(chunk_files(&chunk_dir(&snapshot)).len(), first.files_written);
+    // Nothing sealed since: the next snapshot refers to the same files and writes none.
+    let second = index.snapshot(&snapshot).expect("second snapshot");
+    assert_eq!((second.files_written, second.entries), (0, 5_000));
+    assert!(second.bytes < 5_000 * 32 / 2, "{} bytes: the sealed ids are referred to, not copied", second.bytes);
+    // A start: the chunks come back resident, with their files, and no file is an orphan.
+    let mut loaded = DedupIndex::load(&snapshot, index.config()).expect("load");
+    assert_eq!((loaded.disk_ids(), loaded.stored_ids()), (0, 5_000), "loaded resident");
+    assert!(loaded.topic_filter().is_some(), "a resident load starts its topic filter");
+    assert_eq!(loaded.remove_orphan_chunk_files().expect("orphans"), 0, "the files the snapshot refers to stay");
+    assert_answers(&loaded, 5_000);
+    // After the start: more ids, and merges in RAM that retire the files of the merged chunks. The
+    // new files must not take the names of the loaded ones.
+    loaded.use_disk(chunk_dir(&snapshot), usize::MAX).expect("use disk");
+    store(&mut loaded, 5_000..9_000);
+    loaded.expire(0, usize::MAX);
+    assert!(loaded.retired_file_count() > 0, "a merged chunk's file is retired");
+    let retired = loaded.retired_files();
+    let third = loaded.snapshot(&snapshot).expect("third snapshot");
+    assert!(third.files_written > 0);
+    assert!(retired.iter().all(|path| !path.exists()), "retired files go once the snapshot is durable");
+    let reloaded = DedupIndex::load(&snapshot, loaded.config()).expect("reload");
+    assert_eq!(reloaded.remove_orphan_chunk_files().expect("orphans"), 0);
+    assert_eq!(reloaded.stored_ids(), 9_000);
+    assert_answers(&reloaded, 9_000);
+}
+
+#[test]
+fn a_chunk_merged_away_while_its_file_is_written_has_the_file_retired() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = resident(directory.path(), 5_000);
+    let view = index.snapshot_view();
+    // Between the view and its write: every sealed chunk merged or rewritten (they leave the index).
+    index.set_log_start_offset(0, 1);
+    index.expire(0, usize::MAX);
+    view.write(&snapshot).expect("write the view");
+    index.finish_snapshot(&view);
+    let written = chunk_files(&chunk_dir(&snapshot));
+    assert!(!written.is_empty());
+    assert_eq!(index.retired_file_count(), written.len(), "files of chunks no longer in the index are retired");
+    // The snapshot just written refers to them: a crash now loads it.
+    let loaded = DedupIndex::load(&snapshot, index.config()).expect("load the snapshot");
+    assert_answers(&loaded, 5_000);
+    drop(loaded);
+    index.snapshot(&snapshot).expect("next snapshot");
+    assert!(written.iter().all(|path| !path.exists()), "deleted by the next snapshot");
+    let reloaded = DedupIndex::load(&snapshot, index.config()).expect("reload");
+    assert_eq!(reloaded.remove_orphan_chunk_files().expect("orphans"), 0);
+    for number in (1..5_000).step_by(7) {
+        let expected = Location { partition: 0, offset: i64::from(number) };
+        assert_eq!(reloaded.lookup(&id(number), 0).expect("lookup"), Some(expected), "id {number}");
+    }
+}
+
+#[test]
+fn a_failed_chunk_file_write_leaves_the_old_snapshot_and_no_new_file() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = resident(directory.path(), 3_000);
+    let first = index.snapshot(&snapshot).expect("snapshot");
+    store(&mut index, 3_000..6_000);
+    let before = chunk_files(&chunk_dir(&snapshot));
+    // The second new file's temporary name is taken: its write fails after the first one's.
+    let view = index.snapshot_view();
+    let blocker = {
+        let mut path = chunk_path(&chunk_dir(&snapshot), before.len() as u64 + 1).into_os_string();
+        path.push(".tmp");
+        PathBuf::from(path)
+    };
+    fs::write(&blocker, b"another writer").expect("block");
+    assert!(view.write(&snapshot).is_err(), "the write fails");
+    let after: Vec<PathBuf> = chunk_files(&chunk_dir(&snapshot)).into_iter().filter(|path| *path != blocker).collect();
+    assert_eq!(after, before, "the files written for the failed snapshot are removed");
+    let loaded = DedupIndex::load(&snapshot, index.config()).expect("the old snapshot loads");
+    assert_eq!(loaded.stored_ids(), first.entries);
+    assert_answers(&loaded, 3_000);
+}
+
+#[test]
+fn a_spill_of_a_chunk_with_a_snapshot_file_reuses_the_file() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = resident(directory.path(), 5_000);
+    index.snapshot(&snapshot).expect("snapshot");
+    let files = chunk_files(&chunk_dir(&snapshot));
+    let filed = index.stored_ids() - index.ids_without_file();
+    // Now over a tiny budget: the chunks with files are spilled by opening their files.
+    index.use_disk(chunk_dir(&snapshot), 1).expect("use disk");
+    let sealed = index.sealed_chunks();
+    // As many steps as chunks: spills come first while over the budget (merges on disk after them).
+    assert_eq!(index.disk_work_here(0, sealed).expect("disk work"), sealed);
+    assert_eq!(index.disk_ids(), filed, "every chunk with a file is on disk");
+    assert_eq!(chunk_files(&chunk_dir(&snapshot)), files, "no file was written for them");
+    assert_eq!(index.retired_file_count(), 0, "their files are theirs still, not retired");
+    assert_answers(&index, 5_000);
+    index.snapshot(&snapshot).expect("snapshot after the spills");
+    let loaded = DedupIndex::load(&snapshot, index.config()).expect("load");
+    assert_eq!(loaded.disk_ids(), filed, "loaded on disk");
+    assert_eq!(loaded.remove_orphan_chunk_files().expect("orphans"), 0);
+    assert_answers(&loaded, 5_000);
+}
+
+#[test]
+fn a_reused_file_of_a_chunk_dropped_during_its_spill_stays_until_the_next_snapshot() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = resident(directory.path(), 5_000);
+    index.snapshot(&snapshot).expect("snapshot");
+    let files = chunk_files(&chunk_dir(&snapshot));
+    index.use_disk(chunk_dir(&snapshot), 1).expect("use disk");
+    let work = index.next_disk_work(0).expect("a spill is due");
+    // While the spill runs, retention passes every id: the chunk is dropped and its file retired.
+    index.set_log_start_offset(0, 1_000_000);
+    index.expire(0, usize::MAX);
+    assert!(!index.finish_disk_work(work.run()).expect("finish"), "the spill's chunk is gone");
+    assert!(files.iter().all(|path| path.exists()), "the file the latest snapshot refers to is still there");
+    assert!(DedupIndex::load(&snapshot, index.config()).is_ok(), "a crash now loads the latest snapshot");
+    index.snapshot(&snapshot).expect("next snapshot");
+    assert!(files.iter().all(|path| !path.exists()), "retired, then deleted by the next snapshot");
+}

@@ -53,8 +53,10 @@ const SNAPSHOT_CHANGES_MIN: u64 = 100_000;
 /// A snapshot is also due this long after the last one if anything changed or a retired chunk file
 /// waits for it (only a snapshot that no longer refers to a retired file deletes it).
 const SNAPSHOT_INTERVAL_MAX: Duration = Duration::from_secs(600);
-/// A snapshot is due at once when this many retired chunk files wait (each up to about 270 MB).
+/// A snapshot is due at once when this many retired chunk files wait (each up to about 270 MB)...
 const SNAPSHOT_RETIRED_FILES_MIN: usize = 4;
+/// ... holding at least 1 / this of the ids the index stores.
+const SNAPSHOT_RETIRED_SHARE: u64 = 4;
 /// After this many ids were inserted, the writer that crosses it merges chunks (`expire`) once its
 /// round is answered, so a lookup keeps probing about 8 to 16 chunks at any insert rate.
 const MERGE_EVERY_IDS: u64 = 1 << 16;
@@ -545,9 +547,14 @@ impl TopicDedup {
         let (view, changes) = {
             let mut state = self.lock();
             let changes = state.changes_since_snapshot;
-            // Chunks on disk are referred to, not written: only the resident ids make a snapshot big.
-            let written = (state.index.stored_ids() - state.index.disk_ids()) as u64;
-            let retired = state.index.retired_file_count();
+            // Chunks with a file (on disk, or resident with the copy an earlier snapshot wrote) are
+            // referred to, not written: only the ids without one make a snapshot big.
+            let written = state.index.ids_without_file() as u64;
+            let retired = Retired {
+                files: state.index.retired_file_count(),
+                ids: state.index.retired_ids() as u64,
+                stored_ids: state.index.stored_ids() as u64,
+            };
             let due = snapshot_due(changes, written, retired, state.last_snapshot.elapsed());
             if state.closed || state.failed.is_some() || !(always || due) {
                 return Ok(None);
@@ -559,7 +566,7 @@ impl TopicDedup {
         let viewed = started.elapsed();
         match view.write(&self.snapshot_path) {
             Ok(stats) => {
-                self.lock().index.forget_retired_files(view.retired_files());
+                self.lock().index.finish_snapshot(&view);
                 tracing::debug!(topic = %self.topic, entries = stats.entries, bytes = stats.bytes, view_ms = viewed.as_millis() as u64, elapsed_ms = started.elapsed().as_millis() as u64, "dedup snapshot written");
                 Ok(Some(stats))
             }
@@ -637,14 +644,27 @@ fn undeletable_snapshot(topic: &str, path: &std::path::Path, error: &DedupError)
     )
 }
 
-/// Whether a snapshot is due: enough ids changed (at least a quarter of the `written` resident
-/// ones), or the interval passed with anything changed or a retired chunk file waiting, or several
-/// retired files wait (each is deleted only by a snapshot that no longer refers to it; on a topic
-/// without writes, expiry and compaction retire files while no id changes).
-fn snapshot_due(changes: u64, written: u64, retired_files: usize, since_last: Duration) -> bool {
+/// Chunk files waiting for a snapshot that no longer refers to them.
+#[derive(Clone, Copy, Debug)]
+struct Retired {
+    files: usize,
+    /// Ids those files hold.
+    ids: u64,
+    /// Ids the index stores.
+    stored_ids: u64,
+}
+
+/// Whether a snapshot is due: enough ids changed (at least a quarter of the `written` ones, those
+/// without a chunk file), or the interval passed with anything changed or a retired chunk file
+/// waiting, or several retired files holding many ids wait (each is deleted only by a snapshot that
+/// no longer refers to it; on a topic without writes, expiry and compaction retire files while no id
+/// changes). Merges in RAM retire the small files of resident chunks often: those alone, a small
+/// share of the index, wait for the changes or the interval.
+fn snapshot_due(changes: u64, written: u64, retired: Retired, since_last: Duration) -> bool {
     changes >= SNAPSHOT_CHANGES_MIN.max(written / 4)
-        || retired_files >= SNAPSHOT_RETIRED_FILES_MIN
-        || ((changes > 0 || retired_files > 0) && since_last >= SNAPSHOT_INTERVAL_MAX)
+        || (retired.files >= SNAPSHOT_RETIRED_FILES_MIN
+            && retired.ids.saturating_mul(SNAPSHOT_RETIRED_SHARE) >= retired.stored_ids)
+        || ((changes > 0 || retired.files > 0) && since_last >= SNAPSHOT_INTERVAL_MAX)
 }
 
 /// Every `MERGE_EVERY_IDS` changes, merges chunks with a budget proportional to them (live and in
@@ -745,13 +765,23 @@ mod tests {
     #[test]
     fn retired_files_make_a_snapshot_due_without_any_change() {
         let hour = Duration::from_secs(3_600);
-        assert!(!snapshot_due(0, 0, 0, hour), "nothing changed, nothing waits");
-        assert!(!snapshot_due(0, 0, 1, Duration::from_secs(1)), "one retired file waits for the interval");
-        assert!(snapshot_due(0, 0, 1, SNAPSHOT_INTERVAL_MAX), "and no longer: it is deleted by the next snapshot");
-        assert!(snapshot_due(0, 0, SNAPSHOT_RETIRED_FILES_MIN, Duration::ZERO), "several make one due at once");
-        assert!(snapshot_due(SNAPSHOT_CHANGES_MIN, 0, 0, Duration::ZERO));
-        assert!(!snapshot_due(SNAPSHOT_CHANGES_MIN, 4 * SNAPSHOT_CHANGES_MIN + 4, 0, Duration::ZERO));
-        assert!(snapshot_due(1, 0, 0, SNAPSHOT_INTERVAL_MAX));
+        let retired = |files: usize, ids: u64| Retired { files, ids, stored_ids: 1_000_000 };
+        let none = retired(0, 0);
+        assert!(!snapshot_due(0, 0, none, hour), "nothing changed, nothing waits");
+        assert!(!snapshot_due(0, 0, retired(1, 1), Duration::from_secs(1)), "one retired file waits for the interval");
+        assert!(
+            snapshot_due(0, 0, retired(1, 1), SNAPSHOT_INTERVAL_MAX),
+            "and no longer: it is deleted by the next snapshot"
+        );
+        let many = retired(SNAPSHOT_RETIRED_FILES_MIN, 250_000);
+        assert!(snapshot_due(0, 0, many, Duration::ZERO), "several holding a quarter of the ids make one due at once");
+        let small = retired(SNAPSHOT_RETIRED_FILES_MIN * 10, 249_999);
+        assert!(!snapshot_due(0, 0, small, Duration::ZERO), "many small ones wait for changes or the interval");
+        let few = retired(SNAPSHOT_RETIRED_FILES_MIN - 1, 1_000_000);
+        assert!(!snapshot_due(0, 0, few, Duration::ZERO), "fewer than the minimum wait too");
+        assert!(snapshot_due(SNAPSHOT_CHANGES_MIN, 0, none, Duration::ZERO));
+        assert!(!snapshot_due(SNAPSHOT_CHANGES_MIN, 4 * SNAPSHOT_CHANGES_MIN + 4, none, Duration::ZERO));
+        assert!(snapshot_due(1, 0, none, SNAPSHOT_INTERVAL_MAX));
     }
 
     fn duplicate(partition: i32, offset: i64) -> Decision {
