@@ -25,6 +25,10 @@ const DEDUP_UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 const DEDUP_EXPIRE_BUDGET: usize = 1 << 18;
 /// Steps of disk work (spill, compaction or merge of chunk files, each bounded) per index per upkeep.
 const DEDUP_DISK_STEPS: usize = 4;
+/// How often each dedup index is checked for a due snapshot between upkeep rounds: a snapshot is due
+/// after about 100,000 changed ids, which a busy topic writes in a fraction of a second, and the ids
+/// since the last snapshot are what a restart replays.
+const DEDUP_SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the dedup counters that moved are logged.
 const DEDUP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -32,7 +36,8 @@ const DEDUP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Upkeep {
     retention: JoinHandle<()>,
     dedup: JoinHandle<()>,
-    /// Held by the round running on the blocking pool, if any (both loops share it: one round at a
+    snapshots: JoinHandle<()>,
+    /// Held by the round running on the blocking pool, if any (every loop shares it: one round at a
     /// time).
     round: Arc<Mutex<()>>,
 }
@@ -44,8 +49,9 @@ impl Upkeep {
         let round = Arc::new(Mutex::new(()));
         let expiration_ms = config.producer_id_expiration_ms;
         let retention = tokio::spawn(retention_loop(topics.clone(), interval, expiration_ms, round.clone()));
-        let dedup = tokio::spawn(dedup_loop(topics, round.clone()));
-        Upkeep { retention, dedup, round }
+        let dedup = tokio::spawn(dedup_loop(topics.clone(), round.clone()));
+        let snapshots = tokio::spawn(snapshot_loop(topics, round.clone()));
+        Upkeep { retention, dedup, snapshots, round }
     }
 
     /// Stops both loops; a round already on the blocking pool finishes on its own (see
@@ -53,6 +59,7 @@ impl Upkeep {
     pub fn stop(&self) {
         self.retention.abort();
         self.dedup.abort();
+        self.snapshots.abort();
     }
 
     /// Stops both loops and waits until no round is running.
@@ -143,6 +150,35 @@ async fn dedup_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<()>>) {
     }
 }
 
+/// Writes each dedup index's snapshot as soon as one is due (checked every
+/// `DEDUP_SNAPSHOT_CHECK_INTERVAL`), not only at the end of an upkeep round: a round can take a
+/// second or more (a topic filter rebuild, disk steps) on top of its interval.
+async fn snapshot_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<()>>) {
+    loop {
+        tokio::time::sleep(DEDUP_SNAPSHOT_CHECK_INTERVAL).await;
+        let due: Vec<_> = topics
+            .list()
+            .into_iter()
+            .filter_map(|topic| {
+                topic.dedup().filter(|dedup| dedup.snapshot_due()).map(|dedup| (topic.name.clone(), dedup.clone()))
+            })
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        let held = round.clone().lock_owned().await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _held = held;
+            for (name, dedup) in due {
+                if let Err(error) = dedup.snapshot_if_due() {
+                    tracing::warn!(topic = %name, %error, "dedup snapshot failed; a restart replays more of the log");
+                }
+            }
+        })
+        .await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,7 +199,7 @@ mod tests {
             })
             .await;
         });
-        let upkeep = Upkeep { retention, dedup: tokio::spawn(async {}), round };
+        let upkeep = Upkeep { retention, dedup: tokio::spawn(async {}), snapshots: tokio::spawn(async {}), round };
         started_rx.await.expect("the round started");
         let begun = std::time::Instant::now();
         upkeep.finished().await;

@@ -528,6 +528,12 @@ impl TopicDedup {
         }
     }
 
+    /// Whether [`TopicDedup::snapshot_if_due`] would write a snapshot now (cheap: counters only).
+    pub fn snapshot_due(&self) -> bool {
+        let state = self.lock();
+        !state.closed && state.failed.is_none() && state.snapshot_due()
+    }
+
     /// Writes a snapshot if enough changed since the last one (see the constants). `Ok(None)` when
     /// none was due.
     pub fn snapshot_if_due(&self) -> Result<Option<SnapshotStats>, DedupError> {
@@ -547,16 +553,7 @@ impl TopicDedup {
         let (view, changes) = {
             let mut state = self.lock();
             let changes = state.changes_since_snapshot;
-            // Chunks with a file (on disk, or resident with the copy an earlier snapshot wrote) are
-            // referred to, not written: only the ids without one make a snapshot big.
-            let written = state.index.ids_without_file() as u64;
-            let retired = Retired {
-                files: state.index.retired_file_count(),
-                ids: state.index.retired_ids() as u64,
-                stored_ids: state.index.stored_ids() as u64,
-            };
-            let due = snapshot_due(changes, written, retired, state.last_snapshot.elapsed());
-            if state.closed || state.failed.is_some() || !(always || due) {
+            if state.closed || state.failed.is_some() || !(always || state.snapshot_due()) {
                 return Ok(None);
             }
             state.changes_since_snapshot = 0;
@@ -642,6 +639,21 @@ fn undeletable_snapshot(topic: &str, path: &std::path::Path, error: &DedupError)
          topic takes writes, or a later start could load it",
         path.display()
     )
+}
+
+impl State {
+    /// Whether a snapshot is due (see [`snapshot_due`]). Chunks with a file (on disk, or resident
+    /// with the copy an earlier snapshot wrote) are referred to, not written: only the ids without
+    /// one make a snapshot big.
+    fn snapshot_due(&self) -> bool {
+        let written = self.index.ids_without_file() as u64;
+        let retired = Retired {
+            files: self.index.retired_file_count(),
+            ids: self.index.retired_ids() as u64,
+            stored_ids: self.index.stored_ids() as u64,
+        };
+        snapshot_due(self.changes_since_snapshot, written, retired, self.last_snapshot.elapsed())
+    }
 }
 
 /// Chunk files waiting for a snapshot that no longer refers to them.

@@ -712,3 +712,33 @@ async fn an_unusable_snapshot_that_cannot_be_deleted_fails_the_open() {
     assert_eq!(topic.partitions[0].append(keyed(&["a"])).await.expect("a").duplicates_dropped, 1);
     close(topic).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_due_after_enough_changes_and_no_longer_once_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topic = open(dir.path(), 2);
+    assert!(!topic.dedup.snapshot_due(), "nothing changed");
+    assert_eq!(topic.dedup.snapshot_if_due().expect("check"), None, "and none is written");
+    // 100,000 new ids (the least a snapshot waits for), in batches of 1,000.
+    for batch in 0..100 {
+        let keys: Vec<String> = (0..1_000).map(|record| format!("k{batch}-{record}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        if batch == 99 {
+            assert!(!topic.dedup.snapshot_due(), "not due before 100,000 changes");
+        }
+        topic.partitions[batch % 2].append(keyed(&keys)).await.expect("append");
+    }
+    assert!(topic.dedup.snapshot_due(), "due after 100,000 changes");
+    let written = topic.dedup.snapshot_if_due().expect("snapshot").expect("written");
+    assert_eq!(written.entries, 100_000);
+    assert!(!topic.dedup.snapshot_due(), "no longer due once written");
+    // The next snapshot refers to the chunk files the first one wrote: it writes only the active chunk.
+    let again = topic.dedup.snapshot().expect("snapshot").expect("written");
+    assert_eq!((again.entries, again.files_written), (100_000, 0));
+    crash(topic).await;
+    let topic = open(dir.path(), 2);
+    assert_eq!(topic.dedup.stats().stored_ids, 100_000, "loaded from the snapshot and its chunk files");
+    let resent = topic.partitions[0].append(keyed(&["k0-5", "new"])).await.expect("resend");
+    assert_eq!(resent.duplicates_dropped, 1);
+    close(topic).await;
+}
