@@ -152,9 +152,31 @@ impl DedupIndex {
     /// [`DedupIndex::forget_retired_files`].
     pub fn snapshot(&mut self, path: &Path) -> Result<SnapshotStats, DedupError> {
         let view = self.snapshot_view();
-        let stats = view.write(path)?;
-        self.finish_snapshot(&view);
-        Ok(stats)
+        match view.write(path) {
+            Ok(stats) => {
+                self.finish_snapshot(&view);
+                Ok(stats)
+            }
+            Err(error) => {
+                self.abandon_snapshot(&view);
+                Err(error)
+            }
+        }
+    }
+
+    /// After a failed [`SnapshotView::write`], under the lock: the chunk files it wrote that are
+    /// still there (it failed once the new snapshot, which refers to them, may have been in place)
+    /// are retired — deleted by the next snapshot that is durable, as any file the latest snapshot
+    /// may refer to. Their chunks get no backing: the next snapshot writes files of its own.
+    pub fn abandon_snapshot(&mut self, view: &SnapshotView) {
+        let Some(dir) = &view.dir else { return };
+        let left: Vec<(u64, usize)> = view
+            .to_file
+            .iter()
+            .filter(|(_, file_id)| crate::disk::chunk_path(dir, *file_id).exists())
+            .map(|(chunk, file_id)| (*file_id, chunk.len()))
+            .collect();
+        self.retire(left);
     }
 
     /// After a successful [`SnapshotView::write`], under the same lock as the view was taken: forgets
@@ -217,6 +239,12 @@ impl DedupIndex {
     }
 }
 
+/// A snapshot write that failed, and whether the new snapshot may already be in place.
+struct Failed {
+    error: DedupError,
+    renamed: bool,
+}
+
 impl SnapshotView {
     /// Chunk files this view's write deletes once it is durable: after a successful write, pass
     /// this count to [`DedupIndex::forget_retired_files`].
@@ -227,14 +255,21 @@ impl SnapshotView {
     /// Writes the view to `path` atomically and durably (temporary file, fsync, rename, directory
     /// fsync), then deletes the chunk files the index had retired before the view (the new snapshot
     /// does not refer to them; a failure to delete one only leaves an orphan, removed at start).
+    ///
+    /// On an error, pass the view to [`DedupIndex::abandon_snapshot`].
     pub fn write(&self, path: &Path) -> Result<SnapshotStats, DedupError> {
         let (files_written, file_entries) = self.write_chunk_files()?;
-        let written = self.write_snapshot_file(path);
-        if written.is_err() {
-            // Nothing refers to the new files: remove them now (a start would remove them anyway).
-            self.remove_chunk_files();
+        match self.write_snapshot_file(path) {
+            Ok(stats) => Ok(SnapshotStats { files_written, file_entries, ..stats }),
+            Err(Failed { error, renamed: false }) => {
+                // Nothing refers to the new files: remove them now (a start would remove them anyway).
+                self.remove_chunk_files();
+                Err(error)
+            }
+            // The new snapshot is in place and may be durable (its directory's fsync failed, or the
+            // rename's outcome is unknown): its files stay, to be retired (`abandon_snapshot`).
+            Err(Failed { error, renamed: true }) => Err(error),
         }
-        Ok(SnapshotStats { files_written, file_entries, ..written? })
     }
 
     /// Writes, fsyncs and checks back a chunk file for every resident chunk the view found without
@@ -274,21 +309,26 @@ impl SnapshotView {
         }
     }
 
-    fn write_snapshot_file(&self, path: &Path) -> Result<SnapshotStats, DedupError> {
+    fn write_snapshot_file(&self, path: &Path) -> Result<SnapshotStats, Failed> {
+        let before = |error| Failed { error, renamed: false };
         let temp = temp_path(path);
         let context = |what: &str| format!("{what} dedup snapshot {}", temp.display());
-        let file = File::create(&temp).map_err(|error| DedupError::io(context("creating"), error))?;
+        let file = File::create(&temp).map_err(|error| before(DedupError::io(context("creating"), error)))?;
         let mut out = Crc { inner: BufWriter::with_capacity(1 << 20, file), crc: 0, bytes: 0 };
-        let stats = self.write_body(&mut out).map_err(|error| DedupError::io(context("writing"), error))?;
+        let stats = self.write_body(&mut out).map_err(|error| before(DedupError::io(context("writing"), error)))?;
         let crc = out.crc;
         let mut writer = out.inner;
-        writer.write_all(&crc.to_be_bytes()).map_err(|error| DedupError::io(context("writing"), error))?;
-        let file = writer.into_inner().map_err(|error| DedupError::io(context("flushing"), error.into_error()))?;
-        file.sync_all().map_err(|error| DedupError::io(context("fsyncing"), error))?;
+        writer.write_all(&crc.to_be_bytes()).map_err(|error| before(DedupError::io(context("writing"), error)))?;
+        let file =
+            writer.into_inner().map_err(|error| before(DedupError::io(context("flushing"), error.into_error())))?;
+        file.sync_all().map_err(|error| before(DedupError::io(context("fsyncing"), error)))?;
         drop(file);
-        fs::rename(&temp, path)
-            .map_err(|error| DedupError::io(format!("renaming {} to {}", temp.display(), path.display()), error))?;
-        sync_parent(path)?;
+        // From the rename on, the new snapshot may be the one a start finds.
+        let after = |error| Failed { error, renamed: true };
+        fs::rename(&temp, path).map_err(|error| {
+            after(DedupError::io(format!("renaming {} to {}", temp.display(), path.display()), error))
+        })?;
+        sync_parent(path).map_err(after)?;
         for retired in &self.retired {
             let _ = fs::remove_file(retired);
         }
@@ -376,8 +416,9 @@ impl DedupIndex {
         }
         let dir = chunk_dir(path);
         let mut index = DedupIndex::new(config);
-        // Every id in the file takes at least an entry's bytes: the filter is sized from that.
-        index.filter.start_for_load(usize::try_from(file_len).unwrap_or(usize::MAX) / ENTRY_LEN);
+        // The chunks, oldest first: they join the index once all are read, so that the topic filter
+        // is sized for their ids (a reference to a file of millions takes 13 bytes of the snapshot).
+        let mut chunks: Vec<SealedChunk> = Vec::new();
         if version >= 3 {
             index.nonce = input.u64()?;
         }
@@ -408,7 +449,7 @@ impl DedupIndex {
                     return Err(corrupt(format!("chunk file {file_id} is referred to twice")));
                 }
                 next_file_id = next_file_id.max(file_id + 1);
-                index.push_sealed(chunk);
+                chunks.push(chunk);
                 continue;
             }
             if kind != CHUNK_IN_SNAPSHOT {
@@ -429,8 +470,12 @@ impl DedupIndex {
             }
             if !entries.is_empty() {
                 let count = entries.len();
-                index.push_sealed(SealedChunk::from_sorted(entries.into_iter(), spans, Some(count)));
+                chunks.push(SealedChunk::from_sorted(entries.into_iter(), spans, Some(count)));
             }
+        }
+        index.filter.start_for_load(chunks.iter().map(SealedChunk::len).sum());
+        for chunk in chunks {
+            index.push_sealed(chunk);
         }
         let hold_count = input.count(HOLD_LEN)?;
         for _ in 0..hold_count {

@@ -96,9 +96,17 @@ impl DiskWork {
         // checks, a new file is written from RAM as for any other chunk.
         if let (Kind::Spill, Some(backing)) = (kind, newer.file_id()) {
             assert!(newer.disk().is_none(), "a spill's input is resident");
-            if let Ok(chunk) = open_chunk(&dir, backing, nonce) {
-                assert_eq!(chunk.len(), newer.len(), "a chunk's file holds its entries");
-                return DiskDone { kind, inputs, output: Ok(Some(chunk)) };
+            match open_chunk(&dir, backing, nonce) {
+                Ok(chunk) if chunk.len() == newer.len() => return DiskDone { kind, inputs, output: Ok(Some(chunk)) },
+                Ok(chunk) => tracing::warn!(
+                    file = %crate::disk::chunk_path(&dir, backing).display(),
+                    ids = chunk.len(),
+                    expected = newer.len(),
+                    "a resident dedup chunk's file holds other ids than the chunk; spilling to a new file"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "a resident dedup chunk's file cannot be used; spilling to a new file")
+                }
             }
         }
         let older_entries = older.into_iter().flat_map(|older| older.entries());

@@ -37,24 +37,29 @@ pub struct Upkeep {
     retention: JoinHandle<()>,
     dedup: JoinHandle<()>,
     snapshots: JoinHandle<()>,
-    /// Held by the round running on the blocking pool, if any (every loop shares it: one round at a
-    /// time).
+    /// Held by the round running on the blocking pool, if any (the retention and dedup loops share
+    /// it: one round at a time).
     round: Arc<Mutex<()>>,
+    /// Held by the snapshot loop's round on the blocking pool, if any: its own, so a long upkeep
+    /// round does not hold back a due snapshot (snapshots of one topic never overlap: each index
+    /// has its snapshot writer lock).
+    snapshot_round: Arc<Mutex<()>>,
 }
 
 impl Upkeep {
-    /// Starts both loops. Needs a tokio runtime.
+    /// Starts the loops. Needs a tokio runtime.
     pub fn start(topics: Arc<TopicRegistry>, config: &NodeConfig) -> Upkeep {
         let interval = Duration::from_millis(config.retention_check_interval_ms.max(10));
         let round = Arc::new(Mutex::new(()));
         let expiration_ms = config.producer_id_expiration_ms;
         let retention = tokio::spawn(retention_loop(topics.clone(), interval, expiration_ms, round.clone()));
         let dedup = tokio::spawn(dedup_loop(topics.clone(), round.clone()));
-        let snapshots = tokio::spawn(snapshot_loop(topics, round.clone()));
-        Upkeep { retention, dedup, snapshots, round }
+        let snapshot_round = Arc::new(Mutex::new(()));
+        let snapshots = tokio::spawn(snapshot_loop(topics, snapshot_round.clone()));
+        Upkeep { retention, dedup, snapshots, round, snapshot_round }
     }
 
-    /// Stops both loops; a round already on the blocking pool finishes on its own (see
+    /// Stops every loop; a round already on the blocking pool finishes on its own (see
     /// [`Upkeep::finished`]).
     pub fn stop(&self) {
         self.retention.abort();
@@ -62,12 +67,13 @@ impl Upkeep {
         self.snapshots.abort();
     }
 
-    /// Stops both loops and waits until no round is running.
+    /// Stops every loop and waits until no round is running.
     pub async fn finished(&self) {
         self.stop();
         // A loop aborted while waiting for the lock never runs its round; one holding it owns the
         // guard inside its blocking closure, which returns it when the round ends.
         drop(self.round.lock().await);
+        drop(self.snapshot_round.lock().await);
     }
 }
 
@@ -153,25 +159,19 @@ async fn dedup_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<()>>) {
 /// Writes each dedup index's snapshot as soon as one is due (checked every
 /// `DEDUP_SNAPSHOT_CHECK_INTERVAL`), not only at the end of an upkeep round: a round can take a
 /// second or more (a topic filter rebuild, disk steps) on top of its interval.
+/// The round runs on the blocking pool: the check takes each index's lock, which writers hold for
+/// their merges (tens of milliseconds), so it is not taken on an async worker.
 async fn snapshot_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<()>>) {
     loop {
         tokio::time::sleep(DEDUP_SNAPSHOT_CHECK_INTERVAL).await;
-        let due: Vec<_> = topics
-            .list()
-            .into_iter()
-            .filter_map(|topic| {
-                topic.dedup().filter(|dedup| dedup.snapshot_due()).map(|dedup| (topic.name.clone(), dedup.clone()))
-            })
-            .collect();
-        if due.is_empty() {
-            continue;
-        }
+        let topics = topics.clone();
         let held = round.clone().lock_owned().await;
         let _ = tokio::task::spawn_blocking(move || {
             let _held = held;
-            for (name, dedup) in due {
+            for topic in topics.list() {
+                let Some(dedup) = topic.dedup() else { continue };
                 if let Err(error) = dedup.snapshot_if_due() {
-                    tracing::warn!(topic = %name, %error, "dedup snapshot failed; a restart replays more of the log");
+                    tracing::warn!(topic = %topic.name, %error, "dedup snapshot failed; a restart replays more of the log");
                 }
             }
         })
@@ -199,7 +199,13 @@ mod tests {
             })
             .await;
         });
-        let upkeep = Upkeep { retention, dedup: tokio::spawn(async {}), snapshots: tokio::spawn(async {}), round };
+        let upkeep = Upkeep {
+            retention,
+            dedup: tokio::spawn(async {}),
+            snapshots: tokio::spawn(async {}),
+            round,
+            snapshot_round: Arc::new(Mutex::new(())),
+        };
         started_rx.await.expect("the round started");
         let begun = std::time::Instant::now();
         upkeep.finished().await;

@@ -57,6 +57,10 @@ const SNAPSHOT_INTERVAL_MAX: Duration = Duration::from_secs(600);
 const SNAPSHOT_RETIRED_FILES_MIN: usize = 4;
 /// ... holding at least 1 / this of the ids the index stores.
 const SNAPSHOT_RETIRED_SHARE: u64 = 4;
+/// After a failed snapshot write, the next waits this long, doubling with each failure in a row...
+const SNAPSHOT_RETRY_MIN: Duration = Duration::from_secs(1);
+/// ... up to this.
+const SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(60);
 /// After this many ids were inserted, the writer that crosses it merges chunks (`expire`) once its
 /// round is answered, so a lookup keeps probing about 8 to 16 chunks at any insert rate.
 const MERGE_EVERY_IDS: u64 = 1 << 16;
@@ -112,6 +116,10 @@ struct State {
     /// How long loading the snapshot took at open.
     load_time: Duration,
     last_snapshot: Instant,
+    /// Snapshot writes that failed in a row, and when the next may start: each failure doubles the
+    /// wait (1 s to 1 min), so a full or failing disk is not rewritten to ten times a second.
+    snapshot_failures: u32,
+    snapshot_retry_at: Option<Instant>,
 }
 
 /// What the index holds, for metrics.
@@ -228,6 +236,8 @@ impl TopicDedup {
             undeletable_snapshot,
             load_time,
             last_snapshot,
+            snapshot_failures: 0,
+            snapshot_retry_at: None,
         };
         let snapshot_writer = Mutex::new(());
         TopicDedup {
@@ -371,6 +381,11 @@ impl TopicDedup {
             .map(|partition| (partition.id().partition, partition.log_start_offset(), partition.log_end_offset()))
             .collect();
         {
+            // No snapshot write or disk step is out while the index may be replaced below (a
+            // partition added to a serving topic): theirs would finish into the new index, with file
+            // ids it hands out again. The lock order is snapshot writer, disk worker, index.
+            let _writer = self.snapshot_writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _worker = self.disk_worker.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut state = self.lock();
             if let Some(problem) = &state.undeletable_snapshot {
                 return Err(PartitionError::Storage(problem.clone()));
@@ -563,13 +578,22 @@ impl TopicDedup {
         let viewed = started.elapsed();
         match view.write(&self.snapshot_path) {
             Ok(stats) => {
-                self.lock().index.finish_snapshot(&view);
+                let mut state = self.lock();
+                state.index.finish_snapshot(&view);
+                state.snapshot_failures = 0;
+                state.snapshot_retry_at = None;
+                drop(state);
                 tracing::debug!(topic = %self.topic, entries = stats.entries, bytes = stats.bytes, view_ms = viewed.as_millis() as u64, elapsed_ms = started.elapsed().as_millis() as u64, "dedup snapshot written");
                 Ok(Some(stats))
             }
             Err(error) => {
-                // The changes are still in no snapshot: due again at the next upkeep.
-                self.lock().changes_since_snapshot += changes;
+                // The changes are still in no snapshot: due again once the back-off has passed.
+                let mut state = self.lock();
+                state.index.abandon_snapshot(&view);
+                state.changes_since_snapshot += changes;
+                state.snapshot_failures = state.snapshot_failures.saturating_add(1);
+                let wait = SNAPSHOT_RETRY_MIN.saturating_mul(1 << (state.snapshot_failures - 1).min(6));
+                state.snapshot_retry_at = Some(Instant::now() + wait.min(SNAPSHOT_RETRY_MAX));
                 Err(error)
             }
         }
@@ -652,7 +676,8 @@ impl State {
             ids: self.index.retired_ids() as u64,
             stored_ids: self.index.stored_ids() as u64,
         };
-        snapshot_due(self.changes_since_snapshot, written, retired, self.last_snapshot.elapsed())
+        let waiting = self.snapshot_retry_at.is_some_and(|retry_at| Instant::now() < retry_at);
+        !waiting && snapshot_due(self.changes_since_snapshot, written, retired, self.last_snapshot.elapsed())
     }
 }
 

@@ -729,8 +729,20 @@ async fn a_snapshot_is_due_after_enough_changes_and_no_longer_once_written() {
         topic.partitions[batch % 2].append(keyed(&keys)).await.expect("append");
     }
     assert!(topic.dedup.snapshot_due(), "due after 100,000 changes");
+    // A write that fails (the temporary file's name is taken by a directory): its chunk files are
+    // removed, and the next attempt waits for the back-off instead of coming at the next check.
+    let blocker = dir.path().join("dedup.snapshot.tmp");
+    std::fs::create_dir(&blocker).expect("block the temporary file");
+    assert!(topic.dedup.snapshot_if_due().is_err(), "the write fails");
+    assert!(chunk_files(dir.path()).is_empty(), "no chunk file is left by the failed write");
+    assert!(!topic.dedup.snapshot_due(), "backing off after a failure");
+    std::fs::remove_dir(&blocker).expect("unblock");
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    assert!(topic.dedup.snapshot_due(), "due again after the back-off");
     let written = topic.dedup.snapshot_if_due().expect("snapshot").expect("written");
     assert_eq!(written.entries, 100_000);
+    assert_eq!(chunk_files(dir.path()).len(), written.files_written, "the chunk files of the snapshot that worked");
+    assert!(written.files_written > 0);
     assert!(!topic.dedup.snapshot_due(), "no longer due once written");
     // The next snapshot refers to the chunk files the first one wrote: it writes only the active chunk.
     let again = topic.dedup.snapshot().expect("snapshot").expect("written");
