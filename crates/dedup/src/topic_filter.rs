@@ -32,6 +32,10 @@ use crate::index::DedupIndex;
 /// when full, it holds 16 to 8 bits per id: about 0.1 % to 3 % of new ids pass it and go on to the
 /// chunks' own filters. RAM: 1 to 2 bytes per sealed id, counted in [`DedupIndex::approx_bytes`].
 const BITS_PER_ID: usize = 8;
+/// Fewest bits per id of a filter capped by the memory budget (a quarter of it) before it is
+/// dropped: at 4 to 8 bits per id about 2 % to 15 % of new ids pass it, still far fewer probes than
+/// one per chunk.
+const BITS_PER_ID_MIN: usize = 4;
 
 /// Fewest ids a filter is sized for: a small index's filter stays small but is not rebuilt at every
 /// seal.
@@ -44,7 +48,8 @@ struct Block([AtomicU64; 8]);
 /// A blocked Bloom filter with atomic words (the same block and bit choice as a chunk's [`Filter`]).
 pub(crate) struct TopicFilter {
     blocks: Box<[Block]>,
-    /// Ids it was sized for.
+    /// Ids it takes before a rebuild is due: those it was sized for at `BITS_PER_ID`, or, capped
+    /// by the memory budget, at `BITS_PER_ID_MIN`.
     capacity: usize,
 }
 
@@ -59,7 +64,12 @@ impl TopicFilter {
     }
 
     fn with_capacity(capacity: usize) -> TopicFilter {
-        let blocks = TopicFilter::blocks_for(capacity);
+        TopicFilter::with_blocks(TopicFilter::blocks_for(capacity), capacity)
+    }
+
+    fn with_blocks(blocks: usize, capacity: usize) -> TopicFilter {
+        assert!(blocks > 0 && capacity > 0, "a filter has a block and takes an id");
+        assert!(blocks * 512 >= capacity * BITS_PER_ID_MIN, "a filter holds at least the fewest bits per id");
         let blocks = (0..blocks).map(|_| Block(std::array::from_fn(|_| AtomicU64::new(0)))).collect();
         TopicFilter { blocks, capacity }
     }
@@ -162,6 +172,7 @@ pub struct FilterWork {
     instance: u64,
     work_id: u64,
     chunks: Vec<Arc<SealedChunk>>,
+    blocks: usize,
     capacity: usize,
 }
 
@@ -176,9 +187,9 @@ pub struct FilterDone {
 impl FilterWork {
     /// Inserts every id of the chunks taken (a page read per 127 ids of a chunk on disk).
     pub fn run(self) -> FilterDone {
-        let FilterWork { instance, work_id, chunks, capacity } = self;
+        let FilterWork { instance, work_id, chunks, blocks, capacity } = self;
         let build = || {
-            let mut filter = TopicFilter::with_capacity(capacity);
+            let mut filter = TopicFilter::with_blocks(blocks, capacity);
             let mut inserted = 0;
             for chunk in &chunks {
                 match chunk.resident_ids() {
@@ -221,14 +232,21 @@ impl DedupIndex {
             return None;
         }
         let sealed_ids: usize = self.sealed.iter().map(|chunk| chunk.len()).sum();
-        let capacity = sealed_ids.saturating_mul(2).max(state.capacity_min);
-        // With a memory budget, the filter takes at most a quarter of it. Past that (hundreds of
-        // millions of ids, most on disk, at the default 1 GiB) the index has none, and lookups probe
-        // chunk by chunk: a filter filling the budget would push every resident chunk to disk.
+        let mut capacity = sealed_ids.saturating_mul(2).max(state.capacity_min);
+        let mut blocks = TopicFilter::blocks_for(capacity);
+        // With a memory budget, the filter takes at most a quarter of it: if the filter for twice the
+        // sealed ids at 8 bits each does not fit, the one that fits, while it holds at least 4 bits per
+        // id (a 32 MB budget: about 16 M ids). Past that (hundreds of millions of ids, most on disk, at
+        // the default 1 GiB) the index has none, and lookups probe chunk by chunk: a filter filling
+        // the budget would push every resident chunk to disk.
         let budget = self.disk.as_ref().map(|disk| disk.memory_bytes);
-        if budget.is_some_and(|budget| TopicFilter::bytes_for(capacity) > budget / 4) {
-            state.filter = None;
-            return None;
+        if let Some(budget) = budget.filter(|budget| TopicFilter::bytes_for(capacity) > budget / 4) {
+            blocks = budget / 4 / size_of::<Block>();
+            capacity = blocks * 512 / BITS_PER_ID_MIN;
+            if blocks == 0 || capacity <= sealed_ids {
+                state.filter = None;
+                return None;
+            }
         }
         state.work_id += 1;
         state.journal = Some(Vec::new());
@@ -236,6 +254,7 @@ impl DedupIndex {
             instance: self.instance,
             work_id: state.work_id,
             chunks: self.sealed.iter().cloned().collect(),
+            blocks,
             capacity,
         })
     }
@@ -329,12 +348,15 @@ mod tests {
         }
     }
 
-    /// With a memory budget, a filter that would take more than a quarter of it is not built (and
-    /// one there is dropped): lookups probe chunk by chunk rather than the filter push chunks to disk.
+    /// With a memory budget, a filter takes at most a quarter of it: denser (down to 4 bits per id)
+    /// if the usual size does not fit, none past that (and one there is dropped): lookups probe chunk
+    /// by chunk rather than the filter push chunks to disk.
     #[test]
     fn a_filter_takes_at_most_a_quarter_of_the_memory_budget() {
         use crate::{DedupWindow, Id, IndexConfig};
-        for (budget, built) in [(100_000, true), (1_000, false)] {
+        // 200 ids: 448 bytes at 8 bits for twice them; 192 bytes (3 blocks, 7.7 bits per id) fit in a
+        // quarter of 1,000; 64 bytes (1 block, 2.6 bits per id) in a quarter of 300: too few.
+        for (budget, built) in [(100_000, true), (1_000, true), (300, false)] {
             let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 2);
             let dir = tempfile::tempdir().expect("tempdir");
             index.use_disk(dir.path().join("chunks"), budget).expect("use disk");
@@ -343,10 +365,13 @@ mod tests {
                 index.confirm(reservation, &[number as i64], 0);
             }
             let work = index.next_filter_work();
-            assert_eq!(work.is_some(), built, "budget {budget}: a filter for 400 ids takes 448 bytes");
+            assert_eq!(work.is_some(), built, "budget {budget}");
             if let Some(work) = work {
                 assert!(index.finish_filter_work(work.run()).expect("rebuild"));
                 index.assert_filter_covers_sealed();
+                let bytes = index.topic_filter().expect("installed").approx_bytes();
+                assert!(bytes <= budget / 4, "budget {budget}: the filter takes {bytes} bytes");
+                assert!(index.next_filter_work().is_none(), "budget {budget}: not rebuilt at once");
             }
             assert_eq!(index.topic_filter().is_some(), built);
         }
