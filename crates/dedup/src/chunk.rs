@@ -522,16 +522,20 @@ impl Filter {
         Filter::bits_of(id).all(|(word, mask)| block[word] & mask != 0)
     }
 
-    /// The block of `id`: its low 64 bits scaled to the block count (no division).
+    /// The block of `id`: its high 64 bits scaled to the block count (no division). The high bits,
+    /// so that ids inserted in id order (a seal, a merge, a load, a topic filter rebuild: a chunk's
+    /// ids are sorted) sweep the blocks in order, one pass the prefetcher follows, instead of a
+    /// cache miss per id.
     pub(crate) fn block_of(id: u128, blocks: usize) -> usize {
-        ((u128::from(id as u64) * blocks as u128) >> 64) as usize
+        ((u128::from((id >> 64) as u64) * blocks as u128) >> 64) as usize
     }
 
-    /// The (word, mask) of each of the id's bits in its block: nine bits of position each.
+    /// The (word, mask) of each of the id's bits in its block: nine bits of position each, from the
+    /// low 64 bits (independent of the block's: the id is a cryptographic hash).
     pub(crate) fn bits_of(id: u128) -> impl Iterator<Item = (usize, u64)> {
-        let high = (id >> 64) as u64;
+        let low = id as u64;
         (0..FILTER_PROBES).map(move |probe| {
-            let bit = (high >> (9 * probe)) & 511;
+            let bit = (low >> (9 * probe)) & 511;
             ((bit / 64) as usize, 1u64 << (bit % 64))
         })
     }
