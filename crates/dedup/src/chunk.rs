@@ -496,7 +496,8 @@ struct FilterBlock([u64; 8]);
 /// A blocked Bloom filter over a sealed chunk's ids. A new id is looked up in every chunk and found
 /// in none; the filter turns each such probe into one cache line read (the block), where the
 /// directory and the bucket of ids would take two or three. Ids are uniform hashes, so the block
-/// comes from their low 64 bits and the six bit positions from their high 64 bits.
+/// comes from their high 64 bits (ids inserted in order fill the blocks in order) and the six bit
+/// positions from their low 64 bits.
 pub(crate) struct Filter {
     blocks: Box<[FilterBlock]>,
 }

@@ -473,7 +473,10 @@ impl DedupIndex {
                 chunks.push(SealedChunk::from_sorted(entries.into_iter(), spans, Some(count)));
             }
         }
-        index.filter.start_for_load(chunks.iter().map(SealedChunk::len).sum());
+        // None if a chunk is on disk: it would drop the filter at once (its ids are not in RAM).
+        if chunks.iter().all(|chunk| chunk.disk().is_none()) {
+            index.filter.start_for_load(chunks.iter().map(SealedChunk::len).sum());
+        }
         for chunk in chunks {
             index.push_sealed(chunk);
         }

@@ -33,9 +33,14 @@ use crate::index::DedupIndex;
 /// chunks' own filters. RAM: 1 to 2 bytes per sealed id, counted in [`DedupIndex::approx_bytes`].
 const BITS_PER_ID: usize = 8;
 /// Fewest bits per id of a filter capped by the memory budget (a quarter of it) before it is
-/// dropped: at 4 to 8 bits per id about 2 % to 15 % of new ids pass it, still far fewer probes than
-/// one per chunk.
+/// dropped: at 8 to 4 bits per id about 2.5 % to 25 % of new ids pass it, still far fewer probes
+/// than one per chunk.
 const BITS_PER_ID_MIN: usize = 4;
+/// A capped filter is built only for at most this share of the ids it can take (4 / 5): a rebuild
+/// reads every sealed id (from chunk files, under a budget), so one is due only after a quarter as
+/// many new ids again, never after every seal of an index that holds steady near the cap.
+const CAPPED_FILL_NUMERATOR: usize = 4;
+const CAPPED_FILL_DENOMINATOR: usize = 5;
 
 /// Fewest ids a filter is sized for: a small index's filter stays small but is not rebuilt at every
 /// seal.
@@ -133,10 +138,10 @@ impl FilterState {
             + self.journal.as_ref().map_or(0, |journal| journal.capacity() * size_of::<u128>())
     }
 
-    /// Starts an empty filter for an index loaded from a snapshot, sized for twice the ids the
-    /// snapshot can hold, so the chunks go into it as they are loaded (in RAM already, which costs
-    /// far less than the chunk-by-chunk probes of the log tail replayed next would). A chunk on disk
-    /// among them drops it again (see [`FilterState::add`]); the upkeep then rebuilds it.
+    /// Starts an empty filter for an index loaded from a snapshot, sized for twice the ids of its
+    /// chunks, all resident (the load starts none if any is on disk: the upkeep builds that one), so
+    /// the chunks go into it as they join the index (in RAM already, which costs far less than the
+    /// chunk-by-chunk probes of the log tail replayed next would).
     pub(crate) fn start_for_load(&mut self, ids_at_most: usize) {
         assert!(self.filter.is_none() && self.journal.is_none(), "a filter is started on a new index");
         let capacity = ids_at_most.saturating_mul(2).max(self.capacity_min);
@@ -241,9 +246,10 @@ impl DedupIndex {
         // the budget would push every resident chunk to disk.
         let budget = self.disk.as_ref().map(|disk| disk.memory_bytes);
         if let Some(budget) = budget.filter(|budget| TopicFilter::bytes_for(capacity) > budget / 4) {
-            blocks = budget / 4 / size_of::<Block>();
+            blocks = (budget / 4).saturating_sub(size_of::<TopicFilter>()) / size_of::<Block>();
             capacity = blocks * 512 / BITS_PER_ID_MIN;
-            if blocks == 0 || capacity <= sealed_ids {
+            let fills = capacity / CAPPED_FILL_DENOMINATOR * CAPPED_FILL_NUMERATOR;
+            if blocks == 0 || sealed_ids > fills {
                 state.filter = None;
                 return None;
             }
@@ -354,18 +360,22 @@ mod tests {
     #[test]
     fn a_filter_takes_at_most_a_quarter_of_the_memory_budget() {
         use crate::{DedupWindow, Id, IndexConfig};
-        // 200 ids: 448 bytes at 8 bits for twice them; 192 bytes (3 blocks, 7.7 bits per id) fit in a
-        // quarter of 1,000; 64 bytes (1 block, 2.6 bits per id) in a quarter of 300: too few.
-        for (budget, built) in [(100_000, true), (1_000, true), (300, false)] {
+        // 200 ids: 448 bytes at 8 bits for twice them; 192 bytes (3 blocks, 384 ids at 4 bits) fit in
+        // a quarter of 1,000; 128 bytes (2 blocks, 256 ids) in a quarter of 700, for at most 204 sealed
+        // ids (4/5: a rebuild due again only after a fifth of it), so for 200 ids but not for 240; 64
+        // bytes (1 block) in a quarter of 300: too few.
+        for (budget, ids, built) in
+            [(100_000, 200u64, true), (1_000, 200, true), (700, 200, true), (700, 240, false), (300, 200, false)]
+        {
             let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 2);
             let dir = tempfile::tempdir().expect("tempdir");
             index.use_disk(dir.path().join("chunks"), budget).expect("use disk");
-            for number in 0..200u64 {
+            for number in 0..ids {
                 let reservation = index.reserve(0, &[Some(Id::of(&number.to_be_bytes()))], None, 0).expect("reserve");
                 index.confirm(reservation, &[number as i64], 0);
             }
             let work = index.next_filter_work();
-            assert_eq!(work.is_some(), built, "budget {budget}");
+            assert_eq!(work.is_some(), built, "budget {budget}, {ids} ids");
             if let Some(work) = work {
                 assert!(index.finish_filter_work(work.run()).expect("rebuild"));
                 index.assert_filter_covers_sealed();

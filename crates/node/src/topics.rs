@@ -361,7 +361,10 @@ impl TopicRegistry {
             added.push(Arc::new(open_partition(&topic_dir, name, index, &config, topic.dedup.clone())?));
         }
         if let Some(dedup) = topic.dedup() {
-            dedup.rebuild(&added)?;
+            // On the blocking pool: the rebuild waits for a snapshot write or disk step in progress.
+            let (dedup, replayed) = (dedup.clone(), added.clone());
+            let rebuilt = tokio::task::spawn_blocking(move || dedup.rebuild(&replayed)).await;
+            rebuilt.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))?;
         }
         partitions.extend(added);
         let file =
