@@ -755,6 +755,39 @@ mod tests {
         assert!(error.means_rebuild());
     }
 
+    /// Rewrites the version field of the snapshot at `path` (and its checksum).
+    fn set_version(path: &Path, version: u32) {
+        let mut bytes = fs::read(path).expect("read");
+        bytes[8..12].copy_from_slice(&version.to_be_bytes());
+        let body_len = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..body_len]);
+        bytes[body_len..].copy_from_slice(&crc.to_be_bytes());
+        fs::write(path, &bytes).expect("write");
+    }
+
+    /// Version 3 is version 4 without references to resident chunks' files: a v3 snapshot (written by
+    /// the build before) loads; one carrying such a reference is refused (it cannot have been written).
+    #[test]
+    fn a_version_3_snapshot_loads_and_a_resident_file_reference_needs_version_4() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("dedup.snapshot");
+        let mut inline = populated();
+        inline.snapshot(&path).expect("snapshot");
+        set_version(&path, 3);
+        let loaded = DedupIndex::load(&path, inline.config()).expect("a version 3 snapshot loads");
+        for number in 0..600u32 {
+            assert_eq!(loaded.lookup_ok(&id(number), 0), inline.lookup_ok(&id(number), 0), "id {number}");
+        }
+        // The loaded index has a chunk directory: its next snapshot refers to resident chunks' files.
+        let mut with_files = loaded;
+        let stats = with_files.snapshot(&path).expect("snapshot with files");
+        assert!(stats.files_written > 0);
+        assert!(DedupIndex::load(&path, with_files.config()).is_ok(), "as version 4");
+        set_version(&path, 3);
+        let error = DedupIndex::load(&path, with_files.config()).err().expect("refused as version 3");
+        assert!(error.means_rebuild(), "{error}");
+    }
+
     #[test]
     fn a_missing_snapshot_means_rebuild() {
         let directory = tempfile::tempdir().expect("tempdir");
