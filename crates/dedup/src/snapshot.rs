@@ -744,12 +744,7 @@ mod tests {
         let path = directory.path().join("dedup.snapshot");
         let mut index = populated();
         index.snapshot(&path).expect("snapshot");
-        let mut bytes = fs::read(&path).expect("read");
-        bytes[8..12].copy_from_slice(&(SNAPSHOT_VERSION + 1).to_be_bytes());
-        let body_len = bytes.len() - 4;
-        let crc = crc32c::crc32c(&bytes[..body_len]);
-        bytes[body_len..].copy_from_slice(&crc.to_be_bytes());
-        fs::write(&path, &bytes).expect("write");
+        set_version(&path, SNAPSHOT_VERSION + 1);
         let error = DedupIndex::load(&path, index.config()).err().expect("rejected");
         assert!(matches!(error, DedupError::SnapshotVersion { found, .. } if found == SNAPSHOT_VERSION + 1), "{error}");
         assert!(error.means_rebuild());
