@@ -58,6 +58,10 @@ struct Args {
     /// Bytes of each record's value.
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
+    /// Print the records acknowledged in each quarter second of every throughput run (where a run
+    /// slows down, and for how long).
+    #[arg(long)]
+    timeline: bool,
 }
 
 struct Broker {
@@ -204,33 +208,73 @@ fn produce(args: &Args, bootstrap: &str, topic: &str, prefix: &str, count: u64) 
         .collect();
     let value = vec![b'v'; args.value_bytes];
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for (index, client) in clients.iter().enumerate() {
-            let value = &value;
+    let sent: Vec<std::sync::atomic::AtomicU64> = (0..producers).map(|_| Default::default()).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let elapsed = std::thread::scope(|scope| {
+        if args.timeline {
+            let (clients, sent, done) = (&clients, &sent, &done);
             scope.spawn(move || {
-                let share = count / producers;
-                let first = index as u64 * share;
-                let last = if index as u64 == producers - 1 { count } else { first + share };
-                for number in first..last {
-                    let id = format!("{prefix}-{number:010}");
-                    let headers = OwnedHeaders::new().insert(Header { key: "msg-id", value: Some(&id) });
-                    let mut record = BaseRecord::<(), [u8]>::to(topic).payload(value).headers(headers);
-                    loop {
-                        match client.send(record) {
-                            Ok(()) => break,
-                            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                                record = returned;
-                                client.poll(Duration::from_millis(1));
-                            }
-                            Err((error, _)) => panic!("send: {error}"),
-                        }
-                    }
+                let mut line = Vec::new();
+                let mut last = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let acknowledged: u64 = clients
+                        .iter()
+                        .zip(sent)
+                        .map(|(client, sent)| {
+                            sent.load(std::sync::atomic::Ordering::Relaxed)
+                                .saturating_sub(client.in_flight_count() as u64)
+                        })
+                        .sum();
+                    line.push(format!("{}", (acknowledged - last.min(acknowledged)) / 1000));
+                    last = acknowledged;
                 }
-                client.flush(Duration::from_secs(600)).expect("every record acknowledged");
+                let unix =
+                    || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+                println!("  k records acknowledged per 250 ms (ended at {:.3}): {}", unix(), line.join(" "));
             });
         }
+        let workers: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(index, client)| {
+                let value = &value;
+                let sent = &sent;
+                scope.spawn(move || {
+                    let share = count / producers;
+                    let first = index as u64 * share;
+                    let last = if index as u64 == producers - 1 { count } else { first + share };
+                    for number in first..last {
+                        let id = format!("{prefix}-{number:010}");
+                        let headers = OwnedHeaders::new().insert(Header { key: "msg-id", value: Some(&id) });
+                        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(value).headers(headers);
+                        loop {
+                            match client.send(record) {
+                                Ok(()) => {
+                                    sent[index].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    break;
+                                }
+                                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                                    record = returned;
+                                    client.poll(Duration::from_millis(1));
+                                }
+                                Err((error, _)) => panic!("send: {error}"),
+                            }
+                        }
+                    }
+                    client.flush(Duration::from_secs(600)).expect("every record acknowledged");
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("producer thread");
+        }
+        // Before the timeline's thread ends (it wakes every quarter second).
+        let elapsed = started.elapsed();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        elapsed
     });
-    count as f64 / started.elapsed().as_secs_f64()
+    count as f64 / elapsed.as_secs_f64()
 }
 
 /// Interleaved runs: a fresh dedup-off topic, then dedup on (a fresh topic, or `on_topic`), each

@@ -76,6 +76,14 @@ impl ActiveChunk {
         ActiveChunk { map: HashMap::with_hasher(IdHashBuilder), ranges: HashMap::with_hasher(IdHashBuilder), capacity }
     }
 
+    /// [`ActiveChunk::new`] with its map allocated for `capacity` ids at once: growing it rehashes
+    /// every id at each doubling (up to 2^19 buckets, tens of milliseconds under the index's lock).
+    pub(crate) fn allocated(capacity: usize) -> ActiveChunk {
+        let mut chunk = ActiveChunk::new(capacity);
+        chunk.map.reserve(capacity);
+        chunk
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
@@ -116,6 +124,11 @@ impl ActiveChunk {
         SealedChunk::from_entries(
             self.map.into_iter().map(|(id, (location, time_s))| Entry { id, location, time_s }).collect(),
         )
+    }
+
+    /// [`ActiveChunk::seal`] of a shared (frozen) chunk: the same chunk, from a copy of the entries.
+    pub(crate) fn seal_copy(&self) -> SealedChunk {
+        SealedChunk::from_entries(self.entries().collect())
     }
 
     pub(crate) fn approx_bytes(&self) -> usize {

@@ -140,6 +140,16 @@ pub struct DedupIndex {
     /// (see [`DedupIndex::snapshot_view`]); replacing one leaves the snapshot's copy intact.
     pub(crate) sealed: VecDeque<Arc<SealedChunk>>,
     pub(crate) active: ActiveChunk,
+    /// A full active chunk waiting to be sealed without the lock ([`DedupIndex::next_seal_work`]),
+    /// when seals are deferred ([`DedupIndex::defer_seals`]): probed after the active chunk, before
+    /// the sealed ones, and written by snapshots like the active chunk.
+    pub(crate) frozen: Option<Arc<ActiveChunk>>,
+    /// Whether full active chunks wait in `frozen` for a seal without the lock.
+    defer_seals: bool,
+    /// A seal of `frozen` is out.
+    pub(crate) sealing: bool,
+    /// The inputs of the rewrite that is out ([`DedupIndex::next_rewrite_work`]); a spill leaves them.
+    pub(crate) rewriting: Vec<Arc<SealedChunk>>,
     /// Ids reserved by writes in flight and written by open transactions (`crate::holds`).
     pending: Holds,
     /// Ids held by each open transaction, by (partition, producer id).
@@ -201,6 +211,10 @@ impl DedupIndex {
             config,
             sealed: VecDeque::new(),
             active: ActiveChunk::new(chunk_capacity(0, CHUNK_BUCKET_BITS_MIN)),
+            frozen: None,
+            defer_seals: false,
+            sealing: false,
+            rewriting: Vec::new(),
             pending: Holds::default(),
             transactions: HashMap::new(),
             log_starts: Arc::new(LogStarts::default()),
@@ -368,8 +382,14 @@ impl DedupIndex {
         let live = |(location, time_s): (Location, u32)| {
             is_live(location, time_s, window, now_ms, &self.log_starts).then_some(location)
         };
-        let mut found: Vec<Option<Location>> =
-            ids.iter().map(|id| id.as_ref().and_then(|id| self.active.get(id)).and_then(live)).collect();
+        let frozen = self.frozen.as_deref();
+        let mut found: Vec<Option<Location>> = ids
+            .iter()
+            .map(|id| {
+                let id = id.as_ref()?;
+                self.active.get(id).and_then(live).or_else(|| frozen.and_then(|frozen| frozen.get(id)).and_then(live))
+            })
+            .collect();
         let unseen = |chunk: &&Arc<SealedChunk>| looked_up.as_ref().is_none_or(|looked_up| !looked_up.has(chunk));
         probe_chunks(
             self.sealed.iter().rev().filter(unseen),
@@ -482,14 +502,45 @@ impl DedupIndex {
         ids.len()
     }
 
-    /// Stores a live id in the active chunk, sealing it first if it cannot take the id.
+    /// Stores a live id in the active chunk, sealing it first if it cannot take the id: at once, or,
+    /// with [`DedupIndex::defer_seals`], by freezing it for a seal without the lock (a chunk still
+    /// frozen from the last time is sealed here first, so at most one waits).
     fn insert_live(&mut self, entry: Entry) {
         if !self.active.can_take(&entry.id, entry.location) {
             let capacity = chunk_capacity(self.stored_ids(), self.chunk_bits_min);
-            let full = replace(&mut self.active, ActiveChunk::new(capacity));
-            self.push_sealed(full.seal());
+            // Allocated at once (no rehash while it fills) once the index holds that many ids, so
+            // that a small topic's index stays small: the map then costs at most about 1 byte per
+            // stored id (a chunk holds about 1/32 of them).
+            let next = match self.stored_ids() >= capacity {
+                true => ActiveChunk::allocated(capacity),
+                false => ActiveChunk::new(capacity),
+            };
+            let full = replace(&mut self.active, next);
+            self.seal_frozen();
+            match self.defer_seals {
+                true => self.frozen = Some(Arc::new(full)),
+                false => self.push_sealed(full.seal()),
+            }
         }
         self.active.insert(entry);
+    }
+
+    /// Seals the frozen chunk, if any, under the caller's lock (a seal of it that is out is then
+    /// not installed): where no one else would (a replay at open).
+    pub fn seal_frozen(&mut self) {
+        let Some(frozen) = self.frozen.take() else { return };
+        self.sealing = false;
+        let sealed = match Arc::try_unwrap(frozen) {
+            Ok(chunk) => chunk.seal(),
+            Err(shared) => shared.seal_copy(),
+        };
+        self.push_sealed(sealed);
+    }
+
+    /// From now on a full active chunk is frozen and sealed by [`DedupIndex::next_seal_work`]
+    /// without the caller's lock (the broker's writers), rather than sealed at once under it.
+    pub fn defer_seals(&mut self) {
+        self.defer_seals = true;
     }
 
     /// Retention moved `partition`'s log start offset: ids stored below it are dead at once
@@ -518,13 +569,30 @@ impl DedupIndex {
     /// chunks that fit in one, oldest first, copying about `budget` ids at most (at least one
     /// such step per call, so a budget below a chunk's size still makes progress).
     pub fn expire(&mut self, now_ms: i64, budget: usize) -> ExpireStats {
+        let mut stats = self.drop_dead_chunks(now_ms);
+        let mut from = 0;
+        while let Some(work) = self.next_rewrite_work(from, now_ms, budget, &mut stats) {
+            let rewritten = self.finish_rewrite_work(work.run());
+            assert!(rewritten.installed, "a rewrite run under the lock it was taken under is installed");
+            stats.entries_dropped += rewritten.dropped;
+            from = rewritten.next_from;
+        }
+        stats
+    }
+
+    /// The cheap part of [`DedupIndex::expire`]: drops the sealed chunks whose ids are all dead
+    /// (no copying). The rewrites follow, one [`DedupIndex::next_rewrite_work`] at a time.
+    pub fn drop_dead_chunks(&mut self, now_ms: i64) -> ExpireStats {
         let window = self.config.window;
         let mut stats = ExpireStats::default();
         let before = self.sealed.len();
         let starts = &self.log_starts;
+        let rewriting = &self.rewriting;
         let mut retired = Vec::new();
         self.sealed.retain(|chunk| {
-            let dead = chunk.len() == 0 || chunk.is_fully_dead(window, now_ms, starts);
+            // A rewrite's input stays until the rewrite is installed (which drops what is dead).
+            let taken = rewriting.iter().any(|input| Arc::ptr_eq(input, chunk));
+            let dead = !taken && (chunk.len() == 0 || chunk.is_fully_dead(window, now_ms, starts));
             if dead {
                 stats.entries_dropped += chunk.len();
                 retired.extend(chunk.file_id().map(|file_id| (file_id, chunk.len())));
@@ -533,87 +601,141 @@ impl DedupIndex {
         });
         stats.chunks_dropped = before - self.sealed.len();
         self.retire(retired);
+        stats
+    }
 
+    /// The next rewrite of [`DedupIndex::expire`] at or after sealed chunk `from`, if one is useful
+    /// and fits what is left of `budget` (`stats.entries_rewritten` counts what was spent; the
+    /// first rewrite is always taken, so a budget below a chunk's size still makes progress): a
+    /// compaction of a chunk at least half dead, or a merge of two neighbours that fit in one.
+    /// The work copies the chunks without the caller's lock ([`RewriteWork::run`]); until
+    /// [`DedupIndex::finish_rewrite_work`] its inputs stay in place (no spill takes them) and no
+    /// other rewrite is handed out.
+    pub fn next_rewrite_work(
+        &mut self,
+        from: usize,
+        now_ms: i64,
+        budget: usize,
+        stats: &mut ExpireStats,
+    ) -> Option<RewriteWork> {
+        if !self.rewriting.is_empty() {
+            return None;
+        }
+        let window = self.config.window;
         // With a memory budget, chunks merged in RAM stay well within it (about half of it at 32 bytes
         // per id): a bigger one would only be spilled, and merging is cheaper on disk, outside the lock.
         let resident_max = self.disk.as_ref().map_or(usize::MAX, |disk| disk.memory_bytes / 64);
         let target = merge_target(self.stored_ids(), self.chunk_bits_min).min(resident_max);
-        let mut index = 0;
-        while index < self.sealed.len() {
+        // Chunks on disk are compacted and merged by disk work (`crate::spill`), and so is a chunk
+        // being spilled: rewriting it here would make the spill's swap find it gone.
+        let in_ram = |chunk: &Arc<SealedChunk>| chunk.disk().is_none() && !self.in_disk_work(chunk);
+        for index in from..self.sealed.len() {
             let chunk = &self.sealed[index];
+            if !in_ram(chunk) {
+                continue;
+            }
             let dead = chunk.dead_estimate(window, now_ms, &self.log_starts);
-            // Chunks on disk are compacted and merged outside the lock (`crate::spill`), and so is
-            // a chunk being spilled: rewriting it here would make the spill's swap find it gone.
-            let next_len = self
-                .sealed
-                .get(index + 1)
-                .filter(|next| next.disk().is_none() && !self.in_disk_work(next))
-                .map(|next| next.len());
-            let merge = next_len.is_some_and(|next| chunk.len() + next <= target);
+            let next = self.sealed.get(index + 1).filter(|next| in_ram(next));
+            let merge = next.is_some_and(|next| chunk.len() + next.len() <= target);
             let compact = dead > 0 && dead * 2 >= chunk.len();
-            if chunk.disk().is_some() || self.in_disk_work(chunk) {
-                index += 1;
-                continue;
-            }
             if !merge && !compact {
-                index += 1;
                 continue;
             }
-            let cost = chunk.len() + if merge { next_len.unwrap_or(0) } else { 0 };
+            let next = next.filter(|_| merge);
+            let cost = chunk.len() + next.map_or(0, |next| next.len());
             if stats.entries_rewritten > 0 && stats.entries_rewritten + cost > budget {
                 stats.more_work = true;
-                break;
+                return None;
             }
             stats.entries_rewritten += cost;
-            let merged = self.rewrite(index, merge, now_ms);
-            stats.entries_dropped += merged.dropped;
-            if !merged.merged {
-                index += 1;
-            }
+            let work = RewriteWork {
+                instance: self.instance,
+                older: Arc::clone(chunk),
+                newer: next.cloned(),
+                window,
+                now_ms,
+                log_starts: Arc::clone(&self.log_starts),
+            };
+            self.rewriting = std::iter::once(&work.older).chain(&work.newer).cloned().collect();
+            return Some(work);
         }
-        stats
+        None
     }
 
-    /// Rewrites chunk `index` with only its live ids, merged with the next chunk if `merge`
-    /// and the result fits one chunk. Removes the chunk if nothing is left.
-    fn rewrite(&mut self, index: usize, merge: bool, now_ms: i64) -> Rewrite {
-        let window = self.config.window;
-        let starts = &self.log_starts;
-        let live = move |entry: &Entry| is_live(entry.location, entry.time_s, window, now_ms, starts);
-        let (newer, older) =
-            if merge { (&*self.sealed[index + 1], Some(&*self.sealed[index])) } else { (&*self.sealed[index], None) };
-        assert!(newer.disk().is_none() && older.is_none_or(|older| older.disk().is_none()), "rewrites are in RAM");
-        let total = newer.len() + older.map_or(0, SealedChunk::len);
-        let older = older.into_iter().flat_map(SealedChunk::entries);
-        // One pass over the merged inputs (streaming them twice, for the spans and then the columns,
-        // cost twice the merge's iterator chain: the larger part of a merge).
-        let entries = SealedChunk::merged_live(newer.entries(), older, live)
-            .map(|entry| entry.expect("a resident chunk's entries are in memory"));
-        // Columns sized for the live ids: all of a merge's (merges take chunks with few dead), the
-        // estimated live ones of a compaction (at least half dead); they grow if the estimate is short.
-        let live_estimate = if merge { total } else { total - newer.dead_estimate(window, now_ms, starts).min(total) };
-        let rebuilt = match SealedChunk::from_sorted_stream(entries, live_estimate) {
-            Ok(rebuilt) => rebuilt,
-            // The pair cannot share a chunk: compact only this one.
-            Err(TooWide) if merge => return self.rewrite(index, false, now_ms),
-            Err(TooWide) => panic!("a chunk's own live entries fit in a chunk"),
+    /// Installs a rewrite run without the lock, if its inputs are still where it found them and the
+    /// window is the same (ids it dropped as dead are then still dead: log starts only move forward);
+    /// otherwise drops it (the index changed meanwhile; a later rewrite starts again). The inputs'
+    /// files are retired. What is replaced is returned, to be freed after the lock.
+    pub fn finish_rewrite_work(&mut self, done: RewriteDone) -> Rewritten {
+        let mut rewritten = Rewritten { installed: false, dropped: 0, next_from: 0, freed: Vec::new() };
+        if done.instance != self.instance {
+            return rewritten;
+        }
+        // The inputs the work was handed out with (a compaction that fell back from a merge names
+        // fewer).
+        if self.rewriting.first().is_some_and(|held| Arc::ptr_eq(held, &done.older)) {
+            self.rewriting.clear();
+        }
+        let inputs: Vec<&Arc<SealedChunk>> = std::iter::once(&done.older).chain(&done.newer).collect();
+        let first = self.sealed.iter().position(|chunk| Arc::ptr_eq(chunk, &done.older));
+        let in_place = first.is_some_and(|first| {
+            inputs
+                .iter()
+                .enumerate()
+                .all(|(step, input)| self.sealed.get(first + step).is_some_and(|chunk| Arc::ptr_eq(chunk, input)))
+        });
+        let (Some(first), true, true) = (first, in_place, done.window == self.config.window) else {
+            return rewritten;
         };
-        let count = rebuilt.as_ref().map_or(0, SealedChunk::len);
+        let consumed = first..first + inputs.len();
         // The files a snapshot wrote for the inputs are no longer theirs to keep.
-        let consumed = if merge { index..index + 2 } else { index..index + 1 };
-        let retired =
-            self.sealed.range(consumed).filter_map(|chunk| chunk.file_id().map(|id| (id, chunk.len()))).collect();
+        let retired = self
+            .sealed
+            .range(consumed.clone())
+            .filter_map(|chunk| chunk.file_id().map(|id| (id, chunk.len())))
+            .collect();
         self.retire(retired);
-        if merge {
-            self.sealed.remove(index + 1);
+        let kept = done.rebuilt.as_ref().map_or(0, SealedChunk::len);
+        rewritten.dropped = done.total - kept;
+        rewritten.freed = self.sealed.drain(consumed).collect();
+        if let Some(chunk) = done.rebuilt {
+            self.sealed.insert(first, Arc::new(chunk));
         }
-        match rebuilt {
-            Some(chunk) => self.sealed[index] = Arc::new(chunk),
-            None => {
-                self.sealed.remove(index);
-            }
+        rewritten.installed = true;
+        // A merged chunk may merge again with its new neighbour; a compacted one is done.
+        rewritten.next_from = if done.newer.is_some() { first } else { first + 1 };
+        rewritten
+    }
+
+    /// The frozen chunk's seal, to run without the caller's lock ([`SealWork::run`]), if one waits
+    /// and none is out. Installed by [`DedupIndex::finish_seal_work`].
+    pub fn next_seal_work(&mut self) -> Option<SealWork> {
+        if self.sealing {
+            return None;
         }
-        Rewrite { merged: merge, dropped: total - count }
+        let chunk = Arc::clone(self.frozen.as_ref()?);
+        self.sealing = true;
+        Some(SealWork { instance: self.instance, chunk })
+    }
+
+    /// Installs a seal run without the lock: the sealed chunk replaces the frozen one, if that is
+    /// still the one sealed (a chunk filling meanwhile seals it under the lock; the seal is then
+    /// dropped). Returns what is to be freed after the lock.
+    pub fn finish_seal_work(&mut self, done: SealDone) -> Freed {
+        let current = self.frozen.as_ref().is_some_and(|frozen| Arc::ptr_eq(frozen, &done.chunk));
+        if done.instance != self.instance || !current {
+            return Freed { _active: Some(done.chunk), _sealed: Some(done.sealed) };
+        }
+        let frozen = self.frozen.take();
+        self.sealing = false;
+        self.push_sealed(done.sealed);
+        drop(done.chunk);
+        Freed { _active: frozen, _sealed: None }
+    }
+
+    /// Ids in the frozen chunk.
+    pub(crate) fn frozen_len(&self) -> usize {
+        self.frozen.as_ref().map_or(0, |frozen| frozen.len())
     }
 
     /// An empty index whose chunks start tiny (tests only).
@@ -629,7 +751,7 @@ impl DedupIndex {
 
     /// Ids stored: live, or dead and not yet freed by `expire`. Excludes pending ids.
     pub fn stored_ids(&self) -> usize {
-        self.sealed.iter().map(|chunk| chunk.len()).sum::<usize>() + self.active.len()
+        self.sealed.iter().map(|chunk| chunk.len()).sum::<usize>() + self.active.len() + self.frozen_len()
     }
 
     /// Ids reserved by writes in flight or held by open transactions.
@@ -647,6 +769,7 @@ impl DedupIndex {
         size_of::<DedupIndex>()
             + self.sealed.iter().map(|chunk| chunk.approx_bytes()).sum::<usize>()
             + self.active.approx_bytes()
+            + self.frozen.as_ref().map_or(0, |frozen| frozen.approx_bytes())
             + self.pending.approx_bytes()
             + hash_map_bytes(self.transactions.capacity(), size_of::<((i32, i64), Vec<Id>)>())
             + self.transactions.values().map(|ids| ids.capacity() * size_of::<Id>()).sum::<usize>()
@@ -678,7 +801,127 @@ impl DedupIndex {
     }
 }
 
-struct Rewrite {
-    merged: bool,
-    dropped: usize,
+/// A rewrite of one resident chunk (only its live ids) or a merge of two neighbours (the live ids of
+/// both), taken by [`DedupIndex::next_rewrite_work`] and run without the index's lock.
+#[must_use = "a rewrite that is out keeps its inputs from spills until it is finished"]
+pub struct RewriteWork {
+    instance: u64,
+    older: Arc<SealedChunk>,
+    /// The next chunk, for a merge.
+    newer: Option<Arc<SealedChunk>>,
+    window: DedupWindow,
+    now_ms: i64,
+    log_starts: Arc<LogStarts>,
+}
+
+/// A rewrite that ran, for [`DedupIndex::finish_rewrite_work`].
+pub struct RewriteDone {
+    instance: u64,
+    older: Arc<SealedChunk>,
+    /// The merged neighbour (`None` for a compaction, or for a merge whose pair did not fit one
+    /// chunk and compacted `older` only).
+    newer: Option<Arc<SealedChunk>>,
+    window: DedupWindow,
+    /// Ids in the inputs.
+    total: usize,
+    /// The live ids (`None`: none were live).
+    rebuilt: Option<SealedChunk>,
+}
+
+impl RewriteWork {
+    /// Ids the rewrite copies (its cost).
+    pub fn cost(&self) -> usize {
+        self.older.len() + self.newer.as_ref().map_or(0, |newer| newer.len())
+    }
+
+    /// Copies the live ids of the inputs into one chunk. Reads nothing but the inputs (shared and
+    /// immutable), so it runs without the index's lock.
+    pub fn run(self) -> RewriteDone {
+        let RewriteWork { instance, older, newer, window, now_ms, log_starts } = self;
+        match rewrite_live(&older, newer.as_deref(), window, now_ms, &log_starts) {
+            Ok((total, rebuilt)) => RewriteDone { instance, older, newer, window, total, rebuilt },
+            // The pair cannot share a chunk: compact the older one only.
+            Err(TooWide) => {
+                let (total, rebuilt) = rewrite_live(&older, None, window, now_ms, &log_starts)
+                    .expect("a chunk's own live entries fit in a chunk");
+                RewriteDone { instance, older, newer: None, window, total, rebuilt }
+            }
+        }
+    }
+}
+
+/// The live ids of `older` and of `newer` (its neighbour, or none) as one chunk, with the count of
+/// ids in the inputs.
+fn rewrite_live(
+    older: &SealedChunk,
+    newer: Option<&SealedChunk>,
+    window: DedupWindow,
+    now_ms: i64,
+    starts: &LogStarts,
+) -> Result<(usize, Option<SealedChunk>), TooWide> {
+    let live = move |entry: &Entry| is_live(entry.location, entry.time_s, window, now_ms, starts);
+    let (newer, older) = match newer {
+        Some(newer) => (newer, Some(older)),
+        None => (older, None),
+    };
+    assert!(newer.disk().is_none() && older.is_none_or(|older| older.disk().is_none()), "rewrites are in RAM");
+    let total = newer.len() + older.map_or(0, SealedChunk::len);
+    let merge = older.is_some();
+    let older = older.into_iter().flat_map(SealedChunk::entries);
+    // One pass over the merged inputs (streaming them twice, for the spans and then the columns,
+    // cost twice the merge's iterator chain: the larger part of a merge).
+    let entries = SealedChunk::merged_live(newer.entries(), older, live)
+        .map(|entry| entry.expect("a resident chunk's entries are in memory"));
+    // Columns sized for the live ids: all of a merge's (merges take chunks with few dead), the
+    // estimated live ones of a compaction (at least half dead); they grow if the estimate is short.
+    let live_estimate = if merge { total } else { total - newer.dead_estimate(window, now_ms, starts).min(total) };
+    Ok((total, SealedChunk::from_sorted_stream(entries, live_estimate)?))
+}
+
+/// What [`DedupIndex::finish_rewrite_work`] did.
+#[must_use = "the replaced chunks are to be dropped after the lock"]
+pub struct Rewritten {
+    /// Whether the rewrite replaced its inputs.
+    pub installed: bool,
+    /// Dead ids it freed.
+    pub dropped: usize,
+    /// Where the next rewrite may start (`from` of [`DedupIndex::next_rewrite_work`]).
+    pub next_from: usize,
+    freed: Vec<Arc<SealedChunk>>,
+}
+
+impl Rewritten {
+    /// Frees the replaced chunks (after the index's lock: freeing hundreds of MB takes a while).
+    pub fn free(self) {
+        drop(self.freed);
+    }
+}
+
+/// The seal of a frozen active chunk: its entries sorted into a sealed chunk without the index's lock.
+#[must_use = "a seal that is out keeps others from being handed out until it is finished"]
+pub struct SealWork {
+    instance: u64,
+    chunk: Arc<ActiveChunk>,
+}
+
+/// A seal that ran, for [`DedupIndex::finish_seal_work`].
+pub struct SealDone {
+    instance: u64,
+    chunk: Arc<ActiveChunk>,
+    sealed: SealedChunk,
+}
+
+impl SealWork {
+    /// Sorts the frozen chunk's entries into a sealed chunk (reads the shared, frozen chunk only).
+    pub fn run(self) -> SealDone {
+        let sealed = self.chunk.seal_copy();
+        SealDone { instance: self.instance, chunk: self.chunk, sealed }
+    }
+}
+
+/// Memory an index let go of, to be freed after its lock ([`DedupIndex::finish_seal_work`]).
+#[must_use = "dropped after the lock"]
+pub struct Freed {
+    _active: Option<Arc<ActiveChunk>>,
+    _sealed: Option<SealedChunk>,
 }

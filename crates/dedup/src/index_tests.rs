@@ -269,6 +269,16 @@ enum Step {
     /// `FilterFinish` (seals, merges and spills happen in between, as while it runs without the lock).
     FilterStart,
     FilterFinish,
+    /// Takes the frozen chunk's seal and runs it, to be installed by a later `SealFinish` (the next
+    /// fill may seal it under the lock in between, as while it runs without the lock).
+    SealStart,
+    SealFinish,
+    /// Takes a rewrite (compaction or merge in RAM) and runs it, to be installed by a later
+    /// `RewriteFinish` (the index changes in between, as while it runs without the lock).
+    RewriteStart {
+        budget: usize,
+    },
+    RewriteFinish,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -286,6 +296,10 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::DiskFinish),
         2 => Just(Step::FilterStart),
         2 => Just(Step::FilterFinish),
+        2 => Just(Step::SealStart),
+        2 => Just(Step::SealFinish),
+        2 => (1..20usize).prop_map(|budget| Step::RewriteStart { budget }),
+        2 => Just(Step::RewriteFinish),
     ]
 }
 
@@ -335,9 +349,14 @@ struct Open {
     ids: Vec<Option<Id>>,
 }
 
-fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>) {
+fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>, defer_seals: bool) {
     let window = DedupWindow::Duration { window_ms };
     let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(window), 2);
+    if defer_seals {
+        index.defer_seals();
+    }
+    let mut seal_work = None;
+    let mut rewrite_work = None;
     let directory = tempfile::tempdir().expect("tempdir");
     if let Some(memory_bytes) = memory_bytes {
         index.use_disk(directory.path().join("chunks"), memory_bytes).expect("use disk");
@@ -457,6 +476,27 @@ fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>) {
                     index.finish_filter_work(done).expect("filter work");
                 }
             }
+            Step::SealStart => {
+                if seal_work.is_none() {
+                    seal_work = index.next_seal_work().map(|work| work.run());
+                }
+            }
+            Step::SealFinish => {
+                if let Some(done) = seal_work.take() {
+                    drop(index.finish_seal_work(done));
+                }
+            }
+            Step::RewriteStart { budget } => {
+                if rewrite_work.is_none() {
+                    let mut stats = Default::default();
+                    rewrite_work = index.next_rewrite_work(0, now_ms, budget, &mut stats).map(|work| work.run());
+                }
+            }
+            Step::RewriteFinish => {
+                if let Some(done) = rewrite_work.take() {
+                    index.finish_rewrite_work(done).free();
+                }
+            }
         }
         index.assert_filter_covers_sealed();
         for number in 0..40u32 {
@@ -474,6 +514,14 @@ fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>) {
         index.release(reservation);
     }
     assert_eq!(index.pending_ids(), model.transactions.len());
+    if let Some(done) = seal_work.take() {
+        drop(index.finish_seal_work(done));
+    }
+    if let Some(done) = rewrite_work.take() {
+        index.finish_rewrite_work(done).free();
+    }
+    // A frozen chunk cannot move to disk until it is sealed (the writers seal it after their round).
+    index.seal_frozen();
     if let Some(done) = disk_work.take() {
         index.finish_disk_work(done).expect("disk work");
     }
@@ -502,8 +550,12 @@ proptest! {
     /// writes, transactions, retention, expiry and time, with chunks tiny enough that sealing,
     /// merging and compaction happen all the time.
     #[test]
-    fn index_matches_model(steps in prop::collection::vec(step(), 1..120), window_ms in 1_000..10_000i64) {
-        run_model(steps, window_ms, None);
+    fn index_matches_model(
+        steps in prop::collection::vec(step(), 1..120),
+        window_ms in 1_000..10_000i64,
+        defer_seals: bool,
+    ) {
+        run_model(steps, window_ms, None, defer_seals);
     }
 
     /// The same with a memory budget so small that every sealed chunk is spilled to disk, and
@@ -514,8 +566,9 @@ proptest! {
         steps in prop::collection::vec(step(), 1..120),
         window_ms in 1_000..10_000i64,
         memory_bytes in 0..4_000usize,
+        defer_seals: bool,
     ) {
-        run_model(steps, window_ms, Some(memory_bytes));
+        run_model(steps, window_ms, Some(memory_bytes), defer_seals);
     }
 }
 
@@ -537,7 +590,7 @@ fn an_id_spilled_after_the_view_is_still_a_duplicate() {
         Step::DiskFinish,
         Step::Reserve { partition: 0, ids: vec![Some(0)], producer: None, through_view: true },
     ];
-    run_model(steps, 5_000, Some(0));
+    run_model(steps, 5_000, Some(0), false);
 }
 
 #[test]
@@ -662,4 +715,80 @@ fn concurrent_writers_looking_up_without_the_lock_store_each_id_once() {
     admitted.dedup();
     assert_eq!(admitted.len(), total, "no id admitted twice");
     assert_eq!(total, 2_002, "every id admitted once");
+}
+
+/// Stores ids `numbers` in one batch of partition 0 at offset `base`, timestamp `timestamp_ms`.
+fn store(index: &mut DedupIndex, numbers: &[u32], base: i64, timestamp_ms: i64) {
+    let reservation = index.reserve(0, &ids(numbers), None, timestamp_ms).expect("reserve");
+    confirm_at(index, reservation, base, timestamp_ms);
+}
+
+#[test]
+fn a_frozen_chunk_is_probed_snapshotted_and_sealed_without_the_lock() {
+    let mut index = retention_index();
+    index.defer_seals();
+    // Tiny chunks take 3 ids: the fourth id freezes the first three.
+    store(&mut index, &[1, 2, 3, 4], 0, 0);
+    assert_eq!((index.sealed_chunks(), index.frozen_len(), index.stored_ids()), (0, 3, 4));
+    let again = index.reserve(1, &ids(&[2]), None, 0).expect("reserve");
+    assert_eq!(again.decisions(), &[Decision::Duplicate(Location { partition: 0, offset: 1 })], "found frozen");
+    index.release(again);
+    // A snapshot taken now holds the frozen ids.
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("dedup.snapshot");
+    index.snapshot(&path).expect("snapshot");
+    let loaded = DedupIndex::load(&path, index.config()).expect("load");
+    for number in 1..=4 {
+        assert_eq!(loaded.lookup_ok(&id(number), 0), index.lookup_ok(&id(number), 0), "id {number}");
+        assert!(loaded.lookup_ok(&id(number), 0).is_some(), "id {number}");
+    }
+    let work = index.next_seal_work().expect("a frozen chunk to seal");
+    assert!(index.next_seal_work().is_none(), "one seal out at a time");
+    drop(index.finish_seal_work(work.run()));
+    assert_eq!((index.sealed_chunks(), index.frozen_len(), index.stored_ids()), (1, 0, 4));
+    assert!((1..=4).all(|number| index.lookup_ok(&id(number), 0).is_some()));
+    assert!(index.next_seal_work().is_none(), "nothing frozen");
+}
+
+#[test]
+fn a_seal_overtaken_by_the_next_fill_is_dropped() {
+    let mut index = retention_index();
+    index.defer_seals();
+    store(&mut index, &[1, 2, 3, 4], 0, 0);
+    let out = index.next_seal_work().expect("frozen").run();
+    // The next fill seals the frozen chunk under the lock and freezes the next one.
+    store(&mut index, &[5, 6, 7], 4, 0);
+    assert_eq!((index.sealed_chunks(), index.frozen_len()), (1, 3));
+    drop(index.finish_seal_work(out));
+    assert_eq!((index.sealed_chunks(), index.frozen_len(), index.stored_ids()), (1, 3, 7), "not installed twice");
+    let work = index.next_seal_work().expect("the new frozen chunk");
+    drop(index.finish_seal_work(work.run()));
+    assert_eq!((index.sealed_chunks(), index.stored_ids()), (2, 7));
+    assert!((1..=7).all(|number| index.lookup_ok(&id(number), 0).is_some()));
+}
+
+#[test]
+fn a_rewrite_taken_before_the_window_grew_is_not_installed() {
+    let window = DedupWindow::Duration { window_ms: 1_000 };
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(window), 2);
+    // Two sealed chunks: ids 1-3 at 0 s (dead at 5 s under the 1 s window), ids 4-6 at 4.5 s.
+    store(&mut index, &[1, 2, 3], 0, 0);
+    store(&mut index, &[4, 5, 6, 7], 3, 4_500);
+    let now_ms = 5_000;
+    let mut stats = Default::default();
+    let work = index.next_rewrite_work(0, now_ms, usize::MAX, &mut stats).expect("a rewrite of the dead chunk");
+    assert!(index.next_rewrite_work(0, now_ms, usize::MAX, &mut stats).is_none(), "one rewrite out at a time");
+    let done = work.run();
+    assert_eq!(index.lookup_ok(&id(1), now_ms), None, "dead under the 1 s window");
+    index.set_window(DedupWindow::Retention);
+    let rewritten = index.finish_rewrite_work(done);
+    assert!(!rewritten.installed, "the rewrite dropped ids the longer window keeps");
+    rewritten.free();
+    for number in 1..=7 {
+        assert!(index.lookup_ok(&id(number), now_ms).is_some(), "id {number} is live under the new window");
+    }
+    // The work is no longer out: expiry goes on (nothing is dead now).
+    assert!(index.rewriting.is_empty(), "a dropped rewrite releases its inputs");
+    index.expire(now_ms, usize::MAX);
+    assert!((1..=7).all(|number| index.lookup_ok(&id(number), now_ms).is_some()));
 }

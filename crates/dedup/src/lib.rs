@@ -76,8 +76,12 @@
 //! - The **active chunk**: a `HashMap<Id, (Location, u32)>` (32-byte slots, a trivial hasher
 //!   since ids are already uniform). It holds at most about 1/32 of the stored ids (between
 //!   57,344 and 458,752: 7/8 of a power of two, so its table is never more than one size too
-//!   big), then is *sealed*: sorted into columns, a pause of about 60 ms at 458,752 ids
-//!   (measured), inside the `confirm` that fills it.
+//!   big), then is *sealed*: sorted into columns, about 60 ms at 458,752 ids (measured). By
+//!   default inside the `confirm` that fills it; with [`DedupIndex::defer_seals`] (the broker)
+//!   the full chunk is *frozen* there instead — read-only, probed right after the active chunk,
+//!   written by snapshots like it — and sealed without the caller's lock
+//!   ([`DedupIndex::next_seal_work`]). Its map is allocated whole once the index holds as many
+//!   ids as it takes (no rehash while it fills).
 //! - **Sealed chunks**: immutable; the ids sorted, stored as columns — id `u128` (16 B), offset
 //!   as a `u32` delta from the chunk's base offset for that partition (4 B), partition as a
 //!   `u16` slot into the chunk's partition table (2 B), time in seconds `u32` (4 B): 26 bytes
@@ -87,12 +91,13 @@
 //!   every chunk, for a new id — reads that one cache line and stops there 99 times in 100.
 //!   Each chunk knows its time range and, per partition, its offset range and count.
 //!
-//! A lookup probes the active chunk then the sealed chunks newest first and returns the first
-//! live match (a dead copy of an id may linger in an older chunk until freed). `expire` drops
+//! A lookup probes the active chunk, the frozen one, then the sealed chunks newest first and
+//! returns the first live match (a dead copy of an id may linger in an older chunk until freed). `expire` drops
 //! whole chunks whose ids are all dead (from the metadata alone), compacts chunks estimated at
 //! least half dead, and merges neighbours up to 1/8 of the stored ids, so a lookup probes
-//! about 8 to 16 chunks at any size. Compaction and merging stream the sorted columns (two
-//! passes), making no copy of the entries.
+//! about 8 to 16 chunks at any size. Compaction and merging stream the sorted columns, making
+//! no copy of the entries; each rewrite can run without the caller's lock
+//! ([`DedupIndex::next_rewrite_work`], [`DedupIndex::finish_rewrite_work`]).
 //!
 //! Measured with `cargo run --release -p once-dedup --example dedup_bench` (2 cores; 8
 //! partitions; batches of 100 ids, all new): at 10 M ids, 29.2 bytes per id by
@@ -187,7 +192,8 @@ pub use crate::config::{DedupSource, DedupWindow, DEDUP_SOURCE_CONFIG, DEDUP_WIN
 pub use crate::error::DedupError;
 pub use crate::id::Id;
 pub use crate::index::{
-    Decision, DedupIndex, ExpireStats, IndexConfig, Reservation, MAX_IDS_DEFAULT, MAX_IDS_ON_DISK_DEFAULT,
+    Decision, DedupIndex, ExpireStats, Freed, IndexConfig, Reservation, RewriteDone, RewriteWork, Rewritten, SealDone,
+    SealWork, MAX_IDS_DEFAULT, MAX_IDS_ON_DISK_DEFAULT,
 };
 pub use crate::records::{
     extract_ids, extract_record_ids, extract_valid_record_ids, filter_batch, filter_valid_batch, visit_records,

@@ -52,7 +52,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::chunk::{fits_in_chunk, spans_of, Entry, Location, SealedChunk};
+use crate::chunk::{fits_in_chunk, spans_of, ActiveChunk, Entry, Location, SealedChunk};
 use crate::disk::{open_chunk, read_chunk_resident};
 use crate::error::DedupError;
 use crate::id::Id;
@@ -134,6 +134,9 @@ pub struct SnapshotView {
     covered: Vec<(i32, i64)>,
     log_starts: Vec<(i32, i64)>,
     sealed: Vec<Arc<SealedChunk>>,
+    /// The frozen chunk (shared: it no longer changes), written inline between the sealed chunks and
+    /// the active one.
+    frozen: Option<Arc<ActiveChunk>>,
     active: Vec<Entry>,
     transaction_holds: usize,
     /// Chunk files the index no longer used when the view was taken: deleted after the write.
@@ -232,6 +235,7 @@ impl DedupIndex {
             covered: covered.into_iter().collect(),
             log_starts,
             sealed: self.sealed.iter().cloned().collect(),
+            frozen: self.frozen.clone(),
             active: self.active.entries().collect(),
             transaction_holds: holds.len(),
             retired: self.retired_files(),
@@ -356,7 +360,8 @@ impl SnapshotView {
             }
         }
         // Sealed chunks oldest first, then the active chunk: load keeps the grouping by time.
-        buffer.extend_from_slice(&(self.sealed.len() as u32 + 1).to_be_bytes());
+        let inline = 1 + u32::from(self.frozen.is_some());
+        buffer.extend_from_slice(&(self.sealed.len() as u32 + inline).to_be_bytes());
         // A chunk with a file is referred to by its file id; any other is written entry by entry.
         let mut write_chunk =
             |file: Option<(u8, u64)>, len: usize, entries: &mut dyn Iterator<Item = Entry>| -> std::io::Result<()> {
@@ -390,6 +395,9 @@ impl SnapshotView {
                 .take(if file.is_some() { 0 } else { chunk.len() })
                 .map(|entry| entry.expect("a resident chunk's entries are in memory"));
             write_chunk(file, chunk.len(), &mut entries)?;
+        }
+        if let Some(frozen) = &self.frozen {
+            write_chunk(None, frozen.len(), &mut frozen.entries())?;
         }
         write_chunk(None, self.active.len(), &mut self.active.iter().copied())?;
         buffer.extend_from_slice(&0u32.to_be_bytes()); // no transaction holds

@@ -200,7 +200,10 @@ impl DedupIndex {
         let target = merge_target(self.stored_ids(), self.chunk_bits_min).min(DISK_CHUNK_IDS_MAX);
         let on_disk = |index: usize| self.sealed.get(index).is_some_and(|chunk| chunk.disk().is_some());
         let pick = if over {
-            self.sealed.iter().position(|chunk| chunk.disk().is_none()).map(|index| (Kind::Spill, index))
+            // Not a chunk a rewrite in RAM is copying (its swap would find it gone).
+            let rewriting = |chunk: &Arc<SealedChunk>| self.rewriting.iter().any(|input| Arc::ptr_eq(input, chunk));
+            let spillable = |chunk: &Arc<SealedChunk>| chunk.disk().is_none() && !rewriting(chunk);
+            self.sealed.iter().position(spillable).map(|index| (Kind::Spill, index))
         } else {
             None
         };
@@ -355,7 +358,7 @@ impl DedupIndex {
     pub fn ids_without_file(&self) -> usize {
         let unfiled: usize =
             self.sealed.iter().filter(|chunk| chunk.file_id().is_none()).map(|chunk| chunk.len()).sum();
-        unfiled + self.active.len()
+        unfiled + self.active.len() + self.frozen_len()
     }
 
     /// Ids the retired files hold (their bytes wait on disk for the next snapshot).

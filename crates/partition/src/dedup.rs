@@ -90,6 +90,9 @@ pub struct TopicDedup {
     /// never receives a chunk file from a step that was running: `close` waits for it. Writers and
     /// the upkeep only try it (one step is out at a time anyway).
     disk_worker: Mutex<()>,
+    /// Held while a thread rewrites chunks in RAM ([`TopicDedup::rewrite`]): one at a time (the
+    /// index hands out one rewrite at a time anyway); the others only try it.
+    rewriter: Mutex<()>,
 }
 
 struct State {
@@ -248,6 +251,7 @@ impl TopicDedup {
             state: Mutex::new(state),
             snapshot_writer,
             disk_worker: Mutex::new(()),
+            rewriter: Mutex::new(()),
         }
     }
 
@@ -456,20 +460,75 @@ impl TopicDedup {
     }
 
     /// Frees expired ids (window passed, or below a log start), rewriting about `budget` ids at most.
+    /// The rewrites copy chunks without the lock (see [`TopicDedup::rewrite`]).
     pub fn expire(&self, now_ms: i64, budget: usize) -> ExpireStats {
-        self.lock().index.expire(now_ms, budget)
+        self.rewrite(now_ms, budget)
     }
 
-    /// After a round (its answers sent): every `MERGE_EVERY_IDS` ids, the writer that crosses the
-    /// mark merges chunks (a bounded amount of work, under the lock); then, while the index is over
-    /// its memory budget, moves its oldest resident chunks to disk, the file I/O without the lock. A
-    /// failed spill is logged; the index then refuses new ids while over the budget
-    /// (KAFKA_STORAGE_ERROR) until a spill works.
-    pub(crate) fn spill_if_over_budget(&self) {
-        {
+    /// [`DedupIndex::expire`] with each rewrite run without the index's lock (a merge at 10 M ids
+    /// copies millions of ids: tens of milliseconds in which every partition's writer waited): the
+    /// lock is taken to hand one out and to install it. One thread rewrites at a time; another finds
+    /// the work taken and returns.
+    fn rewrite(&self, now_ms: i64, budget: usize) -> ExpireStats {
+        let _rewriter = match self.rewriter.try_lock() {
+            Ok(rewriter) => rewriter,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return ExpireStats::default(),
+        };
+        let mut stats = {
             let mut state = self.lock();
-            let State { index, changes_since_merge, .. } = &mut *state;
-            merge_if_due(index, changes_since_merge, now_ms());
+            if state.closed || state.failed.is_some() {
+                return ExpireStats::default();
+            }
+            state.index.drop_dead_chunks(now_ms)
+        };
+        let mut from = 0;
+        loop {
+            let work = {
+                let mut state = self.lock();
+                if state.closed || state.failed.is_some() {
+                    break;
+                }
+                state.index.next_rewrite_work(from, now_ms, budget, &mut stats)
+            };
+            let Some(work) = work else { break };
+            let done = work.run();
+            let rewritten = self.lock().index.finish_rewrite_work(done);
+            stats.entries_dropped += rewritten.dropped;
+            // Not installed: the index changed under the work; the next round starts again.
+            let installed = rewritten.installed;
+            from = rewritten.next_from;
+            rewritten.free();
+            if !installed {
+                break;
+            }
+        }
+        stats
+    }
+
+    /// Seals the frozen active chunk, if one waits, without the index's lock: the sort of up to
+    /// 458,752 ids took tens of milliseconds in which every partition's writer waited.
+    fn seal(&self) {
+        let work = self.lock().index.next_seal_work();
+        let Some(work) = work else { return };
+        let done = work.run();
+        let freed = self.lock().index.finish_seal_work(done);
+        drop(freed);
+    }
+
+    /// After a round (its answers sent): seals a frozen active chunk; every `MERGE_EVERY_IDS` ids,
+    /// the writer that crosses the mark merges chunks (a bounded amount of work, without the lock);
+    /// then, while the index is over its memory budget, moves its oldest resident chunks to disk, the
+    /// file I/O without the lock. A failed spill is logged; the index then refuses new ids while over
+    /// the budget (KAFKA_STORAGE_ERROR) until a spill works.
+    pub(crate) fn spill_if_over_budget(&self) {
+        self.seal();
+        let budget = {
+            let mut state = self.lock();
+            merge_budget(&mut state.changes_since_merge)
+        };
+        if let Some(budget) = budget {
+            self.rewrite(now_ms(), budget);
         }
         self.disk_steps(true, usize::MAX);
     }
@@ -642,6 +701,8 @@ fn with_disk(
     if !loaded {
         once_dedup::remove_snapshot(snapshot_path)?;
     }
+    // The writers seal full active chunks after their rounds, without the lock (`TopicDedup::seal`).
+    index.defer_seals();
     let dir = chunk_dir(snapshot_path);
     let used = index.use_disk(dir, memory_bytes).and_then(|()| index.remove_orphan_chunk_files());
     match used {
@@ -650,7 +711,9 @@ fn with_disk(
         Err(error) => {
             tracing::error!(topic, %error, "dedup index cannot use its chunk directory; keeping it in RAM");
             let config = IndexConfig { max_ids: once_dedup::MAX_IDS_DEFAULT, ..index.config() };
-            return Ok((DedupIndex::new(config), false));
+            let mut index = DedupIndex::new(config);
+            index.defer_seals();
+            return Ok((index, false));
         }
     }
     Ok((index, loaded))
@@ -704,14 +767,15 @@ fn snapshot_due(changes: u64, written: u64, retired: Retired, since_last: Durati
         || ((changes > 0 || retired.files > 0) && since_last >= SNAPSHOT_INTERVAL_MAX)
 }
 
-/// Every `MERGE_EVERY_IDS` changes, merges chunks with a budget proportional to them (live and in
-/// replay alike, so a lookup probes few chunks whatever the insert rate).
-fn merge_if_due(index: &mut DedupIndex, changes_since_merge: &mut u64, now_ms: i64) {
-    if *changes_since_merge >= MERGE_EVERY_IDS {
-        let budget = changes_since_merge.saturating_mul(MERGE_WORK_PER_ID);
-        *changes_since_merge = 0;
-        index.expire(now_ms, usize::try_from(budget).unwrap_or(usize::MAX));
+/// Every `MERGE_EVERY_IDS` changes, the budget of ids to merge, proportional to them (so a lookup
+/// probes few chunks whatever the insert rate).
+fn merge_budget(changes_since_merge: &mut u64) -> Option<usize> {
+    if *changes_since_merge < MERGE_EVERY_IDS {
+        return None;
     }
+    let budget = changes_since_merge.saturating_mul(MERGE_WORK_PER_ID);
+    *changes_since_merge = 0;
+    Some(usize::try_from(budget).unwrap_or(usize::MAX))
 }
 
 /// The one function by which a write changes the index, live (after its round's sync) and in replay

@@ -4,7 +4,7 @@
 use once_dedup::{extract_record_ids, DedupError, DedupIndex, DedupSource};
 use once_log::Log;
 
-use super::{apply_effect, merge_if_due, Effect, RebuildStats, Reserved};
+use super::{apply_effect, merge_budget, Effect, RebuildStats, Reserved};
 use crate::error::PartitionError;
 use crate::producer_state::LoggedBatch;
 use crate::replay;
@@ -32,7 +32,11 @@ pub(super) fn replay_partition(
         total += changes;
         since_merge += changes;
         changes = 0;
-        merge_if_due(index, &mut since_merge, now_ms);
+        // Nothing else runs at open: seals and merges run under the lock.
+        index.seal_frozen();
+        if let Some(budget) = merge_budget(&mut since_merge) {
+            index.expire(now_ms, budget);
+        }
         if index.over_memory_budget() {
             // Nothing else runs at open: spill under the lock, so a replay stays within the budget.
             // If spilling fails (a full disk), the replay goes on over the budget (`reserve_replayed`):
