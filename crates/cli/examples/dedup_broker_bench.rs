@@ -123,6 +123,11 @@ impl Broker {
         }
     }
 
+    /// CPU seconds (user and system) the broker used so far.
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&self.child.as_ref().expect("running").id().to_string())
+    }
+
     fn resident_bytes(&self) -> u64 {
         let pid = self.child.as_ref().expect("running").id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -174,6 +179,16 @@ impl Drop for Broker {
             let _ = child.wait();
         }
     }
+}
+
+/// CPU seconds (user and system) process `pid` (or "self") used so far, from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces, so split after its closing parenthesis):
+    // utime and stime are the 12th and 13th, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat").1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
 }
 
 fn once(args: &Args, command: &[&str]) {
@@ -292,8 +307,13 @@ fn throughput(args: &Args, broker: &Broker, phase: &str, on_topic: Option<&str>)
                     fresh.clone()
                 }
             };
+            let cpu_before = (broker.cpu_seconds(), cpu_seconds("self"));
             let rate = produce(args, &bootstrap, &topic, &format!("{phase}{run}"), args.throughput_records);
-            println!("{phase} run {run}: dedup {}: {rate:.0} records/s", if dedup { "on " } else { "off" });
+            let (broker_cpu, client_cpu) = (broker.cpu_seconds() - cpu_before.0, cpu_seconds("self") - cpu_before.1);
+            println!(
+                "{phase} run {run}: dedup {}: {rate:.0} records/s (CPU s: broker {broker_cpu:.2}, clients {client_cpu:.2})",
+                if dedup { "on " } else { "off" }
+            );
             if dedup {
                 on.push(rate)
             } else {

@@ -734,7 +734,7 @@ impl DedupIndex {
     }
 
     /// Ids in the frozen chunk.
-    pub(crate) fn frozen_len(&self) -> usize {
+    pub fn frozen_len(&self) -> usize {
         self.frozen.as_ref().map_or(0, |frozen| frozen.len())
     }
 

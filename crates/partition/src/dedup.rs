@@ -24,12 +24,13 @@
 //!
 //! The index keeps at most its memory budget in RAM: past it, sealed chunks move to checksummed
 //! files in `<topic>/dedup-chunks/` (`once-dedup`'s `spill`), oldest first. The writer whose round
-//! crossed the budget moves them after answering ([`TopicDedup::spill_if_over_budget`]), and the
+//! crossed the budget moves them after answering ([`TopicDedup::after_round`]), and the
 //! broker's upkeep compacts and merges the files ([`TopicDedup::maintain_disk`]); either way the
 //! file I/O runs without the index's lock, which is taken only to pick the work and to swap the
 //! new chunk in.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -93,6 +94,8 @@ pub struct TopicDedup {
     /// Held while a thread rewrites chunks in RAM ([`TopicDedup::rewrite`]): one at a time (the
     /// index hands out one rewrite at a time anyway); the others only try it.
     rewriter: Mutex<()>,
+    /// A seal or merge task of [`TopicDedup::after_round`] is out.
+    background: AtomicBool,
 }
 
 struct State {
@@ -252,6 +255,7 @@ impl TopicDedup {
             snapshot_writer,
             disk_worker: Mutex::new(()),
             rewriter: Mutex::new(()),
+            background: AtomicBool::new(false),
         }
     }
 
@@ -357,7 +361,7 @@ impl TopicDedup {
     }
 
     /// Step 3: what a round made durable, in log order. Merging chunks is left to
-    /// [`TopicDedup::spill_if_over_budget`], after the answers: it changes no decision, so a
+    /// [`TopicDedup::after_round`], after the answers: it changes no decision, so a
     /// producer need not wait for it.
     pub(crate) fn apply(&self, partition: i32, effects: Vec<Effect>) {
         let mut state = self.lock();
@@ -516,21 +520,52 @@ impl TopicDedup {
         drop(freed);
     }
 
-    /// After a round (its answers sent): seals a frozen active chunk; every `MERGE_EVERY_IDS` ids,
-    /// the writer that crosses the mark merges chunks (a bounded amount of work, without the lock);
-    /// then, while the index is over its memory budget, moves its oldest resident chunks to disk, the
-    /// file I/O without the lock. A failed spill is logged; the index then refuses new ids while over
-    /// the budget (KAFKA_STORAGE_ERROR) until a spill works.
-    pub(crate) fn spill_if_over_budget(&self) {
-        self.seal();
-        let budget = {
-            let mut state = self.lock();
-            merge_budget(&mut state.changes_since_merge)
+    /// After a round (its answers sent): seals a frozen active chunk and, every `MERGE_EVERY_IDS`
+    /// ids, merges chunks (a bounded amount of work, without the lock) — on a blocking task of its
+    /// own, so that the writer's next round does not wait for tens of milliseconds of sorting and
+    /// copying (a librdkafka idempotent producer has one request in flight per partition, so such a
+    /// wait stalls its sender) — then, while the index is over its memory budget, moves its oldest
+    /// resident chunks to disk, the file I/O without the lock. Over the budget the seal and merges run
+    /// here, before the spill that needs them. A failed spill is logged; the index then refuses new
+    /// ids while over the budget (KAFKA_STORAGE_ERROR) until a spill works.
+    pub(crate) fn after_round(self: &Arc<Self>) {
+        let (due, over) = {
+            let state = self.lock();
+            let due = state.index.frozen_len() > 0 || state.changes_since_merge >= MERGE_EVERY_IDS;
+            // Over the budget, counting a frozen chunk (which `over_memory_budget` cannot spill yet).
+            let over = state.index.memory_budget().is_some_and(|budget| state.index.approx_bytes() > budget);
+            (due, over)
         };
+        if over {
+            self.seal_and_merge();
+        } else if due && !self.background.swap(true, Ordering::AcqRel) {
+            let dedup = Arc::clone(self);
+            let work = move || {
+                // Cleared however the task ends (a panic is an index assertion: later rounds go on).
+                struct Done<'a>(&'a AtomicBool);
+                impl Drop for Done<'_> {
+                    fn drop(&mut self) {
+                        self.0.store(false, Ordering::Release);
+                    }
+                }
+                let _done = Done(&dedup.background);
+                dedup.seal_and_merge();
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(work)),
+                Err(_) => work(),
+            }
+        }
+        self.disk_steps(true, usize::MAX);
+    }
+
+    /// Seals the frozen chunk, then merges if `MERGE_EVERY_IDS` ids changed since the last merge.
+    fn seal_and_merge(&self) {
+        self.seal();
+        let budget = merge_budget(&mut self.lock().changes_since_merge);
         if let Some(budget) = budget {
             self.rewrite(now_ms(), budget);
         }
-        self.disk_steps(true, usize::MAX);
     }
 
     /// Upkeep: spills, then compacts and merges chunk files, at most `steps` steps (each bounded by

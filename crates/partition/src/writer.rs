@@ -527,7 +527,7 @@ fn answer_round(shared: &Shared, mut staged: Vec<Staged>, synced: Result<(u64, O
                 // After the answers: the writer that grew the index past its budget moves chunks to
                 // disk before its next sync starts (the file I/O without the index's lock; the next
                 // requests are staged meanwhile).
-                dedup.spill_if_over_budget();
+                dedup.after_round();
             }
         }
         Err(error) => {
