@@ -258,7 +258,7 @@ impl DedupIndex {
 
     /// [`DedupIndex::reserve`] given what a [`SealedView`] of this index found for the same `ids`
     /// at the same `now_ms`, looked up without the caller's lock: under it, only the active chunk,
-    /// the sealed chunks that are not in the view (sealed, merged or moved to disk since) and the
+    /// the frozen one, the sealed chunks that are not in the view (sealed, merged or moved to disk since) and the
     /// pending ids are probed. The decisions are those `reserve` would make now: liveness only
     /// decreases while the window stays the same (time and log starts move forward), so a copy the
     /// view missed is in no chunk of the view, and one it found is checked again (if it died since,
@@ -705,6 +705,12 @@ impl DedupIndex {
         // A merged chunk may merge again with its new neighbour; a compacted one is done.
         rewritten.next_from = if done.newer.is_some() { first } else { first + 1 };
         rewritten
+    }
+
+    /// Gives up the rewrite that is out (it panicked): later rewrites are handed out again and
+    /// spills may take its inputs.
+    pub fn abandon_rewrite_work(&mut self) {
+        self.rewriting.clear();
     }
 
     /// The frozen chunk's seal, to run without the caller's lock ([`SealWork::run`]), if one waits

@@ -62,9 +62,11 @@ const SNAPSHOT_RETIRED_SHARE: u64 = 4;
 const SNAPSHOT_RETRY_MIN: Duration = Duration::from_secs(1);
 /// ... up to this.
 const SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(60);
-/// After this many ids were inserted, the writer that crosses it merges chunks (`expire`) once its
-/// round is answered, so a lookup keeps probing about 8 to 16 chunks at any insert rate.
+/// After this many ids were inserted, chunks are merged once the round that crosses it is answered
+/// (`TopicDedup::after_round`), so a lookup keeps probing about 8 to 16 chunks at any insert rate.
 const MERGE_EVERY_IDS: u64 = 1 << 16;
+/// Most passes of seal-and-merge one background task makes (`TopicDedup::after_round`).
+const BACKGROUND_PASSES_MAX: usize = 4;
 
 /// Wait after a failed rebuild of a topic filter, doubled per failure in a row up to the most.
 const FILTER_RETRY_MIN: Duration = Duration::from_secs(60);
@@ -92,7 +94,8 @@ pub struct TopicDedup {
     /// the upkeep only try it (one step is out at a time anyway).
     disk_worker: Mutex<()>,
     /// Held while a thread rewrites chunks in RAM ([`TopicDedup::rewrite`]): one at a time (the
-    /// index hands out one rewrite at a time anyway); the others only try it.
+    /// index hands out one rewrite at a time anyway). A seal-and-merge task waits for it; the
+    /// upkeep only tries it, and when it is taken drops only whole dead chunks.
     rewriter: Mutex<()>,
     /// A seal or merge task of [`TopicDedup::after_round`] is out.
     background: AtomicBool,
@@ -463,28 +466,35 @@ impl TopicDedup {
         self.lock().failed = Some(error.to_string());
     }
 
-    /// Frees expired ids (window passed, or below a log start), rewriting about `budget` ids at most.
-    /// The rewrites copy chunks without the lock (see [`TopicDedup::rewrite`]).
+    /// Upkeep: seals a frozen chunk the writers left (a topic that went idle right after a fill),
+    /// frees expired ids (window passed, or below a log start), rewriting about `budget` ids at most.
+    /// The seal and the rewrites copy chunks without the lock (see [`TopicDedup::rewrite`]); if
+    /// another thread is rewriting, only whole dead chunks are dropped.
     pub fn expire(&self, now_ms: i64, budget: usize) -> ExpireStats {
-        self.rewrite(now_ms, budget)
+        self.seal();
+        self.rewrite(now_ms, budget, false).unwrap_or_default()
     }
 
     /// [`DedupIndex::expire`] with each rewrite run without the index's lock (a merge at 10 M ids
     /// copies millions of ids: tens of milliseconds in which every partition's writer waited): the
-    /// lock is taken to hand one out and to install it. One thread rewrites at a time; another finds
-    /// the work taken and returns.
-    fn rewrite(&self, now_ms: i64, budget: usize) -> ExpireStats {
-        let _rewriter = match self.rewriter.try_lock() {
-            Ok(rewriter) => rewriter,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return ExpireStats::default(),
-        };
+    /// lock is taken to hand one out and to install it. One thread rewrites at a time: with `wait`
+    /// the caller waits for the other; without, it only drops whole dead chunks and returns `None`.
+    fn rewrite(&self, now_ms: i64, budget: usize, wait: bool) -> Option<ExpireStats> {
         let mut stats = {
             let mut state = self.lock();
             if state.closed || state.failed.is_some() {
-                return ExpireStats::default();
+                return Some(ExpireStats::default());
             }
+            // Safe beside another thread's rewrite: its inputs are kept (`DedupIndex::rewriting`).
             state.index.drop_dead_chunks(now_ms)
+        };
+        let _rewriter = match wait {
+            true => self.rewriter.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            false => match self.rewriter.try_lock() {
+                Ok(rewriter) => rewriter,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return None,
+            },
         };
         let mut from = 0;
         loop {
@@ -496,7 +506,11 @@ impl TopicDedup {
                 state.index.next_rewrite_work(from, now_ms, budget, &mut stats)
             };
             let Some(work) = work else { break };
+            // Should `run` panic (an index assertion), the work is given up, so that later rewrites
+            // are handed out and spills take its inputs again.
+            let abandon = Abandon(self);
             let done = work.run();
+            std::mem::forget(abandon);
             let rewritten = self.lock().index.finish_rewrite_work(done);
             stats.entries_dropped += rewritten.dropped;
             // Not installed: the index changed under the work; the next round starts again.
@@ -507,7 +521,7 @@ impl TopicDedup {
                 break;
             }
         }
-        stats
+        Some(stats)
     }
 
     /// Seals the frozen active chunk, if one waits, without the index's lock: the sort of up to
@@ -531,7 +545,7 @@ impl TopicDedup {
     pub(crate) fn after_round(self: &Arc<Self>) {
         let (due, over) = {
             let state = self.lock();
-            let due = state.index.frozen_len() > 0 || state.changes_since_merge >= MERGE_EVERY_IDS;
+            let due = !state.closed && (state.index.frozen_len() > 0 || state.changes_since_merge >= MERGE_EVERY_IDS);
             // Over the budget, counting a frozen chunk (which `over_memory_budget` cannot spill yet).
             let over = state.index.memory_budget().is_some_and(|budget| state.index.approx_bytes() > budget);
             (due, over)
@@ -539,17 +553,20 @@ impl TopicDedup {
         if over {
             self.seal_and_merge();
         } else if due && !self.background.swap(true, Ordering::AcqRel) {
-            let dedup = Arc::clone(self);
+            // Cleared however the task ends: run, panicked (an index assertion: later rounds go on)
+            // or dropped unrun (a runtime shutting down).
+            let done = Background(Arc::clone(self));
             let work = move || {
-                // Cleared however the task ends (a panic is an index assertion: later rounds go on).
-                struct Done<'a>(&'a AtomicBool);
-                impl Drop for Done<'_> {
-                    fn drop(&mut self) {
-                        self.0.store(false, Ordering::Release);
+                // Until nothing is due: a chunk frozen, or the merge mark crossed, while this task
+                // ran was seen as taken by that round's writer, which went on without it. Bounded:
+                // a seal the upkeep has out makes a frozen chunk stay due for a while.
+                for _ in 0..BACKGROUND_PASSES_MAX {
+                    if !done.0.due() {
+                        break;
                     }
+                    done.0.seal_and_merge();
                 }
-                let _done = Done(&dedup.background);
-                dedup.seal_and_merge();
+                drop(done);
             };
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => drop(runtime.spawn_blocking(work)),
@@ -559,12 +576,20 @@ impl TopicDedup {
         self.disk_steps(true, usize::MAX);
     }
 
-    /// Seals the frozen chunk, then merges if `MERGE_EVERY_IDS` ids changed since the last merge.
+    /// Whether a seal or a merge is due: a frozen chunk, or `MERGE_EVERY_IDS` ids changed since
+    /// the last merge.
+    fn due(&self) -> bool {
+        let state = self.lock();
+        !state.closed && (state.index.frozen_len() > 0 || state.changes_since_merge >= MERGE_EVERY_IDS)
+    }
+
+    /// Seals the frozen chunk, then merges if `MERGE_EVERY_IDS` ids changed since the last merge
+    /// (waiting for the upkeep's rewrite, if one runs, rather than losing the budget).
     fn seal_and_merge(&self) {
         self.seal();
         let budget = merge_budget(&mut self.lock().changes_since_merge);
         if let Some(budget) = budget {
-            self.rewrite(now_ms(), budget);
+            self.rewrite(now_ms(), budget, true);
         }
     }
 
@@ -755,6 +780,24 @@ fn with_disk(
 }
 
 /// The open's error when the snapshot at `path` is not used and deleting it failed.
+/// Clears [`TopicDedup::background`] when dropped.
+struct Background(Arc<TopicDedup>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.background.store(false, Ordering::Release);
+    }
+}
+
+/// Gives up the rewrite that is out when dropped (only on a panic: it is forgotten otherwise).
+struct Abandon<'a>(&'a TopicDedup);
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        self.0.lock().index.abandon_rewrite_work();
+    }
+}
+
 fn undeletable_snapshot(topic: &str, path: &std::path::Path, error: &DedupError) -> String {
     format!(
         "topic {topic}: the dedup snapshot {} is not used and cannot be deleted ({error}); it must go before the \
