@@ -426,7 +426,8 @@ impl DedupIndex {
         let mut index = DedupIndex::new(config);
         // The chunks, oldest first: they join the index once all are read, so that the topic filter
         // is sized for their ids (a reference to a file of millions takes 13 bytes of the snapshot).
-        let mut chunks: Vec<SealedChunk> = Vec::new();
+        // Chunk files are read once the snapshot itself has passed its checks, several at a time.
+        let mut chunks: Vec<Loaded> = Vec::new();
         if version >= 3 {
             index.nonce = input.u64()?;
         }
@@ -444,20 +445,12 @@ impl DedupIndex {
             if kind == CHUNK_FILE || (kind == CHUNK_FILE_RESIDENT && version >= 4) {
                 let file_id = input.u64()?;
                 let count = input.u32()? as usize;
-                let chunk = if kind == CHUNK_FILE {
-                    open_chunk(&dir, file_id, index.nonce)?
-                } else {
-                    read_chunk_resident(&dir, file_id, index.nonce)?
-                };
-                if chunk.len() != count {
-                    return Err(corrupt(format!("chunk file {file_id} holds {} ids, not {count}", chunk.len())));
-                }
                 // Two chunks sharing a file: retiring one would delete the other's.
                 if !referred.insert(file_id) {
                     return Err(corrupt(format!("chunk file {file_id} is referred to twice")));
                 }
                 next_file_id = next_file_id.max(file_id + 1);
-                chunks.push(chunk);
+                chunks.push(Loaded::File { resident: kind == CHUNK_FILE_RESIDENT, file_id, count });
                 continue;
             }
             if kind != CHUNK_IN_SNAPSHOT {
@@ -478,23 +471,13 @@ impl DedupIndex {
             }
             if !entries.is_empty() {
                 let count = entries.len();
-                chunks.push(SealedChunk::from_sorted(entries.into_iter(), spans, Some(count)));
+                chunks.push(Loaded::Inline(SealedChunk::from_sorted(entries.into_iter(), spans, Some(count))));
             }
-        }
-        // None if a chunk is on disk: it would drop the filter at once (its ids are not in RAM).
-        if chunks.iter().all(|chunk| chunk.disk().is_none()) {
-            index.filter.start_for_load(chunks.iter().map(SealedChunk::len).sum());
-        }
-        for chunk in chunks {
-            index.push_sealed(chunk);
         }
         let hold_count = input.count(HOLD_LEN)?;
+        let mut holds = Vec::with_capacity(hold_count);
         for _ in 0..hold_count {
-            let entry = input.entry()?;
-            let producer_id = input.i64()?;
-            if !index.restore_transaction_hold(entry, producer_id) {
-                return Err(corrupt("an id is held by two transactions".to_string()));
-            }
+            holds.push((input.entry()?, input.i64()?));
         }
         let computed = input.inner.crc;
         let mut trailer = [0u8; 4];
@@ -506,9 +489,95 @@ impl DedupIndex {
         if input.inner.inner.read(&mut extra).map_err(|error| DedupError::io(context(), error))? != 0 {
             return Err(corrupt("bytes after the checksum".to_string()));
         }
+        let chunks = read_chunk_files(&dir, index.nonce, chunks)?;
+        // None if a chunk is on disk: it would drop the filter at once (its ids are not in RAM).
+        if chunks.iter().all(|chunk| chunk.disk().is_none()) {
+            index.filter.start_for_load(chunks.iter().map(SealedChunk::len).sum());
+        }
+        for chunk in chunks {
+            index.push_sealed(chunk);
+        }
+        for (entry, producer_id) in holds {
+            if !index.restore_transaction_hold(entry, producer_id) {
+                return Err(corrupt("an id is held by two transactions".to_string()));
+            }
+        }
         index.disk = Some(DiskStore::new(dir, usize::MAX, next_file_id));
         Ok(index)
     }
+}
+
+/// A chunk of a snapshot being loaded: read from the snapshot itself, or a file it refers to, not
+/// yet read.
+enum Loaded {
+    Inline(SealedChunk),
+    File {
+        /// Loaded into RAM (a resident chunk's copy), or opened on disk.
+        resident: bool,
+        file_id: u64,
+        /// Ids the snapshot says the file holds.
+        count: usize,
+    },
+}
+
+/// The chunks of a snapshot in order, with the files read (and checked whole) by a few threads at
+/// once: a load at 10 M resident ids reads about 13 files of 300 MB in all and rebuilds their
+/// directories and filters, most of a restart's time. The first error in snapshot order is returned.
+fn read_chunk_files(dir: &Path, nonce: u64, chunks: Vec<Loaded>) -> Result<Vec<SealedChunk>, DedupError> {
+    let read = |loaded: &Loaded| -> Option<Result<SealedChunk, DedupError>> {
+        let Loaded::File { resident, file_id, count } = *loaded else { return None };
+        let chunk = match resident {
+            true => read_chunk_resident(dir, file_id, nonce),
+            false => open_chunk(dir, file_id, nonce),
+        };
+        Some(chunk.and_then(|chunk| match chunk.len() == count {
+            true => Ok(chunk),
+            false => Err(corrupt(format!("chunk file {file_id} holds {} ids, not {count}", chunk.len()))),
+        }))
+    };
+    let files = chunks.iter().filter(|loaded| matches!(loaded, Loaded::File { .. })).count();
+    let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get()).clamp(1, 4).min(files);
+    let mut read_files: Vec<Option<Result<SealedChunk, DedupError>>> = Vec::new();
+    read_files.resize_with(chunks.len(), || None);
+    if threads <= 1 {
+        for (slot, loaded) in read_files.iter_mut().zip(&chunks) {
+            *slot = read(loaded);
+        }
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(loaded) = chunks.get(at) else { break done };
+                            if let Some(chunk) = read(loaded) {
+                                done.push((at, chunk));
+                            }
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().expect("a chunk file reader panicked"))
+                .collect::<Vec<_>>()
+        });
+        for (at, chunk) in done {
+            read_files[at] = Some(chunk);
+        }
+    }
+    let mut sealed = Vec::with_capacity(chunks.len());
+    for (loaded, file) in chunks.into_iter().zip(read_files) {
+        match (loaded, file) {
+            (Loaded::Inline(chunk), None) => sealed.push(chunk),
+            (Loaded::File { .. }, Some(chunk)) => sealed.push(chunk?),
+            _ => unreachable!("every file is read, and only files"),
+        }
+    }
+    Ok(sealed)
 }
 
 /// Deletes a snapshot file that cannot be trusted, durably (its directory is fsynced); a missing
