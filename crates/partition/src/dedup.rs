@@ -545,7 +545,7 @@ impl TopicDedup {
     pub(crate) fn after_round(self: &Arc<Self>) {
         let (due, over) = {
             let state = self.lock();
-            let due = !state.closed && (state.index.frozen_len() > 0 || state.changes_since_merge >= MERGE_EVERY_IDS);
+            let due = state.seal_or_merge_due();
             // Over the budget, counting a frozen chunk (which `over_memory_budget` cannot spill yet).
             let over = state.index.memory_budget().is_some_and(|budget| state.index.approx_bytes() > budget);
             (due, over)
@@ -579,8 +579,7 @@ impl TopicDedup {
     /// Whether a seal or a merge is due: a frozen chunk, or `MERGE_EVERY_IDS` ids changed since
     /// the last merge.
     fn due(&self) -> bool {
-        let state = self.lock();
-        !state.closed && (state.index.frozen_len() > 0 || state.changes_since_merge >= MERGE_EVERY_IDS)
+        self.lock().seal_or_merge_due()
     }
 
     /// Seals the frozen chunk, then merges if `MERGE_EVERY_IDS` ids changed since the last merge
@@ -807,6 +806,12 @@ fn undeletable_snapshot(topic: &str, path: &std::path::Path, error: &DedupError)
 }
 
 impl State {
+    /// Whether a seal or a merge is due: a frozen chunk, or `MERGE_EVERY_IDS` ids changed since the
+    /// last merge (on a topic not being deleted).
+    fn seal_or_merge_due(&self) -> bool {
+        !self.closed && (self.index.frozen_len() > 0 || self.changes_since_merge >= MERGE_EVERY_IDS)
+    }
+
     /// Whether a snapshot is due (see [`snapshot_due`]). Chunks with a file (on disk, or resident
     /// with the copy an earlier snapshot wrote) are referred to, not written: only the ids without
     /// one make a snapshot big.
