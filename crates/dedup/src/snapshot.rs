@@ -539,35 +539,26 @@ fn read_chunk_files(dir: &Path, nonce: u64, chunks: Vec<Loaded>) -> Result<Vec<S
     let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get()).clamp(1, 4).min(files);
     let mut read_files: Vec<Option<Result<SealedChunk, DedupError>>> = Vec::new();
     read_files.resize_with(chunks.len(), || None);
-    if threads <= 1 {
-        for (slot, loaded) in read_files.iter_mut().zip(&chunks) {
-            *slot = read(loaded);
-        }
-    } else {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(loaded) = chunks.get(at) else { break done };
-                            if let Some(chunk) = read(loaded) {
-                                done.push((at, chunk));
-                            }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(loaded) = chunks.get(at) else { break done };
+                        if let Some(chunk) = read(loaded) {
+                            done.push((at, chunk));
                         }
-                    })
+                    }
                 })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| worker.join().expect("a chunk file reader panicked"))
-                .collect::<Vec<_>>()
-        });
-        for (at, chunk) in done {
-            read_files[at] = Some(chunk);
-        }
+            })
+            .collect();
+        workers.into_iter().flat_map(|worker| worker.join().expect("a chunk file reader panicked")).collect::<Vec<_>>()
+    });
+    for (at, chunk) in done {
+        read_files[at] = Some(chunk);
     }
     let mut sealed = Vec::with_capacity(chunks.len());
     for (loaded, file) in chunks.into_iter().zip(read_files) {

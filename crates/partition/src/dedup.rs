@@ -753,15 +753,13 @@ impl TopicDedup {
 fn with_disk(
     topic: &str,
     mut index: DedupIndex,
-    loaded: bool,
+    mut loaded: bool,
     snapshot_path: &std::path::Path,
     memory_bytes: usize,
 ) -> Result<(DedupIndex, bool), DedupError> {
     if !loaded {
         once_dedup::remove_snapshot(snapshot_path)?;
     }
-    // The writers seal full active chunks after their rounds, without the lock (`TopicDedup::seal`).
-    index.defer_seals();
     let dir = chunk_dir(snapshot_path);
     let used = index.use_disk(dir, memory_bytes).and_then(|()| index.remove_orphan_chunk_files());
     match used {
@@ -770,15 +768,15 @@ fn with_disk(
         Err(error) => {
             tracing::error!(topic, %error, "dedup index cannot use its chunk directory; keeping it in RAM");
             let config = IndexConfig { max_ids: once_dedup::MAX_IDS_DEFAULT, ..index.config() };
-            let mut index = DedupIndex::new(config);
-            index.defer_seals();
-            return Ok((index, false));
+            index = DedupIndex::new(config);
+            loaded = false;
         }
     }
+    // The writers seal full active chunks after their rounds, without the lock (`TopicDedup::seal`).
+    index.defer_seals();
     Ok((index, loaded))
 }
 
-/// The open's error when the snapshot at `path` is not used and deleting it failed.
 /// Clears [`TopicDedup::background`] when dropped.
 struct Background(Arc<TopicDedup>);
 
@@ -797,6 +795,7 @@ impl Drop for Abandon<'_> {
     }
 }
 
+/// The open's error when the snapshot at `path` is not used and deleting it failed.
 fn undeletable_snapshot(topic: &str, path: &std::path::Path, error: &DedupError) -> String {
     format!(
         "topic {topic}: the dedup snapshot {} is not used and cannot be deleted ({error}); it must go before the \
