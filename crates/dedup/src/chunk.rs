@@ -115,20 +115,18 @@ impl ActiveChunk {
         self.map.insert(entry.id, (entry.location, entry.time_s));
     }
 
-    pub(crate) fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Entry> + Clone + '_ {
         self.map.iter().map(|(id, (location, time_s))| Entry { id: *id, location: *location, time_s: *time_s })
     }
 
     /// Sorts the entries into a sealed chunk.
     pub(crate) fn seal(self) -> SealedChunk {
-        SealedChunk::from_entries(
-            self.map.into_iter().map(|(id, (location, time_s))| Entry { id, location, time_s }).collect(),
-        )
+        self.seal_copy()
     }
 
     /// [`ActiveChunk::seal`] of a shared (frozen) chunk: the same chunk, from a copy of the entries.
     pub(crate) fn seal_copy(&self) -> SealedChunk {
-        SealedChunk::from_entries(self.entries().collect())
+        SealedChunk::from_unsorted(self.entries())
     }
 
     pub(crate) fn approx_bytes(&self) -> usize {
@@ -187,10 +185,58 @@ struct Resident {
 impl SealedChunk {
     /// Builds a chunk from entries with distinct ids, in any order. Panics if they break a
     /// chunk's bounds (callers check them first: see `ActiveChunk::can_take`, `fits_in_chunk`).
-    pub(crate) fn from_entries(mut entries: Vec<Entry>) -> SealedChunk {
-        entries.sort_unstable_by_key(|entry| entry.id);
-        let partitions = spans_of(entries.iter().copied());
-        SealedChunk::from_sorted(entries.into_iter(), partitions, None)
+    #[cfg(test)]
+    pub(crate) fn from_entries(entries: Vec<Entry>) -> SealedChunk {
+        SealedChunk::from_unsorted(entries.iter().copied())
+    }
+
+    /// [`SealedChunk::from_entries`] over an iterator it walks twice and copies nothing else from
+    /// (a seal reads the active chunk's map): the partitions' spans and the ids per directory bucket
+    /// counted first, then each entry put straight into its bucket's place in the columns, and each
+    /// bucket (about four ids: ids are uniform hashes) sorted where it lies.
+    pub(crate) fn from_unsorted(entries: impl Iterator<Item = Entry> + Clone) -> SealedChunk {
+        let partitions = spans_of(entries.clone());
+        assert!(fits_in_chunk(&partitions), "a chunk holds at most 2^16 partitions, each spanning 2^32 offsets");
+        let count: usize = partitions.iter().map(|span| span.count as usize).sum();
+        assert!(u32::try_from(count).is_ok(), "a chunk holds fewer than 2^32 ids");
+        let bits = directory_bits_for(count);
+        let mut starts = vec![0usize; (1 << bits) + 1];
+        entries.clone().for_each(|entry| starts[bucket_of(entry.id.to_u128(), bits) + 1] += 1);
+        for bucket in 1..starts.len() {
+            starts[bucket] += starts[bucket - 1];
+        }
+        // One row per entry, so that placing an entry touches one cache line, not one per column.
+        #[derive(Clone, Copy, Default)]
+        struct Row {
+            id: u128,
+            delta: u32,
+            time_s: u32,
+            slot: u16,
+        }
+        let mut rows = vec![Row::default(); count];
+        let mut next = starts.clone();
+        for entry in entries {
+            let id = entry.id.to_u128();
+            let at = &mut next[bucket_of(id, bits)];
+            let slot = partitions
+                .binary_search_by_key(&entry.location.partition, |span| span.partition)
+                .expect("every entry's partition has a span");
+            let delta = entry.location.offset - partitions[slot].base_offset;
+            assert!((0..=CHUNK_OFFSET_SPAN_MAX).contains(&delta), "an entry lies within its partition's span");
+            rows[*at] = Row { id, delta: delta as u32, time_s: entry.time_s, slot: slot as u16 };
+            *at += 1;
+        }
+        assert_eq!(next[..next.len() - 1], starts[1..], "the walks met the same entries");
+        for bucket in starts.windows(2) {
+            rows[bucket[0]..bucket[1]].sort_unstable_by_key(|row| row.id);
+        }
+        assert!(rows.windows(2).all(|pair| pair[0].id < pair[1].id), "a chunk holds its ids sorted, each once");
+        let ids = rows.iter().map(|row| row.id).collect();
+        let offset_deltas = rows.iter().map(|row| row.delta).collect();
+        let partition_slots = rows.iter().map(|row| row.slot).collect();
+        let times_s = rows.iter().map(|row| row.time_s).collect();
+        drop(rows);
+        SealedChunk::from_columns(ids, offset_deltas, partition_slots, times_s, partitions)
     }
 
     /// Builds a chunk from entries sorted by id, each id once, whose spans are `partitions`
@@ -224,66 +270,109 @@ impl SealedChunk {
         SealedChunk::from_columns(ids, offset_deltas, partition_slots, times_s, partitions)
     }
 
-    /// Builds a chunk from entries sorted by id, each id once, in **one** pass over them: the
-    /// columns are filled with whole offsets and partitions as the spans are found, then turned into
-    /// deltas and slots (6 bytes per id more than the chunk for as long as it is built, where a copy of
-    /// the entries would be 40). `Ok(None)`: no entries; `Err(TooWide)`: they do not fit in one chunk
-    /// (see [`fits_in_chunk`]). A merge's or compaction's output.
-    pub(crate) fn from_sorted_stream(
-        entries: impl Iterator<Item = Entry>,
-        capacity: usize,
+    /// The live entries of resident chunks `newer` and `older` (if any) as one chunk, an id held by
+    /// both taken from `newer`: the entries [`SealedChunk::merged_live`] streams, built from the
+    /// columns directly (liveness by slot and time, no entry decoded, no partition hashed).
+    /// `Ok(None)`: none is live; `Err(TooWide)`: they do not fit in one chunk (see
+    /// [`fits_in_chunk`]). A merge's or compaction's output.
+    pub(crate) fn merge_resident(
+        newer: &SealedChunk,
+        older: Option<&SealedChunk>,
+        window: DedupWindow,
+        now_ms: i64,
+        starts: &LogStarts,
     ) -> Result<Option<SealedChunk>, TooWide> {
+        // The output's partitions, by candidate slot: every input partition, sorted.
+        let mut candidates: Vec<i32> = newer
+            .partitions
+            .iter()
+            .chain(older.iter().flat_map(|older| older.partitions.iter()))
+            .map(|span| span.partition)
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut newer = Side::of(newer, &candidates, window, now_ms, starts);
+        let mut older = older.map(|older| Side::of(older, &candidates, window, now_ms, starts));
+        let capacity = newer.ids.len() + older.as_ref().map_or(0, |older| older.ids.len());
         let mut ids: Vec<u128> = Vec::with_capacity(capacity);
         let mut offsets: Vec<i64> = Vec::with_capacity(capacity);
-        let mut partitions: Vec<i32> = Vec::with_capacity(capacity);
+        let mut slots: Vec<u32> = Vec::with_capacity(capacity);
         let mut times_s: Vec<u32> = Vec::with_capacity(capacity);
-        let mut by_partition: HashMap<i32, PartitionSpan, IdHashBuilder> = HashMap::with_hasher(IdHashBuilder);
-        for entry in entries {
-            let id = entry.id.to_u128();
-            assert!(ids.last().is_none_or(|previous| *previous < id), "a chunk holds its ids sorted, each once");
-            let Location { partition, offset } = entry.location;
-            by_partition
-                .entry(partition)
-                .and_modify(|span| {
-                    span.base_offset = span.base_offset.min(offset);
-                    span.max_offset = span.max_offset.max(offset);
-                    span.count += 1;
-                })
-                .or_insert(PartitionSpan { partition, base_offset: offset, max_offset: offset, count: 1 });
-            ids.push(id);
+        let mut spans: Vec<PartitionSpan> = candidates
+            .iter()
+            .map(|partition| PartitionSpan {
+                partition: *partition,
+                base_offset: i64::MAX,
+                max_offset: i64::MIN,
+                count: 0,
+            })
+            .collect();
+        let mut push = |side: &Side, index: usize| {
+            let (slot, offset) = side.slot_and_offset(index);
+            let span = &mut spans[slot as usize];
+            span.base_offset = span.base_offset.min(offset);
+            span.max_offset = span.max_offset.max(offset);
+            span.count += 1;
+            ids.push(side.ids[index]);
             offsets.push(offset);
-            partitions.push(partition);
-            times_s.push(entry.time_s);
+            slots.push(slot);
+            times_s.push(side.times_s[index]);
+        };
+        loop {
+            let newer_id = newer.next_live();
+            let older_id = older.as_mut().and_then(Side::next_live);
+            let from_older = match (newer_id, older_id) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(newer_id), Some(older_id)) => {
+                    if older_id == newer_id {
+                        // The newer copy wins: the older one is passed over.
+                        older.as_mut().expect("older has an entry").take();
+                    }
+                    older_id < newer_id
+                }
+            };
+            let side = if from_older { older.as_mut().expect("older has an entry") } else { &mut newer };
+            let index = side.take();
+            push(side, index);
         }
         if ids.is_empty() {
             return Ok(None);
         }
-        let mut spans: Vec<PartitionSpan> = by_partition.into_values().collect();
-        spans.sort_unstable_by_key(|span| span.partition);
-        if !fits_in_chunk(&spans) {
+        // Partitions with no live entry are left out: slots renumbered.
+        let mut renumbered = vec![u16::MAX; spans.len()];
+        let mut kept = Vec::with_capacity(spans.len());
+        for (candidate, span) in spans.iter().enumerate() {
+            if span.count > 0 {
+                if kept.len() == CHUNK_PARTITIONS_MAX {
+                    return Err(TooWide);
+                }
+                renumbered[candidate] = kept.len() as u16;
+                kept.push(*span);
+            }
+        }
+        if !fits_in_chunk(&kept) {
             return Err(TooWide);
         }
         assert_eq!(
-            spans.iter().map(|span| span.count as usize).sum::<usize>(),
+            kept.iter().map(|span| span.count as usize).sum::<usize>(),
             ids.len(),
             "the spans count every entry"
         );
-        let slot_of = |partition: i32| {
-            spans.binary_search_by_key(&partition, |span| span.partition).expect("every entry's partition has a span")
-        };
-        let partition_slots: Vec<u16> = partitions.iter().map(|partition| slot_of(*partition) as u16).collect();
-        drop(partitions);
+        let partition_slots: Vec<u16> = slots.iter().map(|candidate| renumbered[*candidate as usize]).collect();
+        drop(slots);
         let offset_deltas: Vec<u32> = offsets
             .iter()
             .zip(&partition_slots)
             .map(|(offset, slot)| {
-                let delta = offset - spans[usize::from(*slot)].base_offset;
+                let delta = offset - kept[usize::from(*slot)].base_offset;
                 assert!((0..=CHUNK_OFFSET_SPAN_MAX).contains(&delta), "an entry lies within its partition's span");
                 delta as u32
             })
             .collect();
         drop(offsets);
-        Ok(Some(SealedChunk::from_columns(ids, offset_deltas, partition_slots, times_s, spans)))
+        Ok(Some(SealedChunk::from_columns(ids, offset_deltas, partition_slots, times_s, kept)))
     }
 
     /// The chunk of these columns (equal lengths, ids sorted): its directory and filter built here.
@@ -298,7 +387,7 @@ impl SealedChunk {
             offset_deltas.len() == ids.len() && partition_slots.len() == ids.len() && times_s.len() == ids.len(),
             "a chunk's columns are of one length"
         );
-        let directory_bits = (ids.len() / ENTRIES_PER_BUCKET).max(1).ilog2();
+        let directory_bits = directory_bits_for(ids.len());
         let directory = build_directory(&ids, directory_bits);
         let mut filter = Filter::with_capacity(ids.len());
         ids.iter().for_each(|id| filter.insert(*id));
@@ -555,6 +644,81 @@ impl Filter {
     }
 }
 
+/// One input of [`SealedChunk::merge_resident`]: its columns, the next entry to look at, and per
+/// slot the output's candidate slot, the base offset and the smallest delta still live (log start).
+struct Side<'a> {
+    ids: &'a [u128],
+    offset_deltas: &'a [u32],
+    partition_slots: &'a [u16],
+    times_s: &'a [u32],
+    /// By input slot: (candidate slot, base offset, smallest live delta).
+    slots: Vec<(u32, i64, i64)>,
+    window: DedupWindow,
+    now_ms: i64,
+    at: usize,
+}
+
+impl<'a> Side<'a> {
+    /// Panics if `chunk` is on disk (rewrites in RAM take resident chunks only).
+    fn of(
+        chunk: &'a SealedChunk,
+        candidates: &[i32],
+        window: DedupWindow,
+        now_ms: i64,
+        starts: &LogStarts,
+    ) -> Side<'a> {
+        let Columns::Resident(resident) = &chunk.columns else { panic!("a rewrite in RAM takes resident chunks") };
+        let slots = chunk
+            .partitions
+            .iter()
+            .map(|span| {
+                let candidate =
+                    candidates.binary_search(&span.partition).expect("every input partition is a candidate");
+                // An entry is live past the log start: base + delta >= start.
+                let live_from = starts.get(&span.partition).map_or(i64::MIN, |start| start - span.base_offset);
+                (candidate as u32, span.base_offset, live_from)
+            })
+            .collect();
+        Side {
+            ids: &resident.ids,
+            offset_deltas: &resident.offset_deltas,
+            partition_slots: &resident.partition_slots,
+            times_s: &resident.times_s,
+            slots,
+            window,
+            now_ms,
+            at: 0,
+        }
+    }
+
+    /// The id of the next live entry (passing over dead ones), if any; [`Side::take`] takes it.
+    fn next_live(&mut self) -> Option<u128> {
+        while self.at < self.ids.len() {
+            let slot = self.slots[usize::from(self.partition_slots[self.at])];
+            if self.window.covers(self.times_s[self.at], self.now_ms)
+                && i64::from(self.offset_deltas[self.at]) >= slot.2
+            {
+                return Some(self.ids[self.at]);
+            }
+            self.at += 1;
+        }
+        None
+    }
+
+    /// The index of the entry [`Side::next_live`] found, moving past it.
+    fn take(&mut self) -> usize {
+        assert!(self.at < self.ids.len(), "take follows a next_live that found an entry");
+        self.at += 1;
+        self.at - 1
+    }
+
+    /// The candidate slot and the whole offset of entry `index`.
+    fn slot_and_offset(&self, index: usize) -> (u32, i64) {
+        let (candidate, base, _) = self.slots[usize::from(self.partition_slots[index])];
+        (candidate, base + i64::from(self.offset_deltas[index]))
+    }
+}
+
 fn span_dead(span: &PartitionSpan, starts: &LogStarts) -> bool {
     starts.get(&span.partition).is_some_and(|start| span.max_offset < *start)
 }
@@ -585,6 +749,11 @@ pub(crate) fn fits_in_chunk(spans: &[PartitionSpan]) -> bool {
         && spans.iter().all(|span| span.max_offset.saturating_sub(span.base_offset) <= CHUNK_OFFSET_SPAN_MAX)
 }
 
+/// Bits of the directory of a chunk of `count` ids (about [`ENTRIES_PER_BUCKET`] ids a bucket).
+fn directory_bits_for(count: usize) -> u32 {
+    (count / ENTRIES_PER_BUCKET).max(1).ilog2()
+}
+
 fn build_directory(ids: &[u128], bits: u32) -> Vec<u32> {
     let buckets = 1usize << bits;
     let mut directory = Vec::with_capacity(buckets + 1);
@@ -609,6 +778,8 @@ fn bucket_of(id: u128, bits: u32) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn id(index: u32) -> Id {
@@ -617,6 +788,81 @@ mod tests {
 
     fn entry(index: u32, partition: i32, offset: i64) -> Entry {
         Entry { id: id(index), location: Location { partition, offset }, time_s: index }
+    }
+
+    /// Entries with distinct ids among `0..64` (so that two such sets share ids), on partitions 0-2.
+    fn entries_strategy() -> impl Strategy<Value = Vec<Entry>> {
+        proptest::collection::btree_map(0u32..64, (0i32..3, 0i64..100, 0u32..10), 1..40).prop_map(|by_id| {
+            by_id
+                .into_iter()
+                .map(|(index, (partition, offset, time_s))| Entry {
+                    id: id(index),
+                    location: Location { partition, offset },
+                    time_s,
+                })
+                .collect()
+        })
+    }
+
+    fn entries_of(chunk: &SealedChunk) -> Vec<Entry> {
+        chunk.entries().map(|entry| entry.expect("resident")).collect()
+    }
+
+    proptest! {
+        /// The column merge keeps exactly what the streamed merge (the spill's) keeps, the newer copy
+        /// of an id in both, with exact partition spans.
+        #[test]
+        fn merge_resident_keeps_what_merged_live_keeps(
+            newer in entries_strategy(),
+            older in entries_strategy(),
+            merge in any::<bool>(),
+            window_ms in proptest::option::of(0i64..10_000),
+            now_ms in 0i64..12_000,
+            starts in proptest::collection::hash_map(0i32..3, 0i64..100, 0..3),
+        ) {
+            let window = window_ms.map_or(DedupWindow::Retention, |window_ms| DedupWindow::Duration { window_ms });
+            let starts: LogStarts = starts.into_iter().collect();
+            let (newer, older) = (SealedChunk::from_entries(newer), SealedChunk::from_entries(older));
+            let older = merge.then_some(&older);
+            let live = |entry: &Entry| is_live(entry.location, entry.time_s, window, now_ms, &starts);
+            let older_entries = older.into_iter().flat_map(|older| older.entries());
+            let expected: Vec<Entry> = SealedChunk::merged_live(newer.entries(), older_entries, live)
+                .map(|entry| entry.expect("resident"))
+                .collect();
+            let merged = SealedChunk::merge_resident(&newer, older, window, now_ms, &starts).expect("fits");
+            match merged {
+                None => prop_assert!(expected.is_empty()),
+                Some(merged) => {
+                    prop_assert_eq!(entries_of(&merged), expected.clone());
+                    let spans = spans_of(expected.iter().copied());
+                    let spans: Vec<_> = spans.iter().map(|span| (span.partition, span.base_offset, span.max_offset, span.count)).collect();
+                    let got: Vec<_> = merged.partitions().iter().map(|span| (span.partition, span.base_offset, span.max_offset, span.count)).collect();
+                    prop_assert_eq!(got, spans);
+                }
+            }
+        }
+
+        /// The bucketed seal builds the chunk that sorting the entries builds.
+        #[test]
+        fn from_unsorted_builds_what_a_sort_builds(entries in entries_strategy(), seed in any::<u64>()) {
+            let mut shuffled = entries.clone();
+            let mut state = seed | 1;
+            for index in (1..shuffled.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                shuffled.swap(index, (state % (index as u64 + 1)) as usize);
+            }
+            let chunk = SealedChunk::from_unsorted(shuffled.iter().copied());
+            let mut sorted = entries;
+            sorted.sort_unstable_by_key(|entry| entry.id);
+            let spans = spans_of(sorted.iter().copied());
+            let reference = SealedChunk::from_sorted(sorted.clone().into_iter(), spans, None);
+            prop_assert_eq!(entries_of(&chunk), sorted);
+            for entry in entries_of(&reference) {
+                prop_assert_eq!(chunk.get(&entry.id).expect("resident"), Some((entry.location, entry.time_s)));
+            }
+        }
     }
 
     #[test]

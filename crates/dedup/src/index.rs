@@ -865,23 +865,13 @@ fn rewrite_live(
     now_ms: i64,
     starts: &LogStarts,
 ) -> Result<(usize, Option<SealedChunk>), TooWide> {
-    let live = move |entry: &Entry| is_live(entry.location, entry.time_s, window, now_ms, starts);
     let (newer, older) = match newer {
         Some(newer) => (newer, Some(older)),
         None => (older, None),
     };
     assert!(newer.disk().is_none() && older.is_none_or(|older| older.disk().is_none()), "rewrites are in RAM");
     let total = newer.len() + older.map_or(0, SealedChunk::len);
-    let merge = older.is_some();
-    let older = older.into_iter().flat_map(SealedChunk::entries);
-    // One pass over the merged inputs (streaming them twice, for the spans and then the columns,
-    // cost twice the merge's iterator chain: the larger part of a merge).
-    let entries = SealedChunk::merged_live(newer.entries(), older, live)
-        .map(|entry| entry.expect("a resident chunk's entries are in memory"));
-    // Columns sized for the live ids: all of a merge's (merges take chunks with few dead), the
-    // estimated live ones of a compaction (at least half dead); they grow if the estimate is short.
-    let live_estimate = if merge { total } else { total - newer.dead_estimate(window, now_ms, starts).min(total) };
-    Ok((total, SealedChunk::from_sorted_stream(entries, live_estimate)?))
+    Ok((total, SealedChunk::merge_resident(newer, older, window, now_ms, starts)?))
 }
 
 /// What [`DedupIndex::finish_rewrite_work`] did.
