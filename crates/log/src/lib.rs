@@ -39,5 +39,5 @@ pub mod testing;
 pub use crate::batch::{verify_crc, BatchHeader, ValidBatch, BATCH_HEADER_LEN, MAGIC_V2};
 pub use crate::config::LogConfig;
 pub use crate::error::LogError;
-pub use crate::log::{AppendInfo, Log, RecoveryStats, SyncPlan};
+pub use crate::log::{AppendInfo, Log, RecoveryCheckpoint, RecoveryStats, SyncPlan};
 pub use crate::read::{ReadPlan, TimestampPlan, READ_STEP_BYTES};

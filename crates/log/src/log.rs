@@ -11,7 +11,7 @@ use crate::batch::{self, BatchHeader, ValidBatch};
 use crate::config::LogConfig;
 use crate::error::{IoContext, LogError};
 use crate::meta::{self, MetaKind};
-use crate::segment::Segment;
+use crate::segment::{Checkpoint, Segment};
 
 /// A durable, segmented partition log. One writer (`&mut self`); reads take `&self`.
 #[derive(Debug)]
@@ -38,6 +38,41 @@ pub struct Log {
     pub(crate) recovery_stats: RecoveryStats,
     /// Batch bytes appended since the last sync plan was prepared: what the next plan makes durable.
     pub(crate) unplanned_bytes: u64,
+    /// Where each outstanding sync plan ends: the active segment, its length and the log end offset
+    /// when the plan was made.
+    pub(crate) planned_ends: Vec<Checkpoint>,
+    /// The furthest end of the plans completed while others were outstanding: durable once the last
+    /// of those completes successfully (as `roll_unconfirmed`), never if one fails.
+    pub(crate) synced_unconfirmed: Option<Checkpoint>,
+    /// The furthest end in the active segment known durable: what a recovery checkpoint may record.
+    pub(crate) synced_end: Option<Checkpoint>,
+    /// The recovery checkpoint last written (by this process).
+    pub(crate) checkpoint_written: Option<Checkpoint>,
+}
+
+/// A recovery checkpoint to write ([`Log::recovery_checkpoint_due`]): outside the caller's lock, then
+/// [`Log::recovery_checkpoint_written`].
+#[derive(Clone, Debug)]
+#[must_use = "a checkpoint due is written, or the next one is due as soon"]
+pub struct RecoveryCheckpoint {
+    dir: PathBuf,
+    checkpoint: Checkpoint,
+    skip_fsync: bool,
+}
+
+impl RecoveryCheckpoint {
+    /// Writes the checkpoint file atomically and durably. A failure leaves the last one in place
+    /// (still true: a checkpoint only ever describes fsynced batches) and is the caller's to log.
+    pub fn write(&self) -> Result<(), LogError> {
+        let Checkpoint { base_offset, position, next_offset } = self.checkpoint;
+        let values = [base_offset, position, next_offset];
+        meta::write_meta_values(&self.dir, MetaKind::RecoveryCheckpoint, &values, self.skip_fsync)
+    }
+
+    /// Bytes of the active segment the checkpoint covers.
+    pub fn position(&self) -> u64 {
+        self.checkpoint.position
+    }
 }
 
 /// What `append` did.
@@ -60,6 +95,8 @@ pub struct AppendInfo {
 pub struct RecoveryStats {
     /// Segment bytes read and checked batch by batch.
     pub scanned_bytes: u64,
+    /// Segment bytes a recovery checkpoint covered: batch headers walked, contents not read.
+    pub walked_bytes: u64,
     /// Bytes dropped: torn or corrupt tails and segments after them.
     pub truncated_bytes: u64,
     /// True if a valid clean-shutdown marker let open skip scanning.
@@ -240,6 +277,12 @@ impl Log {
             Vec::new()
         };
         self.syncs_outstanding += 1;
+        let active = self.active();
+        self.planned_ends.push(Checkpoint {
+            base_offset: active.base_offset,
+            position: active.size,
+            next_offset: active.next_offset,
+        });
         let bytes = std::mem::take(&mut self.unplanned_bytes);
         Ok(SyncPlan {
             files,
@@ -255,6 +298,8 @@ impl Log {
         self.check_not_failed()?;
         assert!(self.syncs_outstanding > 0, "complete_sync follows a prepare_sync");
         self.syncs_outstanding -= 1;
+        let planned = self.planned_ends.iter().position(|end| end.next_offset == plan_end_offset);
+        let planned = self.planned_ends.swap_remove(planned.expect("every completed plan was prepared"));
         if let Err(source) = result {
             self.failed = true;
             tracing::error!(dir = %self.dir.display(), error = %source, "fdatasync failed; log latched");
@@ -262,7 +307,11 @@ impl Log {
         }
         assert!(plan_end_offset <= self.log_end_offset(), "a sync plan never covers offsets not yet appended");
         self.durable_end_offset = self.durable_end_offset.max(plan_end_offset);
+        let furthest = self.synced_unconfirmed.filter(|end| end.next_offset > planned.next_offset).unwrap_or(planned);
+        self.synced_unconfirmed = Some(furthest);
         if self.syncs_outstanding == 0 {
+            // Every plan out when these completed has succeeded: their ends are durable.
+            self.synced_end = self.synced_unconfirmed.take();
             if let Some(recovery_point) = self.roll_unconfirmed.take() {
                 // Every sync that could have consumed a write-back error before the roll's own
                 // fdatasync has now succeeded: the rolled segments are durable.
@@ -271,6 +320,35 @@ impl Log {
             }
         }
         Ok(self.durable_end_offset)
+    }
+
+    /// A recovery checkpoint to write, if the durable part of the active segment has grown by at least
+    /// `min_bytes` since the last one written: the segment's base offset, the length fsynced and the
+    /// offset after it. An unclean open then checks batches from there on only (it walks the headers
+    /// before it, for the indexes), so a crash costs a scan of what was written since, not of the whole
+    /// active segment (up to `segment.bytes`). Only ever true: it is taken from completed syncs, after
+    /// every sync out with them succeeded, and the batches before it were checked when appended.
+    pub fn recovery_checkpoint_due(&self, min_bytes: u64) -> Option<RecoveryCheckpoint> {
+        let end = self.synced_end?;
+        let active = self.active();
+        if self.failed || end.base_offset != active.base_offset {
+            return None;
+        }
+        assert!(
+            end.position <= active.size && end.next_offset <= active.next_offset,
+            "a synced end lies in the segment"
+        );
+        let written = self.checkpoint_written.filter(|written| written.base_offset == end.base_offset);
+        if end.position < written.map_or(0, |written| written.position).saturating_add(min_bytes) {
+            return None;
+        }
+        Some(RecoveryCheckpoint { dir: self.dir.clone(), checkpoint: end, skip_fsync: self.config.unsafe_skip_fsync })
+    }
+
+    /// Records that `checkpoint` was written (the next one is due `min_bytes` after it).
+    pub fn recovery_checkpoint_written(&mut self, checkpoint: &RecoveryCheckpoint) {
+        assert!(checkpoint.dir == self.dir, "a log's checkpoint is written to its own directory");
+        self.checkpoint_written = Some(checkpoint.checkpoint);
     }
 
     /// First offset still in the log.

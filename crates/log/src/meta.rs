@@ -13,6 +13,9 @@ pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// First offset still readable, when it is ahead of the first segment's base offset.
 pub(crate) const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// Where in the active segment an unclean open may start checking batches (see
+/// [`crate::Log::recovery_checkpoint_due`]): segment base offset, byte position, next offset there.
+pub(crate) const RECOVERY_CHECKPOINT_FILE: &str = "recovery-checkpoint";
 /// Suffix of files being written; any left at open are debris of a crash.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 
@@ -22,8 +25,10 @@ pub(crate) const TIME_INDEX_EXTENSION: &str = "timeindex";
 
 const META_MAGIC: &[u8; 8] = b"ONCEMETA";
 const META_VERSION: u16 = 1;
-/// magic(8) + version(2) + kind(1) + value(8) + crc32c(4)
-const META_LEN: usize = 23;
+/// magic(8) + version(2) + kind(1) + values(8 each) + crc32c(4)
+const fn meta_len(values: usize) -> usize {
+    15 + 8 * values
+}
 
 /// Which metadata file; stored inside it so a file under the wrong name is not believed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +36,7 @@ pub(crate) enum MetaKind {
     RecoveryPoint = 1,
     CleanShutdown = 2,
     LogStartOffset = 3,
+    RecoveryCheckpoint = 4,
 }
 
 impl MetaKind {
@@ -39,6 +45,7 @@ impl MetaKind {
             MetaKind::RecoveryPoint => RECOVERY_POINT_FILE,
             MetaKind::CleanShutdown => CLEAN_SHUTDOWN_FILE,
             MetaKind::LogStartOffset => LOG_START_OFFSET_FILE,
+            MetaKind::RecoveryCheckpoint => RECOVERY_CHECKPOINT_FILE,
         }
     }
 }
@@ -91,37 +98,50 @@ pub(crate) fn write_file_durably(dir: &Path, name: &str, bytes: &[u8], skip_fsyn
 
 /// Writes one metadata value atomically and durably.
 pub(crate) fn write_meta(dir: &Path, kind: MetaKind, value: u64, skip_fsync: bool) -> Result<(), LogError> {
-    let mut bytes = Vec::with_capacity(META_LEN);
+    write_meta_values(dir, kind, &[value], skip_fsync)
+}
+
+/// Writes a metadata file of several values atomically and durably.
+pub(crate) fn write_meta_values(dir: &Path, kind: MetaKind, values: &[u64], skip_fsync: bool) -> Result<(), LogError> {
+    let mut bytes = Vec::with_capacity(meta_len(values.len()));
     bytes.extend_from_slice(META_MAGIC);
     bytes.extend_from_slice(&META_VERSION.to_be_bytes());
     bytes.push(kind as u8);
-    bytes.extend_from_slice(&value.to_be_bytes());
+    values.iter().for_each(|value| bytes.extend_from_slice(&value.to_be_bytes()));
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_be_bytes());
-    assert_eq!(bytes.len(), META_LEN, "metadata file has a fixed length");
+    assert_eq!(bytes.len(), meta_len(values.len()), "metadata file has a fixed length");
     write_atomic(dir, kind.file_name(), &bytes, skip_fsync)
 }
 
 /// Reads one metadata value. `None` if the file is absent or not valid (logged).
 pub(crate) fn read_meta(dir: &Path, kind: MetaKind) -> Result<Option<u64>, LogError> {
+    Ok(read_meta_values::<1>(dir, kind)?.map(|[value]| value))
+}
+
+/// Reads a metadata file of `N` values. `None` if the file is absent or not valid (logged).
+pub(crate) fn read_meta_values<const N: usize>(dir: &Path, kind: MetaKind) -> Result<Option<[u64; N]>, LogError> {
     let path = dir.join(kind.file_name());
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(LogError::io(format!("read {}", path.display()), error)),
     };
-    let valid = bytes.len() == META_LEN
+    let len = meta_len(N);
+    let valid = bytes.len() == len
         && &bytes[0..8] == META_MAGIC
         && bytes[8..10] == META_VERSION.to_be_bytes()
         && bytes[10] == kind as u8
-        && crc32c::crc32c(&bytes[..19]).to_be_bytes() == bytes[19..23];
+        && crc32c::crc32c(&bytes[..len - 4]).to_be_bytes() == bytes[len - 4..];
     if !valid {
         tracing::warn!(path = %path.display(), length = bytes.len(), "ignoring invalid metadata file");
         return Ok(None);
     }
-    let mut value = [0u8; 8];
-    value.copy_from_slice(&bytes[11..19]);
-    Ok(Some(u64::from_be_bytes(value)))
+    let mut values = [0u64; N];
+    for (value, field) in values.iter_mut().zip(bytes[11..len - 4].chunks_exact(8)) {
+        *value = u64::from_be_bytes(field.try_into().expect("8 bytes"));
+    }
+    Ok(Some(values))
 }
 
 /// Removes a metadata file if present (no directory fsync; the caller does it).

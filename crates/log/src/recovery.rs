@@ -11,7 +11,7 @@ use crate::error::{IoContext, LogError};
 use crate::index::{self, LoadedIndex};
 use crate::log::{Log, RecoveryStats};
 use crate::meta::{self, MetaKind, INDEX_EXTENSION, LOG_EXTENSION, TEMP_SUFFIX, TIME_INDEX_EXTENSION};
-use crate::segment::{self, Segment};
+use crate::segment::{self, Checkpoint, Segment};
 
 /// A segment file found at open, before anything is known of its contents.
 struct RawSegment {
@@ -33,6 +33,8 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
     let persisted_start = meta::read_meta(dir, MetaKind::LogStartOffset)?;
     let recovery_point = meta::read_meta(dir, MetaKind::RecoveryPoint)?.unwrap_or(0);
     let clean_end_offset = meta::read_meta(dir, MetaKind::CleanShutdown)?;
+    let checkpoint = meta::read_meta_values::<3>(dir, MetaKind::RecoveryCheckpoint)?
+        .map(|[base_offset, position, next_offset]| Checkpoint { base_offset, position, next_offset });
     let mut raws = Vec::with_capacity(bases.len());
     for base_offset in bases {
         let (file, length) = segment::open_file(dir, base_offset)?;
@@ -40,6 +42,8 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
     }
     let mut stats = RecoveryStats::default();
     let mut segments = if raws.is_empty() {
+        // A checkpoint names a segment by its base offset: none may outlive it to describe a new one.
+        meta::remove_meta(dir, MetaKind::RecoveryCheckpoint)?;
         let segment = Segment::create(dir, persisted_start.unwrap_or(0))?;
         meta::fsync_dir(dir, skip_fsync)?;
         vec![segment]
@@ -53,7 +57,7 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
                 stats.clean = true;
                 build_clean(raws, loaded)
             }
-            None => recover(dir, raws, recovery_point, &config, &mut stats)?,
+            None => recover(dir, raws, recovery_point, checkpoint, &config, &mut stats)?,
         }
     };
     note_first_batch_time(&mut segments)?;
@@ -65,7 +69,11 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
     let log_start_offset = settle_log_start(dir, &mut segments, persisted_start, skip_fsync)?;
     let end_offset = segments.last().map_or(0, |segment| segment.next_offset);
     tracing::info!(dir = %dir.display(), log_start_offset, log_end_offset = end_offset, clean = stats.clean,
-        scanned_bytes = stats.scanned_bytes, truncated_bytes = stats.truncated_bytes, "opened log");
+        scanned_bytes = stats.scanned_bytes, walked_bytes = stats.walked_bytes, truncated_bytes = stats.truncated_bytes, "opened log");
+    // What an open finds is durable: recovery fsynced it, and a clean close synced before its marker.
+    let active = segments.last().expect("a log always has an active segment");
+    let synced_end =
+        Checkpoint { base_offset: active.base_offset, position: active.size, next_offset: active.next_offset };
     Ok(Log {
         dir: dir.to_path_buf(),
         config,
@@ -77,6 +85,10 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         failed: false,
         recovery_stats: stats,
         unplanned_bytes: 0,
+        planned_ends: Vec::new(),
+        synced_unconfirmed: None,
+        synced_end: Some(synced_end),
+        checkpoint_written: checkpoint.filter(|checkpoint| *checkpoint == synced_end),
     })
 }
 
@@ -153,12 +165,14 @@ fn build_clean(raws: Vec<RawSegment>, loaded: Vec<LoadedIndex>) -> Vec<Segment> 
 }
 
 /// Unclean open. Segments before the one holding the recovery point are trusted (index files
-/// loaded, or rebuilt by a scan if unusable); from it on every batch is checked. The log is cut
-/// at the first bad batch: the file truncated there, later segments deleted.
+/// loaded, or rebuilt by a scan if unusable); from it on every batch is checked, but for the part of
+/// that first segment a recovery checkpoint covers (headers walked only, see `segment::scan`). The
+/// log is cut at the first bad batch: the file truncated there, later segments deleted.
 fn recover(
     dir: &Path,
     raws: Vec<RawSegment>,
     recovery_point: u64,
+    checkpoint: Option<Checkpoint>,
     config: &LogConfig,
     stats: &mut RecoveryStats,
 ) -> Result<Vec<Segment>, LogError> {
@@ -174,7 +188,9 @@ fn recover(
                 break;
             }
         }
-        let (segment, complete) = recover_segment(dir, raw, position < first_scanned, config, stats)?;
+        let checkpoint =
+            checkpoint.filter(|checkpoint| position == first_scanned && checkpoint.base_offset == raw.base_offset);
+        let (segment, complete) = recover_segment(dir, raw, position < first_scanned, checkpoint, config, stats)?;
         segments.push(segment);
         if !complete {
             break;
@@ -205,6 +221,7 @@ fn recover_segment(
     dir: &Path,
     raw: RawSegment,
     trusted: bool,
+    checkpoint: Option<Checkpoint>,
     config: &LogConfig,
     stats: &mut RecoveryStats,
 ) -> Result<(Segment, bool), LogError> {
@@ -215,8 +232,9 @@ fn recover_segment(
             return Ok((segment, true));
         }
     }
-    let scan = segment::scan(&raw.file, raw.length, raw.base_offset, config.index_interval_bytes)?;
-    stats.scanned_bytes += raw.length;
+    let scan = segment::scan(&raw.file, raw.length, raw.base_offset, config.index_interval_bytes, checkpoint)?;
+    stats.scanned_bytes += raw.length - scan.walked_bytes;
+    stats.walked_bytes += scan.walked_bytes;
     stats.segments_scanned += 1;
     assert!(scan.valid_bytes <= raw.length, "a scan stays inside the file");
     if let Some(problem) = &scan.problem {

@@ -45,7 +45,21 @@ pub(crate) struct ScanResult {
     pub first_max_timestamp: Option<i64>,
     /// Why the scan stopped before the end of the file, if it did.
     pub problem: Option<String>,
+    /// Bytes at the start taken on a recovery checkpoint's word: headers walked, batches not checked.
+    pub walked_bytes: u64,
 }
+
+/// A recovery checkpoint of a segment: its first `position` bytes are whole batches, fsynced, ending
+/// before `next_offset` (see `Log::recovery_checkpoint_due`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    pub base_offset: u64,
+    pub position: u64,
+    pub next_offset: u64,
+}
+
+/// Bytes read at a time by the walk over a checkpoint's batches (headers only): a page or two.
+const WALK_WINDOW_BYTES: usize = 8 * 1024;
 
 /// Opens an existing segment file read + write.
 pub(crate) fn open_file(dir: &Path, base_offset: u64) -> Result<(File, u64), LogError> {
@@ -267,11 +281,16 @@ struct ScanBuffer<'a> {
 
 impl ScanBuffer<'_> {
     fn get(&mut self, position: u64, length: usize) -> Result<&[u8], LogError> {
+        self.get_small(position, length, SCAN_CHUNK_BYTES)
+    }
+
+    /// `length` bytes at `position`, refilling the window with `window` bytes from there if needed.
+    fn get_small(&mut self, position: u64, length: usize, window: usize) -> Result<&[u8], LogError> {
         let end = position + length as u64;
         assert!(end <= self.file_len, "scan reads stay inside the file");
         if position < self.start || end > self.start + self.bytes.len() as u64 {
             let remaining = usize::try_from(self.file_len - position).unwrap_or(usize::MAX);
-            let want = length.max(SCAN_CHUNK_BYTES).min(remaining);
+            let want = length.max(window).min(remaining);
             self.bytes.resize(want, 0);
             self.file
                 .read_exact_at(&mut self.bytes, position)
@@ -286,15 +305,40 @@ impl ScanBuffer<'_> {
 /// Reads the segment from the start, validating every batch (header, length, magic, CRC32C,
 /// contiguous offsets from `base_offset`) and rebuilding the indexes. Stops at the first
 /// invalid or torn batch. I/O errors are returned, never mistaken for corruption.
-pub(crate) fn scan(file: &File, file_len: u64, base_offset: u64, interval: u32) -> Result<ScanResult, LogError> {
-    let mut buffer = ScanBuffer { file, file_len, bytes: Vec::new(), start: 0 };
-    let mut result = ScanResult {
+///
+/// With a `checkpoint` of this segment, the batches before its position were checked when they
+/// were written and fsynced before it was: their headers are walked (for the indexes and the
+/// offsets), their contents not read, and checking starts at the position. A walk that does not
+/// end exactly at the checkpoint's position and offset (a checkpoint that does not describe this
+/// file) is dropped, and the whole segment checked.
+pub(crate) fn scan(
+    file: &File,
+    file_len: u64,
+    base_offset: u64,
+    interval: u32,
+    checkpoint: Option<Checkpoint>,
+) -> Result<ScanResult, LogError> {
+    let empty = || ScanResult {
         index: SegmentIndex::default(),
         valid_bytes: 0,
         next_offset: base_offset,
         first_max_timestamp: None,
         problem: None,
+        walked_bytes: 0,
     };
+    let mut result = empty();
+    if let Some(checkpoint) = checkpoint {
+        assert_eq!(checkpoint.base_offset, base_offset, "a checkpoint is applied to its own segment");
+        match walk_to_checkpoint(file, file_len, interval, checkpoint, &mut result)? {
+            Ok(()) => result.walked_bytes = result.valid_bytes,
+            Err(problem) => {
+                tracing::warn!(base_offset, position = checkpoint.position, %problem,
+                    "recovery checkpoint does not match the segment; checking it all");
+                result = empty();
+            }
+        }
+    }
+    let mut buffer = ScanBuffer { file, file_len, bytes: Vec::new(), start: 0 };
     while result.valid_bytes < file_len {
         let position = result.valid_bytes;
         let remaining = file_len - position;
@@ -303,18 +347,8 @@ pub(crate) fn scan(file: &File, file_len: u64, base_offset: u64, interval: u32) 
             break;
         }
         let header = BatchHeader::parse(buffer.get(position, BATCH_HEADER_LEN)?)?;
-        let available = usize::try_from(remaining).unwrap_or(usize::MAX);
-        if let Some((_, problem)) = header.structure_problem(available) {
+        if let Some(problem) = header_problem(&header, position, remaining, base_offset, result.next_offset) {
             result.problem = Some(problem);
-            break;
-        }
-        if header.base_offset != result.next_offset as i64 {
-            result.problem =
-                Some(format!("base offset {} where {} was expected", header.base_offset, result.next_offset));
-            break;
-        }
-        if position > u64::from(u32::MAX) || header.last_offset() as u64 - base_offset > u64::from(u32::MAX) {
-            result.problem = Some("segment exceeds the 32-bit position or relative offset range".to_string());
             break;
         }
         if !batch::verify_crc(buffer.get(position, header.total_len())?) {
@@ -327,4 +361,66 @@ pub(crate) fn scan(file: &File, file_len: u64, base_offset: u64, interval: u32) 
         result.next_offset = header.last_offset() as u64 + 1;
     }
     Ok(result)
+}
+
+/// What is wrong with the batch header at `position` (with `remaining` bytes from there to the end of
+/// what is read), if anything: its structure, its base offset (`next_offset` expected), or a segment
+/// past the 32-bit position and relative offset range.
+fn header_problem(
+    header: &BatchHeader,
+    position: u64,
+    remaining: u64,
+    base_offset: u64,
+    next_offset: u64,
+) -> Option<String> {
+    let available = usize::try_from(remaining).unwrap_or(usize::MAX);
+    if let Some((_, problem)) = header.structure_problem(available) {
+        return Some(problem);
+    }
+    if header.base_offset != next_offset as i64 {
+        return Some(format!("base offset {} where {} was expected", header.base_offset, next_offset));
+    }
+    if position > u64::from(u32::MAX) || header.last_offset() as u64 - base_offset > u64::from(u32::MAX) {
+        return Some("segment exceeds the 32-bit position or relative offset range".to_string());
+    }
+    None
+}
+
+/// The header walk of [`scan`] up to a checkpoint: `Ok(Err(problem))` if the headers do not lead
+/// exactly to the checkpoint's position and next offset.
+fn walk_to_checkpoint(
+    file: &File,
+    file_len: u64,
+    interval: u32,
+    checkpoint: Checkpoint,
+    result: &mut ScanResult,
+) -> Result<Result<(), String>, LogError> {
+    if checkpoint.position > file_len {
+        return Ok(Err(format!("position beyond the file's {file_len} bytes")));
+    }
+    let mut window = ScanBuffer { file, file_len: checkpoint.position, bytes: Vec::new(), start: 0 };
+    while result.valid_bytes < checkpoint.position {
+        let position = result.valid_bytes;
+        let remaining = checkpoint.position - position;
+        if remaining < BATCH_HEADER_LEN as u64 {
+            return Ok(Err(format!("{remaining} bytes before the position do not hold a batch header")));
+        }
+        let header = BatchHeader::parse(window.get_small(position, BATCH_HEADER_LEN, WALK_WINDOW_BYTES)?)?;
+        if let Some(problem) = header_problem(&header, position, remaining, checkpoint.base_offset, result.next_offset)
+        {
+            return Ok(Err(problem));
+        }
+        result.index.on_batch(checkpoint.base_offset, &header, position, interval);
+        result.first_max_timestamp.get_or_insert(header.max_timestamp);
+        result.valid_bytes += header.total_len() as u64;
+        result.next_offset = header.last_offset() as u64 + 1;
+    }
+    assert_eq!(result.valid_bytes, checkpoint.position, "whole batches up to the position");
+    if result.next_offset != checkpoint.next_offset {
+        return Ok(Err(format!(
+            "next offset {} where the checkpoint has {}",
+            result.next_offset, checkpoint.next_offset
+        )));
+    }
+    Ok(Ok(()))
 }

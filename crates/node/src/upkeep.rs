@@ -1,6 +1,7 @@
 //! The upkeep the topic registry owns, as mini-redis's `Db` owns its purge task: retention (segments
-//! past retention deleted, idle producers forgotten) and dedup index upkeep (expired ids freed, chunks
-//! maintained on disk, snapshots written when due, counters logged).
+//! past retention deleted, idle producers forgotten), dedup index upkeep (expired ids freed, chunks
+//! maintained on disk, snapshots written when due, counters logged) and the logs' recovery
+//! checkpoints.
 //!
 //! The tasks hold the registry, not the node, and stop when [`Upkeep::stop`] is called or the
 //! [`Upkeep`] is dropped. Each round runs on the blocking pool holding the upkeep's round lock, which
@@ -29,6 +30,13 @@ const DEDUP_DISK_STEPS: usize = 4;
 /// after about 100,000 changed ids, which a busy topic writes in a fraction of a second, and the ids
 /// since the last snapshot are what a restart replays.
 const DEDUP_SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// How often each partition's log is checked for a due recovery checkpoint.
+const RECOVERY_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Durable bytes of an active segment after which its log writes a new recovery checkpoint: an
+/// unclean open checks at most this much of it batch by batch, plus what was written in the last
+/// interval (without a checkpoint, the whole active segment: up to `segment.bytes`, 1 GiB by default).
+/// One small file written and fsynced per busy partition and interval.
+pub const RECOVERY_CHECKPOINT_BYTES: u64 = 16 << 20;
 /// How often the dedup counters that moved are logged.
 const DEDUP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -37,6 +45,7 @@ pub struct Upkeep {
     retention: JoinHandle<()>,
     dedup: JoinHandle<()>,
     snapshots: JoinHandle<()>,
+    checkpoints: JoinHandle<()>,
     /// Held by the round running on the blocking pool, if any (the retention and dedup loops share
     /// it: one round at a time).
     round: Arc<Mutex<()>>,
@@ -44,6 +53,8 @@ pub struct Upkeep {
     /// round does not hold back a due snapshot (snapshots of one topic never overlap: each index
     /// has its snapshot writer lock).
     snapshot_round: Arc<Mutex<()>>,
+    /// Held by the recovery checkpoint loop's round on the blocking pool, if any.
+    checkpoint_round: Arc<Mutex<()>>,
 }
 
 impl Upkeep {
@@ -55,8 +66,10 @@ impl Upkeep {
         let retention = tokio::spawn(retention_loop(topics.clone(), interval, expiration_ms, round.clone()));
         let dedup = tokio::spawn(dedup_loop(topics.clone(), round.clone()));
         let snapshot_round = Arc::new(Mutex::new(()));
-        let snapshots = tokio::spawn(snapshot_loop(topics, snapshot_round.clone()));
-        Upkeep { retention, dedup, snapshots, round, snapshot_round }
+        let snapshots = tokio::spawn(snapshot_loop(topics.clone(), snapshot_round.clone()));
+        let checkpoint_round = Arc::new(Mutex::new(()));
+        let checkpoints = tokio::spawn(recovery_checkpoint_loop(topics, checkpoint_round.clone()));
+        Upkeep { retention, dedup, snapshots, checkpoints, round, snapshot_round, checkpoint_round }
     }
 
     /// Stops every loop; a round already on the blocking pool finishes on its own (see
@@ -65,6 +78,7 @@ impl Upkeep {
         self.retention.abort();
         self.dedup.abort();
         self.snapshots.abort();
+        self.checkpoints.abort();
     }
 
     /// Stops every loop and waits until no round is running.
@@ -74,6 +88,7 @@ impl Upkeep {
         // guard inside its blocking closure, which returns it when the round ends.
         drop(self.round.lock().await);
         drop(self.snapshot_round.lock().await);
+        drop(self.checkpoint_round.lock().await);
     }
 }
 
@@ -179,6 +194,29 @@ async fn snapshot_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<()>>) {
     }
 }
 
+/// Writes each partition's recovery checkpoint when due (see [`RECOVERY_CHECKPOINT_BYTES`]); on the
+/// blocking pool (a checkpoint is a small file written and fsynced).
+async fn recovery_checkpoint_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<()>>) {
+    loop {
+        tokio::time::sleep(RECOVERY_CHECKPOINT_INTERVAL).await;
+        let topics = topics.clone();
+        let held = round.clone().lock_owned().await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _held = held;
+            for topic in topics.list() {
+                for partition in topic.partitions() {
+                    match partition.write_recovery_checkpoint(RECOVERY_CHECKPOINT_BYTES) {
+                        Ok(_) | Err(once_partition::PartitionError::Closed(_)) => {}
+                        Err(error) => tracing::warn!(partition = %partition.id(), %error,
+                            "recovery checkpoint not written; an unclean restart checks more of the log"),
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,8 +241,10 @@ mod tests {
             retention,
             dedup: tokio::spawn(async {}),
             snapshots: tokio::spawn(async {}),
+            checkpoints: tokio::spawn(async {}),
             round,
             snapshot_round: Arc::new(Mutex::new(())),
+            checkpoint_round: Arc::new(Mutex::new(())),
         };
         started_rx.await.expect("the round started");
         let begun = std::time::Instant::now();

@@ -48,6 +48,9 @@ pub(crate) struct Shared {
     /// Readers lock it only to read; the writer holds it to append, never across an fsync.
     /// `None` once the partition is closed or deleted.
     pub(crate) log: Mutex<Option<Log>>,
+    /// Held while a recovery checkpoint is written (outside the log lock), and by a stop before it
+    /// takes the log: no checkpoint lands in the directory after the log is closed or deleted.
+    pub(crate) checkpoint_writer: Mutex<()>,
     /// End of the durable log: what consumers may read. Long polls wait on it.
     pub(crate) high_watermark: watch::Sender<u64>,
     /// What read_committed consumers may read: below the earliest open transaction and the high
@@ -223,6 +226,7 @@ impl Partition {
             dir: dir.to_path_buf(),
             log_start_offset,
             failed: AtomicBool::new(false),
+            checkpoint_writer: Mutex::new(()),
             dedup,
             duplicates_dropped: AtomicU64::new(0),
             dedup_refusals: AtomicU64::new(0),
@@ -483,6 +487,21 @@ impl Partition {
 
     pub fn is_failed(&self) -> bool {
         self.shared.failed.load(Ordering::Acquire) || self.shared.with_log(|log| Ok(log.is_failed())).unwrap_or(false)
+    }
+
+    /// Writes the log's recovery checkpoint if the durable part of its active segment grew by at least
+    /// `min_bytes` since the last ([`Log::recovery_checkpoint_due`]): the file is written outside the
+    /// log lock, so the writer goes on meanwhile. Returns whether one was written. Blocking (fsync).
+    pub fn write_recovery_checkpoint(&self, min_bytes: u64) -> Result<bool, PartitionError> {
+        let _writing = self.shared.checkpoint_writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(checkpoint) = self.shared.with_log(|log| Ok(log.recovery_checkpoint_due(min_bytes)))? else {
+            return Ok(false);
+        };
+        checkpoint.write()?;
+        self.shared.with_log(|log| {
+            log.recovery_checkpoint_written(&checkpoint);
+            Ok(true)
+        })
     }
 
     /// Answers what is queued, then closes the log cleanly (flush, indexes, clean-shutdown marker).

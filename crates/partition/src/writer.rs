@@ -232,6 +232,7 @@ async fn stop_writer(
                 write_producer_snapshot(&shared_for_stop, &states, end);
             }
         }
+        let _no_checkpoint = shared_for_stop.checkpoint_writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let log = shared_for_stop.lock_log().take().ok_or_else(closed)?;
         if delete { log.delete() } else { log.close() }.map_err(PartitionError::from)
     })
