@@ -139,6 +139,11 @@ pub struct ServeArgs {
     /// filesystem, whichever is smaller].
     #[arg(long, env = "ONCE_MIN_FREE_BYTES", value_name = "BYTES")]
     min_free_bytes: Option<u64>,
+    /// Bytes made durable in a partition's active segment after which its recovery checkpoint is
+    /// rewritten (checked every second): a start after a crash checks batch by batch only what
+    /// follows the checkpoint, not the whole active segment [default: 16777216].
+    #[arg(long, env = "ONCE_RECOVERY_CHECKPOINT_BYTES", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    recovery_checkpoint_bytes: Option<u64>,
     /// Log filter (tracing EnvFilter syntax) [default: info].
     #[arg(long, env = "ONCE_LOG")]
     log: Option<String>,
@@ -232,6 +237,7 @@ impl ServeArgs {
             http_listen,
             console_reports,
             min_free_bytes,
+            recovery_checkpoint_bytes,
             log
         );
         Ok(self)
@@ -321,6 +327,7 @@ impl ServeArgs {
             // Ignored by a build without the `test-hooks` feature (see `warn_if_test_hooks_missing`).
             test_crash_point: std::env::var(CRASH_POINT_ENV).ok().filter(|point| !point.is_empty()),
             min_free_bytes: self.min_free_bytes,
+            recovery_checkpoint_bytes: self.recovery_checkpoint_bytes.unwrap_or(defaults.recovery_checkpoint_bytes),
         })
     }
 }

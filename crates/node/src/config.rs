@@ -56,6 +56,9 @@ pub struct NodeConfig {
     /// Free bytes the data directory's filesystem keeps: below it produce is refused (retriably)
     /// and internal writes use the rest. `None`: 1 GiB or 5 % of the filesystem, the smaller; 0: none.
     pub min_free_bytes: Option<u64>,
+    /// Bytes made durable in a partition's active segment after which the upkeep rewrites the log's
+    /// recovery checkpoint (see `once_log::Log::recovery_checkpoint_due`). At least 1.
+    pub recovery_checkpoint_bytes: u64,
     /// `--listener`s; none means one PLAINTEXT listener on `listen`.
     pub listeners: Vec<crate::listeners::ListenerSpec>,
     /// Further `--advertised-listener`s in `NAME=PROTOCOL://HOST:PORT` form (matched by name).
@@ -106,6 +109,7 @@ impl Default for NodeConfig {
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             test_crash_point: None,
             min_free_bytes: None,
+            recovery_checkpoint_bytes: crate::upkeep::RECOVERY_CHECKPOINT_BYTES,
             listeners: Vec::new(),
             advertised_listeners: Vec::new(),
             tls: None,

@@ -32,7 +32,8 @@ const DEDUP_DISK_STEPS: usize = 4;
 const DEDUP_SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// How often each partition's log is checked for a due recovery checkpoint.
 const RECOVERY_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-/// Durable bytes of an active segment after which its log writes a new recovery checkpoint: an
+/// Durable bytes of an active segment after which its log writes a new recovery checkpoint, by
+/// default (`--recovery-checkpoint-bytes`): an
 /// unclean open checks at most this much of it batch by batch, plus what was written in the last
 /// interval (without a checkpoint, the whole active segment: up to `segment.bytes`, 1 GiB by default).
 /// One small file written and fsynced per busy partition and interval.
@@ -68,7 +69,8 @@ impl Upkeep {
         let snapshot_round = Arc::new(Mutex::new(()));
         let snapshots = tokio::spawn(snapshot_loop(topics.clone(), snapshot_round.clone()));
         let checkpoint_round = Arc::new(Mutex::new(()));
-        let checkpoints = tokio::spawn(recovery_checkpoint_loop(topics, checkpoint_round.clone()));
+        let checkpoint_bytes = config.recovery_checkpoint_bytes.max(1);
+        let checkpoints = tokio::spawn(recovery_checkpoint_loop(topics, checkpoint_bytes, checkpoint_round.clone()));
         Upkeep { retention, dedup, snapshots, checkpoints, round, snapshot_round, checkpoint_round }
     }
 
@@ -196,7 +198,7 @@ async fn snapshot_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<()>>) {
 
 /// Writes each partition's recovery checkpoint when due (see [`RECOVERY_CHECKPOINT_BYTES`]); on the
 /// blocking pool (a checkpoint is a small file written and fsynced).
-async fn recovery_checkpoint_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<()>>) {
+async fn recovery_checkpoint_loop(topics: Arc<TopicRegistry>, min_bytes: u64, round: Arc<Mutex<()>>) {
     loop {
         tokio::time::sleep(RECOVERY_CHECKPOINT_INTERVAL).await;
         let topics = topics.clone();
@@ -205,7 +207,7 @@ async fn recovery_checkpoint_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<(
             let _held = held;
             for topic in topics.list() {
                 for partition in topic.partitions() {
-                    match partition.write_recovery_checkpoint(RECOVERY_CHECKPOINT_BYTES) {
+                    match partition.write_recovery_checkpoint(min_bytes) {
                         Ok(_) | Err(once_partition::PartitionError::Closed(_)) => {}
                         Err(error) => tracing::warn!(partition = %partition.id(), %error,
                             "recovery checkpoint not written; an unclean restart checks more of the log"),
