@@ -26,14 +26,14 @@ pub const MANIFEST_ENV: &str = "ONCE_TEST_POWER_LOSS_MANIFEST";
 pub const COMPILED: bool = cfg!(feature = "test-hooks");
 
 #[cfg(feature = "test-hooks")]
-pub(crate) use hook::synced;
-#[cfg(feature = "test-hooks")]
 pub use hook::{enabled, trigger};
+#[cfg(feature = "test-hooks")]
+pub(crate) use hook::{found, synced};
 
 #[cfg(not(feature = "test-hooks"))]
-pub(crate) use off::synced;
-#[cfg(not(feature = "test-hooks"))]
 pub use off::{enabled, trigger};
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) use off::{found, synced};
 
 /// Without the `test-hooks` feature: the hook's entry points, empty.
 #[cfg(not(feature = "test-hooks"))]
@@ -52,6 +52,9 @@ mod off {
 
     #[inline(always)]
     pub(crate) fn synced(_files: &[(PathBuf, u64)]) {}
+
+    #[inline(always)]
+    pub(crate) fn found(_files: &[(PathBuf, u64)]) {}
 }
 
 #[cfg(feature = "test-hooks")]
@@ -90,8 +93,20 @@ mod hook {
     }
 
     /// Records that `files` are durable up to their lengths. Called after a successful fdatasync and
-    /// before anything it covers is acknowledged; once the power "went out" it never returns.
+    /// before anything it covers is acknowledged; once the power "went out" it never returns. A file's
+    /// durable length only grows here: a sync planned before a roll may finish after the roll's own
+    /// fdatasync recorded the longer length.
     pub(crate) fn synced(files: &[(PathBuf, u64)]) {
+        record(files, |durable, length| *durable = (*durable).max(length));
+    }
+
+    /// Records `files` as durable up to exactly their lengths: what an open found, a segment created
+    /// empty.
+    pub(crate) fn found(files: &[(PathBuf, u64)]) {
+        record(files, |durable, length| *durable = length);
+    }
+
+    fn record(files: &[(PathBuf, u64)], update: impl Fn(&mut u64, u64)) {
         let Some(tracker) = tracker() else { return };
         let mut state = tracker.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.triggered {
@@ -99,7 +114,7 @@ mod hook {
             park_forever();
         }
         for (path, length) in files {
-            state.durable.insert(path.clone(), *length);
+            update(state.durable.entry(path.clone()).or_insert(*length), *length);
         }
     }
 

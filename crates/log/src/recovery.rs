@@ -42,8 +42,6 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
     }
     let mut stats = RecoveryStats::default();
     let mut segments = if raws.is_empty() {
-        // A checkpoint names a segment by its base offset: none may outlive it to describe a new one.
-        meta::remove_meta(dir, MetaKind::RecoveryCheckpoint)?;
         let segment = Segment::create(dir, persisted_start.unwrap_or(0))?;
         meta::fsync_dir(dir, skip_fsync)?;
         vec![segment]
@@ -62,8 +60,13 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
     };
     note_first_batch_time(&mut segments)?;
     // Before any new append: a stale marker would let the next open skip recovery of data
-    // written after it.
-    if meta::remove_meta(dir, MetaKind::CleanShutdown)? {
+    // written after it. The recovery checkpoint is used once, by this open: one kept past it (dropped
+    // as false here, or naming a segment this open cut or discarded) could later fit batches that
+    // fill the segment again to the same boundaries, and vouch for them unsynced. A new one is written
+    // once this process has synced enough.
+    let removed_marker = meta::remove_meta(dir, MetaKind::CleanShutdown)?;
+    let removed_checkpoint = meta::remove_meta(dir, MetaKind::RecoveryCheckpoint)?;
+    if removed_marker || removed_checkpoint {
         meta::fsync_dir(dir, skip_fsync)?;
     }
     let log_start_offset = settle_log_start(dir, &mut segments, persisted_start, skip_fsync)?;
@@ -88,7 +91,7 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         planned_ends: Vec::new(),
         synced_unconfirmed: None,
         synced_end: Some(synced_end),
-        checkpoint_written: checkpoint.filter(|checkpoint| *checkpoint == synced_end),
+        checkpoint_written: None,
     })
 }
 

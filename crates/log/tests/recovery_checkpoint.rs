@@ -252,3 +252,86 @@ fn the_next_checkpoint_is_due_after_min_bytes_more() {
     assert!(log.recovery_checkpoint_due(grown + 1).is_none(), "less than min_bytes more");
     assert_eq!(log.recovery_checkpoint_due(grown).expect("due").position(), position + grown);
 }
+
+#[test]
+fn a_checkpoint_is_used_by_one_open_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config()).expect("open");
+    let mut stored = Vec::new();
+    fill(&mut log, &mut stored, 20);
+    log.sync().expect("sync");
+    let position = checkpoint(&mut log);
+    assert!(dir.path().join("recovery-checkpoint").exists());
+    drop(log);
+    let mut log = Log::open(dir.path(), config()).expect("reopen");
+    assert_eq!(log.recovery_stats().walked_bytes, position);
+    assert!(!dir.path().join("recovery-checkpoint").exists(), "the open that used it removed it");
+    assert_eq!(checkpoint(&mut log), position, "what the open recovered is durable: due at once");
+    log.close().expect("close");
+    let log = Log::open(dir.path(), config()).expect("reopen clean");
+    assert!(log.recovery_stats().clean);
+    assert!(!dir.path().join("recovery-checkpoint").exists(), "a clean open removes it too");
+}
+
+/// A checkpoint dropped as false must not survive its open: batches of one shape refill the cut
+/// segment to the same boundaries, and a kept checkpoint would vouch for them unsynced.
+#[test]
+fn a_checkpoint_dropped_at_open_does_not_vouch_for_what_follows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config()).expect("open");
+    let same = |log: &mut Log| append(log, 2, 100, 5_000);
+    let batches: Vec<Stored> = (0..40).map(|_| same(&mut log)).collect();
+    log.sync().expect("sync");
+    let position = checkpoint(&mut log);
+    drop(log);
+    let batch_len = batches[0].bytes.len() as u64;
+    assert_eq!(position, 40 * batch_len);
+    let path = segment_files(dir.path())[0].clone();
+    let mut bytes = std::fs::read(&path).expect("read");
+    // Bit rot in the length field of batch 10: the walk fails, the whole scan cuts the log there.
+    bytes[(10 * batch_len + 9) as usize] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("write");
+    let mut log = Log::open(dir.path(), config()).expect("reopen");
+    assert_eq!(log.recovery_stats().walked_bytes, 0, "the checkpoint does not describe the file");
+    assert_eq!(log.log_end_offset(), batches[10].base_offset, "cut at the damaged batch");
+    // The same batches again, not synced; then the crash tears batch 20's value.
+    for _ in 10..40 {
+        same(&mut log);
+    }
+    drop(log);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let torn = (20 * batch_len + 80) as usize;
+    bytes[torn..torn + 16].fill(0);
+    std::fs::write(&path, &bytes).expect("write");
+    let log = Log::open(dir.path(), config()).expect("reopen");
+    assert_eq!(log.recovery_stats().walked_bytes, 0, "no checkpoint vouches for unsynced batches");
+    assert_eq!(log.log_end_offset(), batches[20].base_offset, "the torn batch is found and cut");
+}
+
+#[test]
+fn no_checkpoint_without_fsync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), LogConfig { unsafe_skip_fsync: true, ..config() }).expect("open");
+    let mut stored = Vec::new();
+    fill(&mut log, &mut stored, 10);
+    log.sync().expect("sync");
+    assert!(log.recovery_checkpoint_due(0).is_none(), "nothing is known durable with --unsafe-skip-fsync");
+}
+
+#[test]
+fn a_sync_planned_before_a_roll_gives_no_checkpoint_of_the_old_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), small_config(2_000)).expect("open");
+    let mut stored = Vec::new();
+    fill(&mut log, &mut stored, 3);
+    let plan = log.prepare_sync().expect("plan");
+    let segments = log.segment_count();
+    while log.segment_count() == segments {
+        fill(&mut log, &mut stored, 1);
+    }
+    log.complete_sync(plan.end_offset, plan.execute()).expect("complete");
+    assert!(log.recovery_checkpoint_due(0).is_none(), "the synced end lies in a segment no longer active");
+    log.sync().expect("sync");
+    let due = log.recovery_checkpoint_due(0).expect("a sync of the new active segment");
+    assert!(due.position() > 0 && due.position() < 2_000, "a position in the new segment: {}", due.position());
+}
