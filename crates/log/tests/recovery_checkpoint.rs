@@ -53,6 +53,16 @@ fn assert_same_lookups(log: &Log, reference: &Log) {
     assert_eq!(log.max_timestamp(), reference.max_timestamp());
 }
 
+/// A log in `dir` of `batches` batches, synced, and the checkpoint written at their end.
+fn checkpointed(dir: &Path, batches: usize) -> (Log, Vec<Stored>, u64) {
+    let mut log = Log::open(dir, config()).expect("open");
+    let mut stored = Vec::new();
+    fill(&mut log, &mut stored, batches);
+    log.sync().expect("sync");
+    let position = checkpoint(&mut log);
+    (log, stored, position)
+}
+
 fn file_len(dir: &Path) -> u64 {
     std::fs::metadata(&segment_files(dir)[0]).expect("segment").len()
 }
@@ -60,11 +70,7 @@ fn file_len(dir: &Path) -> u64 {
 #[test]
 fn an_unclean_open_checks_only_what_follows_the_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut log = Log::open(dir.path(), config()).expect("open");
-    let mut stored = Vec::new();
-    fill(&mut log, &mut stored, 60);
-    log.sync().expect("sync");
-    let position = checkpoint(&mut log);
+    let (mut log, mut stored, position) = checkpointed(dir.path(), 60);
     fill(&mut log, &mut stored, 25);
     log.sync().expect("sync");
     // Not synced: the last batch is torn by the crash.
@@ -97,11 +103,7 @@ fn an_unclean_open_checks_only_what_follows_the_checkpoint() {
 #[test]
 fn corruption_after_the_checkpoint_is_still_found() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut log = Log::open(dir.path(), config()).expect("open");
-    let mut stored = Vec::new();
-    fill(&mut log, &mut stored, 30);
-    log.sync().expect("sync");
-    let position = checkpoint(&mut log);
+    let (mut log, mut stored, position) = checkpointed(dir.path(), 30);
     fill(&mut log, &mut stored, 10);
     log.sync().expect("sync");
     drop(log);
@@ -125,11 +127,7 @@ fn a_checkpoint_that_does_not_describe_the_segment_is_dropped() {
     // inside a batch of the file now there (another log's segment of the same base offset).
     for case in ["beyond the end", "inside a batch"] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut log = Log::open(dir.path(), config()).expect("open");
-        let mut stored = Vec::new();
-        fill(&mut log, &mut stored, 40);
-        log.sync().expect("sync");
-        let position = checkpoint(&mut log);
+        let (log, stored, position) = checkpointed(dir.path(), 40);
         drop(log);
         let other = tempfile::tempdir().expect("tempdir");
         let mut other_log = Log::open(other.path(), config()).expect("open other");
@@ -181,11 +179,7 @@ fn write_checkpoint_file(dir: &Path, values: [u64; 3]) {
 #[test]
 fn a_checkpoint_with_another_offset_or_segment_is_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut log = Log::open(dir.path(), config()).expect("open");
-    let mut stored = Vec::new();
-    fill(&mut log, &mut stored, 20);
-    log.sync().expect("sync");
-    let position = checkpoint(&mut log);
+    let (log, stored, position) = checkpointed(dir.path(), 20);
     let next_offset = log.log_end_offset();
     drop(log);
     let len = file_len(dir.path());
@@ -239,11 +233,7 @@ fn a_checkpoint_waits_for_every_sync_out_with_it() {
 #[test]
 fn the_next_checkpoint_is_due_after_min_bytes_more() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut log = Log::open(dir.path(), config()).expect("open");
-    let mut stored = Vec::new();
-    fill(&mut log, &mut stored, 10);
-    log.sync().expect("sync");
-    let position = checkpoint(&mut log);
+    let (mut log, mut stored, position) = checkpointed(dir.path(), 10);
     assert!(log.recovery_checkpoint_due(1).is_none(), "nothing new since");
     fill(&mut log, &mut stored, 10);
     assert!(log.recovery_checkpoint_due(1).is_none(), "appended, not synced");
@@ -256,11 +246,7 @@ fn the_next_checkpoint_is_due_after_min_bytes_more() {
 #[test]
 fn a_checkpoint_is_used_by_one_open_only() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut log = Log::open(dir.path(), config()).expect("open");
-    let mut stored = Vec::new();
-    fill(&mut log, &mut stored, 20);
-    log.sync().expect("sync");
-    let position = checkpoint(&mut log);
+    let (log, _stored, position) = checkpointed(dir.path(), 20);
     assert!(dir.path().join("recovery-checkpoint").exists());
     drop(log);
     let mut log = Log::open(dir.path(), config()).expect("reopen");
