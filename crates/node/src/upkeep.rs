@@ -199,9 +199,11 @@ async fn snapshot_loop(topics: Arc<TopicRegistry>, round: Arc<Mutex<()>>) {
 /// Writes each partition's recovery checkpoint when due (see [`RECOVERY_CHECKPOINT_BYTES`]); on the
 /// blocking pool (a checkpoint is a small file written and fsynced).
 async fn recovery_checkpoint_loop(topics: Arc<TopicRegistry>, min_bytes: u64, round: Arc<Mutex<()>>) {
+    // A full disk fails every partition's checkpoint every second: one line every few seconds.
+    let failures = Arc::new(crate::storage::EveryFewSeconds::new());
     loop {
         tokio::time::sleep(RECOVERY_CHECKPOINT_INTERVAL).await;
-        let topics = topics.clone();
+        let (topics, failures) = (topics.clone(), failures.clone());
         let held = round.clone().lock_owned().await;
         let _ = tokio::task::spawn_blocking(move || {
             let _held = held;
@@ -209,8 +211,12 @@ async fn recovery_checkpoint_loop(topics: Arc<TopicRegistry>, min_bytes: u64, ro
                 for partition in topic.partitions() {
                     match partition.write_recovery_checkpoint(min_bytes) {
                         Ok(_) | Err(once_partition::PartitionError::Closed(_)) => {}
-                        Err(error) => tracing::warn!(partition = %partition.id(), %error,
-                            "recovery checkpoint not written; an unclean restart checks more of the log"),
+                        Err(error) => {
+                            if let Some(suppressed) = failures.due() {
+                                tracing::warn!(partition = %partition.id(), %error, failures_since_last_line = suppressed + 1,
+                                    "recovery checkpoint not written; an unclean restart checks more of the log");
+                            }
+                        }
                     }
                 }
             }
