@@ -6,9 +6,15 @@ use std::path::Path;
 
 use once_check::{CheckArgs, DedupSource, Fault, Isolation, ProcessorSource, Workload};
 
-/// The command that starts this build's broker on `data`.
+/// The command that starts this build's broker on `data`. Recovery checkpoints are written every
+/// second (`--recovery-checkpoint-bytes 1`), so that the checks' kills and power losses restart from
+/// them.
 pub fn once_serve(data: &Path) -> String {
-    format!("{} serve --data-dir {}", env!("CARGO_BIN_EXE_once"), data.join("data").display())
+    format!(
+        "{} serve --data-dir {} --recovery-checkpoint-bytes 1",
+        env!("CARGO_BIN_EXE_once"),
+        data.join("data").display()
+    )
 }
 
 /// This build's `once copy`, for the `txn` workload's copiers.
