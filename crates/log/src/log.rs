@@ -57,7 +57,6 @@ pub struct Log {
 pub struct RecoveryCheckpoint {
     dir: PathBuf,
     checkpoint: Checkpoint,
-    skip_fsync: bool,
 }
 
 impl RecoveryCheckpoint {
@@ -66,7 +65,8 @@ impl RecoveryCheckpoint {
     pub fn write(&self) -> Result<(), LogError> {
         let Checkpoint { base_offset, position, next_offset } = self.checkpoint;
         let values = [base_offset, position, next_offset];
-        meta::write_meta_values(&self.dir, MetaKind::RecoveryCheckpoint, &values, self.skip_fsync)
+        // Never with `unsafe_skip_fsync`: no checkpoint is due then.
+        meta::write_meta_values(&self.dir, MetaKind::RecoveryCheckpoint, &values, false)
     }
 
     /// Bytes of the active segment the checkpoint covers.
@@ -344,7 +344,7 @@ impl Log {
         if end.position < written.map_or(0, |written| written.position).saturating_add(min_bytes) {
             return None;
         }
-        Some(RecoveryCheckpoint { dir: self.dir.clone(), checkpoint: end, skip_fsync: self.config.unsafe_skip_fsync })
+        Some(RecoveryCheckpoint { dir: self.dir.clone(), checkpoint: end })
     }
 
     /// Records that `checkpoint` was written (the next one is due `min_bytes` after it).

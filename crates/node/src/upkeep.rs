@@ -32,11 +32,11 @@ const DEDUP_DISK_STEPS: usize = 4;
 const DEDUP_SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// How often each partition's log is checked for a due recovery checkpoint.
 const RECOVERY_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-/// Durable bytes of an active segment after which its log writes a new recovery checkpoint, by
-/// default (`--recovery-checkpoint-bytes`): an
-/// unclean open checks at most this much of it batch by batch, plus what was written in the last
-/// interval (without a checkpoint, the whole active segment: up to `segment.bytes`, 1 GiB by default).
-/// One small file written and fsynced per busy partition and interval.
+/// Durable bytes of an active segment after which its log writes a new recovery checkpoint, by default
+/// (`--recovery-checkpoint-bytes`): an unclean open checks at most this much of it batch by batch,
+/// plus what was written in the last interval (without a checkpoint, the whole active segment: up to
+/// `segment.bytes`, 1 GiB by default). One small file written and fsynced per busy partition and
+/// interval.
 pub const RECOVERY_CHECKPOINT_BYTES: u64 = 16 << 20;
 /// How often the dedup counters that moved are logged.
 const DEDUP_LOG_INTERVAL: Duration = Duration::from_secs(60);
