@@ -121,20 +121,53 @@ impl DiskColumns {
         Ok(page)
     }
 
-    /// Every entry, in id order, read page by page (a compaction's or a snapshot's input).
+    /// Every entry, in id order (a compaction's or a merge's input), read [`ENTRIES_READ_PAGES`]
+    /// pages at a time, every page of a read checked before any of its entries is given. Ends after
+    /// the first error.
     pub(crate) fn entries(&self) -> impl Iterator<Item = Result<Entry, DedupError>> + '_ {
         let pages = self.fences.len();
-        (0..pages).flat_map(move |page_index| {
-            let read = self.read_page(page_index);
-            let count = self.entries_in_page(page_index);
-            let items: Vec<Result<Entry, DedupError>> = match read {
-                Ok(page) => (0..count).map(|slot| Ok(entry_at(&page, slot))).collect(),
-                Err(error) => vec![Err(error)],
-            };
-            items
+        let mut buffer = Vec::new();
+        let mut loaded = 0..0;
+        let (mut page_index, mut slot, mut failed) = (0, 0, false);
+        std::iter::from_fn(move || loop {
+            if failed || page_index >= pages {
+                return None;
+            }
+            if slot == self.entries_in_page(page_index) {
+                (page_index, slot) = (page_index + 1, 0);
+                continue;
+            }
+            if !loaded.contains(&page_index) {
+                let read = page_index..(page_index + ENTRIES_READ_PAGES).min(pages);
+                if let Err(error) = self.read_pages(read.clone(), &mut buffer) {
+                    failed = true;
+                    return Some(Err(error));
+                }
+                loaded = read;
+            }
+            let start = (page_index - loaded.start) * PAGE_LEN;
+            slot += 1;
+            return Some(Ok(entry_at(&buffer[start..start + PAGE_LEN], slot - 1)));
         })
     }
+
+    /// Pages `pages` into `buffer`, each checked.
+    fn read_pages(&self, pages: std::ops::Range<usize>, buffer: &mut Vec<u8>) -> Result<(), DedupError> {
+        buffer.resize(pages.len() * PAGE_LEN, 0);
+        self.file
+            .read_exact_at(buffer, (pages.start * PAGE_LEN) as u64)
+            .map_err(|error| DedupError::io(format!("reading dedup chunk {}", self.path.display()), error))?;
+        for (page_index, page) in pages.zip(buffer.chunks_exact(PAGE_LEN)) {
+            let page: &[u8; PAGE_LEN] = page.try_into().expect("a whole page");
+            check_page(page, self.file_id, page_index)
+                .map_err(|reason| corrupt(&self.path, format!("page {page_index}: {reason}")))?;
+        }
+        Ok(())
+    }
 }
+
+/// Pages [`DiskColumns::entries`] reads at a time (256 KiB).
+const ENTRIES_READ_PAGES: usize = 64;
 
 fn id_at(page: &[u8], slot: usize) -> u128 {
     let start = slot * ENTRY_LEN;

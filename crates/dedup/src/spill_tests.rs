@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::chunk::Location;
 use crate::config::DedupWindow;
-use crate::disk::{chunk_path, list_chunk_files, PAGE_LEN};
+use crate::disk::{chunk_path, list_chunk_files, ENTRIES_PER_PAGE, PAGE_LEN};
 use crate::id::Id;
 use crate::index::{DedupIndex, IndexConfig};
 use crate::spill::chunk_dir;
@@ -177,6 +177,35 @@ fn a_page_damaged_after_start_is_an_error_never_a_wrong_answer() {
     }
     assert!(errors > 0, "the damaged file was read");
     assert!(found > 0, "the other chunks still answer");
+}
+
+/// A merge or compaction on disk reads its inputs whole: a damaged page ends the read with an error,
+/// before any entry of its own.
+#[test]
+fn reading_a_chunk_file_whole_stops_at_a_damaged_page() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (index, _) = spilled(directory.path());
+    let chunk = index
+        .sealed
+        .iter()
+        .find(|chunk| chunk.disk().is_some() && chunk.len() > 3 * ENTRIES_PER_PAGE)
+        .expect("a chunk on disk of more than three pages");
+    let path = chunk.disk().expect("on disk").path.clone();
+    let whole: Vec<_> = chunk.entries().map(|entry| entry.expect("intact")).collect();
+    assert_eq!(whole.len(), chunk.len(), "an intact file yields every entry");
+    assert!(whole.windows(2).all(|pair| pair[0].id < pair[1].id), "in id order");
+    let damaged = 2;
+    let mut bytes = fs::read(&path).expect("read");
+    bytes[damaged * PAGE_LEN + 100] ^= 0x40;
+    fs::write(&path, &bytes).expect("write");
+    let read: Vec<_> = chunk.entries().collect();
+    let intact = read.iter().take_while(|entry| entry.is_ok()).count();
+    assert!(intact <= damaged * ENTRIES_PER_PAGE, "no entry of the damaged page or after it");
+    let before: Vec<_> = read[..intact].iter().map(|entry| *entry.as_ref().expect("ok")).collect();
+    assert_eq!(before, whole[..intact], "what comes before the error is the file's first entries");
+    let error = read[intact].as_ref().expect_err("then the damaged page's error");
+    assert!(error.to_string().contains("checksum"), "{error}");
+    assert_eq!(read.len(), intact + 1, "nothing after the error");
 }
 
 #[test]
