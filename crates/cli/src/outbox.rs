@@ -84,6 +84,11 @@ pub fn run(args: OutboxArgs) -> anyhow::Result<()> {
         columns,
     };
     let mut source = once_outbox::open_source(&args.database, &source_options).context("opening the outbox")?;
+    // From here a SIGTERM or SIGINT is a stop request (the handler was installed above).
+    tracing::info!(
+        batch_rows = args.batch_rows,
+        "relaying the outbox; SIGTERM or SIGINT stops it after the batch in hand"
+    );
     let options = once_outbox::RelayOptions {
         topic_template: args.topic_template,
         batch_rows: args.batch_rows as usize,

@@ -291,7 +291,11 @@ fn relay_under_kills(database: &dyn Database, seed: u64) {
         }
     });
 
+    let relays_started = || std::fs::read_to_string(&log).unwrap_or_default().matches("relaying the outbox").count();
+    let started_before = relays_started();
     let mut relay = spawn_relay(&broker, database, &[], &[], &log);
+    // Until it says so, the relay has no SIGTERM handler yet: a signal then would kill it, not stop it.
+    wait_until("the last relay to start", Duration::from_secs(60), || relays_started() > started_before);
     wait_until("the last relay to send every row", Duration::from_secs(60), || database.unsent() == 0);
     if database.relay_args().contains(&"logical") {
         // The slot moves past every commit: nothing is left for it to decode, nor WAL held back.
