@@ -145,19 +145,23 @@ fn apply(log: &mut Log, model: &mut Model, op: &Op, dir: &std::path::Path, confi
     assert_eq!(log.log_start_offset(), model.log_start_offset, "after {op:?}");
 }
 
+/// Applies `ops` to a new log (in a temporary directory) and to the model, comparing after each.
+fn run(config: LogConfig, ops: &[Op]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(&dir.path().join("log"), config.clone()).expect("open");
+    let mut model = Model { stored: Vec::new(), timestamps: Vec::new(), log_start_offset: 0 };
+    for op in ops {
+        apply(&mut log, &mut model, op, &dir.path().join("log"), &config);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn log_matches_model(segment_bytes_max in 800u64..2_500, index_interval_bytes in 0u32..300, ops in proptest::collection::vec(op(), 1..80)) {
-        let dir = tempfile::tempdir().expect("tempdir");
         // Fsync off for speed only: nothing here simulates a power loss (crash.rs does).
-        let config = LogConfig { segment_bytes_max, segment_ms_max: None, retention_bytes: None, retention_ms: None, index_interval_bytes, unsafe_skip_fsync: true };
-        let mut log = Log::open(&dir.path().join("log"), config.clone()).expect("open");
-        let mut model = Model { stored: Vec::new(), timestamps: Vec::new(), log_start_offset: 0 };
-        for op in &ops {
-            apply(&mut log, &mut model, op, &dir.path().join("log"), &config);
-        }
+        run(LogConfig { segment_bytes_max, segment_ms_max: None, retention_bytes: None, retention_ms: None, index_interval_bytes, unsafe_skip_fsync: true }, &ops);
     }
 }
 
@@ -169,12 +173,6 @@ proptest! {
     /// answers every read and lookup as the model does.
     #[test]
     fn log_with_recovery_checkpoints_matches_model(segment_bytes_max in 800u64..2_500, index_interval_bytes in 0u32..300, ops in proptest::collection::vec(op(), 1..50)) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = LogConfig { segment_bytes_max, segment_ms_max: None, retention_bytes: None, retention_ms: None, index_interval_bytes, unsafe_skip_fsync: false };
-        let mut log = Log::open(&dir.path().join("log"), config.clone()).expect("open");
-        let mut model = Model { stored: Vec::new(), timestamps: Vec::new(), log_start_offset: 0 };
-        for op in &ops {
-            apply(&mut log, &mut model, op, &dir.path().join("log"), &config);
-        }
+        run(LogConfig { segment_bytes_max, segment_ms_max: None, retention_bytes: None, retention_ms: None, index_interval_bytes, unsafe_skip_fsync: false }, &ops);
     }
 }
