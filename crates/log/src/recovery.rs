@@ -59,13 +59,23 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         }
     };
     note_first_batch_time(&mut segments)?;
+    // The recovery checkpoint outlives this open only if it names the active segment, which still
+    // holds all it covers, and this open found it true (walked it, or the log was closed cleanly with
+    // it in place). One dropped as false here, or naming a segment this open cut or discarded, could
+    // later fit batches that fill the segment again to the same boundaries and vouch for them
+    // unsynced: it is removed, and a new one is written once this process has synced enough.
+    let active = segments.last().expect("a log always has an active segment");
+    let kept = checkpoint.filter(|checkpoint| {
+        let names_active = checkpoint.base_offset == active.base_offset
+            && checkpoint.position <= active.size
+            && checkpoint.next_offset <= active.next_offset;
+        let found_true = stats.clean || stats.walked_bytes == checkpoint.position;
+        names_active && found_true && !skip_fsync
+    });
     // Before any new append: a stale marker would let the next open skip recovery of data
-    // written after it. The recovery checkpoint is used once, by this open: one kept past it (dropped
-    // as false here, or naming a segment this open cut or discarded) could later fit batches that
-    // fill the segment again to the same boundaries, and vouch for them unsynced. A new one is written
-    // once this process has synced enough.
+    // written after it.
     let removed_marker = meta::remove_meta(dir, MetaKind::CleanShutdown)?;
-    let removed_checkpoint = meta::remove_meta(dir, MetaKind::RecoveryCheckpoint)?;
+    let removed_checkpoint = kept.is_none() && meta::remove_meta(dir, MetaKind::RecoveryCheckpoint)?;
     if removed_marker || removed_checkpoint {
         meta::fsync_dir(dir, skip_fsync)?;
     }
@@ -91,7 +101,7 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         planned_ends: Vec::new(),
         synced_unconfirmed: None,
         synced_end: Some(synced_end),
-        checkpoint_written: None,
+        checkpoint_written: kept,
     })
 }
 

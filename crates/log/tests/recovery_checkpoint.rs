@@ -244,19 +244,31 @@ fn the_next_checkpoint_is_due_after_min_bytes_more() {
 }
 
 #[test]
-fn a_checkpoint_is_used_by_one_open_only() {
+fn a_checkpoint_found_true_is_kept_and_a_false_one_removed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (log, _stored, position) = checkpointed(dir.path(), 20);
-    assert!(dir.path().join("recovery-checkpoint").exists());
+    let (log, stored, position) = checkpointed(dir.path(), 20);
+    let next_offset = stored.last().expect("stored").last_offset + 1;
+    let file = dir.path().join("recovery-checkpoint");
     drop(log);
-    let mut log = Log::open(dir.path(), config()).expect("reopen");
+    let log = Log::open(dir.path(), config()).expect("reopen");
     assert_eq!(log.recovery_stats().walked_bytes, position);
-    assert!(!dir.path().join("recovery-checkpoint").exists(), "the open that used it removed it");
-    assert_eq!(checkpoint(&mut log), position, "what the open recovered is durable: due at once");
+    assert!(file.exists(), "walked and true: kept, so a crash right after this open walks it again");
+    assert!(log.recovery_checkpoint_due(1).is_none(), "the kept one counts as written");
+    drop(log);
+    let log = Log::open(dir.path(), config()).expect("reopen");
+    assert_eq!(log.recovery_stats().walked_bytes, position, "walked again");
     log.close().expect("close");
     let log = Log::open(dir.path(), config()).expect("reopen clean");
     assert!(log.recovery_stats().clean);
-    assert!(!dir.path().join("recovery-checkpoint").exists(), "a clean open removes it too");
+    assert!(file.exists(), "a clean open keeps the one in place");
+    drop(log);
+    // One that does not describe the file (its position inside the last batch, so it still names the
+    // active segment and lies within it) is dropped and removed.
+    write_checkpoint_file(dir.path(), [0, position - 1, next_offset]);
+    let mut log = Log::open(dir.path(), config()).expect("reopen");
+    assert_eq!(log.recovery_stats().walked_bytes, 0, "dropped");
+    assert!(!file.exists(), "and removed");
+    assert_eq!(checkpoint(&mut log), position, "what the open recovered is durable: a new one is due at once");
 }
 
 /// A checkpoint dropped as false must not survive its open: batches of one shape refill the cut
