@@ -66,7 +66,28 @@ pub struct FreeSpaceFloor {
     in_flight: AtomicU64,
     /// Refusals are logged every few seconds at most.
     logged: EveryFewSeconds,
+    /// The last `statvfs`, reused by [`FreeSpaceFloor::admit`] while it is recent and far from the
+    /// floor.
+    reading: Mutex<Reading>,
 }
+
+/// A `statvfs` and what was admitted since it.
+#[derive(Clone, Copy, Debug)]
+struct Reading {
+    /// Free bytes then; `None` before the first reading.
+    free: Option<u64>,
+    at: Instant,
+    /// Bytes admitted since (written or not: those not yet written also count in `in_flight`, so
+    /// they are counted twice, which only errs toward asking the filesystem again).
+    admitted_since: u64,
+}
+
+/// A reading this old is not reused: what others write (dedup chunk files, offsets, other
+/// processes) is not counted in it.
+const READING_REUSE_MAX: Duration = Duration::from_millis(50);
+/// A reading is reused only while the free space it leaves, less everything admitted since and in
+/// flight, is at least this far above the floor; nearer, every request asks the filesystem.
+const READING_REUSE_HEADROOM_MIN: u64 = 256 << 20;
 
 impl FreeSpaceFloor {
     /// `floor`: `None` for the default (from the filesystem's size now), `Some(0)` for none.
@@ -82,6 +103,7 @@ impl FreeSpaceFloor {
             refused_bytes: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             logged: EveryFewSeconds::new(),
+            reading: Mutex::new(Reading { free: None, at: Instant::now(), admitted_since: 0 }),
         })
     }
 
@@ -94,19 +116,27 @@ impl FreeSpaceFloor {
     }
 
     /// Whether `bytes` more of produced data may be written: free space, less them and the bytes
-    /// admitted before but not yet written, stays at or above the floor. Read fresh on every call
-    /// (one `statvfs`, about a microsecond), so space freed by retention or an operator is seen by
-    /// the next request. Hold the [`Admitted`] until the bytes are written.
+    /// admitted before but not yet written, stays at or above the floor. The free space is read
+    /// (one `statvfs`) for a request that comes near the floor, and otherwise at least every
+    /// [`READING_REUSE_MAX`]; in between, the last reading less what was admitted since serves (a
+    /// `statvfs` per produce request was one of the broker's syscalls per request). A request is
+    /// never refused on a reused reading, so space freed by retention or an operator is seen by the
+    /// next request. Hold the [`Admitted`] until the bytes are written.
     pub fn admit(self: &Arc<Self>, bytes: u64) -> Result<Admitted, BelowFloor> {
         let uncounted = || Admitted { floor: Arc::clone(self), bytes: 0 };
         if self.floor == 0 {
             return Ok(uncounted());
+        }
+        if self.admit_on_last_reading(bytes) {
+            self.refused_bytes.store(0, Ordering::Relaxed);
+            return Ok(Admitted { floor: Arc::clone(self), bytes });
         }
         // A filesystem that cannot be asked is not refused for: the write itself will tell.
         let Ok(space) = space(&self.dir) else { return Ok(uncounted()) };
         let in_flight = self.in_flight.fetch_add(bytes, Ordering::SeqCst);
         let admitted = Admitted { floor: Arc::clone(self), bytes };
         if space.free.saturating_sub(in_flight).saturating_sub(bytes) >= self.floor {
+            *self.lock_reading() = Reading { free: Some(space.free), at: Instant::now(), admitted_since: bytes };
             self.refused_bytes.store(0, Ordering::Relaxed);
             return Ok(admitted);
         }
@@ -116,6 +146,31 @@ impl FreeSpaceFloor {
         self.refused_bytes.store(bytes.max(1), Ordering::Relaxed);
         self.log(&refusal);
         Err(refusal)
+    }
+
+    /// Admits `bytes` (counting them in flight) if the last reading is recent and leaves at least
+    /// [`READING_REUSE_HEADROOM_MIN`] above the floor after them, everything admitted since it and
+    /// everything in flight; `false` (nothing counted) when the filesystem must be asked.
+    fn admit_on_last_reading(&self, bytes: u64) -> bool {
+        let mut reading = self.lock_reading();
+        let Some(free) = reading.free else { return false };
+        if reading.at.elapsed() > READING_REUSE_MAX {
+            return false;
+        }
+        let admitted_since = reading.admitted_since.saturating_add(bytes);
+        let in_flight = self.in_flight.load(Ordering::SeqCst);
+        let left = free.saturating_sub(admitted_since).saturating_sub(in_flight).saturating_sub(bytes);
+        if left < self.floor.saturating_add(READING_REUSE_HEADROOM_MIN) {
+            return false;
+        }
+        // Under the reading's lock, so two requests cannot both take the same headroom.
+        self.in_flight.fetch_add(bytes, Ordering::SeqCst);
+        reading.admitted_since = admitted_since;
+        true
+    }
+
+    fn lock_reading(&self) -> std::sync::MutexGuard<'_, Reading> {
+        self.reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// At most one line per [`LOG_EVERY`], with the refusals since the last.
@@ -288,6 +343,40 @@ mod tests {
         assert!((40..=60).contains(&counted), "50 more descriptors counted as {counted}");
         drop(files);
         assert_eq!(file_reserve(1024), 1024 + FILE_RESERVE);
+    }
+
+    #[test]
+    fn a_recent_reading_far_from_the_floor_is_reused_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let free = space(dir.path()).expect("statvfs").free;
+        // A floor above the free space: every request the filesystem is asked about is refused.
+        let floor = Arc::new(FreeSpaceFloor::new(dir.path(), Some(free.saturating_add(1 << 40))).expect("floor"));
+        let plenty = floor.floor() + READING_REUSE_HEADROOM_MIN + (1 << 30);
+        let set = |free: u64, age: Duration| {
+            *floor.lock_reading() = Reading { free: Some(free), at: Instant::now() - age, admitted_since: 0 };
+        };
+        set(plenty, Duration::ZERO);
+        let first = floor.admit(1 << 29).expect("a recent reading far above the floor is reused");
+        assert_eq!(floor.in_flight.load(Ordering::SeqCst), 1 << 29, "admitted on a reading, the bytes count in flight");
+        assert_eq!(floor.lock_reading().admitted_since, 1 << 29);
+        // Half a GiB admitted since and in flight (counted twice) leaves less than the headroom.
+        assert!(floor.admit(1).is_err(), "near the floor the filesystem is asked");
+        drop(first);
+        set(plenty, Duration::ZERO);
+        assert!(floor.admit(1).is_ok());
+        set(plenty, READING_REUSE_MAX + Duration::from_millis(1));
+        assert!(floor.admit(1).is_err(), "an old reading is not reused");
+        set(floor.floor() + READING_REUSE_HEADROOM_MIN - 1, Duration::ZERO);
+        assert!(floor.admit(0).is_err(), "a reading within the headroom of the floor is not reused");
+        assert_eq!(floor.in_flight.load(Ordering::SeqCst), 0, "refused and dropped requests count nothing");
+        assert_eq!(floor.refused(), 3);
+        // A fresh reading that admits is kept for the next requests.
+        let low = Arc::new(FreeSpaceFloor::new(dir.path(), Some(1)).expect("floor"));
+        assert!(low.lock_reading().free.is_none());
+        assert!(low.admit(7).is_ok());
+        let kept = *low.lock_reading();
+        assert!(kept.free.is_some_and(|kept| kept <= free.saturating_add(1 << 30)), "{kept:?}");
+        assert_eq!(kept.admitted_since, 7);
     }
 
     #[test]
