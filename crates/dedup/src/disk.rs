@@ -421,11 +421,19 @@ pub(crate) fn read_chunk_resident(dir: &Path, file_id: u64, nonce: u64) -> Resul
     Ok(chunk)
 }
 
-/// Checks chunk file `file_id` of the index `nonce` in `dir` whole, as [`open_chunk`] does, keeping
-/// nothing; returns its entry count.
-pub(crate) fn check_chunk(dir: &Path, file_id: u64, nonce: u64) -> Result<usize, DedupError> {
-    let (checked, ()) = read_checked(dir, file_id, nonce, |_| (), |(), _| ())?;
-    Ok(checked.count)
+/// Checks chunk file `file_id` of the index `nonce` in `dir` as far as the filesystem, not the
+/// encoder, can have made it differ from what [`write_chunk`] wrote: the file under the name is
+/// this index's file of that id (footer, trailer checksum, nonce, file id) and as long as its
+/// `count` entries need. Its pages are not read back: they would come from the page cache, holding
+/// the bytes just written and checksummed, while the whole check of [`open_chunk`] runs at every
+/// start, where a damaged disk shows (reading them back was about a third of the CPU a snapshot
+/// spent on chunk files).
+pub(crate) fn check_written(dir: &Path, file_id: u64, nonce: u64, count: usize) -> Result<(), DedupError> {
+    let (_, path, trailer, _) = open_trailer(dir, file_id, nonce)?;
+    match trailer.count == count {
+        true => Ok(()),
+        false => Err(corrupt(&path, format!("{} entries in the trailer, {count} written", trailer.count))),
+    }
 }
 
 /// What [`read_checked`] found in a file whose every check passed.
@@ -439,16 +447,10 @@ struct Checked {
     time_max_s: u32,
 }
 
-/// Reads a whole chunk file, checking it (see [`open_chunk`]); `start` makes what is built from the
-/// trailer's entry count, `each` adds every entry to it in id order (a file that then fails a check
-/// returns the error and what was built is dropped).
-fn read_checked<T>(
-    dir: &Path,
-    file_id: u64,
-    nonce: u64,
-    start: impl FnOnce(usize) -> T,
-    mut each: impl FnMut(&mut T, &Entry),
-) -> Result<(Checked, T), DedupError> {
+/// Opens chunk file `file_id` of the index `nonce` in `dir` and checks its footer and trailer (checksum,
+/// file id, nonce) and that its pages are as long as the trailer's entry count needs: the file, its
+/// path, the trailer and the number of pages.
+fn open_trailer(dir: &Path, file_id: u64, nonce: u64) -> Result<(File, PathBuf, Trailer, usize), DedupError> {
     let path = chunk_path(dir, file_id);
     let io = |error| DedupError::io(format!("reading dedup chunk {}", path.display()), error);
     let file = File::open(&path).map_err(io)?;
@@ -476,6 +478,22 @@ fn read_checked<T>(
     if pages_bytes != Some(pages_len) {
         return Err(bad(format!("{pages_len} bytes of pages for {} entries", trailer.count)));
     }
+    Ok((file, path, trailer, pages))
+}
+
+/// Reads a whole chunk file, checking it (see [`open_chunk`]); `start` makes what is built from the
+/// trailer's entry count, `each` adds every entry to it in id order (a file that then fails a check
+/// returns the error and what was built is dropped).
+fn read_checked<T>(
+    dir: &Path,
+    file_id: u64,
+    nonce: u64,
+    start: impl FnOnce(usize) -> T,
+    mut each: impl FnMut(&mut T, &Entry),
+) -> Result<(Checked, T), DedupError> {
+    let (file, path, trailer, pages) = open_trailer(dir, file_id, nonce)?;
+    let io = |error| DedupError::io(format!("reading dedup chunk {}", path.display()), error);
+    let bad = |reason: String| corrupt(&path, reason);
     let mut built = start(trailer.count);
     let mut fences = Vec::with_capacity(pages);
     let mut spans: Vec<PartitionSpan> = Vec::new();

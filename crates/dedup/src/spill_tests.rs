@@ -544,3 +544,36 @@ fn a_load_from_chunk_files_sizes_the_topic_filter_for_every_id() {
     assert!(loaded.next_filter_work().is_none(), "the filter loaded is not overfull");
     loaded.assert_filter_covers_sealed();
 }
+
+#[test]
+fn a_chunk_file_as_written_is_checked_for_its_name_index_and_length() {
+    use crate::chunk::Entry;
+    use crate::disk::{check_written, write_chunk};
+    let directory = tempfile::tempdir().expect("tempdir");
+    let dir = directory.path();
+    let mut entries: Vec<Entry> = (0..1_000u32)
+        .map(|n| Entry { id: id(n), location: Location { partition: 0, offset: n.into() }, time_s: 1 })
+        .collect();
+    entries.sort_by_key(|entry| entry.id);
+    let nonce = 0x5eed;
+    let count = write_chunk(dir, 7, nonce, entries.iter().copied().map(Ok)).expect("write");
+    assert_eq!(count, entries.len());
+    check_written(dir, 7, nonce, count).expect("the file as written");
+    // Each check can fail: another entry count, another index's file, another id's file under the
+    // name, a file cut short.
+    let mismatch = |result: Result<(), crate::error::DedupError>| result.expect_err("refused").to_string();
+    assert!(mismatch(check_written(dir, 7, nonce, count + 1)).contains("entries in the trailer"));
+    assert!(mismatch(check_written(dir, 7, nonce + 1, count)).contains("not this index"));
+    fs::copy(chunk_path(dir, 7), chunk_path(dir, 8)).expect("copy");
+    assert!(mismatch(check_written(dir, 8, nonce, count)).contains("file id 7"));
+    let bytes = fs::read(chunk_path(dir, 7)).expect("read");
+    let trailer_len =
+        u32::from_be_bytes(bytes[bytes.len() - 12..bytes.len() - 8].try_into().expect("4 bytes")) as usize;
+    // Without the last page: the trailer and footer are intact, the pages too short for the count.
+    let mut cut = bytes[..bytes.len() - 12 - trailer_len - PAGE_LEN].to_vec();
+    cut.extend_from_slice(&bytes[bytes.len() - 12 - trailer_len..]);
+    fs::write(chunk_path(dir, 7), &cut).expect("write");
+    assert!(mismatch(check_written(dir, 7, nonce, count)).contains("bytes of pages"));
+    fs::write(chunk_path(dir, 7), &bytes[..bytes.len() - 1]).expect("write");
+    assert!(mismatch(check_written(dir, 7, nonce, count)).contains("footer"));
+}

@@ -701,7 +701,7 @@ impl TopicDedup {
                 state.snapshot_failures = 0;
                 state.snapshot_retry_at = None;
                 drop(state);
-                tracing::debug!(topic = %self.topic, entries = stats.entries, bytes = stats.bytes, view_ms = viewed.as_millis() as u64, elapsed_ms = started.elapsed().as_millis() as u64, "dedup snapshot written");
+                tracing::debug!(topic = %self.topic, entries = stats.entries, bytes = stats.bytes, files_written = stats.files_written, file_entries = stats.file_entries, view_ms = viewed.as_millis() as u64, elapsed_ms = started.elapsed().as_millis() as u64, "dedup snapshot written");
                 Ok(Some(stats))
             }
             Err(error) => {
