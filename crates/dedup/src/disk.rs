@@ -16,9 +16,11 @@
 //! ```
 //!
 //! A file is written whole (temporary name, fsync, rename, directory fsync) before anything refers
-//! to it, then opened again through [`open_chunk`], which reads every page, checks every checksum,
-//! the order and the trailer's counts, and builds the filter and fences: the file is checked once
-//! as written and once at every start. A lookup that passes the filter reads the one page that
+//! to it. A spilled chunk's file is then opened through [`open_chunk`], which reads every page,
+//! checks every checksum, the order and the trailer's counts, and builds the filter and fences; a
+//! resident chunk's backing file is checked for its name, index, trailer and length only
+//! ([`check_written`]: its pages would be read from the page cache just written). Every start reads
+//! and checks every file whole. A lookup that passes the filter reads the one page that
 //! can hold the id (`pread`) and checks that page's checksum again, so a file damaged later gives
 //! an error, never a wrong answer. A page's checksum is seeded with the file id and the page's
 //! index, and a lookup checks that the page it read starts with the fence it expected, so a read

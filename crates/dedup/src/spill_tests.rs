@@ -576,4 +576,16 @@ fn a_chunk_file_as_written_is_checked_for_its_name_index_and_length() {
     assert!(mismatch(check_written(dir, 7, nonce, count)).contains("bytes of pages"));
     fs::write(chunk_path(dir, 7), &bytes[..bytes.len() - 1]).expect("write");
     assert!(mismatch(check_written(dir, 7, nonce, count)).contains("footer"));
+    // A trailer damaged in place, and a footer whose trailer length does not fit the file.
+    let mut damaged = bytes.clone();
+    damaged[bytes.len() - 12 - trailer_len + 30] ^= 0x01;
+    fs::write(chunk_path(dir, 7), &damaged).expect("write");
+    assert!(mismatch(check_written(dir, 7, nonce, count)).contains("trailer checksum"));
+    let mut overlong = bytes.clone();
+    let at = bytes.len() - 12;
+    overlong[at..at + 4].copy_from_slice(&(bytes.len() as u32).to_be_bytes());
+    fs::write(chunk_path(dir, 7), &overlong).expect("write");
+    assert!(mismatch(check_written(dir, 7, nonce, count)).contains("does not fit"));
+    fs::write(chunk_path(dir, 7), &bytes).expect("write");
+    check_written(dir, 7, nonce, count).expect("the file as written, again");
 }

@@ -132,11 +132,13 @@ impl FreeSpaceFloor {
             return Ok(Admitted { floor: Arc::clone(self), bytes });
         }
         // A filesystem that cannot be asked is not refused for: the write itself will tell.
+        let read_at = Instant::now();
         let Ok(space) = space(&self.dir) else { return Ok(uncounted()) };
         let in_flight = self.in_flight.fetch_add(bytes, Ordering::SeqCst);
         let admitted = Admitted { floor: Arc::clone(self), bytes };
-        if space.free.saturating_sub(in_flight).saturating_sub(bytes) >= self.floor {
-            *self.lock_reading() = Reading { free: Some(space.free), at: Instant::now(), admitted_since: bytes };
+        let fits = space.free.saturating_sub(in_flight).saturating_sub(bytes) >= self.floor;
+        self.keep_reading(space.free, read_at, if fits { bytes } else { 0 });
+        if fits {
             self.refused_bytes.store(0, Ordering::Relaxed);
             return Ok(admitted);
         }
@@ -167,6 +169,15 @@ impl FreeSpaceFloor {
         self.in_flight.fetch_add(bytes, Ordering::SeqCst);
         reading.admitted_since = admitted_since;
         true
+    }
+
+    /// Keeps a reading taken at `read_at` unless a newer one is kept already (a thread descheduled
+    /// between its `statvfs` and here must not bring back an older free space, with a new age).
+    fn keep_reading(&self, free: u64, read_at: Instant, admitted_since: u64) {
+        let mut reading = self.lock_reading();
+        if reading.free.is_none() || read_at >= reading.at {
+            *reading = Reading { free: Some(free), at: read_at, admitted_since };
+        }
     }
 
     fn lock_reading(&self) -> std::sync::MutexGuard<'_, Reading> {
@@ -370,6 +381,14 @@ mod tests {
         assert!(floor.admit(0).is_err(), "a reading within the headroom of the floor is not reused");
         assert_eq!(floor.in_flight.load(Ordering::SeqCst), 0, "refused and dropped requests count nothing");
         assert_eq!(floor.refused(), 3);
+        // A refusal keeps its fresh reading: the next request is not admitted on an older one.
+        let refused_on = *floor.lock_reading();
+        assert!(refused_on.free.is_some_and(|kept| kept < floor.floor()), "{refused_on:?}");
+        assert!(floor.admit(0).is_err(), "refused again, not admitted on the reading before the refusal");
+        // An older reading never replaces a newer one.
+        let newest = *floor.lock_reading();
+        floor.keep_reading(u64::MAX, newest.at - Duration::from_millis(1), 0);
+        assert_eq!(floor.lock_reading().free, newest.free, "a reading taken before the kept one is dropped");
         // A fresh reading that admits is kept for the next requests.
         let low = Arc::new(FreeSpaceFloor::new(dir.path(), Some(1)).expect("floor"));
         assert!(low.lock_reading().free.is_none());

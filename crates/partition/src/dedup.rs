@@ -545,10 +545,7 @@ impl TopicDedup {
     pub(crate) fn after_round(self: &Arc<Self>) {
         let (due, over) = {
             let state = self.lock();
-            let due = state.seal_or_merge_due();
-            // Over the budget, counting a frozen chunk (which `over_memory_budget` cannot spill yet).
-            let over = state.index.memory_budget().is_some_and(|budget| state.index.approx_bytes() > budget);
-            (due, over)
+            (state.seal_or_merge_due(), over_budget(&state.index))
         };
         if over {
             self.seal_and_merge();
@@ -574,6 +571,12 @@ impl TopicDedup {
             }
         }
         self.disk_steps(true, usize::MAX);
+    }
+
+    /// Whether the index is over its memory budget, when [`TopicDedup::after_round`] seals, merges
+    /// and moves chunks to disk before it returns.
+    pub(crate) fn over_memory_budget(&self) -> bool {
+        over_budget(&self.lock().index)
     }
 
     /// Whether a seal or a merge is due: a frozen chunk, or `MERGE_EVERY_IDS` ids changed since
@@ -824,6 +827,12 @@ impl State {
         let waiting = self.snapshot_retry_at.is_some_and(|retry_at| Instant::now() < retry_at);
         !waiting && snapshot_due(self.changes_since_snapshot, written, retired, self.last_snapshot.elapsed())
     }
+}
+
+/// Over the memory budget, counting a frozen chunk (which `DedupIndex::over_memory_budget` cannot
+/// spill yet).
+fn over_budget(index: &DedupIndex) -> bool {
+    index.memory_budget().is_some_and(|budget| index.approx_bytes() > budget)
 }
 
 /// Chunk files waiting for a snapshot that no longer refers to them.

@@ -116,7 +116,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>)
                 } else {
                     let writes = split_round(&shared, &mut commands, &mut stop);
                     let idle = syncing.is_none() && waiting.staged.is_empty();
-                    if idle && runs_inline(&writes) {
+                    if idle && runs_inline(&shared, &writes) {
                         // Nothing in flight and a small round (a latency-bound sender's): stage and
                         // sync it on this thread, with no hop to another and back.
                         stage_and_sync_here(&shared, writes);
@@ -186,8 +186,10 @@ async fn stage_and_sync(shared: &Arc<Shared>, writes: Vec<(Write, AppendReply)>)
 
 /// Whether a round at an idle writer is staged and synced on the writer's own thread
 /// ([`stage_and_sync_here`]): one of at most [`INLINE_ROUND_BYTES_MAX`] bytes, on a multi-thread
-/// runtime (where a worker may block; elsewhere the blocking pool serves).
-fn runs_inline(writes: &[(Write, AppendReply)]) -> bool {
+/// runtime (where a worker may block; elsewhere the blocking pool serves), and not while the topic's
+/// dedup index is over its memory budget (its round then moves chunks to disk before it ends, and the
+/// writer keeps staging meanwhile only on the blocking pool's path).
+fn runs_inline(shared: &Shared, writes: &[(Write, AppendReply)]) -> bool {
     let bytes: usize = writes
         .iter()
         .map(|(write, _)| match write {
@@ -198,6 +200,7 @@ fn runs_inline(writes: &[(Write, AppendReply)]) -> bool {
     !writes.is_empty()
         && bytes <= INLINE_ROUND_BYTES_MAX
         && tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        && shared.dedup.as_ref().is_none_or(|dedup| !dedup.over_memory_budget())
 }
 
 /// Stages and syncs a round on the writer task's thread, which the runtime treats as blocked
@@ -577,7 +580,8 @@ fn answer_round(shared: &Shared, mut staged: Vec<Staged>, synced: Result<(u64, O
             if let Some(dedup) = &shared.dedup {
                 // After the answers: the writer that grew the index past its budget moves chunks to
                 // disk before its next sync starts (the file I/O without the index's lock; the next
-                // requests are staged meanwhile).
+                // requests are staged meanwhile, except behind a round run on the writer's thread,
+                // which only the round that crosses the budget is: `runs_inline`).
                 dedup.after_round();
             }
         }
@@ -665,6 +669,22 @@ mod tests {
         assert_eq!((retry.base_offset, retry.duplicate), (0, true), "producer state was rebuilt from the log");
         partition.close().await.expect("a healthy partition closes cleanly");
         assert!(dir.path().join("clean-shutdown").exists());
+    }
+
+    /// The same on the blocking pool's path: a round too large to run on the writer's thread
+    /// (`INLINE_ROUND_BYTES_MAX`) that panics latches the partition, and its request gets no answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_round_panicking_on_a_blocking_thread_latches_the_partition() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let id = PartitionId { topic: "t".into(), partition: 0 };
+        let partition = Partition::open(id, dir.path(), once_log::LogConfig::default()).expect("open");
+        let large = make_batch_with(PANICKING_PRODUCER, 0, 0, 0, 80, 1024, 1_700_000_000_000);
+        assert!(large.len() > INLINE_ROUND_BYTES_MAX, "{} bytes", large.len());
+        let panicked = partition.append(large).await;
+        assert!(matches!(panicked, Err(PartitionError::Closed(_))), "the panicked round answers nothing: {panicked:?}");
+        let latched = partition.append(make_batch_with(7, 0, 0, 0, 1, 8, 1_700_000_000_000)).await;
+        assert!(matches!(latched, Err(PartitionError::Storage(_))), "the partition refuses appends: {latched:?}");
+        assert!(partition.is_failed());
     }
 
     /// A sync whose cut passed its `failed` check and then waited for the log lock while a staging
