@@ -47,8 +47,9 @@ const STAGE_BEHIND_SYNC_AFTER: Duration = Duration::ZERO;
 
 /// A round of at most this many bytes that finds the writer idle is staged and synced on the writer's
 /// own thread instead of a blocking-pool thread: a latency-bound sender's request then goes through
-/// one thread fewer each way (measured with 8 and 32 senders waiting for their acks: about 1.3× the
-/// records/s; `once bench --workload latency`, docs/benchmarks.md). The writer stages nothing else
+/// one thread fewer each way (measured with 32 senders, one connection and one request in flight
+/// each: about 1.2× the records/s and a tenth off the ack p99; `once bench --workload latency`,
+/// docs/benchmarks.md, which also has the cells that did not move). The writer stages nothing else
 /// while it syncs such a round, which costs only a small round's staging time; larger rounds (a
 /// pipelining producer's) keep staging the next behind their sync.
 const INLINE_ROUND_BYTES_MAX: usize = 64 * 1024;
