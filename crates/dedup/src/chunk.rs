@@ -473,8 +473,8 @@ impl SealedChunk {
     }
 
     /// Records that chunk file `file_id` holds a copy of this resident chunk's entries (written and
-    /// fsynced, its name, trailer and length checked: `crate::disk::check_written`). Returns false, changing nothing, if
-    /// the chunk is on disk or already has a file.
+    /// fsynced, its name, trailer and length checked: `crate::disk::check_written`). Returns false,
+    /// changing nothing, if the chunk is on disk or already has a file.
     pub(crate) fn set_backing(&self, file_id: u64) -> bool {
         self.disk().is_none() && self.backing.set(file_id).is_ok()
     }

@@ -276,8 +276,9 @@ impl SnapshotView {
         }
     }
 
-    /// Writes, fsyncs and checks (`crate::disk::check_written`) a chunk file for every resident chunk the view found without
-    /// one. On a failure, the files written so far are removed and the error returned.
+    /// Writes, fsyncs and checks (`crate::disk::check_written`) a chunk file for every resident chunk
+    /// the view found without one. On a failure, the files written so far are removed and the error
+    /// returned.
     fn write_chunk_files(&self) -> Result<(usize, usize), DedupError> {
         let Some(dir) = &self.dir else { return Ok((0, 0)) };
         if !self.to_file.is_empty() && !dir.exists() {
