@@ -158,13 +158,32 @@ pub(crate) struct SealedChunk {
     partitions: Box<[PartitionSpan]>,
     time_min_s: u32,
     time_max_s: u32,
-    /// For a resident chunk: the chunk file holding a copy of its entries, once a snapshot wrote
-    /// one and the index recorded it (`DedupIndex::finish_snapshot`, under the index's lock). Later
-    /// snapshots refer to the file instead of writing the entries again, so a snapshot costs what
-    /// changed since the last one, not every resident id. Set once; a chunk on disk has none (its
+    /// For a resident chunk: the chunk files holding a copy of its entries, oldest first, once a
+    /// snapshot wrote one and the index recorded it (`DedupIndex::finish_snapshot`, under the index's
+    /// lock), or once a merge took over its inputs' files (`DedupIndex::finish_rewrite_work`). Later
+    /// snapshots refer to the files instead of writing the entries again, so a snapshot costs what
+    /// changed since the last one, not every resident id, and an id is written to a chunk file about
+    /// once, not again after each merge. The files hold exactly the chunk's entries, each in one of
+    /// them: a start that loads each file as a chunk of its own answers every lookup as this chunk
+    /// does, whatever the window or log starts are by then. Set once; a chunk on disk has none (its
     /// file is its columns).
-    backing: OnceLock<u64>,
+    backing: OnceLock<Box<[ChunkFile]>>,
 }
+
+/// A chunk file holding a resident chunk's entries, or some of them (see `SealedChunk::backing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkFile {
+    pub(crate) file_id: u64,
+    /// Entries the file holds.
+    pub(crate) entries: usize,
+}
+
+/// Most files one resident chunk's copy may span: a merge that would pass it leaves its output to
+/// be written to one file by the next snapshot instead. A start loads each file as a chunk of its
+/// own, so this bounds how many more chunks than before the snapshot a restart begins with (merges
+/// join them again). With merges up to 1/8 of the stored ids and sealed chunks of at most 458,752
+/// ids, outputs stay within it up to about 29 M resident ids in one topic.
+pub(crate) const BACKING_FILES_MAX: usize = 8;
 
 enum Columns {
     Resident(Resident),
@@ -472,19 +491,68 @@ impl SealedChunk {
         }
     }
 
-    /// Records that chunk file `file_id` holds a copy of this resident chunk's entries (written and
-    /// fsynced, its name, trailer and length checked: `crate::disk::check_written`). Returns false,
-    /// changing nothing, if the chunk is on disk or already has a file.
+    /// Records that chunk file `file_id` holds a copy of this resident chunk's entries, exactly
+    /// (written and fsynced, its name, trailer and length checked: `crate::disk::check_written`).
+    /// Returns false, changing nothing, if the chunk is on disk or already has files.
     pub(crate) fn set_backing(&self, file_id: u64) -> bool {
-        self.disk().is_none() && self.backing.set(file_id).is_ok()
+        self.set_backing_files(Box::new([ChunkFile { file_id, entries: self.len() }]))
     }
 
-    /// The id of the chunk file that holds this chunk's entries: its columns' file for a chunk on
-    /// disk, the copy a snapshot wrote for a resident one (if any). A file a chunk has is retired
-    /// when the chunk leaves the index, and kept at start while the loaded snapshot refers to it.
+    /// Records that `files` (oldest first) together hold exactly this resident chunk's entries: a
+    /// merge's output taking over its inputs' files (see [`SealedChunk::backing_for_merge`]).
+    /// Returns false, changing nothing, if the chunk is on disk or already has files.
+    pub(crate) fn set_backing_files(&self, files: Box<[ChunkFile]>) -> bool {
+        if self.disk().is_some() {
+            return false;
+        }
+        assert!(!files.is_empty() && files.len() <= BACKING_FILES_MAX, "a chunk's copy spans 1 to 8 files");
+        let entries: usize = files.iter().map(|file| file.entries).sum();
+        assert_eq!(entries, self.len(), "a chunk's files hold its entries, each once");
+        self.backing.set(files).is_ok()
+    }
+
+    /// The files a merge of resident `older` and `newer` into `self` may take over as its backing:
+    /// both inputs' files, oldest first, if both have files, together they are few enough
+    /// ([`BACKING_FILES_MAX`]), and the merge kept every entry of its inputs (none dead, no id in
+    /// both): then the files hold exactly the output's entries. A merge that dropped any leaves its
+    /// output to the next snapshot, so that a start never brings back an id a merge dropped (a
+    /// window widened since could make it live again).
+    pub(crate) fn backing_for_merge(&self, older: &SealedChunk, newer: &SealedChunk) -> Option<Box<[ChunkFile]>> {
+        if self.disk().is_some() || older.disk().is_some() || newer.disk().is_some() {
+            return None;
+        }
+        let files: Box<[ChunkFile]> = older.backing.get()?.iter().chain(newer.backing.get()?.iter()).copied().collect();
+        let entries: usize = files.iter().map(|file| file.entries).sum();
+        assert_eq!(entries, older.len() + newer.len(), "an input's files hold its entries, each once");
+        assert!(entries >= self.len(), "a merge's output holds no entry its inputs did not");
+        (files.len() <= BACKING_FILES_MAX && entries == self.len()).then_some(files)
+    }
+
+    /// Whether a chunk file holds this chunk's entries: its columns (on disk), or a backing.
+    pub(crate) fn has_file(&self) -> bool {
+        self.disk().is_some() || self.backing.get().is_some()
+    }
+
+    /// The chunk files that hold this chunk's entries: its columns' file for a chunk on disk, the
+    /// copy a snapshot wrote or a merge took over for a resident one (if any), oldest first. A file
+    /// a chunk has is retired when the chunk leaves the index (unless a merge takes it over), and
+    /// kept at start while the loaded snapshot refers to it.
+    pub(crate) fn files(&self) -> Vec<ChunkFile> {
+        match &self.columns {
+            Columns::Resident(_) => self.backing.get().map(|files| files.to_vec()).unwrap_or_default(),
+            Columns::Disk(disk) => vec![ChunkFile { file_id: disk.file_id, entries: disk.len() }],
+        }
+    }
+
+    /// The one chunk file holding exactly this chunk's entries, if there is one: its columns' file,
+    /// or a resident chunk's one-file backing that holds nothing else (a spill can open it as the
+    /// chunk's columns).
     pub(crate) fn file_id(&self) -> Option<u64> {
         match &self.columns {
-            Columns::Resident(_) => self.backing.get().copied(),
+            Columns::Resident(_) => match self.backing.get().map(|files| &files[..]) {
+                Some([file]) if file.entries == self.len() => Some(file.file_id),
+                _ => None,
+            },
             Columns::Disk(disk) => Some(disk.file_id),
         }
     }
@@ -863,6 +931,44 @@ mod tests {
                 prop_assert_eq!(chunk.get(&entry.id).expect("resident"), Some((entry.location, entry.time_s)));
             }
         }
+    }
+
+    #[test]
+    fn a_merge_takes_over_its_inputs_files_only_if_both_have_few_enough_and_it_dropped_none() {
+        let chunk =
+            |range: std::ops::Range<u32>| SealedChunk::from_entries(range.map(|n| entry(n, 0, n.into())).collect());
+        let files = |chunk: &SealedChunk| chunk.files().iter().map(|file| file.file_id).collect::<Vec<_>>();
+        let merge = |older: &SealedChunk, newer: &SealedChunk, start: i64| {
+            let starts: LogStarts = [(0, start)].into_iter().collect();
+            SealedChunk::merge_resident(newer, Some(older), DedupWindow::Retention, 0, &starts)
+                .expect("fits")
+                .expect("some live")
+        };
+        let (older, newer) = (chunk(0..100), chunk(100..200));
+        assert!(merge(&older, &newer, 0).backing_for_merge(&older, &newer).is_none(), "neither has a file");
+        assert!(older.set_backing(7));
+        assert!(merge(&older, &newer, 0).backing_for_merge(&older, &newer).is_none(), "the newer one has none");
+        assert!(newer.set_backing(9));
+        let merged = merge(&older, &newer, 0);
+        let taken = merged.backing_for_merge(&older, &newer).expect("both have files");
+        assert!(merged.set_backing_files(taken));
+        assert_eq!(files(&merged), vec![7, 9], "the inputs' files, oldest first");
+        assert_eq!(merged.file_id(), None, "two files are not one chunk file a spill could open");
+        assert!(!merged.set_backing(11), "set once");
+        // One id dropped as dead (below log start) is one too many; so is an id in both inputs.
+        assert!(merge(&older, &newer, 1).backing_for_merge(&older, &newer).is_none(), "an id dropped");
+        let again = chunk(99..199);
+        assert!(again.set_backing(10));
+        assert!(merge(&older, &again, 0).backing_for_merge(&older, &again).is_none(), "id 99 in both");
+        // Eight files at most.
+        let wide = chunk(200..298);
+        let seven: Box<[ChunkFile]> = (20..27).map(|file_id| ChunkFile { file_id, entries: 14 }).collect();
+        assert!(wide.set_backing_files(seven));
+        let merged = merge(&older, &wide, 0);
+        assert_eq!(merged.backing_for_merge(&older, &wide).map(|files| files.len()), Some(8));
+        let eight = chunk(300..404);
+        assert!(eight.set_backing_files((30..38).map(|file_id| ChunkFile { file_id, entries: 13 }).collect()));
+        assert!(merge(&older, &eight, 0).backing_for_merge(&older, &eight).is_none(), "nine files");
     }
 
     #[test]

@@ -595,7 +595,7 @@ impl DedupIndex {
             let dead = !taken && (chunk.len() == 0 || chunk.is_fully_dead(window, now_ms, starts));
             if dead {
                 stats.entries_dropped += chunk.len();
-                retired.extend(chunk.file_id().map(|file_id| (file_id, chunk.len())));
+                retired.extend(chunk.files().into_iter().map(|file| (file.file_id, file.entries)));
             }
             !dead
         });
@@ -636,7 +636,11 @@ impl DedupIndex {
             }
             let dead = chunk.dead_estimate(window, now_ms, &self.log_starts);
             let next = self.sealed.get(index + 1).filter(|next| in_ram(next));
-            let merge = next.is_some_and(|next| chunk.len() + next.len() <= target);
+            // A chunk with a file waits to merge with a newer one until that one has a file too
+            // (from the next snapshot, usually within a second): the merge then takes both files
+            // over, where one now would leave its output to be written whole by that snapshot.
+            let merge =
+                next.is_some_and(|next| chunk.len() + next.len() <= target && chunk.has_file() == next.has_file());
             let compact = dead > 0 && dead * 2 >= chunk.len();
             if !merge && !compact {
                 continue;
@@ -664,8 +668,10 @@ impl DedupIndex {
 
     /// Installs a rewrite run without the lock, if its inputs are still where it found them and the
     /// window is the same (ids it dropped as dead are then still dead: log starts only move forward);
-    /// otherwise drops it (the index changed meanwhile; a later rewrite starts again). The inputs'
-    /// files are retired. What is replaced is returned, to be freed after the lock.
+    /// otherwise drops it (the index changed meanwhile; a later rewrite starts again). A merge that
+    /// kept every entry of two inputs with files takes their files over
+    /// (`SealedChunk::backing_for_merge`); otherwise the inputs' files are retired. What is
+    /// replaced is returned, to be freed after the lock.
     pub fn finish_rewrite_work(&mut self, done: RewriteDone) -> Rewritten {
         let mut rewritten = Rewritten { installed: false, dropped: 0, next_from: 0, freed: Vec::new() };
         if done.instance != self.instance {
@@ -688,13 +694,25 @@ impl DedupIndex {
             return rewritten;
         };
         let consumed = first..first + inputs.len();
-        // The files a snapshot wrote for the inputs are no longer theirs to keep.
-        let retired = self
-            .sealed
-            .range(consumed.clone())
-            .filter_map(|chunk| chunk.file_id().map(|id| (id, chunk.len())))
-            .collect();
-        self.retire(retired);
+        // A merge's output takes over its inputs' files when they hold exactly its entries
+        // (decided now, under the lock: a snapshot may have given an input its file while the merge
+        // ran); otherwise the inputs' files are no longer theirs to keep, and the next snapshot
+        // writes the output's own.
+        let taken_over = match (&done.rebuilt, &done.newer) {
+            (Some(rebuilt), Some(newer)) => {
+                rebuilt.backing_for_merge(&done.older, newer).is_some_and(|files| rebuilt.set_backing_files(files))
+            }
+            _ => false,
+        };
+        if !taken_over {
+            let retired = self
+                .sealed
+                .range(consumed.clone())
+                .flat_map(|chunk| chunk.files())
+                .map(|file| (file.file_id, file.entries))
+                .collect();
+            self.retire(retired);
+        }
         let kept = done.rebuilt.as_ref().map_or(0, SealedChunk::len);
         rewritten.dropped = done.total - kept;
         rewritten.freed = self.sealed.drain(consumed).collect();

@@ -115,9 +115,11 @@
 //! about 1.4 bytes per id. A lookup reads a chunk's file only when its filter passes, one page,
 //! whose checksum it checks. The file I/O of moving, compacting and merging chunks runs outside
 //! the caller's lock ([`DedupIndex::next_disk_work`], [`DiskWork::run`],
-//! [`DedupIndex::finish_disk_work`]). Snapshots refer to chunk files rather than copying them;
-//! a file the index stops using is deleted after the next snapshot, and files no snapshot refers
-//! to are deleted at start ([`DedupIndex::remove_orphan_chunk_files`]).
+//! [`DedupIndex::finish_disk_work`]). Snapshots refer to chunk files rather than copying them
+//! (a resident chunk's copy is written by the first snapshot that meets it, and a merge in RAM
+//! takes its inputs' copies over); a file the index stops using is deleted after the next
+//! snapshot, and files no snapshot refers to are deleted at start
+//! ([`DedupIndex::remove_orphan_chunk_files`]).
 //!
 //! # Durability
 //!

@@ -14,7 +14,8 @@
 //! magic "ONCEDDUP" (8) | version u32 (= SNAPSHOT_VERSION) | index nonce u64
 //! covered count u32   | (partition i32, next offset i64) * count
 //! log start count u32 | (partition i32, log start offset i64) * count
-//! chunk count u32     | per chunk, oldest first:
+//! chunk count u32     | per chunk, oldest first (a resident chunk whose copy spans several files
+//!                       is written as one chunk per file, oldest first):
 //!                         kind u8 = 0 (in the snapshot): entry count u32 | entry * count
 //!                         kind u8 = 1 (a chunk file):    file id u64 | entry count u32
 //!                         kind u8 = 2 (a chunk file, loaded resident): file id u64 | entry count u32
@@ -36,11 +37,17 @@
 //! Resident sealed chunks are referred to as well (version 4, kind 2): the first snapshot that
 //! meets one writes its entries to a chunk file of their own (fsynced before the snapshot that
 //! refers to it is renamed in), and the index records the file as the chunk's *backing*
-//! ([`DedupIndex::finish_snapshot`]); later snapshots refer to it. So a snapshot writes only what
-//! was sealed or merged since the last one, plus the active chunk, and a restart loads the same ids
-//! from files: a snapshot can be taken every ~100,000 changed ids at any index size, which bounds
-//! the log tail a restart replays. A load reads a kind-2 file back into RAM with the checks of a
-//! start. Without a chunk directory (an index kept in RAM only) chunks are written inline (kind 0).
+//! ([`DedupIndex::finish_snapshot`]); later snapshots refer to it. A merge in RAM of two chunks
+//! that both have files, which kept every entry of both (none dead, no id in both), takes their
+//! files over as its output's backing (up to 8 files), and a snapshot refers to each of them as a
+//! kind-2 chunk, oldest first: the files hold exactly the merged chunk's entries, so a load that
+//! builds a chunk of each answers as the merged chunk does. So a snapshot writes only what was
+//! sealed since the last one (or rewritten by a compaction or a merge that could not take files
+//! over), plus the active chunk, an id reaches a chunk file about once, and a restart loads the same
+//! answers from files: a snapshot can be taken every ~100,000 changed ids at any index size, which bounds the
+//! log tail a restart replays. A load reads a kind-2 file back into RAM with the checks of a start,
+//! one chunk per file. Without a chunk directory (an index kept in RAM only) chunks are written
+//! inline (kind 0).
 //!
 //! Written to `<path>.tmp`, fsynced, renamed over `<path>`, then the directory fsynced: a crash
 //! leaves either the old snapshot or the new one, never a mix. Any mismatch on load (magic,
@@ -72,7 +79,7 @@ const OFFSET_PAIR_LEN: usize = 12;
 /// What a snapshot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotStats {
-    /// Stored ids written.
+    /// Ids the snapshot holds: in it, or in the chunk files it refers to.
     pub entries: usize,
     /// Ids held by open transactions, left out (the covered offsets move back to them instead).
     pub transaction_holds: usize,
@@ -199,8 +206,7 @@ impl DedupIndex {
         assert!(
             view.to_file
                 .iter()
-                .all(|(chunk, _)| chunk.file_id().is_some()
-                    || !self.sealed.iter().any(|sealed| Arc::ptr_eq(sealed, chunk))),
+                .all(|(chunk, _)| chunk.has_file() || !self.sealed.iter().any(|sealed| Arc::ptr_eq(sealed, chunk))),
             "every chunk a snapshot wrote a file for, still in the index, has a file"
         );
     }
@@ -223,7 +229,7 @@ impl DedupIndex {
         let dir = self.disk.as_ref().map(|disk| disk.dir.clone());
         let mut to_file = Vec::new();
         if let Some(disk) = &mut self.disk {
-            for chunk in self.sealed.iter().filter(|chunk| chunk.file_id().is_none() && chunk.len() > 0) {
+            for chunk in self.sealed.iter().filter(|chunk| !chunk.has_file() && chunk.len() > 0) {
                 to_file.push((Arc::clone(chunk), disk.next_file_id));
                 disk.next_file_id += 1;
             }
@@ -358,13 +364,25 @@ impl SnapshotView {
                 buffer.extend_from_slice(&offset.to_be_bytes());
             }
         }
-        // Sealed chunks oldest first, then the active chunk: load keeps the grouping by time.
-        let inline = 1 + u32::from(self.frozen.is_some());
-        buffer.extend_from_slice(&(self.sealed.len() as u32 + inline).to_be_bytes());
+        // Sealed chunks oldest first, then the active chunk: load keeps the grouping by time. A
+        // resident chunk whose copy spans several files (a merge took over its inputs') is written as
+        // one chunk per file, oldest first: a load builds a chunk of each.
+        let file_of = |chunk: &Arc<SealedChunk>| {
+            self.to_file.iter().find(|(new, _)| Arc::ptr_eq(new, chunk)).map(|(_, file_id)| *file_id)
+        };
+        let records = |chunk: &Arc<SealedChunk>| match (chunk.disk(), file_of(chunk)) {
+            (None, None) => chunk.files().len().max(1),
+            _ => 1,
+        };
+        let inline = 1 + usize::from(self.frozen.is_some());
+        let chunk_records = self.sealed.iter().map(records).sum::<usize>() + inline;
+        buffer.extend_from_slice(&(chunk_records as u32).to_be_bytes());
+        let mut records_written = 0;
         // A chunk with a file is referred to by its file id; any other is written entry by entry.
         let mut write_chunk =
             |file: Option<(u8, u64)>, len: usize, entries: &mut dyn Iterator<Item = Entry>| -> std::io::Result<()> {
                 stats.entries += len;
+                records_written += 1;
                 if let Some((kind, file_id)) = file {
                     buffer.push(kind);
                     buffer.extend_from_slice(&file_id.to_be_bytes());
@@ -383,22 +401,29 @@ impl SnapshotView {
                 Ok(())
             };
         for chunk in &self.sealed {
-            let written_now = self.to_file.iter().find(|(new, _)| Arc::ptr_eq(new, chunk)).map(|(_, file_id)| *file_id);
-            let file = match (chunk.disk(), chunk.file_id().or(written_now)) {
-                (Some(disk), _) => Some((CHUNK_FILE, disk.file_id)),
-                (None, Some(file_id)) => Some((CHUNK_FILE_RESIDENT, file_id)),
-                (None, None) => None,
-            };
-            let mut entries = chunk
-                .entries()
-                .take(if file.is_some() { 0 } else { chunk.len() })
-                .map(|entry| entry.expect("a resident chunk's entries are in memory"));
-            write_chunk(file, chunk.len(), &mut entries)?;
+            let backing = chunk.files();
+            match (chunk.disk(), file_of(chunk)) {
+                (Some(disk), _) => write_chunk(Some((CHUNK_FILE, disk.file_id)), chunk.len(), &mut std::iter::empty())?,
+                (None, Some(file_id)) => {
+                    write_chunk(Some((CHUNK_FILE_RESIDENT, file_id)), chunk.len(), &mut std::iter::empty())?
+                }
+                (None, None) if !backing.is_empty() => {
+                    for file in backing {
+                        write_chunk(Some((CHUNK_FILE_RESIDENT, file.file_id)), file.entries, &mut std::iter::empty())?;
+                    }
+                }
+                (None, None) => {
+                    let mut entries =
+                        chunk.entries().map(|entry| entry.expect("a resident chunk's entries are in memory"));
+                    write_chunk(None, chunk.len(), &mut entries)?;
+                }
+            }
         }
         if let Some(frozen) = &self.frozen {
             write_chunk(None, frozen.len(), &mut frozen.entries())?;
         }
         write_chunk(None, self.active.len(), &mut self.active.iter().copied())?;
+        assert_eq!(records_written, chunk_records, "the chunk count heads as many chunks as follow it");
         buffer.extend_from_slice(&0u32.to_be_bytes()); // no transaction holds
         out.write_all(&buffer)?;
         Ok(stats)

@@ -143,7 +143,7 @@ impl DedupIndex {
     }
 
     fn highest_file_id(&self) -> Option<u64> {
-        self.sealed.iter().filter_map(|chunk| chunk.file_id()).max()
+        self.sealed.iter().flat_map(|chunk| chunk.files()).map(|file| file.file_id).max()
     }
 
     /// Deletes the files in the chunk directory that no chunk of this index uses (left by a crash
@@ -151,7 +151,8 @@ impl DedupIndex {
     /// temporary files of interrupted writes. Call at open, before any disk work. Returns how many.
     pub fn remove_orphan_chunk_files(&self) -> Result<usize, DedupError> {
         let Some(disk) = &self.disk else { return Ok(0) };
-        let used: std::collections::HashSet<u64> = self.sealed.iter().filter_map(|chunk| chunk.file_id()).collect();
+        let used: std::collections::HashSet<u64> =
+            self.sealed.iter().flat_map(|chunk| chunk.files()).map(|file| file.file_id).collect();
         let mut removed = 0;
         for (path, file_id) in list_chunk_files(&disk.dir)? {
             if file_id.is_none_or(|file_id| !used.contains(&file_id)) {
@@ -276,7 +277,8 @@ impl DedupIndex {
         // The output's file, unless it is an input's own (a spill that reused a snapshot's file):
         // that one is the input's to keep or retire.
         let output_file = output.as_ref().and_then(SealedChunk::disk).map(|disk| disk.file_id);
-        let new_file = output_file.filter(|file_id| inputs.iter().all(|input| input.file_id() != Some(*file_id)));
+        let new_file = output_file
+            .filter(|file_id| inputs.iter().flat_map(|input| input.files()).all(|file| file.file_id != *file_id));
         let (Some(first), true) = (first, in_place) else {
             if let Some(file_id) = new_file {
                 let _ = fs::remove_file(chunk_path(&disk.dir, file_id));
@@ -285,7 +287,8 @@ impl DedupIndex {
         };
         let retired = inputs
             .iter()
-            .filter_map(|input| input.file_id().map(|id| (id, input.len())))
+            .flat_map(|input| input.files())
+            .map(|file| (file.file_id, file.entries))
             .filter(|(file_id, _)| Some(*file_id) != output_file)
             .collect();
         for _ in 1..inputs.len() {
@@ -356,8 +359,7 @@ impl DedupIndex {
     /// Ids stored without a chunk file: in the active chunk and in resident chunks no snapshot wrote
     /// a file for yet (what the next snapshot writes).
     pub fn ids_without_file(&self) -> usize {
-        let unfiled: usize =
-            self.sealed.iter().filter(|chunk| chunk.file_id().is_none()).map(|chunk| chunk.len()).sum();
+        let unfiled: usize = self.sealed.iter().filter(|chunk| !chunk.has_file()).map(|chunk| chunk.len()).sum();
         unfiled + self.active.len() + self.frozen_len()
     }
 

@@ -439,6 +439,107 @@ fn resident_chunks_are_written_to_files_once_and_load_back_resident() {
 }
 
 #[test]
+fn a_merge_in_ram_takes_over_its_inputs_files_and_no_snapshot_writes_them_again() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = resident(directory.path(), 5_000);
+    let first = index.snapshot(&snapshot).expect("snapshot");
+    let files = chunk_files(&chunk_dir(&snapshot));
+    assert_eq!(files.len(), first.files_written);
+    let chunks = index.sealed_chunks();
+    index.expire(0, usize::MAX);
+    assert!(index.sealed_chunks() < chunks, "neighbours were merged ({chunks} chunks before)");
+    assert_eq!(index.retired_file_count(), 0, "the merged chunks took their inputs' files over");
+    assert_eq!(index.ids_without_file(), 5_000 - first.file_entries, "the merged chunks have files");
+    let second = index.snapshot(&snapshot).expect("second snapshot");
+    assert_eq!((second.files_written, second.entries), (0, 5_000), "the merged ids are referred to, not written");
+    assert_eq!(chunk_files(&chunk_dir(&snapshot)), files, "no file written, none deleted");
+    // A start loads each file as a chunk of its own, with the answers of the merged index.
+    let mut loaded = DedupIndex::load(&snapshot, index.config()).expect("load");
+    assert_eq!(loaded.remove_orphan_chunk_files().expect("orphans"), 0, "every file is referred to");
+    // A chunk per file, and one of the active chunk's ids (written inline).
+    assert_eq!((loaded.sealed_chunks(), loaded.stored_ids()), (chunks + 1, 5_000), "a chunk per file");
+    assert_answers(&loaded, 5_000);
+    // Over a tiny budget, a chunk whose copy spans several files is spilled to a file of its own,
+    // and its files are retired, then deleted by the next snapshot.
+    index.use_disk(chunk_dir(&snapshot), 1).expect("use disk");
+    let sealed = index.sealed_chunks();
+    assert_eq!(index.disk_work_here(0, sealed).expect("disk work"), sealed);
+    assert_eq!(index.disk_ids(), first.file_entries, "every sealed chunk is on disk");
+    assert!(index.retired_file_count() > 0, "the files of merged chunks are retired by their spill");
+    let retired = index.retired_files();
+    assert_answers(&index, 5_000);
+    index.snapshot(&snapshot).expect("snapshot after the spills");
+    assert!(retired.iter().all(|path| !path.exists()), "deleted once no snapshot refers to them");
+    loaded = DedupIndex::load(&snapshot, index.config()).expect("load after the spills");
+    assert_eq!(loaded.remove_orphan_chunk_files().expect("orphans"), 0);
+    assert_answers(&loaded, 5_000);
+}
+
+#[test]
+fn a_chunk_with_a_file_merges_with_a_newer_one_only_once_that_one_has_a_file_too() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = resident(directory.path(), 5_000);
+    index.snapshot(&snapshot).expect("snapshot");
+    // Two more chunks sealed after the snapshot: no file yet.
+    store(&mut index, 5_000..5_500);
+    let unfiled = index.ids_without_file();
+    assert!(unfiled >= 448, "{unfiled} ids without a file");
+    index.expire(0, usize::MAX);
+    assert_eq!(index.retired_file_count(), 0, "no chunk with a file was merged with one without");
+    assert_eq!(index.ids_without_file(), unfiled, "the chunks without files merged among themselves");
+    // Once the next snapshot gave the new chunks their file, they merge with their older neighbour.
+    let chunks = index.sealed_chunks();
+    let written = index.snapshot(&snapshot).expect("second snapshot");
+    assert_eq!(written.files_written, 1, "the two new chunks, merged into one");
+    index.expire(0, usize::MAX);
+    assert!(index.sealed_chunks() < chunks, "merged across the old boundary ({chunks} chunks before)");
+    assert_eq!(index.retired_file_count(), 0, "every merge took its inputs' files over");
+    assert_answers(&index, 5_500);
+}
+
+#[test]
+fn ids_a_merge_dropped_never_come_back_at_a_start_even_under_a_wider_window() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let snapshot = directory.path().join("dedup.snapshot");
+    let window = DedupWindow::Duration { window_ms: 10_000 };
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(window), 8);
+    index.use_disk(chunk_dir(&snapshot), usize::MAX).expect("use disk");
+    let put = |index: &mut DedupIndex, numbers: &[u32], timestamp_ms: i64| {
+        let ids: Vec<Option<Id>> = numbers.iter().map(|number| Some(id(*number))).collect();
+        let reservation = index.reserve(0, &ids, None, timestamp_ms).expect("reserve");
+        let offsets: Vec<i64> = numbers.iter().map(|number| i64::from(*number)).collect();
+        index.confirm(reservation, &offsets, timestamp_ms);
+    };
+    // The first 60 ids stored at 1 s, the others at 20 s.
+    put(&mut index, &(0..60).collect::<Vec<u32>>(), 1_000);
+    for batch in (60..5_000).collect::<Vec<u32>>().chunks(100) {
+        put(&mut index, batch, 20_000);
+    }
+    index.snapshot(&snapshot).expect("snapshot");
+    // At 15 s the first 60 are past the window: the first chunk's merge drops them, so it does not take
+    // its inputs' files over (they hold the 60).
+    index.expire(15_000, usize::MAX);
+    assert_eq!(index.stored_ids(), 4_940, "the merge dropped the 60");
+    assert!(index.retired_file_count() > 0, "the merge that dropped them left its inputs' files");
+    // The window widens: the dropped ids are gone from RAM for good, and a start must not bring them
+    // back from the files of the chunks they were dropped from.
+    index.set_window(DedupWindow::Retention);
+    let written = index.snapshot(&snapshot).expect("second snapshot");
+    assert!(written.files_written > 0, "the merge's output is written whole");
+    let loaded = DedupIndex::load(&snapshot, index.config()).expect("load");
+    assert_eq!(loaded.remove_orphan_chunk_files().expect("orphans"), 0);
+    assert_eq!(loaded.stored_ids(), 4_940);
+    for number in 0..60 {
+        assert_eq!(index.lookup(&id(number), 15_000).expect("lookup"), None, "id {number} in RAM");
+        assert_eq!(loaded.lookup(&id(number), 15_000).expect("lookup"), None, "id {number} after a start");
+    }
+    for number in (60..5_000).step_by(7) {
+        let expected = Some(Location { partition: 0, offset: i64::from(number) });
+        assert_eq!(loaded.lookup(&id(number), 15_000).expect("lookup"), expected, "id {number}");
+    }
+}
+
+#[test]
 fn a_chunk_merged_away_while_its_file_is_written_has_the_file_retired() {
     let directory = tempfile::tempdir().expect("tempdir");
     let (mut index, snapshot) = resident(directory.path(), 5_000);

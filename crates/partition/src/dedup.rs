@@ -47,10 +47,24 @@ mod replay;
 
 use self::replay::replay_partition;
 
-/// A snapshot is due once this many ids changed since the last one (and at least a quarter of the
-/// ids it writes: the resident ones), so a restart replays a bounded tail while a large index is not
+/// A snapshot is due once this many ids changed since the last one (and enough more for the ids it
+/// writes: see [`snapshot_due`]), so a restart replays a bounded tail while a large index is not
 /// rewritten often.
 const SNAPSHOT_CHANGES_MIN: u64 = 100_000;
+/// With chunk files, a snapshot is due once this many ids changed, however many it writes: the tail a
+/// restart replays stays about this long (plus what changes while the snapshot is written), about
+/// half a second of replay on the 2-core machine of docs/benchmarks.md. (Without chunk files every
+/// snapshot writes every id, so it waits for changes in proportion.)
+const SNAPSHOT_CHANGES_MAX: u64 = 250_000;
+/// With chunk files: ids a snapshot writes (those without a file: the active chunk's, which every
+/// snapshot writes whole, and those sealed since the last one) per id changed since the last one, at
+/// most, up to `SNAPSHOT_CHANGES_MAX`. The active chunk holds on average half of its 458,752 ids at
+/// 10 M ids and beyond; with 2, a snapshot waits for about as many changes, so each changed id is
+/// written about once inline and once to its sealed chunk's file.
+const SNAPSHOT_WRITTEN_PER_CHANGE_MAX: u64 = 2;
+/// Without chunk files (an index kept in RAM only): every snapshot writes every stored id, and is
+/// due once a quarter as many changed.
+const SNAPSHOT_WRITTEN_PER_CHANGE_INLINE_MAX: u64 = 4;
 /// A snapshot is also due this long after the last one if anything changed or a retired chunk file
 /// waits for it (only a snapshot that no longer refers to a retired file deletes it).
 const SNAPSHOT_INTERVAL_MAX: Duration = Duration::from_secs(600);
@@ -815,7 +829,7 @@ impl State {
     }
 
     /// Whether a snapshot is due (see [`snapshot_due`]). Chunks with a file (on disk, or resident
-    /// with the copy an earlier snapshot wrote) are referred to, not written: only the ids without
+    /// with the copy an earlier snapshot wrote or a merge took over) are referred to, not written: only the ids without
     /// one make a snapshot big.
     fn snapshot_due(&self) -> bool {
         let written = self.index.ids_without_file() as u64;
@@ -825,6 +839,7 @@ impl State {
             stored_ids: self.index.stored_ids() as u64,
         };
         let waiting = self.snapshot_retry_at.is_some_and(|retry_at| Instant::now() < retry_at);
+        let written = Written { ids: written, chunk_files: self.index.memory_budget().is_some() };
         !waiting && snapshot_due(self.changes_since_snapshot, written, retired, self.last_snapshot.elapsed())
     }
 }
@@ -845,14 +860,30 @@ struct Retired {
     stored_ids: u64,
 }
 
-/// Whether a snapshot is due: enough ids changed (at least a quarter of the `written` ones, those
-/// without a chunk file), or the interval passed with anything changed or a retired chunk file
-/// waiting, or several retired files holding many ids wait (each is deleted only by a snapshot that
-/// no longer refers to it; on a topic without writes, expiry and compaction retire files while no id
-/// changes). Merges in RAM retire the small files of resident chunks often: those alone, a small
-/// share of the index, wait for the changes or the interval.
-fn snapshot_due(changes: u64, written: u64, retired: Retired, since_last: Duration) -> bool {
-    changes >= SNAPSHOT_CHANGES_MIN.max(written / 4)
+/// What a snapshot due now would write.
+#[derive(Clone, Copy, Debug)]
+struct Written {
+    /// Ids without a chunk file (with chunk files: the active and frozen chunks' and those sealed
+    /// since the last snapshot; without: every stored id).
+    ids: u64,
+    /// Whether the index keeps chunk files (a chunk directory): sealed chunks are then written once
+    /// and referred to by later snapshots.
+    chunk_files: bool,
+}
+
+/// Whether a snapshot is due: enough ids changed (at least `SNAPSHOT_CHANGES_MIN`, and half the ids
+/// it would write up to `SNAPSHOT_CHANGES_MAX` with chunk files, a quarter of them without), or the
+/// interval passed with anything changed or a retired chunk file waiting, or several retired files
+/// holding many ids wait (each is deleted only by a snapshot that no longer refers to it; on a topic
+/// without writes, expiry and compaction retire files while no id changes). Merges and compactions
+/// in RAM that cannot take their inputs' files over retire them: those alone, a small share of the
+/// index, wait for the changes or the interval.
+fn snapshot_due(changes: u64, written: Written, retired: Retired, since_last: Duration) -> bool {
+    let enough = match written.chunk_files {
+        true => (written.ids / SNAPSHOT_WRITTEN_PER_CHANGE_MAX).min(SNAPSHOT_CHANGES_MAX),
+        false => written.ids / SNAPSHOT_WRITTEN_PER_CHANGE_INLINE_MAX,
+    };
+    changes >= SNAPSHOT_CHANGES_MIN.max(enough)
         || (retired.files >= SNAPSHOT_RETIRED_FILES_MIN
             && retired.ids.saturating_mul(SNAPSHOT_RETIRED_SHARE) >= retired.stored_ids)
         || ((changes > 0 || retired.files > 0) && since_last >= SNAPSHOT_INTERVAL_MAX)
@@ -959,21 +990,47 @@ mod tests {
         let hour = Duration::from_secs(3_600);
         let retired = |files: usize, ids: u64| Retired { files, ids, stored_ids: 1_000_000 };
         let none = retired(0, 0);
-        assert!(!snapshot_due(0, 0, none, hour), "nothing changed, nothing waits");
-        assert!(!snapshot_due(0, 0, retired(1, 1), Duration::from_secs(1)), "one retired file waits for the interval");
+        let nothing = Written { ids: 0, chunk_files: true };
+        assert!(!snapshot_due(0, nothing, none, hour), "nothing changed, nothing waits");
         assert!(
-            snapshot_due(0, 0, retired(1, 1), SNAPSHOT_INTERVAL_MAX),
+            !snapshot_due(0, nothing, retired(1, 1), Duration::from_secs(1)),
+            "one retired file waits for the interval"
+        );
+        assert!(
+            snapshot_due(0, nothing, retired(1, 1), SNAPSHOT_INTERVAL_MAX),
             "and no longer: it is deleted by the next snapshot"
         );
         let many = retired(SNAPSHOT_RETIRED_FILES_MIN, 250_000);
-        assert!(snapshot_due(0, 0, many, Duration::ZERO), "several holding a quarter of the ids make one due at once");
+        assert!(
+            snapshot_due(0, nothing, many, Duration::ZERO),
+            "several holding a quarter of the ids make one due at once"
+        );
         let small = retired(SNAPSHOT_RETIRED_FILES_MIN * 10, 249_999);
-        assert!(!snapshot_due(0, 0, small, Duration::ZERO), "many small ones wait for changes or the interval");
+        assert!(!snapshot_due(0, nothing, small, Duration::ZERO), "many small ones wait for changes or the interval");
         let few = retired(SNAPSHOT_RETIRED_FILES_MIN - 1, 1_000_000);
-        assert!(!snapshot_due(0, 0, few, Duration::ZERO), "fewer than the minimum wait too");
-        assert!(snapshot_due(SNAPSHOT_CHANGES_MIN, 0, none, Duration::ZERO));
-        assert!(!snapshot_due(SNAPSHOT_CHANGES_MIN, 4 * SNAPSHOT_CHANGES_MIN + 4, none, Duration::ZERO));
-        assert!(snapshot_due(1, 0, none, SNAPSHOT_INTERVAL_MAX));
+        assert!(!snapshot_due(0, nothing, few, Duration::ZERO), "fewer than the minimum wait too");
+        assert!(snapshot_due(1, nothing, none, SNAPSHOT_INTERVAL_MAX));
+    }
+
+    #[test]
+    fn a_snapshot_waits_for_changes_in_proportion_to_what_it_writes_up_to_a_bounded_tail() {
+        let none = Retired { files: 0, ids: 0, stored_ids: 1_000_000 };
+        let due = |changes: u64, ids: u64, chunk_files: bool| {
+            snapshot_due(changes, Written { ids, chunk_files }, none, Duration::ZERO)
+        };
+        assert!(due(SNAPSHOT_CHANGES_MIN, 0, true) && !due(SNAPSHOT_CHANGES_MIN - 1, 0, true));
+        // With chunk files: half of what it writes...
+        let written = SNAPSHOT_WRITTEN_PER_CHANGE_MAX * (SNAPSHOT_CHANGES_MIN + 1_000);
+        assert!(due(SNAPSHOT_CHANGES_MIN + 1_000, written, true));
+        assert!(!due(SNAPSHOT_CHANGES_MIN + 999, written, true));
+        // ... but however much that is, the tail a restart replays stays bounded.
+        assert!(!due(SNAPSHOT_CHANGES_MAX - 1, u64::MAX, true));
+        assert!(due(SNAPSHOT_CHANGES_MAX, u64::MAX, true));
+        // Without chunk files every snapshot writes every id: it waits for a quarter of them.
+        let stored = 10_000_000;
+        assert!(!due(SNAPSHOT_CHANGES_MAX, stored, false));
+        assert!(!due(stored / SNAPSHOT_WRITTEN_PER_CHANGE_INLINE_MAX - 1, stored, false));
+        assert!(due(stored / SNAPSHOT_WRITTEN_PER_CHANGE_INLINE_MAX, stored, false));
     }
 
     fn duplicate(partition: i32, offset: i64) -> Decision {
