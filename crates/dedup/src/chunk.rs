@@ -181,8 +181,9 @@ pub(crate) struct ChunkFile {
 /// Most files one resident chunk's copy may span: a merge that would pass it leaves its output to
 /// be written to one file by the next snapshot instead. A start loads each file as a chunk of its
 /// own, so this bounds how many more chunks than before the snapshot a restart begins with (merges
-/// join them again). With merges up to 1/8 of the stored ids and sealed chunks of at most 458,752
-/// ids, outputs stay within it up to about 29 M resident ids in one topic.
+/// join them again). With merges up to 1/8 of the stored ids and sealed chunks of 458,752 ids,
+/// outputs stay within it up to about 29 M resident ids in one topic (fewer where chunks were
+/// sealed smaller: early ones, or ones cut short by a partition or offset span).
 pub(crate) const BACKING_FILES_MAX: usize = 8;
 
 enum Columns {
@@ -499,7 +500,7 @@ impl SealedChunk {
     }
 
     /// Records that `files` (oldest first) together hold exactly this resident chunk's entries: a
-    /// merge's output taking over its inputs' files (see [`SealedChunk::backing_for_merge`]).
+    /// rewrite's output taking over its inputs' files (see [`SealedChunk::backing_from_inputs`]).
     /// Returns false, changing nothing, if the chunk is on disk or already has files.
     pub(crate) fn set_backing_files(&self, files: Box<[ChunkFile]>) -> bool {
         if self.disk().is_some() {
@@ -511,21 +512,35 @@ impl SealedChunk {
         self.backing.set(files).is_ok()
     }
 
-    /// The files a merge of resident `older` and `newer` into `self` may take over as its backing:
-    /// both inputs' files, oldest first, if both have files, together they are few enough
-    /// ([`BACKING_FILES_MAX`]), and the merge kept every entry of its inputs (none dead, no id in
-    /// both): then the files hold exactly the output's entries. A merge that dropped any leaves its
-    /// output to the next snapshot, so that a start never brings back an id a merge dropped (a
-    /// window widened since could make it live again).
-    pub(crate) fn backing_for_merge(&self, older: &SealedChunk, newer: &SealedChunk) -> Option<Box<[ChunkFile]>> {
-        if self.disk().is_some() || older.disk().is_some() || newer.disk().is_some() {
+    /// The files a rewrite of resident `older` (merged with `newer`, its newer neighbour, if any) into
+    /// `self` may take over as its backing: the inputs' files, oldest first, if every input has
+    /// files, together they are few enough ([`BACKING_FILES_MAX`]), and the rewrite kept every entry
+    /// of its inputs (none dead, no id in both): then the files hold exactly the output's entries (a
+    /// merge's, or a compaction's that found nothing to drop, as when a pair too wide for one chunk
+    /// falls back to compacting the older one). A rewrite that dropped any id leaves its output to
+    /// the next snapshot, so that a start never brings back an id a rewrite dropped (a window widened
+    /// since could make it live again).
+    pub(crate) fn backing_from_inputs(
+        &self,
+        older: &SealedChunk,
+        newer: Option<&SealedChunk>,
+    ) -> Option<Box<[ChunkFile]>> {
+        let inputs = std::iter::once(older).chain(newer);
+        if self.disk().is_some() || inputs.clone().any(|input| input.disk().is_some()) {
             return None;
         }
-        let files: Box<[ChunkFile]> = older.backing.get()?.iter().chain(newer.backing.get()?.iter()).copied().collect();
+        let mut files = Vec::new();
+        for input in inputs.clone() {
+            files.extend_from_slice(input.backing.get()?);
+        }
         let entries: usize = files.iter().map(|file| file.entries).sum();
-        assert_eq!(entries, older.len() + newer.len(), "an input's files hold its entries, each once");
-        assert!(entries >= self.len(), "a merge's output holds no entry its inputs did not");
-        (files.len() <= BACKING_FILES_MAX && entries == self.len()).then_some(files)
+        assert_eq!(
+            entries,
+            inputs.map(SealedChunk::len).sum::<usize>(),
+            "an input's files hold its entries, each once"
+        );
+        assert!(entries >= self.len(), "a rewrite's output holds no entry its inputs did not");
+        (files.len() <= BACKING_FILES_MAX && entries == self.len()).then(|| files.into_boxed_slice())
     }
 
     /// Whether a chunk file holds this chunk's entries: its columns (on disk), or a backing.
@@ -945,30 +960,44 @@ mod tests {
                 .expect("some live")
         };
         let (older, newer) = (chunk(0..100), chunk(100..200));
-        assert!(merge(&older, &newer, 0).backing_for_merge(&older, &newer).is_none(), "neither has a file");
+        assert!(merge(&older, &newer, 0).backing_from_inputs(&older, Some(&newer)).is_none(), "neither has a file");
+        let filed = chunk(100..200);
+        assert!(filed.set_backing(5));
+        assert!(merge(&older, &filed, 0).backing_from_inputs(&older, Some(&filed)).is_none(), "the older one has none");
         assert!(older.set_backing(7));
-        assert!(merge(&older, &newer, 0).backing_for_merge(&older, &newer).is_none(), "the newer one has none");
+        assert!(merge(&older, &newer, 0).backing_from_inputs(&older, Some(&newer)).is_none(), "the newer one has none");
         assert!(newer.set_backing(9));
         let merged = merge(&older, &newer, 0);
-        let taken = merged.backing_for_merge(&older, &newer).expect("both have files");
+        let taken = merged.backing_from_inputs(&older, Some(&newer)).expect("both have files");
         assert!(merged.set_backing_files(taken));
         assert_eq!(files(&merged), vec![7, 9], "the inputs' files, oldest first");
         assert_eq!(merged.file_id(), None, "two files are not one chunk file a spill could open");
         assert!(!merged.set_backing(11), "set once");
         // One id dropped as dead (below log start) is one too many; so is an id in both inputs.
-        assert!(merge(&older, &newer, 1).backing_for_merge(&older, &newer).is_none(), "an id dropped");
+        assert!(merge(&older, &newer, 1).backing_from_inputs(&older, Some(&newer)).is_none(), "an id dropped");
         let again = chunk(99..199);
         assert!(again.set_backing(10));
-        assert!(merge(&older, &again, 0).backing_for_merge(&older, &again).is_none(), "id 99 in both");
+        assert!(merge(&older, &again, 0).backing_from_inputs(&older, Some(&again)).is_none(), "id 99 in both");
+        // A compaction that dropped nothing (a pair too wide for one chunk falls back to one) keeps
+        // its input's files; one that dropped an id does not.
+        let compact = |start: i64| {
+            let starts: LogStarts = [(0, start)].into_iter().collect();
+            SealedChunk::merge_resident(&older, None, DedupWindow::Retention, 0, &starts).expect("fits").expect("live")
+        };
+        assert_eq!(
+            compact(0).backing_from_inputs(&older, None).as_deref(),
+            Some(&[ChunkFile { file_id: 7, entries: 100 }][..])
+        );
+        assert!(compact(1).backing_from_inputs(&older, None).is_none(), "an id dropped");
         // Eight files at most.
         let wide = chunk(200..298);
         let seven: Box<[ChunkFile]> = (20..27).map(|file_id| ChunkFile { file_id, entries: 14 }).collect();
         assert!(wide.set_backing_files(seven));
         let merged = merge(&older, &wide, 0);
-        assert_eq!(merged.backing_for_merge(&older, &wide).map(|files| files.len()), Some(8));
+        assert_eq!(merged.backing_from_inputs(&older, Some(&wide)).map(|files| files.len()), Some(8));
         let eight = chunk(300..404);
         assert!(eight.set_backing_files((30..38).map(|file_id| ChunkFile { file_id, entries: 13 }).collect()));
-        assert!(merge(&older, &eight, 0).backing_for_merge(&older, &eight).is_none(), "nine files");
+        assert!(merge(&older, &eight, 0).backing_from_inputs(&older, Some(&eight)).is_none(), "nine files");
     }
 
     #[test]

@@ -637,8 +637,9 @@ impl DedupIndex {
             let dead = chunk.dead_estimate(window, now_ms, &self.log_starts);
             let next = self.sealed.get(index + 1).filter(|next| in_ram(next));
             // A chunk with a file waits to merge with a newer one until that one has a file too
-            // (from the next snapshot, usually within a second): the merge then takes both files
-            // over, where one now would leave its output to be written whole by that snapshot.
+            // (from the next snapshot: due after 100,000 changes, or 10 minutes): the merge then
+            // takes both files over, where one now would leave its output to be written whole by
+            // that snapshot.
             let merge =
                 next.is_some_and(|next| chunk.len() + next.len() <= target && chunk.has_file() == next.has_file());
             let compact = dead > 0 && dead * 2 >= chunk.len();
@@ -668,9 +669,9 @@ impl DedupIndex {
 
     /// Installs a rewrite run without the lock, if its inputs are still where it found them and the
     /// window is the same (ids it dropped as dead are then still dead: log starts only move forward);
-    /// otherwise drops it (the index changed meanwhile; a later rewrite starts again). A merge that
-    /// kept every entry of two inputs with files takes their files over
-    /// (`SealedChunk::backing_for_merge`); otherwise the inputs' files are retired. What is
+    /// otherwise drops it (the index changed meanwhile; a later rewrite starts again). A rewrite that
+    /// kept every entry of inputs with files takes their files over
+    /// (`SealedChunk::backing_from_inputs`); otherwise the inputs' files are retired. What is
     /// replaced is returned, to be freed after the lock.
     pub fn finish_rewrite_work(&mut self, done: RewriteDone) -> Rewritten {
         let mut rewritten = Rewritten { installed: false, dropped: 0, next_from: 0, freed: Vec::new() };
@@ -694,16 +695,15 @@ impl DedupIndex {
             return rewritten;
         };
         let consumed = first..first + inputs.len();
-        // A merge's output takes over its inputs' files when they hold exactly its entries
-        // (decided now, under the lock: a snapshot may have given an input its file while the merge
+        // A rewrite's output takes over its inputs' files when they hold exactly its entries
+        // (decided now, under the lock: a snapshot may have given an input its file while the rewrite
         // ran); otherwise the inputs' files are no longer theirs to keep, and the next snapshot
         // writes the output's own.
-        let taken_over = match (&done.rebuilt, &done.newer) {
-            (Some(rebuilt), Some(newer)) => {
-                rebuilt.backing_for_merge(&done.older, newer).is_some_and(|files| rebuilt.set_backing_files(files))
-            }
-            _ => false,
-        };
+        let taken_over = done.rebuilt.as_ref().is_some_and(|rebuilt| {
+            rebuilt
+                .backing_from_inputs(&done.older, done.newer.as_deref())
+                .is_some_and(|files| rebuilt.set_backing_files(files))
+        });
         if !taken_over {
             let retired = self
                 .sealed

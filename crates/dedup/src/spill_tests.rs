@@ -498,6 +498,50 @@ fn a_chunk_with_a_file_merges_with_a_newer_one_only_once_that_one_has_a_file_too
 }
 
 #[test]
+fn a_merge_takes_over_the_files_a_snapshot_gave_its_inputs_while_it_ran() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = resident(directory.path(), 5_000);
+    let mut stats = crate::index::ExpireStats::default();
+    let work = index.next_rewrite_work(0, 0, usize::MAX, &mut stats).expect("a merge of two chunks without files");
+    let done = work.run();
+    // While the merge ran, a snapshot gave every sealed chunk, its inputs among them, a file.
+    index.snapshot(&snapshot).expect("snapshot");
+    let rewritten = index.finish_rewrite_work(done);
+    assert!(rewritten.installed);
+    rewritten.free();
+    assert_eq!(index.retired_file_count(), 0, "the merge took over the files its inputs got meanwhile");
+    let second = index.snapshot(&snapshot).expect("second snapshot");
+    assert_eq!(second.files_written, 0, "the merged chunk's files are its inputs'");
+    let loaded = DedupIndex::load(&snapshot, index.config()).expect("load");
+    assert_eq!(loaded.remove_orphan_chunk_files().expect("orphans"), 0);
+    assert_answers(&loaded, 5_000);
+}
+
+#[test]
+fn a_merge_whose_newer_input_got_no_file_meanwhile_leaves_its_output_to_the_next_snapshot() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (mut index, snapshot) = resident(directory.path(), 5_000);
+    // A view taken before the newest chunk is sealed: its write gives files to the older ones only.
+    let view = index.snapshot_view();
+    store(&mut index, 5_000..5_300);
+    let mut stats = crate::index::ExpireStats::default();
+    let from = index.sealed_chunks() - 2;
+    let work = index.next_rewrite_work(from, 0, usize::MAX, &mut stats).expect("the newest two merge");
+    let done = work.run();
+    view.write(&snapshot).expect("write the view");
+    index.finish_snapshot(&view);
+    let rewritten = index.finish_rewrite_work(done);
+    assert!(rewritten.installed);
+    rewritten.free();
+    assert_eq!(index.retired_file_count(), 1, "the older input's new file is retired: the newer one has none");
+    let next = index.snapshot(&snapshot).expect("next snapshot");
+    assert_eq!(next.files_written, 1, "the merged chunk's own file");
+    let loaded = DedupIndex::load(&snapshot, index.config()).expect("load");
+    assert_eq!(loaded.remove_orphan_chunk_files().expect("orphans"), 0);
+    assert_answers(&loaded, 5_300);
+}
+
+#[test]
 fn ids_a_merge_dropped_never_come_back_at_a_start_even_under_a_wider_window() {
     let directory = tempfile::tempdir().expect("tempdir");
     let snapshot = directory.path().join("dedup.snapshot");

@@ -863,8 +863,9 @@ struct Retired {
 /// What a snapshot due now would write.
 #[derive(Clone, Copy, Debug)]
 struct Written {
-    /// Ids without a chunk file (with chunk files: the active and frozen chunks' and those sealed
-    /// since the last snapshot; without: every stored id).
+    /// Ids without a chunk file (with chunk files: the active and frozen chunks' and those sealed,
+    /// or rewritten without taking their inputs' files over, since the last snapshot; without: every
+    /// stored id).
     ids: u64,
     /// Whether the index keeps chunk files (a chunk directory): sealed chunks are then written once
     /// and referred to by later snapshots.
