@@ -279,11 +279,50 @@ enum Step {
         budget: usize,
     },
     RewriteFinish,
+    /// Writes a snapshot and loads it into a second index, which must answer every lookup as the
+    /// index does, under its window and under a window that keeps every stored id (what a start
+    /// would find, whatever the window is by then).
+    Snapshot,
+    /// Takes a snapshot view, to be written by a later `SnapshotFinish` (the index changes in
+    /// between, as while the view is written without the lock); the snapshot written must load.
+    SnapshotStart,
+    SnapshotFinish,
 }
 
 fn step() -> impl Strategy<Value = Step> {
+    step_with(MODEL_IDS as u8)
+}
+
+/// Steps for the index with chunk files: many ids, no transactions, slow log starts, frequent
+/// snapshots, seals and rewrites, so that stored ids grow past a few merge targets and chunks with
+/// files meet merges that keep every id or drop a few.
+fn step_for_chunk_files() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0..3i32, prop::collection::vec(prop::option::weighted(0.85, 0..40u8), 0..6), prop::option::of(0..3i64), any::<bool>())
+        6 => (0..3i32, prop::collection::vec(prop::option::weighted(0.95, 0..250u8), 1..8), any::<bool>())
+            .prop_map(|(partition, ids, through_view)| Step::Reserve { partition, ids, producer: None, through_view }),
+        1 => Just(Step::View),
+        6 => (0..8usize).prop_map(Step::Confirm),
+        1 => (0..8usize).prop_map(Step::Release),
+        1 => (0..3i32, 0..3i64).prop_map(|(partition, advance)| Step::LogStart { partition, advance }),
+        2 => (1..40usize).prop_map(|budget| Step::Expire { budget }),
+        1 => (0..3_000i64).prop_map(|ms| Step::Tick { ms }),
+        2 => Just(Step::SealStart),
+        2 => Just(Step::SealFinish),
+        3 => (1..40usize).prop_map(|budget| Step::RewriteStart { budget }),
+        3 => Just(Step::RewriteFinish),
+        3 => Just(Step::Snapshot),
+        2 => Just(Step::SnapshotStart),
+        2 => Just(Step::SnapshotFinish),
+    ]
+}
+
+/// Ids the model tests use and look up, by default: few, so that duplicates are frequent.
+const MODEL_IDS: u32 = 40;
+
+/// Steps whose batches take ids below `ids`.
+fn step_with(ids: u8) -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0..3i32, prop::collection::vec(prop::option::weighted(0.85, 0..ids), 0..6), prop::option::of(0..3i64), any::<bool>())
             .prop_map(|(partition, ids, producer, through_view)| Step::Reserve { partition, ids, producer, through_view }),
         2 => Just(Step::View),
         3 => (0..8usize).prop_map(Step::Confirm),
@@ -300,6 +339,9 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::SealFinish),
         2 => (1..20usize).prop_map(|budget| Step::RewriteStart { budget }),
         2 => Just(Step::RewriteFinish),
+        1 => Just(Step::Snapshot),
+        1 => Just(Step::SnapshotStart),
+        1 => Just(Step::SnapshotFinish),
     ]
 }
 
@@ -350,6 +392,11 @@ struct Open {
 }
 
 fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>, defer_seals: bool) {
+    run_model_over(steps, window_ms, memory_bytes, defer_seals, MODEL_IDS);
+}
+
+/// [`run_model`] with the batches' ids below `ids`, every one of them looked up after each step.
+fn run_model_over(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>, defer_seals: bool, ids: u32) {
     let window = DedupWindow::Duration { window_ms };
     let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(window), 2);
     if defer_seals {
@@ -358,12 +405,14 @@ fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>, defe
     let mut seal_work = None;
     let mut rewrite_work = None;
     let directory = tempfile::tempdir().expect("tempdir");
+    let snapshot = directory.path().join("dedup.snapshot");
     if let Some(memory_bytes) = memory_bytes {
-        index.use_disk(directory.path().join("chunks"), memory_bytes).expect("use disk");
+        index.use_disk(crate::spill::chunk_dir(&snapshot), memory_bytes).expect("use disk");
     }
     let mut disk_work = None;
     let mut filter_work = None;
     let mut view = None;
+    let mut snapshot_view = None;
     let mut model = Model::default();
     let mut open: Vec<Open> = Vec::new();
     let mut now_ms = 1_000_000;
@@ -497,9 +546,41 @@ fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>, defe
                     index.finish_rewrite_work(done).free();
                 }
             }
+            // One snapshot at a time, as the partition's snapshot writer takes them.
+            Step::Snapshot if snapshot_view.is_none() => {
+                index.snapshot(&snapshot).expect("snapshot");
+                let mut loaded = DedupIndex::load(&snapshot, index.config()).expect("load");
+                assert_eq!(loaded.stored_ids(), index.stored_ids(), "a start holds the ids the index stored");
+                for window in [window, DedupWindow::Retention] {
+                    index.set_window(window);
+                    loaded.set_window(window);
+                    for number in 0..ids {
+                        let id = id(number);
+                        assert_eq!(
+                            loaded.lookup_ok(&id, now_ms),
+                            index.lookup_ok(&id, now_ms),
+                            "id {number} after a start"
+                        );
+                    }
+                }
+                index.set_window(window);
+            }
+            Step::Snapshot => {}
+            Step::SnapshotStart => {
+                if snapshot_view.is_none() {
+                    snapshot_view = Some(index.snapshot_view());
+                }
+            }
+            Step::SnapshotFinish => {
+                if let Some(view) = snapshot_view.take() {
+                    view.write(&snapshot).expect("write the view");
+                    index.finish_snapshot(&view);
+                    DedupIndex::load(&snapshot, index.config()).expect("the snapshot just written loads");
+                }
+            }
         }
         index.assert_filter_covers_sealed();
-        for number in 0..40u32 {
+        for number in 0..ids {
             let id = id(number);
             let expected = model
                 .live
@@ -532,7 +613,7 @@ fn run_model(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>, defe
         if index.approx_bytes() > memory_bytes {
             assert_eq!(index.disk_chunks(), index.sealed_chunks(), "over the budget, every sealed chunk is on disk");
         }
-        for number in 0..40u32 {
+        for number in 0..ids {
             let expected = model
                 .live
                 .get(&id(number))
@@ -569,6 +650,19 @@ proptest! {
         defer_seals: bool,
     ) {
         run_model(steps, window_ms, Some(memory_bytes), defer_seals);
+    }
+
+    /// The same with chunk files and no spills (the broker's resident index): snapshots give sealed
+    /// chunks their files, merges and compactions take them over or retire them, while the index
+    /// changes between a snapshot's view and its write (see `step_for_chunk_files`), over longer
+    /// windows.
+    #[test]
+    fn index_with_chunk_files_matches_model_across_snapshots(
+        steps in prop::collection::vec(step_for_chunk_files(), 1..300),
+        window_ms in 1_000..1_000_000i64,
+        defer_seals: bool,
+    ) {
+        run_model_over(steps, window_ms, Some(usize::MAX), defer_seals, 250);
     }
 }
 
