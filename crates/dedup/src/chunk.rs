@@ -963,9 +963,11 @@ mod tests {
         assert!(merge(&older, &newer, 0).backing_from_inputs(&older, Some(&newer)).is_none(), "neither has a file");
         let filed = chunk(100..200);
         assert!(filed.set_backing(5));
-        assert!(merge(&older, &filed, 0).backing_from_inputs(&older, Some(&filed)).is_none(), "the older one has none");
+        let unfiled_older = merge(&older, &filed, 0).backing_from_inputs(&older, Some(&filed));
+        assert!(unfiled_older.is_none(), "the older one has none");
         assert!(older.set_backing(7));
-        assert!(merge(&older, &newer, 0).backing_from_inputs(&older, Some(&newer)).is_none(), "the newer one has none");
+        let unfiled_newer = merge(&older, &newer, 0).backing_from_inputs(&older, Some(&newer));
+        assert!(unfiled_newer.is_none(), "the newer one has none");
         assert!(newer.set_backing(9));
         let merged = merge(&older, &newer, 0);
         let taken = merged.backing_from_inputs(&older, Some(&newer)).expect("both have files");

@@ -322,7 +322,8 @@ const MODEL_IDS: u32 = 40;
 /// Steps whose batches take ids below `ids`.
 fn step_with(ids: u8) -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0..3i32, prop::collection::vec(prop::option::weighted(0.85, 0..ids), 0..6), prop::option::of(0..3i64), any::<bool>())
+        4 => (0..3i32, prop::collection::vec(prop::option::weighted(0.85, 0..ids), 0..6), prop::option::of(0..3i64),
+            any::<bool>())
             .prop_map(|(partition, ids, producer, through_view)| Step::Reserve { partition, ids, producer, through_view }),
         2 => Just(Step::View),
         3 => (0..8usize).prop_map(Step::Confirm),

@@ -44,10 +44,10 @@
 //! builds a chunk of each answers as the merged chunk does. So a snapshot writes only what was
 //! sealed since the last one (or rewritten by a compaction or a merge that could not take files
 //! over), plus the active chunk, an id reaches a chunk file about once, and a restart loads the same
-//! answers from files: a snapshot can be taken every ~100,000 changed ids at any index size, which bounds the
-//! log tail a restart replays. A load reads a kind-2 file back into RAM with the checks of a start,
-//! one chunk per file. Without a chunk directory (an index kept in RAM only) chunks are written
-//! inline (kind 0).
+//! answers from files: a snapshot can be taken every ~100,000 changed ids at any index size, which
+//! bounds the log tail a restart replays. A load reads a kind-2 file back into RAM with the checks
+//! of a start, one chunk per file. Without a chunk directory (an index kept in RAM only) chunks are
+//! written inline (kind 0).
 //!
 //! Written to `<path>.tmp`, fsynced, renamed over `<path>`, then the directory fsynced: a crash
 //! leaves either the old snapshot or the new one, never a mix. Any mismatch on load (magic,

@@ -829,8 +829,8 @@ impl State {
     }
 
     /// Whether a snapshot is due (see [`snapshot_due`]). Chunks with a file (on disk, or resident
-    /// with the copy an earlier snapshot wrote or a merge took over) are referred to, not written: only the ids without
-    /// one make a snapshot big.
+    /// with the copy an earlier snapshot wrote or a merge took over) are referred to, not written:
+    /// only the ids without one make a snapshot big.
     fn snapshot_due(&self) -> bool {
         let written = self.index.ids_without_file() as u64;
         let retired = Retired {
