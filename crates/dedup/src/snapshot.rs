@@ -91,6 +91,10 @@ pub struct SnapshotStats {
     pub file_entries: usize,
 }
 
+/// How a snapshot writes one chunk: a reference to a chunk file (kind, file id), or `None` for its
+/// entries inline.
+type FileRef = Option<(u8, u64)>;
+
 /// Counts bytes and accumulates their CRC32C on the way through.
 struct Crc<T> {
     inner: T,
@@ -364,23 +368,35 @@ impl SnapshotView {
                 buffer.extend_from_slice(&offset.to_be_bytes());
             }
         }
-        // Sealed chunks oldest first, then the active chunk: load keeps the grouping by time. A
-        // resident chunk whose copy spans several files (a merge took over its inputs') is written as
-        // one chunk per file, oldest first: a load builds a chunk of each.
-        let file_of = |chunk: &Arc<SealedChunk>| {
-            self.to_file.iter().find(|(new, _)| Arc::ptr_eq(new, chunk)).map(|(_, file_id)| *file_id)
-        };
-        let records = |chunk: &Arc<SealedChunk>| match (chunk.disk(), file_of(chunk)) {
-            (None, None) => chunk.files().len().max(1),
-            _ => 1,
-        };
+        // Sealed chunks oldest first, then the active chunk: load keeps the grouping by time. Each
+        // sealed chunk's records are decided once, before the count that heads them: a reference to
+        // its columns' file, to the file this write gave it, or to each of its backing files (a
+        // resident chunk whose copy spans several files is written as one chunk per file, oldest
+        // first: a load builds a chunk of each), or its entries inline.
+        let mut sealed: Vec<(FileRef, usize, &Arc<SealedChunk>)> = Vec::with_capacity(self.sealed.len());
+        for chunk in &self.sealed {
+            let written_now = self.to_file.iter().find(|(new, _)| Arc::ptr_eq(new, chunk)).map(|(_, file_id)| *file_id);
+            match (chunk.disk(), written_now) {
+                (Some(disk), _) => sealed.push((Some((CHUNK_FILE, disk.file_id)), chunk.len(), chunk)),
+                (None, Some(file_id)) => sealed.push((Some((CHUNK_FILE_RESIDENT, file_id)), chunk.len(), chunk)),
+                (None, None) => {
+                    let backing = chunk.files();
+                    if backing.is_empty() {
+                        sealed.push((None, chunk.len(), chunk));
+                    }
+                    let files =
+                        backing.into_iter().map(|file| (Some((CHUNK_FILE_RESIDENT, file.file_id)), file.entries));
+                    sealed.extend(files.map(|(file, len)| (file, len, chunk)));
+                }
+            }
+        }
         let inline = 1 + usize::from(self.frozen.is_some());
-        let chunk_records = self.sealed.iter().map(records).sum::<usize>() + inline;
+        let chunk_records = sealed.len() + inline;
         buffer.extend_from_slice(&(chunk_records as u32).to_be_bytes());
         let mut records_written = 0;
         // A chunk with a file is referred to by its file id; any other is written entry by entry.
         let mut write_chunk =
-            |file: Option<(u8, u64)>, len: usize, entries: &mut dyn Iterator<Item = Entry>| -> std::io::Result<()> {
+            |file: FileRef, len: usize, entries: &mut dyn Iterator<Item = Entry>| -> std::io::Result<()> {
                 stats.entries += len;
                 records_written += 1;
                 if let Some((kind, file_id)) = file {
@@ -400,24 +416,12 @@ impl SnapshotView {
                 }
                 Ok(())
             };
-        for chunk in &self.sealed {
-            let backing = chunk.files();
-            match (chunk.disk(), file_of(chunk)) {
-                (Some(disk), _) => write_chunk(Some((CHUNK_FILE, disk.file_id)), chunk.len(), &mut std::iter::empty())?,
-                (None, Some(file_id)) => {
-                    write_chunk(Some((CHUNK_FILE_RESIDENT, file_id)), chunk.len(), &mut std::iter::empty())?
-                }
-                (None, None) if !backing.is_empty() => {
-                    for file in backing {
-                        write_chunk(Some((CHUNK_FILE_RESIDENT, file.file_id)), file.entries, &mut std::iter::empty())?;
-                    }
-                }
-                (None, None) => {
-                    let mut entries =
-                        chunk.entries().map(|entry| entry.expect("a resident chunk's entries are in memory"));
-                    write_chunk(None, chunk.len(), &mut entries)?;
-                }
-            }
+        for (file, len, chunk) in sealed {
+            let mut entries = chunk
+                .entries()
+                .take(if file.is_some() { 0 } else { len })
+                .map(|entry| entry.expect("a resident chunk's entries are in memory"));
+            write_chunk(file, len, &mut entries)?;
         }
         if let Some(frozen) = &self.frozen {
             write_chunk(None, frozen.len(), &mut frozen.entries())?;
