@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pg::PgCluster;
 use support::{once, wait_until, BrokerProcess};
@@ -295,7 +295,25 @@ fn relay_under_kills(database: &dyn Database, seed: u64) {
     let started_before = relays_started();
     let mut relay = spawn_relay(&broker, database, &[], &[], &log);
     // Until it says so, the relay has no SIGTERM handler yet: a signal then would kill it, not stop it.
-    wait_until("the last relay to start", Duration::from_secs(60), || relays_started() > started_before);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while relays_started() == started_before {
+        let ended = relay.try_wait().expect("poll the relay");
+        if ended.is_some() || Instant::now() > deadline {
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            let database_sessions = match dialect {
+                Dialect::Postgres => database.query(
+                    "SELECT pid, state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity \
+                     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                ),
+                Dialect::Sqlite => String::new(),
+            };
+            panic!(
+                "the last relay did not start relaying within 60 s (ended: {ended:?}); sessions:\n\
+                 {database_sessions}\nrelay log:\n{log_text}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     wait_until("the last relay to send every row", Duration::from_secs(60), || database.unsent() == 0);
     if database.relay_args().contains(&"logical") {
         // The slot moves past every commit: nothing is left for it to decode, nor WAL held back.
@@ -572,6 +590,68 @@ fn an_idle_logical_slot_follows_the_wal_and_errors_are_clear() {
     signal(&relay, "TERM");
     assert!(relay.wait().expect("wait").success(), "SIGTERM ends the relay with 0");
     assert_eq!(read_topics(&broker).len(), 1, "the row relayed once");
+}
+
+/// A relay SIGKILLed while its session waits inside a statement (its DELETE behind a lock the
+/// application holds) leaves that session, and the slot's advisory lock, to PostgreSQL: the
+/// session checks for its client every second and ends, so the next relay takes the lock and
+/// starts; the row is relayed once.
+#[test]
+fn a_relay_killed_inside_a_statement_does_not_keep_the_next_one_out() {
+    let cluster = PgCluster::start_logical();
+    postgres_tables(&cluster, false);
+    let broker = BrokerProcess::start(&[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("relay.log");
+    let database = Postgres { cluster, args: vec!["--mode", "logical", "--poll-ms", "50"] };
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    // A first relay creates the slot and shows no unsent row predates it, then stops.
+    let mut first = spawn_relay(&broker, &database, &[], &[], &log);
+    wait_until("the first relay to follow its slot", Duration::from_secs(20), || {
+        read().contains("relaying the outbox")
+    });
+    signal(&first, "TERM");
+    assert!(first.wait().expect("wait").success(), "SIGTERM ends the relay with 0; log:\n{}", read());
+    database.execute(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type) VALUES (gen_random_uuid(), 'order', 'a0', 'Bumped')",
+    );
+    // A lock the relay's DELETE waits for (the INSERT came before it).
+    let mut holder = Command::new("psql")
+        .arg(format!("{}?application_name=lock_holder", database.url()))
+        .args(["-c", "BEGIN; LOCK TABLE outbox IN SHARE MODE; SELECT pg_sleep(300)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn psql");
+    let held = "SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid) \
+                WHERE application_name = 'lock_holder' AND mode = 'ShareLock' AND granted";
+    wait_until("the application to hold its lock", Duration::from_secs(20), || database.query(held) == "1");
+    let mut killed = spawn_relay(&broker, &database, &[], &[], &log);
+    let waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE%'";
+    wait_until("the relay's DELETE to wait for the lock", Duration::from_secs(30), || {
+        !database.query(waiting).is_empty()
+    });
+    let killed_session = database.query(waiting);
+    killed.kill().expect("SIGKILL the relay");
+    killed.wait().expect("reap the relay");
+
+    let starts = || read().matches("relaying the outbox").count();
+    let started_before = starts();
+    let mut next = spawn_relay(&broker, &database, &[], &[], &log);
+    wait_until("the next relay to start", Duration::from_secs(20), || {
+        if let Some(status) = next.try_wait().expect("poll the relay") {
+            panic!("the next relay ended ({status}) instead of starting; log:\n{}", read());
+        }
+        starts() > started_before
+    });
+    let session_left = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {killed_session}");
+    assert_eq!(database.query(&session_left), "0", "the killed relay's session has ended");
+    database.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'lock_holder'");
+    holder.wait().expect("reap psql");
+    wait_until("the row to be relayed", Duration::from_secs(20), || database.unsent() == 0);
+    signal(&next, "TERM");
+    assert!(next.wait().expect("wait").success(), "SIGTERM ends the relay with 0; log:\n{}", read());
+    assert_eq!(read_topics(&broker).len(), 1, "the row stored once");
 }
 
 #[test]

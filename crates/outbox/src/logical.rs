@@ -18,7 +18,8 @@
 //!   the slot exists, less those the slot decodes) or refuses (dropping a slot it just created);
 //!   a comment on the publication records that it was shown, so a crash before that repeats it.
 //! - **One relay per slot**: a session advisory lock, held for the relay's life; a second relay
-//!   on the slot stops with an error naming it.
+//!   on the slot waits a few seconds (the holder may be a killed relay's session, which PostgreSQL
+//!   ends) and then stops with an error naming the holder.
 
 use std::collections::HashMap;
 
@@ -31,6 +32,10 @@ use crate::{AfterSend, Columns, Error, OutboxRow, Source, SourceOptions};
 
 /// The cursor the catch-up reads through.
 const CATCH_UP_CURSOR: &str = "once_outbox_catch_up";
+
+/// How long a starting relay waits for another session to release the slot's lock (a relay
+/// killed a moment ago, whose session PostgreSQL has not ended yet) before it stops.
+const SLOT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct LogicalSource {
     runtime: Runtime,
@@ -170,23 +175,48 @@ impl LogicalSource {
     }
 
     /// One relay per slot: a session advisory lock held for the relay's life. (The SQL interface
-    /// holds the slot only during each call, so two relays would otherwise both run.)
+    /// holds the slot only during each call, so two relays would otherwise both run.) A lock held
+    /// by a relay killed a moment ago is released once PostgreSQL ends its session (within about
+    /// [`CLIENT_CHECK_MS`](crate::postgres::CLIENT_CHECK_MS) where the server checks for gone
+    /// clients), so a restarted relay waits up to [`SLOT_LOCK_WAIT`] before it gives up.
     fn lock_slot(&self) -> Result<(), Error> {
         let key = format!("once_outbox:{}", self.slot);
-        let locked: bool = self
-            .runtime
-            .block_on(self.client.query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key]))
-            .map_err(database)?
-            .get(0);
-        if !locked {
-            return Err(Error::Config(format!(
-                "another once outbox is relaying with slot '{}' (a session holds advisory lock hashtext('{key}'); \
-                 if that relay is gone but its connection lingers, find it with SELECT pid FROM pg_locks WHERE \
-                 locktype = 'advisory' and end it with pg_terminate_backend(pid)); run one relay per slot",
-                self.slot
-            )));
+        let started = std::time::Instant::now();
+        let mut holder_named = false;
+        loop {
+            let locked: bool = self
+                .runtime
+                .block_on(self.client.query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key]))
+                .map_err(database)?
+                .get(0);
+            if locked {
+                return Ok(());
+            }
+            // The lock's key is the int4 hash widened to int8: classid holds its high half.
+            let holder: Option<i32> = self
+                .runtime
+                .block_on(self.client.query_opt(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted \
+                     AND ((classid::int8 << 32) | objid::int8) = hashtext($1)::int8 LIMIT 1",
+                    &[&key],
+                ))
+                .map_err(database)?
+                .map(|row| row.get(0));
+            let holder = holder.map_or_else(|| "a session that has just ended".to_string(), |pid| format!("pid {pid}"));
+            if started.elapsed() >= SLOT_LOCK_WAIT {
+                return Err(Error::Config(format!(
+                    "another once outbox is relaying with slot '{}' ({holder} holds advisory lock \
+                     hashtext('{key}'); if that relay is gone but its session lingers, end it with \
+                     pg_terminate_backend(pid)); run one relay per slot",
+                    self.slot
+                )));
+            }
+            if !holder_named {
+                holder_named = true;
+                tracing::info!(slot = %self.slot, %holder, wait_s = SLOT_LOCK_WAIT.as_secs(), "another session holds the slot's lock; waiting for it to end");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        Ok(())
     }
 
     /// The publication's comment that says this slot was shown to have no older rows left.

@@ -56,7 +56,17 @@ pub(crate) fn runtime() -> Result<Runtime, Error> {
         .map_err(|error| Error::Database(format!("starting the driver's runtime: {error}")))
 }
 
+/// How often a relay's session, while it runs a statement, checks that the relay is still
+/// connected (PostgreSQL 14 and later; ms).
+pub(crate) const CLIENT_CHECK_MS: u32 = 1000;
+
 /// A connection whose task runs on `runtime` (while the source blocks on it).
+///
+/// A relay killed while its session runs a statement (a peek, or a `DELETE` waiting for a row
+/// lock) leaves the session running until the statement ends, holding what it holds (the slot's
+/// advisory lock, row locks). The session checks for its client every [`CLIENT_CHECK_MS`] instead,
+/// where the server has `client_connection_check_interval` and the URL did not set it (an older
+/// server has no such setting: nothing is set there).
 pub(crate) fn connect(runtime: &Runtime, url: &str) -> Result<Client, Error> {
     let (client, connection) = runtime.block_on(tokio_postgres::connect(url, NoTls)).map_err(database)?;
     runtime.spawn(async move {
@@ -64,6 +74,11 @@ pub(crate) fn connect(runtime: &Runtime, url: &str) -> Result<Client, Error> {
             tracing::warn!(%error, "PostgreSQL connection ended");
         }
     });
+    let check = format!(
+        "SELECT set_config('client_connection_check_interval', '{CLIENT_CHECK_MS}', false) \
+         WHERE current_setting('client_connection_check_interval', true) = '0'"
+    );
+    runtime.block_on(client.batch_execute(&check)).map_err(database)?;
     Ok(client)
 }
 
