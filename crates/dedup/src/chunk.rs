@@ -129,9 +129,14 @@ impl ActiveChunk {
         SealedChunk::from_unsorted(self.entries())
     }
 
+    /// Heap bytes of the map of a chunk allocated for `capacity` ids.
+    pub(crate) fn map_bytes(capacity: usize) -> usize {
+        hash_map_bytes(capacity, size_of::<(Id, (Location, u32))>())
+    }
+
     pub(crate) fn approx_bytes(&self) -> usize {
         size_of::<ActiveChunk>()
-            + hash_map_bytes(self.map.capacity(), size_of::<(Id, (Location, u32))>())
+            + ActiveChunk::map_bytes(self.map.capacity())
             + hash_map_bytes(self.ranges.capacity(), size_of::<(i32, (i64, i64))>())
     }
 }

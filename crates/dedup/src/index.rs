@@ -28,6 +28,10 @@ pub const MAX_IDS_ON_DISK_DEFAULT: u64 = 1_000_000_000;
 const CHUNK_FRACTION: usize = 32;
 const CHUNK_BUCKET_BITS_MIN: u32 = 16;
 const CHUNK_BUCKET_BITS_MAX: u32 = 19;
+/// Under a memory budget the active chunk's map takes at most this fraction of it (a frozen
+/// chunk waiting for its seal as much again), down to the smallest chunk: with most ids on disk,
+/// a 2^19-bucket map (26 MB) beside a frozen one would otherwise exceed a small budget alone.
+const ACTIVE_BUDGET_FRACTION: usize = 8;
 /// Merged chunks grow to about 1/8 of the stored ids.
 const MERGE_FRACTION: usize = 8;
 
@@ -192,9 +196,36 @@ pub(crate) fn time_s_of(timestamp_ms: i64) -> u32 {
 
 /// Capacity of a new active chunk when `stored` ids are stored.
 pub(crate) fn chunk_capacity(stored: usize, bits_min: u32) -> usize {
+    capacity_of(chunk_bucket_bits(stored, bits_min))
+}
+
+fn chunk_bucket_bits(stored: usize, bits_min: u32) -> u32 {
     let want = (stored / CHUNK_FRACTION).max(1).saturating_mul(8) / 7;
-    let bits = want.next_power_of_two().ilog2().clamp(bits_min, CHUNK_BUCKET_BITS_MAX.max(bits_min));
+    want.next_power_of_two().ilog2().clamp(bits_min, CHUNK_BUCKET_BITS_MAX.max(bits_min))
+}
+
+/// Ids a map of 2^`bits` buckets holds at hashbrown's fullest.
+fn capacity_of(bits: u32) -> usize {
     (1usize << bits) * 7 / 8
+}
+
+/// [`chunk_capacity`], and under a memory `budget` no larger than a map of
+/// 1/[`ACTIVE_BUDGET_FRACTION`] of it, unless `bits_min` allows no smaller.
+pub(crate) fn chunk_capacity_within(stored: usize, bits_min: u32, budget: Option<usize>) -> usize {
+    let unbounded = chunk_bucket_bits(stored, bits_min);
+    let mut bits = unbounded;
+    if let Some(budget) = budget {
+        while bits > bits_min && ActiveChunk::map_bytes(capacity_of(bits)) > budget / ACTIVE_BUDGET_FRACTION {
+            bits -= 1;
+        }
+    }
+    assert!(bits_min <= bits && bits <= unbounded, "bits {bits} outside {bits_min}..={unbounded}");
+    assert!(
+        bits == bits_min
+            || budget.is_none_or(|budget| ActiveChunk::map_bytes(capacity_of(bits)) <= budget / ACTIVE_BUDGET_FRACTION),
+        "an active chunk above the smallest fits its share of the budget"
+    );
+    capacity_of(bits)
 }
 
 /// Largest chunk `expire` builds by merging neighbours: about 1/8 of the stored ids, so the
@@ -507,7 +538,7 @@ impl DedupIndex {
     /// frozen from the last time is sealed here first, so at most one waits).
     fn insert_live(&mut self, entry: Entry) {
         if !self.active.can_take(&entry.id, entry.location) {
-            let capacity = chunk_capacity(self.stored_ids(), self.chunk_bits_min);
+            let capacity = chunk_capacity_within(self.stored_ids(), self.chunk_bits_min, self.memory_budget());
             // Allocated at once (no rehash while it fills) once the index holds that many ids, so
             // that a small topic's index stays small: the map then costs at most about 1 byte per
             // stored id (a chunk holds about 1/32 of them).

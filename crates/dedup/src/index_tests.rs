@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 
-use crate::chunk::Location;
+use crate::chunk::{ActiveChunk, Location};
 use crate::config::DedupWindow;
 use crate::id::Id;
-use crate::index::{chunk_capacity, time_s_of, Decision, DedupIndex, IndexConfig, Reservation};
+use crate::index::{chunk_capacity, chunk_capacity_within, time_s_of, Decision, DedupIndex, IndexConfig, Reservation};
 
 fn id(n: u32) -> Id {
     Id::of(&n.to_be_bytes())
@@ -156,6 +156,48 @@ fn chunk_capacity_is_seven_eighths_of_a_power_of_two() {
     assert_eq!(chunk_capacity(10_000_000, 16), 458_752);
     assert_eq!(chunk_capacity(usize::MAX / 2, 16), 458_752);
     assert_eq!(chunk_capacity(0, 2), 3);
+}
+
+#[test]
+fn under_a_memory_budget_the_active_chunk_takes_at_most_an_eighth_of_it() {
+    const MIB: usize = 1 << 20;
+    // A bucket of the map: a 16-byte id, a 16-byte location and a u32 (40 bytes), one control byte.
+    assert_eq!(ActiveChunk::map_bytes(458_752), (1 << 19) * 41);
+    for stored in [0, 1_000_000, 10_000_000] {
+        assert_eq!(chunk_capacity_within(stored, 16, None), chunk_capacity(stored, 16), "no budget: unbounded");
+        assert_eq!(chunk_capacity_within(stored, 16, Some(1 << 30)), chunk_capacity(stored, 16), "1 GiB: room");
+    }
+    // 2^16 buckets (2.7 MB) fit an eighth of 32 MiB, 2^17 (5.4 MB) do not; an eighth of 64 MiB takes 2^17.
+    assert_eq!(chunk_capacity_within(10_000_000, 16, Some(32 * MIB)), 57_344);
+    assert_eq!(chunk_capacity_within(10_000_000, 16, Some(64 * MIB)), 114_688);
+    assert_eq!(chunk_capacity_within(10_000_000, 16, Some(0)), 57_344, "never below the smallest chunk");
+    assert_eq!(chunk_capacity_within(10_000_000, 2, Some(0)), 3);
+}
+
+/// With most ids on disk, what the index cannot spill (the active chunk, a frozen one, the
+/// filters) must leave room in the budget: sealed chunks come from active chunks of at most an
+/// eighth of it, where without a budget they grow with the index.
+#[test]
+fn under_a_memory_budget_chunks_seal_at_the_budgets_share() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    // Tiny chunks (at least 14 ids); a budget whose eighth holds a map of 2^6 buckets (56 ids).
+    let budget = ActiveChunk::map_bytes(56) * 8;
+    let mut bounded = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 4);
+    bounded.use_disk(directory.path().join("chunks"), budget).expect("use disk");
+    let mut unbounded = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 4);
+    for index in [&mut bounded, &mut unbounded] {
+        for batch in 0..200u32 {
+            let numbers: Vec<u32> = (batch * 100..batch * 100 + 100).collect();
+            let reservation = index.reserve(0, &ids(&numbers), None, 0).expect("reserve");
+            confirm_at(index, reservation, i64::from(batch) * 100, 1_000);
+        }
+        assert_eq!(index.stored_ids(), 20_000);
+    }
+    let largest = |index: &DedupIndex| index.sealed.iter().map(|chunk| chunk.len()).max().expect("sealed chunks");
+    assert_eq!(largest(&bounded), 56, "every chunk sealed once stored ids asked for more than 56 is capped");
+    assert!(bounded.active.approx_bytes() <= budget / 8 + 1_024, "{} bytes active", bounded.active.approx_bytes());
+    assert!(largest(&unbounded) > 56 * 4, "without a budget chunks grow: {}", largest(&unbounded));
+    assert_eq!(bounded.lookup_ok(&id(12_345), 0), Some(Location { partition: 0, offset: 12_345 }));
 }
 
 #[test]

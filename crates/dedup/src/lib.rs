@@ -73,10 +73,11 @@
 //!
 //! Stored ids are kept in *chunks*, in the order they became live:
 //!
-//! - The **active chunk**: a `HashMap<Id, (Location, u32)>` (32-byte slots, a trivial hasher
+//! - The **active chunk**: a `HashMap<Id, (Location, u32)>` (40-byte slots, a trivial hasher
 //!   since ids are already uniform). It holds at most about 1/32 of the stored ids (between
 //!   57,344 and 458,752: 7/8 of a power of two, so its table is never more than one size too
-//!   big), then is *sealed*: sorted into columns, about 60 ms at 458,752 ids (measured). By
+//!   big) and, under a memory budget, no more than a table of an eighth of the budget takes
+//!   (57,344 ids under 32 MiB), then is *sealed*: sorted into columns, about 60 ms at 458,752 ids (measured). By
 //!   default inside the `confirm` that fills it; with [`DedupIndex::defer_seals`] (the broker)
 //!   the full chunk is *frozen* there instead — read-only, probed right after the active chunk,
 //!   written by snapshots like it — and sealed without the caller's lock
