@@ -24,6 +24,12 @@ use crate::index::{merge_target, DedupIndex};
 /// seconds) while a lookup still probes few filters (about 120 chunks at the bound on ids).
 pub const DISK_CHUNK_IDS_MAX: usize = 8 << 20;
 
+/// Neighbours on disk merge only if the larger holds at most this many times the ids of the
+/// smaller: chunks grow by merging with chunks of about their size, so each id is rewritten about
+/// once per doubling of its chunk. (Merging whatever fits rewrote a large chunk for each small one
+/// it took in: a chunk sealed under a small memory budget was rewritten dozens of times.)
+const MERGE_SIZE_RATIO: usize = 2;
+
 /// The directory of an index's chunk files, beside its snapshot file.
 pub fn chunk_dir(snapshot_path: &Path) -> PathBuf {
     snapshot_path.with_file_name("dedup-chunks")
@@ -80,6 +86,12 @@ pub struct DiskDone {
 }
 
 impl DiskWork {
+    /// Ids in each input, if this is a merge of chunks on disk (tests).
+    #[cfg(test)]
+    pub(crate) fn merge_input_ids(&self) -> Option<Vec<usize>> {
+        (self.kind == Kind::Merge).then(|| self.inputs.iter().map(|input| input.len()).collect())
+    }
+
     /// Writes the new chunk file (live ids of the inputs, merged), fsyncs it, and reads it back
     /// through the checks of a start. Ids dead now stay dead (time and log starts only move on),
     /// so deciding liveness without the lock is safe.
@@ -192,7 +204,8 @@ impl DedupIndex {
 
     /// The next step of disk upkeep, if any and none is out: a spill of the oldest resident chunk
     /// while over the budget, else a compaction of a chunk on disk at least half dead, else a merge
-    /// of two neighbours on disk that fit in one (up to [`DISK_CHUNK_IDS_MAX`] ids). Give its
+    /// of two neighbours on disk of about the same size (within [`MERGE_SIZE_RATIO`]) that fit in
+    /// one (up to [`DISK_CHUNK_IDS_MAX`] ids), the pair with the fewest ids first. Give its
     /// [`DiskWork::run`] result to [`DedupIndex::finish_disk_work`].
     pub fn next_disk_work(&mut self, now_ms: i64) -> Option<DiskWork> {
         let window = self.config.window;
@@ -215,11 +228,19 @@ impl DedupIndex {
                 (on_disk(index) && dead > 0 && dead * 2 >= chunk.len()).then_some((Kind::Compact, index))
             })
         });
+        // The smallest neighbours first (the oldest of equals): small chunks merge with each other
+        // before a large one absorbs them, so each id is rewritten about once per doubling of its
+        // chunk, not once per small chunk a large neighbour takes in.
         let pick = pick.or_else(|| {
-            (0..self.sealed.len().saturating_sub(1)).find_map(|index| {
-                let fits = self.sealed[index].len() + self.sealed[index + 1].len() <= target;
-                (on_disk(index) && on_disk(index + 1) && fits).then_some((Kind::Merge, index))
-            })
+            (0..self.sealed.len().saturating_sub(1))
+                .filter(|&index| on_disk(index) && on_disk(index + 1))
+                .map(|index| (self.sealed[index].len(), self.sealed[index + 1].len(), index))
+                .filter(|&(older, newer, _)| {
+                    older + newer <= target && older.min(newer) * MERGE_SIZE_RATIO >= older.max(newer)
+                })
+                .map(|(older, newer, index)| (older + newer, index))
+                .min()
+                .map(|(_, index)| (Kind::Merge, index))
         });
         let (kind, index) = pick?;
         let inputs = match kind {

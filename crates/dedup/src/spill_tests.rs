@@ -734,3 +734,39 @@ fn a_chunk_file_as_written_is_checked_for_its_name_index_and_length() {
     fs::write(chunk_path(dir, 7), &bytes).expect("write");
     check_written(dir, 7, nonce, count).expect("the file as written, again");
 }
+
+/// Disk merges join neighbours of about the same size, smallest first: taking the first pair that
+/// fits, from the oldest, rewrote a large chunk for every small one it took in. Counted as the ids
+/// merges read per id stored.
+#[test]
+fn disk_merges_rewrite_each_id_about_once_per_doubling() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 6);
+    index.use_disk(directory.path().join("chunks"), 0).expect("use disk");
+    let mut merged_ids = 0;
+    for batch in 0..400u32 {
+        let numbers: Vec<u32> = (batch * 100..batch * 100 + 100).collect();
+        let ids: Vec<Option<Id>> = numbers.iter().map(|number| Some(id(*number))).collect();
+        let reservation = index.reserve(0, &ids, None, 0).expect("reserve");
+        let offsets: Vec<i64> = numbers.iter().map(|number| i64::from(*number)).collect();
+        index.confirm(reservation, &offsets, 1_000);
+        // Upkeep after each batch, as the broker's keeps up with a steady stream of ids.
+        for _ in 0..8 {
+            let Some(work) = index.next_disk_work(0) else { break };
+            merged_ids += work.merge_input_ids().map_or(0, |inputs| inputs.iter().sum::<usize>());
+            index.finish_disk_work(work.run()).expect("disk work");
+        }
+    }
+    let stored = index.stored_ids();
+    assert_eq!(stored, 40_000);
+    let per_id = merged_ids as f64 / stored as f64;
+    eprintln!(
+        "merges read {merged_ids} ids for {stored} stored ({per_id:.2} per id), {} chunks",
+        index.sealed_chunks()
+    );
+    // About once per doubling from the smallest chunk (56 ids) to the largest a merge builds (an
+    // eighth of the stored ids): about 6 here; merging whatever fits read 25 per id.
+    assert!(per_id <= 8.0, "merges read {per_id:.2} ids per id stored");
+    assert!(index.sealed_chunks() <= 24, "{} chunks: merges must keep lookups' probes few", index.sealed_chunks());
+    assert_answers(&index, 40_000);
+}
