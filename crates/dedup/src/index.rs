@@ -30,10 +30,10 @@ const CHUNK_BUCKET_BITS_MIN: u32 = 16;
 const CHUNK_BUCKET_BITS_MAX: u32 = 19;
 /// Under a memory budget the active chunk's map takes at most this fraction of it (a frozen
 /// chunk waiting for its seal as much again), down to the smallest chunk: with most ids on disk,
-/// a 2^19-bucket map (26 MB) beside a frozen one would otherwise exceed a small budget alone.
+/// a 2^19-bucket map (21.5 MB) beside a frozen one would otherwise exceed a small budget alone.
 const ACTIVE_BUDGET_FRACTION: usize = 8;
 /// Merged chunks grow to about 1/8 of the stored ids.
-const MERGE_FRACTION: usize = 8;
+pub(crate) const MERGE_FRACTION: usize = 8;
 
 /// Sources of distinct `instance` values, so a reservation is never confirmed on another index.
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
@@ -229,7 +229,8 @@ pub(crate) fn chunk_capacity_within(stored: usize, bits_min: u32, budget: Option
 }
 
 /// Largest chunk `expire` builds by merging neighbours: about 1/8 of the stored ids, so the
-/// number of chunks a lookup probes stays near 8 to 16 at any size, while the ids a dead-heavy
+/// number of chunks a lookup probes stays near 8 to 16 at any size (on disk, where merges join
+/// like sizes, up to `2 * 8 + log2(stored)`: `crate::spill`), while the ids a dead-heavy
 /// chunk keeps alive (at most half of it, see `expire`) stay a small share.
 pub(crate) fn merge_target(stored: usize, bits_min: u32) -> usize {
     (stored / MERGE_FRACTION).max(chunk_capacity(stored, bits_min))

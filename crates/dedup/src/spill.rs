@@ -30,6 +30,13 @@ pub const DISK_CHUNK_IDS_MAX: usize = 8 << 20;
 /// it took in: a chunk sealed under a small memory budget was rewritten dozens of times.)
 const MERGE_SIZE_RATIO: usize = 2;
 
+/// Chunks on disk past which any two neighbours that fit may merge, smallest first: twice the
+/// chunks merges of like sizes settle at (about `MERGE_FRACTION` of the largest size, and one or
+/// two of each size below it), and one per doubling of the stored ids.
+fn disk_chunks_calm(stored: usize) -> usize {
+    2 * crate::index::MERGE_FRACTION + stored.max(1).ilog2() as usize
+}
+
 /// The directory of an index's chunk files, beside its snapshot file.
 pub fn chunk_dir(snapshot_path: &Path) -> PathBuf {
     snapshot_path.with_file_name("dedup-chunks")
@@ -241,6 +248,26 @@ impl DedupIndex {
                 .map(|(older, newer, index)| (older + newer, index))
                 .min()
                 .map(|(_, index)| (Kind::Merge, index))
+        });
+        // A chunk more than twice smaller than both its neighbours (a start seals the active chunk
+        // as it is; compaction shrinks chunks) never merges by that rule: once there are more
+        // chunks on disk than a lookup should probe, the smallest merges with its smaller
+        // neighbour that fits.
+        let pick = pick.or_else(|| {
+            let chunks_on_disk = (0..self.sealed.len()).filter(|&index| on_disk(index)).count();
+            if chunks_on_disk <= disk_chunks_calm(self.stored_ids()) {
+                return None;
+            }
+            (0..self.sealed.len())
+                .filter(|&index| on_disk(index))
+                .flat_map(|index| {
+                    let neighbours = [index.checked_sub(1), Some(index + 1)].into_iter().flatten();
+                    neighbours.filter(|&other| on_disk(other)).map(move |other| (index, other))
+                })
+                .map(|(index, other)| (self.sealed[index].len(), self.sealed[other].len(), index.min(other)))
+                .filter(|&(small, other, _)| small + other <= target)
+                .min()
+                .map(|(_, _, older)| (Kind::Merge, older))
         });
         let (kind, index) = pick?;
         let inputs = match kind {

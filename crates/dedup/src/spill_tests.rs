@@ -770,3 +770,32 @@ fn disk_merges_rewrite_each_id_about_once_per_doubling() {
     assert!(index.sealed_chunks() <= 24, "{} chunks: merges must keep lookups' probes few", index.sealed_chunks());
     assert_answers(&index, 40_000);
 }
+
+/// Chunks of mixed sizes on disk: a start seals the active chunk as it is, so after many starts a
+/// chunk more than twice smaller than both its neighbours is common, and merges of like sizes alone
+/// never take it. Once there are more chunks than a lookup should probe, the smallest merges with
+/// its smaller neighbour anyway: the chunks stay few.
+#[test]
+fn chunks_of_mixed_sizes_on_disk_stay_few_across_many_starts() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let snapshot = directory.path().join("dedup.snapshot");
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 6);
+    index.use_disk(chunk_dir(&snapshot), 0).expect("use disk");
+    let (mut next, mut state) = (0u32, 0x9e37_79b9u32);
+    for _ in 0..80 {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let count = 10 + (state >> 8) % 300;
+        store(&mut index, next..next + count);
+        next += count;
+        index.snapshot(&snapshot).expect("snapshot");
+        index = DedupIndex::load(&snapshot, index.config()).expect("load");
+        index.use_disk(chunk_dir(&snapshot), 0).expect("use disk");
+    }
+    index.disk_work_here(0, 10_000).expect("upkeep");
+    let stored = index.stored_ids();
+    assert_eq!(stored, next as usize);
+    let calm = 2 * 8 + stored.ilog2() as usize;
+    eprintln!("{stored} ids in {} chunks ({} on disk), calm {calm}", index.sealed_chunks(), index.disk_chunks());
+    assert!(index.sealed_chunks() <= calm + 1, "{} chunks for {stored} ids", index.sealed_chunks());
+    assert_answers(&index, next);
+}

@@ -197,6 +197,7 @@ impl LogicalSource {
                 .runtime
                 .block_on(self.client.query_opt(
                     "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted \
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                      AND ((classid::int8 << 32) | objid::int8) = hashtext($1)::int8 LIMIT 1",
                     &[&key],
                 ))

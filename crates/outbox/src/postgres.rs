@@ -65,8 +65,9 @@ pub(crate) const CLIENT_CHECK_MS: u32 = 1000;
 /// A relay killed while its session runs a statement (a peek, or a `DELETE` waiting for a row
 /// lock) leaves the session running until the statement ends, holding what it holds (the slot's
 /// advisory lock, row locks). The session checks for its client every [`CLIENT_CHECK_MS`] instead,
-/// where the server has `client_connection_check_interval` and the URL did not set it (an older
-/// server has no such setting: nothing is set there).
+/// where the server has `client_connection_check_interval` and it is 0 (its default). An older
+/// server has no such setting, and one that cannot watch sockets (Windows) refuses a value: the
+/// relay then runs as before, with a warning.
 pub(crate) fn connect(runtime: &Runtime, url: &str) -> Result<Client, Error> {
     let (client, connection) = runtime.block_on(tokio_postgres::connect(url, NoTls)).map_err(database)?;
     runtime.spawn(async move {
@@ -78,7 +79,9 @@ pub(crate) fn connect(runtime: &Runtime, url: &str) -> Result<Client, Error> {
         "SELECT set_config('client_connection_check_interval', '{CLIENT_CHECK_MS}', false) \
          WHERE current_setting('client_connection_check_interval', true) = '0'"
     );
-    runtime.block_on(client.batch_execute(&check)).map_err(database)?;
+    if let Err(error) = runtime.block_on(client.batch_execute(&check)) {
+        tracing::warn!(error = %database(error), "cannot set client_connection_check_interval: a relay killed inside a statement holds its session's locks until the statement ends");
+    }
     Ok(client)
 }
 
