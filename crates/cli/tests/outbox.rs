@@ -252,6 +252,35 @@ fn certain_resend(broker: &BrokerProcess, database: &dyn Database, log: &Path) -
     unsent
 }
 
+/// Times a relay logged that it started relaying (to `log`).
+fn relay_starts(log: &Path) -> usize {
+    std::fs::read_to_string(log).unwrap_or_default().matches("relaying the outbox").count()
+}
+
+/// Waits up to 60 s for `relay` to log its start (one more than `started_before`); if it ends or
+/// does not start, fails saying why: its exit status, its log, and (PostgreSQL) the database's sessions.
+fn wait_for_relay_start(which: &str, database: &dyn Database, relay: &mut Child, log: &Path, started_before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while relay_starts(log) == started_before {
+        let ended = relay.try_wait().expect("poll the relay");
+        if ended.is_some() || Instant::now() > deadline {
+            let log_text = std::fs::read_to_string(log).unwrap_or_default();
+            let database_sessions = match database.url().starts_with("sqlite") {
+                true => String::new(),
+                false => database.query(
+                    "SELECT pid, state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity \
+                     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                ),
+            };
+            panic!(
+                "{which} did not start relaying within 60 s (ended: {ended:?}); sessions:\n\
+                 {database_sessions}\nrelay log:\n{log_text}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn relay_under_kills(database: &dyn Database, seed: u64) {
     let mut rng = Rng(seed.max(1));
     let dialect = if database.url().starts_with("sqlite") { Dialect::Sqlite } else { Dialect::Postgres };
@@ -291,29 +320,10 @@ fn relay_under_kills(database: &dyn Database, seed: u64) {
         }
     });
 
-    let relays_started = || std::fs::read_to_string(&log).unwrap_or_default().matches("relaying the outbox").count();
-    let started_before = relays_started();
+    let started_before = relay_starts(&log);
     let mut relay = spawn_relay(&broker, database, &[], &[], &log);
     // Until it says so, the relay has no SIGTERM handler yet: a signal then would kill it, not stop it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while relays_started() == started_before {
-        let ended = relay.try_wait().expect("poll the relay");
-        if ended.is_some() || Instant::now() > deadline {
-            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-            let database_sessions = match dialect {
-                Dialect::Postgres => database.query(
-                    "SELECT pid, state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity \
-                     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
-                ),
-                Dialect::Sqlite => String::new(),
-            };
-            panic!(
-                "the last relay did not start relaying within 60 s (ended: {ended:?}); sessions:\n\
-                 {database_sessions}\nrelay log:\n{log_text}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_relay_start("the last relay", database, &mut relay, &log, started_before);
     wait_until("the last relay to send every row", Duration::from_secs(60), || database.unsent() == 0);
     if database.relay_args().contains(&"logical") {
         // The slot moves past every commit: nothing is left for it to decode, nor WAL held back.
@@ -635,15 +645,9 @@ fn a_relay_killed_inside_a_statement_does_not_keep_the_next_one_out() {
     killed.kill().expect("SIGKILL the relay");
     killed.wait().expect("reap the relay");
 
-    let starts = || read().matches("relaying the outbox").count();
-    let started_before = starts();
+    let started_before = relay_starts(&log);
     let mut next = spawn_relay(&broker, &database, &[], &[], &log);
-    wait_until("the next relay to start", Duration::from_secs(20), || {
-        if let Some(status) = next.try_wait().expect("poll the relay") {
-            panic!("the next relay ended ({status}) instead of starting; log:\n{}", read());
-        }
-        starts() > started_before
-    });
+    wait_for_relay_start("the next relay", &database, &mut next, &log, started_before);
     let session_left = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {killed_session}");
     assert_eq!(database.query(&session_left), "0", "the killed relay's session has ended");
     database.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'lock_holder'");

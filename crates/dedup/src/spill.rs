@@ -33,7 +33,7 @@ const MERGE_SIZE_RATIO: usize = 2;
 /// Chunks on disk past which any two neighbours that fit may merge, smallest first: twice the
 /// chunks merges of like sizes settle at (about `MERGE_FRACTION` of the largest size, and one or
 /// two of each size below it), and one per doubling of the stored ids.
-fn disk_chunks_calm(stored: usize) -> usize {
+pub(crate) fn disk_chunks_calm(stored: usize) -> usize {
     2 * crate::index::MERGE_FRACTION + stored.max(1).ilog2() as usize
 }
 

@@ -9,7 +9,7 @@ use crate::config::DedupWindow;
 use crate::disk::{chunk_path, list_chunk_files, ENTRIES_PER_PAGE, PAGE_LEN};
 use crate::id::Id;
 use crate::index::{DedupIndex, IndexConfig};
-use crate::spill::chunk_dir;
+use crate::spill::{chunk_dir, disk_chunks_calm};
 
 fn id(n: u32) -> Id {
     Id::of(&n.to_be_bytes())
@@ -794,7 +794,7 @@ fn chunks_of_mixed_sizes_on_disk_stay_few_across_many_starts() {
     index.disk_work_here(0, 10_000).expect("upkeep");
     let stored = index.stored_ids();
     assert_eq!(stored, next as usize);
-    let calm = 2 * 8 + stored.ilog2() as usize;
+    let calm = disk_chunks_calm(stored);
     eprintln!("{stored} ids in {} chunks ({} on disk), calm {calm}", index.sealed_chunks(), index.disk_chunks());
     assert!(index.sealed_chunks() <= calm + 1, "{} chunks for {stored} ids", index.sealed_chunks());
     assert_answers(&index, next);
