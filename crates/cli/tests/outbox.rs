@@ -252,7 +252,7 @@ fn certain_resend(broker: &BrokerProcess, database: &dyn Database, log: &Path) -
     unsent
 }
 
-/// Times a relay logged that it started relaying (to `log`).
+/// How many relay starts `log` records.
 fn relay_starts(log: &Path) -> usize {
     std::fs::read_to_string(log).unwrap_or_default().matches("relaying the outbox").count()
 }
@@ -265,17 +265,21 @@ fn wait_for_relay_start(which: &str, database: &dyn Database, relay: &mut Child,
         let ended = relay.try_wait().expect("poll the relay");
         if ended.is_some() || Instant::now() > deadline {
             let log_text = std::fs::read_to_string(log).unwrap_or_default();
-            let database_sessions = match database.url().starts_with("sqlite") {
-                true => String::new(),
-                false => database.query(
+            // The relay's log first: should the query fail too, its panic would hide it.
+            eprintln!("relay log:\n{log_text}");
+            let database_sessions = if database.url().starts_with("sqlite") {
+                String::new()
+            } else {
+                database.query(
                     "SELECT pid, state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity \
                      WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
-                ),
+                )
             };
-            panic!(
-                "{which} did not start relaying within 60 s (ended: {ended:?}); sessions:\n\
-                 {database_sessions}\nrelay log:\n{log_text}"
-            );
+            let what = match ended {
+                Some(status) => format!("{which} ended ({status}) before it started relaying"),
+                None => format!("{which} did not start relaying within 60 s"),
+            };
+            panic!("{what}; sessions:\n{database_sessions}\nrelay log:\n{log_text}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
