@@ -1,7 +1,11 @@
 //! Figures for the dedup index: bytes per live id, insert and lookup throughput, snapshot write
 //! and load (rebuild) time, and record parsing speed.
 //!
-//! `cargo run --release -p once-dedup --example dedup_bench -- [ids, default 10000000]`
+//! `cargo run --release -p once-dedup --example dedup_bench -- [ids, default 10000000] [broker]`
+//!
+//! With `broker`, only the broker's write path is measured ([`broker_path`]): the same steps and
+//! upkeep the partition writer and the node's upkeep run, on one thread, so each id's whole cost is
+//! the time it took.
 
 use std::time::Instant;
 
@@ -39,14 +43,132 @@ fn lookup_misses(index: &DedupIndex, count: u64) -> String {
     rate(probes, started.elapsed().as_secs_f64())
 }
 
+/// Ids changed between the partition writer's merges (`MERGE_EVERY_IDS` in crates/partition), and
+/// the merge budget per id changed (`MERGE_WORK_PER_ID`).
+const MERGE_EVERY_IDS: u64 = 1 << 16;
+const MERGE_WORK_PER_ID: usize = 8;
+/// Ids changed between snapshots under steady writes (`SNAPSHOT_CHANGES_MAX` in crates/partition).
+const SNAPSHOT_EVERY_IDS: u64 = 250_000;
+/// How often the node's upkeep rebuilds the topic filter when due: about once a second, here once
+/// per this many ids (about a second of the broker's dedup-on writes).
+const FILTER_EVERY_IDS: u64 = 500_000;
+
+/// Nanoseconds per id of each step of the broker's path.
+#[derive(Default)]
+struct Steps {
+    view: f64,
+    reserve: f64,
+    confirm: f64,
+    seal: f64,
+    merge: f64,
+    filter: f64,
+    snapshot: f64,
+}
+
+fn elapsed_into(slot: &mut f64, started: Instant) -> Instant {
+    let now = Instant::now();
+    *slot += (now - started).as_secs_f64();
+    now
+}
+
+/// The broker's write path for new ids, on one thread: a sealed view looked up without the lock,
+/// `reserve_looked_up` and `confirm` under it (seals deferred), the frozen chunk sealed after the
+/// round, merges every `MERGE_EVERY_IDS` ids, the topic filter rebuilt when due, snapshots with a
+/// chunk directory every `SNAPSHOT_EVERY_IDS` ids. Prints nanoseconds per id, step by step.
+fn broker_path(ids: &[Id]) {
+    let directory = std::env::temp_dir().join(format!("dedup-bench-broker-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let path = directory.join("dedup.snapshot");
+    let mut index = DedupIndex::new(IndexConfig::new(DedupWindow::Retention));
+    index.defer_seals();
+    index.use_disk(once_dedup::chunk_dir(&path), usize::MAX).expect("use disk");
+    let mut steps = Steps::default();
+    let mut next_offsets = [0i64; PARTITIONS];
+    let mut batch_ids = Vec::with_capacity(BATCH as usize);
+    let mut offsets = Vec::with_capacity(BATCH as usize);
+    let (mut since_merge, mut since_snapshot, mut since_filter) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    for (batch_number, chunk) in ids.chunks(BATCH as usize).enumerate() {
+        batch_ids.clear();
+        batch_ids.extend(chunk.iter().map(|id| Some(*id)));
+        let partition = batch_number % PARTITIONS;
+        let mut at = Instant::now();
+        let looked_up = index.sealed_view().lookup_many(&batch_ids, 0).expect("lookup_many");
+        at = elapsed_into(&mut steps.view, at);
+        let reservation = index.reserve_looked_up(partition as i32, &batch_ids, None, 0, looked_up).expect("reserve");
+        assert!(!reservation.is_blocked(), "new ids are not held");
+        at = elapsed_into(&mut steps.reserve, at);
+        offsets.clear();
+        offsets.extend((0..chunk.len() as i64).map(|delta| next_offsets[partition] + delta));
+        next_offsets[partition] += chunk.len() as i64;
+        index.confirm(reservation, &offsets, 1_700_000_000_000);
+        at = elapsed_into(&mut steps.confirm, at);
+        if let Some(work) = index.next_seal_work() {
+            drop(index.finish_seal_work(work.run()));
+            at = elapsed_into(&mut steps.seal, at);
+        }
+        let new = chunk.len() as u64;
+        (since_merge, since_snapshot, since_filter) = (since_merge + new, since_snapshot + new, since_filter + new);
+        if since_merge >= MERGE_EVERY_IDS {
+            let (budget, mut stats, mut from) = (since_merge as usize * MERGE_WORK_PER_ID, Default::default(), 0);
+            since_merge = 0;
+            while let Some(work) = index.next_rewrite_work(from, 0, budget, &mut stats) {
+                let rewritten = index.finish_rewrite_work(work.run());
+                from = rewritten.next_from;
+                let installed = rewritten.installed;
+                rewritten.free();
+                if !installed {
+                    break;
+                }
+            }
+            at = elapsed_into(&mut steps.merge, at);
+        }
+        if since_filter >= FILTER_EVERY_IDS {
+            since_filter = 0;
+            if let Some(work) = index.next_filter_work() {
+                index.finish_filter_work(work.run()).expect("filter rebuild");
+            }
+            at = elapsed_into(&mut steps.filter, at);
+        }
+        if since_snapshot >= SNAPSHOT_EVERY_IDS {
+            since_snapshot = 0;
+            index.snapshot(&path).expect("snapshot");
+            elapsed_into(&mut steps.snapshot, at);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let per_id = |seconds: f64| seconds * 1e9 / ids.len() as f64;
+    println!(
+        "broker path (all new): {seconds:.2} s, {}, {:.0} ns per id: view {:.0}, reserve {:.0}, confirm {:.0}, \
+         seal {:.0}, merge {:.0}, filter {:.0}, snapshot {:.0}; {} sealed chunks",
+        rate(ids.len() as u64, seconds),
+        per_id(seconds),
+        per_id(steps.view),
+        per_id(steps.reserve),
+        per_id(steps.confirm),
+        per_id(steps.seal),
+        per_id(steps.merge),
+        per_id(steps.filter),
+        per_id(steps.snapshot),
+        index.sealed_chunks()
+    );
+    drop(index);
+    std::fs::remove_dir_all(&directory).expect("clean up");
+}
+
 fn main() {
     let count: u64 = std::env::args().nth(1).and_then(|arg| arg.parse().ok()).unwrap_or(10_000_000);
+    let broker_only = std::env::args().nth(2).is_some_and(|arg| arg == "broker");
     println!("dedup_bench: {count} ids, {PARTITIONS} partitions, batches of {BATCH}");
 
     let started = Instant::now();
     let ids: Vec<Id> = (0..count).map(id).collect();
     let seconds = started.elapsed().as_secs_f64();
     println!("hash ids (BLAKE3-128 of 18-byte ids): {:.2} s, {}", seconds, rate(count, seconds));
+    broker_path(&ids);
+    if broker_only {
+        return;
+    }
 
     let before = resident_bytes();
     let mut index = DedupIndex::new(IndexConfig::new(DedupWindow::Retention));

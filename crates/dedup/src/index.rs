@@ -22,15 +22,15 @@ pub const MAX_IDS_DEFAULT: u64 = 100_000_000;
 /// bound, about 1.4 GB of filters and fences in RAM and 32 GB of chunk files.
 pub const MAX_IDS_ON_DISK_DEFAULT: u64 = 1_000_000_000;
 
-/// The active chunk holds about 1/32 of the stored ids (so its hash map adds about 2 bytes per
-/// id), rounded to 7/8 of a power of two (hashbrown's fullest table) between 2^16 and 2^19
+/// The active chunk holds about 1/32 of the stored ids (so its table and rows add about 1.2 bytes
+/// per id), rounded to 7/8 of a power of two (hashbrown's fullest table) between 2^16 and 2^19
 /// buckets: 57,344 to 458,752 ids.
 const CHUNK_FRACTION: usize = 32;
 const CHUNK_BUCKET_BITS_MIN: u32 = 16;
 const CHUNK_BUCKET_BITS_MAX: u32 = 19;
 /// Under a memory budget the active chunk's map takes at most this fraction of it (a frozen
 /// chunk waiting for its seal as much again), down to the smallest chunk: with most ids on disk,
-/// a 2^19-bucket map (21.5 MB) beside a frozen one would otherwise exceed a small budget alone.
+/// a 2^19-bucket chunk (17.3 MB) beside a frozen one would otherwise exceed a small budget alone.
 const ACTIVE_BUDGET_FRACTION: usize = 8;
 /// Merged chunks grow to about 1/8 of the stored ids.
 pub(crate) const MERGE_FRACTION: usize = 8;

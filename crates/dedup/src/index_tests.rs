@@ -161,13 +161,14 @@ fn chunk_capacity_is_seven_eighths_of_a_power_of_two() {
 #[test]
 fn under_a_memory_budget_the_active_chunk_takes_at_most_an_eighth_of_it() {
     const MIB: usize = 1 << 20;
-    // A bucket of the map: a 16-byte id, a 16-byte location and a u32 (40 bytes), one control byte.
-    assert_eq!(ActiveChunk::map_bytes(458_752), (1 << 19) * 41);
+    // A bucket of the table: a 4-byte position and one control byte; a row per id: a 16-byte id, an
+    // 8-byte offset, a 4-byte partition and a 4-byte time (32 bytes).
+    assert_eq!(ActiveChunk::map_bytes(458_752), (1 << 19) * 5 + 458_752 * 32);
     for stored in [0, 1_000_000, 10_000_000] {
         assert_eq!(chunk_capacity_within(stored, 16, None), chunk_capacity(stored, 16), "no budget: unbounded");
         assert_eq!(chunk_capacity_within(stored, 16, Some(1 << 30)), chunk_capacity(stored, 16), "1 GiB: room");
     }
-    // 2^16 buckets (2.7 MB) fit an eighth of 32 MiB, 2^17 (5.4 MB) do not; an eighth of 64 MiB takes 2^17.
+    // 2^16 buckets (2.2 MB) fit an eighth of 32 MiB, 2^17 (4.4 MB) do not; an eighth of 64 MiB takes 2^17.
     assert_eq!(chunk_capacity_within(10_000_000, 16, Some(32 * MIB)), 57_344);
     assert_eq!(chunk_capacity_within(10_000_000, 16, Some(64 * MIB)), 114_688);
     assert_eq!(chunk_capacity_within(10_000_000, 16, Some(0)), 57_344, "never below the smallest chunk");

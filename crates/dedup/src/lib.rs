@@ -73,15 +73,17 @@
 //!
 //! Stored ids are kept in *chunks*, in the order they became live:
 //!
-//! - The **active chunk**: a `HashMap<Id, (Location, u32)>` (40-byte slots, a trivial hasher
-//!   since ids are already uniform). It holds at most about 1/32 of the stored ids (between
+//! - The **active chunk**: its entries in a vector in the order they came (32-byte rows) and a
+//!   hashbrown `HashTable` of their 4-byte positions keyed by id (a trivial hash, since ids are
+//!   already uniform), so a new id's insert probes a table that stays in cache (2.6 MB at the
+//!   largest) and appends its row. It holds at most about 1/32 of the stored ids (between
 //!   57,344 and 458,752: 7/8 of a power of two, so its table is never more than one size too
 //!   big) and, under a memory budget, no more than a table of an eighth of the budget takes
 //!   (57,344 ids under 32 MiB), then is *sealed*: sorted into columns, about 60 ms at 458,752 ids (measured). By
 //!   default inside the `confirm` that fills it; with [`DedupIndex::defer_seals`] (the broker)
 //!   the full chunk is *frozen* there instead — read-only, probed right after the active chunk,
 //!   written by snapshots like it — and sealed without the caller's lock
-//!   ([`DedupIndex::next_seal_work`]). Its map is allocated whole once the index holds as many
+//!   ([`DedupIndex::next_seal_work`]). Its table and rows are allocated whole once the index holds as many
 //!   ids as it takes (no rehash while it fills).
 //! - **Sealed chunks**: immutable; the ids sorted, stored as columns — id `u128` (16 B), offset
 //!   as a `u32` delta from the chunk's base offset for that partition (4 B), partition as a
