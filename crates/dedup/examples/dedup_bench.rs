@@ -87,6 +87,8 @@ fn broker_path(ids: &[Id]) {
     let mut batch_ids = Vec::with_capacity(BATCH as usize);
     let mut offsets = Vec::with_capacity(BATCH as usize);
     let (mut since_merge, mut since_snapshot, mut since_filter) = (0u64, 0u64, 0u64);
+    // Ids copied by merges and compactions.
+    let mut merged = 0u64;
     let started = Instant::now();
     for (batch_number, chunk) in ids.chunks(BATCH as usize).enumerate() {
         batch_ids.clear();
@@ -110,7 +112,8 @@ fn broker_path(ids: &[Id]) {
         let new = chunk.len() as u64;
         (since_merge, since_snapshot, since_filter) = (since_merge + new, since_snapshot + new, since_filter + new);
         if since_merge >= MERGE_EVERY_IDS {
-            let (budget, mut stats, mut from) = (since_merge as usize * MERGE_WORK_PER_ID, Default::default(), 0);
+            let budget = since_merge as usize * MERGE_WORK_PER_ID;
+            let (mut stats, mut from) = (once_dedup::ExpireStats::default(), 0);
             since_merge = 0;
             while let Some(work) = index.next_rewrite_work(from, 0, budget, &mut stats) {
                 let rewritten = index.finish_rewrite_work(work.run());
@@ -121,6 +124,7 @@ fn broker_path(ids: &[Id]) {
                     break;
                 }
             }
+            merged += stats.entries_rewritten as u64;
             at = elapsed_into(&mut steps.merge, at);
         }
         if since_filter >= FILTER_EVERY_IDS {
@@ -140,7 +144,7 @@ fn broker_path(ids: &[Id]) {
     let per_id = |seconds: f64| seconds * 1e9 / ids.len() as f64;
     println!(
         "broker path (all new): {seconds:.2} s, {}, {:.0} ns per id: view {:.0}, reserve {:.0}, confirm {:.0}, \
-         seal {:.0}, merge {:.0}, filter {:.0}, snapshot {:.0}; {} sealed chunks",
+         seal {:.0}, merge {:.0}, filter {:.0}, snapshot {:.0}; {} sealed chunks; {:.2} merge copies per id",
         rate(ids.len() as u64, seconds),
         per_id(seconds),
         per_id(steps.view),
@@ -150,7 +154,8 @@ fn broker_path(ids: &[Id]) {
         per_id(steps.merge),
         per_id(steps.filter),
         per_id(steps.snapshot),
-        index.sealed_chunks()
+        index.sealed_chunks(),
+        merged as f64 / ids.len() as f64
     );
     drop(index);
     std::fs::remove_dir_all(&directory).expect("clean up");

@@ -171,12 +171,18 @@ impl ActiveChunk {
         let offset = entry.location.offset;
         let range = self.ranges.entry(entry.location.partition).or_insert((offset, offset));
         *range = (range.0.min(offset), range.1.max(offset));
-        let ActiveChunk { rows, slots, capacity, .. } = self;
+        if self.rows.len() >= self.capacity {
+            // Full: only a replacement in place. (The table's `entry` would make room for one more
+            // slot first: a full table, allocated for exactly `capacity`, would be rehashed whole.)
+            let at = self.position(&entry.id).expect("a full active chunk only replaces an id it holds");
+            self.rows[at] = Row::of(entry);
+            return;
+        }
+        let ActiveChunk { rows, slots, .. } = self;
         let hash = slot_hash(&entry.id);
         match slots.entry(hash, |at| rows[*at as usize].id == entry.id, |at| slot_hash(&rows[*at as usize].id)) {
             hashbrown::hash_table::Entry::Occupied(occupied) => rows[*occupied.get() as usize] = Row::of(entry),
             hashbrown::hash_table::Entry::Vacant(vacant) => {
-                assert!(rows.len() < *capacity, "active chunk insert beyond its capacity");
                 vacant.insert(rows.len() as u32);
                 rows.push(Row::of(entry));
             }

@@ -539,22 +539,30 @@ impl DedupIndex {
     /// frozen from the last time is sealed here first, so at most one waits).
     fn insert_live(&mut self, entry: Entry) {
         if !self.active.can_take(&entry.id, entry.location) {
-            let capacity = chunk_capacity_within(self.stored_ids(), self.chunk_bits_min, self.memory_budget());
-            // Allocated at once (no rehash while it fills) once the index holds that many ids, so
-            // that a small topic's index stays small: the map then costs at most about 1 byte per
-            // stored id (a chunk holds about 1/32 of them).
-            let next = match self.stored_ids() >= capacity {
-                true => ActiveChunk::allocated(capacity),
-                false => ActiveChunk::new(capacity),
-            };
-            let full = replace(&mut self.active, next);
-            self.seal_frozen();
-            match self.defer_seals {
-                true => self.frozen = Some(Arc::new(full)),
-                false => self.push_sealed(full.seal()),
-            }
+            self.replace_active();
         }
         self.active.insert(entry);
+    }
+
+    /// The active chunk is full (or cannot take an id's offset): a new one takes its place, and the
+    /// full one is sealed, or frozen for a seal without the lock. Out of line: once per chunk.
+    #[cold]
+    #[inline(never)]
+    fn replace_active(&mut self) {
+        let capacity = chunk_capacity_within(self.stored_ids(), self.chunk_bits_min, self.memory_budget());
+        // Allocated at once (no rehash while it fills) once the index holds that many ids, so
+        // that a small topic's index stays small: the chunk then costs at most about 1 byte per
+        // stored id (it holds about 1/32 of them).
+        let next = match self.stored_ids() >= capacity {
+            true => ActiveChunk::allocated(capacity),
+            false => ActiveChunk::new(capacity),
+        };
+        let full = replace(&mut self.active, next);
+        self.seal_frozen();
+        match self.defer_seals {
+            true => self.frozen = Some(Arc::new(full)),
+            false => self.push_sealed(full.seal()),
+        }
     }
 
     /// Seals the frozen chunk, if any, under the caller's lock (a seal of it that is out is then
