@@ -292,7 +292,7 @@ impl SealedChunk {
     }
 
     /// [`SealedChunk::from_entries`] over an iterator it walks twice and copies nothing else from
-    /// (a seal reads the active chunk's map): the partitions' spans and the ids per directory bucket
+    /// (a seal reads the active chunk's rows): the partitions' spans and the ids per directory bucket
     /// counted first, then each entry put straight into its bucket's place in the columns, and each
     /// bucket (about four ids: ids are uniform hashes) sorted where it lies.
     pub(crate) fn from_unsorted(entries: impl Iterator<Item = Entry> + Clone) -> SealedChunk {
@@ -1162,6 +1162,26 @@ mod tests {
             (100_000..300_000).all(|index| chunk.get(&id(index)).expect("resident").is_none()),
             "and a false positive finds nothing"
         );
+    }
+
+    /// Chunks of many directory buckets (up to 2^14), from unsorted entries of several partitions,
+    /// come out as a sort of their entries builds them.
+    #[test]
+    fn large_chunks_from_unsorted_entries_are_built_as_sorted_ones() {
+        for count in [1_023u32, 1_024, 1_025, 2_047, 2_048, 4_100, 70_001] {
+            let entries: Vec<Entry> =
+                (0..count).map(|number| entry(number, (number % 5) as i32, i64::from(number) * 3)).collect();
+            let chunk = SealedChunk::from_unsorted(entries.iter().copied());
+            let mut sorted = entries.clone();
+            sorted.sort_unstable_by_key(|entry| entry.id);
+            assert_eq!(entries_of(&chunk), sorted, "{count} entries");
+            let spans = spans_of(sorted.iter().copied());
+            let reference = SealedChunk::from_sorted(sorted.iter().copied(), spans, None);
+            assert_eq!(entries_of(&reference), sorted);
+            for entry in sorted.iter().step_by(97) {
+                assert_eq!(chunk.get(&entry.id).expect("resident"), Some((entry.location, entry.time_s)));
+            }
+        }
     }
 
     #[test]
