@@ -157,20 +157,27 @@ impl ActiveChunk {
     /// True if `location` keeps its partition's offsets within a sealed chunk's span, and the
     /// partitions within its table.
     fn fits(&self, location: Location) -> bool {
-        match self.ranges.get(&location.partition) {
-            None => self.ranges.len() < CHUNK_PARTITIONS_MAX,
-            Some((min, max)) => {
-                (*max).max(location.offset).saturating_sub((*min).min(location.offset)) <= CHUNK_OFFSET_SPAN_MAX
-            }
+        self.fits_span(location.partition, location.offset, location.offset)
+    }
+
+    /// True if offsets `low..=high` of `partition` keep its offsets within a sealed chunk's span, and
+    /// the partitions within its table.
+    fn fits_span(&self, partition: i32, low: i64, high: i64) -> bool {
+        match self.ranges.get(&partition) {
+            None => self.ranges.len() < CHUNK_PARTITIONS_MAX && high.saturating_sub(low) <= CHUNK_OFFSET_SPAN_MAX,
+            Some((min, max)) => (*max).max(high).saturating_sub((*min).min(low)) <= CHUNK_OFFSET_SPAN_MAX,
         }
+    }
+
+    fn widen_range(&mut self, partition: i32, low: i64, high: i64) {
+        let range = self.ranges.entry(partition).or_insert((low, high));
+        *range = (range.0.min(low), range.1.max(high));
     }
 
     /// Inserts (or replaces a dead copy of) an id. The caller checked `can_take`.
     pub(crate) fn insert(&mut self, entry: Entry) {
         assert!(self.fits(entry.location), "active chunk insert beyond what a chunk's offsets can hold");
-        let offset = entry.location.offset;
-        let range = self.ranges.entry(entry.location.partition).or_insert((offset, offset));
-        *range = (range.0.min(offset), range.1.max(offset));
+        self.widen_range(entry.location.partition, entry.location.offset, entry.location.offset);
         if self.rows.len() >= self.capacity {
             // Full: only a replacement in place. (The table's `entry` would make room for one more
             // slot first: a full table, allocated for exactly `capacity`, would be rehashed whole.)
@@ -178,6 +185,31 @@ impl ActiveChunk {
             self.rows[at] = Row::of(entry);
             return;
         }
+        self.place(entry);
+    }
+
+    /// Inserts (or replaces dead copies of) the ids of one write to `partition` if the chunk can take
+    /// them all — room for each as a new id, and their offsets within the partition's span — checked
+    /// once for all of them; false, changing nothing, if it cannot (the caller then inserts them one by
+    /// one, sealing the chunk when it is full).
+    pub(crate) fn insert_all(&mut self, partition: i32, entries: &[Entry]) -> bool {
+        let Some(low) = entries.iter().map(|entry| entry.location.offset).min() else { return true };
+        let high = entries.iter().map(|entry| entry.location.offset).max().expect("not empty");
+        if self.rows.len() + entries.len() > self.capacity || !self.fits_span(partition, low, high) {
+            return false;
+        }
+        self.widen_range(partition, low, high);
+        for entry in entries {
+            assert_eq!(entry.location.partition, partition, "the ids of one write to one partition");
+            self.place(*entry);
+        }
+        assert!(self.rows.len() <= self.capacity, "an active chunk holds at most its capacity");
+        true
+    }
+
+    /// Puts an entry in the table and rows: in place of the id's row if it has one, else a new row
+    /// (the caller made sure there is room).
+    fn place(&mut self, entry: Entry) {
         let ActiveChunk { rows, slots, .. } = self;
         let hash = slot_hash(&entry.id);
         match slots.entry(hash, |at| rows[*at as usize].id == entry.id, |at| slot_hash(&rows[*at as usize].id)) {
@@ -976,27 +1008,69 @@ mod tests {
         /// The active chunk answers as a map of its entries would: each insert of an id it holds
         /// replaces that id's entry in place (a dead copy replaced), a new id appends one, `get` finds
         /// the last entry inserted for an id and nothing for others, `entries` lists each id once, and
-        /// a full chunk still replaces in place. Allocated up front or grown, the same.
+        /// a full chunk still replaces in place. Allocated up front or grown, the same. Writes go in
+        /// whole (`insert_all`) exactly when each id could go in as a new one and their offsets fit the
+        /// span, else one by one as the index does.
         #[test]
         fn active_chunk_answers_as_a_map_of_its_entries(
-            inserts in proptest::collection::vec((0u32..48, 0i32..3, 0i64..100), 0..120),
+            writes in proptest::collection::vec(
+                (0i32..3, proptest::collection::vec((0u32..48, 0i64..100), 1..6), any::<bool>()),
+                0..40,
+            ),
             capacity in 1usize..40,
             allocated in any::<bool>(),
+            far in any::<bool>(),
         ) {
             let mut chunk = match allocated {
                 true => ActiveChunk::allocated(capacity),
                 false => ActiveChunk::new(capacity),
             };
             let mut model: HashMap<Id, (Location, u32)> = HashMap::new();
-            for (number, partition, offset) in inserts {
-                let entry = Entry { id: id(number), location: Location { partition, offset }, time_s: number + 7 };
-                let fits = model.contains_key(&entry.id) || model.len() < capacity;
-                prop_assert_eq!(chunk.can_take(&entry.id, entry.location), fits);
-                if fits {
-                    chunk.insert(entry);
-                    model.insert(entry.id, (entry.location, entry.time_s));
+            let mut spans: HashMap<i32, (i64, i64)> = HashMap::new();
+            for (partition, ids, whole) in writes {
+                // Some writes far beyond the span, so that `insert_all` is refused for it too.
+                let offset_of = |offset: i64| if far && partition == 2 { offset * (CHUNK_OFFSET_SPAN_MAX / 50) } else { offset };
+                let entries: Vec<Entry> = ids
+                    .iter()
+                    .map(|(number, offset)| Entry {
+                        id: id(*number),
+                        location: Location { partition, offset: offset_of(*offset) },
+                        time_s: number + 7,
+                    })
+                    .collect();
+                if whole {
+                    let low = entries.iter().map(|entry| entry.location.offset).min().expect("not empty");
+                    let high = entries.iter().map(|entry| entry.location.offset).max().expect("not empty");
+                    let (min, max) = spans.get(&partition).copied().unwrap_or((low, high));
+                    let fits = max.max(high) - min.min(low) <= CHUNK_OFFSET_SPAN_MAX;
+                    let room = model.len() + entries.len() <= capacity;
+                    let before: Vec<Entry> = chunk.entries().collect();
+                    let taken = chunk.insert_all(partition, &entries);
+                    prop_assert_eq!(taken, fits && room);
+                    if taken {
+                        for entry in &entries {
+                            model.insert(entry.id, (entry.location, entry.time_s));
+                        }
+                        spans.insert(partition, (min.min(low), max.max(high)));
+                    } else {
+                        prop_assert_eq!(chunk.entries().collect::<Vec<_>>(), before, "a refused write changes nothing");
+                    }
+                    prop_assert_eq!(chunk.len(), model.len());
+                    continue;
                 }
-                prop_assert_eq!(chunk.len(), model.len());
+                for entry in entries {
+                    let (min, max) = spans.get(&partition).copied().unwrap_or((entry.location.offset, entry.location.offset));
+                    let offset = entry.location.offset;
+                    let span_fits = max.max(offset) - min.min(offset) <= CHUNK_OFFSET_SPAN_MAX;
+                    let fits = (model.contains_key(&entry.id) || model.len() < capacity) && span_fits;
+                    prop_assert_eq!(chunk.can_take(&entry.id, entry.location), fits);
+                    if fits {
+                        chunk.insert(entry);
+                        model.insert(entry.id, (entry.location, entry.time_s));
+                        spans.insert(partition, (min.min(offset), max.max(offset)));
+                    }
+                    prop_assert_eq!(chunk.len(), model.len());
+                }
             }
             for number in 0u32..64 {
                 prop_assert_eq!(chunk.get(&id(number)), model.get(&id(number)).copied());

@@ -476,20 +476,28 @@ impl DedupIndex {
         let time_s = time_s_of(timestamp_ms);
         // The write's ids are no longer held by it (without a map operation per id: `crate::holds`).
         self.pending.close(reservation.token, reservation.new.len());
-        for (record_index, id) in &reservation.new {
+        let entries = reservation.new.iter().map(|(record_index, id)| {
             let offset = offsets[*record_index];
             assert!(
                 offset >= covered,
                 "offset {offset} of partition {partition} is below its covered offset {covered}"
             );
-            let location = Location { partition, offset };
-            match reservation.transactional_producer_id {
-                Some(producer_id) => {
-                    let held = self.pending.hold_for_transaction(*id, producer_id, location, time_s);
+            Entry { id: *id, location: Location { partition, offset }, time_s }
+        });
+        match reservation.transactional_producer_id {
+            Some(producer_id) => {
+                for entry in entries {
+                    let held = self.pending.hold_for_transaction(entry.id, producer_id, entry.location, time_s);
                     assert!(held, "an id reserved by a write is held by no one else when the write is confirmed");
-                    self.transactions.entry((partition, producer_id)).or_default().push(*id);
+                    self.transactions.entry((partition, producer_id)).or_default().push(entry.id);
                 }
-                None => self.insert_live(Entry { id: *id, location, time_s }),
+            }
+            None => {
+                let entries: Vec<Entry> = entries.collect();
+                // Checked once for the whole write; one by one only when the active chunk fills up.
+                if !self.active.insert_all(partition, &entries) {
+                    entries.into_iter().for_each(|entry| self.insert_live(entry));
+                }
             }
         }
         if let Some(last) = offsets.iter().max() {
