@@ -476,8 +476,8 @@ fn watch_index_bytes(
 fn ids_beyond_the_memory_budget_through_a_kill_9_are_stored_once_in_bounded_memory() {
     // 4 MiB holds about 150,000 ids in RAM; the topic gets 600,000 (17 MB at 29 bytes per id).
     const BUDGET: u64 = 4 << 20;
-    // What the budget cannot cover: the active chunk (at most 57,344 ids at this size, a hash map of
-    // 2^16 33-byte slots: 2.2 MB), one sealed chunk waiting for its writer to spill it after the round
+    // What the budget cannot cover: the active chunk (at most 57,344 ids at this size, a 2^16-bucket
+    // table of 4-byte positions and 57,344 rows of 32 bytes: 2.2 MB), one sealed chunk waiting for its writer to spill it after the round
     // (1.6 MB), and the filters and fences of the chunks on disk (1.4 bytes per id: 0.85 MB).
     const SLACK: u64 = 5 << 20;
     const IDS: usize = 600_000;

@@ -1,4 +1,5 @@
-//! Where stored ids live: the mutable [`ActiveChunk`] (a hash map) and immutable
+//! Where stored ids live: the mutable [`ActiveChunk`] (rows in a vector, found by a hash table of
+//! their positions) and immutable
 //! [`SealedChunk`]s (sorted columns behind a bucket directory and a Bloom filter), 26 bytes per id
 //! plus about 1 byte of directory and 1.25 of filter.
 
@@ -1252,8 +1253,12 @@ mod tests {
             let spans = spans_of(sorted.iter().copied());
             let reference = SealedChunk::from_sorted(sorted.iter().copied(), spans, None);
             assert_eq!(entries_of(&reference), sorted);
-            for entry in sorted.iter().step_by(97) {
+            assert_eq!(chunk.partitions().len(), reference.partitions().len());
+            for entry in &sorted {
                 assert_eq!(chunk.get(&entry.id).expect("resident"), Some((entry.location, entry.time_s)));
+            }
+            for absent in count..count + 2_000 {
+                assert_eq!(chunk.get(&id(absent)).expect("resident"), None, "{count} entries: {absent} is not held");
             }
         }
     }

@@ -559,8 +559,8 @@ impl DedupIndex {
     fn replace_active(&mut self) {
         let capacity = chunk_capacity_within(self.stored_ids(), self.chunk_bits_min, self.memory_budget());
         // Allocated at once (no rehash while it fills) once the index holds that many ids, so
-        // that a small topic's index stays small: the chunk then costs at most about 1 byte per
-        // stored id (it holds about 1/32 of them).
+        // that a small topic's index stays small: the chunk then costs at most about 1.2 bytes per
+        // stored id once the index holds many times its capacity (it holds about 1/32 of them).
         let next = match self.stored_ids() >= capacity {
             true => ActiveChunk::allocated(capacity),
             false => ActiveChunk::new(capacity),

@@ -168,7 +168,7 @@ fn under_a_memory_budget_the_active_chunk_takes_at_most_an_eighth_of_it() {
         assert_eq!(chunk_capacity_within(stored, 16, None), chunk_capacity(stored, 16), "no budget: unbounded");
         assert_eq!(chunk_capacity_within(stored, 16, Some(1 << 30)), chunk_capacity(stored, 16), "1 GiB: room");
     }
-    // 2^16 buckets (2.2 MB) fit an eighth of 32 MiB, 2^17 (4.4 MB) do not; an eighth of 64 MiB takes 2^17.
+    // 2^16 buckets (2.2 MB) fit an eighth of 32 MiB, 2^17 (4.3 MB) do not; an eighth of 64 MiB takes 2^17.
     assert_eq!(chunk_capacity_within(10_000_000, 16, Some(32 * MIB)), 57_344);
     assert_eq!(chunk_capacity_within(10_000_000, 16, Some(64 * MIB)), 114_688);
     assert_eq!(chunk_capacity_within(10_000_000, 16, Some(0)), 57_344, "never below the smallest chunk");

@@ -13,7 +13,7 @@
 //! - `id`: [`Id`], the 128-bit BLAKE3 hash of the id bytes.
 //! - `records`: [`extract_ids`] and [`filter_batch`] over Kafka v2 record batches.
 //! - `codec`: gzip, snappy (xerial framing), LZ4 (frames), zstd, with a bound on output size.
-//! - `chunk`: the storage of ids: one active hash-map chunk and immutable sorted chunks, resident
+//! - `chunk`: the storage of ids: one active chunk (rows and a hash table) and immutable sorted chunks, resident
 //!   or on disk.
 //! - `disk`: the checksummed file of a sealed chunk on disk: writing, checking, page reads.
 //! - `spill`: the memory budget: [`DiskWork`] (spill, compaction, merge of chunk files), picked
