@@ -9,6 +9,7 @@
 //! next reserve of their id, and swept in one pass (sequential, so cheap per entry) when they
 //! outnumber the live ones, or all at once when no write is open.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::mem::size_of;
 
@@ -64,19 +65,45 @@ impl Holds {
         assert!(self.open.insert(token, 0).is_none(), "write token {token} is opened once");
     }
 
-    /// Holds `id` for the open write `token`, as record `record_index` of its batch. The caller found
-    /// it not pending ([`Holds::get`]).
+    /// Holds `id` for the open write `token`, as record `record_index` of its batch, and counts it.
+    /// The caller found it not pending ([`Holds::get`]). (The index reserves a batch's ids with
+    /// [`Holds::reserve_if_free`] and counts them once.)
+    #[cfg(test)]
     pub(crate) fn reserve(&mut self, id: Id, token: u64, record_index: usize) {
-        let reserved = self.open.get_mut(&token).expect("a write reserves under its open token");
-        *reserved += 1;
-        self.in_flight_live += 1;
-        let previous = self.in_flight.insert(id, (token, record_index));
-        // Overwrites only a stale entry: a live one would have made the id pending, not new.
-        assert!(
-            previous.is_none_or(|(holder, _)| !self.open.contains_key(&holder)),
-            "a reserve never takes an id another open write holds"
-        );
-        assert!(!self.transactions.contains_key(&id), "a reserve never takes an id a transaction holds");
+        let hold = self.reserve_if_free(id, token, record_index);
+        assert!(hold.is_none(), "a reserve never takes an id another open write holds (or a transaction): {hold:?}");
+        self.count_reserved(token, 1);
+    }
+
+    /// Holds `id` for the open write `token`, as record `record_index` of its batch, unless it is
+    /// pending: then its hold is returned and nothing changes. One probe of the in-flight map for
+    /// both (a stale entry is overwritten). The caller opened `token`; the write's count is its to add
+    /// ([`Holds::count_reserved`], once per write, which checks the token).
+    pub(crate) fn reserve_if_free(&mut self, id: Id, token: u64, record_index: usize) -> Option<Hold> {
+        if let Some((producer_id, location, time_s)) = self.transactions.get(&id) {
+            return Some(Hold::Transaction { producer_id: *producer_id, location: *location, time_s: *time_s });
+        }
+        match self.in_flight.entry(id) {
+            Entry::Occupied(mut held) => {
+                let (holder, index) = *held.get();
+                if self.open.contains_key(&holder) {
+                    return Some(Hold::InFlight { token: holder, record_index: index });
+                }
+                held.insert((token, record_index));
+            }
+            Entry::Vacant(free) => {
+                free.insert((token, record_index));
+            }
+        }
+        None
+    }
+
+    /// The open write `token` took `reserved` more ids ([`Holds::reserve_if_free`] returned `None`
+    /// for each).
+    pub(crate) fn count_reserved(&mut self, token: u64, reserved: usize) {
+        let count = self.open.get_mut(&token).expect("a write reserves under its open token");
+        *count += reserved;
+        self.in_flight_live += reserved;
     }
 
     /// The write `token` was confirmed or released: its ids are no longer held by it (its entries
@@ -160,6 +187,27 @@ mod tests {
         holds.reserve(id(5), 3, 4);
         assert!(matches!(holds.get(&id(5)), Some(Hold::InFlight { token: 3, record_index: 4 })));
         assert_eq!(holds.len(), 1);
+    }
+
+    #[test]
+    fn reserve_if_free_holds_a_free_or_stale_id_and_otherwise_answers_the_hold() {
+        let mut holds = Holds::default();
+        holds.open(1);
+        holds.open(2);
+        assert!(holds.reserve_if_free(id(1), 1, 0).is_none(), "free: held now");
+        assert!(matches!(holds.reserve_if_free(id(1), 1, 3), Some(Hold::InFlight { token: 1, record_index: 0 })));
+        assert!(matches!(holds.reserve_if_free(id(1), 2, 0), Some(Hold::InFlight { token: 1, record_index: 0 })));
+        let location = Location { partition: 0, offset: 9 };
+        assert!(holds.hold_for_transaction(id(2), 77, location, 5));
+        assert!(matches!(holds.reserve_if_free(id(2), 2, 1), Some(Hold::Transaction { producer_id: 77, .. })));
+        holds.count_reserved(1, 1);
+        assert_eq!(holds.len(), 2, "one in flight, one in a transaction");
+        holds.close(1, 1);
+        assert!(holds.get(&id(1)).is_none(), "stale once its write closed");
+        assert!(holds.reserve_if_free(id(1), 2, 4).is_none(), "a stale entry is taken over");
+        holds.count_reserved(2, 1);
+        assert!(matches!(holds.get(&id(1)), Some(Hold::InFlight { token: 2, record_index: 4 })));
+        assert_eq!(holds.len(), 2);
     }
 
     #[test]

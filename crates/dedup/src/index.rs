@@ -366,35 +366,38 @@ impl DedupIndex {
         let mut decisions = Vec::with_capacity(ids.len());
         let mut new = Vec::new();
         for (record_index, id) in ids.iter().enumerate() {
-            let decision = match id {
-                None => Decision::NoId,
-                Some(id) => self.decide(id, token, transactional_producer_id, live[record_index]),
+            let decision = match (id, live[record_index]) {
+                (None, _) => Decision::NoId,
+                (Some(id), Some(location)) => Self::decide_held(self.pending.get(id), token, transactional_producer_id)
+                    .unwrap_or(Decision::Duplicate(location)),
+                // Held now unless pending (one probe of the holds for both).
+                (Some(id), None) => match self.pending.reserve_if_free(*id, token, record_index) {
+                    None => {
+                        new.push((record_index, *id));
+                        Decision::New
+                    }
+                    hold => Self::decide_held(hold, token, transactional_producer_id).expect("a hold decides"),
+                },
             };
-            if let (Decision::New, Some(id)) = (decision, id) {
-                self.pending.reserve(*id, token, record_index);
-                new.push((record_index, *id));
-            }
             decisions.push(decision);
         }
+        self.pending.count_reserved(token, new.len());
         Ok(Reservation { instance: self.instance, token, partition, transactional_producer_id, decisions, new })
     }
 
-    /// Decides one id, given where it is live (from `lookup_many`, before any of the batch's ids
-    /// was reserved: the pending map, checked first, has those).
-    fn decide(&self, id: &Id, token: u64, transactional_producer_id: Option<i64>, live: Option<Location>) -> Decision {
-        match self.pending.get(id) {
-            Some(Hold::InFlight { token: holder, record_index }) if holder == token => {
+    /// Decides an id that is pending (`hold`) in a write under `token`: `None` if it is not pending
+    /// (the id is then new or a duplicate of a live copy: `lookup_many` found where, before any of
+    /// the batch's ids was reserved).
+    fn decide_held(hold: Option<Hold>, token: u64, transactional_producer_id: Option<i64>) -> Option<Decision> {
+        Some(match hold? {
+            Hold::InFlight { token: holder, record_index } if holder == token => {
                 Decision::DuplicateInBatch { first_index: record_index }
             }
-            Some(Hold::Transaction { producer_id, location, .. }) if transactional_producer_id == Some(producer_id) => {
+            Hold::Transaction { producer_id, location, .. } if transactional_producer_id == Some(producer_id) => {
                 Decision::Duplicate(location)
             }
-            Some(_) => Decision::Pending,
-            None => match live {
-                Some(location) => Decision::Duplicate(location),
-                None => Decision::New,
-            },
-        }
+            _ => Decision::Pending,
+        })
     }
 
     /// [`DedupIndex::lookup`] of every id of a batch, through the topic filter and then chunk by
