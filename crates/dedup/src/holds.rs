@@ -60,14 +60,14 @@ impl Holds {
         }
     }
 
-    /// Opens a write's token (before its first [`Holds::reserve`]).
+    /// Opens a write's token (before its first [`Holds::reserve_if_free`]).
     pub(crate) fn open(&mut self, token: u64) {
         assert!(self.open.insert(token, 0).is_none(), "write token {token} is opened once");
     }
 
-    /// Holds `id` for the open write `token`, as record `record_index` of its batch, and counts it.
-    /// The caller found it not pending ([`Holds::get`]). (The index reserves a batch's ids with
-    /// [`Holds::reserve_if_free`] and counts them once.)
+    /// Holds `id` for the open write `token`, as record `record_index` of its batch, and counts it;
+    /// panics if it is pending. (The index reserves a batch's ids with [`Holds::reserve_if_free`] and
+    /// counts them once.)
     #[cfg(test)]
     pub(crate) fn reserve(&mut self, id: Id, token: u64, record_index: usize) {
         let hold = self.reserve_if_free(id, token, record_index);
@@ -200,6 +200,7 @@ mod tests {
         let location = Location { partition: 0, offset: 9 };
         assert!(holds.hold_for_transaction(id(2), 77, location, 5));
         assert!(matches!(holds.reserve_if_free(id(2), 2, 1), Some(Hold::Transaction { producer_id: 77, .. })));
+        assert_eq!(holds.in_flight.len(), 1, "an id a transaction holds is not taken in flight");
         holds.count_reserved(1, 1);
         assert_eq!(holds.len(), 2, "one in flight, one in a transaction");
         holds.close(1, 1);

@@ -107,7 +107,10 @@
 //! [`DedupIndex::approx_bytes`] and 34.0 by the growth of the resident set (allocator slack);
 //! at 1 M ids (`tests/memory.rs`), 28.5 and 30.3. Reserve + confirm about 1.0 M ids/s (0.5 M
 //! before the filters), lookups about 1.1 M/s (hits) and 1.3–1.8 M/s (misses, hashing
-//! included) at 10 M ids; snapshot 320 MB written in 0.4–0.8 s, loaded in 1.5–2 s.
+//! included) at 10 M ids; snapshot 320 MB written in 0.4–0.8 s, loaded in 1.5–2 s. With
+//! `-- 10000000 broker` it runs the broker's write path instead (a sealed view, `reserve_looked_up`,
+//! `confirm`, seals, merges, filter rebuilds and snapshots, on one thread) and prints each step's
+//! nanoseconds per id: 374–422 ns in all (docs/benchmarks.md, session 19).
 
 //! # Windows larger than RAM
 //!
