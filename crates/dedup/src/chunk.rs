@@ -452,24 +452,35 @@ impl SealedChunk {
             slots.push(slot);
             times_s.push(side.times_s[index]);
         };
+        // Each side's next live id, found again only after that side moved (an entry's liveness is
+        // checked once, not at every step of the other side).
+        let mut newer_id = newer.next_live();
+        let mut older_id = older.as_mut().and_then(Side::next_live);
         loop {
-            let newer_id = newer.next_live();
-            let older_id = older.as_mut().and_then(Side::next_live);
             let from_older = match (newer_id, older_id) {
                 (None, None) => break,
                 (Some(_), None) => false,
                 (None, Some(_)) => true,
-                (Some(newer_id), Some(older_id)) => {
-                    if older_id == newer_id {
+                (Some(newer_id), Some(id)) => {
+                    if id == newer_id {
                         // The newer copy wins: the older one is passed over.
-                        older.as_mut().expect("older has an entry").take();
+                        let older = older.as_mut().expect("older has an entry");
+                        older.take();
+                        older_id = older.next_live();
                     }
-                    older_id < newer_id
+                    id < newer_id
                 }
             };
-            let side = if from_older { older.as_mut().expect("older has an entry") } else { &mut newer };
-            let index = side.take();
-            push(side, index);
+            if from_older {
+                let side = older.as_mut().expect("older has an entry");
+                let index = side.take();
+                push(side, index);
+                older_id = side.next_live();
+            } else {
+                let index = newer.take();
+                push(&newer, index);
+                newer_id = newer.next_live();
+            }
         }
         if ids.is_empty() {
             return Ok(None);
