@@ -52,12 +52,14 @@ impl Holds {
         let in_flight = self.in_flight.get(id).filter(|(token, _)| self.open.contains_key(token));
         match in_flight {
             Some((token, record_index)) => Some(Hold::InFlight { token: *token, record_index: *record_index }),
-            None => self.transactions.get(id).map(|(producer_id, location, time_s)| Hold::Transaction {
-                producer_id: *producer_id,
-                location: *location,
-                time_s: *time_s,
-            }),
+            None => self.transaction_hold(id),
         }
+    }
+
+    /// The hold of an open transaction on `id`, if one has it.
+    fn transaction_hold(&self, id: &Id) -> Option<Hold> {
+        let (producer_id, location, time_s) = *self.transactions.get(id)?;
+        Some(Hold::Transaction { producer_id, location, time_s })
     }
 
     /// Opens a write's token (before its first [`Holds::reserve_if_free`]).
@@ -80,8 +82,8 @@ impl Holds {
     /// both (a stale entry is overwritten). The caller opened `token`; the write's count is its to add
     /// ([`Holds::count_reserved`], once per write, which checks the token).
     pub(crate) fn reserve_if_free(&mut self, id: Id, token: u64, record_index: usize) -> Option<Hold> {
-        if let Some((producer_id, location, time_s)) = self.transactions.get(&id) {
-            return Some(Hold::Transaction { producer_id: *producer_id, location: *location, time_s: *time_s });
+        if let Some(hold) = self.transaction_hold(&id) {
+            return Some(hold);
         }
         match self.in_flight.entry(id) {
             Entry::Occupied(mut held) => {
