@@ -17,7 +17,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = batch::parse_control_record(data);
     }
     if let Ok(valid) = once_log::ValidBatch::validate(data.to_vec()) {
-        let _ = batch::uncompressed_records(valid.header(), valid.bytes());
+        let whole = valid.to_vec();
+        let _ = batch::uncompressed_records(valid.header(), &whole);
     }
     let _ = batch::read_records(data, data.len() / batch::RECORD_LEN_MIN);
 });

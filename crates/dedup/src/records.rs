@@ -84,7 +84,7 @@ pub fn extract_record_ids(batch: &[u8], source: &DedupSource) -> Result<Vec<Reco
 /// Like [`extract_record_ids`], for a batch the log's validation already accepted (the produce path):
 /// its header is not parsed nor its CRC checked again.
 pub fn extract_valid_record_ids(batch: &ValidBatch, source: &DedupSource) -> Result<Vec<RecordId>, DedupError> {
-    record_ids(&parse_records(*batch.header(), batch.bytes())?, source)
+    record_ids(&parse_records(*batch.header(), batch.records_section())?, source)
 }
 
 /// Visits a stored batch's records in order — decompressed once, its framing and CRC checked —
@@ -145,23 +145,28 @@ fn id_bytes<'a>(record: &Record<'a>, source: &DedupSource) -> Option<&'a [u8]> {
 /// are cleared: there is nothing to decompress. With every record kept the batch is returned
 /// unchanged.
 pub fn filter_batch(batch: &[u8], keep: &[bool]) -> Result<Vec<u8>, DedupError> {
-    filter(batch, &parse_batch(batch)?, keep)
+    let head = batch.get(..BATCH_HEADER_LEN).ok_or_else(|| invalid("a batch shorter than its header".into()))?;
+    Ok(filter(head, &parse_batch(batch)?, keep)?.unwrap_or_else(|| batch.to_vec()))
 }
 
 /// Like [`filter_batch`], for a batch the log's validation already accepted; the result is one too
 /// (validated again: the pair of the assertion that it carries its own checksum).
 pub fn filter_valid_batch(batch: &ValidBatch, keep: &[bool]) -> Result<ValidBatch, DedupError> {
-    let filtered = filter(batch.bytes(), &parse_records(*batch.header(), batch.bytes())?, keep)?;
+    let parsed = parse_records(*batch.header(), batch.records_section())?;
+    let Some(filtered) = filter(batch.head(), &parsed, keep)? else { return Ok(batch.clone()) };
     ValidBatch::validate(filtered).map_err(|error| invalid(format!("the filtered batch is refused: {error}")))
 }
 
-fn filter(batch: &[u8], parsed: &ParsedBatch<'_>, keep: &[bool]) -> Result<Vec<u8>, DedupError> {
+/// The batch whose header is `head` rebuilt with the records `keep` names; `None` if it keeps
+/// them all (the batch is then its own result).
+fn filter(head: &[u8], parsed: &ParsedBatch<'_>, keep: &[bool]) -> Result<Option<Vec<u8>>, DedupError> {
+    assert_eq!(head.len(), BATCH_HEADER_LEN, "a header is 61 bytes");
     let records = parsed.records()?;
     if keep.len() != records.len() {
         return Err(DedupError::KeepMaskLength { mask: keep.len(), records: records.len() });
     }
     if keep.iter().all(|kept| *kept) {
-        return Ok(batch.to_vec());
+        return Ok(None);
     }
     let section = parsed.records_section.as_ref();
     let mut kept_records = Vec::with_capacity(section.len());
@@ -179,7 +184,7 @@ fn filter(batch: &[u8], parsed: &ParsedBatch<'_>, keep: &[bool]) -> Result<Vec<u
         .map_err(|_| invalid(format!("filtered batch of {} bytes is too long", body.len())))?;
 
     let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
-    out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
+    out.extend_from_slice(head);
     out[8..12].copy_from_slice(&batch_length.to_be_bytes());
     out[ATTRIBUTES_FIELD..ATTRIBUTES_FIELD + 2].copy_from_slice(&attributes.to_be_bytes());
     out[RECORDS_COUNT_FIELD..RECORDS_COUNT_FIELD + 4].copy_from_slice(&kept_count.to_be_bytes());
@@ -188,7 +193,7 @@ fn filter(batch: &[u8], parsed: &ParsedBatch<'_>, keep: &[bool]) -> Result<Vec<u
     out[CRC_FIELD..CRC_FIELD + 4].copy_from_slice(&crc.to_be_bytes());
     assert_eq!(out.len(), usize::try_from(batch_length).unwrap_or(0) + BATCH_LENGTH_OVERHEAD, "length field");
     assert!(verify_crc(&out), "a rebuilt batch carries its own checksum");
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn invalid(message: String) -> DedupError {
@@ -198,12 +203,12 @@ fn invalid(message: String) -> DedupError {
 /// Checks the framing (header, magic, length, CRC) of a batch given as bytes, then decompresses it.
 pub(crate) fn parse_batch(batch: &[u8]) -> Result<ParsedBatch<'_>, DedupError> {
     let header = batch::check_framing(batch).map_err(|error| DedupError::InvalidBatch(error.to_string()))?;
-    parse_records(header, batch)
+    debug_assert!(verify_crc(batch), "only a checked batch is read");
+    parse_records(header, &batch[BATCH_HEADER_LEN..])
 }
 
-/// Decompresses the records section of a batch whose framing was checked.
-fn parse_records(header: BatchHeader, batch: &[u8]) -> Result<ParsedBatch<'_>, DedupError> {
-    debug_assert!(verify_crc(batch), "only a checked batch is read");
-    let records_section = codec::decompress(header.compression(), &batch[BATCH_HEADER_LEN..], RECORDS_BYTES_MAX)?;
+/// Decompresses the records section (what follows the header) of a batch whose framing was checked.
+fn parse_records(header: BatchHeader, section: &[u8]) -> Result<ParsedBatch<'_>, DedupError> {
+    let records_section = codec::decompress(header.compression(), section, RECORDS_BYTES_MAX)?;
     Ok(ParsedBatch { header, records_section })
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::{self, BatchHeader, ValidBatch};
+use crate::batch::{self, BatchHeader, ValidBatch, BATCH_HEADER_LEN};
 use crate::config::LogConfig;
 use crate::error::{IoContext, LogError};
 use crate::meta::{self, MetaKind};
@@ -163,7 +163,8 @@ impl Log {
         self.check_size(batch.len())?;
         let mut valid = ValidBatch::validate(batch.to_vec())?;
         let info = self.append_valid(&mut valid, now_ms)?;
-        batch.copy_from_slice(valid.bytes());
+        // Only the header's rewritten fields differ from what was given.
+        batch[..BATCH_HEADER_LEN].copy_from_slice(valid.head());
         Ok(info)
     }
 
@@ -184,10 +185,10 @@ impl Log {
             self.latch_on_error(rolled)?;
         }
         let interval = self.config.index_interval_bytes;
-        let written = self.active_mut().append(batch.bytes(), &header, now_ms, interval);
+        let written = self.active_mut().append(batch.parts(), &header, now_ms, interval);
         self.latch_on_error(written)?;
         self.unplanned_bytes += batch.len() as u64;
-        debug_assert!(batch::verify_crc(batch.bytes()), "rewriting the base offset keeps the CRC valid");
+        debug_assert!(batch::verify_crc(&batch.to_vec()), "rewriting the base offset keeps the CRC valid");
         assert_eq!(self.log_end_offset(), last_offset + 1, "the log end offset moved past the batch");
         Ok(AppendInfo {
             base_offset,

@@ -114,19 +114,27 @@ impl Segment {
         }
     }
 
-    /// Appends one already validated batch with its base offset assigned. On error the file may
-    /// hold a partial batch past `size`; the caller latches.
-    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, now_ms: i64, interval: u32) -> Result<(), LogError> {
+    /// Appends one already validated batch with its base offset assigned, given as its pieces in
+    /// order (`ValidBatch::parts`: the rewritten header, then the records section it shares with the
+    /// request), written with one system call. On error the file may hold a partial batch past
+    /// `size`; the caller latches.
+    pub fn append(
+        &mut self,
+        parts: [&[u8]; 2],
+        header: &BatchHeader,
+        now_ms: i64,
+        interval: u32,
+    ) -> Result<(), LogError> {
+        let length: usize = parts.iter().map(|part| part.len()).sum();
         assert_eq!(header.base_offset as u64, self.next_offset, "batches in a segment are contiguous");
-        assert_eq!(header.total_len(), batch.len(), "header length matches the bytes written");
-        self.file
-            .write_all_at(batch, self.size)
+        assert_eq!(header.total_len(), length, "header length matches the bytes written");
+        write_all_at(&self.file, parts, self.size)
             .context(|| format!("write batch at offset {} to segment {}", self.next_offset, self.base_offset))?;
         self.index.on_batch(self.base_offset, header, self.size, interval);
         if self.size == 0 {
             self.first_batch_time_ms = Some(now_ms);
         }
-        self.size += batch.len() as u64;
+        self.size += length as u64;
         self.next_offset = header.last_offset() as u64 + 1;
         self.persisted_size = None;
         Ok(())
@@ -423,4 +431,26 @@ fn walk_to_checkpoint(
         )));
     }
     Ok(Ok(()))
+}
+
+/// Writes `parts` one after the other at `position`, whole: `pwritev`, again after a short write or
+/// an interrupted call, as `write_all_at` does for one buffer.
+fn write_all_at(file: &File, parts: [&[u8]; 2], position: u64) -> std::io::Result<()> {
+    let total: usize = parts.iter().map(|part| part.len()).sum();
+    let mut slices = parts.map(std::io::IoSlice::new);
+    let mut remaining: &mut [std::io::IoSlice<'_>] = &mut slices;
+    let mut written = 0usize;
+    while written < total {
+        match rustix::io::pwritev(file, remaining, position + written as u64) {
+            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "the file took no more bytes")),
+            Ok(count) => {
+                written += count;
+                std::io::IoSlice::advance_slices(&mut remaining, count);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    assert_eq!(written, total, "a write stops at the end of its parts");
+    Ok(())
 }

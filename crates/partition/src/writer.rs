@@ -494,8 +494,10 @@ fn stage(
             return Err(error.into());
         }
     };
-    if let Some(logged) = replay::classify(&info.header, batch.bytes()) {
-        producers.apply(&logged);
+    // A data batch (control batches were refused above): classified by its header alone.
+    assert!(!info.header.is_control(), "only markers write control batches");
+    if let Some(data) = replay::data_batch(&info.header) {
+        producers.apply(&LoggedBatch::Data(data));
     }
     let mut appended = Appended::from(&info);
     let effect = prepared.map(|prepared| {
@@ -529,7 +531,8 @@ fn stage_marker(
     }
     let mut batch = txn::marker_batch(marker, now_ms);
     let info = log.append_valid(&mut batch, now_ms)?;
-    let logged = replay::classify(&info.header, batch.bytes());
+    // A marker is a few dozen bytes: read back from one buffer.
+    let logged = replay::classify(&info.header, &batch.to_vec());
     let Some(LoggedBatch::Marker(applied)) = logged else {
         panic!("the marker batch just written reads back as a marker, not {logged:?}");
     };

@@ -6,6 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use once_log::{BatchHeader, ValidBatch};
@@ -148,7 +150,10 @@ fn answer(
 
 /// What Kafka checks of a produced batch before it reaches the log, then the log's own validation
 /// (structure, CRC) on the same parsed header: the one parse of the batch on the produce path.
-fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<ValidBatch, (ResponseError, String)> {
+///
+/// The batch keeps sharing the request's buffer (`records` is a slice of the frame): no copy of the
+/// records is made on the produce path before the log writes them.
+fn check_batch(records: &Bytes, max_message_bytes: usize) -> Result<ValidBatch, (ResponseError, String)> {
     if records.is_empty() {
         return Err((ResponseError::InvalidRecord, "produce request carries no record batch".into()));
     }
@@ -193,7 +198,7 @@ fn check_batch(records: &[u8], max_message_bytes: usize) -> Result<ValidBatch, (
             format!("idempotent batch with negative base sequence {}", header.base_sequence),
         ));
     }
-    ValidBatch::validate_parsed(header, records.to_vec()).map_err(|error| (log_error_code(&error), error.to_string()))
+    ValidBatch::validate_parsed(header, records.clone()).map_err(|error| (log_error_code(&error), error.to_string()))
 }
 
 /// The answer to an advertised-but-unserved Produce version: UNSUPPORTED_VERSION for every partition

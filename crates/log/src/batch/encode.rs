@@ -125,17 +125,18 @@ impl BatchEncoder {
     /// The finished batch: header written, length and CRC32C computed, then checked as the log
     /// checks a batch on append.
     pub fn finish(self) -> ValidBatch {
-        let ValidBatch { bytes, .. } = self.finish_unchecked_then_check();
+        let (_, bytes) = self.finish_unchecked_then_check();
         ValidBatch::validate(bytes).expect("an encoded batch passes the log's validation")
     }
 
     /// Like [`BatchEncoder::finish`], for tests that build a batch the log must refuse (no records,
     /// a last offset delta below the records'): the bytes, checked only for their CRC.
     pub fn finish_bytes(self) -> Vec<u8> {
-        self.finish_unchecked_then_check().bytes
+        self.finish_unchecked_then_check().1
     }
 
-    fn finish_unchecked_then_check(self) -> ValidBatch {
+    /// The header and the bytes, the header checked against the bytes but nothing validated.
+    fn finish_unchecked_then_check(self) -> (BatchHeader, Vec<u8>) {
         let mut bytes = self.bytes;
         let last_offset_delta = self.last_offset_delta.unwrap_or(self.records_count - 1);
         let header = BatchHeader {
@@ -159,7 +160,7 @@ impl BatchEncoder {
         let header = BatchHeader { crc, ..header };
         assert_eq!(BatchHeader::parse(&bytes).ok(), Some(header), "the header reads back as written");
         assert_eq!(header.total_len(), bytes.len(), "the length field counts the bytes built");
-        ValidBatch { header, bytes }
+        (header, bytes)
     }
 }
 

@@ -76,13 +76,14 @@ fn sample_batch() -> ValidBatch {
 fn an_encoded_batch_reads_back() {
     let batch = sample_batch();
     let header = *batch.header();
-    assert_eq!(header, BatchHeader::parse(batch.bytes()).expect("parses"));
-    assert!(verify_crc(batch.bytes()));
+    assert_eq!(header, BatchHeader::parse(&batch.to_vec()).expect("parses"));
+    assert!(verify_crc(&batch.to_vec()));
     assert_eq!((header.records_count, header.last_offset_delta), (3, 2));
     assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (7, 2, 40));
     assert_eq!((header.base_timestamp, header.max_timestamp), (1_000, 1_005), "max timestamp of the records");
     assert_eq!((header.partition_leader_epoch, header.attributes), (-1, 0));
-    let records = uncompressed_records(&header, batch.bytes()).expect("records");
+    let whole = batch.to_vec();
+    let records = uncompressed_records(&header, &whole).expect("records");
     assert_eq!(records.len(), 3);
     assert_eq!((records[0].key, records[0].value, records[0].header_count()), (Some(&b"k0"[..]), Some(&b"v0"[..]), 0));
     assert_eq!((records[1].offset_delta, records[1].timestamp_delta), (1, 5));
@@ -102,8 +103,9 @@ fn a_control_batch_is_a_transaction_marker() {
         assert!(header.is_control() && header.is_transactional());
         assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (77, 3, -1));
         assert_eq!((header.records_count, header.last_offset_delta, header.compression()), (1, 0, 0));
-        assert_eq!(parse_control_record(batch.bytes()), Ok(ControlRecord::EndTxn { commit, coordinator_epoch: 9 }));
-        let records = uncompressed_records(header, batch.bytes()).expect("one record");
+        assert_eq!(parse_control_record(&batch.to_vec()), Ok(ControlRecord::EndTxn { commit, coordinator_epoch: 9 }));
+        let whole = batch.to_vec();
+        let records = uncompressed_records(header, &whole).expect("one record");
         let key = records[0].key.expect("a control key");
         let control_type = if commit { CONTROL_TYPE_COMMIT } else { CONTROL_TYPE_ABORT };
         assert_eq!(control_key(key), Ok((CONTROL_RECORD_VERSION, control_type)));
@@ -124,13 +126,13 @@ fn crc_mismatches_are_detected() {
     let mut restamped = ValidBatch::validate(batch).expect("valid");
     restamped.set_partition_leader_epoch(5);
     restamped.set_base_offset(1 << 40);
-    assert_eq!(ValidBatch::validate(restamped.bytes().to_vec()).ok(), Some(restamped));
+    assert_eq!(ValidBatch::validate(restamped.to_vec()).ok(), Some(restamped));
 }
 
 #[test]
 fn malformed_records_are_errors_not_panics() {
     let batch = sample_batch();
-    let section = &batch.bytes()[BATCH_HEADER_LEN..];
+    let section = batch.records_section();
     for cut in 0..section.len() {
         assert!(read_records(&section[..cut], 3).is_err(), "a section cut at {cut} is refused");
     }
@@ -138,7 +140,7 @@ fn malformed_records_are_errors_not_panics() {
     assert!(read_records(section, 4).is_err(), "fewer records than counted");
     let marker = end_txn_marker(1, 0, true, 0, 0);
     for cut in 0..marker.len() {
-        assert!(parse_control_record(&marker.bytes()[..cut]).is_err(), "a marker cut at {cut} is refused");
+        assert!(parse_control_record(&marker.to_vec()[..cut]).is_err(), "a marker cut at {cut} is refused");
     }
 }
 
@@ -146,7 +148,7 @@ fn malformed_records_are_errors_not_panics() {
 fn a_header_only_batch_is_valid_and_a_batch_without_its_span_is_not() {
     let empty = BatchEncoder::new(5).producer(3, 0, 10).last_offset_delta(4).finish();
     assert_eq!((empty.header().records_count, empty.header().last_offset_delta), (0, 4));
-    assert!(uncompressed_records(empty.header(), empty.bytes()).expect("no records").is_empty());
+    assert!(uncompressed_records(empty.header(), &empty.to_vec()).expect("no records").is_empty());
     let none = BatchEncoder::new(5).finish_bytes();
     assert!(matches!(ValidBatch::validate(none), Err(LogError::InvalidBatch(_))), "no records, no span");
 }
@@ -159,9 +161,9 @@ fn validate_parsed_refuses_a_header_that_is_not_the_bytes_own() {
     let batch = sample_batch();
     let mut other = *batch.header();
     other.producer_id += 1;
-    let refused = ValidBatch::validate_parsed(other, batch.bytes().to_vec());
+    let refused = ValidBatch::validate_parsed(other, batch.to_vec());
     assert!(matches!(refused, Err(LogError::CorruptBatch(_))), "another header: {refused:?}");
-    let own = ValidBatch::validate_parsed(*batch.header(), batch.bytes().to_vec());
+    let own = ValidBatch::validate_parsed(*batch.header(), batch.to_vec());
     assert!(own.is_ok(), "its own header: {own:?}");
 }
 
@@ -218,8 +220,8 @@ fn either_decoder_reads_either_encoder() {
         encoder.finish().into_bytes()
     };
     assert_eq!(ours, old, "a transactional batch is byte for byte the same");
-    old.extend_from_slice(end_txn_marker(42, 3, true, 0, 51).bytes());
-    old.extend_from_slice(sample_batch().bytes());
+    old.extend_from_slice(&end_txn_marker(42, 3, true, 0, 51).to_vec());
+    old.extend_from_slice(&sample_batch().to_vec());
     let mut input = Bytes::from(old.clone());
     let mut decoded_by_kafka = Vec::new();
     while !input.is_empty() {
@@ -279,11 +281,12 @@ proptest::proptest! {
             });
         }
         let batch = encoder.finish();
-        let read = uncompressed_records(batch.header(), batch.bytes()).expect("reads back");
+        let whole = batch.to_vec();
+        let read = uncompressed_records(batch.header(), &whole).expect("reads back");
         proptest::prop_assert_eq!(read.len(), records.len());
         let max_delta = records.iter().map(|record| record.0).max().unwrap_or(0);
         proptest::prop_assert_eq!(batch.header().max_timestamp, base + max_delta);
-        let mut input = Bytes::from(batch.bytes().to_vec());
+        let mut input = Bytes::from(batch.to_vec());
         let theirs = RecordBatchDecoder::decode(&mut input).expect("kafka-protocol decodes").records;
         proptest::prop_assert_eq!(theirs.len(), records.len());
         for (index, ((timestamp_delta, key, value, headers), (ours, theirs))) in
@@ -302,4 +305,25 @@ proptest::proptest! {
             proptest::prop_assert_eq!(theirs.value.as_deref(), value.as_deref());
         }
     }
+}
+
+/// A validated batch shares the buffer it was given (the produce path's request frame) and rewrites
+/// only its own copy of the header: the records section is the caller's bytes, the caller's header
+/// bytes stay as sent, and `parts` / `to_vec` give the batch as it is to be written.
+#[test]
+fn a_validated_batch_shares_its_buffer_and_rewrites_only_its_header() {
+    let sent = Bytes::from(sample_batch().to_vec());
+    let mut batch = ValidBatch::validate(sent.clone()).expect("valid");
+    assert_eq!(batch.records_section().as_ptr(), sent[BATCH_HEADER_LEN..].as_ptr(), "no copy of the records");
+    batch.set_base_offset(77);
+    batch.set_partition_leader_epoch(3);
+    assert_eq!(&sent[..], &sample_batch().to_vec()[..], "the shared buffer is left as it came");
+    let written = batch.to_vec();
+    assert_eq!(written, batch.parts().concat(), "the parts are the batch in order");
+    assert_eq!(written[BATCH_HEADER_LEN..], sent[BATCH_HEADER_LEN..], "records as sent");
+    let reread = BatchHeader::parse(&written).expect("parses");
+    assert_eq!((reread.base_offset, reread.partition_leader_epoch), (77, 3), "rewritten fields are written");
+    assert_eq!(&reread, batch.header(), "the header and the bytes are in step");
+    assert!(verify_crc(&written), "the rewritten fields are outside the CRC");
+    assert_ne!(ValidBatch::validate(sent).expect("valid"), batch, "equality is over the bytes to be written");
 }
