@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ResponseKind;
 use kafka_protocol::messages::{ApiKey, RequestKind};
 use once_node::listeners::Listener;
@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::access::Access;
 use crate::dispatch::{dispatch_on, Dispatch, PendingResponse};
+use crate::frames::FramePool;
 use crate::handlers::api_versions;
 use crate::sasl::Sasl;
 use once_acl::Principal;
@@ -43,6 +44,9 @@ type Reader = BufReader<ReadHalf<Box<dyn Stream>>>;
 /// connections.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 type Writer = WriteHalf<Box<dyn Stream>>;
+
+/// Buffers of large frames, used again (`crate::frames`).
+static FRAMES: std::sync::LazyLock<Arc<FramePool>> = std::sync::LazyLock::new(Arc::default);
 
 /// Closes of unauthenticated connections are logged every few seconds at most (anyone can cause them).
 static UNAUTHENTICATED_CLOSES: once_node::storage::EveryFewSeconds = once_node::storage::EveryFewSeconds::new();
@@ -265,18 +269,40 @@ async fn read_frame(
     let permits = u32::try_from(length.max(1)).map_err(|_| format!("frame of {length} bytes"))?;
     let permit = budget.clone().acquire_many_owned(permits).await.map_err(|error| error.to_string())?;
     // Read into spare capacity (no zeroing of the buffer first: that was 7% of broker CPU under
-    // load); `take` stops at the frame's end so the next frame's bytes stay in the read buffer.
-    let mut frame = BytesMut::with_capacity(length);
-    let mut body = (&mut *reader).take(length as u64);
-    while frame.len() < length {
-        let read =
-            body.read_buf(&mut frame).await.map_err(|error| format!("reading a {length}-byte frame: {error}"))?;
-        if read == 0 {
-            return Err(format!("connection closed {} bytes into a {length}-byte frame", frame.len()));
-        }
-    }
+    // load); `take` stops at the frame's end so the next frame's bytes stay in the read buffer. A
+    // large frame is read into a buffer of the pool, which it goes back to once dropped.
+    let frame = if FramePool::pools(length) {
+        let mut buffer = FRAMES.take(length);
+        read_body(reader, length, &mut buffer).await?;
+        FRAMES.frame(buffer)
+    } else {
+        let mut buffer = BytesMut::with_capacity(length);
+        read_body(reader, length, &mut buffer).await?;
+        buffer.freeze()
+    };
     assert_eq!(frame.len(), length, "a frame is read whole and no further");
-    Ok(Some((frame.freeze(), permit)))
+    Ok(Some((frame, permit)))
+}
+
+/// Reads a frame's `length` bytes of body into `frame` (empty; with room for them, so that reading
+/// never grows it: a pooled buffer stays the one taken).
+async fn read_body(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    length: usize,
+    frame: &mut (impl BufMut + AsRef<[u8]>),
+) -> Result<(), String> {
+    assert!(frame.as_ref().is_empty(), "a frame is read into an empty buffer");
+    let mut body = (&mut *reader).take(length as u64);
+    let mut filled = 0;
+    while filled < length {
+        let read = body.read_buf(frame).await.map_err(|error| format!("reading a {length}-byte frame: {error}"))?;
+        if read == 0 {
+            return Err(format!("connection closed {filled} bytes into a {length}-byte frame"));
+        }
+        filled += read;
+    }
+    assert_eq!(frame.as_ref().len(), length, "the body read whole and no further");
+    Ok(())
 }
 
 async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Receiver<Outgoing>) {
@@ -335,6 +361,36 @@ fn record_bytes(response: &ResponseKind) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Frames large enough for the pool and small ones are read whole, back to back from one stream,
+    /// each holding exactly its own bytes; a frame cut short is an error.
+    #[tokio::test]
+    async fn frames_are_read_whole_whether_pooled_or_not() {
+        let budget = Arc::new(Semaphore::new(64 << 20));
+        let bodies: Vec<Vec<u8>> = vec![
+            (0..200_000u32).map(|at| (at % 251) as u8).collect(),
+            vec![5u8; 100],
+            vec![9u8; 70_000],
+            (0..150_000u32).map(|at| (at % 13) as u8).collect(),
+        ];
+        assert!(FramePool::pools(bodies[0].len()) && !FramePool::pools(bodies[1].len()), "both paths are read");
+        let mut stream = Vec::new();
+        for body in &bodies {
+            stream.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            stream.extend_from_slice(body);
+        }
+        stream.extend_from_slice(&100_000u32.to_be_bytes());
+        stream.extend_from_slice(&[1u8; 5_000]);
+        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, &stream[..]);
+        for body in &bodies {
+            let (frame, _permit) = read_frame(&mut reader, 1 << 20, &budget).await.expect("read").expect("a frame");
+            assert_eq!(&frame[..], &body[..], "a frame of {} bytes", body.len());
+        }
+        let cut = read_frame(&mut reader, 1 << 20, &budget).await;
+        assert!(cut.is_err_and(|error| error.contains("5000 bytes into a 100000-byte frame")), "cut short");
+    }
+
     /// The node's configuration default for `request_bytes_max` is the frame reader's own default
     /// (the node cannot name the wire crate's constant).
     #[test]
