@@ -130,6 +130,7 @@ impl Connection {
                     &mut reader,
                     if unauthenticated { UNAUTHENTICATED_FRAME_MAX } else { node.config.request_bytes_max },
                     &request_budget,
+                    &FRAMES,
                 ) => frame,
                 _ = stopping.changed() => break,
                 // A SASL connection that has not authenticated in time is closed, however slowly
@@ -256,6 +257,7 @@ async fn read_frame(
     reader: &mut (impl AsyncReadExt + Unpin),
     limit: usize,
     budget: &Arc<Semaphore>,
+    frames: &Arc<FramePool>,
 ) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, String> {
     let mut prefix = [0u8; 4];
     match tokio::time::timeout(CONNECTION_IDLE_MAX, reader.read_exact(&mut prefix)).await {
@@ -272,9 +274,9 @@ async fn read_frame(
     // load); `take` stops at the frame's end so the next frame's bytes stay in the read buffer. A
     // large frame is read into a buffer of the pool, which it goes back to once dropped.
     let frame = if FramePool::pools(length) {
-        let mut buffer = FRAMES.take(length);
+        let mut buffer = frames.take(length);
         read_body(reader, length, &mut buffer).await?;
-        FRAMES.frame(buffer)
+        frames.frame(buffer)
     } else {
         let mut buffer = BytesMut::with_capacity(length);
         read_body(reader, length, &mut buffer).await?;
@@ -364,15 +366,16 @@ mod tests {
     use super::*;
 
     /// Frames large enough for the pool and small ones are read whole, back to back from one stream,
-    /// each holding exactly its own bytes; a frame cut short is an error.
+    /// each holding exactly its own bytes (a shorter frame read into the buffer a longer one left
+    /// shows none of the longer one's bytes); a frame cut short is an error.
     #[tokio::test]
     async fn frames_are_read_whole_whether_pooled_or_not() {
-        let budget = Arc::new(Semaphore::new(64 << 20));
+        let (budget, frames) = (Arc::new(Semaphore::new(64 << 20)), Arc::new(FramePool::default()));
         let bodies: Vec<Vec<u8>> = vec![
             (0..200_000u32).map(|at| (at % 251) as u8).collect(),
             vec![5u8; 100],
-            vec![9u8; 70_000],
-            (0..150_000u32).map(|at| (at % 13) as u8).collect(),
+            vec![9u8; 190_000],
+            (0..160_000u32).map(|at| (at % 13) as u8).collect(),
         ];
         assert!(FramePool::pools(bodies[0].len()) && !FramePool::pools(bodies[1].len()), "both paths are read");
         let mut stream = Vec::new();
@@ -383,11 +386,16 @@ mod tests {
         stream.extend_from_slice(&100_000u32.to_be_bytes());
         stream.extend_from_slice(&[1u8; 5_000]);
         let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, &stream[..]);
+        let mut addresses = Vec::new();
         for body in &bodies {
-            let (frame, _permit) = read_frame(&mut reader, 1 << 20, &budget).await.expect("read").expect("a frame");
+            let (frame, _permit) =
+                read_frame(&mut reader, 1 << 20, &budget, &frames).await.expect("read").expect("a frame");
             assert_eq!(&frame[..], &body[..], "a frame of {} bytes", body.len());
+            addresses.push(frame.as_ptr() as usize);
         }
-        let cut = read_frame(&mut reader, 1 << 20, &budget).await;
+        assert_eq!(addresses[2], addresses[0], "the third frame was read into the first one's buffer");
+        assert_eq!(addresses[3], addresses[0], "and so was the fourth");
+        let cut = read_frame(&mut reader, 1 << 20, &budget, &frames).await;
         assert!(cut.is_err_and(|error| error.contains("5000 bytes into a 100000-byte frame")), "cut short");
     }
 

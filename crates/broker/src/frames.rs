@@ -8,9 +8,12 @@
 //! slice of the frame (the decoded request's records, topic names, …) is dropped.
 //!
 //! Bounds: only frames of [`POOLED_FRAME_MIN`] to [`POOLED_FRAME_MAX`] bytes use the pool, and it keeps
-//! at most [`POOL_BYTES_MAX`] bytes of free buffers (beyond the request budget, which counts frames in
-//! use): a buffer given back past that is freed.
+//! at most [`POOL_BYTES_MAX`] bytes of free buffers, beyond the request budget: a buffer given back to
+//! a full pool makes room by freeing the buffers given back longest ago, so buffers of sizes no longer
+//! asked for do not hold the pool for good. The budget counts a frame's length; the buffer it is read
+//! into is at most a quarter plus 64 KiB larger.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -33,7 +36,8 @@ pub(crate) struct FramePool {
 
 #[derive(Default)]
 struct Free {
-    buffers: Vec<Vec<u8>>,
+    /// In the order they were given back, oldest first.
+    buffers: VecDeque<Vec<u8>>,
     /// Sum of the free buffers' capacities.
     bytes: usize,
 }
@@ -44,11 +48,11 @@ impl FramePool {
         (POOLED_FRAME_MIN..=POOLED_FRAME_MAX).contains(&length)
     }
 
-    /// An empty buffer with room for `length` bytes: the smallest free one that fits without wasting
-    /// more than a quarter of it, or a new one.
+    /// An empty buffer with room for `length` bytes: the smallest free one at most a quarter plus
+    /// 64 KiB larger, or a new one.
     pub(crate) fn take(&self, length: usize) -> Vec<u8> {
         assert!(FramePool::pools(length), "a frame of {length} bytes is not pooled");
-        let fits = |capacity: usize| capacity >= length && capacity <= rounded(length + length / 4);
+        let fits = |capacity: usize| capacity >= length && capacity <= slack_max(length);
         let mut free = self.lock();
         let best = (free.buffers.iter().enumerate())
             .filter(|(_, buffer)| fits(buffer.capacity()))
@@ -56,7 +60,7 @@ impl FramePool {
             .map(|(index, _)| index);
         let mut buffer = match best {
             Some(index) => {
-                let buffer = free.buffers.swap_remove(index);
+                let buffer = free.buffers.remove(index).expect("an index of a free buffer");
                 free.bytes -= buffer.capacity();
                 buffer
             }
@@ -65,21 +69,30 @@ impl FramePool {
         drop(free);
         buffer.clear();
         assert!(buffer.capacity() >= length, "a taken buffer holds the frame");
+        assert!(buffer.capacity() <= slack_max(length), "a taken buffer is not much larger than the frame");
         buffer
     }
 
-    /// Keeps `buffer` for a later frame if the pool has room for it; frees it otherwise.
+    /// Keeps `buffer` for a later frame, first freeing the buffers given back longest ago if the pool
+    /// has no room for it; frees it if it is not of a pooled size.
     fn give_back(&self, buffer: Vec<u8>) {
         let capacity = buffer.capacity();
         if !FramePool::pools(capacity) {
             return;
         }
+        let mut evicted = Vec::new();
         let mut free = self.lock();
-        if free.bytes + capacity <= POOL_BYTES_MAX {
-            free.bytes += capacity;
-            free.buffers.push(buffer);
+        while free.bytes + capacity > POOL_BYTES_MAX {
+            let oldest = free.buffers.pop_front().expect("a pool over its bound holds buffers");
+            free.bytes -= oldest.capacity();
+            evicted.push(oldest);
         }
+        free.bytes += capacity;
+        free.buffers.push_back(buffer);
         assert!(free.bytes <= POOL_BYTES_MAX, "the pool keeps at most its bound");
+        drop(free);
+        // Freed after the lock.
+        drop(evicted);
     }
 
     /// The frame read into `buffer` (taken from this pool), as `Bytes` that give the buffer back when
@@ -103,6 +116,11 @@ impl FramePool {
 
 fn rounded(length: usize) -> usize {
     length.div_ceil(CAPACITY_STEP) * CAPACITY_STEP
+}
+
+/// The largest buffer a frame of `length` bytes is read into: a quarter plus 64 KiB more.
+fn slack_max(length: usize) -> usize {
+    length + length / 4 + CAPACITY_STEP
 }
 
 /// A frame's buffer, given back to its pool when dropped.
@@ -166,13 +184,38 @@ mod tests {
         pool.give_back(Vec::with_capacity(POOLED_FRAME_MAX + CAPACITY_STEP));
         pool.give_back(Vec::with_capacity(1024));
         assert_eq!(pool.free().0, 1);
-        // Fill the pool to its bound: the buffer past it is freed.
+        // Fill the pool past its bound: it keeps at most the bound, the newest buffers.
         let count = POOL_BYTES_MAX / POOLED_FRAME_MAX + 1;
         let frames: Vec<Bytes> = (0..count).map(|_| filled(&pool, POOLED_FRAME_MAX, 0)).collect();
         drop(frames);
-        let (_, bytes) = pool.free();
+        let (buffers, bytes) = pool.free();
         assert!(bytes <= POOL_BYTES_MAX, "{bytes} bytes kept");
-        assert!(bytes + POOLED_FRAME_MAX > POOL_BYTES_MAX, "filled up to its bound ({bytes} bytes)");
+        assert_eq!((buffers, bytes), (8, POOL_BYTES_MAX), "the 1 MB buffer, given back first, made room");
         assert!(!FramePool::pools(POOLED_FRAME_MIN - 1) && !FramePool::pools(POOLED_FRAME_MAX + 1));
+    }
+
+    /// Of the free buffers that fit, the smallest is taken; and buffers of a size no longer asked for
+    /// leave a full pool as others come back, so frames of the new size are pooled again.
+    #[test]
+    fn the_smallest_fitting_buffer_is_taken_and_stale_sizes_age_out() {
+        let pool = Arc::new(FramePool::default());
+        let (larger, smaller) = (filled(&pool, 300_000, 1), filled(&pool, 260_000, 2));
+        let smaller_address = smaller.as_ptr() as usize;
+        drop((larger, smaller));
+        assert_eq!(pool.free().0, 2);
+        let taken = pool.take(250_000);
+        assert_eq!(taken.as_ptr() as usize, smaller_address, "the smaller of the two that fit");
+
+        let pool = Arc::new(FramePool::default());
+        let large: Vec<Bytes> = (0..8).map(|_| filled(&pool, POOLED_FRAME_MAX, 0)).collect();
+        drop(large);
+        assert_eq!(pool.free(), (8, POOL_BYTES_MAX), "full of 8 MiB buffers");
+        // 600 KB frames fit none of them; each one given back frees the oldest 8 MiB buffer.
+        let frame = filled(&pool, 600_000, 3);
+        let address = frame.as_ptr() as usize;
+        drop(frame);
+        assert_eq!(pool.free(), (8, 7 * POOLED_FRAME_MAX + rounded(600_000)));
+        let again = filled(&pool, 590_000, 4);
+        assert_eq!(again.as_ptr() as usize, address, "the next one is pooled again");
     }
 }

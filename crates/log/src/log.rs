@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::{self, BatchHeader, ValidBatch, BATCH_HEADER_LEN};
+use crate::batch::{BatchHeader, ValidBatch, BATCH_HEADER_LEN};
 use crate::config::LogConfig;
 use crate::error::{IoContext, LogError};
 use crate::meta::{self, MetaKind};
@@ -188,7 +188,7 @@ impl Log {
         let written = self.active_mut().append(batch.parts(), &header, now_ms, interval);
         self.latch_on_error(written)?;
         self.unplanned_bytes += batch.len() as u64;
-        debug_assert!(batch::verify_crc(&batch.to_vec()), "rewriting the base offset keeps the CRC valid");
+        debug_assert_eq!(batch.crc(), header.crc, "rewriting the base offset keeps the CRC valid");
         assert_eq!(self.log_end_offset(), last_offset + 1, "the log end offset moved past the batch");
         Ok(AppendInfo {
             base_offset,

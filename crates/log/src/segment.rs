@@ -1,5 +1,5 @@
 //! One segment: a `.log` file of batches back to back plus its in-memory indexes. Positional
-//! reads and writes only (`FileExt`), so readers never move a shared cursor.
+//! reads and writes only (`FileExt`, `pwritev`), so readers never move a shared cursor.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -433,24 +433,84 @@ fn walk_to_checkpoint(
     Ok(Ok(()))
 }
 
-/// Writes `parts` one after the other at `position`, whole: `pwritev`, again after a short write or
-/// an interrupted call, as `write_all_at` does for one buffer.
+/// Writes `parts` one after the other at `position`, whole, with `pwritev`.
 fn write_all_at(file: &File, parts: [&[u8]; 2], position: u64) -> std::io::Result<()> {
+    write_all_with(parts, position, |slices, at| rustix::io::pwritev(file, slices, at).map_err(Into::into))
+}
+
+/// Writes `parts` whole through `write` (a positional vectored write: the slices left, and where they
+/// go), again after a short write or an interrupted call, as `write_all_at` does for one buffer. A
+/// call that takes no bytes is an error.
+fn write_all_with(
+    parts: [&[u8]; 2],
+    position: u64,
+    mut write: impl FnMut(&[std::io::IoSlice<'_>], u64) -> std::io::Result<usize>,
+) -> std::io::Result<()> {
     let total: usize = parts.iter().map(|part| part.len()).sum();
     let mut slices = parts.map(std::io::IoSlice::new);
     let mut remaining: &mut [std::io::IoSlice<'_>] = &mut slices;
     let mut written = 0usize;
     while written < total {
-        match rustix::io::pwritev(file, remaining, position + written as u64) {
+        match write(remaining, position + written as u64) {
             Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "the file took no more bytes")),
             Ok(count) => {
+                assert!(count <= total - written, "a write takes at most what it is given");
                 written += count;
                 std::io::IoSlice::advance_slices(&mut remaining, count);
             }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(errno) => return Err(errno.into()),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
     }
     assert_eq!(written, total, "a write stops at the end of its parts");
     Ok(())
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::write_all_with;
+    use std::io::{Error, ErrorKind, IoSlice};
+
+    /// A file that takes at most `step` bytes per call, after one interrupted call and before one
+    /// call that takes nothing (when `zero_at` is reached).
+    fn short_writes(
+        file: &mut Vec<u8>,
+        step: usize,
+        zero_at: Option<usize>,
+    ) -> impl FnMut(&[IoSlice<'_>], u64) -> std::io::Result<usize> + '_ {
+        let mut calls = 0;
+        move |slices, at| {
+            calls += 1;
+            if calls == 2 {
+                return Err(Error::from(ErrorKind::Interrupted));
+            }
+            assert_eq!(at as usize, file.len(), "each call writes where the last one stopped");
+            if zero_at.is_some_and(|zero_at| file.len() >= zero_at) {
+                return Ok(0);
+            }
+            let flat: Vec<u8> = slices.iter().flat_map(|slice| slice.iter().copied()).collect();
+            let taken = flat.len().min(step);
+            file.extend_from_slice(&flat[..taken]);
+            Ok(taken)
+        }
+    }
+
+    /// Short writes and interrupted calls still write every byte once, in order, at its position; a
+    /// call that takes nothing is an error, not a loop.
+    #[test]
+    fn parts_are_written_whole_through_short_and_interrupted_writes() {
+        let (head, body) = ((0u8..61).collect::<Vec<u8>>(), (100u8..200).collect::<Vec<u8>>());
+        for step in [1, 7, 61, 62, 500] {
+            let mut written = Vec::new();
+            write_all_with([&head, &body], 0, short_writes(&mut written, step, None)).expect("written");
+            assert_eq!(written, [head.clone(), body.clone()].concat(), "step {step}");
+        }
+        let mut written = Vec::new();
+        let empty: &[u8] = &[];
+        write_all_with([&head, empty], 0, short_writes(&mut written, 5, None)).expect("an empty records section");
+        assert_eq!(written, head);
+        let mut written = Vec::new();
+        let stuck = write_all_with([&head, &body], 0, short_writes(&mut written, 10, Some(70)));
+        assert_eq!(stuck.map_err(|error| error.kind()), Err(ErrorKind::WriteZero));
+    }
 }

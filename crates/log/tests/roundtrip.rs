@@ -4,7 +4,7 @@ mod common;
 
 use common::{append, expected_read, headers, small_config, Stored};
 use once_log::testing::{make_batch, make_batch_with};
-use once_log::{verify_crc, BatchHeader, Log, LogConfig, LogError};
+use once_log::{verify_crc, BatchHeader, Log, LogConfig, LogError, ValidBatch};
 
 fn filled_log(dir: &std::path::Path, batches: usize) -> (Log, Vec<Stored>) {
     let mut log = Log::open(dir, small_config(600)).expect("open");
@@ -57,6 +57,35 @@ fn append_rewrites_base_offset_and_keeps_crc() {
     assert_eq!(info.header.base_offset, 3);
     assert!(verify_crc(&bytes));
     assert_eq!(log.read(3, 1, 5).expect("read"), bytes);
+}
+
+/// A batch validated from a slice in the middle of a larger buffer (the produce path's request
+/// frame), its leader epoch and base offset rewritten in its own header, is written as the rewritten
+/// header and the slice's records: what the log reads back, before and after a reopen, is exactly that,
+/// and the buffer it shares is left as it was.
+#[test]
+fn a_shared_batch_is_written_with_its_rewritten_header() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), small_config(10_000)).expect("open");
+    append(&mut log, 3, 5, 10);
+    let sent = make_batch(2, 40, 20);
+    let frame = bytes::Bytes::from([&[0xEEu8; 37][..], &sent, &[0xDDu8; 11][..]].concat());
+    let mut batch = ValidBatch::validate(frame.slice(37..37 + sent.len())).expect("valid");
+    batch.set_partition_leader_epoch(7);
+    let info = log.append_valid(&mut batch, 20).expect("append");
+    assert_eq!((info.base_offset, info.last_offset), (3, 4));
+    let mut expected = sent.clone();
+    expected[0..8].copy_from_slice(&3i64.to_be_bytes());
+    expected[12..16].copy_from_slice(&7i32.to_be_bytes());
+    assert!(verify_crc(&expected), "the rewritten fields are outside the CRC");
+    assert_eq!(log.read(3, 1, 5).expect("read"), expected, "the rewritten header and the records as sent");
+    assert_eq!(&frame[37..37 + sent.len()], &sent[..], "the shared buffer is left as it came");
+    append(&mut log, 1, 5, 30);
+    log.sync().expect("sync");
+    drop(log);
+    let log = Log::open(dir.path(), small_config(10_000)).expect("reopen");
+    assert_eq!(log.read(3, 1, 6).expect("read after reopen"), expected);
+    assert_eq!(log.log_end_offset(), 6, "the batch after it is where it should be");
 }
 
 fn recrc(bytes: &mut [u8]) {

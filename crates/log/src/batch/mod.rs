@@ -372,9 +372,17 @@ impl ValidBatch {
         whole
     }
 
-    /// The bytes (a copy), giving up the validation.
+    /// The bytes, giving up the validation: without a copy when nothing else shares them (a batch
+    /// built by [`BatchEncoder`]).
     pub fn into_bytes(self) -> Vec<u8> {
-        self.to_vec()
+        let mut whole = Vec::from(self.bytes);
+        whole[..BATCH_HEADER_LEN].copy_from_slice(&self.head);
+        whole
+    }
+
+    /// The CRC32C of the batch as it is to be written (what its CRC field must hold).
+    pub fn crc(&self) -> u32 {
+        crc32c::crc32c_append(crc32c::crc32c(&self.head[CRC_START..]), self.records_section())
     }
 
     /// Stamps the partition leader epoch (not covered by the CRC), as a leader does on append.

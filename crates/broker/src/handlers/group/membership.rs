@@ -1,6 +1,7 @@
 //! FindCoordinator, JoinGroup, SyncGroup, Heartbeat and LeaveGroup; translation only: Kafka requests
 //! to the group coordinator's membership operations and back.
 
+use bytes::Bytes;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -69,7 +70,9 @@ fn join_request(request: &JoinGroupRequest, version: i16, client_id: &str, clien
         protocols: request
             .protocols
             .iter()
-            .map(|protocol| (protocol.name.to_string(), protocol.metadata.clone()))
+            // Copied out of the request frame: kept for the group's generation, a slice would keep
+            // the whole frame (a pooled buffer among them) alive that long.
+            .map(|protocol| (protocol.name.to_string(), Bytes::copy_from_slice(&protocol.metadata)))
             .collect(),
         require_known_member_id: version >= 4,
     }
@@ -150,7 +153,8 @@ pub async fn sync_group(groups: &GroupCoordinator, request: SyncGroupRequest, ve
         assignments: request
             .assignments
             .into_iter()
-            .map(|assignment| (assignment.member_id.to_string(), assignment.assignment))
+            // Copied out of the request frame, as the protocols' metadata at JoinGroup.
+            .map(|assignment| (assignment.member_id.to_string(), Bytes::copy_from_slice(&assignment.assignment)))
             .collect(),
     };
     sync_response(groups.sync(&request.group_id.0, sync).await, version)
