@@ -304,14 +304,16 @@ impl Partition {
         command: impl FnOnce(AppendReply) -> Command,
     ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
         let (reply, outcome) = oneshot::channel();
-        let name = self.shared.id.to_string();
+        // The partition's name is formatted only for an error (once per append, it showed in the
+        // profile of latency-bound senders).
         let queued = self.appends.try_send(command(reply)).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => PartitionError::Busy(name.clone()),
-            mpsc::error::TrySendError::Closed(_) => PartitionError::Closed(name.clone()),
+            mpsc::error::TrySendError::Full(_) => PartitionError::Busy(self.shared.id.to_string()),
+            mpsc::error::TrySendError::Closed(_) => PartitionError::Closed(self.shared.id.to_string()),
         });
+        let shared = Arc::clone(&self.shared);
         async move {
             queued?;
-            outcome.await.map_err(|_| PartitionError::Closed(name))?
+            outcome.await.map_err(|_| PartitionError::Closed(shared.id.to_string()))?
         }
     }
 
