@@ -45,11 +45,6 @@ type Reader = BufReader<ReadHalf<Box<dyn Stream>>>;
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 type Writer = WriteHalf<Box<dyn Stream>>;
 
-/// Smaller frames of a connection are read one after another into blocks of this many bytes, each
-/// frame a slice of its block: one allocation serves many small requests (about 14 one-record produce
-/// requests of 1 KiB) instead of one each. A block is freed once every frame read into it is dropped.
-const SMALL_FRAMES_BLOCK_BYTES: usize = 16 * 1024;
-
 /// Buffers of large frames, used again (`crate::frames`).
 static FRAMES: std::sync::LazyLock<Arc<FramePool>> = std::sync::LazyLock::new(Arc::default);
 
@@ -128,7 +123,6 @@ impl Connection {
         let authenticate_by = tokio::time::Instant::now() + SASL_AUTHENTICATION_MAX;
         let (outgoing, queue) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH_MAX);
         let writing = tokio::spawn(write_responses(node.clone(), writer, queue));
-        let mut small_frames = BytesMut::new();
         loop {
             let unauthenticated = !sasl.admits_requests();
             let frame = tokio::select! {
@@ -137,7 +131,6 @@ impl Connection {
                     if unauthenticated { UNAUTHENTICATED_FRAME_MAX } else { node.config.request_bytes_max },
                     &request_budget,
                     &FRAMES,
-                    &mut small_frames,
                 ) => frame,
                 _ = stopping.changed() => break,
                 // A SASL connection that has not authenticated in time is closed, however slowly
@@ -265,7 +258,6 @@ async fn read_frame(
     limit: usize,
     budget: &Arc<Semaphore>,
     frames: &Arc<FramePool>,
-    small_frames: &mut BytesMut,
 ) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, String> {
     let mut prefix = [0u8; 4];
     match tokio::time::timeout(CONNECTION_IDLE_MAX, reader.read_exact(&mut prefix)).await {
@@ -280,20 +272,15 @@ async fn read_frame(
     let permit = budget.clone().acquire_many_owned(permits).await.map_err(|error| error.to_string())?;
     // Read into spare capacity (no zeroing of the buffer first: that was 7% of broker CPU under
     // load); `take` stops at the frame's end so the next frame's bytes stay in the read buffer. A
-    // large frame is read into a buffer of the pool, which it goes back to once dropped; a smaller one
-    // into the connection's block of small frames, a new block when this one has no room left.
+    // large frame is read into a buffer of the pool, which it goes back to once dropped.
     let frame = if FramePool::pools(length) {
         let mut buffer = frames.take(length);
         read_body(reader, length, &mut buffer).await?;
         frames.frame(buffer)
     } else {
-        // What a read that failed midway left (its connection is closing) is no frame.
-        small_frames.clear();
-        if small_frames.capacity() < length {
-            *small_frames = BytesMut::with_capacity(SMALL_FRAMES_BLOCK_BYTES.max(length));
-        }
-        read_body(reader, length, small_frames).await?;
-        small_frames.split().freeze()
+        let mut buffer = BytesMut::with_capacity(length);
+        read_body(reader, length, &mut buffer).await?;
+        buffer.freeze()
     };
     assert_eq!(frame.len(), length, "a frame is read whole and no further");
     Ok(Some((frame, permit)))
@@ -389,10 +376,6 @@ mod tests {
             vec![5u8; 100],
             vec![9u8; 190_000],
             (0..160_000u32).map(|at| (at % 13) as u8).collect(),
-            vec![1u8; 3_000],
-            vec![2u8; 12_000],
-            vec![3u8; 40_000],
-            vec![4u8; 20],
         ];
         assert!(FramePool::pools(bodies[0].len()) && !FramePool::pools(bodies[1].len()), "both paths are read");
         let mut stream = Vec::new();
@@ -403,25 +386,16 @@ mod tests {
         stream.extend_from_slice(&100_000u32.to_be_bytes());
         stream.extend_from_slice(&[1u8; 5_000]);
         let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, &stream[..]);
-        let (mut addresses, mut small_frames, mut kept) = (Vec::new(), BytesMut::new(), Vec::new());
+        let mut addresses = Vec::new();
         for body in &bodies {
-            let (frame, _permit) = read_frame(&mut reader, 1 << 20, &budget, &frames, &mut small_frames)
-                .await
-                .expect("read")
-                .expect("a frame");
+            let (frame, _permit) =
+                read_frame(&mut reader, 1 << 20, &budget, &frames).await.expect("read").expect("a frame");
             assert_eq!(&frame[..], &body[..], "a frame of {} bytes", body.len());
             addresses.push(frame.as_ptr() as usize);
-            if !FramePool::pools(frame.len()) {
-                kept.push((frame, body));
-            }
         }
         assert_eq!(addresses[2], addresses[0], "the third frame was read into the first one's buffer");
         assert_eq!(addresses[3], addresses[0], "and so was the fourth");
-        // Small frames back to back share one block, each keeping its own bytes.
-        assert_eq!(addresses[5], addresses[4] + bodies[4].len(), "the next small frame follows in the block");
-        assert!(addresses[6] != addresses[5] + bodies[5].len(), "a frame past the block's room starts a new one");
-        assert!(kept.iter().all(|(frame, body)| frame[..] == body[..]), "no small frame overwrote another");
-        let cut = read_frame(&mut reader, 1 << 20, &budget, &frames, &mut small_frames).await;
+        let cut = read_frame(&mut reader, 1 << 20, &budget, &frames).await;
         assert!(cut.is_err_and(|error| error.contains("5000 bytes into a 100000-byte frame")), "cut short");
     }
 
