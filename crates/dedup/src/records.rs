@@ -145,8 +145,9 @@ fn id_bytes<'a>(record: &Record<'a>, source: &DedupSource) -> Option<&'a [u8]> {
 /// are cleared: there is nothing to decompress. With every record kept the batch is returned
 /// unchanged.
 pub fn filter_batch(batch: &[u8], keep: &[bool]) -> Result<Vec<u8>, DedupError> {
-    let head = batch.get(..BATCH_HEADER_LEN).ok_or_else(|| invalid("a batch shorter than its header".into()))?;
-    Ok(filter(head, &parse_batch(batch)?, keep)?.unwrap_or_else(|| batch.to_vec()))
+    // `parse_batch` checked the framing: the batch holds at least its header.
+    let parsed = parse_batch(batch)?;
+    Ok(filter(&batch[..BATCH_HEADER_LEN], &parsed, keep)?.unwrap_or_else(|| batch.to_vec()))
 }
 
 /// Like [`filter_batch`], for a batch the log's validation already accepted; the result is one too
