@@ -17,7 +17,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind};
 use once_node::listeners::Listener;
 use once_node::Node;
 use once_wire::frame::request_frame_length;
-use once_wire::{decode_request, encode_response, RequestError};
+use once_wire::{copied_record_bytes, decode_request, encode_response_parts, RequestError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -327,10 +327,11 @@ async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Recei
     let _ = writer.shutdown().await;
 }
 
-/// Responses carrying more record bytes than this are encoded on a blocking thread: encoding copies
-/// them (a catch-up fetch answers up to `fetch_bytes_max`, 55 MiB by default), and tens of
+/// Responses whose encoding copies more record bytes than this are encoded on a blocking thread: tens of
 /// milliseconds of copying on a runtime worker would stall the other connections' tasks queued on it,
-/// producers waiting for their acks among them.
+/// producers waiting for their acks among them. Only record sets under `SPLICE_BYTES_MIN` are copied
+/// (`encode_response_parts`): a catch-up fetch's large sets (up to `fetch_bytes_max`, 55 MiB by
+/// default) are written from the buffers they were read into, so its encoding is its headers.
 const ENCODE_INLINE_BYTES_MAX: usize = 1024 * 1024;
 
 async fn write_one(
@@ -339,26 +340,24 @@ async fn write_one(
     api_version: i16,
     response: ResponseKind,
 ) -> Result<(), String> {
-    let large = record_bytes(&response) > ENCODE_INLINE_BYTES_MAX;
+    let large = copied_record_bytes(&response) > ENCODE_INLINE_BYTES_MAX;
     let encode = move || {
-        encode_response(api_version, correlation_id, &response).map_err(|error| {
+        encode_response_parts(api_version, correlation_id, &response).map_err(|error| {
             tracing::error!(%error, "response encoding failed");
             error.to_string()
         })
     };
-    let bytes = if large {
+    let parts = if large {
         tokio::task::spawn_blocking(encode).await.map_err(|error| format!("response encoding task: {error}"))??
     } else {
         encode()?
     };
-    writer.write_all(&bytes).await.map_err(|error| error.to_string())
-}
-
-/// Record bytes a response carries (only Fetch responses carry any).
-fn record_bytes(response: &ResponseKind) -> usize {
-    let ResponseKind::Fetch(fetch) = response else { return 0 };
-    let partitions = fetch.responses.iter().flat_map(|topic| topic.partitions.iter());
-    partitions.map(|partition| partition.records.as_ref().map_or(0, Bytes::len)).sum()
+    // A part of a record set larger than the writer's buffer goes to the socket directly, after what
+    // the buffer holds; the small ones between are gathered in it.
+    for part in parts {
+        writer.write_all(&part).await.map_err(|error| error.to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
 //! librdkafka writes 100k records with keys and headers across 3 partitions with acks=all, under every
-//! compression type, and reads them back in order per partition, byte-identical.
+//! compression type, and reads them back in order per partition, byte-identical: with librdkafka's
+//! default fetch sizes (1 MiB per partition) and, uncompressed, with catch-up sizes (16 MiB per
+//! partition, 50 MiB per fetch), whose record sets the broker writes from its read buffers
+//! (`once_wire::encode_response_parts`).
 
 mod support;
 
@@ -27,6 +30,10 @@ fn value_of(number: usize) -> Vec<u8> {
 }
 
 fn roundtrip(compression: &str) {
+    roundtrip_fetching(compression, &[]);
+}
+
+fn roundtrip_fetching(compression: &str, consumer_settings: &[(&str, &str)]) {
     let broker = BrokerProcess::start(&[]);
     let bootstrap = broker.bootstrap();
     let topic = format!("roundtrip-{compression}");
@@ -61,11 +68,12 @@ fn roundtrip(compression: &str) {
     let failures: Vec<_> = reports.iter().filter(|(_, _, outcome)| outcome.is_err()).take(5).collect();
     assert!(failures.is_empty(), "deliveries failed: {failures:?}");
 
-    let consumer: BaseConsumer = once_cli::clients::client_config(&bootstrap)
-        .set("enable.auto.commit", "false")
-        .set("group.id", "once-tests")
-        .create()
-        .expect("consumer");
+    let mut config = once_cli::clients::client_config(&bootstrap);
+    config.set("enable.auto.commit", "false").set("group.id", "once-tests");
+    for (key, value) in consumer_settings {
+        config.set(*key, *value);
+    }
+    let consumer: BaseConsumer = config.create().expect("consumer");
     let mut assignment = TopicPartitionList::new();
     for partition in 0..PARTITIONS {
         assignment.add_partition_offset(&topic, partition, Offset::Beginning).expect("assign");
@@ -109,6 +117,18 @@ fn roundtrip(compression: &str) {
 #[test]
 fn roundtrip_uncompressed() {
     roundtrip("none");
+}
+
+#[test]
+fn roundtrip_uncompressed_with_catch_up_fetch_sizes() {
+    roundtrip_fetching(
+        "none",
+        &[
+            ("fetch.max.bytes", "52428800"),
+            ("max.partition.fetch.bytes", "16777216"),
+            ("receive.message.max.bytes", "53000000"),
+        ],
+    );
 }
 
 #[test]

@@ -9,6 +9,12 @@ use kafka_protocol::protocol::Encodable;
 #[error("response encoding failed: {0}")]
 pub struct EncodeError(String);
 
+impl EncodeError {
+    pub(crate) fn new(reason: String) -> EncodeError {
+        EncodeError(reason)
+    }
+}
+
 /// Encodes `[size][header][body]` ready for the socket.
 pub fn encode_response(api_version: i16, correlation_id: i32, body: &ResponseKind) -> Result<BytesMut, EncodeError> {
     let mut buf = BytesMut::with_capacity(64);
