@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ResponseKind;
 use kafka_protocol::messages::{ApiKey, RequestKind};
+use once_log::buffer_pool::{BufferPool, PoolBounds};
 use once_node::listeners::Listener;
 use once_node::Node;
 use once_wire::frame::request_frame_length;
@@ -23,7 +24,6 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::access::Access;
 use crate::dispatch::{dispatch_on, Dispatch, PendingResponse};
-use crate::frames::FramePool;
 use crate::handlers::api_versions;
 use crate::sasl::Sasl;
 use once_acl::Principal;
@@ -45,8 +45,11 @@ type Reader = BufReader<ReadHalf<Box<dyn Stream>>>;
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 type Writer = WriteHalf<Box<dyn Stream>>;
 
-/// Buffers of large frames, used again (`crate::frames`).
-static FRAMES: std::sync::LazyLock<Arc<FramePool>> = std::sync::LazyLock::new(Arc::default);
+/// Frames of 64 KiB to 8 MiB are read into buffers used again (`once_log::buffer_pool`); at most 64 MiB of
+/// free ones are kept, beyond the request budget.
+const FRAME_POOL: PoolBounds = PoolBounds { min: 64 * 1024, max: 8 * 1024 * 1024, keep: 64 * 1024 * 1024 };
+static FRAMES: std::sync::LazyLock<Arc<BufferPool>> =
+    std::sync::LazyLock::new(|| Arc::new(BufferPool::new(FRAME_POOL)));
 
 /// Closes of unauthenticated connections are logged every few seconds at most (anyone can cause them).
 static UNAUTHENTICATED_CLOSES: once_node::storage::EveryFewSeconds = once_node::storage::EveryFewSeconds::new();
@@ -257,7 +260,7 @@ async fn read_frame(
     reader: &mut (impl AsyncReadExt + Unpin),
     limit: usize,
     budget: &Arc<Semaphore>,
-    frames: &Arc<FramePool>,
+    frames: &Arc<BufferPool>,
 ) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, String> {
     let mut prefix = [0u8; 4];
     match tokio::time::timeout(CONNECTION_IDLE_MAX, reader.read_exact(&mut prefix)).await {
@@ -273,10 +276,10 @@ async fn read_frame(
     // Read into spare capacity (no zeroing of the buffer first: that was 7% of broker CPU under
     // load); `take` stops at the frame's end so the next frame's bytes stay in the read buffer. A
     // large frame is read into a buffer of the pool, which it goes back to once dropped.
-    let frame = if FramePool::pools(length) {
+    let frame = if frames.pools(length) {
         let mut buffer = frames.take(length);
         read_body(reader, length, &mut buffer).await?;
-        frames.frame(buffer)
+        frames.share(buffer)
     } else {
         let mut buffer = BytesMut::with_capacity(length);
         read_body(reader, length, &mut buffer).await?;
@@ -369,14 +372,14 @@ mod tests {
     /// shows none of the longer one's bytes); a frame cut short is an error.
     #[tokio::test]
     async fn frames_are_read_whole_whether_pooled_or_not() {
-        let (budget, frames) = (Arc::new(Semaphore::new(64 << 20)), Arc::new(FramePool::default()));
+        let (budget, frames) = (Arc::new(Semaphore::new(64 << 20)), Arc::new(BufferPool::new(FRAME_POOL)));
         let bodies: Vec<Vec<u8>> = vec![
             (0..200_000u32).map(|at| (at % 251) as u8).collect(),
             vec![5u8; 100],
             vec![9u8; 190_000],
             (0..160_000u32).map(|at| (at % 13) as u8).collect(),
         ];
-        assert!(FramePool::pools(bodies[0].len()) && !FramePool::pools(bodies[1].len()), "both paths are read");
+        assert!(frames.pools(bodies[0].len()) && !frames.pools(bodies[1].len()), "both paths are read");
         let mut stream = Vec::new();
         for body in &bodies {
             stream.extend_from_slice(&(body.len() as u32).to_be_bytes());

@@ -19,7 +19,6 @@ mod authorize_group;
 pub mod connection;
 pub mod dispatch;
 pub mod errors;
-mod frames;
 pub mod handlers;
 pub mod sasl;
 pub mod server;

@@ -278,7 +278,7 @@ type Original = (i64, Option<Vec<u8>>);
 /// largest timestamp and `None`. `None` if the offset was not found.
 fn read_original(partition: &Partition, offset: u64) -> Result<Option<Original>, PartitionError> {
     let read = partition.read_fetch(offset, 1 << 20, Isolation::ReadUncommitted)?;
-    let mut rest = read.records.as_slice();
+    let mut rest = &read.records[..];
     while rest.len() >= BATCH_HEADER_LEN {
         let header = BatchHeader::parse(rest)?;
         let Some(batch) = rest.get(..header.total_len()) else { break };

@@ -8,6 +8,8 @@
 //!
 //! - `batch`: the one module of the v2 batch format: header (`BatchHeader`), CRC32C, validation
 //!   shared by append and recovery (`ValidBatch`), varints, records, control records, the encoder.
+//! - `buffer_pool`: large buffers used again once what was read into them is dropped (fetch reads here,
+//!   request frames in the broker).
 //! - `config`: `LogConfig`, Kafka's segment/retention/index tunables.
 //! - `error`: `LogError`, the crate's one error enum.
 //! - `index`: per-segment sparse offset and time indexes, in memory and as checksummed files.
@@ -22,6 +24,7 @@
 //! - `testing`: builders of valid batches for tests (here and in other crates).
 
 pub mod batch;
+pub mod buffer_pool;
 mod config;
 mod error;
 pub mod give_way;

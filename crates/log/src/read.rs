@@ -1,6 +1,11 @@
 //! The read side: fetch by offset (KIP-74: at least one whole batch), ListOffsets by timestamp.
 
+use std::sync::{Arc, LazyLock};
+
+use bytes::Bytes;
+
 use crate::batch::{self, BatchHeader, BATCH_HEADER_LEN};
+use crate::buffer_pool::{BufferPool, PoolBounds};
 use crate::error::LogError;
 use crate::give_way::{give_way, COLD_PIECE_BYTES, GIVE_WAY_MAX};
 use crate::log::Log;
@@ -9,6 +14,13 @@ use crate::segment::SegmentSnapshot;
 /// A read is done in steps of at most this many bytes: each `pread` stays short, so the disk can
 /// serve the writer's syncs between a catch-up reader's steps.
 pub const READ_STEP_BYTES: usize = 1024 * 1024;
+
+/// Reads of 4 MiB to 64 MiB (a catch-up consumer's fetches: 50 MiB is librdkafka's `fetch.max.bytes`) go
+/// into buffers used again ([`ReadPlan::execute_shared`]); at most 64 MiB of free ones are kept. Smaller
+/// reads are served well by the allocator; a buffer that size or more, allocated anew, was faulted in
+/// and zeroed for every fetch.
+const READ_POOL: PoolBounds = PoolBounds { min: 4 * 1024 * 1024, max: 64 * 1024 * 1024, keep: 64 * 1024 * 1024 };
+static READS: LazyLock<Arc<BufferPool>> = LazyLock::new(|| Arc::new(BufferPool::new(READ_POOL)));
 
 /// A read planned under the log's lock ([`Log::plan_read`]) and done without it
 /// ([`ReadPlan::execute`]), so that a reader never holds the lock the writer appends under while it
@@ -171,13 +183,36 @@ impl ReadPlan {
     /// Reads the planned batches (see [`Log::read`] for which), from the files, without the log's
     /// lock: the rules and the result are those of a read made under the lock when the plan was.
     pub fn execute(&self) -> Result<Vec<u8>, LogError> {
-        let mut out = Vec::new();
+        self.execute_into(|_| Vec::new())
+    }
+
+    /// [`ReadPlan::execute`], with a read of 4 MiB or more (as far as the plan can tell before reading)
+    /// made into a buffer that goes back to a pool once the last slice of the returned bytes is
+    /// dropped (a Fetch response's record set, written to the socket from it).
+    pub fn execute_shared(&self) -> Result<Bytes, LogError> {
+        let read = self.execute_into(|bytes_at_most| match READS.pools(bytes_at_most) {
+            true => READS.take(bytes_at_most),
+            false => Vec::new(),
+        })?;
+        Ok(match READS.pools(read.capacity()) {
+            true => READS.share(read),
+            false => Bytes::from(read),
+        })
+    }
+
+    /// Reads into the buffer `buffer_for` gives (empty), told the most bytes the read can return but
+    /// for the one batch KIP-74 allows past the budget.
+    fn execute_into(&self, buffer_for: impl FnOnce(usize) -> Vec<u8>) -> Result<Vec<u8>, LogError> {
         let Some(first) = self.segments.first() else {
-            return Ok(out);
+            return Ok(Vec::new());
         };
         // Before the header reads that find the position: a miss there would start readahead.
         first.advise_no_readahead();
         let mut position = first.position_of(self.offset, self.hint)?;
+        let in_segments =
+            first.size.saturating_sub(position) + self.segments[1..].iter().map(|segment| segment.size).sum::<u64>();
+        let mut out = buffer_for(self.max_bytes.min(usize::try_from(in_segments).unwrap_or(usize::MAX)));
+        assert!(out.is_empty(), "a read starts with an empty buffer");
         for segment in &self.segments {
             if read_from_segment(segment, position, self.max_bytes, self.upper_bound, &mut out)? {
                 break;

@@ -134,3 +134,37 @@ fn a_cold_read_returns_what_a_cached_read_does() {
         assert_eq!(plan.execute().expect("execute"), expected_read(&stored, offset, max_bytes, end));
     }
 }
+
+/// A read that may return 4 MiB or more is made into a pooled buffer (`execute_shared`): the same bytes
+/// as `execute`; once its last slice is dropped the next large read is made into it and shows only its
+/// own bytes. A read the plan bounds below 4 MiB (a small budget, or little left to read) is not pooled.
+#[test]
+fn large_reads_share_buffers_that_are_used_again() {
+    const MAX: usize = 6 << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), small_config(3 << 20)).expect("open");
+    let stored: Vec<Stored> = (0..180).map(|index| append(&mut log, 4, 16_000, 1_000 + index)).collect();
+    let end = log.log_end_offset();
+    let read = |offset: u64, max_bytes: usize| {
+        let shared = log.plan_read(offset, max_bytes, end).expect("plan").execute_shared().expect("read");
+        assert_eq!(&shared[..], &expected_read(&stored, offset, max_bytes, end)[..], "read({offset}, {max_bytes})");
+        shared
+    };
+    let first = read(0, MAX);
+    assert!(first.len() > 4 << 20, "a read of {} bytes, across segments", first.len());
+    let pooled_first = first.as_ptr() as usize;
+    let held = first.slice(..10);
+    drop(first);
+    let second = read(stored[50].base_offset, MAX);
+    let pooled_second = second.as_ptr() as usize;
+    assert_ne!(pooled_second, pooled_first, "a slice still holds the first buffer");
+    drop((held, second));
+    let third = read(stored[17].base_offset, MAX);
+    assert!([pooled_first, pooled_second].contains(&(third.as_ptr() as usize)), "a free buffer is used again");
+    let small_budget = read(0, 1 << 20);
+    let little_left = read(stored[170].base_offset, MAX);
+    for small in [&small_budget, &little_left] {
+        let address = small.as_ptr() as usize;
+        assert!(![pooled_first, pooled_second].contains(&address), "a small read is not pooled");
+    }
+}

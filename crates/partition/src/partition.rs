@@ -371,8 +371,8 @@ impl Partition {
     /// watermark), so a response never holds records above the high watermark it reports. The file
     /// reads are made without the log lock (`read.rs`).
     pub fn read_below(&self, offset: u64, max_bytes: usize, upper_bound: u64) -> Result<Vec<u8>, PartitionError> {
-        let read = self.read_unlocked(offset, max_bytes, Isolation::ReadUncommitted, |_| upper_bound)?;
-        Ok(read.records)
+        let read = self.read_unlocked(offset, max_bytes, Isolation::ReadUncommitted, false, |_| upper_bound)?;
+        Ok(read.records.into())
     }
 
     /// A read_committed read: whole batches from `offset` below `upper_bound` (the last stable offset
@@ -385,8 +385,8 @@ impl Partition {
         max_bytes: usize,
         upper_bound: u64,
     ) -> Result<(Vec<u8>, Vec<AbortedTxn>), PartitionError> {
-        let read = self.read_unlocked(offset, max_bytes, Isolation::ReadCommitted, |_| upper_bound)?;
-        Ok((read.records, read.aborted.expect("read_committed reads take the aborted transactions")))
+        let read = self.read_unlocked(offset, max_bytes, Isolation::ReadCommitted, false, |_| upper_bound)?;
+        Ok((read.records.into(), read.aborted.expect("read_committed reads take the aborted transactions")))
     }
 
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, PartitionError> {

@@ -20,6 +20,8 @@
 
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
+
 use crate::error::PartitionError;
 use crate::partition::{end_of_batches, Partition};
 use crate::txn::AbortedTxn;
@@ -56,8 +58,9 @@ impl EndOffsets {
 /// What [`Partition::read_fetch`] read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRead {
-    /// Whole batches, as stored, every one below `end_offsets.upper_bound(isolation)`.
-    pub records: Vec<u8>,
+    /// Whole batches, as stored, every one below `end_offsets.upper_bound(isolation)`; a read of 4 MiB or
+    /// more is in a buffer that goes back to the log's pool when the last slice of it is dropped.
+    pub records: Bytes,
     /// The offsets the read was bounded by.
     pub end_offsets: EndOffsets,
     /// read_committed: the aborted transactions overlapping `records`, in first-offset order;
@@ -88,16 +91,18 @@ impl Partition {
     /// file reads are made without the log lock (see the module documentation). Blocking (file reads):
     /// call from a blocking context.
     pub fn read_fetch(&self, offset: u64, max_bytes: usize, isolation: Isolation) -> Result<FetchRead, PartitionError> {
-        self.read_unlocked(offset, max_bytes, isolation, |end_offsets| end_offsets.upper_bound(isolation))
+        self.read_unlocked(offset, max_bytes, isolation, true, |end_offsets| end_offsets.upper_bound(isolation))
     }
 
     /// [`Partition::read_fetch`] with the upper bound chosen by `bound` from the end offsets under the
-    /// lock (at most the high watermark).
+    /// lock (at most the high watermark); `pooled`: a large read's buffer comes from the log's pool
+    /// (for records handed to a response, not kept).
     pub(crate) fn read_unlocked(
         &self,
         offset: u64,
         max_bytes: usize,
         isolation: Isolation,
+        pooled: bool,
         bound: impl Fn(&EndOffsets) -> u64,
     ) -> Result<FetchRead, PartitionError> {
         // At most twice: a second time only if retention passed `offset` during the first, and then
@@ -112,7 +117,10 @@ impl Partition {
                 let upper_bound = asked.min(end_offsets.high_watermark);
                 Ok((log.plan_read(offset, max_bytes, upper_bound)?, end_offsets))
             })?;
-            let records = plan.execute()?;
+            let records = match pooled {
+                true => plan.execute_shared()?,
+                false => Bytes::from(plan.execute()?),
+            };
             let aborted = match isolation {
                 Isolation::ReadUncommitted => None,
                 Isolation::ReadCommitted if records.is_empty() => Some(Vec::new()),

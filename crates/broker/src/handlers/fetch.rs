@@ -209,7 +209,7 @@ fn read_one(wanted: &Wanted, budget: &mut usize, first: bool, isolation: Isolati
                 Some(aborted) => data.with_aborted_transactions(Some(aborted_response(aborted))),
                 None => data,
             };
-            data.with_records(Some(read.records.into()))
+            data.with_records(Some(read.records))
         }
         Err(error) => {
             with_end_offsets(data, partition.end_offsets()).with_error_code(partition_error_code(&error).code())

@@ -1,36 +1,42 @@
-//! Buffers for large request frames, used again once every part of a frame is dropped.
+//! Large buffers used again once every part of what was read into them is dropped: request frames (the
+//! broker's connections) and fetch reads ([`crate::ReadPlan::execute_shared`]).
 //!
-//! Why: a producer's request of hundreds of KiB was read into a new allocation each time, and the
-//! allocator gave most of them pages it had just returned to the kernel, so every frame's pages were
-//! faulted in and zeroed again before the socket's bytes were copied into them: 12 % of the broker's
-//! samples with librdkafka's 600 KB batches of 1 KiB records (`docs/benchmarks.md`, session 20). A frame
-//! read into a pooled buffer is handed out as `Bytes` whose owner gives the buffer back when the last
-//! slice of the frame (the decoded request's records, topic names, …) is dropped.
+//! Why: a buffer of hundreds of KiB or more, allocated new each time, is mostly pages the allocator had
+//! just returned to the kernel (above 32 MiB glibc always maps and unmaps them), so every use faulted its
+//! pages in and zeroed them again before the bytes were copied in: 12 % of the broker's samples with
+//! librdkafka's 600 KB produce batches (`docs/benchmarks.md`, session 20), and about a third of its
+//! samples while a catch-up consumer read with 50 MiB fetches (session 21). A buffer taken from a pool is
+//! handed out as `Bytes` whose owner gives it back when the last slice (a decoded request's records,
+//! a Fetch response's record set, …) is dropped.
 //!
-//! Bounds: only frames of [`POOLED_FRAME_MIN`] to [`POOLED_FRAME_MAX`] bytes use the pool, and it keeps
-//! at most [`POOL_BYTES_MAX`] bytes of free buffers, beyond the request budget: a buffer given back to
-//! a full pool makes room by freeing the buffers given back longest ago, so buffers of sizes no longer
-//! asked for do not hold the pool for good. The budget counts a frame's length; the buffer it is read
-//! into is at most a quarter plus 64 KiB larger.
+//! Bounds ([`PoolBounds`]): only buffers of `min` to `max` bytes use a pool, and it keeps at most `keep`
+//! bytes of free buffers: a buffer given back to a full pool makes room by freeing the buffers given
+//! back longest ago, so buffers of sizes no longer asked for do not hold the pool for good. A buffer
+//! taken for `length` bytes is at most a quarter plus 64 KiB larger.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-/// Smaller frames are allocated as before: the allocator serves them from memory it keeps.
-pub(crate) const POOLED_FRAME_MIN: usize = 64 * 1024;
-/// Larger frames are allocated as before and freed after use, so one rare huge request does not hold
-/// its memory for good.
-pub(crate) const POOLED_FRAME_MAX: usize = 8 * 1024 * 1024;
-/// Free buffers kept at most, in bytes of capacity.
-pub(crate) const POOL_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Capacities are rounded up to this, so frames of nearby sizes share buffers.
+/// Which buffers a pool serves and how much it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolBounds {
+    /// Smaller buffers are allocated as before: the allocator serves them from memory it keeps.
+    pub min: usize,
+    /// Larger ones are allocated as before and freed after use, so one rare huge request or read does
+    /// not hold its memory for good.
+    pub max: usize,
+    /// Free buffers kept at most, in bytes of capacity.
+    pub keep: usize,
+}
+
+/// Capacities are rounded up to this, so uses of nearby sizes share buffers.
 const CAPACITY_STEP: usize = 64 * 1024;
 
-/// Free frame buffers, shared by every connection of the process.
-#[derive(Default)]
-pub(crate) struct FramePool {
+/// Free buffers of one kind, shared by every thread of the process.
+pub struct BufferPool {
+    bounds: PoolBounds,
     free: Mutex<Free>,
 }
 
@@ -42,16 +48,23 @@ struct Free {
     bytes: usize,
 }
 
-impl FramePool {
-    /// Whether a frame of `length` bytes is read into a pooled buffer.
-    pub(crate) fn pools(length: usize) -> bool {
-        (POOLED_FRAME_MIN..=POOLED_FRAME_MAX).contains(&length)
+impl BufferPool {
+    /// An empty pool.
+    pub fn new(bounds: PoolBounds) -> BufferPool {
+        assert!(bounds.min > 0 && bounds.min <= bounds.max, "pooled sizes {bounds:?}");
+        assert!(bounds.keep >= bounds.max, "a pool keeps at least one of its largest buffers");
+        BufferPool { bounds, free: Mutex::default() }
+    }
+
+    /// Whether `length` bytes are read into a pooled buffer.
+    pub fn pools(&self, length: usize) -> bool {
+        (self.bounds.min..=self.bounds.max).contains(&length)
     }
 
     /// An empty buffer with room for `length` bytes: the smallest free one at most a quarter plus
     /// 64 KiB larger, or a new one.
-    pub(crate) fn take(&self, length: usize) -> Vec<u8> {
-        assert!(FramePool::pools(length), "a frame of {length} bytes is not pooled");
+    pub fn take(&self, length: usize) -> Vec<u8> {
+        assert!(self.pools(length), "{length} bytes are not pooled");
         let fits = |capacity: usize| capacity >= length && capacity <= slack_max(length);
         let mut free = self.lock();
         let best = (free.buffers.iter().enumerate())
@@ -68,36 +81,36 @@ impl FramePool {
         };
         drop(free);
         buffer.clear();
-        assert!(buffer.capacity() >= length, "a taken buffer holds the frame");
-        assert!(buffer.capacity() <= slack_max(length), "a taken buffer is not much larger than the frame");
+        assert!(buffer.capacity() >= length, "a taken buffer holds the bytes asked for");
+        assert!(buffer.capacity() <= slack_max(length), "a taken buffer is not much larger than asked for");
         buffer
     }
 
-    /// Keeps `buffer` for a later frame, first freeing the buffers given back longest ago if the pool
+    /// Keeps `buffer` for a later use, first freeing the buffers given back longest ago if the pool
     /// has no room for it; frees it if it is not of a pooled size.
     fn give_back(&self, buffer: Vec<u8>) {
         let capacity = buffer.capacity();
-        if !FramePool::pools(capacity) {
+        if !self.pools(capacity) {
             return;
         }
         let mut evicted = Vec::new();
         let mut free = self.lock();
-        while free.bytes + capacity > POOL_BYTES_MAX {
+        while free.bytes + capacity > self.bounds.keep {
             let oldest = free.buffers.pop_front().expect("a pool over its bound holds buffers");
             free.bytes -= oldest.capacity();
             evicted.push(oldest);
         }
         free.bytes += capacity;
         free.buffers.push_back(buffer);
-        assert!(free.bytes <= POOL_BYTES_MAX, "the pool keeps at most its bound");
+        assert!(free.bytes <= self.bounds.keep, "the pool keeps at most its bound");
         drop(free);
         // Freed after the lock.
         drop(evicted);
     }
 
-    /// The frame read into `buffer` (taken from this pool), as `Bytes` that give the buffer back when
-    /// the last slice of them is dropped.
-    pub(crate) fn frame(self: &Arc<FramePool>, buffer: Vec<u8>) -> Bytes {
+    /// The bytes read into `buffer` (taken from this pool, or any buffer of a pooled size), as `Bytes`
+    /// that give the buffer back when the last slice of them is dropped.
+    pub fn share(self: &Arc<BufferPool>, buffer: Vec<u8>) -> Bytes {
         Bytes::from_owner(Pooled { buffer, pool: Arc::clone(self) })
     }
 
@@ -118,15 +131,15 @@ fn rounded(length: usize) -> usize {
     length.div_ceil(CAPACITY_STEP) * CAPACITY_STEP
 }
 
-/// The largest buffer a frame of `length` bytes is read into: a quarter plus 64 KiB more.
+/// The largest buffer `length` bytes are read into: a quarter plus 64 KiB more.
 fn slack_max(length: usize) -> usize {
     length + length / 4 + CAPACITY_STEP
 }
 
-/// A frame's buffer, given back to its pool when dropped.
+/// A pooled buffer's bytes, given back to its pool when dropped.
 struct Pooled {
     buffer: Vec<u8>,
-    pool: Arc<FramePool>,
+    pool: Arc<BufferPool>,
 }
 
 impl AsRef<[u8]> for Pooled {
@@ -145,17 +158,26 @@ impl Drop for Pooled {
 mod tests {
     use super::*;
 
-    fn filled(pool: &Arc<FramePool>, length: usize, byte: u8) -> Bytes {
+    /// The broker's frame pool's bounds (`once_broker`), which these tests were written for.
+    const POOLED_FRAME_MIN: usize = 64 * 1024;
+    const POOLED_FRAME_MAX: usize = 8 * 1024 * 1024;
+    const POOL_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+    fn frames() -> Arc<BufferPool> {
+        Arc::new(BufferPool::new(PoolBounds { min: POOLED_FRAME_MIN, max: POOLED_FRAME_MAX, keep: POOL_BYTES_MAX }))
+    }
+
+    fn filled(pool: &Arc<BufferPool>, length: usize, byte: u8) -> Bytes {
         let mut buffer = pool.take(length);
         buffer.resize(length, byte);
-        pool.frame(buffer)
+        pool.share(buffer)
     }
 
     /// A buffer goes back to the pool only when the last slice of its frame is dropped, and the next
     /// frame of a like size is read into it, holding only its own bytes.
     #[test]
     fn a_frame_buffer_is_used_again_once_every_slice_is_dropped() {
-        let pool = Arc::new(FramePool::default());
+        let pool = frames();
         let frame = filled(&pool, 100_000, 7);
         let slice = frame.slice(10..20);
         drop(frame);
@@ -175,7 +197,7 @@ mod tests {
     /// or the pooled sizes.
     #[test]
     fn the_pool_keeps_buffers_within_its_bounds() {
-        let pool = Arc::new(FramePool::default());
+        let pool = frames();
         drop(filled(&pool, 1_000_000, 1));
         let small = pool.take(POOLED_FRAME_MIN);
         assert_eq!(small.capacity(), POOLED_FRAME_MIN, "a new buffer, not the 1 MB one");
@@ -191,14 +213,14 @@ mod tests {
         let (buffers, bytes) = pool.free();
         assert!(bytes <= POOL_BYTES_MAX, "{bytes} bytes kept");
         assert_eq!((buffers, bytes), (8, POOL_BYTES_MAX), "the 1 MB buffer, given back first, made room");
-        assert!(!FramePool::pools(POOLED_FRAME_MIN - 1) && !FramePool::pools(POOLED_FRAME_MAX + 1));
+        assert!(!pool.pools(POOLED_FRAME_MIN - 1) && !pool.pools(POOLED_FRAME_MAX + 1));
     }
 
     /// Of the free buffers that fit, the smallest is taken; and buffers of a size no longer asked for
     /// leave a full pool as others come back, so frames of the new size are pooled again.
     #[test]
     fn the_smallest_fitting_buffer_is_taken_and_stale_sizes_age_out() {
-        let pool = Arc::new(FramePool::default());
+        let pool = frames();
         let (larger, smaller) = (filled(&pool, 300_000, 1), filled(&pool, 260_000, 2));
         let smaller_address = smaller.as_ptr() as usize;
         drop((larger, smaller));
@@ -206,7 +228,7 @@ mod tests {
         let taken = pool.take(250_000);
         assert_eq!(taken.as_ptr() as usize, smaller_address, "the smaller of the two that fit");
 
-        let pool = Arc::new(FramePool::default());
+        let pool = frames();
         let large: Vec<Bytes> = (0..8).map(|_| filled(&pool, POOLED_FRAME_MAX, 0)).collect();
         drop(large);
         assert_eq!(pool.free(), (8, POOL_BYTES_MAX), "full of 8 MiB buffers");
