@@ -332,7 +332,7 @@ async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Recei
 
 /// Responses whose encoding copies more record bytes than this are encoded on a blocking thread: tens of
 /// milliseconds of copying on a runtime worker would stall the other connections' tasks queued on it,
-/// producers waiting for their acks among them. Only record sets under `SPLICE_BYTES_MIN` are copied
+/// producers waiting for their acks among them. Only record sets under `SHARED_RECORDS_MIN` are copied
 /// (`encode_response_parts`): a catch-up fetch's large sets (up to `fetch_bytes_max`, 55 MiB by
 /// default) are written from the buffers they were read into, so its encoding is its headers.
 const ENCODE_INLINE_BYTES_MAX: usize = 1024 * 1024;

@@ -15,6 +15,7 @@
 //! taken for `length` bytes is at most a quarter plus 64 KiB larger.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -38,6 +39,8 @@ const CAPACITY_STEP: usize = 64 * 1024;
 pub struct BufferPool {
     bounds: PoolBounds,
     free: Mutex<Free>,
+    /// Buffers [`BufferPool::take`] handed out: (new allocations, free buffers used again).
+    taken: (AtomicU64, AtomicU64),
 }
 
 #[derive(Default)]
@@ -53,7 +56,7 @@ impl BufferPool {
     pub fn new(bounds: PoolBounds) -> BufferPool {
         assert!(bounds.min > 0 && bounds.min <= bounds.max, "pooled sizes {bounds:?}");
         assert!(bounds.keep >= bounds.max, "a pool keeps at least one of its largest buffers");
-        BufferPool { bounds, free: Mutex::default() }
+        BufferPool { bounds, free: Mutex::default(), taken: (AtomicU64::new(0), AtomicU64::new(0)) }
     }
 
     /// Whether `length` bytes are read into a pooled buffer.
@@ -75,9 +78,13 @@ impl BufferPool {
             Some(index) => {
                 let buffer = free.buffers.remove(index).expect("an index of a free buffer");
                 free.bytes -= buffer.capacity();
+                self.taken.1.fetch_add(1, Ordering::Relaxed);
                 buffer
             }
-            None => Vec::with_capacity(rounded(length)),
+            None => {
+                self.taken.0.fetch_add(1, Ordering::Relaxed);
+                Vec::with_capacity(rounded(length))
+            }
         };
         drop(free);
         buffer.clear();
@@ -86,9 +93,14 @@ impl BufferPool {
         buffer
     }
 
+    /// Buffers handed out so far: (newly allocated, used again).
+    pub fn taken(&self) -> (u64, u64) {
+        (self.taken.0.load(Ordering::Relaxed), self.taken.1.load(Ordering::Relaxed))
+    }
+
     /// Keeps `buffer` for a later use, first freeing the buffers given back longest ago if the pool
     /// has no room for it; frees it if it is not of a pooled size.
-    fn give_back(&self, buffer: Vec<u8>) {
+    pub(crate) fn give_back(&self, buffer: Vec<u8>) {
         let capacity = buffer.capacity();
         if !self.pools(capacity) {
             return;

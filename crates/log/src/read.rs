@@ -15,10 +15,10 @@ use crate::segment::SegmentSnapshot;
 /// serve the writer's syncs between a catch-up reader's steps.
 pub const READ_STEP_BYTES: usize = 1024 * 1024;
 
-/// Reads of 4 MiB to 64 MiB (a catch-up consumer's fetches: 50 MiB is librdkafka's `fetch.max.bytes`) go
-/// into buffers used again ([`ReadPlan::execute_shared`]); at most 64 MiB of free ones are kept. Smaller
-/// reads are served well by the allocator; a buffer that size or more, allocated anew, was faulted in
-/// and zeroed for every fetch.
+/// Reads that the plan bounds at 4 MiB to 64 MiB (a catch-up consumer's fetches: 50 MiB is librdkafka's
+/// `fetch.max.bytes`) go into buffers used again ([`ReadPlan::execute_shared`]); at most 64 MiB of free
+/// ones are kept. Smaller reads are served well by the allocator; a buffer that size or more, allocated
+/// anew, was faulted in and zeroed for every fetch.
 const READ_POOL: PoolBounds = PoolBounds { min: 4 * 1024 * 1024, max: 64 * 1024 * 1024, keep: 64 * 1024 * 1024 };
 static READS: LazyLock<Arc<BufferPool>> = LazyLock::new(|| Arc::new(BufferPool::new(READ_POOL)));
 
@@ -186,18 +186,31 @@ impl ReadPlan {
         self.execute_into(|_| Vec::new())
     }
 
-    /// [`ReadPlan::execute`], with a read of 4 MiB or more (as far as the plan can tell before reading)
-    /// made into a buffer that goes back to a pool once the last slice of the returned bytes is
-    /// dropped (a Fetch response's record set, written to the socket from it).
+    /// [`ReadPlan::execute`], with a read that may return 4 MiB or more (as far as the plan can tell
+    /// before reading: its budget, or what its segments hold from the offset on) made into a buffer
+    /// that goes back to a pool once the last slice of the returned bytes is dropped (a Fetch
+    /// response's record set, written to the socket from it). A read that fills less than half its
+    /// buffer (cut short by the upper bound: a read_committed fetch at the last stable offset waits
+    /// out its long poll holding what it read) is copied out and the buffer given back at once.
     pub fn execute_shared(&self) -> Result<Bytes, LogError> {
         let read = self.execute_into(|bytes_at_most| match READS.pools(bytes_at_most) {
             true => READS.take(bytes_at_most),
             false => Vec::new(),
         })?;
-        Ok(match READS.pools(read.capacity()) {
-            true => READS.share(read),
-            false => Bytes::from(read),
-        })
+        if !READS.pools(read.capacity()) {
+            return Ok(Bytes::from(read));
+        }
+        if read.len() < read.capacity() / 2 {
+            let copied = Bytes::copy_from_slice(&read);
+            READS.give_back(read);
+            return Ok(copied);
+        }
+        Ok(READS.share(read))
+    }
+
+    /// Buffers the pool of large reads handed out so far: (newly allocated, used again).
+    pub fn read_buffers_taken() -> (u64, u64) {
+        READS.taken()
     }
 
     /// Reads into the buffer `buffer_for` gives (empty), told the most bytes the read can return but

@@ -137,7 +137,9 @@ fn a_cold_read_returns_what_a_cached_read_does() {
 
 /// A read that may return 4 MiB or more is made into a pooled buffer (`execute_shared`): the same bytes
 /// as `execute`; once its last slice is dropped the next large read is made into it and shows only its
-/// own bytes. A read the plan bounds below 4 MiB (a small budget, or little left to read) is not pooled.
+/// own bytes. A read the plan bounds below 4 MiB (a small budget, or little left to read) takes no
+/// buffer of the pool, and one the upper bound cuts short gives its buffer back at once. (The only test
+/// of this binary that uses the process's pool of reads, so its counts are this test's.)
 #[test]
 fn large_reads_share_buffers_that_are_used_again() {
     const MAX: usize = 6 << 20;
@@ -145,26 +147,44 @@ fn large_reads_share_buffers_that_are_used_again() {
     let mut log = Log::open(dir.path(), small_config(3 << 20)).expect("open");
     let stored: Vec<Stored> = (0..180).map(|index| append(&mut log, 4, 16_000, 1_000 + index)).collect();
     let end = log.log_end_offset();
-    let read = |offset: u64, max_bytes: usize| {
-        let shared = log.plan_read(offset, max_bytes, end).expect("plan").execute_shared().expect("read");
-        assert_eq!(&shared[..], &expected_read(&stored, offset, max_bytes, end)[..], "read({offset}, {max_bytes})");
+    let read_below = |offset: u64, max_bytes: usize, upper_bound: u64| {
+        let shared = log.plan_read(offset, max_bytes, upper_bound).expect("plan").execute_shared().expect("read");
+        let expected = expected_read(&stored, offset, max_bytes, upper_bound);
+        assert_eq!(&shared[..], &expected[..], "read({offset}, {max_bytes}, {upper_bound})");
         shared
     };
+    let read = |offset: u64, max_bytes: usize| read_below(offset, max_bytes, end);
+    let taken = ReadPlan::read_buffers_taken;
+    assert_eq!(taken(), (0, 0));
     let first = read(0, MAX);
     assert!(first.len() > 4 << 20, "a read of {} bytes, across segments", first.len());
-    let pooled_first = first.as_ptr() as usize;
     let held = first.slice(..10);
     drop(first);
     let second = read(stored[50].base_offset, MAX);
-    let pooled_second = second.as_ptr() as usize;
-    assert_ne!(pooled_second, pooled_first, "a slice still holds the first buffer");
+    assert_eq!(taken(), (2, 0), "a slice still holds the first buffer: a second one is allocated");
+    let addresses = [held.as_ptr() as usize, second.as_ptr() as usize];
     drop((held, second));
     let third = read(stored[17].base_offset, MAX);
-    assert!([pooled_first, pooled_second].contains(&(third.as_ptr() as usize)), "a free buffer is used again");
+    assert_eq!(taken(), (2, 1), "a free buffer is used again");
+    assert!(addresses.contains(&(third.as_ptr() as usize)), "one of the two");
+    drop(third);
     let small_budget = read(0, 1 << 20);
     let little_left = read(stored[170].base_offset, MAX);
-    for small in [&small_budget, &little_left] {
-        let address = small.as_ptr() as usize;
-        assert!(![pooled_first, pooled_second].contains(&address), "a small read is not pooled");
+    assert_eq!(taken(), (2, 1), "reads bounded below 4 MiB take no pooled buffer");
+    // In segments of 6 MiB, a read bounded by its first segment is planned at 6 MiB; the upper bound
+    // then stops it after three batches.
+    let wide_dir = tempfile::tempdir().expect("tempdir");
+    let mut wide = Log::open(wide_dir.path(), small_config(6 << 20)).expect("open");
+    let wide_stored: Vec<Stored> = (0..120).map(|index| append(&mut wide, 4, 16_000, 1_000 + index)).collect();
+    let plan = wide.plan_read(0, 16 << 20, wide_stored[3].base_offset).expect("plan");
+    let cut_short = plan.execute_shared().expect("read");
+    assert_eq!(&cut_short[..], &expected_read(&wide_stored, 0, 16 << 20, wide_stored[3].base_offset)[..]);
+    assert_eq!(taken(), (2, 2), "planned at 6 MiB, it took a pooled buffer");
+    assert_eq!(cut_short.len(), 3 * wide_stored[0].bytes.len(), "three batches below the upper bound");
+    for small in [&small_budget, &little_left, &cut_short] {
+        assert!(!addresses.contains(&(small.as_ptr() as usize)), "returned in a buffer of its own");
     }
+    let both_free = (read(0, MAX), read(stored[60].base_offset, MAX));
+    assert_eq!(taken(), (2, 4), "the cut-short read gave its buffer back at once");
+    drop(both_free);
 }

@@ -58,8 +58,9 @@ impl EndOffsets {
 /// What [`Partition::read_fetch`] read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRead {
-    /// Whole batches, as stored, every one below `end_offsets.upper_bound(isolation)`; a read of 4 MiB or
-    /// more is in a buffer that goes back to the log's pool when the last slice of it is dropped.
+    /// Whole batches, as stored, every one below `end_offsets.upper_bound(isolation)`; a read the plan
+    /// bounded at 4 MiB or more is in a buffer that goes back to the log's pool when the last slice of it
+    /// is dropped (`ReadPlan::execute_shared`).
     pub records: Bytes,
     /// The offsets the read was bounded by.
     pub end_offsets: EndOffsets,

@@ -2,7 +2,7 @@
 //! are the fetched bytes themselves, not copies: a catch-up fetch answers up to 55 MiB of records, and
 //! [`crate::encode_response`] copies every byte of them into one new buffer (a memory copy, and the page
 //! faults of a buffer that size) before the socket copies them again. Here the generated codec writes
-//! into [`Parts`], which keeps everything it writes but record sets of [`SPLICE_BYTES_MIN`] or more,
+//! into [`Parts`], which keeps everything it writes but record sets of [`SHARED_RECORDS_MIN`] or more,
 //! and takes a reference (`Bytes::clone`) to those.
 //!
 //! The one `unsafe` of the crate is [`Parts`]'s `BufMut` implementation, which hands every call but
@@ -22,10 +22,10 @@ use crate::response::{encode_response, EncodeError};
 
 /// Record sets at least this large are referenced, not copied; smaller ones are copied with the rest
 /// (a part of its own costs the writer a system call, which a copy of a few KiB does not).
-pub const SPLICE_BYTES_MIN: usize = 64 * 1024;
+pub const SHARED_RECORDS_MIN: usize = 64 * 1024;
 
 /// Encodes `[size][header][body]` as parts to be written in order. Parts other than the size prefix and
-/// the encoder's own bytes are the response's record sets of [`SPLICE_BYTES_MIN`] bytes or more, shared
+/// the encoder's own bytes are the response's record sets of [`SHARED_RECORDS_MIN`] bytes or more, shared
 /// with it. Their concatenation is exactly what [`encode_response`] returns.
 pub fn encode_response_parts(
     api_version: i16,
@@ -41,8 +41,9 @@ pub fn encode_response_parts(
     }
     let mut parts = Parts { parts: vec![Bytes::new()], done: 0, inline: BytesMut::with_capacity(4096), sources };
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    header.encode(&mut parts, body.header_version(api_version)).map_err(|error| EncodeError::new(error.to_string()))?;
-    fetch.encode(&mut parts, api_version).map_err(|error| EncodeError::new(error.to_string()))?;
+    let failed = |error| EncodeError::new(format!("Fetch response v{api_version}: {error}"));
+    header.encode(&mut parts, body.header_version(api_version)).map_err(failed)?;
+    fetch.encode(&mut parts, api_version).map_err(failed)?;
     parts.close_inline();
     let Parts { mut parts, done, sources, .. } = parts;
     assert!(sources.iter().all(|source| source.used), "every record set referenced was written, once");
@@ -53,11 +54,11 @@ pub fn encode_response_parts(
 }
 
 /// Record bytes of `body` that [`encode_response_parts`] copies (record sets below
-/// [`SPLICE_BYTES_MIN`]); only Fetch responses carry any.
+/// [`SHARED_RECORDS_MIN`]); only Fetch responses carry any.
 pub fn copied_record_bytes(body: &ResponseKind) -> usize {
     let ResponseKind::Fetch(fetch) = body else { return 0 };
     let records = fetch.responses.iter().flat_map(|topic| &topic.partitions).filter_map(|p| p.records.as_ref());
-    records.map(Bytes::len).filter(|len| *len < SPLICE_BYTES_MIN).sum()
+    records.map(Bytes::len).filter(|len| *len < SHARED_RECORDS_MIN).sum()
 }
 
 /// A record set the encoder may pass to `put_slice`, to be referenced rather than copied.
@@ -70,7 +71,7 @@ fn spliceable_records(body: &ResponseKind) -> Vec<Source> {
     let ResponseKind::Fetch(fetch) = body else { return Vec::new() };
     let records = fetch.responses.iter().flat_map(|topic| &topic.partitions).filter_map(|p| p.records.as_ref());
     records
-        .filter(|records| records.len() >= SPLICE_BYTES_MIN)
+        .filter(|records| records.len() >= SHARED_RECORDS_MIN)
         .map(|bytes| Source { bytes: bytes.clone(), used: false })
         .collect()
 }
@@ -130,7 +131,7 @@ unsafe impl BufMut for Parts {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        if src.len() >= SPLICE_BYTES_MIN {
+        if src.len() >= SHARED_RECORDS_MIN {
             if let Some(records) = self.source_of(src) {
                 self.close_inline();
                 self.done += records.len();
@@ -200,9 +201,9 @@ mod tests {
     /// part of its own that shares the response's memory (no copy).
     #[test]
     fn parts_join_to_the_flat_encoding_and_share_large_record_sets() {
-        let big = records(SPLICE_BYTES_MIN, 1);
-        let bigger = records(3 * SPLICE_BYTES_MIN + 17, 2);
-        let small = records(SPLICE_BYTES_MIN - 1, 3);
+        let big = records(SHARED_RECORDS_MIN, 1);
+        let bigger = records(3 * SHARED_RECORDS_MIN + 17, 2);
+        let small = records(SHARED_RECORDS_MIN - 1, 3);
         let response = fetch(vec![
             ("a", vec![Some(big.clone()), None, Some(small.clone()), Some(Bytes::new())]),
             ("b", vec![Some(bigger.clone())]),
@@ -231,7 +232,7 @@ mod tests {
     /// where the codec puts them; a record set equal to a large one but elsewhere in memory is copied.
     #[test]
     fn one_buffer_in_two_places_and_equal_bytes_elsewhere() {
-        let big = records(2 * SPLICE_BYTES_MIN, 9);
+        let big = records(2 * SHARED_RECORDS_MIN, 9);
         let equal_copy = Bytes::from(big.to_vec());
         let response = fetch(vec![("a", vec![Some(big.clone()), Some(big.clone())])]);
         let parts = encode_response_parts(12, 1, &response).expect("parts");
@@ -264,7 +265,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "reached back into a closed part")]
     fn reaching_back_into_a_closed_part_panics() {
-        let big = records(SPLICE_BYTES_MIN, 5);
+        let big = records(SHARED_RECORDS_MIN, 5);
         let response = fetch(vec![("a", vec![Some(big.clone())])]);
         let mut parts = Parts {
             parts: vec![Bytes::new()],
