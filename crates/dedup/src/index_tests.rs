@@ -930,3 +930,28 @@ fn a_rewrite_taken_before_the_window_grew_is_not_installed() {
     index.expire(now_ms, usize::MAX);
     assert!((1..=7).all(|number| index.lookup_ok(&id(number), now_ms).is_some()));
 }
+
+/// In line, as a replay at open does it (`filter_work_here`): the topic filter is built once something
+/// is sealed and built again, larger, each time more ids went in than it was sized for, covering every
+/// sealed id after each step; every stored id is still found through it.
+#[test]
+fn a_replay_builds_and_rebuilds_the_topic_filter_in_line() {
+    let mut index = retention_index();
+    index.filter.capacity_min = 4;
+    assert!(!index.filter_work_here().expect("in RAM"), "nothing sealed, nothing to build");
+    let mut capacities = Vec::new();
+    for batch in 0..300u32 {
+        store(&mut index, &[batch * 2, batch * 2 + 1], i64::from(batch) * 2, 1_000);
+        index.seal_frozen();
+        if index.filter_work_here().expect("in RAM") {
+            capacities.push(index.topic_filter().expect("installed").capacity());
+        }
+        index.assert_filter_covers_sealed();
+        assert!(index.topic_filter().is_some() || index.sealed_chunks() == 0, "a filter once anything is sealed");
+    }
+    assert!(capacities.len() >= 3, "rebuilt as the index grew: {capacities:?}");
+    assert!(capacities.windows(2).all(|pair| pair[0] < pair[1]), "each time larger: {capacities:?}");
+    for number in 0..600 {
+        assert!(index.lookup(&id(number), 1_000).expect("lookup").is_some(), "id {number} is found");
+    }
+}

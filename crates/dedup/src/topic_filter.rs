@@ -112,6 +112,12 @@ impl TopicFilter {
     pub(crate) fn approx_bytes(&self) -> usize {
         size_of::<TopicFilter>() + self.blocks.len() * size_of::<Block>()
     }
+
+    /// Ids it was sized for (for tests).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
 }
 
 /// The filter state of an index (see the module docs).
@@ -225,17 +231,35 @@ impl DedupIndex {
         self.filter.filter.as_ref()
     }
 
+    /// Whether a build of the filter is due: there is none and something is sealed, or more ids went
+    /// in than it was sized for.
+    fn filter_due(&self) -> bool {
+        match &self.filter.filter {
+            None => !self.sealed.is_empty(),
+            Some(filter) => self.filter.inserted > filter.capacity,
+        }
+    }
+
+    /// Builds or rebuilds the filter in the caller's thread, holding the index, when one is due and every
+    /// sealed chunk is resident (so it reads no file): for a replay at open, where nothing else runs and
+    /// the upkeep has not started. Without a filter every replayed id is looked for in every sealed
+    /// chunk; with chunks on disk the replay leaves the build to the upkeep, which reads their files
+    /// without the lock once the topic serves. Returns whether a filter was installed.
+    pub fn filter_work_here(&mut self) -> Result<bool, DedupError> {
+        if !self.filter_due() || self.sealed.iter().any(|chunk| chunk.disk().is_some()) {
+            return Ok(false);
+        }
+        let Some(work) = self.next_filter_work() else { return Ok(false) };
+        self.finish_filter_work(work.run())
+    }
+
     /// A rebuild of the topic filter, if one is due and none is out (see the module docs). Cheap:
     /// the chunks are shared.
     pub fn next_filter_work(&mut self) -> Option<FilterWork> {
-        let state = &mut self.filter;
-        let due = match &state.filter {
-            None => !self.sealed.is_empty(),
-            Some(filter) => state.inserted > filter.capacity,
-        };
-        if !due || state.journal.is_some() {
+        if !self.filter_due() || self.filter.journal.is_some() {
             return None;
         }
+        let state = &mut self.filter;
         let sealed_ids: usize = self.sealed.iter().map(|chunk| chunk.len()).sum();
         let mut capacity = sealed_ids.saturating_mul(2).max(state.capacity_min);
         let mut blocks = TopicFilter::blocks_for(capacity);

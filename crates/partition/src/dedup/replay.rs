@@ -24,6 +24,7 @@ pub(super) fn replay_partition(
     // `changes` counts the current batch's; they move to the totals before the next batch.
     let (mut changes, mut total, mut since_merge) = (0, 0, 0);
     let mut failed = None;
+    let mut filter_failed = false;
     replay::for_each_stored_batch(log, from, log.log_end_offset(), |header, batch| {
         if failed.is_some() {
             return;
@@ -34,6 +35,15 @@ pub(super) fn replay_partition(
         changes = 0;
         // Nothing else runs at open: seals and merges run under the lock.
         index.seal_frozen();
+        // And the topic filter is built, and rebuilt when outgrown, in line (the upkeep starts only
+        // once the topic serves): without it every replayed id probes every sealed chunk's filter.
+        if !filter_failed {
+            if let Err(error) = index.filter_work_here() {
+                // Lookups probe chunk by chunk without it: slower, not wrong. Not tried again here.
+                tracing::warn!(partition, %error, "building the dedup topic filter during replay failed");
+                filter_failed = true;
+            }
+        }
         if let Some(budget) = merge_budget(&mut since_merge) {
             index.expire(now_ms, budget);
         }
