@@ -937,7 +937,8 @@ fn a_rewrite_taken_before_the_window_grew_is_not_installed() {
 #[test]
 fn a_replay_builds_and_rebuilds_the_topic_filter_in_line() {
     let mut index = retention_index();
-    index.filter.capacity_min = 4;
+    // As the broker's index: full chunks are frozen, and the replay seals them (`seal_frozen`).
+    index.defer_seals();
     assert!(!index.filter_work_here().expect("in RAM"), "nothing sealed, nothing to build");
     let mut capacities = Vec::new();
     for batch in 0..300u32 {
@@ -954,4 +955,18 @@ fn a_replay_builds_and_rebuilds_the_topic_filter_in_line() {
     for number in 0..600 {
         assert!(index.lookup(&id(number), 1_000).expect("lookup").is_some(), "id {number} is found");
     }
+    // With a rebuild out (the upkeep's), an in-line one is not started; the one out still installs.
+    let before = capacities.len();
+    for batch in 300..600u32 {
+        store(&mut index, &[batch * 2, batch * 2 + 1], i64::from(batch) * 2, 1_000);
+        index.seal_frozen();
+        if index.filter_due() {
+            break;
+        }
+    }
+    let out = index.next_filter_work().expect("due");
+    assert!(!index.filter_work_here().expect("in RAM"), "one rebuild out at a time");
+    assert!(index.finish_filter_work(out.run()).expect("built"), "the upkeep's rebuild installs");
+    index.assert_filter_covers_sealed();
+    assert_eq!(capacities.len(), before);
 }

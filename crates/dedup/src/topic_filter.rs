@@ -233,7 +233,7 @@ impl DedupIndex {
 
     /// Whether a build of the filter is due: there is none and something is sealed, or more ids went
     /// in than it was sized for.
-    fn filter_due(&self) -> bool {
+    pub(crate) fn filter_due(&self) -> bool {
         match &self.filter.filter {
             None => !self.sealed.is_empty(),
             Some(filter) => self.filter.inserted > filter.capacity,
@@ -242,9 +242,12 @@ impl DedupIndex {
 
     /// Builds or rebuilds the filter in the caller's thread, holding the index, when one is due and every
     /// sealed chunk is resident (so it reads no file): for a replay at open, where nothing else runs and
-    /// the upkeep has not started. Without a filter every replayed id is looked for in every sealed
-    /// chunk; with chunks on disk the replay leaves the build to the upkeep, which reads their files
-    /// without the lock once the topic serves. Returns whether a filter was installed.
+    /// the upkeep has not started. (Partitions added to a serving topic are replayed too, beside the
+    /// upkeep, but their logs are empty: no batch, no call. Were one out, the upkeep's rebuild would
+    /// make this a no-op: one rebuild is out at a time.) Without a filter every replayed id is looked for
+    /// in every sealed chunk; with chunks on disk the replay leaves the build to the upkeep, which reads
+    /// their files without the lock once the topic serves. Returns whether a filter was installed (a
+    /// filter the budget has no room for any more is dropped, and false returned, as the upkeep does).
     pub fn filter_work_here(&mut self) -> Result<bool, DedupError> {
         if !self.filter_due() || self.sealed.iter().any(|chunk| chunk.disk().is_some()) {
             return Ok(false);

@@ -39,7 +39,8 @@ pub(super) fn replay_partition(
         // once the topic serves): without it every replayed id probes every sealed chunk's filter.
         if !filter_failed {
             if let Err(error) = index.filter_work_here() {
-                // Lookups probe chunk by chunk without it: slower, not wrong. Not tried again here.
+                // Lookups use the outgrown filter or probe chunk by chunk: slower, not wrong. Not tried
+                // again in this partition's replay.
                 tracing::warn!(partition, %error, "building the dedup topic filter during replay failed");
                 filter_failed = true;
             }
