@@ -32,13 +32,10 @@ pub fn encode_response_parts(
     correlation_id: i32,
     body: &ResponseKind,
 ) -> Result<Vec<Bytes>, EncodeError> {
-    let sources = spliceable_records(body);
-    let ResponseKind::Fetch(fetch) = body else {
+    let sources = shared_sources(body);
+    let (ResponseKind::Fetch(fetch), false) = (body, sources.is_empty()) else {
         return Ok(vec![encode_response(api_version, correlation_id, body)?.freeze()]);
     };
-    if sources.is_empty() {
-        return Ok(vec![encode_response(api_version, correlation_id, body)?.freeze()]);
-    }
     let mut parts = Parts { parts: vec![Bytes::new()], done: 0, inline: BytesMut::with_capacity(4096), sources };
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let failed = |error| EncodeError::new(format!("Fetch response v{api_version}: {error}"));
@@ -56,9 +53,17 @@ pub fn encode_response_parts(
 /// Record bytes of `body` that [`encode_response_parts`] copies (record sets below
 /// [`SHARED_RECORDS_MIN`]); only Fetch responses carry any.
 pub fn copied_record_bytes(body: &ResponseKind) -> usize {
-    let ResponseKind::Fetch(fetch) = body else { return 0 };
-    let records = fetch.responses.iter().flat_map(|topic| &topic.partitions).filter_map(|p| p.records.as_ref());
-    records.map(Bytes::len).filter(|len| *len < SHARED_RECORDS_MIN).sum()
+    record_sets(body).map(Bytes::len).filter(|len| *len < SHARED_RECORDS_MIN).sum()
+}
+
+/// The record sets of `body`'s partitions (only Fetch responses have any).
+fn record_sets(body: &ResponseKind) -> impl Iterator<Item = &Bytes> {
+    let fetch = match body {
+        ResponseKind::Fetch(fetch) => Some(fetch),
+        _ => None,
+    };
+    let partitions = fetch.into_iter().flat_map(|fetch| &fetch.responses).flat_map(|topic| &topic.partitions);
+    partitions.filter_map(|partition| partition.records.as_ref())
 }
 
 /// A record set the encoder may pass to `put_slice`, to be referenced rather than copied.
@@ -67,13 +72,10 @@ struct Source {
     used: bool,
 }
 
-fn spliceable_records(body: &ResponseKind) -> Vec<Source> {
-    let ResponseKind::Fetch(fetch) = body else { return Vec::new() };
-    let records = fetch.responses.iter().flat_map(|topic| &topic.partitions).filter_map(|p| p.records.as_ref());
-    records
-        .filter(|records| records.len() >= SHARED_RECORDS_MIN)
-        .map(|bytes| Source { bytes: bytes.clone(), used: false })
-        .collect()
+/// The record sets of `body` to be referenced: those of [`SHARED_RECORDS_MIN`] bytes or more.
+fn shared_sources(body: &ResponseKind) -> Vec<Source> {
+    let shared = record_sets(body).filter(|records| records.len() >= SHARED_RECORDS_MIN);
+    shared.map(|bytes| Source { bytes: bytes.clone(), used: false }).collect()
 }
 
 /// The encoder's output: finished `parts` (the first kept for the size prefix), then the bytes being
@@ -238,12 +240,8 @@ mod tests {
         let parts = encode_response_parts(12, 1, &response).expect("parts");
         assert_eq!(joined(&parts), &encode_response(12, 1, &response).expect("flat")[..]);
         assert_eq!(parts.iter().filter(|part| part.as_ptr() == big.as_ptr()).count(), 2, "both shared");
-        let mut parts = Parts {
-            parts: vec![Bytes::new()],
-            done: 0,
-            inline: BytesMut::new(),
-            sources: spliceable_records(&response),
-        };
+        let mut parts =
+            Parts { parts: vec![Bytes::new()], done: 0, inline: BytesMut::new(), sources: shared_sources(&response) };
         parts.put_slice(&equal_copy);
         assert_eq!(parts.parts.len(), 1, "equal bytes at another address are copied, not taken for the source");
         assert_eq!(parts.inline.len(), equal_copy.len());
@@ -267,12 +265,8 @@ mod tests {
     fn reaching_back_into_a_closed_part_panics() {
         let big = records(SHARED_RECORDS_MIN, 5);
         let response = fetch(vec![("a", vec![Some(big.clone())])]);
-        let mut parts = Parts {
-            parts: vec![Bytes::new()],
-            done: 0,
-            inline: BytesMut::new(),
-            sources: spliceable_records(&response),
-        };
+        let mut parts =
+            Parts { parts: vec![Bytes::new()], done: 0, inline: BytesMut::new(), sources: shared_sources(&response) };
         parts.put_slice(b"head");
         assert_eq!(parts.range(0..4), b"head", "open bytes can be reached");
         parts.put_slice(&big);
