@@ -4,8 +4,11 @@
 //! fsyncs; every other request is finished before the next one is read, as Kafka does.
 //!
 //! Every read is bounded: a frame by `request_bytes_max`, the bytes read but not yet answered by the
-//! broker-wide request budget, the responses outstanding by `PIPELINE_DEPTH_MAX`, and an idle
-//! connection by `CONNECTION_IDLE_MAX`.
+//! broker-wide request budget, the responses outstanding by `PIPELINE_DEPTH_MAX`, the record bytes of
+//! responses waiting to be written by `fetch_bytes_max` (a client that stops reading its socket stops
+//! being read from, as Kafka mutes a channel until its response is sent), and an idle connection by
+//! `CONNECTION_IDLE_MAX` — which also bounds the write of each response part (and each flush), so a
+//! client that never reads cannot hold its connection and the responses queued on it for good.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use once_log::buffer_pool::{BufferPool, PoolBounds};
 use once_node::listeners::Listener;
 use once_node::Node;
 use once_wire::frame::request_frame_length;
-use once_wire::{copied_record_bytes, decode_request, encode_response_parts, RequestError};
+use once_wire::{copied_record_bytes, decode_request, encode_response_parts, record_bytes, RequestError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -62,7 +65,8 @@ const SASL_AUTHENTICATION_MAX: Duration = Duration::from_secs(10);
 /// Responses a connection may have outstanding before its reader stops reading (backpressure).
 const PIPELINE_DEPTH_MAX: usize = 32;
 /// A connection with no request for this long is closed (Kafka's connections.max.idle.ms default),
-/// so idle sockets cannot hold every connection slot.
+/// so idle sockets cannot hold every connection slot; so is one whose client has not taken a
+/// response part written to it for this long.
 const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
 
 /// A response in the making, with what is needed to frame it.
@@ -75,6 +79,9 @@ struct Outgoing {
     response: PendingResponse,
     /// The request's share of the broker-wide request memory, returned once the response is written.
     _budget: OwnedSemaphorePermit,
+    /// The response's record bytes in the connection's bound on responses waiting to be written
+    /// (responses queued before they are ready carry none: a Produce answer holds no records).
+    _queued: Option<OwnedSemaphorePermit>,
 }
 
 /// One client connection, from its first frame to its close.
@@ -91,6 +98,8 @@ pub struct Connection {
     request_budget: Arc<Semaphore>,
     /// The subject of the client's TLS certificate (mTLS): the principal when SASL names none.
     certificate_subject: Option<String>,
+    /// How long the connection may wait for the client's next request, or for it to take a response.
+    idle_max: Duration,
 }
 
 impl Connection {
@@ -103,7 +112,15 @@ impl Connection {
     ) -> Connection {
         let (reader, writer) = tokio::io::split(stream);
         let reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
-        Connection { node, peer, listener, reader, writer, request_budget, certificate_subject: None }
+        let idle_max = CONNECTION_IDLE_MAX;
+        Connection { node, peer, listener, reader, writer, request_budget, certificate_subject: None, idle_max }
+    }
+
+    /// How long the connection waits for the client's next request, or for it to take a response,
+    /// before closing (`CONNECTION_IDLE_MAX` unless set; shorter in tests).
+    pub fn with_idle_max(mut self, idle_max: Duration) -> Connection {
+        self.idle_max = idle_max;
+        self
     }
 
     /// The subject of the certificate the client presented, if any.
@@ -115,7 +132,8 @@ impl Connection {
     /// Serves requests until the client closes, an unanswerable request arrives, or `stopping`
     /// changes; then lets the writer finish the responses already queued.
     pub async fn run(self, mut stopping: watch::Receiver<bool>) {
-        let Connection { node, peer, listener, mut reader, writer, request_budget, certificate_subject } = self;
+        let Connection { node, peer, listener, mut reader, writer, request_budget, certificate_subject, idle_max } =
+            self;
         // Who asks: the SASL user once authenticated, else the certificate's subject, else
         // User:ANONYMOUS (Kafka's principals). Built once the connection may send requests.
         let mut access: Option<Access> = None;
@@ -125,7 +143,11 @@ impl Connection {
         const UNAUTHENTICATED_FRAME_MAX: usize = 64 * 1024;
         let authenticate_by = tokio::time::Instant::now() + SASL_AUTHENTICATION_MAX;
         let (outgoing, queue) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH_MAX);
-        let writing = tokio::spawn(write_responses(node.clone(), writer, queue));
+        let writing = tokio::spawn(write_responses(node.clone(), writer, queue, idle_max));
+        // Record bytes of responses finished but not yet written: at most one Fetch response of the
+        // largest size waits while another is written (the one being read is the third).
+        let queued_max = node.config.fetch_bytes_max.clamp(1, u32::MAX as usize);
+        let queued_bytes = Arc::new(Semaphore::new(queued_max));
         loop {
             let unauthenticated = !sasl.admits_requests();
             let frame = tokio::select! {
@@ -134,6 +156,7 @@ impl Connection {
                     if unauthenticated { UNAUTHENTICATED_FRAME_MAX } else { node.config.request_bytes_max },
                     &request_budget,
                     &FRAMES,
+                    idle_max,
                 ) => frame,
                 _ = stopping.changed() => break,
                 // A SASL connection that has not authenticated in time is closed, however slowly
@@ -156,6 +179,7 @@ impl Connection {
             let mut close_after = false;
             let read_at = Instant::now();
             let mut timed = None;
+            let mut queued = None;
             let (correlation_id, api_version, response) = match decode_request(frame) {
                 Ok(request) => {
                     timed = Some((request.api_key, read_at));
@@ -182,7 +206,14 @@ impl Connection {
                         }
                         let ready: PendingResponse = Box::pin(async move { Some(answer.response) });
                         if outgoing
-                            .send(Outgoing { correlation_id, api_version, timed, response: ready, _budget: budget })
+                            .send(Outgoing {
+                                correlation_id,
+                                api_version,
+                                timed,
+                                response: ready,
+                                _budget: budget,
+                                _queued: None,
+                            })
                             .await
                             .is_err()
                             || close_after
@@ -220,6 +251,19 @@ impl Connection {
                                 response = pending => response,
                                 _ = stopping.changed() => break,
                             };
+                            // A client that does not take its responses stops being read from once
+                            // they hold `queued_max` record bytes: waits here until they are written.
+                            let bytes = response.as_ref().map_or(0, record_bytes).min(queued_max);
+                            if bytes > 0 {
+                                let permits = u32::try_from(bytes).expect("clamped to u32 above");
+                                queued = tokio::select! {
+                                    permit = queued_bytes.clone().acquire_many_owned(permits) => match permit {
+                                        Ok(permit) => Some(permit),
+                                        Err(_) => break,
+                                    },
+                                    _ = stopping.changed() => break,
+                                };
+                            }
                             let ready: PendingResponse = Box::pin(async move { response });
                             (correlation_id, api_version, ready)
                         }
@@ -243,9 +287,9 @@ impl Connection {
                     break;
                 }
             };
-            if outgoing.send(Outgoing { correlation_id, api_version, timed, response, _budget: budget }).await.is_err()
-                || close_after
-            {
+            let outgoing_response =
+                Outgoing { correlation_id, api_version, timed, response, _budget: budget, _queued: queued };
+            if outgoing.send(outgoing_response).await.is_err() || close_after {
                 break;
             }
         }
@@ -261,9 +305,10 @@ async fn read_frame(
     limit: usize,
     budget: &Arc<Semaphore>,
     frames: &Arc<BufferPool>,
+    idle_max: Duration,
 ) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, String> {
     let mut prefix = [0u8; 4];
-    match tokio::time::timeout(CONNECTION_IDLE_MAX, reader.read_exact(&mut prefix)).await {
+    match tokio::time::timeout(idle_max, reader.read_exact(&mut prefix)).await {
         Err(_) => return Err("idle for longer than connections.max.idle.ms".to_string()),
         Ok(Ok(_)) => {}
         Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -310,7 +355,10 @@ async fn read_body(
     Ok(())
 }
 
-async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Receiver<Outgoing>) {
+/// Writes the responses in the order of their requests. Each part's write, each flush and the final
+/// shutdown must finish within `idle_max`, else the connection is given up: its queue is dropped with every
+/// response in it, which returns their memory and ends the reader's wait for room.
+async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Receiver<Outgoing>, idle_max: Duration) {
     let mut writer = BufWriter::new(writer);
     while let Some(outgoing) = queue.recv().await {
         let response = outgoing.response.await;
@@ -318,16 +366,18 @@ async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Recei
             node.requests.record(api_key as i16, || format!("{api_key:?}"), read_at.elapsed());
         }
         let Some(response) = response else { continue };
-        if let Err(error) = write_one(&mut writer, outgoing.correlation_id, outgoing.api_version, response).await {
+        let written = write_one(&mut writer, outgoing.correlation_id, outgoing.api_version, response, idle_max).await;
+        if let Err(error) = written {
             tracing::debug!(%error, "writing response failed; closing connection");
             return;
         }
         // Flush when nothing else is ready, so pipelined responses share a write.
-        if queue.is_empty() && writer.flush().await.is_err() {
+        if queue.is_empty() && !matches!(tokio::time::timeout(idle_max, writer.flush()).await, Ok(Ok(()))) {
+            tracing::debug!("flushing responses failed or stalled; closing connection");
             return;
         }
     }
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(idle_max, writer.shutdown()).await;
 }
 
 /// Responses whose encoding copies more record bytes than this are encoded on a blocking thread: tens of
@@ -342,6 +392,7 @@ async fn write_one(
     correlation_id: i32,
     api_version: i16,
     response: ResponseKind,
+    idle_max: Duration,
 ) -> Result<(), String> {
     let large = copied_record_bytes(&response) > ENCODE_INLINE_BYTES_MAX;
     let encode = move || {
@@ -358,7 +409,10 @@ async fn write_one(
     // A part of a record set larger than the writer's buffer goes to the socket directly, after what
     // the buffer holds; the small ones between are gathered in it.
     for part in parts {
-        writer.write_all(&part).await.map_err(|error| error.to_string())?;
+        match tokio::time::timeout(idle_max, writer.write_all(&part)).await {
+            Ok(written) => written.map_err(|error| error.to_string())?,
+            Err(_) => return Err(format!("the client took no {}-byte response part in {idle_max:?}", part.len())),
+        }
     }
     Ok(())
 }
@@ -390,14 +444,16 @@ mod tests {
         let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, &stream[..]);
         let mut addresses = Vec::new();
         for body in &bodies {
-            let (frame, _permit) =
-                read_frame(&mut reader, 1 << 20, &budget, &frames).await.expect("read").expect("a frame");
+            let (frame, _permit) = read_frame(&mut reader, 1 << 20, &budget, &frames, CONNECTION_IDLE_MAX)
+                .await
+                .expect("read")
+                .expect("a frame");
             assert_eq!(&frame[..], &body[..], "a frame of {} bytes", body.len());
             addresses.push(frame.as_ptr() as usize);
         }
         assert_eq!(addresses[2], addresses[0], "the third frame was read into the first one's buffer");
         assert_eq!(addresses[3], addresses[0], "and so was the fourth");
-        let cut = read_frame(&mut reader, 1 << 20, &budget, &frames).await;
+        let cut = read_frame(&mut reader, 1 << 20, &budget, &frames, CONNECTION_IDLE_MAX).await;
         assert!(cut.is_err_and(|error| error.contains("5000 bytes into a 100000-byte frame")), "cut short");
     }
 

@@ -50,6 +50,12 @@ pub fn encode_response_parts(
     Ok(parts)
 }
 
+/// Record bytes of `body`, shared or copied: what its record sets hold in memory until it is written.
+/// Only Fetch responses carry any.
+pub fn record_bytes(body: &ResponseKind) -> usize {
+    record_sets(body).map(Bytes::len).sum()
+}
+
 /// Record bytes of `body` that [`encode_response_parts`] copies (record sets below
 /// [`SHARED_RECORDS_MIN`]); only Fetch responses carry any.
 pub fn copied_record_bytes(body: &ResponseKind) -> usize {
@@ -228,6 +234,8 @@ mod tests {
             assert_eq!(parts[0].len(), 4, "the size prefix");
         }
         assert_eq!(copied_record_bytes(&response), 2 * small.len(), "only the small sets are copied");
+        let all = 2 * big.len() + bigger.len() + 2 * small.len();
+        assert_eq!(record_bytes(&response), all, "every set counts toward what the response holds");
     }
 
     /// The same bytes twice in one response (two partitions answered from one buffer) are each written
