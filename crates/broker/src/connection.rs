@@ -5,10 +5,11 @@
 //!
 //! Every read is bounded: a frame by `request_bytes_max`, the bytes read but not yet answered by the
 //! broker-wide request budget, the responses outstanding by `PIPELINE_DEPTH_MAX`, the record bytes of
-//! responses waiting to be written by `fetch_bytes_max` (a client that stops reading its socket stops
-//! being read from, as Kafka mutes a channel until its response is sent), and an idle connection by
-//! `CONNECTION_IDLE_MAX` — which also bounds the write of each response part (and each flush), so a
-//! client that never reads cannot hold its connection and the responses queued on it for good.
+//! responses queued or being written by `fetch_bytes_max` (one more finished response waits for room:
+//! about twice that per connection; a client that stops reading its socket stops being read from, as
+//! Kafka mutes a channel until its response is sent), and an idle connection by `CONNECTION_IDLE_MAX`
+//! — which also bounds how long a response write or flush may take no bytes, so a client that never
+//! reads cannot hold its connection and the responses queued on it for good.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,8 +66,8 @@ const SASL_AUTHENTICATION_MAX: Duration = Duration::from_secs(10);
 /// Responses a connection may have outstanding before its reader stops reading (backpressure).
 const PIPELINE_DEPTH_MAX: usize = 32;
 /// A connection with no request for this long is closed (Kafka's connections.max.idle.ms default),
-/// so idle sockets cannot hold every connection slot; so is one whose client has not taken a
-/// response part written to it for this long.
+/// so idle sockets cannot hold every connection slot; so is one whose client has taken no response
+/// bytes for this long while a response waits to be written.
 const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
 
 /// A response in the making, with what is needed to frame it.
@@ -144,8 +145,8 @@ impl Connection {
         let authenticate_by = tokio::time::Instant::now() + SASL_AUTHENTICATION_MAX;
         let (outgoing, queue) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH_MAX);
         let writing = tokio::spawn(write_responses(node.clone(), writer, queue, idle_max));
-        // Record bytes of responses finished but not yet written: at most one Fetch response of the
-        // largest size waits while another is written (the one being read is the third).
+        // Record bytes of responses queued or being written: at most `fetch_bytes_max` between them.
+        // One more finished response waits for room, so a connection holds about twice that.
         let queued_max = node.config.fetch_bytes_max.clamp(1, u32::MAX as usize);
         let queued_bytes = Arc::new(Semaphore::new(queued_max));
         loop {
@@ -159,6 +160,9 @@ impl Connection {
                     idle_max,
                 ) => frame,
                 _ = stopping.changed() => break,
+                // The writer gave up (the client stopped taking responses): close now, not after
+                // another idle time.
+                () = outgoing.closed() => break,
                 // A SASL connection that has not authenticated in time is closed, however slowly
                 // it trickles its bytes in.
                 _ = tokio::time::sleep_until(authenticate_by), if unauthenticated => {
@@ -355,8 +359,9 @@ async fn read_body(
     Ok(())
 }
 
-/// Writes the responses in the order of their requests. Each part's write, each flush and the final
-/// shutdown must finish within `idle_max`, else the connection is given up: its queue is dropped with every
+/// Writes the responses in the order of their requests. Each write must take some bytes, and each
+/// flush and the final shutdown (at most a buffer's worth) finish, within `idle_max`, else the
+/// connection is given up: its queue is dropped with every
 /// response in it, which returns their memory and ends the reader's wait for room.
 async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Receiver<Outgoing>, idle_max: Duration) {
     let mut writer = BufWriter::new(writer);
@@ -408,10 +413,17 @@ async fn write_one(
     };
     // A part of a record set larger than the writer's buffer goes to the socket directly, after what
     // the buffer holds; the small ones between are gathered in it.
+    // Each write must take some bytes within `idle_max`: a client reading slowly but steadily is
+    // served however long a large part takes, one that stops is given up.
     for part in parts {
-        match tokio::time::timeout(idle_max, writer.write_all(&part)).await {
-            Ok(written) => written.map_err(|error| error.to_string())?,
-            Err(_) => return Err(format!("the client took no {}-byte response part in {idle_max:?}", part.len())),
+        let mut written = 0;
+        while written < part.len() {
+            match tokio::time::timeout(idle_max, writer.write(&part[written..])).await {
+                Ok(Ok(0)) => return Err("the connection took no more bytes".to_string()),
+                Ok(Ok(taken)) => written += taken,
+                Ok(Err(error)) => return Err(error.to_string()),
+                Err(_) => return Err(format!("the client took no response bytes in {idle_max:?}")),
+            }
         }
     }
     Ok(())

@@ -71,6 +71,9 @@ fn serve(node: &Arc<Node>, idle_max: Duration) -> (DuplexStream, tokio::task::Jo
     (client, tokio::spawn(connection.run(stopping)), stop)
 }
 
+/// Pooled read buffers taken so far in this process (fetches the plan bounds at 4–64 MiB take one).
+/// The count is process-wide: only the first test here fetches that much, and each test file is a
+/// binary of its own; a test added here with such fetches would have to run apart from it.
 fn read_buffers_taken() -> u64 {
     let (new, reused) = ReadPlan::read_buffers_taken();
     new + reused
@@ -122,9 +125,12 @@ async fn a_client_that_takes_no_response_for_the_idle_time_is_given_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = node_with_backlog(dir.path()).await;
     let (mut client, connection, _stop) = serve(&node, Duration::from_secs(1));
-    // A 1 MiB response (below the pooled reads: this test leaves their count alone) into a 64 KiB
-    // stream that the client never reads: the write stalls.
-    client.write_all(&fetch_frame(1, 1 << 20)).await.expect("the request");
+    // Three 3 MiB responses (below the pooled reads: this test leaves their count alone) into a
+    // 64 KiB stream that the client never reads: the first one's write stalls, the second waits
+    // queued, and the third waits for room (3 × 3 MiB > the 8 MiB bound), so the connection's reader
+    // is waiting for the writer, not for a request, when the writer gives up.
+    let requests: Vec<u8> = (0..3).flat_map(|id| fetch_frame(id, 3 << 20)).collect();
+    client.write_all(&requests).await.expect("the requests");
     let started = Instant::now();
     // The client stays connected; the connection ends on its own once the write has stalled for
     // the idle time, not when the client goes.
