@@ -4,12 +4,13 @@
 //! fsyncs; every other request is finished before the next one is read, as Kafka does.
 //!
 //! Every read is bounded: a frame by `request_bytes_max`, the bytes read but not yet answered by the
-//! broker-wide request budget, the responses outstanding by `PIPELINE_DEPTH_MAX`, the record bytes of
-//! responses queued or being written by `fetch_bytes_max` (one more finished response waits for room:
-//! about twice that per connection; a client that stops reading its socket stops being read from, as
-//! Kafka mutes a channel until its response is sent), and an idle connection by `CONNECTION_IDLE_MAX`
-//! — which also bounds how long a response write or flush may take no bytes, so a client that never
-//! reads cannot hold its connection and the responses queued on it for good.
+//! broker-wide request budget, the responses outstanding by `PIPELINE_DEPTH_MAX`, the responses with
+//! records to one queued or being written (the next finished one waits: two per connection at most; a
+//! client that stops reading its socket stops being read from, as Kafka mutes a channel until its
+//! response is sent), their record bytes across connections by the fetch memory budget
+//! (`once_node::fetch_memory`: fetches read less once it is spent), and an idle connection by
+//! `CONNECTION_IDLE_MAX` — which also bounds how long a response write or flush may take no bytes, so a
+//! client that never reads cannot hold its connection and the responses queued on it for good.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ResponseKind;
 use kafka_protocol::messages::{ApiKey, RequestKind};
 use once_log::buffer_pool::{BufferPool, PoolBounds};
+use once_node::fetch_memory::Held;
 use once_node::listeners::Listener;
 use once_node::Node;
 use once_wire::frame::request_frame_length;
@@ -80,9 +82,11 @@ struct Outgoing {
     response: PendingResponse,
     /// The request's share of the broker-wide request memory, returned once the response is written.
     _budget: OwnedSemaphorePermit,
-    /// The response's record bytes in the connection's bound on responses waiting to be written
-    /// (responses queued before they are ready carry none: a Produce answer holds no records).
+    /// The connection's one slot for a response with records queued or being written (responses queued
+    /// before they are ready take none: a Produce answer holds no records).
     _queued: Option<OwnedSemaphorePermit>,
+    /// Its record bytes in the broker-wide count that sizes new fetches.
+    _held: Option<Held>,
 }
 
 /// One client connection, from its first frame to its close.
@@ -145,10 +149,8 @@ impl Connection {
         let authenticate_by = tokio::time::Instant::now() + SASL_AUTHENTICATION_MAX;
         let (outgoing, queue) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH_MAX);
         let writing = tokio::spawn(write_responses(node.clone(), writer, queue, idle_max));
-        // Record bytes of responses queued or being written: at most `fetch_bytes_max` between them.
-        // One more finished response waits for room, so a connection holds about twice that.
-        let queued_max = node.config.fetch_bytes_max.clamp(1, u32::MAX as usize);
-        let queued_bytes = Arc::new(Semaphore::new(queued_max));
+        // One response with records queued or being written; the next finished one waits for it.
+        let records_slot = Arc::new(Semaphore::new(1));
         loop {
             let unauthenticated = !sasl.admits_requests();
             let frame = tokio::select! {
@@ -183,7 +185,7 @@ impl Connection {
             let mut close_after = false;
             let read_at = Instant::now();
             let mut timed = None;
-            let mut queued = None;
+            let (mut queued, mut held) = (None, None);
             let (correlation_id, api_version, response) = match decode_request(frame) {
                 Ok(request) => {
                     timed = Some((request.api_key, read_at));
@@ -217,6 +219,7 @@ impl Connection {
                                 response: ready,
                                 _budget: budget,
                                 _queued: None,
+                                _held: None,
                             })
                             .await
                             .is_err()
@@ -255,13 +258,15 @@ impl Connection {
                                 response = pending => response,
                                 _ = stopping.changed() => break,
                             };
-                            // A client that does not take its responses stops being read from once
-                            // they hold `queued_max` record bytes: waits here until they are written.
-                            let bytes = response.as_ref().map_or(0, record_bytes).min(queued_max);
-                            if bytes > 0 {
-                                let permits = u32::try_from(bytes).expect("clamped to u32 above");
+                            // Counted across connections until written: new fetches read less while
+                            // responses hold the broker's budget (`once_node::fetch_memory`).
+                            let records = response.as_ref().map_or(0, record_bytes);
+                            held = (records > 0).then(|| node.fetch_memory.hold(records));
+                            // A client that does not take its responses stops being read from: the
+                            // reader waits here until the one before is written.
+                            if records > 0 {
                                 queued = tokio::select! {
-                                    permit = queued_bytes.clone().acquire_many_owned(permits) => match permit {
+                                    permit = records_slot.clone().acquire_owned() => match permit {
                                         Ok(permit) => Some(permit),
                                         Err(_) => break,
                                     },
@@ -291,8 +296,15 @@ impl Connection {
                     break;
                 }
             };
-            let outgoing_response =
-                Outgoing { correlation_id, api_version, timed, response, _budget: budget, _queued: queued };
+            let outgoing_response = Outgoing {
+                correlation_id,
+                api_version,
+                timed,
+                response,
+                _budget: budget,
+                _queued: queued,
+                _held: held,
+            };
             if outgoing.send(outgoing_response).await.is_err() || close_after {
                 break;
             }

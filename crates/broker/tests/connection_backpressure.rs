@@ -1,8 +1,9 @@
-//! A client that stops reading its socket, driven through a whole `Connection` over an in-memory
-//! stream: the broker stops reading its requests once the Fetch responses waiting to be written hold
-//! `fetch_bytes_max` record bytes (they are not all read into memory first), serves the rest once the
+//! A client that stops reading its socket, driven through whole `Connection`s over in-memory streams:
+//! the broker stops reading its requests while a Fetch response waits to be written behind another
+//! (they are not all read into memory first), serves the rest once the
 //! client reads again, and gives the connection up — returning what its responses held — when the
-//! client takes no response for the connection's idle time.
+//! client takes no response for the connection's idle time; meanwhile other consumers' fetches read
+//! less while the responses held reach the broker's budget for them, and as much as before after.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, StrBytes};
 use once_broker::connection::Connection;
 use once_log::testing::make_batch_with;
-use once_log::ReadPlan;
 use once_node::{Node, NodeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{watch, Semaphore};
@@ -24,9 +24,16 @@ const FETCH_VERSION: i16 = 12;
 /// Small enough for a few Fetch responses to fill it many times over.
 const FETCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-/// A node whose one partition holds about 12 MiB, more than one fetch returns.
-async fn node_with_backlog(dir: &std::path::Path) -> Arc<Node> {
-    let config = NodeConfig { data_dir: dir.to_path_buf(), fetch_bytes_max: FETCH_BYTES_MAX, ..NodeConfig::default() };
+/// A node whose one partition holds about 12 MiB, more than one fetch returns; Fetch responses not yet
+/// written may hold `fetch_memory` record bytes across connections before new fetches read less.
+async fn node_with_backlog(dir: &std::path::Path, fetch_memory: usize) -> Arc<Node> {
+    let config = NodeConfig {
+        data_dir: dir.to_path_buf(),
+        fetch_bytes_max: FETCH_BYTES_MAX,
+        request_bytes_max: 1 << 20,
+        queued_request_bytes_max: fetch_memory,
+        ..NodeConfig::default()
+    };
     let node = Node::open(config).expect("open the node");
     let topic = node.topics.create(TOPIC, 1, BTreeMap::new()).await.expect("create");
     let partition = topic.partition(0).expect("partition 0");
@@ -71,12 +78,14 @@ fn serve(node: &Arc<Node>, idle_max: Duration) -> (DuplexStream, tokio::task::Jo
     (client, tokio::spawn(connection.run(stopping)), stop)
 }
 
-/// Pooled read buffers taken so far in this process (fetches the plan bounds at 4–64 MiB take one).
-/// The count is process-wide: only the first test here fetches that much, and each test file is a
-/// binary of its own; a test added here with such fetches would have to run apart from it.
-fn read_buffers_taken() -> u64 {
-    let (new, reused) = ReadPlan::read_buffers_taken();
-    new + reused
+/// Waits up to 3 s for the record bytes held by unwritten Fetch responses to settle; returns them.
+async fn held_once_settled(node: &Node) -> usize {
+    let mut held = node.fetch_memory.held();
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        held = node.fetch_memory.held();
+    }
+    held
 }
 
 /// Reads one response frame: (correlation id, frame length).
@@ -90,30 +99,25 @@ async fn read_response(client: &mut DuplexStream) -> (i32, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_not_read_from_and_is_served_once_it_reads() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = node_with_backlog(dir.path()).await;
+    let node = node_with_backlog(dir.path(), 512 << 20).await;
     let (mut client, connection, stop) = serve(&node, Duration::from_secs(600));
-    // Six fetches of 8 MiB each (read into the pooled buffers fetches of 4–64 MiB take), sent at
-    // once; nothing is read back.
-    let taken_before = read_buffers_taken();
+    // Six fetches of up to 8 MiB each, sent at once; nothing is read back.
     let requests: Vec<u8> = (0..6).flat_map(|id| fetch_frame(id, FETCH_BYTES_MAX as i32)).collect();
     client.write_all(&requests).await.expect("the requests fit the stream's buffer");
-    // Until the count stops moving: each fetch served takes one read buffer.
-    let mut served = read_buffers_taken() - taken_before;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        served = read_buffers_taken() - taken_before;
-    }
     // One response is being written (stalled: the client does not read), the next is read and waits
-    // for room; the other four are not read from the disk at all.
-    assert!((1..=2).contains(&served), "{served} of 6 fetches served while the client read nothing");
+    // for room; the other four are not read from the disk at all (six would hold about 43 MiB).
+    let held = held_once_settled(&node).await;
+    assert!(
+        (FETCH_BYTES_MAX / 2..=2 * FETCH_BYTES_MAX).contains(&held),
+        "{held} record bytes held while the client read nothing"
+    );
     // The client reads again: every response arrives, in order, each with its records.
     for expected in 0..6 {
         let (correlation_id, length) = read_response(&mut client).await;
         assert_eq!(correlation_id, expected, "responses in the order of their requests");
         assert!(length > FETCH_BYTES_MAX / 2, "response {expected} carries records: {length} bytes");
     }
-    assert_eq!(read_buffers_taken() - taken_before, 6, "every fetch served, once");
+    assert_eq!(held_once_settled(&node).await, 0, "written responses hold nothing");
     stop.send(true).expect("stop");
     drop(client);
     tokio::time::timeout(Duration::from_secs(10), connection).await.expect("the connection ends").expect("task");
@@ -123,12 +127,11 @@ async fn a_client_that_stops_reading_is_not_read_from_and_is_served_once_it_read
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_takes_no_response_for_the_idle_time_is_given_up() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = node_with_backlog(dir.path()).await;
+    let node = node_with_backlog(dir.path(), 512 << 20).await;
     let (mut client, connection, _stop) = serve(&node, Duration::from_secs(1));
-    // Three 3 MiB responses (below the pooled reads: this test leaves their count alone) into a
-    // 64 KiB stream that the client never reads: the first one's write stalls, the second waits
-    // queued, and the third waits for room (3 × 3 MiB > the 8 MiB bound), so the connection's reader
-    // is waiting for the writer, not for a request, when the writer gives up.
+    // Three 3 MiB responses into a 64 KiB stream that the client never reads: the first one's write
+    // stalls and the second waits for it, so the connection's reader is waiting for the writer, not
+    // for a request, when the writer gives up.
     let requests: Vec<u8> = (0..3).flat_map(|id| fetch_frame(id, 3 << 20)).collect();
     client.write_all(&requests).await.expect("the requests");
     let started = Instant::now();
@@ -139,6 +142,45 @@ async fn a_client_that_takes_no_response_for_the_idle_time_is_given_up() {
         .expect("the stalled connection is given up")
         .expect("task");
     assert!(started.elapsed() >= Duration::from_millis(900), "not before the idle time: {:?}", started.elapsed());
+    assert_eq!(node.fetch_memory.held(), 0, "what its responses held is given back");
     drop(client);
+    node.close().await;
+}
+
+/// Record bytes of the one Fetch response `client` gets for an 8 MiB fetch (its frame, less a little).
+async fn fetched_bytes(client: &mut DuplexStream, correlation_id: i32) -> usize {
+    client.write_all(&fetch_frame(correlation_id, FETCH_BYTES_MAX as i32)).await.expect("the request");
+    let (answered, length) = read_response(client).await;
+    assert_eq!(answered, correlation_id, "the response to this fetch");
+    length
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_consumers_read_less_while_unwritten_responses_hold_the_budget() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The budget for unwritten responses is one fetch's worth.
+    let node = node_with_backlog(dir.path(), FETCH_BYTES_MAX).await;
+    let (mut reader, reading, _stop_reader) = serve(&node, Duration::from_secs(600));
+    assert!(fetched_bytes(&mut reader, 0).await > FETCH_BYTES_MAX / 2, "a full fetch while nothing is held");
+    // A client that stops reading holds about two fetches' worth: one response being written, one
+    // waiting for room.
+    let (mut stuck, stuck_connection, stop_stuck) = serve(&node, Duration::from_secs(600));
+    let requests: Vec<u8> = (0..2).flat_map(|id| fetch_frame(id, FETCH_BYTES_MAX as i32)).collect();
+    stuck.write_all(&requests).await.expect("the requests");
+    let held = held_once_settled(&node).await;
+    assert!(held > FETCH_BYTES_MAX, "the stuck client's responses hold {held} bytes");
+    // The other consumer goes on, a batch at a time (1 MiB batches; the floor is 1 MiB).
+    let shrunk = fetched_bytes(&mut reader, 1).await;
+    assert!((1..=5 << 19).contains(&shrunk), "a fetch while the budget is spent: {shrunk} bytes");
+    // The stuck client reads its responses: the budget is free again, and so are full fetches.
+    for expected in 0..2 {
+        assert_eq!(read_response(&mut stuck).await.0, expected, "the stuck client's responses, in order");
+    }
+    assert_eq!(held_once_settled(&node).await, 0, "written responses hold nothing");
+    assert!(fetched_bytes(&mut reader, 2).await > FETCH_BYTES_MAX / 2, "a full fetch once the budget is free");
+    stop_stuck.send(true).expect("stop");
+    drop((stuck, reader));
+    tokio::time::timeout(Duration::from_secs(10), stuck_connection).await.expect("ends").expect("task");
+    tokio::time::timeout(Duration::from_secs(10), reading).await.expect("ends").expect("task");
     node.close().await;
 }

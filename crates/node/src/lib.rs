@@ -22,6 +22,7 @@
 pub mod acls;
 pub mod config;
 pub mod error;
+pub mod fetch_memory;
 pub mod listeners;
 pub mod markers;
 pub mod node;

@@ -55,6 +55,9 @@ pub struct Node {
     pub requests: crate::stats::RequestStats,
     /// Client connections of the Kafka edge.
     pub connections: crate::stats::ConnectionStats,
+    /// Record bytes Fetch responses hold until written, against `queued_request_bytes_max`: new fetches
+    /// read less once it is spent.
+    pub fetch_memory: Arc<crate::fetch_memory::FetchMemory>,
     /// The free-space floor produce is admitted by.
     pub floor: Arc<FreeSpaceFloor>,
     /// The background tasks of the registry, stopped by [`Node::close`] (or when the node is dropped).
@@ -67,6 +70,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?;
         let identity = load_identity(&config.data_dir)?;
+        let fetch_memory = Arc::new(crate::fetch_memory::FetchMemory::new(config.queued_request_bytes_max.max(1)));
         let floor = Arc::new(
             FreeSpaceFloor::new(&config.data_dir, config.min_free_bytes)
                 .map_err(|source| TopicError::Io { path: config.data_dir.clone(), source })?,
@@ -120,6 +124,7 @@ impl Node {
             authorizer,
             requests: crate::stats::RequestStats::new(),
             connections: crate::stats::ConnectionStats::default(),
+            fetch_memory,
             floor,
             upkeep,
         }))

@@ -77,7 +77,8 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
             .map(|partition| partition.watch_high_watermark())
             .collect();
         let reading = wanted.clone();
-        let read = tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes, isolation)).await;
+        let (read_max_bytes, _reading) = reserve(node, response_max_bytes);
+        let read = tokio::task::spawn_blocking(move || read_all(&reading, read_max_bytes, isolation)).await;
         let (responses, bytes, any_error) = match read {
             Ok(result) => result,
             Err(error) => {
@@ -97,14 +98,23 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
         if tokio::time::timeout_at(deadline, any_moved).await.is_err() {
             // Deadline passed with nothing new: one last read answers with what is there (maybe nothing).
             let reading = wanted.clone();
-            let (responses, _, _) =
-                tokio::task::spawn_blocking(move || read_all(&reading, response_max_bytes, isolation))
-                    .await
-                    .unwrap_or_else(|_| (Vec::new(), 0, true));
+            let (read_max_bytes, _reading) = reserve(node, response_max_bytes);
+            let (responses, _, _) = tokio::task::spawn_blocking(move || read_all(&reading, read_max_bytes, isolation))
+                .await
+                .unwrap_or_else(|_| (Vec::new(), 0, true));
             count_fetched(node, &responses);
             return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
         }
     }
+}
+
+/// The most bytes a read may return now, counted in the broker's fetch memory until the guard is
+/// dropped: less than `max_bytes` while Fetch responses not yet written hold the budget (clients reading
+/// slowly, or not at all), but at least `FETCH_MEMORY_FLOOR` (and one whole batch whatever its size,
+/// KIP-74). Kept until the response is returned, when the connection counts what it holds instead; a
+/// read that does not satisfy a long poll gives its share back before the wait.
+fn reserve(node: &Node, max_bytes: usize) -> (usize, once_node::fetch_memory::Held) {
+    node.fetch_memory.reserve(max_bytes)
 }
 
 /// Adds the record bytes answered to each topic's traffic counter.
