@@ -44,21 +44,27 @@ async fn node_with_backlog(dir: &std::path::Path, fetch_memory: usize) -> Arc<No
     node
 }
 
-/// A size-prefixed Fetch v12 request for partition 0 from offset 0, up to `max_bytes`.
+/// A size-prefixed Fetch v12 request for partition 0 from offset 0, up to `max_bytes`, answered at once.
 fn fetch_frame(correlation_id: i32, max_bytes: i32) -> Vec<u8> {
+    long_poll_frame(correlation_id, 0, max_bytes, 0, 0)
+}
+
+/// The same from `offset`, waiting up to `max_wait_ms` for `min_bytes`.
+fn long_poll_frame(correlation_id: i32, offset: i64, max_bytes: i32, min_bytes: i32, max_wait_ms: i32) -> Vec<u8> {
     let header = RequestHeader::default()
         .with_request_api_key(ApiKey::Fetch as i16)
         .with_request_api_version(FETCH_VERSION)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_static_str("backpressure-test")));
     let partition =
-        FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(max_bytes);
-    let body =
-        FetchRequest::default().with_max_wait_ms(0).with_min_bytes(0).with_max_bytes(max_bytes).with_topics(vec![
-            FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partitions(vec![partition]),
-        ]);
+        FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(max_bytes);
+    let body = FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(max_bytes)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![partition])]);
     let mut frame = BytesMut::new();
     encode_request_header_into_buffer(&mut frame, &header).expect("header encodes");
     body.encode(&mut frame, FETCH_VERSION).expect("body encodes");
@@ -172,6 +178,14 @@ async fn other_consumers_read_less_while_unwritten_responses_hold_the_budget() {
     // The other consumer goes on, a batch at a time (1 MiB batches; the floor is 1 MiB).
     let shrunk = fetched_bytes(&mut reader, 1).await;
     assert!((1..=5 << 19).contains(&shrunk), "a fetch while the budget is spent: {shrunk} bytes");
+    // A long poll for more than the budget lets it read is answered with what it could read, at once,
+    // not at its max wait.
+    let started = Instant::now();
+    reader.write_all(&long_poll_frame(9, 0, FETCH_BYTES_MAX as i32, 4 << 20, 20_000)).await.expect("the request");
+    let (answered, length) = read_response(&mut reader).await;
+    assert_eq!(answered, 9, "the long poll's response");
+    assert!((1..=5 << 19).contains(&length), "a batch at a time: {length} bytes");
+    assert!(started.elapsed() < Duration::from_secs(10), "not held to its max wait: {:?}", started.elapsed());
     // The stuck client reads its responses: the budget is free again, and so are full fetches.
     for expected in 0..2 {
         assert_eq!(read_response(&mut stuck).await.0, expected, "the stuck client's responses, in order");
@@ -182,5 +196,28 @@ async fn other_consumers_read_less_while_unwritten_responses_hold_the_budget() {
     drop((stuck, reader));
     tokio::time::timeout(Duration::from_secs(10), stuck_connection).await.expect("ends").expect("task");
     tokio::time::timeout(Duration::from_secs(10), reading).await.expect("ends").expect("task");
+    node.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_at_the_log_end_holds_none_of_the_budget_while_it_waits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = node_with_backlog(dir.path(), FETCH_BYTES_MAX).await;
+    let (mut waiting, connection, stop) = serve(&node, Duration::from_secs(600));
+    // At the log end (12 batches of 1,000 records), waiting up to 3 s for one byte.
+    let started = Instant::now();
+    waiting.write_all(&long_poll_frame(1, 12_000, FETCH_BYTES_MAX as i32, 1, 3_000)).await.expect("the request");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(node.fetch_memory.held(), 0, "a waiting long poll reserves nothing");
+    let (mut other, other_connection, stop_other) = serve(&node, Duration::from_secs(600));
+    assert!(fetched_bytes(&mut other, 2).await > FETCH_BYTES_MAX / 2, "so others fetch in full meanwhile");
+    let (answered, _) = read_response(&mut waiting).await;
+    assert_eq!(answered, 1, "the long poll's response");
+    assert!(started.elapsed() >= Duration::from_millis(2_500), "it waited: {:?}", started.elapsed());
+    for (stop, client, task) in [(stop, waiting, connection), (stop_other, other, other_connection)] {
+        stop.send(true).expect("stop");
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("ends").expect("task");
+    }
     node.close().await;
 }

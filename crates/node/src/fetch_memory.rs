@@ -3,8 +3,10 @@
 //! `fetch_bytes_max` (its own bound, in the Kafka edge), but a thousand connections whose clients stopped
 //! reading would still hold tens of GiB; so once the responses held reach the budget
 //! (`queued_request_bytes_max`, the size of the requests' budget), new fetches read at most
-//! [`FETCH_MEMORY_FLOOR`] (and, as always, at least one whole batch): every consumer keeps progressing,
-//! in smaller steps, and the memory stays near the budget plus one small read per connection.
+//! what is left of it down to [`FETCH_MEMORY_FLOOR`] (and, as always, at least one whole batch): every
+//! consumer keeps progressing, in smaller steps, and the memory stays near the budget plus two small
+//! reads per connection (one being written, one waiting). Near, not within: the count is of record
+//! bytes, and a pooled read buffer may be up to twice the bytes it holds.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

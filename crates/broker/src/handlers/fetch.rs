@@ -68,6 +68,10 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
             (topic.topic, partitions)
         })
         .collect();
+    // What a read can return at most, so that a reservation is not larger (KIP-74's one batch aside).
+    let partitions_max_bytes = (wanted.iter().flat_map(|(_, partitions)| partitions))
+        .fold(0usize, |sum, wanted| sum.saturating_add(wanted.partition_max_bytes));
+    let reservable = response_max_bytes.min(partitions_max_bytes.max(1));
     let wanted = Arc::new(wanted);
     loop {
         // Subscribe before reading, so a high watermark that moves during the read still wakes us.
@@ -77,7 +81,7 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
             .map(|partition| partition.watch_high_watermark())
             .collect();
         let reading = wanted.clone();
-        let (read_max_bytes, _reading) = reserve(node, response_max_bytes);
+        let (read_max_bytes, reserved) = reserve(node, reservable);
         let read = tokio::task::spawn_blocking(move || read_all(&reading, read_max_bytes, isolation)).await;
         let (responses, bytes, any_error) = match read {
             Ok(result) => result,
@@ -88,17 +92,22 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
                 );
             }
         };
-        // min_bytes 0 asks for an answer at once, data or not (Kafka's rule).
-        let satisfied = bytes >= min_bytes || any_error || watchers.is_empty();
+        // min_bytes 0 asks for an answer at once, data or not (Kafka's rule). A read cut short by the
+        // fetch memory budget answers with any data at all: waiting would not let it read more.
+        let min_bytes_now = if read_max_bytes < reservable { min_bytes.min(1) } else { min_bytes };
+        let satisfied = bytes >= min_bytes_now || any_error || watchers.is_empty();
         if satisfied || Instant::now() >= deadline {
             count_fetched(node, &responses);
+            // `reserved` lives until the response is returned: the connection then counts it instead.
             return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
         }
+        // Not while waiting: a consumer long-polling at the log end holds none of the budget.
+        drop((reserved, responses));
         let any_moved = any_moved(&mut watchers);
         if tokio::time::timeout_at(deadline, any_moved).await.is_err() {
             // Deadline passed with nothing new: one last read answers with what is there (maybe nothing).
             let reading = wanted.clone();
-            let (read_max_bytes, _reading) = reserve(node, response_max_bytes);
+            let (read_max_bytes, _reserved) = reserve(node, reservable);
             let (responses, _, _) = tokio::task::spawn_blocking(move || read_all(&reading, read_max_bytes, isolation))
                 .await
                 .unwrap_or_else(|_| (Vec::new(), 0, true));
@@ -112,7 +121,7 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
 /// dropped: less than `max_bytes` while Fetch responses not yet written hold the budget (clients reading
 /// slowly, or not at all), but at least `FETCH_MEMORY_FLOOR` (and one whole batch whatever its size,
 /// KIP-74). Kept until the response is returned, when the connection counts what it holds instead; a
-/// read that does not satisfy a long poll gives its share back before the wait.
+/// read that does not satisfy a long poll gives its share back (and drops what it read) before the wait.
 fn reserve(node: &Node, max_bytes: usize) -> (usize, once_node::fetch_memory::Held) {
     node.fetch_memory.reserve(max_bytes)
 }
