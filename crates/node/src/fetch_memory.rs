@@ -27,10 +27,10 @@ impl FetchMemory {
         FetchMemory { held: AtomicUsize::new(0), budget }
     }
 
-    /// Most record bytes a fetch should read now: what is left of the budget, at least
-    /// [`FETCH_MEMORY_FLOOR`].
-    pub fn room(&self) -> usize {
-        self.budget.saturating_sub(self.held.load(Ordering::Relaxed)).max(FETCH_MEMORY_FLOOR)
+    /// What a read of at most `max_bytes` may take while `held` bytes are held: what is left of the
+    /// budget, at least [`FETCH_MEMORY_FLOOR`], at most `max_bytes`.
+    fn grant(&self, held: usize, max_bytes: usize) -> usize {
+        max_bytes.min(self.budget.saturating_sub(held).max(FETCH_MEMORY_FLOOR))
     }
 
     /// Record bytes held now.
@@ -39,12 +39,12 @@ impl FetchMemory {
     }
 
     /// For a read of at most `max_bytes`: the bytes it may read now (`max_bytes`, or less while the
-    /// budget is spent: [`FetchMemory::room`]), counted as held until the guard is dropped. Taken in one
+    /// budget is spent, down to [`FETCH_MEMORY_FLOOR`]), counted as held until the guard is dropped. Taken in one
     /// step, so reads starting together cannot each see the whole room left.
     pub fn reserve(self: &Arc<Self>, max_bytes: usize) -> (usize, Held) {
         let mut held = self.held.load(Ordering::Relaxed);
         loop {
-            let granted = max_bytes.min(self.budget.saturating_sub(held).max(FETCH_MEMORY_FLOOR));
+            let granted = self.grant(held, max_bytes);
             match self.held.compare_exchange_weak(held, held + granted, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return (granted, Held { memory: self.clone(), bytes: granted }),
                 Err(now) => held = now,
@@ -79,17 +79,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn room_shrinks_to_the_floor_while_responses_are_held_and_comes_back() {
+    fn reads_shrink_to_the_floor_while_responses_are_held_and_grow_back() {
         let memory = Arc::new(FetchMemory::new(10 * FETCH_MEMORY_FLOOR));
-        assert_eq!(memory.room(), 10 * FETCH_MEMORY_FLOOR, "all of it, at first");
+        let all = |memory: &Arc<FetchMemory>| memory.reserve(usize::MAX).0;
+        assert_eq!(all(&memory), 10 * FETCH_MEMORY_FLOOR, "all of it, at first");
         let first = memory.hold(4 * FETCH_MEMORY_FLOOR);
-        assert_eq!(memory.room(), 6 * FETCH_MEMORY_FLOOR, "what is left");
+        assert_eq!(all(&memory), 6 * FETCH_MEMORY_FLOOR, "what is left");
         let second = memory.hold(7 * FETCH_MEMORY_FLOOR);
-        assert_eq!(memory.room(), FETCH_MEMORY_FLOOR, "past the budget: the floor, not nothing");
-        assert_eq!(memory.held(), 11 * FETCH_MEMORY_FLOOR);
+        assert_eq!(all(&memory), FETCH_MEMORY_FLOOR, "past the budget: the floor, not nothing");
+        assert_eq!(memory.held(), 11 * FETCH_MEMORY_FLOOR, "the reservations above were given back");
         drop(first);
         drop(second);
-        assert_eq!((memory.held(), memory.room()), (0, 10 * FETCH_MEMORY_FLOOR), "all given back");
+        assert_eq!((memory.held(), all(&memory)), (0, 10 * FETCH_MEMORY_FLOOR), "all given back");
     }
 
     #[test]

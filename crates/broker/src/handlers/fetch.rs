@@ -81,7 +81,12 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
             .map(|partition| partition.watch_high_watermark())
             .collect();
         let reading = wanted.clone();
-        let (read_max_bytes, reserved) = reserve(node, reservable);
+        // The most bytes the read may return now, counted in the broker's fetch memory while the guard
+        // lives: less than `reservable` while Fetch responses not yet written hold the budget (clients
+        // reading slowly, or not at all), but at least `FETCH_MEMORY_FLOOR` (1 MiB; and one whole batch
+        // whatever its size, KIP-74). Kept until the response is returned, when the connection counts
+        // what it holds instead; a read that does not satisfy a long poll gives it back before the wait.
+        let (read_max_bytes, reserved) = node.fetch_memory.reserve(reservable);
         let read = tokio::task::spawn_blocking(move || read_all(&reading, read_max_bytes, isolation)).await;
         let (responses, bytes, any_error) = match read {
             Ok(result) => result,
@@ -107,7 +112,7 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
         if tokio::time::timeout_at(deadline, any_moved).await.is_err() {
             // Deadline passed with nothing new: one last read answers with what is there (maybe nothing).
             let reading = wanted.clone();
-            let (read_max_bytes, _reserved) = reserve(node, reservable);
+            let (read_max_bytes, _reserved) = node.fetch_memory.reserve(reservable);
             let (responses, _, _) = tokio::task::spawn_blocking(move || read_all(&reading, read_max_bytes, isolation))
                 .await
                 .unwrap_or_else(|_| (Vec::new(), 0, true));
@@ -115,15 +120,6 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
             return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
         }
     }
-}
-
-/// The most bytes a read may return now, counted in the broker's fetch memory until the guard is
-/// dropped: less than `max_bytes` while Fetch responses not yet written hold the budget (clients reading
-/// slowly, or not at all), but at least `FETCH_MEMORY_FLOOR` (and one whole batch whatever its size,
-/// KIP-74). Kept until the response is returned, when the connection counts what it holds instead; a
-/// read that does not satisfy a long poll gives its share back (and drops what it read) before the wait.
-fn reserve(node: &Node, max_bytes: usize) -> (usize, once_node::fetch_memory::Held) {
-    node.fetch_memory.reserve(max_bytes)
 }
 
 /// Adds the record bytes answered to each topic's traffic counter.
