@@ -17,15 +17,14 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use once_log::batch::BatchEncoder;
 use once_wire::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use once_wire::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use once_wire::kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, MetadataRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
-    TopicName,
+    InitProducerIdRequest, MetadataRequest, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
 };
-use once_wire::kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use once_wire::kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
 use once_wire::ResponseError;
 
 /// Produce v9: the newest before topic ids (v13) that Once serves, flexible (compact) encoding.
@@ -234,19 +233,8 @@ impl WireProducer {
 
     fn write_request<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<i32> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let api_key = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key {}", R::KEY))?;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(self.client_id.clone()));
-        let mut body = BytesMut::with_capacity(4 + 128);
-        body.extend_from_slice(&[0; 4]);
-        header.encode(&mut body, api_key.request_header_version(version))?;
-        request.encode(&mut body, version)?;
-        let length = i32::try_from(body.len() - 4).context("request too large")?;
-        body[..4].copy_from_slice(&length.to_be_bytes());
-        self.stream.write_all(&body).context("sending a request")?;
+        let frame = once_wire::encode_request(request, version, self.correlation_id, Some(self.client_id.clone()))?;
+        self.stream.write_all(&frame).context("sending a request")?;
         Ok(self.correlation_id)
     }
 

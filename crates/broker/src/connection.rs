@@ -9,7 +9,7 @@
 //! client that stops reading its socket stops being read from, as Kafka mutes a channel until its
 //! response is sent), their record bytes across connections by the fetch memory budget
 //! (`once_node::fetch_memory`: fetches read less once it is spent), and an idle connection by
-//! `CONNECTION_IDLE_MAX` — which also bounds how long a response write or flush may take no bytes, so a
+//! `connections_max_idle_ms` (Kafka's connections.max.idle.ms, 10 minutes by default) — which also bounds how long a response write or flush may take no bytes, so a
 //! client that never reads cannot hold its connection and the responses queued on it for good.
 
 use std::net::SocketAddr;
@@ -67,10 +67,6 @@ const SASL_AUTHENTICATION_MAX: Duration = Duration::from_secs(10);
 
 /// Responses a connection may have outstanding before its reader stops reading (backpressure).
 const PIPELINE_DEPTH_MAX: usize = 32;
-/// A connection with no request for this long is closed (Kafka's connections.max.idle.ms default),
-/// so idle sockets cannot hold every connection slot; so is one whose client has taken no response
-/// bytes for this long while a response waits to be written.
-const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
 
 /// A response in the making, with what is needed to frame it.
 struct Outgoing {
@@ -117,15 +113,10 @@ impl Connection {
     ) -> Connection {
         let (reader, writer) = tokio::io::split(stream);
         let reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
-        let idle_max = CONNECTION_IDLE_MAX;
+        // Idle sockets cannot hold every connection slot, nor a client that takes no response bytes the
+        // connection and the responses queued on it.
+        let idle_max = Duration::from_millis(node.config.connections_max_idle_ms);
         Connection { node, peer, listener, reader, writer, request_budget, certificate_subject: None, idle_max }
-    }
-
-    /// How long the connection waits for the client's next request, or for it to take a response,
-    /// before closing (`CONNECTION_IDLE_MAX` unless set; shorter in tests).
-    pub fn with_idle_max(mut self, idle_max: Duration) -> Connection {
-        self.idle_max = idle_max;
-        self
     }
 
     /// The subject of the certificate the client presented, if any.
@@ -468,7 +459,7 @@ mod tests {
         let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, &stream[..]);
         let mut addresses = Vec::new();
         for body in &bodies {
-            let (frame, _permit) = read_frame(&mut reader, 1 << 20, &budget, &frames, CONNECTION_IDLE_MAX)
+            let (frame, _permit) = read_frame(&mut reader, 1 << 20, &budget, &frames, Duration::from_secs(600))
                 .await
                 .expect("read")
                 .expect("a frame");
@@ -477,7 +468,7 @@ mod tests {
         }
         assert_eq!(addresses[2], addresses[0], "the third frame was read into the first one's buffer");
         assert_eq!(addresses[3], addresses[0], "and so was the fourth");
-        let cut = read_frame(&mut reader, 1 << 20, &budget, &frames, CONNECTION_IDLE_MAX).await;
+        let cut = read_frame(&mut reader, 1 << 20, &budget, &frames, Duration::from_secs(600)).await;
         assert!(cut.is_err_and(|error| error.contains("5000 bytes into a 100000-byte frame")), "cut short");
     }
 

@@ -9,10 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, TopicName};
-use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, StrBytes};
+use kafka_protocol::messages::{FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use once_broker::connection::Connection;
 use once_log::testing::make_batch_with;
 use once_node::{Node, NodeConfig};
@@ -25,9 +24,11 @@ const FETCH_VERSION: i16 = 12;
 const FETCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// A node whose one partition holds about 12 MiB, more than one fetch returns; Fetch responses not yet
-/// written may hold `fetch_memory` record bytes across connections before new fetches read less.
-async fn node_with_backlog(dir: &std::path::Path, fetch_memory: usize) -> Arc<Node> {
+/// written may hold `fetch_memory` record bytes across connections before new fetches read less; a
+/// connection is given up after `idle_max` without a request or a response byte taken.
+async fn node_with_backlog(dir: &std::path::Path, fetch_memory: usize, idle_max: Duration) -> Arc<Node> {
     let config = NodeConfig {
+        connections_max_idle_ms: idle_max.as_millis() as u64,
         data_dir: dir.to_path_buf(),
         fetch_bytes_max: FETCH_BYTES_MAX,
         request_bytes_max: 1 << 20,
@@ -51,11 +52,6 @@ fn fetch_frame(correlation_id: i32, max_bytes: i32) -> Vec<u8> {
 
 /// The same from `offset`, waiting up to `max_wait_ms` for `min_bytes`.
 fn long_poll_frame(correlation_id: i32, offset: i64, max_bytes: i32, min_bytes: i32, max_wait_ms: i32) -> Vec<u8> {
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Fetch as i16)
-        .with_request_api_version(FETCH_VERSION)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("backpressure-test")));
     let partition =
         FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(max_bytes);
     let body = FetchRequest::default()
@@ -65,21 +61,16 @@ fn long_poll_frame(correlation_id: i32, offset: i64, max_bytes: i32, min_bytes: 
         .with_topics(vec![FetchTopic::default()
             .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
             .with_partitions(vec![partition])]);
-    let mut frame = BytesMut::new();
-    encode_request_header_into_buffer(&mut frame, &header).expect("header encodes");
-    body.encode(&mut frame, FETCH_VERSION).expect("body encodes");
-    let mut sized = (frame.len() as u32).to_be_bytes().to_vec();
-    sized.extend_from_slice(&frame);
-    sized
+    let client_id = Some(StrBytes::from_static_str("backpressure-test"));
+    once_wire::encode_request(&body, FETCH_VERSION, correlation_id, client_id).expect("encodes").to_vec()
 }
 
 /// Serves one connection over an in-memory stream whose buffer holds 64 KiB each way.
-fn serve(node: &Arc<Node>, idle_max: Duration) -> (DuplexStream, tokio::task::JoinHandle<()>, watch::Sender<bool>) {
+fn serve(node: &Arc<Node>) -> (DuplexStream, tokio::task::JoinHandle<()>, watch::Sender<bool>) {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let listener = once_node::listeners::resolve("127.0.0.1:9092", &[], &[]).expect("a listener").remove(0);
     let connection =
-        Connection::new(node.clone(), Box::new(server), None, Arc::new(listener), Arc::new(Semaphore::new(256 << 20)))
-            .with_idle_max(idle_max);
+        Connection::new(node.clone(), Box::new(server), None, Arc::new(listener), Arc::new(Semaphore::new(256 << 20)));
     let (stop, stopping) = watch::channel(false);
     (client, tokio::spawn(connection.run(stopping)), stop)
 }
@@ -105,8 +96,8 @@ async fn read_response(client: &mut DuplexStream) -> (i32, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_not_read_from_and_is_served_once_it_reads() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = node_with_backlog(dir.path(), 512 << 20).await;
-    let (mut client, connection, stop) = serve(&node, Duration::from_secs(600));
+    let node = node_with_backlog(dir.path(), 512 << 20, Duration::from_secs(600)).await;
+    let (mut client, connection, stop) = serve(&node);
     // Six fetches of up to 8 MiB each, sent at once; nothing is read back.
     let requests: Vec<u8> = (0..6).flat_map(|id| fetch_frame(id, FETCH_BYTES_MAX as i32)).collect();
     client.write_all(&requests).await.expect("the requests fit the stream's buffer");
@@ -133,8 +124,8 @@ async fn a_client_that_stops_reading_is_not_read_from_and_is_served_once_it_read
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_takes_no_response_for_the_idle_time_is_given_up() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = node_with_backlog(dir.path(), 512 << 20).await;
-    let (mut client, connection, _stop) = serve(&node, Duration::from_secs(1));
+    let node = node_with_backlog(dir.path(), 512 << 20, Duration::from_secs(1)).await;
+    let (mut client, connection, _stop) = serve(&node);
     // Three 3 MiB responses into a 64 KiB stream that the client never reads: the first one's write
     // stalls and the second waits for it, so the connection's reader is waiting for the writer, not
     // for a request, when the writer gives up.
@@ -165,12 +156,12 @@ async fn fetched_bytes(client: &mut DuplexStream, correlation_id: i32) -> usize 
 async fn other_consumers_read_less_while_unwritten_responses_hold_the_budget() {
     let dir = tempfile::tempdir().expect("temp dir");
     // The budget for unwritten responses is one fetch's worth.
-    let node = node_with_backlog(dir.path(), FETCH_BYTES_MAX).await;
-    let (mut reader, reading, _stop_reader) = serve(&node, Duration::from_secs(600));
+    let node = node_with_backlog(dir.path(), FETCH_BYTES_MAX, Duration::from_secs(600)).await;
+    let (mut reader, reading, _stop_reader) = serve(&node);
     assert!(fetched_bytes(&mut reader, 0).await > FETCH_BYTES_MAX / 2, "a full fetch while nothing is held");
     // A client that stops reading holds about two fetches' worth: one response being written, one
     // waiting for room.
-    let (mut stuck, stuck_connection, stop_stuck) = serve(&node, Duration::from_secs(600));
+    let (mut stuck, stuck_connection, stop_stuck) = serve(&node);
     let requests: Vec<u8> = (0..2).flat_map(|id| fetch_frame(id, FETCH_BYTES_MAX as i32)).collect();
     stuck.write_all(&requests).await.expect("the requests");
     let held = held_once_settled(&node).await;
@@ -202,14 +193,14 @@ async fn other_consumers_read_less_while_unwritten_responses_hold_the_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_at_the_log_end_holds_none_of_the_budget_while_it_waits() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = node_with_backlog(dir.path(), FETCH_BYTES_MAX).await;
-    let (mut waiting, connection, stop) = serve(&node, Duration::from_secs(600));
+    let node = node_with_backlog(dir.path(), FETCH_BYTES_MAX, Duration::from_secs(600)).await;
+    let (mut waiting, connection, stop) = serve(&node);
     // At the log end (12 batches of 1,000 records), waiting up to 3 s for one byte.
     let started = Instant::now();
     waiting.write_all(&long_poll_frame(1, 12_000, FETCH_BYTES_MAX as i32, 1, 3_000)).await.expect("the request");
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert_eq!(node.fetch_memory.held(), 0, "a waiting long poll reserves nothing");
-    let (mut other, other_connection, stop_other) = serve(&node, Duration::from_secs(600));
+    let (mut other, other_connection, stop_other) = serve(&node);
     assert!(fetched_bytes(&mut other, 2).await > FETCH_BYTES_MAX / 2, "so others fetch in full meanwhile");
     let (answered, _) = read_response(&mut waiting).await;
     assert_eq!(answered, 1, "the long poll's response");

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -17,7 +17,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsRe
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
 use once_auth::ScramClient;
 use once_wire::ResponseError;
 
@@ -164,18 +164,8 @@ impl AdminClient {
     /// Sends `request` at `version` and decodes the response.
     pub fn call<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<R::Response> {
         self.correlation_id += 1;
-        let api_key = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key {}", R::KEY))?;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(self.connector.client_id.clone()));
-        let mut body = BytesMut::new();
-        header.encode(&mut body, api_key.request_header_version(version))?;
-        request.encode(&mut body, version)?;
-        let mut frame = Vec::with_capacity(4 + body.len());
-        frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
-        frame.extend_from_slice(&body);
+        let client_id = Some(self.connector.client_id.clone());
+        let frame = once_wire::encode_request(request, version, self.correlation_id, client_id)?;
         // One write and a flush: TLS sends a record per write.
         self.transport.write_all(&frame)?;
         self.transport.flush()?;

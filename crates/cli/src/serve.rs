@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Most open client connections [default: 1024].
     #[arg(long, env = "ONCE_CONNECTIONS_MAX")]
     connections_max: Option<usize>,
+    /// Close a connection that sends no request, or takes no byte of a waiting response, for this
+    /// long, in ms [default: 600000].
+    #[arg(long, env = "ONCE_CONNECTIONS_MAX_IDLE_MS")]
+    connections_max_idle_ms: Option<u64>,
     /// Largest request accepted, in bytes [default: 104857600].
     #[arg(long, env = "ONCE_REQUEST_BYTES_MAX")]
     request_bytes_max: Option<usize>,
@@ -229,6 +233,7 @@ impl ServeArgs {
             transaction_abort_check_interval_ms,
             transactional_id_expiration_ms,
             connections_max,
+            connections_max_idle_ms,
             request_bytes_max,
             queued_request_bytes_max,
             unsafe_skip_fsync,
@@ -309,6 +314,7 @@ impl ServeArgs {
                 dedup_memory_bytes: self.dedup_memory_bytes.unwrap_or(topic.dedup_memory_bytes),
             },
             connections_max: self.connections_max.unwrap_or(defaults.connections_max),
+            connections_max_idle_ms: self.connections_max_idle_ms.unwrap_or(defaults.connections_max_idle_ms),
             request_bytes_max: self.request_bytes_max.unwrap_or(defaults.request_bytes_max),
             queued_request_bytes_max: self.queued_request_bytes_max.unwrap_or(defaults.queued_request_bytes_max),
             retention_check_interval_ms: self
@@ -345,6 +351,7 @@ fn validate(config: &NodeConfig) -> anyhow::Result<()> {
     }
     anyhow::ensure!(config.default_partitions >= 1, "default partitions must be at least 1");
     anyhow::ensure!(config.connections_max >= 1, "connections max must be at least 1");
+    anyhow::ensure!(config.connections_max_idle_ms >= 1, "connections max idle must be at least 1 ms");
     anyhow::ensure!(config.transaction_max_timeout_ms >= 1, "transaction max timeout must be at least 1 ms");
     anyhow::ensure!(
         config.transaction_abort_check_interval_ms >= 1,

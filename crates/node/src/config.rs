@@ -38,6 +38,9 @@ pub struct NodeConfig {
     /// Bytes of requests read but not yet answered, across all connections (Kafka's
     /// queued.max.request.bytes); readers wait when it is spent. At least `request_bytes_max`.
     pub queued_request_bytes_max: usize,
+    /// A client connection that sends no request for this long, or takes no byte of a response for
+    /// this long while one waits to be written, is closed (Kafka's connections.max.idle.ms). At least 1.
+    pub connections_max_idle_ms: u64,
     /// How often segments past retention are deleted (and idle producers forgotten).
     pub retention_check_interval_ms: u64,
     /// A producer id with no batch newer than this is forgotten by each partition (Kafka's
@@ -101,6 +104,7 @@ impl Default for NodeConfig {
             connections_max: 1024,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             queued_request_bytes_max: 512 * 1024 * 1024,
+            connections_max_idle_ms: 600_000,
             retention_check_interval_ms: 300_000,
             producer_id_expiration_ms: 86_400_000,
             fetch_bytes_max: 55 * 1024 * 1024,

@@ -30,5 +30,5 @@ pub mod versions;
 pub use kafka_protocol;
 pub use kafka_protocol::error::ResponseError;
 pub use parts::{copied_record_bytes, encode_response_parts, record_bytes};
-pub use request::{decode_request, DecodedRequest, RequestError};
+pub use request::{decode_request, encode_request, DecodedRequest, RequestError};
 pub use response::{encode_response, EncodeError};

@@ -1,10 +1,35 @@
-//! Decoding one request frame into a header and a typed body.
+//! Decoding one request frame into a header and a typed body; and, for Once's own clients and tests,
+//! encoding one.
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
+use crate::response::EncodeError;
 use crate::versions;
+
+/// Encodes `[size][header][body]` of `request` at `version`, as a client sends it: the header in the
+/// layout the API and version call for.
+pub fn encode_request<R: Request>(
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: Option<StrBytes>,
+) -> Result<BytesMut, EncodeError> {
+    let api_key = ApiKey::try_from(R::KEY).map_err(|_| EncodeError::new(format!("unknown API key {}", R::KEY)))?;
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(client_id);
+    let mut frame = BytesMut::with_capacity(128);
+    frame.put_i32(0);
+    let encoded = header.encode(&mut frame, api_key.request_header_version(version));
+    encoded.and_then(|()| request.encode(&mut frame, version)).map_err(|error| EncodeError::new(error.to_string()))?;
+    let size = i32::try_from(frame.len() - 4).map_err(|_| EncodeError::new("request exceeds 2 GiB".into()))?;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(frame)
+}
 
 /// A request Once can answer.
 #[derive(Debug)]
@@ -108,20 +133,15 @@ fn decode_legacy_produce(mut frame: Bytes, api_version: i16, correlation_id: i32
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
     use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
-    use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, StrBytes};
 
-    fn frame_of<T: Encodable>(api_key: ApiKey, version: i16, body: &T) -> Bytes {
-        let mut header = RequestHeader::default();
-        header.request_api_key = api_key as i16;
-        header.request_api_version = version;
-        header.correlation_id = 7;
-        header.client_id = Some(StrBytes::from_static_str("test"));
-        let mut buf = BytesMut::new();
-        encode_request_header_into_buffer(&mut buf, &header).expect("header encodes");
-        body.encode(&mut buf, version).expect("body encodes");
-        buf.freeze()
+    /// A request's frame without its size prefix, as the server hands it to `decode_request`.
+    fn frame_of<T: Request>(api_key: ApiKey, version: i16, body: &T) -> Bytes {
+        assert_eq!(api_key as i16, T::KEY, "the body is of the API named");
+        let mut frame = encode_request(body, version, 7, Some(StrBytes::from_static_str("test"))).expect("encodes");
+        let size = frame.get_i32();
+        assert_eq!(usize::try_from(size), Ok(frame.len()), "the size prefix counts the rest");
+        frame.freeze()
     }
 
     #[test]

@@ -215,6 +215,11 @@ impl BrokerProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The running broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("the broker is running")
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
