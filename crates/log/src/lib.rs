@@ -43,4 +43,4 @@ pub use crate::batch::{verify_crc, BatchHeader, ValidBatch, BATCH_HEADER_LEN, MA
 pub use crate::config::LogConfig;
 pub use crate::error::LogError;
 pub use crate::log::{AppendInfo, Log, RecoveryCheckpoint, RecoveryStats, SyncPlan};
-pub use crate::read::{ReadPlan, TimestampPlan, READ_STEP_BYTES};
+pub use crate::read::{ReadPlan, TimestampPlan};

@@ -11,10 +11,6 @@ use crate::give_way::{give_way, COLD_PIECE_BYTES, GIVE_WAY_MAX};
 use crate::log::Log;
 use crate::segment::SegmentSnapshot;
 
-/// A read is done in steps of at most this many bytes: each `pread` stays short, so the disk can
-/// serve the writer's syncs between a catch-up reader's steps.
-pub const READ_STEP_BYTES: usize = 1024 * 1024;
-
 /// Reads that the plan bounds at 4 MiB to 64 MiB (a catch-up consumer's fetches: 50 MiB is librdkafka's
 /// `fetch.max.bytes`) go into buffers used again ([`ReadPlan::execute_shared`]); at most 64 MiB of free
 /// ones are kept. Smaller reads are served well by the allocator; a buffer that size or more, allocated
@@ -268,12 +264,7 @@ fn read_from_segment(
     let available = usize::try_from(segment.size - position).unwrap_or(usize::MAX);
     let want = budget.max(first.total_len()).min(available);
     let old_len = out.len();
-    out.resize(old_len + want, 0);
-    let read = out[old_len..]
-        .chunks_mut(READ_STEP_BYTES)
-        .enumerate()
-        .try_for_each(|(step, chunk)| read_step(segment, chunk, position + (step * READ_STEP_BYTES) as u64));
-    if let Err(error) = read {
+    if let Err(error) = read_pieces(segment, out, want, position) {
         out.truncate(old_len);
         return Err(error);
     }
@@ -290,17 +281,23 @@ fn read_from_segment(
     Ok(hit_upper_bound || position + used as u64 != segment.size)
 }
 
-/// Fills `chunk` from `position` in pieces: a piece whose last page is not in the page cache first
-/// gives way to fdatasyncs in flight (the last, not the first: the batch header read before the step
-/// cached the first). The caller turned the kernel's readahead off (`crate::give_way`).
-fn read_step(segment: &SegmentSnapshot, chunk: &mut [u8], position: u64) -> Result<(), LogError> {
-    chunk.chunks_mut(COLD_PIECE_BYTES).enumerate().try_for_each(|(index, piece)| {
-        let at = position + (index * COLD_PIECE_BYTES) as u64;
-        if !segment.page_cached_at(at + piece.len() as u64 - 1) {
+/// Appends `length` bytes of `segment` from `position` to `out`, in pieces: a piece whose last page is
+/// not in the page cache first gives way to fdatasyncs in flight (the last, not the first: the batch
+/// header read before the piece cached the first). The caller turned the kernel's readahead off
+/// (`crate::give_way`).
+fn read_pieces(segment: &SegmentSnapshot, out: &mut Vec<u8>, length: usize, position: u64) -> Result<(), LogError> {
+    out.reserve(length);
+    let mut done = 0;
+    while done < length {
+        let piece = COLD_PIECE_BYTES.min(length - done);
+        let at = position + done as u64;
+        if !segment.page_cached_at(at + piece as u64 - 1) {
             give_way(GIVE_WAY_MAX);
         }
-        segment.read_exact_at(piece, at)
-    })
+        segment.read_append_at(out, piece, at)?;
+        done += piece;
+    }
+    Ok(())
 }
 
 /// Walks the batches in `chunk` (file bytes from `position`), checking each header against

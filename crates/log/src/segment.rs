@@ -224,6 +224,41 @@ impl SegmentSnapshot {
             .context(|| format!("read {} bytes at {position} of segment {}", buffer.len(), self.base_offset))
     }
 
+    /// Reads exactly `length` bytes at `position` (all below `size`) onto the end of `out`, into its spare
+    /// capacity: the bytes are not zeroed first, which a reused 50 MiB fetch buffer otherwise costs on
+    /// every read (`docs/benchmarks.md`, session 23). On an error `out` is as it was. The crate's one
+    /// `unsafe`: marking the bytes `pread` wrote as the vector's.
+    #[allow(unsafe_code)]
+    pub fn read_append_at(&self, out: &mut Vec<u8>, length: usize, position: u64) -> Result<(), LogError> {
+        assert!(position + length as u64 <= self.size, "reads stay below the snapshot's size");
+        let start = out.len();
+        out.reserve(length);
+        while out.len() < start + length {
+            let done = out.len() - start;
+            let spare = &mut out.spare_capacity_mut()[..length - done];
+            let read = match rustix::io::pread(&*self.file, spare, position + done as u64) {
+                Ok((read, _)) => read.len(),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(errno) => {
+                    out.truncate(start);
+                    return Err(std::io::Error::from(errno))
+                        .context(|| format!("read {length} bytes at {position} of segment {}", self.base_offset));
+                }
+            };
+            if read == 0 {
+                out.truncate(start);
+                let what = format!("{} of {length} bytes at {position} of segment {}", done, self.base_offset);
+                return Err(LogError::CorruptBatch(format!("the file ended after {what}")));
+            }
+            assert!(read <= length - done, "pread fills at most the slice it was given");
+            // SAFETY: `pread` initialized the first `read` bytes of the spare capacity, which
+            // follow the vector's last element; `read` is within the capacity reserved above.
+            unsafe { out.set_len(out.len() + read) };
+        }
+        assert_eq!(out.len(), start + length, "read exactly what was asked");
+        Ok(())
+    }
+
     /// Reads and sanity-checks the batch header at `position` (a batch start below `size`).
     pub fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
         let mut bytes = [0u8; BATCH_HEADER_LEN];
@@ -512,5 +547,34 @@ mod write_tests {
         let mut written = Vec::new();
         let stuck = write_all_with([&head, &body], 0, short_writes(&mut written, 10, Some(70)));
         assert_eq!(stuck.map_err(|error| error.kind()), Err(ErrorKind::WriteZero));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appended_reads_hold_exactly_the_file_bytes_and_leave_the_vector_as_it_was_on_errors() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("segment");
+        let bytes: Vec<u8> = (0..300_000u32).map(|at| (at % 251) as u8).collect();
+        std::fs::write(&path, &bytes).expect("write the file");
+        let file = Arc::new(File::open(&path).expect("open"));
+        let snapshot = SegmentSnapshot { base_offset: 0, file, size: bytes.len() as u64, next_offset: 1 };
+        // A buffer that held other bytes before, as a reused one does: its spare capacity is stale.
+        let mut out = vec![0xAA; 400_000];
+        out.truncate(3);
+        snapshot.read_append_at(&mut out, 200_000, 50_000).expect("read");
+        assert_eq!(out.len(), 200_003, "the bytes asked for, after what the vector held");
+        assert_eq!(&out[..3], &[0xAA; 3], "what it held stays");
+        assert!(out[3..] == bytes[50_000..250_000], "the file's bytes, none of the stale ones");
+        // The file ends before the bytes asked for (a snapshot larger than its file): an error, and
+        // the vector is as it was.
+        let past_the_end = SegmentSnapshot { size: bytes.len() as u64 + 10, ..snapshot.clone() };
+        let before = out.clone();
+        let error = past_the_end.read_append_at(&mut out, 20, bytes.len() as u64 - 10).expect_err("a short file");
+        assert!(error.to_string().contains("ended after 10 of 20 bytes"), "{error}");
+        assert!(out == before, "nothing appended on an error");
     }
 }
