@@ -115,7 +115,7 @@ impl Connection {
         let reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
         // Idle sockets cannot hold every connection slot, nor a client that takes no response bytes the
         // connection and the responses queued on it.
-        let idle_max = Duration::from_millis(node.config.connections_max_idle_ms);
+        let idle_max = Duration::from_millis(node.config.connections_max_idle_ms.max(1));
         Connection { node, peer, listener, reader, writer, request_budget, certificate_subject: None, idle_max }
     }
 
@@ -241,18 +241,29 @@ impl Connection {
                             }
                         }
                     };
-                    match dispatch_on(&node, request, &listener.advertised, access) {
-                        Dispatch::Queued(pending) => (correlation_id, api_version, pending),
-                        Dispatch::InOrder(pending) => {
+                    let in_order = match dispatch_on(&node, request, &listener.advertised, access) {
+                        Dispatch::Queued(pending) => Err(pending),
+                        Dispatch::InOrder(pending) => Ok(tokio::select! {
+                            response = pending => (response, None),
                             // Shutdown does not wait for a long poll to run out.
-                            let response = tokio::select! {
-                                response = pending => response,
-                                _ = stopping.changed() => break,
-                            };
+                            _ = stopping.changed() => break,
+                        }),
+                        Dispatch::Fetch(pending) => Ok(tokio::select! {
+                            (response, reserved) = pending => (Some(response), Some(reserved)),
+                            _ = stopping.changed() => break,
+                        }),
+                    };
+                    match in_order {
+                        Err(queued) => (correlation_id, api_version, queued),
+                        Ok((response, reserved)) => {
                             // Counted across connections until written: new fetches read less while
-                            // responses hold the broker's budget (`once_node::fetch_memory`).
+                            // responses hold the broker's budget (`once_node::fetch_memory`). A fetch's
+                            // reservation becomes its record bytes in one step.
                             let records = response.as_ref().map_or(0, record_bytes);
-                            held = (records > 0).then(|| node.fetch_memory.hold(records));
+                            held = match reserved {
+                                Some(reserved) => (records > 0).then(|| reserved.keep(records)),
+                                None => (records > 0).then(|| node.fetch_memory.hold(records)),
+                            };
                             // A client that does not take its responses stops being read from: the
                             // reader waits here until the one before is written.
                             if records > 0 {

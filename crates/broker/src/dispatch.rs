@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use once_group::RequestContext;
+use once_node::fetch_memory::Held;
 use once_node::Node;
 use once_wire::DecodedRequest;
 
@@ -16,6 +17,9 @@ use crate::handlers;
 /// A response still being produced. `None` means no response is sent (Produce with acks=0).
 pub type PendingResponse = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
 
+/// A Fetch still being answered, and the fetch memory its read reserved (`once_node::fetch_memory`).
+pub type PendingFetch = Pin<Box<dyn Future<Output = (ResponseKind, Held)> + Send>>;
+
 /// How a connection treats a request.
 pub enum Dispatch {
     /// The work was queued in request order (Produce): the next request may be read at once, and the
@@ -23,6 +27,19 @@ pub enum Dispatch {
     Queued(PendingResponse),
     /// The connection finishes this request before it reads the next one (what Kafka does for all).
     InOrder(PendingResponse),
+    /// In order too (Fetch); the connection keeps the reservation, as the response's record bytes,
+    /// until the response is written, so no other read can take those bytes in between.
+    Fetch(PendingFetch),
+}
+
+impl Dispatch {
+    /// The response alone, its fetch memory given back once it is ready (the edge's tests).
+    pub fn response(self) -> PendingResponse {
+        match self {
+            Dispatch::Queued(pending) | Dispatch::InOrder(pending) => pending,
+            Dispatch::Fetch(pending) => Box::pin(async move { Some(pending.await.0) }),
+        }
+    }
 }
 
 /// Routes one request to its handler. Produce enqueues its appends before this returns, so appends
@@ -62,10 +79,16 @@ pub fn dispatch_on(
 
 /// Applies `patch` to the response when there is one (the denied parts of a request, answered).
 fn patched(dispatch: Dispatch, patch: authorize::Patch) -> Dispatch {
-    let wrap = |pending: PendingResponse| -> PendingResponse { Box::pin(async move { pending.await.map(patch) }) };
+    let wrap = |pending: PendingResponse, patch: authorize::Patch| -> PendingResponse {
+        Box::pin(async move { pending.await.map(patch) })
+    };
     match dispatch {
-        Dispatch::Queued(pending) => Dispatch::Queued(wrap(pending)),
-        Dispatch::InOrder(pending) => Dispatch::InOrder(wrap(pending)),
+        Dispatch::Queued(pending) => Dispatch::Queued(wrap(pending, patch)),
+        Dispatch::InOrder(pending) => Dispatch::InOrder(wrap(pending, patch)),
+        Dispatch::Fetch(pending) => Dispatch::Fetch(Box::pin(async move {
+            let (response, reserved) = pending.await;
+            (patch(response), reserved)
+        })),
     }
 }
 
@@ -84,7 +107,9 @@ fn dispatch_body(
         RequestKind::Metadata(body) => {
             in_order(async move { handlers::metadata::handle(&node, body, version, &advertised).await })
         }
-        RequestKind::Fetch(body) => in_order(async move { handlers::fetch::handle(&node, body, version).await }),
+        RequestKind::Fetch(body) => {
+            Dispatch::Fetch(Box::pin(async move { handlers::fetch::handle(&node, body, version).await }))
+        }
         RequestKind::ListOffsets(body) => {
             in_order(async move { handlers::list_offsets::handle(&node, body, version).await })
         }

@@ -14,7 +14,7 @@ use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use once_broker::dispatch::{dispatch, Dispatch};
+use once_broker::dispatch::dispatch;
 use once_log::testing::make_batch_with;
 use once_node::{Node, NodeConfig};
 use once_wire::{DecodedRequest, ResponseError};
@@ -35,9 +35,7 @@ fn open(dir: &Path) -> Arc<Node> {
 async fn call(node: &Arc<Node>, api_key: ApiKey, api_version: i16, body: RequestKind) -> ResponseKind {
     let header = RequestHeader::default().with_request_api_key(api_key as i16).with_request_api_version(api_version);
     let request = DecodedRequest { api_key, api_version, header, body };
-    let pending = match dispatch(node, request) {
-        Dispatch::Queued(pending) | Dispatch::InOrder(pending) => pending,
-    };
+    let pending = dispatch(node, request).response();
     pending.await.expect("a response (acks are not 0)")
 }
 

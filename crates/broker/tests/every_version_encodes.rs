@@ -18,7 +18,7 @@ use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, Of
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use once_broker::dispatch::{dispatch, Dispatch};
+use once_broker::dispatch::dispatch;
 use once_node::{Node, NodeConfig};
 use once_wire::versions::SUPPORTED_APIS;
 use once_wire::{encode_response, DecodedRequest};
@@ -352,9 +352,7 @@ async fn every_version_encodes(authorization: bool) {
                 header,
                 body: request_for(entry.api_key, version, round),
             };
-            let pending = match dispatch(&broker, request) {
-                Dispatch::Queued(pending) | Dispatch::InOrder(pending) => pending,
-            };
+            let pending = dispatch(&broker, request).response();
             let response =
                 pending.await.unwrap_or_else(|| panic!("{:?} v{version} produced no response", entry.api_key));
             encode_response(version, 1, &response)

@@ -44,7 +44,7 @@ fn request(partitions: i32, min_bytes: i32, max_wait_ms: i32, isolation_level: i
 }
 
 async fn fetch(node: &Arc<Node>, request: FetchRequest) -> Vec<PartitionData> {
-    match fetch::handle(node, request, FETCH_VERSION).await {
+    match fetch::handle(node, request, FETCH_VERSION).await.0 {
         ResponseKind::Fetch(response) => {
             assert_eq!(response.error_code, 0, "the fetch as a whole succeeds");
             response.responses.into_iter().flat_map(|topic| topic.partitions).collect()

@@ -12,7 +12,7 @@ use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use once_auth::ScramMechanism;
-use once_broker::dispatch::{dispatch, Dispatch};
+use once_broker::dispatch::dispatch;
 use once_node::{Node, NodeConfig};
 use once_wire::{DecodedRequest, ResponseError};
 
@@ -36,9 +36,7 @@ fn open(dir: &Path) -> Arc<Node> {
 async fn call(node: &Arc<Node>, api_key: ApiKey, body: RequestKind) -> ResponseKind {
     let header = RequestHeader::default().with_request_api_key(api_key as i16).with_request_api_version(0);
     let request = DecodedRequest { api_key, api_version: 0, header, body };
-    let pending = match dispatch(node, request) {
-        Dispatch::Queued(pending) | Dispatch::InOrder(pending) => pending,
-    };
+    let pending = dispatch(node, request).response();
     pending.await.expect("a response")
 }
 

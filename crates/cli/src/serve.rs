@@ -545,7 +545,8 @@ mod tests {
         let file = dir.path().join("once.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:7000\"\ndata_dir = \"/srv/once\"\nretention_ms = -1\ndefault_partitions = 6\n",
+            "listen = \"127.0.0.1:7000\"\ndata_dir = \"/srv/once\"\nretention_ms = -1\ndefault_partitions = 6\n\
+             connections_max_idle_ms = 15000\n",
         )
         .expect("write");
         let file_arg = file.to_str().expect("utf-8 path");
@@ -555,9 +556,19 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8000", "the flag wins");
         assert_eq!(config.data_dir, PathBuf::from("/srv/once"), "the file fills what flags leave out");
         assert_eq!(config.default_partitions, 6);
+        assert_eq!(config.connections_max_idle_ms, 15_000);
         assert_eq!(config.topic_defaults.retention_ms, -1);
         assert_eq!(config.advertised_listener, None, "defaults to the listen address");
         assert!(!config.topic_defaults.unsafe_skip_fsync, "durable by default");
+    }
+
+    #[test]
+    fn a_connection_idle_time_of_zero_is_refused() {
+        let parsed = Wrapper::try_parse_from(["once", "--connections-max-idle-ms", "0"]).expect("parses");
+        let config = parsed.serve.broker_config().expect("a config");
+        let refused = validate(&config).expect_err("0 ms would close every connection between two reads");
+        assert!(refused.to_string().contains("connections max idle"), "{refused}");
+        assert_eq!(NodeConfig::default().connections_max_idle_ms, 600_000, "Kafka's default, 10 minutes");
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl NodeCollector {
         ConstGauge::new(i64::try_from(load(&connections.open)).unwrap_or(i64::MAX)).encode(family)?;
         let family = encoder.encode_descriptor(
             "once_fetch_held_bytes",
-            "Record bytes of Kafka Fetch responses read and not yet written to their clients; past the fetch memory budget (the size of --queued-request-bytes-max) new fetches read less.",
+            "Record bytes of Kafka Fetch responses read (or being read) and not yet written to their clients; past the fetch memory budget (the size of --queued-request-bytes-max) new fetches read less.",
             None,
             MetricType::Gauge,
         )?;

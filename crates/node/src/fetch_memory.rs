@@ -6,7 +6,9 @@
 //! what is left of it down to [`FETCH_MEMORY_FLOOR`] (and, as always, at least one whole batch): every
 //! consumer keeps progressing, in smaller steps, and the memory stays near the budget plus two small
 //! reads per connection (one being written, one waiting). Near, not within: the count is of record
-//! bytes, and a pooled read buffer may be up to twice the bytes it holds.
+//! bytes, and a pooled read buffer may be up to twice the bytes it holds. A read's reservation becomes
+//! its response's count in one step ([`Held::keep`]), so no other read can take those bytes between
+//! the read and the response's queueing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -67,6 +69,26 @@ pub struct Held {
     bytes: usize,
 }
 
+impl Held {
+    /// Holds `bytes` instead, in one step: a read's reservation becomes its response's record bytes
+    /// (fewer, or one batch more: KIP-74) with no moment at which another read could take them.
+    pub fn keep(mut self, bytes: usize) -> Held {
+        if bytes >= self.bytes {
+            self.memory.held.fetch_add(bytes - self.bytes, Ordering::Relaxed);
+        } else {
+            let before = self.memory.held.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+            assert!(before >= self.bytes, "held {before} bytes, {} of them by this guard", self.bytes);
+        }
+        self.bytes = bytes;
+        self
+    }
+
+    /// The bytes it counts.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         let before = self.memory.held.fetch_sub(self.bytes, Ordering::Relaxed);
@@ -107,6 +129,22 @@ mod tests {
         assert_eq!(memory.held(), 11 * FETCH_MEMORY_FLOOR + 1000);
         drop(third_held);
         assert_eq!(memory.held(), 10 * FETCH_MEMORY_FLOOR + 1000, "a guard gives back what it reserved");
+    }
+
+    #[test]
+    fn a_reservation_kept_as_fewer_or_more_bytes_counts_those() {
+        let memory = Arc::new(FetchMemory::new(10 * FETCH_MEMORY_FLOOR));
+        let (granted, reserved) = memory.reserve(6 * FETCH_MEMORY_FLOOR);
+        let other = memory.hold(FETCH_MEMORY_FLOOR);
+        let kept = reserved.keep(2 * FETCH_MEMORY_FLOOR);
+        assert_eq!(granted, 6 * FETCH_MEMORY_FLOOR);
+        assert_eq!((kept.bytes(), memory.held()), (2 * FETCH_MEMORY_FLOOR, 3 * FETCH_MEMORY_FLOOR), "fewer");
+        let kept = kept.keep(7 * FETCH_MEMORY_FLOOR);
+        assert_eq!(memory.held(), 8 * FETCH_MEMORY_FLOOR, "more (a batch past the reservation)");
+        drop(kept);
+        assert_eq!(memory.held(), FETCH_MEMORY_FLOOR, "all it counted given back, the other guard's kept");
+        drop(other);
+        assert_eq!(memory.held(), 0);
     }
 
     #[test]

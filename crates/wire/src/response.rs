@@ -4,9 +4,10 @@ use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::{ProduceResponse, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::Encodable;
 
-/// A response that could not be encoded: a bug in a handler (the server logs it and closes the connection).
+/// A response (or, for Once's own clients, a request) that could not be encoded: a bug in a handler
+/// (the server logs it and closes the connection) or in the client.
 #[derive(Debug, thiserror::Error)]
-#[error("response encoding failed: {0}")]
+#[error("encoding failed: {0}")]
 pub struct EncodeError(String);
 
 impl EncodeError {

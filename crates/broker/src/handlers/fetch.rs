@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
+use once_node::fetch_memory::Held;
 use once_node::Node;
 use once_partition::{AbortedTxn, EndOffsets, Isolation, Partition};
 use once_wire::ResponseError;
@@ -40,7 +41,9 @@ struct Wanted {
     partition_max_bytes: usize,
 }
 
-pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> ResponseKind {
+/// Answers a Fetch, with the fetch memory its last read reserved: the connection keeps it, as the
+/// response's record bytes, until the response is written (`once_node::fetch_memory`).
+pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> (ResponseKind, Held) {
     let response_max_bytes = usize::try_from(request.max_bytes).unwrap_or(0).min(node.config.fetch_bytes_max);
     // More than the response may hold can never be satisfied; it would only re-read on every append.
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0).min(response_max_bytes.max(1));
@@ -84,17 +87,16 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
         // The most bytes the read may return now, counted in the broker's fetch memory while the guard
         // lives: less than `reservable` while Fetch responses not yet written hold the budget (clients
         // reading slowly, or not at all), but at least `FETCH_MEMORY_FLOOR` (1 MiB; and one whole batch
-        // whatever its size, KIP-74). Kept until the response is returned, when the connection counts
-        // what it holds instead; a read that does not satisfy a long poll gives it back before the wait.
+        // whatever its size, KIP-74). Returned with the response, for the connection to keep as its record
+        // bytes; a read that does not satisfy a long poll gives it back before the wait.
         let (read_max_bytes, reserved) = node.fetch_memory.reserve(reservable);
         let read = tokio::task::spawn_blocking(move || read_all(&reading, read_max_bytes, isolation)).await;
         let (responses, bytes, any_error) = match read {
             Ok(result) => result,
             Err(error) => {
                 tracing::error!(%error, "fetch read task failed");
-                return ResponseKind::Fetch(
-                    FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code()),
-                );
+                let failed = FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code());
+                return (ResponseKind::Fetch(failed), reserved);
             }
         };
         // min_bytes 0 asks for an answer at once, data or not (Kafka's rule). A read cut short by the
@@ -103,8 +105,10 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
         let satisfied = bytes >= min_bytes_now || any_error || watchers.is_empty();
         if satisfied || Instant::now() >= deadline {
             count_fetched(node, &responses);
-            // `reserved` lives until the response is returned: the connection then counts it instead.
-            return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
+            return (
+                ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses)),
+                reserved,
+            );
         }
         // Not while waiting: a consumer long-polling at the log end holds none of the budget.
         drop((reserved, responses));
@@ -112,12 +116,13 @@ pub async fn handle(node: &Arc<Node>, request: FetchRequest, _version: i16) -> R
         if tokio::time::timeout_at(deadline, any_moved).await.is_err() {
             // Deadline passed with nothing new: one last read answers with what is there (maybe nothing).
             let reading = wanted.clone();
-            let (read_max_bytes, _reserved) = node.fetch_memory.reserve(reservable);
+            let (read_max_bytes, reserved) = node.fetch_memory.reserve(reservable);
             let (responses, _, _) = tokio::task::spawn_blocking(move || read_all(&reading, read_max_bytes, isolation))
                 .await
                 .unwrap_or_else(|_| (Vec::new(), 0, true));
             count_fetched(node, &responses);
-            return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(responses));
+            let response = FetchResponse::default().with_session_id(0).with_responses(responses);
+            return (ResponseKind::Fetch(response), reserved);
         }
     }
 }
