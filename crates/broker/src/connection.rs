@@ -262,7 +262,11 @@ impl Connection {
                             let records = response.as_ref().map_or(0, record_bytes);
                             held = match reserved {
                                 Some(reserved) => (records > 0).then(|| reserved.keep(records)),
-                                None => (records > 0).then(|| node.fetch_memory.hold(records)),
+                                None => {
+                                    // Only Fetch responses carry records, and they come with a reservation.
+                                    debug_assert_eq!(records, 0, "records in a response without a reservation");
+                                    (records > 0).then(|| node.fetch_memory.hold(records))
+                                }
                             };
                             // A client that does not take its responses stops being read from: the
                             // reader waits here until the one before is written.

@@ -286,7 +286,7 @@ fn read_from_segment(
 /// header read before the piece cached the first). The caller turned the kernel's readahead off
 /// (`crate::give_way`).
 fn read_pieces(segment: &SegmentSnapshot, out: &mut Vec<u8>, length: usize, position: u64) -> Result<(), LogError> {
-    out.reserve(length);
+    out.reserve_exact(length);
     let mut done = 0;
     while done < length {
         let piece = COLD_PIECE_BYTES.min(length - done);

@@ -246,9 +246,11 @@ impl SegmentSnapshot {
                 }
             };
             if read == 0 {
+                // As `read_exact_at` reports it: an I/O error (KAFKA_STORAGE_ERROR), not a corrupt batch.
                 out.truncate(start);
-                let what = format!("{} of {length} bytes at {position} of segment {}", done, self.base_offset);
-                return Err(LogError::CorruptBatch(format!("the file ended after {what}")));
+                let what = format!("{done} of {length} bytes at {position} of segment {}", self.base_offset);
+                let ended = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file ended");
+                return Err(LogError::io(format!("read {what}"), ended));
             }
             assert!(read <= length - done, "pread fills at most the slice it was given");
             // SAFETY: `pread` initialized the first `read` bytes of the spare capacity, which
@@ -574,7 +576,8 @@ mod tests {
         let past_the_end = SegmentSnapshot { size: bytes.len() as u64 + 10, ..snapshot.clone() };
         let before = out.clone();
         let error = past_the_end.read_append_at(&mut out, 20, bytes.len() as u64 - 10).expect_err("a short file");
-        assert!(error.to_string().contains("ended after 10 of 20 bytes"), "{error}");
+        assert!(matches!(&error, LogError::Io { .. }), "an I/O error, as a short `read_exact_at` is: {error:?}");
+        assert!(error.to_string().contains("10 of 20 bytes"), "{error}");
         assert!(out == before, "nothing appended on an error");
     }
 }
