@@ -9,8 +9,9 @@
 //! client that stops reading its socket stops being read from, as Kafka mutes a channel until its
 //! response is sent), their record bytes across connections by the fetch memory budget
 //! (`once_node::fetch_memory`: fetches read less once it is spent), and an idle connection by
-//! `connections_max_idle_ms` (Kafka's connections.max.idle.ms, 10 minutes by default) — which also bounds how long a response write or flush may take no bytes, so a
-//! client that never reads cannot hold its connection and the responses queued on it for good.
+//! `connections_max_idle_ms` (Kafka's connections.max.idle.ms, 10 minutes by default) — which also
+//! bounds how long a response write or flush may take no bytes, so a client that never reads cannot
+//! hold its connection and the responses queued on it for good.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
