@@ -14,6 +14,7 @@
 //! hold its connection and the responses queued on it for good.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,35 @@ const SASL_AUTHENTICATION_MAX: Duration = Duration::from_secs(10);
 
 /// Responses a connection may have outstanding before its reader stops reading (backpressure).
 const PIPELINE_DEPTH_MAX: usize = 32;
+
+/// A connection's idle time, and when its writer last handed the client a byte: a client still taking a
+/// long response is not idle (Kafka counts any activity on the socket), so the wait for its next request
+/// runs from the later of the two.
+struct Idle {
+    max: Duration,
+    since: tokio::time::Instant,
+    /// Milliseconds from `since` to the last write that took bytes.
+    wrote_at_ms: AtomicU64,
+}
+
+impl Idle {
+    fn new(max: Duration) -> Idle {
+        Idle { max, since: tokio::time::Instant::now(), wrote_at_ms: AtomicU64::new(0) }
+    }
+
+    /// The writer handed the client some bytes.
+    fn wrote(&self) {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.wrote_at_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// When the connection is idle for `max` unless something happens before: `max` after the later of
+    /// `waiting_since` and the last write.
+    fn deadline(&self, waiting_since: tokio::time::Instant) -> tokio::time::Instant {
+        let wrote = self.since + Duration::from_millis(self.wrote_at_ms.load(Ordering::Relaxed));
+        waiting_since.max(wrote) + self.max
+    }
+}
 
 /// A response in the making, with what is needed to frame it.
 struct Outgoing {
@@ -140,7 +170,8 @@ impl Connection {
         const UNAUTHENTICATED_FRAME_MAX: usize = 64 * 1024;
         let authenticate_by = tokio::time::Instant::now() + SASL_AUTHENTICATION_MAX;
         let (outgoing, queue) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH_MAX);
-        let writing = tokio::spawn(write_responses(node.clone(), writer, queue, idle_max));
+        let idle = Arc::new(Idle::new(idle_max));
+        let writing = tokio::spawn(write_responses(node.clone(), writer, queue, idle.clone()));
         // One response with records queued or being written; the next finished one waits for it.
         let records_slot = Arc::new(Semaphore::new(1));
         loop {
@@ -151,7 +182,7 @@ impl Connection {
                     if unauthenticated { UNAUTHENTICATED_FRAME_MAX } else { node.config.request_bytes_max },
                     &request_budget,
                     &FRAMES,
-                    idle_max,
+                    &idle,
                 ) => frame,
                 _ = stopping.changed() => break,
                 // The writer gave up (the client stopped taking responses): close now, not after
@@ -328,14 +359,27 @@ async fn read_frame(
     limit: usize,
     budget: &Arc<Semaphore>,
     frames: &Arc<BufferPool>,
-    idle_max: Duration,
+    idle: &Idle,
 ) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, String> {
     let mut prefix = [0u8; 4];
-    match tokio::time::timeout(idle_max, reader.read_exact(&mut prefix)).await {
-        Err(_) => return Err("idle for longer than connections.max.idle.ms".to_string()),
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Ok(Err(error)) => return Err(error.to_string()),
+    let waiting_since = tokio::time::Instant::now();
+    let prefix_read = {
+        let read = reader.read_exact(&mut prefix);
+        tokio::pin!(read);
+        loop {
+            let deadline = idle.deadline(waiting_since);
+            match tokio::time::timeout_at(deadline, &mut read).await {
+                Ok(read) => break read,
+                // Responses went out meanwhile: the idle time runs from the last of them.
+                Err(_) if idle.deadline(waiting_since) > deadline => continue,
+                Err(_) => return Err("idle for longer than connections.max.idle.ms".to_string()),
+            }
+        }
+    };
+    match prefix_read {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error.to_string()),
     }
     let length = request_frame_length(prefix, limit).map_err(|error| error.to_string())?;
     // Waits while other requests hold the memory: backpressure instead of unbounded buffering.
@@ -382,7 +426,8 @@ async fn read_body(
 /// flush and the final shutdown (at most a buffer's worth) finish, within `idle_max`, else the
 /// connection is given up: its queue is dropped with every
 /// response in it, which returns their memory and ends the reader's wait for room.
-async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Receiver<Outgoing>, idle_max: Duration) {
+async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Receiver<Outgoing>, idle: Arc<Idle>) {
+    let idle_max = idle.max;
     let mut writer = BufWriter::new(writer);
     while let Some(outgoing) = queue.recv().await {
         let response = outgoing.response.await;
@@ -390,15 +435,18 @@ async fn write_responses(node: Arc<Node>, writer: Writer, mut queue: mpsc::Recei
             node.requests.record(api_key as i16, || format!("{api_key:?}"), read_at.elapsed());
         }
         let Some(response) = response else { continue };
-        let written = write_one(&mut writer, outgoing.correlation_id, outgoing.api_version, response, idle_max).await;
+        let written = write_one(&mut writer, outgoing.correlation_id, outgoing.api_version, response, &idle).await;
         if let Err(error) = written {
             tracing::debug!(%error, "writing response failed; closing connection");
             return;
         }
         // Flush when nothing else is ready, so pipelined responses share a write.
-        if queue.is_empty() && !matches!(tokio::time::timeout(idle_max, writer.flush()).await, Ok(Ok(()))) {
-            tracing::debug!("flushing responses failed or stalled; closing connection");
-            return;
+        if queue.is_empty() {
+            if !matches!(tokio::time::timeout(idle_max, writer.flush()).await, Ok(Ok(()))) {
+                tracing::debug!("flushing responses failed or stalled; closing connection");
+                return;
+            }
+            idle.wrote();
         }
     }
     let _ = tokio::time::timeout(idle_max, writer.shutdown()).await;
@@ -416,8 +464,9 @@ async fn write_one(
     correlation_id: i32,
     api_version: i16,
     response: ResponseKind,
-    idle_max: Duration,
+    idle: &Idle,
 ) -> Result<(), String> {
+    let idle_max = idle.max;
     let large = copied_record_bytes(&response) > ENCODE_INLINE_BYTES_MAX;
     let encode = move || {
         encode_response_parts(api_version, correlation_id, &response).map_err(|error| {
@@ -439,7 +488,10 @@ async fn write_one(
         while written < part.len() {
             match tokio::time::timeout(idle_max, writer.write(&part[written..])).await {
                 Ok(Ok(0)) => return Err("the connection took no more bytes".to_string()),
-                Ok(Ok(taken)) => written += taken,
+                Ok(Ok(taken)) => {
+                    written += taken;
+                    idle.wrote();
+                }
                 Ok(Err(error)) => return Err(error.to_string()),
                 Err(_) => return Err(format!("the client took no response bytes in {idle_max:?}")),
             }
@@ -475,16 +527,17 @@ mod tests {
         let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, &stream[..]);
         let mut addresses = Vec::new();
         for body in &bodies {
-            let (frame, _permit) = read_frame(&mut reader, 1 << 20, &budget, &frames, Duration::from_secs(600))
-                .await
-                .expect("read")
-                .expect("a frame");
+            let (frame, _permit) =
+                read_frame(&mut reader, 1 << 20, &budget, &frames, &Idle::new(Duration::from_secs(600)))
+                    .await
+                    .expect("read")
+                    .expect("a frame");
             assert_eq!(&frame[..], &body[..], "a frame of {} bytes", body.len());
             addresses.push(frame.as_ptr() as usize);
         }
         assert_eq!(addresses[2], addresses[0], "the third frame was read into the first one's buffer");
         assert_eq!(addresses[3], addresses[0], "and so was the fourth");
-        let cut = read_frame(&mut reader, 1 << 20, &budget, &frames, Duration::from_secs(600)).await;
+        let cut = read_frame(&mut reader, 1 << 20, &budget, &frames, &Idle::new(Duration::from_secs(600))).await;
         assert!(cut.is_err_and(|error| error.contains("5000 bytes into a 100000-byte frame")), "cut short");
     }
 

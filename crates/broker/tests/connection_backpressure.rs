@@ -144,6 +144,34 @@ async fn a_client_that_takes_no_response_for_the_idle_time_is_given_up() {
     node.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_taking_a_long_response_is_not_idle() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = node_with_backlog(dir.path(), 512 << 20, Duration::from_secs(1)).await;
+    let (mut client, connection, stop) = serve(&node);
+    // One 8 MiB response, taken 64 KiB at a time every 25 ms: about 3 s, three idle times, with no
+    // request sent meanwhile.
+    client.write_all(&fetch_frame(0, FETCH_BYTES_MAX as i32)).await.expect("the request");
+    let started = Instant::now();
+    let length = client.read_u32().await.expect("a response's size") as usize;
+    let mut body = vec![0u8; length];
+    for chunk in body.chunks_mut(64 * 1024) {
+        client.read_exact(chunk).await.expect("the response, slowly");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(started.elapsed() > Duration::from_secs(2), "taken over two idle times: {:?}", started.elapsed());
+    assert_eq!(i32::from_be_bytes(body[..4].try_into().expect("4 bytes")), 0, "the first response");
+    // The connection is still served: the idle time ran from the response's last byte, not the request.
+    client.write_all(&fetch_frame(1, 1024)).await.expect("the next request");
+    let (answered, _) =
+        tokio::time::timeout(Duration::from_secs(10), read_response(&mut client)).await.expect("answered, not closed");
+    assert_eq!(answered, 1, "the next response");
+    // Idle from here on (nothing sent or taken): closed after the idle time.
+    tokio::time::timeout(Duration::from_secs(10), connection).await.expect("closed once idle").expect("task");
+    drop((client, stop));
+    node.close().await;
+}
+
 /// Record bytes of the one Fetch response `client` gets for an 8 MiB fetch (its frame, less a little).
 async fn fetched_bytes(client: &mut DuplexStream, correlation_id: i32) -> usize {
     client.write_all(&fetch_frame(correlation_id, FETCH_BYTES_MAX as i32)).await.expect("the request");
