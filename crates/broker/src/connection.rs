@@ -70,9 +70,9 @@ const SASL_AUTHENTICATION_MAX: Duration = Duration::from_secs(10);
 /// Responses a connection may have outstanding before its reader stops reading (backpressure).
 const PIPELINE_DEPTH_MAX: usize = 32;
 
-/// A connection's idle time, and when its writer last handed the client a byte: a client still taking a
-/// long response is not idle (Kafka counts any activity on the socket), so the wait for its next request
-/// runs from the later of the two.
+/// A connection's idle time, and when its writer last wrote response bytes to its socket: a client still
+/// taking a long response is not idle (Kafka counts any activity on the socket), so the wait for its next
+/// request runs from the later of the two. A frame's body must also keep coming (`read_body`).
 struct Idle {
     max: Duration,
     since: tokio::time::Instant,
@@ -369,7 +369,7 @@ async fn read_frame(
         loop {
             let deadline = idle.deadline(waiting_since);
             match tokio::time::timeout_at(deadline, &mut read).await {
-                Ok(read) => break read,
+                Ok(result) => break result,
                 // Responses went out meanwhile: the idle time runs from the last of them.
                 Err(_) if idle.deadline(waiting_since) > deadline => continue,
                 Err(_) => return Err("idle for longer than connections.max.idle.ms".to_string()),
@@ -390,11 +390,11 @@ async fn read_frame(
     // large frame is read into a buffer of the pool, which it goes back to once dropped.
     let frame = if frames.pools(length) {
         let mut buffer = frames.take(length);
-        read_body(reader, length, &mut buffer).await?;
+        read_body(reader, length, &mut buffer, idle.max).await?;
         frames.share(buffer)
     } else {
         let mut buffer = BytesMut::with_capacity(length);
-        read_body(reader, length, &mut buffer).await?;
+        read_body(reader, length, &mut buffer, idle.max).await?;
         buffer.freeze()
     };
     assert_eq!(frame.len(), length, "a frame is read whole and no further");
@@ -407,12 +407,18 @@ async fn read_body(
     reader: &mut (impl AsyncReadExt + Unpin),
     length: usize,
     frame: &mut (impl BufMut + AsRef<[u8]>),
+    idle_max: Duration,
 ) -> Result<(), String> {
     assert!(frame.as_ref().is_empty(), "a frame is read into an empty buffer");
     let mut body = (&mut *reader).take(length as u64);
     let mut filled = 0;
     while filled < length {
-        let read = body.read_buf(frame).await.map_err(|error| format!("reading a {length}-byte frame: {error}"))?;
+        // A client that stops part-way through a frame is idle too: it would otherwise hold the frame's
+        // share of the request budget for good.
+        let read = match tokio::time::timeout(idle_max, body.read_buf(frame)).await {
+            Ok(read) => read.map_err(|error| format!("reading a {length}-byte frame: {error}"))?,
+            Err(_) => return Err(format!("no byte for {idle_max:?} {filled} bytes into a {length}-byte frame")),
+        };
         if read == 0 {
             return Err(format!("connection closed {filled} bytes into a {length}-byte frame"));
         }
@@ -539,6 +545,33 @@ mod tests {
         assert_eq!(addresses[3], addresses[0], "and so was the fourth");
         let cut = read_frame(&mut reader, 1 << 20, &budget, &frames, &Idle::new(Duration::from_secs(600))).await;
         assert!(cut.is_err_and(|error| error.contains("5000 bytes into a 100000-byte frame")), "cut short");
+    }
+
+    /// A client that sends part of a frame and then nothing (its connection open) is given up after the
+    /// idle time, and the frame's share of the request budget comes back; waiting for the rest of the
+    /// prefix, or of the body, alike.
+    #[tokio::test]
+    async fn a_frame_that_stops_coming_is_given_up_after_the_idle_time() {
+        let budget = Arc::new(Semaphore::new(1 << 20));
+        let frames = Arc::new(BufferPool::new(FRAME_POOL));
+        let idle = Idle::new(Duration::from_millis(200));
+        for sent in [&100_000u32.to_be_bytes()[..2], &[&100_000u32.to_be_bytes()[..], &[7u8; 5000][..]].concat()] {
+            let (mut client, server) = tokio::io::duplex(1 << 20);
+            client.write_all(sent).await.expect("part of a frame");
+            let mut reader = BufReader::new(server);
+            let started = tokio::time::Instant::now();
+            let read = tokio::time::timeout(
+                Duration::from_secs(10),
+                read_frame(&mut reader, 1 << 20, &budget, &frames, &idle),
+            )
+            .await
+            .expect("given up, not waiting for good");
+            let error = read.expect_err("no frame");
+            assert!(error.contains("idle") || error.contains("no byte for"), "{error}");
+            assert!(started.elapsed() >= Duration::from_millis(190), "after the idle time: {:?}", started.elapsed());
+            assert_eq!(budget.available_permits(), 1 << 20, "the frame's budget is back");
+            drop(client);
+        }
     }
 
     /// The node's configuration default for `request_bytes_max` is the frame reader's own default

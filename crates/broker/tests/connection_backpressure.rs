@@ -147,27 +147,30 @@ async fn a_client_that_takes_no_response_for_the_idle_time_is_given_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_still_taking_a_long_response_is_not_idle() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = node_with_backlog(dir.path(), 512 << 20, Duration::from_secs(1)).await;
+    let node = node_with_backlog(dir.path(), 512 << 20, Duration::from_secs(2)).await;
     let (mut client, connection, stop) = serve(&node);
-    // One 8 MiB response, taken 64 KiB at a time every 25 ms: about 3 s, three idle times, with no
+    // One 8 MiB response, taken 32 KiB at a time every 25 ms: about 6 s, three idle times, with no
     // request sent meanwhile.
     client.write_all(&fetch_frame(0, FETCH_BYTES_MAX as i32)).await.expect("the request");
     let started = Instant::now();
     let length = client.read_u32().await.expect("a response's size") as usize;
     let mut body = vec![0u8; length];
-    for chunk in body.chunks_mut(64 * 1024) {
+    for chunk in body.chunks_mut(32 * 1024) {
         client.read_exact(chunk).await.expect("the response, slowly");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(started.elapsed() > Duration::from_secs(2), "taken over two idle times: {:?}", started.elapsed());
+    assert!(started.elapsed() > Duration::from_secs(4), "taken over two idle times: {:?}", started.elapsed());
     assert_eq!(i32::from_be_bytes(body[..4].try_into().expect("4 bytes")), 0, "the first response");
     // The connection is still served: the idle time ran from the response's last byte, not the request.
     client.write_all(&fetch_frame(1, 1024)).await.expect("the next request");
     let (answered, _) =
         tokio::time::timeout(Duration::from_secs(10), read_response(&mut client)).await.expect("answered, not closed");
     assert_eq!(answered, 1, "the next response");
-    // Idle from here on (nothing sent or taken): closed after the idle time.
+    // Idle from here on (nothing sent or taken): closed after the idle time, and not before.
+    let answered_at = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), connection).await.expect("closed once idle").expect("task");
+    assert!(answered_at.elapsed() >= Duration::from_millis(1900), "after the idle time: {:?}", answered_at.elapsed());
+    assert_eq!(client.read_u8().await.ok(), None, "the client reads the end of the stream");
     drop((client, stop));
     node.close().await;
 }
