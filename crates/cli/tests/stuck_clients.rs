@@ -24,6 +24,7 @@ use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use support::{free_port, wait_until, BrokerProcess};
@@ -126,10 +127,11 @@ fn produce(bootstrap: &str, count: usize, high_before: i64) {
         loop {
             match producer.send(record) {
                 Ok(()) => break,
-                Err((_, back)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     producer.poll(Duration::from_millis(50));
                 }
+                Err((error, _)) => panic!("queueing a record: {error}"),
             }
         }
     }
