@@ -52,20 +52,14 @@ fn producer(bootstrap: &str, batch_records: usize) -> ThreadedProducer<Deliverie
 
 /// Queues a record with a null key (librdkafka spreads those over partitions), `value`, and the
 /// message id `id` in the header, retrying while the local queue is full.
+#[allow(clippy::result_large_err)] // rdkafka hands a refused record back in its error
 fn send_with_id(producer: &ThreadedProducer<Deliveries>, topic: &str, number: usize, id: &str, value: &str) {
     let headers = OwnedHeaders::new().insert(Header { key: ID_HEADER, value: Some(id) });
-    let mut record = BaseRecord::<(), str, Box<usize>>::with_opaque_to(topic, Box::new(number))
+    let record = BaseRecord::<(), str, Box<usize>>::with_opaque_to(topic, Box::new(number))
         .payload(value)
         .headers(headers.clone());
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((_, returned)) => {
-                record = returned;
-                producer.poll(Duration::from_millis(10));
-            }
-        }
-    }
+    support::queue(record, |record| producer.send(record), || producer.poll(Duration::from_millis(10)))
+        .unwrap_or_else(|error| panic!("queueing record {number}: {error}"));
 }
 
 /// Flushes and asserts every record was acknowledged; returns the delivery reports.

@@ -24,7 +24,6 @@ use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use support::{free_port, wait_until, BrokerProcess};
@@ -114,6 +113,7 @@ fn client_config(bootstrap: &str) -> ClientConfig {
 }
 
 /// Writes `count` records of `RECORD_BYTES` to partition 0 and waits until the broker holds them all.
+#[allow(clippy::result_large_err)] // rdkafka hands a refused record back in its error
 fn produce(bootstrap: &str, count: usize, high_before: i64) {
     let producer: BaseProducer = client_config(bootstrap)
         .set("acks", "all")
@@ -123,17 +123,15 @@ fn produce(bootstrap: &str, count: usize, high_before: i64) {
         .expect("producer");
     let value = vec![b'x'; RECORD_BYTES];
     for _ in 0..count {
-        let mut record = BaseRecord::<(), [u8]>::to(TOPIC).partition(0).payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(50));
-                }
-                Err((error, _)) => panic!("queueing a record: {error}"),
-            }
-        }
+        let record = BaseRecord::<(), [u8]>::to(TOPIC).partition(0).payload(&value);
+        support::queue(
+            record,
+            |record| producer.send(record),
+            || {
+                producer.poll(Duration::from_millis(50));
+            },
+        )
+        .unwrap_or_else(|error| panic!("queueing a record: {error}"));
     }
     producer.flush(Duration::from_secs(60)).expect("every record acknowledged");
     let consumer: BaseConsumer = client_config(bootstrap).create().expect("consumer");

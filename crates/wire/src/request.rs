@@ -5,7 +5,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
-use crate::response::EncodeError;
+use crate::response::{finish_frame, EncodeError};
 use crate::versions;
 
 /// Encodes `[size][header][body]` of `request` at `version`, as a client sends it: the header in the
@@ -26,9 +26,7 @@ pub fn encode_request<R: Request>(
     frame.put_i32(0);
     let encoded = header.encode(&mut frame, api_key.request_header_version(version));
     encoded.and_then(|()| request.encode(&mut frame, version)).map_err(|error| EncodeError::new(error.to_string()))?;
-    let size = i32::try_from(frame.len() - 4).map_err(|_| EncodeError::new("request exceeds 2 GiB".into()))?;
-    frame[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(frame)
+    finish_frame(frame, "request")
 }
 
 /// A request Once can answer.

@@ -24,19 +24,20 @@ pub fn encode_response(api_version: i16, correlation_id: i32, body: &ResponseKin
         if (0..3).contains(&api_version) {
             buf.put_i32(correlation_id); // response header v0
             encode_legacy_produce(produce, api_version, &mut buf)?;
-            return finish(buf);
+            return finish_frame(buf, "response");
         }
     }
     let header_version = body.header_version(api_version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     header.encode(&mut buf, header_version).map_err(|error| EncodeError(error.to_string()))?;
     body.encode(&mut buf, api_version).map_err(|error| EncodeError(error.to_string()))?;
-    finish(buf)
+    finish_frame(buf, "response")
 }
 
-/// Fills in the size prefix.
-fn finish(mut buf: BytesMut) -> Result<BytesMut, EncodeError> {
-    let size = i32::try_from(buf.len() - 4).map_err(|_| EncodeError("response exceeds 2 GiB".into()))?;
+/// Fills in the size prefix of a frame begun with four zero bytes; `what` names the frame in the error.
+pub(crate) fn finish_frame(mut buf: BytesMut, what: &str) -> Result<BytesMut, EncodeError> {
+    debug_assert!(buf.len() >= 4, "a frame begins with its size prefix");
+    let size = i32::try_from(buf.len() - 4).map_err(|_| EncodeError(format!("{what} exceeds 2 GiB")))?;
     buf[..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf)
 }

@@ -1,6 +1,8 @@
 //! A real `once serve` process for integration tests: started on a free port with its own data
 //! directory, killed with SIGKILL or stopped with SIGTERM, restarted on the same data.
 #![allow(dead_code)]
+// rdkafka's `send` hands a refused record back in its error: large by design.
+#![allow(clippy::result_large_err)]
 
 pub mod proxy;
 pub mod security;
@@ -12,8 +14,28 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::{ClientContext, Message};
+
+/// Queues `record` with `send`, calling `wait` and trying again while librdkafka's local queue is
+/// full; any other error is returned at once (retrying it would spin until the test's timeout).
+pub fn queue<R>(
+    mut record: R,
+    mut send: impl FnMut(R) -> Result<(), (KafkaError, R)>,
+    mut wait: impl FnMut(),
+) -> Result<(), KafkaError> {
+    loop {
+        match send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                wait();
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
 
 pub struct BrokerProcess {
     pub data_dir: PathBuf,

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{BrokerId, GroupId, ListOffsetsRequest, OffsetFetc
 use kafka_protocol::protocol::StrBytes;
 use once_cli::admin::AdminClient;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -36,17 +36,9 @@ pub fn transactional_producer(bootstrap: &str, transactional_id: &str, timeout_m
 
 /// Queues one record (retrying while the local queue is full).
 pub fn send(producer: &TxnProducer, topic: &str, partition: i32, value: &str) {
-    let mut record = BaseRecord::<str, str>::to(topic).partition(partition).key(value).payload(value);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                record = returned;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((error, _)) => panic!("sending {value} to {topic}-{partition}: {error}"),
-        }
-    }
+    let record = BaseRecord::<str, str>::to(topic).partition(partition).key(value).payload(value);
+    super::queue(record, |record| producer.send(record), || std::thread::sleep(Duration::from_millis(5)))
+        .unwrap_or_else(|error| panic!("sending {value} to {topic}-{partition}: {error}"));
 }
 
 /// Sends record `n` for every n in `numbers` to partition `n % partitions`, key `k-n`, value `v-n`
