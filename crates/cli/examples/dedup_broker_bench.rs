@@ -55,6 +55,11 @@ struct Args {
     /// Skip the throughput runs on empty topics (to keep a run short).
     #[arg(long)]
     skip_fresh: bool,
+    /// Seconds the broker rests after the fill before its resident set is read (merges settle; the
+    /// heap is trimmed every 5 s).
+    #[arg(long, default_value_t = 5)]
+    settle_seconds: u64,
+
     /// Bytes of each record's value.
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
@@ -376,7 +381,7 @@ fn main() {
     let started = Instant::now();
     let rate = produce(&args, &broker.bootstrap(), "live", "live", args.ids);
     println!("filled {} ids in {:.1} s ({rate:.0} records/s)", args.ids, started.elapsed().as_secs_f64());
-    std::thread::sleep(Duration::from_secs(5)); // upkeep: merges settle
+    std::thread::sleep(Duration::from_secs(args.settle_seconds)); // upkeep: merges settle
     let after = broker.resident_bytes();
     let index_bytes = broker.metric("once_dedup_index_bytes");
     let stored = broker.metric("once_dedup_index_ids");
