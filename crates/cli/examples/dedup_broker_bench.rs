@@ -55,8 +55,7 @@ struct Args {
     /// Skip the throughput runs on empty topics (to keep a run short).
     #[arg(long)]
     skip_fresh: bool,
-    /// Seconds the broker rests after the fill before its resident set is read (merges settle; the
-    /// heap is trimmed every 5 s).
+    /// Seconds the broker rests after the fill before its resident set is read (merges settle).
     #[arg(long, default_value_t = 5)]
     settle_seconds: u64,
 
