@@ -92,6 +92,15 @@ pub(crate) fn probe_chunks<'a, T>(
     live: impl Fn((Location, u32)) -> Option<T>,
 ) -> Result<(), DedupError> {
     assert_eq!(found.len(), ids.len(), "a slot per id");
+    // No chunk to probe (under the index's lock, most often: a view probed them all): the filter
+    // has nothing to answer for.
+    let mut chunks = chunks.peekable();
+    if chunks.peek().is_none() {
+        return Ok(());
+    }
+    if let Some(filter) = filter {
+        filter.warm(ids.iter().zip(found.iter()).filter(|(_, slot)| slot.is_none()).filter_map(|(id, _)| id.as_ref()));
+    }
     let wanted: Vec<Option<&Id>> = ids
         .iter()
         .zip(found.iter())
