@@ -5,7 +5,10 @@
 //!
 //! With `broker`, only the broker's write path is measured instead ([`broker_path`]): the steps the
 //! partition writer and the node's upkeep run, on one thread, so each id's whole cost is the time it
-//! took.
+//! took. With `in-flight`, the same path in the shape of `dedup_broker_bench`'s producers: batches of
+//! 7,500 ids (about librdkafka's 1 MB batches of 100-byte records) and up to three writes reserved
+//! and not yet confirmed at a time (a topic's partitions writing at once), so the ids held in flight
+//! number in the tens of thousands instead of one batch's.
 
 use std::time::Instant;
 
@@ -97,7 +100,8 @@ fn elapsed_into(slot: &mut f64, started: Instant) -> Instant {
 /// `UPKEEP_EVERY_IDS`, snapshots with a chunk directory every `SNAPSHOT_EVERY_IDS` ids (the broker's
 /// 1 GiB memory budget is not set: it changes nothing below about 30 M ids). Prints nanoseconds per
 /// id, step by step.
-fn broker_path(ids: &[Id]) {
+fn broker_path(ids: &[Id], batch: usize, open_max: usize) {
+    assert!(batch > 0 && open_max > 0, "a batch holds ids and a write can be open");
     let directory = std::env::temp_dir().join(format!("dedup-bench-broker-{}", std::process::id()));
     std::fs::create_dir_all(&directory).expect("temp dir");
     let path = directory.join("dedup.snapshot");
@@ -106,27 +110,36 @@ fn broker_path(ids: &[Id]) {
     index.use_disk(once_dedup::chunk_dir(&path), usize::MAX).expect("use disk");
     let mut steps = Steps::default();
     let mut next_offsets = [0i64; PARTITIONS];
-    let mut batch_ids = Vec::with_capacity(BATCH as usize);
-    let mut offsets = Vec::with_capacity(BATCH as usize);
+    // Writes reserved and not yet confirmed, oldest first: (reservation, its offsets).
+    let mut open = std::collections::VecDeque::new();
     let (mut since_merge, mut since_snapshot, mut since_upkeep) = (0u64, 0u64, 0u64);
     // Ids copied by merges and compactions.
     let mut merged = 0u64;
     let started = Instant::now();
-    for (batch_number, chunk) in ids.chunks(BATCH as usize).enumerate() {
-        batch_ids.clear();
-        batch_ids.extend(chunk.iter().map(|id| Some(*id)));
-        let partition = batch_number % PARTITIONS;
+    let batches = ids.len().div_ceil(batch);
+    for (batch_number, chunk) in ids.chunks(batch).map(Some).chain(std::iter::repeat_n(None, open_max - 1)).enumerate()
+    {
         let mut at = Instant::now();
-        let looked_up = index.sealed_view().lookup_many(&batch_ids, 0).expect("lookup_many");
-        at = elapsed_into(&mut steps.view, at);
-        let reservation = index.reserve_looked_up(partition as i32, &batch_ids, None, 0, looked_up).expect("reserve");
-        assert!(!reservation.is_blocked(), "new ids are not held");
-        at = elapsed_into(&mut steps.reserve, at);
-        offsets.clear();
-        offsets.extend((0..chunk.len() as i64).map(|delta| next_offsets[partition] + delta));
-        next_offsets[partition] += chunk.len() as i64;
-        index.confirm(reservation, &offsets, 1_700_000_000_000);
-        at = elapsed_into(&mut steps.confirm, at);
+        if let Some(chunk) = chunk {
+            let batch_ids: Vec<Option<Id>> = chunk.iter().map(|id| Some(*id)).collect();
+            let partition = batch_number % PARTITIONS;
+            let looked_up = index.sealed_view().lookup_many(&batch_ids, 0).expect("lookup_many");
+            at = elapsed_into(&mut steps.view, at);
+            let reservation =
+                index.reserve_looked_up(partition as i32, &batch_ids, None, 0, looked_up).expect("reserve");
+            assert!(!reservation.is_blocked(), "new ids are not held");
+            at = elapsed_into(&mut steps.reserve, at);
+            let offsets: Vec<i64> = (0..chunk.len() as i64).map(|delta| next_offsets[partition] + delta).collect();
+            next_offsets[partition] += chunk.len() as i64;
+            open.push_back((reservation, offsets));
+        }
+        // The oldest write confirmed once `open_max` are open (and every one left after the last batch).
+        if open.len() == open_max || (batch_number >= batches && !open.is_empty()) {
+            let (reservation, offsets) = open.pop_front().expect("a write is open");
+            index.confirm(reservation, &offsets, 1_700_000_000_000);
+            at = elapsed_into(&mut steps.confirm, at);
+        }
+        let Some(chunk) = chunk else { continue };
         if let Some(work) = index.next_seal_work() {
             drop(index.finish_seal_work(work.run()));
             at = elapsed_into(&mut steps.seal, at);
@@ -153,10 +166,11 @@ fn broker_path(ids: &[Id]) {
             elapsed_into(&mut steps.snapshot, at);
         }
     }
+    assert!(open.is_empty(), "every write was confirmed");
     let seconds = started.elapsed().as_secs_f64();
     let per_id = |seconds: f64| seconds * 1e9 / ids.len() as f64;
     println!(
-        "broker path (all new): {seconds:.2} s, {}, {:.0} ns per id: view {:.0}, reserve {:.0}, confirm {:.0}, \
+        "broker path (all new, batches of {batch}, up to {open_max} open): {seconds:.2} s, {}, {:.0} ns per id: view {:.0}, reserve {:.0}, confirm {:.0}, \
          seal {:.0}, merge {:.0}, filter {:.0}, snapshot {:.0}; {} sealed chunks; {:.2} merge copies per id",
         rate(ids.len() as u64, seconds),
         per_id(seconds),
@@ -176,7 +190,14 @@ fn broker_path(ids: &[Id]) {
 
 fn main() {
     let count: u64 = std::env::args().nth(1).and_then(|arg| arg.parse().ok()).unwrap_or(10_000_000);
-    let broker_only = std::env::args().nth(2).is_some_and(|arg| arg == "broker");
+    let mode = std::env::args().nth(2);
+    let broker_only = mode.as_deref() == Some("broker");
+    if mode.as_deref() == Some("in-flight") {
+        println!("dedup_bench: {count} ids, {PARTITIONS} partitions, batches of 7500, three writes open");
+        let ids: Vec<Id> = (0..count).map(id).collect();
+        broker_path(&ids, 7_500, 3);
+        return;
+    }
     println!("dedup_bench: {count} ids, {PARTITIONS} partitions, batches of {BATCH}");
 
     let started = Instant::now();
@@ -185,7 +206,7 @@ fn main() {
     println!("hash ids (BLAKE3-128 of 18-byte ids): {:.2} s, {}", seconds, rate(count, seconds));
     // Alone: an index built and freed before the figures below would change their resident set.
     if broker_only {
-        broker_path(&ids);
+        broker_path(&ids, BATCH as usize, 1);
         return;
     }
 
