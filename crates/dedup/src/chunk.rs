@@ -107,9 +107,9 @@ impl Row {
     }
 }
 
-/// The hash of an id in the active chunk's table: its low 64 bits, as `Id`'s `Hash` writes them
-/// (BLAKE3 output is uniform already).
-fn slot_hash(id: &Id) -> u64 {
+/// The hash of an id in a table of positions (the active chunk's, the in-flight holds'): its low 64
+/// bits, as `Id`'s `Hash` writes them (BLAKE3 output is uniform already).
+pub(crate) fn slot_hash(id: &Id) -> u64 {
     IdHashBuilder.hash_one(id)
 }
 

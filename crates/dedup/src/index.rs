@@ -452,6 +452,12 @@ impl DedupIndex {
         Ok(self.lookup_many(&[Some(*id)], now_ms, None)?.pop().flatten())
     }
 
+    /// The hold on `id` (a write in flight's or an open transaction's), for tests.
+    #[cfg(test)]
+    pub(crate) fn hold(&self, id: &Id) -> Option<Hold> {
+        self.pending.get(id)
+    }
+
     /// [`DedupIndex::lookup`] in tests, where a read error is a failure.
     #[cfg(test)]
     pub(crate) fn lookup_ok(&self, id: &Id, now_ms: i64) -> Option<Location> {

@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use crate::chunk::{ActiveChunk, Location};
 use crate::config::DedupWindow;
+use crate::holds::Hold;
 use crate::id::Id;
 use crate::index::{chunk_capacity, chunk_capacity_within, time_s_of, Decision, DedupIndex, IndexConfig, Reservation};
 
@@ -632,6 +633,20 @@ fn run_model_over(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>,
                 .filter(|(location, timestamp)| model.is_live(*location, *timestamp, window_ms, now_ms))
                 .map(|(location, _)| *location);
             assert_eq!(index.lookup_ok(&id, now_ms), expected, "id {number} at {now_ms}");
+            // Its hold, as the model has it (tokens are numbered apart; record indexes are not).
+            let hold = index.hold(&id);
+            match (model.in_flight.get(&id), model.transactions.get(&id)) {
+                (Some((_, record_index)), _) => assert!(
+                    matches!(hold, Some(Hold::InFlight { record_index: held, .. }) if held == *record_index),
+                    "id {number} is held in flight as record {record_index}: {hold:?}"
+                ),
+                (None, Some((_, producer, location, _))) => {
+                    let by_it = matches!(hold, Some(Hold::Transaction { producer_id, location: held, .. })
+                        if producer_id == *producer && held == *location);
+                    assert!(by_it, "id {number} is held by producer {producer}'s transaction: {hold:?}");
+                }
+                (None, None) => assert!(hold.is_none(), "id {number} is not held: {hold:?}"),
+            }
         }
         assert_eq!(index.pending_ids(), model.in_flight.len() + model.transactions.len());
     }
