@@ -1099,18 +1099,31 @@ mod tests {
         }
 
         /// The column merge keeps exactly what the streamed merge (the spill's) keeps, the newer copy
-        /// of an id in both, with exact partition spans.
+        /// of an id in both, with exact partition spans; and it refuses exactly the merges whose live
+        /// entries do not fit in one chunk. With `far`, partition 0's offsets in the newer chunk lie
+        /// 2^32 beyond the older one's: the inputs together span more than a chunk may, so whether
+        /// they fit depends on which entries are live (the older ones die below a log start).
         #[test]
         fn merge_resident_keeps_what_merged_live_keeps(
             newer in entries_strategy(),
             older in entries_strategy(),
             merge in any::<bool>(),
+            far in any::<bool>(),
             window_ms in proptest::option::of(0i64..10_000),
             now_ms in 0i64..12_000,
             starts in proptest::collection::hash_map(0i32..3, 0i64..100, 0..3),
         ) {
             let window = window_ms.map_or(DedupWindow::Retention, |window_ms| DedupWindow::Duration { window_ms });
             let starts: LogStarts = starts.into_iter().collect();
+            let newer: Vec<Entry> = newer
+                .into_iter()
+                .map(|mut entry| {
+                    if far && entry.location.partition == 0 {
+                        entry.location.offset += CHUNK_OFFSET_SPAN_MAX;
+                    }
+                    entry
+                })
+                .collect();
             let (newer, older) = (SealedChunk::from_entries(newer), SealedChunk::from_entries(older));
             let older = merge.then_some(&older);
             let live = |entry: &Entry| is_live(entry.location, entry.time_s, window, now_ms, &starts);
@@ -1118,15 +1131,22 @@ mod tests {
             let expected: Vec<Entry> = SealedChunk::merged_live(newer.entries(), older_entries, live)
                 .map(|entry| entry.expect("resident"))
                 .collect();
-            let merged = SealedChunk::merge_resident(&newer, older, window, now_ms, &starts).expect("fits");
+            let spans = spans_of(expected.iter().copied());
+            let merged = SealedChunk::merge_resident(&newer, older, window, now_ms, &starts);
             match merged {
-                None => prop_assert!(expected.is_empty()),
-                Some(merged) => {
+                Err(TooWide) => prop_assert!(!fits_in_chunk(&spans), "refused though its live entries fit"),
+                Ok(None) => prop_assert!(expected.is_empty()),
+                Ok(Some(merged)) => {
+                    prop_assert!(fits_in_chunk(&spans));
                     prop_assert_eq!(entries_of(&merged), expected.clone());
-                    let spans = spans_of(expected.iter().copied());
                     let spans: Vec<_> = spans.iter().map(|span| (span.partition, span.base_offset, span.max_offset, span.count)).collect();
                     let got: Vec<_> = merged.partitions().iter().map(|span| (span.partition, span.base_offset, span.max_offset, span.count)).collect();
                     prop_assert_eq!(got, spans);
+                    for index in 0..64 {
+                        let found = merged.get(&id(index)).expect("resident");
+                        let entry = expected.iter().find(|entry| entry.id == id(index));
+                        prop_assert_eq!(found, entry.map(|entry| (entry.location, entry.time_s)), "id {}", index);
+                    }
                 }
             }
         }
