@@ -101,23 +101,26 @@ pub(crate) fn probe_chunks<'a, T>(
     if let Some(filter) = filter {
         filter.warm(ids.iter().zip(found.iter()).filter(|(_, slot)| slot.is_none()).filter_map(|(id, _)| id.as_ref()));
     }
-    let wanted: Vec<Option<&Id>> = ids
+    // The ids to look for, by their place in `ids`: each chunk is probed for these alone (most often
+    // a few of thousands, or none), and one found live is looked for no further.
+    let mut wanted: Vec<(usize, &Id)> = ids
         .iter()
         .zip(found.iter())
-        .map(|(id, slot)| match (id, slot) {
-            (Some(id), None) if filter.is_none_or(|filter| filter.may_contain(id.to_u128())) => Some(id),
+        .enumerate()
+        .filter_map(|(at, (id, slot))| match (id, slot) {
+            (Some(id), None) if filter.is_none_or(|filter| filter.may_contain(id.to_u128())) => Some((at, id)),
             _ => None,
         })
         .collect();
-    if wanted.iter().all(Option::is_none) {
-        return Ok(());
-    }
     for chunk in chunks {
-        for (slot, id) in found.iter_mut().zip(&wanted) {
-            if let (None, Some(id)) = (&slot, id) {
-                *slot = chunk.get(id)?.and_then(&live);
-            }
+        if wanted.is_empty() {
+            break;
         }
+        for (at, id) in &wanted {
+            debug_assert!(found[*at].is_none(), "an id found live is looked for no further");
+            found[*at] = chunk.get(id)?.and_then(&live);
+        }
+        wanted.retain(|(at, _)| found[*at].is_none());
     }
     Ok(())
 }
