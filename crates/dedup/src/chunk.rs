@@ -295,8 +295,8 @@ pub(crate) struct ChunkFile {
 /// Most files one resident chunk's copy may span: a merge that would pass it leaves its output to
 /// be written to one file by the next snapshot instead. A start loads each file as a chunk of its
 /// own, so this bounds how many more chunks than before the snapshot a restart begins with (merges
-/// join them again). With merges up to 1/8 of the stored ids and sealed chunks of 458,752 ids,
-/// outputs stay within it up to about 29 M resident ids in one topic (fewer where chunks were
+/// join them again). With merges in RAM up to 1/16 of the stored ids and sealed chunks of 458,752
+/// ids, outputs stay within it up to about 58 M resident ids in one topic (fewer where chunks were
 /// sealed smaller: early ones, or ones cut short by a partition or offset span).
 pub(crate) const BACKING_FILES_MAX: usize = 8;
 

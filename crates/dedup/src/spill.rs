@@ -18,7 +18,7 @@ use crate::chunk::{is_live, LogStarts, SealedChunk};
 use crate::config::DedupWindow;
 use crate::disk::{chunk_path, list_chunk_files, open_chunk, write_chunk};
 use crate::error::DedupError;
-use crate::index::{merge_target, DedupIndex};
+use crate::index::{merge_target, DedupIndex, MERGE_FRACTION};
 
 /// Largest chunk a merge on disk builds: bounds the I/O of one step (about 270 MB written, a few
 /// seconds) while a lookup still probes few filters (about 120 chunks at the bound on ids).
@@ -34,7 +34,7 @@ const MERGE_SIZE_RATIO: usize = 2;
 /// chunks merges of like sizes settle at (about `MERGE_FRACTION` of the largest size, and one or
 /// two of each size below it), and one per doubling of the stored ids.
 pub(crate) fn disk_chunks_calm(stored: usize) -> usize {
-    2 * crate::index::MERGE_FRACTION + stored.max(1).ilog2() as usize
+    2 * MERGE_FRACTION + stored.max(1).ilog2() as usize
 }
 
 /// The directory of an index's chunk files, beside its snapshot file.
@@ -218,7 +218,7 @@ impl DedupIndex {
         let window = self.config.window;
         let over = self.over_memory_budget();
         let disk = self.disk.as_ref().filter(|disk| !disk.in_progress)?;
-        let target = merge_target(self.stored_ids(), self.chunk_bits_min).min(DISK_CHUNK_IDS_MAX);
+        let target = merge_target(self.stored_ids(), self.chunk_bits_min, MERGE_FRACTION).min(DISK_CHUNK_IDS_MAX);
         let on_disk = |index: usize| self.sealed.get(index).is_some_and(|chunk| chunk.disk().is_some());
         let pick = if over {
             // Not a chunk a rewrite in RAM is copying (its swap would find it gone).

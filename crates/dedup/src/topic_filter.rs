@@ -1,6 +1,6 @@
 //! [`TopicFilter`]: one Bloom filter over the ids of **every** sealed chunk of an index, probed once
 //! per id before the chunks' own filters. A new id, most of a topic's traffic, then costs one cache
-//! line instead of one per sealed chunk (8 to 16 resident, about 120 with most ids on disk).
+//! line instead of one per sealed chunk (16 to 32 resident, about 120 with most ids on disk).
 //!
 //! **The invariant**: while an index has a topic filter, every id of every one of its sealed chunks is
 //! in it. Ids enter sealed chunks only when the active chunk is sealed or a snapshot is loaded, both
