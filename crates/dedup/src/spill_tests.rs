@@ -12,8 +12,9 @@ use crate::index::{DedupIndex, IndexConfig};
 use crate::spill::{chunk_dir, disk_chunks_calm};
 
 /// [`DedupIndex::with_tiny_chunks`] whose merges in RAM build chunks of up to 1/8 of the stored ids
-/// (not `RESIDENT_MERGE_FRACTION`'s 1/16): the sizes of these cases were chosen for merges at 1/8 (on
-/// disk, merges still are).
+/// (not `RESIDENT_MERGE_FRACTION`'s 1/16), for the cases that merge in RAM and whose sizes were chosen
+/// for merges at 1/8 (at 1/16, two of their full chunks would not fit in one). A loaded index merges
+/// at 1/16 again.
 fn tiny_chunks_merging_at_an_eighth(config: IndexConfig, bits_min: u32) -> DedupIndex {
     let mut index = DedupIndex::with_tiny_chunks(config, bits_min);
     index.merge_fraction = crate::index::MERGE_FRACTION;
@@ -41,7 +42,7 @@ fn store(index: &mut DedupIndex, range: std::ops::Range<u32>) {
 /// a 64 KiB budget).
 fn spilled(dir: &Path) -> (DedupIndex, PathBuf) {
     let snapshot = dir.join("dedup.snapshot");
-    let mut index = tiny_chunks_merging_at_an_eighth(IndexConfig::new(DedupWindow::Retention), 10);
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
     index.use_disk(chunk_dir(&snapshot), 64 << 10).expect("use disk");
     store(&mut index, 0..20_000);
     assert!(index.disk_chunks() >= 2, "{} chunks on disk", index.disk_chunks());
@@ -67,7 +68,7 @@ fn chunk_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_chunk_on_disk_keeps_under_1_5_bytes_of_ram_per_id() {
     let directory = tempfile::tempdir().expect("tempdir");
-    let mut index = tiny_chunks_merging_at_an_eighth(IndexConfig::new(DedupWindow::Retention), 17);
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 17);
     index.use_disk(directory.path().join("chunks"), 0).expect("use disk");
     store(&mut index, 0..300_000);
     assert!(index.disk_ids() >= 200_000, "{} ids on disk", index.disk_ids());
@@ -221,7 +222,7 @@ fn reading_a_chunk_file_whole_stops_at_a_damaged_page() {
 fn a_failed_spill_refuses_new_ids_over_the_budget() {
     let directory = tempfile::tempdir().expect("tempdir");
     let dir = directory.path().join("chunks");
-    let mut index = tiny_chunks_merging_at_an_eighth(IndexConfig::new(DedupWindow::Retention), 10);
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
     index.use_disk(dir.clone(), 16 << 10).expect("use disk");
     // The directory becomes a file: every chunk write fails, as on a full disk.
     fs::remove_dir(&dir).expect("remove");
@@ -271,7 +272,7 @@ fn store_in_ram(index: &mut DedupIndex, range: std::ops::Range<u32>) {
 fn a_replayed_record_is_indexed_over_the_budget_when_spilling_fails() {
     let directory = tempfile::tempdir().expect("tempdir");
     let dir = directory.path().join("chunks");
-    let mut index = tiny_chunks_merging_at_an_eighth(IndexConfig::new(DedupWindow::Retention), 10);
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
     index.use_disk(dir.clone(), 16 << 10).expect("use disk");
     fs::remove_dir(&dir).expect("remove: every chunk write fails, as on a full disk");
     store_in_ram(&mut index, 0..5_000);
@@ -293,12 +294,12 @@ fn a_chunk_file_another_index_wrote_under_a_referred_name_is_refused_at_load() {
     let snapshot = directory.path().join("dedup.snapshot");
     let dir = chunk_dir(&snapshot);
     // A deleted topic's index, with a spill picked (file id 0) but not yet run.
-    let mut deleted = tiny_chunks_merging_at_an_eighth(IndexConfig::new(DedupWindow::Retention), 10);
+    let mut deleted = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
     deleted.use_disk(dir.clone(), 0).expect("use disk");
     store_in_ram(&mut deleted, 100_000..102_000);
     let late = deleted.next_disk_work(0).expect("a spill");
     // The topic created again under the same name: its index spills its own file 0 and snapshots it.
-    let mut created = tiny_chunks_merging_at_an_eighth(IndexConfig::new(DedupWindow::Retention), 10);
+    let mut created = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
     created.use_disk(dir.clone(), 0).expect("use disk");
     store(&mut created, 0..2_000);
     assert!(created.disk_chunks() > 0);
@@ -314,7 +315,7 @@ fn a_chunk_file_another_index_wrote_under_a_referred_name_is_refused_at_load() {
 fn a_temporary_chunk_file_that_exists_is_never_truncated() {
     let directory = tempfile::tempdir().expect("tempdir");
     let dir = directory.path().join("chunks");
-    let mut index = tiny_chunks_merging_at_an_eighth(IndexConfig::new(DedupWindow::Retention), 10);
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 10);
     index.use_disk(dir.clone(), 0).expect("use disk");
     store_in_ram(&mut index, 0..2_000);
     let temp = chunk_path(&dir, 0).with_extension("dedup.tmp");
@@ -378,7 +379,7 @@ fn an_intact_page_read_in_place_of_another_is_an_error_never_a_miss() {
 fn a_forged_entry_count_that_wraps_the_page_arithmetic_is_refused() {
     let directory = tempfile::tempdir().expect("tempdir");
     let dir = directory.path().join("chunks");
-    let mut index = tiny_chunks_merging_at_an_eighth(IndexConfig::new(DedupWindow::Retention), 3);
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 3);
     index.use_disk(dir.clone(), 0).expect("use disk");
     store(&mut index, 0..100);
     let (path, file_id) = list_chunk_files(&dir).expect("list").into_iter().next().expect("a chunk file");
@@ -750,7 +751,7 @@ fn a_chunk_file_as_written_is_checked_for_its_name_index_and_length() {
 #[test]
 fn disk_merges_rewrite_each_id_about_once_per_doubling() {
     let directory = tempfile::tempdir().expect("tempdir");
-    let mut index = tiny_chunks_merging_at_an_eighth(IndexConfig::new(DedupWindow::Retention), 6);
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 6);
     index.use_disk(directory.path().join("chunks"), 0).expect("use disk");
     let mut merged_ids = 0;
     for batch in 0..400u32 {
@@ -788,7 +789,7 @@ fn disk_merges_rewrite_each_id_about_once_per_doubling() {
 fn chunks_of_mixed_sizes_on_disk_stay_few_across_many_starts() {
     let directory = tempfile::tempdir().expect("tempdir");
     let snapshot = directory.path().join("dedup.snapshot");
-    let mut index = tiny_chunks_merging_at_an_eighth(IndexConfig::new(DedupWindow::Retention), 6);
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 6);
     index.use_disk(chunk_dir(&snapshot), 0).expect("use disk");
     let (mut next, mut state) = (0u32, 0x9e37_79b9u32);
     for _ in 0..80 {

@@ -85,8 +85,8 @@ const BACKGROUND_PASSES_MAX: usize = 4;
 /// Wait after a failed rebuild of a topic filter, doubled per failure in a row up to the most.
 const FILTER_RETRY_MIN: Duration = Duration::from_secs(60);
 const FILTER_RETRY_MAX: Duration = Duration::from_secs(3600);
-/// Ids a merge may rewrite per id inserted since the last one: merging to 1/16 of the stored ids (1/8
-/// on disk) rewrites each id a few times over its life.
+/// Ids a merge in RAM may rewrite per id inserted since the last one: merging to 1/16 of the stored
+/// ids rewrites each id a few times over its life.
 const MERGE_WORK_PER_ID: u64 = 8;
 /// Default bytes of RAM one topic's index may hold before sealed chunks move to disk
 /// (`once serve --dedup-memory-bytes`): about 37 M ids in RAM.
