@@ -98,8 +98,9 @@
 //! returns the first live match (a dead copy of an id may linger in an older chunk until freed). `expire` drops
 //! whole chunks whose ids are all dead (from the metadata alone), compacts chunks estimated at
 //! least half dead, and merges neighbours up to 1/16 of the stored ids, so a lookup probes
-//! about 16 to 32 resident chunks beyond a million ids (most new ids only the topic filter). Compaction and merging stream the sorted columns, making
-//! no copy of the entries; each rewrite can run without the caller's lock
+//! about 16 to 32 resident chunks beyond a million ids (most new ids only the topic filter).
+//! Compaction and merging stream the sorted columns, making no copy of the entries; each rewrite
+//! can run without the caller's lock
 //! ([`DedupIndex::next_rewrite_work`], [`DedupIndex::finish_rewrite_work`]).
 //!
 //! Measured with `cargo run --release -p once-dedup --example dedup_bench` (2 cores; 8
