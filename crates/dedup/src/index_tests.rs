@@ -8,7 +8,10 @@ use crate::chunk::{ActiveChunk, Location};
 use crate::config::DedupWindow;
 use crate::holds::Hold;
 use crate::id::Id;
-use crate::index::{chunk_capacity, chunk_capacity_within, time_s_of, Decision, DedupIndex, IndexConfig, Reservation};
+use crate::index::{
+    chunk_capacity, chunk_capacity_within, time_s_of, Decision, DedupIndex, IndexConfig, Reservation,
+    RESIDENT_MERGE_FRACTION,
+};
 
 fn id(n: u32) -> Id {
     Id::of(&n.to_be_bytes())
@@ -270,6 +273,30 @@ fn merging_keeps_the_chunk_count_near_its_target() {
     let after = index.sealed_chunks();
     assert!(after < before / 4, "merged {before} chunks into {after}");
     for number in 0..5_000u32 {
+        assert_eq!(index.lookup_ok(&id(number), 0), Some(Location { partition: 0, offset: i64::from(number) }));
+    }
+}
+
+/// Merges in RAM keep the sealed chunks near their steady count at every size: within twice the
+/// merge fraction (plus the few small chunks not yet merged) after each round of writes and merges,
+/// as the partition writers run them, while the ids grow 25-fold.
+#[test]
+fn merges_in_ram_keep_the_chunks_within_twice_the_merge_fraction_as_the_index_grows() {
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(DedupWindow::Retention), 2);
+    let mut most = 0;
+    for batch in 0..250u32 {
+        let numbers: Vec<u32> = (batch * 400..(batch + 1) * 400).collect();
+        let reservation = index.reserve(0, &ids(&numbers), None, 0).expect("reserve");
+        let offsets: Vec<i64> = numbers.iter().map(|number| i64::from(*number)).collect();
+        index.confirm(reservation, &offsets, 0);
+        while index.expire(0, usize::MAX).more_work {}
+        if batch >= 10 {
+            most = most.max(index.sealed_chunks());
+        }
+    }
+    assert!(most <= 2 * RESIDENT_MERGE_FRACTION + 4, "{most} sealed chunks at most");
+    assert!(index.sealed_chunks() > RESIDENT_MERGE_FRACTION / 2, "{} chunks: merged too far", index.sealed_chunks());
+    for number in (0..100_000u32).step_by(97) {
         assert_eq!(index.lookup_ok(&id(number), 0), Some(Location { partition: 0, offset: i64::from(number) }));
     }
 }
