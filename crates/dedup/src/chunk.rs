@@ -4,16 +4,14 @@
 //! plus about 1 byte of directory and 1.25 of filter.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::mem::size_of;
 use std::sync::OnceLock;
-
-use hashbrown::HashTable;
 
 use crate::config::DedupWindow;
 use crate::disk::DiskColumns;
 use crate::error::DedupError;
 use crate::id::{Id, IdHashBuilder};
+use crate::id_rows::{Found, IdRows, Keyed};
 
 /// Where a stored id's record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,15 +66,11 @@ pub(crate) struct PartitionSpan {
 /// The newest chunk, taking inserts. Bounded: it holds at most `capacity` ids, and only what a
 /// sealed chunk can represent (see [`ActiveChunk::can_take`]).
 ///
-/// The entries are kept in a vector in the order they came (32 bytes each), and a hash table holds
-/// only their positions (4 bytes a slot, plus hashbrown's control byte): a new id's insert probes a
-/// table of about 2.6 MB at 458,752 ids, which stays in cache, and appends its row, where a map of
-/// whole entries (40-byte slots, 21.5 MB) took a cache miss per insert. A lookup reads a row only
-/// for a slot whose 7-bit tag matches.
+/// The entries are rows of 32 bytes in the order they came, behind a table of their positions
+/// ([`IdRows`]): a new id's insert probes a table of about 2.6 MB at 458,752 ids, which stays in
+/// cache, where a map of whole entries (40-byte slots, 21.5 MB) took a cache miss per insert.
 pub(crate) struct ActiveChunk {
-    rows: Vec<Row>,
-    /// Indexes into `rows`, by the row's id.
-    slots: HashTable<u32>,
+    rows: IdRows<Row>,
     /// (min, max) offset per partition, to keep within `CHUNK_OFFSET_SPAN_MAX`.
     ranges: HashMap<i32, (i64, i64), IdHashBuilder>,
     capacity: usize,
@@ -107,49 +101,39 @@ impl Row {
     }
 }
 
-/// The hash of an id in a table of positions (the active chunk's, the in-flight holds'): its low 64
-/// bits, as `Id`'s `Hash` writes them (BLAKE3 output is uniform already).
-pub(crate) fn slot_hash(id: &Id) -> u64 {
-    IdHashBuilder.hash_one(id)
+impl Keyed for Row {
+    fn id(&self) -> &Id {
+        &self.id
+    }
 }
 
 impl ActiveChunk {
     pub(crate) fn new(capacity: usize) -> ActiveChunk {
         assert!(capacity > 0, "an active chunk must take at least one id");
         assert!(u32::try_from(capacity).is_ok(), "an active chunk's positions fit in 32 bits");
-        ActiveChunk { rows: Vec::new(), slots: HashTable::new(), ranges: HashMap::with_hasher(IdHashBuilder), capacity }
+        ActiveChunk { rows: IdRows::default(), ranges: HashMap::with_hasher(IdHashBuilder), capacity }
     }
 
     /// [`ActiveChunk::new`] with its table and rows allocated for `capacity` ids at once: growing
     /// them rehashes every id at each doubling of the table (up to 2^19 buckets, milliseconds under
     /// the index's lock) and copies the rows.
     pub(crate) fn allocated(capacity: usize) -> ActiveChunk {
-        let mut chunk = ActiveChunk::new(capacity);
-        chunk.rows.reserve_exact(capacity);
-        let rows = &chunk.rows;
-        chunk.slots.reserve(capacity, |at| slot_hash(&rows[*at as usize].id));
-        chunk
+        ActiveChunk { rows: IdRows::with_capacity(capacity), ..ActiveChunk::new(capacity) }
     }
 
     pub(crate) fn len(&self) -> usize {
-        debug_assert_eq!(self.rows.len(), self.slots.len(), "one slot per row");
         self.rows.len()
     }
 
-    fn position(&self, id: &Id) -> Option<usize> {
-        let rows = &self.rows;
-        self.slots.find(slot_hash(id), |at| rows[*at as usize].id == *id).map(|at| *at as usize)
-    }
-
     pub(crate) fn get(&self, id: &Id) -> Option<(Location, u32)> {
-        let row = &self.rows[self.position(id)?];
+        let row = self.rows.get(id)?;
         Some((Location { partition: row.partition, offset: row.offset }, row.time_s))
     }
 
     /// True if inserting `id` at `location` keeps this chunk within what sealing can represent.
     pub(crate) fn can_take(&self, id: &Id, location: Location) -> bool {
         // Replacing a dead copy in place takes no room, but the new location must still fit.
-        if self.rows.len() >= self.capacity && self.position(id).is_none() {
+        if self.rows.len() >= self.capacity && self.rows.position(id).is_none() {
             return false;
         }
         self.fits(location)
@@ -180,10 +164,10 @@ impl ActiveChunk {
         assert!(self.fits(entry.location), "active chunk insert beyond what a chunk's offsets can hold");
         self.widen_range(entry.location.partition, entry.location.offset, entry.location.offset);
         if self.rows.len() >= self.capacity {
-            // Full: only a replacement in place. (The table's `entry` would make room for one more
+            // Full: only a replacement in place. (An insert-or-find would make room for one more
             // slot first: a full table, allocated for exactly `capacity`, would be rehashed whole.)
-            let at = self.position(&entry.id).expect("a full active chunk only replaces an id it holds");
-            self.rows[at] = Row::of(entry);
+            let at = self.rows.position(&entry.id).expect("a full active chunk only replaces an id it holds");
+            *self.rows.at_mut(at) = Row::of(entry);
             return;
         }
         self.place(entry);
@@ -211,20 +195,14 @@ impl ActiveChunk {
     /// Puts an entry in the table and rows: in place of the id's row if it has one, else a new row
     /// (the caller made sure there is room).
     fn place(&mut self, entry: Entry) {
-        let ActiveChunk { rows, slots, .. } = self;
-        let hash = slot_hash(&entry.id);
-        match slots.entry(hash, |at| rows[*at as usize].id == entry.id, |at| slot_hash(&rows[*at as usize].id)) {
-            hashbrown::hash_table::Entry::Occupied(occupied) => rows[*occupied.get() as usize] = Row::of(entry),
-            hashbrown::hash_table::Entry::Vacant(vacant) => {
-                vacant.insert(rows.len() as u32);
-                rows.push(Row::of(entry));
-            }
+        if let Found::Existing(row) = self.rows.find_or_push(Row::of(entry)) {
+            *row = Row::of(entry);
         }
     }
 
     /// The entries, in the order they first came.
     pub(crate) fn entries(&self) -> impl Iterator<Item = Entry> + Clone + '_ {
-        self.rows.iter().map(Row::entry)
+        self.rows.rows().iter().map(Row::entry)
     }
 
     /// Sorts the entries into a sealed chunk.
@@ -239,13 +217,12 @@ impl ActiveChunk {
 
     /// Heap bytes of the table and rows of a chunk allocated for `capacity` ids.
     pub(crate) fn map_bytes(capacity: usize) -> usize {
-        hash_map_bytes(capacity, size_of::<u32>()) + capacity * size_of::<Row>()
+        IdRows::<Row>::bytes_for(capacity)
     }
 
     pub(crate) fn approx_bytes(&self) -> usize {
         size_of::<ActiveChunk>()
-            + hash_map_bytes(self.slots.capacity(), size_of::<u32>())
-            + self.rows.capacity() * size_of::<Row>()
+            + self.rows.approx_bytes()
             + hash_map_bytes(self.ranges.capacity(), size_of::<(i32, (i64, i64))>())
     }
 }

@@ -9,21 +9,17 @@
 //! next reserve of their id, and swept in one pass (sequential, so cheap per entry) when they
 //! outnumber the live ones, or all at once when no write is open.
 //!
-//! The in-flight entries are rows in the order reserved, behind a hash table of their positions (4
-//! bytes a slot and a control byte, as the active chunk's): with three or four writes of thousands of
-//! ids open at once, a map of whole entries (33 bytes a slot, 4.3 MB at 131,072 slots) took a cache
-//! miss per reserve; the table of positions is a seventh of that, and a new id's reserve reads no row
-//! (only a slot whose 7-bit tag matches sends it to one, or the table's growth, which rehashes every
-//! row), and appends its row where the last one ended.
+//! The in-flight entries are rows in the order reserved, behind a hash table of their positions
+//! ([`IdRows`], as the active chunk's): with three or four writes of thousands of ids open at once, a
+//! map of whole entries (33 bytes a slot, 4.3 MB at 131,072 slots) took a cache miss per reserve; the
+//! table of positions is a seventh of that.
 
 use std::collections::{BTreeMap, HashMap};
 use std::mem::size_of;
 
-use hashbrown::hash_table::Entry;
-use hashbrown::HashTable;
-
-use crate::chunk::{hash_map_bytes, slot_hash, Location};
+use crate::chunk::{hash_map_bytes, Location};
 use crate::id::{Id, IdHashBuilder};
+use crate::id_rows::{Found, IdRows, Keyed};
 
 /// Stale in-flight entries tolerated beyond the live ones before a sweep (a few in tests, so that the
 /// model tests sweep between their steps).
@@ -49,14 +45,18 @@ struct InFlight {
     record_index: usize,
 }
 
+impl Keyed for InFlight {
+    fn id(&self) -> &Id {
+        &self.id
+    }
+}
+
 /// The pending ids of an index (see the module docs).
 #[derive(Default)]
 pub(crate) struct Holds {
     /// Ids reserved by writes, each once, in the order first reserved; an entry whose token is not
     /// in `open` is stale.
-    in_flight: Vec<InFlight>,
-    /// Positions in `in_flight`, by the entry's id: one slot per entry.
-    slots: HashTable<u32>,
+    in_flight: IdRows<InFlight>,
     /// The writes reserved and not yet confirmed or released: token → ids reserved.
     open: BTreeMap<u64, usize>,
     /// Ids reserved by the open writes (the live entries of `in_flight`).
@@ -68,12 +68,7 @@ pub(crate) struct Holds {
 impl Holds {
     /// The hold on `id`, if it is pending.
     pub(crate) fn get(&self, id: &Id) -> Option<Hold> {
-        let rows = &self.in_flight;
-        let in_flight = self
-            .slots
-            .find(slot_hash(id), |at| rows[*at as usize].id == *id)
-            .map(|at| &rows[*at as usize])
-            .filter(|row| self.open.contains_key(&row.token));
+        let in_flight = self.in_flight.get(id).filter(|row| self.open.contains_key(&row.token));
         match in_flight {
             Some(row) => Some(Hold::InFlight { token: row.token, record_index: row.record_index }),
             None => self.transaction_hold(id),
@@ -109,24 +104,13 @@ impl Holds {
         if let Some(hold) = self.transaction_hold(&id) {
             return Some(hold);
         }
-        let Holds { in_flight: rows, slots, open, .. } = self;
-        let hash = slot_hash(&id);
-        match slots.entry(hash, |at| rows[*at as usize].id == id, |at| slot_hash(&rows[*at as usize].id)) {
-            Entry::Occupied(held) => {
-                let row = &mut rows[*held.get() as usize];
-                if open.contains_key(&row.token) {
-                    return Some(Hold::InFlight { token: row.token, record_index: row.record_index });
-                }
-                // Stale: taken over in place.
-                (row.token, row.record_index) = (token, record_index);
+        if let Found::Existing(row) = self.in_flight.find_or_push(InFlight { id, token, record_index }) {
+            if self.open.contains_key(&row.token) {
+                return Some(Hold::InFlight { token: row.token, record_index: row.record_index });
             }
-            Entry::Vacant(free) => {
-                let at = u32::try_from(rows.len()).expect("fewer than 2^32 ids in flight");
-                free.insert(at);
-                rows.push(InFlight { id, token, record_index });
-            }
+            // Stale: taken over in place.
+            (row.token, row.record_index) = (token, record_index);
         }
-        debug_assert_eq!(rows.len(), slots.len(), "one slot per in-flight row");
         None
     }
 
@@ -147,21 +131,13 @@ impl Holds {
         if self.open.is_empty() {
             if !self.in_flight.is_empty() {
                 self.in_flight.clear();
-                self.slots.clear();
             }
         } else if self.in_flight.len() > 2 * self.in_flight_live + STALE_SLACK {
             let open = &self.open;
             self.in_flight.retain(|row| open.contains_key(&row.token));
-            // The rows moved: their positions are put in the table again (ids are distinct), before
-            // anything is asserted, so that the table and rows agree even if an assertion fails.
-            self.slots.clear();
-            let rows = &self.in_flight;
-            for (at, row) in rows.iter().enumerate() {
-                self.slots.insert_unique(slot_hash(&row.id), at as u32, |at| slot_hash(&rows[*at as usize].id));
-            }
             assert_eq!(self.in_flight.len(), self.in_flight_live, "a sweep keeps exactly the live entries");
         }
-        assert_eq!(self.in_flight.len(), self.slots.len(), "one slot per in-flight row");
+        assert!(self.in_flight.len() >= self.in_flight_live, "every live hold has its row");
     }
 
     /// Holds `id` for an open transaction (after its write is durable, or restored from a snapshot).
@@ -185,8 +161,7 @@ impl Holds {
     }
 
     pub(crate) fn approx_bytes(&self) -> usize {
-        hash_map_bytes(self.slots.capacity(), size_of::<u32>())
-            + self.in_flight.capacity() * size_of::<InFlight>()
+        self.in_flight.approx_bytes()
             + hash_map_bytes(self.transactions.capacity(), size_of::<(Id, TransactionHold)>())
             + self.open.len() * 2 * size_of::<(u64, usize)>()
     }
@@ -237,7 +212,6 @@ mod tests {
         // Closing write 2 leaves 30 rows for 11 live holds: a sweep (the slack is 2 in tests).
         holds.close(2, 10);
         assert_eq!(holds.in_flight.len(), 11, "swept to the live rows");
-        assert_eq!(holds.slots.len(), holds.in_flight.len(), "one slot per row");
         for number in 0..30u32 {
             let hold = holds.get(&id(number));
             match number % 3 {
@@ -258,7 +232,7 @@ mod tests {
         assert!(holds.reserve_if_free(id(1), 4, 0).is_none());
         holds.count_reserved(4, 1);
         assert!(matches!(holds.get(&id(1)), Some(Hold::InFlight { token: 4, record_index: 0 })));
-        assert_eq!(holds.in_flight.last().map(|row| row.id), Some(id(1)), "appended");
+        assert_eq!(holds.in_flight.rows().last().map(|row| row.id), Some(id(1)), "appended");
         assert_eq!(holds.len(), 12);
     }
 

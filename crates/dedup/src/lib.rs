@@ -184,6 +184,7 @@ mod disk;
 mod error;
 mod holds;
 mod id;
+mod id_rows;
 mod index;
 mod records;
 mod snapshot;
