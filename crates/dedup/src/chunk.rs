@@ -319,8 +319,8 @@ impl SealedChunk {
     /// from (a seal reads the active chunk's rows): a radix sort by the ids' top bits (ids are uniform
     /// hashes) in two steps whose writes stay in cache. The partitions' spans and the ids per region
     /// (of the top [`SEAL_REGION_BITS`] bits) are counted first; then each entry is put in its region
-    /// of a buffer of rows, in order within the region (one write stream per region, its current line
-    /// in cache); then region by region (tens of KB), the rows are put in their directory buckets in a
+    /// of a buffer of rows, in the order the entries come (one write stream per region, its current
+    /// line in cache); then region by region (tens of KB), the rows are put in their directory buckets in a
     /// scratch buffer, each bucket (about four ids) is sorted there, and the rows are appended to the
     /// columns. One step straight into the ids' final places took a cache miss per entry across the
     /// ~15 MB of rows of a full chunk.
@@ -357,6 +357,7 @@ impl SealedChunk {
         // Within a region, the directory buckets are those of the ids' next `bits - region_bits` bits.
         let inner_mask = (1usize << (bits - region_bits)) - 1;
         let mut bucket_starts = vec![0usize; inner_mask + 2];
+        let mut bucket_next = vec![0usize; inner_mask + 2];
         let mut scratch: Vec<SealRow> = Vec::new();
         for region in region_starts.windows(2) {
             let region = &rows[region[0]..region[1]];
@@ -367,13 +368,13 @@ impl SealedChunk {
             }
             scratch.clear();
             scratch.resize(region.len(), SealRow::default());
-            let mut next = bucket_starts.clone();
+            bucket_next.copy_from_slice(&bucket_starts);
             for row in region {
-                let at = &mut next[bucket_of(row.id, bits) & inner_mask];
+                let at = &mut bucket_next[bucket_of(row.id, bits) & inner_mask];
                 scratch[*at] = *row;
                 *at += 1;
             }
-            debug_assert_eq!(next[..next.len() - 1], bucket_starts[1..], "each row of the region placed once");
+            assert_eq!(bucket_next[..bucket_next.len() - 1], bucket_starts[1..], "each row of the region placed once");
             for bucket in bucket_starts.windows(2) {
                 scratch[bucket[0]..bucket[1]].sort_unstable_by_key(|row| row.id);
             }
@@ -1305,6 +1306,66 @@ mod tests {
             }
             for absent in count..count + 2_000 {
                 assert_eq!(chunk.get(&id(absent)).expect("resident"), None, "{count} entries: {absent} is not held");
+            }
+        }
+    }
+
+    /// A full chunk (allocated for its capacity, as the index allocates one once it holds that many
+    /// ids) replaces a dead copy in place without growing its table: making room for one more slot
+    /// would rehash every id of it.
+    #[test]
+    fn a_full_active_chunk_replaces_in_place_without_growing() {
+        let capacity = 458_752;
+        let mut chunk = ActiveChunk::allocated(capacity);
+        chunk.insert(entry(0, 0, 0));
+        let allocated = chunk.approx_bytes();
+        for number in 1..capacity as u32 {
+            chunk.insert(entry(number, 0, i64::from(number)));
+        }
+        assert_eq!(chunk.approx_bytes(), allocated, "filled without growing");
+        assert!(chunk.can_take(&id(5), Location { partition: 0, offset: 9 }), "a full chunk replaces an id it holds");
+        chunk.insert(entry(5, 0, 9));
+        assert_eq!(chunk.get(&id(5)), Some((Location { partition: 0, offset: 9 }, 5)), "replaced");
+        assert_eq!(chunk.approx_bytes(), allocated, "replaced without growing");
+        assert_eq!(chunk.len(), capacity);
+    }
+
+    /// A seal at the size of a full chunk (16 bits of directory: 8 of regions, 8 within each), and of
+    /// ids that crowd into one region or one bucket, builds what a sort builds.
+    #[test]
+    fn seals_of_full_and_of_crowded_chunks_are_built_as_sorted_ones() {
+        let full: Vec<Entry> =
+            (0..458_752u32).map(|number| entry(number, (number % 7) as i32, number.into())).collect();
+        let crowded = |top: u128, shift: u32| -> Vec<Entry> {
+            (0..20_000u128)
+                .map(|number| Entry {
+                    id: Id::from_u128(top | (number.wrapping_mul(0x9E37_79B9_7F4A_7C15) << shift >> shift)),
+                    location: Location { partition: 1, offset: number as i64 },
+                    time_s: number as u32,
+                })
+                .collect()
+        };
+        // All in region 0xab (top 8 bits equal); all in one directory bucket (top 64 bits equal);
+        // small ids (top bits zero), given in descending order.
+        let one_region = crowded(0xab << 120, 8);
+        let one_bucket = crowded(u128::MAX << 64, 64);
+        let small: Vec<Entry> = (0..20_000u128)
+            .rev()
+            .map(|number| Entry {
+                id: Id::from_u128(number),
+                location: Location { partition: 0, offset: 0 },
+                time_s: 0,
+            })
+            .collect();
+        for (name, entries) in
+            [("full", full), ("one region", one_region), ("one bucket", one_bucket), ("small", small)]
+        {
+            let chunk = SealedChunk::from_unsorted(entries.iter().copied());
+            let mut sorted = entries.clone();
+            sorted.sort_unstable_by_key(|entry| entry.id);
+            assert_eq!(entries_of(&chunk), sorted, "{name}");
+            for entry in sorted.iter().step_by(97) {
+                assert_eq!(chunk.get(&entry.id).expect("resident"), Some((entry.location, entry.time_s)), "{name}");
             }
         }
     }

@@ -12,7 +12,7 @@
 //! The in-flight entries are rows in the order reserved, behind a hash table of their positions
 //! ([`IdRows`], as the active chunk's): with three or four writes of thousands of ids open at once, a
 //! map of whole entries (33 bytes a slot, 4.3 MB at 131,072 slots) took a cache miss per reserve; the
-//! table of positions is a seventh of that.
+//! table of positions is about a seventh of that.
 
 use std::collections::{BTreeMap, HashMap};
 use std::mem::size_of;
