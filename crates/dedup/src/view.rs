@@ -51,6 +51,27 @@ impl SealedView {
         SealedView { instance, chunks, filter, window, log_starts }
     }
 
+    /// True if every chunk of the view is held in RAM: a lookup then reads no file (a caller that
+    /// must not block, an async task, looks up only in such a view).
+    pub fn is_resident(&self) -> bool {
+        self.chunks.iter().all(|chunk| chunk.disk().is_none())
+    }
+
+    /// How many of `ids` a lookup would look for in the chunks: those the topic filter may hold (all
+    /// of them without a filter; none without a chunk). One filter probe per id, the first step of a
+    /// lookup: a caller can tell a batch of new ids (few pass) from one of duplicates, whose lookup
+    /// probes up to every chunk per id.
+    pub fn passing_filter(&self, ids: &[Option<Id>]) -> usize {
+        if self.chunks.is_empty() {
+            return 0;
+        }
+        let ids = ids.iter().flatten();
+        match &self.filter {
+            Some(filter) => ids.filter(|id| filter.may_contain(id.to_u128())).count(),
+            None => ids.count(),
+        }
+    }
+
     /// Looks up every id of a batch in the view's chunks, newest first, chunk by chunk (as the
     /// index does under its lock). Fails only if a chunk on disk cannot be read or a page of it does
     /// not match its checksum.
@@ -66,6 +87,17 @@ impl SealedView {
 }
 
 impl LookedUp {
+    /// True if this lookup was made in a view of `index` (not of an index that has since replaced
+    /// it): only then may [`crate::DedupIndex::reserve_looked_up`] take it.
+    pub fn is_of(&self, index: &crate::DedupIndex) -> bool {
+        self.instance == index.instance
+    }
+
+    /// The time the lookup was made at, which the reserve that takes it must use.
+    pub fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+
     /// True if `chunk` was probed (the same chunk, not an equal one).
     pub(crate) fn has(&self, chunk: &Arc<SealedChunk>) -> bool {
         let found = self.addresses.binary_search(&(Arc::as_ptr(chunk) as usize)).is_ok();

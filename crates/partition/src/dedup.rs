@@ -6,7 +6,8 @@
 //! `once-dedup` write protocol:
 //!
 //! 1. [`TopicDedup::prepare`], in the round, before the append: extract the ids, look them up in the
-//!    sealed chunks without the index's lock (a `SealedView`), and reserve them under it.
+//!    sealed chunks without the index's lock (a `SealedView`), and reserve them under it. The first
+//!    two are most often done already, as the batch was queued ([`TopicDedup::look_ahead`]).
 //!    If any is held by another producer's open transaction or a write not yet durable, the
 //!    reservation is released and the batch refused with a retriable error. Otherwise the
 //!    duplicates are dropped from the batch (offsets kept, down to a header-only batch) and the
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use once_dedup::{
     chunk_dir, extract_valid_record_ids, filter_valid_batch, Decision, DedupError, DedupIndex, DedupSource,
-    DedupWindow, ExpireStats, IndexConfig, Reservation, SnapshotStats, MAX_IDS_ON_DISK_DEFAULT,
+    DedupWindow, ExpireStats, Id, IndexConfig, LookedUp, RecordId, Reservation, SnapshotStats, MAX_IDS_ON_DISK_DEFAULT,
 };
 use once_log::{LogError, ValidBatch};
 
@@ -199,6 +200,24 @@ pub(crate) struct Prepared {
     pub(crate) dropped: u32,
 }
 
+/// Largest batch whose ids are looked up before the writer ([`TopicDedup::look_ahead`]): the work runs
+/// on an async task, so a batch that could take long to hash is left to the writer's round, which
+/// runs on a blocking thread.
+const LOOK_AHEAD_BYTES_MAX: usize = 1 << 20;
+
+/// A batch is looked up ahead only if at most one id in this many passes the topic filter (see
+/// [`TopicDedup::look_ahead`]): most often a batch of new ids, where none or a few pass.
+const LOOK_AHEAD_PASSING_SHARE: usize = 8;
+
+/// A data batch's ids, extracted as it was queued and, unless many were likely stored already,
+/// looked up in the sealed chunks ([`TopicDedup::look_ahead`]), for its round's
+/// [`TopicDedup::prepare`].
+pub(crate) struct LookedAhead {
+    records: Vec<RecordId>,
+    ids: Vec<Option<Id>>,
+    looked_up: Option<LookedUp>,
+}
+
 /// What the index learns from one write, once the write is durable (live) or read back (replay).
 pub(crate) enum Effect {
     /// A data batch stored at `base_offset..=last_offset` (its header's span).
@@ -302,17 +321,69 @@ impl TopicDedup {
         self.lock().index.set_log_start_offset(partition, log_start_offset as i64);
     }
 
-    /// Step 1 for a data batch of `partition`: extracts and reserves its ids. Refuses the batch if an
-    /// id is pending elsewhere (retriable) or the index is full; otherwise says what to append.
-    pub(crate) fn prepare(&self, partition: i32, batch: &ValidBatch, now_ms: i64) -> Result<Prepared, PartitionError> {
+    /// Step 1, begun before the writer: when a data batch is queued (on the caller's thread, an async
+    /// task), its ids are extracted, hashed and looked up in the sealed chunks, so that the writer's
+    /// round, which stages the partition's batches one after another, only reserves them under the
+    /// index's lock. If more than one id in [`LOOK_AHEAD_PASSING_SHARE`] passes the topic filter (a
+    /// resend of stored ids, whose lookups probe up to every chunk each), only the extraction is done
+    /// ahead: the round, on a blocking thread, looks them up. `None` (the round then does it all, on a blocking thread) for a control batch, a
+    /// compressed one or one over [`LOOK_AHEAD_BYTES_MAX`] (decompressing or hashing it could hold the
+    /// async task long), one whose ids cannot be extracted (the round refuses it with the reason),
+    /// while the index's lock is held (an async task never waits for it), or if a chunk is on disk (a
+    /// lookup could read its file).
+    pub(crate) fn look_ahead(&self, batch: &ValidBatch) -> Option<LookedAhead> {
         let header = batch.header();
-        let records = extract_valid_record_ids(batch, &self.source).map_err(refused_batch)?;
+        if header.is_control() || header.compression() != 0 || batch.len() > LOOK_AHEAD_BYTES_MAX {
+            return None;
+        }
+        let view = match self.state.try_lock() {
+            Ok(state) => state.index.sealed_view(),
+            Err(_) => return None,
+        };
+        if !view.is_resident() {
+            return None;
+        }
+        let records = extract_valid_record_ids(batch, &self.source).ok()?;
         let ids: Vec<_> = records.iter().map(|record| record.id).collect();
+        // A batch of many ids the topic filter may hold (a resend: duplicates, each looked for in up
+        // to every chunk) is looked up in the round, on a blocking thread, not on this async task.
+        if view.passing_filter(&ids) > ids.len() / LOOK_AHEAD_PASSING_SHARE {
+            return Some(LookedAhead { records, ids, looked_up: None });
+        }
+        let looked_up = view.lookup_many(&ids, now_ms()).ok();
+        Some(LookedAhead { records, ids, looked_up })
+    }
+
+    /// Step 1 for a data batch of `partition`: extracts and reserves its ids (what [`LookedAhead`]
+    /// holds was done when it was queued: its lookup's time is then the reserve's). Refuses the batch
+    /// if an id is pending elsewhere (retriable) or the index is full; otherwise says what to append.
+    pub(crate) fn prepare(
+        &self,
+        partition: i32,
+        batch: &ValidBatch,
+        now_ms: i64,
+        ahead: Option<Box<LookedAhead>>,
+    ) -> Result<Prepared, PartitionError> {
+        let header = batch.header();
         let transactional_producer_id = header.is_transactional().then_some(header.producer_id);
-        // The sealed chunks are probed without the lock (most of a new id's cost at millions of ids),
-        // so the topic's other partitions reserve meanwhile; under it, only what changed since.
-        let view = self.lock().index.sealed_view();
-        let looked_up = view.lookup_many(&ids, now_ms).map_err(|error| index_full(&self.topic, error))?;
+        let (records, ids, looked_up) = match ahead.map(|ahead| *ahead) {
+            Some(LookedAhead { records, ids, looked_up }) => (records, ids, looked_up),
+            None => {
+                let records = extract_valid_record_ids(batch, &self.source).map_err(refused_batch)?;
+                let ids: Vec<_> = records.iter().map(|record| record.id).collect();
+                (records, ids, None)
+            }
+        };
+        let looked_up = match looked_up {
+            Some(looked_up) => looked_up,
+            None => {
+                // The sealed chunks are probed without the lock (most of a new id's cost at millions
+                // of ids), so the topic's other partitions reserve meanwhile; under it, only what
+                // changed since.
+                let view = self.lock().index.sealed_view();
+                view.lookup_many(&ids, now_ms).map_err(|error| index_full(&self.topic, error))?
+            }
+        };
         let reservation = {
             let mut state = self.lock();
             if let Some(reason) = &state.failed {
@@ -322,8 +393,15 @@ impl TopicDedup {
                     self.topic
                 )));
             }
-            let reservation =
-                state.index.reserve_looked_up(partition, &ids, transactional_producer_id, now_ms, looked_up);
+            // A lookup made before the index was replaced (a partition added to a serving topic whose
+            // snapshot had to go) is of no use: the ids are looked up in full.
+            let reservation = match looked_up.is_of(&state.index) {
+                true => {
+                    let at = looked_up.now_ms();
+                    state.index.reserve_looked_up(partition, &ids, transactional_producer_id, at, looked_up)
+                }
+                false => state.index.reserve(partition, &ids, transactional_producer_id, now_ms),
+            };
             let reservation = reservation.map_err(|error| index_full(&self.topic, error))?;
             if reservation.is_blocked() {
                 state.index.release(reservation);
@@ -985,6 +1063,112 @@ fn now_ms() -> i64 {
 mod tests {
     use super::*;
     use once_dedup::Location;
+
+    fn keyed(keys: &[&str]) -> ValidBatch {
+        let keys: Vec<&[u8]> = keys.iter().map(|key| key.as_bytes()).collect();
+        ValidBatch::validate(once_log::testing::make_keyed_batch(-1, -1, -1, 0, &keys, now_ms())).expect("valid")
+    }
+
+    /// Prepares `keys` as one batch of partition 0 (looked up ahead or not), stores it at `offset` if
+    /// it is not refused, and returns its decisions.
+    fn store(dedup: &TopicDedup, keys: &[&str], offset: u64, ahead: bool) -> Vec<Decision> {
+        let batch = keyed(keys);
+        let ahead =
+            ahead.then(|| Box::new(dedup.look_ahead(&batch).expect("looked up ahead: no lock held, all resident")));
+        let prepared = dedup.prepare(0, &batch, now_ms(), ahead).expect("prepared");
+        let decisions = prepared.reserved.reservation.decisions().to_vec();
+        let last_offset = offset + keys.len() as u64 - 1;
+        dedup.apply(0, vec![Effect::Write { reserved: prepared.reserved, base_offset: offset, last_offset }]);
+        decisions
+    }
+
+    /// A batch looked up as it was queued is decided as one looked up in its round: new, stored and
+    /// in-batch duplicates alike, also when ids were stored between the look-ahead and the round, and
+    /// when the index was replaced meanwhile (the look-ahead is then not used). None is made while the
+    /// index's lock is held.
+    #[test]
+    fn a_batch_looked_up_ahead_is_decided_as_one_looked_up_in_its_round() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let open = |name: &str| {
+            let path = dir.path().join(name);
+            TopicDedup::open("t", DedupSource::Key, DedupWindow::Retention, path, usize::MAX)
+        };
+        let (with, without) = (open("with.snapshot"), open("without.snapshot"));
+        for (dedup, ahead) in [(&with, true), (&without, false)] {
+            assert_eq!(store(dedup, &["a", "b"], 0, ahead), vec![Decision::New, Decision::New]);
+        }
+        let mut decided = Vec::new();
+        for (dedup, ahead) in [(&with, true), (&without, false)] {
+            let decisions = store(dedup, &["a", "c", "c", "d"], 2, ahead);
+            decided.push(decisions);
+        }
+        assert_eq!(decided[0], decided[1], "the same decisions with and without the look-ahead");
+        let stored_a = Decision::Duplicate(Location { partition: 0, offset: 0 });
+        let expected = vec![stored_a, Decision::New, Decision::DuplicateInBatch { first_index: 1 }, Decision::New];
+        assert_eq!(decided[0], expected);
+
+        // Stored between the look-ahead and the round: found under the lock.
+        let batch = keyed(&["e", "f"]);
+        let ahead = with.look_ahead(&batch).expect("looked up ahead");
+        assert_eq!(store(&with, &["e"], 6, false), vec![Decision::New]);
+        let prepared = with.prepare(0, &batch, now_ms(), Some(Box::new(ahead))).expect("prepared");
+        let stored_e = Decision::Duplicate(Location { partition: 0, offset: 6 });
+        assert_eq!(prepared.reserved.reservation.decisions(), &[stored_e, Decision::New]);
+        with.release(prepared.reserved);
+
+        // Looked up in an index that was replaced since: the round looks the ids up in full.
+        let ahead = with.look_ahead(&batch).expect("looked up ahead");
+        {
+            let mut state = with.lock();
+            let mut replaced = DedupIndex::new(state.index.config());
+            let ids = [Some(Id::of(b"f"))];
+            let reservation = replaced.reserve(0, &ids, None, now_ms()).expect("reserved");
+            replaced.confirm(reservation, &[40], now_ms());
+            state.index = replaced;
+        }
+        let prepared = with.prepare(0, &batch, now_ms(), Some(Box::new(ahead))).expect("prepared");
+        let stored_f = Decision::Duplicate(Location { partition: 0, offset: 40 });
+        assert_eq!(prepared.reserved.reservation.decisions(), &[Decision::New, stored_f]);
+        with.release(prepared.reserved);
+
+        let _held = with.lock();
+        assert!(with.look_ahead(&batch).is_none(), "an async task never waits for the index's lock");
+    }
+
+    /// A batch of new ids is looked up ahead; one of ids stored in sealed chunks (a resend, whose
+    /// lookups probe up to every chunk) is only extracted ahead and looked up in its round, with the
+    /// same decisions.
+    #[test]
+    fn a_batch_of_stored_ids_is_looked_up_in_its_round_not_ahead() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("dedup.snapshot");
+        let dedup = TopicDedup::open("t", DedupSource::Key, DedupWindow::Retention, path, usize::MAX);
+        let keys: Vec<String> = (0..70_000).map(|number| format!("key-{number}")).collect();
+        for (at, group) in keys.chunks(7_000).enumerate() {
+            let group: Vec<&str> = group.iter().map(String::as_str).collect();
+            let decisions = store(&dedup, &group, (at * 7_000) as u64, false);
+            assert!(decisions.iter().all(|decision| *decision == Decision::New));
+        }
+        dedup.seal();
+        dedup.maintain_filter();
+        assert!(dedup.stats().sealed_chunks > 0, "the first ids are in a sealed chunk");
+
+        let fresh: Vec<String> = (0..100).map(|number| format!("fresh-{number}")).collect();
+        let fresh = keyed(&fresh.iter().map(String::as_str).collect::<Vec<_>>());
+        let ahead = dedup.look_ahead(&fresh).expect("looked ahead");
+        assert!(ahead.looked_up.is_some(), "new ids: looked up ahead (few pass the topic filter)");
+
+        let resent: Vec<&str> = keys[..100].iter().map(String::as_str).collect();
+        let batch = keyed(&resent);
+        let ahead = dedup.look_ahead(&batch).expect("extracted ahead");
+        assert!(ahead.looked_up.is_none(), "stored ids: looked up in the round");
+        assert_eq!(ahead.ids.len(), 100, "the ids extracted ahead");
+        let prepared = dedup.prepare(0, &batch, now_ms(), Some(Box::new(ahead))).expect("prepared");
+        let expected: Vec<Decision> =
+            (0..100).map(|offset| Decision::Duplicate(Location { partition: 0, offset })).collect();
+        assert_eq!(prepared.reserved.reservation.decisions(), expected.as_slice());
+        dedup.release(prepared.reserved);
+    }
 
     #[test]
     fn retired_files_make_a_snapshot_due_without_any_change() {

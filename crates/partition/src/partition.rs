@@ -259,7 +259,10 @@ impl Partition {
         &self,
         batch: ValidBatch,
     ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
-        self.queue(move |reply| Command::Append { batch, reply })
+        // On a topic that deduplicates, the batch's ids are looked up here, while the writer may be busy
+        // with earlier rounds: its round then only reserves them.
+        let ahead = self.shared.dedup.as_ref().and_then(|dedup| dedup.look_ahead(&batch)).map(Box::new);
+        self.queue(move |reply| Command::Append { batch, ahead, reply })
     }
 
     /// Queues a transaction marker (a control batch) behind every append queued before it; resolves

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::dedup::Effect;
+use crate::dedup::{Effect, LookedAhead};
 use crate::error::PartitionError;
 use crate::partition::{Appended, OffsetAnswer, Shared};
 use crate::producer_state::{check_data, check_marker, Decision, LoggedBatch, MarkerDecision, ProducerStates};
@@ -63,23 +63,21 @@ pub(crate) type AppendReply = oneshot::Sender<Result<Appended, PartitionError>>;
 pub(crate) enum Command {
     Append {
         batch: ValidBatch,
+        /// On a topic that deduplicates: the batch's ids, looked up as it was queued.
+        ahead: Option<Box<LookedAhead>>,
         reply: AppendReply,
     },
     /// Write a transaction marker, in order with the appends around it.
-    Marker {
-        marker: TxnMarker,
-        reply: AppendReply,
-    },
+    Marker { marker: TxnMarker, reply: AppendReply },
     /// Finish what is queued before it, close (or delete) the log, stop the writer.
-    Stop {
-        delete: bool,
-        reply: oneshot::Sender<Result<(), PartitionError>>,
-    },
+    Stop { delete: bool, reply: oneshot::Sender<Result<(), PartitionError>> },
 }
 
 /// One write of a round: a producer's batch or a transaction marker.
 pub(crate) enum Write {
-    Batch(ValidBatch),
+    /// A batch, with its message ids already looked up if it was queued to a topic that deduplicates
+    /// (`TopicDedup::look_ahead`).
+    Batch(ValidBatch, Option<Box<LookedAhead>>),
     Marker(TxnMarker),
 }
 
@@ -161,7 +159,9 @@ fn split_round(
     let mut writes = Vec::new();
     for command in commands.drain(..) {
         match command {
-            Command::Append { batch, reply } if stop.is_none() => writes.push((Write::Batch(batch), reply)),
+            Command::Append { batch, ahead, reply } if stop.is_none() => {
+                writes.push((Write::Batch(batch, ahead), reply))
+            }
             Command::Marker { marker, reply } if stop.is_none() => writes.push((Write::Marker(marker), reply)),
             Command::Stop { delete, reply } if stop.is_none() => *stop = Some((delete, reply)),
             command => reject(shared, command),
@@ -194,7 +194,7 @@ fn runs_inline(shared: &Shared, writes: &[(Write, AppendReply)]) -> bool {
     let bytes: usize = writes
         .iter()
         .map(|(write, _)| match write {
-            Write::Batch(batch) => batch.len(),
+            Write::Batch(batch, _) => batch.len(),
             Write::Marker(_) => 0,
         })
         .sum();
@@ -352,7 +352,7 @@ fn stage_round(shared: &Shared, writes: Vec<(Write, AppendReply)>) -> (Vec<Stage
     let inject_panic = writes.iter().find_map(|(write, _)| tests::injected_panic(write));
     for (write, reply) in writes {
         let outcome = match write {
-            Write::Batch(mut batch) => stage(shared, log, &mut producers, &mut batch, now_ms),
+            Write::Batch(mut batch, ahead) => stage(shared, log, &mut producers, &mut batch, ahead, now_ms),
             Write::Marker(marker) => stage_marker(shared, log, &mut producers, &marker, now_ms),
         };
         match outcome {
@@ -420,6 +420,7 @@ fn stage(
     log: &mut once_log::Log,
     producers: &mut ProducerStates,
     batch: &mut ValidBatch,
+    ahead: Option<Box<LookedAhead>>,
     now_ms: i64,
 ) -> Result<(Appended, Option<Effect>), PartitionError> {
     let header = *batch.header();
@@ -466,7 +467,7 @@ fn stage(
     }
     let prepared = match &shared.dedup {
         Some(dedup) => {
-            let prepared = dedup.prepare(shared.id.partition, batch, now_ms);
+            let prepared = dedup.prepare(shared.id.partition, batch, now_ms, ahead);
             if let Err(PartitionError::DedupPending(_)) = &prepared {
                 shared.dedup_refusals.fetch_add(1, Ordering::Relaxed);
             }
@@ -639,7 +640,7 @@ mod tests {
 
     /// Whether a write makes its round panic once staged, and after how long (the lock held).
     pub(super) fn injected_panic(write: &Write) -> Option<Duration> {
-        let Write::Batch(batch) = write else { return None };
+        let Write::Batch(batch, _) = write else { return None };
         match batch.header().producer_id {
             PANICKING_PRODUCER => Some(Duration::ZERO),
             SLOWLY_PANICKING_PRODUCER => Some(SLOW_PANIC_DELAY),
@@ -709,7 +710,7 @@ mod tests {
         let round = {
             let shared = shared.clone();
             let batch = ValidBatch::validate(batch).expect("a valid batch");
-            std::thread::spawn(move || stage_round(&shared, vec![(Write::Batch(batch), reply)]))
+            std::thread::spawn(move || stage_round(&shared, vec![(Write::Batch(batch, None), reply)]))
         };
         // Until the round holds the log lock (it keeps it for SLOW_PANIC_DELAY, then panics).
         while shared.log.try_lock().is_ok() {
