@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::mem::size_of;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::config::DedupWindow;
@@ -259,6 +260,14 @@ pub(crate) struct SealedChunk {
     /// does, whatever the window or log starts are by then. Set once; a chunk on disk has none (its
     /// file is its columns).
     backing: OnceLock<Box<[ChunkFile]>>,
+    /// Distinct for every chunk built in this process ([`SealedChunk::serial`]).
+    serial: u64,
+}
+
+/// The next [`SealedChunk::serial`].
+fn next_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A chunk file holding a resident chunk's entries, or some of them (see `SealedChunk::backing`).
@@ -566,6 +575,7 @@ impl SealedChunk {
             }),
             partitions: partitions.into_boxed_slice(),
             backing: OnceLock::new(),
+            serial: next_serial(),
         }
     }
 
@@ -584,7 +594,14 @@ impl SealedChunk {
             time_min_s,
             time_max_s,
             backing: OnceLock::new(),
+            serial: next_serial(),
         }
+    }
+
+    /// This chunk's number, given once in the process's life: what a [`crate::LookedUp`] tells the
+    /// chunks it probed by, without keeping them alive.
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// The live entries of two id-ordered streams merged in id order, an id in both taken from

@@ -300,16 +300,17 @@ impl DedupIndex {
     }
 
     /// [`DedupIndex::reserve`] given what a [`SealedView`] of this index found for the same `ids`
-    /// at the same `now_ms`, looked up without the caller's lock: under it, only the active chunk,
-    /// the frozen one, the sealed chunks that are not in the view (sealed, merged or moved to disk since) and the
-    /// pending ids are probed. The decisions are those `reserve` would make now: liveness only
-    /// decreases while the window stays the same (time and log starts move forward), so a copy the
-    /// view missed is in no chunk of the view, and one it found is checked again (if it died since,
-    /// the id is looked up in full). A window changed since the view means a full lookup.
+    /// at `now_ms` or earlier, looked up without the caller's lock: under it, only the active chunk,
+    /// the frozen one, the sealed chunks that are not in the view (sealed, merged or moved to disk
+    /// since) and the pending ids are probed. The decisions are those `reserve` would make now, at
+    /// `now_ms`: liveness only decreases while the window stays the same (time and log starts move
+    /// forward), so a copy the view missed is in no chunk of the view, and one it found is checked
+    /// again at `now_ms` (if it died since, the id is looked up in full). A window changed since the
+    /// view means a full lookup.
     ///
-    /// Panics if `looked_up` is of another index, of another number of ids or another `now_ms`; that
-    /// it is of these very ids is the caller's to keep (the partition's writer looks up and reserves
-    /// one batch's ids).
+    /// Panics if `looked_up` is of another index, of another number of ids or a later time than
+    /// `now_ms`; that it is of these very ids is the caller's to keep (a partition looks up a batch's
+    /// ids as it is queued, or in its writer's round, and reserves them in that round).
     pub fn reserve_looked_up(
         &mut self,
         partition: i32,
@@ -320,7 +321,7 @@ impl DedupIndex {
     ) -> Result<Reservation, DedupError> {
         assert_eq!(looked_up.instance, self.instance, "a lookup is used on the index it was looked up in");
         assert_eq!(looked_up.found.len(), ids.len(), "a lookup is used for the ids it looked up");
-        assert_eq!(looked_up.now_ms, now_ms, "a lookup is used at the time it looked up");
+        assert!(looked_up.now_ms <= now_ms, "a lookup is used at the time it looked up or later");
         self.reserve_checked(partition, ids, transactional_producer_id, now_ms, true, Some(looked_up))
     }
 
@@ -437,13 +438,15 @@ impl DedupIndex {
             })
             .collect();
         let unseen = |chunk: &&Arc<SealedChunk>| looked_up.as_ref().is_none_or(|looked_up| !looked_up.has(chunk));
-        probe_chunks(
+        let probed = probe_chunks(
             self.sealed.iter().rev().filter(unseen),
             self.topic_filter().map(|filter| &**filter),
             ids,
             &mut found,
             live,
+            usize::MAX,
         )?;
+        assert!(probed, "no bound on the ids looked for");
         let Some(looked_up) = looked_up else { return Ok(found) };
         for ((slot, id), copy) in found.iter_mut().zip(ids).zip(looked_up.found) {
             let (None, Some(id), Some(copy)) = (&slot, id, copy) else { continue };

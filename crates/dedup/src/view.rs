@@ -26,15 +26,16 @@ pub struct SealedView {
 }
 
 /// What [`SealedView::lookup_many`] found: per id, the newest copy live in the view's chunks.
+///
+/// It names the chunks probed by their serial numbers and keeps none of them alive: a lookup done
+/// ahead may wait in a partition's queue, and chunks that a merge or a spill replaced meanwhile are
+/// freed (or leave RAM) as they would without it, not later under the index's lock.
 #[must_use = "a lookup is for reserve_looked_up"]
 pub struct LookedUp {
     pub(crate) instance: u64,
-    /// The chunks probed, kept so that none of their addresses is reused while this lives (the
-    /// index tells the chunks it must still probe by address).
-    chunks: Vec<Arc<SealedChunk>>,
-    /// Their addresses, sorted: `has` is asked once per sealed chunk under the lock, so it is a
-    /// binary search, not a scan (about 120 chunks with most ids on disk).
-    addresses: Vec<usize>,
+    /// The serial numbers of the chunks probed, sorted: `has` is asked once per sealed chunk under
+    /// the lock, so it is a binary search, not a scan (about 120 chunks with most ids on disk).
+    serials: Vec<u64>,
     pub(crate) window: DedupWindow,
     pub(crate) now_ms: i64,
     pub(crate) found: Vec<Option<(Location, u32)>>,
@@ -57,56 +58,56 @@ impl SealedView {
         self.chunks.iter().all(|chunk| chunk.disk().is_none())
     }
 
-    /// How many of `ids` a lookup would look for in the chunks: those the topic filter may hold (all
-    /// of them without a filter; none without a chunk). One filter probe per id, the first step of a
-    /// lookup: a caller can tell a batch of new ids (few pass) from one of duplicates, whose lookup
-    /// probes up to every chunk per id.
-    pub fn passing_filter(&self, ids: &[Option<Id>]) -> usize {
-        if self.chunks.is_empty() {
-            return 0;
-        }
-        let ids = ids.iter().flatten();
-        match &self.filter {
-            Some(filter) => ids.filter(|id| filter.may_contain(id.to_u128())).count(),
-            None => ids.count(),
-        }
-    }
-
     /// Looks up every id of a batch in the view's chunks, newest first, chunk by chunk (as the
     /// index does under its lock). Fails only if a chunk on disk cannot be read or a page of it does
     /// not match its checksum.
     pub fn lookup_many(self, ids: &[Option<Id>], now_ms: i64) -> Result<LookedUp, DedupError> {
+        let looked_up = self.lookup_many_within(ids, now_ms, usize::MAX)?;
+        Ok(looked_up.expect("no bound on the ids looked for"))
+    }
+
+    /// [`SealedView::lookup_many`], unless more than `most_wanted` of the ids pass the topic filter
+    /// (all of them without one, if there is a chunk): then `None`, after one filter probe per id
+    /// and no chunk probed. A caller that must not take long, an async task, leaves a batch of
+    /// stored ids (a resend, each looked for in up to every chunk) to a blocking thread this way.
+    pub fn lookup_many_within(
+        self,
+        ids: &[Option<Id>],
+        now_ms: i64,
+        most_wanted: usize,
+    ) -> Result<Option<LookedUp>, DedupError> {
         let SealedView { instance, chunks, filter, window, log_starts } = self;
         let live = |copy: (Location, u32)| is_live(copy.0, copy.1, window, now_ms, &log_starts).then_some(copy);
         let mut found: Vec<Option<(Location, u32)>> = vec![None; ids.len()];
-        probe_chunks(chunks.iter().rev(), filter.as_deref(), ids, &mut found, live)?;
-        let mut addresses: Vec<usize> = chunks.iter().map(|chunk| Arc::as_ptr(chunk) as usize).collect();
-        addresses.sort_unstable();
-        Ok(LookedUp { instance, chunks, addresses, window, now_ms, found })
+        if !probe_chunks(chunks.iter().rev(), filter.as_deref(), ids, &mut found, live, most_wanted)? {
+            return Ok(None);
+        }
+        let mut serials: Vec<u64> = chunks.iter().map(|chunk| chunk.serial()).collect();
+        serials.sort_unstable();
+        Ok(Some(LookedUp { instance, serials, window, now_ms, found }))
     }
 }
 
 impl LookedUp {
+    /// True if `chunk` was probed (the same chunk, not an equal one).
+    pub(crate) fn has(&self, chunk: &SealedChunk) -> bool {
+        self.serials.binary_search(&chunk.serial()).is_ok()
+    }
+
     /// True if this lookup was made in a view of `index` (not of an index that has since replaced
     /// it): only then may [`crate::DedupIndex::reserve_looked_up`] take it.
     pub fn is_of(&self, index: &crate::DedupIndex) -> bool {
         self.instance == index.instance
     }
 
-    /// The time the lookup was made at, which the reserve that takes it must use.
-    pub fn now_ms(&self) -> i64 {
-        self.now_ms
+    /// True if the lookup found a live copy of the id at `index` of the batch.
+    pub fn found_at(&self, index: usize) -> bool {
+        self.found[index].is_some()
     }
 
-    /// True if `chunk` was probed (the same chunk, not an equal one).
-    pub(crate) fn has(&self, chunk: &Arc<SealedChunk>) -> bool {
-        let found = self.addresses.binary_search(&(Arc::as_ptr(chunk) as usize)).is_ok();
-        debug_assert_eq!(
-            found,
-            self.chunks.iter().any(|probed| Arc::ptr_eq(probed, chunk)),
-            "addresses match the chunks"
-        );
-        found
+    /// The time the lookup was made at: a reserve that takes it runs at this time or later.
+    pub fn now_ms(&self) -> i64 {
+        self.now_ms
     }
 }
 
@@ -115,20 +116,22 @@ impl LookedUp {
 /// for all the ids are independent loads the processor overlaps, where probing every chunk for one
 /// id before the next would wait on each cache miss in turn. With a topic filter (which covers every
 /// id of `chunks`), only the ids that pass it are looked for in the chunks: most new ids then cost
-/// one probe instead of one per chunk.
+/// one probe instead of one per chunk. False, with no chunk probed, if more than `most_wanted` ids
+/// are to be looked for in the chunks.
 pub(crate) fn probe_chunks<'a, T>(
     chunks: impl Iterator<Item = &'a Arc<SealedChunk>>,
     filter: Option<&TopicFilter>,
     ids: &[Option<Id>],
     found: &mut [Option<T>],
     live: impl Fn((Location, u32)) -> Option<T>,
-) -> Result<(), DedupError> {
+    most_wanted: usize,
+) -> Result<bool, DedupError> {
     assert_eq!(found.len(), ids.len(), "a slot per id");
     // No chunk to probe (under the index's lock, most often: a view probed them all): the filter
     // has nothing to answer for.
     let mut chunks = chunks.peekable();
     if chunks.peek().is_none() {
-        return Ok(());
+        return Ok(true);
     }
     if let Some(filter) = filter {
         filter.warm(ids.iter().zip(found.iter()).filter(|(_, slot)| slot.is_none()).filter_map(|(id, _)| id.as_ref()));
@@ -144,6 +147,9 @@ pub(crate) fn probe_chunks<'a, T>(
             _ => None,
         })
         .collect();
+    if wanted.len() > most_wanted {
+        return Ok(false);
+    }
     for chunk in chunks {
         if wanted.is_empty() {
             break;
@@ -154,5 +160,5 @@ pub(crate) fn probe_chunks<'a, T>(
         }
         wanted.retain(|(at, _)| found[*at].is_none());
     }
-    Ok(())
+    Ok(true)
 }

@@ -28,7 +28,8 @@ impl Node {
         let id = partition.id();
         let (producer_id, producer_epoch) = (batch.header().producer_id, batch.header().producer_epoch);
         let queued = self.txns.with_verified(transactional_id, producer_id, producer_epoch, |txn| {
-            txn.partitions.contains(&(id.topic.clone(), id.partition)).then(|| partition.append_valid(batch))
+            // Under the transaction's lock: nothing done ahead (`Partition::append_valid_in_round`).
+            txn.partitions.contains(&(id.topic.clone(), id.partition)).then(|| partition.append_valid_in_round(batch))
         })?;
         queued.ok_or_else(|| TxnAppendError::PartitionNotInTransaction {
             topic: id.topic.clone(),

@@ -31,13 +31,13 @@
 //! new chunk in.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use once_dedup::{
     chunk_dir, extract_valid_record_ids, filter_valid_batch, Decision, DedupError, DedupIndex, DedupSource,
-    DedupWindow, ExpireStats, Id, IndexConfig, LookedUp, RecordId, Reservation, SnapshotStats, MAX_IDS_ON_DISK_DEFAULT,
+    DedupWindow, ExpireStats, Id, IndexConfig, LookedUp, Reservation, SnapshotStats, MAX_IDS_ON_DISK_DEFAULT,
 };
 use once_log::{LogError, ValidBatch};
 
@@ -114,6 +114,9 @@ pub struct TopicDedup {
     rewriter: Mutex<()>,
     /// A seal or merge task of [`TopicDedup::after_round`] is out.
     background: AtomicBool,
+    /// Records of the batches looked up ahead and not yet staged ([`TopicDedup::look_ahead`]), at
+    /// most [`LOOK_AHEAD_RECORDS_MAX`].
+    ahead_records: Arc<AtomicUsize>,
 }
 
 struct State {
@@ -213,9 +216,40 @@ const LOOK_AHEAD_PASSING_SHARE: usize = 8;
 /// looked up in the sealed chunks ([`TopicDedup::look_ahead`]), for its round's
 /// [`TopicDedup::prepare`].
 pub(crate) struct LookedAhead {
-    records: Vec<RecordId>,
     ids: Vec<Option<Id>>,
+    /// Offset delta of every record.
+    offset_deltas: Vec<i32>,
     looked_up: Option<LookedUp>,
+    /// Counts the batch's records among those looked up ahead until it is staged or dropped.
+    _counted: AheadCount,
+}
+
+/// Records looked up ahead and not yet staged, at most: about 60 bytes each (ids, offset deltas and
+/// lookup slots), so about 16 MB per topic, whatever waits in its partitions' queues (bounded in
+/// commands, not bytes) while a disk stalls. Past it, batches are left to their rounds.
+const LOOK_AHEAD_RECORDS_MAX: usize = if cfg!(test) { 1_000 } else { 1 << 18 };
+
+/// A batch's share of [`LOOK_AHEAD_RECORDS_MAX`], given back when it is dropped.
+struct AheadCount {
+    records: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl AheadCount {
+    /// Counts `records` more among those looked up ahead, unless that would pass the bound.
+    fn take(total: &Arc<AtomicUsize>, records: usize) -> Option<AheadCount> {
+        let counted = total.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+            now.checked_add(records).filter(|after| *after <= LOOK_AHEAD_RECORDS_MAX)
+        });
+        counted.ok().map(|_| AheadCount { records, total: Arc::clone(total) })
+    }
+}
+
+impl Drop for AheadCount {
+    fn drop(&mut self) {
+        let before = self.total.fetch_sub(self.records, Ordering::AcqRel);
+        assert!(before >= self.records, "records looked up ahead are given back once");
+    }
 }
 
 /// What the index learns from one write, once the write is durable (live) or read back (replay).
@@ -292,6 +326,7 @@ impl TopicDedup {
             disk_worker: Mutex::new(()),
             rewriter: Mutex::new(()),
             background: AtomicBool::new(false),
+            ahead_records: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -324,34 +359,28 @@ impl TopicDedup {
     /// Step 1, begun before the writer: when a data batch is queued (on the caller's thread, an async
     /// task), its ids are extracted, hashed and looked up in the sealed chunks, so that the writer's
     /// round, which stages the partition's batches one after another, only reserves them under the
-    /// index's lock. If more than one id in [`LOOK_AHEAD_PASSING_SHARE`] passes the topic filter (a
-    /// resend of stored ids, whose lookups probe up to every chunk each), only the extraction is done
-    /// ahead: the round, on a blocking thread, looks them up. `None` (the round then does it all, on a blocking thread) for a control batch, a
-    /// compressed one or one over [`LOOK_AHEAD_BYTES_MAX`] (decompressing or hashing it could hold the
-    /// async task long), one whose ids cannot be extracted (the round refuses it with the reason),
-    /// while the index's lock is held (an async task never waits for it), or if a chunk is on disk (a
-    /// lookup could read its file).
+    /// index's lock. Only extracted ahead (the round looks them up, on a blocking thread) while the
+    /// index's lock is held (an async task never waits for it), if a chunk is on disk (a lookup could
+    /// read its file), or if more than one id in [`LOOK_AHEAD_PASSING_SHARE`] passes the topic filter
+    /// (a resend of stored ids, each looked for in up to every chunk). `None` (the round does it all)
+    /// for a control batch, a compressed one or one over [`LOOK_AHEAD_BYTES_MAX`] (decompressing or
+    /// hashing it could hold the async task long), or one whose ids cannot be extracted (the round
+    /// refuses it with the reason).
     pub(crate) fn look_ahead(&self, batch: &ValidBatch) -> Option<LookedAhead> {
         let header = batch.header();
         if header.is_control() || header.compression() != 0 || batch.len() > LOOK_AHEAD_BYTES_MAX {
             return None;
         }
-        let view = match self.state.try_lock() {
-            Ok(state) => state.index.sealed_view(),
-            Err(_) => return None,
-        };
-        if !view.is_resident() {
-            return None;
-        }
+        let counted = AheadCount::take(&self.ahead_records, usize::try_from(header.records_count).ok()?)?;
         let records = extract_valid_record_ids(batch, &self.source).ok()?;
         let ids: Vec<_> = records.iter().map(|record| record.id).collect();
-        // A batch of many ids the topic filter may hold (a resend: duplicates, each looked for in up
-        // to every chunk) is looked up in the round, on a blocking thread, not on this async task.
-        if view.passing_filter(&ids) > ids.len() / LOOK_AHEAD_PASSING_SHARE {
-            return Some(LookedAhead { records, ids, looked_up: None });
-        }
-        let looked_up = view.lookup_many(&ids, now_ms()).ok();
-        Some(LookedAhead { records, ids, looked_up })
+        let offset_deltas = records.iter().map(|record| record.offset_delta).collect();
+        let view = self.state.try_lock().ok().map(|state| state.index.sealed_view());
+        let most_wanted = ids.len() / LOOK_AHEAD_PASSING_SHARE;
+        let looked_up = view
+            .filter(|view| view.is_resident())
+            .and_then(|view| view.lookup_many_within(&ids, now_ms(), most_wanted).ok().flatten());
+        Some(LookedAhead { ids, offset_deltas, looked_up, _counted: counted })
     }
 
     /// Step 1 for a data batch of `partition`: extracts and reserves its ids (what [`LookedAhead`]
@@ -366,12 +395,12 @@ impl TopicDedup {
     ) -> Result<Prepared, PartitionError> {
         let header = batch.header();
         let transactional_producer_id = header.is_transactional().then_some(header.producer_id);
-        let (records, ids, looked_up) = match ahead.map(|ahead| *ahead) {
-            Some(LookedAhead { records, ids, looked_up }) => (records, ids, looked_up),
+        let (ids, offset_deltas, looked_up) = match ahead.map(|ahead| *ahead) {
+            Some(LookedAhead { ids, offset_deltas, looked_up, .. }) => (ids, offset_deltas, looked_up),
             None => {
                 let records = extract_valid_record_ids(batch, &self.source).map_err(refused_batch)?;
                 let ids: Vec<_> = records.iter().map(|record| record.id).collect();
-                (records, ids, None)
+                (ids, records.iter().map(|record| record.offset_delta).collect(), None)
             }
         };
         let looked_up = match looked_up {
@@ -395,9 +424,11 @@ impl TopicDedup {
             }
             // A lookup made before the index was replaced (a partition added to a serving topic whose
             // snapshot had to go) is of no use: the ids are looked up in full.
+            // A lookup made ahead is decided at the round's time (or its own, should the clock have
+            // gone back since): as a lookup under the lock would decide it now.
             let reservation = match looked_up.is_of(&state.index) {
                 true => {
-                    let at = looked_up.now_ms();
+                    let at = now_ms.max(looked_up.now_ms());
                     state.index.reserve_looked_up(partition, &ids, transactional_producer_id, at, looked_up)
                 }
                 false => state.index.reserve(partition, &ids, transactional_producer_id, now_ms),
@@ -416,7 +447,6 @@ impl TopicDedup {
         let keep = reservation.keep_mask();
         let dropped = reservation.duplicate_count() as u32;
         let answer = answer_for(partition, reservation.decisions());
-        let offset_deltas = records.iter().map(|record| record.offset_delta).collect();
         let reserved = Reserved { reservation, offset_deltas, timestamp_ms: header.max_timestamp };
         let filtered = match dropped {
             0 => None,
@@ -1132,17 +1162,15 @@ mod tests {
         with.release(prepared.reserved);
 
         let _held = with.lock();
-        assert!(with.look_ahead(&batch).is_none(), "an async task never waits for the index's lock");
+        let ahead = with.look_ahead(&batch).expect("extracted ahead");
+        assert!(ahead.looked_up.is_none(), "an async task never waits for the index's lock");
+        assert_eq!(ahead.ids, [Some(Id::of(b"e")), Some(Id::of(b"f"))], "the ids, extracted ahead");
     }
 
-    /// A batch of new ids is looked up ahead; one of ids stored in sealed chunks (a resend, whose
-    /// lookups probe up to every chunk) is only extracted ahead and looked up in its round, with the
-    /// same decisions.
-    #[test]
-    fn a_batch_of_stored_ids_is_looked_up_in_its_round_not_ahead() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("dedup.snapshot");
-        let dedup = TopicDedup::open("t", DedupSource::Key, DedupWindow::Retention, path, usize::MAX);
+    /// A topic that stored 70,000 keys (`key-N` at offset N of partition 0) under `window`, most of
+    /// them in a sealed chunk behind the topic filter.
+    fn stored_and_sealed(dir: &std::path::Path, window: DedupWindow) -> (TopicDedup, Vec<String>) {
+        let dedup = TopicDedup::open("t", DedupSource::Key, window, dir.join("dedup.snapshot"), usize::MAX);
         let keys: Vec<String> = (0..70_000).map(|number| format!("key-{number}")).collect();
         for (at, group) in keys.chunks(7_000).enumerate() {
             let group: Vec<&str> = group.iter().map(String::as_str).collect();
@@ -1152,11 +1180,33 @@ mod tests {
         dedup.seal();
         dedup.maintain_filter();
         assert!(dedup.stats().sealed_chunks > 0, "the first ids are in a sealed chunk");
+        (dedup, keys)
+    }
 
-        let fresh: Vec<String> = (0..100).map(|number| format!("fresh-{number}")).collect();
-        let fresh = keyed(&fresh.iter().map(String::as_str).collect::<Vec<_>>());
-        let ahead = dedup.look_ahead(&fresh).expect("looked ahead");
-        assert!(ahead.looked_up.is_some(), "new ids: looked up ahead (few pass the topic filter)");
+    /// A batch of 99 new keys and `key-0`.
+    fn fresh_and_key_0() -> ValidBatch {
+        let mut keys: Vec<String> = (0..99).map(|number| format!("fresh-{number}")).collect();
+        keys.push("key-0".to_string());
+        keyed(&keys.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// A batch of new ids is looked up ahead, and a copy the look-ahead found in a sealed chunk
+    /// decides its id in the round; one of ids stored in sealed chunks (a resend, whose lookups probe
+    /// up to every chunk) is only extracted ahead and looked up in its round, with the same decisions.
+    #[test]
+    fn a_batch_of_stored_ids_is_looked_up_in_its_round_not_ahead() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (dedup, keys) = stored_and_sealed(dir.path(), DedupWindow::Retention);
+
+        let batch = fresh_and_key_0();
+        let ahead = dedup.look_ahead(&batch).expect("looked ahead");
+        let found = ahead.looked_up.as_ref().expect("new ids: looked up ahead (one passes the topic filter)");
+        assert!(found.found_at(99), "key-0 found ahead, in the sealed chunk");
+        let prepared = dedup.prepare(0, &batch, now_ms(), Some(Box::new(ahead))).expect("prepared");
+        let decisions = prepared.reserved.reservation.decisions();
+        assert!(decisions[..99].iter().all(|decision| *decision == Decision::New));
+        assert_eq!(decisions[99], Decision::Duplicate(Location { partition: 0, offset: 0 }));
+        dedup.release(prepared.reserved);
 
         let resent: Vec<&str> = keys[..100].iter().map(String::as_str).collect();
         let batch = keyed(&resent);
@@ -1167,6 +1217,41 @@ mod tests {
         let expected: Vec<Decision> =
             (0..100).map(|offset| Decision::Duplicate(Location { partition: 0, offset })).collect();
         assert_eq!(prepared.reserved.reservation.decisions(), expected.as_slice());
+        dedup.release(prepared.reserved);
+    }
+
+    /// A copy found ahead, live then, but dead by the round's clock (the batch waited in the queue
+    /// past the window's end) is decided at the round's time: the record is new, not dropped.
+    #[test]
+    fn a_lookup_done_ahead_is_decided_at_the_rounds_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (dedup, _) = stored_and_sealed(dir.path(), DedupWindow::Duration { window_ms: 60_000 });
+        let batch = fresh_and_key_0();
+        let ahead = dedup.look_ahead(&batch).expect("looked ahead");
+        assert!(ahead.looked_up.as_ref().is_some_and(|looked_up| looked_up.found_at(99)), "live ahead");
+        let two_minutes_later = now_ms() + 120_000;
+        let prepared = dedup.prepare(0, &batch, two_minutes_later, Some(Box::new(ahead))).expect("prepared");
+        let decisions = prepared.reserved.reservation.decisions();
+        assert!(decisions.iter().all(|decision| *decision == Decision::New), "{decisions:?}");
+        dedup.release(prepared.reserved);
+    }
+
+    /// Batches waiting in the queues hold at most `LOOK_AHEAD_RECORDS_MAX` records looked up ahead;
+    /// past it a batch is left to its round, and a batch's share comes back when it is dropped.
+    #[test]
+    fn the_records_looked_up_ahead_are_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dedup = TopicDedup::open("t", DedupSource::Key, DedupWindow::Retention, dir.path().join("s"), usize::MAX);
+        let keys: Vec<String> = (0..600).map(|number| format!("key-{number}")).collect();
+        let batch = keyed(&keys.iter().map(String::as_str).collect::<Vec<_>>());
+        let first = dedup.look_ahead(&batch).expect("within the bound");
+        assert_eq!(dedup.ahead_records.load(Ordering::Acquire), 600);
+        assert!(dedup.look_ahead(&batch).is_none(), "1,200 records would pass the bound of 1,000");
+        drop(first);
+        assert_eq!(dedup.ahead_records.load(Ordering::Acquire), 0, "given back when dropped");
+        let second = dedup.look_ahead(&batch).expect("within the bound again");
+        let prepared = dedup.prepare(0, &batch, now_ms(), Some(Box::new(second))).expect("prepared");
+        assert_eq!(dedup.ahead_records.load(Ordering::Acquire), 0, "given back once staged");
         dedup.release(prepared.reserved);
     }
 

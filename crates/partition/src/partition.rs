@@ -15,7 +15,7 @@ use crate::producer_state::ProducerStates;
 use crate::read::Isolation;
 use crate::replay;
 use crate::txn::{AbortedTxn, ProducerSummary, TxnMarker};
-use crate::writer::{self, AppendReply, Command};
+use crate::writer::{self, Command};
 
 /// Bound on append requests waiting for the writer: past it, produce gets a retriable error.
 const QUEUED_APPENDS_MAX: usize = 4096;
@@ -255,14 +255,39 @@ impl Partition {
     /// and returns a future that resolves once the batch is durable (fdatasync) — or with the reason
     /// it is not. Nothing below parses the batch's header again: the writer, the dedup index and the
     /// log use the header the validation parsed.
+    ///
+    /// On a topic that deduplicates, the batch's message ids are extracted and looked up here, once
+    /// the queue has room for it, while the writer may be busy with earlier rounds: its round then only
+    /// reserves them (`TopicDedup::look_ahead`).
     pub fn append_valid(
         &self,
         batch: ValidBatch,
     ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
-        // On a topic that deduplicates, the batch's ids are looked up here, while the writer may be busy
-        // with earlier rounds: its round then only reserves them.
-        let ahead = self.shared.dedup.as_ref().and_then(|dedup| dedup.look_ahead(&batch)).map(Box::new);
-        self.queue(move |reply| Command::Append { batch, ahead, reply })
+        self.queue_append(batch, true)
+    }
+
+    /// [`Partition::append_valid`] with nothing done ahead: for a caller that holds a lock while it
+    /// queues (a transactional append, verified under its transaction's lock), which the work of a
+    /// look-ahead would hold up. The round does it all.
+    pub fn append_valid_in_round(
+        &self,
+        batch: ValidBatch,
+    ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
+        self.queue_append(batch, false)
+    }
+
+    fn queue_append(
+        &self,
+        batch: ValidBatch,
+        look_ahead: bool,
+    ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
+        let (reply, outcome) = oneshot::channel();
+        let queued = self.slot().map(|slot| {
+            let dedup = self.shared.dedup.as_ref().filter(|_| look_ahead);
+            let ahead = dedup.and_then(|dedup| dedup.look_ahead(&batch)).map(Box::new);
+            slot.send(Command::Append { batch, ahead, reply });
+        });
+        self.outcome(queued, outcome)
     }
 
     /// Queues a transaction marker (a control batch) behind every append queued before it; resolves
@@ -301,18 +326,24 @@ impl Partition {
         }
     }
 
-    /// Queues a command for the writer now, in call order, and returns the future of its answer.
-    fn queue(
+    /// A slot in the writer's queue, taken *now* (so appends keep the order of calls); the command is
+    /// built once it is taken, so a refused append costs nothing more (a look-ahead's work is not done
+    /// for nothing). The partition's name is formatted only for an error (once per append, it showed
+    /// in the profile of latency-bound senders).
+    fn slot(&self) -> Result<mpsc::Permit<'_, Command>, PartitionError> {
+        self.appends.try_reserve().map_err(|error| match error {
+            mpsc::error::TrySendError::Full(()) => PartitionError::Busy(self.shared.id.to_string()),
+            mpsc::error::TrySendError::Closed(()) => PartitionError::Closed(self.shared.id.to_string()),
+        })
+    }
+
+    /// The answer to a command sent in a [`Partition::slot`] with `outcome`'s sender (or the
+    /// reason it was not queued).
+    fn outcome(
         &self,
-        command: impl FnOnce(AppendReply) -> Command,
+        queued: Result<(), PartitionError>,
+        outcome: oneshot::Receiver<Result<Appended, PartitionError>>,
     ) -> impl std::future::Future<Output = Result<Appended, PartitionError>> + Send + 'static {
-        let (reply, outcome) = oneshot::channel();
-        // The partition's name is formatted only for an error (once per append, it showed in the
-        // profile of latency-bound senders).
-        let queued = self.appends.try_send(command(reply)).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => PartitionError::Busy(self.shared.id.to_string()),
-            mpsc::error::TrySendError::Closed(_) => PartitionError::Closed(self.shared.id.to_string()),
-        });
         let shared = Arc::clone(&self.shared);
         async move {
             queued?;
