@@ -452,7 +452,7 @@ impl DedupIndex {
             let (None, Some(id), Some(copy)) = (&slot, id, copy) else { continue };
             *slot = match live(copy) {
                 Some(location) => Some(location),
-                // Dead since the view (a log start moved): another copy may still be live.
+                // Dead since the view (time passed, or a log start moved): another copy may still be live.
                 None => self.lookup_many(&[Some(*id)], now_ms, None)?.pop().flatten(),
             };
         }

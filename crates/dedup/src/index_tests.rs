@@ -312,8 +312,9 @@ enum Step {
         /// the lock, and reserve with what it found (`reserve_looked_up`).
         through_view: bool,
     },
-    /// Takes a `SealedView` of the index, used by a later `Reserve` (other steps change the index
-    /// in between, as other writers do while a lookup runs without the lock).
+    /// Takes a `SealedView` of the index, used by a later `Reserve`, whose lookup runs at this step's
+    /// time (other steps change the index and the clock in between, as other writers and time do
+    /// while a batch looked up ahead waits in its partition's queue).
     View,
     Confirm(usize),
     Release(usize),
@@ -491,12 +492,14 @@ fn run_model_over(steps: Vec<Step>, window_ms: i64, memory_bytes: Option<usize>,
     let mut next_token = 0u64;
     for step in steps {
         match step {
-            Step::View => view = Some(index.sealed_view()),
+            // The view's lookup runs at the time the view was taken, as a partition's look-ahead does
+            // when the batch is queued; the reserve at the time it comes (later steps may tick).
+            Step::View => view = Some((index.sealed_view(), now_ms)),
             Step::Reserve { partition, ids, producer, through_view } => {
                 let ids: Vec<Option<Id>> = ids.iter().map(|n| n.map(|n| id(u32::from(n)))).collect();
                 let reservation = match view.take().filter(|_| through_view) {
-                    Some(view) => {
-                        let looked_up = view.lookup_many(&ids, now_ms).expect("lookup");
+                    Some((view, viewed_at_ms)) => {
+                        let looked_up = view.lookup_many(&ids, viewed_at_ms).expect("lookup");
                         index.reserve_looked_up(partition, &ids, producer, now_ms, looked_up).expect("reserve")
                     }
                     None => index.reserve(partition, &ids, producer, now_ms).expect("reserve"),
@@ -771,6 +774,36 @@ fn an_id_spilled_after_the_view_is_still_a_duplicate() {
         Step::Reserve { partition: 0, ids: vec![Some(0)], producer: None, through_view: true },
     ];
     run_model(steps, 5_000, Some(0), false);
+}
+
+/// A lookup made before the reserve (a batch looked up as it was queued, then waiting in its
+/// partition's queue) is decided at the reserve's time: a copy it found live that has died since is
+/// not a duplicate, and one it found that is still live is. A lookup made after the reserve's time
+/// is refused.
+#[test]
+fn a_lookup_made_earlier_is_decided_at_the_reserves_time() {
+    let window = DedupWindow::Duration { window_ms: 5_000 };
+    let mut index = DedupIndex::with_tiny_chunks(IndexConfig::new(window), 2);
+    let first = index.reserve(0, &ids(&[1, 2, 3, 4, 5]), None, 0).expect("reserve");
+    confirm_at(&mut index, first, 0, 0);
+    let second = index.reserve(0, &ids(&[6, 7, 8, 9, 10]), None, 4_000).expect("reserve");
+    confirm_at(&mut index, second, 5, 4_000);
+    assert!(index.sealed_chunks() > 0, "tiny chunks: the ids were sealed");
+    let looked_up = index.sealed_view().lookup_many(&ids(&[1, 6, 11]), 1_000).expect("lookup");
+    assert!(looked_up.found_at(0) && looked_up.found_at(1) && !looked_up.found_at(2), "1 and 6 live at 1 s");
+    // At 6 s, id 1 (stored at 0 s) is out of the 5 s window; id 6 (stored at 4 s) is not.
+    let later = index.reserve_looked_up(1, &ids(&[1, 6, 11]), None, 6_000, looked_up).expect("reserve");
+    let six = Decision::Duplicate(Location { partition: 0, offset: 5 });
+    assert_eq!(later.decisions(), &[Decision::New, six, Decision::New]);
+    index.release(later);
+}
+
+#[test]
+#[should_panic(expected = "at the time it looked up or later")]
+fn a_lookup_made_after_the_reserves_time_is_refused() {
+    let mut index = retention_index();
+    let looked_up = index.sealed_view().lookup_many(&ids(&[1]), 2_000).expect("lookup");
+    let _ = index.reserve_looked_up(0, &ids(&[1]), None, 1_000, looked_up);
 }
 
 #[test]

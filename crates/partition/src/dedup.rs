@@ -364,8 +364,9 @@ impl TopicDedup {
     /// read its file), or if more than one id in [`LOOK_AHEAD_PASSING_SHARE`] passes the topic filter
     /// (a resend of stored ids, each looked for in up to every chunk). `None` (the round does it all)
     /// for a control batch, a compressed one or one over [`LOOK_AHEAD_BYTES_MAX`] (decompressing or
-    /// hashing it could hold the async task long), or one whose ids cannot be extracted (the round
-    /// refuses it with the reason).
+    /// hashing it could hold the async task long), one whose ids cannot be extracted (the round
+    /// refuses it with the reason), or while the topic's queued batches hold
+    /// [`LOOK_AHEAD_RECORDS_MAX`] records looked up ahead.
     pub(crate) fn look_ahead(&self, batch: &ValidBatch) -> Option<LookedAhead> {
         let header = batch.header();
         if header.is_control() || header.compression() != 0 || batch.len() > LOOK_AHEAD_BYTES_MAX {
@@ -384,8 +385,9 @@ impl TopicDedup {
     }
 
     /// Step 1 for a data batch of `partition`: extracts and reserves its ids (what [`LookedAhead`]
-    /// holds was done when it was queued: its lookup's time is then the reserve's). Refuses the batch
-    /// if an id is pending elsewhere (retriable) or the index is full; otherwise says what to append.
+    /// holds was done when it was queued; the reserve is at `now_ms`, the round's time, all the
+    /// same). Refuses the batch if an id is pending elsewhere (retriable) or the index is full;
+    /// otherwise says what to append.
     pub(crate) fn prepare(
         &self,
         partition: i32,
@@ -422,15 +424,12 @@ impl TopicDedup {
                     self.topic
                 )));
             }
-            // A lookup made before the index was replaced (a partition added to a serving topic whose
-            // snapshot had to go) is of no use: the ids are looked up in full.
-            // A lookup made ahead is decided at the round's time (or its own, should the clock have
-            // gone back since): as a lookup under the lock would decide it now.
-            let reservation = match looked_up.is_of(&state.index) {
-                true => {
-                    let at = now_ms.max(looked_up.now_ms());
-                    state.index.reserve_looked_up(partition, &ids, transactional_producer_id, at, looked_up)
-                }
+            // A lookup made ahead is decided at the round's time, as a lookup under the lock would
+            // decide it now. One made before the index was replaced (a partition added to a serving
+            // topic whose snapshot had to go), or on a clock that has gone back since, is of no use:
+            // the ids are looked up in full.
+            let reservation = match looked_up.is_of(&state.index) && looked_up.now_ms() <= now_ms {
+                true => state.index.reserve_looked_up(partition, &ids, transactional_producer_id, now_ms, looked_up),
                 false => state.index.reserve(partition, &ids, transactional_producer_id, now_ms),
             };
             let reservation = reservation.map_err(|error| index_full(&self.topic, error))?;

@@ -326,8 +326,9 @@ impl Partition {
         }
     }
 
-    /// A slot in the writer's queue, taken *now* (so appends keep the order of calls); the command is
-    /// built once it is taken, so a refused append costs nothing more (a look-ahead's work is not done
+    /// Room in the writer's queue, taken *now*; the command is sent into it before the caller's
+    /// append returns (so one caller's appends keep the order of its calls). The command is built
+    /// once the room is taken, so a refused append costs nothing more (a look-ahead's work is not done
     /// for nothing). The partition's name is formatted only for an error (once per append, it showed
     /// in the profile of latency-bound senders).
     fn slot(&self) -> Result<mpsc::Permit<'_, Command>, PartitionError> {
