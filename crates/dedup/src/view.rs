@@ -52,12 +52,6 @@ impl SealedView {
         SealedView { instance, chunks, filter, window, log_starts }
     }
 
-    /// True if every chunk of the view is held in RAM: a lookup then reads no file (a caller that
-    /// must not block, an async task, looks up only in such a view).
-    pub fn is_resident(&self) -> bool {
-        self.chunks.iter().all(|chunk| chunk.disk().is_none())
-    }
-
     /// Looks up every id of a batch in the view's chunks, newest first, chunk by chunk (as the
     /// index does under its lock). Fails only if a chunk on disk cannot be read or a page of it does
     /// not match its checksum.

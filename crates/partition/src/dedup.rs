@@ -376,11 +376,11 @@ impl TopicDedup {
         let records = extract_valid_record_ids(batch, &self.source).ok()?;
         let ids: Vec<_> = records.iter().map(|record| record.id).collect();
         let offset_deltas = records.iter().map(|record| record.offset_delta).collect();
-        let view = self.state.try_lock().ok().map(|state| state.index.sealed_view());
+        // No view while a chunk is on disk: its lookup could read the file.
+        let state = self.state.try_lock().ok().filter(|state| state.index.disk_chunks() == 0);
+        let view = state.map(|state| state.index.sealed_view());
         let most_wanted = ids.len() / LOOK_AHEAD_PASSING_SHARE;
-        let looked_up = view
-            .filter(|view| view.is_resident())
-            .and_then(|view| view.lookup_many_within(&ids, now_ms(), most_wanted).ok().flatten());
+        let looked_up = view.and_then(|view| view.lookup_many_within(&ids, now_ms(), most_wanted).ok().flatten());
         Some(LookedAhead { ids, offset_deltas, looked_up, _counted: counted })
     }
 
@@ -1169,7 +1169,16 @@ mod tests {
     /// A topic that stored 70,000 keys (`key-N` at offset N of partition 0) under `window`, most of
     /// them in a sealed chunk behind the topic filter.
     fn stored_and_sealed(dir: &std::path::Path, window: DedupWindow) -> (TopicDedup, Vec<String>) {
-        let dedup = TopicDedup::open("t", DedupSource::Key, window, dir.join("dedup.snapshot"), usize::MAX);
+        stored_and_sealed_within(dir, window, usize::MAX)
+    }
+
+    /// [`stored_and_sealed`] under a memory budget of `memory_bytes`.
+    fn stored_and_sealed_within(
+        dir: &std::path::Path,
+        window: DedupWindow,
+        memory_bytes: usize,
+    ) -> (TopicDedup, Vec<String>) {
+        let dedup = TopicDedup::open("t", DedupSource::Key, window, dir.join("dedup.snapshot"), memory_bytes);
         let keys: Vec<String> = (0..70_000).map(|number| format!("key-{number}")).collect();
         for (at, group) in keys.chunks(7_000).enumerate() {
             let group: Vec<&str> = group.iter().map(String::as_str).collect();
@@ -1216,6 +1225,25 @@ mod tests {
         let expected: Vec<Decision> =
             (0..100).map(|offset| Decision::Duplicate(Location { partition: 0, offset })).collect();
         assert_eq!(prepared.reserved.reservation.decisions(), expected.as_slice());
+        dedup.release(prepared.reserved);
+    }
+
+    /// With a chunk on disk, a batch's ids are extracted ahead but looked up in its round (the lookup
+    /// could read the file, which an async task must not wait for), with the same decisions.
+    #[test]
+    fn with_a_chunk_on_disk_only_the_extraction_is_done_ahead() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (dedup, _) = stored_and_sealed_within(dir.path(), DedupWindow::Retention, 1 << 20);
+        dedup.maintain_disk(100);
+        assert!(dedup.stats().disk_chunks > 0, "a 1 MiB budget sends the sealed chunk to disk");
+        let batch = fresh_and_key_0();
+        let ahead = dedup.look_ahead(&batch).expect("extracted ahead");
+        assert!(ahead.looked_up.is_none(), "not looked up ahead: a chunk is on disk");
+        assert_eq!(ahead.ids.len(), 100, "the ids extracted ahead");
+        let prepared = dedup.prepare(0, &batch, now_ms(), Some(Box::new(ahead))).expect("prepared");
+        let decisions = prepared.reserved.reservation.decisions();
+        assert!(decisions[..99].iter().all(|decision| *decision == Decision::New));
+        assert_eq!(decisions[99], Decision::Duplicate(Location { partition: 0, offset: 0 }), "found on disk");
         dedup.release(prepared.reserved);
     }
 
