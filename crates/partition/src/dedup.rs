@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use once_dedup::{
     chunk_dir, extract_valid_record_ids, filter_valid_batch, Decision, DedupError, DedupIndex, DedupSource,
-    DedupWindow, ExpireStats, Id, IndexConfig, LookedUp, Reservation, SnapshotStats, MAX_IDS_ON_DISK_DEFAULT,
+    DedupWindow, ExpireStats, Id, IndexConfig, LookedUp, RecordId, Reservation, SnapshotStats, MAX_IDS_ON_DISK_DEFAULT,
 };
 use once_log::{LogError, ValidBatch};
 
@@ -252,6 +252,12 @@ impl Drop for AheadCount {
     }
 }
 
+/// A batch's extracted records as the index takes them, in record order: each record's id (`None`
+/// for one without) and its offset delta. Live (ahead or in the round) and in replay alike.
+fn ids_and_deltas(records: &[RecordId]) -> (Vec<Option<Id>>, Vec<i32>) {
+    records.iter().map(|record| (record.id, record.offset_delta)).unzip()
+}
+
 /// What the index learns from one write, once the write is durable (live) or read back (replay).
 pub(crate) enum Effect {
     /// A data batch stored at `base_offset..=last_offset` (its header's span).
@@ -374,8 +380,7 @@ impl TopicDedup {
         }
         let counted = AheadCount::take(&self.ahead_records, usize::try_from(header.records_count).ok()?)?;
         let records = extract_valid_record_ids(batch, &self.source).ok()?;
-        let ids: Vec<_> = records.iter().map(|record| record.id).collect();
-        let offset_deltas = records.iter().map(|record| record.offset_delta).collect();
+        let (ids, offset_deltas) = ids_and_deltas(&records);
         // No view while a chunk is on disk: its lookup could read the file.
         let state = self.state.try_lock().ok().filter(|state| state.index.disk_chunks() == 0);
         let view = state.map(|state| state.index.sealed_view());
@@ -401,8 +406,8 @@ impl TopicDedup {
             Some(LookedAhead { ids, offset_deltas, looked_up, .. }) => (ids, offset_deltas, looked_up),
             None => {
                 let records = extract_valid_record_ids(batch, &self.source).map_err(refused_batch)?;
-                let ids: Vec<_> = records.iter().map(|record| record.id).collect();
-                (ids, records.iter().map(|record| record.offset_delta).collect(), None)
+                let (ids, offset_deltas) = ids_and_deltas(&records);
+                (ids, offset_deltas, None)
             }
         };
         let looked_up = match looked_up {

@@ -4,7 +4,7 @@
 use once_dedup::{extract_record_ids, DedupError, DedupIndex, DedupSource};
 use once_log::Log;
 
-use super::{apply_effect, merge_budget, Effect, RebuildStats, Reserved};
+use super::{apply_effect, ids_and_deltas, merge_budget, Effect, RebuildStats, Reserved};
 use crate::error::PartitionError;
 use crate::producer_state::LoggedBatch;
 use crate::replay;
@@ -79,8 +79,7 @@ pub(super) fn replay_partition(
         let transactional = header.is_transactional().then_some(header.producer_id);
         let stored =
             Stored { partition, transactional, now_ms, timestamp_ms: header.max_timestamp, base_offset, last_offset };
-        let ids: Vec<_> = records.iter().map(|record| record.id).collect();
-        let deltas: Vec<_> = records.iter().map(|record| record.offset_delta).collect();
+        let (ids, deltas) = ids_and_deltas(&records);
         let replayed = stored.replay(index, &ids, &deltas, &mut changes).and_then(|whole| {
             if !whole {
                 // Some id is held by a transaction not yet ended in this replay: index the others one by one.
