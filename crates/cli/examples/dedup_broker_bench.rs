@@ -62,6 +62,9 @@ struct Args {
     /// Bytes of each record's value.
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
+    /// The producers' `compression.type` (none, gzip, snappy, lz4, zstd).
+    #[arg(long, default_value = "none")]
+    compression: String,
     /// Print the records acknowledged in each quarter second of every throughput run (where a run
     /// slows down, and for how long).
     #[arg(long)]
@@ -235,6 +238,7 @@ fn produce(args: &Args, bootstrap: &str, topic: &str, prefix: &str, count: u64) 
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
                 .set("linger.ms", "5")
+                .set("compression.type", &args.compression)
                 .set("queue.buffering.max.messages", "200000")
                 .set("message.timeout.ms", "300000")
                 .create()
@@ -320,6 +324,7 @@ fn throughput(args: &Args, broker: &Broker, phase: &str, on_topic: Option<&str>)
     let bootstrap = broker.bootstrap();
     let (mut off, mut on) = (Vec::new(), Vec::new());
     let (mut off_cpu, mut on_cpu) = (Vec::new(), Vec::new());
+    let (mut off_client_cpu, mut on_client_cpu) = (Vec::new(), Vec::new());
     let before_runs = broker.wait_quiet();
     println!("{phase}: the broker was quiet after {before_runs:.2} CPU s");
     for run in 0..args.runs {
@@ -339,17 +344,25 @@ fn throughput(args: &Args, broker: &Broker, phase: &str, on_topic: Option<&str>)
                 once(args, &["topic", "delete", &topic, "--bootstrap", &bootstrap]);
             }
             let after = broker.wait_quiet();
+            // Broker and clients share the machine: how much of it the run kept busy tells a run bound
+            // by CPU (near every vCPU) from one that waits (on syncs, or on the writers' rounds).
+            let seconds = args.throughput_records as f64 / rate;
+            let busy = (broker_cpu + client_cpu) / seconds;
             println!(
-                "{phase} run {run}: dedup {}: {rate:.0} records/s (CPU s: broker {broker_cpu:.2} + {after:.2} after the run until quiet, clients {client_cpu:.2})",
-                if dedup { "on " } else { "off" }
+                "{phase} run {run}: dedup {}: {rate:.0} records/s (CPU s: broker {broker_cpu:.2} + {after:.2} after the run until quiet, clients {client_cpu:.2}; {busy:.2} of {vcpus} vCPUs busy)",
+                if dedup { "on " } else { "off" },
+                vcpus = std::thread::available_parallelism().map_or(1, |count| count.get()),
             );
             let cpu_us_per_record = (broker_cpu + after) * 1e6 / args.throughput_records as f64;
+            let client_us_per_record = client_cpu * 1e6 / args.throughput_records as f64;
             if dedup {
                 on.push(rate);
                 on_cpu.push(cpu_us_per_record);
+                on_client_cpu.push(client_us_per_record);
             } else {
                 off.push(rate);
                 off_cpu.push(cpu_us_per_record);
+                off_client_cpu.push(client_us_per_record);
             }
         }
     }
@@ -365,6 +378,11 @@ fn throughput(args: &Args, broker: &Broker, phase: &str, on_topic: Option<&str>)
         "{phase} broker CPU per record, with what each run left until the broker was quiet (medians): dedup off {:.2} µs, on {:.2} µs",
         median(&mut off_cpu),
         median(&mut on_cpu)
+    );
+    println!(
+        "{phase} client CPU per record (medians): dedup off {:.2} µs, on {:.2} µs",
+        median(&mut off_client_cpu),
+        median(&mut on_client_cpu)
     );
 }
 
@@ -391,10 +409,11 @@ fn main() {
     };
     broker.start();
     println!(
-        "dedup_broker_bench: {} partitions, {} producers, {}-byte values, idempotent, acks=all, dedup memory {}",
+        "dedup_broker_bench: {} partitions, {} producers, {}-byte values, compression {}, idempotent, acks=all, dedup memory {}",
         args.partitions,
         args.producers,
         args.value_bytes,
+        args.compression,
         args.dedup_memory_bytes.map_or("default".to_string(), |bytes| format!("{bytes} bytes"))
     );
 
