@@ -21,8 +21,8 @@ pub(crate) trait Keyed {
     fn id(&self) -> &Id;
 }
 
-/// The hash of an id in a table of positions: its low 64 bits, as `Id`'s `Hash` writes them (BLAKE3
-/// output is uniform already).
+/// The hash of an id in a table of positions: its low 64 bits, as `Id`'s `Hash` writes them (an id
+/// is uniform already).
 fn slot_hash(id: &Id) -> u64 {
     IdHashBuilder.hash_one(id)
 }

@@ -10,7 +10,7 @@ use crate::chunk::{hash_map_bytes, is_live, ActiveChunk, Entry, Location, LogSta
 use crate::config::DedupWindow;
 use crate::error::DedupError;
 use crate::holds::{Hold, Holds};
-use crate::id::Id;
+use crate::id::{Id, IdScheme};
 use crate::spill::DiskStore;
 use crate::topic_filter::FilterState;
 use crate::view::{probe_chunks, LookedUp, SealedView};
@@ -51,12 +51,17 @@ pub struct IndexConfig {
     /// Bound on ids stored (live or awaiting reclamation) plus ids reserved; past it
     /// [`DedupIndex::reserve`] returns [`DedupError::IndexFull`].
     pub max_ids: u64,
+    /// How the index's ids are hashed ([`crate::extract_ids`] takes it): part of the index's state,
+    /// kept in its snapshots. [`DedupIndex::load`] replaces it with the snapshot's; an index made
+    /// to replace another (a rebuild) must take the one it replaces, as the ids of batches already
+    /// extracted were hashed with it.
+    pub ids: IdScheme,
 }
 
 impl IndexConfig {
-    /// A config with the given window and [`MAX_IDS_DEFAULT`].
+    /// A config with the given window, [`MAX_IDS_DEFAULT`] and a new random [`IdScheme`].
     pub fn new(window: DedupWindow) -> IndexConfig {
-        IndexConfig { window, max_ids: MAX_IDS_DEFAULT }
+        IndexConfig { window, max_ids: MAX_IDS_DEFAULT, ids: IdScheme::random() }
     }
 }
 

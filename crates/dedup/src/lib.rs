@@ -10,7 +10,8 @@
 //! - `config`: [`DedupSource`] (`none` | `key` | `content` | `header:NAME`) and
 //!   [`DedupWindow`] (milliseconds, or `-1` for as long as retained), parsed from and displayed
 //!   to the exact config strings.
-//! - `id`: [`Id`], the 128-bit BLAKE3 hash of the id bytes.
+//! - `id`: [`Id`], the 128-bit hash of the id bytes, by the index's [`IdScheme`] (keyed
+//!   SipHash-2-4; BLAKE3 for indexes from before the key).
 //! - `records`: [`extract_ids`] and [`filter_batch`] over Kafka v2 record batches.
 //! - `codec`: gzip, snappy (xerial framing), LZ4 (frames), zstd, with a bound on output size.
 //! - `chunk`: the storage of ids: one active chunk (rows and a hash table) and immutable sorted chunks, resident
@@ -29,7 +30,8 @@
 //! The writer of a partition handles a produced batch in four steps, so the index never
 //! disagrees with the log:
 //!
-//! 1. `ids = extract_ids(batch, &source)` — one `Option<Id>` per record. A record with no id
+//! 1. `ids = extract_ids(batch, &source, &index.config().ids)` — one `Option<Id>` per record,
+//!    hashed with the index's [`IdScheme`] (kept in its snapshots). A record with no id
 //!    (missing header, null key, null value for `content`, source `none`, control batch) is
 //!    never deduplicated.
 //! 2. `reservation = index.reserve(partition, &ids, transactional_producer_id, now_ms)` (or, to
@@ -138,7 +140,8 @@
 //! replay meets each transaction's ids and then its marker in one partition's log, whatever
 //! order the partitions are replayed in. After a restart, [`DedupIndex::load`] the snapshot,
 //! [`DedupIndex::set_log_start_offset`] of every partition from its log, then replay each
-//! partition's log from [`DedupIndex::covered_offset`]: `extract_ids`, `reserve`, `confirm` for
+//! partition's log from [`DedupIndex::covered_offset`]: `extract_ids` (with the index's
+//! [`IndexConfig::ids`]), `reserve`, `confirm` for
 //! data batches (with the stored offsets and timestamps; a record the index decides is not `New`
 //! needs no entry: another live copy of its id exists, or the record's copy is dead), and
 //! `end_transaction` for markers. A corrupt or old-version snapshot is an error
@@ -153,7 +156,8 @@
 //! let source: DedupSource = "content".parse()?;
 //! let batch = once_log::testing::make_batch(3, 8, 1_000); // 3 records, distinct values
 //!
-//! let records = extract_record_ids(&batch, &source)?;
+//! // Ids are hashed as the index says (a new index: keyed SipHash-2-4 under a random key).
+//! let records = extract_record_ids(&batch, &source, &index.config().ids)?;
 //! let ids: Vec<_> = records.iter().map(|record| record.id).collect();
 //! let reservation = index.reserve(0, &ids, None, 1_000)?;
 //! assert!(!reservation.is_blocked());
@@ -200,7 +204,7 @@ mod spill_tests;
 pub use crate::chunk::Location;
 pub use crate::config::{DedupSource, DedupWindow, DEDUP_SOURCE_CONFIG, DEDUP_WINDOW_MS_CONFIG};
 pub use crate::error::DedupError;
-pub use crate::id::Id;
+pub use crate::id::{Id, IdScheme};
 pub use crate::index::{
     Decision, DedupIndex, ExpireStats, Freed, IndexConfig, Reservation, RewriteDone, RewriteWork, Rewritten, SealDone,
     SealWork, MAX_IDS_DEFAULT, MAX_IDS_ON_DISK_DEFAULT,

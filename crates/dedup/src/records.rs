@@ -14,7 +14,7 @@ use once_log::{verify_crc, BatchHeader, ValidBatch, BATCH_HEADER_LEN};
 use crate::codec;
 use crate::config::DedupSource;
 use crate::error::DedupError;
-use crate::id::Id;
+use crate::id::{Id, IdScheme};
 
 /// Largest records section, after decompression, that this crate will handle in one batch:
 /// a bound against decompression bombs (a few KiB of zstd can claim gigabytes).
@@ -70,21 +70,26 @@ fn check_offset_deltas(records: &[Record<'_>], last_offset_delta: i32) -> Result
 /// The ids of a batch's records, one entry per record in batch order; `None` where a record has
 /// no id. Such records are never deduplicated. Control batches (transaction markers) have no ids.
 ///
-/// The batch must be exactly one v2 record batch, as a producer sent it: its CRC is checked.
-pub fn extract_ids(batch: &[u8], source: &DedupSource) -> Result<Vec<Option<Id>>, DedupError> {
-    Ok(extract_record_ids(batch, source)?.into_iter().map(|record| record.id).collect())
+/// The batch must be exactly one v2 record batch, as a producer sent it: its CRC is checked. Ids
+/// are hashed with `ids`, the scheme of the index they are for ([`crate::IndexConfig::ids`]).
+pub fn extract_ids(batch: &[u8], source: &DedupSource, ids: &IdScheme) -> Result<Vec<Option<Id>>, DedupError> {
+    Ok(extract_record_ids(batch, source, ids)?.into_iter().map(|record| record.id).collect())
 }
 
 /// Like [`extract_ids`], with each record's offset delta (the writer needs it to tell
 /// [`crate::DedupIndex::confirm`] each record's offset).
-pub fn extract_record_ids(batch: &[u8], source: &DedupSource) -> Result<Vec<RecordId>, DedupError> {
-    record_ids(&parse_batch(batch)?, source)
+pub fn extract_record_ids(batch: &[u8], source: &DedupSource, ids: &IdScheme) -> Result<Vec<RecordId>, DedupError> {
+    record_ids(&parse_batch(batch)?, source, ids)
 }
 
 /// Like [`extract_record_ids`], for a batch the log's validation already accepted (the produce path):
 /// its header is not parsed nor its CRC checked again.
-pub fn extract_valid_record_ids(batch: &ValidBatch, source: &DedupSource) -> Result<Vec<RecordId>, DedupError> {
-    record_ids(&parse_records(*batch.header(), batch.records_section())?, source)
+pub fn extract_valid_record_ids(
+    batch: &ValidBatch,
+    source: &DedupSource,
+    ids: &IdScheme,
+) -> Result<Vec<RecordId>, DedupError> {
+    record_ids(&parse_records(*batch.header(), batch.records_section())?, source, ids)
 }
 
 /// Visits a stored batch's records in order — decompressed once, its framing and CRC checked —
@@ -108,14 +113,14 @@ pub fn visit_records(batch: &[u8], mut visit: impl FnMut(&BatchHeader, &Record<'
     Ok(())
 }
 
-fn record_ids(parsed: &ParsedBatch<'_>, source: &DedupSource) -> Result<Vec<RecordId>, DedupError> {
+fn record_ids(parsed: &ParsedBatch<'_>, source: &DedupSource, ids: &IdScheme) -> Result<Vec<RecordId>, DedupError> {
     let control = parsed.header.is_control();
     let records = parsed.records()?;
     Ok(records
         .iter()
         .map(|record| {
             let id_bytes = if control { None } else { id_bytes(record, source) };
-            RecordId { offset_delta: record.offset_delta, id: id_bytes.map(Id::of) }
+            RecordId { offset_delta: record.offset_delta, id: id_bytes.map(|bytes| ids.id_of(bytes)) }
         })
         .collect())
 }

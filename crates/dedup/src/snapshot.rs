@@ -12,6 +12,7 @@
 //!
 //! ```text
 //! magic "ONCEDDUP" (8) | version u32 (= SNAPSHOT_VERSION) | index nonce u64
+//! id hash u8          | 0 = BLAKE3 | 1 = SipHash-2-4, then its key (u64, u64)
 //! covered count u32   | (partition i32, next offset i64) * count
 //! log start count u32 | (partition i32, log start offset i64) * count
 //! chunk count u32     | per chunk, oldest first (a resident chunk whose copy spans several files
@@ -29,6 +30,9 @@
 //! load. Version 2 had no nonce and referred to version 1 chunk files, which are not read: such a
 //! snapshot means a rebuild (unless it refers to no file). Version 1 had no kind byte (every chunk
 //! in the snapshot); it is still read. Both get a new nonce.
+//!
+//! The id hash (version 5) is the index's [`IdScheme`]: the loaded index hashes new ids with it, as
+//! its stored ids were. Versions 1 to 4 had none: their indexes hashed with BLAKE3, and keep it.
 //!
 //! Chunks on disk are referred to, not copied: their files (`crate::disk`, in [`chunk_dir`] beside
 //! the snapshot) were fsynced before the chunk entered the index, so before any view could refer
@@ -62,13 +66,17 @@ use std::sync::Arc;
 use crate::chunk::{fits_in_chunk, spans_of, ActiveChunk, Entry, Location, SealedChunk};
 use crate::disk::{open_chunk, read_chunk_resident};
 use crate::error::DedupError;
-use crate::id::Id;
+use crate::id::{Id, IdScheme};
 use crate::index::{DedupIndex, IndexConfig};
 use crate::spill::{chunk_dir, DiskStore};
 
 const MAGIC: &[u8; 8] = b"ONCEDDUP";
 /// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 4;
+pub const SNAPSHOT_VERSION: u32 = 5;
+/// Id hash tags (version 5): [`IdScheme::Blake3`]...
+const IDS_BLAKE3: u8 = 0;
+/// ... and [`IdScheme::SipHash24`], followed by its key.
+const IDS_SIPHASH24: u8 = 1;
 const CHUNK_IN_SNAPSHOT: u8 = 0;
 const CHUNK_FILE: u8 = 1;
 const CHUNK_FILE_RESIDENT: u8 = 2;
@@ -142,6 +150,8 @@ fn temp_path(path: &Path) -> PathBuf {
 /// the offsets), then written with [`SnapshotView::write`] without it, while writers go on.
 pub struct SnapshotView {
     nonce: u64,
+    /// The index's [`IdScheme`]: a load must hash new ids as the stored ones were.
+    ids: IdScheme,
     covered: Vec<(i32, i64)>,
     log_starts: Vec<(i32, i64)>,
     sealed: Vec<Arc<SealedChunk>>,
@@ -242,6 +252,7 @@ impl DedupIndex {
             dir,
             to_file,
             nonce: self.nonce,
+            ids: self.config.ids,
             covered: covered.into_iter().collect(),
             log_starts,
             sealed: self.sealed.iter().cloned().collect(),
@@ -361,6 +372,14 @@ impl SnapshotView {
         buffer.extend_from_slice(MAGIC);
         buffer.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
         buffer.extend_from_slice(&self.nonce.to_be_bytes());
+        match self.ids {
+            IdScheme::Blake3 => buffer.push(IDS_BLAKE3),
+            IdScheme::SipHash24 { key } => {
+                buffer.push(IDS_SIPHASH24);
+                buffer.extend_from_slice(&key[0].to_be_bytes());
+                buffer.extend_from_slice(&key[1].to_be_bytes());
+            }
+        }
         for offsets in [&self.covered, &self.log_starts] {
             buffer.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
             for (partition, offset) in offsets {
@@ -436,7 +455,9 @@ impl SnapshotView {
 
 impl DedupIndex {
     /// Reads a snapshot written by [`DedupIndex::snapshot`]. Any error means the file cannot be
-    /// trusted: rebuild the index from the whole log instead ([`DedupError::means_rebuild`]).
+    /// trusted: rebuild the index from the whole log instead ([`DedupError::means_rebuild`]). The
+    /// loaded index's [`IndexConfig::ids`] is the snapshot's, whatever `config` says: the caller
+    /// hashes ids with `index.config().ids` from then on.
     pub fn load(path: &Path, config: IndexConfig) -> Result<DedupIndex, DedupError> {
         let context = || format!("reading dedup snapshot {}", path.display());
         let file = File::open(path).map_err(|error| DedupError::io(context(), error))?;
@@ -459,6 +480,15 @@ impl DedupIndex {
         if version >= 3 {
             index.nonce = input.u64()?;
         }
+        // Before version 5 every index hashed its ids with BLAKE3.
+        index.config.ids = match version {
+            ..=4 => IdScheme::Blake3,
+            _ => match input.array::<1>()?[0] {
+                IDS_BLAKE3 => IdScheme::Blake3,
+                IDS_SIPHASH24 => IdScheme::SipHash24 { key: [input.u64()?, input.u64()?] },
+                other => return Err(corrupt(format!("unknown id hash {other}"))),
+            },
+        };
         let mut next_file_id = 0;
         let mut referred = std::collections::HashSet::new();
         for (partition, offset) in input.offset_pairs()? {
@@ -720,6 +750,14 @@ mod tests {
         index
     }
 
+    /// The committed ids of [`populated`] (not its open transaction's, which a snapshot leaves out).
+    fn assert_same_ids(loaded: &DedupIndex, original: &DedupIndex) {
+        for number in 0..200u32 {
+            assert_eq!(loaded.lookup_ok(&id(number), 0), original.lookup_ok(&id(number), 0), "id {number}");
+        }
+        assert_eq!(loaded.stored_ids(), original.stored_ids());
+    }
+
     fn assert_same(loaded: &DedupIndex, original: &DedupIndex) {
         // Loaded with its topic filter unless a chunk is on disk (the upkeep builds it then).
         let on_disk = loaded.sealed.iter().any(|chunk| chunk.disk().is_some());
@@ -856,6 +894,64 @@ mod tests {
         fs::write(path, &bytes).expect("write");
     }
 
+    /// Rewrites the snapshot at `path` as `version` (4 or older) would have it: without the id hash
+    /// field (version 5) that follows the nonce.
+    fn downgrade(path: &Path, version: u32) {
+        assert!((3..=4).contains(&version), "versions with a nonce and before the id hash field");
+        let mut bytes = fs::read(path).expect("read");
+        let field = 20; // magic 8, version 4, nonce 8
+        let field_len = match bytes[field] {
+            IDS_BLAKE3 => 1,
+            IDS_SIPHASH24 => 17,
+            other => panic!("id hash tag {other}"),
+        };
+        bytes.drain(field..field + field_len);
+        fs::write(path, &bytes).expect("write");
+        set_version(path, version);
+    }
+
+    #[test]
+    fn the_id_scheme_is_kept_and_older_snapshots_hashed_with_blake3() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("dedup.snapshot");
+        let mut index = populated();
+        let scheme = index.config().ids;
+        assert!(matches!(scheme, IdScheme::SipHash24 { .. }), "a new index hashes with a key");
+        assert_ne!(IndexConfig::new(DedupWindow::Retention).ids, scheme, "a random key each");
+        index.snapshot(&path).expect("snapshot");
+        let other = IndexConfig::new(DedupWindow::Retention);
+        let loaded = DedupIndex::load(&path, other).expect("load");
+        assert_eq!(loaded.config().ids, scheme, "the snapshot's key, not the config's");
+        assert_same_ids(&loaded, &index);
+        let mut blake3 = DedupIndex::load(&path, other).expect("load");
+        blake3.config.ids = IdScheme::Blake3;
+        blake3.snapshot(&path).expect("snapshot");
+        assert_eq!(DedupIndex::load(&path, other).expect("load").config().ids, IdScheme::Blake3);
+        for version in [4, 3] {
+            index.snapshot(&path).expect("snapshot");
+            downgrade(&path, version);
+            let loaded = DedupIndex::load(&path, other).expect("an older snapshot loads");
+            assert_eq!(loaded.config().ids, IdScheme::Blake3, "version {version}: its ids were BLAKE3's");
+            assert_same_ids(&loaded, &index);
+        }
+        // An unknown hash is refused, so a rebuild hashes every id again.
+        index.snapshot(&path).expect("snapshot");
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[20] = 7;
+        let body_len = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..body_len]);
+        bytes[body_len..].copy_from_slice(&crc.to_be_bytes());
+        fs::write(&path, &bytes).expect("write");
+        let error = DedupIndex::load(&path, other).err().expect("refused");
+        assert!(error.means_rebuild() && error.to_string().contains("unknown id hash 7"), "{error}");
+    }
+
+    #[test]
+    fn scheme_debug_never_shows_the_key() {
+        let shown = format!("{:?}", IdScheme::SipHash24 { key: [0x1234_5678_9abc_def0, 42] });
+        assert!(!shown.contains("42") && !shown.to_lowercase().contains("9abc"), "{shown}");
+    }
+
     /// Version 3 is version 4 without references to resident chunks' files: a v3 snapshot (written by
     /// the build before) loads; one carrying such a reference is refused (it cannot have been written).
     #[test]
@@ -864,7 +960,7 @@ mod tests {
         let path = directory.path().join("dedup.snapshot");
         let mut inline = populated();
         inline.snapshot(&path).expect("snapshot");
-        set_version(&path, 3);
+        downgrade(&path, 3);
         let loaded = DedupIndex::load(&path, inline.config()).expect("a version 3 snapshot loads");
         for number in 0..600u32 {
             assert_eq!(loaded.lookup_ok(&id(number), 0), inline.lookup_ok(&id(number), 0), "id {number}");
@@ -873,8 +969,10 @@ mod tests {
         let mut with_files = loaded;
         let stats = with_files.snapshot(&path).expect("snapshot with files");
         assert!(stats.files_written > 0);
+        downgrade(&path, 4);
         assert!(DedupIndex::load(&path, with_files.config()).is_ok(), "as version 4");
-        set_version(&path, 3);
+        with_files.snapshot(&path).expect("snapshot with files");
+        downgrade(&path, 3);
         let error = DedupIndex::load(&path, with_files.config()).err().expect("refused as version 3");
         assert!(error.means_rebuild(), "{error}");
     }

@@ -5,8 +5,47 @@ mod common;
 use bytes::Bytes;
 use common::{encode, fix_length_and_crc, raw_batch, Producer, TestRecord, CODECS, IDEMPOTENT};
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
-use once_dedup::{extract_ids, extract_record_ids, filter_batch, DedupError, DedupSource, Id};
+use once_dedup::{filter_batch, DedupError, DedupSource, Id, IdScheme, RecordId};
 use proptest::prelude::*;
+
+/// The ids extracted with BLAKE3, which the expected ids below are computed with ([`Id::of`]): which
+/// bytes each source reads is the same for every scheme (`a_keyed_scheme_hashes_the_same_bytes`).
+fn extract_ids(batch: &[u8], source: &DedupSource) -> Result<Vec<Option<Id>>, DedupError> {
+    once_dedup::extract_ids(batch, source, &IdScheme::Blake3)
+}
+
+fn extract_record_ids(batch: &[u8], source: &DedupSource) -> Result<Vec<RecordId>, DedupError> {
+    once_dedup::extract_record_ids(batch, source, &IdScheme::Blake3)
+}
+
+#[test]
+fn a_keyed_scheme_hashes_the_same_bytes() {
+    let records = mixed_records();
+    let batch = encode(&records, Compression::None, IDEMPOTENT);
+    let keyed = IdScheme::SipHash24 { key: [3, 4] };
+    let other_key = IdScheme::SipHash24 { key: [3, 5] };
+    for source in sources() {
+        let ids = once_dedup::extract_ids(&batch, &source, &keyed).expect("extract");
+        let blake3 = extract_ids(&batch, &source).expect("extract");
+        let under_other_key = once_dedup::extract_ids(&batch, &source, &other_key).expect("extract");
+        for (index, record) in records.iter().enumerate() {
+            let bytes = match source {
+                DedupSource::None => None,
+                DedupSource::Key => record.key.clone(),
+                DedupSource::Content => record.value.clone(),
+                DedupSource::Header(ref name) => {
+                    record.headers.iter().rev().find(|(header, _)| header == name).and_then(|(_, value)| value.clone())
+                }
+            };
+            assert_eq!(ids[index], bytes.as_ref().map(|bytes| keyed.id_of(bytes)), "source {source}, record {index}");
+            assert_eq!(ids[index].is_some(), blake3[index].is_some(), "the same records have ids");
+            if ids[index].is_some() {
+                assert_ne!(ids[index], blake3[index], "a keyed id is not BLAKE3's");
+                assert_ne!(ids[index], under_other_key[index], "nor another key's");
+            }
+        }
+    }
+}
 
 fn sources() -> Vec<DedupSource> {
     vec![DedupSource::None, DedupSource::Key, DedupSource::Content, DedupSource::Header("msg-id".into())]

@@ -37,7 +37,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use once_dedup::{
     chunk_dir, extract_valid_record_ids, filter_valid_batch, Decision, DedupError, DedupIndex, DedupSource,
-    DedupWindow, ExpireStats, Id, IndexConfig, LookedUp, RecordId, Reservation, SnapshotStats, MAX_IDS_ON_DISK_DEFAULT,
+    DedupWindow, ExpireStats, Id, IdScheme, IndexConfig, LookedUp, RecordId, Reservation, SnapshotStats,
+    MAX_IDS_ON_DISK_DEFAULT,
 };
 use once_log::{LogError, ValidBatch};
 
@@ -97,6 +98,9 @@ pub const DEDUP_MEMORY_BYTES_DEFAULT: usize = 1 << 30;
 pub struct TopicDedup {
     topic: String,
     source: DedupSource,
+    /// How ids are hashed: the index's [`IdScheme`], fixed at open (an index that replaces it takes
+    /// its config, so its scheme), so batches can be hashed without the lock.
+    ids: IdScheme,
     snapshot_path: PathBuf,
     /// Bytes of RAM the index may hold before sealed chunks move to disk.
     memory_bytes: usize,
@@ -322,9 +326,11 @@ impl TopicDedup {
             snapshot_retry_at: None,
         };
         let snapshot_writer = Mutex::new(());
+        let ids = state.index.config().ids;
         TopicDedup {
             topic: topic.to_string(),
             source,
+            ids,
             snapshot_path,
             memory_bytes,
             state: Mutex::new(state),
@@ -379,7 +385,7 @@ impl TopicDedup {
             return None;
         }
         let counted = AheadCount::take(&self.ahead_records, usize::try_from(header.records_count).ok()?)?;
-        let records = extract_valid_record_ids(batch, &self.source).ok()?;
+        let records = extract_valid_record_ids(batch, &self.source, &self.ids).ok()?;
         let (ids, offset_deltas) = ids_and_deltas(&records);
         // No view while a chunk is on disk: its lookup could read the file.
         let state = self.state.try_lock().ok().filter(|state| state.index.disk_chunks() == 0);
@@ -405,7 +411,7 @@ impl TopicDedup {
         let (ids, offset_deltas, looked_up) = match ahead.map(|ahead| *ahead) {
             Some(LookedAhead { ids, offset_deltas, looked_up, .. }) => (ids, offset_deltas, looked_up),
             None => {
-                let records = extract_valid_record_ids(batch, &self.source).map_err(refused_batch)?;
+                let records = extract_valid_record_ids(batch, &self.source, &self.ids).map_err(refused_batch)?;
                 let (ids, offset_deltas) = ids_and_deltas(&records);
                 (ids, offset_deltas, None)
             }
@@ -429,6 +435,8 @@ impl TopicDedup {
                     self.topic
                 )));
             }
+            // Ids hashed another way would never match the stored ones.
+            assert_eq!(state.index.config().ids, self.ids, "the index hashes ids as its topic does");
             // A lookup made ahead is decided at the round's time, as a lookup under the lock would
             // decide it now. One made before the index was replaced (a partition added to a serving
             // topic whose snapshot had to go), or on a clock that has gone back since, is of no use:
@@ -1155,7 +1163,7 @@ mod tests {
         {
             let mut state = with.lock();
             let mut replaced = DedupIndex::new(state.index.config());
-            let ids = [Some(Id::of(b"f"))];
+            let ids = [Some(with.ids.id_of(b"f"))];
             let reservation = replaced.reserve(0, &ids, None, now_ms()).expect("reserved");
             replaced.confirm(reservation, &[40], now_ms());
             state.index = replaced;
@@ -1168,7 +1176,10 @@ mod tests {
         let _held = with.lock();
         let ahead = with.look_ahead(&batch).expect("extracted ahead");
         assert!(ahead.looked_up.is_none(), "an async task never waits for the index's lock");
-        assert_eq!(ahead.ids, [Some(Id::of(b"e")), Some(Id::of(b"f"))], "the ids, extracted ahead");
+        let keyed = |key: &[u8]| Some(with.ids.id_of(key));
+        assert_eq!(ahead.ids, [keyed(b"e"), keyed(b"f")], "the ids, extracted ahead with the index's scheme");
+        assert!(matches!(with.ids, IdScheme::SipHash24 { .. }), "a new topic's index hashes with a key");
+        assert_ne!(ahead.ids[0], Some(Id::of(b"e")), "not with BLAKE3");
     }
 
     /// A topic that stored 70,000 keys (`key-N` at offset N of partition 0) under `window`, most of

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use once_dedup::{extract_record_ids, DedupSource, DedupWindow, Id};
+use once_dedup::{extract_record_ids, DedupSource, DedupWindow, Id, IdScheme};
 use once_log::testing::make_keyed_batch;
 use once_partition::{LogConfig, OffsetAnswer, Partition, PartitionError, PartitionId, TopicDedup, TxnMarker};
 
@@ -86,7 +86,7 @@ fn stored_where(partition: &Partition, committed_only: bool) -> Vec<(u64, Id)> {
             });
         let skipped = committed_only && in_aborted;
         if !header.is_control() && !skipped {
-            for record in extract_record_ids(batch, &DedupSource::Key).expect("records") {
+            for record in extract_record_ids(batch, &DedupSource::Key, &IdScheme::Blake3).expect("records") {
                 let offset = header.base_offset as u64 + record.offset_delta as u64;
                 records.push((offset, record.id.expect("every test record has a key")));
             }

@@ -66,7 +66,7 @@ pub(super) fn replay_partition(
             changes += apply_effect(index, partition, Effect::Control { end, offset: base_offset });
             return;
         }
-        let records = match extract_record_ids(batch, source) {
+        let records = match extract_record_ids(batch, source, &index.config().ids) {
             Ok(records) => records,
             Err(error) => {
                 // Only a batch stored before its records could be read (it was checked on append).
