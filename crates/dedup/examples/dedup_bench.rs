@@ -37,6 +37,31 @@ fn rate(count: u64, seconds: f64) -> String {
     format!("{:.0} k/s", count as f64 / seconds / 1_000.0)
 }
 
+/// Nanoseconds per id of each [`IdScheme`], the id bytes formatted beforehand, at a few lengths.
+fn hash_costs() {
+    for length in [15, 36, 100, 1024] {
+        let inputs: Vec<Vec<u8>> = (0..200_000u64)
+            .map(|number| {
+                let mut bytes = format!("order-{number:09}").into_bytes();
+                bytes.resize(length, b'x');
+                bytes
+            })
+            .collect();
+        let mut line = format!("hash {length}-byte ids:");
+        for (name, scheme) in [("SipHash-2-4", IDS), ("BLAKE3", IdScheme::Blake3)] {
+            let started = Instant::now();
+            let mut fold = 0u8;
+            for input in &inputs {
+                fold ^= scheme.id_of(std::hint::black_box(input)).0[0];
+            }
+            let nanos = started.elapsed().as_nanos() as f64 / inputs.len() as f64;
+            line.push_str(&format!(" {name} {nanos:.1} ns"));
+            std::hint::black_box(fold);
+        }
+        println!("{line}");
+    }
+}
+
 /// What a writer does: a batch's new ids (hashed first) looked up in a sealed view.
 fn lookup_misses(index: &DedupIndex, count: u64) -> String {
     let probes = count.min(2_000_000);
@@ -207,6 +232,7 @@ fn main() {
     let ids: Vec<Id> = (0..count).map(id).collect();
     let seconds = started.elapsed().as_secs_f64();
     println!("hash ids (keyed SipHash-2-4-128 of 18-byte ids): {:.2} s, {}", seconds, rate(count, seconds));
+    hash_costs();
     // Alone: an index built and freed before the figures below would change their resident set.
     if broker_only {
         broker_path(&ids, BATCH as usize, 1);

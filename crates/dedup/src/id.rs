@@ -20,11 +20,12 @@ pub struct Id(pub [u8; 16]);
 /// How an index reduces id bytes to an [`Id`]. Chosen when an index starts empty and kept with it
 /// (its snapshots record it), since ids hashed one way never match ids hashed the other.
 ///
-/// A new index takes [`IdScheme::SipHash24`] with a random key: 13 ns for a 15-byte id on the
-/// machine of docs/benchmarks.md against BLAKE3's 80 (a single-block compression is one long chain
-/// of dependent rounds), 2.6 times faster at 1 KiB. An index loaded from a snapshot written before
+/// A new index takes [`IdScheme::SipHash24`] with a random key: about 20 ns for a 15-byte id on the
+/// machine of docs/benchmarks.md against BLAKE3's 84 (a single-block compression is one long chain
+/// of dependent rounds), 2.8 times faster at 1 KiB (`dedup_bench`'s "hash N-byte ids" lines). An index loaded from a snapshot written before
 /// the key existed (version 4 and older) keeps [`IdScheme::Blake3`], so an upgrade replays nothing;
-/// it moves to a keyed hash the next time it is rebuilt from the logs.
+/// it moves to a keyed hash only when its topic is opened without a usable snapshot (an index that
+/// replaces another keeps the scheme it replaces).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum IdScheme {
     /// The first 128 bits of BLAKE3, unkeyed ([`Id::of`]).
@@ -52,6 +53,14 @@ impl IdScheme {
                 tracing::warn!(%error, "no random source for a message-id key; hashing ids with BLAKE3 (slower)");
                 IdScheme::Blake3
             }
+        }
+    }
+
+    /// The scheme's name, for logs (never the key).
+    pub fn name(&self) -> &'static str {
+        match self {
+            IdScheme::Blake3 => "blake3",
+            IdScheme::SipHash24 { .. } => "siphash-2-4",
         }
     }
 
@@ -116,9 +125,9 @@ impl fmt::Debug for Id {
 }
 
 /// Builds [`IdHasher`]s. Keys are [`IdScheme`] output, so their bits are already uniform and hashing
-/// them again would buy nothing but time (under a secret key a producer cannot even aim ids at one
-/// bucket); partition numbers are chosen by the broker, not by a client, so they need no keyed
-/// hashing either.
+/// them again would buy nothing but time (under [`IdScheme::SipHash24`]'s secret key a producer
+/// cannot even aim ids at one bucket, as it could under BLAKE3's); partition numbers are chosen by
+/// the broker, not by a client, so they need no keyed hashing either.
 #[derive(Clone, Copy, Default, Debug)]
 pub(crate) struct IdHashBuilder;
 

@@ -60,6 +60,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -337,7 +338,16 @@ impl SnapshotView {
         let before = |error| Failed { error, renamed: false };
         let temp = temp_path(path);
         let context = |what: &str| format!("{what} dedup snapshot {}", temp.display());
-        let file = File::create(&temp).map_err(|error| before(DedupError::io(context("creating"), error)))?;
+        // Readable by the broker's user only: it holds the index's id key (`IdScheme`). A temporary
+        // file a crash left behind keeps its mode through `open`: it is set again.
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .and_then(|file| file.set_permissions(fs::Permissions::from_mode(0o600)).map(|()| file))
+            .map_err(|error| before(DedupError::io(context("creating"), error)))?;
         let mut out = Crc { inner: BufWriter::with_capacity(1 << 20, file), crc: 0, bytes: 0 };
         let stats = self.write_body(&mut out).map_err(|error| before(DedupError::io(context("writing"), error)))?;
         let crc = out.crc;
@@ -918,7 +928,11 @@ mod tests {
         let scheme = index.config().ids;
         assert!(matches!(scheme, IdScheme::SipHash24 { .. }), "a new index hashes with a key");
         assert_ne!(IndexConfig::new(DedupWindow::Retention).ids, scheme, "a random key each");
+        fs::write(temp_path(&path), b"left by a crash").expect("write");
+        fs::set_permissions(temp_path(&path), fs::Permissions::from_mode(0o644)).expect("chmod");
         index.snapshot(&path).expect("snapshot");
+        let mode = fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the snapshot holds the key: readable by its owner only");
         let other = IndexConfig::new(DedupWindow::Retention);
         let loaded = DedupIndex::load(&path, other).expect("load");
         assert_eq!(loaded.config().ids, scheme, "the snapshot's key, not the config's");
@@ -944,6 +958,25 @@ mod tests {
         fs::write(&path, &bytes).expect("write");
         let error = DedupIndex::load(&path, other).err().expect("refused");
         assert!(error.means_rebuild() && error.to_string().contains("unknown id hash 7"), "{error}");
+    }
+
+    /// A snapshot the build before the id key wrote (version 4; a topic of one partition that stored
+    /// 20 records with header `msg-id` = `order-0` to `order-19` at offsets 0 to 19, then shut down):
+    /// it loads as BLAKE3 and finds each of them.
+    #[test]
+    fn a_snapshot_of_the_build_before_loads_as_blake3() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("dedup.snapshot");
+        fs::write(&path, include_bytes!("../tests/fixtures/v4-blake3.snapshot")).expect("write");
+        let loaded = DedupIndex::load(&path, IndexConfig::new(DedupWindow::Retention)).expect("it loads");
+        assert_eq!(loaded.config().ids, IdScheme::Blake3);
+        assert_eq!((loaded.stored_ids(), loaded.covered_offset(0)), (20, Some(20)));
+        for offset in 0..20 {
+            let id = loaded.config().ids.id_of(format!("order-{offset}").as_bytes());
+            assert_eq!(loaded.lookup_ok(&id, 0), Some(Location { partition: 0, offset }), "order-{offset}");
+            let keyed = IdScheme::SipHash24 { key: [1, 2] }.id_of(format!("order-{offset}").as_bytes());
+            assert_eq!(loaded.lookup_ok(&keyed, 0), None, "hashed another way, the id is not found");
+        }
     }
 
     #[test]

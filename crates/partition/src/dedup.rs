@@ -582,6 +582,7 @@ impl TopicDedup {
             replayed_batches = stats.batches,
             replayed_ids = stats.ids,
             stored_ids = index_stats.stored_ids,
+            id_hash = self.ids.name(),
             snapshot_load_ms = load_time.as_millis() as u64,
             replay_ms = started.elapsed().as_millis() as u64,
             "dedup index rebuilt"
