@@ -179,6 +179,13 @@ fn two_producer_processes_through_a_kill_9_and_a_resend_store_each_id_once() {
     let port = free_port();
     broker.extra_args = vec!["--metrics-listen".into(), format!("127.0.0.1:{port}")];
     broker.restart();
+    // From the snapshot, under the key it keeps: a new topic's ids are hashed with keyed SipHash.
+    let log = broker.log();
+    let rebuilt = log.lines().rfind(|line| line.contains("dedup index rebuilt")).expect("a rebuild line");
+    assert!(
+        rebuilt.contains("from_snapshot=true") && rebuilt.contains("id_hash=\"siphash-2-4\""),
+        "loaded from its snapshot with its keyed hash: {rebuilt}"
+    );
     wait_success(spawn_producer(&format!("{bootstrap} orders 0 20000 asc 1000 d")), "producer d");
     let dropped: u64 = scrape(port)
         .lines()
