@@ -22,10 +22,10 @@ pub struct Id(pub [u8; 16]);
 ///
 /// A new index takes [`IdScheme::SipHash24`] with a random key: about 20 ns for a 15-byte id on the
 /// machine of docs/benchmarks.md against BLAKE3's 84 (a single-block compression is one long chain
-/// of dependent rounds), 2.8 times faster at 1 KiB (`dedup_bench`'s "hash N-byte ids" lines). An index loaded from a snapshot written before
-/// the key existed (version 4 and older) keeps [`IdScheme::Blake3`], so an upgrade replays nothing;
-/// it moves to a keyed hash only when its topic is opened without a usable snapshot (an index that
-/// replaces another keeps the scheme it replaces).
+/// of dependent rounds), 2.8 times faster at 1 KiB (`dedup_bench`'s "hash N-byte ids" lines). An
+/// index loaded from a snapshot written before the key existed (version 4 and older) keeps
+/// [`IdScheme::Blake3`], so an upgrade replays nothing; it moves to a keyed hash only when its topic
+/// is opened without a usable snapshot (an index that replaces another keeps the scheme it replaces).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum IdScheme {
     /// The first 128 bits of BLAKE3, unkeyed ([`Id::of`]).
