@@ -898,6 +898,11 @@ mod tests {
     fn set_version(path: &Path, version: u32) {
         let mut bytes = fs::read(path).expect("read");
         bytes[8..12].copy_from_slice(&version.to_be_bytes());
+        write_with_checksum(path, bytes);
+    }
+
+    /// Writes snapshot `bytes` to `path` with their trailing checksum made right again.
+    fn write_with_checksum(path: &Path, mut bytes: Vec<u8>) {
         let body_len = bytes.len() - 4;
         let crc = crc32c::crc32c(&bytes[..body_len]);
         bytes[body_len..].copy_from_slice(&crc.to_be_bytes());
@@ -952,10 +957,7 @@ mod tests {
         index.snapshot(&path).expect("snapshot");
         let mut bytes = fs::read(&path).expect("read");
         bytes[20] = 7;
-        let body_len = bytes.len() - 4;
-        let crc = crc32c::crc32c(&bytes[..body_len]);
-        bytes[body_len..].copy_from_slice(&crc.to_be_bytes());
-        fs::write(&path, &bytes).expect("write");
+        write_with_checksum(&path, bytes);
         let error = DedupIndex::load(&path, other).err().expect("refused");
         assert!(error.means_rebuild() && error.to_string().contains("unknown id hash 7"), "{error}");
     }
