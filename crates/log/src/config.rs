@@ -3,6 +3,10 @@
 /// Seven days in milliseconds: Kafka's default for `segment.ms` and `retention.ms`.
 const SEVEN_DAYS_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
+/// Zeros written ahead of the active segment's end at a time, by default: one extension of the file
+/// (and one fdatasync that journals its new size) per MiB appended.
+pub const ZERO_AHEAD_BYTES_DEFAULT: u64 = 1024 * 1024;
+
 /// Configuration of one log. Defaults are Kafka's, and durable (fsync on).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
@@ -23,6 +27,10 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// Skip every fsync. Benchmarks only: a crash can lose acknowledged data.
     pub unsafe_skip_fsync: bool,
+    /// Zeros written ahead of the active segment's end, this many bytes at a time (0: none). An
+    /// append then overwrites blocks the file already has, so its fdatasync writes the data and no
+    /// metadata (no new size, no block allocation to journal). See `Segment::append`.
+    pub zero_ahead_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -34,6 +42,7 @@ impl Default for LogConfig {
             retention_ms: Some(SEVEN_DAYS_MS),
             index_interval_bytes: 4096,
             unsafe_skip_fsync: false,
+            zero_ahead_bytes: ZERO_AHEAD_BYTES_DEFAULT,
         }
     }
 }

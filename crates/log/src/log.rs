@@ -48,7 +48,17 @@ pub struct Log {
     pub(crate) synced_end: Option<Checkpoint>,
     /// The recovery checkpoint last written (by this process).
     pub(crate) checkpoint_written: Option<Checkpoint>,
+    /// Batch bytes per sync plan, a moving average (each plan weighs 1/8): zeros are written ahead of
+    /// the appends only while it is below [`ZERO_AHEAD_SYNC_BYTES_MAX`].
+    pub(crate) sync_bytes_average: u64,
 }
+
+/// Zeros are written ahead of the active segment's end (`LogConfig::zero_ahead_bytes`) while the
+/// syncs make fewer bytes than this durable on average. Each sync of an append that grows the file
+/// journals its new size, about 65 µs here (docs/benchmarks.md, session 30), whatever the bytes; the
+/// zeros are written once more for each byte, about 1.2 ns (the disk's write rate here): they pay
+/// below about 50 KB per sync, and cost throughput above.
+pub(crate) const ZERO_AHEAD_SYNC_BYTES_MAX: u64 = 32 * 1024;
 
 /// A recovery checkpoint to write ([`Log::recovery_checkpoint_due`]): outside the caller's lock, then
 /// [`Log::recovery_checkpoint_written`].
@@ -185,7 +195,12 @@ impl Log {
             self.latch_on_error(rolled)?;
         }
         let interval = self.config.index_interval_bytes;
-        let written = self.active_mut().append(batch.parts(), &header, now_ms, interval);
+        let zero_ahead = match self.sync_bytes_average < ZERO_AHEAD_SYNC_BYTES_MAX {
+            true => self.config.zero_ahead_bytes,
+            false => 0,
+        };
+        let limit = self.config.segment_bytes_effective();
+        let written = self.active_mut().append(batch.parts(), &header, now_ms, interval, zero_ahead, limit);
         self.latch_on_error(written)?;
         self.unplanned_bytes += batch.len() as u64;
         debug_assert_eq!(batch.crc(), header.crc, "rewriting the base offset keeps the CRC valid");
@@ -232,9 +247,15 @@ impl Log {
         let old = self.active_mut();
         assert!(old.size > 0, "only a non-empty segment is rolled");
         assert!(sealed_end >= old.base_offset, "segments before the active one were synced when they were rolled");
+        // A segment no longer appended to ends with its batches: its zeros written ahead go, and the
+        // fsync below makes the new length durable with the batches (an fsync, not an fdatasync:
+        // whether the latter covers a file that shrank is the file system's to decide).
+        let trimmed = old.trim_zeros_ahead()?;
         if !skip_fsync {
             let base = old.base_offset;
-            crate::stats::timed(|| old.file.sync_data()).context(|| format!("fdatasync segment {base} at roll"))?;
+            let file = &old.file;
+            crate::stats::timed(|| if trimmed { file.sync_all() } else { file.sync_data() })
+                .context(|| format!("fdatasync segment {base} at roll"))?;
             crate::power_loss::synced(&[(old.path(&dir), old.size)]);
         }
         old.persist_index(&dir, skip_fsync)?;
@@ -285,6 +306,7 @@ impl Log {
             next_offset: active.next_offset,
         });
         let bytes = std::mem::take(&mut self.unplanned_bytes);
+        self.sync_bytes_average = (self.sync_bytes_average * 7 + bytes) / 8;
         Ok(SyncPlan {
             files,
             end_offset: self.log_end_offset(),
@@ -395,6 +417,14 @@ impl Log {
         self.sync()?;
         let skip_fsync = self.config.unsafe_skip_fsync;
         let dir = self.dir.clone();
+        // The next open checks the index files against the files' lengths: the zeros written ahead
+        // go first, durably.
+        let active = self.active_mut();
+        let trimmed = active.trim_zeros_ahead().and_then(|trimmed| match trimmed && !skip_fsync {
+            true => active.file.sync_all().context(|| format!("fsync segment {} at close", active.base_offset)),
+            false => Ok(()),
+        });
+        self.latch_on_error(trimmed)?;
         for segment in &mut self.segments {
             let persisted = segment.persist_index(&dir, skip_fsync);
             self.failed |= persisted.is_err();

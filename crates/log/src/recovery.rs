@@ -102,6 +102,7 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         synced_unconfirmed: None,
         synced_end: Some(synced_end),
         checkpoint_written: kept,
+        sync_bytes_average: 0,
     })
 }
 
@@ -256,6 +257,13 @@ fn recover_segment(
             "torn or corrupt batch; truncating the log here");
         Segment::truncate_file(&raw.file, raw.base_offset, scan.valid_bytes)?;
         stats.truncated_bytes += raw.length - scan.valid_bytes;
+    } else if scan.zeros_after > 0 {
+        // Zeros written ahead of the appends (`Segment::append`): the batches end there, and the file
+        // is cut to them, as a roll or a clean close leaves a segment.
+        assert_eq!(scan.valid_bytes + scan.zeros_after, raw.length, "the zeros run to the end of the file");
+        tracing::debug!(dir = %dir.display(), base_offset = raw.base_offset, position = scan.valid_bytes,
+            zeros = scan.zeros_after, "cutting the zeros written ahead");
+        Segment::truncate_file(&raw.file, raw.base_offset, scan.valid_bytes)?;
     }
     let loaded = LoadedIndex { index: scan.index, next_offset: scan.next_offset };
     let segment = Segment::from_parts(raw.base_offset, raw.file, scan.valid_bytes, loaded, scan.first_max_timestamp);

@@ -25,6 +25,12 @@ pub(crate) struct Segment {
     pub file: Arc<File>,
     /// Bytes of whole, valid batches in the file.
     pub size: u64,
+    /// The file's length: at least `size`; the bytes past `size` are zeros this process wrote ahead
+    /// of the appends (`LogConfig::zero_ahead_bytes`). Past a failed write they are unknown, but the
+    /// log has latched and appends no more.
+    pub file_len: u64,
+    /// Writing zeros ahead failed once in this segment (a full disk): no more are tried.
+    zeros_failed: bool,
     /// Offset after the last batch (== `base_offset` when empty).
     pub next_offset: u64,
     /// Sparse offset and time indexes.
@@ -47,6 +53,9 @@ pub(crate) struct ScanResult {
     pub problem: Option<String>,
     /// Bytes at the start taken on a recovery checkpoint's word: headers walked, batches not checked.
     pub walked_bytes: u64,
+    /// Bytes after the batches that are all zeros (written ahead of the appends, `Segment::append`):
+    /// the end of the batches, not a problem; cut off by recovery.
+    pub zeros_after: u64,
 }
 
 /// A recovery checkpoint of a segment: its first `position` bytes are whole batches, fsynced, ending
@@ -94,7 +103,7 @@ impl Segment {
         meta::segment_file(dir, self.base_offset, LOG_EXTENSION)
     }
 
-    /// A segment whose index files were loaded and describe all `size` bytes.
+    /// A segment whose index files were loaded and describe all `size` bytes, the file's length.
     pub fn from_parts(
         base_offset: u64,
         file: File,
@@ -107,6 +116,8 @@ impl Segment {
             base_offset,
             file: Arc::new(file),
             size,
+            file_len: size,
+            zeros_failed: false,
             next_offset: loaded.next_offset,
             index: loaded.index,
             first_batch_time_ms,
@@ -118,26 +129,77 @@ impl Segment {
     /// order (`ValidBatch::parts`: the rewritten header, then the records section it shares with the
     /// request), written with one system call. On error the file may hold a partial batch past
     /// `size`; the caller latches.
+    ///
+    /// With `zero_ahead` > 0, a batch that ends where the file does is followed by zeros, up to the
+    /// next multiple of a step past its end: `zero_ahead`, or less while the segment is smaller (its
+    /// size rounded up to a power of two, at least a page), so a little-used partition keeps little
+    /// disk in zeros; never past `limit`, the segment's size limit. The appends that follow overwrite
+    /// those blocks, so their fdatasyncs flush data only, where an append that grows the file also
+    /// journals its new size (and allocates blocks) at every fdatasync: about 40 % of a small append's
+    /// fdatasync on ext4 (docs/benchmarks.md, session 30). The zeros are a speed-up only: they need
+    /// not be durable, recovery takes an all-zero tail for the end of the batches, and a failure to
+    /// write them (a full disk) is logged, not an error: the appends then grow the file as before.
     pub fn append(
         &mut self,
         parts: [&[u8]; 2],
         header: &BatchHeader,
         now_ms: i64,
         interval: u32,
+        zero_ahead: u64,
+        limit: u64,
     ) -> Result<(), LogError> {
         let length: usize = parts.iter().map(|part| part.len()).sum();
         assert_eq!(header.base_offset as u64, self.next_offset, "batches in a segment are contiguous");
         assert_eq!(header.total_len(), length, "header length matches the bytes written");
+        assert!(self.file_len >= self.size, "the file holds every batch appended");
         write_all_at(&self.file, parts, self.size)
             .context(|| format!("write batch at offset {} to segment {}", self.next_offset, self.base_offset))?;
+        let end = self.size + length as u64;
+        self.file_len = self.file_len.max(end);
+        if zero_ahead > 0 && end == self.file_len && end < limit && !self.zeros_failed {
+            let step = zero_ahead.min(end.next_power_of_two().max(ZERO_STEP_MIN));
+            self.write_zeros_ahead(end, ((end / step + 1) * step).min(limit))?;
+        }
         self.index.on_batch(self.base_offset, header, self.size, interval);
         if self.size == 0 {
             self.first_batch_time_ms = Some(now_ms);
         }
-        self.size += length as u64;
+        self.size = end;
         self.next_offset = header.last_offset() as u64 + 1;
         self.persisted_size = None;
+        assert!(self.file_len >= self.size, "the zeros ahead start at or after the batches' end");
         Ok(())
+    }
+
+    /// Writes zeros from `end` (the file's end, after the last batch) to `to`. A failure leaves only
+    /// zeros past `end`, if anything (all this writes): the file's length is read back, and no more
+    /// zeros are tried in this segment.
+    fn write_zeros_ahead(&mut self, end: u64, to: u64) -> Result<(), LogError> {
+        assert!(end == self.file_len && end < to, "zeros go after the file's end");
+        match write_zeros_at(&self.file, end, to - end) {
+            Ok(()) => self.file_len = to,
+            Err(error) => {
+                tracing::warn!(segment = self.base_offset, position = end, %error,
+                    "could not write zeros ahead of the appends; this segment grows with each append instead");
+                self.zeros_failed = true;
+                let len = self.file.metadata().context(|| format!("stat segment {}", self.base_offset))?.len();
+                self.file_len = len.max(end);
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts the zeros written ahead off the file (a roll, a clean close: a segment no longer appended
+    /// to ends where its batches do). True if there were any; the caller fdatasyncs the file (the
+    /// new length is then durable) before it counts on it, as the index files do.
+    pub fn trim_zeros_ahead(&mut self) -> Result<bool, LogError> {
+        if self.file_len == self.size {
+            return Ok(false);
+        }
+        assert!(self.file_len > self.size, "zeros ahead lie past the batches");
+        self.file.set_len(self.size).context(|| format!("cut the zeros ahead off segment {}", self.base_offset))?;
+        self.file_len = self.size;
+        Ok(true)
     }
 
     /// The segment as it is now, for a read outside the log's lock.
@@ -370,6 +432,7 @@ pub(crate) fn scan(
         first_max_timestamp: None,
         problem: None,
         walked_bytes: 0,
+        zeros_after: 0,
     };
     let mut result = empty();
     if let Some(checkpoint) = checkpoint {
@@ -405,7 +468,26 @@ pub(crate) fn scan(
         result.valid_bytes += header.total_len() as u64;
         result.next_offset = header.last_offset() as u64 + 1;
     }
+    if result.problem.is_some() && all_zeros(&mut buffer, result.valid_bytes)? {
+        result.problem = None;
+        result.zeros_after = file_len - result.valid_bytes;
+    }
+    assert!(result.problem.is_none() || result.zeros_after == 0, "a tail is either zeros or a problem");
     Ok(result)
+}
+
+/// Whether every byte of the file from `position` to its end is zero (read a window at a time, up
+/// to the first byte that is not).
+fn all_zeros(buffer: &mut ScanBuffer<'_>, position: u64) -> Result<bool, LogError> {
+    let mut at = position;
+    while at < buffer.file_len {
+        let length = usize::try_from(buffer.file_len - at).unwrap_or(usize::MAX).min(SCAN_CHUNK_BYTES);
+        if buffer.get(at, length)?.iter().any(|byte| *byte != 0) {
+            return Ok(false);
+        }
+        at += length as u64;
+    }
+    Ok(true)
 }
 
 /// What is wrong with the batch header at `position` (with `remaining` bytes from there to the end of
@@ -471,15 +553,37 @@ fn walk_to_checkpoint(
 }
 
 /// Writes `parts` one after the other at `position`, whole, with `pwritev`.
-fn write_all_at(file: &File, parts: [&[u8]; 2], position: u64) -> std::io::Result<()> {
+fn write_all_at<const N: usize>(file: &File, parts: [&[u8]; N], position: u64) -> std::io::Result<()> {
     write_all_with(parts, position, |slices, at| rustix::io::pwritev(file, slices, at).map_err(Into::into))
+}
+
+/// The smallest step of zeros written ahead (`Segment::append`): a page.
+const ZERO_STEP_MIN: u64 = 4096;
+
+/// Zeros, written ahead of a segment's end from here (`Segment::append`).
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Writes `length` zero bytes at `position`, up to 1 MiB per call.
+fn write_zeros_at(file: &File, position: u64, length: u64) -> std::io::Result<()> {
+    let mut done = 0u64;
+    while done < length {
+        let step = (length - done).min(16 * ZEROS.len() as u64) as usize;
+        let mut parts = [&ZEROS[..0]; 16];
+        for (at, part) in parts.iter_mut().enumerate() {
+            let from = at * ZEROS.len();
+            *part = &ZEROS[..step.saturating_sub(from).min(ZEROS.len())];
+        }
+        write_all_at(file, parts, position + done)?;
+        done += step as u64;
+    }
+    Ok(())
 }
 
 /// Writes `parts` whole through `write` (a positional vectored write: the slices left, and where they
 /// go), again after a short write or an interrupted call, as `write_all_at` does for one buffer. A
 /// call that takes no bytes is an error.
-fn write_all_with(
-    parts: [&[u8]; 2],
+fn write_all_with<const N: usize>(
+    parts: [&[u8]; N],
     position: u64,
     mut write: impl FnMut(&[std::io::IoSlice<'_>], u64) -> std::io::Result<usize>,
 ) -> std::io::Result<()> {

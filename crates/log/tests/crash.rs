@@ -61,34 +61,53 @@ fn truncation_at_every_byte_of_the_last_batches_recovers_the_prefix() {
     let source = tempfile::tempdir().expect("tempdir");
     let stored = crashed_log(source.path());
     let active = segment_files(source.path()).pop().expect("active segment");
-    let active_base: u64 =
-        active.file_stem().and_then(|stem| stem.to_str()).and_then(|stem| stem.parse().ok()).expect("base");
+    let active_base = base_of(&active);
     let in_active: Vec<&Stored> = stored.iter().filter(|batch| batch.base_offset >= active_base).collect();
     assert!(in_active.len() >= 2, "the active segment holds a few batches");
-    let active_len = fs::metadata(&active).expect("stat").len();
-    let first_cut = active_len - in_active.iter().rev().take(3).map(|batch| batch.bytes.len() as u64).sum::<u64>();
-    for cut in first_cut..active_len {
+    let batches_end: u64 = in_active.iter().map(|batch| batch.bytes.len() as u64).sum();
+    let file_len = fs::metadata(&active).expect("stat").len();
+    assert!(file_len > batches_end, "zeros were written ahead of the batches");
+    let first_cut = batches_end - in_active.iter().rev().take(3).map(|batch| batch.bytes.len() as u64).sum::<u64>();
+    // Two images of each torn write: the file cut there (an append that grew it, or zeros ahead that
+    // were not yet durable), and the bytes from there to the batches' end zeros again (an overwrite
+    // of zeros written ahead that did not reach the disk), the file as long as it was.
+    for (cut, zeroed) in (first_cut..file_len).flat_map(|cut| [(cut, false), (cut, true)]) {
+        if zeroed && cut >= batches_end {
+            continue;
+        }
         let image = tempfile::tempdir().expect("tempdir");
         copy_dir(source.path(), image.path());
-        let file = OpenOptions::new()
-            .write(true)
-            .open(image.path().join(active.file_name().expect("name")))
-            .expect("open copy");
-        file.set_len(cut).expect("truncate");
+        let path = image.path().join(active.file_name().expect("name"));
+        if zeroed {
+            let mut bytes = fs::read(&path).expect("read");
+            bytes[cut as usize..batches_end as usize].fill(0);
+            fs::write(&path, &bytes).expect("write");
+        } else {
+            OpenOptions::new().write(true).open(&path).expect("open copy").set_len(cut).expect("truncate");
+        }
+        // The batches that survive are the whole ones before the cut, and, where zeros were put back,
+        // a batch whose bytes from the cut on were zeros already (its records' last bytes can be).
         let mut position = 0;
         let survivors: Vec<Stored> = stored
             .iter()
-            .filter(|batch| {
+            .take_while(|batch| {
                 if batch.base_offset < active_base {
                     return true;
                 }
+                let start = position;
                 position += batch.bytes.len() as u64;
-                position <= cut
+                let from = cut.max(start).min(position) - start;
+                position <= cut || (zeroed && batch.bytes[from as usize..].iter().all(|byte| *byte == 0))
             })
             .cloned()
             .collect();
-        check_recovered(image.path(), &survivors, &format!("cut at {cut}"));
+        check_recovered(image.path(), &survivors, &format!("cut at {cut} (zeroed: {zeroed})"));
     }
+}
+
+/// The base offset a segment file is named for.
+fn base_of(segment: &Path) -> u64 {
+    segment.file_stem().and_then(|stem| stem.to_str()).and_then(|stem| stem.parse().ok()).expect("base")
 }
 
 #[test]
@@ -96,9 +115,11 @@ fn a_flipped_byte_in_the_last_batch_drops_it_and_only_it() {
     let source = tempfile::tempdir().expect("tempdir");
     let stored = crashed_log(source.path());
     let active = segment_files(source.path()).pop().expect("active segment");
-    let active_len = fs::metadata(&active).expect("stat").len() as usize;
+    let active_base = base_of(&active);
+    let batches_end: usize =
+        stored.iter().filter(|batch| batch.base_offset >= active_base).map(|batch| batch.bytes.len()).sum();
     let last = stored.last().expect("batches");
-    let start = active_len - last.bytes.len();
+    let start = batches_end - last.bytes.len();
     let survivors = &stored[..stored.len() - 1];
     for byte in 0..last.bytes.len() {
         // The partition leader epoch (bytes 12..16) is outside Kafka's CRC by design: a flip
@@ -165,6 +186,9 @@ fn missing_recovery_point_scans_everything_and_bad_index_files_are_rebuilt() {
     let end = log.log_end_offset();
     assert_eq!(log.read(0, usize::MAX, end).expect("read"), expected_read(&stored, 0, usize::MAX, end));
     drop(log);
+    // That open cut the zeros written ahead off the active segment: the files hold the batches only.
+    let total: u64 = segment_files(dir.path()).iter().map(|path| fs::metadata(path).expect("stat").len()).sum();
+    assert_eq!(total, stored.iter().map(|batch| batch.bytes.len() as u64).sum::<u64>(), "no zeros left");
     let active_len = fs::metadata(segment_files(dir.path()).pop().expect("active")).expect("stat").len();
     let log = Log::open(dir.path(), config()).expect("open");
     assert_eq!(log.recovery_stats().scanned_bytes, active_len, "rebuilt index files were persisted");

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use once_log::testing::make_batch;
 use once_log::{BatchHeader, Log, LogConfig};
 
-/// Small segments and a dense index so a few batches exercise rolls and index lookups.
+/// Small segments and a dense index so a few batches exercise rolls and index lookups; zeros written
+/// ahead a few batches at a time, so that appends both overwrite them and grow the file.
 pub fn small_config(segment_bytes_max: u64) -> LogConfig {
     LogConfig {
         segment_bytes_max,
@@ -16,6 +17,7 @@ pub fn small_config(segment_bytes_max: u64) -> LogConfig {
         retention_ms: None,
         index_interval_bytes: 100,
         unsafe_skip_fsync: false,
+        zero_ahead_bytes: 256,
     }
 }
 
