@@ -148,6 +148,13 @@ pub struct ServeArgs {
     /// follows the checkpoint, not the whole active segment [default: 16777216].
     #[arg(long, env = "ONCE_RECOVERY_CHECKPOINT_BYTES", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     recovery_checkpoint_bytes: Option<u64>,
+    /// Zeros written ahead of each partition's active segment, this many bytes at a time at most,
+    /// while its syncs are small (under 32 KiB each on average): appends then overwrite blocks the file
+    /// already has, and their fdatasyncs journal no new file size. 0 turns it off (on copy-on-write
+    /// file systems such as btrfs or ZFS an overwrite allocates anyway); the internal offsets and
+    /// transaction logs always write them [default: 1048576].
+    #[arg(long, env = "ONCE_LOG_ZERO_AHEAD_BYTES", value_name = "BYTES")]
+    log_zero_ahead_bytes: Option<u64>,
     /// Log filter (tracing EnvFilter syntax) [default: info].
     #[arg(long, env = "ONCE_LOG")]
     log: Option<String>,
@@ -243,6 +250,7 @@ impl ServeArgs {
             console_reports,
             min_free_bytes,
             recovery_checkpoint_bytes,
+            log_zero_ahead_bytes,
             log
         );
         Ok(self)
@@ -312,6 +320,7 @@ impl ServeArgs {
                 max_message_bytes: self.max_message_bytes.unwrap_or(topic.max_message_bytes),
                 unsafe_skip_fsync: self.unsafe_skip_fsync.unwrap_or(false),
                 dedup_memory_bytes: self.dedup_memory_bytes.unwrap_or(topic.dedup_memory_bytes),
+                log_zero_ahead_bytes: self.log_zero_ahead_bytes.unwrap_or(topic.log_zero_ahead_bytes),
             },
             connections_max: self.connections_max.unwrap_or(defaults.connections_max),
             connections_max_idle_ms: self.connections_max_idle_ms.unwrap_or(defaults.connections_max_idle_ms),
@@ -546,7 +555,7 @@ mod tests {
         std::fs::write(
             &file,
             "listen = \"127.0.0.1:7000\"\ndata_dir = \"/srv/once\"\nretention_ms = -1\ndefault_partitions = 6\n\
-             connections_max_idle_ms = 15000\n",
+             connections_max_idle_ms = 15000\nlog_zero_ahead_bytes = 0\n",
         )
         .expect("write");
         let file_arg = file.to_str().expect("utf-8 path");
@@ -560,6 +569,12 @@ mod tests {
         assert_eq!(config.topic_defaults.retention_ms, -1);
         assert_eq!(config.advertised_listener, None, "defaults to the listen address");
         assert!(!config.topic_defaults.unsafe_skip_fsync, "durable by default");
+        assert_eq!(config.topic_defaults.log_zero_ahead_bytes, 0, "zeros ahead turned off in the file");
+        let flagged = Wrapper::try_parse_from(["once", "--log-zero-ahead-bytes", "65536"]).expect("parses");
+        let flagged = flagged.serve.broker_config().expect("a config");
+        assert_eq!(flagged.topic_defaults.log_zero_ahead_bytes, 65_536, "by flag");
+        let default = Wrapper::try_parse_from(["once"]).expect("parses").serve.broker_config().expect("a config");
+        assert_eq!(default.topic_defaults.log_zero_ahead_bytes, 1 << 20, "1 MiB by default");
     }
 
     #[test]

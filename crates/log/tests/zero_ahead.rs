@@ -179,7 +179,10 @@ fn the_zeros_ahead_grow_with_the_segment() {
         log.sync().expect("sync");
         let (len, end) = (file_lengths(dir.path())[0], batches_len(&stored));
         let step = end.next_power_of_two().clamp(4096, 1 << 20);
-        assert!(len > end && len - end <= step && len.is_multiple_of(step), "{end} bytes of batches, {len} in the file");
+        assert!(
+            len > end && len - end <= step && len.is_multiple_of(step),
+            "{end} bytes of batches, {len} in the file"
+        );
     }
     assert_serves(&log, &stored, "3 MiB in");
 }

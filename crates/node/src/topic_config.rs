@@ -171,6 +171,9 @@ pub struct TopicDefaults {
     /// Bytes of RAM each deduplicating topic's index may hold before its sealed chunks move to disk
     /// (`--dedup-memory-bytes`; a broker setting, not a topic config).
     pub dedup_memory_bytes: usize,
+    /// Zeros written ahead of a partition's active segment at most at a time
+    /// (`--log-zero-ahead-bytes`, `LogConfig::zero_ahead_bytes`; a broker setting, not a topic config).
+    pub log_zero_ahead_bytes: u64,
 }
 
 impl Default for TopicDefaults {
@@ -183,6 +186,7 @@ impl Default for TopicDefaults {
             max_message_bytes: 1_048_588,
             unsafe_skip_fsync: false,
             dedup_memory_bytes: once_partition::DEDUP_MEMORY_BYTES_DEFAULT,
+            log_zero_ahead_bytes: LogConfig::default().zero_ahead_bytes,
         }
     }
 }
@@ -261,6 +265,7 @@ impl TopicConfig {
         config.retention_ms = positive(self.long("retention.ms"));
         config.retention_bytes = positive(self.long("retention.bytes"));
         config.unsafe_skip_fsync = self.defaults.unsafe_skip_fsync;
+        config.zero_ahead_bytes = self.defaults.log_zero_ahead_bytes;
         config
     }
 }
@@ -316,5 +321,8 @@ mod tests {
         assert_eq!(log.segment_bytes_max, 4096);
         assert_eq!(config.value_of("retention.ms"), Some(("-1".to_string(), true)));
         assert_eq!(config.value_of("retention.bytes"), Some(("-1".to_string(), false)));
+        assert_eq!(log.zero_ahead_bytes, 1 << 20, "zeros ahead by default");
+        let off = TopicDefaults { log_zero_ahead_bytes: 0, ..TopicDefaults::default() };
+        assert_eq!(TopicConfig::new(BTreeMap::new(), off).log_config().zero_ahead_bytes, 0, "the broker's setting");
     }
 }
