@@ -34,6 +34,8 @@ pub struct ManagedBroker {
     /// With power-loss faults: the manifest the broker's storage hook writes (Once's
     /// `ONCE_TEST_POWER_LOSS_MANIFEST`), applied while the broker is down.
     power_loss_manifest: Option<PathBuf>,
+    /// Power losses applied so far (their images alternate).
+    power_losses_applied: u64,
     paused: bool,
     /// Where the broker listens: readiness is a successful TCP connect here.
     listen: String,
@@ -51,7 +53,15 @@ impl ManagedBroker {
         power_loss: bool,
     ) -> anyhow::Result<ManagedBroker> {
         let power_loss_manifest = power_loss.then(|| log_path.with_extension("power-loss-manifest"));
-        let mut broker = ManagedBroker { command, power_loss_manifest, paused: false, listen, log_path, child: None };
+        let mut broker = ManagedBroker {
+            command,
+            power_loss_manifest,
+            power_losses_applied: 0,
+            paused: false,
+            listen,
+            log_path,
+            child: None,
+        };
         broker.spawn()?;
         Ok(broker)
     }
@@ -122,7 +132,8 @@ impl ManagedBroker {
     }
 
     /// Simulated power loss: SIGUSR2 makes Once's storage hook record what is durable and die by
-    /// SIGKILL; the unsynced tail of every file is then cut off, as a power cut would. Returns the
+    /// SIGKILL; the unsynced tail of every file is then thrown away, as a power cut would (cut off, or
+    /// zeros again, in turn: `crate::power_loss::Image`). Returns the
     /// bytes thrown away. A broker that wrote no manifest (another broker, or Once built without the
     /// `test-hooks` feature, which dies of the signal or ignores the hook) fails the run: counting
     /// its death as a power loss would report a pass for a fault never injected.
@@ -158,7 +169,13 @@ impl ManagedBroker {
                 self.log_path.display()
             );
         }
-        let applied = crate::power_loss::apply(manifest)
+        // The two images of an unsynced tail, in turn.
+        self.power_losses_applied += 1;
+        let image = match self.power_losses_applied % 2 {
+            1 => crate::power_loss::Image::Cut,
+            _ => crate::power_loss::Image::Zeroed,
+        };
+        let applied = crate::power_loss::apply(manifest, image)
             .with_context(|| format!("applying the power loss from {}", manifest.display()))?;
         Ok(applied.bytes_lost)
     }

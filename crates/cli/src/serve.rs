@@ -359,6 +359,11 @@ fn validate(config: &NodeConfig) -> anyhow::Result<()> {
         once_node::topic_config::validate(name, &value).map_err(anyhow::Error::msg)?;
     }
     anyhow::ensure!(config.default_partitions >= 1, "default partitions must be at least 1");
+    let zero_ahead = defaults.log_zero_ahead_bytes;
+    anyhow::ensure!(
+        zero_ahead == 0 || zero_ahead >= 4096,
+        "log zero ahead bytes must be 0 (off) or at least 4096 (a page): {zero_ahead} would write zeros after nearly every append"
+    );
     anyhow::ensure!(config.connections_max >= 1, "connections max must be at least 1");
     anyhow::ensure!(config.connections_max_idle_ms >= 1, "connections max idle must be at least 1 ms");
     anyhow::ensure!(config.transaction_max_timeout_ms >= 1, "transaction max timeout must be at least 1 ms");
@@ -584,6 +589,15 @@ mod tests {
         let refused = validate(&config).expect_err("0 ms would close every connection between two reads");
         assert!(refused.to_string().contains("connections max idle"), "{refused}");
         assert_eq!(NodeConfig::default().connections_max_idle_ms, 600_000, "Kafka's default, 10 minutes");
+    }
+
+    #[test]
+    fn zeros_ahead_are_off_or_at_least_a_page() {
+        for (bytes, valid) in [("0", true), ("4095", false), ("4096", true), ("1048576", true), ("1", false)] {
+            let parsed = Wrapper::try_parse_from(["once", "--log-zero-ahead-bytes", bytes]).expect("parses");
+            let config = parsed.serve.broker_config().expect("a config");
+            assert_eq!(validate(&config).is_ok(), valid, "--log-zero-ahead-bytes {bytes}");
+        }
     }
 
     #[test]

@@ -109,6 +109,9 @@ pub struct RecoveryStats {
     pub walked_bytes: u64,
     /// Bytes dropped: torn or corrupt tails and segments after them.
     pub truncated_bytes: u64,
+    /// Zeros cut after the last batch of a segment (written ahead of the appends; where a power loss
+    /// took unsynced batches that overwrote them, those read back as zeros and are counted here).
+    pub zero_tail_bytes: u64,
     /// True if a valid clean-shutdown marker let open skip scanning.
     pub clean: bool,
     /// Segments scanned (the active one(s) after the recovery point, plus any whose index
@@ -255,7 +258,7 @@ impl Log {
             let base = old.base_offset;
             let file = &old.file;
             crate::stats::timed(|| if trimmed { file.sync_all() } else { file.sync_data() })
-                .context(|| format!("fdatasync segment {base} at roll"))?;
+                .context(|| format!("sync segment {base} at roll"))?;
             crate::power_loss::synced(&[(old.path(&dir), old.size)]);
         }
         old.persist_index(&dir, skip_fsync)?;

@@ -11,11 +11,13 @@
 //! [`trigger`] (the broker calls it on SIGUSR2) stops every later sync from being recorded or
 //! acknowledged — the syncing thread parks until the process dies — writes the durable lengths to the
 //! manifest, and kills the process with SIGKILL. The checker (`once check`, crates/check), while the
-//! process is dead, truncates each file to its durable length, which is what the disk would hold after
-//! the power came back:
-//! appends are the only writes Once makes without an fsync before relying on them (index and
-//! metadata files are written to a temporary file, fsynced and renamed; new segments are created and
-//! their directory fsynced before use), so unsynced appended bytes are exactly what power loss takes.
+//! process is dead, throws away each file's bytes past its durable length (cut off, or zeros again),
+//! which is what the disk would hold after the power came back:
+//! appends (and the zeros written ahead of them, which are no data) are the only writes Once makes
+//! without an fsync before relying on them (index and metadata files are written to a temporary file,
+//! fsynced and renamed; new segments are created and their directory fsynced before use; segments are
+//! cut past their batches and fsynced before anything relies on the cut), so unsynced appended bytes
+//! are exactly what power loss takes.
 //!
 //! Manifest format (the interface with the checker): one line per file, `durable length<TAB>path`.
 

@@ -82,7 +82,7 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
     let log_start_offset = settle_log_start(dir, &mut segments, persisted_start, skip_fsync)?;
     let end_offset = segments.last().map_or(0, |segment| segment.next_offset);
     tracing::info!(dir = %dir.display(), log_start_offset, log_end_offset = end_offset, clean = stats.clean,
-        scanned_bytes = stats.scanned_bytes, walked_bytes = stats.walked_bytes, truncated_bytes = stats.truncated_bytes, "opened log");
+        scanned_bytes = stats.scanned_bytes, walked_bytes = stats.walked_bytes, truncated_bytes = stats.truncated_bytes, zero_tail_bytes = stats.zero_tail_bytes, "opened log");
     // What an open finds is durable: recovery fsynced it, and a clean close synced before its marker.
     let active = segments.last().expect("a log always has an active segment");
     let synced_end =
@@ -261,9 +261,10 @@ fn recover_segment(
         // Zeros written ahead of the appends (`Segment::append`): the batches end there, and the file
         // is cut to them, as a roll or a clean close leaves a segment.
         assert_eq!(scan.valid_bytes + scan.zeros_after, raw.length, "the zeros run to the end of the file");
-        tracing::debug!(dir = %dir.display(), base_offset = raw.base_offset, position = scan.valid_bytes,
-            zeros = scan.zeros_after, "cutting the zeros written ahead");
+        tracing::info!(dir = %dir.display(), base_offset = raw.base_offset, position = scan.valid_bytes,
+            offset = scan.next_offset, zeros = scan.zeros_after, "batches end here, zeros after them; cutting the zeros");
         Segment::truncate_file(&raw.file, raw.base_offset, scan.valid_bytes)?;
+        stats.zero_tail_bytes += scan.zeros_after;
     }
     let loaded = LoadedIndex { index: scan.index, next_offset: scan.next_offset };
     let segment = Segment::from_parts(raw.base_offset, raw.file, scan.valid_bytes, loaded, scan.first_max_timestamp);

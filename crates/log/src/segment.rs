@@ -19,15 +19,15 @@ const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 pub(crate) struct Segment {
     /// Offset of the first batch; also the file name.
     pub base_offset: u64,
-    /// Opened read + write; written only at `size`. Shared with reads planned under the log's
+    /// Opened read + write; written only at `size` (a batch, then maybe zeros ahead of it). Shared with reads planned under the log's
     /// lock and executed outside it ([`SegmentSnapshot`]), which keep the file open while they read,
     /// even if retention deletes it meanwhile.
     pub file: Arc<File>,
     /// Bytes of whole, valid batches in the file.
     pub size: u64,
-    /// The file's length: at least `size`; the bytes past `size` are zeros this process wrote ahead
-    /// of the appends (`LogConfig::zero_ahead_bytes`). Past a failed write they are unknown, but the
-    /// log has latched and appends no more.
+    /// The file's length, or more (after a failed write of zeros): at least `size`; the bytes past
+    /// `size` are zeros this process wrote ahead of the appends (`LogConfig::zero_ahead_bytes`). Past a
+    /// failed batch write they are unknown, but the log has latched and appends no more.
     pub file_len: u64,
     /// Writing zeros ahead failed once in this segment (a full disk): no more are tried.
     zeros_failed: bool,
@@ -158,7 +158,7 @@ impl Segment {
         self.file_len = self.file_len.max(end);
         if zero_ahead > 0 && end == self.file_len && end < limit && !self.zeros_failed {
             let step = zero_ahead.min(end.next_power_of_two().max(ZERO_STEP_MIN));
-            self.write_zeros_ahead(end, ((end / step + 1) * step).min(limit))?;
+            self.write_zeros_ahead(end, ((end / step + 1) * step).min(limit));
         }
         self.index.on_batch(self.base_offset, header, self.size, interval);
         if self.size == 0 {
@@ -172,25 +172,21 @@ impl Segment {
     }
 
     /// Writes zeros from `end` (the file's end, after the last batch) to `to`. A failure leaves only
-    /// zeros past `end`, if anything (all this writes): the file's length is read back, and no more
-    /// zeros are tried in this segment.
-    fn write_zeros_ahead(&mut self, end: u64, to: u64) -> Result<(), LogError> {
+    /// zeros past `end`, if anything (all this writes), and is not the append's: it is logged, `to`
+    /// kept as a bound on the file's length (a cut to the batches then still cuts whatever was
+    /// written), and no more zeros are tried in this segment.
+    fn write_zeros_ahead(&mut self, end: u64, to: u64) {
         assert!(end == self.file_len && end < to, "zeros go after the file's end");
-        match write_zeros_at(&self.file, end, to - end) {
-            Ok(()) => self.file_len = to,
-            Err(error) => {
-                tracing::warn!(segment = self.base_offset, position = end, %error,
-                    "could not write zeros ahead of the appends; this segment grows with each append instead");
-                self.zeros_failed = true;
-                let len = self.file.metadata().context(|| format!("stat segment {}", self.base_offset))?.len();
-                self.file_len = len.max(end);
-            }
+        if let Err(error) = write_zeros_at(&self.file, end, to - end) {
+            tracing::warn!(segment = self.base_offset, position = end, %error,
+                "could not write zeros ahead of the appends; this segment grows with each append instead");
+            self.zeros_failed = true;
         }
-        Ok(())
+        self.file_len = to;
     }
 
     /// Cuts the zeros written ahead off the file (a roll, a clean close: a segment no longer appended
-    /// to ends where its batches do). True if there were any; the caller fdatasyncs the file (the
+    /// to ends where its batches do). True if there were any; the caller fsyncs the file (the
     /// new length is then durable) before it counts on it, as the index files do.
     pub fn trim_zeros_ahead(&mut self) -> Result<bool, LogError> {
         if self.file_len == self.size {
@@ -246,7 +242,8 @@ impl Segment {
 
 /// A segment's bytes as they were at one moment under the log's lock: the first `size` bytes of the
 /// file are whole batches up to `next_offset`, and stay as they are for as long as the file exists
-/// (the log only appends past `size`; it cuts files only while recovering, before anyone reads). So a
+/// (the log only appends past `size`; it cuts files only past their batches, or while recovering, before
+/// anyone reads). So a
 /// snapshot may be read without the lock, while the writer appends behind it, and its file handle
 /// keeps the bytes readable even if retention unlinks the file meanwhile.
 #[derive(Debug, Clone)]
@@ -560,7 +557,7 @@ fn write_all_at<const N: usize>(file: &File, parts: [&[u8]; N], position: u64) -
 /// The smallest step of zeros written ahead (`Segment::append`): a page.
 const ZERO_STEP_MIN: u64 = 4096;
 
-/// Zeros, written ahead of a segment's end from here (`Segment::append`).
+/// Zeros, written ahead of a segment's end from here (`Segment::append`), 16 times per call at most.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// Writes `length` zero bytes at `position`, up to 1 MiB per call.

@@ -148,7 +148,7 @@ fn recovery_cuts_an_all_zero_tail_on_any_segment_and_keeps_what_follows() {
     fs::remove_file(dir.path().join("recovery-point")).expect("remove the recovery point");
     let log = Log::open(dir.path(), config.clone()).expect("open");
     let stats = log.recovery_stats();
-    assert_eq!(stats.truncated_bytes, 0, "nothing lost");
+    assert_eq!((stats.truncated_bytes, stats.zero_tail_bytes), (0, 1000 * segments.len() as u64), "nothing lost");
     assert_eq!(stats.segments_scanned, segments.len(), "every segment checked");
     assert_serves(&log, &stored, "zeros after every segment");
     assert_eq!(file_lengths(dir.path()), lengths, "every file cut to its batches");
@@ -185,4 +185,69 @@ fn the_zeros_ahead_grow_with_the_segment() {
         );
     }
     assert_serves(&log, &stored, "3 MiB in");
+}
+
+/// A segment below the recovery point with zeros after its batches (a roll's cut the file system did
+/// not keep): its index files no longer describe the file, so it is scanned and cut, not trusted; and
+/// a tail of zeros longer than a read window is read to its end before it counts as zeros.
+#[test]
+fn a_trusted_segment_with_zeros_after_it_is_scanned_and_long_tails_are_read_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig { zero_ahead_bytes: 0, ..small_config(700) };
+    let mut log = Log::open(dir.path(), config.clone()).expect("open");
+    let stored: Vec<Stored> = (0..20).map(|index| append(&mut log, 1, 30, index)).collect();
+    log.sync().expect("sync");
+    drop(log);
+    let segments = segment_files(dir.path());
+    let lengths = file_lengths(dir.path());
+    assert!(segments.len() >= 3);
+    let file = OpenOptions::new().write(true).open(&segments[0]).expect("open segment");
+    file.write_all_at(&vec![0u8; (5 << 20) / 2], lengths[0]).expect("2.5 MiB of zeros");
+    let log = Log::open(dir.path(), config.clone()).expect("open");
+    let stats = log.recovery_stats();
+    assert_eq!((stats.truncated_bytes, stats.zero_tail_bytes), (0, (5 << 20) / 2), "zeros cut, nothing lost");
+    assert_eq!(stats.segments_scanned, 2, "the first segment (its index files disagree) and the active one");
+    assert_serves(&log, &stored, "a trusted segment with zeros after it");
+    assert_eq!(file_lengths(dir.path()), lengths);
+    drop(log);
+    // The same long tail with one byte that is not zero at its very end: a corrupt tail, and the
+    // segments after it are deleted (they no longer follow a log that ends in a corrupt batch).
+    let file = OpenOptions::new().write(true).open(&segments[0]).expect("open segment");
+    file.write_all_at(&vec![0u8; (5 << 20) / 2], lengths[0]).expect("zeros");
+    file.write_all_at(&[1u8], lengths[0] + (5 << 20) / 2).expect("a byte");
+    let log = Log::open(dir.path(), config).expect("open");
+    let first_segment_end = stored.iter().filter(|batch| batch.base_offset < base_of(&segments[1])).count();
+    assert_serves(&log, &stored[..first_segment_end], "zeros and a byte after the first segment");
+    assert_eq!(segment_files(dir.path()).len(), 1, "later segments deleted");
+}
+
+/// Zeros after a segment's batches whose successor does not continue the log (batches lost, then
+/// zeros where they were): the successor and everything after it is deleted, as after any cut.
+#[test]
+fn zeros_where_batches_were_lost_end_the_log_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig { zero_ahead_bytes: 0, ..small_config(700) };
+    let mut log = Log::open(dir.path(), config.clone()).expect("open");
+    let stored: Vec<Stored> = (0..20).map(|index| append(&mut log, 1, 30, index)).collect();
+    log.sync().expect("sync");
+    drop(log);
+    let segments = segment_files(dir.path());
+    let next_base = base_of(&segments[1]);
+    let in_first: Vec<&Stored> = stored.iter().filter(|batch| batch.base_offset < next_base).collect();
+    assert!(in_first.len() >= 2);
+    // The first segment's last batch reads back as zeros.
+    let last = in_first.last().expect("batches");
+    let position: u64 = in_first.iter().rev().skip(1).map(|batch| batch.bytes.len() as u64).sum();
+    let file = OpenOptions::new().write(true).open(&segments[0]).expect("open segment");
+    file.write_all_at(&vec![0u8; last.bytes.len()], position).expect("zeros over the last batch");
+    fs::remove_file(dir.path().join("recovery-point")).expect("scan every segment");
+    let log = Log::open(dir.path(), config).expect("open");
+    assert_serves(&log, &stored[..in_first.len() - 1], "the log ends before the zeroed batch");
+    assert_eq!(segment_files(dir.path()).len(), 1, "the segments that no longer follow it are deleted");
+    assert!(log.recovery_stats().truncated_bytes > 0, "the deleted segments are counted as dropped");
+}
+
+/// The base offset a segment file is named for.
+fn base_of(segment: &Path) -> u64 {
+    segment.file_stem().and_then(|stem| stem.to_str()).and_then(|stem| stem.parse().ok()).expect("base")
 }
