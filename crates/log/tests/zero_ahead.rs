@@ -132,12 +132,7 @@ fn a_roll_cuts_the_zeros_and_they_stay_within_the_segment_limit() {
 #[test]
 fn recovery_cuts_an_all_zero_tail_on_any_segment_and_keeps_what_follows() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = LogConfig { zero_ahead_bytes: 0, ..small_config(700) };
-    let mut log = Log::open(dir.path(), config.clone()).expect("open");
-    let stored: Vec<Stored> = (0..20).map(|index| append(&mut log, 1, 30, index)).collect();
-    log.sync().expect("sync");
-    assert!(log.segment_count() >= 3);
-    drop(log);
+    let (config, stored) = crashed_without_zeros(dir.path());
     let segments = segment_files(dir.path());
     let lengths = file_lengths(dir.path());
     for (segment, len) in segments.iter().zip(&lengths) {
@@ -193,11 +188,7 @@ fn the_zeros_ahead_grow_with_the_segment() {
 #[test]
 fn a_trusted_segment_with_zeros_after_it_is_scanned_and_long_tails_are_read_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = LogConfig { zero_ahead_bytes: 0, ..small_config(700) };
-    let mut log = Log::open(dir.path(), config.clone()).expect("open");
-    let stored: Vec<Stored> = (0..20).map(|index| append(&mut log, 1, 30, index)).collect();
-    log.sync().expect("sync");
-    drop(log);
+    let (config, stored) = crashed_without_zeros(dir.path());
     let segments = segment_files(dir.path());
     let lengths = file_lengths(dir.path());
     assert!(segments.len() >= 3);
@@ -226,11 +217,7 @@ fn a_trusted_segment_with_zeros_after_it_is_scanned_and_long_tails_are_read_whol
 #[test]
 fn zeros_where_batches_were_lost_end_the_log_there() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = LogConfig { zero_ahead_bytes: 0, ..small_config(700) };
-    let mut log = Log::open(dir.path(), config.clone()).expect("open");
-    let stored: Vec<Stored> = (0..20).map(|index| append(&mut log, 1, 30, index)).collect();
-    log.sync().expect("sync");
-    drop(log);
+    let (config, stored) = crashed_without_zeros(dir.path());
     let segments = segment_files(dir.path());
     let next_base = base_of(&segments[1]);
     let in_first: Vec<&Stored> = stored.iter().filter(|batch| batch.base_offset < next_base).collect();
@@ -245,6 +232,18 @@ fn zeros_where_batches_were_lost_end_the_log_there() {
     assert_serves(&log, &stored[..in_first.len() - 1], "the log ends before the zeroed batch");
     assert_eq!(segment_files(dir.path()).len(), 1, "the segments that no longer follow it are deleted");
     assert!(log.recovery_stats().truncated_bytes > 0, "the deleted segments are counted as dropped");
+}
+
+/// A log of 20 small batches in several segments, synced and left without `close`, written with no
+/// zeros ahead (the tests put zeros where they want them); its config.
+fn crashed_without_zeros(dir: &Path) -> (LogConfig, Vec<Stored>) {
+    let config = LogConfig { zero_ahead_bytes: 0, ..small_config(700) };
+    let mut log = Log::open(dir, config.clone()).expect("open");
+    let stored: Vec<Stored> = (0..20).map(|index| append(&mut log, 1, 30, index)).collect();
+    log.sync().expect("sync");
+    assert!(log.segment_count() >= 3, "several segments");
+    drop(log);
+    (config, stored)
 }
 
 /// The base offset a segment file is named for.
