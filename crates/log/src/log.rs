@@ -55,9 +55,9 @@ pub struct Log {
 
 /// Zeros are written ahead of the active segment's end (`LogConfig::zero_ahead_bytes`) while the
 /// syncs make fewer bytes than this durable on average. Each sync of an append that grows the file
-/// journals its new size, about 65 µs here (docs/benchmarks.md, session 30), whatever the bytes; the
+/// journals its new size, 35–80 µs here (docs/benchmarks.md, session 30), whatever the bytes; the
 /// zeros are written once more for each byte, about 1.2 ns (the disk's write rate here): they pay
-/// below about 50 KB per sync, and cost throughput above.
+/// below about 30–60 KB per sync, and cost throughput above.
 pub(crate) const ZERO_AHEAD_SYNC_BYTES_MAX: u64 = 32 * 1024;
 
 /// A recovery checkpoint to write ([`Log::recovery_checkpoint_due`]): outside the caller's lock, then

@@ -135,7 +135,7 @@ impl Segment {
     /// size rounded up to a power of two, at least a page), so a little-used partition keeps little
     /// disk in zeros; never past `limit`, the segment's size limit. The appends that follow overwrite
     /// those blocks, so their fdatasyncs flush data only, where an append that grows the file also
-    /// journals its new size (and allocates blocks) at every fdatasync: about 40 % of a small append's
+    /// journals its new size (and allocates blocks) at every fdatasync: 30–40 % of a small append's
     /// fdatasync on ext4 (docs/benchmarks.md, session 30). The zeros are a speed-up only: they need
     /// not be durable, recovery takes an all-zero tail for the end of the batches, and a failure to
     /// write them (a full disk) is logged, not an error: the appends then grow the file as before.
