@@ -152,7 +152,7 @@ pub struct ServeArgs {
     /// while its syncs are small (under 32 KiB each on average): appends then overwrite blocks the file
     /// already has, and their fdatasyncs journal no new file size. 0 turns it off (on copy-on-write
     /// file systems such as btrfs or ZFS an overwrite allocates anyway); the internal offsets and
-    /// transaction logs always write them [default: 1048576].
+    /// transaction logs always write them [default: 262144].
     #[arg(long, env = "ONCE_LOG_ZERO_AHEAD_BYTES", value_name = "BYTES")]
     log_zero_ahead_bytes: Option<u64>,
     /// Log filter (tracing EnvFilter syntax) [default: info].
@@ -579,7 +579,7 @@ mod tests {
         let flagged = flagged.serve.broker_config().expect("a config");
         assert_eq!(flagged.topic_defaults.log_zero_ahead_bytes, 65_536, "by flag");
         let default = Wrapper::try_parse_from(["once"]).expect("parses").serve.broker_config().expect("a config");
-        assert_eq!(default.topic_defaults.log_zero_ahead_bytes, 1 << 20, "1 MiB by default");
+        assert_eq!(default.topic_defaults.log_zero_ahead_bytes, 256 << 10, "256 KiB by default");
     }
 
     #[test]

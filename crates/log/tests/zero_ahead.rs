@@ -159,21 +159,21 @@ fn recovery_cuts_an_all_zero_tail_on_any_segment_and_keeps_what_follows() {
     assert_serves(&log, &stored, "zeros then a byte");
 }
 
-/// With the default step (1 MiB), a segment runs ahead by a step that grows with it: a page while it
+/// With the default step (256 KiB), a segment runs ahead by a step that grows with it: a page while it
 /// is small, its size rounded up to a power of two after, so a little-used partition keeps little
 /// disk in zeros.
 #[test]
 fn the_zeros_ahead_grow_with_the_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = LogConfig { zero_ahead_bytes: LogConfig::default().zero_ahead_bytes, ..small_config(1 << 30) };
-    assert_eq!(config.zero_ahead_bytes, 1 << 20, "the default step");
+    assert_eq!(config.zero_ahead_bytes, 256 << 10, "the default step");
     let mut log = Log::open(dir.path(), config).expect("open");
     let mut stored = Vec::new();
     while batches_len(&stored) < 3 << 20 {
         stored.push(append(&mut log, 1, 2_000 + stored.len() % 700, stored.len() as i64));
         log.sync().expect("sync");
         let (len, end) = (file_lengths(dir.path())[0], batches_len(&stored));
-        let step = end.next_power_of_two().clamp(4096, 1 << 20);
+        let step = end.next_power_of_two().clamp(4096, 256 << 10);
         assert!(
             len > end && len - end <= step && len.is_multiple_of(step),
             "{end} bytes of batches, {len} in the file"

@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(log.segment_bytes_max, 4096);
         assert_eq!(config.value_of("retention.ms"), Some(("-1".to_string(), true)));
         assert_eq!(config.value_of("retention.bytes"), Some(("-1".to_string(), false)));
-        assert_eq!(log.zero_ahead_bytes, 1 << 20, "zeros ahead by default");
+        assert_eq!(log.zero_ahead_bytes, 256 << 10, "zeros ahead by default");
         let off = TopicDefaults { log_zero_ahead_bytes: 0, ..TopicDefaults::default() };
         assert_eq!(TopicConfig::new(BTreeMap::new(), off).log_config().zero_ahead_bytes, 0, "the broker's setting");
     }
