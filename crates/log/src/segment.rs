@@ -19,9 +19,9 @@ const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 pub(crate) struct Segment {
     /// Offset of the first batch; also the file name.
     pub base_offset: u64,
-    /// Opened read + write; written only at `size` (a batch, then maybe zeros ahead of it). Shared with reads planned under the log's
-    /// lock and executed outside it ([`SegmentSnapshot`]), which keep the file open while they read,
-    /// even if retention deletes it meanwhile.
+    /// Opened read + write; written only at `size` (a batch, then maybe zeros ahead of it). Shared
+    /// with reads planned under the log's lock and executed outside it ([`SegmentSnapshot`]), which
+    /// keep the file open while they read, even if retention deletes it meanwhile.
     pub file: Arc<File>,
     /// Bytes of whole, valid batches in the file.
     pub size: u64,
@@ -242,10 +242,9 @@ impl Segment {
 
 /// A segment's bytes as they were at one moment under the log's lock: the first `size` bytes of the
 /// file are whole batches up to `next_offset`, and stay as they are for as long as the file exists
-/// (the log only appends past `size`; it cuts files only past their batches, or while recovering, before
-/// anyone reads). So a
-/// snapshot may be read without the lock, while the writer appends behind it, and its file handle
-/// keeps the bytes readable even if retention unlinks the file meanwhile.
+/// (the log only appends past `size`; it cuts files only past their batches, or while recovering,
+/// before anyone reads). So a snapshot may be read without the lock, while the writer appends behind
+/// it, and its file handle keeps the bytes readable even if retention unlinks the file meanwhile.
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentSnapshot {
     pub base_offset: u64,
@@ -560,7 +559,7 @@ const ZERO_STEP_MIN: u64 = 4096;
 /// Zeros, written ahead of a segment's end from here (`Segment::append`), 16 times per call at most.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
-/// Writes `length` zero bytes at `position`, up to 1 MiB per call.
+/// Writes `length` zero bytes at `position`, up to 1 MiB per system call.
 fn write_zeros_at(file: &File, position: u64, length: u64) -> std::io::Result<()> {
     let mut done = 0u64;
     while done < length {
