@@ -7,7 +7,7 @@ mod common;
 use std::fs::{self, OpenOptions};
 use std::path::Path;
 
-use common::{append, copy_dir, expected_read, segment_files, small_config, Stored};
+use common::{append, base_of, copy_dir, expected_read, segment_files, small_config, Stored};
 use once_log::{Log, LogConfig};
 
 fn config() -> LogConfig {
@@ -103,11 +103,6 @@ fn truncation_at_every_byte_of_the_last_batches_recovers_the_prefix() {
             .collect();
         check_recovered(image.path(), &survivors, &format!("cut at {cut} (zeroed: {zeroed})"));
     }
-}
-
-/// The base offset a segment file is named for.
-fn base_of(segment: &Path) -> u64 {
-    segment.file_stem().and_then(|stem| stem.to_str()).and_then(|stem| stem.parse().ok()).expect("base")
 }
 
 #[test]

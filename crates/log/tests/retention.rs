@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{append, expected_read, segment_files, small_config, Stored};
+use common::{append, base_of, expected_read, segment_files, small_config, Stored};
 use once_log::{Log, LogConfig, LogError};
 
 fn filled(dir: &std::path::Path, config: &LogConfig) -> (Log, Vec<Stored>) {
@@ -32,14 +32,7 @@ fn retention_by_size_deletes_oldest_whole_segments() {
     assert!(log.size_bytes() >= limit, "never below the limit");
     let start = log.log_start_offset();
     assert!(start > 0);
-    assert_eq!(
-        start,
-        segment_files(dir.path())[0]
-            .file_stem()
-            .and_then(|stem| stem.to_str())
-            .and_then(|stem| stem.parse::<u64>().ok())
-            .expect("base")
-    );
+    assert_eq!(start, base_of(&segment_files(dir.path())[0]));
     assert_out_of_range(&log, start - 1);
     let end = log.log_end_offset();
     assert_eq!(log.read(start, usize::MAX, end).expect("read"), expected_read(&stored, start, usize::MAX, end));
@@ -63,10 +56,7 @@ fn retention_by_time_deletes_segments_whose_newest_batch_is_old() {
     let timestamp_of = |batch: &Stored| (batch.base_offset / 2) as i64 * 1_000;
     let previous = stored.iter().rfind(|batch| batch.last_offset < start).expect("something deleted");
     assert!(now - timestamp_of(previous) > 10_000, "the newest deleted batch was past retention");
-    let bases: Vec<u64> = segment_files(dir.path())
-        .iter()
-        .map(|path| path.file_stem().and_then(|stem| stem.to_str()).and_then(|stem| stem.parse().ok()).expect("base"))
-        .collect();
+    let bases: Vec<u64> = segment_files(dir.path()).iter().map(|path| base_of(path)).collect();
     assert_eq!(bases[0], start, "the log starts at the first kept segment");
     let first_kept_max = stored
         .iter()

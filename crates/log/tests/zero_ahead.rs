@@ -8,7 +8,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use common::{append, expected_read, segment_files, small_config, Stored};
+use common::{append, base_of, expected_read, segment_files, small_config, Stored};
 use once_log::{Log, LogConfig};
 
 fn file_lengths(dir: &Path) -> Vec<u64> {
@@ -100,11 +100,7 @@ fn a_roll_cuts_the_zeros_and_they_stay_within_the_segment_limit() {
     }
     let lengths = file_lengths(dir.path());
     assert!(lengths.len() >= 3, "rolled: {lengths:?}");
-    let bases: Vec<u64> = segment_files(dir.path())
-        .iter()
-        .map(|segment| segment.file_stem().and_then(|stem| stem.to_str()).and_then(|stem| stem.parse().ok()))
-        .map(|base| base.expect("a segment is named for its base offset"))
-        .collect();
+    let bases: Vec<u64> = segment_files(dir.path()).iter().map(|segment| base_of(segment)).collect();
     for (at, len) in lengths.iter().enumerate() {
         let next = bases.get(at + 1).copied().unwrap_or(u64::MAX);
         let in_segment: u64 = stored
@@ -244,9 +240,4 @@ fn crashed_without_zeros(dir: &Path) -> (LogConfig, Vec<Stored>) {
     assert!(log.segment_count() >= 3, "several segments");
     drop(log);
     (config, stored)
-}
-
-/// The base offset a segment file is named for.
-fn base_of(segment: &Path) -> u64 {
-    segment.file_stem().and_then(|stem| stem.to_str()).and_then(|stem| stem.parse().ok()).expect("base")
 }

@@ -78,6 +78,11 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The base offset a segment file is named for.
+pub fn base_of(segment: &Path) -> u64 {
+    segment.file_stem().and_then(|stem| stem.to_str()).and_then(|stem| stem.parse().ok()).expect("base")
+}
+
 /// Copies every regular file of `from` into `to` (a "crash image" of the directory).
 pub fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("create");
