@@ -150,9 +150,10 @@ pub struct ServeArgs {
     recovery_checkpoint_bytes: Option<u64>,
     /// Zeros written ahead of each partition's active segment, this many bytes at a time at most,
     /// while its syncs are small (under 32 KiB each on average): appends then overwrite blocks the file
-    /// already has, and their fdatasyncs journal no new file size. 0 turns it off (on copy-on-write
-    /// file systems such as btrfs or ZFS an overwrite allocates anyway); the internal offsets and
-    /// transaction logs always write them [default: 262144].
+    /// already has, and their fdatasyncs journal no new file size. 0 turns it off. None are written
+    /// on copy-on-write file systems (btrfs, ZFS, bcachefs: an overwrite allocates anyway) or in
+    /// memory (tmpfs, ramfs), whatever this says; the internal offsets and transaction logs write
+    /// them too [default: 262144].
     #[arg(long, env = "ONCE_LOG_ZERO_AHEAD_BYTES", value_name = "BYTES")]
     log_zero_ahead_bytes: Option<u64>,
     /// Log filter (tracing EnvFilter syntax) [default: info].
@@ -454,6 +455,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             http.push(tokio::spawn(once_http::serve(listener, tls, router, shutdown)));
         }
         tracing::info!(min_free_bytes = broker.floor.floor(), "free-space floor: produce is refused below it");
+        if let Some(file_system) = once_log::zeros_ahead_unsuited(&broker.config.data_dir) {
+            tracing::info!(file_system, "no zeros written ahead of the logs' appends: the data directory's file system copies on write or keeps files in memory, where they do not pay");
+        }
         for (listener, address) in server.local_addrs() {
             let advertised = format!("{}:{}", listener.advertised.host, listener.advertised.port);
             tracing::info!(listener = %listener.name, protocol = listener.protocol.name(), address = %address?, %advertised, "listening");

@@ -1,11 +1,13 @@
-//! The tests' broker start-up is not fooled by another process on its port: readiness needs the
-//! broker's own "serving" line, not just a port that accepts connections.
+//! The broker process itself: its start-up is not fooled by another process on its port (readiness
+//! needs the broker's own "serving" line, not just a port that accepts connections), and it writes
+//! zeros ahead of its logs' appends only on file systems where they pay.
 
 mod support;
 
 use std::net::TcpListener;
+use std::path::Path;
 
-use support::BrokerProcess;
+use support::{produce_lines, BrokerProcess};
 
 #[test]
 fn a_port_held_by_another_listener_is_not_taken_for_a_ready_broker() {
@@ -20,4 +22,29 @@ fn a_port_held_by_another_listener_is_not_taken_for_a_ready_broker() {
     assert!(problem.contains("exited early"), "the broker's own exit is reported: {problem}");
     assert!(problem.to_lowercase().contains("address"), "with its reason from the log: {problem}");
     drop(squatter);
+}
+
+/// A broker whose data directory is on tmpfs (`/dev/shm`) writes no zeros ahead of its appends, and
+/// says why at start-up; one on the usual temporary directory (ext4 or XFS, as where CI runs) does,
+/// the same records leaving its segment a step (4 KiB while it is small) long.
+#[test]
+fn zeros_ahead_of_the_appends_only_where_the_file_system_takes_them() {
+    let shm = Path::new("/dev/shm");
+    assert_eq!(once_log::zeros_ahead_unsuited(shm), Some("tmpfs"), "/dev/shm is a tmpfs where this runs");
+    let on_disk = tempfile::tempdir().expect("temp dir");
+    let in_memory = tempfile::tempdir_in(shm).expect("temp dir in /dev/shm");
+    if let Some(file_system) = once_log::zeros_ahead_unsuited(on_disk.path()) {
+        panic!("the temporary directory is on {file_system}: set TMPDIR to one on ext4 or XFS to run this test");
+    }
+    for (dir, zeros) in [(in_memory.path(), false), (on_disk.path(), true)] {
+        let broker = BrokerProcess::start_with(&[], Some(dir.join("data")), None);
+        produce_lines(&broker, "zeros", "one\ntwo\nthree\n");
+        let segment = dir.join("data/topics/zeros/0/00000000000000000000.log");
+        let len = std::fs::metadata(&segment).expect("the partition's segment").len();
+        let said = broker.log().contains("no zeros written ahead");
+        match zeros {
+            true => assert!(len == 4096 && !said, "on disk: zeros to the first step ({len} B), nothing said"),
+            false => assert!(len < 200 && said, "in memory: the batches only ({len} B), and why: {said}"),
+        }
+    }
 }

@@ -31,7 +31,8 @@ pub struct LogConfig {
     pub unsafe_skip_fsync: bool,
     /// Zeros written ahead of the active segment's end, this many bytes at a time (0: none). An
     /// append then overwrites blocks the file already has, so its fdatasync writes the data and no
-    /// metadata (no new size, no block allocation to journal). See `Segment::append`.
+    /// metadata (no new size, no block allocation to journal). See `Segment::append`. None are
+    /// written on file systems where they do not pay, whatever this says (`crate::file_system`).
     pub zero_ahead_bytes: u64,
 }
 

@@ -12,6 +12,7 @@
 //!   request frames in the broker).
 //! - `config`: `LogConfig`, Kafka's segment/retention/index tunables.
 //! - `error`: `LogError`, the crate's one error enum.
+//! - `file_system`: the file systems on which zeros written ahead of the appends do not pay.
 //! - `index`: per-segment sparse offset and time indexes, in memory and as checksummed files.
 //! - `log`: `Log` itself: append, roll, sync (`SyncPlan` for fsync outside a lock), close, latch.
 //! - `meta`: file names, small atomic metadata files (recovery point, log start offset,
@@ -27,6 +28,7 @@ pub mod batch;
 pub mod buffer_pool;
 mod config;
 mod error;
+mod file_system;
 pub mod give_way;
 mod index;
 mod log;
@@ -42,5 +44,6 @@ pub mod testing;
 pub use crate::batch::{verify_crc, BatchHeader, ValidBatch, BATCH_HEADER_LEN, MAGIC_V2};
 pub use crate::config::LogConfig;
 pub use crate::error::LogError;
+pub use crate::file_system::zeros_ahead_unsuited;
 pub use crate::log::{AppendInfo, Log, RecoveryCheckpoint, RecoveryStats, SyncPlan};
 pub use crate::read::{ReadPlan, TimestampPlan};

@@ -51,6 +51,9 @@ pub struct Log {
     /// Batch bytes per sync plan, a moving average (each plan weighs 1/8): zeros are written ahead of
     /// the appends only while it is below [`ZERO_AHEAD_SYNC_BYTES_MAX`].
     pub(crate) sync_bytes_average: u64,
+    /// The file system of the log's directory if zeros written ahead do not pay there (copy-on-write,
+    /// or in memory: `crate::file_system`): then none are, whatever `LogConfig::zero_ahead_bytes` says.
+    pub(crate) zeros_unsuited: Option<&'static str>,
 }
 
 /// Zeros are written ahead of the active segment's end (`LogConfig::zero_ahead_bytes`) while the
@@ -198,7 +201,7 @@ impl Log {
             self.latch_on_error(rolled)?;
         }
         let interval = self.config.index_interval_bytes;
-        let zero_ahead = match self.sync_bytes_average < ZERO_AHEAD_SYNC_BYTES_MAX {
+        let zero_ahead = match self.sync_bytes_average < ZERO_AHEAD_SYNC_BYTES_MAX && self.zeros_unsuited.is_none() {
             true => self.config.zero_ahead_bytes,
             false => 0,
         };

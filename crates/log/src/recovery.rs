@@ -81,6 +81,10 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
     }
     let log_start_offset = settle_log_start(dir, &mut segments, persisted_start, skip_fsync)?;
     let end_offset = segments.last().map_or(0, |segment| segment.next_offset);
+    let zeros_unsuited = crate::file_system::zeros_ahead_unsuited(dir);
+    if let (Some(file_system), true) = (zeros_unsuited, config.zero_ahead_bytes > 0) {
+        tracing::debug!(dir = %dir.display(), file_system, "no zeros written ahead of the appends on this file system");
+    }
     tracing::info!(dir = %dir.display(), log_start_offset, log_end_offset = end_offset, clean = stats.clean,
         scanned_bytes = stats.scanned_bytes, walked_bytes = stats.walked_bytes, truncated_bytes = stats.truncated_bytes, zero_tail_bytes = stats.zero_tail_bytes, "opened log");
     // What an open finds is durable: recovery fsynced it, and a clean close synced before its marker.
@@ -103,6 +107,7 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         synced_end: Some(synced_end),
         checkpoint_written: kept,
         sync_bytes_average: 0,
+        zeros_unsuited,
     })
 }
 

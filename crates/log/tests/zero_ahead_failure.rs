@@ -43,7 +43,7 @@ fn a_failed_write_of_zeros_leaves_the_appends_whole() {
 }
 
 fn in_child() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::tempdir_taking_zeros();
     let config = LogConfig { zero_ahead_bytes: STEP, ..small_config(1 << 30) };
     let mut log = Log::open(dir.path(), config.clone()).expect("open");
     let file_len = || fs::metadata(&segment_files(dir.path())[0]).expect("stat").len();

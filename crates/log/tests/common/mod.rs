@@ -21,6 +21,22 @@ pub fn small_config(segment_bytes_max: u64) -> LogConfig {
     }
 }
 
+/// A temporary directory on a file system where the log writes zeros ahead of its appends
+/// (`once_log::zeros_ahead_unsuited`: not on btrfs, ZFS, bcachefs, tmpfs or ramfs), for the tests
+/// that check those zeros: the usual temporary directory if it is on one, else one under the build's
+/// target directory. Panics if neither is, saying so: those tests cannot run there.
+pub fn tempdir_taking_zeros() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    if once_log::zeros_ahead_unsuited(dir.path()).is_none() {
+        return dir;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir in the target directory");
+    if let Some(file_system) = once_log::zeros_ahead_unsuited(dir.path()) {
+        panic!("the temporary and target directories are on {file_system}, where the log writes no zeros ahead: set TMPDIR to a directory on ext4 or XFS to run this test");
+    }
+    dir
+}
+
 /// One batch as stored: its offsets and bytes (with the assigned base offset).
 #[derive(Clone, Debug)]
 pub struct Stored {
