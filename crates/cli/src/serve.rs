@@ -152,8 +152,10 @@ pub struct ServeArgs {
     /// while its syncs are small (under 32 KiB each on average): appends then overwrite blocks the file
     /// already has, and their fdatasyncs journal no new file size. 0 turns it off. None are written
     /// on copy-on-write file systems (btrfs, ZFS, bcachefs: an overwrite allocates anyway) or in
-    /// memory (tmpfs, ramfs), whatever this says; the internal offsets and transaction logs write
-    /// them too [default: 262144].
+    /// memory (tmpfs, ramfs), whatever this says, as the data directory's own file system reports
+    /// it (overlayfs counts as one where they pay, whatever lies under it). The internal offsets and
+    /// transaction logs write them in 256 KiB steps whatever this says (not on those file systems
+    /// either) [default: 262144].
     #[arg(long, env = "ONCE_LOG_ZERO_AHEAD_BYTES", value_name = "BYTES")]
     log_zero_ahead_bytes: Option<u64>,
     /// Log filter (tracing EnvFilter syntax) [default: info].

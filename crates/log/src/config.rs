@@ -32,8 +32,12 @@ pub struct LogConfig {
     /// Zeros written ahead of the active segment's end, this many bytes at a time (0: none). An
     /// append then overwrites blocks the file already has, so its fdatasync writes the data and no
     /// metadata (no new size, no block allocation to journal). See `Segment::append`. None are
-    /// written on file systems where they do not pay, whatever this says (`crate::file_system`).
+    /// written on file systems where they do not pay (`crate::file_system`), unless
+    /// `zero_ahead_any_file_system`.
     pub zero_ahead_bytes: u64,
+    /// Zeros ahead even on a file system where they do not pay (`crate::file_system`): they are
+    /// correct anywhere, only slower there. For tests that check them wherever they run.
+    pub zero_ahead_any_file_system: bool,
 }
 
 impl Default for LogConfig {
@@ -46,6 +50,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             unsafe_skip_fsync: false,
             zero_ahead_bytes: ZERO_AHEAD_BYTES_DEFAULT,
+            zero_ahead_any_file_system: false,
         }
     }
 }

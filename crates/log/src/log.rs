@@ -201,7 +201,8 @@ impl Log {
             self.latch_on_error(rolled)?;
         }
         let interval = self.config.index_interval_bytes;
-        let zero_ahead = match self.sync_bytes_average < ZERO_AHEAD_SYNC_BYTES_MAX && self.zeros_unsuited.is_none() {
+        let suited = self.zeros_unsuited.is_none() || self.config.zero_ahead_any_file_system;
+        let zero_ahead = match self.sync_bytes_average < ZERO_AHEAD_SYNC_BYTES_MAX && suited {
             true => self.config.zero_ahead_bytes,
             false => 0,
         };

@@ -82,7 +82,9 @@ pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
     let log_start_offset = settle_log_start(dir, &mut segments, persisted_start, skip_fsync)?;
     let end_offset = segments.last().map_or(0, |segment| segment.next_offset);
     let zeros_unsuited = crate::file_system::zeros_ahead_unsuited(dir);
-    if let (Some(file_system), true) = (zeros_unsuited, config.zero_ahead_bytes > 0) {
+    if let (Some(file_system), true, false) =
+        (zeros_unsuited, config.zero_ahead_bytes > 0, config.zero_ahead_any_file_system)
+    {
         tracing::debug!(dir = %dir.display(), file_system, "no zeros written ahead of the appends on this file system");
     }
     tracing::info!(dir = %dir.display(), log_start_offset, log_end_offset = end_offset, clean = stats.clean,

@@ -58,7 +58,7 @@ fn check_recovered(dir: &Path, survivors: &[Stored], what: &str) {
 
 #[test]
 fn truncation_at_every_byte_of_the_last_batches_recovers_the_prefix() {
-    let source = common::tempdir_taking_zeros();
+    let source = tempfile::tempdir().expect("tempdir");
     let stored = crashed_log(source.path());
     let active = segment_files(source.path()).pop().expect("active segment");
     let active_base = base_of(&active);

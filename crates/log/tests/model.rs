@@ -167,7 +167,7 @@ proptest! {
     #[test]
     fn log_matches_model(segment_bytes_max in 800u64..2_500, index_interval_bytes in 0u32..300, zero_ahead_bytes in zero_ahead(), ops in proptest::collection::vec(op(), 1..80)) {
         // Fsync off for speed only: nothing here simulates a power loss (crash.rs does).
-        run(LogConfig { segment_bytes_max, segment_ms_max: None, retention_bytes: None, retention_ms: None, index_interval_bytes, unsafe_skip_fsync: true, zero_ahead_bytes }, &ops);
+        run(LogConfig { segment_bytes_max, segment_ms_max: None, retention_bytes: None, retention_ms: None, index_interval_bytes, unsafe_skip_fsync: true, zero_ahead_bytes, zero_ahead_any_file_system: true }, &ops);
     }
 }
 
@@ -179,6 +179,6 @@ proptest! {
     /// answers every read and lookup as the model does.
     #[test]
     fn log_with_recovery_checkpoints_matches_model(segment_bytes_max in 800u64..2_500, index_interval_bytes in 0u32..300, zero_ahead_bytes in zero_ahead(), ops in proptest::collection::vec(op(), 1..50)) {
-        run(LogConfig { segment_bytes_max, segment_ms_max: None, retention_bytes: None, retention_ms: None, index_interval_bytes, unsafe_skip_fsync: false, zero_ahead_bytes }, &ops);
+        run(LogConfig { segment_bytes_max, segment_ms_max: None, retention_bytes: None, retention_ms: None, index_interval_bytes, unsafe_skip_fsync: false, zero_ahead_bytes, zero_ahead_any_file_system: true }, &ops);
     }
 }

@@ -30,7 +30,7 @@ fn assert_serves(log: &Log, stored: &[Stored], what: &str) {
 /// them, and the next open is clean.
 #[test]
 fn zeros_run_ahead_of_small_appends_and_a_clean_close_cuts_them() {
-    let dir = common::tempdir_taking_zeros();
+    let dir = tempfile::tempdir().expect("tempdir");
     let config = LogConfig { zero_ahead_bytes: 4096, ..small_config(1 << 20) };
     let mut log = Log::open(dir.path(), config.clone()).expect("open");
     let mut stored = Vec::new();
@@ -65,7 +65,7 @@ fn zeros_run_ahead_of_small_appends_and_a_clean_close_cuts_them() {
 /// written, for one journalled size per sync saved); small syncs again bring them back.
 #[test]
 fn no_zeros_ahead_of_large_syncs() {
-    let dir = common::tempdir_taking_zeros();
+    let dir = tempfile::tempdir().expect("tempdir");
     let config = LogConfig { zero_ahead_bytes: 4096, ..small_config(1 << 30) };
     let mut log = Log::open(dir.path(), config).expect("open");
     let mut stored = Vec::new();
@@ -85,13 +85,21 @@ fn no_zeros_ahead_of_large_syncs() {
 }
 
 /// On a file system in memory (tmpfs: `/dev/shm`), as on a copy-on-write one, zeros ahead do not
-/// pay: none are written, whatever the step, and the file grows with each append.
+/// pay: none are written, whatever the step, and the file grows with each append — unless
+/// `zero_ahead_any_file_system` (as the other tests here set, to check zeros wherever they run).
 #[test]
 fn no_zeros_ahead_on_a_file_system_in_memory() {
     let shm = Path::new("/dev/shm");
     assert_eq!(once_log::zeros_ahead_unsuited(shm), Some("tmpfs"), "/dev/shm is a tmpfs where this runs");
+    let forced = tempfile::tempdir_in(shm).expect("tempdir in /dev/shm");
+    let mut log =
+        Log::open(forced.path(), LogConfig { zero_ahead_bytes: 4096, ..small_config(1 << 30) }).expect("open");
+    let first = append(&mut log, 2, 30, 0);
+    assert_eq!(file_lengths(forced.path()), vec![4096], "forced: zeros to the step after {} B", first.bytes.len());
+    drop(log);
+
     let dir = tempfile::tempdir_in(shm).expect("tempdir in /dev/shm");
-    let config = LogConfig { zero_ahead_bytes: 4096, ..small_config(1 << 30) };
+    let config = LogConfig { zero_ahead_bytes: 4096, zero_ahead_any_file_system: false, ..small_config(1 << 30) };
     let mut log = Log::open(dir.path(), config.clone()).expect("open");
     let mut stored = Vec::new();
     for index in 0..40 {
@@ -111,7 +119,7 @@ fn no_zeros_ahead_on_a_file_system_in_memory() {
 /// zeros never run past the segment's size limit.
 #[test]
 fn a_roll_cuts_the_zeros_and_they_stay_within_the_segment_limit() {
-    let dir = common::tempdir_taking_zeros();
+    let dir = tempfile::tempdir().expect("tempdir");
     let config = LogConfig { zero_ahead_bytes: 4096, ..small_config(3_000) };
     let mut log = Log::open(dir.path(), config.clone()).expect("open");
     let mut stored = Vec::new();
@@ -150,7 +158,7 @@ fn a_roll_cuts_the_zeros_and_they_stay_within_the_segment_limit() {
 /// corrupt tail, cut as before.
 #[test]
 fn recovery_cuts_an_all_zero_tail_on_any_segment_and_keeps_what_follows() {
-    let dir = common::tempdir_taking_zeros();
+    let dir = tempfile::tempdir().expect("tempdir");
     let (config, stored) = crashed_without_zeros(dir.path());
     let segments = segment_files(dir.path());
     let lengths = file_lengths(dir.path());
@@ -183,7 +191,7 @@ fn recovery_cuts_an_all_zero_tail_on_any_segment_and_keeps_what_follows() {
 /// disk in zeros.
 #[test]
 fn the_zeros_ahead_grow_with_the_segment() {
-    let dir = common::tempdir_taking_zeros();
+    let dir = tempfile::tempdir().expect("tempdir");
     let config = LogConfig { zero_ahead_bytes: LogConfig::default().zero_ahead_bytes, ..small_config(1 << 30) };
     assert_eq!(config.zero_ahead_bytes, 256 << 10, "the default step");
     let mut log = Log::open(dir.path(), config).expect("open");
@@ -206,7 +214,7 @@ fn the_zeros_ahead_grow_with_the_segment() {
 /// a tail of zeros longer than a read window is read to its end before it counts as zeros.
 #[test]
 fn a_trusted_segment_with_zeros_after_it_is_scanned_and_long_tails_are_read_whole() {
-    let dir = common::tempdir_taking_zeros();
+    let dir = tempfile::tempdir().expect("tempdir");
     let (config, stored) = crashed_without_zeros(dir.path());
     let segments = segment_files(dir.path());
     let lengths = file_lengths(dir.path());
@@ -235,7 +243,7 @@ fn a_trusted_segment_with_zeros_after_it_is_scanned_and_long_tails_are_read_whol
 /// zeros where they were): the successor and everything after it is deleted, as after any cut.
 #[test]
 fn zeros_where_batches_were_lost_end_the_log_there() {
-    let dir = common::tempdir_taking_zeros();
+    let dir = tempfile::tempdir().expect("tempdir");
     let (config, stored) = crashed_without_zeros(dir.path());
     let segments = segment_files(dir.path());
     let next_base = base_of(&segments[1]);

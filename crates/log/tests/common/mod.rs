@@ -8,7 +8,8 @@ use once_log::testing::make_batch;
 use once_log::{BatchHeader, Log, LogConfig};
 
 /// Small segments and a dense index so a few batches exercise rolls and index lookups; zeros written
-/// ahead a few batches at a time, so that appends both overwrite them and grow the file.
+/// ahead a few batches at a time, so that appends both overwrite them and grow the file, on whatever
+/// file system the test's directory is.
 pub fn small_config(segment_bytes_max: u64) -> LogConfig {
     LogConfig {
         segment_bytes_max,
@@ -18,23 +19,8 @@ pub fn small_config(segment_bytes_max: u64) -> LogConfig {
         index_interval_bytes: 100,
         unsafe_skip_fsync: false,
         zero_ahead_bytes: 256,
+        zero_ahead_any_file_system: true,
     }
-}
-
-/// A temporary directory on a file system where the log writes zeros ahead of its appends
-/// (`once_log::zeros_ahead_unsuited`: not on btrfs, ZFS, bcachefs, tmpfs or ramfs), for the tests
-/// that check those zeros: the usual temporary directory if it is on one, else one under the build's
-/// target directory. Panics if neither is, saying so: those tests cannot run there.
-pub fn tempdir_taking_zeros() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    if once_log::zeros_ahead_unsuited(dir.path()).is_none() {
-        return dir;
-    }
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir in the target directory");
-    if let Some(file_system) = once_log::zeros_ahead_unsuited(dir.path()) {
-        panic!("the temporary and target directories are on {file_system}, where the log writes no zeros ahead: set TMPDIR to a directory on ext4 or XFS to run this test");
-    }
-    dir
 }
 
 /// One batch as stored: its offsets and bytes (with the assigned base offset).
