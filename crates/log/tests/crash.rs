@@ -7,7 +7,7 @@ mod common;
 use std::fs::{self, OpenOptions};
 use std::path::Path;
 
-use common::{append, base_of, copy_dir, expected_read, segment_files, small_config, Stored};
+use common::{append, base_of, copy_dir, expected_read, file_lengths, segment_files, small_config, Stored};
 use once_log::{Log, LogConfig};
 
 fn config() -> LogConfig {
@@ -32,7 +32,7 @@ fn check_recovered(dir: &Path, survivors: &[Stored], what: &str) {
     let end = survivors.last().map_or(0, |batch| batch.last_offset + 1);
     assert_eq!(log.log_end_offset(), end, "{what}: log end offset");
     assert_eq!(log.durable_end_offset(), end, "{what}: durable after open");
-    let on_disk: u64 = segment_files(dir).iter().map(|path| fs::metadata(path).expect("stat").len()).sum();
+    let on_disk: u64 = file_lengths(dir).iter().sum();
     let survivor_bytes: u64 = survivors.iter().map(|batch| batch.bytes.len() as u64).sum();
     assert_eq!(on_disk, survivor_bytes, "{what}: the torn or corrupt tail was cut from the file");
     for batch in survivors {
@@ -167,7 +167,7 @@ fn unclean_open_scans_only_after_the_recovery_point() {
 fn missing_recovery_point_scans_everything_and_bad_index_files_are_rebuilt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stored = crashed_log(dir.path());
-    let total: u64 = segment_files(dir.path()).iter().map(|path| fs::metadata(path).expect("stat").len()).sum();
+    let total: u64 = file_lengths(dir.path()).iter().sum();
     for entry in fs::read_dir(dir.path()).expect("read_dir") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|extension| extension == "index") {
@@ -182,7 +182,7 @@ fn missing_recovery_point_scans_everything_and_bad_index_files_are_rebuilt() {
     assert_eq!(log.read(0, usize::MAX, end).expect("read"), expected_read(&stored, 0, usize::MAX, end));
     drop(log);
     // That open cut the zeros written ahead off the active segment: the files hold the batches only.
-    let total: u64 = segment_files(dir.path()).iter().map(|path| fs::metadata(path).expect("stat").len()).sum();
+    let total: u64 = file_lengths(dir.path()).iter().sum();
     assert_eq!(total, stored.iter().map(|batch| batch.bytes.len() as u64).sum::<u64>(), "no zeros left");
     let active_len = fs::metadata(segment_files(dir.path()).pop().expect("active")).expect("stat").len();
     let log = Log::open(dir.path(), config()).expect("open");

@@ -7,7 +7,7 @@ mod common;
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use common::{append, copy_dir, expected_read, segment_files, small_config, Stored};
+use common::{append, copy_dir, expected_read, file_lengths, segment_files, small_config, Stored};
 use once_log::{Log, LogConfig};
 
 /// Big segments (one, the active) and a dense index, so the walk rebuilds many index entries.
@@ -65,10 +65,6 @@ fn checkpointed(dir: &Path, batches: usize) -> (Log, Vec<Stored>, u64) {
     (log, stored, position)
 }
 
-fn file_len(dir: &Path) -> u64 {
-    std::fs::metadata(&segment_files(dir)[0]).expect("segment").len()
-}
-
 #[test]
 fn an_unclean_open_checks_only_what_follows_the_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -79,7 +75,7 @@ fn an_unclean_open_checks_only_what_follows_the_checkpoint() {
     fill(&mut log, &mut stored, 1);
     let end_before_crash = log.log_end_offset();
     drop(log);
-    let len = file_len(dir.path());
+    let len = file_lengths(dir.path())[0];
     OpenOptions::new().write(true).open(&segment_files(dir.path())[0]).unwrap().set_len(len - 7).unwrap();
     let image = tempfile::tempdir().expect("tempdir");
     copy_dir(dir.path(), image.path());
@@ -153,7 +149,7 @@ fn a_checkpoint_that_does_not_describe_the_segment_is_dropped() {
         other_log.sync().expect("sync other");
         drop(other_log);
         std::fs::copy(&segment_files(other.path())[0], &segment_files(dir.path())[0]).expect("replace segment");
-        let len = file_len(dir.path());
+        let len = file_lengths(dir.path())[0];
         if case == "inside a batch" {
             assert!(len > position, "the walk has bytes to step over the position in");
         }
@@ -184,7 +180,7 @@ fn a_checkpoint_with_another_offset_or_segment_is_dropped() {
     let (log, stored, position) = checkpointed(dir.path(), 20);
     let next_offset = log.log_end_offset();
     drop(log);
-    let len = file_len(dir.path());
+    let len = file_lengths(dir.path())[0];
     let cases = [
         ("the true one", [0, position, next_offset], position),
         ("another next offset", [0, position, next_offset + 1], 0),
@@ -240,7 +236,7 @@ fn the_next_checkpoint_is_due_after_min_bytes_more() {
     fill(&mut log, &mut stored, 10);
     assert!(log.recovery_checkpoint_due(1).is_none(), "appended, not synced");
     log.sync().expect("sync");
-    let grown = file_len(dir.path()) - position;
+    let grown = file_lengths(dir.path())[0] - position;
     assert!(log.recovery_checkpoint_due(grown + 1).is_none(), "less than min_bytes more");
     assert_eq!(log.recovery_checkpoint_due(grown).expect("due").position(), position + grown);
 }

@@ -8,12 +8,8 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use common::{append, base_of, expected_read, segment_files, small_config, Stored};
+use common::{append, base_of, expected_read, file_lengths, segment_files, small_config, Stored};
 use once_log::{Log, LogConfig};
-
-fn file_lengths(dir: &Path) -> Vec<u64> {
-    segment_files(dir).iter().map(|path| fs::metadata(path).expect("stat").len()).collect()
-}
 
 fn batches_len(stored: &[Stored]) -> u64 {
     stored.iter().map(|batch| batch.bytes.len() as u64).sum()

@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{append, expected_read, segment_files, small_config, Stored};
+use common::{append, expected_read, file_lengths, small_config, Stored};
 use once_log::{Log, LogConfig};
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
@@ -54,7 +53,7 @@ fn in_child() {
     let (log, stored, end) = fail_zeros(closed.path(), &config, &unlimited);
     log.close().expect("close after a failed write of zeros");
     setrlimit(Resource::Fsize, unlimited).expect("lift the limit");
-    assert_eq!(segment_len(closed.path()), end, "the close cut the zeros written before the failure");
+    assert_eq!(file_lengths(closed.path())[0], end, "the close cut the zeros written before the failure");
     let log = Log::open(closed.path(), config.clone()).expect("reopen");
     assert!(log.recovery_stats().clean, "the index files describe the cut file");
     let last = stored.last().expect("appended").last_offset + 1;
@@ -63,7 +62,7 @@ fn in_child() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut log, mut stored, mut end) = fail_zeros(dir.path(), &config, &unlimited);
-    let file_len = || segment_len(dir.path());
+    let file_len = || file_lengths(dir.path())[0];
 
     // The limit lifted (as space freed on a disk): appends go on; none is followed by zeros again,
     // so the file grows with each append past what was written, and ends with the batches.
@@ -91,10 +90,6 @@ fn in_child() {
     assert_eq!(log.read(0, usize::MAX, last).expect("read"), expected_read(&stored, 0, usize::MAX, last));
 }
 
-fn segment_len(dir: &Path) -> u64 {
-    fs::metadata(&segment_files(dir)[0]).expect("stat").len()
-}
-
 /// Opens a log in `dir` and, under the file size limit, appends up to and just past the first step:
 /// the zeros after it would end at 2 × STEP, past the limit, so their write stops at the limit and
 /// fails. Returns the log (the limit still in force), its batches and their end.
@@ -109,7 +104,7 @@ fn fail_zeros(dir: &Path, config: &LogConfig, unlimited: &Rlimit) -> (Log, Vec<S
         end += stored.last().expect("appended").bytes.len() as u64;
         assert!(end < LIMIT, "the batches fit under the limit");
     }
-    assert_eq!(segment_len(dir), LIMIT, "the zeros' write got as far as the limit and failed there");
+    assert_eq!(file_lengths(dir)[0], LIMIT, "the zeros' write got as far as the limit and failed there");
     assert!(!log.is_failed(), "a failed write of zeros does not latch the log");
     (log, stored, end)
 }

@@ -80,6 +80,10 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The length of each segment file in `dir`, by base offset (zeros written ahead included).
+pub fn file_lengths(dir: &Path) -> Vec<u64> {
+    segment_files(dir).iter().map(|path| fs::metadata(path).expect("stat").len()).collect()
+}
 /// The base offset a segment file is named for.
 pub fn base_of(segment: &Path) -> u64 {
     segment.file_stem().and_then(|stem| stem.to_str()).and_then(|stem| stem.parse().ok()).expect("base")
